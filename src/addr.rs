@@ -1,0 +1,448 @@
+//! Addresses: who is asking ([`ClientAddrResolver`]), which public network they are on
+//! ([`PublicNetwork`]), and whether an address is on the local network ([`LocalPolicy`]).
+//!
+//! The resolver is the fix for the 2021 Obico incident: the client address is the socket peer unless
+//! that peer is a proxy the embedder said to trust, and when a trusted proxy does not say who its
+//! client was, the request is refused rather than attributed to the proxy.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+/// Most hops read from forwarding headers; a longer chain is refused.
+pub const MAX_FORWARDED_HOPS: usize = 32;
+
+/// Normalizes an address: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) becomes the IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// The forwarding headers of one request, each header line in the order received.
+///
+/// Give every `Forwarded` line and every `X-Forwarded-For` line; the resolver reads them only when
+/// the socket peer is a trusted proxy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForwardedHeaders<'a> {
+    /// Values of the `Forwarded` header (RFC 7239), one per header line.
+    pub forwarded: &'a [&'a str],
+    /// Values of the `X-Forwarded-For` header, one per header line.
+    pub x_forwarded_for: &'a [&'a str],
+}
+
+impl ForwardedHeaders<'_> {
+    /// No forwarding headers.
+    pub const NONE: ForwardedHeaders<'static> = ForwardedHeaders {
+        forwarded: &[],
+        x_forwarded_for: &[],
+    };
+}
+
+/// Why a client address could not be resolved. Each is a refusal: the request must not proceed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientAddrError {
+    /// The peer is a trusted proxy but sent no forwarding header: the client is unknown.
+    #[error("a trusted proxy sent no forwarding header")]
+    MissingForwarded,
+    /// A hop in the forwarding headers is not an IP address (`unknown`, an obfuscated name, junk).
+    #[error("a forwarding hop is not an IP address")]
+    UnparsableHop,
+    /// Every hop in the chain is a trusted proxy: there is no client address to take.
+    #[error("every forwarding hop is a trusted proxy")]
+    OnlyTrustedHops,
+    /// More than [`MAX_FORWARDED_HOPS`] hops.
+    #[error("too many forwarding hops")]
+    TooManyHops,
+}
+
+/// Resolves the client's address from the socket peer and the trusted-proxy list.
+///
+/// Start from the socket peer; only if it is in the trusted set, read `Forwarded` (preferred when
+/// present) or `X-Forwarded-For` right to left, skipping trusted hops, and take the first untrusted
+/// one. IPv4-mapped IPv6 addresses are normalized throughout.
+///
+/// ```
+/// use lanlink::{ClientAddrResolver, ForwardedHeaders};
+/// let none = ClientAddrResolver::default();
+/// let peer = "203.0.113.9".parse().unwrap();
+/// let spoof = ForwardedHeaders { forwarded: &[], x_forwarded_for: &["192.168.1.5"] };
+/// // An untrusted peer's headers are ignored.
+/// assert_eq!(none.resolve(peer, spoof), Ok(peer));
+///
+/// let lb = ClientAddrResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+/// let hdr = ForwardedHeaders { forwarded: &[], x_forwarded_for: &["1.2.3.4, 198.51.100.7, 10.0.0.3"] };
+/// assert_eq!(lb.resolve("10.0.0.2".parse().unwrap(), hdr), Ok("198.51.100.7".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientAddrResolver {
+    trusted: Vec<IpNet>,
+}
+
+impl ClientAddrResolver {
+    /// A resolver that trusts the given proxy networks (empty: trust no forwarding header).
+    pub fn new(trusted_proxies: Vec<IpNet>) -> Self {
+        let trusted = trusted_proxies
+            .into_iter()
+            .map(|net| match net {
+                // A mapped-v6 proxy range is stored as the IPv4 range it denotes.
+                IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+                    Some(v4) if v6.prefix_len() >= 96 => {
+                        Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
+                    }
+                    _ => net,
+                },
+                IpNet::V4(_) => net,
+            })
+            .collect();
+        Self { trusted }
+    }
+
+    /// The trusted proxy networks.
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address of a request whose socket peer is `peer`.
+    pub fn resolve(
+        &self,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<IpAddr, ClientAddrError> {
+        let peer = canonical(peer);
+        if !self.is_trusted(peer) {
+            return Ok(peer);
+        }
+        let hops = if headers.forwarded.iter().any(|l| !l.trim().is_empty()) {
+            parse_forwarded(headers.forwarded)?
+        } else if headers.x_forwarded_for.iter().any(|l| !l.trim().is_empty()) {
+            parse_x_forwarded_for(headers.x_forwarded_for)?
+        } else {
+            return Err(ClientAddrError::MissingForwarded);
+        };
+        for hop in hops.iter().rev() {
+            let ip = hop.ok_or(ClientAddrError::UnparsableHop)?;
+            if !self.is_trusted(ip) {
+                return Ok(ip);
+            }
+        }
+        Err(ClientAddrError::OnlyTrustedHops)
+    }
+}
+
+/// Splits header lines into comma-separated elements, bounded by [`MAX_FORWARDED_HOPS`].
+fn elements<'a>(lines: &[&'a str]) -> Result<Vec<&'a str>, ClientAddrError> {
+    let mut out = Vec::new();
+    for line in lines {
+        for element in split_unquoted(line, ',') {
+            if out.len() == MAX_FORWARDED_HOPS {
+                return Err(ClientAddrError::TooManyHops);
+            }
+            out.push(element.trim());
+        }
+    }
+    Ok(out)
+}
+
+/// Splits on `sep` outside double quotes.
+fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// Each hop of RFC 7239 `Forwarded` lines: `Some(ip)` for an address, `None` for a hop without a
+/// usable `for=` (missing, `unknown`, obfuscated).
+fn parse_forwarded(lines: &[&str]) -> Result<Vec<Option<IpAddr>>, ClientAddrError> {
+    Ok(elements(lines)?
+        .into_iter()
+        .map(|element| {
+            let mut found = None;
+            for pair in split_unquoted(element, ';') {
+                let Some((name, value)) = pair.split_once('=') else {
+                    continue;
+                };
+                if name.trim().eq_ignore_ascii_case("for") {
+                    if found.is_some() {
+                        // Two `for` parameters in one element: ambiguous, treat as unusable.
+                        return None;
+                    }
+                    found = Some(value.trim());
+                }
+            }
+            let value = found?;
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            parse_node(value)
+        })
+        .collect())
+}
+
+/// Each hop of `X-Forwarded-For` lines.
+fn parse_x_forwarded_for(lines: &[&str]) -> Result<Vec<Option<IpAddr>>, ClientAddrError> {
+    Ok(elements(lines)?.into_iter().map(parse_node).collect())
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`,
+/// `[2001:db8::1]:80`.
+fn parse_node(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sock) = text.parse::<SocketAddr>() {
+        return Some(canonical(sock.ip()));
+    }
+    let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+    inner
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(|ip| canonical(ip.into()))
+}
+
+/// The public network a caller is on: the key under which the server groups announcements.
+///
+/// An IPv4 address stands for itself; an IPv6 address is grouped by its prefix (/64 by default),
+/// because one home's devices use many addresses of one prefix.
+///
+/// ```
+/// use lanlink::PublicNetwork;
+/// let a = PublicNetwork::from_ip("2001:db8:1:2::10".parse().unwrap(), 64);
+/// let b = PublicNetwork::from_ip("2001:db8:1:2:aaaa::1".parse().unwrap(), 64);
+/// assert_eq!(a, b);
+/// let v4 = PublicNetwork::from_ip("::ffff:203.0.113.7".parse().unwrap(), 64);
+/// assert_eq!(v4.to_string(), "203.0.113.7");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PublicNetwork {
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 prefix.
+    V6(Ipv6Net),
+}
+
+impl PublicNetwork {
+    /// The network of `ip`, grouping IPv6 by `v6_prefix` bits (clamped to 0..=128).
+    pub fn from_ip(ip: IpAddr, v6_prefix: u8) -> Self {
+        match canonical(ip) {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => {
+                let prefix = v6_prefix.min(128);
+                // Cannot fail: the prefix is clamped to at most 128.
+                let net = Ipv6Net::new(v6, prefix).unwrap_or_default().trunc();
+                Self::V6(net)
+            }
+        }
+    }
+}
+
+impl fmt::Display for PublicNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::V4(ip) => write!(f, "{ip}"),
+            Self::V6(net) => write!(f, "{net}"),
+        }
+    }
+}
+
+/// Which caller addresses the agent treats as "on the local network".
+///
+/// The default: RFC 1918 (10/8, 172.16/12, 192.168/16), loopback (127/8, ::1), link-local
+/// (169.254/16, fe80::/10) and IPv6 ULA (fc00::/7). Not CGNAT (100.64/10), which neighbours behind
+/// a carrier's NAT share, and nothing public.
+///
+/// ```
+/// use lanlink::LocalPolicy;
+/// let policy = LocalPolicy::default();
+/// assert!(policy.is_local("192.168.1.20".parse().unwrap()));
+/// assert!(policy.is_local("::ffff:10.1.2.3".parse().unwrap()));
+/// assert!(!policy.is_local("100.64.0.9".parse().unwrap()));
+/// assert!(!policy.is_local("203.0.113.9".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPolicy {
+    networks: Vec<IpNet>,
+}
+
+impl LocalPolicy {
+    /// A policy that accepts exactly `networks`.
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        Self { networks }
+    }
+
+    /// The accepted networks.
+    pub fn networks(&self) -> &[IpNet] {
+        &self.networks
+    }
+
+    /// Whether `ip` (normalized) is local under this policy.
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.networks.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl Default for LocalPolicy {
+    fn default() -> Self {
+        Self::new(default_private_networks())
+    }
+}
+
+/// RFC 1918, loopback, link-local and ULA networks.
+pub fn default_private_networks() -> Vec<IpNet> {
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    // Cannot fail: the literals above are valid networks (checked by a unit test).
+    .filter_map(|net| net.parse().ok())
+    .collect()
+}
+
+/// Whether `ip` may be announced as an agent's private address: private, loopback, ULA or
+/// link-local (the default [`LocalPolicy`] set). Anything else would let an announcement point
+/// linkers at a public host.
+pub fn is_announceable_private_ip(ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn default_networks_all_parse() {
+        assert_eq!(default_private_networks().len(), 8);
+    }
+
+    #[test]
+    fn forwarded_rfc7239_forms() {
+        let r = ClientAddrResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let h = |f: &'static [&'static str]| ForwardedHeaders {
+            forwarded: f,
+            x_forwarded_for: &[],
+        };
+        assert_eq!(
+            r.resolve(
+                ip("10.0.0.1"),
+                h(&["for=\"[2001:db8:cafe::17]:4711\";proto=https"])
+            ),
+            Ok(ip("2001:db8:cafe::17"))
+        );
+        assert_eq!(
+            r.resolve(
+                ip("10.0.0.1"),
+                h(&["For=192.0.2.60;by=10.0.0.1, for=10.0.0.9"])
+            ),
+            Ok(ip("192.0.2.60"))
+        );
+        assert_eq!(
+            r.resolve(ip("10.0.0.1"), h(&["for=unknown"])),
+            Err(ClientAddrError::UnparsableHop)
+        );
+        assert_eq!(
+            r.resolve(ip("10.0.0.1"), h(&["for=_hidden, for=198.51.100.1"])),
+            Ok(ip("198.51.100.1"))
+        );
+        assert_eq!(
+            r.resolve(ip("10.0.0.1"), h(&["for=10.0.0.7"])),
+            Err(ClientAddrError::OnlyTrustedHops)
+        );
+        assert_eq!(
+            r.resolve(ip("10.0.0.1"), ForwardedHeaders::NONE),
+            Err(ClientAddrError::MissingForwarded)
+        );
+        assert_eq!(
+            r.resolve(ip("::ffff:10.0.0.1"), h(&["for=\"[::ffff:198.51.100.2]\""])),
+            Ok(ip("198.51.100.2"))
+        );
+    }
+
+    #[test]
+    fn mapped_trusted_range_is_ipv4() {
+        let r = ClientAddrResolver::new(vec!["::ffff:10.0.0.0/104".parse().unwrap()]);
+        assert!(r.is_trusted(ip("10.1.1.1")));
+        assert!(r.is_trusted(ip("::ffff:10.1.1.1")));
+    }
+
+    #[test]
+    fn too_many_hops_refused() {
+        let r = ClientAddrResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let long = vec!["1.1.1.1"; MAX_FORWARDED_HOPS + 1].join(",");
+        let lines = [long.as_str()];
+        let h = ForwardedHeaders {
+            forwarded: &[],
+            x_forwarded_for: &lines,
+        };
+        assert_eq!(
+            r.resolve(ip("10.0.0.1"), h),
+            Err(ClientAddrError::TooManyHops)
+        );
+    }
+
+    #[test]
+    fn announceable() {
+        for ok in [
+            "10.1.1.1",
+            "172.31.0.1",
+            "192.168.0.2",
+            "127.0.0.1",
+            "169.254.3.3",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:192.168.1.1",
+        ] {
+            assert!(is_announceable_private_ip(ip(ok)), "{ok}");
+        }
+        for bad in [
+            "8.8.8.8",
+            "100.64.0.1",
+            "2001:db8::1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::",
+        ] {
+            assert!(!is_announceable_private_ip(ip(bad)), "{bad}");
+        }
+    }
+}

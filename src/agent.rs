@@ -1,0 +1,744 @@
+//! The agent: runs on the device, makes the instance id and the secret, announces, hands the secret
+//! only to local callers during the window, verifies what the server forwards, redeems its code.
+//!
+//! A sans-IO state machine: the embedder feeds it inputs (`handle_*`, each with `now` from a
+//! monotonic clock) and drains its outputs (`poll_transmit`, `poll_event`, `poll_timeout`) after
+//! every input.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+//! use lanlink::DeviceInfo;
+//!
+//! let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default());
+//! let now = Instant::now();
+//! let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+//! // The first announcement is due at once.
+//! let Some(AgentTransmit::Announce(announce)) = agent.poll_transmit(now) else { panic!() };
+//! assert_eq!(announce.instance_id, agent.instance_id());
+//! // Nothing more until the announce interval has passed.
+//! assert!(agent.poll_transmit(now).is_none());
+//! assert_eq!(agent.poll_timeout(), Some(now + Duration::from_secs(2)));
+//! ```
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use rand::{CryptoRng, RngCore};
+
+use crate::addr::{is_announceable_private_ip, ClientAddrResolver, ForwardedHeaders, LocalPolicy};
+use crate::code::LinkCode;
+use crate::error::{AgentError, ConfigError, Refusal, SecretRefusal, VerifyFailure};
+use crate::event::{AgentEvent, StopReason};
+use crate::id::InstanceId;
+use crate::secret::{AuthToken, LocalSecret};
+use crate::wire::{
+    AgentMessage, Announce, AnnounceReply, DeviceInfo, RedeemReply, RedeemRequest, SecretReply,
+    WIRE_VERSION,
+};
+
+/// The longest discovery window the crate allows: 10 minutes.
+pub const MAX_DISCOVERY_WINDOW: Duration = Duration::from_secs(600);
+
+/// The default announce interval: 2 seconds.
+pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The longest pause between announcements the agent accepts from a server's `poll_after_ms`.
+pub const MAX_POLL_AFTER: Duration = Duration::from_secs(30);
+
+/// The agent's configuration. Checked by [`Agent::new`].
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    window: Duration,
+    announce_interval: Duration,
+    private_ip: IpAddr,
+    port: u16,
+    info: DeviceInfo,
+    local_policy: LocalPolicy,
+    resolver: ClientAddrResolver,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults: a 10-minute window, a 2-second announce interval, the
+    /// default [`LocalPolicy`], no trusted proxies, no host names (IP literals only) and no
+    /// origins (any request with an `Origin` is refused).
+    pub fn new(private_ip: IpAddr, port: u16, info: DeviceInfo) -> Self {
+        Self {
+            window: MAX_DISCOVERY_WINDOW,
+            announce_interval: DEFAULT_ANNOUNCE_INTERVAL,
+            private_ip,
+            port,
+            info,
+            local_policy: LocalPolicy::default(),
+            resolver: ClientAddrResolver::default(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+
+    /// Sets the discovery window (more than zero, at most [`MAX_DISCOVERY_WINDOW`]).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Sets the announce interval (more than zero, less than the window).
+    pub fn announce_interval(mut self, interval: Duration) -> Self {
+        self.announce_interval = interval;
+        self
+    }
+
+    /// Sets which callers are local.
+    pub fn local_policy(mut self, policy: LocalPolicy) -> Self {
+        self.local_policy = policy;
+        self
+    }
+
+    /// Trusts forwarding headers from these proxy networks (for an agent behind a local reverse
+    /// proxy). Default: none.
+    pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
+        self.resolver = ClientAddrResolver::new(proxies);
+        self
+    }
+
+    /// Accepts `Host: name` (besides IP literals), e.g. `"printer.local"`. Case-insensitive.
+    pub fn allow_host(mut self, name: &str) -> Self {
+        self.allowed_hosts
+            .push(name.trim_end_matches('.').to_ascii_lowercase());
+        self
+    }
+
+    /// Accepts requests carrying `Origin: origin`, e.g. `"https://cloud.example"`.
+    pub fn allow_origin(mut self, origin: &str) -> Self {
+        self.allowed_origins.push(origin.to_ascii_lowercase());
+        self
+    }
+
+    /// The window.
+    pub fn window_length(&self) -> Duration {
+        self.window
+    }
+
+    /// The announce interval.
+    pub fn interval(&self) -> Duration {
+        self.announce_interval
+    }
+
+    /// The allowed origins.
+    pub fn allowed_origins(&self) -> &[String] {
+        &self.allowed_origins
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.window.is_zero() || self.window > MAX_DISCOVERY_WINDOW {
+            return Err(ConfigError::DiscoveryWindow);
+        }
+        if self.announce_interval.is_zero() || self.announce_interval >= self.window {
+            return Err(ConfigError::AnnounceInterval);
+        }
+        if !is_announceable_private_ip(self.private_ip) {
+            return Err(ConfigError::AgentAddress);
+        }
+        if self.allowed_hosts.iter().any(|h| !valid_host_name(h)) {
+            return Err(ConfigError::HostOrOrigin);
+        }
+        if self.allowed_origins.iter().any(|o| !valid_origin(o)) {
+            return Err(ConfigError::HostOrOrigin);
+        }
+        // Re-check the info against the wire limits (its constructor already did).
+        DeviceInfo::new(
+            self.info.hostname(),
+            self.info.model(),
+            self.info.agent(),
+            self.info.agent_version(),
+        )?;
+        Ok(())
+    }
+}
+
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && name.parse::<Ipv4Addr>().is_err()
+}
+
+fn valid_origin(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    matches!(rest, Some(host) if !host.is_empty() && !host.contains('/') && host.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+/// A request for the secret at the agent's local endpoint, as the transport saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretRequest<'a> {
+    /// The socket peer.
+    pub peer: IpAddr,
+    /// Forwarding headers (read only if `peer` is a trusted proxy).
+    pub forwarded: ForwardedHeaders<'a>,
+    /// The `Host` header, if any.
+    pub host: Option<&'a str>,
+    /// The `Origin` header, if any.
+    pub origin: Option<&'a str>,
+    /// The `instance_id` the caller asked for.
+    pub instance_id: &'a str,
+}
+
+/// What the agent wants sent to the server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AgentTransmit {
+    /// Announce presence; feed the reply to [`Agent::handle_announce_reply`].
+    Announce(Announce),
+    /// Redeem a code; feed the reply to [`Agent::handle_redeem_reply`].
+    Redeem(RedeemRequest),
+}
+
+/// The agent's state, as the embedder may show it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentStatus {
+    /// Discovery is on until `deadline`.
+    Discovering {
+        /// When the window closes.
+        deadline: Instant,
+    },
+    /// A code is being redeemed.
+    Redeeming,
+    /// Linked; the token is available from [`Agent::auth_token`].
+    Linked,
+    /// Discovery ended without a link.
+    Stopped(StopReason),
+}
+
+enum State {
+    Discovering {
+        secret: LocalSecret,
+        deadline: Instant,
+        next_announce: Instant,
+    },
+    Redeeming {
+        sent: bool,
+    },
+    Linked {
+        token: AuthToken,
+    },
+    Stopped {
+        reason: StopReason,
+    },
+}
+
+/// The agent's state machine. See the [module docs](self).
+pub struct Agent {
+    config: AgentConfig,
+    instance_id: InstanceId,
+    state: State,
+    pending_redeem: Option<RedeemRequest>,
+    events: VecDeque<AgentEvent>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("instance_id", &self.instance_id)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Checks `config` and starts discovery at `now`: a fresh instance id and secret from `rng`.
+    pub fn new<R: CryptoRng + RngCore + ?Sized>(
+        config: AgentConfig,
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut agent = Self {
+            config,
+            instance_id: InstanceId::from_bytes([0; 16]),
+            state: State::Stopped {
+                reason: StopReason::Cancelled,
+            },
+            pending_redeem: None,
+            events: VecDeque::new(),
+        };
+        agent.start(now, rng);
+        Ok(agent)
+    }
+
+    fn start<R: CryptoRng + RngCore + ?Sized>(&mut self, now: Instant, rng: &mut R) {
+        self.instance_id = InstanceId::generate(rng);
+        // An unrepresentable deadline (never in practice) closes the window at once: fail closed.
+        let deadline = now.checked_add(self.config.window).unwrap_or(now);
+        self.state = State::Discovering {
+            secret: LocalSecret::generate(rng),
+            deadline,
+            next_announce: now,
+        };
+        self.pending_redeem = None;
+        self.events.push_back(AgentEvent::DiscoveryStarted {
+            instance_id: self.instance_id,
+            deadline,
+        });
+    }
+
+    // ---- getters ----
+
+    /// This window's instance id.
+    pub fn instance_id(&self) -> InstanceId {
+        self.instance_id
+    }
+
+    /// The state, without secrets.
+    pub fn status(&self) -> AgentStatus {
+        match &self.state {
+            State::Discovering { deadline, .. } => AgentStatus::Discovering {
+                deadline: *deadline,
+            },
+            State::Redeeming { .. } => AgentStatus::Redeeming,
+            State::Linked { .. } => AgentStatus::Linked,
+            State::Stopped { reason } => AgentStatus::Stopped(reason.clone()),
+        }
+    }
+
+    /// Whether discovery is on (the window may still have run out; see [`Agent::handle_timeout`]).
+    pub fn is_discovering(&self) -> bool {
+        matches!(self.state, State::Discovering { .. })
+    }
+
+    /// The auth token, once linked.
+    pub fn auth_token(&self) -> Option<&AuthToken> {
+        match &self.state {
+            State::Linked { token } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    // ---- inputs ----
+
+    /// Advances time: closes the window when it has run out. A spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let State::Discovering { deadline, .. } = self.state {
+            if now >= deadline {
+                self.stop(StopReason::WindowExpired);
+            }
+        }
+    }
+
+    /// A caller on the agent's local endpoint asks for the secret (protocol step 5).
+    ///
+    /// Answers only if all hold, checked in this order: discovery is on and inside its window;
+    /// the caller's resolved address is local; the `instance_id` matches; `Host` is an IP literal
+    /// or an allowed name; `Origin`, when present, is allowed. A refusal changes no state (except
+    /// that a request after the window closes it, as [`Agent::handle_timeout`] would).
+    pub fn handle_secret_request(
+        &mut self,
+        now: Instant,
+        request: &SecretRequest<'_>,
+    ) -> Result<SecretReply, SecretRefusal> {
+        let result = self.check_secret_request(now, request);
+        match &result {
+            Ok(_) => {
+                // Cannot fail: the check above resolved the same address.
+                let client = self
+                    .config
+                    .resolver
+                    .resolve(request.peer, request.forwarded)
+                    .unwrap_or(request.peer);
+                self.events.push_back(AgentEvent::SecretServed { client });
+            }
+            Err(reason) => self.events.push_back(AgentEvent::SecretRefused {
+                peer: request.peer,
+                reason: reason.clone(),
+            }),
+        }
+        result
+    }
+
+    fn check_secret_request(
+        &mut self,
+        now: Instant,
+        request: &SecretRequest<'_>,
+    ) -> Result<SecretReply, SecretRefusal> {
+        self.handle_timeout(now);
+        if !self.is_discovering() {
+            return match &self.state {
+                State::Stopped {
+                    reason: StopReason::WindowExpired,
+                } => Err(SecretRefusal::WindowExpired),
+                _ => Err(SecretRefusal::NotDiscovering),
+            };
+        }
+        let client = self
+            .config
+            .resolver
+            .resolve(request.peer, request.forwarded)?;
+        if !self.config.local_policy.is_local(client) {
+            return Err(SecretRefusal::NotLocal);
+        }
+        match request.instance_id.parse::<InstanceId>() {
+            Ok(id) if id == self.instance_id => {}
+            _ => return Err(SecretRefusal::WrongInstance),
+        }
+        if !request.host.is_some_and(|h| self.host_allowed(h)) {
+            return Err(SecretRefusal::BadHost);
+        }
+        if let Some(origin) = request.origin {
+            let origin = origin.trim().to_ascii_lowercase();
+            if !self.config.allowed_origins.contains(&origin) {
+                return Err(SecretRefusal::BadOrigin);
+            }
+        }
+        match &self.state {
+            State::Discovering { secret, .. } => Ok(SecretReply {
+                local_secret: secret.clone(),
+            }),
+            // Cannot happen: checked above.
+            _ => Err(SecretRefusal::NotDiscovering),
+        }
+    }
+
+    /// `Host` is an IP literal (with optional port) or an allowed name (with optional port).
+    fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim();
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            let Some((inner, after)) = rest.split_once(']') else {
+                return false;
+            };
+            return inner.parse::<Ipv6Addr>().is_ok() && valid_port_suffix(after);
+        } else {
+            match host.split_once(':') {
+                Some((name, port)) => {
+                    if !valid_port_suffix(&format!(":{port}")) {
+                        return false;
+                    }
+                    name
+                }
+                None => host,
+            }
+        };
+        if name.parse::<Ipv4Addr>().is_ok() {
+            return true;
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        !name.is_empty() && self.config.allowed_hosts.contains(&name)
+    }
+
+    /// The server's reply to an announcement: queued messages to verify (protocol step 7), and
+    /// when to announce next.
+    pub fn handle_announce_reply(&mut self, now: Instant, reply: AnnounceReply) {
+        if let State::Discovering { next_announce, .. } = &mut self.state {
+            let wanted = Duration::from_millis(reply.poll_after_ms)
+                .clamp(self.config.announce_interval, MAX_POLL_AFTER);
+            // The announce just sent set next_announce = sent + interval; only ever slow down.
+            if let Some(later) = now.checked_add(wanted - self.config.announce_interval) {
+                if later > *next_announce {
+                    *next_announce = later;
+                }
+            }
+        }
+        for message in reply.messages {
+            match message {
+                AgentMessage::VerifyAndRedeem {
+                    instance_id,
+                    local_secret,
+                    code,
+                } => self.verify(now, instance_id, &local_secret, code),
+                AgentMessage::Unknown => {}
+            }
+        }
+    }
+
+    fn verify(
+        &mut self,
+        now: Instant,
+        instance_id: InstanceId,
+        presented: &LocalSecret,
+        code: LinkCode,
+    ) {
+        self.handle_timeout(now);
+        let outcome = match &self.state {
+            State::Discovering { secret, .. } => {
+                // Compare the secret even when the id is wrong, so both take the same time.
+                let secret_ok = secret.ct_eq(presented);
+                if instance_id != self.instance_id {
+                    Err(VerifyFailure::WrongInstance)
+                } else if !secret_ok {
+                    Err(VerifyFailure::WrongSecret)
+                } else {
+                    Ok(())
+                }
+            }
+            State::Stopped {
+                reason: StopReason::WindowExpired,
+            } => Err(VerifyFailure::Late),
+            _ => Err(VerifyFailure::NotDiscovering),
+        };
+        match outcome {
+            Ok(()) => {
+                self.events.push_back(AgentEvent::SecretVerified);
+                self.begin_redeem(code, false);
+            }
+            Err(reason) => {
+                self.events.push_back(AgentEvent::MessageRejected {
+                    reason: reason.clone(),
+                });
+                // Any failure ends discovery; a message to an agent that is already redeeming or
+                // linked is dropped without touching that state.
+                if matches!(self.state, State::Discovering { .. }) {
+                    self.stop(StopReason::VerifyFailed(reason));
+                }
+            }
+        }
+    }
+
+    fn begin_redeem(&mut self, code: LinkCode, manual: bool) {
+        // Replacing the state drops (and so zeroizes) the secret: it is single-use.
+        self.state = State::Redeeming { sent: false };
+        self.pending_redeem = Some(RedeemRequest {
+            instance_id: self.instance_id,
+            code,
+        });
+        self.events.push_back(AgentEvent::RedeemStarted { manual });
+    }
+
+    /// The user typed a manual code (protocol step 9). Ends discovery (the secret is zeroized)
+    /// and queues the redemption. Allowed while discovering or after discovery stopped.
+    pub fn enter_code(&mut self, now: Instant, code: LinkCode) -> Result<(), AgentError> {
+        self.handle_timeout(now);
+        match self.state {
+            State::Linked { .. } => Err(AgentError::AlreadyLinked),
+            State::Redeeming { .. } => Err(AgentError::RedeemInProgress),
+            State::Discovering { .. } | State::Stopped { .. } => {
+                self.begin_redeem(code, true);
+                Ok(())
+            }
+        }
+    }
+
+    /// The server's answer to the redemption: a token (linked) or a refusal (discovery stays off).
+    pub fn handle_redeem_reply(
+        &mut self,
+        now: Instant,
+        reply: Result<RedeemReply, Refusal>,
+    ) -> Result<(), AgentError> {
+        let _ = now;
+        match self.state {
+            State::Redeeming { sent: true, .. } => {}
+            _ => return Err(AgentError::NoRedeemInProgress),
+        }
+        match reply {
+            Ok(reply) => {
+                self.state = State::Linked {
+                    token: reply.auth_token,
+                };
+                self.events.push_back(AgentEvent::Linked {
+                    instance_id: self.instance_id,
+                });
+            }
+            Err(refusal) => self.stop(StopReason::RedeemRefused(refusal)),
+        }
+        Ok(())
+    }
+
+    /// Starts a new discovery window with a fresh id and secret, after the last one stopped.
+    pub fn restart_discovery<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<(), AgentError> {
+        match self.state {
+            State::Linked { .. } => Err(AgentError::AlreadyLinked),
+            State::Redeeming { .. } => Err(AgentError::RedeemInProgress),
+            State::Discovering { .. } | State::Stopped { .. } => {
+                if self.is_discovering() {
+                    self.stop(StopReason::Cancelled);
+                }
+                self.start(now, rng);
+                Ok(())
+            }
+        }
+    }
+
+    /// Turns discovery off now (zeroizing the secret).
+    pub fn cancel(&mut self) {
+        if self.is_discovering() {
+            self.stop(StopReason::Cancelled);
+        }
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        self.state = State::Stopped {
+            reason: reason.clone(),
+        };
+        self.pending_redeem = None;
+        self.events.push_back(AgentEvent::Stopped { reason });
+    }
+
+    // ---- outputs ----
+
+    /// The next message for the server, if one is due at `now`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<AgentTransmit> {
+        self.handle_timeout(now);
+        if let State::Redeeming { sent, .. } = &mut self.state {
+            if let Some(request) = self.pending_redeem.take() {
+                *sent = true;
+                return Some(AgentTransmit::Redeem(request));
+            }
+            return None;
+        }
+        let State::Discovering {
+            secret,
+            next_announce,
+            ..
+        } = &mut self.state
+        else {
+            return None;
+        };
+        if now < *next_announce {
+            return None;
+        }
+        *next_announce = now
+            .checked_add(self.config.announce_interval)
+            .unwrap_or(now);
+        Some(AgentTransmit::Announce(Announce {
+            version: WIRE_VERSION,
+            instance_id: self.instance_id,
+            private_ip: self.config.private_ip,
+            port: self.config.port,
+            info: self.config.info.clone(),
+            commitment: secret.commitment(&self.instance_id),
+        }))
+    }
+
+    /// When the agent next needs [`Agent::handle_timeout`] or [`Agent::poll_transmit`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Discovering {
+                deadline,
+                next_announce,
+                ..
+            } => Some((*deadline).min(*next_announce)),
+            _ => None,
+        }
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.events.pop_front()
+    }
+}
+
+fn valid_port_suffix(after: &str) -> bool {
+    match after.strip_prefix(':') {
+        None => after.is_empty(),
+        Some(port) => {
+            !port.is_empty()
+                && port.len() <= 5
+                && port.parse::<u16>().is_ok()
+                && port.bytes().all(|b| b.is_ascii_digit())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn agent() -> (Agent, Instant) {
+        let now = Instant::now();
+        let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default())
+            .allow_host("printer.local");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        (Agent::new(config, now, &mut rng).unwrap(), now)
+    }
+
+    #[test]
+    fn host_forms() {
+        let (a, _) = agent();
+        for ok in [
+            "192.168.1.50",
+            "192.168.1.50:8080",
+            "[fe80::1]",
+            "[::1]:80",
+            "Printer.Local",
+            "printer.local.:8080",
+        ] {
+            assert!(a.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "fe80::1",
+            "[fe80::1",
+            "192.168.1.50:",
+            "192.168.1.50:99999",
+            "192.168.1.50:+80",
+            "",
+            "[::1]x",
+            "1.2.3.4:80:80",
+        ] {
+            assert!(!a.host_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_limits() {
+        let base = || AgentConfig::new("10.0.0.2".parse().unwrap(), 1, DeviceInfo::default());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let now = Instant::now();
+        let err = |c: AgentConfig| {
+            Agent::new(c, now, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap_err()
+        };
+        assert_eq!(
+            err(base().window(MAX_DISCOVERY_WINDOW + Duration::from_secs(1))),
+            ConfigError::DiscoveryWindow
+        );
+        assert_eq!(
+            err(base().window(Duration::ZERO)),
+            ConfigError::DiscoveryWindow
+        );
+        assert_eq!(
+            err(base().announce_interval(Duration::ZERO)),
+            ConfigError::AnnounceInterval
+        );
+        assert_eq!(
+            err(base().window(Duration::from_secs(2))),
+            ConfigError::AnnounceInterval
+        );
+        assert_eq!(
+            err(AgentConfig::new(
+                "8.8.8.8".parse().unwrap(),
+                1,
+                DeviceInfo::default()
+            )),
+            ConfigError::AgentAddress
+        );
+        assert_eq!(
+            err(base().allow_origin("cloud.example")),
+            ConfigError::HostOrOrigin
+        );
+        assert_eq!(
+            err(base().allow_host("10.0.0.1")),
+            ConfigError::HostOrOrigin
+        );
+        assert!(Agent::new(base().window(Duration::from_secs(60)), now, &mut rng).is_ok());
+    }
+}

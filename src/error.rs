@@ -1,0 +1,233 @@
+//! Errors and refusals, split by who raises them. None carries a secret.
+
+use crate::addr::ClientAddrError;
+
+/// A configuration value the crate will not run with. Raised by the config constructors, before
+/// any protocol step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The discovery window is zero or longer than [`crate::MAX_DISCOVERY_WINDOW`].
+    #[error("the discovery window must be more than zero and at most 10 minutes")]
+    DiscoveryWindow,
+    /// The announce interval is zero or longer than the window.
+    #[error("the announce interval must be more than zero and shorter than the window")]
+    AnnounceInterval,
+    /// `presence_ttl` is less than 2.5 × `announce_interval`.
+    #[error("presence_ttl must be at least 2.5 times announce_interval")]
+    PresenceTtlTooShort,
+    /// The IPv6 grouping prefix is not in 1..=128.
+    #[error("the IPv6 grouping prefix must be between 1 and 128")]
+    Ipv6Prefix,
+    /// `max_visible` is zero.
+    #[error("max_visible must be at least 1")]
+    MaxVisible,
+    /// `max_agents_per_network` is less than `max_visible` or larger than 1024.
+    #[error("max_agents_per_network must be between max_visible and 1024")]
+    MaxAgentsPerNetwork,
+    /// The lockout threshold is zero, or a lockout duration or window is zero.
+    #[error("the lockout threshold, window and duration must all be more than zero")]
+    Lockout,
+    /// A time-to-live is zero or too long to represent.
+    #[error("a time-to-live is zero or out of range")]
+    Ttl,
+    /// The code alphabet has fewer than 2 or more than 64 symbols, a repeat, or a non-printable one.
+    #[error("the code alphabet must be 2 to 64 distinct printable ASCII characters")]
+    CodeAlphabet,
+    /// The code length is zero, over 64, or gives fewer than 10⁶ codes.
+    #[error("the code length must give at least 10^6 codes and be at most 64 characters")]
+    CodeLength,
+    /// The agent's own address is not private, loopback, ULA or link-local.
+    #[error("the agent's address is not a private, loopback, ULA or link-local address")]
+    AgentAddress,
+    /// Device info does not fit the wire limits.
+    #[error("device info: {0}")]
+    DeviceInfo(#[from] crate::wire::WireError),
+    /// An allowed host name or origin is empty or malformed.
+    #[error("an allowed host or origin is malformed")]
+    HostOrOrigin,
+}
+
+/// Why the agent refused to hand out its secret (protocol step 5). Each condition has its own
+/// variant; the agent checks them in the order listed and reports the first that fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretRefusal {
+    /// Discovery is not running (never started, already used, failed, or linked).
+    #[error("discovery is not active")]
+    NotDiscovering,
+    /// The discovery window has ended (discovery is now off).
+    #[error("the discovery window has ended")]
+    WindowExpired,
+    /// The caller's address could not be resolved (see [`ClientAddrError`]).
+    #[error("client address: {0}")]
+    ClientAddr(#[from] ClientAddrError),
+    /// The caller is not on the local network under the agent's [`crate::LocalPolicy`].
+    #[error("the caller is not on the local network")]
+    NotLocal,
+    /// The request names another instance.
+    #[error("the instance id does not match")]
+    WrongInstance,
+    /// `Host` is missing, or neither an IP literal nor a configured name (DNS rebinding).
+    #[error("the Host header is not an IP literal or an allowed name")]
+    BadHost,
+    /// `Origin` is present and not in the configured set.
+    #[error("the Origin is not allowed")]
+    BadOrigin,
+}
+
+impl SecretRefusal {
+    /// A stable snake_case code for logs and wire bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotDiscovering => "not_discovering",
+            Self::WindowExpired => "window_expired",
+            Self::ClientAddr(_) => "unresolvable_client",
+            Self::NotLocal => "not_local",
+            Self::WrongInstance => "wrong_instance",
+            Self::BadHost => "bad_host",
+            Self::BadOrigin => "bad_origin",
+        }
+    }
+}
+
+/// Why the agent rejected a message forwarded by the server (protocol step 7). Every one of these
+/// ends discovery and zeroizes the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyFailure {
+    /// Discovery was not active when the message arrived.
+    #[error("discovery is not active")]
+    NotDiscovering,
+    /// The message arrived after the window closed.
+    #[error("the message arrived after the discovery window")]
+    Late,
+    /// The message names another instance.
+    #[error("the message names another instance")]
+    WrongInstance,
+    /// The forwarded secret is not this agent's.
+    #[error("the forwarded secret does not match")]
+    WrongSecret,
+}
+
+/// Why the server refused a request. Refusals change no state other than the failure counter of
+/// the caller's network, where the variant says so ([`Refusal::counts_as_failure`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The caller's client address could not be resolved.
+    #[error("client address: {0}")]
+    ClientAddr(#[from] ClientAddrError),
+    /// The caller's public network is locked out after too many failures.
+    #[error("too many failures from this network; try later")]
+    LockedOut,
+    /// An announcement's `private_ip` is not private, loopback, ULA or link-local.
+    #[error("the announced address is not a private address")]
+    NotPrivateIp,
+    /// An announcement disagrees with the presence recorded for the same instance (another
+    /// commitment, address or port): the instance is now hidden until its presence expires.
+    #[error("the announcement conflicts with the recorded presence")]
+    PresenceConflict,
+    /// The network already holds the most agents a record may hold.
+    #[error("too many agents announce from this network")]
+    NetworkFull,
+    /// No fresh presence of this instance in the caller's public network.
+    #[error("no such agent on this network")]
+    AgentNotFound,
+    /// More agents are present in this network than `max_visible`: none is linkable (fail closed).
+    #[error("too many agents on this network")]
+    TooManyAgents,
+    /// The instance's presence was contested by a conflicting announcement.
+    #[error("the agent's presence is contested")]
+    AgentContested,
+    /// A link was already requested for this instance (its secret is single-use).
+    #[error("a link was already requested for this agent")]
+    AlreadyLinking,
+    /// The presented secret does not match the agent's commitment.
+    #[error("the secret does not match")]
+    WrongSecret,
+    /// The code is not a live code.
+    #[error("invalid code")]
+    UnknownCode,
+    /// The code was already redeemed.
+    #[error("invalid code")]
+    CodeUsed,
+    /// The code is bound to another instance.
+    #[error("invalid code")]
+    CodeWrongAgent,
+    /// The code is bound to another public network than the presenter's.
+    #[error("invalid code")]
+    CodeWrongNetwork,
+    /// No fresh live code could be minted after many draws (the code space is crowded).
+    #[error("no free code could be minted")]
+    CodeSpaceExhausted,
+}
+
+impl Refusal {
+    /// A stable snake_case code for logs and wire bodies. All code failures share `invalid_code`,
+    /// so a guesser learns nothing beyond "no".
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ClientAddr(_) => "unresolvable_client",
+            Self::LockedOut => "locked_out",
+            Self::NotPrivateIp => "not_private_ip",
+            Self::PresenceConflict => "presence_conflict",
+            Self::NetworkFull => "network_full",
+            Self::AgentNotFound => "agent_not_found",
+            Self::TooManyAgents => "too_many_agents",
+            Self::AgentContested => "agent_contested",
+            Self::AlreadyLinking => "already_linking",
+            Self::WrongSecret => "wrong_secret",
+            Self::UnknownCode | Self::CodeUsed | Self::CodeWrongAgent | Self::CodeWrongNetwork => {
+                "invalid_code"
+            }
+            Self::CodeSpaceExhausted => "code_space_exhausted",
+        }
+    }
+
+    /// Whether this refusal counts toward the caller network's lockout: every failed guess at a
+    /// secret, an instance or a code does.
+    pub fn counts_as_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::AgentNotFound
+                | Self::AlreadyLinking
+                | Self::WrongSecret
+                | Self::UnknownCode
+                | Self::CodeUsed
+                | Self::CodeWrongAgent
+                | Self::CodeWrongNetwork
+        )
+    }
+}
+
+/// An agent call made in a state where it means nothing (for example entering a code after the
+/// agent is linked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The agent is already linked.
+    #[error("the agent is already linked")]
+    AlreadyLinked,
+    /// A redemption is already in flight.
+    #[error("a code redemption is already in progress")]
+    RedeemInProgress,
+    /// No redemption is in flight, so there is no reply to take.
+    #[error("no code redemption is in progress")]
+    NoRedeemInProgress,
+}
+
+/// A linker call made in a state where it means nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkerError {
+    /// The named instance was not in the last discovery result.
+    #[error("that agent was not discovered")]
+    NotDiscovered,
+    /// The linker is not waiting for this input.
+    #[error("the linker is not waiting for this input")]
+    UnexpectedInput,
+    /// The linker has finished (linked or failed).
+    #[error("the linker has finished")]
+    Finished,
+}

@@ -1,0 +1,195 @@
+//! Events: every decision each role makes, with its reason, for the embedder's audit log.
+//!
+//! Events never carry a secret, a code or a token. Drain them with each role's `poll_event`.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::addr::PublicNetwork;
+use crate::error::{Refusal, SecretRefusal, VerifyFailure};
+use crate::id::{AccountId, InstanceId};
+
+/// Why an agent's discovery ended without a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The window ran out.
+    WindowExpired,
+    /// A forwarded message failed verification.
+    VerifyFailed(VerifyFailure),
+    /// The server refused the code.
+    RedeemRefused(Refusal),
+    /// The embedder stopped discovery.
+    Cancelled,
+}
+
+/// What the agent decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentEvent {
+    /// Discovery started with a fresh id and secret.
+    DiscoveryStarted {
+        /// The new id.
+        instance_id: InstanceId,
+        /// When the window closes (monotonic).
+        deadline: Instant,
+    },
+    /// The secret was handed to a local caller.
+    SecretServed {
+        /// The caller's resolved address.
+        client: IpAddr,
+    },
+    /// A secret request was refused.
+    SecretRefused {
+        /// The socket peer.
+        peer: IpAddr,
+        /// Why.
+        reason: SecretRefusal,
+    },
+    /// A forwarded secret matched; the agent now redeems its code.
+    SecretVerified,
+    /// A forwarded message was rejected.
+    MessageRejected {
+        /// Why.
+        reason: VerifyFailure,
+    },
+    /// A code redemption was queued (`manual`: typed by the user).
+    RedeemStarted {
+        /// Whether the code was entered by hand.
+        manual: bool,
+    },
+    /// The server returned an auth token: linked.
+    Linked {
+        /// The linked instance.
+        instance_id: InstanceId,
+    },
+    /// Discovery ended without a link; the secret is zeroized.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+    },
+}
+
+/// What the server decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// An announcement was recorded.
+    Announced {
+        /// Where.
+        network: PublicNetwork,
+        /// Who.
+        instance_id: InstanceId,
+        /// How many queued messages the reply carried.
+        delivered: usize,
+    },
+    /// A linker discovered agents.
+    Discovered {
+        /// The linker's network.
+        network: PublicNetwork,
+        /// How many agents it was shown.
+        shown: usize,
+        /// How many fresh agents were present.
+        present: usize,
+    },
+    /// A link request was accepted and the secret queued for the agent.
+    LinkAccepted {
+        /// The network.
+        network: PublicNetwork,
+        /// The agent.
+        instance_id: InstanceId,
+        /// The requesting account.
+        account: AccountId,
+    },
+    /// A manual code was minted.
+    CodeMinted {
+        /// For whom.
+        account: AccountId,
+    },
+    /// An agent redeemed a code and a token was minted.
+    Linked {
+        /// The agent's network.
+        network: PublicNetwork,
+        /// The agent.
+        instance_id: InstanceId,
+        /// The account it is now linked to.
+        account: AccountId,
+        /// Whether the code was a manual one.
+        manual: bool,
+    },
+    /// A request was refused.
+    Refused {
+        /// The caller's network, when it was resolved.
+        network: Option<PublicNetwork>,
+        /// Which request.
+        request: RequestKind,
+        /// Why.
+        reason: Refusal,
+    },
+    /// A network was locked out after too many failures.
+    LockedOut {
+        /// The network.
+        network: PublicNetwork,
+    },
+}
+
+/// The kind of request a server event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// An agent's announcement.
+    Announce,
+    /// A linker's discovery.
+    Discover,
+    /// A linker's link request.
+    Link,
+    /// A link-status query.
+    LinkStatus,
+    /// A manual code mint.
+    MintCode,
+    /// An agent's code redemption.
+    Redeem,
+}
+
+/// What the linker decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkerEvent {
+    /// A discovery reply arrived.
+    Discovered {
+        /// The agents that may be linked (the server's list less any with a non-private address).
+        agents: Vec<crate::wire::DiscoveredAgent>,
+    },
+    /// A discovered agent was dropped because its address is not private.
+    AgentIgnored {
+        /// The agent.
+        instance_id: InstanceId,
+    },
+    /// The secret was fetched from the agent.
+    SecretFetched {
+        /// The agent.
+        instance_id: InstanceId,
+    },
+    /// The server accepted the link request.
+    LinkRequested {
+        /// The agent.
+        instance_id: InstanceId,
+    },
+    /// The link's state changed.
+    LinkState {
+        /// The agent.
+        instance_id: InstanceId,
+        /// The new state.
+        state: crate::wire::LinkState,
+    },
+    /// The agent is linked: done.
+    Linked {
+        /// The agent.
+        instance_id: InstanceId,
+    },
+    /// Linking failed: done.
+    Failed {
+        /// Why.
+        reason: crate::linker::LinkerFailure,
+    },
+}

@@ -1,0 +1,88 @@
+//! # lanlink
+//!
+//! Links a device on a home network (a printer's agent, a camera, any LAN appliance) to a user's
+//! cloud account without the user typing anything, with a second factor that only a device on the
+//! same LAN can obtain.
+//!
+//! ```text
+//!   agent (device, 192.168.1.50)         server (cloud)              linker (browser, same LAN)
+//!   ────────────────────────────         ──────────────              ─────────────────────────
+//!   new instance_id, local_secret
+//!   announce {id, ip, port, info,  ───►  record under the announcer's
+//!             H(tag‖id‖secret)}          public network (IPv4 / IPv6 /64)
+//!                                        discover: same network only, ◄───  GET discover
+//!                                        ≤ max_visible, else none     ───►  [{id, ip, port, info}]
+//!   secret only to a local caller,  ◄──────────────────────────────────────  GET secret?id (LAN)
+//!   valid Host / Origin, in window  ───────────────────────────────────────► {local_secret}
+//!                                        same network again, secret   ◄───  link {id, secret}
+//!                                        vs commitment (constant time),
+//!                                        lockout, mint code
+//!   announce                        ───► deliver {secret, code} once
+//!   verify secret (constant time);
+//!   any failure ends discovery
+//!   redeem {id, code}               ───► live, unused, bound to id and
+//!                                        network → auth token
+//!   Linked                                                             ◄───  link status: linked
+//! ```
+//!
+//! Manual fallback: the server mints a short code for the account ([`server::Server::mint_code`]);
+//! the user types it into the agent ([`agent::Agent::enter_code`]), which redeems it through the
+//! same checks and the same lockout.
+//!
+//! ## What this crate is, and is not
+//! - A **sans-IO** protocol core: one state machine per party ([`agent::Agent`],
+//!   [`server::Server`], [`linker::Linker`]), fed inputs with the current time and an injected
+//!   RNG, and drained of outputs. It opens no socket, reads no clock, sleeps never, and uses no
+//!   global RNG. Transports, HTTP and storage adapters sit on top.
+//! - It does **not** defend against an attacker on the same LAN during the discovery window: such
+//!   a device can fetch the secret as the user's browser can. The window (10 minutes at most) and
+//!   the one-visible rule bound that exposure; manual codes exist for networks that cannot rely on
+//!   it.
+//! - The contract of every state machine: **no panic on any input**. A panic is a bug.
+//!
+//! ## Security properties
+//! - The client address comes from the socket peer unless that peer is a configured trusted proxy
+//!   ([`ClientAddrResolver`]); a trusted proxy that does not name its client gets a refusal, never
+//!   its own address (the 2021 Obico incident).
+//! - The server keeps only a commitment to the secret; the secret passes through it once, on its
+//!   way to the agent, and is dropped on delivery or after 60 s.
+//! - Secrets, codes and tokens are redacted in `Debug`/`Display`, compared with [`subtle`],
+//!   zeroized on drop, and drawn from a CSPRNG ([`os_rng`] for everyday use).
+//! - Failed guesses (secrets, instance ids, codes) lock the guessing network out.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod addr;
+pub mod agent;
+pub mod code;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod linker;
+pub mod secret;
+pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod wire;
+
+pub use addr::{ClientAddrError, ClientAddrResolver, ForwardedHeaders, LocalPolicy, PublicNetwork};
+pub use agent::MAX_DISCOVERY_WINDOW;
+pub use code::{CodeFormat, LinkCode};
+pub use error::{AgentError, ConfigError, LinkerError, Refusal, SecretRefusal, VerifyFailure};
+pub use id::{AccountId, InstanceId};
+pub use secret::{AuthToken, Commitment, LocalSecret};
+pub use wire::DeviceInfo;
+
+/// The operating system's CSPRNG, as an RNG the state machines accept.
+///
+/// Panics only if the operating system cannot provide randomness at all, which a running system
+/// does not do; the state machines themselves never call it.
+///
+/// ```
+/// let secret = lanlink::LocalSecret::generate(&mut lanlink::os_rng());
+/// # let _ = secret;
+/// ```
+pub fn os_rng() -> rand::rand_core::UnwrapErr<rand::rngs::OsRng> {
+    rand::TryRngCore::unwrap_err(rand::rngs::OsRng)
+}

@@ -1,0 +1,310 @@
+//! Secret values: the agent's `local_secret`, the commitment to it, and the auth token.
+//!
+//! Every secret type here
+//! - is generated from an injected cryptographic RNG ([`rand::CryptoRng`] + [`rand::RngCore`]),
+//! - has a redacted `Debug` and `Display` (`LocalSecret(<redacted>)`),
+//! - compares in constant time with [`subtle`] (there is no `PartialEq`: use [`LocalSecret::ct_eq`]),
+//! - is zeroized when dropped,
+//! - has no `Serialize`; only the wire types that must carry it serialize it, through
+//!   [`crate::wire`]'s field helpers.
+
+use std::fmt;
+
+use rand::{CryptoRng, RngCore};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::id::InstanceId;
+
+/// Number of bytes in a [`LocalSecret`] and an [`AuthToken`].
+pub const SECRET_LEN: usize = 32;
+
+/// Domain-separation tag of the commitment hash, so that a commitment can never be confused with
+/// any other SHA-256 value that the crate or an embedder computes.
+pub const COMMITMENT_DOMAIN_TAG: &[u8] = b"lanlink/v1/local-secret-commitment\0";
+
+/// The agent's one-time second factor: 32 random bytes that only a caller on the local network can
+/// fetch during the discovery window.
+///
+/// Shown on the wire as 64 lowercase hex characters.
+///
+/// ```
+/// use lanlink::LocalSecret;
+/// let secret = LocalSecret::generate(&mut lanlink::os_rng());
+/// assert_eq!(format!("{secret:?}"), "LocalSecret(<redacted>)");
+/// let again = LocalSecret::from_hex(&secret.to_hex()).unwrap();
+/// assert!(secret.ct_eq(&again));
+/// ```
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct LocalSecret([u8; SECRET_LEN]);
+
+impl LocalSecret {
+    /// Draws a fresh secret from `rng`.
+    pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; SECRET_LEN];
+        rng.fill_bytes(&mut bytes);
+        let secret = Self(bytes);
+        bytes.zeroize();
+        secret
+    }
+
+    /// Builds a secret from raw bytes (for tests and for decoding).
+    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses 64 hex characters (either case). Returns `None` on any other input; the error says
+    /// nothing about where the input went wrong.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        decode_hex_32(text).map(Self)
+    }
+
+    /// The secret as 64 lowercase hex characters, in a buffer that is zeroized when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        encode_hex(&self.0)
+    }
+
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    /// The commitment `SHA-256(COMMITMENT_DOMAIN_TAG ‖ instance_id ‖ secret)` that the agent
+    /// announces in place of the secret.
+    pub fn commitment(&self, instance_id: &InstanceId) -> Commitment {
+        let mut hasher = Sha256::new();
+        hasher.update(COMMITMENT_DOMAIN_TAG);
+        hasher.update(instance_id.as_bytes());
+        hasher.update(self.0);
+        Commitment(hasher.finalize().into())
+    }
+}
+
+impl fmt::Debug for LocalSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LocalSecret(<redacted>)")
+    }
+}
+
+impl fmt::Display for LocalSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A binding commitment to a [`LocalSecret`] for one instance: the server keeps this, never the
+/// secret, and checks a presented secret against it in constant time.
+///
+/// Not secret by itself (it is a hash of 256 random bits), but the server never shows it to
+/// linkers: it also serves as the proof that a later announcement comes from the same agent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Commitment([u8; 32]);
+
+impl Commitment {
+    /// Builds a commitment from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        decode_hex_32(text).map(Self)
+    }
+
+    /// The commitment as 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        encode_hex(&self.0).to_string()
+    }
+
+    /// Checks, in constant time, that `secret` is the secret this commitment binds for `instance_id`.
+    ///
+    /// ```
+    /// use lanlink::{InstanceId, LocalSecret};
+    /// let id = InstanceId::from_bytes([4; 16]);
+    /// let secret = LocalSecret::from_bytes([9; 32]);
+    /// let c = secret.commitment(&id);
+    /// assert!(c.verify(&id, &secret));
+    /// assert!(!c.verify(&id, &LocalSecret::from_bytes([8; 32])));
+    /// ```
+    pub fn verify(&self, instance_id: &InstanceId, secret: &LocalSecret) -> bool {
+        self.ct_eq(&secret.commitment(instance_id))
+    }
+
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A commitment is not secret, but showing a prefix is enough to tell two apart in logs.
+        let hex = self.to_hex();
+        write!(f, "Commitment({}…)", &hex[..8])
+    }
+}
+
+/// The credential minted for a linked agent: 32 random bytes (256 bits), shown as 64 hex characters.
+///
+/// The agent keeps it to authenticate later; the server's embedder stores only [`AuthToken::digest`].
+///
+/// ```
+/// use lanlink::AuthToken;
+/// let token = AuthToken::from_bytes([1; 32]);
+/// assert_eq!(token.to_string(), "<redacted>");
+/// assert_eq!(token.digest().len(), 32);
+/// ```
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct AuthToken([u8; SECRET_LEN]);
+
+impl AuthToken {
+    /// Draws a fresh token from `rng`.
+    pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; SECRET_LEN];
+        rng.fill_bytes(&mut bytes);
+        let token = Self(bytes);
+        bytes.zeroize();
+        token
+    }
+
+    /// Builds a token from raw bytes.
+    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        decode_hex_32(text).map(Self)
+    }
+
+    /// The token as 64 lowercase hex characters, zeroized when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        encode_hex(&self.0)
+    }
+
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    /// SHA-256 of the token under a domain tag: what a server should store to recognise it later.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(b"lanlink/v1/auth-token\0");
+        hasher.update(self.0);
+        hasher.finalize().into()
+    }
+}
+
+impl fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthToken(<redacted>)")
+    }
+}
+
+impl fmt::Display for AuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Lowercase hex of `bytes`, in a zeroizing buffer.
+pub(crate) fn encode_hex(bytes: &[u8]) -> Zeroizing<String> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Zeroizing::new(String::with_capacity(bytes.len() * 2));
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0x0f)] as char);
+    }
+    out
+}
+
+/// Decodes exactly 64 hex characters into 32 bytes. The digit decoding has no data-dependent
+/// branches, so the time taken does not depend on which characters a secret contains.
+pub(crate) fn decode_hex_32(text: &str) -> Option<[u8; 32]> {
+    let raw = text.as_bytes();
+    if raw.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (i, pair) in raw.chunks_exact(2).enumerate() {
+        let (hi, hi_bad) = nibble(pair[0]);
+        let (lo, lo_bad) = nibble(pair[1]);
+        bad |= hi_bad | lo_bad;
+        out[i] = (hi << 4) | lo;
+    }
+    if bad == 0 {
+        Some(out)
+    } else {
+        out.zeroize();
+        None
+    }
+}
+
+/// One hex digit: (value, 0) when valid, (_, 1) otherwise; branch-free on the character.
+fn nibble(c: u8) -> (u8, u8) {
+    // Masks are 0xff when the range test holds, 0x00 otherwise.
+    let in_range = |c: u8, lo: u8, hi: u8| -> u8 {
+        let below = (u16::from(c).wrapping_sub(u16::from(lo)) >> 8) as u8; // 0xff when c < lo
+        let above = (u16::from(hi).wrapping_sub(u16::from(c)) >> 8) as u8; // 0xff when c > hi
+        !(below | above)
+    };
+    let digit = in_range(c, b'0', b'9');
+    let lower = in_range(c, b'a', b'f');
+    let upper = in_range(c, b'A', b'F');
+    let value = (digit & c.wrapping_sub(b'0'))
+        | (lower & c.wrapping_sub(b'a').wrapping_add(10))
+        | (upper & c.wrapping_sub(b'A').wrapping_add(10));
+    let valid = digit | lower | upper;
+    (value & 0x0f, (!valid) & 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_rejects() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i * 37 + 5) as u8);
+        let hex = encode_hex(&bytes);
+        assert_eq!(decode_hex_32(&hex), Some(bytes));
+        assert_eq!(decode_hex_32(&hex.to_uppercase()), Some(bytes));
+        assert_eq!(decode_hex_32(&hex[..63]), None);
+        let mut bad = hex.to_string();
+        bad.replace_range(10..11, "g");
+        assert_eq!(decode_hex_32(&bad), None);
+        for c in 0u8..=255 {
+            let (v, b) = nibble(c);
+            let expected = (c as char).to_digit(16);
+            match expected {
+                Some(d) => assert_eq!((v, b), (d as u8, 0), "char {c}"),
+                None => assert_eq!(b, 1, "char {c}"),
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = LocalSecret::from_bytes([0xab; 32]);
+        assert!(!format!("{s:?}{s}").contains("ab"));
+        let t = AuthToken::from_bytes([0xcd; 32]);
+        assert!(!format!("{t:?}{t}").contains("cd"));
+    }
+
+    #[test]
+    fn commitment_binds_instance_and_secret() {
+        let a = InstanceId::from_bytes([1; 16]);
+        let b = InstanceId::from_bytes([2; 16]);
+        let s = LocalSecret::from_bytes([3; 32]);
+        assert_ne!(s.commitment(&a), s.commitment(&b));
+        assert!(s.commitment(&a).verify(&a, &s));
+        assert!(!s.commitment(&a).verify(&b, &s));
+    }
+}

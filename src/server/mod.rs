@@ -1,0 +1,549 @@
+//! The server: records announcements per public network, shows agents to linkers of the same
+//! network, checks link requests against the agent's commitment, forwards the secret, mints codes
+//! and tokens, and locks out networks that guess.
+//!
+//! Sans-IO: each `handle_*` takes the wall-clock `now` (records are shared between server
+//! instances, so they carry wall-clock expiries), the socket peer and forwarding headers of the
+//! request, and an RNG where something is minted. Decisions go to [`Server::poll_event`].
+//!
+//! ```
+//! use chrono::DateTime;
+//! use lanlink::server::{Server, ServerConfig};
+//! use lanlink::ForwardedHeaders;
+//!
+//! let mut server = Server::new(ServerConfig::default()).unwrap();
+//! let peer = "203.0.113.7".parse().unwrap();
+//! let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+//! let reply = server.handle_discover(now, peer, ForwardedHeaders::NONE).unwrap();
+//! assert!(reply.agents.is_empty());
+//! ```
+
+pub mod record;
+mod store;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use ipnet::IpNet;
+use rand::{CryptoRng, RngCore};
+
+pub use self::record::{CodeRecord, NetworkRecord};
+pub use self::store::MemoryStore;
+use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
+use crate::code::{CodeFormat, LinkCode};
+use crate::error::{ConfigError, Refusal};
+use crate::event::{RequestKind, ServerEvent};
+use crate::id::{AccountId, InstanceId};
+use crate::secret::AuthToken;
+use crate::wire::{
+    Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply,
+    RedeemRequest,
+};
+
+/// How many draws [`Server::mint_code`] makes before giving up on finding a free code.
+pub const MINT_ATTEMPTS: usize = 16;
+
+/// The server's configuration. Checked by [`ServerConfig::validate`] (and [`Server::new`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub(crate) announce_interval: TimeDelta,
+    pub(crate) presence_ttl: TimeDelta,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) max_visible: usize,
+    pub(crate) max_agents_per_network: usize,
+    pub(crate) lockout_threshold: u32,
+    pub(crate) lockout_window: TimeDelta,
+    pub(crate) lockout_duration: TimeDelta,
+    pub(crate) message_ttl: TimeDelta,
+    pub(crate) auto_code_ttl: TimeDelta,
+    pub(crate) manual_code_ttl: TimeDelta,
+    pub(crate) link_status_ttl: TimeDelta,
+    pub(crate) code_format: CodeFormat,
+    pub(crate) resolver: ClientAddrResolver,
+    error: Option<ConfigError>,
+}
+
+impl Default for ServerConfig {
+    /// Announce interval 2 s, presence 6 s, IPv6 /64, `max_visible` 1, 16 agents per network
+    /// record, lockout after 5 failures in 10 minutes for 10 minutes, messages 60 s, auto codes
+    /// 2 minutes, manual codes 10 minutes (6 digits), link status 10 minutes, no trusted proxies.
+    fn default() -> Self {
+        Self {
+            announce_interval: TimeDelta::seconds(2),
+            presence_ttl: TimeDelta::seconds(6),
+            ipv6_prefix: 64,
+            max_visible: 1,
+            max_agents_per_network: 16,
+            lockout_threshold: 5,
+            lockout_window: TimeDelta::minutes(10),
+            lockout_duration: TimeDelta::minutes(10),
+            message_ttl: TimeDelta::seconds(60),
+            auto_code_ttl: TimeDelta::minutes(2),
+            manual_code_ttl: TimeDelta::minutes(10),
+            link_status_ttl: TimeDelta::minutes(10),
+            code_format: CodeFormat::default(),
+            resolver: ClientAddrResolver::default(),
+            error: None,
+        }
+    }
+}
+
+macro_rules! duration_setter {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: Duration) -> Self {
+            match TimeDelta::from_std(value) {
+                Ok(delta) if !delta.is_zero() => self.$name = delta,
+                _ => self.error = self.error.or(Some(ConfigError::Ttl)),
+            }
+            self
+        }
+    };
+}
+
+impl ServerConfig {
+    duration_setter!(
+        /// The agents' announce interval (the reply's `poll_after_ms`).
+        announce_interval
+    );
+    duration_setter!(
+        /// How long an announcement keeps an agent present (at least 2.5 × the interval).
+        presence_ttl
+    );
+    duration_setter!(
+        /// The window in which `lockout_threshold` failures lock a network out.
+        lockout_window
+    );
+    duration_setter!(
+        /// How long a lockout lasts.
+        lockout_duration
+    );
+    duration_setter!(
+        /// How long a queued `{secret, code}` waits for the agent.
+        message_ttl
+    );
+    duration_setter!(
+        /// How long an auto-link code lives (at least `message_ttl`).
+        auto_code_ttl
+    );
+    duration_setter!(
+        /// How long a manual code lives.
+        manual_code_ttl
+    );
+    duration_setter!(
+        /// How long a completed link's state stays readable.
+        link_status_ttl
+    );
+
+    /// The IPv6 grouping prefix (1..=128, default 64).
+    pub fn ipv6_prefix(mut self, prefix: u8) -> Self {
+        self.ipv6_prefix = prefix;
+        self
+    }
+
+    /// The most agents a linker is shown; when more are present it is shown none (default 1).
+    pub fn max_visible(mut self, max: usize) -> Self {
+        self.max_visible = max;
+        self
+    }
+
+    /// The most agents one network record holds (default 16).
+    pub fn max_agents_per_network(mut self, max: usize) -> Self {
+        self.max_agents_per_network = max;
+        self
+    }
+
+    /// Failures in `lockout_window` that lock a network out (default 5).
+    pub fn lockout_threshold(mut self, threshold: u32) -> Self {
+        self.lockout_threshold = threshold;
+        self
+    }
+
+    /// The manual code format.
+    pub fn code_format(mut self, format: CodeFormat) -> Self {
+        self.code_format = format;
+        self
+    }
+
+    /// Trusts forwarding headers from these proxy networks (default: none).
+    pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
+        self.resolver = ClientAddrResolver::new(proxies);
+        self
+    }
+
+    /// The client-address resolver.
+    pub fn resolver(&self) -> &ClientAddrResolver {
+        &self.resolver
+    }
+
+    /// The configured `max_visible`.
+    pub fn visible_limit(&self) -> usize {
+        self.max_visible
+    }
+
+    /// The public network of a client address under this configuration.
+    pub fn network_of(&self, ip: IpAddr) -> PublicNetwork {
+        PublicNetwork::from_ip(ip, self.ipv6_prefix)
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        // presence_ttl ≥ 2.5 × interval, compared exactly as 2 × ttl ≥ 5 × interval.
+        let interval_ms = self.announce_interval.num_milliseconds();
+        let ttl_ms = self.presence_ttl.num_milliseconds();
+        if ttl_ms.saturating_mul(2) < interval_ms.saturating_mul(5) {
+            return Err(ConfigError::PresenceTtlTooShort);
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(ConfigError::Ipv6Prefix);
+        }
+        if self.max_visible == 0 {
+            return Err(ConfigError::MaxVisible);
+        }
+        if self.max_agents_per_network < self.max_visible || self.max_agents_per_network > 1024 {
+            return Err(ConfigError::MaxAgentsPerNetwork);
+        }
+        if self.lockout_threshold == 0 {
+            return Err(ConfigError::Lockout);
+        }
+        if self.auto_code_ttl < self.message_ttl {
+            return Err(ConfigError::Ttl);
+        }
+        Ok(())
+    }
+}
+
+/// A successful redemption, for the embedder: store the token's digest for the pair.
+#[derive(Debug)]
+pub struct Redeemed {
+    /// The reply for the agent (carries the token).
+    pub reply: RedeemReply,
+    /// The account the agent is now linked to.
+    pub account: AccountId,
+    /// The agent.
+    pub instance_id: InstanceId,
+}
+
+/// The server's state machine over an in-memory store. See the [module docs](self).
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    store: MemoryStore,
+    events: VecDeque<ServerEvent>,
+}
+
+impl Server {
+    /// A server with an empty in-memory store.
+    pub fn new(config: ServerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            store: MemoryStore::default(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The store (read-only; for inspection and tests).
+    pub fn store(&self) -> &MemoryStore {
+        &self.store
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Resolves the caller's network, or refuses (with an event).
+    fn caller(
+        &mut self,
+        request: RequestKind,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<PublicNetwork, Refusal> {
+        match self.config.resolver.resolve(peer, headers) {
+            Ok(ip) => Ok(self.config.network_of(ip)),
+            Err(err) => Err(self.refuse(None, request, Refusal::ClientAddr(err))),
+        }
+    }
+
+    /// The network's record, pruned at `now` (a fresh one if none).
+    fn record(&self, network: &PublicNetwork, now: DateTime<Utc>) -> NetworkRecord {
+        let mut record = self.store.network(network).cloned().unwrap_or_default();
+        record.prune(now, &self.config);
+        record
+    }
+
+    fn refuse(
+        &mut self,
+        network: Option<PublicNetwork>,
+        request: RequestKind,
+        reason: Refusal,
+    ) -> Refusal {
+        self.events.push_back(ServerEvent::Refused {
+            network,
+            request,
+            reason: reason.clone(),
+        });
+        reason
+    }
+
+    /// Refuses for `network`; counts the refusal toward the lockout when it is a failed guess, and
+    /// writes back only that counter.
+    fn refuse_counted(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        mut record: NetworkRecord,
+        request: RequestKind,
+        reason: Refusal,
+    ) -> Refusal {
+        if reason.counts_as_failure() {
+            if record.record_failure(now, &self.config) {
+                self.events.push_back(ServerEvent::LockedOut { network });
+            }
+            self.store.put_network(network, record);
+        }
+        self.refuse(Some(network), request, reason)
+    }
+
+    /// An agent announces (protocol step 3). The reply carries any queued messages.
+    pub fn handle_announce(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let network = self.caller(RequestKind::Announce, peer, headers)?;
+        let mut record = self.record(&network, now);
+        match record.announce(now, &self.config, announce) {
+            Ok(announced) => {
+                self.store.put_network(network, record);
+                self.events.push_back(ServerEvent::Announced {
+                    network,
+                    instance_id: announce.instance_id,
+                    delivered: announced.messages.len(),
+                });
+                Ok(AnnounceReply {
+                    messages: announced.messages,
+                    poll_after_ms: self.poll_after_ms(),
+                })
+            }
+            Err(reason) => {
+                if reason == Refusal::PresenceConflict {
+                    // The contested mark is the one change a refused announcement makes.
+                    self.store.put_network(network, record);
+                }
+                Err(self.refuse(Some(network), RequestKind::Announce, reason))
+            }
+        }
+    }
+
+    fn poll_after_ms(&self) -> u64 {
+        u64::try_from(self.config.announce_interval.num_milliseconds()).unwrap_or(2000)
+    }
+
+    /// A linker asks for discoverable agents (protocol step 4).
+    pub fn handle_discover(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal> {
+        let network = self.caller(RequestKind::Discover, peer, headers)?;
+        let record = self.record(&network, now);
+        let agents = record.discover(&self.config);
+        self.events.push_back(ServerEvent::Discovered {
+            network,
+            shown: agents.len(),
+            present: record.present(),
+        });
+        Ok(DiscoverReply { agents })
+    }
+
+    /// A linker asks to link an agent to `account` (protocol step 6).
+    pub fn handle_link<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: LinkRequest,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let network = self.caller(RequestKind::Link, peer, headers)?;
+        let mut record = self.record(&network, now);
+        if let Err(reason) = record.check_link(
+            now,
+            &self.config,
+            &request.instance_id,
+            &request.local_secret,
+        ) {
+            return Err(self.refuse_counted(now, network, record, RequestKind::Link, reason));
+        }
+        let expires_at = now + self.config.auto_code_ttl;
+        let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
+        self.store.put_code(
+            code.key(),
+            CodeRecord {
+                account: account.clone(),
+                instance_id: Some(request.instance_id),
+                network: Some(network),
+                expires_at,
+                redeemed: false,
+                manual: false,
+            },
+        );
+        let instance_id = request.instance_id;
+        record.accept_link(
+            now,
+            &self.config,
+            request,
+            account.clone(),
+            code,
+            expires_at,
+        );
+        self.store.put_network(network, record);
+        self.events.push_back(ServerEvent::LinkAccepted {
+            network,
+            instance_id,
+            account: account.clone(),
+        });
+        Ok(LinkStatusReply {
+            instance_id,
+            state: crate::wire::LinkState::Pending,
+        })
+    }
+
+    /// Draws codes until one is not live in the store.
+    fn draw_code<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        mut draw: impl FnMut(&mut R) -> LinkCode,
+    ) -> Result<LinkCode, Refusal> {
+        for _ in 0..MINT_ATTEMPTS {
+            let code = draw(rng);
+            if !self
+                .store
+                .code(&code.key())
+                .is_some_and(|record| record.is_live(now))
+            {
+                return Ok(code);
+            }
+        }
+        Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
+    }
+
+    /// The state of `account`'s link to an agent, as seen from the caller's network.
+    pub fn handle_link_status(
+        &mut self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        instance_id: &InstanceId,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let network = self.caller(RequestKind::LinkStatus, peer, headers)?;
+        let record = self.record(&network, now);
+        Ok(LinkStatusReply {
+            instance_id: *instance_id,
+            state: record.link_state(account, instance_id),
+        })
+    }
+
+    /// Mints a manual code for `account` (protocol step 9): from the CSPRNG, unique among live
+    /// codes, single-use, valid for `manual_code_ttl`.
+    pub fn mint_code<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+    ) -> Result<CodeReply, Refusal> {
+        let format = self.config.code_format.clone();
+        let code = self.draw_code(now, rng, |rng| format.generate(rng))?;
+        let expires_at = now + self.config.manual_code_ttl;
+        self.store.put_code(
+            code.key(),
+            CodeRecord {
+                account: account.clone(),
+                instance_id: None,
+                network: None,
+                expires_at,
+                redeemed: false,
+                manual: true,
+            },
+        );
+        self.events.push_back(ServerEvent::CodeMinted {
+            account: account.clone(),
+        });
+        Ok(CodeReply { code, expires_at })
+    }
+
+    /// An agent redeems a code (protocol step 8, and step 9's manual codes): the code must be
+    /// live, unredeemed, bound to the presenting instance if minted for one, and presented from
+    /// the network it was bound to; failures count toward the presenter network's lockout.
+    pub fn handle_redeem<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
+        let network = self.caller(RequestKind::Redeem, peer, headers)?;
+        let mut record = self.record(&network, now);
+        if record.is_locked(now) {
+            return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
+        }
+        let key = request.code.key();
+        let mut code = match self.store.code(&key) {
+            Some(code) => code.clone(),
+            None => {
+                return Err(self.refuse_counted(
+                    now,
+                    network,
+                    record,
+                    RequestKind::Redeem,
+                    Refusal::UnknownCode,
+                ))
+            }
+        };
+        if let Err(reason) = code.redeem(now, &request.instance_id, &network) {
+            return Err(self.refuse_counted(now, network, record, RequestKind::Redeem, reason));
+        }
+        self.store.put_code(key, code.clone());
+        record.complete_link(now, &self.config, request.instance_id, &code.account);
+        self.store.put_network(network, record);
+        self.events.push_back(ServerEvent::Linked {
+            network,
+            instance_id: request.instance_id,
+            account: code.account.clone(),
+            manual: code.manual,
+        });
+        Ok(Redeemed {
+            reply: RedeemReply {
+                auth_token: AuthToken::generate(rng),
+            },
+            account: code.account,
+            instance_id: request.instance_id,
+        })
+    }
+
+    /// Drops every expired record from the store (a housekeeping call; every operation also
+    /// ignores what has expired).
+    pub fn purge_expired(&mut self, now: DateTime<Utc>) {
+        self.store.purge(now, &self.config);
+    }
+}

@@ -1,0 +1,411 @@
+//! The server's records: one [`NetworkRecord`] per public network and one [`CodeRecord`] per
+//! code. Every operation is a pure function of (record, input, `now`) that changes the record in
+//! place on a copy; the server writes the copy back as a whole, so a shared store can apply each
+//! operation with a single compare-and-swap.
+//!
+//! Wall-clock times (`DateTime<Utc>`) because several server instances share these records.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+use crate::addr::PublicNetwork;
+use crate::code::LinkCode;
+use crate::error::Refusal;
+use crate::id::{AccountId, InstanceId};
+use crate::secret::{Commitment, LocalSecret};
+use crate::server::ServerConfig;
+use crate::wire::{AgentMessage, Announce, DeviceInfo, DiscoveredAgent, LinkRequest, LinkState};
+
+/// One agent's presence in a network.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    /// The agent.
+    pub instance_id: InstanceId,
+    /// Its LAN address.
+    pub private_ip: IpAddr,
+    /// Its local endpoint's port.
+    pub port: u16,
+    /// What to show.
+    pub info: DeviceInfo,
+    /// The commitment pinned by the first announcement.
+    pub commitment: Commitment,
+    /// When the presence lapses unless refreshed.
+    pub expires_at: DateTime<Utc>,
+    /// A conflicting announcement was seen: hidden and unlinkable until it expires.
+    pub contested: bool,
+    /// A link was accepted with this presence's secret (single-use).
+    pub link_requested: bool,
+}
+
+/// A secret and code queued for an agent.
+#[derive(Debug, Clone)]
+pub struct PendingMessage {
+    /// The secret the linker presented (dropped on delivery or expiry).
+    pub secret: LocalSecret,
+    /// The auto-link code.
+    pub code: LinkCode,
+    /// When the message is dropped undelivered.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A link's progress, as its account may query it.
+#[derive(Debug, Clone)]
+pub struct LinkRecord {
+    /// The agent.
+    pub instance_id: InstanceId,
+    /// The account the link is for.
+    pub account: AccountId,
+    /// The state.
+    pub state: LinkState,
+    /// The queued message, until delivered.
+    pub message: Option<PendingMessage>,
+    /// When the record is dropped.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Everything the server knows about one public network.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRecord {
+    /// Agents announcing from this network.
+    pub presences: Vec<Presence>,
+    /// Links requested from (or completed in) this network.
+    pub links: Vec<LinkRecord>,
+    /// Times of recent failures (within the lockout window).
+    pub failures: Vec<DateTime<Utc>>,
+    /// The network is locked out until then.
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+/// What a successful announcement returns.
+#[derive(Debug)]
+pub struct Announced {
+    /// Messages to deliver (their secrets are no longer in the record).
+    pub messages: Vec<AgentMessage>,
+}
+
+impl NetworkRecord {
+    /// Drops whatever has expired at `now`: presences, links, queued messages (zeroizing their
+    /// secrets), old failures and a finished lockout.
+    pub fn prune(&mut self, now: DateTime<Utc>, config: &ServerConfig) {
+        self.presences.retain(|p| p.expires_at > now);
+        for link in &mut self.links {
+            if link.message.as_ref().is_some_and(|m| m.expires_at <= now) {
+                link.message = None;
+                if link.state == LinkState::Pending {
+                    // Never delivered: the link is over.
+                    link.expires_at = now;
+                }
+            }
+        }
+        self.links.retain(|l| l.expires_at > now);
+        let since = now - config.lockout_window;
+        self.failures.retain(|t| *t > since);
+        if self.locked_until.is_some_and(|t| t <= now) {
+            self.locked_until = None;
+        }
+    }
+
+    /// Whether the record holds nothing (and may be deleted).
+    pub fn is_empty(&self) -> bool {
+        self.presences.is_empty()
+            && self.links.is_empty()
+            && self.failures.is_empty()
+            && self.locked_until.is_none()
+    }
+
+    /// The latest expiry of anything in the record: a store may drop the whole record then.
+    pub fn expires_at(&self, config: &ServerConfig) -> Option<DateTime<Utc>> {
+        let presences = self.presences.iter().map(|p| p.expires_at);
+        let links = self.links.iter().map(|l| l.expires_at);
+        let failures = self.failures.iter().map(|t| *t + config.lockout_window);
+        presences
+            .chain(links)
+            .chain(failures)
+            .chain(self.locked_until)
+            .max()
+    }
+
+    /// Whether the network is locked out at `now`.
+    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|t| t > now)
+    }
+
+    /// Counts a failure; returns `true` when this failure locks the network out.
+    pub fn record_failure(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> bool {
+        self.failures.push(now);
+        if self.failures.len() >= config.lockout_threshold as usize {
+            self.failures.clear();
+            self.locked_until = Some(now + config.lockout_duration);
+            return true;
+        }
+        false
+    }
+
+    /// Records an announcement (protocol step 3) and takes the agent's queued messages.
+    ///
+    /// The first announcement of an instance pins its commitment, address and port; a later one
+    /// that disagrees marks the presence contested (hidden and unlinkable until it lapses) and is
+    /// refused. Call on a pruned record.
+    pub fn announce(
+        &mut self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        announce: &Announce,
+    ) -> Result<Announced, Refusal> {
+        if !crate::addr::is_announceable_private_ip(announce.private_ip) {
+            return Err(Refusal::NotPrivateIp);
+        }
+        let expires_at = now + config.presence_ttl;
+        match self
+            .presences
+            .iter_mut()
+            .find(|p| p.instance_id == announce.instance_id)
+        {
+            Some(presence) => {
+                let same = presence.commitment.ct_eq(&announce.commitment)
+                    && presence.private_ip == announce.private_ip
+                    && presence.port == announce.port;
+                if presence.contested || !same {
+                    presence.contested = true;
+                    return Err(Refusal::PresenceConflict);
+                }
+                presence.expires_at = expires_at;
+                presence.info = announce.info.clone();
+            }
+            None => {
+                if self.presences.len() >= config.max_agents_per_network {
+                    return Err(Refusal::NetworkFull);
+                }
+                self.presences.push(Presence {
+                    instance_id: announce.instance_id,
+                    private_ip: announce.private_ip,
+                    port: announce.port,
+                    info: announce.info.clone(),
+                    commitment: announce.commitment,
+                    expires_at,
+                    contested: false,
+                    link_requested: false,
+                });
+            }
+        }
+        let mut messages = Vec::new();
+        for link in &mut self.links {
+            if link.instance_id != announce.instance_id {
+                continue;
+            }
+            if let Some(message) = link.message.take() {
+                link.state = LinkState::Delivered;
+                messages.push(AgentMessage::VerifyAndRedeem {
+                    instance_id: link.instance_id,
+                    local_secret: message.secret.clone(),
+                    code: message.code.clone(),
+                });
+                // `message` drops here: the record keeps no copy of the secret.
+            }
+        }
+        Ok(Announced { messages })
+    }
+
+    /// The fresh presences that count toward `max_visible`.
+    pub fn present(&self) -> usize {
+        self.presences.len()
+    }
+
+    /// What a linker of this network is shown (protocol step 4): nothing when more than
+    /// `max_visible` agents are present; otherwise the ones that are neither contested nor
+    /// already used. Call on a pruned record.
+    pub fn discover(&self, config: &ServerConfig) -> Vec<DiscoveredAgent> {
+        if self.present() > config.max_visible {
+            return Vec::new();
+        }
+        self.presences
+            .iter()
+            .filter(|p| !p.contested && !p.link_requested)
+            .map(|p| DiscoveredAgent {
+                instance_id: p.instance_id,
+                private_ip: p.private_ip,
+                port: p.port,
+                info: p.info.clone(),
+            })
+            .collect()
+    }
+
+    /// Checks a link request (protocol step 6) without changing anything. Call on a pruned
+    /// record.
+    pub fn check_link(
+        &self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        instance_id: &InstanceId,
+        secret: &LocalSecret,
+    ) -> Result<(), Refusal> {
+        if self.is_locked(now) {
+            return Err(Refusal::LockedOut);
+        }
+        if self.links.iter().any(|l| l.instance_id == *instance_id) {
+            return Err(Refusal::AlreadyLinking);
+        }
+        let Some(presence) = self
+            .presences
+            .iter()
+            .find(|p| p.instance_id == *instance_id)
+        else {
+            return Err(Refusal::AgentNotFound);
+        };
+        if self.present() > config.max_visible {
+            return Err(Refusal::TooManyAgents);
+        }
+        if presence.contested {
+            return Err(Refusal::AgentContested);
+        }
+        if presence.link_requested {
+            return Err(Refusal::AlreadyLinking);
+        }
+        if !presence.commitment.verify(instance_id, secret) {
+            return Err(Refusal::WrongSecret);
+        }
+        Ok(())
+    }
+
+    /// Accepts a checked link request: marks the secret used and queues `{secret, code}` for the
+    /// agent. `code_expires_at` bounds the link record.
+    pub fn accept_link(
+        &mut self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        request: LinkRequest,
+        account: AccountId,
+        code: LinkCode,
+        code_expires_at: DateTime<Utc>,
+    ) {
+        let LinkRequest {
+            instance_id,
+            local_secret: secret,
+        } = request;
+        if let Some(presence) = self
+            .presences
+            .iter_mut()
+            .find(|p| p.instance_id == instance_id)
+        {
+            presence.link_requested = true;
+        }
+        self.make_room_for_link();
+        self.links.push(LinkRecord {
+            instance_id,
+            account,
+            state: LinkState::Pending,
+            message: Some(PendingMessage {
+                secret,
+                code,
+                expires_at: now + config.message_ttl,
+            }),
+            expires_at: code_expires_at,
+        });
+    }
+
+    /// Records a completed link (protocol step 8): the agent leaves discovery and the account can
+    /// read `Linked` until the status lapses.
+    pub fn complete_link(
+        &mut self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        instance_id: InstanceId,
+        account: &AccountId,
+    ) {
+        self.presences.retain(|p| p.instance_id != instance_id);
+        let expires_at = now + config.link_status_ttl;
+        match self
+            .links
+            .iter_mut()
+            .find(|l| l.instance_id == instance_id && l.account == *account)
+        {
+            Some(link) => {
+                link.state = LinkState::Linked;
+                link.message = None;
+                link.expires_at = expires_at;
+            }
+            None => {
+                self.make_room_for_link();
+                self.links.push(LinkRecord {
+                    instance_id,
+                    account: account.clone(),
+                    state: LinkState::Linked,
+                    message: None,
+                    expires_at,
+                });
+            }
+        }
+    }
+
+    /// Keeps the link list bounded: drops the record that expires first.
+    fn make_room_for_link(&mut self) {
+        const MAX_LINKS: usize = 64;
+        while self.links.len() >= MAX_LINKS {
+            if let Some((index, _)) = self
+                .links
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, l)| l.expires_at)
+            {
+                self.links.remove(index);
+            }
+        }
+    }
+
+    /// The state of `account`'s link to `instance_id`. Call on a pruned record.
+    pub fn link_state(&self, account: &AccountId, instance_id: &InstanceId) -> LinkState {
+        self.links
+            .iter()
+            .find(|l| l.instance_id == *instance_id && l.account == *account)
+            .map_or(LinkState::Unknown, |l| l.state)
+    }
+}
+
+/// A live code: minted for an account, optionally bound to one instance and one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRecord {
+    /// The account a redemption links to.
+    pub account: AccountId,
+    /// The only instance that may redeem it (auto codes).
+    pub instance_id: Option<InstanceId>,
+    /// The only network it may be redeemed from (auto codes).
+    pub network: Option<PublicNetwork>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it was redeemed (single-use).
+    pub redeemed: bool,
+    /// Whether it is a manual code.
+    pub manual: bool,
+}
+
+impl CodeRecord {
+    /// Whether the code may still be redeemed at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now
+    }
+
+    /// Redeems the code for `instance_id` presenting from `network` (protocol step 8), marking it
+    /// used. Refuses without change when any check fails.
+    pub fn redeem(
+        &mut self,
+        now: DateTime<Utc>,
+        instance_id: &InstanceId,
+        network: &PublicNetwork,
+    ) -> Result<(), Refusal> {
+        if !self.is_live(now) {
+            return Err(Refusal::UnknownCode);
+        }
+        if self.redeemed {
+            return Err(Refusal::CodeUsed);
+        }
+        if self.instance_id.is_some_and(|id| id != *instance_id) {
+            return Err(Refusal::CodeWrongAgent);
+        }
+        if self.network.is_some_and(|n| n != *network) {
+            return Err(Refusal::CodeWrongNetwork);
+        }
+        self.redeemed = true;
+        Ok(())
+    }
+}

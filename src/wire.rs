@@ -1,0 +1,482 @@
+//! Wire messages, version 1: serde types for every message any party sends, and bounded
+//! decoding.
+//!
+//! Requests to the server and to the agent are strict (`deny_unknown_fields`); replies ignore
+//! unknown fields so a newer server can add some. Secrets appear only in the three types that must
+//! carry them ([`AgentMessage::VerifyAndRedeem`], [`LinkRequest`], [`SecretReply`]) and in
+//! [`RedeemReply`]; [`encode`] returns a buffer that is zeroized when dropped.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use crate::code::LinkCode;
+use crate::id::InstanceId;
+use crate::secret::{AuthToken, Commitment, LocalSecret};
+
+/// The wire version these types implement.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Largest announcement accepted or produced, in bytes of JSON.
+pub const MAX_ANNOUNCE_BYTES: usize = 4096;
+
+/// Largest body of any other message, in bytes of JSON.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Limits on [`DeviceInfo`] fields, in bytes of UTF-8.
+pub mod limits {
+    /// `hostname` (a DNS name's limit).
+    pub const HOSTNAME: usize = 253;
+    /// `model`.
+    pub const MODEL: usize = 64;
+    /// `agent` (the agent software's name).
+    pub const AGENT: usize = 64;
+    /// `agent_version`.
+    pub const AGENT_VERSION: usize = 32;
+}
+
+/// Why bytes are not a valid message. Says where, never what: no input is echoed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The input is longer than the message's limit.
+    #[error("message larger than {limit} bytes")]
+    TooLarge {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// Not JSON of the expected shape (a missing, unknown or mistyped field).
+    #[error("malformed message")]
+    Malformed,
+    /// A text field is over its limit or holds a control character.
+    #[error("field `{0}` is too long or holds a control character")]
+    BadField(&'static str),
+    /// The message's version is not one this crate speaks.
+    #[error("unsupported wire version")]
+    Version,
+}
+
+/// Decodes `bytes` as `T`, refusing more than `limit` bytes before parsing.
+///
+/// ```
+/// use lanlink::wire::{decode, LinkRequest, MAX_MESSAGE_BYTES, WireError};
+/// let bad = br#"{"instance_id":"x","local_secret":"00"}"#;
+/// assert_eq!(decode::<LinkRequest>(bad, MAX_MESSAGE_BYTES).unwrap_err(), WireError::Malformed);
+/// ```
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge { limit });
+    }
+    serde_json::from_slice(bytes).map_err(|err| {
+        // serde_json's messages can quote the input; keep only our own field errors.
+        let text = err.to_string();
+        FIELD_NAMES
+            .iter()
+            .find(|name| text.starts_with(&format!("bad field {name}")))
+            .map_or(WireError::Malformed, |name| WireError::BadField(name))
+    })
+}
+
+/// Decodes an announcement: at most [`MAX_ANNOUNCE_BYTES`], version checked, fields bounded.
+pub fn decode_announce(bytes: &[u8]) -> Result<Announce, WireError> {
+    let announce: Announce = decode(bytes, MAX_ANNOUNCE_BYTES)?;
+    if announce.version != WIRE_VERSION {
+        return Err(WireError::Version);
+    }
+    Ok(announce)
+}
+
+/// Encodes `value` as JSON into a buffer that is zeroized when dropped.
+pub fn encode<T: Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(256));
+    // Cannot fail: every wire type serializes to JSON (string map keys, no non-finite floats).
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.clear();
+    }
+    out
+}
+
+const FIELD_NAMES: [&str; 4] = ["hostname", "model", "agent", "agent_version"];
+
+/// What the agent tells the server about the device, shown to the user in discovery. Every field
+/// is bounded (see [`limits`]) and free of control characters.
+///
+/// ```
+/// use lanlink::DeviceInfo;
+/// let info = DeviceInfo::new("printer.local", "Prusa MK4", "lanlink-agent", "0.1.0").unwrap();
+/// assert_eq!(info.hostname(), "printer.local");
+/// assert!(DeviceInfo::new("a\u{7}", "", "", "").is_err());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawDeviceInfo")]
+pub struct DeviceInfo {
+    hostname: String,
+    model: String,
+    agent: String,
+    agent_version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeviceInfo {
+    #[serde(default)]
+    hostname: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    agent_version: String,
+}
+
+impl TryFrom<RawDeviceInfo> for DeviceInfo {
+    type Error = String;
+    fn try_from(raw: RawDeviceInfo) -> Result<Self, String> {
+        DeviceInfo::new(raw.hostname, raw.model, raw.agent, raw.agent_version).map_err(|err| {
+            match err {
+                WireError::BadField(name) => format!("bad field {name}"),
+                _ => "malformed".to_owned(),
+            }
+        })
+    }
+}
+
+impl DeviceInfo {
+    /// Checks each field against its limit.
+    pub fn new(
+        hostname: impl Into<String>,
+        model: impl Into<String>,
+        agent: impl Into<String>,
+        agent_version: impl Into<String>,
+    ) -> Result<Self, WireError> {
+        let info = Self {
+            hostname: hostname.into(),
+            model: model.into(),
+            agent: agent.into(),
+            agent_version: agent_version.into(),
+        };
+        for (name, value, limit) in [
+            ("hostname", &info.hostname, limits::HOSTNAME),
+            ("model", &info.model, limits::MODEL),
+            ("agent", &info.agent, limits::AGENT),
+            ("agent_version", &info.agent_version, limits::AGENT_VERSION),
+        ] {
+            if value.len() > limit || value.chars().any(char::is_control) {
+                return Err(WireError::BadField(name));
+            }
+        }
+        Ok(info)
+    }
+
+    /// The device's host name.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+    /// The device model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+    /// The agent software's name.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+    /// The agent software's version.
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+}
+
+/// Agent → server, every `announce_interval` during the window (protocol step 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announce {
+    /// Always [`WIRE_VERSION`].
+    pub version: u16,
+    /// The agent's instance id for this window.
+    pub instance_id: InstanceId,
+    /// The agent's address on its LAN (must be private, loopback, ULA or link-local).
+    pub private_ip: IpAddr,
+    /// The port of the agent's local endpoint.
+    pub port: u16,
+    /// What to show the user.
+    pub info: DeviceInfo,
+    /// `SHA-256(tag ‖ instance_id ‖ local_secret)`; the secret itself is never sent.
+    pub commitment: Commitment,
+}
+
+/// Server → agent, the reply to an announcement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AnnounceReply {
+    /// Messages queued for this instance (at most a few; usually none).
+    pub messages: Vec<AgentMessage>,
+    /// When the agent should announce next, in milliseconds.
+    pub poll_after_ms: u64,
+}
+
+/// A message the server queued for an agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgentMessage {
+    /// A linker presented this secret; if it is the agent's, redeem `code` (protocol step 7).
+    VerifyAndRedeem {
+        /// The instance the message is for.
+        instance_id: InstanceId,
+        /// The secret the linker presented.
+        #[serde(with = "secret_hex")]
+        local_secret: LocalSecret,
+        /// The single-use code to redeem.
+        #[serde(with = "code_text")]
+        code: LinkCode,
+    },
+    /// A message type this version does not know; agents ignore it.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Agent → server: redeem a code for an auth token (steps 8 and 9).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemRequest {
+    /// The redeeming agent.
+    pub instance_id: InstanceId,
+    /// The code.
+    #[serde(with = "code_text")]
+    pub code: LinkCode,
+}
+
+/// Server → agent: the code was good.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedeemReply {
+    /// The agent's new credential.
+    #[serde(with = "token_hex")]
+    pub auth_token: AuthToken,
+}
+
+/// One agent as shown to a linker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredAgent {
+    /// The agent's instance id.
+    pub instance_id: InstanceId,
+    /// Where to fetch the secret on the LAN.
+    pub private_ip: IpAddr,
+    /// The local endpoint's port.
+    pub port: u16,
+    /// What to show the user.
+    pub info: DeviceInfo,
+}
+
+/// Server → linker: the discoverable agents of the linker's own network (step 4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverReply {
+    /// At most `max_visible` agents; none when more are present.
+    pub agents: Vec<DiscoveredAgent>,
+}
+
+/// Linker → agent's local endpoint: the reply carrying the secret (step 5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretReply {
+    /// The agent's secret.
+    #[serde(with = "secret_hex")]
+    pub local_secret: LocalSecret,
+}
+
+/// Linker → server: link this agent to my account (step 6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The agent to link.
+    pub instance_id: InstanceId,
+    /// The secret fetched from it.
+    #[serde(with = "secret_hex")]
+    pub local_secret: LocalSecret,
+}
+
+/// The progress of a link as the requesting account sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LinkState {
+    /// Accepted; waiting for the agent's next announcement.
+    Pending,
+    /// Delivered to the agent; waiting for it to redeem.
+    Delivered,
+    /// The agent redeemed its code: linked.
+    Linked,
+    /// Nothing (or nothing live) is known for this account and instance.
+    Unknown,
+}
+
+/// Server → linker: a link's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatusReply {
+    /// The agent.
+    pub instance_id: InstanceId,
+    /// Its state.
+    pub state: LinkState,
+}
+
+/// Server → user: a manual code to type into the agent (step 9).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeReply {
+    /// The code.
+    #[serde(with = "code_text")]
+    pub code: LinkCode,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Any refusal: a stable snake_case code and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The code, e.g. `"wrong_secret"`.
+    pub error: String,
+}
+
+impl Serialize for Commitment {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Commitment {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Commitment::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad commitment"))
+    }
+}
+
+/// Reads a string into a zeroizing buffer.
+fn zeroizing_string<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
+    String::deserialize(d).map(Zeroizing::new)
+}
+
+/// Serde helpers for [`LocalSecret`] fields: 64 hex characters.
+pub mod secret_hex {
+    use super::*;
+
+    /// Writes the secret as hex.
+    pub fn serialize<S: Serializer>(secret: &LocalSecret, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&secret.to_hex())
+    }
+
+    /// Reads 64 hex characters.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LocalSecret, D::Error> {
+        let text = zeroizing_string(d)?;
+        LocalSecret::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad secret"))
+    }
+}
+
+/// Serde helpers for [`AuthToken`] fields: 64 hex characters.
+pub mod token_hex {
+    use super::*;
+
+    /// Writes the token as hex.
+    pub fn serialize<S: Serializer>(token: &AuthToken, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&token.to_hex())
+    }
+
+    /// Reads 64 hex characters.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuthToken, D::Error> {
+        let text = zeroizing_string(d)?;
+        AuthToken::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad token"))
+    }
+}
+
+/// Serde helpers for [`LinkCode`] fields.
+pub mod code_text {
+    use super::*;
+
+    /// Writes the code.
+    pub fn serialize<S: Serializer>(code: &LinkCode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(code.expose())
+    }
+
+    /// Reads a code (see [`LinkCode::parse`]).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LinkCode, D::Error> {
+        let text = zeroizing_string(d)?;
+        LinkCode::parse(&text).ok_or_else(|| serde::de::Error::custom("bad code"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announce() -> Announce {
+        let id = InstanceId::from_bytes([7; 16]);
+        Announce {
+            version: WIRE_VERSION,
+            instance_id: id,
+            private_ip: "192.168.1.50".parse().unwrap(),
+            port: 8080,
+            info: DeviceInfo::new("h", "m", "a", "1").unwrap(),
+            commitment: LocalSecret::from_bytes([1; 32]).commitment(&id),
+        }
+    }
+
+    #[test]
+    fn announce_round_trip_and_limits() {
+        let a = announce();
+        let bytes = encode(&a);
+        assert_eq!(decode_announce(&bytes).unwrap(), a);
+        let big = vec![b' '; MAX_ANNOUNCE_BYTES + 1];
+        assert_eq!(
+            decode_announce(&big),
+            Err(WireError::TooLarge {
+                limit: MAX_ANNOUNCE_BYTES
+            })
+        );
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["info"]["model"] = "x".repeat(65).into();
+        let long = serde_json::to_vec(&v).unwrap();
+        assert_eq!(decode_announce(&long), Err(WireError::BadField("model")));
+        v["info"]["model"] = "ok".into();
+        v["extra"] = 1.into();
+        let extra = serde_json::to_vec(&v).unwrap();
+        assert_eq!(decode_announce(&extra), Err(WireError::Malformed));
+        let mut w: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        w["version"] = 2.into();
+        assert_eq!(
+            decode_announce(&serde_json::to_vec(&w).unwrap()),
+            Err(WireError::Version)
+        );
+    }
+
+    #[test]
+    fn largest_announce_fits() {
+        let mut a = announce();
+        // Every field at its limit, in characters that JSON escapes (doubling their size).
+        a.info = DeviceInfo::new(
+            "\"".repeat(limits::HOSTNAME),
+            "\\".repeat(limits::MODEL),
+            "\"".repeat(limits::AGENT),
+            "\\".repeat(limits::AGENT_VERSION),
+        )
+        .unwrap();
+        a.private_ip = "fe80::1234:5678:9abc:def0".parse().unwrap();
+        let bytes = encode(&a);
+        assert!(bytes.len() <= MAX_ANNOUNCE_BYTES, "{}", bytes.len());
+        assert_eq!(decode_announce(&bytes).unwrap(), a);
+    }
+
+    #[test]
+    fn secrets_not_echoed_in_errors() {
+        let body = br#"{"instance_id":"00000000-0000-4000-8000-000000000000","local_secret":"zz5ecret5ecret"}"#;
+        let err = decode::<LinkRequest>(body, MAX_MESSAGE_BYTES).unwrap_err();
+        assert!(!err.to_string().contains("5ecret"));
+    }
+
+    #[test]
+    fn unknown_message_type_is_tolerated() {
+        let reply: AnnounceReply = decode(
+            br#"{"messages":[{"type":"future"}],"poll_after_ms":5}"#,
+            1024,
+        )
+        .unwrap();
+        assert!(matches!(reply.messages[0], AgentMessage::Unknown));
+    }
+}
