@@ -128,6 +128,16 @@ impl AgentConfig {
         self.announce_interval
     }
 
+    /// The agent's LAN address.
+    pub fn private_ip(&self) -> IpAddr {
+        self.private_ip
+    }
+
+    /// The local endpoint's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The allowed origins.
     pub fn allowed_origins(&self) -> &[String] {
         &self.allowed_origins

@@ -1,1 +1,395 @@
-//! placeholder
+//! A deterministic simulator of the three parties (feature `sim`): agents, one server and linkers
+//! on one virtual clock with a seeded RNG, over a modelled network of LANs behind NATs.
+//!
+//! Used by the crate's scenario tests, property tests and fuzz targets. The model:
+//! - each [`Lan`] has one public address (its NAT); its hosts have private addresses;
+//! - the server sees a host's public address as the socket peer, or, with
+//!   [`Sim::put_server_behind_proxy`], the proxy's address plus an `X-Forwarded-For` naming the
+//!   public address;
+//! - a linker reaches an agent's local endpoint only inside the same LAN, where the agent sees the
+//!   linker's private address.
+//!
+//! ```
+//! use lanlink::sim::Sim;
+//! let mut sim = Sim::new(1);
+//! let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+//! let agent = sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+//! let linker = sim.add_linker(lan, "192.168.1.20".parse().unwrap(), "alice");
+//! assert!(sim.run_until(std::time::Duration::from_secs(60), |s| s.linker(linker).is_finished()));
+//! assert_eq!(sim.linker(linker).linked(), Some(sim.agent(agent).instance_id()));
+//! assert!(sim.agent(agent).auth_token().is_some());
+//! ```
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::addr::ForwardedHeaders;
+use crate::agent::{Agent, AgentConfig, AgentTransmit, SecretRequest};
+use crate::event::{AgentEvent, LinkerEvent, ServerEvent};
+use crate::id::AccountId;
+use crate::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
+use crate::server::{Server, ServerConfig};
+use crate::wire::{DeviceInfo, RedeemReply};
+
+/// Index of a LAN in the simulation.
+pub type LanId = usize;
+/// Index of an agent.
+pub type AgentId = usize;
+/// Index of a linker.
+pub type LinkerId = usize;
+
+/// A local network behind one public address.
+#[derive(Debug, Clone)]
+pub struct Lan {
+    /// The NAT's public address.
+    pub public_ip: IpAddr,
+}
+
+/// A simulated agent and where it lives.
+#[derive(Debug)]
+pub struct SimAgent {
+    /// The state machine.
+    pub agent: Agent,
+    /// Its LAN.
+    pub lan: LanId,
+    /// Every event it emitted.
+    pub events: Vec<AgentEvent>,
+    /// The token, once the server minted one (what the server sent, for comparison).
+    pub minted: Option<RedeemReply>,
+}
+
+/// A simulated linker and where it runs.
+#[derive(Debug)]
+pub struct SimLinker {
+    /// The state machine.
+    pub linker: Linker,
+    /// Its LAN.
+    pub lan: LanId,
+    /// Its private address on that LAN.
+    pub private_ip: IpAddr,
+    /// The account it links for.
+    pub account: AccountId,
+    /// The `Origin` it sends to agents (a browser page's origin), if any.
+    pub origin: Option<String>,
+    /// Every event it emitted.
+    pub events: Vec<LinkerEvent>,
+}
+
+/// The simulation. Fields are public so tests can reach in and act as attackers.
+#[derive(Debug)]
+pub struct Sim {
+    /// The monotonic clock's origin.
+    pub epoch: Instant,
+    /// The wall clock's origin.
+    pub wall_epoch: DateTime<Utc>,
+    /// Virtual time since the origins.
+    pub elapsed: Duration,
+    /// The seeded RNG every party draws from.
+    pub rng: StdRng,
+    /// The server.
+    pub server: Server,
+    /// Every server event.
+    pub server_events: Vec<ServerEvent>,
+    /// The LANs.
+    pub lans: Vec<Lan>,
+    /// The agents.
+    pub agents: Vec<SimAgent>,
+    /// The linkers.
+    pub linkers: Vec<SimLinker>,
+    /// The trusted proxy in front of the server, if any.
+    pub proxy: Option<IpAddr>,
+}
+
+impl Sim {
+    /// A simulation with the default server configuration, seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        // Cannot fail: the default configuration is valid (unit-tested).
+        Self::with_server(seed, ServerConfig::default()).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// A simulation with `config` for the server.
+    pub fn with_server(seed: u64, config: ServerConfig) -> Result<Self, crate::ConfigError> {
+        Ok(Self {
+            epoch: Instant::now(),
+            // Cannot fail: a fixed, valid timestamp (2027-01-15).
+            wall_epoch: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            elapsed: Duration::ZERO,
+            rng: StdRng::seed_from_u64(seed),
+            server: Server::new(config)?,
+            server_events: Vec::new(),
+            lans: Vec::new(),
+            agents: Vec::new(),
+            linkers: Vec::new(),
+            proxy: None,
+        })
+    }
+
+    /// The monotonic now.
+    pub fn now(&self) -> Instant {
+        self.epoch + self.elapsed
+    }
+
+    /// The wall-clock now.
+    pub fn wall(&self) -> DateTime<Utc> {
+        self.wall_epoch
+            + chrono::TimeDelta::from_std(self.elapsed).unwrap_or(chrono::TimeDelta::MAX)
+    }
+
+    /// Adds a LAN behind `public_ip`.
+    pub fn add_lan(&mut self, public_ip: IpAddr) -> LanId {
+        self.lans.push(Lan { public_ip });
+        self.lans.len() - 1
+    }
+
+    /// Adds an agent at `private_ip` on `lan` with the default configuration (port 8080).
+    pub fn add_agent(&mut self, lan: LanId, private_ip: IpAddr) -> AgentId {
+        let config = AgentConfig::new(
+            private_ip,
+            8080,
+            DeviceInfo::new("printer", "sim", "lanlink-sim", "1").unwrap_or_default(),
+        );
+        self.add_agent_with(lan, config)
+            .unwrap_or_else(|_| unreachable!("default agent config is valid"))
+    }
+
+    /// Adds an agent with `config` on `lan`.
+    pub fn add_agent_with(
+        &mut self,
+        lan: LanId,
+        config: AgentConfig,
+    ) -> Result<AgentId, crate::ConfigError> {
+        let agent = Agent::new(config, self.now(), &mut self.rng)?;
+        self.agents.push(SimAgent {
+            agent,
+            lan,
+            events: Vec::new(),
+            minted: None,
+        });
+        Ok(self.agents.len() - 1)
+    }
+
+    /// Adds a linker for `account` at `private_ip` on `lan` with the default configuration.
+    pub fn add_linker(&mut self, lan: LanId, private_ip: IpAddr, account: &str) -> LinkerId {
+        self.add_linker_with(lan, private_ip, account, LinkerConfig::default(), None)
+    }
+
+    /// Adds a linker with `config`, sending `origin` to agents.
+    pub fn add_linker_with(
+        &mut self,
+        lan: LanId,
+        private_ip: IpAddr,
+        account: &str,
+        config: LinkerConfig,
+        origin: Option<String>,
+    ) -> LinkerId {
+        let linker = Linker::new(config, self.now());
+        self.linkers.push(SimLinker {
+            linker,
+            lan,
+            private_ip,
+            account: AccountId::new(account).unwrap_or_else(|| unreachable!("test account")),
+            origin,
+            events: Vec::new(),
+        });
+        self.linkers.len() - 1
+    }
+
+    /// Puts the server behind a trusted proxy at `proxy` (added to the server's trusted list by
+    /// the caller's config): requests then arrive from `proxy` with `X-Forwarded-For`.
+    pub fn put_server_behind_proxy(&mut self, proxy: IpAddr) {
+        self.proxy = Some(proxy);
+    }
+
+    /// The agent.
+    pub fn agent(&self, id: AgentId) -> &Agent {
+        &self.agents[id].agent
+    }
+
+    /// The linker.
+    pub fn linker(&self, id: LinkerId) -> &Linker {
+        &self.linkers[id].linker
+    }
+
+    /// The socket peer and `X-Forwarded-For` value with which the server sees a request from
+    /// `lan`'s NAT.
+    pub fn server_view(&self, lan: LanId) -> (IpAddr, Option<String>) {
+        let public = self.lans[lan].public_ip;
+        match self.proxy {
+            Some(proxy) => (proxy, Some(public.to_string())),
+            None => (public, None),
+        }
+    }
+
+    /// Advances virtual time by `by`, then runs every party until none has anything to send.
+    pub fn advance(&mut self, by: Duration) {
+        self.elapsed += by;
+        self.settle();
+    }
+
+    /// The earliest time any party wants to wake up.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let agents = self.agents.iter().filter_map(|a| a.agent.poll_timeout());
+        let linkers = self.linkers.iter().filter_map(|l| l.linker.poll_timeout());
+        agents.chain(linkers).min()
+    }
+
+    /// Jumps to the next wake-up (at most `limit` ahead) and settles. Returns false when nothing
+    /// is scheduled.
+    pub fn step(&mut self, limit: Duration) -> bool {
+        let Some(next) = self.next_wakeup() else {
+            return false;
+        };
+        let gap = next.saturating_duration_since(self.now()).min(limit);
+        self.advance(gap);
+        true
+    }
+
+    /// Steps until `done` holds or `limit` of virtual time has passed; returns whether it held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.elapsed + limit;
+        self.settle();
+        while !done(self) {
+            if self.elapsed >= end {
+                return false;
+            }
+            let left = end - self.elapsed;
+            if !self.step(left) {
+                self.advance(left);
+            }
+        }
+        true
+    }
+
+    /// Runs every party until no one has anything to send at the current time.
+    pub fn settle(&mut self) {
+        // Each pass moves at least one message or stops; bounded so a bug cannot hang a test.
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for id in 0..self.agents.len() {
+                moved |= self.drive_agent(id);
+            }
+            for id in 0..self.linkers.len() {
+                moved |= self.drive_linker(id);
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.collect_events();
+    }
+
+    fn collect_events(&mut self) {
+        for a in &mut self.agents {
+            while let Some(e) = a.agent.poll_event() {
+                a.events.push(e);
+            }
+        }
+        for l in &mut self.linkers {
+            while let Some(e) = l.linker.poll_event() {
+                l.events.push(e);
+            }
+        }
+        while let Some(e) = self.server.poll_event() {
+            self.server_events.push(e);
+        }
+    }
+
+    fn drive_agent(&mut self, id: AgentId) -> bool {
+        let now = self.now();
+        let wall = self.wall();
+        let (peer, xff) = self.server_view(self.agents[id].lan);
+        let xff_lines: Vec<&str> = xff.iter().map(String::as_str).collect();
+        let headers = ForwardedHeaders {
+            forwarded: &[],
+            x_forwarded_for: &xff_lines,
+        };
+        let Some(transmit) = self.agents[id].agent.poll_transmit(now) else {
+            return false;
+        };
+        match transmit {
+            AgentTransmit::Announce(announce) => {
+                if let Ok(reply) = self.server.handle_announce(wall, peer, headers, &announce) {
+                    self.agents[id].agent.handle_announce_reply(now, reply);
+                }
+            }
+            AgentTransmit::Redeem(request) => {
+                let reply = self
+                    .server
+                    .handle_redeem(wall, &mut self.rng, peer, headers, &request)
+                    .map(|redeemed| redeemed.reply);
+                if let Ok(reply) = &reply {
+                    self.agents[id].minted = Some(reply.clone());
+                }
+                // Cannot fail: the agent just asked for this redemption.
+                let _ = self.agents[id].agent.handle_redeem_reply(now, reply);
+            }
+        }
+        true
+    }
+
+    fn drive_linker(&mut self, id: LinkerId) -> bool {
+        let now = self.now();
+        let wall = self.wall();
+        let lan = self.linkers[id].lan;
+        let (peer, xff) = self.server_view(lan);
+        let xff_lines: Vec<&str> = xff.iter().map(String::as_str).collect();
+        let headers = ForwardedHeaders {
+            forwarded: &[],
+            x_forwarded_for: &xff_lines,
+        };
+        let Some(transmit) = self.linkers[id].linker.poll_transmit(now) else {
+            return false;
+        };
+        let account = self.linkers[id].account.clone();
+        // Replies go back through the linker's own checks; an unexpected one is ignored.
+        let _ = match transmit {
+            LinkerTransmit::Discover => {
+                let reply = self.server.handle_discover(wall, peer, headers);
+                self.linkers[id].linker.handle_discover_reply(now, reply)
+            }
+            LinkerTransmit::FetchSecret { agent, instance_id } => {
+                let target = self.agents.iter_mut().find(|a| {
+                    a.lan == lan
+                        && a.agent.config().private_ip() == agent.ip()
+                        && a.agent.config().port() == agent.port()
+                });
+                let reply = match target {
+                    Some(target) => {
+                        let host = agent.to_string();
+                        let instance = instance_id.to_string();
+                        let request = SecretRequest {
+                            peer: self.linkers[id].private_ip,
+                            forwarded: ForwardedHeaders::NONE,
+                            host: Some(&host),
+                            origin: self.linkers[id].origin.as_deref(),
+                            instance_id: &instance,
+                        };
+                        target
+                            .agent
+                            .handle_secret_request(now, &request)
+                            .map_err(FetchFailure::Refused)
+                    }
+                    None => Err(FetchFailure::Unreachable),
+                };
+                self.linkers[id].linker.handle_secret_reply(now, reply)
+            }
+            LinkerTransmit::Link(request) => {
+                let reply =
+                    self.server
+                        .handle_link(wall, &mut self.rng, &account, peer, headers, request);
+                self.linkers[id].linker.handle_link_reply(now, reply)
+            }
+            LinkerTransmit::LinkStatus { instance_id } => {
+                let reply =
+                    self.server
+                        .handle_link_status(wall, &account, peer, headers, &instance_id);
+                self.linkers[id].linker.handle_link_status(now, reply)
+            }
+        };
+        true
+    }
+}
