@@ -128,6 +128,13 @@ pub enum Refusal {
     /// commitment, address or port): the instance is now hidden until its presence expires.
     #[error("the announcement conflicts with the recorded presence")]
     PresenceConflict,
+    /// The instance's secret was already used (or its window ran over): it may not announce or
+    /// link again.
+    #[error("this instance id was already used")]
+    InstanceUsed,
+    /// The instance has announced for longer than any agent's discovery window.
+    #[error("the instance has announced for longer than the discovery window")]
+    WindowOver,
     /// The network already holds the most agents a record may hold.
     #[error("too many agents announce from this network")]
     NetworkFull,
@@ -173,6 +180,8 @@ impl Refusal {
             Self::NotPrivateIp => "not_private_ip",
             Self::PresenceConflict => "presence_conflict",
             Self::NetworkFull => "network_full",
+            Self::InstanceUsed => "instance_used",
+            Self::WindowOver => "window_over",
             Self::AgentNotFound => "agent_not_found",
             Self::TooManyAgents => "too_many_agents",
             Self::AgentContested => "agent_contested",

@@ -146,7 +146,13 @@ fn redeem(sim: &mut Sim, from: &str, instance_id: InstanceId, code: &str) -> Res
         code: LinkCode::parse(code).unwrap(),
     };
     sim.server
-        .handle_redeem(wall, &mut sim.rng, ip(from), ForwardedHeaders::NONE, &request)
+        .handle_redeem(
+            wall,
+            &mut sim.rng,
+            ip(from),
+            ForwardedHeaders::NONE,
+            &request,
+        )
         .map(|_| ())
 }
 
@@ -193,15 +199,22 @@ fn step1_discovery_starts_with_fresh_id_secret_and_a_window_of_at_most_ten_minut
         }
     );
     // Longer than 10 minutes is refused; shorter is allowed.
-    let long = AgentConfig::new(ip(AGENT_IP), 1, DeviceInfo::default())
-        .window(Duration::from_secs(601));
-    assert_eq!(sim.add_agent_with(lan, long).unwrap_err(), ConfigError::DiscoveryWindow);
+    let long =
+        AgentConfig::new(ip(AGENT_IP), 1, DeviceInfo::default()).window(Duration::from_secs(601));
+    assert_eq!(
+        sim.add_agent_with(lan, long).unwrap_err(),
+        ConfigError::DiscoveryWindow
+    );
     let short = AgentConfig::new(ip("192.168.1.52"), 1, DeviceInfo::default())
         .window(Duration::from_secs(60));
     let short = sim.add_agent_with(lan, short).unwrap();
-    sim.agents[short].agent.handle_timeout(start + Duration::from_secs(59));
+    sim.agents[short]
+        .agent
+        .handle_timeout(start + Duration::from_secs(59));
     assert!(sim.agent(short).is_discovering());
-    sim.agents[short].agent.handle_timeout(start + Duration::from_secs(60));
+    sim.agents[short]
+        .agent
+        .handle_timeout(start + Duration::from_secs(60));
     assert_eq!(
         sim.agent(short).status(),
         AgentStatus::Stopped(StopReason::WindowExpired)
@@ -246,7 +259,10 @@ fn step3_server_records_by_public_network_with_expiring_presence() {
     sim.settle();
     let id = sim.agent(agent).instance_id();
     assert_eq!(discover(&mut sim, "2001:db8:5:6:aaaa::9"), vec![id]);
-    assert_eq!(discover(&mut sim, "2001:db8:5:7::1"), Vec::<InstanceId>::new());
+    assert_eq!(
+        discover(&mut sim, "2001:db8:5:7::1"),
+        Vec::<InstanceId>::new()
+    );
 
     // Presence lapses after presence_ttl (6 s) without announcements.
     let (mut sim, _, agent) = home();
@@ -304,7 +320,15 @@ fn step5_the_secret_is_served_only_when_every_condition_holds() {
     // Every condition holds: served, with and without an Origin, by IP literal or allowed name.
     assert!(fetch(&mut sim, agent, LINKER_IP, Some(&host), None, &id).is_ok());
     assert!(fetch(&mut sim, agent, LINKER_IP, Some(&host), Some(ORIGIN), &id).is_ok());
-    assert!(fetch(&mut sim, agent, "fe80::1", Some("printer.local:8080"), None, &id).is_ok());
+    assert!(fetch(
+        &mut sim,
+        agent,
+        "fe80::1",
+        Some("printer.local:8080"),
+        None,
+        &id
+    )
+    .is_ok());
     assert!(fetch(&mut sim, agent, "127.0.0.1", Some("[::1]:8080"), None, &id).is_ok());
     // Each failing condition has its own reason (more in the attack scenarios below).
     let wrong_id = InstanceId::from_bytes([9; 16]).to_string();
@@ -346,7 +370,10 @@ fn step6_link_requests_are_checked_then_the_secret_is_queued_once_for_the_agent(
     let id = sim.agent(agent).instance_id();
     let announce = announce_of(&mut sim, agent);
     let secret = real_secret(&mut sim, agent);
-    assert_eq!(link(&mut sim, &alice(), HOME, id, secret.clone()), Ok(LinkState::Pending));
+    assert_eq!(
+        link(&mut sim, &alice(), HOME, id, secret.clone()),
+        Ok(LinkState::Pending)
+    );
     let rec = record(&sim, HOME);
     assert_eq!(rec.links.len(), 1);
     assert!(rec.links[0].message.is_some(), "queued for the agent");
@@ -362,22 +389,29 @@ fn step6_link_requests_are_checked_then_the_secret_is_queued_once_for_the_agent(
     let again = sim
         .server
         .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce);
-    assert!(matches!(again, Ok(reply) if reply.messages.is_empty()));
+    // A linked instance is gone from discovery and cannot reappear under its used id.
+    assert_eq!(again.unwrap_err(), Refusal::InstanceUsed);
 
     // Undelivered messages expire after 60 s and take the secret with them.
     let (mut sim, _, agent) = home();
     let id = sim.agent(agent).instance_id();
     let secret = real_secret(&mut sim, agent);
-    let announce = announce_of(&mut sim, agent);
     sim.agents[agent].agent.cancel(); // the agent goes quiet
-    assert_eq!(link(&mut sim, &alice(), HOME, id, secret), Ok(LinkState::Pending));
-    sim.advance(Duration::from_secs(61));
+    assert_eq!(
+        link(&mut sim, &alice(), HOME, id, secret),
+        Ok(LinkState::Pending)
+    );
+    sim.advance(Duration::from_secs(59));
     let wall = sim.wall();
-    let reply = sim
-        .server
-        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
-        .unwrap();
-    assert!(reply.messages.is_empty());
+    sim.server.purge_expired(wall);
+    assert!(record(&sim, HOME).links[0].message.is_some());
+    sim.advance(Duration::from_secs(1));
+    let wall = sim.wall();
+    sim.server.purge_expired(wall);
+    assert!(
+        record(&sim, HOME).links.is_empty(),
+        "message and secret dropped"
+    );
     let status = sim
         .server
         .handle_link_status(wall, &alice(), ip(HOME), ForwardedHeaders::NONE, &id)
@@ -485,7 +519,10 @@ fn step9_manual_codes_are_short_random_single_use_and_expire() {
 
     // The user types it into the agent: linked to alice.
     let now = sim.now();
-    sim.agents[agent].agent.enter_code(now, reply.code.clone()).unwrap();
+    sim.agents[agent]
+        .agent
+        .enter_code(now, reply.code.clone())
+        .unwrap();
     sim.settle();
     assert_eq!(sim.agent(agent).status(), AgentStatus::Linked);
     let id = sim.agent(agent).instance_id();
@@ -495,21 +532,35 @@ fn step9_manual_codes_are_short_random_single_use_and_expire() {
             if *instance_id == id && *account == alice()
     )));
     // Single-use.
-    assert_eq!(redeem(&mut sim, HOME, id, reply.code.expose()), Err(Refusal::CodeUsed));
+    assert_eq!(
+        redeem(&mut sim, HOME, id, reply.code.expose()),
+        Err(Refusal::CodeUsed)
+    );
 
     // Expired after 10 minutes.
     let (mut sim, _, agent) = home();
     let wall = sim.wall();
-    let code = sim.server.mint_code(wall, &mut sim.rng, &alice()).unwrap().code;
+    let code = sim
+        .server
+        .mint_code(wall, &mut sim.rng, &alice())
+        .unwrap()
+        .code;
     sim.advance(Duration::from_secs(600));
     let id = sim.agent(agent).instance_id();
-    assert_eq!(redeem(&mut sim, HOME, id, code.expose()), Err(Refusal::UnknownCode));
+    assert_eq!(
+        redeem(&mut sim, HOME, id, code.expose()),
+        Err(Refusal::UnknownCode)
+    );
 
     // Length and alphabet are configurable.
     let format = lanlink::CodeFormat::new(8, "ABCDEFGHJKMNPQRSTUVWXYZ").unwrap();
     let (mut sim, _, _) = home_with(ServerConfig::default().code_format(format.clone()));
     let wall = sim.wall();
-    let code = sim.server.mint_code(wall, &mut sim.rng, &alice()).unwrap().code;
+    let code = sim
+        .server
+        .mint_code(wall, &mut sim.rng, &alice())
+        .unwrap()
+        .code;
     assert!(format.matches(&code));
 }
 
@@ -610,9 +661,25 @@ fn attack_trusted_proxy_that_drops_the_client_address_fails_closed() {
 fn attack_ipv4_mapped_ipv6_addresses_are_normalized() {
     let (mut sim, _, agent) = home();
     let (id, host) = local_request(&sim, agent);
-    assert!(fetch(&mut sim, agent, "::ffff:192.168.1.20", Some(&host), None, &id).is_ok());
+    assert!(fetch(
+        &mut sim,
+        agent,
+        "::ffff:192.168.1.20",
+        Some(&host),
+        None,
+        &id
+    )
+    .is_ok());
     assert_eq!(
-        fetch(&mut sim, agent, "::ffff:203.0.113.99", Some(&host), None, &id).unwrap_err(),
+        fetch(
+            &mut sim,
+            agent,
+            "::ffff:203.0.113.99",
+            Some(&host),
+            None,
+            &id
+        )
+        .unwrap_err(),
         SecretRefusal::NotLocal
     );
     assert_eq!(
@@ -643,7 +710,12 @@ fn attack_cgnat_neighbour_is_not_local() {
 fn attack_dns_rebinding_host_is_refused() {
     let (mut sim, _, agent) = home();
     let (id, _) = local_request(&sim, agent);
-    for host in ["evil.example", "evil.example:8080", "printer.local.evil.example", ""] {
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "printer.local.evil.example",
+        "",
+    ] {
         assert_eq!(
             fetch(&mut sim, agent, LINKER_IP, Some(host), None, &id).unwrap_err(),
             SecretRefusal::BadHost,
@@ -673,7 +745,15 @@ fn attack_foreign_origin_is_refused() {
             "{origin}"
         );
     }
-    assert!(fetch(&mut sim, agent, LINKER_IP, Some(&host), Some("HTTPS://Cloud.Example"), &id).is_ok());
+    assert!(fetch(
+        &mut sim,
+        agent,
+        LINKER_IP,
+        Some(&host),
+        Some("HTTPS://Cloud.Example"),
+        &id
+    )
+    .is_ok());
 }
 
 #[test]
@@ -682,16 +762,28 @@ fn attack_wrong_secret_is_refused_by_the_server_and_never_reaches_the_agent() {
     let id = sim.agent(agent).instance_id();
     let before = shape(&record(&sim, HOME));
     assert_eq!(
-        link(&mut sim, &mallory(), HOME, id, LocalSecret::from_bytes([0; 32])),
+        link(
+            &mut sim,
+            &mallory(),
+            HOME,
+            id,
+            LocalSecret::from_bytes([0; 32])
+        ),
         Err(Refusal::WrongSecret)
     );
     assert_eq!(shape(&record(&sim, HOME)), before);
     assert_eq!(record(&sim, HOME).failures.len(), 1);
     sim.advance(Duration::from_secs(4));
-    assert!(sim.agent(agent).is_discovering(), "no DoS: the agent never saw it");
+    assert!(
+        sim.agent(agent).is_discovering(),
+        "no DoS: the agent never saw it"
+    );
     // The real secret still links.
     let secret = real_secret(&mut sim, agent);
-    assert_eq!(link(&mut sim, &alice(), HOME, id, secret), Ok(LinkState::Pending));
+    assert_eq!(
+        link(&mut sim, &alice(), HOME, id, secret),
+        Ok(LinkState::Pending)
+    );
 }
 
 #[test]
@@ -699,7 +791,10 @@ fn attack_replayed_secret_after_linking_is_refused() {
     let (mut sim, _, agent) = home();
     let id = sim.agent(agent).instance_id();
     let secret = real_secret(&mut sim, agent);
-    assert_eq!(link(&mut sim, &alice(), HOME, id, secret.clone()), Ok(LinkState::Pending));
+    assert_eq!(
+        link(&mut sim, &alice(), HOME, id, secret.clone()),
+        Ok(LinkState::Pending)
+    );
     // Replayed before the agent picked it up, by the same or another account.
     assert_eq!(
         link(&mut sim, &mallory(), HOME, id, secret.clone()),
@@ -713,12 +808,36 @@ fn attack_replayed_secret_after_linking_is_refused() {
         Err(Refusal::AlreadyLinking)
     );
     assert_eq!(shape(&record(&sim, HOME)), before);
-    // Even after the link status lapsed.
+    // Even after the link status lapsed, and even if someone who knows (id, secret) recomputes
+    // the commitment and announces the instance again: used ids are remembered for 24 hours.
     sim.advance(Duration::from_secs(601));
+    let mut replay = lanlink::wire::Announce {
+        version: lanlink::wire::WIRE_VERSION,
+        instance_id: id,
+        private_ip: ip("192.168.1.66"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+    };
+    let wall = sim.wall();
     assert_eq!(
-        link(&mut sim, &mallory(), HOME, id, secret),
-        Err(Refusal::AgentNotFound)
+        sim.server
+            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &replay)
+            .unwrap_err(),
+        Refusal::InstanceUsed
     );
+    assert_eq!(
+        link(&mut sim, &mallory(), HOME, id, secret.clone()),
+        Err(Refusal::AlreadyLinking)
+    );
+    // After the replay horizon the id is forgotten; the announcement is then a fresh agent's.
+    sim.advance(Duration::from_secs(24 * 3600));
+    replay.private_ip = ip(AGENT_IP);
+    let wall = sim.wall();
+    assert!(sim
+        .server
+        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &replay)
+        .is_ok());
 }
 
 #[test]
@@ -793,18 +912,36 @@ fn attack_impostor_announcing_the_victims_id_is_refused_and_contests_it() {
 fn attack_manual_code_brute_force_ends_in_lockout() {
     let (mut sim, _, agent) = home();
     let wall = sim.wall();
-    let code = sim.server.mint_code(wall, &mut sim.rng, &alice()).unwrap().code;
+    let code = sim
+        .server
+        .mint_code(wall, &mut sim.rng, &alice())
+        .unwrap()
+        .code;
     let id = sim.agent(agent).instance_id();
     let attacker = InstanceId::from_bytes([3; 16]);
-    let wrong = if code.expose() == "000000" { "000001" } else { "000000" };
+    let wrong = if code.expose() == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
     for _ in 0..4 {
-        assert_eq!(redeem(&mut sim, ELSEWHERE, attacker, wrong), Err(Refusal::UnknownCode));
+        assert_eq!(
+            redeem(&mut sim, ELSEWHERE, attacker, wrong),
+            Err(Refusal::UnknownCode)
+        );
     }
-    assert_eq!(redeem(&mut sim, ELSEWHERE, attacker, wrong), Err(Refusal::UnknownCode));
+    assert_eq!(
+        redeem(&mut sim, ELSEWHERE, attacker, wrong),
+        Err(Refusal::UnknownCode)
+    );
     assert!(sim
         .server_events
         .iter()
-        .chain(std::iter::from_fn(|| sim.server.poll_event()).collect::<Vec<_>>().iter())
+        .chain(
+            std::iter::from_fn(|| sim.server.poll_event())
+                .collect::<Vec<_>>()
+                .iter()
+        )
         .any(|e| matches!(e, ServerEvent::LockedOut { .. })));
     // Locked: even the right code is refused from that network, and does not burn.
     assert_eq!(
@@ -815,7 +952,10 @@ fn attack_manual_code_brute_force_ends_in_lockout() {
     assert_eq!(redeem(&mut sim, HOME, id, code.expose()), Ok(()));
     // The lockout lifts after its duration.
     sim.advance(Duration::from_secs(600));
-    assert_eq!(redeem(&mut sim, ELSEWHERE, attacker, wrong), Err(Refusal::UnknownCode));
+    assert_eq!(
+        redeem(&mut sim, ELSEWHERE, attacker, wrong),
+        Err(Refusal::UnknownCode)
+    );
 }
 
 #[test]
@@ -824,7 +964,13 @@ fn attack_secret_guessing_ends_in_lockout() {
     let id = sim.agent(agent).instance_id();
     for i in 0..5 {
         assert_eq!(
-            link(&mut sim, &mallory(), HOME, id, LocalSecret::from_bytes([i; 32])),
+            link(
+                &mut sim,
+                &mallory(),
+                HOME,
+                id,
+                LocalSecret::from_bytes([i; 32])
+            ),
             Err(Refusal::WrongSecret)
         );
     }
@@ -851,7 +997,10 @@ fn attack_code_minted_for_one_agent_redeemed_by_another_is_refused() {
     // Take the victim agent's announcement ourselves, so we can read its message.
     let announce = announce_of(&mut sim, agent);
     sim.agents[agent].agent.cancel();
-    assert_eq!(link(&mut sim, &alice(), HOME, id, secret), Ok(LinkState::Pending));
+    assert_eq!(
+        link(&mut sim, &alice(), HOME, id, secret),
+        Ok(LinkState::Pending)
+    );
     let wall = sim.wall();
     let reply = sim
         .server
@@ -884,4 +1033,35 @@ fn refusal_codes_give_no_hint_about_codes() {
         assert_eq!(refusal.code(), "invalid_code");
         assert_eq!(refusal.to_string(), "invalid code");
     }
+}
+
+#[test]
+fn attack_agent_announcing_past_any_window_is_cut_off_by_the_server() {
+    // A buggy or hostile agent that never closes its window: the server enforces the limit too.
+    let (mut sim, _, agent) = home();
+    let announce = announce_of(&mut sim, agent);
+    sim.agents[agent].agent.cancel();
+    let mut refused = None;
+    for _ in 0..200 {
+        sim.advance(Duration::from_secs(5));
+        let wall = sim.wall();
+        if let Err(reason) =
+            sim.server
+                .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+        {
+            refused = Some((reason, sim.elapsed));
+            break;
+        }
+    }
+    let (reason, at) = refused.expect("refused at some point");
+    assert_eq!(reason, Refusal::WindowOver);
+    assert!(at > Duration::from_secs(600 + 6) && at <= Duration::from_secs(600 + 6 + 5 + 4));
+    assert!(discover(&mut sim, HOME).is_empty());
+    let wall = sim.wall();
+    assert_eq!(
+        sim.server
+            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+            .unwrap_err(),
+        Refusal::InstanceUsed
+    );
 }

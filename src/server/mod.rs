@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub(crate) auto_code_ttl: TimeDelta,
     pub(crate) manual_code_ttl: TimeDelta,
     pub(crate) link_status_ttl: TimeDelta,
+    pub(crate) replay_horizon: TimeDelta,
+    pub(crate) max_window: TimeDelta,
     pub(crate) code_format: CodeFormat,
     pub(crate) resolver: ClientAddrResolver,
     error: Option<ConfigError>,
@@ -68,7 +70,8 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     /// Announce interval 2 s, presence 6 s, IPv6 /64, `max_visible` 1, 16 agents per network
     /// record, lockout after 5 failures in 10 minutes for 10 minutes, messages 60 s, auto codes
-    /// 2 minutes, manual codes 10 minutes (6 digits), link status 10 minutes, no trusted proxies.
+    /// 2 minutes, manual codes 10 minutes (6 digits), link status 10 minutes, used instance ids
+    /// remembered 24 hours, no trusted proxies.
     fn default() -> Self {
         Self {
             announce_interval: TimeDelta::seconds(2),
@@ -83,6 +86,8 @@ impl Default for ServerConfig {
             auto_code_ttl: TimeDelta::minutes(2),
             manual_code_ttl: TimeDelta::minutes(10),
             link_status_ttl: TimeDelta::minutes(10),
+            replay_horizon: TimeDelta::hours(24),
+            max_window: TimeDelta::minutes(10),
             code_format: CodeFormat::default(),
             resolver: ClientAddrResolver::default(),
             error: None,
@@ -135,6 +140,10 @@ impl ServerConfig {
     duration_setter!(
         /// How long a completed link's state stays readable.
         link_status_ttl
+    );
+    duration_setter!(
+        /// How long an instance id whose secret was used (or whose window ran over) is refused.
+        replay_horizon
     );
 
     /// The IPv6 grouping prefix (1..=128, default 64).
@@ -341,8 +350,9 @@ impl Server {
                 })
             }
             Err(reason) => {
-                if reason == Refusal::PresenceConflict {
-                    // The contested mark is the one change a refused announcement makes.
+                if matches!(reason, Refusal::PresenceConflict | Refusal::WindowOver) {
+                    // Failing closed is the one change a refused announcement makes: the contested
+                    // mark, or the overdue instance dropped and remembered as used.
                     self.store.put_network(network, record);
                 }
                 Err(self.refuse(Some(network), RequestKind::Announce, reason))

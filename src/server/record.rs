@@ -36,6 +36,8 @@ pub struct Presence {
     pub contested: bool,
     /// A link was accepted with this presence's secret (single-use).
     pub link_requested: bool,
+    /// When the first announcement of this instance was recorded.
+    pub first_seen: DateTime<Utc>,
 }
 
 /// A secret and code queued for an agent.
@@ -75,6 +77,9 @@ pub struct NetworkRecord {
     pub failures: Vec<DateTime<Utc>>,
     /// The network is locked out until then.
     pub locked_until: Option<DateTime<Utc>>,
+    /// Instances whose secret was used or whose window is over, until the replay horizon: they
+    /// may not announce or link again.
+    pub used: Vec<(InstanceId, DateTime<Utc>)>,
 }
 
 /// What a successful announcement returns.
@@ -99,6 +104,7 @@ impl NetworkRecord {
             }
         }
         self.links.retain(|l| l.expires_at > now);
+        self.used.retain(|(_, until)| *until > now);
         let since = now - config.lockout_window;
         self.failures.retain(|t| *t > since);
         if self.locked_until.is_some_and(|t| t <= now) {
@@ -112,6 +118,7 @@ impl NetworkRecord {
             && self.links.is_empty()
             && self.failures.is_empty()
             && self.locked_until.is_none()
+            && self.used.is_empty()
     }
 
     /// The latest expiry of anything in the record: a store may drop the whole record then.
@@ -119,9 +126,11 @@ impl NetworkRecord {
         let presences = self.presences.iter().map(|p| p.expires_at);
         let links = self.links.iter().map(|l| l.expires_at);
         let failures = self.failures.iter().map(|t| *t + config.lockout_window);
+        let used = self.used.iter().map(|(_, until)| *until);
         presences
             .chain(links)
             .chain(failures)
+            .chain(used)
             .chain(self.locked_until)
             .max()
     }
@@ -142,11 +151,37 @@ impl NetworkRecord {
         false
     }
 
+    /// Whether `instance_id` was used (its secret accepted, or its window over).
+    pub fn is_used(&self, instance_id: &InstanceId) -> bool {
+        self.used.iter().any(|(id, _)| id == instance_id)
+    }
+
+    /// Marks `instance_id` used until the replay horizon; bounded, dropping what expires first.
+    pub fn mark_used(
+        &mut self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        instance_id: InstanceId,
+    ) {
+        const MAX_USED: usize = 256;
+        if self.is_used(&instance_id) {
+            return;
+        }
+        while self.used.len() >= MAX_USED {
+            if let Some((index, _)) = self.used.iter().enumerate().min_by_key(|(_, (_, t))| *t) {
+                self.used.remove(index);
+            }
+        }
+        self.used.push((instance_id, now + config.replay_horizon));
+    }
+
     /// Records an announcement (protocol step 3) and takes the agent's queued messages.
     ///
     /// The first announcement of an instance pins its commitment, address and port; a later one
     /// that disagrees marks the presence contested (hidden and unlinkable until it lapses) and is
-    /// refused. Call on a pruned record.
+    /// refused. An instance whose secret was used, or that has announced for longer than any
+    /// agent's window ([`crate::MAX_DISCOVERY_WINDOW`] plus one presence lifetime), is refused.
+    /// Call on a pruned record.
     pub fn announce(
         &mut self,
         now: DateTime<Utc>,
@@ -157,6 +192,7 @@ impl NetworkRecord {
             return Err(Refusal::NotPrivateIp);
         }
         let expires_at = now + config.presence_ttl;
+        let longest = config.max_window + config.presence_ttl;
         match self
             .presences
             .iter_mut()
@@ -170,10 +206,21 @@ impl NetworkRecord {
                     presence.contested = true;
                     return Err(Refusal::PresenceConflict);
                 }
+                if now - presence.first_seen > longest {
+                    let instance_id = presence.instance_id;
+                    self.presences.retain(|p| p.instance_id != instance_id);
+                    self.mark_used(now, config, instance_id);
+                    return Err(Refusal::WindowOver);
+                }
                 presence.expires_at = expires_at;
                 presence.info = announce.info.clone();
             }
             None => {
+                // A used instance may keep announcing while its pinned presence lives (that is
+                // how its agent receives the message), but may not appear afresh.
+                if self.is_used(&announce.instance_id) {
+                    return Err(Refusal::InstanceUsed);
+                }
                 if self.presences.len() >= config.max_agents_per_network {
                     return Err(Refusal::NetworkFull);
                 }
@@ -186,6 +233,7 @@ impl NetworkRecord {
                     expires_at,
                     contested: false,
                     link_requested: false,
+                    first_seen: now,
                 });
             }
         }
@@ -243,7 +291,7 @@ impl NetworkRecord {
         if self.is_locked(now) {
             return Err(Refusal::LockedOut);
         }
-        if self.links.iter().any(|l| l.instance_id == *instance_id) {
+        if self.is_used(instance_id) || self.links.iter().any(|l| l.instance_id == *instance_id) {
             return Err(Refusal::AlreadyLinking);
         }
         let Some(presence) = self
@@ -290,6 +338,7 @@ impl NetworkRecord {
         {
             presence.link_requested = true;
         }
+        self.mark_used(now, config, instance_id);
         self.make_room_for_link();
         self.links.push(LinkRecord {
             instance_id,
@@ -314,6 +363,7 @@ impl NetworkRecord {
         account: &AccountId,
     ) {
         self.presences.retain(|p| p.instance_id != instance_id);
+        self.mark_used(now, config, instance_id);
         let expires_at = now + config.link_status_ttl;
         match self
             .links
