@@ -451,10 +451,12 @@ impl Agent {
     /// when to announce next.
     pub fn handle_announce_reply(&mut self, now: Instant, reply: AnnounceReply) {
         if let State::Discovering { next_announce, .. } = &mut self.state {
+            let interval = self.config.announce_interval;
             let wanted = Duration::from_millis(reply.poll_after_ms)
-                .clamp(self.config.announce_interval, MAX_POLL_AFTER);
+                .min(MAX_POLL_AFTER)
+                .max(interval);
             // The announce just sent set next_announce = sent + interval; only ever slow down.
-            if let Some(later) = now.checked_add(wanted - self.config.announce_interval) {
+            if let Some(later) = now.checked_add(wanted - interval) {
                 if later > *next_announce {
                     *next_announce = later;
                 }

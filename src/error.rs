@@ -28,7 +28,8 @@ pub enum ConfigError {
     /// The lockout threshold is zero, or a lockout duration or window is zero.
     #[error("the lockout threshold, window and duration must all be more than zero")]
     Lockout,
-    /// A time-to-live is zero or too long to represent.
+    /// A duration is zero or longer than [`crate::server::MAX_TTL`], or auto codes would expire
+    /// before their message (`auto_code_ttl < message_ttl`).
     #[error("a time-to-live is zero or out of range")]
     Ttl,
     /// The code alphabet has fewer than 2 or more than 64 symbols, a repeat, or a non-printable one.

@@ -226,7 +226,9 @@ impl Sim {
 
     /// Advances virtual time by `by`, then runs every party until none has anything to send.
     pub fn advance(&mut self, by: Duration) {
-        self.elapsed += by;
+        // Virtual time stops at 100 years, so no clock arithmetic can overflow.
+        const END: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        self.elapsed = self.elapsed.saturating_add(by).min(END);
         self.settle();
     }
 

@@ -42,6 +42,10 @@ use crate::wire::{
     RedeemRequest,
 };
 
+/// The longest any configured duration may be (a year): longer ones are refused, so that no sum
+/// of them can overflow.
+pub const MAX_TTL: TimeDelta = TimeDelta::days(365);
+
 /// How many draws [`Server::mint_code`] makes before giving up on finding a free code.
 pub const MINT_ATTEMPTS: usize = 16;
 
@@ -100,7 +104,7 @@ macro_rules! duration_setter {
         $(#[$doc])*
         pub fn $name(mut self, value: Duration) -> Self {
             match TimeDelta::from_std(value) {
-                Ok(delta) if !delta.is_zero() => self.$name = delta,
+                Ok(delta) if !delta.is_zero() && delta <= MAX_TTL => self.$name = delta,
                 _ => self.error = self.error.or(Some(ConfigError::Ttl)),
             }
             self
@@ -402,7 +406,7 @@ impl Server {
         ) {
             return Err(self.refuse_counted(now, network, record, RequestKind::Link, reason));
         }
-        let expires_at = now + self.config.auto_code_ttl;
+        let expires_at = record::later(now, self.config.auto_code_ttl);
         let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
         self.store.put_code(
             code.key(),
@@ -483,7 +487,7 @@ impl Server {
     ) -> Result<CodeReply, Refusal> {
         let format = self.config.code_format.clone();
         let code = self.draw_code(now, rng, |rng| format.generate(rng))?;
-        let expires_at = now + self.config.manual_code_ttl;
+        let expires_at = record::later(now, self.config.manual_code_ttl);
         self.store.put_code(
             code.key(),
             CodeRecord {

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::addr::PublicNetwork;
 use crate::code::LinkCode;
@@ -16,6 +16,18 @@ use crate::id::{AccountId, InstanceId};
 use crate::secret::{Commitment, LocalSecret};
 use crate::server::ServerConfig;
 use crate::wire::{AgentMessage, Announce, DeviceInfo, DiscoveredAgent, LinkRequest, LinkState};
+
+/// `at + delta`, saturating at the end of representable time (no panic on any `now`).
+pub(crate) fn later(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
+    at.checked_add_signed(delta)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at - delta`, saturating at the start of representable time.
+pub(crate) fn earlier(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
+    at.checked_sub_signed(delta)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
 
 /// One agent's presence in a network.
 #[derive(Debug, Clone)]
@@ -105,7 +117,7 @@ impl NetworkRecord {
         }
         self.links.retain(|l| l.expires_at > now);
         self.used.retain(|(_, until)| *until > now);
-        let since = now - config.lockout_window;
+        let since = earlier(now, config.lockout_window);
         self.failures.retain(|t| *t > since);
         if self.locked_until.is_some_and(|t| t <= now) {
             self.locked_until = None;
@@ -125,7 +137,10 @@ impl NetworkRecord {
     pub fn expires_at(&self, config: &ServerConfig) -> Option<DateTime<Utc>> {
         let presences = self.presences.iter().map(|p| p.expires_at);
         let links = self.links.iter().map(|l| l.expires_at);
-        let failures = self.failures.iter().map(|t| *t + config.lockout_window);
+        let failures = self
+            .failures
+            .iter()
+            .map(|t| later(*t, config.lockout_window));
         let used = self.used.iter().map(|(_, until)| *until);
         presences
             .chain(links)
@@ -145,7 +160,7 @@ impl NetworkRecord {
         self.failures.push(now);
         if self.failures.len() >= config.lockout_threshold as usize {
             self.failures.clear();
-            self.locked_until = Some(now + config.lockout_duration);
+            self.locked_until = Some(later(now, config.lockout_duration));
             return true;
         }
         false
@@ -172,7 +187,8 @@ impl NetworkRecord {
                 self.used.remove(index);
             }
         }
-        self.used.push((instance_id, now + config.replay_horizon));
+        self.used
+            .push((instance_id, later(now, config.replay_horizon)));
     }
 
     /// Records an announcement (protocol step 3) and takes the agent's queued messages.
@@ -191,7 +207,7 @@ impl NetworkRecord {
         if !crate::addr::is_announceable_private_ip(announce.private_ip) {
             return Err(Refusal::NotPrivateIp);
         }
-        let expires_at = now + config.presence_ttl;
+        let expires_at = later(now, config.presence_ttl);
         let longest = config.max_window + config.presence_ttl;
         match self
             .presences
@@ -347,7 +363,7 @@ impl NetworkRecord {
             message: Some(PendingMessage {
                 secret,
                 code,
-                expires_at: now + config.message_ttl,
+                expires_at: later(now, config.message_ttl),
             }),
             expires_at: code_expires_at,
         });
@@ -364,7 +380,7 @@ impl NetworkRecord {
     ) {
         self.presences.retain(|p| p.instance_id != instance_id);
         self.mark_used(now, config, instance_id);
-        let expires_at = now + config.link_status_ttl;
+        let expires_at = later(now, config.link_status_ttl);
         match self
             .links
             .iter_mut()
