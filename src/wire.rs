@@ -75,7 +75,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
         let text = err.to_string();
         FIELD_NAMES
             .iter()
-            .find(|name| text.starts_with(&format!("bad field {name}")))
+            .find(|name| text.starts_with(&format!("bad field {name} ")))
             .map_or(WireError::Malformed, |name| WireError::BadField(name))
     })
 }
@@ -435,6 +435,17 @@ mod tests {
         let long = serde_json::to_vec(&v).unwrap();
         assert_eq!(decode_announce(&long), Err(WireError::BadField("model")));
         v["info"]["model"] = "ok".into();
+        v["info"]["agent_version"] = "1".repeat(33).into();
+        let long = serde_json::to_vec(&v).unwrap();
+        assert_eq!(
+            decode_announce(&long),
+            Err(WireError::BadField("agent_version"))
+        );
+        v["info"]["agent_version"] = "1".into();
+        v["info"]["agent"] = "a\u{1b}".into();
+        let control = serde_json::to_vec(&v).unwrap();
+        assert_eq!(decode_announce(&control), Err(WireError::BadField("agent")));
+        v["info"]["agent"] = "a".into();
         v["extra"] = 1.into();
         let extra = serde_json::to_vec(&v).unwrap();
         assert_eq!(decode_announce(&extra), Err(WireError::Malformed));
