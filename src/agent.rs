@@ -406,11 +406,11 @@ impl Agent {
         if !request.host.is_some_and(|h| self.host_allowed(h)) {
             return Err(SecretRefusal::BadHost);
         }
-        if let Some(origin) = request.origin {
-            let origin = origin.trim().to_ascii_lowercase();
-            if !self.config.allowed_origins.contains(&origin) {
-                return Err(SecretRefusal::BadOrigin);
-            }
+        if request
+            .origin
+            .is_some_and(|origin| !self.origin_allowed(origin))
+        {
+            return Err(SecretRefusal::BadOrigin);
         }
         match &self.state {
             State::Discovering { secret, .. } => Ok(SecretReply {
@@ -421,8 +421,26 @@ impl Agent {
         }
     }
 
-    /// `Host` is an IP literal (with optional port) or an allowed name (with optional port).
-    fn host_allowed(&self, host: &str) -> bool {
+    /// Whether `origin` is one of the configured origins (ASCII case-insensitive, exact).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        let origin = origin.trim().to_ascii_lowercase();
+        self.config.allowed_origins.contains(&origin)
+    }
+
+    /// Whether a `Host` header value is an IP literal or an allowed name, either with an optional
+    /// port: the DNS-rebinding check of protocol step 5.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # let config = AgentConfig::new("10.0.0.5".parse().unwrap(), 80, Default::default())
+    /// #     .allow_host("printer.local");
+    /// # let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
+    /// assert!(agent.host_allowed("10.0.0.5:80"));
+    /// assert!(agent.host_allowed("printer.local"));
+    /// assert!(!agent.host_allowed("attacker.example"));
+    /// ```
+    pub fn host_allowed(&self, host: &str) -> bool {
         let host = host.trim();
         let name = if let Some(rest) = host.strip_prefix('[') {
             let Some((inner, after)) = rest.split_once(']') else {
@@ -471,6 +489,28 @@ impl Agent {
                 } => self.verify(now, instance_id, &local_secret, code),
                 AgentMessage::Unknown => {}
             }
+        }
+    }
+
+    /// The server refused an announcement. A refusal that [ends discovery](Refusal::ends_discovery)
+    /// stops the agent (fail closed); any other is ignored and the agent announces again on time.
+    pub fn handle_announce_refused(&mut self, now: Instant, refusal: Refusal) {
+        self.handle_timeout(now);
+        if refusal.ends_discovery() && self.is_discovering() {
+            self.stop(StopReason::AnnounceRefused(refusal));
+        }
+    }
+
+    /// The redemption could not be delivered and the embedder gives up retrying: discovery stays
+    /// off (the secret is already gone) and the agent stops.
+    pub fn handle_redeem_failed(&mut self, now: Instant) -> Result<(), AgentError> {
+        let _ = now;
+        match self.state {
+            State::Redeeming { sent: true } => {
+                self.stop(StopReason::ServerUnreachable);
+                Ok(())
+            }
+            _ => Err(AgentError::NoRedeemInProgress),
         }
     }
 

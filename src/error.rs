@@ -78,6 +78,27 @@ pub enum SecretRefusal {
 }
 
 impl SecretRefusal {
+    /// The refusal a wire code stands for (the inverse of [`SecretRefusal::code`]; every client
+    /// address failure reads back as [`ClientAddrError::MissingForwarded`]).
+    ///
+    /// ```
+    /// use lanlink::SecretRefusal;
+    /// assert_eq!(SecretRefusal::from_code("not_local"), Some(SecretRefusal::NotLocal));
+    /// assert_eq!(SecretRefusal::from_code("nonsense"), None);
+    /// ```
+    pub fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "not_discovering" => Self::NotDiscovering,
+            "window_expired" => Self::WindowExpired,
+            "unresolvable_client" => Self::ClientAddr(ClientAddrError::MissingForwarded),
+            "not_local" => Self::NotLocal,
+            "wrong_instance" => Self::WrongInstance,
+            "bad_host" => Self::BadHost,
+            "bad_origin" => Self::BadOrigin,
+            _ => return None,
+        })
+    }
+
     /// A stable snake_case code for logs and wire bodies.
     pub fn code(&self) -> &'static str {
         match self {
@@ -172,6 +193,45 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal a wire code stands for (the inverse of [`Refusal::code`], where several
+    /// refusals share a code it gives one of them: `invalid_code` reads back as
+    /// [`Refusal::UnknownCode`], `unresolvable_client` as a missing forwarding header).
+    ///
+    /// ```
+    /// use lanlink::Refusal;
+    /// assert_eq!(Refusal::from_code("wrong_secret"), Some(Refusal::WrongSecret));
+    /// assert_eq!(Refusal::from_code(Refusal::CodeUsed.code()), Some(Refusal::UnknownCode));
+    /// ```
+    pub fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "unresolvable_client" => Self::ClientAddr(ClientAddrError::MissingForwarded),
+            "locked_out" => Self::LockedOut,
+            "not_private_ip" => Self::NotPrivateIp,
+            "presence_conflict" => Self::PresenceConflict,
+            "network_full" => Self::NetworkFull,
+            "instance_used" => Self::InstanceUsed,
+            "window_over" => Self::WindowOver,
+            "agent_not_found" => Self::AgentNotFound,
+            "too_many_agents" => Self::TooManyAgents,
+            "agent_contested" => Self::AgentContested,
+            "already_linking" => Self::AlreadyLinking,
+            "wrong_secret" => Self::WrongSecret,
+            "invalid_code" => Self::UnknownCode,
+            "code_space_exhausted" => Self::CodeSpaceExhausted,
+            _ => return None,
+        })
+    }
+
+    /// Whether an agent whose announcement got this refusal should end discovery (fail closed):
+    /// its instance is contested, used or overdue, or its address is not private. Refusals that may
+    /// pass (a lockout, a full network, an unresolvable address) are not terminal.
+    pub fn ends_discovery(&self) -> bool {
+        matches!(
+            self,
+            Self::PresenceConflict | Self::InstanceUsed | Self::WindowOver | Self::NotPrivateIp
+        )
+    }
+
     /// A stable snake_case code for logs and wire bodies. All code failures share `invalid_code`,
     /// so a guesser learns nothing beyond "no".
     pub fn code(&self) -> &'static str {

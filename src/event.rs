@@ -19,6 +19,11 @@ pub enum StopReason {
     VerifyFailed(VerifyFailure),
     /// The server refused the code.
     RedeemRefused(Refusal),
+    /// The server refused an announcement in a way that ends discovery
+    /// ([`Refusal::ends_discovery`]).
+    AnnounceRefused(Refusal),
+    /// The redemption could not reach the server (the driver gave up retrying).
+    ServerUnreachable,
     /// The embedder stopped discovery.
     Cancelled,
 }

@@ -56,14 +56,19 @@
 pub mod addr;
 pub mod agent;
 pub mod code;
+#[cfg(feature = "tokio")]
+pub mod driver;
 pub mod error;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod id;
 pub mod linker;
 pub mod secret;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod transport;
 pub mod wire;
 
 pub use addr::{ClientAddrError, ClientAddrResolver, ForwardedHeaders, LocalPolicy, PublicNetwork};

@@ -1,0 +1,344 @@
+//! Async drivers (feature `tokio`): run a role's state machine over its transport with a real
+//! clock. They hold no protocol logic: they move messages, sleep until the state machine's next
+//! timeout, retry transport failures with capped exponential back-off and jitter, and stop when
+//! the state machine says it is done.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use crate::agent::{Agent, AgentStatus, AgentTransmit};
+use crate::event::{AgentEvent, LinkerEvent};
+use crate::id::InstanceId;
+use crate::linker::{FetchFailure, Linker, LinkerFailure, LinkerTransmit};
+use crate::transport::{
+    AgentServerTransport, LinkerAgentTransport, LinkerServerTransport, TransportError,
+};
+use crate::wire::DiscoveredAgent;
+use crate::SecretRefusal;
+
+/// An agent shared between its driver and its local endpoint.
+pub type SharedAgent = Arc<Mutex<Agent>>;
+
+/// Locks a shared agent. The agent never panics while locked, so a poisoned lock still holds a
+/// consistent agent and is used as is.
+pub fn lock(agent: &SharedAgent) -> MutexGuard<'_, Agent> {
+    agent
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Retry settings shared by the drivers.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The first back-off delay (default 250 ms).
+    pub backoff_base: Duration,
+    /// The largest back-off delay (default 10 s).
+    pub backoff_cap: Duration,
+    /// Attempts at one request before giving up (default 6).
+    pub max_attempts: u32,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(10),
+            max_attempts: 6,
+        }
+    }
+}
+
+/// Capped exponential back-off with "equal jitter": attempt *n* waits a uniformly random time in
+/// `[d/2, d]`, where `d = min(cap, base · 2ⁿ)`.
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::driver::{Backoff, DriverConfig};
+/// let mut backoff = Backoff::new(&DriverConfig::default());
+/// let first = backoff.next_delay(&mut lanlink::os_rng());
+/// assert!(first >= Duration::from_millis(125) && first <= Duration::from_millis(250));
+/// for _ in 0..20 { backoff.next_delay(&mut lanlink::os_rng()); }
+/// assert!(backoff.next_delay(&mut lanlink::os_rng()) <= Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A back-off at its first step.
+    pub fn new(config: &DriverConfig) -> Self {
+        Self {
+            base: config.backoff_base,
+            cap: config.backoff_cap.max(config.backoff_base),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay<R: RngCore + ?Sized>(&mut self, rng: &mut R) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
+        let full = self.base.saturating_mul(factor).min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = full / 2;
+        let spread = u64::try_from((full - half).as_micros()).unwrap_or(u64::MAX);
+        let jitter = if spread == 0 {
+            0
+        } else {
+            rng.next_u64() % (spread + 1)
+        };
+        half + Duration::from_micros(jitter)
+    }
+
+    /// Back to the first step (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Runs `agent` over `transport` until it is linked or stopped, passing every event to
+/// `on_event`. Returns the final status. The agent's local endpoint may share the agent meanwhile.
+pub async fn run_agent<T: AgentServerTransport + ?Sized>(
+    agent: &SharedAgent,
+    transport: &T,
+    config: &DriverConfig,
+    mut on_event: impl FnMut(AgentEvent) + Send,
+) -> AgentStatus {
+    let mut backoff = Backoff::new(config);
+    let mut rng = crate::os_rng();
+    loop {
+        let (transmit, wake, status) = {
+            let mut guard = lock(agent);
+            let transmit = guard.poll_transmit(Instant::now());
+            while let Some(event) = guard.poll_event() {
+                on_event(event);
+            }
+            (transmit, guard.poll_timeout(), guard.status())
+        };
+        match transmit {
+            Some(AgentTransmit::Announce(announce)) => {
+                match transport.announce(&announce).await {
+                    Ok(reply) => {
+                        backoff.reset();
+                        lock(agent).handle_announce_reply(Instant::now(), reply);
+                    }
+                    Err(err) => {
+                        trace_transport("announce", &err);
+                        if let Some(refusal) = err.refusal() {
+                            lock(agent).handle_announce_refused(Instant::now(), refusal);
+                        }
+                        if err.is_retryable() {
+                            tokio::time::sleep(backoff.next_delay(&mut rng)).await;
+                        }
+                    }
+                }
+                continue;
+            }
+            Some(AgentTransmit::Redeem(request)) => {
+                let mut attempts = 1;
+                let outcome = loop {
+                    match transport.redeem(&request).await {
+                        Err(err) if err.is_retryable() && attempts < config.max_attempts => {
+                            trace_transport("redeem", &err);
+                            attempts += 1;
+                            tokio::time::sleep(backoff.next_delay(&mut rng)).await;
+                        }
+                        other => break other,
+                    }
+                };
+                let mut guard = lock(agent);
+                let now = Instant::now();
+                // Cannot fail: the agent just handed out this redemption.
+                let _ = match outcome {
+                    Ok(reply) => guard.handle_redeem_reply(now, Ok(reply)),
+                    Err(err) => match err.refusal() {
+                        Some(refusal) => guard.handle_redeem_reply(now, Err(refusal)),
+                        None => guard.handle_redeem_failed(now),
+                    },
+                };
+                continue;
+            }
+            None => {}
+        }
+        match (status, wake) {
+            (AgentStatus::Linked | AgentStatus::Stopped(_), _) | (_, None) => {
+                let mut guard = lock(agent);
+                while let Some(event) = guard.poll_event() {
+                    on_event(event);
+                }
+                return guard.status();
+            }
+            (_, Some(wake)) => {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+            }
+        }
+    }
+}
+
+/// Why [`run_linker`] ended without a link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkerDriverError {
+    /// The linker failed (see [`LinkerFailure`]).
+    #[error("{0}")]
+    Linker(LinkerFailure),
+    /// A transport error the protocol has no word for (for example the server refused the
+    /// user's credentials).
+    #[error("{0}")]
+    Transport(TransportError),
+    /// Several agents were found and `choose` picked none.
+    #[error("no agent was chosen")]
+    NotChosen,
+}
+
+/// Runs `linker` until it has linked an agent or failed. `choose` picks among several discovered
+/// agents (it is called only when the linker does not pick by itself).
+pub async fn run_linker<S, A>(
+    linker: &mut Linker,
+    server: &S,
+    agents: &A,
+    config: &DriverConfig,
+    mut choose: impl FnMut(&[DiscoveredAgent]) -> Option<InstanceId> + Send,
+    mut on_event: impl FnMut(LinkerEvent) + Send,
+) -> Result<InstanceId, LinkerDriverError>
+where
+    S: LinkerServerTransport + ?Sized,
+    A: LinkerAgentTransport + ?Sized,
+{
+    let mut backoff = Backoff::new(config);
+    let mut rng = crate::os_rng();
+    loop {
+        let now = Instant::now();
+        let transmit = linker.poll_transmit(now);
+        while let Some(event) = linker.poll_event() {
+            on_event(event);
+        }
+        if let Some(id) = linker.linked() {
+            return Ok(id);
+        }
+        if let Some(failure) = linker.failure() {
+            return Err(LinkerDriverError::Linker(failure.clone()));
+        }
+        let Some(transmit) = transmit else {
+            if !linker.choices().is_empty() {
+                let picked = choose(linker.choices()).ok_or(LinkerDriverError::NotChosen)?;
+                linker
+                    .select(now, picked)
+                    .map_err(|_| LinkerDriverError::NotChosen)?;
+                continue;
+            }
+            match linker.poll_timeout() {
+                Some(wake) => tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await,
+                None => linker.handle_timeout(Instant::now()),
+            }
+            continue;
+        };
+        // Replies are fed back; a reply the linker did not expect cannot happen here, since the
+        // driver feeds each reply to the transmit that asked for it.
+        let fed = match transmit {
+            LinkerTransmit::Discover => match server.discover().await {
+                Ok(reply) => {
+                    backoff.reset();
+                    linker.handle_discover_reply(Instant::now(), Ok(reply))
+                }
+                Err(err) => match err.refusal() {
+                    Some(refusal) => linker.handle_discover_reply(Instant::now(), Err(refusal)),
+                    None => retry_later(linker, &err, &mut backoff, &mut rng).await?,
+                },
+            },
+            LinkerTransmit::FetchSecret { agent, instance_id } => {
+                let reply = with_retries(config, &mut backoff, &mut rng, || {
+                    agents.fetch_secret(agent, &instance_id)
+                })
+                .await
+                .map_err(|err| match err.secret_refusal() {
+                    Some(refusal) => FetchFailure::Refused(refusal),
+                    None if err.is_retryable() => FetchFailure::Unreachable,
+                    // A peer that answers but not as an agent: treat as a refusal to serve.
+                    None => FetchFailure::Refused(SecretRefusal::NotDiscovering),
+                });
+                linker.handle_secret_reply(Instant::now(), reply)
+            }
+            LinkerTransmit::Link(request) => {
+                let reply =
+                    with_retries(config, &mut backoff, &mut rng, || server.link(&request)).await;
+                drop(request);
+                match reply {
+                    Ok(reply) => linker.handle_link_reply(Instant::now(), Ok(reply)),
+                    Err(err) => match err.refusal() {
+                        Some(refusal) => linker.handle_link_reply(Instant::now(), Err(refusal)),
+                        None => return Err(LinkerDriverError::Transport(err)),
+                    },
+                }
+            }
+            LinkerTransmit::LinkStatus { instance_id } => {
+                match server.link_status(&instance_id).await {
+                    Ok(reply) => {
+                        backoff.reset();
+                        linker.handle_link_status(Instant::now(), Ok(reply))
+                    }
+                    Err(err) => match err.refusal() {
+                        Some(refusal) => linker.handle_link_status(Instant::now(), Err(refusal)),
+                        None => retry_later(linker, &err, &mut backoff, &mut rng).await?,
+                    },
+                }
+            }
+        };
+        // Cannot be an error: each reply goes to the transmit that asked for it.
+        let _ = fed;
+    }
+}
+
+/// A retryable error: let the linker reschedule, and back off. Otherwise end the run.
+async fn retry_later<R: RngCore>(
+    linker: &mut Linker,
+    err: &TransportError,
+    backoff: &mut Backoff,
+    rng: &mut R,
+) -> Result<Result<(), crate::LinkerError>, LinkerDriverError> {
+    trace_transport("linker", err);
+    if !err.is_retryable() {
+        return Err(LinkerDriverError::Transport(err.clone()));
+    }
+    linker.handle_transport_error(Instant::now());
+    tokio::time::sleep(backoff.next_delay(rng)).await;
+    Ok(Ok(()))
+}
+
+/// Calls `request` until it succeeds, fails for good, or `max_attempts` are spent.
+async fn with_retries<T, F, Fut, R>(
+    config: &DriverConfig,
+    backoff: &mut Backoff,
+    rng: &mut R,
+    mut request: F,
+) -> Result<T, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TransportError>>,
+    R: RngCore,
+{
+    let mut attempts = 1;
+    loop {
+        match request().await {
+            Err(err) if err.is_retryable() && attempts < config.max_attempts => {
+                trace_transport("retry", &err);
+                attempts += 1;
+                tokio::time::sleep(backoff.next_delay(rng)).await;
+            }
+            other => {
+                if other.is_ok() {
+                    backoff.reset();
+                }
+                return other;
+            }
+        }
+    }
+}
+
+fn trace_transport(what: &str, err: &TransportError) {
+    tracing::debug!(what, error = %err, "transport error");
+}

@@ -1,0 +1,242 @@
+//! reqwest clients implementing the [`crate::transport`] traits over the routes of `PROTOCOL.md`.
+//!
+//! Replies are read with a size limit and decoded with [`crate::wire::decode`]; refusals come
+//! back as [`TransportError::Refused`] with the server's code. Redirects are not followed. The
+//! default client speaks plain HTTP; for HTTPS build a `reqwest::Client` with a TLS feature of
+//! your choice and pass it to `with_client`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Client, RequestBuilder};
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use super::DEFAULT_PREFIX;
+use crate::id::InstanceId;
+use crate::transport::{
+    AgentServerTransport, LinkerAgentTransport, LinkerServerTransport, TransportError,
+};
+use crate::wire::{
+    self, Announce, AnnounceReply, CodeReply, DiscoverReply, ErrorBody, LinkRequest,
+    LinkStatusReply, RedeemReply, RedeemRequest, SecretReply, MAX_MESSAGE_BYTES,
+};
+
+/// A reqwest client with the settings this module relies on: a 10 s timeout, no redirects, no
+/// proxy.
+pub fn default_client() -> Result<Client, TransportError> {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|err| TransportError::Unreachable(err.to_string()))
+}
+
+/// `base` without a trailing slash, followed by `prefix`.
+fn join(base: &str, prefix: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        prefix.trim_matches('/')
+    )
+}
+
+/// Sends `request` and decodes a success as `T`, a refusal as [`TransportError::Refused`].
+async fn exchange<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, TransportError> {
+    let mut response = request
+        .send()
+        .await
+        .map_err(|err| TransportError::Unreachable(err.without_url().to_string()))?;
+    let status = response.status();
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_MESSAGE_BYTES as u64)
+    {
+        return Err(TransportError::Malformed);
+    }
+    let mut body = Zeroizing::new(Vec::new());
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| TransportError::Unreachable(err.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_MESSAGE_BYTES {
+            return Err(TransportError::Malformed);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if status.is_success() {
+        return wire::decode(&body, MAX_MESSAGE_BYTES).map_err(|_| TransportError::Malformed);
+    }
+    let code = wire::decode::<ErrorBody>(&body, MAX_MESSAGE_BYTES)
+        .ok()
+        .map(|b| b.error)
+        .filter(|code| {
+            code.len() <= 64
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+    Err(TransportError::Refused {
+        status: status.as_u16(),
+        code,
+    })
+}
+
+fn json(builder: RequestBuilder, body: Zeroizing<Vec<u8>>) -> RequestBuilder {
+    builder
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_vec())
+}
+
+/// The agent's client for the server's agent-facing routes.
+///
+/// ```
+/// use lanlink::http::client::HttpAgentClient;
+/// let client = HttpAgentClient::new("http://127.0.0.1:8080").unwrap();
+/// # let _ = client;
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpAgentClient {
+    client: Client,
+    base: String,
+}
+
+impl HttpAgentClient {
+    /// A client for the server at `server` (e.g. `http://127.0.0.1:8080`) under the default prefix.
+    pub fn new(server: &str) -> Result<Self, TransportError> {
+        Ok(Self::with_client(default_client()?, server, DEFAULT_PREFIX))
+    }
+
+    /// A client over `client`, for the server at `server` under `prefix`.
+    pub fn with_client(client: Client, server: &str, prefix: &str) -> Self {
+        Self {
+            client,
+            base: join(server, prefix),
+        }
+    }
+}
+
+#[async_trait]
+impl AgentServerTransport for HttpAgentClient {
+    async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
+        let url = format!("{}/agent/announce", self.base);
+        exchange(json(self.client.post(url), wire::encode(announce))).await
+    }
+
+    async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+        let url = format!("{}/agent/redeem", self.base);
+        exchange(json(self.client.post(url), wire::encode(request))).await
+    }
+}
+
+/// The linker's client: the server's user routes (with a bearer token) and agents' local
+/// endpoints.
+///
+/// ```
+/// use lanlink::http::client::HttpLinkerClient;
+/// let client = HttpLinkerClient::new("http://127.0.0.1:8080", "token").unwrap();
+/// # let _ = client;
+/// ```
+#[derive(Clone)]
+pub struct HttpLinkerClient {
+    client: Client,
+    base: String,
+    agent_prefix: String,
+    token: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for HttpLinkerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpLinkerClient")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpLinkerClient {
+    /// A client for the server at `server`, authenticating with bearer `token`, default prefixes.
+    pub fn new(server: &str, token: &str) -> Result<Self, TransportError> {
+        Ok(Self::with_client(
+            default_client()?,
+            server,
+            DEFAULT_PREFIX,
+            DEFAULT_PREFIX,
+            token,
+        ))
+    }
+
+    /// A client over `client` with the server's and the agents' route prefixes.
+    pub fn with_client(
+        client: Client,
+        server: &str,
+        server_prefix: &str,
+        agent_prefix: &str,
+        token: &str,
+    ) -> Self {
+        Self {
+            client,
+            base: join(server, server_prefix),
+            agent_prefix: agent_prefix.trim_matches('/').to_owned(),
+            token: Zeroizing::new(token.to_owned()),
+        }
+    }
+
+    fn authed(&self, builder: RequestBuilder) -> RequestBuilder {
+        builder.header(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token.as_str()),
+        )
+    }
+}
+
+#[async_trait]
+impl LinkerServerTransport for HttpLinkerClient {
+    async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+        let url = format!("{}/discover", self.base);
+        exchange(self.authed(self.client.get(url))).await
+    }
+
+    async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+        let url = format!("{}/link", self.base);
+        exchange(json(
+            self.authed(self.client.post(url)),
+            wire::encode(request),
+        ))
+        .await
+    }
+
+    async fn link_status(
+        &self,
+        instance_id: &InstanceId,
+    ) -> Result<LinkStatusReply, TransportError> {
+        let url = format!("{}/link/{instance_id}", self.base);
+        exchange(self.authed(self.client.get(url))).await
+    }
+
+    async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+        let url = format!("{}/codes", self.base);
+        exchange(self.authed(self.client.post(url))).await
+    }
+}
+
+#[async_trait]
+impl LinkerAgentTransport for HttpLinkerClient {
+    async fn fetch_secret(
+        &self,
+        agent: SocketAddr,
+        instance_id: &InstanceId,
+    ) -> Result<SecretReply, TransportError> {
+        // The instance id is a UUID: nothing in it needs escaping.
+        let url = format!(
+            "http://{agent}/{}/secret?instance_id={instance_id}",
+            self.agent_prefix
+        );
+        exchange(self.client.get(url)).await
+    }
+}

@@ -1,0 +1,200 @@
+//! The HTTP/1.1 adapter (feature `http`): JSON over HTTP under a route prefix (default
+//! [`DEFAULT_PREFIX`]), documented route by route in `PROTOCOL.md`.
+//!
+//! - [`server::router`]: the server's routes (agent-facing and user-facing), over [`crate::server::Server`].
+//! - [`agent::router`]: the agent's local endpoint (`GET …/secret`), over a shared [`crate::agent::Agent`].
+//! - [`client`]: reqwest clients implementing the [`crate::transport`] traits.
+//! - [`serve()`]: a hardened accept loop (connection cap, header and connection timeouts).
+//!
+//! Every refusal is `{"error": "<code>"}` with a fitting status; see [`status_of`].
+
+// Handlers return a ready refusal `Response` as their error: it is what gets sent, and boxing it
+// would cost an allocation per refusal for nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod agent;
+pub mod client;
+mod serve;
+pub mod server;
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+pub use self::serve::{serve, ServeConfig};
+use crate::error::Refusal;
+use crate::id::AccountId;
+use crate::wire::{self, ErrorBody, WireError};
+
+/// The default route prefix.
+pub const DEFAULT_PREFIX: &str = "/lanlink/v1";
+
+/// Largest request body accepted, in bytes (larger: `413 too_large`).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The socket peer of a request, put in its extensions by [`serve()`] (or by axum's
+/// `into_make_service_with_connect_info::<SocketAddr>()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+/// Maps a request's headers to an account: the embedder's user authentication.
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    /// The account making the request, or `None` (answered `401 unauthorized`).
+    async fn authenticate(&self, headers: &HeaderMap) -> Option<AccountId>;
+}
+
+/// An [`Authenticator`] over a fixed list of bearer tokens (`Authorization: Bearer <token>`),
+/// compared in constant time. For examples and tests; a real service has its own sessions.
+///
+/// ```
+/// use lanlink::http::BearerTokens;
+/// use lanlink::AccountId;
+/// let tokens = BearerTokens::new(vec![("s3cret-token".into(), AccountId::new("alice").unwrap())]);
+/// assert_eq!(tokens.len(), 1);
+/// ```
+#[derive(Default)]
+pub struct BearerTokens {
+    tokens: Vec<(Zeroizing<String>, AccountId)>,
+}
+
+impl std::fmt::Debug for BearerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerTokens")
+            .field(
+                "accounts",
+                &self.tokens.iter().map(|(_, a)| a).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl BearerTokens {
+    /// Accepts each `(token, account)` pair.
+    pub fn new(tokens: Vec<(String, AccountId)>) -> Self {
+        Self {
+            tokens: tokens
+                .into_iter()
+                .map(|(token, account)| (Zeroizing::new(token), account))
+                .collect(),
+        }
+    }
+
+    /// How many tokens are accepted.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether no token is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+#[async_trait]
+impl Authenticator for BearerTokens {
+    async fn authenticate(&self, headers: &HeaderMap) -> Option<AccountId> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let presented = value.strip_prefix("Bearer ")?.trim().as_bytes();
+        // Compare against every token, so the time does not tell which one (or whether any)
+        // matched first.
+        let mut found = None;
+        for (token, account) in &self.tokens {
+            if bool::from(token.as_bytes().ct_eq(presented)) {
+                found = Some(account.clone());
+            }
+        }
+        found
+    }
+}
+
+/// The HTTP status of a server refusal.
+///
+/// ```
+/// use lanlink::http::status_of;
+/// use lanlink::Refusal;
+/// assert_eq!(status_of(&Refusal::LockedOut).as_u16(), 429);
+/// assert_eq!(status_of(&Refusal::AgentNotFound).as_u16(), 404);
+/// ```
+pub fn status_of(refusal: &Refusal) -> StatusCode {
+    match refusal {
+        Refusal::ClientAddr(_)
+        | Refusal::NotPrivateIp
+        | Refusal::WindowOver
+        | Refusal::WrongSecret
+        | Refusal::UnknownCode
+        | Refusal::CodeUsed
+        | Refusal::CodeWrongAgent
+        | Refusal::CodeWrongNetwork => StatusCode::FORBIDDEN,
+        Refusal::LockedOut | Refusal::NetworkFull => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::AgentNotFound => StatusCode::NOT_FOUND,
+        Refusal::PresenceConflict
+        | Refusal::InstanceUsed
+        | Refusal::TooManyAgents
+        | Refusal::AgentContested
+        | Refusal::AlreadyLinking => StatusCode::CONFLICT,
+        Refusal::CodeSpaceExhausted => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// A JSON response with `no-store` caching (bodies may carry secrets).
+pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_vec()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `{"error": code}` with `status`.
+pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
+    json_response(
+        status,
+        wire::encode(&ErrorBody {
+            error: code.to_owned(),
+        }),
+    )
+}
+
+/// The refusal for a body that does not decode.
+pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
+    match err {
+        WireError::TooLarge { .. } => error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        WireError::BadField(_) => error_response(StatusCode::BAD_REQUEST, "bad_field"),
+        WireError::Version => error_response(StatusCode::BAD_REQUEST, "unsupported_version"),
+        _ => error_response(StatusCode::BAD_REQUEST, "malformed"),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes: `413 too_large` beyond it, `400 malformed` for
+/// a body that breaks off.
+pub(crate) async fn read_body(
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Response<Body>> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => {
+            Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large"))
+        }
+        Err(_) => Err(error_response(StatusCode::BAD_REQUEST, "malformed")),
+    }
+}
+
+/// The values of every line of header `name`, as text (lines that are not text are skipped).
+pub(crate) fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}

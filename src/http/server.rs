@@ -1,0 +1,309 @@
+//! The server's HTTP routes over a shared [`Server`].
+//!
+//! | route | who | success |
+//! | --- | --- | --- |
+//! | `POST {prefix}/agent/announce` | agent | `200` [`AnnounceReply`](crate::wire::AnnounceReply) |
+//! | `POST {prefix}/agent/redeem` | agent | `200` [`RedeemReply`](crate::wire::RedeemReply) |
+//! | `GET {prefix}/discover` | user | `200` [`DiscoverReply`](crate::wire::DiscoverReply) |
+//! | `POST {prefix}/link` | user | `202` [`LinkStatusReply`](crate::wire::LinkStatusReply) |
+//! | `GET {prefix}/link/{instance_id}` | user | `200` [`LinkStatusReply`](crate::wire::LinkStatusReply) |
+//! | `POST {prefix}/codes` | user | `201` [`CodeReply`](crate::wire::CodeReply) |
+//!
+//! User routes need the [`Authenticator`]'s account (`401 unauthorized` otherwise). The client
+//! address is resolved by the server's configured resolver from the socket peer ([`Peer`]) and
+//! the forwarding headers.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+
+use super::{
+    error_response, header_lines, json_response, read_body, status_of, wire_error_response,
+    Authenticator, Peer, MAX_BODY_BYTES,
+};
+use crate::addr::ForwardedHeaders;
+use crate::error::Refusal;
+use crate::id::{AccountId, InstanceId};
+use crate::server::Server;
+use crate::wire::{self, LinkRequest, RedeemRequest, MAX_MESSAGE_BYTES};
+
+/// A server shared between request handlers.
+pub type SharedServer = Arc<Mutex<Server>>;
+
+/// Locks a shared server. The server never panics while locked, so a poisoned lock still holds a
+/// consistent server and is used as is.
+pub fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
+    server
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct App {
+    server: SharedServer,
+    auth: Arc<dyn Authenticator>,
+}
+
+/// The server's routes under `prefix` (e.g. [`super::DEFAULT_PREFIX`]).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use lanlink::http::{server::router, BearerTokens, DEFAULT_PREFIX};
+/// use lanlink::server::{Server, ServerConfig};
+/// let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+/// let app = router(server, Arc::new(BearerTokens::default()), DEFAULT_PREFIX);
+/// # let _ = app;
+/// ```
+pub fn router(server: SharedServer, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
+    let app = Arc::new(App { server, auth });
+    let prefix = prefix.trim_end_matches('/');
+    Router::new()
+        .route(&format!("{prefix}/agent/announce"), post(announce))
+        .route(&format!("{prefix}/agent/redeem"), post(redeem))
+        .route(&format!("{prefix}/discover"), get(discover))
+        .route(&format!("{prefix}/link"), post(link))
+        .route(&format!("{prefix}/link/{{instance_id}}"), get(link_status))
+        .route(&format!("{prefix}/codes"), post(codes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+pub(crate) async fn not_found() -> Response<Body> {
+    error_response(StatusCode::NOT_FOUND, "not_found")
+}
+
+pub(crate) async fn method_not_allowed() -> Response<Body> {
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+}
+
+fn wall_now() -> DateTime<Utc> {
+    DateTime::<Utc>::from(SystemTime::now())
+}
+
+/// The socket peer of a request: [`Peer`] from [`super::serve()`], or axum's `ConnectInfo`.
+pub(crate) fn peer_of(parts: &Parts) -> Option<IpAddr> {
+    if let Some(Peer(addr)) = parts.extensions.get::<Peer>() {
+        return Some(addr.ip());
+    }
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// What a handler needs from the request line and headers.
+struct Caller {
+    peer: IpAddr,
+    forwarded: Vec<String>,
+    x_forwarded_for: Vec<String>,
+}
+
+impl Caller {
+    fn from_parts(parts: &Parts) -> Result<Self, Response<Body>> {
+        // Without a peer address nothing can be decided: refuse (fail closed).
+        let peer = peer_of(parts)
+            .ok_or_else(|| error_response(StatusCode::FORBIDDEN, "unresolvable_client"))?;
+        let lines = |name| {
+            header_lines(&parts.headers, name)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
+        Ok(Self {
+            peer,
+            forwarded: lines("forwarded"),
+            x_forwarded_for: lines("x-forwarded-for"),
+        })
+    }
+
+    fn with_headers<T>(&self, f: impl FnOnce(IpAddr, ForwardedHeaders<'_>) -> T) -> T {
+        let forwarded: Vec<&str> = self.forwarded.iter().map(String::as_str).collect();
+        let xff: Vec<&str> = self.x_forwarded_for.iter().map(String::as_str).collect();
+        f(
+            self.peer,
+            ForwardedHeaders {
+                forwarded: &forwarded,
+                x_forwarded_for: &xff,
+            },
+        )
+    }
+}
+
+fn refusal_response(refusal: &Refusal) -> Response<Body> {
+    error_response(status_of(refusal), refusal.code())
+}
+
+/// Logs and drops the server's pending events (they carry no secrets).
+fn log_events(server: &mut Server) {
+    while let Some(event) = server.poll_event() {
+        tracing::info!(target: "lanlink::server", ?event);
+    }
+}
+
+async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
+    app.auth
+        .authenticate(&parts.headers)
+        .await
+        .ok_or_else(|| error_response(StatusCode::UNAUTHORIZED, "unauthorized"))
+}
+
+async fn announce(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let caller = match Caller::from_parts(&parts) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let bytes = match read_body(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let announce = match wire::decode_announce(&bytes) {
+        Ok(announce) => announce,
+        Err(err) => return wire_error_response(&err),
+    };
+    let mut server = lock(&app.server);
+    let result = caller
+        .with_headers(|peer, headers| server.handle_announce(wall_now(), peer, headers, &announce));
+    log_events(&mut server);
+    drop(server);
+    match result {
+        Ok(reply) => json_response(StatusCode::OK, wire::encode(&reply)),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+async fn redeem(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let caller = match Caller::from_parts(&parts) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let bytes = match read_body(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let request: RedeemRequest = match wire::decode(&bytes, MAX_MESSAGE_BYTES) {
+        Ok(request) => request,
+        Err(err) => return wire_error_response(&err),
+    };
+    let mut server = lock(&app.server);
+    let result = caller.with_headers(|peer, headers| {
+        server.handle_redeem(wall_now(), &mut crate::os_rng(), peer, headers, &request)
+    });
+    log_events(&mut server);
+    drop(server);
+    match result {
+        Ok(redeemed) => json_response(StatusCode::OK, wire::encode(&redeemed.reply)),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    let (parts, _) = request.into_parts();
+    if let Err(response) = account(&app, &parts).await {
+        return response;
+    }
+    let caller = match Caller::from_parts(&parts) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let mut server = lock(&app.server);
+    let result =
+        caller.with_headers(|peer, headers| server.handle_discover(wall_now(), peer, headers));
+    log_events(&mut server);
+    drop(server);
+    match result {
+        Ok(reply) => json_response(StatusCode::OK, wire::encode(&reply)),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let account = match account(&app, &parts).await {
+        Ok(account) => account,
+        Err(response) => return response,
+    };
+    let caller = match Caller::from_parts(&parts) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let bytes = match read_body(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => zeroize::Zeroizing::new(bytes.to_vec()),
+        Err(response) => return response,
+    };
+    let request: LinkRequest = match wire::decode(&bytes, MAX_MESSAGE_BYTES) {
+        Ok(request) => request,
+        Err(err) => return wire_error_response(&err),
+    };
+    let mut server = lock(&app.server);
+    let result = caller.with_headers(|peer, headers| {
+        server.handle_link(
+            wall_now(),
+            &mut crate::os_rng(),
+            &account,
+            peer,
+            headers,
+            request,
+        )
+    });
+    log_events(&mut server);
+    drop(server);
+    match result {
+        Ok(reply) => json_response(StatusCode::ACCEPTED, wire::encode(&reply)),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+async fn link_status(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(instance_id): axum::extract::Path<String>,
+    request: Request,
+) -> Response<Body> {
+    let (parts, _) = request.into_parts();
+    let account = match account(&app, &parts).await {
+        Ok(account) => account,
+        Err(response) => return response,
+    };
+    let caller = match Caller::from_parts(&parts) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let Ok(instance_id) = instance_id.parse::<InstanceId>() else {
+        return error_response(StatusCode::BAD_REQUEST, "malformed");
+    };
+    let mut server = lock(&app.server);
+    let result = caller.with_headers(|peer, headers| {
+        server.handle_link_status(wall_now(), &account, peer, headers, &instance_id)
+    });
+    log_events(&mut server);
+    drop(server);
+    match result {
+        Ok(reply) => json_response(StatusCode::OK, wire::encode(&reply)),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+async fn codes(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    let (parts, _) = request.into_parts();
+    let account = match account(&app, &parts).await {
+        Ok(account) => account,
+        Err(response) => return response,
+    };
+    let mut server = lock(&app.server);
+    let result = server.mint_code(wall_now(), &mut crate::os_rng(), &account);
+    log_events(&mut server);
+    drop(server);
+    match result {
+        Ok(reply) => json_response(StatusCode::CREATED, wire::encode(&reply)),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
