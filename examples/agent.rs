@@ -1,1 +1,205 @@
-fn main() {}
+//! A lanlink agent over HTTP: announces to the server, serves its secret on the LAN, and links.
+//!
+//! ```text
+//! cargo run --example agent -- --server http://127.0.0.1:8080 --listen 127.0.0.1:0
+//! ```
+//!
+//! Prints on stdout one JSON line once its local endpoint listens, then one per state change:
+//! first its `instance_id`, last `linked` (with the token file's path) or the reason discovery
+//! stopped. A manual code can be given with `--code`, or typed on stdin. Logs go to stderr.
+
+use std::io::BufRead;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ipnet::IpNet;
+use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+use lanlink::driver::{lock, run_agent, DriverConfig, SharedAgent};
+use lanlink::event::AgentEvent;
+use lanlink::http::{self, client::HttpAgentClient, ServeConfig, DEFAULT_PREFIX};
+use lanlink::{DeviceInfo, LinkCode, LocalPolicy};
+use serde_json::json;
+
+/// Runs a lanlink agent.
+#[derive(Parser, Debug)]
+#[command(about = "Runs a lanlink agent: announces, serves its secret on the LAN, links")]
+struct Args {
+    /// The server's base URL.
+    #[arg(long)]
+    server: String,
+    /// Address of the local secret endpoint (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The private address to announce (default: the listen address's IP).
+    #[arg(long)]
+    private_ip: Option<IpAddr>,
+    /// A proxy network whose forwarding headers are trusted. Repeatable; default none.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<IpNet>,
+    /// A network counted as local. Repeatable; replaces the default (RFC 1918, loopback,
+    /// link-local, ULA).
+    #[arg(long = "local-net")]
+    local_nets: Vec<IpNet>,
+    /// An origin allowed to fetch the secret from a browser (e.g. https://cloud.example).
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+    /// A host name the endpoint may be addressed as, besides IP literals.
+    #[arg(long = "host-name")]
+    host_names: Vec<String>,
+    /// The discovery window in seconds (at most 600).
+    #[arg(long, default_value_t = 600)]
+    window: u64,
+    /// The device's host name shown to the user.
+    #[arg(long, default_value = "lanlink-device")]
+    hostname: String,
+    /// The device model shown to the user.
+    #[arg(long, default_value = "example")]
+    model: String,
+    /// A manual code to redeem at start (otherwise a line on stdin is taken as one).
+    #[arg(long)]
+    code: Option<String>,
+    /// Where to write the auth token once linked (default: a file in the temp directory).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Route prefix (server and local endpoint).
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+}
+
+fn event_json(event: &AgentEvent) -> serde_json::Value {
+    match event {
+        AgentEvent::DiscoveryStarted { instance_id, .. } => {
+            json!({ "state": "discovering", "instance_id": instance_id })
+        }
+        AgentEvent::SecretServed { client } => {
+            json!({ "state": "secret_served", "client": client })
+        }
+        AgentEvent::SecretRefused { peer, reason } => {
+            json!({ "state": "secret_refused", "peer": peer, "reason": reason.code() })
+        }
+        AgentEvent::SecretVerified => json!({ "state": "secret_verified" }),
+        AgentEvent::MessageRejected { reason } => {
+            json!({ "state": "message_rejected", "reason": format!("{reason:?}") })
+        }
+        AgentEvent::RedeemStarted { manual } => json!({ "state": "redeeming", "manual": manual }),
+        AgentEvent::Linked { instance_id } => {
+            json!({ "state": "linked", "instance_id": instance_id })
+        }
+        AgentEvent::Stopped { reason } => {
+            json!({ "state": "stopped", "reason": format!("{reason:?}") })
+        }
+        other => json!({ "state": format!("{other:?}") }),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let info = DeviceInfo::new(
+        &args.hostname,
+        &args.model,
+        "lanlink-example-agent",
+        env!("CARGO_PKG_VERSION"),
+    )?;
+    let mut config = AgentConfig::new(args.private_ip.unwrap_or(addr.ip()), addr.port(), info)
+        .window(Duration::from_secs(args.window))
+        .trusted_proxies(args.trusted_proxies);
+    if !args.local_nets.is_empty() {
+        config = config.local_policy(LocalPolicy::new(args.local_nets));
+    }
+    for origin in &args.allow_origins {
+        config = config.allow_origin(origin);
+    }
+    for name in &args.host_names {
+        config = config.allow_host(name);
+    }
+    let agent: SharedAgent = Arc::new(Mutex::new(Agent::new(
+        config,
+        Instant::now(),
+        &mut lanlink::os_rng(),
+    )?));
+    println!("{}", json!({ "listening": addr.to_string() }));
+
+    let endpoint = http::agent::router(Arc::clone(&agent), &args.prefix);
+    tokio::spawn(http::serve(
+        listener,
+        endpoint,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+
+    let enter = |agent: &SharedAgent, text: &str| match LinkCode::parse(text.trim()) {
+        Some(code) => {
+            if let Err(err) = lock(agent).enter_code(Instant::now(), code) {
+                eprintln!("cannot enter a code now: {err}");
+            }
+        }
+        None => eprintln!("not a code"),
+    };
+    if let Some(code) = &args.code {
+        enter(&agent, code);
+    } else {
+        let stdin_agent = Arc::clone(&agent);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if !line.trim().is_empty() {
+                    enter(&stdin_agent, &line);
+                }
+            }
+        });
+    }
+
+    let transport =
+        HttpAgentClient::with_client(http::client::default_client()?, &args.server, &args.prefix);
+    let status = run_agent(&agent, &transport, &DriverConfig::default(), |event| {
+        // The last line, `linked`, is printed below with the token file's path.
+        if !matches!(event, AgentEvent::Linked { .. }) {
+            println!("{}", event_json(&event));
+        }
+    })
+    .await;
+    if status == AgentStatus::Linked {
+        let path = args.token_file.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("lanlink-{}.token", lock(&agent).instance_id()))
+        });
+        let (instance_id, token) = {
+            let guard = lock(&agent);
+            (guard.instance_id(), guard.auth_token().map(|t| t.to_hex()))
+        };
+        if let Some(token) = token {
+            write_private(&path, token.as_bytes())?;
+        }
+        println!(
+            "{}",
+            json!({ "state": "linked", "instance_id": instance_id, "token_file": path })
+        );
+        Ok(())
+    } else {
+        std::process::exit(1);
+    }
+}
+
+/// Writes `bytes` to a new file readable only by its owner (where the platform allows).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
+}

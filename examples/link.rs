@@ -1,1 +1,102 @@
-fn main() {}
+//! The lanlink linker over HTTP: discovers an agent on this network, fetches its secret over the
+//! LAN, links it to the user's account and waits until the agent has redeemed.
+//!
+//! ```text
+//! cargo run --example link -- --server http://127.0.0.1:8080 --token TOKEN
+//! cargo run --example link -- --server http://127.0.0.1:8080 --token TOKEN --code
+//! ```
+//!
+//! With `--code` it only mints a manual code for the user to type into the agent. Prints JSON lines
+//! on stdout; exits 0 when linked (or the code was minted), 1 otherwise.
+
+use std::time::Instant;
+
+use clap::Parser;
+use lanlink::driver::{run_linker, DriverConfig};
+use lanlink::event::LinkerEvent;
+use lanlink::http::client::{default_client, HttpLinkerClient};
+use lanlink::http::DEFAULT_PREFIX;
+use lanlink::linker::{Linker, LinkerConfig};
+use lanlink::transport::LinkerServerTransport;
+use serde_json::json;
+
+/// Links an agent to your account.
+#[derive(Parser, Debug)]
+#[command(about = "Discovers and links an agent, or mints a manual code with --code")]
+struct Args {
+    /// The server's base URL.
+    #[arg(long)]
+    server: String,
+    /// Your bearer token on the server.
+    #[arg(long)]
+    token: String,
+    /// Mint a manual code to type into the agent instead of auto-discovery.
+    #[arg(long)]
+    code: bool,
+    /// Route prefix of the server and the agents.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let client = HttpLinkerClient::with_client(
+        default_client()?,
+        &args.server,
+        &args.prefix,
+        &args.prefix,
+        &args.token,
+    );
+    if args.code {
+        let reply = client.mint_code().await?;
+        println!(
+            "{}",
+            json!({ "code": reply.code.expose(), "expires_at": reply.expires_at })
+        );
+        return Ok(());
+    }
+    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let result = run_linker(
+        &mut linker,
+        &client,
+        &client,
+        &DriverConfig::default(),
+        |agents| {
+            // Several agents shown (max_visible > 1): take the first; a real UI asks the user.
+            agents.first().map(|a| a.instance_id)
+        },
+        |event| {
+            let line = match &event {
+                LinkerEvent::Discovered { agents } => {
+                    json!({ "event": "discovered", "agents": agents })
+                }
+                LinkerEvent::SecretFetched { instance_id } => {
+                    json!({ "event": "secret_fetched", "instance_id": instance_id })
+                }
+                LinkerEvent::LinkRequested { instance_id } => {
+                    json!({ "event": "link_requested", "instance_id": instance_id })
+                }
+                LinkerEvent::LinkState { instance_id, state } => {
+                    json!({ "event": "link_state", "instance_id": instance_id, "state": state })
+                }
+                LinkerEvent::Linked { instance_id } => {
+                    json!({ "event": "linked", "instance_id": instance_id })
+                }
+                LinkerEvent::Failed { reason } => {
+                    json!({ "event": "failed", "reason": reason.to_string() })
+                }
+                other => json!({ "event": format!("{other:?}") }),
+            };
+            println!("{line}");
+        },
+    )
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            eprintln!("linking failed: {err}");
+            std::process::exit(1);
+        }
+    }
+}
