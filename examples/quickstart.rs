@@ -1,230 +1,236 @@
-//! All three parties in one process: an agent on a home LAN, the cloud server, and the user's
-//! linker, wired together by hand on a virtual clock, printing each protocol step. Then two
-//! attacks that fail, and the manual-code fallback.
+//! All three parties in one process, over real HTTP on loopback sockets, on an in-memory store:
+//! the server, an agent with its local endpoint, and the user's linker. Prints each protocol step,
+//! then two attacks that fail, then the manual-code fallback.
 //!
-//! Run with `cargo run --example quickstart`.
+//! ```text
+//! cargo run --example quickstart
+//! ```
+//!
+//! On loopback every party shares the address 127.0.0.1, so the server groups them into one
+//! "public network" and the agent counts the linker as local, as on a real home LAN.
 
-use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
-use lanlink::agent::{Agent, AgentConfig, AgentTransmit, SecretRequest};
-use lanlink::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
+use clap::Parser;
+use lanlink::agent::{Agent, AgentConfig};
+use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::event::{AgentEvent, LinkerEvent};
+use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
+use lanlink::http::{self, server::router, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::{Server, ServerConfig};
-use lanlink::{AccountId, DeviceInfo, ForwardedHeaders};
+use lanlink::transport::{LinkerServerTransport, TransportError};
+use lanlink::wire::LinkRequest;
+use lanlink::{AccountId, DeviceInfo, LocalSecret};
 
-const HOME_PUBLIC: &str = "203.0.113.7";
-const AGENT_LAN: &str = "192.168.1.50";
-const LINKER_LAN: &str = "192.168.1.20";
-
-/// A virtual clock: a monotonic instant for agent and linker, a wall clock for the server.
-struct Clock {
-    start: Instant,
-    wall_start: DateTime<Utc>,
-    elapsed: Duration,
+/// Runs the whole protocol once over loopback HTTP and prints each step.
+#[derive(Parser, Debug)]
+#[command(about = "Runs server, agent and linker in one process over loopback HTTP")]
+struct Args {
+    /// Also print the server's audit log (on stderr).
+    #[arg(long)]
+    verbose: bool,
 }
 
-impl Clock {
-    fn now(&self) -> Instant {
-        self.start + self.elapsed
-    }
-    fn wall(&self) -> DateTime<Utc> {
-        self.wall_start + TimeDelta::from_std(self.elapsed).expect("small duration")
-    }
-    fn advance_to(&mut self, when: Instant) {
-        self.elapsed = self.elapsed.max(when.saturating_duration_since(self.start));
-    }
+const TOKEN: &str = "alice-demo-token";
+
+async fn start_server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default())?));
+    let alice = AccountId::new("alice").ok_or("account id")?;
+    let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = router(server, auth, DEFAULT_PREFIX);
+    tokio::spawn(http::serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    Ok(addr)
 }
 
-fn ip(text: &str) -> IpAddr {
-    text.parse().expect("literal address")
+async fn start_agent(name: &str) -> Result<(SharedAgent, SocketAddr), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let info = DeviceInfo::new(name, "Voron 2.4", "lanlink-quickstart", "0.1.0")?;
+    let config = AgentConfig::new(addr.ip(), addr.port(), info)
+        .window(Duration::from_secs(120))
+        .allow_origin("https://cloud.example");
+    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng())?;
+    let agent: SharedAgent = Arc::new(Mutex::new(agent));
+    let endpoint = http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX);
+    tokio::spawn(http::serve(
+        listener,
+        endpoint,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    Ok((agent, addr))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut rng = lanlink::os_rng();
-    let mut clock = Clock {
-        start: Instant::now(),
-        wall_start: DateTime::<Utc>::from(SystemTime::now()),
-        elapsed: Duration::ZERO,
-    };
-    let cloud_origin = "https://cloud.example";
-    let alice = AccountId::new("alice").expect("valid account id");
-    let home = ip(HOME_PUBLIC);
-    let no_proxy = ForwardedHeaders::NONE;
-
-    println!(
-        "lanlink quickstart: agent {AGENT_LAN} and linker {LINKER_LAN} behind {HOME_PUBLIC}\n"
-    );
-
-    let mut server = Server::new(ServerConfig::default())?;
-    let info = DeviceInfo::new("voron.local", "Voron 2.4", "lanlink-demo-agent", "0.1.0")?;
-    let config = AgentConfig::new(ip(AGENT_LAN), 8080, info).allow_origin(cloud_origin);
-    let mut agent = Agent::new(config, clock.now(), &mut rng)?;
-    println!(
-        "1. agent: discovery on, instance_id {}, window {:?}",
-        agent.instance_id(),
-        agent.config().window_length()
-    );
-
-    // 2-3. The agent announces; the server records it under the home's public network.
-    let Some(AgentTransmit::Announce(announce)) = agent.poll_transmit(clock.now()) else {
-        unreachable!("the first announcement is due at once");
-    };
-    println!(
-        "2. agent → server: announce {} at {}:{} with commitment {:?} (the secret stays home)",
-        announce.instance_id, announce.private_ip, announce.port, announce.commitment
-    );
-    let reply = server.handle_announce(clock.wall(), home, no_proxy, &announce)?;
-    agent.handle_announce_reply(clock.now(), reply);
-    println!(
-        "3. server: recorded under network {}",
-        server.config().network_of(home)
-    );
-
-    // 4. The linker discovers.
-    let mut linker = Linker::new(LinkerConfig::default(), clock.now());
-    let Some(LinkerTransmit::Discover) = linker.poll_transmit(clock.now()) else {
-        unreachable!("the linker starts with a discovery");
-    };
-    let found = server.handle_discover(clock.wall(), home, no_proxy);
-    if let Ok(reply) = &found {
-        for a in &reply.agents {
-            println!(
-                "4. linker ← server: found {} \"{}\" ({}) at {}:{}",
-                a.instance_id,
-                a.info.hostname(),
-                a.info.model(),
-                a.private_ip,
-                a.port
-            );
+fn print_agent(event: &AgentEvent) {
+    let text = match event {
+        AgentEvent::DiscoveryStarted { instance_id, .. } => {
+            format!("1. discovery on: instance_id {instance_id}, fresh 32-byte secret, announcing its commitment every 2 s")
         }
-    }
-    linker.handle_discover_reply(clock.now(), found)?;
-
-    // 5. The linker fetches the secret over the LAN.
-    let Some(LinkerTransmit::FetchSecret {
-        agent: at,
-        instance_id,
-    }) = linker.poll_transmit(clock.now())
-    else {
-        unreachable!("one agent found: fetch its secret");
-    };
-    let host = at.to_string();
-    let instance = instance_id.to_string();
-    let request = SecretRequest {
-        peer: ip(LINKER_LAN),
-        forwarded: no_proxy,
-        host: Some(&host),
-        origin: Some(cloud_origin),
-        instance_id: &instance,
-    };
-    let secret = agent.handle_secret_request(clock.now(), &request);
-    if let Ok(reply) = &secret {
-        println!(
-            "5. linker ← agent (LAN): local_secret {} (32 random bytes, never printed)",
-            reply.local_secret
-        );
-    }
-    linker.handle_secret_reply(clock.now(), secret.map_err(FetchFailure::Refused))?;
-
-    // 6. The linker asks the server to link.
-    let Some(LinkerTransmit::Link(link)) = linker.poll_transmit(clock.now()) else {
-        unreachable!("secret fetched: link");
-    };
-    let accepted = server.handle_link(clock.wall(), &mut rng, &alice, home, no_proxy, link);
-    println!(
-        "6. server: link request from {home} checked against the commitment: {:?}",
-        accepted.as_ref().map(|r| r.state)
-    );
-    linker.handle_link_reply(clock.now(), accepted)?;
-
-    // 7-8. The agent's next announcement carries {secret, code}; it verifies and redeems.
-    let next = agent.poll_timeout().expect("discovering");
-    clock.advance_to(next);
-    while let Some(transmit) = agent.poll_transmit(clock.now()) {
-        match transmit {
-            AgentTransmit::Announce(announce) => {
-                let reply = server.handle_announce(clock.wall(), home, no_proxy, &announce)?;
-                println!(
-                    "7. agent ← server: {} message(s); verifying the secret in constant time",
-                    reply.messages.len()
-                );
-                agent.handle_announce_reply(clock.now(), reply);
-            }
-            AgentTransmit::Redeem(request) => {
-                let redeemed =
-                    server.handle_redeem(clock.wall(), &mut rng, home, no_proxy, &request);
-                if let Ok(r) = &redeemed {
-                    println!(
-                        "8. server: code redeemed; auth token {} minted for {} / {}",
-                        r.reply.auth_token, r.account, r.instance_id
-                    );
-                }
-                agent.handle_redeem_reply(clock.now(), redeemed.map(|r| r.reply))?;
-            }
-            _ => {}
+        AgentEvent::SecretServed { client } => {
+            format!("5. served the secret to local caller {client} (Host and Origin checked)")
         }
-    }
-    println!("   agent status: {:?}", agent.status());
-
-    // The linker polls the link's state.
-    while !linker.is_finished() {
-        let Some(when) = linker.poll_timeout() else {
-            break;
-        };
-        clock.advance_to(when);
-        if let Some(LinkerTransmit::LinkStatus { instance_id }) = linker.poll_transmit(clock.now())
-        {
-            let status =
-                server.handle_link_status(clock.wall(), &alice, home, no_proxy, &instance_id);
-            linker.handle_link_status(clock.now(), status)?;
+        AgentEvent::SecretRefused { peer, reason } => {
+            format!("   refused a secret request from {peer}: {}", reason.code())
         }
+        AgentEvent::SecretVerified => {
+            "7. the forwarded secret matches (constant-time compare); redeeming the code".into()
+        }
+        AgentEvent::RedeemStarted { manual: true } => "   redeeming a manual code".into(),
+        AgentEvent::Linked { instance_id } => {
+            format!("8. linked: {instance_id} holds an auth token")
+        }
+        AgentEvent::Stopped { reason } => format!("   discovery stopped: {reason:?}"),
+        _ => return,
+    };
+    println!("agent   | {text}");
+}
+
+fn print_linker(event: &LinkerEvent) {
+    let text = match event {
+        LinkerEvent::Discovered { agents } => {
+            let names: Vec<String> = agents
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} \"{}\" at {}:{}",
+                        a.instance_id,
+                        a.info.hostname(),
+                        a.private_ip,
+                        a.port
+                    )
+                })
+                .collect();
+            format!("4. discovered on my network: {}", names.join(", "))
+        }
+        LinkerEvent::SecretFetched { .. } => "5. fetched the secret over the LAN".into(),
+        LinkerEvent::LinkRequested { .. } => {
+            "6. server checked my network and the secret against the commitment: link pending"
+                .into()
+        }
+        LinkerEvent::LinkState { state, .. } => format!("   link state: {state:?}"),
+        LinkerEvent::Linked { instance_id } => format!("9. done: {instance_id} is linked to alice"),
+        LinkerEvent::Failed { reason } => format!("   failed: {reason}"),
+        _ => return,
+    };
+    println!("linker  | {text}");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if args.verbose {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter("lanlink=info")
+            .init();
     }
-    println!("   linker: linked {:?}\n", linker.linked());
+    let server = start_server().await?;
+    let base = format!("http://{server}");
+    println!("server  | listening on {server} (in-memory store)");
+
+    // The agent: local endpoint, then the driver (announce, receive, verify, redeem).
+    let (agent, endpoint) = start_agent("printer-1").await?;
+    println!("agent   | local endpoint on {endpoint}");
+    let agent_task = {
+        let agent = Arc::clone(&agent);
+        let transport = HttpAgentClient::new(&base)?;
+        tokio::spawn(async move {
+            run_agent(&agent, &transport, &DriverConfig::default(), |e| {
+                print_agent(&e)
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!("server  | 2-3. recorded the announcement under network 127.0.0.1");
+
+    // The linker: discover, fetch, link, wait.
+    let client = HttpLinkerClient::new(&base, TOKEN)?;
+    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let linked = run_linker(
+        &mut linker,
+        &client,
+        &client,
+        &DriverConfig::default(),
+        |agents| agents.first().map(|a| a.instance_id),
+        |e| print_linker(&e),
+    )
+    .await;
+    let status = agent_task.await?;
+    println!("agent   | final status: {status:?}");
+    linked?;
 
     // Attacks that fail.
-    let elsewhere = ip("198.51.100.9");
-    let seen = server.handle_discover(clock.wall(), elsewhere, no_proxy)?;
+    let (second, second_at) = start_agent("printer-2").await?;
+    let second_id = lock(&second).instance_id();
+    let plain = http::client::default_client()?;
+    let url = format!("http://{second_at}{DEFAULT_PREFIX}/secret?instance_id={second_id}");
+    let rebinding = plain
+        .get(&url)
+        .header("Host", "attacker.example")
+        .send()
+        .await?;
     println!(
-        "attack: a linker on another public network ({elsewhere}) sees {} agents",
-        seen.agents.len()
+        "attack  | DNS rebinding (Host: attacker.example): {} {}",
+        rebinding.status(),
+        rebinding.text().await?
     );
-    let mut second = Agent::new(
-        AgentConfig::new(ip("192.168.1.51"), 8080, DeviceInfo::default()),
-        clock.now(),
-        &mut rng,
-    )?;
-    let id = second.instance_id().to_string();
-    let off_lan = SecretRequest {
-        peer: home,
-        forwarded: no_proxy,
-        host: Some("192.168.1.51:8080"),
-        origin: None,
-        instance_id: &id,
+    let foreign = plain
+        .get(&url)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await?;
+    println!(
+        "attack  | foreign web page (Origin: https://evil.example): {} {}",
+        foreign.status(),
+        foreign.text().await?
+    );
+    let second_transport = HttpAgentClient::new(&base)?;
+    // Let the second agent announce once so the server knows it.
+    let announce_once = {
+        let second = Arc::clone(&second);
+        tokio::spawn(async move {
+            run_agent(&second, &second_transport, &DriverConfig::default(), |e| {
+                if let AgentEvent::Linked { .. } = e {
+                    println!("agent 2 | linked with the manual code");
+                }
+            })
+            .await
+        })
     };
-    println!(
-        "attack: a secret request from off the LAN ({home}): {:?}",
-        second
-            .handle_secret_request(clock.now(), &off_lan)
-            .map(|_| ())
-    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let guess = client
+        .link(&LinkRequest {
+            instance_id: second_id,
+            local_secret: LocalSecret::generate(&mut lanlink::os_rng()),
+        })
+        .await;
+    match guess {
+        Err(TransportError::Refused { status, code }) => {
+            println!("attack  | guessed secret: {status} {code} (counted toward a lockout)")
+        }
+        other => println!("attack  | guessed secret: unexpected {other:?}"),
+    }
 
-    // Manual fallback: alice gets a code and types it into the second device.
-    let code = server.mint_code(clock.wall(), &mut rng, &alice)?;
+    // Manual fallback: alice mints a code and types it into the second agent.
+    let code = client.mint_code().await?;
     println!(
-        "\nmanual: server minted a 6-digit code for alice, valid until {}",
+        "manual  | alice minted a {}-character code, valid until {}",
+        code.code.expose().len(),
         code.expires_at
     );
-    second.enter_code(clock.now(), code.code)?;
-    if let Some(AgentTransmit::Redeem(request)) = second.poll_transmit(clock.now()) {
-        let redeemed = server.handle_redeem(clock.wall(), &mut rng, home, no_proxy, &request);
-        second.handle_redeem_reply(clock.now(), redeemed.map(|r| r.reply))?;
-    }
-    println!("manual: second agent status: {:?}", second.status());
-
-    println!("\nserver audit log:");
-    while let Some(event) = server.poll_event() {
-        println!("  {event:?}");
-    }
+    lock(&second).enter_code(Instant::now(), code.code)?;
+    let status = announce_once.await?;
+    println!("agent 2 | final status: {status:?}");
     Ok(())
 }
