@@ -1,6 +1,6 @@
-//! The agent's local endpoint: `GET {prefix}/secret?instance_id=…` over a shared [`Agent`].
+//! The agent's local endpoint: `GET {prefix}/secret?instance_id=…` over a shared [`Agent`](crate::agent::Agent).
 //!
-//! Every decision is the core's ([`Agent::handle_secret_request`]): the socket peer and the
+//! Every decision is the core's ([`Agent::handle_secret_request`](crate::agent::Agent::handle_secret_request)): the socket peer and the
 //! forwarding headers (read only from the agent's trusted proxies), `Host`, `Origin` and the
 //! `instance_id` go in; the secret or a refusal comes out. CORS: a preflight (`OPTIONS`) is answered
 //! only for a configured origin, with that exact origin (never `*`) and, when the browser asks,
