@@ -290,13 +290,6 @@ impl Server {
         }
     }
 
-    /// The network's record, pruned at `now` (a fresh one if none).
-    fn record(&self, network: &PublicNetwork, now: DateTime<Utc>) -> NetworkRecord {
-        let mut record = self.store.network(network).cloned().unwrap_or_default();
-        record.prune(now, &self.config);
-        record
-    }
-
     fn refuse(
         &mut self,
         network: Option<PublicNetwork>,
@@ -311,21 +304,20 @@ impl Server {
         reason
     }
 
-    /// Refuses for `network`; counts the refusal toward the lockout when it is a failed guess, and
-    /// writes back only that counter.
+    /// Refuses for `network`; counts the refusal toward the lockout when it is a failed guess
+    /// (the only change a refusal makes).
     fn refuse_counted(
         &mut self,
         now: DateTime<Utc>,
         network: PublicNetwork,
-        mut record: NetworkRecord,
         request: RequestKind,
         reason: Refusal,
     ) -> Refusal {
         if reason.counts_as_failure() {
+            let record = self.store.record_mut(network, now, &self.config);
             if record.record_failure(now, &self.config) {
                 self.events.push_back(ServerEvent::LockedOut { network });
             }
-            self.store.put_network(network, record);
         }
         self.refuse(Some(network), request, reason)
     }
@@ -339,10 +331,15 @@ impl Server {
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
         let network = self.caller(RequestKind::Announce, peer, headers)?;
-        let mut record = self.record(&network, now);
-        match record.announce(now, &self.config, announce) {
+        // Refusals change nothing but what failing closed requires (the contested mark, or an
+        // overdue instance dropped and remembered as used): `announce` checks before it writes.
+        let result =
+            self.store
+                .record_mut(network, now, &self.config)
+                .announce(now, &self.config, announce);
+        self.store.tidy(&network);
+        match result {
             Ok(announced) => {
-                self.store.put_network(network, record);
                 self.events.push_back(ServerEvent::Announced {
                     network,
                     instance_id: announce.instance_id,
@@ -353,14 +350,7 @@ impl Server {
                     poll_after_ms: self.poll_after_ms(),
                 })
             }
-            Err(reason) => {
-                if matches!(reason, Refusal::PresenceConflict | Refusal::WindowOver) {
-                    // Failing closed is the one change a refused announcement makes: the contested
-                    // mark, or the overdue instance dropped and remembered as used.
-                    self.store.put_network(network, record);
-                }
-                Err(self.refuse(Some(network), RequestKind::Announce, reason))
-            }
+            Err(reason) => Err(self.refuse(Some(network), RequestKind::Announce, reason)),
         }
     }
 
@@ -376,12 +366,15 @@ impl Server {
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
-        let record = self.record(&network, now);
-        let agents = record.discover(&self.config);
+        let (agents, present) = match self.store.existing_mut(&network, now, &self.config) {
+            Some(record) => (record.discover(&self.config), record.present()),
+            None => (Vec::new(), 0),
+        };
+        self.store.tidy(&network);
         self.events.push_back(ServerEvent::Discovered {
             network,
             shown: agents.len(),
-            present: record.present(),
+            present,
         });
         Ok(DiscoverReply { agents })
     }
@@ -397,14 +390,19 @@ impl Server {
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
         let network = self.caller(RequestKind::Link, peer, headers)?;
-        let mut record = self.record(&network, now);
-        if let Err(reason) = record.check_link(
-            now,
-            &self.config,
-            &request.instance_id,
-            &request.local_secret,
-        ) {
-            return Err(self.refuse_counted(now, network, record, RequestKind::Link, reason));
+        let checked = self
+            .store
+            .record_mut(network, now, &self.config)
+            .check_link(
+                now,
+                &self.config,
+                &request.instance_id,
+                &request.local_secret,
+            );
+        if let Err(reason) = checked {
+            let refusal = self.refuse_counted(now, network, RequestKind::Link, reason);
+            self.store.tidy(&network);
+            return Err(refusal);
         }
         let expires_at = record::later(now, self.config.auto_code_ttl);
         let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
@@ -420,15 +418,16 @@ impl Server {
             },
         );
         let instance_id = request.instance_id;
-        record.accept_link(
-            now,
-            &self.config,
-            request,
-            account.clone(),
-            code,
-            expires_at,
-        );
-        self.store.put_network(network, record);
+        self.store
+            .record_mut(network, now, &self.config)
+            .accept_link(
+                now,
+                &self.config,
+                request,
+                account.clone(),
+                code,
+                expires_at,
+            );
         self.events.push_back(ServerEvent::LinkAccepted {
             network,
             instance_id,
@@ -470,10 +469,16 @@ impl Server {
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
         let network = self.caller(RequestKind::LinkStatus, peer, headers)?;
-        let record = self.record(&network, now);
+        let state = self
+            .store
+            .existing_mut(&network, now, &self.config)
+            .map_or(crate::wire::LinkState::Unknown, |record| {
+                record.link_state(account, instance_id)
+            });
+        self.store.tidy(&network);
         Ok(LinkStatusReply {
             instance_id: *instance_id,
-            state: record.link_state(account, instance_id),
+            state,
         })
     }
 
@@ -517,40 +522,42 @@ impl Server {
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
         let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        let mut record = self.record(&network, now);
-        if record.is_locked(now) {
+        let locked = self
+            .store
+            .existing_mut(&network, now, &self.config)
+            .is_some_and(|record| record.is_locked(now));
+        if locked {
             return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
         }
         let key = request.code.key();
-        let mut code = match self.store.code(&key) {
-            Some(code) => code.clone(),
-            None => {
-                return Err(self.refuse_counted(
-                    now,
-                    network,
-                    record,
-                    RequestKind::Redeem,
-                    Refusal::UnknownCode,
-                ))
+        let redeemed = match self.store.code_mut(&key) {
+            Some(code) => code
+                .redeem(now, &request.instance_id, &network)
+                .map(|()| (code.account.clone(), code.manual)),
+            None => Err(Refusal::UnknownCode),
+        };
+        let (account, manual) = match redeemed {
+            Ok(redeemed) => redeemed,
+            Err(reason) => {
+                let refusal = self.refuse_counted(now, network, RequestKind::Redeem, reason);
+                self.store.tidy(&network);
+                return Err(refusal);
             }
         };
-        if let Err(reason) = code.redeem(now, &request.instance_id, &network) {
-            return Err(self.refuse_counted(now, network, record, RequestKind::Redeem, reason));
-        }
-        self.store.put_code(key, code.clone());
-        record.complete_link(now, &self.config, request.instance_id, &code.account);
-        self.store.put_network(network, record);
+        self.store
+            .record_mut(network, now, &self.config)
+            .complete_link(now, &self.config, request.instance_id, &account);
         self.events.push_back(ServerEvent::Linked {
             network,
             instance_id: request.instance_id,
-            account: code.account.clone(),
-            manual: code.manual,
+            account: account.clone(),
+            manual,
         });
         Ok(Redeemed {
             reply: RedeemReply {
                 auth_token: AuthToken::generate(rng),
             },
-            account: code.account,
+            account,
             instance_id: request.instance_id,
         })
     }

@@ -229,7 +229,9 @@ impl NetworkRecord {
                     return Err(Refusal::WindowOver);
                 }
                 presence.expires_at = expires_at;
-                presence.info = announce.info.clone();
+                if presence.info != announce.info {
+                    presence.info = announce.info.clone();
+                }
             }
             None => {
                 // A used instance may keep announcing while its pinned presence lives (that is

@@ -49,6 +49,47 @@ impl MemoryStore {
         self.codes.insert(key, record);
     }
 
+    /// The record of `network`, created if missing, pruned at `now`: for an operation that
+    /// writes. Follow with [`MemoryStore::tidy`].
+    pub(crate) fn record_mut(
+        &mut self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+    ) -> &mut NetworkRecord {
+        let record = self.networks.entry(network).or_default();
+        record.prune(now, config);
+        record
+    }
+
+    /// The record of `network` if there is one, pruned at `now`.
+    pub(crate) fn existing_mut(
+        &mut self,
+        network: &PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+    ) -> Option<&mut NetworkRecord> {
+        let record = self.networks.get_mut(network)?;
+        record.prune(now, config);
+        Some(record)
+    }
+
+    /// Deletes the record of `network` if it holds nothing.
+    pub(crate) fn tidy(&mut self, network: &PublicNetwork) {
+        if self
+            .networks
+            .get(network)
+            .is_some_and(NetworkRecord::is_empty)
+        {
+            self.networks.remove(network);
+        }
+    }
+
+    /// The record of a code, for an operation that writes.
+    pub(crate) fn code_mut(&mut self, key: &CodeKey) -> Option<&mut CodeRecord> {
+        self.codes.get_mut(key)
+    }
+
     /// How many network records are held.
     pub fn networks(&self) -> usize {
         self.networks.len()

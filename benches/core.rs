@@ -1,0 +1,278 @@
+//! The core's cost per operation, in memory, against a bare `HashMap` of the same key type in the
+//! same run.
+//!
+//! For 1 k, 100 k and 1 M public networks (one discoverable agent each): announce, discover, link
+//! request, secret verification, code mint and code redeem, plus the baseline (`HashMap` insert +
+//! lookup of a `PublicNetwork` key). At the end a paired measurement prints announce + discover
+//! operations per second and their cost as a multiple of the baseline's.
+//!
+//! ```text
+//! cargo bench --bench core
+//! ```
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use lanlink::server::{Server, ServerConfig};
+use lanlink::wire::{Announce, DeviceInfo, LinkRequest, RedeemRequest, WIRE_VERSION};
+use lanlink::{AccountId, ForwardedHeaders, InstanceId, LocalSecret, PublicNetwork};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("valid time")
+}
+
+/// The public address of network `i` (distinct for i < 2^24).
+fn public(i: usize) -> IpAddr {
+    IpAddr::from([
+        100 + (i >> 22) as u8 % 100,
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    ])
+}
+
+fn agent(i: usize) -> (Announce, LocalSecret) {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    let id = InstanceId::from_bytes(bytes);
+    let mut secret = [7u8; 32];
+    secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    let secret = LocalSecret::from_bytes(secret);
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: IpAddr::from([192, 168, 1, 50]),
+        port: 8080,
+        info: DeviceInfo::new("printer", "Voron 2.4", "klipper", "1.0").expect("info"),
+        commitment: secret.commitment(&id),
+    };
+    (announce, secret)
+}
+
+/// A server with `n` networks, one agent each, all fresh at `t0()`.
+fn populated(n: usize) -> (Server, Vec<Announce>) {
+    let mut server = Server::new(ServerConfig::default()).expect("config");
+    let mut announces = Vec::with_capacity(n);
+    for i in 0..n {
+        let (announce, _) = agent(i);
+        server
+            .handle_announce(t0(), public(i), ForwardedHeaders::NONE, &announce)
+            .expect("announce");
+        while server.poll_event().is_some() {}
+        announces.push(announce);
+    }
+    (server, announces)
+}
+
+fn drain(server: &mut Server) {
+    while server.poll_event().is_some() {}
+}
+
+fn bench_size(c: &mut Criterion, n: usize) {
+    let (mut server, announces) = populated(n);
+    let mut rng = StdRng::seed_from_u64(n as u64);
+    let mut group = c.benchmark_group(format!("core/{n}_networks"));
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(50);
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_millis(500));
+
+    let mut map: HashMap<PublicNetwork, u64> = (0..n)
+        .map(|i| (PublicNetwork::from_ip(public(i), 64), i as u64))
+        .collect();
+    group.bench_function(BenchmarkId::new("baseline_hashmap_insert_lookup", n), |b| {
+        b.iter(|| {
+            let i = rng.random_range(0..n);
+            let key = PublicNetwork::from_ip(public(i), 64);
+            map.insert(key, i as u64);
+            black_box(map.get(&key));
+        })
+    });
+
+    // Announce: refresh a random agent, one second later than the population (still fresh).
+    let now = t0() + TimeDelta::seconds(1);
+    group.bench_function(BenchmarkId::new("announce", n), |b| {
+        b.iter(|| {
+            let i = rng.random_range(0..n);
+            let reply =
+                server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announces[i]);
+            drain(&mut server);
+            black_box(reply)
+        })
+    });
+    group.bench_function(BenchmarkId::new("discover", n), |b| {
+        b.iter(|| {
+            let i = rng.random_range(0..n);
+            let reply = server.handle_discover(now, public(i), ForwardedHeaders::NONE);
+            drain(&mut server);
+            black_box(reply)
+        })
+    });
+
+    let (announce, secret) = agent(0);
+    group.bench_function("secret_verification", |b| {
+        b.iter(|| {
+            black_box(
+                announce
+                    .commitment
+                    .verify(&announce.instance_id, black_box(&secret)),
+            )
+        })
+    });
+
+    // Link request: each consumes an agent's secret, so each iteration links a new network's
+    // agent, announced beforehand (untimed). These networks are numbered past the population.
+    let alice = AccountId::new("alice").expect("account");
+    let mut next = n;
+    group.bench_function(BenchmarkId::new("link_request", n), |b| {
+        b.iter_custom(|iters| {
+            let mut requests = Vec::with_capacity(iters as usize);
+            for _ in 0..iters {
+                let (announce, secret) = agent(next);
+                server
+                    .handle_announce(now, public(next), ForwardedHeaders::NONE, &announce)
+                    .expect("announce");
+                requests.push((
+                    public(next),
+                    LinkRequest {
+                        instance_id: announce.instance_id,
+                        local_secret: secret,
+                    },
+                ));
+                next += 1;
+            }
+            drain(&mut server);
+            let start = Instant::now();
+            for (peer, request) in requests {
+                let reply = server.handle_link(
+                    now,
+                    &mut rng,
+                    &alice,
+                    peer,
+                    ForwardedHeaders::NONE,
+                    request,
+                );
+                black_box(reply.is_ok());
+            }
+            let elapsed = start.elapsed();
+            drain(&mut server);
+            elapsed
+        })
+    });
+
+    // Code mint: time moves 11 minutes every 50 000 codes, so live codes stay below 5 % of the
+    // 6-digit space (as a real service with that many users would need a longer format).
+    let mut minted = 0u64;
+    let mut mint_now = now;
+    group.bench_function(BenchmarkId::new("code_mint", n), |b| {
+        b.iter(|| {
+            minted += 1;
+            if minted % 50_000 == 0 {
+                mint_now += TimeDelta::minutes(11);
+            }
+            let reply = server.mint_code(mint_now, &mut rng, &alice);
+            drain(&mut server);
+            black_box(reply.is_ok())
+        })
+    });
+
+    // Code redeem: codes minted beforehand (untimed), each redeemed once by agent 0's network.
+    group.bench_function(BenchmarkId::new("code_redeem", n), |b| {
+        b.iter_custom(|iters| {
+            mint_now += TimeDelta::minutes(11);
+            let mut requests = Vec::with_capacity(iters as usize);
+            for i in 0..iters {
+                let code = server
+                    .mint_code(mint_now, &mut rng, &alice)
+                    .expect("mint")
+                    .code;
+                let mut bytes = [9u8; 16];
+                bytes[..8].copy_from_slice(&i.to_le_bytes());
+                requests.push(RedeemRequest {
+                    instance_id: InstanceId::from_bytes(bytes),
+                    code,
+                });
+                if i % 40_000 == 39_999 {
+                    mint_now += TimeDelta::seconds(1);
+                }
+            }
+            drain(&mut server);
+            let start = Instant::now();
+            for request in &requests {
+                let reply = server.handle_redeem(
+                    mint_now,
+                    &mut rng,
+                    public(0),
+                    ForwardedHeaders::NONE,
+                    request,
+                );
+                black_box(reply.is_ok());
+            }
+            let elapsed = start.elapsed();
+            drain(&mut server);
+            elapsed
+        })
+    });
+    group.finish();
+}
+
+/// Announce + discover against the baseline, paired in one run, on the largest population.
+fn ratio(n: usize) {
+    let (mut server, announces) = populated(n);
+    let mut map: HashMap<PublicNetwork, u64> = (0..n)
+        .map(|i| (PublicNetwork::from_ip(public(i), 64), i as u64))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(1);
+    let order: Vec<usize> = (0..200_000).map(|_| rng.random_range(0..n)).collect();
+    let now = t0() + TimeDelta::seconds(1);
+    let (mut core, mut bare) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..5 {
+        let start = Instant::now();
+        for &i in &order {
+            let reply =
+                server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announces[i]);
+            black_box(reply.is_ok());
+            let found = server.handle_discover(now, public(i), ForwardedHeaders::NONE);
+            black_box(found.is_ok());
+            drain(&mut server);
+        }
+        core += start.elapsed();
+        let start = Instant::now();
+        for &i in &order {
+            let key = PublicNetwork::from_ip(public(i), 64);
+            map.insert(key, i as u64);
+            black_box(map.get(&key));
+            map.insert(key, i as u64);
+            black_box(map.get(&key));
+        }
+        bare += start.elapsed();
+    }
+    let ops = 5.0 * 2.0 * order.len() as f64;
+    let core_rate = ops / core.as_secs_f64();
+    let bare_rate = ops / bare.as_secs_f64();
+    println!(
+        "ratio ({n} networks): announce+discover {:.2} M ops/s (target >= 1 M); bare HashMap insert+lookup {:.2} M ops/s; cost {:.2}x the baseline (target <= 3x)",
+        core_rate / 1e6,
+        bare_rate / 1e6,
+        bare_rate / core_rate
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    for n in SIZES {
+        bench_size(&mut criterion, n);
+    }
+    criterion.final_summary();
+    for n in SIZES {
+        ratio(n);
+    }
+}
