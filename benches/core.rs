@@ -175,7 +175,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
     group.bench_function(BenchmarkId::new("code_mint", n), |b| {
         b.iter(|| {
             minted += 1;
-            if minted % 50_000 == 0 {
+            if minted.is_multiple_of(50_000) {
                 mint_now += TimeDelta::minutes(11);
             }
             let reply = server.mint_code(mint_now, &mut rng, &alice);
