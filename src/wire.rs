@@ -110,13 +110,13 @@ const FIELD_NAMES: [&str; 4] = ["hostname", "model", "agent", "agent_version"];
 /// assert_eq!(info.hostname(), "printer.local");
 /// assert!(DeviceInfo::new("a\u{7}", "", "", "").is_err());
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "RawDeviceInfo")]
 pub struct DeviceInfo {
-    hostname: String,
-    model: String,
-    agent: String,
-    agent_version: String,
+    /// The four fields back to back, in one allocation (a server holds one per agent).
+    text: Box<str>,
+    /// Where `hostname`, `model` and `agent` end in `text`.
+    ends: [u16; 3],
 }
 
 #[derive(Deserialize)]
@@ -137,55 +137,100 @@ impl TryFrom<RawDeviceInfo> for DeviceInfo {
     fn try_from(raw: RawDeviceInfo) -> Result<Self, String> {
         DeviceInfo::new(raw.hostname, raw.model, raw.agent, raw.agent_version).map_err(|err| {
             match err {
-                WireError::BadField(name) => format!("bad field {name}"),
+                WireError::BadField(name) => format!("bad field {name} "),
                 _ => "malformed".to_owned(),
             }
         })
     }
 }
 
+impl Serialize for DeviceInfo {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("DeviceInfo", 4)?;
+        out.serialize_field("hostname", self.hostname())?;
+        out.serialize_field("model", self.model())?;
+        out.serialize_field("agent", self.agent())?;
+        out.serialize_field("agent_version", self.agent_version())?;
+        out.end()
+    }
+}
+
+impl std::fmt::Debug for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceInfo")
+            .field("hostname", &self.hostname())
+            .field("model", &self.model())
+            .field("agent", &self.agent())
+            .field("agent_version", &self.agent_version())
+            .finish()
+    }
+}
+
 impl DeviceInfo {
     /// Checks each field against its limit.
     pub fn new(
-        hostname: impl Into<String>,
-        model: impl Into<String>,
-        agent: impl Into<String>,
-        agent_version: impl Into<String>,
+        hostname: impl AsRef<str>,
+        model: impl AsRef<str>,
+        agent: impl AsRef<str>,
+        agent_version: impl AsRef<str>,
     ) -> Result<Self, WireError> {
-        let info = Self {
-            hostname: hostname.into(),
-            model: model.into(),
-            agent: agent.into(),
-            agent_version: agent_version.into(),
-        };
-        for (name, value, limit) in [
-            ("hostname", &info.hostname, limits::HOSTNAME),
-            ("model", &info.model, limits::MODEL),
-            ("agent", &info.agent, limits::AGENT),
-            ("agent_version", &info.agent_version, limits::AGENT_VERSION),
-        ] {
+        let fields = [
+            ("hostname", hostname.as_ref(), limits::HOSTNAME),
+            ("model", model.as_ref(), limits::MODEL),
+            ("agent", agent.as_ref(), limits::AGENT),
+            (
+                "agent_version",
+                agent_version.as_ref(),
+                limits::AGENT_VERSION,
+            ),
+        ];
+        let mut text = String::with_capacity(fields.iter().map(|(_, v, _)| v.len()).sum());
+        let mut ends = [0u16; 3];
+        for (i, (name, value, limit)) in fields.into_iter().enumerate() {
             if value.len() > limit || value.chars().any(char::is_control) {
                 return Err(WireError::BadField(name));
             }
+            text.push_str(value);
+            if let Some(end) = ends.get_mut(i) {
+                // Cannot overflow: the four limits add up to 413 bytes.
+                *end = u16::try_from(text.len()).unwrap_or(u16::MAX);
+            }
         }
-        Ok(info)
+        Ok(Self {
+            text: text.into_boxed_str(),
+            ends,
+        })
+    }
+
+    fn field(&self, index: usize) -> &str {
+        let start = match index {
+            0 => 0,
+            i => usize::from(self.ends[i - 1]),
+        };
+        let end = self
+            .ends
+            .get(index)
+            .map_or(self.text.len(), |&e| usize::from(e));
+        // Cannot fail: the boundaries were taken from `text` at char boundaries.
+        self.text.get(start..end).unwrap_or_default()
     }
 
     /// The device's host name.
     pub fn hostname(&self) -> &str {
-        &self.hostname
+        self.field(0)
     }
     /// The device model.
     pub fn model(&self) -> &str {
-        &self.model
+        self.field(1)
     }
     /// The agent software's name.
     pub fn agent(&self) -> &str {
-        &self.agent
+        self.field(2)
     }
     /// The agent software's version.
     pub fn agent_version(&self) -> &str {
-        &self.agent_version
+        self.field(3)
     }
 }
 

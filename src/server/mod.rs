@@ -314,8 +314,11 @@ impl Server {
         reason: Refusal,
     ) -> Refusal {
         if reason.counts_as_failure() {
-            let record = self.store.record_mut(network, now, &self.config);
-            if record.record_failure(now, &self.config) {
+            let config = &self.config;
+            let locked = self.store.update(network, now, config, true, |record| {
+                record.record_failure(now, config)
+            });
+            if locked == Some(true) {
                 self.events.push_back(ServerEvent::LockedOut { network });
             }
         }
@@ -333,11 +336,13 @@ impl Server {
         let network = self.caller(RequestKind::Announce, peer, headers)?;
         // Refusals change nothing but what failing closed requires (the contested mark, or an
         // overdue instance dropped and remembered as used): `announce` checks before it writes.
-        let result =
-            self.store
-                .record_mut(network, now, &self.config)
-                .announce(now, &self.config, announce);
-        self.store.tidy(&network);
+        let config = &self.config;
+        let result = self
+            .store
+            .update(network, now, config, true, |record| {
+                record.announce(now, config, announce)
+            })
+            .unwrap_or(Err(Refusal::NetworkFull));
         match result {
             Ok(announced) => {
                 self.events.push_back(ServerEvent::Announced {
@@ -366,11 +371,13 @@ impl Server {
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
-        let (agents, present) = match self.store.existing_mut(&network, now, &self.config) {
-            Some(record) => (record.discover(&self.config), record.present()),
-            None => (Vec::new(), 0),
-        };
-        self.store.tidy(&network);
+        let config = &self.config;
+        let (agents, present) = self
+            .store
+            .update(network, now, config, false, |record| {
+                (record.discover(config), record.present())
+            })
+            .unwrap_or_default();
         self.events.push_back(ServerEvent::Discovered {
             network,
             shown: agents.len(),
@@ -390,19 +397,15 @@ impl Server {
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
         let network = self.caller(RequestKind::Link, peer, headers)?;
+        let config = &self.config;
         let checked = self
             .store
-            .record_mut(network, now, &self.config)
-            .check_link(
-                now,
-                &self.config,
-                &request.instance_id,
-                &request.local_secret,
-            );
+            .update(network, now, config, false, |record| {
+                record.check_link(now, config, &request.instance_id, &request.local_secret)
+            })
+            .unwrap_or(Err(Refusal::AgentNotFound));
         if let Err(reason) = checked {
-            let refusal = self.refuse_counted(now, network, RequestKind::Link, reason);
-            self.store.tidy(&network);
-            return Err(refusal);
+            return Err(self.refuse_counted(now, network, RequestKind::Link, reason));
         }
         let expires_at = record::later(now, self.config.auto_code_ttl);
         let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
@@ -418,16 +421,10 @@ impl Server {
             },
         );
         let instance_id = request.instance_id;
-        self.store
-            .record_mut(network, now, &self.config)
-            .accept_link(
-                now,
-                &self.config,
-                request,
-                account.clone(),
-                code,
-                expires_at,
-            );
+        let config = &self.config;
+        self.store.update(network, now, config, true, |record| {
+            record.accept_link(now, config, request, account.clone(), code, expires_at)
+        });
         self.events.push_back(ServerEvent::LinkAccepted {
             network,
             instance_id,
@@ -471,11 +468,10 @@ impl Server {
         let network = self.caller(RequestKind::LinkStatus, peer, headers)?;
         let state = self
             .store
-            .existing_mut(&network, now, &self.config)
-            .map_or(crate::wire::LinkState::Unknown, |record| {
+            .update(network, now, &self.config, false, |record| {
                 record.link_state(account, instance_id)
-            });
-        self.store.tidy(&network);
+            })
+            .unwrap_or(crate::wire::LinkState::Unknown);
         Ok(LinkStatusReply {
             instance_id: *instance_id,
             state,
@@ -524,8 +520,10 @@ impl Server {
         let network = self.caller(RequestKind::Redeem, peer, headers)?;
         let locked = self
             .store
-            .existing_mut(&network, now, &self.config)
-            .is_some_and(|record| record.is_locked(now));
+            .update(network, now, &self.config, false, |record| {
+                record.is_locked(now)
+            })
+            .unwrap_or(false);
         if locked {
             return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
         }
@@ -539,14 +537,13 @@ impl Server {
         let (account, manual) = match redeemed {
             Ok(redeemed) => redeemed,
             Err(reason) => {
-                let refusal = self.refuse_counted(now, network, RequestKind::Redeem, reason);
-                self.store.tidy(&network);
-                return Err(refusal);
+                return Err(self.refuse_counted(now, network, RequestKind::Redeem, reason));
             }
         };
-        self.store
-            .record_mut(network, now, &self.config)
-            .complete_link(now, &self.config, request.instance_id, &account);
+        let config = &self.config;
+        self.store.update(network, now, config, true, |record| {
+            record.complete_link(now, config, request.instance_id, &account)
+        });
         self.events.push_back(ServerEvent::Linked {
             network,
             instance_id: request.instance_id,

@@ -1,6 +1,7 @@
 //! The in-memory store: one [`NetworkRecord`] per public network and one [`CodeRecord`] per code
 //! key, each read and written back as a whole.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -49,39 +50,36 @@ impl MemoryStore {
         self.codes.insert(key, record);
     }
 
-    /// The record of `network`, created if missing, pruned at `now`: for an operation that
-    /// writes. Follow with [`MemoryStore::tidy`].
-    pub(crate) fn record_mut(
+    /// Applies `f` to the record of `network`, pruned at `now`, in place, with one hash lookup.
+    /// A missing record is created only if `create` (else `f` is not called and `None` comes
+    /// back); a record left empty is deleted.
+    pub(crate) fn update<R>(
         &mut self,
         network: PublicNetwork,
         now: DateTime<Utc>,
         config: &ServerConfig,
-    ) -> &mut NetworkRecord {
-        let record = self.networks.entry(network).or_default();
-        record.prune(now, config);
-        record
-    }
-
-    /// The record of `network` if there is one, pruned at `now`.
-    pub(crate) fn existing_mut(
-        &mut self,
-        network: &PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-    ) -> Option<&mut NetworkRecord> {
-        let record = self.networks.get_mut(network)?;
-        record.prune(now, config);
-        Some(record)
-    }
-
-    /// Deletes the record of `network` if it holds nothing.
-    pub(crate) fn tidy(&mut self, network: &PublicNetwork) {
-        if self
-            .networks
-            .get(network)
-            .is_some_and(NetworkRecord::is_empty)
-        {
-            self.networks.remove(network);
+        create: bool,
+        f: impl FnOnce(&mut NetworkRecord) -> R,
+    ) -> Option<R> {
+        match self.networks.entry(network) {
+            Entry::Occupied(mut entry) => {
+                let record = entry.get_mut();
+                record.prune(now, config);
+                let result = f(record);
+                if record.is_empty() {
+                    entry.remove();
+                }
+                Some(result)
+            }
+            Entry::Vacant(entry) if create => {
+                let mut record = NetworkRecord::default();
+                let result = f(&mut record);
+                if !record.is_empty() {
+                    entry.insert(record);
+                }
+                Some(result)
+            }
+            Entry::Vacant(_) => None,
         }
     }
 
