@@ -117,6 +117,9 @@ pub struct DeviceInfo {
     text: Box<str>,
     /// Where `hostname`, `model` and `agent` end in `text`.
     ends: [u16; 3],
+    /// A hash of `text` and `ends`, kept inline so a server can tell an unchanged info from a
+    /// changed one without reading the text.
+    fingerprint: u64,
 }
 
 #[derive(Deserialize)]
@@ -197,10 +200,23 @@ impl DeviceInfo {
                 *end = u16::try_from(text.len()).unwrap_or(u16::MAX);
             }
         }
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut hasher);
+            ends.hash(&mut hasher);
+            hasher.finish()
+        };
         Ok(Self {
             text: text.into_boxed_str(),
             ends,
+            fingerprint,
         })
+    }
+
+    /// A 64-bit hash of the four fields (equal infos have equal fingerprints).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     fn field(&self, index: usize) -> &str {

@@ -229,7 +229,9 @@ impl NetworkRecord {
                     return Err(Refusal::WindowOver);
                 }
                 presence.expires_at = expires_at;
-                if presence.info != announce.info {
+                // Compared by fingerprint: the text lives elsewhere in memory, and an info that
+                // collides with the previous one only keeps a stale label.
+                if presence.info.fingerprint() != announce.info.fingerprint() {
                     presence.info = announce.info.clone();
                 }
             }
