@@ -60,6 +60,8 @@ pub mod code;
 pub mod driver;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod id;

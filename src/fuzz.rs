@@ -1,0 +1,1424 @@
+//! Fuzzing harnesses (feature `fuzz`): each takes the fuzzer's bytes, builds a sequence of
+//! operations from them with [`arbitrary`], drives a state machine (or the whole simulator), and
+//! asserts the protocol's invariants after every step. A failed assertion is a finding.
+//!
+//! The targets in `fuzz/fuzz_targets/` are one-line calls to these functions, so the harnesses are
+//! compiled and type-checked by ordinary builds (`cargo test --all-features`), as str0m does.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use chrono::{DateTime, TimeDelta, Utc};
+use ipnet::IpNet;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::addr::{ClientAddrError, ClientAddrResolver, ForwardedHeaders};
+use crate::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit, SecretRequest};
+use crate::code::LinkCode;
+use crate::error::Refusal;
+use crate::event::ServerEvent;
+use crate::id::{AccountId, InstanceId};
+use crate::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
+use crate::secret::{AuthToken, LocalSecret};
+use crate::server::{Server, ServerConfig};
+use crate::wire::{
+    self, AgentMessage, Announce, AnnounceReply, DeviceInfo, DiscoverReply, DiscoveredAgent,
+    LinkRequest, LinkState, LinkStatusReply, RedeemReply, RedeemRequest, SecretReply,
+};
+
+/// Most operations read from one input.
+const MAX_OPS: usize = 256;
+
+fn ops<'a, T: Arbitrary<'a>>(data: &'a [u8]) -> Vec<T> {
+    let mut u = Unstructured::new(data);
+    let mut out = Vec::new();
+    while out.len() < MAX_OPS && !u.is_empty() {
+        match T::arbitrary(&mut u) {
+            Ok(op) => out.push(op),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A caller address, by kind, so the fuzzer reaches every class the policy distinguishes.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub enum PeerKind {
+    /// 192.168.1.x
+    Lan(u8),
+    /// 127.0.0.1
+    Loopback,
+    /// 169.254.x.1
+    LinkLocal(u8),
+    /// fd00::x
+    Ula(u8),
+    /// 100.64.0.x (CGNAT)
+    Cgnat(u8),
+    /// 203.0.113.x
+    Public(u8),
+    /// ::ffff:192.168.1.x
+    MappedLan(u8),
+    /// ::ffff:203.0.113.x
+    MappedPublic(u8),
+    /// Any IPv6 address.
+    Raw([u8; 16]),
+}
+
+impl PeerKind {
+    /// The address.
+    pub fn ip(self) -> IpAddr {
+        match self {
+            Self::Lan(x) => Ipv4Addr::new(192, 168, 1, x).into(),
+            Self::Loopback => Ipv4Addr::LOCALHOST.into(),
+            Self::LinkLocal(x) => Ipv4Addr::new(169, 254, x, 1).into(),
+            Self::Ula(x) => Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(x)).into(),
+            Self::Cgnat(x) => Ipv4Addr::new(100, 64, 0, x).into(),
+            Self::Public(x) => Ipv4Addr::new(203, 0, 113, x).into(),
+            Self::MappedLan(x) => Ipv4Addr::new(192, 168, 1, x).to_ipv6_mapped().into(),
+            Self::MappedPublic(x) => Ipv4Addr::new(203, 0, 113, x).to_ipv6_mapped().into(),
+            Self::Raw(bytes) => Ipv6Addr::from(bytes).into(),
+        }
+    }
+}
+
+/// The reference answer to "is this caller local?" under the default policy, written plainly.
+fn reference_is_local(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            a == 10
+                || (a == 172 && (16..=31).contains(&b))
+                || (a == 192 && b == 168)
+                || a == 127
+                || (a == 169 && b == 254)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6 == Ipv6Addr::LOCALHOST || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// A `Host` header, by kind.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum HostKind {
+    /// The agent's own IP literal.
+    OwnIp,
+    /// The agent's IP literal with its port.
+    OwnIpPort,
+    /// An IPv6 literal in brackets.
+    V6Literal,
+    /// The allowed name.
+    AllowedName,
+    /// Another name.
+    Evil,
+    /// None at all.
+    Missing,
+    /// Anything.
+    Raw(String),
+}
+
+/// The reference `Host` check: IPv4 literal or `[IPv6]` (optional `:port`), or the allowed name.
+fn reference_host_ok(host: &str, allowed: &str) -> bool {
+    let host = host.trim();
+    let port_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    };
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some(end) = rest.find(']') else {
+            return false;
+        };
+        let after = &rest[end + 1..];
+        let port_fine = after.is_empty() || after.strip_prefix(':').is_some_and(port_ok);
+        return rest[..end].parse::<Ipv6Addr>().is_ok() && port_fine;
+    }
+    let (name, port) = match host.find(':') {
+        Some(i) => (&host[..i], Some(&host[i + 1..])),
+        None => (host, None),
+    };
+    if port.is_some_and(|p| !port_ok(p)) {
+        return false;
+    }
+    if name.parse::<Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let name = name.trim_end_matches('.');
+    !name.is_empty() && name.eq_ignore_ascii_case(allowed)
+}
+
+/// An `Origin` header, by kind.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum OriginKind {
+    /// None.
+    Missing,
+    /// The allowed origin.
+    Allowed,
+    /// The allowed origin in other case.
+    AllowedUpper,
+    /// Another origin.
+    Foreign,
+    /// `null`.
+    Null,
+    /// Anything.
+    Raw(String),
+}
+
+/// An `instance_id` parameter, by kind.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum IdKind {
+    /// The agent's own id.
+    Own,
+    /// The agent's id, without hyphens.
+    OwnSimple,
+    /// Another id.
+    Other([u8; 16]),
+    /// Anything.
+    Raw(String),
+}
+
+/// One input to the agent.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum AgentOp {
+    /// Time moves forward by this many milliseconds.
+    Advance(u32),
+    /// A spurious or due timeout.
+    Timeout,
+    /// A secret request.
+    Secret {
+        /// The socket peer.
+        peer: PeerKind,
+        /// An `X-Forwarded-For` value (ignored: the agent trusts no proxy here).
+        xff: Option<String>,
+        /// The `Host`.
+        host: HostKind,
+        /// The `Origin`.
+        origin: OriginKind,
+        /// The `instance_id`.
+        id: IdKind,
+    },
+    /// Drain transmits, answering announcements with an empty reply.
+    Poll,
+    /// A forwarded message.
+    Message {
+        /// Whether it names the agent's id.
+        own_id: bool,
+        /// Whether it carries the agent's real secret.
+        real_secret: bool,
+        /// The code.
+        code: String,
+    },
+    /// The user types a code.
+    EnterCode(String),
+    /// The server's answer to a redemption.
+    RedeemReply(Option<[u8; 32]>),
+    /// A transport gave up on the redemption.
+    RedeemFailed,
+    /// The server refused an announcement.
+    AnnounceRefused(u8),
+    /// The embedder cancels.
+    Cancel,
+    /// The embedder restarts discovery.
+    Restart,
+}
+
+fn refusal_from(index: u8) -> Refusal {
+    const CODES: [&str; 14] = [
+        "unresolvable_client",
+        "locked_out",
+        "not_private_ip",
+        "presence_conflict",
+        "network_full",
+        "instance_used",
+        "window_over",
+        "agent_not_found",
+        "too_many_agents",
+        "agent_contested",
+        "already_linking",
+        "wrong_secret",
+        "invalid_code",
+        "code_space_exhausted",
+    ];
+    Refusal::from_code(CODES[usize::from(index) % CODES.len()]).unwrap_or(Refusal::LockedOut)
+}
+
+/// Drives one agent with arbitrary inputs; checks every served secret against a reference
+/// predicate for protocol step 5, and that a stopped or linked agent never serves.
+pub fn agent_ops(data: &[u8]) {
+    const NAME: &str = "printer.local";
+    const ORIGIN: &str = "https://cloud.example";
+    let start = Instant::now();
+    let mut now = start;
+    let mut rng = StdRng::seed_from_u64(1);
+    let config = AgentConfig::new(
+        Ipv4Addr::new(192, 168, 1, 50).into(),
+        8080,
+        DeviceInfo::default(),
+    )
+    .allow_host(NAME)
+    .allow_origin(ORIGIN);
+    let Ok(mut agent) = Agent::new(config, now, &mut rng) else {
+        unreachable!("valid configuration")
+    };
+    let mut secret = SecretReplyCheck::default();
+    let mut redeem_sent = false;
+    for op in ops::<AgentOp>(data) {
+        let before = agent.status();
+        match op {
+            AgentOp::Advance(ms) => {
+                now = now
+                    .checked_add(Duration::from_millis(u64::from(ms)))
+                    .unwrap_or(now);
+            }
+            AgentOp::Timeout => agent.handle_timeout(now),
+            AgentOp::Secret {
+                peer,
+                xff,
+                host,
+                origin,
+                id,
+            } => {
+                let own = agent.instance_id();
+                let host_text = match &host {
+                    HostKind::OwnIp => Some("192.168.1.50".to_owned()),
+                    HostKind::OwnIpPort => Some("192.168.1.50:8080".to_owned()),
+                    HostKind::V6Literal => Some("[fd00::50]:8080".to_owned()),
+                    HostKind::AllowedName => Some(NAME.to_owned()),
+                    HostKind::Evil => Some("attacker.example".to_owned()),
+                    HostKind::Missing => None,
+                    HostKind::Raw(text) => Some(text.clone()),
+                };
+                let origin_text = match &origin {
+                    OriginKind::Missing => None,
+                    OriginKind::Allowed => Some(ORIGIN.to_owned()),
+                    OriginKind::AllowedUpper => Some(ORIGIN.to_ascii_uppercase()),
+                    OriginKind::Foreign => Some("https://evil.example".to_owned()),
+                    OriginKind::Null => Some("null".to_owned()),
+                    OriginKind::Raw(text) => Some(text.clone()),
+                };
+                let id_text = match &id {
+                    IdKind::Own => own.to_string(),
+                    IdKind::OwnSimple => own.as_uuid().simple().to_string(),
+                    IdKind::Other(bytes) => InstanceId::from_bytes(*bytes).to_string(),
+                    IdKind::Raw(text) => text.clone(),
+                };
+                let xff_lines: Vec<&str> = xff.iter().map(String::as_str).collect();
+                let request = SecretRequest {
+                    peer: peer.ip(),
+                    forwarded: ForwardedHeaders {
+                        forwarded: &[],
+                        x_forwarded_for: &xff_lines,
+                    },
+                    host: host_text.as_deref(),
+                    origin: origin_text.as_deref(),
+                    instance_id: &id_text,
+                };
+                let deadline = match before {
+                    AgentStatus::Discovering { deadline } => Some(deadline),
+                    _ => None,
+                };
+                let result = agent.handle_secret_request(now, &request);
+                if let Ok(reply) = &result {
+                    let allowed = deadline.is_some_and(|d| now < d)
+                        && reference_is_local(peer.ip())
+                        && id_text.parse::<InstanceId>().ok() == Some(own)
+                        && host_text
+                            .as_deref()
+                            .is_some_and(|h| reference_host_ok(h, NAME))
+                        && origin_text
+                            .as_deref()
+                            .is_none_or(|o| o.trim().eq_ignore_ascii_case(ORIGIN));
+                    assert!(
+                        allowed,
+                        "secret served against step 5: {request:?} at {:?}",
+                        now - start
+                    );
+                    secret.seen(&reply.local_secret);
+                }
+                if !matches!(before, AgentStatus::Discovering { .. }) {
+                    assert!(
+                        result.is_err(),
+                        "a stopped or linked agent served its secret"
+                    );
+                }
+            }
+            AgentOp::Poll => {
+                while let Some(transmit) = agent.poll_transmit(now) {
+                    match transmit {
+                        AgentTransmit::Announce(a) => {
+                            assert_eq!(a.instance_id, agent.instance_id());
+                            agent.handle_announce_reply(now, AnnounceReply::default());
+                        }
+                        AgentTransmit::Redeem(r) => {
+                            assert_eq!(r.instance_id, agent.instance_id());
+                            redeem_sent = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            AgentOp::Message {
+                own_id,
+                real_secret,
+                code,
+            } => {
+                let Some(code) = LinkCode::parse(&code) else {
+                    continue;
+                };
+                let instance_id = if own_id {
+                    agent.instance_id()
+                } else {
+                    InstanceId::from_bytes([0xee; 16])
+                };
+                let local_secret = match (real_secret, secret.last.clone()) {
+                    (true, Some(s)) => s,
+                    _ => LocalSecret::from_bytes([0xaa; 32]),
+                };
+                let matches = secret.last.as_ref().is_some_and(|s| s.ct_eq(&local_secret));
+                agent.handle_announce_reply(
+                    now,
+                    AnnounceReply {
+                        messages: vec![AgentMessage::VerifyAndRedeem {
+                            instance_id,
+                            local_secret,
+                            code,
+                        }],
+                        poll_after_ms: 2000,
+                    },
+                );
+                if let AgentStatus::Discovering { deadline } = before {
+                    let expected_ok = own_id && matches && now < deadline;
+                    match agent.status() {
+                        AgentStatus::Redeeming => assert!(
+                            expected_ok,
+                            "redeeming without the right secret and id in the window"
+                        ),
+                        AgentStatus::Stopped(_) => {
+                            assert!(!expected_ok, "a good message stopped discovery")
+                        }
+                        other => panic!("after a message the agent is {other:?}"),
+                    }
+                } else {
+                    assert_eq!(
+                        agent.status(),
+                        before,
+                        "a message changed a non-discovering agent"
+                    );
+                }
+            }
+            AgentOp::EnterCode(text) => {
+                if let Some(code) = LinkCode::parse(&text) {
+                    let _ = agent.enter_code(now, code);
+                }
+            }
+            AgentOp::RedeemReply(token) => {
+                let reply = match token {
+                    Some(bytes) => Ok(RedeemReply {
+                        auth_token: AuthToken::from_bytes(bytes),
+                    }),
+                    None => Err(Refusal::UnknownCode),
+                };
+                let accepted = agent.handle_redeem_reply(now, reply).is_ok();
+                assert_eq!(
+                    accepted,
+                    redeem_sent && matches!(before, AgentStatus::Redeeming)
+                );
+                if accepted {
+                    redeem_sent = false;
+                }
+            }
+            AgentOp::RedeemFailed => {
+                if agent.handle_redeem_failed(now).is_ok() {
+                    redeem_sent = false;
+                }
+            }
+            AgentOp::AnnounceRefused(i) => agent.handle_announce_refused(now, refusal_from(i)),
+            AgentOp::Cancel => agent.cancel(),
+            AgentOp::Restart => {
+                if agent.restart_discovery(now, &mut rng).is_ok() {
+                    secret = SecretReplyCheck::default();
+                    redeem_sent = false;
+                }
+            }
+        }
+        let after = agent.status();
+        // Linked is final; a redeeming agent has no secret to serve; only a redeem reply links.
+        if before == AgentStatus::Linked {
+            assert_eq!(after, AgentStatus::Linked);
+        }
+        if after == AgentStatus::Linked {
+            assert!(agent.auth_token().is_some());
+        }
+        while agent.poll_event().is_some() {}
+    }
+}
+
+/// What the harness has seen of the agent's secret (it changes only on restart).
+#[derive(Default)]
+struct SecretReplyCheck {
+    last: Option<LocalSecret>,
+}
+
+impl SecretReplyCheck {
+    fn seen(&mut self, secret: &LocalSecret) {
+        if let Some(last) = &self.last {
+            assert!(last.ct_eq(secret), "the secret changed within one window");
+        }
+        self.last = Some(secret.clone());
+    }
+}
+
+/// One input to the server.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ServerOp {
+    /// Time moves forward by this many milliseconds.
+    Advance(u32),
+    /// An announcement.
+    Announce {
+        /// Which of four public networks (two IPv4, two IPv6 prefixes) it comes from.
+        net: u8,
+        /// Which of four agents.
+        agent: u8,
+        /// Announce another commitment than the agent's.
+        forged: bool,
+        /// Announce a public address instead of the private one.
+        public_ip: bool,
+    },
+    /// A discovery.
+    Discover {
+        /// From which network.
+        net: u8,
+    },
+    /// A link request.
+    Link {
+        /// From which network.
+        net: u8,
+        /// For which agent.
+        agent: u8,
+        /// With its real secret.
+        real: bool,
+        /// By which of three accounts.
+        account: u8,
+    },
+    /// A link-status query.
+    Status {
+        /// From which network.
+        net: u8,
+        /// For which agent.
+        agent: u8,
+        /// By which account.
+        account: u8,
+    },
+    /// A manual code mint.
+    Mint {
+        /// For which account.
+        account: u8,
+    },
+    /// A redemption.
+    Redeem {
+        /// From which network.
+        net: u8,
+        /// As which agent.
+        agent: u8,
+        /// Which known code (minted or harvested), or a guess.
+        code: u8,
+        /// A guessed code when `code` names none.
+        guess: u32,
+    },
+    /// Housekeeping.
+    Purge,
+}
+
+const NETS: [&str; 4] = [
+    "203.0.113.7",
+    "198.51.100.9",
+    "2001:db8:1:2::10",
+    "2001:db8:1:3::10",
+];
+
+fn net_ip(i: u8) -> IpAddr {
+    NETS[usize::from(i) % NETS.len()]
+        .parse()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn identity(i: u8) -> (InstanceId, LocalSecret) {
+    let i = i % 4;
+    (
+        InstanceId::from_bytes([i + 1; 16]),
+        LocalSecret::from_bytes([i + 11; 32]),
+    )
+}
+
+/// Drives the server with arbitrary requests from four networks; checks the one-visible rule,
+/// that refusals change nothing but the failure counter, that links need the real secret, and that
+/// codes are single-use and bound.
+pub fn server_ops(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let max_visible = u.int_in_range(1..=3).unwrap_or(1);
+    let Ok(mut server) = Server::new(ServerConfig::default().max_visible(max_visible)) else {
+        unreachable!("valid configuration")
+    };
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+    let accounts: Vec<AccountId> = ["a", "b", "c"]
+        .iter()
+        .filter_map(|a| AccountId::new(*a))
+        .collect();
+    let mut codes: Vec<(LinkCode, Option<InstanceId>, Option<IpAddr>)> = Vec::new();
+    let mut redeemed: HashSet<String> = HashSet::new();
+    let rest = u.take_rest();
+    for op in ops::<ServerOp>(rest) {
+        match op {
+            ServerOp::Advance(ms) => now += TimeDelta::milliseconds(i64::from(ms)),
+            ServerOp::Purge => server.purge_expired(now),
+            ServerOp::Announce {
+                net,
+                agent,
+                forged,
+                public_ip,
+            } => {
+                let (id, secret) = identity(agent);
+                let commitment = if forged {
+                    LocalSecret::from_bytes([0x55; 32]).commitment(&id)
+                } else {
+                    secret.commitment(&id)
+                };
+                let private_ip = if public_ip {
+                    IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8))
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(192, 168, 1, agent % 4 + 10))
+                };
+                let announce = Announce {
+                    version: wire::WIRE_VERSION,
+                    instance_id: id,
+                    private_ip,
+                    port: 8080,
+                    info: DeviceInfo::default(),
+                    commitment,
+                };
+                let network = server.config().network_of(net_ip(net));
+                server.purge_expired(now);
+                let before = snapshot(&server, &network);
+                match server.handle_announce(now, net_ip(net), ForwardedHeaders::NONE, &announce) {
+                    Ok(reply) => {
+                        assert!(!public_ip, "a public private_ip was accepted");
+                        for message in reply.messages {
+                            if let AgentMessage::VerifyAndRedeem {
+                                instance_id,
+                                local_secret,
+                                code,
+                            } = message
+                            {
+                                assert_eq!(instance_id, id, "a message for another instance");
+                                assert!(
+                                    local_secret.ct_eq(&secret),
+                                    "a forwarded secret that is not the agent's"
+                                );
+                                codes.push((code, Some(instance_id), Some(net_ip(net))));
+                            }
+                        }
+                    }
+                    Err(refusal) => {
+                        if !matches!(refusal, Refusal::PresenceConflict | Refusal::WindowOver) {
+                            assert_eq!(
+                                before,
+                                snapshot(&server, &network),
+                                "refused announce changed state: {refusal:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            ServerOp::Discover { net } => {
+                let network = server.config().network_of(net_ip(net));
+                server.purge_expired(now);
+                let present = server
+                    .store()
+                    .network(&network)
+                    .map_or(0, |r| r.presences.len());
+                let Ok(reply) = server.handle_discover(now, net_ip(net), ForwardedHeaders::NONE)
+                else {
+                    panic!("discover refused without proxies")
+                };
+                assert!(
+                    reply.agents.len() <= max_visible,
+                    "more than max_visible shown"
+                );
+                if present > max_visible {
+                    assert!(
+                        reply.agents.is_empty(),
+                        "agents shown while more than max_visible present"
+                    );
+                }
+            }
+            ServerOp::Link {
+                net,
+                agent,
+                real,
+                account,
+            } => {
+                let (id, secret) = identity(agent);
+                let presented = if real {
+                    secret
+                } else {
+                    LocalSecret::from_bytes([0x77; 32])
+                };
+                let network = server.config().network_of(net_ip(net));
+                server.purge_expired(now);
+                let before = snapshot(&server, &network);
+                let account = &accounts[usize::from(account) % accounts.len()];
+                let request = LinkRequest {
+                    instance_id: id,
+                    local_secret: presented,
+                };
+                match server.handle_link(
+                    now,
+                    &mut rng,
+                    account,
+                    net_ip(net),
+                    ForwardedHeaders::NONE,
+                    request,
+                ) {
+                    Ok(_) => assert!(real, "a link accepted without the real secret"),
+                    Err(refusal) => assert_eq!(
+                        before,
+                        snapshot(&server, &network),
+                        "refused link changed state: {refusal:?}"
+                    ),
+                }
+            }
+            ServerOp::Status {
+                net,
+                agent,
+                account,
+            } => {
+                let (id, _) = identity(agent);
+                let account = &accounts[usize::from(account) % accounts.len()];
+                let _ = server.handle_link_status(
+                    now,
+                    account,
+                    net_ip(net),
+                    ForwardedHeaders::NONE,
+                    &id,
+                );
+            }
+            ServerOp::Mint { account } => {
+                let account = &accounts[usize::from(account) % accounts.len()];
+                if let Ok(reply) = server.mint_code(now, &mut rng, account) {
+                    assert_eq!(reply.code.expose().len(), 6);
+                    codes.push((reply.code, None, None));
+                }
+            }
+            ServerOp::Redeem {
+                net,
+                agent,
+                code,
+                guess,
+            } => {
+                let (id, _) = identity(agent);
+                let known = codes.get(usize::from(code)).cloned();
+                let text = match &known {
+                    Some((c, ..)) => c.expose().to_owned(),
+                    None => format!("{:06}", guess % 1_000_000),
+                };
+                let Some(link_code) = LinkCode::parse(&text) else {
+                    continue;
+                };
+                let network = server.config().network_of(net_ip(net));
+                server.purge_expired(now);
+                let before = snapshot(&server, &network);
+                let request = RedeemRequest {
+                    instance_id: id,
+                    code: link_code,
+                };
+                match server.handle_redeem(
+                    now,
+                    &mut rng,
+                    net_ip(net),
+                    ForwardedHeaders::NONE,
+                    &request,
+                ) {
+                    Ok(_) => {
+                        assert!(redeemed.insert(text.clone()), "a code redeemed twice");
+                        if let Some((_, bound_id, bound_net)) = known {
+                            if let Some(bound) = bound_id {
+                                assert_eq!(bound, id, "an auto code redeemed by another instance");
+                            }
+                            if let Some(bound) = bound_net {
+                                assert_eq!(
+                                    server.config().network_of(bound),
+                                    network,
+                                    "an auto code redeemed from another network"
+                                );
+                            }
+                        }
+                    }
+                    Err(refusal) => assert_eq!(
+                        before,
+                        snapshot(&server, &network),
+                        "refused redeem changed state: {refusal:?}"
+                    ),
+                }
+            }
+        }
+        while let Some(event) = server.poll_event() {
+            if let ServerEvent::Discovered { shown, .. } = event {
+                assert!(shown <= max_visible);
+            }
+        }
+    }
+}
+
+/// A network record without its failure counter and lockout (which refusals may change).
+fn snapshot(server: &Server, network: &crate::addr::PublicNetwork) -> String {
+    let empty = crate::server::NetworkRecord::default();
+    let r = server.store().network(network).unwrap_or(&empty);
+    format!(
+        "{:?} {:?} {:?} codes={}",
+        r.presences,
+        r.links,
+        r.used,
+        server.store().codes()
+    )
+}
+
+/// One input to the linker.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum LinkerOp {
+    /// Time moves forward by this many milliseconds.
+    Advance(u32),
+    /// Drain transmits.
+    Poll,
+    /// A discovery reply (agents at the given addresses), or a refusal.
+    Discovered(Option<Vec<(PeerKind, u16, [u8; 16])>>),
+    /// The user picks the n-th choice.
+    Select(u8),
+    /// A secret reply, or a refusal.
+    Secret(Option<[u8; 32]>),
+    /// The link reply.
+    LinkReply(bool),
+    /// A status reply.
+    Status(u8, bool),
+    /// A transport error.
+    TransportError,
+}
+
+/// Feeds the linker arbitrary replies in arbitrary order; checks it only fetches from private
+/// addresses, only links with a fetched secret, and stays finished once finished.
+pub fn linker_ops(data: &[u8]) {
+    let mut now = Instant::now();
+    let mut linker = Linker::new(LinkerConfig::default(), now);
+    let mut fetched: Option<InstanceId> = None;
+    let mut last_fetch: Option<InstanceId> = None;
+    for op in ops::<LinkerOp>(data) {
+        let was_finished = linker.is_finished();
+        match op {
+            LinkerOp::Advance(ms) => {
+                now = now
+                    .checked_add(Duration::from_millis(u64::from(ms)))
+                    .unwrap_or(now)
+            }
+            LinkerOp::Poll => {
+                while let Some(transmit) = linker.poll_transmit(now) {
+                    assert!(!was_finished, "a finished linker transmitted");
+                    match transmit {
+                        LinkerTransmit::FetchSecret { agent, instance_id } => {
+                            assert!(
+                                crate::addr::is_announceable_private_ip(agent.ip()),
+                                "fetch from a public address"
+                            );
+                            last_fetch = Some(instance_id);
+                        }
+                        LinkerTransmit::Link(request) => {
+                            assert_eq!(
+                                Some(request.instance_id),
+                                fetched,
+                                "link without a fetched secret"
+                            );
+                        }
+                        LinkerTransmit::Discover | LinkerTransmit::LinkStatus { .. } => {}
+                    }
+                }
+            }
+            LinkerOp::Discovered(reply) => {
+                let reply = reply
+                    .map(|agents| DiscoverReply {
+                        agents: agents
+                            .into_iter()
+                            .map(|(peer, port, id)| DiscoveredAgent {
+                                instance_id: InstanceId::from_bytes(id),
+                                private_ip: peer.ip(),
+                                port,
+                                info: DeviceInfo::default(),
+                            })
+                            .collect(),
+                    })
+                    .ok_or(Refusal::LockedOut);
+                let _ = linker.handle_discover_reply(now, reply);
+            }
+            LinkerOp::Select(i) => {
+                let choice = linker.choices().get(usize::from(i)).map(|a| a.instance_id);
+                if let Some(id) = choice {
+                    let _ = linker.select(now, id);
+                }
+            }
+            LinkerOp::Secret(secret) => {
+                let reply = secret
+                    .map(|s| SecretReply {
+                        local_secret: LocalSecret::from_bytes(s),
+                    })
+                    .ok_or(FetchFailure::Unreachable);
+                let ok = reply.is_ok();
+                if linker.handle_secret_reply(now, reply).is_ok() && ok && !linker.is_finished() {
+                    fetched = last_fetch;
+                }
+            }
+            LinkerOp::LinkReply(ok) => {
+                let id = fetched.unwrap_or_else(|| InstanceId::from_bytes([0; 16]));
+                let reply = if ok {
+                    Ok(LinkStatusReply {
+                        instance_id: id,
+                        state: LinkState::Pending,
+                    })
+                } else {
+                    Err(Refusal::WrongSecret)
+                };
+                let _ = linker.handle_link_reply(now, reply);
+            }
+            LinkerOp::Status(state, ok) => {
+                let id = fetched.unwrap_or_else(|| InstanceId::from_bytes([0; 16]));
+                let state = [
+                    LinkState::Pending,
+                    LinkState::Delivered,
+                    LinkState::Linked,
+                    LinkState::Unknown,
+                ][usize::from(state) % 4];
+                let reply = if ok {
+                    Ok(LinkStatusReply {
+                        instance_id: id,
+                        state,
+                    })
+                } else {
+                    Err(Refusal::LockedOut)
+                };
+                let _ = linker.handle_link_status(now, reply);
+            }
+            LinkerOp::TransportError => linker.handle_transport_error(now),
+        }
+        if was_finished {
+            assert!(linker.is_finished(), "a finished linker came back to life");
+        }
+        if let Some(id) = linker.linked() {
+            assert_eq!(
+                Some(id),
+                fetched,
+                "linked an agent whose secret was never fetched"
+            );
+        }
+        while linker.poll_event().is_some() {}
+    }
+}
+
+/// An attacker's move in the whole-protocol simulation.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum SimOp {
+    /// Time moves forward by this many milliseconds (at most about 65 s a step).
+    Advance(u16),
+    /// The victim's linker starts (on the victim's LAN).
+    StartLinker,
+    /// The attacker asks the victim agent for its secret from a position it may hold: off the
+    /// LAN (public, CGNAT), or as a web page or rebinding name in the victim's browser.
+    Fetch {
+        /// Where the request comes from.
+        peer: PeerKind,
+        /// Whether it comes from the victim's LAN (as a foreign page in the user's browser).
+        in_browser: bool,
+        /// Host header kind.
+        host: HostKind,
+    },
+    /// The attacker asks to link the victim agent with a guessed secret.
+    Link {
+        /// From the victim's public network (else its own).
+        same_network: bool,
+        /// The guess.
+        guess: [u8; 32],
+    },
+    /// The attacker announces the victim's id with its own commitment.
+    Impersonate {
+        /// From the victim's public network.
+        same_network: bool,
+    },
+    /// The attacker announces its own agent on the victim's network.
+    ExtraAgent,
+    /// The attacker tries a manual code.
+    Redeem {
+        /// From the victim's public network.
+        same_network: bool,
+        /// The guess.
+        guess: u32,
+    },
+    /// The victim mints a manual code and types it into the agent.
+    ManualLink,
+    /// Let everything run.
+    Settle,
+}
+
+/// The whole protocol on the simulator with an attacker choosing its moves: asserts that the
+/// attacker never learns the victim's secret and no attacker account is ever linked.
+pub fn protocol_sim(data: &[u8]) {
+    let mut sim = crate::sim::Sim::new(3);
+    let home = sim.add_lan(
+        "203.0.113.7"
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    );
+    let away = sim.add_lan(
+        "198.51.100.9"
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    );
+    let config = AgentConfig::new(
+        Ipv4Addr::new(192, 168, 1, 50).into(),
+        8080,
+        DeviceInfo::default(),
+    )
+    .allow_origin("https://cloud.example");
+    let Ok(victim) = sim.add_agent_with(home, config) else {
+        unreachable!("valid configuration")
+    };
+    let attacker = AccountId::new("mallory").unwrap_or_else(|| unreachable!("valid account"));
+    let mut linker_started = false;
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut attacker_secrets: Vec<LocalSecret> = Vec::new();
+    for op in ops::<SimOp>(data) {
+        let now = sim.now();
+        let wall = sim.wall();
+        let victim_id = sim.agent(victim).instance_id();
+        match op {
+            SimOp::Advance(ms) => sim.advance(Duration::from_millis(u64::from(ms))),
+            SimOp::Settle => sim.settle(),
+            SimOp::StartLinker => {
+                if !linker_started {
+                    linker_started = true;
+                    sim.add_linker_with(
+                        home,
+                        Ipv4Addr::new(192, 168, 1, 20).into(),
+                        "alice",
+                        LinkerConfig::default(),
+                        Some("https://cloud.example".into()),
+                    );
+                }
+            }
+            SimOp::Fetch {
+                peer,
+                in_browser,
+                host,
+            } => {
+                // Off the LAN the attacker is any address that is not local; in the user's
+                // browser it is on the LAN but speaks as a foreign page or a rebinding name.
+                let ip = if in_browser {
+                    Ipv4Addr::new(192, 168, 1, 20).into()
+                } else {
+                    peer.ip()
+                };
+                if !in_browser && reference_is_local(ip) {
+                    continue;
+                }
+                let id = victim_id.to_string();
+                let host_text = match host {
+                    HostKind::OwnIp => "192.168.1.50".to_owned(),
+                    HostKind::OwnIpPort | HostKind::Missing => "192.168.1.50:8080".to_owned(),
+                    HostKind::V6Literal => "[fd00::50]".to_owned(),
+                    HostKind::AllowedName | HostKind::Evil => "attacker.example".to_owned(),
+                    HostKind::Raw(text) => text,
+                };
+                // A foreign page's fetch always carries its Origin.
+                let origin = in_browser.then_some("https://evil.example");
+                let request = SecretRequest {
+                    peer: ip,
+                    forwarded: ForwardedHeaders::NONE,
+                    host: Some(&host_text),
+                    origin,
+                    instance_id: &id,
+                };
+                if let Ok(reply) = sim.agents[victim]
+                    .agent
+                    .handle_secret_request(now, &request)
+                {
+                    attacker_secrets.push(reply.local_secret);
+                }
+            }
+            SimOp::Link {
+                same_network,
+                guess,
+            } => {
+                let from = if same_network {
+                    sim.lans[home].public_ip
+                } else {
+                    sim.lans[away].public_ip
+                };
+                let request = LinkRequest {
+                    instance_id: victim_id,
+                    local_secret: LocalSecret::from_bytes(guess),
+                };
+                let result = sim.server.handle_link(
+                    wall,
+                    &mut rng,
+                    &attacker,
+                    from,
+                    ForwardedHeaders::NONE,
+                    request,
+                );
+                assert!(result.is_err(), "a guessed secret was accepted");
+            }
+            SimOp::Impersonate { same_network } => {
+                let from = if same_network {
+                    sim.lans[home].public_ip
+                } else {
+                    sim.lans[away].public_ip
+                };
+                let announce = Announce {
+                    version: wire::WIRE_VERSION,
+                    instance_id: victim_id,
+                    private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),
+                    port: 8080,
+                    info: DeviceInfo::default(),
+                    commitment: LocalSecret::from_bytes([0x66; 32]).commitment(&victim_id),
+                };
+                if let Ok(reply) =
+                    sim.server
+                        .handle_announce(wall, from, ForwardedHeaders::NONE, &announce)
+                {
+                    assert!(
+                        reply.messages.is_empty(),
+                        "an impersonator received the victim's messages"
+                    );
+                }
+            }
+            SimOp::ExtraAgent => {
+                let announce = Announce {
+                    version: wire::WIRE_VERSION,
+                    instance_id: InstanceId::from_bytes([0x66; 16]),
+                    private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),
+                    port: 8080,
+                    info: DeviceInfo::default(),
+                    commitment: LocalSecret::from_bytes([0x66; 32])
+                        .commitment(&InstanceId::from_bytes([0x66; 16])),
+                };
+                if let Ok(reply) = sim.server.handle_announce(
+                    wall,
+                    sim.lans[home].public_ip,
+                    ForwardedHeaders::NONE,
+                    &announce,
+                ) {
+                    for message in reply.messages {
+                        if let AgentMessage::VerifyAndRedeem { local_secret, .. } = message {
+                            // Only a secret fetched from this (non-existent) device could be here.
+                            assert!(
+                                !sim.agents[victim].agent.is_discovering()
+                                    || !local_secret.ct_eq(&LocalSecret::from_bytes([0; 32]))
+                            );
+                        }
+                    }
+                }
+            }
+            SimOp::Redeem {
+                same_network,
+                guess,
+            } => {
+                let from = if same_network {
+                    sim.lans[home].public_ip
+                } else {
+                    sim.lans[away].public_ip
+                };
+                let Some(code) = LinkCode::parse(&format!("{:06}", guess % 1_000_000)) else {
+                    continue;
+                };
+                let request = RedeemRequest {
+                    instance_id: InstanceId::from_bytes([0x66; 16]),
+                    code,
+                };
+                // A guess may hit a live manual code; that links the attacker's device to the
+                // victim's account (the brute-force risk the lockout bounds), never the victim's
+                // device to the attacker: checked below.
+                let _ = sim.server.handle_redeem(
+                    wall,
+                    &mut rng,
+                    from,
+                    ForwardedHeaders::NONE,
+                    &request,
+                );
+            }
+            SimOp::ManualLink => {
+                let alice =
+                    AccountId::new("alice").unwrap_or_else(|| unreachable!("valid account"));
+                if let Ok(reply) = sim.server.mint_code(wall, &mut rng, &alice) {
+                    let _ = sim.agents[victim].agent.enter_code(now, reply.code);
+                }
+            }
+        }
+        sim.settle();
+        assert!(
+            attacker_secrets.is_empty(),
+            "the attacker obtained the victim's secret"
+        );
+        for event in &sim.server_events {
+            if let ServerEvent::Linked {
+                instance_id,
+                account,
+                ..
+            } = event
+            {
+                if *instance_id == victim_id {
+                    assert_ne!(
+                        account, &attacker,
+                        "the victim's agent was linked to the attacker"
+                    );
+                }
+                if *account == attacker {
+                    panic!("an attacker account was linked: {event:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Decodes arbitrary bytes as every wire type; whatever decodes must re-encode and decode to the
+/// same encoding.
+pub fn wire_decode(data: &[u8]) {
+    fn check<T: serde::de::DeserializeOwned + serde::Serialize>(data: &[u8]) {
+        if let Ok(value) = wire::decode::<T>(data, wire::MAX_MESSAGE_BYTES) {
+            let encoded = wire::encode(&value);
+            let again: T = match wire::decode(&encoded, wire::MAX_MESSAGE_BYTES) {
+                Ok(again) => again,
+                Err(err) => panic!("re-encoded message does not decode: {err}"),
+            };
+            assert_eq!(
+                encoded.as_slice(),
+                wire::encode(&again).as_slice(),
+                "round trip changed the message"
+            );
+        }
+    }
+    check::<wire::Announce>(data);
+    check::<wire::AnnounceReply>(data);
+    check::<wire::RedeemRequest>(data);
+    check::<wire::RedeemReply>(data);
+    check::<wire::DiscoverReply>(data);
+    check::<wire::SecretReply>(data);
+    check::<wire::LinkRequest>(data);
+    check::<wire::LinkStatusReply>(data);
+    check::<wire::CodeReply>(data);
+    check::<wire::ErrorBody>(data);
+    if let Ok(announce) = wire::decode_announce(data) {
+        assert!(wire::encode(&announce).len() <= wire::MAX_ANNOUNCE_BYTES);
+    }
+}
+
+/// One resolver input.
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ClientAddrInput {
+    /// Trusted proxy networks, as (address, prefix).
+    pub trusted: Vec<([u8; 4], u8)>,
+    /// The socket peer.
+    pub peer: PeerKind,
+    /// `Forwarded` lines.
+    pub forwarded: Vec<String>,
+    /// `X-Forwarded-For` lines.
+    pub xff: Vec<String>,
+}
+
+/// The trusted-proxy resolver over arbitrary peers and headers, against a plain reference
+/// implementation of the same rule.
+pub fn client_addr(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(input) = ClientAddrInput::arbitrary(&mut u) else {
+        return;
+    };
+    let trusted: Vec<IpNet> = input
+        .trusted
+        .iter()
+        .take(4)
+        .filter_map(|(addr, prefix)| {
+            ipnet::Ipv4Net::new(Ipv4Addr::from(*addr), prefix % 33)
+                .ok()
+                .map(IpNet::V4)
+        })
+        .collect();
+    let resolver = ClientAddrResolver::new(trusted.clone());
+    let forwarded: Vec<&str> = input.forwarded.iter().map(String::as_str).collect();
+    let xff: Vec<&str> = input.xff.iter().map(String::as_str).collect();
+    let headers = ForwardedHeaders {
+        forwarded: &forwarded,
+        x_forwarded_for: &xff,
+    };
+    let got = resolver.resolve(input.peer.ip(), headers);
+    let want = reference_resolve(&trusted, input.peer.ip(), &forwarded, &xff);
+    assert_eq!(
+        got, want,
+        "resolver disagrees with the reference for {input:?}"
+    );
+    // Whatever it returns is never a trusted proxy.
+    if let Ok(ip) = got {
+        assert!(!resolver.is_trusted(ip), "resolved to a trusted proxy");
+    }
+}
+
+/// The rule, written out plainly: the peer unless trusted; then `Forwarded` (else
+/// `X-Forwarded-For`) right to left, skipping trusted hops; anything unusable is an error.
+fn reference_resolve(
+    trusted: &[IpNet],
+    peer: IpAddr,
+    forwarded: &[&str],
+    xff: &[&str],
+) -> Result<IpAddr, ClientAddrError> {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&canon(ip)));
+    let peer = canon(peer);
+    if !is_trusted(peer) {
+        return Ok(peer);
+    }
+    let use_forwarded = forwarded.iter().any(|l| !l.trim().is_empty());
+    let use_xff = !use_forwarded && xff.iter().any(|l| !l.trim().is_empty());
+    if !use_forwarded && !use_xff {
+        return Err(ClientAddrError::MissingForwarded);
+    }
+    let lines = if use_forwarded { forwarded } else { xff };
+    let mut hops: Vec<Option<IpAddr>> = Vec::new();
+    for line in lines {
+        for element in split_outside_quotes(line, ',') {
+            if hops.len() == crate::addr::MAX_FORWARDED_HOPS {
+                return Err(ClientAddrError::TooManyHops);
+            }
+            let node = if use_forwarded {
+                forwarded_for(element.trim())
+            } else {
+                Some(element.trim().to_owned())
+            };
+            hops.push(node.and_then(|n| parse_node(&n)).map(canon));
+        }
+    }
+    for hop in hops.into_iter().rev() {
+        let ip = hop.ok_or(ClientAddrError::UnparsableHop)?;
+        if !is_trusted(ip) {
+            return Ok(ip);
+        }
+    }
+    Err(ClientAddrError::OnlyTrustedHops)
+}
+
+fn split_outside_quotes(text: &str, sep: char) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&text[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn forwarded_for(element: &str) -> Option<String> {
+    let mut found: Option<String> = None;
+    for pair in split_outside_quotes(element, ';') {
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("for") {
+            if found.is_some() {
+                return None;
+            }
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            found = Some(value.to_owned());
+        }
+    }
+    found
+}
+
+fn parse_node(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sock) = text.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip());
+    }
+    text.strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::LocalPolicy;
+
+    /// Every harness runs on a few fixed inputs in ordinary test runs.
+    #[test]
+    fn harnesses_run_on_fixed_inputs() {
+        let mut rng = StdRng::seed_from_u64(9);
+        for len in [0usize, 1, 7, 64, 512, 4096] {
+            let mut data = vec![0u8; len];
+            rand::RngCore::fill_bytes(&mut rng, &mut data);
+            agent_ops(&data);
+            server_ops(&data);
+            linker_ops(&data);
+            protocol_sim(&data);
+            wire_decode(&data);
+            client_addr(&data);
+        }
+    }
+
+    #[test]
+    fn reference_host_check_agrees_on_examples() {
+        for (host, ok) in [
+            ("192.168.1.50", true),
+            ("printer.local:80", true),
+            ("[::1]:8080", true),
+            ("evil", false),
+            ("1.2.3.4:", false),
+            ("[::1", false),
+        ] {
+            assert_eq!(reference_host_ok(host, "printer.local"), ok, "{host}");
+        }
+    }
+
+    #[test]
+    fn peers_cover_the_policy_classes() {
+        assert!(reference_is_local(PeerKind::MappedLan(3).ip()));
+        assert!(!reference_is_local(PeerKind::Cgnat(3).ip()));
+        assert_eq!(
+            reference_is_local(PeerKind::Ula(1).ip()),
+            LocalPolicy::default().is_local(PeerKind::Ula(1).ip())
+        );
+    }
+}
