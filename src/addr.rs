@@ -55,13 +55,20 @@ pub enum ClientAddrError {
     /// More than [`MAX_FORWARDED_HOPS`] hops.
     #[error("too many forwarding hops")]
     TooManyHops,
+    /// Both `Forwarded` and `X-Forwarded-For` arrived. A proxy writes one of them; the other came
+    /// from the client, and which is which cannot be told, so neither is believed.
+    #[error("both Forwarded and X-Forwarded-For are present")]
+    AmbiguousHeaders,
 }
 
 /// Resolves the client's address from the socket peer and the trusted-proxy list.
 ///
-/// Start from the socket peer; only if it is in the trusted set, read `Forwarded` (preferred when
-/// present) or `X-Forwarded-For` right to left, skipping trusted hops, and take the first untrusted
-/// one. IPv4-mapped IPv6 addresses are normalized throughout.
+/// Start from the socket peer; only if it is in the trusted set, read the forwarding header —
+/// `Forwarded` or `X-Forwarded-For`, whichever is present — right to left, skipping trusted hops,
+/// and take the first untrusted one. A request carrying both is refused
+/// ([`ClientAddrError::AmbiguousHeaders`]): a trusted proxy writes one kind, so the other kind
+/// came from the client, and a resolver that preferred it would let the client choose its own
+/// address. IPv4-mapped IPv6 addresses are normalized throughout.
 ///
 /// ```
 /// use lanlink::{ClientAddrResolver, ForwardedHeaders};
@@ -120,12 +127,13 @@ impl ClientAddrResolver {
         if !self.is_trusted(peer) {
             return Ok(peer);
         }
-        let hops = if headers.forwarded.iter().any(|l| !l.trim().is_empty()) {
-            parse_forwarded(headers.forwarded)?
-        } else if headers.x_forwarded_for.iter().any(|l| !l.trim().is_empty()) {
-            parse_x_forwarded_for(headers.x_forwarded_for)?
-        } else {
-            return Err(ClientAddrError::MissingForwarded);
+        let has_forwarded = headers.forwarded.iter().any(|l| !l.trim().is_empty());
+        let has_xff = headers.x_forwarded_for.iter().any(|l| !l.trim().is_empty());
+        let hops = match (has_forwarded, has_xff) {
+            (true, true) => return Err(ClientAddrError::AmbiguousHeaders),
+            (true, false) => parse_forwarded(headers.forwarded)?,
+            (false, true) => parse_x_forwarded_for(headers.x_forwarded_for)?,
+            (false, false) => return Err(ClientAddrError::MissingForwarded),
         };
         for hop in hops.iter().rev() {
             let ip = hop.ok_or(ClientAddrError::UnparsableHop)?;
@@ -395,6 +403,23 @@ mod tests {
             r.resolve(ip("::ffff:10.0.0.1"), h(&["for=\"[::ffff:198.51.100.2]\""])),
             Ok(ip("198.51.100.2"))
         );
+    }
+
+    #[test]
+    fn both_headers_are_refused() {
+        // Behind a proxy that appends X-Forwarded-For, a client-written `Forwarded` must not
+        // choose the client's address.
+        let r = ClientAddrResolver::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let h = ForwardedHeaders {
+            forwarded: &["for=192.168.1.20"],
+            x_forwarded_for: &["198.51.100.9"],
+        };
+        assert_eq!(
+            r.resolve(ip("127.0.0.1"), h),
+            Err(ClientAddrError::AmbiguousHeaders)
+        );
+        // An untrusted peer's headers are ignored altogether, both or not.
+        assert_eq!(r.resolve(ip("198.51.100.9"), h), Ok(ip("198.51.100.9")));
     }
 
     #[test]

@@ -1277,8 +1277,8 @@ pub fn client_addr(data: &[u8]) {
     }
 }
 
-/// The rule, written out plainly: the peer unless trusted; then `Forwarded` (else
-/// `X-Forwarded-For`) right to left, skipping trusted hops; anything unusable is an error.
+/// The rule, written out plainly: the peer unless trusted; then the one forwarding header present
+/// (both: an error) right to left, skipping trusted hops; anything unusable is an error.
 fn reference_resolve(
     trusted: &[IpNet],
     peer: IpAddr,
@@ -1295,7 +1295,10 @@ fn reference_resolve(
         return Ok(peer);
     }
     let use_forwarded = forwarded.iter().any(|l| !l.trim().is_empty());
-    let use_xff = !use_forwarded && xff.iter().any(|l| !l.trim().is_empty());
+    let use_xff = xff.iter().any(|l| !l.trim().is_empty());
+    if use_forwarded && use_xff {
+        return Err(ClientAddrError::AmbiguousHeaders);
+    }
     if !use_forwarded && !use_xff {
         return Err(ClientAddrError::MissingForwarded);
     }

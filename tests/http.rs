@@ -763,6 +763,35 @@ async fn attack_trusted_proxy_without_client_address_over_http() {
 }
 
 #[tokio::test]
+async fn attack_client_written_forwarded_behind_an_appending_proxy_over_http() {
+    // A proxy that appends X-Forwarded-For and passes a client's own `Forwarded` through: the
+    // client must not choose its address by writing the other header. Both: refused.
+    let h = home().await;
+    let id = h.id();
+    let before = h.snapshot();
+    let reply = fetch(
+        h.agent_at,
+        Some(ELSEWHERE),
+        &id,
+        &[("forwarded", "for=192.168.1.20")],
+    )
+    .await;
+    assert_refused(&reply, 403, "unresolvable_client");
+    let reply = send(
+        h.api
+            .request(Method::GET, "/discover", Some(ELSEWHERE), Some(MALLORY))
+            .header("forwarded", format!("for={HOME}")),
+    )
+    .await;
+    assert_refused(&reply, 403, "unresolvable_client");
+    assert_kept(&before, &h.snapshot(), None, "both headers");
+    assert!(is_discovering(&h.agent));
+    // Each header alone still works as the proxy wrote it.
+    assert!(h.api.discovered(ELSEWHERE).await.is_empty());
+    assert_eq!(h.api.discovered(HOME).await, vec![id]);
+}
+
+#[tokio::test]
 async fn attack_ipv4_mapped_addresses_over_http() {
     let h = home().await;
     // At the agent: a mapped LAN address is local; a mapped public or CGNAT one is not.
@@ -1887,4 +1916,31 @@ async fn oversized_headers_and_garbage_cost_one_connection_over_http() {
     );
     assert_kept(&before, &h.snapshot(), Some(HOME), "malformed");
     assert_eq!(h.api.discovered(HOME).await, vec![h.id()]);
+}
+
+#[tokio::test]
+async fn head_on_the_secret_route_is_refused_and_bearer_scheme_is_case_insensitive() {
+    let h = home().await;
+    let id = h.id();
+    let url = format!("http://{}{P}/secret?instance_id={id}", h.agent_at);
+    let reply = send(
+        plain_client()
+            .head(url)
+            .header("x-forwarded-for", LINKER_IP),
+    )
+    .await;
+    assert_eq!(reply.status, 405);
+    assert!(is_discovering(&h.agent));
+    let served = lanlink::driver::lock(&h.agent)
+        .poll_event()
+        .into_iter()
+        .any(|e| matches!(e, lanlink::event::AgentEvent::SecretServed { .. }));
+    assert!(!served, "a HEAD must not count as serving the secret");
+    let reply = send(
+        h.api
+            .request(Method::GET, "/discover", Some(HOME), None)
+            .header("authorization", format!("bearer {ALICE}")),
+    )
+    .await;
+    assert_ok(&reply, 200);
 }

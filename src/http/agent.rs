@@ -71,6 +71,11 @@ fn serde_urlencoded_pairs(query: &str) -> Option<Vec<(String, String)>> {
 
 async fn secret(State(agent): State<SharedAgent>, request: Request) -> Response<Body> {
     let (parts, _) = request.into_parts();
+    // axum routes HEAD to GET handlers; a HEAD would be "served" without a body, and logged as
+    // served. Refuse it.
+    if parts.method == axum::http::Method::HEAD {
+        return error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
     let Some(peer) = peer_of(&parts) else {
         return error_response(StatusCode::FORBIDDEN, "unresolvable_client");
     };
@@ -90,7 +95,13 @@ async fn secret(State(agent): State<SharedAgent>, request: Request) -> Response<
     if parts.headers.get_all(header::ORIGIN).iter().count() > 1 {
         return error_response(StatusCode::FORBIDDEN, SecretRefusal::BadOrigin.code());
     }
-    let host = text(header::HOST).or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    // RFC 9112 §3.2.2: with an absolute-form target the target's authority is the host, and the
+    // Host header is ignored.
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| text(header::HOST));
     let origin = text(header::ORIGIN);
     let forwarded = header_lines(&parts.headers, "forwarded");
     let xff = header_lines(&parts.headers, "x-forwarded-for");

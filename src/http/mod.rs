@@ -99,7 +99,12 @@ impl BearerTokens {
 impl Authenticator for BearerTokens {
     async fn authenticate(&self, headers: &HeaderMap) -> Option<AccountId> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let presented = value.strip_prefix("Bearer ")?.trim().as_bytes();
+        // The scheme is case-insensitive (RFC 7235 §2.1).
+        let (scheme, token) = value.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let presented = token.trim().as_bytes();
         // Compare against every token, so the time does not tell which one (or whether any)
         // matched first.
         let mut found = None;
