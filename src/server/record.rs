@@ -244,6 +244,9 @@ impl NetworkRecord {
                 if self.presences.len() >= config.max_agents_per_network {
                     return Err(Refusal::NetworkFull);
                 }
+                // Most networks hold one agent: grow one slot at a time rather than Vec's
+                // default of four (which would triple a server's memory per agent).
+                self.presences.reserve_exact(1);
                 self.presences.push(Presence {
                     instance_id: announce.instance_id,
                     private_ip: announce.private_ip,

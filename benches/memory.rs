@@ -1,0 +1,81 @@
+//! Memory, measured (not estimated): bytes of heap per discoverable agent and per live manual
+//! code in the in-memory store, counted by a global allocator (dhat's, in testing mode).
+//!
+//! ```text
+//! cargo bench --bench memory
+//! ```
+//!
+//! Hash tables grow by doubling, so the cost per entry depends on where N falls between two
+//! powers of two: several N are measured. Target: at most 512 B per discoverable agent.
+
+use std::net::IpAddr;
+
+use chrono::DateTime;
+use lanlink::server::{Server, ServerConfig};
+use lanlink::wire::{Announce, DeviceInfo, WIRE_VERSION};
+use lanlink::{AccountId, ForwardedHeaders, InstanceId, LocalSecret};
+use rand::SeedableRng;
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+fn heap() -> u64 {
+    dhat::HeapStats::get().curr_bytes as u64
+}
+
+fn public(i: usize) -> IpAddr {
+    IpAddr::from([
+        100 + (i >> 22) as u8 % 100,
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    ])
+}
+
+fn main() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let now = DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
+    let info =
+        DeviceInfo::new("voron.local", "Voron 2.4", "klipper-lanlink", "0.3.1").expect("info");
+    println!("device info in each announcement: \"voron.local\", \"Voron 2.4\", \"klipper-lanlink\", \"0.3.1\"");
+    for n in [100_000usize, 600_000, 1_000_000] {
+        let mut server = Server::new(ServerConfig::default()).expect("config");
+        let before = heap();
+        for i in 0..n {
+            let id = InstanceId::from_bytes((i as u128).to_le_bytes());
+            let secret = LocalSecret::from_bytes([7; 32]);
+            let announce = Announce {
+                version: WIRE_VERSION,
+                instance_id: id,
+                private_ip: IpAddr::from([192, 168, 1, 50]),
+                port: 8080,
+                info: info.clone(),
+                commitment: secret.commitment(&id),
+            };
+            let _ = server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announce);
+            while server.poll_event().is_some() {}
+        }
+        let agents = heap() - before;
+        println!(
+            "{n:>9} discoverable agents (one per network): {:>6.1} B each (target <= 512 B)",
+            agents as f64 / n as f64
+        );
+        drop(server);
+    }
+    for n in [100_000usize, 400_000] {
+        let mut server = Server::new(ServerConfig::default()).expect("config");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let alice = AccountId::new("alice").expect("account");
+        let before = heap();
+        for _ in 0..n {
+            let _ = server.mint_code(now, &mut rng, &alice);
+            while server.poll_event().is_some() {}
+        }
+        let codes = heap() - before;
+        println!(
+            "{n:>9} live manual codes: {:>6.1} B each ({} minted)",
+            codes as f64 / n as f64,
+            server.store().codes()
+        );
+    }
+}
