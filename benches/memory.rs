@@ -35,8 +35,9 @@ fn public(i: usize) -> IpAddr {
 fn main() {
     let _profiler = dhat::Profiler::builder().testing().build();
     let now = DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
+    // A fresh info per announcement, as decoding gives: no sharing between agents.
     let info =
-        DeviceInfo::new("voron.local", "Voron 2.4", "klipper-lanlink", "0.3.1").expect("info");
+        || DeviceInfo::new("voron.local", "Voron 2.4", "klipper-lanlink", "0.3.1").expect("info");
     println!("device info in each announcement: \"voron.local\", \"Voron 2.4\", \"klipper-lanlink\", \"0.3.1\"");
     for n in [100_000usize, 600_000, 1_000_000] {
         let mut server = Server::new(ServerConfig::default()).expect("config");
@@ -49,7 +50,7 @@ fn main() {
                 instance_id: id,
                 private_ip: IpAddr::from([192, 168, 1, 50]),
                 port: 8080,
-                info: info.clone(),
+                info: info(),
                 commitment: secret.commitment(&id),
             };
             let _ = server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announce);

@@ -113,8 +113,9 @@ const FIELD_NAMES: [&str; 4] = ["hostname", "model", "agent", "agent_version"];
 #[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "RawDeviceInfo")]
 pub struct DeviceInfo {
-    /// The four fields back to back, in one allocation (a server holds one per agent).
-    text: Box<str>,
+    /// The four fields back to back, in one shared allocation: a server holds one per agent and
+    /// hands it out in every discovery reply without copying.
+    text: std::sync::Arc<str>,
     /// Where `hostname`, `model` and `agent` end in `text`.
     ends: [u16; 3],
     /// A hash of `text` and `ends`, kept inline so a server can tell an unchanged info from a
@@ -208,7 +209,7 @@ impl DeviceInfo {
             hasher.finish()
         };
         Ok(Self {
-            text: text.into_boxed_str(),
+            text: std::sync::Arc::from(text),
             ends,
             fingerprint,
         })

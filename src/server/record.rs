@@ -117,8 +117,10 @@ impl NetworkRecord {
         }
         self.links.retain(|l| l.expires_at > now);
         self.used.retain(|(_, until)| *until > now);
-        let since = earlier(now, config.lockout_window);
-        self.failures.retain(|t| *t > since);
+        if !self.failures.is_empty() {
+            let since = earlier(now, config.lockout_window);
+            self.failures.retain(|t| *t > since);
+        }
         if self.locked_until.is_some_and(|t| t <= now) {
             self.locked_until = None;
         }
