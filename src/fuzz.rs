@@ -789,8 +789,8 @@ fn snapshot(server: &Server, network: &crate::addr::PublicNetwork) -> String {
     format!(
         "{:?} {:?} {:?} codes={}",
         r.presences,
-        r.links,
-        r.used,
+        r.links(),
+        r.used(),
         server.store().codes()
     )
 }

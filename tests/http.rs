@@ -403,9 +403,9 @@ fn snapshot(server: &SharedServer, networks: &[&str]) -> Snapshot {
                 .unwrap_or_default();
             let shape = format!(
                 "{:?} {:?} {:?} {:?}",
-                record.presences, record.links, record.locked_until, record.used
+                record.presences, record.links(), record.locked_until(), record.used()
             );
-            ((*name).to_owned(), shape, record.failures.len())
+            ((*name).to_owned(), shape, record.failures().len())
         })
         .collect();
     Snapshot {
@@ -419,7 +419,7 @@ fn is_locked(server: &SharedServer, network: &str) -> bool {
     http::server::lock(server)
         .store()
         .network(&PublicNetwork::from_ip(ip(network), 64))
-        .is_some_and(|record| record.locked_until.is_some())
+        .is_some_and(|record| record.locked_until().is_some())
 }
 
 /// After a refusal with `code` to a caller on `caller`: nothing changed, except that the caller

@@ -156,10 +156,10 @@ async fn a_thousand_agents_link_concurrently_and_none_cross() {
             .filter(|&i| {
                 let network = server.config().network_of(home(i));
                 server.store().network(&network).is_some_and(|record| {
-                    record.links.len() == 1
-                        && record.links[0].instance_id == clients[i].0
-                        && record.links[0].account.as_str() == format!("user{i}")
-                        && record.links[0].state == LinkState::Linked
+                    record.links().len() == 1
+                        && record.links()[0].instance_id == clients[i].0
+                        && record.links()[0].account.as_str() == format!("user{i}")
+                        && record.links()[0].state == LinkState::Linked
                 })
             })
             .count()

@@ -101,7 +101,7 @@ fn record(sim: &Sim, network: &str) -> NetworkRecord {
 fn shape(record: &NetworkRecord) -> String {
     format!(
         "{:?} {:?} {:?}",
-        record.presences, record.links, record.locked_until
+        record.presences, record.links(), record.locked_until()
     )
 }
 
@@ -375,16 +375,16 @@ fn step6_link_requests_are_checked_then_the_secret_is_queued_once_for_the_agent(
         Ok(LinkState::Pending)
     );
     let rec = record(&sim, HOME);
-    assert_eq!(rec.links.len(), 1);
-    assert!(rec.links[0].message.is_some(), "queued for the agent");
+    assert_eq!(rec.links().len(), 1);
+    assert!(rec.links()[0].message.is_some(), "queued for the agent");
     assert_eq!(sim.server.store().codes(), 1, "an auto code was minted");
 
     // The agent's next announcement takes the message; the server keeps no copy of the secret.
     sim.advance(Duration::from_secs(4));
     assert_eq!(sim.agent(agent).status(), AgentStatus::Linked);
     let rec = record(&sim, HOME);
-    assert!(rec.links[0].message.is_none());
-    assert_eq!(rec.links[0].state, LinkState::Linked);
+    assert!(rec.links()[0].message.is_none());
+    assert_eq!(rec.links()[0].state, LinkState::Linked);
     let wall = sim.wall();
     let again = sim
         .server
@@ -404,12 +404,12 @@ fn step6_link_requests_are_checked_then_the_secret_is_queued_once_for_the_agent(
     sim.advance(Duration::from_secs(59));
     let wall = sim.wall();
     sim.server.purge_expired(wall);
-    assert!(record(&sim, HOME).links[0].message.is_some());
+    assert!(record(&sim, HOME).links()[0].message.is_some());
     sim.advance(Duration::from_secs(1));
     let wall = sim.wall();
     sim.server.purge_expired(wall);
     assert!(
-        record(&sim, HOME).links.is_empty(),
+        record(&sim, HOME).links().is_empty(),
         "message and secret dropped"
     );
     let status = sim
@@ -578,7 +578,7 @@ fn attack_linker_on_another_public_network_sees_nothing_and_cannot_link() {
         Err(Refusal::AgentNotFound)
     );
     assert_eq!(shape(&record(&sim, HOME)), home_before);
-    assert_eq!(record(&sim, ELSEWHERE).failures.len(), 1, "counted");
+    assert_eq!(record(&sim, ELSEWHERE).failures().len(), 1, "counted");
     assert!(sim.agent(agent).is_discovering());
 }
 
@@ -772,7 +772,7 @@ fn attack_wrong_secret_is_refused_by_the_server_and_never_reaches_the_agent() {
         Err(Refusal::WrongSecret)
     );
     assert_eq!(shape(&record(&sim, HOME)), before);
-    assert_eq!(record(&sim, HOME).failures.len(), 1);
+    assert_eq!(record(&sim, HOME).failures().len(), 1);
     sim.advance(Duration::from_secs(4));
     assert!(
         sim.agent(agent).is_discovering(),
@@ -873,7 +873,7 @@ fn attack_two_agents_in_one_network_hide_each_other() {
         Err(Refusal::TooManyAgents)
     );
     assert_eq!(shape(&record(&sim, HOME)), before);
-    assert_eq!(record(&sim, HOME).failures.len(), 0, "not a guess");
+    assert_eq!(record(&sim, HOME).failures().len(), 0, "not a guess");
 
     // With max_visible = 2 both are shown, and a third hides all.
     let (mut sim, lan, _) = home_with(ServerConfig::default().max_visible(2));

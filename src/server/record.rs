@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use smallvec::SmallVec;
 
 use crate::addr::PublicNetwork;
 use crate::code::LinkCode;
@@ -79,20 +80,41 @@ pub struct LinkRecord {
 }
 
 /// Everything the server knows about one public network.
+///
+/// Laid out for a server holding a million of them: the usual single agent sits inline, and the
+/// rarer parts (links, failures, lockout, used ids) live behind one pointer that is empty for most
+/// networks.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkRecord {
     /// Agents announcing from this network.
-    pub presences: Vec<Presence>,
-    /// Links requested from (or completed in) this network.
-    pub links: Vec<LinkRecord>,
-    /// Times of recent failures (within the lockout window).
-    pub failures: Vec<DateTime<Utc>>,
-    /// The network is locked out until then.
-    pub locked_until: Option<DateTime<Utc>>,
-    /// Instances whose secret was used or whose window is over, until the replay horizon: they
-    /// may not announce or link again.
-    pub used: Vec<(InstanceId, DateTime<Utc>)>,
+    pub presences: SmallVec<[Presence; 1]>,
+    extras: Option<Box<Extras>>,
 }
+
+/// The less common parts of a [`NetworkRecord`].
+#[derive(Debug, Clone, Default)]
+struct Extras {
+    links: Vec<LinkRecord>,
+    failures: Vec<DateTime<Utc>>,
+    locked_until: Option<DateTime<Utc>>,
+    used: Vec<(InstanceId, DateTime<Utc>)>,
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.links.is_empty()
+            && self.failures.is_empty()
+            && self.locked_until.is_none()
+            && self.used.is_empty()
+    }
+}
+
+static NO_EXTRAS: Extras = Extras {
+    links: Vec::new(),
+    failures: Vec::new(),
+    locked_until: None,
+    used: Vec::new(),
+};
 
 /// What a successful announcement returns.
 #[derive(Debug)]
@@ -102,11 +124,43 @@ pub struct Announced {
 }
 
 impl NetworkRecord {
+    fn ext(&self) -> &Extras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    fn ext_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Links requested from (or completed in) this network.
+    pub fn links(&self) -> &[LinkRecord] {
+        &self.ext().links
+    }
+
+    /// Times of recent failures (within the lockout window).
+    pub fn failures(&self) -> &[DateTime<Utc>] {
+        &self.ext().failures
+    }
+
+    /// When the network's lockout ends, if it is locked out.
+    pub fn locked_until(&self) -> Option<DateTime<Utc>> {
+        self.ext().locked_until
+    }
+
+    /// Instances whose secret was used or whose window is over, with the end of their replay
+    /// horizon: they may not announce afresh or link again until then.
+    pub fn used(&self) -> &[(InstanceId, DateTime<Utc>)] {
+        &self.ext().used
+    }
+
     /// Drops whatever has expired at `now`: presences, links, queued messages (zeroizing their
     /// secrets), old failures and a finished lockout.
     pub fn prune(&mut self, now: DateTime<Utc>, config: &ServerConfig) {
         self.presences.retain(|p| p.expires_at > now);
-        for link in &mut self.links {
+        let Some(extras) = self.extras.as_deref_mut() else {
+            return;
+        };
+        for link in &mut extras.links {
             if link.message.as_ref().is_some_and(|m| m.expires_at <= now) {
                 link.message = None;
                 if link.state == LinkState::Pending {
@@ -115,54 +169,55 @@ impl NetworkRecord {
                 }
             }
         }
-        self.links.retain(|l| l.expires_at > now);
-        self.used.retain(|(_, until)| *until > now);
-        if !self.failures.is_empty() {
+        extras.links.retain(|l| l.expires_at > now);
+        extras.used.retain(|(_, until)| *until > now);
+        if !extras.failures.is_empty() {
             let since = earlier(now, config.lockout_window);
-            self.failures.retain(|t| *t > since);
+            extras.failures.retain(|t| *t > since);
         }
-        if self.locked_until.is_some_and(|t| t <= now) {
-            self.locked_until = None;
+        if extras.locked_until.is_some_and(|t| t <= now) {
+            extras.locked_until = None;
+        }
+        if extras.is_empty() {
+            self.extras = None;
         }
     }
 
     /// Whether the record holds nothing (and may be deleted).
     pub fn is_empty(&self) -> bool {
-        self.presences.is_empty()
-            && self.links.is_empty()
-            && self.failures.is_empty()
-            && self.locked_until.is_none()
-            && self.used.is_empty()
+        self.presences.is_empty() && self.ext().is_empty()
     }
 
     /// The latest expiry of anything in the record: a store may drop the whole record then.
     pub fn expires_at(&self, config: &ServerConfig) -> Option<DateTime<Utc>> {
+        let extras = self.ext();
         let presences = self.presences.iter().map(|p| p.expires_at);
-        let links = self.links.iter().map(|l| l.expires_at);
-        let failures = self
+        let links = extras.links.iter().map(|l| l.expires_at);
+        let failures = extras
             .failures
             .iter()
             .map(|t| later(*t, config.lockout_window));
-        let used = self.used.iter().map(|(_, until)| *until);
+        let used = extras.used.iter().map(|(_, until)| *until);
         presences
             .chain(links)
             .chain(failures)
             .chain(used)
-            .chain(self.locked_until)
+            .chain(extras.locked_until)
             .max()
     }
 
     /// Whether the network is locked out at `now`.
     pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
-        self.locked_until.is_some_and(|t| t > now)
+        self.ext().locked_until.is_some_and(|t| t > now)
     }
 
     /// Counts a failure; returns `true` when this failure locks the network out.
     pub fn record_failure(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> bool {
-        self.failures.push(now);
-        if self.failures.len() >= config.lockout_threshold as usize {
-            self.failures.clear();
-            self.locked_until = Some(later(now, config.lockout_duration));
+        let extras = self.ext_mut();
+        extras.failures.push(now);
+        if extras.failures.len() >= config.lockout_threshold as usize {
+            extras.failures.clear();
+            extras.locked_until = Some(later(now, config.lockout_duration));
             return true;
         }
         false
@@ -170,7 +225,7 @@ impl NetworkRecord {
 
     /// Whether `instance_id` was used (its secret accepted, or its window over).
     pub fn is_used(&self, instance_id: &InstanceId) -> bool {
-        self.used.iter().any(|(id, _)| id == instance_id)
+        self.ext().used.iter().any(|(id, _)| id == instance_id)
     }
 
     /// Marks `instance_id` used until the replay horizon; bounded, dropping what expires first.
@@ -184,13 +239,13 @@ impl NetworkRecord {
         if self.is_used(&instance_id) {
             return;
         }
-        while self.used.len() >= MAX_USED {
-            if let Some((index, _)) = self.used.iter().enumerate().min_by_key(|(_, (_, t))| *t) {
-                self.used.remove(index);
+        let used = &mut self.ext_mut().used;
+        while used.len() >= MAX_USED {
+            if let Some((index, _)) = used.iter().enumerate().min_by_key(|(_, (_, t))| *t) {
+                used.remove(index);
             }
         }
-        self.used
-            .push((instance_id, later(now, config.replay_horizon)));
+        used.push((instance_id, later(now, config.replay_horizon)));
     }
 
     /// Records an announcement (protocol step 3) and takes the agent's queued messages.
@@ -263,7 +318,11 @@ impl NetworkRecord {
             }
         }
         let mut messages = Vec::new();
-        for link in &mut self.links {
+        let links = match self.extras.as_deref_mut() {
+            Some(extras) => extras.links.as_mut_slice(),
+            None => &mut [],
+        };
+        for link in links {
             if link.instance_id != announce.instance_id {
                 continue;
             }
@@ -316,7 +375,7 @@ impl NetworkRecord {
         if self.is_locked(now) {
             return Err(Refusal::LockedOut);
         }
-        if self.is_used(instance_id) || self.links.iter().any(|l| l.instance_id == *instance_id) {
+        if self.is_used(instance_id) || self.links().iter().any(|l| l.instance_id == *instance_id) {
             return Err(Refusal::AlreadyLinking);
         }
         let Some(presence) = self
@@ -365,7 +424,7 @@ impl NetworkRecord {
         }
         self.mark_used(now, config, instance_id);
         self.make_room_for_link();
-        self.links.push(LinkRecord {
+        self.ext_mut().links.push(LinkRecord {
             instance_id,
             account,
             state: LinkState::Pending,
@@ -390,8 +449,8 @@ impl NetworkRecord {
         self.presences.retain(|p| p.instance_id != instance_id);
         self.mark_used(now, config, instance_id);
         let expires_at = later(now, config.link_status_ttl);
-        match self
-            .links
+        let links = &mut self.ext_mut().links;
+        match links
             .iter_mut()
             .find(|l| l.instance_id == instance_id && l.account == *account)
         {
@@ -402,7 +461,7 @@ impl NetworkRecord {
             }
             None => {
                 self.make_room_for_link();
-                self.links.push(LinkRecord {
+                self.ext_mut().links.push(LinkRecord {
                     instance_id,
                     account: account.clone(),
                     state: LinkState::Linked,
@@ -416,21 +475,17 @@ impl NetworkRecord {
     /// Keeps the link list bounded: drops the record that expires first.
     fn make_room_for_link(&mut self) {
         const MAX_LINKS: usize = 64;
-        while self.links.len() >= MAX_LINKS {
-            if let Some((index, _)) = self
-                .links
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, l)| l.expires_at)
-            {
-                self.links.remove(index);
+        let links = &mut self.ext_mut().links;
+        while links.len() >= MAX_LINKS {
+            if let Some((index, _)) = links.iter().enumerate().min_by_key(|(_, l)| l.expires_at) {
+                links.remove(index);
             }
         }
     }
 
     /// The state of `account`'s link to `instance_id`. Call on a pruned record.
     pub fn link_state(&self, account: &AccountId, instance_id: &InstanceId) -> LinkState {
-        self.links
+        self.links()
             .iter()
             .find(|l| l.instance_id == *instance_id && l.account == *account)
             .map_or(LinkState::Unknown, |l| l.state)
