@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput};
+use lanlink::secret::PresenceKey;
 use lanlink::server::{Server, ServerConfig};
 use lanlink::wire::{Announce, DeviceInfo, LinkRequest, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LocalSecret, PublicNetwork};
@@ -40,9 +41,10 @@ fn public(i: usize) -> IpAddr {
 }
 
 fn agent(i: usize) -> (Announce, LocalSecret) {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    let id = InstanceId::from_bytes(bytes);
+    let mut key = [5u8; 32];
+    key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    let key = PresenceKey::from_bytes(key);
+    let id = key.instance_id();
     let mut secret = [7u8; 32];
     secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
     let secret = LocalSecret::from_bytes(secret);
@@ -53,6 +55,7 @@ fn agent(i: usize) -> (Announce, LocalSecret) {
         port: 8080,
         info: DeviceInfo::new("printer", "Voron 2.4", "klipper", "1.0").expect("info"),
         commitment: secret.commitment(&id),
+        presence_key: key,
     };
     (announce, secret)
 }

@@ -11,9 +11,10 @@
 use std::net::IpAddr;
 
 use chrono::DateTime;
+use lanlink::secret::PresenceKey;
 use lanlink::server::{Server, ServerConfig};
 use lanlink::wire::{Announce, DeviceInfo, WIRE_VERSION};
-use lanlink::{AccountId, ForwardedHeaders, InstanceId, LocalSecret};
+use lanlink::{AccountId, ForwardedHeaders, LocalSecret};
 use rand::SeedableRng;
 
 #[global_allocator]
@@ -43,7 +44,10 @@ fn main() {
         let mut server = Server::new(ServerConfig::default()).expect("config");
         let before = heap();
         for i in 0..n {
-            let id = InstanceId::from_bytes((i as u128).to_le_bytes());
+            let mut key = [9u8; 32];
+            key[..16].copy_from_slice(&(i as u128).to_le_bytes());
+            let key = PresenceKey::from_bytes(key);
+            let id = key.instance_id();
             let secret = LocalSecret::from_bytes([7; 32]);
             let announce = Announce {
                 version: WIRE_VERSION,
@@ -52,6 +56,7 @@ fn main() {
                 port: 8080,
                 info: info(),
                 commitment: secret.commitment(&id),
+                presence_key: key,
             };
             let _ = server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announce);
             while server.poll_event().is_some() {}

@@ -33,7 +33,7 @@ use crate::code::LinkCode;
 use crate::error::{AgentError, ConfigError, Refusal, SecretRefusal, VerifyFailure};
 use crate::event::{AgentEvent, StopReason};
 use crate::id::InstanceId;
-use crate::secret::{AuthToken, LocalSecret};
+use crate::secret::{AuthToken, LocalSecret, PresenceKey};
 use crate::wire::{
     AgentMessage, Announce, AnnounceReply, DeviceInfo, RedeemReply, RedeemRequest, SecretReply,
     WIRE_VERSION,
@@ -249,6 +249,7 @@ enum State {
 pub struct Agent {
     config: AgentConfig,
     instance_id: InstanceId,
+    presence_key: PresenceKey,
     state: State,
     pending_redeem: Option<RedeemRequest>,
     events: VecDeque<AgentEvent>,
@@ -274,6 +275,7 @@ impl Agent {
         let mut agent = Self {
             config,
             instance_id: InstanceId::from_bytes([0; 16]),
+            presence_key: PresenceKey::from_bytes([0; 32]),
             state: State::Stopped {
                 reason: StopReason::Cancelled,
             },
@@ -285,7 +287,9 @@ impl Agent {
     }
 
     fn start<R: CryptoRng + RngCore + ?Sized>(&mut self, now: Instant, rng: &mut R) {
-        self.instance_id = InstanceId::generate(rng);
+        let presence_key = PresenceKey::generate(rng);
+        self.instance_id = presence_key.instance_id();
+        self.presence_key = presence_key;
         // An unrepresentable deadline (never in practice) closes the window at once: fail closed.
         let deadline = now.checked_add(self.config.window).unwrap_or(now);
         self.state = State::Discovering {
@@ -674,6 +678,7 @@ impl Agent {
             port: self.config.port,
             info: self.config.info.clone(),
             commitment: secret.commitment(&self.instance_id),
+            presence_key: self.presence_key.clone(),
         }))
     }
 

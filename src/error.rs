@@ -146,8 +146,12 @@ pub enum Refusal {
     /// An announcement's `private_ip` is not private, loopback, ULA or link-local.
     #[error("the announced address is not a private address")]
     NotPrivateIp,
+    /// An announcement's presence key does not derive its instance id: someone other than the
+    /// agent announced it.
+    #[error("the announcement does not prove its instance id")]
+    ForgedInstance,
     /// An announcement disagrees with the presence recorded for the same instance (another
-    /// commitment, address or port): the instance is now hidden until its presence expires.
+    /// commitment): the instance is now hidden until its presence expires.
     #[error("the announcement conflicts with the recorded presence")]
     PresenceConflict,
     /// The instance's secret was already used (or its window ran over): it may not announce or
@@ -207,6 +211,7 @@ impl Refusal {
             "unresolvable_client" => Self::ClientAddr(ClientAddrError::MissingForwarded),
             "locked_out" => Self::LockedOut,
             "not_private_ip" => Self::NotPrivateIp,
+            "forged_instance" => Self::ForgedInstance,
             "presence_conflict" => Self::PresenceConflict,
             "network_full" => Self::NetworkFull,
             "instance_used" => Self::InstanceUsed,
@@ -228,7 +233,11 @@ impl Refusal {
     pub fn ends_discovery(&self) -> bool {
         matches!(
             self,
-            Self::PresenceConflict | Self::InstanceUsed | Self::WindowOver | Self::NotPrivateIp
+            Self::ForgedInstance
+                | Self::PresenceConflict
+                | Self::InstanceUsed
+                | Self::WindowOver
+                | Self::NotPrivateIp
         )
     }
 
@@ -239,6 +248,7 @@ impl Refusal {
             Self::ClientAddr(_) => "unresolvable_client",
             Self::LockedOut => "locked_out",
             Self::NotPrivateIp => "not_private_ip",
+            Self::ForgedInstance => "forged_instance",
             Self::PresenceConflict => "presence_conflict",
             Self::NetworkFull => "network_full",
             Self::InstanceUsed => "instance_used",

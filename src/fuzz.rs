@@ -22,7 +22,7 @@ use crate::error::Refusal;
 use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
 use crate::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
-use crate::secret::{AuthToken, LocalSecret};
+use crate::secret::{AuthToken, LocalSecret, PresenceKey};
 use crate::server::{Server, ServerConfig};
 use crate::wire::{
     self, AgentMessage, Announce, AnnounceReply, DeviceInfo, DiscoverReply, DiscoveredAgent,
@@ -235,8 +235,9 @@ pub enum AgentOp {
 }
 
 fn refusal_from(index: u8) -> Refusal {
-    const CODES: [&str; 14] = [
+    const CODES: [&str; 15] = [
         "unresolvable_client",
+        "forged_instance",
         "locked_out",
         "not_private_ip",
         "presence_conflict",
@@ -495,6 +496,8 @@ pub enum ServerOp {
         forged: bool,
         /// Announce a public address instead of the private one.
         public_ip: bool,
+        /// Announce without the agent's presence key.
+        forged_key: bool,
     },
     /// A discovery.
     Discover {
@@ -554,10 +557,14 @@ fn net_ip(i: u8) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+fn presence_key(i: u8) -> PresenceKey {
+    PresenceKey::from_bytes([i % 4 + 1; 32])
+}
+
 fn identity(i: u8) -> (InstanceId, LocalSecret) {
     let i = i % 4;
     (
-        InstanceId::from_bytes([i + 1; 16]),
+        presence_key(i).instance_id(),
         LocalSecret::from_bytes([i + 11; 32]),
     )
 }
@@ -589,6 +596,7 @@ pub fn server_ops(data: &[u8]) {
                 agent,
                 forged,
                 public_ip,
+                forged_key,
             } => {
                 let (id, secret) = identity(agent);
                 let commitment = if forged {
@@ -608,6 +616,11 @@ pub fn server_ops(data: &[u8]) {
                     port: 8080,
                     info: DeviceInfo::default(),
                     commitment,
+                    presence_key: if forged_key {
+                        PresenceKey::from_bytes([0x99; 32])
+                    } else {
+                        presence_key(agent)
+                    },
                 };
                 let network = server.config().network_of(net_ip(net));
                 server.purge_expired(now);
@@ -615,6 +628,10 @@ pub fn server_ops(data: &[u8]) {
                 match server.handle_announce(now, net_ip(net), ForwardedHeaders::NONE, &announce) {
                     Ok(reply) => {
                         assert!(!public_ip, "a public private_ip was accepted");
+                        assert!(
+                            !forged_key,
+                            "an announcement without the agent's key was accepted"
+                        );
                         for message in reply.messages {
                             if let AgentMessage::VerifyAndRedeem {
                                 instance_id,
@@ -1097,6 +1114,8 @@ pub fn protocol_sim(data: &[u8]) {
                     port: 8080,
                     info: DeviceInfo::default(),
                     commitment: LocalSecret::from_bytes([0x66; 32]).commitment(&victim_id),
+                    // The attacker knows the id (from discovery), never the key behind it.
+                    presence_key: PresenceKey::from_bytes([0x66; 32]),
                 };
                 if let Ok(reply) =
                     sim.server
@@ -1109,14 +1128,16 @@ pub fn protocol_sim(data: &[u8]) {
                 }
             }
             SimOp::ExtraAgent => {
+                let key = PresenceKey::from_bytes([0x67; 32]);
+                let own_id = key.instance_id();
                 let announce = Announce {
                     version: wire::WIRE_VERSION,
-                    instance_id: InstanceId::from_bytes([0x66; 16]),
+                    instance_id: own_id,
                     private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),
                     port: 8080,
                     info: DeviceInfo::default(),
-                    commitment: LocalSecret::from_bytes([0x66; 32])
-                        .commitment(&InstanceId::from_bytes([0x66; 16])),
+                    commitment: LocalSecret::from_bytes([0x66; 32]).commitment(&own_id),
+                    presence_key: key,
                 };
                 if let Ok(reply) = sim.server.handle_announce(
                     wall,

@@ -214,6 +214,90 @@ impl fmt::Display for AuthToken {
     }
 }
 
+/// The agent's proof of identity toward the server: 32 random bytes from which its
+/// [`InstanceId`] is derived ([`PresenceKey::instance_id`]). The agent sends it in every
+/// announcement and to nobody else; the server checks that it hashes to the announced id.
+///
+/// Anyone can learn an instance id (discovery shows it to a whole public network), and a LAN
+/// caller can learn the secret during the window; neither lets them announce *as* the agent, so
+/// neither can receive the agent's messages or claim its id from elsewhere.
+///
+/// ```
+/// use lanlink::secret::PresenceKey;
+/// let key = PresenceKey::generate(&mut lanlink::os_rng());
+/// let id = key.instance_id();
+/// assert_eq!(id.as_uuid().get_version_num(), 4);
+/// assert!(key.proves(&id));
+/// assert!(!PresenceKey::from_bytes([0; 32]).proves(&id));
+/// assert_eq!(format!("{key:?}"), "PresenceKey(<redacted>)");
+/// ```
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct PresenceKey([u8; SECRET_LEN]);
+
+/// Domain-separation tag of [`PresenceKey::instance_id`] (short, so the hash is one block).
+pub const INSTANCE_DOMAIN_TAG: &[u8] = b"lanlink/v1/instance\0";
+
+impl PresenceKey {
+    /// Draws a fresh key from `rng`.
+    pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; SECRET_LEN];
+        rng.fill_bytes(&mut bytes);
+        let key = Self(bytes);
+        bytes.zeroize();
+        key
+    }
+
+    /// Builds a key from raw bytes.
+    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        decode_hex_32(text).map(Self)
+    }
+
+    /// The key as 64 lowercase hex characters, zeroized when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        encode_hex(&self.0)
+    }
+
+    /// The instance id this key stands for: the first 16 bytes of
+    /// `SHA-256(INSTANCE_DOMAIN_TAG ‖ key)`, with the UUID version-4 and variant bits set.
+    pub fn instance_id(&self) -> InstanceId {
+        let mut hasher = Sha256::new();
+        hasher.update(INSTANCE_DOMAIN_TAG);
+        hasher.update(self.0);
+        let digest: [u8; 32] = hasher.finalize().into();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        InstanceId::from_bytes(bytes)
+    }
+
+    /// Whether this key stands for `instance_id` (constant time in the comparison).
+    pub fn proves(&self, instance_id: &InstanceId) -> bool {
+        self.instance_id()
+            .as_bytes()
+            .ct_eq(instance_id.as_bytes())
+            .into()
+    }
+}
+
+/// Constant-time equality (so announcements can be compared in tests without a timing channel).
+impl PartialEq for PresenceKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for PresenceKey {}
+
+impl fmt::Debug for PresenceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresenceKey(<redacted>)")
+    }
+}
+
 /// Lowercase hex of `bytes`, in a zeroizing buffer.
 pub(crate) fn encode_hex(bytes: &[u8]) -> Zeroizing<String> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -314,8 +314,9 @@ impl Sim {
         };
         match transmit {
             AgentTransmit::Announce(announce) => {
-                if let Ok(reply) = self.server.handle_announce(wall, peer, headers, &announce) {
-                    self.agents[id].agent.handle_announce_reply(now, reply);
+                match self.server.handle_announce(wall, peer, headers, &announce) {
+                    Ok(reply) => self.agents[id].agent.handle_announce_reply(now, reply),
+                    Err(refusal) => self.agents[id].agent.handle_announce_refused(now, refusal),
                 }
             }
             AgentTransmit::Redeem(request) => {

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::code::LinkCode;
 use crate::id::InstanceId;
-use crate::secret::{AuthToken, Commitment, LocalSecret};
+use crate::secret::{AuthToken, Commitment, LocalSecret, PresenceKey};
 
 /// The wire version these types implement.
 pub const WIRE_VERSION: u16 = 1;
@@ -267,6 +267,10 @@ pub struct Announce {
     pub info: DeviceInfo,
     /// `SHA-256(tag ‖ instance_id ‖ local_secret)`; the secret itself is never sent.
     pub commitment: Commitment,
+    /// The agent's proof that it is `instance_id` ([`PresenceKey::instance_id`]); sent only to
+    /// the server.
+    #[serde(with = "presence_key_hex")]
+    pub presence_key: PresenceKey,
 }
 
 /// Server → agent, the reply to an announcement.
@@ -432,6 +436,22 @@ pub mod secret_hex {
     }
 }
 
+/// Serde helpers for [`PresenceKey`] fields: 64 hex characters.
+pub mod presence_key_hex {
+    use super::*;
+
+    /// Writes the key as hex.
+    pub fn serialize<S: Serializer>(key: &PresenceKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&key.to_hex())
+    }
+
+    /// Reads 64 hex characters.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PresenceKey, D::Error> {
+        let text = zeroizing_string(d)?;
+        PresenceKey::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad presence key"))
+    }
+}
+
 /// Serde helpers for [`AuthToken`] fields: 64 hex characters.
 pub mod token_hex {
     use super::*;
@@ -469,8 +489,10 @@ mod tests {
     use super::*;
 
     fn announce() -> Announce {
-        let id = InstanceId::from_bytes([7; 16]);
+        let key = PresenceKey::from_bytes([7; 32]);
+        let id = key.instance_id();
         Announce {
+            presence_key: key,
             version: WIRE_VERSION,
             instance_id: id,
             private_ip: "192.168.1.50".parse().unwrap(),

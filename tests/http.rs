@@ -403,7 +403,10 @@ fn snapshot(server: &SharedServer, networks: &[&str]) -> Snapshot {
                 .unwrap_or_default();
             let shape = format!(
                 "{:?} {:?} {:?} {:?}",
-                record.presences, record.links(), record.locked_until(), record.used()
+                record.presences,
+                record.links(),
+                record.locked_until(),
+                record.used()
             );
             ((*name).to_owned(), shape, record.failures().len())
         })
@@ -999,7 +1002,8 @@ async fn attack_replayed_secret_after_linking_over_http() {
             "already_linking",
         );
     }
-    // Whoever knows (id, secret) cannot announce the used instance afresh either.
+    // Whoever knows (id, secret) cannot announce the instance either: the id derives from a
+    // presence key only the agent holds.
     let replay = Announce {
         version: wire::WIRE_VERSION,
         instance_id: id,
@@ -1007,18 +1011,21 @@ async fn attack_replayed_secret_after_linking_over_http() {
         port: 8080,
         info: DeviceInfo::default(),
         commitment: secret.commitment(&id),
+        presence_key: lanlink::secret::PresenceKey::from_bytes([0x42; 32]),
     };
-    let before = snapshot(&server, &[HOME]);
-    let reply = api
-        .announce(Some(HOME), wire::encode(&replay).to_vec())
-        .await;
-    assert_refused(&reply, 409, "instance_used");
-    assert_kept(
-        &before,
-        &snapshot(&server, &[HOME]),
-        Some(HOME),
-        "instance_used",
-    );
+    for from in [HOME, ELSEWHERE] {
+        let before = snapshot(&server, &[HOME, ELSEWHERE]);
+        let reply = api
+            .announce(Some(from), wire::encode(&replay).to_vec())
+            .await;
+        assert_refused(&reply, 403, "forged_instance");
+        assert_kept(
+            &before,
+            &snapshot(&server, &[HOME, ELSEWHERE]),
+            Some(from),
+            "forged_instance",
+        );
+    }
     // The agent hands out nothing any more.
     let reply = fetch(agent_at, Some(LINKER_IP), &id.to_string(), &[]).await;
     assert_refused(&reply, 403, "not_discovering");
@@ -1236,7 +1243,9 @@ async fn attack_announcing_a_public_private_ip_over_http() {
     let h = home().await;
     for public in ["8.8.8.8", "100.64.0.1", "2001:db8::1"] {
         let mut forged = h.announce.clone();
-        forged.instance_id = InstanceId::generate(&mut lanlink::os_rng());
+        let key = lanlink::secret::PresenceKey::generate(&mut lanlink::os_rng());
+        forged.instance_id = key.instance_id();
+        forged.presence_key = key;
         forged.private_ip = ip(public);
         let before = h.snapshot();
         let reply = h
@@ -1253,12 +1262,29 @@ async fn attack_announcing_a_public_private_ip_over_http() {
 async fn attack_impostor_announcing_the_victims_id_over_http() {
     let h = home().await;
     let secret = real_secret(h.agent_at, h.id).await;
+    // An impostor knows the id (discovery shows it) but not the presence key it derives from:
+    // its announcement is a forgery, from any network, and changes nothing.
     let mut forged = h.announce.clone();
+    forged.presence_key = lanlink::secret::PresenceKey::generate(&mut lanlink::os_rng());
     forged.commitment = LocalSecret::generate(&mut lanlink::os_rng()).commitment(&h.id);
     forged.private_ip = ip("192.168.1.66");
+    for from in [HOME, ELSEWHERE] {
+        let before = h.snapshot();
+        let reply = h
+            .api
+            .announce(Some(from), wire::encode(&forged).to_vec())
+            .await;
+        assert_refused(&reply, 403, "forged_instance");
+        assert_kept(&before, &h.snapshot(), Some(from), "forged_instance");
+    }
+    assert_eq!(h.api.discovered(HOME).await, vec![h.id()]);
+    // The agent's own key with another commitment (an agent that changed its secret mid-window,
+    // which lanlink's agent never does) fails closed.
+    let mut changed = h.announce.clone();
+    changed.commitment = LocalSecret::generate(&mut lanlink::os_rng()).commitment(&h.id);
     let reply = h
         .api
-        .announce(Some(HOME), wire::encode(&forged).to_vec())
+        .announce(Some(HOME), wire::encode(&changed).to_vec())
         .await;
     assert_refused(&reply, 409, "presence_conflict");
     // Fail closed: the presence is now contested (the one change such a refusal makes)...

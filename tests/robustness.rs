@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
 use lanlink::server::{Server, ServerConfig, MAX_TTL};
 use lanlink::wire::{self, AnnounceReply, LinkRequest, RedeemRequest};
-use lanlink::{AccountId, ConfigError, DeviceInfo, ForwardedHeaders, InstanceId, LocalSecret};
+use lanlink::{AccountId, ConfigError, DeviceInfo, ForwardedHeaders, LocalSecret};
 use proptest::prelude::*;
 use rand::SeedableRng;
 
@@ -20,7 +20,8 @@ fn server_survives_the_ends_of_time() {
     for now in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
         let mut server = Server::new(ServerConfig::default()).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let id = InstanceId::from_bytes([1; 16]);
+        let key = lanlink::secret::PresenceKey::from_bytes([1; 32]);
+        let id = key.instance_id();
         let secret = LocalSecret::from_bytes([2; 32]);
         let announce = wire::Announce {
             version: wire::WIRE_VERSION,
@@ -29,6 +30,7 @@ fn server_survives_the_ends_of_time() {
             port: 1,
             info: DeviceInfo::default(),
             commitment: secret.commitment(&id),
+            presence_key: key,
         };
         let peer = ip("203.0.113.1");
         let h = ForwardedHeaders::NONE;

@@ -101,7 +101,9 @@ fn record(sim: &Sim, network: &str) -> NetworkRecord {
 fn shape(record: &NetworkRecord) -> String {
     format!(
         "{:?} {:?} {:?}",
-        record.presences, record.links(), record.locked_until()
+        record.presences,
+        record.links(),
+        record.locked_until()
     )
 }
 
@@ -790,6 +792,8 @@ fn attack_wrong_secret_is_refused_by_the_server_and_never_reaches_the_agent() {
 fn attack_replayed_secret_after_linking_is_refused() {
     let (mut sim, _, agent) = home();
     let id = sim.agent(agent).instance_id();
+    // The agent's own announcement, kept to replay later (it carries the agent's presence key).
+    let own_announce = announce_of(&mut sim, agent);
     let secret = real_secret(&mut sim, agent);
     assert_eq!(
         link(&mut sim, &alice(), HOME, id, secret.clone()),
@@ -808,21 +812,33 @@ fn attack_replayed_secret_after_linking_is_refused() {
         Err(Refusal::AlreadyLinking)
     );
     assert_eq!(shape(&record(&sim, HOME)), before);
-    // Even after the link status lapsed, and even if someone who knows (id, secret) recomputes
-    // the commitment and announces the instance again: used ids are remembered for 24 hours.
-    sim.advance(Duration::from_secs(601));
-    let mut replay = lanlink::wire::Announce {
+    // Someone who knows (id, secret) recomputes the commitment and announces the instance, from
+    // the home network or another: without the agent's presence key that is a forgery.
+    let forged = lanlink::wire::Announce {
         version: lanlink::wire::WIRE_VERSION,
         instance_id: id,
         private_ip: ip("192.168.1.66"),
         port: 8080,
         info: DeviceInfo::default(),
         commitment: secret.commitment(&id),
+        presence_key: lanlink::secret::PresenceKey::from_bytes([0x42; 32]),
     };
+    for from in [HOME, ELSEWHERE] {
+        let wall = sim.wall();
+        assert_eq!(
+            sim.server
+                .handle_announce(wall, ip(from), ForwardedHeaders::NONE, &forged)
+                .unwrap_err(),
+            Refusal::ForgedInstance
+        );
+    }
+    // Even the agent's own announcement, replayed after the link status lapsed, is refused: used
+    // ids are remembered for 24 hours.
+    sim.advance(Duration::from_secs(601));
     let wall = sim.wall();
     assert_eq!(
         sim.server
-            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &replay)
+            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &own_announce)
             .unwrap_err(),
         Refusal::InstanceUsed
     );
@@ -832,11 +848,10 @@ fn attack_replayed_secret_after_linking_is_refused() {
     );
     // After the replay horizon the id is forgotten; the announcement is then a fresh agent's.
     sim.advance(Duration::from_secs(24 * 3600));
-    replay.private_ip = ip(AGENT_IP);
     let wall = sim.wall();
     assert!(sim
         .server
-        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &replay)
+        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &own_announce)
         .is_ok());
 }
 
@@ -890,17 +905,35 @@ fn attack_impostor_announcing_the_victims_id_is_refused_and_contests_it() {
     let (mut sim, _, agent) = home();
     let id = sim.agent(agent).instance_id();
     let secret = real_secret(&mut sim, agent);
-    let mut forged = announce_of(&mut sim, agent);
-    forged.commitment = LocalSecret::from_bytes([5; 32]).commitment(&id);
+    let own = announce_of(&mut sim, agent);
+    // The impostor knows the id (from discovery) and even the secret (say, from the LAN), but not
+    // the presence key the id derives from: a forgery, from any network, and nothing changes.
+    let mut forged = own.clone();
+    forged.presence_key = lanlink::secret::PresenceKey::from_bytes([5; 32]);
     forged.private_ip = ip("192.168.1.66");
+    for from in [HOME, ELSEWHERE] {
+        let before = shape(&record(&sim, from));
+        let wall = sim.wall();
+        assert_eq!(
+            sim.server
+                .handle_announce(wall, ip(from), ForwardedHeaders::NONE, &forged)
+                .unwrap_err(),
+            Refusal::ForgedInstance
+        );
+        assert_eq!(shape(&record(&sim, from)), before);
+    }
+    assert_eq!(discover(&mut sim, HOME), vec![id]);
+    // The agent's own key with another commitment fails closed: hidden and unlinkable until the
+    // presence lapses.
+    let mut changed = own;
+    changed.commitment = LocalSecret::from_bytes([5; 32]).commitment(&id);
     let wall = sim.wall();
     assert_eq!(
         sim.server
-            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &forged)
+            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &changed)
             .unwrap_err(),
         Refusal::PresenceConflict
     );
-    // Fail closed: the instance is hidden and unlinkable until its presence lapses.
     assert!(discover(&mut sim, HOME).is_empty());
     assert_eq!(
         link(&mut sim, &alice(), HOME, id, secret),

@@ -128,6 +128,7 @@ impl Authenticator for BearerTokens {
 pub fn status_of(refusal: &Refusal) -> StatusCode {
     match refusal {
         Refusal::ClientAddr(_)
+        | Refusal::ForgedInstance
         | Refusal::NotPrivateIp
         | Refusal::WindowOver
         | Refusal::WrongSecret

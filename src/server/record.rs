@@ -250,9 +250,10 @@ impl NetworkRecord {
 
     /// Records an announcement (protocol step 3) and takes the agent's queued messages.
     ///
-    /// The first announcement of an instance pins its commitment, address and port; a later one
-    /// that disagrees marks the presence contested (hidden and unlinkable until it lapses) and is
-    /// refused. An instance whose secret was used, or that has announced for longer than any
+    /// The announcement must carry the presence key its instance id derives from (else
+    /// [`Refusal::ForgedInstance`]). The first announcement of an instance pins its commitment; a
+    /// later one with another commitment marks the presence contested (hidden and unlinkable until
+    /// it lapses) and is refused. An instance whose secret was used, or that has announced for longer than any
     /// agent's window ([`crate::MAX_DISCOVERY_WINDOW`] plus one presence lifetime), is refused.
     /// Call on a pruned record.
     pub fn announce(
@@ -261,6 +262,11 @@ impl NetworkRecord {
         config: &ServerConfig,
         announce: &Announce,
     ) -> Result<Announced, Refusal> {
+        // Only the agent holds the key its id is derived from: an id learned from discovery, or a
+        // secret learned on the LAN, does not let anyone else announce as it.
+        if !announce.presence_key.proves(&announce.instance_id) {
+            return Err(Refusal::ForgedInstance);
+        }
         if !crate::addr::is_announceable_private_ip(announce.private_ip) {
             return Err(Refusal::NotPrivateIp);
         }
@@ -272,10 +278,9 @@ impl NetworkRecord {
             .find(|p| p.instance_id == announce.instance_id)
         {
             Some(presence) => {
-                let same = presence.commitment.ct_eq(&announce.commitment)
-                    && presence.private_ip == announce.private_ip
-                    && presence.port == announce.port;
-                if presence.contested || !same {
+                // The key proved the announcer is the agent; a commitment that changes within a
+                // window is still refused (the agent never does that), and fails closed.
+                if presence.contested || !presence.commitment.ct_eq(&announce.commitment) {
                     presence.contested = true;
                     return Err(Refusal::PresenceConflict);
                 }
@@ -286,6 +291,9 @@ impl NetworkRecord {
                     return Err(Refusal::WindowOver);
                 }
                 presence.expires_at = expires_at;
+                // An authenticated agent may move (a new DHCP lease).
+                presence.private_ip = announce.private_ip;
+                presence.port = announce.port;
                 // Compared by fingerprint: the text lives elsewhere in memory, and an info that
                 // collides with the previous one only keeps a stale label.
                 if presence.info.fingerprint() != announce.info.fingerprint() {
