@@ -262,24 +262,36 @@ impl NetworkRecord {
         config: &ServerConfig,
         announce: &Announce,
     ) -> Result<Announced, Refusal> {
-        // Only the agent holds the key its id is derived from: an id learned from discovery, or a
-        // secret learned on the LAN, does not let anyone else announce as it.
-        if !announce.presence_key.proves(&announce.instance_id) {
-            return Err(Refusal::ForgedInstance);
-        }
         if !crate::addr::is_announceable_private_ip(announce.private_ip) {
             return Err(Refusal::NotPrivateIp);
         }
+        // Only the agent holds the key its id derives from: an id learned from discovery, or a
+        // secret learned on the LAN, does not let anyone else announce as it. The key is checked
+        // whenever an announcement could change what the server holds or sends (a new presence,
+        // a changed commitment, address, port or info, a queued message); a plain refresh of an
+        // unchanged presence only extends its life, within the window, and skips the hash.
+        let proven = || announce.presence_key.proves(&announce.instance_id);
         let expires_at = later(now, config.presence_ttl);
         let longest = config.max_window + config.presence_ttl;
+        let pending = self
+            .links()
+            .iter()
+            .any(|l| l.instance_id == announce.instance_id && l.message.is_some());
         match self
             .presences
             .iter_mut()
             .find(|p| p.instance_id == announce.instance_id)
         {
             Some(presence) => {
-                // The key proved the announcer is the agent; a commitment that changes within a
-                // window is still refused (the agent never does that), and fails closed.
+                let unchanged = presence.commitment.ct_eq(&announce.commitment)
+                    && presence.private_ip == announce.private_ip
+                    && presence.port == announce.port
+                    && presence.info.fingerprint() == announce.info.fingerprint();
+                if (pending || !unchanged) && !proven() {
+                    return Err(Refusal::ForgedInstance);
+                }
+                // A commitment that changes within a window is refused even from the agent (which
+                // never does that), and fails closed.
                 if presence.contested || !presence.commitment.ct_eq(&announce.commitment) {
                     presence.contested = true;
                     return Err(Refusal::PresenceConflict);
@@ -291,16 +303,17 @@ impl NetworkRecord {
                     return Err(Refusal::WindowOver);
                 }
                 presence.expires_at = expires_at;
-                // An authenticated agent may move (a new DHCP lease).
-                presence.private_ip = announce.private_ip;
-                presence.port = announce.port;
-                // Compared by fingerprint: the text lives elsewhere in memory, and an info that
-                // collides with the previous one only keeps a stale label.
-                if presence.info.fingerprint() != announce.info.fingerprint() {
+                if !unchanged {
+                    // An authenticated agent may move (a new DHCP lease) or rename itself.
+                    presence.private_ip = announce.private_ip;
+                    presence.port = announce.port;
                     presence.info = announce.info.clone();
                 }
             }
             None => {
+                if !proven() {
+                    return Err(Refusal::ForgedInstance);
+                }
                 // A used instance may keep announcing while its pinned presence lives (that is
                 // how its agent receives the message), but may not appear afresh.
                 if self.is_used(&announce.instance_id) {
