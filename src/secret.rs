@@ -17,59 +17,78 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::id::InstanceId;
 
-/// Number of bytes in a [`LocalSecret`] and an [`AuthToken`].
+/// Number of bytes in a [`LocalSecret`], an [`AuthToken`] and a [`PresenceKey`].
 pub const SECRET_LEN: usize = 32;
 
 /// Domain-separation tag of the commitment hash, so that a commitment can never be confused with
 /// any other SHA-256 value that the crate or an embedder computes.
 pub const COMMITMENT_DOMAIN_TAG: &[u8] = b"lanlink/v1/local-secret-commitment\0";
 
-/// The agent's one-time second factor: 32 random bytes that only a caller on the local network can
-/// fetch during the discovery window.
-///
-/// Shown on the wire as 64 lowercase hex characters.
-///
-/// ```
-/// use lanlink::LocalSecret;
-/// let secret = LocalSecret::generate(&mut lanlink::os_rng());
-/// assert_eq!(format!("{secret:?}"), "LocalSecret(<redacted>)");
-/// let again = LocalSecret::from_hex(&secret.to_hex()).unwrap();
-/// assert!(secret.ct_eq(&again));
-/// ```
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct LocalSecret([u8; SECRET_LEN]);
+/// Defines a 32-byte secret newtype with what every secret here shares: drawn from a CSPRNG,
+/// redacted `Debug`, zeroized on drop, hex in and out, constant-time equality.
+macro_rules! secret_bytes {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Zeroize, ZeroizeOnDrop)]
+        pub struct $name([u8; SECRET_LEN]);
+
+        impl $name {
+            /// Draws a fresh value from `rng`.
+            pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
+                let mut bytes = [0u8; SECRET_LEN];
+                rng.fill_bytes(&mut bytes);
+                let value = Self(bytes);
+                bytes.zeroize();
+                value
+            }
+
+            /// Builds a value from raw bytes (for tests and for decoding).
+            pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
+                Self(bytes)
+            }
+
+            /// Parses 64 hex characters (either case). Returns `None` on any other input; the
+            /// error says nothing about where the input went wrong.
+            pub fn from_hex(text: &str) -> Option<Self> {
+                decode_hex_32(text).map(Self)
+            }
+
+            /// The value as 64 lowercase hex characters, in a buffer zeroized when dropped.
+            pub fn to_hex(&self) -> Zeroizing<String> {
+                encode_hex(&self.0)
+            }
+
+            /// Constant-time equality.
+            pub fn ct_eq(&self, other: &Self) -> bool {
+                self.0.ct_eq(&other.0).into()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+    };
+}
+
+secret_bytes!(
+    /// The agent's one-time second factor: 32 random bytes that only a caller on the local
+    /// network can fetch during the discovery window.
+    ///
+    /// Shown on the wire as 64 lowercase hex characters.
+    ///
+    /// ```
+    /// use lanlink::LocalSecret;
+    /// let secret = LocalSecret::generate(&mut lanlink::os_rng());
+    /// assert_eq!(format!("{secret:?}"), "LocalSecret(<redacted>)");
+    /// let again = LocalSecret::from_hex(&secret.to_hex()).unwrap();
+    /// assert!(secret.ct_eq(&again));
+    /// ```
+    LocalSecret
+);
 
 impl LocalSecret {
-    /// Draws a fresh secret from `rng`.
-    pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; SECRET_LEN];
-        rng.fill_bytes(&mut bytes);
-        let secret = Self(bytes);
-        bytes.zeroize();
-        secret
-    }
-
-    /// Builds a secret from raw bytes (for tests and for decoding).
-    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
-        Self(bytes)
-    }
-
-    /// Parses 64 hex characters (either case). Returns `None` on any other input; the error says
-    /// nothing about where the input went wrong.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        decode_hex_32(text).map(Self)
-    }
-
-    /// The secret as 64 lowercase hex characters, in a buffer that is zeroized when dropped.
-    pub fn to_hex(&self) -> Zeroizing<String> {
-        encode_hex(&self.0)
-    }
-
-    /// Constant-time equality.
-    pub fn ct_eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-
     /// The commitment `SHA-256(COMMITMENT_DOMAIN_TAG ‖ instance_id ‖ secret)` that the agent
     /// announces in place of the secret.
     pub fn commitment(&self, instance_id: &InstanceId) -> Commitment {
@@ -78,12 +97,6 @@ impl LocalSecret {
         hasher.update(instance_id.as_bytes());
         hasher.update(self.0);
         Commitment(hasher.finalize().into())
-    }
-}
-
-impl fmt::Debug for LocalSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LocalSecret(<redacted>)")
     }
 }
 
@@ -97,7 +110,7 @@ impl fmt::Display for LocalSecret {
 /// secret, and checks a presented secret against it in constant time.
 ///
 /// Not secret by itself (it is a hash of 256 random bits), but the server never shows it to
-/// linkers: it also serves as the proof that a later announcement comes from the same agent.
+/// linkers.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Commitment([u8; 32]);
 
@@ -150,49 +163,23 @@ impl fmt::Debug for Commitment {
     }
 }
 
-/// The credential minted for a linked agent: 32 random bytes (256 bits), shown as 64 hex characters.
-///
-/// The agent keeps it to authenticate later; the server's embedder stores only [`AuthToken::digest`].
-///
-/// ```
-/// use lanlink::AuthToken;
-/// let token = AuthToken::from_bytes([1; 32]);
-/// assert_eq!(token.to_string(), "<redacted>");
-/// assert_eq!(token.digest().len(), 32);
-/// ```
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct AuthToken([u8; SECRET_LEN]);
+secret_bytes!(
+    /// The credential minted for a linked agent: 32 random bytes (256 bits), shown as 64 hex
+    /// characters.
+    ///
+    /// The agent keeps it to authenticate later; the server's embedder stores only
+    /// [`AuthToken::digest`].
+    ///
+    /// ```
+    /// use lanlink::AuthToken;
+    /// let token = AuthToken::from_bytes([1; 32]);
+    /// assert_eq!(token.to_string(), "<redacted>");
+    /// assert_eq!(token.digest().len(), 32);
+    /// ```
+    AuthToken
+);
 
 impl AuthToken {
-    /// Draws a fresh token from `rng`.
-    pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; SECRET_LEN];
-        rng.fill_bytes(&mut bytes);
-        let token = Self(bytes);
-        bytes.zeroize();
-        token
-    }
-
-    /// Builds a token from raw bytes.
-    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
-        Self(bytes)
-    }
-
-    /// Parses 64 hex characters.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        decode_hex_32(text).map(Self)
-    }
-
-    /// The token as 64 lowercase hex characters, zeroized when dropped.
-    pub fn to_hex(&self) -> Zeroizing<String> {
-        encode_hex(&self.0)
-    }
-
-    /// Constant-time equality.
-    pub fn ct_eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-
     /// SHA-256 of the token under a domain tag: what a server should store to recognise it later.
     pub fn digest(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
@@ -202,66 +189,37 @@ impl AuthToken {
     }
 }
 
-impl fmt::Debug for AuthToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AuthToken(<redacted>)")
-    }
-}
-
 impl fmt::Display for AuthToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
 }
 
-/// The agent's proof of identity toward the server: 32 random bytes from which its
-/// [`InstanceId`] is derived ([`PresenceKey::instance_id`]). The agent sends it in every
-/// announcement and to nobody else; the server checks that it hashes to the announced id.
-///
-/// Anyone can learn an instance id (discovery shows it to a whole public network), and a LAN
-/// caller can learn the secret during the window; neither lets them announce *as* the agent, so
-/// neither can receive the agent's messages or claim its id from elsewhere.
-///
-/// ```
-/// use lanlink::secret::PresenceKey;
-/// let key = PresenceKey::generate(&mut lanlink::os_rng());
-/// let id = key.instance_id();
-/// assert_eq!(id.as_uuid().get_version_num(), 4);
-/// assert!(key.proves(&id));
-/// assert!(!PresenceKey::from_bytes([0; 32]).proves(&id));
-/// assert_eq!(format!("{key:?}"), "PresenceKey(<redacted>)");
-/// ```
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct PresenceKey([u8; SECRET_LEN]);
+secret_bytes!(
+    /// The agent's proof of identity toward the server: 32 random bytes from which its
+    /// [`InstanceId`] is derived ([`PresenceKey::instance_id`]). The agent sends it in every
+    /// announcement and to nobody else; the server checks that it hashes to the announced id.
+    ///
+    /// Anyone can learn an instance id (discovery shows it to a whole public network), and a LAN
+    /// caller can learn the secret during the window; neither lets them announce *as* the agent,
+    /// so neither can receive the agent's messages or claim its id from elsewhere.
+    ///
+    /// ```
+    /// use lanlink::secret::PresenceKey;
+    /// let key = PresenceKey::generate(&mut lanlink::os_rng());
+    /// let id = key.instance_id();
+    /// assert_eq!(id.as_uuid().get_version_num(), 4);
+    /// assert!(key.proves(&id));
+    /// assert!(!PresenceKey::from_bytes([0; 32]).proves(&id));
+    /// assert_eq!(format!("{key:?}"), "PresenceKey(<redacted>)");
+    /// ```
+    PresenceKey
+);
 
 /// Domain-separation tag of [`PresenceKey::instance_id`] (short, so the hash is one block).
 pub const INSTANCE_DOMAIN_TAG: &[u8] = b"lanlink/v1/instance\0";
 
 impl PresenceKey {
-    /// Draws a fresh key from `rng`.
-    pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; SECRET_LEN];
-        rng.fill_bytes(&mut bytes);
-        let key = Self(bytes);
-        bytes.zeroize();
-        key
-    }
-
-    /// Builds a key from raw bytes.
-    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
-        Self(bytes)
-    }
-
-    /// Parses 64 hex characters.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        decode_hex_32(text).map(Self)
-    }
-
-    /// The key as 64 lowercase hex characters, zeroized when dropped.
-    pub fn to_hex(&self) -> Zeroizing<String> {
-        encode_hex(&self.0)
-    }
-
     /// The instance id this key stands for: the first 16 bytes of
     /// `SHA-256(INSTANCE_DOMAIN_TAG ‖ key)`, with the UUID version-4 and variant bits set.
     pub fn instance_id(&self) -> InstanceId {
@@ -286,17 +244,11 @@ impl PresenceKey {
 /// Constant-time equality (so announcements can be compared in tests without a timing channel).
 impl PartialEq for PresenceKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        self.ct_eq(other)
     }
 }
 
 impl Eq for PresenceKey {}
-
-impl fmt::Debug for PresenceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PresenceKey(<redacted>)")
-    }
-}
 
 /// Lowercase hex of `bytes`, in a zeroizing buffer.
 pub(crate) fn encode_hex(bytes: &[u8]) -> Zeroizing<String> {
