@@ -283,7 +283,11 @@ impl NetworkRecord {
             .find(|p| p.instance_id == announce.instance_id)
         {
             Some(presence) => {
-                let unchanged = presence.commitment.ct_eq(&announce.commitment)
+                // A commitment is a hash of 256 random bits and no secret; learning it by timing
+                // would only let someone refresh an unchanged presence. Plain equality here; the
+                // check that matters, secret against commitment, is constant time.
+                let same_commitment = presence.commitment == announce.commitment;
+                let unchanged = same_commitment
                     && presence.private_ip == announce.private_ip
                     && presence.port == announce.port
                     && presence.info.fingerprint() == announce.info.fingerprint();
@@ -292,7 +296,7 @@ impl NetworkRecord {
                 }
                 // A commitment that changes within a window is refused even from the agent (which
                 // never does that), and fails closed.
-                if presence.contested || !presence.commitment.ct_eq(&announce.commitment) {
+                if presence.contested || !same_commitment {
                     presence.contested = true;
                     return Err(Refusal::PresenceConflict);
                 }
