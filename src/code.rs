@@ -166,6 +166,7 @@ impl CodeFormat {
             rng.fill_bytes(&mut buf);
             for &b in &buf {
                 if u32::from(b) < limit && out.len() < self.length {
+                    // In bounds: the index is taken modulo the alphabet's length.
                     out.push(char::from(self.alphabet[(u32::from(b) % n) as usize]));
                 }
             }
