@@ -43,14 +43,28 @@ pub struct Presence {
     pub info: DeviceInfo,
     /// The commitment pinned by the first announcement.
     pub commitment: Commitment,
-    /// When the presence lapses unless refreshed.
-    pub expires_at: DateTime<Utc>,
+    /// When the presence lapses unless refreshed, in Unix milliseconds (integers, because every
+    /// announcement of every agent updates it).
+    pub expires_ms: i64,
     /// A conflicting announcement was seen: hidden and unlinkable until it expires.
     pub contested: bool,
     /// A link was accepted with this presence's secret (single-use).
     pub link_requested: bool,
-    /// When the first announcement of this instance was recorded.
-    pub first_seen: DateTime<Utc>,
+    /// When this instance has announced for longer than any window, in Unix milliseconds
+    /// (its first announcement + the longest window + one presence lifetime).
+    pub window_ends_ms: i64,
+}
+
+impl Presence {
+    /// When the presence lapses unless refreshed.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.expires_ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// `at + delta` in Unix milliseconds, saturating.
+fn later_ms(at_ms: i64, delta: TimeDelta) -> i64 {
+    at_ms.saturating_add(delta.num_milliseconds())
 }
 
 /// A secret and code queued for an agent.
@@ -156,7 +170,8 @@ impl NetworkRecord {
     /// Drops whatever has expired at `now`: presences, links, queued messages (zeroizing their
     /// secrets), old failures and a finished lockout.
     pub fn prune(&mut self, now: DateTime<Utc>, config: &ServerConfig) {
-        self.presences.retain(|p| p.expires_at > now);
+        let now_ms = now.timestamp_millis();
+        self.presences.retain(|p| p.expires_ms > now_ms);
         let Some(extras) = self.extras.as_deref_mut() else {
             return;
         };
@@ -191,7 +206,7 @@ impl NetworkRecord {
     /// The latest expiry of anything in the record: a store may drop the whole record then.
     pub fn expires_at(&self, config: &ServerConfig) -> Option<DateTime<Utc>> {
         let extras = self.ext();
-        let presences = self.presences.iter().map(|p| p.expires_at);
+        let presences = self.presences.iter().map(Presence::expires_at);
         let links = extras.links.iter().map(|l| l.expires_at);
         let failures = extras
             .failures
@@ -271,8 +286,8 @@ impl NetworkRecord {
         // a changed commitment, address, port or info, a queued message); a plain refresh of an
         // unchanged presence only extends its life, within the window, and skips the hash.
         let proven = || announce.presence_key.proves(&announce.instance_id);
-        let expires_at = later(now, config.presence_ttl);
-        let longest = config.max_window + config.presence_ttl;
+        let now_ms = now.timestamp_millis();
+        let expires_ms = later_ms(now_ms, config.presence_ttl);
         let pending = self
             .links()
             .iter()
@@ -300,13 +315,13 @@ impl NetworkRecord {
                     presence.contested = true;
                     return Err(Refusal::PresenceConflict);
                 }
-                if now - presence.first_seen > longest {
+                if now_ms > presence.window_ends_ms {
                     let instance_id = presence.instance_id;
                     self.presences.retain(|p| p.instance_id != instance_id);
                     self.mark_used(now, config, instance_id);
                     return Err(Refusal::WindowOver);
                 }
-                presence.expires_at = expires_at;
+                presence.expires_ms = expires_ms;
                 if !unchanged {
                     // An authenticated agent may move (a new DHCP lease) or rename itself.
                     presence.private_ip = announce.private_ip;
@@ -335,10 +350,13 @@ impl NetworkRecord {
                     port: announce.port,
                     info: announce.info.clone(),
                     commitment: announce.commitment,
-                    expires_at,
+                    expires_ms,
                     contested: false,
                     link_requested: false,
-                    first_seen: now,
+                    window_ends_ms: later_ms(
+                        later_ms(now_ms, config.max_window),
+                        config.presence_ttl,
+                    ),
                 });
             }
         }
