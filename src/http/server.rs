@@ -155,112 +155,103 @@ async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> 
         .ok_or_else(|| error_response(StatusCode::UNAUTHORIZED, "unauthorized"))
 }
 
-async fn announce(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let caller = match Caller::from_parts(&parts) {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    let bytes = match read_body(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
-    };
-    let announce = match wire::decode_announce(&bytes) {
-        Ok(announce) => announce,
-        Err(err) => return wire_error_response(&err),
-    };
+/// A handler's answer: the response, or an early refusal (also a response).
+type Answer = Result<Response<Body>, Response<Body>>;
+
+fn answer(answer: Answer) -> Response<Body> {
+    answer.unwrap_or_else(|refusal| refusal)
+}
+
+/// Runs `op` on the locked server at the wall-clock now, logs the server's events, and answers
+/// `status` with the result as JSON, or the refusal.
+fn call<T: serde::Serialize>(
+    app: &App,
+    status: StatusCode,
+    op: impl FnOnce(&mut Server, DateTime<Utc>) -> Result<T, Refusal>,
+) -> Response<Body> {
     let mut server = lock(&app.server);
-    let result = caller
-        .with_headers(|peer, headers| server.handle_announce(wall_now(), peer, headers, &announce));
+    let result = op(&mut server, wall_now());
     log_events(&mut server);
     drop(server);
     match result {
-        Ok(reply) => json_response(StatusCode::OK, wire::encode(&reply)),
+        Ok(reply) => json_response(status, wire::encode(&reply)),
         Err(refusal) => refusal_response(&refusal),
     }
+}
+
+/// Reads and decodes a request body (at most [`MAX_BODY_BYTES`]).
+async fn decode_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response<Body>> {
+    // The bytes may carry a secret: keep them in a buffer that is zeroized when dropped.
+    let bytes = zeroize::Zeroizing::new(read_body(body, MAX_BODY_BYTES).await?.to_vec());
+    wire::decode(&bytes, MAX_MESSAGE_BYTES).map_err(|err| wire_error_response(&err))
+}
+
+async fn announce(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    answer(
+        async {
+            let (parts, body) = request.into_parts();
+            let caller = Caller::from_parts(&parts)?;
+            // It carries the agent's presence key: zeroized when dropped.
+            let bytes = zeroize::Zeroizing::new(read_body(body, MAX_BODY_BYTES).await?.to_vec());
+            let announce =
+                wire::decode_announce(&bytes).map_err(|err| wire_error_response(&err))?;
+            Ok(call(&app, StatusCode::OK, |server, now| {
+                caller.with_headers(|peer, headers| {
+                    server.handle_announce(now, peer, headers, &announce)
+                })
+            }))
+        }
+        .await,
+    )
 }
 
 async fn redeem(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let caller = match Caller::from_parts(&parts) {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    let bytes = match read_body(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
-    };
-    let request: RedeemRequest = match wire::decode(&bytes, MAX_MESSAGE_BYTES) {
-        Ok(request) => request,
-        Err(err) => return wire_error_response(&err),
-    };
-    let mut server = lock(&app.server);
-    let result = caller.with_headers(|peer, headers| {
-        server.handle_redeem(wall_now(), &mut crate::os_rng(), peer, headers, &request)
-    });
-    log_events(&mut server);
-    drop(server);
-    match result {
-        Ok(redeemed) => json_response(StatusCode::OK, wire::encode(&redeemed.reply)),
-        Err(refusal) => refusal_response(&refusal),
-    }
+    answer(
+        async {
+            let (parts, body) = request.into_parts();
+            let caller = Caller::from_parts(&parts)?;
+            let request: RedeemRequest = decode_body(body).await?;
+            Ok(call(&app, StatusCode::OK, |server, now| {
+                caller.with_headers(|peer, headers| {
+                    server
+                        .handle_redeem(now, &mut crate::os_rng(), peer, headers, &request)
+                        .map(|redeemed| redeemed.reply)
+                })
+            }))
+        }
+        .await,
+    )
 }
 
 async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    let (parts, _) = request.into_parts();
-    if let Err(response) = account(&app, &parts).await {
-        return response;
-    }
-    let caller = match Caller::from_parts(&parts) {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    let mut server = lock(&app.server);
-    let result =
-        caller.with_headers(|peer, headers| server.handle_discover(wall_now(), peer, headers));
-    log_events(&mut server);
-    drop(server);
-    match result {
-        Ok(reply) => json_response(StatusCode::OK, wire::encode(&reply)),
-        Err(refusal) => refusal_response(&refusal),
-    }
+    answer(
+        async {
+            let (parts, _) = request.into_parts();
+            account(&app, &parts).await?;
+            let caller = Caller::from_parts(&parts)?;
+            Ok(call(&app, StatusCode::OK, |server, now| {
+                caller.with_headers(|peer, headers| server.handle_discover(now, peer, headers))
+            }))
+        }
+        .await,
+    )
 }
 
 async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let account = match account(&app, &parts).await {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
-    let caller = match Caller::from_parts(&parts) {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    let bytes = match read_body(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => zeroize::Zeroizing::new(bytes.to_vec()),
-        Err(response) => return response,
-    };
-    let request: LinkRequest = match wire::decode(&bytes, MAX_MESSAGE_BYTES) {
-        Ok(request) => request,
-        Err(err) => return wire_error_response(&err),
-    };
-    let mut server = lock(&app.server);
-    let result = caller.with_headers(|peer, headers| {
-        server.handle_link(
-            wall_now(),
-            &mut crate::os_rng(),
-            &account,
-            peer,
-            headers,
-            request,
-        )
-    });
-    log_events(&mut server);
-    drop(server);
-    match result {
-        Ok(reply) => json_response(StatusCode::ACCEPTED, wire::encode(&reply)),
-        Err(refusal) => refusal_response(&refusal),
-    }
+    answer(
+        async {
+            let (parts, body) = request.into_parts();
+            let account = account(&app, &parts).await?;
+            let caller = Caller::from_parts(&parts)?;
+            let request: LinkRequest = decode_body(body).await?;
+            Ok(call(&app, StatusCode::ACCEPTED, |server, now| {
+                caller.with_headers(|peer, headers| {
+                    server.handle_link(now, &mut crate::os_rng(), &account, peer, headers, request)
+                })
+            }))
+        }
+        .await,
+    )
 }
 
 async fn link_status(
@@ -268,42 +259,33 @@ async fn link_status(
     axum::extract::Path(instance_id): axum::extract::Path<String>,
     request: Request,
 ) -> Response<Body> {
-    let (parts, _) = request.into_parts();
-    let account = match account(&app, &parts).await {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
-    let caller = match Caller::from_parts(&parts) {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    let Ok(instance_id) = instance_id.parse::<InstanceId>() else {
-        return error_response(StatusCode::BAD_REQUEST, "malformed");
-    };
-    let mut server = lock(&app.server);
-    let result = caller.with_headers(|peer, headers| {
-        server.handle_link_status(wall_now(), &account, peer, headers, &instance_id)
-    });
-    log_events(&mut server);
-    drop(server);
-    match result {
-        Ok(reply) => json_response(StatusCode::OK, wire::encode(&reply)),
-        Err(refusal) => refusal_response(&refusal),
-    }
+    answer(
+        async {
+            let (parts, _) = request.into_parts();
+            let account = account(&app, &parts).await?;
+            let caller = Caller::from_parts(&parts)?;
+            let instance_id = instance_id
+                .parse::<InstanceId>()
+                .map_err(|_| error_response(StatusCode::BAD_REQUEST, "malformed"))?;
+            Ok(call(&app, StatusCode::OK, |server, now| {
+                caller.with_headers(|peer, headers| {
+                    server.handle_link_status(now, &account, peer, headers, &instance_id)
+                })
+            }))
+        }
+        .await,
+    )
 }
 
 async fn codes(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    let (parts, _) = request.into_parts();
-    let account = match account(&app, &parts).await {
-        Ok(account) => account,
-        Err(response) => return response,
-    };
-    let mut server = lock(&app.server);
-    let result = server.mint_code(wall_now(), &mut crate::os_rng(), &account);
-    log_events(&mut server);
-    drop(server);
-    match result {
-        Ok(reply) => json_response(StatusCode::CREATED, wire::encode(&reply)),
-        Err(refusal) => refusal_response(&refusal),
-    }
+    answer(
+        async {
+            let (parts, _) = request.into_parts();
+            let account = account(&app, &parts).await?;
+            Ok(call(&app, StatusCode::CREATED, |server, now| {
+                server.mint_code(now, &mut crate::os_rng(), &account)
+            }))
+        }
+        .await,
+    )
 }
