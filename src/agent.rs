@@ -358,6 +358,26 @@ impl Agent {
     /// the caller's resolved address is local; the `instance_id` matches; `Host` is an IP literal
     /// or an allowed name; `Origin`, when present, is allowed. A refusal changes no state (except
     /// that a request after the window closes it, as [`Agent::handle_timeout`] would).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+    /// # use lanlink::{ForwardedHeaders, SecretRefusal};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// let id = agent.instance_id().to_string();
+    /// let mut request = SecretRequest {
+    ///     peer: "192.168.1.20".parse().unwrap(),
+    ///     forwarded: ForwardedHeaders::NONE,
+    ///     host: Some("192.168.1.50:8080"),
+    ///     origin: None,
+    ///     instance_id: &id,
+    /// };
+    /// assert!(agent.handle_secret_request(now, &request).is_ok());
+    /// request.peer = "100.64.0.7".parse().unwrap(); // a CGNAT neighbour
+    /// assert_eq!(agent.handle_secret_request(now, &request).unwrap_err(), SecretRefusal::NotLocal);
+    /// ```
     pub fn handle_secret_request(
         &mut self,
         now: Instant,
@@ -573,6 +593,19 @@ impl Agent {
 
     /// The user typed a manual code (protocol step 9). Ends discovery (the secret is zeroized)
     /// and queues the redemption. Allowed while discovering or after discovery stopped.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit};
+    /// # use lanlink::LinkCode;
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// agent.enter_code(now, LinkCode::parse("482913").unwrap()).unwrap();
+    /// assert_eq!(agent.status(), AgentStatus::Redeeming);
+    /// let Some(AgentTransmit::Redeem(request)) = agent.poll_transmit(now) else { panic!() };
+    /// assert_eq!(request.instance_id, agent.instance_id());
+    /// ```
     pub fn enter_code(&mut self, now: Instant, code: LinkCode) -> Result<(), AgentError> {
         self.handle_timeout(now);
         match self.state {

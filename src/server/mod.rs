@@ -387,6 +387,32 @@ impl Server {
     }
 
     /// A linker asks to link an agent to `account` (protocol step 6).
+    ///
+    /// ```
+    /// # use chrono::DateTime;
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::secret::PresenceKey;
+    /// # use lanlink::wire::{Announce, LinkRequest, WIRE_VERSION};
+    /// # use lanlink::{AccountId, ForwardedHeaders, LocalSecret, Refusal};
+    /// let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let home = "203.0.113.7".parse().unwrap();
+    /// let (key, secret) = (PresenceKey::from_bytes([1; 32]), LocalSecret::from_bytes([2; 32]));
+    /// let id = key.instance_id();
+    /// let announce = Announce {
+    ///     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
+    ///     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
+    /// };
+    /// server.handle_announce(now, home, ForwardedHeaders::NONE, &announce).unwrap();
+    /// let alice = AccountId::new("alice").unwrap();
+    /// let mut rng = lanlink::os_rng();
+    /// // A wrong secret is refused (and counted toward a lockout); the right one is accepted.
+    /// let wrong = LinkRequest { instance_id: id, local_secret: LocalSecret::from_bytes([3; 32]) };
+    /// let refused = server.handle_link(now, &mut rng, &alice, home, ForwardedHeaders::NONE, wrong);
+    /// assert_eq!(refused.unwrap_err(), Refusal::WrongSecret);
+    /// let right = LinkRequest { instance_id: id, local_secret: secret };
+    /// assert!(server.handle_link(now, &mut rng, &alice, home, ForwardedHeaders::NONE, right).is_ok());
+    /// ```
     pub fn handle_link<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -480,6 +506,18 @@ impl Server {
 
     /// Mints a manual code for `account` (protocol step 9): from the CSPRNG, unique among live
     /// codes, single-use, valid for `manual_code_ttl`.
+    ///
+    /// ```
+    /// # use chrono::DateTime;
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::AccountId;
+    /// let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let alice = AccountId::new("alice").unwrap();
+    /// let reply = server.mint_code(now, &mut lanlink::os_rng(), &alice).unwrap();
+    /// assert_eq!(reply.code.expose().len(), 6);
+    /// assert_eq!(reply.expires_at, now + chrono::TimeDelta::minutes(10));
+    /// ```
     pub fn mint_code<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
