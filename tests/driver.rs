@@ -1,0 +1,225 @@
+//! The tokio drivers over a flaky in-process transport: retries with back-off on transport
+//! errors, a clean stop when linked, when the server stays unreachable, and when an announcement
+//! refusal ends discovery. Real (short) time; bounded.
+#![cfg(feature = "tokio")]
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+use lanlink::driver::{lock, run_agent, DriverConfig};
+use lanlink::event::StopReason;
+use lanlink::server::{Server, ServerConfig};
+use lanlink::transport::{AgentServerTransport, TransportError};
+use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
+use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, Refusal};
+
+const HOME: &str = "203.0.113.7";
+
+/// A transport to an in-process server that fails the first `fail_announces` announcements and
+/// the first `fail_redeems` redemptions as unreachable.
+struct Flaky {
+    server: Mutex<Server>,
+    fail_announces: AtomicU32,
+    fail_redeems: AtomicU32,
+    announces: AtomicU32,
+    redeems: AtomicU32,
+}
+
+impl Flaky {
+    fn new(fail_announces: u32, fail_redeems: u32) -> Self {
+        let config = ServerConfig::default()
+            .announce_interval(Duration::from_millis(100))
+            .presence_ttl(Duration::from_millis(250));
+        Self {
+            server: Mutex::new(Server::new(config).unwrap()),
+            fail_announces: AtomicU32::new(fail_announces),
+            fail_redeems: AtomicU32::new(fail_redeems),
+            announces: AtomicU32::new(0),
+            redeems: AtomicU32::new(0),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::<Utc>::from(std::time::SystemTime::now())
+    }
+
+    fn take_failure(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+#[async_trait]
+impl AgentServerTransport for Flaky {
+    async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
+        self.announces.fetch_add(1, Ordering::SeqCst);
+        if Self::take_failure(&self.fail_announces) {
+            return Err(TransportError::Unreachable("down".into()));
+        }
+        let peer: IpAddr = HOME.parse().unwrap();
+        self.server
+            .lock()
+            .unwrap()
+            .handle_announce(Self::now(), peer, ForwardedHeaders::NONE, announce)
+            .map_err(|refusal| TransportError::Refused {
+                status: 403,
+                code: refusal.code().into(),
+            })
+    }
+
+    async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+        self.redeems.fetch_add(1, Ordering::SeqCst);
+        if Self::take_failure(&self.fail_redeems) {
+            return Err(TransportError::Unreachable("down".into()));
+        }
+        let peer: IpAddr = HOME.parse().unwrap();
+        self.server
+            .lock()
+            .unwrap()
+            .handle_redeem(
+                Self::now(),
+                &mut lanlink::os_rng(),
+                peer,
+                ForwardedHeaders::NONE,
+                request,
+            )
+            .map(|redeemed| redeemed.reply)
+            .map_err(|refusal| TransportError::Refused {
+                status: 403,
+                code: refusal.code().into(),
+            })
+    }
+}
+
+fn fast() -> DriverConfig {
+    DriverConfig {
+        backoff_base: Duration::from_millis(10),
+        backoff_cap: Duration::from_millis(40),
+        max_attempts: 4,
+    }
+}
+
+fn agent(window: Duration) -> Arc<Mutex<Agent>> {
+    let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default())
+        .window(window)
+        .announce_interval(Duration::from_millis(100));
+    Arc::new(Mutex::new(
+        Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap(),
+    ))
+}
+
+/// A manual code, minted on the transport's server and entered into the agent.
+fn enter_code(transport: &Flaky, agent: &Arc<Mutex<Agent>>) {
+    let alice = AccountId::new("alice").unwrap();
+    let code = transport
+        .server
+        .lock()
+        .unwrap()
+        .mint_code(Flaky::now(), &mut lanlink::os_rng(), &alice)
+        .unwrap()
+        .code;
+    lock(agent).enter_code(Instant::now(), code).unwrap();
+}
+
+#[tokio::test]
+async fn driver_retries_a_flaky_server_and_stops_when_linked() {
+    let transport = Flaky::new(3, 2);
+    let agent = agent(Duration::from_secs(30));
+    enter_code(&transport, &agent);
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_agent(&agent, &transport, &fast(), |_| {}),
+    )
+    .await
+    .expect("bounded");
+    assert_eq!(status, AgentStatus::Linked);
+    // Two failed redemptions, then the one that worked: retried, not given up.
+    assert_eq!(transport.redeems.load(Ordering::SeqCst), 3);
+    assert!(lock(&agent).auth_token().is_some());
+}
+
+#[tokio::test]
+async fn driver_gives_up_on_an_unreachable_server_and_stops_cleanly() {
+    let transport = Flaky::new(0, u32::MAX);
+    let agent = agent(Duration::from_secs(30));
+    enter_code(&transport, &agent);
+    let started = Instant::now();
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_agent(&agent, &transport, &fast(), |_| {}),
+    )
+    .await
+    .expect("bounded");
+    assert_eq!(status, AgentStatus::Stopped(StopReason::ServerUnreachable));
+    assert_eq!(
+        transport.redeems.load(Ordering::SeqCst),
+        fast().max_attempts
+    );
+    // Back-off waited between attempts (three waits of at least 5, 10 and 20 ms).
+    assert!(started.elapsed() >= Duration::from_millis(35));
+}
+
+#[tokio::test]
+async fn driver_keeps_announcing_through_outages_until_the_window_ends() {
+    let transport = Flaky::new(5, 0);
+    let agent = agent(Duration::from_millis(1500));
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_agent(&agent, &transport, &fast(), |_| {}),
+    )
+    .await
+    .expect("bounded");
+    assert_eq!(status, AgentStatus::Stopped(StopReason::WindowExpired));
+    // Five failures, and announcements kept coming after them.
+    assert!(transport.announces.load(Ordering::SeqCst) > 6);
+}
+
+#[tokio::test]
+async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
+    let transport = Flaky::new(0, 0);
+    let agent = agent(Duration::from_secs(30));
+    // The server already knows this instance as used (a code was redeemed for it from the same
+    // network), so its announcements are refused with `instance_used`, which ends discovery.
+    let id = lock(&agent).instance_id();
+    {
+        let alice = AccountId::new("alice").unwrap();
+        let mut server = transport.server.lock().unwrap();
+        let code = server
+            .mint_code(Flaky::now(), &mut lanlink::os_rng(), &alice)
+            .unwrap()
+            .code;
+        server
+            .handle_redeem(
+                Flaky::now(),
+                &mut lanlink::os_rng(),
+                HOME.parse().unwrap(),
+                ForwardedHeaders::NONE,
+                &RedeemRequest {
+                    instance_id: id,
+                    code,
+                },
+            )
+            .unwrap();
+    }
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_agent(&agent, &transport, &fast(), |_| {}),
+    )
+    .await
+    .expect("bounded");
+    assert_eq!(
+        status,
+        AgentStatus::Stopped(StopReason::AnnounceRefused(Refusal::InstanceUsed))
+    );
+    assert_eq!(
+        transport.announces.load(Ordering::SeqCst),
+        1,
+        "no retry after a final refusal"
+    );
+}
