@@ -64,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_visible(args.max_visible)
         .ipv6_prefix(args.ipv6_prefix);
     let server = Arc::new(Mutex::new(Server::new(config)?));
+    http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
     let auth = Arc::new(BearerTokens::new(args.users));
     let app = router(server, auth, &args.prefix);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -1970,3 +1970,22 @@ async fn head_on_the_secret_route_is_refused_and_bearer_scheme_is_case_insensiti
     .await;
     assert_ok(&reply, 200);
 }
+
+#[tokio::test]
+async fn spawn_purge_drops_expired_networks() {
+    let config = ServerConfig::default()
+        .announce_interval(Duration::from_millis(100))
+        .presence_ttl(Duration::from_millis(250));
+    let (server, server_at) = start_server(config, &USERS).await;
+    let (agent, _) = start_agent(plain_agent).await;
+    announce_once(&agent, server_at, HOME).await;
+    assert_eq!(http::server::lock(&server).store().networks(), 1);
+    let task = http::server::spawn_purge(Arc::clone(&server), Duration::from_millis(50));
+    bounded("purge", async {
+        while http::server::lock(&server).store().networks() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    task.abort();
+}

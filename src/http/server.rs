@@ -76,6 +76,29 @@ pub fn router(server: SharedServer, auth: Arc<dyn Authenticator>, prefix: &str) 
         .with_state(app)
 }
 
+/// Spawns a task that drops expired records from `server` every `every` (every operation ignores
+/// what has expired, but only this frees the memory of networks no one asks about again, and drops
+/// undelivered secrets at once).
+///
+/// ```no_run
+/// # async fn demo(server: lanlink::http::server::SharedServer) {
+/// let task = lanlink::http::server::spawn_purge(server, std::time::Duration::from_secs(10));
+/// # drop(task);
+/// # }
+/// ```
+pub fn spawn_purge(
+    server: SharedServer,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            interval.tick().await;
+            lock(&server).purge_expired(wall_now());
+        }
+    })
+}
+
 pub(crate) async fn not_found() -> Response<Body> {
     error_response(StatusCode::NOT_FOUND, "not_found")
 }
