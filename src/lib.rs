@@ -7,9 +7,10 @@
 //! ```text
 //!   agent (device, 192.168.1.50)         server (cloud)              linker (browser, same LAN)
 //!   ────────────────────────────         ──────────────              ─────────────────────────
-//!   new instance_id, local_secret
-//!   announce {id, ip, port, info,  ───►  record under the announcer's
-//!             H(tag‖id‖secret)}          public network (IPv4 / IPv6 /64)
+//!   new presence_key, local_secret;
+//!   instance_id = H(presence_key)
+//!   announce {id, ip, port, info,  ───►  key proves id? record under the
+//!     H(tag‖id‖secret), key}             announcer's public network (IPv4 / IPv6 /64)
 //!                                        discover: same network only, ◄───  GET discover
 //!                                        ≤ max_visible, else none     ───►  [{id, ip, port, info}]
 //!   secret only to a local caller,  ◄──────────────────────────────────────  GET secret?id (LAN)
@@ -33,7 +34,8 @@
 //! - A **sans-IO** protocol core: one state machine per party ([`agent::Agent`],
 //!   [`server::Server`], [`linker::Linker`]), fed inputs with the current time and an injected
 //!   RNG, and drained of outputs. It opens no socket, reads no clock, sleeps never, and uses no
-//!   global RNG. Transports, HTTP and storage adapters sit on top.
+//!   global RNG. On top: the [`transport`] traits, the tokio drivers (`driver`, feature `tokio`),
+//!   and the HTTP adapter (`http`, feature `http`, on by default; the wire is in `PROTOCOL.md`).
 //! - It does **not** defend against an attacker on the same LAN during the discovery window: such
 //!   a device can fetch the secret as the user's browser can. The window (10 minutes at most) and
 //!   the one-visible rule bound that exposure; manual codes exist for networks that cannot rely on
@@ -46,6 +48,8 @@
 //!   its own address (the 2021 Obico incident).
 //! - The server keeps only a commitment to the secret; the secret passes through it once, on its
 //!   way to the agent, and is dropped on delivery or after 60 s.
+//! - No one but the agent can announce as the agent: its instance id derives from a presence key
+//!   that only it holds and sends only to the server ([`secret::PresenceKey`]).
 //! - Secrets, codes and tokens are redacted in `Debug`/`Display`, compared with [`subtle`],
 //!   zeroized on drop, and drawn from a CSPRNG ([`os_rng`] for everyday use).
 //! - Failed guesses (secrets, instance ids, codes) lock the guessing network out.
