@@ -334,6 +334,18 @@ impl Server {
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
         let network = self.caller(RequestKind::Announce, peer, headers)?;
+        self.announce_in(now, network, announce)
+    }
+
+    /// An announcement from an agent whose public network is already known (from a transport
+    /// that cannot see the caller's address, such as MQTT with a verified network ticket). The
+    /// same checks as [`handle_announce`](Self::handle_announce) apply after the network is known.
+    pub fn announce_in(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
         // Refusals change nothing but what failing closed requires (the contested mark, or an
         // overdue instance dropped and remembered as used): `announce` checks before it writes.
         let config = &self.config;
@@ -556,6 +568,19 @@ impl Server {
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
         let network = self.caller(RequestKind::Redeem, peer, headers)?;
+        self.redeem_in(now, rng, network, request)
+    }
+
+    /// A redemption from an agent whose public network is already known (see
+    /// [`announce_in`](Self::announce_in)); the same checks as
+    /// [`handle_redeem`](Self::handle_redeem) apply after the network is known.
+    pub fn redeem_in<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
         let locked = self
             .store
             .update(network, now, &self.config, false, |record| {
