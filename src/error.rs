@@ -194,6 +194,14 @@ pub enum Refusal {
     /// No fresh live code could be minted after many draws (the code space is crowded).
     #[error("no free code could be minted")]
     CodeSpaceExhausted,
+    /// The shared store could not be reached (or gave an unreadable record): nothing was
+    /// changed; try again later.
+    #[error("the store is unavailable; try later")]
+    StoreUnavailable,
+    /// Too many concurrent writers to the same record, for longer than the store's retry budget:
+    /// nothing was changed; try again later.
+    #[error("too much contention; try later")]
+    StoreContention,
 }
 
 impl Refusal {
@@ -223,6 +231,8 @@ impl Refusal {
             "wrong_secret" => Self::WrongSecret,
             "invalid_code" => Self::UnknownCode,
             "code_space_exhausted" => Self::CodeSpaceExhausted,
+            "store_unavailable" => Self::StoreUnavailable,
+            "store_contention" => Self::StoreContention,
             _ => return None,
         })
     }
@@ -262,6 +272,8 @@ impl Refusal {
                 "invalid_code"
             }
             Self::CodeSpaceExhausted => "code_space_exhausted",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::StoreContention => "store_contention",
         }
     }
 

@@ -143,7 +143,9 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         | Refusal::TooManyAgents
         | Refusal::AgentContested
         | Refusal::AlreadyLinking => StatusCode::CONFLICT,
-        Refusal::CodeSpaceExhausted => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::CodeSpaceExhausted | Refusal::StoreUnavailable | Refusal::StoreContention => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -18,25 +18,33 @@
 //! assert!(reply.agents.is_empty());
 //! ```
 
+mod ops;
 pub mod record;
+#[cfg(feature = "redis")]
+pub mod redis;
+mod service;
 mod store;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::IpNet;
 use rand::{CryptoRng, RngCore};
 
+use self::ops::Ops;
 pub use self::record::{CodeRecord, NetworkRecord};
-pub use self::store::MemoryStore;
+pub use self::service::{EventSink, Service};
+pub use self::store::{CodeFn, MemoryStore, NetworkFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
-use crate::code::{CodeFormat, LinkCode};
+use crate::code::CodeFormat;
 use crate::error::{ConfigError, Refusal};
-use crate::event::{RequestKind, ServerEvent};
+use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
-use crate::secret::AuthToken;
 use crate::wire::{
     Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply,
     RedeemRequest,
@@ -243,11 +251,40 @@ pub struct Redeemed {
 }
 
 /// The server's state machine over an in-memory store. See the [module docs](self).
+///
+/// Its operations are the same code as [`Service`]'s (written once over any [`Store`]), run to
+/// completion at once over the in-memory store.
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
     store: MemoryStore,
     events: VecDeque<ServerEvent>,
+}
+
+/// Runs one operation over the server's own store, lent to it for the call.
+macro_rules! run {
+    ($server:ident, |$ops:ident| $call:expr) => {{
+        let store = Mutex::new(&mut $server.store);
+        let mut $ops = Ops {
+            config: &$server.config,
+            store: &store,
+            events: &mut $server.events,
+        };
+        ready($call)
+    }};
+}
+
+/// Polls a future over the in-memory store once: every store call it makes is ready at once, so
+/// it is finished. Were it not, the operation fails closed as a store error.
+fn ready<T>(future: impl Future<Output = Result<T, Refusal>>) -> Result<T, Refusal> {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(Refusal::StoreUnavailable),
+    }
 }
 
 impl Server {
@@ -277,54 +314,6 @@ impl Server {
         self.events.pop_front()
     }
 
-    /// Resolves the caller's network, or refuses (with an event).
-    fn caller(
-        &mut self,
-        request: RequestKind,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-    ) -> Result<PublicNetwork, Refusal> {
-        match self.config.resolver.resolve(peer, headers) {
-            Ok(ip) => Ok(self.config.network_of(ip)),
-            Err(err) => Err(self.refuse(None, request, Refusal::ClientAddr(err))),
-        }
-    }
-
-    fn refuse(
-        &mut self,
-        network: Option<PublicNetwork>,
-        request: RequestKind,
-        reason: Refusal,
-    ) -> Refusal {
-        self.events.push_back(ServerEvent::Refused {
-            network,
-            request,
-            reason: reason.clone(),
-        });
-        reason
-    }
-
-    /// Refuses for `network`; counts the refusal toward the lockout when it is a failed guess
-    /// (the only change a refusal makes).
-    fn refuse_counted(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        request: RequestKind,
-        reason: Refusal,
-    ) -> Refusal {
-        if reason.counts_as_failure() {
-            let config = &self.config;
-            let locked = self.store.update(network, now, config, true, |record| {
-                record.record_failure(now, config)
-            });
-            if locked == Some(true) {
-                self.events.push_back(ServerEvent::LockedOut { network });
-            }
-        }
-        self.refuse(Some(network), request, reason)
-    }
-
     /// An agent announces (protocol step 3). The reply carries any queued messages.
     pub fn handle_announce(
         &mut self,
@@ -333,8 +322,8 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        let network = self.caller(RequestKind::Announce, peer, headers)?;
-        self.announce_in(now, network, announce)
+        run!(self, |ops| ops
+            .handle_announce(now, peer, headers, announce))
     }
 
     /// An announcement from an agent whose public network is already known (from a transport
@@ -346,33 +335,7 @@ impl Server {
         network: PublicNetwork,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        // Refusals change nothing but what failing closed requires (the contested mark, or an
-        // overdue instance dropped and remembered as used): `announce` checks before it writes.
-        let config = &self.config;
-        let result = self
-            .store
-            .update(network, now, config, true, |record| {
-                record.announce(now, config, announce)
-            })
-            .unwrap_or(Err(Refusal::NetworkFull));
-        match result {
-            Ok(announced) => {
-                self.events.push_back(ServerEvent::Announced {
-                    network,
-                    instance_id: announce.instance_id,
-                    delivered: announced.messages.len(),
-                });
-                Ok(AnnounceReply {
-                    messages: announced.messages,
-                    poll_after_ms: self.poll_after_ms(),
-                })
-            }
-            Err(reason) => Err(self.refuse(Some(network), RequestKind::Announce, reason)),
-        }
-    }
-
-    fn poll_after_ms(&self) -> u64 {
-        u64::try_from(self.config.announce_interval.num_milliseconds()).unwrap_or(2000)
+        run!(self, |ops| ops.announce_in(now, network, announce))
     }
 
     /// A linker asks for discoverable agents (protocol step 4).
@@ -382,20 +345,7 @@ impl Server {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
-        let network = self.caller(RequestKind::Discover, peer, headers)?;
-        let config = &self.config;
-        let (agents, present) = self
-            .store
-            .update(network, now, config, false, |record| {
-                (record.discover(config), record.present())
-            })
-            .unwrap_or_default();
-        self.events.push_back(ServerEvent::Discovered {
-            network,
-            shown: agents.len(),
-            present,
-        });
-        Ok(DiscoverReply { agents })
+        run!(self, |ops| ops.handle_discover(now, peer, headers))
     }
 
     /// A linker asks to link an agent to `account` (protocol step 6).
@@ -434,64 +384,8 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
-        let network = self.caller(RequestKind::Link, peer, headers)?;
-        let config = &self.config;
-        let checked = self
-            .store
-            .update(network, now, config, false, |record| {
-                record.check_link(now, config, &request.instance_id, &request.local_secret)
-            })
-            .unwrap_or(Err(Refusal::AgentNotFound));
-        if let Err(reason) = checked {
-            return Err(self.refuse_counted(now, network, RequestKind::Link, reason));
-        }
-        let expires_at = record::later(now, self.config.auto_code_ttl);
-        let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
-        self.store.put_code(
-            code.key(),
-            CodeRecord {
-                account: account.clone(),
-                instance_id: Some(request.instance_id),
-                network: Some(network),
-                expires_at,
-                redeemed: false,
-                manual: false,
-            },
-        );
-        let instance_id = request.instance_id;
-        let config = &self.config;
-        self.store.update(network, now, config, true, |record| {
-            record.accept_link(now, config, request, account.clone(), code, expires_at)
-        });
-        self.events.push_back(ServerEvent::LinkAccepted {
-            network,
-            instance_id,
-            account: account.clone(),
-        });
-        Ok(LinkStatusReply {
-            instance_id,
-            state: crate::wire::LinkState::Pending,
-        })
-    }
-
-    /// Draws codes until one is not live in the store.
-    fn draw_code<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
-        now: DateTime<Utc>,
-        rng: &mut R,
-        mut draw: impl FnMut(&mut R) -> LinkCode,
-    ) -> Result<LinkCode, Refusal> {
-        for _ in 0..MINT_ATTEMPTS {
-            let code = draw(rng);
-            if !self
-                .store
-                .code(&code.key())
-                .is_some_and(|record| record.is_live(now))
-            {
-                return Ok(code);
-            }
-        }
-        Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
+        run!(self, |ops| ops
+            .handle_link(now, rng, account, peer, headers, request))
     }
 
     /// The state of `account`'s link to an agent, as seen from the caller's network.
@@ -503,17 +397,13 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
-        let network = self.caller(RequestKind::LinkStatus, peer, headers)?;
-        let state = self
-            .store
-            .update(network, now, &self.config, false, |record| {
-                record.link_state(account, instance_id)
-            })
-            .unwrap_or(crate::wire::LinkState::Unknown);
-        Ok(LinkStatusReply {
-            instance_id: *instance_id,
-            state,
-        })
+        run!(self, |ops| ops.handle_link_status(
+            now,
+            account,
+            peer,
+            headers,
+            instance_id
+        ))
     }
 
     /// Mints a manual code for `account` (protocol step 9): from the CSPRNG, unique among live
@@ -536,24 +426,7 @@ impl Server {
         rng: &mut R,
         account: &AccountId,
     ) -> Result<CodeReply, Refusal> {
-        let format = self.config.code_format.clone();
-        let code = self.draw_code(now, rng, |rng| format.generate(rng))?;
-        let expires_at = record::later(now, self.config.manual_code_ttl);
-        self.store.put_code(
-            code.key(),
-            CodeRecord {
-                account: account.clone(),
-                instance_id: None,
-                network: None,
-                expires_at,
-                redeemed: false,
-                manual: true,
-            },
-        );
-        self.events.push_back(ServerEvent::CodeMinted {
-            account: account.clone(),
-        });
-        Ok(CodeReply { code, expires_at })
+        run!(self, |ops| ops.mint_code(now, rng, account))
     }
 
     /// An agent redeems a code (protocol step 8, and step 9's manual codes): the code must be
@@ -567,8 +440,8 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        self.redeem_in(now, rng, network, request)
+        run!(self, |ops| ops
+            .handle_redeem(now, rng, peer, headers, request))
     }
 
     /// A redemption from an agent whose public network is already known (see
@@ -581,45 +454,7 @@ impl Server {
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let locked = self
-            .store
-            .update(network, now, &self.config, false, |record| {
-                record.is_locked(now)
-            })
-            .unwrap_or(false);
-        if locked {
-            return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
-        }
-        let key = request.code.key();
-        let redeemed = match self.store.code_mut(&key) {
-            Some(code) => code
-                .redeem(now, &request.instance_id, &network)
-                .map(|()| (code.account.clone(), code.manual)),
-            None => Err(Refusal::UnknownCode),
-        };
-        let (account, manual) = match redeemed {
-            Ok(redeemed) => redeemed,
-            Err(reason) => {
-                return Err(self.refuse_counted(now, network, RequestKind::Redeem, reason));
-            }
-        };
-        let config = &self.config;
-        self.store.update(network, now, config, true, |record| {
-            record.complete_link(now, config, request.instance_id, &account)
-        });
-        self.events.push_back(ServerEvent::Linked {
-            network,
-            instance_id: request.instance_id,
-            account: account.clone(),
-            manual,
-        });
-        Ok(Redeemed {
-            reply: RedeemReply {
-                auth_token: AuthToken::generate(rng),
-            },
-            account,
-            instance_id: request.instance_id,
-        })
+        run!(self, |ops| ops.redeem_in(now, rng, network, request))
     }
 
     /// Drops every expired record from the store (a housekeeping call; every operation also

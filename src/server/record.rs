@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::addr::PublicNetwork;
@@ -31,7 +32,7 @@ pub(crate) fn earlier(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
 }
 
 /// One agent's presence in a network.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Presence {
     /// The agent.
     pub instance_id: InstanceId,
@@ -42,6 +43,7 @@ pub struct Presence {
     /// What to show.
     pub info: DeviceInfo,
     /// The commitment pinned by the first announcement.
+    #[serde(with = "commitment_hex")]
     pub commitment: Commitment,
     /// When the presence lapses unless refreshed, in Unix milliseconds (integers, because every
     /// announcement of every agent updates it).
@@ -68,18 +70,23 @@ fn later_ms(at_ms: i64, delta: TimeDelta) -> i64 {
 }
 
 /// A secret and code queued for an agent.
-#[derive(Debug, Clone)]
+///
+/// It serializes with its secret and code, for a store that encrypts records at rest (the Redis
+/// store does); never write a serialized record anywhere a secret may not go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingMessage {
     /// The secret the linker presented (dropped on delivery or expiry).
+    #[serde(with = "crate::wire::secret_hex")]
     pub secret: LocalSecret,
     /// The auto-link code.
+    #[serde(with = "crate::wire::code_text")]
     pub code: LinkCode,
     /// When the message is dropped undelivered.
     pub expires_at: DateTime<Utc>,
 }
 
 /// A link's progress, as its account may query it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkRecord {
     /// The agent.
     pub instance_id: InstanceId,
@@ -98,20 +105,45 @@ pub struct LinkRecord {
 /// Laid out for a server holding a million of them: the usual single agent sits inline, and the
 /// rarer parts (links, failures, lockout, used ids) live behind one pointer that is empty for most
 /// networks.
-#[derive(Debug, Clone, Default)]
+///
+/// It serializes (for a shared store) with any queued message's secret and code: see
+/// [`PendingMessage`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NetworkRecord {
     /// Agents announcing from this network.
+    #[serde(rename = "p", default)]
     pub presences: SmallVec<[Presence; 1]>,
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     extras: Option<Box<Extras>>,
 }
 
 /// The less common parts of a [`NetworkRecord`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Extras {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     links: Vec<LinkRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     failures: Vec<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     locked_until: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     used: Vec<(InstanceId, DateTime<Utc>)>,
+}
+
+/// A commitment as 64 hex characters (serde `with` helper for the stored records).
+mod commitment_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::secret::Commitment;
+
+    pub fn serialize<S: Serializer>(commitment: &Commitment, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&commitment.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Commitment, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        Commitment::from_hex(text).ok_or_else(|| serde::de::Error::custom("bad commitment"))
+    }
 }
 
 impl Extras {
@@ -536,7 +568,7 @@ impl NetworkRecord {
 }
 
 /// A live code: minted for an account, optionally bound to one instance and one network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeRecord {
     /// The account a redemption links to.
     pub account: AccountId,

@@ -1,18 +1,127 @@
-//! The in-memory store: one [`NetworkRecord`] per public network and one [`CodeRecord`] per code
-//! key, each read and written back as a whole.
+//! Where the server's records live: the [`Store`] trait, and the in-memory [`MemoryStore`].
+//!
+//! One record per public network ([`NetworkRecord`]) and one per code ([`CodeRecord`]). Every
+//! change is the core's pure function applied to a whole record, written back atomically: a
+//! shared store (such as [`RedisStore`](super::redis::RedisStore)) loads the record, applies the
+//! function, and writes it back with one compare-and-swap, retrying from a fresh load when another
+//! instance wrote first.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::record::{CodeRecord, NetworkRecord};
 use super::ServerConfig;
 use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
+use crate::error::Refusal;
+
+/// Why a store could not carry out an operation. Nothing was changed by the failed operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached (or timed out), or answered with an error.
+    #[error("the store is unavailable")]
+    Unavailable,
+    /// Other writers changed the record each time it was read, for the store's whole retry
+    /// budget.
+    #[error("too much contention on one record")]
+    Contention,
+    /// A stored value could not be read back (not written by this server, or with another key).
+    #[error("a stored record could not be read")]
+    Corrupt,
+}
+
+impl From<StoreError> for Refusal {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Contention => Refusal::StoreContention,
+            StoreError::Unavailable | StoreError::Corrupt => Refusal::StoreUnavailable,
+        }
+    }
+}
+
+/// A function applied to a pruned network record. A store may call it more than once (each
+/// time on a freshly loaded record, after another writer won a compare-and-swap); only the last
+/// call's changes are kept, so it must leave its result where the caller reads it afterwards.
+pub type NetworkFn<'a> = dyn FnMut(&mut NetworkRecord) + Send + 'a;
+
+/// A function applied to a live code record; see [`NetworkFn`].
+pub type CodeFn<'a> = dyn FnMut(&mut CodeRecord) + Send + 'a;
+
+/// The server's records, shared by every instance that uses the same store. Object safe.
+///
+/// Each method is atomic: it either applies entirely or changes nothing (and returns an error).
+///
+/// ```
+/// use chrono::DateTime;
+/// use lanlink::server::{MemoryStore, ServerConfig, Store};
+/// # futures_lite(async {
+/// let store = std::sync::Mutex::new(MemoryStore::default());
+/// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let config = ServerConfig::default();
+/// let mut locked = false;
+/// let ran = store
+///     .update_network(network, now, &config, true, &mut |record| {
+///         locked = record.record_failure(now, &config);
+///     })
+///     .await
+///     .unwrap();
+/// assert!(ran && !locked);
+/// # });
+/// # fn futures_lite(f: impl std::future::Future<Output = ()>) {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let waker = std::task::Waker::noop();
+/// #     assert!(f.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_ready());
+/// # }
+/// ```
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Applies `f` to the record of `network`, pruned at `now`, and writes the result back
+    /// atomically (deleting a record left empty, and expiring it with the record's own
+    /// [`expires_at`](NetworkRecord::expires_at)). A missing record is created empty only if
+    /// `create`; otherwise `f` is not called and `Ok(false)` comes back.
+    async fn update_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes a new code record unless a live one holds `key` (`Ok(false)` then). It expires at
+    /// the record's `expires_at`.
+    async fn create_code(
+        &self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Applies `f` to the live record of `key` and writes it back atomically; `Ok(false)` (and
+    /// `f` not called) when there is no live record.
+    async fn update_code(
+        &self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes a code record (if any).
+    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError>;
+
+    /// Drops what has expired at `now`. A store whose records expire by themselves (Redis TTLs)
+    /// has nothing to do.
+    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
+}
 
 /// A single-process store. Records are replaced whole, as a shared store would apply them with
-/// one compare-and-swap each.
+/// one compare-and-swap each. A `Mutex<MemoryStore>` is a [`Store`].
 ///
 /// ```
 /// use lanlink::server::MemoryStore;
@@ -53,7 +162,7 @@ impl MemoryStore {
     /// Applies `f` to the record of `network`, pruned at `now`, in place, with one hash lookup.
     /// A missing record is created only if `create` (else `f` is not called and `None` comes
     /// back); a record left empty is deleted.
-    pub(crate) fn update<R>(
+    pub fn update<R>(
         &mut self,
         network: PublicNetwork,
         now: DateTime<Utc>,
@@ -83,9 +192,30 @@ impl MemoryStore {
         }
     }
 
-    /// The record of a code, for an operation that writes.
-    pub(crate) fn code_mut(&mut self, key: &CodeKey) -> Option<&mut CodeRecord> {
-        self.codes.get_mut(key)
+    /// Inserts a code record unless a live one holds `key`.
+    fn create_code(&mut self, key: &CodeKey, record: &CodeRecord, now: DateTime<Utc>) -> bool {
+        match self.codes.entry(*key) {
+            Entry::Occupied(entry) if entry.get().is_live(now) => false,
+            Entry::Occupied(mut entry) => {
+                entry.insert(record.clone());
+                true
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(record.clone());
+                true
+            }
+        }
+    }
+
+    /// Applies `f` to the live record of `key`.
+    fn update_code(&mut self, key: &CodeKey, now: DateTime<Utc>, f: &mut CodeFn<'_>) -> bool {
+        match self.codes.get_mut(key) {
+            Some(record) if record.is_live(now) => {
+                f(record);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// How many network records are held.
@@ -107,3 +237,67 @@ impl MemoryStore {
         });
     }
 }
+
+/// Implements [`Store`] for a mutex over something that derefs to a [`MemoryStore`]. Every
+/// method finishes before it returns: the futures are ready at their first poll.
+macro_rules! memory_store {
+    ($ty:ty) => {
+        #[async_trait]
+        impl Store for $ty {
+            async fn update_network(
+                &self,
+                network: PublicNetwork,
+                now: DateTime<Utc>,
+                config: &ServerConfig,
+                create: bool,
+                f: &mut NetworkFn<'_>,
+            ) -> Result<bool, StoreError> {
+                Ok(lock(self).update(network, now, config, create, f).is_some())
+            }
+
+            async fn create_code(
+                &self,
+                key: &CodeKey,
+                record: &CodeRecord,
+                now: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                Ok(lock(self).create_code(key, record, now))
+            }
+
+            async fn update_code(
+                &self,
+                key: &CodeKey,
+                now: DateTime<Utc>,
+                f: &mut CodeFn<'_>,
+            ) -> Result<bool, StoreError> {
+                Ok(lock(self).update_code(key, now, f))
+            }
+
+            async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
+                lock(self).codes.remove(key);
+                Ok(())
+            }
+
+            async fn purge(
+                &self,
+                now: DateTime<Utc>,
+                config: &ServerConfig,
+            ) -> Result<(), StoreError> {
+                lock(self).purge(now, config);
+                Ok(())
+            }
+        }
+    };
+}
+
+/// Locks a memory store. Store methods never panic while holding the lock, so a poisoned lock
+/// still holds consistent records.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+memory_store!(Mutex<MemoryStore>);
+// The synchronous [`Server`](super::Server) lends its own store for the length of one call.
+memory_store!(Mutex<&mut MemoryStore>);

@@ -1,0 +1,445 @@
+//! The server's operations, written once over any [`Store`]: the synchronous [`Server`]
+//! runs them over its in-memory store (whose futures are ready at once), and the async
+//! [`Service`](super::Service) over a shared store.
+//!
+//! Each operation loads the records it needs, applies the core's pure functions
+//! ([`NetworkRecord`](super::NetworkRecord), [`CodeRecord`]) and writes each record back with one
+//! atomic store call. Operations that touch two records order their writes so that a fault
+//! between them leaves nothing usable and nothing that blocks a retry:
+//!
+//! - **link**: check (read only) → create the auto code (a new record, only if no live code has
+//!   that key) → check again and accept, in one atomic write of the network record. The code is
+//!   128 random bits bound to one instance and one network and is never shown until the accept is
+//!   written; if the accept fails it is deleted (and, were that to fail too, it expires unused).
+//! - **redeem**: lockout check (read only) → mark the code redeemed (atomic: single use across
+//!   instances) → complete the link in the network record. If that last write fails, the code is
+//!   marked unredeemed again so the agent's retry can complete; no token is handed out unless
+//!   every write succeeded.
+//! - Failures count toward a lockout with their own atomic write; if that write fails, the
+//!   request is refused with the store error (never accepted).
+//!
+//! [`Server`]: super::Server
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use rand::{CryptoRng, RngCore};
+
+use super::record::{later, CodeRecord};
+use super::store::{Store, StoreError};
+use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
+use crate::addr::{ForwardedHeaders, PublicNetwork};
+use crate::code::LinkCode;
+use crate::error::Refusal;
+use crate::event::{RequestKind, ServerEvent};
+use crate::id::{AccountId, InstanceId};
+use crate::secret::AuthToken;
+use crate::wire::Announce;
+use crate::wire::{
+    AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkState, LinkStatusReply, RedeemReply,
+    RedeemRequest,
+};
+
+/// One operation's view of the server: its configuration, its store, and where its events go.
+pub(crate) struct Ops<'a, S: Store + ?Sized> {
+    pub(crate) config: &'a ServerConfig,
+    pub(crate) store: &'a S,
+    pub(crate) events: &'a mut VecDeque<ServerEvent>,
+}
+
+impl<S: Store + ?Sized> Ops<'_, S> {
+    /// Resolves the caller's network, or refuses (with an event).
+    pub(crate) fn caller(
+        &mut self,
+        request: RequestKind,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<PublicNetwork, Refusal> {
+        match self.config.resolver.resolve(peer, headers) {
+            Ok(ip) => Ok(self.config.network_of(ip)),
+            Err(err) => Err(self.refuse(None, request, Refusal::ClientAddr(err))),
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        network: Option<PublicNetwork>,
+        request: RequestKind,
+        reason: Refusal,
+    ) -> Refusal {
+        self.events.push_back(ServerEvent::Refused {
+            network,
+            request,
+            reason: reason.clone(),
+        });
+        reason
+    }
+
+    fn store_failed(
+        &mut self,
+        network: Option<PublicNetwork>,
+        request: RequestKind,
+        err: StoreError,
+    ) -> Refusal {
+        self.refuse(network, request, err.into())
+    }
+
+    /// Refuses for `network`; counts the refusal toward the lockout when it is a failed guess
+    /// (the only change a refusal makes). A failure that cannot be counted refuses with the
+    /// store's error instead.
+    async fn refuse_counted(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        request: RequestKind,
+        reason: Refusal,
+    ) -> Refusal {
+        if reason.counts_as_failure() {
+            let config = self.config;
+            let mut locked = false;
+            let counted = self
+                .store
+                .update_network(network, now, config, true, &mut |record| {
+                    locked = record.record_failure(now, config);
+                })
+                .await;
+            if let Err(err) = counted {
+                return self.store_failed(Some(network), request, err);
+            }
+            if locked {
+                self.events.push_back(ServerEvent::LockedOut { network });
+            }
+        }
+        self.refuse(Some(network), request, reason)
+    }
+
+    pub(crate) async fn handle_announce(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let network = self.caller(RequestKind::Announce, peer, headers)?;
+        self.announce_in(now, network, announce).await
+    }
+
+    pub(crate) async fn announce_in(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        // Refusals change nothing but what failing closed requires (the contested mark, or an
+        // overdue instance dropped and remembered as used): `announce` checks before it writes.
+        // A store may run the function more than once: only the written attempt's result counts
+        // (an earlier attempt's messages were never taken from the stored record).
+        let config = self.config;
+        let mut result = Err(Refusal::NetworkFull);
+        let written = self
+            .store
+            .update_network(network, now, config, true, &mut |record| {
+                result = record.announce(now, config, announce);
+            })
+            .await;
+        if let Err(err) = written {
+            return Err(self.store_failed(Some(network), RequestKind::Announce, err));
+        }
+        match result {
+            Ok(announced) => {
+                self.events.push_back(ServerEvent::Announced {
+                    network,
+                    instance_id: announce.instance_id,
+                    delivered: announced.messages.len(),
+                });
+                Ok(AnnounceReply {
+                    messages: announced.messages,
+                    poll_after_ms: self.poll_after_ms(),
+                })
+            }
+            Err(reason) => Err(self.refuse(Some(network), RequestKind::Announce, reason)),
+        }
+    }
+
+    fn poll_after_ms(&self) -> u64 {
+        u64::try_from(self.config.announce_interval.num_milliseconds()).unwrap_or(2000)
+    }
+
+    pub(crate) async fn handle_discover(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal> {
+        let network = self.caller(RequestKind::Discover, peer, headers)?;
+        let config = self.config;
+        let mut found = (Vec::new(), 0);
+        let read = self
+            .store
+            .update_network(network, now, config, false, &mut |record| {
+                found = (record.discover(config), record.present());
+            })
+            .await;
+        if let Err(err) = read {
+            return Err(self.store_failed(Some(network), RequestKind::Discover, err));
+        }
+        let (agents, present) = found;
+        self.events.push_back(ServerEvent::Discovered {
+            network,
+            shown: agents.len(),
+            present,
+        });
+        Ok(DiscoverReply { agents })
+    }
+
+    pub(crate) async fn handle_link<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: LinkRequest,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let network = self.caller(RequestKind::Link, peer, headers)?;
+        let config = self.config;
+        let instance_id = request.instance_id;
+        // 1. Check, reading only: a refused request writes no code.
+        let mut checked = Err(Refusal::AgentNotFound);
+        let read = self
+            .store
+            .update_network(network, now, config, false, &mut |record| {
+                checked = record.check_link(now, config, &instance_id, &request.local_secret);
+            })
+            .await;
+        if let Err(err) = read {
+            return Err(self.store_failed(Some(network), RequestKind::Link, err));
+        }
+        if let Err(reason) = checked {
+            return Err(self
+                .refuse_counted(now, network, RequestKind::Link, reason)
+                .await);
+        }
+        // 2. The auto code's record, before anything refers to it.
+        let expires_at = later(now, config.auto_code_ttl);
+        let code_record = CodeRecord {
+            account: account.clone(),
+            instance_id: Some(instance_id),
+            network: Some(network),
+            expires_at,
+            redeemed: false,
+            manual: false,
+        };
+        let code = self
+            .create_code(now, rng, LinkCode::generate_auto, &code_record)
+            .await?;
+        // 3. Check again and accept in one write: another instance may have accepted a link for
+        // this agent (or counted a lockout) since step 1.
+        let mut accepted = Err(Refusal::AgentNotFound);
+        let written = self
+            .store
+            .update_network(network, now, config, false, &mut |record| {
+                accepted = record
+                    .check_link(now, config, &instance_id, &request.local_secret)
+                    .map(|()| {
+                        record.accept_link(
+                            now,
+                            config,
+                            request.clone(),
+                            account.clone(),
+                            code.clone(),
+                            expires_at,
+                        );
+                    });
+            })
+            .await;
+        let refusal = match (written, accepted) {
+            (Ok(_), Ok(())) => {
+                self.events.push_back(ServerEvent::LinkAccepted {
+                    network,
+                    instance_id,
+                    account: account.clone(),
+                });
+                return Ok(LinkStatusReply {
+                    instance_id,
+                    state: LinkState::Pending,
+                });
+            }
+            (Ok(_), Err(reason)) => Ok(reason),
+            (Err(err), _) => Err(err),
+        };
+        // Not accepted: the code must not outlive the attempt. If the delete fails too, the code
+        // stays unknown to everyone and expires with its TTL.
+        let _ = self.store.delete_code(&code.key()).await;
+        match refusal {
+            Ok(reason) => Err(self
+                .refuse_counted(now, network, RequestKind::Link, reason)
+                .await),
+            Err(err) => Err(self.store_failed(Some(network), RequestKind::Link, err)),
+        }
+    }
+
+    /// Draws codes until one can be created (no live code holds its key), and writes `record`
+    /// for it.
+    async fn create_code<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        mut draw: impl FnMut(&mut R) -> LinkCode,
+        record: &CodeRecord,
+    ) -> Result<LinkCode, Refusal> {
+        for _ in 0..MINT_ATTEMPTS {
+            let code = draw(rng);
+            match self.store.create_code(&code.key(), record, now).await {
+                Ok(true) => return Ok(code),
+                Ok(false) => {}
+                Err(err) => return Err(self.store_failed(None, RequestKind::MintCode, err)),
+            }
+        }
+        Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
+    }
+
+    pub(crate) async fn handle_link_status(
+        &mut self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        instance_id: &InstanceId,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let network = self.caller(RequestKind::LinkStatus, peer, headers)?;
+        let mut state = LinkState::Unknown;
+        let read = self
+            .store
+            .update_network(network, now, self.config, false, &mut |record| {
+                state = record.link_state(account, instance_id);
+            })
+            .await;
+        if let Err(err) = read {
+            return Err(self.store_failed(Some(network), RequestKind::LinkStatus, err));
+        }
+        Ok(LinkStatusReply {
+            instance_id: *instance_id,
+            state,
+        })
+    }
+
+    pub(crate) async fn mint_code<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+    ) -> Result<CodeReply, Refusal> {
+        let config = self.config;
+        let expires_at = later(now, config.manual_code_ttl);
+        let record = CodeRecord {
+            account: account.clone(),
+            instance_id: None,
+            network: None,
+            expires_at,
+            redeemed: false,
+            manual: true,
+        };
+        let format = &config.code_format;
+        let code = self
+            .create_code(now, rng, |rng| format.generate(rng), &record)
+            .await?;
+        self.events.push_back(ServerEvent::CodeMinted {
+            account: account.clone(),
+        });
+        Ok(CodeReply { code, expires_at })
+    }
+
+    pub(crate) async fn handle_redeem<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
+        let network = self.caller(RequestKind::Redeem, peer, headers)?;
+        self.redeem_in(now, rng, network, request).await
+    }
+
+    pub(crate) async fn redeem_in<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
+        let config = self.config;
+        // 1. The lockout, reading only.
+        let mut locked = false;
+        let read = self
+            .store
+            .update_network(network, now, config, false, &mut |record| {
+                locked = record.is_locked(now);
+            })
+            .await;
+        if let Err(err) = read {
+            return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
+        }
+        if locked {
+            return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
+        }
+        // 2. The code, marked redeemed in one write: single use across every instance.
+        let key = request.code.key();
+        let instance_id = request.instance_id;
+        let mut redeemed = Err(Refusal::UnknownCode);
+        let written = self
+            .store
+            .update_code(&key, now, &mut |code| {
+                redeemed = code
+                    .redeem(now, &instance_id, &network)
+                    .map(|()| (code.account.clone(), code.manual));
+            })
+            .await;
+        if let Err(err) = written {
+            return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
+        }
+        let (account, manual) = match redeemed {
+            Ok(redeemed) => redeemed,
+            Err(reason) => {
+                return Err(self
+                    .refuse_counted(now, network, RequestKind::Redeem, reason)
+                    .await);
+            }
+        };
+        // 3. The link, completed in the network record.
+        let completed = self
+            .store
+            .update_network(network, now, config, true, &mut |record| {
+                record.complete_link(now, config, instance_id, &account);
+            })
+            .await;
+        if let Err(err) = completed {
+            // Give the code back so that the agent's retry can complete the link; no token was
+            // handed out. Were this to fail too, the code stays used (never redeemable twice).
+            let _ = self
+                .store
+                .update_code(&key, now, &mut |code| code.redeemed = false)
+                .await;
+            return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
+        }
+        self.events.push_back(ServerEvent::Linked {
+            network,
+            instance_id,
+            account: account.clone(),
+            manual,
+        });
+        Ok(Redeemed {
+            reply: RedeemReply {
+                auth_token: AuthToken::generate(rng),
+            },
+            account,
+            instance_id,
+        })
+    }
+
+    pub(crate) async fn purge(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.store.purge(now, self.config).await
+    }
+}

@@ -1,0 +1,529 @@
+//! A [`Store`] in Redis (or Valkey), shared by every server instance that uses the same Redis,
+//! prefix and [`StoreKey`] (feature `redis`).
+//!
+//! **Records.** One Redis string per public network and one per code, each a whole record
+//! applied by the core's pure function and written back with one compare-and-swap: a Lua script
+//! that writes only if the value still carries the version (the value's random nonce) that was
+//! read, else the store reads again and retries (bounded by
+//! [`RedisStoreConfig::max_attempts`], with jittered back-off; then [`StoreError::Contention`]).
+//! An operation that changes nothing writes nothing: reads take one round trip, writes two
+//! (`GET`, then `EVALSHA`).
+//!
+//! **Expiry.** Every write sets the key's expiry (`PXAT`) to the record's own expiry — the
+//! latest of its presences, links (and queued messages), failures, lockout and used ids
+//! ([`NetworkRecord::expires_at`](super::NetworkRecord::expires_at)), or the code's
+//! `expires_at` — so nothing outlives its window even if every server dies, and no purge is
+//! needed.
+//!
+//! **At rest.** Key names carry no network address and no code: they are keyed hashes
+//! (HMAC-SHA-256 under a key derived from the [`StoreKey`]). Values are the records encrypted
+//! with XChaCha20-Poly1305 under another derived key, with the key name as associated data (a
+//! value copied to another key does not decrypt). A reader of Redis learns how many networks and
+//! codes there are and when they expire, and nothing that lets it link a device: see
+//! `SECURITY.md`. Auth tokens are never stored (the embedder keeps their digests).
+//!
+//! **Keys.** `{prefix}:net:{<hash>}` and `{prefix}:code:{<hash>}`. The braces are a Redis Cluster
+//! hash tag: every operation touches one key, and a script gets that key in `KEYS`, so the layout
+//! works on a cluster (each key in its own slot, any node). [`RedisStore`] itself connects to one
+//! node (Redis or Valkey, standalone or behind a proxy); see `README.md`.
+//!
+//! **Faults.** The connection reconnects by itself; while Redis is down every operation fails
+//! with [`StoreError::Unavailable`] (HTTP `503 store_unavailable`) and changes nothing.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+//! use lanlink::server::{ServerConfig, Service};
+//! let key = StoreKey::from_hex(&std::env::var("LANLINK_STORE_KEY")?).ok_or("bad key")?;
+//! let store = RedisStore::connect(RedisStoreConfig::new("redis://127.0.0.1:6379", key)).await?;
+//! let service = Service::new(ServerConfig::default(), Arc::new(store))?;
+//! # drop(service);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{AsyncCommands, Client, RedisError, Script};
+use async_trait::async_trait;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use rand::{CryptoRng, RngCore};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::record::{CodeRecord, NetworkRecord};
+use super::store::{CodeFn, NetworkFn, Store, StoreError};
+use super::{ServerConfig, MAX_TTL};
+use crate::addr::PublicNetwork;
+use crate::code::CodeKey;
+
+/// Bytes of the nonce that starts every stored value (and is its version).
+const NONCE_LEN: usize = 24;
+
+/// The largest stored value read back; anything larger is refused as corrupt.
+const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Compare-and-swap: writes `ARGV[2]` (expiring at `ARGV[3]`, Unix ms) or deletes the key when
+/// `ARGV[2]` is empty, only if the key's value still starts with the version `ARGV[1]` (empty:
+/// the key must not exist). Returns 1 when written, 0 when another writer came first.
+const CAS_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if string.sub(cur, 1, 24) ~= ARGV[1] then return 0 end
+elseif ARGV[1] ~= '' then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+end
+return 1
+";
+
+/// The server key for data at rest: 32 random bytes that every instance sharing the store must
+/// be given. Redacted in `Debug`, zeroized on drop.
+#[derive(Clone)]
+pub struct StoreKey(Zeroizing<[u8; 32]>);
+
+impl StoreKey {
+    /// A key from its bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// Parses 64 hex characters.
+    ///
+    /// ```
+    /// use lanlink::server::redis::StoreKey;
+    /// assert!(StoreKey::from_hex(&"ab".repeat(32)).is_some());
+    /// assert!(StoreKey::from_hex("abcd").is_none());
+    /// ```
+    pub fn from_hex(text: &str) -> Option<Self> {
+        crate::secret::decode_hex_32(text.trim()).map(Self::from_bytes)
+    }
+
+    /// A fresh key from `rng` (use [`crate::os_rng()`]).
+    pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = Zeroizing::new([0; 32]);
+        rng.fill_bytes(bytes.as_mut());
+        Self(bytes)
+    }
+
+    /// The key as 64 hex characters (to hand to another instance; treat as a secret).
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        crate::secret::encode_hex(self.0.as_ref())
+    }
+
+    /// A subkey for one purpose: HMAC-SHA-256(key, label).
+    fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(label);
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreKey(<redacted>)")
+    }
+}
+
+/// How to reach Redis and lay out the keys.
+#[derive(Debug, Clone)]
+pub struct RedisStoreConfig {
+    url: String,
+    prefix: String,
+    key: StoreKey,
+    max_attempts: u32,
+    response_timeout: Duration,
+    connection_timeout: Duration,
+}
+
+impl RedisStoreConfig {
+    /// Redis at `url` (`redis://host:port/db`, `rediss://` for TLS when the crate's TLS feature
+    /// is on), prefix `lanlink`, at most 64 compare-and-swap attempts per operation, 2 s response
+    /// and connection timeouts.
+    pub fn new(url: impl Into<String>, key: StoreKey) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "lanlink".into(),
+            key,
+            max_attempts: 64,
+            response_timeout: Duration::from_secs(2),
+            connection_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The key prefix (no `{` or `}`; several deployments may share one Redis under distinct
+    /// prefixes).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How many times one operation reads and tries its compare-and-swap before it gives up
+    /// with [`StoreError::Contention`] (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// How long one command may take before the operation fails as unavailable.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long one (re)connection attempt may take.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+}
+
+/// Why a [`RedisStore`] could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisSetupError {
+    /// The prefix holds a brace (it would break the cluster hash tags).
+    #[error("the key prefix may not contain braces")]
+    Prefix,
+    /// The URL is invalid or Redis could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// The Redis store. Cheap to clone (one multiplexed, self-reconnecting connection).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    cipher: XChaCha20Poly1305,
+    name_key: Zeroizing<[u8; 32]>,
+    cas: Script,
+    max_attempts: u32,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A loaded value: its version (empty when absent) and the decrypted record.
+struct Loaded<T> {
+    version: Vec<u8>,
+    plaintext: Zeroizing<Vec<u8>>,
+    record: T,
+}
+
+impl RedisStore {
+    /// Connects to Redis (the connection is kept and re-established after a restart).
+    pub async fn connect(config: RedisStoreConfig) -> Result<Self, RedisSetupError> {
+        if config.prefix.contains(['{', '}']) {
+            return Err(RedisSetupError::Prefix);
+        }
+        let client = Client::open(config.url.as_str())?;
+        let manager_config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, manager_config).await?;
+        let cipher =
+            XChaCha20Poly1305::new(config.key.derive(b"lanlink store values").as_ref().into());
+        Ok(Self {
+            conn,
+            prefix: config.prefix,
+            cipher,
+            name_key: config.key.derive(b"lanlink store key names"),
+            cas: Script::new(CAS_SCRIPT),
+            max_attempts: config.max_attempts,
+        })
+    }
+
+    /// The connection (for inspection and tests).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The Redis key of a network's record.
+    pub fn network_key(&self, network: &PublicNetwork) -> String {
+        let mut name = Vec::with_capacity(22);
+        name.extend_from_slice(b"net\0");
+        match network {
+            PublicNetwork::V4(ip) => {
+                name.push(4);
+                name.extend_from_slice(&ip.octets());
+            }
+            PublicNetwork::V6(net) => {
+                name.push(6);
+                name.extend_from_slice(&net.network().octets());
+                name.push(net.prefix_len());
+            }
+        }
+        format!("{}:net:{{{}}}", self.prefix, self.name_hash(&name).as_str())
+    }
+
+    /// The Redis key of a code's record.
+    pub fn code_key(&self, key: &CodeKey) -> String {
+        let mut name = Vec::with_capacity(37);
+        name.extend_from_slice(b"code\0");
+        name.extend_from_slice(key.as_bytes());
+        format!(
+            "{}:code:{{{}}}",
+            self.prefix,
+            self.name_hash(&name).as_str()
+        )
+    }
+
+    fn name_hash(&self, name: &[u8]) -> Zeroizing<String> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.name_key.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(name);
+        crate::secret::encode_hex(&mac.finalize().into_bytes()[..20])
+    }
+
+    fn seal<T: Serialize>(&self, redis_key: &str, record: &T) -> Result<Vec<u8>, StoreError> {
+        let plaintext =
+            Zeroizing::new(serde_json::to_vec(record).map_err(|_| StoreError::Corrupt)?);
+        self.seal_bytes(redis_key, &plaintext)
+    }
+
+    fn seal_bytes(&self, redis_key: &str, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        crate::os_rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: redis_key.as_bytes(),
+                },
+            )
+            .map_err(|_| StoreError::Corrupt)?;
+        let mut value = Vec::with_capacity(NONCE_LEN + sealed.len());
+        value.extend_from_slice(&nonce);
+        value.extend_from_slice(&sealed);
+        Ok(value)
+    }
+
+    fn open<T: DeserializeOwned>(
+        &self,
+        redis_key: &str,
+        value: &[u8],
+    ) -> Result<Loaded<T>, StoreError> {
+        if value.len() < NONCE_LEN || value.len() > MAX_VALUE_BYTES {
+            return Err(StoreError::Corrupt);
+        }
+        let (nonce, sealed) = value.split_at(NONCE_LEN);
+        let plaintext = Zeroizing::new(
+            self.cipher
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: redis_key.as_bytes(),
+                    },
+                )
+                .map_err(|_| StoreError::Corrupt)?,
+        );
+        let record = serde_json::from_slice(&plaintext).map_err(|_| StoreError::Corrupt)?;
+        Ok(Loaded {
+            version: nonce.to_vec(),
+            plaintext,
+            record,
+        })
+    }
+
+    async fn load<T: DeserializeOwned>(
+        &self,
+        redis_key: &str,
+    ) -> Result<Option<Loaded<T>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let value: Option<Vec<u8>> = conn.get(redis_key).await.map_err(unavailable)?;
+        value.map(|value| self.open(redis_key, &value)).transpose()
+    }
+
+    /// Writes `value` (or deletes the key when `None`) if the key still holds `version`.
+    async fn swap(
+        &self,
+        redis_key: &str,
+        version: &[u8],
+        value: Option<(Vec<u8>, i64)>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let (value, expires_ms) = value.unwrap_or_default();
+        let written: i64 = self
+            .cas
+            .key(redis_key)
+            .arg(version)
+            .arg(value)
+            .arg(expires_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    /// The read-apply-swap loop shared by networks and codes. `apply` returns `false` when
+    /// there is nothing to apply to (then nothing is written). The new value expires at
+    /// `expiry(record)`; `None`, or a time not after `now`, deletes the key.
+    async fn update<T: Serialize + DeserializeOwned>(
+        &self,
+        redis_key: &str,
+        now: DateTime<Utc>,
+        mut apply: impl FnMut(Option<T>) -> Option<T> + Send,
+        expiry: impl Fn(&T) -> Option<DateTime<Utc>> + Send,
+    ) -> Result<bool, StoreError> {
+        for attempt in 0..self.max_attempts {
+            let loaded = self.load::<T>(redis_key).await?;
+            let (version, before, record) = match loaded {
+                Some(loaded) => (loaded.version, Some(loaded.plaintext), Some(loaded.record)),
+                None => (Vec::new(), None, None),
+            };
+            let Some(record) = apply(record) else {
+                return Ok(false);
+            };
+            let plaintext =
+                Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Corrupt)?);
+            let expires_at = expiry(&record).filter(|t| *t > now);
+            let value = match expires_at {
+                Some(t) => {
+                    if before.as_deref() == Some(&plaintext) {
+                        // Nothing changed: nothing to write.
+                        return Ok(true);
+                    }
+                    let cap = super::record::later(now, MAX_TTL + MAX_TTL);
+                    let expires_ms = t.min(cap).timestamp_millis();
+                    Some((self.seal_bytes(redis_key, &plaintext)?, expires_ms))
+                }
+                None if before.is_none() => return Ok(true),
+                None => None,
+            };
+            if self.swap(redis_key, &version, value).await? {
+                return Ok(true);
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Contention)
+    }
+}
+
+fn unavailable(_: RedisError) -> StoreError {
+    StoreError::Unavailable
+}
+
+/// Sleeps a random time below 0.2 ms × 2^attempt (capped at about 50 ms) before a retry, so that
+/// writers that collided spread out.
+async fn backoff(attempt: u32) {
+    let ceiling_us = 200u64 << attempt.min(8);
+    let wait = crate::os_rng().next_u64() % ceiling_us;
+    tokio::time::sleep(Duration::from_micros(wait)).await;
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn update_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError> {
+        let redis_key = self.network_key(&network);
+        self.update::<NetworkRecord>(
+            &redis_key,
+            now,
+            |record| {
+                let mut record = match record {
+                    Some(mut record) => {
+                        record.prune(now, config);
+                        record
+                    }
+                    None if create => NetworkRecord::default(),
+                    None => return None,
+                };
+                f(&mut record);
+                Some(record)
+            },
+            |record| {
+                if record.is_empty() {
+                    None
+                } else {
+                    record.expires_at(config)
+                }
+            },
+        )
+        .await
+    }
+
+    async fn create_code(
+        &self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if !record.is_live(now) {
+            return Ok(true);
+        }
+        let redis_key = self.code_key(key);
+        let value = self.seal(&redis_key, record)?;
+        let mut conn = self.conn.clone();
+        let created: Option<String> = ::redis::cmd("SET")
+            .arg(&redis_key)
+            .arg(value)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(record.expires_at.timestamp_millis())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(created.is_some())
+    }
+
+    async fn update_code(
+        &self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError> {
+        let redis_key = self.code_key(key);
+        self.update::<CodeRecord>(
+            &redis_key,
+            now,
+            |record| {
+                let mut record = record.filter(|record| record.is_live(now))?;
+                f(&mut record);
+                Some(record)
+            },
+            |record| Some(record.expires_at),
+        )
+        .await
+    }
+
+    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(self.code_key(key)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn purge(&self, _now: DateTime<Utc>, _config: &ServerConfig) -> Result<(), StoreError> {
+        // Every key expires with its record.
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The server over a shared [`Store`], for many instances at once.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rand::{CryptoRng, RngCore};
+
+use super::ops::Ops;
+use super::store::{Store, StoreError};
+use super::{Redeemed, ServerConfig};
+use crate::addr::{ForwardedHeaders, PublicNetwork};
+use crate::error::{ConfigError, Refusal};
+use crate::event::ServerEvent;
+use crate::id::{AccountId, InstanceId};
+use crate::wire::{
+    Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemRequest,
+};
+
+/// Where a [`Service`] sends its events (they carry no secrets).
+pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;
+
+/// The server's operations over a shared [`Store`], as `async fn`s taking `&self`: one
+/// `Service` serves concurrent requests, and several processes whose services share one store
+/// (such as a [`RedisStore`](super::redis::RedisStore)) act as one server.
+///
+/// The operations are the very code the synchronous [`Server`](super::Server) runs; see its
+/// methods for what each checks. Decisions go to the [event sink](Service::with_event_sink).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use chrono::DateTime;
+/// use lanlink::server::{MemoryStore, ServerConfig, Service};
+/// use lanlink::ForwardedHeaders;
+/// # let mut fut = std::pin::pin!(async {
+/// let store = Arc::new(Mutex::new(MemoryStore::default()));
+/// let service = Service::new(ServerConfig::default(), store).unwrap();
+/// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let peer = "203.0.113.7".parse().unwrap();
+/// let reply = service.handle_discover(now, peer, ForwardedHeaders::NONE).await.unwrap();
+/// assert!(reply.agents.is_empty());
+/// # });
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
+#[derive(Clone)]
+pub struct Service {
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    sink: Option<EventSink>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service over `store` (checks the configuration). Events are dropped until a sink is
+    /// set.
+    pub fn new(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            store,
+            sink: None,
+        })
+    }
+
+    /// Sends every event to `sink`.
+    pub fn with_event_sink(mut self, sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn ops<'a>(&'a self, events: &'a mut VecDeque<ServerEvent>) -> Ops<'a, dyn Store> {
+        Ops {
+            config: &self.config,
+            store: &*self.store,
+            events,
+        }
+    }
+
+    fn emit(&self, events: VecDeque<ServerEvent>) {
+        if let Some(sink) = &self.sink {
+            events.into_iter().for_each(|event| sink(event));
+        }
+    }
+
+    /// An agent announces; see [`Server::handle_announce`](super::Server::handle_announce).
+    pub async fn handle_announce(
+        &self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self
+            .ops(&mut events)
+            .handle_announce(now, peer, headers, announce)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// An announcement from an agent whose public network is already known; see
+    /// [`Server::announce_in`](super::Server::announce_in).
+    pub async fn announce_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self
+            .ops(&mut events)
+            .announce_in(now, network, announce)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// A linker asks for discoverable agents; see
+    /// [`Server::handle_discover`](super::Server::handle_discover).
+    pub async fn handle_discover(
+        &self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self
+            .ops(&mut events)
+            .handle_discover(now, peer, headers)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// A linker asks to link an agent; see [`Server::handle_link`](super::Server::handle_link).
+    pub async fn handle_link<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: LinkRequest,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self
+            .ops(&mut events)
+            .handle_link(now, rng, account, peer, headers, request)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// The state of a link; see
+    /// [`Server::handle_link_status`](super::Server::handle_link_status).
+    pub async fn handle_link_status(
+        &self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        instance_id: &InstanceId,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self
+            .ops(&mut events)
+            .handle_link_status(now, account, peer, headers, instance_id)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// Mints a manual code; see [`Server::mint_code`](super::Server::mint_code).
+    pub async fn mint_code<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+    ) -> Result<CodeReply, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self.ops(&mut events).mint_code(now, rng, account).await;
+        self.emit(events);
+        result
+    }
+
+    /// An agent redeems a code; see [`Server::handle_redeem`](super::Server::handle_redeem).
+    pub async fn handle_redeem<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self
+            .ops(&mut events)
+            .handle_redeem(now, rng, peer, headers, request)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// A redemption from an agent whose public network is already known; see
+    /// [`Server::redeem_in`](super::Server::redeem_in).
+    pub async fn redeem_in<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
+        let mut events = VecDeque::new();
+        let result = self
+            .ops(&mut events)
+            .redeem_in(now, rng, network, request)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// Drops expired records (a store with its own expiry, such as Redis, has nothing to do).
+    pub async fn purge_expired(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut events = VecDeque::new();
+        let result = self.ops(&mut events).purge(now).await;
+        self.emit(events);
+        result
+    }
+}
