@@ -1,8 +1,14 @@
-//! The lanlink server over HTTP, on an in-memory store.
+//! The lanlink server over HTTP, on an in-memory store, or on Redis shared with other instances.
 //!
 //! ```text
 //! cargo run --example server -- --listen 127.0.0.1:8080 --user alice=TOKEN [--trusted-proxy CIDR]...
+//! LANLINK_STORE_KEY=$(openssl rand -hex 32) \
+//!   cargo run --example server -- --redis redis://127.0.0.1:6379 --user alice=TOKEN
 //! ```
+//!
+//! With `--redis`, every instance given the same Redis, `--redis-prefix` and store key
+//! (`LANLINK_STORE_KEY`, 64 hex characters: it encrypts and names the records at rest) acts as
+//! one server.
 //!
 //! Prints one JSON line on stdout once listening (`{"listening":"127.0.0.1:8080"}`); logs go to
 //! stderr.
@@ -12,13 +18,15 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use ipnet::IpNet;
-use lanlink::http::{self, server::router, BearerTokens, ServeConfig, DEFAULT_PREFIX};
-use lanlink::server::{Server, ServerConfig};
+use lanlink::http::server::{log_event, router, service_router};
+use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::{Server, ServerConfig, Service};
 use lanlink::AccountId;
 
 /// Runs a lanlink server.
 #[derive(Parser, Debug)]
-#[command(about = "Runs a lanlink server over HTTP on an in-memory store")]
+#[command(about = "Runs a lanlink server over HTTP on an in-memory store or on Redis")]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -38,6 +46,13 @@ struct Args {
     /// Route prefix.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
+    /// Keep the records in Redis at this URL (shared with other instances) instead of memory.
+    /// Needs the store key in `LANLINK_STORE_KEY`.
+    #[arg(long)]
+    redis: Option<String>,
+    /// The Redis key prefix.
+    #[arg(long, default_value = "lanlink")]
+    redis_prefix: String,
 }
 
 fn parse_user(text: &str) -> Result<(String, AccountId), String> {
@@ -63,10 +78,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .trusted_proxies(args.trusted_proxies)
         .max_visible(args.max_visible)
         .ipv6_prefix(args.ipv6_prefix);
-    let server = Arc::new(Mutex::new(Server::new(config)?));
-    http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
     let auth = Arc::new(BearerTokens::new(args.users));
-    let app = router(server, auth, &args.prefix);
+    let app = match &args.redis {
+        None => {
+            let server = Arc::new(Mutex::new(Server::new(config)?));
+            http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
+            router(server, auth, &args.prefix)
+        }
+        Some(url) => {
+            let key = std::env::var("LANLINK_STORE_KEY")
+                .ok()
+                .and_then(|hex| StoreKey::from_hex(&hex))
+                .ok_or("--redis needs LANLINK_STORE_KEY: 64 hex characters")?;
+            let store_config = RedisStoreConfig::new(url.as_str(), key).prefix(&args.redis_prefix);
+            let store = RedisStore::connect(store_config).await?;
+            // Records expire by themselves in Redis: no purge task.
+            let service = Service::new(config, Arc::new(store))?.with_event_sink(log_event);
+            service_router(Arc::new(service), auth, &args.prefix)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     println!("{}", serde_json::json!({ "listening": addr.to_string() }));

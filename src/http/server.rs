@@ -12,6 +12,10 @@
 //! User routes need the [`Authenticator`]'s account (`401 unauthorized` otherwise). The client
 //! address is resolved by the server's configured resolver from the socket peer ([`Peer`]) and
 //! the forwarding headers.
+//!
+//! The same routes serve an in-memory [`Server`] ([`router`]) or a [`Service`] over a shared
+//! store such as Redis ([`service_router`]); a store that cannot be reached answers
+//! `503 store_unavailable`.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,8 +35,9 @@ use super::{
 };
 use crate::addr::ForwardedHeaders;
 use crate::error::Refusal;
+use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
-use crate::server::Server;
+use crate::server::{Server, Service};
 use crate::wire::{self, LinkRequest, RedeemRequest, MAX_MESSAGE_BYTES};
 
 /// A server shared between request handlers.
@@ -46,8 +51,14 @@ pub fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What the routes call: one locked in-memory server, or a service over a shared store.
+enum Backend {
+    Local(SharedServer),
+    Shared(Arc<Service>),
+}
+
 struct App {
-    server: SharedServer,
+    backend: Backend,
     auth: Arc<dyn Authenticator>,
 }
 
@@ -62,7 +73,28 @@ struct App {
 /// # let _ = app;
 /// ```
 pub fn router(server: SharedServer, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
-    let app = Arc::new(App { server, auth });
+    routes(Backend::Local(server), auth, prefix)
+}
+
+/// The server's routes under `prefix` over a [`Service`] (for example on a
+/// [`RedisStore`](crate::server::redis::RedisStore), so that several processes act as one
+/// server). Give the service [`log_event`] as its event sink to log its decisions.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use lanlink::http::{server::{log_event, service_router}, BearerTokens, DEFAULT_PREFIX};
+/// use lanlink::server::{MemoryStore, ServerConfig, Service};
+/// let store = Arc::new(Mutex::new(MemoryStore::default()));
+/// let service = Service::new(ServerConfig::default(), store).unwrap().with_event_sink(log_event);
+/// let app = service_router(Arc::new(service), Arc::new(BearerTokens::default()), DEFAULT_PREFIX);
+/// # let _ = app;
+/// ```
+pub fn service_router(service: Arc<Service>, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
+    routes(Backend::Shared(service), auth, prefix)
+}
+
+fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
+    let app = Arc::new(App { backend, auth });
     let prefix = prefix.trim_end_matches('/');
     Router::new()
         .route(&format!("{prefix}/agent/announce"), post(announce))
@@ -147,16 +179,20 @@ impl Caller {
         })
     }
 
-    fn with_headers<T>(&self, f: impl FnOnce(IpAddr, ForwardedHeaders<'_>) -> T) -> T {
-        let forwarded: Vec<&str> = self.forwarded.iter().map(String::as_str).collect();
-        let xff: Vec<&str> = self.x_forwarded_for.iter().map(String::as_str).collect();
-        f(
-            self.peer,
-            ForwardedHeaders {
-                forwarded: &forwarded,
-                x_forwarded_for: &xff,
-            },
+    /// The forwarding header lines, for [`ForwardedHeaders`].
+    fn lines(&self) -> (Vec<&str>, Vec<&str>) {
+        (
+            self.forwarded.iter().map(String::as_str).collect(),
+            self.x_forwarded_for.iter().map(String::as_str).collect(),
         )
+    }
+}
+
+/// The forwarding headers of `caller` as [`ForwardedHeaders`] (borrowing `lines`).
+fn headers<'a>(lines: &'a (Vec<&'a str>, Vec<&'a str>)) -> ForwardedHeaders<'a> {
+    ForwardedHeaders {
+        forwarded: &lines.0,
+        x_forwarded_for: &lines.1,
     }
 }
 
@@ -164,10 +200,15 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
     error_response(status_of(refusal), refusal.code())
 }
 
-/// Logs and drops the server's pending events (they carry no secrets).
+/// Logs one server event (events carry no secrets); the event sink for a [`Service`].
+pub fn log_event(event: ServerEvent) {
+    tracing::info!(target: "lanlink::server", ?event);
+}
+
+/// Logs and drops the server's pending events.
 fn log_events(server: &mut Server) {
     while let Some(event) = server.poll_event() {
-        tracing::info!(target: "lanlink::server", ?event);
+        log_event(event);
     }
 }
 
@@ -188,14 +229,19 @@ fn answer(answer: Answer) -> Response<Body> {
 /// Runs `op` on the locked server at the wall-clock now, logs the server's events, and answers
 /// `status` with the result as JSON, or the refusal.
 fn call<T: serde::Serialize>(
-    app: &App,
+    server: &SharedServer,
     status: StatusCode,
     op: impl FnOnce(&mut Server, DateTime<Utc>) -> Result<T, Refusal>,
 ) -> Response<Body> {
-    let mut server = lock(&app.server);
+    let mut server = lock(server);
     let result = op(&mut server, wall_now());
     log_events(&mut server);
     drop(server);
+    reply(status, result)
+}
+
+/// Answers `status` with a result as JSON, or the refusal.
+fn reply<T: serde::Serialize>(status: StatusCode, result: Result<T, Refusal>) -> Response<Body> {
     match result {
         Ok(reply) => json_response(status, wire::encode(&reply)),
         Err(refusal) => refusal_response(&refusal),
@@ -218,11 +264,19 @@ async fn announce(State(app): State<Arc<App>>, request: Request) -> Response<Bod
             let bytes = zeroize::Zeroizing::new(read_body(body, MAX_BODY_BYTES).await?.to_vec());
             let announce =
                 wire::decode_announce(&bytes).map_err(|err| wire_error_response(&err))?;
-            Ok(call(&app, StatusCode::OK, |server, now| {
-                caller.with_headers(|peer, headers| {
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            Ok(match &app.backend {
+                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
                     server.handle_announce(now, peer, headers, &announce)
-                })
-            }))
+                }),
+                Backend::Shared(service) => reply(
+                    StatusCode::OK,
+                    service
+                        .handle_announce(wall_now(), peer, headers, &announce)
+                        .await,
+                ),
+            })
         }
         .await,
     )
@@ -234,13 +288,22 @@ async fn redeem(State(app): State<Arc<App>>, request: Request) -> Response<Body>
             let (parts, body) = request.into_parts();
             let caller = Caller::from_parts(&parts)?;
             let request: RedeemRequest = decode_body(body).await?;
-            Ok(call(&app, StatusCode::OK, |server, now| {
-                caller.with_headers(|peer, headers| {
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            Ok(match &app.backend {
+                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
                     server
                         .handle_redeem(now, &mut crate::os_rng(), peer, headers, &request)
                         .map(|redeemed| redeemed.reply)
-                })
-            }))
+                }),
+                Backend::Shared(service) => reply(
+                    StatusCode::OK,
+                    service
+                        .handle_redeem(wall_now(), &mut crate::os_rng(), peer, headers, &request)
+                        .await
+                        .map(|redeemed| redeemed.reply),
+                ),
+            })
         }
         .await,
     )
@@ -252,9 +315,17 @@ async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Bod
             let (parts, _) = request.into_parts();
             account(&app, &parts).await?;
             let caller = Caller::from_parts(&parts)?;
-            Ok(call(&app, StatusCode::OK, |server, now| {
-                caller.with_headers(|peer, headers| server.handle_discover(now, peer, headers))
-            }))
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            Ok(match &app.backend {
+                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
+                    server.handle_discover(now, peer, headers)
+                }),
+                Backend::Shared(service) => reply(
+                    StatusCode::OK,
+                    service.handle_discover(wall_now(), peer, headers).await,
+                ),
+            })
         }
         .await,
     )
@@ -267,11 +338,26 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
             let account = account(&app, &parts).await?;
             let caller = Caller::from_parts(&parts)?;
             let request: LinkRequest = decode_body(body).await?;
-            Ok(call(&app, StatusCode::ACCEPTED, |server, now| {
-                caller.with_headers(|peer, headers| {
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            Ok(match &app.backend {
+                Backend::Local(server) => call(server, StatusCode::ACCEPTED, |server, now| {
                     server.handle_link(now, &mut crate::os_rng(), &account, peer, headers, request)
-                })
-            }))
+                }),
+                Backend::Shared(service) => reply(
+                    StatusCode::ACCEPTED,
+                    service
+                        .handle_link(
+                            wall_now(),
+                            &mut crate::os_rng(),
+                            &account,
+                            peer,
+                            headers,
+                            request,
+                        )
+                        .await,
+                ),
+            })
         }
         .await,
     )
@@ -290,11 +376,19 @@ async fn link_status(
             let instance_id = instance_id
                 .parse::<InstanceId>()
                 .map_err(|_| error_response(StatusCode::BAD_REQUEST, "malformed"))?;
-            Ok(call(&app, StatusCode::OK, |server, now| {
-                caller.with_headers(|peer, headers| {
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            Ok(match &app.backend {
+                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
                     server.handle_link_status(now, &account, peer, headers, &instance_id)
-                })
-            }))
+                }),
+                Backend::Shared(service) => reply(
+                    StatusCode::OK,
+                    service
+                        .handle_link_status(wall_now(), &account, peer, headers, &instance_id)
+                        .await,
+                ),
+            })
         }
         .await,
     )
@@ -305,9 +399,17 @@ async fn codes(State(app): State<Arc<App>>, request: Request) -> Response<Body> 
         async {
             let (parts, _) = request.into_parts();
             let account = account(&app, &parts).await?;
-            Ok(call(&app, StatusCode::CREATED, |server, now| {
-                server.mint_code(now, &mut crate::os_rng(), &account)
-            }))
+            Ok(match &app.backend {
+                Backend::Local(server) => call(server, StatusCode::CREATED, |server, now| {
+                    server.mint_code(now, &mut crate::os_rng(), &account)
+                }),
+                Backend::Shared(service) => reply(
+                    StatusCode::CREATED,
+                    service
+                        .mint_code(wall_now(), &mut crate::os_rng(), &account)
+                        .await,
+                ),
+            })
         }
         .await,
     )
