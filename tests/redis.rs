@@ -1,0 +1,823 @@
+//! The Redis store against a real `redis-server`, started by each test on a free loopback port.
+//!
+//! Without `redis-server` on `PATH` each test prints a skip line and passes, except under
+//! `CI=true`, where it fails. Server instances are the built `server` example as separate
+//! processes when `cargo test` built it (it does for a plain `cargo test --all-features`), else
+//! in-process servers, each with its own Redis connection and listener.
+#![cfg(all(feature = "redis", feature = "http"))]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+use lanlink::driver::{run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
+use lanlink::http::server::service_router;
+use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::linker::{Linker, LinkerConfig};
+use lanlink::secret::PresenceKey;
+use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::{ServerConfig, Service};
+use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
+use lanlink::{AccountId, DeviceInfo, InstanceId, LocalSecret, PublicNetwork, Refusal};
+
+const TOKEN: &str = "alice-test-token";
+
+fn wall_now() -> DateTime<Utc> {
+    DateTime::<Utc>::from(SystemTime::now())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether `program` is on PATH; when not, prints a skip line (or fails under `CI=true`).
+fn have(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is not on PATH, and CI=true: install it (.ci/run does)"
+        );
+        println!("SKIP: {program} is not on PATH; install it to run this test");
+    }
+    found
+}
+
+/// A `redis-server` on a loopback port, killed on drop. Its data lives in a temporary
+/// directory (append-only file, fsync always), so a restart on the same port finds it again.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("lanlink-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL: no shutdown save).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port and directory, and waits until it answers.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every key and its value.
+    fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut conn = client.get_connection().expect("connect");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("keys");
+        keys.into_iter()
+            .map(|key| {
+                let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut conn).expect("get");
+                (key, value)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn store_key() -> StoreKey {
+    StoreKey::from_bytes([7; 32])
+}
+
+async fn store(redis: &Redis) -> RedisStore {
+    let config = RedisStoreConfig::new(redis.url(), store_key());
+    RedisStore::connect(config).await.expect("connect to redis")
+}
+
+async fn service(redis: &Redis, config: ServerConfig) -> Service {
+    Service::new(config, Arc::new(store(redis).await)).expect("config")
+}
+
+/// The built `server` example, next to this test binary, if cargo built it.
+fn server_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let path = dir.join("examples").join("server");
+    path.is_file().then_some(path)
+}
+
+/// One server instance on Redis: a separate process when the example is built, else an
+/// in-process server with its own connection and listener.
+enum Instance {
+    Process(Child, SocketAddr),
+    InProcess(tokio::task::JoinHandle<()>, SocketAddr),
+}
+
+impl Instance {
+    async fn start(redis: &Redis) -> Self {
+        match server_binary() {
+            Some(binary) => Self::spawn(&binary, redis),
+            None => {
+                println!("note: the server example is not built; in-process instances instead");
+                let service = service(redis, ServerConfig::default()).await;
+                let alice = AccountId::new("alice").expect("account");
+                let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
+                let app = service_router(Arc::new(service), auth, DEFAULT_PREFIX);
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                let task = tokio::spawn(async move {
+                    let _ = http::serve(
+                        listener,
+                        app,
+                        ServeConfig::default(),
+                        std::future::pending(),
+                    )
+                    .await;
+                });
+                Self::InProcess(task, addr)
+            }
+        }
+    }
+
+    fn spawn(binary: &Path, redis: &Redis) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(binary)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--user",
+                &format!("alice={TOKEN}"),
+            ])
+            .args(["--redis", &redis.url()])
+            .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server example starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json line");
+        let addr = value["listening"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("listening address");
+        Self::Process(child, addr)
+    }
+
+    fn base(&self) -> String {
+        match self {
+            Self::Process(_, addr) | Self::InProcess(_, addr) => format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        match self {
+            Self::Process(child, _) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Self::InProcess(task, _) => task.abort(),
+        }
+    }
+}
+
+async fn start_agent(name: &str) -> (SharedAgent, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let info = DeviceInfo::new(name, "test", "lanlink-test", "0.1.0").expect("info");
+    let config = AgentConfig::new(addr.ip(), addr.port(), info).window(Duration::from_secs(120));
+    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).expect("agent");
+    let agent: SharedAgent = Arc::new(Mutex::new(agent));
+    let endpoint = http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX);
+    tokio::spawn(http::serve(
+        listener,
+        endpoint,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    (agent, addr)
+}
+
+fn quick_driver() -> DriverConfig {
+    DriverConfig {
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_millis(500),
+        max_attempts: 40,
+    }
+}
+
+/// An announcement with known keys (`n` picks them).
+fn announcement(n: u32) -> (Announce, LocalSecret) {
+    let mut key = [0u8; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    key[31] = 1;
+    let mut secret = [0u8; 32];
+    secret[..4].copy_from_slice(&n.to_be_bytes());
+    secret[31] = 2;
+    let key = PresenceKey::from_bytes(key);
+    let secret = LocalSecret::from_bytes(secret);
+    let id = key.instance_id();
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: "192.168.1.50".parse().expect("ip"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+        presence_key: key,
+    };
+    (announce, secret)
+}
+
+fn code_of(err: &TransportError) -> Option<(u16, &str)> {
+    match err {
+        TransportError::Refused { status, code } => Some((*status, code.as_str())),
+        _ => None,
+    }
+}
+
+fn network(text: &str) -> PublicNetwork {
+    PublicNetwork::from_ip(text.parse().expect("ip"), 64)
+}
+
+/// Two server instances (processes) share one Redis: the agent announces to and redeems with
+/// the first; the linker discovers, links and polls through the second; both end linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_on_one_instance_linker_on_another() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let first = Instance::start(&redis).await;
+    let second = Instance::start(&redis).await;
+    assert_ne!(first.base(), second.base());
+
+    let (agent, _) = start_agent("printer-1").await;
+    let agent_task = {
+        let agent = Arc::clone(&agent);
+        let transport = HttpAgentClient::new(&first.base()).expect("client");
+        tokio::spawn(async move { run_agent(&agent, &transport, &quick_driver(), |_| {}).await })
+    };
+    let client = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
+    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let linked = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_linker(
+            &mut linker,
+            &client,
+            &client,
+            &quick_driver(),
+            |agents| agents.first().map(|a| a.instance_id),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("the linker finishes");
+    let instance_id = linked.expect("linked through the second instance");
+    let status = tokio::time::timeout(Duration::from_secs(30), agent_task)
+        .await
+        .expect("the agent finishes")
+        .expect("agent task");
+    assert_eq!(status, AgentStatus::Linked);
+    // The link's state is readable on either instance.
+    for instance in [&first, &second] {
+        let client = HttpLinkerClient::new(&instance.base(), TOKEN).expect("client");
+        let reply = client.link_status(&instance_id).await.expect("status");
+        assert_eq!(reply.state, LinkState::Linked);
+    }
+}
+
+/// The one-visible rule and the lockout hold across instances: two agents announcing to two
+/// instances hide each other on both; failures counted on either instance lock the network out
+/// on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_visible_and_lockout_across_instances() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let instances = [Instance::start(&redis).await, Instance::start(&redis).await];
+    let agents: Vec<HttpAgentClient> = instances
+        .iter()
+        .map(|i| HttpAgentClient::new(&i.base()).expect("client"))
+        .collect();
+    let linkers: Vec<HttpLinkerClient> = instances
+        .iter()
+        .map(|i| HttpLinkerClient::new(&i.base(), TOKEN).expect("client"))
+        .collect();
+    let (x, x_secret) = announcement(1);
+    let (y, _) = announcement(2);
+    agents[0]
+        .announce(&x)
+        .await
+        .expect("x announces to the first");
+    assert_eq!(
+        linkers[1].discover().await.expect("discover").agents.len(),
+        1,
+        "one agent: the second instance shows it"
+    );
+    agents[1]
+        .announce(&y)
+        .await
+        .expect("y announces to the second");
+    for linker in &linkers {
+        assert!(
+            linker.discover().await.expect("discover").agents.is_empty(),
+            "two agents: neither instance shows any"
+        );
+    }
+    let right = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: x_secret.clone(),
+    };
+    let err = linkers[1].link(&right).await.unwrap_err();
+    assert_eq!(code_of(&err), Some((409, "too_many_agents")));
+
+    // Five guesses at unknown agents, alternating instances, lock the network out on both.
+    for n in 0..5u8 {
+        let guess = LinkRequest {
+            instance_id: InstanceId::from_bytes([n + 100; 16]),
+            local_secret: LocalSecret::from_bytes([n; 32]),
+        };
+        let err = linkers[usize::from(n % 2)].link(&guess).await.unwrap_err();
+        assert_eq!(code_of(&err), Some((404, "agent_not_found")));
+    }
+    for linker in &linkers {
+        let err = linker.link(&right).await.unwrap_err();
+        assert_eq!(code_of(&err), Some((429, "locked_out")));
+    }
+}
+
+fn lockout_config(threshold: u32) -> ServerConfig {
+    ServerConfig::default()
+        .lockout_threshold(threshold)
+        .max_agents_per_network(1024)
+        .max_visible(1)
+}
+
+/// 200 concurrent failed guesses on one network, through two services with separate
+/// connections: every one is counted (no lost update), or refused as contention and then not
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_failures_are_counted_exactly() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let config = lockout_config(10_000);
+    let services = Arc::new([
+        service(&redis, config.clone()).await,
+        service(&redis, config.clone()).await,
+    ]);
+    let peer = "203.0.113.7".parse().expect("ip");
+    let (x, _) = announcement(1);
+    services[0]
+        .announce_in(wall_now(), network("203.0.113.7"), &x)
+        .await
+        .expect("announce");
+    let alice = AccountId::new("alice").expect("account");
+    let tasks: Vec<_> = (0..200u32)
+        .map(|n| {
+            let services = Arc::clone(&services);
+            let alice = alice.clone();
+            tokio::spawn(async move {
+                let guess = LinkRequest {
+                    instance_id: x_id(),
+                    local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
+                };
+                services[(n % 2) as usize]
+                    .handle_link(
+                        wall_now(),
+                        &mut lanlink::os_rng(),
+                        &alice,
+                        peer,
+                        lanlink::ForwardedHeaders::NONE,
+                        guess,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let (mut wrong, mut contention) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Err(Refusal::WrongSecret) => wrong += 1,
+            Err(Refusal::StoreContention) => contention += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wrong + contention, 200);
+    let mut failures = 0;
+    services[1]
+        .store()
+        .update_network(
+            network("203.0.113.7"),
+            wall_now(),
+            &config,
+            false,
+            &mut |record| failures = record.failures().len(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(failures, wrong, "every counted refusal is in the record");
+    assert!(wrong >= 190, "contention stays rare ({contention} of 200)");
+}
+
+fn x_id() -> InstanceId {
+    announcement(1).0.instance_id
+}
+
+/// 32 agents announce at once to one network through two services: all are present (each
+/// write carries every presence, so this many agents on one network is already a large record).
+/// Then 200 concurrent guesses with the default threshold: the network ends locked on both
+/// services, nothing was accepted, and the right secret is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_announces_all_land_and_lockout_holds() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    // Presences live a minute here: 200 writers on one record take seconds in a debug build,
+    // and each operation's `now` is taken when it starts.
+    let config = lockout_config(5)
+        .max_visible(1)
+        .presence_ttl(Duration::from_secs(60));
+    let started = Instant::now();
+    let services = Arc::new([
+        service(&redis, config.clone()).await,
+        service(&redis, config.clone()).await,
+    ]);
+    let home = network("198.51.100.9");
+    const AGENTS: usize = 32;
+    let tasks: Vec<_> = (0..AGENTS as u32)
+        .map(|n| {
+            let services = Arc::clone(&services);
+            tokio::spawn(async move {
+                let (announce, _) = announcement(1000 + n);
+                services[(n % 2) as usize]
+                    .announce_in(wall_now(), home, &announce)
+                    .await
+            })
+        })
+        .collect();
+    let mut contention = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => {}
+            Err(Refusal::StoreContention) => contention += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut present = 0;
+    println!(
+        "{AGENTS} concurrent announces on one network: {:?}",
+        started.elapsed()
+    );
+    services[0]
+        .store()
+        .update_network(home, wall_now(), &config, false, &mut |r| {
+            present = r.present();
+        })
+        .await
+        .expect("read");
+    assert_eq!(present + contention, AGENTS, "no announcement lost");
+    assert_eq!(contention, 0, "no announcement gave up");
+
+    // Lockout under load, on another network with one agent.
+    let away = network("192.0.2.1");
+    let peer = "192.0.2.1".parse().expect("ip");
+    let (x, secret) = announcement(1);
+    services[0]
+        .announce_in(wall_now(), away, &x)
+        .await
+        .expect("announce");
+    let alice = AccountId::new("alice").expect("account");
+    let tasks: Vec<_> = (0..200u32)
+        .map(|n| {
+            let services = Arc::clone(&services);
+            let alice = alice.clone();
+            tokio::spawn(async move {
+                let guess = LinkRequest {
+                    instance_id: x_id(),
+                    local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
+                };
+                services[(n % 2) as usize]
+                    .handle_link(
+                        wall_now(),
+                        &mut lanlink::os_rng(),
+                        &alice,
+                        peer,
+                        lanlink::ForwardedHeaders::NONE,
+                        guess,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.expect("task") {
+            Err(Refusal::WrongSecret | Refusal::LockedOut | Refusal::StoreContention) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for service in services.iter() {
+        let right = LinkRequest {
+            instance_id: x.instance_id,
+            local_secret: secret.clone(),
+        };
+        let refused = service
+            .handle_link(
+                wall_now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                peer,
+                lanlink::ForwardedHeaders::NONE,
+                right,
+            )
+            .await;
+        assert_eq!(refused.unwrap_err(), Refusal::LockedOut);
+    }
+}
+
+/// Redis killed mid-flow (after the link was accepted, before the agent collected its message):
+/// every request answers 503 `store_unavailable`, nothing panics; once Redis is back (with its
+/// data), the agent collects the message, redeems, and the linker reads `Linked`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_flow() {
+    if !have("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start();
+    let first = Instance::start(&redis).await;
+    let second = Instance::start(&redis).await;
+    let agent_client = HttpAgentClient::new(&first.base()).expect("client");
+    let linker = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
+
+    let (x, secret) = announcement(1);
+    let x = Announce {
+        private_ip: "127.0.0.1".parse().expect("ip"),
+        ..x
+    };
+    agent_client.announce(&x).await.expect("announce");
+    assert_eq!(linker.discover().await.expect("discover").agents.len(), 1);
+    let request = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+    };
+    let pending = linker.link(&request).await.expect("link accepted");
+    assert_eq!(pending.state, LinkState::Pending);
+
+    redis.kill();
+    let down = [
+        agent_client.announce(&x).await.map(|_| ()),
+        linker.discover().await.map(|_| ()),
+        linker.link_status(&x.instance_id).await.map(|_| ()),
+        linker.mint_code().await.map(|_| ()),
+        linker.link(&request).await.map(|_| ()),
+    ];
+    for result in &down {
+        let err = result.as_ref().unwrap_err();
+        assert_eq!(code_of(err), Some((503, "store_unavailable")), "{err:?}");
+        assert!(err.is_retryable());
+    }
+
+    redis.restart();
+    // The connection comes back by itself; the agent's next announcement collects the message.
+    let reply = retry(|| agent_client.announce(&x)).await;
+    let [AgentMessage::VerifyAndRedeem {
+        instance_id,
+        local_secret,
+        code,
+    }] = reply.messages.as_slice()
+    else {
+        panic!("one message expected, got {}", reply.messages.len());
+    };
+    assert_eq!(*instance_id, x.instance_id);
+    assert!(local_secret.ct_eq(&secret));
+    let redeem = RedeemRequest {
+        instance_id: x.instance_id,
+        code: code.clone(),
+    };
+    agent_client.redeem(&redeem).await.expect("redeemed");
+    let status = linker.link_status(&x.instance_id).await.expect("status");
+    assert_eq!(status.state, LinkState::Linked);
+    // Single use still holds after the restart.
+    let again = agent_client.redeem(&redeem).await.unwrap_err();
+    assert_eq!(code_of(&again), Some((403, "invalid_code")));
+}
+
+async fn retry<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TransportError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(err) if err.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("still failing after the restart: {err:?}"),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// After a full link (and while a secret and code wait for the agent), no key or value in Redis
+/// holds the secret, the presence key, a code (or its unkeyed hash), the token, the account or the
+/// network in clear; and a server with another store key cannot read the records (it refuses
+/// with `store_unavailable`, no panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_in_redis_in_clear() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let service = service(&redis, ServerConfig::default()).await;
+    let peer = "203.0.113.77".parse().expect("ip");
+    let home = network("203.0.113.77");
+    let alice = AccountId::new("alice-at-rest").expect("account");
+    let (x, secret) = announcement(42);
+    let mut rng = lanlink::os_rng();
+    let none = lanlink::ForwardedHeaders::NONE;
+    service
+        .announce_in(wall_now(), home, &x)
+        .await
+        .expect("announce");
+    let request = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+    };
+    service
+        .handle_link(wall_now(), &mut rng, &alice, peer, none, request)
+        .await
+        .expect("link");
+    let manual = service
+        .mint_code(wall_now(), &mut rng, &alice)
+        .await
+        .expect("mint");
+    let pending_dump = redis.dump();
+    let reply = service
+        .announce_in(wall_now(), home, &x)
+        .await
+        .expect("announce");
+    let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() else {
+        panic!("the message");
+    };
+    let redeemed = service
+        .redeem_in(
+            wall_now(),
+            &mut rng,
+            home,
+            &RedeemRequest {
+                instance_id: x.instance_id,
+                code: code.clone(),
+            },
+        )
+        .await
+        .expect("redeem");
+    let linked_dump = redis.dump();
+    assert!(pending_dump.len() >= 3, "network, auto code, manual code");
+
+    let token = redeemed.reply.auth_token.to_hex();
+    let secret_hex = secret.to_hex();
+    let key_hex = x.presence_key.to_hex();
+    let forbidden: Vec<(&str, Vec<u8>)> = vec![
+        ("secret", unhex(&secret_hex)),
+        ("secret hex", secret_hex.as_bytes().to_vec()),
+        ("presence key", unhex(&key_hex)),
+        ("presence key hex", key_hex.as_bytes().to_vec()),
+        ("token", unhex(&token)),
+        ("auto code", code.expose().as_bytes().to_vec()),
+        ("auto code hash", code.key().as_bytes().to_vec()),
+        (
+            "auto code hash hex",
+            hex(code.key().as_bytes()).into_bytes(),
+        ),
+        ("manual code", manual.code.expose().as_bytes().to_vec()),
+        ("manual code hash", manual.code.key().as_bytes().to_vec()),
+        (
+            "manual code hash hex",
+            hex(manual.code.key().as_bytes()).into_bytes(),
+        ),
+        ("token hex", token.as_bytes().to_vec()),
+        ("account", b"alice-at-rest".to_vec()),
+        ("network", b"203.0.113.77".to_vec()),
+        ("instance id", x.instance_id.to_string().into_bytes()),
+    ];
+    for (key, value) in pending_dump.iter().chain(&linked_dump) {
+        for (what, needle) in &forbidden {
+            assert!(!contains(key.as_bytes(), needle), "{what} in key {key}");
+            assert!(!contains(value, needle), "{what} in the value of {key}");
+        }
+    }
+
+    // Another store key reads nothing: refused, typed, no panic.
+    let other = RedisStoreConfig::new(redis.url(), StoreKey::from_bytes([8; 32]));
+    let other = Service::new(
+        ServerConfig::default(),
+        Arc::new(RedisStore::connect(other).await.expect("connect")),
+    )
+    .expect("config");
+    let (y, _) = announcement(43);
+    // Another key also names the records differently: it sees an empty network, never this one.
+    assert!(other.announce_in(wall_now(), home, &y).await.is_ok());
+    // A value copied under another key name does not decrypt there.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let ours = store(&redis).await;
+    let (_, value) = linked_dump
+        .iter()
+        .find(|(k, _)| *k == ours.network_key(&home))
+        .expect("the network's record");
+    let elsewhere = network("192.0.2.200");
+    let _: () = redis::cmd("SET")
+        .arg(ours.network_key(&elsewhere))
+        .arg(value.as_slice())
+        .query(&mut conn)
+        .expect("set");
+    let moved = service.announce_in(wall_now(), elsewhere, &y).await;
+    assert_eq!(moved.unwrap_err(), Refusal::StoreUnavailable);
+}
