@@ -44,6 +44,8 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
@@ -212,6 +214,7 @@ pub struct RedisStore {
     name_key: Zeroizing<[u8; 32]>,
     cas: Script,
     max_attempts: u32,
+    round_trips: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -251,11 +254,24 @@ impl RedisStore {
             name_key: config.key.derive(b"lanlink store key names"),
             cas: Script::new(CAS_SCRIPT),
             max_attempts: config.max_attempts,
+            round_trips: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The connection (for inspection and tests).
     pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// How many commands this store (and its clones) has sent to Redis, each one round trip
+    /// (a script's reload after a Redis restart, done by the client, is not counted).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// A connection for one command, counted.
+    fn conn(&self) -> ConnectionManager {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         self.conn.clone()
     }
 
@@ -353,7 +369,7 @@ impl RedisStore {
         &self,
         redis_key: &str,
     ) -> Result<Option<Loaded<T>>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let value: Option<Vec<u8>> = conn.get(redis_key).await.map_err(unavailable)?;
         value.map(|value| self.open(redis_key, &value)).transpose()
     }
@@ -365,7 +381,7 @@ impl RedisStore {
         version: &[u8],
         value: Option<(Vec<u8>, i64)>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (value, expires_ms) = value.unwrap_or_default();
         let written: i64 = self
             .cas
@@ -479,11 +495,13 @@ impl Store for RedisStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         if !record.is_live(now) {
+            // Expired as soon as written: nothing to write (the configuration forbids zero
+            // lifetimes, so this happens only at the end of representable time).
             return Ok(true);
         }
         let redis_key = self.code_key(key);
         let value = self.seal(&redis_key, record)?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let created: Option<String> = ::redis::cmd("SET")
             .arg(&redis_key)
             .arg(value)
@@ -517,7 +535,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let _: i64 = conn.del(self.code_key(key)).await.map_err(unavailable)?;
         Ok(())
     }
