@@ -821,3 +821,85 @@ async fn nothing_in_redis_in_clear() {
     let moved = service.announce_in(wall_now(), elsewhere, &y).await;
     assert_eq!(moved.unwrap_err(), Refusal::StoreUnavailable);
 }
+
+/// A queued `{secret, code}` lives in Redis under its own key, expiring with the message: once
+/// it lapses undelivered it is gone from Redis even though no server touched the network (whose
+/// record lives on for its used instance ids), and the link is over, as in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_message_expires_in_redis() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let config = ServerConfig::default().message_ttl(Duration::from_secs(1));
+    let service = service(&redis, config).await;
+    let keys = store(&redis).await;
+    let peer = "203.0.113.5".parse().expect("ip");
+    let home = network("203.0.113.5");
+    let alice = AccountId::new("alice").expect("account");
+    let (x, secret) = announcement(5);
+    let none = lanlink::ForwardedHeaders::NONE;
+    service
+        .announce_in(wall_now(), home, &x)
+        .await
+        .expect("announce");
+    let request = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret,
+    };
+    service
+        .handle_link(
+            wall_now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            peer,
+            none,
+            request,
+        )
+        .await
+        .expect("link");
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let ttl = |conn: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("PTTL").arg(key).query(conn).expect("pttl")
+    };
+    let message_ttl = ttl(&mut conn, &keys.messages_key(&home));
+    assert!(
+        (1..=1000).contains(&message_ttl),
+        "message key expires with the message: {message_ttl}"
+    );
+    assert!(
+        ttl(&mut conn, &keys.network_key(&home)) > 3_600_000,
+        "the record keeps used ids"
+    );
+    let status = service
+        .handle_link_status(wall_now(), &alice, peer, none, &x.instance_id)
+        .await
+        .expect("status");
+    assert_eq!(status.state, LinkState::Pending);
+
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        ttl(&mut conn, &keys.messages_key(&home)),
+        -2,
+        "the message is gone"
+    );
+    assert!(
+        ttl(&mut conn, &keys.network_key(&home)) > 0,
+        "the record is not"
+    );
+    let status = service
+        .handle_link_status(wall_now(), &alice, peer, none, &x.instance_id)
+        .await
+        .expect("status");
+    assert_eq!(
+        status.state,
+        LinkState::Unknown,
+        "the undelivered link is over"
+    );
+    let reply = service
+        .announce_in(wall_now(), home, &x)
+        .await
+        .expect("announce");
+    assert!(reply.messages.is_empty(), "nothing to deliver");
+}

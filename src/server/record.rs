@@ -230,6 +230,48 @@ impl NetworkRecord {
         }
     }
 
+    /// Takes every queued message out of the record (for a store that keeps them under their
+    /// own, shorter expiry), with the instance each is for.
+    pub(crate) fn take_messages(&mut self) -> Vec<(InstanceId, PendingMessage)> {
+        let Some(extras) = self.extras.as_deref_mut() else {
+            return Vec::new();
+        };
+        extras
+            .links
+            .iter_mut()
+            .filter_map(|link| link.message.take().map(|m| (link.instance_id, m)))
+            .collect()
+    }
+
+    /// Puts back messages taken by [`take_messages`](Self::take_messages). A pending link whose
+    /// message is gone (its store entry expired) is over at `now`, as [`prune`](Self::prune)
+    /// would have ended it: prune after this.
+    pub(crate) fn restore_messages(
+        &mut self,
+        messages: Vec<(InstanceId, PendingMessage)>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(extras) = self.extras.as_deref_mut() else {
+            return;
+        };
+        let mut messages = messages;
+        for link in &mut extras.links {
+            if let Some(index) = messages.iter().position(|(id, _)| *id == link.instance_id) {
+                link.message = Some(messages.swap_remove(index).1);
+            } else if link.state == LinkState::Pending && link.message.is_none() {
+                link.expires_at = link.expires_at.min(now);
+            }
+        }
+    }
+
+    /// The latest expiry of a queued message, if any.
+    pub(crate) fn messages_expire_at(&self) -> Option<DateTime<Utc>> {
+        self.links()
+            .iter()
+            .filter_map(|l| l.message.as_ref().map(|m| m.expires_at))
+            .max()
+    }
+
     /// Whether the record holds nothing (and may be deleted).
     pub fn is_empty(&self) -> bool {
         self.presences.is_empty() && self.ext().is_empty()

@@ -7,13 +7,17 @@
 //! read, else the store reads again and retries (bounded by
 //! [`RedisStoreConfig::max_attempts`], with jittered back-off; then [`StoreError::Contention`]).
 //! An operation that changes nothing writes nothing: reads take one round trip, writes two
-//! (`GET`, then `EVALSHA`).
+//! (`MGET` or `GET`, then `EVALSHA`).
 //!
 //! **Expiry.** Every write sets the key's expiry (`PXAT`) to the record's own expiry — the
-//! latest of its presences, links (and queued messages), failures, lockout and used ids
+//! latest of its presences, links, failures, lockout and used ids
 //! ([`NetworkRecord::expires_at`](super::NetworkRecord::expires_at)), or the code's
 //! `expires_at` — so nothing outlives its window even if every server dies, and no purge is
-//! needed.
+//! needed. The messages queued for a network's agents (each holding a secret and a code) are
+//! kept under a key of their own, written in the same script and expiring with the last message
+//! (60 s by default): an undelivered secret leaves Redis on time even though its network's record
+//! lives on (for 24 h, for its used instance ids), and a pending link whose message has lapsed
+//! is over, as in memory.
 //!
 //! **At rest.** Key names carry no network address and no code: they are keyed hashes
 //! (HMAC-SHA-256 under a key derived from the [`StoreKey`]). Values are the records encrypted
@@ -22,9 +26,10 @@
 //! codes there are and when they expire, and nothing that lets it link a device: see
 //! `SECURITY.md`. Auth tokens are never stored (the embedder keeps their digests).
 //!
-//! **Keys.** `{prefix}:net:{<hash>}` and `{prefix}:code:{<hash>}`. The braces are a Redis Cluster
-//! hash tag: every operation touches one key, and a script gets that key in `KEYS`, so the layout
-//! works on a cluster (each key in its own slot, any node). [`RedisStore`] itself connects to one
+//! **Keys.** `{prefix}:net:{<hash>}`, `{prefix}:msg:{<hash>}` (the same hash: one network's
+//! keys share a Redis Cluster slot, through the hash tag in braces) and `{prefix}:code:{<hash>}`.
+//! Every operation touches one network's keys or one code's, and its script gets them in `KEYS`,
+//! so the layout works on a cluster. [`RedisStore`] itself connects to one
 //! node (Redis or Valkey, standalone or behind a proxy); see `README.md`.
 //!
 //! **Faults.** The connection reconnects by itself; while Redis is down every operation fails
@@ -61,11 +66,12 @@ use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::record::{CodeRecord, NetworkRecord};
+use super::record::{later, CodeRecord, NetworkRecord, PendingMessage};
 use super::store::{CodeFn, NetworkFn, Store, StoreError};
 use super::{ServerConfig, MAX_TTL};
 use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
+use crate::id::InstanceId;
 
 /// Bytes of the nonce that starts every stored value (and is its version).
 const NONCE_LEN: usize = 24;
@@ -90,6 +96,32 @@ else
 end
 return 1
 ";
+
+/// Compare-and-swap of a network record (`KEYS[1]`, version `ARGV[1]`, value `ARGV[2]` expiring
+/// at `ARGV[3]`) together with its queued messages (`KEYS[2]`, value `ARGV[4]` expiring at
+/// `ARGV[5]`). An empty value deletes the key. Both keys share a hash tag (one cluster slot).
+const NETWORK_CAS_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if string.sub(cur, 1, 24) ~= ARGV[1] then return 0 end
+elseif ARGV[1] ~= '' then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+if ARGV[4] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5])
+end
+return 1
+";
+
+/// The messages queued in one network record, stored apart under their own expiry.
+type Messages = Vec<(InstanceId, PendingMessage)>;
 
 /// The server key for data at rest: 32 random bytes that every instance sharing the store must
 /// be given. Redacted in `Debug`, zeroized on drop.
@@ -213,6 +245,7 @@ pub struct RedisStore {
     cipher: XChaCha20Poly1305,
     name_key: Zeroizing<[u8; 32]>,
     cas: Script,
+    network_cas: Script,
     max_attempts: u32,
     round_trips: Arc<AtomicU64>,
 }
@@ -253,6 +286,7 @@ impl RedisStore {
             cipher,
             name_key: config.key.derive(b"lanlink store key names"),
             cas: Script::new(CAS_SCRIPT),
+            network_cas: Script::new(NETWORK_CAS_SCRIPT),
             max_attempts: config.max_attempts,
             round_trips: Arc::new(AtomicU64::new(0)),
         })
@@ -291,6 +325,13 @@ impl RedisStore {
             }
         }
         format!("{}:net:{{{}}}", self.prefix, self.name_hash(&name).as_str())
+    }
+
+    /// The Redis key of the messages queued in a network's record (the same hash tag).
+    pub fn messages_key(&self, network: &PublicNetwork) -> String {
+        let net = self.network_key(network);
+        let tag = net.rsplit_once(":net:").map_or("", |(_, tag)| tag);
+        format!("{}:msg:{tag}", self.prefix)
     }
 
     /// The Redis key of a code's record.
@@ -395,7 +436,141 @@ impl RedisStore {
         Ok(written == 1)
     }
 
-    /// The read-apply-swap loop shared by networks and codes. `apply` returns `false` when
+    /// The read-apply-swap loop of a network record. Queued messages (each carrying a secret
+    /// and a code) live under their own key, expiring with the last of them, so that an
+    /// undelivered secret is gone from Redis when its message lapses even if no server touches
+    /// the network again (the record itself may live 24 h for its used instance ids).
+    async fn update_network_record(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError> {
+        let key = self.network_key(&network);
+        let messages_key = self.messages_key(&network);
+        for attempt in 0..self.max_attempts {
+            let mut conn = self.conn();
+            let (main, queued): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::cmd("MGET")
+                .arg(&key)
+                .arg(&messages_key)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let (version, before, mut record) = match main {
+                Some(value) => {
+                    let loaded = self.open::<NetworkRecord>(&key, &value)?;
+                    (loaded.version, Some(loaded.plaintext), loaded.record)
+                }
+                None if create => (Vec::new(), None, NetworkRecord::default()),
+                None => return Ok(false),
+            };
+            let mut queued_before = None;
+            if before.is_some() {
+                let messages = match queued {
+                    Some(value) => {
+                        let loaded = self.open::<Messages>(&messages_key, &value)?;
+                        queued_before = Some(loaded.plaintext);
+                        loaded.record
+                    }
+                    None => Vec::new(),
+                };
+                record.restore_messages(messages, now);
+                record.prune(now, config);
+            }
+            f(&mut record);
+            let expires_at = if record.is_empty() {
+                None
+            } else {
+                record.expires_at(config).filter(|t| *t > now)
+            };
+            let messages_expire = record.messages_expire_at().filter(|t| *t > now);
+            let messages = record.take_messages();
+            let plaintext =
+                Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Corrupt)?);
+            let queued_plaintext = if messages.is_empty() || messages_expire.is_none() {
+                None
+            } else {
+                Some(Zeroizing::new(
+                    serde_json::to_vec(&messages).map_err(|_| StoreError::Corrupt)?,
+                ))
+            };
+            drop(messages);
+            let Some(expires_at) = expires_at else {
+                if before.is_none() {
+                    return Ok(true);
+                }
+                if self
+                    .swap_network(&key, &messages_key, &version, None)
+                    .await?
+                {
+                    return Ok(true);
+                }
+                backoff(attempt).await;
+                continue;
+            };
+            if before.as_deref() == Some(&plaintext) && queued_before == queued_plaintext {
+                // Nothing changed: nothing to write.
+                return Ok(true);
+            }
+            let cap = later(now, MAX_TTL + MAX_TTL);
+            let main_value = (
+                self.seal_bytes(&key, &plaintext)?,
+                expires_at.min(cap).timestamp_millis(),
+            );
+            let queued_value = match (queued_plaintext, messages_expire) {
+                (Some(plaintext), Some(t)) => Some((
+                    self.seal_bytes(&messages_key, &plaintext)?,
+                    t.min(cap).timestamp_millis(),
+                )),
+                _ => None,
+            };
+            if self
+                .swap_network(
+                    &key,
+                    &messages_key,
+                    &version,
+                    Some((main_value, queued_value)),
+                )
+                .await?
+            {
+                return Ok(true);
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Contention)
+    }
+
+    /// Writes a network record and its messages (or deletes both when `None`) if the record
+    /// still holds `version`.
+    #[allow(clippy::type_complexity)]
+    async fn swap_network(
+        &self,
+        key: &str,
+        messages_key: &str,
+        version: &[u8],
+        values: Option<((Vec<u8>, i64), Option<(Vec<u8>, i64)>)>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let (main, queued) = values.unwrap_or_default();
+        let (queued, queued_ms) = queued.unwrap_or_default();
+        let written: i64 = self
+            .network_cas
+            .key(key)
+            .key(messages_key)
+            .arg(version)
+            .arg(main.0)
+            .arg(main.1)
+            .arg(queued)
+            .arg(queued_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    /// The read-apply-swap loop of a code record. `apply` returns `false` when
     /// there is nothing to apply to (then nothing is written). The new value expires at
     /// `expiry(record)`; `None`, or a time not after `now`, deletes the key.
     async fn update<T: Serialize + DeserializeOwned>(
@@ -423,7 +598,7 @@ impl RedisStore {
                         // Nothing changed: nothing to write.
                         return Ok(true);
                     }
-                    let cap = super::record::later(now, MAX_TTL + MAX_TTL);
+                    let cap = later(now, MAX_TTL + MAX_TTL);
                     let expires_ms = t.min(cap).timestamp_millis();
                     Some((self.seal_bytes(redis_key, &plaintext)?, expires_ms))
                 }
@@ -461,31 +636,8 @@ impl Store for RedisStore {
         create: bool,
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
-        let redis_key = self.network_key(&network);
-        self.update::<NetworkRecord>(
-            &redis_key,
-            now,
-            |record| {
-                let mut record = match record {
-                    Some(mut record) => {
-                        record.prune(now, config);
-                        record
-                    }
-                    None if create => NetworkRecord::default(),
-                    None => return None,
-                };
-                f(&mut record);
-                Some(record)
-            },
-            |record| {
-                if record.is_empty() {
-                    None
-                } else {
-                    record.expires_at(config)
-                }
-            },
-        )
-        .await
+        self.update_network_record(network, now, config, create, f)
+            .await
     }
 
     async fn create_code(

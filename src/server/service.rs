@@ -41,7 +41,9 @@ pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;
 /// let reply = service.handle_discover(now, peer, ForwardedHeaders::NONE).await.unwrap();
 /// assert!(reply.agents.is_empty());
 /// # });
-/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// # use std::future::Future;
+/// # let waker = std::task::Waker::noop();
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_ready());
 /// ```
 #[derive(Clone)]
 pub struct Service {
