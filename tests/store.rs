@@ -1,0 +1,293 @@
+//! The server's operations over a store that fails at a chosen call: a fault between the steps of
+//! a link or a redemption leaves nothing usable and nothing that blocks the retry, which then
+//! completes the flow. No Redis needed (the Redis tests kill a real one between requests).
+#![cfg(feature = "tokio")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lanlink::code::CodeKey;
+use lanlink::secret::PresenceKey;
+use lanlink::server::{
+    CodeFn, CodeRecord, MemoryStore, NetworkFn, ServerConfig, Service, Store, StoreError,
+};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
+use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
+
+/// An in-memory store whose call number `fail_at` (counting from 0) fails as unavailable.
+struct Flaky {
+    inner: Mutex<MemoryStore>,
+    calls: AtomicUsize,
+    fail_at: AtomicUsize,
+}
+
+impl Flaky {
+    fn new() -> Self {
+        Self {
+            inner: Mutex::new(MemoryStore::default()),
+            calls: AtomicUsize::new(0),
+            fail_at: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Fails the `n`th call from now.
+    fn fail_in(&self, n: usize) {
+        self.fail_at
+            .store(self.calls.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if call == self.fail_at.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn update_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner
+            .update_network(network, now, config, create, f)
+            .await
+    }
+
+    async fn create_code(
+        &self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.create_code(key, record, now).await
+    }
+
+    async fn update_code(
+        &self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.update_code(key, now, f).await
+    }
+
+    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete_code(key).await
+    }
+
+    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.purge(now, config).await
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::<Utc>::from(SystemTime::now())
+}
+
+fn announcement() -> (Announce, LocalSecret) {
+    let key = PresenceKey::from_bytes([1; 32]);
+    let secret = LocalSecret::from_bytes([2; 32]);
+    let id = key.instance_id();
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: "192.168.1.50".parse().expect("ip"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+        presence_key: key,
+    };
+    (announce, secret)
+}
+
+const PEER: &str = "203.0.113.9";
+
+fn home() -> PublicNetwork {
+    PublicNetwork::from_ip(PEER.parse().expect("ip"), 64)
+}
+
+/// The live codes and the network's link state, straight from the memory store.
+fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, LinkState, usize) {
+    let inner = store.inner.lock().expect("lock");
+    let record = inner.network(&home());
+    let state = record.map_or(LinkState::Unknown, |r| {
+        r.link_state(account, &announce.instance_id)
+    });
+    let failures = record.map_or(0, |r| r.failures().len());
+    (inner.codes(), state, failures)
+}
+
+/// A fault at each store call of a link request: refused with `store_unavailable`, then no code
+/// and no link left behind (except a code whose delete itself failed: bound, unrevealed, and
+/// expiring), no failure counted; the retry links.
+#[tokio::test]
+async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
+    let alice = AccountId::new("alice").expect("account");
+    let (announce, secret) = announcement();
+    let request = || LinkRequest {
+        instance_id: announce.instance_id,
+        local_secret: secret.clone(),
+    };
+    let peer = PEER.parse().expect("ip");
+    // A link makes 3 store calls when it succeeds: check, create the code, accept.
+    for step in 0..3 {
+        let store = Arc::new(Flaky::new());
+        let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+        service
+            .announce_in(now(), home(), &announce)
+            .await
+            .expect("announce");
+        store.fail_in(step);
+        let refused = service
+            .handle_link(
+                now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                peer,
+                ForwardedHeaders::NONE,
+                request(),
+            )
+            .await;
+        assert_eq!(
+            refused.unwrap_err(),
+            Refusal::StoreUnavailable,
+            "step {step}"
+        );
+        assert_eq!(
+            state(&store, &alice, &announce),
+            (0, LinkState::Unknown, 0),
+            "step {step}: no code, no link, no failure"
+        );
+        let linked = service
+            .handle_link(
+                now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                peer,
+                ForwardedHeaders::NONE,
+                request(),
+            )
+            .await
+            .expect("the retry links");
+        assert_eq!(linked.state, LinkState::Pending);
+        assert_eq!(state(&store, &alice, &announce), (1, LinkState::Pending, 0));
+    }
+}
+
+/// A fault at each store call of a redemption: refused with `store_unavailable`, no token, the
+/// code still redeemable and the link not completed; the retry redeems, once.
+#[tokio::test]
+async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeems() {
+    let alice = AccountId::new("alice").expect("account");
+    let (announce, secret) = announcement();
+    let peer = PEER.parse().expect("ip");
+    // A redemption makes 3 store calls when it succeeds: lockout check, code, network.
+    for step in 0..3 {
+        let store = Arc::new(Flaky::new());
+        let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+        service
+            .announce_in(now(), home(), &announce)
+            .await
+            .expect("announce");
+        let request = LinkRequest {
+            instance_id: announce.instance_id,
+            local_secret: secret.clone(),
+        };
+        service
+            .handle_link(
+                now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                peer,
+                ForwardedHeaders::NONE,
+                request,
+            )
+            .await
+            .expect("link");
+        let reply = service
+            .announce_in(now(), home(), &announce)
+            .await
+            .expect("announce");
+        let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() else {
+            panic!("the message");
+        };
+        let redeem = RedeemRequest {
+            instance_id: announce.instance_id,
+            code: code.clone(),
+        };
+        store.fail_in(step);
+        let refused = service
+            .redeem_in(now(), &mut lanlink::os_rng(), home(), &redeem)
+            .await;
+        assert_eq!(
+            refused.unwrap_err(),
+            Refusal::StoreUnavailable,
+            "step {step}"
+        );
+        assert_eq!(
+            state(&store, &alice, &announce),
+            (1, LinkState::Delivered, 0),
+            "step {step}: not linked, nothing counted"
+        );
+        let redeemed = service
+            .redeem_in(now(), &mut lanlink::os_rng(), home(), &redeem)
+            .await
+            .expect("the retry redeems");
+        assert_eq!(redeemed.account, alice);
+        assert_eq!(state(&store, &alice, &announce).1, LinkState::Linked);
+        let again = service
+            .redeem_in(now(), &mut lanlink::os_rng(), home(), &redeem)
+            .await;
+        assert_eq!(
+            again.unwrap_err(),
+            Refusal::CodeUsed,
+            "single use still holds"
+        );
+    }
+}
+
+/// A failed guess whose count cannot be written is refused with `store_unavailable` (never
+/// accepted, and never reported as a plain `wrong_secret` that was not counted).
+#[tokio::test]
+async fn an_uncountable_failure_is_refused_as_unavailable() {
+    let alice = AccountId::new("alice").expect("account");
+    let (announce, _) = announcement();
+    let store = Arc::new(Flaky::new());
+    let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+    service
+        .announce_in(now(), home(), &announce)
+        .await
+        .expect("announce");
+    store.fail_in(1); // the check reads; the failure's count fails
+    let guess = LinkRequest {
+        instance_id: announce.instance_id,
+        local_secret: LocalSecret::from_bytes([9; 32]),
+    };
+    let refused = service
+        .handle_link(
+            now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            PEER.parse().expect("ip"),
+            ForwardedHeaders::NONE,
+            guess,
+        )
+        .await;
+    assert_eq!(refused.unwrap_err(), Refusal::StoreUnavailable);
+    assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 0));
+}
