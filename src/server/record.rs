@@ -35,25 +35,33 @@ pub(crate) fn earlier(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Presence {
     /// The agent.
+    #[serde(rename = "i")]
     pub instance_id: InstanceId,
     /// Its LAN address.
+    #[serde(rename = "a")]
     pub private_ip: IpAddr,
     /// Its local endpoint's port.
+    #[serde(rename = "p")]
     pub port: u16,
     /// What to show.
+    #[serde(rename = "d")]
     pub info: DeviceInfo,
     /// The commitment pinned by the first announcement.
-    #[serde(with = "commitment_hex")]
+    #[serde(rename = "k", with = "commitment_hex")]
     pub commitment: Commitment,
     /// When the presence lapses unless refreshed, in Unix milliseconds (integers, because every
     /// announcement of every agent updates it).
+    #[serde(rename = "e")]
     pub expires_ms: i64,
     /// A conflicting announcement was seen: hidden and unlinkable until it expires.
+    #[serde(rename = "c")]
     pub contested: bool,
     /// A link was accepted with this presence's secret (single-use).
+    #[serde(rename = "l")]
     pub link_requested: bool,
     /// When this instance has announced for longer than any window, in Unix milliseconds
     /// (its first announcement + the longest window + one presence lifetime).
+    #[serde(rename = "w")]
     pub window_ends_ms: i64,
 }
 
@@ -89,14 +97,19 @@ pub struct PendingMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkRecord {
     /// The agent.
+    #[serde(rename = "i")]
     pub instance_id: InstanceId,
     /// The account the link is for.
+    #[serde(rename = "u")]
     pub account: AccountId,
     /// The state.
+    #[serde(rename = "s")]
     pub state: LinkState,
     /// The queued message, until delivered.
+    #[serde(rename = "m")]
     pub message: Option<PendingMessage>,
     /// When the record is dropped.
+    #[serde(rename = "e")]
     pub expires_at: DateTime<Utc>,
 }
 
