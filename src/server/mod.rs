@@ -28,7 +28,6 @@ mod store;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -264,10 +263,9 @@ pub struct Server {
 /// Runs one operation over the server's own store, lent to it for the call.
 macro_rules! run {
     ($server:ident, |$ops:ident| $call:expr) => {{
-        let store = Mutex::new(&mut $server.store);
         let mut $ops = Ops {
             config: &$server.config,
-            store: &store,
+            store: &mut $server.store,
             events: &mut $server.events,
         };
         ready($call)

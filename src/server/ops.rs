@@ -1,5 +1,5 @@
-//! The server's operations, written once over any [`Store`]: the synchronous [`Server`]
-//! runs them over its in-memory store (whose futures are ready at once), and the async
+//! The server's operations, written once over any [`Store`](super::Store): the synchronous
+//! [`Server`] runs them over its in-memory store (whose futures are ready at once), and the async
 //! [`Service`](super::Service) over a shared store.
 //!
 //! Each operation loads the records it needs, applies the core's pure functions
@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
 use super::record::{later, CodeRecord};
-use super::store::{Store, StoreError};
+use super::store::{Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::LinkCode;
@@ -41,14 +41,14 @@ use crate::wire::{
     RedeemRequest,
 };
 
-/// One operation's view of the server: its configuration, its store, and where its events go.
-pub(crate) struct Ops<'a, S: Store + ?Sized> {
+/// One operation's view of the server: its configuration, its records, and where its events go.
+pub(crate) struct Ops<'a, S: Records> {
     pub(crate) config: &'a ServerConfig,
-    pub(crate) store: &'a S,
+    pub(crate) store: &'a mut S,
     pub(crate) events: &'a mut VecDeque<ServerEvent>,
 }
 
-impl<S: Store + ?Sized> Ops<'_, S> {
+impl<S: Records> Ops<'_, S> {
     /// Resolves the caller's network, or refuses (with an event).
     pub(crate) fn caller(
         &mut self,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
 use super::ops::Ops;
-use super::store::{Store, StoreError};
+use super::store::{Shared, Store, StoreError};
 use super::{Redeemed, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::error::{ConfigError, Refusal};
@@ -88,12 +88,20 @@ impl Service {
         &self.store
     }
 
-    fn ops<'a>(&'a self, events: &'a mut VecDeque<ServerEvent>) -> Ops<'a, dyn Store> {
+    fn ops<'a>(
+        &'a self,
+        store: &'a mut Shared<'a>,
+        events: &'a mut VecDeque<ServerEvent>,
+    ) -> Ops<'a, Shared<'a>> {
         Ops {
             config: &self.config,
-            store: &*self.store,
+            store,
             events,
         }
+    }
+
+    fn shared(&self) -> Shared<'_> {
+        Shared(&*self.store)
     }
 
     fn emit(&self, events: VecDeque<ServerEvent>) {
@@ -110,9 +118,9 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        let mut events = VecDeque::new();
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
         let result = self
-            .ops(&mut events)
+            .ops(&mut store, &mut events)
             .handle_announce(now, peer, headers, announce)
             .await;
         self.emit(events);
@@ -127,9 +135,9 @@ impl Service {
         network: PublicNetwork,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        let mut events = VecDeque::new();
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
         let result = self
-            .ops(&mut events)
+            .ops(&mut store, &mut events)
             .announce_in(now, network, announce)
             .await;
         self.emit(events);
@@ -144,9 +152,9 @@ impl Service {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
-        let mut events = VecDeque::new();
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
         let result = self
-            .ops(&mut events)
+            .ops(&mut store, &mut events)
             .handle_discover(now, peer, headers)
             .await;
         self.emit(events);
@@ -163,9 +171,9 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
-        let mut events = VecDeque::new();
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
         let result = self
-            .ops(&mut events)
+            .ops(&mut store, &mut events)
             .handle_link(now, rng, account, peer, headers, request)
             .await;
         self.emit(events);
@@ -182,9 +190,9 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
-        let mut events = VecDeque::new();
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
         let result = self
-            .ops(&mut events)
+            .ops(&mut store, &mut events)
             .handle_link_status(now, account, peer, headers, instance_id)
             .await;
         self.emit(events);
@@ -198,8 +206,11 @@ impl Service {
         rng: &mut R,
         account: &AccountId,
     ) -> Result<CodeReply, Refusal> {
-        let mut events = VecDeque::new();
-        let result = self.ops(&mut events).mint_code(now, rng, account).await;
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .mint_code(now, rng, account)
+            .await;
         self.emit(events);
         result
     }
@@ -213,9 +224,9 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let mut events = VecDeque::new();
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
         let result = self
-            .ops(&mut events)
+            .ops(&mut store, &mut events)
             .handle_redeem(now, rng, peer, headers, request)
             .await;
         self.emit(events);
@@ -231,9 +242,9 @@ impl Service {
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let mut events = VecDeque::new();
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
         let result = self
-            .ops(&mut events)
+            .ops(&mut store, &mut events)
             .redeem_in(now, rng, network, request)
             .await;
         self.emit(events);
@@ -242,8 +253,8 @@ impl Service {
 
     /// Drops expired records (a store with its own expiry, such as Redis, has nothing to do).
     pub async fn purge_expired(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut events = VecDeque::new();
-        let result = self.ops(&mut events).purge(now).await;
+        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let result = self.ops(&mut store, &mut events).purge(now).await;
         self.emit(events);
         result
     }

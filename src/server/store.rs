@@ -238,8 +238,8 @@ impl MemoryStore {
     }
 }
 
-/// Implements [`Store`] for a mutex over something that derefs to a [`MemoryStore`]. Every
-/// method finishes before it returns: the futures are ready at their first poll.
+/// `Mutex<MemoryStore>` is a [`Store`]. Every method finishes before it returns: the futures
+/// are ready at their first poll.
 macro_rules! memory_store {
     ($ty:ty) => {
         #[async_trait]
@@ -299,5 +299,118 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 memory_store!(Mutex<MemoryStore>);
-// The synchronous [`Server`](super::Server) lends its own store for the length of one call.
-memory_store!(Mutex<&mut MemoryStore>);
+
+/// What the server's operations ([`super::ops`]) run on: a [`Store`] (through [`Shared`]), or the
+/// synchronous [`Server`](super::Server)'s own [`MemoryStore`], called directly (no lock, no
+/// boxed future: its futures are ready at once).
+pub(crate) trait Records {
+    async fn update_network(
+        &mut self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError>;
+
+    async fn create_code(
+        &mut self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    async fn update_code(
+        &mut self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError>;
+
+    async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError>;
+
+    async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
+}
+
+impl Records for MemoryStore {
+    async fn update_network(
+        &mut self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.update(network, now, config, create, f).is_some())
+    }
+
+    async fn create_code(
+        &mut self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(MemoryStore::create_code(self, key, record, now))
+    }
+
+    async fn update_code(
+        &mut self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError> {
+        Ok(MemoryStore::update_code(self, key, now, f))
+    }
+
+    async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError> {
+        self.codes.remove(key);
+        Ok(())
+    }
+
+    async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
+        MemoryStore::purge(self, now, config);
+        Ok(())
+    }
+}
+
+/// A shared [`Store`] as [`Records`].
+pub(crate) struct Shared<'a>(pub(crate) &'a dyn Store);
+
+impl Records for Shared<'_> {
+    async fn update_network(
+        &mut self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.0.update_network(network, now, config, create, f).await
+    }
+
+    async fn create_code(
+        &mut self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.0.create_code(key, record, now).await
+    }
+
+    async fn update_code(
+        &mut self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.0.update_code(key, now, f).await
+    }
+
+    async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError> {
+        self.0.delete_code(key).await
+    }
+
+    async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
+        self.0.purge(now, config).await
+    }
+}
