@@ -40,6 +40,9 @@ struct Args {
     /// Most agents shown per network; with more present none is shown.
     #[arg(long, default_value_t = 1)]
     max_visible: usize,
+    /// Failures from one network (in 10 minutes) that lock it out for 10 minutes.
+    #[arg(long, default_value_t = 5)]
+    lockout_threshold: u32,
     /// IPv6 prefix length that groups addresses into one network.
     #[arg(long, default_value_t = 64)]
     ipv6_prefix: u8,
@@ -77,6 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig::default()
         .trusted_proxies(args.trusted_proxies)
         .max_visible(args.max_visible)
+        .lockout_threshold(args.lockout_threshold)
         .ipv6_prefix(args.ipv6_prefix);
     let auth = Arc::new(BearerTokens::new(args.users));
     let app = match &args.redis {

@@ -21,7 +21,7 @@ use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::secret::PresenceKey;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{ServerConfig, Service};
+use lanlink::server::{ServerConfig, Service, Store};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LocalSecret, PublicNetwork, Refusal};
@@ -172,11 +172,16 @@ enum Instance {
 
 impl Instance {
     async fn start(redis: &Redis) -> Self {
+        Self::start_with(redis, 5).await
+    }
+
+    async fn start_with(redis: &Redis, lockout_threshold: u32) -> Self {
         match server_binary() {
-            Some(binary) => Self::spawn(&binary, redis),
+            Some(binary) => Self::spawn(&binary, redis, lockout_threshold),
             None => {
                 println!("note: the server example is not built; in-process instances instead");
-                let service = service(redis, ServerConfig::default()).await;
+                let config = ServerConfig::default().lockout_threshold(lockout_threshold);
+                let service = service(redis, config).await;
                 let alice = AccountId::new("alice").expect("account");
                 let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
                 let app = service_router(Arc::new(service), auth, DEFAULT_PREFIX);
@@ -198,7 +203,7 @@ impl Instance {
         }
     }
 
-    fn spawn(binary: &Path, redis: &Redis) -> Self {
+    fn spawn(binary: &Path, redis: &Redis, lockout_threshold: u32) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(binary)
             .args([
@@ -207,6 +212,7 @@ impl Instance {
                 "--user",
                 &format!("alice={TOKEN}"),
             ])
+            .args(["--lockout-threshold", &lockout_threshold.to_string()])
             .args(["--redis", &redis.url()])
             .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
             .env("RUST_LOG", "warn")
@@ -413,6 +419,80 @@ async fn one_visible_and_lockout_across_instances() {
         let err = linker.link(&right).await.unwrap_err();
         assert_eq!(code_of(&err), Some((429, "locked_out")));
     }
+}
+
+/// 200 parallel failed guesses over HTTP, split between two server processes on one Redis: each
+/// answered `wrong_secret` is in the network's failure count, none lost (a `store_contention`
+/// answer, if any, was not counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_failures_over_two_processes() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let instances = [
+        Instance::start_with(&redis, 10_000).await,
+        Instance::start_with(&redis, 10_000).await,
+    ];
+    let (x, _) = announcement(1);
+    HttpAgentClient::new(&instances[0].base())
+        .expect("client")
+        .announce(&x)
+        .await
+        .expect("announce");
+    // A debug build on a shared machine may take a while under this load: a patient client.
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .no_proxy()
+        .build()
+        .expect("client");
+    let linkers: Arc<Vec<HttpLinkerClient>> = Arc::new(
+        instances
+            .iter()
+            .map(|i| {
+                let (base, prefix) = (i.base(), DEFAULT_PREFIX);
+                HttpLinkerClient::with_client(patient.clone(), &base, prefix, prefix, TOKEN)
+            })
+            .collect(),
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..200u32)
+        .map(|n| {
+            let linkers = Arc::clone(&linkers);
+            tokio::spawn(async move {
+                let guess = LinkRequest {
+                    instance_id: x_id(),
+                    local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
+                };
+                linkers[(n % 2) as usize].link(&guess).await
+            })
+        })
+        .collect();
+    let (mut wrong, mut contention) = (0, 0);
+    for task in tasks {
+        let err = task.await.expect("task").unwrap_err();
+        match code_of(&err) {
+            Some((403, "wrong_secret")) => wrong += 1,
+            Some((503, "store_contention")) => contention += 1,
+            _ => panic!("unexpected {err:?}"),
+        }
+    }
+    assert_eq!(wrong + contention, 200);
+    println!(
+        "200 parallel guesses over HTTP on two processes: {:?}, {contention} gave up under contention",
+        started.elapsed()
+    );
+    let config = ServerConfig::default();
+    let mut failures = 0;
+    store(&redis)
+        .await
+        .update_network(network("127.0.0.1"), wall_now(), &config, false, &mut |r| {
+            failures = r.failures().len();
+        })
+        .await
+        .expect("read");
+    assert_eq!(failures, wrong, "every counted refusal is in the record");
+    assert!(wrong >= 190, "contention stays rare ({contention} of 200)");
 }
 
 fn lockout_config(threshold: u32) -> ServerConfig {
