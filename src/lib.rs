@@ -74,6 +74,8 @@ pub mod secret;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "ticket")]
+pub mod ticket;
 pub mod transport;
 pub mod wire;
 
