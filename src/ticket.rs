@@ -208,7 +208,7 @@ impl TicketKey {
         token: &str,
         instance_id: &InstanceId,
     ) -> Result<NetworkTicket, TicketError> {
-        if token.len() > MAX_TICKET_CHARS || token.len() % 2 != 0 {
+        if token.len() > MAX_TICKET_CHARS || !token.len().is_multiple_of(2) {
             return Err(TicketError::Malformed);
         }
         let mut bytes = vec![0u8; token.len() / 2];

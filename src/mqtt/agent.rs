@@ -50,7 +50,9 @@ impl MqttAgentConfig {
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<DownMessage>>>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One connection to the broker, as one client id.

@@ -30,7 +30,9 @@ pub mod server;
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -84,10 +86,7 @@ impl std::fmt::Debug for Broker {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("prefix", &self.prefix)
-            .field(
-                "username",
-                &self.credentials.as_ref().map(|(user, _)| user),
-            )
+            .field("username", &self.credentials.as_ref().map(|(user, _)| user))
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +159,9 @@ impl Broker {
 
     /// The client id in an up topic, if `topic` is one.
     pub fn client_of_up_topic<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix("/up/")?;
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/up/")?;
         valid_name(rest).then_some(rest)
     }
 
@@ -307,10 +308,7 @@ mod tests {
     fn topics_and_names() {
         let broker = Broker::new("127.0.0.1", 1883);
         assert_eq!(broker.down_topic("ll-ab"), "lanlink/v1/down/ll-ab");
-        assert_eq!(
-            broker.shared_up_filter("g"),
-            "$share/g/lanlink/v1/up/+"
-        );
+        assert_eq!(broker.shared_up_filter("g"), "$share/g/lanlink/v1/up/+");
         assert_eq!(
             broker.client_of_up_topic("lanlink/v1/up/ll-ab"),
             Some("ll-ab")

@@ -101,11 +101,7 @@ impl MqttServerConfig {
     /// A consumer on `broker` connecting as `client_id` (unique per server instance), in the
     /// shared-subscription group [`DEFAULT_GROUP`], checking tickets with `key` (the key the
     /// HTTP ticket route signs with).
-    pub fn new(
-        broker: Broker,
-        client_id: &str,
-        key: TicketKey,
-    ) -> Result<Self, MqttConfigError> {
+    pub fn new(broker: Broker, client_id: &str, key: TicketKey) -> Result<Self, MqttConfigError> {
         if !valid_name(client_id) {
             return Err(MqttConfigError::Name);
         }
