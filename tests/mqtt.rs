@@ -353,6 +353,7 @@ impl RawClient {
     async fn connect(port: u16, client_id: &str) -> Self {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut events) = AsyncClient::new(options, 64);
         let (tx, received) = tokio::sync::mpsc::unbounded_channel();
         let (ack_tx, subacks) = tokio::sync::mpsc::unbounded_channel();
@@ -646,6 +647,27 @@ async fn forged_and_replayed_tickets_are_refused() {
         .network(&loopback())
         .is_none_or(|record| record.present() == 0));
 
+    // Garbage on the up topic (not JSON, oversized, bad correlation id, binary) is dropped
+    // without a reply, and the consumer keeps serving.
+    let handled = cloud.consumers[0].handled();
+    raw_a.publish(&a_up, b"not json".to_vec()).await;
+    raw_a.publish(&a_up, vec![b'{'; 64 * 1024]).await;
+    raw_a.publish(&a_up, (0..=255u8).collect()).await;
+    raw_a
+        .publish(
+            &a_up,
+            up_announce("bad id/with+wildcards", valid.clone(), &a_announce),
+        )
+        .await;
+    raw_a
+        .publish(
+            &format!("{a_up}/extra"),
+            up_announce("extra", valid.clone(), &a_announce),
+        )
+        .await;
+    assert!(raw_a.next(Duration::from_millis(500)).await.is_none());
+    assert_eq!(cloud.consumers[0].handled(), handled);
+
     // A valid ticket for another network: the agent lands there, invisible from 127.0.0.1.
     let elsewhere = PublicNetwork::from_ip("198.51.100.7".parse().unwrap(), 64);
     let away = key.issue(now(), TimeDelta::minutes(5), elsewhere, a).token;
@@ -902,4 +924,88 @@ async fn missing_ticket_route_is_a_clean_refusal() {
     };
     let transport = mqtt_transport(&mosquitto.broker(), &base);
     assert!(transport.redeem(&redeem).await.is_err());
+}
+
+/// The ticket route (no broker needed): it refuses an announcement whose key does not derive its
+/// id, and signs the network it resolved the same way as every route (behind a trusted proxy:
+/// the forwarded client; a client-written header from an untrusted peer: ignored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_route_proves_the_key_and_resolves_the_network() {
+    let key = TicketKey::generate(&mut lanlink::os_rng());
+    let config = ServerConfig::default().trusted_proxies(vec!["127.0.0.2/32".parse().unwrap()]);
+    let app = ticket::router(key.clone(), config, DEFAULT_PREFIX);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(http::serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    let client = HttpAgentClient::new(&base).unwrap();
+    let presence = PresenceKey::generate(&mut lanlink::os_rng());
+    let announce = announce_for(&presence, &LocalSecret::generate(&mut lanlink::os_rng()));
+    let id = announce.instance_id;
+
+    let reply = client.ticket(&announce).await.unwrap();
+    let ticket = key.verify(now(), &reply.ticket, &id).unwrap();
+    assert_eq!(ticket.network, loopback());
+    assert_eq!(ticket.expires_at, reply.expires_at);
+    assert!(reply.expires_at > now() + TimeDelta::minutes(4));
+    assert_eq!(reply.client_id, key.client_id(&id));
+
+    // Someone else's id with a key that does not derive it.
+    let mut forged = announce.clone();
+    forged.presence_key = PresenceKey::generate(&mut lanlink::os_rng());
+    let err = client.ticket(&forged).await.unwrap_err();
+    assert_eq!(
+        err,
+        TransportError::Refused {
+            status: 403,
+            code: "forged_instance".into()
+        }
+    );
+
+    // 127.0.0.1 is not a trusted proxy: its X-Forwarded-For is not believed.
+    let raw = http::client::default_client().unwrap();
+    let answer = raw
+        .post(format!("{base}{DEFAULT_PREFIX}/agent/ticket"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", "198.51.100.7")
+        .body(wire::encode(&announce).to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let reply: lanlink::ticket::TicketReply =
+        serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        key.verify(now(), &reply.ticket, &id).unwrap().network,
+        loopback()
+    );
+
+    // From the trusted proxy 127.0.0.2, the forwarded client's network is signed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let server_addr: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(server_addr).await.unwrap();
+    let body = wire::encode(&announce);
+    let head = format!(
+        "POST {DEFAULT_PREFIX}/agent/ticket HTTP/1.1\r\nHost: cloud\r\nContent-Type: application/json\r\nX-Forwarded-For: 198.51.100.7\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let (_, json) = text.split_once("\r\n\r\n").unwrap();
+    let reply: lanlink::ticket::TicketReply = serde_json::from_str(json).unwrap();
+    let forwarded = PublicNetwork::from_ip("198.51.100.7".parse().unwrap(), 64);
+    assert_eq!(
+        key.verify(now(), &reply.ticket, &id).unwrap().network,
+        forwarded
+    );
 }

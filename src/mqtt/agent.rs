@@ -74,7 +74,8 @@ impl Drop for Session {
 
 impl Session {
     fn connect(broker: &Broker, client_id: String) -> Self {
-        let (client, events) = AsyncClient::new(broker.options(&client_id), 64);
+        let (client, events) =
+            AsyncClient::new(broker.options(&client_id, MAX_DOWN_BYTES + 1024), 64);
         let pending: Pending = Arc::default();
         let wake = Arc::new(Notify::new());
         let (subscribed_tx, subscribed) = watch::channel(false);

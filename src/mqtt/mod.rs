@@ -54,6 +54,11 @@ pub const MAX_UP_BYTES: usize = MAX_ANNOUNCE_BYTES + 1024;
 /// Largest server → agent payload accepted, in bytes.
 pub const MAX_DOWN_BYTES: usize = crate::wire::MAX_MESSAGE_BYTES;
 
+/// Largest packet a server consumer reads, in bytes. Larger requests are dropped unread, but
+/// only after the connection is dropped; a broker should refuse them first (mosquitto:
+/// `max_packet_size 8192`, see `PROTOCOL.md`).
+pub const SERVER_MAX_PACKET_BYTES: usize = 1024 * 1024;
+
 /// Longest correlation id accepted, in characters.
 pub const MAX_ID_CHARS: usize = 64;
 
@@ -165,11 +170,13 @@ impl Broker {
         valid_name(rest).then_some(rest)
     }
 
-    fn options(&self, client_id: &str) -> MqttOptions {
+    /// Options for `client_id`, accepting packets of up to `max_incoming` bytes (a larger one
+    /// drops the connection, which is then made again).
+    fn options(&self, client_id: &str, max_incoming: usize) -> MqttOptions {
         let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
         options.set_keep_alive(self.keep_alive);
         options.set_clean_session(true);
-        options.set_max_packet_size(MAX_DOWN_BYTES + 1024, MAX_DOWN_BYTES + 1024);
+        options.set_max_packet_size(max_incoming, MAX_DOWN_BYTES + 1024);
         if let Some((user, password)) = &self.credentials {
             options.set_credentials(user.clone(), password.as_str());
         }

@@ -169,7 +169,12 @@ impl MqttServer {
     /// # }
     /// ```
     pub fn spawn(config: MqttServerConfig, backend: Arc<dyn MqttBackend>) -> Self {
-        let (client, events) = AsyncClient::new(config.broker.options(&config.client_id), 256);
+        let (client, events) = AsyncClient::new(
+            config
+                .broker
+                .options(&config.client_id, super::SERVER_MAX_PACKET_BYTES),
+            256,
+        );
         let filter = config.broker.shared_up_filter(&config.group);
         let consumer = Arc::new(Consumer {
             broker: config.broker,
