@@ -38,7 +38,13 @@ const SERVER_PASSWORD: &str = "server-password-for-tests";
 // ---------------------------------------------------------------------------------------------
 // The broker.
 
+/// mosquitto from `LANLINK_MOSQUITTO` if set (a path; a missing one means "not installed"),
+/// else from `PATH`, else `/usr/sbin/mosquitto` (Debian's place, often not on a user's `PATH`).
 fn mosquitto_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("LANLINK_MOSQUITTO") {
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
+    }
     let from_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("mosquitto"))
@@ -221,7 +227,8 @@ async fn cloud(broker: &Broker, consumers: usize, config: ServerConfig) -> Cloud
         config,
         DEFAULT_PREFIX,
     ));
-    let app = wake_on_link(app, consumers[0].waker());
+    // Wakes go out through the last consumer (a test may drop the first).
+    let app = wake_on_link(app, consumers[consumers.len() - 1].waker());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(http::serve(
@@ -567,6 +574,32 @@ async fn two_consumers_share_the_subscription() {
         .map(|record| record.present())
         .unwrap_or(0);
     assert_eq!(present, 8);
+}
+
+/// One of two server instances goes away mid-flow: the broker hands the shared subscription's
+/// requests to the other, and the link completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_leaving_mid_flow_does_not_break_linking() {
+    let Some(binary) = mosquitto_or_skip("a_consumer_leaving_mid_flow_does_not_break_linking")
+    else {
+        return;
+    };
+    let mosquitto = Mosquitto::start(binary, false);
+    let broker = mosquitto.broker();
+    let mut cloud = cloud(&broker, 2, server_config(Duration::from_secs(2))).await;
+    let (agent, _) = start_agent(Duration::from_secs(2)).await;
+    let (task, _) = spawn_agent_driver(&agent, mqtt_transport(&broker, &cloud.base));
+    wait_discovered(&cloud.base).await;
+    drop(cloud.consumers.remove(0));
+    let survivor_before = cloud.consumers[0].handled();
+    let (linked, _) = link_over_http(&cloud.base).await;
+    linked.expect("linked through the remaining instance");
+    let status = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, AgentStatus::Linked);
+    assert!(cloud.consumers[0].handled() > survivor_before);
 }
 
 /// Forged, tampered, expired and replayed tickets are refused over MQTT with their codes, and
