@@ -73,10 +73,14 @@ pub mod fuzz;
 pub mod http;
 pub mod id;
 pub mod linker;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod secret;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "ticket")]
+pub mod ticket;
 pub mod transport;
 pub mod wire;
 

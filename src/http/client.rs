@@ -134,6 +134,19 @@ impl AgentServerTransport for HttpAgentClient {
     }
 }
 
+#[cfg(feature = "ticket")]
+impl HttpAgentClient {
+    /// Asks for a signed network ticket (`POST {prefix}/agent/ticket`) with an announcement that
+    /// proves the agent's presence key; see [`crate::ticket`].
+    pub async fn ticket(
+        &self,
+        announce: &Announce,
+    ) -> Result<crate::ticket::TicketReply, TransportError> {
+        let url = format!("{}/agent/ticket", self.base);
+        exchange(json(self.client.post(url), wire::encode(announce))).await
+    }
+}
+
 /// The linker's client: the server's user routes (with a bearer token) and agents' local
 /// endpoints.
 ///

@@ -4,6 +4,7 @@
 //! - [`server::router`]: the server's routes (agent-facing and user-facing), over [`crate::server::Server`].
 //! - [`agent::router`]: the agent's local endpoint (`GET …/secret`), over a shared [`crate::agent::Agent`].
 //! - [`client`]: reqwest clients implementing the [`crate::transport`] traits.
+//! - `ticket::router` (feature `ticket`): `POST …/agent/ticket`, issuing signed network tickets.
 //! - [`serve()`]: a hardened accept loop (connection cap, header and connection timeouts).
 //!
 //! Every refusal is `{"error": "<code>"}` with a fitting status; see [`status_of`].
@@ -16,6 +17,8 @@ pub mod agent;
 pub mod client;
 mod serve;
 pub mod server;
+#[cfg(feature = "ticket")]
+pub mod ticket;
 
 use std::net::SocketAddr;
 

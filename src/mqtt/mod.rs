@@ -1,0 +1,349 @@
+//! The MQTT transport (feature `mqtt`, over [`rumqttc`]): the agent ↔ server channel through an
+//! MQTT broker, documented topic by topic in `PROTOCOL.md`.
+//!
+//! - [`agent::MqttAgentTransport`] implements [`AgentServerTransport`](crate::transport::AgentServerTransport),
+//!   so [`crate::driver::run_agent`] runs unchanged over MQTT.
+//! - [`server::MqttServer`] consumes agents' requests with a shared subscription
+//!   (`$share/<group>/…`), so several server instances split the load, and answers each on the
+//!   agent's own topic. It calls an [`server::MqttBackend`] (implemented for
+//!   [`SharedServer`](crate::http::server::SharedServer)).
+//! - [`server::MqttWaker`] / [`server::wake_on_link`]: when a link is accepted (over HTTP), the
+//!   agent's topic gets a `wake` (no secret in it) and the agent announces at once to fetch its
+//!   message, instead of at its next announce.
+//!
+//! MQTT does not show the server an agent's address, so the agent first fetches a signed network
+//! ticket over HTTP ([`crate::ticket`], `POST {prefix}/agent/ticket`) and attaches it to every
+//! request; the reply also names the MQTT client id the agent connects with, which only the
+//! servers can compute, and which names the agent's topics:
+//!
+//! | topic | publisher | subscriber | payload |
+//! | --- | --- | --- | --- |
+//! | `{prefix}/up/{client_id}` | the agent | servers (`$share/{group}/{prefix}/up/+`) | [`UpMessage`] |
+//! | `{prefix}/down/{client_id}` | servers | the agent | [`DownMessage`] |
+//!
+//! Every publish is QoS 1; both sides reconnect with capped exponential back-off and subscribe
+//! again after each connection, and the agent retries a request that got no reply (through the
+//! driver), so a broker restart delays a link but does not break it.
+
+pub mod agent;
+pub mod server;
+
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+pub use rumqttc;
+
+use crate::driver::{Backoff, DriverConfig};
+use crate::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest, MAX_ANNOUNCE_BYTES};
+
+/// The default topic prefix.
+pub const DEFAULT_TOPIC_PREFIX: &str = "lanlink/v1";
+
+/// The default shared-subscription group of the servers.
+pub const DEFAULT_GROUP: &str = "lanlink-servers";
+
+/// Largest agent → server payload accepted, in bytes (an announcement, a ticket, an id).
+pub const MAX_UP_BYTES: usize = MAX_ANNOUNCE_BYTES + 1024;
+
+/// Largest server → agent payload accepted, in bytes.
+pub const MAX_DOWN_BYTES: usize = crate::wire::MAX_MESSAGE_BYTES;
+
+/// Largest packet a server consumer reads, in bytes. Larger requests are dropped unread, but
+/// only after the connection is dropped; a broker should refuse them first (mosquitto:
+/// `max_packet_size 8192`, see `PROTOCOL.md`).
+pub const SERVER_MAX_PACKET_BYTES: usize = 1024 * 1024;
+
+/// Longest correlation id accepted, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// Why an MQTT configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqttConfigError {
+    /// The topic prefix is empty, starts with `$` or `/`, ends with `/`, or holds `+`, `#` or a
+    /// NUL.
+    #[error("bad topic prefix")]
+    Prefix,
+    /// The group or client id is empty, too long, or holds a character outside `[A-Za-z0-9_-]`.
+    #[error("bad group or client id")]
+    Name,
+}
+
+/// Where the broker is and how to log in.
+#[derive(Clone)]
+pub struct Broker {
+    host: String,
+    port: u16,
+    prefix: String,
+    credentials: Option<(String, Zeroizing<String>)>,
+    keep_alive: Duration,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("prefix", &self.prefix)
+            .field("username", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// The broker at `host:port` (plain TCP), topics under [`DEFAULT_TOPIC_PREFIX`], anonymous,
+    /// a 5 s keep-alive (so a dead broker is noticed within seconds).
+    ///
+    /// ```
+    /// let broker = lanlink::mqtt::Broker::new("127.0.0.1", 1883).prefix("acme/lanlink").unwrap();
+    /// assert_eq!(broker.up_topic("ll-0"), "acme/lanlink/up/ll-0");
+    /// assert!(lanlink::mqtt::Broker::new("h", 1).prefix("a/#").is_err());
+    /// ```
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
+            credentials: None,
+            keep_alive: Duration::from_secs(5),
+        }
+    }
+
+    /// Topics under `prefix` (no wildcard, no leading `$` or `/`, no trailing `/`).
+    pub fn prefix(mut self, prefix: &str) -> Result<Self, MqttConfigError> {
+        let bad = prefix.is_empty()
+            || prefix.starts_with('$')
+            || prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || prefix.len() > 128
+            || prefix.contains(['+', '#', '\0']);
+        if bad {
+            return Err(MqttConfigError::Prefix);
+        }
+        self.prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    /// Logs in with `username` and `password`.
+    pub fn credentials(mut self, username: impl Into<String>, password: &str) -> Self {
+        self.credentials = Some((username.into(), Zeroizing::new(password.to_owned())));
+        self
+    }
+
+    /// The MQTT keep-alive (at least 1 s).
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The topic prefix.
+    pub fn topic_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The topic agent `client_id` publishes its requests on.
+    pub fn up_topic(&self, client_id: &str) -> String {
+        format!("{}/up/{client_id}", self.prefix)
+    }
+
+    /// The topic agent `client_id` receives replies and wakes on.
+    pub fn down_topic(&self, client_id: &str) -> String {
+        format!("{}/down/{client_id}", self.prefix)
+    }
+
+    /// The servers' shared subscription for `group`.
+    pub fn shared_up_filter(&self, group: &str) -> String {
+        format!("$share/{group}/{}/up/+", self.prefix)
+    }
+
+    /// The client id in an up topic, if `topic` is one.
+    pub fn client_of_up_topic<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/up/")?;
+        valid_name(rest).then_some(rest)
+    }
+
+    /// Options for `client_id`, accepting packets of up to `max_incoming` bytes (a larger one
+    /// drops the connection, which is then made again).
+    fn options(&self, client_id: &str, max_incoming: usize) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
+        options.set_keep_alive(self.keep_alive);
+        options.set_clean_session(true);
+        options.set_max_packet_size(max_incoming, MAX_DOWN_BYTES + 1024);
+        if let Some((user, password)) = &self.credentials {
+            options.set_credentials(user.clone(), password.as_str());
+        }
+        options
+    }
+}
+
+/// Whether `name` is a group, client id or correlation id this module accepts: 1 to 64 of
+/// `[A-Za-z0-9_-]`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ID_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Agent → server, on `{prefix}/up/{client_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum UpMessage {
+    /// An announcement (the reply is [`DownMessage::Announced`]).
+    Announce {
+        /// The correlation id, echoed in the reply.
+        id: String,
+        /// The agent's network ticket.
+        ticket: String,
+        /// The announcement.
+        announce: Announce,
+    },
+    /// A redemption (the reply is [`DownMessage::Redeemed`]).
+    Redeem {
+        /// The correlation id, echoed in the reply.
+        id: String,
+        /// The agent's network ticket.
+        ticket: String,
+        /// The redemption.
+        redeem: RedeemRequest,
+    },
+}
+
+/// Server → agent, on `{prefix}/down/{client_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DownMessage {
+    /// The reply to an announcement.
+    Announced {
+        /// The request's correlation id.
+        id: String,
+        /// The reply.
+        reply: AnnounceReply,
+    },
+    /// The reply to a redemption.
+    Redeemed {
+        /// The request's correlation id.
+        id: String,
+        /// The reply.
+        reply: RedeemReply,
+    },
+    /// A refusal: the HTTP-style status and stable code the HTTP route would have answered.
+    Refused {
+        /// The request's correlation id.
+        id: String,
+        /// The status, e.g. 403.
+        status: u16,
+        /// The code, e.g. `"ticket_expired"`.
+        error: String,
+    },
+    /// Something is waiting for the agent: announce now. Carries nothing else.
+    Wake,
+    /// A message type this version does not know; ignored.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Runs a client's event loop forever: reconnects with capped exponential back-off after any
+/// error, subscribes to `filter` (QoS 1) after each connection, reports whether that
+/// subscription is granted on `subscribed`, and hands every incoming publish to `on_publish`.
+async fn run_event_loop(
+    mut events: EventLoop,
+    client: AsyncClient,
+    filter: String,
+    subscribed: watch::Sender<bool>,
+    mut on_publish: impl FnMut(Publish) + Send,
+) {
+    let mut backoff = Backoff::new(&DriverConfig {
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_secs(3),
+        max_attempts: u32::MAX,
+    });
+    let mut rng = crate::os_rng();
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                if let Err(err) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                    tracing::warn!(target: "lanlink::mqtt", %err, "subscribe not queued");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let granted = ack
+                    .return_codes
+                    .iter()
+                    .all(|code| matches!(code, SubscribeReasonCode::Success(_)));
+                if !granted {
+                    tracing::warn!(target: "lanlink::mqtt", %filter, "subscription refused by the broker");
+                }
+                subscribed.send_replace(granted);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(publish),
+            Ok(_) => {}
+            Err(err) => {
+                subscribed.send_replace(false);
+                tracing::debug!(target: "lanlink::mqtt", %err, "broker connection lost; reconnecting");
+                tokio::time::sleep(backoff.next_delay(&mut rng)).await;
+            }
+        }
+    }
+}
+
+/// A fresh correlation id: 128 random bits as hex.
+fn correlation_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    crate::os_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_names() {
+        let broker = Broker::new("127.0.0.1", 1883);
+        assert_eq!(broker.down_topic("ll-ab"), "lanlink/v1/down/ll-ab");
+        assert_eq!(broker.shared_up_filter("g"), "$share/g/lanlink/v1/up/+");
+        assert_eq!(
+            broker.client_of_up_topic("lanlink/v1/up/ll-ab"),
+            Some("ll-ab")
+        );
+        for bad in [
+            "lanlink/v1/up/",
+            "lanlink/v1/up/a/b",
+            "lanlink/v1/down/x",
+            "lanlink/v1/up/a+",
+            "other/up/x",
+        ] {
+            assert_eq!(broker.client_of_up_topic(bad), None, "{bad}");
+        }
+        for bad in ["", "$SYS", "/a", "a/", "a/+", "a/#/b", "a\0"] {
+            assert!(Broker::new("h", 1).prefix(bad).is_err(), "{bad:?}");
+        }
+        assert!(!valid_name(&"a".repeat(65)));
+        assert!(valid_name(&correlation_id()));
+    }
+
+    #[test]
+    fn up_messages_are_strict() {
+        let unknown = br#"{"type":"announce","id":"1","ticket":"t","announce":{},"x":1}"#;
+        assert!(crate::wire::decode::<UpMessage>(unknown, MAX_UP_BYTES).is_err());
+        let other = br#"{"type":"delete","id":"1"}"#;
+        assert!(crate::wire::decode::<UpMessage>(other, MAX_UP_BYTES).is_err());
+        let down: DownMessage =
+            crate::wire::decode(br#"{"type":"future","x":1}"#, MAX_DOWN_BYTES).unwrap();
+        assert!(matches!(down, DownMessage::Unknown));
+    }
+}

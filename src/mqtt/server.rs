@@ -1,0 +1,438 @@
+//! The server's side of the MQTT transport: [`MqttServer`] consumes agents' requests through a
+//! shared subscription and answers them through an [`MqttBackend`]; [`MqttWaker`] and
+//! [`wake_on_link`] tell an agent to announce at once when a link for it is accepted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, Response, StatusCode};
+use axum::middleware::Next;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use rumqttc::{AsyncClient, Publish, QoS};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{
+    run_event_loop, valid_name, Broker, DownMessage, MqttConfigError, UpMessage, DEFAULT_GROUP,
+    MAX_UP_BYTES,
+};
+use crate::addr::PublicNetwork;
+use crate::error::Refusal;
+use crate::http::server::{lock, SharedServer};
+use crate::http::status_of;
+use crate::id::InstanceId;
+use crate::ticket::TicketKey;
+use crate::wire::{self, Announce, AnnounceReply, LinkState, LinkStatusReply, RedeemReply};
+use crate::wire::{RedeemRequest, WIRE_VERSION};
+
+/// What the MQTT consumer needs from a server: the two agent operations, on a network the
+/// caller already verified (from a ticket). Implemented for [`SharedServer`]; a store-backed
+/// server implements it the same way.
+#[async_trait]
+pub trait MqttBackend: Send + Sync {
+    /// [`Server::announce_in`](crate::server::Server::announce_in) at `now`.
+    async fn announce_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal>;
+
+    /// [`Server::redeem_in`](crate::server::Server::redeem_in) at `now`.
+    async fn redeem_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<RedeemReply, Refusal>;
+}
+
+/// Logs and drops the server's pending events (they carry no secrets).
+fn log_events(server: &mut crate::server::Server) {
+    while let Some(event) = server.poll_event() {
+        tracing::info!(target: "lanlink::server", transport = "mqtt", ?event);
+    }
+}
+
+#[async_trait]
+impl MqttBackend for SharedServer {
+    async fn announce_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let mut server = lock(self);
+        let result = server.announce_in(now, network, announce);
+        log_events(&mut server);
+        result
+    }
+
+    async fn redeem_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<RedeemReply, Refusal> {
+        let mut server = lock(self);
+        let result = server
+            .redeem_in(now, &mut crate::os_rng(), network, request)
+            .map(|redeemed| redeemed.reply);
+        log_events(&mut server);
+        result
+    }
+}
+
+/// The store-backed server: several instances share one store (e.g. Redis) and one shared
+/// subscription, so any of them answers any agent.
+#[async_trait]
+impl MqttBackend for std::sync::Arc<crate::server::Service> {
+    async fn announce_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        crate::server::Service::announce_in(self, now, network, announce).await
+    }
+
+    async fn redeem_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<RedeemReply, Refusal> {
+        let mut rng = crate::os_rng();
+        crate::server::Service::redeem_in(self, now, &mut rng, network, request)
+            .await
+            .map(|redeemed| redeemed.reply)
+    }
+}
+
+/// Settings of [`MqttServer`].
+#[derive(Debug, Clone)]
+pub struct MqttServerConfig {
+    broker: Broker,
+    client_id: String,
+    group: String,
+    key: TicketKey,
+}
+
+impl MqttServerConfig {
+    /// A consumer on `broker` connecting as `client_id` (unique per server instance), in the
+    /// shared-subscription group [`DEFAULT_GROUP`], checking tickets with `key` (the key the
+    /// HTTP ticket route signs with).
+    pub fn new(broker: Broker, client_id: &str, key: TicketKey) -> Result<Self, MqttConfigError> {
+        if !valid_name(client_id) {
+            return Err(MqttConfigError::Name);
+        }
+        Ok(Self {
+            broker,
+            client_id: client_id.to_owned(),
+            group: DEFAULT_GROUP.to_owned(),
+            key,
+        })
+    }
+
+    /// The shared-subscription group (every instance of one service uses the same).
+    pub fn group(mut self, group: &str) -> Result<Self, MqttConfigError> {
+        if !valid_name(group) {
+            return Err(MqttConfigError::Name);
+        }
+        self.group = group.to_owned();
+        Ok(self)
+    }
+}
+
+struct Consumer {
+    broker: Broker,
+    key: TicketKey,
+    client: AsyncClient,
+    backend: Arc<dyn MqttBackend>,
+    handled: AtomicU64,
+}
+
+/// A running MQTT consumer: one server instance's share of the agents' requests. Stops when
+/// dropped.
+pub struct MqttServer {
+    consumer: Arc<Consumer>,
+    subscribed: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MqttServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttServer")
+            .field("broker", &self.consumer.broker)
+            .field("handled", &self.handled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MqttServer {
+    fn drop(&mut self) {
+        let _ = self.consumer.client.try_disconnect();
+        self.task.abort();
+    }
+}
+
+impl MqttServer {
+    /// Connects (in the background, retrying with back-off) and serves requests with `backend`.
+    /// Call from within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo(server: lanlink::http::server::SharedServer, key: lanlink::ticket::TicketKey) {
+    /// use std::sync::Arc;
+    /// use lanlink::mqtt::{server::{MqttServer, MqttServerConfig}, Broker};
+    /// let config = MqttServerConfig::new(Broker::new("127.0.0.1", 1883), "server-1", key).unwrap();
+    /// let consumer = MqttServer::spawn(config, Arc::new(server));
+    /// # drop(consumer);
+    /// # }
+    /// ```
+    pub fn spawn(config: MqttServerConfig, backend: Arc<dyn MqttBackend>) -> Self {
+        let (client, events) = AsyncClient::new(
+            config
+                .broker
+                .options(&config.client_id, super::SERVER_MAX_PACKET_BYTES),
+            256,
+        );
+        let filter = config.broker.shared_up_filter(&config.group);
+        let consumer = Arc::new(Consumer {
+            broker: config.broker,
+            key: config.key,
+            client: client.clone(),
+            backend,
+            handled: AtomicU64::new(0),
+        });
+        let (subscribed_tx, subscribed) = watch::channel(false);
+        let task = {
+            let consumer = Arc::clone(&consumer);
+            tokio::spawn(run_event_loop(
+                events,
+                client,
+                filter,
+                subscribed_tx,
+                move |publish| {
+                    let consumer = Arc::clone(&consumer);
+                    tokio::spawn(async move { consumer.handle(publish).await });
+                },
+            ))
+        };
+        Self {
+            consumer,
+            subscribed,
+            task,
+        }
+    }
+
+    /// How many requests this instance has answered.
+    pub fn handled(&self) -> u64 {
+        self.consumer.handled.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the shared subscription is in place (or `timeout` passes); whether it is.
+    pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let mut subscribed = self.subscribed.clone();
+        tokio::time::timeout(timeout, async {
+            subscribed.wait_for(|granted| *granted).await.is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// A waker that publishes through this consumer's connection.
+    pub fn waker(&self) -> MqttWaker {
+        MqttWaker {
+            client: self.consumer.client.clone(),
+            broker: self.consumer.broker.clone(),
+            key: self.consumer.key.clone(),
+        }
+    }
+}
+
+impl Consumer {
+    async fn handle(&self, publish: Publish) {
+        let Some(client_id) = self.broker.client_of_up_topic(&publish.topic) else {
+            return;
+        };
+        if publish.payload.len() > MAX_UP_BYTES {
+            tracing::debug!(target: "lanlink::mqtt", "oversized request dropped");
+            return;
+        }
+        // Requests carry the presence key: decode from a buffer zeroized when dropped (the
+        // broker client's own buffer is not ours to wipe).
+        let bytes = zeroize::Zeroizing::new(publish.payload.to_vec());
+        let Ok(message) = wire::decode::<UpMessage>(&bytes, MAX_UP_BYTES) else {
+            tracing::debug!(target: "lanlink::mqtt", "malformed request dropped");
+            return;
+        };
+        let now = DateTime::<Utc>::from(SystemTime::now());
+        let reply = match message {
+            UpMessage::Announce {
+                id,
+                ticket,
+                announce,
+            } => {
+                if !valid_name(&id) {
+                    return;
+                }
+                match self.network(now, client_id, &ticket, &announce.instance_id) {
+                    Err(refusal) => refusal.into_message(id),
+                    Ok(_) if announce.version != WIRE_VERSION => Refused {
+                        status: 400,
+                        code: "unsupported_version",
+                    }
+                    .into_message(id),
+                    Ok(network) => match self.backend.announce_in(now, network, &announce).await {
+                        Ok(reply) => DownMessage::Announced { id, reply },
+                        Err(refusal) => Refused::of(&refusal).into_message(id),
+                    },
+                }
+            }
+            UpMessage::Redeem { id, ticket, redeem } => {
+                if !valid_name(&id) {
+                    return;
+                }
+                match self.network(now, client_id, &ticket, &redeem.instance_id) {
+                    Err(refusal) => refusal.into_message(id),
+                    Ok(network) => match self.backend.redeem_in(now, network, &redeem).await {
+                        Ok(reply) => DownMessage::Redeemed { id, reply },
+                        Err(refusal) => Refused::of(&refusal).into_message(id),
+                    },
+                }
+            }
+        };
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        let payload = wire::encode(&reply);
+        let topic = self.broker.down_topic(client_id);
+        if let Err(err) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .await
+        {
+            tracing::debug!(target: "lanlink::mqtt", %err, "reply not queued");
+        }
+    }
+
+    /// The network of a request from `client_id` for `instance_id`: the ticket must verify, and
+    /// the client id must be the instance's (so a reply goes only to the instance's own topic).
+    fn network(
+        &self,
+        now: DateTime<Utc>,
+        client_id: &str,
+        ticket: &str,
+        instance_id: &InstanceId,
+    ) -> Result<PublicNetwork, Refused> {
+        let ticket = self.key.verify(now, ticket, instance_id).map_err(|err| {
+            tracing::info!(target: "lanlink::server", transport = "mqtt", %instance_id, reason = err.code(), "ticket refused");
+            Refused {
+                status: 403,
+                code: err.code(),
+            }
+        })?;
+        if !self.key.is_client_id(client_id, instance_id) {
+            tracing::info!(target: "lanlink::server", transport = "mqtt", %instance_id, "request from another instance's client id");
+            return Err(Refused {
+                status: 403,
+                code: "wrong_client",
+            });
+        }
+        Ok(ticket.network)
+    }
+}
+
+struct Refused {
+    status: u16,
+    code: &'static str,
+}
+
+impl Refused {
+    fn of(refusal: &Refusal) -> Self {
+        Self {
+            status: status_of(refusal).as_u16(),
+            code: refusal.code(),
+        }
+    }
+
+    fn into_message(self, id: String) -> DownMessage {
+        DownMessage::Refused {
+            id,
+            status: self.status,
+            error: self.code.to_owned(),
+        }
+    }
+}
+
+/// Publishes `wake` messages on agents' topics. Cheap to clone.
+#[derive(Clone)]
+pub struct MqttWaker {
+    client: AsyncClient,
+    broker: Broker,
+    key: TicketKey,
+}
+
+impl std::fmt::Debug for MqttWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttWaker")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttWaker {
+    /// Tells `instance_id`'s agent to announce now (best effort, QoS 1; the agent announces on
+    /// time anyway). Returns whether the wake was queued for sending.
+    pub fn wake(&self, instance_id: &InstanceId) -> bool {
+        let topic = self.broker.down_topic(&self.key.client_id(instance_id));
+        let payload = wire::encode(&DownMessage::Wake);
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .is_ok()
+    }
+}
+
+/// Wraps the server's HTTP router so that every accepted link request (`POST …/link` answered
+/// `202` with a pending [`LinkStatusReply`]) wakes the agent over MQTT. The response itself is
+/// passed on unchanged.
+///
+/// ```no_run
+/// # fn demo(app: axum::Router, consumer: &lanlink::mqtt::server::MqttServer) {
+/// let app = lanlink::mqtt::server::wake_on_link(app, consumer.waker());
+/// # let _ = app;
+/// # }
+/// ```
+pub fn wake_on_link(router: Router, waker: MqttWaker) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(waker),
+        wake_middleware,
+    ))
+}
+
+async fn wake_middleware(
+    State(waker): State<Arc<MqttWaker>>,
+    request: Request,
+    next: Next,
+) -> Response<Body> {
+    let is_post = request.method() == Method::POST;
+    let response = next.run(request).await;
+    if !is_post || response.status() != StatusCode::ACCEPTED {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // A link status reply is small; anything larger is not one and is passed on as it was.
+    let bytes = match axum::body::to_bytes(body, crate::wire::MAX_MESSAGE_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Response::from_parts(parts, Body::empty()),
+    };
+    if let Ok(reply) = wire::decode::<LinkStatusReply>(&bytes, crate::wire::MAX_MESSAGE_BYTES) {
+        if reply.state == LinkState::Pending && !waker.wake(&reply.instance_id) {
+            tracing::debug!(target: "lanlink::mqtt", "wake not queued");
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
