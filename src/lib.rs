@@ -70,6 +70,8 @@ pub mod fuzz;
 pub mod http;
 pub mod id;
 pub mod linker;
+#[cfg(feature = "obico")]
+pub mod obico;
 pub mod secret;
 pub mod server;
 #[cfg(feature = "sim")]

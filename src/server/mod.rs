@@ -18,6 +18,8 @@
 //! assert!(reply.agents.is_empty());
 //! ```
 
+#[cfg(feature = "obico")]
+mod obico;
 pub mod record;
 mod store;
 
@@ -29,7 +31,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::IpNet;
 use rand::{CryptoRng, RngCore};
 
-pub use self::record::{CodeRecord, NetworkRecord};
+pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::store::MemoryStore;
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeFormat, LinkCode};
@@ -456,6 +458,7 @@ impl Server {
                 expires_at,
                 redeemed: false,
                 manual: false,
+                kind: CodeKind::Link,
             },
         );
         let instance_id = request.instance_id;
@@ -548,6 +551,7 @@ impl Server {
                 expires_at,
                 redeemed: false,
                 manual: true,
+                kind: CodeKind::Link,
             },
         );
         self.events.push_back(ServerEvent::CodeMinted {
