@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! cargo run --example server -- --listen 127.0.0.1:8080 --user alice=TOKEN [--trusted-proxy CIDR]...
+//! cargo run --example server --features obico -- --profile obico ...   # Obico agents too
 //! ```
+//!
+//! `--profile lanlink` (the default) serves the lanlink routes; `--profile obico` (feature `obico`)
+//! serves both the lanlink routes and the Obico profile's routes (`/api/v1/...`) over one server,
+//! so lanlink and unmodified Obico agents link side by side.
 //!
 //! Prints one JSON line on stdout once listening (`{"listening":"127.0.0.1:8080"}`); logs go to
 //! stderr.
@@ -38,6 +43,9 @@ struct Args {
     /// Route prefix.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
+    /// `lanlink`, or `obico` to also serve the Obico profile's routes (feature `obico`).
+    #[arg(long, default_value = "lanlink")]
+    profile: String,
 }
 
 fn parse_user(text: &str) -> Result<(String, AccountId), String> {
@@ -66,7 +74,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Arc::new(Mutex::new(Server::new(config)?));
     http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
     let auth = Arc::new(BearerTokens::new(args.users));
-    let app = router(server, auth, &args.prefix);
+    let app = match args.profile.as_str() {
+        "lanlink" => router(server, auth, &args.prefix),
+        #[cfg(feature = "obico")]
+        "obico" => {
+            let obico = lanlink::obico::server::router(
+                Arc::clone(&server),
+                auth.clone(),
+                lanlink::obico::ObicoConfig::default(),
+            )?;
+            router(server, auth, &args.prefix).merge(obico)
+        }
+        other => {
+            return Err(format!("unknown profile {other:?} (built with feature obico?)").into())
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     println!("{}", serde_json::json!({ "listening": addr.to_string() }));
