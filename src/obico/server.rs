@@ -1,4 +1,4 @@
-//! The Obico profile's HTTP routes over a shared [`Server`](crate::server::Server).
+//! The Obico profile's HTTP routes over a shared [`Server`].
 //!
 //! | route | who | success | refusals |
 //! | --- | --- | --- | --- |
@@ -10,9 +10,12 @@
 //!
 //! Refusals are `{"detail": "<code>"}` with the core's stable codes (Obico's error shape), except
 //! Obico's own `{"<field>": "missing param"}` for a missing field. Bodies are JSON of at most
-//! [`MAX_BODY_BYTES`](crate::http::MAX_BODY_BYTES); unknown fields are ignored (the agents send
+//! [`MAX_BODY_BYTES`]; unknown fields are ignored (the agents send
 //! more than the server keeps). The routes can be merged with the core's
 //! ([`crate::http::server::router`]) to serve both profiles on one server.
+
+// Handlers return a ready refusal `Response` as their error, as `crate::http` does.
+#![allow(clippy::result_large_err)]
 
 use std::net::IpAddr;
 use std::sync::Arc;
