@@ -252,7 +252,7 @@ impl Server {
                 expires_at: later(now, obico.passcode_ttl),
                 redeemed: false,
                 manual: false,
-                kind: CodeKind::ObicoPasscode(ObicoPasscode::default()),
+                kind: CodeKind::ObicoPasscode(Box::default()),
             },
         );
         Ok(PasscodeReply {
@@ -475,9 +475,9 @@ impl Server {
         if let Some(record) = self.store.code_mut(&key) {
             record.redeemed = true;
             record.account = account.clone();
-            record.kind = CodeKind::ObicoPasscode(ObicoPasscode {
+            record.kind = CodeKind::ObicoPasscode(Box::new(ObicoPasscode {
                 verification: Some(code),
-            });
+            }));
         }
         self.events.push_back(ServerEvent::CodeMinted {
             account: account.clone(),

@@ -594,8 +594,9 @@ pub enum CodeKind {
     Link,
     /// A one-time passcode shown by an Obico agent (feature `obico`, `crate::obico`): never
     /// redeemable. Its `instance_id` and `network` are the showing agent's; `redeemed` means a
-    /// user claimed it, and `account` is that user (a placeholder before).
-    ObicoPasscode(ObicoPasscode),
+    /// user claimed it, and `account` is that user (a placeholder before). Boxed, so that link
+    /// code records grow by one pointer only.
+    ObicoPasscode(Box<ObicoPasscode>),
 }
 
 /// The state of an Obico one-time passcode (see [`CodeKind::ObicoPasscode`]).
