@@ -1111,3 +1111,101 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         .unwrap();
     assert_eq!(redeemed.account, alice);
 }
+
+#[test]
+fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let mut agent_poll = poll(InstanceId::generate(&mut rng));
+    agent_poll.one_time_passcode = Some(String::new());
+    let first = server
+        .obico_unlinked(
+            t(0),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert!(first.verification_code.is_none());
+    let passcode = first.one_time_passcode.expose().to_owned();
+    agent_poll.one_time_passcode = Some(passcode.clone());
+    // Another device polling with this passcode, or this device from another network, does not
+    // get it (nor its code): it gets a passcode of its own.
+    let mut other = poll(InstanceId::generate(&mut rng));
+    other.one_time_passcode = Some(passcode.clone());
+    let theirs = server
+        .obico_unlinked(
+            t(100),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &other,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert_ne!(theirs.one_time_passcode.expose(), passcode);
+    let alice = AccountId::new("alice").unwrap();
+    server
+        .obico_claim(
+            t(200),
+            &mut rng,
+            &alice,
+            home,
+            ForwardedHeaders::NONE,
+            &passcode,
+        )
+        .unwrap();
+    let elsewhere = server
+        .obico_unlinked(
+            t(300),
+            &mut rng,
+            &obico,
+            ip(ELSEWHERE),
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert!(elsewhere.verification_code.is_none());
+    let handed = server
+        .obico_unlinked(
+            t(2000),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert_eq!(handed.one_time_passcode.expose(), passcode);
+    assert!(handed.verification_code.is_some());
+    let next = server
+        .obico_unlinked(
+            t(4000),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert!(next.verification_code.is_none());
+    assert_ne!(
+        next.one_time_passcode.expose(),
+        passcode,
+        "a spent passcode is replaced"
+    );
+}

@@ -212,10 +212,14 @@ impl Server {
                     && record.instance_id == Some(device_id)
                     && record.network == Some(network);
                 if let (true, CodeKind::ObicoPasscode(state)) = (mine, &mut record.kind) {
-                    return Ok(PasscodeReply {
-                        one_time_passcode: current,
-                        verification_code: state.verification.take(),
-                    });
+                    // A claimed passcode whose code was already handed over is spent: the agent
+                    // gets a new one (its redemption may have failed).
+                    if !(record.redeemed && state.verification.is_none()) {
+                        return Ok(PasscodeReply {
+                            one_time_passcode: current,
+                            verification_code: state.verification.take(),
+                        });
+                    }
                 }
             }
         }
