@@ -35,8 +35,9 @@ const ALICE: &str = "alice-token-0123456789abcdef";
 const MALLORY: &str = "mallory-token-0123456789abcdef";
 /// The trusted proxy every emulated client connects from.
 const PROXY: &str = "127.0.0.2";
-/// How often the test agents poll (the real ones: 2 s or 5 s; the sans-IO test uses 5 s).
-const POLL: Duration = Duration::from_millis(100);
+/// How often the test agents poll (the real ones: 2 s or 5 s; the sans-IO tests use those); more
+/// than the server's minimum poll gap (1 s).
+const POLL: Duration = Duration::from_millis(1100);
 const LIMIT: Duration = Duration::from_secs(10);
 
 fn ip(text: &str) -> IpAddr {
@@ -1208,4 +1209,70 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
         passcode,
         "a spent passcode is replaced"
     );
+}
+
+#[test]
+fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_the_message() {
+    // The agent polls every 2 s; alice links at 2.5 s; someone on the same public network who
+    // copies the agent's poll (all of it is in discovery) polls at 2.6 s to take the message.
+    let run = |obico: &ObicoConfig| {
+        let mut server = Server::new(ServerConfig::default()).unwrap();
+        let home = ip(HOME);
+        let mut rng = lanlink::os_rng();
+        let id = InstanceId::generate(&mut rng);
+        let copy = poll(id);
+        for at in [0, 2000] {
+            server
+                .obico_unlinked(t(at), &mut rng, obico, home, ForwardedHeaders::NONE, &copy)
+                .unwrap();
+        }
+        let alice = AccountId::new("alice").unwrap();
+        let secret = lanlink::LocalSecret::generate(&mut rng);
+        server
+            .obico_link(
+                t(2500),
+                &mut rng,
+                &alice,
+                home,
+                ForwardedHeaders::NONE,
+                id,
+                Some(secret),
+            )
+            .unwrap();
+        let stolen = server
+            .obico_unlinked(
+                t(2600),
+                &mut rng,
+                obico,
+                home,
+                ForwardedHeaders::NONE,
+                &copy,
+            )
+            .unwrap()
+            .message
+            .is_some();
+        let delivered = server
+            .obico_unlinked(
+                t(4000),
+                &mut rng,
+                obico,
+                home,
+                ForwardedHeaders::NONE,
+                &copy,
+            )
+            .unwrap()
+            .message
+            .is_some();
+        let shown = server
+            .obico_discover(t(4100), home, ForwardedHeaders::NONE)
+            .unwrap()
+            .len();
+        (stolen, delivered, shown)
+    };
+    // With the minimum poll gap (1 s) the second poller contests the presence: no one gets the
+    // message while it is contested, and the device is hidden.
+    assert_eq!(run(&ObicoConfig::default()), (false, false, 0));
+    // Without it, the copy takes the message (what Obico allows): the check can fail.
+    let off = ObicoConfig::default().min_poll_gap(Duration::ZERO);
+    assert_eq!(run(&off), (true, false, 0));
 }

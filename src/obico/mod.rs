@@ -64,12 +64,13 @@ pub struct ObicoConfig {
     pub(crate) passcode_ttl: TimeDelta,
     pub(crate) passcode_format: CodeFormat,
     pub(crate) passlink_base: String,
+    pub(crate) min_poll_gap: TimeDelta,
     error: Option<ConfigError>,
 }
 
 impl Default for ObicoConfig {
     /// Presence 15 s (3 polls of OctoPrint-Obico), passcodes of 8 characters from
-    /// [`PASSCODE_ALPHABET`] (40 bits) living 10 minutes, no passlink.
+    /// [`PASSCODE_ALPHABET`] (40 bits) living 10 minutes, no passlink, minimum poll gap 1 s.
     fn default() -> Self {
         Self {
             presence_ttl: TimeDelta::seconds(15),
@@ -77,6 +78,7 @@ impl Default for ObicoConfig {
             passcode_format: CodeFormat::new(8, PASSCODE_ALPHABET)
                 .unwrap_or_else(|_| CodeFormat::default()),
             passlink_base: String::new(),
+            min_poll_gap: TimeDelta::seconds(1),
             error: None,
         }
     }
@@ -114,6 +116,18 @@ impl ObicoConfig {
         self
     }
 
+    /// Two polls of one `device_id` closer than this are taken for two pollers (the agents poll
+    /// every 2 s or 5 s): the presence is contested (hidden, unlinkable, its message withheld)
+    /// until it lapses. This makes it hard for someone on the same public network who copies a
+    /// device's poll to take its message; zero turns the check off.
+    pub fn min_poll_gap(mut self, gap: Duration) -> Self {
+        match TimeDelta::from_std(gap) {
+            Ok(gap) if gap <= crate::server::MAX_TTL => self.min_poll_gap = gap,
+            _ => self.error = self.error.or(Some(ConfigError::Ttl)),
+        }
+        self
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(err) = &self.error {
@@ -122,6 +136,9 @@ impl ObicoConfig {
         let poll_ms = i64::try_from(OCTOPRINT_POLL_INTERVAL.as_millis()).unwrap_or(i64::MAX);
         if self.presence_ttl.num_milliseconds().saturating_mul(2) < poll_ms.saturating_mul(5) {
             return Err(ConfigError::PresenceTtlTooShort);
+        }
+        if self.min_poll_gap >= self.presence_ttl {
+            return Err(ConfigError::Ttl);
         }
         Ok(())
     }

@@ -33,8 +33,9 @@ impl NetworkRecord {
     /// Records an Obico poll: creates or refreshes the unverified presence of `poll.device_id`
     /// and takes at most one queued message for it. Call on a pruned record.
     ///
-    /// The first poll pins the address, port and info; a poll that differs marks the presence
-    /// contested (hidden, unlinkable, messages withheld) until it lapses. A `device_id` that
+    /// The first poll pins the address, port and info; a poll that differs, or that comes sooner
+    /// than `min_poll_gap` after the previous one (a second poller), marks the presence contested
+    /// (hidden, unlinkable, messages withheld) until it lapses. A `device_id` that
     /// names a presence announced with a presence key is refused (`forged_instance`): an Obico
     /// poll can never touch a verified agent. Used ids do not reappear; an id polling longer than
     /// the window is cut off and remembered as used.
@@ -62,7 +63,14 @@ impl NetworkRecord {
                 let unchanged = presence.private_ip == ip
                     && presence.port == port
                     && presence.info.fingerprint() == poll.info.fingerprint();
-                if presence.contested || !unchanged {
+                // Every poll sets `expires_ms` to its time plus the lifetime: the previous poll's
+                // time is read back from it.
+                let last_ms = presence
+                    .expires_ms
+                    .saturating_sub(obico.presence_ttl.num_milliseconds());
+                let too_soon =
+                    now_ms.saturating_sub(last_ms) < obico.min_poll_gap.num_milliseconds();
+                if presence.contested || !unchanged || too_soon {
                     presence.contested = true;
                     return Err(Refusal::PresenceConflict);
                 }
