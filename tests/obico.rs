@@ -1276,3 +1276,65 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
     let off = ObicoConfig::default().min_poll_gap(Duration::ZERO);
     assert_eq!(run(&off), (true, false, 0));
 }
+
+#[test]
+fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
+    use lanlink::wire::RedeemRequest;
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let id = InstanceId::generate(&mut rng);
+    let mut agent_poll = poll(id);
+    agent_poll.one_time_passcode = Some(String::new());
+    let passcode = server
+        .obico_unlinked(
+            t(0),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap()
+        .one_time_passcode;
+    // The record is keyed under the passcode prefix and bound to (id, home): exactly what a
+    // lanlink redemption of that text from home would present.
+    for text in [
+        passcode.expose().to_owned(),
+        format!("obico-passcode:{}", passcode.expose()),
+    ] {
+        let request = RedeemRequest {
+            instance_id: id,
+            code: lanlink::LinkCode::parse(&text).unwrap(),
+        };
+        let refused = server
+            .handle_redeem(t(100), &mut rng, home, ForwardedHeaders::NONE, &request)
+            .unwrap_err();
+        assert_eq!(refused, lanlink::Refusal::UnknownCode);
+        let refused = server
+            .obico_verify(
+                t(100),
+                &mut rng,
+                home,
+                ForwardedHeaders::NONE,
+                &request.code,
+            )
+            .unwrap_err();
+        assert_eq!(refused, lanlink::Refusal::UnknownCode);
+    }
+    // Still claimable afterwards (the refusals changed nothing but the failure count).
+    let alice = AccountId::new("alice").unwrap();
+    server
+        .obico_claim(
+            t(200),
+            &mut rng,
+            &alice,
+            ip(ELSEWHERE),
+            ForwardedHeaders::NONE,
+            passcode.expose(),
+        )
+        .unwrap();
+}
