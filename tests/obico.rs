@@ -1338,3 +1338,38 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
         )
         .unwrap();
 }
+
+#[test]
+fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
+    // Obico matched IPv6 clients by exact address: a dual-stack or privacy-address browser never
+    // saw its printer. Here the agent and the browser share the /64.
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let mut rng = lanlink::os_rng();
+    let id = InstanceId::generate(&mut rng);
+    server
+        .obico_unlinked(
+            t(0),
+            &mut rng,
+            &obico,
+            ip("2001:db8:1:2::10"),
+            ForwardedHeaders::NONE,
+            &poll(id),
+        )
+        .unwrap();
+    let shown = server
+        .obico_discover(
+            t(100),
+            ip("2001:db8:1:2:a1b2:c3d4:e5f6:1"),
+            ForwardedHeaders::NONE,
+        )
+        .unwrap();
+    assert_eq!(
+        shown.iter().map(|a| a.instance_id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    let other = server
+        .obico_discover(t(100), ip("2001:db8:1:3::10"), ForwardedHeaders::NONE)
+        .unwrap();
+    assert!(other.is_empty(), "another /64 is another network");
+}
