@@ -1373,3 +1373,91 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
         .unwrap();
     assert!(other.is_empty(), "another /64 is another network");
 }
+
+#[tokio::test]
+async fn hostile_unlinked_bodies_are_answered_200_or_400_and_never_crash() {
+    use tower::ServiceExt;
+    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let app = obico::server::router(
+        Arc::clone(&server),
+        Arc::new(BearerTokens::default()),
+        ObicoConfig::default(),
+    )
+    .unwrap();
+    let valid = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
+    let long = "é\u{7}x".repeat(500);
+    let device_ids = [
+        json!(valid),
+        json!(valid.to_uppercase()),
+        json!("x".repeat(32)),
+        json!(7),
+        Value::Null,
+    ];
+    let hosts = [
+        json!("192.168.1.5"),
+        json!("8.8.8.8"),
+        json!("::1"),
+        json!("not an ip"),
+        json!(1),
+        json!(long),
+    ];
+    let ports = [
+        json!(80),
+        json!("8080"),
+        json!(0),
+        json!(70000),
+        json!(-1),
+        json!(1.5),
+        json!([1]),
+    ];
+    let passcodes = [
+        None,
+        Some(json!("")),
+        Some(json!("AAAAAAAA")),
+        Some(json!(12)),
+        Some(json!(long)),
+    ];
+    let mut statuses = std::collections::BTreeMap::new();
+    for device_id in &device_ids {
+        for host in &hosts {
+            for port in &ports {
+                for passcode in &passcodes {
+                    let mut body = json!({
+                        "device_id": device_id, "host_or_ip": host, "port": port,
+                        "hostname": long, "agent": ["x"], "meta": {"a": {"b": [1, 2, {}]}},
+                    });
+                    if let Some(passcode) = passcode {
+                        body["one_time_passcode"] = passcode.clone();
+                    }
+                    let bytes = serde_json::to_vec(&body).unwrap();
+                    let bytes = if bytes.len() > 16 * 1024 {
+                        bytes[..1000].to_vec()
+                    } else {
+                        bytes
+                    };
+                    let mut request = axum::http::Request::post("/api/v1/octo/unlinked/")
+                        .header("x-forwarded-for", HOME)
+                        .body(Body::from(bytes))
+                        .unwrap();
+                    request
+                        .extensions_mut()
+                        .insert(Peer("127.0.0.2:1".parse().unwrap()));
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200, 400],
+        "{statuses:?}"
+    );
+    // Only the well-formed device_ids with a private address and a valid port made presences.
+    let record = network(&server, HOME).unwrap();
+    assert!(record.presences.len() <= 2);
+    assert!(record
+        .presences
+        .iter()
+        .all(|p| p.private_ip.is_loopback() || p.private_ip == ip("192.168.1.5")));
+}
