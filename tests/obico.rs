@@ -470,6 +470,29 @@ async fn six_digit_flow_redeems_a_manual_code_typed_into_the_agent() {
     )
     .await;
     assert_eq!(status, 404);
+    // Older OctoPrint-Obico releases redeem with GET on another path.
+    let second = {
+        let mut server = server.lock().unwrap();
+        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+        let alice = AccountId::new("alice").unwrap();
+        server
+            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .unwrap()
+            .code
+    };
+    let (status, body) = raw(
+        reqwest::Method::GET,
+        &client(PROXY, Some(HOME)),
+        format!(
+            "{url}/api/v1/onetimeverificationcodes/verify/?code={}",
+            second.expose()
+        ),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["printer"]["auth_token"].as_str().unwrap().len(), 64);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! | route | who | success | refusals |
 //! | --- | --- | --- | --- |
 //! | `POST /api/v1/octo/unlinked/` | agent | `200 {"messages": [...]}` (+ passcode fields) | `400` bad body, `403` unresolvable client |
-//! | `POST`, `GET /api/v1/octo/verify/?code=…` | agent | `200 {"printer": {"auth_token": …}}` | `404` invalid code, `429` locked out, `403` |
+//! | `POST`, `GET /api/v1/octo/verify/?code=…` (and older OctoPrint-Obico's `/api/v1/onetimeverificationcodes/verify/`) | agent | `200 {"printer": {"auth_token": …}}` | `404` invalid code, `429` locked out, `403` |
 //! | `GET /api/v1/printer_discovery/` | user | `200 [{"device_id", "host_or_ip", "port", …}]` | `401`, `403` |
 //! | `POST /api/v1/printer_discovery/` | user | `200 {"queued": true}` | `400`, `401`, `403`, `404`, `409`, `429` |
 //! | `POST /api/v1/one_time_passcodes/` | user | `200 {"detail": "OK"}` | `400`, `401`, `404`, `429` |
@@ -47,6 +47,8 @@ use crate::wire::{limits, DeviceInfo};
 pub const UNLINKED_PATH: &str = "/api/v1/octo/unlinked/";
 /// The agent redeem route.
 pub const VERIFY_PATH: &str = "/api/v1/octo/verify/";
+/// The redeem route of older OctoPrint-Obico releases (`GET`), served by the same handler.
+pub const LEGACY_VERIFY_PATH: &str = "/api/v1/onetimeverificationcodes/verify/";
 /// The user discovery and link route.
 pub const DISCOVERY_PATH: &str = "/api/v1/printer_discovery/";
 /// The user passcode-claim route.
@@ -83,6 +85,7 @@ pub fn router(
     Ok(Router::new()
         .route(UNLINKED_PATH, post(unlinked))
         .route(VERIFY_PATH, post(verify).get(verify))
+        .route(LEGACY_VERIFY_PATH, post(verify).get(verify))
         .route(DISCOVERY_PATH, get(discover).post(link))
         .route(PASSCODES_PATH, post(claim))
         .with_state(app))
