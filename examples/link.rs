@@ -4,7 +4,14 @@
 //! ```text
 //! cargo run --example link -- --server http://127.0.0.1:8080 --token TOKEN
 //! cargo run --example link -- --server http://127.0.0.1:8080 --token TOKEN --code
+//! cargo run --example link --features obico -- --server http://127.0.0.1:8080 --token TOKEN --profile obico
+//! cargo run --example link --features obico -- --server ... --token TOKEN --profile obico --passcode K7QX2M9D
 //! ```
+//!
+//! With `--profile obico` (feature `obico`) it links an unmodified Obico agent through the
+//! server's Obico routes (discover, fetch the secret from the agent's
+//! `/plugin/obico/grab-discovery-secret`, post the link), or claims the one-time passcode a
+//! moonraker-obico agent shows (`--passcode`).
 //!
 //! With `--code` it only mints a manual code for the user to type into the agent. Prints JSON lines
 //! on stdout; exits 0 when linked (or the code was minted), 1 otherwise.
@@ -36,11 +43,25 @@ struct Args {
     /// Route prefix of the server and the agents.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
+    /// `lanlink`, or `obico` for Obico agents (feature `obico`).
+    #[arg(long, default_value = "lanlink")]
+    profile: String,
+    /// With `--profile obico`: claim this one-time passcode instead of auto-discovery.
+    #[arg(long)]
+    passcode: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    match args.profile.as_str() {
+        "lanlink" => {}
+        #[cfg(feature = "obico")]
+        "obico" => return link_obico(&args).await,
+        other => {
+            return Err(format!("unknown profile {other:?} (built with feature obico?)").into())
+        }
+    }
     let client = HttpLinkerClient::with_client(
         default_client()?,
         &args.server,
@@ -94,6 +115,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await;
     match result {
         Ok(_) => Ok(()),
+        Err(err) => {
+            eprintln!("linking failed: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Links an Obico agent (or claims a passcode) through the server's Obico routes.
+#[cfg(feature = "obico")]
+async fn link_obico(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    use lanlink::obico::linker::ObicoLinker;
+    let linker = ObicoLinker::new(&args.server, &args.token)?;
+    let result = match &args.passcode {
+        Some(passcode) => linker
+            .claim_passcode(passcode)
+            .await
+            .map(|()| json!({ "event": "passcode_claimed" })),
+        None => linker.link_first().await.map(|device| {
+            json!({
+                "event": "link_queued",
+                "device_id": lanlink::obico::device_id(&device.device_id),
+                "host_or_ip": device.host_or_ip.to_string(),
+                "hostname": device.hostname,
+            })
+        }),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            Ok(())
+        }
         Err(err) => {
             eprintln!("linking failed: {err}");
             std::process::exit(1);

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example server -- --listen 127.0.0.1:8080 --user alice=TOKEN [--trusted-proxy CIDR]...
+//! cargo run --example server --features obico -- --profile obico ...   # Obico agents too
 //! LANLINK_STORE_KEY=$(openssl rand -hex 32) \
 //!   cargo run --example server -- --redis redis://127.0.0.1:6379 --user alice=TOKEN
 //! ```
@@ -9,6 +10,10 @@
 //! With `--redis`, every instance given the same Redis, `--redis-prefix` and store key
 //! (`LANLINK_STORE_KEY`, 64 hex characters: it encrypts and names the records at rest) acts as
 //! one server.
+//!
+//! `--profile lanlink` (the default) serves the lanlink routes; `--profile obico` (feature `obico`)
+//! serves both the lanlink routes and the Obico profile's routes (`/api/v1/...`) over one server,
+//! so lanlink and unmodified Obico agents link side by side.
 //!
 //! Prints one JSON line on stdout once listening (`{"listening":"127.0.0.1:8080"}`); logs go to
 //! stderr.
@@ -56,6 +61,9 @@ struct Args {
     /// The Redis key prefix.
     #[arg(long, default_value = "lanlink")]
     redis_prefix: String,
+    /// `lanlink`, or `obico` to also serve the Obico profile's routes (feature `obico`).
+    #[arg(long, default_value = "lanlink")]
+    profile: String,
 }
 
 fn parse_user(text: &str) -> Result<(String, AccountId), String> {
@@ -83,13 +91,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .lockout_threshold(args.lockout_threshold)
         .ipv6_prefix(args.ipv6_prefix);
     let auth = Arc::new(BearerTokens::new(args.users));
-    let app = match &args.redis {
-        None => {
+    let app = match (&args.redis, args.profile.as_str()) {
+        (None, profile) => {
             let server = Arc::new(Mutex::new(Server::new(config)?));
             http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
-            router(server, auth, &args.prefix)
+            match profile {
+                "lanlink" => router(server, auth, &args.prefix),
+                #[cfg(feature = "obico")]
+                "obico" => {
+                    let obico = lanlink::obico::server::router(
+                        Arc::clone(&server),
+                        auth.clone(),
+                        lanlink::obico::ObicoConfig::default(),
+                    )?;
+                    router(server, auth, &args.prefix).merge(obico)
+                }
+                other => {
+                    return Err(
+                        format!("unknown profile {other:?} (built with feature obico?)").into(),
+                    )
+                }
+            }
         }
-        Some(url) => {
+        (Some(url), "lanlink") => {
             let key = std::env::var("LANLINK_STORE_KEY")
                 .ok()
                 .and_then(|hex| StoreKey::from_hex(&hex))
@@ -99,6 +123,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Records expire by themselves in Redis: no purge task.
             let service = Service::new(config, Arc::new(store))?.with_event_sink(log_event);
             service_router(Arc::new(service), auth, &args.prefix)
+        }
+        (Some(_), other) => {
+            return Err(format!("the {other:?} profile runs in memory only (no --redis)").into())
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -75,6 +75,8 @@ pub mod id;
 pub mod linker;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "obico")]
+pub mod obico;
 pub mod secret;
 pub mod server;
 #[cfg(feature = "sim")]

@@ -18,6 +18,8 @@
 //! assert!(reply.agents.is_empty());
 //! ```
 
+#[cfg(feature = "obico")]
+mod obico;
 mod ops;
 pub mod record;
 #[cfg(feature = "redis")]
@@ -36,7 +38,7 @@ use ipnet::IpNet;
 use rand::{CryptoRng, RngCore};
 
 use self::ops::Ops;
-pub use self::record::{CodeRecord, NetworkRecord};
+pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::service::{EventSink, Service};
 pub use self::store::{CodeFn, MemoryStore, NetworkFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::record::{later, CodeRecord};
+use super::record::{later, CodeKind, CodeRecord};
 use super::store::{Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -62,7 +62,7 @@ impl<S: Records> Ops<'_, S> {
         }
     }
 
-    fn refuse(
+    pub(crate) fn refuse(
         &mut self,
         network: Option<PublicNetwork>,
         request: RequestKind,
@@ -88,7 +88,7 @@ impl<S: Records> Ops<'_, S> {
     /// Refuses for `network`; counts the refusal toward the lockout when it is a failed guess
     /// (the only change a refusal makes). A failure that cannot be counted refuses with the
     /// store's error instead.
-    async fn refuse_counted(
+    pub(crate) async fn refuse_counted(
         &mut self,
         now: DateTime<Utc>,
         network: PublicNetwork,
@@ -230,6 +230,7 @@ impl<S: Records> Ops<'_, S> {
             expires_at,
             redeemed: false,
             manual: false,
+            kind: CodeKind::Link,
         };
         let code = self
             .create_code(now, rng, LinkCode::generate_auto, &code_record)
@@ -340,6 +341,7 @@ impl<S: Records> Ops<'_, S> {
             expires_at,
             redeemed: false,
             manual: true,
+            kind: CodeKind::Link,
         };
         let format = &config.code_format;
         let code = self

@@ -486,7 +486,7 @@ impl NetworkRecord {
         }
         self.presences
             .iter()
-            .filter(|p| !p.contested && !p.link_requested)
+            .filter(|p| !p.contested && !p.link_requested && !p.is_unverified())
             .map(|p| DiscoveredAgent {
                 instance_id: p.instance_id,
                 private_ip: p.private_ip,
@@ -640,6 +640,9 @@ pub struct CodeRecord {
     pub redeemed: bool,
     /// Whether it is a manual code.
     pub manual: bool,
+    /// What the record is: a link code (the default), or another profile's code-like record.
+    #[serde(default)]
+    pub kind: CodeKind,
 }
 
 impl CodeRecord {
@@ -656,7 +659,7 @@ impl CodeRecord {
         instance_id: &InstanceId,
         network: &PublicNetwork,
     ) -> Result<(), Refusal> {
-        if !self.is_live(now) {
+        if !self.is_live(now) || !matches!(self.kind, CodeKind::Link) {
             return Err(Refusal::UnknownCode);
         }
         if self.redeemed {
@@ -670,5 +673,112 @@ impl CodeRecord {
         }
         self.redeemed = true;
         Ok(())
+    }
+}
+
+/// What a [`CodeRecord`] stands for. Only [`CodeKind::Link`] records can be redeemed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CodeKind {
+    /// A link code (manual or auto), redeemed by an agent for a token.
+    #[default]
+    Link,
+    /// A one-time passcode shown by an Obico agent (feature `obico`, `crate::obico`): never
+    /// redeemable. Its `instance_id` and `network` are the showing agent's; `redeemed` means a
+    /// user claimed it, and `account` is that user (a placeholder before). Boxed, so that link
+    /// code records grow by one pointer only.
+    ObicoPasscode(Box<ObicoPasscode>),
+}
+
+/// Only link codes leave the process: an Obico passcode is served by the in-memory server alone,
+/// and writing one to a shared store fails (closed) rather than storing it as something else.
+impl Serialize for CodeKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Link => serializer.serialize_unit_variant("CodeKind", 0, "link"),
+            Self::ObicoPasscode(_) => Err(serde::ser::Error::custom(
+                "an Obico passcode is held in memory only",
+            )),
+        }
+    }
+}
+
+/// Reads back what [`Serialize`] writes: a link code, nothing else.
+impl<'de> Deserialize<'de> for CodeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "link" => Ok(Self::Link),
+            other => Err(serde::de::Error::unknown_variant(other, &["link"])),
+        }
+    }
+}
+
+/// The state of an Obico one-time passcode (see [`CodeKind::ObicoPasscode`]).
+#[derive(Clone, Default)]
+pub struct ObicoPasscode {
+    /// The code minted for the claiming user, bound to the agent's network, held in the clear
+    /// only until the agent's next poll takes it (as a queued auto code is).
+    pub verification: Option<LinkCode>,
+}
+
+impl ObicoPasscode {
+    fn held(&self) -> Option<&str> {
+        self.verification.as_ref().map(LinkCode::expose)
+    }
+}
+
+impl PartialEq for ObicoPasscode {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.held(), other.held()) {
+            (Some(a), Some(b)) => {
+                a.len() == b.len()
+                    && bool::from(subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()))
+            }
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ObicoPasscode {}
+
+impl std::fmt::Debug for ObicoPasscode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObicoPasscode")
+            .field("verification_held", &self.verification.is_some())
+            .finish()
+    }
+}
+
+/// The commitment that marks an *unverified* presence: one announced over a wire with no
+/// commitment and no presence key (the Obico profile). Such a presence is never shown by the
+/// core's discovery, and no secret verifies against it.
+pub fn unverified_commitment() -> Commitment {
+    static MARK: std::sync::OnceLock<Commitment> = std::sync::OnceLock::new();
+    *MARK.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        Commitment::from_bytes(Sha256::digest(b"lanlink/v1/unverified-presence\0").into())
+    })
+}
+
+impl Presence {
+    /// Whether this presence was announced without a commitment or presence key (see
+    /// [`unverified_commitment`]).
+    pub fn is_unverified(&self) -> bool {
+        self.commitment == unverified_commitment()
+    }
+}
+
+impl NetworkRecord {
+    /// Takes the message queued for `instance_id`, if any (at most one), marking its link
+    /// delivered; the record keeps no copy of the secret.
+    pub fn take_message(&mut self, instance_id: &InstanceId) -> Option<PendingMessage> {
+        let extras = self.extras.as_deref_mut()?;
+        let link = extras
+            .links
+            .iter_mut()
+            .find(|l| l.instance_id == *instance_id && l.message.is_some())?;
+        link.state = LinkState::Delivered;
+        link.message.take()
     }
 }

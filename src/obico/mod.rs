@@ -1,0 +1,216 @@
+//! The Obico wire profile (feature `obico`): unmodified OctoPrint-Obico and moonraker-obico agents
+//! link through a lanlink server, with the server-side protections of the core in force.
+//!
+//! The Obico agents poll `POST /api/v1/octo/unlinked/` with a `device_id` (a version-4 UUID in
+//! 32-hex form, new at every start), serve their secret to LAN callers at
+//! `/plugin/obico/grab-discovery-secret`, compare a forwarded `{code, secret}` themselves and
+//! redeem the code with `POST /api/v1/octo/verify/?code=…`. They send no commitment and no
+//! presence key, so the server cannot check a secret: it forwards it unverified, as Obico does.
+//! Everything else is the core's: the same public-network grouping and trusted-proxy client
+//! address, the one-visible rule, lockouts, single use, code lifetimes, CSPRNG codes and tokens.
+//!
+//! - [`ObicoConfig`]: the profile's own settings (presence lifetime for a 5 s poller, passcodes).
+//! - The server's operations are methods of [`crate::server::Server`] (`obico_unlinked`,
+//!   `obico_discover`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like the core's.
+//! - [`server::router`]: the axum routes with Obico's paths, JSON shapes and status codes.
+//! - [`linker`]: a linker for Obico agents over those routes.
+//!
+//! How an Obico agent is represented: its presence is a core [`Presence`](crate::server::record::Presence)
+//! whose `instance_id` is the `device_id` itself (both are version-4 UUIDs) and whose commitment is
+//! the fixed [`unverified_commitment`](crate::server::record::unverified_commitment) mark. The
+//! core's discovery never shows such a presence and no secret verifies against it; an Obico poll
+//! can never refresh, move or receive the messages of a presence that was announced with a
+//! presence key. `PROTOCOL.md` ("The Obico profile") lists what this keeps of Obico's wire and
+//! what it refuses.
+
+pub mod linker;
+pub mod server;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use crate::code::{CodeFormat, LinkCode};
+use crate::error::ConfigError;
+use crate::id::InstanceId;
+use crate::secret::LocalSecret;
+use crate::wire::DeviceInfo;
+
+/// OctoPrint-Obico's poll interval (moonraker-obico polls every 2 s).
+pub const OCTOPRINT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The alphabet of the default one-time passcodes: digits and capitals without `0 O 1 I`.
+pub const PASSCODE_ALPHABET: &str = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+/// The prefix under which passcodes are keyed in the code store, so that no passcode can ever be
+/// looked up as a link code (the record kind is checked as well).
+pub(crate) const PASSCODE_KEY_PREFIX: &str = "obico-passcode:";
+
+/// The profile's settings. The core's [`ServerConfig`](crate::server::ServerConfig) still decides
+/// the network grouping, trusted proxies, `max_visible`, lockouts and code lifetimes.
+///
+/// ```
+/// use lanlink::obico::ObicoConfig;
+/// use std::time::Duration;
+/// assert!(ObicoConfig::default().validate().is_ok());
+/// // Shorter than 2.5 polls of OctoPrint-Obico (5 s): the printer would flicker.
+/// let short = ObicoConfig::default().presence_ttl(Duration::from_secs(6));
+/// assert!(short.validate().is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ObicoConfig {
+    pub(crate) presence_ttl: TimeDelta,
+    pub(crate) passcode_ttl: TimeDelta,
+    pub(crate) passcode_format: CodeFormat,
+    pub(crate) passlink_base: String,
+    pub(crate) min_poll_gap: TimeDelta,
+    error: Option<ConfigError>,
+}
+
+impl Default for ObicoConfig {
+    /// Presence 15 s (3 polls of OctoPrint-Obico), passcodes of 8 characters from
+    /// [`PASSCODE_ALPHABET`] (40 bits) living 10 minutes, no passlink, minimum poll gap 1 s.
+    fn default() -> Self {
+        Self {
+            presence_ttl: TimeDelta::seconds(15),
+            passcode_ttl: TimeDelta::minutes(10),
+            passcode_format: CodeFormat::new(8, PASSCODE_ALPHABET)
+                .unwrap_or_else(|_| CodeFormat::default()),
+            passlink_base: String::new(),
+            min_poll_gap: TimeDelta::seconds(1),
+            error: None,
+        }
+    }
+}
+
+impl ObicoConfig {
+    /// How long a poll keeps an Obico agent present (at least 2.5 × [`OCTOPRINT_POLL_INTERVAL`]).
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        match TimeDelta::from_std(ttl) {
+            Ok(ttl) if ttl <= crate::server::MAX_TTL => self.presence_ttl = ttl,
+            _ => self.error = self.error.or(Some(ConfigError::Ttl)),
+        }
+        self
+    }
+
+    /// How long a one-time passcode can be claimed.
+    pub fn passcode_ttl(mut self, ttl: Duration) -> Self {
+        match TimeDelta::from_std(ttl) {
+            Ok(ttl) if !ttl.is_zero() && ttl <= crate::server::MAX_TTL => self.passcode_ttl = ttl,
+            _ => self.error = self.error.or(Some(ConfigError::Ttl)),
+        }
+        self
+    }
+
+    /// The shape of one-time passcodes (at least 10⁶ codes, as every [`CodeFormat`]).
+    pub fn passcode_format(mut self, format: CodeFormat) -> Self {
+        self.passcode_format = format;
+        self
+    }
+
+    /// The base of the `one_time_passlink` handed to agents with a passcode (the passcode is
+    /// appended); empty (the default) sends `""`.
+    pub fn passlink_base(mut self, base: impl Into<String>) -> Self {
+        self.passlink_base = base.into();
+        self
+    }
+
+    /// Two polls of one `device_id` closer than this are taken for two pollers (the agents poll
+    /// every 2 s or 5 s): the presence is contested (hidden, unlinkable, its message withheld)
+    /// until it lapses. This makes it hard for someone on the same public network who copies a
+    /// device's poll to take its message; zero turns the check off.
+    pub fn min_poll_gap(mut self, gap: Duration) -> Self {
+        match TimeDelta::from_std(gap) {
+            Ok(gap) if gap <= crate::server::MAX_TTL => self.min_poll_gap = gap,
+            _ => self.error = self.error.or(Some(ConfigError::Ttl)),
+        }
+        self
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        let poll_ms = i64::try_from(OCTOPRINT_POLL_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+        if self.presence_ttl.num_milliseconds().saturating_mul(2) < poll_ms.saturating_mul(5) {
+            return Err(ConfigError::PresenceTtlTooShort);
+        }
+        if self.min_poll_gap >= self.presence_ttl {
+            return Err(ConfigError::Ttl);
+        }
+        Ok(())
+    }
+
+    /// The passlink for `passcode` (empty without a base).
+    pub fn passlink(&self, passcode: &LinkCode) -> String {
+        if self.passlink_base.is_empty() {
+            String::new()
+        } else {
+            format!("{}{}", self.passlink_base, passcode.expose())
+        }
+    }
+}
+
+/// One poll of `POST /api/v1/octo/unlinked/`, as the server uses it.
+#[derive(Debug, Clone)]
+pub struct UnlinkedPoll {
+    /// The agent's `device_id`.
+    pub device_id: InstanceId,
+    /// `host_or_ip` and `port`, when both are given and the address is an IP literal; a poll
+    /// without them (or with a public address) records no presence, as Obico drops it.
+    pub endpoint: Option<(IpAddr, u16)>,
+    /// What to show (`hostname`, `rpi_model`, `agent`, `plugin_version`).
+    pub info: DeviceInfo,
+    /// `one_time_passcode` when the request carried the field (moonraker-obico): `Some("")` asks
+    /// for a passcode.
+    pub one_time_passcode: Option<String>,
+}
+
+/// A `verify_code` message for the agent: the forwarded (unverified) secret and a code.
+#[derive(Debug)]
+pub struct VerifyCode {
+    /// The agent.
+    pub device_id: InstanceId,
+    /// The 128-bit code the server minted, bound to the agent's network.
+    pub code: LinkCode,
+    /// The secret the linker presented, forwarded for the agent to compare.
+    pub secret: LocalSecret,
+}
+
+/// The passcode part of an unlinked reply.
+#[derive(Debug)]
+pub struct PasscodeReply {
+    /// The passcode the agent should show.
+    pub one_time_passcode: LinkCode,
+    /// The code to redeem once a user claimed the passcode.
+    pub verification_code: Option<LinkCode>,
+}
+
+/// The server's answer to one unlinked poll.
+#[derive(Debug, Default)]
+pub struct UnlinkedReply {
+    /// At most one message per poll.
+    pub message: Option<VerifyCode>,
+    /// Present when the poll carried `one_time_passcode`.
+    pub passcode: Option<PasscodeReply>,
+}
+
+/// The `device_id` of an instance: 32 lowercase hex characters.
+///
+/// ```
+/// let id: lanlink::InstanceId = "9f0c3b5e2a7d4e1f8b6c0d2e4f6a8b0c".parse().unwrap();
+/// assert_eq!(lanlink::obico::device_id(&id), "9f0c3b5e2a7d4e1f8b6c0d2e4f6a8b0c");
+/// ```
+pub fn device_id(id: &InstanceId) -> String {
+    id.as_uuid().simple().to_string()
+}
+
+/// Parses a `device_id`: exactly 32 hex characters of a version-4 UUID (what `uuid4().hex` makes).
+pub fn parse_device_id(text: &str) -> Option<InstanceId> {
+    if text.len() != 32 {
+        return None;
+    }
+    text.parse().ok()
+}

@@ -1,0 +1,1486 @@
+//! The Obico profile over real loopback HTTP, with an Obico agent written here from the wire
+//! description (HTTP polling of `/api/v1/octo/unlinked/`, a 32-hex `device_id`, the
+//! `grab-discovery-secret` endpoint, `verify_code` handling as the agents do it, and the
+//! `/api/v1/octo/verify/` call), plus sans-IO checks of the server's Obico operations.
+//!
+//! Client addresses: the server trusts one proxy, 127.0.0.2. The test agents and linkers connect
+//! from 127.0.0.2 and name their public address in `X-Forwarded-For` (home 203.0.113.7, an
+//! attacker's network 198.51.100.9); a spoofer connects from 127.0.0.1, which is not trusted.
+#![cfg(feature = "obico")]
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Response, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, TimeDelta, Utc};
+use lanlink::http::server::SharedServer;
+use lanlink::http::{serve, BearerTokens, Peer, ServeConfig};
+use lanlink::obico::linker::{ObicoDevice, ObicoLinker};
+use lanlink::obico::{self, ObicoConfig, UnlinkedPoll};
+use lanlink::server::{Server, ServerConfig};
+use lanlink::transport::TransportError;
+use lanlink::wire::LinkState;
+use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, InstanceId, PublicNetwork};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const HOME: &str = "203.0.113.7";
+const ELSEWHERE: &str = "198.51.100.9";
+const ALICE: &str = "alice-token-0123456789abcdef";
+const MALLORY: &str = "mallory-token-0123456789abcdef";
+/// The trusted proxy every emulated client connects from.
+const PROXY: &str = "127.0.0.2";
+/// How often the test agents poll (the real ones: 2 s or 5 s; the sans-IO tests use those); more
+/// than the server's minimum poll gap (1 s).
+const POLL: Duration = Duration::from_millis(1100);
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn config() -> ServerConfig {
+    ServerConfig::default().trusted_proxies(vec!["127.0.0.2/32".parse().unwrap()])
+}
+
+async fn start_server(config: ServerConfig) -> (SharedServer, String) {
+    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
+    let auth = Arc::new(BearerTokens::new(vec![
+        (ALICE.into(), AccountId::new("alice").unwrap()),
+        (MALLORY.into(), AccountId::new("mallory").unwrap()),
+    ]));
+    let app = obico::server::router(Arc::clone(&server), auth, ObicoConfig::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    (server, format!("http://{addr}"))
+}
+
+/// An HTTP client whose requests come from `from` and, if `network` is given, name it in
+/// `X-Forwarded-For`.
+fn client(from: &str, network: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(network) = network {
+        headers.insert("x-forwarded-for", network.parse().unwrap());
+    }
+    reqwest::Client::builder()
+        .local_address(ip(from))
+        .default_headers(headers)
+        .no_proxy()
+        .timeout(LIMIT)
+        .build()
+        .unwrap()
+}
+
+fn linker(server: &str, token: &str, network: &str) -> ObicoLinker {
+    ObicoLinker::with_client(client(PROXY, Some(network)), server, token)
+}
+
+fn with_json(request: reqwest::RequestBuilder, body: &Value) -> reqwest::RequestBuilder {
+    request
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+}
+
+async fn json_of(response: reqwest::Response) -> Result<Value, ()> {
+    let bytes = response.bytes().await.map_err(drop)?;
+    serde_json::from_slice(&bytes).map_err(drop)
+}
+
+// ───────────────────────── the Obico agent, from the wire description ─────────────────────────
+
+/// Which agent to play.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    /// OctoPrint-Obico: no passcode; acts on every message; any 4xx on a poll ends discovery.
+    OctoPrint,
+    /// moonraker-obico: sends `one_time_passcode`; acts only when exactly one message arrives.
+    Moonraker,
+}
+
+#[derive(Default)]
+struct AgentState {
+    discovering: bool,
+    stopped: Option<String>,
+    auth_token: Option<String>,
+    passcode: String,
+    polls: usize,
+}
+
+#[derive(Clone)]
+struct ObicoAgent {
+    device_id: String,
+    secret: String,
+    flavour: Flavour,
+    server: String,
+    http: reqwest::Client,
+    port: u16,
+    state: Arc<Mutex<AgentState>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ObicoAgent {
+    /// Starts the agent's secret endpoint on 127.0.0.1 and its poll loop from `network`.
+    async fn start(server: &str, network: &str, flavour: Flavour) -> Self {
+        let mut rng = lanlink::os_rng();
+        let device_id = obico::device_id(&InstanceId::generate(&mut rng));
+        Self::start_as(server, network, flavour, device_id).await
+    }
+
+    async fn start_as(server: &str, network: &str, flavour: Flavour, device_id: String) -> Self {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut lanlink::os_rng(), &mut bytes);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let agent = Self {
+            device_id,
+            secret: hex(&bytes),
+            flavour,
+            server: server.to_owned(),
+            http: client(PROXY, Some(network)),
+            port,
+            state: Arc::new(Mutex::new(AgentState {
+                discovering: true,
+                ..AgentState::default()
+            })),
+        };
+        let app = Router::new()
+            .route("/plugin/obico/grab-discovery-secret", get(grab_secret))
+            .with_state(agent.clone());
+        tokio::spawn(serve(
+            listener,
+            app,
+            ServeConfig::default(),
+            std::future::pending(),
+        ));
+        let poller = agent.clone();
+        tokio::spawn(async move { poller.poll_loop().await });
+        agent
+    }
+
+    fn state<T>(&self, f: impl FnOnce(&mut AgentState) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    fn stop(&self, why: &str) {
+        self.state(|s| {
+            s.discovering = false;
+            s.stopped.get_or_insert_with(|| why.to_owned());
+        });
+    }
+
+    fn body(&self) -> Value {
+        let mut body = json!({
+            "device_id": self.device_id,
+            "hostname": "voron",
+            "host_or_ip": "127.0.0.1",
+            "port": self.port,
+            "os": "Linux",
+            "arch": "aarch64",
+            "rpi_model": "Raspberry Pi 4 Model B Rev 1.4",
+            "plugin_version": "2.5.0",
+            "agent": if self.flavour == Flavour::OctoPrint { "Obico for OctoPrint" } else { "moonraker_obico" },
+            "printerprofile": "Unknown",
+            "machine_type": "Klipper",
+        });
+        if self.flavour == Flavour::Moonraker {
+            body["one_time_passcode"] = self.state(|s| s.passcode.clone()).into();
+            body["meta"] = json!({"k": "v"});
+        }
+        body
+    }
+
+    async fn poll_loop(&self) {
+        while self.state(|s| s.discovering) {
+            self.poll_once().await;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn poll_once(&self) {
+        let url = format!("{}/api/v1/octo/unlinked/", self.server);
+        let Ok(response) = with_json(self.http.post(url), &self.body()).send().await else {
+            return;
+        };
+        self.state(|s| s.polls += 1);
+        let status = response.status();
+        if status.is_client_error() {
+            if self.flavour == Flavour::OctoPrint {
+                self.stop(&format!("poll refused {status}"));
+            }
+            return;
+        }
+        let Ok(data) = json_of(response).await else {
+            return;
+        };
+        if self.flavour == Flavour::Moonraker {
+            if let (Some(Value::String(passcode)), Some(Value::String(verification))) =
+                (data.get("one_time_passcode"), data.get("verification_code"))
+            {
+                if !verification.is_empty() {
+                    self.verify(&verification.clone()).await;
+                    self.stop("verified by passcode");
+                    return;
+                }
+                self.state(|s| s.passcode = passcode.clone());
+            }
+        }
+        let messages = data["messages"].as_array().cloned().unwrap_or_default();
+        if self.flavour == Flavour::Moonraker && messages.len() != 1 {
+            return;
+        }
+        for message in messages {
+            if message["type"] != "verify_code" {
+                continue;
+            }
+            if message["data"]["secret"].as_str() != Some(self.secret.as_str()) {
+                self.stop("unmatching secret");
+                return;
+            }
+            if message["device_id"].as_str() != Some(self.device_id.as_str()) {
+                self.stop("unmatching device_id");
+                return;
+            }
+            let code = message["data"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            self.verify(&code).await;
+            self.stop("verified");
+            return;
+        }
+    }
+
+    /// `POST /api/v1/octo/verify/?code=…`: stores `printer.auth_token` on success.
+    async fn verify(&self, code: &str) -> (StatusCode, Value) {
+        let encoded: String = code
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let url = format!("{}/api/v1/octo/verify/?code={encoded}", self.server);
+        let response = self.http.post(url).send().await.unwrap();
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+        let body: Value = json_of(response).await.unwrap_or(Value::Null);
+        if status == StatusCode::OK {
+            let token = body["printer"]["auth_token"].as_str().map(str::to_owned);
+            self.state(|s| s.auth_token = token);
+        }
+        (status, body)
+    }
+
+    fn token(&self) -> Option<String> {
+        self.state(|s| s.auth_token.clone())
+    }
+
+    fn stopped(&self) -> Option<String> {
+        self.state(|s| s.stopped.clone())
+    }
+
+    fn instance(&self) -> InstanceId {
+        obico::parse_device_id(&self.device_id).unwrap()
+    }
+}
+
+/// The agents' secret page: 403 unless discovering, the caller is local (the socket peer; this
+/// agent does not read `X-Forwarded-For`), and `device_id` matches; JSON for `Accept: application/json`.
+async fn grab_secret(State(agent): State<ObicoAgent>, request: Request) -> Response<Body> {
+    let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
+    let local = peer.is_some_and(|p| p.is_loopback());
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let wanted = format!("device_id={}", agent.device_id);
+    let json = request
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !(agent.state(|s| s.discovering) && local && query == wanted && json) {
+        return Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .body(Body::empty())
+            .unwrap();
+    }
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({ "device_secret": agent.secret }).to_string(),
+        ))
+        .unwrap()
+}
+
+// ───────────────────────────── helpers ─────────────────────────────
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < LIMIT, "{what}: not within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn discovered(linker: &ObicoLinker) -> Vec<ObicoDevice> {
+    linker.discover().await.unwrap()
+}
+
+async fn wait_visible(linker: &ObicoLinker, n: usize) {
+    let start = tokio::time::Instant::now();
+    while linker.discover().await.unwrap().len() != n {
+        assert!(start.elapsed() < LIMIT, "{n} agents never shown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn refused(result: Result<(), TransportError>) -> (u16, String) {
+    match result {
+        Err(TransportError::Refused { status, code }) => (status, code),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn network(server: &SharedServer, at: &str) -> Option<lanlink::server::NetworkRecord> {
+    let server = server.lock().unwrap();
+    let net = server.config().network_of(ip(at));
+    server.store().network(&net).cloned()
+}
+
+fn failures(server: &SharedServer, at: &str) -> usize {
+    network(server, at).map_or(0, |r| r.failures().len())
+}
+
+fn link_state(server: &SharedServer, account: &str, id: &InstanceId) -> LinkState {
+    network(server, HOME).map_or(LinkState::Unknown, |r| {
+        r.link_state(&AccountId::new(account).unwrap(), id)
+    })
+}
+
+async fn raw(
+    method: reqwest::Method,
+    client: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = with_json(request, &body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, json_of(response).await.unwrap_or(Value::Null))
+}
+
+// ───────────────────────────── the three flows ─────────────────────────────
+
+#[tokio::test]
+async fn auto_flow_links_an_unmodified_octoprint_agent() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    let shown = discovered(&alice).await;
+    assert_eq!(shown[0].device_id, agent.instance());
+    assert_eq!(
+        (shown[0].host_or_ip, shown[0].port),
+        (ip("127.0.0.1"), agent.port)
+    );
+    assert_eq!(shown[0].hostname, "voron");
+    let device = alice.link_first().await.unwrap();
+    assert_eq!(device.device_id, agent.instance());
+    eventually("agent linked", || agent.token().is_some()).await;
+    let token = agent.token().unwrap();
+    // A 256-bit token where Obico mints 80 bits; the agents store it as an opaque string.
+    assert_eq!(token.len(), 64);
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(agent.stopped().as_deref(), Some("verified"));
+    assert_eq!(
+        link_state(&server, "alice", &agent.instance()),
+        LinkState::Linked
+    );
+    assert!(
+        discovered(&alice).await.is_empty(),
+        "a linked agent leaves discovery"
+    );
+}
+
+#[tokio::test]
+async fn auto_flow_links_a_moonraker_agent_acting_on_exactly_one_message() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    alice.link_first().await.unwrap();
+    eventually("agent linked", || agent.token().is_some()).await;
+    assert_eq!(
+        link_state(&server, "alice", &agent.instance()),
+        LinkState::Linked
+    );
+}
+
+#[tokio::test]
+async fn six_digit_flow_redeems_a_manual_code_typed_into_the_agent() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let code = {
+        let mut server = server.lock().unwrap();
+        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+        let alice = AccountId::new("alice").unwrap();
+        server
+            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .unwrap()
+            .code
+    };
+    assert_eq!(code.expose().len(), 6);
+    let (status, body) = agent.verify(code.expose()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["printer"]["auth_token"].as_str().unwrap().len(), 64);
+    // Single use: the same code again is Obico's 404.
+    let (status, body) = agent.verify(code.expose()).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"detail": "invalid_code"}))
+    );
+    // GET is accepted too, as Obico does.
+    let (status, _) = raw(
+        reqwest::Method::GET,
+        &client(PROXY, Some(HOME)),
+        format!("{url}/api/v1/octo/verify/?code=000000"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Older OctoPrint-Obico releases redeem with GET on another path.
+    let second = {
+        let mut server = server.lock().unwrap();
+        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+        let alice = AccountId::new("alice").unwrap();
+        server
+            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .unwrap()
+            .code
+    };
+    let (status, body) = raw(
+        reqwest::Method::GET,
+        &client(PROXY, Some(HOME)),
+        format!(
+            "{url}/api/v1/onetimeverificationcodes/verify/?code={}",
+            second.expose()
+        ),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["printer"]["auth_token"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn one_time_passcode_flow_links_a_moonraker_agent() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    eventually("passcode shown", || agent.state(|s| !s.passcode.is_empty())).await;
+    let passcode = agent.state(|s| s.passcode.clone());
+    assert_eq!(passcode.len(), 8);
+    assert!(passcode
+        .chars()
+        .all(|c| obico::PASSCODE_ALPHABET.contains(c)));
+    // The passcode stays the same from poll to poll.
+    let polls = agent.state(|s| s.polls);
+    eventually("more polls", || agent.state(|s| s.polls) > polls + 2).await;
+    assert_eq!(agent.state(|s| s.passcode.clone()), passcode);
+    // The user claims it from anywhere (here: their phone on another network).
+    let alice = linker(&url, ALICE, ELSEWHERE);
+    alice.claim_passcode(&passcode).await.unwrap();
+    eventually("agent linked", || agent.token().is_some()).await;
+    assert_eq!(agent.stopped().as_deref(), Some("verified by passcode"));
+    assert_eq!(
+        link_state(&server, "alice", &agent.instance()),
+        LinkState::Linked
+    );
+    // A passcode is claimed once.
+    let (status, code) = refused(alice.claim_passcode(&passcode).await);
+    assert_eq!((status, code.as_str()), (404, "invalid_code"));
+}
+
+#[tokio::test]
+async fn passcode_guessing_ends_in_lockout_and_a_passcode_is_never_a_link_code() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    eventually("passcode shown", || agent.state(|s| !s.passcode.is_empty())).await;
+    let passcode = agent.state(|s| s.passcode.clone());
+    // The passcode cannot be redeemed as a code, in either form.
+    for code in [passcode.clone(), format!("obico-passcode:{passcode}")] {
+        let (status, _) = agent.verify(&code).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let mallory = linker(&url, MALLORY, ELSEWHERE);
+    for guess in ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "DDDDDDDD"] {
+        assert_eq!(
+            refused(mallory.claim_passcode(guess).await),
+            (404, "invalid_code".into())
+        );
+    }
+    assert_eq!(failures(&server, ELSEWHERE), 4);
+    assert_eq!(refused(mallory.claim_passcode("EEEEEEEE").await).0, 404);
+    // Locked out: even the right passcode is refused, and stays claimable by others.
+    assert_eq!(
+        refused(mallory.claim_passcode(&passcode).await),
+        (429, "locked_out".into())
+    );
+    assert!(agent.token().is_none());
+    linker(&url, ALICE, HOME)
+        .claim_passcode(&passcode)
+        .await
+        .unwrap();
+    eventually("agent linked", || agent.token().is_some()).await;
+    assert_eq!(
+        link_state(&server, "alice", &agent.instance()),
+        LinkState::Linked
+    );
+}
+
+// ───────────────────────────── the core's attacks on the Obico wire ─────────────────────────────
+
+#[tokio::test]
+async fn attack_spoofed_x_forwarded_for_is_not_believed() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    wait_visible(&linker(&url, ALICE, HOME), 1).await;
+    // From an untrusted peer the header is ignored: the caller is 127.0.0.1.
+    let spoofer = ObicoLinker::with_client(client("127.0.0.1", Some(HOME)), &url, MALLORY);
+    assert!(discovered(&spoofer).await.is_empty());
+    // Through the trusted proxy, a client-written left-most entry is not the client (Obico took
+    // it): the proxy's right-most entry is.
+    let prepended = ObicoLinker::with_client(
+        client(PROXY, Some(&format!("{HOME}, {ELSEWHERE}"))),
+        &url,
+        MALLORY,
+    );
+    assert!(discovered(&prepended).await.is_empty());
+    let secret = lanlink::LocalSecret::from_hex(&agent.secret).unwrap();
+    for attacker in [&spoofer, &prepended] {
+        assert_eq!(
+            refused(attacker.link(&agent.instance(), &secret).await),
+            (404, "agent_not_found".into())
+        );
+    }
+    assert!(agent.stopped().is_none() && agent.token().is_none());
+    assert_eq!(failures(&server, ELSEWHERE), 1);
+    assert_eq!(failures(&server, "127.0.0.1"), 1);
+    assert!(network(&server, HOME).unwrap().links().is_empty());
+}
+
+#[tokio::test]
+async fn attack_cross_network_discovery_link_and_hijack_are_refused() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    let mallory = linker(&url, MALLORY, ELSEWHERE);
+    // Another network sees nothing and cannot link, even with the right secret.
+    assert!(discovered(&mallory).await.is_empty());
+    let secret = lanlink::LocalSecret::from_hex(&agent.secret).unwrap();
+    assert_eq!(
+        refused(mallory.link(&agent.instance(), &secret).await),
+        (404, "agent_not_found".into())
+    );
+    // An announcement of the same device_id from another network makes a presence there only:
+    // it neither hides nor moves the real one, and what is queued for it never reaches the agent.
+    let impostor =
+        ObicoAgent::start_as(&url, ELSEWHERE, Flavour::OctoPrint, agent.device_id.clone()).await;
+    eventually("impostor shown in its own network", || {
+        impostor.state(|s| s.polls > 0)
+    })
+    .await;
+    wait_visible(&mallory, 1).await;
+    mallory.link(&agent.instance(), &secret).await.unwrap();
+    eventually("impostor got the message", || impostor.stopped().is_some()).await;
+    assert_eq!(
+        discovered(&alice).await.len(),
+        1,
+        "the real agent is still shown at home"
+    );
+    assert!(agent.stopped().is_none(), "the real agent received nothing");
+    alice.link_first().await.unwrap();
+    eventually("agent linked", || agent.token().is_some()).await;
+    assert_eq!(
+        link_state(&server, "alice", &agent.instance()),
+        LinkState::Linked
+    );
+}
+
+#[tokio::test]
+async fn attack_malformed_secrets_and_unknown_agents_count_toward_lockout() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    let http = client(PROXY, Some(HOME));
+    let link = |secret: &str| json!({"code": "123456", "device_id": agent.device_id, "device_secret": secret});
+    let post = |body: Value| {
+        raw(
+            reqwest::Method::POST,
+            &http,
+            format!("{url}/api/v1/printer_discovery/"),
+            Some(MALLORY),
+            Some(body),
+        )
+    };
+    // Obico's shape for a missing field.
+    assert_eq!(
+        post(json!({"device_id": agent.device_id})).await,
+        (400, json!({"device_secret": "missing param"}))
+    );
+    for bad in ["", "not-hex", &agent.secret[..32]] {
+        assert_eq!(
+            post(link(bad)).await,
+            (403, json!({"detail": "wrong_secret"}))
+        );
+    }
+    let unknown = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
+    let (status, body) = post(json!({"device_id": unknown, "device_secret": agent.secret})).await;
+    assert_eq!((status, body), (404, json!({"detail": "agent_not_found"})));
+    assert_eq!(failures(&server, HOME), 4);
+    assert_eq!(
+        post(link(&"0".repeat(64))).await.0,
+        200,
+        "well-formed: forwarded unverified"
+    );
+    // ... which the agent rejects, ending its discovery: inherent without a commitment (below).
+    eventually("agent stopped", || agent.stopped().is_some()).await;
+    assert_eq!(agent.stopped().as_deref(), Some("unmatching secret"));
+    // A fifth failure locks the network out; then even a right request is refused.
+    assert_eq!(
+        post(link("zz")).await,
+        (403, json!({"detail": "wrong_secret"}))
+    );
+    assert_eq!(
+        post(link(&agent.secret)).await,
+        (429, json!({"detail": "locked_out"}))
+    );
+}
+
+#[tokio::test]
+async fn attack_code_brute_force_ends_in_lockout_and_spares_the_right_code() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let code = {
+        let mut server = server.lock().unwrap();
+        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+        let alice = AccountId::new("alice").unwrap();
+        server
+            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .unwrap()
+            .code
+    };
+    let wrong = if code.expose() == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        assert_eq!(agent.verify(wrong).await.0, StatusCode::NOT_FOUND);
+    }
+    let (status, body) = agent.verify(code.expose()).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"detail": "locked_out"})
+        )
+    );
+    let record = server
+        .lock()
+        .unwrap()
+        .store()
+        .code(&code.key())
+        .cloned()
+        .unwrap();
+    assert!(
+        !record.redeemed,
+        "the right code is not burnt by the lockout"
+    );
+    assert!(agent.token().is_none());
+}
+
+#[tokio::test]
+async fn attack_replay_after_linking_is_refused() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    alice.link_first().await.unwrap();
+    eventually("agent linked", || agent.token().is_some()).await;
+    // A copy of the agent (same device_id, same network) does not reappear.
+    let copy = ObicoAgent::start_as(&url, HOME, Flavour::OctoPrint, agent.device_id.clone()).await;
+    eventually("copy polled", || copy.state(|s| s.polls > 2)).await;
+    assert!(discovered(&alice).await.is_empty());
+    assert!(
+        copy.stopped().is_none(),
+        "a refused poll is still 200: no 4xx ends discovery"
+    );
+    // The old secret cannot be replayed.
+    let secret = lanlink::LocalSecret::from_hex(&agent.secret).unwrap();
+    let mallory = linker(&url, MALLORY, HOME);
+    assert_eq!(
+        refused(mallory.link(&agent.instance(), &secret).await),
+        (409, "already_linking".into())
+    );
+    assert!(copy.stopped().is_none());
+    assert_eq!(
+        link_state(&server, "alice", &agent.instance()),
+        LinkState::Linked
+    );
+}
+
+#[tokio::test]
+async fn one_visible_rule_with_one_allowed() {
+    let (server, url) = start_server(config()).await;
+    let first = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    let _second = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    eventually("both present", || {
+        network(&server, HOME).is_some_and(|r| r.present() == 2)
+    })
+    .await;
+    assert!(
+        discovered(&alice).await.is_empty(),
+        "two present, one allowed: none shown"
+    );
+    let secret = lanlink::LocalSecret::from_hex(&first.secret).unwrap();
+    assert_eq!(
+        refused(alice.link(&first.instance(), &secret).await),
+        (409, "too_many_agents".into())
+    );
+    assert!(first.stopped().is_none());
+}
+
+#[tokio::test]
+async fn one_visible_rule_with_two_allowed() {
+    let (server, url) = start_server(config().max_visible(2)).await;
+    let first = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let second = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 2).await;
+    let third = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    eventually("three present", || {
+        network(&server, HOME).is_some_and(|r| r.present() == 3)
+    })
+    .await;
+    assert!(
+        discovered(&alice).await.is_empty(),
+        "three present, two allowed: none shown"
+    );
+    third.stop("test");
+    // Once the third lapses the two are shown again and each can be linked.
+    let start = tokio::time::Instant::now();
+    while discovered(&alice).await.len() != 2 {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for agent in [&first, &second] {
+        let device = discovered(&alice)
+            .await
+            .into_iter()
+            .find(|d| d.device_id == agent.instance())
+            .unwrap();
+        let secret = alice.fetch_secret(&device).await.unwrap();
+        alice.link(&device.device_id, &secret).await.unwrap();
+        eventually("linked", || agent.token().is_some()).await;
+    }
+}
+
+#[tokio::test]
+async fn user_routes_need_an_account_and_bodies_are_checked() {
+    let (_server, url) = start_server(config()).await;
+    let http = client(PROXY, Some(HOME));
+    let (status, body) = raw(
+        reqwest::Method::GET,
+        &http,
+        format!("{url}/api/v1/printer_discovery/"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((status, body), (401, json!({"detail": "unauthorized"})));
+    let (status, _) = raw(
+        reqwest::Method::POST,
+        &http,
+        format!("{url}/api/v1/one_time_passcodes/"),
+        Some("wrong-token-0123456789"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A device_id that is not 32 hex characters of a version-4 UUID.
+    for id in [
+        "1234",
+        "9f0c3b5e-2a7d-4e1f-8b6c-0d2e4f6a8b0c",
+        "9f0c3b5e2a7d1e1f8b6c0d2e4f6a8b0c",
+    ] {
+        let (status, _) = raw(
+            reqwest::Method::POST,
+            &http,
+            format!("{url}/api/v1/octo/unlinked/"),
+            None,
+            Some(json!({"device_id": id, "host_or_ip": "192.168.1.5", "port": 80})),
+        )
+        .await;
+        assert_eq!(status, 400, "{id}");
+    }
+    // A public host_or_ip is dropped as Obico drops it, and the poll is still 200.
+    let id = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
+    let (status, body) = raw(
+        reqwest::Method::POST,
+        &http,
+        format!("{url}/api/v1/octo/unlinked/"),
+        None,
+        Some(json!({"device_id": id, "host_or_ip": "8.8.8.8", "port": 80})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"messages": []})));
+    let alice = linker(&url, ALICE, HOME);
+    assert!(discovered(&alice).await.is_empty());
+}
+
+// ───────────────────────────── sans-IO ─────────────────────────────
+
+fn t(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap() + TimeDelta::milliseconds(ms)
+}
+
+fn poll(id: InstanceId) -> UnlinkedPoll {
+    UnlinkedPoll {
+        device_id: id,
+        endpoint: Some((ip("192.168.1.50"), 5000)),
+        info: DeviceInfo::new("octopi", "Raspberry Pi 3", "Obico for OctoPrint", "2.5.0").unwrap(),
+        one_time_passcode: None,
+    }
+}
+
+/// Polls every 5 s plus up to 2.5 s of request time (OctoPrint-Obico's loop) for a minute and
+/// discovers every 100 ms: counts the discoveries that showed nothing.
+fn flicker(obico: &ObicoConfig) -> usize {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let home = ip(HOME);
+    let id = InstanceId::generate(&mut lanlink::os_rng());
+    let mut rng = lanlink::os_rng();
+    let mut next_poll = 0;
+    let mut misses = 0;
+    for step in 0..600 {
+        let now_ms = step * 100;
+        if now_ms >= next_poll {
+            server
+                .obico_unlinked(
+                    t(now_ms),
+                    &mut rng,
+                    obico,
+                    home,
+                    ForwardedHeaders::NONE,
+                    &poll(id),
+                )
+                .unwrap();
+            // Request time varies from 0 to 2.5 s, as on a slow Pi.
+            next_poll = now_ms + 5000 + (step * 700) % 2600;
+        }
+        let shown = server
+            .obico_discover(t(now_ms), home, ForwardedHeaders::NONE)
+            .unwrap();
+        if shown.is_empty() {
+            misses += 1;
+        }
+    }
+    misses
+}
+
+#[test]
+fn a_five_second_poller_never_flickers() {
+    assert_eq!(flicker(&ObicoConfig::default()), 0);
+    // Obico's 4 s presence on the same schedule flickers: the check can fail.
+    let obico_4s = ObicoConfig::default().presence_ttl(Duration::from_secs(4));
+    assert!(obico_4s.validate().is_err());
+    assert!(flicker(&obico_4s) > 100);
+}
+
+#[test]
+fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
+    use lanlink::secret::PresenceKey;
+    use lanlink::wire::{Announce, WIRE_VERSION};
+    let mut server = Server::new(ServerConfig::default().max_visible(2)).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let key = PresenceKey::generate(&mut rng);
+    let id = key.instance_id();
+    let secret = lanlink::LocalSecret::generate(&mut rng);
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: ip("192.168.1.60"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+        presence_key: key,
+    };
+    server
+        .handle_announce(t(0), home, ForwardedHeaders::NONE, &announce)
+        .unwrap();
+    let before = server
+        .store()
+        .network(&PublicNetwork::from_ip(home, 64))
+        .unwrap()
+        .presences[0]
+        .clone();
+    // An Obico poll naming the verified agent's id changes nothing (and is still answered).
+    let reply = server
+        .obico_unlinked(
+            t(10),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &poll(id),
+        )
+        .unwrap();
+    assert!(reply.message.is_none());
+    let record = server
+        .store()
+        .network(&PublicNetwork::from_ip(home, 64))
+        .unwrap()
+        .clone();
+    assert_eq!(record.presences.len(), 1);
+    assert_eq!(
+        (
+            record.presences[0].private_ip,
+            record.presences[0].contested,
+            record.presences[0].expires_ms
+        ),
+        (before.private_ip, false, before.expires_ms)
+    );
+    // The Obico routes do not show or link verified agents; the core's do not show Obico ones.
+    assert!(server
+        .obico_discover(t(20), home, ForwardedHeaders::NONE)
+        .unwrap()
+        .is_empty());
+    let obico_id = InstanceId::generate(&mut rng);
+    server
+        .obico_unlinked(
+            t(30),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &poll(obico_id),
+        )
+        .unwrap();
+    let core = server
+        .handle_discover(t(40), home, ForwardedHeaders::NONE)
+        .unwrap();
+    assert_eq!(
+        core.agents
+            .iter()
+            .map(|a| a.instance_id)
+            .collect::<Vec<_>>(),
+        vec![id]
+    );
+    let shown = server
+        .obico_discover(t(40), home, ForwardedHeaders::NONE)
+        .unwrap();
+    assert_eq!(
+        shown.iter().map(|a| a.instance_id).collect::<Vec<_>>(),
+        vec![obico_id]
+    );
+    // A poll of the Obico id with another address contests it: hidden and unlinkable.
+    let mut moved = poll(obico_id);
+    moved.endpoint = Some((ip("192.168.1.99"), 5000));
+    server
+        .obico_unlinked(
+            t(50),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &moved,
+        )
+        .unwrap();
+    assert!(server
+        .obico_discover(t(60), home, ForwardedHeaders::NONE)
+        .unwrap()
+        .is_empty());
+    let alice = AccountId::new("alice").unwrap();
+    let guess = lanlink::LocalSecret::generate(&mut rng);
+    let refused = server.obico_link(
+        t(70),
+        &mut rng,
+        &alice,
+        home,
+        ForwardedHeaders::NONE,
+        obico_id,
+        Some(guess),
+    );
+    assert_eq!(refused, Err(lanlink::Refusal::AgentContested));
+}
+
+#[test]
+fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answered() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let id = InstanceId::generate(&mut rng);
+    let mut with_passcode = poll(id);
+    with_passcode.one_time_passcode = Some(String::new());
+    let mut now = 0;
+    let mut passcode = String::new();
+    // moonraker-obico polls for up to 4 hours; auto-discovery ends after 10 minutes.
+    while now <= 11 * 60 * 1000 {
+        let reply = server
+            .obico_unlinked(
+                t(now),
+                &mut rng,
+                &obico,
+                home,
+                ForwardedHeaders::NONE,
+                &with_passcode,
+            )
+            .unwrap();
+        let shown = reply
+            .passcode
+            .unwrap()
+            .one_time_passcode
+            .expose()
+            .to_owned();
+        with_passcode.one_time_passcode = Some(shown.clone());
+        if now < 9 * 60 * 1000 {
+            assert_eq!(
+                server
+                    .obico_discover(t(now), home, ForwardedHeaders::NONE)
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        passcode = shown;
+        now += 2000;
+    }
+    assert!(server
+        .obico_discover(t(now), home, ForwardedHeaders::NONE)
+        .unwrap()
+        .is_empty());
+    // The passcode path still works after the window (a new passcode after 10 minutes).
+    let alice = AccountId::new("alice").unwrap();
+    server
+        .obico_claim(
+            t(now),
+            &mut rng,
+            &alice,
+            ip(ELSEWHERE),
+            ForwardedHeaders::NONE,
+            &passcode,
+        )
+        .unwrap();
+    let reply = server
+        .obico_unlinked(
+            t(now + 2000),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &with_passcode,
+        )
+        .unwrap();
+    let code = reply
+        .passcode
+        .unwrap()
+        .verification_code
+        .expect("claimed code handed over");
+    assert_eq!(code.expose().len(), 32);
+    // Bound to the agent's network: redeeming it from elsewhere fails.
+    assert_eq!(
+        server
+            .obico_verify(
+                t(now + 2500),
+                &mut rng,
+                ip(ELSEWHERE),
+                ForwardedHeaders::NONE,
+                &code
+            )
+            .unwrap_err(),
+        lanlink::Refusal::CodeWrongNetwork
+    );
+    let redeemed = server
+        .obico_verify(t(now + 3000), &mut rng, home, ForwardedHeaders::NONE, &code)
+        .unwrap();
+    assert_eq!(redeemed.account, alice);
+}
+
+#[test]
+fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let mut agent_poll = poll(InstanceId::generate(&mut rng));
+    agent_poll.one_time_passcode = Some(String::new());
+    let first = server
+        .obico_unlinked(
+            t(0),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert!(first.verification_code.is_none());
+    let passcode = first.one_time_passcode.expose().to_owned();
+    agent_poll.one_time_passcode = Some(passcode.clone());
+    // Another device polling with this passcode, or this device from another network, does not
+    // get it (nor its code): it gets a passcode of its own.
+    let mut other = poll(InstanceId::generate(&mut rng));
+    other.one_time_passcode = Some(passcode.clone());
+    let theirs = server
+        .obico_unlinked(
+            t(100),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &other,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert_ne!(theirs.one_time_passcode.expose(), passcode);
+    let alice = AccountId::new("alice").unwrap();
+    server
+        .obico_claim(
+            t(200),
+            &mut rng,
+            &alice,
+            home,
+            ForwardedHeaders::NONE,
+            &passcode,
+        )
+        .unwrap();
+    let elsewhere = server
+        .obico_unlinked(
+            t(300),
+            &mut rng,
+            &obico,
+            ip(ELSEWHERE),
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert!(elsewhere.verification_code.is_none());
+    let handed = server
+        .obico_unlinked(
+            t(2000),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert_eq!(handed.one_time_passcode.expose(), passcode);
+    assert!(handed.verification_code.is_some());
+    let next = server
+        .obico_unlinked(
+            t(4000),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap();
+    assert!(next.verification_code.is_none());
+    assert_ne!(
+        next.one_time_passcode.expose(),
+        passcode,
+        "a spent passcode is replaced"
+    );
+}
+
+#[test]
+fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_the_message() {
+    // The agent polls every 2 s; alice links at 2.5 s; someone on the same public network who
+    // copies the agent's poll (all of it is in discovery) polls at 2.6 s to take the message.
+    let run = |obico: &ObicoConfig| {
+        let mut server = Server::new(ServerConfig::default()).unwrap();
+        let home = ip(HOME);
+        let mut rng = lanlink::os_rng();
+        let id = InstanceId::generate(&mut rng);
+        let copy = poll(id);
+        for at in [0, 2000] {
+            server
+                .obico_unlinked(t(at), &mut rng, obico, home, ForwardedHeaders::NONE, &copy)
+                .unwrap();
+        }
+        let alice = AccountId::new("alice").unwrap();
+        let secret = lanlink::LocalSecret::generate(&mut rng);
+        server
+            .obico_link(
+                t(2500),
+                &mut rng,
+                &alice,
+                home,
+                ForwardedHeaders::NONE,
+                id,
+                Some(secret),
+            )
+            .unwrap();
+        let stolen = server
+            .obico_unlinked(
+                t(2600),
+                &mut rng,
+                obico,
+                home,
+                ForwardedHeaders::NONE,
+                &copy,
+            )
+            .unwrap()
+            .message
+            .is_some();
+        let delivered = server
+            .obico_unlinked(
+                t(4000),
+                &mut rng,
+                obico,
+                home,
+                ForwardedHeaders::NONE,
+                &copy,
+            )
+            .unwrap()
+            .message
+            .is_some();
+        let shown = server
+            .obico_discover(t(4100), home, ForwardedHeaders::NONE)
+            .unwrap()
+            .len();
+        (stolen, delivered, shown)
+    };
+    // With the minimum poll gap (1 s) the second poller contests the presence: no one gets the
+    // message while it is contested, and the device is hidden.
+    assert_eq!(run(&ObicoConfig::default()), (false, false, 0));
+    // Without it, the copy takes the message (what Obico allows): the check can fail.
+    let off = ObicoConfig::default().min_poll_gap(Duration::ZERO);
+    assert_eq!(run(&off), (true, false, 0));
+}
+
+#[test]
+fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
+    use lanlink::wire::RedeemRequest;
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let id = InstanceId::generate(&mut rng);
+    let mut agent_poll = poll(id);
+    agent_poll.one_time_passcode = Some(String::new());
+    let passcode = server
+        .obico_unlinked(
+            t(0),
+            &mut rng,
+            &obico,
+            home,
+            ForwardedHeaders::NONE,
+            &agent_poll,
+        )
+        .unwrap()
+        .passcode
+        .unwrap()
+        .one_time_passcode;
+    // The record is keyed under the passcode prefix and bound to (id, home): exactly what a
+    // lanlink redemption of that text from home would present.
+    for text in [
+        passcode.expose().to_owned(),
+        format!("obico-passcode:{}", passcode.expose()),
+    ] {
+        let request = RedeemRequest {
+            instance_id: id,
+            code: lanlink::LinkCode::parse(&text).unwrap(),
+        };
+        let refused = server
+            .handle_redeem(t(100), &mut rng, home, ForwardedHeaders::NONE, &request)
+            .unwrap_err();
+        assert_eq!(refused, lanlink::Refusal::UnknownCode);
+        let refused = server
+            .obico_verify(
+                t(100),
+                &mut rng,
+                home,
+                ForwardedHeaders::NONE,
+                &request.code,
+            )
+            .unwrap_err();
+        assert_eq!(refused, lanlink::Refusal::UnknownCode);
+    }
+    // Still claimable afterwards (the refusals changed nothing but the failure count).
+    let alice = AccountId::new("alice").unwrap();
+    server
+        .obico_claim(
+            t(200),
+            &mut rng,
+            &alice,
+            ip(ELSEWHERE),
+            ForwardedHeaders::NONE,
+            passcode.expose(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
+    // Obico matched IPv6 clients by exact address: a dual-stack or privacy-address browser never
+    // saw its printer. Here the agent and the browser share the /64.
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let mut rng = lanlink::os_rng();
+    let id = InstanceId::generate(&mut rng);
+    server
+        .obico_unlinked(
+            t(0),
+            &mut rng,
+            &obico,
+            ip("2001:db8:1:2::10"),
+            ForwardedHeaders::NONE,
+            &poll(id),
+        )
+        .unwrap();
+    let shown = server
+        .obico_discover(
+            t(100),
+            ip("2001:db8:1:2:a1b2:c3d4:e5f6:1"),
+            ForwardedHeaders::NONE,
+        )
+        .unwrap();
+    assert_eq!(
+        shown.iter().map(|a| a.instance_id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    let other = server
+        .obico_discover(t(100), ip("2001:db8:1:3::10"), ForwardedHeaders::NONE)
+        .unwrap();
+    assert!(other.is_empty(), "another /64 is another network");
+}
+
+#[tokio::test]
+async fn hostile_unlinked_bodies_are_answered_200_or_400_and_never_crash() {
+    use tower::ServiceExt;
+    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let app = obico::server::router(
+        Arc::clone(&server),
+        Arc::new(BearerTokens::default()),
+        ObicoConfig::default(),
+    )
+    .unwrap();
+    let valid = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
+    let long = "é\u{7}x".repeat(500);
+    let device_ids = [
+        json!(valid),
+        json!(valid.to_uppercase()),
+        json!("x".repeat(32)),
+        json!(7),
+        Value::Null,
+    ];
+    let hosts = [
+        json!("192.168.1.5"),
+        json!("8.8.8.8"),
+        json!("::1"),
+        json!("not an ip"),
+        json!(1),
+        json!(long),
+    ];
+    let ports = [
+        json!(80),
+        json!("8080"),
+        json!(0),
+        json!(70000),
+        json!(-1),
+        json!(1.5),
+        json!([1]),
+    ];
+    let passcodes = [
+        None,
+        Some(json!("")),
+        Some(json!("AAAAAAAA")),
+        Some(json!(12)),
+        Some(json!(long)),
+    ];
+    let mut statuses = std::collections::BTreeMap::new();
+    for device_id in &device_ids {
+        for host in &hosts {
+            for port in &ports {
+                for passcode in &passcodes {
+                    let mut body = json!({
+                        "device_id": device_id, "host_or_ip": host, "port": port,
+                        "hostname": long, "agent": ["x"], "meta": {"a": {"b": [1, 2, {}]}},
+                    });
+                    if let Some(passcode) = passcode {
+                        body["one_time_passcode"] = passcode.clone();
+                    }
+                    let bytes = serde_json::to_vec(&body).unwrap();
+                    let bytes = if bytes.len() > 16 * 1024 {
+                        bytes[..1000].to_vec()
+                    } else {
+                        bytes
+                    };
+                    let mut request = axum::http::Request::post("/api/v1/octo/unlinked/")
+                        .header("x-forwarded-for", HOME)
+                        .body(Body::from(bytes))
+                        .unwrap();
+                    request
+                        .extensions_mut()
+                        .insert(Peer("127.0.0.2:1".parse().unwrap()));
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200, 400],
+        "{statuses:?}"
+    );
+    // Only the well-formed device_ids with a private address and a valid port made presences.
+    let record = network(&server, HOME).unwrap();
+    assert!(record.presences.len() <= 2);
+    assert!(record
+        .presences
+        .iter()
+        .all(|p| p.private_ip.is_loopback() || p.private_ip == ip("192.168.1.5")));
+}
