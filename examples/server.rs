@@ -4,8 +4,12 @@
 //! cargo run --example server -- --listen 127.0.0.1:8080 --user alice=TOKEN [--trusted-proxy CIDR]...
 //! ```
 //!
-//! Prints one JSON line on stdout once listening (`{"listening":"127.0.0.1:8080"}`); logs go to
-//! stderr.
+//! Prints one JSON line on stdout once listening
+//! (`{"listening":"127.0.0.1:8080","page":"http://127.0.0.1:8080/link"}`); logs go to stderr.
+//!
+//! It also serves the linking page for browsers (`lanlink::http::web`) at `/` and `/link`: open
+//! it, paste a user's token, and link an agent started with
+//! `--allow-origin http://127.0.0.1:8080` (the page's origin).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -66,10 +70,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Arc::new(Mutex::new(Server::new(config)?));
     http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
     let auth = Arc::new(BearerTokens::new(args.users));
-    let app = router(server, auth, &args.prefix);
+    let app = router(server, auth, &args.prefix).merge(http::web::router(&args.prefix));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    println!("{}", serde_json::json!({ "listening": addr.to_string() }));
+    println!(
+        "{}",
+        serde_json::json!({ "listening": addr.to_string(), "page": format!("http://{addr}/link") })
+    );
     http::serve(listener, app, ServeConfig::default(), async {
         let _ = tokio::signal::ctrl_c().await;
     })
