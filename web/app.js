@@ -9,6 +9,11 @@ import { Linker, LanlinkError, describe, detectSupport } from "./lanlink.js";
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const prefix = document.querySelector('meta[name="lanlink-prefix"]')?.getAttribute("content") || undefined;
+/** `?path=popup` (or `fetch`, `fetch-lna`) forces one way of reaching the device, for support. */
+const forcedPath = (() => {
+  const path = new URLSearchParams(location.search).get("path");
+  return path === "popup" || path === "fetch" || path === "fetch-lna" ? path : undefined;
+})();
 
 /** @type {Linker | null} */
 let linker = null;
@@ -104,11 +109,12 @@ async function startLink(device, path) {
   setState("linking");
   try {
     const result = await linker.link(device, {
-      path,
+      path: path || forcedPath,
       onProgress: (progress) => showStatus(progress.message),
     });
     showStatus(`✓ ${deviceName(device)} is linked to your account. The key came ${PATH_WORDS[result.path]}.`, true);
     document.body.dataset.path = result.path;
+    document.body.dataset.ignored = String(result.ignoredMessages);
     setState("linked");
   } catch (err) {
     const code = err instanceof LanlinkError ? err.code : "network";
