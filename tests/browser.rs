@@ -6,7 +6,9 @@
 //! origin, a "foreign" site on another port that serves the same page and module (an origin no
 //! agent allows), and a small control endpoint standing in for the devices' keypads (to type a
 //! manual code) and screens (their status). Then it runs the Node script, which drives Chromium
-//! through each case and saves a screenshot of each state under `target/browser-screenshots/`,
+//! through each case (and a second Chromium that counts the server's address as public, with
+//! `--ip-address-space-overrides`, for Local Network Access: permission denied, then granted)
+//! and saves a screenshot of each state under `target/browser-screenshots/`,
 //! and finally checks what the agents report: each linked the way the script says, and the
 //! foreign origin was refused.
 //!
@@ -40,10 +42,12 @@ const TOKEN: &str = "alice-browser-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// What the devices in the test are called, and which case each serves.
-const DEVICES: [(&str, &str); 3] = [
+const DEVICES: [(&str, &str); 5] = [
     ("auto", "printer-auto"),
     ("popup", "printer-popup"),
     ("manual", "printer-manual"),
+    ("lnadenied", "printer-lna-denied"),
+    ("lnagranted", "printer-lna-granted"),
 ];
 
 struct Device {
@@ -109,7 +113,10 @@ async fn start_device(hostname: &str, page_origin: &str, server: &str) -> Device
         .allow_origin(page_origin);
     let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
     let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    spawn(listener, http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX));
+    spawn(
+        listener,
+        http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX),
+    );
     let events = Arc::new(Mutex::new(Vec::new()));
     {
         let agent = Arc::clone(&agent);
@@ -119,7 +126,9 @@ async fn start_device(hostname: &str, page_origin: &str, server: &str) -> Device
             run_agent(&agent, &transport, &DriverConfig::default(), |event| {
                 let text = match &event {
                     AgentEvent::SecretServed { .. } => "served".to_owned(),
-                    AgentEvent::SecretRefused { reason, .. } => format!("refused:{}", reason.code()),
+                    AgentEvent::SecretRefused { reason, .. } => {
+                        format!("refused:{}", reason.code())
+                    }
                     AgentEvent::RedeemStarted { manual } => format!("redeeming:manual={manual}"),
                     AgentEvent::Linked { .. } => "linked".to_owned(),
                     other => format!("{other:?}"),
@@ -262,7 +271,10 @@ async fn linking_page_in_headless_chromium() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(output.status.success(), "e2e.mjs failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "e2e.mjs failed:\n{stdout}\n{stderr}"
+    );
 
     // The script's verdicts, one JSON object per case on its last line.
     let report: Value = stdout
@@ -277,11 +289,31 @@ async fn linking_page_in_headless_chromium() {
         "forged messages from another origin reached the listener and were ignored: {report}"
     );
     assert_eq!(report["foreign"]["fetch"], "blocked", "{report}");
-    assert_eq!(report["foreign"]["popupOwnOrigin"], "popup_timeout", "{report}");
+    // A public page under Local Network Access: denied, the popup fallback; granted, the fetch.
+    // Before the request the state is "prompt"; headless Chromium answers the prompt "no".
+    assert_ne!(report["lnaDenied"]["permission"], "granted", "{report}");
+    assert_eq!(report["lnaDenied"]["path"], "popup", "{report}");
+    assert_eq!(
+        report["lnaDenied"]["attempts"], "fetch-lna:blocked,popup:ok",
+        "{report}"
+    );
+    assert_eq!(report["lnaGranted"]["permission"], "granted", "{report}");
+    assert_eq!(report["lnaGranted"]["path"], "fetch-lna", "{report}");
+    assert_eq!(
+        report["foreign"]["popupOwnOrigin"], "popup_timeout",
+        "{report}"
+    );
     // The agent served its page (the origin named is allowed), which closed itself after posting
     // to that origin; the browser did not deliver the message to the foreign opener.
-    assert_eq!(report["foreign"]["popupSpoofedOrigin"], "popup_closed", "{report}");
+    assert_eq!(
+        report["foreign"]["popupSpoofedOrigin"], "popup_closed",
+        "{report}"
+    );
     assert_eq!(report["foreign"]["messagesReceived"], 0, "{report}");
+    assert_eq!(
+        report["foreign"]["browserSaidTargetMismatch"], true,
+        "Chromium reported dropping the message: {report}"
+    );
     assert_eq!(report["listener"]["ok"], true, "{report}");
     assert_eq!(report["hygiene"]["consoleSecrets"], 0, "{report}");
     assert_eq!(report["hygiene"]["urlSecrets"], 0, "{report}");
@@ -308,5 +340,11 @@ async fn linking_page_in_headless_chromium() {
         auto.iter().filter(|e| *e == "refused:bad_origin").count() >= 1,
         "{auto:?}"
     );
-    println!("agent events: {:?}", devices.iter().map(|(n, d)| (n.clone(), d.events.lock().unwrap().clone())).collect::<Vec<_>>());
+    println!(
+        "agent events: {:?}",
+        devices
+            .iter()
+            .map(|(n, d)| (n.clone(), d.events.lock().unwrap().clone()))
+            .collect::<Vec<_>>()
+    );
 }

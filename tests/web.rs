@@ -118,7 +118,10 @@ fn q(text: &str) -> String {
 }
 
 /// A navigation, as Chromium sends it for a popup.
-const NAVIGATE: [(&str, &str); 2] = [("sec-fetch-dest", "document"), ("sec-fetch-mode", "navigate")];
+const NAVIGATE: [(&str, &str); 2] = [
+    ("sec-fetch-dest", "document"),
+    ("sec-fetch-mode", "navigate"),
+];
 
 #[tokio::test]
 async fn popup_page_posts_the_secret_to_the_configured_origin_only() {
@@ -130,7 +133,10 @@ async fn popup_page_posts_the_secret_to_the_configured_origin_only() {
     )
     .await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let data = page.popup_data();
     assert_eq!(data["target"], ORIGIN);
     assert_eq!(data["message"]["type"], "lanlink-secret");
@@ -221,7 +227,10 @@ async fn popup_page_needs_one_configured_target_origin() {
     for query in [
         format!("instance_id={id}"),
         format!("instance_id={id}&origin={}", q("https://evil.example")),
-        format!("instance_id={id}&origin={}", q("https://cloud.example.evil.example")),
+        format!(
+            "instance_id={id}&origin={}",
+            q("https://cloud.example.evil.example")
+        ),
         format!("instance_id={id}&origin=*"),
         format!("instance_id={id}&origin=null"),
         format!(
@@ -331,7 +340,13 @@ async fn popup_page_escapes_the_origin_it_embeds() {
     let (agent, at) = agent(|c| c.allow_origin(odd)).await;
     let id = id_of(&agent);
     let page = get(
-        &popup_url(at, &format!("instance_id={id}&origin={}", q(odd).replace('<', "%3C").replace('!', "%21"))),
+        &popup_url(
+            at,
+            &format!(
+                "instance_id={id}&origin={}",
+                q(odd).replace('<', "%3C").replace('!', "%21")
+            ),
+        ),
         &NAVIGATE,
     )
     .await;
@@ -364,7 +379,10 @@ async fn linking_page_and_module_are_served_with_the_api() {
     for path in ["/", "/link"] {
         let page = get(&format!("http://{at}{path}"), &[]).await;
         assert_eq!(page.status, 200, "{path}");
-        assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
         assert!(page
             .body
             .contains(r#"<meta name="lanlink-prefix" content="/lanlink/v1">"#));
@@ -418,7 +436,10 @@ fn the_module_never_posts_to_any_origin_and_never_logs() {
     ] {
         assert!(!text.contains("console."), "{name} logs");
         assert!(!text.contains("localStorage"), "{name} uses localStorage");
-        assert!(!text.contains("sessionStorage"), "{name} uses sessionStorage");
+        assert!(
+            !text.contains("sessionStorage"),
+            "{name} uses sessionStorage"
+        );
         assert!(!text.contains("postMessage("), "{name} posts messages");
     }
 }

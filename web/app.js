@@ -53,7 +53,7 @@ function setBusy(value) {
 
 /** Words for where the key came from. */
 const PATH_WORDS = {
-  "fetch-lna": "directly over your local network (with your browser's local-network permission)",
+  "fetch-lna": "directly over your local network (Local Network Access)",
   fetch: "directly over your local network",
   popup: "through a small window opened from the device",
 };
@@ -112,8 +112,20 @@ async function startLink(device, path) {
       path: path || forcedPath,
       onProgress: (progress) => showStatus(progress.message),
     });
-    showStatus(`✓ ${deviceName(device)} is linked to your account. The key came ${PATH_WORDS[result.path]}.`, true);
+    const fellBack = result.attempts.length > 1
+      ? " Your browser did not let this page reach the device directly, so the device's window was used."
+      : "";
+    showStatus(`✓ ${deviceName(device)} is linked to your account. The key came ${PATH_WORDS[result.path]}.${fellBack}`, true);
+    const row = document.querySelector(`li[data-instance-id="${CSS.escape(device.instance_id)}"]`);
+    const button = row?.querySelector("button");
+    if (button) {
+      const done = document.createElement("span");
+      done.className = "linked-badge";
+      done.textContent = "✓ Linked";
+      button.replaceWith(done);
+    }
     document.body.dataset.path = result.path;
+    document.body.dataset.attempts = result.attempts.map((a) => `${a.path}:${a.outcome}`).join(",");
     document.body.dataset.ignored = String(result.ignoredMessages);
     setState("linked");
   } catch (err) {

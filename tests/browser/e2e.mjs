@@ -10,7 +10,7 @@
 // the listener's checks one by one; and no secret in the console, in storage, or in a URL.
 
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 const env = process.env;
@@ -33,10 +33,12 @@ const device = (name) => {
 const AUTO = device("AUTO");
 const POPUP = device("POPUP");
 const MANUAL = device("MANUAL");
+const LNA_DENIED = device("LNADENIED");
+const LNA_GRANTED = device("LNAGRANTED");
 const HEX64 = /[0-9a-fA-F]{64}/;
 
 mkdirSync(SHOTS, { recursive: true });
-const report = { auto: {}, popup: {}, manual: {}, foreign: {}, listener: {}, hygiene: {} };
+const report = { auto: {}, popup: {}, manual: {}, foreign: {}, listener: {}, hygiene: {}, lnaDenied: {}, lnaGranted: {} };
 const log = (...args) => console.log("e2e |", ...args);
 function expect(condition, what) {
   if (!condition) throw new Error(`expectation failed: ${what}`);
@@ -61,7 +63,8 @@ async function waitDevice(name, wanted, ms = 20000) {
   }
 }
 
-const context = await chromium.launchPersistentContext(USER_DATA, {
+/** Chromium with the flags these machines need, a fresh profile in `dir`, and `extra` flags. */
+const launch = (dir, extra = []) => chromium.launchPersistentContext(dir, {
   executablePath: need("LANLINK_CHROMIUM"),
   headless: true,
   args: [
@@ -73,9 +76,11 @@ const context = await chromium.launchPersistentContext(USER_DATA, {
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    ...extra,
   ],
   viewport: { width: 900, height: 1000 },
 });
+const context = await launch(USER_DATA);
 
 // Everything every page (popups included) logs, and every URL requested: no secret may show.
 const consoleLines = [];
@@ -163,14 +168,13 @@ try {
   report.foreign.popupOwnOrigin = await foreign.evaluate(() => window.__own);
 
   const spoofPopupPromise = foreign.waitForEvent("popup");
-  const dropped = [];
   await foreign.click("#spoof");
-  const spoofPopup = await spoofPopupPromise;
-  spoofPopup.on("console", (m) => dropped.push(m.text()));
+  await spoofPopupPromise;
   await foreign.waitForFunction(() => window.__spoof !== undefined, null, { timeout: 10000 });
   report.foreign.popupSpoofedOrigin = await foreign.evaluate(() => window.__spoof);
   report.foreign.messagesReceived = await foreign.evaluate(() => window.__got);
-  report.foreign.browserSaidTargetMismatch = dropped.some((t) => /does not match the recipient window's origin/.test(t));
+  // Chromium reports the dropped message in the foreign page's console.
+  report.foreign.browserSaidTargetMismatch = consoleLines.some((c) => /does not match the recipient window's origin/.test(c.text));
   expect(report.foreign.messagesReceived === 0, "no message at all reached the foreign page");
   expect(report.foreign.popupOwnOrigin === "popup_timeout" && report.foreign.popupSpoofedOrigin !== "linked",
     "the foreign page's popups gave it nothing");
@@ -225,16 +229,10 @@ try {
     }, 20);
   }, POPUP.instance_id);
   await sleep(200);
+  // The device's popup opens and answers at once; the module closes it on the answer.
   const devicePopupPromise = page2.waitForEvent("popup");
   await page2.click(`li[data-instance-id="${POPUP.instance_id}"] button`);
-  const devicePopup = await devicePopupPromise;
-  try {
-    await devicePopup.waitForLoadState("domcontentloaded");
-    report.popup.popupUrlHasSecret = HEX64.test(devicePopup.url());
-    await shot(devicePopup, "05-device-popup");
-  } catch (e) {
-    log("the device's popup closed before its screenshot:", String(e).split("\n")[0]);
-  }
+  report.popup.popupUrl = (await devicePopupPromise).url().replace(/instance_id=[^&]*/, "instance_id=…");
   await page2.waitForSelector("body[data-state=linked]", { timeout: 30000 });
   report.popup.path = await page2.evaluate(() => document.body.dataset.path);
   report.popup.ignoredMessages = Number(await page2.evaluate(() => document.body.dataset.ignored));
@@ -255,6 +253,59 @@ try {
   expect(typed.status === 204, "the device takes the code");
   await waitDevice("manual", "linked");
   report.manual.device = "linked";
+
+  // ── 4b. a public page under Local Network Access ───────────────────────────────────
+  // A second browser that counts the server's address as public (as a cloud page is), so a fetch
+  // to the agents (loopback) is a local-network request: Chromium asks for the permission, which
+  // a headless browser denies unless granted. Denied, the page falls back to the popup (a
+  // top-level navigation, outside LNA); granted, the direct fetch works.
+  const serverPort = new URL(SERVER).port;
+  const lnaDir = `${USER_DATA}-lna`;
+  const lnaContext = await launch(lnaDir, [`--ip-address-space-overrides=127.0.0.1:${serverPort}=public`]);
+  lnaContext.on("page", watch);
+  lnaContext.on("request", (r) => requestUrls.push(r.url()));
+  try {
+    const lnaPage = await lnaContext.newPage();
+    await lnaPage.goto(`${SERVER}/link`);
+    report.lnaDenied.permission = await lnaPage.evaluate(async () => {
+      try {
+        return (await navigator.permissions.query({ name: "local-network-access" })).state;
+      } catch (e) {
+        return "unknown";
+      }
+    });
+    await lnaPage.fill("#token", TOKEN);
+    await lnaPage.click("#find");
+    await lnaPage.waitForSelector(`li[data-instance-id="${LNA_DENIED.instance_id}"]`);
+    await lnaPage.click(`li[data-instance-id="${LNA_DENIED.instance_id}"] button`);
+    await lnaPage.waitForSelector("body[data-state=linked]", { timeout: 30000 });
+    report.lnaDenied.path = await lnaPage.evaluate(() => document.body.dataset.path);
+    report.lnaDenied.attempts = await lnaPage.evaluate(() => document.body.dataset.attempts);
+    report.lnaDenied.status = await lnaPage.textContent("#status");
+    expect(report.lnaDenied.path === "popup" && /^fetch-lna:blocked,popup:ok$/.test(report.lnaDenied.attempts),
+      "LNA permission denied: the direct fetch is blocked and the popup fallback links");
+    await shot(lnaPage, "08-lna-denied-popup-fallback");
+    await waitDevice("lnadenied", "linked");
+    report.lnaDenied.device = "linked";
+
+    await lnaContext.grantPermissions(["local-network-access"], { origin: SERVER });
+    report.lnaGranted.permission = await lnaPage.evaluate(async () =>
+      (await navigator.permissions.query({ name: "local-network-access" })).state);
+    await lnaPage.click("#find");
+    await lnaPage.waitForSelector(`li[data-instance-id="${LNA_GRANTED.instance_id}"] button`);
+    await lnaPage.click(`li[data-instance-id="${LNA_GRANTED.instance_id}"] button`);
+    await lnaPage.waitForFunction((id) => document.body.dataset.state === "linked" &&
+      document.querySelector(`li[data-instance-id="${id}"] .linked-badge`), LNA_GRANTED.instance_id, { timeout: 30000 });
+    report.lnaGranted.path = await lnaPage.evaluate(() => document.body.dataset.path);
+    report.lnaGranted.attempts = await lnaPage.evaluate(() => document.body.dataset.attempts);
+    expect(report.lnaGranted.path === "fetch-lna", "LNA permission granted: the direct fetch links");
+    await shot(lnaPage, "09-lna-granted-direct");
+    await waitDevice("lnagranted", "linked");
+    report.lnaGranted.device = "linked";
+  } finally {
+    await lnaContext.close();
+    rmSync(lnaDir, { recursive: true, force: true });
+  }
 
   // ── 5. the listener's checks, one by one ────────────────────────────────────────────
   report.listener = await page.evaluate(async (agent) => {
