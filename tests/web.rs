@@ -117,6 +117,9 @@ fn q(text: &str) -> String {
     text.replace(':', "%3A").replace('/', "%2F")
 }
 
+/// Extra request headers.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// A navigation, as Chromium sends it for a popup.
 const NAVIGATE: [(&str, &str); 2] = [
     ("sec-fetch-dest", "document"),
@@ -265,7 +268,7 @@ async fn popup_page_keeps_every_refusal_rule_of_the_secret_endpoint() {
     let (agent, at) = agent(|c| c).await;
     let id = id_of(&agent);
     let url = popup_url(at, &format!("instance_id={id}&origin={}", q(ORIGIN)));
-    let cases: [(&[(&str, &str)], u16, &str); 3] = [
+    let cases: [(Headers, u16, &str); 3] = [
         (&[("origin", "https://evil.example")], 403, "bad_origin"),
         (&[("host", "attacker.example")], 403, "bad_host"),
         (&[("host", "printer.local")], 403, "bad_host"),

@@ -1,11 +1,20 @@
-//! The agent's local endpoint: `GET {prefix}/secret?instance_id=…` over a shared [`Agent`](crate::agent::Agent).
+//! The agent's local endpoint: `GET {prefix}/secret?instance_id=…` over a shared [`Agent`](crate::agent::Agent),
+//! and `GET {prefix}/popup?instance_id=…&origin=…`, the same secret as an HTML page for browsers
+//! that cannot fetch it (the fallback of the browser linker, `web/lanlink.js`).
 //!
 //! Every decision is the core's ([`Agent::handle_secret_request`](crate::agent::Agent::handle_secret_request)): the socket peer and the
 //! forwarding headers (read only from the agent's trusted proxies), `Host`, `Origin` and the
 //! `instance_id` go in; the secret or a refusal comes out. CORS: a preflight (`OPTIONS`) is answered
 //! only for a configured origin, with that exact origin (never `*`) and, when the browser asks,
-//! `Access-Control-Allow-Private-Network: true`; a successful `GET` with an `Origin` echoes that
+//! `Access-Control-Allow-Private-Network: true` (the Private Network Access preflight of Chromium
+//! before 142; Local Network Access, from 142, sends no preflight but asks the user, and then needs
+//! only the exact-origin CORS of the `GET`); a successful `GET` with an `Origin` echoes that
 //! origin.
+//!
+//! The popup page is answered only under the same checks, for a top-level navigation, and for a
+//! configured target `origin`; it posts the secret to `window.opener` with that exact origin as
+//! the target (never `*`), and cannot be framed, cached or read by another origin. `PROTOCOL.md`
+//! has the details.
 
 use std::time::Instant;
 
