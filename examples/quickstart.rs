@@ -8,7 +8,7 @@
 //!
 //! With `--serve` it then keeps the server running with its linking page, starts one more agent
 //! that allows the page's origin, prints the page's URL and the demo token, and waits until that
-//! agent is linked from a browser (or Ctrl-C).
+//! agent is linked from a browser (then 5 s more, for the page to show it) or Ctrl-C.
 //!
 //! On loopback every party shares the address 127.0.0.1, so the server groups them into one
 //! "public network" and the agent counts the linker as local, as on a real home LAN.
@@ -274,6 +274,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::select! {
         status = run_agent(&third, &transport, &driver_config, |e| print_agent(&e)) => {
             println!("agent 3 | final status: {status:?}");
+            // Let the page see the link's state before the server goes away.
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
         _ = tokio::signal::ctrl_c() => println!("browser | stopped"),
     }
