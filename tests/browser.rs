@@ -348,3 +348,30 @@ async fn linking_page_in_headless_chromium() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The module's pure parts (address spaces, the path per browser, the popup listener's checks,
+/// error words) under Node's test runner: `tests/browser/unit.mjs`. Needs only `node`.
+#[test]
+fn lanlink_js_unit_tests_under_node() {
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok {
+        return skip_or_fail("node not found (Node.js 18 or newer is needed)");
+    }
+    let output = std::process::Command::new("node")
+        .arg("--test")
+        .arg("tests/browser/unit.mjs")
+        .current_dir(manifest_dir())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "unit.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("# pass 5"), "{stdout}");
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+}
