@@ -42,12 +42,13 @@ const TOKEN: &str = "alice-browser-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// What the devices in the test are called, and which case each serves.
-const DEVICES: [(&str, &str); 5] = [
+const DEVICES: [(&str, &str); 6] = [
     ("auto", "printer-auto"),
     ("popup", "printer-popup"),
     ("manual", "printer-manual"),
     ("lnadenied", "printer-lna-denied"),
     ("lnagranted", "printer-lna-granted"),
+    ("blocked", "printer-popup-blocked"),
 ];
 
 struct Device {
@@ -233,6 +234,8 @@ async fn linking_page_in_headless_chromium() {
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest_dir().join("target"))
         .join("browser-screenshots");
+    // Only this run's screenshots.
+    let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).unwrap();
     let user_data = std::env::temp_dir().join(format!(
         "lanlink-chromium-{}-{}",
@@ -284,6 +287,8 @@ async fn linking_page_in_headless_chromium() {
         .expect("e2e.mjs prints its report as a JSON line");
     assert_eq!(report["auto"]["path"], "fetch-lna", "{report}");
     assert_eq!(report["popup"]["path"], "popup", "{report}");
+    assert_eq!(report["blocked"]["error"], "popup_blocked", "{report}");
+    assert_eq!(report["blocked"]["path"], "popup", "{report}");
     assert!(
         report["popup"]["ignoredMessages"].as_u64().unwrap_or(0) > 0,
         "forged messages from another origin reached the listener and were ignored: {report}"

@@ -35,10 +35,11 @@ const POPUP = device("POPUP");
 const MANUAL = device("MANUAL");
 const LNA_DENIED = device("LNADENIED");
 const LNA_GRANTED = device("LNAGRANTED");
+const BLOCKED = device("BLOCKED");
 const HEX64 = /[0-9a-fA-F]{64}/;
 
 mkdirSync(SHOTS, { recursive: true });
-const report = { auto: {}, popup: {}, manual: {}, foreign: {}, listener: {}, hygiene: {}, lnaDenied: {}, lnaGranted: {} };
+const report = { auto: {}, popup: {}, manual: {}, foreign: {}, listener: {}, hygiene: {}, lnaDenied: {}, lnaGranted: {}, blocked: {} };
 const log = (...args) => console.log("e2e |", ...args);
 function expect(condition, what) {
   if (!condition) throw new Error(`expectation failed: ${what}`);
@@ -67,6 +68,8 @@ async function waitDevice(name, wanted, ms = 20000) {
 const launch = (dir, extra = []) => chromium.launchPersistentContext(dir, {
   executablePath: need("LANLINK_CHROMIUM"),
   headless: true,
+  // Keep Chromium's popup blocker on, as for users (Playwright turns it off by default).
+  ignoreDefaultArgs: ["--disable-popup-blocking"],
   args: [
     "--headless",
     "--no-sandbox",
@@ -243,12 +246,41 @@ try {
   await waitDevice("popup", "linked");
   report.popup.device = "linked";
 
+  // ── 3b. the popup blocked (no user gesture), then opened by a second, real click ─────
+  // `element.click()` from script carries no user activation, so Chromium's popup blocker
+  // refuses window.open: the page says so in words and offers "Open the device's window".
+  await page2.waitForSelector(`li[data-instance-id="${BLOCKED.instance_id}"] button`);
+  // Playwright's own evaluations count as user gestures: wait until their activation has
+  // expired (about 5 s), then click through CDP without a gesture.
+  await sleep(5500);
+  const cdp = await context.newCDPSession(page2);
+  const clicked = await cdp.send("Runtime.evaluate", {
+    expression: `document.querySelector('li[data-instance-id="${BLOCKED.instance_id}"] button').click(); document.body.dataset.state`,
+    userGesture: false,
+  });
+  expect(clicked.result && clicked.result.value === "linking", "the click without a gesture starts linking");
+  await page2.waitForSelector("body[data-state=error]", { timeout: 10000 });
+  report.blocked.error = await page2.evaluate(() => document.body.dataset.error);
+  report.blocked.words = await page2.textContent("#error");
+  expect(report.blocked.error === "popup_blocked" && /blocked the device's window/.test(report.blocked.words),
+    "a blocked popup is explained in words");
+  expect(await page2.isVisible("#retry-popup"), "the page offers to open the device's window");
+  await shot(page2, "07-popup-blocked");
+  const retryPopup = page2.waitForEvent("popup");
+  await page2.click("#retry-popup");
+  await retryPopup;
+  await page2.waitForSelector("body[data-state=linked]", { timeout: 30000 });
+  report.blocked.path = await page2.evaluate(() => document.body.dataset.path);
+  expect(report.blocked.path === "popup", "the second click links through the popup");
+  await waitDevice("blocked", "linked");
+  report.blocked.device = "linked";
+
   // ── 4. the manual code ──────────────────────────────────────────────────────────────
   await page.click("#get-code");
   await page.waitForSelector("body[data-state=code]");
   const code = await page.evaluate(() => document.getElementById("code").dataset.code);
   expect(/^\d{6}$/.test(code), "a 6-digit code is shown");
-  await shot(page, "07-manual-code");
+  await shot(page, "07b-manual-code");
   const typed = await fetch(`${CONTROL}/code/manual`, { method: "POST", body: code });
   expect(typed.status === 204, "the device takes the code");
   await waitDevice("manual", "linked");
