@@ -380,3 +380,29 @@ fn lanlink_js_unit_tests_under_node() {
     assert!(stdout.contains("# pass 5"), "{stdout}");
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
+
+/// `web/lanlink.js` and `web/app.js` type-check (strict, from their JSDoc) against
+/// `web/lanlink.d.ts`, so the published types cannot drift from the module: TypeScript, pinned in
+/// `tests/browser/package-lock.json`, with `tests/browser/tsconfig.json`.
+#[test]
+fn web_js_type_checks_against_its_d_ts() {
+    let tsc = manifest_dir().join("tests/browser/node_modules/typescript/bin/tsc");
+    if !tsc.exists() {
+        return skip_or_fail("tests/browser/node_modules missing: run `npm ci` in tests/browser");
+    }
+    let output = match std::process::Command::new("node")
+        .arg(&tsc)
+        .args(["-p", "tests/browser"])
+        .current_dir(manifest_dir())
+        .output()
+    {
+        Ok(output) => output,
+        Err(_) => return skip_or_fail("node not found (Node.js 18 or newer is needed)"),
+    };
+    assert!(
+        output.status.success(),
+        "tsc found type errors:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -208,7 +208,12 @@ export function acceptPopupMessage(event, expected) {
   return null;
 }
 
-/** Waits `ms` milliseconds, or rejects with `aborted`. */
+/**
+ * Waits `ms` milliseconds, or rejects with `aborted`.
+ * @param {number} ms
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<void>}
+ */
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
     if (signal && signal.aborted) return reject(new LanlinkError("aborted"));
@@ -313,10 +318,10 @@ export class Linker {
     const reply = await this._api("GET", "/discover", undefined, options.signal);
     if (!Array.isArray(reply.agents)) throw new LanlinkError("bad_reply");
     return reply.agents.filter(
-      (a) =>
+      (/** @type {any} */ a) =>
         a && typeof a.instance_id === "string" && addressSpaceOf(a.private_ip) !== null &&
         Number.isInteger(a.port) && a.port > 0 && a.port < 65536,
-    ).map((a) => Object.freeze({
+    ).map((/** @type {any} */ a) => Object.freeze({
       instance_id: a.instance_id,
       private_ip: a.private_ip,
       port: a.port,
@@ -471,13 +476,15 @@ export class Linker {
     const support = detectSupport(agent);
     /** @type {Attempt[]} */
     const attempts = [];
-    /** @type {string[]} */
+    /** @type {SecretPath[]} */
     const order = options.path
       ? [options.path]
       : support.path === "popup"
         ? ["popup"]
         : [support.path, "popup"];
+    /** @type {string | null} */
     let secret = null;
+    /** @type {SecretPath | null} */
     let path = null;
     let ignoredMessages = 0;
     for (const candidate of order) {
@@ -553,6 +560,7 @@ const STEP_WORDS = Object.freeze({
 });
 
 /**
+ * @typedef {import("./lanlink.d.ts").SecretPath} SecretPath
  * @typedef {import("./lanlink.d.ts").Support} Support
  * @typedef {import("./lanlink.d.ts").Attempt} Attempt
  * @typedef {import("./lanlink.d.ts").DiscoveredAgent} DiscoveredAgent
