@@ -2,10 +2,11 @@
 //! (`GET {prefix}/popup`, the fallback of the browser linker) and the linking page's router
 //! (`lanlink::http::web`). The browser itself is exercised by `tests/browser.rs`.
 //!
-//! The popup page is a secret response in HTML form, so it must keep every refusal rule of
-//! `GET {prefix}/secret` (local caller, window, instance id, Host, Origin), add its own (a
-//! configured target origin, a top-level navigation), post only to that exact origin, never be
-//! framed, cached or readable by another origin, and never carry a secret when it refuses.
+//! The popup page leads to the secret, so it keeps every refusal rule of `GET {prefix}/secret`
+//! (local caller, window, instance id, Host, Origin), adds its own (a configured target origin,
+//! a top-level navigation), holds no secret itself (its script fetches it only after the opener
+//! answered from the target origin), posts only to that exact origin, and is never framed, cached
+//! or readable by another origin.
 #![cfg(feature = "http")]
 
 use std::net::SocketAddr;
@@ -126,8 +127,20 @@ const NAVIGATE: [(&str, &str); 2] = [
     ("sec-fetch-mode", "navigate"),
 ];
 
+/// The SecretServed events the agent has recorded (and drains them).
+fn served(agent: &SharedAgent) -> usize {
+    let mut guard = lock(agent);
+    let mut served = 0;
+    while let Some(event) = guard.poll_event() {
+        if matches!(event, lanlink::event::AgentEvent::SecretServed { .. }) {
+            served += 1;
+        }
+    }
+    served
+}
+
 #[tokio::test]
-async fn popup_page_posts_the_secret_to_the_configured_origin_only() {
+async fn popup_page_holds_no_secret_and_talks_only_to_the_configured_origin() {
     let (agent, at) = agent(|c| c).await;
     let id = id_of(&agent);
     let page = get(
@@ -140,21 +153,41 @@ async fn popup_page_posts_the_secret_to_the_configured_origin_only() {
         page.header("content-type"),
         Some("text/html; charset=utf-8")
     );
+    // The page holds no secret, and serving it served none.
+    assert!(!page.has_hex64());
+    assert_eq!(served(&agent), 0);
     let data = page.popup_data();
     assert_eq!(data["target"], ORIGIN);
-    assert_eq!(data["message"]["type"], "lanlink-secret");
-    assert_eq!(data["message"]["version"], 1);
-    assert_eq!(data["message"]["instance_id"], id.as_str());
-    // The same secret the JSON endpoint serves.
-    let json = get(&format!("http://{at}{P}/secret?instance_id={id}"), &[]).await;
-    let secret: Value = serde_json::from_str(&json.body).unwrap();
-    assert_eq!(data["message"]["local_secret"], secret["local_secret"]);
-    // It posts to the opener with the target origin from the data, and never to "*".
+    assert_eq!(data["instance_id"], id.as_str());
+    // It fetches the secret, for the instance asked for, from its own origin (relative URL)…
+    assert_eq!(data["secret_url"], format!("secret?instance_id={id}"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    // …only after the opener answered from the target origin, from the opener window, for this
+    // instance; and posts only to the opener, only to the target origin, never to "*".
     assert!(page
         .body
-        .contains("opener.postMessage(data.message, data.target)"));
-    assert!(!page.body.contains("postMessage(data.message, \"*\")"));
-    assert!(!page.body.contains("'*')"));
+        .contains("event.origin !== target || event.source !== opener"));
+    assert!(page.body.contains("m.instance_id !== id"));
+    assert!(page.body.contains("opener.postMessage(message, target)"));
+    assert!(page
+        .body
+        .contains("opener.postMessage(data.message, target)"));
+    assert_eq!(page.body.matches("postMessage(").count(), 2);
+    assert!(!page.body.contains("\"*\")") && !page.body.contains("'*')"));
+    // What the script fetches is the ordinary endpoint, under its checks: same origin, no
+    // Origin header, so it is served (and recorded as served).
+    let secret = get(
+        &format!("http://{at}{P}/{}", data["secret_url"].as_str().unwrap()),
+        &[
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+        ],
+    )
+    .await;
+    assert_eq!(secret.status, 200);
+    assert!(secret.has_hex64());
+    assert_eq!(served(&agent), 1);
 }
 
 #[tokio::test]
@@ -213,14 +246,7 @@ async fn popup_page_refuses_loads_that_are_not_top_level_navigations() {
         assert_eq!(page.popup_data()["message"]["error"], "not_top_level");
     }
     // No refusal is counted as a served secret: nothing was served.
-    let mut guard = lock(&agent);
-    let mut served = 0;
-    while let Some(event) = guard.poll_event() {
-        if matches!(event, lanlink::event::AgentEvent::SecretServed { .. }) {
-            served += 1;
-        }
-    }
-    assert_eq!(served, 0);
+    assert_eq!(served(&agent), 0);
 }
 
 #[tokio::test]
@@ -332,7 +358,7 @@ async fn popup_page_refuses_callers_outside_the_lan() {
     }
     let lan = get(&url, &[("x-forwarded-for", "192.168.1.20")]).await;
     assert_eq!(lan.status, 200);
-    assert!(lan.has_hex64());
+    assert_eq!(lan.popup_data()["instance_id"], id.as_str());
 }
 
 #[tokio::test]
@@ -431,8 +457,9 @@ fn page_prefix_is_escaped() {
 }
 
 #[test]
-fn the_module_never_posts_to_any_origin_and_never_logs() {
-    // Static guards on the shipped JavaScript: no "*" target, no console, no storage.
+fn the_module_posts_only_to_the_agents_exact_origin_and_never_logs() {
+    // Static guards on the shipped JavaScript: no console, no storage, and one postMessage: the
+    // "ready" answer to the popup, addressed to the agent's exact origin.
     for (name, text) in [
         ("lanlink.js", http::web::LANLINK_JS),
         ("app.js", http::web::APP_JS),
@@ -443,6 +470,11 @@ fn the_module_never_posts_to_any_origin_and_never_logs() {
             !text.contains("sessionStorage"),
             "{name} uses sessionStorage"
         );
-        assert!(!text.contains("postMessage("), "{name} posts messages");
     }
+    assert!(!http::web::APP_JS.contains("postMessage("));
+    assert_eq!(http::web::LANLINK_JS.matches("postMessage(").count(), 1);
+    assert!(http::web::LANLINK_JS.contains(
+        r#"popup.postMessage({ type: "lanlink-ready", version: PROTOCOL_VERSION, instance_id: agent.instance_id }, origin);"#
+    ));
+    assert!(http::web::LANLINK_JS.contains("const origin = agentOrigin(agent);"));
 }

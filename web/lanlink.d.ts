@@ -140,11 +140,12 @@ export function detectSupport(
   env?: { pageUrl?: string; request?: unknown; secureContext?: boolean },
 ): Support;
 
-/** Whether a message event is the agent popup's answer for `expected`; null when ignored. */
+/** Whether a message event comes from the agent's popup page for `expected` (its hello, the
+ * secret, or a refusal); null when ignored. */
 export function acceptPopupMessage(
   event: { origin: string; source?: unknown; data: unknown },
   expected: { origin: string; instanceId: string; source?: unknown },
-): { kind: "secret"; secret: string } | { kind: "refused"; error: string } | null;
+): { kind: "hello" } | { kind: "secret"; secret: string } | { kind: "refused"; error: string } | null;
 
 /** The linker role in a browser. */
 export class Linker {

@@ -13,8 +13,10 @@
 //   local-network permission. Older Chromium sends a Private Network Access preflight instead,
 //   which the agent answers.
 // - "popup": a window opened on the agent's own popup page (a top-level navigation, outside LNA
-//   and mixed content), which posts the secret to this page with `postMessage`, addressed to this
-//   page's exact origin. The listener here accepts a message only from that window, from the
+//   and mixed content). The page says hello to this page with `postMessage`, addressed to this
+//   page's exact origin (so the browser delivers it only here); this page answers "ready" to the
+//   agent's exact origin; only then does the popup fetch the secret from its own origin and post
+//   it back the same way. The listener here accepts a message only from that window, from the
 //   agent's exact origin, for the instance asked for.
 //
 // The secret never goes into a URL, storage, or the console: it lives in a local variable between
@@ -180,14 +182,16 @@ export function detectSupport(agent, env = {}) {
 }
 
 /**
- * Decides whether a `message` event is the answer of the agent's popup page. Accepts only an
- * event whose `origin` is exactly `expected.origin`, whose `source` is `expected.source` (when
- * given), and whose data is a version-1 `lanlink-secret` for `expected.instanceId` with a
- * 64-hex-digit secret, or a `lanlink-refused` for that instance. Anything else is ignored (null).
+ * Decides whether a `message` event comes from the agent's popup page. Accepts only an event
+ * whose `origin` is exactly `expected.origin`, whose `source` is `expected.source` (when given),
+ * and whose data is version 1, for `expected.instanceId`, and one of: `lanlink-hello` (the page
+ * asks whether its opener is the origin it was told; answered with `lanlink-ready`),
+ * `lanlink-secret` with a 64-hex-digit secret, or `lanlink-refused` with a code. Anything else is
+ * ignored (null).
  *
  * @param {{origin: string, source?: unknown, data: unknown}} event a MessageEvent
  * @param {{origin: string, instanceId: string, source?: unknown}} expected
- * @returns {{kind: "secret", secret: string} | {kind: "refused", error: string} | null}
+ * @returns {{kind: "hello"} | {kind: "secret", secret: string} | {kind: "refused", error: string} | null}
  */
 export function acceptPopupMessage(event, expected) {
   if (!event || event.origin !== expected.origin) return null;
@@ -201,6 +205,9 @@ export function acceptPopupMessage(event, expected) {
       return null;
     }
     return { kind: "secret", secret: data.local_secret };
+  }
+  if (data.type === "lanlink-hello") {
+    return { kind: "hello" };
   }
   if (data.type === "lanlink-refused" && typeof data.error === "string" && /^[a-z_]{1,40}$/.test(data.error)) {
     return { kind: "refused", error: data.error };
@@ -424,6 +431,11 @@ export class Linker {
         const verdict = acceptPopupMessage(event, { origin, instanceId: agent.instance_id, source: popup });
         if (!verdict) {
           ignored += 1;
+          return;
+        }
+        if (verdict.kind === "hello") {
+          // The page proved its origin and window; answer to exactly that origin, never "*".
+          popup.postMessage({ type: "lanlink-ready", version: PROTOCOL_VERSION, instance_id: agent.instance_id }, origin);
           return;
         }
         if (verdict.kind === "secret") finish(() => resolve({ secret: verdict.secret, ignored }));

@@ -11,10 +11,12 @@
 //! only the exact-origin CORS of the `GET`); a successful `GET` with an `Origin` echoes that
 //! origin.
 //!
-//! The popup page is answered only under the same checks, for a top-level navigation, and for a
-//! configured target `origin`; it posts the secret to `window.opener` with that exact origin as
-//! the target (never `*`), and cannot be framed, cached or read by another origin. `PROTOCOL.md`
-//! has the details.
+//! The popup page is answered only under the same checks (without counting as serving the
+//! secret), for a top-level navigation, and for a configured target `origin`. It holds no secret:
+//! its script says hello to `window.opener` with that exact origin as the target (never `*`), and
+//! only when the opener answers from that origin fetches the secret from `…/secret` and posts it
+//! back the same way. It cannot be framed, cached or read by another origin. `PROTOCOL.md` has
+//! the details.
 
 use std::time::Instant;
 
@@ -31,7 +33,6 @@ use crate::agent::SecretRequest;
 use crate::driver::{lock, SharedAgent};
 use crate::error::SecretRefusal;
 use crate::wire;
-use zeroize::Zeroizing;
 
 /// The agent's local routes under `prefix`.
 ///
@@ -88,6 +89,17 @@ fn check_request(
     agent: &SharedAgent,
     parts: &axum::http::request::Parts,
 ) -> Result<wire::SecretReply, (StatusCode, &'static str)> {
+    check_request_with(agent, parts, |agent, request| {
+        agent.handle_secret_request(Instant::now(), request)
+    })
+}
+
+/// The checks of [`check_request`], with `decide` in place of serving the secret.
+fn check_request_with<T>(
+    agent: &SharedAgent,
+    parts: &axum::http::request::Parts,
+    decide: impl FnOnce(&mut crate::agent::Agent, &SecretRequest<'_>) -> Result<T, SecretRefusal>,
+) -> Result<T, (StatusCode, &'static str)> {
     let refuse = |status, code| (status, code);
     // axum routes HEAD to GET handlers; a HEAD would be "served" without a body, and logged as
     // served. Refuse it.
@@ -137,11 +149,11 @@ fn check_request(
         instance_id: &instance_id,
     };
     // The events go to the driver's log; only the outcome is traced here, without the secret.
-    let result = lock(agent).handle_secret_request(Instant::now(), &request);
+    let result = decide(&mut lock(agent), &request);
     match result {
-        Ok(reply) => {
-            tracing::info!(target: "lanlink::agent", %peer, "secret served");
-            Ok(reply)
+        Ok(answer) => {
+            tracing::info!(target: "lanlink::agent", %peer, "secret request accepted");
+            Ok(answer)
         }
         Err(refusal) => {
             tracing::info!(target: "lanlink::agent", %peer, reason = refusal.code(), "secret refused");
@@ -179,11 +191,13 @@ const POPUP_TEMPLATE: &str = include_str!("../../web/popup.html");
 /// Refused before any secret check, as an HTML page: a load that is not a top-level navigation
 /// (`Sec-Fetch-Dest` other than `document`, or `Sec-Fetch-Mode` other than `navigate`, when the
 /// browser sends them: `403 not_top_level`), and an `origin` parameter that is absent, repeated
-/// or not a configured origin (`403 bad_origin`). Then exactly the checks of `GET …/secret`. On
-/// success the page posts `{type: "lanlink-secret", version: 1, instance_id, local_secret}` to
-/// `window.opener` with that exact origin as the target; on a refusal it posts
-/// `{type: "lanlink-refused", version: 1, instance_id, error}` there instead (when the origin is
-/// configured) and shows the reason in words.
+/// or not a configured origin (`403 bad_origin`). Then exactly the checks of `GET …/secret`
+/// ([`Agent::check_secret_access`](crate::agent::Agent::check_secret_access): no secret, no
+/// "served" event). On success the page, which holds no secret, runs the hello / ready exchange
+/// with `window.opener` (target: that exact origin), then fetches the secret and posts
+/// `{type: "lanlink-secret", version: 1, instance_id, local_secret}` the same way; on a refusal it
+/// posts `{type: "lanlink-refused", version: 1, instance_id, error}` there instead (when the origin
+/// is configured) and shows the reason in words.
 async fn popup(State(agent): State<SharedAgent>, request: Request) -> Response<Body> {
     let (parts, _) = request.into_parts();
     let requested_id = query_param(parts.uri.query(), "instance_id")
@@ -209,21 +223,21 @@ async fn popup(State(agent): State<SharedAgent>, request: Request) -> Response<B
             requested_id,
         );
     };
-    match check_request(&agent, &parts) {
-        Ok(reply) => {
+    let accepted = check_request_with(&agent, &parts, |agent, request| {
+        agent.check_secret_access(Instant::now(), request)
+    });
+    match accepted {
+        Ok(()) => {
             let instance_id = lock(&agent).instance_id();
-            let secret = reply.local_secret.to_hex();
+            // No secret in the page: its script fetches it from `secret` (same origin) only once
+            // the opener has answered its hello from `target`.
             let data = serde_json::json!({
                 "target": target,
-                "message": {
-                    "type": "lanlink-secret",
-                    "version": 1,
-                    "instance_id": instance_id,
-                    "local_secret": secret.as_str(),
-                },
+                "instance_id": instance_id,
+                "secret_url": format!("secret?instance_id={instance_id}"),
+                "message": null,
             });
-            let data = Zeroizing::new(data.to_string());
-            popup_page(StatusCode::OK, true, "", &data)
+            popup_page(StatusCode::OK, true, "", &data.to_string())
         }
         Err((status, code)) => popup_refused(status, code, Some(&target), requested_id),
     }
@@ -246,7 +260,7 @@ fn popup_refused(
             "error": code,
         },
     });
-    popup_page(status, false, code, &Zeroizing::new(data.to_string()))
+    popup_page(status, false, code, &data.to_string())
 }
 
 /// Fills the popup template and sets the headers that keep it out of frames, caches and other
@@ -258,23 +272,20 @@ fn popup_page(status: StatusCode, ok: bool, code: &str, data: &str) -> Response<
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     // JSON inside a script element: escape what could end it or open a comment.
-    let data = Zeroizing::new(
-        data.replace('<', "\\u003c")
-            .replace('>', "\\u003e")
-            .replace('&', "\\u0026"),
-    );
-    let page = Zeroizing::new(
-        POPUP_TEMPLATE
-            .replace("{{NONCE}}", &nonce)
-            .replace("{{OK}}", if ok { "1" } else { "0" })
-            .replace("{{ERROR}}", code)
-            .replace("{{DATA}}", &data),
-    );
-    let mut response = Response::new(Body::from(page.as_bytes().to_vec()));
+    let data = data
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let page = POPUP_TEMPLATE
+        .replace("{{NONCE}}", &nonce)
+        .replace("{{OK}}", if ok { "1" } else { "0" })
+        .replace("{{ERROR}}", code)
+        .replace("{{DATA}}", &data);
+    let mut response = Response::new(Body::from(page));
     *response.status_mut() = status;
     let csp = format!(
         "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     );
     let headers = response.headers_mut();
     let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &str| {

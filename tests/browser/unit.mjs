@@ -112,6 +112,16 @@ test("acceptPopupMessage: only the agent's answer, from its window, for the inst
     acceptPopupMessage({ origin, source, data: { type: "lanlink-refused", version: 1, instance_id: instanceId, error: "not_local" } }, expected),
     { kind: "refused", error: "not_local" },
   );
+  const hello = { type: "lanlink-hello", version: 1, instance_id: instanceId };
+  assert.deepEqual(acceptPopupMessage({ origin, source, data: hello }, expected), { kind: "hello" });
+  for (const event of [
+    { origin: "http://192.168.1.50:8081", source, data: hello },
+    { origin, source: {}, data: hello },
+    { origin, source, data: { ...hello, instance_id: "00000000-0000-4000-8000-000000000000" } },
+    { origin, source, data: { ...hello, version: 0 } },
+  ]) {
+    assert.equal(acceptPopupMessage(event, expected), null);
+  }
 });
 
 test("errors: words for every code, no secret", () => {
