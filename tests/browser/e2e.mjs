@@ -172,7 +172,12 @@ try {
 
   const spoofPopupPromise = foreign.waitForEvent("popup");
   await foreign.click("#spoof");
-  await spoofPopupPromise;
+  const spoofPopup = await spoofPopupPromise;
+  // The agent's page greets the origin it was told; the browser drops that for a foreign opener,
+  // so the page waits and never fetches the secret.
+  await spoofPopup.waitForFunction(() => /Waiting for the linking page/.test(document.body.innerText));
+  report.foreign.spoofedPopupText = await spoofPopup.textContent("#status");
+  await shot(spoofPopup, "01b-foreign-popup-spoofed-origin-waiting");
   await foreign.waitForFunction(() => window.__spoof !== undefined, null, { timeout: 10000 });
   report.foreign.popupSpoofedOrigin = await foreign.evaluate(() => window.__spoof);
   report.foreign.messagesReceived = await foreign.evaluate(() => window.__got);
