@@ -6,6 +6,10 @@
 //! cargo run --example quickstart
 //! ```
 //!
+//! With `--serve` it then keeps the server running with its linking page, starts one more agent
+//! that allows the page's origin, prints the page's URL and the demo token, and waits until that
+//! agent is linked from a browser (then 5 s more, for the page to show it) or Ctrl-C.
+//!
 //! On loopback every party shares the address 127.0.0.1, so the server groups them into one
 //! "public network" and the agent counts the linker as local, as on a real home LAN.
 
@@ -32,6 +36,9 @@ struct Args {
     /// Also print the server's audit log (on stderr).
     #[arg(long)]
     verbose: bool,
+    /// Afterwards, serve the linking page and one more agent until it is linked from a browser.
+    #[arg(long)]
+    serve: bool,
 }
 
 const TOKEN: &str = "alice-demo-token";
@@ -42,7 +49,7 @@ async fn start_server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
     let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = router(server, auth, DEFAULT_PREFIX);
+    let app = router(server, auth, DEFAULT_PREFIX).merge(http::web::router(DEFAULT_PREFIX));
     tokio::spawn(http::serve(
         listener,
         app,
@@ -52,13 +59,17 @@ async fn start_server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
     Ok(addr)
 }
 
-async fn start_agent(name: &str) -> Result<(SharedAgent, SocketAddr), Box<dyn std::error::Error>> {
+async fn start_agent(
+    name: &str,
+    page_origin: &str,
+) -> Result<(SharedAgent, SocketAddr), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let info = DeviceInfo::new(name, "Voron 2.4", "lanlink-quickstart", "0.1.0")?;
     let config = AgentConfig::new(addr.ip(), addr.port(), info)
         .window(Duration::from_secs(120))
-        .allow_origin("https://cloud.example");
+        .allow_origin("https://cloud.example")
+        .allow_origin(page_origin);
     let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng())?;
     let agent: SharedAgent = Arc::new(Mutex::new(agent));
     let endpoint = http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX);
@@ -139,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("server  | listening on {server} (in-memory store)");
 
     // The agent: local endpoint, then the driver (announce, receive, verify, redeem).
-    let (agent, endpoint) = start_agent("printer-1").await?;
+    let (agent, endpoint) = start_agent("printer-1", &base).await?;
     println!("agent   | local endpoint on {endpoint}");
     let agent_task = {
         let agent = Arc::clone(&agent);
@@ -171,7 +182,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     linked?;
 
     // Attacks that fail.
-    let (second, second_at) = start_agent("printer-2").await?;
+    let (second, second_at) = start_agent("printer-2", &base).await?;
     let second_id = lock(&second).instance_id();
     let plain = http::client::default_client()?;
     let url = format!("http://{second_at}{DEFAULT_PREFIX}/secret?instance_id={second_id}");
@@ -232,5 +243,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lock(&second).enter_code(Instant::now(), code.code)?;
     let status = announce_once.await?;
     println!("agent 2 | final status: {status:?}");
+
+    if !args.serve {
+        println!(
+            "browser | to link from a browser: `cargo run --example quickstart -- --serve`, then open the URL it prints"
+        );
+        return Ok(());
+    }
+    let (third, _) = start_agent("printer-3", &base).await?;
+    println!("browser | open {base}/link in a browser, paste the token {TOKEN}, find the device, click Link");
+    println!("browser | (or use \"Get a code\" and type the code here, then Enter)");
+    {
+        let third = Arc::clone(&third);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                match lanlink::LinkCode::parse(line.trim()) {
+                    Some(code) => {
+                        if let Err(err) = lock(&third).enter_code(Instant::now(), code) {
+                            println!("agent 3 | cannot take a code now: {err}");
+                        }
+                    }
+                    None => println!("agent 3 | not a code"),
+                }
+            }
+        });
+    }
+    let transport = HttpAgentClient::new(&base)?;
+    let driver_config = DriverConfig::default();
+    tokio::select! {
+        status = run_agent(&third, &transport, &driver_config, |e| print_agent(&e)) => {
+            println!("agent 3 | final status: {status:?}");
+            // Let the page see the link's state before the server goes away.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        _ = tokio::signal::ctrl_c() => println!("browser | stopped"),
+    }
     Ok(())
 }

@@ -15,8 +15,12 @@
 //! serves both the lanlink routes and the Obico profile's routes (`/api/v1/...`) over one server,
 //! so lanlink and unmodified Obico agents link side by side.
 //!
-//! Prints one JSON line on stdout once listening (`{"listening":"127.0.0.1:8080"}`); logs go to
-//! stderr.
+//! Prints one JSON line on stdout once listening
+//! (`{"listening":"127.0.0.1:8080","page":"http://127.0.0.1:8080/link"}`); logs go to stderr.
+//!
+//! It also serves the linking page for browsers (`lanlink::http::web`) at `/` and `/link`: open
+//! it, paste a user's token, and link an agent started with
+//! `--allow-origin http://127.0.0.1:8080` (the page's origin).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -128,9 +132,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("the {other:?} profile runs in memory only (no --redis)").into())
         }
     };
+    let app = app.merge(http::web::router(&args.prefix));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    println!("{}", serde_json::json!({ "listening": addr.to_string() }));
+    println!(
+        "{}",
+        serde_json::json!({ "listening": addr.to_string(), "page": format!("http://{addr}/link") })
+    );
     http::serve(listener, app, ServeConfig::default(), async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -402,6 +402,40 @@ impl Agent {
         result
     }
 
+    /// Whether a request for the secret would be answered, without answering it: the checks of
+    /// [`Agent::handle_secret_request`], in the same order, with no event and no secret handed
+    /// out. For a page that asks for the secret later, such as the HTTP adapter's popup page.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+    /// # use lanlink::{ForwardedHeaders, SecretRefusal};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// while agent.poll_event().is_some() {}
+    /// let id = agent.instance_id().to_string();
+    /// let mut request = SecretRequest {
+    ///     peer: "192.168.1.20".parse().unwrap(),
+    ///     forwarded: ForwardedHeaders::NONE,
+    ///     host: Some("192.168.1.50:8080"),
+    ///     origin: None,
+    ///     instance_id: &id,
+    /// };
+    /// assert_eq!(agent.check_secret_access(now, &request), Ok(()));
+    /// assert!(agent.poll_event().is_none()); // nothing served, nothing recorded
+    /// request.host = Some("attacker.example");
+    /// assert_eq!(agent.check_secret_access(now, &request), Err(SecretRefusal::BadHost));
+    /// ```
+    pub fn check_secret_access(
+        &mut self,
+        now: Instant,
+        request: &SecretRequest<'_>,
+    ) -> Result<(), SecretRefusal> {
+        // The reply (a copy of the secret) is dropped, and zeroized, at once.
+        self.check_secret_request(now, request).map(drop)
+    }
+
     fn check_secret_request(
         &mut self,
         now: Instant,

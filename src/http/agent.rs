@@ -1,11 +1,22 @@
-//! The agent's local endpoint: `GET {prefix}/secret?instance_id=…` over a shared [`Agent`](crate::agent::Agent).
+//! The agent's local endpoint: `GET {prefix}/secret?instance_id=…` over a shared [`Agent`](crate::agent::Agent),
+//! and `GET {prefix}/popup?instance_id=…&origin=…`, the same secret as an HTML page for browsers
+//! that cannot fetch it (the fallback of the browser linker, `web/lanlink.js`).
 //!
 //! Every decision is the core's ([`Agent::handle_secret_request`](crate::agent::Agent::handle_secret_request)): the socket peer and the
 //! forwarding headers (read only from the agent's trusted proxies), `Host`, `Origin` and the
 //! `instance_id` go in; the secret or a refusal comes out. CORS: a preflight (`OPTIONS`) is answered
 //! only for a configured origin, with that exact origin (never `*`) and, when the browser asks,
-//! `Access-Control-Allow-Private-Network: true`; a successful `GET` with an `Origin` echoes that
+//! `Access-Control-Allow-Private-Network: true` (the Private Network Access preflight of Chromium
+//! before 142; Local Network Access, from 142, sends no preflight but asks the user, and then needs
+//! only the exact-origin CORS of the `GET`); a successful `GET` with an `Origin` echoes that
 //! origin.
+//!
+//! The popup page is answered only under the same checks (without counting as serving the
+//! secret), for a top-level navigation, and for a configured target `origin`. It holds no secret:
+//! its script says hello to `window.opener` with that exact origin as the target (never `*`), and
+//! only when the opener answers from that origin fetches the secret from `…/secret` and posts it
+//! back the same way. It cannot be framed, cached or read by another origin. `PROTOCOL.md` has
+//! the details.
 
 use std::time::Instant;
 
@@ -40,6 +51,7 @@ pub fn router(agent: SharedAgent, prefix: &str) -> Router {
     let prefix = prefix.trim_end_matches('/');
     Router::new()
         .route(&format!("{prefix}/secret"), get(secret).options(preflight))
+        .route(&format!("{prefix}/popup"), get(popup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(agent)
@@ -53,10 +65,11 @@ pub fn status_of_secret_refusal(refusal: &SecretRefusal) -> StatusCode {
     }
 }
 
-/// The single `instance_id` of a query string; `None` when absent, repeated or not text.
-fn instance_id_param(query: Option<&str>) -> Option<String> {
+/// The single value of parameter `name` in a query string; `None` when absent, repeated or not
+/// text.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query.unwrap_or(""))?;
-    let mut found = pairs.into_iter().filter(|(k, _)| k == "instance_id");
+    let mut found = pairs.into_iter().filter(|(k, _)| k == name);
     let (_, value) = found.next()?;
     found.next().is_none().then_some(value)
 }
@@ -69,18 +82,35 @@ fn serde_urlencoded_pairs(query: &str) -> Option<Vec<(String, String)>> {
     Some(pairs)
 }
 
-async fn secret(State(agent): State<SharedAgent>, request: Request) -> Response<Body> {
-    let (parts, _) = request.into_parts();
+/// Runs the agent's checks on a request for the secret (shared by `GET …/secret` and the popup
+/// page): the socket peer, the forwarding headers, `Host`, `Origin` and the single
+/// `instance_id` parameter go to the core; the secret or a ready refusal comes out.
+fn check_request(
+    agent: &SharedAgent,
+    parts: &axum::http::request::Parts,
+) -> Result<wire::SecretReply, (StatusCode, &'static str)> {
+    check_request_with(agent, parts, |agent, request| {
+        agent.handle_secret_request(Instant::now(), request)
+    })
+}
+
+/// The checks of [`check_request`], with `decide` in place of serving the secret.
+fn check_request_with<T>(
+    agent: &SharedAgent,
+    parts: &axum::http::request::Parts,
+    decide: impl FnOnce(&mut crate::agent::Agent, &SecretRequest<'_>) -> Result<T, SecretRefusal>,
+) -> Result<T, (StatusCode, &'static str)> {
+    let refuse = |status, code| (status, code);
     // axum routes HEAD to GET handlers; a HEAD would be "served" without a body, and logged as
     // served. Refuse it.
     if parts.method == axum::http::Method::HEAD {
-        return error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
     }
-    let Some(peer) = peer_of(&parts) else {
-        return error_response(StatusCode::FORBIDDEN, "unresolvable_client");
+    let Some(peer) = peer_of(parts) else {
+        return Err(refuse(StatusCode::FORBIDDEN, "unresolvable_client"));
     };
-    let Some(instance_id) = instance_id_param(parts.uri.query()) else {
-        return error_response(StatusCode::BAD_REQUEST, "malformed");
+    let Some(instance_id) = query_param(parts.uri.query(), "instance_id") else {
+        return Err(refuse(StatusCode::BAD_REQUEST, "malformed"));
     };
     let text = |name| {
         parts
@@ -90,10 +120,13 @@ async fn secret(State(agent): State<SharedAgent>, request: Request) -> Response<
     };
     // Several Host or Origin lines are ambiguous: refuse rather than pick one.
     if parts.headers.get_all(header::HOST).iter().count() > 1 {
-        return error_response(StatusCode::FORBIDDEN, SecretRefusal::BadHost.code());
+        return Err(refuse(StatusCode::FORBIDDEN, SecretRefusal::BadHost.code()));
     }
     if parts.headers.get_all(header::ORIGIN).iter().count() > 1 {
-        return error_response(StatusCode::FORBIDDEN, SecretRefusal::BadOrigin.code());
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            SecretRefusal::BadOrigin.code(),
+        ));
     }
     // RFC 9112 §3.2.2: with an absolute-form target the target's authority is the host, and the
     // Host header is ignored.
@@ -115,16 +148,29 @@ async fn secret(State(agent): State<SharedAgent>, request: Request) -> Response<
         origin,
         instance_id: &instance_id,
     };
-    let result = {
-        let mut guard = lock(&agent);
-        let result = guard.handle_secret_request(Instant::now(), &request);
-        // The events go to the driver's log; only the outcome is traced here, without the secret.
-        result
-    };
+    // The events go to the driver's log; only the outcome is traced here, without the secret.
+    let result = decide(&mut lock(agent), &request);
     match result {
+        Ok(answer) => {
+            tracing::info!(target: "lanlink::agent", %peer, "secret request accepted");
+            Ok(answer)
+        }
+        Err(refusal) => {
+            tracing::info!(target: "lanlink::agent", %peer, reason = refusal.code(), "secret refused");
+            Err(refuse(status_of_secret_refusal(&refusal), refusal.code()))
+        }
+    }
+}
+
+async fn secret(State(agent): State<SharedAgent>, request: Request) -> Response<Body> {
+    let (parts, _) = request.into_parts();
+    match check_request(&agent, &parts) {
         Ok(reply) => {
-            tracing::info!(target: "lanlink::agent", %peer, "secret served");
             let mut response = json_response(StatusCode::OK, wire::encode(&reply));
+            let origin = parts
+                .headers
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok());
             if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
                 let headers = response.headers_mut();
                 headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -132,11 +178,129 @@ async fn secret(State(agent): State<SharedAgent>, request: Request) -> Response<
             }
             response
         }
-        Err(refusal) => {
-            tracing::info!(target: "lanlink::agent", %peer, reason = refusal.code(), "secret refused");
-            error_response(status_of_secret_refusal(&refusal), refusal.code())
-        }
+        Err((status, code)) => error_response(status, code),
     }
+}
+
+/// The popup page's template (`web/popup.html`).
+const POPUP_TEMPLATE: &str = include_str!("../../web/popup.html");
+
+/// `GET {prefix}/popup?instance_id=…&origin=…`: the fallback for browsers whose linking page
+/// cannot fetch the secret itself (mixed content, Local Network Access refused).
+///
+/// Refused before any secret check, as an HTML page: a load that is not a top-level navigation
+/// (`Sec-Fetch-Dest` other than `document`, or `Sec-Fetch-Mode` other than `navigate`, when the
+/// browser sends them: `403 not_top_level`), and an `origin` parameter that is absent, repeated
+/// or not a configured origin (`403 bad_origin`). Then exactly the checks of `GET …/secret`
+/// ([`Agent::check_secret_access`](crate::agent::Agent::check_secret_access): no secret, no
+/// "served" event). On success the page, which holds no secret, runs the hello / ready exchange
+/// with `window.opener` (target: that exact origin), then fetches the secret and posts
+/// `{type: "lanlink-secret", version: 1, instance_id, local_secret}` the same way; on a refusal it
+/// posts `{type: "lanlink-refused", version: 1, instance_id, error}` there instead (when the origin
+/// is configured) and shows the reason in words.
+async fn popup(State(agent): State<SharedAgent>, request: Request) -> Response<Body> {
+    let (parts, _) = request.into_parts();
+    let requested_id = query_param(parts.uri.query(), "instance_id")
+        .and_then(|id| id.parse::<crate::InstanceId>().ok());
+    let fetch_header = |name: &str, wanted: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .all(|v| v.as_bytes().eq_ignore_ascii_case(wanted.as_bytes()))
+    };
+    if !fetch_header("sec-fetch-dest", "document") || !fetch_header("sec-fetch-mode", "navigate") {
+        return popup_refused(StatusCode::FORBIDDEN, "not_top_level", None, requested_id);
+    }
+    let target = query_param(parts.uri.query(), "origin")
+        .filter(|origin| lock(&agent).origin_allowed(origin))
+        .map(|origin| origin.trim().to_ascii_lowercase());
+    let Some(target) = target else {
+        return popup_refused(
+            StatusCode::FORBIDDEN,
+            SecretRefusal::BadOrigin.code(),
+            None,
+            requested_id,
+        );
+    };
+    let accepted = check_request_with(&agent, &parts, |agent, request| {
+        agent.check_secret_access(Instant::now(), request)
+    });
+    match accepted {
+        Ok(()) => {
+            let instance_id = lock(&agent).instance_id();
+            // No secret in the page: its script fetches it from `secret` (same origin) only once
+            // the opener has answered its hello from `target`.
+            let data = serde_json::json!({
+                "target": target,
+                "instance_id": instance_id,
+                "secret_url": format!("secret?instance_id={instance_id}"),
+                "message": null,
+            });
+            popup_page(StatusCode::OK, true, "", &data.to_string())
+        }
+        Err((status, code)) => popup_refused(status, code, Some(&target), requested_id),
+    }
+}
+
+/// The popup page for a refusal: shows it in words, and posts it to `target` when that is a
+/// configured origin.
+fn popup_refused(
+    status: StatusCode,
+    code: &'static str,
+    target: Option<&str>,
+    instance_id: Option<crate::InstanceId>,
+) -> Response<Body> {
+    let data = serde_json::json!({
+        "target": target,
+        "message": {
+            "type": "lanlink-refused",
+            "version": 1,
+            "instance_id": instance_id,
+            "error": code,
+        },
+    });
+    popup_page(status, false, code, &data.to_string())
+}
+
+/// Fills the popup template and sets the headers that keep it out of frames, caches and other
+/// origins' reach.
+fn popup_page(status: StatusCode, ok: bool, code: &str, data: &str) -> Response<Body> {
+    let nonce = {
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut crate::os_rng(), &mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    // JSON inside a script element: escape what could end it or open a comment.
+    let data = data
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let page = POPUP_TEMPLATE
+        .replace("{{NONCE}}", &nonce)
+        .replace("{{OK}}", if ok { "1" } else { "0" })
+        .replace("{{ERROR}}", code)
+        .replace("{{DATA}}", &data);
+    let mut response = Response::new(Body::from(page));
+    *response.status_mut() = status;
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(headers, "content-type", "text/html; charset=utf-8");
+    set(headers, "cache-control", "no-store");
+    set(headers, "content-security-policy", &csp);
+    set(headers, "x-frame-options", "DENY");
+    set(headers, "x-content-type-options", "nosniff");
+    set(headers, "referrer-policy", "no-referrer");
+    set(headers, "cross-origin-resource-policy", "same-origin");
+    response
 }
 
 async fn preflight(State(agent): State<SharedAgent>, request: Request) -> Response<Body> {

@@ -3,6 +3,7 @@
 //!
 //! - [`server::router`]: the server's routes (agent-facing and user-facing), over [`crate::server::Server`].
 //! - [`agent::router`]: the agent's local endpoint (`GET …/secret`), over a shared [`crate::agent::Agent`].
+//! - [`web::router`]: the linking page for browsers and the browser linker module (`lanlink.js`).
 //! - [`client`]: reqwest clients implementing the [`crate::transport`] traits.
 //! - `ticket::router` (feature `ticket`): `POST …/agent/ticket`, issuing signed network tickets.
 //! - [`serve()`]: a hardened accept loop (connection cap, header and connection timeouts).
@@ -19,6 +20,7 @@ mod serve;
 pub mod server;
 #[cfg(feature = "ticket")]
 pub mod ticket;
+pub mod web;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,136 @@
+// Unit tests of web/lanlink.js's pure parts under Node (node:test), run by tests/browser.rs
+// (`node --test tests/browser/unit.mjs`). The browser flows are in e2e.mjs.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  acceptPopupMessage,
+  addressSpaceOf,
+  agentOrigin,
+  describe,
+  detectSupport,
+  LanlinkError,
+} from "../../web/lanlink.js";
+
+test("addressSpaceOf: loopback, local (RFC 1918, link-local, ULA), else null", () => {
+  const cases = {
+    "127.0.0.1": "loopback",
+    "127.255.1.2": "loopback",
+    "::1": "loopback",
+    "[::1]": "loopback",
+    "10.0.0.1": "local",
+    "172.16.0.1": "local",
+    "172.31.255.255": "local",
+    "192.168.1.50": "local",
+    "169.254.3.4": "local",
+    "fe80::1": "local",
+    "fd12:3456::1": "local",
+    "fc00::1": "local",
+    "::ffff:192.168.1.5": "local",
+    "172.15.0.1": null,
+    "172.32.0.1": null,
+    "100.64.0.7": null, // CGNAT is not local
+    "8.8.8.8": null,
+    "203.0.113.7": null,
+    "2001:db8::1": null,
+    "::ffff:8.8.8.8": null,
+    "256.1.1.1": null,
+    "192.168.1": null,
+    "printer.local": null,
+    "": null,
+    "1.2.3.4 ": null,
+  };
+  for (const [ip, space] of Object.entries(cases)) {
+    assert.equal(addressSpaceOf(ip), space, ip);
+  }
+});
+
+test("agentOrigin: exact origins, IPv6 in brackets", () => {
+  assert.equal(agentOrigin({ private_ip: "192.168.1.50", port: 8080 }), "http://192.168.1.50:8080");
+  assert.equal(agentOrigin({ private_ip: "fe80::1", port: 80 }), "http://[fe80::1]");
+  assert.equal(agentOrigin({ private_ip: "fd00::5", port: 7125 }), "http://[fd00::5]:7125");
+});
+
+test("detectSupport: the path for each browser", () => {
+  const lna = function Request() {};
+  lna.prototype = { targetAddressSpace: "unknown" };
+  const old = function Request() {};
+  old.prototype = {};
+  const agent = { private_ip: "192.168.1.50", port: 8080 };
+  const https = { pageUrl: "https://cloud.example/link", secureContext: true };
+  const http = { pageUrl: "http://cloud.example/link", secureContext: false };
+  assert.equal(detectSupport(agent, { ...https, request: lna }).path, "fetch-lna");
+  assert.equal(detectSupport(agent, { ...https, request: old }).path, "popup");
+  assert.equal(detectSupport(agent, { ...https, request: old }).mixedContent, true);
+  assert.equal(detectSupport(agent, { ...http, request: old }).path, "fetch");
+  // LNA needs a secure context to ask for the permission: an http page tries a plain fetch.
+  assert.equal(detectSupport(agent, { ...http, request: lna }).path, "fetch");
+  assert.equal(detectSupport({ private_ip: "127.0.0.1", port: 1 }, { ...https, request: lna }).addressSpace, "loopback");
+  // A public address is never treated as local.
+  assert.equal(detectSupport({ private_ip: "8.8.8.8", port: 80 }, { ...https, request: lna }).path, "popup");
+  for (const env of [https, http]) {
+    for (const request of [lna, old]) {
+      assert.ok(detectSupport(agent, { ...env, request }).reason.length > 20);
+    }
+  }
+});
+
+test("acceptPopupMessage: only the agent's answer, from its window, for the instance", () => {
+  const origin = "http://192.168.1.50:8080";
+  const source = {};
+  const instanceId = "7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90";
+  const expected = { origin, instanceId, source };
+  const secret = "9f".repeat(32);
+  const good = { type: "lanlink-secret", version: 1, instance_id: instanceId, local_secret: secret };
+  assert.deepEqual(acceptPopupMessage({ origin, source, data: good }, expected), { kind: "secret", secret });
+  assert.deepEqual(
+    acceptPopupMessage({ origin, source, data: { ...good, instance_id: instanceId.toUpperCase() } }, expected),
+    { kind: "secret", secret },
+  );
+  const ignored = [
+    { origin: "http://192.168.1.50:8081", source, data: good },
+    { origin: "http://192.168.1.5:8080", source, data: good },
+    { origin: "https://192.168.1.50:8080", source, data: good },
+    { origin: "null", source, data: good },
+    { origin, source: {}, data: good },
+    { origin, source: null, data: good },
+    { origin, source, data: { ...good, instance_id: "00000000-0000-4000-8000-000000000000" } },
+    { origin, source, data: { ...good, instance_id: undefined } },
+    { origin, source, data: { ...good, version: 2 } },
+    { origin, source, data: { ...good, type: "other" } },
+    { origin, source, data: { ...good, local_secret: "9f" } },
+    { origin, source, data: { ...good, local_secret: "zz".repeat(32) } },
+    { origin, source, data: { ...good, local_secret: 42 } },
+    { origin, source, data: JSON.stringify(good) },
+    { origin, source, data: null },
+    { origin, source, data: { type: "lanlink-refused", version: 1, instance_id: instanceId, error: "<b>" } },
+  ];
+  for (const event of ignored) {
+    assert.equal(acceptPopupMessage(event, expected), null, JSON.stringify({ ...event, source: undefined }));
+  }
+  assert.deepEqual(
+    acceptPopupMessage({ origin, source, data: { type: "lanlink-refused", version: 1, instance_id: instanceId, error: "not_local" } }, expected),
+    { kind: "refused", error: "not_local" },
+  );
+  const hello = { type: "lanlink-hello", version: 1, instance_id: instanceId };
+  assert.deepEqual(acceptPopupMessage({ origin, source, data: hello }, expected), { kind: "hello" });
+  for (const event of [
+    { origin: "http://192.168.1.50:8081", source, data: hello },
+    { origin, source: {}, data: hello },
+    { origin, source, data: { ...hello, instance_id: "00000000-0000-4000-8000-000000000000" } },
+    { origin, source, data: { ...hello, version: 0 } },
+  ]) {
+    assert.equal(acceptPopupMessage(event, expected), null);
+  }
+});
+
+test("errors: words for every code, no secret", () => {
+  for (const code of ["unauthorized", "locked_out", "wrong_secret", "not_local", "bad_origin", "popup_blocked", "secret_unavailable"]) {
+    const err = new LanlinkError(code, { status: 403 });
+    assert.equal(err.code, code);
+    assert.equal(err.message, describe(code));
+    assert.ok(!/[0-9a-f]{64}/.test(err.message));
+    assert.ok(!err.message.includes(code), `${code} has words of its own`);
+  }
+  assert.match(describe("something_new"), /something_new/);
+});

@@ -1,0 +1,161 @@
+// Types for lanlink.js, the browser linker of the lanlink protocol (see PROTOCOL.md).
+
+/** The wire protocol version this module speaks. */
+export const PROTOCOL_VERSION: 1;
+
+/** The default route prefix, on the server and on the agent. */
+export const DEFAULT_PREFIX: "/lanlink/v1";
+
+/** How the secret is obtained: a direct fetch declaring the LNA target address space, a plain
+ * direct fetch (CORS, and the PNA preflight in older Chromium), or the agent's popup page. */
+export type SecretPath = "fetch-lna" | "fetch" | "popup";
+
+/** The ways of obtaining the secret, in the order they are tried. */
+export const PATHS: readonly SecretPath[];
+
+/** The state of a link request, as the server reports it. */
+export type LinkState = "pending" | "delivered" | "linked" | "unknown";
+
+/** Device information an agent announces (any field may be empty). */
+export interface DeviceInfo {
+  readonly hostname: string;
+  readonly model: string;
+  readonly agent: string;
+  readonly agent_version: string;
+}
+
+/** A device in linking mode on the caller's network. */
+export interface DiscoveredAgent {
+  /** UUID v4, lowercase hyphenated. */
+  readonly instance_id: string;
+  /** A private (RFC 1918, link-local, ULA) or loopback IP literal. */
+  readonly private_ip: string;
+  readonly port: number;
+  readonly info: DeviceInfo;
+}
+
+/** A manual code for the user to type into the device. */
+export interface ManualCode {
+  readonly code: string;
+  readonly expiresAt: Date;
+}
+
+/** What the browser supports, and which path is tried first. */
+export interface Support {
+  /** `targetAddressSpace` is known (Chrome 142+, Local Network Access). */
+  readonly lna: boolean;
+  /** The page is a secure context (https, or a loopback http page). */
+  readonly secureContext: boolean;
+  /** The page is https and the agent plain http: a fetch without LNA would be blocked. */
+  readonly mixedContent: boolean;
+  /** The agent's LNA address space, or null when its address is not private. */
+  readonly addressSpace: "loopback" | "local" | null;
+  /** The path tried first. */
+  readonly path: SecretPath;
+  /** Why, in words a user understands. */
+  readonly reason: string;
+}
+
+/** One path tried for the secret, and how it ended: "ok" or an error code ("blocked" for a
+ * fetch the browser refused: CORS, LNA permission denied, mixed content, unreachable). */
+export interface Attempt {
+  readonly path: SecretPath;
+  readonly outcome: string;
+}
+
+/** A step of {@link Linker.link}, with words for the user. */
+export interface Progress {
+  readonly step: "secret" | "popup" | "linking" | "pending" | "delivered" | "linked";
+  readonly message: string;
+  readonly path?: SecretPath;
+}
+
+/** Options of {@link Linker}. */
+export interface LinkerOptions {
+  /** The server's origin (default: the page's). */
+  server?: string;
+  /** The server's route prefix (default "/lanlink/v1"). */
+  prefix?: string;
+  /** The agent's route prefix (default: `prefix`). */
+  agentPrefix?: string;
+  /** A bearer token for the user routes, held in memory only. Omit it to rely on cookies. */
+  token?: string | null;
+  /** `fetch` credentials mode for the server (default "same-origin"). */
+  credentials?: RequestCredentials;
+  /** This page's origin, the popup's postMessage target (default: `location.origin`). */
+  pageOrigin?: string;
+  /** How long the popup may take to answer (default 60000 ms). */
+  popupTimeoutMs?: number;
+  /** How often to ask for the link's state (default 1000 ms). */
+  pollIntervalMs?: number;
+  /** How long to wait for "linked" (default 120000 ms). */
+  linkTimeoutMs?: number;
+  /** The window to open the popup from and listen on (default: globalThis). */
+  window?: Window;
+}
+
+/** Options of {@link Linker.link}. */
+export interface LinkOptions {
+  /** Called at each step. */
+  onProgress?: (progress: Progress) => void;
+  /** Cancels linking (`aborted`). */
+  signal?: AbortSignal;
+  /** Force one path (e.g. "popup" from a second click after `popup_blocked`). */
+  path?: SecretPath;
+}
+
+/** A finished link. */
+export interface LinkResult {
+  readonly instanceId: string;
+  readonly state: "linked";
+  /** How the secret was obtained. */
+  readonly path: SecretPath;
+  readonly support: Support;
+  readonly attempts: readonly Attempt[];
+  /** Messages the popup listener ignored (wrong origin, window or instance, or malformed). */
+  readonly ignoredMessages: number;
+}
+
+/** An error with a stable snake_case code; its message is in words a user understands. */
+export class LanlinkError extends Error {
+  constructor(code: string, extra?: { status?: number; attempts?: Attempt[] });
+  readonly name: "LanlinkError";
+  readonly code: string;
+  readonly status: number | undefined;
+  readonly attempts: Attempt[];
+}
+
+/** Words a user understands for an error code. */
+export function describe(code: string): string;
+
+/** The LNA address space of an IP literal, or null when it is not private or loopback. */
+export function addressSpaceOf(ip: string): "loopback" | "local" | null;
+
+/** The exact origin of an agent's local endpoint. */
+export function agentOrigin(agent: Pick<DiscoveredAgent, "private_ip" | "port">): string;
+
+/** What this browser supports, and the path tried first for `agent`. */
+export function detectSupport(
+  agent?: Pick<DiscoveredAgent, "private_ip" | "port">,
+  env?: { pageUrl?: string; request?: unknown; secureContext?: boolean },
+): Support;
+
+/** Whether a message event comes from the agent's popup page for `expected` (its hello, the
+ * secret, or a refusal); null when ignored. */
+export function acceptPopupMessage(
+  event: { origin: string; source?: unknown; data: unknown },
+  expected: { origin: string; instanceId: string; source?: unknown },
+): { kind: "hello" } | { kind: "secret"; secret: string } | { kind: "refused"; error: string } | null;
+
+/** The linker role in a browser. */
+export class Linker {
+  constructor(options?: LinkerOptions);
+  /** Devices in linking mode on the caller's network (non-private addresses dropped). */
+  discover(options?: { signal?: AbortSignal }): Promise<DiscoveredAgent[]>;
+  /** A manual code for the account. */
+  mintCode(options?: { signal?: AbortSignal }): Promise<ManualCode>;
+  /** The state of this account's link to an instance. */
+  linkState(instanceId: string, options?: { signal?: AbortSignal }): Promise<LinkState>;
+  /** Obtains the secret, links, and waits for "linked". Call it from a click handler. */
+  link(agent: DiscoveredAgent, options?: LinkOptions): Promise<LinkResult>;
+}

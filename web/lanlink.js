@@ -1,0 +1,585 @@
+// lanlink.js: the linker role of the lanlink protocol, for browsers. No dependencies.
+//
+// Discover the devices on the user's network through the server, fetch the device's one-time
+// local secret over the LAN, ask the server to link, and wait for the link's state; or mint a
+// manual code for the user to type into the device.
+//
+// The secret is fetched in one of two ways, and the result says which (`path`):
+//
+// - "fetch-lna" / "fetch": the page fetches `GET {agent}{prefix}/secret?instance_id=…` itself,
+//   with exact-origin CORS. Where the browser knows `targetAddressSpace` (Chrome 142+, Local
+//   Network Access) the request says in advance that the target is "local" or "loopback": that
+//   exempts it from mixed-content blocking on an https page, and the browser asks the user for the
+//   local-network permission. Older Chromium sends a Private Network Access preflight instead,
+//   which the agent answers.
+// - "popup": a window opened on the agent's own popup page (a top-level navigation, outside LNA
+//   and mixed content). The page says hello to this page with `postMessage`, addressed to this
+//   page's exact origin (so the browser delivers it only here); this page answers "ready" to the
+//   agent's exact origin; only then does the popup fetch the secret from its own origin and post
+//   it back the same way. The listener here accepts a message only from that window, from the
+//   agent's exact origin, for the instance asked for.
+//
+// The secret never goes into a URL, storage, or the console: it lives in a local variable between
+// the agent's answer and the body of the link request (POST, never GET), and is dropped after.
+//
+// Types: lanlink.d.ts. Wire format: PROTOCOL.md.
+
+/** The wire protocol version this module speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** The default route prefix, on the server and on the agent. */
+export const DEFAULT_PREFIX = "/lanlink/v1";
+
+/** The ways of obtaining the secret, in the order they are tried. */
+export const PATHS = Object.freeze(["fetch-lna", "fetch", "popup"]);
+
+/**
+ * An error with a stable snake_case `code`: a refusal code from the server or the agent (see
+ * PROTOCOL.md), or one of this module's own: `network` (the server did not answer),
+ * `secret_unavailable` (no path could obtain the secret), `popup_blocked`, `popup_closed`,
+ * `popup_timeout`, `link_expired`, `link_timeout`, `aborted`, `bad_reply`, `not_private_ip`.
+ * Its message is in words a user understands ({@link describe}); it never holds a secret.
+ */
+export class LanlinkError extends Error {
+  /**
+   * @param {string} code stable snake_case code
+   * @param {{status?: number, attempts?: Attempt[]}} [extra] HTTP status, paths tried
+   */
+  constructor(code, extra = {}) {
+    super(describe(code));
+    /** @type {string} */
+    this.name = "LanlinkError";
+    /** @type {string} */
+    this.code = code;
+    /** @type {number | undefined} */
+    this.status = extra.status;
+    /** @type {Attempt[]} */
+    this.attempts = extra.attempts || [];
+  }
+}
+
+/** @type {Readonly<Record<string, string>>} */
+const WORDS = Object.freeze({
+  // Server refusals.
+  unauthorized: "Your sign-in was not accepted. Check your account token and try again.",
+  locked_out: "Too many failed attempts from your network. Wait 10 minutes and try again.",
+  already_linking: "This device is already being linked. Restart linking on the device to try again.",
+  agent_not_found: "The device is no longer visible from your network. Make sure it is on and on the same network, then search again.",
+  too_many_agents: "Several devices are in linking mode on your network, so none is shown. Link them one at a time, or use a code.",
+  agent_contested: "Something else on your network claims to be this device. Use a code instead.",
+  wrong_secret: "The device's key did not match. Restart linking on the device and try again.",
+  invalid_code: "That code is not valid. Get a new code and type it on the device.",
+  code_space_exhausted: "No code is available right now. Try again in a minute.",
+  unresolvable_client: "The server could not tell which network you are on.",
+  malformed: "The request was not understood.",
+  // Agent refusals.
+  not_discovering: "The device is not in linking mode (it may already be linked). Start linking on the device.",
+  window_expired: "The device's linking time ran out. Start linking on the device again.",
+  not_local: "This computer is not on the same local network as the device.",
+  wrong_instance: "The device at that address is not the one you picked. Search again.",
+  bad_host: "The device must be reached by its IP address.",
+  bad_origin: "The device does not accept linking from this website.",
+  not_top_level: "The device's window must open on its own, not inside a page.",
+  // This module's own.
+  network: "The server did not answer. Check your connection and try again.",
+  bad_reply: "The server sent a reply this page does not understand.",
+  not_private_ip: "The device gave an address outside your home network; it was skipped.",
+  secret_unavailable: "Your browser could not reach the device directly. Allow access to devices on your local network, or use a code instead.",
+  popup_blocked: "Your browser blocked the device's window. Click \u201cOpen the device's window\u201d to continue, or allow pop-ups for this site.",
+  popup_closed: "The device's window was closed before it answered.",
+  popup_timeout: "The device's window did not answer in time. Check that this computer is on the device's network, or use a code instead.",
+  link_expired: "The link request expired before the device confirmed it. Try again.",
+  link_timeout: "The device did not confirm the link in time. Check that it is online, then try again.",
+  aborted: "Linking was cancelled.",
+});
+
+/**
+ * Words a user understands for an error code, from the server, the agent or this module.
+ * @param {string} code a snake_case code
+ * @returns {string}
+ */
+export function describe(code) {
+  return WORDS[code] || `Something went wrong (${code}).`;
+}
+
+/**
+ * The LNA address space of an IP literal: "loopback" (127/8, ::1), "local" (RFC 1918,
+ * link-local, ULA), or null for anything else (public, or not an IP literal).
+ * @param {string} ip an IPv4 or IPv6 literal, IPv6 with or without brackets
+ * @returns {"loopback" | "local" | null}
+ */
+export function addressSpaceOf(ip) {
+  const text = String(ip).replace(/^\[|\]$/g, "").toLowerCase();
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (v4) {
+    const [a, b] = [Number(v4[1]), Number(v4[2])];
+    if ([1, 2, 3, 4].some((i) => Number(v4[i]) > 255)) return null;
+    if (a === 127) return "loopback";
+    if (a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168)) return "local";
+    if (a === 169 && b === 254) return "local";
+    return null;
+  }
+  if (!text.includes(":") || !/^[0-9a-f:.]+$/.test(text)) return null;
+  if (text === "::1") return "loopback";
+  const mapped = /^::ffff:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/.exec(text);
+  if (mapped) return addressSpaceOf(mapped[1]);
+  const first = parseInt(text.split(":")[0] || "0", 16);
+  if ((first & 0xfe00) === 0xfc00) return "local"; // ULA fc00::/7
+  if ((first & 0xffc0) === 0xfe80) return "local"; // link-local fe80::/10
+  return null;
+}
+
+/**
+ * The exact origin of an agent's local endpoint, e.g. `http://192.168.1.50:8080`.
+ * @param {{private_ip: string, port: number}} agent a discovered agent
+ * @returns {string}
+ */
+export function agentOrigin(agent) {
+  const ip = String(agent.private_ip);
+  const host = ip.includes(":") ? `[${ip.replace(/^\[|\]$/g, "")}]` : ip;
+  return new URL(`http://${host}:${Number(agent.port)}`).origin;
+}
+
+/**
+ * What this browser supports, and the path {@link Linker#link} tries first for `agent`.
+ *
+ * - `fetch-lna`: `targetAddressSpace` is known (Chrome 142+): a direct fetch, exempt from mixed
+ *   content, behind the browser's local-network permission prompt.
+ * - `fetch`: no LNA, but the page is not https or the agent is https, so no mixed content: a
+ *   direct CORS fetch (older Chromium adds the PNA preflight).
+ * - `popup`: an https page and an http agent in a browser without LNA (Firefox, Safari, older
+ *   Chromium): a direct fetch would be blocked as mixed content, so the agent's popup page.
+ *
+ * @param {{private_ip: string, port: number}} [agent] the agent to reach (default: a private
+ *   http address)
+ * @param {{pageUrl?: string, request?: unknown, secureContext?: boolean}} [env] overrides for
+ *   tests; defaults read from the page
+ * @returns {Support}
+ */
+export function detectSupport(agent, env = {}) {
+  const g = /** @type {any} */ (globalThis);
+  const RequestCtor = env.request !== undefined ? env.request : g.Request;
+  const lna = !!RequestCtor && "targetAddressSpace" in RequestCtor.prototype;
+  const pageUrl = env.pageUrl || (g.location ? g.location.href : "http://localhost/");
+  const secureContext = env.secureContext !== undefined ? env.secureContext : !!g.isSecureContext;
+  const pageHttps = new URL(pageUrl).protocol === "https:";
+  const mixedContent = pageHttps; // the agent speaks plain http
+  const space = agent ? addressSpaceOf(agent.private_ip) : "local";
+  /** @type {Support["path"]} */
+  let path;
+  let reason;
+  if (lna && secureContext && space) {
+    path = "fetch-lna";
+    reason = "This browser supports Local Network Access: it reaches the device directly after you allow access to devices on your local network.";
+  } else if (!mixedContent) {
+    path = "fetch";
+    reason = "This page is not served over https, so the browser reaches the device directly.";
+  } else {
+    path = "popup";
+    reason = "This browser cannot reach a local device from an https page directly; a small window from the device will pass on its key.";
+  }
+  return Object.freeze({ lna, secureContext, mixedContent, addressSpace: space, path, reason });
+}
+
+/**
+ * Decides whether a `message` event comes from the agent's popup page. Accepts only an event
+ * whose `origin` is exactly `expected.origin`, whose `source` is `expected.source` (when given),
+ * and whose data is version 1, for `expected.instanceId`, and one of: `lanlink-hello` (the page
+ * asks whether its opener is the origin it was told; answered with `lanlink-ready`),
+ * `lanlink-secret` with a 64-hex-digit secret, or `lanlink-refused` with a code. Anything else is
+ * ignored (null).
+ *
+ * @param {{origin: string, source?: unknown, data: unknown}} event a MessageEvent
+ * @param {{origin: string, instanceId: string, source?: unknown}} expected
+ * @returns {{kind: "hello"} | {kind: "secret", secret: string} | {kind: "refused", error: string} | null}
+ */
+export function acceptPopupMessage(event, expected) {
+  if (!event || event.origin !== expected.origin) return null;
+  if (expected.source !== undefined && event.source !== expected.source) return null;
+  const data = /** @type {any} */ (event.data);
+  if (!data || typeof data !== "object" || data.version !== PROTOCOL_VERSION) return null;
+  if (typeof data.instance_id !== "string") return null;
+  if (data.instance_id.toLowerCase() !== String(expected.instanceId).toLowerCase()) return null;
+  if (data.type === "lanlink-secret") {
+    if (typeof data.local_secret !== "string" || !/^[0-9a-fA-F]{64}$/.test(data.local_secret)) {
+      return null;
+    }
+    return { kind: "secret", secret: data.local_secret };
+  }
+  if (data.type === "lanlink-hello") {
+    return { kind: "hello" };
+  }
+  if (data.type === "lanlink-refused" && typeof data.error === "string" && /^[a-z_]{1,40}$/.test(data.error)) {
+    return { kind: "refused", error: data.error };
+  }
+  return null;
+}
+
+/**
+ * Waits `ms` milliseconds, or rejects with `aborted`.
+ * @param {number} ms
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<void>}
+ */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(new LanlinkError("aborted"));
+    const timer = setTimeout(resolve, ms);
+    if (signal) {
+      signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        reject(new LanlinkError("aborted"));
+      }, { once: true });
+    }
+  });
+}
+
+/**
+ * The linker role in a browser: one per page and account.
+ *
+ * ```js
+ * import { Linker } from "/lanlink.js";
+ * const linker = new Linker({ token });           // or { credentials: "same-origin" } with a session cookie
+ * const [device] = await linker.discover();
+ * const result = await linker.link(device, { onProgress: (p) => show(p.message) });
+ * // result.state === "linked"; result.path tells how the secret was obtained
+ * ```
+ */
+export class Linker {
+  /**
+   * @param {LinkerOptions} [options]
+   */
+  constructor(options = {}) {
+    const g = /** @type {any} */ (globalThis);
+    /** @private */
+    this._server = String(options.server || (g.location ? g.location.origin : "")).replace(/\/+$/, "");
+    /** @private */
+    this._prefix = String(options.prefix || DEFAULT_PREFIX).replace(/\/+$/, "");
+    /** @private */
+    this._agentPrefix = String(options.agentPrefix || this._prefix).replace(/\/+$/, "");
+    /** @private The account credential: held in memory only, never stored. */
+    this._token = options.token || null;
+    /** @private */
+    this._credentials = options.credentials || "same-origin";
+    /** @private */
+    this._pageOrigin = options.pageOrigin || (g.location ? g.location.origin : "");
+    /** @private */
+    this._popupTimeoutMs = options.popupTimeoutMs ?? 60000;
+    /** @private */
+    this._pollIntervalMs = options.pollIntervalMs ?? 1000;
+    /** @private */
+    this._linkTimeoutMs = options.linkTimeoutMs ?? 120000;
+    /** @private */
+    this._window = options.window || g;
+  }
+
+  /**
+   * Calls a user route of the server.
+   * @private
+   * @param {string} method
+   * @param {string} route path below the prefix
+   * @param {unknown} [body] JSON body
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<any>}
+   */
+  async _api(method, route, body, signal) {
+    /** @type {Record<string, string>} */
+    const headers = { Accept: "application/json" };
+    if (this._token) headers.Authorization = `Bearer ${this._token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(`${this._server}${this._prefix}${route}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: this._credentials,
+        cache: "no-store",
+        signal,
+      });
+    } catch (err) {
+      if (signal && signal.aborted) throw new LanlinkError("aborted");
+      throw new LanlinkError("network");
+    }
+    let json = null;
+    try {
+      json = await response.json();
+    } catch (_) {
+      json = null;
+    }
+    if (!response.ok) {
+      const code = json && typeof json.error === "string" ? json.error : "bad_reply";
+      throw new LanlinkError(code, { status: response.status });
+    }
+    if (!json || typeof json !== "object") throw new LanlinkError("bad_reply", { status: response.status });
+    return json;
+  }
+
+  /**
+   * The devices in linking mode on the caller's network, as the server sees it. Entries whose
+   * `private_ip` is not private are dropped (PROTOCOL.md).
+   * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<DiscoveredAgent[]>}
+   */
+  async discover(options = {}) {
+    const reply = await this._api("GET", "/discover", undefined, options.signal);
+    if (!Array.isArray(reply.agents)) throw new LanlinkError("bad_reply");
+    return reply.agents.filter(
+      (/** @type {any} */ a) =>
+        a && typeof a.instance_id === "string" && addressSpaceOf(a.private_ip) !== null &&
+        Number.isInteger(a.port) && a.port > 0 && a.port < 65536,
+    ).map((/** @type {any} */ a) => Object.freeze({
+      instance_id: a.instance_id,
+      private_ip: a.private_ip,
+      port: a.port,
+      info: Object.freeze({
+        hostname: String((a.info && a.info.hostname) || ""),
+        model: String((a.info && a.info.model) || ""),
+        agent: String((a.info && a.info.agent) || ""),
+        agent_version: String((a.info && a.info.agent_version) || ""),
+      }),
+    }));
+  }
+
+  /**
+   * A manual code for the account: the user types it into the device.
+   * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<ManualCode>}
+   */
+  async mintCode(options = {}) {
+    const reply = await this._api("POST", "/codes", undefined, options.signal);
+    if (typeof reply.code !== "string") throw new LanlinkError("bad_reply");
+    return Object.freeze({ code: reply.code, expiresAt: new Date(reply.expires_at) });
+  }
+
+  /**
+   * The state of this account's link to an instance: "pending", "delivered", "linked" or
+   * "unknown".
+   * @param {string} instanceId
+   * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<LinkState>}
+   */
+  async linkState(instanceId, options = {}) {
+    const reply = await this._api("GET", `/link/${encodeURIComponent(instanceId)}`, undefined, options.signal);
+    if (typeof reply.state !== "string") throw new LanlinkError("bad_reply");
+    return /** @type {LinkState} */ (reply.state);
+  }
+
+  /**
+   * Fetches the secret directly (paths "fetch-lna" and "fetch").
+   * @private
+   * @param {DiscoveredAgent} agent
+   * @param {boolean} lna whether to declare `targetAddressSpace`
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<string>} the secret, hex
+   */
+  async _fetchSecret(agent, lna, signal) {
+    const url = `${agentOrigin(agent)}${this._agentPrefix}/secret?instance_id=${encodeURIComponent(agent.instance_id)}`;
+    /** @type {RequestInit & {targetAddressSpace?: string}} */
+    const init = {
+      method: "GET",
+      mode: "cors",
+      credentials: "omit",
+      cache: "no-store",
+      referrerPolicy: "no-referrer",
+      signal,
+    };
+    if (lna) init.targetAddressSpace = addressSpaceOf(agent.private_ip) || "local";
+    // A refused request has no CORS headers: the browser reports it as a TypeError, like LNA
+    // denials, mixed-content blocks and unreachable hosts. All mean "this path did not work".
+    const response = await fetch(url, init);
+    const json = await response.json().catch(() => null);
+    if (!response.ok) {
+      throw new LanlinkError(json && typeof json.error === "string" ? json.error : "bad_reply", { status: response.status });
+    }
+    const secret = json && json.local_secret;
+    if (typeof secret !== "string" || !/^[0-9a-fA-F]{64}$/.test(secret)) throw new LanlinkError("bad_reply");
+    return secret;
+  }
+
+  /**
+   * Obtains the secret through the agent's popup page. Must start while the page still has the
+   * user's click (transient activation), or the browser blocks the window (`popup_blocked`).
+   * @private
+   * @param {DiscoveredAgent} agent
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<{secret: string, ignored: number}>}
+   */
+  _popupSecret(agent, signal) {
+    const win = this._window;
+    const origin = agentOrigin(agent);
+    const url = `${origin}${this._agentPrefix}/popup?instance_id=${encodeURIComponent(agent.instance_id)}&origin=${encodeURIComponent(this._pageOrigin)}`;
+    return new Promise((resolve, reject) => {
+      /** @type {any} */
+      let popup = null;
+      let ignored = 0;
+      let done = false;
+      const finish = (/** @type {() => void} */ settle) => {
+        if (done) return;
+        done = true;
+        win.removeEventListener("message", onMessage);
+        clearTimeout(timer);
+        clearInterval(watcher);
+        try {
+          if (popup && !popup.closed) popup.close();
+        } catch (_) {
+          /* a cross-origin window may refuse; it closes itself */
+        }
+        settle();
+      };
+      const onMessage = (/** @type {MessageEvent} */ event) => {
+        const verdict = acceptPopupMessage(event, { origin, instanceId: agent.instance_id, source: popup });
+        if (!verdict) {
+          ignored += 1;
+          return;
+        }
+        if (verdict.kind === "hello") {
+          // The page proved its origin and window; answer to exactly that origin, never "*".
+          popup.postMessage({ type: "lanlink-ready", version: PROTOCOL_VERSION, instance_id: agent.instance_id }, origin);
+          return;
+        }
+        if (verdict.kind === "secret") finish(() => resolve({ secret: verdict.secret, ignored }));
+        else finish(() => reject(new LanlinkError(verdict.error)));
+      };
+      // Listen before opening, so an early answer is not missed.
+      win.addEventListener("message", onMessage);
+      const timer = setTimeout(() => finish(() => reject(new LanlinkError("popup_timeout"))), this._popupTimeoutMs);
+      let watcher = 0;
+      if (signal) {
+        signal.addEventListener("abort", () => finish(() => reject(new LanlinkError("aborted"))), { once: true });
+      }
+      // No "noopener": the popup page needs window.opener to answer.
+      popup = win.open(url, "lanlink-device", "popup,width=480,height=360");
+      if (!popup) {
+        finish(() => reject(new LanlinkError("popup_blocked")));
+        return;
+      }
+      watcher = setInterval(() => {
+        if (popup.closed) {
+          // Give a message posted just before closing the time to arrive.
+          setTimeout(() => finish(() => reject(new LanlinkError("popup_closed"))), 500);
+        }
+      }, 250);
+    });
+  }
+
+  /**
+   * Links `agent` to the account: obtains the secret (the best path first, the popup as the
+   * fallback), asks the server to link, and waits until the link is "linked".
+   *
+   * Call it from a click handler: the popup fallback needs the user's click.
+   *
+   * @param {DiscoveredAgent} agent a device from {@link Linker#discover}
+   * @param {LinkOptions} [options]
+   * @returns {Promise<LinkResult>}
+   */
+  async link(agent, options = {}) {
+    const { signal } = options;
+    const progress = (/** @type {Progress["step"]} */ step, extra = {}) => {
+      if (options.onProgress) {
+        try {
+          options.onProgress(Object.freeze({ step, message: STEP_WORDS[step], ...extra }));
+        } catch (_) {
+          /* a failing progress callback must not break linking */
+        }
+      }
+    };
+    if (addressSpaceOf(agent.private_ip) === null) throw new LanlinkError("not_private_ip");
+    const support = detectSupport(agent);
+    /** @type {Attempt[]} */
+    const attempts = [];
+    /** @type {SecretPath[]} */
+    const order = options.path
+      ? [options.path]
+      : support.path === "popup"
+        ? ["popup"]
+        : [support.path, "popup"];
+    /** @type {string | null} */
+    let secret = null;
+    /** @type {SecretPath | null} */
+    let path = null;
+    let ignoredMessages = 0;
+    for (const candidate of order) {
+      progress(candidate === "popup" ? "popup" : "secret", { path: candidate });
+      try {
+        if (candidate === "popup") {
+          const got = await this._popupSecret(agent, signal);
+          secret = got.secret;
+          ignoredMessages = got.ignored;
+        } else {
+          secret = await this._fetchSecret(agent, candidate === "fetch-lna", signal);
+        }
+        path = candidate;
+        attempts.push(Object.freeze({ path: candidate, outcome: "ok" }));
+        break;
+      } catch (err) {
+        if (signal && signal.aborted) throw new LanlinkError("aborted", { attempts });
+        const code = err instanceof LanlinkError ? err.code : "blocked";
+        attempts.push(Object.freeze({ path: candidate, outcome: code }));
+        // A refusal the agent could explain (it was read) is final: another path gets the same.
+        if (err instanceof LanlinkError && err.code !== "bad_reply" && !err.code.startsWith("popup_")) {
+          throw new LanlinkError(err.code, { status: err.status, attempts });
+        }
+      }
+    }
+    if (secret === null || path === null) {
+      const last = attempts[attempts.length - 1];
+      const code = last && last.outcome.startsWith("popup_") ? last.outcome : "secret_unavailable";
+      throw new LanlinkError(code, { attempts });
+    }
+    progress("linking", { path });
+    try {
+      await this._api("POST", "/link", { instance_id: agent.instance_id, local_secret: secret }, signal);
+    } catch (err) {
+      throw err instanceof LanlinkError ? new LanlinkError(err.code, { status: err.status, attempts }) : err;
+    } finally {
+      secret = null;
+    }
+    progress("pending", { path });
+    const deadline = Date.now() + this._linkTimeoutMs;
+    let seen = "pending";
+    for (;;) {
+      const state = await this.linkState(agent.instance_id, { signal });
+      if (state === "linked") break;
+      if (state === "unknown") throw new LanlinkError("link_expired", { attempts });
+      if (state !== seen) {
+        seen = state;
+        progress(state === "delivered" ? "delivered" : "pending", { path });
+      }
+      if (Date.now() > deadline) throw new LanlinkError("link_timeout", { attempts });
+      await sleep(this._pollIntervalMs, signal);
+    }
+    progress("linked", { path });
+    return Object.freeze({
+      instanceId: agent.instance_id,
+      state: "linked",
+      path,
+      support,
+      attempts: Object.freeze(attempts),
+      ignoredMessages,
+    });
+  }
+}
+
+/** @type {Readonly<Record<Progress["step"], string>>} */
+const STEP_WORDS = Object.freeze({
+  secret: "Asking the device for its one-time key over your local network…",
+  popup: "Opening a small window from the device to get its one-time key…",
+  linking: "Sending the key to your account…",
+  pending: "Waiting for the device to check in…",
+  delivered: "The device got the request and is confirming…",
+  linked: "Linked.",
+});
+
+/**
+ * @typedef {import("./lanlink.d.ts").SecretPath} SecretPath
+ * @typedef {import("./lanlink.d.ts").Support} Support
+ * @typedef {import("./lanlink.d.ts").Attempt} Attempt
+ * @typedef {import("./lanlink.d.ts").DiscoveredAgent} DiscoveredAgent
+ * @typedef {import("./lanlink.d.ts").ManualCode} ManualCode
+ * @typedef {import("./lanlink.d.ts").LinkState} LinkState
+ * @typedef {import("./lanlink.d.ts").LinkerOptions} LinkerOptions
+ * @typedef {import("./lanlink.d.ts").LinkOptions} LinkOptions
+ * @typedef {import("./lanlink.d.ts").LinkResult} LinkResult
+ * @typedef {import("./lanlink.d.ts").Progress} Progress
+ */
