@@ -24,9 +24,7 @@ pub type SharedAgent = Arc<Mutex<Agent>>;
 /// Locks a shared agent. The agent never panics while locked, so a poisoned lock still holds a
 /// consistent agent and is used as is.
 pub fn lock(agent: &SharedAgent) -> MutexGuard<'_, Agent> {
-    agent
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::lock_unpoisoned(agent)
 }
 
 /// Retry settings shared by the drivers.

@@ -106,3 +106,11 @@ pub use wire::DeviceInfo;
 pub fn os_rng() -> rand::rand_core::UnwrapErr<rand::rngs::OsRng> {
     rand::TryRngCore::unwrap_err(rand::rngs::OsRng)
 }
+
+/// Locks a mutex whose holders never panic while holding it: a poisoned lock still guards a
+/// consistent value, and is used as is (the one place the crate says so).
+pub(crate) fn lock_unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -46,9 +46,7 @@ pub type SharedServer = Arc<Mutex<Server>>;
 /// Locks a shared server. The server never panics while locked, so a poisoned lock still holds a
 /// consistent server and is used as is.
 pub fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
-    server
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::lock_unpoisoned(server)
 }
 
 /// What the routes call: one locked in-memory server, or a service over a shared store.

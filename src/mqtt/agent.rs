@@ -1,7 +1,7 @@
 //! The agent's side of the MQTT transport: [`MqttAgentTransport`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -48,12 +48,6 @@ impl MqttAgentConfig {
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<DownMessage>>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// One connection to the broker, as one client id.
 struct Session {
@@ -108,7 +102,7 @@ impl Session {
                         _ => return,
                     };
                     // A reply nobody waits for (a duplicate, or one that came too late) is dropped.
-                    if let Some(waiter) = lock(&pending).remove(&id) {
+                    if let Some(waiter) = crate::lock_unpoisoned(&pending).remove(&id) {
                         let _ = waiter.send(message);
                     }
                 },
@@ -265,7 +259,7 @@ impl MqttAgentTransport {
             ));
         }
         let (sender, receiver) = oneshot::channel();
-        lock(&session.pending).insert(id.clone(), sender);
+        crate::lock_unpoisoned(&session.pending).insert(id.clone(), sender);
         let payload = wire::encode(up);
         let topic = self.config.broker.up_topic(&session.client_id);
         let exchange = async {
@@ -279,7 +273,7 @@ impl MqttAgentTransport {
                 .map_err(|_| TransportError::Unreachable("connection closed".into()))
         };
         let outcome = tokio::time::timeout(timeout, exchange).await;
-        lock(&session.pending).remove(&id);
+        crate::lock_unpoisoned(&session.pending).remove(&id);
         match outcome {
             Ok(result) => result,
             Err(_) => Err(TransportError::Unreachable(

@@ -246,65 +246,49 @@ impl MemoryStore {
 
 /// `Mutex<MemoryStore>` is a [`Store`]. Every method finishes before it returns: the futures
 /// are ready at their first poll.
-macro_rules! memory_store {
-    ($ty:ty) => {
-        #[async_trait]
-        impl Store for $ty {
-            async fn update_network(
-                &self,
-                network: PublicNetwork,
-                now: DateTime<Utc>,
-                config: &ServerConfig,
-                create: bool,
-                f: &mut NetworkFn<'_>,
-            ) -> Result<bool, StoreError> {
-                Ok(lock(self).update(network, now, config, create, f).is_some())
-            }
+#[async_trait]
+impl Store for Mutex<MemoryStore> {
+    async fn update_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError> {
+        Ok(crate::lock_unpoisoned(self)
+            .update(network, now, config, create, f)
+            .is_some())
+    }
 
-            async fn create_code(
-                &self,
-                key: &CodeKey,
-                record: &CodeRecord,
-                now: DateTime<Utc>,
-            ) -> Result<bool, StoreError> {
-                Ok(lock(self).create_code(key, record, now))
-            }
+    async fn create_code(
+        &self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(crate::lock_unpoisoned(self).create_code(key, record, now))
+    }
 
-            async fn update_code(
-                &self,
-                key: &CodeKey,
-                now: DateTime<Utc>,
-                f: &mut CodeFn<'_>,
-            ) -> Result<bool, StoreError> {
-                Ok(lock(self).update_code(key, now, f))
-            }
+    async fn update_code(
+        &self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError> {
+        Ok(crate::lock_unpoisoned(self).update_code(key, now, f))
+    }
 
-            async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-                lock(self).codes.remove(key);
-                Ok(())
-            }
+    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
+        crate::lock_unpoisoned(self).codes.remove(key);
+        Ok(())
+    }
 
-            async fn purge(
-                &self,
-                now: DateTime<Utc>,
-                config: &ServerConfig,
-            ) -> Result<(), StoreError> {
-                lock(self).purge(now, config);
-                Ok(())
-            }
-        }
-    };
+    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
+        crate::lock_unpoisoned(self).purge(now, config);
+        Ok(())
+    }
 }
-
-/// Locks a memory store. Store methods never panic while holding the lock, so a poisoned lock
-/// still holds consistent records.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-memory_store!(Mutex<MemoryStore>);
 
 /// What the server's operations ([`super::ops`]) run on: a [`Store`] (through [`Shared`]), or the
 /// synchronous [`Server`](super::Server)'s own [`MemoryStore`], called directly (no lock, no
