@@ -294,11 +294,9 @@ fn bench_redis(c: &mut Criterion) {
     };
     let read_op = |i: usize| {
         let now = DateTime::<Utc>::from(SystemTime::now());
-        rt.block_on(
-            store.update_network(network(i), now, &config, false, &mut |r| {
-                black_box(r.present());
-            }),
-        )
+        rt.block_on(store.read_network(network(i), now, &config, &mut |r| {
+            black_box(r.present(now));
+        }))
         .expect("read");
     };
     let raw_op = |i: usize| {

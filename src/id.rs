@@ -20,6 +20,8 @@ use uuid::Uuid;
 /// assert!("not-a-uuid".parse::<InstanceId>().is_err());
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+// Aligned, so that the records and events holding it copy it in whole words.
+#[repr(align(8))]
 pub struct InstanceId(Uuid);
 
 impl InstanceId {

@@ -110,17 +110,88 @@ const FIELD_NAMES: [&str; 4] = ["hostname", "model", "agent", "agent_version"];
 /// assert_eq!(info.hostname(), "printer.local");
 /// assert!(DeviceInfo::new("a\u{7}", "", "", "").is_err());
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "RawDeviceInfo")]
 pub struct DeviceInfo {
-    /// The four fields back to back, in one shared allocation: a server holds one per agent and
-    /// hands it out in every discovery reply without copying.
-    text: std::sync::Arc<str>,
+    /// The four fields back to back.
+    text: InfoText,
     /// Where `hostname`, `model` and `agent` end in `text`.
     ends: [u16; 3],
     /// A hash of `text` and `ends`, kept inline so a server can tell an unchanged info from a
     /// changed one without reading the text.
     fingerprint: u64,
+}
+
+/// How many bytes of text a [`DeviceInfo`] holds inline. Most devices' four fields fit (an
+/// OctoPrint or Klipper host's typically take 30–45 bytes); a server holding one per agent then
+/// copies them into each discovery reply from the cache line it already read, rather than
+/// chasing a pointer to a shared allocation. The size keeps `DeviceInfo` at 64 bytes.
+const INLINE_INFO: usize = 46;
+
+/// A [`DeviceInfo`]'s text: inline when short, else in one shared allocation (cloned without
+/// copying). Which one depends only on the length, so equal texts have the same form.
+#[derive(Clone)]
+enum InfoText {
+    Inline { len: u8, bytes: [u8; INLINE_INFO] },
+    Shared(std::sync::Arc<str>),
+}
+
+impl InfoText {
+    fn new(text: &str) -> Self {
+        match u8::try_from(text.len()) {
+            Ok(len) if text.len() <= INLINE_INFO => {
+                let mut bytes = [0u8; INLINE_INFO];
+                bytes[..text.len()].copy_from_slice(text.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(std::sync::Arc::from(text)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Self::Shared(text) => text.as_bytes(),
+        }
+    }
+
+    /// The text in `start..end`, which were taken at char boundaries of a `str`.
+    fn slice(&self, start: usize, end: usize) -> &str {
+        match self {
+            // Validates only the field read; cannot fail, as the bytes were copied from a `str`
+            // and the bounds are char boundaries.
+            Self::Inline { .. } => self
+                .as_bytes()
+                .get(start..end)
+                .and_then(|field| std::str::from_utf8(field).ok())
+                .unwrap_or_default(),
+            Self::Shared(text) => text.get(start..end).unwrap_or_default(),
+        }
+    }
+}
+
+impl PartialEq for DeviceInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+            && self.ends == other.ends
+            && self.text.as_bytes() == other.text.as_bytes()
+    }
+}
+
+impl Eq for DeviceInfo {}
+
+impl std::hash::Hash for DeviceInfo {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.as_bytes().hash(state);
+        self.ends.hash(state);
+    }
+}
+
+impl Default for DeviceInfo {
+    /// Four empty fields (equal to `DeviceInfo::new("", "", "", "")`).
+    fn default() -> Self {
+        Self::from_parts("", [0; 3])
+    }
 }
 
 #[derive(Deserialize)]
@@ -201,6 +272,11 @@ impl DeviceInfo {
                 *end = u16::try_from(text.len()).unwrap_or(u16::MAX);
             }
         }
+        Ok(Self::from_parts(&text, ends))
+    }
+
+    /// The info of checked fields, back to back in `text`, ending at `ends`.
+    fn from_parts(text: &str, ends: [u16; 3]) -> Self {
         let fingerprint = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -208,11 +284,11 @@ impl DeviceInfo {
             ends.hash(&mut hasher);
             hasher.finish()
         };
-        Ok(Self {
-            text: std::sync::Arc::from(text),
+        Self {
+            text: InfoText::new(text),
             ends,
             fingerprint,
-        })
+        }
     }
 
     /// A 64-bit hash of the four fields (equal infos have equal fingerprints).
@@ -228,9 +304,8 @@ impl DeviceInfo {
         let end = self
             .ends
             .get(index)
-            .map_or(self.text.len(), |&e| usize::from(e));
-        // Cannot fail: the boundaries were taken from `text` at char boundaries.
-        self.text.get(start..end).unwrap_or_default()
+            .map_or(self.text.as_bytes().len(), |&e| usize::from(e));
+        self.text.slice(start, end)
     }
 
     /// The device's host name.
@@ -339,8 +414,19 @@ pub struct DiscoveredAgent {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiscoverReply {
     /// At most `max_visible` agents; none when more are present.
-    pub agents: Vec<DiscoveredAgent>,
+    pub agents: DiscoveredAgents,
 }
+
+/// The agents of a [`DiscoverReply`]: a vector that holds one agent without allocating (the
+/// default `max_visible` is 1, and discovery is the server's most frequent request). It
+/// dereferences to a slice; build one with `.into()` from a `Vec` or `collect()`.
+///
+/// ```
+/// use lanlink::wire::{DiscoverReply, DiscoveredAgents};
+/// let reply = DiscoverReply { agents: DiscoveredAgents::new() };
+/// assert!(reply.agents.is_empty());
+/// ```
+pub type DiscoveredAgents = smallvec::SmallVec<[DiscoveredAgent; 1]>;
 
 /// Linker → agent's local endpoint: the reply carrying the secret (step 5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -563,6 +649,68 @@ mod tests {
         let body = br#"{"instance_id":"00000000-0000-4000-8000-000000000000","local_secret":"zz5ecret5ecret"}"#;
         let err = decode::<LinkRequest>(body, MAX_MESSAGE_BYTES).unwrap_err();
         assert!(!err.to_string().contains("5ecret"));
+    }
+
+    #[test]
+    fn device_info_inline_and_shared_forms_read_the_same() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        let hash = |info: &DeviceInfo| {
+            let mut h = DefaultHasher::new();
+            info.hash(&mut h);
+            h.finish()
+        };
+        // Every split of up to 60 characters across two fields, in one-, two- and three-byte
+        // characters: texts on both sides of the inline limit, with multi-byte characters at
+        // every boundary.
+        for filler in ["x", "é", "漢"] {
+            for h in 0..=40 {
+                for m in 0..=21 {
+                    let (host, model) = (filler.repeat(h), filler.repeat(m));
+                    if model.len() > limits::MODEL {
+                        continue;
+                    }
+                    let info = DeviceInfo::new(&host, &model, "", "v").unwrap();
+                    assert_eq!(
+                        (
+                            info.hostname(),
+                            info.model(),
+                            info.agent(),
+                            info.agent_version()
+                        ),
+                        (host.as_str(), model.as_str(), "", "v")
+                    );
+                    let copy = info.clone();
+                    assert_eq!(info, copy);
+                    assert_eq!(hash(&info), hash(&copy));
+                    let back: DeviceInfo = serde_json::from_slice(&encode(&info)).unwrap();
+                    assert_eq!(back, info);
+                    assert_eq!(back.fingerprint(), info.fingerprint());
+                    // The same characters split differently are a different info.
+                    if h > 0 && model.len() + filler.len() <= limits::MODEL {
+                        let moved =
+                            DeviceInfo::new(filler.repeat(h - 1), filler.repeat(m + 1), "", "v")
+                                .unwrap();
+                        assert_ne!(moved, info);
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            DeviceInfo::default(),
+            DeviceInfo::new("", "", "", "").unwrap()
+        );
+        assert_eq!(
+            DeviceInfo::default().fingerprint(),
+            DeviceInfo::new("", "", "", "").unwrap().fingerprint()
+        );
+        // 46 bytes stay inline (no allocation to chase), 47 do not.
+        let inline = DeviceInfo::new("h".repeat(40), "m".repeat(6), "", "").unwrap();
+        assert!(matches!(inline.text, InfoText::Inline { .. }));
+        let shared = DeviceInfo::new("h".repeat(40), "m".repeat(7), "", "").unwrap();
+        assert!(matches!(shared.text, InfoText::Shared(_)));
+        assert_eq!(shared.model(), "m".repeat(7));
+        assert_eq!(std::mem::size_of::<DeviceInfo>(), 64);
     }
 
     #[test]

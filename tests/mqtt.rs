@@ -603,7 +603,7 @@ async fn two_consumers_share_the_subscription() {
     let present = lanlink::http::server::lock(&cloud.server)
         .store()
         .network(&loopback())
-        .map(|record| record.present())
+        .map(|record| record.present(now()))
         .unwrap_or(0);
     assert_eq!(present, 8);
 }
@@ -710,7 +710,7 @@ async fn forged_and_replayed_tickets_are_refused() {
     assert!(lanlink::http::server::lock(&cloud.server)
         .store()
         .network(&loopback())
-        .is_none_or(|record| record.present() == 0));
+        .is_none_or(|record| record.present(now()) == 0));
 
     // Garbage on the up topic (not JSON, oversized, bad correlation id, binary) is dropped
     // without a reply, and the consumer keeps serving.

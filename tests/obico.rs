@@ -762,7 +762,8 @@ async fn one_visible_rule_with_one_allowed() {
     wait_visible(&alice, 1).await;
     let _second = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
     eventually("both present", || {
-        network(&server, HOME).is_some_and(|r| r.present() == 2)
+        network(&server, HOME)
+            .is_some_and(|r| r.present(DateTime::<Utc>::from(std::time::SystemTime::now())) == 2)
     })
     .await;
     assert!(
@@ -786,7 +787,8 @@ async fn one_visible_rule_with_two_allowed() {
     wait_visible(&alice, 2).await;
     let third = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
     eventually("three present", || {
-        network(&server, HOME).is_some_and(|r| r.present() == 3)
+        network(&server, HOME)
+            .is_some_and(|r| r.present(DateTime::<Utc>::from(std::time::SystemTime::now())) == 3)
     })
     .await;
     assert!(

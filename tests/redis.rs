@@ -623,7 +623,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
     services[0]
         .store()
         .update_network(home, wall_now(), &config, false, &mut |r| {
-            present = r.present();
+            present = r.present(wall_now());
         })
         .await
         .expect("read");
@@ -982,4 +982,50 @@ async fn undelivered_message_expires_in_redis() {
         .await
         .expect("announce");
     assert!(reply.messages.is_empty(), "nothing to deliver");
+}
+
+/// Discovery, the most frequent request, is one `GET`: it writes nothing (a write would re-seal
+/// the record under a fresh nonce, changing its bytes) and shows exactly what the last write left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_is_one_read_and_writes_nothing() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let store = Arc::new(store(&redis).await);
+    let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+    let peer = "203.0.113.6".parse().expect("ip");
+    let home = network("203.0.113.6");
+    let none = lanlink::ForwardedHeaders::NONE;
+    let (x, _secret) = announcement(6);
+    service
+        .announce_in(wall_now(), home, &x)
+        .await
+        .expect("announce");
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let value = |conn: &mut redis::Connection| -> Vec<u8> {
+        redis::cmd("GET")
+            .arg(store.network_key(&home))
+            .query(conn)
+            .expect("get")
+    };
+    let before = value(&mut conn);
+    let trips = store.round_trips();
+    let reply = service
+        .handle_discover(wall_now(), peer, none)
+        .await
+        .expect("discover");
+    assert_eq!(store.round_trips() - trips, 1, "one round trip");
+    assert_eq!(value(&mut conn), before, "nothing written");
+    assert_eq!(reply.agents.len(), 1);
+    assert_eq!(reply.agents[0].instance_id, x.instance_id);
+    // Another network's discovery finds nothing, also in one read.
+    let trips = store.round_trips();
+    let other = service
+        .handle_discover(wall_now(), "198.51.100.9".parse().expect("ip"), none)
+        .await
+        .expect("discover");
+    assert!(other.agents.is_empty());
+    assert_eq!(store.round_trips() - trips, 1);
 }

@@ -40,7 +40,7 @@ use rand::{CryptoRng, RngCore};
 use self::ops::Ops;
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::service::{EventSink, Service};
-pub use self::store::{CodeFn, MemoryStore, NetworkFn, Store, StoreError};
+pub use self::store::{CodeFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
 use crate::error::{ConfigError, Refusal};
@@ -206,6 +206,7 @@ impl ServerConfig {
     }
 
     /// The public network of a client address under this configuration.
+    #[inline]
     pub fn network_of(&self, ip: IpAddr) -> PublicNetwork {
         PublicNetwork::from_ip(ip, self.ipv6_prefix)
     }
@@ -263,13 +264,20 @@ pub struct Server {
 }
 
 /// Runs one operation over the server's own store, lent to it for the call.
+impl Server {
+    /// The operations over this server's own store.
+    fn ops(&mut self) -> Ops<'_, MemoryStore> {
+        Ops {
+            config: &self.config,
+            store: &mut self.store,
+            events: &mut self.events,
+        }
+    }
+}
+
 macro_rules! run {
     ($server:ident, |$ops:ident| $call:expr) => {{
-        let mut $ops = Ops {
-            config: &$server.config,
-            store: &mut $server.store,
-            events: &mut $server.events,
-        };
+        let mut $ops = $server.ops();
         ready($call)
     }};
 }
@@ -322,8 +330,7 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        run!(self, |ops| ops
-            .handle_announce(now, peer, headers, announce))
+        self.ops().announce_now(now, peer, headers, announce)
     }
 
     /// An announcement from an agent whose public network is already known (from a transport
@@ -335,7 +342,7 @@ impl Server {
         network: PublicNetwork,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        run!(self, |ops| ops.announce_in(now, network, announce))
+        self.ops().announce_in_now(now, network, announce)
     }
 
     /// A linker asks for discoverable agents (protocol step 4).
@@ -345,7 +352,7 @@ impl Server {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
-        run!(self, |ops| ops.handle_discover(now, peer, headers))
+        self.ops().discover_now(now, peer, headers)
     }
 
     /// A linker asks to link an agent to `account` (protocol step 6).

@@ -8,7 +8,6 @@
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::ops::Ops;
 use super::record::{later, unverified_commitment, CodeKind, CodeRecord, ObicoPasscode, Presence};
 use super::{NetworkRecord, Redeemed, Server, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -133,7 +132,7 @@ impl NetworkRecord {
         else {
             return Err(Refusal::AgentNotFound);
         };
-        if self.present() > config.max_visible {
+        if self.present(now) > config.max_visible {
             return Err(Refusal::TooManyAgents);
         }
         if presence.contested {
@@ -150,14 +149,6 @@ impl NetworkRecord {
 /// run on the sync [`Server`] only: they are not yet written over the async `Store`, so the profile
 /// is not served by a store-backed `Service` (see PROTOCOL.md).
 impl Server {
-    fn ops(&mut self) -> Ops<'_, super::MemoryStore> {
-        Ops {
-            config: &self.config,
-            store: &mut self.store,
-            events: &mut self.events,
-        }
-    }
-
     fn caller(
         &mut self,
         request: RequestKind,
@@ -353,22 +344,8 @@ impl Server {
         let (agents, present) = self
             .store
             .update(network, now, config, false, |record| {
-                let agents = if record.present() > config.max_visible {
-                    Vec::new()
-                } else {
-                    record
-                        .presences
-                        .iter()
-                        .filter(|p| p.is_unverified() && !p.contested && !p.link_requested)
-                        .map(|p| DiscoveredAgent {
-                            instance_id: p.instance_id,
-                            private_ip: p.private_ip,
-                            port: p.port,
-                            info: p.info.clone(),
-                        })
-                        .collect()
-                };
-                (agents, record.present())
+                let agents = record.shown(now, config, Presence::is_unverified);
+                (agents, record.present(now))
             })
             .unwrap_or_default();
         self.events.push_back(ServerEvent::Discovered {
@@ -376,7 +353,7 @@ impl Server {
             shown: agents.len(),
             present,
         });
-        Ok(agents)
+        Ok(agents.into_vec())
     }
 
     /// A user asks to link an Obico agent (`POST /api/v1/printer_discovery/`). `secret` is

@@ -26,8 +26,8 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::record::{later, CodeKind, CodeRecord};
-use super::store::{Records, StoreError};
+use super::record::{later, Announced, CodeKind, CodeRecord};
+use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::LinkCode;
@@ -37,8 +37,8 @@ use crate::id::{AccountId, InstanceId};
 use crate::secret::AuthToken;
 use crate::wire::Announce;
 use crate::wire::{
-    AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkState, LinkStatusReply, RedeemReply,
-    RedeemRequest,
+    AnnounceReply, CodeReply, DiscoverReply, DiscoveredAgents, LinkRequest, LinkState,
+    LinkStatusReply, RedeemReply, RedeemRequest,
 };
 
 /// One operation's view of the server: its configuration, its records, and where its events go.
@@ -48,8 +48,59 @@ pub(crate) struct Ops<'a, S: Records> {
     pub(crate) events: &'a mut VecDeque<ServerEvent>,
 }
 
+/// The two most frequent operations over the synchronous server's own store, without the
+/// future that the generic versions build: the same record functions and the same replies and
+/// events ([`Ops::announced`], [`Ops::discovered`]), only the store call differs. A server holding
+/// a million networks answers these for every agent every few seconds.
+impl Ops<'_, MemoryStore> {
+    pub(crate) fn announce_now(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let network = self.caller(RequestKind::Announce, peer, headers)?;
+        self.announce_in_now(now, network, announce)
+    }
+
+    pub(crate) fn announce_in_now(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let config = self.config;
+        // Creating, `update` always runs the function.
+        let result = self
+            .store
+            .update(network, now, config, true, |record| {
+                record.announce(now, config, announce)
+            })
+            .unwrap_or(Err(Refusal::StoreUnavailable));
+        self.announced(network, announce, result)
+    }
+
+    pub(crate) fn discover_now(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal> {
+        let network = self.caller(RequestKind::Discover, peer, headers)?;
+        let config = self.config;
+        let found = self
+            .store
+            .network(&network)
+            .map(|record| (record.discover(now, config), record.present(now)))
+            .unwrap_or_default();
+        Ok(self.discovered(network, found))
+    }
+}
+
 impl<S: Records> Ops<'_, S> {
     /// Resolves the caller's network, or refuses (with an event).
+    #[inline]
     pub(crate) fn caller(
         &mut self,
         request: RequestKind,
@@ -146,6 +197,16 @@ impl<S: Records> Ops<'_, S> {
         if let Err(err) = written {
             return Err(self.store_failed(Some(network), RequestKind::Announce, err));
         }
+        self.announced(network, announce, result)
+    }
+
+    /// The reply to an announcement that the store applied, with its event.
+    pub(crate) fn announced(
+        &mut self,
+        network: PublicNetwork,
+        announce: &Announce,
+        result: Result<Announced, Refusal>,
+    ) -> Result<AnnounceReply, Refusal> {
         match result {
             Ok(announced) => {
                 self.events.push_back(ServerEvent::Announced {
@@ -174,23 +235,31 @@ impl<S: Records> Ops<'_, S> {
     ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
         let config = self.config;
-        let mut found = (Vec::new(), 0);
+        let mut found = (DiscoveredAgents::new(), 0);
         let read = self
             .store
-            .update_network(network, now, config, false, &mut |record| {
-                found = (record.discover(config), record.present());
+            .read_network(network, now, config, &mut |record| {
+                found = (record.discover(now, config), record.present(now));
             })
             .await;
         if let Err(err) = read {
             return Err(self.store_failed(Some(network), RequestKind::Discover, err));
         }
-        let (agents, present) = found;
+        Ok(self.discovered(network, found))
+    }
+
+    /// The reply to a discovery that read `(agents, present)` from the store, with its event.
+    pub(crate) fn discovered(
+        &mut self,
+        network: PublicNetwork,
+        (agents, present): (DiscoveredAgents, usize),
+    ) -> DiscoverReply {
         self.events.push_back(ServerEvent::Discovered {
             network,
             shown: agents.len(),
             present,
         });
-        Ok(DiscoverReply { agents })
+        DiscoverReply { agents }
     }
 
     pub(crate) async fn handle_link<R: CryptoRng + RngCore + ?Sized>(

@@ -17,7 +17,9 @@ use crate::error::Refusal;
 use crate::id::{AccountId, InstanceId};
 use crate::secret::{Commitment, LocalSecret};
 use crate::server::ServerConfig;
-use crate::wire::{AgentMessage, Announce, DeviceInfo, DiscoveredAgent, LinkRequest, LinkState};
+use crate::wire::{
+    AgentMessage, Announce, DeviceInfo, DiscoveredAgent, DiscoveredAgents, LinkRequest, LinkState,
+};
 
 /// `at + delta`, saturating at the end of representable time (no panic on any `now`).
 pub(crate) fn later(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
@@ -472,21 +474,42 @@ impl NetworkRecord {
         Ok(Announced { messages })
     }
 
-    /// The fresh presences that count toward `max_visible`.
-    pub fn present(&self) -> usize {
-        self.presences.len()
-    }
-
-    /// What a linker of this network is shown (protocol step 4): nothing when more than
-    /// `max_visible` agents are present; otherwise the ones that are neither contested nor
-    /// already used. Call on a pruned record.
-    pub fn discover(&self, config: &ServerConfig) -> Vec<DiscoveredAgent> {
-        if self.present() > config.max_visible {
-            return Vec::new();
-        }
+    /// The presences live at `now` (they count toward `max_visible`). Expired ones count for
+    /// nothing, so this is right on a record that was not pruned.
+    #[inline]
+    pub fn present(&self, now: DateTime<Utc>) -> usize {
+        let now_ms = now.timestamp_millis();
         self.presences
             .iter()
-            .filter(|p| !p.contested && !p.link_requested && !p.is_unverified())
+            .filter(|p| p.expires_ms > now_ms)
+            .count()
+    }
+
+    /// What a linker of this network is shown at `now` (protocol step 4): nothing when more than
+    /// `max_visible` agents are present; otherwise the live ones that are neither contested nor
+    /// already used. Reads only (expired presences are skipped, not pruned), so a store may
+    /// serve discovery from a plain read.
+    #[inline]
+    pub fn discover(&self, now: DateTime<Utc>, config: &ServerConfig) -> DiscoveredAgents {
+        self.shown(now, config, |p| !p.is_unverified())
+    }
+
+    /// The live, uncontested, unlinked presences that `kind` accepts, as discovery shows them,
+    /// or none when more than `max_visible` agents are present.
+    #[inline]
+    pub(crate) fn shown(
+        &self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        kind: impl Fn(&Presence) -> bool,
+    ) -> DiscoveredAgents {
+        if self.present(now) > config.max_visible {
+            return DiscoveredAgents::new();
+        }
+        let now_ms = now.timestamp_millis();
+        self.presences
+            .iter()
+            .filter(|p| p.expires_ms > now_ms && !p.contested && !p.link_requested && kind(p))
             .map(|p| DiscoveredAgent {
                 instance_id: p.instance_id,
                 private_ip: p.private_ip,
@@ -518,7 +541,7 @@ impl NetworkRecord {
         else {
             return Err(Refusal::AgentNotFound);
         };
-        if self.present() > config.max_visible {
+        if self.present(now) > config.max_visible {
             return Err(Refusal::TooManyAgents);
         }
         if presence.contested {
@@ -780,5 +803,56 @@ impl NetworkRecord {
             .find(|l| l.instance_id == *instance_id && l.message.is_some())?;
         link.state = LinkState::Delivered;
         link.message.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::PresenceKey;
+    use crate::wire::WIRE_VERSION;
+
+    fn announce(n: u8) -> Announce {
+        let key = PresenceKey::from_bytes([n; 32]);
+        let id = key.instance_id();
+        Announce {
+            version: WIRE_VERSION,
+            instance_id: id,
+            private_ip: IpAddr::from([192, 168, 1, n]),
+            port: 8080,
+            info: DeviceInfo::default(),
+            commitment: LocalSecret::from_bytes([n; 32]).commitment(&id),
+            presence_key: key,
+        }
+    }
+
+    /// Discovery reads a record without pruning it (a store serves it from a plain read), so
+    /// it must skip expired presences itself: they are neither shown nor counted toward the
+    /// one-visible rule.
+    #[test]
+    fn discovery_skips_expired_presences_without_pruning() {
+        let config = ServerConfig::default();
+        let ttl = config.presence_ttl;
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let (a, b) = (announce(1), announce(2));
+        let mut record = NetworkRecord::default();
+        record.announce(t0, &config, &a).unwrap();
+        let just_before = t0 + ttl - TimeDelta::milliseconds(1);
+        assert_eq!(record.present(just_before), 1);
+        assert_eq!(record.discover(just_before, &config).len(), 1);
+        assert_eq!(record.present(t0 + ttl), 0);
+        assert!(record.discover(t0 + ttl, &config).is_empty());
+        assert_eq!(record.presences.len(), 1, "not pruned");
+
+        // Two live agents: none shown (max_visible 1). Once the first lapses, the second is
+        // shown, though the first is still in the record.
+        let half = t0 + ttl / 2;
+        record.announce(half, &config, &b).unwrap();
+        assert_eq!(record.present(half), 2);
+        assert!(record.discover(half, &config).is_empty());
+        let shown = record.discover(t0 + ttl, &config);
+        assert_eq!(record.presences.len(), 2, "not pruned");
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].instance_id, b.instance_id);
     }
 }

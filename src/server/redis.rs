@@ -67,7 +67,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::record::{later, CodeRecord, NetworkRecord, PendingMessage};
-use super::store::{CodeFn, NetworkFn, Store, StoreError};
+use super::store::{CodeFn, NetworkFn, ReadFn, Store, StoreError};
 use super::{ServerConfig, MAX_TTL};
 use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
@@ -638,6 +638,24 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         self.update_network_record(network, now, config, create, f)
             .await
+    }
+
+    /// One `GET` of the network's record, without its queued messages (no reader needs them).
+    async fn read_network(
+        &self,
+        network: PublicNetwork,
+        _now: DateTime<Utc>,
+        _config: &ServerConfig,
+        f: &mut ReadFn<'_>,
+    ) -> Result<bool, StoreError> {
+        let key = self.network_key(&network);
+        match self.load::<NetworkRecord>(&key).await? {
+            Some(loaded) => {
+                f(&loaded.record);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn create_code(

@@ -49,6 +49,9 @@ impl From<StoreError> for Refusal {
 /// call's changes are kept, so it must leave its result where the caller reads it afterwards.
 pub type NetworkFn<'a> = dyn FnMut(&mut NetworkRecord) + Send + 'a;
 
+/// A function given a network record to read (see [`Store::read_network`]).
+pub type ReadFn<'a> = dyn FnMut(&NetworkRecord) + Send + 'a;
+
 /// A function applied to a live code record; see [`NetworkFn`].
 pub type CodeFn<'a> = dyn FnMut(&mut CodeRecord) + Send + 'a;
 
@@ -94,6 +97,23 @@ pub trait Store: Send + Sync {
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError>;
 
+    /// Gives the record of `network` to `f` to read, writing nothing; `Ok(false)` (and `f` not
+    /// called) when there is none. The record may hold entries that expired before `now`
+    /// (readers such as [`NetworkRecord::discover`] skip them).
+    ///
+    /// The default runs [`update_network`](Self::update_network) without creating; a store
+    /// overrides it to serve reads (discovery, the most frequent request) without a write.
+    async fn read_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        f: &mut ReadFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.update_network(network, now, config, false, &mut |record| f(record))
+            .await
+    }
+
     /// Writes a new code record unless a live one holds `key` (`Ok(false)` then). It expires at
     /// the record's `expires_at`.
     async fn create_code(
@@ -136,6 +156,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// The record of `network`, if any.
+    #[inline]
     pub fn network(&self, network: &PublicNetwork) -> Option<&NetworkRecord> {
         self.networks.get(network)
     }
@@ -162,6 +183,7 @@ impl MemoryStore {
     /// Applies `f` to the record of `network`, pruned at `now`, in place, with one hash lookup.
     /// A missing record is created only if `create` (else `f` is not called and `None` comes
     /// back); a record left empty is deleted.
+    #[inline]
     pub fn update<R>(
         &mut self,
         network: PublicNetwork,
@@ -190,6 +212,11 @@ impl MemoryStore {
             }
             Entry::Vacant(_) => None,
         }
+    }
+
+    /// Gives the record of `network` (not pruned) to `f`; `false` when there is none.
+    fn read(&self, network: &PublicNetwork, f: impl FnOnce(&NetworkRecord)) -> bool {
+        self.networks.get(network).map(f).is_some()
     }
 
     /// Inserts a code record unless a live one holds `key`.
@@ -261,6 +288,16 @@ impl Store for Mutex<MemoryStore> {
             .is_some())
     }
 
+    async fn read_network(
+        &self,
+        network: PublicNetwork,
+        _now: DateTime<Utc>,
+        _config: &ServerConfig,
+        f: &mut ReadFn<'_>,
+    ) -> Result<bool, StoreError> {
+        Ok(crate::lock_unpoisoned(self).read(&network, f))
+    }
+
     async fn create_code(
         &self,
         key: &CodeKey,
@@ -303,6 +340,14 @@ pub(crate) trait Records {
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError>;
 
+    async fn read_network(
+        &mut self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        f: &mut ReadFn<'_>,
+    ) -> Result<bool, StoreError>;
+
     async fn create_code(
         &mut self,
         key: &CodeKey,
@@ -332,6 +377,16 @@ impl Records for MemoryStore {
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
         Ok(self.update(network, now, config, create, f).is_some())
+    }
+
+    async fn read_network(
+        &mut self,
+        network: PublicNetwork,
+        _now: DateTime<Utc>,
+        _config: &ServerConfig,
+        f: &mut ReadFn<'_>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.read(&network, f))
     }
 
     async fn create_code(
@@ -376,6 +431,16 @@ impl Records for Shared<'_> {
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
         self.0.update_network(network, now, config, create, f).await
+    }
+
+    async fn read_network(
+        &mut self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        f: &mut ReadFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.0.read_network(network, now, config, f).await
     }
 
     async fn create_code(
