@@ -1261,6 +1261,144 @@ pub fn wire_decode(data: &[u8]) {
     }
 }
 
+/// The formats outside the core's wire messages, from arbitrary bytes:
+///
+/// - the server's stored records ([`NetworkRecord`](crate::server::NetworkRecord),
+///   [`CodeRecord`](crate::server::CodeRecord)), as a compromised store could write them: what
+///   decodes round-trips, and every read of it (prune, discover, expiry) is panic-free at any
+///   time;
+/// - (feature `ticket`) network tickets: a ticket signed here and then changed by the fuzzer
+///   verifies only if the change left it the same (hex case aside), and then says the same;
+///   arbitrary text never verifies; the [`TicketReply`](crate::ticket::TicketReply) round-trips;
+/// - (feature `mqtt`) every MQTT payload type round-trips;
+/// - (feature `obico`) an Obico `unlinked` poll body parses without panic, into fields within
+///   the limits.
+pub fn adapter_decode(data: &[u8]) {
+    use crate::server::{CodeRecord, NetworkRecord};
+
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(data: &[u8]) -> Option<T> {
+        let value = serde_json::from_slice::<T>(data).ok()?;
+        let encoded = serde_json::to_vec(&value).expect("a decoded value encodes");
+        let again: T = match serde_json::from_slice(&encoded) {
+            Ok(again) => again,
+            Err(err) => panic!("re-encoded value does not decode: {err}"),
+        };
+        assert_eq!(
+            encoded,
+            serde_json::to_vec(&again).expect("encodes"),
+            "round trip changed the value"
+        );
+        Some(value)
+    }
+
+    let config = ServerConfig::default();
+    if let Some(mut record) = round_trip::<NetworkRecord>(data) {
+        for now in [
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            DateTime::<Utc>::MAX_UTC,
+        ] {
+            let shown = record.discover(now, &config);
+            assert!(shown.len() <= record.present(now));
+            let _ = record.expires_at(&config);
+            let _ = record.is_locked(now);
+        }
+        record.prune(
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            &config,
+        );
+        record.prune(DateTime::<Utc>::MAX_UTC, &config);
+        assert_eq!(record.present(DateTime::<Utc>::MAX_UTC), 0);
+    }
+    if let Some(code) = round_trip::<CodeRecord>(data) {
+        let _ = code.is_live(DateTime::<Utc>::MAX_UTC);
+    }
+
+    #[cfg(feature = "ticket")]
+    ticket_tamper(data);
+    #[cfg(feature = "ticket")]
+    round_trip::<crate::ticket::TicketReply>(data);
+    #[cfg(feature = "mqtt")]
+    {
+        round_trip::<crate::mqtt::UpMessage>(data);
+        round_trip::<crate::mqtt::DownMessage>(data);
+    }
+    #[cfg(feature = "obico")]
+    if let Some(poll) = crate::obico::server::poll_from_bytes(data) {
+        let info = &poll.info;
+        for (field, limit) in [
+            (info.hostname(), wire::limits::HOSTNAME),
+            (info.model(), wire::limits::MODEL),
+            (info.agent(), wire::limits::AGENT),
+            (info.agent_version(), wire::limits::AGENT_VERSION),
+        ] {
+            assert!(field.len() <= limit && !field.chars().any(char::is_control));
+        }
+        assert!(poll.endpoint.is_none_or(|(_, port)| port != 0));
+        assert!(poll
+            .one_time_passcode
+            .as_ref()
+            .is_none_or(|p| p.chars().count() <= 64));
+    }
+}
+
+/// A ticket signed for a fuzzer-chosen network, instance and time, then edited by the fuzzer.
+#[cfg(feature = "ticket")]
+fn ticket_tamper(data: &[u8]) {
+    use crate::addr::PublicNetwork;
+    use crate::ticket::{TicketError, TicketKey};
+
+    #[derive(Debug, Arbitrary)]
+    struct Edit {
+        v6: bool,
+        addr: [u8; 16],
+        prefix: u8,
+        id: [u8; 16],
+        ttl_s: u32,
+        /// (position, new byte) pairs applied to the token's text.
+        changes: Vec<(u16, u8)>,
+        /// Arbitrary text, verified as is.
+        text: String,
+    }
+    let Ok(edit) = Edit::arbitrary(&mut Unstructured::new(data)) else {
+        return;
+    };
+    let key = TicketKey::from_bytes([0x42; 32]);
+    let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+    let network = if edit.v6 {
+        PublicNetwork::from_ip(IpAddr::from(edit.addr), edit.prefix.clamp(1, 128))
+    } else {
+        let [a, b, c, d, ..] = edit.addr;
+        PublicNetwork::from_ip(IpAddr::from([a, b, c, d]), 64)
+    };
+    let id = InstanceId::from_bytes(edit.id);
+    let issued = key.issue(now, TimeDelta::seconds(i64::from(edit.ttl_s)), network, id);
+    assert_eq!(key.verify(now, &issued.token, &id), Ok(issued.ticket));
+    let mut token = issued.token.clone().into_bytes();
+    for (at, byte) in edit.changes.iter().take(8) {
+        let len = token.len();
+        if let Some(slot) = token.get_mut(usize::from(*at) % len) {
+            *slot = *byte;
+        }
+    }
+    let Ok(token) = String::from_utf8(token) else {
+        return;
+    };
+    let got = key.verify(now, &token, &id);
+    if token.eq_ignore_ascii_case(&issued.token) {
+        assert_eq!(got, Ok(issued.ticket), "an unchanged ticket verifies");
+    } else {
+        assert!(got.is_err(), "a changed ticket verified: {token}");
+    }
+    // Text the fuzzer wrote never carries this key's signature.
+    assert!(
+        matches!(
+            key.verify(now, &edit.text, &id),
+            Err(TicketError::Malformed | TicketError::BadSignature)
+        ) || edit.text.eq_ignore_ascii_case(&issued.token)
+    );
+}
+
 /// One resolver input.
 #[derive(Debug, Clone, Arbitrary)]
 pub struct ClientAddrInput {
@@ -1431,6 +1569,38 @@ mod tests {
             protocol_sim(&data);
             wire_decode(&data);
             client_addr(&data);
+            adapter_decode(&data);
+        }
+    }
+
+    /// The checked-in seeds of `adapter_decode` each decode as the format they are named after,
+    /// so the fuzzer starts inside every format rather than at its first byte.
+    #[cfg(all(feature = "mqtt", feature = "obico"))]
+    #[test]
+    fn adapter_seeds_decode() {
+        use crate::server::{CodeRecord, NetworkRecord};
+        fn decodes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> bool {
+            serde_json::from_slice::<T>(bytes).is_ok()
+        }
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/adapter_decode");
+        let checks: [(&str, fn(&[u8]) -> bool); 6] = [
+            ("seed-network-record.json", decodes::<NetworkRecord>),
+            ("seed-code-record.json", decodes::<CodeRecord>),
+            ("seed-mqtt-up.json", decodes::<crate::mqtt::UpMessage>),
+            ("seed-mqtt-down.json", decodes::<crate::mqtt::DownMessage>),
+            (
+                "seed-ticket-reply.json",
+                decodes::<crate::ticket::TicketReply>,
+            ),
+            ("seed-obico-poll.json", |b| {
+                crate::obico::server::poll_from_bytes(b).is_some()
+            }),
+        ];
+        for (name, check) in checks {
+            let bytes = std::fs::read(dir.join(name)).expect(name);
+            assert!(check(&bytes), "{name} does not decode");
+            adapter_decode(&bytes);
         }
     }
 
