@@ -1584,7 +1584,8 @@ mod tests {
         }
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/adapter_decode");
-        let checks: [(&str, fn(&[u8]) -> bool); 6] = [
+        type Check = fn(&[u8]) -> bool;
+        let checks: [(&str, Check); 6] = [
             ("seed-network-record.json", decodes::<NetworkRecord>),
             ("seed-code-record.json", decodes::<CodeRecord>),
             ("seed-mqtt-up.json", decodes::<crate::mqtt::UpMessage>),
