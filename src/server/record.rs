@@ -507,16 +507,18 @@ impl NetworkRecord {
             return DiscoveredAgents::new();
         }
         let now_ms = now.timestamp_millis();
-        self.presences
-            .iter()
-            .filter(|p| p.expires_ms > now_ms && !p.contested && !p.link_requested && kind(p))
-            .map(|p| DiscoveredAgent {
-                instance_id: p.instance_id,
-                private_ip: p.private_ip,
-                port: p.port,
-                info: p.info.clone(),
-            })
-            .collect()
+        let mut shown = DiscoveredAgents::new();
+        for p in &self.presences {
+            if p.expires_ms > now_ms && !p.contested && !p.link_requested && kind(p) {
+                shown.push(DiscoveredAgent {
+                    instance_id: p.instance_id,
+                    private_ip: p.private_ip,
+                    port: p.port,
+                    info: p.info.clone(),
+                });
+            }
+        }
+        shown
     }
 
     /// Checks a link request (protocol step 6) without changing anything. Call on a pruned
