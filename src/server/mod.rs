@@ -263,7 +263,6 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
 }
 
-/// Runs one operation over the server's own store, lent to it for the call.
 impl Server {
     /// The operations over this server's own store.
     fn ops(&mut self) -> Ops<'_, MemoryStore> {
@@ -275,6 +274,7 @@ impl Server {
     }
 }
 
+/// Runs one operation over the server's own store, lent to it for the call.
 macro_rules! run {
     ($server:ident, |$ops:ident| $call:expr) => {{
         let mut $ops = $server.ops();
