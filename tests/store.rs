@@ -291,3 +291,59 @@ async fn an_uncountable_failure_is_refused_as_unavailable() {
     assert_eq!(refused.unwrap_err(), Refusal::StoreUnavailable);
     assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 0));
 }
+
+/// Discovery through a `Service`, from the in-memory store's plain read and from a store that
+/// keeps the trait's default (a non-creating update): the same answers, expired presences
+/// neither shown nor counted, and nothing written by the read.
+#[tokio::test]
+async fn discovery_reads_without_writing_and_skips_expired_presences() {
+    let config = ServerConfig::default();
+    let (announce, _secret) = announcement();
+    let t0 = now();
+    let later = t0 + chrono::TimeDelta::seconds(6);
+    let peer = PEER.parse().expect("ip");
+    let elsewhere = "198.51.100.1".parse().expect("ip");
+    let none = ForwardedHeaders::NONE;
+
+    let memory = Arc::new(Mutex::new(MemoryStore::default()));
+    let flaky = Arc::new(Flaky::new());
+    let stores: [Arc<dyn Store>; 2] = [memory.clone(), flaky.clone()];
+    for store in stores {
+        let service = Service::new(config.clone(), store).expect("config");
+        service
+            .handle_announce(t0, peer, none, &announce)
+            .await
+            .expect("announce");
+        let shown = service
+            .handle_discover(t0, peer, none)
+            .await
+            .expect("discover");
+        assert_eq!(shown.agents.len(), 1);
+        assert_eq!(shown.agents[0].instance_id, announce.instance_id);
+        let gone = service
+            .handle_discover(later, peer, none)
+            .await
+            .expect("discover");
+        assert!(gone.agents.is_empty(), "an expired presence is not shown");
+        let other = service
+            .handle_discover(t0, elsewhere, none)
+            .await
+            .expect("discover");
+        assert!(other.agents.is_empty());
+    }
+    // The plain read left the expired presence in place and created no record for the other
+    // network; the default (an update) pruned it.
+    let memory = memory.lock().expect("lock");
+    assert_eq!(memory.networks(), 1);
+    assert_eq!(
+        memory.network(&home()).map(|r| r.presences.len()),
+        Some(1),
+        "not pruned by a read"
+    );
+    assert!(flaky
+        .inner
+        .lock()
+        .expect("lock")
+        .network(&home())
+        .is_none_or(|r| r.presences.is_empty()));
+}
