@@ -1,0 +1,18 @@
+//! Inputs the fuzzers found, replayed through their harnesses in ordinary test runs.
+#![cfg(all(feature = "fuzz", feature = "obico"))]
+
+/// `obico_ops`, 30-minute run of 2026-11-29: the fuzzer learned the code the harness's seeded
+/// RNG makes the server mint for a link, and presented it from the agent's own network before the
+/// agent's poll delivered it. The server was right to redeem it (it is the real code, bound to that
+/// network, device and account); the harness called it a made-up code. The harness now accepts
+/// such a code only when it matches a link or claim awaiting delivery from that very network, for
+/// that device and account.
+#[test]
+fn obico_ops_predicted_code_redeems_only_as_its_binding() {
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fuzz-regressions/obico_ops-predicted-code.bin"
+    ))
+    .expect("the regression input");
+    lanlink::fuzz::obico_ops(&data);
+}
