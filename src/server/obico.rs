@@ -339,21 +339,10 @@ impl Server {
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<DiscoveredAgent>, Refusal> {
-        let network = self.caller(RequestKind::Discover, peer, headers)?;
-        let config = &self.config;
-        let (agents, present) = self
-            .store
-            .update(network, now, config, false, |record| {
-                let agents = record.shown(now, config, Presence::is_unverified);
-                (agents, record.present(now))
-            })
-            .unwrap_or_default();
-        self.events.push_back(ServerEvent::Discovered {
-            network,
-            shown: agents.len(),
-            present,
-        });
-        Ok(agents.into_vec())
+        let reply = self
+            .ops()
+            .discover_where(now, peer, headers, Presence::is_unverified)?;
+        Ok(reply.agents.into_vec())
     }
 
     /// A user asks to link an Obico agent (`POST /api/v1/printer_discovery/`). `secret` is

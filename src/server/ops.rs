@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::record::{later, Announced, CodeKind, CodeRecord};
+use super::record::{later, Announced, CodeKind, CodeRecord, Presence};
 use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -87,12 +87,24 @@ impl Ops<'_, MemoryStore> {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
+        self.discover_where(now, peer, headers, |p| !p.is_unverified())
+    }
+
+    /// Discovery of the presences `kind` accepts (core agents, or Obico agents for the Obico
+    /// profile), from a plain read of the caller's record.
+    pub(crate) fn discover_where(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        kind: impl Fn(&Presence) -> bool,
+    ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
         let config = self.config;
         let found = self
             .store
             .network(&network)
-            .map(|record| (record.discover(now, config), record.present(now)))
+            .map(|record| (record.shown(now, config, &kind), record.present(now)))
             .unwrap_or_default();
         Ok(self.discovered(network, found))
     }

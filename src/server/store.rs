@@ -216,7 +216,7 @@ impl MemoryStore {
 
     /// Gives the record of `network` (not pruned) to `f`; `false` when there is none.
     fn read(&self, network: &PublicNetwork, f: impl FnOnce(&NetworkRecord)) -> bool {
-        self.networks.get(network).map(f).is_some()
+        self.network(network).map(f).is_some()
     }
 
     /// Inserts a code record unless a live one holds `key`.
