@@ -1229,33 +1229,39 @@ pub fn protocol_sim(data: &[u8]) {
     }
 }
 
+/// Decodes `data` as a `T` (at most `limit` bytes); what decodes must re-encode, decode again,
+/// and re-encode to the same bytes.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    data: &[u8],
+    limit: usize,
+) -> Option<T> {
+    let value = wire::decode::<T>(data, limit).ok()?;
+    let encoded = wire::encode(&value);
+    let again: T = match wire::decode(&encoded, limit) {
+        Ok(again) => again,
+        Err(err) => panic!("re-encoded value does not decode: {err}"),
+    };
+    assert_eq!(
+        encoded.as_slice(),
+        wire::encode(&again).as_slice(),
+        "round trip changed the value"
+    );
+    Some(value)
+}
+
 /// Decodes arbitrary bytes as every wire type; whatever decodes must re-encode and decode to the
 /// same encoding.
 pub fn wire_decode(data: &[u8]) {
-    fn check<T: serde::de::DeserializeOwned + serde::Serialize>(data: &[u8]) {
-        if let Ok(value) = wire::decode::<T>(data, wire::MAX_MESSAGE_BYTES) {
-            let encoded = wire::encode(&value);
-            let again: T = match wire::decode(&encoded, wire::MAX_MESSAGE_BYTES) {
-                Ok(again) => again,
-                Err(err) => panic!("re-encoded message does not decode: {err}"),
-            };
-            assert_eq!(
-                encoded.as_slice(),
-                wire::encode(&again).as_slice(),
-                "round trip changed the message"
-            );
-        }
-    }
-    check::<wire::Announce>(data);
-    check::<wire::AnnounceReply>(data);
-    check::<wire::RedeemRequest>(data);
-    check::<wire::RedeemReply>(data);
-    check::<wire::DiscoverReply>(data);
-    check::<wire::SecretReply>(data);
-    check::<wire::LinkRequest>(data);
-    check::<wire::LinkStatusReply>(data);
-    check::<wire::CodeReply>(data);
-    check::<wire::ErrorBody>(data);
+    round_trip::<wire::Announce>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::AnnounceReply>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::RedeemRequest>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::RedeemReply>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::DiscoverReply>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::SecretReply>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::LinkRequest>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::LinkStatusReply>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::CodeReply>(data, wire::MAX_MESSAGE_BYTES);
+    round_trip::<wire::ErrorBody>(data, wire::MAX_MESSAGE_BYTES);
     if let Ok(announce) = wire::decode_announce(data) {
         assert!(wire::encode(&announce).len() <= wire::MAX_ANNOUNCE_BYTES);
     }
@@ -1276,23 +1282,8 @@ pub fn wire_decode(data: &[u8]) {
 pub fn adapter_decode(data: &[u8]) {
     use crate::server::{CodeRecord, NetworkRecord};
 
-    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(data: &[u8]) -> Option<T> {
-        let value = serde_json::from_slice::<T>(data).ok()?;
-        let encoded = serde_json::to_vec(&value).expect("a decoded value encodes");
-        let again: T = match serde_json::from_slice(&encoded) {
-            Ok(again) => again,
-            Err(err) => panic!("re-encoded value does not decode: {err}"),
-        };
-        assert_eq!(
-            encoded,
-            serde_json::to_vec(&again).expect("encodes"),
-            "round trip changed the value"
-        );
-        Some(value)
-    }
-
     let config = ServerConfig::default();
-    if let Some(mut record) = round_trip::<NetworkRecord>(data) {
+    if let Some(mut record) = round_trip::<NetworkRecord>(data, usize::MAX) {
         for now in [
             DateTime::<Utc>::MIN_UTC,
             DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
@@ -1310,18 +1301,18 @@ pub fn adapter_decode(data: &[u8]) {
         record.prune(DateTime::<Utc>::MAX_UTC, &config);
         assert_eq!(record.present(DateTime::<Utc>::MAX_UTC), 0);
     }
-    if let Some(code) = round_trip::<CodeRecord>(data) {
+    if let Some(code) = round_trip::<CodeRecord>(data, usize::MAX) {
         let _ = code.is_live(DateTime::<Utc>::MAX_UTC);
     }
 
     #[cfg(feature = "ticket")]
     ticket_tamper(data);
     #[cfg(feature = "ticket")]
-    round_trip::<crate::ticket::TicketReply>(data);
+    round_trip::<crate::ticket::TicketReply>(data, usize::MAX);
     #[cfg(feature = "mqtt")]
     {
-        round_trip::<crate::mqtt::UpMessage>(data);
-        round_trip::<crate::mqtt::DownMessage>(data);
+        round_trip::<crate::mqtt::UpMessage>(data, usize::MAX);
+        round_trip::<crate::mqtt::DownMessage>(data, usize::MAX);
     }
     #[cfg(feature = "obico")]
     if let Some(poll) = crate::obico::server::poll_from_bytes(data) {
