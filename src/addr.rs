@@ -115,7 +115,12 @@ impl ClientAddrResolver {
     /// Whether `ip` is a trusted proxy.
     #[inline]
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        self.trusts(canonical(ip))
+    }
+
+    /// Whether an already canonical `ip` is a trusted proxy.
+    #[inline]
+    fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
@@ -127,7 +132,7 @@ impl ClientAddrResolver {
         headers: ForwardedHeaders<'_>,
     ) -> Result<IpAddr, ClientAddrError> {
         let peer = canonical(peer);
-        if self.trusted.is_empty() || !self.is_trusted(peer) {
+        if !self.trusts(peer) {
             return Ok(peer);
         }
         let has_forwarded = headers.forwarded.iter().any(|l| !l.trim().is_empty());
