@@ -150,6 +150,15 @@ impl CodeFormat {
         std::str::from_utf8(&self.alphabet).unwrap_or_default()
     }
 
+    /// The number of possible codes (as a float: it may exceed any integer type).
+    ///
+    /// ```
+    /// assert_eq!(lanlink::CodeFormat::default().space(), 1e6);
+    /// ```
+    pub fn space(&self) -> f64 {
+        (self.alphabet.len() as f64).powi(self.length as i32)
+    }
+
     /// log2 of the number of possible codes.
     pub fn entropy_bits(&self) -> f64 {
         self.length as f64 * (self.alphabet.len() as f64).log2()

@@ -47,6 +47,9 @@ pub enum ConfigError {
     /// An allowed host name or origin is empty or malformed.
     #[error("an allowed host or origin is malformed")]
     HostOrOrigin,
+    /// A mint quota is zero, or the live short codes allowed exceed a hundredth of their space.
+    #[error("mint quotas must be more than zero and live codes far below the code space")]
+    Quota,
 }
 
 /// Why the agent refused to hand out its secret (protocol step 5). Each condition has its own
@@ -132,8 +135,9 @@ pub enum VerifyFailure {
     WrongSecret,
 }
 
-/// Why the server refused a request. Refusals change no state other than the failure counter of
-/// the caller's network, where the variant says so ([`Refusal::counts_as_failure`]).
+/// Why the server refused a request. Refusals change no state other than the guessing budgets
+/// of the caller's network, where the variant says so ([`Refusal::counts_as_failure`]; see
+/// [`crate::server::budget`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
@@ -194,6 +198,14 @@ pub enum Refusal {
     /// No fresh live code could be minted after many draws (the code space is crowded).
     #[error("no free code could be minted")]
     CodeSpaceExhausted,
+    /// The account (or the whole service) holds as many live codes as it may: redeem or let one
+    /// expire first.
+    #[error("too many live codes; try later")]
+    MintQuota,
+    /// Too many wrong guesses at short manual codes across all networks: short codes are not
+    /// checked for now. Ask for a new code (it is minted in the longer fallback format).
+    #[error("short codes are suspended; ask for a new code")]
+    CodesSuspended,
     /// The shared store could not be reached (or gave an unreadable record): nothing was
     /// changed; try again later.
     #[error("the store is unavailable; try later")]
@@ -231,6 +243,8 @@ impl Refusal {
             "wrong_secret" => Self::WrongSecret,
             "invalid_code" => Self::UnknownCode,
             "code_space_exhausted" => Self::CodeSpaceExhausted,
+            "mint_quota" => Self::MintQuota,
+            "codes_suspended" => Self::CodesSuspended,
             "store_unavailable" => Self::StoreUnavailable,
             "store_contention" => Self::StoreContention,
             _ => return None,
@@ -272,6 +286,8 @@ impl Refusal {
                 "invalid_code"
             }
             Self::CodeSpaceExhausted => "code_space_exhausted",
+            Self::MintQuota => "mint_quota",
+            Self::CodesSuspended => "codes_suspended",
             Self::StoreUnavailable => "store_unavailable",
             Self::StoreContention => "store_contention",
         }

@@ -131,10 +131,17 @@ pub enum ServerEvent {
         /// Why.
         reason: Refusal,
     },
-    /// A network was locked out after too many failures.
+    /// A network was locked out after too many failures (a guess from it filled one of its
+    /// budget levels).
     LockedOut {
         /// The network.
         network: PublicNetwork,
+    },
+    /// Too many wrong guesses at a code space from all networks together: its codes are not
+    /// checked, and manual codes are minted in the fallback format, until the budget has room.
+    CodesSuspended {
+        /// The space.
+        space: crate::server::CodeSpace,
     },
 }
 

@@ -1270,7 +1270,8 @@ pub fn wire_decode(data: &[u8]) {
 /// The formats outside the core's wire messages, from arbitrary bytes:
 ///
 /// - the server's stored records ([`NetworkRecord`](crate::server::NetworkRecord),
-///   [`CodeRecord`](crate::server::CodeRecord)), as a compromised store could write them: what
+///   [`CodeRecord`](crate::server::CodeRecord), [`CounterRecord`](crate::server::CounterRecord)),
+///   as a compromised store could write them (a budget never admits past its limit): what
 ///   decodes round-trips, and every read of it (prune, discover, expiry) is panic-free at any
 ///   time;
 /// - (feature `ticket`) network tickets: a ticket signed here and then changed by the fuzzer
@@ -1292,7 +1293,6 @@ pub fn adapter_decode(data: &[u8]) {
             let shown = record.discover(now, &config);
             assert!(shown.len() <= record.present(now));
             let _ = record.expires_at(&config);
-            let _ = record.is_locked(now);
         }
         record.prune(
             DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
@@ -1303,6 +1303,19 @@ pub fn adapter_decode(data: &[u8]) {
     }
     if let Some(code) = round_trip::<CodeRecord>(data, usize::MAX) {
         let _ = code.is_live(DateTime::<Utc>::MAX_UTC);
+    }
+    if let Some(counter) = round_trip::<crate::server::CounterRecord>(data, usize::MAX) {
+        // A budget read from a compromised store never admits past its limit.
+        for now_ms in [i64::MIN, 0, 1_800_000_000_000, i64::MAX] {
+            let mut record = counter.clone();
+            let before = record.live(now_ms);
+            let admitted = record.admit(now_ms, now_ms.saturating_add(1), 3, Some(1));
+            if admitted != crate::server::budget::Admission::Refused {
+                assert!(before < 3 && !counter.is_locked(now_ms));
+            }
+            record.refund(now_ms, now_ms.saturating_add(1), 3);
+            let _ = record.expires_ms();
+        }
     }
 
     #[cfg(feature = "ticket")]

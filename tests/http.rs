@@ -22,7 +22,7 @@ use lanlink::http::client::{default_client, HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::SharedServer;
 use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::{Server, ServerConfig};
+use lanlink::server::{CounterKey, Server, ServerConfig};
 use lanlink::transport::AgentServerTransport;
 use lanlink::wire::{self, AgentMessage, Announce, AnnounceReply, LinkRequest, RedeemRequest};
 use lanlink::{
@@ -397,18 +397,27 @@ fn snapshot(server: &SharedServer, networks: &[&str]) -> Snapshot {
     let networks = networks
         .iter()
         .map(|name| {
-            let record = store
-                .network(&PublicNetwork::from_ip(ip(name), 64))
-                .cloned()
-                .unwrap_or_default();
+            let network = PublicNetwork::from_ip(ip(name), 64);
+            let record = store.network(&network).cloned().unwrap_or_default();
+            let locked_until = store
+                .counter(&CounterKey::network(&network))
+                .and_then(|counter| counter.locked_until_ms());
             let shape = format!(
                 "{:?} {:?} {:?} {:?}",
                 record.presences,
                 record.links(),
-                record.locked_until(),
+                locked_until,
                 record.used()
             );
-            ((*name).to_owned(), shape, record.failures().len())
+            let failures = store.failures(
+                &network,
+                chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()),
+            );
+            (
+                (*name).to_owned(),
+                shape,
+                usize::try_from(failures).unwrap_or(usize::MAX),
+            )
         })
         .collect();
     Snapshot {
@@ -419,10 +428,10 @@ fn snapshot(server: &SharedServer, networks: &[&str]) -> Snapshot {
 
 /// Whether `network` is locked out.
 fn is_locked(server: &SharedServer, network: &str) -> bool {
-    http::server::lock(server)
-        .store()
-        .network(&PublicNetwork::from_ip(ip(network), 64))
-        .is_some_and(|record| record.locked_until().is_some())
+    http::server::lock(server).store().is_locked(
+        &PublicNetwork::from_ip(ip(network), 64),
+        chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()),
+    )
 }
 
 /// After a refusal with `code` to a caller on `caller`: nothing changed, except that the caller

@@ -362,7 +362,13 @@ fn network(server: &SharedServer, at: &str) -> Option<lanlink::server::NetworkRe
 }
 
 fn failures(server: &SharedServer, at: &str) -> usize {
-    network(server, at).map_or(0, |r| r.failures().len())
+    let server = server.lock().unwrap();
+    let net = server.config().network_of(ip(at));
+    let failures = server.store().failures(
+        &net,
+        chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()),
+    );
+    usize::try_from(failures).unwrap_or(usize::MAX)
 }
 
 fn link_state(server: &SharedServer, account: &str, id: &InstanceId) -> LinkState {

@@ -21,7 +21,7 @@ use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::secret::PresenceKey;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{ServerConfig, Service, Store};
+use lanlink::server::{CounterKey, ServerConfig, Service, Store};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LocalSecret, PublicNetwork, Refusal};
@@ -482,17 +482,8 @@ async fn concurrent_failures_over_two_processes() {
         "200 parallel guesses over HTTP on two processes: {:?}, {contention} gave up under contention",
         started.elapsed()
     );
-    let config = ServerConfig::default();
-    let mut failures = 0;
-    store(&redis)
-        .await
-        .update_network(network("127.0.0.1"), wall_now(), &config, false, &mut |r| {
-            failures = r.failures().len();
-        })
-        .await
-        .expect("read");
-    assert_eq!(failures, wrong, "every counted refusal is in the record");
-    assert!(wrong >= 190, "contention stays rare ({contention} of 200)");
+    let failures = failures_of(&store(&redis).await, network("127.0.0.1")).await;
+    assert_charged(failures, wrong, contention);
 }
 
 fn lockout_config(threshold: u32) -> ServerConfig {
@@ -554,19 +545,33 @@ async fn concurrent_failures_are_counted_exactly() {
         }
     }
     assert_eq!(wrong + contention, 200);
+    let failures = failures_of(services[1].store().as_ref(), network("203.0.113.7")).await;
+    assert_charged(failures, wrong, contention);
+}
+
+/// The wrong guesses charged at `network`'s own address (its finest budget level), read from
+/// the store.
+async fn failures_of(store: &dyn Store, network: PublicNetwork) -> u64 {
+    let now = wall_now();
     let mut failures = 0;
-    services[1]
-        .store()
-        .update_network(
-            network("203.0.113.7"),
-            wall_now(),
-            &config,
-            false,
-            &mut |record| failures = record.failures().len(),
-        )
+    store
+        .update_counter(&CounterKey::network(&network), now, &mut |record| {
+            failures = record.live(now.timestamp_millis());
+        })
         .await
         .expect("read");
-    assert_eq!(failures, wrong, "every counted refusal is in the record");
+    failures
+}
+
+/// Every wrong guess stays charged (no lost update); a guess refused for contention after its
+/// charge was written keeps it (fail closed), one refused before has none.
+#[track_caller]
+fn assert_charged(failures: u64, wrong: usize, contention: usize) {
+    let (failures, wrong, contention) = (failures as usize, wrong, contention);
+    assert!(
+        (wrong..=wrong + contention).contains(&failures),
+        "{failures} charged for {wrong} wrong guesses and {contention} contended"
+    );
     assert!(wrong >= 190, "contention stays rare ({contention} of 200)");
 }
 

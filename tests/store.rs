@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use lanlink::code::CodeKey;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, MemoryStore, NetworkFn, ServerConfig, Service, Store, StoreError,
+    CodeFn, CodeRecord, CounterFn, CounterKey, MemoryStore, NetworkFn, ServerConfig, Service,
+    Store, StoreError,
 };
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
@@ -89,6 +90,16 @@ impl Store for Flaky {
         self.inner.delete_code(key).await
     }
 
+    async fn update_counter(
+        &self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.update_counter(key, now, f).await
+    }
+
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
         self.check()?;
         self.inner.purge(now, config).await
@@ -128,7 +139,11 @@ fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, Lin
     let state = record.map_or(LinkState::Unknown, |r| {
         r.link_state(account, &announce.instance_id)
     });
-    let failures = record.map_or(0, |r| r.failures().len());
+    let failures = usize::try_from(inner.failures(
+        &home(),
+        chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()),
+    ))
+    .unwrap_or(0);
     (inner.codes(), state, failures)
 }
 
@@ -144,8 +159,9 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
         local_secret: secret.clone(),
     };
     let peer = PEER.parse().expect("ip");
-    // A link makes 3 store calls when it succeeds: check, create the code, accept.
-    for step in 0..3 {
+    // A link makes 5 store calls before it succeeds: charge the guess at the address and at its
+    // /24, check, create the code, accept (then the two refunds).
+    for step in 0..5 {
         let store = Arc::new(Flaky::new());
         let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
         service
@@ -196,8 +212,9 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
     let alice = AccountId::new("alice").expect("account");
     let (announce, secret) = announcement();
     let peer = PEER.parse().expect("ip");
-    // A redemption makes 3 store calls when it succeeds: lockout check, code, network.
-    for step in 0..3 {
+    // A redemption makes 4 store calls before it succeeds: charge the guess at the address and
+    // at its /24, the code, the network (then the two refunds).
+    for step in 0..4 {
         let store = Arc::new(Flaky::new());
         let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
         service
@@ -261,35 +278,86 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
     }
 }
 
-/// A failed guess whose count cannot be written is refused with `store_unavailable` (never
-/// accepted, and never reported as a plain `wrong_secret` that was not counted).
+/// A guess whose charge cannot be written is refused with `store_unavailable` before it is
+/// checked (never reported as a plain `wrong_secret` that was not counted), and leaves no
+/// charge; a wrong guess whose charges were written stays counted.
 #[tokio::test]
-async fn an_uncountable_failure_is_refused_as_unavailable() {
+async fn an_uncountable_guess_is_refused_unchecked() {
     let alice = AccountId::new("alice").expect("account");
     let (announce, _) = announcement();
+    let guess = || LinkRequest {
+        instance_id: announce.instance_id,
+        local_secret: LocalSecret::from_bytes([9; 32]),
+    };
+    // Call 0 charges the address, call 1 its /24.
+    for step in 0..2 {
+        let store = Arc::new(Flaky::new());
+        let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+        service
+            .announce_in(now(), home(), &announce)
+            .await
+            .expect("announce");
+        store.fail_in(step);
+        let refused = service
+            .handle_link(
+                now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                PEER.parse().expect("ip"),
+                ForwardedHeaders::NONE,
+                guess(),
+            )
+            .await;
+        assert_eq!(
+            refused.unwrap_err(),
+            Refusal::StoreUnavailable,
+            "step {step}"
+        );
+        assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 0));
+        let counted = service
+            .handle_link(
+                now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                PEER.parse().expect("ip"),
+                ForwardedHeaders::NONE,
+                guess(),
+            )
+            .await;
+        assert_eq!(counted.unwrap_err(), Refusal::WrongSecret);
+        assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 1));
+    }
+}
+
+/// A refund that fails after a right guess leaves the link in place and the charge standing
+/// until its window ends (fail closed: one failure too many, never one too few).
+#[tokio::test]
+async fn a_failed_refund_keeps_the_link_and_the_charge() {
+    let alice = AccountId::new("alice").expect("account");
+    let (announce, secret) = announcement();
     let store = Arc::new(Flaky::new());
     let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
     service
         .announce_in(now(), home(), &announce)
         .await
         .expect("announce");
-    store.fail_in(1); // the check reads; the failure's count fails
-    let guess = LinkRequest {
-        instance_id: announce.instance_id,
-        local_secret: LocalSecret::from_bytes([9; 32]),
-    };
-    let refused = service
+    store.fail_in(5); // after charge, charge, check, create, accept: the first refund
+    let linked = service
         .handle_link(
             now(),
             &mut lanlink::os_rng(),
             &alice,
             PEER.parse().expect("ip"),
             ForwardedHeaders::NONE,
-            guess,
+            LinkRequest {
+                instance_id: announce.instance_id,
+                local_secret: secret,
+            },
         )
-        .await;
-    assert_eq!(refused.unwrap_err(), Refusal::StoreUnavailable);
-    assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 0));
+        .await
+        .expect("linked");
+    assert_eq!(linked.state, LinkState::Pending);
+    assert_eq!(state(&store, &alice, &announce), (1, LinkState::Pending, 1));
 }
 
 /// Discovery through a `Service`, from the in-memory store's plain read and from a store that

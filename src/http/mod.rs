@@ -141,7 +141,10 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         | Refusal::CodeUsed
         | Refusal::CodeWrongAgent
         | Refusal::CodeWrongNetwork => StatusCode::FORBIDDEN,
-        Refusal::LockedOut | Refusal::NetworkFull => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::LockedOut
+        | Refusal::NetworkFull
+        | Refusal::MintQuota
+        | Refusal::CodesSuspended => StatusCode::TOO_MANY_REQUESTS,
         Refusal::AgentNotFound => StatusCode::NOT_FOUND,
         Refusal::PresenceConflict
         | Refusal::InstanceUsed

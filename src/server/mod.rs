@@ -18,6 +18,7 @@
 //! assert!(reply.agents.is_empty());
 //! ```
 
+pub mod budget;
 #[cfg(feature = "obico")]
 mod obico;
 mod ops;
@@ -37,10 +38,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::IpNet;
 use rand::{CryptoRng, RngCore};
 
+pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
 use self::ops::Ops;
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::service::{EventSink, Service};
-pub use self::store::{CodeFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
+pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
 use crate::error::{ConfigError, Refusal};
@@ -66,9 +68,7 @@ pub struct ServerConfig {
     pub(crate) ipv6_prefix: u8,
     pub(crate) max_visible: usize,
     pub(crate) max_agents_per_network: usize,
-    pub(crate) lockout_threshold: u32,
-    pub(crate) lockout_window: TimeDelta,
-    pub(crate) lockout_duration: TimeDelta,
+    pub(crate) budgets: Budgets,
     pub(crate) message_ttl: TimeDelta,
     pub(crate) auto_code_ttl: TimeDelta,
     pub(crate) manual_code_ttl: TimeDelta,
@@ -82,7 +82,8 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     /// Announce interval 2 s, presence 6 s, IPv6 /64, `max_visible` 1, 16 agents per network
-    /// record, lockout after 5 failures in 10 minutes for 10 minutes, messages 60 s, auto codes
+    /// record, the default [`Budgets`] (a network locked out after 5 failures in 10 minutes for
+    /// 10 minutes, coarser prefixes and short codes budgeted too), messages 60 s, auto codes
     /// 2 minutes, manual codes 10 minutes (6 digits), link status 10 minutes, used instance ids
     /// remembered 24 hours, no trusted proxies.
     fn default() -> Self {
@@ -92,9 +93,7 @@ impl Default for ServerConfig {
             ipv6_prefix: 64,
             max_visible: 1,
             max_agents_per_network: 16,
-            lockout_threshold: 5,
-            lockout_window: TimeDelta::minutes(10),
-            lockout_duration: TimeDelta::minutes(10),
+            budgets: Budgets::default(),
             message_ttl: TimeDelta::seconds(60),
             auto_code_ttl: TimeDelta::minutes(2),
             manual_code_ttl: TimeDelta::minutes(10),
@@ -130,14 +129,34 @@ impl ServerConfig {
         /// How long an announcement keeps an agent present (at least 2.5 × the interval).
         presence_ttl
     );
-    duration_setter!(
-        /// The window in which `lockout_threshold` failures lock a network out.
-        lockout_window
-    );
-    duration_setter!(
-        /// How long a lockout lasts.
-        lockout_duration
-    );
+    /// The window of every guessing budget (see [`Budgets::window`]).
+    pub fn lockout_window(mut self, value: Duration) -> Self {
+        match TimeDelta::from_std(value) {
+            Ok(delta) => self.budgets.window = delta,
+            Err(_) => self.error = self.error.or(Some(ConfigError::Ttl)),
+        }
+        self
+    }
+
+    /// How long a filled guessing budget stays locked (see [`Budgets::lockout`]).
+    pub fn lockout_duration(mut self, value: Duration) -> Self {
+        match TimeDelta::from_std(value) {
+            Ok(delta) => self.budgets.lockout = delta,
+            Err(_) => self.error = self.error.or(Some(ConfigError::Ttl)),
+        }
+        self
+    }
+
+    /// Every guessing budget and mint quota (default [`Budgets::default`]).
+    pub fn budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// The configured budgets.
+    pub fn budget_limits(&self) -> &Budgets {
+        &self.budgets
+    }
     duration_setter!(
         /// How long a queued `{secret, code}` waits for the agent.
         message_ttl
@@ -177,9 +196,15 @@ impl ServerConfig {
         self
     }
 
-    /// Failures in `lockout_window` that lock a network out (default 5).
+    /// Failures in `lockout_window` that lock a network out (default 5): the threshold of the
+    /// finest budget level (the IPv4 address, the IPv6 grouping prefix); coarser levels are
+    /// raised to at least this.
     pub fn lockout_threshold(mut self, threshold: u32) -> Self {
-        self.lockout_threshold = threshold;
+        if threshold == 0 {
+            self.error = self.error.or(Some(ConfigError::Lockout));
+        } else {
+            self.budgets.set_network_threshold(threshold);
+        }
         self
     }
 
@@ -231,9 +256,7 @@ impl ServerConfig {
         if self.max_agents_per_network < self.max_visible || self.max_agents_per_network > 1024 {
             return Err(ConfigError::MaxAgentsPerNetwork);
         }
-        if self.lockout_threshold == 0 {
-            return Err(ConfigError::Lockout);
-        }
+        self.budgets.validate(&self.code_format)?;
         if self.auto_code_ttl < self.message_ttl {
             return Err(ConfigError::Ttl);
         }

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
+use super::budget::{CodeSpace, Guess};
 use super::record::{later, unverified_commitment, CodeKind, CodeRecord, ObicoPasscode, Presence};
 use super::{NetworkRecord, Redeemed, Server, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -119,9 +120,6 @@ impl NetworkRecord {
         config: &ServerConfig,
         device_id: &InstanceId,
     ) -> Result<(), Refusal> {
-        if self.is_locked(now) {
-            return Err(Refusal::LockedOut);
-        }
         if self.is_used(device_id) || self.links().iter().any(|l| l.instance_id == *device_id) {
             return Err(Refusal::AlreadyLinking);
         }
@@ -167,18 +165,40 @@ impl Server {
         self.ops().refuse(network, request, reason)
     }
 
-    /// Counts a failed guess toward the lockout (see `Ops::refuse_counted`).
-    fn refuse_counted(
+    /// Charges a guess against its budgets before it is checked (see `Ops::admit_guess`).
+    fn admit_guess(
         &mut self,
         now: DateTime<Utc>,
         network: PublicNetwork,
+        space: Option<CodeSpace>,
+        request: RequestKind,
+    ) -> Result<Guess, Refusal> {
+        let mut ops = self.ops();
+        super::ready(ops.admit_guess(now, network, space, request))
+    }
+
+    /// Settles a guess that proved right (or was no guess): refunded.
+    fn guess_right(&mut self, now: DateTime<Utc>, guess: Guess) {
+        let mut ops = self.ops();
+        let settled = async {
+            ops.settle_guess(now, guess, None).await;
+            Ok::<(), Refusal>(())
+        };
+        let _ = super::ready(settled);
+    }
+
+    /// Settles a guess refused for `reason` (charged for good when it counts as a failure).
+    fn guess_refused(
+        &mut self,
+        now: DateTime<Utc>,
+        guess: Guess,
         request: RequestKind,
         reason: Refusal,
     ) -> Refusal {
         let mut ops = self.ops();
-        let counted =
-            async { Ok::<_, Refusal>(ops.refuse_counted(now, network, request, reason).await) };
-        super::ready(counted).unwrap_or_else(|refusal| refusal)
+        let settled =
+            async { Ok::<_, Refusal>(ops.refused_guess(now, guess, request, reason).await) };
+        super::ready(settled).unwrap_or_else(|refusal| refusal)
     }
 
     /// Draws codes until one is not live in the store (the caller writes its record).
@@ -203,14 +223,6 @@ impl Server {
 }
 
 impl Server {
-    fn locked(&mut self, now: DateTime<Utc>, network: PublicNetwork) -> bool {
-        self.store
-            .update(network, now, &self.config, false, |record| {
-                record.is_locked(now)
-            })
-            .unwrap_or(false)
-    }
-
     /// An Obico agent polls `POST /api/v1/octo/unlinked/`.
     ///
     /// Only an unresolvable client address is an error. A refused presence (not private,
@@ -220,7 +232,9 @@ impl Server {
     ///
     /// With `one_time_passcode` in the poll: a live passcode of this agent in this network is
     /// kept (and its claimed code, if any, handed over once); anything else gets a fresh passcode
-    /// from the CSPRNG, unique among live codes.
+    /// from the CSPRNG, unique among live codes, while the network holds fewer live passcodes
+    /// than its quota ([`Budgets::passcodes_per_network`](super::Budgets::passcodes_per_network);
+    /// past it the reply has no passcode).
     pub fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -254,8 +268,14 @@ impl Server {
         };
         let passcode = match &poll.one_time_passcode {
             None => None,
+            // A network over its passcode quota gets no new passcode (the refusal is an event),
+            // but still a 200: a 4xx would end the agent's discovery.
             Some(shown) => {
-                Some(self.obico_passcode(now, rng, obico, network, poll.device_id, shown)?)
+                match self.obico_passcode(now, rng, obico, network, poll.device_id, shown) {
+                    Ok(passcode) => Some(passcode),
+                    Err(Refusal::MintQuota) => None,
+                    Err(refusal) => return Err(refusal),
+                }
             }
         };
         Ok(UnlinkedReply { message, passcode })
@@ -288,6 +308,9 @@ impl Server {
                 }
             }
         }
+        let expires_at = later(now, obico.passcode_ttl);
+        let mut ops = self.ops();
+        super::ready(ops.reserve_passcode(now, network, expires_at))?;
         let format = obico.passcode_format.clone();
         let mut passcode = None;
         for _ in 0..super::MINT_ATTEMPTS {
@@ -318,7 +341,7 @@ impl Server {
                 account: unclaimed,
                 instance_id: Some(device_id),
                 network: Some(network),
-                expires_at: later(now, obico.passcode_ttl),
+                expires_at,
                 redeemed: false,
                 manual: false,
                 kind: CodeKind::ObicoPasscode(Box::default()),
@@ -364,11 +387,9 @@ impl Server {
         secret: Option<LocalSecret>,
     ) -> Result<(), Refusal> {
         let network = self.caller(RequestKind::Link, peer, headers)?;
-        if self.locked(now, network) {
-            return Err(self.refuse(Some(network), RequestKind::Link, Refusal::LockedOut));
-        }
+        let guess = self.admit_guess(now, network, None, RequestKind::Link)?;
         let Some(secret) = secret else {
-            return Err(self.refuse_counted(now, network, RequestKind::Link, Refusal::WrongSecret));
+            return Err(self.guess_refused(now, guess, RequestKind::Link, Refusal::WrongSecret));
         };
         let config = &self.config;
         let checked = self
@@ -378,8 +399,11 @@ impl Server {
             })
             .unwrap_or(Err(Refusal::AgentNotFound));
         if let Err(reason) = checked {
-            return Err(self.refuse_counted(now, network, RequestKind::Link, reason));
+            return Err(self.guess_refused(now, guess, RequestKind::Link, reason));
         }
+        // The agent compares the secret, not the server: as far as the server can tell, no
+        // guess failed.
+        self.guess_right(now, guess);
         let expires_at = later(now, self.config.auto_code_ttl);
         let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
         self.store.put_code(
@@ -424,25 +448,38 @@ impl Server {
         code: &LinkCode,
     ) -> Result<Redeemed, Refusal> {
         let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        if self.locked(now, network) {
-            return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
-        }
+        let space = self.config.budgets.space_of(&self.config.code_format, code);
+        let guess = self.admit_guess(now, network, space, RequestKind::Redeem)?;
         let fresh = InstanceId::generate(rng);
         let redeemed = match self.store.code_mut(&code.key()) {
             Some(record) => {
                 let instance_id = record.instance_id.unwrap_or(fresh);
-                record
-                    .redeem(now, &instance_id, &network)
-                    .map(|()| (record.account.clone(), record.manual, instance_id))
+                record.redeem(now, &instance_id, &network).map(|()| {
+                    (
+                        record.account.clone(),
+                        record.manual,
+                        instance_id,
+                        record.expires_at,
+                    )
+                })
             }
             None => Err(Refusal::UnknownCode),
         };
-        let (account, manual, instance_id) = match redeemed {
+        let (account, manual, instance_id, expires_at) = match redeemed {
             Ok(redeemed) => redeemed,
             Err(reason) => {
-                return Err(self.refuse_counted(now, network, RequestKind::Redeem, reason));
+                return Err(self.guess_refused(now, guess, RequestKind::Redeem, reason));
             }
         };
+        self.guess_right(now, guess);
+        if manual {
+            let mut ops = self.ops();
+            let released = async {
+                ops.release_redeemed(now, &account, space, expires_at).await;
+                Ok::<(), Refusal>(())
+            };
+            let _ = super::ready(released);
+        }
         let config = &self.config;
         self.store.update(network, now, config, true, |record| {
             record.complete_link(now, config, instance_id, &account)
@@ -480,9 +517,7 @@ impl Server {
         passcode: &str,
     ) -> Result<(), Refusal> {
         let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        if self.locked(now, network) {
-            return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
-        }
+        let guess = self.admit_guess(now, network, None, RequestKind::Redeem)?;
         let key = passcode_key(passcode.trim());
         let target = key
             .as_ref()
@@ -494,13 +529,9 @@ impl Server {
             })
             .and_then(|record| Some((record.instance_id?, record.network?)));
         let (Some(key), Some((device_id, agent_network))) = (key, target) else {
-            return Err(self.refuse_counted(
-                now,
-                network,
-                RequestKind::Redeem,
-                Refusal::UnknownCode,
-            ));
+            return Err(self.guess_refused(now, guess, RequestKind::Redeem, Refusal::UnknownCode));
         };
+        self.guess_right(now, guess);
         let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
         // Held for the agent's next poll (2 s or 5 s away); it lives as an auto code does.
         let expires_at = later(now, self.config.auto_code_ttl);

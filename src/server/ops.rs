@@ -7,16 +7,20 @@
 //! atomic store call. Operations that touch two records order their writes so that a fault
 //! between them leaves nothing usable and nothing that blocks a retry:
 //!
-//! - **link**: check (read only) → create the auto code (a new record, only if no live code has
+//! - **link**: charge the guess → check (read only) → create the auto code (a new record, only if no live code has
 //!   that key) → check again and accept, in one atomic write of the network record. The code is
 //!   128 random bits bound to one instance and one network and is never shown until the accept is
 //!   written; if the accept fails it is deleted (and, were that to fail too, it expires unused).
-//! - **redeem**: lockout check (read only) → mark the code redeemed (atomic: single use across
-//!   instances) → complete the link in the network record. If that last write fails, the code is
-//!   marked unredeemed again so the agent's retry can complete; no token is handed out unless
-//!   every write succeeded.
-//! - Failures count toward a lockout with their own atomic write; if that write fails, the
-//!   request is refused with the store error (never accepted).
+//! - **redeem**: charge the guess (every budget, before anything is checked) → mark the code
+//!   redeemed (atomic: single use across instances) → complete the link in the network record.
+//!   If that last write fails, the code is marked unredeemed again so the agent's retry can
+//!   complete; no token is handed out unless every write succeeded.
+//! - Every guess (link, redeem) is charged against its [budgets](super::budget) in atomic store
+//!   steps *before* it is checked, and refunded only when it proves right (or was no guess): a
+//!   burst of concurrent guesses never has more than a budget's threshold checked. If a charge
+//!   cannot be written, the request is refused with the store error (never checked); a guess
+//!   whose check then fails on a store error is refunded too (its caller learns nothing of it),
+//!   as far as the store allows: a refund that fails leaves its charge until the window ends.
 //!
 //! [`Server`]: super::Server
 
@@ -26,6 +30,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
+use super::budget::CodeSpace;
 use super::record::{later, Announced, CodeKind, CodeRecord, Presence};
 use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
@@ -148,35 +153,6 @@ impl<S: Records> Ops<'_, S> {
         self.refuse(network, request, err.into())
     }
 
-    /// Refuses for `network`; counts the refusal toward the lockout when it is a failed guess
-    /// (the only change a refusal makes). A failure that cannot be counted refuses with the
-    /// store's error instead.
-    pub(crate) async fn refuse_counted(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        request: RequestKind,
-        reason: Refusal,
-    ) -> Refusal {
-        if reason.counts_as_failure() {
-            let config = self.config;
-            let mut locked = false;
-            let counted = self
-                .store
-                .update_network(network, now, config, true, &mut |record| {
-                    locked = record.record_failure(now, config);
-                })
-                .await;
-            if let Err(err) = counted {
-                return self.store_failed(Some(network), request, err);
-            }
-            if locked {
-                self.events.push_back(ServerEvent::LockedOut { network });
-            }
-        }
-        self.refuse(Some(network), request, reason)
-    }
-
     pub(crate) async fn handle_announce(
         &mut self,
         now: DateTime<Utc>,
@@ -284,6 +260,10 @@ impl<S: Records> Ops<'_, S> {
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
         let network = self.caller(RequestKind::Link, peer, headers)?;
+        // 0. The guess is charged before anything is checked.
+        let guess = self
+            .admit_guess(now, network, None, RequestKind::Link)
+            .await?;
         let config = self.config;
         let instance_id = request.instance_id;
         // 1. Check, reading only: a refused request writes no code.
@@ -295,11 +275,13 @@ impl<S: Records> Ops<'_, S> {
             })
             .await;
         if let Err(err) = read {
+            // The caller learns nothing of its guess from a store error: refunded.
+            self.settle_guess(now, guess, None).await;
             return Err(self.store_failed(Some(network), RequestKind::Link, err));
         }
         if let Err(reason) = checked {
             return Err(self
-                .refuse_counted(now, network, RequestKind::Link, reason)
+                .refused_guess(now, guess, RequestKind::Link, reason)
                 .await);
         }
         // 2. The auto code's record, before anything refers to it.
@@ -313,9 +295,17 @@ impl<S: Records> Ops<'_, S> {
             manual: false,
             kind: CodeKind::Link,
         };
-        let code = self
+        let code = match self
             .create_code(now, rng, LinkCode::generate_auto, &code_record)
-            .await?;
+            .await
+        {
+            Ok(code) => code,
+            Err(refusal) => {
+                // The secret was right: no failure to count.
+                self.settle_guess(now, guess, None).await;
+                return Err(refusal);
+            }
+        };
         // 3. Check again and accept in one write: another instance may have accepted a link for
         // this agent (or counted a lockout) since step 1.
         let mut accepted = Err(Refusal::AgentNotFound);
@@ -338,6 +328,7 @@ impl<S: Records> Ops<'_, S> {
             .await;
         let refusal = match (written, accepted) {
             (Ok(_), Ok(())) => {
+                self.settle_guess(now, guess, None).await;
                 self.events.push_back(ServerEvent::LinkAccepted {
                     network,
                     instance_id,
@@ -356,9 +347,12 @@ impl<S: Records> Ops<'_, S> {
         let _ = self.store.delete_code(&code.key()).await;
         match refusal {
             Ok(reason) => Err(self
-                .refuse_counted(now, network, RequestKind::Link, reason)
+                .refused_guess(now, guess, RequestKind::Link, reason)
                 .await),
-            Err(err) => Err(self.store_failed(Some(network), RequestKind::Link, err)),
+            Err(err) => {
+                self.settle_guess(now, guess, None).await;
+                Err(self.store_failed(Some(network), RequestKind::Link, err))
+            }
         }
     }
 
@@ -415,6 +409,9 @@ impl<S: Records> Ops<'_, S> {
     ) -> Result<CodeReply, Refusal> {
         let config = self.config;
         let expires_at = later(now, config.manual_code_ttl);
+        // The quotas first (the account's live codes, the space's), in atomic steps; they pick
+        // the format: the short one unless its space is suspended or full.
+        let (space, charges) = self.reserve_mint(now, account, expires_at).await?;
         let record = CodeRecord {
             account: account.clone(),
             instance_id: None,
@@ -424,10 +421,20 @@ impl<S: Records> Ops<'_, S> {
             manual: true,
             kind: CodeKind::Link,
         };
-        let format = &config.code_format;
-        let code = self
+        let format = match space {
+            CodeSpace::Manual => &config.code_format,
+            _ => &config.budgets.fallback_format,
+        };
+        let code = match self
             .create_code(now, rng, |rng| format.generate(rng), &record)
-            .await?;
+            .await
+        {
+            Ok(code) => code,
+            Err(refusal) => {
+                self.release_mint(now, charges).await;
+                return Err(refusal);
+            }
+        };
         self.events.push_back(ServerEvent::CodeMinted {
             account: account.clone(),
         });
@@ -454,20 +461,11 @@ impl<S: Records> Ops<'_, S> {
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
         let config = self.config;
-        // 1. The lockout, reading only.
-        let mut locked = false;
-        let read = self
-            .store
-            .update_network(network, now, config, false, &mut |record| {
-                locked = record.is_locked(now);
-            })
-            .await;
-        if let Err(err) = read {
-            return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
-        }
-        if locked {
-            return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LockedOut));
-        }
+        // 1. The guess, charged against every budget before the code is looked at.
+        let space = config.budgets.space_of(&config.code_format, &request.code);
+        let guess = self
+            .admit_guess(now, network, space, RequestKind::Redeem)
+            .await?;
         // 2. The code, marked redeemed in one write: single use across every instance.
         let key = request.code.key();
         let instance_id = request.instance_id;
@@ -477,17 +475,19 @@ impl<S: Records> Ops<'_, S> {
             .update_code(&key, now, &mut |code| {
                 redeemed = code
                     .redeem(now, &instance_id, &network)
-                    .map(|()| (code.account.clone(), code.manual));
+                    .map(|()| (code.account.clone(), code.manual, code.expires_at));
             })
             .await;
         if let Err(err) = written {
+            // The caller learns nothing of its guess from a store error: refunded.
+            self.settle_guess(now, guess, None).await;
             return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
         }
-        let (account, manual) = match redeemed {
+        let (account, manual, expires_at) = match redeemed {
             Ok(redeemed) => redeemed,
             Err(reason) => {
                 return Err(self
-                    .refuse_counted(now, network, RequestKind::Redeem, reason)
+                    .refused_guess(now, guess, RequestKind::Redeem, reason)
                     .await);
             }
         };
@@ -505,7 +505,14 @@ impl<S: Records> Ops<'_, S> {
                 .store
                 .update_code(&key, now, &mut |code| code.redeemed = false)
                 .await;
+            self.settle_guess(now, guess, None).await;
             return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
+        }
+        // The code was right: its charges are refunded.
+        self.settle_guess(now, guess, None).await;
+        if manual {
+            self.release_redeemed(now, &account, space, expires_at)
+                .await;
         }
         self.events.push_back(ServerEvent::Linked {
             network,

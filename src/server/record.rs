@@ -27,12 +27,6 @@ pub(crate) fn later(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// `at - delta`, saturating at the start of representable time.
-pub(crate) fn earlier(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
-    at.checked_sub_signed(delta)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
 /// One agent's presence in a network.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Presence {
@@ -138,10 +132,6 @@ struct Extras {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     links: Vec<LinkRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    failures: Vec<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    locked_until: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     used: Vec<(InstanceId, DateTime<Utc>)>,
 }
 
@@ -163,17 +153,12 @@ mod commitment_hex {
 
 impl Extras {
     fn is_empty(&self) -> bool {
-        self.links.is_empty()
-            && self.failures.is_empty()
-            && self.locked_until.is_none()
-            && self.used.is_empty()
+        self.links.is_empty() && self.used.is_empty()
     }
 }
 
 static NO_EXTRAS: Extras = Extras {
     links: Vec::new(),
-    failures: Vec::new(),
-    locked_until: None,
     used: Vec::new(),
 };
 
@@ -198,16 +183,6 @@ impl NetworkRecord {
         &self.ext().links
     }
 
-    /// Times of recent failures (within the lockout window).
-    pub fn failures(&self) -> &[DateTime<Utc>] {
-        &self.ext().failures
-    }
-
-    /// When the network's lockout ends, if it is locked out.
-    pub fn locked_until(&self) -> Option<DateTime<Utc>> {
-        self.ext().locked_until
-    }
-
     /// Instances whose secret was used or whose window is over, with the end of their replay
     /// horizon: they may not announce afresh or link again until then.
     pub fn used(&self) -> &[(InstanceId, DateTime<Utc>)] {
@@ -215,8 +190,8 @@ impl NetworkRecord {
     }
 
     /// Drops whatever has expired at `now`: presences, links, queued messages (zeroizing their
-    /// secrets), old failures and a finished lockout.
-    pub fn prune(&mut self, now: DateTime<Utc>, config: &ServerConfig) {
+    /// secrets). (Failures and lockouts are the [budgets](super::budget)' records.)
+    pub fn prune(&mut self, now: DateTime<Utc>, _config: &ServerConfig) {
         let now_ms = now.timestamp_millis();
         self.presences.retain(|p| p.expires_ms > now_ms);
         let Some(extras) = self.extras.as_deref_mut() else {
@@ -233,13 +208,6 @@ impl NetworkRecord {
         }
         extras.links.retain(|l| l.expires_at > now);
         extras.used.retain(|(_, until)| *until > now);
-        if !extras.failures.is_empty() {
-            let since = earlier(now, config.lockout_window);
-            extras.failures.retain(|t| *t > since);
-        }
-        if extras.locked_until.is_some_and(|t| t <= now) {
-            extras.locked_until = None;
-        }
         if extras.is_empty() {
             self.extras = None;
         }
@@ -296,38 +264,12 @@ impl NetworkRecord {
     }
 
     /// The latest expiry of anything in the record: a store may drop the whole record then.
-    pub fn expires_at(&self, config: &ServerConfig) -> Option<DateTime<Utc>> {
+    pub fn expires_at(&self, _config: &ServerConfig) -> Option<DateTime<Utc>> {
         let extras = self.ext();
         let presences = self.presences.iter().map(Presence::expires_at);
         let links = extras.links.iter().map(|l| l.expires_at);
-        let failures = extras
-            .failures
-            .iter()
-            .map(|t| later(*t, config.lockout_window));
         let used = extras.used.iter().map(|(_, until)| *until);
-        presences
-            .chain(links)
-            .chain(failures)
-            .chain(used)
-            .chain(extras.locked_until)
-            .max()
-    }
-
-    /// Whether the network is locked out at `now`.
-    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
-        self.ext().locked_until.is_some_and(|t| t > now)
-    }
-
-    /// Counts a failure; returns `true` when this failure locks the network out.
-    pub fn record_failure(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> bool {
-        let extras = self.ext_mut();
-        extras.failures.push(now);
-        if extras.failures.len() >= config.lockout_threshold as usize {
-            extras.failures.clear();
-            extras.locked_until = Some(later(now, config.lockout_duration));
-            return true;
-        }
-        false
+        presences.chain(links).chain(used).max()
     }
 
     /// Whether `instance_id` was used (its secret accepted, or its window over).
@@ -530,9 +472,6 @@ impl NetworkRecord {
         instance_id: &InstanceId,
         secret: &LocalSecret,
     ) -> Result<(), Refusal> {
-        if self.is_locked(now) {
-            return Err(Refusal::LockedOut);
-        }
         if self.is_used(instance_id) || self.links().iter().any(|l| l.instance_id == *instance_id) {
             return Err(Refusal::AlreadyLinking);
         }

@@ -27,7 +27,10 @@
 //! `SECURITY.md`. Auth tokens are never stored (the embedder keeps their digests).
 //!
 //! **Keys.** `{prefix}:net:{<hash>}`, `{prefix}:msg:{<hash>}` (the same hash: one network's
-//! keys share a Redis Cluster slot, through the hash tag in braces) and `{prefix}:code:{<hash>}`.
+//! keys share a Redis Cluster slot, through the hash tag in braces), `{prefix}:code:{<hash>}`
+//! and `{prefix}:ctr:{<hash>}` (one per guessing budget or mint quota, see
+//! [`budget`](super::budget): a budget level of an address prefix, the global budget of a code
+//! space, an account's live codes).
 //! Every operation touches one network's keys or one code's, and its script gets them in `KEYS`,
 //! so the layout works on a cluster. [`RedisStore`] itself connects to one
 //! node (Redis or Valkey, standalone or behind a proxy); see `README.md`.
@@ -66,8 +69,9 @@ use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::budget::{CounterKey, CounterRecord};
 use super::record::{later, CodeRecord, NetworkRecord, PendingMessage};
-use super::store::{CodeFn, NetworkFn, ReadFn, Store, StoreError};
+use super::store::{CodeFn, CounterFn, NetworkFn, ReadFn, Store, StoreError};
 use super::{ServerConfig, MAX_TTL};
 use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
@@ -343,6 +347,15 @@ impl RedisStore {
             "{}:code:{{{}}}",
             self.prefix,
             self.name_hash(&name).as_str()
+        )
+    }
+
+    /// The Redis key of a counter record (a guessing budget or a mint quota).
+    pub fn counter_key(&self, key: &CounterKey) -> String {
+        format!(
+            "{}:ctr:{{{}}}",
+            self.prefix,
+            self.name_hash(&key.to_bytes()).as_str()
         )
     }
 
@@ -702,6 +715,35 @@ impl Store for RedisStore {
             |record| Some(record.expires_at),
         )
         .await
+    }
+
+    /// One compare-and-swap of the counter's record (`GET`, then the script): admitting a guess
+    /// and charging it are one atomic step across every instance.
+    async fn update_counter(
+        &self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError> {
+        let redis_key = self.counter_key(key);
+        let now_ms = now.timestamp_millis();
+        self.update::<CounterRecord>(
+            &redis_key,
+            now,
+            |record| {
+                let mut record = record.unwrap_or_default();
+                record.prune(now_ms);
+                f(&mut record);
+                Some(record)
+            },
+            |record| {
+                record
+                    .expires_ms()
+                    .and_then(DateTime::<Utc>::from_timestamp_millis)
+            },
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::budget::{CounterKey, CounterRecord};
 use super::record::{CodeRecord, NetworkRecord};
 use super::ServerConfig;
 use crate::addr::PublicNetwork;
@@ -55,6 +56,10 @@ pub type ReadFn<'a> = dyn FnMut(&NetworkRecord) + Send + 'a;
 /// A function applied to a live code record; see [`NetworkFn`].
 pub type CodeFn<'a> = dyn FnMut(&mut CodeRecord) + Send + 'a;
 
+/// A function applied to a counter record (a guessing budget or a mint quota); see
+/// [`NetworkFn`].
+pub type CounterFn<'a> = dyn FnMut(&mut CounterRecord) + Send + 'a;
+
 /// The server's records, shared by every instance that uses the same store. Object safe.
 ///
 /// Each method is atomic: it either applies entirely or changes nothing (and returns an error).
@@ -67,14 +72,14 @@ pub type CodeFn<'a> = dyn FnMut(&mut CodeRecord) + Send + 'a;
 /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
 /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
 /// let config = ServerConfig::default();
-/// let mut locked = false;
+/// let mut present = usize::MAX;
 /// let ran = store
 ///     .update_network(network, now, &config, true, &mut |record| {
-///         locked = record.record_failure(now, &config);
+///         present = record.present(now);
 ///     })
 ///     .await
 ///     .unwrap();
-/// assert!(ran && !locked);
+/// assert!(ran && present == 0);
 /// # });
 /// # fn futures_lite(f: impl std::future::Future<Output = ()>) {
 /// #     let mut f = std::pin::pin!(f);
@@ -135,6 +140,18 @@ pub trait Store: Send + Sync {
     /// Deletes a code record (if any).
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError>;
 
+    /// Applies `f` to the counter record of `key`, pruned at `now` (a missing one is given
+    /// empty), and writes it back atomically: deleted when left empty, else expiring at its
+    /// [`expires_ms`](CounterRecord::expires_ms). This is the step that admits a guess (see
+    /// [`budget`](super::budget)): it must be atomic across every instance sharing the store,
+    /// or concurrent guesses get checked past their budget.
+    async fn update_counter(
+        &self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError>;
+
     /// Drops what has expired at `now`. A store whose records expire by themselves (Redis TTLs)
     /// has nothing to do.
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
@@ -152,6 +169,7 @@ pub trait Store: Send + Sync {
 pub struct MemoryStore {
     networks: HashMap<PublicNetwork, NetworkRecord>,
     codes: HashMap<CodeKey, CodeRecord>,
+    counters: HashMap<CounterKey, CounterRecord>,
 }
 
 impl MemoryStore {
@@ -245,6 +263,56 @@ impl MemoryStore {
         }
     }
 
+    /// The counter record of `key`, if any (it may hold expired charges).
+    pub fn counter(&self, key: &CounterKey) -> Option<&CounterRecord> {
+        self.counters.get(key)
+    }
+
+    /// How many wrong guesses from `network` are charged at its own address at `now` (its
+    /// finest budget level).
+    ///
+    /// ```
+    /// use lanlink::server::MemoryStore;
+    /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// assert_eq!(MemoryStore::default().failures(&network, chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())), 0);
+    /// ```
+    pub fn failures(&self, network: &PublicNetwork, now: DateTime<Utc>) -> u64 {
+        self.counter(&CounterKey::network(network))
+            .map_or(0, |record| record.live(now.timestamp_millis()))
+    }
+
+    /// Whether `network`'s own address is locked out at `now`.
+    pub fn is_locked(&self, network: &PublicNetwork, now: DateTime<Utc>) -> bool {
+        self.counter(&CounterKey::network(network))
+            .is_some_and(|record| record.is_locked(now.timestamp_millis()))
+    }
+
+    /// Applies `f` to the counter of `key`, pruned at `now`; an empty one is deleted.
+    fn update_counter(&mut self, key: &CounterKey, now: DateTime<Utc>, f: &mut CounterFn<'_>) {
+        let now_ms = now.timestamp_millis();
+        match self.counters.get_mut(key) {
+            Some(record) => {
+                record.prune(now_ms);
+                f(record);
+                if record.is_empty() {
+                    self.counters.remove(key);
+                }
+            }
+            None => {
+                let mut record = CounterRecord::default();
+                f(&mut record);
+                if !record.is_empty() {
+                    self.counters.insert(key.clone(), record);
+                }
+            }
+        }
+    }
+
+    /// How many counter records are held.
+    pub fn counters(&self) -> usize {
+        self.counters.len()
+    }
+
     /// The record of a code, for an operation of the in-memory server that writes it in place.
     #[cfg(feature = "obico")]
     pub(crate) fn code_mut(&mut self, key: &CodeKey) -> Option<&mut CodeRecord> {
@@ -261,9 +329,14 @@ impl MemoryStore {
         self.codes.len()
     }
 
-    /// Drops expired codes and prunes every network record, deleting empty ones.
+    /// Drops expired codes and prunes every network and counter record, deleting empty ones.
     pub fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) {
         self.codes.retain(|_, code| code.is_live(now));
+        let now_ms = now.timestamp_millis();
+        self.counters.retain(|_, record| {
+            record.prune(now_ms);
+            !record.is_empty()
+        });
         self.networks.retain(|_, record| {
             record.prune(now, config);
             !record.is_empty()
@@ -321,6 +394,16 @@ impl Store for Mutex<MemoryStore> {
         Ok(())
     }
 
+    async fn update_counter(
+        &self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError> {
+        crate::lock_unpoisoned(self).update_counter(key, now, f);
+        Ok(())
+    }
+
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
         crate::lock_unpoisoned(self).purge(now, config);
         Ok(())
@@ -363,6 +446,13 @@ pub(crate) trait Records {
     ) -> Result<bool, StoreError>;
 
     async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError>;
+
+    async fn update_counter(
+        &mut self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError>;
 
     async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
 }
@@ -409,6 +499,16 @@ impl Records for MemoryStore {
 
     async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError> {
         self.codes.remove(key);
+        Ok(())
+    }
+
+    async fn update_counter(
+        &mut self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError> {
+        MemoryStore::update_counter(self, key, now, f);
         Ok(())
     }
 
@@ -463,6 +563,15 @@ impl Records for Shared<'_> {
 
     async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError> {
         self.0.delete_code(key).await
+    }
+
+    async fn update_counter(
+        &mut self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError> {
+        self.0.update_counter(key, now, f).await
     }
 
     async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
