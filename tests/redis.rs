@@ -24,7 +24,7 @@ use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
 use lanlink::server::{CounterKey, ServerConfig, Service, Store};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
-use lanlink::{AccountId, DeviceInfo, InstanceId, LocalSecret, PublicNetwork, Refusal};
+use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
 
 const TOKEN: &str = "alice-test-token";
 
@@ -1033,4 +1033,133 @@ async fn discovery_is_one_read_and_writes_nothing() {
         .expect("discover");
     assert!(other.agents.is_empty());
     assert_eq!(store.round_trips() - trips, 1);
+}
+
+/// Sends 300 concurrent guesses (`guess(n, right)`), split between two server processes sharing
+/// one Redis, the right answer at a random place; returns (checked, right answered ok).
+async fn burst<F, Fut>(guess: F) -> (usize, bool)
+where
+    F: Fn(usize, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), TransportError>> + Send + 'static,
+{
+    let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..300usize);
+    let tasks: Vec<_> = (0..300usize)
+        .map(|n| tokio::spawn(guess(n, n == right_at)))
+        .collect();
+    let (mut checked, mut right_ok) = (0, false);
+    for (n, task) in tasks.into_iter().enumerate() {
+        let result = task.await.expect("task");
+        match &result {
+            Ok(()) => {
+                assert_eq!(n, right_at, "only the right answer is accepted");
+                right_ok = true;
+                checked += 1;
+            }
+            Err(err) => match code_of(err) {
+                Some((403 | 404, "invalid_code" | "wrong_secret")) => checked += 1,
+                Some((429, "locked_out")) | Some((503, "store_contention")) => {}
+                _ => panic!("unexpected {err:?}"),
+            },
+        }
+    }
+    (checked, right_ok)
+}
+
+fn patient_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// 300 concurrent redemptions from one address over HTTP on two processes sharing Redis, the
+/// victim's right manual code at a random place in the burst: at most the threshold (5) are
+/// checked, whatever the interleaving across the two instances; a right code after them is
+/// refused (`locked_out`), and one among them links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redemption_burst_over_two_processes_checks_at_most_the_threshold() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let instances = [Instance::start(&redis).await, Instance::start(&redis).await];
+    let linker = HttpLinkerClient::with_client(
+        patient_client(),
+        &instances[1].base(),
+        DEFAULT_PREFIX,
+        DEFAULT_PREFIX,
+        TOKEN,
+    );
+    let right = linker.mint_code().await.expect("mint").code;
+    let agents: Arc<Vec<HttpAgentClient>> = Arc::new(
+        instances
+            .iter()
+            .map(|i| HttpAgentClient::new(&i.base()).expect("client"))
+            .collect(),
+    );
+    let (checked, linked) = burst(|n, is_right| {
+        let agents = Arc::clone(&agents);
+        let code = if is_right {
+            right.clone()
+        } else {
+            LinkCode::parse(&format!("{:06}", n * 3331 % 1_000_000)).expect("code")
+        };
+        async move {
+            let request = RedeemRequest {
+                instance_id: announcement(7).0.instance_id,
+                code,
+            };
+            agents[n % 2].redeem(&request).await.map(|_| ())
+        }
+    })
+    .await;
+    println!("redemption burst over two processes: {checked} checked, right code linked: {linked}");
+    assert!(checked <= 5, "{checked} guesses checked");
+    assert!(checked >= 1, "the budget admits guesses");
+}
+
+/// The same for link requests (secrets): 300 concurrent guesses at an announced agent's secret
+/// over two processes, the right secret at a random place: at most 5 checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_burst_over_two_processes_checks_at_most_the_threshold() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let instances = [Instance::start(&redis).await, Instance::start(&redis).await];
+    let (x, secret) = announcement(1);
+    HttpAgentClient::new(&instances[0].base())
+        .expect("client")
+        .announce(&x)
+        .await
+        .expect("announce");
+    let linkers: Arc<Vec<HttpLinkerClient>> = Arc::new(
+        instances
+            .iter()
+            .map(|i| {
+                let (base, prefix) = (i.base(), DEFAULT_PREFIX);
+                HttpLinkerClient::with_client(patient_client(), &base, prefix, prefix, TOKEN)
+            })
+            .collect(),
+    );
+    let (checked, accepted) = burst(|n, is_right| {
+        let linkers = Arc::clone(&linkers);
+        let local_secret = if is_right {
+            secret.clone()
+        } else {
+            LocalSecret::from_bytes([(n % 250) as u8 + 3; 32])
+        };
+        async move {
+            let guess = LinkRequest {
+                instance_id: x_id(),
+                local_secret,
+            };
+            linkers[n % 2].link(&guess).await.map(|_| ())
+        }
+    })
+    .await;
+    println!("link burst over two processes: {checked} checked, right secret accepted: {accepted}");
+    assert!(checked <= 5, "{checked} guesses checked");
+    assert!(checked >= 1, "the budget admits guesses");
 }
