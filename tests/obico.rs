@@ -889,6 +889,60 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
 }
 
 #[tokio::test]
+async fn hidden_characters_in_an_agents_name_are_dropped_and_it_still_links() {
+    // An unmodified agent cannot be made to refuse: its name is shown without the characters the
+    // lanlink wire refuses (bidi override, zero-width joiner, soft hyphen, variation selector), and
+    // the device links as any other.
+    let (server, url) = start_server(config()).await;
+    let http = client(PROXY, Some(HOME));
+    let id = InstanceId::generate(&mut lanlink::os_rng());
+    let poll = json!({
+        "device_id": obico::device_id(&id),
+        "host_or_ip": "192.168.1.50",
+        "port": 5000,
+        "hostname": "vo\u{202E}ron\u{200D}",
+        "rpi_model": "Raspberry\u{00AD} Pi 4\u{FE0F}",
+        "agent": "\u{2066}moonraker_obico\u{2069}",
+        "plugin_version": "2.5.0\u{200B}",
+    });
+    let unlinked = format!("{url}/api/v1/octo/unlinked/");
+    let (status, _) = raw(
+        reqwest::Method::POST,
+        &http,
+        unlinked.clone(),
+        None,
+        Some(poll.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let info = network(&server, HOME).unwrap().presences[0].info.clone();
+    assert_eq!(
+        (
+            info.hostname(),
+            info.model(),
+            info.agent(),
+            info.agent_version()
+        ),
+        ("voron", "Raspberry Pi 4", "moonraker_obico", "2.5.0")
+    );
+    let alice = linker(&url, ALICE, HOME);
+    let shown = discovered(&alice).await;
+    assert_eq!(
+        (shown[0].hostname.as_str(), shown[0].agent.as_str()),
+        ("voron", "moonraker_obico")
+    );
+    let secret = lanlink::LocalSecret::from_hex(&hex(&[0x3c; 32])).unwrap();
+    alice.link(&id, &secret).await.unwrap();
+    tokio::time::sleep(POLL).await;
+    let (status, reply) = raw(reqwest::Method::POST, &http, unlinked, None, Some(poll)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        reply["messages"][0]["data"]["secret"],
+        json!(hex(&[0x3c; 32]))
+    );
+}
+
+#[tokio::test]
 async fn one_visible_rule_with_one_allowed() {
     let (server, url) = start_server(config()).await;
     let first = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
