@@ -55,6 +55,10 @@ struct Args {
     /// IPv6 prefix length that groups addresses into one network.
     #[arg(long, default_value_t = 64)]
     ipv6_prefix: u8,
+    /// A NAT64/SIIT prefix (/32, /40, /48, /56, /64 or /96) whose clients stand for the IPv4
+    /// address they embed, besides the well-known 64:ff9b::/96. Repeatable.
+    #[arg(long = "nat64-prefix")]
+    nat64_prefixes: Vec<ipnet::Ipv6Net>,
     /// Route prefix.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
@@ -93,7 +97,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .trusted_proxies(args.trusted_proxies)
         .max_visible(args.max_visible)
         .lockout_threshold(args.lockout_threshold)
-        .ipv6_prefix(args.ipv6_prefix);
+        .ipv6_prefix(args.ipv6_prefix)
+        .nat64_prefixes(args.nat64_prefixes);
     let auth = Arc::new(BearerTokens::new(args.users));
     let app = match (&args.redis, args.profile.as_str()) {
         (None, profile) => {

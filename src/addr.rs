@@ -240,10 +240,58 @@ fn parse_node(text: &str) -> Option<IpAddr> {
         .map(|ip| canonical(ip.into()))
 }
 
+/// The NAT64 well-known prefix, `64:ff9b::/96` (RFC 6052 §2.1). A client address in it is an
+/// IPv4 client reached through a NAT64 or SIIT translator; [`PublicNetwork::from_ip`] maps it back
+/// to that IPv4 address.
+pub const NAT64_WELL_KNOWN_PREFIX: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96);
+
+/// The prefix lengths RFC 6052 §2.2 defines for IPv4-embedded IPv6 addresses.
+pub const NAT64_PREFIX_LENGTHS: [u8; 6] = [32, 40, 48, 56, 64, 96];
+
+/// The IPv4 address embedded in `ip` under the NAT64/SIIT `prefix` (RFC 6052 §2.2): `None` unless
+/// `ip` is in `prefix` and the prefix length is one of [`NAT64_PREFIX_LENGTHS`].
+///
+/// The 32 address bits follow the prefix, skipping bits 64–71 (the "u" octet, which carries none);
+/// the u octet and the suffix are not read, so no value a translator writes there can split one
+/// IPv4 client into several networks or merge several into one.
+///
+/// ```
+/// use lanlink::addr::{nat64_embedded, NAT64_WELL_KNOWN_PREFIX};
+/// let wkp = NAT64_WELL_KNOWN_PREFIX;
+/// let ip = "64:ff9b::203.0.113.7".parse().unwrap();
+/// assert_eq!(nat64_embedded(ip, &wkp), Some("203.0.113.7".parse().unwrap()));
+/// // RFC 6052's example for a /48 prefix: 192.0.2.33 in 2001:db8:122:c000:2:2100::.
+/// let nsp = "2001:db8:122::/48".parse().unwrap();
+/// let ip = "2001:db8:122:c000:2:2100::".parse().unwrap();
+/// assert_eq!(nat64_embedded(ip, &nsp), Some("192.0.2.33".parse().unwrap()));
+/// assert_eq!(nat64_embedded("2001:db8::1".parse().unwrap(), &wkp), None);
+/// ```
+pub fn nat64_embedded(ip: Ipv6Addr, prefix: &Ipv6Net) -> Option<Ipv4Addr> {
+    if !NAT64_PREFIX_LENGTHS.contains(&prefix.prefix_len()) || !prefix.contains(&ip) {
+        return None;
+    }
+    let octets = ip.octets();
+    let mut at = usize::from(prefix.prefix_len() / 8);
+    let mut v4 = [0u8; 4];
+    for byte in &mut v4 {
+        if at == 8 {
+            at += 1;
+        }
+        // Cannot miss: a /96 reads octets 12 to 15, shorter prefixes end earlier.
+        *byte = octets.get(at).copied().unwrap_or(0);
+        at += 1;
+    }
+    Some(Ipv4Addr::from(v4))
+}
+
 /// The public network a caller is on: the key under which the server groups announcements.
 ///
 /// An IPv4 address stands for itself; an IPv6 address is grouped by its prefix (/64 by default),
-/// because one home's devices use many addresses of one prefix.
+/// because one home's devices use many addresses of one prefix. An address in a NAT64/SIIT
+/// prefix (always [`NAT64_WELL_KNOWN_PREFIX`], and any configured with
+/// [`from_ip_nat64`](Self::from_ip_nat64)) stands for the IPv4 client it embeds: otherwise every
+/// IPv4 user of the translator would share one /64.
 ///
 /// ```
 /// use lanlink::PublicNetwork;
@@ -252,6 +300,8 @@ fn parse_node(text: &str) -> Option<IpAddr> {
 /// assert_eq!(a, b);
 /// let v4 = PublicNetwork::from_ip("::ffff:203.0.113.7".parse().unwrap(), 64);
 /// assert_eq!(v4.to_string(), "203.0.113.7");
+/// let nat64 = PublicNetwork::from_ip("64:ff9b::203.0.113.7".parse().unwrap(), 64);
+/// assert_eq!(nat64, v4);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 // Aligned (24 bytes, not 18 at any offset): the server copies this key into every event and
@@ -265,12 +315,26 @@ pub enum PublicNetwork {
 }
 
 impl PublicNetwork {
-    /// The network of `ip`, grouping IPv6 by `v6_prefix` bits (clamped to 0..=128).
+    /// The network of `ip`, grouping IPv6 by `v6_prefix` bits (clamped to 0..=128), an address in
+    /// [`NAT64_WELL_KNOWN_PREFIX`] read as the IPv4 address it embeds.
     #[inline]
     pub fn from_ip(ip: IpAddr, v6_prefix: u8) -> Self {
+        Self::from_ip_nat64(ip, v6_prefix, &[])
+    }
+
+    /// As [`from_ip`](Self::from_ip), with `nat64_prefixes` (an operator's NAT64 or SIIT
+    /// prefixes, of the lengths in [`NAT64_PREFIX_LENGTHS`]; others are ignored) mapped back to
+    /// IPv4 like the well-known prefix.
+    pub fn from_ip_nat64(ip: IpAddr, v6_prefix: u8, nat64_prefixes: &[Ipv6Net]) -> Self {
         match canonical(ip) {
             IpAddr::V4(v4) => Self::V4(v4),
             IpAddr::V6(v6) => {
+                let embedded = std::iter::once(&NAT64_WELL_KNOWN_PREFIX)
+                    .chain(nat64_prefixes)
+                    .find_map(|prefix| nat64_embedded(v6, prefix));
+                if let Some(v4) = embedded {
+                    return Self::V4(v4);
+                }
                 let prefix = v6_prefix.min(128);
                 // Cannot fail: the prefix is clamped to at most 128.
                 let net = Ipv6Net::new(v6, prefix).unwrap_or_default().trunc();
@@ -293,7 +357,9 @@ impl fmt::Display for PublicNetwork {
 ///
 /// The default: RFC 1918 (10/8, 172.16/12, 192.168/16), loopback (127/8, ::1), link-local
 /// (169.254/16, fe80::/10) and IPv6 ULA (fc00::/7). Not CGNAT (100.64/10), which neighbours behind
-/// a carrier's NAT share, and nothing public.
+/// a carrier's NAT share, and nothing public. Nor a NAT64/SIIT address (`64:ff9b::/96` and the
+/// like), whatever IPv4 address it embeds: such a caller is a translated remote host, so its
+/// address is never read as the IPv4 address inside it.
 ///
 /// ```
 /// use lanlink::LocalPolicy;
@@ -302,6 +368,7 @@ impl fmt::Display for PublicNetwork {
 /// assert!(policy.is_local("::ffff:10.1.2.3".parse().unwrap()));
 /// assert!(!policy.is_local("100.64.0.9".parse().unwrap()));
 /// assert!(!policy.is_local("203.0.113.9".parse().unwrap()));
+/// assert!(!policy.is_local("64:ff9b::192.168.1.20".parse().unwrap()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalPolicy {
@@ -453,6 +520,95 @@ mod tests {
         assert_eq!(
             r.resolve(ip("10.0.0.1"), h),
             Err(ClientAddrError::TooManyHops)
+        );
+    }
+
+    /// RFC 6052 §2.4's examples: 192.0.2.33 embedded under each prefix length.
+    #[test]
+    fn nat64_embedded_reads_every_rfc6052_length() {
+        let want: Ipv4Addr = "192.0.2.33".parse().unwrap();
+        for (prefix, ip) in [
+            ("2001:db8::/32", "2001:db8:c000:221::"),
+            ("2001:db8:100::/40", "2001:db8:1c0:2:21::"),
+            ("2001:db8:122::/48", "2001:db8:122:c000:2:2100::"),
+            ("2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"),
+            ("2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100::"),
+            ("2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"),
+            ("64:ff9b::/96", "64:ff9b::192.0.2.33"),
+        ] {
+            let prefix: Ipv6Net = prefix.parse().unwrap();
+            let ip: Ipv6Addr = ip.parse().unwrap();
+            assert_eq!(nat64_embedded(ip, &prefix), Some(want), "{prefix}");
+            assert_eq!(
+                PublicNetwork::from_ip_nat64(IpAddr::V6(ip), 64, &[prefix]),
+                PublicNetwork::V4(want),
+                "{prefix}"
+            );
+        }
+        // Outside the prefix, or a length RFC 6052 does not define: not mapped.
+        let wkp = NAT64_WELL_KNOWN_PREFIX;
+        assert_eq!(nat64_embedded("64:ff9b:1::1".parse().unwrap(), &wkp), None);
+        let odd: Ipv6Net = "2001:db8::/33".parse().unwrap();
+        assert_eq!(nat64_embedded("2001:db8::1".parse().unwrap(), &odd), None);
+        // The u octet and the suffix are not address bits: what a translator writes there does
+        // not change the network.
+        let nsp: Ipv6Net = "2001:db8:122::/48".parse().unwrap();
+        let noisy: Ipv6Addr = "2001:db8:122:c000:ff02:2100:abcd:1".parse().unwrap();
+        assert_eq!(nat64_embedded(noisy, &nsp), Some(want));
+    }
+
+    #[test]
+    fn nat64_clients_are_their_ipv4_networks() {
+        let net = |s: &str| PublicNetwork::from_ip(ip(s), 64);
+        assert_eq!(net("64:ff9b::203.0.113.7"), net("203.0.113.7"));
+        assert_eq!(net("64:ff9b::203.0.113.7"), net("::ffff:203.0.113.7"));
+        assert_ne!(net("64:ff9b::203.0.113.7"), net("64:ff9b::198.51.100.9"));
+        assert_eq!(net("64:ff9b::203.0.113.7").to_string(), "203.0.113.7");
+        // Ordinary IPv6 is grouped by prefix as before, the RFC 8215 local-use prefix included
+        // (it is an operator's choice: configure it to map it).
+        assert_eq!(net("2001:db8:1:2::10"), net("2001:db8:1:2:aaaa::1"));
+        assert_eq!(net("64:ff9b:1::1"), net("64:ff9b:1::2"));
+        let local: Ipv6Net = "64:ff9b:1::/96".parse().unwrap();
+        assert_ne!(
+            PublicNetwork::from_ip_nat64(ip("64:ff9b:1::203.0.113.7"), 64, &[local]),
+            PublicNetwork::from_ip_nat64(ip("64:ff9b:1::198.51.100.9"), 64, &[local])
+        );
+        // A NAT64 address is never local and never announceable, whatever it embeds.
+        let policy = LocalPolicy::default();
+        for translated in [
+            "64:ff9b::192.168.1.20",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!policy.is_local(ip(translated)), "{translated}");
+            assert!(!is_announceable_private_ip(ip(translated)), "{translated}");
+        }
+    }
+
+    /// The mapping applies to the resolved client only: the resolver's trust decisions and
+    /// refusals read the addresses as they arrive.
+    #[test]
+    fn nat64_does_not_change_who_is_trusted() {
+        let r = ClientAddrResolver::new(vec!["64:ff9b::/96".parse().unwrap()]);
+        // A trusted translator-side proxy that names no client is still refused.
+        assert_eq!(
+            r.resolve(ip("64:ff9b::198.51.100.1"), ForwardedHeaders::NONE),
+            Err(ClientAddrError::MissingForwarded)
+        );
+        let h = ForwardedHeaders {
+            forwarded: &[],
+            x_forwarded_for: &["64:ff9b::203.0.113.7"],
+        };
+        assert_eq!(
+            r.resolve(ip("64:ff9b::198.51.100.1"), h),
+            Err(ClientAddrError::OnlyTrustedHops)
+        );
+        // An IPv4 proxy range does not trust the proxy's NAT64 form.
+        let v4 = ClientAddrResolver::new(vec!["198.51.100.0/24".parse().unwrap()]);
+        assert!(!v4.is_trusted(ip("64:ff9b::198.51.100.1")));
+        assert_eq!(
+            v4.resolve(ip("64:ff9b::203.0.113.7"), ForwardedHeaders::NONE),
+            Ok(ip("64:ff9b::203.0.113.7"))
         );
     }
 

@@ -1336,7 +1336,7 @@ pub fn adapter_decode(data: &[u8]) {
             (info.agent(), wire::limits::AGENT),
             (info.agent_version(), wire::limits::AGENT_VERSION),
         ] {
-            assert!(field.len() <= limit && !field.chars().any(char::is_control));
+            assert!(field.len() <= limit && !field.chars().any(wire::is_hidden));
         }
         assert!(poll.endpoint.is_none_or(|(_, port)| port != 0));
         assert!(poll
@@ -1741,6 +1741,10 @@ pub struct ClientAddrInput {
     pub forwarded: Vec<String>,
     /// `X-Forwarded-For` lines.
     pub xff: Vec<String>,
+    /// A configured NAT64/SIIT prefix (its address; its length indexes
+    /// [`NAT64_PREFIX_LENGTHS`](crate::addr::NAT64_PREFIX_LENGTHS)), and an IPv4 address to embed
+    /// in it.
+    pub nat64: ([u8; 16], u8, [u8; 4]),
 }
 
 /// The trusted-proxy resolver over arbitrary peers and headers, against a plain reference
@@ -1777,6 +1781,86 @@ pub fn client_addr(data: &[u8]) {
     if let Ok(ip) = got {
         assert!(!resolver.is_trusted(ip), "resolved to a trusted proxy");
     }
+    // The public network of the resolved client (and of the peer, and of an IPv4 address
+    // embedded in the configured prefix), against a plain reference: NAT64 addresses stand for
+    // the IPv4 address they embed, other IPv6 for its /64.
+    let (prefix_bytes, length, v4) = input.nat64;
+    let lengths = crate::addr::NAT64_PREFIX_LENGTHS;
+    let length = lengths[usize::from(length) % lengths.len()];
+    let prefix = ipnet::Ipv6Net::new(Ipv6Addr::from(prefix_bytes), length)
+        .unwrap_or_default()
+        .trunc();
+    let config = ServerConfig::default().nat64_prefixes(vec![prefix]);
+    let embedded = reference_embed(prefix, Ipv4Addr::from(v4));
+    let probes = [got.ok(), Some(input.peer.ip()), Some(IpAddr::V6(embedded))];
+    for ip in probes.into_iter().flatten() {
+        assert_eq!(
+            config.network_of(ip),
+            reference_network(ip, &[crate::addr::NAT64_WELL_KNOWN_PREFIX, prefix]),
+            "network of {ip} under {prefix}"
+        );
+    }
+    // Unless an earlier prefix (the well-known one) claims it, the embedded address maps back.
+    if !crate::addr::NAT64_WELL_KNOWN_PREFIX.contains(&embedded) {
+        assert_eq!(
+            config.network_of(IpAddr::V6(embedded)),
+            crate::addr::PublicNetwork::V4(Ipv4Addr::from(v4))
+        );
+    }
+}
+
+/// `v4` embedded in `prefix` as RFC 6052 §2.2 lays it out, written with 128-bit arithmetic: the
+/// address bits right after the prefix, bits 64–71 (the u octet) left zero, the suffix zero.
+fn reference_embed(prefix: ipnet::Ipv6Net, v4: Ipv4Addr) -> Ipv6Addr {
+    let length = u32::from(prefix.prefix_len());
+    let base = u128::from(prefix.network());
+    let v4 = u128::from(u32::from(v4));
+    let bits = if length == 96 {
+        base | v4
+    } else {
+        // Place the 32 bits in a 120-bit word without the u octet, then open the octet at 64.
+        let word = v4 << (120 - length - 32);
+        let high = word >> 56;
+        let low = word & ((1u128 << 56) - 1);
+        base | (high << 64) | low
+    };
+    Ipv6Addr::from(bits)
+}
+
+/// The public network of `ip`, written plainly: IPv4 (or mapped IPv4) as itself; an address in
+/// one of `nat64` (checked in order, RFC 6052 lengths only) as the IPv4 address it embeds, read
+/// with 128-bit arithmetic; other IPv6 by its /64.
+fn reference_network(ip: IpAddr, nat64: &[ipnet::Ipv6Net]) -> crate::addr::PublicNetwork {
+    let v6 = match ip {
+        IpAddr::V4(v4) => return crate::addr::PublicNetwork::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => return crate::addr::PublicNetwork::V4(v4),
+            None => v6,
+        },
+    };
+    let bits = u128::from(v6);
+    for prefix in nat64 {
+        let length = u32::from(prefix.prefix_len());
+        if ![32, 40, 48, 56, 64, 96].contains(&length) {
+            continue;
+        }
+        let mask = u128::MAX << (128 - length);
+        if bits & mask != u128::from(prefix.network()) & mask {
+            continue;
+        }
+        let v4 = if length == 96 {
+            bits & 0xffff_ffff
+        } else {
+            // Drop the u octet (bits 64–71 from the top): a 120-bit word.
+            let word = ((bits >> 64) << 56) | (bits & ((1u128 << 56) - 1));
+            (word >> (120 - length - 32)) & 0xffff_ffff
+        };
+        return crate::addr::PublicNetwork::V4(Ipv4Addr::from(u32::try_from(v4).unwrap_or(0)));
+    }
+    let net = u128::MAX << 64;
+    crate::addr::PublicNetwork::V6(
+        ipnet::Ipv6Net::new(Ipv6Addr::from(bits & net), 64).unwrap_or_default(),
+    )
 }
 
 /// The rule, written out plainly: the peer unless trusted; then the one forwarding header present
@@ -1903,6 +1987,60 @@ mod tests {
             adapter_decode(&data);
             #[cfg(feature = "obico")]
             obico_ops(&data);
+        }
+    }
+
+    /// The reference NAT64 layout agrees with RFC 6052's own example (192.0.2.33 under a /40),
+    /// and `client_addr` holds on many random inputs (every one reaches the network checks).
+    #[test]
+    fn client_addr_models_nat64_networks() {
+        let prefix: ipnet::Ipv6Net = "2001:db8:100::/40".parse().unwrap();
+        let embedded = reference_embed(prefix, Ipv4Addr::new(192, 0, 2, 33));
+        assert_eq!(embedded, "2001:db8:1c0:2:21::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            reference_network(IpAddr::V6(embedded), &[prefix]),
+            crate::addr::PublicNetwork::V4(Ipv4Addr::new(192, 0, 2, 33))
+        );
+        let mut rng = StdRng::seed_from_u64(64);
+        for len in [32usize, 64, 128, 256].into_iter().cycle().take(4000) {
+            let mut data = vec![0u8; len];
+            rand::RngCore::fill_bytes(&mut rng, &mut data);
+            client_addr(&data);
+        }
+    }
+
+    /// `wire_decode`'s round trip holds on its checked-in seeds and on discovery replies whose
+    /// info holds hidden characters, raw or JSON-escaped (refused on decode, so never
+    /// re-encoded), beside ordinary non-ASCII names (which round-trip).
+    #[test]
+    fn wire_decode_holds_on_seeds_and_hidden_characters() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wire_decode");
+        let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let agent = r#"{"instance_id":"7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90","private_ip":"192.168.1.5","port":80,"info":{"hostname":"NAME"}}"#;
+        let reply = |name: &str| format!(r#"{{"agents":[{}]}}"#, agent.replace("NAME", name));
+        let decodes = |text: &str| {
+            wire::decode::<wire::DiscoverReply>(text.as_bytes(), wire::MAX_MESSAGE_BYTES).is_ok()
+        };
+        for name in [
+            "a\\u202eb",
+            "a\\u200db",
+            "a\\u00adb",
+            "\\udb40\\udc01",
+            "a\u{FE0F}",
+        ] {
+            assert!(!decodes(&reply(name)), "{name}");
+            inputs.push(reply(name).into_bytes());
+        }
+        assert!(decodes(&reply("é中🖨")));
+        inputs.push(reply("é中🖨").into_bytes());
+        for data in &inputs {
+            wire_decode(data);
         }
     }
 

@@ -17,6 +17,11 @@ use crate::code::LinkCode;
 use crate::id::InstanceId;
 use crate::secret::{AuthToken, Commitment, LocalSecret, PresenceKey};
 
+mod hidden;
+pub use hidden::is_hidden;
+#[cfg(feature = "obico")]
+pub(crate) use hidden::sanitized;
+
 /// The wire version these types implement.
 pub const WIRE_VERSION: u16 = 1;
 
@@ -51,9 +56,14 @@ pub enum WireError {
     /// Not JSON of the expected shape (a missing, unknown or mistyped field).
     #[error("malformed message")]
     Malformed,
-    /// A text field is over its limit or holds a control character.
-    #[error("field `{0}` is too long or holds a control character")]
+    /// A text field is over its limit.
+    #[error("field `{0}` is too long")]
     BadField(&'static str),
+    /// A text field holds a character that may make it render as another text: a control, bidi
+    /// or zero-width character, or any other default-ignorable one (see [`is_hidden`]). Names the
+    /// field, never the character.
+    #[error("field `{0}` holds a control, bidi or invisible character")]
+    HiddenCharacter(&'static str),
     /// The message's version is not one this crate speaks.
     #[error("unsupported wire version")]
     Version,
@@ -75,8 +85,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
         let text = err.to_string();
         FIELD_NAMES
             .iter()
-            .find(|name| text.starts_with(&format!("bad field {name} ")))
-            .map_or(WireError::Malformed, |name| WireError::BadField(name))
+            .find_map(|name| {
+                if text.starts_with(&format!("bad field {name} ")) {
+                    Some(WireError::BadField(name))
+                } else if text.starts_with(&format!("hidden char {name} ")) {
+                    Some(WireError::HiddenCharacter(name))
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(WireError::Malformed)
     })
 }
 
@@ -102,13 +120,23 @@ pub fn encode<T: Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
 const FIELD_NAMES: [&str; 4] = ["hostname", "model", "agent", "agent_version"];
 
 /// What the agent tells the server about the device, shown to the user in discovery. Every field
-/// is bounded (see [`limits`]) and free of control characters.
+/// is bounded (see [`limits`]) and free of the characters [`is_hidden`] names (controls, bidi
+/// controls, zero-width and other default-ignorable characters), so that no name renders as
+/// another: `"Prusa\u{202E}4KM"` is refused, not shown as "PrusaMK4". Other non-ASCII text is
+/// kept as sent (accents, CJK, single-code-point emoji); emoji sequences joined by U+200D or
+/// styled by a variation selector are refused with the rest.
 ///
 /// ```
 /// use lanlink::DeviceInfo;
+/// use lanlink::wire::WireError;
 /// let info = DeviceInfo::new("printer.local", "Prusa MK4", "lanlink-agent", "0.1.0").unwrap();
 /// assert_eq!(info.hostname(), "printer.local");
 /// assert!(DeviceInfo::new("a\u{7}", "", "", "").is_err());
+/// assert_eq!(
+///     DeviceInfo::new("", "Prusa\u{202E}4KM", "", "").unwrap_err(),
+///     WireError::HiddenCharacter("model")
+/// );
+/// assert!(DeviceInfo::new("imprimante-é", "打印机 🖨", "", "").is_ok());
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(try_from = "RawDeviceInfo")]
@@ -213,6 +241,7 @@ impl TryFrom<RawDeviceInfo> for DeviceInfo {
         DeviceInfo::new(raw.hostname, raw.model, raw.agent, raw.agent_version).map_err(|err| {
             match err {
                 WireError::BadField(name) => format!("bad field {name} "),
+                WireError::HiddenCharacter(name) => format!("hidden char {name} "),
                 _ => "malformed".to_owned(),
             }
         })
@@ -243,7 +272,8 @@ impl std::fmt::Debug for DeviceInfo {
 }
 
 impl DeviceInfo {
-    /// Checks each field against its limit.
+    /// Checks each field against its limit ([`WireError::BadField`]) and for characters that
+    /// [`is_hidden`] refuses ([`WireError::HiddenCharacter`]).
     pub fn new(
         hostname: impl AsRef<str>,
         model: impl AsRef<str>,
@@ -263,8 +293,11 @@ impl DeviceInfo {
         let mut text = String::with_capacity(fields.iter().map(|(_, v, _)| v.len()).sum());
         let mut ends = [0u16; 3];
         for (i, (name, value, limit)) in fields.into_iter().enumerate() {
-            if value.len() > limit || value.chars().any(char::is_control) {
+            if value.len() > limit {
                 return Err(WireError::BadField(name));
+            }
+            if value.chars().any(is_hidden) {
+                return Err(WireError::HiddenCharacter(name));
             }
             text.push_str(value);
             if let Some(end) = ends.get_mut(i) {
@@ -614,7 +647,10 @@ mod tests {
         v["info"]["agent_version"] = "1".into();
         v["info"]["agent"] = "a\u{1b}".into();
         let control = serde_json::to_vec(&v).unwrap();
-        assert_eq!(decode_announce(&control), Err(WireError::BadField("agent")));
+        assert_eq!(
+            decode_announce(&control),
+            Err(WireError::HiddenCharacter("agent"))
+        );
         v["info"]["agent"] = "a".into();
         v["extra"] = 1.into();
         let extra = serde_json::to_vec(&v).unwrap();
@@ -625,6 +661,120 @@ mod tests {
             decode_announce(&serde_json::to_vec(&w).unwrap()),
             Err(WireError::Version)
         );
+    }
+
+    /// Every class of hidden character is refused in every field, on decode and in
+    /// `DeviceInfo::new`, with an error that names the field and never the text; ordinary
+    /// non-ASCII names pass.
+    #[test]
+    fn device_info_refuses_hidden_characters_and_keeps_other_text() {
+        let classes: &[(&str, &[char])] = &[
+            (
+                "bidi embeddings, overrides, isolates and marks",
+                &[
+                    '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}',
+                    '\u{2067}', '\u{2068}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}',
+                ],
+            ),
+            (
+                "zero-width characters (ZWJ too)",
+                &[
+                    '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{2061}', '\u{2062}',
+                    '\u{2063}', '\u{2064}', '\u{FEFF}',
+                ],
+            ),
+            (
+                "other default-ignorables",
+                &[
+                    '\u{00AD}',
+                    '\u{034F}',
+                    '\u{115F}',
+                    '\u{1160}',
+                    '\u{17B4}',
+                    '\u{17B5}',
+                    '\u{180B}',
+                    '\u{180E}',
+                    '\u{180F}',
+                    '\u{3164}',
+                    '\u{FE00}',
+                    '\u{FE0F}',
+                    '\u{FFA0}',
+                    '\u{1BCA0}',
+                    '\u{1BCA3}',
+                    '\u{1D173}',
+                    '\u{1D17A}',
+                    '\u{E0000}',
+                    '\u{E0001}',
+                    '\u{E0041}',
+                    '\u{E0100}',
+                    '\u{E0FFF}',
+                ],
+            ),
+            (
+                "controls and separators",
+                &[
+                    '\u{0}', '\u{9}', '\u{1F}', '\u{7F}', '\u{85}', '\u{9F}', '\u{2028}',
+                    '\u{2029}',
+                ],
+            ),
+        ];
+        let bytes = encode(&announce());
+        for (class, chars) in classes {
+            for &c in *chars {
+                for field in FIELD_NAMES {
+                    let text = format!("Prusa{c}MK4");
+                    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    v["info"][field] = text.clone().into();
+                    let body = serde_json::to_vec(&v).unwrap();
+                    let err = decode_announce(&body).unwrap_err();
+                    let code = u32::from(c);
+                    assert_eq!(
+                        err,
+                        WireError::HiddenCharacter(field),
+                        "{class} U+{code:04X}"
+                    );
+                    let message = err.to_string();
+                    assert!(!message.contains(c) && !message.contains("Prusa"));
+                    let mut fields = ["", "", "", ""];
+                    let at = FIELD_NAMES.iter().position(|f| *f == field).unwrap();
+                    fields[at] = &text;
+                    assert_eq!(
+                        DeviceInfo::new(fields[0], fields[1], fields[2], fields[3]).unwrap_err(),
+                        WireError::HiddenCharacter(field)
+                    );
+                }
+            }
+        }
+        // A bare hidden character at either end, and a whole field of them.
+        for text in ["\u{200B}printer", "printer\u{202C}", "\u{3164}\u{3164}"] {
+            assert!(DeviceInfo::new(text, "", "", "").is_err(), "{text:?}");
+        }
+        for name in [
+            "imprimante-é",
+            "Drucker für Küche",
+            "打印机",
+            "プリンター",
+            "한국어 프린터",
+            "Ελληνικά",
+            "עברית",
+            "العربية",
+            "हिन्दी",
+            "🖨 Voron 🦊",
+            "👍🏽",
+            "🇫🇷",
+        ] {
+            let info = DeviceInfo::new(name, name, "", "").unwrap();
+            assert_eq!(info.hostname(), name);
+            let back: DeviceInfo = serde_json::from_slice(&encode(&info)).unwrap();
+            assert_eq!(back, info);
+        }
+        // Emoji joined by ZWJ or styled by a variation selector are refused with the rest.
+        for sequence in ["👩\u{200D}🔧", "🖨\u{FE0F}"] {
+            assert_eq!(
+                DeviceInfo::new(sequence, "", "", "").unwrap_err(),
+                WireError::HiddenCharacter("hostname")
+            );
+        }
     }
 
     #[test]

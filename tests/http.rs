@@ -1581,6 +1581,14 @@ async fn malformed_bodies_are_refused_without_change_over_http() {
             "control character",
             with(&["info", "agent"], json!("a\u{1b}[2J")),
         ),
+        (
+            "bidi override",
+            with(&["info", "hostname"], json!("printer\u{202E}lacol.")),
+        ),
+        (
+            "zero-width space",
+            with(&["info", "model"], json!("Prusa\u{200B}MK4")),
+        ),
     ] {
         refused_body(&h, Route::Announce, what, body, 400, "bad_field").await;
     }

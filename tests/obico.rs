@@ -760,6 +760,194 @@ async fn attack_replay_after_linking_is_refused() {
     );
 }
 
+/// The lanlink routes and the Obico routes on one server, as the example server serves them with
+/// `--profile obico`.
+async fn start_both(config: ServerConfig, obico: ObicoConfig) -> (SharedServer, String) {
+    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
+    let auth: Arc<BearerTokens> = Arc::new(BearerTokens::new(vec![(
+        ALICE.into(),
+        AccountId::new("alice").unwrap(),
+    )]));
+    let core = lanlink::http::server::router(
+        Arc::clone(&server),
+        auth.clone(),
+        lanlink::http::DEFAULT_PREFIX,
+    );
+    let app = core.merge(obico::server::router(Arc::clone(&server), auth, obico).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    (server, format!("http://{addr}"))
+}
+
+#[tokio::test]
+async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap() {
+    use lanlink::secret::PresenceKey;
+    use lanlink::server::record::unverified_commitment;
+    use lanlink::wire::{Announce, WIRE_VERSION};
+    // A 5 s gap (instead of 1 s) so that the copier's poll below lands inside it however slow
+    // the machine is; the attack needs only that a core announce could reset the gap's clock.
+    let obico_config = ObicoConfig::default().min_poll_gap(Duration::from_secs(5));
+    let (server, url) = start_both(config(), obico_config).await;
+    let http = client(PROXY, Some(HOME));
+    let mut rng = lanlink::os_rng();
+    let id = InstanceId::generate(&mut rng);
+    let poll = json!({
+        "device_id": obico::device_id(&id),
+        "host_or_ip": "192.168.1.50",
+        "port": 5000,
+        "hostname": "octopi",
+        "rpi_model": "Raspberry Pi 3",
+        "agent": "Obico for OctoPrint",
+        "plugin_version": "2.5.0",
+    });
+    let unlinked = format!("{url}/api/v1/octo/unlinked/");
+    let (status, _) = raw(
+        reqwest::Method::POST,
+        &http,
+        unlinked.clone(),
+        None,
+        Some(poll.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let presence = |server: &SharedServer| network(server, HOME).unwrap().presences[0].clone();
+    let before = presence(&server);
+    assert!(before.is_unverified());
+
+    // The copier, on the same public network, announces the device's id over the lanlink route
+    // with the public unverified mark and the device's shown address, port and info (a plain
+    // refresh, which needs no proof of a key): refused, and the presence is untouched.
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: ip("192.168.1.50"),
+        port: 5000,
+        info: DeviceInfo::new("octopi", "Raspberry Pi 3", "Obico for OctoPrint", "2.5.0").unwrap(),
+        commitment: unverified_commitment(),
+        presence_key: PresenceKey::generate(&mut rng),
+    };
+    let body: Value = serde_json::from_slice(&lanlink::wire::encode(&announce)).unwrap();
+    let core_url = format!("{url}{}/agent/announce", lanlink::http::DEFAULT_PREFIX);
+    let (status, reply) = raw(
+        reqwest::Method::POST,
+        &http,
+        core_url.clone(),
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (403, Some("forged_instance")),
+        "{reply}"
+    );
+    let after = presence(&server);
+    assert_eq!(
+        (after.expires_ms, after.contested, after.commitment),
+        (before.expires_ms, before.contested, before.commitment)
+    );
+
+    // Alice links; the copier polls as the device, inside the gap: the presence is contested and
+    // the queued {code, secret} is withheld from everyone.
+    let secret = hex(&[0x5a; 32]);
+    let link = json!({"device_id": obico::device_id(&id), "device_secret": secret});
+    let discovery = format!("{url}/api/v1/printer_discovery/");
+    let (status, _) = raw(
+        reqwest::Method::POST,
+        &http,
+        discovery,
+        Some(ALICE),
+        Some(link),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, stolen) = raw(reqwest::Method::POST, &http, unlinked, None, Some(poll)).await;
+    assert_eq!(status, 200);
+    assert!(
+        !stolen.to_string().contains(&secret),
+        "the copier took the secret: {stolen}"
+    );
+    assert_eq!(stolen["messages"], json!([]));
+    assert!(presence(&server).contested);
+
+    // A fresh id with the mark as its commitment (proven by the copier's own key) is refused
+    // too: a core announce never makes a presence the Obico routes would show.
+    let key = PresenceKey::generate(&mut rng);
+    let fake = Announce {
+        instance_id: key.instance_id(),
+        presence_key: key,
+        ..announce
+    };
+    let body: Value = serde_json::from_slice(&lanlink::wire::encode(&fake)).unwrap();
+    let (status, reply) = raw(reqwest::Method::POST, &http, core_url, None, Some(body)).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (403, Some("forged_instance")),
+        "{reply}"
+    );
+    assert_eq!(network(&server, HOME).unwrap().presences.len(), 1);
+}
+
+#[tokio::test]
+async fn hidden_characters_in_an_agents_name_are_dropped_and_it_still_links() {
+    // An unmodified agent cannot be made to refuse: its name is shown without the characters the
+    // lanlink wire refuses (bidi override, zero-width joiner, soft hyphen, variation selector), and
+    // the device links as any other.
+    let (server, url) = start_server(config()).await;
+    let http = client(PROXY, Some(HOME));
+    let id = InstanceId::generate(&mut lanlink::os_rng());
+    let poll = json!({
+        "device_id": obico::device_id(&id),
+        "host_or_ip": "192.168.1.50",
+        "port": 5000,
+        "hostname": "vo\u{202E}ron\u{200D}",
+        "rpi_model": "Raspberry\u{00AD} Pi 4\u{FE0F}",
+        "agent": "\u{2066}moonraker_obico\u{2069}",
+        "plugin_version": "2.5.0\u{200B}",
+    });
+    let unlinked = format!("{url}/api/v1/octo/unlinked/");
+    let (status, _) = raw(
+        reqwest::Method::POST,
+        &http,
+        unlinked.clone(),
+        None,
+        Some(poll.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let info = network(&server, HOME).unwrap().presences[0].info.clone();
+    assert_eq!(
+        (
+            info.hostname(),
+            info.model(),
+            info.agent(),
+            info.agent_version()
+        ),
+        ("voron", "Raspberry Pi 4", "moonraker_obico", "2.5.0")
+    );
+    let alice = linker(&url, ALICE, HOME);
+    let shown = discovered(&alice).await;
+    assert_eq!(
+        (shown[0].hostname.as_str(), shown[0].agent.as_str()),
+        ("voron", "moonraker_obico")
+    );
+    let secret = lanlink::LocalSecret::from_hex(&hex(&[0x3c; 32])).unwrap();
+    alice.link(&id, &secret).await.unwrap();
+    tokio::time::sleep(POLL).await;
+    let (status, reply) = raw(reqwest::Method::POST, &http, unlinked, None, Some(poll)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        reply["messages"][0]["data"]["secret"],
+        json!(hex(&[0x3c; 32]))
+    );
+}
+
 #[tokio::test]
 async fn one_visible_rule_with_one_allowed() {
     let (server, url) = start_server(config()).await;

@@ -511,13 +511,24 @@ fn step9_manual_codes_are_short_random_single_use_and_expire() {
     assert_eq!(reply.code.expose().len(), 6);
     assert!(reply.code.expose().bytes().all(|b| b.is_ascii_digit()));
     assert_eq!(reply.expires_at, wall + chrono::TimeDelta::minutes(10));
-    // Codes are unique among live ones.
+    // Codes are unique among live ones (minted for 200 accounts: each holds a few at most).
     let mut seen = std::collections::HashSet::new();
     seen.insert(reply.code.expose().to_owned());
-    for _ in 0..200 {
-        let code = sim.server.mint_code(wall, &mut sim.rng, &alice()).unwrap();
+    for n in 0..200 {
+        let account = AccountId::new(format!("user-{n}")).unwrap();
+        let code = sim.server.mint_code(wall, &mut sim.rng, &account).unwrap();
         assert!(seen.insert(code.code.expose().to_owned()));
     }
+    // An account holds at most its quota of live codes (5): alice has one, four more mint.
+    for _ in 0..4 {
+        sim.server.mint_code(wall, &mut sim.rng, &alice()).unwrap();
+    }
+    assert_eq!(
+        sim.server
+            .mint_code(wall, &mut sim.rng, &alice())
+            .unwrap_err(),
+        Refusal::MintQuota
+    );
 
     // The user types it into the agent: linked to alice.
     let now = sim.now();
@@ -693,6 +704,85 @@ fn attack_ipv4_mapped_ipv6_addresses_are_normalized() {
     let agent_id = sim.agent(agent).instance_id();
     assert_eq!(discover(&mut sim, "::ffff:203.0.113.7"), vec![agent_id]);
     assert!(discover(&mut sim, "::ffff:198.51.100.9").is_empty());
+}
+
+/// Clients reaching the server through NAT64 or SIIT arrive as IPv6 addresses of one prefix;
+/// grouped by /64 they would all share one network (each other's agents, each other's lockouts).
+/// Each is the network of the IPv4 address it embeds instead.
+#[test]
+fn attack_nat64_clients_are_mapped_back_to_their_ipv4_networks() {
+    let config = ServerConfig::default()
+        .trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()])
+        .nat64_prefixes(vec!["2001:db8:64::/96".parse().unwrap()]);
+    let (mut sim, _, agent) = home_with(config);
+    let agent_id = sim.agent(agent).instance_id();
+    // 64:ff9b::203.0.113.7 is 203.0.113.7's network; 64:ff9b::198.51.100.9 is another.
+    assert_eq!(net("64:ff9b::203.0.113.7"), net(HOME));
+    assert_ne!(net("64:ff9b::203.0.113.7"), net("64:ff9b::198.51.100.9"));
+    assert_eq!(discover(&mut sim, "64:ff9b::203.0.113.7"), vec![agent_id]);
+    assert!(discover(&mut sim, "64:ff9b::198.51.100.9").is_empty());
+    // The operator's own /96 likewise; without the setting it would be one /64.
+    assert_eq!(
+        discover(&mut sim, "2001:db8:64::203.0.113.7"),
+        vec![agent_id]
+    );
+    assert!(discover(&mut sim, "2001:db8:64::198.51.100.9").is_empty());
+    // Through a trusted proxy the resolved client is mapped.
+    let wall = sim.wall();
+    let xff = ForwardedHeaders {
+        forwarded: &[],
+        x_forwarded_for: &["64:ff9b::203.0.113.7"],
+    };
+    let shown = sim
+        .server
+        .handle_discover(wall, ip("10.0.0.2"), xff)
+        .unwrap()
+        .agents;
+    assert_eq!(shown.len(), 1);
+    // A trusted proxy that names no client is still refused, NAT64 or not.
+    assert_eq!(
+        sim.server
+            .handle_discover(wall, ip("10.0.0.2"), ForwardedHeaders::NONE)
+            .unwrap_err(),
+        Refusal::ClientAddr(ClientAddrError::MissingForwarded)
+    );
+    // Another IPv4 user of the same translator does not share a guesser's lockout.
+    let guesser = "64:ff9b::198.51.100.9";
+    let attacker = InstanceId::from_bytes([3; 16]);
+    for _ in 0..5 {
+        assert_eq!(
+            redeem(&mut sim, guesser, attacker, "000000"),
+            Err(Refusal::UnknownCode)
+        );
+    }
+    assert_eq!(
+        redeem(&mut sim, guesser, attacker, "000000"),
+        Err(Refusal::LockedOut)
+    );
+    assert_eq!(
+        redeem(&mut sim, ELSEWHERE, attacker, "000000"),
+        Err(Refusal::LockedOut),
+        "the guesser's own IPv4 address is the locked network"
+    );
+    assert_eq!(
+        redeem(&mut sim, "64:ff9b::198.51.100.10", attacker, "000000"),
+        Err(Refusal::UnknownCode)
+    );
+    assert!(failures(&sim, "64:ff9b::198.51.100.10") == 1);
+    // At the agent, a NAT64 address is a remote host, whatever it embeds.
+    let (id, host) = local_request(&sim, agent);
+    assert_eq!(
+        fetch(
+            &mut sim,
+            agent,
+            "64:ff9b::192.168.1.20",
+            Some(&host),
+            None,
+            &id
+        )
+        .unwrap_err(),
+        SecretRefusal::NotLocal
+    );
 }
 
 #[test]

@@ -184,7 +184,9 @@ pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
 pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
     match err {
         WireError::TooLarge { .. } => error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        WireError::BadField(_) => error_response(StatusCode::BAD_REQUEST, "bad_field"),
+        WireError::BadField(_) | WireError::HiddenCharacter(_) => {
+            error_response(StatusCode::BAD_REQUEST, "bad_field")
+        }
         WireError::Version => error_response(StatusCode::BAD_REQUEST, "unsupported_version"),
         _ => error_response(StatusCode::BAD_REQUEST, "malformed"),
     }

@@ -38,9 +38,10 @@ pub struct ObicoDevice {
     pub host_or_ip: IpAddr,
     /// Its port.
     pub port: u16,
-    /// Its host name.
+    /// Its host name (at most [`limits::HOSTNAME`](crate::wire::limits::HOSTNAME) bytes, without
+    /// the characters [`is_hidden`](crate::wire::is_hidden) names: they are dropped).
     pub hostname: String,
-    /// Its agent software.
+    /// Its agent software (bounded and cleaned as `hostname` is).
     pub agent: String,
 }
 
@@ -96,7 +97,7 @@ impl ObicoLinker {
 
     /// Lists the Obico agents the server shows this network (none when more than its
     /// `max_visible` are present). Entries with a malformed id or a non-private address are
-    /// dropped.
+    /// dropped; names are bounded and hidden characters dropped from them.
     pub async fn discover(&self) -> Result<Vec<ObicoDevice>, TransportError> {
         let request = self.user(self.client.get(format!("{}{DISCOVERY_PATH}", self.server)));
         let Value::Array(items) = exchange(request).await? else {
@@ -111,18 +112,18 @@ impl ObicoLinker {
                     return None;
                 }
                 let port = u16::try_from(item.get("port")?.as_u64()?).ok()?;
-                let text = |name: &str| {
-                    item.get(name)
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
+                // Bounded, hidden characters dropped, as the profile's server keeps them: an
+                // Obico server may send any text.
+                let text = |name: &str, max: usize| {
+                    let raw = item.get(name).and_then(Value::as_str).unwrap_or_default();
+                    crate::wire::sanitized(raw, max)
                 };
                 Some(ObicoDevice {
                     device_id,
                     host_or_ip,
                     port,
-                    hostname: text("hostname"),
-                    agent: text("agent"),
+                    hostname: text("hostname", crate::wire::limits::HOSTNAME),
+                    agent: text("agent", crate::wire::limits::AGENT),
                 })
             })
             .collect())

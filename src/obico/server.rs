@@ -198,20 +198,16 @@ async fn object(body: Body) -> Result<Map<String, Value>, Response<Body>> {
     }
 }
 
-/// A text field, truncated to `max` bytes on a character boundary, control characters dropped.
+/// A text field, truncated to `max` bytes on a character boundary, with the characters the core
+/// wire refuses ([`crate::wire::is_hidden`]: controls, bidi controls, zero-width and other
+/// default-ignorable characters) dropped rather than refused: the agents are unmodified, and a
+/// refused poll would leave a device with such a name unlinkable.
 fn text(map: &Map<String, Value>, name: &str, max: usize) -> String {
     let raw = match map.get(name) {
         Some(Value::String(s)) => s.as_str(),
         _ => "",
     };
-    let mut out = String::new();
-    for c in raw.chars().filter(|c| !c.is_control()) {
-        if out.len() + c.len_utf8() > max {
-            break;
-        }
-        out.push(c);
-    }
-    out
+    crate::wire::sanitized(raw, max)
 }
 
 /// An `unlinked` poll from a body's bytes, as the route reads it (`None` where it answers 400).

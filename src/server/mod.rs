@@ -35,7 +35,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
 pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
@@ -66,6 +66,7 @@ pub struct ServerConfig {
     pub(crate) announce_interval: TimeDelta,
     pub(crate) presence_ttl: TimeDelta,
     pub(crate) ipv6_prefix: u8,
+    pub(crate) nat64_prefixes: Vec<Ipv6Net>,
     pub(crate) max_visible: usize,
     pub(crate) max_agents_per_network: usize,
     pub(crate) budgets: Budgets,
@@ -81,9 +82,10 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// Announce interval 2 s, presence 6 s, IPv6 /64, `max_visible` 1, 16 agents per network
-    /// record, the default [`Budgets`] (a network locked out after 5 failures in 10 minutes for
-    /// 10 minutes, coarser prefixes and short codes budgeted too), messages 60 s, auto codes
+    /// Announce interval 2 s, presence 6 s, IPv6 /64 (NAT64's `64:ff9b::/96` read as IPv4),
+    /// `max_visible` 1, 16 agents per network record, the default [`Budgets`] (a network locked
+    /// out after 5 failures in 10 minutes for 10 minutes, coarser prefixes and short codes
+    /// budgeted too), messages 60 s, auto codes
     /// 2 minutes, manual codes 10 minutes (6 digits), link status 10 minutes, used instance ids
     /// remembered 24 hours, no trusted proxies.
     fn default() -> Self {
@@ -91,6 +93,7 @@ impl Default for ServerConfig {
             announce_interval: TimeDelta::seconds(2),
             presence_ttl: TimeDelta::seconds(6),
             ipv6_prefix: 64,
+            nat64_prefixes: Vec::new(),
             max_visible: 1,
             max_agents_per_network: 16,
             budgets: Budgets::default(),
@@ -184,6 +187,37 @@ impl ServerConfig {
         self
     }
 
+    /// NAT64 or SIIT prefixes, besides the well-known `64:ff9b::/96`, whose client addresses stand
+    /// for the IPv4 client they embed (RFC 6052; lengths /32, /40, /48, /56, /64 or /96, else
+    /// [`ConfigError::Nat64Prefix`]): each such client is its IPv4 address's network, not one of a
+    /// /64 that every IPv4 user of the translator would share. Give only prefixes that your
+    /// translator owns, so that a reply to such an address can only reach that IPv4 client.
+    ///
+    /// ```
+    /// use lanlink::server::ServerConfig;
+    /// let config = ServerConfig::default().nat64_prefixes(vec!["2001:db8:64::/96".parse().unwrap()]);
+    /// assert_eq!(
+    ///     config.network_of("2001:db8:64::203.0.113.7".parse().unwrap()),
+    ///     config.network_of("203.0.113.7".parse().unwrap())
+    /// );
+    /// assert!(ServerConfig::default().nat64_prefixes(vec!["2001:db8::/80".parse().unwrap()]).validate().is_err());
+    /// ```
+    pub fn nat64_prefixes(mut self, prefixes: Vec<Ipv6Net>) -> Self {
+        if prefixes
+            .iter()
+            .any(|p| !crate::addr::NAT64_PREFIX_LENGTHS.contains(&p.prefix_len()))
+        {
+            self.error = self.error.or(Some(ConfigError::Nat64Prefix));
+        }
+        self.nat64_prefixes = prefixes.iter().map(Ipv6Net::trunc).collect();
+        self
+    }
+
+    /// The configured NAT64/SIIT prefixes (the well-known prefix is always mapped besides).
+    pub fn nat64(&self) -> &[Ipv6Net] {
+        &self.nat64_prefixes
+    }
+
     /// The most agents a linker is shown; when more are present it is shown none (default 1).
     pub fn max_visible(mut self, max: usize) -> Self {
         self.max_visible = max;
@@ -230,10 +264,11 @@ impl ServerConfig {
         self.max_visible
     }
 
-    /// The public network of a client address under this configuration.
+    /// The public network of a (resolved) client address under this configuration: IPv4 as
+    /// itself, a NAT64/SIIT address as the IPv4 address it embeds, other IPv6 by its prefix.
     #[inline]
     pub fn network_of(&self, ip: IpAddr) -> PublicNetwork {
-        PublicNetwork::from_ip(ip, self.ipv6_prefix)
+        PublicNetwork::from_ip_nat64(ip, self.ipv6_prefix, &self.nat64_prefixes)
     }
 
     /// Checks the configuration.

@@ -304,7 +304,12 @@ impl NetworkRecord {
     /// later one with another commitment marks the presence contested (hidden and unlinkable until
     /// it lapses) and is refused. An instance whose secret was used, or that has announced for longer than any
     /// agent's window ([`crate::MAX_DISCOVERY_WINDOW`] plus one presence lifetime), is refused.
-    /// Call on a pruned record.
+    ///
+    /// The two kinds of presence never touch: an announcement carrying the public
+    /// [`unverified_commitment`] mark, or naming an unverified (Obico) presence, is refused
+    /// ([`Refusal::ForgedInstance`]) before anything in the record changes, so it can neither
+    /// create, refresh, move nor contest such a presence, nor reset the clock its minimum poll gap
+    /// reads. Call on a pruned record.
     pub fn announce(
         &mut self,
         now: DateTime<Utc>,
@@ -314,6 +319,7 @@ impl NetworkRecord {
         if !crate::addr::is_announceable_private_ip(announce.private_ip) {
             return Err(Refusal::NotPrivateIp);
         }
+        self.check_verified_kind(announce)?;
         // Only the agent holds the key its id derives from: an id learned from discovery, or a
         // secret learned on the LAN, does not let anyone else announce as it. The key is checked
         // whenever an announcement could change what the server holds or sends (a new presence,
@@ -414,6 +420,23 @@ impl NetworkRecord {
             }
         }
         Ok(Announced { messages })
+    }
+
+    /// Keeps a core announcement to its own kind of presence: one whose commitment is the public
+    /// unverified mark (anyone can send it; the mark verifies no secret), or whose instance id
+    /// names an unverified presence (held for an agent with no presence key, so no key can speak
+    /// for it), is refused without looking further. Checked before any write, so a refusal
+    /// leaves the record as it was.
+    fn check_verified_kind(&self, announce: &Announce) -> Result<(), Refusal> {
+        let names_unverified = || {
+            self.presences
+                .iter()
+                .any(|p| p.instance_id == announce.instance_id && p.is_unverified())
+        };
+        if announce.commitment == unverified_commitment() || names_unverified() {
+            return Err(Refusal::ForgedInstance);
+        }
+        Ok(())
     }
 
     /// The presences live at `now` (they count toward `max_visible`). Expired ones count for
@@ -765,6 +788,88 @@ mod tests {
             commitment: LocalSecret::from_bytes([n; 32]).commitment(&id),
             presence_key: key,
         }
+    }
+
+    /// A core announcement never creates, refreshes, moves or contests an unverified (Obico)
+    /// presence, and the public unverified mark is never accepted as a commitment: each refusal
+    /// is `forged_instance` and leaves the record exactly as it was.
+    #[test]
+    fn core_announce_never_touches_an_unverified_presence() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let later = t0 + TimeDelta::milliseconds(500);
+        let snapshot = |r: &NetworkRecord| serde_json::to_string(r).unwrap();
+
+        // The mark as the commitment of a fresh, proven instance: no presence is created (it
+        // would pass for an Obico device in the Obico routes).
+        let mut marked = announce(1);
+        marked.commitment = unverified_commitment();
+        let mut record = NetworkRecord::default();
+        assert_eq!(
+            record.announce(t0, &config, &marked).unwrap_err(),
+            Refusal::ForgedInstance
+        );
+        assert!(record.is_empty());
+
+        // An unverified presence, as an Obico poll leaves it. Its id is here derived from a key
+        // the test holds, the strongest announcer there could be: even a proven announcement
+        // may not touch it.
+        let agent = announce(2);
+        record.presences.push(Presence {
+            instance_id: agent.instance_id,
+            private_ip: agent.private_ip,
+            port: agent.port,
+            info: agent.info.clone(),
+            commitment: unverified_commitment(),
+            expires_ms: t0.timestamp_millis() + 15_000,
+            contested: false,
+            link_requested: false,
+            window_ends_ms: t0.timestamp_millis() + 600_000,
+        });
+        let before = snapshot(&record);
+        let mut refresh = agent.clone();
+        refresh.commitment = unverified_commitment();
+        let mut moved = refresh.clone();
+        moved.private_ip = IpAddr::from([192, 168, 1, 99]);
+        let committed = agent.clone();
+        for attempt in [&refresh, &moved, &committed] {
+            assert_eq!(
+                record.announce(later, &config, attempt).unwrap_err(),
+                Refusal::ForgedInstance
+            );
+            assert_eq!(
+                snapshot(&record),
+                before,
+                "a refused announce changes nothing"
+            );
+        }
+        // Nor with a link pending for it: the queued message stays for the Obico poll.
+        let link = LinkRequest {
+            instance_id: agent.instance_id,
+            local_secret: LocalSecret::from_bytes([9; 32]),
+        };
+        let account = AccountId::new("alice").unwrap();
+        let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
+        record.accept_link(
+            t0,
+            &config,
+            link,
+            account,
+            code,
+            t0 + TimeDelta::minutes(10),
+        );
+        let before = snapshot(&record);
+        for attempt in [&refresh, &committed] {
+            assert_eq!(
+                record.announce(later, &config, attempt).unwrap_err(),
+                Refusal::ForgedInstance
+            );
+            assert_eq!(snapshot(&record), before);
+        }
+        assert!(record.take_message(&agent.instance_id).is_some());
+
+        // A verified agent announces as before beside it.
+        record.announce(later, &config, &announce(3)).unwrap();
     }
 
     /// Discovery reads a record without pruning it (a store serves it from a plain read), so
