@@ -7,7 +7,7 @@ mod refusals;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -82,7 +82,7 @@ struct Refusals(Mutex<RefusalLog>);
 
 impl Refusals {
     fn log(&self) -> std::sync::MutexGuard<'_, RefusalLog> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock_unpoisoned(&self.0)
     }
 
     fn refused(&self, refused: Refused, client: ClientGroup) {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// The group a socket peer's connections are counted in: an IPv4 address stands for itself
 /// (an IPv4-mapped IPv6 address is its IPv4 address); IPv6 addresses group by /64, the block a
@@ -52,7 +52,7 @@ impl ClientSlots {
 
     /// A slot for one more connection of `group`, or `None` when the group has `limit` open.
     pub(super) fn try_take(self: &Arc<Self>, group: ClientGroup) -> Option<ClientSlot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::lock_unpoisoned(&self.open);
         let count = open.entry(group).or_insert(0);
         if *count >= self.limit {
             return None;
@@ -66,16 +66,13 @@ impl ClientSlots {
 
     #[cfg(test)]
     fn open(&self, group: ClientGroup) -> usize {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = crate::lock_unpoisoned(&self.open);
         open.get(&group).copied().unwrap_or(0)
     }
 
     #[cfg(test)]
     fn groups(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        crate::lock_unpoisoned(&self.open).len()
     }
 }
 
@@ -88,11 +85,7 @@ pub(super) struct ClientSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut open = self
-            .slots
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::lock_unpoisoned(&self.slots.open);
         if let Some(count) = open.get_mut(&self.group) {
             *count = count.saturating_sub(1);
             if *count == 0 {

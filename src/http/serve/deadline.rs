@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -69,7 +69,7 @@ impl RequestClock {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ClockState> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock_unpoisoned(&self.0)
     }
 
     fn saw_bytes(&self) {
