@@ -93,6 +93,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    // `http::serve` counts connections per socket peer: behind a proxy every connection comes
+    // from the proxy, so the per-client cap is left to it.
+    let mut serve_config = ServeConfig::default();
+    if !args.trusted_proxies.is_empty() {
+        serve_config.max_connections_per_client = serve_config.max_connections;
+    }
     let config = ServerConfig::default()
         .trusted_proxies(args.trusted_proxies)
         .max_visible(args.max_visible)
@@ -144,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({ "listening": addr.to_string(), "page": format!("http://{addr}/link") })
     );
-    http::serve(listener, app, ServeConfig::default(), async {
+    http::serve(listener, app, serve_config, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

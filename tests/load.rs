@@ -62,6 +62,8 @@ async fn a_thousand_agents_link_concurrently_and_none_cross() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let serve_config = ServeConfig {
         max_connections: 8 * PAIRS,
+        // Every client connects from 127.0.0.1.
+        max_connections_per_client: 8 * PAIRS,
         ..ServeConfig::default()
     };
     tokio::spawn(http::serve(

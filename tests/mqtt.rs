@@ -20,7 +20,7 @@ use lanlink::http::{self, ticket, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::mqtt::agent::{MqttAgentConfig, MqttAgentTransport};
 use lanlink::mqtt::rumqttc::{self, AsyncClient, Event, MqttOptions, Packet, QoS};
-use lanlink::mqtt::server::{wake_on_link, MqttServer, MqttServerConfig};
+use lanlink::mqtt::server::{wake_on_link, MqttBackend, MqttServer, MqttServerConfig};
 use lanlink::mqtt::{Broker, DownMessage, UpMessage};
 use lanlink::secret::PresenceKey;
 use lanlink::server::{Server, ServerConfig};
@@ -1073,4 +1073,101 @@ async fn ticket_route_proves_the_key_and_resolves_the_network() {
         key.verify(now(), &reply.ticket, &id).unwrap().network,
         forwarded
     );
+}
+
+/// A backend that takes 100 ms per announcement and records how many of its calls overlap.
+struct SlowBackend {
+    inner: SharedServer,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl MqttBackend for SlowBackend {
+    async fn announce_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<lanlink::wire::AnnounceReply, lanlink::Refusal> {
+        let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(running, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.inner.announce_in(now, network, announce).await
+    }
+
+    async fn redeem_in(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<lanlink::wire::RedeemReply, lanlink::Refusal> {
+        self.inner.redeem_in(now, network, request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_work_is_bounded_and_every_request_is_still_answered() {
+    let Some(binary) =
+        mosquitto_or_skip("consumer_work_is_bounded_and_every_request_is_still_answered")
+    else {
+        return;
+    };
+    let mosquitto = Mosquitto::start(binary, false);
+    let broker = mosquitto.broker();
+    let server: SharedServer = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let backend = Arc::new(SlowBackend {
+        inner: server,
+        running: Default::default(),
+        most: Default::default(),
+    });
+    let key = TicketKey::generate(&mut lanlink::os_rng());
+    let config = MqttServerConfig::new(broker.clone(), "server-bounded", key.clone())
+        .unwrap()
+        .max_in_flight(2);
+    let consumer = MqttServer::spawn(config, Arc::clone(&backend) as Arc<dyn MqttBackend>);
+    assert!(consumer.wait_subscribed(Duration::from_secs(10)).await);
+
+    let presence = PresenceKey::generate(&mut lanlink::os_rng());
+    let announce = announce_for(&presence, &LocalSecret::generate(&mut lanlink::os_rng()));
+    let id = presence.instance_id();
+    let client_id = key.client_id(&id);
+    let mut raw = RawClient::connect(mosquitto.port, &client_id).await;
+    assert!(raw.subscribe(&broker.down_topic(&client_id)).await);
+    let ticket = key
+        .issue(now(), TimeDelta::minutes(5), loopback(), id)
+        .token;
+
+    // Ten requests at once against a limit of two.
+    let started = Instant::now();
+    let requests = 10;
+    for i in 0..requests {
+        raw.publish(
+            &broker.up_topic(&client_id),
+            up_announce(&format!("r{i}"), ticket.clone(), &announce),
+        )
+        .await;
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < requests {
+        let id = match raw.next_down().await {
+            DownMessage::Announced { id, .. } | DownMessage::Refused { id, .. } => id,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(answered.insert(id), "answered once each");
+    }
+    let most = backend.most.load(Ordering::SeqCst);
+    assert_eq!(
+        most, 2,
+        "never more than the limit at once, and the limit is used"
+    );
+    // Two at a time, 100 ms each: the consumer waited for slots rather than drop anything.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(consumer.handled(), requests as u64);
+    assert_eq!(consumer.replies_dropped(), 0);
 }

@@ -6,7 +6,8 @@
 //! - [`web::router`]: the linking page for browsers and the browser linker module (`lanlink.js`).
 //! - [`client`]: reqwest clients implementing the [`crate::transport`] traits.
 //! - `ticket::router` (feature `ticket`): `POST …/agent/ticket`, issuing signed network tickets.
-//! - [`serve()`]: a hardened accept loop (connection cap, header and connection timeouts).
+//! - [`serve()`]: a hardened accept loop (connection caps in total and per client, header,
+//!   request and connection timeouts).
 //!
 //! Every refusal is `{"error": "<code>"}` with a fitting status; see [`status_of`].
 
@@ -30,7 +31,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-pub use self::serve::{serve, ServeConfig};
+use self::serve::RequestDeadline;
+pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
 use crate::error::Refusal;
 use crate::id::AccountId;
 use crate::wire::{self, ErrorBody, WireError};
@@ -192,8 +194,8 @@ pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
     }
 }
 
-/// Reads a request body of at most `limit` bytes: `413 too_large` beyond it, `400 malformed` for
-/// a body that breaks off.
+/// Reads a request body of at most `limit` bytes: `413 too_large` beyond it, `408 request_timeout`
+/// for one cut off by [`serve()`]'s request deadline, `400 malformed` for a body that breaks off.
 pub(crate) async fn read_body(
     body: Body,
     limit: usize,
@@ -204,6 +206,10 @@ pub(crate) async fn read_body(
         Err(err) if err.is::<LengthLimitError>() => {
             Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large"))
         }
+        Err(err) if RequestDeadline::caused(&*err) => Err(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+        )),
         Err(_) => Err(error_response(StatusCode::BAD_REQUEST, "malformed")),
     }
 }

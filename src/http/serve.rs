@@ -1,10 +1,17 @@
 //! A hardened HTTP/1.1 accept loop for the routers of this module.
 
+mod clients;
+mod deadline;
+mod refusals;
+
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::http::{header, HeaderValue};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -12,15 +19,48 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use self::clients::{ClientGroup, ClientSlots};
+pub(crate) use self::deadline::RequestDeadline;
+use self::deadline::{ClockedIo, DeadlineBody, RequestClock};
+use self::refusals::{RefusalLog, Refused};
 use super::Peer;
 
+/// At most one warning about refused connections and cut-off requests per this interval; the
+/// warning counts every refusal since the previous one.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Limits of [`serve()`].
+///
+/// Clients are told apart by their **socket peer** only: [`serve()`] knows nothing of trusted
+/// proxies, so behind a reverse proxy every connection comes from the proxy's address and
+/// counts against one client's cap. There, set `max_connections_per_client` to
+/// `max_connections` and bound connections per client in the proxy.
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::http::ServeConfig;
+/// let config = ServeConfig {
+///     max_connections_per_client: 8,
+///     request_timeout: Duration::from_secs(5),
+///     ..ServeConfig::default()
+/// };
+/// assert_eq!(config.max_connections, 512);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Connections served at once; further ones are closed at once (default 512).
     pub max_connections: usize,
+    /// Connections served at once for one client — an IPv4 address, or an IPv6 /64 (an
+    /// IPv4-mapped IPv6 address counts as its IPv4 address) — of the socket peer; further ones
+    /// from it are closed at once (default 32). So one client cannot take every connection.
+    pub max_connections_per_client: usize,
     /// Time allowed to send a request's headers (default 10 s): stops slow-header clients.
     pub header_read_timeout: Duration,
+    /// Time allowed, from a request's first byte, for its headers **and** its body to arrive
+    /// (default 10 s): a body that trickles in or never comes is cut off when it passes, the
+    /// request answered `408 request_timeout` (by this crate's routes; others see their body
+    /// end in an error) and the connection closed.
+    pub request_timeout: Duration,
     /// The longest a connection may stay open, busy or idle (default 60 s).
     pub connection_timeout: Duration,
 }
@@ -29,8 +69,39 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             max_connections: 512,
+            max_connections_per_client: 32,
             header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             connection_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Warnings about refusals, at most one per [`REFUSAL_LOG_INTERVAL`].
+struct Refusals(Mutex<RefusalLog>);
+
+impl Refusals {
+    fn log(&self) -> std::sync::MutexGuard<'_, RefusalLog> {
+        crate::lock_unpoisoned(&self.0)
+    }
+
+    fn refused(&self, refused: Refused, client: ClientGroup) {
+        let due = self.log().record(Instant::now(), refused);
+        if let Some(counts) = due {
+            tracing::warn!(
+                %client,
+                since_last_warning = %counts,
+                "{}; refusals are logged at most once per {:?}",
+                refused.reason(),
+                REFUSAL_LOG_INTERVAL
+            );
+        }
+    }
+
+    fn flush(&self) {
+        let due = self.log().flush(Instant::now());
+        if let Some(counts) = due {
+            tracing::warn!(since_last_warning = %counts, "connections or requests refused");
         }
     }
 }
@@ -38,6 +109,14 @@ impl Default for ServeConfig {
 /// Serves `router` on `listener` until `shutdown` completes. Each request carries its socket
 /// peer as a [`Peer`] extension. Malformed, oversized, slow or truncated requests cost the
 /// server one connection each, within the limits of `config`; none stops the loop.
+///
+/// The limits: at most `max_connections` connections, and at most
+/// `max_connections_per_client` from one client (IPv4 address or IPv6 /64 of the socket peer;
+/// see [`ServeConfig`] about proxies) — extra connections are closed unanswered; headers within
+/// `header_read_timeout`; a whole request (headers and body) within `request_timeout` of its
+/// first byte; a connection for at most `connection_timeout`. Refusals are logged as warnings
+/// at most once per [`REFUSAL_LOG_INTERVAL`], each with the count of refusals it covers, so a
+/// flood of refused connections cannot flood the log.
 ///
 /// ```no_run
 /// # async fn demo(router: axum::Router) -> std::io::Result<()> {
@@ -53,6 +132,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let clients = ClientSlots::new(config.max_connections_per_client);
+    let refusals = Arc::new(Refusals(Mutex::new(RefusalLog::new(REFUSAL_LOG_INTERVAL))));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -67,32 +148,69 @@ pub async fn serve(
             },
             () = &mut shutdown => return Ok(()),
         };
+        refusals.flush();
+        let group = ClientGroup::of(peer.ip());
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; closing");
+            refusals.refused(Refused::Total, group);
             drop(stream);
+            continue;
+        };
+        let Some(slot) = clients.try_take(group) else {
+            refusals.refused(Refused::PerClient, group);
+            drop((stream, permit));
             continue;
         };
         let router = router.clone();
         let config = config.clone();
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
-            let _permit = permit;
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(Peer(peer));
-                    router.clone().oneshot(request.map(Body::new))
-                });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(config.header_read_timeout)
-                .max_buf_size(64 * 1024);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if tokio::time::timeout(config.connection_timeout, connection)
-                .await
-                .is_err()
-            {
-                tracing::debug!(%peer, "connection timed out");
-            }
+            let _held = (permit, slot);
+            serve_connection(stream, peer, group, router, &config, refusals).await;
         });
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    group: ClientGroup,
+    router: Router,
+    config: &ServeConfig,
+    refusals: Arc<Refusals>,
+) {
+    let clock = RequestClock::new();
+    let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
+    let request_timeout = config.request_timeout;
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let deadline = clock.begin() + request_timeout;
+        request.extensions_mut().insert(Peer(peer));
+        let request =
+            request.map(|body| Body::new(DeadlineBody::new(body, deadline, Arc::clone(&clock))));
+        let answer = router.clone().oneshot(request);
+        let clock = Arc::clone(&clock);
+        let refusals = Arc::clone(&refusals);
+        async move {
+            let Ok(mut response) = answer.await;
+            if clock.end() {
+                // The rest of the body may still be on its way: do not read it as a request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                refusals.refused(Refused::Deadline, group);
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    let connection = builder.serve_connection(io, service);
+    if tokio::time::timeout(config.connection_timeout, connection)
+        .await
+        .is_err()
+    {
+        tracing::debug!(%peer, "connection timed out");
     }
 }

@@ -77,34 +77,39 @@ impl Session {
             let pending = Arc::clone(&pending);
             let wake = Arc::clone(&wake);
             let topic = broker.down_topic(&client_id);
+            let filter = topic.clone();
+            let on_publish = move |publish: rumqttc::Publish| {
+                if publish.topic != topic {
+                    return;
+                }
+                let Ok(message) = wire::decode::<DownMessage>(&publish.payload, MAX_DOWN_BYTES)
+                else {
+                    tracing::debug!(target: "lanlink::mqtt", "malformed message on the agent's topic");
+                    return;
+                };
+                let id = match &message {
+                    DownMessage::Announced { id, .. }
+                    | DownMessage::Redeemed { id, .. }
+                    | DownMessage::Refused { id, .. } => id.clone(),
+                    DownMessage::Wake => {
+                        wake.notify_one();
+                        return;
+                    }
+                    _ => return,
+                };
+                // A reply nobody waits for (a duplicate, or one that came too late) is dropped.
+                if let Some(waiter) = crate::lock_unpoisoned(&pending).remove(&id) {
+                    let _ = waiter.send(message);
+                }
+            };
             tokio::spawn(run_event_loop(
                 events,
                 client.clone(),
-                topic.clone(),
+                filter,
                 subscribed_tx,
                 move |publish| {
-                    if publish.topic != topic {
-                        return;
-                    }
-                    let Ok(message) = wire::decode::<DownMessage>(&publish.payload, MAX_DOWN_BYTES)
-                    else {
-                        tracing::debug!(target: "lanlink::mqtt", "malformed message on the agent's topic");
-                        return;
-                    };
-                    let id = match &message {
-                        DownMessage::Announced { id, .. }
-                        | DownMessage::Redeemed { id, .. }
-                        | DownMessage::Refused { id, .. } => id.clone(),
-                        DownMessage::Wake => {
-                            wake.notify_one();
-                            return;
-                        }
-                        _ => return,
-                    };
-                    // A reply nobody waits for (a duplicate, or one that came too late) is dropped.
-                    if let Some(waiter) = crate::lock_unpoisoned(&pending).remove(&id) {
-                        let _ = waiter.send(message);
-                    }
+                    on_publish(publish);
+                    std::future::ready(())
                 },
             ))
         };

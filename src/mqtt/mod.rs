@@ -28,6 +28,7 @@
 pub mod agent;
 pub mod server;
 
+use std::future::Future;
 use std::time::Duration;
 
 use rumqttc::{
@@ -256,14 +257,17 @@ pub enum DownMessage {
 
 /// Runs a client's event loop forever: reconnects with capped exponential back-off after any
 /// error, subscribes to `filter` (QoS 1) after each connection, reports whether that
-/// subscription is granted on `subscribed`, and hands every incoming publish to `on_publish`.
-async fn run_event_loop(
+/// subscription is granted on `subscribed`, and hands every incoming publish to `on_publish`,
+/// awaiting the future it returns before polling again.
+async fn run_event_loop<F>(
     mut events: EventLoop,
     client: AsyncClient,
     filter: String,
     subscribed: watch::Sender<bool>,
-    mut on_publish: impl FnMut(Publish) + Send,
-) {
+    mut on_publish: impl FnMut(Publish) -> F + Send,
+) where
+    F: Future<Output = ()> + Send,
+{
     let mut backoff = Backoff::new(&DriverConfig {
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_secs(3),
@@ -288,7 +292,8 @@ async fn run_event_loop(
                 }
                 subscribed.send_replace(granted);
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(publish),
+            // Awaited before the next poll: a consumer that is full holds the loop back.
+            Ok(Event::Incoming(Packet::Publish(publish))) => on_publish(publish).await,
             Ok(_) => {}
             Err(err) => {
                 subscribed.send_replace(false);

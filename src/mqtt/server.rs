@@ -2,9 +2,10 @@
 //! shared subscription and answers them through an [`MqttBackend`]; [`MqttWaker`] and
 //! [`wake_on_link`] tell an agent to announce at once when a link for it is accepted.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use axum::body::Body;
@@ -14,7 +15,7 @@ use axum::middleware::Next;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Publish, QoS};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -114,6 +115,13 @@ impl MqttBackend for std::sync::Arc<crate::server::Service> {
     }
 }
 
+/// Requests an [`MqttServer`] works on at once by default ([`MqttServerConfig::max_in_flight`]).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// At most one warning per this interval about replies dropped because the broker client's
+/// queue was full; the warning counts every reply dropped since the previous one.
+const DROPPED_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Settings of [`MqttServer`].
 #[derive(Debug, Clone)]
 pub struct MqttServerConfig {
@@ -121,6 +129,7 @@ pub struct MqttServerConfig {
     client_id: String,
     group: String,
     key: TicketKey,
+    max_in_flight: usize,
 }
 
 impl MqttServerConfig {
@@ -136,7 +145,38 @@ impl MqttServerConfig {
             client_id: client_id.to_owned(),
             group: DEFAULT_GROUP.to_owned(),
             key,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         })
+    }
+
+    /// The most requests this consumer works on at once (default [`DEFAULT_MAX_IN_FLIGHT`], at
+    /// least 1): each is one call to the [`MqttBackend`] and one reply.
+    ///
+    /// When that many are in flight, the consumer **waits** for one to finish before it takes
+    /// the next request from the broker connection, rather than dropping requests: a burst
+    /// queues in the broker and the socket (and, with a shared subscription, on this
+    /// instance's share), every request is still answered, and the work held is bounded by the
+    /// limit. Dropping would turn a burst of legitimate agents into timeouts and retries, and
+    /// so into more traffic. The cost: while full, the connection's keep-alive also waits, so a
+    /// backend that hangs longer than the broker's keep-alive allowance gets this consumer
+    /// disconnected (it reconnects); the store's own timeouts bound the backend. Replies never
+    /// wait on the held-back connection (which would deadlock): one that does not fit the
+    /// client's outgoing queue is dropped, counted ([`MqttServer::replies_dropped`]) and
+    /// warned about at most once per second, and the agent asks again when its request times
+    /// out.
+    ///
+    /// ```
+    /// use lanlink::mqtt::{server::MqttServerConfig, Broker};
+    /// use lanlink::ticket::TicketKey;
+    /// let key = TicketKey::generate(&mut lanlink::os_rng());
+    /// let config = MqttServerConfig::new(Broker::new("127.0.0.1", 1883), "server-1", key)
+    ///     .unwrap()
+    ///     .max_in_flight(16);
+    /// # let _ = config;
+    /// ```
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = limit.max(1);
+        self
     }
 
     /// The shared-subscription group (every instance of one service uses the same).
@@ -155,6 +195,60 @@ struct Consumer {
     client: AsyncClient,
     backend: Arc<dyn MqttBackend>,
     handled: AtomicU64,
+    dropped: DroppedReplies,
+}
+
+/// Runs consumer work, at most `limit` at once: [`Bounded::run`] waits for a free slot before it
+/// spawns the work.
+#[derive(Debug, Clone)]
+struct Bounded {
+    permits: Arc<Semaphore>,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limit.max(1))),
+        }
+    }
+
+    /// Waits until fewer than `limit` works are running, then spawns `work`.
+    async fn run(&self, work: impl Future<Output = ()> + Send + 'static) {
+        // The semaphore is never closed.
+        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            work.await;
+        });
+    }
+}
+
+/// Replies dropped because the client's outgoing queue was full: counted, and warned about at
+/// most once per [`DROPPED_LOG_INTERVAL`].
+#[derive(Debug, Default)]
+struct DroppedReplies {
+    total: AtomicU64,
+    /// When the last warning was given, and the drops since.
+    log: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl DroppedReplies {
+    /// Counts one drop at `now`; returns the count to warn about when a warning is due.
+    fn record(&self, now: Instant) -> Option<u64> {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let mut log = crate::lock_unpoisoned(&self.log);
+        log.1 += 1;
+        let due = log
+            .0
+            .is_none_or(|last| now.saturating_duration_since(last) >= DROPPED_LOG_INTERVAL);
+        if !due {
+            return None;
+        }
+        log.0 = Some(now);
+        Some(std::mem::take(&mut log.1))
+    }
 }
 
 /// A running MQTT consumer: one server instance's share of the agents' requests. Stops when
@@ -199,7 +293,8 @@ impl MqttServer {
             config
                 .broker
                 .options(&config.client_id, super::SERVER_MAX_PACKET_BYTES),
-            256,
+            // Room for a reply from every request in flight, and wakes besides.
+            256.max(2 * config.max_in_flight),
         );
         let filter = config.broker.shared_up_filter(&config.group);
         let consumer = Arc::new(Consumer {
@@ -208,7 +303,9 @@ impl MqttServer {
             client: client.clone(),
             backend,
             handled: AtomicU64::new(0),
+            dropped: DroppedReplies::default(),
         });
+        let bounded = Bounded::new(config.max_in_flight);
         let (subscribed_tx, subscribed) = watch::channel(false);
         let task = {
             let consumer = Arc::clone(&consumer);
@@ -219,7 +316,13 @@ impl MqttServer {
                 subscribed_tx,
                 move |publish| {
                     let consumer = Arc::clone(&consumer);
-                    tokio::spawn(async move { consumer.handle(publish).await });
+                    let bounded = bounded.clone();
+                    // Backpressure: the event loop waits here while the limit is reached.
+                    async move {
+                        bounded
+                            .run(async move { consumer.handle(publish).await })
+                            .await
+                    }
                 },
             ))
         };
@@ -233,6 +336,12 @@ impl MqttServer {
     /// How many requests this instance has answered.
     pub fn handled(&self) -> u64 {
         self.consumer.handled.load(Ordering::Relaxed)
+    }
+
+    /// How many replies were dropped because the broker client's outgoing queue was full (see
+    /// [`MqttServerConfig::max_in_flight`]); their agents ask again.
+    pub fn replies_dropped(&self) -> u64 {
+        self.consumer.dropped.total.load(Ordering::Relaxed)
     }
 
     /// Waits until the shared subscription is in place (or `timeout` passes); whether it is.
@@ -310,12 +419,15 @@ impl Consumer {
         self.handled.fetch_add(1, Ordering::Relaxed);
         let payload = wire::encode(&reply);
         let topic = self.broker.down_topic(client_id);
+        // Never wait for room: the event loop that makes room may be waiting for this work to
+        // finish (see `MqttServerConfig::max_in_flight`).
         if let Err(err) = self
             .client
-            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
-            .await
+            .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
         {
-            tracing::debug!(target: "lanlink::mqtt", %err, "reply not queued");
+            if let Some(dropped) = self.dropped.record(Instant::now()) {
+                tracing::warn!(target: "lanlink::mqtt", %err, dropped, "replies dropped (the broker client's queue is full); logged at most once per second");
+            }
         }
     }
 
@@ -435,4 +547,77 @@ async fn wake_middleware(
         }
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Work that counts itself in flight until `release` lets one finish.
+    fn work(
+        running: &Arc<AtomicUsize>,
+        most: &Arc<AtomicUsize>,
+        release: &Arc<Semaphore>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (running, most, release) = (Arc::clone(running), Arc::clone(most), Arc::clone(release));
+        async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            release.acquire().await.expect("open").forget();
+            running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_runs_at_most_its_limit_and_makes_the_caller_wait_for_a_slot() {
+        let bounded = Bounded::new(2);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Semaphore::new(0));
+        // Two start at once.
+        bounded.run(work(&running, &most, &release)).await;
+        bounded.run(work(&running, &most, &release)).await;
+        settle().await;
+        assert_eq!(running.load(Ordering::SeqCst), 2);
+        // The third waits for a slot: its caller (the event loop) is held back.
+        let third = {
+            let bounded = bounded.clone();
+            let work = work(&running, &most, &release);
+            tokio::spawn(async move { bounded.run(work).await })
+        };
+        settle().await;
+        assert!(
+            !third.is_finished(),
+            "the caller waits while the limit is reached"
+        );
+        assert_eq!(running.load(Ordering::SeqCst), 2);
+        // One finishes: the third gets its slot.
+        release.add_permits(1);
+        third.await.expect("the third was spawned");
+        settle().await;
+        assert_eq!(running.load(Ordering::SeqCst), 2);
+        release.add_permits(2);
+        settle().await;
+        assert_eq!(running.load(Ordering::SeqCst), 0);
+        assert_eq!(most.load(Ordering::SeqCst), 2, "never more than the limit");
+    }
+
+    #[test]
+    fn dropped_replies_warn_once_per_interval_with_a_count() {
+        let dropped = DroppedReplies::default();
+        let t0 = Instant::now();
+        assert_eq!(dropped.record(t0), Some(1));
+        for i in 1..1000u64 {
+            assert_eq!(dropped.record(t0 + Duration::from_micros(i * 900)), None);
+        }
+        assert_eq!(dropped.record(t0 + DROPPED_LOG_INTERVAL), Some(1000));
+        assert_eq!(dropped.total.load(Ordering::Relaxed), 1001);
+    }
 }
