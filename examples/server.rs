@@ -55,6 +55,10 @@ struct Args {
     /// IPv6 prefix length that groups addresses into one network.
     #[arg(long, default_value_t = 64)]
     ipv6_prefix: u8,
+    /// Connections one client address may hold at once (default: `http::serve`'s, 32; the
+    /// total cap when a proxy is trusted).
+    #[arg(long)]
+    max_connections_per_client: Option<usize>,
     /// A NAT64/SIIT prefix (/32, /40, /48, /56, /64 or /96) whose clients stand for the IPv4
     /// address they embed, besides the well-known 64:ff9b::/96. Repeatable.
     #[arg(long = "nat64-prefix")]
@@ -98,6 +102,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut serve_config = ServeConfig::default();
     if !args.trusted_proxies.is_empty() {
         serve_config.max_connections_per_client = serve_config.max_connections;
+    }
+    if let Some(max) = args.max_connections_per_client {
+        serve_config.max_connections_per_client = max;
     }
     let config = ServerConfig::default()
         .trusted_proxies(args.trusted_proxies)

@@ -206,7 +206,7 @@ proptest! {
                 prop_assert!(matches!(result, Ok(_) | Err(Refusal::LockedOut)), "{result:?}");
                 continue;
             }
-            prop_assert!(!matches!(result, Ok(_)), "a wrong code redeemed");
+            prop_assert!(result.is_err(), "a wrong code redeemed");
             if checked(result) {
                 prop_assert!(matches!(result, Err(Refusal::UnknownCode)), "{result:?}");
                 *per_host.entry(hosts[i]).or_default() += 1;

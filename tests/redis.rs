@@ -190,13 +190,11 @@ impl Instance {
                     .expect("bind");
                 let addr = listener.local_addr().expect("addr");
                 let task = tokio::spawn(async move {
-                    let _ = http::serve(
-                        listener,
-                        app,
-                        ServeConfig::default(),
-                        std::future::pending(),
-                    )
-                    .await;
+                    let serve_config = ServeConfig {
+                        max_connections_per_client: 512,
+                        ..ServeConfig::default()
+                    };
+                    let _ = http::serve(listener, app, serve_config, std::future::pending()).await;
                 });
                 Self::InProcess(task, addr)
             }
@@ -213,6 +211,8 @@ impl Instance {
                 &format!("alice={TOKEN}"),
             ])
             .args(["--lockout-threshold", &lockout_threshold.to_string()])
+            // Every test client is 127.0.0.1: the per-client cap would refuse the bursts.
+            .args(["--max-connections-per-client", "512"])
             .args(["--redis", &redis.url()])
             .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
             .env("RUST_LOG", "warn")
