@@ -1171,3 +1171,79 @@ async fn consumer_work_is_bounded_and_every_request_is_still_answered() {
     assert_eq!(consumer.handled(), requests as u64);
     assert_eq!(consumer.replies_dropped(), 0);
 }
+
+/// 300 guesses at a manual code redeemed over MQTT from one network (the ticket's), handled by
+/// two consumers of the shared subscription, the right code at a random place: at most the
+/// threshold (5) are checked, and only the right code can redeem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redemption_burst_over_mqtt_checks_at_most_the_threshold() {
+    let Some(binary) =
+        mosquitto_or_skip("a_redemption_burst_over_mqtt_checks_at_most_the_threshold")
+    else {
+        return;
+    };
+    let mosquitto = Mosquitto::start(binary, false);
+    let broker = mosquitto.broker();
+    let cloud = cloud(&broker, 2, ServerConfig::default()).await;
+    let alice = AccountId::new("alice").unwrap();
+    let right = lanlink::http::server::lock(&cloud.server)
+        .mint_code(now(), &mut lanlink::os_rng(), &alice)
+        .unwrap()
+        .code;
+    let key = PresenceKey::generate(&mut lanlink::os_rng());
+    let id = key.instance_id();
+    let client = cloud.key.client_id(&id);
+    let mut raw = RawClient::connect(mosquitto.port, &client).await;
+    assert!(raw.subscribe(&broker.down_topic(&client)).await);
+    let up = broker.up_topic(&client);
+    let ticket = cloud
+        .key
+        .issue(now(), TimeDelta::minutes(5), loopback(), id)
+        .token;
+    let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..300usize);
+    let (mut checked, mut redeemed) = (0, None);
+    // In batches of 50, so that no reply queue overflows.
+    for batch in 0..6usize {
+        for n in batch * 50..(batch + 1) * 50 {
+            let text = format!("{:06}", n * 3331 % 1_000_000);
+            let code = if n == right_at {
+                right.clone()
+            } else if text == right.expose() {
+                lanlink::LinkCode::parse("0000000").unwrap()
+            } else {
+                lanlink::LinkCode::parse(&text).unwrap()
+            };
+            let request = RedeemRequest {
+                instance_id: id,
+                code,
+            };
+            raw.publish(&up, up_redeem(&format!("g{n}"), ticket.clone(), &request))
+                .await;
+        }
+        for _ in 0..50 {
+            let (_, payload) = raw
+                .next(Duration::from_secs(30))
+                .await
+                .expect("a reply to every guess");
+            match wire::decode::<DownMessage>(&payload, lanlink::mqtt::MAX_DOWN_BYTES).unwrap() {
+                DownMessage::Redeemed { id, .. } => {
+                    checked += 1;
+                    redeemed = Some(id);
+                }
+                DownMessage::Refused { error, .. } if error == "invalid_code" => checked += 1,
+                DownMessage::Refused { error, .. } if error == "locked_out" => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    println!("redemption burst over MQTT: {checked} checked, right code redeemed: {redeemed:?}");
+    assert!(checked <= 5, "{checked} guesses checked");
+    assert!(checked >= 1, "the budget admits guesses");
+    if let Some(reply_id) = redeemed {
+        assert_eq!(
+            reply_id,
+            format!("g{right_at}"),
+            "only the right code redeems"
+        );
+    }
+}

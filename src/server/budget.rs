@@ -742,7 +742,8 @@ impl<S: Records> Ops<'_, S> {
         account: &AccountId,
         expires_at: DateTime<Utc>,
     ) -> Result<(CodeSpace, MintCharges), Refusal> {
-        let budgets = self.config.budgets.clone();
+        let config = self.config;
+        let budgets = &config.budgets;
         let expires_ms = quota_expiry_ms(expires_at);
         let mut charges = MintCharges::default();
         let account_key = CounterKey::AccountCodes(account.clone());
