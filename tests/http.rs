@@ -23,7 +23,7 @@ use lanlink::http::server::SharedServer;
 use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::{CounterKey, Server, ServerConfig};
-use lanlink::transport::AgentServerTransport;
+use lanlink::transport::{AgentServerTransport, LinkerServerTransport};
 use lanlink::wire::{self, AgentMessage, Announce, AnnounceReply, LinkRequest, RedeemRequest};
 use lanlink::{
     AccountId, DeviceInfo, InstanceId, LinkCode, LocalPolicy, LocalSecret, PublicNetwork, Refusal,
@@ -2005,4 +2005,38 @@ async fn spawn_purge_drops_expired_networks() {
     })
     .await;
     task.abort();
+}
+
+/// An account holds at most its quota of live manual codes (5): the sixth mint answers
+/// `429 mint_quota`, and redeeming one gives its slot back.
+#[tokio::test]
+async fn mints_past_the_account_quota_answer_429_mint_quota() {
+    let (_server, server_at) = start_server(proxied(), &USERS).await;
+    let base = format!("http://{server_at}");
+    let client = HttpLinkerClient::with_client(client_from(HOME), &base, P, P, ALICE);
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(
+            bounded("mint", client.mint_code())
+                .await
+                .expect("mint")
+                .code,
+        );
+    }
+    let refused = bounded("mint", client.mint_code()).await.unwrap_err();
+    assert!(
+        matches!(&refused, lanlink::transport::TransportError::Refused { status: 429, code } if code == "mint_quota"),
+        "{refused:?}"
+    );
+    let agent = HttpAgentClient::with_client(client_from(HOME), &base, P);
+    let redeem = RedeemRequest {
+        instance_id: lanlink::InstanceId::from_bytes([5; 16]),
+        code: codes.pop().expect("a code"),
+    };
+    bounded("redeem", agent.redeem(&redeem))
+        .await
+        .expect("redeemed");
+    bounded("mint", client.mint_code())
+        .await
+        .expect("the redeemed code's slot is free again");
 }

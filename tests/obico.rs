@@ -1680,3 +1680,101 @@ async fn hostile_unlinked_bodies_are_answered_200_or_400_and_never_crash() {
         .iter()
         .all(|p| p.private_ip.is_loopback() || p.private_ip == ip("192.168.1.5")));
 }
+
+/// Runs `guesses` concurrent requests (at most 24 in flight: `http::serve` caps one client's
+/// connections at 32) and returns (checked, right answered 200): 404 is a checked wrong guess,
+/// 429 `locked_out` an unchecked one.
+async fn burst(
+    guesses: usize,
+    send: impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>>,
+) -> (usize, Vec<usize>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(24));
+    let tasks: Vec<_> = (0..guesses)
+        .map(|n| {
+            let gate = Arc::clone(&gate);
+            let request = send(n);
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                request.await
+            })
+        })
+        .collect();
+    let (mut checked, mut ok) = (0, Vec::new());
+    for (n, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            200 => {
+                checked += 1;
+                ok.push(n);
+            }
+            404 => checked += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (checked, ok)
+}
+
+/// 300 concurrent Obico verify guesses from one network, the right manual code at a random
+/// place: at most the threshold (5) are checked, and only the right code is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_burst_checks_at_most_the_threshold() {
+    let (server, url) = start_server(config()).await;
+    let code = {
+        let mut server = server.lock().unwrap();
+        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+        let alice = AccountId::new("alice").unwrap();
+        server
+            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .unwrap()
+            .code
+    };
+    let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..300usize);
+    let http = client(PROXY, Some(ELSEWHERE));
+    let (checked, ok) = burst(300, |n| {
+        let guess = if n == right_at {
+            code.expose().to_owned()
+        } else {
+            // Never the right code: 7 digits.
+            format!("{:07}", n)
+        };
+        let request = http.post(format!("{url}/api/v1/octo/verify/?code={guess}"));
+        Box::pin(async move { request.send().await.unwrap().status().as_u16() })
+    })
+    .await;
+    assert!(checked <= 5, "{checked} checked");
+    assert!(checked >= 1);
+    assert!(ok.iter().all(|n| *n == right_at), "{ok:?}");
+    assert_eq!(failures(&server, ELSEWHERE) + ok.len(), checked);
+}
+
+/// 300 concurrent passcode claims from one network, a moonraker agent's real passcode at a
+/// random place: at most the threshold (5) are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passcode_claim_burst_checks_at_most_the_threshold() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    eventually("passcode shown", || agent.state(|s| !s.passcode.is_empty())).await;
+    let passcode = agent.state(|s| s.passcode.clone());
+    let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..300usize);
+    let mallory = Arc::new(linker(&url, MALLORY, ELSEWHERE));
+    let (checked, ok) = burst(300, |n| {
+        let guess = if n == right_at {
+            passcode.clone()
+        } else {
+            format!("{:08}", n)
+        };
+        let mallory = Arc::clone(&mallory);
+        Box::pin(async move {
+            match mallory.claim_passcode(&guess).await {
+                Ok(()) => 200,
+                Err(TransportError::Refused { status, .. }) => status,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        })
+    })
+    .await;
+    assert!(checked <= 5, "{checked} checked");
+    assert!(checked >= 1);
+    assert!(ok.iter().all(|n| *n == right_at), "{ok:?}");
+    assert_eq!(failures(&server, ELSEWHERE) + ok.len(), checked);
+}

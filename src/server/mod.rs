@@ -28,7 +28,6 @@ pub mod redis;
 mod service;
 mod store;
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::task::{Context, Poll, Waker};
@@ -39,7 +38,8 @@ use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
 pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
-use self::ops::Ops;
+pub use self::ops::MAX_QUEUED_EVENTS;
+use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::service::{EventSink, Service};
 pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
@@ -318,7 +318,7 @@ pub struct Redeemed {
 pub struct Server {
     config: ServerConfig,
     store: MemoryStore,
-    events: VecDeque<ServerEvent>,
+    events: EventQueue,
 }
 
 impl Server {
@@ -360,7 +360,7 @@ impl Server {
         Ok(Self {
             config,
             store: MemoryStore::default(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
         })
     }
 
@@ -374,10 +374,34 @@ impl Server {
         &self.store
     }
 
-    /// The next event.
+    /// The next event. At most [`MAX_QUEUED_EVENTS`] wait: drain them after each call (past
+    /// the bound the oldest are dropped, see [`dropped_events`](Self::dropped_events)).
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
+    }
+
+    /// How many events were dropped, oldest first, because more than [`MAX_QUEUED_EVENTS`]
+    /// waited undrained.
+    ///
+    /// ```
+    /// use lanlink::server::{Server, ServerConfig, MAX_QUEUED_EVENTS};
+    /// use lanlink::ForwardedHeaders;
+    /// let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let peer = "203.0.113.7".parse().unwrap();
+    /// for _ in 0..MAX_QUEUED_EVENTS + 3 {
+    ///     let _ = server.handle_discover(now, peer, ForwardedHeaders::NONE);
+    /// }
+    /// assert_eq!(server.dropped_events(), 3);
+    /// let mut queued = 0;
+    /// while server.poll_event().is_some() {
+    ///     queued += 1;
+    /// }
+    /// assert_eq!(queued, MAX_QUEUED_EVENTS);
+    /// ```
+    pub fn dropped_events(&self) -> u64 {
+        self.events.dropped()
     }
 
     /// An agent announces (protocol step 3). The reply carries any queued messages.

@@ -46,11 +46,46 @@ use crate::wire::{
     LinkStatusReply, RedeemReply, RedeemRequest,
 };
 
+/// The most events the synchronous [`Server`](super::Server) holds undrained: past it the oldest
+/// is dropped (and counted, [`Server::dropped_events`](super::Server::dropped_events)), so an
+/// embedder that never drains cannot be made to grow memory without bound.
+pub const MAX_QUEUED_EVENTS: usize = 4096;
+
+/// Events waiting to be drained, at most [`MAX_QUEUED_EVENTS`].
+#[derive(Debug, Default)]
+pub(crate) struct EventQueue {
+    events: VecDeque<ServerEvent>,
+    dropped: u64,
+}
+
+impl EventQueue {
+    /// Queues `event`, dropping the oldest when full.
+    pub(crate) fn push_back(&mut self, event: ServerEvent) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+            self.dropped = self.dropped.saturating_add(1);
+        }
+        self.events.push_back(event);
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub(crate) fn drain(self) -> impl Iterator<Item = ServerEvent> {
+        self.events.into_iter()
+    }
+}
+
 /// One operation's view of the server: its configuration, its records, and where its events go.
 pub(crate) struct Ops<'a, S: Records> {
     pub(crate) config: &'a ServerConfig,
     pub(crate) store: &'a mut S,
-    pub(crate) events: &'a mut VecDeque<ServerEvent>,
+    pub(crate) events: &'a mut EventQueue,
 }
 
 /// The two most frequent operations over the synchronous server's own store, without the

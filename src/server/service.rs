@@ -1,13 +1,12 @@
 //! The server over a shared [`Store`], for many instances at once.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::ops::Ops;
+use super::ops::{EventQueue, Ops};
 use super::store::{Shared, Store, StoreError};
 use super::{Redeemed, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -91,7 +90,7 @@ impl Service {
     fn ops<'a>(
         &'a self,
         store: &'a mut Shared<'a>,
-        events: &'a mut VecDeque<ServerEvent>,
+        events: &'a mut EventQueue,
     ) -> Ops<'a, Shared<'a>> {
         Ops {
             config: &self.config,
@@ -104,9 +103,9 @@ impl Service {
         Shared(&*self.store)
     }
 
-    fn emit(&self, events: VecDeque<ServerEvent>) {
+    fn emit(&self, events: EventQueue) {
         if let Some(sink) = &self.sink {
-            events.into_iter().for_each(|event| sink(event));
+            events.drain().for_each(|event| sink(event));
         }
     }
 
@@ -118,7 +117,7 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .handle_announce(now, peer, headers, announce)
@@ -135,7 +134,7 @@ impl Service {
         network: PublicNetwork,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .announce_in(now, network, announce)
@@ -152,7 +151,7 @@ impl Service {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .handle_discover(now, peer, headers)
@@ -171,7 +170,7 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .handle_link(now, rng, account, peer, headers, request)
@@ -190,7 +189,7 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .handle_link_status(now, account, peer, headers, instance_id)
@@ -206,7 +205,7 @@ impl Service {
         rng: &mut R,
         account: &AccountId,
     ) -> Result<CodeReply, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .mint_code(now, rng, account)
@@ -224,7 +223,7 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .handle_redeem(now, rng, peer, headers, request)
@@ -242,7 +241,7 @@ impl Service {
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
             .redeem_in(now, rng, network, request)
@@ -253,7 +252,7 @@ impl Service {
 
     /// Drops expired records (a store with its own expiry, such as Redis, has nothing to do).
     pub async fn purge_expired(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let (mut events, mut store) = (VecDeque::new(), self.shared());
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self.ops(&mut store, &mut events).purge(now).await;
         self.emit(events);
         result
