@@ -75,13 +75,26 @@ pub enum AgentEvent {
     },
 }
 
-/// What the server decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the server decided. Serializes to JSON for an audit log, tagged by `event`, with
+/// networks as text and refusals as their stable codes; no event carries a secret, a code or a
+/// token.
+///
+/// ```
+/// use lanlink::event::ServerEvent;
+/// let event = ServerEvent::LockedOut {
+///     network: lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+/// };
+/// let json = serde_json::to_string(&event).unwrap();
+/// assert_eq!(json, r#"{"event":"locked_out","network":"203.0.113.7"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ServerEvent {
     /// An announcement was recorded.
     Announced {
         /// Where.
+        #[serde(serialize_with = "network_text")]
         network: PublicNetwork,
         /// Who.
         instance_id: InstanceId,
@@ -91,6 +104,7 @@ pub enum ServerEvent {
     /// A linker discovered agents.
     Discovered {
         /// The linker's network.
+        #[serde(serialize_with = "network_text")]
         network: PublicNetwork,
         /// How many agents it was shown.
         shown: usize,
@@ -100,6 +114,7 @@ pub enum ServerEvent {
     /// A link request was accepted and the secret queued for the agent.
     LinkAccepted {
         /// The network.
+        #[serde(serialize_with = "network_text")]
         network: PublicNetwork,
         /// The agent.
         instance_id: InstanceId,
@@ -114,6 +129,7 @@ pub enum ServerEvent {
     /// An agent redeemed a code and a token was minted.
     Linked {
         /// The agent's network.
+        #[serde(serialize_with = "network_text")]
         network: PublicNetwork,
         /// The agent.
         instance_id: InstanceId,
@@ -125,16 +141,19 @@ pub enum ServerEvent {
     /// A request was refused.
     Refused {
         /// The caller's network, when it was resolved.
+        #[serde(serialize_with = "network_opt_text")]
         network: Option<PublicNetwork>,
         /// Which request.
         request: RequestKind,
-        /// Why.
+        /// Why (serialized as its stable code, [`Refusal::code`]).
+        #[serde(serialize_with = "refusal_code")]
         reason: Refusal,
     },
     /// A network was locked out after too many failures (a guess from it filled one of its
     /// budget levels).
     LockedOut {
         /// The network.
+        #[serde(serialize_with = "network_text")]
         network: PublicNetwork,
     },
     /// Too many wrong guesses at a code space from all networks together: its codes are not
@@ -145,8 +164,32 @@ pub enum ServerEvent {
     },
 }
 
+/// Serializes a public network as text (`203.0.113.7`, `2001:db8:1:2::/64`).
+fn network_text<S: serde::Serializer>(
+    network: &PublicNetwork,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(network)
+}
+
+fn network_opt_text<S: serde::Serializer>(
+    network: &Option<PublicNetwork>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match network {
+        Some(network) => serializer.collect_str(network),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Serializes a refusal as its stable code (never with any input it refused).
+fn refusal_code<S: serde::Serializer>(reason: &Refusal, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(reason.code())
+}
+
 /// The kind of request a server event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RequestKind {
     /// An agent's announcement.

@@ -59,6 +59,7 @@ const MAX_BUCKETS: usize = 64;
 
 /// A code space with budgets of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CodeSpace {
     /// Manual codes in the configured (short) format.
