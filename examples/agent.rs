@@ -132,7 +132,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?));
     println!("{}", json!({ "listening": addr.to_string() }));
 
-    let endpoint = http::agent::router(Arc::clone(&agent), &args.prefix);
+    let endpoint =
+        http::agent::router(Arc::clone(&agent), &args.prefix).fallback(http::server::not_found);
     tokio::spawn(http::serve(
         listener,
         endpoint,

@@ -49,7 +49,9 @@ async fn start_server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
     let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = router(server, auth, DEFAULT_PREFIX).merge(http::web::router(DEFAULT_PREFIX));
+    let app = router(server, auth, DEFAULT_PREFIX)
+        .merge(http::web::router(DEFAULT_PREFIX))
+        .fallback(http::server::not_found);
     tokio::spawn(http::serve(
         listener,
         app,

@@ -150,7 +150,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("the {other:?} profile runs in memory only (no --redis)").into())
         }
     };
-    let app = app.merge(http::web::router(&args.prefix));
+    let app = app
+        .merge(http::web::router(&args.prefix))
+        .fallback(http::server::not_found);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     println!(

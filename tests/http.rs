@@ -89,7 +89,8 @@ async fn start_server_with(
     let auth = Arc::new(BearerTokens::new(tokens));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = http::server::router(Arc::clone(&server), auth, P);
+    let router =
+        http::server::router(Arc::clone(&server), auth, P).fallback(http::server::not_found);
     tokio::spawn(serve(
         listener,
         router,
@@ -107,7 +108,7 @@ async fn start_agent(make: impl FnOnce(SocketAddr) -> AgentConfig) -> (SharedAge
     let agent =
         Agent::new(make(addr), Instant::now(), &mut lanlink::os_rng()).expect("agent config");
     let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    let router = http::agent::router(Arc::clone(&agent), P);
+    let router = http::agent::router(Arc::clone(&agent), P).fallback(http::server::not_found);
     tokio::spawn(serve(
         listener,
         router,

@@ -32,7 +32,7 @@ async fn start_agent(make: impl FnOnce(SocketAddr) -> AgentConfig) -> (SharedAge
     let addr = listener.local_addr().unwrap();
     let agent = Agent::new(make(addr), Instant::now(), &mut lanlink::os_rng()).unwrap();
     let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    let router = http::agent::router(Arc::clone(&agent), P);
+    let router = http::agent::router(Arc::clone(&agent), P).fallback(http::server::not_found);
     tokio::spawn(serve(
         listener,
         router,
@@ -389,8 +389,10 @@ async fn popup_page_escapes_the_origin_it_embeds() {
 
 async fn start_server_with_page() -> SocketAddr {
     let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    // A standalone server: the routers, and the crate's JSON 404 for every other path.
     let app = http::server::router(server, Arc::new(BearerTokens::default()), P)
-        .merge(http::web::router(P));
+        .merge(http::web::router(P))
+        .fallback(http::server::not_found);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(

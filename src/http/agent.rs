@@ -23,7 +23,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Response, StatusCode};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 
 use super::server::{method_not_allowed, not_found, peer_of};
@@ -52,7 +52,8 @@ pub fn router(agent: SharedAgent, prefix: &str) -> Router {
     Router::new()
         .route(&format!("{prefix}/secret"), get(secret).options(preflight))
         .route(&format!("{prefix}/popup"), get(popup))
-        .fallback(not_found)
+        // Unknown paths under the prefix only (no router-wide fallback: see `server::router`).
+        .route(&format!("{prefix}/{{*rest}}"), any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(agent)
 }

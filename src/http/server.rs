@@ -25,7 +25,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{Response, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 
@@ -101,7 +101,9 @@ fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Route
         .route(&format!("{prefix}/link"), post(link))
         .route(&format!("{prefix}/link/{{instance_id}}"), get(link_status))
         .route(&format!("{prefix}/codes"), post(codes))
-        .fallback(not_found)
+        // Unknown paths under the prefix only: no router-wide fallback, so the routes merge
+        // into (or nest inside) a host app that has its own.
+        .route(&format!("{prefix}/{{*rest}}"), any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
 }
@@ -129,7 +131,20 @@ pub fn spawn_purge(
     })
 }
 
-pub(crate) async fn not_found() -> Response<Body> {
+/// `404 {"error":"not_found"}`: what the crate's routers answer for unknown paths under their
+/// prefix. They set no router-wide fallback (so they compose with a host app that has its own);
+/// a standalone lanlink server adds this one for every other path.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use lanlink::http::{server, BearerTokens, DEFAULT_PREFIX};
+/// use lanlink::server::{Server, ServerConfig};
+/// let shared = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+/// let app = server::router(shared, Arc::new(BearerTokens::default()), DEFAULT_PREFIX)
+///     .fallback(server::not_found);
+/// # let _ = app;
+/// ```
+pub async fn not_found() -> Response<Body> {
     error_response(StatusCode::NOT_FOUND, "not_found")
 }
 

@@ -3,7 +3,8 @@
 //! back to a manual code; `GET /lanlink.js` serves the browser linker module it is built on (with
 //! its TypeScript types at `/lanlink.d.ts`). Everything is embedded in the crate.
 //!
-//! The router has no fallback, so it merges into the server's router (which has one):
+//! No router of the crate has a router-wide fallback, so they merge into one another and into a
+//! host app that has its own:
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
