@@ -19,8 +19,9 @@ pub enum ConfigError {
     /// The IPv6 grouping prefix is not in 1..=128.
     #[error("the IPv6 grouping prefix must be between 1 and 128")]
     Ipv6Prefix,
-    /// A NAT64/SIIT prefix is not /32, /40, /48, /56, /64 or /96 (RFC 6052).
-    #[error("a NAT64 prefix must be /32, /40, /48, /56, /64 or /96")]
+    /// A NAT64/SIIT prefix is not /32, /40, /48, /56, /64 or /96 (RFC 6052), or overlaps the
+    /// IPv4-mapped range `::ffff:0:0/96`.
+    #[error("a NAT64 prefix must be /32, /40, /48, /56, /64 or /96, outside ::ffff:0:0/96")]
     Nat64Prefix,
     /// `max_visible` is zero.
     #[error("max_visible must be at least 1")]

@@ -1791,17 +1791,24 @@ pub fn client_addr(data: &[u8]) {
         .unwrap_or_default()
         .trunc();
     let config = ServerConfig::default().nat64_prefixes(vec![prefix]);
+    // A refused prefix (one that overlaps the IPv4-mapped range) is not applied.
+    let accepted = config.validate().is_ok();
+    let prefixes: &[ipnet::Ipv6Net] = if accepted {
+        &[crate::addr::NAT64_WELL_KNOWN_PREFIX, prefix]
+    } else {
+        &[crate::addr::NAT64_WELL_KNOWN_PREFIX]
+    };
     let embedded = reference_embed(prefix, Ipv4Addr::from(v4));
     let probes = [got.ok(), Some(input.peer.ip()), Some(IpAddr::V6(embedded))];
     for ip in probes.into_iter().flatten() {
         assert_eq!(
             config.network_of(ip),
-            reference_network(ip, &[crate::addr::NAT64_WELL_KNOWN_PREFIX, prefix]),
+            reference_network(ip, prefixes),
             "network of {ip} under {prefix}"
         );
     }
     // Unless an earlier prefix (the well-known one) claims it, the embedded address maps back.
-    if !crate::addr::NAT64_WELL_KNOWN_PREFIX.contains(&embedded) {
+    if accepted && !crate::addr::NAT64_WELL_KNOWN_PREFIX.contains(&embedded) {
         assert_eq!(
             config.network_of(IpAddr::V6(embedded)),
             crate::addr::PublicNetwork::V4(Ipv4Addr::from(v4))

@@ -16,3 +16,16 @@ fn obico_ops_predicted_code_redeems_only_as_its_binding() {
     .expect("the regression input");
     lanlink::fuzz::obico_ops(&data);
 }
+
+/// `client_addr`, CI's 30-second run of 2026-12-01: a configured NAT64 prefix whose embedded
+/// address the well-known prefix does not claim, but which maps back to another IPv4 address
+/// than the one embedded.
+#[test]
+fn client_addr_nat64_embedded_address_maps_back() {
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fuzz-regressions/client_addr-nat64-embedded.bin"
+    ))
+    .expect("the regression input");
+    lanlink::fuzz::client_addr(&data);
+}

@@ -201,15 +201,28 @@ impl ServerConfig {
     ///     config.network_of("203.0.113.7".parse().unwrap())
     /// );
     /// assert!(ServerConfig::default().nat64_prefixes(vec!["2001:db8::/80".parse().unwrap()]).validate().is_err());
+    /// // Overlapping the IPv4-mapped range ::ffff:0:0/96: refused.
+    /// assert!(ServerConfig::default().nat64_prefixes(vec!["::/64".parse().unwrap()]).validate().is_err());
     /// ```
     pub fn nat64_prefixes(mut self, prefixes: Vec<Ipv6Net>) -> Self {
-        if prefixes
-            .iter()
-            .any(|p| !crate::addr::NAT64_PREFIX_LENGTHS.contains(&p.prefix_len()))
-        {
+        // An IPv4-mapped address (`::ffff:a.b.c.d`) is read as the IPv4 address it maps, before
+        // any NAT64 prefix: a prefix that overlaps that range would read some addresses as
+        // another IPv4 client than the one they embed.
+        let mapped = Ipv6Net::new(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)
+            .unwrap_or_default();
+        let valid = |p: &Ipv6Net| {
+            crate::addr::NAT64_PREFIX_LENGTHS.contains(&p.prefix_len())
+                && !p.trunc().contains(&mapped)
+                && !mapped.contains(&p.trunc())
+        };
+        if !prefixes.iter().all(valid) {
             self.error = self.error.or(Some(ConfigError::Nat64Prefix));
         }
-        self.nat64_prefixes = prefixes.iter().map(Ipv6Net::trunc).collect();
+        self.nat64_prefixes = prefixes
+            .iter()
+            .filter(|p| valid(p))
+            .map(Ipv6Net::trunc)
+            .collect();
         self
     }
 
