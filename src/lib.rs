@@ -65,6 +65,7 @@ pub mod agent;
 pub mod code;
 #[cfg(feature = "tokio")]
 pub mod driver;
+pub mod endpoint;
 pub mod error;
 pub mod event;
 #[cfg(feature = "fuzz")]

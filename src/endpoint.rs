@@ -1,0 +1,458 @@
+//! The agent's local endpoint as a function, with no HTTP library in it (sans-IO): a request's
+//! method, target, headers and socket peer go in, a status, headers and body come out, with
+//! every rule of `PROTOCOL.md` ("The agent's local endpoint") applied. Any HTTP stack serves the
+//! endpoint by calling [`handle`] and writing its answer as given; the axum adapter
+//! ([`crate::http::agent`]) is a thin shell over it, so every stack answers byte for byte alike.
+//!
+//! Routes under `prefix`:
+//!
+//! - `GET {prefix}/secret?instance_id=…`: the secret ([`Agent::handle_secret_request`]), as
+//!   `{"local_secret": …}`, with `Cache-Control: no-store`; a request with `Origin` gets that
+//!   exact origin back in `Access-Control-Allow-Origin` (never `*`) and `Vary: Origin`.
+//! - `OPTIONS {prefix}/secret`: the CORS preflight, answered only for an allowed `Host` and a
+//!   configured `Origin` asking for `GET`, with `Access-Control-Allow-Private-Network: true` when
+//!   the browser asks for it (Private Network Access).
+//! - `GET {prefix}/popup?instance_id=…&origin=…`: the popup page for browsers that cannot fetch
+//!   the secret themselves (it holds no secret; see [`crate::http::agent`]).
+//! - anything else: `404 not_found`, or `405 method_not_allowed` on a known path.
+//!
+//! Refusals are `{"error": code}` with the status `PROTOCOL.md` gives. A request naming
+//! `instance_id` not exactly once is `400 malformed`; several `Host` or `Origin` lines are
+//! refused (`bad_host`, `bad_origin`); `HEAD` is `405` (it would serve without a body).
+//!
+//! ```
+//! use std::time::Instant;
+//! use lanlink::agent::{Agent, AgentConfig};
+//! use lanlink::endpoint::{self, LocalRequest};
+//! let now = Instant::now();
+//! let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+//! let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+//! let query = format!("instance_id={}", agent.instance_id());
+//! let headers = [("host", &b"192.168.1.50:8080"[..])];
+//! let request = LocalRequest {
+//!     method: "GET",
+//!     path: "/lanlink/v1/secret",
+//!     query: Some(&query),
+//!     authority: None,
+//!     headers: &headers,
+//!     peer: Some("192.168.1.20".parse().unwrap()),
+//! };
+//! let answer = endpoint::handle(&mut agent, now, &mut lanlink::os_rng(), "/lanlink/v1", &request);
+//! assert_eq!(answer.status, 200);
+//! assert!(answer.headers.contains(&("cache-control", "no-store".to_owned())));
+//! // A caller off the LAN gets a refusal, and no secret.
+//! let outside = LocalRequest { peer: Some("100.64.0.7".parse().unwrap()), ..request };
+//! let refused = endpoint::handle(&mut agent, now, &mut lanlink::os_rng(), "/lanlink/v1", &outside);
+//! assert_eq!((refused.status, &refused.body[..]), (403, &br#"{"error":"not_local"}"#[..]));
+//! ```
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use rand::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::addr::ForwardedHeaders;
+use crate::agent::{Agent, SecretRequest};
+use crate::error::SecretRefusal;
+use crate::wire::{self, ErrorBody};
+
+/// One request to the agent's local endpoint, as any HTTP library parses it.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalRequest<'a> {
+    /// The method (`GET`, `OPTIONS`, …), as sent.
+    pub method: &'a str,
+    /// The target's path, without the query.
+    pub path: &'a str,
+    /// The target's query, without the `?`.
+    pub query: Option<&'a str>,
+    /// The authority of an absolute-form target (`GET http://host:port/…`), which stands for
+    /// `Host` (RFC 9112 §3.2.2); `None` for the usual origin-form.
+    pub authority: Option<&'a str>,
+    /// Every header line, in the order received (names in any case; values as bytes).
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// The socket peer; `None` when the server could not say (refused as
+    /// `unresolvable_client`).
+    pub peer: Option<IpAddr>,
+}
+
+impl<'a> LocalRequest<'a> {
+    /// The values of header `name` (any case), in order.
+    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// The first value of header `name` as text, if it is text.
+    fn text(&self, name: &str) -> Option<&'a str> {
+        self.values(name)
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of header `name` that is text.
+    fn lines(&self, name: &str) -> Vec<&'a str> {
+        self.values(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .collect()
+    }
+}
+
+/// The endpoint's answer: write the status, the headers and the body as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// Header lines (lowercase names).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body; it may hold the secret, and is zeroized when dropped.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl LocalResponse {
+    fn json(status: u16, body: Zeroizing<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body,
+        }
+    }
+
+    /// `{"error": code}` with `status`.
+    fn error(status: u16, code: &str) -> Self {
+        Self::json(
+            status,
+            wire::encode(&ErrorBody {
+                error: code.to_owned(),
+            }),
+        )
+    }
+}
+
+/// The HTTP status of a secret refusal: `404` for another instance, `403` otherwise.
+///
+/// ```
+/// use lanlink::endpoint::status_of_secret_refusal;
+/// use lanlink::SecretRefusal;
+/// assert_eq!(status_of_secret_refusal(&SecretRefusal::WrongInstance), 404);
+/// assert_eq!(status_of_secret_refusal(&SecretRefusal::NotLocal), 403);
+/// ```
+pub fn status_of_secret_refusal(refusal: &SecretRefusal) -> u16 {
+    match refusal {
+        SecretRefusal::WrongInstance => 404,
+        _ => 403,
+    }
+}
+
+/// Answers one request to the agent's local endpoint under `prefix` (e.g.
+/// [`DEFAULT_PREFIX`](crate::http::DEFAULT_PREFIX) with feature `http`). `rng` draws the popup
+/// page's script nonce. See the [module docs](self).
+pub fn handle<R: CryptoRng + RngCore + ?Sized>(
+    agent: &mut Agent,
+    now: Instant,
+    rng: &mut R,
+    prefix: &str,
+    request: &LocalRequest<'_>,
+) -> LocalResponse {
+    let prefix = prefix.trim_end_matches('/');
+    let route = request.path.strip_prefix(prefix);
+    match (route, request.method) {
+        (Some("/secret"), "GET" | "HEAD") => secret(agent, now, request),
+        (Some("/secret"), "OPTIONS") => preflight(agent, request),
+        (Some("/popup"), "GET" | "HEAD") => popup(agent, now, rng, request),
+        (Some("/secret" | "/popup"), _) => LocalResponse::error(405, "method_not_allowed"),
+        _ => LocalResponse::error(404, "not_found"),
+    }
+}
+
+/// The single value of query parameter `name` (form-urlencoded); `None` when absent or
+/// repeated.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let mut found = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(key, _)| form_decode(key) == name)
+        .map(|(_, value)| form_decode(value));
+    let value = found.next()?;
+    found.next().is_none().then_some(value)
+}
+
+/// Decodes one form-urlencoded component: `+` is a space, `%XX` a byte; bytes that are not
+/// UTF-8 become U+FFFD (as the WHATWG form parser does).
+fn form_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) {
+                    (Some(high), Some(low)) => {
+                        // Two hex digits: at most 0xff.
+                        out.push(u8::try_from(high * 16 + low).unwrap_or(0));
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The checks of a request for the secret (shared by `GET …/secret` and the popup page): the
+/// socket peer, the forwarding headers, `Host`, `Origin` and the single `instance_id` go to the
+/// agent through `decide`; its answer or a ready refusal comes out.
+fn check<T>(
+    agent: &mut Agent,
+    request: &LocalRequest<'_>,
+    decide: impl FnOnce(&mut Agent, &SecretRequest<'_>) -> Result<T, SecretRefusal>,
+) -> Result<T, (u16, &'static str)> {
+    // A HEAD would be "served" without a body, and logged as served: refuse it.
+    if request.method == "HEAD" {
+        return Err((405, "method_not_allowed"));
+    }
+    let Some(peer) = request.peer else {
+        return Err((403, "unresolvable_client"));
+    };
+    let Some(instance_id) = query_param(request.query, "instance_id") else {
+        return Err((400, "malformed"));
+    };
+    // Several Host or Origin lines are ambiguous: refuse rather than pick one.
+    if request.values("host").count() > 1 {
+        return Err((403, SecretRefusal::BadHost.code()));
+    }
+    if request.values("origin").count() > 1 {
+        return Err((403, SecretRefusal::BadOrigin.code()));
+    }
+    // RFC 9112 §3.2.2: with an absolute-form target the target's authority is the host, and the
+    // Host header is ignored.
+    let host = request.authority.or_else(|| request.text("host"));
+    let forwarded = request.lines("forwarded");
+    let xff = request.lines("x-forwarded-for");
+    let secret_request = SecretRequest {
+        peer,
+        forwarded: ForwardedHeaders {
+            forwarded: &forwarded,
+            x_forwarded_for: &xff,
+        },
+        host,
+        origin: request.text("origin"),
+        instance_id: &instance_id,
+    };
+    decide(agent, &secret_request)
+        .map_err(|refusal| (status_of_secret_refusal(&refusal), refusal.code()))
+}
+
+fn secret(agent: &mut Agent, now: Instant, request: &LocalRequest<'_>) -> LocalResponse {
+    match check(agent, request, |agent, r| {
+        agent.handle_secret_request(now, r)
+    }) {
+        Ok(reply) => {
+            let mut response = LocalResponse::json(200, wire::encode(&reply));
+            if let Some(origin) = request.text("origin").filter(|o| is_header_text(o)) {
+                response
+                    .headers
+                    .push(("access-control-allow-origin", origin.to_owned()));
+                response.headers.push(("vary", "Origin".to_owned()));
+            }
+            response
+        }
+        Err((status, code)) => LocalResponse::error(status, code),
+    }
+}
+
+/// Whether `text` may stand as a header value (visible ASCII, spaces and tabs).
+fn is_header_text(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+fn preflight(agent: &Agent, request: &LocalRequest<'_>) -> LocalResponse {
+    let origin = request.text("origin");
+    let host_ok = request.text("host").is_some_and(|h| agent.host_allowed(h));
+    if !host_ok {
+        return LocalResponse::error(403, SecretRefusal::BadHost.code());
+    }
+    let origin_ok = origin.is_some_and(|o| agent.origin_allowed(o));
+    let method_ok = request
+        .values("access-control-request-method")
+        .next()
+        .is_some_and(|m| m == b"GET");
+    let (Some(origin), true, true) = (origin, origin_ok, method_ok) else {
+        return LocalResponse::error(403, SecretRefusal::BadOrigin.code());
+    };
+    let mut headers = Vec::with_capacity(5);
+    if is_header_text(origin) {
+        headers.push(("access-control-allow-origin", origin.to_owned()));
+    }
+    headers.push(("access-control-allow-methods", "GET".to_owned()));
+    headers.push(("access-control-max-age", "60".to_owned()));
+    headers.push(("vary", "Origin".to_owned()));
+    let wants_private_network = request
+        .values("access-control-request-private-network")
+        .next()
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"true"));
+    if wants_private_network {
+        headers.push(("access-control-allow-private-network", "true".to_owned()));
+    }
+    LocalResponse {
+        status: 204,
+        headers,
+        body: Zeroizing::new(Vec::new()),
+    }
+}
+
+/// The popup page's template (`web/popup.html`).
+const POPUP_TEMPLATE: &str = include_str!("../web/popup.html");
+
+/// `GET {prefix}/popup?instance_id=…&origin=…`: refused before any secret check, as a page, for
+/// a load that is not a top-level navigation (`Sec-Fetch-Dest` other than `document`, or
+/// `Sec-Fetch-Mode` other than `navigate`, when sent: `403 not_top_level`) and for an `origin`
+/// that is absent, repeated or not configured (`403 bad_origin`); then the checks of
+/// `GET …/secret` ([`Agent::check_secret_access`]: no secret, no "served" event).
+fn popup<R: CryptoRng + RngCore + ?Sized>(
+    agent: &mut Agent,
+    now: Instant,
+    rng: &mut R,
+    request: &LocalRequest<'_>,
+) -> LocalResponse {
+    let requested_id = query_param(request.query, "instance_id")
+        .and_then(|id| id.parse::<crate::InstanceId>().ok());
+    let fetch_header = |name: &str, wanted: &str| {
+        request
+            .values(name)
+            .all(|v| v.eq_ignore_ascii_case(wanted.as_bytes()))
+    };
+    if !fetch_header("sec-fetch-dest", "document") || !fetch_header("sec-fetch-mode", "navigate") {
+        return popup_refused(rng, 403, "not_top_level", None, requested_id);
+    }
+    let target = query_param(request.query, "origin")
+        .filter(|origin| agent.origin_allowed(origin))
+        .map(|origin| origin.trim().to_ascii_lowercase());
+    let Some(target) = target else {
+        return popup_refused(
+            rng,
+            403,
+            SecretRefusal::BadOrigin.code(),
+            None,
+            requested_id,
+        );
+    };
+    match check(agent, request, |agent, r| agent.check_secret_access(now, r)) {
+        Ok(()) => {
+            let instance_id = agent.instance_id();
+            // No secret in the page: its script fetches it from `secret` (same origin) only once
+            // the opener has answered its hello from `target`.
+            let data = serde_json::json!({
+                "target": target,
+                "instance_id": instance_id,
+                "secret_url": format!("secret?instance_id={instance_id}"),
+                "message": null,
+            });
+            popup_page(rng, 200, true, "", &data.to_string())
+        }
+        Err((status, code)) => popup_refused(rng, status, code, Some(&target), requested_id),
+    }
+}
+
+/// The popup page for a refusal: shows it in words, and posts it to `target` when that is a
+/// configured origin.
+fn popup_refused<R: CryptoRng + RngCore + ?Sized>(
+    rng: &mut R,
+    status: u16,
+    code: &'static str,
+    target: Option<&str>,
+    instance_id: Option<crate::InstanceId>,
+) -> LocalResponse {
+    let data = serde_json::json!({
+        "target": target,
+        "message": {
+            "type": "lanlink-refused",
+            "version": 1,
+            "instance_id": instance_id,
+            "error": code,
+        },
+    });
+    popup_page(rng, status, false, code, &data.to_string())
+}
+
+/// Fills the popup template, with the headers that keep it out of frames, caches and other
+/// origins' reach.
+fn popup_page<R: CryptoRng + RngCore + ?Sized>(
+    rng: &mut R,
+    status: u16,
+    ok: bool,
+    code: &str,
+    data: &str,
+) -> LocalResponse {
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    let nonce = bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // JSON inside a script element: escape what could end it or open a comment.
+    let data = data
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let page = POPUP_TEMPLATE
+        .replace("{{NONCE}}", &nonce)
+        .replace("{{OK}}", if ok { "1" } else { "0" })
+        .replace("{{ERROR}}", code)
+        .replace("{{DATA}}", &data);
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    LocalResponse {
+        status,
+        headers: vec![
+            ("content-type", "text/html; charset=utf-8".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+            ("content-security-policy", csp),
+            ("x-frame-options", "DENY".to_owned()),
+            ("x-content-type-options", "nosniff".to_owned()),
+            ("referrer-policy", "no-referrer".to_owned()),
+            ("cross-origin-resource-policy", "same-origin".to_owned()),
+        ],
+        body: Zeroizing::new(page.into_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_single_and_decoded() {
+        assert_eq!(query_param(Some("a=1&b=2"), "b").as_deref(), Some("2"));
+        assert_eq!(query_param(Some("a=1&a=2"), "a"), None, "repeated");
+        assert_eq!(query_param(Some("a=1"), "b"), None, "absent");
+        assert_eq!(query_param(None, "a"), None);
+        assert_eq!(
+            query_param(Some("origin=http%3A%2F%2Fx%2By+z"), "origin").as_deref(),
+            Some("http://x+y z")
+        );
+        assert_eq!(query_param(Some("a"), "a").as_deref(), Some(""));
+        assert_eq!(query_param(Some("a=%zz%4"), "a").as_deref(), Some("%zz%4"));
+        assert_eq!(query_param(Some("a=%ff"), "a").as_deref(), Some("\u{fffd}"));
+        assert_eq!(
+            query_param(Some("%61=1"), "a").as_deref(),
+            Some("1"),
+            "encoded key"
+        );
+    }
+}
