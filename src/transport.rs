@@ -39,6 +39,46 @@ pub enum TransportError {
     Malformed,
 }
 
+/// The reply a peer's answer stands for, from its status and whole body alone (any HTTP client
+/// calls this after reading at most [`wire::MAX_MESSAGE_BYTES`](crate::wire::MAX_MESSAGE_BYTES)):
+/// a 2xx body decodes as `T` ([`TransportError::Malformed`] if it does not, or is too large); any
+/// other status is [`TransportError::Refused`] with the body's stable code, or `http_<status>` when
+/// the body holds none (a proxy's page, or a code that is not snake_case: never echoed).
+///
+/// ```
+/// use lanlink::transport::{reply_from, TransportError};
+/// use lanlink::wire::CodeReply;
+/// let refused = reply_from::<CodeReply>(429, br#"{"error":"mint_quota"}"#).unwrap_err();
+/// assert_eq!(refused, TransportError::Refused { status: 429, code: "mint_quota".into() });
+/// let proxy = reply_from::<CodeReply>(502, b"<html>Bad gateway</html>").unwrap_err();
+/// assert_eq!(proxy, TransportError::Refused { status: 502, code: "http_502".into() });
+/// assert_eq!(reply_from::<CodeReply>(200, b"{}").unwrap_err(), TransportError::Malformed);
+/// ```
+pub fn reply_from<T: serde::de::DeserializeOwned>(
+    status: u16,
+    body: &[u8],
+) -> Result<T, TransportError> {
+    use crate::wire::{self, ErrorBody, MAX_MESSAGE_BYTES};
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(TransportError::Malformed);
+    }
+    if (200..300).contains(&status) {
+        return wire::decode(body, MAX_MESSAGE_BYTES).map_err(|_| TransportError::Malformed);
+    }
+    let code = wire::decode::<ErrorBody>(body, MAX_MESSAGE_BYTES)
+        .ok()
+        .map(|b| b.error)
+        .filter(|code| {
+            !code.is_empty()
+                && code.len() <= 64
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .unwrap_or_else(|| format!("http_{status}"));
+    Err(TransportError::Refused { status, code })
+}
+
 impl TransportError {
     /// Whether retrying may help: the peer was unreachable, or said it is temporarily unable
     /// (`503`).

@@ -19,8 +19,8 @@ use crate::transport::{
     AgentServerTransport, LinkerAgentTransport, LinkerServerTransport, TransportError,
 };
 use crate::wire::{
-    self, Announce, AnnounceReply, CodeReply, DiscoverReply, ErrorBody, LinkRequest,
-    LinkStatusReply, RedeemReply, RedeemRequest, SecretReply, MAX_MESSAGE_BYTES,
+    self, Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply,
+    RedeemReply, RedeemRequest, SecretReply, MAX_MESSAGE_BYTES,
 };
 
 /// A reqwest client with the settings this module relies on: a 10 s timeout, no redirects, no
@@ -68,23 +68,7 @@ async fn exchange<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, Tra
         }
         body.extend_from_slice(&chunk);
     }
-    if status.is_success() {
-        return wire::decode(&body, MAX_MESSAGE_BYTES).map_err(|_| TransportError::Malformed);
-    }
-    let code = wire::decode::<ErrorBody>(&body, MAX_MESSAGE_BYTES)
-        .ok()
-        .map(|b| b.error)
-        .filter(|code| {
-            code.len() <= 64
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        })
-        .unwrap_or_else(|| format!("http_{}", status.as_u16()));
-    Err(TransportError::Refused {
-        status: status.as_u16(),
-        code,
-    })
+    crate::transport::reply_from(status.as_u16(), &body)
 }
 
 fn json(builder: RequestBuilder, body: Zeroizing<Vec<u8>>) -> RequestBuilder {
