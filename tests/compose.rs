@@ -133,3 +133,66 @@ async fn nested_inside_a_host_app_with_its_own_fallback() {
         StatusCode::IM_A_TEAPOT
     );
 }
+
+/// What the host's own session layer (a middleware) puts in each request's extensions.
+#[derive(Clone)]
+struct SignedIn(lanlink::AccountId);
+
+/// Authenticates from the host's session, and answers with the host's own redirect when there
+/// is none: no header parsed by hand.
+struct HostSessions;
+
+#[async_trait::async_trait]
+impl lanlink::http::Authenticator for HostSessions {
+    async fn authenticate(
+        &self,
+        parts: &axum::http::request::Parts,
+    ) -> Result<lanlink::AccountId, lanlink::http::Rejection> {
+        match parts.extensions.get::<SignedIn>() {
+            Some(SignedIn(account)) => Ok(account.clone()),
+            None => {
+                let mut redirect = axum::http::Response::new(Body::empty());
+                *redirect.status_mut() = StatusCode::SEE_OTHER;
+                redirect
+                    .headers_mut()
+                    .insert("location", "/sign-in".parse().unwrap());
+                Err(lanlink::http::Rejection::Response(redirect))
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_authenticator_reuses_the_hosts_session_layer_and_rejection() {
+    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let lanlink = http::server::router(server, Arc::new(HostSessions), DEFAULT_PREFIX);
+    // The host's session middleware: a cookie `session=alice` signs alice in.
+    let app = host().merge(lanlink).layer(axum::middleware::from_fn(
+        |mut request: Request<Body>, next: axum::middleware::Next| async move {
+            let signed_in = request
+                .headers()
+                .get("cookie")
+                .is_some_and(|c| c.as_bytes() == b"session=alice");
+            if signed_in {
+                let alice = lanlink::AccountId::new("alice").unwrap();
+                request.extensions_mut().insert(SignedIn(alice));
+            }
+            next.run(request).await
+        },
+    ));
+    let discover = format!("{DEFAULT_PREFIX}/discover");
+    // Not signed in: the host's own answer.
+    let (status, _) = call(&app, "GET", &discover).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // Signed in through the host's session: served.
+    let mut request = Request::builder()
+        .uri(&discover)
+        .header("cookie", "session=alice")
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(Peer("203.0.113.7:4000".parse().unwrap()));
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}

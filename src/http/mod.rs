@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -48,11 +49,69 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 
-/// Maps a request's headers to an account: the embedder's user authentication.
+/// Maps a request to an account: the embedder's user authentication, over the whole request
+/// head (headers, URI and the extensions a host's session layer put there), so that it can reuse
+/// the host's own sessions instead of parsing headers by hand.
+///
+/// A request it does not admit is answered with its [`Rejection`]: the router's own
+/// `401 unauthorized` (in the router's shape), or the host's own response (a 403, a 503 when its
+/// session store is down, a redirect to its sign-in page).
+///
+/// ```
+/// use async_trait::async_trait;
+/// use axum::http::{request::Parts, Response, StatusCode};
+/// use lanlink::http::{Authenticator, Rejection};
+/// use lanlink::AccountId;
+///
+/// /// What the host's session middleware puts in the request's extensions.
+/// #[derive(Clone)]
+/// struct SignedIn(AccountId);
+///
+/// struct Sessions;
+///
+/// #[async_trait]
+/// impl Authenticator for Sessions {
+///     async fn authenticate(&self, parts: &Parts) -> Result<AccountId, Rejection> {
+///         match parts.extensions.get::<SignedIn>() {
+///             Some(SignedIn(account)) => Ok(account.clone()),
+///             None => {
+///                 let mut to_sign_in = Response::new(axum::body::Body::empty());
+///                 *to_sign_in.status_mut() = StatusCode::SEE_OTHER;
+///                 to_sign_in.headers_mut().insert("location", "/sign-in".parse().unwrap());
+///                 Err(Rejection::Response(to_sign_in))
+///             }
+///         }
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Authenticator: Send + Sync {
-    /// The account making the request, or `None` (answered `401 unauthorized`).
-    async fn authenticate(&self, headers: &HeaderMap) -> Option<AccountId>;
+    /// The account making the request, or why not.
+    async fn authenticate(&self, parts: &Parts) -> Result<AccountId, Rejection>;
+}
+
+/// Why an [`Authenticator`] did not admit a request, and so what the router answers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The router's own `401 unauthorized` (`{"error":"unauthorized"}`, or Obico's
+    /// `{"detail":"unauthorized"}` on the Obico routes).
+    Unauthorized,
+    /// The host's own response, sent as it is.
+    Response(Response<Body>),
+}
+
+impl Rejection {
+    /// The response for this rejection, with `unauthorized` the router's own 401.
+    pub(crate) fn into_response(
+        self,
+        unauthorized: impl FnOnce() -> Response<Body>,
+    ) -> Response<Body> {
+        match self {
+            Self::Unauthorized => unauthorized(),
+            Self::Response(response) => response,
+        }
+    }
 }
 
 /// An [`Authenticator`] over a fixed list of bearer tokens (`Authorization: Bearer <token>`),
@@ -104,7 +163,14 @@ impl BearerTokens {
 
 #[async_trait]
 impl Authenticator for BearerTokens {
-    async fn authenticate(&self, headers: &HeaderMap) -> Option<AccountId> {
+    async fn authenticate(&self, parts: &Parts) -> Result<AccountId, Rejection> {
+        self.account(&parts.headers).ok_or(Rejection::Unauthorized)
+    }
+}
+
+impl BearerTokens {
+    /// The account of the bearer token in `headers`, if it is one of ours.
+    fn account(&self, headers: &HeaderMap) -> Option<AccountId> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         // The scheme is case-insensitive (RFC 7235 §2.1).
         let (scheme, token) = value.trim().split_once(' ')?;

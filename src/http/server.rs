@@ -226,10 +226,9 @@ fn log_events(server: &mut Server) {
 }
 
 async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
-    app.auth
-        .authenticate(&parts.headers)
-        .await
-        .ok_or_else(|| error_response(StatusCode::UNAUTHORIZED, "unauthorized"))
+    app.auth.authenticate(parts).await.map_err(|rejection| {
+        rejection.into_response(|| error_response(StatusCode::UNAUTHORIZED, "unauthorized"))
+    })
 }
 
 /// A handler's answer: the response, or an early refusal (also a response).

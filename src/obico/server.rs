@@ -177,10 +177,9 @@ fn call<T>(app: &App, op: impl FnOnce(&mut Server, DateTime<Utc>) -> T) -> T {
 }
 
 async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
-    app.auth
-        .authenticate(&parts.headers)
-        .await
-        .ok_or_else(|| detail(StatusCode::UNAUTHORIZED, "unauthorized"))
+    app.auth.authenticate(parts).await.map_err(|rejection| {
+        rejection.into_response(|| detail(StatusCode::UNAUTHORIZED, "unauthorized"))
+    })
 }
 
 type Answer = Result<Response<Body>, Response<Body>>;
