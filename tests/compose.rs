@@ -196,3 +196,61 @@ async fn the_authenticator_reuses_the_hosts_session_layer_and_rejection() {
     let response = app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// The linker client with a session cookie instead of a bearer token, against the host's
+/// session layer over real loopback HTTP: discovery is served with the cookie, and without it
+/// the host's redirect comes back as a refusal.
+#[tokio::test]
+async fn the_linker_client_takes_a_cookie_credential() {
+    use lanlink::http::client::{Credential, HttpLinkerClient};
+    use lanlink::transport::{LinkerServerTransport, TransportError};
+    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let app = http::server::router(server, Arc::new(HostSessions), DEFAULT_PREFIX).layer(
+        axum::middleware::from_fn(
+            |mut request: Request<Body>, next: axum::middleware::Next| async move {
+                if request
+                    .headers()
+                    .get("cookie")
+                    .is_some_and(|c| c.as_bytes() == b"session=alice")
+                {
+                    let alice = lanlink::AccountId::new("alice").unwrap();
+                    request.extensions_mut().insert(SignedIn(alice));
+                }
+                next.run(request).await
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(http::serve(
+        listener,
+        app,
+        http::ServeConfig::default(),
+        std::future::pending(),
+    ));
+    let client = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let cookie = Credential::Cookie("session=alice".to_owned().into());
+    let signed_in =
+        HttpLinkerClient::with_credential(client(), &base, DEFAULT_PREFIX, DEFAULT_PREFIX, cookie);
+    assert!(signed_in.discover().await.unwrap().agents.is_empty());
+    let anonymous = HttpLinkerClient::with_credential(
+        client(),
+        &base,
+        DEFAULT_PREFIX,
+        DEFAULT_PREFIX,
+        Credential::None,
+    );
+    assert_eq!(
+        anonymous.discover().await.unwrap_err(),
+        TransportError::Refused {
+            status: 303,
+            code: "http_303".into()
+        }
+    );
+}

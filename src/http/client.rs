@@ -144,14 +144,60 @@ pub struct HttpLinkerClient {
     client: Client,
     base: String,
     agent_prefix: String,
-    token: Zeroizing<String>,
+    credential: Credential,
+}
+
+/// How a linker client proves its user to the server: what the server's
+/// [`Authenticator`](super::Authenticator) reads. Redacted in `Debug`, zeroized on drop.
+///
+/// ```
+/// use lanlink::http::client::Credential;
+/// let cookie = Credential::Cookie("session=abc123".to_owned().into());
+/// assert_eq!(format!("{cookie:?}"), "Credential::Cookie(<redacted>)");
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Credential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Zeroizing<String>),
+    /// `Cookie: <value>` (for example a session cookie, `name=value`).
+    Cookie(Zeroizing<String>),
+    /// Any header, for example `("x-api-key", key)`.
+    Header(reqwest::header::HeaderName, Zeroizing<String>),
+    /// Nothing: the client itself carries the credential (a cookie store, default headers).
+    None,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bearer(_) => "Credential::Bearer(<redacted>)",
+            Self::Cookie(_) => "Credential::Cookie(<redacted>)",
+            Self::Header(..) => "Credential::Header(<redacted>)",
+            Self::None => "Credential::None",
+        })
+    }
+}
+
+impl Credential {
+    fn apply(&self, builder: RequestBuilder) -> RequestBuilder {
+        match self {
+            Self::Bearer(token) => builder.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", token.as_str()),
+            ),
+            Self::Cookie(cookie) => builder.header(reqwest::header::COOKIE, cookie.as_str()),
+            Self::Header(name, value) => builder.header(name.clone(), value.as_str()),
+            Self::None => builder,
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpLinkerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpLinkerClient")
             .field("base", &self.base)
-            .field("token", &"<redacted>")
+            .field("credential", &self.credential)
             .finish_non_exhaustive()
     }
 }
@@ -168,7 +214,8 @@ impl HttpLinkerClient {
         ))
     }
 
-    /// A client over `client` with the server's and the agents' route prefixes.
+    /// A client over `client` with the server's and the agents' route prefixes, authenticated
+    /// with a bearer `token`.
     pub fn with_client(
         client: Client,
         server: &str,
@@ -176,19 +223,39 @@ impl HttpLinkerClient {
         agent_prefix: &str,
         token: &str,
     ) -> Self {
+        let credential = Credential::Bearer(Zeroizing::new(token.to_owned()));
+        Self::with_credential(client, server, server_prefix, agent_prefix, credential)
+    }
+
+    /// A client over `client` with the server's and the agents' route prefixes, authenticated
+    /// with any [`Credential`] (a session cookie, a custom header, or none).
+    ///
+    /// ```
+    /// use lanlink::http::client::{default_client, Credential, HttpLinkerClient};
+    /// use lanlink::http::DEFAULT_PREFIX;
+    /// let cookie = Credential::Cookie("session=abc123".to_owned().into());
+    /// let client = HttpLinkerClient::with_credential(
+    ///     default_client().unwrap(), "https://cloud.example", DEFAULT_PREFIX, DEFAULT_PREFIX, cookie,
+    /// );
+    /// # let _ = client;
+    /// ```
+    pub fn with_credential(
+        client: Client,
+        server: &str,
+        server_prefix: &str,
+        agent_prefix: &str,
+        credential: Credential,
+    ) -> Self {
         Self {
             client,
             base: join(server, server_prefix),
             agent_prefix: agent_prefix.trim_matches('/').to_owned(),
-            token: Zeroizing::new(token.to_owned()),
+            credential,
         }
     }
 
     fn authed(&self, builder: RequestBuilder) -> RequestBuilder {
-        builder.header(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", self.token.as_str()),
-        )
+        self.credential.apply(builder)
     }
 }
 
