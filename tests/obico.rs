@@ -113,6 +113,7 @@ struct AgentState {
     discovering: bool,
     stopped: Option<String>,
     auth_token: Option<String>,
+    verified: Option<Value>,
     passcode: String,
     polls: usize,
 }
@@ -141,6 +142,16 @@ impl ObicoAgent {
     }
 
     async fn start_as(server: &str, network: &str, flavour: Flavour, device_id: String) -> Self {
+        Self::start_from(server, Some(network), flavour, device_id).await
+    }
+
+    /// Starts an agent whose polls name `network` in `X-Forwarded-For`, or name none.
+    async fn start_from(
+        server: &str,
+        network: Option<&str>,
+        flavour: Flavour,
+        device_id: String,
+    ) -> Self {
         let mut bytes = [0u8; 32];
         rand::RngCore::fill_bytes(&mut lanlink::os_rng(), &mut bytes);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -150,7 +161,7 @@ impl ObicoAgent {
             secret: hex(&bytes),
             flavour,
             server: server.to_owned(),
-            http: client(PROXY, Some(network)),
+            http: client(PROXY, network),
             port,
             state: Arc::new(Mutex::new(AgentState {
                 discovering: true,
@@ -282,7 +293,10 @@ impl ObicoAgent {
         let body: Value = json_of(response).await.unwrap_or(Value::Null);
         if status == StatusCode::OK {
             let token = body["printer"]["auth_token"].as_str().map(str::to_owned);
-            self.state(|s| s.auth_token = token);
+            self.state(|s| {
+                s.auth_token = token;
+                s.verified = Some(body.clone());
+            });
         }
         (status, body)
     }
@@ -1329,7 +1343,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
     let redeemed = server
         .obico_verify(t(now + 3000), &mut rng, home, ForwardedHeaders::NONE, &code)
         .unwrap();
-    assert_eq!(redeemed.account, alice);
+    assert_eq!(redeemed.redeemed.account, alice);
 }
 
 #[test]
@@ -1777,4 +1791,158 @@ async fn a_passcode_claim_burst_checks_at_most_the_threshold() {
     assert!(checked >= 1);
     assert!(ok.iter().all(|n| *n == right_at), "{ok:?}");
     assert_eq!(failures(&server, ELSEWHERE) + ok.len(), checked);
+}
+
+// ───────────────────── the agents survive what is not their fault ─────────────────────
+
+#[tokio::test]
+async fn a_poll_through_a_misconfigured_proxy_chain_is_5xx_and_the_agent_keeps_polling() {
+    // The trusted proxy forwards no header: the client cannot be told. That is the proxy's
+    // fault, not the agent's: 502, which OctoPrint-Obico survives (a 4xx ends its discovery).
+    let (_server, url) = start_server(config()).await;
+    let device_id = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
+    let agent = ObicoAgent::start_from(&url, None, Flavour::OctoPrint, device_id).await;
+    eventually("three polls", || agent.state(|s| s.polls >= 3)).await;
+    assert_eq!(agent.stopped(), None, "the agent still discovers");
+    let body = agent.body();
+    let (status, reply) = raw(
+        reqwest::Method::POST,
+        &client(PROXY, None),
+        format!("{url}/api/v1/octo/unlinked/"),
+        None,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, reply),
+        (502, json!({"detail": "unresolvable_client"}))
+    );
+    // An unparsable hop, or both headers at once, is the proxy's doing too.
+    for (name, value) in [
+        ("x-forwarded-for", "unknown"),
+        ("forwarded", "for=198.51.100.9"),
+    ] {
+        let http = reqwest::Client::builder()
+            .local_address(ip(PROXY))
+            .no_proxy()
+            .build()
+            .unwrap();
+        let mut request =
+            with_json(http.post(format!("{url}/api/v1/octo/unlinked/")), &body).header(name, value);
+        if name == "forwarded" {
+            request = request.header("x-forwarded-for", HOME);
+        }
+        let status = request.send().await.unwrap().status().as_u16();
+        assert_eq!(status, 502, "{name}: {value}");
+    }
+    // Once the chain forwards the client again, the same agent is discoverable.
+    let fixed = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    wait_visible(&linker(&url, ALICE, HOME), 1).await;
+    assert_eq!(fixed.stopped(), None);
+}
+
+#[tokio::test]
+async fn after_linking_the_printer_authenticates_with_its_token_and_no_other() {
+    let (_server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    alice.link_first().await.unwrap();
+    eventually("agent linked", || agent.token().is_some()).await;
+    let token = agent.token().unwrap();
+    // Obico's verify reply in full.
+    let verified = agent.state(|s| s.verified.clone()).unwrap();
+    for field in ["id", "code", "expired_at", "verified_at"] {
+        assert!(verified.get(field).is_some(), "verify reply lacks {field}");
+    }
+    assert_eq!(verified["printer"]["name"], "voron");
+    assert!(verified["printer"]["id"].as_u64().is_some());
+    let printer_url = format!("{url}/api/v1/octo/printer/");
+    let get = |authorization: Option<String>| {
+        let mut request = client(PROXY, Some(HOME)).get(&printer_url);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, json_of(response).await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = get(Some(format!("Token {token}"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["printer"]["name"], "voron");
+    assert_eq!(body["printer"]["id"], verified["printer"]["id"]);
+    // Any other token, or none, is refused in Obico's shape.
+    let mut other = token.clone().into_bytes();
+    let last = other.len() - 1;
+    other[last] = if other[last] == b'0' { b'1' } else { b'0' };
+    let other = String::from_utf8(other).unwrap();
+    let fresh = lanlink::AuthToken::generate(&mut lanlink::os_rng());
+    for authorization in [
+        Some(format!("Token {other}")),
+        Some(format!("Token {}", fresh.to_hex().as_str())),
+        Some(format!("Bearer {token}")),
+        Some("Token ".to_owned()),
+        Some(format!("Token {}", &token[..63])),
+        None,
+    ] {
+        let (status, body) = get(authorization.clone()).await;
+        assert_eq!(
+            (status, body),
+            (401, json!({"detail": "invalid_token"})),
+            "{authorization:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_api_v1_error_is_in_obicos_detail_shape() {
+    let (_server, url) = start_server(config()).await;
+    let http = client(PROXY, Some(HOME));
+    let cases = [
+        (
+            reqwest::Method::GET,
+            "/api/v1/octo/printer_events/",
+            404,
+            "not_found",
+        ),
+        (reqwest::Method::POST, "/api/v1/nope", 404, "not_found"),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/octo/unlinked/",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/printer_discovery/",
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let got = raw(method.clone(), &http, format!("{url}{path}"), None, None).await;
+        assert_eq!(got, (status, json!({ "detail": code })), "{method} {path}");
+    }
+    let unlinked = format!("{url}/api/v1/octo/unlinked/");
+    let big = vec![b' '; lanlink::http::MAX_BODY_BYTES + 1];
+    let response = http
+        .post(&unlinked)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    assert_eq!(
+        json_of(response).await.unwrap(),
+        json!({"detail": "too_large"})
+    );
+    let response = http.post(&unlinked).body("{").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        json_of(response).await.unwrap(),
+        json!({"detail": "malformed"})
+    );
 }

@@ -25,6 +25,7 @@
 
 pub mod linker;
 pub mod server;
+pub mod tokens;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -195,6 +196,18 @@ pub struct UnlinkedReply {
     pub message: Option<VerifyCode>,
     /// Present when the poll carried `one_time_passcode`.
     pub passcode: Option<PasscodeReply>,
+}
+
+/// A successful Obico redemption (`verify`), for the route and the embedder.
+#[derive(Debug)]
+pub struct Verified {
+    /// The token, the account and the agent (store the token's digest for the pair).
+    pub redeemed: crate::server::Redeemed,
+    /// When the redeemed code would have expired (Obico's `expired_at`).
+    pub code_expires_at: chrono::DateTime<chrono::Utc>,
+    /// The agent's hostname, when it polled from the redeeming network (a manual code
+    /// redeemed by an agent that never polled has none).
+    pub name: Option<String>,
 }
 
 /// The `device_id` of an instance: 32 lowercase hex characters.
