@@ -8,15 +8,15 @@
 //! attacker's network 198.51.100.9); a spoofer connects from 127.0.0.1, which is not trusted.
 #![cfg(feature = "obico")]
 
-use std::net::IpAddr;
+mod support;
+
+use support::obico_agent::*;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{Response, StatusCode};
-use axum::routing::get;
-use axum::Router;
+use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::http::server::SharedServer;
 use lanlink::http::{serve, BearerTokens, Peer, ServeConfig};
@@ -33,16 +33,6 @@ const HOME: &str = "203.0.113.7";
 const ELSEWHERE: &str = "198.51.100.9";
 const ALICE: &str = "alice-token-0123456789abcdef";
 const MALLORY: &str = "mallory-token-0123456789abcdef";
-/// The trusted proxy every emulated client connects from.
-const PROXY: &str = "127.0.0.2";
-/// How often the test agents poll (the real ones: 2 s or 5 s; the sans-IO tests use those); more
-/// than the server's minimum poll gap (1 s).
-const POLL: Duration = Duration::from_millis(1100);
-const LIMIT: Duration = Duration::from_secs(10);
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
 
 fn config() -> ServerConfig {
     ServerConfig::default().trusted_proxies(vec!["127.0.0.2/32".parse().unwrap()])
@@ -66,278 +56,8 @@ async fn start_server(config: ServerConfig) -> (SharedServer, String) {
     (server, format!("http://{addr}"))
 }
 
-/// An HTTP client whose requests come from `from` and, if `network` is given, name it in
-/// `X-Forwarded-For`.
-fn client(from: &str, network: Option<&str>) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(network) = network {
-        headers.insert("x-forwarded-for", network.parse().unwrap());
-    }
-    reqwest::Client::builder()
-        .local_address(ip(from))
-        .default_headers(headers)
-        .no_proxy()
-        .timeout(LIMIT)
-        .build()
-        .unwrap()
-}
-
 fn linker(server: &str, token: &str, network: &str) -> ObicoLinker {
     ObicoLinker::with_client(client(PROXY, Some(network)), server, token)
-}
-
-fn with_json(request: reqwest::RequestBuilder, body: &Value) -> reqwest::RequestBuilder {
-    request
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(body).unwrap())
-}
-
-async fn json_of(response: reqwest::Response) -> Result<Value, ()> {
-    let bytes = response.bytes().await.map_err(drop)?;
-    serde_json::from_slice(&bytes).map_err(drop)
-}
-
-// ───────────────────────── the Obico agent, from the wire description ─────────────────────────
-
-/// Which agent to play.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Flavour {
-    /// OctoPrint-Obico: no passcode; acts on every message; any 4xx on a poll ends discovery.
-    OctoPrint,
-    /// moonraker-obico: sends `one_time_passcode`; acts only when exactly one message arrives.
-    Moonraker,
-}
-
-#[derive(Default)]
-struct AgentState {
-    discovering: bool,
-    stopped: Option<String>,
-    auth_token: Option<String>,
-    verified: Option<Value>,
-    passcode: String,
-    polls: usize,
-}
-
-#[derive(Clone)]
-struct ObicoAgent {
-    device_id: String,
-    secret: String,
-    flavour: Flavour,
-    server: String,
-    http: reqwest::Client,
-    port: u16,
-    state: Arc<Mutex<AgentState>>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl ObicoAgent {
-    /// Starts the agent's secret endpoint on 127.0.0.1 and its poll loop from `network`.
-    async fn start(server: &str, network: &str, flavour: Flavour) -> Self {
-        let mut rng = lanlink::os_rng();
-        let device_id = obico::device_id(&InstanceId::generate(&mut rng));
-        Self::start_as(server, network, flavour, device_id).await
-    }
-
-    async fn start_as(server: &str, network: &str, flavour: Flavour, device_id: String) -> Self {
-        Self::start_from(server, Some(network), flavour, device_id).await
-    }
-
-    /// Starts an agent whose polls name `network` in `X-Forwarded-For`, or name none.
-    async fn start_from(
-        server: &str,
-        network: Option<&str>,
-        flavour: Flavour,
-        device_id: String,
-    ) -> Self {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut lanlink::os_rng(), &mut bytes);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let agent = Self {
-            device_id,
-            secret: hex(&bytes),
-            flavour,
-            server: server.to_owned(),
-            http: client(PROXY, network),
-            port,
-            state: Arc::new(Mutex::new(AgentState {
-                discovering: true,
-                ..AgentState::default()
-            })),
-        };
-        let app = Router::new()
-            .route("/plugin/obico/grab-discovery-secret", get(grab_secret))
-            .with_state(agent.clone());
-        tokio::spawn(serve(
-            listener,
-            app,
-            ServeConfig::default(),
-            std::future::pending(),
-        ));
-        let poller = agent.clone();
-        tokio::spawn(async move { poller.poll_loop().await });
-        agent
-    }
-
-    fn state<T>(&self, f: impl FnOnce(&mut AgentState) -> T) -> T {
-        f(&mut self.state.lock().unwrap())
-    }
-
-    fn stop(&self, why: &str) {
-        self.state(|s| {
-            s.discovering = false;
-            s.stopped.get_or_insert_with(|| why.to_owned());
-        });
-    }
-
-    fn body(&self) -> Value {
-        let mut body = json!({
-            "device_id": self.device_id,
-            "hostname": "voron",
-            "host_or_ip": "127.0.0.1",
-            "port": self.port,
-            "os": "Linux",
-            "arch": "aarch64",
-            "rpi_model": "Raspberry Pi 4 Model B Rev 1.4",
-            "plugin_version": "2.5.0",
-            "agent": if self.flavour == Flavour::OctoPrint { "Obico for OctoPrint" } else { "moonraker_obico" },
-            "printerprofile": "Unknown",
-            "machine_type": "Klipper",
-        });
-        if self.flavour == Flavour::Moonraker {
-            body["one_time_passcode"] = self.state(|s| s.passcode.clone()).into();
-            body["meta"] = json!({"k": "v"});
-        }
-        body
-    }
-
-    async fn poll_loop(&self) {
-        while self.state(|s| s.discovering) {
-            self.poll_once().await;
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn poll_once(&self) {
-        let url = format!("{}/api/v1/octo/unlinked/", self.server);
-        let Ok(response) = with_json(self.http.post(url), &self.body()).send().await else {
-            return;
-        };
-        self.state(|s| s.polls += 1);
-        let status = response.status();
-        if status.is_client_error() {
-            if self.flavour == Flavour::OctoPrint {
-                self.stop(&format!("poll refused {status}"));
-            }
-            return;
-        }
-        let Ok(data) = json_of(response).await else {
-            return;
-        };
-        if self.flavour == Flavour::Moonraker {
-            if let (Some(Value::String(passcode)), Some(Value::String(verification))) =
-                (data.get("one_time_passcode"), data.get("verification_code"))
-            {
-                if !verification.is_empty() {
-                    self.verify(&verification.clone()).await;
-                    self.stop("verified by passcode");
-                    return;
-                }
-                self.state(|s| s.passcode = passcode.clone());
-            }
-        }
-        let messages = data["messages"].as_array().cloned().unwrap_or_default();
-        if self.flavour == Flavour::Moonraker && messages.len() != 1 {
-            return;
-        }
-        for message in messages {
-            if message["type"] != "verify_code" {
-                continue;
-            }
-            if message["data"]["secret"].as_str() != Some(self.secret.as_str()) {
-                self.stop("unmatching secret");
-                return;
-            }
-            if message["device_id"].as_str() != Some(self.device_id.as_str()) {
-                self.stop("unmatching device_id");
-                return;
-            }
-            let code = message["data"]["code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            self.verify(&code).await;
-            self.stop("verified");
-            return;
-        }
-    }
-
-    /// `POST /api/v1/octo/verify/?code=…`: stores `printer.auth_token` on success.
-    async fn verify(&self, code: &str) -> (StatusCode, Value) {
-        let encoded: String = code
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let url = format!("{}/api/v1/octo/verify/?code={encoded}", self.server);
-        let response = self.http.post(url).send().await.unwrap();
-        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-        let body: Value = json_of(response).await.unwrap_or(Value::Null);
-        if status == StatusCode::OK {
-            let token = body["printer"]["auth_token"].as_str().map(str::to_owned);
-            self.state(|s| {
-                s.auth_token = token;
-                s.verified = Some(body.clone());
-            });
-        }
-        (status, body)
-    }
-
-    fn token(&self) -> Option<String> {
-        self.state(|s| s.auth_token.clone())
-    }
-
-    fn stopped(&self) -> Option<String> {
-        self.state(|s| s.stopped.clone())
-    }
-
-    fn instance(&self) -> InstanceId {
-        obico::parse_device_id(&self.device_id).unwrap()
-    }
-}
-
-/// The agents' secret page: 403 unless discovering, the caller is local (the socket peer; this
-/// agent does not read `X-Forwarded-For`), and `device_id` matches; JSON for `Accept: application/json`.
-async fn grab_secret(State(agent): State<ObicoAgent>, request: Request) -> Response<Body> {
-    let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
-    let local = peer.is_some_and(|p| p.is_loopback());
-    let query = request.uri().query().unwrap_or_default().to_owned();
-    let wanted = format!("device_id={}", agent.device_id);
-    let json = request
-        .headers()
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    if !(agent.state(|s| s.discovering) && local && query == wanted && json) {
-        return Response::builder()
-            .status(StatusCode::FORBIDDEN)
-            .body(Body::empty())
-            .unwrap();
-    }
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({ "device_secret": agent.secret }).to_string(),
-        ))
-        .unwrap()
 }
 
 // ───────────────────────────── helpers ─────────────────────────────
