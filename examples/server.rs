@@ -49,6 +49,10 @@ struct Args {
     /// Most agents shown per network; with more present none is shown.
     #[arg(long, default_value_t = 1)]
     max_visible: usize,
+    /// Most Obico agents shown per network when all poll from one private host (one Raspberry
+    /// Pi running two printers); 1 turns the exception off.
+    #[arg(long, default_value_t = 2)]
+    max_visible_one_host: usize,
     /// Failures from one network (in 10 minutes) that lock it out for 10 minutes.
     #[arg(long, default_value_t = 5)]
     lockout_threshold: u32,
@@ -109,6 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig::default()
         .trusted_proxies(args.trusted_proxies)
         .max_visible(args.max_visible)
+        .max_visible_one_host(args.max_visible_one_host)
         .lockout_threshold(args.lockout_threshold)
         .ipv6_prefix(args.ipv6_prefix)
         .nat64_prefixes(args.nat64_prefixes);

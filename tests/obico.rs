@@ -82,6 +82,18 @@ async fn wait_visible(linker: &ObicoLinker, n: usize) {
     }
 }
 
+/// Waits until `n` agents are shown again, after a stopped agent's presence lapsed (15 s).
+async fn wait_lapsed(linker: &ObicoLinker, n: usize) {
+    let start = tokio::time::Instant::now();
+    while linker.discover().await.unwrap().len() != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "{n} agents never shown again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn refused(result: Result<(), TransportError>) -> (u16, String) {
     match result {
         Err(TransportError::Refused { status, code }) => (status, code),
@@ -688,7 +700,8 @@ async fn one_visible_rule_with_one_allowed() {
     let first = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
     let alice = linker(&url, ALICE, HOME);
     wait_visible(&alice, 1).await;
-    let _second = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    // On another host of the same network (two printers on one host are the exception below).
+    let _second = ObicoAgent::start_on(&url, HOME, Flavour::Moonraker, "127.0.0.3").await;
     eventually("both present", || {
         network(&server, HOME)
             .is_some_and(|r| r.present(DateTime::<Utc>::from(std::time::SystemTime::now())) == 2)
@@ -704,6 +717,159 @@ async fn one_visible_rule_with_one_allowed() {
         (409, "too_many_agents".into())
     );
     assert!(first.stopped().is_none());
+}
+
+/// One Raspberry Pi often runs two Klipper printers: two agents polling with one `host_or_ip`
+/// (each on its own port) are both listed with the defaults (`max_visible` 1,
+/// `max_visible_one_host` 2) and both link; a third on that host, or a second host in the mix,
+/// hides them all again (the fail-closed rule).
+#[tokio::test]
+async fn two_printers_on_one_host_are_both_listed_and_any_other_mix_fails_closed() {
+    let (server, url) = start_server(config()).await;
+    let alice = linker(&url, ALICE, HOME);
+    let first = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    let second = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    wait_visible(&alice, 2).await;
+    let now = || DateTime::<Utc>::from(std::time::SystemTime::now());
+    // A second host joins: one network, two hosts, three agents: none shown, none linkable.
+    let other = ObicoAgent::start_on(&url, HOME, Flavour::OctoPrint, "127.0.0.3").await;
+    eventually("three present", || {
+        network(&server, HOME).is_some_and(|r| r.present(now()) == 3)
+    })
+    .await;
+    assert!(discovered(&alice).await.is_empty(), "two hosts: none shown");
+    let secret = lanlink::LocalSecret::from_hex(&first.secret).unwrap();
+    assert_eq!(
+        refused(alice.link(&first.instance(), &secret).await),
+        (409, "too_many_agents".into())
+    );
+    other.stop("test");
+    wait_lapsed(&alice, 2).await;
+    // A third agent on the same host: more than the one-host limit: none shown.
+    let third = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
+    eventually("three present", || {
+        network(&server, HOME).is_some_and(|r| r.present(now()) == 3)
+    })
+    .await;
+    assert!(
+        discovered(&alice).await.is_empty(),
+        "three on one host: none shown"
+    );
+    third.stop("test");
+    wait_lapsed(&alice, 2).await;
+    // Both printers of the host link, each to its own code.
+    for agent in [&first, &second] {
+        let device = discovered(&alice)
+            .await
+            .into_iter()
+            .find(|d| d.device_id == agent.instance())
+            .unwrap();
+        let secret = alice.fetch_secret(&device).await.unwrap();
+        alice.link(&device.device_id, &secret).await.unwrap();
+        eventually("linked", || agent.token().is_some()).await;
+    }
+    assert_ne!(first.token(), second.token());
+}
+
+/// The one-host exception, sans-IO: it needs every present agent to be an Obico agent on one
+/// `host_or_ip` with its own port; a lanlink agent in the mix, two agents claiming one port, or a
+/// second host keep `max_visible`.
+#[test]
+fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() {
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let at = |id: InstanceId, host: &str, port: u16| UnlinkedPoll {
+        endpoint: Some((ip(host), port)),
+        ..poll(id)
+    };
+    let mut rng = lanlink::os_rng();
+    let shown = |server: &mut Server, ms: i64| {
+        server
+            .obico_discover(t(ms), home, ForwardedHeaders::NONE)
+            .unwrap()
+            .len()
+    };
+    let cases: [(&[(&str, u16)], usize); 5] = [
+        (&[("192.168.1.20", 80), ("192.168.1.20", 7125)], 2),
+        (&[("192.168.1.20", 80), ("192.168.1.21", 80)], 0),
+        (&[("192.168.1.20", 80), ("192.168.1.20", 80)], 0),
+        (
+            &[
+                ("192.168.1.20", 80),
+                ("192.168.1.20", 81),
+                ("192.168.1.20", 82),
+            ],
+            0,
+        ),
+        (&[("192.168.1.20", 80)], 1),
+    ];
+    for (agents, expected) in cases {
+        let mut server = Server::new(ServerConfig::default()).unwrap();
+        for (host, port) in agents {
+            let id = InstanceId::generate(&mut rng);
+            server
+                .obico_unlinked(
+                    t(0),
+                    &mut rng,
+                    &obico,
+                    home,
+                    ForwardedHeaders::NONE,
+                    &at(id, host, *port),
+                )
+                .unwrap();
+        }
+        assert_eq!(shown(&mut server, 10), expected, "{agents:?}");
+    }
+    // Turned off with a one-host limit of 1.
+    let mut server = Server::new(ServerConfig::default().max_visible_one_host(1)).unwrap();
+    for port in [80, 7125] {
+        let id = InstanceId::generate(&mut rng);
+        server
+            .obico_unlinked(
+                t(0),
+                &mut rng,
+                &obico,
+                home,
+                ForwardedHeaders::NONE,
+                &at(id, "192.168.1.20", port),
+            )
+            .unwrap();
+    }
+    assert_eq!(shown(&mut server, 10), 0);
+    // A lanlink agent on the same network keeps the fail-closed rule.
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    for port in [80, 7125] {
+        let id = InstanceId::generate(&mut rng);
+        server
+            .obico_unlinked(
+                t(0),
+                &mut rng,
+                &obico,
+                home,
+                ForwardedHeaders::NONE,
+                &at(id, "192.168.1.20", port),
+            )
+            .unwrap();
+    }
+    let key = lanlink::secret::PresenceKey::from_bytes([5; 32]);
+    let id = key.instance_id();
+    let announce = lanlink::wire::Announce {
+        version: lanlink::wire::WIRE_VERSION,
+        instance_id: id,
+        private_ip: ip("192.168.1.20"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: lanlink::LocalSecret::from_bytes([6; 32]).commitment(&id),
+        presence_key: key,
+    };
+    server
+        .handle_announce(t(5), home, ForwardedHeaders::NONE, &announce)
+        .unwrap();
+    assert_eq!(shown(&mut server, 10), 0);
+    assert!(ServerConfig::default()
+        .max_visible_one_host(0)
+        .validate()
+        .is_err());
 }
 
 #[tokio::test]

@@ -114,6 +114,44 @@ impl NetworkRecord {
         }))
     }
 
+    /// How many agents a linker of this network may be shown at `now`: `max_visible`, or
+    /// [`max_visible_one_host`](ServerConfig::max_visible_one_host) when every present agent is
+    /// an Obico agent polling with one `host_or_ip`, each on its own port (one Raspberry Pi
+    /// running two printers). Any other mix — a lanlink agent among them, two hosts, two agents
+    /// claiming one port — keeps `max_visible` (fail closed).
+    pub fn obico_visible_limit(&self, now: DateTime<Utc>, config: &ServerConfig) -> usize {
+        let now_ms = now.timestamp_millis();
+        let mut live = self.presences.iter().filter(|p| p.expires_ms > now_ms);
+        let Some(first) = live.next() else {
+            return config.max_visible;
+        };
+        let mut ports: smallvec::SmallVec<[u16; 4]> = smallvec::smallvec![first.port];
+        let mut one_host = first.is_unverified();
+        for p in live {
+            if !one_host || ports.len() > config.max_visible_one_host {
+                break;
+            }
+            one_host =
+                p.is_unverified() && p.private_ip == first.private_ip && !ports.contains(&p.port);
+            ports.push(p.port);
+        }
+        if one_host {
+            config.max_visible.max(config.max_visible_one_host)
+        } else {
+            config.max_visible
+        }
+    }
+
+    /// What a linker of this network is shown of its Obico agents at `now` (see
+    /// [`obico_visible_limit`](Self::obico_visible_limit)). Reads only.
+    pub fn obico_discover(&self, now: DateTime<Utc>, config: &ServerConfig) -> DiscoveredAgents {
+        self.shown_within(
+            now,
+            self.obico_visible_limit(now, config),
+            Presence::is_unverified,
+        )
+    }
+
     /// Checks an Obico link request for `device_id` without changing anything (the core's
     /// checks but the secret's, which the server cannot make). Call on a pruned record.
     pub fn obico_check_link(
@@ -132,7 +170,7 @@ impl NetworkRecord {
         else {
             return Err(Refusal::AgentNotFound);
         };
-        if self.present(now) > config.max_visible {
+        if self.present(now) > self.obico_visible_limit(now, config) {
             return Err(Refusal::TooManyAgents);
         }
         if presence.contested {
@@ -291,10 +329,7 @@ impl<S: Records> Ops<'_, S> {
         let read = self
             .store
             .read_network(network, now, config, &mut |record| {
-                found = (
-                    record.shown(now, config, Presence::is_unverified),
-                    record.present(now),
-                );
+                found = (record.obico_discover(now, config), record.present(now));
             })
             .await;
         if let Err(err) = read {

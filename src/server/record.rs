@@ -468,7 +468,18 @@ impl NetworkRecord {
         config: &ServerConfig,
         kind: impl Fn(&Presence) -> bool,
     ) -> DiscoveredAgents {
-        if self.present(now) > config.max_visible {
+        self.shown_within(now, config.max_visible, kind)
+    }
+
+    /// [`shown`](Self::shown) with `limit` in place of `max_visible`.
+    #[inline]
+    pub(crate) fn shown_within(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        kind: impl Fn(&Presence) -> bool,
+    ) -> DiscoveredAgents {
+        if self.present(now) > limit {
             return DiscoveredAgents::new();
         }
         let now_ms = now.timestamp_millis();

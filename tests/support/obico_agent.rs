@@ -126,9 +126,26 @@ impl ObicoAgent {
         flavour: Flavour,
         device_id: String,
     ) -> Self {
+        Self::start_full(server, network, flavour, device_id, "127.0.0.1").await
+    }
+
+    /// Starts an agent on another private host: its secret endpoint listens on `host` (a
+    /// loopback address such as 127.0.0.3) and its polls report it as `host_or_ip`.
+    pub async fn start_on(server: &str, network: &str, flavour: Flavour, host: &str) -> Self {
+        let device_id = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
+        Self::start_full(server, Some(network), flavour, device_id, host).await
+    }
+
+    async fn start_full(
+        server: &str,
+        network: Option<&str>,
+        flavour: Flavour,
+        device_id: String,
+        host: &str,
+    ) -> Self {
         let mut bytes = [0u8; 32];
         rand::RngCore::fill_bytes(&mut lanlink::os_rng(), &mut bytes);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((ip(host), 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let agent = Self {
             device_id,
@@ -139,6 +156,7 @@ impl ObicoAgent {
             port,
             state: Arc::new(Mutex::new(AgentState {
                 discovering: true,
+                host_or_ip: Some(host.to_owned()),
                 ..AgentState::default()
             })),
         };
