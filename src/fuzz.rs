@@ -1557,6 +1557,7 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                         80,
                     )),
                     info: DeviceInfo::default(),
+                    extra: Default::default(),
                     one_time_passcode: shown.clone(),
                 };
                 polled.insert((id, from));

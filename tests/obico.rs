@@ -972,6 +972,7 @@ fn poll(id: InstanceId) -> UnlinkedPoll {
         device_id: id,
         endpoint: Some((ip("192.168.1.50"), 5000)),
         info: DeviceInfo::new("octopi", "Raspberry Pi 3", "Obico for OctoPrint", "2.5.0").unwrap(),
+        extra: Default::default(),
         one_time_passcode: None,
     }
 }
@@ -1831,4 +1832,98 @@ async fn every_api_v1_error_is_in_obicos_detail_shape() {
         json_of(response).await.unwrap(),
         json!({"detail": "malformed"})
     );
+}
+
+#[tokio::test]
+async fn the_listing_shows_what_obicos_web_app_shows_bounded() {
+    let (_server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    let http = client(PROXY, Some(HOME));
+    let discovery = format!("{url}/api/v1/printer_discovery/");
+    let (status, list) = raw(
+        reqwest::Method::GET,
+        &http,
+        discovery.clone(),
+        Some(ALICE),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let shown = &list[0];
+    assert_eq!(shown["device_id"], agent.device_id.as_str());
+    for (field, value) in [
+        ("os", "Linux"),
+        ("arch", "aarch64"),
+        ("printerprofile", "Unknown"),
+        ("machine_type", "Klipper"),
+        ("octopi_version", ""),
+    ] {
+        assert_eq!(shown[field], value, "{field}");
+    }
+    agent.stop("test");
+    // Long fields are cut to 64 bytes and hidden characters dropped; a changed field contests
+    // the presence as any other change does.
+    let device_id = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
+    let body = json!({
+        "device_id": device_id,
+        "host_or_ip": "192.168.1.77",
+        "port": 80,
+        "hostname": "octopi",
+        "os": "L\u{202e}inux".repeat(40),
+        "arch": "a".repeat(10_000),
+        "octopi_version": "1.0.0",
+    });
+    let elsewhere = client(PROXY, Some(ELSEWHERE));
+    let unlinked = format!("{url}/api/v1/octo/unlinked/");
+    let (status, _) = raw(
+        reqwest::Method::POST,
+        &elsewhere,
+        unlinked.clone(),
+        None,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let start = tokio::time::Instant::now();
+    let shown = loop {
+        let (_, list) = raw(
+            reqwest::Method::GET,
+            &elsewhere,
+            discovery.clone(),
+            Some(ALICE),
+            None,
+        )
+        .await;
+        if let Some(first) = list.as_array().and_then(|l| l.first()).cloned() {
+            break first;
+        }
+        assert!(start.elapsed() < LIMIT);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let os = shown["os"].as_str().unwrap();
+    assert!(os.len() <= 64 && os.starts_with("LinuxLinux") && !os.contains('\u{202e}'));
+    assert_eq!(shown["arch"].as_str().unwrap().len(), 64);
+    assert_eq!(shown["octopi_version"], "1.0.0");
+    tokio::time::sleep(POLL).await;
+    let mut changed = body;
+    changed["octopi_version"] = "1.0.1".into();
+    raw(
+        reqwest::Method::POST,
+        &elsewhere,
+        unlinked,
+        None,
+        Some(changed),
+    )
+    .await;
+    let (_, list) = raw(
+        reqwest::Method::GET,
+        &elsewhere,
+        discovery,
+        Some(ALICE),
+        None,
+    )
+    .await;
+    assert_eq!(list, json!([]), "a changed poll contests the presence");
 }

@@ -164,6 +164,9 @@ pub struct UnlinkedPoll {
     pub endpoint: Option<(IpAddr, u16)>,
     /// What to show (`hostname`, `rpi_model`, `agent`, `plugin_version`).
     pub info: DeviceInfo,
+    /// What else Obico's web app shows (`os`, `arch`, `octopi_version`, `machine_type`,
+    /// `printerprofile`), bounded.
+    pub extra: crate::server::record::ObicoInfo,
     /// `one_time_passcode` when the request carried the field (moonraker-obico): `Some("")` asks
     /// for a passcode.
     pub one_time_passcode: Option<String>,

@@ -44,6 +44,7 @@ use crate::http::server::{lock, peer_of, SharedServer};
 use crate::http::{header_lines, json_response, read_body, Authenticator, MAX_BODY_BYTES};
 use crate::id::AccountId;
 use crate::secret::LocalSecret;
+use crate::server::record::ObicoInfo;
 use crate::server::Service;
 use crate::wire::{limits, DeviceInfo};
 
@@ -361,10 +362,19 @@ fn poll_of(map: &Map<String, Value>) -> Result<UnlinkedPoll, Response<Body>> {
         Some(Value::String(s)) => Some(s.chars().take(64).collect()),
         Some(_) => Some(String::new()),
     };
+    let bounded = |name| text(map, name, ObicoInfo::MAX_FIELD);
+    let extra = ObicoInfo {
+        os: bounded("os"),
+        arch: bounded("arch"),
+        octopi_version: bounded("octopi_version"),
+        machine_type: bounded("machine_type"),
+        printerprofile: bounded("printerprofile"),
+    };
     Ok(UnlinkedPoll {
         device_id: device,
         endpoint: ip.zip(port),
         info,
+        extra,
         one_time_passcode,
     })
 }
@@ -556,10 +566,10 @@ async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Bod
             let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
             let lines = caller.lines();
             let (peer, headers) = (caller.peer, headers(&lines));
-            let agents = call!(app, obico_discover(peer, headers)).map_err(|r| refusal(&r))?;
+            let agents = call!(app, obico_list(peer, headers)).map_err(|r| refusal(&r))?;
             let list: Vec<Value> = agents
                 .iter()
-                .map(|a| {
+                .map(|(a, extra)| {
                     json!({
                         "device_id": device_id(&a.instance_id),
                         "host_or_ip": a.private_ip.to_string(),
@@ -568,6 +578,11 @@ async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Bod
                         "rpi_model": a.info.model(),
                         "agent": a.info.agent(),
                         "plugin_version": a.info.agent_version(),
+                        "os": extra.os,
+                        "arch": extra.arch,
+                        "octopi_version": extra.octopi_version,
+                        "machine_type": extra.machine_type,
+                        "printerprofile": extra.printerprofile,
                     })
                 })
                 .collect();

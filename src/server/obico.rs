@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
 use super::ops::Ops;
-use super::record::{later, unverified_commitment, CodeKind, CodeRecord, ObicoPasscode, Presence};
+use super::record::{
+    later, unverified_commitment, CodeKind, CodeRecord, ObicoInfo, ObicoPasscode, Presence,
+};
 use super::store::Records;
 use super::{NetworkRecord, Redeemed, Server, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -22,7 +24,7 @@ use crate::obico::{
     PASSCODE_KEY_PREFIX,
 };
 use crate::secret::{AuthToken, LocalSecret};
-use crate::wire::{DiscoveredAgent, DiscoveredAgents, LinkRequest, RedeemReply};
+use crate::wire::{DiscoveredAgent, LinkRequest, RedeemReply};
 
 /// The account a passcode record holds until a user claims it (never linked to: a passcode
 /// record cannot be redeemed).
@@ -65,7 +67,9 @@ impl NetworkRecord {
                 }
                 let unchanged = presence.private_ip == ip
                     && presence.port == port
-                    && presence.info.fingerprint() == poll.info.fingerprint();
+                    && presence.info.fingerprint() == poll.info.fingerprint()
+                    // A presence written before the extra fields were kept pins them now.
+                    && presence.extra.as_deref().is_none_or(|extra| *extra == poll.extra);
                 // Every poll sets `expires_ms` to its time plus the lifetime: the previous poll's
                 // time is read back from it.
                 let last_ms = presence
@@ -83,6 +87,9 @@ impl NetworkRecord {
                     return Err(Refusal::WindowOver);
                 }
                 presence.expires_ms = expires_ms;
+                if presence.extra.is_none() {
+                    presence.extra = Some(Box::new(poll.extra.clone()));
+                }
             }
             None => {
                 if self.is_used(&id) {
@@ -104,6 +111,7 @@ impl NetworkRecord {
                     window_ends_ms: now_ms
                         .saturating_add(config.max_window.num_milliseconds())
                         .saturating_add(obico.presence_ttl.num_milliseconds()),
+                    extra: Some(Box::new(poll.extra.clone())),
                 });
             }
         }
@@ -143,13 +151,32 @@ impl NetworkRecord {
     }
 
     /// What a linker of this network is shown of its Obico agents at `now` (see
-    /// [`obico_visible_limit`](Self::obico_visible_limit)). Reads only.
-    pub fn obico_discover(&self, now: DateTime<Utc>, config: &ServerConfig) -> DiscoveredAgents {
-        self.shown_within(
+    /// [`obico_visible_limit`](Self::obico_visible_limit)), each with the extra fields its poll
+    /// gave. Reads only.
+    pub fn obico_discover(
+        &self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+    ) -> Vec<(DiscoveredAgent, ObicoInfo)> {
+        let shown = self.shown_within(
             now,
             self.obico_visible_limit(now, config),
             Presence::is_unverified,
-        )
+        );
+        shown
+            .into_vec()
+            .into_iter()
+            .map(|agent| {
+                let extra = self
+                    .presences
+                    .iter()
+                    .find(|p| p.instance_id == agent.instance_id)
+                    .and_then(|p| p.extra.as_deref())
+                    .cloned()
+                    .unwrap_or_default();
+                (agent, extra)
+            })
+            .collect()
     }
 
     /// Checks an Obico link request for `device_id` without changing anything (the core's
@@ -316,16 +343,16 @@ impl<S: Records> Ops<'_, S> {
         Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
     }
 
-    /// See [`Server::obico_discover`].
-    pub(crate) async fn obico_discover(
+    /// See [`Server::obico_list`].
+    pub(crate) async fn obico_list(
         &mut self,
         now: DateTime<Utc>,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
-    ) -> Result<Vec<DiscoveredAgent>, Refusal> {
+    ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
         let config = self.config;
-        let mut found = (DiscoveredAgents::new(), 0);
+        let mut found = (Vec::new(), 0);
         let read = self
             .store
             .read_network(network, now, config, &mut |record| {
@@ -335,7 +362,13 @@ impl<S: Records> Ops<'_, S> {
         if let Err(err) = read {
             return Err(self.refuse(Some(network), RequestKind::Discover, err.into()));
         }
-        Ok(self.discovered(network, found).agents.into_vec())
+        let (listed, present) = found;
+        self.events.push_back(ServerEvent::Discovered {
+            network,
+            shown: listed.len(),
+            present,
+        });
+        Ok(listed)
     }
 
     /// See [`Server::obico_link`].
@@ -697,8 +730,20 @@ impl Server {
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<DiscoveredAgent>, Refusal> {
+        let listed = self.obico_list(now, peer, headers)?;
+        Ok(listed.into_iter().map(|(agent, _)| agent).collect())
+    }
+
+    /// [`obico_discover`](Self::obico_discover) with the extra fields each agent's poll gave
+    /// (what the route lists).
+    pub fn obico_list(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
         let mut ops = self.ops();
-        super::ready(ops.obico_discover(now, peer, headers))
+        super::ready(ops.obico_list(now, peer, headers))
     }
 
     /// A user asks to link an Obico agent (`POST /api/v1/printer_discovery/`). `secret` is

@@ -59,6 +59,35 @@ pub struct Presence {
     /// (its first announcement + the longest window + one presence lifetime).
     #[serde(rename = "w")]
     pub window_ends_ms: i64,
+    /// What an Obico agent's poll says besides [`DeviceInfo`] (none for a lanlink agent).
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Box<ObicoInfo>>,
+}
+
+/// The fields of an Obico poll that Obico's web app shows besides [`DeviceInfo`], each at most
+/// [`ObicoInfo::MAX_FIELD`] bytes (cut on a character boundary, hidden characters dropped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObicoInfo {
+    /// `os`.
+    #[serde(rename = "o", default)]
+    pub os: String,
+    /// `arch`.
+    #[serde(rename = "a", default)]
+    pub arch: String,
+    /// `octopi_version`.
+    #[serde(rename = "v", default)]
+    pub octopi_version: String,
+    /// `machine_type`.
+    #[serde(rename = "m", default)]
+    pub machine_type: String,
+    /// `printerprofile`.
+    #[serde(rename = "p", default)]
+    pub printerprofile: String,
+}
+
+impl ObicoInfo {
+    /// The most bytes each field keeps.
+    pub const MAX_FIELD: usize = 64;
 }
 
 impl Presence {
@@ -397,6 +426,7 @@ impl NetworkRecord {
                         later_ms(now_ms, config.max_window),
                         config.presence_ttl,
                     ),
+                    extra: None,
                 });
             }
         }
@@ -953,6 +983,7 @@ mod tests {
             contested: false,
             link_requested: false,
             window_ends_ms: t0.timestamp_millis() + 600_000,
+            extra: None,
         });
         let before = snapshot(&record);
         let mut refresh = agent.clone();

@@ -289,10 +289,21 @@ impl Service {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<crate::wire::DiscoveredAgent>, Refusal> {
+        let listed = self.obico_list(now, peer, headers).await?;
+        Ok(listed.into_iter().map(|(agent, _)| agent).collect())
+    }
+
+    /// See [`Server::obico_list`](super::Server::obico_list).
+    pub async fn obico_list(
+        &self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<(crate::wire::DiscoveredAgent, super::record::ObicoInfo)>, Refusal> {
         let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
-            .obico_discover(now, peer, headers)
+            .obico_list(now, peer, headers)
             .await;
         self.emit(events);
         result
