@@ -4,7 +4,7 @@
 //! | route | who | success | refusals |
 //! | --- | --- | --- | --- |
 //! | `POST /api/v1/octo/unlinked/` | agent | `200 {"messages": [...]}` (+ passcode fields) | `400`/`413` bad body (the agent's fault); `502 unresolvable_client`, `503` (the server's or the proxy's fault: never a 4xx, which would end discovery) |
-//! | `POST`, `GET /api/v1/octo/verify/?code=…` (and older OctoPrint-Obico's `/api/v1/onetimeverificationcodes/verify/`) | agent | `200` Obico's verified code record (`id`, `printer` with `auth_token`, `code`, `expired_at`, `verified_at`) | `404` invalid code, `429` locked out, `502`, `503` |
+//! | `POST`, `GET /api/v1/octo/verify/?code=…` (and older OctoPrint-Obico's `/api/v1/onetimeverificationcodes/verify/`) | agent | `200` Obico's verified code record (`id`, `printer` with `auth_token`, `code`, `expired_at`, `verified_at`) | `404` invalid code, `429` locked out (with a `message` and `Retry-After`), `502`, `503` |
 //! | `GET /api/v1/octo/printer/` with `Authorization: Token …` | linked agent | `200 {"printer": {...}, "user": {...}}` | `401 invalid_token`, `503` |
 //! | `GET /api/v1/printer_discovery/` | user | `200 [{"device_id", "host_or_ip", "port", …}]` | `401`, `403` |
 //! | `POST /api/v1/printer_discovery/` | user | `200 {"queued": true}` | `400`, `401`, `403`, `404`, `409`, `429` |
@@ -220,6 +220,42 @@ fn refusal(refusal: &Refusal) -> Response<Body> {
 
 fn agent_refusal(refusal: &Refusal) -> Response<Body> {
     detail(agent_status_of(refusal), refusal.code())
+}
+
+/// A refusal of a guess (a code, a passcode, a secret): a lockout says so, with how long it
+/// lasts at most (`Retry-After`, and a sentence for the agents' logs), in Obico's shape.
+fn guess_refusal(app: &App, refusal: &Refusal, status: StatusCode) -> Response<Body> {
+    if !matches!(refusal, Refusal::LockedOut) {
+        return detail(status, refusal.code());
+    }
+    let seconds = app.lockout().num_seconds().max(1);
+    let minutes = (seconds + 59) / 60;
+    let mut response = respond(
+        status,
+        &json!({
+            "detail": refusal.code(),
+            "message": format!(
+                "Too many wrong codes from this network: it is locked out for up to {minutes} \
+                 minutes. This is not a wrong code; try again later."
+            ),
+        }),
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+impl App {
+    /// How long a filled guessing budget stays locked.
+    fn lockout(&self) -> chrono::TimeDelta {
+        match &self.backend {
+            Backend::Local(server) => lock(server).config().budget_limits().lockout,
+            Backend::Shared(service) => service.config().budget_limits().lockout,
+        }
+    }
 }
 
 /// The socket peer and forwarding headers of a request.
@@ -471,7 +507,7 @@ async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 app,
                 obico_verify(&mut crate::os_rng(), peer, headers, &code)
             )
-            .map_err(|r| agent_refusal(&r))?;
+            .map_err(|r| guess_refusal(&app, &r, agent_status_of(&r)))?;
             let now = wall_now();
             let redeemed = &verified.redeemed;
             let printer = LinkedPrinter {
@@ -634,7 +670,7 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
                     secret
                 )
             )
-            .map_err(|r| refusal(&r))?;
+            .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
             Ok(respond(StatusCode::OK, &json!({ "queued": true })))
         }
         .await,
@@ -661,7 +697,7 @@ async fn claim(State(app): State<Arc<App>>, request: Request) -> Response<Body> 
                 app,
                 obico_claim(&mut crate::os_rng(), &account, peer, headers, &passcode)
             )
-            .map_err(|r| refusal(&r))?;
+            .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
             Ok(detail(StatusCode::OK, "OK"))
         }
         .await,
