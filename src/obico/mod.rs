@@ -10,9 +10,12 @@
 //! address, the one-visible rule, lockouts, single use, code lifetimes, CSPRNG codes and tokens.
 //!
 //! - [`ObicoConfig`]: the profile's own settings (presence lifetime for a 5 s poller, passcodes).
-//! - The server's operations are methods of [`crate::server::Server`] (`obico_unlinked`,
-//!   `obico_discover`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like the core's.
-//! - [`server::router`]: the axum routes with Obico's paths, JSON shapes and status codes.
+//! - The server's operations are methods of [`crate::server::Server`] and, the same code over a
+//!   shared store, of [`crate::server::Service`] (`obico_unlinked`, `obico_discover`,
+//!   `obico_list`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like the core's.
+//! - [`server::router`] and [`server::service_router`]: the axum routes with Obico's paths, JSON
+//!   shapes and status codes.
+//! - [`tokens`]: the linked printers, recognised by their token's digest.
 //! - [`linker`]: a linker for Obico agents over those routes.
 //!
 //! How an Obico agent is represented: its presence is a core [`Presence`](crate::server::record::Presence)
