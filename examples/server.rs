@@ -12,8 +12,8 @@
 //! one server.
 //!
 //! `--profile lanlink` (the default) serves the lanlink routes; `--profile obico` (feature `obico`)
-//! serves both the lanlink routes and the Obico profile's routes (`/api/v1/...`) over one server,
-//! so lanlink and unmodified Obico agents link side by side.
+//! serves both the lanlink routes and the Obico profile's routes (`/api/v1/...`) over one server
+//! (in memory or on Redis), so lanlink and unmodified Obico agents link side by side.
 //!
 //! Prints one JSON line on stdout once listening
 //! (`{"listening":"127.0.0.1:8080","page":"http://127.0.0.1:8080/link"}`); logs go to stderr.
@@ -49,6 +49,10 @@ struct Args {
     /// Most agents shown per network; with more present none is shown.
     #[arg(long, default_value_t = 1)]
     max_visible: usize,
+    /// Most Obico agents shown per network when all poll from one private host (one Raspberry
+    /// Pi running two printers); 1 turns the exception off.
+    #[arg(long, default_value_t = 2)]
+    max_visible_one_host: usize,
     /// Failures from one network (in 10 minutes) that lock it out for 10 minutes.
     #[arg(long, default_value_t = 5)]
     lockout_threshold: u32,
@@ -109,6 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig::default()
         .trusted_proxies(args.trusted_proxies)
         .max_visible(args.max_visible)
+        .max_visible_one_host(args.max_visible_one_host)
         .lockout_threshold(args.lockout_threshold)
         .ipv6_prefix(args.ipv6_prefix)
         .nat64_prefixes(args.nat64_prefixes);
@@ -135,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        (Some(url), "lanlink") => {
+        (Some(url), profile) => {
             let key = std::env::var("LANLINK_STORE_KEY")
                 .ok()
                 .and_then(|hex| StoreKey::from_hex(&hex))
@@ -143,11 +148,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let store_config = RedisStoreConfig::new(url.as_str(), key).prefix(&args.redis_prefix);
             let store = RedisStore::connect(store_config).await?;
             // Records expire by themselves in Redis: no purge task.
-            let service = Service::new(config, Arc::new(store))?.with_event_sink(log_event);
-            service_router(Arc::new(service), auth, &args.prefix)
-        }
-        (Some(_), other) => {
-            return Err(format!("the {other:?} profile runs in memory only (no --redis)").into())
+            let service =
+                Arc::new(Service::new(config, Arc::new(store))?.with_event_sink(log_event));
+            match profile {
+                "lanlink" => service_router(service, auth, &args.prefix),
+                #[cfg(feature = "obico")]
+                "obico" => {
+                    // Linked printers' token digests are kept in this process only: a printer's
+                    // post-link calls must reach the instance that linked it (or give the routes
+                    // a shared `PrinterTokens`).
+                    let obico = lanlink::obico::server::service_router(
+                        Arc::clone(&service),
+                        auth.clone(),
+                        lanlink::obico::ObicoConfig::default(),
+                        Arc::new(lanlink::obico::tokens::MemoryTokens::default()),
+                    )?;
+                    service_router(service, auth, &args.prefix).merge(obico)
+                }
+                other => {
+                    return Err(
+                        format!("unknown profile {other:?} (built with feature obico?)").into(),
+                    )
+                }
+            }
         }
     };
     let app = app

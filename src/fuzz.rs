@@ -1557,6 +1557,7 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                         80,
                     )),
                     info: DeviceInfo::default(),
+                    extra: Default::default(),
                     one_time_passcode: shown.clone(),
                 };
                 polled.insert((id, from));
@@ -1664,7 +1665,7 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                 let Some(code) = LinkCode::parse(&text) else {
                     continue;
                 };
-                let Ok(redeemed_as) = server.obico_verify(now, &mut rng, from, none, &code) else {
+                let Ok(verified) = server.obico_verify(now, &mut rng, from, none, &code) else {
                     continue;
                 };
                 assert!(!passcode, "a passcode redeemed as a link code");
@@ -1679,16 +1680,16 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                     .map(|((id, home), (account, _))| (*id, *home, account.clone()))
                     .chain(claimed.iter().cloned())
                     .find(|(id, home, account)| {
-                        *id == redeemed_as.instance_id
+                        *id == verified.redeemed.instance_id
                             && *home == from
-                            && *account == redeemed_as.account
+                            && *account == verified.redeemed.account
                     });
                 let Some((id, home, account)) = handed_out.or(awaiting) else {
                     panic!("a made-up code redeemed: {text}");
                 };
                 assert_eq!(home, from, "a bound code redeemed from another network");
-                assert_eq!(redeemed_as.instance_id, id);
-                assert_eq!(redeemed_as.account, account);
+                assert_eq!(verified.redeemed.instance_id, id);
+                assert_eq!(verified.redeemed.account, account);
                 reached.redeemed += 1;
             }
             ObicoOp::Claim {

@@ -6,6 +6,10 @@
 //! in-process servers, each with its own Redis connection and listener.
 #![cfg(all(feature = "redis", feature = "http"))]
 
+mod support;
+
+use support::redis_server::{have, Redis};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,116 +34,6 @@ const TOKEN: &str = "alice-test-token";
 
 fn wall_now() -> DateTime<Utc> {
     DateTime::<Utc>::from(SystemTime::now())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Whether `program` is on PATH; when not, prints a skip line (or fails under `CI=true`).
-fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{program} is not on PATH, and CI=true: install it (.ci/run does)"
-        );
-        println!("SKIP: {program} is not on PATH; install it to run this test");
-    }
-    found
-}
-
-/// A `redis-server` on a loopback port, killed on drop. Its data lives in a temporary
-/// directory (append-only file, fsync always), so a restart on the same port finds it again.
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("lanlink-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut redis = Self {
-            port,
-            dir,
-            child: None,
-        };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server at once (SIGKILL: no shutdown save).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server (again) on the same port and directory, and waits until it answers.
-    fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut conn) = client.get_connection() {
-                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                        return;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Every key and its value.
-    fn dump(&self) -> Vec<(String, Vec<u8>)> {
-        let client = redis::Client::open(self.url()).expect("url");
-        let mut conn = client.get_connection().expect("connect");
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("keys");
-        keys.into_iter()
-            .map(|key| {
-                let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut conn).expect("get");
-                (key, value)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn store_key() -> StoreKey {

@@ -10,9 +10,12 @@
 //! address, the one-visible rule, lockouts, single use, code lifetimes, CSPRNG codes and tokens.
 //!
 //! - [`ObicoConfig`]: the profile's own settings (presence lifetime for a 5 s poller, passcodes).
-//! - The server's operations are methods of [`crate::server::Server`] (`obico_unlinked`,
-//!   `obico_discover`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like the core's.
-//! - [`server::router`]: the axum routes with Obico's paths, JSON shapes and status codes.
+//! - The server's operations are methods of [`crate::server::Server`] and, the same code over a
+//!   shared store, of [`crate::server::Service`] (`obico_unlinked`, `obico_discover`,
+//!   `obico_list`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like the core's.
+//! - [`server::router`] and [`server::service_router`]: the axum routes with Obico's paths, JSON
+//!   shapes and status codes.
+//! - [`tokens`]: the linked printers, recognised by their token's digest.
 //! - [`linker`]: a linker for Obico agents over those routes.
 //!
 //! How an Obico agent is represented: its presence is a core [`Presence`](crate::server::record::Presence)
@@ -25,6 +28,7 @@
 
 pub mod linker;
 pub mod server;
+pub mod tokens;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -163,6 +167,9 @@ pub struct UnlinkedPoll {
     pub endpoint: Option<(IpAddr, u16)>,
     /// What to show (`hostname`, `rpi_model`, `agent`, `plugin_version`).
     pub info: DeviceInfo,
+    /// What else Obico's web app shows (`os`, `arch`, `octopi_version`, `machine_type`,
+    /// `printerprofile`), bounded.
+    pub extra: crate::server::record::ObicoInfo,
     /// `one_time_passcode` when the request carried the field (moonraker-obico): `Some("")` asks
     /// for a passcode.
     pub one_time_passcode: Option<String>,
@@ -195,6 +202,18 @@ pub struct UnlinkedReply {
     pub message: Option<VerifyCode>,
     /// Present when the poll carried `one_time_passcode`.
     pub passcode: Option<PasscodeReply>,
+}
+
+/// A successful Obico redemption (`verify`), for the route and the embedder.
+#[derive(Debug)]
+pub struct Verified {
+    /// The token, the account and the agent (store the token's digest for the pair).
+    pub redeemed: crate::server::Redeemed,
+    /// When the redeemed code would have expired (Obico's `expired_at`).
+    pub code_expires_at: chrono::DateTime<chrono::Utc>,
+    /// The agent's hostname, when it polled from the redeeming network (a manual code
+    /// redeemed by an agent that never polled has none).
+    pub name: Option<String>,
 }
 
 /// The `device_id` of an instance: 32 lowercase hex characters.

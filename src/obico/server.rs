@@ -1,18 +1,21 @@
-//! The Obico profile's HTTP routes over a shared [`Server`].
+//! The Obico profile's HTTP routes, over an in-memory [`Server`](crate::server::Server) ([`router`]) or a [`Service`]
+//! over a shared store such as Redis ([`service_router`]).
 //!
 //! | route | who | success | refusals |
 //! | --- | --- | --- | --- |
-//! | `POST /api/v1/octo/unlinked/` | agent | `200 {"messages": [...]}` (+ passcode fields) | `400` bad body, `403` unresolvable client |
-//! | `POST`, `GET /api/v1/octo/verify/?code=…` (and older OctoPrint-Obico's `/api/v1/onetimeverificationcodes/verify/`) | agent | `200 {"printer": {"auth_token": …}}` | `404` invalid code, `429` locked out, `403` |
+//! | `POST /api/v1/octo/unlinked/` | agent | `200 {"messages": [...]}` (+ passcode fields) | `400`/`413` bad body (the agent's fault); `502 unresolvable_client`, `503` (the server's or the proxy's fault: never a 4xx, which would end discovery) |
+//! | `POST`, `GET /api/v1/octo/verify/?code=…` (and older OctoPrint-Obico's `/api/v1/onetimeverificationcodes/verify/`) | agent | `200` Obico's verified code record (`id`, `printer` with `auth_token`, `code`, `expired_at`, `verified_at`) | `404` invalid code, `429` locked out (with a `message` and `Retry-After`), `502`, `503` |
+//! | `GET /api/v1/octo/printer/` with `Authorization: Token …` | linked agent | `200 {"printer": {...}, "user": {...}}` | `401 invalid_token`, `503` |
 //! | `GET /api/v1/printer_discovery/` | user | `200 [{"device_id", "host_or_ip", "port", …}]` | `401`, `403` |
 //! | `POST /api/v1/printer_discovery/` | user | `200 {"queued": true}` | `400`, `401`, `403`, `404`, `409`, `429` |
 //! | `POST /api/v1/one_time_passcodes/` | user | `200 {"detail": "OK"}` | `400`, `401`, `404`, `429` |
+//! | any other `/api/v1/...` path | | | `404 not_found`, `405 method_not_allowed` |
 //!
-//! Refusals are `{"detail": "<code>"}` with the core's stable codes (Obico's error shape), except
-//! Obico's own `{"<field>": "missing param"}` for a missing field. Bodies are JSON of at most
-//! [`MAX_BODY_BYTES`]; unknown fields are ignored (the agents send
-//! more than the server keeps). The routes can be merged with the core's
-//! ([`crate::http::server::router`]) to serve both profiles on one server.
+//! Every refusal is `{"detail": "<code>"}` with the core's stable codes (Obico's error shape),
+//! except Obico's own `{"<field>": "missing param"}` for a missing field. Bodies are JSON of at
+//! most [`MAX_BODY_BYTES`]; unknown fields are ignored (the agents send more than the server
+//! keeps). The routes can be merged with the core's ([`crate::http::server::router`]) to serve
+//! both profiles on one server.
 
 // Handlers return a ready refusal `Response` as their error, as `crate::http` does.
 #![allow(clippy::result_large_err)]
@@ -25,13 +28,14 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{Response, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
+use super::tokens::{self, printer_id, LinkedPrinter, MemoryTokens, PrinterTokens};
 use super::{device_id, parse_device_id, ObicoConfig, UnlinkedPoll};
 use crate::addr::ForwardedHeaders;
 use crate::code::LinkCode;
@@ -40,7 +44,8 @@ use crate::http::server::{lock, peer_of, SharedServer};
 use crate::http::{header_lines, json_response, read_body, Authenticator, MAX_BODY_BYTES};
 use crate::id::AccountId;
 use crate::secret::LocalSecret;
-use crate::server::Server;
+use crate::server::record::ObicoInfo;
+use crate::server::Service;
 use crate::wire::{limits, DeviceInfo};
 
 /// The agent poll route.
@@ -49,18 +54,28 @@ pub const UNLINKED_PATH: &str = "/api/v1/octo/unlinked/";
 pub const VERIFY_PATH: &str = "/api/v1/octo/verify/";
 /// The redeem route of older OctoPrint-Obico releases (`GET`), served by the same handler.
 pub const LEGACY_VERIFY_PATH: &str = "/api/v1/onetimeverificationcodes/verify/";
+/// The linked agent's own printer record.
+pub const PRINTER_PATH: &str = "/api/v1/octo/printer/";
 /// The user discovery and link route.
 pub const DISCOVERY_PATH: &str = "/api/v1/printer_discovery/";
 /// The user passcode-claim route.
 pub const PASSCODES_PATH: &str = "/api/v1/one_time_passcodes/";
 
+/// What the routes call: one locked in-memory server, or a service over a shared store.
+enum Backend {
+    Local(SharedServer),
+    Shared(Arc<Service>),
+}
+
 struct App {
-    server: SharedServer,
+    backend: Backend,
     auth: Arc<dyn Authenticator>,
+    tokens: Arc<dyn PrinterTokens>,
     obico: ObicoConfig,
 }
 
-/// The Obico routes over `server`. Refuses an invalid `obico` configuration.
+/// The Obico routes over `server`, recognising linked printers in memory ([`MemoryTokens`]).
+/// Refuses an invalid `obico` configuration.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
@@ -76,19 +91,76 @@ pub fn router(
     auth: Arc<dyn Authenticator>,
     obico: ObicoConfig,
 ) -> Result<Router, crate::ConfigError> {
+    router_with_tokens(server, auth, obico, Arc::new(MemoryTokens::default()))
+}
+
+/// The Obico routes over `server`, recognising linked printers in `tokens`.
+pub fn router_with_tokens(
+    server: SharedServer,
+    auth: Arc<dyn Authenticator>,
+    obico: ObicoConfig,
+    tokens: Arc<dyn PrinterTokens>,
+) -> Result<Router, crate::ConfigError> {
+    routes(Backend::Local(server), auth, obico, tokens)
+}
+
+/// The Obico routes over a [`Service`] (for example on a
+/// [`RedisStore`](crate::server::redis::RedisStore), so that several processes act as one
+/// server), recognising linked printers in `tokens`. Give the service
+/// [`log_event`](crate::http::server::log_event) as its event sink to log its decisions.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use lanlink::http::BearerTokens;
+/// use lanlink::obico::{server::service_router, tokens::MemoryTokens, ObicoConfig};
+/// use lanlink::server::{MemoryStore, ServerConfig, Service};
+/// let store = Arc::new(Mutex::new(MemoryStore::default()));
+/// let service = Arc::new(Service::new(ServerConfig::default(), store).unwrap());
+/// let tokens = Arc::new(MemoryTokens::default());
+/// let app = service_router(service, Arc::new(BearerTokens::default()), ObicoConfig::default(), tokens);
+/// assert!(app.is_ok());
+/// ```
+pub fn service_router(
+    service: Arc<Service>,
+    auth: Arc<dyn Authenticator>,
+    obico: ObicoConfig,
+    tokens: Arc<dyn PrinterTokens>,
+) -> Result<Router, crate::ConfigError> {
+    routes(Backend::Shared(service), auth, obico, tokens)
+}
+
+fn routes(
+    backend: Backend,
+    auth: Arc<dyn Authenticator>,
+    obico: ObicoConfig,
+    tokens: Arc<dyn PrinterTokens>,
+) -> Result<Router, crate::ConfigError> {
     obico.validate()?;
     let app = Arc::new(App {
-        server,
+        backend,
         auth,
+        tokens,
         obico,
     });
     Ok(Router::new()
         .route(UNLINKED_PATH, post(unlinked))
         .route(VERIFY_PATH, post(verify).get(verify))
         .route(LEGACY_VERIFY_PATH, post(verify).get(verify))
+        .route(PRINTER_PATH, get(printer))
         .route(DISCOVERY_PATH, get(discover).post(link))
         .route(PASSCODES_PATH, post(claim))
+        // Every other path under Obico's API answers in Obico's shape too.
+        .route("/api/v1/{*rest}", any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app))
+}
+
+async fn not_found() -> Response<Body> {
+    detail(StatusCode::NOT_FOUND, "not_found")
+}
+
+async fn method_not_allowed() -> Response<Body> {
+    detail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
 }
 
 fn wall_now() -> DateTime<Utc> {
@@ -125,8 +197,65 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
     }
 }
 
+/// The status of a refusal on an agent route (`unlinked`, `verify`): a client address that the
+/// proxy chain did not resolve is the proxy's (or the configuration's) fault, `502`, never a
+/// 4xx, which OctoPrint-Obico takes for the end of discovery.
+///
+/// ```
+/// use lanlink::obico::server::agent_status_of;
+/// use lanlink::{ClientAddrError, Refusal};
+/// assert_eq!(agent_status_of(&Refusal::ClientAddr(ClientAddrError::MissingForwarded)).as_u16(), 502);
+/// assert_eq!(agent_status_of(&Refusal::StoreUnavailable).as_u16(), 503);
+/// ```
+pub fn agent_status_of(refusal: &Refusal) -> StatusCode {
+    match refusal {
+        Refusal::ClientAddr(_) => StatusCode::BAD_GATEWAY,
+        other => status_of(other),
+    }
+}
+
 fn refusal(refusal: &Refusal) -> Response<Body> {
     detail(status_of(refusal), refusal.code())
+}
+
+fn agent_refusal(refusal: &Refusal) -> Response<Body> {
+    detail(agent_status_of(refusal), refusal.code())
+}
+
+/// A refusal of a guess (a code, a passcode, a secret): a lockout says so, with how long it
+/// lasts at most (`Retry-After`, and a sentence for the agents' logs), in Obico's shape.
+fn guess_refusal(app: &App, refusal: &Refusal, status: StatusCode) -> Response<Body> {
+    if !matches!(refusal, Refusal::LockedOut) {
+        return detail(status, refusal.code());
+    }
+    let seconds = app.lockout().num_seconds().max(1);
+    let minutes = (seconds + 59) / 60;
+    let mut response = respond(
+        status,
+        &json!({
+            "detail": refusal.code(),
+            "message": format!(
+                "Too many wrong codes from this network: it is locked out for up to {minutes} \
+                 minutes. This is not a wrong code; try again later."
+            ),
+        }),
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+impl App {
+    /// How long a filled guessing budget stays locked.
+    fn lockout(&self) -> chrono::TimeDelta {
+        match &self.backend {
+            Backend::Local(server) => lock(server).config().budget_limits().lockout,
+            Backend::Shared(service) => service.config().budget_limits().lockout,
+        }
+    }
 }
 
 /// The socket peer and forwarding headers of a request.
@@ -137,9 +266,10 @@ struct Caller {
 }
 
 impl Caller {
-    fn from_parts(parts: &Parts) -> Result<Self, Response<Body>> {
-        let peer =
-            peer_of(parts).ok_or_else(|| detail(StatusCode::FORBIDDEN, "unresolvable_client"))?;
+    /// Without a peer address (the router served without [`crate::http::serve()`] or
+    /// `ConnectInfo`: the server's configuration) nothing can be decided: `no_peer`.
+    fn from_parts(parts: &Parts, no_peer: StatusCode) -> Result<Self, Response<Body>> {
+        let peer = peer_of(parts).ok_or_else(|| detail(no_peer, "unresolvable_client"))?;
         let lines = |name| {
             header_lines(&parts.headers, name)
                 .into_iter()
@@ -153,27 +283,37 @@ impl Caller {
         })
     }
 
-    fn with_headers<T>(&self, f: impl FnOnce(IpAddr, ForwardedHeaders<'_>) -> T) -> T {
-        let forwarded: Vec<&str> = self.forwarded.iter().map(String::as_str).collect();
-        let xff: Vec<&str> = self.x_forwarded_for.iter().map(String::as_str).collect();
-        f(
-            self.peer,
-            ForwardedHeaders {
-                forwarded: &forwarded,
-                x_forwarded_for: &xff,
-            },
+    fn lines(&self) -> (Vec<&str>, Vec<&str>) {
+        (
+            self.forwarded.iter().map(String::as_str).collect(),
+            self.x_forwarded_for.iter().map(String::as_str).collect(),
         )
     }
 }
 
-/// Runs `op` on the locked server and logs its events (they carry no secrets).
-fn call<T>(app: &App, op: impl FnOnce(&mut Server, DateTime<Utc>) -> T) -> T {
-    let mut server = lock(&app.server);
-    let result = op(&mut server, wall_now());
-    while let Some(event) = server.poll_event() {
-        tracing::info!(target: "lanlink::obico", ?event);
+fn headers<'a>(lines: &'a (Vec<&'a str>, Vec<&'a str>)) -> ForwardedHeaders<'a> {
+    ForwardedHeaders {
+        forwarded: &lines.0,
+        x_forwarded_for: &lines.1,
     }
-    result
+}
+
+/// Calls one of the profile's operations (`obico_*`, the same on [`Server`](crate::server::Server)
+/// and [`Service`]) at the wall-clock now, logging the in-memory server's events.
+macro_rules! call {
+    ($app:expr, $method:ident($($arg:expr),* $(,)?)) => {
+        match &$app.backend {
+            Backend::Local(server) => {
+                let mut server = lock(server);
+                let result = server.$method(wall_now(), $($arg),*);
+                while let Some(event) = server.poll_event() {
+                    tracing::info!(target: "lanlink::obico", ?event);
+                }
+                result
+            }
+            Backend::Shared(service) => service.$method(wall_now(), $($arg),*).await,
+        }
+    };
 }
 
 async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
@@ -190,7 +330,18 @@ fn answer(answer: Answer) -> Response<Body> {
 
 /// A JSON object body (at most [`MAX_BODY_BYTES`], zeroized once read).
 async fn object(body: Body) -> Result<Map<String, Value>, Response<Body>> {
-    let bytes = Zeroizing::new(read_body(body, MAX_BODY_BYTES).await?.to_vec());
+    // `read_body` refuses in the core's shape: answered again in Obico's.
+    let bytes = match read_body(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => Zeroizing::new(bytes.to_vec()),
+        Err(refused) => {
+            let code = match refused.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                StatusCode::REQUEST_TIMEOUT => "request_timeout",
+                _ => "malformed",
+            };
+            return Err(detail(refused.status(), code));
+        }
+    };
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(detail(StatusCode::BAD_REQUEST, "malformed")),
@@ -246,10 +397,19 @@ fn poll_of(map: &Map<String, Value>) -> Result<UnlinkedPoll, Response<Body>> {
         Some(Value::String(s)) => Some(s.chars().take(64).collect()),
         Some(_) => Some(String::new()),
     };
+    let bounded = |name| text(map, name, ObicoInfo::MAX_FIELD);
+    let extra = ObicoInfo {
+        os: bounded("os"),
+        arch: bounded("arch"),
+        octopi_version: bounded("octopi_version"),
+        machine_type: bounded("machine_type"),
+        printerprofile: bounded("printerprofile"),
+    };
     Ok(UnlinkedPoll {
         device_id: device,
         endpoint: ip.zip(port),
         info,
+        extra,
         one_time_passcode,
     })
 }
@@ -258,21 +418,16 @@ async fn unlinked(State(app): State<Arc<App>>, request: Request) -> Response<Bod
     answer(
         async {
             let (parts, body) = request.into_parts();
-            let caller = Caller::from_parts(&parts)?;
+            // No peer is the server's configuration: 500, never a 4xx (see `agent_status_of`).
+            let caller = Caller::from_parts(&parts, StatusCode::INTERNAL_SERVER_ERROR)?;
             let poll = poll_of(&object(body).await?)?;
-            let reply = call(&app, |server, now| {
-                caller.with_headers(|peer, headers| {
-                    server.obico_unlinked(
-                        now,
-                        &mut crate::os_rng(),
-                        &app.obico,
-                        peer,
-                        headers,
-                        &poll,
-                    )
-                })
-            })
-            .map_err(|r| refusal(&r))?;
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            let reply = call!(
+                app,
+                obico_unlinked(&mut crate::os_rng(), &app.obico, peer, headers, &poll)
+            )
+            .map_err(|r| agent_refusal(&r))?;
             let messages: Vec<Value> = reply
                 .message
                 .iter()
@@ -335,7 +490,7 @@ async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body>
     answer(
         async {
             let (parts, _) = request.into_parts();
-            let caller = Caller::from_parts(&parts)?;
+            let caller = Caller::from_parts(&parts, StatusCode::INTERNAL_SERVER_ERROR)?;
             let query = axum::extract::Query::<CodeQuery>::try_from_uri(&parts.uri)
                 .map_err(|_| detail(StatusCode::BAD_REQUEST, "malformed"))?;
             let code = query
@@ -345,16 +500,93 @@ async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 .map(str::trim)
                 .and_then(LinkCode::parse)
                 .ok_or_else(|| detail(StatusCode::NOT_FOUND, Refusal::UnknownCode.code()))?;
-            let redeemed = call(&app, |server, now| {
-                caller.with_headers(|peer, headers| {
-                    server.obico_verify(now, &mut crate::os_rng(), peer, headers, &code)
-                })
-            })
-            .map_err(|r| refusal(&r))?;
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            let verified = call!(
+                app,
+                obico_verify(&mut crate::os_rng(), peer, headers, &code)
+            )
+            .map_err(|r| guess_refusal(&app, &r, agent_status_of(&r)))?;
+            let now = wall_now();
+            let redeemed = &verified.redeemed;
+            let printer = LinkedPrinter {
+                id: printer_id(&redeemed.instance_id),
+                name: verified
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| "My Printer".to_owned()),
+                account: redeemed.account.clone(),
+                instance_id: redeemed.instance_id,
+                linked_at: now,
+            };
+            // The token is handed out only once its digest is kept: a printer must be able to
+            // use it.
+            app.tokens
+                .issue(redeemed.reply.auth_token.digest(), printer.clone())
+                .await
+                .map_err(|err| agent_refusal(&err.into()))?;
             let token = redeemed.reply.auth_token.to_hex();
+            let mut printer_json = printer_value(&printer);
+            printer_json["auth_token"] = token.as_str().into();
+            let value = json!({
+                "id": code_id(&code),
+                "printer": printer_json,
+                "code": code.expose(),
+                "expired_at": iso(verified.code_expires_at),
+                "verified_at": iso(now),
+            });
+            let response = respond(StatusCode::OK, &value);
+            zeroize_value(value);
+            Ok(response)
+        }
+        .await,
+    )
+}
+
+/// Obico's time format (ISO 8601, UTC).
+fn iso(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A numeric id for a code record (Obico's `id`): the first 48 bits of its key.
+fn code_id(code: &LinkCode) -> u64 {
+    code.key().as_bytes()[..6]
+        .iter()
+        .fold(0u64, |id, byte| (id << 8) | u64::from(*byte))
+}
+
+/// A printer as Obico's agent-facing routes show it (without its token).
+fn printer_value(printer: &LinkedPrinter) -> Value {
+    json!({
+        "id": printer.id,
+        "name": printer.name,
+        "created_at": iso(printer.linked_at),
+    })
+}
+
+/// `GET /api/v1/octo/printer/`: the linked printer that `Authorization: Token …` names.
+async fn printer(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    answer(
+        async {
+            let (parts, _) = request.into_parts();
+            let presented = parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Token "))
+                .unwrap_or_default();
+            let found = tokens::authenticate(&*app.tokens, presented)
+                .await
+                .map_err(|err| agent_refusal(&err.into()))?;
+            let Some(printer) = found else {
+                return Err(detail(StatusCode::UNAUTHORIZED, "invalid_token"));
+            };
             Ok(respond(
                 StatusCode::OK,
-                &json!({ "printer": { "auth_token": token.as_str() } }),
+                &json!({
+                    "printer": printer_value(&printer),
+                    "user": { "is_pro": false },
+                }),
             ))
         }
         .await,
@@ -366,14 +598,13 @@ async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Bod
         async {
             let (parts, _) = request.into_parts();
             account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts)?;
-            let agents = call(&app, |server, now| {
-                caller.with_headers(|peer, headers| server.obico_discover(now, peer, headers))
-            })
-            .map_err(|r| refusal(&r))?;
+            let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            let agents = call!(app, obico_list(peer, headers)).map_err(|r| refusal(&r))?;
             let list: Vec<Value> = agents
                 .iter()
-                .map(|a| {
+                .map(|(a, extra)| {
                     json!({
                         "device_id": device_id(&a.instance_id),
                         "host_or_ip": a.private_ip.to_string(),
@@ -382,6 +613,11 @@ async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Bod
                         "rpi_model": a.info.model(),
                         "agent": a.info.agent(),
                         "plugin_version": a.info.agent_version(),
+                        "os": extra.os,
+                        "arch": extra.arch,
+                        "octopi_version": extra.octopi_version,
+                        "machine_type": extra.machine_type,
+                        "printerprofile": extra.printerprofile,
                     })
                 })
                 .collect();
@@ -400,7 +636,7 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
         async {
             let (parts, body_in) = request.into_parts();
             let account = account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts)?;
+            let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
             let mut map = object(body_in).await?;
             let device = match map.get("device_id") {
                 None => return Err(missing("device_id")),
@@ -420,20 +656,20 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
                 }
                 Some(_) => None,
             };
-            call(&app, |server, now| {
-                caller.with_headers(|peer, headers| {
-                    server.obico_link(
-                        now,
-                        &mut crate::os_rng(),
-                        &account,
-                        peer,
-                        headers,
-                        device,
-                        secret,
-                    )
-                })
-            })
-            .map_err(|r| refusal(&r))?;
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            call!(
+                app,
+                obico_link(
+                    &mut crate::os_rng(),
+                    &account,
+                    peer,
+                    headers,
+                    device,
+                    secret
+                )
+            )
+            .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
             Ok(respond(StatusCode::OK, &json!({ "queued": true })))
         }
         .await,
@@ -445,7 +681,7 @@ async fn claim(State(app): State<Arc<App>>, request: Request) -> Response<Body> 
         async {
             let (parts, body_in) = request.into_parts();
             let account = account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts)?;
+            let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
             let mut map = object(body_in).await?;
             let passcode = match map.get_mut("one_time_passcode") {
                 Some(Value::String(s)) => Zeroizing::new(std::mem::take(s)),
@@ -454,19 +690,13 @@ async fn claim(State(app): State<Arc<App>>, request: Request) -> Response<Body> 
             };
             // `verification_code` (the user's code in Obico) is accepted and ignored: the server
             // mints a code bound to the agent's network instead.
-            call(&app, |server, now| {
-                caller.with_headers(|peer, headers| {
-                    server.obico_claim(
-                        now,
-                        &mut crate::os_rng(),
-                        &account,
-                        peer,
-                        headers,
-                        &passcode,
-                    )
-                })
-            })
-            .map_err(|r| refusal(&r))?;
+            let lines = caller.lines();
+            let (peer, headers) = (caller.peer, headers(&lines));
+            call!(
+                app,
+                obico_claim(&mut crate::os_rng(), &account, peer, headers, &passcode)
+            )
+            .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
             Ok(detail(StatusCode::OK, "OK"))
         }
         .await,

@@ -68,6 +68,7 @@ pub struct ServerConfig {
     pub(crate) ipv6_prefix: u8,
     pub(crate) nat64_prefixes: Vec<Ipv6Net>,
     pub(crate) max_visible: usize,
+    pub(crate) max_visible_one_host: usize,
     pub(crate) max_agents_per_network: usize,
     pub(crate) budgets: Budgets,
     pub(crate) message_ttl: TimeDelta,
@@ -95,6 +96,7 @@ impl Default for ServerConfig {
             ipv6_prefix: 64,
             nat64_prefixes: Vec::new(),
             max_visible: 1,
+            max_visible_one_host: 2,
             max_agents_per_network: 16,
             budgets: Budgets::default(),
             message_ttl: TimeDelta::seconds(60),
@@ -237,6 +239,16 @@ impl ServerConfig {
         self
     }
 
+    /// The Obico profile's limit for one private host (default 2, as Obico lists two since 2023:
+    /// one Raspberry Pi often runs two Klipper printers): when every agent present in a network
+    /// is an Obico agent polling with the same `host_or_ip`, each on its own port, a linker is
+    /// shown up to this many (or `max_visible`, if more); any other mix keeps `max_visible`.
+    /// `host_or_ip` is what the poll says, not proven: see SECURITY.md ("The Obico profile").
+    pub fn max_visible_one_host(mut self, max: usize) -> Self {
+        self.max_visible_one_host = max;
+        self
+    }
+
     /// The most agents one network record holds (default 16).
     pub fn max_agents_per_network(mut self, max: usize) -> Self {
         self.max_agents_per_network = max;
@@ -301,7 +313,13 @@ impl ServerConfig {
         if self.max_visible == 0 {
             return Err(ConfigError::MaxVisible);
         }
-        if self.max_agents_per_network < self.max_visible || self.max_agents_per_network > 1024 {
+        if self.max_visible_one_host == 0 {
+            return Err(ConfigError::MaxVisible);
+        }
+        if self.max_agents_per_network < self.max_visible
+            || self.max_agents_per_network < self.max_visible_one_host
+            || self.max_agents_per_network > 1024
+        {
             return Err(ConfigError::MaxAgentsPerNetwork);
         }
         self.budgets.validate(&self.code_format)?;

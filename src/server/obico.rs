@@ -8,8 +8,11 @@
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::budget::{CodeSpace, Guess};
-use super::record::{later, unverified_commitment, CodeKind, CodeRecord, ObicoPasscode, Presence};
+use super::ops::Ops;
+use super::record::{
+    later, unverified_commitment, CodeKind, CodeRecord, ObicoInfo, ObicoPasscode, Presence,
+};
+use super::store::Records;
 use super::{NetworkRecord, Redeemed, Server, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::LinkCode;
@@ -17,7 +20,8 @@ use crate::error::Refusal;
 use crate::event::{RequestKind, ServerEvent};
 use crate::id::{AccountId, InstanceId};
 use crate::obico::{
-    ObicoConfig, PasscodeReply, UnlinkedPoll, UnlinkedReply, VerifyCode, PASSCODE_KEY_PREFIX,
+    ObicoConfig, PasscodeReply, UnlinkedPoll, UnlinkedReply, Verified, VerifyCode,
+    PASSCODE_KEY_PREFIX,
 };
 use crate::secret::{AuthToken, LocalSecret};
 use crate::wire::{DiscoveredAgent, LinkRequest, RedeemReply};
@@ -63,7 +67,9 @@ impl NetworkRecord {
                 }
                 let unchanged = presence.private_ip == ip
                     && presence.port == port
-                    && presence.info.fingerprint() == poll.info.fingerprint();
+                    && presence.info.fingerprint() == poll.info.fingerprint()
+                    // A presence written before the extra fields were kept pins them now.
+                    && presence.extra.as_deref().is_none_or(|extra| *extra == poll.extra);
                 // Every poll sets `expires_ms` to its time plus the lifetime: the previous poll's
                 // time is read back from it.
                 let last_ms = presence
@@ -81,6 +87,9 @@ impl NetworkRecord {
                     return Err(Refusal::WindowOver);
                 }
                 presence.expires_ms = expires_ms;
+                if presence.extra.is_none() {
+                    presence.extra = Some(Box::new(poll.extra.clone()));
+                }
             }
             None => {
                 if self.is_used(&id) {
@@ -102,6 +111,7 @@ impl NetworkRecord {
                     window_ends_ms: now_ms
                         .saturating_add(config.max_window.num_milliseconds())
                         .saturating_add(obico.presence_ttl.num_milliseconds()),
+                    extra: Some(Box::new(poll.extra.clone())),
                 });
             }
         }
@@ -110,6 +120,63 @@ impl NetworkRecord {
             code: message.code.clone(),
             secret: message.secret.clone(),
         }))
+    }
+
+    /// How many agents a linker of this network may be shown at `now`: `max_visible`, or
+    /// [`max_visible_one_host`](ServerConfig::max_visible_one_host) when every present agent is
+    /// an Obico agent polling with one `host_or_ip`, each on its own port (one Raspberry Pi
+    /// running two printers). Any other mix — a lanlink agent among them, two hosts, two agents
+    /// claiming one port — keeps `max_visible` (fail closed).
+    pub fn obico_visible_limit(&self, now: DateTime<Utc>, config: &ServerConfig) -> usize {
+        let now_ms = now.timestamp_millis();
+        let mut live = self.presences.iter().filter(|p| p.expires_ms > now_ms);
+        let Some(first) = live.next() else {
+            return config.max_visible;
+        };
+        let mut ports: smallvec::SmallVec<[u16; 4]> = smallvec::smallvec![first.port];
+        let mut one_host = first.is_unverified();
+        for p in live {
+            if !one_host || ports.len() > config.max_visible_one_host {
+                break;
+            }
+            one_host =
+                p.is_unverified() && p.private_ip == first.private_ip && !ports.contains(&p.port);
+            ports.push(p.port);
+        }
+        if one_host {
+            config.max_visible.max(config.max_visible_one_host)
+        } else {
+            config.max_visible
+        }
+    }
+
+    /// What a linker of this network is shown of its Obico agents at `now` (see
+    /// [`obico_visible_limit`](Self::obico_visible_limit)), each with the extra fields its poll
+    /// gave. Reads only.
+    pub fn obico_discover(
+        &self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+    ) -> Vec<(DiscoveredAgent, ObicoInfo)> {
+        let shown = self.shown_within(
+            now,
+            self.obico_visible_limit(now, config),
+            Presence::is_unverified,
+        );
+        shown
+            .into_vec()
+            .into_iter()
+            .map(|agent| {
+                let extra = self
+                    .presences
+                    .iter()
+                    .find(|p| p.instance_id == agent.instance_id)
+                    .and_then(|p| p.extra.as_deref())
+                    .cloned()
+                    .unwrap_or_default();
+                (agent, extra)
+            })
+            .collect()
     }
 
     /// Checks an Obico link request for `device_id` without changing anything (the core's
@@ -130,7 +197,7 @@ impl NetworkRecord {
         else {
             return Err(Refusal::AgentNotFound);
         };
-        if self.present(now) > config.max_visible {
+        if self.present(now) > self.obico_visible_limit(now, config) {
             return Err(Refusal::TooManyAgents);
         }
         if presence.contested {
@@ -143,99 +210,14 @@ impl NetworkRecord {
     }
 }
 
-/// The shared operations' helpers, run over the in-memory store. The Obico profile's operations
-/// run on the sync [`Server`] only: they are not yet written over the async `Store`, so the profile
-/// is not served by a store-backed `Service` (see PROTOCOL.md).
-impl Server {
-    fn caller(
-        &mut self,
-        request: RequestKind,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
-    ) -> Result<PublicNetwork, Refusal> {
-        self.ops().caller(request, peer, headers)
-    }
-
-    fn refuse(
-        &mut self,
-        network: Option<PublicNetwork>,
-        request: RequestKind,
-        reason: Refusal,
-    ) -> Refusal {
-        self.ops().refuse(network, request, reason)
-    }
-
-    /// Charges a guess against its budgets before it is checked (see `Ops::admit_guess`).
-    fn admit_guess(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        space: Option<CodeSpace>,
-        request: RequestKind,
-    ) -> Result<Guess, Refusal> {
-        let mut ops = self.ops();
-        super::ready(ops.admit_guess(now, network, space, request))
-    }
-
-    /// Settles a guess that proved right (or was no guess): refunded.
-    fn guess_right(&mut self, now: DateTime<Utc>, guess: Guess) {
-        let mut ops = self.ops();
-        let settled = async {
-            ops.settle_guess(now, guess, None).await;
-            Ok::<(), Refusal>(())
-        };
-        let _ = super::ready(settled);
-    }
-
-    /// Settles a guess refused for `reason` (charged for good when it counts as a failure).
-    fn guess_refused(
-        &mut self,
-        now: DateTime<Utc>,
-        guess: Guess,
-        request: RequestKind,
-        reason: Refusal,
-    ) -> Refusal {
-        let mut ops = self.ops();
-        let settled =
-            async { Ok::<_, Refusal>(ops.refused_guess(now, guess, request, reason).await) };
-        super::ready(settled).unwrap_or_else(|refusal| refusal)
-    }
-
-    /// Draws codes until one is not live in the store (the caller writes its record).
-    fn draw_code<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
-        now: DateTime<Utc>,
-        rng: &mut R,
-        mut draw: impl FnMut(&mut R) -> LinkCode,
-    ) -> Result<LinkCode, Refusal> {
-        for _ in 0..super::MINT_ATTEMPTS {
-            let code = draw(rng);
-            if !self
-                .store
-                .code(&code.key())
-                .is_some_and(|record| record.is_live(now))
-            {
-                return Ok(code);
-            }
-        }
-        Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
-    }
-}
-
-impl Server {
-    /// An Obico agent polls `POST /api/v1/octo/unlinked/`.
-    ///
-    /// Only an unresolvable client address is an error. A refused presence (not private,
-    /// contested, used, window over, network full, a verified agent's id) is logged as a
-    /// [`ServerEvent::Refused`] and the reply is simply empty: the Obico agents stop discovery on
-    /// any 4xx, so a refusal must not let one caller end another's discovery.
-    ///
-    /// With `one_time_passcode` in the poll: a live passcode of this agent in this network is
-    /// kept (and its claimed code, if any, handed over once); anything else gets a fresh passcode
-    /// from the CSPRNG, unique among live codes, while the network holds fewer live passcodes
-    /// than its quota ([`Budgets::passcodes_per_network`](super::Budgets::passcodes_per_network);
-    /// past it the reply has no passcode).
-    pub fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
+/// The profile's operations, written once over any store (see [`super::ops`]): the sync
+/// [`Server`] runs them over its in-memory store, the async [`Service`](super::Service) over a
+/// shared one. Each record changes in one atomic store call; writes that span two records are
+/// ordered as the core's are (a code is created before anything refers to it, and deleted again
+/// when the write that would refer to it is refused).
+impl<S: Records> Ops<'_, S> {
+    /// See [`Server::obico_unlinked`].
+    pub(crate) async fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
@@ -245,13 +227,18 @@ impl Server {
         poll: &UnlinkedPoll,
     ) -> Result<UnlinkedReply, Refusal> {
         let network = self.caller(RequestKind::Announce, peer, headers)?;
-        let config = &self.config;
-        let announced = self
+        let config = self.config;
+        // A store may run the function more than once: only the written attempt's result counts.
+        let mut announced = Err(Refusal::NetworkFull);
+        let written = self
             .store
-            .update(network, now, config, true, |record| {
-                record.obico_announce(now, config, obico, poll)
+            .update_network(network, now, config, true, &mut |record| {
+                announced = record.obico_announce(now, config, obico, poll);
             })
-            .unwrap_or(Err(Refusal::NetworkFull));
+            .await;
+        if let Err(err) = written {
+            return Err(self.refuse(Some(network), RequestKind::Announce, err.into()));
+        }
         let message = match announced {
             Ok(message) => {
                 self.events.push_back(ServerEvent::Announced {
@@ -271,7 +258,10 @@ impl Server {
             // A network over its passcode quota gets no new passcode (the refusal is an event),
             // but still a 200: a 4xx would end the agent's discovery.
             Some(shown) => {
-                match self.obico_passcode(now, rng, obico, network, poll.device_id, shown) {
+                match self
+                    .obico_passcode(now, rng, obico, network, poll.device_id, shown)
+                    .await
+                {
                     Ok(passcode) => Some(passcode),
                     Err(Refusal::MintQuota) => None,
                     Err(refusal) => return Err(refusal),
@@ -281,8 +271,9 @@ impl Server {
         Ok(UnlinkedReply { message, passcode })
     }
 
-    /// Keeps the agent's live passcode (handing over a claimed code once) or mints a new one.
-    fn obico_passcode<R: CryptoRng + RngCore + ?Sized>(
+    /// Keeps the agent's live passcode (handing over a claimed code once, in one atomic write of
+    /// the passcode's record) or mints a new one.
+    async fn obico_passcode<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
@@ -292,65 +283,442 @@ impl Server {
         shown: &str,
     ) -> Result<PasscodeReply, Refusal> {
         if let (Some(key), Some(current)) = (passcode_key(shown), LinkCode::parse(shown)) {
-            if let Some(record) = self.store.code_mut(&key) {
-                let mine = record.is_live(now)
-                    && record.instance_id == Some(device_id)
-                    && record.network == Some(network);
-                if let (true, CodeKind::ObicoPasscode(state)) = (mine, &mut record.kind) {
-                    // A claimed passcode whose code was already handed over is spent: the agent
-                    // gets a new one (its redemption may have failed).
-                    if !(record.redeemed && state.verification.is_none()) {
-                        return Ok(PasscodeReply {
-                            one_time_passcode: current,
-                            verification_code: state.verification.take(),
-                        });
+            let mut kept = None;
+            let read = self
+                .store
+                .update_code(&key, now, &mut |record| {
+                    kept = None;
+                    let mine =
+                        record.instance_id == Some(device_id) && record.network == Some(network);
+                    let redeemed = record.redeemed;
+                    if let (true, CodeKind::ObicoPasscode(state)) = (mine, &mut record.kind) {
+                        // A claimed passcode whose code was already handed over is spent: the
+                        // agent gets a new one (its redemption may have failed).
+                        if !(redeemed && state.verification.is_none()) {
+                            kept = Some(state.verification.take());
+                        }
                     }
-                }
+                })
+                .await;
+            if let Err(err) = read {
+                return Err(self.refuse(Some(network), RequestKind::MintCode, err.into()));
+            }
+            if let Some(verification_code) = kept {
+                return Ok(PasscodeReply {
+                    one_time_passcode: current,
+                    verification_code,
+                });
             }
         }
         let expires_at = later(now, obico.passcode_ttl);
-        let mut ops = self.ops();
-        super::ready(ops.reserve_passcode(now, network, expires_at))?;
-        let format = obico.passcode_format.clone();
-        let mut passcode = None;
-        for _ in 0..super::MINT_ATTEMPTS {
-            let candidate = format.generate(rng);
-            let free = passcode_key(candidate.expose()).is_some_and(|key| {
-                !self
-                    .store
-                    .code(&key)
-                    .is_some_and(|record| record.is_live(now))
-            });
-            if free {
-                passcode = Some(candidate);
-                break;
-            }
-        }
-        let Some(passcode) = passcode else {
-            return Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted));
-        };
-        let Some(key) = passcode_key(passcode.expose()) else {
-            return Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted));
-        };
+        self.reserve_passcode(now, network, expires_at).await?;
         let Some(unclaimed) = AccountId::new(UNCLAIMED) else {
             return Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted));
         };
-        self.store.put_code(
-            key,
-            CodeRecord {
-                account: unclaimed,
-                instance_id: Some(device_id),
-                network: Some(network),
-                expires_at,
-                redeemed: false,
-                manual: false,
-                kind: CodeKind::ObicoPasscode(Box::default()),
+        let record = CodeRecord {
+            account: unclaimed,
+            instance_id: Some(device_id),
+            network: Some(network),
+            expires_at,
+            redeemed: false,
+            manual: false,
+            kind: CodeKind::ObicoPasscode(Box::default()),
+        };
+        for _ in 0..super::MINT_ATTEMPTS {
+            let candidate = obico.passcode_format.generate(rng);
+            let Some(key) = passcode_key(candidate.expose()) else {
+                continue;
+            };
+            match self.store.create_code(&key, &record, now).await {
+                Ok(true) => {
+                    return Ok(PasscodeReply {
+                        one_time_passcode: candidate,
+                        verification_code: None,
+                    })
+                }
+                Ok(false) => {}
+                Err(err) => return Err(self.refuse(None, RequestKind::MintCode, err.into())),
+            }
+        }
+        Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
+    }
+
+    /// See [`Server::obico_list`].
+    pub(crate) async fn obico_list(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
+        let network = self.caller(RequestKind::Discover, peer, headers)?;
+        let config = self.config;
+        let mut found = (Vec::new(), 0);
+        let read = self
+            .store
+            .read_network(network, now, config, &mut |record| {
+                found = (record.obico_discover(now, config), record.present(now));
+            })
+            .await;
+        if let Err(err) = read {
+            return Err(self.refuse(Some(network), RequestKind::Discover, err.into()));
+        }
+        let (listed, present) = found;
+        self.events.push_back(ServerEvent::Discovered {
+            network,
+            shown: listed.len(),
+            present,
+        });
+        Ok(listed)
+    }
+
+    /// See [`Server::obico_link`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn obico_link<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
+        device_id: InstanceId,
+        secret: Option<LocalSecret>,
+    ) -> Result<(), Refusal> {
+        let network = self.caller(RequestKind::Link, peer, headers)?;
+        // 0. The guess is charged before anything is checked.
+        let guess = self
+            .admit_guess(now, network, None, RequestKind::Link)
+            .await?;
+        let Some(secret) = secret else {
+            return Err(self
+                .refused_guess(now, guess, RequestKind::Link, Refusal::WrongSecret)
+                .await);
+        };
+        let config = self.config;
+        // 1. Check, reading only: a refused request writes no code.
+        let mut checked = Err(Refusal::AgentNotFound);
+        let read = self
+            .store
+            .update_network(network, now, config, false, &mut |record| {
+                checked = record.obico_check_link(now, config, &device_id);
+            })
+            .await;
+        if let Err(err) = read {
+            self.settle_guess(now, guess, None).await;
+            return Err(self.refuse(Some(network), RequestKind::Link, err.into()));
+        }
+        if let Err(reason) = checked {
+            return Err(self
+                .refused_guess(now, guess, RequestKind::Link, reason)
+                .await);
+        }
+        // 2. The auto code's record, before anything refers to it.
+        let expires_at = later(now, config.auto_code_ttl);
+        let record = CodeRecord {
+            account: account.clone(),
+            instance_id: Some(device_id),
+            network: Some(network),
+            expires_at,
+            redeemed: false,
+            manual: false,
+            kind: CodeKind::Link,
+        };
+        let code = match self
+            .obico_create_code(now, rng, LinkCode::generate_auto, &record)
+            .await
+        {
+            Ok(code) => code,
+            Err(refusal) => {
+                self.settle_guess(now, guess, None).await;
+                return Err(refusal);
+            }
+        };
+        // 3. Check again and accept in one write (another instance may have accepted a link for
+        // this agent since step 1).
+        let mut accepted = Err(Refusal::AgentNotFound);
+        let written = self
+            .store
+            .update_network(network, now, config, false, &mut |record| {
+                accepted = record.obico_check_link(now, config, &device_id).map(|()| {
+                    let request = LinkRequest {
+                        instance_id: device_id,
+                        local_secret: secret.clone(),
+                    };
+                    record.accept_link(
+                        now,
+                        config,
+                        request,
+                        account.clone(),
+                        code.clone(),
+                        expires_at,
+                    );
+                });
+            })
+            .await;
+        let refusal = match (written, accepted) {
+            (Ok(_), Ok(())) => {
+                // The agent compares the secret, not the server: as far as the server can
+                // tell, no guess failed.
+                self.settle_guess(now, guess, None).await;
+                self.events.push_back(ServerEvent::LinkAccepted {
+                    network,
+                    instance_id: device_id,
+                    account: account.clone(),
+                });
+                return Ok(());
+            }
+            (Ok(_), Err(reason)) => Ok(reason),
+            (Err(err), _) => Err(err),
+        };
+        // Not accepted: the code must not outlive the attempt.
+        let _ = self.store.delete_code(&code.key()).await;
+        match refusal {
+            Ok(reason) => Err(self
+                .refused_guess(now, guess, RequestKind::Link, reason)
+                .await),
+            Err(err) => {
+                self.settle_guess(now, guess, None).await;
+                Err(self.refuse(Some(network), RequestKind::Link, err.into()))
+            }
+        }
+    }
+
+    /// Draws codes until one can be created, and writes `record` for it.
+    async fn obico_create_code<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        mut draw: impl FnMut(&mut R) -> LinkCode,
+        record: &CodeRecord,
+    ) -> Result<LinkCode, Refusal> {
+        for _ in 0..super::MINT_ATTEMPTS {
+            let code = draw(rng);
+            match self.store.create_code(&code.key(), record, now).await {
+                Ok(true) => return Ok(code),
+                Ok(false) => {}
+                Err(err) => return Err(self.refuse(None, RequestKind::MintCode, err.into())),
+            }
+        }
+        Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
+    }
+
+    /// See [`Server::obico_verify`].
+    pub(crate) async fn obico_verify<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
+        code: &LinkCode,
+    ) -> Result<Verified, Refusal> {
+        let network = self.caller(RequestKind::Redeem, peer, headers)?;
+        let config = self.config;
+        // 1. The guess, charged against every budget before the code is looked at.
+        let space = config.budgets.space_of(&config.code_format, code);
+        let guess = self
+            .admit_guess(now, network, space, RequestKind::Redeem)
+            .await?;
+        // 2. The code, marked redeemed in one write: single use across every instance. The wire
+        // names no device: the code's own binding decides (a manual code gets a fresh id).
+        let fresh = InstanceId::generate(rng);
+        let key = code.key();
+        let mut redeemed = Err(Refusal::UnknownCode);
+        let written = self
+            .store
+            .update_code(&key, now, &mut |record| {
+                let instance_id = record.instance_id.unwrap_or(fresh);
+                redeemed = record.redeem(now, &instance_id, &network).map(|()| {
+                    (
+                        record.account.clone(),
+                        record.manual,
+                        instance_id,
+                        record.expires_at,
+                    )
+                });
+            })
+            .await;
+        if let Err(err) = written {
+            self.settle_guess(now, guess, None).await;
+            return Err(self.refuse(Some(network), RequestKind::Redeem, err.into()));
+        }
+        let (account, manual, instance_id, expires_at) = match redeemed {
+            Ok(redeemed) => redeemed,
+            Err(reason) => {
+                return Err(self
+                    .refused_guess(now, guess, RequestKind::Redeem, reason)
+                    .await);
+            }
+        };
+        // 3. The link, completed in the network record (which also names the agent, if it
+        // polled).
+        let mut name = None;
+        let completed = self
+            .store
+            .update_network(network, now, config, true, &mut |record| {
+                name = record
+                    .presences
+                    .iter()
+                    .find(|p| p.instance_id == instance_id)
+                    .map(|p| p.info.hostname().to_owned())
+                    .filter(|hostname| !hostname.is_empty());
+                record.complete_link(now, config, instance_id, &account);
+            })
+            .await;
+        if let Err(err) = completed {
+            // Give the code back so that the agent's retry can complete the link.
+            let _ = self
+                .store
+                .update_code(&key, now, &mut |record| record.redeemed = false)
+                .await;
+            self.settle_guess(now, guess, None).await;
+            return Err(self.refuse(Some(network), RequestKind::Redeem, err.into()));
+        }
+        self.settle_guess(now, guess, None).await;
+        if manual {
+            self.release_redeemed(now, &account, space, expires_at)
+                .await;
+        }
+        self.events.push_back(ServerEvent::Linked {
+            network,
+            instance_id,
+            account: account.clone(),
+            manual,
+        });
+        Ok(Verified {
+            redeemed: Redeemed {
+                reply: RedeemReply {
+                    auth_token: AuthToken::generate(rng),
+                },
+                account,
+                instance_id,
             },
-        );
-        Ok(PasscodeReply {
-            one_time_passcode: passcode,
-            verification_code: None,
+            code_expires_at: expires_at,
+            name,
         })
+    }
+
+    /// See [`Server::obico_claim`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn obico_claim<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
+        passcode: &str,
+    ) -> Result<(), Refusal> {
+        let network = self.caller(RequestKind::Redeem, peer, headers)?;
+        let guess = self
+            .admit_guess(now, network, None, RequestKind::Redeem)
+            .await?;
+        let Some(key) = passcode_key(passcode.trim()) else {
+            return Err(self
+                .refused_guess(now, guess, RequestKind::Redeem, Refusal::UnknownCode)
+                .await);
+        };
+        // 1. The passcode, read: live, unclaimed, a passcode.
+        let mut target = None;
+        let read = self
+            .store
+            .update_code(&key, now, &mut |record| {
+                target = claimable(record);
+            })
+            .await;
+        if let Err(err) = read {
+            self.settle_guess(now, guess, None).await;
+            return Err(self.refuse(Some(network), RequestKind::Redeem, err.into()));
+        }
+        let Some((device_id, agent_network)) = target else {
+            return Err(self
+                .refused_guess(now, guess, RequestKind::Redeem, Refusal::UnknownCode)
+                .await);
+        };
+        self.settle_guess(now, guess, None).await;
+        // 2. The code for the agent, bound to it and its network; it lives as an auto code does
+        // (the agent's next poll is 2 s or 5 s away).
+        let record = CodeRecord {
+            account: account.clone(),
+            instance_id: Some(device_id),
+            network: Some(agent_network),
+            expires_at: later(now, self.config.auto_code_ttl),
+            redeemed: false,
+            manual: false,
+            kind: CodeKind::Link,
+        };
+        let code = self
+            .obico_create_code(now, rng, LinkCode::generate_auto, &record)
+            .await?;
+        // 3. The claim, in one write: only if the passcode is still unclaimed (another instance
+        // may have claimed it since step 1).
+        let mut claimed = false;
+        let written = self
+            .store
+            .update_code(&key, now, &mut |record| {
+                claimed = claimable(record) == Some((device_id, agent_network));
+                if claimed {
+                    record.redeemed = true;
+                    record.account = account.clone();
+                    record.kind = CodeKind::ObicoPasscode(Box::new(ObicoPasscode {
+                        verification: Some(code.clone()),
+                    }));
+                }
+            })
+            .await;
+        match (written, claimed) {
+            (Ok(_), true) => {
+                self.events.push_back(ServerEvent::CodeMinted {
+                    account: account.clone(),
+                });
+                Ok(())
+            }
+            (Ok(_), false) => {
+                let _ = self.store.delete_code(&code.key()).await;
+                Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::UnknownCode))
+            }
+            (Err(err), _) => {
+                let _ = self.store.delete_code(&code.key()).await;
+                Err(self.refuse(Some(network), RequestKind::Redeem, err.into()))
+            }
+        }
+    }
+}
+
+/// The agent and network of a passcode record that a user may claim.
+fn claimable(record: &CodeRecord) -> Option<(InstanceId, PublicNetwork)> {
+    if record.redeemed || !matches!(record.kind, CodeKind::ObicoPasscode(_)) {
+        return None;
+    }
+    Some((record.instance_id?, record.network?))
+}
+
+/// The profile's operations on the synchronous server, over its own store (the same code as
+/// [`Service`](super::Service)'s, run to completion at once).
+impl Server {
+    /// An Obico agent polls `POST /api/v1/octo/unlinked/`.
+    ///
+    /// Only an unresolvable client address or a store failure is an error (the route answers
+    /// both 5xx: they are the server's or its proxy's fault, and the agents keep polling through
+    /// a 5xx). A refused presence (not private, contested, used, window over, network full, a
+    /// verified agent's id) is logged as a [`ServerEvent::Refused`] and the reply is simply
+    /// empty: the Obico agents stop discovery on any 4xx, so a refusal must not let one caller
+    /// end another's discovery.
+    ///
+    /// With `one_time_passcode` in the poll: a live passcode of this agent in this network is
+    /// kept (and its claimed code, if any, handed over once); anything else gets a fresh passcode
+    /// from the CSPRNG, unique among live codes, while the network holds fewer live passcodes
+    /// than its quota ([`Budgets::passcodes_per_network`](super::Budgets::passcodes_per_network);
+    /// past it the reply has no passcode).
+    pub fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        obico: &ObicoConfig,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
+        poll: &UnlinkedPoll,
+    ) -> Result<UnlinkedReply, Refusal> {
+        let mut ops = self.ops();
+        super::ready(ops.obico_unlinked(now, rng, obico, peer, headers, poll))
     }
 
     /// A user lists Obico agents (`GET /api/v1/printer_discovery/`): the core's discovery of the
@@ -362,10 +730,20 @@ impl Server {
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<DiscoveredAgent>, Refusal> {
-        let reply = self
-            .ops()
-            .discover_where(now, peer, headers, Presence::is_unverified)?;
-        Ok(reply.agents.into_vec())
+        let listed = self.obico_list(now, peer, headers)?;
+        Ok(listed.into_iter().map(|(agent, _)| agent).collect())
+    }
+
+    /// [`obico_discover`](Self::obico_discover) with the extra fields each agent's poll gave
+    /// (what the route lists).
+    pub fn obico_list(
+        &mut self,
+        now: DateTime<Utc>,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
+        let mut ops = self.ops();
+        super::ready(ops.obico_list(now, peer, headers))
     }
 
     /// A user asks to link an Obico agent (`POST /api/v1/printer_discovery/`). `secret` is
@@ -386,52 +764,8 @@ impl Server {
         device_id: InstanceId,
         secret: Option<LocalSecret>,
     ) -> Result<(), Refusal> {
-        let network = self.caller(RequestKind::Link, peer, headers)?;
-        let guess = self.admit_guess(now, network, None, RequestKind::Link)?;
-        let Some(secret) = secret else {
-            return Err(self.guess_refused(now, guess, RequestKind::Link, Refusal::WrongSecret));
-        };
-        let config = &self.config;
-        let checked = self
-            .store
-            .update(network, now, config, false, |record| {
-                record.obico_check_link(now, config, &device_id)
-            })
-            .unwrap_or(Err(Refusal::AgentNotFound));
-        if let Err(reason) = checked {
-            return Err(self.guess_refused(now, guess, RequestKind::Link, reason));
-        }
-        // The agent compares the secret, not the server: as far as the server can tell, no
-        // guess failed.
-        self.guess_right(now, guess);
-        let expires_at = later(now, self.config.auto_code_ttl);
-        let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
-        self.store.put_code(
-            code.key(),
-            CodeRecord {
-                account: account.clone(),
-                instance_id: Some(device_id),
-                network: Some(network),
-                expires_at,
-                redeemed: false,
-                manual: false,
-                kind: CodeKind::Link,
-            },
-        );
-        let config = &self.config;
-        let request = LinkRequest {
-            instance_id: device_id,
-            local_secret: secret,
-        };
-        self.store.update(network, now, config, true, |record| {
-            record.accept_link(now, config, request, account.clone(), code, expires_at)
-        });
-        self.events.push_back(ServerEvent::LinkAccepted {
-            network,
-            instance_id: device_id,
-            account: account.clone(),
-        });
-        Ok(())
+        let mut ops = self.ops();
+        super::ready(ops.obico_link(now, rng, account, peer, headers, device_id, secret))
     }
 
     /// An Obico agent redeems a code (`POST|GET /api/v1/octo/verify/?code=…`). The wire names no
@@ -446,57 +780,9 @@ impl Server {
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
         code: &LinkCode,
-    ) -> Result<Redeemed, Refusal> {
-        let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        let space = self.config.budgets.space_of(&self.config.code_format, code);
-        let guess = self.admit_guess(now, network, space, RequestKind::Redeem)?;
-        let fresh = InstanceId::generate(rng);
-        let redeemed = match self.store.code_mut(&code.key()) {
-            Some(record) => {
-                let instance_id = record.instance_id.unwrap_or(fresh);
-                record.redeem(now, &instance_id, &network).map(|()| {
-                    (
-                        record.account.clone(),
-                        record.manual,
-                        instance_id,
-                        record.expires_at,
-                    )
-                })
-            }
-            None => Err(Refusal::UnknownCode),
-        };
-        let (account, manual, instance_id, expires_at) = match redeemed {
-            Ok(redeemed) => redeemed,
-            Err(reason) => {
-                return Err(self.guess_refused(now, guess, RequestKind::Redeem, reason));
-            }
-        };
-        self.guess_right(now, guess);
-        if manual {
-            let mut ops = self.ops();
-            let released = async {
-                ops.release_redeemed(now, &account, space, expires_at).await;
-                Ok::<(), Refusal>(())
-            };
-            let _ = super::ready(released);
-        }
-        let config = &self.config;
-        self.store.update(network, now, config, true, |record| {
-            record.complete_link(now, config, instance_id, &account)
-        });
-        self.events.push_back(ServerEvent::Linked {
-            network,
-            instance_id,
-            account: account.clone(),
-            manual,
-        });
-        Ok(Redeemed {
-            reply: RedeemReply {
-                auth_token: AuthToken::generate(rng),
-            },
-            account,
-            instance_id,
-        })
+    ) -> Result<Verified, Refusal> {
+        let mut ops = self.ops();
+        super::ready(ops.obico_verify(now, rng, peer, headers, code))
     }
 
     /// A user claims a one-time passcode an agent shows (`POST /api/v1/one_time_passcodes/`).
@@ -516,47 +802,7 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         passcode: &str,
     ) -> Result<(), Refusal> {
-        let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        let guess = self.admit_guess(now, network, None, RequestKind::Redeem)?;
-        let key = passcode_key(passcode.trim());
-        let target = key
-            .as_ref()
-            .and_then(|key| self.store.code(key))
-            .filter(|record| {
-                record.is_live(now)
-                    && !record.redeemed
-                    && matches!(record.kind, CodeKind::ObicoPasscode(_))
-            })
-            .and_then(|record| Some((record.instance_id?, record.network?)));
-        let (Some(key), Some((device_id, agent_network))) = (key, target) else {
-            return Err(self.guess_refused(now, guess, RequestKind::Redeem, Refusal::UnknownCode));
-        };
-        self.guess_right(now, guess);
-        let code = self.draw_code(now, rng, LinkCode::generate_auto)?;
-        // Held for the agent's next poll (2 s or 5 s away); it lives as an auto code does.
-        let expires_at = later(now, self.config.auto_code_ttl);
-        self.store.put_code(
-            code.key(),
-            CodeRecord {
-                account: account.clone(),
-                instance_id: Some(device_id),
-                network: Some(agent_network),
-                expires_at,
-                redeemed: false,
-                manual: false,
-                kind: CodeKind::Link,
-            },
-        );
-        if let Some(record) = self.store.code_mut(&key) {
-            record.redeemed = true;
-            record.account = account.clone();
-            record.kind = CodeKind::ObicoPasscode(Box::new(ObicoPasscode {
-                verification: Some(code),
-            }));
-        }
-        self.events.push_back(ServerEvent::CodeMinted {
-            account: account.clone(),
-        });
-        Ok(())
+        let mut ops = self.ops();
+        super::ready(ops.obico_claim(now, rng, account, peer, headers, passcode))
     }
 }

@@ -59,6 +59,35 @@ pub struct Presence {
     /// (its first announcement + the longest window + one presence lifetime).
     #[serde(rename = "w")]
     pub window_ends_ms: i64,
+    /// What an Obico agent's poll says besides [`DeviceInfo`] (none for a lanlink agent).
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Box<ObicoInfo>>,
+}
+
+/// The fields of an Obico poll that Obico's web app shows besides [`DeviceInfo`], each at most
+/// [`ObicoInfo::MAX_FIELD`] bytes (cut on a character boundary, hidden characters dropped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObicoInfo {
+    /// `os`.
+    #[serde(rename = "o", default)]
+    pub os: String,
+    /// `arch`.
+    #[serde(rename = "a", default)]
+    pub arch: String,
+    /// `octopi_version`.
+    #[serde(rename = "v", default)]
+    pub octopi_version: String,
+    /// `machine_type`.
+    #[serde(rename = "m", default)]
+    pub machine_type: String,
+    /// `printerprofile`.
+    #[serde(rename = "p", default)]
+    pub printerprofile: String,
+}
+
+impl ObicoInfo {
+    /// The most bytes each field keeps.
+    pub const MAX_FIELD: usize = 64;
 }
 
 impl Presence {
@@ -397,6 +426,7 @@ impl NetworkRecord {
                         later_ms(now_ms, config.max_window),
                         config.presence_ttl,
                     ),
+                    extra: None,
                 });
             }
         }
@@ -468,7 +498,18 @@ impl NetworkRecord {
         config: &ServerConfig,
         kind: impl Fn(&Presence) -> bool,
     ) -> DiscoveredAgents {
-        if self.present(now) > config.max_visible {
+        self.shown_within(now, config.max_visible, kind)
+    }
+
+    /// [`shown`](Self::shown) with `limit` in place of `max_visible`.
+    #[inline]
+    pub(crate) fn shown_within(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        kind: impl Fn(&Presence) -> bool,
+    ) -> DiscoveredAgents {
+        if self.present(now) > limit {
             return DiscoveredAgents::new();
         }
         let now_ms = now.timestamp_millis();
@@ -677,26 +718,100 @@ pub enum CodeKind {
     ObicoPasscode(Box<ObicoPasscode>),
 }
 
-/// Only link codes leave the process: an Obico passcode is served by the in-memory server alone,
-/// and writing one to a shared store fails (closed) rather than storing it as something else.
+/// A link code is stored as `"link"`; an Obico passcode as `{"obico_passcode": {"v": …}}`, with
+/// the code it holds for the agent (if any). A shared store encrypts every record whole (see
+/// [`RedisStore`](crate::server::redis)), so the held code is never at rest in the clear.
 impl Serialize for CodeKind {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Link => serializer.serialize_unit_variant("CodeKind", 0, "link"),
-            Self::ObicoPasscode(_) => Err(serde::ser::Error::custom(
-                "an Obico passcode is held in memory only",
-            )),
+            Self::ObicoPasscode(state) => {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("obico_passcode", &StoredPasscode::of(state))?;
+                map.end()
+            }
         }
     }
 }
 
-/// Reads back what [`Serialize`] writes: a link code, nothing else.
+/// An [`ObicoPasscode`] as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredPasscode {
+    #[serde(rename = "v", default, with = "held_code")]
+    verification: Option<LinkCode>,
+}
+
+impl StoredPasscode {
+    fn of(state: &ObicoPasscode) -> Self {
+        Self {
+            verification: state.verification.clone(),
+        }
+    }
+}
+
+/// An optional held code (serde `with` helper).
+mod held_code {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::code::LinkCode;
+
+    pub fn serialize<S: Serializer>(code: &Option<LinkCode>, s: S) -> Result<S::Ok, S::Error> {
+        match code {
+            Some(code) => s.serialize_some(code.expose()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LinkCode>, D::Error> {
+        let text: Option<zeroize::Zeroizing<String>> =
+            Option::<String>::deserialize(d)?.map(zeroize::Zeroizing::new);
+        match text {
+            None => Ok(None),
+            Some(text) => LinkCode::parse(&text)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("bad code")),
+        }
+    }
+}
+
+/// Reads back what [`Serialize`] writes (no buffering: a held code is read straight into its
+/// place).
 impl<'de> Deserialize<'de> for CodeKind {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match String::deserialize(deserializer)?.as_str() {
-            "link" => Ok(Self::Link),
-            other => Err(serde::de::Error::unknown_variant(other, &["link"])),
+        struct Kind;
+        impl<'de> serde::de::Visitor<'de> for Kind {
+            type Value = CodeKind;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"link\" or an Obico passcode")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<CodeKind, E> {
+                match text {
+                    "link" => Ok(CodeKind::Link),
+                    other => Err(E::unknown_variant(other, &["link", "obico_passcode"])),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<CodeKind, A::Error> {
+                let mut kind = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'_, str>>()? {
+                    if key != "obico_passcode" || kind.is_some() {
+                        return Err(serde::de::Error::unknown_field(&key, &["obico_passcode"]));
+                    }
+                    let stored: StoredPasscode = map.next_value()?;
+                    kind = Some(CodeKind::ObicoPasscode(Box::new(ObicoPasscode {
+                        verification: stored.verification,
+                    })));
+                }
+                kind.ok_or_else(|| serde::de::Error::missing_field("obico_passcode"))
+            }
         }
+        deserializer.deserialize_any(Kind)
     }
 }
 
@@ -790,6 +905,49 @@ mod tests {
         }
     }
 
+    /// Every kind of code record goes to a shared store and comes back as it was (a passcode
+    /// with its held code, or without); anything else is refused as corrupt.
+    #[test]
+    fn code_records_of_every_kind_round_trip_through_serde() {
+        let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let record = |kind| CodeRecord {
+            account: AccountId::new("alice").unwrap(),
+            instance_id: None,
+            network: None,
+            expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            redeemed: false,
+            manual: true,
+            kind,
+        };
+        for kind in [
+            CodeKind::Link,
+            CodeKind::ObicoPasscode(Box::default()),
+            CodeKind::ObicoPasscode(Box::new(ObicoPasscode {
+                verification: Some(code.clone()),
+            })),
+        ] {
+            let original = record(kind);
+            let text = serde_json::to_string(&original).unwrap();
+            let back: CodeRecord = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, original, "{text}");
+        }
+        // Records written before kinds existed read as link codes.
+        let old = r#"{"account":"alice","instance_id":null,"network":null,"expires_at":"2027-01-15T08:00:00Z","redeemed":false,"manual":true}"#;
+        assert_eq!(
+            serde_json::from_str::<CodeRecord>(old).unwrap().kind,
+            CodeKind::Link
+        );
+        for bad in [
+            r#""other""#,
+            r#"{"obico_passcode":{"v":"not a code!"}}"#,
+            r#"{"x":{}}"#,
+            "{}",
+            "7",
+        ] {
+            assert!(serde_json::from_str::<CodeKind>(bad).is_err(), "{bad}");
+        }
+    }
+
     /// A core announcement never creates, refreshes, moves or contests an unverified (Obico)
     /// presence, and the public unverified mark is never accepted as a commitment: each refusal
     /// is `forged_instance` and leaves the record exactly as it was.
@@ -825,6 +983,7 @@ mod tests {
             contested: false,
             link_requested: false,
             window_ends_ms: t0.timestamp_millis() + 600_000,
+            extra: None,
         });
         let before = snapshot(&record);
         let mut refresh = agent.clone();

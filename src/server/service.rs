@@ -258,3 +258,112 @@ impl Service {
         result
     }
 }
+
+/// The Obico profile's operations (feature `obico`): the very code the sync
+/// [`Server`](super::Server)'s `obico_*` methods run, over the shared store.
+#[cfg(feature = "obico")]
+impl Service {
+    /// See [`Server::obico_unlinked`](super::Server::obico_unlinked).
+    pub async fn obico_unlinked<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        obico: &crate::obico::ObicoConfig,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        poll: &crate::obico::UnlinkedPoll,
+    ) -> Result<crate::obico::UnlinkedReply, Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .obico_unlinked(now, rng, obico, peer, headers, poll)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// See [`Server::obico_discover`](super::Server::obico_discover).
+    pub async fn obico_discover(
+        &self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<crate::wire::DiscoveredAgent>, Refusal> {
+        let listed = self.obico_list(now, peer, headers).await?;
+        Ok(listed.into_iter().map(|(agent, _)| agent).collect())
+    }
+
+    /// See [`Server::obico_list`](super::Server::obico_list).
+    pub async fn obico_list(
+        &self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<(crate::wire::DiscoveredAgent, super::record::ObicoInfo)>, Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .obico_list(now, peer, headers)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// See [`Server::obico_link`](super::Server::obico_link).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn obico_link<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        device_id: InstanceId,
+        secret: Option<crate::secret::LocalSecret>,
+    ) -> Result<(), Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .obico_link(now, rng, account, peer, headers, device_id, secret)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// See [`Server::obico_verify`](super::Server::obico_verify).
+    pub async fn obico_verify<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        code: &crate::code::LinkCode,
+    ) -> Result<crate::obico::Verified, Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .obico_verify(now, rng, peer, headers, code)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// See [`Server::obico_claim`](super::Server::obico_claim).
+    pub async fn obico_claim<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        passcode: &str,
+    ) -> Result<(), Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .obico_claim(now, rng, account, peer, headers, passcode)
+            .await;
+        self.emit(events);
+        result
+    }
+}

@@ -313,12 +313,6 @@ impl MemoryStore {
         self.counters.len()
     }
 
-    /// The record of a code, for an operation of the in-memory server that writes it in place.
-    #[cfg(feature = "obico")]
-    pub(crate) fn code_mut(&mut self, key: &CodeKey) -> Option<&mut CodeRecord> {
-        self.codes.get_mut(key)
-    }
-
     /// How many network records are held.
     pub fn networks(&self) -> usize {
         self.networks.len()
