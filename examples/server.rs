@@ -149,19 +149,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let store = RedisStore::connect(store_config).await?;
             // Records expire by themselves in Redis: no purge task.
             let service =
-                Arc::new(Service::new(config, Arc::new(store))?.with_event_sink(log_event));
+                Arc::new(Service::new(config, Arc::new(store.clone()))?.with_event_sink(log_event));
             match profile {
                 "lanlink" => service_router(service, auth, &args.prefix),
                 #[cfg(feature = "obico")]
                 "obico" => {
-                    // Linked printers' token digests are kept in this process only: a printer's
-                    // post-link calls must reach the instance that linked it (or give the routes
-                    // a shared `PrinterTokens`).
+                    // Linked printers' tokens in Redis too: a printer's post-link calls are
+                    // recognised by every instance.
                     let obico = lanlink::obico::server::service_router(
                         Arc::clone(&service),
                         auth.clone(),
                         lanlink::obico::ObicoConfig::default(),
-                        Arc::new(lanlink::obico::tokens::MemoryTokens::default()),
+                        Arc::new(store.clone()),
                     )?;
                     service_router(service, auth, &args.prefix).merge(obico)
                 }

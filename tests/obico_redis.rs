@@ -23,7 +23,6 @@ use axum::http::StatusCode;
 use lanlink::http::server::{log_event, service_router};
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::obico::linker::ObicoLinker;
-use lanlink::obico::tokens::MemoryTokens;
 use lanlink::obico::ObicoConfig;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
 use lanlink::server::{ServerConfig, Service};
@@ -66,7 +65,7 @@ impl Instance {
                     .await
                     .expect("connect to redis");
                 let service = Arc::new(
-                    Service::new(config, Arc::new(store))
+                    Service::new(config, Arc::new(store.clone()))
                         .expect("config")
                         .with_event_sink(log_event),
                 );
@@ -76,7 +75,7 @@ impl Instance {
                     Arc::clone(&service),
                     auth.clone(),
                     ObicoConfig::default(),
-                    Arc::new(MemoryTokens::default()),
+                    Arc::new(store),
                 )
                 .unwrap();
                 let app = service_router(service, auth, DEFAULT_PREFIX).merge(obico);
@@ -227,10 +226,15 @@ async fn auto_flow_the_agent_on_one_instance_the_user_on_the_other() {
     // It links once: neither instance shows it again.
     assert_eq!(shown(&linker(&first, HOME)).await, 0);
     assert_eq!(shown(&alice).await, 0);
-    // Its post-link call works on the instance that linked it.
-    let (status, body) = printer(&first, &agent.token().unwrap()).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["printer"]["name"], "voron");
+    // Its post-link call works on the instance that linked it, and on the other one (the
+    // token's record is in Redis), and no other token is accepted on either.
+    for instance in [&first, &second] {
+        let (status, body) = printer(instance, &agent.token().unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["printer"]["name"], "voron");
+        let (status, _) = printer(instance, &"ab".repeat(32)).await;
+        assert_eq!(status, 401);
+    }
 
     // A moonraker agent after it, acting on exactly one message.
     let moonraker = ObicoAgent::start(&second.base(), HOME, Flavour::Moonraker).await;

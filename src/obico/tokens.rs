@@ -16,7 +16,7 @@ use crate::secret::AuthToken;
 use crate::server::StoreError;
 
 /// A printer linked through the Obico profile, as its post-link routes show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkedPrinter {
     /// Obico's numeric printer id (derived from the agent's id, below 2⁵³ so that JavaScript
     /// reads it exactly).

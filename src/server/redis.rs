@@ -51,6 +51,9 @@
 //! # }
 //! ```
 
+#[cfg(feature = "obico")]
+mod tokens;
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
