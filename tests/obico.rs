@@ -1952,3 +1952,88 @@ async fn the_listing_shows_what_obicos_web_app_shows_bounded() {
     .await;
     assert_eq!(list, json!([]), "a changed poll contests the presence");
 }
+
+/// Printer tokens whose first `issue` fails (a token store that blipped): the rest is kept in
+/// memory.
+struct FailsOnce {
+    failed: std::sync::atomic::AtomicBool,
+    inner: obico::tokens::MemoryTokens,
+}
+
+#[async_trait::async_trait]
+impl obico::tokens::PrinterTokens for FailsOnce {
+    async fn issue(
+        &self,
+        digest: [u8; 32],
+        printer: obico::tokens::LinkedPrinter,
+    ) -> Result<(), lanlink::server::StoreError> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(lanlink::server::StoreError::Unavailable);
+        }
+        self.inner.issue(digest, printer).await
+    }
+
+    async fn printer(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<Option<obico::tokens::LinkedPrinter>, lanlink::server::StoreError> {
+        self.inner.printer(digest).await
+    }
+}
+
+/// When the token's digest cannot be kept after the code was redeemed, the agent gets a
+/// retryable 503 and no token, the code is given back, and the agent's retry with the same code
+/// links with a token that works: nothing is stranded.
+#[tokio::test]
+async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_links() {
+    let server = Arc::new(Mutex::new(Server::new(config()).expect("server config")));
+    let auth = Arc::new(BearerTokens::new(vec![(
+        ALICE.into(),
+        AccountId::new("alice").unwrap(),
+    )]));
+    let tokens = Arc::new(FailsOnce {
+        failed: std::sync::atomic::AtomicBool::new(false),
+        inner: obico::tokens::MemoryTokens::default(),
+    });
+    let app = obico::server::router_with_tokens(
+        Arc::clone(&server),
+        auth,
+        ObicoConfig::default(),
+        tokens.clone(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    let code = {
+        let mut server = server.lock().unwrap();
+        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+        let alice = AccountId::new("alice").unwrap();
+        server
+            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .unwrap()
+            .code
+    };
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let (status, body) = agent.verify(code.expose()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(agent.token().is_none(), "no token was handed out");
+    let (status, body) = agent.verify(code.expose()).await;
+    assert_eq!(status, StatusCode::OK, "the retry links: {body}");
+    let token = agent.token().unwrap();
+    let response = client(PROXY, Some(HOME))
+        .get(format!("{url}/api/v1/octo/printer/"))
+        .header("authorization", format!("Token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "its token works");
+    // And the code is single-use again once it linked.
+    let (status, _) = agent.verify(code.expose()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -520,11 +520,16 @@ async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 linked_at: now,
             };
             // The token is handed out only once its digest is kept: a printer must be able to
-            // use it.
-            app.tokens
+            // use it. If it cannot be kept, the code is given back (no token was handed out), so
+            // that the agent's retry redeems it: nothing is stranded.
+            if let Err(err) = app
+                .tokens
                 .issue(redeemed.reply.auth_token.digest(), printer.clone())
                 .await
-                .map_err(|err| agent_refusal(&err.into()))?;
+            {
+                let _ = call!(app, obico_give_back(&code));
+                return Err(agent_refusal(&err.into()));
+            }
             let token = redeemed.reply.auth_token.to_hex();
             let mut printer_json = printer_value(&printer);
             printer_json["auth_token"] = token.as_str().into();

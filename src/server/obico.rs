@@ -501,6 +501,21 @@ impl<S: Records> Ops<'_, S> {
         Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
     }
 
+    /// Marks a redeemed code unredeemed again, when what had to follow its redemption (keeping
+    /// the token's digest) failed and no token was handed out: the agent's retry can then
+    /// redeem it. The link it completed stays completed; the retry completes it again.
+    pub(crate) async fn obico_give_back(
+        &mut self,
+        now: DateTime<Utc>,
+        code: &LinkCode,
+    ) -> Result<(), Refusal> {
+        self.store
+            .update_code(&code.key(), now, &mut |record| record.redeemed = false)
+            .await
+            .map(|_| ())
+            .map_err(Refusal::from)
+    }
+
     /// See [`Server::obico_verify`].
     pub(crate) async fn obico_verify<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
@@ -783,6 +798,16 @@ impl Server {
     ) -> Result<Verified, Refusal> {
         let mut ops = self.ops();
         super::ready(ops.obico_verify(now, rng, peer, headers, code))
+    }
+
+    /// Gives a verified code back when its token could not be kept (see the Obico verify route).
+    pub(crate) fn obico_give_back(
+        &mut self,
+        now: DateTime<Utc>,
+        code: &LinkCode,
+    ) -> Result<(), Refusal> {
+        let mut ops = self.ops();
+        super::ready(ops.obico_give_back(now, code))
     }
 
     /// A user claims a one-time passcode an agent shows (`POST /api/v1/one_time_passcodes/`).

@@ -330,6 +330,21 @@ impl Service {
         result
     }
 
+    /// Gives a verified code back when its token could not be kept (see the Obico verify route).
+    pub(crate) async fn obico_give_back(
+        &self,
+        now: DateTime<Utc>,
+        code: &crate::code::LinkCode,
+    ) -> Result<(), Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .obico_give_back(now, code)
+            .await;
+        self.emit(events);
+        result
+    }
+
     /// See [`Server::obico_verify`](super::Server::obico_verify).
     pub async fn obico_verify<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
