@@ -38,6 +38,23 @@
 //! **Faults.** The connection reconnects by itself; while Redis is down every operation fails
 //! with [`StoreError::Unavailable`] (HTTP `503 store_unavailable`) and changes nothing.
 //!
+//! **Lost replies.** A write whose reply is lost (the connection fails or times out after the
+//! command may have reached Redis) is resolved, not guessed at: every value names the last
+//! versions it descends from (its lineage: the first 8 bytes of the nonces of up to 8 values
+//! it replaced, sealed with the record), and each version is replaced by exactly one write, so
+//! reading the key back tells whether this write applied — the key holds it or a value
+//! descended from it — or not — the key holds the version read, or a value descended from that
+//! version through another write. Applied, the operation returns as if the reply had come (its
+//! function is not applied again); not applied, it retries from a fresh read like any lost
+//! race. The scripts are idempotent too: the same script sent again after it applied finds its
+//! own nonce and answers "written" without writing. Reads and `DEL` are simply sent again. So a
+//! lost reply never charges a guess twice, never loses a charge or a refund, and never leaves a
+//! code marked used by an operation that reported failure (`tests/redis_faults.rs` drops the
+//! reply of every command of the link flow and of wrong guesses in turn). Only when the key
+//! cannot be read back at all (Redis unreachable for the whole read-back, about 0.6 s), or more
+//! than 8 writes replaced the value meanwhile, does the operation fail with
+//! [`StoreError::Unavailable`] with its write possibly applied: see `SECURITY.md`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
@@ -83,13 +100,48 @@ const NONCE_LEN: usize = 24;
 /// The largest stored value read back; anything larger is refused as corrupt.
 const MAX_VALUE_BYTES: usize = 1 << 20;
 
+/// How many ancestor versions a stored value names (see [`Lineage`]).
+const LINEAGE_LEN: usize = 8;
+
+/// Bytes of an ancestor's tag: the first bytes of its nonce.
+const TAG_LEN: usize = 8;
+
+/// How many times a read is sent when its reply is lost.
+const READ_ATTEMPTS: u32 = 3;
+
+/// How many reads a store makes to learn whether a write whose reply was lost applied.
+const READ_BACK_ATTEMPTS: u32 = 12;
+
+/// The versions a stored value descends from, newest first: the tags of the values it replaced
+/// (each write replaces exactly one version, since the compare-and-swap compares it). Sealed
+/// inside the value with the record, so a writer whose reply was lost can read the key back
+/// and tell whether its write applied, even after later writers built on it.
+type Lineage = Vec<[u8; TAG_LEN]>;
+
+/// Whether a write whose reply was lost applied, as read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The key holds this write's value, or a value descended from it.
+    Applied,
+    /// The key still holds the version read, or a value descended from it that is not this
+    /// write's: another writer replaced that version, so this write did not apply.
+    NotApplied,
+    /// The read-back could not tell (Redis unreachable throughout, or more than
+    /// [`LINEAGE_LEN`] writes since).
+    Unknown,
+}
+
 /// Compare-and-swap: writes `ARGV[2]` (expiring at `ARGV[3]`, Unix ms) or deletes the key when
 /// `ARGV[2]` is empty, only if the key's value still starts with the version `ARGV[1]` (empty:
 /// the key must not exist). Returns 1 when written, 0 when another writer came first.
+/// Idempotent: the same call sent again after it applied (a client or proxy resending a command
+/// whose reply was lost) finds its own nonce in place and returns 1 without writing.
 const CAS_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  if string.sub(cur, 1, 24) ~= ARGV[1] then return 0 end
+  local ver = string.sub(cur, 1, 24)
+  if ARGV[2] ~= '' and ver == string.sub(ARGV[2], 1, 24) then return 1 end
+  if ver ~= ARGV[1] then return 0 end
 elseif ARGV[1] ~= '' then
   return 0
 end
@@ -104,10 +156,13 @@ return 1
 /// Compare-and-swap of a network record (`KEYS[1]`, version `ARGV[1]`, value `ARGV[2]` expiring
 /// at `ARGV[3]`) together with its queued messages (`KEYS[2]`, value `ARGV[4]` expiring at
 /// `ARGV[5]`). An empty value deletes the key. Both keys share a hash tag (one cluster slot).
+/// Idempotent on resend, as [`CAS_SCRIPT`].
 const NETWORK_CAS_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  if string.sub(cur, 1, 24) ~= ARGV[1] then return 0 end
+  local ver = string.sub(cur, 1, 24)
+  if ARGV[2] ~= '' and ver == string.sub(ARGV[2], 1, 24) then return 1 end
+  if ver ~= ARGV[1] then return 0 end
 elseif ARGV[1] ~= '' then
   return 0
 end
@@ -262,11 +317,30 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-/// A loaded value: its version (empty when absent) and the decrypted record.
+/// A loaded value: its version (empty when absent), its lineage and the decrypted record.
 struct Loaded<T> {
     version: Vec<u8>,
+    lineage: Lineage,
     plaintext: Zeroizing<Vec<u8>>,
     record: T,
+}
+
+/// The lineage of a value that replaces `version` (itself with `lineage`).
+fn descend(version: &[u8], lineage: &[[u8; TAG_LEN]]) -> Lineage {
+    let mut next = Lineage::with_capacity(LINEAGE_LEN);
+    if let Some(tag) = version.get(..TAG_LEN) {
+        let mut bytes = [0; TAG_LEN];
+        bytes.copy_from_slice(tag);
+        next.push(bytes);
+        next.extend(lineage.iter().take(LINEAGE_LEN - 1));
+    }
+    next
+}
+
+/// Whether `err` leaves the command's effect unknown (the connection failed or timed out after
+/// it may have been sent), rather than a refusal by Redis (which applied nothing).
+fn ambiguous(err: &RedisError) -> bool {
+    !matches!(err.kind(), ::redis::ErrorKind::Server(_)) && !err.is_connection_refusal()
 }
 
 impl RedisStore {
@@ -369,18 +443,36 @@ impl RedisStore {
     fn seal<T: Serialize>(&self, redis_key: &str, record: &T) -> Result<Vec<u8>, StoreError> {
         let plaintext =
             Zeroizing::new(serde_json::to_vec(record).map_err(|_| StoreError::Corrupt)?);
-        self.seal_bytes(redis_key, &plaintext)
+        self.seal_bytes(redis_key, &[], &plaintext)
     }
 
-    fn seal_bytes(&self, redis_key: &str, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// A fresh value: a random nonce (its version), then the ciphertext of `lineage` (a count
+    /// byte and the tags) followed by the record's JSON. Values without a lineage (written
+    /// before it existed) start their plaintext with the JSON's `{` or `[`, which no count byte
+    /// equals.
+    fn seal_bytes(
+        &self,
+        redis_key: &str,
+        lineage: &[[u8; TAG_LEN]],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
         crate::os_rng().fill_bytes(&mut nonce);
+        let lineage = &lineage[..lineage.len().min(LINEAGE_LEN)];
+        let mut framed = Zeroizing::new(Vec::with_capacity(
+            1 + lineage.len() * TAG_LEN + plaintext.len(),
+        ));
+        framed.push(lineage.len() as u8);
+        for tag in lineage {
+            framed.extend_from_slice(tag);
+        }
+        framed.extend_from_slice(plaintext);
         let sealed = self
             .cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
-                    msg: plaintext,
+                    msg: framed.as_slice(),
                     aad: redis_key.as_bytes(),
                 },
             )
@@ -400,7 +492,7 @@ impl RedisStore {
             return Err(StoreError::Corrupt);
         }
         let (nonce, sealed) = value.split_at(NONCE_LEN);
-        let plaintext = Zeroizing::new(
+        let framed = Zeroizing::new(
             self.cipher
                 .decrypt(
                     XNonce::from_slice(nonce),
@@ -411,9 +503,28 @@ impl RedisStore {
                 )
                 .map_err(|_| StoreError::Corrupt)?,
         );
+        let (lineage, json) = match framed.first() {
+            Some(&count) if usize::from(count) <= LINEAGE_LEN => {
+                let end = 1 + usize::from(count) * TAG_LEN;
+                let tags = framed.get(1..end).ok_or(StoreError::Corrupt)?;
+                let lineage = tags
+                    .chunks_exact(TAG_LEN)
+                    .map(|tag| {
+                        let mut bytes = [0; TAG_LEN];
+                        bytes.copy_from_slice(tag);
+                        bytes
+                    })
+                    .collect();
+                (lineage, &framed[end..])
+            }
+            // Written before values carried a lineage.
+            _ => (Lineage::new(), framed.as_slice()),
+        };
+        let plaintext = Zeroizing::new(json.to_vec());
         let record = serde_json::from_slice(&plaintext).map_err(|_| StoreError::Corrupt)?;
         Ok(Loaded {
             version: nonce.to_vec(),
+            lineage,
             plaintext,
             record,
         })
@@ -423,30 +534,142 @@ impl RedisStore {
         &self,
         redis_key: &str,
     ) -> Result<Option<Loaded<T>>, StoreError> {
-        let mut conn = self.conn();
-        let value: Option<Vec<u8>> = conn.get(redis_key).await.map_err(unavailable)?;
+        let value: Option<Vec<u8>> = self
+            .read(|| ::redis::cmd("GET").arg(redis_key).clone())
+            .await?;
         value.map(|value| self.open(redis_key, &value)).transpose()
     }
 
-    /// Writes `value` (or deletes the key when `None`) if the key still holds `version`.
+    /// Runs an idempotent command (`command()`: a read, or a `DEL`), sent again (up to
+    /// [`READ_ATTEMPTS`] times in all) when its reply was lost: running it twice is running
+    /// it once.
+    async fn read<T: ::redis::FromRedisValue>(
+        &self,
+        command: impl Fn() -> ::redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut conn = self.conn();
+            match command().query_async(&mut conn).await {
+                Ok(value) => return Ok(value),
+                Err(err) if ambiguous(&err) && attempt + 1 < READ_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                }
+                Err(_) => return Err(StoreError::Unavailable),
+            }
+        }
+    }
+
+    /// Writes `value` (or deletes the key when `None`) if the key still holds `version`. A
+    /// reply lost on the way back is resolved by reading the key back ([`Self::read_back`]).
     async fn swap(
         &self,
         redis_key: &str,
         version: &[u8],
         value: Option<(Vec<u8>, i64)>,
     ) -> Result<bool, StoreError> {
+        let written = value.as_ref().map(|(value, _)| value[..NONCE_LEN].to_vec());
         let mut conn = self.conn();
         let (value, expires_ms) = value.unwrap_or_default();
-        let written: i64 = self
+        let reply: Result<i64, RedisError> = self
             .cas
             .key(redis_key)
             .arg(version)
             .arg(value)
             .arg(expires_ms)
             .invoke_async(&mut conn)
+            .await;
+        self.settle(redis_key, version, written.as_deref(), reply)
             .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
+    }
+
+    /// The result of a compare-and-swap from its reply, or, when the reply was lost, from what
+    /// the key holds now: applied (`true`), not applied (`false`: the caller retries from a
+    /// fresh read, applying its function again), or unknown ([`StoreError::Unavailable`]).
+    async fn settle(
+        &self,
+        redis_key: &str,
+        version: &[u8],
+        written: Option<&[u8]>,
+        reply: Result<i64, RedisError>,
+    ) -> Result<bool, StoreError> {
+        match reply {
+            Ok(written) => Ok(written == 1),
+            Err(err) if ambiguous(&err) => {
+                match self.read_back(redis_key, version, written).await {
+                    Outcome::Applied => Ok(true),
+                    Outcome::NotApplied => Ok(false),
+                    Outcome::Unknown => Err(StoreError::Unavailable),
+                }
+            }
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// Reads `redis_key` back after a write whose reply was lost (the write replaced `version`
+    /// with a value of nonce `written`, or deleted it when `None`) and tells whether it applied;
+    /// retried while Redis does not answer, up to [`READ_BACK_ATTEMPTS`] reads.
+    async fn read_back(&self, redis_key: &str, version: &[u8], written: Option<&[u8]>) -> Outcome {
+        for attempt in 0..READ_BACK_ATTEMPTS {
+            let mut conn = self.conn();
+            match conn.get::<_, Option<Vec<u8>>>(redis_key).await {
+                Ok(current) => return self.classify(redis_key, version, written, current),
+                Err(_) => {
+                    let pause = 10 * u64::from(attempt + 1).min(10);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            }
+        }
+        Outcome::Unknown
+    }
+
+    /// What the value now at `redis_key` says of a write of nonce `written` (or a delete) over
+    /// `version`. Each version is replaced by exactly one write (the compare-and-swap compares
+    /// it), and every value names the versions it descends from ([`Lineage`]); so this write
+    /// applied if the value is it or descends from it, and did not if the value is `version` or
+    /// descends from `version` through another write. A chain that starts afresh (the record was
+    /// deleted and created again) holds neither: a delete applied, a write did not (a record is
+    /// emptied only when its contents' lifetimes end, long after a lost reply is read back).
+    fn classify(
+        &self,
+        redis_key: &str,
+        version: &[u8],
+        written: Option<&[u8]>,
+        current: Option<Vec<u8>>,
+    ) -> Outcome {
+        let Some(current) = current else {
+            return if written.is_none() {
+                Outcome::Applied
+            } else {
+                Outcome::NotApplied
+            };
+        };
+        let nonce = current.get(..NONCE_LEN).unwrap_or_default();
+        if written.is_some_and(|w| w == nonce) {
+            return Outcome::Applied;
+        }
+        let Ok(loaded) = self.open::<::serde::de::IgnoredAny>(redis_key, &current) else {
+            return Outcome::Unknown;
+        };
+        let in_lineage = |v: &[u8]| {
+            v.get(..TAG_LEN)
+                .is_some_and(|tag| loaded.lineage.iter().any(|t| t.as_slice() == tag))
+        };
+        if written.is_some_and(in_lineage) {
+            return Outcome::Applied;
+        }
+        if !version.is_empty() && (version == nonce || in_lineage(version)) {
+            return Outcome::NotApplied;
+        }
+        if loaded.lineage.len() >= LINEAGE_LEN {
+            return Outcome::Unknown;
+        }
+        if written.is_none() {
+            Outcome::Applied
+        } else {
+            Outcome::NotApplied
+        }
     }
 
     /// The read-apply-swap loop of a network record. Queued messages (each carrying a secret
@@ -464,19 +687,21 @@ impl RedisStore {
         let key = self.network_key(&network);
         let messages_key = self.messages_key(&network);
         for attempt in 0..self.max_attempts {
-            let mut conn = self.conn();
-            let (main, queued): (Option<Vec<u8>>, Option<Vec<u8>>) = ::redis::cmd("MGET")
-                .arg(&key)
-                .arg(&messages_key)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            let (version, before, mut record) = match main {
+            let (main, queued): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+                .read(|| ::redis::cmd("MGET").arg(&key).arg(&messages_key).clone())
+                .await?;
+            let (version, lineage, before, mut record) = match main {
                 Some(value) => {
                     let loaded = self.open::<NetworkRecord>(&key, &value)?;
-                    (loaded.version, Some(loaded.plaintext), loaded.record)
+                    let lineage = descend(&loaded.version, &loaded.lineage);
+                    (
+                        loaded.version,
+                        lineage,
+                        Some(loaded.plaintext),
+                        loaded.record,
+                    )
                 }
-                None if create => (Vec::new(), None, NetworkRecord::default()),
+                None if create => (Vec::new(), Lineage::new(), None, NetworkRecord::default()),
                 None => return Ok(false),
             };
             let mut queued_before = None;
@@ -529,12 +754,12 @@ impl RedisStore {
             }
             let cap = later(now, MAX_TTL + MAX_TTL);
             let main_value = (
-                self.seal_bytes(&key, &plaintext)?,
+                self.seal_bytes(&key, &lineage, &plaintext)?,
                 expires_at.min(cap).timestamp_millis(),
             );
             let queued_value = match (queued_plaintext, messages_expire) {
                 (Some(plaintext), Some(t)) => Some((
-                    self.seal_bytes(&messages_key, &plaintext)?,
+                    self.seal_bytes(&messages_key, &[], &plaintext)?,
                     t.min(cap).timestamp_millis(),
                 )),
                 _ => None,
@@ -566,9 +791,12 @@ impl RedisStore {
         values: Option<((Vec<u8>, i64), Option<(Vec<u8>, i64)>)>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
+        let written = values
+            .as_ref()
+            .map(|((value, _), _)| value[..NONCE_LEN].to_vec());
         let (main, queued) = values.unwrap_or_default();
         let (queued, queued_ms) = queued.unwrap_or_default();
-        let written: i64 = self
+        let reply: Result<i64, RedisError> = self
             .network_cas
             .key(key)
             .key(messages_key)
@@ -578,9 +806,8 @@ impl RedisStore {
             .arg(queued)
             .arg(queued_ms)
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
+            .await;
+        self.settle(key, version, written.as_deref(), reply).await
     }
 
     /// The read-apply-swap loop of a code record. `apply` returns `false` when
@@ -595,9 +822,14 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         for attempt in 0..self.max_attempts {
             let loaded = self.load::<T>(redis_key).await?;
-            let (version, before, record) = match loaded {
-                Some(loaded) => (loaded.version, Some(loaded.plaintext), Some(loaded.record)),
-                None => (Vec::new(), None, None),
+            let (version, lineage, before, record) = match loaded {
+                Some(loaded) => (
+                    loaded.version.clone(),
+                    descend(&loaded.version, &loaded.lineage),
+                    Some(loaded.plaintext),
+                    Some(loaded.record),
+                ),
+                None => (Vec::new(), Lineage::new(), None, None),
             };
             let Some(record) = apply(record) else {
                 return Ok(false);
@@ -613,7 +845,10 @@ impl RedisStore {
                     }
                     let cap = later(now, MAX_TTL + MAX_TTL);
                     let expires_ms = t.min(cap).timestamp_millis();
-                    Some((self.seal_bytes(redis_key, &plaintext)?, expires_ms))
+                    Some((
+                        self.seal_bytes(redis_key, &lineage, &plaintext)?,
+                        expires_ms,
+                    ))
                 }
                 None if before.is_none() => return Ok(true),
                 None => None,
@@ -625,10 +860,6 @@ impl RedisStore {
         }
         Err(StoreError::Contention)
     }
-}
-
-fn unavailable(_: RedisError) -> StoreError {
-    StoreError::Unavailable
 }
 
 /// Sleeps a random time below 0.2 ms × 2^attempt (capped at about 50 ms) before a retry, so that
@@ -684,17 +915,31 @@ impl Store for RedisStore {
         }
         let redis_key = self.code_key(key);
         let value = self.seal(&redis_key, record)?;
-        let mut conn = self.conn();
-        let created: Option<String> = ::redis::cmd("SET")
-            .arg(&redis_key)
-            .arg(value)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(record.expires_at.timestamp_millis())
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(created.is_some())
+        let written = value[..NONCE_LEN].to_vec();
+        for _ in 0..2 {
+            let mut conn = self.conn();
+            let reply: Result<Option<String>, RedisError> = ::redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(&value)
+                .arg("NX")
+                .arg("PXAT")
+                .arg(record.expires_at.timestamp_millis())
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Ok(created) => return Ok(created.is_some()),
+                // The reply was lost: the key tells whether this value was written.
+                Err(err) if ambiguous(&err) => {
+                    match self.read_back(&redis_key, &[], Some(&written)).await {
+                        Outcome::Applied => return Ok(true),
+                        Outcome::NotApplied => {}
+                        Outcome::Unknown => return Err(StoreError::Unavailable),
+                    }
+                }
+                Err(_) => return Err(StoreError::Unavailable),
+            }
+        }
+        Err(StoreError::Unavailable)
     }
 
     async fn update_code(
@@ -746,10 +991,12 @@ impl Store for RedisStore {
         .map(|_| ())
     }
 
+    /// `DEL`, sent again if its reply was lost (deleting twice is deleting once).
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let _: i64 = conn.del(self.code_key(key)).await.map_err(unavailable)?;
-        Ok(())
+        let redis_key = self.code_key(key);
+        self.read::<i64>(|| ::redis::cmd("DEL").arg(&redis_key).clone())
+            .await
+            .map(|_| ())
     }
 
     async fn purge(&self, _now: DateTime<Utc>, _config: &ServerConfig) -> Result<(), StoreError> {

@@ -1,0 +1,521 @@
+//! Lost replies between the Redis store and Redis: a fault-injecting TCP proxy, written here,
+//! forwards every command to a real `redis-server` (started on a free loopback port) and, at a
+//! chosen command, forwards the command, throws its reply away and closes the connection, as a
+//! network that fails after the write reached Redis does. For every command of the link flow
+//! (announce, link, collect, redeem) and of a wrong guess, the flow is run once with that
+//! reply dropped; the client retries on `503 store_unavailable`, as a real one does. The
+//! outcome must be what it is without faults: linked, every right guess refunded (no counter
+//! key left), a wrong guess charged exactly once, the code used exactly once.
+//!
+//! Without `redis-server` on `PATH` each test prints a skip line and passes, except under
+//! `CI=true`, where it fails.
+#![cfg(feature = "redis")]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use lanlink::secret::PresenceKey;
+use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::{CounterKey, ServerConfig, Service, Store};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
+use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
+use lanlink::{InstanceId, Refusal};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn wall_now() -> DateTime<Utc> {
+    DateTime::<Utc>::from(SystemTime::now())
+}
+
+/// Whether `redis-server` is on PATH; when not, prints a skip line (or fails under `CI=true`).
+fn have_redis() -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join("redis-server").is_file())
+    });
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is not on PATH, and CI=true: install it (.ci/run does)"
+        );
+        println!("SKIP: redis-server is not on PATH; install it to run this test");
+    }
+    found
+}
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.connection().is_none() {
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(format!("redis://{}", self.addr())).ok()?;
+        let mut conn = client.get_connection().ok()?;
+        redis::cmd("PING").query::<String>(&mut conn).ok()?;
+        Some(conn)
+    }
+
+    /// The keys matching `pattern`.
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.connection().expect("connect");
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut conn)
+            .expect("keys")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The end of the RESP value starting at `buf[at..]`, if it is complete.
+fn resp_end(buf: &[u8], at: usize) -> Option<usize> {
+    let kind = *buf.get(at)?;
+    let line_end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let after = line_end + 2;
+    let number = || -> Option<i64> {
+        std::str::from_utf8(&buf[at + 1..line_end])
+            .ok()?
+            .parse()
+            .ok()
+    };
+    match kind {
+        b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(' => Some(after),
+        b'$' | b'=' | b'!' => match number()? {
+            n if n < 0 => Some(after),
+            n => {
+                let end = after + n as usize + 2;
+                (buf.len() >= end).then_some(end)
+            }
+        },
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = number()?;
+            let count = if matches!(kind, b'%' | b'|') {
+                2 * n
+            } else {
+                n
+            };
+            let mut end = after;
+            for _ in 0..count.max(0) {
+                end = resp_end(buf, end)?;
+            }
+            // An attribute precedes the value it annotates.
+            if kind == b'|' {
+                end = resp_end(buf, end)?;
+            }
+            Some(end)
+        }
+        _ => None,
+    }
+}
+
+/// The name of the command (an array of bulk strings) in `raw`, upper-cased.
+fn command_name(raw: &[u8]) -> String {
+    let mut lines = raw.split(|&b| b == b'\n');
+    let _count = lines.next();
+    let _len = lines.next();
+    lines
+        .next()
+        .map(|name| String::from_utf8_lossy(name).trim().to_uppercase())
+        .unwrap_or_default()
+}
+
+/// Which command's reply the proxy drops, and what it saw.
+#[derive(Default)]
+struct Plan {
+    /// Data commands seen (every command but the connection's own setup).
+    seen: usize,
+    /// The data command (by its index in `seen`) whose reply is dropped.
+    drop_at: Option<usize>,
+    /// The name of the command whose reply was dropped.
+    dropped: Option<String>,
+}
+
+/// A TCP proxy in front of Redis that forwards one command at a time and can drop a reply.
+struct Proxy {
+    addr: SocketAddr,
+    plan: Arc<Mutex<Plan>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let plan = Arc::new(Mutex::new(Plan::default()));
+        let shared = Arc::clone(&plan);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let plan = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(upstream).await {
+                        relay(client, server, plan).await;
+                    }
+                });
+            }
+        });
+        Self { addr, plan, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Drops the reply of the `n`th data command from now on (counting from 0).
+    fn drop_reply(&self, n: Option<usize>) {
+        let mut plan = self.plan.lock().expect("plan");
+        *plan = Plan {
+            drop_at: n,
+            ..Plan::default()
+        };
+    }
+
+    fn seen(&self) -> usize {
+        self.plan.lock().expect("plan").seen
+    }
+
+    fn dropped(&self) -> Option<String> {
+        self.plan.lock().expect("plan").dropped.clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Forwards each command from `client` to `server` and its reply back, one at a time; at the
+/// planned command, forwards it, waits for Redis to apply it and answer, throws the answer away
+/// and closes both connections.
+async fn relay(mut client: TcpStream, mut server: TcpStream, plan: Arc<Mutex<Plan>>) {
+    let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let end = loop {
+            if let Some(end) = resp_end(&from_client, 0) {
+                break end;
+            }
+            match client.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => from_client.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let command: Vec<u8> = from_client.drain(..end).collect();
+        let name = command_name(&command);
+        let drop_this = {
+            let mut plan = plan.lock().expect("plan");
+            if matches!(name.as_str(), "HELLO" | "CLIENT" | "PING" | "SELECT") {
+                false
+            } else {
+                let this = plan.seen;
+                plan.seen += 1;
+                let drop_this = plan.drop_at == Some(this);
+                if drop_this {
+                    plan.dropped = Some(name.clone());
+                }
+                drop_this
+            }
+        };
+        if server.write_all(&command).await.is_err() {
+            return;
+        }
+        let end = loop {
+            if let Some(end) = resp_end(&from_server, 0) {
+                break end;
+            }
+            match server.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => from_server.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let reply: Vec<u8> = from_server.drain(..end).collect();
+        if drop_this {
+            // The command applied; its reply never arrives: the connection fails.
+            return;
+        }
+        if client.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An announcement with known keys (`n` picks them).
+fn announcement(n: u32) -> (Announce, LocalSecret) {
+    let mut key = [0u8; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    key[31] = 1;
+    let mut secret = [0u8; 32];
+    secret[..4].copy_from_slice(&n.to_be_bytes());
+    secret[31] = 2;
+    let key = PresenceKey::from_bytes(key);
+    let secret = LocalSecret::from_bytes(secret);
+    let id = key.instance_id();
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: "192.168.1.50".parse().expect("ip"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+        presence_key: key,
+    };
+    (announce, secret)
+}
+
+const PEER: &str = "203.0.113.7";
+
+fn home() -> PublicNetwork {
+    PublicNetwork::from_ip(PEER.parse().expect("ip"), 64)
+}
+
+/// A service on a store through the proxy, under its own key prefix.
+async fn service(proxy: &Proxy, prefix: &str) -> (Service, RedisStore) {
+    let config = RedisStoreConfig::new(proxy.url(), StoreKey::from_bytes([5; 32]))
+        .prefix(prefix)
+        .response_timeout(Duration::from_millis(500))
+        .connection_timeout(Duration::from_millis(500));
+    let store = RedisStore::connect(config).await.expect("connect");
+    let service = Service::new(ServerConfig::default(), Arc::new(store.clone())).expect("config");
+    (service, store)
+}
+
+/// Calls `op` until it answers something other than `store_unavailable` (a client's retry).
+async fn retried<T, F, Fut>(mut op: F) -> Result<T, Refusal>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Refusal>>,
+{
+    for _ in 0..20 {
+        match op().await {
+            Err(Refusal::StoreUnavailable) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return other,
+        }
+    }
+    panic!("still store_unavailable after 20 tries");
+}
+
+/// The wrong guesses charged at the home network's own address.
+async fn failures(store: &RedisStore) -> u64 {
+    let now = wall_now();
+    let mut failures = 0;
+    store
+        .update_counter(&CounterKey::network(&home()), now, &mut |record| {
+            failures = record.live(now.timestamp_millis());
+        })
+        .await
+        .expect("read");
+    failures
+}
+
+/// The whole link flow through `service`: announce, link, collect the message, redeem (each
+/// retried on `store_unavailable`); checks that it links and that the code is single use.
+async fn link_flow(service: &Service, n: u32) -> InstanceId {
+    let (x, secret) = announcement(n);
+    let alice = AccountId::new("alice").expect("account");
+    let peer = PEER.parse().expect("ip");
+    let none = ForwardedHeaders::NONE;
+    retried(|| service.announce_in(wall_now(), home(), &x))
+        .await
+        .expect("announce");
+    let request = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+    };
+    let pending = retried(|| async {
+        service
+            .handle_link(
+                wall_now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                peer,
+                none,
+                request.clone(),
+            )
+            .await
+    })
+    .await
+    .expect("link accepted");
+    assert_eq!(pending.state, LinkState::Pending);
+    let reply = retried(|| service.announce_in(wall_now(), home(), &x))
+        .await
+        .expect("collect");
+    let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
+        panic!("one message expected, got {}", reply.messages.len());
+    };
+    let redeem = RedeemRequest {
+        instance_id: x.instance_id,
+        code: code.clone(),
+    };
+    retried(|| async {
+        service
+            .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+            .await
+    })
+    .await
+    .expect("redeemed");
+    let status =
+        retried(|| service.handle_link_status(wall_now(), &alice, peer, none, &x.instance_id))
+            .await
+            .expect("status");
+    assert_eq!(status.state, LinkState::Linked);
+    let again = retried(|| async {
+        service
+            .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+            .await
+    })
+    .await
+    .map(|_| ());
+    assert_eq!(again, Err(Refusal::CodeUsed), "single use");
+    x.instance_id
+}
+
+/// Runs `scenario` once without faults (counting its commands), then once per command with
+/// that command's reply dropped, each run under a fresh key prefix; `check` sees the outcome.
+async fn every_step<S, SFut, C, CFut>(name: &str, scenario: S, check: C)
+where
+    S: Fn(Service) -> SFut,
+    SFut: std::future::Future<Output = ()>,
+    C: Fn(RedisStore, Vec<String>) -> CFut,
+    CFut: std::future::Future<Output = ()>,
+{
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.addr()).await;
+    // Twice without faults: the first run loads the scripts, the second counts the commands.
+    let mut steps = 0;
+    for run in 0..2 {
+        let prefix = format!("{name}-clean-{run}");
+        let (service, store) = service(&proxy, &prefix).await;
+        proxy.drop_reply(None);
+        scenario(service).await;
+        let seen = proxy.seen();
+        check(store, redis.keys(&format!("{prefix}:*"))).await;
+        steps = seen;
+    }
+    assert!(steps >= 4, "{name}: {steps} commands");
+    let mut dropped = Vec::new();
+    for step in 0..steps {
+        let prefix = format!("{name}-{step}");
+        let (service, store) = service(&proxy, &prefix).await;
+        proxy.drop_reply(Some(step));
+        scenario(service).await;
+        let what = proxy.dropped().unwrap_or_else(|| "-".into());
+        println!("{name}: reply of command {step} ({what}) dropped");
+        dropped.push(what);
+        proxy.drop_reply(None);
+        check(store, redis.keys(&format!("{prefix}:*"))).await;
+    }
+    println!("{name}: {steps} commands, a reply dropped at each: {dropped:?}");
+}
+
+/// The link flow with a reply lost at each of its commands: it links, the code is used once,
+/// no right guess stays charged (only the reuse of the code, a wrong guess, is: exactly one
+/// charge), and no code but the used one is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_at_any_step_of_link_and_redeem_changes_nothing() {
+    if !have_redis() {
+        return;
+    }
+    every_step(
+        "flow",
+        |service| async move {
+            link_flow(&service, 1).await;
+        },
+        |store, keys| async move {
+            // The right guesses refunded, the reused code charged: exactly one.
+            assert_eq!(failures(&store).await, 1, "only the reused code is charged");
+            let codes = keys.iter().filter(|k| k.contains(":code:")).count();
+            assert_eq!(codes, 1, "only the used code is left: {keys:?}");
+        },
+    )
+    .await;
+}
+
+/// One wrong secret and one wrong code, with a reply lost at each command: each is charged
+/// exactly once (never twice for a retried write, never lost), and refused as wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_never_double_counts_or_loses_a_failure() {
+    if !have_redis() {
+        return;
+    }
+    every_step(
+        "wrong",
+        |service| async move {
+            let (x, _) = announcement(2);
+            let alice = AccountId::new("alice").expect("account");
+            let peer = PEER.parse().expect("ip");
+            retried(|| service.announce_in(wall_now(), home(), &x))
+                .await
+                .expect("announce");
+            let guess = LinkRequest {
+                instance_id: x.instance_id,
+                local_secret: LocalSecret::from_bytes([9; 32]),
+            };
+            let refused = retried(|| async {
+                let none = ForwardedHeaders::NONE;
+                let guess = guess.clone();
+                service
+                    .handle_link(
+                        wall_now(),
+                        &mut lanlink::os_rng(),
+                        &alice,
+                        peer,
+                        none,
+                        guess,
+                    )
+                    .await
+            })
+            .await;
+            assert_eq!(refused.err(), Some(Refusal::WrongSecret));
+            let redeem = RedeemRequest {
+                instance_id: x.instance_id,
+                code: LinkCode::parse("123456").expect("code"),
+            };
+            let refused = retried(|| async {
+                service
+                    .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+                    .await
+            })
+            .await
+            .map(|_| ());
+            assert_eq!(refused, Err(Refusal::UnknownCode));
+        },
+        |store, _keys| async move {
+            assert_eq!(failures(&store).await, 2, "each wrong guess charged once");
+        },
+    )
+    .await;
+}
