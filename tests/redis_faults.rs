@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -23,26 +23,16 @@ use lanlink::server::{CounterKey, ServerConfig, Service, Store};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
 use lanlink::{InstanceId, Refusal};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+mod common;
+use common::Proxy;
 
 fn wall_now() -> DateTime<Utc> {
     DateTime::<Utc>::from(SystemTime::now())
 }
 
-/// Whether `redis-server` is on PATH; when not, prints a skip line (or fails under `CI=true`).
 fn have_redis() -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join("redis-server").is_file())
-    });
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is not on PATH, and CI=true: install it (.ci/run does)"
-        );
-        println!("SKIP: redis-server is not on PATH; install it to run this test");
-    }
-    found
+    common::have("redis-server")
 }
 
 /// A `redis-server` on a free loopback port, killed on drop.
@@ -98,178 +88,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The end of the RESP value starting at `buf[at..]`, if it is complete.
-fn resp_end(buf: &[u8], at: usize) -> Option<usize> {
-    let kind = *buf.get(at)?;
-    let line_end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
-    let after = line_end + 2;
-    let number = || -> Option<i64> {
-        std::str::from_utf8(&buf[at + 1..line_end])
-            .ok()?
-            .parse()
-            .ok()
-    };
-    match kind {
-        b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(' => Some(after),
-        b'$' | b'=' | b'!' => match number()? {
-            n if n < 0 => Some(after),
-            n => {
-                let end = after + n as usize + 2;
-                (buf.len() >= end).then_some(end)
-            }
-        },
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let n = number()?;
-            let count = if matches!(kind, b'%' | b'|') {
-                2 * n
-            } else {
-                n
-            };
-            let mut end = after;
-            for _ in 0..count.max(0) {
-                end = resp_end(buf, end)?;
-            }
-            // An attribute precedes the value it annotates.
-            if kind == b'|' {
-                end = resp_end(buf, end)?;
-            }
-            Some(end)
-        }
-        _ => None,
-    }
-}
-
-/// The name of the command (an array of bulk strings) in `raw`, upper-cased.
-fn command_name(raw: &[u8]) -> String {
-    let mut lines = raw.split(|&b| b == b'\n');
-    let _count = lines.next();
-    let _len = lines.next();
-    lines
-        .next()
-        .map(|name| String::from_utf8_lossy(name).trim().to_uppercase())
-        .unwrap_or_default()
-}
-
-/// Which command's reply the proxy drops, and what it saw.
-#[derive(Default)]
-struct Plan {
-    /// Data commands seen (every command but the connection's own setup).
-    seen: usize,
-    /// The data command (by its index in `seen`) whose reply is dropped.
-    drop_at: Option<usize>,
-    /// The name of the command whose reply was dropped.
-    dropped: Option<String>,
-}
-
-/// A TCP proxy in front of Redis that forwards one command at a time and can drop a reply.
-struct Proxy {
-    addr: SocketAddr,
-    plan: Arc<Mutex<Plan>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let plan = Arc::new(Mutex::new(Plan::default()));
-        let shared = Arc::clone(&plan);
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let plan = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    if let Ok(server) = TcpStream::connect(upstream).await {
-                        relay(client, server, plan).await;
-                    }
-                });
-            }
-        });
-        Self { addr, plan, task }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    /// Drops the reply of the `n`th data command from now on (counting from 0).
-    fn drop_reply(&self, n: Option<usize>) {
-        let mut plan = self.plan.lock().expect("plan");
-        *plan = Plan {
-            drop_at: n,
-            ..Plan::default()
-        };
-    }
-
-    fn seen(&self) -> usize {
-        self.plan.lock().expect("plan").seen
-    }
-
-    fn dropped(&self) -> Option<String> {
-        self.plan.lock().expect("plan").dropped.clone()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Forwards each command from `client` to `server` and its reply back, one at a time; at the
-/// planned command, forwards it, waits for Redis to apply it and answer, throws the answer away
-/// and closes both connections.
-async fn relay(mut client: TcpStream, mut server: TcpStream, plan: Arc<Mutex<Plan>>) {
-    let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let end = loop {
-            if let Some(end) = resp_end(&from_client, 0) {
-                break end;
-            }
-            match client.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => from_client.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let command: Vec<u8> = from_client.drain(..end).collect();
-        let name = command_name(&command);
-        let drop_this = {
-            let mut plan = plan.lock().expect("plan");
-            if matches!(name.as_str(), "HELLO" | "CLIENT" | "PING" | "SELECT") {
-                false
-            } else {
-                let this = plan.seen;
-                plan.seen += 1;
-                let drop_this = plan.drop_at == Some(this);
-                if drop_this {
-                    plan.dropped = Some(name.clone());
-                }
-                drop_this
-            }
-        };
-        if server.write_all(&command).await.is_err() {
-            return;
-        }
-        let end = loop {
-            if let Some(end) = resp_end(&from_server, 0) {
-                break end;
-            }
-            match server.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => from_server.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let reply: Vec<u8> = from_server.drain(..end).collect();
-        if drop_this {
-            // The command applied; its reply never arrives: the connection fails.
-            return;
-        }
-        if client.write_all(&reply).await.is_err() {
-            return;
-        }
     }
 }
 

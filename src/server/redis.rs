@@ -31,9 +31,17 @@
 //! and `{prefix}:ctr:{<hash>}` (one per guessing budget or mint quota, see
 //! [`budget`](super::budget): a budget level of an address prefix, the global budget of a code
 //! space, an account's live codes).
-//! Every operation touches one network's keys or one code's, and its script gets them in `KEYS`,
-//! so the layout works on a cluster. [`RedisStore`] itself connects to one
-//! node (Redis or Valkey, standalone or behind a proxy); see `README.md`.
+//! Every operation touches one slot — one network's keys, one code's key or one counter's key —
+//! and its script gets them in `KEYS`, so the same store runs on one node (Redis or Valkey,
+//! standalone or behind a proxy: [`RedisStoreConfig::new`]) or natively on a Redis Cluster or
+//! Valkey cluster ([`RedisStoreConfig::cluster`], the `redis` crate's async cluster client),
+//! each script running on the master of its slot. No script spans two counters: each budget
+//! is its own key and slot, admitted atomically there. See `README.md`.
+//!
+//! **Failover.** Redis replicates asynchronously: a write acknowledged by a master that fails
+//! before its replica copied it is lost when the replica is promoted. Security-critical writes
+//! (budget counters, codes' redeemed marks) can wait for replicas
+//! ([`RedisStoreConfig::wait_replicas`]); what each record risks is in `SECURITY.md`.
 //!
 //! **Faults.** The connection reconnects by itself; while Redis is down every operation fails
 //! with [`StoreError::Unavailable`] (HTTP `503 store_unavailable`) and changes nothing.
@@ -73,8 +81,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::redis::aio::ConnectionLike;
 use ::redis::aio::ConnectionManager;
-use ::redis::{AsyncCommands, Client, RedisError, Script};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{AsyncCommands, Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use async_trait::async_trait;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -133,7 +144,8 @@ enum Outcome {
 
 /// Compare-and-swap: writes `ARGV[2]` (expiring at `ARGV[3]`, Unix ms) or deletes the key when
 /// `ARGV[2]` is empty, only if the key's value still starts with the version `ARGV[1]` (empty:
-/// the key must not exist). Returns 1 when written, 0 when another writer came first.
+/// the key must not exist). Returns 1 when written; when another writer came first, the value
+/// now held (nil when none), so that the caller can tell whether it descends from this write.
 /// Idempotent: the same call sent again after it applied (a client or proxy resending a command
 /// whose reply was lost) finds its own nonce in place and returns 1 without writing.
 const CAS_SCRIPT: &str = r"
@@ -141,9 +153,9 @@ local cur = redis.call('GET', KEYS[1])
 if cur then
   local ver = string.sub(cur, 1, 24)
   if ARGV[2] ~= '' and ver == string.sub(ARGV[2], 1, 24) then return 1 end
-  if ver ~= ARGV[1] then return 0 end
+  if ver ~= ARGV[1] then return cur end
 elseif ARGV[1] ~= '' then
-  return 0
+  return false
 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
@@ -156,15 +168,15 @@ return 1
 /// Compare-and-swap of a network record (`KEYS[1]`, version `ARGV[1]`, value `ARGV[2]` expiring
 /// at `ARGV[3]`) together with its queued messages (`KEYS[2]`, value `ARGV[4]` expiring at
 /// `ARGV[5]`). An empty value deletes the key. Both keys share a hash tag (one cluster slot).
-/// Idempotent on resend, as [`CAS_SCRIPT`].
+/// Replies and is idempotent on resend as [`CAS_SCRIPT`].
 const NETWORK_CAS_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ver = string.sub(cur, 1, 24)
   if ARGV[2] ~= '' and ver == string.sub(ARGV[2], 1, 24) then return 1 end
-  if ver ~= ARGV[1] then return 0 end
+  if ver ~= ARGV[1] then return cur end
 elseif ARGV[1] ~= '' then
-  return 0
+  return false
 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1], KEYS[2])
@@ -235,11 +247,15 @@ impl fmt::Debug for StoreKey {
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
     url: String,
+    cluster: Vec<String>,
+    address_map: Vec<(String, u16, String, u16)>,
     prefix: String,
     key: StoreKey,
     max_attempts: u32,
     response_timeout: Duration,
     connection_timeout: Duration,
+    wait_replicas: u32,
+    wait_timeout: Duration,
 }
 
 impl RedisStoreConfig {
@@ -249,12 +265,47 @@ impl RedisStoreConfig {
     pub fn new(url: impl Into<String>, key: StoreKey) -> Self {
         Self {
             url: url.into(),
+            cluster: Vec::new(),
+            address_map: Vec::new(),
             prefix: "lanlink".into(),
             key,
             max_attempts: 64,
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
         }
+    }
+
+    /// A Redis Cluster (or Valkey cluster) reached through any of `nodes` (`redis://host:port`
+    /// URLs; the client learns the others and the slot map from them), with the same defaults
+    /// as [`new`](Self::new). Every operation touches one slot (one network's keys, one code's
+    /// key or one counter's key), so each script runs on the master of its slot.
+    ///
+    /// ```
+    /// use lanlink::server::redis::{RedisStoreConfig, StoreKey};
+    /// let key = StoreKey::from_bytes([1; 32]);
+    /// let config = RedisStoreConfig::cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"], key);
+    /// # drop(config);
+    /// ```
+    pub fn cluster<S: Into<String>>(nodes: impl IntoIterator<Item = S>, key: StoreKey) -> Self {
+        let cluster: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let mut config = Self::new(cluster.first().cloned().unwrap_or_default(), key);
+        config.cluster = cluster;
+        config
+    }
+
+    /// On a cluster, reach the node that advertises itself (in the slot map) at `advertised`
+    /// (`host:port`) at `reach` instead: for nodes behind NAT or a proxy. The slot map keeps the
+    /// advertised addresses, so redirects still work. Ignored on one node.
+    pub fn cluster_node_address(mut self, advertised: (&str, u16), reach: (&str, u16)) -> Self {
+        self.address_map.push((
+            advertised.0.to_owned(),
+            advertised.1,
+            reach.0.to_owned(),
+            reach.1,
+        ));
+        self
     }
 
     /// The key prefix (no `{` or `}`; several deployments may share one Redis under distinct
@@ -277,6 +328,34 @@ impl RedisStoreConfig {
         self
     }
 
+    /// How many replicas each write of a security-critical record — a budget counter (which
+    /// admits guesses), a code (whose redeemed mark makes it single use) — waits for before it
+    /// is acknowledged (Redis `WAIT`, sent in the same round trip as the write, to the master
+    /// that ran it); 0 (the default) waits for none. Redis replicates asynchronously: without
+    /// it, a master that fails after acknowledging a write and before a replica copied it
+    /// loses the write when the replica is promoted (see `SECURITY.md`). `WAIT` narrows that
+    /// window to writes that time out waiting (counted by
+    /// [`RedisStore::unreplicated`]); it does not make Redis strongly consistent.
+    ///
+    /// ```
+    /// use lanlink::server::redis::{RedisStoreConfig, StoreKey};
+    /// let config = RedisStoreConfig::new("redis://127.0.0.1:6379", StoreKey::from_bytes([1; 32]))
+    ///     .wait_replicas(1)
+    ///     .wait_timeout(std::time::Duration::from_millis(50));
+    /// # drop(config);
+    /// ```
+    pub fn wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
+    }
+
+    /// How long a write waits for its replicas ([`wait_replicas`](Self::wait_replicas));
+    /// 100 ms by default. A write that times out is still applied on the master.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
     /// How long one (re)connection attempt may take.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
@@ -296,17 +375,61 @@ pub enum RedisSetupError {
     Redis(#[from] RedisError),
 }
 
-/// The Redis store. Cheap to clone (one multiplexed, self-reconnecting connection).
+/// The store's connection: to one node (self-reconnecting), or to a cluster (routing each
+/// command to the master of its keys' slot, following the cluster's slot map as it changes).
+/// Cheap to clone; a [`ConnectionLike`], so [`AsyncCommands`] work on it.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum RedisConnection {
+    /// One Redis node (or a proxy in front of many).
+    Node(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Node(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The Redis store. Cheap to clone (one multiplexed, self-reconnecting connection, or one
+/// cluster connection).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     cipher: XChaCha20Poly1305,
     name_key: Zeroizing<[u8; 32]>,
     cas: Script,
     network_cas: Script,
     max_attempts: u32,
+    wait_replicas: u32,
+    wait_timeout_ms: u64,
     round_trips: Arc<AtomicU64>,
+    unreplicated: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -349,13 +472,38 @@ impl RedisStore {
         if config.prefix.contains(['{', '}']) {
             return Err(RedisSetupError::Prefix);
         }
-        let client = Client::open(config.url.as_str())?;
-        let manager_config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, manager_config).await?;
+        let conn = if config.cluster.is_empty() {
+            let client = Client::open(config.url.as_str())?;
+            let manager_config = ::redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.response_timeout))
+                .set_connection_timeout(Some(config.connection_timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            RedisConnection::Node(ConnectionManager::new_with_config(client, manager_config).await?)
+        } else {
+            // A few quick retries (a MOVED after a failover, a reconnection); past them the
+            // operation answers unavailable rather than hold the request while the cluster has
+            // no master for the slot. A lost reply is resolved by the store, not by resending.
+            let map = config
+                .address_map
+                .iter()
+                .map(|(host, port, to_host, to_port)| {
+                    (
+                        ::redis::cluster::NodeAddress::new(host.as_str(), *port),
+                        ::redis::cluster::NodeAddress::new(to_host.as_str(), *to_port),
+                    )
+                })
+                .collect();
+            let client = ClusterClient::builder(config.cluster.iter().map(String::as_str))
+                .node_address_map(map)
+                .response_timeout(config.response_timeout)
+                .connection_timeout(config.connection_timeout)
+                .retries(3)
+                .min_retry_wait(10)
+                .max_retry_wait(200)
+                .build()?;
+            RedisConnection::Cluster(client.get_async_connection().await?)
+        };
         let cipher =
             XChaCha20Poly1305::new(config.key.derive(b"lanlink store values").as_ref().into());
         Ok(Self {
@@ -366,12 +514,19 @@ impl RedisStore {
             cas: Script::new(CAS_SCRIPT),
             network_cas: Script::new(NETWORK_CAS_SCRIPT),
             max_attempts: config.max_attempts,
+            wait_replicas: config.wait_replicas,
+            wait_timeout_ms: config
+                .wait_timeout
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
             round_trips: Arc::new(AtomicU64::new(0)),
+            unreplicated: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The connection (for inspection and tests).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
@@ -381,8 +536,15 @@ impl RedisStore {
         self.round_trips.load(Ordering::Relaxed)
     }
 
+    /// How many security-critical writes were acknowledged by fewer replicas than
+    /// [`RedisStoreConfig::wait_replicas`] asks, within its timeout (each applied on its master,
+    /// and lost if that master fails before a replica copies it).
+    pub fn unreplicated(&self) -> u64 {
+        self.unreplicated.load(Ordering::Relaxed)
+    }
+
     /// A connection for one command, counted.
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConnection {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         self.conn.clone()
     }
@@ -563,16 +725,45 @@ impl RedisStore {
 
     /// Writes `value` (or deletes the key when `None`) if the key still holds `version`. A
     /// reply lost on the way back is resolved by reading the key back ([`Self::read_back`]).
+    ///
+    /// A `critical` record's write waits for [`RedisStoreConfig::wait_replicas`] replicas.
     async fn swap(
         &self,
         redis_key: &str,
         version: &[u8],
         value: Option<(Vec<u8>, i64)>,
+        critical: bool,
     ) -> Result<bool, StoreError> {
         let written = value.as_ref().map(|(value, _)| value[..NONCE_LEN].to_vec());
         let mut conn = self.conn();
         let (value, expires_ms) = value.unwrap_or_default();
-        let reply: Result<i64, RedisError> = self
+        if critical && self.wait_replicas > 0 {
+            // The script's source (no NOSCRIPT to handle in a pipeline) and `WAIT`, in one
+            // round trip to the master of the key's slot.
+            let reply: Result<(Value, i64), RedisError> = ::redis::pipe()
+                .cmd("EVAL")
+                .arg(CAS_SCRIPT)
+                .arg(1)
+                .arg(redis_key)
+                .arg(version)
+                .arg(value)
+                .arg(expires_ms)
+                .cmd("WAIT")
+                .arg(self.wait_replicas)
+                .arg(self.wait_timeout_ms)
+                .query_async(&mut conn)
+                .await;
+            let reply = reply.map(|(reply, replicas)| {
+                if reply == Value::Int(1) && replicas < i64::from(self.wait_replicas) {
+                    self.unreplicated.fetch_add(1, Ordering::Relaxed);
+                }
+                reply
+            });
+            return self
+                .settle(redis_key, version, written.as_deref(), reply)
+                .await;
+        }
+        let reply: Result<Value, RedisError> = self
             .cas
             .key(redis_key)
             .arg(version)
@@ -592,10 +783,21 @@ impl RedisStore {
         redis_key: &str,
         version: &[u8],
         written: Option<&[u8]>,
-        reply: Result<i64, RedisError>,
+        reply: Result<Value, RedisError>,
     ) -> Result<bool, StoreError> {
         match reply {
-            Ok(written) => Ok(written == 1),
+            Ok(Value::Int(1)) => Ok(true),
+            // Another writer came first, or this very script was sent again by the client
+            // after it applied and another writer built on it: the value held tells.
+            Ok(Value::BulkString(current)) => {
+                let applied = written.is_some()
+                    && self.classify(redis_key, version, written, Some(current))
+                        == Outcome::Applied;
+                Ok(applied)
+            }
+            // The key is gone: a delete is done (by this write or another), a write is not.
+            Ok(Value::Nil | Value::Boolean(false)) => Ok(written.is_none()),
+            Ok(_) => Err(StoreError::Unavailable),
             Err(err) if ambiguous(&err) => {
                 match self.read_back(redis_key, version, written).await {
                     Outcome::Applied => Ok(true),
@@ -796,7 +998,7 @@ impl RedisStore {
             .map(|((value, _), _)| value[..NONCE_LEN].to_vec());
         let (main, queued) = values.unwrap_or_default();
         let (queued, queued_ms) = queued.unwrap_or_default();
-        let reply: Result<i64, RedisError> = self
+        let reply: Result<Value, RedisError> = self
             .network_cas
             .key(key)
             .key(messages_key)
@@ -810,7 +1012,8 @@ impl RedisStore {
         self.settle(key, version, written.as_deref(), reply).await
     }
 
-    /// The read-apply-swap loop of a code record. `apply` returns `false` when
+    /// The read-apply-swap loop of a code or counter record (both security-critical: their
+    /// writes wait for replicas when asked). `apply` returns `false` when
     /// there is nothing to apply to (then nothing is written). The new value expires at
     /// `expiry(record)`; `None`, or a time not after `now`, deletes the key.
     async fn update<T: Serialize + DeserializeOwned>(
@@ -853,7 +1056,7 @@ impl RedisStore {
                 None if before.is_none() => return Ok(true),
                 None => None,
             };
-            if self.swap(redis_key, &version, value).await? {
+            if self.swap(redis_key, &version, value, true).await? {
                 return Ok(true);
             }
             backoff(attempt).await;
