@@ -1,14 +1,15 @@
-//! Lost replies between the Redis store and Redis: a fault-injecting TCP proxy, written here,
-//! forwards every command to a real `redis-server` (started on a free loopback port) and, at a
-//! chosen command, forwards the command, throws its reply away and closes the connection, as a
-//! network that fails after the write reached Redis does. For every command of the link flow
-//! (announce, link, collect, redeem) and of a wrong guess, the flow is run once with that
-//! reply dropped; the client retries on `503 store_unavailable`, as a real one does. The
-//! outcome must be what it is without faults: linked, every right guess refunded (no counter
-//! key left), a wrong guess charged exactly once, the code used exactly once.
+//! Lost replies between the Redis store and Redis: a fault-injecting TCP proxy
+//! (`tests/common`) forwards every command to a real `redis-server` (started on a free loopback
+//! port) and, at a chosen command, forwards the command, throws its reply away and closes the
+//! connection, as a network that fails after the write reached Redis does. For every command of
+//! the link flow (announce, link, collect, redeem) and of two wrong guesses, the flow is run once
+//! with that reply dropped; the client retries on `503 store_unavailable`, as a real one does.
+//! The outcome must be what it is without faults: linked, the code used exactly once, every
+//! right guess refunded, each wrong guess charged exactly once. The same over a local cluster
+//! (three masters, three replicas), a proxy in front of each node.
 //!
-//! Without `redis-server` on `PATH` each test prints a skip line and passes, except under
-//! `CI=true`, where it fails.
+//! Without `redis-server` (and, for the cluster, `redis-cli`) on `PATH` each test prints a skip
+//! line and passes, except under `CI=true`, where it fails.
 #![cfg(feature = "redis")]
 
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LinkCode, LocalSecret, Pu
 use lanlink::{InstanceId, Refusal};
 
 mod common;
-use common::Proxy;
+use common::{Cluster, Plan, Proxy};
 
 fn wall_now() -> DateTime<Utc> {
     DateTime::<Utc>::from(SystemTime::now())
@@ -120,15 +121,83 @@ fn home() -> PublicNetwork {
     PublicNetwork::from_ip(PEER.parse().expect("ip"), 64)
 }
 
-/// A service on a store through the proxy, under its own key prefix.
-async fn service(proxy: &Proxy, prefix: &str) -> (Service, RedisStore) {
-    let config = RedisStoreConfig::new(proxy.url(), StoreKey::from_bytes([5; 32]))
-        .prefix(prefix)
-        .response_timeout(Duration::from_millis(500))
-        .connection_timeout(Duration::from_millis(500));
-    let store = RedisStore::connect(config).await.expect("connect");
-    let service = Service::new(ServerConfig::default(), Arc::new(store.clone())).expect("config");
-    (service, store)
+/// Where the store runs: one `redis-server` behind one proxy, or a local cluster with a proxy
+/// in front of each node (the client reaches every node through its proxy; the proxies share
+/// one plan, so commands are counted across the nodes).
+enum Backend {
+    Node(Redis, Proxy),
+    Cluster(Cluster, Vec<Proxy>),
+}
+
+impl Backend {
+    async fn node() -> Self {
+        let redis = Redis::start();
+        let proxy = Proxy::start(redis.addr()).await;
+        Self::Node(redis, proxy)
+    }
+
+    async fn cluster() -> Self {
+        let cluster = Cluster::start();
+        let plan = Arc::new(std::sync::Mutex::new(Plan::default()));
+        let mut proxies = Vec::new();
+        for port in &cluster.ports {
+            let upstream = SocketAddr::from(([127, 0, 0, 1], *port));
+            proxies.push(Proxy::start_with(upstream, Arc::clone(&plan)).await);
+        }
+        Self::Cluster(cluster, proxies)
+    }
+
+    fn proxy(&self) -> &Proxy {
+        match self {
+            Self::Node(_, proxy) => proxy,
+            Self::Cluster(_, proxies) => &proxies[0],
+        }
+    }
+
+    /// A service on a store through the proxies, under its own key prefix.
+    async fn service(&self, prefix: &str) -> (Service, RedisStore) {
+        let key = StoreKey::from_bytes([5; 32]);
+        let config = match self {
+            Self::Node(_, proxy) => RedisStoreConfig::new(proxy.url(), key),
+            Self::Cluster(cluster, proxies) => {
+                let urls = proxies.iter().map(Proxy::url);
+                let mut config = RedisStoreConfig::cluster(urls, key);
+                for (port, proxy) in cluster.ports.iter().zip(proxies) {
+                    config = config.cluster_node_address(
+                        ("127.0.0.1", *port),
+                        ("127.0.0.1", proxy.addr.port()),
+                    );
+                }
+                config
+            }
+        };
+        let config = config
+            .prefix(prefix)
+            .response_timeout(Duration::from_millis(500))
+            .connection_timeout(Duration::from_millis(500));
+        let store = RedisStore::connect(config).await.expect("connect");
+        let service =
+            Service::new(ServerConfig::default(), Arc::new(store.clone())).expect("config");
+        (service, store)
+    }
+
+    /// The keys matching `pattern`, on every node that serves slots.
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        match self {
+            Self::Node(redis, _) => redis.keys(pattern),
+            Self::Cluster(cluster, _) => cluster
+                .masters()
+                .into_iter()
+                .flat_map(|port| {
+                    let mut conn = common::node_connection(port).expect("node");
+                    redis::cmd("KEYS")
+                        .arg(pattern)
+                        .query::<Vec<String>>(&mut conn)
+                        .expect("keys")
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Calls `op` until it answers something other than `store_unavailable` (a client's retry).
@@ -223,38 +292,37 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
 
 /// Runs `scenario` once without faults (counting its commands), then once per command with
 /// that command's reply dropped, each run under a fresh key prefix; `check` sees the outcome.
-async fn every_step<S, SFut, C, CFut>(name: &str, scenario: S, check: C)
+async fn every_step<S, SFut, C, CFut>(backend: &Backend, name: &str, scenario: S, check: C)
 where
     S: Fn(Service) -> SFut,
     SFut: std::future::Future<Output = ()>,
     C: Fn(RedisStore, Vec<String>) -> CFut,
     CFut: std::future::Future<Output = ()>,
 {
-    let redis = Redis::start();
-    let proxy = Proxy::start(redis.addr()).await;
+    let proxy = backend.proxy();
     // Twice without faults: the first run loads the scripts, the second counts the commands.
     let mut steps = 0;
     for run in 0..2 {
         let prefix = format!("{name}-clean-{run}");
-        let (service, store) = service(&proxy, &prefix).await;
+        let (service, store) = backend.service(&prefix).await;
         proxy.drop_reply(None);
         scenario(service).await;
         let seen = proxy.seen();
-        check(store, redis.keys(&format!("{prefix}:*"))).await;
+        check(store, backend.keys(&format!("{prefix}:*"))).await;
         steps = seen;
     }
     assert!(steps >= 4, "{name}: {steps} commands");
     let mut dropped = Vec::new();
     for step in 0..steps {
         let prefix = format!("{name}-{step}");
-        let (service, store) = service(&proxy, &prefix).await;
+        let (service, store) = backend.service(&prefix).await;
         proxy.drop_reply(Some(step));
         scenario(service).await;
         let what = proxy.dropped().unwrap_or_else(|| "-".into());
         println!("{name}: reply of command {step} ({what}) dropped");
         dropped.push(what);
         proxy.drop_reply(None);
-        check(store, redis.keys(&format!("{prefix}:*"))).await;
+        check(store, backend.keys(&format!("{prefix}:*"))).await;
     }
     println!("{name}: {steps} commands, a reply dropped at each: {dropped:?}");
 }
@@ -262,12 +330,9 @@ where
 /// The link flow with a reply lost at each of its commands: it links, the code is used once,
 /// no right guess stays charged (only the reuse of the code, a wrong guess, is: exactly one
 /// charge), and no code but the used one is left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_reply_at_any_step_of_link_and_redeem_changes_nothing() {
-    if !have_redis() {
-        return;
-    }
+async fn lost_replies_in_the_flow(backend: &Backend) {
     every_step(
+        backend,
         "flow",
         |service| async move {
             link_flow(&service, 1).await;
@@ -284,12 +349,9 @@ async fn a_lost_reply_at_any_step_of_link_and_redeem_changes_nothing() {
 
 /// One wrong secret and one wrong code, with a reply lost at each command: each is charged
 /// exactly once (never twice for a retried write, never lost), and refused as wrong.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_reply_never_double_counts_or_loses_a_failure() {
-    if !have_redis() {
-        return;
-    }
+async fn lost_replies_in_wrong_guesses(backend: &Backend) {
     every_step(
+        backend,
         "wrong",
         |service| async move {
             let (x, _) = announcement(2);
@@ -336,4 +398,32 @@ async fn a_lost_reply_never_double_counts_or_loses_a_failure() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_at_any_step_of_link_and_redeem_changes_nothing() {
+    if !have_redis() {
+        return;
+    }
+    lost_replies_in_the_flow(&Backend::node().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_never_double_counts_or_loses_a_failure() {
+    if !have_redis() {
+        return;
+    }
+    lost_replies_in_wrong_guesses(&Backend::node().await).await;
+}
+
+/// Both, on a local cluster (three masters, three replicas) with a proxy in front of each node:
+/// the cluster client resends a command whose connection failed, which the scripts recognise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replies_on_a_cluster_change_nothing() {
+    if !have_redis() || !common::have("redis-cli") {
+        return;
+    }
+    let backend = Backend::cluster().await;
+    lost_replies_in_the_flow(&backend).await;
+    lost_replies_in_wrong_guesses(&backend).await;
 }

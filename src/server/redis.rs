@@ -1130,7 +1130,17 @@ impl Store for RedisStore {
                 .query_async(&mut conn)
                 .await;
             match reply {
-                Ok(created) => return Ok(created.is_some()),
+                Ok(Some(_)) => return Ok(true),
+                // Taken: by another code, or by this very value (a client that resent the
+                // command after its reply was lost); a code's key collides rarely, so the extra
+                // read is rare too.
+                Ok(None) => {
+                    let held: Option<Vec<u8>> = self
+                        .read(|| ::redis::cmd("GET").arg(&redis_key).clone())
+                        .await?;
+                    let ours = held.is_some_and(|held| held.get(..NONCE_LEN) == Some(&written));
+                    return Ok(ours);
+                }
                 // The reply was lost: the key tells whether this value was written.
                 Err(err) if ambiguous(&err) => {
                     match self.read_back(&redis_key, &[], Some(&written)).await {

@@ -166,7 +166,10 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, plan: Arc<Mutex<Pla
         let name = command_name(&command);
         let drop_this = {
             let mut plan = plan.lock().expect("plan");
-            if matches!(name.as_str(), "HELLO" | "CLIENT" | "PING" | "SELECT") {
+            if matches!(
+                name.as_str(),
+                "HELLO" | "CLIENT" | "PING" | "SELECT" | "CLUSTER" | "READONLY" | "ASKING"
+            ) {
                 false
             } else {
                 let this = plan.seen;
