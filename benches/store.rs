@@ -261,6 +261,13 @@ fn bench_redis(c: &mut Criterion) {
             StoreKey::from_bytes([3; 32]),
         )))
         .expect("connect");
+    // The same store without the version cache: every update reads, then swaps (the path
+    // before the one-round-trip update). It updates networks of its own (N..2N).
+    let uncached = rt
+        .block_on(RedisStore::connect(
+            RedisStoreConfig::new(url.as_str(), StoreKey::from_bytes([3; 32])).version_cache(0),
+        ))
+        .expect("connect");
     let mut conn = store.connection();
     let now = DateTime::<Utc>::from(SystemTime::now());
     const N: usize = 1_000;
@@ -348,10 +355,30 @@ fn bench_redis(c: &mut Criterion) {
     group.finish();
 
     // Paired measurement, with Redis's own count of commands.
+    for i in N..2 * N {
+        let template = record(i, now, &config);
+        rt.block_on(
+            uncached.update_network(network(i), now, &config, true, &mut |r| {
+                *r = template.clone();
+            }),
+        )
+        .expect("populate");
+    }
+    let uncached_op = |i: usize| {
+        let now = DateTime::<Utc>::from(SystemTime::now());
+        rt.block_on(uncached.update_network(network(N + i), now, &config, false, &mut touch))
+            .expect("update");
+    };
     const OPS: usize = 5_000;
-    let (mut update, mut raw) = (Duration::ZERO, Duration::ZERO);
+    let (mut update, mut raw, mut before_path) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut update_cmds, mut raw_cmds, mut update_trips) = (0, 0, 0);
+    let before_trips = uncached.round_trips();
     for _ in 0..3 {
+        let start = Instant::now();
+        for i in 0..OPS {
+            uncached_op(i % N);
+        }
+        before_path += start.elapsed();
         let before = commands(&url);
         let trips = store.round_trips();
         let start = Instant::now();
@@ -380,12 +407,34 @@ fn bench_redis(c: &mut Criterion) {
         raw_cmds as f64 / ops,
         update_rate / raw_rate
     );
-    round_trips("on one node", &store, 50, &rt);
+    let before_rate = ops / before_path.as_secs_f64();
+    println!(
+        "one-round-trip update on one node: {:.0} ops/s with the version cache vs {:.0} ops/s without (read, then swap; {:.2} round trips each): {:.2}x; without it store/raw = {:.2}",
+        update_rate,
+        before_rate,
+        (uncached.round_trips() - before_trips) as f64 / ops,
+        update_rate / before_rate,
+        before_rate / raw_rate
+    );
+    round_trips(
+        "on one node, without the version cache",
+        &uncached,
+        50,
+        0,
+        &rt,
+    );
+    round_trips("on one node", &store, 50, 1, &rt);
 }
 
 /// Round trips per operation of the link flow through a `Service` on `store`: the mean over
 /// `flows` flows, each on its own network (so each first touch of a record is a miss).
-fn round_trips(label: &str, store: &RedisStore, flows: u32, rt: &tokio::runtime::Runtime) {
+fn round_trips(
+    label: &str,
+    store: &RedisStore,
+    flows: u32,
+    seed: u8,
+    rt: &tokio::runtime::Runtime,
+) {
     use lanlink::server::Service;
     use lanlink::wire::{AgentMessage, LinkRequest, RedeemRequest};
     use lanlink::{AccountId, ForwardedHeaders};
@@ -394,10 +443,11 @@ fn round_trips(label: &str, store: &RedisStore, flows: u32, rt: &tokio::runtime:
     let none = ForwardedHeaders::NONE;
     let mut totals = [0u64; 5];
     for n in 0..flows {
-        let peer = IpAddr::from([198, 18, (n >> 8) as u8, n as u8]);
+        let peer = IpAddr::from([198, 18 + seed % 2, (n >> 8) as u8, n as u8]);
         let home = PublicNetwork::from_ip(peer, 64);
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(&n.to_be_bytes());
+        key[30] = seed;
         key[31] = 0x5a;
         let key = PresenceKey::from_bytes(key);
         let id = key.instance_id();
@@ -691,7 +741,7 @@ fn bench_cluster() {
         waiting.unreplicated(),
         3 * OPS,
     );
-    round_trips("on the cluster", &store, 50, &rt);
+    round_trips("on the cluster", &store, 50, 0, &rt);
     drop(cluster);
 }
 

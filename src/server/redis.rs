@@ -6,8 +6,12 @@
 //! that writes only if the value still carries the version (the value's random nonce) that was
 //! read, else the store reads again and retries (bounded by
 //! [`RedisStoreConfig::max_attempts`], with jittered back-off; then [`StoreError::Contention`]).
-//! An operation that changes nothing writes nothing: reads take one round trip, writes two
-//! (`MGET` or `GET`, then `EVALSHA`).
+//! An operation that changes nothing writes nothing: reads take one round trip. A write takes
+//! two (`MGET` or `GET`, then `EVALSHA`), or one when this instance wrote or read the record
+//! recently: it remembers the last sealed value of up to [`RedisStoreConfig::version_cache`]
+//! records and swaps against that version directly; a stale one is refused with the current
+//! value in the reply, so the retry needs no read either. (A result that writes nothing is
+//! never taken from a remembered value: it is recomputed from a fresh read.)
 //!
 //! **Expiry.** Every write sets the key's expiry (`PXAT`) to the record's own expiry — the
 //! latest of its presences, links, failures, lockout and used ids
@@ -191,6 +195,62 @@ end
 return 1
 ";
 
+/// What a compare-and-swap did.
+#[derive(Debug)]
+enum Swap {
+    /// The value was written (or the key deleted).
+    Written,
+    /// Another writer came first. The value it left, when the reply carried it (`Some(None)`:
+    /// the key is gone), so that the next attempt needs no read; `None`: read it.
+    Lost(Option<Option<Vec<u8>>>),
+}
+
+/// A value this instance wrote or read last (sealed, as stored: no plaintext is kept), with the
+/// network record's queued messages; `None`: the key was absent.
+type CachedValue = Option<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The values this instance wrote or read last, by key, so that the next update of a record
+/// can start from it without a read: one round trip (the compare-and-swap) when no other writer
+/// came in between, and when one did, the script's reply carries the value it left. Bounded,
+/// oldest entries first out.
+#[derive(Default)]
+struct VersionCache {
+    entries: std::collections::HashMap<String, CachedValue>,
+    order: std::collections::VecDeque<String>,
+    capacity: usize,
+}
+
+impl VersionCache {
+    fn get(&self, key: &str) -> Option<CachedValue> {
+        self.entries.get(key).cloned()
+    }
+
+    fn put(&mut self, key: &str, value: CachedValue) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.insert(key.to_owned(), value).is_none() {
+            self.order.push_back(key.to_owned());
+        }
+        while self.entries.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.order.len() > 2 * self.capacity {
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key(k));
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+}
+
 /// The messages queued in one network record, stored apart under their own expiry.
 type Messages = Vec<(InstanceId, PendingMessage)>;
 
@@ -256,6 +316,7 @@ pub struct RedisStoreConfig {
     connection_timeout: Duration,
     wait_replicas: u32,
     wait_timeout: Duration,
+    version_cache: usize,
 }
 
 impl RedisStoreConfig {
@@ -274,6 +335,7 @@ impl RedisStoreConfig {
             connection_timeout: Duration::from_secs(2),
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(100),
+            version_cache: 4096,
         }
     }
 
@@ -356,6 +418,16 @@ impl RedisStoreConfig {
         self
     }
 
+    /// How many records' last values this instance remembers (4096 by default; 0: none), so
+    /// that updating a record it wrote or read recently takes one round trip — the
+    /// compare-and-swap, checked against the remembered version — instead of a read and a
+    /// swap. A stale entry costs nothing extra: the script's refusal carries the current value.
+    /// Only sealed values are kept (no plaintext), at most a few hundred bytes each.
+    pub fn version_cache(mut self, entries: usize) -> Self {
+        self.version_cache = entries;
+        self
+    }
+
     /// How long one (re)connection attempt may take.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
@@ -430,6 +502,7 @@ pub struct RedisStore {
     wait_timeout_ms: u64,
     round_trips: Arc<AtomicU64>,
     unreplicated: Arc<AtomicU64>,
+    cache: Arc<std::sync::Mutex<VersionCache>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -522,6 +595,10 @@ impl RedisStore {
                 .unwrap_or(u64::MAX),
             round_trips: Arc::new(AtomicU64::new(0)),
             unreplicated: Arc::new(AtomicU64::new(0)),
+            cache: Arc::new(std::sync::Mutex::new(VersionCache {
+                capacity: config.version_cache,
+                ..VersionCache::default()
+            })),
         })
     }
 
@@ -733,7 +810,7 @@ impl RedisStore {
         version: &[u8],
         value: Option<(Vec<u8>, i64)>,
         critical: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Swap, StoreError> {
         let written = value.as_ref().map(|(value, _)| value[..NONCE_LEN].to_vec());
         let mut conn = self.conn();
         let (value, expires_ms) = value.unwrap_or_default();
@@ -784,29 +861,53 @@ impl RedisStore {
         version: &[u8],
         written: Option<&[u8]>,
         reply: Result<Value, RedisError>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Swap, StoreError> {
         match reply {
-            Ok(Value::Int(1)) => Ok(true),
+            Ok(Value::Int(1)) => Ok(Swap::Written),
             // Another writer came first, or this very script was sent again by the client
             // after it applied and another writer built on it: the value held tells.
             Ok(Value::BulkString(current)) => {
-                let applied = written.is_some()
-                    && self.classify(redis_key, version, written, Some(current))
-                        == Outcome::Applied;
-                Ok(applied)
+                if written.is_some()
+                    && self.classify(redis_key, version, written, Some(current.clone()))
+                        == Outcome::Applied
+                {
+                    // Applied, then built on: the value held is not this write's.
+                    self.forget(redis_key);
+                    Ok(Swap::Written)
+                } else {
+                    Ok(Swap::Lost(Some(Some(current))))
+                }
             }
             // The key is gone: a delete is done (by this write or another), a write is not.
-            Ok(Value::Nil | Value::Boolean(false)) => Ok(written.is_none()),
+            Ok(Value::Nil | Value::Boolean(false)) if written.is_none() => Ok(Swap::Written),
+            Ok(Value::Nil | Value::Boolean(false)) => Ok(Swap::Lost(Some(None))),
             Ok(_) => Err(StoreError::Unavailable),
             Err(err) if ambiguous(&err) => {
+                // Whatever the outcome, the value held is not known any more.
+                self.forget(redis_key);
                 match self.read_back(redis_key, version, written).await {
-                    Outcome::Applied => Ok(true),
-                    Outcome::NotApplied => Ok(false),
+                    Outcome::Applied => Ok(Swap::Written),
+                    Outcome::NotApplied => Ok(Swap::Lost(None)),
                     Outcome::Unknown => Err(StoreError::Unavailable),
                 }
             }
             Err(_) => Err(StoreError::Unavailable),
         }
+    }
+
+    /// The value this instance last wrote or read at `redis_key`, if it remembers it.
+    fn cached(&self, redis_key: &str) -> Option<CachedValue> {
+        crate::lock_unpoisoned(&self.cache).get(redis_key)
+    }
+
+    /// Remembers the value now at `redis_key` (written or read by this instance).
+    fn remember(&self, redis_key: &str, value: CachedValue) {
+        crate::lock_unpoisoned(&self.cache).put(redis_key, value);
+    }
+
+    /// Forgets the value at `redis_key` (its state is unknown).
+    fn forget(&self, redis_key: &str) {
+        crate::lock_unpoisoned(&self.cache).forget(redis_key);
     }
 
     /// Reads `redis_key` back after a write whose reply was lost (the write replaced `version`
@@ -888,13 +989,29 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let key = self.network_key(&network);
         let messages_key = self.messages_key(&network);
-        for attempt in 0..self.max_attempts {
-            let (main, queued): (Option<Vec<u8>>, Option<Vec<u8>>) = self
-                .read(|| ::redis::cmd("MGET").arg(&key).arg(&messages_key).clone())
-                .await?;
-            let (version, lineage, before, mut record) = match main {
-                Some(value) => {
-                    let loaded = self.open::<NetworkRecord>(&key, &value)?;
+        // Start from the values this instance last saw (unverified: a write from them is
+        // checked by the compare-and-swap, but a result that writes nothing is not, so it is
+        // recomputed from a fresh read).
+        let mut next = self.cached(&key);
+        let mut conflicts = 0;
+        loop {
+            let (held, verified) = match next.take() {
+                Some(held) => (held, false),
+                None => {
+                    let (main, queued): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+                        .read(|| ::redis::cmd("MGET").arg(&key).arg(&messages_key).clone())
+                        .await
+                        .inspect_err(|_| self.forget(&key))?;
+                    (main.map(|main| (main, queued)), true)
+                }
+            };
+            let (main, queued) = match &held {
+                Some((main, queued)) => (Some(main.as_slice()), queued.as_deref()),
+                None => (None, None),
+            };
+            let opened = main.map(|value| self.open::<NetworkRecord>(&key, value));
+            let (version, lineage, before, mut record) = match opened {
+                Some(Ok(loaded)) => {
                     let lineage = descend(&loaded.version, &loaded.lineage);
                     (
                         loaded.version,
@@ -903,14 +1020,21 @@ impl RedisStore {
                         loaded.record,
                     )
                 }
+                Some(Err(_)) if !verified => continue,
+                Some(Err(err)) => return Err(err),
                 None if create => (Vec::new(), Lineage::new(), None, NetworkRecord::default()),
+                None if !verified => continue,
                 None => return Ok(false),
             };
             let mut queued_before = None;
             if before.is_some() {
                 let messages = match queued {
                     Some(value) => {
-                        let loaded = self.open::<Messages>(&messages_key, &value)?;
+                        let loaded = match self.open::<Messages>(&messages_key, value) {
+                            Ok(loaded) => loaded,
+                            Err(_) if !verified => continue,
+                            Err(err) => return Err(err),
+                        };
                         queued_before = Some(loaded.plaintext);
                         loaded.record
                     }
@@ -937,49 +1061,66 @@ impl RedisStore {
                 ))
             };
             drop(messages);
-            let Some(expires_at) = expires_at else {
-                if before.is_none() {
+            let (values, remembered) = match expires_at {
+                None if before.is_none() => {
+                    if !verified {
+                        continue;
+                    }
                     return Ok(true);
                 }
-                if self
-                    .swap_network(&key, &messages_key, &version, None)
-                    .await?
+                None => (None, None),
+                Some(_)
+                    if before.as_deref() == Some(&plaintext)
+                        && queued_before == queued_plaintext =>
                 {
+                    // Nothing changed: nothing to write.
+                    if !verified {
+                        continue;
+                    }
+                    self.remember(&key, held);
                     return Ok(true);
                 }
-                backoff(attempt).await;
-                continue;
+                Some(expires_at) => {
+                    let cap = later(now, MAX_TTL + MAX_TTL);
+                    let main_value = (
+                        self.seal_bytes(&key, &lineage, &plaintext)?,
+                        expires_at.min(cap).timestamp_millis(),
+                    );
+                    let queued_value = match (queued_plaintext, messages_expire) {
+                        (Some(plaintext), Some(t)) => Some((
+                            self.seal_bytes(&messages_key, &[], &plaintext)?,
+                            t.min(cap).timestamp_millis(),
+                        )),
+                        _ => None,
+                    };
+                    let remembered = Some((
+                        main_value.0.clone(),
+                        queued_value.as_ref().map(|(value, _)| value.clone()),
+                    ));
+                    (Some((main_value, queued_value)), remembered)
+                }
             };
-            if before.as_deref() == Some(&plaintext) && queued_before == queued_plaintext {
-                // Nothing changed: nothing to write.
-                return Ok(true);
-            }
-            let cap = later(now, MAX_TTL + MAX_TTL);
-            let main_value = (
-                self.seal_bytes(&key, &lineage, &plaintext)?,
-                expires_at.min(cap).timestamp_millis(),
-            );
-            let queued_value = match (queued_plaintext, messages_expire) {
-                (Some(plaintext), Some(t)) => Some((
-                    self.seal_bytes(&messages_key, &[], &plaintext)?,
-                    t.min(cap).timestamp_millis(),
-                )),
-                _ => None,
-            };
-            if self
-                .swap_network(
-                    &key,
-                    &messages_key,
-                    &version,
-                    Some((main_value, queued_value)),
-                )
-                .await?
+            match self
+                .swap_network(&key, &messages_key, &version, values)
+                .await
+                .inspect_err(|_| self.forget(&key))?
             {
-                return Ok(true);
+                Swap::Written => {
+                    self.remember(&key, remembered);
+                    return Ok(true);
+                }
+                Swap::Lost(held) => {
+                    // The reply carries the record but not its messages: read both again.
+                    let _ = held;
+                    self.forget(&key);
+                    conflicts += 1;
+                    if conflicts >= self.max_attempts {
+                        return Err(StoreError::Contention);
+                    }
+                    backoff(conflicts - 1).await;
+                }
             }
-            backoff(attempt).await;
         }
-        Err(StoreError::Contention)
     }
 
     /// Writes a network record and its messages (or deletes both when `None`) if the record
@@ -991,7 +1132,7 @@ impl RedisStore {
         messages_key: &str,
         version: &[u8],
         values: Option<((Vec<u8>, i64), Option<(Vec<u8>, i64)>)>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Swap, StoreError> {
         let mut conn = self.conn();
         let written = values
             .as_ref()
@@ -1023,8 +1164,31 @@ impl RedisStore {
         mut apply: impl FnMut(Option<T>) -> Option<T> + Send,
         expiry: impl Fn(&T) -> Option<DateTime<Utc>> + Send,
     ) -> Result<bool, StoreError> {
-        for attempt in 0..self.max_attempts {
-            let loaded = self.load::<T>(redis_key).await?;
+        // Start from the value this instance last saw (unverified, as for network records).
+        let mut next: Option<Option<Vec<u8>>> = self
+            .cached(redis_key)
+            .map(|held| held.map(|(value, _)| value));
+        let mut conflicts = 0;
+        loop {
+            let (held, verified) = match next.take() {
+                Some(held) => (held, false),
+                None => {
+                    let held: Option<Vec<u8>> = self
+                        .read(|| ::redis::cmd("GET").arg(redis_key).clone())
+                        .await
+                        .inspect_err(|_| self.forget(redis_key))?;
+                    (held, true)
+                }
+            };
+            let loaded = match held
+                .as_deref()
+                .map(|value| self.open::<T>(redis_key, value))
+            {
+                Some(Ok(loaded)) => Some(loaded),
+                Some(Err(_)) if !verified => continue,
+                Some(Err(err)) => return Err(err),
+                None => None,
+            };
             let (version, lineage, before, record) = match loaded {
                 Some(loaded) => (
                     loaded.version.clone(),
@@ -1035,17 +1199,24 @@ impl RedisStore {
                 None => (Vec::new(), Lineage::new(), None, None),
             };
             let Some(record) = apply(record) else {
+                if !verified {
+                    continue;
+                }
                 return Ok(false);
             };
             let plaintext =
                 Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Corrupt)?);
             let expires_at = expiry(&record).filter(|t| *t > now);
             let value = match expires_at {
-                Some(t) => {
-                    if before.as_deref() == Some(&plaintext) {
-                        // Nothing changed: nothing to write.
-                        return Ok(true);
+                Some(_) if before.as_deref() == Some(&plaintext) => {
+                    // Nothing changed: nothing to write.
+                    if !verified {
+                        continue;
                     }
+                    self.remember(redis_key, held.map(|value| (value, None)));
+                    return Ok(true);
+                }
+                Some(t) => {
                     let cap = later(now, MAX_TTL + MAX_TTL);
                     let expires_ms = t.min(cap).timestamp_millis();
                     Some((
@@ -1053,15 +1224,41 @@ impl RedisStore {
                         expires_ms,
                     ))
                 }
-                None if before.is_none() => return Ok(true),
+                None if before.is_none() => {
+                    if !verified {
+                        continue;
+                    }
+                    return Ok(true);
+                }
                 None => None,
             };
-            if self.swap(redis_key, &version, value, true).await? {
-                return Ok(true);
+            let remembered = value.as_ref().map(|(value, _)| (value.clone(), None));
+            match self
+                .swap(redis_key, &version, value, true)
+                .await
+                .inspect_err(|_| self.forget(redis_key))?
+            {
+                Swap::Written => {
+                    self.remember(redis_key, remembered);
+                    return Ok(true);
+                }
+                Swap::Lost(held) => {
+                    conflicts += 1;
+                    if conflicts >= self.max_attempts {
+                        self.forget(redis_key);
+                        return Err(StoreError::Contention);
+                    }
+                    if conflicts == 1 {
+                        // The first retry starts at once from the value the reply carried.
+                        next = held;
+                    } else {
+                        // Contended: spread out, then read afresh (a value carried through
+                        // the pause would be stale by the time it is swapped).
+                        backoff(conflicts - 1).await;
+                    }
+                }
             }
-            backoff(attempt).await;
         }
-        Err(StoreError::Contention)
     }
 }
 
@@ -1130,7 +1327,10 @@ impl Store for RedisStore {
                 .query_async(&mut conn)
                 .await;
             match reply {
-                Ok(Some(_)) => return Ok(true),
+                Ok(Some(_)) => {
+                    self.remember(&redis_key, Some((value, None)));
+                    return Ok(true);
+                }
                 // Taken: by another code, or by this very value (a client that resent the
                 // command after its reply was lost); a code's key collides rarely, so the extra
                 // read is rare too.
@@ -1207,6 +1407,7 @@ impl Store for RedisStore {
     /// `DEL`, sent again if its reply was lost (deleting twice is deleting once).
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
         let redis_key = self.code_key(key);
+        self.forget(&redis_key);
         self.read::<i64>(|| ::redis::cmd("DEL").arg(&redis_key).clone())
             .await
             .map(|_| ())
@@ -1215,5 +1416,43 @@ impl Store for RedisStore {
     async fn purge(&self, _now: DateTime<Utc>, _config: &ServerConfig) -> Result<(), StoreError> {
         // Every key expires with its record.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_cache_stays_bounded_and_forgets() {
+        let mut cache = VersionCache {
+            capacity: 3,
+            ..VersionCache::default()
+        };
+        for i in 0..100 {
+            cache.put(&format!("k{i}"), Some((vec![i as u8], None)));
+            if i % 2 == 0 {
+                cache.forget(&format!("k{i}"));
+            }
+        }
+        assert!(cache.entries.len() <= 3);
+        assert!(cache.order.len() <= 6);
+        assert_eq!(cache.get("k99"), Some(Some((vec![99], None))));
+        assert_eq!(cache.get("k98"), None);
+        let mut off = VersionCache::default();
+        off.put("k", None);
+        assert_eq!(off.get("k"), None, "capacity 0 keeps nothing");
+    }
+
+    #[test]
+    fn a_lineage_names_the_newest_versions_first_and_stays_bounded() {
+        let mut lineage = Lineage::new();
+        for i in 0..20u8 {
+            lineage = descend(&[i; NONCE_LEN], &lineage);
+        }
+        assert_eq!(lineage.len(), LINEAGE_LEN);
+        assert_eq!(lineage[0], [19; TAG_LEN]);
+        assert_eq!(lineage[LINEAGE_LEN - 1], [12; TAG_LEN]);
+        assert!(descend(&[], &lineage).is_empty(), "a fresh record has none");
     }
 }
