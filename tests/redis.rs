@@ -1065,7 +1065,11 @@ async fn a_remembered_record_updates_in_one_round_trip() {
     assert_eq!(charge(&mine).await, 2, "first touch: read, then swap");
     assert_eq!(charge(&mine).await, 1, "remembered: the swap alone");
     assert_eq!(charge(&other).await, 2);
-    assert_eq!(charge(&mine).await, 2, "stale: refused with the value, then swapped");
+    assert_eq!(
+        charge(&mine).await,
+        2,
+        "stale: refused with the value, then swapped"
+    );
     assert_eq!(charge(&mine).await, 1);
     assert_eq!(failures_of(&other, network("203.0.113.9")).await, 5);
 }

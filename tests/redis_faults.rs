@@ -125,15 +125,20 @@ fn home() -> PublicNetwork {
 /// in front of each node (the client reaches every node through its proxy; the proxies share
 /// one plan, so commands are counted across the nodes).
 enum Backend {
-    Node(Redis, Proxy),
+    /// One node, its proxy, and the store's response timeout.
+    Node(Redis, Proxy, Duration),
     Cluster(Cluster, Vec<Proxy>),
 }
 
 impl Backend {
     async fn node() -> Self {
+        Self::node_timing_out_after(Duration::from_millis(500)).await
+    }
+
+    async fn node_timing_out_after(timeout: Duration) -> Self {
         let redis = Redis::start();
         let proxy = Proxy::start(redis.addr()).await;
-        Self::Node(redis, proxy)
+        Self::Node(redis, proxy, timeout)
     }
 
     async fn cluster() -> Self {
@@ -149,7 +154,7 @@ impl Backend {
 
     fn proxy(&self) -> &Proxy {
         match self {
-            Self::Node(_, proxy) => proxy,
+            Self::Node(_, proxy, _) => proxy,
             Self::Cluster(_, proxies) => &proxies[0],
         }
     }
@@ -157,8 +162,12 @@ impl Backend {
     /// A service on a store through the proxies, under its own key prefix.
     async fn service(&self, prefix: &str) -> (Service, RedisStore) {
         let key = StoreKey::from_bytes([5; 32]);
+        let timeout = match self {
+            Self::Node(_, _, timeout) => *timeout,
+            Self::Cluster(..) => Duration::from_millis(500),
+        };
         let config = match self {
-            Self::Node(_, proxy) => RedisStoreConfig::new(proxy.url(), key),
+            Self::Node(_, proxy, _) => RedisStoreConfig::new(proxy.url(), key),
             Self::Cluster(cluster, proxies) => {
                 let urls = proxies.iter().map(Proxy::url);
                 let mut config = RedisStoreConfig::cluster(urls, key);
@@ -173,7 +182,7 @@ impl Backend {
         };
         let config = config
             .prefix(prefix)
-            .response_timeout(Duration::from_millis(500))
+            .response_timeout(timeout)
             .connection_timeout(Duration::from_millis(500));
         let store = RedisStore::connect(config).await.expect("connect");
         let service =
@@ -184,7 +193,7 @@ impl Backend {
     /// The keys matching `pattern`, on every node that serves slots.
     fn keys(&self, pattern: &str) -> Vec<String> {
         match self {
-            Self::Node(redis, _) => redis.keys(pattern),
+            Self::Node(redis, ..) => redis.keys(pattern),
             Self::Cluster(cluster, _) => cluster
                 .masters()
                 .into_iter()
@@ -414,6 +423,22 @@ async fn a_lost_reply_never_double_counts_or_loses_a_failure() {
         return;
     }
     lost_replies_in_wrong_guesses(&Backend::node().await).await;
+}
+
+/// The same with each reply delivered late instead (300 ms, after the store's 150 ms response
+/// timeout) on one node: the store times out, reads the key back on a connection that stays up,
+/// and recognises its write; the late reply is discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_is_recognised_like_a_lost_one() {
+    if !have_redis() {
+        return;
+    }
+    let backend = Backend::node_timing_out_after(Duration::from_millis(150)).await;
+    backend
+        .proxy()
+        .delay_instead(Some(Duration::from_millis(300)));
+    lost_replies_in_wrong_guesses(&backend).await;
+    lost_replies_in_the_flow(&backend).await;
 }
 
 /// Both, on a local cluster (three masters, three replicas) with a proxy in front of each node:

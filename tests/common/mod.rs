@@ -86,6 +86,10 @@ pub struct Plan {
     drop_at: Option<usize>,
     /// The name of the command whose reply was dropped.
     dropped: Option<String>,
+    /// Instead of dropping the reply and closing the connection, deliver it this late (after
+    /// the client's response timeout: the write applied, the client timed out, the reply
+    /// arrives for a request nobody waits for any more).
+    pub late: Option<Duration>,
 }
 
 /// A TCP proxy in front of Redis that forwards one command at a time and can drop a reply.
@@ -125,10 +129,17 @@ impl Proxy {
     /// Drops the reply of the `n`th data command from now on (counting from 0).
     pub fn drop_reply(&self, n: Option<usize>) {
         let mut plan = self.plan.lock().expect("plan");
+        let late = plan.late;
         *plan = Plan {
             drop_at: n,
+            late,
             ..Plan::default()
         };
+    }
+
+    /// From now on, a planned reply is delivered `late` instead of dropped (`None`: dropped).
+    pub fn delay_instead(&self, late: Option<Duration>) {
+        self.plan.lock().expect("plan").late = late;
     }
 
     pub fn seen(&self) -> usize {
@@ -164,9 +175,10 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, plan: Arc<Mutex<Pla
         };
         let command: Vec<u8> = from_client.drain(..end).collect();
         let name = command_name(&command);
-        let drop_this = {
+        let (drop_this, late) = {
             let mut plan = plan.lock().expect("plan");
-            if matches!(
+            let late = plan.late;
+            let drop_this = if matches!(
                 name.as_str(),
                 "HELLO" | "CLIENT" | "PING" | "SELECT" | "CLUSTER" | "READONLY" | "ASKING"
             ) {
@@ -179,7 +191,8 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, plan: Arc<Mutex<Pla
                     plan.dropped = Some(name.clone());
                 }
                 drop_this
-            }
+            };
+            (drop_this, late)
         };
         if server.write_all(&command).await.is_err() {
             return;
@@ -194,9 +207,12 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, plan: Arc<Mutex<Pla
             }
         };
         let reply: Vec<u8> = from_server.drain(..end).collect();
-        if drop_this {
+        match (drop_this, late) {
             // The command applied; its reply never arrives: the connection fails.
-            return;
+            (true, None) => return,
+            // The command applied; its reply comes after the client gave up on it.
+            (true, Some(late)) => tokio::time::sleep(late).await,
+            (false, _) => {}
         }
         if client.write_all(&reply).await.is_err() {
             return;
