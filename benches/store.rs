@@ -416,6 +416,28 @@ fn bench_redis(c: &mut Criterion) {
         update_rate / before_rate,
         before_rate / raw_rate
     );
+    // After the updates every value carries a full lineage (8 ancestors' tags).
+    let mut bytes = 0u64;
+    let mut conn = store.connection();
+    for i in 0..N {
+        let used: Option<u64> = rt
+            .block_on(
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(store.network_key(&network(i)))
+                    .query_async(&mut conn),
+            )
+            .expect("memory usage");
+        bytes += used.unwrap_or(0);
+    }
+    let updated: Vec<u8> = rt
+        .block_on(redis::AsyncCommands::get(&mut conn, &sample_key))
+        .expect("get");
+    println!(
+        "redis after updates: {} B stored value (with its lineage), {:.0} B of Redis memory per discoverable agent",
+        updated.len(),
+        bytes as f64 / N as f64
+    );
     round_trips(
         "on one node, without the version cache",
         &uncached,
