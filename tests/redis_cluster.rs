@@ -354,3 +354,57 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
         "the replica took over"
     );
 }
+
+/// With `--redis-wait-replicas 1`, three wrong guesses answered, then the master holding the
+/// network's budget counter is killed at once (no pause for replication): once its replica is
+/// promoted, the three charges are still there — only two more guesses are checked before the
+/// network is locked out (threshold 5). Each charge was acknowledged only after a replica held it.
+/// (On loopback replication takes well under a millisecond, so without `WAIT` this usually holds
+/// too: the test shows acknowledged charges surviving a failover; `WAIT` is what makes it hold
+/// when a replica lags, up to its timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_charges_survive_a_failover_with_wait() {
+    if !have_tools() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    let wait = ["--redis-wait-replicas", "1"];
+    let first = Instance::start(&cluster, &wait);
+    let agent = HttpAgentClient::new(&first.base()).expect("client");
+    let linker = HttpLinkerClient::new(&first.base(), TOKEN).expect("client");
+    let (x, _) = announcement(1);
+    agent.announce(&x).await.expect("announce");
+    let wrong = |n: u8| LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: LocalSecret::from_bytes([n; 32]),
+    };
+    for n in 0..3 {
+        let err = linker.link(&wrong(n + 10)).await.unwrap_err();
+        assert_eq!(code_of(&err), Some((403, "wrong_secret")), "{err:?}");
+    }
+    let store = cluster_store(&cluster).await;
+    let home = PublicNetwork::from_ip("127.0.0.1".parse().expect("ip"), 64);
+    let counter = store.counter_key(&lanlink::server::CounterKey::network(&home));
+    let master = cluster.master_of(&counter);
+    cluster.kill(master);
+    let mut checked_after = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 20u8.. {
+        assert!(Instant::now() < deadline, "the cluster did not recover");
+        match linker.link(&wrong(n)).await {
+            Err(err) => match code_of(&err) {
+                Some((503, "store_unavailable")) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some((403, "wrong_secret")) => checked_after += 1,
+                Some((429, "locked_out")) => break,
+                _ => panic!("unexpected {err:?}"),
+            },
+            Ok(_) => panic!("a wrong secret accepted"),
+        }
+    }
+    assert_eq!(
+        checked_after, 2,
+        "the three charges before the failover were kept"
+    );
+}
