@@ -1,7 +1,8 @@
 //! The Redis store on a real local Redis Cluster: six `redis-server`s with `--cluster-enabled
 //! yes` on loopback ports (three masters, three replicas), joined by the test with `redis-cli
-//! --cluster create … --cluster-replicas 1 --cluster-yes`. Two server instances (the built
-//! `server` example with `--redis-cluster`) share it.
+//! --cluster create … --cluster-replicas 1 --cluster-yes`. Two server instances share it: the
+//! built `server` example with `--redis-cluster` as processes when cargo built it (a plain
+//! `cargo test --all-features` does), else in-process servers.
 //!
 //! Without `redis-server` and `redis-cli` on `PATH` each test prints a skip line and passes,
 //! except under `CI=true`, where it fails.
@@ -14,12 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
-use lanlink::http::DEFAULT_PREFIX;
+use lanlink::http::server::service_router;
+use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::secret::PresenceKey;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::{ServerConfig, Service};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
-use lanlink::{DeviceInfo, LocalSecret, PublicNetwork};
+use lanlink::{AccountId, DeviceInfo, LocalSecret, PublicNetwork};
 
 mod common;
 use common::Cluster;
@@ -34,30 +37,50 @@ fn store_key() -> StoreKey {
     StoreKey::from_bytes([8; 32])
 }
 
-/// The built `server` example, next to this test binary.
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+/// The built `server` example, next to this test binary, if cargo built it (a plain `cargo
+/// test --all-features` does).
+fn server_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
     let path = dir.join("examples").join("server");
-    if !path.is_file() {
-        // `cargo test --test redis_cluster` does not build examples by itself.
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--all-features", "--example", "server"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example server");
-        assert!(status.success(), "the server example builds");
-    }
-    path
+    path.is_file().then_some(path)
 }
 
-/// One server instance (a process) on the cluster, killed on drop.
-struct Instance(Child, SocketAddr);
+/// One server instance on the cluster: the example as a process when it is built, else an
+/// in-process server with its own cluster connection and listener. Stopped on drop.
+enum Instance {
+    Process(Child, SocketAddr),
+    InProcess(tokio::task::JoinHandle<()>, SocketAddr),
+}
 
 impl Instance {
-    fn start(cluster: &Cluster, extra: &[&str]) -> Self {
+    /// `wait_replicas`: the instance's `--redis-wait-replicas`.
+    async fn start(cluster: &Cluster, wait_replicas: u32) -> Self {
+        let Some(binary) = server_binary() else {
+            println!("note: the server example is not built; in-process instances instead");
+            let config =
+                RedisStoreConfig::cluster(cluster.urls(), store_key()).wait_replicas(wait_replicas);
+            let store = RedisStore::connect(config).await.expect("connect");
+            let config = ServerConfig::default().lockout_threshold(5);
+            let service = Service::new(config, Arc::new(store)).expect("config");
+            let alice = AccountId::new("alice").expect("account");
+            let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
+            let app = service_router(Arc::new(service), auth, DEFAULT_PREFIX);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let task = tokio::spawn(async move {
+                let serve_config = ServeConfig {
+                    max_connections_per_client: 512,
+                    ..ServeConfig::default()
+                };
+                let _ = http::serve(listener, app, serve_config, std::future::pending()).await;
+            });
+            return Self::InProcess(task, addr);
+        };
         use std::io::BufRead;
-        let mut child = Command::new(server_binary())
+        let mut child = Command::new(binary)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -71,7 +94,7 @@ impl Instance {
                 "512",
             ])
             .args(["--redis-cluster", &cluster.urls().join(",")])
-            .args(extra)
+            .args(["--redis-wait-replicas", &wait_replicas.to_string()])
             .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -88,18 +111,25 @@ impl Instance {
             .as_str()
             .and_then(|a| a.parse().ok())
             .expect("listening address");
-        Self(child, addr)
+        Self::Process(child, addr)
     }
 
     fn base(&self) -> String {
-        format!("http://{}", self.1)
+        match self {
+            Self::Process(_, addr) | Self::InProcess(_, addr) => format!("http://{addr}"),
+        }
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        match self {
+            Self::Process(child, _) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Self::InProcess(task, _) => task.abort(),
+        }
     }
 }
 
@@ -180,8 +210,8 @@ async fn the_link_flow_through_two_instances_on_a_cluster() {
         return;
     }
     let cluster = Cluster::start();
-    let first = Instance::start(&cluster, &[]);
-    let second = Instance::start(&cluster, &[]);
+    let first = Instance::start(&cluster, 0).await;
+    let second = Instance::start(&cluster, 0).await;
     let agent = HttpAgentClient::new(&first.base()).expect("client");
     let linker = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
     let (x, secret) = announcement(1);
@@ -233,8 +263,8 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
     }
     let cluster = Cluster::start();
     let instances = [
-        Instance::start(&cluster, &[]),
-        Instance::start(&cluster, &[]),
+        Instance::start(&cluster, 0).await,
+        Instance::start(&cluster, 0).await,
     ];
     let (x, secret) = announcement(1);
     HttpAgentClient::new(&instances[0].base())
@@ -306,9 +336,8 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
         return;
     }
     let mut cluster = Cluster::start();
-    let wait = ["--redis-wait-replicas", "1"];
-    let first = Instance::start(&cluster, &wait);
-    let second = Instance::start(&cluster, &wait);
+    let first = Instance::start(&cluster, 1).await;
+    let second = Instance::start(&cluster, 1).await;
     let agent = HttpAgentClient::new(&first.base()).expect("client");
     let linker = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
     let (x, secret) = announcement(1);
@@ -368,8 +397,7 @@ async fn acknowledged_charges_survive_a_failover_with_wait() {
         return;
     }
     let mut cluster = Cluster::start();
-    let wait = ["--redis-wait-replicas", "1"];
-    let first = Instance::start(&cluster, &wait);
+    let first = Instance::start(&cluster, 1).await;
     let agent = HttpAgentClient::new(&first.base()).expect("client");
     let linker = HttpLinkerClient::new(&first.base(), TOKEN).expect("client");
     let (x, _) = announcement(1);

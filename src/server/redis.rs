@@ -63,7 +63,8 @@
 //! lost reply never charges a guess twice, never loses a charge or a refund, and never leaves a
 //! code marked used by an operation that reported failure (`tests/redis_faults.rs` drops the
 //! reply of every command of the link flow and of wrong guesses in turn). Only when the key
-//! cannot be read back at all (Redis unreachable for the whole read-back, about 0.6 s), or more
+//! cannot be read back at all (Redis refusing connections or answering errors, or not answering
+//! within 0.6 s), or more
 //! than 8 writes replaced the value meanwhile, does the operation fail with
 //! [`StoreError::Unavailable`] with its write possibly applied: see `SECURITY.md`.
 //!
@@ -126,6 +127,9 @@ const READ_ATTEMPTS: u32 = 3;
 
 /// How many reads a store makes to learn whether a write whose reply was lost applied.
 const READ_BACK_ATTEMPTS: u32 = 12;
+
+/// How long a store keeps reading back a write whose reply was lost.
+const READ_BACK_WINDOW: Duration = Duration::from_millis(600);
 
 /// The versions a stored value descends from, newest first: the tags of the values it replaced
 /// (each write replaces exactly one version, since the compare-and-swap compares it). Sealed
@@ -913,15 +917,24 @@ impl RedisStore {
     /// Reads `redis_key` back after a write whose reply was lost (the write replaced `version`
     /// with a value of nonce `written`, or deleted it when `None`) and tells whether it applied;
     /// retried while Redis does not answer, up to [`READ_BACK_ATTEMPTS`] reads.
+    /// Gives up at once when Redis refuses connections or answers with an error (it is down,
+    /// or has no master for the slot), and after [`READ_BACK_WINDOW`] in any case, so that an
+    /// outage is answered promptly.
     async fn read_back(&self, redis_key: &str, version: &[u8], written: Option<&[u8]>) -> Outcome {
+        let deadline = tokio::time::Instant::now() + READ_BACK_WINDOW;
         for attempt in 0..READ_BACK_ATTEMPTS {
             let mut conn = self.conn();
-            match conn.get::<_, Option<Vec<u8>>>(redis_key).await {
-                Ok(current) => return self.classify(redis_key, version, written, current),
-                Err(_) => {
-                    let pause = 10 * u64::from(attempt + 1).min(10);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(remaining, conn.get::<_, Option<Vec<u8>>>(redis_key)).await {
+                Ok(Ok(current)) => return self.classify(redis_key, version, written, current),
+                Ok(Err(err)) if ambiguous(&err) => {
+                    let pause = Duration::from_millis(10 * u64::from(attempt + 1).min(10));
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
                 }
+                Ok(Err(_)) | Err(_) => break,
             }
         }
         Outcome::Unknown
