@@ -1008,6 +1008,7 @@ impl RedisStore {
         let mut next = self.cached(&key);
         let mut conflicts = 0;
         loop {
+            let cached_attempt = next.is_some();
             let (held, verified) = match next.take() {
                 Some(held) => (held, false),
                 None => {
@@ -1122,10 +1123,13 @@ impl RedisStore {
                     self.remember(&key, remembered);
                     return Ok(true);
                 }
-                Swap::Lost(held) => {
-                    // The reply carries the record but not its messages: read both again.
-                    let _ = held;
+                Swap::Lost(_) => {
+                    // The reply carries the record but not its messages: read both again. A
+                    // remembered version gone stale is no contention: not counted.
                     self.forget(&key);
+                    if cached_attempt {
+                        continue;
+                    }
                     conflicts += 1;
                     if conflicts >= self.max_attempts {
                         return Err(StoreError::Contention);
@@ -1181,6 +1185,7 @@ impl RedisStore {
         let mut next: Option<Option<Vec<u8>>> = self
             .cached(redis_key)
             .map(|held| held.map(|(value, _)| value));
+        let mut from_cache = next.is_some();
         let mut conflicts = 0;
         loop {
             let (held, verified) = match next.take() {
@@ -1193,6 +1198,7 @@ impl RedisStore {
                     (held, true)
                 }
             };
+            let cached_attempt = std::mem::take(&mut from_cache);
             let loaded = match held
                 .as_deref()
                 .map(|value| self.open::<T>(redis_key, value))
@@ -1256,6 +1262,11 @@ impl RedisStore {
                     return Ok(true);
                 }
                 Swap::Lost(held) => {
+                    // A remembered version gone stale is no contention: not counted.
+                    if cached_attempt {
+                        next = held;
+                        continue;
+                    }
                     conflicts += 1;
                     if conflicts >= self.max_attempts {
                         self.forget(redis_key);
