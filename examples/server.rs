@@ -9,7 +9,9 @@
 //!
 //! With `--redis`, every instance given the same Redis, `--redis-prefix` and store key
 //! (`LANLINK_STORE_KEY`, 64 hex characters: it encrypts and names the records at rest) acts as
-//! one server.
+//! one server. `--redis-cluster redis://10.0.0.1:7000,redis://10.0.0.2:7000` does the same on a
+//! Redis Cluster or Valkey cluster, and `--redis-wait-replicas 1` makes budget counters and
+//! codes wait for a replica before a write is acknowledged (see `SECURITY.md`).
 //!
 //! `--profile lanlink` (the default) serves the lanlink routes; `--profile obico` (feature `obico`)
 //! serves both the lanlink routes and the Obico profile's routes (`/api/v1/...`) over one server,
