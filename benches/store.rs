@@ -11,10 +11,19 @@
 //!   at least 1/2 of the raw round trip's rate. Also the bytes Redis holds per discoverable agent
 //!   (`MEMORY USAGE`). Needs `redis-server` on `PATH` (started on a free loopback port).
 //!
+//! - **Redis Cluster**: the same against a local cluster (six `redis-server`s with
+//!   `--cluster-enabled yes`, three masters and three replicas, joined by `redis-cli --cluster
+//!   create`): the cluster store's update against the same cluster client's raw `SET` + `GET`
+//!   (target: at least 1/2), and the cost of `WAIT` for one replica on counter writes. Needs
+//!   `redis-cli` too.
+//! - **Round trips per operation** (announce, discover, link, redeem, each through a `Service`
+//!   on the Redis store), counted by the store, on one node and on the cluster.
+//!
 //! Bytes per discoverable agent in memory are measured by `cargo bench --bench memory`.
 //!
 //! ```text
 //! cargo bench --bench store
+//! LANLINK_BENCH_REDIS_ONLY=1 cargo bench --bench store   # Redis and cluster figures alone
 //! ```
 
 use std::collections::HashMap;
@@ -252,6 +261,13 @@ fn bench_redis(c: &mut Criterion) {
             StoreKey::from_bytes([3; 32]),
         )))
         .expect("connect");
+    // The same store without the version cache: every update reads, then swaps (the path
+    // before the one-round-trip update). It updates networks of its own (N..2N).
+    let uncached = rt
+        .block_on(RedisStore::connect(
+            RedisStoreConfig::new(url.as_str(), StoreKey::from_bytes([3; 32])).version_cache(0),
+        ))
+        .expect("connect");
     let mut conn = store.connection();
     let now = DateTime::<Utc>::from(SystemTime::now());
     const N: usize = 1_000;
@@ -339,10 +355,30 @@ fn bench_redis(c: &mut Criterion) {
     group.finish();
 
     // Paired measurement, with Redis's own count of commands.
+    for i in N..2 * N {
+        let template = record(i, now, &config);
+        rt.block_on(
+            uncached.update_network(network(i), now, &config, true, &mut |r| {
+                *r = template.clone();
+            }),
+        )
+        .expect("populate");
+    }
+    let uncached_op = |i: usize| {
+        let now = DateTime::<Utc>::from(SystemTime::now());
+        rt.block_on(uncached.update_network(network(N + i), now, &config, false, &mut touch))
+            .expect("update");
+    };
     const OPS: usize = 5_000;
-    let (mut update, mut raw) = (Duration::ZERO, Duration::ZERO);
+    let (mut update, mut raw, mut before_path) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut update_cmds, mut raw_cmds, mut update_trips) = (0, 0, 0);
+    let before_trips = uncached.round_trips();
     for _ in 0..3 {
+        let start = Instant::now();
+        for i in 0..OPS {
+            uncached_op(i % N);
+        }
+        before_path += start.elapsed();
         let before = commands(&url);
         let trips = store.round_trips();
         let start = Instant::now();
@@ -371,15 +407,380 @@ fn bench_redis(c: &mut Criterion) {
         raw_cmds as f64 / ops,
         update_rate / raw_rate
     );
+    let before_rate = ops / before_path.as_secs_f64();
+    println!(
+        "one-round-trip update on one node: {:.0} ops/s with the version cache vs {:.0} ops/s without (read, then swap; {:.2} round trips each): {:.2}x; without it store/raw = {:.2}",
+        update_rate,
+        before_rate,
+        (uncached.round_trips() - before_trips) as f64 / ops,
+        update_rate / before_rate,
+        before_rate / raw_rate
+    );
+    // After the updates every value carries a full lineage (8 ancestors' tags).
+    let mut bytes = 0u64;
+    let mut conn = store.connection();
+    for i in 0..N {
+        let used: Option<u64> = rt
+            .block_on(
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(store.network_key(&network(i)))
+                    .query_async(&mut conn),
+            )
+            .expect("memory usage");
+        bytes += used.unwrap_or(0);
+    }
+    let updated: Vec<u8> = rt
+        .block_on(redis::AsyncCommands::get(&mut conn, &sample_key))
+        .expect("get");
+    println!(
+        "redis after updates: {} B stored value (with its lineage), {:.0} B of Redis memory per discoverable agent",
+        updated.len(),
+        bytes as f64 / N as f64
+    );
+    round_trips(
+        "on one node, without the version cache",
+        &uncached,
+        50,
+        0,
+        &rt,
+    );
+    round_trips("on one node", &store, 50, 1, &rt);
+}
+
+/// Round trips per operation of the link flow through a `Service` on `store`: the mean over
+/// `flows` flows, each on its own network (so each first touch of a record is a miss).
+fn round_trips(
+    label: &str,
+    store: &RedisStore,
+    flows: u32,
+    seed: u8,
+    rt: &tokio::runtime::Runtime,
+) {
+    use lanlink::server::Service;
+    use lanlink::wire::{AgentMessage, LinkRequest, RedeemRequest};
+    use lanlink::{AccountId, ForwardedHeaders};
+    let service = Service::new(ServerConfig::default(), Arc::new(store.clone())).expect("config");
+    let alice = AccountId::new("alice").expect("account");
+    let none = ForwardedHeaders::NONE;
+    let mut totals = [0u64; 5];
+    for n in 0..flows {
+        let peer = IpAddr::from([198, 18 + seed % 2, (n >> 8) as u8, n as u8]);
+        let home = PublicNetwork::from_ip(peer, 64);
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&n.to_be_bytes());
+        key[30] = seed;
+        key[31] = 0x5a;
+        let key = PresenceKey::from_bytes(key);
+        let id = key.instance_id();
+        let secret = LocalSecret::from_bytes([n as u8 ^ 0x33; 32]);
+        let announce = Announce {
+            version: WIRE_VERSION,
+            instance_id: id,
+            private_ip: IpAddr::from([192, 168, 1, 50]),
+            port: 8080,
+            info: DeviceInfo::default(),
+            commitment: secret.commitment(&id),
+            presence_key: key,
+        };
+        let now = || DateTime::<Utc>::from(SystemTime::now());
+        let mut count = |slot: usize, f: &mut dyn FnMut()| {
+            let before = store.round_trips();
+            f();
+            totals[slot] += store.round_trips() - before;
+        };
+        count(0, &mut || {
+            rt.block_on(service.announce_in(now(), home, &announce))
+                .expect("announce");
+        });
+        count(1, &mut || {
+            rt.block_on(service.handle_discover(now(), peer, none))
+                .expect("discover");
+        });
+        let request = LinkRequest {
+            instance_id: id,
+            local_secret: secret.clone(),
+        };
+        count(2, &mut || {
+            rt.block_on(service.handle_link(
+                now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                peer,
+                none,
+                request.clone(),
+            ))
+            .expect("link");
+        });
+        let mut code = None;
+        count(3, &mut || {
+            let reply = rt
+                .block_on(service.announce_in(now(), home, &announce))
+                .expect("collect");
+            if let Some(AgentMessage::VerifyAndRedeem { code: c, .. }) = reply.messages.first() {
+                code = Some(c.clone());
+            }
+        });
+        let redeem = RedeemRequest {
+            instance_id: id,
+            code: code.expect("a message"),
+        };
+        count(4, &mut || {
+            rt.block_on(service.redeem_in(now(), &mut lanlink::os_rng(), home, &redeem))
+                .expect("redeem");
+        });
+    }
+    let per = |slot: usize| totals[slot] as f64 / f64::from(flows);
+    println!(
+        "round trips {label}: announce {:.2}, discover {:.2}, link {:.2}, announce collecting the message {:.2}, redeem {:.2} (mean of {flows} flows, each on a fresh network)",
+        per(0),
+        per(1),
+        per(2),
+        per(3),
+        per(4)
+    );
+}
+
+/// A local cluster: six `redis-server`s (three masters, three replicas), killed on drop.
+struct LocalCluster(Vec<RedisServer>, Vec<u16>, std::path::PathBuf);
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.0.clear();
+        let _ = std::fs::remove_dir_all(&self.2);
+    }
+}
+
+fn start_cluster() -> Option<LocalCluster> {
+    let mut ports = Vec::new();
+    while ports.len() < 6 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            ports.push(port);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("lanlink-bench-cluster-{}", std::process::id()));
+    let mut servers = Vec::new();
+    for port in &ports {
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).ok()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        servers.push(RedisServer(child));
+    }
+    let cluster = LocalCluster(servers, ports.clone(), dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for port in &ports {
+        let url = format!("redis://127.0.0.1:{port}");
+        loop {
+            let ok = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok();
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    // Every node agrees the cluster is up, and every replica is attached.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (mut ok, mut synced) = (0, 0);
+        for port in &ports {
+            let url = format!("redis://127.0.0.1:{port}");
+            if let Ok(mut conn) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
+            {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                ok += usize::from(info.contains("cluster_state:ok"));
+                let repl: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                synced += usize::from(repl.contains("master_link_status:up"));
+            }
+        }
+        if ok == 6 && synced == 3 {
+            return Some(cluster);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The cluster store against the same client's raw `SET` + `GET`, and `WAIT`'s cost.
+fn bench_cluster() {
+    let Some(cluster) = start_cluster() else {
+        println!("SKIP: redis-server or redis-cli is not on PATH (or the cluster did not form): no cluster figures");
+        return;
+    };
+    let urls: Vec<String> = cluster
+        .1
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let key = StoreKey::from_bytes([3; 32]);
+    let connect = |wait: u32| {
+        rt.block_on(RedisStore::connect(
+            RedisStoreConfig::cluster(urls.clone(), key.clone()).wait_replicas(wait),
+        ))
+        .expect("connect to the cluster")
+    };
+    let store = connect(0);
+    let waiting = connect(1);
+    let config = ServerConfig::default().presence_ttl(Duration::from_secs(3600));
+    let now = DateTime::<Utc>::from(SystemTime::now());
+    const N: usize = 1_000;
+    for i in 0..N {
+        let template = record(i, now, &config);
+        rt.block_on(
+            store.update_network(network(i), now, &config, true, &mut |r| {
+                *r = template.clone();
+            }),
+        )
+        .expect("populate");
+    }
+    let mut conn = store.connection();
+    let value: Vec<u8> = rt
+        .block_on(redis::AsyncCommands::get(
+            &mut conn,
+            store.network_key(&network(0)),
+        ))
+        .expect("get");
+    let store_op = |i: usize| {
+        let now = DateTime::<Utc>::from(SystemTime::now());
+        rt.block_on(store.update_network(network(i), now, &config, false, &mut touch))
+            .expect("update");
+    };
+    let raw_op = |i: usize| {
+        let mut conn = store.connection();
+        let key = format!("bench:raw:{{{i}}}");
+        rt.block_on(async {
+            let _: () = redis::AsyncCommands::set(&mut conn, &key, value.as_slice())
+                .await
+                .expect("set");
+            let got: Vec<u8> = redis::AsyncCommands::get(&mut conn, &key)
+                .await
+                .expect("get");
+            black_box(got);
+        });
+    };
+    // A counter charge and its refund (what a right guess costs one budget level).
+    let counter_op = |store: &RedisStore, i: usize| {
+        let now = DateTime::<Utc>::from(SystemTime::now());
+        let counter = lanlink::server::CounterKey::network(&network(i));
+        let now_ms = now.timestamp_millis();
+        rt.block_on(store.update_counter(&counter, now, &mut |record| {
+            let _ = record.admit(now_ms, now_ms + 600_000, 1_000, None);
+        }))
+        .expect("charge");
+    };
+    const OPS: usize = 3_000;
+    let (mut update, mut raw, mut plain, mut waited) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let trips = store.round_trips();
+    for _ in 0..3 {
+        let start = Instant::now();
+        for i in 0..OPS {
+            store_op(i % N);
+        }
+        update += start.elapsed();
+        let start = Instant::now();
+        for i in 0..OPS {
+            raw_op(i % N);
+        }
+        raw += start.elapsed();
+        let start = Instant::now();
+        for i in 0..OPS {
+            counter_op(&store, i % N);
+        }
+        plain += start.elapsed();
+        let start = Instant::now();
+        for i in 0..OPS {
+            counter_op(&waiting, N + i % N);
+        }
+        waited += start.elapsed();
+    }
+    let ops = 3.0 * OPS as f64;
+    let rate = |d: Duration| ops / d.as_secs_f64();
+    let update_trips = (store.round_trips() - trips) as f64 / ops;
+    println!(
+        "ratio redis cluster: store update {:.0} ops/s; raw SET+GET on the same cluster client {:.0} pairs/s; store/raw = {:.2} (target >= 0.5); {:.2} round trips per update and counter charge",
+        rate(update),
+        rate(raw),
+        rate(update) / rate(raw),
+        update_trips / 2.0,
+    );
+    println!(
+        "WAIT on the cluster: counter charge {:.0} ops/s without, {:.0} ops/s waiting for 1 replica ({:.2}x the rate; {} of {} writes under-replicated within 100 ms)",
+        rate(plain),
+        rate(waited),
+        rate(waited) / rate(plain),
+        waiting.unreplicated(),
+        3 * OPS,
+    );
+    round_trips("on the cluster", &store, 50, 0, &rt);
+    drop(cluster);
 }
 
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
-    for n in SIZES {
+    // LANLINK_BENCH_REDIS_ONLY=1: the Redis and cluster figures alone.
+    let sizes: &[usize] = if std::env::var_os("LANLINK_BENCH_REDIS_ONLY").is_some() {
+        &[]
+    } else {
+        &SIZES
+    };
+    for &n in sizes {
         let mut memory = Memory::new(n);
         bench_memory(&mut criterion, n, &mut memory);
         memory_ratio(n, &mut memory);
     }
     bench_redis(&mut criterion);
+    bench_cluster();
     criterion.final_summary();
 }

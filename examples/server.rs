@@ -9,7 +9,9 @@
 //!
 //! With `--redis`, every instance given the same Redis, `--redis-prefix` and store key
 //! (`LANLINK_STORE_KEY`, 64 hex characters: it encrypts and names the records at rest) acts as
-//! one server.
+//! one server. `--redis-cluster redis://10.0.0.1:7000,redis://10.0.0.2:7000` does the same on a
+//! Redis Cluster or Valkey cluster, and `--redis-wait-replicas 1` makes budget counters and
+//! codes wait for a replica before a write is acknowledged (see `SECURITY.md`).
 //!
 //! `--profile lanlink` (the default) serves the lanlink routes; `--profile obico` (feature `obico`)
 //! serves both the lanlink routes and the Obico profile's routes (`/api/v1/...`) over one server
@@ -72,8 +74,17 @@ struct Args {
     prefix: String,
     /// Keep the records in Redis at this URL (shared with other instances) instead of memory.
     /// Needs the store key in `LANLINK_STORE_KEY`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis_cluster")]
     redis: Option<String>,
+    /// Keep the records in a Redis Cluster (or Valkey cluster) reached through these nodes
+    /// (comma-separated `redis://host:port` URLs; the others are learned from them). Needs the
+    /// store key in `LANLINK_STORE_KEY`.
+    #[arg(long, value_delimiter = ',')]
+    redis_cluster: Vec<String>,
+    /// Replicas each security-critical write (budget counters, redeemed codes) waits for
+    /// (`WAIT`), on Redis or a cluster; 0 (the default) waits for none.
+    #[arg(long, default_value_t = 0)]
+    redis_wait_replicas: u32,
     /// The Redis key prefix.
     #[arg(long, default_value = "lanlink")]
     redis_prefix: String,
@@ -118,7 +129,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ipv6_prefix(args.ipv6_prefix)
         .nat64_prefixes(args.nat64_prefixes);
     let auth = Arc::new(BearerTokens::new(args.users));
-    let app = match (&args.redis, args.profile.as_str()) {
+    let redis = match (&args.redis, args.redis_cluster.is_empty()) {
+        (Some(url), _) => Some(vec![url.clone()]),
+        (None, false) => Some(args.redis_cluster.clone()),
+        (None, true) => None,
+    };
+    let cluster = !args.redis_cluster.is_empty();
+    let app = match (&redis, args.profile.as_str()) {
         (None, profile) => {
             let server = Arc::new(Mutex::new(Server::new(config)?));
             http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
@@ -140,12 +157,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        (Some(url), profile) => {
+        (Some(urls), profile) => {
             let key = std::env::var("LANLINK_STORE_KEY")
                 .ok()
                 .and_then(|hex| StoreKey::from_hex(&hex))
                 .ok_or("--redis needs LANLINK_STORE_KEY: 64 hex characters")?;
-            let store_config = RedisStoreConfig::new(url.as_str(), key).prefix(&args.redis_prefix);
+            let store_config = if cluster {
+                RedisStoreConfig::cluster(urls.iter().cloned(), key)
+            } else {
+                RedisStoreConfig::new(urls[0].as_str(), key)
+            };
+            let store_config = store_config
+                .prefix(&args.redis_prefix)
+                .wait_replicas(args.redis_wait_replicas);
             let store = RedisStore::connect(store_config).await?;
             // Records expire by themselves in Redis: no purge task.
             let service =

@@ -929,6 +929,45 @@ async fn discovery_is_one_read_and_writes_nothing() {
     assert_eq!(store.round_trips() - trips, 1);
 }
 
+/// An update of a record this instance wrote last takes one round trip (the compare-and-swap,
+/// against the remembered version); after another instance wrote it, two (the refused swap
+/// carries the current value, then the swap), and the change lands on the current record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_record_updates_in_one_round_trip() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let (mine, other) = (store(&redis).await, store(&redis).await);
+    let key = CounterKey::network(&network("203.0.113.9"));
+    let charge = |store: &RedisStore| {
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            let now = wall_now();
+            let now_ms = now.timestamp_millis();
+            let trips = store.round_trips();
+            store
+                .update_counter(&key, now, &mut |record| {
+                    let _ = record.admit(now_ms, now_ms + 600_000, 100, None);
+                })
+                .await
+                .expect("charge");
+            store.round_trips() - trips
+        }
+    };
+    assert_eq!(charge(&mine).await, 2, "first touch: read, then swap");
+    assert_eq!(charge(&mine).await, 1, "remembered: the swap alone");
+    assert_eq!(charge(&other).await, 2);
+    assert_eq!(
+        charge(&mine).await,
+        2,
+        "stale: refused with the value, then swapped"
+    );
+    assert_eq!(charge(&mine).await, 1);
+    assert_eq!(failures_of(&other, network("203.0.113.9")).await, 5);
+}
+
 /// Sends 300 concurrent guesses (`guess(n, right)`), split between two server processes sharing
 /// one Redis, the right answer at a random place; returns (checked, right answered ok).
 async fn burst<F, Fut>(guess: F) -> (usize, bool)

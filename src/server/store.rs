@@ -20,7 +20,10 @@ use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
 use crate::error::Refusal;
 
-/// Why a store could not carry out an operation. Nothing was changed by the failed operation.
+/// Why a store could not carry out an operation. Nothing was changed by the failed operation,
+/// with one exception: a shared store that lost a write's reply and could not read the record
+/// back either (see [`RedisStore`](super::redis::RedisStore)'s "Lost replies") answers
+/// [`Unavailable`](Self::Unavailable) with the write possibly applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {

@@ -9,9 +9,8 @@
 //! The keys do not expire: a link lasts until the host service removes it.
 
 use async_trait::async_trait;
-use redis::AsyncCommands;
 
-use super::{unavailable, RedisStore};
+use super::RedisStore;
 use crate::obico::tokens::{LinkedPrinter, PrinterTokens};
 use crate::server::StoreError;
 
@@ -30,9 +29,9 @@ impl PrinterTokens for RedisStore {
     async fn issue(&self, digest: [u8; 32], printer: LinkedPrinter) -> Result<(), StoreError> {
         let key = self.token_key(&digest);
         let value = self.seal(&key, &printer)?;
-        let mut conn = self.conn();
-        let _: () = conn.set(&key, value).await.map_err(unavailable)?;
-        Ok(())
+        // A `SET` of the same value is idempotent: resent when its reply was lost.
+        self.read::<()>(|| ::redis::cmd("SET").arg(&key).arg(&value).clone())
+            .await
     }
 
     async fn printer(&self, digest: &[u8; 32]) -> Result<Option<LinkedPrinter>, StoreError> {

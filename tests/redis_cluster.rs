@@ -1,0 +1,438 @@
+//! The Redis store on a real local Redis Cluster: six `redis-server`s with `--cluster-enabled
+//! yes` on loopback ports (three masters, three replicas), joined by the test with `redis-cli
+//! --cluster create … --cluster-replicas 1 --cluster-yes`. Two server instances share it: the
+//! built `server` example with `--redis-cluster` as processes when cargo built it (a plain
+//! `cargo test --all-features` does), else in-process servers.
+//!
+//! Without `redis-server` and `redis-cli` on `PATH` each test prints a skip line and passes,
+//! except under `CI=true`, where it fails.
+#![cfg(all(feature = "redis", feature = "http"))]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
+use lanlink::http::server::service_router;
+use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::secret::PresenceKey;
+use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::{ServerConfig, Service};
+use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
+use lanlink::{AccountId, DeviceInfo, LocalSecret, PublicNetwork};
+
+mod common;
+use common::Cluster;
+
+const TOKEN: &str = "alice-test-token";
+
+fn have_tools() -> bool {
+    common::have("redis-server") && common::have("redis-cli")
+}
+
+fn store_key() -> StoreKey {
+    StoreKey::from_bytes([8; 32])
+}
+
+/// The built `server` example, next to this test binary, if cargo built it (a plain `cargo
+/// test --all-features` does).
+fn server_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let path = dir.join("examples").join("server");
+    path.is_file().then_some(path)
+}
+
+/// One server instance on the cluster: the example as a process when it is built, else an
+/// in-process server with its own cluster connection and listener. Stopped on drop.
+enum Instance {
+    Process(Child, SocketAddr),
+    InProcess(tokio::task::JoinHandle<()>, SocketAddr),
+}
+
+impl Instance {
+    /// `wait_replicas`: the instance's `--redis-wait-replicas`.
+    async fn start(cluster: &Cluster, wait_replicas: u32) -> Self {
+        let Some(binary) = server_binary() else {
+            println!("note: the server example is not built; in-process instances instead");
+            let config =
+                RedisStoreConfig::cluster(cluster.urls(), store_key()).wait_replicas(wait_replicas);
+            let store = RedisStore::connect(config).await.expect("connect");
+            let config = ServerConfig::default().lockout_threshold(5);
+            let service = Service::new(config, Arc::new(store)).expect("config");
+            let alice = AccountId::new("alice").expect("account");
+            let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
+            let app = service_router(Arc::new(service), auth, DEFAULT_PREFIX);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let task = tokio::spawn(async move {
+                let serve_config = ServeConfig {
+                    max_connections_per_client: 512,
+                    ..ServeConfig::default()
+                };
+                let _ = http::serve(listener, app, serve_config, std::future::pending()).await;
+            });
+            return Self::InProcess(task, addr);
+        };
+        use std::io::BufRead;
+        let mut child = Command::new(binary)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--user",
+                &format!("alice={TOKEN}"),
+            ])
+            .args([
+                "--lockout-threshold",
+                "5",
+                "--max-connections-per-client",
+                "512",
+            ])
+            .args(["--redis-cluster", &cluster.urls().join(",")])
+            .args(["--redis-wait-replicas", &wait_replicas.to_string()])
+            .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server example starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json line");
+        let addr = value["listening"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("listening address");
+        Self::Process(child, addr)
+    }
+
+    fn base(&self) -> String {
+        match self {
+            Self::Process(_, addr) | Self::InProcess(_, addr) => format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        match self {
+            Self::Process(child, _) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Self::InProcess(task, _) => task.abort(),
+        }
+    }
+}
+
+/// An announcement with known keys (`n` picks them), from a loopback agent.
+fn announcement(n: u32) -> (Announce, LocalSecret) {
+    let mut key = [0u8; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    key[31] = 1;
+    let mut secret = [0u8; 32];
+    secret[..4].copy_from_slice(&n.to_be_bytes());
+    secret[31] = 2;
+    let key = PresenceKey::from_bytes(key);
+    let secret = LocalSecret::from_bytes(secret);
+    let id = key.instance_id();
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: "127.0.0.1".parse().expect("ip"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+        presence_key: key,
+    };
+    (announce, secret)
+}
+
+fn code_of(err: &TransportError) -> Option<(u16, &str)> {
+    match err {
+        TransportError::Refused { status, code } => Some((*status, code.as_str())),
+        _ => None,
+    }
+}
+
+fn patient_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// Calls `call` until it succeeds, retrying retryable refusals for up to 20 s; returns the value
+/// and how many `503 store_unavailable` answers came first.
+async fn retry<T, F, Fut>(mut call: F) -> (T, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TransportError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut unavailable = 0;
+    loop {
+        match call().await {
+            Ok(value) => return (value, unavailable),
+            Err(err) if err.is_retryable() && Instant::now() < deadline => {
+                if code_of(&err) == Some((503, "store_unavailable")) {
+                    unavailable += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("still failing: {err:?}"),
+        }
+    }
+}
+
+/// A store on the cluster with the instances' key (to name their keys).
+async fn cluster_store(cluster: &Cluster) -> RedisStore {
+    RedisStore::connect(RedisStoreConfig::cluster(cluster.urls(), store_key()))
+        .await
+        .expect("connect to the cluster")
+}
+
+/// The agent announces to and redeems with the first instance; the linker discovers, links
+/// and polls through the second: both on the cluster, the flow links, the code is single use,
+/// and the network's keys and the code's key sit in different slots served by their masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_flow_through_two_instances_on_a_cluster() {
+    if !have_tools() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let first = Instance::start(&cluster, 0).await;
+    let second = Instance::start(&cluster, 0).await;
+    let agent = HttpAgentClient::new(&first.base()).expect("client");
+    let linker = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
+    let (x, secret) = announcement(1);
+    agent.announce(&x).await.expect("announce");
+    let found = linker.discover().await.expect("discover");
+    assert_eq!(found.agents.len(), 1);
+    let request = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+    };
+    let pending = linker.link(&request).await.expect("link accepted");
+    assert_eq!(pending.state, LinkState::Pending);
+    let reply = agent.announce(&x).await.expect("collect");
+    let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
+        panic!("one message expected, got {}", reply.messages.len());
+    };
+    let redeem = RedeemRequest {
+        instance_id: x.instance_id,
+        code: code.clone(),
+    };
+    agent.redeem(&redeem).await.expect("redeemed");
+    let status = linker.link_status(&x.instance_id).await.expect("status");
+    assert_eq!(status.state, LinkState::Linked);
+    let again = agent.redeem(&redeem).await.unwrap_err();
+    assert_eq!(code_of(&again), Some((403, "invalid_code")));
+    // The records are spread over the masters, each operation on one slot.
+    let store = cluster_store(&cluster).await;
+    let home = PublicNetwork::from_ip("127.0.0.1".parse().expect("ip"), 64);
+    let net = store.network_key(&home);
+    assert_eq!(
+        cluster.master_of(&net),
+        cluster.master_of(&store.messages_key(&home))
+    );
+    let mut conn = store.connection();
+    let held: Option<Vec<u8>> = redis::AsyncCommands::get(&mut conn, &net)
+        .await
+        .expect("get");
+    assert!(held.is_some(), "the network's record is in the cluster");
+}
+
+/// 200 parallel wrong guesses at an announced agent's secret, split over two instances on the
+/// cluster, the right secret at a random place among them: at most the threshold (5) are
+/// checked (each budget counter is one key, its admit one atomic step on its slot's master), and
+/// the right secret sent after them is refused `locked_out`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold() {
+    if !have_tools() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let instances = [
+        Instance::start(&cluster, 0).await,
+        Instance::start(&cluster, 0).await,
+    ];
+    let (x, secret) = announcement(1);
+    HttpAgentClient::new(&instances[0].base())
+        .expect("client")
+        .announce(&x)
+        .await
+        .expect("announce");
+    let linkers: Arc<Vec<HttpLinkerClient>> = Arc::new(
+        instances
+            .iter()
+            .map(|i| {
+                let (base, prefix) = (i.base(), DEFAULT_PREFIX);
+                HttpLinkerClient::with_client(patient_client(), &base, prefix, prefix, TOKEN)
+            })
+            .collect(),
+    );
+    let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..200usize);
+    let tasks: Vec<_> = (0..200usize)
+        .map(|n| {
+            let linkers = Arc::clone(&linkers);
+            let local_secret = if n == right_at {
+                secret.clone()
+            } else {
+                LocalSecret::from_bytes([(n % 250) as u8 + 3; 32])
+            };
+            let guess = LinkRequest {
+                instance_id: x.instance_id,
+                local_secret,
+            };
+            tokio::spawn(async move { linkers[n % 2].link(&guess).await.map(|_| ()) })
+        })
+        .collect();
+    let (mut checked, mut locked) = (0, 0);
+    for (n, task) in tasks.into_iter().enumerate() {
+        match task.await.expect("task") {
+            Ok(()) => {
+                assert_eq!(n, right_at, "only the right secret is accepted");
+                checked += 1;
+            }
+            Err(err) => match code_of(&err) {
+                Some((403 | 404, "wrong_secret")) => checked += 1,
+                Some((429, "locked_out")) => locked += 1,
+                Some((503, "store_contention")) => {}
+                _ => panic!("unexpected {err:?}"),
+            },
+        }
+    }
+    println!("200 guesses on the cluster: {checked} checked, {locked} locked out");
+    assert!(checked <= 5, "{checked} guesses checked");
+    assert!(checked >= 1, "the budget admits guesses");
+    if checked == 5 {
+        let late = linkers[0]
+            .link(&LinkRequest {
+                instance_id: x.instance_id,
+                local_secret: secret,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(&late), Some((429, "locked_out")));
+    }
+}
+
+/// A link pending, the master of the network's slot is killed: requests answer `503
+/// store_unavailable` while the slot has no master; once its replica is promoted the agent
+/// collects the acknowledged message and redeems, the link completes, the code stays single use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
+    if !have_tools() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    let first = Instance::start(&cluster, 1).await;
+    let second = Instance::start(&cluster, 1).await;
+    let agent = HttpAgentClient::new(&first.base()).expect("client");
+    let linker = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
+    let (x, secret) = announcement(1);
+    agent.announce(&x).await.expect("announce");
+    let request = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+    };
+    let pending = linker.link(&request).await.expect("link accepted");
+    assert_eq!(pending.state, LinkState::Pending);
+
+    let store = cluster_store(&cluster).await;
+    let home = PublicNetwork::from_ip("127.0.0.1".parse().expect("ip"), 64);
+    let master = cluster.master_of(&store.network_key(&home));
+    // The acknowledged link has reached the replica (asynchronous replication: see SECURITY.md).
+    cluster.wait_replicated(master);
+    let killed = Instant::now();
+    cluster.kill(master);
+    let down = linker.discover().await.map(|_| ());
+    let err = down.expect_err("no master for the slot");
+    assert_eq!(code_of(&err), Some((503, "store_unavailable")), "{err:?}");
+
+    let (reply, unavailable) = retry(|| agent.announce(&x)).await;
+    println!(
+        "failover: the slot's master killed, served again after {:.1} s ({} more 503 answers)",
+        killed.elapsed().as_secs_f64(),
+        unavailable
+    );
+    let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
+        panic!("the acknowledged message survives the failover");
+    };
+    let redeem = RedeemRequest {
+        instance_id: x.instance_id,
+        code: code.clone(),
+    };
+    retry(|| agent.redeem(&redeem)).await;
+    let (status, _) = retry(|| linker.link_status(&x.instance_id)).await;
+    assert_eq!(status.state, LinkState::Linked);
+    let again = agent.redeem(&redeem).await.unwrap_err();
+    assert_eq!(code_of(&again), Some((403, "invalid_code")));
+    assert!(
+        !cluster.masters().contains(&master),
+        "the replica took over"
+    );
+}
+
+/// With `--redis-wait-replicas 1`, three wrong guesses answered, then the master holding the
+/// network's budget counter is killed at once (no pause for replication): once its replica is
+/// promoted, the three charges are still there — only two more guesses are checked before the
+/// network is locked out (threshold 5). Each charge was acknowledged only after a replica held it.
+/// (On loopback replication takes well under a millisecond, so without `WAIT` this usually holds
+/// too: the test shows acknowledged charges surviving a failover; `WAIT` is what makes it hold
+/// when a replica lags, up to its timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_charges_survive_a_failover_with_wait() {
+    if !have_tools() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    let first = Instance::start(&cluster, 1).await;
+    let agent = HttpAgentClient::new(&first.base()).expect("client");
+    let linker = HttpLinkerClient::new(&first.base(), TOKEN).expect("client");
+    let (x, _) = announcement(1);
+    agent.announce(&x).await.expect("announce");
+    let wrong = |n: u8| LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: LocalSecret::from_bytes([n; 32]),
+    };
+    for n in 0..3 {
+        let err = linker.link(&wrong(n + 10)).await.unwrap_err();
+        assert_eq!(code_of(&err), Some((403, "wrong_secret")), "{err:?}");
+    }
+    let store = cluster_store(&cluster).await;
+    let home = PublicNetwork::from_ip("127.0.0.1".parse().expect("ip"), 64);
+    let counter = store.counter_key(&lanlink::server::CounterKey::network(&home));
+    let master = cluster.master_of(&counter);
+    cluster.kill(master);
+    let mut checked_after = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 20u8.. {
+        assert!(Instant::now() < deadline, "the cluster did not recover");
+        match linker.link(&wrong(n)).await {
+            Err(err) => match code_of(&err) {
+                Some((503, "store_unavailable")) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some((403, "wrong_secret")) => checked_after += 1,
+                Some((429, "locked_out")) => break,
+                _ => panic!("unexpected {err:?}"),
+            },
+            Ok(_) => panic!("a wrong secret accepted"),
+        }
+    }
+    assert_eq!(
+        checked_after, 2,
+        "the three charges before the failover were kept"
+    );
+}

@@ -1,0 +1,454 @@
+//! Lost replies between the Redis store and Redis: a fault-injecting TCP proxy
+//! (`tests/common`) forwards every command to a real `redis-server` (started on a free loopback
+//! port) and, at a chosen command, forwards the command, throws its reply away and closes the
+//! connection, as a network that fails after the write reached Redis does. For every command of
+//! the link flow (announce, link, collect, redeem) and of two wrong guesses, the flow is run once
+//! with that reply dropped; the client retries on `503 store_unavailable`, as a real one does.
+//! The outcome must be what it is without faults: linked, the code used exactly once, every
+//! right guess refunded, each wrong guess charged exactly once. The same over a local cluster
+//! (three masters, three replicas), a proxy in front of each node.
+//!
+//! Without `redis-server` (and, for the cluster, `redis-cli`) on `PATH` each test prints a skip
+//! line and passes, except under `CI=true`, where it fails.
+#![cfg(feature = "redis")]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use lanlink::secret::PresenceKey;
+use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::{CounterKey, ServerConfig, Service, Store};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
+use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
+use lanlink::{InstanceId, Refusal};
+
+mod common;
+use common::{Cluster, Plan, Proxy};
+
+fn wall_now() -> DateTime<Utc> {
+    DateTime::<Utc>::from(SystemTime::now())
+}
+
+fn have_redis() -> bool {
+    common::have("redis-server")
+}
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.connection().is_none() {
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(format!("redis://{}", self.addr())).ok()?;
+        let mut conn = client.get_connection().ok()?;
+        redis::cmd("PING").query::<String>(&mut conn).ok()?;
+        Some(conn)
+    }
+
+    /// The keys matching `pattern`.
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.connection().expect("connect");
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut conn)
+            .expect("keys")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An announcement with known keys (`n` picks them).
+fn announcement(n: u32) -> (Announce, LocalSecret) {
+    let mut key = [0u8; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    key[31] = 1;
+    let mut secret = [0u8; 32];
+    secret[..4].copy_from_slice(&n.to_be_bytes());
+    secret[31] = 2;
+    let key = PresenceKey::from_bytes(key);
+    let secret = LocalSecret::from_bytes(secret);
+    let id = key.instance_id();
+    let announce = Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: "192.168.1.50".parse().expect("ip"),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+        presence_key: key,
+    };
+    (announce, secret)
+}
+
+const PEER: &str = "203.0.113.7";
+
+fn home() -> PublicNetwork {
+    PublicNetwork::from_ip(PEER.parse().expect("ip"), 64)
+}
+
+/// Where the store runs: one `redis-server` behind one proxy, or a local cluster with a proxy
+/// in front of each node (the client reaches every node through its proxy; the proxies share
+/// one plan, so commands are counted across the nodes).
+enum Backend {
+    /// One node, its proxy, and the store's response timeout.
+    Node(Redis, Proxy, Duration),
+    Cluster(Cluster, Vec<Proxy>),
+}
+
+impl Backend {
+    async fn node() -> Self {
+        Self::node_timing_out_after(Duration::from_millis(500)).await
+    }
+
+    async fn node_timing_out_after(timeout: Duration) -> Self {
+        let redis = Redis::start();
+        let proxy = Proxy::start(redis.addr()).await;
+        Self::Node(redis, proxy, timeout)
+    }
+
+    async fn cluster() -> Self {
+        let cluster = Cluster::start();
+        let plan = Arc::new(std::sync::Mutex::new(Plan::default()));
+        let mut proxies = Vec::new();
+        for port in &cluster.ports {
+            let upstream = SocketAddr::from(([127, 0, 0, 1], *port));
+            proxies.push(Proxy::start_with(upstream, Arc::clone(&plan)).await);
+        }
+        Self::Cluster(cluster, proxies)
+    }
+
+    fn proxy(&self) -> &Proxy {
+        match self {
+            Self::Node(_, proxy, _) => proxy,
+            Self::Cluster(_, proxies) => &proxies[0],
+        }
+    }
+
+    /// A service on a store through the proxies, under its own key prefix.
+    async fn service(&self, prefix: &str) -> (Service, RedisStore) {
+        let key = StoreKey::from_bytes([5; 32]);
+        let timeout = match self {
+            Self::Node(_, _, timeout) => *timeout,
+            Self::Cluster(..) => Duration::from_millis(500),
+        };
+        let config = match self {
+            Self::Node(_, proxy, _) => RedisStoreConfig::new(proxy.url(), key),
+            Self::Cluster(cluster, proxies) => {
+                let urls = proxies.iter().map(Proxy::url);
+                let mut config = RedisStoreConfig::cluster(urls, key);
+                for (port, proxy) in cluster.ports.iter().zip(proxies) {
+                    config = config.cluster_node_address(
+                        ("127.0.0.1", *port),
+                        ("127.0.0.1", proxy.addr.port()),
+                    );
+                }
+                config
+            }
+        };
+        let config = config
+            .prefix(prefix)
+            .response_timeout(timeout)
+            .connection_timeout(Duration::from_millis(500));
+        let store = RedisStore::connect(config).await.expect("connect");
+        let service =
+            Service::new(ServerConfig::default(), Arc::new(store.clone())).expect("config");
+        (service, store)
+    }
+
+    /// The keys matching `pattern`, on every node that serves slots.
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        match self {
+            Self::Node(redis, ..) => redis.keys(pattern),
+            Self::Cluster(cluster, _) => cluster
+                .masters()
+                .into_iter()
+                .flat_map(|port| {
+                    let mut conn = common::node_connection(port).expect("node");
+                    redis::cmd("KEYS")
+                        .arg(pattern)
+                        .query::<Vec<String>>(&mut conn)
+                        .expect("keys")
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Calls `op` until it answers something other than `store_unavailable` (a client's retry).
+async fn retried<T, F, Fut>(mut op: F) -> Result<T, Refusal>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Refusal>>,
+{
+    for _ in 0..20 {
+        match op().await {
+            Err(Refusal::StoreUnavailable) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return other,
+        }
+    }
+    panic!("still store_unavailable after 20 tries");
+}
+
+/// The wrong guesses charged at the home network's own address.
+async fn failures(store: &RedisStore) -> u64 {
+    let now = wall_now();
+    let mut failures = 0;
+    store
+        .update_counter(&CounterKey::network(&home()), now, &mut |record| {
+            failures = record.live(now.timestamp_millis());
+        })
+        .await
+        .expect("read");
+    failures
+}
+
+/// The whole link flow through `service`: announce, link, collect the message, redeem (each
+/// retried on `store_unavailable`); checks that it links and that the code is single use.
+async fn link_flow(service: &Service, n: u32) -> InstanceId {
+    let (x, secret) = announcement(n);
+    let alice = AccountId::new("alice").expect("account");
+    let peer = PEER.parse().expect("ip");
+    let none = ForwardedHeaders::NONE;
+    retried(|| service.announce_in(wall_now(), home(), &x))
+        .await
+        .expect("announce");
+    let request = LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+    };
+    let pending = retried(|| async {
+        service
+            .handle_link(
+                wall_now(),
+                &mut lanlink::os_rng(),
+                &alice,
+                peer,
+                none,
+                request.clone(),
+            )
+            .await
+    })
+    .await
+    .expect("link accepted");
+    assert_eq!(pending.state, LinkState::Pending);
+    let reply = retried(|| service.announce_in(wall_now(), home(), &x))
+        .await
+        .expect("collect");
+    let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
+        panic!("one message expected, got {}", reply.messages.len());
+    };
+    let redeem = RedeemRequest {
+        instance_id: x.instance_id,
+        code: code.clone(),
+    };
+    retried(|| async {
+        service
+            .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+            .await
+    })
+    .await
+    .expect("redeemed");
+    let status =
+        retried(|| service.handle_link_status(wall_now(), &alice, peer, none, &x.instance_id))
+            .await
+            .expect("status");
+    assert_eq!(status.state, LinkState::Linked);
+    let again = retried(|| async {
+        service
+            .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+            .await
+    })
+    .await
+    .map(|_| ());
+    assert_eq!(again, Err(Refusal::CodeUsed), "single use");
+    x.instance_id
+}
+
+/// Runs `scenario` once without faults (counting its commands), then once per command with
+/// that command's reply dropped, each run under a fresh key prefix; `check` sees the outcome.
+async fn every_step<S, SFut, C, CFut>(backend: &Backend, name: &str, scenario: S, check: C)
+where
+    S: Fn(Service) -> SFut,
+    SFut: std::future::Future<Output = ()>,
+    C: Fn(RedisStore, Vec<String>) -> CFut,
+    CFut: std::future::Future<Output = ()>,
+{
+    let proxy = backend.proxy();
+    // Twice without faults: the first run loads the scripts, the second counts the commands.
+    let mut steps = 0;
+    for run in 0..2 {
+        let prefix = format!("{name}-clean-{run}");
+        let (service, store) = backend.service(&prefix).await;
+        proxy.drop_reply(None);
+        scenario(service).await;
+        let seen = proxy.seen();
+        check(store, backend.keys(&format!("{prefix}:*"))).await;
+        steps = seen;
+    }
+    assert!(steps >= 4, "{name}: {steps} commands");
+    let mut dropped = Vec::new();
+    for step in 0..steps {
+        let prefix = format!("{name}-{step}");
+        let (service, store) = backend.service(&prefix).await;
+        proxy.drop_reply(Some(step));
+        scenario(service).await;
+        let what = proxy.dropped().unwrap_or_else(|| "-".into());
+        println!("{name}: reply of command {step} ({what}) dropped");
+        dropped.push(what);
+        proxy.drop_reply(None);
+        check(store, backend.keys(&format!("{prefix}:*"))).await;
+    }
+    println!("{name}: {steps} commands, a reply dropped at each: {dropped:?}");
+}
+
+/// The link flow with a reply lost at each of its commands: it links, the code is used once,
+/// no right guess stays charged (only the reuse of the code, a wrong guess, is: exactly one
+/// charge), and no code but the used one is left.
+async fn lost_replies_in_the_flow(backend: &Backend) {
+    every_step(
+        backend,
+        "flow",
+        |service| async move {
+            link_flow(&service, 1).await;
+        },
+        |store, keys| async move {
+            // The right guesses refunded, the reused code charged: exactly one.
+            assert_eq!(failures(&store).await, 1, "only the reused code is charged");
+            let codes = keys.iter().filter(|k| k.contains(":code:")).count();
+            assert_eq!(codes, 1, "only the used code is left: {keys:?}");
+        },
+    )
+    .await;
+}
+
+/// One wrong secret and one wrong code, with a reply lost at each command: each is charged
+/// exactly once (never twice for a retried write, never lost), and refused as wrong.
+async fn lost_replies_in_wrong_guesses(backend: &Backend) {
+    every_step(
+        backend,
+        "wrong",
+        |service| async move {
+            let (x, _) = announcement(2);
+            let alice = AccountId::new("alice").expect("account");
+            let peer = PEER.parse().expect("ip");
+            retried(|| service.announce_in(wall_now(), home(), &x))
+                .await
+                .expect("announce");
+            let guess = LinkRequest {
+                instance_id: x.instance_id,
+                local_secret: LocalSecret::from_bytes([9; 32]),
+            };
+            let refused = retried(|| async {
+                let none = ForwardedHeaders::NONE;
+                let guess = guess.clone();
+                service
+                    .handle_link(
+                        wall_now(),
+                        &mut lanlink::os_rng(),
+                        &alice,
+                        peer,
+                        none,
+                        guess,
+                    )
+                    .await
+            })
+            .await;
+            assert_eq!(refused.err(), Some(Refusal::WrongSecret));
+            let redeem = RedeemRequest {
+                instance_id: x.instance_id,
+                code: LinkCode::parse("123456").expect("code"),
+            };
+            let refused = retried(|| async {
+                service
+                    .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+                    .await
+            })
+            .await
+            .map(|_| ());
+            assert_eq!(refused, Err(Refusal::UnknownCode));
+        },
+        |store, _keys| async move {
+            assert_eq!(failures(&store).await, 2, "each wrong guess charged once");
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_at_any_step_of_link_and_redeem_changes_nothing() {
+    if !have_redis() {
+        return;
+    }
+    lost_replies_in_the_flow(&Backend::node().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_never_double_counts_or_loses_a_failure() {
+    if !have_redis() {
+        return;
+    }
+    lost_replies_in_wrong_guesses(&Backend::node().await).await;
+}
+
+/// The same with each reply delivered late instead (300 ms, after the store's 150 ms response
+/// timeout) on one node: the store times out, reads the key back on a connection that stays up,
+/// and recognises its write; the late reply is discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_is_recognised_like_a_lost_one() {
+    if !have_redis() {
+        return;
+    }
+    let backend = Backend::node_timing_out_after(Duration::from_millis(150)).await;
+    backend
+        .proxy()
+        .delay_instead(Some(Duration::from_millis(300)));
+    lost_replies_in_wrong_guesses(&backend).await;
+    lost_replies_in_the_flow(&backend).await;
+}
+
+/// Both, on a local cluster (three masters, three replicas) with a proxy in front of each node:
+/// the cluster client resends a command whose connection failed, which the scripts recognise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replies_on_a_cluster_change_nothing() {
+    if !have_redis() || !common::have("redis-cli") {
+        return;
+    }
+    let backend = Backend::cluster().await;
+    lost_replies_in_the_flow(&backend).await;
+    lost_replies_in_wrong_guesses(&backend).await;
+}
