@@ -95,6 +95,14 @@ pub use id::{AccountId, InstanceId};
 pub use secret::{AuthToken, Commitment, LocalSecret};
 pub use wire::DeviceInfo;
 
+// The crates whose types appear in public signatures, re-exported so that an embedder names the
+// very versions the crate was built with (`lanlink::chrono::DateTime`, `lanlink::rand::CryptoRng`,
+// `#[lanlink::async_trait]` for the `Store` and transport traits).
+pub use async_trait::async_trait;
+pub use chrono;
+pub use ipnet;
+pub use rand;
+
 /// The operating system's CSPRNG, as an RNG the state machines accept.
 ///
 /// Panics only if the operating system cannot provide randomness at all, which a running system

@@ -37,6 +37,11 @@ pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
 use crate::error::Refusal;
 use crate::id::AccountId;
 use crate::wire::{self, ErrorBody, WireError};
+/// The axum version the routers are built with (their `Router`, the `Authenticator`'s
+/// `request::Parts`, `Rejection`'s `Response`).
+pub use axum;
+/// The reqwest version the clients take (`reqwest::Client`).
+pub use reqwest;
 
 /// The default route prefix.
 pub const DEFAULT_PREFIX: &str = "/lanlink/v1";
