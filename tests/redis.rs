@@ -989,7 +989,10 @@ where
                 checked += 1;
             }
             Err(err) => match code_of(err) {
-                Some((403 | 404, "invalid_code" | "wrong_secret")) => checked += 1,
+                // Once the right secret is accepted, the agent is linking: later guesses read
+                // `already_linking` (checked, and charged as failures like wrong secrets).
+                Some((403 | 404, "invalid_code" | "wrong_secret"))
+                | Some((409, "already_linking")) => checked += 1,
                 Some((429, "locked_out")) | Some((503, "store_contention")) => {}
                 _ => panic!("unexpected {err:?}"),
             },

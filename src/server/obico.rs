@@ -393,112 +393,22 @@ impl<S: Records> Ops<'_, S> {
                 .refused_guess(now, guess, RequestKind::Link, Refusal::WrongSecret)
                 .await);
         };
-        let config = self.config;
-        // 1. Check, reading only: a refused request writes no code.
-        let mut checked = Err(Refusal::AgentNotFound);
-        let read = self
-            .store
-            .update_network(network, now, config, false, &mut |record| {
-                checked = record.obico_check_link(now, config, &device_id);
-            })
-            .await;
-        if let Err(err) = read {
-            self.settle_guess(now, guess, None).await;
-            return Err(self.refuse(Some(network), RequestKind::Link, err.into()));
-        }
-        if let Err(reason) = checked {
-            return Err(self
-                .refused_guess(now, guess, RequestKind::Link, reason)
-                .await);
-        }
-        // 2. The auto code's record, before anything refers to it.
-        let expires_at = later(now, config.auto_code_ttl);
-        let record = CodeRecord {
-            account: account.clone(),
-            instance_id: Some(device_id),
-            network: Some(network),
-            expires_at,
-            redeemed: false,
-            manual: false,
-            kind: CodeKind::Link,
+        // The agent compares the secret, not the server: as far as the server can tell, no guess
+        // fails past the checks below.
+        let request = LinkRequest {
+            instance_id: device_id,
+            local_secret: secret,
         };
-        let code = match self
-            .obico_create_code(now, rng, LinkCode::generate_auto, &record)
-            .await
-        {
-            Ok(code) => code,
-            Err(refusal) => {
-                self.settle_guess(now, guess, None).await;
-                return Err(refusal);
-            }
-        };
-        // 3. Check again and accept in one write (another instance may have accepted a link for
-        // this agent since step 1).
-        let mut accepted = Err(Refusal::AgentNotFound);
-        let written = self
-            .store
-            .update_network(network, now, config, false, &mut |record| {
-                accepted = record.obico_check_link(now, config, &device_id).map(|()| {
-                    let request = LinkRequest {
-                        instance_id: device_id,
-                        local_secret: secret.clone(),
-                    };
-                    record.accept_link(
-                        now,
-                        config,
-                        request,
-                        account.clone(),
-                        code.clone(),
-                        expires_at,
-                    );
-                });
-            })
-            .await;
-        let refusal = match (written, accepted) {
-            (Ok(_), Ok(())) => {
-                // The agent compares the secret, not the server: as far as the server can
-                // tell, no guess failed.
-                self.settle_guess(now, guess, None).await;
-                self.events.push_back(ServerEvent::LinkAccepted {
-                    network,
-                    instance_id: device_id,
-                    account: account.clone(),
-                });
-                return Ok(());
-            }
-            (Ok(_), Err(reason)) => Ok(reason),
-            (Err(err), _) => Err(err),
-        };
-        // Not accepted: the code must not outlive the attempt.
-        let _ = self.store.delete_code(&code.key()).await;
-        match refusal {
-            Ok(reason) => Err(self
-                .refused_guess(now, guess, RequestKind::Link, reason)
-                .await),
-            Err(err) => {
-                self.settle_guess(now, guess, None).await;
-                Err(self.refuse(Some(network), RequestKind::Link, err.into()))
-            }
-        }
-    }
-
-    /// Draws codes until one can be created, and writes `record` for it.
-    async fn obico_create_code<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
-        now: DateTime<Utc>,
-        rng: &mut R,
-        mut draw: impl FnMut(&mut R) -> LinkCode,
-        record: &CodeRecord,
-    ) -> Result<LinkCode, Refusal> {
-        for _ in 0..super::MINT_ATTEMPTS {
-            let code = draw(rng);
-            match self.store.create_code(&code.key(), record, now).await {
-                Ok(true) => return Ok(code),
-                Ok(false) => {}
-                Err(err) => return Err(self.refuse(None, RequestKind::MintCode, err.into())),
-            }
-        }
-        Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
+        self.accept_checked_link(
+            now,
+            rng,
+            account,
+            network,
+            guess,
+            request,
+            |record, now, config| record.obico_check_link(now, config, &device_id),
+        )
+        .await
     }
 
     /// Marks a redeemed code unredeemed again, when what had to follow its redemption (keeping
@@ -661,7 +571,7 @@ impl<S: Records> Ops<'_, S> {
             kind: CodeKind::Link,
         };
         let code = self
-            .obico_create_code(now, rng, LinkCode::generate_auto, &record)
+            .create_code(now, rng, LinkCode::generate_auto, &record)
             .await?;
         // 3. The claim, in one write: only if the passcode is still unclaimed (another instance
         // may have claimed it since step 1).

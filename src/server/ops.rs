@@ -30,8 +30,8 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::budget::CodeSpace;
-use super::record::{later, Announced, CodeKind, CodeRecord, Presence};
+use super::budget::{CodeSpace, Guess};
+use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord, Presence};
 use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -299,14 +299,49 @@ impl<S: Records> Ops<'_, S> {
         let guess = self
             .admit_guess(now, network, None, RequestKind::Link)
             .await?;
+        let instance_id = request.instance_id;
+        let secret = request.local_secret.clone();
+        self.accept_checked_link(
+            now,
+            rng,
+            account,
+            network,
+            guess,
+            request,
+            |record, now, config| record.check_link(now, config, &instance_id, &secret),
+        )
+        .await?;
+        Ok(LinkStatusReply {
+            instance_id,
+            state: LinkState::Pending,
+        })
+    }
+
+    /// Steps 1 to 3 of a link request whose guess was admitted (shared by the core's link and
+    /// the Obico profile's, which differ only in `check`): check, reading only (a refused request
+    /// writes no code) → create the auto code, a new record, only if no live code has that key →
+    /// check again and accept in one atomic write of the network record (another instance may
+    /// have accepted a link for this agent since step 1). The guess is settled on every path:
+    /// charged for good when `check` refuses it as a failure, refunded otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn accept_checked_link<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        network: PublicNetwork,
+        guess: Guess,
+        request: LinkRequest,
+        check: impl Fn(&NetworkRecord, DateTime<Utc>, &ServerConfig) -> Result<(), Refusal> + Sync,
+    ) -> Result<(), Refusal> {
         let config = self.config;
         let instance_id = request.instance_id;
-        // 1. Check, reading only: a refused request writes no code.
+        // 1. Check, reading only.
         let mut checked = Err(Refusal::AgentNotFound);
         let read = self
             .store
             .update_network(network, now, config, false, &mut |record| {
-                checked = record.check_link(now, config, &instance_id, &request.local_secret);
+                checked = check(record, now, config);
             })
             .await;
         if let Err(err) = read {
@@ -336,29 +371,26 @@ impl<S: Records> Ops<'_, S> {
         {
             Ok(code) => code,
             Err(refusal) => {
-                // The secret was right: no failure to count.
+                // The check passed: no failure to count.
                 self.settle_guess(now, guess, None).await;
                 return Err(refusal);
             }
         };
-        // 3. Check again and accept in one write: another instance may have accepted a link for
-        // this agent (or counted a lockout) since step 1.
+        // 3. Check again and accept in one write.
         let mut accepted = Err(Refusal::AgentNotFound);
         let written = self
             .store
             .update_network(network, now, config, false, &mut |record| {
-                accepted = record
-                    .check_link(now, config, &instance_id, &request.local_secret)
-                    .map(|()| {
-                        record.accept_link(
-                            now,
-                            config,
-                            request.clone(),
-                            account.clone(),
-                            code.clone(),
-                            expires_at,
-                        );
-                    });
+                accepted = check(record, now, config).map(|()| {
+                    record.accept_link(
+                        now,
+                        config,
+                        request.clone(),
+                        account.clone(),
+                        code.clone(),
+                        expires_at,
+                    );
+                });
             })
             .await;
         let refusal = match (written, accepted) {
@@ -369,10 +401,7 @@ impl<S: Records> Ops<'_, S> {
                     instance_id,
                     account: account.clone(),
                 });
-                return Ok(LinkStatusReply {
-                    instance_id,
-                    state: LinkState::Pending,
-                });
+                return Ok(());
             }
             (Ok(_), Err(reason)) => Ok(reason),
             (Err(err), _) => Err(err),
@@ -393,7 +422,7 @@ impl<S: Records> Ops<'_, S> {
 
     /// Draws codes until one can be created (no live code holds its key), and writes `record`
     /// for it.
-    async fn create_code<R: CryptoRng + RngCore + ?Sized>(
+    pub(crate) async fn create_code<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
