@@ -13,21 +13,19 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use lanlink::http::server::{log_event, service_router};
-use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::obico::linker::ObicoLinker;
 use lanlink::obico::ObicoConfig;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
 use lanlink::server::{ServerConfig, Service};
 use lanlink::AccountId;
 use serde_json::{json, Value};
+use support::instance::{server_binary, Instance};
 use support::obico_agent::*;
 use support::redis_server::{have, Redis};
 
@@ -39,27 +37,27 @@ fn store_key() -> StoreKey {
     StoreKey::from_bytes([9; 32])
 }
 
-/// The built `server` example, next to this test binary, if cargo built it.
-fn server_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join("server");
-    path.is_file().then_some(path)
-}
-
-/// One server instance serving both profiles on Redis.
-enum Instance {
-    Process(Child, SocketAddr),
-    InProcess(tokio::task::JoinHandle<()>, SocketAddr),
-}
-
+/// One server instance serving both profiles on Redis (see `support::instance`).
 impl Instance {
     async fn start(redis: &Redis, lockout_threshold: u32) -> Self {
+        let threshold = lockout_threshold.to_string();
         match server_binary() {
-            Some(binary) => Self::spawn(&binary, redis, lockout_threshold),
+            Some(binary) => {
+                let args = [
+                    "--profile",
+                    "obico",
+                    "--trusted-proxy",
+                    "127.0.0.2/32",
+                    "--lockout-threshold",
+                    &threshold,
+                    "--redis",
+                    &redis.url(),
+                ];
+                Self::spawn(&binary, TOKEN, &store_key(), &args)
+            }
             None => {
-                println!("note: the server example is not built; in-process instances instead");
                 let config = ServerConfig::default()
-                    .trusted_proxies(vec![PROXY.parse().unwrap()])
+                    .trusted_proxies(vec![format!("{PROXY}/32").parse().unwrap()])
                     .lockout_threshold(lockout_threshold);
                 let store = RedisStore::connect(RedisStoreConfig::new(redis.url(), store_key()))
                     .await
@@ -78,71 +76,8 @@ impl Instance {
                     Arc::new(store),
                 )
                 .unwrap();
-                let app = service_router(service, auth, DEFAULT_PREFIX).merge(obico);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                let addr = listener.local_addr().expect("addr");
-                let task = tokio::spawn(async move {
-                    let serve_config = ServeConfig {
-                        max_connections_per_client: 512,
-                        ..ServeConfig::default()
-                    };
-                    let _ = http::serve(listener, app, serve_config, std::future::pending()).await;
-                });
-                Self::InProcess(task, addr)
+                Self::serve(service_router(service, auth, DEFAULT_PREFIX).merge(obico)).await
             }
-        }
-    }
-
-    fn spawn(binary: &Path, redis: &Redis, lockout_threshold: u32) -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new(binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--user",
-                &format!("alice={TOKEN}"),
-            ])
-            .args(["--profile", "obico", "--trusted-proxy", "127.0.0.2/32"])
-            .args(["--lockout-threshold", &lockout_threshold.to_string()])
-            // Every test client is 127.0.0.2: the per-client cap would refuse the bursts.
-            .args(["--max-connections-per-client", "512"])
-            .args(["--redis", &redis.url()])
-            .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server example starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let value: Value = serde_json::from_str(&line).expect("json line");
-        let addr = value["listening"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .expect("listening address");
-        Self::Process(child, addr)
-    }
-
-    fn base(&self) -> String {
-        match self {
-            Self::Process(_, addr) | Self::InProcess(_, addr) => format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        match self {
-            Self::Process(child, _) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Self::InProcess(task, _) => task.abort(),
         }
     }
 }

@@ -8,11 +8,10 @@
 
 mod support;
 
+use support::instance::{server_binary, Instance};
 use support::redis_server::{have, Redis};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,11 +22,10 @@ use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::service_router;
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::secret::PresenceKey;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
 use lanlink::server::{CounterKey, ServerConfig, Service, Store};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
-use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
 
 const TOKEN: &str = "alice-test-token";
@@ -49,99 +47,26 @@ async fn service(redis: &Redis, config: ServerConfig) -> Service {
     Service::new(config, Arc::new(store(redis).await)).expect("config")
 }
 
-/// The built `server` example, next to this test binary, if cargo built it.
-fn server_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let path = dir.join("examples").join("server");
-    path.is_file().then_some(path)
-}
-
-/// One server instance on Redis: a separate process when the example is built, else an
-/// in-process server with its own connection and listener.
-enum Instance {
-    Process(Child, SocketAddr),
-    InProcess(tokio::task::JoinHandle<()>, SocketAddr),
-}
-
+/// One server instance on Redis (see `support::instance`).
 impl Instance {
     async fn start(redis: &Redis) -> Self {
         Self::start_with(redis, 5).await
     }
 
     async fn start_with(redis: &Redis, lockout_threshold: u32) -> Self {
+        let threshold = lockout_threshold.to_string();
         match server_binary() {
-            Some(binary) => Self::spawn(&binary, redis, lockout_threshold),
+            Some(binary) => {
+                let args = ["--lockout-threshold", &threshold, "--redis", &redis.url()];
+                Self::spawn(&binary, TOKEN, &store_key(), &args)
+            }
             None => {
-                println!("note: the server example is not built; in-process instances instead");
                 let config = ServerConfig::default().lockout_threshold(lockout_threshold);
                 let service = service(redis, config).await;
                 let alice = AccountId::new("alice").expect("account");
                 let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
-                let app = service_router(Arc::new(service), auth, DEFAULT_PREFIX);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                let addr = listener.local_addr().expect("addr");
-                let task = tokio::spawn(async move {
-                    let serve_config = ServeConfig {
-                        max_connections_per_client: 512,
-                        ..ServeConfig::default()
-                    };
-                    let _ = http::serve(listener, app, serve_config, std::future::pending()).await;
-                });
-                Self::InProcess(task, addr)
+                Self::serve(service_router(Arc::new(service), auth, DEFAULT_PREFIX)).await
             }
-        }
-    }
-
-    fn spawn(binary: &Path, redis: &Redis, lockout_threshold: u32) -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new(binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--user",
-                &format!("alice={TOKEN}"),
-            ])
-            .args(["--lockout-threshold", &lockout_threshold.to_string()])
-            // Every test client is 127.0.0.1: the per-client cap would refuse the bursts.
-            .args(["--max-connections-per-client", "512"])
-            .args(["--redis", &redis.url()])
-            .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server example starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let value: serde_json::Value = serde_json::from_str(&line).expect("json line");
-        let addr = value["listening"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .expect("listening address");
-        Self::Process(child, addr)
-    }
-
-    fn base(&self) -> String {
-        match self {
-            Self::Process(_, addr) | Self::InProcess(_, addr) => format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        match self {
-            Self::Process(child, _) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Self::InProcess(task, _) => task.abort(),
         }
     }
 }
@@ -175,25 +100,7 @@ fn quick_driver() -> DriverConfig {
 
 /// An announcement with known keys (`n` picks them).
 fn announcement(n: u32) -> (Announce, LocalSecret) {
-    let mut key = [0u8; 32];
-    key[..4].copy_from_slice(&n.to_be_bytes());
-    key[31] = 1;
-    let mut secret = [0u8; 32];
-    secret[..4].copy_from_slice(&n.to_be_bytes());
-    secret[31] = 2;
-    let key = PresenceKey::from_bytes(key);
-    let secret = LocalSecret::from_bytes(secret);
-    let id = key.instance_id();
-    let announce = Announce {
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: "192.168.1.50".parse().expect("ip"),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
-    (announce, secret)
+    support::announcement(n, "192.168.1.50")
 }
 
 fn code_of(err: &TransportError) -> Option<(u16, &str)> {

@@ -8,56 +8,38 @@
 //! except under `CI=true`, where it fails.
 #![cfg(all(feature = "redis", feature = "http"))]
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::service_router;
-use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
-use lanlink::secret::PresenceKey;
+use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
 use lanlink::server::{ServerConfig, Service};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
-use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
-use lanlink::{AccountId, DeviceInfo, LocalSecret, PublicNetwork};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
+use lanlink::{AccountId, LocalSecret, PublicNetwork};
 
-mod common;
-use common::Cluster;
+mod support;
+use support::instance::{server_binary, Instance};
+use support::redis_cluster::Cluster;
+use support::redis_server::have;
 
 const TOKEN: &str = "alice-test-token";
 
 fn have_tools() -> bool {
-    common::have("redis-server") && common::have("redis-cli")
+    have("redis-server") && have("redis-cli")
 }
 
 fn store_key() -> StoreKey {
     StoreKey::from_bytes([8; 32])
 }
 
-/// The built `server` example, next to this test binary, if cargo built it (a plain `cargo
-/// test --all-features` does).
-fn server_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let path = dir.join("examples").join("server");
-    path.is_file().then_some(path)
-}
-
-/// One server instance on the cluster: the example as a process when it is built, else an
-/// in-process server with its own cluster connection and listener. Stopped on drop.
-enum Instance {
-    Process(Child, SocketAddr),
-    InProcess(tokio::task::JoinHandle<()>, SocketAddr),
-}
-
+/// One server instance on the cluster (see `support::instance`).
 impl Instance {
     /// `wait_replicas`: the instance's `--redis-wait-replicas`.
     async fn start(cluster: &Cluster, wait_replicas: u32) -> Self {
         let Some(binary) = server_binary() else {
-            println!("note: the server example is not built; in-process instances instead");
             let config =
                 RedisStoreConfig::cluster(cluster.urls(), store_key()).wait_replicas(wait_replicas);
             let store = RedisStore::connect(config).await.expect("connect");
@@ -65,95 +47,24 @@ impl Instance {
             let service = Service::new(config, Arc::new(store)).expect("config");
             let alice = AccountId::new("alice").expect("account");
             let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
-            let app = service_router(Arc::new(service), auth, DEFAULT_PREFIX);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let task = tokio::spawn(async move {
-                let serve_config = ServeConfig {
-                    max_connections_per_client: 512,
-                    ..ServeConfig::default()
-                };
-                let _ = http::serve(listener, app, serve_config, std::future::pending()).await;
-            });
-            return Self::InProcess(task, addr);
+            return Self::serve(service_router(Arc::new(service), auth, DEFAULT_PREFIX)).await;
         };
-        use std::io::BufRead;
-        let mut child = Command::new(binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--user",
-                &format!("alice={TOKEN}"),
-            ])
-            .args([
-                "--lockout-threshold",
-                "5",
-                "--max-connections-per-client",
-                "512",
-            ])
-            .args(["--redis-cluster", &cluster.urls().join(",")])
-            .args(["--redis-wait-replicas", &wait_replicas.to_string()])
-            .env("LANLINK_STORE_KEY", store_key().to_hex().as_str())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server example starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let value: serde_json::Value = serde_json::from_str(&line).expect("json line");
-        let addr = value["listening"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .expect("listening address");
-        Self::Process(child, addr)
-    }
-
-    fn base(&self) -> String {
-        match self {
-            Self::Process(_, addr) | Self::InProcess(_, addr) => format!("http://{addr}"),
-        }
+        let (nodes, replicas) = (cluster.urls().join(","), wait_replicas.to_string());
+        let args = [
+            "--lockout-threshold",
+            "5",
+            "--redis-cluster",
+            &nodes,
+            "--redis-wait-replicas",
+            &replicas,
+        ];
+        Self::spawn(&binary, TOKEN, &store_key(), &args)
     }
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        match self {
-            Self::Process(child, _) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Self::InProcess(task, _) => task.abort(),
-        }
-    }
-}
-
-/// An announcement with known keys (`n` picks them), from a loopback agent.
+/// An announcement with known keys (`n` picks them).
 fn announcement(n: u32) -> (Announce, LocalSecret) {
-    let mut key = [0u8; 32];
-    key[..4].copy_from_slice(&n.to_be_bytes());
-    key[31] = 1;
-    let mut secret = [0u8; 32];
-    secret[..4].copy_from_slice(&n.to_be_bytes());
-    secret[31] = 2;
-    let key = PresenceKey::from_bytes(key);
-    let secret = LocalSecret::from_bytes(secret);
-    let id = key.instance_id();
-    let announce = Announce {
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: "127.0.0.1".parse().expect("ip"),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
-    (announce, secret)
+    support::announcement(n, "127.0.0.1")
 }
 
 fn code_of(err: &TransportError) -> Option<(u16, &str)> {

@@ -18,22 +18,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
-use lanlink::secret::PresenceKey;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
 use lanlink::server::{CounterKey, ServerConfig, Service, Store};
-use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
-use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
+use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
 use lanlink::{InstanceId, Refusal};
 
-mod common;
-use common::{Cluster, Plan, Proxy};
+mod support;
+use support::redis_cluster::{Cluster, Plan, Proxy};
+use support::redis_server::have;
 
 fn wall_now() -> DateTime<Utc> {
     DateTime::<Utc>::from(SystemTime::now())
 }
 
 fn have_redis() -> bool {
-    common::have("redis-server")
+    have("redis-server")
 }
 
 /// A `redis-server` on a free loopback port, killed on drop.
@@ -94,25 +94,7 @@ impl Drop for Redis {
 
 /// An announcement with known keys (`n` picks them).
 fn announcement(n: u32) -> (Announce, LocalSecret) {
-    let mut key = [0u8; 32];
-    key[..4].copy_from_slice(&n.to_be_bytes());
-    key[31] = 1;
-    let mut secret = [0u8; 32];
-    secret[..4].copy_from_slice(&n.to_be_bytes());
-    secret[31] = 2;
-    let key = PresenceKey::from_bytes(key);
-    let secret = LocalSecret::from_bytes(secret);
-    let id = key.instance_id();
-    let announce = Announce {
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: "192.168.1.50".parse().expect("ip"),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
-    (announce, secret)
+    support::announcement(n, "192.168.1.50")
 }
 
 const PEER: &str = "203.0.113.7";
@@ -198,7 +180,7 @@ impl Backend {
                 .masters()
                 .into_iter()
                 .flat_map(|port| {
-                    let mut conn = common::node_connection(port).expect("node");
+                    let mut conn = support::redis_cluster::node_connection(port).expect("node");
                     redis::cmd("KEYS")
                         .arg(pattern)
                         .query::<Vec<String>>(&mut conn)
@@ -445,7 +427,7 @@ async fn a_late_reply_is_recognised_like_a_lost_one() {
 /// the cluster client resends a command whose connection failed, which the scripts recognise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_replies_on_a_cluster_change_nothing() {
-    if !have_redis() || !common::have("redis-cli") {
+    if !have_redis() || !have("redis-cli") {
         return;
     }
     let backend = Backend::cluster().await;

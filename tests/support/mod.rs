@@ -1,7 +1,34 @@
 //! Helpers shared by test files (each file uses some of them).
 #![allow(dead_code)]
 
+#[cfg(all(feature = "redis", feature = "http"))]
+pub mod instance;
 #[cfg(feature = "obico")]
 pub mod obico_agent;
 #[cfg(feature = "redis")]
+pub mod redis_cluster;
+#[cfg(feature = "redis")]
 pub mod redis_server;
+
+/// An announcement with known keys (`n` picks them) for an agent at `private_ip`.
+pub fn announcement(n: u32, private_ip: &str) -> (lanlink::wire::Announce, lanlink::LocalSecret) {
+    let mut key = [0u8; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    key[31] = 1;
+    let mut secret = [0u8; 32];
+    secret[..4].copy_from_slice(&n.to_be_bytes());
+    secret[31] = 2;
+    let key = lanlink::secret::PresenceKey::from_bytes(key);
+    let secret = lanlink::LocalSecret::from_bytes(secret);
+    let id = key.instance_id();
+    let announce = lanlink::wire::Announce {
+        version: lanlink::wire::WIRE_VERSION,
+        instance_id: id,
+        private_ip: private_ip.parse().expect("ip"),
+        port: 8080,
+        info: lanlink::DeviceInfo::default(),
+        commitment: secret.commitment(&id),
+        presence_key: key,
+    };
+    (announce, secret)
+}

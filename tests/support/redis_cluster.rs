@@ -1,6 +1,5 @@
-//! Test support shared by the Redis test files: a fault-injecting TCP proxy in front of Redis,
-//! and a local Redis Cluster (three masters, three replicas) started on free loopback ports.
-#![allow(dead_code)]
+//! A fault-injecting TCP proxy in front of Redis, and a local Redis Cluster (three masters,
+//! three replicas) started on free loopback ports.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,20 +9,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Whether `program` is on PATH; when not, prints a skip line (or fails under `CI=true`).
-pub fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{program} is not on PATH, and CI=true: install it (.ci/run does)"
-        );
-        println!("SKIP: {program} is not on PATH; install it to run this test");
-    }
-    found
-}
 
 /// The end of the RESP value starting at `buf[at..]`, if it is complete.
 fn resp_end(buf: &[u8], at: usize) -> Option<usize> {
