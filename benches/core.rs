@@ -205,6 +205,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
                 requests.push(RedeemRequest {
                     instance_id: InstanceId::from_bytes(bytes),
                     code,
+                    presence_key: None,
                 });
                 if i % 40_000 == 39_999 {
                     mint_now += TimeDelta::seconds(1);

@@ -524,6 +524,7 @@ fn round_trips(
         let redeem = RedeemRequest {
             instance_id: id,
             code: code.expect("a message"),
+            presence_key: None,
         };
         count(4, &mut || {
             rt.block_on(service.redeem_in(now(), &mut lanlink::os_rng(), home, &redeem))

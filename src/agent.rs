@@ -48,6 +48,17 @@ pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest pause between announcements the agent accepts from a server's `poll_after_ms`.
 pub const MAX_POLL_AFTER: Duration = Duration::from_secs(30);
 
+/// How long, by default, the agent keeps retrying a redemption without an answer before it stops
+/// ([`StopReason::ServerUnreachable`]): 60 seconds, well inside an auto code's life.
+pub const DEFAULT_REDEEM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first pause before a redemption is sent again (after a retryable refusal, a lost reply or
+/// no answer at all); it doubles with each attempt up to [`REDEEM_RETRY_CAP`].
+pub const REDEEM_RETRY_BASE: Duration = Duration::from_millis(500);
+
+/// The longest pause between two attempts at a redemption.
+pub const REDEEM_RETRY_CAP: Duration = Duration::from_secs(8);
+
 /// The agent's configuration. Checked by [`Agent::new`].
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -60,6 +71,7 @@ pub struct AgentConfig {
     resolver: ClientAddrResolver,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
+    redeem_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -77,7 +89,15 @@ impl AgentConfig {
             resolver: ClientAddrResolver::default(),
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            redeem_timeout: DEFAULT_REDEEM_TIMEOUT,
         }
+    }
+
+    /// Sets how long the agent retries a redemption before it stops (more than zero, at most
+    /// [`MAX_DISCOVERY_WINDOW`]; default [`DEFAULT_REDEEM_TIMEOUT`]).
+    pub fn redeem_timeout(mut self, timeout: Duration) -> Self {
+        self.redeem_timeout = timeout;
+        self
     }
 
     /// Sets the discovery window (more than zero, at most [`MAX_DISCOVERY_WINDOW`]).
@@ -149,6 +169,9 @@ impl AgentConfig {
         }
         if self.announce_interval.is_zero() || self.announce_interval >= self.window {
             return Err(ConfigError::AnnounceInterval);
+        }
+        if self.redeem_timeout.is_zero() || self.redeem_timeout > MAX_DISCOVERY_WINDOW {
+            return Err(ConfigError::RedeemTimeout);
         }
         if !is_announceable_private_ip(self.private_ip) {
             return Err(ConfigError::AgentAddress);
@@ -234,9 +257,7 @@ enum State {
         deadline: Instant,
         next_announce: Instant,
     },
-    Redeeming {
-        sent: bool,
-    },
+    Redeeming(Box<Redeeming>),
     Linked {
         token: AuthToken,
     },
@@ -245,13 +266,25 @@ enum State {
     },
 }
 
+/// A redemption in flight: the agent owns its retransmissions.
+struct Redeeming {
+    /// What is sent, the same each attempt (the presence key lets a retry after a lost reply
+    /// complete the link again).
+    request: RedeemRequest,
+    /// Attempts handed out so far.
+    attempts: u32,
+    /// When the next attempt is due (the retransmission timer, while one is in flight).
+    next_send: Instant,
+    /// When the agent stops retrying.
+    give_up: Instant,
+}
+
 /// The agent's state machine. See the [module docs](self).
 pub struct Agent {
     config: AgentConfig,
     instance_id: InstanceId,
     presence_key: PresenceKey,
     state: State,
-    pending_redeem: Option<RedeemRequest>,
     events: VecDeque<AgentEvent>,
 }
 
@@ -279,7 +312,6 @@ impl Agent {
             state: State::Stopped {
                 reason: StopReason::Cancelled,
             },
-            pending_redeem: None,
             events: VecDeque::new(),
         };
         agent.start(now, rng);
@@ -297,7 +329,6 @@ impl Agent {
             deadline,
             next_announce: now,
         };
-        self.pending_redeem = None;
         self.events.push_back(AgentEvent::DiscoveryStarted {
             instance_id: self.instance_id,
             deadline,
@@ -317,7 +348,7 @@ impl Agent {
             State::Discovering { deadline, .. } => AgentStatus::Discovering {
                 deadline: *deadline,
             },
-            State::Redeeming { .. } => AgentStatus::Redeeming,
+            State::Redeeming(_) => AgentStatus::Redeeming,
             State::Linked { .. } => AgentStatus::Linked,
             State::Stopped { reason } => AgentStatus::Stopped(reason.clone()),
         }
@@ -343,12 +374,17 @@ impl Agent {
 
     // ---- inputs ----
 
-    /// Advances time: closes the window when it has run out. A spurious call is a no-op.
+    /// Advances time: closes the window when it has run out, and stops a redemption that had no
+    /// answer by its deadline ([`AgentConfig::redeem_timeout`]). A spurious call is a no-op.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let State::Discovering { deadline, .. } = self.state {
-            if now >= deadline {
+        match &self.state {
+            State::Discovering { deadline, .. } if now >= *deadline => {
                 self.stop(StopReason::WindowExpired);
             }
+            State::Redeeming(redeeming) if now >= redeeming.give_up => {
+                self.stop(StopReason::ServerUnreachable);
+            }
+            _ => {}
         }
     }
 
@@ -559,13 +595,16 @@ impl Agent {
         }
     }
 
-    /// The redemption could not be delivered and the embedder gives up retrying: discovery stays
-    /// off (the secret is already gone) and the agent stops.
+    /// An attempt at the redemption got no answer (the transport failed, the reply was lost or
+    /// unreadable). The agent sends it again when [`poll_timeout`](Self::poll_timeout) says, and
+    /// stops by itself ([`StopReason::ServerUnreachable`]) if no answer comes before its
+    /// [redeem deadline](AgentConfig::redeem_timeout). Calling it is optional (the
+    /// retransmission timer runs anyway) but lets the retry wait its back-off from now.
     pub fn handle_redeem_failed(&mut self, now: Instant) -> Result<(), AgentError> {
-        let _ = now;
-        match self.state {
-            State::Redeeming { sent: true } => {
-                self.stop(StopReason::ServerUnreachable);
+        match &mut self.state {
+            State::Redeeming(redeeming) if redeeming.attempts > 0 => {
+                redeeming.next_send = retry_at(now, redeeming.attempts, &self.instance_id);
+                self.handle_timeout(now);
                 Ok(())
             }
             _ => Err(AgentError::NoRedeemInProgress),
@@ -600,7 +639,7 @@ impl Agent {
         match outcome {
             Ok(()) => {
                 self.events.push_back(AgentEvent::SecretVerified);
-                self.begin_redeem(code, false);
+                self.begin_redeem(now, code, false);
             }
             Err(reason) => {
                 self.events.push_back(AgentEvent::MessageRejected {
@@ -615,13 +654,18 @@ impl Agent {
         }
     }
 
-    fn begin_redeem(&mut self, code: LinkCode, manual: bool) {
+    fn begin_redeem(&mut self, now: Instant, code: LinkCode, manual: bool) {
         // Replacing the state drops (and so zeroizes) the secret: it is single-use.
-        self.state = State::Redeeming { sent: false };
-        self.pending_redeem = Some(RedeemRequest {
-            instance_id: self.instance_id,
-            code,
-        });
+        self.state = State::Redeeming(Box::new(Redeeming {
+            request: RedeemRequest {
+                instance_id: self.instance_id,
+                code,
+                presence_key: Some(self.presence_key.clone()),
+            },
+            attempts: 0,
+            next_send: now,
+            give_up: now.checked_add(self.config.redeem_timeout).unwrap_or(now),
+        }));
         self.events.push_back(AgentEvent::RedeemStarted { manual });
     }
 
@@ -646,22 +690,26 @@ impl Agent {
             State::Linked { .. } => Err(AgentError::AlreadyLinked),
             State::Redeeming { .. } => Err(AgentError::RedeemInProgress),
             State::Discovering { .. } | State::Stopped { .. } => {
-                self.begin_redeem(code, true);
+                self.begin_redeem(now, code, true);
                 Ok(())
             }
         }
     }
 
-    /// The server's answer to the redemption: a token (linked) or a refusal (discovery stays off).
+    /// The server's answer to the redemption (to any of its attempts: they are all the same
+    /// request): a token (linked), a [retryable](Refusal::is_retryable) refusal (the agent sends
+    /// it again after a back-off, until its redeem deadline), or any other refusal (it stops;
+    /// discovery stays off).
     pub fn handle_redeem_reply(
         &mut self,
         now: Instant,
         reply: Result<RedeemReply, Refusal>,
     ) -> Result<(), AgentError> {
-        let _ = now;
-        match self.state {
-            State::Redeeming { sent: true, .. } => {}
-            _ => return Err(AgentError::NoRedeemInProgress),
+        let State::Redeeming(redeeming) = &mut self.state else {
+            return Err(AgentError::NoRedeemInProgress);
+        };
+        if redeeming.attempts == 0 {
+            return Err(AgentError::NoRedeemInProgress);
         }
         match reply {
             Ok(reply) => {
@@ -671,6 +719,12 @@ impl Agent {
                 self.events.push_back(AgentEvent::Linked {
                     instance_id: self.instance_id,
                 });
+            }
+            Err(refusal) if refusal.is_retryable() => {
+                redeeming.next_send = retry_at(now, redeeming.attempts, &self.instance_id);
+                self.events
+                    .push_back(AgentEvent::RedeemDeferred { reason: refusal });
+                self.handle_timeout(now);
             }
             Err(refusal) => self.stop(StopReason::RedeemRefused(refusal)),
         }
@@ -707,7 +761,6 @@ impl Agent {
         self.state = State::Stopped {
             reason: reason.clone(),
         };
-        self.pending_redeem = None;
         self.events.push_back(AgentEvent::Stopped { reason });
     }
 
@@ -717,12 +770,14 @@ impl Agent {
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<AgentTransmit> {
         self.handle_timeout(now);
-        if let State::Redeeming { sent, .. } = &mut self.state {
-            if let Some(request) = self.pending_redeem.take() {
-                *sent = true;
-                return Some(AgentTransmit::Redeem(request));
+        if let State::Redeeming(redeeming) = &mut self.state {
+            if now < redeeming.next_send {
+                return None;
             }
-            return None;
+            redeeming.attempts = redeeming.attempts.saturating_add(1);
+            // The retransmission timer: sent again if no answer comes by then.
+            redeeming.next_send = retry_at(now, redeeming.attempts, &self.instance_id);
+            return Some(AgentTransmit::Redeem(redeeming.request.clone()));
         }
         let State::Discovering {
             secret,
@@ -749,7 +804,10 @@ impl Agent {
         }))
     }
 
-    /// When the agent next needs [`Agent::handle_timeout`] or [`Agent::poll_transmit`].
+    /// When the agent next needs [`Agent::handle_timeout`] or [`Agent::poll_transmit`]: always
+    /// a deadline while discovering or redeeming (the next announcement, the window's end, the
+    /// next attempt at the redemption or its deadline); `None` once linked or stopped, when
+    /// nothing will ever be due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
@@ -758,6 +816,7 @@ impl Agent {
                 next_announce,
                 ..
             } => Some((*deadline).min(*next_announce)),
+            State::Redeeming(redeeming) => Some(redeeming.next_send.min(redeeming.give_up)),
             _ => None,
         }
     }
@@ -767,6 +826,19 @@ impl Agent {
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
         self.events.pop_front()
     }
+}
+
+/// When attempt `attempts + 1` at a redemption is due, from `now`: [`REDEEM_RETRY_BASE`]
+/// doubled per attempt, capped at [`REDEEM_RETRY_CAP`], shortened by up to a quarter by the
+/// instance id (so that agents interrupted together do not retry in step).
+fn retry_at(now: Instant, attempts: u32, instance_id: &InstanceId) -> Instant {
+    let doubling = 1u32 << attempts.saturating_sub(1).min(8);
+    let delay = REDEEM_RETRY_BASE
+        .saturating_mul(doubling)
+        .min(REDEEM_RETRY_CAP);
+    let spread = u32::from(instance_id.as_bytes()[15]);
+    let delay = delay - delay / 4 * spread / 255;
+    now.checked_add(delay).unwrap_or(now)
 }
 
 fn valid_port_suffix(after: &str) -> bool {

@@ -34,7 +34,9 @@ pub struct DriverConfig {
     pub backoff_base: Duration,
     /// The largest back-off delay (default 10 s).
     pub backoff_cap: Duration,
-    /// Attempts at one request before giving up (default 6).
+    /// Attempts at one linker request before giving up (default 6). The agent's redemption is
+    /// retried by the agent itself, until its
+    /// [redeem deadline](crate::agent::AgentConfig::redeem_timeout).
     pub max_attempts: u32,
 }
 
@@ -137,17 +139,9 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                 continue;
             }
             Some(AgentTransmit::Redeem(request)) => {
-                let mut attempts = 1;
-                let outcome = loop {
-                    match transport.redeem(&request).await {
-                        Err(err) if err.is_retryable() && attempts < config.max_attempts => {
-                            trace_transport("redeem", &err);
-                            attempts += 1;
-                            tokio::time::sleep(backoff.next_delay(&mut rng)).await;
-                        }
-                        other => break other,
-                    }
-                };
+                // One attempt: the agent owns the retransmissions (it hands the request out
+                // again when its timer says, and stops at its redeem deadline).
+                let outcome = transport.redeem(&request).await;
                 let mut guard = lock(agent);
                 let now = Instant::now();
                 // Cannot fail: the agent just handed out this redemption.
@@ -155,7 +149,10 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                     Ok(reply) => guard.handle_redeem_reply(now, Ok(reply)),
                     Err(err) => match err.refusal() {
                         Some(refusal) => guard.handle_redeem_reply(now, Err(refusal)),
-                        None => guard.handle_redeem_failed(now),
+                        None => {
+                            trace_transport("redeem", &err);
+                            guard.handle_redeem_failed(now)
+                        }
                     },
                 };
                 continue;

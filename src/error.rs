@@ -13,6 +13,9 @@ pub enum ConfigError {
     /// The announce interval is zero or longer than the window.
     #[error("the announce interval must be more than zero and shorter than the window")]
     AnnounceInterval,
+    /// The agent's redeem timeout is zero or longer than the longest window.
+    #[error("the redeem timeout must be more than zero and at most 10 minutes")]
+    RedeemTimeout,
     /// `presence_ttl` is less than 2.5 × `announce_interval`.
     #[error("presence_ttl must be at least 2.5 times announce_interval")]
     PresenceTtlTooShort,
@@ -218,6 +221,11 @@ pub enum Refusal {
     /// nothing was changed; try again later.
     #[error("too much contention; try later")]
     StoreContention,
+    /// The host service could not record the link (its
+    /// [`LinkHook`](crate::server::hook::LinkHook) failed): the code was given back and nothing
+    /// is linked; try again later.
+    #[error("the link could not be recorded; try later")]
+    LinkUnavailable,
 }
 
 impl Refusal {
@@ -251,6 +259,7 @@ impl Refusal {
             "codes_suspended" => Self::CodesSuspended,
             "store_unavailable" => Self::StoreUnavailable,
             "store_contention" => Self::StoreContention,
+            "link_unavailable" => Self::LinkUnavailable,
             _ => return None,
         })
     }
@@ -294,7 +303,24 @@ impl Refusal {
             Self::CodesSuspended => "codes_suspended",
             Self::StoreUnavailable => "store_unavailable",
             Self::StoreContention => "store_contention",
+            Self::LinkUnavailable => "link_unavailable",
         }
+    }
+
+    /// Whether the same request may succeed later unchanged: the server's store or the host's
+    /// link hook was unavailable, and nothing was changed. An agent retries its redemption on
+    /// these (until its redeem deadline); every other refusal is final.
+    ///
+    /// ```
+    /// use lanlink::Refusal;
+    /// assert!(Refusal::LinkUnavailable.is_retryable());
+    /// assert!(!Refusal::UnknownCode.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::StoreUnavailable | Self::StoreContention | Self::LinkUnavailable
+        )
     }
 
     /// Whether this refusal counts toward the caller network's lockout: every failed guess at a

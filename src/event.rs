@@ -22,7 +22,8 @@ pub enum StopReason {
     /// The server refused an announcement in a way that ends discovery
     /// ([`Refusal::ends_discovery`]).
     AnnounceRefused(Refusal),
-    /// The redemption could not reach the server (the driver gave up retrying).
+    /// No answer to the redemption came before the agent's redeem deadline
+    /// ([`AgentConfig::redeem_timeout`](crate::agent::AgentConfig::redeem_timeout)).
     ServerUnreachable,
     /// The embedder stopped discovery.
     Cancelled,
@@ -62,6 +63,12 @@ pub enum AgentEvent {
     RedeemStarted {
         /// Whether the code was entered by hand.
         manual: bool,
+    },
+    /// The server could not complete the redemption for now (a [retryable](Refusal::is_retryable)
+    /// refusal): the agent sends it again after a back-off, until its redeem deadline.
+    RedeemDeferred {
+        /// Why.
+        reason: Refusal,
     },
     /// The server returned an auth token: linked.
     Linked {
@@ -137,6 +144,24 @@ pub enum ServerEvent {
         account: AccountId,
         /// Whether the code was a manual one.
         manual: bool,
+        /// How the link was made.
+        via: crate::server::hook::LinkVia,
+        /// Whether this completed a retried redemption (after a lost reply) with a new token,
+        /// which replaces the earlier one.
+        reissued: bool,
+    },
+    /// The host's [`LinkHook`](crate::server::hook::LinkHook) failed: the redemption was refused
+    /// retryably (`link_unavailable`) and the code given back.
+    LinkHookFailed {
+        /// The agent's network.
+        #[serde(serialize_with = "network_text")]
+        network: PublicNetwork,
+        /// The agent.
+        instance_id: InstanceId,
+        /// The account it was being linked to.
+        account: AccountId,
+        /// The hook's description of its failure.
+        message: String,
     },
     /// A request was refused.
     Refused {
@@ -165,7 +190,7 @@ pub enum ServerEvent {
 }
 
 /// Serializes a public network as text (`203.0.113.7`, `2001:db8:1:2::/64`).
-fn network_text<S: serde::Serializer>(
+pub(crate) fn network_text<S: serde::Serializer>(
     network: &PublicNetwork,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

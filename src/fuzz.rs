@@ -772,6 +772,7 @@ pub fn server_ops(data: &[u8]) {
                 let request = RedeemRequest {
                     instance_id: id,
                     code: link_code,
+                    presence_key: None,
                 };
                 match server.handle_redeem(
                     now,
@@ -1183,6 +1184,7 @@ pub fn protocol_sim(data: &[u8]) {
                 let request = RedeemRequest {
                     instance_id: InstanceId::from_bytes([0x66; 16]),
                     code,
+                    presence_key: None,
                 };
                 // A guess may hit a live manual code; that links the attacker's device to the
                 // victim's account (the brute-force risk the lockout bounds), never the victim's

@@ -420,6 +420,15 @@ pub struct RedeemRequest {
     /// The code.
     #[serde(with = "code_text")]
     pub code: LinkCode,
+    /// The agent's presence key, proving it is `instance_id` (wire 1.1; optional). With it, a
+    /// redemption retried after a lost reply completes the link again, with a new token, instead
+    /// of being refused as a used code. Agents of this crate always send it.
+    #[serde(
+        default,
+        with = "presence_key_opt_hex",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub presence_key: Option<PresenceKey>,
 }
 
 /// Server → agent: the code was good.
@@ -568,6 +577,24 @@ pub mod presence_key_hex {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PresenceKey, D::Error> {
         let text = zeroizing_string(d)?;
         PresenceKey::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad presence key"))
+    }
+}
+
+/// Serde helpers for optional [`PresenceKey`] fields: 64 hex characters, or absent.
+pub mod presence_key_opt_hex {
+    use super::*;
+
+    /// Writes the key as hex (skip `None` with `skip_serializing_if`).
+    pub fn serialize<S: Serializer>(key: &Option<PresenceKey>, s: S) -> Result<S::Ok, S::Error> {
+        match key {
+            Some(key) => presence_key_hex::serialize(key, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads 64 hex characters.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PresenceKey>, D::Error> {
+        presence_key_hex::deserialize(d).map(Some)
     }
 }
 

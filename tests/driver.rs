@@ -108,7 +108,8 @@ fn fast() -> DriverConfig {
 fn agent(window: Duration) -> Arc<Mutex<Agent>> {
     let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default())
         .window(window)
-        .announce_interval(Duration::from_millis(100));
+        .announce_interval(Duration::from_millis(100))
+        .redeem_timeout(Duration::from_millis(2500));
     Arc::new(Mutex::new(
         Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap(),
     ))
@@ -157,12 +158,11 @@ async fn driver_gives_up_on_an_unreachable_server_and_stops_cleanly() {
     .await
     .expect("bounded");
     assert_eq!(status, AgentStatus::Stopped(StopReason::ServerUnreachable));
-    assert_eq!(
-        transport.redeems.load(Ordering::SeqCst),
-        fast().max_attempts
-    );
-    // Back-off waited between attempts (three waits of at least 5, 10 and 20 ms).
-    assert!(started.elapsed() >= Duration::from_millis(35));
+    // The agent retried on its own schedule (at 0, ≥ 0.375 s and ≥ 1.125 s: 500 ms doubling,
+    // shortened by at most a quarter) and stopped at its 2.5 s redeem deadline, not before.
+    let redeems = transport.redeems.load(Ordering::SeqCst);
+    assert!((3..=5).contains(&redeems), "{redeems} attempts");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
 }
 
 #[tokio::test]
@@ -203,6 +203,7 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
                 &RedeemRequest {
                     instance_id: id,
                     code,
+                    presence_key: None,
                 },
             )
             .unwrap();

@@ -71,6 +71,7 @@ fn every_server_event_serializes_without_secrets() {
     let redeem = RedeemRequest {
         instance_id: id,
         code: code.clone(),
+        presence_key: None,
     };
     let redeemed = server
         .handle_redeem(now, &mut rng, home, none, &redeem)
@@ -83,6 +84,7 @@ fn every_server_event_serializes_without_secrets() {
     let wrong = RedeemRequest {
         instance_id: id,
         code: LinkCode::parse("wrong-code").unwrap(),
+        presence_key: None,
     };
     assert_eq!(
         server

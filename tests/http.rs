@@ -323,6 +323,7 @@ fn redeem_body(instance_id: InstanceId, code: &str) -> Vec<u8> {
     wire::encode(&RedeemRequest {
         instance_id,
         code: LinkCode::parse(code).unwrap(),
+        presence_key: None,
     })
     .to_vec()
 }
@@ -2033,6 +2034,7 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
     let redeem = RedeemRequest {
         instance_id: lanlink::InstanceId::from_bytes([5; 16]),
         code: codes.pop().expect("a code"),
+        presence_key: None,
     };
     bounded("redeem", agent.redeem(&redeem))
         .await

@@ -1278,6 +1278,7 @@ impl World {
         let request = RedeemRequest {
             instance_id: id,
             code: LinkCode::parse(&code).unwrap(),
+            presence_key: None,
         };
         let result =
             self.sim
@@ -1542,6 +1543,7 @@ impl World {
                     instance_id,
                     account,
                     manual,
+                    ..
                 } => {
                     if let Some(p) = self.presences.get_mut(&network) {
                         p.remove(&instance_id);

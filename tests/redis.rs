@@ -550,6 +550,7 @@ async fn redis_killed_and_restarted_mid_flow() {
     let redeem = RedeemRequest {
         instance_id: x.instance_id,
         code: code.clone(),
+        presence_key: None,
     };
     agent_client.redeem(&redeem).await.expect("redeemed");
     let status = linker.link_status(&x.instance_id).await.expect("status");
@@ -640,6 +641,7 @@ async fn nothing_in_redis_in_clear() {
             &RedeemRequest {
                 instance_id: x.instance_id,
                 code: code.clone(),
+                presence_key: None,
             },
         )
         .await
@@ -952,6 +954,7 @@ async fn a_redemption_burst_over_two_processes_checks_at_most_the_threshold() {
             let request = RedeemRequest {
                 instance_id: announcement(7).0.instance_id,
                 code,
+                presence_key: None,
             };
             agents[n % 2].redeem(&request).await.map(|_| ())
         }

@@ -142,6 +142,7 @@ async fn the_link_flow_through_two_instances_on_a_cluster() {
     let redeem = RedeemRequest {
         instance_id: x.instance_id,
         code: code.clone(),
+        presence_key: None,
     };
     agent.redeem(&redeem).await.expect("redeemed");
     let status = linker.link_status(&x.instance_id).await.expect("status");
@@ -283,6 +284,7 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
     let redeem = RedeemRequest {
         instance_id: x.instance_id,
         code: code.clone(),
+        presence_key: None,
     };
     retry(|| agent.redeem(&redeem)).await;
     let (status, _) = retry(|| linker.link_status(&x.instance_id)).await;

@@ -257,6 +257,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
     let redeem = RedeemRequest {
         instance_id: x.instance_id,
         code: code.clone(),
+        presence_key: None,
     };
     retried(|| async {
         service
@@ -374,6 +375,7 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
             let redeem = RedeemRequest {
                 instance_id: x.instance_id,
                 code: LinkCode::parse("123456").expect("code"),
+                presence_key: None,
             };
             let refused = retried(|| async {
                 service

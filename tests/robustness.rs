@@ -59,6 +59,7 @@ fn server_survives_the_ends_of_time() {
             &RedeemRequest {
                 instance_id: id,
                 code,
+                presence_key: None,
             },
         );
         let _ = server.handle_link_status(now, &alice, peer, h, &id);

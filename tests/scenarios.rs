@@ -146,6 +146,7 @@ fn redeem(sim: &mut Sim, from: &str, instance_id: InstanceId, code: &str) -> Res
     let request = RedeemRequest {
         instance_id,
         code: LinkCode::parse(code).unwrap(),
+        presence_key: None,
     };
     sim.server
         .handle_redeem(

@@ -224,9 +224,10 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         | Refusal::TooManyAgents
         | Refusal::AgentContested
         | Refusal::AlreadyLinking => StatusCode::CONFLICT,
-        Refusal::CodeSpaceExhausted | Refusal::StoreUnavailable | Refusal::StoreContention => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Refusal::CodeSpaceExhausted
+        | Refusal::StoreUnavailable
+        | Refusal::StoreContention
+        | Refusal::LinkUnavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -37,7 +37,7 @@ use crate::addr::ForwardedHeaders;
 use crate::error::Refusal;
 use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
-use crate::server::{Server, Service};
+use crate::server::{PendingLink, Redeemed, Server, Service};
 use crate::wire::{self, LinkRequest, RedeemRequest, MAX_MESSAGE_BYTES};
 
 /// A server shared between request handlers.
@@ -218,6 +218,29 @@ pub fn log_event(event: ServerEvent) {
     tracing::info!(target: "lanlink::server", ?event);
 }
 
+/// A redemption on a shared in-memory server: `begin` (the claim) under the lock, the server's
+/// link hook awaited outside it, and the completion under the lock again.
+pub(crate) async fn redeem_local(
+    server: &SharedServer,
+    now: DateTime<Utc>,
+    begin: impl FnOnce(&mut Server, DateTime<Utc>) -> Result<PendingLink, Refusal>,
+) -> Result<Redeemed, Refusal> {
+    let (pending, hook) = {
+        let mut server = lock(server);
+        let pending = begin(&mut server, now);
+        log_events(&mut server);
+        (pending?, server.link_hook())
+    };
+    let outcome = match hook {
+        Some(hook) => hook.link_completed(pending.link()).await,
+        None => Ok(()),
+    };
+    let mut server = lock(server);
+    let result = server.finish_redeem(now, pending, outcome);
+    log_events(&mut server);
+    result
+}
+
 /// Logs and drops the server's pending events.
 fn log_events(server: &mut Server) {
     while let Some(event) = server.poll_event() {
@@ -303,11 +326,14 @@ async fn redeem(State(app): State<Arc<App>>, request: Request) -> Response<Body>
             let lines = caller.lines();
             let (peer, headers) = (caller.peer, headers(&lines));
             Ok(match &app.backend {
-                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
-                    server
-                        .handle_redeem(now, &mut crate::os_rng(), peer, headers, &request)
-                        .map(|redeemed| redeemed.reply)
-                }),
+                Backend::Local(server) => reply(
+                    StatusCode::OK,
+                    redeem_local(server, wall_now(), |server, now| {
+                        server.begin_redeem(now, &mut crate::os_rng(), peer, headers, &request)
+                    })
+                    .await
+                    .map(|redeemed| redeemed.reply),
+                ),
                 Backend::Shared(service) => reply(
                     StatusCode::OK,
                     service

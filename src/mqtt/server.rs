@@ -80,12 +80,11 @@ impl MqttBackend for SharedServer {
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<RedeemReply, Refusal> {
-        let mut server = lock(self);
-        let result = server
-            .redeem_in(now, &mut crate::os_rng(), network, request)
-            .map(|redeemed| redeemed.reply);
-        log_events(&mut server);
-        result
+        crate::http::server::redeem_local(self, now, |server, now| {
+            server.begin_redeem_in(now, &mut crate::os_rng(), network, request)
+        })
+        .await
+        .map(|redeemed| redeemed.reply)
     }
 }
 

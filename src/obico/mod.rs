@@ -216,6 +216,22 @@ pub struct Verified {
     pub name: Option<String>,
 }
 
+impl From<crate::server::Redeemed> for Verified {
+    fn from(redeemed: crate::server::Redeemed) -> Self {
+        let name = redeemed
+            .link
+            .info
+            .as_ref()
+            .map(|info| info.hostname().to_owned())
+            .filter(|hostname| !hostname.is_empty());
+        Self {
+            code_expires_at: redeemed.code_expires_at,
+            name,
+            redeemed,
+        }
+    }
+}
+
 /// The `device_id` of an instance: 32 lowercase hex characters.
 ///
 /// ```

@@ -45,7 +45,7 @@ use crate::http::{header_lines, json_response, read_body, Authenticator, MAX_BOD
 use crate::id::AccountId;
 use crate::secret::LocalSecret;
 use crate::server::record::ObicoInfo;
-use crate::server::Service;
+use crate::server::{HookError, LinkHook, Service};
 use crate::wire::{limits, DeviceInfo};
 
 /// The agent poll route.
@@ -300,6 +300,14 @@ fn headers<'a>(lines: &'a (Vec<&'a str>, Vec<&'a str>)) -> ForwardedHeaders<'a> 
 
 /// Calls one of the profile's operations (`obico_*`, the same on [`Server`](crate::server::Server)
 /// and [`Service`]) at the wall-clock now, logging the in-memory server's events.
+/// The link hook of the server behind the routes, if any.
+fn link_hook(app: &App) -> Option<Arc<dyn LinkHook>> {
+    match &app.backend {
+        Backend::Local(server) => lock(server).link_hook(),
+        Backend::Shared(service) => service.link_hook().cloned(),
+    }
+}
+
 macro_rules! call {
     ($app:expr, $method:ident($($arg:expr),* $(,)?)) => {
         match &$app.backend {
@@ -502,34 +510,43 @@ async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 .ok_or_else(|| detail(StatusCode::NOT_FOUND, Refusal::UnknownCode.code()))?;
             let lines = caller.lines();
             let (peer, headers) = (caller.peer, headers(&lines));
-            let verified = call!(
+            let pending = call!(
                 app,
-                obico_verify(&mut crate::os_rng(), peer, headers, &code)
+                obico_begin_verify(&mut crate::os_rng(), peer, headers, &code)
             )
             .map_err(|r| guess_refusal(&app, &r, agent_status_of(&r)))?;
             let now = wall_now();
-            let redeemed = &verified.redeemed;
+            let link = pending.link();
             let printer = LinkedPrinter {
-                id: printer_id(&redeemed.instance_id),
-                name: verified
-                    .name
-                    .clone()
+                id: printer_id(&link.instance_id),
+                name: link
+                    .info
+                    .as_ref()
+                    .map(|info| info.hostname().to_owned())
+                    .filter(|hostname| !hostname.is_empty())
                     .unwrap_or_else(|| "My Printer".to_owned()),
-                account: redeemed.account.clone(),
-                instance_id: redeemed.instance_id,
+                account: link.account.clone(),
+                instance_id: link.instance_id,
                 linked_at: now,
             };
-            // The token is handed out only once its digest is kept: a printer must be able to
-            // use it. If it cannot be kept, the code is given back (no token was handed out), so
-            // that the agent's retry redeems it: nothing is stranded.
-            if let Err(err) = app
+            // The token is handed out only once its digest is kept (a printer must be able to
+            // use it) and the host's hook recorded the link. If either fails, the code is given
+            // back (no token was handed out, nothing is linked), so that the agent's retry
+            // redeems it: nothing is stranded.
+            let mut outcome = app
                 .tokens
-                .issue(redeemed.reply.auth_token.digest(), printer.clone())
+                .issue(*link.token_digest.as_bytes(), printer.clone())
                 .await
-            {
-                let _ = call!(app, obico_give_back(&code));
-                return Err(agent_refusal(&err.into()));
+                .map_err(|err| HookError::new(format!("printer tokens: {err}")));
+            if outcome.is_ok() {
+                if let Some(hook) = link_hook(&app) {
+                    outcome = hook.link_completed(link).await;
+                }
             }
+            let verified = crate::obico::Verified::from(
+                call!(app, finish_redeem(pending, outcome)).map_err(|r| agent_refusal(&r))?,
+            );
+            let redeemed = &verified.redeemed;
             let token = redeemed.reply.auth_token.to_hex();
             let mut printer_json = printer_value(&printer);
             printer_json["auth_token"] = token.as_str().into();

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod budget;
+pub mod hook;
 #[cfg(feature = "obico")]
 mod obico;
 mod ops;
@@ -37,6 +38,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
+pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, TokenDigest};
 pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
@@ -330,8 +332,9 @@ impl ServerConfig {
     }
 }
 
-/// A successful redemption, for the embedder: store the token's digest for the pair.
+/// A successful redemption: the reply for the agent, and the link the [`LinkHook`] saw.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Redeemed {
     /// The reply for the agent (carries the token).
     pub reply: RedeemReply,
@@ -339,6 +342,10 @@ pub struct Redeemed {
     pub account: AccountId,
     /// The agent.
     pub instance_id: InstanceId,
+    /// The completed link (the token's digest, how it was linked, the device's info).
+    pub link: CompletedLink,
+    /// When the redeemed code would have expired.
+    pub code_expires_at: DateTime<Utc>,
 }
 
 /// The server's state machine over an in-memory store. See the [module docs](self).
@@ -350,6 +357,13 @@ pub struct Server {
     config: ServerConfig,
     store: MemoryStore,
     events: EventQueue,
+    hook: Option<std::sync::Arc<dyn LinkHook>>,
+}
+
+impl std::fmt::Debug for dyn LinkHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkHook")
+    }
 }
 
 impl Server {
@@ -392,7 +406,45 @@ impl Server {
             config,
             store: MemoryStore::default(),
             events: EventQueue::default(),
+            hook: None,
         })
+    }
+
+    /// Hands every event to `sink` as it happens, instead of queueing it for
+    /// [`poll_event`](Self::poll_event) (which then returns `None`). The HTTP routers over a
+    /// shared server pass every event on this way; without a sink they log them.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lanlink::server::{Server, ServerConfig};
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let mut server = Server::new(ServerConfig::default())
+    ///     .unwrap()
+    ///     .with_event_sink(move |event| log.lock().unwrap().push(serde_json::to_string(&event).unwrap()));
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// server.handle_discover(now, "203.0.113.7".parse().unwrap(), lanlink::ForwardedHeaders::NONE).unwrap();
+    /// assert!(server.poll_event().is_none());
+    /// assert!(seen.lock().unwrap()[0].starts_with(r#"{"event":"discovered""#));
+    /// ```
+    pub fn with_event_sink(mut self, sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
+        self.events.sink = Some(std::sync::Arc::new(sink));
+        self
+    }
+
+    /// Calls `hook` on every completed link before its token is returned (see [`hook`]).
+    /// [`handle_redeem`](Self::handle_redeem) runs it at once (a hook that must wait fails the
+    /// redemption retryably); the HTTP routers await it between
+    /// [`begin_redeem`](Self::begin_redeem) and [`finish_redeem`](Self::finish_redeem), outside
+    /// the server's lock.
+    pub fn with_link_hook(mut self, hook: std::sync::Arc<dyn LinkHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The link hook, if one is set.
+    pub fn link_hook(&self) -> Option<std::sync::Arc<dyn LinkHook>> {
+        self.hook.clone()
     }
 
     /// The configuration.
@@ -550,8 +602,12 @@ impl Server {
     }
 
     /// An agent redeems a code (protocol step 8, and step 9's manual codes): the code must be
-    /// live, unredeemed, bound to the presenting instance if minted for one, and presented from
-    /// the network it was bound to; failures count toward the presenter network's lockout.
+    /// live, unredeemed (or redeemed by this very instance, proven by its presence key: a retry
+    /// after a lost reply), bound to the presenting instance if minted for one, and presented
+    /// from the network it was bound to; failures count toward the presenter network's lockout.
+    ///
+    /// Runs [`begin_redeem`](Self::begin_redeem), the [link hook](Self::with_link_hook) if any,
+    /// and [`finish_redeem`](Self::finish_redeem).
     pub fn handle_redeem<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -560,8 +616,8 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        run!(self, |ops| ops
-            .handle_redeem(now, rng, peer, headers, request))
+        let pending = self.begin_redeem(now, rng, peer, headers, request)?;
+        self.finish_at_once(now, pending)
     }
 
     /// A redemption from an agent whose public network is already known (see
@@ -574,7 +630,90 @@ impl Server {
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        run!(self, |ops| ops.redeem_in(now, rng, network, request))
+        let pending = self.begin_redeem_in(now, rng, network, request)?;
+        self.finish_at_once(now, pending)
+    }
+
+    /// Runs the hook (if any) at once and finishes.
+    fn finish_at_once(
+        &mut self,
+        now: DateTime<Utc>,
+        pending: PendingLink,
+    ) -> Result<Redeemed, Refusal> {
+        let outcome = match &self.hook {
+            Some(hook) => hook::run_at_once(&**hook, pending.link()),
+            None => Ok(()),
+        };
+        self.finish_redeem(now, pending, outcome)
+    }
+
+    /// The first step of a redemption: charges and checks the guess and claims the code for the
+    /// agent (see [`hook`] for the order). Give [`PendingLink::link`] to the host's hook, then
+    /// its outcome to [`finish_redeem`](Self::finish_redeem); the server need not be borrowed
+    /// meanwhile.
+    ///
+    /// ```
+    /// # use chrono::DateTime;
+    /// # use lanlink::server::{Server, ServerConfig, HookError, LinkVia};
+    /// # use lanlink::wire::RedeemRequest;
+    /// # use lanlink::{AccountId, ForwardedHeaders, Refusal, TokenDigest};
+    /// # use lanlink::secret::PresenceKey;
+    /// let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let mut rng = lanlink::os_rng();
+    /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).unwrap().code;
+    /// let key = PresenceKey::generate(&mut rng);
+    /// let request = RedeemRequest { instance_id: key.instance_id(), code, presence_key: Some(key) };
+    /// let peer = "203.0.113.7".parse().unwrap();
+    ///
+    /// // The host's store is down: the redemption fails retryably and the code is given back.
+    /// let pending = server.begin_redeem(now, &mut rng, peer, ForwardedHeaders::NONE, &request).unwrap();
+    /// assert_eq!(pending.link().via, LinkVia::Manual);
+    /// let failed = server.finish_redeem(now, pending, Err(HookError::new("db down")));
+    /// assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
+    ///
+    /// // The retry links; the token is the one whose digest the hook was given.
+    /// let pending = server.begin_redeem(now, &mut rng, peer, ForwardedHeaders::NONE, &request).unwrap();
+    /// let digest = pending.link().token_digest;
+    /// let redeemed = server.finish_redeem(now, pending, Ok(())).unwrap();
+    /// assert!(digest.verify(&redeemed.reply.auth_token));
+    /// ```
+    pub fn begin_redeem<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: &RedeemRequest,
+    ) -> Result<PendingLink, Refusal> {
+        let with_info = self.hook.is_some();
+        run!(self, |ops| ops
+            .begin_redeem(now, rng, peer, headers, request, with_info))
+    }
+
+    /// [`begin_redeem`](Self::begin_redeem) for an agent whose public network is already known.
+    pub fn begin_redeem_in<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<PendingLink, Refusal> {
+        let with_info = self.hook.is_some();
+        run!(self, |ops| ops
+            .begin_redeem_in(now, rng, network, request, with_info))
+    }
+
+    /// The last step of a redemption: given the hook's `outcome`, completes the link and returns
+    /// the token, or (the hook failed: `link_unavailable`) gives the code back so that the
+    /// agent's retry links.
+    pub fn finish_redeem(
+        &mut self,
+        now: DateTime<Utc>,
+        pending: PendingLink,
+        outcome: Result<(), HookError>,
+    ) -> Result<Redeemed, Refusal> {
+        run!(self, |ops| ops.finish_redeem(now, pending, outcome))
     }
 
     /// Drops every expired record from the store (a housekeeping call; every operation also

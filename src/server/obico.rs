@@ -8,12 +8,13 @@
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
-use super::ops::Ops;
+use super::hook::PendingLink;
+use super::ops::{Claimant, Ops};
 use super::record::{
     later, unverified_commitment, CodeKind, CodeRecord, ObicoInfo, ObicoPasscode, Presence,
 };
 use super::store::Records;
-use super::{NetworkRecord, Redeemed, Server, ServerConfig};
+use super::{NetworkRecord, Server, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::LinkCode;
 use crate::error::Refusal;
@@ -23,8 +24,8 @@ use crate::obico::{
     ObicoConfig, PasscodeReply, UnlinkedPoll, UnlinkedReply, Verified, VerifyCode,
     PASSCODE_KEY_PREFIX,
 };
-use crate::secret::{AuthToken, LocalSecret};
-use crate::wire::{DiscoveredAgent, LinkRequest, RedeemReply};
+use crate::secret::LocalSecret;
+use crate::wire::{DiscoveredAgent, LinkRequest};
 
 /// The account a passcode record holds until a user claims it (never linked to: a passcode
 /// record cannot be redeemed).
@@ -321,6 +322,7 @@ impl<S: Records> Ops<'_, S> {
             network: Some(network),
             expires_at,
             redeemed: false,
+            redeemed_by: None,
             manual: false,
             kind: CodeKind::ObicoPasscode(Box::default()),
         };
@@ -411,114 +413,19 @@ impl<S: Records> Ops<'_, S> {
         .await
     }
 
-    /// Marks a redeemed code unredeemed again, when what had to follow its redemption (keeping
-    /// the token's digest) failed and no token was handed out: the agent's retry can then
-    /// redeem it. The link it completed stays completed; the retry completes it again.
-    pub(crate) async fn obico_give_back(
-        &mut self,
-        now: DateTime<Utc>,
-        code: &LinkCode,
-    ) -> Result<(), Refusal> {
-        self.store
-            .update_code(&code.key(), now, &mut |record| record.redeemed = false)
-            .await
-            .map(|_| ())
-            .map_err(Refusal::from)
-    }
-
-    /// See [`Server::obico_verify`].
-    pub(crate) async fn obico_verify<R: CryptoRng + RngCore + ?Sized>(
+    /// See [`Server::obico_begin_verify`].
+    pub(crate) async fn obico_begin_verify<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
         code: &LinkCode,
-    ) -> Result<Verified, Refusal> {
+    ) -> Result<PendingLink, Refusal> {
         let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        let config = self.config;
-        // 1. The guess, charged against every budget before the code is looked at.
-        let space = config.budgets.space_of(&config.code_format, code);
-        let guess = self
-            .admit_guess(now, network, space, RequestKind::Redeem)
-            .await?;
-        // 2. The code, marked redeemed in one write: single use across every instance. The wire
-        // names no device: the code's own binding decides (a manual code gets a fresh id).
         let fresh = InstanceId::generate(rng);
-        let key = code.key();
-        let mut redeemed = Err(Refusal::UnknownCode);
-        let written = self
-            .store
-            .update_code(&key, now, &mut |record| {
-                let instance_id = record.instance_id.unwrap_or(fresh);
-                redeemed = record.redeem(now, &instance_id, &network).map(|()| {
-                    (
-                        record.account.clone(),
-                        record.manual,
-                        instance_id,
-                        record.expires_at,
-                    )
-                });
-            })
-            .await;
-        if let Err(err) = written {
-            self.settle_guess(now, guess, None).await;
-            return Err(self.refuse(Some(network), RequestKind::Redeem, err.into()));
-        }
-        let (account, manual, instance_id, expires_at) = match redeemed {
-            Ok(redeemed) => redeemed,
-            Err(reason) => {
-                return Err(self
-                    .refused_guess(now, guess, RequestKind::Redeem, reason)
-                    .await);
-            }
-        };
-        // 3. The link, completed in the network record (which also names the agent, if it
-        // polled).
-        let mut name = None;
-        let completed = self
-            .store
-            .update_network(network, now, config, true, &mut |record| {
-                name = record
-                    .presences
-                    .iter()
-                    .find(|p| p.instance_id == instance_id)
-                    .map(|p| p.info.hostname().to_owned())
-                    .filter(|hostname| !hostname.is_empty());
-                record.complete_link(now, config, instance_id, &account);
-            })
-            .await;
-        if let Err(err) = completed {
-            // Give the code back so that the agent's retry can complete the link.
-            let _ = self
-                .store
-                .update_code(&key, now, &mut |record| record.redeemed = false)
-                .await;
-            self.settle_guess(now, guess, None).await;
-            return Err(self.refuse(Some(network), RequestKind::Redeem, err.into()));
-        }
-        self.settle_guess(now, guess, None).await;
-        if manual {
-            self.release_redeemed(now, &account, space, expires_at)
-                .await;
-        }
-        self.events.push_back(ServerEvent::Linked {
-            network,
-            instance_id,
-            account: account.clone(),
-            manual,
-        });
-        Ok(Verified {
-            redeemed: Redeemed {
-                reply: RedeemReply {
-                    auth_token: AuthToken::generate(rng),
-                },
-                account,
-                instance_id,
-            },
-            code_expires_at: expires_at,
-            name,
-        })
+        self.claim_code(now, rng, network, code, Claimant::Obico { fresh }, true)
+            .await
     }
 
     /// See [`Server::obico_claim`].
@@ -567,6 +474,7 @@ impl<S: Records> Ops<'_, S> {
             network: Some(agent_network),
             expires_at: later(now, self.config.auto_code_ttl),
             redeemed: false,
+            redeemed_by: None,
             manual: false,
             kind: CodeKind::Link,
         };
@@ -698,6 +606,9 @@ impl Server {
     /// redeemed from the network it is bound to; a manual code from anywhere not locked out.
     /// Failures count toward the caller's lockout, and a locked-out network is refused even with
     /// the right code (which stays unused).
+    ///
+    /// Runs [`obico_begin_verify`](Self::obico_begin_verify), the link hook at once (if any) and
+    /// [`finish_redeem`](Self::finish_redeem).
     pub fn obico_verify<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -706,18 +617,28 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         code: &LinkCode,
     ) -> Result<Verified, Refusal> {
-        let mut ops = self.ops();
-        super::ready(ops.obico_verify(now, rng, peer, headers, code))
+        let pending = self.obico_begin_verify(now, rng, peer, headers, code)?;
+        let outcome = match &self.hook {
+            Some(hook) => super::hook::run_at_once(&**hook, pending.link()),
+            None => Ok(()),
+        };
+        self.finish_redeem(now, pending, outcome).map(Verified::from)
     }
 
-    /// Gives a verified code back when its token could not be kept (see the Obico verify route).
-    pub(crate) fn obico_give_back(
+    /// The first step of [`obico_verify`](Self::obico_verify): the code claimed, the link and
+    /// its token's digest ready for the hook (and the profile's
+    /// [`PrinterTokens`](crate::obico::tokens::PrinterTokens)); finish with
+    /// [`finish_redeem`](Self::finish_redeem).
+    pub fn obico_begin_verify<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
+        rng: &mut R,
+        peer: std::net::IpAddr,
+        headers: ForwardedHeaders<'_>,
         code: &LinkCode,
-    ) -> Result<(), Refusal> {
+    ) -> Result<PendingLink, Refusal> {
         let mut ops = self.ops();
-        super::ready(ops.obico_give_back(now, code))
+        super::ready(ops.obico_begin_verify(now, rng, peer, headers, code))
     }
 
     /// A user claims a one-time passcode an agent shows (`POST /api/v1/one_time_passcodes/`).

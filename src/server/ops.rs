@@ -33,9 +33,11 @@ use rand::{CryptoRng, RngCore};
 use super::budget::{CodeSpace, Guess};
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord, Presence};
 use super::store::{MemoryStore, Records, StoreError};
+use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
+use super::record::Redemption;
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
-use crate::code::LinkCode;
+use crate::code::{CodeKey, LinkCode};
 use crate::error::Refusal;
 use crate::event::{RequestKind, ServerEvent};
 use crate::id::{AccountId, InstanceId};
@@ -52,15 +54,31 @@ use crate::wire::{
 pub const MAX_QUEUED_EVENTS: usize = 4096;
 
 /// Events waiting to be drained, at most [`MAX_QUEUED_EVENTS`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct EventQueue {
     events: VecDeque<ServerEvent>,
     dropped: u64,
+    /// Where events go at once instead of the queue, when set.
+    pub(crate) sink: Option<super::EventSink>,
+}
+
+impl std::fmt::Debug for EventQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventQueue")
+            .field("queued", &self.events.len())
+            .field("dropped", &self.dropped)
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
 }
 
 impl EventQueue {
-    /// Queues `event`, dropping the oldest when full.
+    /// Queues `event` (or hands it to the sink), dropping the oldest when full.
     pub(crate) fn push_back(&mut self, event: ServerEvent) {
+        if let Some(sink) = &self.sink {
+            sink(event);
+            return;
+        }
         if self.events.len() >= MAX_QUEUED_EVENTS {
             self.events.pop_front();
             self.dropped = self.dropped.saturating_add(1);
@@ -79,6 +97,19 @@ impl EventQueue {
     pub(crate) fn drain(self) -> impl Iterator<Item = ServerEvent> {
         self.events.into_iter()
     }
+}
+
+/// Who claims a code.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Claimant {
+    /// A core agent, `proven` when its presence key proved `instance_id`.
+    Agent {
+        instance_id: InstanceId,
+        proven: bool,
+    },
+    /// An Obico agent (the code's binding names it; `fresh` for a manual code).
+    #[cfg_attr(not(feature = "obico"), allow(dead_code))]
+    Obico { fresh: InstanceId },
 }
 
 /// One operation's view of the server: its configuration, its records, and where its events go.
@@ -362,6 +393,7 @@ impl<S: Records> Ops<'_, S> {
             network: Some(network),
             expires_at,
             redeemed: false,
+            redeemed_by: None,
             manual: false,
             kind: CodeKind::Link,
         };
@@ -482,6 +514,7 @@ impl<S: Records> Ops<'_, S> {
             network: None,
             expires_at,
             redeemed: false,
+            redeemed_by: None,
             manual: true,
             kind: CodeKind::Link,
         };
@@ -505,41 +538,95 @@ impl<S: Records> Ops<'_, S> {
         Ok(CodeReply { code, expires_at })
     }
 
-    pub(crate) async fn handle_redeem<R: CryptoRng + RngCore + ?Sized>(
+    pub(crate) async fn begin_redeem<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
         request: &RedeemRequest,
-    ) -> Result<Redeemed, Refusal> {
+        with_info: bool,
+    ) -> Result<PendingLink, Refusal> {
         let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        self.redeem_in(now, rng, network, request).await
+        self.begin_redeem_in(now, rng, network, request, with_info)
+            .await
     }
 
-    pub(crate) async fn redeem_in<R: CryptoRng + RngCore + ?Sized>(
+    /// Claims the code of an agent's redemption (the first of the hook order, see
+    /// [`super::hook`]). A presence key that does not prove the instance is refused before the
+    /// code is looked at.
+    pub(crate) async fn begin_redeem_in<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
         network: PublicNetwork,
         request: &RedeemRequest,
-    ) -> Result<Redeemed, Refusal> {
+        with_info: bool,
+    ) -> Result<PendingLink, Refusal> {
+        let proven = match &request.presence_key {
+            None => false,
+            Some(key) if key.proves(&request.instance_id) => true,
+            Some(_) => {
+                return Err(self.refuse(
+                    Some(network),
+                    RequestKind::Redeem,
+                    Refusal::ForgedInstance,
+                ))
+            }
+        };
+        let claimant = Claimant::Agent {
+            instance_id: request.instance_id,
+            proven,
+        };
+        self.claim_code(now, rng, network, &request.code, claimant, with_info)
+            .await
+    }
+
+    /// Charges the guess (every budget, before the code is looked at), then marks the code
+    /// redeemed by the claimant in one write (single use across every instance; a proven agent
+    /// may claim again a code it claimed itself), and mints the token. The link is not complete
+    /// until [`finish_redeem`](Self::finish_redeem).
+    pub(crate) async fn claim_code<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        network: PublicNetwork,
+        code: &LinkCode,
+        claimant: Claimant,
+        with_info: bool,
+    ) -> Result<PendingLink, Refusal> {
         let config = self.config;
         // 1. The guess, charged against every budget before the code is looked at.
-        let space = config.budgets.space_of(&config.code_format, &request.code);
+        let space = config.budgets.space_of(&config.code_format, code);
         let guess = self
             .admit_guess(now, network, space, RequestKind::Redeem)
             .await?;
         // 2. The code, marked redeemed in one write: single use across every instance.
-        let key = request.code.key();
-        let instance_id = request.instance_id;
-        let mut redeemed = Err(Refusal::UnknownCode);
+        let key = code.key();
+        let mut claimed = Err(Refusal::UnknownCode);
         let written = self
             .store
-            .update_code(&key, now, &mut |code| {
-                redeemed = code
-                    .redeem(now, &instance_id, &network)
-                    .map(|()| (code.account.clone(), code.manual, code.expires_at));
+            .update_code(&key, now, &mut |record| {
+                let (instance_id, proven) = match claimant {
+                    Claimant::Agent {
+                        instance_id,
+                        proven,
+                    } => (instance_id, proven),
+                    // The Obico wire names no device: the code's own binding decides (a manual
+                    // code gets a fresh id), and nothing proves a retry.
+                    Claimant::Obico { fresh } => (record.instance_id.unwrap_or(fresh), false),
+                };
+                claimed = record
+                    .redeem_by(now, &instance_id, &network, proven)
+                    .map(|redemption| {
+                        (
+                            redemption,
+                            instance_id,
+                            record.account.clone(),
+                            record.manual,
+                            record.expires_at,
+                        )
+                    });
             })
             .await;
         if let Err(err) = written {
@@ -547,35 +634,107 @@ impl<S: Records> Ops<'_, S> {
             self.settle_guess(now, guess, None).await;
             return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
         }
-        let (account, manual, expires_at) = match redeemed {
-            Ok(redeemed) => redeemed,
+        let (redemption, instance_id, account, manual, code_expires_at) = match claimed {
+            Ok(claimed) => claimed,
             Err(reason) => {
                 return Err(self
                     .refused_guess(now, guess, RequestKind::Redeem, reason)
                     .await);
             }
         };
+        // The code was right: its charges are refunded.
+        self.settle_guess(now, guess, None).await;
+        // What the device announced, for the hook (best effort: a plain read).
+        let mut info = None;
+        if with_info {
+            let _ = self
+                .store
+                .read_network(network, now, config, &mut |record| {
+                    info = record
+                        .presences
+                        .iter()
+                        .find(|p| p.instance_id == instance_id)
+                        .map(|p| p.info.clone());
+                })
+                .await;
+        }
+        let token = AuthToken::generate(rng);
+        let via = match (claimant, manual) {
+            (Claimant::Obico { .. }, _) => LinkVia::Obico,
+            (_, true) => LinkVia::Manual,
+            (_, false) => LinkVia::Auto,
+        };
+        Ok(PendingLink {
+            link: CompletedLink {
+                account,
+                instance_id,
+                network,
+                info,
+                via,
+                token_digest: TokenDigest::of(&token),
+                reissued: redemption == Redemption::Again,
+            },
+            token,
+            key,
+            first: redemption == Redemption::First,
+            manual,
+            space,
+            code_expires_at,
+        })
+    }
+
+    /// Completes a claimed redemption once the hook answered: on success the link is completed
+    /// in the network record and the token returned; on failure (of the hook, or of that write)
+    /// a first claim gives the code back, so that the agent's retry links. Nothing is
+    /// half-linked: no token is returned unless every step succeeded.
+    pub(crate) async fn finish_redeem(
+        &mut self,
+        now: DateTime<Utc>,
+        pending: PendingLink,
+        outcome: Result<(), HookError>,
+    ) -> Result<Redeemed, Refusal> {
+        let config = self.config;
+        let PendingLink {
+            link,
+            token,
+            key,
+            first,
+            manual,
+            space,
+            code_expires_at,
+        } = pending;
+        let network = link.network;
+        if let Err(err) = outcome {
+            self.events.push_back(ServerEvent::LinkHookFailed {
+                network,
+                instance_id: link.instance_id,
+                account: link.account.clone(),
+                message: err.message().to_owned(),
+            });
+            if first {
+                self.give_back(now, &key).await;
+            }
+            return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LinkUnavailable));
+        }
         // 3. The link, completed in the network record.
+        let (instance_id, account) = (link.instance_id, &link.account);
         let completed = self
             .store
             .update_network(network, now, config, true, &mut |record| {
-                record.complete_link(now, config, instance_id, &account);
+                record.complete_link(now, config, instance_id, account);
             })
             .await;
         if let Err(err) = completed {
             // Give the code back so that the agent's retry can complete the link; no token was
-            // handed out. Were this to fail too, the code stays used (never redeemable twice).
-            let _ = self
-                .store
-                .update_code(&key, now, &mut |code| code.redeemed = false)
-                .await;
-            self.settle_guess(now, guess, None).await;
+            // handed out. Were this to fail too, the code stays claimed by the agent, whose
+            // proven retry completes it (an unproven one finds it used).
+            if first {
+                self.give_back(now, &key).await;
+            }
             return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
         }
-        // The code was right: its charges are refunded.
-        self.settle_guess(now, guess, None).await;
-        if manual {
-            self.release_redeemed(now, &account, space, expires_at)
+        if first && manual {
+            self.release_redeemed(now, account, space, code_expires_at)
                 .await;
         }
         self.events.push_back(ServerEvent::Linked {
@@ -583,14 +742,24 @@ impl<S: Records> Ops<'_, S> {
             instance_id,
             account: account.clone(),
             manual,
+            via: link.via,
+            reissued: link.reissued,
         });
         Ok(Redeemed {
-            reply: RedeemReply {
-                auth_token: AuthToken::generate(rng),
-            },
-            account,
+            reply: RedeemReply { auth_token: token },
+            account: link.account.clone(),
             instance_id,
+            link,
+            code_expires_at,
         })
+    }
+
+    /// Marks a claimed code unredeemed again (its link could not be completed).
+    pub(crate) async fn give_back(&mut self, now: DateTime<Utc>, key: &CodeKey) {
+        let _ = self
+            .store
+            .update_code(key, now, &mut |code| code.give_back())
+            .await;
     }
 
     pub(crate) async fn purge(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -666,6 +666,10 @@ pub struct CodeRecord {
     pub expires_at: DateTime<Utc>,
     /// Whether it was redeemed (single-use).
     pub redeemed: bool,
+    /// The instance that redeemed it, while `redeemed`: the only one that may redeem it again
+    /// after a lost reply, by proving its presence key ([`CodeRecord::redeem_by`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemed_by: Option<InstanceId>,
     /// Whether it is a manual code.
     pub manual: bool,
     /// What the record is: a link code (the default), or another profile's code-like record.
@@ -687,11 +691,40 @@ impl CodeRecord {
         instance_id: &InstanceId,
         network: &PublicNetwork,
     ) -> Result<(), Refusal> {
+        self.redeem_by(now, instance_id, network, false).map(|_| ())
+    }
+
+    /// [`redeem`](Self::redeem), where `proven` says the presenter proved it is `instance_id`
+    /// (its presence key). A proven presenter may redeem again a code that it redeemed itself,
+    /// while the code is live: the retry after a lost reply ([`Redemption::Again`]). Anyone else
+    /// gets [`Refusal::CodeUsed`] for a used code, as before.
+    ///
+    /// ```
+    /// # use lanlink::server::{CodeRecord, CodeKind};
+    /// # use lanlink::server::record::Redemption;
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let (me, other) = (InstanceId::from_bytes([1; 16]), InstanceId::from_bytes([2; 16]));
+    /// let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// let mut code = CodeRecord {
+    ///     account: AccountId::new("alice").unwrap(), instance_id: None, network: None,
+    ///     expires_at: now + chrono::TimeDelta::minutes(10), redeemed: false, redeemed_by: None,
+    ///     manual: true, kind: CodeKind::Link,
+    /// };
+    /// assert_eq!(code.redeem_by(now, &me, &home, true), Ok(Redemption::First));
+    /// assert_eq!(code.redeem_by(now, &me, &home, true), Ok(Redemption::Again));
+    /// assert_eq!(code.redeem_by(now, &me, &home, false), Err(Refusal::CodeUsed));
+    /// assert_eq!(code.redeem_by(now, &other, &home, true), Err(Refusal::CodeUsed));
+    /// ```
+    pub fn redeem_by(
+        &mut self,
+        now: DateTime<Utc>,
+        instance_id: &InstanceId,
+        network: &PublicNetwork,
+        proven: bool,
+    ) -> Result<Redemption, Refusal> {
         if !self.is_live(now) || !matches!(self.kind, CodeKind::Link) {
             return Err(Refusal::UnknownCode);
-        }
-        if self.redeemed {
-            return Err(Refusal::CodeUsed);
         }
         if self.instance_id.is_some_and(|id| id != *instance_id) {
             return Err(Refusal::CodeWrongAgent);
@@ -699,9 +732,33 @@ impl CodeRecord {
         if self.network.is_some_and(|n| n != *network) {
             return Err(Refusal::CodeWrongNetwork);
         }
+        if self.redeemed {
+            return if proven && self.redeemed_by == Some(*instance_id) {
+                Ok(Redemption::Again)
+            } else {
+                Err(Refusal::CodeUsed)
+            };
+        }
         self.redeemed = true;
-        Ok(())
+        self.redeemed_by = Some(*instance_id);
+        Ok(Redemption::First)
     }
+
+    /// Gives a code claimed by [`redeem_by`](Self::redeem_by) back (its link could not be
+    /// completed), so that the agent's retry redeems it.
+    pub fn give_back(&mut self) {
+        self.redeemed = false;
+        self.redeemed_by = None;
+    }
+}
+
+/// What [`CodeRecord::redeem_by`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// The code was unused and is now redeemed.
+    First,
+    /// The code was already redeemed by the same, proven instance: a retry after a lost reply.
+    Again,
 }
 
 /// What a [`CodeRecord`] stands for. Only [`CodeKind::Link`] records can be redeemed.
@@ -916,6 +973,7 @@ mod tests {
             network: None,
             expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             redeemed: false,
+            redeemed_by: None,
             manual: true,
             kind,
         };

@@ -8,6 +8,7 @@ use rand::{CryptoRng, RngCore};
 
 use super::ops::{EventQueue, Ops};
 use super::store::{Shared, Store, StoreError};
+use super::hook::{HookError, LinkHook, PendingLink};
 use super::{Redeemed, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::error::{ConfigError, Refusal};
@@ -49,6 +50,7 @@ pub struct Service {
     config: ServerConfig,
     store: Arc<dyn Store>,
     sink: Option<EventSink>,
+    hook: Option<Arc<dyn LinkHook>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -68,7 +70,21 @@ impl Service {
             config,
             store,
             sink: None,
+            hook: None,
         })
+    }
+
+    /// Awaits `hook` on every completed link before its token is returned (see
+    /// [`hook`](super::hook)): every route and transport over this service (HTTP, MQTT, the
+    /// Obico profile) links through it.
+    pub fn with_link_hook(mut self, hook: Arc<dyn LinkHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The link hook, if one is set.
+    pub fn link_hook(&self) -> Option<&Arc<dyn LinkHook>> {
+        self.hook.as_ref()
     }
 
     /// Sends every event to `sink`.
@@ -215,6 +231,8 @@ impl Service {
     }
 
     /// An agent redeems a code; see [`Server::handle_redeem`](super::Server::handle_redeem).
+    /// The [link hook](Self::with_link_hook), if any, is awaited between the claim and the
+    /// completion.
     pub async fn handle_redeem<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,
@@ -223,13 +241,8 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let (mut events, mut store) = (EventQueue::default(), self.shared());
-        let result = self
-            .ops(&mut store, &mut events)
-            .handle_redeem(now, rng, peer, headers, request)
-            .await;
-        self.emit(events);
-        result
+        let pending = self.begin_redeem(now, rng, peer, headers, request).await?;
+        self.run_hook_and_finish(now, pending).await
     }
 
     /// A redemption from an agent whose public network is already known; see
@@ -241,10 +254,71 @@ impl Service {
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
+        let pending = self.begin_redeem_in(now, rng, network, request).await?;
+        self.run_hook_and_finish(now, pending).await
+    }
+
+    /// Awaits the link hook (if any) on `pending`, then finishes the redemption.
+    pub(crate) async fn run_hook_and_finish(
+        &self,
+        now: DateTime<Utc>,
+        pending: PendingLink,
+    ) -> Result<Redeemed, Refusal> {
+        let outcome = match &self.hook {
+            Some(hook) => hook.link_completed(pending.link()).await,
+            None => Ok(()),
+        };
+        self.finish_redeem(now, pending, outcome).await
+    }
+
+    /// The first step of a redemption; see
+    /// [`Server::begin_redeem`](super::Server::begin_redeem).
+    pub async fn begin_redeem<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: &RedeemRequest,
+    ) -> Result<PendingLink, Refusal> {
         let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
-            .redeem_in(now, rng, network, request)
+            .begin_redeem(now, rng, peer, headers, request, self.hook.is_some())
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// [`begin_redeem`](Self::begin_redeem) for an agent whose public network is already known.
+    pub async fn begin_redeem_in<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        network: PublicNetwork,
+        request: &RedeemRequest,
+    ) -> Result<PendingLink, Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .begin_redeem_in(now, rng, network, request, self.hook.is_some())
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// The last step of a redemption; see
+    /// [`Server::finish_redeem`](super::Server::finish_redeem).
+    pub async fn finish_redeem(
+        &self,
+        now: DateTime<Utc>,
+        pending: PendingLink,
+        outcome: Result<(), HookError>,
+    ) -> Result<Redeemed, Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .finish_redeem(now, pending, outcome)
             .await;
         self.emit(events);
         result
@@ -330,22 +404,7 @@ impl Service {
         result
     }
 
-    /// Gives a verified code back when its token could not be kept (see the Obico verify route).
-    pub(crate) async fn obico_give_back(
-        &self,
-        now: DateTime<Utc>,
-        code: &crate::code::LinkCode,
-    ) -> Result<(), Refusal> {
-        let (mut events, mut store) = (EventQueue::default(), self.shared());
-        let result = self
-            .ops(&mut store, &mut events)
-            .obico_give_back(now, code)
-            .await;
-        self.emit(events);
-        result
-    }
-
-    /// See [`Server::obico_verify`](super::Server::obico_verify).
+    /// See [`Server::obico_verify`](super::Server::obico_verify) (the hook is awaited).
     pub async fn obico_verify<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,
@@ -354,10 +413,27 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         code: &crate::code::LinkCode,
     ) -> Result<crate::obico::Verified, Refusal> {
+        let pending = self
+            .obico_begin_verify(now, rng, peer, headers, code)
+            .await?;
+        self.run_hook_and_finish(now, pending)
+            .await
+            .map(crate::obico::Verified::from)
+    }
+
+    /// See [`Server::obico_begin_verify`](super::Server::obico_begin_verify).
+    pub async fn obico_begin_verify<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        code: &crate::code::LinkCode,
+    ) -> Result<PendingLink, Refusal> {
         let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
-            .obico_verify(now, rng, peer, headers, code)
+            .obico_begin_verify(now, rng, peer, headers, code)
             .await;
         self.emit(events);
         result

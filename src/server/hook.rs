@@ -1,0 +1,246 @@
+//! The link-outcome hook: how the host service learns of every completed link, and keeps it.
+//!
+//! A redemption runs in three steps (see [`Server::begin_redeem`](super::Server::begin_redeem)):
+//!
+//! 1. **claim**: the guess is charged and checked, and the code is marked redeemed by the agent
+//!    (one atomic store write: single use across every instance);
+//! 2. **hook**: the host's [`LinkHook`] receives the [`CompletedLink`] — account, instance,
+//!    network, device info, how it was linked, and the digest of the token about to be handed
+//!    out (never the token) — and records it in the host's own tables;
+//! 3. **complete**: the link is completed in the network record and the token is returned to
+//!    the agent.
+//!
+//! If the hook fails, the code is given back and the agent is answered `503 link_unavailable`
+//! (retryable): nothing is half-linked, and the agent's retry links. A redemption retried after a
+//! lost reply (the agent proves it is the instance that redeemed, with its presence key) runs the
+//! hook again with a **new** token's digest and `reissued: true`: the host keeps one digest per
+//! instance and replaces it, which revokes the earlier token. The hook can therefore be called
+//! more than once for one link, always with the latest digest last; the latest call wins.
+//!
+//! Later, the host authenticates the device from the digest it kept: parse the token the device
+//! presents ([`AuthToken::from_hex`](crate::AuthToken::from_hex)) and compare with
+//! [`TokenDigest::verify`] (constant time), or index the host's table by
+//! [`TokenDigest::of`] of the presented token (a hash of 256 random bits, safe as a lookup key).
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use std::collections::HashMap;
+//! use lanlink::async_trait;
+//! use lanlink::server::hook::{CompletedLink, HookError, LinkHook};
+//! use lanlink::{AccountId, InstanceId, TokenDigest};
+//!
+//! /// The host's table: device → (owner, digest of its current token).
+//! #[derive(Default)]
+//! struct Devices(Mutex<HashMap<InstanceId, (AccountId, TokenDigest)>>);
+//!
+//! #[async_trait]
+//! impl LinkHook for Devices {
+//!     async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
+//!         let mut devices = self.0.lock().map_err(|_| HookError::new("table poisoned"))?;
+//!         // One digest per instance: a reissue replaces (revokes) the earlier token.
+//!         devices.insert(link.instance_id, (link.account.clone(), link.token_digest));
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+
+use async_trait::async_trait;
+use subtle::ConstantTimeEq;
+
+use crate::addr::PublicNetwork;
+use crate::id::{AccountId, InstanceId};
+use crate::secret::AuthToken;
+use crate::wire::DeviceInfo;
+
+/// The digest of an [`AuthToken`] ([`AuthToken::digest`]): what a host keeps to recognise a
+/// linked device later, never the token itself. Not a secret (it cannot be presented as the
+/// token), but shown in `Debug` only by its first 4 bytes, and compared in constant time.
+///
+/// ```
+/// use lanlink::{AuthToken, TokenDigest};
+/// let token = AuthToken::generate(&mut lanlink::os_rng());
+/// let kept = TokenDigest::of(&token);
+/// // Later, the device presents its token as 64 hex characters:
+/// let presented = AuthToken::from_hex(&token.to_hex()).unwrap();
+/// assert!(kept.verify(&presented));
+/// assert!(!kept.verify(&AuthToken::generate(&mut lanlink::os_rng())));
+/// assert_eq!(TokenDigest::from_hex(&kept.to_hex()), Some(kept));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    /// The digest of `token`.
+    pub fn of(token: &AuthToken) -> Self {
+        Self(token.digest())
+    }
+
+    /// A digest from its 32 bytes (as a host read it back from its store).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 hex characters (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        crate::secret::decode_hex_32(text).map(Self)
+    }
+
+    /// The digest as 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        crate::secret::encode_hex(&self.0).to_string()
+    }
+
+    /// Whether `token` is the token this digest was made from (constant time in the comparison).
+    pub fn verify(&self, token: &AuthToken) -> bool {
+        self.ct_eq(&Self::of(token))
+    }
+
+    /// Constant-time equality of two digests.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenDigest({}…)", &self.to_hex()[..8])
+    }
+}
+
+impl serde::Serialize for TokenDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TokenDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex characters"))
+    }
+}
+
+/// How a link was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LinkVia {
+    /// Auto-discovery: the linker fetched the agent's secret on the LAN.
+    Auto,
+    /// A manual code the user typed into the device.
+    Manual,
+    /// The Obico profile's verify route (an unmodified Obico agent).
+    Obico,
+}
+
+/// A link about to complete, as the [`LinkHook`] sees it. Carries no secret: the token's
+/// [`TokenDigest`] only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct CompletedLink {
+    /// The account the device is linked to.
+    pub account: AccountId,
+    /// The device.
+    pub instance_id: InstanceId,
+    /// The public network the device redeemed from.
+    #[serde(serialize_with = "crate::event::network_text")]
+    pub network: PublicNetwork,
+    /// What the device announced about itself, if its presence was still recorded.
+    pub info: Option<DeviceInfo>,
+    /// How the link was made.
+    pub via: LinkVia,
+    /// The digest of the token the device receives once the hook succeeds.
+    pub token_digest: TokenDigest,
+    /// Whether this is a retried redemption of a link the hook already saw (after a lost
+    /// reply): `token_digest` replaces the earlier digest, whose token must stop authenticating.
+    pub reissued: bool,
+}
+
+/// Why a [`LinkHook`] failed. Its message goes to the server's events and logs, never to the
+/// agent (which is answered `503 link_unavailable`): keep secrets out of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("link hook failed: {message}")]
+pub struct HookError {
+    message: String,
+}
+
+impl HookError {
+    /// A failure with a short description (for logs).
+    ///
+    /// ```
+    /// let err = lanlink::server::hook::HookError::new("database unavailable");
+    /// assert_eq!(err.message(), "database unavailable");
+    /// ```
+    pub fn new(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+        }
+    }
+
+    /// The description.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// The host's side of every completed link (see the [module docs](self)).
+///
+/// Called after the code is claimed and before the token is returned; an `Err` fails the
+/// redemption retryably (the code is given back). Implementations should be idempotent per
+/// instance: keep one digest per instance, replaced by each call.
+#[async_trait]
+pub trait LinkHook: Send + Sync {
+    /// Records `link` in the host's own tables.
+    async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError>;
+}
+
+/// A redemption whose code is claimed, waiting for the hook's outcome: hand
+/// [`link`](Self::link) to the host's [`LinkHook`], then give its result to
+/// [`Server::finish_redeem`](super::Server::finish_redeem) (or
+/// [`Service::finish_redeem`](super::Service::finish_redeem)).
+///
+/// Dropping it without finishing leaves the code claimed by the agent: the agent's proven retry
+/// completes the link (an agent that sends no presence key finds the code used).
+#[derive(Debug)]
+pub struct PendingLink {
+    pub(crate) link: CompletedLink,
+    pub(crate) token: AuthToken,
+    pub(crate) key: crate::code::CodeKey,
+    pub(crate) first: bool,
+    pub(crate) manual: bool,
+    pub(crate) space: Option<super::CodeSpace>,
+    pub(crate) code_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl PendingLink {
+    /// The link, as the hook sees it.
+    pub fn link(&self) -> &CompletedLink {
+        &self.link
+    }
+}
+
+/// Runs `hook` on `pending` once, at once: the synchronous [`Server`](super::Server)'s way of
+/// calling a hook within [`handle_redeem`](super::Server::handle_redeem). A hook that must
+/// wait (on I/O) is not finished after one poll and fails closed, retryably: call it between
+/// [`begin_redeem`](super::Server::begin_redeem) and
+/// [`finish_redeem`](super::Server::finish_redeem) instead, as the HTTP routers do.
+pub(crate) fn run_at_once(hook: &dyn LinkHook, link: &CompletedLink) -> Result<(), HookError> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = hook.link_completed(link);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(HookError::new(
+            "the link hook did not finish at once: call it between begin_redeem and finish_redeem",
+        )),
+    }
+}
