@@ -93,6 +93,7 @@ pub use code::{CodeFormat, LinkCode};
 pub use error::{AgentError, ConfigError, LinkerError, Refusal, SecretRefusal, VerifyFailure};
 pub use id::{AccountId, InstanceId};
 pub use secret::{AuthToken, Commitment, LocalSecret};
+pub use server::hook::TokenDigest;
 pub use wire::DeviceInfo;
 
 // The crates whose types appear in public signatures, re-exported so that an embedder names the

@@ -1,0 +1,581 @@
+//! The link-outcome hook and exactly-once link completion, over real loopback HTTP and directly
+//! on the state machines.
+//!
+//! - the hook sees each completed link once, with the digest of the very token the agent got,
+//!   on both server types (a shared in-memory `Server`, and a `Service` over a store);
+//! - a failing hook fails the redemption retryably (`503 link_unavailable`), the code is given
+//!   back, and the agent's own retry links;
+//! - a redeem reply dropped after the server committed: the agent's retry (proven by its
+//!   presence key) completes the link again, the agent ends linked with a token that
+//!   authenticates, the host holds exactly one link, and the lost token no longer authenticates;
+//! - no event and no hook input carries a secret or a token (asserted on the serialized form);
+//! - the retry of a used code is refused to anyone who cannot prove the instance.
+#![cfg(feature = "http")]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use lanlink::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit};
+use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::event::{AgentEvent, StopReason};
+use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
+use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::linker::{Linker, LinkerConfig};
+use lanlink::secret::PresenceKey;
+use lanlink::server::{
+    CompletedLink, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig, Service,
+};
+use lanlink::transport::{AgentServerTransport, TransportError};
+use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
+use lanlink::{
+    AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal,
+    TokenDigest,
+};
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+const P: &str = DEFAULT_PREFIX;
+const ALICE: &str = "alice-token-0123456789abcdef";
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn info() -> DeviceInfo {
+    DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").unwrap()
+}
+
+fn alice() -> AccountId {
+    AccountId::new("alice").unwrap()
+}
+
+/// The host's own table, written by its hook: device → (owner, digest of its current token).
+#[derive(Default)]
+struct Host {
+    devices: Mutex<HashMap<InstanceId, (AccountId, TokenDigest)>>,
+    calls: Mutex<Vec<CompletedLink>>,
+    /// How many of the next calls fail (the host's database is down).
+    failures: AtomicU32,
+}
+
+#[async_trait]
+impl LinkHook for Host {
+    async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
+        self.calls.lock().unwrap().push(link.clone());
+        // A real host awaits its database here.
+        tokio::task::yield_now().await;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(HookError::new("database unavailable"));
+        }
+        self.devices
+            .lock()
+            .unwrap()
+            .insert(link.instance_id, (link.account.clone(), link.token_digest));
+        Ok(())
+    }
+}
+
+impl Host {
+    /// The device a presented token authenticates, from the stored digests only.
+    fn authenticate(&self, token: &AuthToken) -> Option<InstanceId> {
+        self.devices
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, (_, digest))| digest.verify(token))
+            .map(|(id, _)| *id)
+    }
+
+    fn calls(&self) -> Vec<CompletedLink> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// Which server type serves the routes.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// `http::server::router` over a shared in-memory `Server`.
+    Local,
+    /// `http::server::service_router` over a `Service` on a store.
+    Shared,
+}
+
+struct Cloud {
+    at: SocketAddr,
+    host: Arc<Host>,
+    /// Every event, serialized as the host's audit log would keep it.
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl Cloud {
+    fn events_named(&self, name: &str) -> Vec<serde_json::Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|event| event["event"] == name)
+            .collect()
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.at)
+    }
+}
+
+async fn start_cloud(kind: Kind) -> Cloud {
+    let host = Arc::new(Host::default());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let events = Arc::clone(&events);
+        move |event: lanlink::event::ServerEvent| {
+            events
+                .lock()
+                .unwrap()
+                .push(serde_json::to_string(&event).unwrap());
+        }
+    };
+    let config = ServerConfig::default().presence_ttl(Duration::from_secs(60));
+    let auth = Arc::new(BearerTokens::new(
+        [(ALICE.to_owned(), alice())].into_iter().collect(),
+    ));
+    let hook: Arc<dyn LinkHook> = host.clone();
+    let router = match kind {
+        Kind::Local => {
+            let server = Server::new(config)
+                .unwrap()
+                .with_event_sink(sink)
+                .with_link_hook(hook);
+            http::server::router(Arc::new(Mutex::new(server)), auth, P)
+        }
+        Kind::Shared => {
+            let store = Arc::new(Mutex::new(MemoryStore::default()));
+            let service = Service::new(config, store)
+                .unwrap()
+                .with_event_sink(sink)
+                .with_link_hook(hook);
+            http::server::service_router(Arc::new(service), auth, P)
+        }
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        router.fallback(http::server::not_found),
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    Cloud { at, host, events }
+}
+
+async fn start_agent() -> (SharedAgent, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let config =
+        AgentConfig::new(at.ip(), at.port(), info()).announce_interval(Duration::from_millis(300));
+    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
+    let agent: SharedAgent = Arc::new(Mutex::new(agent));
+    tokio::spawn(serve(
+        listener,
+        http::agent::router(Arc::clone(&agent), P),
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    (agent, at)
+}
+
+/// Links `agent` by auto-discovery through `cloud`, the agent driven over `transport`.
+async fn auto_link<T: AgentServerTransport + 'static>(
+    cloud: &Cloud,
+    agent: &SharedAgent,
+    transport: T,
+) -> AgentStatus {
+    let agent_task = {
+        let agent = Arc::clone(agent);
+        tokio::spawn(async move {
+            run_agent(&agent, &transport, &DriverConfig::default(), |_| {}).await
+        })
+    };
+    let client = HttpLinkerClient::new(&cloud.base(), ALICE).unwrap();
+    let mut linker = Linker::new(
+        LinkerConfig {
+            discover_interval: Duration::from_millis(200),
+            status_interval: Duration::from_millis(200),
+            ..LinkerConfig::default()
+        },
+        Instant::now(),
+    );
+    let id = lock(agent).instance_id();
+    let linked = timeout(
+        LIMIT,
+        run_linker(
+            &mut linker,
+            &client,
+            &client,
+            &DriverConfig::default(),
+            |agents| agents.first().map(|a| a.instance_id),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("the linker ends");
+    assert_eq!(linked, Ok(id));
+    timeout(LIMIT, agent_task)
+        .await
+        .expect("the agent ends")
+        .unwrap()
+}
+
+/// Nothing secret in the host's audit log or in what the hook was given.
+fn assert_no_secret(cloud: &Cloud, token: &AuthToken) {
+    let token = token.to_hex().to_string();
+    let log = cloud.events.lock().unwrap().join("\n");
+    let calls = serde_json::to_string(&cloud.host.calls()).unwrap();
+    for text in [&log, &calls] {
+        assert!(!text.contains(&token), "a token in {text}");
+        assert!(!text.contains("local_secret"), "a secret in {text}");
+        assert!(!text.contains("presence_key"), "a presence key in {text}");
+    }
+    // The events carry no digest either: only the hook gets it.
+    for call in cloud.host.calls() {
+        assert!(!log.contains(&call.token_digest.to_hex()));
+    }
+}
+
+#[tokio::test]
+async fn the_hook_sees_each_completed_link_once_with_the_tokens_digest() {
+    for kind in [Kind::Local, Kind::Shared] {
+        let cloud = start_cloud(kind).await;
+        let (agent, _) = start_agent().await;
+        let id = lock(&agent).instance_id();
+        let transport = HttpAgentClient::new(&cloud.base()).unwrap();
+        assert_eq!(
+            auto_link(&cloud, &agent, transport).await,
+            AgentStatus::Linked,
+            "{kind:?}"
+        );
+        let token = lock(&agent).auth_token().expect("a token").clone();
+        let calls = cloud.host.calls();
+        assert_eq!(calls.len(), 1, "{kind:?}: once per link");
+        let link = &calls[0];
+        assert_eq!(link.instance_id, id);
+        assert_eq!(link.account, alice());
+        assert_eq!(link.via, LinkVia::Auto);
+        assert!(!link.reissued);
+        assert_eq!(link.info.as_ref(), Some(&info()), "{kind:?}: the device's info");
+        assert!(link.token_digest.verify(&token), "{kind:?}: the token's digest");
+        // The host authenticates the device later from what it stored.
+        assert_eq!(cloud.host.authenticate(&token), Some(id));
+        assert_eq!(
+            cloud.host.authenticate(&AuthToken::generate(&mut lanlink::os_rng())),
+            None
+        );
+        assert_eq!(cloud.events_named("linked").len(), 1, "{kind:?}");
+        assert_no_secret(&cloud, &token);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_hook_fails_the_redemption_retryably_and_the_agents_retry_links() {
+    for kind in [Kind::Local, Kind::Shared] {
+        let cloud = start_cloud(kind).await;
+        cloud.host.failures.store(1, Ordering::SeqCst);
+        let (agent, _) = start_agent().await;
+        let id = lock(&agent).instance_id();
+        // A manual code, minted over HTTP and typed into the device.
+        let client = HttpLinkerClient::new(&cloud.base(), ALICE).unwrap();
+        let code = lanlink::transport::LinkerServerTransport::mint_code(&client)
+            .await
+            .expect("a code")
+            .code;
+        lock(&agent).enter_code(Instant::now(), code).unwrap();
+        let transport = HttpAgentClient::new(&cloud.base()).unwrap();
+        let mut seen = Vec::new();
+        let status = timeout(
+            LIMIT,
+            run_agent(&agent, &transport, &DriverConfig::default(), |event| {
+                seen.push(event)
+            }),
+        )
+        .await
+        .expect("bounded");
+        assert_eq!(status, AgentStatus::Linked, "{kind:?}");
+        assert!(
+            seen.contains(&AgentEvent::RedeemDeferred {
+                reason: Refusal::LinkUnavailable
+            }),
+            "{kind:?}: {seen:?}"
+        );
+        let token = lock(&agent).auth_token().unwrap().clone();
+        let calls = cloud.host.calls();
+        assert_eq!(calls.len(), 2, "{kind:?}: failed, then recorded");
+        assert!(calls.iter().all(|c| c.via == LinkVia::Manual && !c.reissued));
+        // The failed attempt's code was given back, so the retry was a first redemption again:
+        // its token is the one the host kept, and the host holds one device.
+        assert_eq!(cloud.host.authenticate(&token), Some(id));
+        assert_eq!(cloud.host.devices.lock().unwrap().len(), 1);
+        let failed = cloud.events_named("link_hook_failed");
+        assert_eq!(failed.len(), 1, "{kind:?}");
+        assert_eq!(failed[0]["message"], "database unavailable");
+        assert_eq!(cloud.events_named("linked").len(), 1, "{kind:?}");
+        assert_no_secret(&cloud, &token);
+    }
+}
+
+/// Redeems through the real client, but the first successful reply is lost on the way back
+/// (the server committed; the agent hears nothing).
+struct LoseFirstReply {
+    inner: HttpAgentClient,
+    lost: Arc<Mutex<Option<AuthToken>>>,
+}
+
+#[async_trait]
+impl AgentServerTransport for LoseFirstReply {
+    async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
+        self.inner.announce(announce).await
+    }
+
+    async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+        let reply = self.inner.redeem(request).await?;
+        let mut lost = self.lost.lock().unwrap();
+        if lost.is_none() {
+            *lost = Some(reply.auth_token);
+            return Err(TransportError::Unreachable("connection reset".into()));
+        }
+        Ok(reply)
+    }
+}
+
+#[tokio::test]
+async fn a_lost_redeem_reply_still_ends_linked_with_one_link_and_the_lost_token_revoked() {
+    for kind in [Kind::Local, Kind::Shared] {
+        let cloud = start_cloud(kind).await;
+        let (agent, _) = start_agent().await;
+        let id = lock(&agent).instance_id();
+        let lost = Arc::new(Mutex::new(None));
+        let transport = LoseFirstReply {
+            inner: HttpAgentClient::new(&cloud.base()).unwrap(),
+            lost: Arc::clone(&lost),
+        };
+        let status = auto_link(&cloud, &agent, transport).await;
+        assert_eq!(status, AgentStatus::Linked, "{kind:?}");
+        let token = lock(&agent).auth_token().unwrap().clone();
+        let lost = lost.lock().unwrap().clone().expect("a reply was lost");
+        assert!(!lost.ct_eq(&token), "a new token was issued");
+        // The agent's token authenticates; the lost one no longer does.
+        assert_eq!(cloud.host.authenticate(&token), Some(id), "{kind:?}");
+        assert_eq!(cloud.host.authenticate(&lost), None, "{kind:?}");
+        // Exactly one link: one device in the host's table, and the hook's second call says it
+        // replaced the first.
+        assert_eq!(cloud.host.devices.lock().unwrap().len(), 1);
+        let calls = cloud.host.calls();
+        assert_eq!(calls.len(), 2, "{kind:?}");
+        assert!(!calls[0].reissued && calls[1].reissued);
+        assert!(calls[0].token_digest.verify(&lost) && calls[1].token_digest.verify(&token));
+        assert_eq!(calls[0].instance_id, calls[1].instance_id);
+        let linked = cloud.events_named("linked");
+        assert_eq!(linked.len(), 2);
+        assert_eq!(linked[1]["reissued"], true);
+        // The server's record says linked, once.
+        let client = HttpLinkerClient::new(&cloud.base(), ALICE).unwrap();
+        let status = lanlink::transport::LinkerServerTransport::link_status(&client, &id)
+            .await
+            .unwrap();
+        assert_eq!(status.state, lanlink::wire::LinkState::Linked);
+        assert_no_secret(&cloud, &token);
+    }
+}
+
+// ───────────────────────── the state machines ─────────────────────────
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+const HOME: &str = "203.0.113.7";
+
+/// A manual code redeemed once by an instance proving its key.
+fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
+    let mut rng = lanlink::os_rng();
+    let code = server.mint_code(now(), &mut rng, &alice()).unwrap().code;
+    let key = PresenceKey::generate(&mut rng);
+    let request = RedeemRequest {
+        instance_id: key.instance_id(),
+        code,
+        presence_key: Some(key),
+    };
+    let first = server
+        .handle_redeem(now(), &mut rng, HOME.parse().unwrap(), ForwardedHeaders::NONE, &request)
+        .unwrap();
+    (request, first.reply.auth_token)
+}
+
+fn redeem(server: &mut Server, request: &RedeemRequest) -> Result<AuthToken, Refusal> {
+    server
+        .handle_redeem(
+            now(),
+            &mut lanlink::os_rng(),
+            HOME.parse().unwrap(),
+            ForwardedHeaders::NONE,
+            request,
+        )
+        .map(|redeemed| redeemed.reply.auth_token)
+}
+
+#[test]
+fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let (request, first) = redeemed_once(&mut server);
+    // Without its presence key: a used code, as for an agent of wire 1.0.
+    let unproven = RedeemRequest {
+        presence_key: None,
+        ..request.clone()
+    };
+    assert_eq!(redeem(&mut server, &unproven).unwrap_err(), Refusal::CodeUsed);
+    // With a key that does not prove the instance: refused before the code is looked at.
+    let forged = RedeemRequest {
+        presence_key: Some(PresenceKey::generate(&mut lanlink::os_rng())),
+        ..request.clone()
+    };
+    assert_eq!(redeem(&mut server, &forged).unwrap_err(), Refusal::ForgedInstance);
+    // Another instance, with its own valid key: the code is used.
+    let key = PresenceKey::generate(&mut lanlink::os_rng());
+    let other = RedeemRequest {
+        instance_id: key.instance_id(),
+        code: request.code.clone(),
+        presence_key: Some(key),
+    };
+    assert_eq!(redeem(&mut server, &other).unwrap_err(), Refusal::CodeUsed);
+    // The redeemer itself: a new token.
+    let again = redeem(&mut server, &request).unwrap();
+    assert!(!again.ct_eq(&first));
+    // Once the code has expired, not even the redeemer.
+    let later = now() + chrono::TimeDelta::minutes(11);
+    let expired = server.handle_redeem(
+        later,
+        &mut lanlink::os_rng(),
+        HOME.parse().unwrap(),
+        ForwardedHeaders::NONE,
+        &request,
+    );
+    assert_eq!(expired.unwrap_err(), Refusal::UnknownCode);
+}
+
+/// A hook that is never ready (it waits on I/O): the synchronous `handle_redeem` cannot wait,
+/// so it fails closed, retryably, and gives the code back; `begin_redeem`/`finish_redeem` with
+/// the hook awaited in between links.
+struct Waits;
+
+#[async_trait]
+impl LinkHook for Waits {
+    async fn link_completed(&self, _: &CompletedLink) -> Result<(), HookError> {
+        std::future::pending().await
+    }
+}
+
+#[test]
+fn a_sync_server_fails_closed_on_a_hook_that_must_wait() {
+    let mut server = Server::new(ServerConfig::default())
+        .unwrap()
+        .with_link_hook(Arc::new(Waits));
+    let mut rng = lanlink::os_rng();
+    let code = server.mint_code(now(), &mut rng, &alice()).unwrap().code;
+    let key = PresenceKey::generate(&mut rng);
+    let request = RedeemRequest {
+        instance_id: key.instance_id(),
+        code,
+        presence_key: None,
+    };
+    assert_eq!(redeem(&mut server, &request).unwrap_err(), Refusal::LinkUnavailable);
+    // Given back: even an unproven retry redeems it, through the split calls.
+    let pending = server
+        .begin_redeem(now(), &mut rng, HOME.parse().unwrap(), ForwardedHeaders::NONE, &request)
+        .unwrap();
+    assert!(!pending.link().reissued);
+    let redeemed = server.finish_redeem(now(), pending, Ok(())).unwrap();
+    assert!(redeemed.link.token_digest.verify(&redeemed.reply.auth_token));
+    assert_eq!(redeemed.link.via, LinkVia::Manual);
+}
+
+fn agent_redeeming(timeout: Duration) -> (Agent, Instant) {
+    let at = Instant::now();
+    let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, info())
+        .redeem_timeout(timeout);
+    let mut agent = Agent::new(config, at, &mut lanlink::os_rng()).unwrap();
+    agent
+        .enter_code(at, LinkCode::parse("482913").unwrap())
+        .unwrap();
+    (agent, at)
+}
+
+fn redeem_due(agent: &mut Agent, at: Instant) -> Option<RedeemRequest> {
+    match agent.poll_transmit(at) {
+        Some(AgentTransmit::Redeem(request)) => Some(request),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_agent_owns_its_redemption_retries_and_always_names_a_deadline() {
+    let (mut agent, t0) = agent_redeeming(Duration::from_secs(30));
+    let first = redeem_due(&mut agent, t0).expect("due at once");
+    // The request proves the instance.
+    assert!(first.presence_key.as_ref().unwrap().proves(&agent.instance_id()));
+    // In flight, no answer: the retransmission timer is the deadline.
+    let wake = agent.poll_timeout().expect("a deadline while in flight");
+    assert!(wake > t0 && wake <= t0 + Duration::from_millis(500), "{:?}", wake - t0);
+    assert!(redeem_due(&mut agent, t0).is_none());
+    // No answer by then: sent again, the same request.
+    let again = redeem_due(&mut agent, wake).expect("retransmitted");
+    assert_eq!(again.code.expose(), first.code.expose());
+    // A retryable refusal defers; the next attempt waits its back-off (doubling).
+    agent
+        .handle_redeem_reply(wake, Err(Refusal::StoreUnavailable))
+        .unwrap();
+    assert_eq!(agent.status(), AgentStatus::Redeeming);
+    let next = agent.poll_timeout().unwrap();
+    assert!(next >= wake + Duration::from_millis(750), "{:?}", next - wake);
+    assert!(redeem_due(&mut agent, next).is_some());
+    // A reply to any attempt links.
+    let token = AuthToken::generate(&mut lanlink::os_rng());
+    agent
+        .handle_redeem_reply(next, Ok(RedeemReply { auth_token: token }))
+        .unwrap();
+    assert_eq!(agent.status(), AgentStatus::Linked);
+    assert_eq!(agent.poll_timeout(), None);
+}
+
+#[test]
+fn the_agent_stops_at_its_redeem_deadline_and_on_a_final_refusal() {
+    let (mut agent, t0) = agent_redeeming(Duration::from_secs(3));
+    let mut at = t0;
+    let mut attempts = 0;
+    while let Some(wake) = agent.poll_timeout() {
+        at = wake;
+        if redeem_due(&mut agent, at).is_some() {
+            attempts += 1;
+            agent.handle_redeem_failed(at).unwrap();
+        }
+        assert!(attempts < 100, "bounded");
+    }
+    assert_eq!(
+        agent.status(),
+        AgentStatus::Stopped(StopReason::ServerUnreachable)
+    );
+    assert!(at >= t0 + Duration::from_secs(3) && (3..=6).contains(&attempts), "{attempts}");
+
+    let (mut agent, t0) = agent_redeeming(Duration::from_secs(30));
+    redeem_due(&mut agent, t0).unwrap();
+    agent.handle_redeem_reply(t0, Err(Refusal::CodeUsed)).unwrap();
+    assert_eq!(
+        agent.status(),
+        AgentStatus::Stopped(StopReason::RedeemRefused(Refusal::CodeUsed))
+    );
+    assert_eq!(agent.poll_timeout(), None);
+}
