@@ -206,6 +206,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
                     instance_id: InstanceId::from_bytes(bytes),
                     code,
                     presence_key: None,
+                    attempt: 0,
                 });
                 if i % 40_000 == 39_999 {
                     mint_now += TimeDelta::seconds(1);

@@ -525,6 +525,7 @@ fn round_trips(
             instance_id: id,
             code: code.expect("a message"),
             presence_key: None,
+            attempt: 0,
         };
         count(4, &mut || {
             rt.block_on(service.redeem_in(now(), &mut lanlink::os_rng(), home, &redeem))

@@ -5,6 +5,36 @@
 //! monotonic clock) and drains its outputs (`poll_transmit`, `poll_event`, `poll_timeout`) after
 //! every input.
 //!
+//! # Driving it
+//!
+//! The agent does no I/O and reads no clock; a driver (the crate's
+//! [`run_agent`](crate::driver::run_agent), or a loop of your own on any stack) owns the sockets
+//! and the timer. After **every** `handle_*` call and after every wake-up, in this order:
+//!
+//! 1. [`poll_transmit`](Agent::poll_transmit) until `None`: send each
+//!    [`AgentTransmit`] to the server, and feed its answer back —
+//!    [`handle_announce_reply`](Agent::handle_announce_reply) /
+//!    [`handle_announce_refused`](Agent::handle_announce_refused) for an announcement;
+//!    [`handle_redeem_reply`](Agent::handle_redeem_reply) for a redemption's answer (a token or a
+//!    refusal, [`transport::reply_from`](crate::transport::reply_from) maps status and body), or
+//!    [`handle_redeem_failed`](Agent::handle_redeem_failed) when no answer came (connection
+//!    lost, timeout, unreadable body).
+//! 2. [`poll_event`](Agent::poll_event) until `None`: log or show each event.
+//! 3. [`poll_timeout`](Agent::poll_timeout): sleep until that instant (or until a local request
+//!    or an answer arrives), then call [`handle_timeout`](Agent::handle_timeout) and start again
+//!    at 1. While discovering or redeeming it always names a deadline; `None` means the agent is
+//!    linked or stopped and nothing will ever be due.
+//!
+//! Requests to the local endpoint go to [`endpoint::handle`](crate::endpoint::handle) (or
+//! [`handle_secret_request`](Agent::handle_secret_request)) at any time; drain the events after.
+//!
+//! The agent owns its retransmissions: a redemption is handed out again by `poll_transmit` when
+//! its timer runs out or after a retryable refusal (0.5 s doubling to 8 s), always the same
+//! request with the agent's presence key, so that a retry after a lost reply still links (see
+//! `PROTOCOL.md`); it stops at its [redeem deadline](AgentConfig::redeem_timeout). A driver sends
+//! each transmit once and never retries on its own. Several attempts may be in flight over a
+//! transport without replies of its own (MQTT): any answer to any of them counts.
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
@@ -661,6 +691,7 @@ impl Agent {
                 instance_id: self.instance_id,
                 code,
                 presence_key: Some(self.presence_key.clone()),
+                attempt: 0,
             },
             attempts: 0,
             next_send: now,
@@ -696,10 +727,14 @@ impl Agent {
         }
     }
 
-    /// The server's answer to the redemption (to any of its attempts: they are all the same
-    /// request): a token (linked), a [retryable](Refusal::is_retryable) refusal (the agent sends
-    /// it again after a back-off, until its redeem deadline), or any other refusal (it stops;
-    /// discovery stays off).
+    /// The server's answer to the redemption: a token (linked), a
+    /// [retryable](Refusal::is_retryable) refusal (the agent sends it again after a back-off,
+    /// until its redeem deadline), or any other refusal (it stops; discovery stays off).
+    ///
+    /// A token is taken only from the answer to the latest attempt (its `attempt` echo; a
+    /// server that echoes none is taken at its word): the answer to an earlier attempt, and
+    /// [`Refusal::Superseded`], are ignored (`Ok`, nothing changes), since the server completes
+    /// only the newest attempt and the token of an older one no longer authenticates.
     pub fn handle_redeem_reply(
         &mut self,
         now: Instant,
@@ -712,6 +747,8 @@ impl Agent {
             return Err(AgentError::NoRedeemInProgress);
         }
         match reply {
+            Ok(reply) if reply.attempt != 0 && reply.attempt != redeeming.attempts => {}
+            Err(Refusal::Superseded) => {}
             Ok(reply) => {
                 self.state = State::Linked {
                     token: reply.auth_token,
@@ -775,6 +812,7 @@ impl Agent {
                 return None;
             }
             redeeming.attempts = redeeming.attempts.saturating_add(1);
+            redeeming.request.attempt = redeeming.attempts;
             // The retransmission timer: sent again if no answer comes by then.
             redeeming.next_send = retry_at(now, redeeming.attempts, &self.instance_id);
             return Some(AgentTransmit::Redeem(redeeming.request.clone()));

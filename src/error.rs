@@ -226,6 +226,10 @@ pub enum Refusal {
     /// is linked; try again later.
     #[error("the link could not be recorded; try later")]
     LinkUnavailable,
+    /// A retried redemption older than one the server already completed for the same instance:
+    /// ignored (the newer attempt's token stands). Not a guess.
+    #[error("a newer attempt at this redemption was completed")]
+    Superseded,
 }
 
 impl Refusal {
@@ -260,6 +264,7 @@ impl Refusal {
             "store_unavailable" => Self::StoreUnavailable,
             "store_contention" => Self::StoreContention,
             "link_unavailable" => Self::LinkUnavailable,
+            "superseded" => Self::Superseded,
             _ => return None,
         })
     }
@@ -304,6 +309,7 @@ impl Refusal {
             Self::StoreUnavailable => "store_unavailable",
             Self::StoreContention => "store_contention",
             Self::LinkUnavailable => "link_unavailable",
+            Self::Superseded => "superseded",
         }
     }
 

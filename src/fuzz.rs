@@ -428,6 +428,7 @@ pub fn agent_ops(data: &[u8]) {
                 let reply = match token {
                     Some(bytes) => Ok(RedeemReply {
                         auth_token: AuthToken::from_bytes(bytes),
+                        attempt: 0,
                     }),
                     None => Err(Refusal::UnknownCode),
                 };
@@ -773,6 +774,7 @@ pub fn server_ops(data: &[u8]) {
                     instance_id: id,
                     code: link_code,
                     presence_key: None,
+                    attempt: 0,
                 };
                 match server.handle_redeem(
                     now,
@@ -1185,6 +1187,7 @@ pub fn protocol_sim(data: &[u8]) {
                     instance_id: InstanceId::from_bytes([0x66; 16]),
                     code,
                     presence_key: None,
+                    attempt: 0,
                 };
                 // A guess may hit a live manual code; that links the attacker's device to the
                 // victim's account (the brute-force risk the lockout bounds), never the victim's

@@ -429,6 +429,16 @@ pub struct RedeemRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub presence_key: Option<PresenceKey>,
+    /// Which attempt at this redemption this is, from 1, higher on every retry (wire 1.1;
+    /// optional, 0 when absent). A proven retry is completed only when it is newer than every
+    /// attempt the server already completed, so a late duplicate can never replace the token of
+    /// a newer one (`409 superseded`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Server → agent: the code was good.
@@ -437,6 +447,10 @@ pub struct RedeemReply {
     /// The agent's new credential.
     #[serde(with = "token_hex")]
     pub auth_token: AuthToken,
+    /// The request's `attempt`, echoed (0 when it had none): an agent takes the token of its
+    /// latest attempt only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 /// One agent as shown to a linker.

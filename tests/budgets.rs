@@ -183,7 +183,7 @@ proptest! {
                         wrong
                     }
                 };
-                (network, RedeemRequest { instance_id: InstanceId::from_bytes([i as u8; 16]), code, presence_key: None })
+                (network, RedeemRequest { instance_id: InstanceId::from_bytes([i as u8; 16]), code, presence_key: None, attempt: 0 })
             })
             .collect();
         let rngs: Vec<Mutex<StdRng>> = (0..requests.len()).map(|i| Mutex::new(StdRng::seed_from_u64(i as u64))).collect();
@@ -263,6 +263,7 @@ async fn a_burst_from_one_address_has_at_most_the_threshold_checked() {
                     instance_id: InstanceId::from_bytes([1; 16]),
                     code,
                     presence_key: None,
+                    attempt: 0,
                 };
                 service
                     .redeem_in(now, &mut lanlink::os_rng(), network, &request)
@@ -313,6 +314,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
             instance_id: InstanceId::from_bytes([9; 16]),
             code,
             presence_key: None,
+            attempt: 0,
         };
         let result =
             server.handle_redeem(now, &mut rng, attacker(i), ForwardedHeaders::NONE, &request);
@@ -339,6 +341,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
                 instance_id: InstanceId::from_bytes([2; 16]),
                 code,
                 presence_key: None,
+                attempt: 0,
             };
             let bob = "192.0.2.200".parse().expect("ip");
             let redeemed = server

@@ -204,6 +204,7 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
                     instance_id: id,
                     code,
                     presence_key: None,
+                    attempt: 0,
                 },
             )
             .unwrap();

@@ -72,6 +72,7 @@ fn every_server_event_serializes_without_secrets() {
         instance_id: id,
         code: code.clone(),
         presence_key: None,
+        attempt: 0,
     };
     let redeemed = server
         .handle_redeem(now, &mut rng, home, none, &redeem)
@@ -85,6 +86,7 @@ fn every_server_event_serializes_without_secrets() {
         instance_id: id,
         code: LinkCode::parse("wrong-code").unwrap(),
         presence_key: None,
+        attempt: 0,
     };
     assert_eq!(
         server

@@ -33,8 +33,7 @@ use lanlink::server::{
 use lanlink::transport::{AgentServerTransport, TransportError};
 use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
 use lanlink::{
-    AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal,
-    TokenDigest,
+    AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal, TokenDigest,
 };
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -268,12 +267,21 @@ async fn the_hook_sees_each_completed_link_once_with_the_tokens_digest() {
         assert_eq!(link.account, alice());
         assert_eq!(link.via, LinkVia::Auto);
         assert!(!link.reissued);
-        assert_eq!(link.info.as_ref(), Some(&info()), "{kind:?}: the device's info");
-        assert!(link.token_digest.verify(&token), "{kind:?}: the token's digest");
+        assert_eq!(
+            link.info.as_ref(),
+            Some(&info()),
+            "{kind:?}: the device's info"
+        );
+        assert!(
+            link.token_digest.verify(&token),
+            "{kind:?}: the token's digest"
+        );
         // The host authenticates the device later from what it stored.
         assert_eq!(cloud.host.authenticate(&token), Some(id));
         assert_eq!(
-            cloud.host.authenticate(&AuthToken::generate(&mut lanlink::os_rng())),
+            cloud
+                .host
+                .authenticate(&AuthToken::generate(&mut lanlink::os_rng())),
             None
         );
         assert_eq!(cloud.events_named("linked").len(), 1, "{kind:?}");
@@ -315,7 +323,9 @@ async fn a_failing_hook_fails_the_redemption_retryably_and_the_agents_retry_link
         let token = lock(&agent).auth_token().unwrap().clone();
         let calls = cloud.host.calls();
         assert_eq!(calls.len(), 2, "{kind:?}: failed, then recorded");
-        assert!(calls.iter().all(|c| c.via == LinkVia::Manual && !c.reissued));
+        assert!(calls
+            .iter()
+            .all(|c| c.via == LinkVia::Manual && !c.reissued));
         // The failed attempt's code was given back, so the retry was a first redemption again:
         // its token is the one the host kept, and the host holds one device.
         assert_eq!(cloud.host.authenticate(&token), Some(id));
@@ -409,9 +419,16 @@ fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
         instance_id: key.instance_id(),
         code,
         presence_key: Some(key),
+        attempt: 1,
     };
     let first = server
-        .handle_redeem(now(), &mut rng, HOME.parse().unwrap(), ForwardedHeaders::NONE, &request)
+        .handle_redeem(
+            now(),
+            &mut rng,
+            HOME.parse().unwrap(),
+            ForwardedHeaders::NONE,
+            &request,
+        )
         .unwrap();
     (request, first.reply.auth_token)
 }
@@ -437,24 +454,47 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         presence_key: None,
         ..request.clone()
     };
-    assert_eq!(redeem(&mut server, &unproven).unwrap_err(), Refusal::CodeUsed);
+    assert_eq!(
+        redeem(&mut server, &unproven).unwrap_err(),
+        Refusal::CodeUsed
+    );
     // With a key that does not prove the instance: refused before the code is looked at.
     let forged = RedeemRequest {
         presence_key: Some(PresenceKey::generate(&mut lanlink::os_rng())),
         ..request.clone()
     };
-    assert_eq!(redeem(&mut server, &forged).unwrap_err(), Refusal::ForgedInstance);
+    assert_eq!(
+        redeem(&mut server, &forged).unwrap_err(),
+        Refusal::ForgedInstance
+    );
     // Another instance, with its own valid key: the code is used.
     let key = PresenceKey::generate(&mut lanlink::os_rng());
     let other = RedeemRequest {
         instance_id: key.instance_id(),
         code: request.code.clone(),
         presence_key: Some(key),
+        attempt: 0,
     };
     assert_eq!(redeem(&mut server, &other).unwrap_err(), Refusal::CodeUsed);
-    // The redeemer itself: a new token.
-    let again = redeem(&mut server, &request).unwrap();
+    // The redeemer itself, with the same attempt number: a duplicate, superseded.
+    assert_eq!(
+        redeem(&mut server, &request).unwrap_err(),
+        Refusal::Superseded
+    );
+    // The redeemer itself, retrying (attempt 3): a new token.
+    let retry = RedeemRequest {
+        attempt: 3,
+        ..request.clone()
+    };
+    let again = redeem(&mut server, &retry).unwrap();
     assert!(!again.ct_eq(&first));
+    // A late duplicate of attempt 2, processed after attempt 3: superseded, so it can never
+    // replace the token the agent took from attempt 3.
+    let late = RedeemRequest {
+        attempt: 2,
+        ..request.clone()
+    };
+    assert_eq!(redeem(&mut server, &late).unwrap_err(), Refusal::Superseded);
     // Once the code has expired, not even the redeemer.
     let later = now() + chrono::TimeDelta::minutes(11);
     let expired = server.handle_redeem(
@@ -462,7 +502,10 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         &mut lanlink::os_rng(),
         HOME.parse().unwrap(),
         ForwardedHeaders::NONE,
-        &request,
+        &RedeemRequest {
+            attempt: 9,
+            ..request
+        },
     );
     assert_eq!(expired.unwrap_err(), Refusal::UnknownCode);
 }
@@ -491,22 +534,35 @@ fn a_sync_server_fails_closed_on_a_hook_that_must_wait() {
         instance_id: key.instance_id(),
         code,
         presence_key: None,
+        attempt: 0,
     };
-    assert_eq!(redeem(&mut server, &request).unwrap_err(), Refusal::LinkUnavailable);
+    assert_eq!(
+        redeem(&mut server, &request).unwrap_err(),
+        Refusal::LinkUnavailable
+    );
     // Given back: even an unproven retry redeems it, through the split calls.
     let pending = server
-        .begin_redeem(now(), &mut rng, HOME.parse().unwrap(), ForwardedHeaders::NONE, &request)
+        .begin_redeem(
+            now(),
+            &mut rng,
+            HOME.parse().unwrap(),
+            ForwardedHeaders::NONE,
+            &request,
+        )
         .unwrap();
     assert!(!pending.link().reissued);
     let redeemed = server.finish_redeem(now(), pending, Ok(())).unwrap();
-    assert!(redeemed.link.token_digest.verify(&redeemed.reply.auth_token));
+    assert!(redeemed
+        .link
+        .token_digest
+        .verify(&redeemed.reply.auth_token));
     assert_eq!(redeemed.link.via, LinkVia::Manual);
 }
 
 fn agent_redeeming(timeout: Duration) -> (Agent, Instant) {
     let at = Instant::now();
-    let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, info())
-        .redeem_timeout(timeout);
+    let config =
+        AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, info()).redeem_timeout(timeout);
     let mut agent = Agent::new(config, at, &mut lanlink::os_rng()).unwrap();
     agent
         .enter_code(at, LinkCode::parse("482913").unwrap())
@@ -525,29 +581,58 @@ fn redeem_due(agent: &mut Agent, at: Instant) -> Option<RedeemRequest> {
 fn the_agent_owns_its_redemption_retries_and_always_names_a_deadline() {
     let (mut agent, t0) = agent_redeeming(Duration::from_secs(30));
     let first = redeem_due(&mut agent, t0).expect("due at once");
+    assert_eq!(first.attempt, 1);
     // The request proves the instance.
-    assert!(first.presence_key.as_ref().unwrap().proves(&agent.instance_id()));
+    assert!(first
+        .presence_key
+        .as_ref()
+        .unwrap()
+        .proves(&agent.instance_id()));
     // In flight, no answer: the retransmission timer is the deadline.
     let wake = agent.poll_timeout().expect("a deadline while in flight");
-    assert!(wake > t0 && wake <= t0 + Duration::from_millis(500), "{:?}", wake - t0);
+    assert!(
+        wake > t0 && wake <= t0 + Duration::from_millis(500),
+        "{:?}",
+        wake - t0
+    );
     assert!(redeem_due(&mut agent, t0).is_none());
     // No answer by then: sent again, the same request.
     let again = redeem_due(&mut agent, wake).expect("retransmitted");
     assert_eq!(again.code.expose(), first.code.expose());
+    assert_eq!(again.attempt, 2, "each attempt numbered higher");
     // A retryable refusal defers; the next attempt waits its back-off (doubling).
     agent
         .handle_redeem_reply(wake, Err(Refusal::StoreUnavailable))
         .unwrap();
     assert_eq!(agent.status(), AgentStatus::Redeeming);
     let next = agent.poll_timeout().unwrap();
-    assert!(next >= wake + Duration::from_millis(750), "{:?}", next - wake);
+    assert!(
+        next >= wake + Duration::from_millis(750),
+        "{:?}",
+        next - wake
+    );
     assert!(redeem_due(&mut agent, next).is_some());
-    // A reply to any attempt links.
+    // The answer to an earlier attempt (2), or a `superseded`, is ignored: only the latest
+    // attempt's token stands at the server.
+    let stale = AuthToken::generate(&mut lanlink::os_rng());
+    let reply = |token, attempt| {
+        Ok(RedeemReply {
+            auth_token: token,
+            attempt,
+        })
+    };
+    agent.handle_redeem_reply(next, reply(stale, 2)).unwrap();
+    agent
+        .handle_redeem_reply(next, Err(Refusal::Superseded))
+        .unwrap();
+    assert_eq!(agent.status(), AgentStatus::Redeeming);
+    // The latest attempt's answer links.
     let token = AuthToken::generate(&mut lanlink::os_rng());
     agent
-        .handle_redeem_reply(next, Ok(RedeemReply { auth_token: token }))
+        .handle_redeem_reply(next, reply(token.clone(), 3))
         .unwrap();
     assert_eq!(agent.status(), AgentStatus::Linked);
+    assert!(agent.auth_token().unwrap().ct_eq(&token));
     assert_eq!(agent.poll_timeout(), None);
 }
 
@@ -568,11 +653,16 @@ fn the_agent_stops_at_its_redeem_deadline_and_on_a_final_refusal() {
         agent.status(),
         AgentStatus::Stopped(StopReason::ServerUnreachable)
     );
-    assert!(at >= t0 + Duration::from_secs(3) && (3..=6).contains(&attempts), "{attempts}");
+    assert!(
+        at >= t0 + Duration::from_secs(3) && (3..=6).contains(&attempts),
+        "{attempts}"
+    );
 
     let (mut agent, t0) = agent_redeeming(Duration::from_secs(30));
     redeem_due(&mut agent, t0).unwrap();
-    agent.handle_redeem_reply(t0, Err(Refusal::CodeUsed)).unwrap();
+    agent
+        .handle_redeem_reply(t0, Err(Refusal::CodeUsed))
+        .unwrap();
     assert_eq!(
         agent.status(),
         AgentStatus::Stopped(StopReason::RedeemRefused(Refusal::CodeUsed))

@@ -324,6 +324,7 @@ fn redeem_body(instance_id: InstanceId, code: &str) -> Vec<u8> {
         instance_id,
         code: LinkCode::parse(code).unwrap(),
         presence_key: None,
+        attempt: 0,
     })
     .to_vec()
 }
@@ -2035,6 +2036,7 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
         instance_id: lanlink::InstanceId::from_bytes([5; 16]),
         code: codes.pop().expect("a code"),
         presence_key: None,
+        attempt: 0,
     };
     bounded("redeem", agent.redeem(&redeem))
         .await

@@ -1279,6 +1279,7 @@ impl World {
             instance_id: id,
             code: LinkCode::parse(&code).unwrap(),
             presence_key: None,
+            attempt: 0,
         };
         let result =
             self.sim

@@ -787,6 +787,7 @@ async fn forged_and_replayed_tickets_are_refused() {
         instance_id: a,
         code,
         presence_key: None,
+        attempt: 0,
     };
     // Redeeming from the other network's ticket fails; from the right one it succeeds.
     raw_a.publish(&a_up, up_redeem("r1", away, &redeem)).await;
@@ -988,6 +989,7 @@ async fn missing_ticket_route_is_a_clean_refusal() {
         instance_id: key.instance_id(),
         code: lanlink::LinkCode::parse("123456").unwrap(),
         presence_key: None,
+        attempt: 0,
     };
     let transport = mqtt_transport(&mosquitto.broker(), &base);
     assert!(transport.redeem(&redeem).await.is_err());
@@ -1219,6 +1221,7 @@ async fn a_redemption_burst_over_mqtt_checks_at_most_the_threshold() {
                 instance_id: id,
                 code,
                 presence_key: None,
+                attempt: 0,
             };
             raw.publish(&up, up_redeem(&format!("g{n}"), ticket.clone(), &request))
                 .await;

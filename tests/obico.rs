@@ -1442,6 +1442,7 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
             instance_id: id,
             code: lanlink::LinkCode::parse(&text).unwrap(),
             presence_key: None,
+            attempt: 0,
         };
         let refused = server
             .handle_redeem(t(100), &mut rng, home, ForwardedHeaders::NONE, &request)

@@ -551,6 +551,7 @@ async fn redis_killed_and_restarted_mid_flow() {
         instance_id: x.instance_id,
         code: code.clone(),
         presence_key: None,
+        attempt: 0,
     };
     agent_client.redeem(&redeem).await.expect("redeemed");
     let status = linker.link_status(&x.instance_id).await.expect("status");
@@ -642,6 +643,7 @@ async fn nothing_in_redis_in_clear() {
                 instance_id: x.instance_id,
                 code: code.clone(),
                 presence_key: None,
+                attempt: 0,
             },
         )
         .await
@@ -955,6 +957,7 @@ async fn a_redemption_burst_over_two_processes_checks_at_most_the_threshold() {
                 instance_id: announcement(7).0.instance_id,
                 code,
                 presence_key: None,
+                attempt: 0,
             };
             agents[n % 2].redeem(&request).await.map(|_| ())
         }

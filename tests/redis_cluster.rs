@@ -143,6 +143,7 @@ async fn the_link_flow_through_two_instances_on_a_cluster() {
         instance_id: x.instance_id,
         code: code.clone(),
         presence_key: None,
+        attempt: 0,
     };
     agent.redeem(&redeem).await.expect("redeemed");
     let status = linker.link_status(&x.instance_id).await.expect("status");
@@ -285,6 +286,7 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
         instance_id: x.instance_id,
         code: code.clone(),
         presence_key: None,
+        attempt: 0,
     };
     retry(|| agent.redeem(&redeem)).await;
     let (status, _) = retry(|| linker.link_status(&x.instance_id)).await;

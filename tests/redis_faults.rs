@@ -258,6 +258,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
         instance_id: x.instance_id,
         code: code.clone(),
         presence_key: None,
+        attempt: 0,
     };
     retried(|| async {
         service
@@ -376,6 +377,7 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
                 instance_id: x.instance_id,
                 code: LinkCode::parse("123456").expect("code"),
                 presence_key: None,
+                attempt: 0,
             };
             let refused = retried(|| async {
                 service

@@ -60,6 +60,7 @@ fn server_survives_the_ends_of_time() {
                 instance_id: id,
                 code,
                 presence_key: None,
+                attempt: 0,
             },
         );
         let _ = server.handle_link_status(now, &alice, peer, h, &id);

@@ -147,6 +147,7 @@ fn redeem(sim: &mut Sim, from: &str, instance_id: InstanceId, code: &str) -> Res
         instance_id,
         code: LinkCode::parse(code).unwrap(),
         presence_key: None,
+        attempt: 0,
     };
     sim.server
         .handle_redeem(

@@ -248,6 +248,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
             instance_id: announce.instance_id,
             code: code.clone(),
             presence_key: None,
+            attempt: 0,
         };
         store.fail_in(step);
         let refused = service

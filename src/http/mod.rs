@@ -223,7 +223,8 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         | Refusal::InstanceUsed
         | Refusal::TooManyAgents
         | Refusal::AgentContested
-        | Refusal::AlreadyLinking => StatusCode::CONFLICT,
+        | Refusal::AlreadyLinking
+        | Refusal::Superseded => StatusCode::CONFLICT,
         Refusal::CodeSpaceExhausted
         | Refusal::StoreUnavailable
         | Refusal::StoreContention

@@ -212,6 +212,7 @@ pub trait LinkHook: Send + Sync {
 pub struct PendingLink {
     pub(crate) link: CompletedLink,
     pub(crate) token: AuthToken,
+    pub(crate) attempt: u32,
     pub(crate) key: crate::code::CodeKey,
     pub(crate) first: bool,
     pub(crate) manual: bool,

@@ -38,8 +38,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
-pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, TokenDigest};
 pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
+pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, TokenDigest};
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
@@ -663,7 +663,7 @@ impl Server {
     /// let mut rng = lanlink::os_rng();
     /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).unwrap().code;
     /// let key = PresenceKey::generate(&mut rng);
-    /// let request = RedeemRequest { instance_id: key.instance_id(), code, presence_key: Some(key) };
+    /// let request = RedeemRequest { instance_id: key.instance_id(), code, presence_key: Some(key), attempt: 0 };
     /// let peer = "203.0.113.7".parse().unwrap();
     ///
     /// // The host's store is down: the redemption fails retryably and the code is given back.

@@ -323,6 +323,7 @@ impl<S: Records> Ops<'_, S> {
             expires_at,
             redeemed: false,
             redeemed_by: None,
+            claim_attempt: 0,
             manual: false,
             kind: CodeKind::ObicoPasscode(Box::default()),
         };
@@ -475,6 +476,7 @@ impl<S: Records> Ops<'_, S> {
             expires_at: later(now, self.config.auto_code_ttl),
             redeemed: false,
             redeemed_by: None,
+            claim_attempt: 0,
             manual: false,
             kind: CodeKind::Link,
         };
@@ -622,7 +624,8 @@ impl Server {
             Some(hook) => super::hook::run_at_once(&**hook, pending.link()),
             None => Ok(()),
         };
-        self.finish_redeem(now, pending, outcome).map(Verified::from)
+        self.finish_redeem(now, pending, outcome)
+            .map(Verified::from)
     }
 
     /// The first step of [`obico_verify`](Self::obico_verify): the code claimed, the link and

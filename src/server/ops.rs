@@ -31,10 +31,10 @@ use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
 use super::budget::{CodeSpace, Guess};
-use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord, Presence};
-use super::store::{MemoryStore, Records, StoreError};
 use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
 use super::record::Redemption;
+use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord, Presence};
+use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
@@ -106,6 +106,7 @@ pub(crate) enum Claimant {
     Agent {
         instance_id: InstanceId,
         proven: bool,
+        attempt: u32,
     },
     /// An Obico agent (the code's binding names it; `fresh` for a manual code).
     #[cfg_attr(not(feature = "obico"), allow(dead_code))]
@@ -394,6 +395,7 @@ impl<S: Records> Ops<'_, S> {
             expires_at,
             redeemed: false,
             redeemed_by: None,
+            claim_attempt: 0,
             manual: false,
             kind: CodeKind::Link,
         };
@@ -515,6 +517,7 @@ impl<S: Records> Ops<'_, S> {
             expires_at,
             redeemed: false,
             redeemed_by: None,
+            claim_attempt: 0,
             manual: true,
             kind: CodeKind::Link,
         };
@@ -577,6 +580,7 @@ impl<S: Records> Ops<'_, S> {
         let claimant = Claimant::Agent {
             instance_id: request.instance_id,
             proven,
+            attempt: request.attempt,
         };
         self.claim_code(now, rng, network, &request.code, claimant, with_info)
             .await
@@ -607,17 +611,18 @@ impl<S: Records> Ops<'_, S> {
         let written = self
             .store
             .update_code(&key, now, &mut |record| {
-                let (instance_id, proven) = match claimant {
+                let (instance_id, proven, attempt) = match claimant {
                     Claimant::Agent {
                         instance_id,
                         proven,
-                    } => (instance_id, proven),
+                        attempt,
+                    } => (instance_id, proven, attempt),
                     // The Obico wire names no device: the code's own binding decides (a manual
                     // code gets a fresh id), and nothing proves a retry.
-                    Claimant::Obico { fresh } => (record.instance_id.unwrap_or(fresh), false),
+                    Claimant::Obico { fresh } => (record.instance_id.unwrap_or(fresh), false, 0),
                 };
                 claimed = record
-                    .redeem_by(now, &instance_id, &network, proven)
+                    .redeem_by(now, &instance_id, &network, proven, attempt)
                     .map(|redemption| {
                         (
                             redemption,
@@ -675,6 +680,10 @@ impl<S: Records> Ops<'_, S> {
                 reissued: redemption == Redemption::Again,
             },
             token,
+            attempt: match claimant {
+                Claimant::Agent { attempt, .. } => attempt,
+                Claimant::Obico { .. } => 0,
+            },
             key,
             first: redemption == Redemption::First,
             manual,
@@ -697,6 +706,7 @@ impl<S: Records> Ops<'_, S> {
         let PendingLink {
             link,
             token,
+            attempt,
             key,
             first,
             manual,
@@ -746,7 +756,10 @@ impl<S: Records> Ops<'_, S> {
             reissued: link.reissued,
         });
         Ok(Redeemed {
-            reply: RedeemReply { auth_token: token },
+            reply: RedeemReply {
+                auth_token: token,
+                attempt,
+            },
             account: link.account.clone(),
             instance_id,
             link,

@@ -670,6 +670,10 @@ pub struct CodeRecord {
     /// after a lost reply, by proving its presence key ([`CodeRecord::redeem_by`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redeemed_by: Option<InstanceId>,
+    /// The newest attempt of the redeemer's that claimed the code (see
+    /// [`RedeemRequest::attempt`](crate::wire::RedeemRequest::attempt)).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub claim_attempt: u32,
     /// Whether it is a manual code.
     pub manual: bool,
     /// What the record is: a link code (the default), or another profile's code-like record.
@@ -691,13 +695,16 @@ impl CodeRecord {
         instance_id: &InstanceId,
         network: &PublicNetwork,
     ) -> Result<(), Refusal> {
-        self.redeem_by(now, instance_id, network, false).map(|_| ())
+        self.redeem_by(now, instance_id, network, false, 0)
+            .map(|_| ())
     }
 
     /// [`redeem`](Self::redeem), where `proven` says the presenter proved it is `instance_id`
-    /// (its presence key). A proven presenter may redeem again a code that it redeemed itself,
-    /// while the code is live: the retry after a lost reply ([`Redemption::Again`]). Anyone else
-    /// gets [`Refusal::CodeUsed`] for a used code, as before.
+    /// (its presence key) and `attempt` numbers its attempts. A proven presenter may redeem
+    /// again a code that it redeemed itself, while the code is live, with an attempt newer than
+    /// the one that last claimed it: the retry after a lost reply ([`Redemption::Again`]); an
+    /// older or equal attempt is [`Refusal::Superseded`]. Anyone else gets
+    /// [`Refusal::CodeUsed`] for a used code, as before.
     ///
     /// ```
     /// # use lanlink::server::{CodeRecord, CodeKind};
@@ -709,12 +716,14 @@ impl CodeRecord {
     /// let mut code = CodeRecord {
     ///     account: AccountId::new("alice").unwrap(), instance_id: None, network: None,
     ///     expires_at: now + chrono::TimeDelta::minutes(10), redeemed: false, redeemed_by: None,
-    ///     manual: true, kind: CodeKind::Link,
+    ///     claim_attempt: 0, manual: true, kind: CodeKind::Link,
     /// };
-    /// assert_eq!(code.redeem_by(now, &me, &home, true), Ok(Redemption::First));
-    /// assert_eq!(code.redeem_by(now, &me, &home, true), Ok(Redemption::Again));
-    /// assert_eq!(code.redeem_by(now, &me, &home, false), Err(Refusal::CodeUsed));
-    /// assert_eq!(code.redeem_by(now, &other, &home, true), Err(Refusal::CodeUsed));
+    /// assert_eq!(code.redeem_by(now, &me, &home, true, 1), Ok(Redemption::First));
+    /// assert_eq!(code.redeem_by(now, &me, &home, true, 3), Ok(Redemption::Again));
+    /// // A late duplicate of attempt 2 cannot replace attempt 3's token.
+    /// assert_eq!(code.redeem_by(now, &me, &home, true, 2), Err(Refusal::Superseded));
+    /// assert_eq!(code.redeem_by(now, &me, &home, false, 4), Err(Refusal::CodeUsed));
+    /// assert_eq!(code.redeem_by(now, &other, &home, true, 4), Err(Refusal::CodeUsed));
     /// ```
     pub fn redeem_by(
         &mut self,
@@ -722,6 +731,7 @@ impl CodeRecord {
         instance_id: &InstanceId,
         network: &PublicNetwork,
         proven: bool,
+        attempt: u32,
     ) -> Result<Redemption, Refusal> {
         if !self.is_live(now) || !matches!(self.kind, CodeKind::Link) {
             return Err(Refusal::UnknownCode);
@@ -733,14 +743,18 @@ impl CodeRecord {
             return Err(Refusal::CodeWrongNetwork);
         }
         if self.redeemed {
-            return if proven && self.redeemed_by == Some(*instance_id) {
-                Ok(Redemption::Again)
-            } else {
-                Err(Refusal::CodeUsed)
-            };
+            if !proven || self.redeemed_by != Some(*instance_id) {
+                return Err(Refusal::CodeUsed);
+            }
+            if attempt <= self.claim_attempt {
+                return Err(Refusal::Superseded);
+            }
+            self.claim_attempt = attempt;
+            return Ok(Redemption::Again);
         }
         self.redeemed = true;
         self.redeemed_by = Some(*instance_id);
+        self.claim_attempt = attempt;
         Ok(Redemption::First)
     }
 
@@ -749,7 +763,12 @@ impl CodeRecord {
     pub fn give_back(&mut self) {
         self.redeemed = false;
         self.redeemed_by = None;
+        self.claim_attempt = 0;
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What [`CodeRecord::redeem_by`] did.
@@ -974,6 +993,7 @@ mod tests {
             expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             redeemed: false,
             redeemed_by: None,
+            claim_attempt: 0,
             manual: true,
             kind,
         };
