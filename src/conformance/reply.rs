@@ -42,7 +42,13 @@ impl Reply {
     /// like a secret, token or code (32 hex digits or more) redacted.
     pub(crate) fn excerpt(&self) -> String {
         let text = redact(&String::from_utf8_lossy(&self.body));
-        let text = text.trim();
+        // One report line per check: no line breaks or other controls from the body.
+        let text = text
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|word| !word.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = text.as_str();
         let mut out: String = text.chars().take(100).collect();
         if text.chars().count() > 100 {
             out.push('…');
@@ -199,5 +205,11 @@ mod tests {
             reply.summary(),
             r#"200 {"local_secret":"<redacted>","port":8080}"#
         );
+        let page = Reply {
+            status: 404,
+            headers: Vec::new(),
+            body: b"<h1>Not\r\n  Found</h1>\n".to_vec(),
+        };
+        assert_eq!(page.summary(), "404 <h1>Not Found</h1>");
     }
 }
