@@ -63,6 +63,8 @@
 pub mod addr;
 pub mod agent;
 pub mod code;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(feature = "tokio")]
 pub mod driver;
 pub mod endpoint;

@@ -1,0 +1,527 @@
+//! A conformance kit (feature `conformance`): checks a lanlink server, or an agent's local
+//! endpoint, against `PROTOCOL.md` over the network, as a black-box client, and reports one
+//! line per check.
+//!
+//! For embedders who serve the server's routes or the agent's endpoint on another stack (their
+//! own web framework, another language): point the kit at it and it says, check by check, where
+//! the answers differ from `PROTOCOL.md`. The crate's own adapters pass every check
+//! (`tests/conformance.rs`), and deliberately wrong ones fail the checks they break.
+//!
+//! - [`check_server`] plays an agent (fresh presence keys and secrets, made with the crate's own
+//!   types) and a linker (with an account's [`Credential`]) against a server: every route, the
+//!   refusals a client can provoke, the body limits, the JSON and `Cache-Control` rules, the
+//!   lockout. See [`SERVER_CHECKS`].
+//! - [`check_agent_endpoint`] talks raw HTTP/1.1 to an agent's local endpoint (repeated and
+//!   missing headers, odd `Host` values, `HEAD`, CORS preflights, the popup page). See
+//!   [`ENDPOINT_CHECKS`].
+//!
+//! Each returns a [`Report`]: a [`Check`] per entry of its catalog, in catalog order, each
+//! [passed, failed or skipped](Outcome), printed one per line by its `Display`:
+//!
+//! ```text
+//! PASS server.link.wrong_secret  403 wrong_secret
+//! FAIL endpoint.secret.head  expected 405 (HEAD refused); got 200
+//! SKIP server.link_status.other_account  no second account given
+//! ```
+//!
+//! The example `examples/conformance.rs` is the command-line front end
+//! (`cargo run --example conformance --features conformance -- --help`).
+//!
+//! # What running it does to the target
+//!
+//! Against a **server**, the kit announces about twenty short-lived agents from its own public
+//! network (each gone one presence lifetime, 6 s by default, after its last announcement), links
+//! one of them to the account and redeems its code (one linked device on the account, with a
+//! token the kit throws away), redeems one manual code the same way, and fills its network's
+//! record to `network_full` as the very last check. It makes five wrong guesses (a wrong
+//! secret, an instance not present, the used secret again, the used code again, an unknown
+//! code; more if the lockout threshold it is given is higher), so **its network is locked out
+//! for the lockout duration (10 minutes by default) afterwards**, and the last guess check
+//! confirms it. A second run from the same network within that time finds the lockout and
+//! reports the guess checks as skipped, not failed. With a second account's credential, that
+//! account is left holding its most live manual codes (the mint quota) until they expire
+//! (10 minutes). Run it against a test deployment, not a production one.
+//!
+//! Against an **agent's endpoint**, the kit fetches the secret three times (as any caller on
+//! the LAN could; it never sends it anywhere), so the agent records `SecretServed` events, and
+//! every refused request records a `SecretRefused` event. Nothing else changes: serving the
+//! secret ends neither the window nor discovery (`Agent::handle_secret_request`), so the order
+//! of the endpoint checks does not matter to the agent.
+//!
+//! # What it cannot check
+//!
+//! Refusals a client on one network cannot provoke in a test run are not in the catalogs:
+//! `unresolvable_client` (needs a trusted proxy that names no client), `window_over` (an
+//! announcement older than 10 minutes), `codes_suspended` (1,000 wrong guesses from all
+//! networks), `code_space_exhausted`, `store_unavailable` and `store_contention` (server faults),
+//! and at the agent `not_discovering`, `window_expired` and `not_local` (the kit calls from the
+//! agent's own LAN while it discovers). `408 request_timeout` is checked only when told the
+//! server's request deadline ([`ServerTarget::request_timeout`]), as it takes that long.
+
+#![allow(clippy::result_large_err)]
+
+mod endpoint;
+mod raw;
+mod reply;
+mod server;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::http::client::Credential;
+use crate::http::DEFAULT_PREFIX;
+use crate::id::InstanceId;
+
+pub use self::endpoint::ENDPOINT_CHECKS;
+pub use self::server::SERVER_CHECKS;
+
+/// One entry of a catalog ([`SERVER_CHECKS`], [`ENDPOINT_CHECKS`]): what is checked and what
+/// `PROTOCOL.md` says the answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// The stable name of the check, e.g. `"server.link.wrong_secret"`.
+    pub id: &'static str,
+    /// The `PROTOCOL.md` section the expectation comes from, e.g. ``"`POST {prefix}/link`"``.
+    pub section: &'static str,
+    /// The expected answer, in words, e.g. `"403 wrong_secret"`.
+    pub expects: &'static str,
+}
+
+/// How one check went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The answer was as `PROTOCOL.md` says.
+    Pass {
+        /// What was seen, in short (`"403 wrong_secret"`).
+        got: String,
+    },
+    /// The answer was not as `PROTOCOL.md` says.
+    Fail {
+        /// What was seen instead, and where it differs.
+        got: String,
+    },
+    /// The check could not be made.
+    Skipped {
+        /// Why not (a missing option, a lockout the kit provoked, a step it depends on that did
+        /// not pass).
+        why: String,
+    },
+}
+
+/// One check of a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The stable name of the check (see [`CheckSpec::id`]).
+    pub id: &'static str,
+    /// The `PROTOCOL.md` section it checks.
+    pub section: &'static str,
+    /// The expected answer, in words.
+    pub expects: &'static str,
+    /// How it went.
+    pub outcome: Outcome,
+}
+
+impl Check {
+    /// Whether the check passed.
+    pub fn passed(&self) -> bool {
+        matches!(self.outcome, Outcome::Pass { .. })
+    }
+
+    /// Whether the check failed.
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Fail { .. })
+    }
+
+    /// Whether the check was skipped.
+    pub fn skipped(&self) -> bool {
+        matches!(self.outcome, Outcome::Skipped { .. })
+    }
+}
+
+impl fmt::Display for Check {
+    /// One line: `PASS id  got`, `FAIL id  expected …; got …` or `SKIP id  why`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Outcome::Pass { got } => write!(f, "PASS {}  {got}", self.id),
+            Outcome::Fail { got } => {
+                write!(f, "FAIL {}  expected {}; got {got}", self.id, self.expects)
+            }
+            Outcome::Skipped { why } => write!(f, "SKIP {}  {why}", self.id),
+        }
+    }
+}
+
+/// The checks of one run, in catalog order. `Display` prints one line per check.
+///
+/// ```
+/// use lanlink::conformance::Report;
+/// let report = Report::default();
+/// assert!(report.passed() && report.complete());
+/// assert_eq!(report.to_string(), "");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    checks: Vec<Check>,
+}
+
+impl Report {
+    /// Every check, in catalog order.
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// The check named `id`, if the report holds it.
+    pub fn get(&self, id: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.id == id)
+    }
+
+    /// Whether no check failed (skipped checks do not fail a report; see [`Report::complete`]).
+    pub fn passed(&self) -> bool {
+        !self.checks.iter().any(Check::failed)
+    }
+
+    /// Whether every check passed: none failed and none was skipped.
+    pub fn complete(&self) -> bool {
+        self.checks.iter().all(Check::passed)
+    }
+
+    /// The names of the failed checks, in order.
+    pub fn failed_ids(&self) -> Vec<&'static str> {
+        self.ids_where(Check::failed)
+    }
+
+    /// The names of the skipped checks, in order.
+    pub fn skipped_ids(&self) -> Vec<&'static str> {
+        self.ids_where(Check::skipped)
+    }
+
+    fn ids_where(&self, which: impl Fn(&Check) -> bool) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|c| which(c))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// `"N passed, N failed, N skipped"`.
+    pub fn summary(&self) -> String {
+        let count = |which: fn(&Check) -> bool| self.checks.iter().filter(|c| which(c)).count();
+        format!(
+            "{} passed, {} failed, {} skipped",
+            count(Check::passed),
+            count(Check::failed),
+            count(Check::skipped)
+        )
+    }
+
+    /// This report followed by `other`'s checks (a server and an endpoint run as one).
+    pub fn merge(mut self, other: Report) -> Report {
+        self.checks.extend(other.checks);
+        self
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for check in &self.checks {
+            writeln!(f, "{check}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects outcomes by check name, and builds the report in catalog order.
+struct Recorder {
+    catalog: &'static [CheckSpec],
+    outcomes: Vec<(&'static str, Outcome)>,
+}
+
+/// A check's verdict before it is recorded: what was seen, as a pass or a failure.
+type Verdict = Result<String, String>;
+
+impl Recorder {
+    fn new(catalog: &'static [CheckSpec]) -> Self {
+        Self {
+            catalog,
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Records `outcome` for `id` (the first outcome recorded for a check stands).
+    fn set(&mut self, id: &'static str, outcome: Outcome) {
+        debug_assert!(
+            self.catalog.iter().any(|c| c.id == id),
+            "{id} is not in the catalog"
+        );
+        if !self.has(id) {
+            self.outcomes.push((id, outcome));
+        }
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.outcomes.iter().any(|(i, _)| *i == id)
+    }
+
+    fn verdict(&mut self, id: &'static str, verdict: Verdict) -> bool {
+        let passed = verdict.is_ok();
+        self.set(
+            id,
+            match verdict {
+                Ok(got) => Outcome::Pass { got },
+                Err(got) => Outcome::Fail { got },
+            },
+        );
+        passed
+    }
+
+    fn skip(&mut self, id: &'static str, why: impl Into<String>) {
+        self.set(id, Outcome::Skipped { why: why.into() });
+    }
+
+    fn skip_all(&mut self, ids: &[&'static str], why: &str) {
+        for id in ids {
+            self.skip(id, why);
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        let checks = self
+            .catalog
+            .iter()
+            .map(|spec| {
+                let outcome = match self.outcomes.iter().position(|(id, _)| *id == spec.id) {
+                    Some(at) => self.outcomes.swap_remove(at).1,
+                    None => Outcome::Skipped {
+                        why: "not run: a step it depends on did not pass".to_owned(),
+                    },
+                };
+                Check {
+                    id: spec.id,
+                    section: spec.section,
+                    expects: spec.expects,
+                    outcome,
+                }
+            })
+            .collect();
+        Report { checks }
+    }
+}
+
+/// A server to check: its base URL, the route prefix, and the accounts the kit links with.
+///
+/// The defaults are `PROTOCOL.md`'s (and the reference server's): prefix `/lanlink/v1`, a
+/// lockout after 5 wrong guesses, `max_visible` 1, 16 agents per network, 5 live manual codes
+/// per account. Give the deployment's own values where it differs.
+///
+/// ```
+/// use lanlink::conformance::ServerTarget;
+/// use lanlink::http::client::Credential;
+/// let target = ServerTarget::new("http://127.0.0.1:8080", Credential::Bearer("alice-token".to_owned().into()))
+///     .second_account(Credential::Bearer("bob-token".to_owned().into()))
+///     .lockout_threshold(5);
+/// # let _ = target;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) credential: Credential,
+    pub(crate) second: Option<Credential>,
+    pub(crate) client: Option<reqwest::Client>,
+    pub(crate) lockout_threshold: u32,
+    pub(crate) max_visible: usize,
+    pub(crate) max_agents_per_network: usize,
+    pub(crate) codes_per_account: usize,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) own_rejection: bool,
+    pub(crate) timeout: Duration,
+}
+
+impl ServerTarget {
+    /// The server at `url` (e.g. `http://127.0.0.1:8080`), whose user routes accept
+    /// `credential` for an account.
+    pub fn new(url: &str, credential: Credential) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            credential,
+            second: None,
+            client: None,
+            lockout_threshold: 5,
+            max_visible: 1,
+            max_agents_per_network: 16,
+            codes_per_account: 5,
+            request_timeout: None,
+            own_rejection: false,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The route prefix (default `/lanlink/v1`).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = normalize_prefix(prefix);
+        self
+    }
+
+    /// A second account: checks that it does not see the first account's link, and its mint
+    /// quota (it is left holding its most live codes until they expire).
+    pub fn second_account(mut self, credential: Credential) -> Self {
+        self.second = Some(credential);
+        self
+    }
+
+    /// The reqwest client to call the server with (for HTTPS, one built with a TLS feature).
+    /// It should not follow redirects. Default: [`crate::http::client::default_client`].
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The server's lockout threshold: wrong guesses from one address per window before it is
+    /// locked out (default 5). The kit makes exactly this many.
+    pub fn lockout_threshold(mut self, threshold: u32) -> Self {
+        self.lockout_threshold = threshold.max(1);
+        self
+    }
+
+    /// The server's `max_visible` (default 1).
+    pub fn max_visible(mut self, max: usize) -> Self {
+        self.max_visible = max.max(1);
+        self
+    }
+
+    /// The most agents one network's record holds (default 16).
+    pub fn max_agents_per_network(mut self, max: usize) -> Self {
+        self.max_agents_per_network = max.max(1);
+        self
+    }
+
+    /// The most live manual codes an account may hold (default 5).
+    pub fn codes_per_account(mut self, max: usize) -> Self {
+        self.codes_per_account = max.max(1);
+        self
+    }
+
+    /// The server's request deadline (10 s in the reference server): with it, the kit checks
+    /// that a body that does not arrive in time is answered `408 request_timeout` (the check
+    /// takes that long). Without it, the check is skipped.
+    pub fn request_timeout(mut self, deadline: Duration) -> Self {
+        self.request_timeout = Some(deadline);
+        self
+    }
+
+    /// Whether the server's `Authenticator` answers a request without an account with its own
+    /// response (a redirect, a 403) instead of `401 unauthorized`; then any non-2xx answer
+    /// passes the unauthenticated checks. Default false.
+    pub fn own_rejection(mut self, own: bool) -> Self {
+        self.own_rejection = own;
+        self
+    }
+
+    /// The most any one request may take (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// An agent's local endpoint to check: its URL, the instance id it is discovering as, and one
+/// origin it is configured to allow.
+///
+/// ```
+/// use lanlink::conformance::EndpointTarget;
+/// let id = lanlink::InstanceId::generate(&mut lanlink::os_rng());
+/// let target = EndpointTarget::new("http://192.168.1.50:8080", id, "https://cloud.example")
+///     .host_name("printer.local");
+/// # let _ = target;
+/// ```
+#[derive(Debug, Clone)]
+pub struct EndpointTarget {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) instance_id: InstanceId,
+    pub(crate) origin: String,
+    pub(crate) host_name: Option<String>,
+    pub(crate) timeout: Duration,
+}
+
+impl EndpointTarget {
+    /// The endpoint at `url` (plain `http://host:port`), of the agent discovering as
+    /// `instance_id`, which allows `origin` (e.g. `https://cloud.example`).
+    pub fn new(url: &str, instance_id: InstanceId, origin: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            instance_id,
+            origin: origin.to_owned(),
+            host_name: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The route prefix (default `/lanlink/v1`).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = normalize_prefix(prefix);
+        self
+    }
+
+    /// A host name the agent is configured to accept in `Host` (checked to be answered);
+    /// without one that check is skipped.
+    pub fn host_name(mut self, name: &str) -> Self {
+        self.host_name = Some(name.to_owned());
+        self
+    }
+
+    /// The most any one request may take (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// Checks the server at `target` against `PROTOCOL.md` (every check of [`SERVER_CHECKS`]).
+///
+/// It plays an agent and a linker; read "What running it does to the target" in the
+/// [module docs](self) first: it leaves its network locked out for the lockout duration.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use lanlink::conformance::{check_server, ServerTarget};
+/// use lanlink::http::client::Credential;
+/// let target = ServerTarget::new("http://127.0.0.1:8080", Credential::Bearer("alice-token".to_owned().into()));
+/// let report = check_server(&target).await;
+/// print!("{report}");
+/// assert!(report.passed(), "{}", report.summary());
+/// # }
+/// ```
+pub async fn check_server(target: &ServerTarget) -> Report {
+    server::run(target).await
+}
+
+/// Checks the agent's local endpoint at `target` against `PROTOCOL.md` (every check of
+/// [`ENDPOINT_CHECKS`]), over raw HTTP/1.1. The agent must be discovering as
+/// `target`'s instance id, and the kit must call from a local address (its LAN, or loopback
+/// for an agent on the same machine).
+///
+/// ```no_run
+/// # async fn demo() {
+/// use lanlink::conformance::{check_agent_endpoint, EndpointTarget};
+/// let id = "7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90".parse().unwrap();
+/// let target = EndpointTarget::new("http://192.168.1.50:8080", id, "https://cloud.example");
+/// let report = check_agent_endpoint(&target).await;
+/// print!("{report}");
+/// assert!(report.passed(), "{}", report.summary());
+/// # }
+/// ```
+pub async fn check_agent_endpoint(target: &EndpointTarget) -> Report {
+    endpoint::run(target).await
+}

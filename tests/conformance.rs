@@ -1,0 +1,459 @@
+//! The conformance kit (`lanlink::conformance`) against the crate's own axum adapters, served on
+//! 127.0.0.1 by `http::serve` (every check passes), against deliberately wrong ones (exactly the
+//! checks they break fail), against servers whose lockout comes at another threshold (skipped,
+//! not failed, where the kit's own lockout stops a check), and the `conformance` example run
+//! against the `server` and `agent` examples.
+#![cfg(feature = "conformance")]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lanlink::agent::{Agent, AgentConfig};
+use lanlink::conformance::{
+    check_agent_endpoint, check_server, EndpointTarget, Report, ServerTarget, ENDPOINT_CHECKS,
+    SERVER_CHECKS,
+};
+use lanlink::driver::{lock, SharedAgent};
+use lanlink::http::axum::body::{to_bytes, Body};
+use lanlink::http::axum::extract::Request;
+use lanlink::http::axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use lanlink::http::axum::middleware::{from_fn, Next};
+use lanlink::http::axum::response::Response;
+use lanlink::http::axum::Router;
+use lanlink::http::client::Credential;
+use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::server::{Server, ServerConfig};
+use lanlink::{AccountId, DeviceInfo};
+use tokio::net::TcpListener;
+
+const ALICE: &str = "alice-token-0123456789abcdef";
+const BOB: &str = "bob-token-0123456789abcdef";
+const ORIGIN: &str = "https://cloud.example";
+/// The request deadline the test servers are served with (short, so the 408 check is quick).
+const DEADLINE: Duration = Duration::from_secs(2);
+
+fn bearer(token: &str) -> Credential {
+    Credential::Bearer(token.to_owned().into())
+}
+
+async fn serve_on_loopback(app: Router, serve_config: ServeConfig) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, app, serve_config, std::future::pending()));
+    addr
+}
+
+/// The crate's server router (as `examples/server.rs` builds it) for alice and bob, wrapped by
+/// `wrap`, on 127.0.0.1 with a short request deadline.
+async fn start_server(config: ServerConfig, wrap: impl FnOnce(Router) -> Router) -> String {
+    let server = Arc::new(Mutex::new(Server::new(config).unwrap()));
+    let auth = Arc::new(BearerTokens::new(vec![
+        (ALICE.to_owned(), AccountId::new("alice").unwrap()),
+        (BOB.to_owned(), AccountId::new("bob").unwrap()),
+    ]));
+    let app = http::server::router(server, auth, DEFAULT_PREFIX).fallback(http::server::not_found);
+    let serve_config = ServeConfig {
+        request_timeout: DEADLINE,
+        ..ServeConfig::default()
+    };
+    let addr = serve_on_loopback(wrap(app), serve_config).await;
+    format!("http://{addr}")
+}
+
+/// The crate's agent endpoint (as `examples/agent.rs` builds it) over a discovering agent that
+/// allows `ORIGIN` and the name `printer.local`, wrapped by `wrap`.
+async fn start_endpoint(wrap: impl FnOnce(Router) -> Router) -> (SharedAgent, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = AgentConfig::new(addr.ip(), addr.port(), DeviceInfo::default())
+        .allow_origin(ORIGIN)
+        .allow_host("printer.local");
+    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
+    let agent: SharedAgent = Arc::new(Mutex::new(agent));
+    let app =
+        http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX).fallback(http::server::not_found);
+    tokio::spawn(serve(
+        listener,
+        wrap(app),
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    (agent, format!("http://{addr}"))
+}
+
+fn endpoint_target(agent: &SharedAgent, url: &str) -> EndpointTarget {
+    EndpointTarget::new(url, lock(agent).instance_id(), ORIGIN)
+}
+
+/// Every catalog entry appears once, in catalog order.
+fn assert_covers(report: &Report, catalog: &[lanlink::conformance::CheckSpec]) {
+    let ids: Vec<_> = report.checks().iter().map(|c| c.id).collect();
+    let want: Vec<_> = catalog.iter().map(|c| c.id).collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn the_crates_server_passes_every_check() {
+    let url = start_server(ServerConfig::default(), |app| app).await;
+    let target = ServerTarget::new(&url, bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_covers(&report, SERVER_CHECKS);
+    assert!(report.complete(), "{}:\n{report}", report.summary());
+    // The lines are what the report's Display promises.
+    let text = report.to_string();
+    assert!(
+        text.contains("PASS server.link.wrong_secret  403 wrong_secret\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), SERVER_CHECKS.len());
+}
+
+#[tokio::test]
+async fn the_crates_agent_endpoint_passes_every_check() {
+    let (agent, url) = start_endpoint(|app| app).await;
+    let target = endpoint_target(&agent, &url).host_name("printer.local");
+    let report = check_agent_endpoint(&target).await;
+    print!("{report}");
+    assert_covers(&report, ENDPOINT_CHECKS);
+    assert!(report.complete(), "{}:\n{report}", report.summary());
+    // Serving the secret ended nothing: the agent still discovers.
+    assert!(lock(&agent).is_discovering());
+}
+
+/// What the issue's user got wrong, on top of the crate's endpoint: CORS answered with `*`, no
+/// `Cache-Control: no-store` on the secret, a repeated `instance_id` taken (the first one
+/// kept), and `HEAD` answered as `GET`.
+async fn wrong_endpoint(mut request: Request, next: Next) -> Response {
+    let secret_route = request.uri().path().ends_with("/secret");
+    if secret_route {
+        if request.method() == Method::HEAD {
+            *request.method_mut() = Method::GET;
+        }
+        if let Some(query) = request.uri().query() {
+            let mut seen = false;
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let repeat = pair.starts_with("instance_id=") && seen;
+                    seen |= pair.starts_with("instance_id=");
+                    !repeat
+                })
+                .collect();
+            let uri = format!("{}?{}", request.uri().path(), kept.join("&"));
+            *request.uri_mut() = uri.parse::<Uri>().unwrap();
+        }
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    if secret_route && response.status() == StatusCode::OK {
+        response.headers_mut().remove(header::CACHE_CONTROL);
+    }
+    response
+}
+
+#[tokio::test]
+async fn a_wrong_agent_endpoint_fails_exactly_the_checks_it_breaks() {
+    let (agent, url) = start_endpoint(|app| app.layer(from_fn(wrong_endpoint))).await;
+    let report = check_agent_endpoint(&endpoint_target(&agent, &url)).await;
+    print!("{report}");
+    assert_covers(&report, ENDPOINT_CHECKS);
+    assert!(!report.passed());
+    assert_eq!(
+        report.failed_ids(),
+        [
+            "endpoint.secret.ok",
+            "endpoint.secret.allowed_origin",
+            "endpoint.secret.repeated_instance",
+            "endpoint.secret.head",
+            "endpoint.preflight.ok",
+            "endpoint.preflight.private_network",
+        ],
+        "{report}"
+    );
+    assert_eq!(report.skipped_ids(), ["endpoint.secret.host_name"]);
+    let line = report
+        .get("endpoint.secret.allowed_origin")
+        .unwrap()
+        .to_string();
+    assert!(
+        line.starts_with("FAIL ") && line.contains("\"*\""),
+        "{line}"
+    );
+}
+
+/// A server that differs from `PROTOCOL.md` in two places: it answers a wrong secret with a
+/// success (the crate's server refused it, and counted it), and an unknown path with an HTML
+/// page.
+async fn wrong_server(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, 1 << 20).await.unwrap();
+    let mut response = Response::from_parts(parts, Body::from(bytes.clone()));
+    if bytes.as_ref() == br#"{"error":"wrong_secret"}"# {
+        *response.status_mut() = StatusCode::OK;
+        *response.body_mut() = Body::from(r#"{"state":"pending"}"#);
+    } else if bytes.as_ref() == br#"{"error":"not_found"}"# {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        *response.body_mut() = Body::from("<h1>Not Found</h1>");
+    }
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
+}
+
+#[tokio::test]
+async fn a_wrong_server_fails_exactly_the_checks_it_breaks() {
+    let url = start_server(ServerConfig::default(), |app| {
+        app.layer(from_fn(wrong_server))
+    })
+    .await;
+    // No second account and no deadline: those checks are skipped, and say so.
+    let report = check_server(&ServerTarget::new(&url, bearer(ALICE))).await;
+    print!("{report}");
+    assert_covers(&report, SERVER_CHECKS);
+    assert_eq!(
+        report.failed_ids(),
+        ["server.not_found", "server.link.wrong_secret"],
+        "{report}"
+    );
+    assert_eq!(
+        report.skipped_ids(),
+        [
+            "server.body.request_timeout",
+            "server.link_status.other_account",
+            "server.codes.mint_quota",
+        ]
+    );
+    let skipped = report.get("server.codes.mint_quota").unwrap().to_string();
+    assert!(
+        skipped.starts_with("SKIP server.codes.mint_quota  no second account"),
+        "{skipped}"
+    );
+}
+
+#[tokio::test]
+async fn a_lockout_the_kit_provoked_skips_checks_and_a_wrong_threshold_fails_only_the_lockout_check(
+) {
+    // The server locks out after 3 wrong guesses; told so, the kit passes, with the guesses
+    // past the third skipped.
+    let config = || ServerConfig::default().lockout_threshold(3);
+    let url = start_server(config(), |app| app).await;
+    let told = ServerTarget::new(&url, bearer(ALICE)).lockout_threshold(3);
+    let report = check_server(&told).await;
+    print!("{report}");
+    assert!(report.passed(), "{report}");
+    assert_eq!(
+        report.skipped_ids(),
+        [
+            "server.body.request_timeout",
+            "server.link_status.other_account",
+            "server.redeem.used_code",
+            "server.redeem.unknown_code",
+            "server.codes.mint_quota",
+        ],
+        "{report}"
+    );
+    let line = report.get("server.redeem.used_code").unwrap().to_string();
+    assert!(
+        line.contains("after the kit's own 3 wrong guesses"),
+        "{line}"
+    );
+    assert!(report.get("server.lockout.locked_out").unwrap().passed());
+
+    // Told the default (5), the kit fails the lockout check alone: the lockout came early.
+    let url = start_server(config(), |app| app).await;
+    let report = check_server(&ServerTarget::new(&url, bearer(ALICE))).await;
+    print!("{report}");
+    assert_eq!(
+        report.failed_ids(),
+        ["server.lockout.locked_out"],
+        "{report}"
+    );
+    let line = report.get("server.lockout.locked_out").unwrap().to_string();
+    assert!(
+        line.contains("locked out after 3 wrong guesses, not 5"),
+        "{line}"
+    );
+
+    // A second run from the same (locked-out) network skips the guesses instead of failing
+    // them. Its agents need a network record with room: a fresh server would not be locked
+    // out, so the lockout is made first, by hand.
+    let url = start_server(ServerConfig::default(), |app| app).await;
+    let client = lanlink::http::client::default_client().unwrap();
+    for _ in 0..5 {
+        let body = format!(
+            r#"{{"instance_id":"{}","code":"00112233445566778899aabbccddeeff"}}"#,
+            lanlink::InstanceId::generate(&mut lanlink::os_rng())
+        );
+        let answer = client
+            .post(format!("{url}{DEFAULT_PREFIX}/agent/redeem"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 403);
+    }
+    let report = check_server(&ServerTarget::new(&url, bearer(ALICE))).await;
+    print!("{report}");
+    assert!(report.passed(), "{report}");
+    let line = report.get("server.link.wrong_secret").unwrap().to_string();
+    assert!(line.contains("already locked out"), "{line}");
+    assert!(report.get("server.lockout.locked_out").unwrap().skipped());
+}
+
+/// A built example next to this test binary, if cargo built it (a plain `cargo test
+/// --all-features` does).
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+/// Starts an example and reads JSON lines from its stdout until `wanted` finds what it needs.
+fn spawn_example<T>(
+    path: &PathBuf,
+    args: &[&str],
+    mut wanted: impl FnMut(&serde_json::Value) -> Option<T>,
+) -> (std::process::Child, T) {
+    use std::io::BufRead;
+    let mut child = Command::new(path)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the example starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let found = loop {
+        let line = lines.next().expect("a line").expect("stdout");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        if let Some(found) = wanted(&value) {
+            break found;
+        }
+    };
+    // Keep reading in the background, so the example never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, found)
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_example_passes_against_the_server_and_agent_examples() {
+    let (Some(kit), Some(server), Some(agent)) =
+        (example("conformance"), example("server"), example("agent"))
+    else {
+        println!("SKIP: the conformance, server and agent examples are not built");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI builds the examples (cargo test --all-features)"
+        );
+        return;
+    };
+    let (server, addr) = spawn_example(
+        &server,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            &format!("alice={ALICE}"),
+            "--user",
+            &format!("bob={BOB}"),
+        ],
+        |v| v["listening"].as_str().map(str::to_owned),
+    );
+    let _server = Killed(server);
+    // The agent announces to a closed port (so that it is not among the kit's agents in the
+    // server's network); its endpoint serves all the same.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut endpoint = None;
+    let (agent, instance_id) = spawn_example(
+        &agent,
+        &[
+            "--server",
+            &nowhere,
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-origin",
+            ORIGIN,
+            "--host-name",
+            "printer.local",
+        ],
+        |v| {
+            if let Some(at) = v["listening"].as_str() {
+                endpoint = Some(format!("http://{at}"));
+            }
+            v["instance_id"].as_str().map(str::to_owned)
+        },
+    );
+    let _agent = Killed(agent);
+    let endpoint = endpoint.expect("the agent's listening line");
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(kit)
+            .args(["--server", &format!("http://{addr}"), "--token", ALICE])
+            .args(["--second-token", BOB])
+            .args(["--endpoint", &endpoint, "--instance-id", &instance_id])
+            .args(["--origin", ORIGIN, "--host-name", "printer.local"])
+            .args(["--request-timeout", "10", "--strict"])
+            .output()
+            .expect("the kit runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    print!("{stdout}{stderr}");
+    assert!(run.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("PASS ")).count(),
+        SERVER_CHECKS.len() + ENDPOINT_CHECKS.len()
+    );
+}
+
+#[tokio::test]
+async fn the_example_exits_non_zero_when_a_check_fails() {
+    let Some(kit) = example("conformance") else {
+        println!("SKIP: the conformance example is not built");
+        return;
+    };
+    let (agent, url) = start_endpoint(|app| app.layer(from_fn(wrong_endpoint))).await;
+    let id = lock(&agent).instance_id().to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(kit)
+            .args(["--endpoint", &url, "--instance-id", &id, "--origin", ORIGIN])
+            .output()
+            .expect("the kit runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL endpoint.secret.head  expected 405 (HEAD refused); got 200"),
+        "{stdout}"
+    );
+}
