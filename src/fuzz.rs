@@ -421,7 +421,10 @@ pub fn agent_ops(data: &[u8]) {
             }
             AgentOp::EnterCode(text) => {
                 if let Some(code) = LinkCode::parse(&text) {
-                    let _ = agent.enter_code(now, code);
+                    if agent.enter_code(now, code).is_ok() {
+                        // A new redemption: nothing of it is sent yet.
+                        redeem_sent = false;
+                    }
                 }
             }
             AgentOp::RedeemReply(token) => {
@@ -442,9 +445,10 @@ pub fn agent_ops(data: &[u8]) {
                 }
             }
             AgentOp::RedeemFailed => {
-                if agent.handle_redeem_failed(now).is_ok() {
-                    redeem_sent = false;
-                }
+                // An attempt without an answer: the agent stays redeeming (it retransmits, and
+                // a late answer still counts) unless its redeem deadline has passed.
+                let ok = agent.handle_redeem_failed(now).is_ok();
+                assert_eq!(ok, redeem_sent && matches!(before, AgentStatus::Redeeming));
             }
             AgentOp::AnnounceRefused(i) => agent.handle_announce_refused(now, refusal_from(i)),
             AgentOp::Cancel => agent.cancel(),
