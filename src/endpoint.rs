@@ -283,11 +283,18 @@ fn is_header_text(text: &str) -> bool {
 }
 
 fn preflight(agent: &Agent, request: &LocalRequest<'_>) -> LocalResponse {
-    let origin = request.text("origin");
-    let host_ok = request.text("host").is_some_and(|h| agent.host_allowed(h));
+    // The same host rules as the secret route: one Host (or the target's authority), allowed;
+    // several Host or Origin lines are ambiguous and refused rather than one picked.
+    let host = request.authority.or_else(|| request.text("host"));
+    let host_ok =
+        request.values("host").count() <= 1 && host.is_some_and(|h| agent.host_allowed(h));
     if !host_ok {
         return LocalResponse::error(403, SecretRefusal::BadHost.code());
     }
+    if request.values("origin").count() > 1 {
+        return LocalResponse::error(403, SecretRefusal::BadOrigin.code());
+    }
+    let origin = request.text("origin");
     let origin_ok = origin.is_some_and(|o| agent.origin_allowed(o));
     let method_ok = request
         .values("access-control-request-method")

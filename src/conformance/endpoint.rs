@@ -47,6 +47,8 @@ pub const ENDPOINT_CHECKS: &[CheckSpec] = &[
     spec("endpoint.preflight.private_network", PREFLIGHT, "204 with Access-Control-Allow-Private-Network: true when asked"),
     spec("endpoint.preflight.disallowed_origin", PREFLIGHT, "403 bad_origin, no CORS allow headers"),
     spec("endpoint.preflight.bad_host", PREFLIGHT, "403 bad_host, no CORS allow headers"),
+    spec("endpoint.preflight.repeated_host", PREFLIGHT, "403 bad_host (or the HTTP layer's 400) for two Host lines, no CORS allow headers"),
+    spec("endpoint.preflight.repeated_origin", PREFLIGHT, "403 bad_origin for two Origin lines, no CORS allow headers"),
     spec("endpoint.preflight.wrong_method", PREFLIGHT, "403 bad_origin or bad_host for Access-Control-Request-Method: POST, no CORS allow headers"),
     spec("endpoint.popup.ok", POPUP, "200 HTML without the secret, with the popup's headers (CSP with a fresh nonce, X-Frame-Options, nosniff, no-store, Referrer-Policy, CORP), no Access-Control-Allow-Origin"),
     spec("endpoint.popup.not_top_level", POPUP, "403 HTML page with the popup's headers for Sec-Fetch-Dest: iframe"),
@@ -342,6 +344,23 @@ impl Session<'_> {
         self.check(
             "endpoint.preflight.bad_host",
             reply.and_then(|r| refused_without_cors(&r, &["bad_host"])),
+        );
+        let mut twice = preflight(&origin, "GET");
+        twice.push(("host".to_owned(), host.clone()));
+        let reply = self.send(options(twice, &host)).await;
+        self.check(
+            "endpoint.preflight.repeated_host",
+            reply.and_then(|r| {
+                no_cors(&r)?;
+                bad_host_or_http_400(&r)
+            }),
+        );
+        let mut twice = preflight(&origin, "GET");
+        twice.push(("origin".to_owned(), origin.clone()));
+        let reply = self.send(options(twice, &host)).await;
+        self.check(
+            "endpoint.preflight.repeated_origin",
+            reply.and_then(|r| refused_without_cors(&r, &["bad_origin"])),
         );
         let reply = self.send(options(preflight(&origin, "POST"), &host)).await;
         self.check(

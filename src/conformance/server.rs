@@ -79,7 +79,10 @@ pub const SERVER_CHECKS: &[CheckSpec] = &[
     spec("server.announce.delivers_message", ANNOUNCE, "200 with one verify_and_redeem message: the instance, the linked secret, a code"),
     spec("server.link_status.delivered", STATUS, "200 state delivered"),
     spec("server.announce.delivered_once", ANNOUNCE, "200 with no message on the next announcement"),
-    spec("server.redeem.ok", REDEEM, "200 {\"auth_token\": 64 hex} for the delivered code"),
+    spec("server.redeem.ok", REDEEM, "200 {\"auth_token\": 64 hex, \"attempt\": 1} for the delivered code, redeemed with the presence key as attempt 1"),
+    spec("server.redeem.forged_key", REDEEM, "403 forged_instance for a retry whose presence_key does not derive the instance_id"),
+    spec("server.redeem.retry_reissues", REDEEM, "200 with a new auth_token and \"attempt\": 2 for the same redemption retried as attempt 2 (the reply was lost)"),
+    spec("server.redeem.superseded", REDEEM, "409 superseded for attempt 2 again (a late duplicate)"),
     spec("server.link_status.linked", STATUS, "200 state linked"),
     spec("server.announce.instance_used", ANNOUNCE, "409 instance_used for a linked instance announcing afresh"),
     spec("server.redeem.malformed", CONVENTIONS, "400 malformed for a redeem request with an unknown field"),
@@ -308,6 +311,23 @@ impl Session<'_> {
 
     async fn announce(&self, value: &Value) -> Result<Reply, String> {
         self.post("/agent/announce", As::Nobody, value).await
+    }
+
+    /// A redemption of revision 1.1: with a presence key and an attempt number.
+    async fn redeem_proven(
+        &self,
+        id: &InstanceId,
+        key: &PresenceKey,
+        code: &str,
+        attempt: u32,
+    ) -> Result<Reply, String> {
+        let value = json!({
+            "instance_id": id.to_string(),
+            "code": code,
+            "presence_key": key.to_hex().as_str(),
+            "attempt": attempt,
+        });
+        self.post("/agent/redeem", As::Nobody, &value).await
     }
 
     async fn redeem(&self, id: &InstanceId, code: &str) -> Result<Reply, String> {
@@ -799,14 +819,34 @@ impl Session<'_> {
             }),
         );
 
-        // The code, redeemed.
-        let reply = self.redeem(&agent.id, &code).await;
-        let redeemed = self
-            .guess("server.redeem.ok", false, reply, auth_token)
-            .is_some();
-        if !redeemed {
+        // The code, redeemed (revision 1.1: with the presence key, as attempt 1).
+        let reply = self.redeem_proven(&agent.id, &agent.key, &code, 1).await;
+        let Some(first) = self.guess("server.redeem.ok", false, reply, |r| {
+            auth_token(r)?;
+            attempt_echo(r, 1)
+        }) else {
             return linked;
-        }
+        };
+        // The reply was "lost": the retry, proven and newer, gets a new token; a key that does
+        // not prove the instance, and a late duplicate, change nothing.
+        let forged = PresenceKey::generate(&mut crate::os_rng());
+        let reply = self.redeem_proven(&agent.id, &forged, &code, 2).await;
+        self.guess("server.redeem.forged_key", false, reply, |r| {
+            reply::refusal(r, 403, "forged_instance")
+        });
+        let reply = self.redeem_proven(&agent.id, &agent.key, &code, 2).await;
+        self.guess("server.redeem.retry_reissues", false, reply, |r| {
+            auth_token(r)?;
+            attempt_echo(r, 2)?;
+            if token_of(r) == token_of(&first) {
+                return Err("200, but the same token again (a retry must reissue)".to_owned());
+            }
+            Ok("200 a new auth_token, attempt 2".to_owned())
+        });
+        let reply = self.redeem_proven(&agent.id, &agent.key, &code, 2).await;
+        self.guess("server.redeem.superseded", false, reply, |r| {
+            reply::refusal(r, 409, "superseded")
+        });
         let reply = self.link_status(&agent.id, As::User).await;
         self.check(
             "server.link_status.linked",
@@ -1139,6 +1179,24 @@ fn state_of_body(reply: &Reply, id: &InstanceId, state: &str) -> Result<(), Stri
 }
 
 /// `200 {"auth_token": 64 hex}` as a JSON response.
+/// The reply's `auth_token`, if any.
+fn token_of(reply: &Reply) -> Option<String> {
+    reply::json_object(reply, 200).ok().and_then(|map| {
+        map.get("auth_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    })
+}
+
+/// A 200 reply echoing `attempt`.
+fn attempt_echo(reply: &Reply, attempt: u32) -> Verdict {
+    let map = reply::json_object(reply, 200)?;
+    match map.get("attempt").and_then(Value::as_u64) {
+        Some(n) if n == u64::from(attempt) => Ok(format!("200 auth_token, attempt {attempt}")),
+        other => Err(format!("200 with attempt {other:?}, not {attempt}")),
+    }
+}
+
 fn auth_token(reply: &Reply) -> Verdict {
     let map = reply::json_object(reply, 200)?;
     match map.get("auth_token").and_then(Value::as_str) {
