@@ -441,9 +441,12 @@ fn answer(agent: &Mutex<Agent>, prefix: &str, request: &tiny_http::Request) -> L
         &local,
     );
     // The outcome only, never the body (it may hold the secret).
+    let peer = local
+        .peer
+        .map_or("an unknown peer".to_owned(), |ip| ip.to_string());
     eprintln!(
-        "local endpoint: {} {} from {:?}: {}",
-        local.method, local.path, local.peer, answer.status
+        "local endpoint: {} {} from {peer}: {}",
+        local.method, local.path, answer.status
     );
     answer
 }
