@@ -3,6 +3,8 @@
 //! every rule of `PROTOCOL.md` ("The agent's local endpoint") applied. Any HTTP stack serves the
 //! endpoint by calling [`handle`] and writing its answer as given; the axum adapter
 //! ([`crate::http::agent`]) is a thin shell over it, so every stack answers byte for byte alike.
+//! A library that hands over the raw request target splits it with [`split_target`];
+//! `examples/blocking_agent.rs` serves the endpoint over `tiny_http` that way, with no tokio.
 //!
 //! Routes under `prefix`:
 //!
@@ -100,6 +102,77 @@ impl<'a> LocalRequest<'a> {
     }
 }
 
+/// A request target (the second word of the request line) split as [`LocalRequest`] takes it.
+/// See [`split_target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The authority of an absolute-form target; `None` for origin-form.
+    pub authority: Option<&'a str>,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query, without the `?`.
+    pub query: Option<&'a str>,
+}
+
+/// Splits a request target as an HTTP library that hands it over unparsed (`tiny_http`'s
+/// `Request::url`, a hand-written parser) needs it for [`LocalRequest`], the way the axum
+/// adapter's URI parser does: origin-form `/path?query`; absolute-form
+/// `scheme://authority/path?query` (RFC 9112 §3.2.2), whose authority then stands for `Host`
+/// (an empty path is `/`). A fragment (`#…`, which no client sends) is dropped. Any other form
+/// (`*`, authority-form, garbage) is kept whole as the path, which no route matches.
+///
+/// ```
+/// use lanlink::endpoint::{split_target, Target};
+/// assert_eq!(
+///     split_target("/lanlink/v1/secret?instance_id=7c1f"),
+///     Target { authority: None, path: "/lanlink/v1/secret", query: Some("instance_id=7c1f") }
+/// );
+/// assert_eq!(
+///     split_target("http://192.168.1.50:8080/lanlink/v1/secret?instance_id=7c1f"),
+///     Target {
+///         authority: Some("192.168.1.50:8080"),
+///         path: "/lanlink/v1/secret",
+///         query: Some("instance_id=7c1f"),
+///     }
+/// );
+/// assert_eq!(split_target("*"), Target { authority: None, path: "*", query: None });
+/// ```
+pub fn split_target(target: &str) -> Target<'_> {
+    let target = target.split_once('#').map_or(target, |(before, _)| before);
+    let (authority, rest) = match absolute_form(target) {
+        Some((authority, rest)) => (Some(authority), rest),
+        None => (None, target),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let path = if authority.is_some() && path.is_empty() {
+        "/"
+    } else {
+        path
+    };
+    Target {
+        authority,
+        path,
+        query,
+    }
+}
+
+/// `scheme://authority` and the rest, for an absolute-form target (RFC 3986 §3.1 scheme).
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = target.split_once("://")?;
+    let mut chars = scheme.chars();
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return None;
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    (!authority.is_empty()).then_some((authority, rest))
+}
+
 /// The endpoint's answer: write the status, the headers and the body as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResponse {
@@ -150,8 +223,8 @@ pub fn status_of_secret_refusal(refusal: &SecretRefusal) -> u16 {
 }
 
 /// Answers one request to the agent's local endpoint under `prefix` (e.g.
-/// [`DEFAULT_PREFIX`](crate::http::DEFAULT_PREFIX) with feature `http`). `rng` draws the popup
-/// page's script nonce. See the [module docs](self).
+/// [`DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)). `rng` draws the popup page's script
+/// nonce. See the [module docs](self).
 pub fn handle<R: CryptoRng + RngCore + ?Sized>(
     agent: &mut Agent,
     now: Instant,
@@ -442,6 +515,31 @@ fn popup_page<R: CryptoRng + RngCore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_split_as_a_uri_parser_does() {
+        let t = |authority, path, query| Target {
+            authority,
+            path,
+            query,
+        };
+        assert_eq!(split_target("/a?b=1&c"), t(None, "/a", Some("b=1&c")));
+        assert_eq!(split_target("/a?"), t(None, "/a", Some("")));
+        assert_eq!(split_target("/a#f?x"), t(None, "/a", None));
+        assert_eq!(split_target("/a?b#f"), t(None, "/a", Some("b")));
+        assert_eq!(
+            split_target("HTTP://10.0.0.5:80/a?b"),
+            t(Some("10.0.0.5:80"), "/a", Some("b"))
+        );
+        assert_eq!(split_target("http://h"), t(Some("h"), "/", None));
+        assert_eq!(split_target("http://h?q"), t(Some("h"), "/", Some("q")));
+        assert_eq!(split_target("http://u@h/a"), t(Some("u@h"), "/a", None));
+        // Not absolute-form: kept whole, matched by no route.
+        assert_eq!(split_target("http:///a"), t(None, "http:///a", None));
+        assert_eq!(split_target("1http://h/a"), t(None, "1http://h/a", None));
+        assert_eq!(split_target("h:80"), t(None, "h:80", None));
+        assert_eq!(split_target(""), t(None, "", None));
+    }
 
     #[test]
     fn query_parameters_are_single_and_decoded() {

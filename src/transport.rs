@@ -19,6 +19,25 @@ use crate::wire::{
     RedeemRequest, SecretReply,
 };
 
+/// The default route prefix of the HTTP wire (`PROTOCOL.md`, "Conventions"): the server's routes
+/// and the agent's local endpoint live under it unless a deployment configures another.
+pub const DEFAULT_PREFIX: &str = "/lanlink/v1";
+
+/// The server route, under the prefix, of an [`AgentTransmit::Announce`](crate::agent::AgentTransmit::Announce):
+/// `POST {prefix}/agent/announce` with the [`Announce`] as JSON; the reply decodes as
+/// [`AnnounceReply`] (with [`reply_from`]).
+///
+/// ```
+/// use lanlink::transport::{ANNOUNCE_PATH, DEFAULT_PREFIX};
+/// assert_eq!(format!("{DEFAULT_PREFIX}{ANNOUNCE_PATH}"), "/lanlink/v1/agent/announce");
+/// ```
+pub const ANNOUNCE_PATH: &str = "/agent/announce";
+
+/// The server route, under the prefix, of an [`AgentTransmit::Redeem`](crate::agent::AgentTransmit::Redeem):
+/// `POST {prefix}/agent/redeem` with the [`RedeemRequest`] as JSON; the reply decodes as
+/// [`RedeemReply`] (with [`reply_from`]).
+pub const REDEEM_PATH: &str = "/agent/redeem";
+
 /// Why a transport call did not produce a reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

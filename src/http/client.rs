@@ -17,6 +17,7 @@ use super::DEFAULT_PREFIX;
 use crate::id::InstanceId;
 use crate::transport::{
     AgentServerTransport, LinkerAgentTransport, LinkerServerTransport, TransportError,
+    ANNOUNCE_PATH, REDEEM_PATH,
 };
 use crate::wire::{
     self, Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply,
@@ -108,12 +109,12 @@ impl HttpAgentClient {
 #[async_trait]
 impl AgentServerTransport for HttpAgentClient {
     async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
-        let url = format!("{}/agent/announce", self.base);
+        let url = format!("{}{ANNOUNCE_PATH}", self.base);
         exchange(json(self.client.post(url), wire::encode(announce))).await
     }
 
     async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
-        let url = format!("{}/agent/redeem", self.base);
+        let url = format!("{}{REDEEM_PATH}", self.base);
         exchange(json(self.client.post(url), wire::encode(request))).await
     }
 }

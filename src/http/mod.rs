@@ -43,8 +43,8 @@ pub use axum;
 /// The reqwest version the clients take (`reqwest::Client`).
 pub use reqwest;
 
-/// The default route prefix.
-pub const DEFAULT_PREFIX: &str = "/lanlink/v1";
+/// The default route prefix (the core's [`transport::DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)).
+pub const DEFAULT_PREFIX: &str = crate::transport::DEFAULT_PREFIX;
 
 /// Largest request body accepted, in bytes (larger: `413 too_large`).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

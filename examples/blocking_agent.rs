@@ -1,0 +1,473 @@
+//! A lanlink agent with no tokio: the sans-IO core driven by hand over blocking HTTP, on another
+//! stack than the crate's adapter — `ureq` to the server, `tiny_http` for the local endpoint.
+//!
+//! ```text
+//! cargo run --example blocking_agent -- --server http://127.0.0.1:8080 --listen 127.0.0.1:0
+//! ```
+//!
+//! It takes the flags of `examples/agent.rs` and prints what it prints: on stdout one JSON line
+//! once the local endpoint listens (`{"listening": …}`), then one per state change, first
+//! `discovering` with the `instance_id`, last `linked` with the token file's path (the token
+//! itself is never printed) or `stopped` with the reason. A manual code can be given with `--code`
+//! or typed on stdin. Logs go to stderr. Exit status: 0 linked, 1 discovery ended without a link,
+//! 2 bad usage or a failed setup (an address that cannot be bound, a bad configuration).
+//!
+//! It uses only the core (`agent`, `endpoint`, `transport`, `wire`) and needs no feature of the
+//! crate. Two threads share the [`Agent`] behind a mutex, each holding it only to call the core,
+//! never across I/O:
+//!
+//! - the endpoint thread takes each request `tiny_http` parsed, hands its method, target
+//!   ([`endpoint::split_target`]), headers and socket peer to [`endpoint::handle`], and writes the
+//!   status, every header and the body it answers as they are;
+//! - the main thread drives the agent: what [`Agent::poll_transmit`] wants sent goes to the server
+//!   with `ureq` (no redirects, no proxy, bodies read up to one byte past the wire's limit); the
+//!   status and body go through [`transport::reply_from`] and back into the agent; events are
+//!   drained and printed; then it sleeps until [`Agent::poll_timeout`], at most
+//!   [`MAX_SLEEP`] so that what the endpoint or a typed code did meanwhile is seen promptly.
+//!
+//! `ureq` is built without TLS here, so the server must be `http://` (loopback, a LAN, or a local
+//! TLS-terminating proxy); enable one of `ureq`'s TLS features for `https://`. `tiny_http` has
+//! none of `lanlink::http::serve`'s limits (connection caps, header and request deadlines, body
+//! sizes): put such limits in front of it on a network that needs them.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ipnet::IpNet;
+use lanlink::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit};
+use lanlink::endpoint::{self, LocalRequest, LocalResponse};
+use lanlink::event::AgentEvent;
+use lanlink::transport::{self, TransportError, ANNOUNCE_PATH, DEFAULT_PREFIX, REDEEM_PATH};
+use lanlink::wire::{self, AnnounceReply, RedeemReply, MAX_MESSAGE_BYTES};
+use lanlink::{DeviceInfo, LinkCode, LocalPolicy};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+/// The longest the main loop sleeps before it looks at the agent again.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// Attempts at one redemption while the server is unreachable or answers `503`.
+const REDEEM_ATTEMPTS: u32 = 6;
+
+/// Runs a lanlink agent over blocking HTTP (no tokio).
+#[derive(Parser, Debug)]
+#[command(about = "Runs a lanlink agent over blocking HTTP (ureq, tiny_http), with no tokio")]
+struct Args {
+    /// The server's base URL (http:// only: this build has no TLS).
+    #[arg(long)]
+    server: String,
+    /// Address of the local secret endpoint (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The private address to announce (default: the listen address's IP).
+    #[arg(long)]
+    private_ip: Option<IpAddr>,
+    /// A proxy network whose forwarding headers are trusted. Repeatable; default none.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<IpNet>,
+    /// A network counted as local. Repeatable; replaces the default (RFC 1918, loopback,
+    /// link-local, ULA).
+    #[arg(long = "local-net")]
+    local_nets: Vec<IpNet>,
+    /// An origin allowed to fetch the secret from a browser (e.g. https://cloud.example).
+    #[arg(long = "allow-origin", alias = "allowed-origin")]
+    allow_origins: Vec<String>,
+    /// A host name the endpoint may be addressed as, besides IP literals.
+    #[arg(long = "host-name")]
+    host_names: Vec<String>,
+    /// The discovery window in seconds (at most 600).
+    #[arg(long, default_value_t = 600, alias = "window-secs")]
+    window: u64,
+    /// The device's host name shown to the user.
+    #[arg(long, default_value = "lanlink-device")]
+    hostname: String,
+    /// The device model shown to the user.
+    #[arg(long, default_value = "example")]
+    model: String,
+    /// A manual code to redeem at start (otherwise a line on stdin is taken as one).
+    #[arg(long)]
+    code: Option<String>,
+    /// Where to write the auth token once linked (default: a file in the temp directory).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Route prefix (server and local endpoint).
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+}
+
+/// The agent, shared by the endpoint thread, the stdin thread and the main loop.
+type SharedAgent = Arc<Mutex<Agent>>;
+
+/// Locks the agent. It never panics while locked, so a poisoned lock still holds a consistent
+/// agent.
+fn lock(agent: &Mutex<Agent>) -> MutexGuard<'_, Agent> {
+    agent
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(AgentStatus::Linked) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("blocking_agent: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<AgentStatus, Box<dyn std::error::Error + Send + Sync>> {
+    if !args.server.starts_with("http://") {
+        return Err("--server must be an http:// URL (this build of ureq has no TLS)".into());
+    }
+    let listener = TcpListener::bind(args.listen)?;
+    let addr = listener.local_addr()?;
+    let info = DeviceInfo::new(
+        &args.hostname,
+        &args.model,
+        "lanlink-example-blocking-agent",
+        env!("CARGO_PKG_VERSION"),
+    )?;
+    let mut config = AgentConfig::new(args.private_ip.unwrap_or(addr.ip()), addr.port(), info)
+        .window(Duration::from_secs(args.window))
+        .trusted_proxies(args.trusted_proxies);
+    if !args.local_nets.is_empty() {
+        config = config.local_policy(LocalPolicy::new(args.local_nets));
+    }
+    for origin in &args.allow_origins {
+        config = config.allow_origin(origin);
+    }
+    for name in &args.host_names {
+        config = config.allow_host(name);
+    }
+    let agent: SharedAgent = Arc::new(Mutex::new(Agent::new(
+        config,
+        Instant::now(),
+        &mut lanlink::os_rng(),
+    )?));
+    let server = tiny_http::Server::from_listener(listener, None)?;
+    println!("{}", json!({ "listening": addr.to_string() }));
+
+    let endpoint_agent = Arc::clone(&agent);
+    let prefix = args.prefix.clone();
+    std::thread::spawn(move || serve_endpoint(&server, &endpoint_agent, &prefix));
+
+    if let Some(code) = &args.code {
+        enter_code(&agent, code);
+    } else {
+        let stdin_agent = Arc::clone(&agent);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if !line.trim().is_empty() {
+                    enter_code(&stdin_agent, &line);
+                }
+            }
+        });
+    }
+
+    let client = ServerClient::new(&args.server, &args.prefix);
+    let status = drive(&agent, &client);
+    if status == AgentStatus::Linked {
+        let (instance_id, token) = {
+            let guard = lock(&agent);
+            let token = guard.auth_token().map(|t| t.to_hex());
+            (guard.instance_id(), token)
+        };
+        let path = args
+            .token_file
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("lanlink-{instance_id}.token")));
+        if let Some(token) = token {
+            write_private(&path, token.as_bytes())?;
+        }
+        println!(
+            "{}",
+            json!({ "state": "linked", "instance_id": instance_id, "token_file": path })
+        );
+    }
+    Ok(status)
+}
+
+fn enter_code(agent: &Mutex<Agent>, text: &str) {
+    match LinkCode::parse(text.trim()) {
+        Some(code) => {
+            if let Err(err) = lock(agent).enter_code(Instant::now(), code) {
+                eprintln!("cannot enter a code now: {err}");
+            }
+        }
+        None => eprintln!("not a code"),
+    }
+}
+
+// ───────────────────────────── the main loop ─────────────────────────────
+
+/// Drives the agent until it is linked or discovery has ended; returns that status.
+fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
+    loop {
+        let (transmit, wake, status) = {
+            let mut guard = lock(agent);
+            let transmit = guard.poll_transmit(Instant::now());
+            print_events(&mut guard);
+            (transmit, guard.poll_timeout(), guard.status())
+        };
+        match transmit {
+            Some(AgentTransmit::Announce(announce)) => {
+                let reply = client.post::<AnnounceReply>(ANNOUNCE_PATH, &wire::encode(&announce));
+                let mut guard = lock(agent);
+                let now = Instant::now();
+                match reply {
+                    Ok(reply) => guard.handle_announce_reply(now, reply),
+                    Err(err) => {
+                        eprintln!("announce: {err}");
+                        // A refusal goes to the agent (which decides whether it ends discovery);
+                        // anything else (unreachable, a 5xx, a malformed reply) is retried by
+                        // announcing again at the agent's interval.
+                        if let Some(refusal) = err.refusal() {
+                            guard.handle_announce_refused(now, refusal);
+                        }
+                    }
+                }
+                continue;
+            }
+            Some(AgentTransmit::Redeem(request)) => {
+                let body = wire::encode(&request);
+                drop(request);
+                let outcome = redeem_with_retries(client, &body);
+                let mut guard = lock(agent);
+                let now = Instant::now();
+                let fed = match outcome {
+                    Ok(reply) => guard.handle_redeem_reply(now, Ok(reply)),
+                    Err(err) => match err.refusal() {
+                        Some(refusal) => guard.handle_redeem_reply(now, Err(refusal)),
+                        None => guard.handle_redeem_failed(now),
+                    },
+                };
+                // Cannot fail: the agent just handed out this redemption.
+                if let Err(err) = fed {
+                    eprintln!("redeem: {err}");
+                }
+                continue;
+            }
+            Some(other) => {
+                // A transmit this example does not know (`AgentTransmit` is non-exhaustive).
+                eprintln!("not sent, unknown to this example: {other:?}");
+                continue;
+            }
+            None => {}
+        }
+        if matches!(status, AgentStatus::Linked | AgentStatus::Stopped(_)) {
+            print_events(&mut lock(agent));
+            return status;
+        }
+        // NOTE: today `poll_timeout` is `None` while a redemption is in flight (sent, no reply
+        // yet). This loop sends each request and feeds its reply back before it polls again, so
+        // it never sees that state, and another change makes `poll_timeout` name a deadline
+        // whenever anything is in flight. Either way a `None` here is slept as `MAX_SLEEP` and
+        // the agent polled again: the loop does not depend on which.
+        let now = Instant::now();
+        let sleep = wake.map_or(MAX_SLEEP, |wake| {
+            wake.saturating_duration_since(now).min(MAX_SLEEP)
+        });
+        std::thread::sleep(sleep);
+    }
+}
+
+/// Sends the redemption, again while the server is unreachable or answers `503`, up to
+/// [`REDEEM_ATTEMPTS`] times with a doubling pause (250 ms, at most 10 s).
+fn redeem_with_retries(client: &ServerClient, body: &[u8]) -> Result<RedeemReply, TransportError> {
+    let mut pause = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match client.post::<RedeemReply>(REDEEM_PATH, body) {
+            Err(err) if err.is_retryable() && attempt < REDEEM_ATTEMPTS => {
+                eprintln!("redeem (attempt {attempt}): {err}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Prints the agent's pending events, one JSON line each (`linked` is printed by `run`, with
+/// the token file's path).
+fn print_events(agent: &mut Agent) {
+    while let Some(event) = agent.poll_event() {
+        if !matches!(event, AgentEvent::Linked { .. }) {
+            println!("{}", event_json(&event));
+        }
+    }
+}
+
+/// An event as `examples/agent.rs` prints it.
+fn event_json(event: &AgentEvent) -> serde_json::Value {
+    match event {
+        AgentEvent::DiscoveryStarted { instance_id, .. } => {
+            json!({ "state": "discovering", "instance_id": instance_id })
+        }
+        AgentEvent::SecretServed { client } => {
+            json!({ "state": "secret_served", "client": client })
+        }
+        AgentEvent::SecretRefused { peer, reason } => {
+            json!({ "state": "secret_refused", "peer": peer, "reason": reason.code() })
+        }
+        AgentEvent::SecretVerified => json!({ "state": "secret_verified" }),
+        AgentEvent::MessageRejected { reason } => {
+            json!({ "state": "message_rejected", "reason": format!("{reason:?}") })
+        }
+        AgentEvent::RedeemStarted { manual } => json!({ "state": "redeeming", "manual": manual }),
+        AgentEvent::Linked { instance_id } => {
+            json!({ "state": "linked", "instance_id": instance_id })
+        }
+        AgentEvent::Stopped { reason } => {
+            json!({ "state": "stopped", "reason": format!("{reason:?}") })
+        }
+        other => json!({ "state": format!("{other:?}") }),
+    }
+}
+
+// ───────────────────────────── the server, over ureq ─────────────────────────────
+
+/// The agent's side of the server's agent routes, over a blocking `ureq` agent.
+struct ServerClient {
+    http: ureq::Agent,
+    /// The server's base URL and the prefix, without a trailing slash.
+    base: String,
+}
+
+impl ServerClient {
+    fn new(server: &str, prefix: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            // Refusals are answers: their status and body go to `reply_from`.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build();
+        Self {
+            http: config.into(),
+            base: format!(
+                "{}/{}",
+                server.trim_end_matches('/'),
+                prefix.trim_matches('/')
+            ),
+        }
+    }
+
+    /// `POST {base}{path}` with a JSON `body`; the reply as the core maps it. The body is read
+    /// up to one byte past the wire's limit, so that `reply_from` sees (and refuses) a longer one.
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, TransportError> {
+        let unreachable =
+            |err: &dyn std::fmt::Display| TransportError::Unreachable(err.to_string());
+        let mut response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body)
+            .map_err(|err| unreachable(&err))?;
+        let status = response.status().as_u16();
+        // Room for the whole body at once: it may hold the secret, and a reallocation would
+        // leave a copy behind that is not zeroized.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_MESSAGE_BYTES + 1));
+        response
+            .body_mut()
+            .as_reader()
+            .take(MAX_MESSAGE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|err| unreachable(&err))?;
+        transport::reply_from(status, &bytes)
+    }
+}
+
+// ───────────────────────────── the local endpoint, over tiny_http ─────────────────────────────
+
+/// Answers every request on `server` with the core's endpoint, one at a time.
+fn serve_endpoint(server: &tiny_http::Server, agent: &Mutex<Agent>, prefix: &str) {
+    for request in server.incoming_requests() {
+        let answer = answer(agent, prefix, &request);
+        let headers = answer
+            .headers
+            .iter()
+            // The core writes header text only (as the axum adapter, drop what the library
+            // would refuse rather than fail the answer).
+            .filter_map(|(name, value)| {
+                tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+            })
+            .collect();
+        let body: &[u8] = &answer.body;
+        let response = tiny_http::Response::new(
+            tiny_http::StatusCode(answer.status),
+            headers,
+            body,
+            Some(body.len()),
+            None,
+        );
+        if let Err(err) = request.respond(response) {
+            eprintln!("local endpoint: cannot answer: {err}");
+        }
+    }
+}
+
+/// Hands one request to the core's endpoint.
+fn answer(agent: &Mutex<Agent>, prefix: &str, request: &tiny_http::Request) -> LocalResponse {
+    let headers: Vec<(&str, &[u8])> = request
+        .headers()
+        .iter()
+        .map(|header| (header.field.as_str().as_str(), header.value.as_bytes()))
+        .collect();
+    let target = endpoint::split_target(request.url());
+    let local = LocalRequest {
+        method: request.method().as_str(),
+        path: target.path,
+        query: target.query,
+        authority: target.authority,
+        headers: &headers,
+        peer: request.remote_addr().map(|addr| addr.ip()),
+    };
+    let answer = endpoint::handle(
+        &mut lock(agent),
+        Instant::now(),
+        &mut lanlink::os_rng(),
+        prefix,
+        &local,
+    );
+    // The outcome only, never the body (it may hold the secret).
+    let peer = local
+        .peer
+        .map_or("an unknown peer".to_owned(), |ip| ip.to_string());
+    eprintln!(
+        "local endpoint: {} {} from {peer}: {}",
+        local.method, local.path, answer.status
+    );
+    answer
+}
+
+// ───────────────────────────── the token file ─────────────────────────────
+
+/// Writes `bytes` to `path`, readable and writable by its owner only (where the platform allows):
+/// created with mode 0600, and an existing file set to 0600 before anything is written.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)
+}
