@@ -85,6 +85,9 @@ fn event_json(event: &AgentEvent) -> serde_json::Value {
             json!({ "state": "message_rejected", "reason": format!("{reason:?}") })
         }
         AgentEvent::RedeemStarted { manual } => json!({ "state": "redeeming", "manual": manual }),
+        AgentEvent::RedeemDeferred { reason } => {
+            json!({ "state": "redeem_deferred", "reason": reason.code() })
+        }
         AgentEvent::Linked { instance_id } => {
             json!({ "state": "linked", "instance_id": instance_id })
         }

@@ -52,9 +52,6 @@ use zeroize::Zeroizing;
 /// The longest the main loop sleeps before it looks at the agent again.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
-/// Attempts at one redemption while the server is unreachable or answers `503`.
-const REDEEM_ATTEMPTS: u32 = 6;
-
 /// Runs a lanlink agent over blocking HTTP (no tokio).
 #[derive(Parser, Debug)]
 #[command(about = "Runs a lanlink agent over blocking HTTP (ureq, tiny_http), with no tokio")]
@@ -239,7 +236,9 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
             Some(AgentTransmit::Redeem(request)) => {
                 let body = wire::encode(&request);
                 drop(request);
-                let outcome = redeem_with_retries(client, &body);
+                // One attempt: the agent owns the retries (it hands the request out again when
+                // `poll_timeout` says, and stops at its redeem deadline).
+                let outcome = client.post::<RedeemReply>(REDEEM_PATH, &body);
                 let mut guard = lock(agent);
                 let now = Instant::now();
                 let fed = match outcome {
@@ -266,34 +265,14 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
             print_events(&mut lock(agent));
             return status;
         }
-        // NOTE: today `poll_timeout` is `None` while a redemption is in flight (sent, no reply
-        // yet). This loop sends each request and feeds its reply back before it polls again, so
-        // it never sees that state, and another change makes `poll_timeout` name a deadline
-        // whenever anything is in flight. Either way a `None` here is slept as `MAX_SLEEP` and
-        // the agent polled again: the loop does not depend on which.
+        // `poll_timeout` names a deadline whenever discovery or a redemption is on (`None` only
+        // once linked or stopped, handled above). The sleep is capped so that a code typed on
+        // stdin or a request on the endpoint is noticed soon.
         let now = Instant::now();
         let sleep = wake.map_or(MAX_SLEEP, |wake| {
             wake.saturating_duration_since(now).min(MAX_SLEEP)
         });
         std::thread::sleep(sleep);
-    }
-}
-
-/// Sends the redemption, again while the server is unreachable or answers `503`, up to
-/// [`REDEEM_ATTEMPTS`] times with a doubling pause (250 ms, at most 10 s).
-fn redeem_with_retries(client: &ServerClient, body: &[u8]) -> Result<RedeemReply, TransportError> {
-    let mut pause = Duration::from_millis(250);
-    let mut attempt = 1;
-    loop {
-        match client.post::<RedeemReply>(REDEEM_PATH, body) {
-            Err(err) if err.is_retryable() && attempt < REDEEM_ATTEMPTS => {
-                eprintln!("redeem (attempt {attempt}): {err}");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(10));
-                attempt += 1;
-            }
-            other => return other,
-        }
     }
 }
 
@@ -324,6 +303,9 @@ fn event_json(event: &AgentEvent) -> serde_json::Value {
             json!({ "state": "message_rejected", "reason": format!("{reason:?}") })
         }
         AgentEvent::RedeemStarted { manual } => json!({ "state": "redeeming", "manual": manual }),
+        AgentEvent::RedeemDeferred { reason } => {
+            json!({ "state": "redeem_deferred", "reason": reason.code() })
+        }
         AgentEvent::Linked { instance_id } => {
             json!({ "state": "linked", "instance_id": instance_id })
         }

@@ -798,3 +798,31 @@ fn split_target_agrees_with_the_axum_uri_parser() {
         );
     }
 }
+
+/// The hand-driven agent on another HTTP stack passes the conformance kit's every endpoint check,
+/// as the crate's own axum endpoint does (`tests/conformance.rs`).
+#[cfg(feature = "conformance")]
+#[test]
+fn the_blocking_agent_passes_the_conformance_kit() {
+    use lanlink::conformance::{check_agent_endpoint, EndpointTarget, ENDPOINT_CHECKS};
+    let rt = runtime();
+    let server = rt.block_on(start_server());
+    let example = Example::spawn(&[
+        "--server",
+        &format!("http://{}", server.addr),
+        "--allow-origin",
+        ORIGIN,
+        "--host-name",
+        "printer.local",
+    ]);
+    let at = example.listening();
+    let id = example.discovering();
+    let target =
+        EndpointTarget::new(&format!("http://{at}"), id, ORIGIN).host_name("printer.local");
+    let report = rt.block_on(check_agent_endpoint(&target));
+    print!("{report}");
+    let ids: Vec<_> = report.checks().iter().map(|c| c.id).collect();
+    let want: Vec<_> = ENDPOINT_CHECKS.iter().map(|c| c.id).collect();
+    assert_eq!(ids, want, "every check made");
+    assert!(report.complete(), "{}:\n{report}", report.summary());
+}
