@@ -33,8 +33,7 @@ use lanlink::server::{
 use lanlink::transport::{AgentServerTransport, TransportError};
 use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
 use lanlink::{
-    AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal,
-    TokenDigest,
+    AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal, TokenDigest,
 };
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -268,12 +267,21 @@ async fn the_hook_sees_each_completed_link_once_with_the_tokens_digest() {
         assert_eq!(link.account, alice());
         assert_eq!(link.via, LinkVia::Auto);
         assert!(!link.reissued);
-        assert_eq!(link.info.as_ref(), Some(&info()), "{kind:?}: the device's info");
-        assert!(link.token_digest.verify(&token), "{kind:?}: the token's digest");
+        assert_eq!(
+            link.info.as_ref(),
+            Some(&info()),
+            "{kind:?}: the device's info"
+        );
+        assert!(
+            link.token_digest.verify(&token),
+            "{kind:?}: the token's digest"
+        );
         // The host authenticates the device later from what it stored.
         assert_eq!(cloud.host.authenticate(&token), Some(id));
         assert_eq!(
-            cloud.host.authenticate(&AuthToken::generate(&mut lanlink::os_rng())),
+            cloud
+                .host
+                .authenticate(&AuthToken::generate(&mut lanlink::os_rng())),
             None
         );
         assert_eq!(cloud.events_named("linked").len(), 1, "{kind:?}");
@@ -315,7 +323,9 @@ async fn a_failing_hook_fails_the_redemption_retryably_and_the_agents_retry_link
         let token = lock(&agent).auth_token().unwrap().clone();
         let calls = cloud.host.calls();
         assert_eq!(calls.len(), 2, "{kind:?}: failed, then recorded");
-        assert!(calls.iter().all(|c| c.via == LinkVia::Manual && !c.reissued));
+        assert!(calls
+            .iter()
+            .all(|c| c.via == LinkVia::Manual && !c.reissued));
         // The failed attempt's code was given back, so the retry was a first redemption again:
         // its token is the one the host kept, and the host holds one device.
         assert_eq!(cloud.host.authenticate(&token), Some(id));
@@ -411,7 +421,13 @@ fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
         presence_key: Some(key),
     };
     let first = server
-        .handle_redeem(now(), &mut rng, HOME.parse().unwrap(), ForwardedHeaders::NONE, &request)
+        .handle_redeem(
+            now(),
+            &mut rng,
+            HOME.parse().unwrap(),
+            ForwardedHeaders::NONE,
+            &request,
+        )
         .unwrap();
     (request, first.reply.auth_token)
 }
@@ -437,13 +453,19 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         presence_key: None,
         ..request.clone()
     };
-    assert_eq!(redeem(&mut server, &unproven).unwrap_err(), Refusal::CodeUsed);
+    assert_eq!(
+        redeem(&mut server, &unproven).unwrap_err(),
+        Refusal::CodeUsed
+    );
     // With a key that does not prove the instance: refused before the code is looked at.
     let forged = RedeemRequest {
         presence_key: Some(PresenceKey::generate(&mut lanlink::os_rng())),
         ..request.clone()
     };
-    assert_eq!(redeem(&mut server, &forged).unwrap_err(), Refusal::ForgedInstance);
+    assert_eq!(
+        redeem(&mut server, &forged).unwrap_err(),
+        Refusal::ForgedInstance
+    );
     // Another instance, with its own valid key: the code is used.
     let key = PresenceKey::generate(&mut lanlink::os_rng());
     let other = RedeemRequest {
@@ -492,21 +514,33 @@ fn a_sync_server_fails_closed_on_a_hook_that_must_wait() {
         code,
         presence_key: None,
     };
-    assert_eq!(redeem(&mut server, &request).unwrap_err(), Refusal::LinkUnavailable);
+    assert_eq!(
+        redeem(&mut server, &request).unwrap_err(),
+        Refusal::LinkUnavailable
+    );
     // Given back: even an unproven retry redeems it, through the split calls.
     let pending = server
-        .begin_redeem(now(), &mut rng, HOME.parse().unwrap(), ForwardedHeaders::NONE, &request)
+        .begin_redeem(
+            now(),
+            &mut rng,
+            HOME.parse().unwrap(),
+            ForwardedHeaders::NONE,
+            &request,
+        )
         .unwrap();
     assert!(!pending.link().reissued);
     let redeemed = server.finish_redeem(now(), pending, Ok(())).unwrap();
-    assert!(redeemed.link.token_digest.verify(&redeemed.reply.auth_token));
+    assert!(redeemed
+        .link
+        .token_digest
+        .verify(&redeemed.reply.auth_token));
     assert_eq!(redeemed.link.via, LinkVia::Manual);
 }
 
 fn agent_redeeming(timeout: Duration) -> (Agent, Instant) {
     let at = Instant::now();
-    let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, info())
-        .redeem_timeout(timeout);
+    let config =
+        AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, info()).redeem_timeout(timeout);
     let mut agent = Agent::new(config, at, &mut lanlink::os_rng()).unwrap();
     agent
         .enter_code(at, LinkCode::parse("482913").unwrap())
@@ -526,10 +560,18 @@ fn the_agent_owns_its_redemption_retries_and_always_names_a_deadline() {
     let (mut agent, t0) = agent_redeeming(Duration::from_secs(30));
     let first = redeem_due(&mut agent, t0).expect("due at once");
     // The request proves the instance.
-    assert!(first.presence_key.as_ref().unwrap().proves(&agent.instance_id()));
+    assert!(first
+        .presence_key
+        .as_ref()
+        .unwrap()
+        .proves(&agent.instance_id()));
     // In flight, no answer: the retransmission timer is the deadline.
     let wake = agent.poll_timeout().expect("a deadline while in flight");
-    assert!(wake > t0 && wake <= t0 + Duration::from_millis(500), "{:?}", wake - t0);
+    assert!(
+        wake > t0 && wake <= t0 + Duration::from_millis(500),
+        "{:?}",
+        wake - t0
+    );
     assert!(redeem_due(&mut agent, t0).is_none());
     // No answer by then: sent again, the same request.
     let again = redeem_due(&mut agent, wake).expect("retransmitted");
@@ -540,7 +582,11 @@ fn the_agent_owns_its_redemption_retries_and_always_names_a_deadline() {
         .unwrap();
     assert_eq!(agent.status(), AgentStatus::Redeeming);
     let next = agent.poll_timeout().unwrap();
-    assert!(next >= wake + Duration::from_millis(750), "{:?}", next - wake);
+    assert!(
+        next >= wake + Duration::from_millis(750),
+        "{:?}",
+        next - wake
+    );
     assert!(redeem_due(&mut agent, next).is_some());
     // A reply to any attempt links.
     let token = AuthToken::generate(&mut lanlink::os_rng());
@@ -568,11 +614,16 @@ fn the_agent_stops_at_its_redeem_deadline_and_on_a_final_refusal() {
         agent.status(),
         AgentStatus::Stopped(StopReason::ServerUnreachable)
     );
-    assert!(at >= t0 + Duration::from_secs(3) && (3..=6).contains(&attempts), "{attempts}");
+    assert!(
+        at >= t0 + Duration::from_secs(3) && (3..=6).contains(&attempts),
+        "{attempts}"
+    );
 
     let (mut agent, t0) = agent_redeeming(Duration::from_secs(30));
     redeem_due(&mut agent, t0).unwrap();
-    agent.handle_redeem_reply(t0, Err(Refusal::CodeUsed)).unwrap();
+    agent
+        .handle_redeem_reply(t0, Err(Refusal::CodeUsed))
+        .unwrap();
     assert_eq!(
         agent.status(),
         AgentStatus::Stopped(StopReason::RedeemRefused(Refusal::CodeUsed))

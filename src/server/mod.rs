@@ -38,8 +38,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
-pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, TokenDigest};
 pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
+pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, TokenDigest};
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};

@@ -622,7 +622,8 @@ impl Server {
             Some(hook) => super::hook::run_at_once(&**hook, pending.link()),
             None => Ok(()),
         };
-        self.finish_redeem(now, pending, outcome).map(Verified::from)
+        self.finish_redeem(now, pending, outcome)
+            .map(Verified::from)
     }
 
     /// The first step of [`obico_verify`](Self::obico_verify): the code claimed, the link and

@@ -31,10 +31,10 @@ use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
 use super::budget::{CodeSpace, Guess};
-use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord, Presence};
-use super::store::{MemoryStore, Records, StoreError};
 use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
 use super::record::Redemption;
+use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord, Presence};
+use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
+use super::hook::{HookError, LinkHook, PendingLink};
 use super::ops::{EventQueue, Ops};
 use super::store::{Shared, Store, StoreError};
-use super::hook::{HookError, LinkHook, PendingLink};
 use super::{Redeemed, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::error::{ConfigError, Refusal};
