@@ -104,7 +104,7 @@ impl LinkHook for HostDb {
         let row = DeviceRow {
             account: link.account.clone(),
             token_digest: link.token_digest,
-            linked_at: DateTime::<Utc>::from(std::time::SystemTime::now()),
+            linked_at: link.at,
             via: link.via,
         };
         if let Some(old) = tables.devices.insert(link.instance_id, row) {

@@ -158,9 +158,51 @@ pub struct CompletedLink {
     pub via: LinkVia,
     /// The digest of the token the device receives once the hook succeeds.
     pub token_digest: TokenDigest,
-    /// Whether this is a retried redemption of a link the hook already saw (after a lost
-    /// reply): `token_digest` replaces the earlier digest, whose token must stop authenticating.
+    /// Whether this is a retried redemption of a link the hook may already have seen (after a
+    /// lost reply): `token_digest` replaces the earlier digest, whose token must stop
+    /// authenticating.
     pub reissued: bool,
+    /// When the server claimed the code (its clock, as given to the redemption).
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl CompletedLink {
+    /// A link as the server would hand it to a hook (no device info, not reissued): for a host's
+    /// tests of its own [`LinkHook`].
+    ///
+    /// ```
+    /// use lanlink::server::hook::{CompletedLink, LinkVia};
+    /// use lanlink::{AccountId, AuthToken, InstanceId, PublicNetwork, TokenDigest};
+    /// let token = AuthToken::generate(&mut lanlink::os_rng());
+    /// let link = CompletedLink::new(
+    ///     AccountId::new("alice").unwrap(),
+    ///     InstanceId::generate(&mut lanlink::os_rng()),
+    ///     PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    ///     LinkVia::Manual,
+    ///     TokenDigest::of(&token),
+    ///     chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+    /// );
+    /// assert!(link.token_digest.verify(&token) && !link.reissued && link.info.is_none());
+    /// ```
+    pub fn new(
+        account: AccountId,
+        instance_id: InstanceId,
+        network: PublicNetwork,
+        via: LinkVia,
+        token_digest: TokenDigest,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            account,
+            instance_id,
+            network,
+            info: None,
+            via,
+            token_digest,
+            reissued: false,
+            at,
+        }
+    }
 }
 
 /// Why a [`LinkHook`] failed. Its message goes to the server's events and logs, never to the

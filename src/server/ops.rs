@@ -678,6 +678,7 @@ impl<S: Records> Ops<'_, S> {
                 via,
                 token_digest: TokenDigest::of(&token),
                 reissued: redemption == Redemption::Again,
+                at: now,
             },
             token,
             attempt: match claimant {
