@@ -124,7 +124,22 @@ impl AgentConfig {
     }
 
     /// Sets how long the agent retries a redemption before it stops (more than zero, at most
-    /// [`MAX_DISCOVERY_WINDOW`]; default [`DEFAULT_REDEEM_TIMEOUT`]).
+    /// [`MAX_DISCOVERY_WINDOW`]; default [`DEFAULT_REDEEM_TIMEOUT`]). Keep it shorter than the
+    /// server's auto-code life (2 minutes by default), past which a retry cannot succeed.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+    /// use lanlink::event::StopReason;
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default())
+    ///     .redeem_timeout(Duration::from_secs(20));
+    /// let now = Instant::now();
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// agent.enter_code(now, lanlink::LinkCode::parse("482913").unwrap()).unwrap();
+    /// let _ = agent.poll_transmit(now); // sent; no answer ever comes
+    /// agent.handle_timeout(now + Duration::from_secs(20));
+    /// assert_eq!(agent.status(), AgentStatus::Stopped(StopReason::ServerUnreachable));
+    /// ```
     pub fn redeem_timeout(mut self, timeout: Duration) -> Self {
         self.redeem_timeout = timeout;
         self

@@ -437,6 +437,34 @@ impl Server {
     /// redemption retryably); the HTTP routers await it between
     /// [`begin_redeem`](Self::begin_redeem) and [`finish_redeem`](Self::finish_redeem), outside
     /// the server's lock.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lanlink::server::{CompletedLink, HookError, LinkHook, Server, ServerConfig};
+    /// use lanlink::wire::RedeemRequest;
+    /// use lanlink::{AccountId, ForwardedHeaders, InstanceId};
+    ///
+    /// #[derive(Default)]
+    /// struct Seen(Mutex<Vec<InstanceId>>);
+    /// #[lanlink::async_trait]
+    /// impl LinkHook for Seen {
+    ///     async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
+    ///         self.0.lock().unwrap().push(link.instance_id);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let seen = Arc::new(Seen::default());
+    /// let mut server = Server::new(ServerConfig::default()).unwrap().with_link_hook(seen.clone());
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let mut rng = lanlink::os_rng();
+    /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).unwrap().code;
+    /// let instance_id = InstanceId::generate(&mut rng);
+    /// let request = RedeemRequest { instance_id, code, presence_key: None, attempt: 1 };
+    /// let peer = "203.0.113.7".parse().unwrap();
+    /// server.handle_redeem(now, &mut rng, peer, ForwardedHeaders::NONE, &request).unwrap();
+    /// assert_eq!(*seen.0.lock().unwrap(), [instance_id]);
+    /// ```
     pub fn with_link_hook(mut self, hook: std::sync::Arc<dyn LinkHook>) -> Self {
         self.hook = Some(hook);
         self
