@@ -53,7 +53,7 @@ fn alice() -> AccountId {
 /// The host's own table, written by its hook: device → (owner, digest of its current token).
 #[derive(Default)]
 struct Host {
-    devices: Mutex<HashMap<InstanceId, (AccountId, TokenDigest)>>,
+    devices: Mutex<HashMap<InstanceId, (AccountId, TokenDigest, u32)>>,
     calls: Mutex<Vec<CompletedLink>>,
     /// How many of the next calls fail (the host's database is down).
     failures: AtomicU32,
@@ -72,10 +72,17 @@ impl LinkHook for Host {
         {
             return Err(HookError::new("database unavailable"));
         }
-        self.devices
-            .lock()
-            .unwrap()
-            .insert(link.instance_id, (link.account.clone(), link.token_digest));
+        let mut devices = self.devices.lock().unwrap();
+        // An older attempt never replaces a newer one's digest.
+        if devices
+            .get(&link.instance_id)
+            .is_none_or(|(_, _, kept)| *kept <= link.attempt)
+        {
+            devices.insert(
+                link.instance_id,
+                (link.account.clone(), link.token_digest, link.attempt),
+            );
+        }
         Ok(())
     }
 }
@@ -87,7 +94,7 @@ impl Host {
             .lock()
             .unwrap()
             .iter()
-            .find(|(_, (_, digest))| digest.verify(token))
+            .find(|(_, (_, digest, _))| digest.verify(token))
             .map(|(id, _)| *id)
     }
 
@@ -668,4 +675,45 @@ fn the_agent_stops_at_its_redeem_deadline_and_on_a_final_refusal() {
         AgentStatus::Stopped(StopReason::RedeemRefused(Refusal::CodeUsed))
     );
     assert_eq!(agent.poll_timeout(), None);
+}
+
+/// Two attempts overlap: attempt 1's hook is still running when the agent's retry (attempt 2)
+/// claims the code again and completes. Attempt 1 then fails: it must not give the code back
+/// (a completed link beside a redeemable code would let the code be used twice); and had it
+/// succeeded, its token is one the agent ignores, while the hook saw attempt 2's digest last.
+#[test]
+fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let mut rng = lanlink::os_rng();
+    let home = HOME.parse().unwrap();
+    let code = server.mint_code(now(), &mut rng, &alice()).unwrap().code;
+    let key = PresenceKey::generate(&mut rng);
+    let attempt = |n| RedeemRequest {
+        instance_id: key.instance_id(),
+        code: code.clone(),
+        presence_key: Some(key.clone()),
+        attempt: n,
+    };
+    let first = server
+        .begin_redeem(now(), &mut rng, home, ForwardedHeaders::NONE, &attempt(1))
+        .unwrap();
+    let second = server
+        .begin_redeem(now(), &mut rng, home, ForwardedHeaders::NONE, &attempt(2))
+        .unwrap();
+    assert!(second.link().reissued && second.link().attempt == 2);
+    let token = server.finish_redeem(now(), second, Ok(())).unwrap().reply;
+    assert_eq!(token.attempt, 2);
+    // Attempt 1's hook fails late: the code stays redeemed (attempt 2 holds it).
+    let late = server.finish_redeem(now(), first, Err(HookError::new("timeout")));
+    assert_eq!(late.unwrap_err(), Refusal::LinkUnavailable);
+    let key2 = PresenceKey::generate(&mut rng);
+    let thief = RedeemRequest {
+        instance_id: key2.instance_id(),
+        code: code.clone(),
+        presence_key: Some(key2),
+        attempt: 1,
+    };
+    assert_eq!(redeem(&mut server, &thief).unwrap_err(), Refusal::CodeUsed);
+    // The agent's retries after that still work: the code is its own, the attempt newer.
+    assert!(redeem(&mut server, &attempt(3)).is_ok());
 }

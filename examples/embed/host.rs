@@ -51,6 +51,8 @@ pub struct DeviceRow {
     pub token_digest: TokenDigest,
     /// When the host recorded the link (its own clock).
     pub linked_at: DateTime<Utc>,
+    /// The redemption attempt whose token that is.
+    pub attempt: u32,
     /// Auto-discovery, a manual code, or the Obico profile.
     pub via: LinkVia,
 }
@@ -101,9 +103,19 @@ impl LinkHook for HostDb {
             .tables
             .lock()
             .map_err(|_| HookError::new("device table unavailable"))?;
+        // Two calls for one device can overlap (a retry while the first is still here): an
+        // older attempt never replaces the row of a newer one, whose token the device keeps.
+        if tables
+            .devices
+            .get(&link.instance_id)
+            .is_some_and(|row| row.attempt > link.attempt)
+        {
+            return Ok(());
+        }
         let row = DeviceRow {
             account: link.account.clone(),
             token_digest: link.token_digest,
+            attempt: link.attempt,
             linked_at: link.at,
             via: link.via,
         };

@@ -15,7 +15,9 @@
 //! lost reply (the agent proves it is the instance that redeemed, with its presence key) runs the
 //! hook again with a **new** token's digest and `reissued: true`: the host keeps one digest per
 //! instance and replaces it, which revokes the earlier token. The hook can therefore be called
-//! more than once for one link, always with the latest digest last; the latest call wins.
+//! more than once for one link, and two calls can overlap (a retry while the first attempt's hook
+//! still runs): keep the digest of the highest [`CompletedLink::attempt`], the only one whose
+//! token the agent takes.
 //!
 //! Later, the host authenticates the device from the digest it kept: parse the token the device
 //! presents ([`AuthToken::from_hex`](crate::AuthToken::from_hex)) and compare with
@@ -29,16 +31,25 @@
 //! use lanlink::server::hook::{CompletedLink, HookError, LinkHook};
 //! use lanlink::{AccountId, InstanceId, TokenDigest};
 //!
-//! /// The host's table: device → (owner, digest of its current token).
+//! /// The host's table: device → (owner, digest of its current token, that token's attempt).
 //! #[derive(Default)]
-//! struct Devices(Mutex<HashMap<InstanceId, (AccountId, TokenDigest)>>);
+//! struct Devices(Mutex<HashMap<InstanceId, (AccountId, TokenDigest, u32)>>);
 //!
 //! #[async_trait]
 //! impl LinkHook for Devices {
 //!     async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
 //!         let mut devices = self.0.lock().map_err(|_| HookError::new("table poisoned"))?;
-//!         // One digest per instance: a reissue replaces (revokes) the earlier token.
-//!         devices.insert(link.instance_id, (link.account.clone(), link.token_digest));
+//!         // One digest per instance: a reissue replaces (revokes) the earlier token, and an
+//!         // older attempt never replaces a newer one.
+//!         match devices.get(&link.instance_id) {
+//!             Some((_, _, kept)) if *kept > link.attempt => {}
+//!             _ => {
+//!                 devices.insert(
+//!                     link.instance_id,
+//!                     (link.account.clone(), link.token_digest, link.attempt),
+//!                 );
+//!             }
+//!         }
 //!         Ok(())
 //!     }
 //! }
@@ -162,6 +173,11 @@ pub struct CompletedLink {
     /// lost reply): `token_digest` replaces the earlier digest, whose token must stop
     /// authenticating.
     pub reissued: bool,
+    /// The agent's attempt number ([`RedeemRequest::attempt`](crate::wire::RedeemRequest::attempt);
+    /// 0 when it sends none). Two calls for one instance can overlap (a retry while the first
+    /// attempt's hook still runs): keep the digest of the **highest** attempt, which is the only
+    /// one whose token the agent takes; never let a lower attempt replace a higher one.
+    pub attempt: u32,
     /// When the server claimed the code (its clock, as given to the redemption).
     pub at: chrono::DateTime<chrono::Utc>,
 }
@@ -200,6 +216,7 @@ impl CompletedLink {
             via,
             token_digest,
             reissued: false,
+            attempt: 0,
             at,
         }
     }

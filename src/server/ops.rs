@@ -678,6 +678,10 @@ impl<S: Records> Ops<'_, S> {
                 via,
                 token_digest: TokenDigest::of(&token),
                 reissued: redemption == Redemption::Again,
+                attempt: match claimant {
+                    Claimant::Agent { attempt, .. } => attempt,
+                    Claimant::Obico { .. } => 0,
+                },
                 at: now,
             },
             token,
@@ -723,7 +727,7 @@ impl<S: Records> Ops<'_, S> {
                 message: err.message().to_owned(),
             });
             if first {
-                self.give_back(now, &key).await;
+                self.give_back(now, &key, link.instance_id, attempt).await;
             }
             return Err(self.refuse(Some(network), RequestKind::Redeem, Refusal::LinkUnavailable));
         }
@@ -740,7 +744,7 @@ impl<S: Records> Ops<'_, S> {
             // handed out. Were this to fail too, the code stays claimed by the agent, whose
             // proven retry completes it (an unproven one finds it used).
             if first {
-                self.give_back(now, &key).await;
+                self.give_back(now, &key, instance_id, attempt).await;
             }
             return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
         }
@@ -768,11 +772,20 @@ impl<S: Records> Ops<'_, S> {
         })
     }
 
-    /// Marks a claimed code unredeemed again (its link could not be completed).
-    pub(crate) async fn give_back(&mut self, now: DateTime<Utc>, key: &CodeKey) {
+    /// Marks a code unredeemed again if it is still this claim's (its link could not be
+    /// completed).
+    pub(crate) async fn give_back(
+        &mut self,
+        now: DateTime<Utc>,
+        key: &CodeKey,
+        instance_id: InstanceId,
+        attempt: u32,
+    ) {
         let _ = self
             .store
-            .update_code(key, now, &mut |code| code.give_back())
+            .update_code(key, now, &mut |code| {
+                code.give_back(&instance_id, attempt);
+            })
             .await;
     }
 

@@ -758,12 +758,39 @@ impl CodeRecord {
         Ok(Redemption::First)
     }
 
-    /// Gives a code claimed by [`redeem_by`](Self::redeem_by) back (its link could not be
-    /// completed), so that the agent's retry redeems it.
-    pub fn give_back(&mut self) {
+    /// Gives back a code that attempt `attempt` of `instance_id` claimed by
+    /// [`redeem_by`](Self::redeem_by) (its link could not be completed), so that the agent's
+    /// retry redeems it. Only that very claim is undone: if a newer attempt of the agent has
+    /// claimed the code since (and may be completing its link), nothing changes, so a code can
+    /// never be left redeemable beside a completed link. Returns whether it was given back.
+    ///
+    /// ```
+    /// # use lanlink::server::{CodeRecord, CodeKind};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork};
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let me = InstanceId::from_bytes([1; 16]);
+    /// # let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// # let mut code = CodeRecord {
+    /// #     account: AccountId::new("alice").unwrap(), instance_id: None, network: None,
+    /// #     expires_at: now + chrono::TimeDelta::minutes(10), redeemed: false, redeemed_by: None,
+    /// #     claim_attempt: 0, manual: true, kind: CodeKind::Link,
+    /// # };
+    /// code.redeem_by(now, &me, &home, true, 1).unwrap();
+    /// code.redeem_by(now, &me, &home, true, 2).unwrap(); // a retry claimed it meanwhile
+    /// assert!(!code.give_back(&me, 1), "attempt 1 may not undo attempt 2's claim");
+    /// assert!(code.redeemed);
+    /// assert!(code.give_back(&me, 2));
+    /// assert!(!code.redeemed);
+    /// ```
+    pub fn give_back(&mut self, instance_id: &InstanceId, attempt: u32) -> bool {
+        if !self.redeemed || self.redeemed_by != Some(*instance_id) || self.claim_attempt != attempt
+        {
+            return false;
+        }
         self.redeemed = false;
         self.redeemed_by = None;
         self.claim_attempt = 0;
+        true
     }
 }
 
