@@ -5,7 +5,7 @@
 //! The targets in `fuzz/fuzz_targets/` are one-line calls to these functions, so the harnesses are
 //! compiled and type-checked by ordinary builds (`cargo test --all-features`), as str0m does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -544,6 +544,10 @@ pub enum ServerOp {
         code: u8,
         /// A guessed code when `code` names none.
         guess: u32,
+        /// The presence key sent: 0 none, 1 the agent's own, anything else another's.
+        proof: u8,
+        /// The attempt number sent.
+        attempt: u8,
     },
     /// Housekeeping.
     Purge,
@@ -590,7 +594,8 @@ pub fn server_ops(data: &[u8]) {
         .filter_map(|a| AccountId::new(*a))
         .collect();
     let mut codes: Vec<(LinkCode, Option<InstanceId>, Option<IpAddr>)> = Vec::new();
-    let mut redeemed: HashSet<String> = HashSet::new();
+    // Each redeemed code: who redeemed it, and its newest completed attempt.
+    let mut redeemed: HashMap<String, (InstanceId, u32)> = HashMap::new();
     let rest = u.take_rest();
     for op in ops::<ServerOp>(rest) {
         match op {
@@ -761,8 +766,17 @@ pub fn server_ops(data: &[u8]) {
                 agent,
                 code,
                 guess,
+                proof,
+                attempt,
             } => {
                 let (id, _) = identity(agent);
+                let attempt = u32::from(attempt);
+                let presence_key = match proof {
+                    0 => None,
+                    1 => Some(presence_key(agent % 4)),
+                    _ => Some(PresenceKey::from_bytes([0xee; 32])),
+                };
+                let proven = proof == 1;
                 let known = codes.get(usize::from(code)).cloned();
                 let text = match &known {
                     Some((c, ..)) => c.expose().to_owned(),
@@ -777,8 +791,8 @@ pub fn server_ops(data: &[u8]) {
                 let request = RedeemRequest {
                     instance_id: id,
                     code: link_code,
-                    presence_key: None,
-                    attempt: 0,
+                    presence_key,
+                    attempt,
                 };
                 match server.handle_redeem(
                     now,
@@ -787,8 +801,22 @@ pub fn server_ops(data: &[u8]) {
                     ForwardedHeaders::NONE,
                     &request,
                 ) {
-                    Ok(_) => {
-                        assert!(redeemed.insert(text.clone()), "a code redeemed twice");
+                    Ok(redeemed_now) => {
+                        assert!(proof <= 1, "redeemed with a key that is not the agent's");
+                        assert_eq!(redeemed_now.reply.attempt, attempt, "the attempt echoed");
+                        match redeemed.get_mut(&text) {
+                            // Again: only by the proven redeemer, only with a newer attempt.
+                            Some((by, last)) => {
+                                assert!(proven, "a code redeemed twice without proof");
+                                assert_eq!(*by, id, "a code redeemed again by another instance");
+                                assert!(attempt > *last, "an older attempt completed again");
+                                assert!(redeemed_now.link.reissued);
+                                *last = attempt;
+                            }
+                            None => {
+                                redeemed.insert(text.clone(), (id, attempt));
+                            }
+                        }
                         if let Some((_, bound_id, bound_net)) = known {
                             if let Some(bound) = bound_id {
                                 assert_eq!(bound, id, "an auto code redeemed by another instance");
