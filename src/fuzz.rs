@@ -412,10 +412,15 @@ pub fn agent_ops(data: &[u8]) {
                         other => panic!("after a message the agent is {other:?}"),
                     }
                 } else {
-                    assert_eq!(
-                        agent.status(),
-                        before,
-                        "a message changed a non-discovering agent"
+                    // Only time may change a non-discovering agent: a message handled after the
+                    // redeem deadline lets the agent's timer stop the redemption first.
+                    let after = agent.status();
+                    let timed_out = before == AgentStatus::Redeeming
+                        && after
+                            == AgentStatus::Stopped(crate::event::StopReason::ServerUnreachable);
+                    assert!(
+                        after == before || timed_out,
+                        "a message changed a non-discovering agent: {before:?} -> {after:?}"
                     );
                 }
             }

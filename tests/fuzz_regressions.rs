@@ -29,3 +29,17 @@ fn client_addr_nat64_embedded_address_maps_back() {
     .expect("the regression input");
     lanlink::fuzz::client_addr(&data);
 }
+
+/// `agent_ops`, 3-minute run of 2026-12-02, after the agent took over its redemption retries: a
+/// forwarded message reached a redeeming agent after its redeem deadline, and the agent's timer
+/// stopped the redemption (`ServerUnreachable`) as it handled the message. The agent was right
+/// (time passed); the harness took any change of a non-discovering agent for the message's doing.
+#[test]
+fn agent_ops_message_after_the_redeem_deadline_lets_the_timer_stop_it() {
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fuzz-regressions/agent_ops-message-after-redeem-deadline.bin"
+    ))
+    .expect("the regression input");
+    lanlink::fuzz::agent_ops(&data);
+}
