@@ -1,10 +1,10 @@
 //! The lanlink server over HTTP, on an in-memory store, or on Redis shared with other instances.
 //!
 //! ```text
-//! cargo run --example server -- --listen 127.0.0.1:8080 --user alice=TOKEN [--trusted-proxy CIDR]...
-//! cargo run --example server --features obico -- --profile obico ...   # Obico agents too
+//! cargo run --example server --features redis -- --listen 127.0.0.1:8080 --user alice=TOKEN [--trusted-proxy CIDR]...
+//! cargo run --example server --features redis,obico -- --profile obico ...   # Obico agents too
 //! LANLINK_STORE_KEY=$(openssl rand -hex 32) \
-//!   cargo run --example server -- --redis redis://127.0.0.1:6379 --user alice=TOKEN
+//!   cargo run --example server --features redis -- --redis redis://127.0.0.1:6379 --user alice=TOKEN
 //! ```
 //!
 //! With `--redis`, every instance given the same Redis, `--redis-prefix` and store key

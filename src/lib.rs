@@ -35,7 +35,8 @@
 //!   [`server::Server`], [`linker::Linker`]), fed inputs with the current time and an injected
 //!   RNG, and drained of outputs. It opens no socket, reads no clock, sleeps never, and uses no
 //!   global RNG. On top: the [`transport`] traits, the tokio drivers (`driver`, feature `tokio`),
-//!   and the HTTP adapter (`http`, feature `http`, on by default; the wire is in `PROTOCOL.md`).
+//!   and the HTTP adapter (`http`, feature `http`, on by default, in two halves `http-server` and
+//!   `http-client`; the wire is in `PROTOCOL.md`).
 //!   The server's records sit behind the [`server::Store`] trait: [`server::Server`] runs the
 //!   operations over its in-memory store, [`server::Service`] runs the same operations over any
 //!   store, such as Redis shared by many instances (`server::redis`, feature `redis`).
@@ -56,6 +57,28 @@
 //! - Secrets, codes and tokens are redacted in `Debug`/`Display`, compared with [`subtle`],
 //!   zeroized on drop, and drawn from a CSPRNG ([`os_rng`] for everyday use).
 //! - Failed guesses (secrets, instance ids, codes) lock the guessing network out.
+//!
+//! ## Features
+//!
+//! The core (the state machines, [`wire`], [`transport`], [`endpoint`], the in-memory store)
+//! needs none of them: `default-features = false` builds it alone. Each feature builds on its own.
+//!
+//! | feature | default | enables | public dependencies it exposes |
+//! | --- | --- | --- | --- |
+//! | (core) | always | everything not listed below | `chrono` 0.4, `ipnet` 2, `rand` 0.9, `async-trait` 0.1, re-exported as `lanlink::{chrono, ipnet, rand, async_trait}` |
+//! | `http` | on | `http-server` and `http-client` together | those of both halves |
+//! | `http-server` | via `http` | `http::{server, agent, web, serve, Authenticator, BearerTokens, status_of, …}`: the axum routers for the server, the agent's local endpoint and the linking page, the hardened serve loop; with `ticket`, `http::ticket`. Implies `tokio` | `axum` 0.8 and `http` 1 (`Router`, `request::Parts`, `Response`, `StatusCode`), re-exported as `lanlink::http::{axum, http}`; `tokio` 1 (`JoinHandle`) |
+//! | `http-client` | via `http` | `http::client`: the reqwest clients (`HttpAgentClient`, `HttpLinkerClient`, `Credential`) | `reqwest` 0.13 (`Client`, `header::HeaderName`), re-exported as `lanlink::http::reqwest` |
+//! | `tokio` | via `http-server` | `driver`: the async drivers of the agent and the linker over the transport traits | `tokio` 1 (the drivers need a tokio runtime with the time driver) |
+//! | `redis` | off | `server::redis`: the store in Redis or a Redis Cluster, shared by many instances. Implies `tokio` | `redis` 1 (`RedisError`, `aio::ConnectionManager`, `ConnectionLike`), re-exported as `lanlink::redis` |
+//! | `ticket` | off | `ticket`: signed network tickets; with `http-server` their route, with `http-client` `HttpAgentClient::ticket` | none |
+//! | `mqtt` | off | `mqtt`: the agent ↔ server channel over an MQTT broker. Implies `tokio`, `http-server`, `http-client`, `ticket` | `rumqttc` 0.25, re-exported as `lanlink::mqtt::rumqttc` |
+//! | `obico` | off | `obico`: the Obico wire profile (axum routes and a reqwest linker). Implies `http-server`, `http-client` | those of both halves |
+//! | `sim` | off | `sim`: the deterministic three-party simulator | none |
+//! | `fuzz` | off | `fuzz`: the fuzzing harnesses of `fuzz/`. Implies `sim` | none |
+//!
+//! The versions are the semver ranges the crate is built against (`Cargo.toml`); an embedder that
+//! names these types through the re-exports always gets the very versions lanlink was built with.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -72,7 +95,7 @@ pub mod error;
 pub mod event;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "http-server", feature = "http-client"))]
 pub mod http;
 pub mod id;
 pub mod linker;
@@ -105,6 +128,10 @@ pub use async_trait::async_trait;
 pub use chrono;
 pub use ipnet;
 pub use rand;
+/// The redis version of [`server::redis`]'s signatures (`RedisError`, the connection types);
+/// feature `redis`.
+#[cfg(feature = "redis")]
+pub use redis;
 
 /// The operating system's CSPRNG, as an RNG the state machines accept.
 ///

@@ -1,6 +1,7 @@
 //! The crate's routers compose with a host app that has its own routes and fallback: merged
 //! beside it or nested inside it, lanlink answers its own paths (and its JSON 404 only under its
 //! own prefix), and the host answers everything else.
+#![cfg(feature = "http")]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! checks they break fail), against servers whose lockout comes at another threshold (skipped,
 //! not failed, where the kit's own lockout stops a check), and the `conformance` example run
 //! against the `server` and `agent` examples.
-#![cfg(feature = "conformance")]
+#![cfg(all(feature = "conformance", feature = "http"))]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! adapter over real loopback HTTP answers exactly what the function answers when called by
 //! hand with the same request — status, every header the core sets, and the body — for served,
 //! refused, malformed, preflight and unknown requests.
+#![cfg(feature = "http-server")]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,59 +1,93 @@
-//! The HTTP/1.1 adapter (feature `http`): JSON over HTTP under a route prefix (default
-//! [`DEFAULT_PREFIX`]), documented route by route in `PROTOCOL.md`.
+//! The HTTP/1.1 adapter (feature `http`, which is both halves: `http-server` and `http-client`):
+//! JSON over HTTP under a route prefix (default [`DEFAULT_PREFIX`]), documented route by route in
+//! `PROTOCOL.md`.
 //!
+//! Feature `http-server` (axum):
 //! - [`server::router`]: the server's routes (agent-facing and user-facing), over [`crate::server::Server`].
 //! - [`agent::router`]: the agent's local endpoint (`GET …/secret`), over a shared [`crate::agent::Agent`].
 //! - [`web::router`]: the linking page for browsers and the browser linker module (`lanlink.js`).
-//! - [`client`]: reqwest clients implementing the [`crate::transport`] traits.
 //! - `ticket::router` (feature `ticket`): `POST …/agent/ticket`, issuing signed network tickets.
 //! - [`serve()`]: a hardened accept loop (connection caps in total and per client, header,
 //!   request and connection timeouts).
+//! - [`Authenticator`] and [`BearerTokens`]: who a user request is from.
 //!
 //! Every refusal is `{"error": "<code>"}` with a fitting status; see [`status_of`].
+//!
+//! Feature `http-client` (reqwest):
+//! - [`client`]: reqwest clients implementing the [`crate::transport`] traits.
 
 // Handlers return a ready refusal `Response` as their error: it is what gets sent, and boxing it
 // would cost an allocation per refusal for nothing.
 #![allow(clippy::result_large_err)]
 
+#[cfg(feature = "http-server")]
 pub mod agent;
+#[cfg(feature = "http-client")]
 pub mod client;
+#[cfg(feature = "http-server")]
 mod serve;
+#[cfg(feature = "http-server")]
 pub mod server;
-#[cfg(feature = "ticket")]
+#[cfg(all(feature = "http-server", feature = "ticket"))]
 pub mod ticket;
+#[cfg(feature = "http-server")]
 pub mod web;
 
+#[cfg(feature = "http-server")]
 use std::net::SocketAddr;
 
+#[cfg(feature = "http-server")]
 use async_trait::async_trait;
+#[cfg(feature = "http-server")]
 use axum::body::Body;
+#[cfg(feature = "http-server")]
 use axum::http::request::Parts;
+#[cfg(feature = "http-server")]
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+#[cfg(feature = "http-server")]
 use subtle::ConstantTimeEq;
+#[cfg(feature = "http-server")]
 use zeroize::Zeroizing;
 
+#[cfg(feature = "http-server")]
 use self::serve::RequestDeadline;
+#[cfg(feature = "http-server")]
 pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
+#[cfg(feature = "http-server")]
 use crate::error::Refusal;
+#[cfg(feature = "http-server")]
 use crate::id::AccountId;
+#[cfg(feature = "http-server")]
 use crate::wire::{self, ErrorBody, WireError};
-/// The axum version the routers are built with (their `Router`, the `Authenticator`'s
-/// `request::Parts`, `Rejection`'s `Response`).
+/// The axum version the routers are built with (their `Router`, `Rejection`'s `Response`);
+/// feature `http-server`.
+#[cfg(feature = "http-server")]
 pub use axum;
-/// The reqwest version the clients take (`reqwest::Client`).
+/// The `http` crate version of the types in the routers' signatures (the `Authenticator`'s
+/// `request::Parts`, `Rejection`'s `Response`, [`status_of`]'s `StatusCode`), the one axum and
+/// reqwest both build on: `axum::http`, re-exported; feature `http-server`. With `http-client`
+/// alone, the clients' header types are under `reqwest::header`.
+#[cfg(feature = "http-server")]
+pub use axum::http;
+/// The reqwest version the clients take (`reqwest::Client`, and `Credential::Header`'s
+/// `reqwest::header::HeaderName`); feature `http-client`.
+#[cfg(feature = "http-client")]
 pub use reqwest;
 
 /// The default route prefix (the core's [`transport::DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)).
 pub const DEFAULT_PREFIX: &str = crate::transport::DEFAULT_PREFIX;
 
+#[cfg(feature = "http-server")]
 /// Largest request body accepted, in bytes (larger: `413 too_large`).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+#[cfg(feature = "http-server")]
 /// The socket peer of a request, put in its extensions by [`serve()`] (or by axum's
 /// `into_make_service_with_connect_info::<SocketAddr>()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 
+#[cfg(feature = "http-server")]
 /// Maps a request to an account: the embedder's user authentication, over the whole request
 /// head (headers, URI and the extensions a host's session layer put there), so that it can reuse
 /// the host's own sessions instead of parsing headers by hand.
@@ -95,6 +129,7 @@ pub trait Authenticator: Send + Sync {
     async fn authenticate(&self, parts: &Parts) -> Result<AccountId, Rejection>;
 }
 
+#[cfg(feature = "http-server")]
 /// Why an [`Authenticator`] did not admit a request, and so what the router answers.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -106,6 +141,7 @@ pub enum Rejection {
     Response(Response<Body>),
 }
 
+#[cfg(feature = "http-server")]
 impl Rejection {
     /// The response for this rejection, with `unauthorized` the router's own 401.
     pub(crate) fn into_response(
@@ -119,6 +155,7 @@ impl Rejection {
     }
 }
 
+#[cfg(feature = "http-server")]
 /// An [`Authenticator`] over a fixed list of bearer tokens (`Authorization: Bearer <token>`),
 /// compared in constant time. For examples and tests; a real service has its own sessions.
 ///
@@ -133,6 +170,7 @@ pub struct BearerTokens {
     tokens: Vec<(Zeroizing<String>, AccountId)>,
 }
 
+#[cfg(feature = "http-server")]
 impl std::fmt::Debug for BearerTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerTokens")
@@ -144,6 +182,7 @@ impl std::fmt::Debug for BearerTokens {
     }
 }
 
+#[cfg(feature = "http-server")]
 impl BearerTokens {
     /// Accepts each `(token, account)` pair.
     pub fn new(tokens: Vec<(String, AccountId)>) -> Self {
@@ -166,6 +205,7 @@ impl BearerTokens {
     }
 }
 
+#[cfg(feature = "http-server")]
 #[async_trait]
 impl Authenticator for BearerTokens {
     async fn authenticate(&self, parts: &Parts) -> Result<AccountId, Rejection> {
@@ -173,6 +213,7 @@ impl Authenticator for BearerTokens {
     }
 }
 
+#[cfg(feature = "http-server")]
 impl BearerTokens {
     /// The account of the bearer token in `headers`, if it is one of ours.
     fn account(&self, headers: &HeaderMap) -> Option<AccountId> {
@@ -195,6 +236,7 @@ impl BearerTokens {
     }
 }
 
+#[cfg(feature = "http-server")]
 /// The HTTP status of a server refusal.
 ///
 /// ```
@@ -232,6 +274,7 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
     }
 }
 
+#[cfg(feature = "http-server")]
 /// A JSON response with `no-store` caching (bodies may carry secrets).
 pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_vec()));
@@ -245,6 +288,7 @@ pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Res
     response
 }
 
+#[cfg(feature = "http-server")]
 /// `{"error": code}` with `status`.
 pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
     json_response(
@@ -255,6 +299,7 @@ pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
     )
 }
 
+#[cfg(feature = "http-server")]
 /// The refusal for a body that does not decode.
 pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
     match err {
@@ -267,6 +312,7 @@ pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
     }
 }
 
+#[cfg(feature = "http-server")]
 /// Reads a request body of at most `limit` bytes: `413 too_large` beyond it, `408 request_timeout`
 /// for one cut off by [`serve()`]'s request deadline, `400 malformed` for a body that breaks off.
 pub(crate) async fn read_body(
@@ -287,6 +333,7 @@ pub(crate) async fn read_body(
     }
 }
 
+#[cfg(feature = "http-server")]
 /// The values of every line of header `name`, as text (lines that are not text are skipped).
 pub(crate) fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     headers
