@@ -204,7 +204,10 @@ fn a_carrier_nat_address_through_a_trusted_proxy_is_shared_at_once() {
     let agent = sim.add_agent(lan, ip("192.168.1.50"));
     let linker = sim.add_linker(lan, ip("192.168.1.20"), "alice");
     assert!(sim.run_until(Duration::from_secs(60), |s| s.linker(linker).is_finished()));
-    assert_eq!(sim.linker(linker).linked(), Some(sim.agent(agent).instance_id()));
+    assert_eq!(
+        sim.linker(linker).linked(),
+        Some(sim.agent(agent).instance_id())
+    );
 }
 
 fn announce_from(sim: &mut Sim, private: &str) -> Announce {
@@ -286,10 +289,10 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
             );
             assert_eq!(link.unwrap_err(), Refusal::SharedNetwork, "{trip}");
         }
-        assert!(!sim.server.store().is_locked(
-            &lanlink::PublicNetwork::from_ip(peer, 64),
-            wall
-        ));
+        assert!(!sim
+            .server
+            .store()
+            .is_locked(&lanlink::PublicNetwork::from_ip(peer, 64), wall));
         // The victim's device is unlinked, its secret never left it, and it is told why.
         sim.advance(Duration::from_secs(3));
         assert!(sim.agent(victim).auth_token().is_none());
@@ -311,7 +314,10 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
             .code;
         let now = sim.now();
         sim.agents[victim].agent.enter_code(now, code).unwrap();
-        assert!(sim.run_until(Duration::from_secs(30), |s| s.agent(victim).auth_token().is_some()));
+        assert!(sim.run_until(Duration::from_secs(30), |s| s
+            .agent(victim)
+            .auth_token()
+            .is_some()));
     }
 }
 

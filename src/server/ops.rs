@@ -34,8 +34,8 @@ use super::budget::{CodeSpace, Guess};
 use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
-use super::store::{MemoryStore, Records, StoreError};
 use super::shared::{discoverer_tag, SharedSignal};
+use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
@@ -201,7 +201,12 @@ pub(crate) struct Found {
 
 impl Found {
     #[inline]
-    fn of(record: &NetworkRecord, now: DateTime<Utc>, config: &ServerConfig, tag: Option<u64>) -> Self {
+    fn of(
+        record: &NetworkRecord,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        tag: Option<u64>,
+    ) -> Self {
         let hidden = record.hidden(now, config, None);
         let agents = match hidden {
             Some(HiddenReason::SharedNetwork) => DiscoveredAgents::new(),

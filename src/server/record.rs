@@ -786,7 +786,11 @@ impl NetworkRecord {
         let discoverers = &mut self.ext_mut().discoverers;
         discoverers.retain(|d| d.expires_ms > now_ms);
         while discoverers.len() >= super::shared::MAX_DISCOVERERS {
-            if let Some((index, _)) = discoverers.iter().enumerate().min_by_key(|(_, d)| d.expires_ms) {
+            if let Some((index, _)) = discoverers
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, d)| d.expires_ms)
+            {
                 discoverers.remove(index);
             }
         }
@@ -1329,5 +1333,167 @@ mod tests {
         assert_eq!(record.presences.len(), 2, "not pruned");
         assert_eq!(shown.len(), 1);
         assert_eq!(shown[0].instance_id, b.instance_id);
+    }
+    /// Signal "many accounts": the fifth distinct discoverer marks the network (default
+    /// `max_accounts` 4); repeats do not count; the set stays bounded; the mark is sticky and
+    /// lapses with the policy's `sticky`.
+    #[test]
+    fn many_accounts_signal_is_counted_bounded_and_sticky() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        for tag in 0..4u64 {
+            assert_eq!(record.note_discoverer(t0, &config, tag), None);
+            assert_eq!(record.note_discoverer(t0, &config, tag), None, "a repeat");
+        }
+        assert!(record.shared_mark(t0).is_none());
+        assert_eq!(
+            record.note_discoverer(t0, &config, 4),
+            Some(SharedSignal::ManyAccounts)
+        );
+        assert_eq!(record.shared_mark(t0), Some(SharedSignal::ManyAccounts));
+        assert_eq!(
+            record.hidden(t0, &config, None),
+            Some(HiddenReason::SharedNetwork)
+        );
+        // Already marked: a further account extends the mark, reports nothing new.
+        assert_eq!(record.note_discoverer(t0, &config, 5), None);
+        for tag in 6..100u64 {
+            record.note_discoverer(t0, &config, tag);
+        }
+        assert_eq!(
+            record.ext().discoverers.len(),
+            crate::server::MAX_DISCOVERERS
+        );
+        // Linking is refused while marked.
+        let (id, secret) = (
+            InstanceId::from_bytes([1; 16]),
+            LocalSecret::from_bytes([1; 32]),
+        );
+        assert_eq!(
+            record.check_link(t0, &config, &id, &secret),
+            Err(Refusal::SharedNetwork)
+        );
+        // The mark and the discoverers lapse after ten minutes; the pruned record is empty.
+        let after = t0 + TimeDelta::minutes(10);
+        assert!(record.shared_mark(after).is_none());
+        assert_eq!(record.expires_at(&config), Some(after));
+        record.prune(after, &config);
+        assert!(record.is_empty());
+        // Windows apart, accounts do not add up.
+        let mut record = NetworkRecord::default();
+        for (n, tag) in (0..8u64).enumerate() {
+            let at = t0 + TimeDelta::minutes(3 * n as i64);
+            record.prune(at, &config);
+            assert_eq!(record.note_discoverer(at, &config, tag), None);
+        }
+    }
+
+    /// Signal "many subnets": a third private subnet among the present agents marks the network
+    /// (default `max_subnets` 2), in the update that admits the announcement; two subnets (a
+    /// main and a guest VLAN) do not.
+    #[test]
+    fn many_subnets_signal_is_judged_in_the_admitting_update() {
+        let config = ServerConfig::default().max_visible(4);
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        let mut at = |n: u8, ip: [u8; 4]| {
+            let mut a = announce(n);
+            a.private_ip = IpAddr::from(ip);
+            a
+        };
+        let main = record
+            .announce(t0, &config, &at(1, [192, 168, 1, 10]))
+            .unwrap();
+        assert_eq!(main.visibility, Visibility::Visible);
+        let same = record
+            .announce(t0, &config, &at(2, [192, 168, 1, 11]))
+            .unwrap();
+        assert_eq!(same.judged, None);
+        let guest = record
+            .announce(t0, &config, &at(3, [192, 168, 2, 10]))
+            .unwrap();
+        assert_eq!(guest.judged, None);
+        assert_eq!(record.present_subnets(t0), 2);
+        let third = record
+            .announce(t0, &config, &at(4, [10, 0, 0, 10]))
+            .unwrap();
+        assert_eq!(third.judged, Some(SharedSignal::ManySubnets));
+        assert_eq!(
+            third.visibility,
+            Visibility::Hidden(HiddenReason::SharedNetwork)
+        );
+        assert!(
+            record.discover(t0, &config).len() == 4,
+            "discover itself is unchanged"
+        );
+        assert_eq!(
+            record.hidden(t0, &config, None),
+            Some(HiddenReason::SharedNetwork)
+        );
+        // Disabled, nothing is judged.
+        let off = ServerConfig::default()
+            .max_visible(4)
+            .shared_network(crate::server::SharedNetworkPolicy::disabled());
+        let mut record = NetworkRecord::default();
+        for (n, ip) in [[192, 168, 1, 1], [10, 0, 0, 1], [172, 16, 0, 1]]
+            .into_iter()
+            .enumerate()
+        {
+            let judged = record
+                .announce(t0, &off, &at(n as u8 + 10, ip))
+                .unwrap()
+                .judged;
+            assert_eq!(judged, None);
+        }
+    }
+
+    /// Too many agents: the one-visible rule says so in the reply (no count, no id), and the
+    /// agent's visibility says it too.
+    #[test]
+    fn too_many_agents_is_a_hidden_reason() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        record.announce(t0, &config, &announce(1)).unwrap();
+        assert_eq!(record.hidden(t0, &config, None), None);
+        let second = record.announce(t0, &config, &announce(2)).unwrap();
+        assert_eq!(
+            second.visibility,
+            Visibility::Hidden(HiddenReason::TooManyAgents)
+        );
+        assert_eq!(
+            record.hidden(t0, &config, None),
+            Some(HiddenReason::TooManyAgents)
+        );
+        // An address signal outranks it.
+        assert_eq!(
+            record.hidden(t0, &config, Some(SharedSignal::CarrierNat)),
+            Some(HiddenReason::SharedNetwork)
+        );
+    }
+
+    /// Records written before revision 1.2 read as before; the new fields round-trip.
+    #[test]
+    fn shared_state_round_trips_and_old_records_still_read() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        record.announce(t0, &config, &announce(1)).unwrap();
+        let old = serde_json::to_string(&record).unwrap();
+        assert!(
+            !old.contains(r#""x""#),
+            "no extras for a plain record: {old}"
+        );
+        let back: NetworkRecord = serde_json::from_str(&old).unwrap();
+        assert!(back.shared_mark(t0).is_none());
+        for tag in 0..5u64 {
+            record.note_discoverer(t0, &config, tag);
+        }
+        let text = serde_json::to_string(&record).unwrap();
+        let back: NetworkRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.shared_mark(t0), Some(SharedSignal::ManyAccounts));
+        assert!(back.knows_discoverer(t0, 3));
+        assert!(!text.contains("alice"));
     }
 }

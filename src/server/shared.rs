@@ -238,7 +238,9 @@ pub(crate) fn subnet_of(ip: IpAddr) -> IpNet {
     let ip = crate::addr::canonical(ip);
     let len = if ip.is_ipv4() { 24 } else { 64 };
     // Cannot fail: the lengths fit their families.
-    IpNet::new(ip, len).map(|n| n.trunc()).unwrap_or(IpNet::from(ip))
+    IpNet::new(ip, len)
+        .map(|n| n.trunc())
+        .unwrap_or(IpNet::from(ip))
 }
 
 /// The short hash a network record keeps of an account that discovered from it: the first 8
@@ -277,9 +279,17 @@ mod tests {
     fn carrier_nat_signal() {
         let policy = SharedNetworkPolicy::default();
         for ip in ["100.64.0.1", "100.127.255.254"] {
-            assert_eq!(policy.judge_address(&net(ip)), Some(SharedSignal::CarrierNat));
+            assert_eq!(
+                policy.judge_address(&net(ip)),
+                Some(SharedSignal::CarrierNat)
+            );
         }
-        for ip in ["100.63.255.255", "100.128.0.0", "203.0.113.7", "2001:db8::1"] {
+        for ip in [
+            "100.63.255.255",
+            "100.128.0.0",
+            "203.0.113.7",
+            "2001:db8::1",
+        ] {
             assert_eq!(policy.judge_address(&net(ip)), None, "{ip}");
         }
         let off = SharedNetworkPolicy::default().carrier_nat(false);
