@@ -1397,7 +1397,7 @@ mod tests {
         let config = ServerConfig::default().max_visible(4);
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let mut record = NetworkRecord::default();
-        let mut at = |n: u8, ip: [u8; 4]| {
+        let at = |n: u8, ip: [u8; 4]| {
             let mut a = announce(n);
             a.private_ip = IpAddr::from(ip);
             a
