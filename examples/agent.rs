@@ -94,6 +94,19 @@ fn event_json(event: &AgentEvent) -> serde_json::Value {
         AgentEvent::Stopped { reason } => {
             json!({ "state": "stopped", "reason": format!("{reason:?}") })
         }
+        AgentEvent::Visibility { visibility } => {
+            // The server's view in plain words, for the device's user.
+            let (visible, reason) = match visibility {
+                lanlink::wire::Visibility::Visible => (true, None),
+                lanlink::wire::Visibility::Hidden(reason) => (false, Some(reason.code())),
+            };
+            json!({
+                "state": "visibility",
+                "visible": visible,
+                "reason": reason,
+                "message": lanlink::agent::describe_visibility(*visibility),
+            })
+        }
         other => json!({ "state": format!("{other:?}") }),
     }
 }

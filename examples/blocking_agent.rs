@@ -312,6 +312,11 @@ fn event_json(event: &AgentEvent) -> serde_json::Value {
         AgentEvent::Stopped { reason } => {
             json!({ "state": "stopped", "reason": format!("{reason:?}") })
         }
+        AgentEvent::Visibility { visibility } => json!({
+            "state": "visibility",
+            "visible": *visibility == lanlink::wire::Visibility::Visible,
+            "message": lanlink::agent::describe_visibility(*visibility),
+        }),
         other => json!({ "state": format!("{other:?}") }),
     }
 }

@@ -65,9 +65,36 @@ use crate::event::{AgentEvent, StopReason};
 use crate::id::InstanceId;
 use crate::secret::{AuthToken, LocalSecret, PresenceKey};
 use crate::wire::{
-    AgentMessage, Announce, AnnounceReply, DeviceInfo, RedeemReply, RedeemRequest, SecretReply,
-    WIRE_VERSION,
+    AgentMessage, Announce, AnnounceReply, DeviceInfo, HiddenReason, RedeemReply, RedeemRequest,
+    SecretReply, Visibility, WIRE_VERSION,
 };
+
+/// How the server shows an agent, in plain words for the device's user (what the example
+/// agents print). No words name or count another device.
+///
+/// ```
+/// use lanlink::agent::describe_visibility;
+/// use lanlink::wire::{HiddenReason, Visibility};
+/// assert!(describe_visibility(Visibility::Visible).contains("shown"));
+/// assert!(describe_visibility(Visibility::Hidden(HiddenReason::TooManyAgents)).contains("use a code"));
+/// ```
+pub fn describe_visibility(visibility: Visibility) -> &'static str {
+    match visibility {
+        Visibility::Visible => {
+            "This device is shown to the linking page on your network: open it on a computer or phone on the same network."
+        }
+        Visibility::Hidden(HiddenReason::TooManyAgents) => {
+            "Two or more devices are in linking mode on your network, so none is shown: link them one at a time, or use a code."
+        }
+        Visibility::Hidden(HiddenReason::SharedNetwork) => {
+            "Your network looks shared with other households (a carrier's shared address, a dormitory, an office), so devices on it are not shown: use a code."
+        }
+        Visibility::Hidden(HiddenReason::WindowOver) => {
+            "Linking mode has run too long: restart it on the device, or use a code."
+        }
+        Visibility::Hidden(_) => "This device is not shown on your network for now: use a code.",
+    }
+}
 
 /// The longest discovery window the crate allows: 10 minutes.
 pub const MAX_DISCOVERY_WINDOW: Duration = Duration::from_secs(600);
@@ -331,6 +358,8 @@ pub struct Agent {
     presence_key: PresenceKey,
     state: State,
     events: VecDeque<AgentEvent>,
+    /// How the server last said it shows this agent (none yet in this window).
+    visibility: Option<Visibility>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -358,6 +387,7 @@ impl Agent {
                 reason: StopReason::Cancelled,
             },
             events: VecDeque::new(),
+            visibility: None,
         };
         agent.start(now, rng);
         Ok(agent)
@@ -367,6 +397,7 @@ impl Agent {
         let presence_key = PresenceKey::generate(rng);
         self.instance_id = presence_key.instance_id();
         self.presence_key = presence_key;
+        self.visibility = None;
         // An unrepresentable deadline (never in practice) closes the window at once: fail closed.
         let deadline = now.checked_add(self.config.window).unwrap_or(now);
         self.state = State::Discovering {
@@ -381,6 +412,12 @@ impl Agent {
     }
 
     // ---- getters ----
+
+    /// How the server last said it shows this agent to linkers of its network (revision 1.2):
+    /// `None` before the first announce reply of this window.
+    pub fn visibility(&self) -> Option<Visibility> {
+        self.visibility
+    }
 
     /// This window's instance id.
     pub fn instance_id(&self) -> InstanceId {
@@ -607,6 +644,12 @@ impl Agent {
     /// The server's reply to an announcement: queued messages to verify (protocol step 7), and
     /// when to announce next.
     pub fn handle_announce_reply(&mut self, now: Instant, reply: AnnounceReply) {
+        if self.is_discovering() && self.visibility != Some(reply.visibility) {
+            self.visibility = Some(reply.visibility);
+            self.events.push_back(AgentEvent::Visibility {
+                visibility: reply.visibility,
+            });
+        }
         if let State::Discovering { next_announce, .. } = &mut self.state {
             let interval = self.config.announce_interval;
             let wanted = Duration::from_millis(reply.poll_after_ms)

@@ -35,6 +35,10 @@ pub enum ConfigError {
     /// The lockout threshold is zero, or a lockout duration or window is zero.
     #[error("the lockout threshold, window and duration must all be more than zero")]
     Lockout,
+    /// The shared-network policy is out of range: `max_accounts` not in 1..=7, `max_subnets`
+    /// zero, or its window or sticky period zero or longer than [`crate::server::MAX_TTL`].
+    #[error("the shared-network policy is out of range")]
+    SharedNetwork,
     /// A duration is zero or longer than [`crate::server::MAX_TTL`], or auto codes would expire
     /// before their message (`auto_code_ttl < message_ttl`).
     #[error("a time-to-live is zero or out of range")]
@@ -181,6 +185,11 @@ pub enum Refusal {
     /// More agents are present in this network than `max_visible`: none is linkable (fail closed).
     #[error("too many agents on this network")]
     TooManyAgents,
+    /// The caller's network looks shared by several households (see
+    /// [`SharedNetworkPolicy`](crate::server::SharedNetworkPolicy)): auto-discovery and links
+    /// there are off for now; link with a manual code. Not a guess (never counted).
+    #[error("this network looks shared; use a code")]
+    SharedNetwork,
     /// The instance's presence was contested by a conflicting announcement.
     #[error("the agent's presence is contested")]
     AgentContested,
@@ -254,6 +263,7 @@ impl Refusal {
             "window_over" => Self::WindowOver,
             "agent_not_found" => Self::AgentNotFound,
             "too_many_agents" => Self::TooManyAgents,
+            "shared_network" => Self::SharedNetwork,
             "agent_contested" => Self::AgentContested,
             "already_linking" => Self::AlreadyLinking,
             "wrong_secret" => Self::WrongSecret,
@@ -297,6 +307,7 @@ impl Refusal {
             Self::WindowOver => "window_over",
             Self::AgentNotFound => "agent_not_found",
             Self::TooManyAgents => "too_many_agents",
+            Self::SharedNetwork => "shared_network",
             Self::AgentContested => "agent_contested",
             Self::AlreadyLinking => "already_linking",
             Self::WrongSecret => "wrong_secret",

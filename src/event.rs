@@ -52,6 +52,14 @@ pub enum AgentEvent {
         /// Why.
         reason: SecretRefusal,
     },
+    /// The server's view of this agent changed (the announce reply's `visibility`, revision
+    /// 1.2): shown to linkers of its network, or hidden and why. Emitted on the first reply of a
+    /// window and on every change; [`describe_visibility`](crate::agent::describe_visibility)
+    /// says it in words.
+    Visibility {
+        /// How the server shows the agent.
+        visibility: crate::wire::Visibility,
+    },
     /// A forwarded secret matched; the agent now redeems its code.
     SecretVerified,
     /// A forwarded message was rejected.
@@ -117,6 +125,21 @@ pub enum ServerEvent {
         shown: usize,
         /// How many fresh agents were present.
         present: usize,
+        /// Why the agents present were not shown, if they were not (revision 1.2).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hidden: Option<crate::wire::HiddenReason>,
+    },
+    /// A network was judged shared (see [`crate::server::shared`]): its discovery shows no
+    /// agent and its auto links are refused `shared_network`. Emitted when a stateful signal
+    /// newly marks it (sticky), and on each request judged by an address signal.
+    NetworkJudgedShared {
+        /// The network.
+        #[serde(serialize_with = "network_text")]
+        network: PublicNetwork,
+        /// Which signal.
+        signal: crate::server::SharedSignal,
+        /// Whether the judgement was written as a sticky mark (a stateful signal).
+        sticky: bool,
     },
     /// A link request was accepted and the secret queued for the agent.
     LinkAccepted {
@@ -239,6 +262,13 @@ pub enum LinkerEvent {
     Discovered {
         /// The agents that may be linked (the server's list less any with a non-private address).
         agents: Vec<crate::wire::DiscoveredAgent>,
+    },
+    /// The server showed no agent because some are hidden on this network, and why (revision
+    /// 1.2). `too_many_agents` keeps discovering (the other device may leave);
+    /// `shared_network` ends the linker with [`LinkerFailure::Hidden`](crate::linker::LinkerFailure::Hidden).
+    AgentsHidden {
+        /// Why.
+        reason: crate::wire::HiddenReason,
     },
     /// A discovered agent was dropped because its address is not private.
     AgentIgnored {

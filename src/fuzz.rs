@@ -397,6 +397,7 @@ pub fn agent_ops(data: &[u8]) {
                             code,
                         }],
                         poll_after_ms: 2000,
+                        visibility: Default::default(),
                     },
                 );
                 if let AgentStatus::Discovering { deadline } = before {
@@ -934,6 +935,7 @@ pub fn linker_ops(data: &[u8]) {
                                 info: DeviceInfo::default(),
                             })
                             .collect(),
+                        hidden: None,
                     })
                     .ok_or(Refusal::LockedOut);
                 let _ = linker.handle_discover_reply(now, reply);

@@ -24,7 +24,8 @@ use crate::error::{LinkerError, Refusal, SecretRefusal};
 use crate::event::LinkerEvent;
 use crate::id::InstanceId;
 use crate::wire::{
-    DiscoverReply, DiscoveredAgent, LinkRequest, LinkState, LinkStatusReply, SecretReply,
+    DiscoverReply, DiscoveredAgent, HiddenReason, LinkRequest, LinkState, LinkStatusReply,
+    SecretReply,
 };
 
 /// The linker's configuration.
@@ -99,6 +100,10 @@ pub enum LinkerFailure {
     /// The server refused the link.
     #[error("the server refused: {0}")]
     Refused(Refusal),
+    /// The server hides auto-discovery on this network (`shared_network`): link with a manual
+    /// code instead.
+    #[error("devices on this network are not shown ({}); use a code", .0.code())]
+    Hidden(HiddenReason),
     /// The server lost the link (the agent never redeemed it).
     #[error("the link expired before the agent completed it")]
     LinkLost,
@@ -223,6 +228,15 @@ impl Linker {
                 return Ok(());
             }
         };
+        if let Some(hidden) = reply.hidden {
+            self.events.push_back(LinkerEvent::AgentsHidden {
+                reason: hidden.reason,
+            });
+            if hidden.reason == HiddenReason::SharedNetwork {
+                self.fail(LinkerFailure::Hidden(hidden.reason));
+                return Ok(());
+            }
+        }
         let mut agents = Vec::new();
         for agent in reply.agents {
             if is_announceable_private_ip(agent.private_ip) {

@@ -351,7 +351,9 @@ impl Sim {
         // Replies go back through the linker's own checks; an unexpected one is ignored.
         let _ = match transmit {
             LinkerTransmit::Discover => {
-                let reply = self.server.handle_discover(wall, peer, headers);
+                let reply = self
+                    .server
+                    .handle_discover_as(wall, &account, peer, headers);
                 self.linkers[id].linker.handle_discover_reply(now, reply)
             }
             LinkerTransmit::FetchSecret { agent, instance_id } => {

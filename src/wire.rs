@@ -388,6 +388,79 @@ pub struct AnnounceReply {
     pub messages: Vec<AgentMessage>,
     /// When the agent should announce next, in milliseconds.
     pub poll_after_ms: u64,
+    /// How the server shows this agent to linkers of its network (revision 1.2; a reply
+    /// without it reads as [`Visibility::Visible`]).
+    #[serde(default)]
+    pub visibility: Visibility,
+}
+
+/// Why discovery shows no agent (or not this agent): a reason about the caller's own network
+/// only, naming no agent and counting none.
+///
+/// ```
+/// use lanlink::wire::HiddenReason;
+/// let reason: HiddenReason = serde_json::from_str(r#""shared_network""#).unwrap();
+/// assert_eq!(reason, HiddenReason::SharedNetwork);
+/// // A reason from a newer server reads as `Other`.
+/// assert_eq!(serde_json::from_str::<HiddenReason>(r#""future""#).unwrap(), HiddenReason::Other);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HiddenReason {
+    /// More agents are in linking mode on the network than `max_visible`: none is shown.
+    TooManyAgents,
+    /// The network looks shared by several households (see
+    /// [`SharedNetworkPolicy`](crate::server::SharedNetworkPolicy)): auto-discovery is off there,
+    /// link with a manual code.
+    SharedNetwork,
+    /// The agent has announced for longer than any discovery window (agent side only).
+    WindowOver,
+    /// A reason this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl HiddenReason {
+    /// The reason's stable snake_case code.
+    ///
+    /// ```
+    /// assert_eq!(lanlink::wire::HiddenReason::TooManyAgents.code(), "too_many_agents");
+    /// ```
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooManyAgents => "too_many_agents",
+            Self::SharedNetwork => "shared_network",
+            Self::WindowOver => "window_over",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// How the server shows an agent to the linkers of its network (the announce reply's
+/// `visibility`): `"visible"`, or `{"hidden": reason}`.
+///
+/// ```
+/// use lanlink::wire::{HiddenReason, Visibility};
+/// assert_eq!(serde_json::to_string(&Visibility::Visible).unwrap(), r#""visible""#);
+/// let hidden = Visibility::Hidden(HiddenReason::SharedNetwork);
+/// assert_eq!(serde_json::to_string(&hidden).unwrap(), r#"{"hidden":"shared_network"}"#);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Shown to linkers of the network.
+    #[default]
+    Visible,
+    /// Not shown, and why.
+    Hidden(HiddenReason),
+}
+
+/// Why a [`DiscoverReply`] shows no agent: `{"reason": …}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hidden {
+    /// Why.
+    pub reason: HiddenReason,
 }
 
 /// A message the server queued for an agent.
@@ -471,6 +544,10 @@ pub struct DiscoveredAgent {
 pub struct DiscoverReply {
     /// At most `max_visible` agents; none when more are present.
     pub agents: DiscoveredAgents,
+    /// Set when agents present on the network are not shown, with why (revision 1.2): no count,
+    /// no id. Absent when nothing is hidden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Hidden>,
 }
 
 /// The agents of a [`DiscoverReply`]: a vector that holds one agent without allocating (the
@@ -479,7 +556,7 @@ pub struct DiscoverReply {
 ///
 /// ```
 /// use lanlink::wire::{DiscoverReply, DiscoveredAgents};
-/// let reply = DiscoverReply { agents: DiscoveredAgents::new() };
+/// let reply = DiscoverReply { agents: DiscoveredAgents::new(), hidden: None };
 /// assert!(reply.agents.is_empty());
 /// ```
 pub type DiscoveredAgents = smallvec::SmallVec<[DiscoveredAgent; 1]>;

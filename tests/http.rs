@@ -2045,3 +2045,71 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
         .await
         .expect("the redeemed code's slot is free again");
 }
+
+/// Revision 1.2 over HTTP: the announce reply's `visibility` and discovery's `hidden` reason,
+/// `too_many_agents` for two devices and `shared_network` for a carrier-NAT caller seen through
+/// the trusted proxy, whose link request is refused `409 shared_network`.
+#[tokio::test]
+async fn visibility_and_hidden_reasons_over_http() {
+    let (_server, server_at) = start_server(proxied(), &USERS).await;
+    let api = Api::new(server_at);
+    // One device: visible, and discovery hides nothing (no `hidden` key at all).
+    let (first, _) = start_agent(proxied_agent).await;
+    let transmit = lock(&first).poll_transmit(Instant::now());
+    let Some(AgentTransmit::Announce(announce)) = transmit else {
+        panic!("an announcement is due");
+    };
+    let raw = api
+        .announce(Some(HOME), serde_json::to_vec(&announce).unwrap())
+        .await;
+    assert_eq!(assert_ok(&raw, 200)["visibility"], json!("visible"));
+    let body = assert_ok(&api.discover(Some(HOME), Some(ALICE)).await, 200);
+    assert_eq!(body["agents"].as_array().unwrap().len(), 1);
+    assert!(body.get("hidden").is_none(), "{body}");
+    // Two devices: none shown, and the reply says why without naming or counting them.
+    let (second, _) = start_agent(proxied_agent).await;
+    let transmit = lock(&second).poll_transmit(Instant::now());
+    let Some(AgentTransmit::Announce(announce)) = transmit else {
+        panic!("an announcement is due");
+    };
+    let reply = announce_as(&announce, server_at, HOME).await;
+    assert_eq!(
+        reply.visibility,
+        lanlink::wire::Visibility::Hidden(lanlink::wire::HiddenReason::TooManyAgents)
+    );
+    let body = assert_ok(&api.discover(Some(HOME), Some(ALICE)).await, 200);
+    assert_eq!(
+        body,
+        json!({"agents": [], "hidden": {"reason": "too_many_agents"}})
+    );
+    // A carrier-NAT caller through the trusted proxy: shared, told so, links refused.
+    let cgnat = "100.64.7.7";
+    let (third, _) = start_agent(proxied_agent).await;
+    let transmit = lock(&third).poll_transmit(Instant::now());
+    let Some(AgentTransmit::Announce(announce)) = transmit else {
+        panic!("an announcement is due");
+    };
+    let raw = api
+        .announce(Some(cgnat), serde_json::to_vec(&announce).unwrap())
+        .await;
+    assert_eq!(
+        assert_ok(&raw, 200)["visibility"],
+        json!({"hidden": "shared_network"})
+    );
+    let body = assert_ok(&api.discover(Some(cgnat), Some(ALICE)).await, 200);
+    assert_eq!(
+        body,
+        json!({"agents": [], "hidden": {"reason": "shared_network"}})
+    );
+    let link = api
+        .link(
+            Some(cgnat),
+            Some(ALICE),
+            link_body(announce.instance_id, &LocalSecret::from_bytes([1; 32])),
+        )
+        .await;
+    assert_eq!(link.status, 409);
+    assert_eq!(link.json(), json!({"error": "shared_network"}));
+    // The manual code still works from there.
+    assert_eq!(api.codes(Some(ALICE)).await.status, 201);
+}

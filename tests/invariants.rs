@@ -1468,6 +1468,7 @@ impl World {
                     network,
                     shown,
                     present,
+                    ..
                 } if self.checks.max_visible => {
                     let k = self.setup.max_visible;
                     let expected = self.present(&network, wall).len();

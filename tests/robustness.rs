@@ -100,6 +100,7 @@ fn agent_with_a_long_interval_accepts_any_poll_after() {
             AnnounceReply {
                 messages: vec![],
                 poll_after_ms,
+                visibility: Default::default(),
             },
         );
     }

@@ -452,6 +452,7 @@ fn step7_the_agent_verifies_the_forwarded_secret_and_any_failure_ends_discovery(
             wire::AnnounceReply {
                 messages: vec![message],
                 poll_after_ms: 2000,
+                visibility: Default::default(),
             },
         );
         let status = sim.agent(agent).status();

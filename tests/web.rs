@@ -480,3 +480,57 @@ fn the_module_posts_only_to_the_agents_exact_origin_and_never_logs() {
     ));
     assert!(http::web::LANLINK_JS.contains("const origin = agentOrigin(agent);"));
 }
+
+/// The module's `find` carries the discovery reply's `hidden` reason (revision 1.2) with plain
+/// words that offer the code, and `discover` still returns the bare list; the page shows the
+/// words and a `hidden` state. Run under Node when it is installed (skipped otherwise).
+#[test]
+fn the_module_and_page_say_why_devices_are_hidden() {
+    assert!(http::web::APP_JS.contains("linker.find()"));
+    assert!(http::web::APP_JS.contains(r#"setState("hidden")"#));
+    assert!(http::web::LANLINK_JS.contains("export function hiddenWords"));
+    let Ok(node) = std::process::Command::new("node").arg("--version").output() else {
+        return;
+    };
+    if !node.status.success() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lanlink-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lanlink.mjs"), http::web::LANLINK_JS).unwrap();
+    let script = r#"
+const { Linker, hiddenWords } = await import("./lanlink.mjs");
+const replies = [
+  { agents: [], hidden: { reason: "shared_network" } },
+  { agents: [], hidden: { reason: "too_many_agents" } },
+  { agents: [{ instance_id: "x", private_ip: "192.168.1.5", port: 8080, info: {} }] },
+];
+let i = 0;
+globalThis.fetch = async () => new Response(JSON.stringify(replies[i++]), { status: 200 });
+const linker = new Linker({ token: "t", server: "http://127.0.0.1:9" });
+const out = [await linker.find(), await linker.find(), await linker.discover(), hiddenWords(null)];
+process.stdout.write(JSON.stringify(out));
+"#;
+    std::fs::write(dir.join("run.mjs"), script).unwrap();
+    let run = std::process::Command::new("node")
+        .arg(dir.join("run.mjs"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(out[0]["hidden"], "shared_network");
+    assert!(out[0]["message"].as_str().unwrap().contains("use a code"));
+    assert_eq!(out[1]["hidden"], "too_many_agents");
+    assert!(out[1]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Two or more devices are in linking mode on your network, so none is shown"));
+    assert_eq!(out[2].as_array().unwrap().len(), 1);
+    assert!(out[3].is_null());
+}

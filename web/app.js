@@ -63,13 +63,16 @@ function deviceName(device) {
   return device.info.hostname || device.info.model || "Unnamed device";
 }
 
-function renderDevices() {
+/** @param {string | null} [hidden] why the server hides devices, in words */
+function renderDevices(hidden = null) {
   const list = $("devices");
   list.replaceChildren();
   if (devices.length === 0) {
     const li = document.createElement("li");
     li.className = "empty";
-    li.textContent = "No device in linking mode was found on your network. Check that it is on and in linking mode, then search again, or use a code below.";
+    li.textContent = hidden
+      ? `${hidden} Get a code below and type it on the device.`
+      : "No device in linking mode was found on your network. Check that it is on and in linking mode, then search again, or use a code below.";
     list.append(li);
     return;
   }
@@ -152,10 +155,18 @@ async function findDevices(/** @type {SubmitEvent} */ event) {
   showError(null);
   showStatus("Looking for devices on your network…");
   try {
-    devices = await linker.discover();
-    renderDevices();
-    showStatus(devices.length ? "Pick a device and click Link." : "No device found.");
-    setState(devices.length ? "listed" : "none");
+    const found = await linker.find();
+    devices = found.agents;
+    renderDevices(found.message);
+    if (found.hidden) {
+      // Devices are hidden on this network (revision 1.2): say why, and offer the code.
+      showStatus(found.message || "No device is shown on your network: use a code.");
+      document.body.dataset.hidden = found.hidden;
+      setState("hidden");
+    } else {
+      showStatus(devices.length ? "Pick a device and click Link." : "No device found.");
+      setState(devices.length ? "listed" : "none");
+    }
   } catch (err) {
     showStatus("Could not search for devices.");
     showError(err instanceof LanlinkError ? err.message : describe("network"));

@@ -127,6 +127,8 @@ export class LanlinkError extends Error {
 
 /** Words a user understands for an error code. */
 export function describe(code: string): string;
+/** Plain words for a discovery's `hidden.reason` (revision 1.2), or null when nothing is hidden. */
+export function hiddenWords(reason: string | null): string | null;
 
 /** The LNA address space of an IP literal, or null when it is not private or loopback. */
 export function addressSpaceOf(ip: string): "loopback" | "local" | null;
@@ -152,6 +154,8 @@ export class Linker {
   constructor(options?: LinkerOptions);
   /** Devices in linking mode on the caller's network (non-private addresses dropped). */
   discover(options?: { signal?: AbortSignal }): Promise<DiscoveredAgent[]>;
+  /** Discovery with why devices are hidden, if they are (revision 1.2). */
+  find(options?: { signal?: AbortSignal }): Promise<{ agents: DiscoveredAgent[]; hidden: "too_many_agents" | "shared_network" | string | null; message: string | null }>;
   /** A manual code for the account. */
   mintCode(options?: { signal?: AbortSignal }): Promise<ManualCode>;
   /** The state of this account's link to an instance. */

@@ -65,6 +65,8 @@ const WORDS = Object.freeze({
   locked_out: "Too many failed attempts from your network. Wait 10 minutes and try again.",
   already_linking: "This device is already being linked. Restart linking on the device to try again.",
   agent_not_found: "The device is no longer visible from your network. Make sure it is on and on the same network, then search again.",
+  shared_network: "Your network looks shared with other households (a carrier's shared address, a dormitory, an office), so devices on it are not shown: use a code instead.",
+  hidden_too_many_agents: "Two or more devices are in linking mode on your network, so none is shown: link them one at a time, or use a code.",
   too_many_agents: "Several devices are in linking mode on your network, so none is shown. Link them one at a time, or use a code.",
   agent_contested: "Something else on your network claims to be this device. Use a code instead.",
   wrong_secret: "The device's key did not match. Restart linking on the device and try again.",
@@ -92,6 +94,19 @@ const WORDS = Object.freeze({
   link_timeout: "The device did not confirm the link in time. Check that it is online, then try again.",
   aborted: "Linking was cancelled.",
 });
+
+/**
+ * Plain words for why discovery hides devices on the caller's network (a `hidden.reason` of the
+ * discovery reply), or null when nothing is hidden. The words name and count no device.
+ * @param {string | null} reason
+ * @returns {string | null}
+ */
+export function hiddenWords(reason) {
+  if (!reason) return null;
+  if (reason === "too_many_agents") return WORDS.hidden_too_many_agents;
+  if (reason === "shared_network") return WORDS.shared_network;
+  return "Devices on your network are not shown for now: use a code instead.";
+}
 
 /**
  * Words a user understands for an error code, from the server, the agent or this module.
@@ -322,9 +337,31 @@ export class Linker {
    * @returns {Promise<DiscoveredAgent[]>}
    */
   async discover(options = {}) {
+    return (await this.find(options)).agents;
+  }
+
+  /**
+   * {@link Linker#discover} with the reason, if the server hides devices on the caller's
+   * network (protocol revision 1.2): `hidden` is `"too_many_agents"`, `"shared_network"` or
+   * null; `message` says it in plain words (null when nothing is hidden). Offer the manual code
+   * when `hidden` is set.
+   * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<{agents: DiscoveredAgent[], hidden: string | null, message: string | null}>}
+   */
+  async find(options = {}) {
     const reply = await this._api("GET", "/discover", undefined, options.signal);
     if (!Array.isArray(reply.agents)) throw new LanlinkError("bad_reply");
-    return reply.agents.filter(
+    const reason = reply.hidden && typeof reply.hidden.reason === "string" ? reply.hidden.reason : null;
+    return Object.freeze({ agents: this._agents(reply.agents), hidden: reason, message: hiddenWords(reason) });
+  }
+
+  /**
+   * The well-formed, private entries of a discovery reply.
+   * @param {any[]} list
+   * @returns {DiscoveredAgent[]}
+   */
+  _agents(list) {
+    return list.filter(
       (/** @type {any} */ a) =>
         a && typeof a.instance_id === "string" && addressSpaceOf(a.private_ip) !== null &&
         Number.isInteger(a.port) && a.port > 0 && a.port < 65536,

@@ -264,6 +264,7 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         Refusal::PresenceConflict
         | Refusal::InstanceUsed
         | Refusal::TooManyAgents
+        | Refusal::SharedNetwork
         | Refusal::AgentContested
         | Refusal::AlreadyLinking
         | Refusal::Superseded => StatusCode::CONFLICT,

@@ -351,17 +351,19 @@ async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Bod
     answer(
         async {
             let (parts, _) = request.into_parts();
-            account(&app, &parts).await?;
+            let account = account(&app, &parts).await?;
             let caller = Caller::from_parts(&parts)?;
             let lines = caller.lines();
             let (peer, headers) = (caller.peer, headers(&lines));
             Ok(match &app.backend {
                 Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
-                    server.handle_discover(now, peer, headers)
+                    server.handle_discover_as(now, &account, peer, headers)
                 }),
                 Backend::Shared(service) => reply(
                     StatusCode::OK,
-                    service.handle_discover(wall_now(), peer, headers).await,
+                    service
+                        .handle_discover_as(wall_now(), &account, peer, headers)
+                        .await,
                 ),
             })
         }

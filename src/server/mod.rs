@@ -27,6 +27,7 @@ pub mod record;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod service;
+pub mod shared;
 mod store;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::service::{EventSink, Service};
+pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
@@ -81,6 +83,7 @@ pub struct ServerConfig {
     pub(crate) max_window: TimeDelta,
     pub(crate) code_format: CodeFormat,
     pub(crate) resolver: ClientAddrResolver,
+    pub(crate) shared: SharedNetworkPolicy,
     error: Option<ConfigError>,
 }
 
@@ -90,7 +93,7 @@ impl Default for ServerConfig {
     /// out after 5 failures in 10 minutes for 10 minutes, coarser prefixes and short codes
     /// budgeted too), messages 60 s, auto codes
     /// 2 minutes, manual codes 10 minutes (6 digits), link status 10 minutes, used instance ids
-    /// remembered 24 hours, no trusted proxies.
+    /// remembered 24 hours, no trusted proxies, the default [`SharedNetworkPolicy`].
     fn default() -> Self {
         Self {
             announce_interval: TimeDelta::seconds(2),
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             max_window: TimeDelta::minutes(10),
             code_format: CodeFormat::default(),
             resolver: ClientAddrResolver::default(),
+            shared: SharedNetworkPolicy::default(),
             error: None,
         }
     }
@@ -281,6 +285,18 @@ impl ServerConfig {
         self
     }
 
+    /// When a public network is judged shared (default [`SharedNetworkPolicy::default`]; see
+    /// [`shared`]). [`SharedNetworkPolicy::disabled`] turns detection off.
+    pub fn shared_network(mut self, policy: SharedNetworkPolicy) -> Self {
+        self.shared = policy;
+        self
+    }
+
+    /// The shared-network policy.
+    pub fn shared_network_policy(&self) -> &SharedNetworkPolicy {
+        &self.shared
+    }
+
     /// The client-address resolver.
     pub fn resolver(&self) -> &ClientAddrResolver {
         &self.resolver
@@ -325,6 +341,7 @@ impl ServerConfig {
             return Err(ConfigError::MaxAgentsPerNetwork);
         }
         self.budgets.validate(&self.code_format)?;
+        self.shared.validate()?;
         if self.auto_code_ttl < self.message_ttl {
             return Err(ConfigError::Ttl);
         }
@@ -545,7 +562,37 @@ impl Server {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<DiscoverReply, Refusal> {
-        self.ops().discover_now(now, peer, headers)
+        self.ops().discover_now(now, peer, headers, None)
+    }
+
+    /// [`handle_discover`](Self::handle_discover) by an authenticated `account` (what the HTTP
+    /// routes call): the account is counted among the network's recent discoverers, as a short
+    /// per-network hash, toward the [shared-network](shared) judgement. A plain read, but for
+    /// one write the first time in a window that the account discovers from the network.
+    ///
+    /// ```
+    /// use lanlink::server::{Server, ServerConfig};
+    /// use lanlink::wire::HiddenReason;
+    /// use lanlink::{AccountId, ForwardedHeaders};
+    /// let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let dorm = "203.0.113.7".parse().unwrap();
+    /// // Four accounts: a household. The fifth distinct account marks the network shared.
+    /// for n in 0..5 {
+    ///     let account = AccountId::new(format!("user{n}")).unwrap();
+    ///     let reply = server.handle_discover_as(now, &account, dorm, ForwardedHeaders::NONE).unwrap();
+    ///     let shared = reply.hidden.map(|h| h.reason) == Some(HiddenReason::SharedNetwork);
+    ///     assert_eq!(shared, n == 4);
+    /// }
+    /// ```
+    pub fn handle_discover_as(
+        &mut self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal> {
+        self.ops().discover_now(now, peer, headers, Some(account))
     }
 
     /// A linker asks to link an agent to `account` (protocol step 6).

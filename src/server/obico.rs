@@ -355,21 +355,30 @@ impl<S: Records> Ops<'_, S> {
     ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
         let config = self.config;
-        let mut found = (Vec::new(), 0);
+        // A network judged shared lists no device (Obico's wire has no field to say why).
+        let by_address = config.shared.judge_address(&network).is_some();
+        let mut found = (Vec::new(), 0, by_address);
         let read = self
             .store
             .read_network(network, now, config, &mut |record| {
-                found = (record.obico_discover(now, config), record.present(now));
+                let shared = by_address || record.shared_mark(now).is_some();
+                let listed = if shared {
+                    Vec::new()
+                } else {
+                    record.obico_discover(now, config)
+                };
+                found = (listed, record.present(now), shared);
             })
             .await;
         if let Err(err) = read {
             return Err(self.refuse(Some(network), RequestKind::Discover, err.into()));
         }
-        let (listed, present) = found;
+        let (listed, present, shared) = found;
         self.events.push_back(ServerEvent::Discovered {
             network,
             shown: listed.len(),
             present,
+            hidden: shared.then_some(crate::wire::HiddenReason::SharedNetwork),
         });
         Ok(listed)
     }

@@ -33,7 +33,8 @@ use rand::{CryptoRng, RngCore};
 use super::budget::{CodeSpace, Guess};
 use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
 use super::record::Redemption;
-use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord, Presence};
+use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
+use super::shared::{discoverer_tag, SharedSignal};
 use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -44,8 +45,8 @@ use crate::id::{AccountId, InstanceId};
 use crate::secret::AuthToken;
 use crate::wire::Announce;
 use crate::wire::{
-    AnnounceReply, CodeReply, DiscoverReply, DiscoveredAgents, LinkRequest, LinkState,
-    LinkStatusReply, RedeemReply, RedeemRequest,
+    AnnounceReply, CodeReply, DiscoverReply, DiscoveredAgents, Hidden, HiddenReason, LinkRequest,
+    LinkState, LinkStatusReply, RedeemReply, RedeemRequest, Visibility,
 };
 
 /// The most events the synchronous [`Server`](super::Server) holds undrained: past it the oldest
@@ -158,31 +159,99 @@ impl Ops<'_, MemoryStore> {
         now: DateTime<Utc>,
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
-    ) -> Result<DiscoverReply, Refusal> {
-        self.discover_where(now, peer, headers, |p| !p.is_unverified())
-    }
-
-    /// Discovery of the presences `kind` accepts (core agents, or Obico agents for the Obico
-    /// profile), from a plain read of the caller's record.
-    pub(crate) fn discover_where(
-        &mut self,
-        now: DateTime<Utc>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        kind: impl Fn(&Presence) -> bool,
+        account: Option<&AccountId>,
     ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
         let config = self.config;
-        let found = self
+        if let Some(reply) = self.judged_by_address(network) {
+            return Ok(reply);
+        }
+        let tag = account
+            .filter(|_| config.shared.enabled)
+            .map(|account| discoverer_tag(&network, account));
+        let mut found = self
             .store
             .network(&network)
-            .map(|record| (record.shown(now, config, &kind), record.present(now)))
+            .map(|record| Found::of(record, now, config, tag))
             .unwrap_or_default();
+        if tag.is_some() && !found.known {
+            // The account is new to the network's recent discoverers: one write counts it and
+            // judges the count, atomically.
+            let mut judged = None;
+            let written = self.store.update(network, now, config, true, |record| {
+                judged = record.note_discoverer(now, config, tag.unwrap_or_default());
+                Found::of(record, now, config, tag)
+            });
+            found = written.ok_or(Refusal::StoreUnavailable)?;
+            self.judged_shared(network, judged);
+        }
         Ok(self.discovered(network, found))
     }
 }
 
+/// What a discovery read from a network record.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    agents: DiscoveredAgents,
+    present: usize,
+    hidden: Option<HiddenReason>,
+    /// Whether the discovering account is already among the record's recent discoverers.
+    known: bool,
+}
+
+impl Found {
+    #[inline]
+    fn of(
+        record: &NetworkRecord,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        tag: Option<u64>,
+    ) -> Self {
+        let hidden = record.hidden(now, config, None);
+        let agents = match hidden {
+            Some(HiddenReason::SharedNetwork) => DiscoveredAgents::new(),
+            _ => record.discover(now, config),
+        };
+        Self {
+            agents,
+            present: record.present(now),
+            hidden,
+            known: tag.is_some_and(|tag| record.knows_discoverer(now, tag)),
+        }
+    }
+}
+
 impl<S: Records> Ops<'_, S> {
+    /// The reply to a discovery from a network judged shared by its address alone (no read),
+    /// with its events; `None` when the address trips no signal.
+    #[inline]
+    fn judged_by_address(&mut self, network: PublicNetwork) -> Option<DiscoverReply> {
+        let signal = self.config.shared.judge_address(&network)?;
+        self.events.push_back(ServerEvent::NetworkJudgedShared {
+            network,
+            signal,
+            sticky: false,
+        });
+        Some(self.discovered(
+            network,
+            Found {
+                hidden: Some(HiddenReason::SharedNetwork),
+                ..Found::default()
+            },
+        ))
+    }
+
+    /// The event of a stateful signal that newly marked `network` shared, if one did.
+    fn judged_shared(&mut self, network: PublicNetwork, judged: Option<SharedSignal>) {
+        if let Some(signal) = judged {
+            self.events.push_back(ServerEvent::NetworkJudgedShared {
+                network,
+                signal,
+                sticky: true,
+            });
+        }
+    }
+
     /// Resolves the caller's network, or refuses (with an event).
     #[inline]
     pub(crate) fn caller(
@@ -264,14 +333,20 @@ impl<S: Records> Ops<'_, S> {
     ) -> Result<AnnounceReply, Refusal> {
         match result {
             Ok(announced) => {
+                self.judged_shared(network, announced.judged);
                 self.events.push_back(ServerEvent::Announced {
                     network,
                     instance_id: announce.instance_id,
                     delivered: announced.messages.len(),
                 });
+                let visibility = match self.config.shared.judge_address(&network) {
+                    Some(_) => Visibility::Hidden(HiddenReason::SharedNetwork),
+                    None => announced.visibility,
+                };
                 Ok(AnnounceReply {
                     messages: announced.messages,
                     poll_after_ms: self.poll_after_ms(),
+                    visibility,
                 })
             }
             Err(reason) => Err(self.refuse(Some(network), RequestKind::Announce, reason)),
@@ -282,39 +357,69 @@ impl<S: Records> Ops<'_, S> {
         u64::try_from(self.config.announce_interval.num_milliseconds()).unwrap_or(2000)
     }
 
+    /// Discovery (protocol step 4), by `account` when the caller is authenticated: a plain
+    /// read, and one write the first time in a window that an account discovers from the
+    /// network (counting it toward the shared-network judgement in that same write).
     pub(crate) async fn handle_discover(
         &mut self,
         now: DateTime<Utc>,
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
+        account: Option<&AccountId>,
     ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
         let config = self.config;
-        let mut found = (DiscoveredAgents::new(), 0);
+        if let Some(reply) = self.judged_by_address(network) {
+            return Ok(reply);
+        }
+        let tag = account
+            .filter(|_| config.shared.enabled)
+            .map(|account| discoverer_tag(&network, account));
+        let mut found = Found::default();
         let read = self
             .store
             .read_network(network, now, config, &mut |record| {
-                found = (record.discover(now, config), record.present(now));
+                found = Found::of(record, now, config, tag);
             })
             .await;
         if let Err(err) = read {
             return Err(self.store_failed(Some(network), RequestKind::Discover, err));
         }
+        if let (Some(tag), false) = (tag, found.known) {
+            let mut judged = None;
+            let written = self
+                .store
+                .update_network(network, now, config, true, &mut |record| {
+                    judged = record.note_discoverer(now, config, tag);
+                    found = Found::of(record, now, config, Some(tag));
+                })
+                .await;
+            if let Err(err) = written {
+                return Err(self.store_failed(Some(network), RequestKind::Discover, err));
+            }
+            self.judged_shared(network, judged);
+        }
         Ok(self.discovered(network, found))
     }
 
-    /// The reply to a discovery that read `(agents, present)` from the store, with its event.
-    pub(crate) fn discovered(
-        &mut self,
-        network: PublicNetwork,
-        (agents, present): (DiscoveredAgents, usize),
-    ) -> DiscoverReply {
+    /// The reply to a discovery that read `found` from the store, with its event.
+    pub(crate) fn discovered(&mut self, network: PublicNetwork, found: Found) -> DiscoverReply {
+        let Found {
+            agents,
+            present,
+            hidden,
+            ..
+        } = found;
         self.events.push_back(ServerEvent::Discovered {
             network,
             shown: agents.len(),
             present,
+            hidden,
         });
-        DiscoverReply { agents }
+        DiscoverReply {
+            agents,
+            hidden: hidden.map(|reason| Hidden { reason }),
+        }
     }
 
     pub(crate) async fn handle_link<R: CryptoRng + RngCore + ?Sized>(
@@ -368,6 +473,19 @@ impl<S: Records> Ops<'_, S> {
     ) -> Result<(), Refusal> {
         let config = self.config;
         let instance_id = request.instance_id;
+        // A network judged shared refuses auto links: by its address (no read), or by its
+        // sticky mark, checked with the rest in both steps below (so in the accepting write).
+        if config.shared.judge_address(&network).is_some() {
+            return Err(self
+                .refused_guess(now, guess, RequestKind::Link, Refusal::SharedNetwork)
+                .await);
+        }
+        let check = |record: &NetworkRecord, now: DateTime<Utc>, config: &ServerConfig| {
+            if record.shared_mark(now).is_some() {
+                return Err(Refusal::SharedNetwork);
+            }
+            check(record, now, config)
+        };
         // 1. Check, reading only.
         let mut checked = Err(Refusal::AgentNotFound);
         let read = self

@@ -16,9 +16,11 @@ use crate::code::LinkCode;
 use crate::error::Refusal;
 use crate::id::{AccountId, InstanceId};
 use crate::secret::{Commitment, LocalSecret};
+use crate::server::shared::{subnet_of, SharedSignal};
 use crate::server::ServerConfig;
 use crate::wire::{
-    AgentMessage, Announce, DeviceInfo, DiscoveredAgent, DiscoveredAgents, LinkRequest, LinkState,
+    AgentMessage, Announce, DeviceInfo, DiscoveredAgent, DiscoveredAgents, HiddenReason,
+    LinkRequest, LinkState, Visibility,
 };
 
 /// `at + delta`, saturating at the end of representable time (no panic on any `now`).
@@ -162,6 +164,31 @@ struct Extras {
     links: Vec<LinkRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     used: Vec<(InstanceId, DateTime<Utc>)>,
+    /// Recent discoverers (revision 1.2): short per-network hashes of the accounts, never ids.
+    #[serde(rename = "d", default, skip_serializing_if = "Vec::is_empty")]
+    discoverers: Vec<Discoverer>,
+    /// The sticky shared-network mark (revision 1.2).
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    shared: Option<SharedMark>,
+}
+
+/// An account that discovered from the network, as its short hash
+/// ([`discoverer_tag`](super::shared::discoverer_tag)), until when it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Discoverer {
+    #[serde(rename = "t")]
+    tag: u64,
+    #[serde(rename = "e")]
+    expires_ms: i64,
+}
+
+/// A network judged shared by a stateful signal, until `until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct SharedMark {
+    #[serde(rename = "u")]
+    until_ms: i64,
+    #[serde(rename = "g")]
+    signal: SharedSignal,
 }
 
 /// A commitment as 64 hex characters (serde `with` helper for the stored records).
@@ -182,20 +209,31 @@ mod commitment_hex {
 
 impl Extras {
     fn is_empty(&self) -> bool {
-        self.links.is_empty() && self.used.is_empty()
+        self.links.is_empty()
+            && self.used.is_empty()
+            && self.discoverers.is_empty()
+            && self.shared.is_none()
     }
 }
 
 static NO_EXTRAS: Extras = Extras {
     links: Vec::new(),
     used: Vec::new(),
+    discoverers: Vec::new(),
+    shared: None,
 };
 
 /// What a successful announcement returns.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Announced {
     /// Messages to deliver (their secrets are no longer in the record).
     pub messages: Vec<AgentMessage>,
+    /// How discovery shows the agent after this announcement (the network's address signals
+    /// are the caller's to add: see [`NetworkRecord::visibility_of`]).
+    pub visibility: Visibility,
+    /// The stateful signal this announcement tripped, when it newly marked the network shared.
+    pub judged: Option<SharedSignal>,
 }
 
 impl NetworkRecord {
@@ -237,6 +275,10 @@ impl NetworkRecord {
         }
         extras.links.retain(|l| l.expires_at > now);
         extras.used.retain(|(_, until)| *until > now);
+        extras.discoverers.retain(|d| d.expires_ms > now_ms);
+        if extras.shared.is_some_and(|m| m.until_ms <= now_ms) {
+            extras.shared = None;
+        }
         if extras.is_empty() {
             self.extras = None;
         }
@@ -298,7 +340,15 @@ impl NetworkRecord {
         let presences = self.presences.iter().map(Presence::expires_at);
         let links = extras.links.iter().map(|l| l.expires_at);
         let used = extras.used.iter().map(|(_, until)| *until);
-        presences.chain(links).chain(used).max()
+        let ms = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let discoverers = extras.discoverers.iter().map(|d| ms(d.expires_ms));
+        let shared = extras.shared.iter().map(|m| ms(m.until_ms));
+        presences
+            .chain(links)
+            .chain(used)
+            .chain(discoverers)
+            .chain(shared)
+            .max()
     }
 
     /// Whether `instance_id` was used (its secret accepted, or its window over).
@@ -449,7 +499,13 @@ impl NetworkRecord {
                 // `message` drops here: the record keeps no copy of the secret.
             }
         }
-        Ok(Announced { messages })
+        let judged = self.judge_subnets(now, config);
+        let visibility = self.visibility_of(now, config, &announce.instance_id);
+        Ok(Announced {
+            messages,
+            visibility,
+            judged,
+        })
     }
 
     /// Keeps a core announcement to its own kind of presence: one whose commitment is the public
@@ -536,6 +592,11 @@ impl NetworkRecord {
         instance_id: &InstanceId,
         secret: &LocalSecret,
     ) -> Result<(), Refusal> {
+        // A network judged shared refuses every auto link, before anything about the agent is
+        // looked at (not a guess: nothing is learnt but what discovery says).
+        if self.shared_mark(now).is_some() {
+            return Err(Refusal::SharedNetwork);
+        }
         if self.is_used(instance_id) || self.links().iter().any(|l| l.instance_id == *instance_id) {
             return Err(Refusal::AlreadyLinking);
         }
@@ -650,6 +711,141 @@ impl NetworkRecord {
             .iter()
             .find(|l| l.instance_id == *instance_id && l.account == *account)
             .map_or(LinkState::Unknown, |l| l.state)
+    }
+}
+
+/// Shared-network detection over the record (see [`super::shared`]): pure functions of the
+/// record, the policy and `now`, applied in the same store update that admits what they judge.
+impl NetworkRecord {
+    /// The stateful signal the network is marked shared by at `now`, if the mark is live. Reads
+    /// only (right on a record that was not pruned).
+    #[inline]
+    pub fn shared_mark(&self, now: DateTime<Utc>) -> Option<SharedSignal> {
+        let mark = self.extras.as_deref()?.shared?;
+        (mark.until_ms > now.timestamp_millis()).then_some(mark.signal)
+    }
+
+    /// Why discovery of this network hides its agents at `now`, if it does: `shared_network`
+    /// (a live mark, or `address` — the network's address signal, from
+    /// [`SharedNetworkPolicy::judge_address`](super::SharedNetworkPolicy::judge_address)), else
+    /// `too_many_agents` when more than `max_visible` are present. Reads only.
+    #[inline]
+    pub fn hidden(
+        &self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        address: Option<SharedSignal>,
+    ) -> Option<HiddenReason> {
+        if address.is_some() || self.shared_mark(now).is_some() {
+            return Some(HiddenReason::SharedNetwork);
+        }
+        (self.present(now) > config.max_visible).then_some(HiddenReason::TooManyAgents)
+    }
+
+    /// How discovery shows `instance_id` at `now` (from the record's own state: add the
+    /// network's address signal with [`hidden`](Self::hidden)).
+    pub fn visibility_of(
+        &self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        _instance_id: &InstanceId,
+    ) -> Visibility {
+        match self.hidden(now, config, None) {
+            Some(reason) => Visibility::Hidden(reason),
+            None => Visibility::Visible,
+        }
+    }
+
+    /// Whether the account with discoverer hash `tag` discovered from this network within the
+    /// window (it is counted already). Reads only.
+    #[inline]
+    pub(crate) fn knows_discoverer(&self, now: DateTime<Utc>, tag: u64) -> bool {
+        let now_ms = now.timestamp_millis();
+        self.extras.as_deref().is_some_and(|e| {
+            e.discoverers
+                .iter()
+                .any(|d| d.tag == tag && d.expires_ms > now_ms)
+        })
+    }
+
+    /// Counts the account with discoverer hash `tag` (for the policy's window; the set is
+    /// bounded by [`MAX_DISCOVERERS`](super::shared::MAX_DISCOVERERS), dropping the entry that
+    /// expires first) and, when the distinct accounts exceed `max_accounts`, marks the network
+    /// shared. Returns the signal when this call newly marked it. Call on a pruned record.
+    pub(crate) fn note_discoverer(
+        &mut self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        tag: u64,
+    ) -> Option<SharedSignal> {
+        let policy = &config.shared;
+        if !policy.enabled || self.knows_discoverer(now, tag) {
+            return None;
+        }
+        let now_ms = now.timestamp_millis();
+        let discoverers = &mut self.ext_mut().discoverers;
+        discoverers.retain(|d| d.expires_ms > now_ms);
+        while discoverers.len() >= super::shared::MAX_DISCOVERERS {
+            if let Some((index, _)) = discoverers
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, d)| d.expires_ms)
+            {
+                discoverers.remove(index);
+            }
+        }
+        discoverers.push(Discoverer {
+            tag,
+            expires_ms: later_ms(now_ms, policy.window),
+        });
+        let distinct = discoverers.len();
+        (distinct > policy.max_accounts)
+            .then(|| self.mark_shared(now, config, SharedSignal::ManyAccounts))
+            .flatten()
+    }
+
+    /// Marks the network shared by `signal` until `now + sticky` (a live mark is extended, and
+    /// keeps its first signal). Returns the signal when the network was not marked before.
+    pub(crate) fn mark_shared(
+        &mut self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        signal: SharedSignal,
+    ) -> Option<SharedSignal> {
+        let was = self.shared_mark(now);
+        let until_ms = later_ms(now.timestamp_millis(), config.shared.sticky);
+        let extras = self.ext_mut();
+        extras.shared = Some(SharedMark {
+            until_ms,
+            signal: was.unwrap_or(signal),
+        });
+        was.is_none().then_some(signal)
+    }
+
+    /// The distinct private subnets (/24, /64) of the agents present at `now`.
+    pub fn present_subnets(&self, now: DateTime<Utc>) -> usize {
+        let now_ms = now.timestamp_millis();
+        let mut seen: SmallVec<[ipnet::IpNet; 2]> = SmallVec::new();
+        for p in self.presences.iter().filter(|p| p.expires_ms > now_ms) {
+            let net = subnet_of(p.private_ip);
+            if !seen.contains(&net) {
+                seen.push(net);
+            }
+        }
+        seen.len()
+    }
+
+    /// Marks the network shared when its present agents announce more distinct private subnets
+    /// than `max_subnets`; returns the signal when newly marked.
+    fn judge_subnets(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Option<SharedSignal> {
+        let policy = &config.shared;
+        if !policy.enabled || self.presences.len() <= policy.max_subnets {
+            return None;
+        }
+        if self.present_subnets(now) > policy.max_subnets {
+            return self.mark_shared(now, config, SharedSignal::ManySubnets);
+        }
+        None
     }
 }
 
@@ -1164,5 +1360,167 @@ mod tests {
         assert_eq!(record.presences.len(), 2, "not pruned");
         assert_eq!(shown.len(), 1);
         assert_eq!(shown[0].instance_id, b.instance_id);
+    }
+    /// Signal "many accounts": the fifth distinct discoverer marks the network (default
+    /// `max_accounts` 4); repeats do not count; the set stays bounded; the mark is sticky and
+    /// lapses with the policy's `sticky`.
+    #[test]
+    fn many_accounts_signal_is_counted_bounded_and_sticky() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        for tag in 0..4u64 {
+            assert_eq!(record.note_discoverer(t0, &config, tag), None);
+            assert_eq!(record.note_discoverer(t0, &config, tag), None, "a repeat");
+        }
+        assert!(record.shared_mark(t0).is_none());
+        assert_eq!(
+            record.note_discoverer(t0, &config, 4),
+            Some(SharedSignal::ManyAccounts)
+        );
+        assert_eq!(record.shared_mark(t0), Some(SharedSignal::ManyAccounts));
+        assert_eq!(
+            record.hidden(t0, &config, None),
+            Some(HiddenReason::SharedNetwork)
+        );
+        // Already marked: a further account extends the mark, reports nothing new.
+        assert_eq!(record.note_discoverer(t0, &config, 5), None);
+        for tag in 6..100u64 {
+            record.note_discoverer(t0, &config, tag);
+        }
+        assert_eq!(
+            record.ext().discoverers.len(),
+            crate::server::MAX_DISCOVERERS
+        );
+        // Linking is refused while marked.
+        let (id, secret) = (
+            InstanceId::from_bytes([1; 16]),
+            LocalSecret::from_bytes([1; 32]),
+        );
+        assert_eq!(
+            record.check_link(t0, &config, &id, &secret),
+            Err(Refusal::SharedNetwork)
+        );
+        // The mark and the discoverers lapse after ten minutes; the pruned record is empty.
+        let after = t0 + TimeDelta::minutes(10);
+        assert!(record.shared_mark(after).is_none());
+        assert_eq!(record.expires_at(&config), Some(after));
+        record.prune(after, &config);
+        assert!(record.is_empty());
+        // Windows apart, accounts do not add up.
+        let mut record = NetworkRecord::default();
+        for (n, tag) in (0..8u64).enumerate() {
+            let at = t0 + TimeDelta::minutes(3 * n as i64);
+            record.prune(at, &config);
+            assert_eq!(record.note_discoverer(at, &config, tag), None);
+        }
+    }
+
+    /// Signal "many subnets": a third private subnet among the present agents marks the network
+    /// (default `max_subnets` 2), in the update that admits the announcement; two subnets (a
+    /// main and a guest VLAN) do not.
+    #[test]
+    fn many_subnets_signal_is_judged_in_the_admitting_update() {
+        let config = ServerConfig::default().max_visible(4);
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        let at = |n: u8, ip: [u8; 4]| {
+            let mut a = announce(n);
+            a.private_ip = IpAddr::from(ip);
+            a
+        };
+        let main = record
+            .announce(t0, &config, &at(1, [192, 168, 1, 10]))
+            .unwrap();
+        assert_eq!(main.visibility, Visibility::Visible);
+        let same = record
+            .announce(t0, &config, &at(2, [192, 168, 1, 11]))
+            .unwrap();
+        assert_eq!(same.judged, None);
+        let guest = record
+            .announce(t0, &config, &at(3, [192, 168, 2, 10]))
+            .unwrap();
+        assert_eq!(guest.judged, None);
+        assert_eq!(record.present_subnets(t0), 2);
+        let third = record
+            .announce(t0, &config, &at(4, [10, 0, 0, 10]))
+            .unwrap();
+        assert_eq!(third.judged, Some(SharedSignal::ManySubnets));
+        assert_eq!(
+            third.visibility,
+            Visibility::Hidden(HiddenReason::SharedNetwork)
+        );
+        assert!(
+            record.discover(t0, &config).len() == 4,
+            "discover itself is unchanged"
+        );
+        assert_eq!(
+            record.hidden(t0, &config, None),
+            Some(HiddenReason::SharedNetwork)
+        );
+        // Disabled, nothing is judged.
+        let off = ServerConfig::default()
+            .max_visible(4)
+            .shared_network(crate::server::SharedNetworkPolicy::disabled());
+        let mut record = NetworkRecord::default();
+        for (n, ip) in [[192, 168, 1, 1], [10, 0, 0, 1], [172, 16, 0, 1]]
+            .into_iter()
+            .enumerate()
+        {
+            let judged = record
+                .announce(t0, &off, &at(n as u8 + 10, ip))
+                .unwrap()
+                .judged;
+            assert_eq!(judged, None);
+        }
+    }
+
+    /// Too many agents: the one-visible rule says so in the reply (no count, no id), and the
+    /// agent's visibility says it too.
+    #[test]
+    fn too_many_agents_is_a_hidden_reason() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        record.announce(t0, &config, &announce(1)).unwrap();
+        assert_eq!(record.hidden(t0, &config, None), None);
+        let second = record.announce(t0, &config, &announce(2)).unwrap();
+        assert_eq!(
+            second.visibility,
+            Visibility::Hidden(HiddenReason::TooManyAgents)
+        );
+        assert_eq!(
+            record.hidden(t0, &config, None),
+            Some(HiddenReason::TooManyAgents)
+        );
+        // An address signal outranks it.
+        assert_eq!(
+            record.hidden(t0, &config, Some(SharedSignal::CarrierNat)),
+            Some(HiddenReason::SharedNetwork)
+        );
+    }
+
+    /// Records written before revision 1.2 read as before; the new fields round-trip.
+    #[test]
+    fn shared_state_round_trips_and_old_records_still_read() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut record = NetworkRecord::default();
+        record.announce(t0, &config, &announce(1)).unwrap();
+        let old = serde_json::to_string(&record).unwrap();
+        assert!(
+            !old.contains(r#""x""#),
+            "no extras for a plain record: {old}"
+        );
+        let back: NetworkRecord = serde_json::from_str(&old).unwrap();
+        assert!(back.shared_mark(t0).is_none());
+        for tag in 0..5u64 {
+            record.note_discoverer(t0, &config, tag);
+        }
+        let text = serde_json::to_string(&record).unwrap();
+        let back: NetworkRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.shared_mark(t0), Some(SharedSignal::ManyAccounts));
+        assert!(back.knows_discoverer(t0, 3));
+        assert!(!text.contains("alice"));
     }
 }

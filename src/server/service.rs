@@ -170,7 +170,43 @@ impl Service {
         let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
-            .handle_discover(now, peer, headers)
+            .handle_discover(now, peer, headers, None)
+            .await;
+        self.emit(events);
+        result
+    }
+
+    /// A linker of `account` asks for discoverable agents; see
+    /// [`Server::handle_discover_as`](super::Server::handle_discover_as).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lanlink::server::{MemoryStore, ServerConfig, Service};
+    /// use lanlink::{AccountId, ForwardedHeaders};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let service = Service::new(ServerConfig::default(), Arc::new(Mutex::new(MemoryStore::default()))).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let alice = AccountId::new("alice").unwrap();
+    /// let reply = service
+    ///     .handle_discover_as(now, &alice, "203.0.113.7".parse().unwrap(), ForwardedHeaders::NONE)
+    ///     .await
+    ///     .unwrap();
+    /// assert!(reply.agents.is_empty() && reply.hidden.is_none());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
+    pub async fn handle_discover_as(
+        &self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal> {
+        let (mut events, mut store) = (EventQueue::default(), self.shared());
+        let result = self
+            .ops(&mut store, &mut events)
+            .handle_discover(now, peer, headers, Some(account))
             .await;
         self.emit(events);
         result

@@ -1,0 +1,352 @@
+//! Shared-network detection with automatic downgrade (issue 15), on the deterministic simulator
+//! (virtual clock, seeded RNG): a household keeps auto-discovery, a carrier's NAT pool is
+//! downgraded within a stated number of discoveries, and an attacker who trips the detector
+//! gains the downgrade and nothing else.
+#![cfg(feature = "sim")]
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use lanlink::event::{AgentEvent, LinkerEvent, ServerEvent};
+use lanlink::linker::LinkerFailure;
+use lanlink::secret::PresenceKey;
+use lanlink::server::{ServerConfig, SharedNetworkPolicy, SharedSignal};
+use lanlink::sim::Sim;
+use lanlink::wire::{
+    Announce, DeviceInfo, HiddenReason, LinkRequest, RedeemRequest, Visibility, WIRE_VERSION,
+};
+use lanlink::{AccountId, ForwardedHeaders, LocalSecret, Refusal};
+
+/// One public address shared by many households (a carrier's NAT pool seen from outside).
+const POOL: &str = "198.51.100.9";
+const HOME: &str = "203.0.113.7";
+
+/// With the default policy (`max_accounts` 4), the pool is downgraded at the first discovery
+/// of its fifth distinct account: within 5 discoveries, whatever their order.
+const DOWNGRADED_WITHIN: usize = 5;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn account(n: usize) -> AccountId {
+    AccountId::new(format!("user{n}")).unwrap()
+}
+
+fn judged(sim: &Sim) -> Vec<SharedSignal> {
+    sim.server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::NetworkJudgedShared { signal, .. } => Some(*signal),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drain(sim: &mut Sim) {
+    while let Some(event) = sim.server.poll_event() {
+        sim.server_events.push(event);
+    }
+}
+
+/// A household with two accounts (two people, two phones) links its printer by auto-discovery:
+/// the network is never judged shared and the agent is told it is visible.
+#[test]
+fn a_household_with_two_accounts_keeps_auto_discovery() {
+    let mut sim = Sim::new(15);
+    let lan = sim.add_lan(ip(HOME));
+    let agent = sim.add_agent(lan, ip("192.168.1.50"));
+    let alice = sim.add_linker(lan, ip("192.168.1.20"), "alice");
+    let bob = sim.add_linker(lan, ip("192.168.1.21"), "bob");
+    assert!(sim.run_until(Duration::from_secs(60), |s| s
+        .linker(alice)
+        .linked()
+        .or(s.linker(bob).linked())
+        .is_some()));
+    let linked = [alice, bob]
+        .iter()
+        .filter_map(|l| sim.linker(*l).linked())
+        .collect::<Vec<_>>();
+    assert_eq!(linked, vec![sim.agent(agent).instance_id()]);
+    drain(&mut sim);
+    assert!(judged(&sim).is_empty());
+    assert!(sim.agents[agent].events.iter().any(|e| matches!(
+        e,
+        AgentEvent::Visibility {
+            visibility: Visibility::Visible
+        }
+    )));
+    // Each account's discoveries wrote the record once (its first), then read only.
+    assert!(!sim.linkers.iter().any(|l| l
+        .events
+        .iter()
+        .any(|e| matches!(e, LinkerEvent::AgentsHidden { .. }))));
+}
+
+/// A carrier's NAT pool: many households behind one public address, each with its own account.
+/// The fifth distinct account's first discovery marks the pool shared (sticky for the window):
+/// from then on no agent is shown, links are refused `shared_network`, the agents are told why,
+/// and the manual code still links.
+#[test]
+fn a_cgnat_pool_with_many_accounts_is_downgraded_within_five_discoveries() {
+    let mut sim = Sim::new(16);
+    let households: Vec<_> = (0..6).map(|_| sim.add_lan(ip(POOL))).collect();
+    let agent = sim.add_agent(households[0], ip("192.168.1.50"));
+    sim.settle();
+    let (peer, wall) = (ip(POOL), sim.wall());
+    let mut discoveries = 0;
+    let mut downgraded_at = None;
+    // Each household's account discovers twice: repeats do not count, distinct accounts do.
+    for n in 0..6 {
+        for _ in 0..2 {
+            let reply = sim
+                .server
+                .handle_discover_as(wall, &account(n), peer, ForwardedHeaders::NONE)
+                .unwrap();
+            discoveries += 1;
+            if reply.hidden.map(|h| h.reason) == Some(HiddenReason::SharedNetwork) {
+                assert!(reply.agents.is_empty());
+                downgraded_at.get_or_insert((n + 1, discoveries));
+            } else {
+                assert_eq!(reply.agents.len(), 1, "shown until downgraded");
+            }
+        }
+    }
+    // Downgraded at the fifth distinct account, on its first discovery (the 9th request here,
+    // as each of the first four discovered twice).
+    let (accounts, at) = downgraded_at.unwrap();
+    assert_eq!(accounts, DOWNGRADED_WITHIN);
+    assert_eq!(at, 2 * (DOWNGRADED_WITHIN - 1) + 1);
+    drain(&mut sim);
+    assert_eq!(judged(&sim), vec![SharedSignal::ManyAccounts]);
+
+    // A linker of the pool is told why and ends, so the page offers the code.
+    let linker = sim.add_linker(households[0], ip("192.168.1.20"), "user0");
+    assert!(sim.run_until(Duration::from_secs(30), |s| s.linker(linker).is_finished()));
+    assert_eq!(
+        sim.linker(linker).failure(),
+        Some(&LinkerFailure::Hidden(HiddenReason::SharedNetwork))
+    );
+    // The agent is told it is hidden, and why, at its next announce.
+    sim.advance(Duration::from_secs(3));
+    assert_eq!(
+        sim.agent(agent).visibility(),
+        Some(Visibility::Hidden(HiddenReason::SharedNetwork))
+    );
+    // The manual code still links.
+    let code = sim
+        .server
+        .mint_code(sim.wall(), &mut sim.rng, &account(0))
+        .unwrap()
+        .code;
+    let key = PresenceKey::generate(&mut sim.rng);
+    let redeemed = sim.server.handle_redeem(
+        sim.wall(),
+        &mut sim.rng,
+        peer,
+        ForwardedHeaders::NONE,
+        &RedeemRequest {
+            instance_id: key.instance_id(),
+            code,
+            presence_key: Some(key),
+            attempt: 0,
+        },
+    );
+    assert!(redeemed.is_ok());
+
+    // Sticky for the window (10 minutes), then judged afresh.
+    sim.advance(Duration::from_secs(9 * 60));
+    let still = sim
+        .server
+        .handle_discover_as(sim.wall(), &account(0), peer, ForwardedHeaders::NONE)
+        .unwrap();
+    assert_eq!(still.hidden.unwrap().reason, HiddenReason::SharedNetwork);
+    sim.advance(Duration::from_secs(2 * 60));
+    let later = sim
+        .server
+        .handle_discover_as(sim.wall(), &account(0), peer, ForwardedHeaders::NONE)
+        .unwrap();
+    assert_ne!(
+        later.hidden.map(|h| h.reason),
+        Some(HiddenReason::SharedNetwork)
+    );
+}
+
+/// Seen through a trusted proxy, a client in `100.64.0.0/10` is judged shared at its first
+/// discovery (0 further discoveries), and its agents at their first announce reply.
+#[test]
+fn a_carrier_nat_address_through_a_trusted_proxy_is_shared_at_once() {
+    let proxy = ip("10.9.9.9");
+    let config = ServerConfig::default().trusted_proxies(vec!["10.9.9.9/32".parse().unwrap()]);
+    let mut sim = Sim::with_server(17, config).unwrap();
+    sim.put_server_behind_proxy(proxy);
+    let lan = sim.add_lan(ip("100.72.4.5"));
+    let agent = sim.add_agent(lan, ip("192.168.1.50"));
+    let linker = sim.add_linker(lan, ip("192.168.1.20"), "alice");
+    assert!(sim.run_until(Duration::from_secs(30), |s| s.linker(linker).is_finished()));
+    assert_eq!(
+        sim.linker(linker).failure(),
+        Some(&LinkerFailure::Hidden(HiddenReason::SharedNetwork))
+    );
+    assert_eq!(
+        sim.agent(agent).visibility(),
+        Some(Visibility::Hidden(HiddenReason::SharedNetwork))
+    );
+    drain(&mut sim);
+    assert!(judged(&sim).contains(&SharedSignal::CarrierNat));
+    // Turned off, the same network keeps auto-discovery.
+    let config = ServerConfig::default()
+        .trusted_proxies(vec!["10.9.9.9/32".parse().unwrap()])
+        .shared_network(SharedNetworkPolicy::default().carrier_nat(false));
+    let mut sim = Sim::with_server(17, config).unwrap();
+    sim.put_server_behind_proxy(proxy);
+    let lan = sim.add_lan(ip("100.72.4.5"));
+    let agent = sim.add_agent(lan, ip("192.168.1.50"));
+    let linker = sim.add_linker(lan, ip("192.168.1.20"), "alice");
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.linker(linker).is_finished()));
+    assert_eq!(
+        sim.linker(linker).linked(),
+        Some(sim.agent(agent).instance_id())
+    );
+}
+
+fn announce_from(sim: &mut Sim, private: &str) -> Announce {
+    let key = PresenceKey::generate(&mut sim.rng);
+    let id = key.instance_id();
+    Announce {
+        version: WIRE_VERSION,
+        instance_id: id,
+        private_ip: ip(private),
+        port: 8080,
+        info: DeviceInfo::default(),
+        commitment: LocalSecret::from_bytes([7; 32]).commitment(&id),
+        presence_key: key,
+    }
+}
+
+/// An attacker who shares the victim's public network (a neighbour on the carrier's pool)
+/// trips the detector both ways it can: many accounts, and announcements from made-up private
+/// subnets. It gains the downgrade and nothing else: no listing, no secret, no link; the
+/// victim's device stays unlinked, and the victim's manual code still links it.
+#[test]
+fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
+    for trip in ["accounts", "subnets"] {
+        let mut sim = Sim::new(18);
+        let victim_lan = sim.add_lan(ip(POOL));
+        let victim = sim.add_agent(victim_lan, ip("192.168.1.50"));
+        sim.settle();
+        let victim_id = sim.agent(victim).instance_id();
+        let (peer, wall) = (ip(POOL), sim.wall());
+        match trip {
+            "accounts" => {
+                for n in 0..DOWNGRADED_WITHIN {
+                    let _ = sim.server.handle_discover_as(
+                        wall,
+                        &AccountId::new(format!("mallory{n}")).unwrap(),
+                        peer,
+                        ForwardedHeaders::NONE,
+                    );
+                }
+            }
+            _ => {
+                // Two fake agents in two more subnets: three subnets present (max 2).
+                for private in ["10.1.1.1", "172.16.5.5"] {
+                    let fake = announce_from(&mut sim, private);
+                    sim.server
+                        .handle_announce(wall, peer, ForwardedHeaders::NONE, &fake)
+                        .unwrap();
+                }
+            }
+        }
+        drain(&mut sim);
+        let want = match trip {
+            "accounts" => SharedSignal::ManyAccounts,
+            _ => SharedSignal::ManySubnets,
+        };
+        assert_eq!(judged(&sim), vec![want], "{trip}");
+
+        // No listing for anyone on the network, attacker or not.
+        let mallory = AccountId::new("mallory").unwrap();
+        let reply = sim
+            .server
+            .handle_discover_as(wall, &mallory, peer, ForwardedHeaders::NONE)
+            .unwrap();
+        assert!(reply.agents.is_empty(), "{trip}");
+        assert_eq!(reply.hidden.unwrap().reason, HiddenReason::SharedNetwork);
+        // A link for the victim's id (learnt before the downgrade) is refused before any secret
+        // is checked, and not counted as a guess: no lockout for the household either.
+        for _ in 0..10 {
+            let link = sim.server.handle_link(
+                wall,
+                &mut sim.rng,
+                &mallory,
+                peer,
+                ForwardedHeaders::NONE,
+                LinkRequest {
+                    instance_id: victim_id,
+                    local_secret: LocalSecret::from_bytes([1; 32]),
+                },
+            );
+            assert_eq!(link.unwrap_err(), Refusal::SharedNetwork, "{trip}");
+        }
+        assert!(!sim
+            .server
+            .store()
+            .is_locked(&lanlink::PublicNetwork::from_ip(peer, 64), wall));
+        // The victim's device is unlinked, its secret never left it, and it is told why.
+        sim.advance(Duration::from_secs(3));
+        assert!(sim.agent(victim).auth_token().is_none());
+        assert!(!sim.agents[victim]
+            .events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::SecretServed { .. })));
+        assert_eq!(
+            sim.agent(victim).visibility(),
+            Some(Visibility::Hidden(HiddenReason::SharedNetwork)),
+            "{trip}"
+        );
+        // The victim links with a manual code typed on the device.
+        let alice = AccountId::new("alice").unwrap();
+        let code = sim
+            .server
+            .mint_code(sim.wall(), &mut sim.rng, &alice)
+            .unwrap()
+            .code;
+        let now = sim.now();
+        sim.agents[victim].agent.enter_code(now, code).unwrap();
+        assert!(sim.run_until(Duration::from_secs(30), |s| s
+            .agent(victim)
+            .auth_token()
+            .is_some()));
+    }
+}
+
+/// Every judgement is a serializable event naming the network and the signal, with no account.
+#[test]
+fn judgements_are_events_without_secrets() {
+    let mut sim = Sim::new(19);
+    let _lan = sim.add_lan(ip(POOL));
+    for n in 0..DOWNGRADED_WITHIN {
+        let _ = sim.server.handle_discover_as(
+            sim.wall(),
+            &account(n),
+            ip(POOL),
+            ForwardedHeaders::NONE,
+        );
+    }
+    drain(&mut sim);
+    let json: Vec<String> = sim
+        .server_events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    assert!(json.contains(
+        &r#"{"event":"network_judged_shared","network":"198.51.100.9","signal":"many_accounts","sticky":true}"#
+            .to_owned()
+    ));
+    assert!(json.iter().all(|line| !line.contains("user")), "{json:?}");
+    assert!(json
+        .last()
+        .unwrap()
+        .contains(r#""hidden":"shared_network""#));
+}
