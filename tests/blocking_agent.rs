@@ -375,11 +375,13 @@ fn the_blocking_agent_links_through_the_crates_server_and_linker() {
     let states: Vec<&str> = lines.iter().filter_map(|l| l["state"].as_str()).collect();
     assert_eq!(
         states,
-        ["secret_served", "secret_verified", "redeeming", "linked"],
+        // How the server sees it (its first announce reply) comes before anything else.
+        ["visibility", "secret_served", "secret_verified", "redeeming", "linked"],
         "{lines:?}"
     );
-    assert_eq!(lines[0]["client"], "127.0.0.1");
-    assert_eq!(lines[2]["manual"], false);
+    assert_eq!(lines[0]["visible"], true);
+    assert_eq!(lines[1]["client"], "127.0.0.1");
+    assert_eq!(lines[3]["manual"], false);
     let last = lines.last().unwrap();
     assert_eq!(last["instance_id"], instance_id.to_string());
     assert_eq!(last["token_file"], token_file.to_str().unwrap());
