@@ -376,7 +376,13 @@ fn the_blocking_agent_links_through_the_crates_server_and_linker() {
     assert_eq!(
         states,
         // How the server sees it (its first announce reply) comes before anything else.
-        ["visibility", "secret_served", "secret_verified", "redeeming", "linked"],
+        [
+            "visibility",
+            "secret_served",
+            "secret_verified",
+            "redeeming",
+            "linked"
+        ],
         "{lines:?}"
     );
     assert_eq!(lines[0]["visible"], true);
