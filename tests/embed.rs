@@ -14,6 +14,9 @@
 #[allow(dead_code)]
 #[path = "../examples/embed/host.rs"]
 mod host;
+mod support;
+use lanlink::transport::AgentServerTransport;
+use support::lose_reply::LoseFirstReply;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +24,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
@@ -31,8 +33,6 @@ use lanlink::http::client::{Credential, HttpAgentClient, HttpLinkerClient};
 use lanlink::http::{self, Peer, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::LinkVia;
-use lanlink::transport::{AgentServerTransport, TransportError};
-use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
 use lanlink::{AuthToken, DeviceInfo, TokenDigest};
 use tokio::time::timeout;
 use tower::ServiceExt;
@@ -317,30 +317,6 @@ async fn a_device_linked_with_the_hosts_session_is_in_its_table_and_authenticate
     for line in &audit {
         assert!(!line.contains(token.to_hex().as_str()));
         assert!(!line.contains(&row.token_digest.to_hex()));
-    }
-}
-
-/// Drops the first redeem reply after the server committed it (a reply lost on the way): the
-/// agent's proven retry completes the link again with a new token.
-struct LoseFirstReply {
-    inner: HttpAgentClient,
-    lost: Arc<Mutex<Option<AuthToken>>>,
-}
-
-#[async_trait]
-impl AgentServerTransport for LoseFirstReply {
-    async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
-        self.inner.announce(announce).await
-    }
-
-    async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
-        let reply = self.inner.redeem(request).await?;
-        let mut lost = self.lost.lock().unwrap();
-        if lost.is_none() {
-            *lost = Some(reply.auth_token);
-            return Err(TransportError::Unreachable("connection reset".into()));
-        }
-        Ok(reply)
     }
 }
 

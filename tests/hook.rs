@@ -12,6 +12,8 @@
 //! - the retry of a used code is refused to anyone who cannot prove the instance.
 #![cfg(feature = "http")]
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,11 +32,12 @@ use lanlink::secret::PresenceKey;
 use lanlink::server::{
     CompletedLink, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig, Service,
 };
-use lanlink::transport::{AgentServerTransport, TransportError};
-use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
+use lanlink::transport::AgentServerTransport;
+use lanlink::wire::{RedeemReply, RedeemRequest};
 use lanlink::{
     AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal, TokenDigest,
 };
+use support::lose_reply::LoseFirstReply;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
@@ -342,30 +345,6 @@ async fn a_failing_hook_fails_the_redemption_retryably_and_the_agents_retry_link
         assert_eq!(failed[0]["message"], "database unavailable");
         assert_eq!(cloud.events_named("linked").len(), 1, "{kind:?}");
         assert_no_secret(&cloud, &token);
-    }
-}
-
-/// Redeems through the real client, but the first successful reply is lost on the way back
-/// (the server committed; the agent hears nothing).
-struct LoseFirstReply {
-    inner: HttpAgentClient,
-    lost: Arc<Mutex<Option<AuthToken>>>,
-}
-
-#[async_trait]
-impl AgentServerTransport for LoseFirstReply {
-    async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
-        self.inner.announce(announce).await
-    }
-
-    async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
-        let reply = self.inner.redeem(request).await?;
-        let mut lost = self.lost.lock().unwrap();
-        if lost.is_none() {
-            *lost = Some(reply.auth_token);
-            return Err(TransportError::Unreachable("connection reset".into()));
-        }
-        Ok(reply)
     }
 }
 

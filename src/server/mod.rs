@@ -710,7 +710,7 @@ impl Server {
     }
 
     /// Runs the hook (if any) at once and finishes.
-    fn finish_at_once(
+    pub(crate) fn finish_at_once(
         &mut self,
         now: DateTime<Utc>,
         pending: PendingLink,

@@ -629,12 +629,7 @@ impl Server {
         code: &LinkCode,
     ) -> Result<Verified, Refusal> {
         let pending = self.obico_begin_verify(now, rng, peer, headers, code)?;
-        let outcome = match &self.hook {
-            Some(hook) => super::hook::run_at_once(&**hook, pending.link()),
-            None => Ok(()),
-        };
-        self.finish_redeem(now, pending, outcome)
-            .map(Verified::from)
+        self.finish_at_once(now, pending).map(Verified::from)
     }
 
     /// The first step of [`obico_verify`](Self::obico_verify): the code claimed, the link and

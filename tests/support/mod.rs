@@ -3,6 +3,8 @@
 
 #[cfg(all(feature = "redis", feature = "http"))]
 pub mod instance;
+#[cfg(feature = "http")]
+pub mod lose_reply;
 #[cfg(feature = "obico")]
 pub mod obico_agent;
 #[cfg(feature = "redis")]
