@@ -350,3 +350,78 @@ fn judgements_are_events_without_secrets() {
         .unwrap()
         .contains(r#""hidden":"shared_network""#));
 }
+
+/// Wrong secrets from one public network until its guessing budget fills: the lockout marks
+/// the network shared too (`failures`), so its discovery shows nothing and says why, while a
+/// neighbouring network keeps auto-discovery. With the signal off, the lockout alone stands.
+#[test]
+fn a_network_locked_out_by_failures_is_judged_shared() {
+    for signal_on in [true, false] {
+        let policy = SharedNetworkPolicy::default().failures(signal_on);
+        let mut sim = Sim::with_server(21, ServerConfig::default().shared_network(policy)).unwrap();
+        let pool = sim.add_lan(ip(POOL));
+        let home = sim.add_lan(ip(HOME));
+        let agent = sim.add_agent(pool, ip("192.168.1.50"));
+        let neighbour = sim.add_agent(home, ip("192.168.7.50"));
+        sim.settle();
+        let (peer, wall) = (ip(POOL), sim.wall());
+        let id = sim.agent(agent).instance_id();
+        let mallory = AccountId::new("mallory").unwrap();
+        let mut refusals = Vec::new();
+        for n in 0..7u8 {
+            let link = sim.server.handle_link(
+                wall,
+                &mut sim.rng,
+                &mallory,
+                peer,
+                ForwardedHeaders::NONE,
+                LinkRequest {
+                    instance_id: id,
+                    local_secret: LocalSecret::from_bytes([n; 32]),
+                },
+            );
+            refusals.push(link.unwrap_err());
+        }
+        // Five wrong secrets are checked, the rest refused unchecked.
+        assert_eq!(
+            refusals[..5],
+            [const { Refusal::WrongSecret }; 5],
+            "{signal_on}"
+        );
+        assert_eq!(
+            refusals[5..],
+            [const { Refusal::LockedOut }; 2],
+            "{signal_on}"
+        );
+        drain(&mut sim);
+        let want: Vec<SharedSignal> = if signal_on {
+            vec![SharedSignal::Failures]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(judged(&sim), want, "{signal_on}");
+        let reply = sim
+            .server
+            .handle_discover_as(wall, &account(1), peer, ForwardedHeaders::NONE)
+            .unwrap();
+        if signal_on {
+            assert!(reply.agents.is_empty());
+            assert_eq!(reply.hidden.unwrap().reason, HiddenReason::SharedNetwork);
+        } else {
+            assert_eq!(reply.agents.len(), 1);
+            assert!(reply.hidden.is_none());
+        }
+        // The neighbouring network is untouched either way.
+        let reply = sim
+            .server
+            .handle_discover_as(wall, &account(2), ip(HOME), ForwardedHeaders::NONE)
+            .unwrap();
+        assert_eq!(reply.agents.len(), 1, "{signal_on}");
+        assert_eq!(
+            reply.agents[0].instance_id,
+            sim.agent(neighbour).instance_id()
+        );
+        // The device itself was never linked.
+        assert!(sim.agent(agent).auth_token().is_none());
+    }
+}

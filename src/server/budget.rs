@@ -45,6 +45,7 @@ use smallvec::SmallVec;
 
 use super::ops::Ops;
 use super::record::later;
+use super::shared::SharedSignal;
 use super::store::Records;
 use super::{StoreError, MAX_TTL};
 use crate::addr::PublicNetwork;
@@ -695,12 +696,34 @@ impl<S: Records> Ops<'_, S> {
                 self.events.push_back(ServerEvent::LockedOut {
                     network: guess.network,
                 });
+                self.judge_failures(now, guess.network).await;
             }
             if let Some(space) = guess.filled_space {
                 self.events.push_back(ServerEvent::CodesSuspended { space });
             }
         } else {
             self.refund(now, &guess.charges).await;
+        }
+    }
+
+    /// Marks `network` shared by its failures (it was just locked out), when the policy says so.
+    /// A write of its own after the charge that filled the budget: a store fault between them
+    /// leaves the lockout without the mark, which refuses the network's guesses all the same
+    /// (the mark only hides discovery and gives the reason), so nothing is left usable.
+    async fn judge_failures(&mut self, now: DateTime<Utc>, network: PublicNetwork) {
+        let config = self.config;
+        if !config.shared.enabled || !config.shared.failures {
+            return;
+        }
+        let mut judged = None;
+        let written = self
+            .store
+            .update_network(network, now, config, true, &mut |record| {
+                judged = record.mark_shared(now, config, SharedSignal::Failures);
+            })
+            .await;
+        if written.is_ok() {
+            self.judged_shared(network, judged);
         }
     }
 

@@ -242,7 +242,7 @@ impl<S: Records> Ops<'_, S> {
     }
 
     /// The event of a stateful signal that newly marked `network` shared, if one did.
-    fn judged_shared(&mut self, network: PublicNetwork, judged: Option<SharedSignal>) {
+    pub(crate) fn judged_shared(&mut self, network: PublicNetwork, judged: Option<SharedSignal>) {
         if let Some(signal) = judged {
             self.events.push_back(ServerEvent::NetworkJudgedShared {
                 network,

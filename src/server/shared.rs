@@ -17,8 +17,12 @@
 //! - **carrier NAT**: the network is an address in `100.64.0.0/10` (RFC 6598), which a server
 //!   sees only through a trusted proxy or from inside a carrier's network (on by default).
 //! - **known shared range**: the network lies in an operator's list of known shared ranges.
+//! - **failures**: wrong guesses from the network filled one of its guessing budgets (the
+//!   network is locked out, see [`GuessBudgets`](super::GuessBudgets)): strangers failing to link
+//!   each other's devices is what a shared address looks like (on by default,
+//!   [`failures`](SharedNetworkPolicy::failures)).
 //!
-//! The first two are stateful and *sticky*: once tripped, the network stays shared for
+//! The first two and the last are stateful and *sticky*: once tripped, the network stays shared for
 //! [`sticky`](SharedNetworkPolicy::sticky) (default 10 minutes) so that it does not flap. The
 //! other two are judged from the address on every request. A false positive costs convenience
 //! only: the manual code works everywhere. What an attacker can trip, and what it gains (only the
@@ -51,6 +55,8 @@ pub enum SharedSignal {
     CarrierNat,
     /// The network lies in an operator's list of known shared ranges.
     KnownSharedRange,
+    /// Wrong guesses from the network filled one of its guessing budgets (it is locked out).
+    Failures,
 }
 
 impl SharedSignal {
@@ -65,6 +71,7 @@ impl SharedSignal {
             Self::ManySubnets => "many_subnets",
             Self::CarrierNat => "carrier_nat",
             Self::KnownSharedRange => "known_shared_range",
+            Self::Failures => "failures",
         }
     }
 }
@@ -91,12 +98,13 @@ pub struct SharedNetworkPolicy {
     pub(crate) carrier_nat: bool,
     pub(crate) shared_ranges: Vec<IpNet>,
     pub(crate) sticky: TimeDelta,
+    pub(crate) failures: bool,
     pub(crate) enabled: bool,
 }
 
 impl Default for SharedNetworkPolicy {
-    /// 4 accounts in 10 minutes, 2 subnets, carrier NAT judged shared, no known ranges, sticky
-    /// for 10 minutes.
+    /// 4 accounts in 10 minutes, 2 subnets, carrier NAT and a lockout judged shared, no known
+    /// ranges, sticky for 10 minutes.
     fn default() -> Self {
         Self {
             max_accounts: 4,
@@ -105,6 +113,7 @@ impl Default for SharedNetworkPolicy {
             carrier_nat: true,
             shared_ranges: Vec::new(),
             sticky: TimeDelta::minutes(10),
+            failures: true,
             enabled: true,
         }
     }
@@ -121,6 +130,7 @@ impl SharedNetworkPolicy {
         Self {
             enabled: false,
             carrier_nat: false,
+            failures: false,
             ..Self::default()
         }
     }
@@ -159,6 +169,20 @@ impl SharedNetworkPolicy {
     /// judged shared (default none).
     pub fn shared_ranges(mut self, ranges: Vec<IpNet>) -> Self {
         self.shared_ranges = ranges.iter().map(IpNet::trunc).collect();
+        self
+    }
+
+    /// Whether a network whose wrong guesses filled one of its guessing budgets (a lockout) is
+    /// judged shared too (default true). The lockout already refuses the network's guesses; the
+    /// mark adds the hidden discovery and the reason, so the page offers the code.
+    ///
+    /// ```
+    /// use lanlink::server::SharedNetworkPolicy;
+    /// let policy = SharedNetworkPolicy::default().failures(false);
+    /// assert!(policy.validate().is_ok());
+    /// ```
+    pub fn failures(mut self, on: bool) -> Self {
+        self.failures = on;
         self
     }
 
