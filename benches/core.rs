@@ -1,9 +1,10 @@
 //! The core's cost per operation, in memory, against a bare `HashMap` of the same key type in the
 //! same run.
 //!
-//! For 1 k, 100 k and 1 M public networks (one discoverable agent each): announce, discover, link
-//! request, secret verification, code mint and code redeem, plus the baseline (`HashMap` insert +
-//! lookup of a `PublicNetwork` key). At the end a paired measurement prints announce + discover
+//! For 1 k, 100 k and 1 M public networks (one discoverable agent each): announce, discover,
+//! discover by a signed-in account (`discover_as`, what the HTTP routes call), link request,
+//! secret verification, code mint and code redeem, plus the baseline (`HashMap` insert + lookup
+//! of a `PublicNetwork` key). At the end a paired measurement prints announce + discover
 //! operations per second and their cost as a multiple of the baseline's.
 //!
 //! ```text
@@ -118,6 +119,23 @@ fn bench_size(c: &mut Criterion, n: usize) {
         b.iter(|| {
             let i = rng.random_range(0..n);
             let reply = server.handle_discover(now, public(i), ForwardedHeaders::NONE);
+            drain(&mut server);
+            black_box(reply)
+        })
+    });
+
+    // Discovery by a signed-in account (what the HTTP routes call, for shared-network
+    // detection): an account's first discovery from a network in a window writes its hash, every
+    // later one reads only, as this measures (each network was discovered once by the account).
+    let account = AccountId::new("bench-user").expect("account");
+    for i in 0..n {
+        let _ = server.handle_discover_as(now, &account, public(i), ForwardedHeaders::NONE);
+    }
+    drain(&mut server);
+    group.bench_function(BenchmarkId::new("discover_as", n), |b| {
+        b.iter(|| {
+            let i = rng.random_range(0..n);
+            let reply = server.handle_discover_as(now, &account, public(i), ForwardedHeaders::NONE);
             drain(&mut server);
             black_box(reply)
         })
