@@ -57,6 +57,10 @@ pub enum SharedSignal {
     KnownSharedRange,
     /// Wrong guesses from the network filled one of its guessing budgets (it is locked out).
     Failures,
+    /// A signal this version does not know (a mark written by a newer server instance sharing
+    /// the store): still a mark, so the network stays judged shared.
+    #[serde(other)]
+    Other,
 }
 
 impl SharedSignal {
@@ -72,6 +76,7 @@ impl SharedSignal {
             Self::CarrierNat => "carrier_nat",
             Self::KnownSharedRange => "known_shared_range",
             Self::Failures => "failures",
+            Self::Other => "other",
         }
     }
 }
@@ -368,6 +373,14 @@ mod tests {
         assert_eq!(discoverer_tag(&a, &alice), discoverer_tag(&a, &alice));
         assert_ne!(discoverer_tag(&a, &alice), discoverer_tag(&b, &alice));
         assert_ne!(discoverer_tag(&a, &alice), discoverer_tag(&a, &bob));
+    }
+
+    #[test]
+    fn a_signal_from_a_newer_version_reads_as_other() {
+        let read: SharedSignal = serde_json::from_str(r#""future_signal""#).unwrap();
+        assert_eq!(read, SharedSignal::Other);
+        let failures: SharedSignal = serde_json::from_str(r#""failures""#).unwrap();
+        assert_eq!(failures, SharedSignal::Failures);
     }
 
     #[test]
