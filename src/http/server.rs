@@ -75,7 +75,7 @@ pub fn router(server: SharedServer, auth: Arc<dyn Authenticator>, prefix: &str) 
 }
 
 /// The server's routes under `prefix` over a [`Service`] (for example on a
-/// [`RedisStore`](crate::server::redis::RedisStore), so that several processes act as one
+/// `RedisStore` (feature `redis`), so that several processes act as one
 /// server). Give the service [`log_event`] as its event sink to log its decisions.
 ///
 /// ```

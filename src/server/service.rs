@@ -23,7 +23,7 @@ pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;
 
 /// The server's operations over a shared [`Store`], as `async fn`s taking `&self`: one
 /// `Service` serves concurrent requests, and several processes whose services share one store
-/// (such as a [`RedisStore`](super::redis::RedisStore)) act as one server.
+/// (such as a `RedisStore` (feature `redis`)) act as one server.
 ///
 /// The operations are the very code the synchronous [`Server`](super::Server) runs; see its
 /// methods for what each checks. Decisions go to the [event sink](Service::with_event_sink).

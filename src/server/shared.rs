@@ -18,7 +18,7 @@
 //!   sees only through a trusted proxy or from inside a carrier's network (on by default).
 //! - **known shared range**: the network lies in an operator's list of known shared ranges.
 //! - **failures**: wrong guesses from the network filled one of its guessing budgets (the
-//!   network is locked out, see [`GuessBudgets`](super::GuessBudgets)): strangers failing to link
+//!   network is locked out, see [`Budgets`](super::Budgets)): strangers failing to link
 //!   each other's devices is what a shared address looks like (on by default,
 //!   [`failures`](SharedNetworkPolicy::failures)).
 //!

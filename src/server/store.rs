@@ -2,7 +2,7 @@
 //!
 //! One record per public network ([`NetworkRecord`]) and one per code ([`CodeRecord`]). Every
 //! change is the core's pure function applied to a whole record, written back atomically: a
-//! shared store (such as [`RedisStore`](super::redis::RedisStore)) loads the record, applies the
+//! shared store (such as `RedisStore` (feature `redis`)) loads the record, applies the
 //! function, and writes it back with one compare-and-swap, retrying from a fresh load when another
 //! instance wrote first.
 
@@ -22,7 +22,7 @@ use crate::error::Refusal;
 
 /// Why a store could not carry out an operation. Nothing was changed by the failed operation,
 /// with one exception: a shared store that lost a write's reply and could not read the record
-/// back either (see [`RedisStore`](super::redis::RedisStore)'s "Lost replies") answers
+/// back either (see `RedisStore` (feature `redis`)'s "Lost replies") answers
 /// [`Unavailable`](Self::Unavailable) with the write possibly applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
