@@ -219,7 +219,9 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
             }
             Err(err) => match code_of(&err) {
                 Some((403 | 404, "wrong_secret")) => checked += 1,
-                Some((429, "locked_out")) => locked += 1,
+                // Refused unchecked: by the lockout, or by the `failures` mark it wrote (a guess
+                // admitted before the lockout and checked after it).
+                Some((429, "locked_out") | (409, "shared_network")) => locked += 1,
                 Some((503, "store_contention")) => {}
                 _ => panic!("unexpected {err:?}"),
             },
@@ -236,7 +238,13 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
             })
             .await
             .unwrap_err();
-        assert_eq!(code_of(&late), Some((429, "locked_out")));
+        assert!(
+            matches!(
+                code_of(&late),
+                Some((429, "locked_out") | (409, "shared_network"))
+            ),
+            "{late:?}"
+        );
     }
 }
 
