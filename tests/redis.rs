@@ -918,7 +918,11 @@ where
                 // `already_linking` (checked, and charged as failures like wrong secrets).
                 Some((403 | 404, "invalid_code" | "wrong_secret"))
                 | Some((409, "already_linking")) => checked += 1,
-                Some((429, "locked_out")) | Some((503, "store_contention")) => {}
+                // A guess admitted before the lockout and checked after it finds the network
+                // judged shared (the failures signal): refused unchecked, like a lockout.
+                Some((429, "locked_out"))
+                | Some((409, "shared_network"))
+                | Some((503, "store_contention")) => {}
                 _ => panic!("unexpected {err:?}"),
             },
         }
