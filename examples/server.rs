@@ -85,6 +85,10 @@ struct Args {
     /// (`WAIT`), on Redis or a cluster; 0 (the default) waits for none.
     #[arg(long, default_value_t = 0)]
     redis_wait_replicas: u32,
+    /// How long such a write waits for its replicas, in milliseconds, before it is acknowledged
+    /// unreplicated (counted, and lost if its master fails before a replica copies it).
+    #[arg(long, default_value_t = 100)]
+    redis_wait_timeout_ms: u64,
     /// The Redis key prefix.
     #[arg(long, default_value = "lanlink")]
     redis_prefix: String,
@@ -169,7 +173,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let store_config = store_config
                 .prefix(&args.redis_prefix)
-                .wait_replicas(args.redis_wait_replicas);
+                .wait_replicas(args.redis_wait_replicas)
+                .wait_timeout(std::time::Duration::from_millis(args.redis_wait_timeout_ms));
             let store = RedisStore::connect(store_config).await?;
             // Records expire by themselves in Redis: no purge task.
             let service =

@@ -39,9 +39,15 @@ fn store_key() -> StoreKey {
 impl Instance {
     /// `wait_replicas`: the instance's `--redis-wait-replicas`.
     async fn start(cluster: &Cluster, wait_replicas: u32) -> Self {
+        Self::start_waiting(cluster, wait_replicas, Duration::from_millis(100)).await
+    }
+
+    /// [`start`](Self::start), each write waiting at most `wait_timeout` for its replicas.
+    async fn start_waiting(cluster: &Cluster, wait_replicas: u32, wait_timeout: Duration) -> Self {
         let Some(binary) = server_binary() else {
-            let config =
-                RedisStoreConfig::cluster(cluster.urls(), store_key()).wait_replicas(wait_replicas);
+            let config = RedisStoreConfig::cluster(cluster.urls(), store_key())
+                .wait_replicas(wait_replicas)
+                .wait_timeout(wait_timeout);
             let store = RedisStore::connect(config).await.expect("connect");
             let config = ServerConfig::default().lockout_threshold(5);
             let service = Service::new(config, Arc::new(store)).expect("config");
@@ -50,6 +56,7 @@ impl Instance {
             return Self::serve(service_router(Arc::new(service), auth, DEFAULT_PREFIX)).await;
         };
         let (nodes, replicas) = (cluster.urls().join(","), wait_replicas.to_string());
+        let timeout = wait_timeout.as_millis().to_string();
         let args = [
             "--lockout-threshold",
             "5",
@@ -57,6 +64,8 @@ impl Instance {
             &nodes,
             "--redis-wait-replicas",
             &replicas,
+            "--redis-wait-timeout-ms",
+            &timeout,
         ];
         Self::spawn(&binary, TOKEN, &store_key(), &args)
     }
@@ -299,7 +308,15 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
     retry(|| agent.redeem(&redeem)).await;
     let (status, _) = retry(|| linker.link_status(&x.instance_id)).await;
     assert_eq!(status.state, LinkState::Linked);
-    let again = agent.redeem(&redeem).await.unwrap_err();
+    // Other slots' masters may still be settling (a 503 is retried); the used code is refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        let err = agent.redeem(&redeem).await.unwrap_err();
+        if code_of(&err) != Some((503, "store_unavailable")) || Instant::now() > deadline {
+            break err;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(code_of(&again), Some((403, "invalid_code")));
     assert!(
         !cluster.masters().contains(&master),
@@ -309,7 +326,7 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
 
 /// With `--redis-wait-replicas 1`, three wrong guesses answered, then the master holding the
 /// network's budget counter is killed at once (no pause for replication): once its replica is
-/// promoted, the three charges are still there — only two more guesses are checked before the
+/// promoted, the three charges are still there — at most two more guesses are checked before the
 /// network is locked out (threshold 5). Each charge was acknowledged only after a replica held it.
 /// (On loopback replication takes well under a millisecond, so without `WAIT` this usually holds
 /// too: the test shows acknowledged charges surviving a failover; `WAIT` is what makes it hold
@@ -320,7 +337,11 @@ async fn acknowledged_charges_survive_a_failover_with_wait() {
         return;
     }
     let mut cluster = Cluster::start();
-    let first = Instance::start(&cluster, 1).await;
+    // The default 100 ms wait suits a quiet network; under a full test run on two cores a
+    // replica may lag past it, and a charge acknowledged unreplicated is what a failover may
+    // lose (as documented), which is not what this test is about. After the failover the
+    // promoted master has no replica, so each write then waits the whole timeout: 1 s.
+    let first = Instance::start_waiting(&cluster, 1, Duration::from_secs(1)).await;
     let agent = HttpAgentClient::new(&first.base()).expect("client");
     let linker = HttpLinkerClient::new(&first.base(), TOKEN).expect("client");
     let (x, _) = announcement(1);
@@ -354,8 +375,11 @@ async fn acknowledged_charges_survive_a_failover_with_wait() {
             Ok(_) => panic!("a wrong secret accepted"),
         }
     }
-    assert_eq!(
-        checked_after, 2,
-        "the three charges before the failover were kept"
+    // Exactly 2 when nothing else was charged; fewer when a guess answered 503 during the
+    // failover could not be refunded (its refund met the dead master too: it stays charged,
+    // failing closed). More would mean acknowledged charges were lost.
+    assert!(
+        checked_after <= 2,
+        "the three charges before the failover were kept ({checked_after} checked after)"
     );
 }
