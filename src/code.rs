@@ -80,6 +80,22 @@ impl fmt::Display for LinkCode {
 pub struct CodeKey([u8; 32]);
 
 impl CodeKey {
+    /// The key of an instance's link claim ([`CodeKind::InstanceClaim`](crate::server::CodeKind::InstanceClaim)):
+    /// a SHA-256 under its own tag, so no code's key is ever a claim's.
+    ///
+    /// ```
+    /// use lanlink::{code::CodeKey, InstanceId};
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// assert_eq!(CodeKey::instance_claim(&id), CodeKey::instance_claim(&id));
+    /// assert_ne!(CodeKey::instance_claim(&id), CodeKey::instance_claim(&InstanceId::from_bytes([8; 16])));
+    /// ```
+    pub fn instance_claim(instance_id: &crate::InstanceId) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"lanlink/v1/instance-claim\0");
+        hasher.update(instance_id.as_bytes());
+        CodeKey(hasher.finalize().into())
+    }
+
     /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

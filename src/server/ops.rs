@@ -454,11 +454,12 @@ impl<S: Records> Ops<'_, S> {
         })
     }
 
-    /// Steps 1 to 3 of a link request whose guess was admitted (shared by the core's link and
+    /// Steps 1 to 4 of a link request whose guess was admitted (shared by the core's link and
     /// the Obico profile's, which differ only in `check`): check, reading only (a refused request
-    /// writes no code) → create the auto code, a new record, only if no live code has that key →
-    /// check again and accept in one atomic write of the network record (another instance may
-    /// have accepted a link for this agent since step 1). The guess is settled on every path:
+    /// writes no code) → claim the instance for this network (create-if-absent; a claim of
+    /// another network's is `already_linking`) → create the auto code, a new record, only if no
+    /// live code has that key → check again and accept in one atomic write of the network record
+    /// (another instance may have accepted a link for this agent since step 1). The guess is settled on every path:
     /// charged for good when `check` refuses it as a failure, refunded otherwise.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn accept_checked_link<R: CryptoRng + RngCore + ?Sized>(
@@ -504,7 +505,25 @@ impl<S: Records> Ops<'_, S> {
                 .refused_guess(now, guess, RequestKind::Link, reason)
                 .await);
         }
-        // 2. The auto code's record, before anything refers to it.
+        // 2. The instance's claim: one link per instance in all networks (an agent that announces
+        // over IPv4 and IPv6 is present in two). Written only by a request whose secret was right
+        // (step 1), never deleted: it lives as long as any presence of the instance can.
+        if let Err(refusal) = self
+            .claim_instance(now, account, network, instance_id)
+            .await
+        {
+            return Err(match refusal {
+                Ok(reason) => {
+                    self.refused_guess(now, guess, RequestKind::Link, reason)
+                        .await
+                }
+                Err(err) => {
+                    self.settle_guess(now, guess, None).await;
+                    self.store_failed(Some(network), RequestKind::Link, err)
+                }
+            });
+        }
+        // 3. The auto code's record, before anything refers to it.
         let expires_at = later(now, config.auto_code_ttl);
         let code_record = CodeRecord {
             account: account.clone(),
@@ -528,7 +547,7 @@ impl<S: Records> Ops<'_, S> {
                 return Err(refusal);
             }
         };
-        // 3. Check again and accept in one write.
+        // 4. Check again and accept in one write.
         let mut accepted = Err(Refusal::AgentNotFound);
         let written = self
             .store
@@ -570,6 +589,62 @@ impl<S: Records> Ops<'_, S> {
                 Err(self.store_failed(Some(network), RequestKind::Link, err))
             }
         }
+    }
+
+    /// Claims `instance_id` for links from `network` ([`CodeKind::InstanceClaim`]): creates the
+    /// claim if none lives (one atomic create-if-absent), or finds the live one. A claim of this
+    /// network's is ours (a retry after a fault, or a concurrent request of the same network,
+    /// which the network record's accepting write then orders); another network's refuses with
+    /// [`Refusal::AlreadyLinking`]. `Err(Err(_))` is a store error.
+    async fn claim_instance(
+        &mut self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        network: PublicNetwork,
+        instance_id: InstanceId,
+    ) -> Result<(), Result<Refusal, StoreError>> {
+        let config = self.config;
+        let key = CodeKey::instance_claim(&instance_id);
+        let claim = CodeRecord {
+            account: account.clone(),
+            instance_id: Some(instance_id),
+            network: Some(network),
+            // As long as any presence of the instance can live, in any network.
+            expires_at: later(later(now, config.max_window), config.presence_ttl),
+            redeemed: false,
+            redeemed_by: None,
+            claim_attempt: 0,
+            manual: false,
+            kind: CodeKind::InstanceClaim,
+        };
+        // Twice: a claim that expires between the create and the read is created afresh.
+        for _ in 0..2 {
+            if self
+                .store
+                .create_code(&key, &claim, now)
+                .await
+                .map_err(Err)?
+            {
+                return Ok(());
+            }
+            let mut holder = None;
+            let found = self
+                .store
+                .update_code(&key, now, &mut |record| {
+                    holder = Some(
+                        matches!(record.kind, CodeKind::InstanceClaim)
+                            && record.network == Some(network),
+                    );
+                })
+                .await
+                .map_err(Err)?;
+            match (found, holder) {
+                (true, Some(true)) => return Ok(()),
+                (true, _) => return Err(Ok(Refusal::AlreadyLinking)),
+                (false, _) => {}
+            }
+        }
+        Err(Ok(Refusal::AlreadyLinking))
     }
 
     /// Draws codes until one can be created (no live code holds its key), and writes `record`

@@ -1015,6 +1015,14 @@ pub enum CodeKind {
     /// user claimed it, and `account` is that user (a placeholder before). Boxed, so that link
     /// code records grow by one pointer only.
     ObicoPasscode(Box<ObicoPasscode>),
+    /// An instance's link claim, under [`CodeKey::instance_claim`](crate::code::CodeKey::instance_claim):
+    /// the first link request that passed every check for the instance, in any network, writes it
+    /// (create-if-absent, one atomic step) before it accepts the link, and a link request for the
+    /// instance from any other network is refused while it lives (`409 already_linking`). An agent
+    /// announcing over IPv4 and IPv6 is present in two networks; this makes its secret good for
+    /// one link in all of them. Its `network` and `instance_id` are the claimant's; never
+    /// redeemable.
+    InstanceClaim,
 }
 
 /// A link code is stored as `"link"`; an Obico passcode as `{"obico_passcode": {"v": …}}`, with
@@ -1024,6 +1032,9 @@ impl Serialize for CodeKind {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Link => serializer.serialize_unit_variant("CodeKind", 0, "link"),
+            Self::InstanceClaim => {
+                serializer.serialize_unit_variant("CodeKind", 2, "instance_claim")
+            }
             Self::ObicoPasscode(state) => {
                 use serde::ser::SerializeMap;
                 let mut map = serializer.serialize_map(Some(1))?;
@@ -1083,13 +1094,17 @@ impl<'de> Deserialize<'de> for CodeKind {
             type Value = CodeKind;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("\"link\" or an Obico passcode")
+                f.write_str("\"link\", \"instance_claim\" or an Obico passcode")
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<CodeKind, E> {
                 match text {
                     "link" => Ok(CodeKind::Link),
-                    other => Err(E::unknown_variant(other, &["link", "obico_passcode"])),
+                    "instance_claim" => Ok(CodeKind::InstanceClaim),
+                    other => Err(E::unknown_variant(
+                        other,
+                        &["link", "instance_claim", "obico_passcode"],
+                    )),
                 }
             }
 
@@ -1222,6 +1237,7 @@ mod tests {
         };
         for kind in [
             CodeKind::Link,
+            CodeKind::InstanceClaim,
             CodeKind::ObicoPasscode(Box::default()),
             CodeKind::ObicoPasscode(Box::new(ObicoPasscode {
                 verification: Some(code.clone()),
