@@ -90,6 +90,8 @@ pub mod code;
 pub mod conformance;
 #[cfg(feature = "tokio")]
 pub mod driver;
+#[cfg(feature = "tokio")]
+pub mod dual;
 pub mod endpoint;
 pub mod error;
 pub mod event;

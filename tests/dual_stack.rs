@@ -178,3 +178,158 @@ fn a_wrong_secret_claims_nothing() {
     };
     link(&mut server, now, V4, right).expect("the owner's link is not blocked");
 }
+
+/// Over real sockets: a server listening on 127.0.0.1 and [::1] (two public networks: the IPv4
+/// address and the IPv6 /64), an agent announcing over both with [`DualStack`], and a linker on
+/// each family linking it (a fresh agent each time). A linker whose network matches neither
+/// (127.0.0.2) sees nothing. The agent's code redeems over the family that delivered it.
+#[cfg(all(feature = "http", feature = "tokio"))]
+mod over_sockets {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+    use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+    use lanlink::dual::{DualStack, Path};
+    use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
+    use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX as P};
+    use lanlink::linker::{Linker, LinkerConfig};
+    use lanlink::server::{Server, ServerConfig};
+    use lanlink::transport::LinkerServerTransport;
+    use lanlink::{AccountId, DeviceInfo, InstanceId};
+    use tokio::net::TcpListener;
+
+    const TOKEN: &str = "alice-token-0123456789abcdef";
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(LIMIT, future)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer within {LIMIT:?}"))
+    }
+
+    /// The server's routes on 127.0.0.1:0 and [::1]:0 (one server, two listeners).
+    async fn start_server() -> (SocketAddr, SocketAddr) {
+        let config = ServerConfig::default().announce_interval(Duration::from_millis(200));
+        let server = Arc::new(Mutex::new(Server::new(config).expect("config")));
+        let alice = AccountId::new("alice").expect("account");
+        let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
+        let router = http::server::router(server, auth, P).fallback(http::server::not_found);
+        let mut addrs = Vec::new();
+        for at in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = TcpListener::bind(at).await.expect("bind");
+            addrs.push(listener.local_addr().expect("addr"));
+            tokio::spawn(serve(
+                listener,
+                router.clone(),
+                ServeConfig::default(),
+                std::future::pending(),
+            ));
+        }
+        (addrs[0], addrs[1])
+    }
+
+    async fn start_agent() -> SharedAgent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let at = listener.local_addr().expect("addr");
+        let info =
+            DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").expect("info");
+        let config = AgentConfig::new(at.ip(), at.port(), info)
+            .announce_interval(Duration::from_millis(200));
+        let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).expect("agent");
+        let agent: SharedAgent = Arc::new(Mutex::new(agent));
+        let router = http::agent::router(Arc::clone(&agent), P).fallback(http::server::not_found);
+        tokio::spawn(serve(
+            listener,
+            router,
+            ServeConfig::default(),
+            std::future::pending(),
+        ));
+        agent
+    }
+
+    /// A linker's client to `server`, its connections from `local` (any when `None`).
+    fn linker_client(server: SocketAddr, local: Option<&str>) -> HttpLinkerClient {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy();
+        if let Some(local) = local {
+            builder = builder.local_address(local.parse::<std::net::IpAddr>().expect("ip"));
+        }
+        let client = builder.build().expect("client");
+        HttpLinkerClient::with_client(client, &format!("http://{server}"), P, P, TOKEN)
+    }
+
+    async fn shown(client: &HttpLinkerClient) -> Vec<InstanceId> {
+        match client.discover().await {
+            Ok(reply) => reply.agents.iter().map(|a| a.instance_id).collect(),
+            Err(err) => panic!("discover: {err:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dual_stack_agent_links_from_either_family() {
+        let (v4, v6) = start_server().await;
+        for (family, path) in [(v4, Path::First), (v6, Path::Second)] {
+            let agent = start_agent().await;
+            let id = lock(&agent).instance_id();
+            let transport = Arc::new(DualStack::new(
+                HttpAgentClient::new(&format!("http://{v4}")).expect("client"),
+                HttpAgentClient::new(&format!("http://{v6}")).expect("client"),
+            ));
+            let agent_task = {
+                let (agent, transport) = (Arc::clone(&agent), Arc::clone(&transport));
+                tokio::spawn(async move {
+                    run_agent(&agent, &*transport, &DriverConfig::default(), |_| {}).await
+                })
+            };
+            let (on_v4, on_v6) = (linker_client(v4, None), linker_client(v6, None));
+            let stranger = linker_client(v4, Some("127.0.0.2"));
+            // One presence, seen from both networks; not from a third.
+            bounded("both networks show the agent", async {
+                loop {
+                    if shown(&on_v4).await == [id] && shown(&on_v6).await == [id] {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
+            assert!(shown(&stranger).await.is_empty(), "127.0.0.2 sees nothing");
+
+            let linker_client = linker_client(family, None);
+            let config = LinkerConfig {
+                discover_interval: Duration::from_millis(100),
+                status_interval: Duration::from_millis(100),
+                ..LinkerConfig::default()
+            };
+            let mut linker = Linker::new(config, Instant::now());
+            let linked = bounded(
+                "linker",
+                run_linker(
+                    &mut linker,
+                    &linker_client,
+                    &linker_client,
+                    &DriverConfig::default(),
+                    |agents| agents.first().map(|a| a.instance_id),
+                    |_| {},
+                ),
+            )
+            .await;
+            assert_eq!(linked, Ok(id), "linking over {family}");
+            let status = bounded("agent", agent_task).await.expect("agent task");
+            assert_eq!(status, AgentStatus::Linked, "linking over {family}");
+            assert!(lock(&agent).auth_token().is_some());
+            // The transport redeemed over the path that delivered the code, and the server says
+            // linked to the linking network only.
+            let delivered = transport.routes();
+            assert_eq!(delivered, vec![path], "linking over {family}");
+            let other = if family == v4 { &on_v6 } else { &on_v4 };
+            let status = other.link_status(&id).await.expect("status");
+            assert_eq!(status.state, lanlink::wire::LinkState::Unknown);
+            let status = linker_client.link_status(&id).await.expect("status");
+            assert_eq!(status.state, lanlink::wire::LinkState::Linked);
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Dual-stack announcing (feature `tokio`): one agent, two paths to the server.
+//!
+//! A home with IPv4 and IPv6 reaches the server from two public networks: its IPv4 address and
+//! its IPv6 prefix. A browser may use either. [`DualStack`] is an [`AgentServerTransport`] over
+//! two transports (one per family: e.g. two [`HttpAgentClient`]s, one for `http://192.0.2.1` and
+//! one for `http://[2001:db8::1]`, or two clients bound to each family) that announces over both
+//! at once. The server then holds one presence — one instance, proven by one presence key — in
+//! each network it was seen from, each counted within that network's own limits, and each network
+//! sees only its own agents. A link accepted in one network claims the instance in all of them
+//! (the server's instance claim: `409 already_linking` elsewhere), so the secret is good for one
+//! link.
+//!
+//! A `verify_and_redeem` message arrives in the reply of the path whose network linked, and the
+//! code it carries redeems only from that network (`403 code_wrong_network` elsewhere): the
+//! transport remembers which path delivered each code (by its hash, a few at most) and redeems
+//! over that path. A code it did not deliver (a manual code the user typed) goes over the first
+//! path, and over the second if the first cannot be reached.
+//!
+//! Fail closed: a refusal on either path that ends discovery (`window_over`, `forged_instance`,
+//! …) is what the agent gets, even when the other path answered. Otherwise one path answering is
+//! enough; when both fail, the first path's error comes back.
+//!
+//! [`HttpAgentClient`]: crate::http::HttpAgentClient
+//!
+//! ```
+//! # async fn demo() -> Result<(), lanlink::transport::TransportError> {
+//! use lanlink::dual::DualStack;
+//! use lanlink::http::HttpAgentClient;
+//! let transport = DualStack::new(
+//!     HttpAgentClient::new("http://127.0.0.1:8443")?,
+//!     HttpAgentClient::new("http://[::1]:8443")?,
+//! );
+//! // `lanlink::driver::run_agent(&agent, &transport, …)` then announces over both.
+//! # let _ = transport; Ok(()) }
+//! ```
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::code::CodeKey;
+use crate::transport::{AgentServerTransport, TransportError};
+use crate::wire::{AgentMessage, Announce, AnnounceReply, RedeemReply, RedeemRequest, Visibility};
+
+/// How many delivered codes a [`DualStack`] remembers the path of (an agent gets one per link;
+/// a few cover a link retried while an old message is still delivered).
+const ROUTES: usize = 8;
+
+/// Which of a [`DualStack`]'s two transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// The first transport given to [`DualStack::new`] (by convention IPv4).
+    First,
+    /// The second (by convention IPv6).
+    Second,
+}
+
+/// An [`AgentServerTransport`] announcing over two transports at once (see the
+/// [module docs](self)).
+pub struct DualStack<A, B> {
+    first: A,
+    second: B,
+    /// The path that delivered each recent code, by the code's hash (never the code).
+    routes: Mutex<Vec<(CodeKey, Path)>>,
+}
+
+impl<A, B> std::fmt::Debug for DualStack<A, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DualStack").finish_non_exhaustive()
+    }
+}
+
+impl<A: AgentServerTransport, B: AgentServerTransport> DualStack<A, B> {
+    /// Announces over `first` and `second`; redeems over the one that delivered the code.
+    pub fn new(first: A, second: B) -> Self {
+        Self {
+            first,
+            second,
+            routes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The path that delivered `code` in an announce reply, if this transport still remembers.
+    ///
+    /// ```
+    /// # use lanlink::dual::DualStack;
+    /// # use lanlink::http::HttpAgentClient;
+    /// let dual = DualStack::new(
+    ///     HttpAgentClient::new("http://127.0.0.1:1").unwrap(),
+    ///     HttpAgentClient::new("http://[::1]:1").unwrap(),
+    /// );
+    /// let code = lanlink::LinkCode::parse("ABCD-EFGH").unwrap();
+    /// assert_eq!(dual.route_of(&code), None);
+    /// ```
+    pub fn route_of(&self, code: &crate::LinkCode) -> Option<Path> {
+        let key = code.key();
+        crate::lock_unpoisoned(&self.routes)
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, path)| *path)
+    }
+
+    /// The paths of the codes this transport remembers delivering, oldest first (one per link
+    /// message; for diagnostics and tests: which family the link came through).
+    pub fn routes(&self) -> Vec<Path> {
+        crate::lock_unpoisoned(&self.routes)
+            .iter()
+            .map(|(_, path)| *path)
+            .collect()
+    }
+
+    fn remember(&self, reply: &AnnounceReply, path: Path) {
+        let mut routes = crate::lock_unpoisoned(&self.routes);
+        for message in &reply.messages {
+            if let AgentMessage::VerifyAndRedeem { code, .. } = message {
+                let key = code.key();
+                routes.retain(|(k, _)| *k != key);
+                if routes.len() >= ROUTES {
+                    routes.remove(0);
+                }
+                routes.push((key, path));
+            }
+        }
+    }
+}
+
+/// Whether an announce error is a refusal after which the agent must end discovery.
+fn ends_discovery(err: &TransportError) -> bool {
+    err.refusal()
+        .is_some_and(|refusal| refusal.ends_discovery())
+}
+
+/// One reply from two: every message (each delivered once, by one path), the sooner poll, and
+/// visible if either network shows the agent.
+fn merge(mut first: AnnounceReply, second: AnnounceReply) -> AnnounceReply {
+    first.messages.extend(second.messages);
+    first.poll_after_ms = first.poll_after_ms.min(second.poll_after_ms);
+    if second.visibility == Visibility::Visible {
+        first.visibility = Visibility::Visible;
+    }
+    first
+}
+
+#[async_trait]
+impl<A: AgentServerTransport, B: AgentServerTransport> AgentServerTransport for DualStack<A, B> {
+    async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
+        let (first, second) = tokio::join!(
+            self.first.announce(announce),
+            self.second.announce(announce)
+        );
+        // Messages are remembered before anything is refused: their codes stay routable.
+        if let Ok(reply) = &first {
+            self.remember(reply, Path::First);
+        }
+        if let Ok(reply) = &second {
+            self.remember(reply, Path::Second);
+        }
+        match (first, second) {
+            (Err(err), _) | (_, Err(err)) if ends_discovery(&err) => Err(err),
+            (Ok(a), Ok(b)) => Ok(merge(a, b)),
+            (Ok(reply), Err(_)) | (Err(_), Ok(reply)) => Ok(reply),
+            (Err(err), Err(_)) => Err(err),
+        }
+    }
+
+    async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+        match self.route_of(&request.code) {
+            Some(Path::First) => self.first.redeem(request).await,
+            Some(Path::Second) => self.second.redeem(request).await,
+            None => match self.first.redeem(request).await {
+                Err(TransportError::Unreachable(_)) => self.second.redeem(request).await,
+                other => other,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::HiddenReason;
+
+    #[test]
+    fn merged_replies_keep_every_message_and_the_sooner_poll() {
+        let hidden = AnnounceReply {
+            messages: vec![AgentMessage::Unknown],
+            poll_after_ms: 5000,
+            visibility: Visibility::Hidden(HiddenReason::TooManyAgents),
+        };
+        let visible = AnnounceReply {
+            messages: vec![AgentMessage::Unknown],
+            poll_after_ms: 2000,
+            visibility: Visibility::Visible,
+        };
+        let merged = merge(hidden.clone(), visible);
+        assert_eq!(merged.messages.len(), 2);
+        assert_eq!(merged.poll_after_ms, 2000);
+        assert_eq!(merged.visibility, Visibility::Visible);
+        let both_hidden = merge(hidden.clone(), hidden);
+        assert_eq!(
+            both_hidden.visibility,
+            Visibility::Hidden(HiddenReason::TooManyAgents)
+        );
+    }
+}
