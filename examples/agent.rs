@@ -30,6 +30,11 @@ struct Args {
     /// The server's base URL.
     #[arg(long)]
     server: String,
+    /// The server's base URL over the other address family (dual stack: e.g. `--server
+    /// http://203.0.113.1 --also-server http://[2001:db8::1]`): the agent announces over both
+    /// at once (`lanlink::dual::DualStack`), so a browser on either family finds it.
+    #[arg(long)]
+    also_server: Option<String>,
     /// Address of the local secret endpoint (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -180,13 +185,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let transport =
         HttpAgentClient::with_client(http::client::default_client()?, &args.server, &args.prefix);
-    let status = run_agent(&agent, &transport, &DriverConfig::default(), |event| {
+    let on_event = |event: AgentEvent| {
         // The last line, `linked`, is printed below with the token file's path.
         if !matches!(event, AgentEvent::Linked { .. }) {
             println!("{}", event_json(&event));
         }
-    })
-    .await;
+    };
+    let status = match &args.also_server {
+        None => run_agent(&agent, &transport, &DriverConfig::default(), on_event).await,
+        Some(other) => {
+            let other =
+                HttpAgentClient::with_client(http::client::default_client()?, other, &args.prefix);
+            let dual = lanlink::dual::DualStack::new(transport, other);
+            run_agent(&agent, &dual, &DriverConfig::default(), on_event).await
+        }
+    };
     if status == AgentStatus::Linked {
         let path = args.token_file.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("lanlink-{}.token", lock(&agent).instance_id()))

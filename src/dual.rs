@@ -2,7 +2,7 @@
 //!
 //! A home with IPv4 and IPv6 reaches the server from two public networks: its IPv4 address and
 //! its IPv6 prefix. A browser may use either. [`DualStack`] is an [`AgentServerTransport`] over
-//! two transports (one per family: e.g. two [`HttpAgentClient`]s, one for `http://192.0.2.1` and
+//! two transports (one per family: e.g. two `HttpAgentClient`s, one for `http://192.0.2.1` and
 //! one for `http://[2001:db8::1]`, or two clients bound to each family) that announces over both
 //! at once. The server then holds one presence — one instance, proven by one presence key — in
 //! each network it was seen from, each counted within that network's own limits, and each network
@@ -11,7 +11,7 @@
 //! link.
 //!
 //! A `verify_and_redeem` message arrives in the reply of the path whose network linked, and the
-//! code it carries redeems only from that network (`403 code_wrong_network` elsewhere): the
+//! code it carries redeems only from that network (`403 invalid_code` elsewhere): the
 //! transport remembers which path delivered each code (by its hash, a few at most) and redeems
 //! over that path. A code it did not deliver (a manual code the user typed) goes over the first
 //! path, and over the second if the first cannot be reached.
@@ -20,12 +20,13 @@
 //! …) is what the agent gets, even when the other path answered. Otherwise one path answering is
 //! enough; when both fail, the first path's error comes back.
 //!
-//! [`HttpAgentClient`]: crate::http::HttpAgentClient
+//! (`HttpAgentClient` is `lanlink::http::client::HttpAgentClient`, feature `http-client`.)
 //!
 //! ```
+//! # #[cfg(feature = "http-client")]
 //! # async fn demo() -> Result<(), lanlink::transport::TransportError> {
 //! use lanlink::dual::DualStack;
-//! use lanlink::http::HttpAgentClient;
+//! use lanlink::http::client::HttpAgentClient;
 //! let transport = DualStack::new(
 //!     HttpAgentClient::new("http://127.0.0.1:8443")?,
 //!     HttpAgentClient::new("http://[::1]:8443")?,
@@ -83,14 +84,16 @@ impl<A: AgentServerTransport, B: AgentServerTransport> DualStack<A, B> {
     /// The path that delivered `code` in an announce reply, if this transport still remembers.
     ///
     /// ```
+    /// # #[cfg(feature = "http-client")] {
     /// # use lanlink::dual::DualStack;
-    /// # use lanlink::http::HttpAgentClient;
+    /// # use lanlink::http::client::HttpAgentClient;
     /// let dual = DualStack::new(
     ///     HttpAgentClient::new("http://127.0.0.1:1").unwrap(),
     ///     HttpAgentClient::new("http://[::1]:1").unwrap(),
     /// );
     /// let code = lanlink::LinkCode::parse("ABCD-EFGH").unwrap();
     /// assert_eq!(dual.route_of(&code), None);
+    /// # }
     /// ```
     pub fn route_of(&self, code: &crate::LinkCode) -> Option<Path> {
         let key = code.key();

@@ -1034,3 +1034,65 @@ async fn a_link_burst_over_two_processes_checks_at_most_the_threshold() {
     assert!(wrong_checked <= 5, "{wrong_checked} wrong guesses checked");
     assert!(checked >= 1, "the budget admits guesses");
 }
+
+/// Dual stack on a shared store: one agent present in an IPv4 and an IPv6 network, two server
+/// processes, and its owner's two browsers linking it at once, one from each network, each
+/// through its own process. In every round exactly one link is accepted; the other is refused
+/// `already_linking` (the instance claim, created in one atomic step on Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_agent_links_once_when_both_networks_race() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let (first, second) = (
+        Arc::new(service(&redis, ServerConfig::default()).await),
+        Arc::new(service(&redis, ServerConfig::default()).await),
+    );
+    let alice = AccountId::new("alice").expect("account");
+    for n in 0..20 {
+        // A home of its own each round (one agent per network is shown; the refused link is
+        // charged, and homes in distinct /48s keep that off one budget).
+        let (v4, v6): (std::net::IpAddr, std::net::IpAddr) = (
+            format!("203.0.113.{n}").parse().expect("ip"),
+            format!("2001:db8:{n}:1::20").parse().expect("ip"),
+        );
+        let (x, secret) = announcement(1000 + n);
+        let now = wall_now();
+        for from in [v4, v6] {
+            first
+                .handle_announce(now, from, lanlink::ForwardedHeaders::NONE, &x)
+                .await
+                .expect("announce");
+        }
+        let link = |service: Arc<Service>, from: std::net::IpAddr| {
+            let (alice, secret, id) = (alice.clone(), secret.clone(), x.instance_id);
+            tokio::spawn(async move {
+                let request = LinkRequest {
+                    instance_id: id,
+                    local_secret: secret,
+                };
+                service
+                    .handle_link(
+                        now,
+                        &mut lanlink::os_rng(),
+                        &alice,
+                        from,
+                        lanlink::ForwardedHeaders::NONE,
+                        request,
+                    )
+                    .await
+            })
+        };
+        let (a, b) = (link(Arc::clone(&first), v4), link(Arc::clone(&second), v6));
+        let outcomes = [a.await.expect("task"), b.await.expect("task")];
+        let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(accepted, 1, "round {n}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| o.as_ref().err() == Some(&Refusal::AlreadyLinking)),
+            "round {n}: {outcomes:?}"
+        );
+    }
+}
