@@ -226,6 +226,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .link(&LinkRequest {
             instance_id: second_id,
             local_secret: LocalSecret::generate(&mut lanlink::os_rng()),
+            nonce: None,
         })
         .await;
     match guess {

@@ -395,6 +395,8 @@ pub fn agent_ops(data: &[u8]) {
                             instance_id,
                             local_secret,
                             code,
+                            display_name: None,
+                            nonce: None,
                         }],
                         poll_after_ms: 2000,
                         visibility: Default::default(),
@@ -665,6 +667,7 @@ pub fn server_ops(data: &[u8]) {
                                 instance_id,
                                 local_secret,
                                 code,
+                                ..
                             } = message
                             {
                                 assert_eq!(instance_id, id, "a message for another instance");
@@ -728,6 +731,7 @@ pub fn server_ops(data: &[u8]) {
                 let request = LinkRequest {
                     instance_id: id,
                     local_secret: presented,
+                    nonce: None,
                 };
                 match server.handle_link(
                     now,
@@ -963,6 +967,7 @@ pub fn linker_ops(data: &[u8]) {
                     Ok(LinkStatusReply {
                         instance_id: id,
                         state: LinkState::Pending,
+                        display_name: None,
                     })
                 } else {
                     Err(Refusal::WrongSecret)
@@ -981,6 +986,7 @@ pub fn linker_ops(data: &[u8]) {
                     Ok(LinkStatusReply {
                         instance_id: id,
                         state,
+                        display_name: None,
                     })
                 } else {
                     Err(Refusal::LockedOut)
@@ -1144,6 +1150,7 @@ pub fn protocol_sim(data: &[u8]) {
                 let request = LinkRequest {
                     instance_id: victim_id,
                     local_secret: LocalSecret::from_bytes(guess),
+                    nonce: None,
                 };
                 let result = sim.server.handle_link(
                     wall,

@@ -315,6 +315,7 @@ fn link_body(instance_id: InstanceId, secret: &LocalSecret) -> Vec<u8> {
     wire::encode(&LinkRequest {
         instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     })
     .to_vec()
 }

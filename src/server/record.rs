@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 
 use crate::addr::PublicNetwork;
 use crate::code::LinkCode;
+use crate::confirm::{ConfirmNonce, DisplayName};
 use crate::error::Refusal;
 use crate::id::{AccountId, InstanceId};
 use crate::secret::{Commitment, LocalSecret};
@@ -118,6 +119,14 @@ pub struct PendingMessage {
     pub code: LinkCode,
     /// When the message is dropped undelivered.
     pub expires_at: DateTime<Utc>,
+    /// The linking account's display name, forwarded to the agent (revision 1.4; absent when
+    /// the account has none that passes [`DisplayName::new`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<DisplayName>,
+    /// The linker's nonce, forwarded to the agent (revision 1.4; absent when the linker sent
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<ConfirmNonce>,
 }
 
 /// A link's progress, as its account may query it.
@@ -495,6 +504,13 @@ impl NetworkRecord {
                     instance_id: link.instance_id,
                     local_secret: message.secret.clone(),
                     code: message.code.clone(),
+                    // A `DisplayName` passed its check when it was made (a stored one when it
+                    // was read back: it deserializes through the same check).
+                    display_name: message
+                        .display_name
+                        .as_ref()
+                        .map(|name| name.as_str().to_owned()),
+                    nonce: message.nonce,
                 });
                 // `message` drops here: the record keeps no copy of the secret.
             }
@@ -623,19 +639,23 @@ impl NetworkRecord {
     }
 
     /// Accepts a checked link request: marks the secret used and queues `{secret, code}` for the
-    /// agent. `code_expires_at` bounds the link record.
+    /// agent, with the account's display name (revision 1.4) and the linker's nonce.
+    /// `code_expires_at` bounds the link record.
+    #[allow(clippy::too_many_arguments)]
     pub fn accept_link(
         &mut self,
         now: DateTime<Utc>,
         config: &ServerConfig,
         request: LinkRequest,
         account: AccountId,
+        display_name: Option<DisplayName>,
         code: LinkCode,
         code_expires_at: DateTime<Utc>,
     ) {
         let LinkRequest {
             instance_id,
             local_secret: secret,
+            nonce,
         } = request;
         if let Some(presence) = self
             .presences
@@ -654,6 +674,8 @@ impl NetworkRecord {
                 secret,
                 code,
                 expires_at: later(now, config.message_ttl),
+                display_name,
+                nonce,
             }),
             expires_at: code_expires_at,
         });
@@ -1307,6 +1329,7 @@ mod tests {
         let link = LinkRequest {
             instance_id: agent.instance_id,
             local_secret: LocalSecret::from_bytes([9; 32]),
+            nonce: None,
         };
         let account = AccountId::new("alice").unwrap();
         let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
@@ -1315,6 +1338,7 @@ mod tests {
             &config,
             link,
             account,
+            None,
             code,
             t0 + TimeDelta::minutes(10),
         );
