@@ -479,3 +479,70 @@ proptest! {
         }
     }
 }
+
+/// The server checks the name when it builds the message: an account id that is no valid
+/// display name (a bidi override; account ids refuse only controls) is not forwarded, so an agent
+/// with a policy refuses the link (fail closed), and the linker derives no code.
+#[test]
+fn the_server_forwards_no_name_that_fails_the_check() {
+    let mut sim = Sim::new(13);
+    let lan = sim.add_lan(ip(HOME));
+    let config = AgentConfig::new(ip(AGENT_IP), 8080, DeviceInfo::default())
+        .confirmation(Confirmation::Approve);
+    let agent = sim.add_agent_with(lan, config).unwrap();
+    sim.settle();
+    let linker = sim.add_linker(lan, ip(LINKER_IP), "alice\u{202E}moc.elpmaxe");
+    sim.settle();
+    assert!(sim.linker(linker).short_code().is_none());
+    let reply = next_reply(&mut sim, agent);
+    let AgentMessage::VerifyAndRedeem { display_name, .. } = &reply.messages[0] else {
+        panic!()
+    };
+    assert!(display_name.is_none());
+    feed(&mut sim, agent, reply);
+    assert_eq!(
+        sim.agent(agent).status(),
+        AgentStatus::Stopped(StopReason::VerifyFailed(
+            VerifyFailure::ConfirmationUnavailable
+        ))
+    );
+}
+
+/// The display name reaches the agent only inside its message: not in discovery (for anyone,
+/// the linking account included), not in the rest of the announce reply, not in status polls.
+#[test]
+fn the_display_name_is_only_in_the_delivered_message() {
+    let (mut sim, agent, linker) = home(Confirmation::Compare);
+    let id = sim.agent(agent).instance_id();
+    let wall = sim.wall();
+    let neighbour = lanlink::AccountId::new("bob").unwrap();
+    for account in [
+        neighbour,
+        lanlink::AccountId::new("alice@example.com").unwrap(),
+    ] {
+        let found = sim
+            .server
+            .handle_discover_as(wall, &account, ip(HOME), ForwardedHeaders::NONE)
+            .unwrap();
+        let text = serde_json::to_string(&found).unwrap();
+        assert!(!text.contains("alice"), "{text}");
+    }
+    let status = sim
+        .server
+        .handle_link_status(
+            wall,
+            &lanlink::AccountId::new("alice@example.com").unwrap(),
+            ip(HOME),
+            ForwardedHeaders::NONE,
+            &id,
+        )
+        .unwrap();
+    assert!(status.display_name.is_none());
+    let mut reply = next_reply(&mut sim, agent);
+    let message = serde_json::to_string(&reply.messages).unwrap();
+    assert!(message.contains("\"display_name\":\"alice@example.com\""));
+    reply.messages.clear();
+    let rest = serde_json::to_string(&reply).unwrap();
+    assert!(!rest.contains("alice"), "{rest}");
+    let _ = linker;
+}

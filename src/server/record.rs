@@ -1226,6 +1226,32 @@ mod tests {
         }
     }
 
+    /// A queued message keeps the display name and the nonce through a shared store (revision
+    /// 1.4); one written before 1.4 reads with neither; a stored name that fails the display
+    /// name's check is refused as corrupt (fail closed), never forwarded.
+    #[test]
+    fn pending_messages_keep_name_and_nonce_through_serde() {
+        let message = PendingMessage {
+            secret: LocalSecret::from_bytes([5; 32]),
+            code: LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            display_name: DisplayName::new("alice@example.com"),
+            nonce: Some(ConfirmNonce::from_bytes([3; 16])),
+        };
+        let value = serde_json::to_value(&message).unwrap();
+        let back: PendingMessage = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(back.display_name, message.display_name);
+        assert_eq!(back.nonce, message.nonce);
+        let mut old = value.clone();
+        old.as_object_mut().unwrap().remove("display_name");
+        old.as_object_mut().unwrap().remove("nonce");
+        let back: PendingMessage = serde_json::from_value(old).unwrap();
+        assert!(back.display_name.is_none() && back.nonce.is_none());
+        let mut forged = value;
+        forged["display_name"] = serde_json::json!("alice\u{202E}moc.elpmaxe");
+        assert!(serde_json::from_value::<PendingMessage>(forged).is_err());
+    }
+
     /// Every kind of code record goes to a shared store and comes back as it was (a passcode
     /// with its held code, or without); anything else is refused as corrupt.
     #[test]
