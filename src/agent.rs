@@ -28,6 +28,11 @@
 //! Requests to the local endpoint go to [`endpoint::handle`](crate::endpoint::handle) (or
 //! [`handle_secret_request`](Agent::handle_secret_request)) at any time; drain the events after.
 //!
+//! Under a [confirmation policy](AgentConfig::confirmation) (revision 1.4) the device's own UI
+//! answers [`AgentEvent::ConfirmationRequested`] with [`Agent::confirm`] at any time before its
+//! deadline; drain the transmits after (the approved redemption is due at once). The crate's
+//! driver looks again every `driver::CONFIRM_POLL` (100 ms) while it waits.
+//!
 //! The agent owns its retransmissions: a redemption is handed out again by `poll_transmit` when
 //! its timer runs out or after a retryable refusal (0.5 s doubling to 8 s), always the same
 //! request with the agent's presence key, so that a retry after a lost reply still links (see
