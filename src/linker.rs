@@ -378,6 +378,8 @@ impl Linker {
         };
         match reply {
             Ok(reply) => {
+                self.events
+                    .push_back(LinkerEvent::LinkRequested { instance_id });
                 // The name the server forwards to the agent: the same inputs give the same code.
                 let name = reply.display_name.and_then(DisplayName::new);
                 if let (Some(name), Some(nonce)) = (name, self.nonce) {
@@ -388,8 +390,6 @@ impl Linker {
                         short_code: code,
                     });
                 }
-                self.events
-                    .push_back(LinkerEvent::LinkRequested { instance_id });
                 self.state = State::Waiting {
                     instance_id,
                     next: now,

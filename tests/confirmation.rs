@@ -546,3 +546,73 @@ fn the_display_name_is_only_in_the_delivered_message() {
     assert!(!rest.contains("alice"), "{rest}");
     let _ = linker;
 }
+
+/// The linker derives a code only from a name that passes the display name's check, and only
+/// with its own nonce; the code it derives is the agent's for the same transcript.
+#[test]
+fn the_linker_derives_the_code_from_what_the_server_named() {
+    use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
+    use lanlink::wire::{DiscoverReply, DiscoveredAgent, LinkState, LinkStatusReply, SecretReply};
+    use std::time::Instant;
+    let id = lanlink::InstanceId::from_bytes([7; 16]);
+    let secret = lanlink::LocalSecret::from_bytes([9; 32]);
+    let run = |name: Option<&str>, with_nonce: bool| {
+        let now = Instant::now();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut linker = if with_nonce {
+            Linker::with_rng(LinkerConfig::default(), now, &mut rng)
+        } else {
+            Linker::new(LinkerConfig::default(), now)
+        };
+        assert!(matches!(
+            linker.poll_transmit(now),
+            Some(LinkerTransmit::Discover)
+        ));
+        let agent = DiscoveredAgent {
+            instance_id: id,
+            private_ip: ip(AGENT_IP),
+            port: 8080,
+            info: DeviceInfo::default(),
+        };
+        let reply = DiscoverReply {
+            agents: vec![agent].into(),
+            hidden: None,
+        };
+        linker.handle_discover_reply(now, Ok(reply)).unwrap();
+        assert!(matches!(
+            linker.poll_transmit(now),
+            Some(LinkerTransmit::FetchSecret { .. })
+        ));
+        let fetched = SecretReply {
+            local_secret: secret.clone(),
+        };
+        linker.handle_secret_reply(now, Ok(fetched)).unwrap();
+        let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
+            panic!()
+        };
+        assert_eq!(request.nonce, linker.nonce());
+        let accepted = LinkStatusReply {
+            instance_id: id,
+            state: LinkState::Pending,
+            display_name: name.map(str::to_owned),
+        };
+        linker.handle_link_reply(now, Ok(accepted)).unwrap();
+        (linker.short_code(), linker.nonce())
+    };
+    let (code, nonce) = run(Some("alice@example.com"), true);
+    let name = DisplayName::new("alice@example.com").unwrap();
+    let expected = short_code(&id, &secret.commitment(&id), &name, &nonce.unwrap());
+    assert_eq!(code, Some(expected));
+    assert_eq!(
+        run(Some("alice\u{202E}x"), true).0,
+        None,
+        "a hidden character"
+    );
+    assert_eq!(run(None, true).0, None, "an older server names no one");
+    let (code, nonce) = run(Some("alice@example.com"), false);
+    assert_eq!(
+        (code, nonce),
+        (None, None),
+        "a linker without a nonce has no code"
+    );
+}
