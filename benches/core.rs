@@ -169,6 +169,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
                     LinkRequest {
                         instance_id: announce.instance_id,
                         local_secret: secret,
+                        nonce: None,
                     },
                 ));
                 next += 1;

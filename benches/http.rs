@@ -132,6 +132,7 @@ async fn link_flow(world: &World, start: Instant) {
     let request = lanlink::wire::LinkRequest {
         instance_id: target.instance_id,
         local_secret: secret.local_secret,
+        nonce: None,
     };
     world.linker.link(&request).await.expect("link");
     let later = start + Duration::from_secs(2);

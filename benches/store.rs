@@ -500,6 +500,7 @@ fn round_trips(
         let request = LinkRequest {
             instance_id: id,
             local_secret: secret.clone(),
+            nonce: None,
         };
         count(2, &mut || {
             rt.block_on(service.handle_link(

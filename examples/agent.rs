@@ -7,6 +7,11 @@
 //! Prints on stdout one JSON line once its local endpoint listens, then one per state change:
 //! first its `instance_id`, last `linked` (with the token file's path) or the reason discovery
 //! stopped. A manual code can be given with `--code`, or typed on stdin. Logs go to stderr.
+//!
+//! With `--confirm approve` or `--confirm compare` (revision 1.4) a link waits for the owner:
+//! the agent prints a `confirmation_requested` line (the account's name and, under `compare`,
+//! the short code the linking page shows too) and takes `approve` or `refuse` on stdin
+//! (`--auto-approve` approves by itself, for tests and demos).
 
 use std::io::BufRead;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use ipnet::IpNet;
 use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+use lanlink::confirm::{Confirmation, Decision};
 use lanlink::driver::{lock, run_agent, DriverConfig, SharedAgent};
 use lanlink::event::AgentEvent;
 use lanlink::http::{self, client::HttpAgentClient, ServeConfig, DEFAULT_PREFIX};
@@ -72,6 +78,12 @@ struct Args {
     /// Route prefix (server and local endpoint).
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
+    /// Confirmation policy: none, approve or compare (revision 1.4).
+    #[arg(long, default_value = "none")]
+    confirm: String,
+    /// Approve a confirmation request by itself (after printing it).
+    #[arg(long)]
+    auto_approve: bool,
 }
 
 fn event_json(event: &AgentEvent) -> serde_json::Value {
@@ -86,6 +98,26 @@ fn event_json(event: &AgentEvent) -> serde_json::Value {
             json!({ "state": "secret_refused", "peer": peer, "reason": reason.code() })
         }
         AgentEvent::SecretVerified => json!({ "state": "secret_verified" }),
+        AgentEvent::ConfirmationRequested {
+            display_name,
+            short_code,
+            ..
+        } => {
+            let message = match short_code {
+                Some(code) => format!(
+                    "{display_name} wants to link this device. If the linking page shows {code}, type approve; otherwise type refuse."
+                ),
+                None => format!(
+                    "{display_name} wants to link this device. Type approve if that is you, otherwise refuse."
+                ),
+            };
+            json!({
+                "state": "confirmation_requested",
+                "display_name": display_name.as_str(),
+                "short_code": short_code.map(|c| c.to_string()),
+                "message": message,
+            })
+        }
         AgentEvent::MessageRejected { reason } => {
             json!({ "state": "message_rejected", "reason": format!("{reason:?}") })
         }
@@ -134,9 +166,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lanlink-example-agent",
         env!("CARGO_PKG_VERSION"),
     )?;
+    let policy = match args.confirm.as_str() {
+        "none" => Confirmation::None,
+        "approve" => Confirmation::Approve,
+        "compare" => Confirmation::Compare,
+        other => return Err(format!("--confirm: none, approve or compare, not {other}").into()),
+    };
     let mut config = AgentConfig::new(args.private_ip.unwrap_or(addr.ip()), addr.port(), info)
         .window(Duration::from_secs(args.window))
-        .trusted_proxies(args.trusted_proxies);
+        .trusted_proxies(args.trusted_proxies)
+        .confirmation(policy);
     if !args.local_nets.is_empty() {
         config = config.local_policy(LocalPolicy::new(args.local_nets));
     }
@@ -163,6 +202,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
 
     let enter = |agent: &SharedAgent, text: &str| match LinkCode::parse(text.trim()) {
+        _ if matches!(text.trim(), "approve" | "refuse") => {
+            let decision = match text.trim() {
+                "approve" => Decision::Approve,
+                _ => Decision::Refuse,
+            };
+            if let Err(err) = lock(agent).confirm(Instant::now(), decision) {
+                eprintln!("nothing to {}: {err}", text.trim());
+            }
+        }
         Some(code) => {
             if let Err(err) = lock(agent).enter_code(Instant::now(), code) {
                 eprintln!("cannot enter a code now: {err}");
@@ -185,10 +233,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let transport =
         HttpAgentClient::with_client(http::client::default_client()?, &args.server, &args.prefix);
+    let auto_agent = Arc::clone(&agent);
     let on_event = |event: AgentEvent| {
         // The last line, `linked`, is printed below with the token file's path.
         if !matches!(event, AgentEvent::Linked { .. }) {
             println!("{}", event_json(&event));
+        }
+        if args.auto_approve && matches!(event, AgentEvent::ConfirmationRequested { .. }) {
+            // The driver holds the agent while it hands out events: decide once it lets go.
+            let agent = Arc::clone(&auto_agent);
+            std::thread::spawn(move || {
+                let _ = lock(&agent).confirm(Instant::now(), Decision::Approve);
+            });
         }
     };
     let status = match &args.also_server {

@@ -77,7 +77,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let mut linker = Linker::with_rng(
+        LinkerConfig::default(),
+        Instant::now(),
+        &mut lanlink::os_rng(),
+    );
     let result = run_linker(
         &mut linker,
         &client,
@@ -98,6 +102,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 LinkerEvent::LinkRequested { instance_id } => {
                     json!({ "event": "link_requested", "instance_id": instance_id })
                 }
+                LinkerEvent::ShortCode {
+                    instance_id,
+                    short_code,
+                } => json!({
+                    "event": "short_code",
+                    "instance_id": instance_id,
+                    "short_code": short_code.to_string(),
+                    "message": format!("If the device asks you to confirm, check that it shows {short_code} and approve it there."),
+                }),
                 LinkerEvent::LinkState { instance_id, state } => {
                     json!({ "event": "link_state", "instance_id": instance_id, "state": state })
                 }

@@ -180,12 +180,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The linker, over HTTP.
     let client = HttpLinkerClient::new(&base, TOKEN)?;
-    let mut linker = Linker::new(
+    let mut linker = Linker::with_rng(
         LinkerConfig {
             status_interval: Duration::from_millis(200),
             ..LinkerConfig::default()
         },
         Instant::now(),
+        &mut lanlink::os_rng(),
     );
     let linked = run_linker(
         &mut linker,

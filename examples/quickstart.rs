@@ -2,6 +2,10 @@
 //! the server, an agent with its local endpoint, and the user's linker. Prints each protocol step,
 //! then two attacks that fail, then the manual-code fallback.
 //!
+//! The first agent holds the `compare` confirmation policy (revision 1.4): it does not redeem
+//! until its owner approves, and it shows a short code that the linker shows too. Here the
+//! "owner" checks that the two codes match and approves.
+//!
 //! ```text
 //! cargo run --example quickstart
 //! ```
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use lanlink::agent::{Agent, AgentConfig};
+use lanlink::confirm::{Confirmation, Decision, ShortCode};
 use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
 use lanlink::event::{AgentEvent, LinkerEvent};
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
@@ -64,6 +69,7 @@ async fn start_server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
 async fn start_agent(
     name: &str,
     page_origin: &str,
+    policy: Confirmation,
 ) -> Result<(SharedAgent, SocketAddr), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -71,7 +77,8 @@ async fn start_agent(
     let config = AgentConfig::new(addr.ip(), addr.port(), info)
         .window(Duration::from_secs(120))
         .allow_origin("https://cloud.example")
-        .allow_origin(page_origin);
+        .allow_origin(page_origin)
+        .confirmation(policy);
     let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng())?;
     let agent: SharedAgent = Arc::new(Mutex::new(agent));
     let endpoint = http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX);
@@ -96,8 +103,19 @@ fn print_agent(event: &AgentEvent) {
             format!("   refused a secret request from {peer}: {}", reason.code())
         }
         AgentEvent::SecretVerified => {
-            "7. the forwarded secret matches (constant-time compare); redeeming the code".into()
+            "7. the forwarded secret matches (constant-time compare)".into()
         }
+        AgentEvent::ConfirmationRequested {
+            display_name,
+            short_code: Some(code),
+            ..
+        } => format!(
+            "7b. screen: \"{display_name} wants to link this printer. Code {code}. Approve?\""
+        ),
+        AgentEvent::ConfirmationRequested { display_name, .. } => {
+            format!("7b. screen: \"{display_name} wants to link this printer. Approve?\"")
+        }
+        AgentEvent::RedeemStarted { manual: false } => "   redeeming the code".into(),
         AgentEvent::RedeemStarted { manual: true } => "   redeeming a manual code".into(),
         AgentEvent::Linked { instance_id } => {
             format!("8. linked: {instance_id} holds an auth token")
@@ -126,6 +144,9 @@ fn print_linker(event: &LinkerEvent) {
             format!("4. discovered on my network: {}", names.join(", "))
         }
         LinkerEvent::SecretFetched { .. } => "5. fetched the secret over the LAN".into(),
+        LinkerEvent::ShortCode { short_code, .. } => {
+            format!("6b. page: \"if your printer asks, check that it shows {short_code} and approve it there\"")
+        }
         LinkerEvent::LinkRequested { .. } => {
             "6. server checked my network and the secret against the commitment: link pending"
                 .into()
@@ -136,6 +157,29 @@ fn print_linker(event: &LinkerEvent) {
         _ => return,
     };
     println!("linker  | {text}");
+}
+
+/// The owner at the device: approves when the device shows the page's code, refuses otherwise
+/// (or when the page shows none within 5 s).
+fn owner_decides(agent: &SharedAgent, page_code: &Mutex<Option<ShortCode>>, shown: ShortCode) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = *page_code.lock().unwrap_or_else(|p| p.into_inner());
+        if page.is_some() || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let decision = if page == Some(shown) {
+        println!("owner   | the printer shows {shown}, the page shows the same: approve");
+        Decision::Approve
+    } else {
+        println!("owner   | the printer shows {shown}, the page does not: refuse");
+        Decision::Refuse
+    };
+    if let Err(err) = lock(agent).confirm(Instant::now(), decision) {
+        println!("owner   | too late: {err}");
+    }
 }
 
 #[tokio::main]
@@ -152,14 +196,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("server  | listening on {server} (in-memory store)");
 
     // The agent: local endpoint, then the driver (announce, receive, verify, redeem).
-    let (agent, endpoint) = start_agent("printer-1", &base).await?;
-    println!("agent   | local endpoint on {endpoint}");
+    let (agent, endpoint) = start_agent("printer-1", &base, Confirmation::Compare).await?;
+    println!("agent   | local endpoint on {endpoint} (confirmation policy: compare)");
+    // The page's short code, for the "owner" below to compare with the device's.
+    let page_code: Arc<Mutex<Option<ShortCode>>> = Arc::default();
     let agent_task = {
         let agent = Arc::clone(&agent);
         let transport = HttpAgentClient::new(&base)?;
+        let page_code = Arc::clone(&page_code);
         tokio::spawn(async move {
             run_agent(&agent, &transport, &DriverConfig::default(), |e| {
-                print_agent(&e)
+                print_agent(&e);
+                if let AgentEvent::ConfirmationRequested {
+                    short_code: Some(shown),
+                    ..
+                } = e
+                {
+                    // The owner looks at both screens. The driver holds the agent while it
+                    // hands out events, so the decision comes from another thread.
+                    let (agent, page_code) = (Arc::clone(&agent), Arc::clone(&page_code));
+                    std::thread::spawn(move || owner_decides(&agent, &page_code, shown));
+                }
             })
             .await
         })
@@ -169,14 +226,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The linker: discover, fetch, link, wait.
     let client = HttpLinkerClient::new(&base, TOKEN)?;
-    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let mut linker = Linker::with_rng(
+        LinkerConfig::default(),
+        Instant::now(),
+        &mut lanlink::os_rng(),
+    );
     let linked = run_linker(
         &mut linker,
         &client,
         &client,
         &DriverConfig::default(),
         |agents| agents.first().map(|a| a.instance_id),
-        |e| print_linker(&e),
+        |e| {
+            if let LinkerEvent::ShortCode { short_code, .. } = &e {
+                *page_code.lock().unwrap_or_else(|p| p.into_inner()) = Some(*short_code);
+            }
+            print_linker(&e)
+        },
     )
     .await;
     let status = agent_task.await?;
@@ -184,7 +250,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     linked?;
 
     // Attacks that fail.
-    let (second, second_at) = start_agent("printer-2", &base).await?;
+    let (second, second_at) = start_agent("printer-2", &base, Confirmation::None).await?;
     let second_id = lock(&second).instance_id();
     let plain = http::client::default_client()?;
     let url = format!("http://{second_at}{DEFAULT_PREFIX}/secret?instance_id={second_id}");
@@ -226,6 +292,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .link(&LinkRequest {
             instance_id: second_id,
             local_secret: LocalSecret::generate(&mut lanlink::os_rng()),
+            nonce: None,
         })
         .await;
     match guess {
@@ -252,14 +319,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    let (third, _) = start_agent("printer-3", &base).await?;
+    let (third, _) = start_agent("printer-3", &base, Confirmation::Compare).await?;
     println!("browser | open {base}/link in a browser, paste the token {TOKEN}, find the device, click Link");
     println!("browser | (or use \"Get a code\" and type the code here, then Enter)");
+    println!("browser | the device asks for confirmation: type approve (if the page shows its code) or refuse");
     {
         let third = Arc::clone(&third);
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                let decision = match line.trim() {
+                    "approve" => Some(Decision::Approve),
+                    "refuse" => Some(Decision::Refuse),
+                    _ => None,
+                };
+                if let Some(decision) = decision {
+                    if let Err(err) = lock(&third).confirm(Instant::now(), decision) {
+                        println!("agent 3 | nothing to decide: {err}");
+                    }
+                    continue;
+                }
                 match lanlink::LinkCode::parse(line.trim()) {
                     Some(code) => {
                         if let Err(err) = lock(&third).enter_code(Instant::now(), code) {

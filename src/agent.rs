@@ -28,6 +28,11 @@
 //! Requests to the local endpoint go to [`endpoint::handle`](crate::endpoint::handle) (or
 //! [`handle_secret_request`](Agent::handle_secret_request)) at any time; drain the events after.
 //!
+//! Under a [confirmation policy](AgentConfig::confirmation) (revision 1.4) the device's own UI
+//! answers [`AgentEvent::ConfirmationRequested`] with [`Agent::confirm`] at any time before its
+//! deadline; drain the transmits after (the approved redemption is due at once). The crate's
+//! driver looks again every `driver::CONFIRM_POLL` (100 ms) while it waits.
+//!
 //! The agent owns its retransmissions: a redemption is handed out again by `poll_transmit` when
 //! its timer runs out or after a retryable refusal (0.5 s doubling to 8 s), always the same
 //! request with the agent's presence key, so that a retry after a lost reply still links (see
@@ -60,6 +65,7 @@ use rand::{CryptoRng, RngCore};
 
 use crate::addr::{is_announceable_private_ip, ClientAddrResolver, ForwardedHeaders, LocalPolicy};
 use crate::code::LinkCode;
+use crate::confirm::{short_code, ConfirmNonce, Confirmation, Decision, DisplayName, ShortCode};
 use crate::error::{AgentError, ConfigError, Refusal, SecretRefusal, VerifyFailure};
 use crate::event::{AgentEvent, StopReason};
 use crate::id::InstanceId;
@@ -109,6 +115,10 @@ pub const MAX_POLL_AFTER: Duration = Duration::from_secs(30);
 /// ([`StopReason::ServerUnreachable`]): 60 seconds, well inside an auto code's life.
 pub const DEFAULT_REDEEM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long, by default, a link waits for the owner's decision under a confirmation policy
+/// before discovery ends ([`StopReason::ConfirmationExpired`]): 60 seconds.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The first pause before a redemption is sent again (after a retryable refusal, a lost reply or
 /// no answer at all); it doubles with each attempt up to [`REDEEM_RETRY_CAP`].
 pub const REDEEM_RETRY_BASE: Duration = Duration::from_millis(500);
@@ -129,6 +139,8 @@ pub struct AgentConfig {
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     redeem_timeout: Duration,
+    confirmation: Confirmation,
+    confirm_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -147,7 +159,71 @@ impl AgentConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             redeem_timeout: DEFAULT_REDEEM_TIMEOUT,
+            confirmation: Confirmation::None,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
         }
+    }
+
+    /// Sets the confirmation policy (revision 1.4; default [`Confirmation::None`], the flow
+    /// before it). Under [`Confirmation::Approve`] or [`Confirmation::Compare`] a verified
+    /// `verify_and_redeem` message is not redeemed at once: the agent emits
+    /// [`AgentEvent::ConfirmationRequested`] and waits for [`Agent::confirm`]. It needs a 1.4
+    /// server (which sends the display name) and, for `Compare`, a 1.4 linker (which sends the
+    /// nonce); a message without them is refused
+    /// ([`VerifyFailure::ConfirmationUnavailable`]) and discovery ends.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+    /// use lanlink::confirm::{ConfirmNonce, Confirmation, Decision};
+    /// use lanlink::event::AgentEvent;
+    /// use lanlink::wire::{AgentMessage, AnnounceReply};
+    /// use lanlink::{LinkCode, LocalSecret};
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default())
+    ///     .confirmation(Confirmation::Approve);
+    /// let now = Instant::now();
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// # use lanlink::agent::SecretRequest;
+    /// # let id = agent.instance_id().to_string();
+    /// # let request = SecretRequest { peer: "192.168.1.20".parse().unwrap(),
+    /// #     forwarded: lanlink::ForwardedHeaders::NONE, host: Some("192.168.1.50"), origin: None,
+    /// #     instance_id: &id };
+    /// let secret = agent.handle_secret_request(now, &request).unwrap().local_secret;
+    /// let message = AgentMessage::VerifyAndRedeem {
+    ///     instance_id: agent.instance_id(),
+    ///     local_secret: secret,
+    ///     code: LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap(),
+    ///     display_name: Some("alice@example.com".into()),
+    ///     nonce: Some(ConfirmNonce::from_bytes([1; 16])),
+    /// };
+    /// let reply = AnnounceReply { messages: vec![message], poll_after_ms: 2000, visibility: Default::default() };
+    /// agent.handle_announce_reply(now, reply);
+    /// assert!(matches!(agent.status(), AgentStatus::Confirming { .. }));
+    /// assert!(agent.poll_transmit(now).is_none()); // nothing is redeemed yet
+    /// let asked = std::iter::from_fn(|| agent.poll_event())
+    ///     .any(|e| matches!(e, AgentEvent::ConfirmationRequested { display_name, .. }
+    ///         if display_name.as_str() == "alice@example.com"));
+    /// assert!(asked);
+    /// agent.confirm(now, Decision::Approve).unwrap();
+    /// assert_eq!(agent.status(), AgentStatus::Redeeming);
+    /// ```
+    pub fn confirmation(mut self, policy: Confirmation) -> Self {
+        self.confirmation = policy;
+        self
+    }
+
+    /// Sets how long a link waits for the owner's decision (more than zero, at most
+    /// [`MAX_DISCOVERY_WINDOW`]; default [`DEFAULT_CONFIRM_TIMEOUT`]). The deadline never
+    /// reaches past the discovery window. Keep it, plus the redeem timeout, inside the server's
+    /// auto-code life (2 minutes by default).
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
+    }
+
+    /// The confirmation policy.
+    pub fn confirmation_policy(&self) -> Confirmation {
+        self.confirmation
     }
 
     /// Sets how long the agent retries a redemption before it stops (more than zero, at most
@@ -245,6 +321,9 @@ impl AgentConfig {
         if self.redeem_timeout.is_zero() || self.redeem_timeout > MAX_DISCOVERY_WINDOW {
             return Err(ConfigError::RedeemTimeout);
         }
+        if self.confirm_timeout.is_zero() || self.confirm_timeout > MAX_DISCOVERY_WINDOW {
+            return Err(ConfigError::ConfirmTimeout);
+        }
         if !is_announceable_private_ip(self.private_ip) {
             return Err(ConfigError::AgentAddress);
         }
@@ -315,6 +394,11 @@ pub enum AgentStatus {
         /// When the window closes.
         deadline: Instant,
     },
+    /// A verified link waits for the owner's decision ([`Agent::confirm`]) until `deadline`.
+    Confirming {
+        /// When the request lapses.
+        deadline: Instant,
+    },
     /// A code is being redeemed.
     Redeeming,
     /// Linked; the token is available from [`Agent::auth_token`].
@@ -329,6 +413,7 @@ enum State {
         deadline: Instant,
         next_announce: Instant,
     },
+    Confirming(Box<Confirming>),
     Redeeming(Box<Redeeming>),
     Linked {
         token: AuthToken,
@@ -336,6 +421,24 @@ enum State {
     Stopped {
         reason: StopReason,
     },
+}
+
+/// A verified link waiting for the owner (the secret is already dropped: it is single-use).
+struct Confirming {
+    code: LinkCode,
+    pending: PendingConfirmation,
+}
+
+/// A link waiting for the owner's decision, as the device shows it
+/// ([`Agent::pending_confirmation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingConfirmation {
+    /// The linking account, as the server named it.
+    pub display_name: DisplayName,
+    /// The code to compare with the page's (under [`Confirmation::Compare`] only).
+    pub short_code: Option<ShortCode>,
+    /// When the request lapses and discovery ends.
+    pub deadline: Instant,
 }
 
 /// A redemption in flight: the agent owns its retransmissions.
@@ -430,6 +533,9 @@ impl Agent {
             State::Discovering { deadline, .. } => AgentStatus::Discovering {
                 deadline: *deadline,
             },
+            State::Confirming(confirming) => AgentStatus::Confirming {
+                deadline: confirming.pending.deadline,
+            },
             State::Redeeming(_) => AgentStatus::Redeeming,
             State::Linked { .. } => AgentStatus::Linked,
             State::Stopped { reason } => AgentStatus::Stopped(reason.clone()),
@@ -439,6 +545,14 @@ impl Agent {
     /// Whether discovery is on (the window may still have run out; see [`Agent::handle_timeout`]).
     pub fn is_discovering(&self) -> bool {
         matches!(self.state, State::Discovering { .. })
+    }
+
+    /// The link waiting for the owner's decision, if any.
+    pub fn pending_confirmation(&self) -> Option<&PendingConfirmation> {
+        match &self.state {
+            State::Confirming(confirming) => Some(&confirming.pending),
+            _ => None,
+        }
     }
 
     /// The auth token, once linked.
@@ -456,12 +570,17 @@ impl Agent {
 
     // ---- inputs ----
 
-    /// Advances time: closes the window when it has run out, and stops a redemption that had no
-    /// answer by its deadline ([`AgentConfig::redeem_timeout`]). A spurious call is a no-op.
+    /// Advances time: closes the window when it has run out, ends a confirmation no one
+    /// answered by its deadline ([`AgentConfig::confirm_timeout`]), and stops a redemption that
+    /// had no answer by its deadline ([`AgentConfig::redeem_timeout`]). A spurious call is a
+    /// no-op.
     pub fn handle_timeout(&mut self, now: Instant) {
         match &self.state {
             State::Discovering { deadline, .. } if now >= *deadline => {
                 self.stop(StopReason::WindowExpired);
+            }
+            State::Confirming(confirming) if now >= confirming.pending.deadline => {
+                self.stop(StopReason::ConfirmationExpired);
             }
             State::Redeeming(redeeming) if now >= redeeming.give_up => {
                 self.stop(StopReason::ServerUnreachable);
@@ -668,7 +787,16 @@ impl Agent {
                     instance_id,
                     local_secret,
                     code,
-                } => self.verify(now, instance_id, &local_secret, code),
+                    display_name,
+                    nonce,
+                } => self.verify(
+                    now,
+                    instance_id,
+                    &local_secret,
+                    code,
+                    display_name.as_deref(),
+                    nonce,
+                ),
                 AgentMessage::Unknown => {}
             }
         }
@@ -705,18 +833,53 @@ impl Agent {
         instance_id: InstanceId,
         presented: &LocalSecret,
         code: LinkCode,
+        display_name: Option<&str>,
+        nonce: Option<ConfirmNonce>,
     ) {
         self.handle_timeout(now);
+        let policy = self.config.confirmation;
         let outcome = match &self.state {
-            State::Discovering { secret, .. } => {
+            State::Discovering {
+                secret, deadline, ..
+            } => {
                 // Compare the secret even when the id is wrong, so both take the same time.
                 let secret_ok = secret.ct_eq(presented);
+                // Checked on receipt whatever the policy (fail closed on a bad one).
+                let name = display_name.map(DisplayName::new);
                 if instance_id != self.instance_id {
                     Err(VerifyFailure::WrongInstance)
                 } else if !secret_ok {
                     Err(VerifyFailure::WrongSecret)
+                } else if matches!(name, Some(None)) {
+                    Err(VerifyFailure::BadDisplayName)
+                } else if !policy.requires_decision() {
+                    Ok(None)
                 } else {
-                    Ok(())
+                    match (name.flatten(), nonce) {
+                        (Some(name), nonce) => {
+                            let short = match (policy.shows_short_code(), nonce) {
+                                (false, _) => Ok(None),
+                                (true, Some(nonce)) => Ok(Some(short_code(
+                                    &self.instance_id,
+                                    &secret.commitment(&self.instance_id),
+                                    &name,
+                                    &nonce,
+                                ))),
+                                (true, None) => Err(VerifyFailure::ConfirmationUnavailable),
+                            };
+                            short.map(|short_code| {
+                                let asked = now
+                                    .checked_add(self.config.confirm_timeout)
+                                    .unwrap_or(*deadline);
+                                Some(PendingConfirmation {
+                                    display_name: name,
+                                    short_code,
+                                    deadline: asked.min(*deadline),
+                                })
+                            })
+                        }
+                        (None, _) => Err(VerifyFailure::ConfirmationUnavailable),
+                    }
                 }
             }
             State::Stopped {
@@ -725,9 +888,19 @@ impl Agent {
             _ => Err(VerifyFailure::NotDiscovering),
         };
         match outcome {
-            Ok(()) => {
+            Ok(None) => {
                 self.events.push_back(AgentEvent::SecretVerified);
                 self.begin_redeem(now, code, false);
+            }
+            Ok(Some(pending)) => {
+                self.events.push_back(AgentEvent::SecretVerified);
+                self.events.push_back(AgentEvent::ConfirmationRequested {
+                    display_name: pending.display_name.clone(),
+                    short_code: pending.short_code,
+                    deadline: pending.deadline,
+                });
+                // Replacing the state drops (and so zeroizes) the secret: it is single-use.
+                self.state = State::Confirming(Box::new(Confirming { code, pending }));
             }
             Err(reason) => {
                 self.events.push_back(AgentEvent::MessageRejected {
@@ -740,6 +913,44 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The owner's decision on the link waiting at the device
+    /// ([`AgentEvent::ConfirmationRequested`]): [`Decision::Approve`] redeems its code;
+    /// [`Decision::Refuse`] ends discovery ([`StopReason::ConfirmationRefused`]). Past the
+    /// request's deadline the request has lapsed, and with no request waiting the answer is
+    /// [`AgentError::NoConfirmationPending`] (nothing changes).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # use lanlink::confirm::Decision;
+    /// # use lanlink::AgentError;
+    /// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
+    /// assert_eq!(agent.confirm(Instant::now(), Decision::Approve), Err(AgentError::NoConfirmationPending));
+    /// ```
+    pub fn confirm(&mut self, now: Instant, decision: Decision) -> Result<(), AgentError> {
+        self.handle_timeout(now);
+        if !matches!(self.state, State::Confirming(_)) {
+            return Err(AgentError::NoConfirmationPending);
+        }
+        match decision {
+            Decision::Approve => {
+                let State::Confirming(confirming) = std::mem::replace(
+                    &mut self.state,
+                    State::Stopped {
+                        reason: StopReason::Cancelled,
+                    },
+                ) else {
+                    // Cannot happen: checked above.
+                    return Err(AgentError::NoConfirmationPending);
+                };
+                self.begin_redeem(now, confirming.code, false);
+            }
+            Decision::Refuse => self.stop(StopReason::ConfirmationRefused),
+        }
+        Ok(())
     }
 
     fn begin_redeem(&mut self, now: Instant, code: LinkCode, manual: bool) {
@@ -778,7 +989,9 @@ impl Agent {
         match self.state {
             State::Linked { .. } => Err(AgentError::AlreadyLinked),
             State::Redeeming { .. } => Err(AgentError::RedeemInProgress),
-            State::Discovering { .. } | State::Stopped { .. } => {
+            // A code typed at the device replaces a link waiting for confirmation: typing it
+            // is the owner's own act.
+            State::Discovering { .. } | State::Confirming(_) | State::Stopped { .. } => {
                 self.begin_redeem(now, code, true);
                 Ok(())
             }
@@ -835,8 +1048,8 @@ impl Agent {
         match self.state {
             State::Linked { .. } => Err(AgentError::AlreadyLinked),
             State::Redeeming { .. } => Err(AgentError::RedeemInProgress),
-            State::Discovering { .. } | State::Stopped { .. } => {
-                if self.is_discovering() {
+            State::Discovering { .. } | State::Confirming(_) | State::Stopped { .. } => {
+                if self.is_discovering() || matches!(self.state, State::Confirming(_)) {
                     self.stop(StopReason::Cancelled);
                 }
                 self.start(now, rng);
@@ -845,9 +1058,9 @@ impl Agent {
         }
     }
 
-    /// Turns discovery off now (zeroizing the secret).
+    /// Turns discovery off now (zeroizing the secret), or drops a link waiting for confirmation.
     pub fn cancel(&mut self) {
-        if self.is_discovering() {
+        if self.is_discovering() || matches!(self.state, State::Confirming(_)) {
             self.stop(StopReason::Cancelled);
         }
     }
@@ -912,6 +1125,7 @@ impl Agent {
                 next_announce,
                 ..
             } => Some((*deadline).min(*next_announce)),
+            State::Confirming(confirming) => Some(confirming.pending.deadline),
             State::Redeeming(redeeming) => Some(redeeming.next_send.min(redeeming.give_up)),
             _ => None,
         }

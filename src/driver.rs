@@ -100,6 +100,10 @@ impl Backoff {
     }
 }
 
+/// How often [`run_agent`] looks at an agent waiting for its owner's confirmation (revision
+/// 1.4): the redemption starts within this long of [`Agent::confirm`](crate::agent::Agent::confirm).
+pub const CONFIRM_POLL: Duration = Duration::from_millis(100);
+
 /// Runs `agent` over `transport` until it is linked or stopped, passing every event to
 /// `on_event`. Returns the final status. The agent's local endpoint may share the agent meanwhile.
 pub async fn run_agent<T: AgentServerTransport + ?Sized>(
@@ -166,6 +170,12 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                     on_event(event);
                 }
                 return guard.status();
+            }
+            (AgentStatus::Confirming { .. }, Some(wake)) => {
+                // The owner's decision comes from another task (Agent::confirm) with no wake-up
+                // of its own: look again soon rather than sleep to the deadline.
+                let soon = Instant::now() + CONFIRM_POLL;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(wake.min(soon))).await;
             }
             (_, Some(wake)) => {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;

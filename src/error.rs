@@ -16,6 +16,9 @@ pub enum ConfigError {
     /// The agent's redeem timeout is zero or longer than the longest window.
     #[error("the redeem timeout must be more than zero and at most 10 minutes")]
     RedeemTimeout,
+    /// The agent's confirmation timeout is zero or longer than the longest window.
+    #[error("the confirmation timeout must be more than zero and at most 10 minutes")]
+    ConfirmTimeout,
     /// `presence_ttl` is less than 2.5 × `announce_interval`.
     #[error("presence_ttl must be at least 2.5 times announce_interval")]
     PresenceTtlTooShort,
@@ -144,6 +147,14 @@ pub enum VerifyFailure {
     /// The forwarded secret is not this agent's.
     #[error("the forwarded secret does not match")]
     WrongSecret,
+    /// The message's display name is too long or holds a hidden character (revision 1.4).
+    #[error("the message's display name is malformed")]
+    BadDisplayName,
+    /// The agent's [confirmation policy](crate::confirm::Confirmation) needs what the message
+    /// lacks: a display name (any policy) or the linker's nonce (`Compare`). Sent by a server or
+    /// linker older than revision 1.4.
+    #[error("the message lacks what the confirmation policy needs")]
+    ConfirmationUnavailable,
 }
 
 /// Why the server refused a request. Refusals change no state other than the guessing budgets
@@ -370,6 +381,9 @@ pub enum AgentError {
     /// No redemption is in flight, so there is no reply to take.
     #[error("no code redemption is in progress")]
     NoRedeemInProgress,
+    /// No link is waiting for the owner's confirmation.
+    #[error("no link is waiting for confirmation")]
+    NoConfirmationPending,
 }
 
 /// A linker call made in a state where it means nothing.

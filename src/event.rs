@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::addr::PublicNetwork;
+use crate::confirm::{DisplayName, ShortCode};
 use crate::error::{Refusal, SecretRefusal, VerifyFailure};
 use crate::id::{AccountId, InstanceId};
 
@@ -27,6 +28,11 @@ pub enum StopReason {
     ServerUnreachable,
     /// The embedder stopped discovery.
     Cancelled,
+    /// The owner refused a link at the device ([`Decision::Refuse`](crate::confirm::Decision)).
+    ConfirmationRefused,
+    /// No decision came before the confirmation deadline
+    /// ([`AgentConfig::confirm_timeout`](crate::agent::AgentConfig::confirm_timeout)).
+    ConfirmationExpired,
 }
 
 /// What the agent decided.
@@ -60,8 +66,22 @@ pub enum AgentEvent {
         /// How the server shows the agent.
         visibility: crate::wire::Visibility,
     },
-    /// A forwarded secret matched; the agent now redeems its code.
+    /// A forwarded secret matched; the agent now redeems its code, or, under a
+    /// [confirmation policy](crate::confirm::Confirmation), asks its owner first
+    /// ([`AgentEvent::ConfirmationRequested`]).
     SecretVerified,
+    /// A verified link waits for the owner's decision at the device
+    /// ([`Agent::confirm`](crate::agent::Agent::confirm)) until `deadline`: show "`display_name`
+    /// wants to link this device" and, under `Compare`, the short code the linking page shows
+    /// too (revision 1.4).
+    ConfirmationRequested {
+        /// The linking account, as the server named it.
+        display_name: DisplayName,
+        /// The code to compare with the page's (`Compare` only).
+        short_code: Option<ShortCode>,
+        /// When the request lapses and discovery ends.
+        deadline: Instant,
+    },
     /// A forwarded message was rejected.
     MessageRejected {
         /// Why.
@@ -279,6 +299,16 @@ pub enum LinkerEvent {
     SecretFetched {
         /// The agent.
         instance_id: InstanceId,
+    },
+    /// The short code of this link (revision 1.4), derived once the server accepted it and
+    /// named the account: show "if the device asks, check it shows `short_code`, and approve it
+    /// there". Only a device with the `Compare` policy shows a code; one that shows another
+    /// code is being linked by someone else (refuse it there).
+    ShortCode {
+        /// The agent.
+        instance_id: InstanceId,
+        /// The code.
+        short_code: ShortCode,
     },
     /// The server accepted the link request.
     LinkRequested {

@@ -18,6 +18,7 @@ use rand::SeedableRng;
 use crate::addr::{ClientAddrError, ClientAddrResolver, ForwardedHeaders};
 use crate::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit, SecretRequest};
 use crate::code::LinkCode;
+use crate::confirm::{ConfirmNonce, Confirmation, Decision, DisplayName};
 use crate::error::Refusal;
 use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
@@ -219,7 +220,13 @@ pub enum AgentOp {
         real_secret: bool,
         /// The code.
         code: String,
+        /// The display name it carries (revision 1.4).
+        display_name: Option<String>,
+        /// Whether it carries a nonce (revision 1.4).
+        with_nonce: bool,
     },
+    /// The owner's decision at the device: approve (`true`) or refuse (revision 1.4).
+    Confirm(bool),
     /// The user types a code.
     EnterCode(String),
     /// The server's answer to a redemption.
@@ -256,7 +263,9 @@ fn refusal_from(index: u8) -> Refusal {
 }
 
 /// Drives one agent with arbitrary inputs; checks every served secret against a reference
-/// predicate for protocol step 5, and that a stopped or linked agent never serves.
+/// predicate for protocol step 5, that a stopped or linked agent never serves, and, under a
+/// confirmation policy (the first byte picks none, approve or compare), that no redemption is
+/// sent without an approval or a typed code.
 pub fn agent_ops(data: &[u8]) {
     const NAME: &str = "printer.local";
     const ORIGIN: &str = "https://cloud.example";
@@ -270,11 +279,20 @@ pub fn agent_ops(data: &[u8]) {
     )
     .allow_host(NAME)
     .allow_origin(ORIGIN);
+    let policy = match data.first().map(|b| b % 3) {
+        Some(1) => Confirmation::Approve,
+        Some(2) => Confirmation::Compare,
+        _ => Confirmation::None,
+    };
+    let config = config.confirmation(policy);
     let Ok(mut agent) = Agent::new(config, now, &mut rng) else {
         unreachable!("valid configuration")
     };
     let mut secret = SecretReplyCheck::default();
     let mut redeem_sent = false;
+    // Whether a redemption may be sent: after a verified message under no policy, an approval,
+    // or a typed code.
+    let mut may_redeem = false;
     for op in ops::<AgentOp>(data) {
         let before = agent.status();
         match op {
@@ -364,6 +382,7 @@ pub fn agent_ops(data: &[u8]) {
                         }
                         AgentTransmit::Redeem(r) => {
                             assert_eq!(r.instance_id, agent.instance_id());
+                            assert!(may_redeem, "a redemption without approval or a typed code");
                             redeem_sent = true;
                             break;
                         }
@@ -374,6 +393,8 @@ pub fn agent_ops(data: &[u8]) {
                 own_id,
                 real_secret,
                 code,
+                display_name,
+                with_nonce,
             } => {
                 let Some(code) = LinkCode::parse(&code) else {
                     continue;
@@ -395,33 +416,79 @@ pub fn agent_ops(data: &[u8]) {
                             instance_id,
                             local_secret,
                             code,
+                            display_name: display_name.clone(),
+                            nonce: with_nonce.then(|| ConfirmNonce::from_bytes([0x42; 16])),
                         }],
                         poll_after_ms: 2000,
                         visibility: Default::default(),
                     },
                 );
                 if let AgentStatus::Discovering { deadline } = before {
-                    let expected_ok = own_id && matches && now < deadline;
+                    let name = display_name.as_deref().map(DisplayName::new);
+                    let verified = own_id && matches && now < deadline && name != Some(None);
+                    let complete =
+                        name.flatten().is_some() && (with_nonce || !policy.shows_short_code());
                     match agent.status() {
-                        AgentStatus::Redeeming => assert!(
-                            expected_ok,
-                            "redeeming without the right secret and id in the window"
-                        ),
-                        AgentStatus::Stopped(_) => {
-                            assert!(!expected_ok, "a good message stopped discovery")
+                        AgentStatus::Redeeming => {
+                            assert!(
+                                verified && !policy.requires_decision(),
+                                "redeeming without the right secret and id in the window, or under a policy"
+                            );
+                            may_redeem = true;
                         }
+                        AgentStatus::Confirming { deadline: asked } => {
+                            assert!(verified && complete && policy.requires_decision());
+                            assert!(asked <= deadline, "the confirmation outlives the window");
+                            let pending = agent.pending_confirmation().map(|p| p.short_code);
+                            assert_eq!(
+                                pending.map(|c| c.is_some()),
+                                Some(policy.shows_short_code())
+                            );
+                        }
+                        AgentStatus::Stopped(_) => assert!(
+                            !(verified && (complete || !policy.requires_decision())),
+                            "a good message stopped discovery"
+                        ),
                         other => panic!("after a message the agent is {other:?}"),
                     }
                 } else {
                     // Only time may change a non-discovering agent: a message handled after the
-                    // redeem deadline lets the agent's timer stop the redemption first.
+                    // redeem or confirmation deadline lets the agent's timer stop it first.
                     let after = agent.status();
-                    let timed_out = before == AgentStatus::Redeeming
+                    let timed_out = (before == AgentStatus::Redeeming
                         && after
-                            == AgentStatus::Stopped(crate::event::StopReason::ServerUnreachable);
+                            == AgentStatus::Stopped(crate::event::StopReason::ServerUnreachable))
+                        || (matches!(before, AgentStatus::Confirming { .. })
+                            && after
+                                == AgentStatus::Stopped(
+                                    crate::event::StopReason::ConfirmationExpired,
+                                ));
                     assert!(
                         after == before || timed_out,
                         "a message changed a non-discovering agent: {before:?} -> {after:?}"
+                    );
+                }
+            }
+            AgentOp::Confirm(approve) => {
+                let decision = if approve {
+                    Decision::Approve
+                } else {
+                    Decision::Refuse
+                };
+                let live = matches!(before, AgentStatus::Confirming { deadline } if now < deadline);
+                let ok = agent.confirm(now, decision).is_ok();
+                assert_eq!(
+                    ok, live,
+                    "a decision taken without a live request, or refused"
+                );
+                if ok && approve {
+                    assert_eq!(agent.status(), AgentStatus::Redeeming);
+                    may_redeem = true;
+                    redeem_sent = false;
+                } else if ok {
+                    assert_eq!(
+                        agent.status(),
+                        AgentStatus::Stopped(crate::event::StopReason::ConfirmationRefused)
                     );
                 }
             }
@@ -430,6 +497,7 @@ pub fn agent_ops(data: &[u8]) {
                     if agent.enter_code(now, code).is_ok() {
                         // A new redemption: nothing of it is sent yet.
                         redeem_sent = false;
+                        may_redeem = true;
                     }
                 }
             }
@@ -462,6 +530,7 @@ pub fn agent_ops(data: &[u8]) {
                 if agent.restart_discovery(now, &mut rng).is_ok() {
                     secret = SecretReplyCheck::default();
                     redeem_sent = false;
+                    may_redeem = false;
                 }
             }
         }
@@ -665,6 +734,7 @@ pub fn server_ops(data: &[u8]) {
                                 instance_id,
                                 local_secret,
                                 code,
+                                ..
                             } = message
                             {
                                 assert_eq!(instance_id, id, "a message for another instance");
@@ -728,6 +798,7 @@ pub fn server_ops(data: &[u8]) {
                 let request = LinkRequest {
                     instance_id: id,
                     local_secret: presented,
+                    nonce: None,
                 };
                 match server.handle_link(
                     now,
@@ -963,6 +1034,7 @@ pub fn linker_ops(data: &[u8]) {
                     Ok(LinkStatusReply {
                         instance_id: id,
                         state: LinkState::Pending,
+                        display_name: None,
                     })
                 } else {
                     Err(Refusal::WrongSecret)
@@ -981,6 +1053,7 @@ pub fn linker_ops(data: &[u8]) {
                     Ok(LinkStatusReply {
                         instance_id: id,
                         state,
+                        display_name: None,
                     })
                 } else {
                     Err(Refusal::LockedOut)
@@ -1144,6 +1217,7 @@ pub fn protocol_sim(data: &[u8]) {
                 let request = LinkRequest {
                     instance_id: victim_id,
                     local_secret: LocalSecret::from_bytes(guess),
+                    nonce: None,
                 };
                 let result = sim.server.handle_link(
                     wall,
@@ -2039,6 +2113,36 @@ mod tests {
             adapter_decode(&data);
             #[cfg(feature = "obico")]
             obico_ops(&data);
+        }
+    }
+
+    /// `agent_ops` holds under each confirmation policy (its first byte picks it) on the
+    /// committed corpus (whose inputs reach verified messages, so confirmations and decisions)
+    /// and on random inputs.
+    #[test]
+    fn agent_ops_holds_under_every_policy() {
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/agent_ops");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(corpus).into_iter().flatten().flatten() {
+            let Ok(data) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            for policy in 0..3u8 {
+                let mut data = data.clone();
+                if let Some(first) = data.first_mut() {
+                    *first = policy;
+                }
+                agent_ops(&data);
+            }
+            seen += 1;
+        }
+        assert!(seen > 0, "the corpus at {corpus}");
+        let mut rng = StdRng::seed_from_u64(5);
+        for i in 0..30_000usize {
+            let mut data = vec![0u8; 1 + i % 300];
+            rand::RngCore::fill_bytes(&mut rng, &mut data);
+            data[0] = (i % 3) as u8;
+            agent_ops(&data);
         }
     }
 

@@ -86,6 +86,7 @@
 pub mod addr;
 pub mod agent;
 pub mod code;
+pub mod confirm;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 #[cfg(feature = "tokio")]

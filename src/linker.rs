@@ -19,10 +19,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::{CryptoRng, RngCore};
+
 use crate::addr::is_announceable_private_ip;
+use crate::confirm::{short_code, ConfirmNonce, DisplayName, ShortCode};
 use crate::error::{LinkerError, Refusal, SecretRefusal};
 use crate::event::LinkerEvent;
 use crate::id::InstanceId;
+use crate::secret::Commitment;
 use crate::wire::{
     DiscoverReply, DiscoveredAgent, HiddenReason, LinkRequest, LinkState, LinkStatusReply,
     SecretReply,
@@ -125,6 +129,7 @@ enum State {
     Linking {
         request: Option<LinkRequest>,
         instance_id: InstanceId,
+        commitment: Commitment,
     },
     Waiting {
         instance_id: InstanceId,
@@ -144,10 +149,14 @@ pub struct Linker {
     deadline: Instant,
     state: State,
     events: VecDeque<LinkerEvent>,
+    nonce: Option<ConfirmNonce>,
+    short_code: Option<ShortCode>,
 }
 
 impl Linker {
-    /// Starts a linking attempt at `now`: the first transmit is a discovery.
+    /// Starts a linking attempt at `now`: the first transmit is a discovery. The link request
+    /// carries no nonce (as before revision 1.4), so no short code can be derived and an agent
+    /// with the `Compare` policy refuses the link; prefer [`Linker::with_rng`].
     pub fn new(config: LinkerConfig, now: Instant) -> Self {
         let deadline = now.checked_add(config.give_up_after).unwrap_or(now);
         Self {
@@ -158,7 +167,41 @@ impl Linker {
                 in_flight: false,
             },
             events: VecDeque::new(),
+            nonce: None,
+            short_code: None,
         }
+    }
+
+    /// [`Linker::new`], with a fresh [`ConfirmNonce`] from `rng` for the link request (revision
+    /// 1.4; requests are strict, so upgrade servers before linkers), from which the linker
+    /// derives the link's [short code](Linker::short_code).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::linker::{Linker, LinkerConfig};
+    /// let linker = Linker::with_rng(LinkerConfig::default(), Instant::now(), &mut lanlink::os_rng());
+    /// assert!(linker.nonce().is_some());
+    /// assert!(linker.short_code().is_none()); // until the server accepts the link
+    /// ```
+    pub fn with_rng<R: CryptoRng + RngCore + ?Sized>(
+        config: LinkerConfig,
+        now: Instant,
+        rng: &mut R,
+    ) -> Self {
+        let mut linker = Self::new(config, now);
+        linker.nonce = Some(ConfirmNonce::generate(rng));
+        linker
+    }
+
+    /// The nonce this linker sends with its link request, if any.
+    pub fn nonce(&self) -> Option<ConfirmNonce> {
+        self.nonce
+    }
+
+    /// The link's short code, once the server accepted the link request and named the account
+    /// (revision 1.4): the code a device with the `Compare` policy shows for this link.
+    pub fn short_code(&self) -> Option<ShortCode> {
+        self.short_code
     }
 
     /// Whether the linker has finished (linked or failed).
@@ -302,12 +345,15 @@ impl Linker {
             Ok(reply) => {
                 self.events
                     .push_back(LinkerEvent::SecretFetched { instance_id });
+                let commitment = reply.local_secret.commitment(&instance_id);
                 self.state = State::Linking {
                     request: Some(LinkRequest {
                         instance_id,
                         local_secret: reply.local_secret,
+                        nonce: self.nonce,
                     }),
                     instance_id,
+                    commitment,
                 };
             }
             Err(failure) => self.fail(LinkerFailure::Fetch(failure)),
@@ -325,14 +371,25 @@ impl Linker {
         let State::Linking {
             request: None,
             instance_id,
+            commitment,
         } = self.state
         else {
             return Err(self.unexpected());
         };
         match reply {
-            Ok(_) => {
+            Ok(reply) => {
                 self.events
                     .push_back(LinkerEvent::LinkRequested { instance_id });
+                // The name the server forwards to the agent: the same inputs give the same code.
+                let name = reply.display_name.and_then(DisplayName::new);
+                if let (Some(name), Some(nonce)) = (name, self.nonce) {
+                    let code = short_code(&instance_id, &commitment, &name, &nonce);
+                    self.short_code = Some(code);
+                    self.events.push_back(LinkerEvent::ShortCode {
+                        instance_id,
+                        short_code: code,
+                    });
+                }
                 self.state = State::Waiting {
                     instance_id,
                     next: now,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
 use crate::code::LinkCode;
+use crate::confirm::ConfirmNonce;
 use crate::id::InstanceId;
 use crate::secret::{AuthToken, Commitment, LocalSecret, PresenceKey};
 
@@ -478,6 +479,16 @@ pub enum AgentMessage {
         /// The single-use code to redeem.
         #[serde(with = "code_text")]
         code: LinkCode,
+        /// The linking account's display name (revision 1.4; optional, absent from older
+        /// servers), at most [`MAX_DISPLAY_NAME_LEN`](crate::confirm::MAX_DISPLAY_NAME_LEN)
+        /// bytes and free of [`is_hidden`] characters: checked by the server when it builds the
+        /// message and again by the agent on receipt. The only place an agent ever learns it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+        /// The nonce the linker sent with its link request (revision 1.4; optional), for the
+        /// [short code](crate::confirm::short_code).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<ConfirmNonce>,
     },
     /// A message type this version does not know; agents ignore it.
     #[serde(other)]
@@ -578,6 +589,11 @@ pub struct LinkRequest {
     /// The secret fetched from it.
     #[serde(with = "secret_hex")]
     pub local_secret: LocalSecret,
+    /// A fresh nonce the linker drew for this request (revision 1.4; optional), forwarded to the
+    /// agent for the [short code](crate::confirm::short_code). Requests are strict, so a 1.3
+    /// server refuses it (`400 malformed`): upgrade servers before linkers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<ConfirmNonce>,
 }
 
 /// The progress of a link as the requesting account sees it.
@@ -602,6 +618,11 @@ pub struct LinkStatusReply {
     pub instance_id: InstanceId,
     /// Its state.
     pub state: LinkState,
+    /// The display name the server forwards to the agent with this link (revision 1.4;
+    /// optional): only in the reply to `POST /link`, so that the linker can derive the same
+    /// [short code](crate::confirm::short_code) as the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// Server → user: a manual code to type into the agent (step 9).

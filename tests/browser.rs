@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+use lanlink::confirm::{Confirmation, Decision};
 use lanlink::driver::{lock, run_agent, DriverConfig, SharedAgent};
 use lanlink::event::AgentEvent;
 use lanlink::http::client::HttpAgentClient;
@@ -42,13 +43,16 @@ const TOKEN: &str = "alice-browser-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// What the devices in the test are called, and which case each serves.
-const DEVICES: [(&str, &str); 6] = [
+const DEVICES: [(&str, &str); 7] = [
     ("auto", "printer-auto"),
     ("popup", "printer-popup"),
     ("manual", "printer-manual"),
     ("lnadenied", "printer-lna-denied"),
     ("lnagranted", "printer-lna-granted"),
     ("blocked", "printer-popup-blocked"),
+    // Under the `compare` confirmation policy (revision 1.4): the page and the device show the
+    // same short code, and the device links only once its owner approves (the control endpoint).
+    ("confirm", "printer-confirm"),
 ];
 
 struct Device {
@@ -109,9 +113,16 @@ fn spawn(listener: TcpListener, router: Router) {
 async fn start_device(hostname: &str, page_origin: &str, server: &str) -> Device {
     let (listener, addr) = bind().await;
     let info = DeviceInfo::new(hostname, "Voron 2.4", "lanlink-browser-test", "0.1.0").unwrap();
+    let policy = if hostname == "printer-confirm" {
+        Confirmation::Compare
+    } else {
+        Confirmation::None
+    };
     let config = AgentConfig::new(addr.ip(), addr.port(), info)
         .window(Duration::from_secs(300))
-        .allow_origin(page_origin);
+        .allow_origin(page_origin)
+        .confirmation(policy)
+        .confirm_timeout(Duration::from_secs(120));
     let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
     let agent: SharedAgent = Arc::new(Mutex::new(agent));
     spawn(
@@ -132,6 +143,15 @@ async fn start_device(hostname: &str, page_origin: &str, server: &str) -> Device
                     }
                     AgentEvent::RedeemStarted { manual } => format!("redeeming:manual={manual}"),
                     AgentEvent::Linked { .. } => "linked".to_owned(),
+                    // What the device's screen prints.
+                    AgentEvent::ConfirmationRequested {
+                        display_name,
+                        short_code,
+                        ..
+                    } => format!(
+                        "confirm:{display_name}:{}",
+                        short_code.map(|c| c.to_string()).unwrap_or_default()
+                    ),
                     other => format!("{other:?}"),
                 };
                 events.lock().unwrap().push(text);
@@ -149,6 +169,7 @@ async fn start_device(hostname: &str, page_origin: &str, server: &str) -> Device
 fn status_word(agent: &SharedAgent) -> &'static str {
     match lock(agent).status() {
         AgentStatus::Discovering { .. } => "discovering",
+        AgentStatus::Confirming { .. } => "confirming",
         AgentStatus::Redeeming => "redeeming",
         AgentStatus::Linked => "linked",
         _ => "stopped",
@@ -180,9 +201,32 @@ fn control_router(devices: Devices) -> Router {
             Err(_) => StatusCode::CONFLICT,
         }
     }
+    /// The device's screen: the short code it shows while it waits for its owner.
+    async fn shown(
+        State(devices): State<Devices>,
+        UrlPath(name): UrlPath<String>,
+    ) -> Result<String, StatusCode> {
+        let agent = devices.get(&name).ok_or(StatusCode::NOT_FOUND)?;
+        let guard = lock(agent);
+        let pending = guard.pending_confirmation().ok_or(StatusCode::CONFLICT)?;
+        let code = pending.short_code.ok_or(StatusCode::CONFLICT)?;
+        Ok(code.to_string())
+    }
+    /// The device's approve button.
+    async fn approve(State(devices): State<Devices>, UrlPath(name): UrlPath<String>) -> StatusCode {
+        let Some(agent) = devices.get(&name) else {
+            return StatusCode::NOT_FOUND;
+        };
+        match lock(agent).confirm(Instant::now(), Decision::Approve) {
+            Ok(()) => StatusCode::NO_CONTENT,
+            Err(_) => StatusCode::CONFLICT,
+        }
+    }
     Router::new()
         .route("/status", get(status))
         .route("/code/{name}", post(code))
+        .route("/shown/{name}", get(shown))
+        .route("/approve/{name}", post(approve))
         .with_state(devices)
 }
 
@@ -330,6 +374,29 @@ async fn linking_page_in_headless_chromium() {
         assert_eq!(status_word(&device.agent), "linked", "{name}");
     }
     let events = |name: &str| devices[name].events.lock().unwrap().clone();
+    // The page showed the code the device printed, and the device linked only after approval.
+    let page_code = report["confirm"]["page"]
+        .as_str()
+        .expect("the page's short code");
+    assert!(
+        events("confirm").contains(&format!("confirm:alice:{page_code}")),
+        "the device printed the page's code {page_code}: {:?}",
+        events("confirm")
+    );
+    assert_eq!(report["confirm"]["device"], page_code, "{report}");
+    assert_eq!(
+        report["confirm"]["beforeApproval"], "confirming",
+        "{report}"
+    );
+    let printed = events("confirm")
+        .iter()
+        .position(|e| e.starts_with("confirm:"))
+        .unwrap();
+    let redeemed = events("confirm")
+        .iter()
+        .position(|e| e.starts_with("redeeming"))
+        .unwrap();
+    assert!(printed < redeemed, "{:?}", events("confirm"));
     assert!(
         events("manual").contains(&"redeeming:manual=true".to_owned()),
         "{:?}",
@@ -393,7 +460,7 @@ fn lanlink_js_unit_tests_under_node() {
         "unit.mjs failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("# pass 5"), "{stdout}");
+    assert!(stdout.contains("# pass 7"), "{stdout}");
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
 

@@ -98,6 +98,7 @@ fn one_link_per_instance_across_its_networks() {
         let request = || LinkRequest {
             instance_id: id,
             local_secret: secret.clone(),
+            nonce: None,
         };
         link(&mut server, now, first, request()).expect("the first link");
         assert_eq!(
@@ -170,11 +171,13 @@ fn a_wrong_secret_claims_nothing() {
     let wrong = LinkRequest {
         instance_id: id,
         local_secret: lanlink::LocalSecret::from_bytes([9; 32]),
+        nonce: None,
     };
     assert_eq!(link(&mut server, now, V6, wrong), Err(Refusal::WrongSecret));
     let right = LinkRequest {
         instance_id: id,
         local_secret: secret,
+        nonce: None,
     };
     link(&mut server, now, V4, right).expect("the owner's link is not blocked");
 }

@@ -52,6 +52,7 @@ fn every_server_event_serializes_without_secrets() {
         let guess = LinkRequest {
             instance_id: id,
             local_secret: LocalSecret::from_bytes([n; 32]),
+            nonce: None,
         };
         forbidden.push(guess.local_secret.to_hex().to_string());
         let _ = server.handle_link(now, &mut rng, &alice, elsewhere, none, guess);
@@ -59,6 +60,7 @@ fn every_server_event_serializes_without_secrets() {
     let right = LinkRequest {
         instance_id: id,
         local_secret: secret.clone(),
+        nonce: None,
     };
     server
         .handle_link(now, &mut rng, &alice, home, none, right)

@@ -315,6 +315,7 @@ fn link_body(instance_id: InstanceId, secret: &LocalSecret) -> Vec<u8> {
     wire::encode(&LinkRequest {
         instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     })
     .to_vec()
 }
@@ -666,7 +667,7 @@ async fn attack_linker_on_another_public_network_over_http() {
         .await;
     assert_eq!(
         assert_ok(&reply, 202),
-        json!({ "instance_id": h.id(), "state": "pending" })
+        json!({ "instance_id": h.id(), "state": "pending", "display_name": "alice" })
     );
 }
 

@@ -1042,6 +1042,7 @@ impl World {
             LinkRequest {
                 instance_id: id,
                 local_secret: secret,
+                nonce: None,
             },
         );
         if self.checks.no_link_without_secret && matches!(choice, SecretChoice::Random(_)) {
@@ -1170,6 +1171,7 @@ impl World {
             LinkRequest {
                 instance_id: fake.id,
                 local_secret: fake.secret.clone(),
+                nonce: None,
             },
         );
         if linked.is_ok() {

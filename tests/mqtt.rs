@@ -759,6 +759,7 @@ async fn forged_and_replayed_tickets_are_refused() {
         .link(&LinkRequest {
             instance_id: a,
             local_secret: a_secret,
+            nonce: None,
         })
         .await
         .unwrap();

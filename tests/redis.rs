@@ -203,6 +203,7 @@ async fn one_visible_and_lockout_across_instances() {
     let right = LinkRequest {
         instance_id: x.instance_id,
         local_secret: x_secret.clone(),
+        nonce: None,
     };
     let err = linkers[1].link(&right).await.unwrap_err();
     assert_eq!(code_of(&err), Some((409, "too_many_agents")));
@@ -212,6 +213,7 @@ async fn one_visible_and_lockout_across_instances() {
         let guess = LinkRequest {
             instance_id: InstanceId::from_bytes([n + 100; 16]),
             local_secret: LocalSecret::from_bytes([n; 32]),
+            nonce: None,
         };
         let err = linkers[usize::from(n % 2)].link(&guess).await.unwrap_err();
         assert_eq!(code_of(&err), Some((404, "agent_not_found")));
@@ -264,6 +266,7 @@ async fn concurrent_failures_over_two_processes() {
                 let guess = LinkRequest {
                     instance_id: x_id(),
                     local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
+                    nonce: None,
                 };
                 linkers[(n % 2) as usize].link(&guess).await
             })
@@ -323,6 +326,7 @@ async fn concurrent_failures_are_counted_exactly() {
                 let guess = LinkRequest {
                     instance_id: x_id(),
                     local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
+                    nonce: None,
                 };
                 services[(n % 2) as usize]
                     .handle_link(
@@ -453,6 +457,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
                 let guess = LinkRequest {
                     instance_id: x_id(),
                     local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
+                    nonce: None,
                 };
                 services[(n % 2) as usize]
                     .handle_link(
@@ -484,6 +489,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
         let right = LinkRequest {
             instance_id: x.instance_id,
             local_secret: secret.clone(),
+            nonce: None,
         };
         let refused = service
             .handle_link(
@@ -530,6 +536,7 @@ async fn redis_killed_and_restarted_mid_flow() {
     let request = LinkRequest {
         instance_id: x.instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     };
     let pending = linker.link(&request).await.expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
@@ -555,6 +562,7 @@ async fn redis_killed_and_restarted_mid_flow() {
         instance_id,
         local_secret,
         code,
+        ..
     }] = reply.messages.as_slice()
     else {
         panic!("one message expected, got {}", reply.messages.len());
@@ -631,6 +639,7 @@ async fn nothing_in_redis_in_clear() {
     let request = LinkRequest {
         instance_id: x.instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     };
     service
         .handle_link(wall_now(), &mut rng, &alice, peer, none, request)
@@ -750,6 +759,7 @@ async fn undelivered_message_expires_in_redis() {
     let request = LinkRequest {
         instance_id: x.instance_id,
         local_secret: secret,
+        nonce: None,
     };
     service
         .handle_link(
@@ -1023,6 +1033,7 @@ async fn a_link_burst_over_two_processes_checks_at_most_the_threshold() {
             let guess = LinkRequest {
                 instance_id: x_id(),
                 local_secret,
+                nonce: None,
             };
             linkers[n % 2].link(&guess).await.map(|_| ())
         }
@@ -1071,6 +1082,7 @@ async fn a_dual_stack_agent_links_once_when_both_networks_race() {
                 let request = LinkRequest {
                     instance_id: id,
                     local_secret: secret,
+                    nonce: None,
                 };
                 service
                     .handle_link(

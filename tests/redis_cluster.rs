@@ -141,6 +141,7 @@ async fn the_link_flow_through_two_instances_on_a_cluster() {
     let request = LinkRequest {
         instance_id: x.instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     };
     let pending = linker.link(&request).await.expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
@@ -215,6 +216,7 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
             let guess = LinkRequest {
                 instance_id: x.instance_id,
                 local_secret,
+                nonce: None,
             };
             tokio::spawn(async move { linkers[n % 2].link(&guess).await.map(|_| ()) })
         })
@@ -244,6 +246,7 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
             .link(&LinkRequest {
                 instance_id: x.instance_id,
                 local_secret: secret,
+                nonce: None,
             })
             .await
             .unwrap_err();
@@ -275,6 +278,7 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
     let request = LinkRequest {
         instance_id: x.instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     };
     let pending = linker.link(&request).await.expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
@@ -349,6 +353,7 @@ async fn acknowledged_charges_survive_a_failover_with_wait() {
     let wrong = |n: u8| LinkRequest {
         instance_id: x.instance_id,
         local_secret: LocalSecret::from_bytes([n; 32]),
+        nonce: None,
     };
     for n in 0..3 {
         let err = linker.link(&wrong(n + 10)).await.unwrap_err();

@@ -232,6 +232,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
     let request = LinkRequest {
         instance_id: x.instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     };
     let pending = retried(|| async {
         service
@@ -356,6 +357,7 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
             let guess = LinkRequest {
                 instance_id: x.instance_id,
                 local_secret: LocalSecret::from_bytes([9; 32]),
+                nonce: None,
             };
             let refused = retried(|| async {
                 let none = ForwardedHeaders::NONE;

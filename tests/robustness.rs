@@ -47,6 +47,7 @@ fn server_survives_the_ends_of_time() {
                 LinkRequest {
                     instance_id: id,
                     local_secret: LocalSecret::from_bytes([9; 32]),
+                    nonce: None,
                 },
             );
         }

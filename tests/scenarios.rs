@@ -125,6 +125,7 @@ fn link(
             LinkRequest {
                 instance_id,
                 local_secret: secret,
+                nonce: None,
             },
         )
         .map(|reply| reply.state)
@@ -446,6 +447,8 @@ fn step7_the_agent_verifies_the_forwarded_secret_and_any_failure_ends_discovery(
             instance_id,
             local_secret,
             code: LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            display_name: None,
+            nonce: None,
         };
         sim.agents[agent].agent.handle_announce_reply(
             now,

@@ -285,6 +285,7 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
                 LinkRequest {
                     instance_id: victim_id,
                     local_secret: LocalSecret::from_bytes([1; 32]),
+                    nonce: None,
                 },
             );
             assert_eq!(link.unwrap_err(), Refusal::SharedNetwork, "{trip}");
@@ -378,6 +379,7 @@ fn a_network_locked_out_by_failures_is_judged_shared() {
                 LinkRequest {
                     instance_id: id,
                     local_secret: LocalSecret::from_bytes([n; 32]),
+                    nonce: None,
                 },
             );
             refusals.push(link.unwrap_err());

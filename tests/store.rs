@@ -157,6 +157,7 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
     let request = || LinkRequest {
         instance_id: announce.instance_id,
         local_secret: secret.clone(),
+        nonce: None,
     };
     let peer = PEER.parse().expect("ip");
     // A link makes 5 store calls before it succeeds: charge the guess at the address and at its
@@ -225,6 +226,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
         let request = LinkRequest {
             instance_id: announce.instance_id,
             local_secret: secret.clone(),
+            nonce: None,
         };
         service
             .handle_link(
@@ -291,6 +293,7 @@ async fn an_uncountable_guess_is_refused_unchecked() {
     let guess = || LinkRequest {
         instance_id: announce.instance_id,
         local_secret: LocalSecret::from_bytes([9; 32]),
+        nonce: None,
     };
     // Call 0 charges the address, call 1 its /24.
     for step in 0..2 {
@@ -355,6 +358,7 @@ async fn a_failed_refund_keeps_the_link_and_the_charge() {
             LinkRequest {
                 instance_id: announce.instance_id,
                 local_secret: secret,
+                nonce: None,
             },
         )
         .await

@@ -36,6 +36,16 @@ function showStatus(text, linked = false) {
   status.classList.toggle("linked", linked);
 }
 
+/**
+ * Shows the link's short code (protocol revision 1.4) for the user to compare with the device's.
+ * @param {string} code
+ */
+function showShortCode(code) {
+  $("short-code").textContent = code;
+  $("short-code-box").hidden = false;
+  document.body.dataset.shortCode = code;
+}
+
 /** @param {string | null} text */
 function showError(text) {
   const error = $("error");
@@ -106,6 +116,7 @@ function renderDevices(hidden = null) {
  */
 async function startLink(device, path) {
   if (!linker || busy) return;
+  $("short-code-box").hidden = true;
   setBusy(true);
   showError(null);
   $("retry-popup").hidden = true;
@@ -113,7 +124,10 @@ async function startLink(device, path) {
   try {
     const result = await linker.link(device, {
       path: path || forcedPath,
-      onProgress: (progress) => showStatus(progress.message),
+      onProgress: (progress) => {
+        showStatus(progress.message);
+        if (progress.shortCode) showShortCode(progress.shortCode);
+      },
     });
     const fellBack = result.attempts.length > 1
       ? " Your browser did not let this page reach the device directly, so the device's window was used."

@@ -65,9 +65,11 @@ export interface Attempt {
 
 /** A step of {@link Linker.link}, with words for the user. */
 export interface Progress {
-  readonly step: "secret" | "popup" | "linking" | "pending" | "delivered" | "linked";
+  readonly step: "secret" | "popup" | "linking" | "confirm" | "pending" | "delivered" | "linked";
   readonly message: string;
   readonly path?: SecretPath;
+  /** The link's short code (revision 1.4), "123 456", once the server accepted the link. */
+  readonly shortCode?: string;
 }
 
 /** Options of {@link Linker}. */
@@ -114,6 +116,8 @@ export interface LinkResult {
   readonly attempts: readonly Attempt[];
   /** Messages the popup listener ignored (wrong origin, window or instance, or malformed). */
   readonly ignoredMessages: number;
+  /** The link's short code (revision 1.4), when the server named the account. */
+  readonly shortCode?: string;
 }
 
 /** An error with a stable snake_case code; its message is in words a user understands. */
@@ -127,6 +131,17 @@ export class LanlinkError extends Error {
 
 /** Words a user understands for an error code. */
 export function describe(code: string): string;
+
+/** A fresh confirmation nonce (revision 1.4): 32 lowercase hex characters. */
+export function newNonce(): string;
+
+/** The short code of a link (revision 1.4), "123 456", as a device with the `compare` policy shows it. */
+export function shortCode(link: {
+  instanceId: string;
+  secret: string;
+  displayName: string;
+  nonce: string;
+}): Promise<string>;
 /** Plain words for a discovery's `hidden.reason` (revision 1.2), or null when nothing is hidden. */
 export function hiddenWords(reason: string | null): string | null;
 

@@ -230,6 +230,64 @@ export function acceptPopupMessage(event, expected) {
   return null;
 }
 
+/** @param {string} hex @returns {Uint8Array} */
+function hexBytes(hex) {
+  if (!/^(?:[0-9a-fA-F]{2})*$/.test(hex)) throw new LanlinkError("bad_reply");
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** @param {Uint8Array} bytes @returns {string} */
+function bytesHex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** @param {...Uint8Array} parts @returns {Promise<Uint8Array>} */
+async function sha256(...parts) {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  return new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", all));
+}
+
+/**
+ * A fresh confirmation nonce (protocol revision 1.4): 16 bytes from the browser's CSPRNG, as 32
+ * lowercase hex characters.
+ *
+ * @returns {string}
+ */
+export function newNonce() {
+  return bytesHex(globalThis.crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/**
+ * The short code of a link (protocol revision 1.4), as a device with the `compare` policy shows
+ * it: the first 8 bytes of SHA-256("lanlink/v1/confirm\0" ‖ instance ‖ commitment ‖
+ * len(name) ‖ name ‖ nonce) as a big-endian integer, mod 10^6, written "123 456". The
+ * commitment is SHA-256("lanlink/v1/local-secret-commitment\0" ‖ instance ‖ secret).
+ *
+ * @param {{instanceId: string, secret: string, displayName: string, nonce: string}} link
+ * @returns {Promise<string>}
+ */
+export async function shortCode({ instanceId, secret, displayName, nonce }) {
+  const text = new TextEncoder();
+  const instance = hexBytes(instanceId.replace(/-/g, ""));
+  const nonceBytes = hexBytes(nonce);
+  if (instance.length !== 16 || nonceBytes.length !== 16) throw new LanlinkError("bad_reply");
+  const commitment = await sha256(text.encode("lanlink/v1/local-secret-commitment\0"), instance, hexBytes(secret));
+  const name = text.encode(displayName);
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, name.length, false);
+  const digest = await sha256(text.encode("lanlink/v1/confirm\0"), instance, commitment, len, name, nonceBytes);
+  const value = new DataView(digest.buffer).getBigUint64(0, false) % 1000000n;
+  const digits = value.toString().padStart(6, "0");
+  return `${digits.slice(0, 3)} ${digits.slice(3)}`;
+}
+
 /**
  * Waits `ms` milliseconds, or rejects with `aborted`.
  * @param {number} ms
@@ -512,7 +570,7 @@ export class Linker {
    */
   async link(agent, options = {}) {
     const { signal } = options;
-    const progress = (/** @type {Progress["step"]} */ step, extra = {}) => {
+    const progress = (/** @type {Progress["step"]} */ step, /** @type {{path?: SecretPath, shortCode?: string, message?: string}} */ extra = {}) => {
       if (options.onProgress) {
         try {
           options.onProgress(Object.freeze({ step, message: STEP_WORDS[step], ...extra }));
@@ -565,14 +623,38 @@ export class Linker {
       throw new LanlinkError(code, { attempts });
     }
     progress("linking", { path });
+    // A fresh nonce per request (revision 1.4): the device with the `compare` policy derives the
+    // same short code from it.
+    const nonce = newNonce();
+    /** @type {string | undefined} */
+    let code;
     try {
-      await this._api("POST", "/link", { instance_id: agent.instance_id, local_secret: secret }, signal);
+      const accepted = await this._api(
+        "POST",
+        "/link",
+        { instance_id: agent.instance_id, local_secret: secret, nonce },
+        signal,
+      );
+      const name = accepted && typeof accepted.display_name === "string" ? accepted.display_name : null;
+      if (name !== null) {
+        code = await shortCode({ instanceId: agent.instance_id, secret, displayName: name, nonce });
+      }
     } catch (err) {
       throw err instanceof LanlinkError ? new LanlinkError(err.code, { status: err.status, attempts }) : err;
     } finally {
       secret = null;
     }
-    progress("pending", { path });
+    /** The words for `step`, with the short code when there is one. */
+    const withCode = (/** @type {Progress["step"]} */ step) =>
+      code === undefined
+        ? { path }
+        : {
+            path,
+            shortCode: code,
+            message: `${STEP_WORDS[step]} If your device asks you to confirm, check that it shows ${code} and approve it there; if it shows another code, refuse it.`,
+          };
+    if (code !== undefined) progress("confirm", withCode("confirm"));
+    progress("pending", withCode("pending"));
     const deadline = Date.now() + this._linkTimeoutMs;
     let seen = "pending";
     for (;;) {
@@ -581,7 +663,7 @@ export class Linker {
       if (state === "unknown") throw new LanlinkError("link_expired", { attempts });
       if (state !== seen) {
         seen = state;
-        progress(state === "delivered" ? "delivered" : "pending", { path });
+        progress(state === "delivered" ? "delivered" : "pending", withCode(state === "delivered" ? "delivered" : "pending"));
       }
       if (Date.now() > deadline) throw new LanlinkError("link_timeout", { attempts });
       await sleep(this._pollIntervalMs, signal);
@@ -594,6 +676,7 @@ export class Linker {
       support,
       attempts: Object.freeze(attempts),
       ignoredMessages,
+      shortCode: code,
     });
   }
 }
@@ -604,6 +687,7 @@ const STEP_WORDS = Object.freeze({
   popup: "Opening a small window from the device to get its one-time key…",
   linking: "Sending the key to your account…",
   pending: "Waiting for the device to check in…",
+  confirm: "Your account asked to link the device.",
   delivered: "The device got the request and is confirming…",
   linked: "Linked.",
 });

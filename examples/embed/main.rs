@@ -178,7 +178,11 @@ async fn main() -> Result<(), Error> {
         DEFAULT_PREFIX,
         Credential::Cookie(cookie.clone().into()),
     );
-    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let mut linker = Linker::with_rng(
+        LinkerConfig::default(),
+        Instant::now(),
+        &mut lanlink::os_rng(),
+    );
     let linked = run_linker(
         &mut linker,
         &linker_client,

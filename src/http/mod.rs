@@ -54,6 +54,7 @@ use self::serve::RequestDeadline;
 #[cfg(feature = "http-server")]
 pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
 #[cfg(feature = "http-server")]
+use crate::confirm::DisplayName;
 use crate::error::Refusal;
 #[cfg(feature = "http-server")]
 use crate::id::AccountId;
@@ -127,6 +128,16 @@ pub struct Peer(pub SocketAddr);
 pub trait Authenticator: Send + Sync {
     /// The account making the request, or why not.
     async fn authenticate(&self, parts: &Parts) -> Result<AccountId, Rejection>;
+
+    /// The display name forwarded to the agent with a link request of `account` (revision
+    /// 1.4: what a device with a confirmation policy shows, "… wants to link this device").
+    /// Default: the account id itself ([`DisplayName::of_account`]). Return something the
+    /// device's owner recognises (an e-mail address), never a secret; `None` sends no name, and
+    /// an agent with a policy then refuses the link.
+    async fn display_name(&self, parts: &Parts, account: &AccountId) -> Option<DisplayName> {
+        let _ = parts;
+        DisplayName::of_account(account)
+    }
 }
 
 #[cfg(feature = "http-server")]

@@ -376,21 +376,31 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
         async {
             let (parts, body) = request.into_parts();
             let account = account(&app, &parts).await?;
+            let name = app.auth.display_name(&parts, &account).await;
             let caller = Caller::from_parts(&parts)?;
             let request: LinkRequest = decode_body(body).await?;
             let lines = caller.lines();
             let (peer, headers) = (caller.peer, headers(&lines));
             Ok(match &app.backend {
                 Backend::Local(server) => call(server, StatusCode::ACCEPTED, |server, now| {
-                    server.handle_link(now, &mut crate::os_rng(), &account, peer, headers, request)
+                    server.handle_link_as(
+                        now,
+                        &mut crate::os_rng(),
+                        &account,
+                        name,
+                        peer,
+                        headers,
+                        request,
+                    )
                 }),
                 Backend::Shared(service) => reply(
                     StatusCode::ACCEPTED,
                     service
-                        .handle_link(
+                        .handle_link_as(
                             wall_now(),
                             &mut crate::os_rng(),
                             &account,
+                            name,
                             peer,
                             headers,
                             request,

@@ -49,6 +49,7 @@ pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
+use crate::confirm::DisplayName;
 use crate::error::{ConfigError, Refusal};
 use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
@@ -616,12 +617,15 @@ impl Server {
     /// let alice = AccountId::new("alice").unwrap();
     /// let mut rng = lanlink::os_rng();
     /// // A wrong secret is refused (and counted toward a lockout); the right one is accepted.
-    /// let wrong = LinkRequest { instance_id: id, local_secret: LocalSecret::from_bytes([3; 32]) };
+    /// let wrong = LinkRequest { instance_id: id, local_secret: LocalSecret::from_bytes([3; 32]), nonce: None };
     /// let refused = server.handle_link(now, &mut rng, &alice, home, ForwardedHeaders::NONE, wrong);
     /// assert_eq!(refused.unwrap_err(), Refusal::WrongSecret);
-    /// let right = LinkRequest { instance_id: id, local_secret: secret };
+    /// let right = LinkRequest { instance_id: id, local_secret: secret, nonce: None };
     /// assert!(server.handle_link(now, &mut rng, &alice, home, ForwardedHeaders::NONE, right).is_ok());
     /// ```
+    ///
+    /// The agent is told the account's display name (revision 1.4): here the account id itself
+    /// ([`DisplayName::of_account`]); [`Server::handle_link_as`] takes the embedder's.
     pub fn handle_link<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -631,8 +635,66 @@ impl Server {
         headers: ForwardedHeaders<'_>,
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
-        run!(self, |ops| ops
-            .handle_link(now, rng, account, peer, headers, request))
+        let name = DisplayName::of_account(account);
+        self.handle_link_as(now, rng, account, name, peer, headers, request)
+    }
+
+    /// [`Server::handle_link`] with the account's display name from the embedder (revision 1.4):
+    /// forwarded to the agent inside its `verify_and_redeem` message (and nowhere else an agent
+    /// can read), and echoed in the reply so that the linker derives the same
+    /// [short code](crate::confirm::short_code). `None` sends no name: an agent with a
+    /// [confirmation policy](crate::confirm::Confirmation) then refuses the link (fail closed).
+    ///
+    /// ```
+    /// # use chrono::DateTime;
+    /// # use lanlink::confirm::DisplayName;
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::secret::PresenceKey;
+    /// # use lanlink::wire::{AgentMessage, Announce, LinkRequest, WIRE_VERSION};
+    /// # use lanlink::{AccountId, ForwardedHeaders, LocalSecret};
+    /// # let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// # let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let home = "203.0.113.7".parse().unwrap();
+    /// # let (key, secret) = (PresenceKey::from_bytes([1; 32]), LocalSecret::from_bytes([2; 32]));
+    /// # let id = key.instance_id();
+    /// # let announce = Announce {
+    /// #     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
+    /// #     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
+    /// # };
+    /// # server.handle_announce(now, home, ForwardedHeaders::NONE, &announce).unwrap();
+    /// let alice = AccountId::new("u-1234").unwrap();
+    /// let name = DisplayName::new("Alice Example");
+    /// let link = LinkRequest { instance_id: id, local_secret: secret, nonce: None };
+    /// let reply = server
+    ///     .handle_link_as(now, &mut lanlink::os_rng(), &alice, name, home, ForwardedHeaders::NONE, link)
+    ///     .unwrap();
+    /// assert_eq!(reply.display_name.as_deref(), Some("Alice Example"));
+    /// let reply = server.handle_announce(now, home, ForwardedHeaders::NONE, &announce).unwrap();
+    /// let [AgentMessage::VerifyAndRedeem { display_name, .. }] = reply.messages.as_slice() else {
+    ///     panic!()
+    /// };
+    /// assert_eq!(display_name.as_deref(), Some("Alice Example"));
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_link_as<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        display_name: Option<DisplayName>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: LinkRequest,
+    ) -> Result<LinkStatusReply, Refusal> {
+        run!(self, |ops| ops.handle_link(
+            now,
+            rng,
+            account,
+            display_name,
+            peer,
+            headers,
+            request
+        ))
     }
 
     /// The state of `account`'s link to an agent, as seen from the caller's network.

@@ -410,6 +410,7 @@ impl<S: Records> Ops<'_, S> {
         let request = LinkRequest {
             instance_id: device_id,
             local_secret: secret,
+            nonce: None,
         };
         self.accept_checked_link(
             now,
@@ -418,6 +419,8 @@ impl<S: Records> Ops<'_, S> {
             network,
             guess,
             request,
+            // Obico agents are told nothing of the account.
+            None,
             |record, now, config| record.obico_check_link(now, config, &device_id),
         )
         .await

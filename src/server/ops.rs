@@ -39,6 +39,7 @@ use super::store::{MemoryStore, Records, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
+use crate::confirm::DisplayName;
 use crate::error::Refusal;
 use crate::event::{RequestKind, ServerEvent};
 use crate::id::{AccountId, InstanceId};
@@ -422,11 +423,13 @@ impl<S: Records> Ops<'_, S> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn handle_link<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
         account: &AccountId,
+        display_name: Option<DisplayName>,
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
         request: LinkRequest,
@@ -445,12 +448,14 @@ impl<S: Records> Ops<'_, S> {
             network,
             guess,
             request,
+            display_name.clone(),
             |record, now, config| record.check_link(now, config, &instance_id, &secret),
         )
         .await?;
         Ok(LinkStatusReply {
             instance_id,
             state: LinkState::Pending,
+            display_name: display_name.map(String::from),
         })
     }
 
@@ -470,6 +475,7 @@ impl<S: Records> Ops<'_, S> {
         network: PublicNetwork,
         guess: Guess,
         request: LinkRequest,
+        display_name: Option<DisplayName>,
         check: impl Fn(&NetworkRecord, DateTime<Utc>, &ServerConfig) -> Result<(), Refusal> + Sync,
     ) -> Result<(), Refusal> {
         let config = self.config;
@@ -558,6 +564,7 @@ impl<S: Records> Ops<'_, S> {
                         config,
                         request.clone(),
                         account.clone(),
+                        display_name.clone(),
                         code.clone(),
                         expires_at,
                     );
@@ -689,6 +696,7 @@ impl<S: Records> Ops<'_, S> {
         Ok(LinkStatusReply {
             instance_id: *instance_id,
             state,
+            display_name: None,
         })
     }
 

@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 
 use crate::addr::PublicNetwork;
 use crate::code::LinkCode;
+use crate::confirm::{ConfirmNonce, DisplayName};
 use crate::error::Refusal;
 use crate::id::{AccountId, InstanceId};
 use crate::secret::{Commitment, LocalSecret};
@@ -118,6 +119,14 @@ pub struct PendingMessage {
     pub code: LinkCode,
     /// When the message is dropped undelivered.
     pub expires_at: DateTime<Utc>,
+    /// The linking account's display name, forwarded to the agent (revision 1.4; absent when
+    /// the account has none that passes [`DisplayName::new`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<DisplayName>,
+    /// The linker's nonce, forwarded to the agent (revision 1.4; absent when the linker sent
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<ConfirmNonce>,
 }
 
 /// A link's progress, as its account may query it.
@@ -495,6 +504,13 @@ impl NetworkRecord {
                     instance_id: link.instance_id,
                     local_secret: message.secret.clone(),
                     code: message.code.clone(),
+                    // A `DisplayName` passed its check when it was made (a stored one when it
+                    // was read back: it deserializes through the same check).
+                    display_name: message
+                        .display_name
+                        .as_ref()
+                        .map(|name| name.as_str().to_owned()),
+                    nonce: message.nonce,
                 });
                 // `message` drops here: the record keeps no copy of the secret.
             }
@@ -623,19 +639,23 @@ impl NetworkRecord {
     }
 
     /// Accepts a checked link request: marks the secret used and queues `{secret, code}` for the
-    /// agent. `code_expires_at` bounds the link record.
+    /// agent, with the account's display name (revision 1.4) and the linker's nonce.
+    /// `code_expires_at` bounds the link record.
+    #[allow(clippy::too_many_arguments)]
     pub fn accept_link(
         &mut self,
         now: DateTime<Utc>,
         config: &ServerConfig,
         request: LinkRequest,
         account: AccountId,
+        display_name: Option<DisplayName>,
         code: LinkCode,
         code_expires_at: DateTime<Utc>,
     ) {
         let LinkRequest {
             instance_id,
             local_secret: secret,
+            nonce,
         } = request;
         if let Some(presence) = self
             .presences
@@ -654,6 +674,8 @@ impl NetworkRecord {
                 secret,
                 code,
                 expires_at: later(now, config.message_ttl),
+                display_name,
+                nonce,
             }),
             expires_at: code_expires_at,
         });
@@ -1219,6 +1241,32 @@ mod tests {
         }
     }
 
+    /// A queued message keeps the display name and the nonce through a shared store (revision
+    /// 1.4); one written before 1.4 reads with neither; a stored name that fails the display
+    /// name's check is refused as corrupt (fail closed), never forwarded.
+    #[test]
+    fn pending_messages_keep_name_and_nonce_through_serde() {
+        let message = PendingMessage {
+            secret: LocalSecret::from_bytes([5; 32]),
+            code: LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            display_name: DisplayName::new("alice@example.com"),
+            nonce: Some(ConfirmNonce::from_bytes([3; 16])),
+        };
+        let value = serde_json::to_value(&message).unwrap();
+        let back: PendingMessage = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(back.display_name, message.display_name);
+        assert_eq!(back.nonce, message.nonce);
+        let mut old = value.clone();
+        old.as_object_mut().unwrap().remove("display_name");
+        old.as_object_mut().unwrap().remove("nonce");
+        let back: PendingMessage = serde_json::from_value(old).unwrap();
+        assert!(back.display_name.is_none() && back.nonce.is_none());
+        let mut forged = value;
+        forged["display_name"] = serde_json::json!("alice\u{202E}moc.elpmaxe");
+        assert!(serde_json::from_value::<PendingMessage>(forged).is_err());
+    }
+
     /// Every kind of code record goes to a shared store and comes back as it was (a passcode
     /// with its held code, or without); anything else is refused as corrupt.
     #[test]
@@ -1323,6 +1371,7 @@ mod tests {
         let link = LinkRequest {
             instance_id: agent.instance_id,
             local_secret: LocalSecret::from_bytes([9; 32]),
+            nonce: None,
         };
         let account = AccountId::new("alice").unwrap();
         let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
@@ -1331,6 +1380,7 @@ mod tests {
             &config,
             link,
             account,
+            None,
             code,
             t0 + TimeDelta::minutes(10),
         );

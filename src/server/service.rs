@@ -11,6 +11,7 @@ use super::ops::{EventQueue, Ops};
 use super::store::{Shared, Store, StoreError};
 use super::{Redeemed, ServerConfig};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
+use crate::confirm::DisplayName;
 use crate::error::{ConfigError, Refusal};
 use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
@@ -222,10 +223,28 @@ impl Service {
         headers: ForwardedHeaders<'_>,
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
+        let name = DisplayName::of_account(account);
+        self.handle_link_as(now, rng, account, name, peer, headers, request)
+            .await
+    }
+
+    /// A linker asks to link an agent, with the account's display name from the embedder; see
+    /// [`Server::handle_link_as`](super::Server::handle_link_as).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn handle_link_as<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        display_name: Option<DisplayName>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: LinkRequest,
+    ) -> Result<LinkStatusReply, Refusal> {
         let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
-            .handle_link(now, rng, account, peer, headers, request)
+            .handle_link(now, rng, account, display_name, peer, headers, request)
             .await;
         self.emit(events);
         result

@@ -36,10 +36,11 @@ const MANUAL = device("MANUAL");
 const LNA_DENIED = device("LNADENIED");
 const LNA_GRANTED = device("LNAGRANTED");
 const BLOCKED = device("BLOCKED");
+const CONFIRM = device("CONFIRM");
 const HEX64 = /[0-9a-fA-F]{64}/;
 
 mkdirSync(SHOTS, { recursive: true });
-const report = { auto: {}, popup: {}, manual: {}, foreign: {}, listener: {}, hygiene: {}, lnaDenied: {}, lnaGranted: {}, blocked: {} };
+const report = { auto: {}, popup: {}, manual: {}, foreign: {}, listener: {}, hygiene: {}, lnaDenied: {}, lnaGranted: {}, blocked: {}, confirm: {} };
 const log = (...args) => console.log("e2e |", ...args);
 function expect(condition, what) {
   if (!condition) throw new Error(`expectation failed: ${what}`);
@@ -290,6 +291,30 @@ try {
   expect(typed.status === 204, "the device takes the code");
   await waitDevice("manual", "linked");
   report.manual.device = "linked";
+
+  // ── 4a. confirmation at both ends (revision 1.4): the page shows the device's code ───
+  const page3 = await context.newPage();
+  await page3.goto(`${SERVER}/link`);
+  await page3.fill("#token", TOKEN);
+  await page3.click("#find");
+  await page3.waitForSelector(`li[data-instance-id="${CONFIRM.instance_id}"] button`);
+  await page3.click(`li[data-instance-id="${CONFIRM.instance_id}"] button`);
+  await page3.waitForSelector("#short-code-box:not([hidden])", { timeout: 20000 });
+  report.confirm.page = (await page3.textContent("#short-code")).trim();
+  expect(/^\d{3} \d{3}$/.test(report.confirm.page), "the page shows a short code");
+  report.confirm.status = await page3.textContent("#status");
+  expect(report.confirm.status.includes(report.confirm.page), "the page says which code to look for");
+  await waitDevice("confirm", "confirming");
+  report.confirm.beforeApproval = (await deviceStatus()).confirm;
+  const shown = await fetch(`${CONTROL}/shown/confirm`);
+  report.confirm.device = (await shown.text()).trim();
+  expect(report.confirm.device === report.confirm.page, "the device shows the page's code");
+  await shot(page3, "07c-confirm-short-code");
+  const approved = await fetch(`${CONTROL}/approve/confirm`, { method: "POST" });
+  expect(approved.status === 204, "the owner approves at the device");
+  await page3.waitForSelector("body[data-state=linked]", { timeout: 30000 });
+  await waitDevice("confirm", "linked");
+  await page3.close();
 
   // ── 4b. a public page under Local Network Access ───────────────────────────────────
   // A second browser that counts the server's address as public (as a cloud page is), so a fetch

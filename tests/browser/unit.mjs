@@ -10,7 +10,32 @@ import {
   describe,
   detectSupport,
   LanlinkError,
+  newNonce,
+  shortCode,
 } from "../../web/lanlink.js";
+
+// The same vector as the doctest of `lanlink::confirm` and PROTOCOL.md (revision 1.4).
+test("shortCode: the Rust crate's test vector, and every input matters", async () => {
+  const link = {
+    instanceId: "07070707-0707-4707-8707-070707070707",
+    secret: "09".repeat(32),
+    displayName: "alice@example.com",
+    nonce: "01".repeat(16),
+  };
+  assert.equal(await shortCode(link), "401 257");
+  assert.equal(await shortCode({ ...link, instanceId: link.instanceId.replace(/-/g, "") }), "401 257");
+  assert.notEqual(await shortCode({ ...link, displayName: "mallory@example.com" }), "401 257");
+  assert.notEqual(await shortCode({ ...link, nonce: "02".repeat(16) }), "401 257");
+  assert.notEqual(await shortCode({ ...link, secret: "0a".repeat(32) }), "401 257");
+  await assert.rejects(shortCode({ ...link, nonce: "01" }), LanlinkError);
+  assert.match(await shortCode({ ...link, nonce: newNonce() }), /^\d{3} \d{3}$/);
+});
+
+test("newNonce: 32 hex characters, fresh each time", () => {
+  const a = newNonce();
+  assert.match(a, /^[0-9a-f]{32}$/);
+  assert.notEqual(a, newNonce());
+});
 
 test("addressSpaceOf: loopback, local (RFC 1918, link-local, ULA), else null", () => {
   const cases = {
