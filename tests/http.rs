@@ -587,7 +587,10 @@ async fn full_auto_flow_links_over_http() {
     assert_refused(&reply, 403, "not_discovering");
     let record = snapshot(&server, &[HOME]);
     assert!(record.networks[0].1.contains("Linked"), "{record:?}");
-    assert_eq!(record.codes, 1, "one auto code, redeemed");
+    assert_eq!(
+        record.codes, 2,
+        "one auto code, redeemed, and the instance's link claim"
+    );
 }
 
 #[tokio::test]
