@@ -509,6 +509,9 @@ pub enum ServerOp {
         public_ip: bool,
         /// Announce without the agent's presence key.
         forged_key: bool,
+        /// Candidate endpoints (revision 1.3): the low four bits say how many (up to 15, more
+        /// than the record keeps), bit 4 makes the last one public, bits 5–6 shift the ports.
+        candidates: u8,
     },
     /// A discovery.
     Discover {
@@ -613,8 +616,20 @@ pub fn server_ops(data: &[u8]) {
                 forged,
                 public_ip,
                 forged_key,
+                candidates,
             } => {
                 let (id, secret) = identity(agent);
+                let public_candidate = candidates & 0x10 != 0 && candidates & 0x0f != 0;
+                let candidate_list: Vec<std::net::SocketAddr> = (0..candidates & 0x0f)
+                    .map(|i| {
+                        let ip = if public_candidate && i + 1 == candidates & 0x0f {
+                            IpAddr::V4(Ipv4Addr::new(203, 0, 113, i))
+                        } else {
+                            IpAddr::V4(Ipv4Addr::new(10, 0, agent % 4, i % 6))
+                        };
+                        std::net::SocketAddr::new(ip, 8080 + u16::from(candidates >> 5))
+                    })
+                    .collect();
                 let commitment = if forged {
                     LocalSecret::from_bytes([0x55; 32]).commitment(&id)
                 } else {
@@ -626,6 +641,7 @@ pub fn server_ops(data: &[u8]) {
                     IpAddr::V4(Ipv4Addr::new(192, 168, 1, agent % 4 + 10))
                 };
                 let announce = Announce {
+                    candidates: candidate_list,
                     version: wire::WIRE_VERSION,
                     instance_id: id,
                     private_ip,
@@ -649,11 +665,27 @@ pub fn server_ops(data: &[u8]) {
                             && p.private_ip == announce.private_ip
                             && p.port == announce.port
                             && p.info.fingerprint() == announce.info.fingerprint()
+                            && p.candidates == crate::server::record::kept_candidates(&announce)
                     })
                 });
                 match server.handle_announce(now, net_ip(net), ForwardedHeaders::NONE, &announce) {
                     Ok(reply) => {
                         assert!(!public_ip, "a public private_ip was accepted");
+                        assert!(!public_candidate, "a public candidate was accepted");
+                        let kept = server.store().network(&network).and_then(|r| {
+                            r.presences
+                                .iter()
+                                .find(|p| p.instance_id == id)
+                                .map(|p| p.candidates.clone())
+                        });
+                        if let Some(kept) = kept {
+                            assert!(kept.len() <= wire::MAX_CANDIDATES, "record unbounded");
+                            assert!(
+                                kept.iter()
+                                    .all(|c| crate::addr::is_announceable_private_ip(c.ip())),
+                                "a kept candidate is not private"
+                            );
+                        }
                         if forged_key {
                             assert!(
                                 unchanged_refresh && reply.messages.is_empty(),
@@ -933,6 +965,7 @@ pub fn linker_ops(data: &[u8]) {
                                 private_ip: peer.ip(),
                                 port,
                                 info: DeviceInfo::default(),
+                                candidates: Vec::new(),
                             })
                             .collect(),
                         hidden: None,
@@ -1162,6 +1195,7 @@ pub fn protocol_sim(data: &[u8]) {
                     sim.lans[away].public_ip
                 };
                 let announce = Announce {
+                    candidates: Vec::new(),
                     version: wire::WIRE_VERSION,
                     instance_id: victim_id,
                     private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),
@@ -1185,6 +1219,7 @@ pub fn protocol_sim(data: &[u8]) {
                 let key = PresenceKey::from_bytes([0x67; 32]);
                 let own_id = key.instance_id();
                 let announce = Announce {
+                    candidates: Vec::new(),
                     version: wire::WIRE_VERSION,
                     instance_id: own_id,
                     private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),

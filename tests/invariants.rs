@@ -1077,6 +1077,7 @@ impl World {
                 PresenceKey::from_bytes(bytes32(u64::from(id.as_bytes()[0]), 9))
             });
         let announce = Announce {
+            candidates: Vec::new(),
             version: wire::WIRE_VERSION,
             instance_id: id,
             private_ip,
@@ -1425,7 +1426,7 @@ impl World {
             let events = self.sim.linkers[l].events[self.linker_events_seen[l]..].to_vec();
             self.linker_events_seen[l] += events.len();
             for event in events {
-                if let LinkerEvent::SecretFetched { instance_id } = event {
+                if let LinkerEvent::SecretFetched { instance_id, .. } = event {
                     if self.checks.step5 {
                         prop_assert!(
                             self.honest_linkers.contains(&l),

@@ -522,6 +522,7 @@ async fn redis_killed_and_restarted_mid_flow() {
 
     let (x, secret) = announcement(1);
     let x = Announce {
+        candidates: Vec::new(),
         private_ip: "127.0.0.1".parse().expect("ip"),
         ..x
     };

@@ -908,6 +908,7 @@ fn attack_replayed_secret_after_linking_is_refused() {
     // Someone who knows (id, secret) recomputes the commitment and announces the instance, from
     // the home network or another: without the agent's presence key that is a forgery.
     let forged = lanlink::wire::Announce {
+        candidates: Vec::new(),
         version: lanlink::wire::WIRE_VERSION,
         instance_id: id,
         private_ip: ip("192.168.1.66"),
