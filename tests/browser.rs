@@ -393,7 +393,7 @@ fn lanlink_js_unit_tests_under_node() {
         "unit.mjs failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("# pass 5"), "{stdout}");
+    assert!(stdout.contains("# pass 6"), "{stdout}");
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
 
