@@ -904,8 +904,9 @@ pub enum LinkerOp {
     Advance(u32),
     /// Drain transmits.
     Poll,
-    /// A discovery reply (agents at the given addresses), or a refusal.
-    Discovered(Option<Vec<(PeerKind, u16, [u8; 16])>>),
+    /// A discovery reply (agents at the given addresses, with candidate endpoints of any
+    /// kind: revision 1.3), or a refusal.
+    Discovered(Option<Vec<FuzzedAgent>>),
     /// The user picks the n-th choice.
     Select(u8),
     /// A secret reply, or a refusal.
@@ -917,6 +918,9 @@ pub enum LinkerOp {
     /// A transport error.
     TransportError,
 }
+
+/// One agent of a fuzzed discovery reply: its address, port, id and candidate endpoints.
+pub type FuzzedAgent = (PeerKind, u16, [u8; 16], Vec<(PeerKind, u16)>);
 
 /// Feeds the linker arbitrary replies in arbitrary order; checks it only fetches from private
 /// addresses, only links with a fetched secret, and stays finished once finished.
@@ -939,8 +943,9 @@ pub fn linker_ops(data: &[u8]) {
                     match transmit {
                         LinkerTransmit::FetchSecret { agent, instance_id } => {
                             assert!(
-                                crate::addr::is_announceable_private_ip(agent.ip()),
-                                "fetch from a public address"
+                                crate::addr::is_announceable_private_ip(agent.ip())
+                                    && agent.port() != 0,
+                                "fetch from a public address or port 0"
                             );
                             last_fetch = Some(instance_id);
                         }
@@ -960,12 +965,15 @@ pub fn linker_ops(data: &[u8]) {
                     .map(|agents| DiscoverReply {
                         agents: agents
                             .into_iter()
-                            .map(|(peer, port, id)| DiscoveredAgent {
+                            .map(|(peer, port, id, candidates)| DiscoveredAgent {
                                 instance_id: InstanceId::from_bytes(id),
                                 private_ip: peer.ip(),
                                 port,
                                 info: DeviceInfo::default(),
-                                candidates: Vec::new(),
+                                candidates: candidates
+                                    .into_iter()
+                                    .map(|(peer, port)| std::net::SocketAddr::new(peer.ip(), port))
+                                    .collect(),
                             })
                             .collect(),
                         hidden: None,
