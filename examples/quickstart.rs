@@ -125,7 +125,12 @@ fn print_linker(event: &LinkerEvent) {
                 .collect();
             format!("4. discovered on my network: {}", names.join(", "))
         }
-        LinkerEvent::SecretFetched { .. } => "5. fetched the secret over the LAN".into(),
+        LinkerEvent::SecretFetched { from, .. } => {
+            format!("5. fetched the secret over the LAN, from {from}")
+        }
+        LinkerEvent::EndpointUnreachable { endpoint, .. } => {
+            format!("   {endpoint} did not answer: trying the device's next address")
+        }
         LinkerEvent::LinkRequested { .. } => {
             "6. server checked my network and the secret against the commitment: link pending"
                 .into()
