@@ -639,7 +639,6 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
     // too: a core announce never makes a presence the Obico routes would show.
     let key = PresenceKey::generate(&mut rng);
     let fake = Announce {
-        candidates: Vec::new(),
         instance_id: key.instance_id(),
         presence_key: key,
         ..announce
