@@ -4,6 +4,15 @@
 //! A sans-IO state machine driven like the agent: inputs through `handle_*` with a monotonic
 //! `now`, outputs from `poll_transmit`, `poll_event` and `poll_timeout`.
 //!
+//! An agent may announce several endpoints (revision 1.3: `private_ip:port`, then its
+//! [`candidates`](crate::wire::DiscoveredAgent::candidates)). The linker asks them one at a time,
+//! in that order, each for at most [`LinkerConfig::fetch_timeout`]; it skips, with
+//! [`LinkerEvent::EndpointSkipped`], any that fails the check `private_ip` must pass (private,
+//! loopback, link-local or ULA; port not 0), so it never contacts one; it moves on only when an
+//! endpoint is [unreachable](FetchFailure::Unreachable) or silent
+//! ([`LinkerEvent::EndpointUnreachable`]), never after a refusal; and it reports the endpoint
+//! that answered ([`LinkerEvent::SecretFetched`]'s `from`).
+//!
 //! ```
 //! use std::time::Instant;
 //! use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
