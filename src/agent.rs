@@ -75,6 +75,9 @@ use crate::wire::{
 /// after ordinary private addresses.
 pub const CONTAINER_NETWORKS: [&str; 3] = ["172.17.0.0/16", "172.30.32.0/23", "10.88.0.0/16"];
 
+/// The most addresses [`order_endpoints`] reads.
+const MAX_ORDERED: usize = 256;
+
 /// How likely a linker elsewhere on the LAN reaches `ip`: 0 ordinary private (RFC 1918, ULA),
 /// 1 loopback (this host only), 2 container-internal, 3 link-local.
 fn endpoint_rank(ip: IpAddr) -> u8 {
@@ -105,7 +108,8 @@ fn endpoint_rank(ip: IpAddr) -> u8 {
 /// ([`is_announceable_private_ip`]: a public address, say), IPv6 scope ids (a browser cannot use
 /// them), IPv4-mapped IPv6 forms (read as IPv4) and repeats, and keeps at most
 /// `1 + `[`MAX_CANDIDATES`] endpoints: the first is the announcement's `private_ip:port`, the
-/// rest its `candidates`. Pure: no interface is read here.
+/// rest its `candidates`. Reads at most the first 256 addresses given. Pure: no interface is
+/// read here.
 ///
 /// ```
 /// use lanlink::agent::order_endpoints;
@@ -132,13 +136,10 @@ pub fn order_endpoints(
     };
     let mut rest: Vec<SocketAddr> = Vec::new();
     let pinned = pinned.and_then(clean);
-    for endpoint in endpoints.into_iter().filter_map(clean) {
+    // Bounded work on any input: at most the first MAX_ORDERED addresses are read.
+    for endpoint in endpoints.into_iter().take(MAX_ORDERED).filter_map(clean) {
         if Some(endpoint) != pinned && !rest.contains(&endpoint) {
             rest.push(endpoint);
-        }
-        // Bounded work on any input: more than enough to fill every rank is never needed.
-        if rest.len() > 4 * (MAX_CANDIDATES + 1) {
-            break;
         }
     }
     // A stable sort keeps the given order within each rank.
