@@ -34,7 +34,7 @@ use crate::event::LinkerEvent;
 use crate::id::InstanceId;
 use crate::wire::{
     DiscoverReply, DiscoveredAgent, HiddenReason, LinkRequest, LinkState, LinkStatusReply,
-    SecretReply,
+    SecretReply, MAX_CANDIDATES,
 };
 
 /// The linker's configuration.
@@ -254,10 +254,11 @@ impl Linker {
     }
 
     /// Starts fetching from `agent`: its endpoints in the order announced, each checked as
-    /// `private_ip` is (a non-private one is skipped, with an event, and never contacted).
+    /// `private_ip` is (a non-private one is skipped, with an event, and never contacted), at
+    /// most `1 + MAX_CANDIDATES` of them whatever the server sent.
     fn fetch(&mut self, agent: DiscoveredAgent) {
         let mut endpoints = Vec::new();
-        for endpoint in agent.endpoints() {
+        for endpoint in agent.endpoints().into_iter().take(1 + MAX_CANDIDATES) {
             if is_announceable_private_ip(endpoint.ip()) && endpoint.port() != 0 {
                 endpoints.push(endpoint);
             } else {
@@ -701,6 +702,28 @@ mod tests {
             linker.poll_transmit(now),
             Some(LinkerTransmit::Link(_))
         ));
+    }
+
+    /// However many candidates a server lists, a linker asks at most `1 + MAX_CANDIDATES`
+    /// endpoints.
+    #[test]
+    fn a_long_list_is_cut() {
+        let now = Instant::now();
+        let many: Vec<String> = (1..=40).map(|n| format!("10.0.0.{n}:8080")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut linker = fetching(agent(&many), now);
+        let mut asked = 0;
+        while fetch_target(&mut linker, now).is_some() {
+            asked += 1;
+            linker
+                .handle_secret_reply(now, Err(FetchFailure::Unreachable))
+                .unwrap();
+        }
+        assert_eq!(asked, 1 + MAX_CANDIDATES);
+        assert_eq!(
+            linker.failure(),
+            Some(&LinkerFailure::Fetch(FetchFailure::Unreachable))
+        );
     }
 
     /// An agent that answers and refuses is not asked again at another address (fail closed).
