@@ -401,6 +401,10 @@ impl NetworkRecord {
 
     /// Records an announcement (protocol step 3) and takes the agent's queued messages.
     ///
+    /// `private_ip` and every candidate (revision 1.3) must be announceable private addresses
+    /// (else [`Refusal::NotPrivateIp`], with nothing changed); the presence keeps the candidates
+    /// in order, without repeats or the first endpoint, at most [`MAX_CANDIDATES`].
+    ///
     /// The announcement must carry the presence key its instance id derives from (else
     /// [`Refusal::ForgedInstance`]). The first announcement of an instance pins its commitment; a
     /// later one with another commitment marks the presence contested (hidden and unlinkable until
