@@ -246,9 +246,19 @@ where
                 },
             },
             LinkerTransmit::FetchSecret { agent, instance_id } => {
-                // Each endpoint gets the linker's fetch timeout (its poll_timeout now), retries
-                // included; then the linker moves on to the agent's next endpoint.
-                let fetch = with_retries(config, &mut backoff, &mut rng, || {
+                // Each endpoint gets the linker's fetch timeout (its poll_timeout now). Only the
+                // agent's last endpoint is retried within it; an earlier one that fails moves
+                // on to the next at once.
+                let attempts = if linker.endpoints_left() > 0 {
+                    1
+                } else {
+                    config.max_attempts
+                };
+                let once = DriverConfig {
+                    max_attempts: attempts,
+                    ..config.clone()
+                };
+                let fetch = with_retries(&once, &mut backoff, &mut rng, || {
                     agents.fetch_secret(agent, &instance_id)
                 });
                 let reply = match linker.poll_timeout() {

@@ -235,6 +235,18 @@ impl Linker {
         }
     }
 
+    /// How many of the agent's endpoints are left to ask after the one being asked (revision
+    /// 1.3); 0 when none, or when no fetch is in progress. A driver may retry a failed fetch only
+    /// when none is left, and otherwise move on at once.
+    pub fn endpoints_left(&self) -> usize {
+        match &self.state {
+            State::Fetching {
+                endpoints, index, ..
+            } => endpoints.len().saturating_sub(index.saturating_add(1)),
+            _ => 0,
+        }
+    }
+
     /// Advances time: gives up on an endpoint that has not answered within
     /// [`LinkerConfig::fetch_timeout`] (the next one is asked), and on the whole attempt after
     /// `give_up_after`. A spurious call is a no-op.
@@ -676,8 +688,9 @@ mod tests {
             .collect();
         assert_eq!(skipped, ["203.0.113.9:8080", "10.0.0.5:0"]);
         let mut asked = Vec::new();
-        for _ in 0..2 {
+        for left in [2, 1] {
             let target = fetch_target(&mut linker, now).expect("a fetch");
+            assert_eq!(linker.endpoints_left(), left);
             assert_eq!(linker.fetching_from(), Some(target));
             asked.push(target.to_string());
             // Nothing else while the attempt is in flight.
@@ -687,6 +700,7 @@ mod tests {
                 .unwrap();
         }
         let last = fetch_target(&mut linker, now).expect("a fetch");
+        assert_eq!(linker.endpoints_left(), 0);
         asked.push(last.to_string());
         assert_eq!(
             asked,

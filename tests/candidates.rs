@@ -100,14 +100,41 @@ fn info() -> DeviceInfo {
     DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").unwrap()
 }
 
+/// A loopback port that accepts connections (the kernel's backlog) but never answers them.
+async fn silent_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _held = listener;
+        std::future::pending::<()>().await
+    });
+    addr
+}
+
 /// The agent's first endpoint (`private_ip:port`) is a closed port; its candidate is where it
 /// really listens. The linker is refused a connection at the first, moves on to the second, and
 /// the link completes; the event says which endpoint answered.
 #[tokio::test]
 async fn first_endpoint_unreachable_second_answers_and_links() {
+    links_past(closed_port().await).await;
+}
+
+/// The same with a first endpoint that takes the connection and never answers: the linker gives
+/// up on it after `fetch_timeout` (no clock read in the linker: the driver's timer) and links
+/// through the second.
+#[tokio::test]
+async fn first_endpoint_silent_times_out_and_second_links() {
+    let started = Instant::now();
+    links_past(silent_port().await).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the silent endpoint was given its whole fetch timeout"
+    );
+}
+
+async fn links_past(dead: SocketAddr) {
     let (_server, server_at) = start_server().await;
     let base = format!("http://{server_at}");
-    let dead = closed_port().await;
     let (agent, agent_at) = start_agent(|at| {
         AgentConfig::new(dead.ip(), dead.port(), info())
             .candidates(vec![at])
