@@ -53,6 +53,7 @@ fn agent(i: usize) -> (Announce, LocalSecret) {
     secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
     let secret = LocalSecret::from_bytes(secret);
     let announce = Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: IpAddr::from([192, 168, 1, 50]),

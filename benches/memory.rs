@@ -50,6 +50,7 @@ fn main() {
             let id = key.instance_id();
             let secret = LocalSecret::from_bytes([7; 32]);
             let announce = Announce {
+                candidates: Vec::new(),
                 version: WIRE_VERSION,
                 instance_id: id,
                 private_ip: IpAddr::from([192, 168, 1, 50]),

@@ -68,6 +68,7 @@ fn record(i: usize, now: DateTime<Utc>, config: &ServerConfig) -> NetworkRecord 
     let id = key.instance_id();
     let secret = LocalSecret::from_bytes([7; 32]);
     let announce = Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: IpAddr::from([192, 168, 1, 50]),
@@ -475,6 +476,7 @@ fn round_trips(
         let id = key.instance_id();
         let secret = LocalSecret::from_bytes([n as u8 ^ 0x33; 32]);
         let announce = Announce {
+            candidates: Vec::new(),
             version: WIRE_VERSION,
             instance_id: id,
             private_ip: IpAddr::from([192, 168, 1, 50]),

@@ -12,6 +12,14 @@
 //! the agent prints a `confirmation_requested` line (the account's name and, under `compare`,
 //! the short code the linking page shows too) and takes `approve` or `refuse` on stdin
 //! (`--auto-approve` approves by itself, for tests and demos).
+//!
+//! A device with several addresses (a second interface, a container's internal address behind a
+//! published port) listens on all of them and names them (revision 1.3 candidates):
+//!
+//! ```text
+//! cargo run --example agent -- --server https://cloud.example --listen 0.0.0.0:5000 \
+//!     --private-ip 172.17.0.2 --advertise 192.168.1.20:5000
+//! ```
 
 use std::io::BufRead;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +55,16 @@ struct Args {
     /// The private address to announce (default: the listen address's IP).
     #[arg(long)]
     private_ip: Option<IpAddr>,
+    /// The endpoint linkers try first (protocol revision 1.3), e.g. the host's LAN address when
+    /// this agent runs in a container with its port published: `--advertise 192.168.1.20:5000`.
+    /// The announced private address then becomes a candidate.
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// A further endpoint of this agent (another interface's address and the port it is served
+    /// on), tried after the first (revision 1.3). Repeatable; at most 8 are announced;
+    /// container-internal and link-local ones go last.
+    #[arg(long = "candidate")]
+    candidates: Vec<SocketAddr>,
     /// A proxy network whose forwarding headers are trusted. Repeatable; default none.
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<IpNet>,
@@ -172,10 +190,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "compare" => Confirmation::Compare,
         other => return Err(format!("--confirm: none, approve or compare, not {other}").into()),
     };
+    // No crate in the dependency tree lists the host's interfaces, so further addresses come
+    // from the operator (`--advertise`, `--candidate`).
     let mut config = AgentConfig::new(args.private_ip.unwrap_or(addr.ip()), addr.port(), info)
         .window(Duration::from_secs(args.window))
         .trusted_proxies(args.trusted_proxies)
+        .candidates(args.candidates)
         .confirmation(policy);
+    if let Some(endpoint) = args.advertise {
+        config = config.advertise(endpoint);
+    }
     if !args.local_nets.is_empty() {
         config = config.local_policy(LocalPolicy::new(args.local_nets));
     }
@@ -190,7 +214,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Instant::now(),
         &mut lanlink::os_rng(),
     )?));
-    println!("{}", json!({ "listening": addr.to_string() }));
+    let endpoints: Vec<String> = lock(&agent)
+        .endpoints()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "{}",
+        json!({ "listening": addr.to_string(), "endpoints": endpoints })
+    );
 
     let endpoint =
         http::agent::router(Arc::clone(&agent), &args.prefix).fallback(http::server::not_found);

@@ -96,8 +96,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 LinkerEvent::Discovered { agents } => {
                     json!({ "event": "discovered", "agents": agents })
                 }
-                LinkerEvent::SecretFetched { instance_id } => {
-                    json!({ "event": "secret_fetched", "instance_id": instance_id })
+                LinkerEvent::SecretFetched { instance_id, from } => {
+                    json!({ "event": "secret_fetched", "instance_id": instance_id, "from": from })
+                }
+                LinkerEvent::EndpointUnreachable { instance_id, endpoint } => {
+                    json!({ "event": "endpoint_unreachable", "instance_id": instance_id, "endpoint": endpoint })
                 }
                 LinkerEvent::LinkRequested { instance_id } => {
                     json!({ "event": "link_requested", "instance_id": instance_id })

@@ -143,7 +143,12 @@ fn print_linker(event: &LinkerEvent) {
                 .collect();
             format!("4. discovered on my network: {}", names.join(", "))
         }
-        LinkerEvent::SecretFetched { .. } => "5. fetched the secret over the LAN".into(),
+        LinkerEvent::SecretFetched { from, .. } => {
+            format!("5. fetched the secret over the LAN, from {from}")
+        }
+        LinkerEvent::EndpointUnreachable { endpoint, .. } => {
+            format!("   {endpoint} did not answer: trying the device's next address")
+        }
         LinkerEvent::ShortCode { short_code, .. } => {
             format!("6b. page: \"if your printer asks, check that it shows {short_code} and approve it there\"")
         }

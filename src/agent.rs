@@ -57,7 +57,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -72,8 +72,88 @@ use crate::id::InstanceId;
 use crate::secret::{AuthToken, LocalSecret, PresenceKey};
 use crate::wire::{
     AgentMessage, Announce, AnnounceReply, DeviceInfo, HiddenReason, RedeemReply, RedeemRequest,
-    SecretReply, Visibility, WIRE_VERSION,
+    SecretReply, Visibility, MAX_CANDIDATES, WIRE_VERSION,
 };
+
+/// Networks that hold container-internal addresses, which a browser elsewhere on the LAN
+/// usually cannot reach: Docker's default bridge `172.17.0.0/16`, the Home Assistant
+/// supervisor's `172.30.32.0/23` and podman's `10.88.0.0/16`. [`order_endpoints`] puts them
+/// after ordinary private addresses.
+pub const CONTAINER_NETWORKS: [&str; 3] = ["172.17.0.0/16", "172.30.32.0/23", "10.88.0.0/16"];
+
+/// The most addresses [`order_endpoints`] reads.
+const MAX_ORDERED: usize = 256;
+
+/// How likely a linker elsewhere on the LAN reaches `ip`: 0 ordinary private (RFC 1918, ULA),
+/// 1 loopback (this host only), 2 container-internal, 3 link-local.
+fn endpoint_rank(ip: IpAddr) -> u8 {
+    let ip = crate::addr::canonical(ip);
+    let container = CONTAINER_NETWORKS
+        .iter()
+        .filter_map(|net| net.parse::<IpNet>().ok())
+        .any(|net| net.contains(&ip));
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if link_local {
+        3
+    } else if container {
+        2
+    } else if ip.is_loopback() {
+        1
+    } else {
+        0
+    }
+}
+
+/// Orders an agent's local endpoints as it announces them (revision 1.3): the operator-pinned
+/// endpoint first, when given; then ordinary private addresses (RFC 1918, ULA), then loopback,
+/// then container-internal ones ([`CONTAINER_NETWORKS`]), then link-local ones (`169.254.0.0/16`,
+/// `fe80::/10`), each group in the order given. Drops addresses that may not be announced
+/// ([`is_announceable_private_ip`]: a public address, say), IPv6 scope ids (a browser cannot use
+/// them), IPv4-mapped IPv6 forms (read as IPv4) and repeats, and keeps at most
+/// `1 + `[`MAX_CANDIDATES`] endpoints: the first is the announcement's `private_ip:port`, the
+/// rest its `candidates`. Reads at most the first 256 addresses given. Pure: no interface is
+/// read here.
+///
+/// ```
+/// use lanlink::agent::order_endpoints;
+/// let ordered = order_endpoints(
+///     Some("192.168.1.20:5000".parse().unwrap()),
+///     [
+///         "172.17.0.2:5000".parse().unwrap(),    // Docker's bridge: late
+///         "[fe80::1]:5000".parse().unwrap(),     // link-local: last
+///         "203.0.113.7:5000".parse().unwrap(),   // public: dropped
+///         "10.0.0.5:5000".parse().unwrap(),      // another interface
+///         "192.168.1.20:5000".parse().unwrap(),  // the pinned one again: dropped
+///     ],
+/// );
+/// let text: Vec<String> = ordered.iter().map(|e| e.to_string()).collect();
+/// assert_eq!(text, ["192.168.1.20:5000", "10.0.0.5:5000", "172.17.0.2:5000", "[fe80::1]:5000"]);
+/// ```
+pub fn order_endpoints(
+    pinned: Option<SocketAddr>,
+    endpoints: impl IntoIterator<Item = SocketAddr>,
+) -> Vec<SocketAddr> {
+    let clean = |endpoint: SocketAddr| {
+        let ip = crate::addr::canonical(endpoint.ip());
+        is_announceable_private_ip(ip).then(|| SocketAddr::new(ip, endpoint.port()))
+    };
+    let mut rest: Vec<SocketAddr> = Vec::new();
+    let pinned = pinned.and_then(clean);
+    // Bounded work on any input: at most the first MAX_ORDERED addresses are read.
+    for endpoint in endpoints.into_iter().take(MAX_ORDERED).filter_map(clean) {
+        if Some(endpoint) != pinned && !rest.contains(&endpoint) {
+            rest.push(endpoint);
+        }
+    }
+    // A stable sort keeps the given order within each rank.
+    rest.sort_by_key(|endpoint| endpoint_rank(endpoint.ip()));
+    let mut out: Vec<SocketAddr> = pinned.into_iter().chain(rest).collect();
+    out.truncate(MAX_CANDIDATES + 1);
+    out
+}
 
 /// How the server shows an agent, in plain words for the device's user (what the example
 /// agents print). No words name or count another device.
@@ -141,6 +221,8 @@ pub struct AgentConfig {
     redeem_timeout: Duration,
     confirmation: Confirmation,
     confirm_timeout: Duration,
+    advertise: Option<SocketAddr>,
+    candidates: Vec<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -161,6 +243,8 @@ impl AgentConfig {
             redeem_timeout: DEFAULT_REDEEM_TIMEOUT,
             confirmation: Confirmation::None,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            advertise: None,
+            candidates: Vec::new(),
         }
     }
 
@@ -224,6 +308,56 @@ impl AgentConfig {
     /// The confirmation policy.
     pub fn confirmation_policy(&self) -> Confirmation {
         self.confirmation
+    }
+
+    /// Pins the endpoint linkers try first (revision 1.3), e.g. the host's address when the
+    /// agent runs in a container whose port is published (`--advertise 192.168.1.20:5000`). It
+    /// is announced as `private_ip:port`; the address given to [`AgentConfig::new`] becomes a
+    /// [candidate](Self::candidates). Must be private like `private_ip`
+    /// ([`ConfigError::AgentAddress`]).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+    /// let config = AgentConfig::new("172.17.0.2".parse().unwrap(), 5000, Default::default())
+    ///     .advertise("192.168.1.20:5000".parse().unwrap());
+    /// let now = Instant::now();
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// let Some(AgentTransmit::Announce(announce)) = agent.poll_transmit(now) else { panic!() };
+    /// assert_eq!((announce.private_ip.to_string(), announce.port), ("192.168.1.20".into(), 5000));
+    /// assert_eq!(announce.candidates, ["172.17.0.2:5000".parse().unwrap()]);
+    /// ```
+    pub fn advertise(mut self, endpoint: SocketAddr) -> Self {
+        self.advertise = Some(endpoint);
+        self
+    }
+
+    /// Sets further endpoints of the local endpoint (the device's addresses on its other
+    /// interfaces, say), announced as `candidates` (revision 1.3) in the order
+    /// [`order_endpoints`] gives, at most [`MAX_CANDIDATES`]. Each must be private like
+    /// `private_ip` ([`ConfigError::AgentAddress`]). The endpoint must be served on each of
+    /// them: a linker tries them in turn when the first does not answer.
+    ///
+    /// ```
+    /// use lanlink::agent::AgentConfig;
+    /// let config = AgentConfig::new("172.30.33.4".parse().unwrap(), 5000, Default::default())
+    ///     .candidates(vec!["192.168.1.20:5000".parse().unwrap()]);
+    /// // The Home Assistant add-on's internal address goes after the LAN one.
+    /// assert_eq!(config.endpoints()[0], "192.168.1.20:5000".parse().unwrap());
+    /// ```
+    pub fn candidates(mut self, endpoints: Vec<SocketAddr>) -> Self {
+        self.candidates = endpoints;
+        self
+    }
+
+    /// Every endpoint the agent announces, in order (see [`order_endpoints`]): the first is the
+    /// announcement's `private_ip:port`, the rest its `candidates`.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        order_endpoints(
+            self.advertise,
+            std::iter::once(SocketAddr::new(self.private_ip, self.port))
+                .chain(self.candidates.iter().copied()),
+        )
     }
 
     /// Sets how long the agent retries a redemption before it stops (more than zero, at most
@@ -324,7 +458,13 @@ impl AgentConfig {
         if self.confirm_timeout.is_zero() || self.confirm_timeout > MAX_DISCOVERY_WINDOW {
             return Err(ConfigError::ConfirmTimeout);
         }
-        if !is_announceable_private_ip(self.private_ip) {
+        if !is_announceable_private_ip(self.private_ip)
+            || self
+                .advertise
+                .iter()
+                .chain(&self.candidates)
+                .any(|endpoint| !is_announceable_private_ip(endpoint.ip()))
+        {
             return Err(ConfigError::AgentAddress);
         }
         if self.allowed_hosts.iter().any(|h| !valid_host_name(h)) {
@@ -457,6 +597,8 @@ struct Redeeming {
 /// The agent's state machine. See the [module docs](self).
 pub struct Agent {
     config: AgentConfig,
+    /// The announced endpoints, ordered once at start: `private_ip:port`, then the candidates.
+    endpoints: Vec<SocketAddr>,
     instance_id: InstanceId,
     presence_key: PresenceKey,
     state: State,
@@ -482,8 +624,14 @@ impl Agent {
         rng: &mut R,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let endpoints = config.endpoints();
+        // Cannot be empty: the configured address was checked above, so it is kept.
+        if endpoints.is_empty() {
+            return Err(ConfigError::AgentAddress);
+        }
         let mut agent = Self {
             config,
+            endpoints,
             instance_id: InstanceId::from_bytes([0; 16]),
             presence_key: PresenceKey::from_bytes([0; 32]),
             state: State::Stopped {
@@ -520,6 +668,12 @@ impl Agent {
     /// `None` before the first announce reply of this window.
     pub fn visibility(&self) -> Option<Visibility> {
         self.visibility
+    }
+
+    /// The endpoints the agent announces, in order: `private_ip:port`, then the candidates
+    /// (revision 1.3; see [`AgentConfig::endpoints`]).
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
     }
 
     /// This window's instance id.
@@ -1102,14 +1256,20 @@ impl Agent {
         *next_announce = now
             .checked_add(self.config.announce_interval)
             .unwrap_or(now);
+        let first = self
+            .endpoints
+            .first()
+            .copied()
+            .unwrap_or(SocketAddr::new(self.config.private_ip, self.config.port));
         Some(AgentTransmit::Announce(Announce {
             version: WIRE_VERSION,
             instance_id: self.instance_id,
-            private_ip: self.config.private_ip,
-            port: self.config.port,
+            private_ip: first.ip(),
+            port: first.port(),
             info: self.config.info.clone(),
             commitment: secret.commitment(&self.instance_id),
             presence_key: self.presence_key.clone(),
+            candidates: self.endpoints.iter().skip(1).copied().collect(),
         }))
     }
 
@@ -1246,5 +1406,94 @@ mod tests {
             ConfigError::HostOrOrigin
         );
         assert!(Agent::new(base().window(Duration::from_secs(60)), now, &mut rng).is_ok());
+        for public in ["8.8.8.8:80", "[2001:db8::1]:80", "100.64.0.1:80"] {
+            let endpoint: SocketAddr = public.parse().unwrap();
+            assert_eq!(
+                err(base().candidates(vec![endpoint])),
+                ConfigError::AgentAddress
+            );
+            assert_eq!(err(base().advertise(endpoint)), ConfigError::AgentAddress);
+        }
+    }
+
+    /// The ordering: pinned, ordinary private, loopback, container-internal, link-local, each
+    /// group in the given order; repeats, scope ids, mapped forms and public addresses dropped;
+    /// at most 1 + MAX_CANDIDATES kept.
+    #[test]
+    fn endpoints_are_ordered_and_bounded() {
+        let e = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ordered = order_endpoints(
+            None,
+            [
+                e("[fe80::1%3]:80"),
+                e("169.254.1.1:80"),
+                e("172.30.33.4:80"),
+                e("127.0.0.1:80"),
+                e("10.88.0.2:80"),
+                e("172.17.0.2:80"),
+                e("[::ffff:192.168.1.9]:80"),
+                e("[fd00::1]:80"),
+                e("192.168.1.9:80"),
+                e("100.64.0.1:80"),
+            ],
+        );
+        assert_eq!(
+            ordered,
+            [
+                e("192.168.1.9:80"),
+                e("[fd00::1]:80"),
+                e("127.0.0.1:80"),
+                e("172.30.33.4:80"),
+                e("10.88.0.2:80"),
+                e("172.17.0.2:80"),
+                e("[fe80::1]:80"),
+                e("169.254.1.1:80"),
+            ]
+        );
+        let many = order_endpoints(
+            Some(e("[fe80::9]:1")),
+            (0..=255).map(|n| SocketAddr::from(([10, 0, 0, n], 80))),
+        );
+        assert_eq!(many.len(), MAX_CANDIDATES + 1);
+        assert_eq!(many[0], e("[fe80::9]:1"), "the pinned endpoint stays first");
+        // A public pinned endpoint is dropped like any other.
+        assert_eq!(
+            order_endpoints(Some(e("8.8.8.8:80")), [e("10.0.0.1:80")]),
+            [e("10.0.0.1:80")]
+        );
+    }
+
+    /// The local endpoint answers a request addressed to any of the agent's endpoints by IP
+    /// literal (a candidate included), as to `private_ip`; a name is still refused unless
+    /// configured.
+    #[test]
+    fn a_candidate_address_is_an_allowed_host() {
+        let now = Instant::now();
+        let config = AgentConfig::new("172.17.0.2".parse().unwrap(), 5000, DeviceInfo::default())
+            .candidates(vec!["192.168.1.20:5000".parse().unwrap()]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut agent = Agent::new(config, now, &mut rng).unwrap();
+        let id = agent.instance_id().to_string();
+        for host in ["192.168.1.20:5000", "172.17.0.2:5000"] {
+            let request = SecretRequest {
+                peer: "192.168.1.30".parse().unwrap(),
+                forwarded: ForwardedHeaders::NONE,
+                host: Some(host),
+                origin: None,
+                instance_id: &id,
+            };
+            assert!(agent.handle_secret_request(now, &request).is_ok(), "{host}");
+        }
+        let request = SecretRequest {
+            peer: "192.168.1.30".parse().unwrap(),
+            forwarded: ForwardedHeaders::NONE,
+            host: Some("printer.attacker.example:5000"),
+            origin: None,
+            instance_id: &id,
+        };
+        assert_eq!(
+            agent.handle_secret_request(now, &request).unwrap_err(),
+            SecretRefusal::BadHost
+        );
     }
 }

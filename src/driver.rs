@@ -256,11 +256,30 @@ where
                 },
             },
             LinkerTransmit::FetchSecret { agent, instance_id } => {
-                let reply = with_retries(config, &mut backoff, &mut rng, || {
+                // Each endpoint gets the linker's fetch timeout (its poll_timeout now). Only the
+                // agent's last endpoint is retried within it; an earlier one that fails moves
+                // on to the next at once.
+                let attempts = if linker.endpoints_left() > 0 {
+                    1
+                } else {
+                    config.max_attempts
+                };
+                let once = DriverConfig {
+                    max_attempts: attempts,
+                    ..config.clone()
+                };
+                let fetch = with_retries(&once, &mut backoff, &mut rng, || {
                     agents.fetch_secret(agent, &instance_id)
-                })
-                .await
-                .map_err(|err| match err.secret_refusal() {
+                });
+                let reply = match linker.poll_timeout() {
+                    Some(at) => tokio::time::timeout_at(tokio::time::Instant::from_std(at), fetch)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(TransportError::Unreachable("no answer in time".to_owned()))
+                        }),
+                    None => fetch.await,
+                };
+                let reply = reply.map_err(|err| match err.secret_refusal() {
                     Some(refusal) => FetchFailure::Refused(refusal),
                     None if err.is_retryable() => FetchFailure::Unreachable,
                     // A peer that answers but not as an agent: treat as a refusal to serve.

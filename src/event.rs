@@ -299,6 +299,26 @@ pub enum LinkerEvent {
     SecretFetched {
         /// The agent.
         instance_id: InstanceId,
+        /// The endpoint that answered: `private_ip:port`, or one of the agent's candidates
+        /// (revision 1.3).
+        from: std::net::SocketAddr,
+    },
+    /// One of the agent's endpoints did not answer (unreachable, or not within
+    /// [`fetch_timeout`](crate::linker::LinkerConfig::fetch_timeout)): the next one is asked,
+    /// if any (revision 1.3).
+    EndpointUnreachable {
+        /// The agent.
+        instance_id: InstanceId,
+        /// The endpoint.
+        endpoint: std::net::SocketAddr,
+    },
+    /// One of the agent's announced endpoints fails the checks its first address passes (not
+    /// private, port 0): it is never contacted (revision 1.3).
+    EndpointSkipped {
+        /// The agent.
+        instance_id: InstanceId,
+        /// The endpoint.
+        endpoint: std::net::SocketAddr,
     },
     /// The short code of this link (revision 1.4), derived once the server accepted it and
     /// named the account: show "if the device asks, check it shows `short_code`, and approve it

@@ -578,6 +578,9 @@ pub enum ServerOp {
         public_ip: bool,
         /// Announce without the agent's presence key.
         forged_key: bool,
+        /// Candidate endpoints (revision 1.3): the low four bits say how many (up to 15, more
+        /// than the record keeps), bit 4 makes the last one public, bits 5–6 shift the ports.
+        candidates: u8,
     },
     /// A discovery.
     Discover {
@@ -682,8 +685,20 @@ pub fn server_ops(data: &[u8]) {
                 forged,
                 public_ip,
                 forged_key,
+                candidates,
             } => {
                 let (id, secret) = identity(agent);
+                let public_candidate = candidates & 0x10 != 0 && candidates & 0x0f != 0;
+                let candidate_list: Vec<std::net::SocketAddr> = (0..candidates & 0x0f)
+                    .map(|i| {
+                        let ip = if public_candidate && i + 1 == candidates & 0x0f {
+                            IpAddr::V4(Ipv4Addr::new(203, 0, 113, i))
+                        } else {
+                            IpAddr::V4(Ipv4Addr::new(10, 0, agent % 4, i % 6))
+                        };
+                        std::net::SocketAddr::new(ip, 8080 + u16::from(candidates >> 5))
+                    })
+                    .collect();
                 let commitment = if forged {
                     LocalSecret::from_bytes([0x55; 32]).commitment(&id)
                 } else {
@@ -695,6 +710,7 @@ pub fn server_ops(data: &[u8]) {
                     IpAddr::V4(Ipv4Addr::new(192, 168, 1, agent % 4 + 10))
                 };
                 let announce = Announce {
+                    candidates: candidate_list,
                     version: wire::WIRE_VERSION,
                     instance_id: id,
                     private_ip,
@@ -718,11 +734,27 @@ pub fn server_ops(data: &[u8]) {
                             && p.private_ip == announce.private_ip
                             && p.port == announce.port
                             && p.info.fingerprint() == announce.info.fingerprint()
+                            && p.candidates == crate::server::record::kept_candidates(&announce)
                     })
                 });
                 match server.handle_announce(now, net_ip(net), ForwardedHeaders::NONE, &announce) {
                     Ok(reply) => {
                         assert!(!public_ip, "a public private_ip was accepted");
+                        assert!(!public_candidate, "a public candidate was accepted");
+                        let kept = server.store().network(&network).and_then(|r| {
+                            r.presences
+                                .iter()
+                                .find(|p| p.instance_id == id)
+                                .map(|p| p.candidates.clone())
+                        });
+                        if let Some(kept) = kept {
+                            assert!(kept.len() <= wire::MAX_CANDIDATES, "record unbounded");
+                            assert!(
+                                kept.iter()
+                                    .all(|c| crate::addr::is_announceable_private_ip(c.ip())),
+                                "a kept candidate is not private"
+                            );
+                        }
                         if forged_key {
                             assert!(
                                 unchanged_refresh && reply.messages.is_empty(),
@@ -943,8 +975,9 @@ pub enum LinkerOp {
     Advance(u32),
     /// Drain transmits.
     Poll,
-    /// A discovery reply (agents at the given addresses), or a refusal.
-    Discovered(Option<Vec<(PeerKind, u16, [u8; 16])>>),
+    /// A discovery reply (agents at the given addresses, with candidate endpoints of any
+    /// kind: revision 1.3), or a refusal.
+    Discovered(Option<Vec<FuzzedAgent>>),
     /// The user picks the n-th choice.
     Select(u8),
     /// A secret reply, or a refusal.
@@ -956,6 +989,9 @@ pub enum LinkerOp {
     /// A transport error.
     TransportError,
 }
+
+/// One agent of a fuzzed discovery reply: its address, port, id and candidate endpoints.
+pub type FuzzedAgent = (PeerKind, u16, [u8; 16], Vec<(PeerKind, u16)>);
 
 /// Feeds the linker arbitrary replies in arbitrary order; checks it only fetches from private
 /// addresses, only links with a fetched secret, and stays finished once finished.
@@ -978,8 +1014,9 @@ pub fn linker_ops(data: &[u8]) {
                     match transmit {
                         LinkerTransmit::FetchSecret { agent, instance_id } => {
                             assert!(
-                                crate::addr::is_announceable_private_ip(agent.ip()),
-                                "fetch from a public address"
+                                crate::addr::is_announceable_private_ip(agent.ip())
+                                    && agent.port() != 0,
+                                "fetch from a public address or port 0"
                             );
                             last_fetch = Some(instance_id);
                         }
@@ -999,11 +1036,15 @@ pub fn linker_ops(data: &[u8]) {
                     .map(|agents| DiscoverReply {
                         agents: agents
                             .into_iter()
-                            .map(|(peer, port, id)| DiscoveredAgent {
+                            .map(|(peer, port, id, candidates)| DiscoveredAgent {
                                 instance_id: InstanceId::from_bytes(id),
                                 private_ip: peer.ip(),
                                 port,
                                 info: DeviceInfo::default(),
+                                candidates: candidates
+                                    .into_iter()
+                                    .map(|(peer, port)| std::net::SocketAddr::new(peer.ip(), port))
+                                    .collect(),
                             })
                             .collect(),
                         hidden: None,
@@ -1236,6 +1277,7 @@ pub fn protocol_sim(data: &[u8]) {
                     sim.lans[away].public_ip
                 };
                 let announce = Announce {
+                    candidates: Vec::new(),
                     version: wire::WIRE_VERSION,
                     instance_id: victim_id,
                     private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),
@@ -1259,6 +1301,7 @@ pub fn protocol_sim(data: &[u8]) {
                 let key = PresenceKey::from_bytes([0x67; 32]);
                 let own_id = key.instance_id();
                 let announce = Announce {
+                    candidates: Vec::new(),
                     version: wire::WIRE_VERSION,
                     instance_id: own_id,
                     private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),

@@ -4,6 +4,15 @@
 //! A sans-IO state machine driven like the agent: inputs through `handle_*` with a monotonic
 //! `now`, outputs from `poll_transmit`, `poll_event` and `poll_timeout`.
 //!
+//! An agent may announce several endpoints (revision 1.3: `private_ip:port`, then its
+//! [`candidates`](crate::wire::DiscoveredAgent::candidates)). The linker asks them one at a time,
+//! in that order, each for at most [`LinkerConfig::fetch_timeout`]; it skips, with
+//! [`LinkerEvent::EndpointSkipped`], any that fails the check `private_ip` must pass (private,
+//! loopback, link-local or ULA; port not 0), so it never contacts one; it moves on only when an
+//! endpoint is [unreachable](FetchFailure::Unreachable) or silent
+//! ([`LinkerEvent::EndpointUnreachable`]), never after a refusal; and it reports the endpoint
+//! that answered ([`LinkerEvent::SecretFetched`]'s `from`).
+//!
 //! ```
 //! use std::time::Instant;
 //! use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
@@ -29,7 +38,7 @@ use crate::id::InstanceId;
 use crate::secret::Commitment;
 use crate::wire::{
     DiscoverReply, DiscoveredAgent, HiddenReason, LinkRequest, LinkState, LinkStatusReply,
-    SecretReply,
+    SecretReply, MAX_CANDIDATES,
 };
 
 /// The linker's configuration.
@@ -43,7 +52,15 @@ pub struct LinkerConfig {
     pub give_up_after: Duration,
     /// Pick the agent by itself when exactly one is discovered (default true).
     pub auto_select: bool,
+    /// How long to wait for one endpoint of the agent before trying its next one (revision 1.3
+    /// candidates; default [`DEFAULT_FETCH_TIMEOUT`]). Counted from the `now` of the
+    /// [`LinkerTransmit::FetchSecret`] that asked it.
+    pub fetch_timeout: Duration,
 }
+
+/// How long, by default, the linker waits for one of an agent's endpoints: 3 seconds (a LAN
+/// answers in milliseconds; an unreachable address often never answers at all).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Default for LinkerConfig {
     fn default() -> Self {
@@ -52,6 +69,7 @@ impl Default for LinkerConfig {
             status_interval: Duration::from_secs(1),
             give_up_after: Duration::from_secs(300),
             auto_select: true,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
         }
     }
 }
@@ -63,6 +81,8 @@ pub enum LinkerTransmit {
     /// Ask the server for agents; feed the reply to [`Linker::handle_discover_reply`].
     Discover,
     /// Ask the agent at `agent` for its secret; feed the reply to [`Linker::handle_secret_reply`].
+    /// Give up on it (feed [`FetchFailure::Unreachable`], or let [`Linker::poll_timeout`] pass)
+    /// after [`LinkerConfig::fetch_timeout`]: the linker then asks the agent's next endpoint.
     FetchSecret {
         /// The agent's local endpoint.
         agent: SocketAddr,
@@ -124,7 +144,12 @@ enum State {
     },
     Fetching {
         agent: DiscoveredAgent,
-        in_flight: bool,
+        /// The endpoints to try, in order, each already checked.
+        endpoints: Vec<SocketAddr>,
+        /// The one being tried.
+        index: usize,
+        /// When the attempt at `endpoints[index]` is given up, while one is in flight.
+        attempt: Option<Instant>,
     },
     Linking {
         request: Option<LinkRequest>,
@@ -240,10 +265,97 @@ impl Linker {
         self.state = State::Failed(reason);
     }
 
-    /// Advances time: gives up after `give_up_after`. A spurious call is a no-op.
+    /// The endpoint being asked for the secret, while one is (revision 1.3).
+    pub fn fetching_from(&self) -> Option<SocketAddr> {
+        match &self.state {
+            State::Fetching {
+                endpoints,
+                index,
+                attempt: Some(_),
+                ..
+            } => endpoints.get(*index).copied(),
+            _ => None,
+        }
+    }
+
+    /// How many of the agent's endpoints are left to ask after the one being asked (revision
+    /// 1.3); 0 when none, or when no fetch is in progress. A driver may retry a failed fetch only
+    /// when none is left, and otherwise move on at once.
+    pub fn endpoints_left(&self) -> usize {
+        match &self.state {
+            State::Fetching {
+                endpoints, index, ..
+            } => endpoints.len().saturating_sub(index.saturating_add(1)),
+            _ => 0,
+        }
+    }
+
+    /// Advances time: gives up on an endpoint that has not answered within
+    /// [`LinkerConfig::fetch_timeout`] (the next one is asked), and on the whole attempt after
+    /// `give_up_after`. A spurious call is a no-op.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.deadline && !self.is_finished() {
             self.fail(LinkerFailure::Timeout);
+            return;
+        }
+        if let State::Fetching {
+            attempt: Some(at), ..
+        } = self.state
+        {
+            if now >= at {
+                self.next_endpoint();
+            }
+        }
+    }
+
+    /// Starts fetching from `agent`: its endpoints in the order announced, each checked as
+    /// `private_ip` is (a non-private one is skipped, with an event, and never contacted), at
+    /// most `1 + MAX_CANDIDATES` of them whatever the server sent.
+    fn fetch(&mut self, agent: DiscoveredAgent) {
+        let mut endpoints = Vec::new();
+        for endpoint in agent.endpoints().into_iter().take(1 + MAX_CANDIDATES) {
+            if is_announceable_private_ip(endpoint.ip()) && endpoint.port() != 0 {
+                endpoints.push(endpoint);
+            } else {
+                self.events.push_back(LinkerEvent::EndpointSkipped {
+                    instance_id: agent.instance_id,
+                    endpoint,
+                });
+            }
+        }
+        if endpoints.is_empty() {
+            self.fail(LinkerFailure::Fetch(FetchFailure::Unreachable));
+            return;
+        }
+        self.state = State::Fetching {
+            agent,
+            endpoints,
+            index: 0,
+            attempt: None,
+        };
+    }
+
+    /// The endpoint in flight did not answer: ask the next one, or fail when none is left.
+    fn next_endpoint(&mut self) {
+        let State::Fetching {
+            agent,
+            endpoints,
+            index,
+            attempt,
+        } = &mut self.state
+        else {
+            return;
+        };
+        if let Some(endpoint) = endpoints.get(*index) {
+            self.events.push_back(LinkerEvent::EndpointUnreachable {
+                instance_id: agent.instance_id,
+                endpoint: *endpoint,
+            });
+        }
+        *index += 1;
+        *attempt = None;
+        if *index >= endpoints.len() {
+            self.fail(LinkerFailure::Fetch(FetchFailure::Unreachable));
         }
     }
 
@@ -281,6 +393,8 @@ impl Linker {
             }
         }
         let mut agents = Vec::new();
+        // An agent whose first endpoint is not private is dropped whole (its server is not to
+        // be trusted with the user's LAN); a candidate that is not is skipped when fetching.
         for agent in reply.agents {
             if is_announceable_private_ip(agent.private_ip) {
                 agents.push(agent);
@@ -293,19 +407,18 @@ impl Linker {
         self.events.push_back(LinkerEvent::Discovered {
             agents: agents.clone(),
         });
-        self.state = match agents.len() {
-            0 => State::Discovering {
-                next: now
-                    .checked_add(self.config.discover_interval)
-                    .unwrap_or(now),
-                in_flight: false,
-            },
-            1 if self.config.auto_select => State::Fetching {
-                agent: agents.remove(0),
-                in_flight: false,
-            },
-            _ => State::Choosing { agents },
-        };
+        match agents.len() {
+            0 => {
+                self.state = State::Discovering {
+                    next: now
+                        .checked_add(self.config.discover_interval)
+                        .unwrap_or(now),
+                    in_flight: false,
+                }
+            }
+            1 if self.config.auto_select => self.fetch(agents.remove(0)),
+            _ => self.state = State::Choosing { agents },
+        }
         Ok(())
     }
 
@@ -319,14 +432,17 @@ impl Linker {
             return Err(LinkerError::NotDiscovered);
         };
         let agent = agents.swap_remove(index);
-        self.state = State::Fetching {
-            agent,
-            in_flight: false,
-        };
+        self.fetch(agent);
         Ok(())
     }
 
-    /// The agent's answer to the secret request.
+    /// The agent's answer to the secret request, from the endpoint the last
+    /// [`LinkerTransmit::FetchSecret`] named. [`FetchFailure::Unreachable`] moves on to the
+    /// agent's next endpoint (revision 1.3), or fails when none is left; a refusal by the agent
+    /// ends the attempt at once (fail closed: an agent that answered and said no is not asked
+    /// again at another address). An answer that comes after the attempt's
+    /// [`fetch_timeout`](LinkerConfig::fetch_timeout) has passed and [`Linker::handle_timeout`]
+    /// moved on belongs to an abandoned attempt: drop it rather than feed it here.
     pub fn handle_secret_reply(
         &mut self,
         now: Instant,
@@ -335,16 +451,24 @@ impl Linker {
         self.handle_timeout(now);
         let State::Fetching {
             agent,
-            in_flight: true,
+            endpoints,
+            index,
+            attempt: Some(_),
         } = &self.state
         else {
             return Err(self.unexpected());
         };
         let instance_id = agent.instance_id;
+        // Cannot be out of range: an attempt is in flight only for an existing endpoint.
+        let from = endpoints
+            .get(*index)
+            .copied()
+            .unwrap_or(SocketAddr::new(agent.private_ip, agent.port));
         match reply {
+            Err(FetchFailure::Unreachable) => self.next_endpoint(),
             Ok(reply) => {
                 self.events
-                    .push_back(LinkerEvent::SecretFetched { instance_id });
+                    .push_back(LinkerEvent::SecretFetched { instance_id, from });
                 let commitment = reply.local_secret.commitment(&instance_id);
                 self.state = State::Linking {
                     request: Some(LinkRequest {
@@ -465,6 +589,9 @@ impl Linker {
                 *in_flight = false;
                 *next = now.checked_add(self.config.status_interval).unwrap_or(now);
             }
+            State::Fetching {
+                attempt: Some(_), ..
+            } => self.next_endpoint(),
             State::Fetching { .. } => self.fail(LinkerFailure::Fetch(FetchFailure::Unreachable)),
             State::Linking { request: None, .. } => self.fail(LinkerFailure::Timeout),
             _ => {}
@@ -488,10 +615,16 @@ impl Linker {
                 *in_flight = true;
                 Some(LinkerTransmit::Discover)
             }
-            State::Fetching { agent, in_flight } if !*in_flight => {
-                *in_flight = true;
+            State::Fetching {
+                agent,
+                endpoints,
+                index,
+                attempt: attempt @ None,
+            } => {
+                let endpoint = *endpoints.get(*index)?;
+                *attempt = Some(now.checked_add(self.config.fetch_timeout).unwrap_or(now));
                 Some(LinkerTransmit::FetchSecret {
-                    agent: SocketAddr::new(agent.private_ip, agent.port),
+                    agent: endpoint,
                     instance_id: agent.instance_id,
                 })
             }
@@ -524,6 +657,9 @@ impl Linker {
                 in_flight: false,
                 ..
             } => Some(*next),
+            State::Fetching {
+                attempt: Some(at), ..
+            } => Some(*at),
             State::Linked { .. } | State::Failed(_) => return None,
             _ => None,
         };
@@ -534,5 +670,185 @@ impl Linker {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<LinkerEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::DeviceInfo;
+
+    fn agent(candidates: &[&str]) -> DiscoveredAgent {
+        DiscoveredAgent {
+            instance_id: InstanceId::from_bytes([7; 16]),
+            private_ip: "192.168.1.50".parse().unwrap(),
+            port: 8080,
+            info: DeviceInfo::default(),
+            candidates: candidates.iter().map(|c| c.parse().unwrap()).collect(),
+        }
+    }
+
+    /// A linker that discovered `agent` and is about to fetch its secret.
+    fn fetching(agent: DiscoveredAgent, now: Instant) -> Linker {
+        let mut linker = Linker::new(LinkerConfig::default(), now);
+        assert!(matches!(
+            linker.poll_transmit(now),
+            Some(LinkerTransmit::Discover)
+        ));
+        let reply = DiscoverReply {
+            agents: vec![agent].into(),
+            hidden: None,
+        };
+        linker.handle_discover_reply(now, Ok(reply)).unwrap();
+        linker
+    }
+
+    fn fetch_target(linker: &mut Linker, now: Instant) -> Option<SocketAddr> {
+        match linker.poll_transmit(now) {
+            Some(LinkerTransmit::FetchSecret { agent, .. }) => Some(agent),
+            Some(other) => panic!("{other:?}"),
+            None => None,
+        }
+    }
+
+    fn secret() -> SecretReply {
+        SecretReply {
+            local_secret: crate::LocalSecret::from_bytes([9; 32]),
+        }
+    }
+
+    fn events(linker: &mut Linker) -> Vec<LinkerEvent> {
+        std::iter::from_fn(|| linker.poll_event()).collect()
+    }
+
+    /// Endpoints are asked in order; an unreachable one moves on to the next; the one that
+    /// answers is reported; a candidate outside the local policy is never asked.
+    #[test]
+    fn tries_endpoints_in_order_and_skips_non_private_ones() {
+        let now = Instant::now();
+        let mut linker = fetching(
+            agent(&[
+                "203.0.113.9:8080",
+                "10.0.0.5:8080",
+                "10.0.0.5:0",
+                "[fd00::5]:80",
+            ]),
+            now,
+        );
+        let id = InstanceId::from_bytes([7; 16]);
+        let skipped: Vec<_> = events(&mut linker)
+            .into_iter()
+            .filter_map(|e| match e {
+                LinkerEvent::EndpointSkipped { endpoint, .. } => Some(endpoint.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skipped, ["203.0.113.9:8080", "10.0.0.5:0"]);
+        let mut asked = Vec::new();
+        for left in [2, 1] {
+            let target = fetch_target(&mut linker, now).expect("a fetch");
+            assert_eq!(linker.endpoints_left(), left);
+            assert_eq!(linker.fetching_from(), Some(target));
+            asked.push(target.to_string());
+            // Nothing else while the attempt is in flight.
+            assert!(linker.poll_transmit(now).is_none());
+            linker
+                .handle_secret_reply(now, Err(FetchFailure::Unreachable))
+                .unwrap();
+        }
+        let last = fetch_target(&mut linker, now).expect("a fetch");
+        assert_eq!(linker.endpoints_left(), 0);
+        asked.push(last.to_string());
+        assert_eq!(
+            asked,
+            ["192.168.1.50:8080", "10.0.0.5:8080", "[fd00::5]:80"]
+        );
+        linker.handle_secret_reply(now, Ok(secret())).unwrap();
+        let events = events(&mut linker);
+        assert!(events.contains(&LinkerEvent::SecretFetched {
+            instance_id: id,
+            from: last
+        }));
+        assert!(matches!(
+            linker.poll_transmit(now),
+            Some(LinkerTransmit::Link(_))
+        ));
+    }
+
+    /// However many candidates a server lists, a linker asks at most `1 + MAX_CANDIDATES`
+    /// endpoints.
+    #[test]
+    fn a_long_list_is_cut() {
+        let now = Instant::now();
+        let many: Vec<String> = (1..=40).map(|n| format!("10.0.0.{n}:8080")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut linker = fetching(agent(&many), now);
+        let mut asked = 0;
+        while fetch_target(&mut linker, now).is_some() {
+            asked += 1;
+            linker
+                .handle_secret_reply(now, Err(FetchFailure::Unreachable))
+                .unwrap();
+        }
+        assert_eq!(asked, 1 + MAX_CANDIDATES);
+        assert_eq!(
+            linker.failure(),
+            Some(&LinkerFailure::Fetch(FetchFailure::Unreachable))
+        );
+    }
+
+    /// An agent that answers and refuses is not asked again at another address (fail closed).
+    #[test]
+    fn a_refusal_does_not_move_on() {
+        let now = Instant::now();
+        let mut linker = fetching(agent(&["10.0.0.5:8080"]), now);
+        assert!(fetch_target(&mut linker, now).is_some());
+        linker
+            .handle_secret_reply(
+                now,
+                Err(FetchFailure::Refused(SecretRefusal::NotDiscovering)),
+            )
+            .unwrap();
+        assert!(linker.poll_transmit(now).is_none());
+        assert_eq!(
+            linker.failure(),
+            Some(&LinkerFailure::Fetch(FetchFailure::Refused(
+                SecretRefusal::NotDiscovering
+            )))
+        );
+    }
+
+    /// An endpoint that does not answer within `fetch_timeout` is given up (the deadline is
+    /// `poll_timeout`); after the last one the linker fails as unreachable.
+    #[test]
+    fn a_silent_endpoint_times_out_and_the_last_one_fails() {
+        let now = Instant::now();
+        let mut linker = fetching(agent(&["10.0.0.5:8080"]), now);
+        assert!(fetch_target(&mut linker, now).is_some());
+        let at = now + DEFAULT_FETCH_TIMEOUT;
+        assert_eq!(linker.poll_timeout(), Some(at));
+        linker.handle_timeout(at - Duration::from_millis(1));
+        assert_eq!(
+            linker.fetching_from(),
+            Some("192.168.1.50:8080".parse().unwrap())
+        );
+        linker.handle_timeout(at);
+        assert_eq!(
+            fetch_target(&mut linker, at),
+            Some("10.0.0.5:8080".parse().unwrap())
+        );
+        linker.handle_timeout(at + DEFAULT_FETCH_TIMEOUT);
+        assert_eq!(
+            linker.failure(),
+            Some(&LinkerFailure::Fetch(FetchFailure::Unreachable))
+        );
+        // A transport error with no endpoint left fails the same way.
+        let mut linker = fetching(agent(&[]), now);
+        assert!(fetch_target(&mut linker, now).is_some());
+        linker.handle_transport_error(now);
+        assert_eq!(
+            linker.failure(),
+            Some(&LinkerFailure::Fetch(FetchFailure::Unreachable))
+        );
     }
 }

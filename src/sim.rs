@@ -102,6 +102,9 @@ pub struct Sim {
     pub linkers: Vec<SimLinker>,
     /// The trusted proxy in front of the server, if any.
     pub proxy: Option<IpAddr>,
+    /// Agent endpoints no linker can reach (a container's internal address, a stale pinned
+    /// one): a fetch there is [`FetchFailure::Unreachable`] (revision 1.3 candidates).
+    pub unreachable: std::collections::HashSet<std::net::SocketAddr>,
 }
 
 impl Sim {
@@ -125,6 +128,7 @@ impl Sim {
             agents: Vec::new(),
             linkers: Vec::new(),
             proxy: None,
+            unreachable: std::collections::HashSet::new(),
         })
     }
 
@@ -357,11 +361,13 @@ impl Sim {
                 self.linkers[id].linker.handle_discover_reply(now, reply)
             }
             LinkerTransmit::FetchSecret { agent, instance_id } => {
-                let target = self.agents.iter_mut().find(|a| {
-                    a.lan == lan
-                        && a.agent.config().private_ip() == agent.ip()
-                        && a.agent.config().port() == agent.port()
-                });
+                // An agent answers at any endpoint it announces, on its own LAN, unless that
+                // endpoint is marked unreachable.
+                let reachable = !self.unreachable.contains(&agent);
+                let target = self
+                    .agents
+                    .iter_mut()
+                    .find(|a| reachable && a.lan == lan && a.agent.endpoints().contains(&agent));
                 let reply = match target {
                     Some(target) => {
                         let host = agent.to_string();

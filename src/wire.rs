@@ -6,7 +6,7 @@
 //! carry them ([`AgentMessage::VerifyAndRedeem`], [`LinkRequest`], [`SecretReply`]) and in
 //! [`RedeemReply`]; [`encode`] returns a buffer that is zeroized when dropped.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -31,6 +31,11 @@ pub const MAX_ANNOUNCE_BYTES: usize = 4096;
 
 /// Largest body of any other message, in bytes of JSON.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// The most further local endpoints an announcement may list in
+/// [`candidates`](Announce::candidates) (revision 1.3); a longer list is refused at decoding
+/// ([`WireError::BadField`]`("candidates")`, `400 bad_field`).
+pub const MAX_CANDIDATES: usize = 8;
 
 /// Limits on [`DeviceInfo`] fields, in bytes of UTF-8.
 pub mod limits {
@@ -86,6 +91,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
         let text = err.to_string();
         FIELD_NAMES
             .iter()
+            .chain(&["candidates"])
             .find_map(|name| {
                 if text.starts_with(&format!("bad field {name} ")) {
                     Some(WireError::BadField(name))
@@ -380,6 +386,45 @@ pub struct Announce {
     /// the server.
     #[serde(with = "presence_key_hex")]
     pub presence_key: PresenceKey,
+    /// Further endpoints of the agent's local endpoint, to try in order after
+    /// `private_ip:port` (revision 1.3; optional, empty when absent, and left out of the JSON
+    /// when empty). At most [`MAX_CANDIDATES`] (more is refused at decoding, `400 bad_field`);
+    /// each address must be private like `private_ip` (else `403 not_private_ip`). An agent
+    /// builds the list with [`order_endpoints`](crate::agent::order_endpoints): other
+    /// interfaces' addresses, container-internal and link-local ones last. A server before 1.3
+    /// refuses the field (requests are strict): upgrade servers before agents.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded_candidates"
+    )]
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// Reads at most [`MAX_CANDIDATES`] socket addresses, refusing a longer list before reading it
+/// whole.
+fn bounded_candidates<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<SocketAddr>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_CANDIDATES} socket addresses")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(addr) = seq.next_element::<SocketAddr>()? {
+                if out.len() == MAX_CANDIDATES {
+                    return Err(serde::de::Error::custom("bad field candidates "));
+                }
+                out.push(addr);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 /// Server → agent, the reply to an announcement.
@@ -548,6 +593,38 @@ pub struct DiscoveredAgent {
     pub port: u16,
     /// What to show the user.
     pub info: DeviceInfo,
+    /// Further endpoints of the agent, to try in order after `private_ip:port` when it does not
+    /// answer (revision 1.3; optional, empty when absent, left out when empty). A linker applies
+    /// the same checks to each as to `private_ip` (see
+    /// [`Linker`](crate::linker::Linker)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl DiscoveredAgent {
+    /// Every endpoint the agent announced, in the order to try them: `private_ip:port` first,
+    /// then the candidates, without repeats (revision 1.3). No address is checked here.
+    ///
+    /// ```
+    /// use lanlink::wire::DiscoveredAgent;
+    /// let agent: DiscoveredAgent = serde_json::from_str(
+    ///     r#"{"instance_id":"7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90","private_ip":"172.17.0.2",
+    ///         "port":5000,"info":{},"candidates":["192.168.1.20:5000","172.17.0.2:5000"]}"#,
+    /// ).unwrap();
+    /// let endpoints: Vec<String> = agent.endpoints().iter().map(|e| e.to_string()).collect();
+    /// assert_eq!(endpoints, ["172.17.0.2:5000", "192.168.1.20:5000"]);
+    /// ```
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::with_capacity(1 + self.candidates.len());
+        for endpoint in std::iter::once(SocketAddr::new(self.private_ip, self.port))
+            .chain(self.candidates.iter().copied())
+        {
+            if !out.contains(&endpoint) {
+                out.push(endpoint);
+            }
+        }
+        out
+    }
 }
 
 /// Server → linker: the discoverable agents of the linker's own network (step 4).
@@ -757,6 +834,7 @@ mod tests {
             port: 8080,
             info: DeviceInfo::new("h", "m", "a", "1").unwrap(),
             commitment: LocalSecret::from_bytes([1; 32]).commitment(&id),
+            candidates: Vec::new(),
         }
     }
 
@@ -916,6 +994,53 @@ mod tests {
         }
     }
 
+    /// Revision 1.3: candidates round-trip, are left out when empty (so a 1.3 agent without
+    /// any talks to a 1.2 server), read as none when absent (old agents and servers), and more
+    /// than [`MAX_CANDIDATES`] are refused as `bad_field`, never echoed.
+    #[test]
+    fn candidates_are_optional_and_bounded() {
+        let plain = announce();
+        let bytes = encode(&plain);
+        assert!(!std::str::from_utf8(&bytes).unwrap().contains("candidates"));
+        let mut with = plain.clone();
+        with.candidates = vec![
+            "10.0.0.5:8080".parse().unwrap(),
+            "[fe80::1]:8080".parse().unwrap(),
+        ];
+        let text = String::from_utf8(encode(&with).to_vec()).unwrap();
+        assert!(
+            text.contains(r#""candidates":["10.0.0.5:8080","[fe80::1]:8080"]"#),
+            "{text}"
+        );
+        assert_eq!(decode_announce(text.as_bytes()).unwrap(), with);
+        with.candidates = (0..=MAX_CANDIDATES as u8)
+            .map(|n| SocketAddr::from(([10, 0, 0, n], 8080)))
+            .collect();
+        assert_eq!(
+            decode_announce(&encode(&with)),
+            Err(WireError::BadField("candidates"))
+        );
+        with.candidates.pop();
+        assert_eq!(decode_announce(&encode(&with)).unwrap(), with);
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["candidates"] = serde_json::json!(["not an address"]);
+        assert_eq!(
+            decode_announce(&serde_json::to_vec(&v).unwrap()),
+            Err(WireError::Malformed)
+        );
+        // A 1.2 discovery reply (no candidates) reads, and a 1.3 one without any writes none.
+        let old = r#"{"agents":[{"instance_id":"7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90","private_ip":"192.168.1.50","port":8080,"info":{}}]}"#;
+        let reply: DiscoverReply = decode(old.as_bytes(), MAX_MESSAGE_BYTES).unwrap();
+        assert!(reply.agents[0].candidates.is_empty());
+        assert_eq!(
+            reply.agents[0].endpoints(),
+            ["192.168.1.50:8080".parse().unwrap()]
+        );
+        assert!(!String::from_utf8(encode(&reply).to_vec())
+            .unwrap()
+            .contains("candidates"));
+    }
+
     #[test]
     fn largest_announce_fits() {
         let mut a = announce();
@@ -928,6 +1053,12 @@ mod tests {
         )
         .unwrap();
         a.private_ip = "fe80::1234:5678:9abc:def0".parse().unwrap();
+        a.candidates = vec![
+            "[fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap();
+            MAX_CANDIDATES
+        ];
         let bytes = encode(&a);
         assert!(bytes.len() <= MAX_ANNOUNCE_BYTES, "{}", bytes.len());
         assert_eq!(decode_announce(&bytes).unwrap(), a);

@@ -118,11 +118,24 @@ async fn start_device(hostname: &str, page_origin: &str, server: &str) -> Device
     } else {
         Confirmation::None
     };
-    let config = AgentConfig::new(addr.ip(), addr.port(), info)
-        .window(Duration::from_secs(300))
-        .allow_origin(page_origin)
-        .confirmation(policy)
-        .confirm_timeout(Duration::from_secs(120));
+    // The auto device announces first a loopback port that never answers (bound, never
+    // accepted: held open, so no other listener can take it) and its real endpoint as a
+    // candidate (revision 1.3): the page must give up on the first after its per-endpoint
+    // timeout, move on to the second, and say so.
+    let config = if hostname == "printer-auto" {
+        let (silent, dead) = bind().await;
+        tokio::spawn(async move {
+            let _held = silent;
+            std::future::pending::<()>().await
+        });
+        AgentConfig::new(dead.ip(), dead.port(), info).candidates(vec![addr])
+    } else {
+        AgentConfig::new(addr.ip(), addr.port(), info)
+    }
+    .window(Duration::from_secs(300))
+    .allow_origin(page_origin)
+    .confirmation(policy)
+    .confirm_timeout(Duration::from_secs(120));
     let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
     let agent: SharedAgent = Arc::new(Mutex::new(agent));
     spawn(
@@ -330,6 +343,15 @@ async fn linking_page_in_headless_chromium() {
         .find_map(|line| serde_json::from_str(line).ok())
         .expect("e2e.mjs prints its report as a JSON line");
     assert_eq!(report["auto"]["path"], "fetch-lna", "{report}");
+    // Its first endpoint was a closed port; the candidate answered, and the page says so.
+    let auto_at = devices["auto"].addr.to_string();
+    assert_eq!(report["auto"]["endpoint"], auto_at.as_str(), "{report}");
+    assert!(
+        report["auto"]["status"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!("answered at {auto_at}"))),
+        "{report}"
+    );
     assert_eq!(report["popup"]["path"], "popup", "{report}");
     assert_eq!(report["blocked"]["error"], "popup_blocked", "{report}");
     assert_eq!(report["blocked"]["path"], "popup", "{report}");
@@ -460,7 +482,7 @@ fn lanlink_js_unit_tests_under_node() {
         "unit.mjs failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("# pass 7"), "{stdout}");
+    assert!(stdout.contains("# pass 8"), "{stdout}");
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
 

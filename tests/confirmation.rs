@@ -573,6 +573,7 @@ fn the_linker_derives_the_code_from_what_the_server_named() {
             private_ip: ip(AGENT_IP),
             port: 8080,
             info: DeviceInfo::default(),
+            candidates: Vec::new(),
         };
         let reply = DiscoverReply {
             agents: vec![agent].into(),

@@ -29,6 +29,7 @@ fn every_server_event_serializes_without_secrets() {
     let secret = LocalSecret::from_bytes([0xa5; 32]);
     let id = key.instance_id();
     let announce = Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: "192.168.1.50".parse().unwrap(),

@@ -1021,6 +1021,7 @@ async fn attack_replayed_secret_after_linking_over_http() {
     // Whoever knows (id, secret) cannot announce the instance either: the id derives from a
     // presence key only the agent holds.
     let replay = Announce {
+        candidates: Vec::new(),
         version: wire::WIRE_VERSION,
         instance_id: id,
         private_ip: ip("192.168.1.66"),

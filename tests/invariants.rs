@@ -1078,6 +1078,7 @@ impl World {
                 PresenceKey::from_bytes(bytes32(u64::from(id.as_bytes()[0]), 9))
             });
         let announce = Announce {
+            candidates: Vec::new(),
             version: wire::WIRE_VERSION,
             instance_id: id,
             private_ip,
@@ -1427,7 +1428,7 @@ impl World {
             let events = self.sim.linkers[l].events[self.linker_events_seen[l]..].to_vec();
             self.linker_events_seen[l] += events.len();
             for event in events {
-                if let LinkerEvent::SecretFetched { instance_id } = event {
+                if let LinkerEvent::SecretFetched { instance_id, .. } = event {
                     if self.checks.step5 {
                         prop_assert!(
                             self.honest_linkers.contains(&l),
@@ -1884,4 +1885,82 @@ fn used_secret_cannot_divert_the_agents_delivery() {
         },
     ];
     run(home(), &ops, all_checks()).unwrap();
+}
+
+/// Any address, of any kind: the ranks `order_endpoints` sorts by, and the ones it must drop.
+fn any_endpoint() -> impl Strategy<Value = std::net::SocketAddr> {
+    let v4 = prop_oneof![
+        (any::<u8>(), any::<u8>()).prop_map(|(c, d)| Ipv4Addr::new(192, 168, c, d)),
+        (any::<u8>(), any::<u8>()).prop_map(|(c, d)| Ipv4Addr::new(172, 17, c, d)),
+        (any::<u8>(), any::<u8>()).prop_map(|(c, d)| Ipv4Addr::new(169, 254, c, d)),
+        (any::<u8>(), any::<u8>()).prop_map(|(c, d)| Ipv4Addr::new(10, 88, c, d)),
+        any::<u8>().prop_map(|d| Ipv4Addr::new(127, 0, 0, d)),
+        any::<u32>().prop_map(Ipv4Addr::from),
+    ];
+    let v6 = prop_oneof![
+        any::<u16>().prop_map(|x| Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, x)),
+        any::<u16>().prop_map(|x| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, x)),
+        any::<u128>().prop_map(Ipv6Addr::from),
+    ];
+    let ip = prop_oneof![v4.prop_map(IpAddr::V4), v6.prop_map(IpAddr::V6)];
+    (ip, 0u16..4).prop_map(|(ip, port)| std::net::SocketAddr::new(ip, 8080 + port))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Revision 1.3: whatever addresses an agent is given, what it announces is at most
+    /// 1 + MAX_CANDIDATES endpoints, each announceable, none repeated, a private pinned one
+    /// first, and the server accepts that announcement (no candidate it would refuse), keeping
+    /// the candidates in the agent's order; a linker then asks only those endpoints, in order.
+    #[test]
+    fn announced_candidates_are_bounded_private_and_ordered(
+        pinned in proptest::option::of(any_endpoint()),
+        given in proptest::collection::vec(any_endpoint(), 0..24),
+    ) {
+        let ordered = lanlink::agent::order_endpoints(pinned, given.clone());
+        prop_assert!(ordered.len() <= 1 + wire::MAX_CANDIDATES);
+        let unique: HashSet<_> = ordered.iter().collect();
+        prop_assert_eq!(unique.len(), ordered.len());
+        prop_assert!(ordered.iter().all(|e| lanlink::addr::is_announceable_private_ip(e.ip())));
+        if let Some(pinned) = pinned.filter(|p| lanlink::addr::is_announceable_private_ip(p.ip())) {
+            prop_assert_eq!(ordered.first(), Some(&pinned));
+        }
+        let Some(first) = ordered.first().copied() else { return Ok(()) };
+        // The same list given back (its first pinned) is announced as it is.
+        let config = AgentConfig::new(first.ip(), first.port(), DeviceInfo::default())
+            .advertise(first)
+            .candidates(ordered[1..].to_vec());
+        let now = Instant::now();
+        let mut agent = lanlink::agent::Agent::new(config, now, &mut StdRng::seed_from_u64(5))
+            .expect("an ordered list is a valid configuration");
+        prop_assert_eq!(agent.endpoints(), &ordered[..]);
+        let Some(lanlink::agent::AgentTransmit::Announce(announce)) = agent.poll_transmit(now)
+        else {
+            return Err(TestCaseError::fail("no announcement"));
+        };
+        let mut server = lanlink::server::Server::new(ServerConfig::default()).unwrap();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let home: IpAddr = "203.0.113.7".parse().unwrap();
+        server
+            .handle_announce(t0, home, lanlink::ForwardedHeaders::NONE, &announce)
+            .map_err(|r| TestCaseError::fail(format!("refused: {r:?}")))?;
+        let shown = server
+            .handle_discover(t0, home, lanlink::ForwardedHeaders::NONE)
+            .map_err(|r| TestCaseError::fail(format!("refused: {r:?}")))?;
+        prop_assert_eq!(shown.agents.len(), 1);
+        prop_assert_eq!(shown.agents[0].endpoints(), ordered.clone());
+        // The linker asks exactly those endpoints, in order, while each is unreachable.
+        let mut linker = lanlink::linker::Linker::new(LinkerConfig::default(), now);
+        prop_assert!(matches!(linker.poll_transmit(now), Some(lanlink::linker::LinkerTransmit::Discover)));
+        linker.handle_discover_reply(now, Ok(shown)).unwrap();
+        let mut asked = Vec::new();
+        while let Some(lanlink::linker::LinkerTransmit::FetchSecret { agent, .. }) = linker.poll_transmit(now) {
+            asked.push(agent);
+            linker
+                .handle_secret_reply(now, Err(lanlink::linker::FetchFailure::Unreachable))
+                .unwrap();
+        }
+        prop_assert_eq!(asked, ordered);
+    }
 }

@@ -447,6 +447,7 @@ impl RawClient {
 fn announce_for(key: &PresenceKey, secret: &LocalSecret) -> Announce {
     let id = key.instance_id();
     Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: "192.168.1.50".parse().unwrap(),

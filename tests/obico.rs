@@ -582,6 +582,7 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
     // with the public unverified mark and the device's shown address, port and info (a plain
     // refresh, which needs no proof of a key): refused, and the presence is untouched.
     let announce = Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: ip("192.168.1.50"),
@@ -866,6 +867,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
     let key = lanlink::secret::PresenceKey::from_bytes([5; 32]);
     let id = key.instance_id();
     let announce = lanlink::wire::Announce {
+        candidates: Vec::new(),
         version: lanlink::wire::WIRE_VERSION,
         instance_id: id,
         private_ip: ip("192.168.1.20"),
@@ -1045,6 +1047,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     let id = key.instance_id();
     let secret = lanlink::LocalSecret::generate(&mut rng);
     let announce = Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: ip("192.168.1.60"),

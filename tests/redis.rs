@@ -1108,3 +1108,57 @@ async fn a_dual_stack_agent_links_once_when_both_networks_race() {
         );
     }
 }
+
+/// Revision 1.3: a presence's candidates go through Redis (encrypted with the rest of the
+/// record) and come back in order; a later announcement by the agent replaces them, one
+/// without the key is refused; a second server instance's discovery shows what the first
+/// recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_round_trip_through_redis() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let first = service(&redis, ServerConfig::default()).await;
+    let second = service(&redis, ServerConfig::default()).await;
+    let peer = "203.0.113.8".parse().expect("ip");
+    let home = network("203.0.113.8");
+    let none = lanlink::ForwardedHeaders::NONE;
+    let (mut x, _secret) = announcement(8);
+    x.candidates = vec![
+        "10.0.0.5:8080".parse().expect("addr"),
+        "[fe80::5]:8080".parse().expect("addr"),
+    ];
+    first
+        .announce_in(wall_now(), home, &x)
+        .await
+        .expect("announce");
+    let reply = second
+        .handle_discover(wall_now(), peer, none)
+        .await
+        .expect("discover");
+    assert_eq!(reply.agents.len(), 1);
+    assert_eq!(reply.agents[0].candidates, x.candidates);
+    // The agent moves: its new candidates replace the old ones.
+    let mut moved = x.clone();
+    moved.candidates = vec!["192.168.7.9:8080".parse().expect("addr")];
+    second
+        .announce_in(wall_now(), home, &moved)
+        .await
+        .expect("announce");
+    let mut forged = moved.clone();
+    forged.candidates = vec!["10.6.6.6:8080".parse().expect("addr")];
+    forged.presence_key = lanlink::secret::PresenceKey::from_bytes([0x66; 32]);
+    assert_eq!(
+        first
+            .announce_in(wall_now(), home, &forged)
+            .await
+            .unwrap_err(),
+        Refusal::ForgedInstance
+    );
+    let reply = first
+        .handle_discover(wall_now(), peer, none)
+        .await
+        .expect("discover");
+    assert_eq!(reply.agents[0].candidates, moved.candidates);
+}

@@ -24,6 +24,7 @@ fn server_survives_the_ends_of_time() {
         let id = key.instance_id();
         let secret = LocalSecret::from_bytes([2; 32]);
         let announce = wire::Announce {
+            candidates: Vec::new(),
             version: wire::WIRE_VERSION,
             instance_id: id,
             private_ip: ip("192.168.0.2"),

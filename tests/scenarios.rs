@@ -911,6 +911,7 @@ fn attack_replayed_secret_after_linking_is_refused() {
     // Someone who knows (id, secret) recomputes the commitment and announces the instance, from
     // the home network or another: without the agent's presence key that is a forgery.
     let forged = lanlink::wire::Announce {
+        candidates: Vec::new(),
         version: lanlink::wire::WIRE_VERSION,
         instance_id: id,
         private_ip: ip("192.168.1.66"),
@@ -1193,4 +1194,83 @@ fn attack_agent_announcing_past_any_window_is_cut_off_by_the_server() {
             .unwrap_err(),
         Refusal::InstanceUsed
     );
+}
+
+/// Revision 1.3, a device in a container: it listens behind a published port, the operator
+/// pinned an address that turns out stale (`--advertise`), its LAN address is a candidate and its
+/// container-internal address goes last. The linker is refused a connection at the pinned one,
+/// links through the LAN one, and never tries the container's.
+#[test]
+fn container_agent_links_through_its_lan_candidate() {
+    let mut sim = Sim::new(13);
+    let lan = sim.add_lan(ip(HOME));
+    let stale: std::net::SocketAddr = "192.168.1.77:8080".parse().unwrap();
+    let lan_endpoint: std::net::SocketAddr = "192.168.1.50:8080".parse().unwrap();
+    let internal: std::net::SocketAddr = "172.17.0.2:8080".parse().unwrap();
+    let config = AgentConfig::new(internal.ip(), internal.port(), DeviceInfo::default())
+        .advertise(stale)
+        .candidates(vec![lan_endpoint]);
+    let agent = sim.add_agent_with(lan, config).unwrap();
+    assert_eq!(
+        sim.agent(agent).endpoints(),
+        [stale, lan_endpoint, internal]
+    );
+    sim.unreachable.insert(stale);
+    sim.unreachable.insert(internal);
+    sim.settle();
+    let linker = sim.add_linker(lan, ip(LINKER_IP), "alice");
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.linker(linker).is_finished()));
+    let id = sim.agent(agent).instance_id();
+    assert_eq!(sim.linker(linker).linked(), Some(id));
+    assert_eq!(sim.agent(agent).status(), AgentStatus::Linked);
+    let events = &sim.linkers[linker].events;
+    let tried: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            lanlink::event::LinkerEvent::EndpointUnreachable { endpoint, .. } => Some(*endpoint),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [stale],
+        "only the stale pinned endpoint failed; the internal one was never asked"
+    );
+    assert!(
+        events.contains(&lanlink::event::LinkerEvent::SecretFetched {
+            instance_id: id,
+            from: lan_endpoint
+        })
+    );
+}
+
+/// Revision 1.3: when every endpoint of the agent is unreachable, the linker fails as
+/// unreachable after asking each once, and nothing is linked (the page then offers the code).
+#[test]
+fn no_reachable_candidate_fails_unreachable() {
+    let mut sim = Sim::new(14);
+    let lan = sim.add_lan(ip(HOME));
+    let internal: std::net::SocketAddr = "172.30.33.4:8080".parse().unwrap();
+    let link_local: std::net::SocketAddr = "169.254.7.7:8080".parse().unwrap();
+    let config = AgentConfig::new(internal.ip(), internal.port(), DeviceInfo::default())
+        .candidates(vec![link_local]);
+    let agent = sim.add_agent_with(lan, config).unwrap();
+    sim.unreachable.insert(internal);
+    sim.unreachable.insert(link_local);
+    sim.settle();
+    let linker = sim.add_linker(lan, ip(LINKER_IP), "alice");
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.linker(linker).is_finished()));
+    assert_eq!(
+        sim.linker(linker).failure(),
+        Some(&lanlink::linker::LinkerFailure::Fetch(
+            lanlink::linker::FetchFailure::Unreachable
+        ))
+    );
+    assert!(sim.agent(agent).is_discovering(), "the agent is untouched");
+    let tried = sim.linkers[linker]
+        .events
+        .iter()
+        .filter(|e| matches!(e, lanlink::event::LinkerEvent::EndpointUnreachable { .. }))
+        .count();
+    assert_eq!(tried, 2);
 }

@@ -214,6 +214,7 @@ fn announce_from(sim: &mut Sim, private: &str) -> Announce {
     let key = PresenceKey::generate(&mut sim.rng);
     let id = key.instance_id();
     Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: ip(private),

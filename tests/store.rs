@@ -115,6 +115,7 @@ fn announcement() -> (Announce, LocalSecret) {
     let secret = LocalSecret::from_bytes([2; 32]);
     let id = key.instance_id();
     let announce = Announce {
+        candidates: Vec::new(),
         version: WIRE_VERSION,
         instance_id: id,
         private_ip: "192.168.1.50".parse().expect("ip"),

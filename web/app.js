@@ -5,7 +5,7 @@
 // A real service would rely on its own session cookie instead (`new Linker()` sends same-origin
 // cookies), authenticated by its own `Authenticator` on the server.
 
-import { Linker, LanlinkError, describe, detectSupport } from "./lanlink.js";
+import { Linker, LanlinkError, describe, detectSupport, endpointText } from "./lanlink.js";
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const prefix = document.querySelector('meta[name="lanlink-prefix"]')?.getAttribute("content") || undefined;
@@ -132,7 +132,12 @@ async function startLink(device, path) {
     const fellBack = result.attempts.length > 1
       ? " Your browser did not let this page reach the device directly, so the device's window was used."
       : "";
-    showStatus(`✓ ${deviceName(device)} is linked to your account. The key came ${PATH_WORDS[result.path]}.${fellBack}`, true);
+    // Revision 1.3: say so when the device answered at another of its addresses.
+    const first = endpointText({ ip: device.private_ip, port: device.port });
+    const elsewhere = result.endpoint && result.endpoint !== first
+      ? ` The device answered at ${result.endpoint}, not at ${first}.`
+      : "";
+    showStatus(`✓ ${deviceName(device)} is linked to your account. The key came ${PATH_WORDS[result.path]}.${fellBack}${elsewhere}`, true);
     const row = document.querySelector(`li[data-instance-id="${CSS.escape(device.instance_id)}"]`);
     const button = row?.querySelector("button");
     if (button) {
@@ -142,6 +147,7 @@ async function startLink(device, path) {
       button.replaceWith(done);
     }
     document.body.dataset.path = result.path;
+    document.body.dataset.endpoint = result.endpoint || "";
     document.body.dataset.attempts = result.attempts.map((a) => `${a.path}:${a.outcome}`).join(",");
     document.body.dataset.ignored = String(result.ignoredMessages);
     setState("linked");

@@ -32,6 +32,10 @@ export interface DiscoveredAgent {
   readonly private_ip: string;
   readonly port: number;
   readonly info: DeviceInfo;
+  /** Further endpoints to try after `private_ip:port`, in order (`"192.168.1.20:5000"`,
+   * `"[fd00::5]:5000"`; protocol revision 1.3; empty from older servers). Each is checked like
+   * `private_ip` before it is contacted. */
+  readonly candidates?: readonly string[];
 }
 
 /** A manual code for the user to type into the device. */
@@ -61,6 +65,8 @@ export interface Support {
 export interface Attempt {
   readonly path: SecretPath;
   readonly outcome: string;
+  /** The endpoint that answered, for an "ok" outcome (revision 1.3). */
+  readonly endpoint?: string | null;
 }
 
 /** A step of {@link Linker.link}, with words for the user. */
@@ -92,6 +98,9 @@ export interface LinkerOptions {
   pollIntervalMs?: number;
   /** How long to wait for "linked" (default 120000 ms). */
   linkTimeoutMs?: number;
+  /** How long to wait for one endpoint of a device before trying its next (revision 1.3;
+   * default 3000 ms). */
+  fetchTimeoutMs?: number;
   /** The window to open the popup from and listen on (default: globalThis). */
   window?: Window;
 }
@@ -112,6 +121,9 @@ export interface LinkResult {
   readonly state: "linked";
   /** How the secret was obtained. */
   readonly path: SecretPath;
+  /** The device's endpoint that answered: `private_ip:port` or one of its candidates
+   * (revision 1.3). */
+  readonly endpoint: string | null;
   readonly support: Support;
   readonly attempts: readonly Attempt[];
   /** Messages the popup listener ignored (wrong origin, window or instance, or malformed). */
@@ -147,6 +159,20 @@ export function hiddenWords(reason: string | null): string | null;
 
 /** The LNA address space of an IP literal, or null when it is not private or loopback. */
 export function addressSpaceOf(ip: string): "loopback" | "local" | null;
+
+/** The most candidates a discovered agent may list (revision 1.3). */
+export const MAX_CANDIDATES: number;
+/** The default per-endpoint wait of {@link Linker.link}, in milliseconds (3000). */
+export const DEFAULT_FETCH_TIMEOUT_MS: number;
+/** A socket address as the server writes it, or null. */
+export function parseEndpoint(text: unknown): { ip: string; port: number } | null;
+/** An endpoint as the server writes it. */
+export function endpointText(endpoint: { ip: string; port: number }): string;
+/** A device's endpoints in the order tried: `private_ip:port`, then its candidates, without
+ * repeats, each private, link-local, ULA or loopback (others are never contacted). */
+export function endpointsOf(
+  agent: Pick<DiscoveredAgent, "private_ip" | "port" | "candidates">,
+): { ip: string; port: number }[];
 
 /** The exact origin of an agent's local endpoint. */
 export function agentOrigin(agent: Pick<DiscoveredAgent, "private_ip" | "port">): string;

@@ -155,6 +155,63 @@ export function agentOrigin(agent) {
   return new URL(`http://${host}:${Number(agent.port)}`).origin;
 }
 
+/** The most candidates a discovered agent may list (protocol revision 1.3). */
+export const MAX_CANDIDATES = 8;
+
+/** How long, by default, {@link Linker#link} waits for one endpoint of a device: 3 s. */
+export const DEFAULT_FETCH_TIMEOUT_MS = 3000;
+
+/**
+ * Reads a socket address as the server writes it: `"192.168.1.20:5000"` or `"[fd00::5]:5000"`.
+ * Null for anything else (a host name, no port, port 0, a zone id).
+ * @param {unknown} text
+ * @returns {{ip: string, port: number} | null}
+ */
+export function parseEndpoint(text) {
+  if (typeof text !== "string") return null;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return null;
+  return { ip: m[1] || m[2], port };
+}
+
+/**
+ * An endpoint as the server writes it: `"192.168.1.20:5000"`, `"[fd00::5]:5000"`.
+ * @param {{ip: string, port: number}} endpoint
+ * @returns {string}
+ */
+export function endpointText(endpoint) {
+  const ip = String(endpoint.ip).replace(/^\[|\]$/g, "");
+  return `${ip.includes(":") ? `[${ip}]` : ip}:${Number(endpoint.port)}`;
+}
+
+/**
+ * Every endpoint of a discovered device in the order to try them (protocol revision 1.3): its
+ * `private_ip:port`, then its `candidates` as announced, without repeats, each passing the same
+ * check as `private_ip` ({@link addressSpaceOf}: private, link-local, ULA or loopback). An
+ * endpoint that fails it is left out, so it is never contacted.
+ * @param {{private_ip: string, port: number, candidates?: readonly string[]}} agent
+ * @returns {{ip: string, port: number}[]}
+ */
+export function endpointsOf(agent) {
+  /** @type {{ip: string, port: number}[]} */
+  const out = [];
+  /** @type {Set<string>} */
+  const seen = new Set();
+  const first = { ip: String(agent.private_ip).replace(/^\[|\]$/g, ""), port: Number(agent.port) };
+  const rest = Array.isArray(agent.candidates) ? agent.candidates.slice(0, MAX_CANDIDATES).map(parseEndpoint) : [];
+  for (const endpoint of [first, ...rest]) {
+    if (!endpoint || addressSpaceOf(endpoint.ip) === null) continue;
+    if (!Number.isInteger(endpoint.port) || endpoint.port < 1 || endpoint.port > 65535) continue;
+    const key = agentOrigin({ private_ip: endpoint.ip, port: endpoint.port });
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(endpoint);
+  }
+  return out;
+}
+
 /**
  * What this browser supports, and the path {@link Linker#link} tries first for `agent`.
  *
@@ -344,6 +401,8 @@ export class Linker {
     this._linkTimeoutMs = options.linkTimeoutMs ?? 120000;
     /** @private */
     this._window = options.window || g;
+    /** @private */
+    this._fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
   }
 
   /**
@@ -433,6 +492,13 @@ export class Linker {
         agent: String((a.info && a.info.agent) || ""),
         agent_version: String((a.info && a.info.agent_version) || ""),
       }),
+      // Revision 1.3: further endpoints, as announced (checked again when linking).
+      candidates: Object.freeze(
+        (Array.isArray(a.candidates) ? a.candidates : [])
+          .filter((/** @type {unknown} */ c) => parseEndpoint(c) !== null)
+          .slice(0, MAX_CANDIDATES)
+          .map((/** @type {unknown} */ c) => String(c)),
+      ),
     }));
   }
 
@@ -461,7 +527,46 @@ export class Linker {
   }
 
   /**
-   * Fetches the secret directly (paths "fetch-lna" and "fetch").
+   * Fetches the secret directly (paths "fetch-lna" and "fetch") from each endpoint of `agent`
+   * in turn ({@link endpointsOf}), giving each `fetchTimeoutMs`: an endpoint that cannot be
+   * reached (or does not answer in time) moves on to the next; an answer the agent explained
+   * (a refusal it sent) ends the path at once.
+   * @private
+   * @param {DiscoveredAgent} agent
+   * @param {boolean} lna whether to declare `targetAddressSpace`
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<{secret: string, endpoint: string}>} the secret, hex, and the endpoint that answered
+   */
+  async _fetchFromEndpoints(agent, lna, signal) {
+    /** @type {unknown} */
+    let last = new LanlinkError("secret_unavailable");
+    for (const endpoint of endpointsOf(agent)) {
+      const at = { ...agent, private_ip: endpoint.ip, port: endpoint.port };
+      const controller = new AbortController();
+      const onAbort = () => controller.abort();
+      if (signal) {
+        if (signal.aborted) throw new LanlinkError("aborted");
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+      const timer = setTimeout(() => controller.abort(), this._fetchTimeoutMs);
+      try {
+        const secret = await this._fetchSecret(at, lna, controller.signal);
+        return { secret, endpoint: endpointText(endpoint) };
+      } catch (err) {
+        if (signal && signal.aborted) throw new LanlinkError("aborted");
+        // A refusal the agent sent (and CORS let us read) is the agent's word, at any address.
+        if (err instanceof LanlinkError && err.code !== "bad_reply") throw err;
+        last = err;
+      } finally {
+        clearTimeout(timer);
+        if (signal) signal.removeEventListener("abort", onAbort);
+      }
+    }
+    throw last;
+  }
+
+  /**
+   * Fetches the secret directly from one endpoint.
    * @private
    * @param {DiscoveredAgent} agent
    * @param {boolean} lna whether to declare `targetAddressSpace`
@@ -593,19 +698,26 @@ export class Linker {
     let secret = null;
     /** @type {SecretPath | null} */
     let path = null;
+    /** @type {string | null} */
+    let endpoint = null;
     let ignoredMessages = 0;
     for (const candidate of order) {
       progress(candidate === "popup" ? "popup" : "secret", { path: candidate });
       try {
         if (candidate === "popup") {
+          // The popup opens on the device's first endpoint (a window needs the user's click,
+          // so it is not tried address after address).
           const got = await this._popupSecret(agent, signal);
           secret = got.secret;
           ignoredMessages = got.ignored;
+          endpoint = endpointText({ ip: String(agent.private_ip), port: Number(agent.port) });
         } else {
-          secret = await this._fetchSecret(agent, candidate === "fetch-lna", signal);
+          const got = await this._fetchFromEndpoints(agent, candidate === "fetch-lna", signal);
+          secret = got.secret;
+          endpoint = got.endpoint;
         }
         path = candidate;
-        attempts.push(Object.freeze({ path: candidate, outcome: "ok" }));
+        attempts.push(Object.freeze({ path: candidate, outcome: "ok", endpoint }));
         break;
       } catch (err) {
         if (signal && signal.aborted) throw new LanlinkError("aborted", { attempts });
@@ -673,6 +785,7 @@ export class Linker {
       instanceId: agent.instance_id,
       state: "linked",
       path,
+      endpoint,
       support,
       attempts: Object.freeze(attempts),
       ignoredMessages,

@@ -5,7 +5,7 @@
 //!
 //! Wall-clock times (`DateTime<Utc>`) because several server instances share these records.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use crate::server::shared::{subnet_of, SharedSignal};
 use crate::server::ServerConfig;
 use crate::wire::{
     AgentMessage, Announce, DeviceInfo, DiscoveredAgent, DiscoveredAgents, HiddenReason,
-    LinkRequest, LinkState, Visibility,
+    LinkRequest, LinkState, Visibility, MAX_CANDIDATES,
 };
 
 /// `at + delta`, saturating at the end of representable time (no panic on any `now`).
@@ -65,6 +65,29 @@ pub struct Presence {
     /// What an Obico agent's poll says besides [`DeviceInfo`] (none for a lanlink agent).
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Box<ObicoInfo>>,
+    /// Further endpoints of its local endpoint, in the order to try them after
+    /// `private_ip:port` (revision 1.3): each private, none repeated, none equal to the first,
+    /// at most [`MAX_CANDIDATES`]. Absent in records written before 1.3 (read as none).
+    #[serde(rename = "n", default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// An announcement's candidates as a presence keeps them: those other than `private_ip:port`,
+/// first occurrence only, at most [`MAX_CANDIDATES`] (decoding already refuses more; a list
+/// built in code is cut, so a record stays bounded either way). The caller has checked that each
+/// is private.
+pub(crate) fn kept_candidates(announce: &Announce) -> Vec<SocketAddr> {
+    let first = SocketAddr::new(announce.private_ip, announce.port);
+    let mut kept: Vec<SocketAddr> = Vec::new();
+    for &candidate in &announce.candidates {
+        if kept.len() == MAX_CANDIDATES {
+            break;
+        }
+        if candidate != first && !kept.contains(&candidate) {
+            kept.push(candidate);
+        }
+    }
+    kept
 }
 
 /// The fields of an Obico poll that Obico's web app shows besides [`DeviceInfo`], each at most
@@ -387,6 +410,10 @@ impl NetworkRecord {
 
     /// Records an announcement (protocol step 3) and takes the agent's queued messages.
     ///
+    /// `private_ip` and every candidate (revision 1.3) must be announceable private addresses
+    /// (else [`Refusal::NotPrivateIp`], with nothing changed); the presence keeps the candidates
+    /// in order, without repeats or the first endpoint, at most [`MAX_CANDIDATES`].
+    ///
     /// The announcement must carry the presence key its instance id derives from (else
     /// [`Refusal::ForgedInstance`]). The first announcement of an instance pins its commitment; a
     /// later one with another commitment marks the presence contested (hidden and unlinkable until
@@ -404,10 +431,17 @@ impl NetworkRecord {
         config: &ServerConfig,
         announce: &Announce,
     ) -> Result<Announced, Refusal> {
-        if !crate::addr::is_announceable_private_ip(announce.private_ip) {
+        // Every endpoint a linker may be pointed at passes the same check (revision 1.3).
+        if !crate::addr::is_announceable_private_ip(announce.private_ip)
+            || announce
+                .candidates
+                .iter()
+                .any(|c| !crate::addr::is_announceable_private_ip(c.ip()))
+        {
             return Err(Refusal::NotPrivateIp);
         }
         self.check_verified_kind(announce)?;
+        let candidates = kept_candidates(announce);
         // Only the agent holds the key its id derives from: an id learned from discovery, or a
         // secret learned on the LAN, does not let anyone else announce as it. The key is checked
         // whenever an announcement could change what the server holds or sends (a new presence,
@@ -433,6 +467,7 @@ impl NetworkRecord {
                 let unchanged = same_commitment
                     && presence.private_ip == announce.private_ip
                     && presence.port == announce.port
+                    && presence.candidates == candidates
                     && presence.info.fingerprint() == announce.info.fingerprint();
                 if (pending || !unchanged) && !proven() {
                     return Err(Refusal::ForgedInstance);
@@ -454,6 +489,7 @@ impl NetworkRecord {
                     // An authenticated agent may move (a new DHCP lease) or rename itself.
                     presence.private_ip = announce.private_ip;
                     presence.port = announce.port;
+                    presence.candidates = candidates;
                     presence.info = announce.info.clone();
                 }
             }
@@ -486,6 +522,7 @@ impl NetworkRecord {
                         config.presence_ttl,
                     ),
                     extra: None,
+                    candidates,
                 });
             }
         }
@@ -593,6 +630,7 @@ impl NetworkRecord {
                     private_ip: p.private_ip,
                     port: p.port,
                     info: p.info.clone(),
+                    candidates: p.candidates.clone(),
                 });
             }
         }
@@ -1231,6 +1269,7 @@ mod tests {
         let key = PresenceKey::from_bytes([n; 32]);
         let id = key.instance_id();
         Announce {
+            candidates: Vec::new(),
             version: WIRE_VERSION,
             instance_id: id,
             private_ip: IpAddr::from([192, 168, 1, n]),
@@ -1265,6 +1304,78 @@ mod tests {
         let mut forged = value;
         forged["display_name"] = serde_json::json!("alice\u{202E}moc.elpmaxe");
         assert!(serde_json::from_value::<PendingMessage>(forged).is_err());
+    }
+
+    /// Revision 1.3: every candidate is checked like `private_ip` (a refusal records nothing);
+    /// the presence keeps them in order without repeats or the first endpoint, at most
+    /// `MAX_CANDIDATES`; a change needs the presence key, like a move; discovery shows them;
+    /// and a record written before 1.3 (no `n`) reads as a presence without candidates.
+    #[test]
+    fn candidates_are_checked_kept_and_read_from_old_records() {
+        let config = ServerConfig::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut record = NetworkRecord::default();
+        for public in [
+            "8.8.8.8:80",
+            "[2001:db8::1]:80",
+            "100.64.0.1:80",
+            "0.0.0.0:80",
+        ] {
+            let mut bad = announce(1);
+            bad.candidates = vec![addr("10.0.0.1:80"), addr(public)];
+            assert_eq!(
+                record.announce(t0, &config, &bad).unwrap_err(),
+                Refusal::NotPrivateIp,
+                "{public}"
+            );
+            assert!(record.is_empty());
+        }
+        let mut good = announce(1);
+        good.candidates = vec![
+            addr("10.0.0.1:80"),
+            addr("192.168.1.1:8080"), // the first endpoint again
+            addr("[fe80::1]:80"),
+            addr("10.0.0.1:80"),
+        ];
+        good.candidates
+            .extend((2..20).map(|n| SocketAddr::from(([10, 0, 0, n], 80))));
+        record.announce(t0, &config, &good).unwrap();
+        let kept = &record.presences[0].candidates;
+        assert_eq!(kept.len(), MAX_CANDIDATES);
+        assert_eq!(
+            kept[..3],
+            [
+                addr("10.0.0.1:80"),
+                addr("[fe80::1]:80"),
+                addr("10.0.0.2:80")
+            ]
+        );
+        let shown = record.discover(t0, &config);
+        assert_eq!(&shown[0].candidates, kept);
+
+        // A change of candidates without the key is refused, and changes nothing.
+        let mut moved = good.clone();
+        moved.candidates = vec![addr("10.9.9.9:80")];
+        let mut unproven = moved.clone();
+        unproven.presence_key = crate::secret::PresenceKey::from_bytes([99; 32]);
+        assert_eq!(
+            record.announce(t0, &config, &unproven).unwrap_err(),
+            Refusal::ForgedInstance
+        );
+        assert_eq!(record.presences[0].candidates.len(), MAX_CANDIDATES);
+        record.announce(t0, &config, &moved).unwrap();
+        assert_eq!(record.presences[0].candidates, [addr("10.9.9.9:80")]);
+
+        // Stored with a short key, absent when empty; an old record reads.
+        let text = serde_json::to_string(&record).unwrap();
+        assert!(text.contains(r#""n":["10.9.9.9:80"]"#), "{text}");
+        record.presences[0].candidates.clear();
+        let old = serde_json::to_string(&record).unwrap();
+        assert!(!old.contains(r#""n":"#), "{old}");
+        let back: NetworkRecord = serde_json::from_str(&old).unwrap();
+        assert!(back.presences[0].candidates.is_empty());
+        assert_eq!(back.presences[0].private_ip, good.private_ip);
     }
 
     /// Every kind of code record goes to a shared store and comes back as it was (a passcode
@@ -1349,6 +1460,7 @@ mod tests {
             link_requested: false,
             window_ends_ms: t0.timestamp_millis() + 600_000,
             extra: None,
+            candidates: Vec::new(),
         });
         let before = snapshot(&record);
         let mut refresh = agent.clone();

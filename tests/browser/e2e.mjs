@@ -5,7 +5,8 @@
 //
 // Cases: a wrong token (the error in words); a foreign origin cannot obtain the secret (fetch
 // refused by CORS; its popup refused by the agent, or its message dropped by the browser); the page
-// lists the devices and a click links one (direct fetch); the popup path links another while a
+// lists the devices and a click links one (direct fetch, from its second endpoint: the first, a
+// silent port, is given up after the per-endpoint timeout); the popup path links another while a
 // foreign window floods the page with forged messages (ignored by the listener); the manual code;
 // the listener's checks one by one; and no secret in the console, in storage, or in a URL.
 
@@ -204,6 +205,7 @@ try {
   await page.click(`li[data-instance-id="${AUTO.instance_id}"] button`);
   await page.waitForSelector("body[data-state=linked]", { timeout: 30000 });
   report.auto.path = await page.evaluate(() => document.body.dataset.path);
+  report.auto.endpoint = await page.evaluate(() => document.body.dataset.endpoint);
   report.auto.status = await page.textContent("#status");
   expect(/is linked to your account/.test(report.auto.status), "the page says the device is linked");
   await shot(page, "04-linked-direct");

@@ -9,9 +9,12 @@ import {
   agentOrigin,
   describe,
   detectSupport,
+  endpointsOf,
   LanlinkError,
   newNonce,
   shortCode,
+  Linker,
+  parseEndpoint,
 } from "../../web/lanlink.js";
 
 // The same vector as the doctest of `lanlink::confirm` and PROTOCOL.md (revision 1.4).
@@ -158,4 +161,76 @@ test("errors: words for every code, no secret", () => {
     assert.ok(!err.message.includes(code), `${code} has words of its own`);
   }
   assert.match(describe("something_new"), /something_new/);
+});
+
+test("candidates: ordered, checked, never fetched outside the local policy; the second answers when the first fails", async () => {
+  assert.deepEqual(parseEndpoint("192.168.1.20:5000"), { ip: "192.168.1.20", port: 5000 });
+  assert.deepEqual(parseEndpoint("[fd00::5]:80"), { ip: "fd00::5", port: 80 });
+  for (const bad of ["printer.local:80", "192.168.1.20", "192.168.1.20:0", "[fe80::1%eth0]:80", "1.2.3.4:99999", 7]) {
+    assert.equal(parseEndpoint(bad), null, String(bad));
+  }
+  const instanceId = "7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90";
+  const agent = {
+    instance_id: instanceId,
+    private_ip: "10.0.0.1", // unreachable
+    port: 8080,
+    info: { hostname: "", model: "", agent: "", agent_version: "" },
+    candidates: [
+      "203.0.113.9:8080", // public: never contacted
+      "100.64.0.7:8080", // CGNAT: never contacted
+      "10.0.0.1:8080", // the first again
+      "10.0.0.2:8080", // never answers: times out
+      "192.168.1.20:5000", // answers
+      "[fd00::5]:80", // not reached
+    ],
+  };
+  assert.deepEqual(
+    endpointsOf(agent).map((e) => `${e.ip}:${e.port}`),
+    ["10.0.0.1:8080", "10.0.0.2:8080", "192.168.1.20:5000", "fd00::5:80"],
+  );
+  /** @type {string[]} */
+  const calls = [];
+  const secret = "ab".repeat(32);
+  const json = (status, body) => ({ ok: status < 300, status, json: async () => body });
+  const saved = globalThis.fetch;
+  globalThis.fetch = async (url, init = {}) => {
+    const text = String(url);
+    calls.push(text);
+    if (text.startsWith("http://server.test/")) {
+      if (init.method === "POST") {
+        assert.deepEqual(JSON.parse(init.body), { instance_id: instanceId, local_secret: secret });
+        return json(200, { instance_id: instanceId, state: "pending" });
+      }
+      return json(200, { instance_id: instanceId, state: "linked" });
+    }
+    if (text.startsWith("http://10.0.0.1:8080/")) throw new TypeError("Failed to fetch");
+    if (text.startsWith("http://10.0.0.2:8080/")) {
+      // Silent until aborted by the per-endpoint timeout.
+      return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(new TypeError("aborted"))));
+    }
+    if (text.startsWith("http://192.168.1.20:5000/")) return json(200, { local_secret: secret });
+    throw new Error(`unexpected fetch of ${text}`);
+  };
+  try {
+    const linker = new Linker({ server: "http://server.test", token: "t", pollIntervalMs: 1, fetchTimeoutMs: 50 });
+    const result = await linker.link(agent, { path: "fetch" });
+    assert.equal(result.state, "linked");
+    assert.equal(result.endpoint, "192.168.1.20:5000");
+    assert.equal(result.attempts[0].endpoint, "192.168.1.20:5000");
+    const agentCalls = calls.filter((c) => !c.startsWith("http://server.test/")).map((c) => new URL(c).host);
+    assert.deepEqual(agentCalls, ["10.0.0.1:8080", "10.0.0.2:8080", "192.168.1.20:5000"]);
+    for (const call of calls) {
+      assert.ok(!call.includes("203.0.113.9") && !call.includes("100.64.0.7"), call);
+    }
+    // A refusal the agent explained is final: the next endpoint is not asked.
+    calls.length = 0;
+    globalThis.fetch = async (url) => {
+      calls.push(String(url));
+      return json(403, { error: "not_local" });
+    };
+    await assert.rejects(linker.link({ ...agent, private_ip: "192.168.1.20", port: 5000 }, { path: "fetch" }), (err) => err.code === "not_local");
+    assert.equal(calls.length, 1);
+  } finally {
+    globalThis.fetch = saved;
+  }
 });

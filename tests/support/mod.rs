@@ -24,6 +24,7 @@ pub fn announcement(n: u32, private_ip: &str) -> (lanlink::wire::Announce, lanli
     let secret = lanlink::LocalSecret::from_bytes(secret);
     let id = key.instance_id();
     let announce = lanlink::wire::Announce {
+        candidates: Vec::new(),
         version: lanlink::wire::WIRE_VERSION,
         instance_id: id,
         private_ip: private_ip.parse().expect("ip"),
