@@ -382,7 +382,11 @@ fn step6_link_requests_are_checked_then_the_secret_is_queued_once_for_the_agent(
     let rec = record(&sim, HOME);
     assert_eq!(rec.links().len(), 1);
     assert!(rec.links()[0].message.is_some(), "queued for the agent");
-    assert_eq!(sim.server.store().codes(), 1, "an auto code was minted");
+    assert_eq!(
+        sim.server.store().codes(),
+        2,
+        "an auto code was minted, and the instance claimed"
+    );
 
     // The agent's next announcement takes the message; the server keeps no copy of the secret.
     sim.advance(Duration::from_secs(4));

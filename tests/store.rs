@@ -133,7 +133,17 @@ fn home() -> PublicNetwork {
     PublicNetwork::from_ip(PEER.parse().expect("ip"), 64)
 }
 
-/// The live codes and the network's link state, straight from the memory store.
+/// Whether the memory store holds a link claim of `announce`'s instance, for the home network.
+fn claimed(store: &Flaky, announce: &Announce) -> bool {
+    let inner = store.inner.lock().expect("lock");
+    let key = lanlink::code::CodeKey::instance_claim(&announce.instance_id);
+    inner.code(&key).is_some_and(|claim| {
+        claim.kind == lanlink::server::CodeKind::InstanceClaim && claim.network == Some(home())
+    })
+}
+
+/// The live link codes (not counting the instance's claim, see [`claimed`]) and the network's
+/// link state, straight from the memory store.
 fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, LinkState, usize) {
     let inner = store.inner.lock().expect("lock");
     let record = inner.network(&home());
@@ -145,12 +155,19 @@ fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, Lin
         chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()),
     ))
     .unwrap_or(0);
-    (inner.codes(), state, failures)
+    let codes = inner.codes();
+    drop(inner);
+    (
+        codes - usize::from(claimed(store, announce)),
+        state,
+        failures,
+    )
 }
 
 /// A fault at each store call of a link request: refused with `store_unavailable`, then no code
 /// and no link left behind (except a code whose delete itself failed: bound, unrevealed, and
-/// expiring), no failure counted; the retry links.
+/// expiring), no failure counted; the retry links. A fault after the instance's claim leaves the
+/// claim (this network's, so the retry goes through: nothing stuck).
 #[tokio::test]
 async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
     let alice = AccountId::new("alice").expect("account");
@@ -161,9 +178,9 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
         nonce: None,
     };
     let peer = PEER.parse().expect("ip");
-    // A link makes 5 store calls before it succeeds: charge the guess at the address and at its
-    // /24, check, create the code, accept (then the two refunds).
-    for step in 0..5 {
+    // A link makes 6 store calls before it succeeds: charge the guess at the address and at its
+    // /24, check, claim the instance, create the code, accept (then the two refunds).
+    for step in 0..6 {
         let store = Arc::new(Flaky::new());
         let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
         service
@@ -190,6 +207,11 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
             state(&store, &alice, &announce),
             (0, LinkState::Unknown, 0),
             "step {step}: no code, no link, no failure"
+        );
+        assert_eq!(
+            claimed(&store, &announce),
+            step > 3,
+            "step {step}: the claim"
         );
         let linked = service
             .handle_link(
@@ -348,7 +370,7 @@ async fn a_failed_refund_keeps_the_link_and_the_charge() {
         .announce_in(now(), home(), &announce)
         .await
         .expect("announce");
-    store.fail_in(5); // after charge, charge, check, create, accept: the first refund
+    store.fail_in(6); // after charge, charge, check, claim, create, accept: the first refund
     let linked = service
         .handle_link(
             now(),

@@ -422,6 +422,8 @@ impl<S: Records> Ops<'_, S> {
             request,
             // Obico agents are told nothing of the account.
             None,
+            // Nor claimed across networks: no key proves an Obico device id (see `Claim`).
+            super::ops::Claim::None,
             |record, now, config| record.obico_check_link(now, config, &device_id),
         )
         .await

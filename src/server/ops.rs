@@ -449,6 +449,7 @@ impl<S: Records> Ops<'_, S> {
             guess,
             request,
             display_name.clone(),
+            Claim::Instance,
             |record, now, config| record.check_link(now, config, &instance_id, &secret),
         )
         .await?;
@@ -476,6 +477,7 @@ impl<S: Records> Ops<'_, S> {
         guess: Guess,
         request: LinkRequest,
         display_name: Option<DisplayName>,
+        claim: Claim,
         check: impl Fn(&NetworkRecord, DateTime<Utc>, &ServerConfig) -> Result<(), Refusal> + Sync,
     ) -> Result<(), Refusal> {
         let config = self.config;
@@ -514,10 +516,14 @@ impl<S: Records> Ops<'_, S> {
         // 2. The instance's claim: one link per instance in all networks (an agent that announces
         // over IPv4 and IPv6 is present in two). Written only by a request whose secret was right
         // (step 1), never deleted: it lives as long as any presence of the instance can.
-        if let Err(refusal) = self
-            .claim_instance(now, account, network, instance_id)
-            .await
-        {
+        let claimed = match claim {
+            Claim::Instance => {
+                self.claim_instance(now, account, network, instance_id)
+                    .await
+            }
+            Claim::None => Ok(()),
+        };
+        if let Err(refusal) = claimed {
             return Err(match refusal {
                 Ok(reason) => {
                     self.refused_guess(now, guess, RequestKind::Link, reason)
@@ -993,4 +999,15 @@ impl<S: Records> Ops<'_, S> {
     pub(crate) async fn purge(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.store.purge(now, self.config).await
     }
+}
+
+/// Whether a link claims its instance in every network ([`CodeKind::InstanceClaim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// A presence proven by its presence key: one link in all the networks it announced from.
+    Instance,
+    /// An unverified (Obico) presence: no key proves it, anyone may announce its id from any
+    /// network, so a claim would let an impostor's network block the real one. Such agents
+    /// announce over one family.
+    None,
 }
