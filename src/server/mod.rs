@@ -661,6 +661,7 @@ impl Server {
     /// # let announce = Announce {
     /// #     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
     /// #     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
+    /// #     candidates: Vec::new(),
     /// # };
     /// # server.handle_announce(now, home, ForwardedHeaders::NONE, &announce).unwrap();
     /// let alice = AccountId::new("u-1234").unwrap();

@@ -198,7 +198,9 @@ test("candidates: ordered, checked, never fetched outside the local policy; the 
     calls.push(text);
     if (text.startsWith("http://server.test/")) {
       if (init.method === "POST") {
-        assert.deepEqual(JSON.parse(init.body), { instance_id: instanceId, local_secret: secret });
+        const { nonce, ...rest } = JSON.parse(init.body);
+        assert.deepEqual(rest, { instance_id: instanceId, local_secret: secret });
+        assert.match(nonce, /^[0-9a-f]{32}$/); // revision 1.4: a fresh nonce on every link
         return json(200, { instance_id: instanceId, state: "pending" });
       }
       return json(200, { instance_id: instanceId, state: "linked" });
