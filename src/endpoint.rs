@@ -173,8 +173,15 @@ fn absolute_form(target: &str) -> Option<(&str, &str)> {
     (!authority.is_empty()).then_some((authority, rest))
 }
 
-/// The endpoint's answer: write the status, the headers and the body as they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The endpoint's answer: write the status, the headers and the body as they are. `Debug` shows
+/// the body's length, never its bytes (it may hold the secret).
+///
+/// ```
+/// use lanlink::endpoint::LocalResponse;
+/// let response = LocalResponse { status: 200, headers: vec![], body: b"secret".to_vec().into() };
+/// assert_eq!(format!("{response:?}"), "LocalResponse { status: 200, headers: [], body_len: 6 }");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 pub struct LocalResponse {
     /// The HTTP status.
     pub status: u16,
@@ -182,6 +189,16 @@ pub struct LocalResponse {
     pub headers: Vec<(&'static str, String)>,
     /// The body; it may hold the secret, and is zeroized when dropped.
     pub body: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for LocalResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl LocalResponse {

@@ -105,8 +105,8 @@ pub struct NetworkTicket {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A freshly issued ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A freshly issued ticket. `Debug` redacts the signed token (a bearer credential).
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedTicket {
     /// The signed ticket as sent on the wire (lowercase hex).
     pub token: String,
@@ -114,8 +114,17 @@ pub struct IssuedTicket {
     pub ticket: NetworkTicket,
 }
 
-/// Server → agent: the reply to `POST {prefix}/agent/ticket`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl fmt::Debug for IssuedTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedTicket")
+            .field("token", &"<redacted>")
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+/// Server → agent: the reply to `POST {prefix}/agent/ticket`. `Debug` redacts the ticket.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketReply {
     /// The signed ticket (opaque to the agent).
     pub ticket: String,
@@ -124,6 +133,16 @@ pub struct TicketReply {
     pub client_id: String,
     /// When the ticket stops being valid.
     pub expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for TicketReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TicketReply")
+            .field("ticket", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// The servers' ticket key: 32 random bytes shared by every server instance (the one that

@@ -195,8 +195,8 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Agent → server, on `{prefix}/up/{client_id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Agent → server, on `{prefix}/up/{client_id}`. `Debug` redacts the ticket (a bearer credential).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum UpMessage {
@@ -218,6 +218,25 @@ pub enum UpMessage {
         /// The redemption.
         redeem: RedeemRequest,
     },
+}
+
+impl std::fmt::Debug for UpMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Announce { id, announce, .. } => f
+                .debug_struct("Announce")
+                .field("id", id)
+                .field("ticket", &"<redacted>")
+                .field("announce", announce)
+                .finish(),
+            Self::Redeem { id, redeem, .. } => f
+                .debug_struct("Redeem")
+                .field("id", id)
+                .field("ticket", &"<redacted>")
+                .field("redeem", redeem)
+                .finish(),
+        }
+    }
 }
 
 /// Server → agent, on `{prefix}/down/{client_id}`.

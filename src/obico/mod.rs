@@ -157,8 +157,9 @@ impl ObicoConfig {
     }
 }
 
-/// One poll of `POST /api/v1/octo/unlinked/`, as the server uses it.
-#[derive(Debug, Clone)]
+/// One poll of `POST /api/v1/octo/unlinked/`, as the server uses it. `Debug` says whether a
+/// passcode came, never which.
+#[derive(Clone)]
 pub struct UnlinkedPoll {
     /// The agent's `device_id`.
     pub device_id: InstanceId,
@@ -173,6 +174,27 @@ pub struct UnlinkedPoll {
     /// `one_time_passcode` when the request carried the field (moonraker-obico): `Some("")` asks
     /// for a passcode.
     pub one_time_passcode: Option<String>,
+}
+
+impl std::fmt::Debug for UnlinkedPoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnlinkedPoll")
+            .field("device_id", &self.device_id)
+            .field("endpoint", &self.endpoint)
+            .field("info", &self.info)
+            .field("extra", &self.extra)
+            .field(
+                "one_time_passcode",
+                &self.one_time_passcode.as_ref().map(|code| {
+                    if code.is_empty() {
+                        ""
+                    } else {
+                        "<redacted>"
+                    }
+                }),
+            )
+            .finish()
+    }
 }
 
 /// A `verify_code` message for the agent: the forwarded (unverified) secret and a code.

@@ -94,13 +94,23 @@ pub const DEFAULT_MAX_TOKENS: usize = 100_000;
 /// # let waker = std::task::Waker::noop();
 /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_ready());
 /// ```
-#[derive(Debug)]
 pub struct MemoryTokens {
     inner: Mutex<Inner>,
     max: usize,
 }
 
-#[derive(Debug, Default)]
+/// How many tokens it holds and may hold; never a digest.
+impl std::fmt::Debug for MemoryTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = crate::lock_unpoisoned(&self.inner).order.len();
+        f.debug_struct("MemoryTokens")
+            .field("held", &held)
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+#[derive(Default)]
 struct Inner {
     /// Indexed by the digest's first 8 bytes; each entry's full digest is compared in
     /// constant time.

@@ -121,7 +121,7 @@ impl TokenDigest {
 
 impl fmt::Debug for TokenDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenDigest({}…)", &self.to_hex()[..8])
+        f.write_str("TokenDigest(<redacted>)")
     }
 }
 
