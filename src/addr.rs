@@ -285,13 +285,63 @@ pub fn nat64_embedded(ip: Ipv6Addr, prefix: &Ipv6Net) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(v4))
 }
 
+/// The fixed ranges whose addresses [`ipv4_embedded`] reads as an IPv4 client, besides the NAT64
+/// well-known prefix: IPv4-mapped `::ffff:0:0/96`, IPv4-translated `::ffff:0:0:0/96`,
+/// IPv4-compatible `::/96` and Teredo `2001::/32`. A configured NAT64 prefix may not overlap them
+/// ([`ServerConfig::nat64_prefixes`](crate::server::ServerConfig::nat64_prefixes)).
+pub const IPV4_EMBEDDING_RANGES: [Ipv6Net; 4] = [
+    Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96),
+    Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96),
+    Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96),
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32),
+];
+
+/// The IPv4 address that an IPv6 address of one of the fixed IPv4-embedding forms stands for,
+/// forms in which every IPv4 client of a translator or relay would otherwise share one /64:
+///
+/// - IPv4-mapped, `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2);
+/// - IPv4-translated, `::ffff:0:a.b.c.d` (SIIT, RFC 2765 §2.1);
+/// - IPv4-compatible, `::a.b.c.d` (deprecated by RFC 4291 §2.5.5.1), but not `::` or `::1`;
+/// - Teredo, `2001:0::/32` (RFC 4380 §4): the client's public address, stored inverted in the
+///   last 32 bits (the /64 would otherwise be the Teredo server's, shared by all its clients);
+/// - the NAT64 well-known prefix `64:ff9b::/96` (RFC 6052), see [`nat64_embedded`].
+///
+/// ```
+/// use lanlink::addr::ipv4_embedded;
+/// let client = Some("203.0.113.7".parse().unwrap());
+/// assert_eq!(ipv4_embedded("::ffff:203.0.113.7".parse().unwrap()), client);
+/// assert_eq!(ipv4_embedded("::ffff:0:203.0.113.7".parse().unwrap()), client);
+/// assert_eq!(ipv4_embedded("::203.0.113.7".parse().unwrap()), client);
+/// assert_eq!(ipv4_embedded("64:ff9b::203.0.113.7".parse().unwrap()), client);
+/// // Teredo: server 65.54.227.120, client 192.0.2.45 (RFC 4380 §4's layout; the client
+/// // address inverted).
+/// assert_eq!(
+///     ipv4_embedded("2001:0:4136:e378:8000:63bf:3fff:fdd2".parse().unwrap()),
+///     Some("192.0.2.45".parse().unwrap())
+/// );
+/// assert_eq!(ipv4_embedded("::1".parse().unwrap()), None);
+/// assert_eq!(ipv4_embedded("2001:db8::1".parse().unwrap()), None);
+/// ```
+pub fn ipv4_embedded(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2001, 0, _, _, _, _, _, _] => Some(Ipv4Addr::from(!u32::from(low))),
+        _ => nat64_embedded(ip, &NAT64_WELL_KNOWN_PREFIX),
+    }
+}
+
 /// The public network a caller is on: the key under which the server groups announcements.
 ///
 /// An IPv4 address stands for itself; an IPv6 address is grouped by its prefix (/64 by default),
-/// because one home's devices use many addresses of one prefix. An address in a NAT64/SIIT
-/// prefix (always [`NAT64_WELL_KNOWN_PREFIX`], and any configured with
+/// because one home's devices use many addresses of one prefix. An address of a form that
+/// embeds an IPv4 client ([`ipv4_embedded`]: mapped, SIIT-translated, compatible, Teredo, the
+/// NAT64 well-known prefix, and any NAT64 prefix configured with
 /// [`from_ip_nat64`](Self::from_ip_nat64)) stands for the IPv4 client it embeds: otherwise every
-/// IPv4 user of the translator would share one /64.
+/// IPv4 user of the translator or relay would share one /64.
 ///
 /// ```
 /// use lanlink::PublicNetwork;
@@ -302,6 +352,8 @@ pub fn nat64_embedded(ip: Ipv6Addr, prefix: &Ipv6Net) -> Option<Ipv4Addr> {
 /// assert_eq!(v4.to_string(), "203.0.113.7");
 /// let nat64 = PublicNetwork::from_ip("64:ff9b::203.0.113.7".parse().unwrap(), 64);
 /// assert_eq!(nat64, v4);
+/// let siit = PublicNetwork::from_ip("::ffff:0:203.0.113.7".parse().unwrap(), 64);
+/// assert_eq!(siit, v4);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 // Aligned (24 bytes, not 18 at any offset): the server copies this key into every event and
@@ -315,8 +367,8 @@ pub enum PublicNetwork {
 }
 
 impl PublicNetwork {
-    /// The network of `ip`, grouping IPv6 by `v6_prefix` bits (clamped to 0..=128), an address in
-    /// [`NAT64_WELL_KNOWN_PREFIX`] read as the IPv4 address it embeds.
+    /// The network of `ip`, grouping IPv6 by `v6_prefix` bits (clamped to 0..=128), an address of
+    /// a form that embeds an IPv4 client ([`ipv4_embedded`]) read as that IPv4 address.
     #[inline]
     pub fn from_ip(ip: IpAddr, v6_prefix: u8) -> Self {
         Self::from_ip_nat64(ip, v6_prefix, &[])
@@ -329,9 +381,11 @@ impl PublicNetwork {
         match canonical(ip) {
             IpAddr::V4(v4) => Self::V4(v4),
             IpAddr::V6(v6) => {
-                let embedded = std::iter::once(&NAT64_WELL_KNOWN_PREFIX)
-                    .chain(nat64_prefixes)
-                    .find_map(|prefix| nat64_embedded(v6, prefix));
+                let embedded = ipv4_embedded(v6).or_else(|| {
+                    nat64_prefixes
+                        .iter()
+                        .find_map(|prefix| nat64_embedded(v6, prefix))
+                });
                 if let Some(v4) = embedded {
                     return Self::V4(v4);
                 }
@@ -521,6 +575,81 @@ mod tests {
             r.resolve(ip("10.0.0.1"), h),
             Err(ClientAddrError::TooManyHops)
         );
+    }
+
+    /// Every IPv6 form that embeds an IPv4 client stands for that client: two clients of one
+    /// translator or relay are two networks (not one /64 for all of them), and each is the
+    /// network its plain IPv4 address is.
+    #[test]
+    fn every_ipv4_embedding_form_maps_back_to_its_client() {
+        let (a, b): (Ipv4Addr, Ipv4Addr) = (
+            "203.0.113.7".parse().unwrap(),
+            "198.51.100.9".parse().unwrap(),
+        );
+        let teredo = |v4: Ipv4Addr| {
+            let client = !u32::from(v4);
+            // Server 65.54.227.120, flags 0x8000, an obfuscated port.
+            Ipv6Addr::new(
+                0x2001,
+                0,
+                0x4136,
+                0xe378,
+                0x8000,
+                0x63bf,
+                (client >> 16) as u16,
+                client as u16,
+            )
+        };
+        let forms: [(&str, &dyn Fn(Ipv4Addr) -> Ipv6Addr); 5] = [
+            ("mapped", &|v4: Ipv4Addr| v4.to_ipv6_mapped()),
+            ("SIIT-translated", &|v4: Ipv4Addr| {
+                let [x, y, z, w] = v4.octets();
+                Ipv6Addr::new(
+                    0,
+                    0,
+                    0,
+                    0,
+                    0xffff,
+                    0,
+                    u16::from_be_bytes([x, y]),
+                    u16::from_be_bytes([z, w]),
+                )
+            }),
+            ("compatible", &|v4: Ipv4Addr| v4.to_ipv6_compatible()),
+            ("Teredo", &teredo),
+            ("NAT64", &|v4: Ipv4Addr| {
+                let [x, y, z, w] = v4.octets();
+                Ipv6Addr::new(
+                    0x64,
+                    0xff9b,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from_be_bytes([x, y]),
+                    u16::from_be_bytes([z, w]),
+                )
+            }),
+        ];
+        for (name, form) in forms {
+            for v4 in [a, b] {
+                assert_eq!(ipv4_embedded(form(v4)), Some(v4), "{name}");
+                assert_eq!(
+                    PublicNetwork::from_ip(IpAddr::V6(form(v4)), 64),
+                    PublicNetwork::V4(v4),
+                    "{name} {v4}"
+                );
+            }
+            assert_ne!(
+                PublicNetwork::from_ip(IpAddr::V6(form(a)), 64),
+                PublicNetwork::from_ip(IpAddr::V6(form(b)), 64),
+                "{name}: two clients share a network"
+            );
+        }
+        // Not embedding forms: the unspecified address, loopback, an ordinary address.
+        for ip in ["::", "::1", "2001:db8::1", "2002:cb00:7107::1"] {
+            assert_eq!(ipv4_embedded(ip.parse().unwrap()), None, "{ip}");
+        }
     }
 
     /// RFC 6052 §2.4's examples: 192.0.2.33 embedded under each prefix length.

@@ -1969,8 +1969,9 @@ pub fn client_addr(data: &[u8]) {
             "network of {ip} under {prefix}"
         );
     }
-    // Unless an earlier prefix (the well-known one) claims it, the embedded address maps back.
-    if accepted && !crate::addr::NAT64_WELL_KNOWN_PREFIX.contains(&embedded) {
+    // Unless an earlier form (the well-known prefix, a fixed embedding form) claims it, the
+    // embedded address maps back.
+    if accepted && crate::addr::ipv4_embedded(embedded).is_none() {
         assert_eq!(
             config.network_of(IpAddr::V6(embedded)),
             crate::addr::PublicNetwork::V4(Ipv4Addr::from(v4))
@@ -2008,6 +2009,15 @@ fn reference_network(ip: IpAddr, nat64: &[ipnet::Ipv6Net]) -> crate::addr::Publi
         },
     };
     let bits = u128::from(v6);
+    // The fixed IPv4-embedding forms, in 128-bit arithmetic: SIIT-translated ::ffff:0:0:0/96,
+    // compatible ::/96 (but :: and ::1), Teredo 2001::/32 (the client inverted in the low bits).
+    let low = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+    if bits >> 32 == 0xffff_0000 || (bits >> 32 == 0 && bits > 1) {
+        return crate::addr::PublicNetwork::V4(low);
+    }
+    if bits >> 96 == 0x2001_0000 {
+        return crate::addr::PublicNetwork::V4(Ipv4Addr::from(!u32::from(low)));
+    }
     for prefix in nat64 {
         let length = u32::from(prefix.prefix_len());
         if ![32, 40, 48, 56, 64, 96].contains(&length) {

@@ -210,19 +210,20 @@ impl ServerConfig {
     ///     config.network_of("203.0.113.7".parse().unwrap())
     /// );
     /// assert!(ServerConfig::default().nat64_prefixes(vec!["2001:db8::/80".parse().unwrap()]).validate().is_err());
-    /// // Overlapping the IPv4-mapped range ::ffff:0:0/96: refused.
+    /// // Overlapping the IPv4-mapped range ::ffff:0:0/96, or Teredo's 2001::/32: refused.
     /// assert!(ServerConfig::default().nat64_prefixes(vec!["::/64".parse().unwrap()]).validate().is_err());
+    /// assert!(ServerConfig::default().nat64_prefixes(vec!["2001:0:1::/48".parse().unwrap()]).validate().is_err());
     /// ```
     pub fn nat64_prefixes(mut self, prefixes: Vec<Ipv6Net>) -> Self {
-        // An IPv4-mapped address (`::ffff:a.b.c.d`) is read as the IPv4 address it maps, before
-        // any NAT64 prefix: a prefix that overlaps that range would read some addresses as
-        // another IPv4 client than the one they embed.
-        let mapped = Ipv6Net::new(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96)
-            .unwrap_or_default();
+        // An address of a fixed IPv4-embedding form (IPv4-mapped, SIIT-translated, compatible,
+        // Teredo) is read as the IPv4 address it embeds, before any NAT64 prefix: a prefix that
+        // overlaps those ranges would read some addresses as another IPv4 client than the one
+        // they embed.
         let valid = |p: &Ipv6Net| {
             crate::addr::NAT64_PREFIX_LENGTHS.contains(&p.prefix_len())
-                && !p.trunc().contains(&mapped)
-                && !mapped.contains(&p.trunc())
+                && crate::addr::IPV4_EMBEDDING_RANGES
+                    .iter()
+                    .all(|range| !p.trunc().contains(range) && !range.contains(&p.trunc()))
         };
         if !prefixes.iter().all(valid) {
             self.error = self.error.or(Some(ConfigError::Nat64Prefix));
