@@ -43,3 +43,17 @@ fn agent_ops_message_after_the_redeem_deadline_lets_the_timer_stop_it() {
     .expect("the regression input");
     lanlink::fuzz::agent_ops(&data);
 }
+
+/// `adapter_decode`, 4-minute run (audit, third round): a stored network record whose presence
+/// expiry (`"e": 18000000020206000`, past the last time chrono can hold) survived pruning at
+/// `DateTime::MAX_UTC`, so the presence could never lapse. Every time read from a store is now
+/// bounded when decoded; the harness's "nothing present after pruning at the end of time" holds.
+#[test]
+fn adapter_decode_far_expiry_is_bounded_and_pruned() {
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fuzz-regressions/adapter_decode-far-expiry.json"
+    ))
+    .expect("the regression input");
+    lanlink::fuzz::adapter_decode(&data);
+}

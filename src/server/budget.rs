@@ -168,10 +168,32 @@ impl CounterKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterRecord {
     /// `(expires_ms, count)`, sorted by expiry.
-    #[serde(rename = "c", default)]
+    #[serde(rename = "c", default, deserialize_with = "bounded_buckets")]
     buckets: SmallVec<[(i64, u32); 2]>,
-    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "l",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_lock"
+    )]
     locked_until_ms: Option<i64>,
+}
+
+/// The charges of a stored counter, their expiries bounded when decoded (see
+/// [`unix_ms`](super::record::unix_ms)).
+fn bounded_buckets<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<SmallVec<[(i64, u32); 2]>, D::Error> {
+    let mut buckets = SmallVec::<[(i64, u32); 2]>::deserialize(d)?;
+    for (expires_ms, _) in &mut buckets {
+        *expires_ms = super::record::unix_ms::clamp(*expires_ms);
+    }
+    Ok(buckets)
+}
+
+/// A stored lock's end, bounded when decoded.
+fn bounded_lock<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.map(super::record::unix_ms::clamp))
 }
 
 /// Whether [`CounterRecord::admit`] admitted a charge.

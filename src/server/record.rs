@@ -50,7 +50,7 @@ pub struct Presence {
     pub commitment: Commitment,
     /// When the presence lapses unless refreshed, in Unix milliseconds (integers, because every
     /// announcement of every agent updates it).
-    #[serde(rename = "e")]
+    #[serde(rename = "e", deserialize_with = "unix_ms::bounded")]
     pub expires_ms: i64,
     /// A conflicting announcement was seen: hidden and unlinkable until it expires.
     #[serde(rename = "c")]
@@ -60,7 +60,7 @@ pub struct Presence {
     pub link_requested: bool,
     /// When this instance has announced for longer than any window, in Unix milliseconds
     /// (its first announcement + the longest window + one presence lifetime).
-    #[serde(rename = "w")]
+    #[serde(rename = "w", deserialize_with = "unix_ms::bounded")]
     pub window_ends_ms: i64,
     /// What an Obico agent's poll says besides [`DeviceInfo`] (none for a lanlink agent).
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
@@ -210,17 +210,45 @@ struct Extras {
 struct Discoverer {
     #[serde(rename = "t")]
     tag: u64,
-    #[serde(rename = "e")]
+    #[serde(rename = "e", deserialize_with = "unix_ms::bounded")]
     expires_ms: i64,
 }
 
 /// A network judged shared by a stateful signal, until `until_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct SharedMark {
-    #[serde(rename = "u")]
+    #[serde(rename = "u", deserialize_with = "unix_ms::bounded")]
     until_ms: i64,
     #[serde(rename = "g")]
     signal: SharedSignal,
+}
+
+/// Times read from a store, in Unix milliseconds, bounded when decoded to the range a
+/// `DateTime<Utc>` holds: a record from a corrupt or hostile store cannot hold a time that
+/// outlives the end of time (and so a presence that no pruning removes) or precedes its start.
+pub(crate) mod unix_ms {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer};
+
+    /// The earliest time a record may hold.
+    pub(crate) fn min() -> i64 {
+        DateTime::<Utc>::MIN_UTC.timestamp_millis()
+    }
+
+    /// The latest time a record may hold.
+    pub(crate) fn max() -> i64 {
+        DateTime::<Utc>::MAX_UTC.timestamp_millis()
+    }
+
+    /// `ms`, clamped to what a `DateTime<Utc>` holds.
+    pub(crate) fn clamp(ms: i64) -> i64 {
+        ms.clamp(min(), max())
+    }
+
+    /// Reads a time and bounds it ([`clamp`]).
+    pub(crate) fn bounded<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        i64::deserialize(d).map(clamp)
+    }
 }
 
 /// A commitment as 64 hex characters (serde `with` helper for the stored records).
