@@ -582,6 +582,10 @@ export class Linker {
       credentials: "omit",
       cache: "no-store",
       referrerPolicy: "no-referrer",
+      // A device's answer is its own: a redirect would send the request to a host that the
+      // address rules above never checked (a public one included). Refused, as the Rust linker
+      // refuses it.
+      redirect: "error",
       signal,
     };
     if (lna) init.targetAddressSpace = addressSpaceOf(agent.private_ip) || "local";

@@ -36,6 +36,23 @@ pub fn default_client() -> Result<Client, TransportError> {
         .map_err(|err| TransportError::Unreachable(err.to_string()))
 }
 
+/// The client of every request a linker makes to a device, whatever client the caller gave for
+/// the server: built from [`default_client`] on first use, so it follows no redirect (a device's
+/// redirect would send the request to a host that no address rule checked) and uses no proxy.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeviceClient(std::sync::OnceLock<Client>);
+
+impl DeviceClient {
+    /// The client, built on first use.
+    pub(crate) fn get(&self) -> Result<&Client, TransportError> {
+        if let Some(client) = self.0.get() {
+            return Ok(client);
+        }
+        let client = default_client()?;
+        Ok(self.0.get_or_init(|| client))
+    }
+}
+
 /// `base` without a trailing slash, followed by `prefix`.
 fn join(base: &str, prefix: &str) -> String {
     format!(
@@ -143,6 +160,7 @@ impl HttpAgentClient {
 #[derive(Clone)]
 pub struct HttpLinkerClient {
     client: Client,
+    device: DeviceClient,
     base: String,
     agent_prefix: String,
     credential: Credential,
@@ -216,7 +234,8 @@ impl HttpLinkerClient {
     }
 
     /// A client over `client` with the server's and the agents' route prefixes, authenticated
-    /// with a bearer `token`.
+    /// with a bearer `token`. `client` carries the requests to the server only: those to
+    /// devices go through a client of the crate's, which follows no redirect.
     pub fn with_client(
         client: Client,
         server: &str,
@@ -249,6 +268,7 @@ impl HttpLinkerClient {
     ) -> Self {
         Self {
             client,
+            device: DeviceClient::default(),
             base: join(server, server_prefix),
             agent_prefix: agent_prefix.trim_matches('/').to_owned(),
             credential,
@@ -302,6 +322,7 @@ impl LinkerAgentTransport for HttpLinkerClient {
             "http://{agent}/{}/secret?instance_id={instance_id}",
             self.agent_prefix
         );
-        exchange(self.client.get(url)).await
+        // Never `self.client`: a caller's client may follow redirects.
+        exchange(self.device.get()?.get(url)).await
     }
 }

@@ -54,6 +54,7 @@ pub struct ObicoDevice {
 /// ```
 pub struct ObicoLinker {
     client: Client,
+    device: crate::http::client::DeviceClient,
     server: String,
     token: Zeroizing<String>,
 }
@@ -79,10 +80,13 @@ impl ObicoLinker {
         Ok(Self::with_client(client, server, token))
     }
 
-    /// A linker over `client` (for HTTPS, build it with a TLS feature).
+    /// A linker over `client` (for HTTPS, build it with a TLS feature). `client` carries the
+    /// requests to the server only: those to agents go through a client of the crate's, which
+    /// follows no redirect.
     pub fn with_client(client: Client, server: &str, token: &str) -> Self {
         Self {
             client,
+            device: Default::default(),
             server: server.trim_end_matches('/').to_owned(),
             token: Zeroizing::new(token.to_owned()),
         }
@@ -142,8 +146,10 @@ impl ObicoLinker {
             std::net::SocketAddr::new(device.host_or_ip, device.port),
             device_id(&device.device_id)
         );
+        // Never `self.client`: a caller's client may follow redirects.
         let request = self
-            .client
+            .device
+            .get()?
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json");
         let mut reply = exchange(request).await?;

@@ -236,3 +236,52 @@ test("candidates: ordered, checked, never fetched outside the local policy; the 
     globalThis.fetch = saved;
   }
 });
+
+test("a device's redirect is refused: the secret fetch never follows it (real fetch, real sockets)", async () => {
+  const http = await import("node:http");
+  const listen = (handler) =>
+    new Promise((resolve) => {
+      const server = http.createServer(handler);
+      server.listen(0, "127.0.0.1", () => resolve(server));
+    });
+  const instanceId = "7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90";
+  const secret = "cd".repeat(32);
+  let elsewhereHits = 0;
+  // Where the redirect points: it would hand out a secret of its own choosing.
+  const elsewhere = await listen((req, res) => {
+    elsewhereHits += 1;
+    res.writeHead(200, { "content-type": "application/json", "access-control-allow-origin": "*" });
+    res.end(JSON.stringify({ local_secret: secret }));
+  });
+  const device = await listen((req, res) => {
+    res.writeHead(307, { location: `http://127.0.0.1:${elsewhere.address().port}${req.url}`, "access-control-allow-origin": "*" });
+    res.end();
+  });
+  const realFetch = globalThis.fetch;
+  /** @type {string[]} */
+  const linked = [];
+  globalThis.fetch = async (url, init = {}) => {
+    const text = String(url);
+    if (text.startsWith("http://server.test/")) {
+      if (init.method === "POST") linked.push(init.body);
+      return { ok: true, status: 200, json: async () => ({ instance_id: instanceId, state: "pending" }) };
+    }
+    return realFetch(url, init);
+  };
+  try {
+    const linker = new Linker({ server: "http://server.test", token: "t", pollIntervalMs: 1, fetchTimeoutMs: 2000 });
+    const agent = {
+      instance_id: instanceId,
+      private_ip: "127.0.0.1",
+      port: device.address().port,
+      info: { hostname: "", model: "", agent: "", agent_version: "" },
+    };
+    await assert.rejects(linker.link(agent, { path: "fetch" }), LanlinkError);
+    assert.equal(elsewhereHits, 0, "the redirect was followed");
+    assert.deepEqual(linked, [], "a link was requested with a secret from elsewhere");
+  } finally {
+    globalThis.fetch = realFetch;
+    device.close();
+    elsewhere.close();
+  }
+});
