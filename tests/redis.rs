@@ -1162,3 +1162,205 @@ async fn candidates_round_trip_through_redis() {
         .expect("discover");
     assert_eq!(reply.agents[0].candidates, moved.candidates);
 }
+
+/// A Redis store that holds back one of its calls (numbered from 0 from [`Held::pause_in`])
+/// until the test lets it go on: a way to land another instance's write between two steps of
+/// a request.
+struct Held {
+    inner: RedisStore,
+    calls: std::sync::atomic::AtomicUsize,
+    pause: Mutex<Option<HeldCall>>,
+}
+
+/// The held call: it says so on `paused`, then waits for `resume`.
+struct HeldCall {
+    at: usize,
+    paused: tokio::sync::oneshot::Sender<()>,
+    resume: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Held {
+    /// Holds back the `n`th call from now: the first channel says when it waits, the second
+    /// lets it go on.
+    fn pause_in(
+        &self,
+        n: usize,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let (paused, on_pause) = tokio::sync::oneshot::channel();
+        let (go, resume) = tokio::sync::oneshot::channel();
+        let at = self.calls.load(Ordering::SeqCst) + n;
+        *self.pause.lock().expect("lock") = Some(HeldCall { at, paused, resume });
+        (on_pause, go)
+    }
+
+    async fn gate(&self) {
+        use std::sync::atomic::Ordering;
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let held = {
+            let mut pause = self.pause.lock().expect("lock");
+            match pause.as_ref() {
+                Some(held) if held.at == call => pause.take(),
+                _ => None,
+            }
+        };
+        if let Some(HeldCall { paused, resume, .. }) = held {
+            let _ = paused.send(());
+            let _ = resume.await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Held {
+    async fn update_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut lanlink::server::NetworkFn<'_>,
+    ) -> Result<bool, lanlink::server::StoreError> {
+        self.gate().await;
+        self.inner
+            .update_network(network, now, config, create, f)
+            .await
+    }
+
+    async fn read_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        f: &mut lanlink::server::ReadFn<'_>,
+    ) -> Result<bool, lanlink::server::StoreError> {
+        self.gate().await;
+        self.inner.read_network(network, now, config, f).await
+    }
+
+    async fn create_code(
+        &self,
+        key: &lanlink::code::CodeKey,
+        record: &lanlink::server::CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, lanlink::server::StoreError> {
+        self.gate().await;
+        self.inner.create_code(key, record, now).await
+    }
+
+    async fn update_code(
+        &self,
+        key: &lanlink::code::CodeKey,
+        now: DateTime<Utc>,
+        f: &mut lanlink::server::CodeFn<'_>,
+    ) -> Result<bool, lanlink::server::StoreError> {
+        self.gate().await;
+        self.inner.update_code(key, now, f).await
+    }
+
+    async fn delete_code(
+        &self,
+        key: &lanlink::code::CodeKey,
+    ) -> Result<(), lanlink::server::StoreError> {
+        self.gate().await;
+        self.inner.delete_code(key).await
+    }
+
+    async fn update_counter(
+        &self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut lanlink::server::CounterFn<'_>,
+    ) -> Result<(), lanlink::server::StoreError> {
+        self.gate().await;
+        self.inner.update_counter(key, now, f).await
+    }
+
+    async fn purge(
+        &self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+    ) -> Result<(), lanlink::server::StoreError> {
+        self.gate().await;
+        self.inner.purge(now, config).await
+    }
+}
+
+/// Dual stack on a shared store, with a link that fails after claiming: one server instance
+/// takes a link from the agent's IPv4 network, claims the instance, and before its accepting
+/// write the agent's announcement through the other instance changes the presence (another
+/// commitment: contested), so the re-check refuses the link. Its claim is let go in Redis (the
+/// key deleted, with the link's unused code), and the IPv6 network's link through the other
+/// instance is accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_link_lets_go_of_its_claim_in_redis() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let held = Arc::new(Held {
+        inner: store(&redis).await,
+        calls: std::sync::atomic::AtomicUsize::new(0),
+        pause: Mutex::new(None),
+    });
+    let first = Service::new(ServerConfig::default(), held.clone()).expect("config");
+    let second = service(&redis, ServerConfig::default()).await;
+    let alice = AccountId::new("alice").expect("account");
+    let none = lanlink::ForwardedHeaders::NONE;
+    let (v4, v6): (std::net::IpAddr, std::net::IpAddr) = (
+        "203.0.113.7".parse().expect("ip"),
+        "2001:db8:7:1::20".parse().expect("ip"),
+    );
+    let (x, secret) = announcement(7);
+    for from in [v4, v6] {
+        second
+            .handle_announce(wall_now(), from, none, &x)
+            .await
+            .expect("announce");
+    }
+    let request = || LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+        nonce: None,
+    };
+    let codes = || {
+        redis
+            .dump()
+            .iter()
+            .filter(|(key, _)| key.contains(":code:"))
+            .count()
+    };
+    // Charge, charge, check, claim, create the code: call 5 is the accepting write.
+    let (paused, resume) = held.pause_in(5);
+    let racing = Announce {
+        commitment: LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id),
+        ..x.clone()
+    };
+    let mut rng = lanlink::os_rng();
+    let (refused, ()) = tokio::join!(
+        first.handle_link(wall_now(), &mut rng, &alice, v4, none, request()),
+        async {
+            paused.await.expect("the accept waits");
+            assert_eq!(codes(), 2, "the claim and the link's code");
+            let _ = second.handle_announce(wall_now(), v4, none, &racing).await;
+            resume.send(()).expect("resume");
+        }
+    );
+    assert_eq!(refused.map(|_| ()), Err(Refusal::AgentContested));
+    assert_eq!(codes(), 0, "the claim is deleted with the link's code");
+    let linked = second
+        .handle_link(
+            wall_now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            v6,
+            none,
+            request(),
+        )
+        .await
+        .expect("the other network links at once");
+    assert_eq!(linked.state, LinkState::Pending);
+}
