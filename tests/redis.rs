@@ -8,6 +8,7 @@
 
 mod support;
 
+use support::held::Held;
 use support::instance::{server_binary, Instance};
 use support::redis_server::{have, Redis};
 
@@ -1163,132 +1164,6 @@ async fn candidates_round_trip_through_redis() {
     assert_eq!(reply.agents[0].candidates, moved.candidates);
 }
 
-/// A Redis store that holds back one of its calls (numbered from 0 from [`Held::pause_in`])
-/// until the test lets it go on: a way to land another instance's write between two steps of
-/// a request.
-struct Held {
-    inner: RedisStore,
-    calls: std::sync::atomic::AtomicUsize,
-    pause: Mutex<Option<HeldCall>>,
-}
-
-/// The held call: it says so on `paused`, then waits for `resume`.
-struct HeldCall {
-    at: usize,
-    paused: tokio::sync::oneshot::Sender<()>,
-    resume: tokio::sync::oneshot::Receiver<()>,
-}
-
-impl Held {
-    /// Holds back the `n`th call from now: the first channel says when it waits, the second
-    /// lets it go on.
-    fn pause_in(
-        &self,
-        n: usize,
-    ) -> (
-        tokio::sync::oneshot::Receiver<()>,
-        tokio::sync::oneshot::Sender<()>,
-    ) {
-        use std::sync::atomic::Ordering;
-        let (paused, on_pause) = tokio::sync::oneshot::channel();
-        let (go, resume) = tokio::sync::oneshot::channel();
-        let at = self.calls.load(Ordering::SeqCst) + n;
-        *self.pause.lock().expect("lock") = Some(HeldCall { at, paused, resume });
-        (on_pause, go)
-    }
-
-    async fn gate(&self) {
-        use std::sync::atomic::Ordering;
-        let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        let held = {
-            let mut pause = self.pause.lock().expect("lock");
-            match pause.as_ref() {
-                Some(held) if held.at == call => pause.take(),
-                _ => None,
-            }
-        };
-        if let Some(HeldCall { paused, resume, .. }) = held {
-            let _ = paused.send(());
-            let _ = resume.await;
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for Held {
-    async fn update_network(
-        &self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        create: bool,
-        f: &mut lanlink::server::NetworkFn<'_>,
-    ) -> Result<bool, lanlink::server::StoreError> {
-        self.gate().await;
-        self.inner
-            .update_network(network, now, config, create, f)
-            .await
-    }
-
-    async fn read_network(
-        &self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        f: &mut lanlink::server::ReadFn<'_>,
-    ) -> Result<bool, lanlink::server::StoreError> {
-        self.gate().await;
-        self.inner.read_network(network, now, config, f).await
-    }
-
-    async fn create_code(
-        &self,
-        key: &lanlink::code::CodeKey,
-        record: &lanlink::server::CodeRecord,
-        now: DateTime<Utc>,
-    ) -> Result<bool, lanlink::server::StoreError> {
-        self.gate().await;
-        self.inner.create_code(key, record, now).await
-    }
-
-    async fn update_code(
-        &self,
-        key: &lanlink::code::CodeKey,
-        now: DateTime<Utc>,
-        f: &mut lanlink::server::CodeFn<'_>,
-    ) -> Result<bool, lanlink::server::StoreError> {
-        self.gate().await;
-        self.inner.update_code(key, now, f).await
-    }
-
-    async fn delete_code(
-        &self,
-        key: &lanlink::code::CodeKey,
-    ) -> Result<(), lanlink::server::StoreError> {
-        self.gate().await;
-        self.inner.delete_code(key).await
-    }
-
-    async fn update_counter(
-        &self,
-        key: &CounterKey,
-        now: DateTime<Utc>,
-        f: &mut lanlink::server::CounterFn<'_>,
-    ) -> Result<(), lanlink::server::StoreError> {
-        self.gate().await;
-        self.inner.update_counter(key, now, f).await
-    }
-
-    async fn purge(
-        &self,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-    ) -> Result<(), lanlink::server::StoreError> {
-        self.gate().await;
-        self.inner.purge(now, config).await
-    }
-}
-
 /// Dual stack on a shared store, with a link that fails after claiming: one server instance
 /// takes a link from the agent's IPv4 network, claims the instance, and before its accepting
 /// write the agent's announcement through the other instance changes the presence (another
@@ -1301,11 +1176,7 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
         return;
     }
     let redis = Redis::start();
-    let held = Arc::new(Held {
-        inner: store(&redis).await,
-        calls: std::sync::atomic::AtomicUsize::new(0),
-        pause: Mutex::new(None),
-    });
+    let held = Arc::new(Held::new(store(&redis).await));
     let first = Service::new(ServerConfig::default(), held.clone()).expect("config");
     let second = service(&redis, ServerConfig::default()).await;
     let alice = AccountId::new("alice").expect("account");
