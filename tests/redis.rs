@@ -8,6 +8,7 @@
 
 mod support;
 
+use support::held::Held;
 use support::instance::{server_binary, Instance};
 use support::redis_server::{have, Redis};
 
@@ -1161,4 +1162,76 @@ async fn candidates_round_trip_through_redis() {
         .await
         .expect("discover");
     assert_eq!(reply.agents[0].candidates, moved.candidates);
+}
+
+/// Dual stack on a shared store, with a link that fails after claiming: one server instance
+/// takes a link from the agent's IPv4 network, claims the instance, and before its accepting
+/// write the agent's announcement through the other instance changes the presence (another
+/// commitment: contested), so the re-check refuses the link. Its claim is let go in Redis (the
+/// key deleted, with the link's unused code), and the IPv6 network's link through the other
+/// instance is accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_link_lets_go_of_its_claim_in_redis() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let held = Arc::new(Held::new(store(&redis).await));
+    let first = Service::new(ServerConfig::default(), held.clone()).expect("config");
+    let second = service(&redis, ServerConfig::default()).await;
+    let alice = AccountId::new("alice").expect("account");
+    let none = lanlink::ForwardedHeaders::NONE;
+    let (v4, v6): (std::net::IpAddr, std::net::IpAddr) = (
+        "203.0.113.7".parse().expect("ip"),
+        "2001:db8:7:1::20".parse().expect("ip"),
+    );
+    let (x, secret) = announcement(7);
+    for from in [v4, v6] {
+        second
+            .handle_announce(wall_now(), from, none, &x)
+            .await
+            .expect("announce");
+    }
+    let request = || LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+        nonce: None,
+    };
+    let codes = || {
+        redis
+            .dump()
+            .iter()
+            .filter(|(key, _)| key.contains(":code:"))
+            .count()
+    };
+    // Charge, charge, check, claim, create the code: call 5 is the accepting write.
+    let (paused, resume) = held.pause_in(5);
+    let racing = Announce {
+        commitment: LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id),
+        ..x.clone()
+    };
+    let mut rng = lanlink::os_rng();
+    let (refused, ()) = tokio::join!(
+        first.handle_link(wall_now(), &mut rng, &alice, v4, none, request()),
+        async {
+            paused.await.expect("the accept waits");
+            assert_eq!(codes(), 2, "the claim and the link's code");
+            let _ = second.handle_announce(wall_now(), v4, none, &racing).await;
+            resume.send(()).expect("resume");
+        }
+    );
+    assert_eq!(refused.map(|_| ()), Err(Refusal::AgentContested));
+    assert_eq!(codes(), 0, "the claim is deleted with the link's code");
+    let linked = second
+        .handle_link(
+            wall_now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            v6,
+            none,
+            request(),
+        )
+        .await
+        .expect("the other network links at once");
+    assert_eq!(linked.state, LinkState::Pending);
 }

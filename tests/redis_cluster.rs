@@ -21,6 +21,7 @@ use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemReques
 use lanlink::{AccountId, LocalSecret, PublicNetwork};
 
 mod support;
+use support::held::Held;
 use support::instance::{server_binary, Instance};
 use support::redis_cluster::Cluster;
 use support::redis_server::have;
@@ -387,4 +388,76 @@ async fn acknowledged_charges_survive_a_failover_with_wait() {
         checked_after <= 2,
         "the three charges before the failover were kept ({checked_after} checked after)"
     );
+}
+
+/// Dual stack on a cluster, with a link that fails after claiming: one instance takes a link
+/// from the agent's IPv4 network and claims the instance; before its accepting write, the agent's
+/// announcement through the other instance changes the presence (another commitment:
+/// contested), so the re-check refuses the link. Its claim is let go on the cluster (the claim's
+/// key deleted on its slot's master), and the IPv6 network's link is accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
+    if !have_tools() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let held = Arc::new(Held::new(cluster_store(&cluster).await));
+    let first = Service::new(ServerConfig::default(), held.clone()).expect("config");
+    let second = Service::new(
+        ServerConfig::default(),
+        Arc::new(cluster_store(&cluster).await),
+    )
+    .expect("config");
+    let alice = AccountId::new("alice").expect("account");
+    let none = lanlink::ForwardedHeaders::NONE;
+    let (v4, v6): (std::net::IpAddr, std::net::IpAddr) = (
+        "203.0.113.7".parse().expect("ip"),
+        "2001:db8:7:1::20".parse().expect("ip"),
+    );
+    let (x, secret) = announcement(7);
+    let now = || chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+    for from in [v4, v6] {
+        second
+            .handle_announce(now(), from, none, &x)
+            .await
+            .expect("announce");
+    }
+    let request = || LinkRequest {
+        instance_id: x.instance_id,
+        local_secret: secret.clone(),
+        nonce: None,
+    };
+    let claim_key = held
+        .inner
+        .code_key(&lanlink::code::CodeKey::instance_claim(&x.instance_id));
+    let claim_held = || async {
+        let mut conn = held.inner.connection();
+        let value: Option<Vec<u8>> = redis::AsyncCommands::get(&mut conn, &claim_key)
+            .await
+            .expect("get");
+        value.is_some()
+    };
+    // Charge, charge, check, claim, create the code: call 5 is the accepting write.
+    let (paused, resume) = held.pause_in(5);
+    let racing = Announce {
+        commitment: LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id),
+        ..x.clone()
+    };
+    let mut rng = lanlink::os_rng();
+    let (refused, ()) = tokio::join!(
+        first.handle_link(now(), &mut rng, &alice, v4, none, request()),
+        async {
+            paused.await.expect("the accept waits");
+            assert!(claim_held().await, "the link holds the claim");
+            let _ = second.handle_announce(now(), v4, none, &racing).await;
+            resume.send(()).expect("resume");
+        }
+    );
+    assert_eq!(refused.map(|_| ()), Err(lanlink::Refusal::AgentContested));
+    assert!(!claim_held().await, "the claim's key is deleted");
+    let linked = second
+        .handle_link(now(), &mut lanlink::os_rng(), &alice, v6, none, request())
+        .await
+        .expect("the other network links at once");
+    assert_eq!(linked.state, LinkState::Pending);
 }

@@ -17,12 +17,22 @@ use lanlink::server::{
 };
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
+use tokio::sync::oneshot;
 
-/// An in-memory store whose call number `fail_at` (counting from 0) fails as unavailable.
+/// An in-memory store whose chosen calls (numbered from 0) fail as unavailable, and one of
+/// whose calls may wait, before it runs, until the test lets it go on.
 struct Flaky {
     inner: Mutex<MemoryStore>,
     calls: AtomicUsize,
-    fail_at: AtomicUsize,
+    fail_at: Mutex<Vec<usize>>,
+    pause: Mutex<Option<Pause>>,
+}
+
+/// A call held back: it says so on `paused`, then waits for `resume` (`true`: then it fails).
+struct Pause {
+    at: usize,
+    paused: oneshot::Sender<()>,
+    resume: oneshot::Receiver<bool>,
 }
 
 impl Flaky {
@@ -30,20 +40,44 @@ impl Flaky {
         Self {
             inner: Mutex::new(MemoryStore::default()),
             calls: AtomicUsize::new(0),
-            fail_at: AtomicUsize::new(usize::MAX),
+            fail_at: Mutex::new(Vec::new()),
+            pause: Mutex::new(None),
         }
     }
 
-    /// Fails the `n`th call from now.
+    /// Fails the `n`th call from now (and any chosen before).
     fn fail_in(&self, n: usize) {
-        self.fail_at
-            .store(self.calls.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+        let at = self.calls.load(Ordering::SeqCst) + n;
+        self.fail_at.lock().expect("lock").push(at);
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    /// Holds back the `n`th call from now: the first channel says when it waits, the second lets
+    /// it go on (`true`: and fail).
+    fn pause_in(&self, n: usize) -> (oneshot::Receiver<()>, oneshot::Sender<bool>) {
+        let (paused, on_pause) = oneshot::channel();
+        let (go, resume) = oneshot::channel();
+        let at = self.calls.load(Ordering::SeqCst) + n;
+        *self.pause.lock().expect("lock") = Some(Pause { at, paused, resume });
+        (on_pause, go)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        if call == self.fail_at.load(Ordering::SeqCst) {
+        if self.fail_at.lock().expect("lock").contains(&call) {
             return Err(StoreError::Unavailable);
+        }
+        let pause = {
+            let mut pause = self.pause.lock().expect("lock");
+            match pause.as_ref() {
+                Some(held) if held.at == call => pause.take(),
+                _ => None,
+            }
+        };
+        if let Some(Pause { paused, resume, .. }) = pause {
+            let _ = paused.send(());
+            if resume.await.unwrap_or(false) {
+                return Err(StoreError::Unavailable);
+            }
         }
         Ok(())
     }
@@ -59,7 +93,7 @@ impl Store for Flaky {
         create: bool,
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner
             .update_network(network, now, config, create, f)
             .await
@@ -71,7 +105,7 @@ impl Store for Flaky {
         record: &CodeRecord,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.create_code(key, record, now).await
     }
 
@@ -81,12 +115,12 @@ impl Store for Flaky {
         now: DateTime<Utc>,
         f: &mut CodeFn<'_>,
     ) -> Result<bool, StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.update_code(key, now, f).await
     }
 
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.delete_code(key).await
     }
 
@@ -96,12 +130,12 @@ impl Store for Flaky {
         now: DateTime<Utc>,
         f: &mut CounterFn<'_>,
     ) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.update_counter(key, now, f).await
     }
 
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        self.check()?;
+        self.check().await?;
         self.inner.purge(now, config).await
     }
 }
@@ -133,17 +167,32 @@ fn home() -> PublicNetwork {
     PublicNetwork::from_ip(PEER.parse().expect("ip"), 64)
 }
 
-/// Whether the memory store holds a link claim of `announce`'s instance, for the home network.
-fn claimed(store: &Flaky, announce: &Announce) -> bool {
+/// The dual-stack agent's other network: the IPv6 /64 of [`V6_PEER`].
+const V6_PEER: &str = "2001:db8:7:1::20";
+
+fn v6_home() -> PublicNetwork {
+    PublicNetwork::from_ip(V6_PEER.parse().expect("ip"), 64)
+}
+
+/// The record under the link claim key of `announce`'s instance, live or not.
+fn claim_record(store: &Flaky, announce: &Announce) -> Option<CodeRecord> {
     let inner = store.inner.lock().expect("lock");
     let key = lanlink::code::CodeKey::instance_claim(&announce.instance_id);
-    inner.code(&key).is_some_and(|claim| {
-        claim.kind == lanlink::server::CodeKind::InstanceClaim && claim.network == Some(home())
+    inner.code(&key).cloned()
+}
+
+/// Whether the memory store holds a live link claim of `announce`'s instance, for the home
+/// network.
+fn claimed(store: &Flaky, announce: &Announce) -> bool {
+    claim_record(store, announce).is_some_and(|claim| {
+        claim.kind == lanlink::server::CodeKind::InstanceClaim
+            && claim.network == Some(home())
+            && claim.is_live(now())
     })
 }
 
-/// The live link codes (not counting the instance's claim, see [`claimed`]) and the network's
-/// link state, straight from the memory store.
+/// The link codes (not counting the record under the instance's claim key, live or let go) and
+/// the network's link state, straight from the memory store.
 fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, LinkState, usize) {
     let inner = store.inner.lock().expect("lock");
     let record = inner.network(&home());
@@ -158,7 +207,7 @@ fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, Lin
     let codes = inner.codes();
     drop(inner);
     (
-        codes - usize::from(claimed(store, announce)),
+        codes - usize::from(claim_record(store, announce).is_some()),
         state,
         failures,
     )
@@ -166,8 +215,8 @@ fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, Lin
 
 /// A fault at each store call of a link request: refused with `store_unavailable`, then no code
 /// and no link left behind (except a code whose delete itself failed: bound, unrevealed, and
-/// expiring), no failure counted; the retry links. A fault after the instance's claim leaves the
-/// claim (this network's, so the retry goes through: nothing stuck).
+/// expiring), no failure counted; the retry links. A fault after the instance's claim lets the
+/// claim go too (nothing stuck for the agent's other network either).
 #[tokio::test]
 async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
     let alice = AccountId::new("alice").expect("account");
@@ -208,10 +257,9 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
             (0, LinkState::Unknown, 0),
             "step {step}: no code, no link, no failure"
         );
-        assert_eq!(
-            claimed(&store, &announce),
-            step > 3,
-            "step {step}: the claim"
+        assert!(
+            !claimed(&store, &announce),
+            "step {step}: no claim left behind"
         );
         let linked = service
             .handle_link(
@@ -227,6 +275,212 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
         assert_eq!(linked.state, LinkState::Pending);
         assert_eq!(state(&store, &alice, &announce), (1, LinkState::Pending, 0));
     }
+}
+
+/// The dual-stack agent of [`announcement`], present in the home (IPv4) network and in
+/// [`v6_home`], on a service over `store`.
+async fn dual_stack(store: &Arc<Flaky>, announce: &Announce) -> Service {
+    let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+    for network in [home(), v6_home()] {
+        service
+            .announce_in(now(), network, announce)
+            .await
+            .expect("announce");
+    }
+    service
+}
+
+/// `account` asks `service` to link the agent of `announce` with `secret`, from `peer`.
+async fn link_from(
+    service: &Service,
+    account: &str,
+    peer: &str,
+    announce: &Announce,
+    secret: &LocalSecret,
+) -> Result<LinkState, Refusal> {
+    service
+        .handle_link(
+            now(),
+            &mut lanlink::os_rng(),
+            &AccountId::new(account).expect("account"),
+            peer.parse().expect("ip"),
+            ForwardedHeaders::NONE,
+            LinkRequest {
+                instance_id: announce.instance_id,
+                local_secret: secret.clone(),
+                nonce: None,
+            },
+        )
+        .await
+        .map(|reply| reply.state)
+}
+
+/// A link from the IPv4 network passes its checks and claims the instance; the agent announces
+/// there again (with another commitment) before the link is accepted, so the accepting write's
+/// re-check refuses it. Its claim goes with it: the IPv6 network's link is accepted at once,
+/// not ten minutes later.
+#[tokio::test]
+async fn a_link_refused_after_its_claim_lets_the_other_network_link() {
+    let (announce, secret) = announcement();
+    let store = Arc::new(Flaky::new());
+    let service = dual_stack(&store, &announce).await;
+    // Charge, charge, check, claim, create the code: call 5 is the accepting write.
+    let (paused, resume) = store.pause_in(5);
+    let racing = Announce {
+        commitment: LocalSecret::from_bytes([3; 32]).commitment(&announce.instance_id),
+        ..announce.clone()
+    };
+    let (refused, ()) = tokio::join!(
+        link_from(&service, "alice", PEER, &announce, &secret),
+        async {
+            paused.await.expect("the accept waits");
+            assert!(claimed(&store, &announce), "the link holds the claim");
+            let _ = service.announce_in(now(), home(), &racing).await;
+            resume.send(false).expect("resume");
+        }
+    );
+    assert_eq!(
+        refused,
+        Err(Refusal::AgentContested),
+        "refused at the re-check"
+    );
+    assert!(!claimed(&store, &announce), "the claim is let go");
+    assert_eq!(
+        link_from(&service, "alice", V6_PEER, &announce, &secret).await,
+        Ok(LinkState::Pending),
+        "the other network links at once"
+    );
+}
+
+/// A store fault at the code's creation (step 3) or at the accepting write (step 4), after the
+/// claim: the claim is let go, and the IPv6 network's link is accepted at once. Were the code's
+/// delete to fail too after a failed accept (which may have landed before a lost reply, naming
+/// that code), the claim is kept: the other network waits for it to lapse.
+#[tokio::test]
+async fn a_fault_after_the_claim_lets_the_other_network_link() {
+    let (announce, secret) = announcement();
+    // Charge, charge, check, claim, then: 4 creates the code, 5 accepts, 6 deletes the code.
+    for (faults, freed) in [(&[4][..], true), (&[5], true), (&[5, 6], false)] {
+        let store = Arc::new(Flaky::new());
+        let service = dual_stack(&store, &announce).await;
+        for fault in faults {
+            store.fail_in(*fault);
+        }
+        assert_eq!(
+            link_from(&service, "alice", PEER, &announce, &secret).await,
+            Err(Refusal::StoreUnavailable),
+            "faults at {faults:?}"
+        );
+        assert_eq!(claimed(&store, &announce), !freed, "faults at {faults:?}");
+        let other = link_from(&service, "alice", V6_PEER, &announce, &secret).await;
+        if freed {
+            assert_eq!(other, Ok(LinkState::Pending), "faults at {faults:?}");
+        } else {
+            assert_eq!(other, Err(Refusal::AlreadyLinking), "faults at {faults:?}");
+            // The claiming network is not stuck.
+            assert_eq!(
+                link_from(&service, "alice", PEER, &announce, &secret).await,
+                Ok(LinkState::Pending)
+            );
+        }
+    }
+}
+
+/// Two link requests of the IPv4 network hold the claim at once (the second joins the first's):
+/// the second fails (a fault at its code's creation) and lets go of its hold, but the first
+/// still holds the claim, so the IPv6 network is still refused `already_linking`. When the first
+/// is accepted the claim stays for good; when it fails too, the claim ends with it and the IPv6
+/// network links.
+#[tokio::test]
+async fn a_claim_held_by_a_concurrent_request_outlives_a_failed_one() {
+    let (announce, secret) = announcement();
+    for first_fails in [false, true] {
+        let store = Arc::new(Flaky::new());
+        let service = dual_stack(&store, &announce).await;
+        // The first request waits at its accepting write (call 5).
+        let (paused, resume) = store.pause_in(5);
+        let (first, ()) = tokio::join!(
+            link_from(&service, "alice", PEER, &announce, &secret),
+            async {
+                paused.await.expect("the first waits");
+                // The second: charge, charge, check, claim (taken), join it, then 5 creates its
+                // code, and fails.
+                store.fail_in(5);
+                assert_eq!(
+                    link_from(&service, "bob", PEER, &announce, &secret).await,
+                    Err(Refusal::StoreUnavailable)
+                );
+                assert!(
+                    claimed(&store, &announce),
+                    "the first request's hold remains"
+                );
+                assert_eq!(
+                    link_from(&service, "alice", V6_PEER, &announce, &secret).await,
+                    Err(Refusal::AlreadyLinking),
+                    "claimed while the first request is in flight"
+                );
+                resume.send(first_fails).expect("resume");
+            }
+        );
+        let other = link_from(&service, "alice", V6_PEER, &announce, &secret).await;
+        if first_fails {
+            assert_eq!(first, Err(Refusal::StoreUnavailable));
+            assert!(!claimed(&store, &announce), "the last holder let go");
+            assert_eq!(other, Ok(LinkState::Pending));
+        } else {
+            assert_eq!(first, Ok(LinkState::Pending));
+            assert!(
+                claimed(&store, &announce),
+                "an accepted link keeps its hold"
+            );
+            assert_eq!(other, Err(Refusal::AlreadyLinking));
+        }
+    }
+}
+
+/// A claim written by a server that did not count holders (0): a request that joins it and
+/// fails cannot release it (its unknown holder counts as one that never lets go), so the IPv6
+/// network is still refused until the claim lapses.
+#[tokio::test]
+async fn a_legacy_claim_is_never_released_by_a_joiner() {
+    let (announce, secret) = announcement();
+    let store = Arc::new(Flaky::new());
+    let service = dual_stack(&store, &announce).await;
+    let t = now();
+    let key = lanlink::code::CodeKey::instance_claim(&announce.instance_id);
+    let legacy = CodeRecord {
+        account: AccountId::new("alice").expect("account"),
+        instance_id: Some(announce.instance_id),
+        network: Some(home()),
+        expires_at: t + chrono::TimeDelta::minutes(10),
+        redeemed: false,
+        redeemed_by: None,
+        claim_attempt: 0,
+        manual: false,
+        kind: lanlink::server::CodeKind::InstanceClaim,
+    };
+    store.inner.lock().expect("lock").put_code(key, legacy);
+    // Charge, charge, check, claim (taken), join it, then 5 creates the code, and fails.
+    store.fail_in(5);
+    assert_eq!(
+        link_from(&service, "alice", PEER, &announce, &secret).await,
+        Err(Refusal::StoreUnavailable)
+    );
+    let claim = claim_record(&store, &announce).expect("the claim");
+    assert!(claim.is_live(now()), "not released");
+    assert_eq!(
+        claim.claim_attempt, 1,
+        "its unknown holder is counted, for good"
+    );
+    assert_eq!(
+        link_from(&service, "alice", V6_PEER, &announce, &secret).await,
+        Err(Refusal::AlreadyLinking)
+    );
+    // The claiming network still links, through the legacy claim.
+    assert_eq!(
+        link_from(&service, "alice", PEER, &announce, &secret).await,
+        Ok(LinkState::Pending)
+    );
 }
 
 /// A fault at each store call of a redemption: refused with `store_unavailable`, no token, the

@@ -7,10 +7,14 @@
 //! atomic store call. Operations that touch two records order their writes so that a fault
 //! between them leaves nothing usable and nothing that blocks a retry:
 //!
-//! - **link**: charge the guess → check (read only) → create the auto code (a new record, only if no live code has
-//!   that key) → check again and accept, in one atomic write of the network record. The code is
+//! - **link**: charge the guess → check (read only) → claim the instance (create-if-absent, or
+//!   join this network's claim, counting holders) → create the auto code (a new record, only if
+//!   no live code has that key) → check again and accept, in one atomic write of the network
+//!   record. The code is
 //!   128 random bits bound to one instance and one network and is never shown until the accept is
 //!   written; if the accept fails it is deleted (and, were that to fail too, it expires unused).
+//!   A request that fails after claiming lets go of its hold, and the claim ends with its last
+//!   holder; an accepted link keeps it.
 //! - **redeem**: charge the guess (every budget, before anything is checked) → mark the code
 //!   redeemed (atomic: single use across instances) → complete the link in the network record.
 //!   If that last write fails, the code is marked unredeemed again so the agent's retry can
@@ -466,7 +470,8 @@ impl<S: Records> Ops<'_, S> {
     /// another network's is `already_linking`) → create the auto code, a new record, only if no
     /// live code has that key → check again and accept in one atomic write of the network record
     /// (another instance may have accepted a link for this agent since step 1). The guess is settled on every path:
-    /// charged for good when `check` refuses it as a failure, refunded otherwise.
+    /// charged for good when `check` refuses it as a failure, refunded otherwise. A request that
+    /// claimed and then fails lets go of its hold ([`release_claim`](Self::release_claim)).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn accept_checked_link<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
@@ -515,26 +520,30 @@ impl<S: Records> Ops<'_, S> {
         }
         // 2. The instance's claim: one link per instance in all networks (an agent that announces
         // over IPv4 and IPv6 is present in two). Written only by a request whose secret was right
-        // (step 1), never deleted: it lives as long as any presence of the instance can.
-        let claimed = match claim {
+        // (step 1). An accepted link keeps its hold for good (the claim lives as long as any
+        // presence of the instance can); a request that fails below lets go of it.
+        let held = match claim {
             Claim::Instance => {
                 self.claim_instance(now, account, network, instance_id)
                     .await
             }
-            Claim::None => Ok(()),
+            Claim::None => Ok(None),
         };
-        if let Err(refusal) = claimed {
-            return Err(match refusal {
-                Ok(reason) => {
-                    self.refused_guess(now, guess, RequestKind::Link, reason)
-                        .await
-                }
-                Err(err) => {
-                    self.settle_guess(now, guess, None).await;
-                    self.store_failed(Some(network), RequestKind::Link, err)
-                }
-            });
-        }
+        let held = match held {
+            Ok(held) => held,
+            Err(refusal) => {
+                return Err(match refusal {
+                    Ok(reason) => {
+                        self.refused_guess(now, guess, RequestKind::Link, reason)
+                            .await
+                    }
+                    Err(err) => {
+                        self.settle_guess(now, guess, None).await;
+                        self.store_failed(Some(network), RequestKind::Link, err)
+                    }
+                });
+            }
+        };
         // 3. The auto code's record, before anything refers to it.
         let expires_at = later(now, config.auto_code_ttl);
         let code_record = CodeRecord {
@@ -554,6 +563,9 @@ impl<S: Records> Ops<'_, S> {
         {
             Ok(code) => code,
             Err(refusal) => {
+                // No code is known to anyone (one written before a lost reply is bound, never
+                // shown, and expires): the claim is let go.
+                self.release_claim(now, network, instance_id, held).await;
                 // The check passed: no failure to count.
                 self.settle_guess(now, guess, None).await;
                 return Err(refusal);
@@ -592,7 +604,14 @@ impl<S: Records> Ops<'_, S> {
         };
         // Not accepted: the code must not outlive the attempt. If the delete fails too, the code
         // stays unknown to everyone and expires with its TTL.
-        let _ = self.store.delete_code(&code.key()).await;
+        let deleted = self.store.delete_code(&code.key()).await.is_ok();
+        // And the claim is let go: after a refusal (nothing was written), or after a store error
+        // once the code is gone (an accept that landed before a lost reply then names a code
+        // that no longer exists). A store error whose code could not be deleted keeps the
+        // claim: that accept may stand, with its code.
+        if refusal.is_ok() || deleted {
+            self.release_claim(now, network, instance_id, held).await;
+        }
         match refusal {
             Ok(reason) => Err(self
                 .refused_guess(now, guess, RequestKind::Link, reason)
@@ -605,17 +624,21 @@ impl<S: Records> Ops<'_, S> {
     }
 
     /// Claims `instance_id` for links from `network` ([`CodeKind::InstanceClaim`]): creates the
-    /// claim if none lives (one atomic create-if-absent), or finds the live one. A claim of this
-    /// network's is ours (a retry after a fault, or a concurrent request of the same network,
+    /// claim if none lives (one atomic create-if-absent, with one holder), or joins the live one
+    /// (one more holder, counted in the same write that reads whose it is). A claim of this
+    /// network's is shared (a retry after a fault, or a concurrent request of the same network,
     /// which the network record's accepting write then orders); another network's refuses with
-    /// [`Refusal::AlreadyLinking`]. `Err(Err(_))` is a store error.
+    /// [`Refusal::AlreadyLinking`]. `Err(Err(_))` is a store error, after which the request
+    /// holds nothing it knows of: a hold written before a lost reply stays until the claim
+    /// lapses. `Ok(Some(expiry))` is this request's hold, which
+    /// [`release_claim`](Self::release_claim) lets go.
     async fn claim_instance(
         &mut self,
         now: DateTime<Utc>,
         account: &AccountId,
         network: PublicNetwork,
         instance_id: InstanceId,
-    ) -> Result<(), Result<Refusal, StoreError>> {
+    ) -> Result<Option<DateTime<Utc>>, Result<Refusal, StoreError>> {
         let config = self.config;
         let key = CodeKey::instance_claim(&instance_id);
         let claim = CodeRecord {
@@ -626,11 +649,12 @@ impl<S: Records> Ops<'_, S> {
             expires_at: later(later(now, config.max_window), config.presence_ttl),
             redeemed: false,
             redeemed_by: None,
-            claim_attempt: 0,
+            // Its holders: this request.
+            claim_attempt: 1,
             manual: false,
             kind: CodeKind::InstanceClaim,
         };
-        // Twice: a claim that expires between the create and the read is created afresh.
+        // Twice: a claim that ends between the create and the read is created afresh.
         for _ in 0..2 {
             if self
                 .store
@@ -638,26 +662,50 @@ impl<S: Records> Ops<'_, S> {
                 .await
                 .map_err(Err)?
             {
-                return Ok(());
+                return Ok(Some(claim.expires_at));
             }
-            let mut holder = None;
+            // A store may run the function more than once: only the written attempt's counts.
+            let mut joined = None;
             let found = self
                 .store
                 .update_code(&key, now, &mut |record| {
-                    holder = Some(
-                        matches!(record.kind, CodeKind::InstanceClaim)
-                            && record.network == Some(network),
-                    );
+                    joined = record.join_claim(&network);
                 })
                 .await
                 .map_err(Err)?;
-            match (found, holder) {
-                (true, Some(true)) => return Ok(()),
-                (true, _) => return Err(Ok(Refusal::AlreadyLinking)),
+            match (found, joined) {
+                (true, Some(expiry)) => return Ok(Some(expiry)),
+                (true, None) => return Err(Ok(Refusal::AlreadyLinking)),
                 (false, _) => {}
             }
         }
         Err(Ok(Refusal::AlreadyLinking))
+    }
+
+    /// Lets go of a failed link request's hold on its instance's claim (`held`, from
+    /// [`claim_instance`](Self::claim_instance); nothing when `None`), in one write: one holder
+    /// fewer, and the claim ends with its last holder, so that the instance's other network may
+    /// link at once ([`CodeRecord::release_claim`]). A claim that other requests of the network
+    /// still hold, or an accepted link, is kept. Best effort: if the write fails, the claim
+    /// stays until it lapses (the other network waits), and the request's own refusal stands
+    /// unchanged.
+    async fn release_claim(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        instance_id: InstanceId,
+        held: Option<DateTime<Utc>>,
+    ) {
+        let Some(held) = held else {
+            return;
+        };
+        let key = CodeKey::instance_claim(&instance_id);
+        let _ = self
+            .store
+            .update_code(&key, now, &mut |record| {
+                record.release_claim(now, &network, held);
+            })
+            .await;
     }
 
     /// Draws codes until one can be created (no live code holds its key), and writes `record`

@@ -954,8 +954,12 @@ pub struct CodeRecord {
     /// after a lost reply, by proving its presence key ([`CodeRecord::redeem_by`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redeemed_by: Option<InstanceId>,
-    /// The newest attempt of the redeemer's that claimed the code (see
-    /// [`RedeemRequest::attempt`](crate::wire::RedeemRequest::attempt)).
+    /// Per [`kind`](Self::kind): for a link code, the newest attempt of the redeemer's that
+    /// claimed the code (see [`RedeemRequest::attempt`](crate::wire::RedeemRequest::attempt)).
+    /// For an [`InstanceClaim`](CodeKind::InstanceClaim), how many link requests hold the claim:
+    /// 1 when created, one more for each request of the same network that joins it, one less
+    /// for each that fails after joining; 0 in a claim written before holders were counted,
+    /// whose holder is unknown and which is therefore never released. Unused by other kinds.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub claim_attempt: u32,
     /// Whether it is a manual code.
@@ -1078,6 +1082,55 @@ impl CodeRecord {
     }
 }
 
+/// The holders of an [`InstanceClaim`](CodeKind::InstanceClaim), counted in
+/// [`claim_attempt`](CodeRecord::claim_attempt).
+impl CodeRecord {
+    /// Joins the instance claim of `network`: counts one more holder and returns the claim's
+    /// expiry, which names this claim among any that ever hold its key (see
+    /// [`release_claim`](Self::release_claim)); `None`, changing nothing, when the record is not
+    /// a claim of `network`'s. A claim whose holder count is unknown (0: written before holders
+    /// were counted) counts that holder as one that never lets go, so the count goes to 2 and
+    /// the joiner's release can never free it.
+    pub(crate) fn join_claim(&mut self, network: &PublicNetwork) -> Option<DateTime<Utc>> {
+        if !matches!(self.kind, CodeKind::InstanceClaim) || self.network != Some(*network) {
+            return None;
+        }
+        self.claim_attempt = match self.claim_attempt {
+            0 => 2,
+            holders => holders.saturating_add(1),
+        };
+        Some(self.expires_at)
+    }
+
+    /// Lets go of a hold on the instance claim of `network` whose expiry was `held` (the hold
+    /// of a link request that failed after claiming): one holder fewer, and when none is left
+    /// the claim ends at `now` (a store then drops it as expired). Changes nothing, returning
+    /// `false`, unless the record is that very claim (a claim that lapsed and was created
+    /// again has another expiry: its holders are not this request's to release), or when its
+    /// count cannot be trusted: 0 (a legacy claim, see [`join_claim`](Self::join_claim)) or
+    /// saturated (a hold may have gone uncounted). Returns whether the claim ended.
+    pub(crate) fn release_claim(
+        &mut self,
+        now: DateTime<Utc>,
+        network: &PublicNetwork,
+        held: DateTime<Utc>,
+    ) -> bool {
+        if !matches!(self.kind, CodeKind::InstanceClaim)
+            || self.network != Some(*network)
+            || self.expires_at != held
+            || matches!(self.claim_attempt, 0 | u32::MAX)
+        {
+            return false;
+        }
+        self.claim_attempt -= 1;
+        if self.claim_attempt > 0 {
+            return false;
+        }
+        self.expires_at = now;
+        true
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -1109,7 +1162,10 @@ pub enum CodeKind {
     /// instance from any other network is refused while it lives (`409 already_linking`). An agent
     /// announcing over IPv4 and IPv6 is present in two networks; this makes its secret good for
     /// one link in all of them. Its `network` and `instance_id` are the claimant's; never
-    /// redeemable.
+    /// redeemable. Concurrent requests of the claimant's network share it, counted in
+    /// [`claim_attempt`](CodeRecord::claim_attempt): a request that fails after claiming lets go
+    /// of its hold, and the claim ends when no request holds it; an accepted link keeps its
+    /// hold, so the claim then lives its full time.
     InstanceClaim,
 }
 
@@ -1404,6 +1460,70 @@ mod tests {
         let back: NetworkRecord = serde_json::from_str(&old).unwrap();
         assert!(back.presences[0].candidates.is_empty());
         assert_eq!(back.presences[0].private_ip, good.private_ip);
+    }
+
+    /// An instance claim counts its holders: joined only by its own network (and only a claim),
+    /// let go by each holder, ended (expiring at `now`) with the last; a legacy claim (0) and a
+    /// saturated count are never ended; a release names the claim it held by its expiry, so it
+    /// never touches a claim created afresh after that one lapsed.
+    #[test]
+    fn instance_claims_count_their_holders() {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let later = t0 + TimeDelta::minutes(10);
+        let (home, other) = (
+            PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+            PublicNetwork::from_ip("2001:db8:7:1::20".parse().unwrap(), 64),
+        );
+        let claim = |holders, kind| CodeRecord {
+            account: AccountId::new("alice").unwrap(),
+            instance_id: None,
+            network: Some(home),
+            expires_at: later,
+            redeemed: false,
+            redeemed_by: None,
+            claim_attempt: holders,
+            manual: false,
+            kind,
+        };
+        // Another network's claim, or a record of another kind: not joined, not released.
+        let mut record = claim(1, CodeKind::InstanceClaim);
+        assert_eq!(record.join_claim(&other), None);
+        assert!(!record.release_claim(t0, &other, later));
+        let mut link = claim(1, CodeKind::Link);
+        assert_eq!(link.join_claim(&home), None);
+        assert!(!link.release_claim(t0, &home, later));
+        assert_eq!((link.claim_attempt, link.expires_at), (1, later));
+        // Two holders: the first release keeps it, the second ends it.
+        assert_eq!(record.join_claim(&home), Some(later));
+        assert_eq!(record.claim_attempt, 2);
+        assert!(!record.release_claim(t0, &home, later));
+        assert!(record.is_live(t0));
+        assert!(record.release_claim(t0, &home, later));
+        assert_eq!(record.claim_attempt, 0);
+        assert!(!record.is_live(t0), "ended at once");
+        // A claim created afresh (another expiry) is not this hold's to release.
+        let mut fresh = claim(1, CodeKind::InstanceClaim);
+        fresh.expires_at = later + TimeDelta::seconds(1);
+        assert!(!fresh.release_claim(t0, &home, later));
+        assert_eq!(fresh.claim_attempt, 1);
+        // A legacy claim's unknown holder never lets go.
+        let mut legacy = claim(0, CodeKind::InstanceClaim);
+        assert!(!legacy.release_claim(t0, &home, later));
+        assert_eq!(legacy.join_claim(&home), Some(later));
+        assert_eq!(legacy.claim_attempt, 2);
+        assert!(!legacy.release_claim(t0, &home, later));
+        assert_eq!(legacy.claim_attempt, 1);
+        assert!(legacy.is_live(t0));
+        // A saturated count may have missed a hold: kept for good, no overflow.
+        let mut full = claim(u32::MAX, CodeKind::InstanceClaim);
+        assert_eq!(full.join_claim(&home), Some(later));
+        assert!(!full.release_claim(t0, &home, later));
+        assert_eq!(full.claim_attempt, u32::MAX);
+        // The count goes to a shared store and back; 1 is written, 0 (legacy) is not.
+        let text = serde_json::to_string(&claim(1, CodeKind::InstanceClaim)).unwrap();
+        assert!(text.contains(r#""claim_attempt":1"#), "{text}");
+        let back: CodeRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.claim_attempt, 1);
     }
 
     /// Every kind of code record goes to a shared store and comes back as it was (a passcode

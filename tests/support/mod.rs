@@ -1,6 +1,8 @@
 //! Helpers shared by test files (each file uses some of them).
 #![allow(dead_code)]
 
+#[cfg(feature = "tokio")]
+pub mod held;
 #[cfg(all(feature = "redis", feature = "http"))]
 pub mod instance;
 #[cfg(feature = "http")]
