@@ -798,7 +798,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
     let mut rng = lanlink::os_rng();
     let shown = |server: &mut Server, ms: i64| {
         server
-            .obico_discover(t(ms), home, ForwardedHeaders::NONE)
+            .obico_discover(t(ms), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap()
             .len()
     };
@@ -975,7 +975,58 @@ async fn user_routes_need_an_account_and_bodies_are_checked() {
     assert!(discovered(&alice).await.is_empty());
 }
 
+/// Issue 25, finding 1, over HTTP: the discovery route counts the authenticated account, as the
+/// core's does (`tests/shared_network.rs` compares both profiles step by step). Five accounts
+/// behind one address list printers: the fifth marks the network shared.
+#[tokio::test]
+async fn the_discovery_route_counts_each_account_toward_the_shared_network_judgement() {
+    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let tokens: Vec<String> = (0..5)
+        .map(|n| format!("user{n}-token-0123456789"))
+        .collect();
+    let auth = Arc::new(BearerTokens::new(
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(n, token)| (token.clone(), AccountId::new(format!("user{n}")).unwrap()))
+            .collect(),
+    ));
+    let app = obico::server::router(Arc::clone(&server), auth, ObicoConfig::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    let http = client(PROXY, Some(HOME));
+    let shared = || {
+        network(&server, HOME).and_then(|record| {
+            record.shared_mark(DateTime::<Utc>::from(std::time::SystemTime::now()))
+        })
+    };
+    for (n, token) in tokens.iter().enumerate() {
+        assert_eq!(shared(), None, "judged shared before the fifth account");
+        let (status, body) = raw(
+            reqwest::Method::GET,
+            &http,
+            format!("{url}/api/v1/printer_discovery/"),
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!((status, body), (200, json!([])), "account {n}");
+    }
+    assert_eq!(shared(), Some(lanlink::server::SharedSignal::ManyAccounts));
+}
+
 // ───────────────────────────── sans-IO ─────────────────────────────
+
+/// The account that lists printers in the direct (no HTTP) tests.
+fn viewer() -> AccountId {
+    AccountId::new("viewer").unwrap()
+}
 
 fn t(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap() + TimeDelta::milliseconds(ms)
@@ -1017,7 +1068,7 @@ fn flicker(obico: &ObicoConfig) -> usize {
             next_poll = now_ms + 5000 + (step * 700) % 2600;
         }
         let shown = server
-            .obico_discover(t(now_ms), home, ForwardedHeaders::NONE)
+            .obico_discover(t(now_ms), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap();
         if shown.is_empty() {
             misses += 1;
@@ -1093,7 +1144,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     );
     // The Obico routes do not show or link verified agents; the core's do not show Obico ones.
     assert!(server
-        .obico_discover(t(20), home, ForwardedHeaders::NONE)
+        .obico_discover(t(20), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     let obico_id = InstanceId::generate(&mut rng);
@@ -1118,7 +1169,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         vec![id]
     );
     let shown = server
-        .obico_discover(t(40), home, ForwardedHeaders::NONE)
+        .obico_discover(t(40), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap();
     assert_eq!(
         shown.iter().map(|a| a.instance_id).collect::<Vec<_>>(),
@@ -1138,7 +1189,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         )
         .unwrap();
     assert!(server
-        .obico_discover(t(60), home, ForwardedHeaders::NONE)
+        .obico_discover(t(60), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     let alice = AccountId::new("alice").unwrap();
@@ -1188,7 +1239,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         if now < 9 * 60 * 1000 {
             assert_eq!(
                 server
-                    .obico_discover(t(now), home, ForwardedHeaders::NONE)
+                    .obico_discover(t(now), &viewer(), home, ForwardedHeaders::NONE)
                     .unwrap()
                     .len(),
                 1
@@ -1198,7 +1249,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         now += 2000;
     }
     assert!(server
-        .obico_discover(t(now), home, ForwardedHeaders::NONE)
+        .obico_discover(t(now), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     // The passcode path still works after the window (a new passcode after 10 minutes).
@@ -1399,7 +1450,7 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
             .message
             .is_some();
         let shown = server
-            .obico_discover(t(4100), home, ForwardedHeaders::NONE)
+            .obico_discover(t(4100), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap()
             .len();
         (stolen, delivered, shown)
@@ -1497,6 +1548,7 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
     let shown = server
         .obico_discover(
             t(100),
+            &viewer(),
             ip("2001:db8:1:2:a1b2:c3d4:e5f6:1"),
             ForwardedHeaders::NONE,
         )
@@ -1506,7 +1558,12 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
         vec![id]
     );
     let other = server
-        .obico_discover(t(100), ip("2001:db8:1:3::10"), ForwardedHeaders::NONE)
+        .obico_discover(
+            t(100),
+            &viewer(),
+            ip("2001:db8:1:3::10"),
+            ForwardedHeaders::NONE,
+        )
         .unwrap();
     assert!(other.is_empty(), "another /64 is another network");
 }

@@ -347,41 +347,28 @@ impl<S: Records> Ops<'_, S> {
         Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
     }
 
-    /// See [`Server::obico_list`].
+    /// See [`Server::obico_list`]. The core's discovery ([`Ops::discover_in`]): the same
+    /// shared-network judgement (by address, by mark, and counting `account` among the recent
+    /// discoverers in the same atomic update), with the profile's listing.
     pub(crate) async fn obico_list(
         &mut self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
-        let config = self.config;
         // A network judged shared lists no device (Obico's wire has no field to say why).
-        let by_address = config.shared.judge_address(&network).is_some();
-        let mut found = (Vec::new(), 0, by_address);
-        let read = self
-            .store
-            .read_network(network, now, config, &mut |record| {
-                let shared = by_address || record.shared_mark(now).is_some();
-                let listed = if shared {
-                    Vec::new()
-                } else {
-                    record.obico_discover(now, config)
-                };
-                found = (listed, record.present(now), shared);
-            })
-            .await;
-        if let Err(err) = read {
-            return Err(self.refuse(Some(network), RequestKind::Discover, err.into()));
-        }
-        let (listed, present, shared) = found;
+        let found = self
+            .discover_in(now, network, Some(account), &obico_listing)
+            .await?;
         self.events.push_back(ServerEvent::Discovered {
             network,
-            shown: listed.len(),
-            present,
-            hidden: shared.then_some(crate::wire::HiddenReason::SharedNetwork),
+            shown: found.agents.len(),
+            present: found.present,
+            hidden: found.hidden,
         });
-        Ok(listed)
+        Ok(found.agents)
     }
 
     /// See [`Server::obico_link`].
@@ -533,6 +520,21 @@ impl<S: Records> Ops<'_, S> {
     }
 }
 
+/// The profile's listing of a network not judged shared: its Obico agents with their extra
+/// fields, and `too_many_agents` when more are present than the network's limit.
+fn obico_listing(
+    record: &NetworkRecord,
+    now: DateTime<Utc>,
+    config: &ServerConfig,
+) -> (
+    Vec<(DiscoveredAgent, ObicoInfo)>,
+    Option<crate::wire::HiddenReason>,
+) {
+    let hidden = (record.present(now) > record.obico_visible_limit(now, config))
+        .then_some(crate::wire::HiddenReason::TooManyAgents);
+    (record.obico_discover(now, config), hidden)
+}
+
 /// The agent and network of a passcode record that a user may claim.
 fn claimable(record: &CodeRecord) -> Option<(InstanceId, PublicNetwork)> {
     if record.redeemed || !matches!(record.kind, CodeKind::ObicoPasscode(_)) {
@@ -571,16 +573,20 @@ impl Server {
         super::ready(ops.obico_unlinked(now, rng, obico, peer, headers, poll))
     }
 
-    /// A user lists Obico agents (`GET /api/v1/printer_discovery/`): the core's discovery of the
-    /// caller's network (one-visible rule included, counting every present agent), limited to
-    /// Obico agents.
+    /// A user of `account` lists Obico agents (`GET /api/v1/printer_discovery/`): the core's
+    /// discovery of the caller's network (one-visible rule included, counting every present
+    /// agent), limited to Obico agents. Like the core's
+    /// [`handle_discover_as`](Server::handle_discover_as), it counts `account` among the
+    /// network's recent discoverers toward the [shared-network](super::shared) judgement, and
+    /// lists nothing in a network judged shared.
     pub fn obico_discover(
         &mut self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<DiscoveredAgent>, Refusal> {
-        let listed = self.obico_list(now, peer, headers)?;
+        let listed = self.obico_list(now, account, peer, headers)?;
         Ok(listed.into_iter().map(|(agent, _)| agent).collect())
     }
 
@@ -589,11 +595,12 @@ impl Server {
     pub fn obico_list(
         &mut self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
         let mut ops = self.ops();
-        super::ready(ops.obico_list(now, peer, headers))
+        super::ready(ops.obico_list(now, account, peer, headers))
     }
 
     /// A user asks to link an Obico agent (`POST /api/v1/printer_discovery/`). `secret` is
