@@ -2099,3 +2099,130 @@ async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_link
     let (status, _) = agent.verify(code.expose()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Issue 25, finding 9: a poll's passcode lookup is a guess (whoever finds the agent's claimed
+/// passcode takes the code it holds), charged against the caller's network's budgets before the
+/// record is read. The agent's own lookups are refunded, however often it polls; a poller on the
+/// agent's network (where discovery shows its `device_id`) guessing passcodes is locked out after
+/// the threshold, and then not even the right passcode is looked up: the claimed code stays for
+/// the agent.
+#[test]
+fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let mut agent_poll = poll(InstanceId::generate(&mut rng));
+    agent_poll.one_time_passcode = Some(String::new());
+    let clock = std::cell::Cell::new(0);
+    let poll_with = |server: &mut Server, shown: &str| {
+        clock.set(clock.get() + 2000);
+        let at = clock.get();
+        let mut p = agent_poll.clone();
+        p.one_time_passcode = Some(shown.to_owned());
+        server
+            .obico_unlinked(
+                t(at),
+                &mut lanlink::os_rng(),
+                &obico,
+                home,
+                ForwardedHeaders::NONE,
+                &p,
+            )
+            .unwrap()
+            .passcode
+    };
+    let passcode = poll_with(&mut server, "")
+        .unwrap()
+        .one_time_passcode
+        .expose()
+        .to_owned();
+    // The agent shows its passcode for a long while: every lookup hits and is refunded.
+    for _ in 0..20 {
+        let kept = poll_with(&mut server, &passcode).unwrap();
+        assert_eq!(kept.one_time_passcode.expose(), passcode);
+    }
+    let net = server.config().network_of(home);
+    assert_eq!(server.store().failures(&net, t(clock.get())), 0);
+    // A user claims it from a phone elsewhere.
+    server
+        .obico_claim(
+            t(clock.get()),
+            &mut rng,
+            &AccountId::new("alice").unwrap(),
+            ip(ELSEWHERE),
+            ForwardedHeaders::NONE,
+            &passcode,
+        )
+        .unwrap();
+    // A poller on the agent's network, with its device_id, guesses passcodes.
+    let threshold = 5;
+    let guesses = [
+        "23456789", "3456789A", "456789AB", "56789ABC", "6789ABCD", "789ABCDE",
+    ];
+    for (n, wrong) in guesses.iter().enumerate() {
+        assert_ne!(*wrong, passcode);
+        let reply = poll_with(&mut server, wrong);
+        if n < threshold {
+            // A miss, charged: a fresh passcode (and nothing of the agent's).
+            let fresh = reply.unwrap();
+            assert!(fresh.verification_code.is_none());
+        } else {
+            assert!(
+                reply.is_none(),
+                "guess {n} was looked up past the threshold"
+            );
+        }
+    }
+    assert!(server.store().is_locked(&net, t(clock.get())));
+    // Now even the right passcode is not looked up: the claimed code is not handed out.
+    assert!(poll_with(&mut server, &passcode).is_none());
+    let mut locked = 0;
+    while let Some(event) = server.poll_event() {
+        if matches!(event, lanlink::event::ServerEvent::LockedOut { .. }) {
+            locked += 1;
+        }
+    }
+    assert_eq!(locked, 1);
+}
+
+/// Issue 25, finding 9: live passcodes are capped in total, not only per network: past the cap a
+/// poll is answered without a new passcode (never a 4xx), and an expired passcode frees its slot.
+#[test]
+fn live_passcodes_are_capped_in_total() {
+    let budgets = lanlink::server::Budgets::default().live_passcodes(3);
+    let mut server = Server::new(ServerConfig::default().budgets(budgets)).unwrap();
+    let obico = ObicoConfig::default();
+    let mut rng = lanlink::os_rng();
+    let mut minted = 0;
+    for n in 0..5u8 {
+        let mut p = poll(InstanceId::generate(&mut rng));
+        p.one_time_passcode = Some(String::new());
+        let reply = server
+            .obico_unlinked(
+                t(0),
+                &mut rng,
+                &obico,
+                ip(&format!("198.51.100.{}", n + 1)),
+                ForwardedHeaders::NONE,
+                &p,
+            )
+            .unwrap();
+        minted += usize::from(reply.passcode.is_some());
+    }
+    assert_eq!(minted, 3);
+    // Ten minutes later the passcodes expired, and their slots with them.
+    let mut p = poll(InstanceId::generate(&mut rng));
+    p.one_time_passcode = Some(String::new());
+    let reply = server
+        .obico_unlinked(
+            t(11 * 60 * 1000),
+            &mut rng,
+            &obico,
+            ip("198.51.100.9"),
+            ForwardedHeaders::NONE,
+            &p,
+        )
+        .unwrap();
+    assert!(reply.passcode.is_some());
+}

@@ -265,7 +265,8 @@ impl<S: Records> Ops<'_, S> {
                     .await
                 {
                     Ok(passcode) => Some(passcode),
-                    Err(Refusal::MintQuota) => None,
+                    // Nor does a network whose guessing budget refused the passcode's lookup.
+                    Err(Refusal::MintQuota | Refusal::LockedOut) => None,
                     Err(refusal) => return Err(refusal),
                 }
             }
@@ -275,6 +276,12 @@ impl<S: Records> Ops<'_, S> {
 
     /// Keeps the agent's live passcode (handing over a claimed code once, in one atomic write of
     /// the passcode's record) or mints a new one.
+    ///
+    /// The lookup of a shown passcode is a guess (a caller that finds this agent's claimed
+    /// passcode takes its code): it is charged against the caller's network's budgets before the
+    /// record is read, refunded when the record is this agent's in this network, and stays charged
+    /// otherwise. A budget that refuses it refuses with `locked_out`, before any lookup or mint
+    /// (the passcode shown is not replaced, and stays claimable).
     async fn obico_passcode<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -285,26 +292,44 @@ impl<S: Records> Ops<'_, S> {
         shown: &str,
     ) -> Result<PasscodeReply, Refusal> {
         if let (Some(key), Some(current)) = (passcode_key(shown), LinkCode::parse(shown)) {
-            let mut kept = None;
+            // 1. The guess, charged before the record is looked at.
+            let guess = self
+                .admit_guess(now, network, None, RequestKind::Announce)
+                .await?;
+            // 2. The record: this agent's in this network, or a miss.
+            let mut found = None;
             let read = self
                 .store
                 .update_code(&key, now, &mut |record| {
-                    kept = None;
+                    found = None;
                     let mine =
                         record.instance_id == Some(device_id) && record.network == Some(network);
                     let redeemed = record.redeemed;
                     if let (true, CodeKind::ObicoPasscode(state)) = (mine, &mut record.kind) {
                         // A claimed passcode whose code was already handed over is spent: the
                         // agent gets a new one (its redemption may have failed).
-                        if !(redeemed && state.verification.is_none()) {
-                            kept = Some(state.verification.take());
-                        }
+                        found = Some(if redeemed && state.verification.is_none() {
+                            None
+                        } else {
+                            Some(state.verification.take())
+                        });
                     }
                 })
                 .await;
             if let Err(err) = read {
+                // The caller learns nothing of its guess from a store error: refunded.
+                self.settle_guess(now, guess, None).await;
                 return Err(self.refuse(Some(network), RequestKind::MintCode, err.into()));
             }
+            let Some(kept) = found else {
+                // A miss: charged for good (an honest agent's passcode that expired costs one).
+                self.settle_guess(now, guess, Some(&Refusal::UnknownCode))
+                    .await;
+                return self
+                    .mint_passcode(now, rng, obico, network, device_id)
+                    .await;
+            };
+            self.settle_guess(now, guess, None).await;
             if let Some(verification_code) = kept {
                 return Ok(PasscodeReply {
                     one_time_passcode: current,
@@ -312,9 +337,26 @@ impl<S: Records> Ops<'_, S> {
                 });
             }
         }
+        self.mint_passcode(now, rng, obico, network, device_id)
+            .await
+    }
+
+    /// Mints a fresh passcode for `device_id` in `network`, within the passcode quotas (whose
+    /// charges are given back if no passcode could be created).
+    async fn mint_passcode<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        obico: &ObicoConfig,
+        network: PublicNetwork,
+        device_id: InstanceId,
+    ) -> Result<PasscodeReply, Refusal> {
         let expires_at = later(now, obico.passcode_ttl);
-        self.reserve_passcode(now, network, expires_at).await?;
+        let charges = self
+            .reserve_passcode(now, network, expires_at, &obico.passcode_format)
+            .await?;
         let Some(unclaimed) = AccountId::new(UNCLAIMED) else {
+            self.release_mint(now, charges).await;
             return Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted));
         };
         let record = CodeRecord {
@@ -341,9 +383,13 @@ impl<S: Records> Ops<'_, S> {
                     })
                 }
                 Ok(false) => {}
-                Err(err) => return Err(self.refuse(None, RequestKind::MintCode, err.into())),
+                Err(err) => {
+                    self.release_mint(now, charges).await;
+                    return Err(self.refuse(None, RequestKind::MintCode, err.into()));
+                }
             }
         }
+        self.release_mint(now, charges).await;
         Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
     }
 
@@ -558,8 +604,12 @@ impl Server {
     /// With `one_time_passcode` in the poll: a live passcode of this agent in this network is
     /// kept (and its claimed code, if any, handed over once); anything else gets a fresh passcode
     /// from the CSPRNG, unique among live codes, while the network holds fewer live passcodes
-    /// than its quota ([`Budgets::passcodes_per_network`](super::Budgets::passcodes_per_network);
-    /// past it the reply has no passcode).
+    /// than its quota ([`Budgets::passcodes_per_network`](super::Budgets::passcodes_per_network))
+    /// and all networks fewer than theirs ([`Budgets::live_passcodes`](super::Budgets::live_passcodes));
+    /// past either the reply has no passcode. Looking up a shown passcode is a guess, charged
+    /// against the caller's network's budgets before the lookup and refunded when the passcode
+    /// is this agent's here: a network whose budget is full gets no passcode either (its agents'
+    /// passcodes are not looked up, not replaced, and stay claimable).
     pub fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
