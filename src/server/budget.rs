@@ -37,9 +37,12 @@
 //! hits a live code with a chance of at most 1 in 1,000 and minting never runs out of free
 //! codes); live Obico passcodes per network ([`Budgets::passcodes_per_network`]) and in
 //! total ([`Budgets::live_passcodes`]). A quota charge is made at mint time, in the same atomic
-//! way, and refunded when the code is redeemed (or its mint failed). A passcode's slot stands
-//! until the passcode's record expires (a spent passcode's record is what tells its agent to take
-//! a new one).
+//! way. It stands while the code lives (a code given back after a failed hook still lives, and
+//! keeps its slot) and is refunded exactly once when the code's life ends early: when the link
+//! it was redeemed for completes, whichever attempt or instance completes it (marked in one
+//! atomic write of the code, [`CodeRecord::release_quota`](super::CodeRecord::release_quota)),
+//! or when its mint failed. A passcode's slot stands until the passcode's record expires (a spent
+//! passcode's record is what tells its agent to take a new one).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -841,7 +844,9 @@ impl<S: Records> Ops<'_, S> {
     }
 
     /// Gives back the quotas of a redeemed manual code of `account` (minted for `expires_at`,
-    /// in the space its shape says).
+    /// in the space its shape says). Call only after marking them returned on the code
+    /// ([`CodeRecord::release_quota`](super::CodeRecord::release_quota)), so that they are given
+    /// back once.
     pub(crate) async fn release_redeemed(
         &mut self,
         now: DateTime<Utc>,

@@ -369,6 +369,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: false,
             kind: CodeKind::ObicoPasscode(Box::default()),
+            quota_released: false,
         };
         for _ in 0..super::MINT_ATTEMPTS {
             let candidate = obico.passcode_format.generate(rng);
@@ -527,6 +528,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: false,
             kind: CodeKind::Link,
+            quota_released: false,
         };
         let code = self
             .create_code(now, rng, LinkCode::generate_auto, &record)

@@ -582,6 +582,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: false,
             kind: CodeKind::Link,
+            quota_released: false,
         };
         let code = match self
             .create_code(now, rng, LinkCode::generate_auto, &code_record)
@@ -664,6 +665,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: false,
             kind: CodeKind::InstanceClaim,
+            quota_released: false,
         };
         // Twice: a claim that expires between the create and the read is created afresh.
         for _ in 0..2 {
@@ -762,6 +764,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: true,
             kind: CodeKind::Link,
+            quota_released: false,
         };
         let format = match space {
             CodeSpace::Manual => &config.code_format,
@@ -990,9 +993,22 @@ impl<S: Records> Ops<'_, S> {
             }
             return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
         }
-        if first && manual {
-            self.release_redeemed(now, account, space, code_expires_at)
+        // 4. The code's life ended with its link: its quota slots are returned, exactly once
+        // whichever attempt (or instance) completed the link, as marked in one atomic write of
+        // the code. A code given back above is still live and keeps them. If the mark cannot be
+        // written the slots stand until the code expires (fail closed).
+        if manual {
+            let mut release = false;
+            let marked = self
+                .store
+                .update_code(&key, now, &mut |code| {
+                    release = code.release_quota();
+                })
                 .await;
+            if matches!(marked, Ok(true)) && release {
+                self.release_redeemed(now, account, space, code_expires_at)
+                    .await;
+            }
         }
         self.events.push_back(ServerEvent::Linked {
             network,
