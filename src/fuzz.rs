@@ -1763,7 +1763,8 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
             }
             ObicoOp::Discover { net } => {
                 let from = net_ip(net);
-                if let Ok(shown) = server.obico_discover(now, from, none) {
+                let account = &accounts[usize::from(net) % accounts.len()];
+                if let Ok(shown) = server.obico_discover(now, account, from, none) {
                     assert!(shown.len() <= max_visible, "more than max_visible shown");
                     for agent in &shown {
                         assert!(

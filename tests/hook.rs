@@ -696,3 +696,96 @@ fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
     // The agent's retries after that still work: the code is its own, the attempt newer.
     assert!(redeem(&mut server, &attempt(3)).is_ok());
 }
+
+/// Issue 25, finding 10: a manual code holds one of its account's mint-quota slots while it
+/// lives, and returns it exactly once when its life ends with a link. Given back after a failed
+/// hook, the code is still live and keeps its slot; completed by a retry (attempt 2, while
+/// attempt 1's hook failed), by a first attempt, or again after a lost reply, the slot comes back
+/// once, never twice.
+#[test]
+fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt_completes_it() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let mut rng = lanlink::os_rng();
+    let home = HOME.parse().unwrap();
+    let quota = 5;
+    let mut codes: Vec<_> = (0..quota)
+        .map(|_| server.mint_code(now(), &mut rng, &alice()).unwrap().code)
+        .collect();
+    let mint = |server: &mut Server| server.mint_code(now(), &mut lanlink::os_rng(), &alice());
+    assert_eq!(mint(&mut server).unwrap_err(), Refusal::MintQuota);
+    let request = |code: &lanlink::LinkCode, key: &PresenceKey, attempt| RedeemRequest {
+        instance_id: key.instance_id(),
+        code: code.clone(),
+        presence_key: Some(key.clone()),
+        attempt,
+    };
+
+    // 1. Attempt 1 claims the code, attempt 2 (a retry) claims it again; attempt 1's hook fails
+    // (the code stays attempt 2's), attempt 2 completes the link.
+    let code = codes.pop().unwrap();
+    let key = PresenceKey::generate(&mut rng);
+    let first = server
+        .begin_redeem(
+            now(),
+            &mut rng,
+            home,
+            ForwardedHeaders::NONE,
+            &request(&code, &key, 1),
+        )
+        .unwrap();
+    let second = server
+        .begin_redeem(
+            now(),
+            &mut rng,
+            home,
+            ForwardedHeaders::NONE,
+            &request(&code, &key, 2),
+        )
+        .unwrap();
+    let failed = server.finish_redeem(now(), first, Err(HookError::new("host down")));
+    assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
+    assert_eq!(
+        mint(&mut server).unwrap_err(),
+        Refusal::MintQuota,
+        "slot returned early"
+    );
+    server.finish_redeem(now(), second, Ok(())).unwrap();
+    // The link completed: its slot is back, once.
+    codes.push(
+        mint(&mut server)
+            .expect("the completed code's slot was not returned")
+            .code,
+    );
+    assert_eq!(mint(&mut server).unwrap_err(), Refusal::MintQuota);
+    // A retry after a lost reply completes the link again: no second slot.
+    assert!(redeem(&mut server, &request(&code, &key, 3)).is_ok());
+    assert_eq!(
+        mint(&mut server).unwrap_err(),
+        Refusal::MintQuota,
+        "slot returned twice"
+    );
+
+    // 2. A hook fails on a first attempt: the code is given back, still live, and keeps its slot;
+    // the agent's retry links, and only then is the slot returned.
+    let code = codes.pop().unwrap();
+    let key = PresenceKey::generate(&mut rng);
+    let first = server
+        .begin_redeem(
+            now(),
+            &mut rng,
+            home,
+            ForwardedHeaders::NONE,
+            &request(&code, &key, 1),
+        )
+        .unwrap();
+    let failed = server.finish_redeem(now(), first, Err(HookError::new("host down")));
+    assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
+    assert_eq!(
+        mint(&mut server).unwrap_err(),
+        Refusal::MintQuota,
+        "a given-back code lost its slot"
+    );
+    assert!(redeem(&mut server, &request(&code, &key, 2)).is_ok());
+    assert!(mint(&mut server).is_ok());
+    assert_eq!(mint(&mut server).unwrap_err(), Refusal::MintQuota);
+}

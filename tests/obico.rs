@@ -798,7 +798,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
     let mut rng = lanlink::os_rng();
     let shown = |server: &mut Server, ms: i64| {
         server
-            .obico_discover(t(ms), home, ForwardedHeaders::NONE)
+            .obico_discover(t(ms), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap()
             .len()
     };
@@ -975,7 +975,58 @@ async fn user_routes_need_an_account_and_bodies_are_checked() {
     assert!(discovered(&alice).await.is_empty());
 }
 
+/// Issue 25, finding 1, over HTTP: the discovery route counts the authenticated account, as the
+/// core's does (`tests/shared_network.rs` compares both profiles step by step). Five accounts
+/// behind one address list printers: the fifth marks the network shared.
+#[tokio::test]
+async fn the_discovery_route_counts_each_account_toward_the_shared_network_judgement() {
+    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let tokens: Vec<String> = (0..5)
+        .map(|n| format!("user{n}-token-0123456789"))
+        .collect();
+    let auth = Arc::new(BearerTokens::new(
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(n, token)| (token.clone(), AccountId::new(format!("user{n}")).unwrap()))
+            .collect(),
+    ));
+    let app = obico::server::router(Arc::clone(&server), auth, ObicoConfig::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        listener,
+        app,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    let http = client(PROXY, Some(HOME));
+    let shared = || {
+        network(&server, HOME).and_then(|record| {
+            record.shared_mark(DateTime::<Utc>::from(std::time::SystemTime::now()))
+        })
+    };
+    for (n, token) in tokens.iter().enumerate() {
+        assert_eq!(shared(), None, "judged shared before the fifth account");
+        let (status, body) = raw(
+            reqwest::Method::GET,
+            &http,
+            format!("{url}/api/v1/printer_discovery/"),
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!((status, body), (200, json!([])), "account {n}");
+    }
+    assert_eq!(shared(), Some(lanlink::server::SharedSignal::ManyAccounts));
+}
+
 // ───────────────────────────── sans-IO ─────────────────────────────
+
+/// The account that lists printers in the direct (no HTTP) tests.
+fn viewer() -> AccountId {
+    AccountId::new("viewer").unwrap()
+}
 
 fn t(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap() + TimeDelta::milliseconds(ms)
@@ -1017,7 +1068,7 @@ fn flicker(obico: &ObicoConfig) -> usize {
             next_poll = now_ms + 5000 + (step * 700) % 2600;
         }
         let shown = server
-            .obico_discover(t(now_ms), home, ForwardedHeaders::NONE)
+            .obico_discover(t(now_ms), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap();
         if shown.is_empty() {
             misses += 1;
@@ -1093,7 +1144,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     );
     // The Obico routes do not show or link verified agents; the core's do not show Obico ones.
     assert!(server
-        .obico_discover(t(20), home, ForwardedHeaders::NONE)
+        .obico_discover(t(20), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     let obico_id = InstanceId::generate(&mut rng);
@@ -1118,7 +1169,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         vec![id]
     );
     let shown = server
-        .obico_discover(t(40), home, ForwardedHeaders::NONE)
+        .obico_discover(t(40), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap();
     assert_eq!(
         shown.iter().map(|a| a.instance_id).collect::<Vec<_>>(),
@@ -1138,7 +1189,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         )
         .unwrap();
     assert!(server
-        .obico_discover(t(60), home, ForwardedHeaders::NONE)
+        .obico_discover(t(60), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     let alice = AccountId::new("alice").unwrap();
@@ -1188,7 +1239,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         if now < 9 * 60 * 1000 {
             assert_eq!(
                 server
-                    .obico_discover(t(now), home, ForwardedHeaders::NONE)
+                    .obico_discover(t(now), &viewer(), home, ForwardedHeaders::NONE)
                     .unwrap()
                     .len(),
                 1
@@ -1198,7 +1249,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         now += 2000;
     }
     assert!(server
-        .obico_discover(t(now), home, ForwardedHeaders::NONE)
+        .obico_discover(t(now), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     // The passcode path still works after the window (a new passcode after 10 minutes).
@@ -1399,7 +1450,7 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
             .message
             .is_some();
         let shown = server
-            .obico_discover(t(4100), home, ForwardedHeaders::NONE)
+            .obico_discover(t(4100), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap()
             .len();
         (stolen, delivered, shown)
@@ -1497,6 +1548,7 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
     let shown = server
         .obico_discover(
             t(100),
+            &viewer(),
             ip("2001:db8:1:2:a1b2:c3d4:e5f6:1"),
             ForwardedHeaders::NONE,
         )
@@ -1506,7 +1558,12 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
         vec![id]
     );
     let other = server
-        .obico_discover(t(100), ip("2001:db8:1:3::10"), ForwardedHeaders::NONE)
+        .obico_discover(
+            t(100),
+            &viewer(),
+            ip("2001:db8:1:3::10"),
+            ForwardedHeaders::NONE,
+        )
         .unwrap();
     assert!(other.is_empty(), "another /64 is another network");
 }
@@ -2041,4 +2098,131 @@ async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_link
     // And the code is single-use again once it linked.
     let (status, _) = agent.verify(code.expose()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Issue 25, finding 9: a poll's passcode lookup is a guess (whoever finds the agent's claimed
+/// passcode takes the code it holds), charged against the caller's network's budgets before the
+/// record is read. The agent's own lookups are refunded, however often it polls; a poller on the
+/// agent's network (where discovery shows its `device_id`) guessing passcodes is locked out after
+/// the threshold, and then not even the right passcode is looked up: the claimed code stays for
+/// the agent.
+#[test]
+fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let obico = ObicoConfig::default();
+    let home = ip(HOME);
+    let mut rng = lanlink::os_rng();
+    let mut agent_poll = poll(InstanceId::generate(&mut rng));
+    agent_poll.one_time_passcode = Some(String::new());
+    let clock = std::cell::Cell::new(0);
+    let poll_with = |server: &mut Server, shown: &str| {
+        clock.set(clock.get() + 2000);
+        let at = clock.get();
+        let mut p = agent_poll.clone();
+        p.one_time_passcode = Some(shown.to_owned());
+        server
+            .obico_unlinked(
+                t(at),
+                &mut lanlink::os_rng(),
+                &obico,
+                home,
+                ForwardedHeaders::NONE,
+                &p,
+            )
+            .unwrap()
+            .passcode
+    };
+    let passcode = poll_with(&mut server, "")
+        .unwrap()
+        .one_time_passcode
+        .expose()
+        .to_owned();
+    // The agent shows its passcode for a long while: every lookup hits and is refunded.
+    for _ in 0..20 {
+        let kept = poll_with(&mut server, &passcode).unwrap();
+        assert_eq!(kept.one_time_passcode.expose(), passcode);
+    }
+    let net = server.config().network_of(home);
+    assert_eq!(server.store().failures(&net, t(clock.get())), 0);
+    // A user claims it from a phone elsewhere.
+    server
+        .obico_claim(
+            t(clock.get()),
+            &mut rng,
+            &AccountId::new("alice").unwrap(),
+            ip(ELSEWHERE),
+            ForwardedHeaders::NONE,
+            &passcode,
+        )
+        .unwrap();
+    // A poller on the agent's network, with its device_id, guesses passcodes.
+    let threshold = 5;
+    let guesses = [
+        "23456789", "3456789A", "456789AB", "56789ABC", "6789ABCD", "789ABCDE",
+    ];
+    for (n, wrong) in guesses.iter().enumerate() {
+        assert_ne!(*wrong, passcode);
+        let reply = poll_with(&mut server, wrong);
+        if n < threshold {
+            // A miss, charged: a fresh passcode (and nothing of the agent's).
+            let fresh = reply.unwrap();
+            assert!(fresh.verification_code.is_none());
+        } else {
+            assert!(
+                reply.is_none(),
+                "guess {n} was looked up past the threshold"
+            );
+        }
+    }
+    assert!(server.store().is_locked(&net, t(clock.get())));
+    // Now even the right passcode is not looked up: the claimed code is not handed out.
+    assert!(poll_with(&mut server, &passcode).is_none());
+    let mut locked = 0;
+    while let Some(event) = server.poll_event() {
+        if matches!(event, lanlink::event::ServerEvent::LockedOut { .. }) {
+            locked += 1;
+        }
+    }
+    assert_eq!(locked, 1);
+}
+
+/// Issue 25, finding 9: live passcodes are capped in total, not only per network: past the cap a
+/// poll is answered without a new passcode (never a 4xx), and an expired passcode frees its slot.
+#[test]
+fn live_passcodes_are_capped_in_total() {
+    let budgets = lanlink::server::Budgets::default().live_passcodes(3);
+    let mut server = Server::new(ServerConfig::default().budgets(budgets)).unwrap();
+    let obico = ObicoConfig::default();
+    let mut rng = lanlink::os_rng();
+    let mut minted = 0;
+    for n in 0..5u8 {
+        let mut p = poll(InstanceId::generate(&mut rng));
+        p.one_time_passcode = Some(String::new());
+        let reply = server
+            .obico_unlinked(
+                t(0),
+                &mut rng,
+                &obico,
+                ip(&format!("198.51.100.{}", n + 1)),
+                ForwardedHeaders::NONE,
+                &p,
+            )
+            .unwrap();
+        minted += usize::from(reply.passcode.is_some());
+    }
+    assert_eq!(minted, 3);
+    // Ten minutes later the passcodes expired, and their slots with them.
+    let mut p = poll(InstanceId::generate(&mut rng));
+    p.one_time_passcode = Some(String::new());
+    let reply = server
+        .obico_unlinked(
+            t(11 * 60 * 1000),
+            &mut rng,
+            &obico,
+            ip("198.51.100.9"),
+            ForwardedHeaders::NONE,
+            &p,
+        )
+        .unwrap();
+    assert!(reply.passcode.is_some());
 }

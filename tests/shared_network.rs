@@ -428,3 +428,196 @@ fn a_network_locked_out_by_failures_is_judged_shared() {
         assert!(sim.agent(agent).auth_token().is_none());
     }
 }
+
+/// A route through which users list and link printers: the core's, or (feature `obico`) the
+/// Obico profile's. Each must feed the same shared-network signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Core,
+    #[cfg(feature = "obico")]
+    Obico,
+}
+
+const PROFILES: &[Profile] = &[
+    Profile::Core,
+    #[cfg(feature = "obico")]
+    Profile::Obico,
+];
+
+/// A server with one printer present in the pool, announced through `profile`'s agent route.
+fn pool_with_a_printer(
+    profile: Profile,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (lanlink::server::Server, lanlink::InstanceId) {
+    let mut server = lanlink::server::Server::new(ServerConfig::default()).unwrap();
+    let key = PresenceKey::from_bytes([3; 32]);
+    let id = key.instance_id();
+    match profile {
+        Profile::Core => {
+            let announce = Announce {
+                candidates: Vec::new(),
+                version: WIRE_VERSION,
+                instance_id: id,
+                private_ip: ip("192.168.1.50"),
+                port: 8080,
+                info: DeviceInfo::default(),
+                commitment: LocalSecret::from_bytes([7; 32]).commitment(&id),
+                presence_key: key,
+            };
+            server
+                .handle_announce(now, ip(POOL), ForwardedHeaders::NONE, &announce)
+                .unwrap();
+        }
+        #[cfg(feature = "obico")]
+        Profile::Obico => {
+            let reply = server
+                .obico_unlinked(
+                    now,
+                    &mut lanlink::os_rng(),
+                    &lanlink::obico::ObicoConfig::default(),
+                    ip(POOL),
+                    ForwardedHeaders::NONE,
+                    &obico_poll(id),
+                )
+                .unwrap();
+            assert!(reply.message.is_none());
+        }
+    }
+    (server, id)
+}
+
+#[cfg(feature = "obico")]
+fn obico_poll(id: lanlink::InstanceId) -> lanlink::obico::UnlinkedPoll {
+    lanlink::obico::UnlinkedPoll {
+        device_id: id,
+        endpoint: Some((ip("192.168.1.50"), 5000)),
+        info: DeviceInfo::default(),
+        extra: Default::default(),
+        one_time_passcode: None,
+    }
+}
+
+/// How many printers `account` is shown through `profile`'s discovery route.
+fn listed(
+    server: &mut lanlink::server::Server,
+    profile: Profile,
+    now: chrono::DateTime<chrono::Utc>,
+    account: &AccountId,
+) -> usize {
+    match profile {
+        Profile::Core => {
+            let reply = server
+                .handle_discover_as(now, account, ip(POOL), ForwardedHeaders::NONE)
+                .unwrap();
+            assert_eq!(
+                reply.agents.is_empty(),
+                reply.hidden.map(|h| h.reason) == Some(HiddenReason::SharedNetwork)
+            );
+            reply.agents.len()
+        }
+        #[cfg(feature = "obico")]
+        Profile::Obico => server
+            .obico_discover(now, account, ip(POOL), ForwardedHeaders::NONE)
+            .unwrap()
+            .len(),
+    }
+}
+
+/// A link request by `account` for `id` with a wrong secret, through `profile`'s link route.
+fn link_with_a_wrong_secret(
+    server: &mut lanlink::server::Server,
+    profile: Profile,
+    now: chrono::DateTime<chrono::Utc>,
+    account: &AccountId,
+    id: lanlink::InstanceId,
+) -> Result<(), Refusal> {
+    let wrong = LocalSecret::from_bytes([9; 32]);
+    match profile {
+        Profile::Core => server
+            .handle_link(
+                now,
+                &mut lanlink::os_rng(),
+                account,
+                ip(POOL),
+                ForwardedHeaders::NONE,
+                LinkRequest {
+                    instance_id: id,
+                    local_secret: wrong,
+                    nonce: None,
+                },
+            )
+            .map(|_| ()),
+        #[cfg(feature = "obico")]
+        Profile::Obico => server.obico_link(
+            now,
+            &mut lanlink::os_rng(),
+            account,
+            ip(POOL),
+            ForwardedHeaders::NONE,
+            id,
+            Some(wrong),
+        ),
+    }
+}
+
+/// Issue 25, finding 1: every route that lists printers feeds the same shared-network signal.
+/// Eight accounts behind one carrier-NAT address discover one printer through each profile's
+/// route: each profile judges the address shared (`many_accounts`) at the same, fifth, distinct
+/// account, lists nothing from then on, and refuses a stranger's link `shared_network` before
+/// anything reaches the printer (an Obico agent stops its discovery on any wrong secret it is
+/// sent, so a queued one would end it).
+#[test]
+fn every_profile_judges_a_pool_shared_at_the_same_discovery_and_then_hides_and_refuses() {
+    let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let mut tripped_at = Vec::new();
+    for &profile in PROFILES {
+        let (mut server, id) = pool_with_a_printer(profile, now);
+        let mut first_hidden = None;
+        for n in 0..8 {
+            let shown = listed(&mut server, profile, now, &account(n));
+            if shown == 0 {
+                first_hidden.get_or_insert(n + 1);
+            } else {
+                assert_eq!(shown, 1, "{profile:?}");
+                assert!(
+                    first_hidden.is_none(),
+                    "{profile:?}: shown again after hidden"
+                );
+            }
+        }
+        let mut judgements = Vec::new();
+        while let Some(event) = server.poll_event() {
+            if let ServerEvent::NetworkJudgedShared { signal, .. } = event {
+                judgements.push(signal);
+            }
+        }
+        assert_eq!(judgements, vec![SharedSignal::ManyAccounts], "{profile:?}");
+        assert_eq!(first_hidden, Some(DOWNGRADED_WITHIN), "{profile:?}");
+        tripped_at.push(first_hidden);
+
+        // A stranger's wrong secret is refused as the network is shared: before any check, not
+        // counted as a guess, and nothing is queued for the printer.
+        for _ in 0..6 {
+            let link = link_with_a_wrong_secret(&mut server, profile, now, &account(7), id);
+            assert_eq!(link, Err(Refusal::SharedNetwork), "{profile:?}");
+        }
+        assert!(!server
+            .store()
+            .is_locked(&lanlink::PublicNetwork::from_ip(ip(POOL), 64), now));
+        #[cfg(feature = "obico")]
+        if profile == Profile::Obico {
+            let reply = server
+                .obico_unlinked(
+                    now + chrono::TimeDelta::seconds(5),
+                    &mut lanlink::os_rng(),
+                    &lanlink::obico::ObicoConfig::default(),
+                    ip(POOL),
+                    ForwardedHeaders::NONE,
+                    &obico_poll(id),
+                )
+                .unwrap();
+            assert!(reply.message.is_none(), "a secret reached the printer");
+        }
+    }
+    assert!(tripped_at.windows(2).all(|w| w[0] == w[1]));
+}

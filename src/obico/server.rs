@@ -619,11 +619,13 @@ async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Bod
     answer(
         async {
             let (parts, _) = request.into_parts();
-            account(&app, &parts).await?;
+            // The account is counted among the network's discoverers, as the core's route does.
+            let account = account(&app, &parts).await?;
             let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
             let lines = caller.lines();
             let (peer, headers) = (caller.peer, headers(&lines));
-            let agents = call!(app, obico_list(peer, headers)).map_err(|r| refusal(&r))?;
+            let agents =
+                call!(app, obico_list(&account, peer, headers)).map_err(|r| refusal(&r))?;
             let list: Vec<Value> = agents
                 .iter()
                 .map(|(a, extra)| {

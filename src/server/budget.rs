@@ -1,7 +1,7 @@
 //! Guessing budgets and mint quotas: every limit on guesses and on live codes, in one place.
 //!
 //! **Count before you check.** A guess (a link request's secret, a code redemption, an Obico
-//! verify or passcode claim) is charged against each of its budgets *before* it is checked, each
+//! verify, passcode claim or an Obico poll's passcode lookup) is charged against each of its budgets *before* it is checked, each
 //! charge one atomic store step ([`Store::update_counter`](super::Store::update_counter)) that
 //! admits the guess only while the budget has room. A guess that turns out right (or is refused
 //! for a reason that is no guess, such as a contested agent) is refunded afterwards; a wrong one
@@ -35,8 +35,14 @@
 //! **Quotas.** Live manual codes are capped per account ([`Budgets::codes_per_account`]) and in
 //! total per format ([`Budgets::live_codes`]: far below the 10⁶ short codes, so that a guess
 //! hits a live code with a chance of at most 1 in 1,000 and minting never runs out of free
-//! codes); live Obico passcodes per network ([`Budgets::passcodes_per_network`]). A quota
-//! charge is made at mint time, in the same atomic way, and refunded when the code is redeemed.
+//! codes); live Obico passcodes per network ([`Budgets::passcodes_per_network`]) and in
+//! total ([`Budgets::live_passcodes`]). A quota charge is made at mint time, in the same atomic
+//! way. It stands while the code lives (a code given back after a failed hook still lives, and
+//! keeps its slot) and is refunded exactly once when the code's life ends early: when the link
+//! it was redeemed for completes, whichever attempt or instance completes it (marked in one
+//! atomic write of the code, [`CodeRecord::release_quota`](super::CodeRecord::release_quota)),
+//! or when its mint failed. A passcode's slot stands until the passcode's record expires (a spent
+//! passcode's record is what tells its agent to take a new one).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -93,6 +99,8 @@ pub enum CounterKey {
     LiveCodes(CodeSpace),
     /// Live Obico passcodes of one public network.
     NetworkPasscodes(PublicNetwork),
+    /// Live Obico passcodes of every network together.
+    LivePasscodes,
 }
 
 impl CounterKey {
@@ -141,6 +149,7 @@ impl CounterKey {
                 out.extend_from_slice(account.as_str().as_bytes());
             }
             Self::LiveCodes(space) => out.extend_from_slice(&[b'l', space.tag()]),
+            Self::LivePasscodes => out.push(b'p'),
             Self::NetworkPasscodes(network) => {
                 out.push(b'n');
                 match network {
@@ -344,6 +353,7 @@ pub struct Budgets {
     pub(crate) live_codes: u32,
     pub(crate) live_fallback_codes: u32,
     pub(crate) passcodes_per_network: u32,
+    pub(crate) live_passcodes: u32,
     pub(crate) fallback_format: CodeFormat,
 }
 
@@ -354,8 +364,8 @@ impl Default for Budgets {
     /// IPv4: the address 5, its /24 32. IPv6: /64 5, /48 16, /32 48. A window and a lockout of
     /// 10 minutes. 1,000 wrong guesses at short codes per window across all networks; 5 live
     /// manual codes per account; 1,000 live short codes and 1,000,000 live fallback codes in
-    /// total; 16 live Obico passcodes per network; fallback codes of 10 characters from 30
-    /// symbols.
+    /// total; 16 live Obico passcodes per network and 100,000 in total; fallback codes of 10
+    /// characters from 30 symbols.
     fn default() -> Self {
         Self {
             ipv4: vec![
@@ -389,6 +399,7 @@ impl Default for Budgets {
             live_codes: 1000,
             live_fallback_codes: 1_000_000,
             passcodes_per_network: 16,
+            live_passcodes: 100_000,
             fallback_format: CodeFormat::new(10, FALLBACK_ALPHABET)
                 .unwrap_or_else(|_| unreachable!("a valid format")),
         }
@@ -452,6 +463,14 @@ impl Budgets {
         self
     }
 
+    /// Live Obico passcodes in total, from every network (past it, polls are answered without a
+    /// new passcode). At most a hundredth of the passcode format's space counts: a smaller format
+    /// lowers the cap, so that minting never runs out of free passcodes.
+    pub fn live_passcodes(mut self, limit: u32) -> Self {
+        self.live_passcodes = limit;
+        self
+    }
+
     /// The format of manual codes minted while the short space is suspended or full (at least
     /// 2⁴⁰ codes).
     pub fn fallback_format(mut self, format: CodeFormat) -> Self {
@@ -493,6 +512,7 @@ impl Budgets {
             || self.live_codes == 0
             || self.live_fallback_codes == 0
             || self.passcodes_per_network == 0
+            || self.live_passcodes == 0
         {
             return Err(ConfigError::Quota);
         }
@@ -846,7 +866,9 @@ impl<S: Records> Ops<'_, S> {
     }
 
     /// Gives back the quotas of a redeemed manual code of `account` (minted for `expires_at`,
-    /// in the space its shape says).
+    /// in the space its shape says). Call only after marking them returned on the code
+    /// ([`CodeRecord::release_quota`](super::CodeRecord::release_quota)), so that they are given
+    /// back once.
     pub(crate) async fn release_redeemed(
         &mut self,
         now: DateTime<Utc>,
@@ -876,25 +898,46 @@ impl<S: Records> Ops<'_, S> {
         self.refund(now, &charges).await;
     }
 
-    /// Reserves one live Obico passcode for `network`, expiring at `expires_at`: `mint_quota`
-    /// when the network holds its most.
+    /// Reserves one live Obico passcode for `network`, expiring at `expires_at`, in `format`:
+    /// its network's quota, then the global one (at most
+    /// [`Budgets::live_passcodes`], and at most a hundredth of `format`'s space), each in one
+    /// atomic step. `mint_quota` when either is full (nothing stays charged).
     #[cfg(feature = "obico")]
     pub(crate) async fn reserve_passcode(
         &mut self,
         now: DateTime<Utc>,
         network: PublicNetwork,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), Refusal> {
-        let limit = self.config.budgets.passcodes_per_network;
-        let key = CounterKey::NetworkPasscodes(network);
-        match self
-            .charge(now, &key, limit, quota_expiry_ms(expires_at), None)
-            .await
-        {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(self.refuse(Some(network), RequestKind::MintCode, Refusal::MintQuota)),
-            Err(err) => Err(self.refuse(Some(network), RequestKind::MintCode, err.into())),
+        format: &CodeFormat,
+    ) -> Result<MintCharges, Refusal> {
+        let budgets = &self.config.budgets;
+        // A hundredth of the space, as for live short codes (`f64 as u32` saturates).
+        let global = budgets
+            .live_passcodes
+            .min((format.space() / 100.0) as u32)
+            .max(1);
+        let wanted = [
+            (
+                CounterKey::NetworkPasscodes(network),
+                budgets.passcodes_per_network,
+            ),
+            (CounterKey::LivePasscodes, global),
+        ];
+        let expires_ms = quota_expiry_ms(expires_at);
+        let mut charges = MintCharges::default();
+        for (key, limit) in wanted {
+            let refusal = match self.charge(now, &key, limit, expires_ms, None).await {
+                Ok(Some((charge, _))) => {
+                    charges.charges.push(charge);
+                    continue;
+                }
+                Ok(None) => Refusal::MintQuota,
+                Err(err) => err.into(),
+            };
+            self.refund(now, &charges.charges).await;
+            return Err(self.refuse(Some(network), RequestKind::MintCode, refusal));
         }
+        Ok(charges)
     }
 }
 

@@ -265,7 +265,8 @@ impl<S: Records> Ops<'_, S> {
                     .await
                 {
                     Ok(passcode) => Some(passcode),
-                    Err(Refusal::MintQuota) => None,
+                    // Nor does a network whose guessing budget refused the passcode's lookup.
+                    Err(Refusal::MintQuota | Refusal::LockedOut) => None,
                     Err(refusal) => return Err(refusal),
                 }
             }
@@ -275,6 +276,12 @@ impl<S: Records> Ops<'_, S> {
 
     /// Keeps the agent's live passcode (handing over a claimed code once, in one atomic write of
     /// the passcode's record) or mints a new one.
+    ///
+    /// The lookup of a shown passcode is a guess (a caller that finds this agent's claimed
+    /// passcode takes its code): it is charged against the caller's network's budgets before the
+    /// record is read, refunded when the record is this agent's in this network, and stays charged
+    /// otherwise. A budget that refuses it refuses with `locked_out`, before any lookup or mint
+    /// (the passcode shown is not replaced, and stays claimable).
     async fn obico_passcode<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -285,26 +292,44 @@ impl<S: Records> Ops<'_, S> {
         shown: &str,
     ) -> Result<PasscodeReply, Refusal> {
         if let (Some(key), Some(current)) = (passcode_key(shown), LinkCode::parse(shown)) {
-            let mut kept = None;
+            // 1. The guess, charged before the record is looked at.
+            let guess = self
+                .admit_guess(now, network, None, RequestKind::Announce)
+                .await?;
+            // 2. The record: this agent's in this network, or a miss.
+            let mut found = None;
             let read = self
                 .store
                 .update_code(&key, now, &mut |record| {
-                    kept = None;
+                    found = None;
                     let mine =
                         record.instance_id == Some(device_id) && record.network == Some(network);
                     let redeemed = record.redeemed;
                     if let (true, CodeKind::ObicoPasscode(state)) = (mine, &mut record.kind) {
                         // A claimed passcode whose code was already handed over is spent: the
                         // agent gets a new one (its redemption may have failed).
-                        if !(redeemed && state.verification.is_none()) {
-                            kept = Some(state.verification.take());
-                        }
+                        found = Some(if redeemed && state.verification.is_none() {
+                            None
+                        } else {
+                            Some(state.verification.take())
+                        });
                     }
                 })
                 .await;
             if let Err(err) = read {
+                // The caller learns nothing of its guess from a store error: refunded.
+                self.settle_guess(now, guess, None).await;
                 return Err(self.refuse(Some(network), RequestKind::MintCode, err.into()));
             }
+            let Some(kept) = found else {
+                // A miss: charged for good (an honest agent's passcode that expired costs one).
+                self.settle_guess(now, guess, Some(&Refusal::UnknownCode))
+                    .await;
+                return self
+                    .mint_passcode(now, rng, obico, network, device_id)
+                    .await;
+            };
+            self.settle_guess(now, guess, None).await;
             if let Some(verification_code) = kept {
                 return Ok(PasscodeReply {
                     one_time_passcode: current,
@@ -312,9 +337,26 @@ impl<S: Records> Ops<'_, S> {
                 });
             }
         }
+        self.mint_passcode(now, rng, obico, network, device_id)
+            .await
+    }
+
+    /// Mints a fresh passcode for `device_id` in `network`, within the passcode quotas (whose
+    /// charges are given back if no passcode could be created).
+    async fn mint_passcode<R: CryptoRng + RngCore + ?Sized>(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        obico: &ObicoConfig,
+        network: PublicNetwork,
+        device_id: InstanceId,
+    ) -> Result<PasscodeReply, Refusal> {
         let expires_at = later(now, obico.passcode_ttl);
-        self.reserve_passcode(now, network, expires_at).await?;
+        let charges = self
+            .reserve_passcode(now, network, expires_at, &obico.passcode_format)
+            .await?;
         let Some(unclaimed) = AccountId::new(UNCLAIMED) else {
+            self.release_mint(now, charges).await;
             return Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted));
         };
         let record = CodeRecord {
@@ -327,6 +369,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: false,
             kind: CodeKind::ObicoPasscode(Box::default()),
+            quota_released: false,
         };
         for _ in 0..super::MINT_ATTEMPTS {
             let candidate = obico.passcode_format.generate(rng);
@@ -341,47 +384,38 @@ impl<S: Records> Ops<'_, S> {
                     })
                 }
                 Ok(false) => {}
-                Err(err) => return Err(self.refuse(None, RequestKind::MintCode, err.into())),
+                Err(err) => {
+                    self.release_mint(now, charges).await;
+                    return Err(self.refuse(None, RequestKind::MintCode, err.into()));
+                }
             }
         }
+        self.release_mint(now, charges).await;
         Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
     }
 
-    /// See [`Server::obico_list`].
+    /// See [`Server::obico_list`]. The core's discovery ([`Ops::discover_in`]): the same
+    /// shared-network judgement (by address, by mark, and counting `account` among the recent
+    /// discoverers in the same atomic update), with the profile's listing.
     pub(crate) async fn obico_list(
         &mut self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
-        let config = self.config;
         // A network judged shared lists no device (Obico's wire has no field to say why).
-        let by_address = config.shared.judge_address(&network).is_some();
-        let mut found = (Vec::new(), 0, by_address);
-        let read = self
-            .store
-            .read_network(network, now, config, &mut |record| {
-                let shared = by_address || record.shared_mark(now).is_some();
-                let listed = if shared {
-                    Vec::new()
-                } else {
-                    record.obico_discover(now, config)
-                };
-                found = (listed, record.present(now), shared);
-            })
-            .await;
-        if let Err(err) = read {
-            return Err(self.refuse(Some(network), RequestKind::Discover, err.into()));
-        }
-        let (listed, present, shared) = found;
+        let found = self
+            .discover_in(now, network, Some(account), &obico_listing)
+            .await?;
         self.events.push_back(ServerEvent::Discovered {
             network,
-            shown: listed.len(),
-            present,
-            hidden: shared.then_some(crate::wire::HiddenReason::SharedNetwork),
+            shown: found.agents.len(),
+            present: found.present,
+            hidden: found.hidden,
         });
-        Ok(listed)
+        Ok(found.agents)
     }
 
     /// See [`Server::obico_link`].
@@ -494,6 +528,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: false,
             kind: CodeKind::Link,
+            quota_released: false,
         };
         let code = self
             .create_code(now, rng, LinkCode::generate_auto, &record)
@@ -533,6 +568,21 @@ impl<S: Records> Ops<'_, S> {
     }
 }
 
+/// The profile's listing of a network not judged shared: its Obico agents with their extra
+/// fields, and `too_many_agents` when more are present than the network's limit.
+fn obico_listing(
+    record: &NetworkRecord,
+    now: DateTime<Utc>,
+    config: &ServerConfig,
+) -> (
+    Vec<(DiscoveredAgent, ObicoInfo)>,
+    Option<crate::wire::HiddenReason>,
+) {
+    let hidden = (record.present(now) > record.obico_visible_limit(now, config))
+        .then_some(crate::wire::HiddenReason::TooManyAgents);
+    (record.obico_discover(now, config), hidden)
+}
+
 /// The agent and network of a passcode record that a user may claim.
 fn claimable(record: &CodeRecord) -> Option<(InstanceId, PublicNetwork)> {
     if record.redeemed || !matches!(record.kind, CodeKind::ObicoPasscode(_)) {
@@ -556,8 +606,12 @@ impl Server {
     /// With `one_time_passcode` in the poll: a live passcode of this agent in this network is
     /// kept (and its claimed code, if any, handed over once); anything else gets a fresh passcode
     /// from the CSPRNG, unique among live codes, while the network holds fewer live passcodes
-    /// than its quota ([`Budgets::passcodes_per_network`](super::Budgets::passcodes_per_network);
-    /// past it the reply has no passcode).
+    /// than its quota ([`Budgets::passcodes_per_network`](super::Budgets::passcodes_per_network))
+    /// and all networks fewer than theirs ([`Budgets::live_passcodes`](super::Budgets::live_passcodes));
+    /// past either the reply has no passcode. Looking up a shown passcode is a guess, charged
+    /// against the caller's network's budgets before the lookup and refunded when the passcode
+    /// is this agent's here: a network whose budget is full gets no passcode either (its agents'
+    /// passcodes are not looked up, not replaced, and stay claimable).
     pub fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
@@ -571,16 +625,20 @@ impl Server {
         super::ready(ops.obico_unlinked(now, rng, obico, peer, headers, poll))
     }
 
-    /// A user lists Obico agents (`GET /api/v1/printer_discovery/`): the core's discovery of the
-    /// caller's network (one-visible rule included, counting every present agent), limited to
-    /// Obico agents.
+    /// A user of `account` lists Obico agents (`GET /api/v1/printer_discovery/`): the core's
+    /// discovery of the caller's network (one-visible rule included, counting every present
+    /// agent), limited to Obico agents. Like the core's
+    /// [`handle_discover_as`](Server::handle_discover_as), it counts `account` among the
+    /// network's recent discoverers toward the [shared-network](super::shared) judgement, and
+    /// lists nothing in a network judged shared.
     pub fn obico_discover(
         &mut self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<DiscoveredAgent>, Refusal> {
-        let listed = self.obico_list(now, peer, headers)?;
+        let listed = self.obico_list(now, account, peer, headers)?;
         Ok(listed.into_iter().map(|(agent, _)| agent).collect())
     }
 
@@ -589,11 +647,12 @@ impl Server {
     pub fn obico_list(
         &mut self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: std::net::IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
         let mut ops = self.ops();
-        super::ready(ops.obico_list(now, peer, headers))
+        super::ready(ops.obico_list(now, account, peer, headers))
     }
 
     /// A user asks to link an Obico agent (`POST /api/v1/printer_discovery/`). `secret` is

@@ -168,8 +168,8 @@ impl Ops<'_, MemoryStore> {
     ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
         let config = self.config;
-        if let Some(reply) = self.judged_by_address(network) {
-            return Ok(reply);
+        if let Some(found) = self.judged_by_address(network) {
+            return Ok(self.discovered(network, found));
         }
         let tag = account
             .filter(|_| config.shared.enabled)
@@ -177,7 +177,7 @@ impl Ops<'_, MemoryStore> {
         let mut found = self
             .store
             .network(&network)
-            .map(|record| Found::of(record, now, config, tag))
+            .map(|record| Found::of(record, now, config, tag, &core_listing))
             .unwrap_or_default();
         if tag.is_some() && !found.known {
             // The account is new to the network's recent discoverers: one write counts it and
@@ -185,7 +185,7 @@ impl Ops<'_, MemoryStore> {
             let mut judged = None;
             let written = self.store.update(network, now, config, true, |record| {
                 judged = record.note_discoverer(now, config, tag.unwrap_or_default());
-                Found::of(record, now, config, tag)
+                Found::of(record, now, config, tag, &core_listing)
             });
             found = written.ok_or(Refusal::StoreUnavailable)?;
             self.judged_shared(network, judged);
@@ -194,28 +194,44 @@ impl Ops<'_, MemoryStore> {
     }
 }
 
+/// The core's listing of a network not judged shared: its verified agents, and why none is shown
+/// (`too_many_agents`), if so.
+#[inline]
+fn core_listing(
+    record: &NetworkRecord,
+    now: DateTime<Utc>,
+    config: &ServerConfig,
+) -> (DiscoveredAgents, Option<HiddenReason>) {
+    (
+        record.discover(now, config),
+        record.hidden(now, config, None),
+    )
+}
+
 /// What a discovery read from a network record.
 #[derive(Debug, Default)]
-pub(crate) struct Found {
-    agents: DiscoveredAgents,
-    present: usize,
-    hidden: Option<HiddenReason>,
+pub(crate) struct Found<L = DiscoveredAgents> {
+    pub(crate) agents: L,
+    pub(crate) present: usize,
+    pub(crate) hidden: Option<HiddenReason>,
     /// Whether the discovering account is already among the record's recent discoverers.
     known: bool,
 }
 
-impl Found {
+impl<L: Default> Found<L> {
+    /// What a discovery reads from `record`: nothing listed while the network is marked shared,
+    /// else what `list` says (the profile's listing, and why it hides its agents, if it does).
     #[inline]
     fn of(
         record: &NetworkRecord,
         now: DateTime<Utc>,
         config: &ServerConfig,
         tag: Option<u64>,
+        list: &impl Fn(&NetworkRecord, DateTime<Utc>, &ServerConfig) -> (L, Option<HiddenReason>),
     ) -> Self {
-        let hidden = record.hidden(now, config, None);
-        let agents = match hidden {
-            Some(HiddenReason::SharedNetwork) => DiscoveredAgents::new(),
-            _ => record.discover(now, config),
+        let (agents, hidden) = match record.hidden(now, config, None) {
+            Some(HiddenReason::SharedNetwork) => (L::default(), Some(HiddenReason::SharedNetwork)),
+            _ => list(record, now, config),
         };
         Self {
             agents,
@@ -227,23 +243,20 @@ impl Found {
 }
 
 impl<S: Records> Ops<'_, S> {
-    /// The reply to a discovery from a network judged shared by its address alone (no read),
-    /// with its events; `None` when the address trips no signal.
+    /// What a discovery finds in a network judged shared by its address alone (no read), with
+    /// the judgement's event; `None` when the address trips no signal.
     #[inline]
-    fn judged_by_address(&mut self, network: PublicNetwork) -> Option<DiscoverReply> {
+    fn judged_by_address<L: Default>(&mut self, network: PublicNetwork) -> Option<Found<L>> {
         let signal = self.config.shared.judge_address(&network)?;
         self.events.push_back(ServerEvent::NetworkJudgedShared {
             network,
             signal,
             sticky: false,
         });
-        Some(self.discovered(
-            network,
-            Found {
-                hidden: Some(HiddenReason::SharedNetwork),
-                ..Found::default()
-            },
-        ))
+        Some(Found {
+            hidden: Some(HiddenReason::SharedNetwork),
+            ..Found::default()
+        })
     }
 
     /// The event of a stateful signal that newly marked `network` shared, if one did.
@@ -373,9 +386,31 @@ impl<S: Records> Ops<'_, S> {
         account: Option<&AccountId>,
     ) -> Result<DiscoverReply, Refusal> {
         let network = self.caller(RequestKind::Discover, peer, headers)?;
+        let found = self
+            .discover_in(now, network, account, &core_listing)
+            .await?;
+        Ok(self.discovered(network, found))
+    }
+
+    /// What `account` (when authenticated) finds discovering `network`, for every profile's
+    /// discovery route; `list` is the profile's listing of a network not judged shared. Feeds
+    /// the shared-network signals exactly once for all of them: a network judged by its address
+    /// lists nothing (no read); otherwise a plain read, and one write the first time in a window
+    /// that an account discovers from the network, which counts it among the recent discoverers
+    /// and judges the count (`many_accounts`) in that same atomic update. A network marked shared
+    /// lists nothing. Pushes the judgement's event; the caller pushes the `Discovered` one
+    /// ([`discovered`](Self::discovered), or the profile's).
+    pub(crate) async fn discover_in<L: Default + Send>(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        account: Option<&AccountId>,
+        list: &(impl Fn(&NetworkRecord, DateTime<Utc>, &ServerConfig) -> (L, Option<HiddenReason>)
+              + Sync),
+    ) -> Result<Found<L>, Refusal> {
         let config = self.config;
-        if let Some(reply) = self.judged_by_address(network) {
-            return Ok(reply);
+        if let Some(found) = self.judged_by_address(network) {
+            return Ok(found);
         }
         let tag = account
             .filter(|_| config.shared.enabled)
@@ -384,7 +419,7 @@ impl<S: Records> Ops<'_, S> {
         let read = self
             .store
             .read_network(network, now, config, &mut |record| {
-                found = Found::of(record, now, config, tag);
+                found = Found::of(record, now, config, tag, list);
             })
             .await;
         if let Err(err) = read {
@@ -396,7 +431,7 @@ impl<S: Records> Ops<'_, S> {
                 .store
                 .update_network(network, now, config, true, &mut |record| {
                     judged = record.note_discoverer(now, config, tag);
-                    found = Found::of(record, now, config, Some(tag));
+                    found = Found::of(record, now, config, Some(tag), list);
                 })
                 .await;
             if let Err(err) = written {
@@ -404,7 +439,7 @@ impl<S: Records> Ops<'_, S> {
             }
             self.judged_shared(network, judged);
         }
-        Ok(self.discovered(network, found))
+        Ok(found)
     }
 
     /// The reply to a discovery that read `found` from the store, with its event.
@@ -556,6 +591,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: false,
             kind: CodeKind::Link,
+            quota_released: false,
         };
         let code = match self
             .create_code(now, rng, LinkCode::generate_auto, &code_record)
@@ -653,6 +689,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 1,
             manual: false,
             kind: CodeKind::InstanceClaim,
+            quota_released: false,
         };
         // Twice: a claim that ends between the create and the read is created afresh.
         for _ in 0..2 {
@@ -775,6 +812,7 @@ impl<S: Records> Ops<'_, S> {
             claim_attempt: 0,
             manual: true,
             kind: CodeKind::Link,
+            quota_released: false,
         };
         let format = match space {
             CodeSpace::Manual => &config.code_format,
@@ -1003,9 +1041,22 @@ impl<S: Records> Ops<'_, S> {
             }
             return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
         }
-        if first && manual {
-            self.release_redeemed(now, account, space, code_expires_at)
+        // 4. The code's life ended with its link: its quota slots are returned, exactly once
+        // whichever attempt (or instance) completed the link, as marked in one atomic write of
+        // the code. A code given back above is still live and keeps them. If the mark cannot be
+        // written the slots stand until the code expires (fail closed).
+        if manual {
+            let mut release = false;
+            let marked = self
+                .store
+                .update_code(&key, now, &mut |code| {
+                    release = code.release_quota();
+                })
                 .await;
+            if matches!(marked, Ok(true)) && release {
+                self.release_redeemed(now, account, space, code_expires_at)
+                    .await;
+            }
         }
         self.events.push_back(ServerEvent::Linked {
             network,

@@ -967,6 +967,10 @@ pub struct CodeRecord {
     /// What the record is: a link code (the default), or another profile's code-like record.
     #[serde(default)]
     pub kind: CodeKind,
+    /// Whether the mint-quota slots of this manual code were returned (its link completed): set
+    /// once, by the atomic write in which [`release_quota`](Self::release_quota) says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quota_released: bool,
 }
 
 impl CodeRecord {
@@ -1004,7 +1008,7 @@ impl CodeRecord {
     /// let mut code = CodeRecord {
     ///     account: AccountId::new("alice").unwrap(), instance_id: None, network: None,
     ///     expires_at: now + chrono::TimeDelta::minutes(10), redeemed: false, redeemed_by: None,
-    ///     claim_attempt: 0, manual: true, kind: CodeKind::Link,
+    ///     claim_attempt: 0, manual: true, kind: CodeKind::Link, quota_released: false,
     /// };
     /// assert_eq!(code.redeem_by(now, &me, &home, true, 1), Ok(Redemption::First));
     /// assert_eq!(code.redeem_by(now, &me, &home, true, 3), Ok(Redemption::Again));
@@ -1046,6 +1050,37 @@ impl CodeRecord {
         Ok(Redemption::First)
     }
 
+    /// Marks the mint-quota slots of a redeemed manual code returned, when a link redeemed with
+    /// it completed (its life is over). `true` for the one call that marked them (its caller
+    /// returns the slots), `false` for a code that holds none (an auto code), that is not
+    /// redeemed, or whose slots were already returned: so they are returned exactly once,
+    /// whichever attempt or instance completes the link, however often.
+    ///
+    /// ```
+    /// # use lanlink::server::{CodeRecord, CodeKind};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork};
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let me = InstanceId::from_bytes([1; 16]);
+    /// # let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// # let mut code = CodeRecord {
+    /// #     account: AccountId::new("alice").unwrap(), instance_id: None, network: None,
+    /// #     expires_at: now + chrono::TimeDelta::minutes(10), redeemed: false, redeemed_by: None,
+    /// #     claim_attempt: 0, manual: true, kind: CodeKind::Link, quota_released: false,
+    /// # };
+    /// assert!(!code.release_quota(), "not redeemed: still live, still holds its slots");
+    /// code.redeem_by(now, &me, &home, true, 1).unwrap();
+    /// code.redeem_by(now, &me, &home, true, 2).unwrap(); // a retry after a lost reply
+    /// assert!(code.release_quota(), "the first completion returns them");
+    /// assert!(!code.release_quota(), "the second does not");
+    /// ```
+    pub fn release_quota(&mut self) -> bool {
+        if !self.manual || !self.redeemed || self.quota_released {
+            return false;
+        }
+        self.quota_released = true;
+        true
+    }
+
     /// Gives back a code that attempt `attempt` of `instance_id` claimed by
     /// [`redeem_by`](Self::redeem_by) (its link could not be completed), so that the agent's
     /// retry redeems it. Only that very claim is undone: if a newer attempt of the agent has
@@ -1061,7 +1096,7 @@ impl CodeRecord {
     /// # let mut code = CodeRecord {
     /// #     account: AccountId::new("alice").unwrap(), instance_id: None, network: None,
     /// #     expires_at: now + chrono::TimeDelta::minutes(10), redeemed: false, redeemed_by: None,
-    /// #     claim_attempt: 0, manual: true, kind: CodeKind::Link,
+    /// #     claim_attempt: 0, manual: true, kind: CodeKind::Link, quota_released: false,
     /// # };
     /// code.redeem_by(now, &me, &home, true, 1).unwrap();
     /// code.redeem_by(now, &me, &home, true, 2).unwrap(); // a retry claimed it meanwhile
@@ -1541,6 +1576,7 @@ mod tests {
             claim_attempt: 0,
             manual: true,
             kind,
+            quota_released: false,
         };
         for kind in [
             CodeKind::Link,

@@ -415,10 +415,11 @@ impl Service {
     pub async fn obico_discover(
         &self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<crate::wire::DiscoveredAgent>, Refusal> {
-        let listed = self.obico_list(now, peer, headers).await?;
+        let listed = self.obico_list(now, account, peer, headers).await?;
         Ok(listed.into_iter().map(|(agent, _)| agent).collect())
     }
 
@@ -426,13 +427,14 @@ impl Service {
     pub async fn obico_list(
         &self,
         now: DateTime<Utc>,
+        account: &AccountId,
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<(crate::wire::DiscoveredAgent, super::record::ObicoInfo)>, Refusal> {
         let (mut events, mut store) = (EventQueue::default(), self.shared());
         let result = self
             .ops(&mut store, &mut events)
-            .obico_list(now, peer, headers)
+            .obico_list(now, account, peer, headers)
             .await;
         self.emit(events);
         result
