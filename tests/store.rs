@@ -458,6 +458,7 @@ async fn a_legacy_claim_is_never_released_by_a_joiner() {
         claim_attempt: 0,
         manual: false,
         kind: lanlink::server::CodeKind::InstanceClaim,
+        quota_released: false,
     };
     store.inner.lock().expect("lock").put_code(key, legacy);
     // Charge, charge, check, claim (taken), join it, then 5 creates the code, and fails.

@@ -1519,6 +1519,7 @@ mod tests {
             claim_attempt: holders,
             manual: false,
             kind,
+            quota_released: false,
         };
         // Another network's claim, or a record of another kind: not joined, not released.
         let mut record = claim(1, CodeKind::InstanceClaim);
