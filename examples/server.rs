@@ -62,7 +62,8 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     ipv6_prefix: u8,
     /// Connections one client address may hold at once (default: `http::serve`'s, 32; the
-    /// total cap when a proxy is trusted).
+    /// total cap when a proxy is trusted). Coarser prefixes (an IPv4 /24, an IPv6 /56, /48,
+    /// /32) share `http::serve`'s default slots, never fewer than this.
     #[arg(long)]
     max_connections_per_client: Option<usize>,
     /// A NAT64/SIIT prefix (/32, /40, /48, /56, /64 or /96) whose clients stand for the IPv4

@@ -7,8 +7,8 @@
 //! - [`agent::router`]: the agent's local endpoint (`GET …/secret`), over a shared [`crate::agent::Agent`].
 //! - [`web::router`]: the linking page for browsers and the browser linker module (`lanlink.js`).
 //! - `ticket::router` (feature `ticket`): `POST …/agent/ticket`, issuing signed network tickets.
-//! - [`serve()`]: a hardened accept loop (connection caps in total and per client, header,
-//!   request and connection timeouts).
+//! - [`serve()`]: a hardened accept loop (connection caps in total, per client and per coarser
+//!   prefix, header, request and connection timeouts).
 //! - [`Authenticator`] and [`BearerTokens`]: who a user request is from.
 //!
 //! Every refusal is `{"error": "<code>"}` with a fitting status; see [`status_of`].

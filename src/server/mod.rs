@@ -19,6 +19,7 @@
 //! ```
 
 pub mod budget;
+pub mod connections;
 pub mod cross_site;
 pub mod hook;
 #[cfg(feature = "obico")]
