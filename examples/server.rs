@@ -62,13 +62,19 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     ipv6_prefix: u8,
     /// Connections one client address may hold at once (default: `http::serve`'s, 32; the
-    /// total cap when a proxy is trusted).
+    /// total cap when a proxy is trusted). Coarser prefixes (an IPv4 /24, an IPv6 /56, /48,
+    /// /32) share `http::serve`'s default slots, never fewer than this.
     #[arg(long)]
     max_connections_per_client: Option<usize>,
     /// A NAT64/SIIT prefix (/32, /40, /48, /56, /64 or /96) whose clients stand for the IPv4
     /// address they embed, besides the well-known 64:ff9b::/96. Repeatable.
     #[arg(long = "nat64-prefix")]
     nat64_prefixes: Vec<ipnet::Ipv6Net>,
+    /// A web origin (`https://cloud.example`) whose pages may send the state-changing user
+    /// requests (link, mint a code). Repeatable; default: only the origin of the request's own
+    /// `Host`. Give the page's origin when a proxy rewrites `Host`.
+    #[arg(long = "allow-origin")]
+    allowed_origins: Vec<String>,
     /// Route prefix.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
@@ -125,7 +131,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(max) = args.max_connections_per_client {
         serve_config.max_connections_per_client = max;
     }
-    let config = ServerConfig::default()
+    let config = args
+        .allowed_origins
+        .iter()
+        .fold(ServerConfig::default(), |config, origin| {
+            config.allow_origin(origin)
+        })
         .trusted_proxies(args.trusted_proxies)
         .max_visible(args.max_visible)
         .max_visible_one_host(args.max_visible_one_host)

@@ -250,6 +250,14 @@ pub enum Refusal {
     /// ignored (the newer attempt's token stands). Not a guess.
     #[error("a newer attempt at this redemption was completed")]
     Superseded,
+    /// A state-changing user request came with an `Origin` that is not allowed: another site's
+    /// page sent it (see [`crate::server::cross_site`]). Not a guess.
+    #[error("the Origin is not allowed")]
+    BadOrigin,
+    /// A state-changing user request's body is not declared `application/json` (an HTML form or
+    /// another site's page sends other types; see [`crate::server::cross_site`]). Not a guess.
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
 }
 
 impl Refusal {
@@ -286,6 +294,8 @@ impl Refusal {
             "store_contention" => Self::StoreContention,
             "link_unavailable" => Self::LinkUnavailable,
             "superseded" => Self::Superseded,
+            "bad_origin" => Self::BadOrigin,
+            "unsupported_media_type" => Self::UnsupportedMediaType,
             _ => return None,
         })
     }
@@ -332,6 +342,8 @@ impl Refusal {
             Self::StoreContention => "store_contention",
             Self::LinkUnavailable => "link_unavailable",
             Self::Superseded => "superseded",
+            Self::BadOrigin => "bad_origin",
+            Self::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 

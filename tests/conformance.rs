@@ -244,6 +244,47 @@ async fn a_wrong_server_fails_exactly_the_checks_it_breaks() {
     );
 }
 
+/// A server without the cross-site rule (issue 25, finding 6): whatever the client sent, the
+/// routes see JSON and no `Origin`.
+async fn no_cross_site_rule(mut request: Request, next: Next) -> Response {
+    let headers = request.headers_mut();
+    headers.remove(header::ORIGIN);
+    if headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    next.run(request).await
+}
+
+#[tokio::test]
+async fn a_server_without_the_cross_site_rule_fails_exactly_its_checks() {
+    let url = start_server(ServerConfig::default(), |app| {
+        app.layer(from_fn(no_cross_site_rule))
+    })
+    .await;
+    let target = ServerTarget::new(&url, bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_covers(&report, SERVER_CHECKS);
+    assert_eq!(
+        report.failed_ids(),
+        [
+            "server.link.text_plain",
+            "server.link.form_urlencoded",
+            "server.link.cross_origin",
+            "server.codes.cross_origin",
+        ],
+        "{report}"
+    );
+    assert!(report.skipped_ids().is_empty(), "{report}");
+    let line = report.get("server.link.text_plain").unwrap().to_string();
+    assert!(line.contains(r#"got 400 {"error":"malformed"}"#), "{line}");
+}
+
 #[tokio::test]
 async fn a_lockout_the_kit_provoked_skips_checks_and_a_wrong_threshold_fails_only_the_lockout_check(
 ) {

@@ -81,12 +81,20 @@ async fn start_server_with(
     users: &[(&str, &str)],
     serve_config: ServeConfig,
 ) -> (SharedServer, SocketAddr) {
-    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
     let tokens = users
         .iter()
         .map(|(token, account)| ((*token).to_owned(), AccountId::new(*account).unwrap()))
         .collect();
-    let auth = Arc::new(BearerTokens::new(tokens));
+    start_server_auth(config, Arc::new(BearerTokens::new(tokens)), serve_config).await
+}
+
+/// Starts the server's routes with `config` and the host's `auth` on 127.0.0.1:0.
+async fn start_server_auth(
+    config: ServerConfig,
+    auth: Arc<dyn http::Authenticator>,
+    serve_config: ServeConfig,
+) -> (SharedServer, SocketAddr) {
+    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router =
@@ -470,7 +478,11 @@ struct Home {
 }
 
 async fn home() -> Home {
-    let (server, server_at) = start_server(proxied(), &USERS).await;
+    home_on(start_server(proxied(), &USERS).await).await
+}
+
+/// [`home`] on a server already started.
+async fn home_on((server, server_at): (SharedServer, SocketAddr)) -> Home {
     let (agent, agent_at) = start_agent(proxied_agent).await;
     let announce = announce_once(&agent, server_at, HOME).await;
     Home {
@@ -1405,6 +1417,169 @@ async fn attack_unauthenticated_user_routes_over_http() {
         assert_kept(&before, &h.snapshot(), Some(HOME), "unauthorized");
     }
     assert!(is_discovering(&h.agent));
+}
+
+// ───────────────────────────── cross-site requests ─────────────────────────────
+
+/// The host's cookie sessions: `Cookie: session=<token>` signs in the token's account. A browser
+/// attaches the cookie to every request to the server, those another site's page starts included
+/// (`SameSite` does not stop a sibling subdomain: it is the same site).
+struct CookieSessions;
+
+#[async_trait::async_trait]
+impl http::Authenticator for CookieSessions {
+    async fn authenticate(
+        &self,
+        parts: &http::http::request::Parts,
+    ) -> Result<AccountId, http::Rejection> {
+        let cookie = parts
+            .headers
+            .get(header::COOKIE)
+            .and_then(|v| v.to_str().ok());
+        USERS
+            .iter()
+            .find(|(token, _)| cookie == Some(&format!("session={token}")))
+            .map(|(_, account)| AccountId::new(*account).unwrap())
+            .ok_or(http::Rejection::Unauthorized)
+    }
+}
+
+/// [`home`] whose server signs users in by [`CookieSessions`], with `config`.
+async fn cookie_home(config: ServerConfig) -> Home {
+    let auth = Arc::new(CookieSessions);
+    home_on(start_server_auth(config, auth, ServeConfig::default()).await).await
+}
+
+/// A user `POST` to `path` as alice's browser at home would send it: her session cookie, the
+/// `Content-Type` and `Origin` given (none when `None`), and `body`.
+async fn browser_post(
+    h: &Home,
+    path: &str,
+    content_type: Option<&str>,
+    origin: Option<&str>,
+    body: Vec<u8>,
+) -> Reply {
+    let mut request = client_from(HOME)
+        .post(format!("http://{}{P}{path}", h.server_at))
+        .header(header::COOKIE, format!("session={ALICE}"))
+        .body(body);
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    send(request).await
+}
+
+/// The content types an HTML form (or a page's `fetch` without a preflight) can send.
+const SIMPLE_CONTENT_TYPES: [&str; 4] = [
+    "text/plain",
+    "text/plain;charset=UTF-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+];
+
+/// Issue 25, finding 6: a state-changing user route with a session cookie is refused unless its
+/// body is declared JSON (`415 unsupported_media_type`) — even a right secret links nothing and
+/// the agent keeps discovering — and a bodyless `POST /codes` with a form's content type mints
+/// nothing. The linking page's own requests (JSON, its own origin) still link.
+#[tokio::test]
+async fn a_cookie_post_that_is_not_json_is_refused_and_links_nothing() {
+    let h = cookie_home(proxied()).await;
+    let secret = real_secret(h.agent_at, h.id).await;
+    let before = h.snapshot();
+    let not_json = SIMPLE_CONTENT_TYPES.iter().map(|t| Some(*t)).chain([None]);
+    for content_type in not_json {
+        // A form posts no Origin in older browsers; a same-origin one is no excuse either.
+        for origin in [None, Some(format!("http://{}", h.server_at))] {
+            let reply = browser_post(
+                &h,
+                "/link",
+                content_type,
+                origin.as_deref(),
+                link_body(h.id, &secret),
+            )
+            .await;
+            assert_refused(&reply, 415, "unsupported_media_type");
+            assert_kept(&before, &h.snapshot(), Some(HOME), "unsupported_media_type");
+        }
+    }
+    for content_type in SIMPLE_CONTENT_TYPES {
+        let reply = browser_post(&h, "/codes", Some(content_type), None, Vec::new()).await;
+        assert_refused(&reply, 415, "unsupported_media_type");
+        assert_kept(&before, &h.snapshot(), Some(HOME), "unsupported_media_type");
+    }
+    assert!(is_discovering(&h.agent));
+    // The page's own requests: JSON (with a charset, the media type in any case) from its own
+    // origin, and a bodyless mint with no content type at all.
+    let own = format!("http://{}", h.server_at);
+    let json = Some("Application/JSON; charset=utf-8");
+    let reply = browser_post(&h, "/link", json, Some(&own), link_body(h.id, &secret)).await;
+    assert_eq!(assert_ok(&reply, 202)["state"], "pending");
+    let linked = h.snapshot();
+    assert_ok(
+        &browser_post(&h, "/codes", None, Some(&own), Vec::new()).await,
+        201,
+    );
+    assert_eq!(h.snapshot().codes, linked.codes + 1);
+}
+
+/// Issue 25, finding 6: a state-changing user request whose `Origin` is another site's (a
+/// sibling subdomain, another port, a sandboxed `null`) is refused `403 bad_origin` even as
+/// JSON, and changes nothing; reads are served whatever the `Origin` (no CORS: another origin
+/// cannot read them).
+#[tokio::test]
+async fn a_cookie_post_from_another_origin_is_refused() {
+    let h = cookie_home(proxied()).await;
+    let secret = real_secret(h.agent_at, h.id).await;
+    let before = h.snapshot();
+    let port = h.server_at.port();
+    let foreign = [
+        "https://evil.example".to_owned(),
+        format!("http://evil.127.0.0.1.nip.io:{port}"),
+        format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+        "null".to_owned(),
+    ];
+    for origin in &foreign {
+        let json = Some("application/json");
+        let reply = browser_post(&h, "/link", json, Some(origin), link_body(h.id, &secret)).await;
+        assert_refused(&reply, 403, "bad_origin");
+        let reply = browser_post(&h, "/codes", None, Some(origin), Vec::new()).await;
+        assert_refused(&reply, 403, "bad_origin");
+        assert_kept(&before, &h.snapshot(), Some(HOME), "bad_origin");
+    }
+    assert!(is_discovering(&h.agent));
+    let discover = client_from(HOME)
+        .get(format!("http://{}{P}/discover", h.server_at))
+        .header(header::COOKIE, format!("session={ALICE}"))
+        .header(header::ORIGIN, "https://evil.example");
+    assert_eq!(
+        assert_ok(&send(discover).await, 200)["agents"][0]["instance_id"],
+        h.id()
+    );
+}
+
+/// With configured origins (`ServerConfig::allow_origin`), a state-changing request is accepted
+/// from those only: not even the server's own host is implied any more.
+#[tokio::test]
+async fn configured_origins_replace_the_own_host() {
+    let h = cookie_home(proxied().allow_origin(ORIGIN)).await;
+    let own = format!("http://{}", h.server_at);
+    assert_refused(
+        &browser_post(&h, "/codes", None, Some(&own), Vec::new()).await,
+        403,
+        "bad_origin",
+    );
+    assert_ok(
+        &browser_post(&h, "/codes", None, Some(ORIGIN), Vec::new()).await,
+        201,
+    );
+    // A client that is no browser sends no Origin.
+    assert_ok(
+        &browser_post(&h, "/codes", None, None, Vec::new()).await,
+        201,
+    );
 }
 
 // ───────────────────────────── CORS at the agent ─────────────────────────────

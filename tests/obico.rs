@@ -1021,6 +1021,72 @@ async fn the_discovery_route_counts_each_account_toward_the_shared_network_judge
     assert_eq!(shared(), Some(lanlink::server::SharedSignal::ManyAccounts));
 }
 
+/// Issue 25, finding 6, on the Obico profile: the user `POST`s (link, passcode claim) need a
+/// body declared JSON (`415 unsupported_media_type`) and no other site's `Origin`
+/// (`403 bad_origin`), in Obico's shape; a refused one queues nothing, claims nothing and counts
+/// nothing. The web app's own request (JSON, Obico's web app sends nothing else) still links.
+#[tokio::test]
+async fn user_posts_not_json_or_from_another_origin_are_refused() {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    let http = client(PROXY, Some(HOME));
+    let post = |path: &str, content_type: Option<&str>, origin: Option<&str>, body: &Value| {
+        let mut request = http
+            .post(format!("{url}{path}"))
+            .bearer_auth(ALICE)
+            .body(serde_json::to_vec(body).unwrap());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, json_of(response).await.unwrap_or(Value::Null))
+        }
+    };
+    let link = json!({"device_id": agent.device_id, "device_secret": agent.secret});
+    let claim = json!({"one_time_passcode": "K7QX2M9D"});
+    let routes = [
+        (obico::server::DISCOVERY_PATH, &link),
+        (obico::server::PASSCODES_PATH, &claim),
+    ];
+    let unsupported = (415, json!({"detail": "unsupported_media_type"}));
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        for (path, body) in routes {
+            let got = post(path, content_type, None, body).await;
+            assert_eq!(got, unsupported, "{path} {content_type:?}");
+        }
+    }
+    let bad_origin = (403, json!({"detail": "bad_origin"}));
+    for origin in ["https://evil.example", "null"] {
+        for (path, body) in routes {
+            let got = post(path, Some("application/json"), Some(origin), body).await;
+            assert_eq!(got, bad_origin, "{path} {origin}");
+        }
+    }
+    assert_eq!(
+        link_state(&server, "alice", &agent.instance()),
+        LinkState::Unknown
+    );
+    assert_eq!(failures(&server, HOME), 0);
+    assert_eq!(agent.stopped(), None);
+    // The web app's own request: JSON from the server's own origin.
+    let json = Some("application/json;charset=utf-8");
+    let got = post(obico::server::DISCOVERY_PATH, json, Some(&url), &link).await;
+    assert_eq!(got, (200, json!({"queued": true})));
+    eventually("linked", || agent.token().is_some()).await;
+}
+
 // ───────────────────────────── sans-IO ─────────────────────────────
 
 /// The account that lists printers in the direct (no HTTP) tests.

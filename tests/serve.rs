@@ -1,5 +1,5 @@
-//! `http::serve` against hostile clients over loopback: one address cannot take every
-//! connection, a body that trickles in or never comes is cut off by the request deadline, and
+//! `http::serve` against hostile clients over loopback: one address, or the addresses of one
+//! prefix, cannot take every connection, a body that trickles in or never comes is cut off by the request deadline, and
 //! refusals are logged at a bounded rate.
 //!
 //! Client sockets are bound to other loopback addresses (127.0.0.2, …) before connecting to the
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
-use lanlink::server::{Server, ServerConfig};
+use lanlink::server::{Level, Server, ServerConfig};
 use lanlink::AccountId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -153,6 +153,84 @@ async fn one_address_holding_stalled_bodies_does_not_deny_another() {
     .await
     .expect("a freed slot is reused");
     assert_eq!(served, Some(200));
+}
+
+/// Opens `n` connections from `from`, each with an announcement's complete headers and a body
+/// that never comes, and returns those the server keeps open once it has closed all but `keep`
+/// (or after [`LIMIT`], if it keeps more).
+async fn hold(from: &str, at: SocketAddr, n: usize, keep: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        if let Ok(mut stream) = connect_from(from, at).await {
+            let _ = stream.write_all(announce_head(at, 1000).as_bytes()).await;
+            held.push(stream);
+        }
+    }
+    let _ = timeout(LIMIT, async {
+        while held.iter().filter(|s| !closed_by_server(s)).count() > keep {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    held.retain(|s| !closed_by_server(s));
+    held
+}
+
+/// Whether a discovery from `from` is answered 200 within `within`.
+async fn served(from: &str, at: SocketAddr, within: Duration) -> bool {
+    let Ok(mut stream) = connect_from(from, at).await else {
+        return false;
+    };
+    if stream
+        .write_all(discover_request(at).as_bytes())
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = vec![0u8; 4096];
+    match timeout(within, stream.read(&mut answer)).await {
+        Ok(Ok(n)) if n > 0 => status(&answer[..n]) == Some(200),
+        _ => false,
+    }
+}
+
+/// Issue 25, finding 7, over real sockets: the clients of one prefix (here the IPv4 /24
+/// 127.0.0.0/24; distinct IPv6 /64s cannot be had on ::1, so `server::connections` tests those
+/// with synthetic addresses) share its connections, each client within its own cap; a client
+/// of another /24 is still served, and a slot given back is free again for the whole prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_one_prefix_share_its_connections() {
+    let config = ServeConfig {
+        max_connections_per_client: 3,
+        ipv4_prefix_shares: vec![Level {
+            prefix: 24,
+            threshold: 5,
+        }],
+        ..ServeConfig::default()
+    };
+    let at = start(config).await;
+    let mut first = hold("127.0.0.12", at, 6, 3).await;
+    assert_eq!(first.len(), 3, "the client's own cap");
+    let second = hold("127.0.0.13", at, 6, 2).await;
+    assert_eq!(second.len(), 2, "what is left of the /24's share");
+    // The /24 is full: a third client of it gets nothing, not even one connection.
+    assert!(!served("127.0.0.14", at, Duration::from_secs(1)).await);
+    // Another /24 is served at once.
+    assert!(served("127.0.1.15", at, Duration::from_secs(2)).await);
+    // One connection of the first client closes: its slot in the /24 comes back with it.
+    drop(first.pop());
+    let again = timeout(LIMIT, async {
+        while !served("127.0.0.14", at, Duration::from_secs(1)).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        again.is_ok(),
+        "the freed slot serves another client of the /24"
+    );
+    drop((first, second));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,10 @@
 //! confirms it. A second run from the same network within that time finds the lockout and
 //! reports the guess checks as skipped, not failed. With a second account's credential, that
 //! account is left holding its most live manual codes (the mint quota) until they expire
-//! (10 minutes). Run it against a test deployment, not a production one.
+//! (10 minutes). The cross-site checks send link requests the server must refuse before reading
+//! them (their bodies are malformed anyway, so a server that lets them through changes nothing),
+//! and one mint with another site's `Origin`: a server that fails that check mints one code for
+//! the account. Run it against a test deployment, not a production one.
 //!
 //! Against an **agent's endpoint**, the kit fetches the secret three times (as any caller on
 //! the LAN could; it never sends it anywhere), so the agent records `SecretServed` events, and

@@ -35,6 +35,9 @@ const DISCOVER: &str = "`GET {prefix}/discover`";
 const LINK: &str = "`POST {prefix}/link`";
 const STATUS: &str = "`GET {prefix}/link/{instance_id}`";
 const CODES: &str = "`POST {prefix}/codes`";
+const CROSS_SITE: &str = "Cross-site requests";
+/// An origin no server allows: another site's page.
+const FOREIGN_ORIGIN: &str = "https://lanlink-conformance.invalid";
 
 const fn spec(id: &'static str, section: &'static str, expects: &'static str) -> CheckSpec {
     CheckSpec {
@@ -68,6 +71,10 @@ pub const SERVER_CHECKS: &[CheckSpec] = &[
     spec("server.link.unauthorized", USER, "401 unauthorized without an account"),
     spec("server.link_status.unauthorized", USER, "401 unauthorized without an account"),
     spec("server.codes.unauthorized", USER, "401 unauthorized without an account"),
+    spec("server.link.text_plain", CROSS_SITE, "415 unsupported_media_type for a link request sent as text/plain, with the account's credential"),
+    spec("server.link.form_urlencoded", CROSS_SITE, "415 unsupported_media_type for a link request sent as application/x-www-form-urlencoded"),
+    spec("server.link.cross_origin", CROSS_SITE, "403 bad_origin for a JSON link request with another site's Origin"),
+    spec("server.codes.cross_origin", CROSS_SITE, "403 bad_origin for a mint with another site's Origin (a server that fails it mints one code)"),
     spec("server.discover.ok", DISCOVER, "200 {\"agents\": [...]} showing the kit's agent as announced"),
     spec("server.link_status.unknown", STATUS, "200 state unknown before any link"),
     spec("server.link_status.malformed_id", STATUS, "400 malformed for an id that is not a UUID"),
@@ -231,6 +238,7 @@ impl Session<'_> {
         let agent = KitAgent::new();
         let announced = self.announce_ok(&agent).await;
         self.unauthorized().await;
+        self.cross_site().await;
         let linked = if announced {
             self.link_flow(&agent).await
         } else {
@@ -254,6 +262,19 @@ impl Session<'_> {
         who: As,
         payload: Option<Vec<u8>>,
     ) -> Result<Reply, String> {
+        let payload = payload.map(|payload| (payload, "application/json"));
+        self.call_as(method, path, who, payload, None).await
+    }
+
+    /// [`Self::call`] with the payload's content type and an `Origin`.
+    async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        who: As,
+        payload: Option<(Vec<u8>, &str)>,
+        origin: Option<&str>,
+    ) -> Result<Reply, String> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let mut request = self
             .client
@@ -267,10 +288,13 @@ impl Session<'_> {
         if let Some(credential) = credential {
             request = apply(credential, request);
         }
-        if let Some(payload) = payload {
+        if let Some((payload, content_type)) = payload {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(payload);
+        }
+        if let Some(origin) = origin {
+            request = request.header(reqwest::header::ORIGIN, origin);
         }
         let mut response = request
             .send()
@@ -660,6 +684,42 @@ impl Session<'_> {
                 }),
             );
         }
+    }
+
+    /// The cross-site rule of the state-changing user routes, with the account's credential (a
+    /// browser sends its cookie with another site's request). The link requests carry an unknown
+    /// field, so a server that lets them through answers `400 malformed` and changes nothing.
+    async fn cross_site(&mut self) {
+        let mut link = KitAgent::new().link();
+        link["extra"] = json!(true);
+        for (id, content_type) in [
+            ("server.link.text_plain", "text/plain"),
+            (
+                "server.link.form_urlencoded",
+                "application/x-www-form-urlencoded",
+            ),
+        ] {
+            let payload = Some((body(&link), content_type));
+            let reply = self.call_as("POST", "/link", As::User, payload, None).await;
+            self.check(
+                id,
+                reply.and_then(|r| reply::refusal(&r, 415, "unsupported_media_type")),
+            );
+        }
+        let payload = Some((body(&link), "application/json"));
+        let origin = Some(FOREIGN_ORIGIN);
+        let reply = self
+            .call_as("POST", "/link", As::User, payload, origin)
+            .await;
+        self.check(
+            "server.link.cross_origin",
+            reply.and_then(|r| reply::refusal(&r, 403, "bad_origin")),
+        );
+        let reply = self.call_as("POST", "/codes", As::User, None, origin).await;
+        self.check(
+            "server.codes.cross_origin",
+            reply.and_then(|r| reply::refusal(&r, 403, "bad_origin")),
+        );
     }
 
     /// Discovery, link status, a wrong secret (wrong guess 1), then the right one, its delivery

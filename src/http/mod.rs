@@ -7,8 +7,8 @@
 //! - [`agent::router`]: the agent's local endpoint (`GET …/secret`), over a shared [`crate::agent::Agent`].
 //! - [`web::router`]: the linking page for browsers and the browser linker module (`lanlink.js`).
 //! - `ticket::router` (feature `ticket`): `POST …/agent/ticket`, issuing signed network tickets.
-//! - [`serve()`]: a hardened accept loop (connection caps in total and per client, header,
-//!   request and connection timeouts).
+//! - [`serve()`]: a hardened accept loop (connection caps in total, per client and per coarser
+//!   prefix, header, request and connection timeouts).
 //! - [`Authenticator`] and [`BearerTokens`]: who a user request is from.
 //!
 //! Every refusal is `{"error": "<code>"}` with a fitting status; see [`status_of`].
@@ -266,7 +266,9 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         | Refusal::UnknownCode
         | Refusal::CodeUsed
         | Refusal::CodeWrongAgent
-        | Refusal::CodeWrongNetwork => StatusCode::FORBIDDEN,
+        | Refusal::CodeWrongNetwork
+        | Refusal::BadOrigin => StatusCode::FORBIDDEN,
+        Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Refusal::LockedOut
         | Refusal::NetworkFull
         | Refusal::MintQuota
@@ -343,6 +345,37 @@ pub(crate) async fn read_body(
         )),
         Err(_) => Err(error_response(StatusCode::BAD_REQUEST, "malformed")),
     }
+}
+
+#[cfg(feature = "http-server")]
+/// The cross-site rule of the user routes ([`crate::server::cross_site::check`]) over a
+/// request's head: its `Content-Type` and `Origin` lines, and its own authority (an absolute-form
+/// target's, else every `Host` line).
+pub(crate) fn cross_site(
+    parts: &Parts,
+    route: crate::server::cross_site::UserRoute,
+    allowed_origins: &[String],
+) -> Result<(), Refusal> {
+    // Every line counts: one that is not text reads as "", which no check accepts.
+    let lines = |name: header::HeaderName| -> Vec<&str> {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default())
+            .collect()
+    };
+    let (content_type, origin) = (lines(header::CONTENT_TYPE), lines(header::ORIGIN));
+    let host = match parts.uri.authority() {
+        Some(authority) => vec![authority.as_str()],
+        None => lines(header::HOST),
+    };
+    let head = crate::server::cross_site::RequestHead {
+        content_type: &content_type,
+        origin: &origin,
+        host: &host,
+    };
+    crate::server::cross_site::check(route, &head, allowed_origins)
 }
 
 #[cfg(feature = "http-server")]

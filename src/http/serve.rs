@@ -19,11 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use self::clients::{ClientGroup, ClientSlots};
+use self::clients::{ClientGroup, ClientSlots, Full};
 pub(crate) use self::deadline::RequestDeadline;
 use self::deadline::{ClockedIo, DeadlineBody, RequestClock};
 use self::refusals::{RefusalLog, Refused};
 use super::Peer;
+use crate::server::connections::ConnectionShares;
+use crate::server::Level;
 
 /// At most one warning about refused connections and cut-off requests per this interval; the
 /// warning counts every refusal since the previous one.
@@ -34,13 +36,22 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Clients are told apart by their **socket peer** only: [`serve()`] knows nothing of trusted
 /// proxies, so behind a reverse proxy every connection comes from the proxy's address and
 /// counts against one client's cap. There, set `max_connections_per_client` to
-/// `max_connections` and bound connections per client in the proxy.
+/// `max_connections` (the prefix shares are never below it) and bound connections per client
+/// in the proxy.
+///
+/// Besides its own cap, a client shares the slots of each coarser prefix around it
+/// (`ipv4_prefix_shares`, `ipv6_prefix_shares`; the decision is the core's
+/// [`ConnectionShares`]): by default an IPv4 /24 holds at most 128 connections, an IPv6 /56
+/// (one home) 64, a /48 128 and a /32 256, so that many /64s of one home or site cannot take
+/// every connection.
 ///
 /// ```
 /// use std::time::Duration;
 /// use lanlink::http::ServeConfig;
+/// use lanlink::server::Level;
 /// let config = ServeConfig {
 ///     max_connections_per_client: 8,
+///     ipv6_prefix_shares: vec![Level { prefix: 56, threshold: 16 }],
 ///     request_timeout: Duration::from_secs(5),
 ///     ..ServeConfig::default()
 /// };
@@ -54,6 +65,13 @@ pub struct ServeConfig {
     /// IPv4-mapped IPv6 address counts as its IPv4 address) — of the socket peer; further ones
     /// from it are closed at once (default 32). So one client cannot take every connection.
     pub max_connections_per_client: usize,
+    /// Connections served at once for each coarser IPv4 prefix of the socket peer, shared by
+    /// all its clients; further ones are closed at once (default: a /24 128). A share below
+    /// `max_connections_per_client` counts as that. See [`ConnectionShares`].
+    pub ipv4_prefix_shares: Vec<Level>,
+    /// The same for IPv6 prefixes coarser than the client's /64 (default: a /56, one home's
+    /// block, 64; a /48 128; a /32 256).
+    pub ipv6_prefix_shares: Vec<Level>,
     /// Time allowed to send a request's headers (default 10 s): stops slow-header clients.
     pub header_read_timeout: Duration,
     /// Time allowed, from a request's first byte, for its headers **and** its body to arrive
@@ -67,9 +85,12 @@ pub struct ServeConfig {
 
 impl Default for ServeConfig {
     fn default() -> Self {
+        let shares = ConnectionShares::default();
         Self {
             max_connections: 512,
-            max_connections_per_client: 32,
+            max_connections_per_client: shares.per_client,
+            ipv4_prefix_shares: shares.ipv4,
+            ipv6_prefix_shares: shares.ipv6,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             connection_timeout: Duration::from_secs(60),
@@ -85,16 +106,25 @@ impl Refusals {
         crate::lock_unpoisoned(&self.0)
     }
 
-    fn refused(&self, refused: Refused, client: ClientGroup) {
+    fn refused(&self, refused: Refused, client: ClientGroup, prefix: Option<ipnet::IpNet>) {
         let due = self.log().record(Instant::now(), refused);
-        if let Some(counts) = due {
-            tracing::warn!(
+        let Some(counts) = due else { return };
+        match prefix {
+            Some(prefix) => tracing::warn!(
+                %client,
+                %prefix,
+                since_last_warning = %counts,
+                "{}; refusals are logged at most once per {:?}",
+                refused.reason(),
+                REFUSAL_LOG_INTERVAL
+            ),
+            None => tracing::warn!(
                 %client,
                 since_last_warning = %counts,
                 "{}; refusals are logged at most once per {:?}",
                 refused.reason(),
                 REFUSAL_LOG_INTERVAL
-            );
+            ),
         }
     }
 
@@ -110,9 +140,11 @@ impl Refusals {
 /// peer as a [`Peer`] extension. Malformed, oversized, slow or truncated requests cost the
 /// server one connection each, within the limits of `config`; none stops the loop.
 ///
-/// The limits: at most `max_connections` connections, and at most
-/// `max_connections_per_client` from one client (IPv4 address or IPv6 /64 of the socket peer;
-/// see [`ServeConfig`] about proxies) — extra connections are closed unanswered; headers within
+/// The limits: at most `max_connections` connections, at most `max_connections_per_client`
+/// from one client (IPv4 address or IPv6 /64 of the socket peer; see [`ServeConfig`] about
+/// proxies), and at most each prefix share from the clients of a coarser prefix (an IPv6 /56,
+/// /48, /32, an IPv4 /24; counted and given back in one step per connection) — extra
+/// connections are closed unanswered; headers within
 /// `header_read_timeout`; a whole request (headers and body) within `request_timeout` of its
 /// first byte; a connection for at most `connection_timeout`. Refusals are logged as warnings
 /// at most once per [`REFUSAL_LOG_INTERVAL`], each with the count of refusals it covers, so a
@@ -132,7 +164,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let clients = ClientSlots::new(config.max_connections_per_client);
+    let clients = ClientSlots::new(ConnectionShares {
+        per_client: config.max_connections_per_client,
+        ipv4: config.ipv4_prefix_shares.clone(),
+        ipv6: config.ipv6_prefix_shares.clone(),
+    });
     let refusals = Arc::new(Refusals(Mutex::new(RefusalLog::new(REFUSAL_LOG_INTERVAL))));
     tokio::pin!(shutdown);
     loop {
@@ -151,14 +187,22 @@ pub async fn serve(
         refusals.flush();
         let group = ClientGroup::of(peer.ip());
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            refusals.refused(Refused::Total, group);
+            refusals.refused(Refused::Total, group, None);
             drop(stream);
             continue;
         };
-        let Some(slot) = clients.try_take(group) else {
-            refusals.refused(Refused::PerClient, group);
-            drop((stream, permit));
-            continue;
+        let slot = match clients.try_take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                match full {
+                    Full::Client => refusals.refused(Refused::PerClient, group, None),
+                    Full::Prefix(prefix) => {
+                        refusals.refused(Refused::PerPrefix, group, Some(prefix));
+                    }
+                }
+                drop((stream, permit));
+                continue;
+            }
         };
         let router = router.clone();
         let config = config.clone();
@@ -196,7 +240,7 @@ async fn serve_connection(
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                refusals.refused(Refused::Deadline, group);
+                refusals.refused(Refused::Deadline, group, None);
             }
             Ok::<_, Infallible>(response)
         }

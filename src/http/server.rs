@@ -9,7 +9,10 @@
 //! | `GET {prefix}/link/{instance_id}` | user | `200` [`LinkStatusReply`](crate::wire::LinkStatusReply) |
 //! | `POST {prefix}/codes` | user | `201` [`CodeReply`](crate::wire::CodeReply) |
 //!
-//! User routes need the [`Authenticator`]'s account (`401 unauthorized` otherwise). The client
+//! User routes need the [`Authenticator`]'s account (`401 unauthorized` otherwise). The
+//! state-changing ones (`POST …/link`, `POST …/codes`) first apply the cross-site rule
+//! ([`server::cross_site`](crate::server::cross_site)): `403 bad_origin` for an `Origin` that is not allowed, `415
+//! unsupported_media_type` for a body not declared `application/json`. The client
 //! address is resolved by the server's configured resolver from the socket peer ([`Peer`]) and
 //! the forwarding headers.
 //!
@@ -30,13 +33,14 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 
 use super::{
-    error_response, header_lines, json_response, read_body, status_of, wire_error_response,
-    Authenticator, Peer, MAX_BODY_BYTES,
+    cross_site, error_response, header_lines, json_response, read_body, status_of,
+    wire_error_response, Authenticator, Peer, MAX_BODY_BYTES,
 };
 use crate::addr::ForwardedHeaders;
 use crate::error::Refusal;
 use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
+use crate::server::cross_site::UserRoute;
 use crate::server::{PendingLink, Redeemed, Server, Service};
 use crate::wire::{self, LinkRequest, RedeemRequest, MAX_MESSAGE_BYTES};
 
@@ -58,6 +62,8 @@ enum Backend {
 struct App {
     backend: Backend,
     auth: Arc<dyn Authenticator>,
+    /// The server's [`ServerConfig::allowed_origins`](crate::server::ServerConfig::allowed_origins).
+    allowed_origins: Vec<String>,
 }
 
 /// The server's routes under `prefix` (e.g. [`super::DEFAULT_PREFIX`]).
@@ -92,7 +98,15 @@ pub fn service_router(service: Arc<Service>, auth: Arc<dyn Authenticator>, prefi
 }
 
 fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
-    let app = Arc::new(App { backend, auth });
+    let allowed_origins = match &backend {
+        Backend::Local(server) => lock(server).config().allowed_origins().to_vec(),
+        Backend::Shared(service) => service.config().allowed_origins().to_vec(),
+    };
+    let app = Arc::new(App {
+        backend,
+        auth,
+        allowed_origins,
+    });
     let prefix = prefix.trim_end_matches('/');
     Router::new()
         .route(&format!("{prefix}/agent/announce"), post(announce))
@@ -248,6 +262,13 @@ fn log_events(server: &mut Server) {
     }
 }
 
+/// The cross-site rule of a state-changing user route
+/// ([`check`](crate::server::cross_site::check)), checked before
+/// the request reaches the host's [`Authenticator`].
+fn same_site(app: &App, parts: &Parts, route: UserRoute) -> Result<(), Response<Body>> {
+    cross_site(parts, route, &app.allowed_origins).map_err(|refusal| refusal_response(&refusal))
+}
+
 async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
     app.auth.authenticate(parts).await.map_err(|rejection| {
         rejection.into_response(|| error_response(StatusCode::UNAUTHORIZED, "unauthorized"))
@@ -375,6 +396,7 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
     answer(
         async {
             let (parts, body) = request.into_parts();
+            same_site(&app, &parts, UserRoute::WithBody)?;
             let account = account(&app, &parts).await?;
             let name = app.auth.display_name(&parts, &account).await;
             let caller = Caller::from_parts(&parts)?;
@@ -448,6 +470,7 @@ async fn codes(State(app): State<Arc<App>>, request: Request) -> Response<Body> 
     answer(
         async {
             let (parts, _) = request.into_parts();
+            same_site(&app, &parts, UserRoute::Bodyless)?;
             let account = account(&app, &parts).await?;
             Ok(match &app.backend {
                 Backend::Local(server) => call(server, StatusCode::CREATED, |server, now| {

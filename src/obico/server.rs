@@ -7,14 +7,17 @@
 //! | `POST`, `GET /api/v1/octo/verify/?code=…` (and older OctoPrint-Obico's `/api/v1/onetimeverificationcodes/verify/`) | agent | `200` Obico's verified code record (`id`, `printer` with `auth_token`, `code`, `expired_at`, `verified_at`) | `404` invalid code, `429` locked out (with a `message` and `Retry-After`), `502`, `503` |
 //! | `GET /api/v1/octo/printer/` with `Authorization: Token …` | linked agent | `200 {"printer": {...}, "user": {...}}` | `401 invalid_token`, `503` |
 //! | `GET /api/v1/printer_discovery/` | user | `200 [{"device_id", "host_or_ip", "port", …}]` | `401`, `403` |
-//! | `POST /api/v1/printer_discovery/` | user | `200 {"queued": true}` | `400`, `401`, `403`, `404`, `409`, `429` |
-//! | `POST /api/v1/one_time_passcodes/` | user | `200 {"detail": "OK"}` | `400`, `401`, `404`, `429` |
+//! | `POST /api/v1/printer_discovery/` | user | `200 {"queued": true}` | `400`, `401`, `403`, `404`, `409`, `415`, `429` |
+//! | `POST /api/v1/one_time_passcodes/` | user | `200 {"detail": "OK"}` | `400`, `401`, `403`, `404`, `415`, `429` |
 //! | any other `/api/v1/...` path | | | `404 not_found`, `405 method_not_allowed` |
 //!
 //! Every refusal is `{"detail": "<code>"}` with the core's stable codes (Obico's error shape),
 //! except Obico's own `{"<field>": "missing param"}` for a missing field. Bodies are JSON of at
 //! most [`MAX_BODY_BYTES`]; unknown fields are ignored (the agents send more than the server
-//! keeps). The routes can be merged with the core's ([`crate::http::server::router`]) to serve
+//! keeps). The user `POST`s apply the core's cross-site rule first
+//! ([`server::cross_site`](crate::server::cross_site)): `403 {"detail": "bad_origin"}` for an
+//! `Origin` that is not allowed, `415 {"detail": "unsupported_media_type"}` for a body not
+//! declared `application/json` (Obico's web app sends JSON). The routes can be merged with the core's ([`crate::http::server::router`]) to serve
 //! both profiles on one server.
 
 // Handlers return a ready refusal `Response` as their error, as `crate::http` does.
@@ -41,9 +44,12 @@ use crate::addr::ForwardedHeaders;
 use crate::code::LinkCode;
 use crate::error::Refusal;
 use crate::http::server::{lock, peer_of, SharedServer};
-use crate::http::{header_lines, json_response, read_body, Authenticator, MAX_BODY_BYTES};
+use crate::http::{
+    cross_site, header_lines, json_response, read_body, Authenticator, MAX_BODY_BYTES,
+};
 use crate::id::AccountId;
 use crate::secret::LocalSecret;
+use crate::server::cross_site::UserRoute;
 use crate::server::record::ObicoInfo;
 use crate::server::{HookError, LinkHook, Service};
 use crate::wire::{limits, DeviceInfo};
@@ -72,6 +78,8 @@ struct App {
     auth: Arc<dyn Authenticator>,
     tokens: Arc<dyn PrinterTokens>,
     obico: ObicoConfig,
+    /// The server's [`ServerConfig::allowed_origins`](crate::server::ServerConfig::allowed_origins).
+    allowed_origins: Vec<String>,
 }
 
 /// The Obico routes over `server`, recognising linked printers in memory ([`MemoryTokens`]).
@@ -136,11 +144,16 @@ fn routes(
     tokens: Arc<dyn PrinterTokens>,
 ) -> Result<Router, crate::ConfigError> {
     obico.validate()?;
+    let allowed_origins = match &backend {
+        Backend::Local(server) => lock(server).config().allowed_origins().to_vec(),
+        Backend::Shared(service) => service.config().allowed_origins().to_vec(),
+    };
     let app = Arc::new(App {
         backend,
         auth,
         tokens,
         obico,
+        allowed_origins,
     });
     Ok(Router::new()
         .route(UNLINKED_PATH, post(unlinked))
@@ -322,6 +335,13 @@ macro_rules! call {
             Backend::Shared(service) => service.$method(wall_now(), $($arg),*).await,
         }
     };
+}
+
+/// The cross-site rule of a state-changing user route
+/// ([`check`](crate::server::cross_site::check)), in Obico's shape, checked before the request
+/// reaches the host's [`Authenticator`].
+fn same_site(app: &App, parts: &Parts) -> Result<(), Response<Body>> {
+    cross_site(parts, UserRoute::WithBody, &app.allowed_origins).map_err(|r| refusal(&r))
 }
 
 async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
@@ -659,6 +679,7 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
     answer(
         async {
             let (parts, body_in) = request.into_parts();
+            same_site(&app, &parts)?;
             let account = account(&app, &parts).await?;
             let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
             let mut map = object(body_in).await?;
@@ -704,6 +725,7 @@ async fn claim(State(app): State<Arc<App>>, request: Request) -> Response<Body> 
     answer(
         async {
             let (parts, body_in) = request.into_parts();
+            same_site(&app, &parts)?;
             let account = account(&app, &parts).await?;
             let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
             let mut map = object(body_in).await?;

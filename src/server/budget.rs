@@ -316,7 +316,9 @@ impl CounterRecord {
 }
 
 /// One level of a network's guessing budget: the prefix length and how many wrong guesses its
-/// prefix may make per window.
+/// prefix may make per window. The same levels share connections among prefixes
+/// ([`ConnectionShares`](super::connections::ConnectionShares)), where the threshold is how
+/// many connections the prefix may hold at once.
 ///
 /// ```
 /// use lanlink::server::Level;
@@ -327,7 +329,8 @@ impl CounterRecord {
 pub struct Level {
     /// The prefix length (IPv4 0..=32, IPv6 0..=128).
     pub prefix: u8,
-    /// Wrong guesses admitted per window (at least 1).
+    /// Wrong guesses admitted per window (at least 1); for a connection share, connections
+    /// open at once.
     pub threshold: u32,
 }
 

@@ -19,6 +19,8 @@
 //! ```
 
 pub mod budget;
+pub mod connections;
+pub mod cross_site;
 pub mod hook;
 #[cfg(feature = "obico")]
 mod obico;
@@ -85,6 +87,7 @@ pub struct ServerConfig {
     pub(crate) code_format: CodeFormat,
     pub(crate) resolver: ClientAddrResolver,
     pub(crate) shared: SharedNetworkPolicy,
+    pub(crate) allowed_origins: Vec<String>,
     error: Option<ConfigError>,
 }
 
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             code_format: CodeFormat::default(),
             resolver: ClientAddrResolver::default(),
             shared: SharedNetworkPolicy::default(),
+            allowed_origins: Vec::new(),
             error: None,
         }
     }
@@ -292,6 +296,35 @@ impl ServerConfig {
     pub fn shared_network(mut self, policy: SharedNetworkPolicy) -> Self {
         self.shared = policy;
         self
+    }
+
+    /// Accepts state-changing user requests (`POST {prefix}/link`, `POST {prefix}/codes`, the
+    /// Obico profile's user `POST`s) carrying `Origin: origin`, e.g. `"https://cloud.example"`:
+    /// the web origins of the pages that call the user routes. Once any is configured, only
+    /// these are accepted; with none (the default) only the origin of the request's own `Host`
+    /// is (see [`cross_site`]). Configure the page's origin when a proxy rewrites `Host`, or the
+    /// page lives on another origin (which then also needs CORS from the host). An origin that
+    /// is not `http://` or `https://` with a host and an optional port is
+    /// [`ConfigError::HostOrOrigin`].
+    ///
+    /// ```
+    /// use lanlink::server::ServerConfig;
+    /// let config = ServerConfig::default().allow_origin("https://Cloud.Example");
+    /// assert_eq!(config.allowed_origins(), ["https://cloud.example"]);
+    /// assert!(ServerConfig::default().allow_origin("cloud.example").validate().is_err());
+    /// ```
+    pub fn allow_origin(mut self, origin: &str) -> Self {
+        if !cross_site::valid_origin(origin) {
+            self.error = self.error.or(Some(ConfigError::HostOrOrigin));
+        }
+        self.allowed_origins
+            .push(origin.trim().to_ascii_lowercase());
+        self
+    }
+
+    /// The origins configured with [`ServerConfig::allow_origin`].
+    pub fn allowed_origins(&self) -> &[String] {
+        &self.allowed_origins
     }
 
     /// The shared-network policy.

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub(super) enum Refused {
     /// The peer's client group had `max_connections_per_client` open.
     PerClient,
+    /// A coarser prefix of the peer had its share open.
+    PerPrefix,
     /// `max_connections` were open.
     Total,
     /// The request was not complete by its deadline.
@@ -19,6 +21,7 @@ impl Refused {
     pub(super) fn reason(self) -> &'static str {
         match self {
             Self::PerClient => "per-client connection cap reached",
+            Self::PerPrefix => "a prefix's connection share reached",
             Self::Total => "connection cap reached",
             Self::Deadline => "request deadline passed",
         }
@@ -29,6 +32,7 @@ impl Refused {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Counts {
     pub(super) per_client: u64,
+    pub(super) per_prefix: u64,
     pub(super) total: u64,
     pub(super) deadline: u64,
 }
@@ -37,6 +41,7 @@ impl Counts {
     fn add(&mut self, refused: Refused) {
         let count = match refused {
             Refused::PerClient => &mut self.per_client,
+            Refused::PerPrefix => &mut self.per_prefix,
             Refused::Total => &mut self.total,
             Refused::Deadline => &mut self.deadline,
         };
@@ -52,8 +57,8 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "per_client={} total={} deadline={}",
-            self.per_client, self.total, self.deadline
+            "per_client={} per_prefix={} total={} deadline={}",
+            self.per_client, self.per_prefix, self.total, self.deadline
         )
     }
 }
@@ -124,7 +129,12 @@ mod tests {
         let mut warnings = 0;
         for i in 0..10_000u32 {
             let at = t0 + Duration::from_micros(u64::from(i) * 90);
-            let refused = [Refused::PerClient, Refused::Total, Refused::Deadline][i as usize % 3];
+            let refused = [
+                Refused::PerClient,
+                Refused::Total,
+                Refused::Deadline,
+                Refused::PerPrefix,
+            ][i as usize % 4];
             warnings += usize::from(log.record(at, refused).is_some());
         }
         assert_eq!(warnings, 0, "the flood lasted 0.9 s");
@@ -136,12 +146,16 @@ mod tests {
         assert_eq!(
             next,
             Counts {
-                per_client: 3334,
-                total: 3333,
-                deadline: 3334
+                per_client: 2500,
+                per_prefix: 2500,
+                total: 2500,
+                deadline: 2501
             }
         );
-        assert_eq!(next.to_string(), "per_client=3334 total=3333 deadline=3334");
+        assert_eq!(
+            next.to_string(),
+            "per_client=2500 per_prefix=2500 total=2500 deadline=2501"
+        );
         // Nothing left to report.
         assert_eq!(log.flush(t0 + 5 * SECOND), None);
     }
