@@ -74,13 +74,15 @@ const WORDS = Object.freeze({
   code_space_exhausted: "No code is available right now. Try again in a minute.",
   unresolvable_client: "The server could not tell which network you are on.",
   malformed: "The request was not understood.",
+  unsupported_media_type: "The page sent a request the server does not accept. Reload the page and try again.",
   // Agent refusals.
   not_discovering: "The device is not in linking mode (it may already be linked). Start linking on the device.",
   window_expired: "The device's linking time ran out. Start linking on the device again.",
   not_local: "This computer is not on the same local network as the device.",
   wrong_instance: "The device at that address is not the one you picked. Search again.",
   bad_host: "The device must be reached by its IP address.",
-  bad_origin: "The device does not accept linking from this website.",
+  // The agent's, and since the cross-site rule the server's user routes' too.
+  bad_origin: "Linking is not accepted from this website's address.",
   not_top_level: "The device's window must open on its own, not inside a page.",
   // This module's own.
   network: "The server did not answer. Check your connection and try again.",

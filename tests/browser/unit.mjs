@@ -153,7 +153,7 @@ test("acceptPopupMessage: only the agent's answer, from its window, for the inst
 });
 
 test("errors: words for every code, no secret", () => {
-  for (const code of ["unauthorized", "locked_out", "wrong_secret", "not_local", "bad_origin", "popup_blocked", "secret_unavailable"]) {
+  for (const code of ["unauthorized", "locked_out", "wrong_secret", "not_local", "bad_origin", "unsupported_media_type", "popup_blocked", "secret_unavailable"]) {
     const err = new LanlinkError(code, { status: 403 });
     assert.equal(err.code, code);
     assert.equal(err.message, describe(code));
