@@ -77,7 +77,7 @@ struct Session<'t> {
 }
 
 pub(crate) async fn run(target: &EndpointTarget) -> Report {
-    let mut rec = Recorder::new(ENDPOINT_CHECKS);
+    let mut rec = Recorder::new(ENDPOINT_CHECKS, &target.opted_out);
     let parsed = reqwest::Url::parse(&target.url)
         .map_err(|err| format!("bad URL {:?}: {err}", target.url))
         .and_then(|url| {

@@ -178,7 +178,9 @@ impl Report {
         self.checks.iter().find(|c| c.id == id)
     }
 
-    /// Whether no check failed (skipped checks do not fail a report; see [`Report::complete`]).
+    /// Whether no check failed. A check the kit could not make fails, unless the caller opted
+    /// out of it by name ([`ServerTarget::opt_out`], [`EndpointTarget::opt_out`]): only those
+    /// are skipped (see [`Report::complete`]).
     pub fn passed(&self) -> bool {
         !self.checks.iter().any(Check::failed)
     }
@@ -237,17 +239,26 @@ impl fmt::Display for Report {
 struct Recorder {
     catalog: &'static [CheckSpec],
     outcomes: Vec<(&'static str, Outcome)>,
+    /// The checks the caller opted out of by name: the only ones a report may leave unrun.
+    opted_out: Vec<String>,
 }
 
 /// A check's verdict before it is recorded: what was seen, as a pass or a failure.
 type Verdict = Result<String, String>;
 
 impl Recorder {
-    fn new(catalog: &'static [CheckSpec]) -> Self {
+    fn new(catalog: &'static [CheckSpec], opted_out: &[String]) -> Self {
         Self {
             catalog,
             outcomes: Vec::new(),
+            opted_out: opted_out.to_vec(),
         }
+    }
+
+    /// Whether the caller opted out of check `id` (it is then not run where it would cost time
+    /// or state, and an unrun one is not a failure).
+    fn opted_out(&self, id: &str) -> bool {
+        self.opted_out.iter().any(|out| out == id)
     }
 
     /// Records `outcome` for `id` (the first outcome recorded for a check stands).
@@ -287,6 +298,8 @@ impl Recorder {
         }
     }
 
+    /// The report, in catalog order. A check that could not be made is a failure, unless the
+    /// caller opted out of it by name: then it is skipped.
     fn finish(mut self) -> Report {
         let checks = self
             .catalog
@@ -297,6 +310,15 @@ impl Recorder {
                     None => Outcome::Skipped {
                         why: "not run: a step it depends on did not pass".to_owned(),
                     },
+                };
+                let outcome = match outcome {
+                    Outcome::Skipped { why } if self.opted_out(spec.id) => Outcome::Skipped {
+                        why: format!("opted out ({why})"),
+                    },
+                    Outcome::Skipped { why } => Outcome::Fail {
+                        got: format!("not run: {why} (opt out of it by name to accept that)"),
+                    },
+                    outcome => outcome,
                 };
                 Check {
                     id: spec.id,
@@ -335,9 +357,10 @@ pub struct ServerTarget {
     pub(crate) max_visible: usize,
     pub(crate) max_agents_per_network: usize,
     pub(crate) codes_per_account: usize,
-    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) request_timeout: Duration,
     pub(crate) own_rejection: bool,
     pub(crate) timeout: Duration,
+    pub(crate) opted_out: Vec<String>,
 }
 
 impl ServerTarget {
@@ -354,10 +377,31 @@ impl ServerTarget {
             max_visible: 1,
             max_agents_per_network: 16,
             codes_per_account: 5,
-            request_timeout: None,
+            request_timeout: Duration::from_secs(10),
             own_rejection: false,
             timeout: Duration::from_secs(10),
+            opted_out: Vec::new(),
         }
+    }
+
+    /// Accepts that check `id` (of [`SERVER_CHECKS`]) is not made: it is skipped, where without
+    /// this a check the kit cannot make is a failure. The kit does not run an opted-out check
+    /// that would cost time or leave state (`server.body.request_timeout` waits for the request
+    /// deadline; the second account's checks need [`second_account`](Self::second_account)).
+    /// An opted-out check that does run still passes or fails.
+    ///
+    /// ```
+    /// use lanlink::conformance::ServerTarget;
+    /// use lanlink::http::client::Credential;
+    /// let target = ServerTarget::new("http://127.0.0.1:8080", Credential::Bearer("alice-token".to_owned().into()))
+    ///     .opt_out("server.body.request_timeout")
+    ///     .opt_out("server.link_status.other_account")
+    ///     .opt_out("server.codes.mint_quota");
+    /// # let _ = target;
+    /// ```
+    pub fn opt_out(mut self, id: &str) -> Self {
+        self.opted_out.push(id.to_owned());
+        self
     }
 
     /// The route prefix (default `/lanlink/v1`).
@@ -405,11 +449,11 @@ impl ServerTarget {
         self
     }
 
-    /// The server's request deadline (10 s in the reference server): with it, the kit checks
-    /// that a body that does not arrive in time is answered `408 request_timeout` (the check
-    /// takes that long). Without it, the check is skipped.
+    /// The server's request deadline (default 10 s, `PROTOCOL.md`'s): the kit checks that a
+    /// body that does not arrive in time is answered `408 request_timeout`, which takes that
+    /// long. Opt out of `server.body.request_timeout` not to wait.
     pub fn request_timeout(mut self, deadline: Duration) -> Self {
-        self.request_timeout = Some(deadline);
+        self.request_timeout = deadline;
         self
     }
 
@@ -446,6 +490,7 @@ pub struct EndpointTarget {
     pub(crate) origin: String,
     pub(crate) host_name: Option<String>,
     pub(crate) timeout: Duration,
+    pub(crate) opted_out: Vec<String>,
 }
 
 impl EndpointTarget {
@@ -459,7 +504,16 @@ impl EndpointTarget {
             origin: origin.to_owned(),
             host_name: None,
             timeout: Duration::from_secs(10),
+            opted_out: Vec::new(),
         }
+    }
+
+    /// Accepts that check `id` (of [`ENDPOINT_CHECKS`]) is not made: it is skipped, where
+    /// without this a check the kit cannot make is a failure (e.g.
+    /// `endpoint.secret.host_name` without a [`host_name`](Self::host_name)).
+    pub fn opt_out(mut self, id: &str) -> Self {
+        self.opted_out.push(id.to_owned());
+        self
     }
 
     /// The route prefix (default `/lanlink/v1`).
@@ -469,7 +523,7 @@ impl EndpointTarget {
     }
 
     /// A host name the agent is configured to accept in `Host` (checked to be answered);
-    /// without one that check is skipped.
+    /// without one that check cannot be made (a failure, unless opted out).
     pub fn host_name(mut self, name: &str) -> Self {
         self.host_name = Some(name.to_owned());
         self

@@ -28,6 +28,7 @@ use crate::secret::{LocalSecret, PresenceKey};
 
 const CONVENTIONS: &str = "Conventions";
 const REFUSALS: &str = "Refusals";
+const WHO: &str = "Who is the client";
 const ANNOUNCE: &str = "`POST {prefix}/agent/announce`";
 const REDEEM: &str = "`POST {prefix}/agent/redeem`";
 const USER: &str = "The server, user-facing routes";
@@ -51,6 +52,9 @@ const fn spec(id: &'static str, section: &'static str, expects: &'static str) ->
 pub const SERVER_CHECKS: &[CheckSpec] = &[
     spec("server.not_found", REFUSALS, "404 not_found (JSON) for an unknown path under the prefix"),
     spec("server.method_not_allowed", REFUSALS, "405 method_not_allowed for GET on POST {prefix}/agent/announce"),
+    spec("server.method_not_allowed.allow", REFUSALS, "405 with an Allow header naming the route's methods: POST for GET on {prefix}/agent/announce, GET (and HEAD) for DELETE on {prefix}/discover"),
+    spec("server.discover.head", CONVENTIONS, "HEAD on GET {prefix}/discover, with the account: 200 with the GET's JSON headers and no body"),
+    spec("server.forwarded.non_utf8", WHO, "200 for a discovery carrying an X-Forwarded-For line that is not UTF-8 from a peer that is no trusted proxy (ignored like any forwarding header it sends)"),
     spec("server.http.garbled_request_line", REFUSALS, "a 4xx with an empty body (or the connection closed) for a request line that is not HTTP"),
     spec("server.http.headers_too_large", REFUSALS, "431 with an empty body for 256 KiB of headers (the limit is 64 KiB)"),
     spec("server.body.too_large", CONVENTIONS, "413 too_large for a 17 KiB body"),
@@ -207,7 +211,7 @@ pub(crate) async fn run(target: &ServerTarget) -> Report {
         Some(client) => Ok(client.clone()),
         None => default_client().map_err(|err| err.to_string()),
     };
-    let mut rec = Recorder::new(SERVER_CHECKS);
+    let mut rec = Recorder::new(SERVER_CHECKS, &target.opted_out);
     let client = match client {
         Ok(client) => client,
         Err(err) => {
@@ -296,6 +300,39 @@ impl Session<'_> {
         if let Some(origin) = origin {
             request = request.header(reqwest::header::ORIGIN, origin);
         }
+        self.read(request).await
+    }
+
+    /// A bodyless request with extra header lines (each value as bytes, or why it could not
+    /// be made).
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        who: As,
+        headers: &[(&str, Result<reqwest::header::HeaderValue, String>)],
+    ) -> Result<Reply, String> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .timeout(self.target.timeout);
+        let credential = match who {
+            As::Nobody => None,
+            As::User => Some(&self.target.credential),
+            As::Second => self.target.second.as_ref(),
+        };
+        if let Some(credential) = credential {
+            request = apply(credential, request);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value.clone()?);
+        }
+        self.read(request).await
+    }
+
+    /// Sends `request` and reads its answer (at most 1 MiB of body).
+    async fn read(&self, request: reqwest::RequestBuilder) -> Result<Reply, String> {
         let mut response = request
             .send()
             .await
@@ -429,9 +466,54 @@ impl Session<'_> {
             reply.and_then(|r| reply::refusal(&r, 404, "not_found")),
         );
         let reply = self.call("GET", "/agent/announce", As::Nobody, None).await;
+        let allow_post = reply
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| allows(r, &["POST"]));
         self.check(
             "server.method_not_allowed",
             reply.and_then(|r| reply::refusal(&r, 405, "method_not_allowed")),
+        );
+        let reply = self.call("DELETE", "/discover", As::User, None).await;
+        let allow_get = reply.and_then(|r| {
+            reply::refusal(&r, 405, "method_not_allowed")?;
+            allows(&r, &["GET"])
+        });
+        self.check(
+            "server.method_not_allowed.allow",
+            allow_post.and_then(|post| allow_get.map(|get| format!("{post}; {get}"))),
+        );
+        // HEAD: the GET's status and headers, no body.
+        let reply = self.call("HEAD", "/discover", As::User, None).await;
+        self.check(
+            "server.discover.head",
+            reply.and_then(|r| {
+                if r.status != 200 {
+                    return Err(r.summary());
+                }
+                reply::json_headers(&r)?;
+                if !r.body.is_empty() {
+                    return Err(format!("200 with a {}-byte body", r.body.len()));
+                }
+                Ok("200, JSON headers, no body".to_owned())
+            }),
+        );
+        // A forwarding line that is not text, from a peer that is no trusted proxy: ignored.
+        let reply = self
+            .call_with(
+                "GET",
+                "/discover",
+                As::User,
+                &[(
+                    "x-forwarded-for",
+                    reqwest::header::HeaderValue::from_bytes(b"203.0.113.\xff9")
+                        .map_err(|e| e.to_string()),
+                )],
+            )
+            .await;
+        self.check(
+            "server.forwarded.non_utf8",
+            reply.and_then(|r| reply::json_object(&r, 200).map(|_| "200".to_owned())),
         );
     }
 
@@ -507,14 +589,12 @@ impl Session<'_> {
             }),
         );
         // A body that never arrives.
-        let Some(deadline) = self.target.request_timeout else {
-            self.rec.skip(
-                "server.body.request_timeout",
-                "not asked for: give the server's request deadline (10 s in the reference \
-                 server) to wait for it",
-            );
+        if self.rec.opted_out("server.body.request_timeout") {
+            self.rec
+                .skip("server.body.request_timeout", "not waited for the deadline");
             return;
-        };
+        }
+        let deadline = self.target.request_timeout;
         let mut request = RawRequest::new("POST", format!("{path}/agent/redeem"))
             .header("host", authority.clone())
             .header("content-type", "application/json")
@@ -1279,5 +1359,28 @@ fn auth_token(reply: &Reply) -> Verdict {
             "200 without a 64-hex auth_token: {}",
             reply.excerpt()
         )),
+    }
+}
+
+/// Whether `reply`'s `Allow` header names every method of `methods` (tokens, any case).
+fn allows(reply: &Reply, methods: &[&str]) -> Verdict {
+    let allowed = reply.tokens("allow");
+    if allowed.is_empty() {
+        return Err(format!("{} without an Allow header", reply.status));
+    }
+    let missing: Vec<&str> = methods
+        .iter()
+        .filter(|m| !allowed.iter().any(|a| a.eq_ignore_ascii_case(m)))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        Ok(format!("{} Allow: {}", reply.status, allowed.join(", ")))
+    } else {
+        Err(format!(
+            "{} Allow: {} (without {})",
+            reply.status,
+            allowed.join(", "),
+            missing.join(", ")
+        ))
     }
 }
