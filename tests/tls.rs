@@ -6,7 +6,8 @@
 //! TLS stream (tokio-rustls, on the aws-lc-rs provider that reqwest's `rustls` feature uses too),
 //! with the TCP peer put in each request as [`Peer`], as `http::serve` does: the server sees the
 //! client's own address, not a proxy's. The linker fetches the agent's secret over plain HTTP
-//! from its local endpoint, as it always does.
+//! from its local endpoint, as it always does. The example agent and linker link the same way
+//! as processes, given the CA's file with `--ca-cert` (when cargo built them with `tls`).
 #![cfg(all(feature = "tls", feature = "http-server"))]
 
 use std::net::SocketAddr;
@@ -298,4 +299,158 @@ async fn a_client_that_does_not_trust_the_ca_is_refused_and_never_falls_back() {
 fn a_root_file_without_a_certificate_is_an_error() {
     assert!(default_client_with_roots(b"").is_err());
     assert!(default_client_with_roots(b"-----BEGIN CERTIFICATE-----\nnot base64\n").is_err());
+}
+
+// ───────────────────────────── the examples, as processes ─────────────────────────────
+
+/// The example `name` next to this test binary, if built.
+fn example(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+/// A child process, killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The example's stdout, line by line as JSON, on a channel.
+fn json_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let (send, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+            if send.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_agent_and_linker_link_over_https_with_ca_cert() {
+    use std::process::{Command, Stdio};
+    let (Some(agent_bin), Some(link_bin)) = (example("agent"), example("link")) else {
+        println!("SKIP: the agent and link examples are not built (cargo test --features tls)");
+        assert!(std::env::var("CI").is_err(), "CI builds the examples");
+        return;
+    };
+    let pki = make_pki();
+    let server = start_tls_server(&pki).await;
+    let base = format!("https://localhost:{}", server.addr.port());
+    let dir = std::env::temp_dir().join(format!("lanlink-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let token_file = dir.join("device.token");
+
+    let mut agent = Command::new(agent_bin)
+        .args([
+            "--server",
+            &base,
+            "--listen",
+            "127.0.0.1:0",
+            "--window",
+            "120",
+        ])
+        .arg("--ca-cert")
+        .arg(&ca_file)
+        .arg("--token-file")
+        .arg(&token_file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent example starts");
+    let lines = json_lines(&mut agent);
+    let mut agent = Killed(agent);
+    let next =
+        |lines: &std::sync::mpsc::Receiver<serde_json::Value>| lines.recv_timeout(LIMIT).ok();
+    // Its first line says where it listens, or it exited: built without `tls`?
+    let Some(first) = next(&lines) else {
+        let output = agent.0.wait_with_output_stderr();
+        if output.contains("needs the feature tls") && std::env::var("CI").is_err() {
+            println!("SKIP: the agent example was built without tls: {output}");
+            return;
+        }
+        panic!("the agent example said nothing: {output}");
+    };
+    assert!(first["listening"].is_string(), "{first}");
+    let discovering = next(&lines).expect("a second line");
+    assert_eq!(discovering["state"], "discovering", "{discovering}");
+    assert_eq!(discovering["event"], "discovery_started", "{discovering}");
+    let instance_id = discovering["instance_id"].as_str().unwrap().to_owned();
+
+    // The example linker, over HTTPS to the server and plain HTTP to the agent.
+    let linker = tokio::task::spawn_blocking({
+        let base = base.clone();
+        let ca_file = ca_file.clone();
+        move || {
+            Command::new(link_bin)
+                .args(["--server", &base, "--token", ALICE])
+                .arg("--ca-cert")
+                .arg(&ca_file)
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("the link example runs")
+        }
+    });
+    let linked = tokio::time::timeout(LIMIT, linker)
+        .await
+        .expect("the link example finishes in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&linked.stdout);
+    assert!(
+        linked.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&linked.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            r#""event":"linked","instance_id":"{instance_id}""#
+        )),
+        "{stdout}"
+    );
+    // The agent's last line: linked, its token written.
+    let last = loop {
+        let line = next(&lines).expect("the agent's linked line");
+        if line["state"] == "linked" {
+            break line;
+        }
+    };
+    assert_eq!(last["instance_id"], instance_id.as_str());
+    let status = agent.0.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().len(), 64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a child wrote on stderr, once it has exited.
+trait StderrOnExit {
+    fn wait_with_output_stderr(&mut self) -> String;
+}
+
+impl StderrOnExit for std::process::Child {
+    fn wait_with_output_stderr(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.wait();
+        let mut text = String::new();
+        if let Some(mut err) = self.stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
 }
