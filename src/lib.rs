@@ -141,16 +141,16 @@ pub use async_trait::async_trait;
 pub use chrono;
 pub use ipnet;
 pub use rand;
+/// The redis version of [`server::redis`]'s signatures (`RedisError`, the connection types);
+/// feature `redis`.
+#[cfg(feature = "redis")]
+pub use redis;
 /// The serde version behind the crate's `Serialize`/`Deserialize` types (the wire messages, the
 /// events).
 pub use serde;
 /// The zeroize version of the `Zeroizing` that secrets come back in (for example
 /// `wire::encode`'s bytes).
 pub use zeroize;
-/// The redis version of [`server::redis`]'s signatures (`RedisError`, the connection types);
-/// feature `redis`.
-#[cfg(feature = "redis")]
-pub use redis;
 
 /// The operating system's CSPRNG, as an RNG the state machines accept.
 ///

@@ -5,10 +5,11 @@
 //!
 //! Without the crate's feature `tls` the clients speak plain HTTP only: an `https://` server
 //! fails every request (it is never tried over plain HTTP). With `tls` they also speak HTTPS, over
-//! rustls (the aws-lc-rs provider) with the platform's verifier: the system's roots, plus any
-//! given to [`default_client_with_roots`] (a private cloud's CA, a test's). A client of your own
-//! (built with any of reqwest's TLS features) goes to `with_client`. Requests from a linker to a
-//! device's local endpoint are plain HTTP to a LAN address whatever the client.
+//! rustls with the platform's verifier: the system's roots, plus any given to
+//! `default_client_with_roots` (a private cloud's CA, a test's). The crypto provider is the
+//! process's default if the host installed one, else aws-lc-rs. A client of your own (built with
+//! any of reqwest's TLS features) goes to `with_client`. Requests from a linker to a device's
+//! local endpoint are plain HTTP to a LAN address whatever the client.
 
 use std::net::SocketAddr;
 use std::time::Duration;
