@@ -4,9 +4,15 @@
 //! cargo run --example agent -- --server http://127.0.0.1:8080 --listen 127.0.0.1:0
 //! ```
 //!
-//! Prints on stdout one JSON line once its local endpoint listens, then one per state change:
-//! first its `instance_id`, last `linked` (with the token file's path) or the reason discovery
-//! stopped. A manual code can be given with `--code`, or typed on stdin. Logs go to stderr.
+//! Prints on stdout one JSON line once its local endpoint listens, then one per event: the
+//! event's own JSON (`lanlink::event::AgentEvent`'s shape, tagged by `event`) with a `state` key
+//! (`discovering` with its `instance_id` first, last `linked` with the token file's path, or
+//! `stopped` with the reason). A manual code can be given with `--code`, or typed on stdin. Logs
+//! go to stderr.
+//!
+//! An `https://` server needs the feature `tls` (`cargo run --example agent --features tls --
+//! --server https://cloud.example`); `--ca-cert ca.pem` trusts a private CA besides the system's
+//! roots. Without the feature an `https://` URL is an error. The local endpoint is plain HTTP.
 //!
 //! With `--confirm approve` or `--confirm compare` (revision 1.4) a link waits for the owner:
 //! the agent prints a `confirmation_requested` line (the account's name and, under `compare`,
@@ -41,9 +47,13 @@ use serde_json::json;
 #[derive(Parser, Debug)]
 #[command(about = "Runs a lanlink agent: announces, serves its secret on the LAN, links")]
 struct Args {
-    /// The server's base URL.
+    /// The server's base URL (`https://` needs the feature `tls`).
     #[arg(long)]
     server: String,
+    /// A PEM file of root certificates to trust for the server besides the system's (a private
+    /// cloud's CA); feature `tls`.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     /// The server's base URL over the other address family (dual stack: e.g. `--server
     /// http://203.0.113.1 --also-server http://[2001:db8::1]`): the agent announces over both
     /// at once (`lanlink::dual::DualStack`), so a browser on either family finds it.
@@ -104,65 +114,73 @@ struct Args {
     auto_approve: bool,
 }
 
+/// An event as this example prints it: the event's own JSON (`AgentEvent`'s `Serialize`, tagged
+/// by `event`), plus the `state` key the example has always printed (`discovering` and
+/// `redeeming` for `discovery_started` and `redeem_started`, else the event's name) and, where it
+/// helps a person, a `message`.
 fn event_json(event: &AgentEvent) -> serde_json::Value {
-    match event {
-        AgentEvent::DiscoveryStarted { instance_id, .. } => {
-            json!({ "state": "discovering", "instance_id": instance_id })
-        }
-        AgentEvent::SecretServed { client } => {
-            json!({ "state": "secret_served", "client": client })
-        }
-        AgentEvent::SecretRefused { peer, reason } => {
-            json!({ "state": "secret_refused", "peer": peer, "reason": reason.code() })
-        }
-        AgentEvent::SecretVerified => json!({ "state": "secret_verified" }),
+    let mut line = serde_json::to_value(event).unwrap_or_else(|_| json!({ "event": event.name() }));
+    let state = match event {
+        AgentEvent::DiscoveryStarted { .. } => "discovering",
+        AgentEvent::RedeemStarted { .. } => "redeeming",
+        other => other.name(),
+    };
+    let message = match event {
         AgentEvent::ConfirmationRequested {
             display_name,
-            short_code,
+            short_code: Some(code),
             ..
-        } => {
-            let message = match short_code {
-                Some(code) => format!(
-                    "{display_name} wants to link this device. If the linking page shows {code}, type approve; otherwise type refuse."
-                ),
-                None => format!(
-                    "{display_name} wants to link this device. Type approve if that is you, otherwise refuse."
-                ),
-            };
-            json!({
-                "state": "confirmation_requested",
-                "display_name": display_name.as_str(),
-                "short_code": short_code.map(|c| c.to_string()),
-                "message": message,
-            })
-        }
-        AgentEvent::MessageRejected { reason } => {
-            json!({ "state": "message_rejected", "reason": format!("{reason:?}") })
-        }
-        AgentEvent::RedeemStarted { manual } => json!({ "state": "redeeming", "manual": manual }),
-        AgentEvent::RedeemDeferred { reason } => {
-            json!({ "state": "redeem_deferred", "reason": reason.code() })
-        }
-        AgentEvent::Linked { instance_id } => {
-            json!({ "state": "linked", "instance_id": instance_id })
-        }
-        AgentEvent::Stopped { reason } => {
-            json!({ "state": "stopped", "reason": format!("{reason:?}") })
-        }
+        } => Some(format!(
+            "{display_name} wants to link this device. If the linking page shows {code}, type approve; otherwise type refuse."
+        )),
+        AgentEvent::ConfirmationRequested { display_name, .. } => Some(format!(
+            "{display_name} wants to link this device. Type approve if that is you, otherwise refuse."
+        )),
+        // The server's view in plain words, for the device's user.
         AgentEvent::Visibility { visibility } => {
-            // The server's view in plain words, for the device's user.
-            let (visible, reason) = match visibility {
-                lanlink::wire::Visibility::Visible => (true, None),
-                lanlink::wire::Visibility::Hidden(reason) => (false, Some(reason.code())),
-            };
-            json!({
-                "state": "visibility",
-                "visible": visible,
-                "reason": reason,
-                "message": lanlink::agent::describe_visibility(*visibility),
-            })
+            Some(lanlink::agent::describe_visibility(*visibility).to_owned())
         }
-        other => json!({ "state": format!("{other:?}") }),
+        _ => None,
+    };
+    if let Some(fields) = line.as_object_mut() {
+        fields.insert("state".to_owned(), state.into());
+        if let Some(message) = message {
+            fields.insert("message".to_owned(), message.into());
+        }
+    }
+    line
+}
+
+/// The client for `server`: HTTPS needs the feature `tls` (with it, `ca_cert` is a PEM file of
+/// roots trusted besides the system's); without it an `https://` URL is refused here, never
+/// tried over plain HTTP.
+fn server_client(
+    server: &str,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<lanlink::http::reqwest::Client, Box<dyn std::error::Error>> {
+    #[cfg(feature = "tls")]
+    {
+        let _ = server;
+        Ok(match ca_cert {
+            Some(path) => http::client::default_client_with_roots(&std::fs::read(path)?)?,
+            None => http::client::default_client()?,
+        })
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        if server
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(format!(
+                "{server}: HTTPS needs the feature tls (cargo run --example agent --features tls)"
+            )
+            .into());
+        }
+        if ca_cert.is_some() {
+            return Err("--ca-cert needs the feature tls".into());
+        }
+        Ok(http::client::default_client()?)
     }
 }
 
@@ -176,6 +194,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    // The clients first: a server URL this build cannot reach is an error before anything runs.
+    let server_http = server_client(&args.server, args.ca_cert.as_deref())?;
+    let also_http = match &args.also_server {
+        Some(other) => Some(server_client(other, args.ca_cert.as_deref())?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let info = DeviceInfo::new(
@@ -263,8 +287,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
 
-    let transport =
-        HttpAgentClient::with_client(http::client::default_client()?, &args.server, &args.prefix);
+    let transport = HttpAgentClient::with_client(server_http, &args.server, &args.prefix);
     let auto_agent = Arc::clone(&agent);
     let on_event = |event: AgentEvent| {
         // The last line, `linked`, is printed below with the token file's path.
@@ -279,14 +302,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     };
-    let status = match &args.also_server {
-        None => run_agent(&agent, &transport, &DriverConfig::default(), on_event).await,
-        Some(other) => {
-            let other =
-                HttpAgentClient::with_client(http::client::default_client()?, other, &args.prefix);
+    let status = match (&args.also_server, also_http) {
+        (Some(other), Some(other_http)) => {
+            let other = HttpAgentClient::with_client(other_http, other, &args.prefix);
             let dual = lanlink::dual::DualStack::new(transport, other);
             run_agent(&agent, &dual, &DriverConfig::default(), on_event).await
         }
+        _ => run_agent(&agent, &transport, &DriverConfig::default(), on_event).await,
     };
     if status == AgentStatus::Linked {
         let path = args.token_file.unwrap_or_else(|| {
@@ -301,7 +323,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!(
             "{}",
-            json!({ "state": "linked", "instance_id": instance_id, "token_file": path })
+            json!({ "event": "linked", "state": "linked", "instance_id": instance_id, "token_file": path })
         );
         Ok(())
     } else {

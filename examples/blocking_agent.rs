@@ -186,7 +186,7 @@ fn run(args: Args) -> Result<AgentStatus, Box<dyn std::error::Error + Send + Syn
         }
         println!(
             "{}",
-            json!({ "state": "linked", "instance_id": instance_id, "token_file": path })
+            json!({ "event": "linked", "state": "linked", "instance_id": instance_id, "token_file": path })
         );
     }
     Ok(status)
@@ -286,39 +286,25 @@ fn print_events(agent: &mut Agent) {
     }
 }
 
-/// An event as `examples/agent.rs` prints it.
+/// An event as `examples/agent.rs` prints it: the event's own JSON (`AgentEvent`'s `Serialize`,
+/// tagged by `event`), plus the `state` key (`discovering` and `redeeming` for
+/// `discovery_started` and `redeem_started`, else the event's name) and, for the visibility, a
+/// `message` in plain words.
 fn event_json(event: &AgentEvent) -> serde_json::Value {
-    match event {
-        AgentEvent::DiscoveryStarted { instance_id, .. } => {
-            json!({ "state": "discovering", "instance_id": instance_id })
+    let mut line = serde_json::to_value(event).unwrap_or_else(|_| json!({ "event": event.name() }));
+    let state = match event {
+        AgentEvent::DiscoveryStarted { .. } => "discovering",
+        AgentEvent::RedeemStarted { .. } => "redeeming",
+        other => other.name(),
+    };
+    if let Some(fields) = line.as_object_mut() {
+        fields.insert("state".to_owned(), state.into());
+        if let AgentEvent::Visibility { visibility } = event {
+            let message = lanlink::agent::describe_visibility(*visibility);
+            fields.insert("message".to_owned(), message.into());
         }
-        AgentEvent::SecretServed { client } => {
-            json!({ "state": "secret_served", "client": client })
-        }
-        AgentEvent::SecretRefused { peer, reason } => {
-            json!({ "state": "secret_refused", "peer": peer, "reason": reason.code() })
-        }
-        AgentEvent::SecretVerified => json!({ "state": "secret_verified" }),
-        AgentEvent::MessageRejected { reason } => {
-            json!({ "state": "message_rejected", "reason": format!("{reason:?}") })
-        }
-        AgentEvent::RedeemStarted { manual } => json!({ "state": "redeeming", "manual": manual }),
-        AgentEvent::RedeemDeferred { reason } => {
-            json!({ "state": "redeem_deferred", "reason": reason.code() })
-        }
-        AgentEvent::Linked { instance_id } => {
-            json!({ "state": "linked", "instance_id": instance_id })
-        }
-        AgentEvent::Stopped { reason } => {
-            json!({ "state": "stopped", "reason": format!("{reason:?}") })
-        }
-        AgentEvent::Visibility { visibility } => json!({
-            "state": "visibility",
-            "visible": *visibility == lanlink::wire::Visibility::Visible,
-            "message": lanlink::agent::describe_visibility(*visibility),
-        }),
-        other => json!({ "state": format!("{other:?}") }),
     }
+    line
 }
 
 // ───────────────────────────── the server, over ureq ─────────────────────────────

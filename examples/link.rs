@@ -15,6 +15,11 @@
 //!
 //! With `--code` it only mints a manual code for the user to type into the agent. Prints JSON lines
 //! on stdout; exits 0 when linked (or the code was minted), 1 otherwise.
+//!
+//! An `https://` server needs the feature `tls` (`cargo run --example link --features tls --
+//! --server https://cloud.example --token TOKEN`); `--ca-cert ca.pem` trusts a private CA
+//! besides the system's roots. Without the feature an `https://` URL is an error. The agent's
+//! local endpoint is always asked over plain HTTP.
 
 use std::time::Instant;
 
@@ -31,9 +36,13 @@ use serde_json::json;
 #[derive(Parser, Debug)]
 #[command(about = "Discovers and links an agent, or mints a manual code with --code")]
 struct Args {
-    /// The server's base URL.
+    /// The server's base URL (`https://` needs the feature `tls`).
     #[arg(long)]
     server: String,
+    /// A PEM file of root certificates to trust for the server besides the system's (a private
+    /// cloud's CA); feature `tls`.
+    #[arg(long)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Your bearer token on the server.
     #[arg(long)]
     token: String,
@@ -63,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let client = HttpLinkerClient::with_client(
-        default_client()?,
+        server_client(&args.server, args.ca_cert.as_deref())?,
         &args.server,
         &args.prefix,
         &args.prefix,
@@ -138,11 +147,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// The client for `server`: HTTPS needs the feature `tls` (with it, `ca_cert` is a PEM file of
+/// roots trusted besides the system's); without it an `https://` URL is refused here, never
+/// tried over plain HTTP. Requests to the agent's local endpoint are plain HTTP either way.
+fn server_client(
+    server: &str,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<lanlink::http::reqwest::Client, Box<dyn std::error::Error>> {
+    #[cfg(feature = "tls")]
+    {
+        let _ = server;
+        Ok(match ca_cert {
+            Some(path) => lanlink::http::client::default_client_with_roots(&std::fs::read(path)?)?,
+            None => default_client()?,
+        })
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        if server
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(format!(
+                "{server}: HTTPS needs the feature tls (cargo run --example link --features tls)"
+            )
+            .into());
+        }
+        if ca_cert.is_some() {
+            return Err("--ca-cert needs the feature tls".into());
+        }
+        Ok(default_client()?)
+    }
+}
+
 /// Links an Obico agent (or claims a passcode) through the server's Obico routes.
 #[cfg(feature = "obico")]
 async fn link_obico(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     use lanlink::obico::linker::ObicoLinker;
-    let linker = ObicoLinker::new(&args.server, &args.token)?;
+    let client = server_client(&args.server, args.ca_cert.as_deref())?;
+    let linker = ObicoLinker::with_client(client, &args.server, &args.token);
     let result = match &args.passcode {
         Some(passcode) => linker
             .claim_passcode(passcode)

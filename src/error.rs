@@ -157,6 +157,24 @@ pub enum VerifyFailure {
     ConfirmationUnavailable,
 }
 
+impl VerifyFailure {
+    /// A stable snake_case code for logs and serialized events.
+    ///
+    /// ```
+    /// assert_eq!(lanlink::VerifyFailure::WrongSecret.code(), "wrong_secret");
+    /// ```
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotDiscovering => "not_discovering",
+            Self::Late => "late",
+            Self::WrongInstance => "wrong_instance",
+            Self::WrongSecret => "wrong_secret",
+            Self::BadDisplayName => "bad_display_name",
+            Self::ConfirmationUnavailable => "confirmation_unavailable",
+        }
+    }
+}
+
 /// Why the server refused a request. Refusals change no state other than the guessing budgets
 /// of the caller's network, where the variant says so ([`Refusal::counts_as_failure`]; see
 /// [`crate::server::budget`]).

@@ -35,7 +35,66 @@ pub enum StopReason {
     ConfirmationExpired,
 }
 
-/// What the agent decided.
+impl StopReason {
+    /// A stable snake_case code for logs and serialized events (the refusal or failure inside,
+    /// if any, has its own code).
+    ///
+    /// ```
+    /// use lanlink::event::StopReason;
+    /// assert_eq!(StopReason::WindowExpired.code(), "window_expired");
+    /// ```
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::WindowExpired => "window_expired",
+            Self::VerifyFailed(_) => "verify_failed",
+            Self::RedeemRefused(_) => "redeem_refused",
+            Self::AnnounceRefused(_) => "announce_refused",
+            Self::ServerUnreachable => "server_unreachable",
+            Self::Cancelled => "cancelled",
+            Self::ConfirmationRefused => "confirmation_refused",
+            Self::ConfirmationExpired => "confirmation_expired",
+        }
+    }
+}
+
+/// What the agent decided. Serializes to JSON for an audit log or a device's own UI: an object
+/// tagged by `event` (the variant's name in snake_case, [`AgentEvent::name`]), with addresses as
+/// text and refusals as their stable codes.
+///
+/// | `event` | its other keys |
+/// | --- | --- |
+/// | `discovery_started` | `instance_id` |
+/// | `secret_served` | `client` |
+/// | `secret_refused` | `peer`, `reason` ([`SecretRefusal::code`]) |
+/// | `visibility` | `visible` (`true` or `false`); when hidden, `reason` ([`HiddenReason`](crate::wire::HiddenReason), snake_case) |
+/// | `secret_verified` | none |
+/// | `confirmation_requested` | `display_name`; under `Compare`, `short_code` (six digits, `"012345"`) |
+/// | `message_rejected` | `reason` ([`VerifyFailure::code`]) |
+/// | `redeem_started` | `manual` |
+/// | `redeem_deferred` | `reason` ([`Refusal::code`]) |
+/// | `linked` | `instance_id` |
+/// | `stopped` | `reason` ([`StopReason::code`]); with `announce_refused` and `redeem_refused` also `refusal` ([`Refusal::code`]), with `verify_failed` also `failure` ([`VerifyFailure::code`]) |
+///
+/// No event holds the local secret, a link code or the auth token, so none serializes one. The
+/// short code is no secret: the linking page shows it too, for the owner to compare. The
+/// `deadline`s are monotonic [`Instant`]s, which mean nothing outside the process: they are not
+/// serialized (read them from the event). Later revisions may add events and keys; these keep
+/// their names.
+///
+/// ```
+/// use lanlink::event::{AgentEvent, StopReason};
+/// use lanlink::Refusal;
+/// let served = AgentEvent::SecretServed { client: "192.168.1.20".parse().unwrap() };
+/// assert_eq!(
+///     serde_json::to_string(&served).unwrap(),
+///     r#"{"event":"secret_served","client":"192.168.1.20"}"#,
+/// );
+/// let stopped = AgentEvent::Stopped { reason: StopReason::RedeemRefused(Refusal::UnknownCode) };
+/// assert_eq!(
+///     serde_json::to_string(&stopped).unwrap(),
+///     r#"{"event":"stopped","reason":"redeem_refused","refusal":"invalid_code"}"#,
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AgentEvent {
@@ -108,6 +167,86 @@ pub enum AgentEvent {
         /// Why.
         reason: StopReason,
     },
+}
+
+impl AgentEvent {
+    /// The event's stable name, its `event` key in JSON (`"discovery_started"`, `"linked"`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::DiscoveryStarted { .. } => "discovery_started",
+            Self::SecretServed { .. } => "secret_served",
+            Self::SecretRefused { .. } => "secret_refused",
+            Self::Visibility { .. } => "visibility",
+            Self::SecretVerified => "secret_verified",
+            Self::ConfirmationRequested { .. } => "confirmation_requested",
+            Self::MessageRejected { .. } => "message_rejected",
+            Self::RedeemStarted { .. } => "redeem_started",
+            Self::RedeemDeferred { .. } => "redeem_deferred",
+            Self::Linked { .. } => "linked",
+            Self::Stopped { .. } => "stopped",
+        }
+    }
+}
+
+/// The shape in [`AgentEvent`]'s docs. Written by hand: the `Instant`s are left out, codes stand
+/// for the reasons, and the visibility is spread over two keys.
+impl serde::Serialize for AgentEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("event", self.name())?;
+        match self {
+            // The deadline is a monotonic instant: not serialized.
+            Self::DiscoveryStarted {
+                instance_id,
+                deadline: _,
+            } => map.serialize_entry("instance_id", instance_id)?,
+            Self::SecretServed { client } => map.serialize_entry("client", client)?,
+            Self::SecretRefused { peer, reason } => {
+                map.serialize_entry("peer", peer)?;
+                map.serialize_entry("reason", reason.code())?;
+            }
+            Self::Visibility { visibility } => match visibility {
+                crate::wire::Visibility::Visible => map.serialize_entry("visible", &true)?,
+                crate::wire::Visibility::Hidden(reason) => {
+                    map.serialize_entry("visible", &false)?;
+                    map.serialize_entry("reason", reason)?;
+                }
+            },
+            Self::SecretVerified => {}
+            Self::ConfirmationRequested {
+                display_name,
+                short_code,
+                deadline: _,
+            } => {
+                map.serialize_entry("display_name", display_name.as_str())?;
+                if let Some(code) = short_code {
+                    map.serialize_entry("short_code", &code.digits())?;
+                }
+            }
+            Self::MessageRejected { reason } => map.serialize_entry("reason", reason.code())?,
+            Self::RedeemStarted { manual } => map.serialize_entry("manual", manual)?,
+            Self::RedeemDeferred { reason } => map.serialize_entry("reason", reason.code())?,
+            Self::Linked { instance_id } => map.serialize_entry("instance_id", instance_id)?,
+            Self::Stopped { reason } => {
+                map.serialize_entry("reason", reason.code())?;
+                match reason {
+                    StopReason::AnnounceRefused(refusal) | StopReason::RedeemRefused(refusal) => {
+                        map.serialize_entry("refusal", refusal.code())?;
+                    }
+                    StopReason::VerifyFailed(failure) => {
+                        map.serialize_entry("failure", failure.code())?;
+                    }
+                    StopReason::WindowExpired
+                    | StopReason::ServerUnreachable
+                    | StopReason::Cancelled
+                    | StopReason::ConfirmationRefused
+                    | StopReason::ConfirmationExpired => {}
+                }
+            }
+        }
+        map.end()
+    }
 }
 
 /// What the server decided. Serializes to JSON for an audit log, tagged by `event`, with
@@ -352,4 +491,183 @@ pub enum LinkerEvent {
         /// Why.
         reason: crate::linker::LinkerFailure,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{HiddenReason, Visibility};
+
+    /// One of each agent event, and the JSON it must read as. The match makes a new variant fail
+    /// to compile here until it has its line.
+    fn every_agent_event() -> Vec<(AgentEvent, String)> {
+        let id: InstanceId = "7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90".parse().unwrap();
+        let now = Instant::now();
+        let name = DisplayName::new("alice@example.com").unwrap();
+        let code = crate::confirm::short_code(
+            &id,
+            &crate::LocalSecret::from_bytes([7; 32]).commitment(&id),
+            &name,
+            &crate::confirm::ConfirmNonce::from_hex("00112233445566778899aabbccddeeff").unwrap(),
+        );
+        let short_code_json = format!(
+            r#"{{"event":"confirmation_requested","display_name":"alice@example.com","short_code":"{}"}}"#,
+            code.digits()
+        );
+        let events = vec![
+            (
+                AgentEvent::DiscoveryStarted {
+                    instance_id: id,
+                    deadline: now,
+                },
+                r#"{"event":"discovery_started","instance_id":"7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::SecretServed {
+                    client: "192.168.1.20".parse().unwrap(),
+                },
+                r#"{"event":"secret_served","client":"192.168.1.20"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::SecretRefused {
+                    peer: "fe80::1".parse().unwrap(),
+                    reason: SecretRefusal::BadOrigin,
+                },
+                r#"{"event":"secret_refused","peer":"fe80::1","reason":"bad_origin"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::Visibility {
+                    visibility: Visibility::Visible,
+                },
+                r#"{"event":"visibility","visible":true}"#.to_owned(),
+            ),
+            (
+                AgentEvent::Visibility {
+                    visibility: Visibility::Hidden(HiddenReason::TooManyAgents),
+                },
+                r#"{"event":"visibility","visible":false,"reason":"too_many_agents"}"#.to_owned(),
+            ),
+            (AgentEvent::SecretVerified, r#"{"event":"secret_verified"}"#.to_owned()),
+            (
+                AgentEvent::ConfirmationRequested {
+                    display_name: name.clone(),
+                    short_code: Some(code),
+                    deadline: now,
+                },
+                short_code_json,
+            ),
+            (
+                AgentEvent::ConfirmationRequested {
+                    display_name: name,
+                    short_code: None,
+                    deadline: now,
+                },
+                r#"{"event":"confirmation_requested","display_name":"alice@example.com"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::MessageRejected {
+                    reason: VerifyFailure::WrongSecret,
+                },
+                r#"{"event":"message_rejected","reason":"wrong_secret"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::RedeemStarted { manual: true },
+                r#"{"event":"redeem_started","manual":true}"#.to_owned(),
+            ),
+            (
+                AgentEvent::RedeemDeferred {
+                    reason: Refusal::UnknownCode,
+                },
+                r#"{"event":"redeem_deferred","reason":"invalid_code"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::Linked { instance_id: id },
+                r#"{"event":"linked","instance_id":"7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::Stopped {
+                    reason: StopReason::WindowExpired,
+                },
+                r#"{"event":"stopped","reason":"window_expired"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::Stopped {
+                    reason: StopReason::VerifyFailed(VerifyFailure::Late),
+                },
+                r#"{"event":"stopped","reason":"verify_failed","failure":"late"}"#.to_owned(),
+            ),
+            (
+                AgentEvent::Stopped {
+                    reason: StopReason::AnnounceRefused(Refusal::LockedOut),
+                },
+                r#"{"event":"stopped","reason":"announce_refused","refusal":"locked_out"}"#.to_owned(),
+            ),
+        ];
+        for (event, _) in &events {
+            match event {
+                AgentEvent::DiscoveryStarted { .. }
+                | AgentEvent::SecretServed { .. }
+                | AgentEvent::SecretRefused { .. }
+                | AgentEvent::Visibility { .. }
+                | AgentEvent::SecretVerified
+                | AgentEvent::ConfirmationRequested { .. }
+                | AgentEvent::MessageRejected { .. }
+                | AgentEvent::RedeemStarted { .. }
+                | AgentEvent::RedeemDeferred { .. }
+                | AgentEvent::Linked { .. }
+                | AgentEvent::Stopped { .. } => {}
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn every_agent_event_serializes_to_its_documented_shape() {
+        let events = every_agent_event();
+        let mut names = std::collections::BTreeSet::new();
+        for (event, expected) in &events {
+            let json = serde_json::to_string(event).unwrap();
+            assert_eq!(json, *expected);
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["event"], event.name());
+            // Never a deadline, a secret, a code or a token.
+            for key in value.as_object().unwrap().keys() {
+                assert!(
+                    [
+                        "event",
+                        "instance_id",
+                        "client",
+                        "peer",
+                        "reason",
+                        "visible",
+                        "display_name",
+                        "short_code",
+                        "manual",
+                        "refusal",
+                        "failure",
+                    ]
+                    .contains(&key.as_str()),
+                    "{key} in {json}"
+                );
+            }
+            names.insert(event.name());
+        }
+        assert_eq!(names.len(), 11, "one of each variant: {names:?}");
+    }
+
+    #[test]
+    fn every_stop_reason_has_its_own_code() {
+        let reasons = [
+            StopReason::WindowExpired,
+            StopReason::VerifyFailed(VerifyFailure::WrongSecret),
+            StopReason::RedeemRefused(Refusal::UnknownCode),
+            StopReason::AnnounceRefused(Refusal::LockedOut),
+            StopReason::ServerUnreachable,
+            StopReason::Cancelled,
+            StopReason::ConfirmationRefused,
+            StopReason::ConfirmationExpired,
+        ];
+        let codes: std::collections::BTreeSet<_> = reasons.iter().map(StopReason::code).collect();
+        assert_eq!(codes.len(), reasons.len());
+    }
 }

@@ -5,7 +5,9 @@
 //! The targets in `fuzz/fuzz_targets/` are one-line calls to these functions, so the harnesses are
 //! compiled and type-checked by ordinary builds (`cargo test --all-features`), as str0m does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+#[cfg(feature = "obico")]
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 

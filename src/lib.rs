@@ -65,10 +65,11 @@
 //!
 //! | feature | default | enables | public dependencies it exposes |
 //! | --- | --- | --- | --- |
-//! | (core) | always | everything not listed below | `chrono` 0.4, `ipnet` 2, `rand` 0.9, `async-trait` 0.1, re-exported as `lanlink::{chrono, ipnet, rand, async_trait}` |
+//! | (core) | always | everything not listed below | `chrono` 0.4 (with `now`: `lanlink::chrono::Utc::now()`), `ipnet` 2, `rand` 0.9, `async-trait` 0.1, `serde` 1, `zeroize` 1, re-exported as `lanlink::{chrono, ipnet, rand, async_trait, serde, zeroize}` |
 //! | `http` | on | `http-server` and `http-client` together | those of both halves |
 //! | `http-server` | via `http` | `http::{server, agent, web, serve, Authenticator, BearerTokens, status_of, …}`: the axum routers for the server, the agent's local endpoint and the linking page, the hardened serve loop; with `ticket`, `http::ticket`. Implies `tokio` | `axum` 0.8 and `http` 1 (`Router`, `request::Parts`, `Response`, `StatusCode`), re-exported as `lanlink::http::{axum, http}`; `tokio` 1 (`JoinHandle`) |
-//! | `http-client` | via `http` | `http::client`: the reqwest clients (`HttpAgentClient`, `HttpLinkerClient`, `Credential`) | `reqwest` 0.13 (`Client`, `header::HeaderName`), re-exported as `lanlink::http::reqwest` |
+//! | `http-client` | via `http` | `http::client`: the reqwest clients (`HttpAgentClient`, `HttpLinkerClient`, `Credential`), plain HTTP only | `reqwest` 0.13 (`Client`, `ClientBuilder`, `header::HeaderName`), re-exported as `lanlink::http::reqwest` |
+//! | `tls` | off | HTTPS for the `http-client` clients: reqwest's `rustls` (the aws-lc-rs provider, built with no system package; the platform's verifier), and `http::client::default_client_with_roots` to trust a private CA. Requests to devices stay plain HTTP. Implies `http-client` | those of `http-client` (`reqwest::Certificate`) |
 //! | `tokio` | via `http-server` | `driver`: the async drivers of the agent and the linker over the transport traits | `tokio` 1 (the drivers need a tokio runtime with the time driver) |
 //! | `redis` | off | `server::redis`: the store in Redis or a Redis Cluster, shared by many instances. Implies `tokio` | `redis` 1 (`RedisError`, `aio::ConnectionManager`, `ConnectionLike`), re-exported as `lanlink::redis` |
 //! | `ticket` | off | `ticket`: signed network tickets; with `http-server` their route, with `http-client` `HttpAgentClient::ticket` | none |
@@ -126,8 +127,17 @@ pub use wire::DeviceInfo;
 
 // The crates whose types appear in public signatures, re-exported so that an embedder names the
 // very versions the crate was built with (`lanlink::chrono::DateTime`, `lanlink::rand::CryptoRng`,
-// `#[lanlink::async_trait]` for the `Store` and transport traits).
+// `#[lanlink::async_trait]` for the `Store` and transport traits). `chrono` is built with its
+// `now` feature, so `lanlink::chrono::Utc::now()` is the wall clock the server's operations take
+// (not `clock`, which would add the local time zone's crates); `serde` for the events and wire
+// types that implement `Serialize`; `zeroize` for the `Zeroizing` that secrets come back in.
 pub use async_trait::async_trait;
+/// The chrono version of the server's times, with the wall clock (its `now` feature):
+///
+/// ```
+/// let now: lanlink::chrono::DateTime<lanlink::chrono::Utc> = lanlink::chrono::Utc::now();
+/// # let _ = now;
+/// ```
 pub use chrono;
 pub use ipnet;
 pub use rand;
@@ -135,6 +145,12 @@ pub use rand;
 /// feature `redis`.
 #[cfg(feature = "redis")]
 pub use redis;
+/// The serde version behind the crate's `Serialize`/`Deserialize` types (the wire messages, the
+/// events).
+pub use serde;
+/// The zeroize version of the `Zeroizing` that secrets come back in (for example
+/// `wire::encode`'s bytes).
+pub use zeroize;
 
 /// The operating system's CSPRNG, as an RNG the state machines accept.
 ///

@@ -452,7 +452,7 @@ fn discovery_that_ends_without_a_link_is_exit_status_1() {
     let lines = example.lines_until("stopped");
     assert_eq!(
         lines.last().unwrap()["reason"],
-        "WindowExpired",
+        "window_expired",
         "{lines:?}"
     );
     assert_eq!(example.wait().code(), Some(1));

@@ -1,6 +1,6 @@
-//! Server events serialize to JSON for an audit log, and no serialized event carries a secret,
-//! a presence key, a code or a token, whatever the flow (auto link, wrong guesses, manual code,
-//! lockout).
+//! Server and agent events serialize to JSON for an audit log, and no serialized event carries a
+//! secret, a presence key, a code or a token, whatever the flow (auto link, wrong guesses, manual
+//! code, lockout).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::event::ServerEvent;
@@ -130,4 +130,132 @@ fn every_server_event_serializes_without_secrets() {
     assert_eq!(value["reason"], "agent_not_found", "not on that network");
     assert_eq!(value["request"], "link");
     assert_eq!(value["network"], "198.51.100.9");
+}
+
+/// Everything `agent` has to say, drained.
+fn drain_agent(agent: &mut lanlink::agent::Agent, into: &mut Vec<lanlink::event::AgentEvent>) {
+    while let Some(event) = agent.poll_event() {
+        into.push(event);
+    }
+}
+
+#[test]
+fn agent_events_serialize_without_secrets_through_a_whole_link() {
+    use lanlink::agent::{Agent, AgentConfig, AgentTransmit, SecretRequest};
+    use lanlink::DeviceInfo;
+    use std::time::{Duration, Instant};
+
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let wall = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+    let start = Instant::now();
+    let home = "203.0.113.7".parse().unwrap();
+    let none = ForwardedHeaders::NONE;
+    let alice = AccountId::new("alice").unwrap();
+    let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default());
+    let mut agent = Agent::new(config.clone(), start, &mut rng).unwrap();
+    let mut events = Vec::new();
+    let mut forbidden = Vec::new();
+
+    // Announce; a linker on the LAN fetches the secret (and a wrong caller is refused).
+    let Some(AgentTransmit::Announce(announce)) = agent.poll_transmit(start) else {
+        panic!("the first announcement");
+    };
+    forbidden.push(announce.presence_key.to_hex().to_string());
+    let reply = server.handle_announce(wall, home, none, &announce).unwrap();
+    agent.handle_announce_reply(start, reply);
+    let id = agent.instance_id().to_string();
+    let request = |peer: &str| SecretRequest {
+        peer: peer.parse().unwrap(),
+        forwarded: ForwardedHeaders::NONE,
+        host: Some("192.168.1.50:8080"),
+        origin: None,
+        instance_id: &id,
+    };
+    assert!(agent
+        .handle_secret_request(start, &request("8.8.8.8"))
+        .is_err());
+    let secret = agent
+        .handle_secret_request(start, &request("192.168.1.20"))
+        .unwrap()
+        .local_secret;
+    forbidden.push(secret.to_hex().to_string());
+
+    // Link; the next announcement delivers the code; the agent verifies and redeems it.
+    let link = LinkRequest {
+        instance_id: agent.instance_id(),
+        local_secret: secret,
+        nonce: None,
+    };
+    server
+        .handle_link(wall, &mut rng, &alice, home, none, link)
+        .unwrap();
+    let later = start + Duration::from_secs(10);
+    let Some(AgentTransmit::Announce(announce)) = agent.poll_transmit(later) else {
+        panic!("the second announcement");
+    };
+    let reply = server.handle_announce(wall, home, none, &announce).unwrap();
+    if let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() {
+        forbidden.push(code.expose().to_owned());
+    }
+    agent.handle_announce_reply(later, reply);
+    let Some(AgentTransmit::Redeem(redeem)) = agent.poll_transmit(later) else {
+        panic!("the redemption");
+    };
+    let redeemed = server
+        .handle_redeem(wall, &mut rng, home, none, &redeem)
+        .unwrap();
+    forbidden.push(redeemed.reply.auth_token.to_hex().to_string());
+    agent
+        .handle_redeem_reply(later, Ok(redeemed.reply))
+        .unwrap();
+    drain_agent(&mut agent, &mut events);
+
+    // Another agent is given a manual code the server does not know: it stops.
+    let mut other = Agent::new(config, start, &mut rng).unwrap();
+    let typed = LinkCode::parse("wrong-code").unwrap();
+    forbidden.push(typed.expose().to_owned());
+    other.enter_code(start, typed).unwrap();
+    loop {
+        match other.poll_transmit(start) {
+            Some(AgentTransmit::Announce(announce)) => {
+                let reply = server.handle_announce(wall, home, none, &announce).unwrap();
+                other.handle_announce_reply(start, reply);
+            }
+            Some(AgentTransmit::Redeem(redeem)) => {
+                let refusal = server
+                    .handle_redeem(wall, &mut rng, home, none, &redeem)
+                    .unwrap_err();
+                other.handle_redeem_reply(start, Err(refusal)).unwrap();
+            }
+            _ => break,
+        }
+    }
+    drain_agent(&mut other, &mut events);
+
+    let mut names = std::collections::BTreeSet::new();
+    for event in &events {
+        let json = serde_json::to_string(event).unwrap();
+        for secret in &forbidden {
+            assert!(!json.contains(secret.as_str()), "{json} leaks a secret");
+        }
+        names.insert(event.name());
+    }
+    for name in [
+        "discovery_started",
+        "visibility",
+        "secret_refused",
+        "secret_served",
+        "secret_verified",
+        "redeem_started",
+        "linked",
+        "stopped",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    let stopped = serde_json::to_value(events.last().unwrap()).unwrap();
+    assert_eq!(
+        stopped,
+        serde_json::json!({ "event": "stopped", "reason": "redeem_refused", "refusal": "invalid_code" })
+    );
 }

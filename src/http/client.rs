@@ -1,9 +1,15 @@
 //! reqwest clients implementing the [`crate::transport`] traits over the routes of `PROTOCOL.md`.
 //!
 //! Replies are read with a size limit and decoded with [`crate::wire::decode`]; refusals come
-//! back as [`TransportError::Refused`] with the server's code. Redirects are not followed. The
-//! default client speaks plain HTTP; for HTTPS build a `reqwest::Client` with a TLS feature of
-//! your choice and pass it to `with_client`.
+//! back as [`TransportError::Refused`] with the server's code. Redirects are not followed.
+//!
+//! Without the crate's feature `tls` the clients speak plain HTTP only: an `https://` server
+//! fails every request (it is never tried over plain HTTP). With `tls` they also speak HTTPS, over
+//! rustls with the platform's verifier: the system's roots, plus any given to
+//! `default_client_with_roots` (a private cloud's CA, a test's). The crypto provider is the
+//! process's default if the host installed one, else aws-lc-rs. A client of your own (built with
+//! any of reqwest's TLS features) goes to `with_client`. Requests from a linker to a device's
+//! local endpoint are plain HTTP to a LAN address whatever the client.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,14 +30,56 @@ use crate::wire::{
     RedeemReply, RedeemRequest, SecretReply, MAX_MESSAGE_BYTES,
 };
 
-/// A reqwest client with the settings this module relies on: a 10 s timeout, no redirects, no
-/// proxy.
-pub fn default_client() -> Result<Client, TransportError> {
+/// The settings of [`default_client`] as a builder, for a client that needs more (a root
+/// certificate, default headers, a cookie store): a 10 s timeout (5 s to connect), no
+/// redirects, no proxy. Keep the redirect policy: a redirect would send a request (and its
+/// credential) to a host that no rule checked.
+///
+/// ```
+/// let client = lanlink::http::client::client_builder()
+///     .user_agent("my-device/1.0")
+///     .build()
+///     .unwrap();
+/// # let _ = client;
+/// ```
+pub fn client_builder() -> reqwest::ClientBuilder {
     Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
+}
+
+/// A reqwest client with the settings this module relies on ([`client_builder`]): a 10 s
+/// timeout, no redirects, no proxy. With feature `tls` it speaks HTTPS too, trusting the
+/// platform's roots.
+pub fn default_client() -> Result<Client, TransportError> {
+    client_builder()
+        .build()
+        .map_err(|err| TransportError::Unreachable(err.to_string()))
+}
+
+/// [`default_client`], trusting besides the platform's roots the certificates of `pem`, one PEM
+/// bundle (one or more `CERTIFICATE` blocks, such as a private CA's file); feature `tls`.
+///
+/// Fails with [`TransportError::Unreachable`] (no client, so no server can be reached) if `pem`
+/// holds no certificate or one that does not parse.
+///
+/// ```
+/// use lanlink::http::client::default_client_with_roots;
+/// assert!(default_client_with_roots(b"not a certificate").is_err());
+/// ```
+#[cfg(feature = "tls")]
+pub fn default_client_with_roots(pem: &[u8]) -> Result<Client, TransportError> {
+    let roots = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|err| TransportError::Unreachable(format!("root certificates: {err}")))?;
+    if roots.is_empty() {
+        return Err(TransportError::Unreachable(
+            "root certificates: no PEM certificate found".to_owned(),
+        ));
+    }
+    client_builder()
+        .tls_certs_merge(roots)
         .build()
         .map_err(|err| TransportError::Unreachable(err.to_string()))
 }
