@@ -21,6 +21,7 @@
 pub mod budget;
 pub mod connections;
 pub mod cross_site;
+pub mod endpoint;
 pub mod hook;
 #[cfg(feature = "obico")]
 mod obico;
