@@ -144,7 +144,10 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 fn serve(host: &Host, mut request: tiny_http::Request) {
     let deadline = Instant::now() + host.request_timeout;
     // Owned copies: the body is read through a mutable borrow of the request.
-    let (url, method) = (request.url().to_owned(), request.method().as_str().to_owned());
+    let (url, method) = (
+        request.url().to_owned(),
+        request.method().as_str().to_owned(),
+    );
     let target = endpoint::split_target(&url);
     let read = if endpoint::reads_body(&host.prefix, &method, target.path) {
         read_body(&mut request, deadline)

@@ -266,8 +266,7 @@ async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 display_name,
             };
             let handled =
-                endpoint::handle(backend, now, &mut rng, prefix, &request, body, Some(&user))
-                    .await;
+                endpoint::handle(backend, now, &mut rng, prefix, &request, body, Some(&user)).await;
             // With a user given, the core always answers.
             handled
                 .into_answer()

@@ -546,9 +546,7 @@ async fn announce(
         ),
         Backend::Shared(service) => reply(
             200,
-            service
-                .handle_announce(now, peer, headers, &announce)
-                .await,
+            service.handle_announce(now, peer, headers, &announce).await,
         ),
     })
 }
@@ -665,8 +663,13 @@ async fn user_route<R: CryptoRng + RngCore + Send + ?Sized>(
             match backend {
                 Backend::Local(server) => reply(
                     200,
-                    crate::lock_unpoisoned(server)
-                        .handle_link_status(now, account, peer, headers, &instance_id),
+                    crate::lock_unpoisoned(server).handle_link_status(
+                        now,
+                        account,
+                        peer,
+                        headers,
+                        &instance_id,
+                    ),
                 ),
                 Backend::Shared(service) => reply(
                     200,
@@ -724,11 +727,20 @@ mod tests {
         let route = |method, path| Route::of(p, method, path);
         assert_eq!(route("POST", "/lanlink/v1/agent/announce"), Route::Announce);
         assert_eq!(route("HEAD", "/lanlink/v1/discover"), Route::Discover);
-        assert_eq!(route("OPTIONS", "/lanlink/v1/discover"), Route::NotAllowed("GET,HEAD"));
+        assert_eq!(
+            route("OPTIONS", "/lanlink/v1/discover"),
+            Route::NotAllowed("GET,HEAD")
+        );
         assert_eq!(route("GET", "/lanlink/v1/codes"), Route::NotAllowed("POST"));
-        assert_eq!(route("get", "/lanlink/v1/discover"), Route::NotAllowed("GET,HEAD"));
+        assert_eq!(
+            route("get", "/lanlink/v1/discover"),
+            Route::NotAllowed("GET,HEAD")
+        );
         assert_eq!(route("GET", "/lanlink/v1/link/x"), Route::LinkStatus("x"));
-        assert_eq!(route("PUT", "/lanlink/v1/link/x"), Route::NotAllowed("GET,HEAD"));
+        assert_eq!(
+            route("PUT", "/lanlink/v1/link/x"),
+            Route::NotAllowed("GET,HEAD")
+        );
         for path in [
             "/lanlink/v1/link/",
             "/lanlink/v1/link/x/y",
@@ -747,7 +759,10 @@ mod tests {
 
     #[test]
     fn header_lines_are_text_only_when_visible_ascii() {
-        assert_eq!(header_text(b"203.0.113.7, 10.0.0.1\t"), Some("203.0.113.7, 10.0.0.1\t"));
+        assert_eq!(
+            header_text(b"203.0.113.7, 10.0.0.1\t"),
+            Some("203.0.113.7, 10.0.0.1\t")
+        );
         assert_eq!(header_text(b"caf\xc3\xa9"), None, "UTF-8 but not ASCII");
         assert_eq!(header_text(b"\xff"), None);
         assert_eq!(header_text(b"a\x01"), None);
