@@ -55,6 +55,7 @@ use self::serve::RequestDeadline;
 pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
 #[cfg(feature = "http-server")]
 use crate::confirm::DisplayName;
+#[cfg(feature = "http-server")]
 use crate::error::Refusal;
 #[cfg(feature = "http-server")]
 use crate::id::AccountId;

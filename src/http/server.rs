@@ -13,7 +13,7 @@
 //! Every rule is the core's: the routes hand the request's method, target, header lines, socket
 //! peer ([`Peer`]) and the state of its body (read only for the routes that take one, within
 //! [`MAX_BODY_BYTES`] and [`serve()`](super::serve())'s request deadline) to
-//! [`endpoint::handle`](crate::server::endpoint::handle), and write its answer as it is. Where
+//! [`endpoint::handle`], and write its answer as it is. Where
 //! a route needs a user, the [`Authenticator`] answers: its account (and, for `POST …/link`, its
 //! display name), or its [`Rejection`](super::Rejection) (the router's own
 //! `401 unauthorized`, or the host's own response). Another HTTP stack that calls the same

@@ -2,7 +2,7 @@
 //! method, target, header lines (raw bytes), socket peer and the state of its body go in; a
 //! status, header lines, a body and whether to close the connection come out, with every rule of
 //! `PROTOCOL.md` applied. Any HTTP stack serves the server by calling [`handle`] and writing its
-//! answer as given; the axum routers ([`crate::http::server`]) are a thin shell over it, and
+//! answer as given; the axum routers (`http::server`, feature `http-server`) are a thin shell over it, and
 //! `examples/blocking_server.rs` serves it over `tiny_http` with no tokio, so both answer byte
 //! for byte alike.
 //!
@@ -141,8 +141,7 @@ pub struct User {
     pub account: AccountId,
     /// The name forwarded to the agent with a link request (revision 1.4: what a device with a
     /// confirmation policy shows). `None` sends none; see
-    /// [`Authenticator::display_name`](crate::http::Authenticator::display_name) (feature
-    /// `http-server`) for what to put here.
+    /// `http::Authenticator::display_name` (feature `http-server`) for what to put here.
     pub display_name: Option<DisplayName>,
 }
 
