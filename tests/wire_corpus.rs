@@ -138,12 +138,34 @@ fn example_binary() -> PathBuf {
         .expect("target directory")
         .join("examples")
         .join("blocking_server");
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is not built: run `cargo build --examples` first (a plain `cargo test` builds it)",
+                path.display()
+            )
+        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = newest(&root.join("examples/blocking_server.rs")).max(newest(&root.join("src")));
     assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --examples` first (a plain `cargo test` builds it)",
+        source <= built,
+        "{} is older than its sources: run `cargo build --examples` again",
         path.display()
     );
     path
+}
+
+/// The newest modification time of `path` or of any file under it.
+fn newest(path: &Path) -> std::time::SystemTime {
+    let metadata = std::fs::metadata(path).expect("source");
+    let mut time = metadata.modified().expect("mtime");
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path).expect("source dir") {
+            time = time.max(newest(&entry.expect("entry").path()));
+        }
+    }
+    time
 }
 
 // ───────────────────────────── raw requests ─────────────────────────────
