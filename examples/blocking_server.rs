@@ -197,6 +197,26 @@ fn serve(host: &Host, mut request: tiny_http::Request) {
     }
 }
 
+/// The core's answer, asking the host's users when the route needs one.
+fn answer(host: &Host, request: &HttpRequest<'_>, body: RequestBody<'_>) -> ServerResponse {
+    let backend = Backend::Local(&host.server);
+    let (now, mut rng, prefix) = (wall_now(), lanlink::os_rng(), host.prefix.as_str());
+    let handle = |user: Option<&User>, rng: &mut _| {
+        block_on(endpoint::handle(
+            backend, now, rng, prefix, request, body, user,
+        ))
+    };
+    match handle(None, &mut rng) {
+        Handled::Answer(answer) => answer,
+        Handled::NeedsUser { .. } => match account(host, request) {
+            Some(account) => handle(Some(&User::new(account)), &mut rng)
+                .into_answer()
+                .unwrap_or_else(ServerResponse::unauthorized),
+            None => ServerResponse::unauthorized(),
+        },
+    }
+}
+
 /// Reads a body of at most [`MAX_BODY_BYTES`] by `deadline` into a buffer that is zeroized when
 /// dropped, or says what became of it.
 fn read_body(
@@ -248,31 +268,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-// ─────────────────────── the host's own: users and events ───────────────────────
-
-/// The core's answer, asking the host's users when the route needs one.
-fn answer(host: &Host, request: &HttpRequest<'_>, body: RequestBody<'_>) -> ServerResponse {
-    let backend = Backend::Local(&host.server);
-    let (now, mut rng, prefix) = (wall_now(), lanlink::os_rng(), host.prefix.as_str());
-    let handle = |user: Option<&User>, rng: &mut _| {
-        block_on(endpoint::handle(
-            backend, now, rng, prefix, request, body, user,
-        ))
-    };
-    match handle(None, &mut rng) {
-        Handled::Answer(answer) => answer,
-        Handled::NeedsUser { .. } => match account(host, request) {
-            Some(account) => handle(Some(&User::new(account)), &mut rng)
-                .into_answer()
-                .unwrap_or_else(unauthorized),
-            None => unauthorized(),
-        },
-    }
-}
-
-fn unauthorized() -> ServerResponse {
-    ServerResponse::error(401, "unauthorized")
-}
+// ─────────────────────── the host's own: users, events, the clock ───────────────────────
 
 /// The account of the request's bearer token (`Authorization: Bearer …`, the scheme in any
 /// case), compared with every user's token in constant time.

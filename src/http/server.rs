@@ -252,9 +252,8 @@ async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body>
             let account = match app.auth.authenticate(&parts).await {
                 Ok(account) => account,
                 Err(rejection) => {
-                    return rejection.into_response(|| {
-                        into_response(ServerResponse::error(401, "unauthorized"))
-                    })
+                    return rejection
+                        .into_response(|| into_response(ServerResponse::unauthorized()))
                 }
             };
             let display_name = match display_name {
@@ -270,7 +269,7 @@ async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body>
             // With a user given, the core always answers.
             handled
                 .into_answer()
-                .unwrap_or_else(|| ServerResponse::error(401, "unauthorized"))
+                .unwrap_or_else(ServerResponse::unauthorized)
         }
     };
     if let Backend::Local(server) = &app.backend {

@@ -221,6 +221,19 @@ impl ServerResponse {
         )
     }
 
+    /// `401 {"error":"unauthorized"}`: the answer of the crate's routers to a user route whose
+    /// request the host's authentication does not admit, for a host that has no answer of its
+    /// own (a redirect to its sign-in page, its own 401).
+    ///
+    /// ```
+    /// use lanlink::server::endpoint::ServerResponse;
+    /// let answer = ServerResponse::unauthorized();
+    /// assert_eq!((answer.status, &answer.body[..]), (401, &br#"{"error":"unauthorized"}"#[..]));
+    /// ```
+    pub fn unauthorized() -> Self {
+        Self::error(401, "unauthorized")
+    }
+
     /// The answer for `refusal`: its [status](Refusal::status) and code.
     ///
     /// ```
