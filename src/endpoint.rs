@@ -59,9 +59,11 @@ use crate::agent::{Agent, SecretRequest};
 use crate::error::SecretRefusal;
 use crate::wire::{self, ErrorBody};
 
-/// One request to the agent's local endpoint, as any HTTP library parses it.
+/// One HTTP request as any HTTP library parses it: what the agent's local endpoint ([`handle`])
+/// and the server's routes ([`server::endpoint::handle`](crate::server::endpoint::handle)) read.
+/// The body, if any, is given beside it.
 #[derive(Debug, Clone, Copy)]
-pub struct LocalRequest<'a> {
+pub struct HttpRequest<'a> {
     /// The method (`GET`, `OPTIONS`, …), as sent.
     pub method: &'a str,
     /// The target's path, without the query.
@@ -78,9 +80,12 @@ pub struct LocalRequest<'a> {
     pub peer: Option<IpAddr>,
 }
 
-impl<'a> LocalRequest<'a> {
+/// One request to the agent's local endpoint: an [`HttpRequest`] (the name this type had first).
+pub type LocalRequest<'a> = HttpRequest<'a>;
+
+impl<'a> HttpRequest<'a> {
     /// The values of header `name` (any case), in order.
-    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
+    pub(crate) fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
@@ -88,7 +93,7 @@ impl<'a> LocalRequest<'a> {
     }
 
     /// The first value of header `name` as text, if it is text.
-    fn text(&self, name: &str) -> Option<&'a str> {
+    pub(crate) fn text(&self, name: &str) -> Option<&'a str> {
         self.values(name)
             .next()
             .and_then(|v| std::str::from_utf8(v).ok())

@@ -332,6 +332,45 @@ impl Refusal {
         )
     }
 
+    /// The HTTP status of this refusal on every stack (`PROTOCOL.md`, "Refusals"): the axum
+    /// adapter's `http::status_of` and [`server::endpoint`](crate::server::endpoint) both read
+    /// it, so a host on another HTTP library never has to map refusals itself.
+    ///
+    /// ```
+    /// use lanlink::Refusal;
+    /// assert_eq!(Refusal::LockedOut.status(), 429);
+    /// assert_eq!(Refusal::AgentNotFound.status(), 404);
+    /// assert_eq!(Refusal::UnsupportedMediaType.status(), 415);
+    /// ```
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::ClientAddr(_)
+            | Self::ForgedInstance
+            | Self::NotPrivateIp
+            | Self::WindowOver
+            | Self::WrongSecret
+            | Self::UnknownCode
+            | Self::CodeUsed
+            | Self::CodeWrongAgent
+            | Self::CodeWrongNetwork
+            | Self::BadOrigin => 403,
+            Self::UnsupportedMediaType => 415,
+            Self::LockedOut | Self::NetworkFull | Self::MintQuota | Self::CodesSuspended => 429,
+            Self::AgentNotFound => 404,
+            Self::PresenceConflict
+            | Self::InstanceUsed
+            | Self::TooManyAgents
+            | Self::SharedNetwork
+            | Self::AgentContested
+            | Self::AlreadyLinking
+            | Self::Superseded => 409,
+            Self::CodeSpaceExhausted
+            | Self::StoreUnavailable
+            | Self::StoreContention
+            | Self::LinkUnavailable => 503,
+        }
+    }
+
     /// A stable snake_case code for logs and wire bodies. All code failures share `invalid_code`,
     /// so a guesser learns nothing beyond "no".
     pub fn code(&self) -> &'static str {

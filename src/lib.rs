@@ -60,7 +60,8 @@
 //!
 //! ## Features
 //!
-//! The core (the state machines, [`wire`], [`transport`], [`endpoint`], the in-memory store)
+//! The core (the state machines, [`wire`], [`transport`], [`endpoint`], the server's routes as a
+//! function ([`server::endpoint`]), the in-memory store)
 //! needs none of them: `default-features = false` builds it alone. Each feature builds on its own.
 //!
 //! | feature | default | enables | public dependencies it exposes |
@@ -151,6 +152,12 @@ pub use serde;
 /// The zeroize version of the `Zeroizing` that secrets come back in (for example
 /// `wire::encode`'s bytes).
 pub use zeroize;
+
+/// The README's Rust examples, compiled and run as doctests (with the features of the test run:
+/// `cargo test --doc --no-default-features` checks that they need none).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The operating system's CSPRNG, as an RNG the state machines accept.
 ///

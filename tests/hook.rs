@@ -9,7 +9,12 @@
 //!   presence key) completes the link again, the agent ends linked with a token that
 //!   authenticates, the host holds exactly one link, and the lost token no longer authenticates;
 //! - no event and no hook input carries a secret or a token (asserted on the serialized form);
-//! - the retry of a used code is refused to anyone who cannot prove the instance.
+//! - the retry of a used code is refused to anyone who cannot prove the instance;
+//! - a hook that awaits (a timer) links through every entry point a host can call: the core's
+//!   wire function `server::endpoint::handle` (on a tokio runtime and on a bare `block_on`), both
+//!   axum routers over HTTP, `Service::handle_redeem`, and `Server::begin_redeem` /
+//!   `finish_redeem`; only the synchronous `Server::handle_redeem`, which cannot wait, fails
+//!   closed (documented there).
 #![cfg(feature = "http")]
 
 mod support;
@@ -494,6 +499,275 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         },
     );
     assert_eq!(expired.unwrap_err(), Refusal::UnknownCode);
+}
+
+/// A hook that awaits a timer before it records the link, as a host awaits its database.
+#[derive(Default)]
+struct Sleeps {
+    digests: Mutex<Vec<TokenDigest>>,
+    /// Sleep on a thread of its own and wake the task from there (no tokio timer), so that a
+    /// bare `block_on` drives it.
+    on_a_thread: bool,
+}
+
+#[async_trait]
+impl LinkHook for Sleeps {
+    async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
+        if self.on_a_thread {
+            ThreadSleep::new(Duration::from_millis(50)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.digests.lock().unwrap().push(link.token_digest);
+        Ok(())
+    }
+}
+
+/// A future ready once a thread has slept `for`; it wakes its task from that thread.
+struct ThreadSleep(Arc<Mutex<(bool, Option<std::task::Waker>)>>);
+
+impl ThreadSleep {
+    fn new(duration: Duration) -> Self {
+        let state = Arc::new(Mutex::new((false, None::<std::task::Waker>)));
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            std::thread::sleep(duration);
+            let mut state = shared.lock().unwrap();
+            state.0 = true;
+            if let Some(waker) = state.1.take() {
+                waker.wake();
+            }
+        });
+        Self(state)
+    }
+}
+
+impl std::future::Future for ThreadSleep {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut state = self.0.lock().unwrap();
+        if state.0 {
+            return std::task::Poll::Ready(());
+        }
+        state.1 = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}
+
+/// A `block_on` with no runtime, as a blocking host writes it: the thread parks until woken.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// A redeem request for a fresh manual code of alice's.
+fn manual_redeem(code: LinkCode) -> RedeemRequest {
+    let key = PresenceKey::generate(&mut lanlink::os_rng());
+    RedeemRequest {
+        instance_id: key.instance_id(),
+        code,
+        presence_key: Some(key),
+        attempt: 1,
+    }
+}
+
+/// Redeems `request` through the core's wire function; the token of the `200`.
+async fn redeem_through_the_core(
+    backend: lanlink::server::endpoint::Backend<'_>,
+    request: &RedeemRequest,
+) -> AuthToken {
+    use lanlink::server::endpoint::{self, HttpRequest, RequestBody};
+    let headers = [("content-type", &b"application/json"[..])];
+    let http_request = HttpRequest {
+        method: "POST",
+        path: "/lanlink/v1/agent/redeem",
+        query: None,
+        authority: None,
+        headers: &headers,
+        peer: Some(HOME.parse().unwrap()),
+    };
+    let body = lanlink::wire::encode(request);
+    let answer = endpoint::handle(
+        backend,
+        now(),
+        &mut lanlink::os_rng(),
+        P,
+        &http_request,
+        RequestBody::Complete(&body),
+        None,
+    )
+    .await
+    .into_answer()
+    .unwrap();
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let reply: RedeemReply = serde_json::from_slice(&answer.body).unwrap();
+    reply.auth_token
+}
+
+fn sleeping_server(hook: &Arc<Sleeps>) -> Server {
+    Server::new(ServerConfig::default())
+        .unwrap()
+        .with_link_hook(Arc::clone(hook) as Arc<dyn LinkHook>)
+}
+
+fn sleeping_service(hook: &Arc<Sleeps>) -> Service {
+    let store = Arc::new(Mutex::new(MemoryStore::default()));
+    Service::new(ServerConfig::default(), store)
+        .unwrap()
+        .with_link_hook(Arc::clone(hook) as Arc<dyn LinkHook>)
+}
+
+/// The hook's last digest is the token's.
+fn assert_hooked(hook: &Sleeps, token: &AuthToken) {
+    let digests = hook.digests.lock().unwrap();
+    assert!(digests.last().is_some_and(|digest| digest.verify(token)));
+}
+
+#[tokio::test]
+async fn a_hook_that_awaits_links_through_the_core_wire_function_on_both_backends() {
+    let hook = Arc::new(Sleeps::default());
+    let server = Mutex::new(sleeping_server(&hook));
+    let code = server
+        .lock()
+        .unwrap()
+        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .unwrap()
+        .code;
+    let token = redeem_through_the_core((&server).into(), &manual_redeem(code)).await;
+    assert_hooked(&hook, &token);
+
+    let service = sleeping_service(&hook);
+    let code = service
+        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .await
+        .unwrap()
+        .code;
+    let token = redeem_through_the_core((&service).into(), &manual_redeem(code)).await;
+    assert_hooked(&hook, &token);
+
+    // The service's own redeem, and the sync server's split calls with the hook awaited between.
+    let code = service
+        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .await
+        .unwrap()
+        .code;
+    let request = manual_redeem(code);
+    let redeemed = service
+        .handle_redeem(
+            now(),
+            &mut lanlink::os_rng(),
+            HOME.parse().unwrap(),
+            ForwardedHeaders::NONE,
+            &request,
+        )
+        .await
+        .unwrap();
+    assert_hooked(&hook, &redeemed.reply.auth_token);
+    let mut server = sleeping_server(&hook);
+    let code = server
+        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .unwrap()
+        .code;
+    let pending = server
+        .begin_redeem(
+            now(),
+            &mut lanlink::os_rng(),
+            HOME.parse().unwrap(),
+            ForwardedHeaders::NONE,
+            &manual_redeem(code),
+        )
+        .unwrap();
+    let outcome = hook.link_completed(pending.link()).await;
+    let redeemed = server.finish_redeem(now(), pending, outcome).unwrap();
+    assert_hooked(&hook, &redeemed.reply.auth_token);
+}
+
+#[test]
+fn a_hook_that_awaits_links_through_the_core_on_a_blocking_host() {
+    let hook = Arc::new(Sleeps {
+        on_a_thread: true,
+        ..Sleeps::default()
+    });
+    let server = Mutex::new(sleeping_server(&hook));
+    let code = server
+        .lock()
+        .unwrap()
+        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .unwrap()
+        .code;
+    let token = block_on(redeem_through_the_core(
+        (&server).into(),
+        &manual_redeem(code),
+    ));
+    assert_hooked(&hook, &token);
+}
+
+#[tokio::test]
+async fn a_hook_that_awaits_links_through_both_axum_routers() {
+    let hook = Arc::new(Sleeps::default());
+    let server = Arc::new(Mutex::new(sleeping_server(&hook)));
+    let service = Arc::new(sleeping_service(&hook));
+    let auth = Arc::new(BearerTokens::default());
+    // The routers read the wall clock.
+    let wall = DateTime::from(std::time::SystemTime::now());
+    let local_code = server
+        .lock()
+        .unwrap()
+        .mint_code(wall, &mut lanlink::os_rng(), &alice())
+        .unwrap()
+        .code;
+    let shared_code = service
+        .mint_code(wall, &mut lanlink::os_rng(), &alice())
+        .await
+        .unwrap()
+        .code;
+    let routers = [
+        (
+            http::server::router(Arc::clone(&server), auth.clone(), P),
+            local_code,
+        ),
+        (
+            http::server::service_router(Arc::clone(&service), auth.clone(), P),
+            shared_code,
+        ),
+    ];
+    for (router, code) in routers {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            router,
+            ServeConfig::default(),
+            std::future::pending(),
+        ));
+        let transport = HttpAgentClient::new(&format!("http://{at}")).unwrap();
+        let reply = timeout(LIMIT, transport.redeem(&manual_redeem(code)))
+            .await
+            .expect("an answer")
+            .expect("linked");
+        assert_hooked(&hook, &reply.auth_token);
+    }
 }
 
 /// A hook that is never ready (it waits on I/O): the synchronous `handle_redeem` cannot wait,

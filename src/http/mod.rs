@@ -81,7 +81,7 @@ pub const DEFAULT_PREFIX: &str = crate::transport::DEFAULT_PREFIX;
 
 #[cfg(feature = "http-server")]
 /// Largest request body accepted, in bytes (larger: `413 too_large`).
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub const MAX_BODY_BYTES: usize = crate::server::endpoint::MAX_BODY_BYTES;
 
 #[cfg(feature = "http-server")]
 /// The socket peer of a request, put in its extensions by [`serve()`] (or by axum's
@@ -249,7 +249,8 @@ impl BearerTokens {
 }
 
 #[cfg(feature = "http-server")]
-/// The HTTP status of a server refusal.
+/// The HTTP status of a server refusal, as axum's `StatusCode` ([`Refusal::status`], which
+/// every stack reads).
 ///
 /// ```
 /// use lanlink::http::status_of;
@@ -258,39 +259,13 @@ impl BearerTokens {
 /// assert_eq!(status_of(&Refusal::AgentNotFound).as_u16(), 404);
 /// ```
 pub fn status_of(refusal: &Refusal) -> StatusCode {
-    match refusal {
-        Refusal::ClientAddr(_)
-        | Refusal::ForgedInstance
-        | Refusal::NotPrivateIp
-        | Refusal::WindowOver
-        | Refusal::WrongSecret
-        | Refusal::UnknownCode
-        | Refusal::CodeUsed
-        | Refusal::CodeWrongAgent
-        | Refusal::CodeWrongNetwork
-        | Refusal::BadOrigin => StatusCode::FORBIDDEN,
-        Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        Refusal::LockedOut
-        | Refusal::NetworkFull
-        | Refusal::MintQuota
-        | Refusal::CodesSuspended => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::AgentNotFound => StatusCode::NOT_FOUND,
-        Refusal::PresenceConflict
-        | Refusal::InstanceUsed
-        | Refusal::TooManyAgents
-        | Refusal::SharedNetwork
-        | Refusal::AgentContested
-        | Refusal::AlreadyLinking
-        | Refusal::Superseded => StatusCode::CONFLICT,
-        Refusal::CodeSpaceExhausted
-        | Refusal::StoreUnavailable
-        | Refusal::StoreContention
-        | Refusal::LinkUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
+    // Every status `Refusal::status` gives is a valid one.
+    StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 #[cfg(feature = "http-server")]
 /// A JSON response with `no-store` caching (bodies may carry secrets).
+#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
 pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_vec()));
     *response.status_mut() = status;
@@ -305,6 +280,7 @@ pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Res
 
 #[cfg(feature = "http-server")]
 /// `{"error": code}` with `status`.
+#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
 pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
     json_response(
         status,
@@ -316,20 +292,19 @@ pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
 
 #[cfg(feature = "http-server")]
 /// The refusal for a body that does not decode.
+#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
 pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
-    match err {
-        WireError::TooLarge { .. } => error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        WireError::BadField(_) | WireError::HiddenCharacter(_) => {
-            error_response(StatusCode::BAD_REQUEST, "bad_field")
-        }
-        WireError::Version => error_response(StatusCode::BAD_REQUEST, "unsupported_version"),
-        _ => error_response(StatusCode::BAD_REQUEST, "malformed"),
-    }
+    let (status, code) = crate::server::endpoint::status_of_wire_error(err);
+    error_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        code,
+    )
 }
 
 #[cfg(feature = "http-server")]
 /// Reads a request body of at most `limit` bytes: `413 too_large` beyond it, `408 request_timeout`
 /// for one cut off by [`serve()`]'s request deadline, `400 malformed` for a body that breaks off.
+#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
 pub(crate) async fn read_body(
     body: Body,
     limit: usize,
@@ -349,9 +324,28 @@ pub(crate) async fn read_body(
 }
 
 #[cfg(feature = "http-server")]
+/// Reads a request body of at most `limit` bytes into a buffer that is zeroized when dropped, or
+/// says what became of it ([`RequestBody`](crate::server::endpoint::RequestBody)): too large,
+/// cut off by [`serve()`]'s request deadline, or broken off.
+pub(crate) async fn read_body_state(
+    body: Body,
+    limit: usize,
+) -> Result<Zeroizing<Vec<u8>>, crate::server::endpoint::RequestBody<'static>> {
+    use crate::server::endpoint::RequestBody;
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(Zeroizing::new(collected.to_bytes().to_vec())),
+        Err(err) if err.is::<LengthLimitError>() => Err(RequestBody::TooLarge),
+        Err(err) if RequestDeadline::caused(&*err) => Err(RequestBody::TimedOut),
+        Err(_) => Err(RequestBody::Broken),
+    }
+}
+
+#[cfg(feature = "http-server")]
 /// The cross-site rule of the user routes ([`crate::server::cross_site::check`]) over a
 /// request's head: its `Content-Type` and `Origin` lines, and its own authority (an absolute-form
 /// target's, else every `Host` line).
+#[cfg_attr(not(feature = "obico"), allow(dead_code))]
 pub(crate) fn cross_site(
     parts: &Parts,
     route: crate::server::cross_site::UserRoute,
@@ -381,6 +375,7 @@ pub(crate) fn cross_site(
 
 #[cfg(feature = "http-server")]
 /// The values of every line of header `name`, as text (lines that are not text are skipped).
+#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
 pub(crate) fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     headers
         .get_all(name)

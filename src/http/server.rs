@@ -1,4 +1,5 @@
-//! The server's HTTP routes over a shared [`Server`].
+//! The server's HTTP routes over a shared [`Server`] or a [`Service`]: a thin shell over the
+//! core's [`server::endpoint`](crate::server::endpoint).
 //!
 //! | route | who | success |
 //! | --- | --- | --- |
@@ -9,12 +10,14 @@
 //! | `GET {prefix}/link/{instance_id}` | user | `200` [`LinkStatusReply`](crate::wire::LinkStatusReply) |
 //! | `POST {prefix}/codes` | user | `201` [`CodeReply`](crate::wire::CodeReply) |
 //!
-//! User routes need the [`Authenticator`]'s account (`401 unauthorized` otherwise). The
-//! state-changing ones (`POST …/link`, `POST …/codes`) first apply the cross-site rule
-//! ([`server::cross_site`](crate::server::cross_site)): `403 bad_origin` for an `Origin` that is not allowed, `415
-//! unsupported_media_type` for a body not declared `application/json`. The client
-//! address is resolved by the server's configured resolver from the socket peer ([`Peer`]) and
-//! the forwarding headers.
+//! Every rule is the core's: the routes hand the request's method, target, header lines, socket
+//! peer ([`Peer`]) and the state of its body (read only for the routes that take one, within
+//! [`MAX_BODY_BYTES`] and [`serve()`](super::serve())'s request deadline) to
+//! [`endpoint::handle`], and write its answer as it is. Where
+//! a route needs a user, the [`Authenticator`] answers: its account (and, for `POST …/link`, its
+//! display name), or its [`Rejection`](super::Rejection) (the router's own
+//! `401 unauthorized`, or the host's own response). Another HTTP stack that calls the same
+//! function answers byte for byte alike (`examples/blocking_server.rs`).
 //!
 //! The same routes serve an in-memory [`Server`] ([`router`]) or a [`Service`] over a shared
 //! store such as Redis ([`service_router`]); a store that cannot be reached answers
@@ -27,22 +30,17 @@ use std::time::SystemTime;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{Response, StatusCode};
-use axum::routing::{any, get, post};
+use axum::http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use axum::routing::any;
 use axum::Router;
 use chrono::{DateTime, Utc};
+use zeroize::Zeroizing;
 
-use super::{
-    cross_site, error_response, header_lines, json_response, read_body, status_of,
-    wire_error_response, Authenticator, Peer, MAX_BODY_BYTES,
-};
-use crate::addr::ForwardedHeaders;
+use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
 use crate::error::Refusal;
 use crate::event::ServerEvent;
-use crate::id::{AccountId, InstanceId};
-use crate::server::cross_site::UserRoute;
+use crate::server::endpoint::{self, Handled, HttpRequest, RequestBody, ServerResponse, User};
 use crate::server::{PendingLink, Redeemed, Server, Service};
-use crate::wire::{self, LinkRequest, RedeemRequest, MAX_MESSAGE_BYTES};
 
 /// A server shared between request handlers.
 pub type SharedServer = Arc<Mutex<Server>>;
@@ -62,8 +60,17 @@ enum Backend {
 struct App {
     backend: Backend,
     auth: Arc<dyn Authenticator>,
-    /// The server's [`ServerConfig::allowed_origins`](crate::server::ServerConfig::allowed_origins).
-    allowed_origins: Vec<String>,
+    /// The route prefix, without a trailing slash.
+    prefix: String,
+}
+
+impl App {
+    fn backend(&self) -> endpoint::Backend<'_> {
+        match &self.backend {
+            Backend::Local(server) => endpoint::Backend::Local(server),
+            Backend::Shared(service) => endpoint::Backend::Shared(service),
+        }
+    }
 }
 
 /// The server's routes under `prefix` (e.g. [`super::DEFAULT_PREFIX`]).
@@ -98,27 +105,23 @@ pub fn service_router(service: Arc<Service>, auth: Arc<dyn Authenticator>, prefi
 }
 
 fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
-    let allowed_origins = match &backend {
-        Backend::Local(server) => lock(server).config().allowed_origins().to_vec(),
-        Backend::Shared(service) => service.config().allowed_origins().to_vec(),
-    };
+    let prefix = prefix.trim_end_matches('/');
     let app = Arc::new(App {
         backend,
         auth,
-        allowed_origins,
+        prefix: prefix.to_owned(),
     });
-    let prefix = prefix.trim_end_matches('/');
+    // Every method of the known paths, and every other path under the prefix, goes to the core
+    // (which answers 405 with `Allow`, and 404). No router-wide fallback, so the routes merge
+    // into (or nest inside) a host app that has its own.
     Router::new()
-        .route(&format!("{prefix}/agent/announce"), post(announce))
-        .route(&format!("{prefix}/agent/redeem"), post(redeem))
-        .route(&format!("{prefix}/discover"), get(discover))
-        .route(&format!("{prefix}/link"), post(link))
-        .route(&format!("{prefix}/link/{{instance_id}}"), get(link_status))
-        .route(&format!("{prefix}/codes"), post(codes))
-        // Unknown paths under the prefix only: no router-wide fallback, so the routes merge
-        // into (or nest inside) a host app that has its own.
-        .route(&format!("{prefix}/{{*rest}}"), any(not_found))
-        .method_not_allowed_fallback(method_not_allowed)
+        .route(&format!("{prefix}/agent/announce"), any(answer))
+        .route(&format!("{prefix}/agent/redeem"), any(answer))
+        .route(&format!("{prefix}/discover"), any(answer))
+        .route(&format!("{prefix}/link"), any(answer))
+        .route(&format!("{prefix}/link/{{instance_id}}"), any(answer))
+        .route(&format!("{prefix}/codes"), any(answer))
+        .route(&format!("{prefix}/{{*rest}}"), any(answer))
         .with_state(app)
 }
 
@@ -159,11 +162,7 @@ pub fn spawn_purge(
 /// # let _ = app;
 /// ```
 pub async fn not_found() -> Response<Body> {
-    error_response(StatusCode::NOT_FOUND, "not_found")
-}
-
-pub(crate) async fn method_not_allowed() -> Response<Body> {
-    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    into_response(ServerResponse::error(404, "not_found"))
 }
 
 fn wall_now() -> DateTime<Utc> {
@@ -181,52 +180,6 @@ pub(crate) fn peer_of(parts: &Parts) -> Option<IpAddr> {
         .map(|info| info.0.ip())
 }
 
-/// What a handler needs from the request line and headers.
-struct Caller {
-    peer: IpAddr,
-    forwarded: Vec<String>,
-    x_forwarded_for: Vec<String>,
-}
-
-impl Caller {
-    fn from_parts(parts: &Parts) -> Result<Self, Response<Body>> {
-        // Without a peer address nothing can be decided: refuse (fail closed).
-        let peer = peer_of(parts)
-            .ok_or_else(|| error_response(StatusCode::FORBIDDEN, "unresolvable_client"))?;
-        let lines = |name| {
-            header_lines(&parts.headers, name)
-                .into_iter()
-                .map(str::to_owned)
-                .collect()
-        };
-        Ok(Self {
-            peer,
-            forwarded: lines("forwarded"),
-            x_forwarded_for: lines("x-forwarded-for"),
-        })
-    }
-
-    /// The forwarding header lines, for [`ForwardedHeaders`].
-    fn lines(&self) -> (Vec<&str>, Vec<&str>) {
-        (
-            self.forwarded.iter().map(String::as_str).collect(),
-            self.x_forwarded_for.iter().map(String::as_str).collect(),
-        )
-    }
-}
-
-/// The forwarding headers of `caller` as [`ForwardedHeaders`] (borrowing `lines`).
-fn headers<'a>(lines: &'a (Vec<&'a str>, Vec<&'a str>)) -> ForwardedHeaders<'a> {
-    ForwardedHeaders {
-        forwarded: &lines.0,
-        x_forwarded_for: &lines.1,
-    }
-}
-
-fn refusal_response(refusal: &Refusal) -> Response<Body> {
-    error_response(status_of(refusal), refusal.code())
-}
-
 /// Logs one server event (events carry no secrets); the event sink for a [`Service`].
 pub fn log_event(event: ServerEvent) {
     tracing::info!(target: "lanlink::server", ?event);
@@ -234,6 +187,7 @@ pub fn log_event(event: ServerEvent) {
 
 /// A redemption on a shared in-memory server: `begin` (the claim) under the lock, the server's
 /// link hook awaited outside it, and the completion under the lock again.
+#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
 pub(crate) async fn redeem_local(
     server: &SharedServer,
     now: DateTime<Utc>,
@@ -262,228 +216,81 @@ fn log_events(server: &mut Server) {
     }
 }
 
-/// The cross-site rule of a state-changing user route
-/// ([`check`](crate::server::cross_site::check)), checked before
-/// the request reaches the host's [`Authenticator`].
-fn same_site(app: &App, parts: &Parts, route: UserRoute) -> Result<(), Response<Body>> {
-    cross_site(parts, route, &app.allowed_origins).map_err(|refusal| refusal_response(&refusal))
-}
-
-async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
-    app.auth.authenticate(parts).await.map_err(|rejection| {
-        rejection.into_response(|| error_response(StatusCode::UNAUTHORIZED, "unauthorized"))
-    })
-}
-
-/// A handler's answer: the response, or an early refusal (also a response).
-type Answer = Result<Response<Body>, Response<Body>>;
-
-fn answer(answer: Answer) -> Response<Body> {
-    answer.unwrap_or_else(|refusal| refusal)
-}
-
-/// Runs `op` on the locked server at the wall-clock now, logs the server's events, and answers
-/// `status` with the result as JSON, or the refusal.
-fn call<T: serde::Serialize>(
-    server: &SharedServer,
-    status: StatusCode,
-    op: impl FnOnce(&mut Server, DateTime<Utc>) -> Result<T, Refusal>,
-) -> Response<Body> {
-    let mut server = lock(server);
-    let result = op(&mut server, wall_now());
-    log_events(&mut server);
-    drop(server);
-    reply(status, result)
-}
-
-/// Answers `status` with a result as JSON, or the refusal.
-fn reply<T: serde::Serialize>(status: StatusCode, result: Result<T, Refusal>) -> Response<Body> {
-    match result {
-        Ok(reply) => json_response(status, wire::encode(&reply)),
-        Err(refusal) => refusal_response(&refusal),
+/// Hands one request to the core's server endpoint (asking the [`Authenticator`] when the route
+/// needs a user) and writes its answer.
+async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let request = HttpRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        authority: parts.uri.authority().map(|a| a.as_str()),
+        headers: &headers,
+        peer: peer_of(&parts),
+    };
+    // The body is read only for a route that takes one; it may carry a secret.
+    let read = if endpoint::reads_body(&app.prefix, request.method, request.path) {
+        read_body_state(body, MAX_BODY_BYTES).await
+    } else {
+        Ok(Zeroizing::new(Vec::new()))
+    };
+    let body = match &read {
+        Ok(bytes) => RequestBody::Complete(bytes),
+        Err(state) => *state,
+    };
+    let (now, mut rng) = (wall_now(), crate::os_rng());
+    let (backend, prefix) = (app.backend(), app.prefix.as_str());
+    let handled = endpoint::handle(backend, now, &mut rng, prefix, &request, body, None).await;
+    let answer = match handled {
+        Handled::Answer(answer) => answer,
+        Handled::NeedsUser { display_name } => {
+            let account = match app.auth.authenticate(&parts).await {
+                Ok(account) => account,
+                Err(rejection) => {
+                    return rejection
+                        .into_response(|| into_response(ServerResponse::unauthorized()))
+                }
+            };
+            let display_name = match display_name {
+                true => app.auth.display_name(&parts, &account).await,
+                false => None,
+            };
+            let user = User {
+                account,
+                display_name,
+            };
+            let handled =
+                endpoint::handle(backend, now, &mut rng, prefix, &request, body, Some(&user)).await;
+            // With a user given, the core always answers.
+            handled
+                .into_answer()
+                .unwrap_or_else(ServerResponse::unauthorized)
+        }
+    };
+    if let Backend::Local(server) = &app.backend {
+        log_events(&mut lock(server));
     }
+    into_response(answer)
 }
 
-/// Reads and decodes a request body (at most [`MAX_BODY_BYTES`]).
-async fn decode_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response<Body>> {
-    // The bytes may carry a secret: keep them in a buffer that is zeroized when dropped.
-    let bytes = zeroize::Zeroizing::new(read_body(body, MAX_BODY_BYTES).await?.to_vec());
-    wire::decode(&bytes, MAX_MESSAGE_BYTES).map_err(|err| wire_error_response(&err))
-}
-
-async fn announce(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    answer(
-        async {
-            let (parts, body) = request.into_parts();
-            let caller = Caller::from_parts(&parts)?;
-            // It carries the agent's presence key: zeroized when dropped.
-            let bytes = zeroize::Zeroizing::new(read_body(body, MAX_BODY_BYTES).await?.to_vec());
-            let announce =
-                wire::decode_announce(&bytes).map_err(|err| wire_error_response(&err))?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            Ok(match &app.backend {
-                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
-                    server.handle_announce(now, peer, headers, &announce)
-                }),
-                Backend::Shared(service) => reply(
-                    StatusCode::OK,
-                    service
-                        .handle_announce(wall_now(), peer, headers, &announce)
-                        .await,
-                ),
-            })
+/// The core's answer as an axum response (`Connection: close` when the core says so).
+pub(crate) fn into_response(answer: ServerResponse) -> Response<Body> {
+    let mut response = Response::new(Body::from(answer.body.to_vec()));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(HeaderName::from_static(name), value);
         }
-        .await,
-    )
-}
-
-async fn redeem(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    answer(
-        async {
-            let (parts, body) = request.into_parts();
-            let caller = Caller::from_parts(&parts)?;
-            let request: RedeemRequest = decode_body(body).await?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            Ok(match &app.backend {
-                Backend::Local(server) => reply(
-                    StatusCode::OK,
-                    redeem_local(server, wall_now(), |server, now| {
-                        server.begin_redeem(now, &mut crate::os_rng(), peer, headers, &request)
-                    })
-                    .await
-                    .map(|redeemed| redeemed.reply),
-                ),
-                Backend::Shared(service) => reply(
-                    StatusCode::OK,
-                    service
-                        .handle_redeem(wall_now(), &mut crate::os_rng(), peer, headers, &request)
-                        .await
-                        .map(|redeemed| redeemed.reply),
-                ),
-            })
-        }
-        .await,
-    )
-}
-
-async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    answer(
-        async {
-            let (parts, _) = request.into_parts();
-            let account = account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts)?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            Ok(match &app.backend {
-                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
-                    server.handle_discover_as(now, &account, peer, headers)
-                }),
-                Backend::Shared(service) => reply(
-                    StatusCode::OK,
-                    service
-                        .handle_discover_as(wall_now(), &account, peer, headers)
-                        .await,
-                ),
-            })
-        }
-        .await,
-    )
-}
-
-async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    answer(
-        async {
-            let (parts, body) = request.into_parts();
-            same_site(&app, &parts, UserRoute::WithBody)?;
-            let account = account(&app, &parts).await?;
-            let name = app.auth.display_name(&parts, &account).await;
-            let caller = Caller::from_parts(&parts)?;
-            let request: LinkRequest = decode_body(body).await?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            Ok(match &app.backend {
-                Backend::Local(server) => call(server, StatusCode::ACCEPTED, |server, now| {
-                    server.handle_link_as(
-                        now,
-                        &mut crate::os_rng(),
-                        &account,
-                        name,
-                        peer,
-                        headers,
-                        request,
-                    )
-                }),
-                Backend::Shared(service) => reply(
-                    StatusCode::ACCEPTED,
-                    service
-                        .handle_link_as(
-                            wall_now(),
-                            &mut crate::os_rng(),
-                            &account,
-                            name,
-                            peer,
-                            headers,
-                            request,
-                        )
-                        .await,
-                ),
-            })
-        }
-        .await,
-    )
-}
-
-async fn link_status(
-    State(app): State<Arc<App>>,
-    axum::extract::Path(instance_id): axum::extract::Path<String>,
-    request: Request,
-) -> Response<Body> {
-    answer(
-        async {
-            let (parts, _) = request.into_parts();
-            let account = account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts)?;
-            let instance_id = instance_id
-                .parse::<InstanceId>()
-                .map_err(|_| error_response(StatusCode::BAD_REQUEST, "malformed"))?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            Ok(match &app.backend {
-                Backend::Local(server) => call(server, StatusCode::OK, |server, now| {
-                    server.handle_link_status(now, &account, peer, headers, &instance_id)
-                }),
-                Backend::Shared(service) => reply(
-                    StatusCode::OK,
-                    service
-                        .handle_link_status(wall_now(), &account, peer, headers, &instance_id)
-                        .await,
-                ),
-            })
-        }
-        .await,
-    )
-}
-
-async fn codes(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
-    answer(
-        async {
-            let (parts, _) = request.into_parts();
-            same_site(&app, &parts, UserRoute::Bodyless)?;
-            let account = account(&app, &parts).await?;
-            Ok(match &app.backend {
-                Backend::Local(server) => call(server, StatusCode::CREATED, |server, now| {
-                    server.mint_code(now, &mut crate::os_rng(), &account)
-                }),
-                Backend::Shared(service) => reply(
-                    StatusCode::CREATED,
-                    service
-                        .mint_code(wall_now(), &mut crate::os_rng(), &account)
-                        .await,
-                ),
-            })
-        }
-        .await,
-    )
+    }
+    if answer.close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

@@ -21,6 +21,7 @@
 pub mod budget;
 pub mod connections;
 pub mod cross_site;
+pub mod endpoint;
 pub mod hook;
 #[cfg(feature = "obico")]
 mod obico;
@@ -781,6 +782,15 @@ impl Server {
     ///
     /// Runs [`begin_redeem`](Self::begin_redeem), the [link hook](Self::with_link_hook) if any,
     /// and [`finish_redeem`](Self::finish_redeem).
+    ///
+    /// **A hook that awaits anything fails every redemption here** (`503 link_unavailable`,
+    /// retryable, the code given back): this call is synchronous and holds `&mut self`, so it
+    /// polls the hook once and cannot wait for it. Blocking instead would hold the server (and
+    /// any lock around it) across the host's I/O, and would deadlock a single-threaded runtime
+    /// whose timer or reactor the hook needs. A host whose hook awaits serves redemptions with
+    /// [`endpoint::handle`] (the HTTP routes, any stack), [`Service::handle_redeem`], or calls
+    /// [`begin_redeem`](Self::begin_redeem), awaits the hook, then
+    /// [`finish_redeem`](Self::finish_redeem) itself.
     pub fn handle_redeem<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,

@@ -1,0 +1,791 @@
+//! The server's HTTP wire as a function, with no HTTP library in it (sans-IO): a request's
+//! method, target, header lines (raw bytes), socket peer and the state of its body go in; a
+//! status, header lines, a body and whether to close the connection come out, with every rule of
+//! `PROTOCOL.md` applied. Any HTTP stack serves the server by calling [`handle`] and writing its
+//! answer as given; the axum routers (`http::server`, feature `http-server`) are a thin shell over it, and
+//! `examples/blocking_server.rs` serves it over `tiny_http` with no tokio, so both answer byte
+//! for byte alike.
+//!
+//! What it decides, so that no stack re-implements it:
+//!
+//! - **Routing** under `prefix`: the six routes below; `HEAD` on a `GET` route answers as `GET`
+//!   with no body; a known path with another method is `405 method_not_allowed` with `Allow`
+//!   (`POST`, or `GET,HEAD`); any other path is `404 not_found` (an `OPTIONS` too: the server
+//!   grants no CORS).
+//! - **Bodies**: [`reads_body`] says which routes read one (`POST …/agent/announce`,
+//!   `POST …/agent/redeem`, `POST …/link`); the others never look at a body, whatever its size or
+//!   state. A route that reads one refuses it where it reads it: over [`MAX_BODY_BYTES`]
+//!   `413 too_large`, not complete by the host's request deadline `408 request_timeout`, broken
+//!   off `400 malformed`, then the wire's own checks ([`status_of_wire_error`]). A body that was
+//!   not read whole leaves the connection to be closed ([`ServerResponse::close`]).
+//! - **Callers**: the socket peer (none: `403 unresolvable_client`) and every `Forwarded` and
+//!   `X-Forwarded-For` line go to the server's resolver. A line that is not visible ASCII text
+//!   (bytes `0x20`–`0x7e` and tab) is skipped, as if not sent.
+//! - **Users**: a user route first applies the cross-site rule ([`super::cross_site`]), then
+//!   answers [`Handled::NeedsUser`] when no [`User`] is given; the host authenticates the request
+//!   its own way and either answers with its own response (a 401, a redirect to its sign-in page)
+//!   or calls again with the [`User`]. Nothing is read or changed before the user is known.
+//! - **The redeem around the hook**: the code is claimed, the host's [`LinkHook`](super::LinkHook)
+//!   is awaited outside any lock, then the link is finished; a hook that awaits (I/O, a timer)
+//!   links.
+//!
+//! | route | who | success |
+//! | --- | --- | --- |
+//! | `POST {prefix}/agent/announce` | agent | `200` [`AnnounceReply`](crate::wire::AnnounceReply) |
+//! | `POST {prefix}/agent/redeem` | agent | `200` [`RedeemReply`](crate::wire::RedeemReply) |
+//! | `GET {prefix}/discover` | user | `200` [`DiscoverReply`](crate::wire::DiscoverReply) |
+//! | `POST {prefix}/link` | user | `202` [`LinkStatusReply`](crate::wire::LinkStatusReply) |
+//! | `GET {prefix}/link/{instance_id}` | user | `200` [`LinkStatusReply`](crate::wire::LinkStatusReply) |
+//! | `POST {prefix}/codes` | user | `201` [`CodeReply`](crate::wire::CodeReply) |
+//!
+//! [`handle`] is `async` because a [`Service`]'s store and a host's link hook may wait; over the
+//! in-memory store with a hook that does not wait, its future is ready at once, so a blocking
+//! host drives it with any `block_on` (one is a dozen lines of `std`: see
+//! `examples/blocking_server.rs`).
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use lanlink::endpoint::HttpRequest;
+//! use lanlink::server::endpoint::{self, Backend, Handled, RequestBody, User};
+//! use lanlink::server::{Server, ServerConfig};
+//! use lanlink::AccountId;
+//! # let mut fut = std::pin::pin!(async {
+//! let server = Mutex::new(Server::new(ServerConfig::default()).unwrap());
+//! let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+//! let headers = [("host", &b"cloud.example"[..])];
+//! let request = HttpRequest {
+//!     method: "POST",
+//!     path: "/lanlink/v1/codes",
+//!     query: None,
+//!     authority: None,
+//!     headers: &headers,
+//!     peer: Some("203.0.113.7".parse().unwrap()),
+//! };
+//! let prefix = lanlink::transport::DEFAULT_PREFIX;
+//! let backend = Backend::Local(&server);
+//! let mut rng = lanlink::os_rng();
+//! let body = RequestBody::Complete(&[]);
+//! // A user route says it needs the user; the host's own authentication answers.
+//! let first = endpoint::handle(backend, now, &mut rng, prefix, &request, body, None).await;
+//! assert!(matches!(first, Handled::NeedsUser { .. }));
+//! let alice = User::new(AccountId::new("alice").unwrap());
+//! let answer = endpoint::handle(backend, now, &mut rng, prefix, &request, body, Some(&alice))
+//!     .await
+//!     .into_answer()
+//!     .unwrap();
+//! assert_eq!(answer.status, 201);
+//! // An unknown path is the core's 404, whatever the stack.
+//! let unknown = HttpRequest { path: "/lanlink/v1/nope", ..request };
+//! let answer = endpoint::handle(backend, now, &mut rng, prefix, &unknown, body, None).await;
+//! let answer = answer.into_answer().unwrap();
+//! assert_eq!((answer.status, &answer.body[..]), (404, &br#"{"error":"not_found"}"#[..]));
+//! # });
+//! # use std::future::Future;
+//! # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rand::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use super::cross_site::{self, RequestHead, UserRoute};
+use super::{Redeemed, Server, Service};
+use crate::addr::ForwardedHeaders;
+use crate::confirm::DisplayName;
+use crate::error::Refusal;
+use crate::id::{AccountId, InstanceId};
+use crate::wire::{self, ErrorBody, LinkRequest, RedeemRequest, WireError, MAX_MESSAGE_BYTES};
+
+pub use crate::endpoint::{split_target, HttpRequest, Target};
+
+/// Largest request body a route reads, in bytes (larger: `413 too_large`).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What became of a request's body, as the host's HTTP stack read it (at most
+/// [`MAX_BODY_BYTES`] of it, within its request deadline). A host may read it only when
+/// [`reads_body`] says the route reads one, and give `Complete(&[])` otherwise.
+///
+/// `Debug` shows a complete body's length, never its bytes (it may carry a secret).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestBody<'a> {
+    /// The whole body (empty when there was none).
+    Complete(&'a [u8]),
+    /// The body is longer than [`MAX_BODY_BYTES`] (read no further than that).
+    TooLarge,
+    /// The body was not complete by the host's request deadline.
+    TimedOut,
+    /// The body broke off (the connection closed or failed, bad chunked framing).
+    Broken,
+}
+
+impl std::fmt::Debug for RequestBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Complete(bytes) => write!(f, "Complete({} bytes)", bytes.len()),
+            Self::TooLarge => f.write_str("TooLarge"),
+            Self::TimedOut => f.write_str("TimedOut"),
+            Self::Broken => f.write_str("Broken"),
+        }
+    }
+}
+
+/// The user a host's own authentication found for a request that [`handle`] answered
+/// [`Handled::NeedsUser`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The account the request is from.
+    pub account: AccountId,
+    /// The name forwarded to the agent with a link request (revision 1.4: what a device with a
+    /// confirmation policy shows). `None` sends none; see
+    /// `http::Authenticator::display_name` (feature `http-server`) for what to put here.
+    pub display_name: Option<DisplayName>,
+}
+
+impl User {
+    /// A user whose display name is the account id itself ([`DisplayName::of_account`]).
+    ///
+    /// ```
+    /// use lanlink::server::endpoint::User;
+    /// let alice = User::new(lanlink::AccountId::new("alice").unwrap());
+    /// assert_eq!(alice.display_name.unwrap().as_str(), "alice");
+    /// ```
+    pub fn new(account: AccountId) -> Self {
+        let display_name = DisplayName::of_account(&account);
+        Self {
+            account,
+            display_name,
+        }
+    }
+}
+
+/// The server's answer: write the status, the headers and the body as they are (with the
+/// stack's own framing headers), and close the connection after it when [`close`](Self::close)
+/// says so. `Debug` shows the body's length, never its bytes (it may hold a token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// Header lines (lowercase names), in order.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body (empty for `HEAD`); it may hold a secret or a token, and is zeroized when
+    /// dropped.
+    pub body: Zeroizing<Vec<u8>>,
+    /// Whether to close the connection after this answer: the body was not read whole (too
+    /// large, timed out or broken off), so what follows on the connection is not a request.
+    pub close: bool,
+}
+
+impl std::fmt::Debug for ServerResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("close", &self.close)
+            .finish()
+    }
+}
+
+impl ServerResponse {
+    /// A JSON answer with `Cache-Control: no-store` (bodies may carry secrets).
+    fn json(status: u16, body: Zeroizing<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body,
+            close: false,
+        }
+    }
+
+    /// `{"error": code}` with `status`.
+    ///
+    /// ```
+    /// use lanlink::server::endpoint::ServerResponse;
+    /// let answer = ServerResponse::error(404, "not_found");
+    /// assert_eq!(&answer.body[..], br#"{"error":"not_found"}"#);
+    /// assert!(answer.headers.contains(&("cache-control", "no-store".to_owned())));
+    /// ```
+    pub fn error(status: u16, code: &str) -> Self {
+        Self::json(
+            status,
+            wire::encode(&ErrorBody {
+                error: code.to_owned(),
+            }),
+        )
+    }
+
+    /// `401 {"error":"unauthorized"}`: the answer of the crate's routers to a user route whose
+    /// request the host's authentication does not admit, for a host that has no answer of its
+    /// own (a redirect to its sign-in page, its own 401).
+    ///
+    /// ```
+    /// use lanlink::server::endpoint::ServerResponse;
+    /// let answer = ServerResponse::unauthorized();
+    /// assert_eq!((answer.status, &answer.body[..]), (401, &br#"{"error":"unauthorized"}"#[..]));
+    /// ```
+    pub fn unauthorized() -> Self {
+        Self::error(401, "unauthorized")
+    }
+
+    /// The answer for `refusal`: its [status](Refusal::status) and code.
+    ///
+    /// ```
+    /// use lanlink::server::endpoint::ServerResponse;
+    /// use lanlink::Refusal;
+    /// let answer = ServerResponse::refusal(&Refusal::LockedOut);
+    /// assert_eq!((answer.status, &answer.body[..]), (429, &br#"{"error":"locked_out"}"#[..]));
+    /// ```
+    pub fn refusal(refusal: &Refusal) -> Self {
+        Self::error(refusal.status(), refusal.code())
+    }
+}
+
+/// What [`handle`] made of a request.
+#[derive(Debug)]
+#[must_use]
+pub enum Handled {
+    /// The answer to send.
+    Answer(ServerResponse),
+    /// A user route: authenticate the request with the host's own sessions, then call
+    /// [`handle`] again with the [`User`] — or send the host's own answer (a `401`, a redirect).
+    /// Nothing was read or changed yet.
+    NeedsUser {
+        /// Whether the route forwards the user's display name ([`User::display_name`]):
+        /// `POST {prefix}/link` only. A host whose names cost a lookup may skip it otherwise.
+        display_name: bool,
+    },
+}
+
+impl Handled {
+    /// The answer, if it is one.
+    pub fn into_answer(self) -> Option<ServerResponse> {
+        match self {
+            Self::Answer(answer) => Some(answer),
+            Self::NeedsUser { .. } => None,
+        }
+    }
+}
+
+/// What [`handle`] runs the operations on: one in-memory [`Server`] behind a mutex (locked for
+/// each step, never across an await), or a [`Service`] over a shared store.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend<'a> {
+    /// An in-memory server. Its events stay in its queue for the host to drain
+    /// ([`Server::poll_event`]).
+    Local(&'a Mutex<Server>),
+    /// A service over a shared store; its events go to its sink.
+    Shared(&'a Service),
+}
+
+impl Backend<'_> {
+    /// The state-changing user routes' allowed origins (see [`cross_site`]).
+    fn allowed_origins(&self) -> Vec<String> {
+        match self {
+            Self::Local(server) => crate::lock_unpoisoned(server)
+                .config()
+                .allowed_origins()
+                .to_vec(),
+            Self::Shared(service) => service.config().allowed_origins().to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a Mutex<Server>> for Backend<'a> {
+    fn from(server: &'a Mutex<Server>) -> Self {
+        Self::Local(server)
+    }
+}
+
+impl<'a> From<&'a Service> for Backend<'a> {
+    fn from(service: &'a Service) -> Self {
+        Self::Shared(service)
+    }
+}
+
+/// The status and code of a request body that does not decode: `413 too_large`,
+/// `400 bad_field` (a device-info string too long or holding a hidden character),
+/// `400 unsupported_version`, else `400 malformed`.
+///
+/// ```
+/// use lanlink::server::endpoint::status_of_wire_error;
+/// use lanlink::wire::WireError;
+/// assert_eq!(status_of_wire_error(&WireError::Malformed), (400, "malformed"));
+/// assert_eq!(status_of_wire_error(&WireError::TooLarge { limit: 16 }), (413, "too_large"));
+/// ```
+pub fn status_of_wire_error(err: &WireError) -> (u16, &'static str) {
+    match err {
+        WireError::TooLarge { .. } => (413, "too_large"),
+        WireError::BadField(_) | WireError::HiddenCharacter(_) => (400, "bad_field"),
+        WireError::Version => (400, "unsupported_version"),
+        _ => (400, "malformed"),
+    }
+}
+
+/// A route, from the method and the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Announce,
+    Redeem,
+    Discover,
+    Link,
+    LinkStatus(&'a str),
+    Codes,
+    /// A known path, another method: the methods it takes.
+    NotAllowed(&'static str),
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    fn of(prefix: &str, method: &str, path: &'a str) -> Self {
+        const POST: &str = "POST";
+        const GET: &str = "GET,HEAD";
+        let prefix = prefix.trim_end_matches('/');
+        let Some(rest) = path.strip_prefix(prefix) else {
+            return Self::NotFound;
+        };
+        let get = matches!(method, "GET" | "HEAD");
+        let post = method == "POST";
+        match rest {
+            "/agent/announce" if post => Self::Announce,
+            "/agent/redeem" if post => Self::Redeem,
+            "/link" if post => Self::Link,
+            "/codes" if post => Self::Codes,
+            "/agent/announce" | "/agent/redeem" | "/link" | "/codes" => Self::NotAllowed(POST),
+            "/discover" if get => Self::Discover,
+            "/discover" => Self::NotAllowed(GET),
+            _ => match rest.strip_prefix("/link/") {
+                Some(id) if !id.is_empty() && !id.contains('/') => {
+                    if get {
+                        Self::LinkStatus(id)
+                    } else {
+                        Self::NotAllowed(GET)
+                    }
+                }
+                _ => Self::NotFound,
+            },
+        }
+    }
+}
+
+/// Whether the route of `method` and `path` under `prefix` reads a request body
+/// (`POST {prefix}/agent/announce`, `POST {prefix}/agent/redeem`, `POST {prefix}/link`). A host
+/// need not read the body of any other request: [`handle`] never looks at it.
+///
+/// ```
+/// use lanlink::server::endpoint::reads_body;
+/// assert!(reads_body("/lanlink/v1", "POST", "/lanlink/v1/agent/redeem"));
+/// assert!(!reads_body("/lanlink/v1", "GET", "/lanlink/v1/discover"));
+/// assert!(!reads_body("/lanlink/v1", "POST", "/lanlink/v1/codes"));
+/// ```
+pub fn reads_body(prefix: &str, method: &str, path: &str) -> bool {
+    matches!(
+        Route::of(prefix, method, path),
+        Route::Announce | Route::Redeem | Route::Link
+    )
+}
+
+/// Whether a header line is text: visible ASCII, spaces and tabs (what the `http` crate's
+/// `HeaderValue::to_str` accepts). A line that is not is skipped as if not sent.
+fn header_text(value: &[u8]) -> Option<&str> {
+    let text = value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    if text {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
+/// Every line of header `name` that is text ([`header_text`]), in order.
+fn text_lines<'a>(request: &HttpRequest<'a>, name: &str) -> Vec<&'a str> {
+    request.values(name).filter_map(header_text).collect()
+}
+
+/// Every line of header `name`, a line that is not text read as `""` (which no check accepts).
+fn all_lines<'a>(request: &HttpRequest<'a>, name: &str) -> Vec<&'a str> {
+    request
+        .values(name)
+        .map(|v| header_text(v).unwrap_or_default())
+        .collect()
+}
+
+/// The cross-site rule over the request's head (`Content-Type`, `Origin`, and its own authority:
+/// an absolute-form target's, else every `Host` line).
+fn check_cross_site(
+    request: &HttpRequest<'_>,
+    route: UserRoute,
+    allowed_origins: &[String],
+) -> Result<(), Refusal> {
+    let content_type = all_lines(request, "content-type");
+    let origin = all_lines(request, "origin");
+    let host = match request.authority {
+        Some(authority) => vec![authority],
+        None => all_lines(request, "host"),
+    };
+    let head = RequestHead {
+        content_type: &content_type,
+        origin: &origin,
+        host: &host,
+    };
+    cross_site::check(route, &head, allowed_origins)
+}
+
+/// The caller: its socket peer and its forwarding lines.
+struct Caller<'a> {
+    peer: IpAddr,
+    forwarded: Vec<&'a str>,
+    x_forwarded_for: Vec<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    fn of(request: &HttpRequest<'a>) -> Result<Self, ServerResponse> {
+        // Without a peer address nothing can be decided: refuse (fail closed).
+        let peer = request
+            .peer
+            .ok_or_else(|| ServerResponse::error(403, "unresolvable_client"))?;
+        Ok(Self {
+            peer,
+            forwarded: text_lines(request, "forwarded"),
+            x_forwarded_for: text_lines(request, "x-forwarded-for"),
+        })
+    }
+
+    fn headers(&self) -> ForwardedHeaders<'_> {
+        ForwardedHeaders {
+            forwarded: &self.forwarded,
+            x_forwarded_for: &self.x_forwarded_for,
+        }
+    }
+}
+
+/// The bytes of a body a route reads, or the refusal of its state.
+fn body_bytes<'b>(body: RequestBody<'b>) -> Result<&'b [u8], ServerResponse> {
+    match body {
+        RequestBody::Complete(bytes) if bytes.len() <= MAX_BODY_BYTES => Ok(bytes),
+        RequestBody::Complete(_) | RequestBody::TooLarge => {
+            Err(ServerResponse::error(413, "too_large"))
+        }
+        RequestBody::TimedOut => Err(ServerResponse::error(408, "request_timeout")),
+        RequestBody::Broken => Err(ServerResponse::error(400, "malformed")),
+    }
+}
+
+/// Decodes a body a route reads.
+fn decode_body<T: serde::de::DeserializeOwned>(body: RequestBody<'_>) -> Result<T, ServerResponse> {
+    let bytes = body_bytes(body)?;
+    wire::decode(bytes, MAX_MESSAGE_BYTES).map_err(|err| wire_refusal(&err))
+}
+
+fn wire_refusal(err: &WireError) -> ServerResponse {
+    let (status, code) = status_of_wire_error(err);
+    ServerResponse::error(status, code)
+}
+
+/// `status` with the result as JSON, or the refusal.
+fn reply<T: serde::Serialize>(status: u16, result: Result<T, Refusal>) -> ServerResponse {
+    match result {
+        Ok(reply) => ServerResponse::json(status, wire::encode(&reply)),
+        Err(refusal) => ServerResponse::refusal(&refusal),
+    }
+}
+
+/// Answers one request to the server's routes under `prefix` (e.g.
+/// [`DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)) at `now`; `rng` draws tokens and codes.
+/// `user` is `None` on the first call; a user route then answers [`Handled::NeedsUser`], and the
+/// host calls again with the user its own authentication found. See the [module docs](self).
+pub async fn handle<R: CryptoRng + RngCore + Send + ?Sized>(
+    backend: Backend<'_>,
+    now: DateTime<Utc>,
+    rng: &mut R,
+    prefix: &str,
+    request: &HttpRequest<'_>,
+    body: RequestBody<'_>,
+    user: Option<&User>,
+) -> Handled {
+    let route = Route::of(prefix, request.method, request.path);
+    let head = request.method == "HEAD";
+    let mut answer = match route {
+        Route::NotFound => Ok(ServerResponse::error(404, "not_found")),
+        Route::NotAllowed(allow) => {
+            let mut answer = ServerResponse::error(405, "method_not_allowed");
+            answer.headers.push(("allow", allow.to_owned()));
+            Ok(answer)
+        }
+        Route::Announce => announce(backend, now, request, body).await,
+        Route::Redeem => redeem(backend, now, rng, request, body).await,
+        Route::Discover | Route::Link | Route::LinkStatus(_) | Route::Codes => {
+            match user_route(backend, now, rng, route, request, body, user).await {
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) => {
+                    return Handled::NeedsUser {
+                        display_name: route == Route::Link,
+                    }
+                }
+                Err(answer) => Err(answer),
+            }
+        }
+    }
+    .unwrap_or_else(|refusal| refusal);
+    if head {
+        answer.body = Zeroizing::new(Vec::new());
+    }
+    // A body left unread (or cut off) leaves bytes on the connection that are no request.
+    answer.close = !matches!(body, RequestBody::Complete(_));
+    Handled::Answer(answer)
+}
+
+async fn announce(
+    backend: Backend<'_>,
+    now: DateTime<Utc>,
+    request: &HttpRequest<'_>,
+    body: RequestBody<'_>,
+) -> Result<ServerResponse, ServerResponse> {
+    let caller = Caller::of(request)?;
+    let announce = wire::decode_announce(body_bytes(body)?).map_err(|err| wire_refusal(&err))?;
+    let (peer, headers) = (caller.peer, caller.headers());
+    Ok(match backend {
+        Backend::Local(server) => reply(
+            200,
+            crate::lock_unpoisoned(server).handle_announce(now, peer, headers, &announce),
+        ),
+        Backend::Shared(service) => reply(
+            200,
+            service.handle_announce(now, peer, headers, &announce).await,
+        ),
+    })
+}
+
+async fn redeem<R: CryptoRng + RngCore + Send + ?Sized>(
+    backend: Backend<'_>,
+    now: DateTime<Utc>,
+    rng: &mut R,
+    request: &HttpRequest<'_>,
+    body: RequestBody<'_>,
+) -> Result<ServerResponse, ServerResponse> {
+    let caller = Caller::of(request)?;
+    let redeem: RedeemRequest = decode_body(body)?;
+    let (peer, headers) = (caller.peer, caller.headers());
+    let result = match backend {
+        Backend::Local(server) => redeem_local(server, now, rng, peer, headers, &redeem).await,
+        Backend::Shared(service) => {
+            service
+                .handle_redeem(now, rng, peer, headers, &redeem)
+                .await
+        }
+    };
+    Ok(reply(200, result.map(|redeemed| redeemed.reply)))
+}
+
+/// A redemption on a shared in-memory server: the claim under the lock, the server's link hook
+/// awaited outside it, and the completion under the lock again.
+async fn redeem_local<R: CryptoRng + RngCore + Send + ?Sized>(
+    server: &Mutex<Server>,
+    now: DateTime<Utc>,
+    rng: &mut R,
+    peer: IpAddr,
+    headers: ForwardedHeaders<'_>,
+    request: &RedeemRequest,
+) -> Result<Redeemed, Refusal> {
+    let (pending, hook) = {
+        let mut server = crate::lock_unpoisoned(server);
+        let pending = server.begin_redeem(now, rng, peer, headers, request)?;
+        (pending, server.link_hook())
+    };
+    let outcome = match hook {
+        Some(hook) => hook.link_completed(pending.link()).await,
+        None => Ok(()),
+    };
+    crate::lock_unpoisoned(server).finish_redeem(now, pending, outcome)
+}
+
+/// A user route: `Ok(None)` when the user is still needed.
+async fn user_route<R: CryptoRng + RngCore + Send + ?Sized>(
+    backend: Backend<'_>,
+    now: DateTime<Utc>,
+    rng: &mut R,
+    route: Route<'_>,
+    request: &HttpRequest<'_>,
+    body: RequestBody<'_>,
+    user: Option<&User>,
+) -> Result<Option<ServerResponse>, ServerResponse> {
+    // The cross-site rule of the state-changing routes, before the host's authentication.
+    let checked = match route {
+        Route::Link => Some(UserRoute::WithBody),
+        Route::Codes => Some(UserRoute::Bodyless),
+        _ => None,
+    };
+    if let Some(checked) = checked {
+        check_cross_site(request, checked, &backend.allowed_origins())
+            .map_err(|refusal| ServerResponse::refusal(&refusal))?;
+    }
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let account = &user.account;
+    Ok(Some(match route {
+        Route::Discover => {
+            let caller = Caller::of(request)?;
+            let (peer, headers) = (caller.peer, caller.headers());
+            match backend {
+                Backend::Local(server) => reply(
+                    200,
+                    crate::lock_unpoisoned(server).handle_discover_as(now, account, peer, headers),
+                ),
+                Backend::Shared(service) => reply(
+                    200,
+                    service
+                        .handle_discover_as(now, account, peer, headers)
+                        .await,
+                ),
+            }
+        }
+        Route::Link => {
+            let caller = Caller::of(request)?;
+            let link: LinkRequest = decode_body(body)?;
+            let (peer, headers) = (caller.peer, caller.headers());
+            let name = user.display_name.clone();
+            match backend {
+                Backend::Local(server) => reply(
+                    202,
+                    crate::lock_unpoisoned(server)
+                        .handle_link_as(now, rng, account, name, peer, headers, link),
+                ),
+                Backend::Shared(service) => reply(
+                    202,
+                    service
+                        .handle_link_as(now, rng, account, name, peer, headers, link)
+                        .await,
+                ),
+            }
+        }
+        Route::LinkStatus(id) => {
+            let caller = Caller::of(request)?;
+            let instance_id = percent_decode(id)
+                .and_then(|id| id.parse::<InstanceId>().ok())
+                .ok_or_else(|| ServerResponse::error(400, "malformed"))?;
+            let (peer, headers) = (caller.peer, caller.headers());
+            match backend {
+                Backend::Local(server) => reply(
+                    200,
+                    crate::lock_unpoisoned(server).handle_link_status(
+                        now,
+                        account,
+                        peer,
+                        headers,
+                        &instance_id,
+                    ),
+                ),
+                Backend::Shared(service) => reply(
+                    200,
+                    service
+                        .handle_link_status(now, account, peer, headers, &instance_id)
+                        .await,
+                ),
+            }
+        }
+        // `Route::Codes`; the other routes never come here.
+        _ => match backend {
+            Backend::Local(server) => reply(
+                201,
+                crate::lock_unpoisoned(server).mint_code(now, rng, account),
+            ),
+            Backend::Shared(service) => reply(201, service.mint_code(now, rng, account).await),
+        },
+    }))
+}
+
+/// Decodes `%XX` escapes in a path segment (a `%` not followed by two hex digits stays as it
+/// is); `None` when the result is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|&b| (b as char).to_digit(16))
+                .and_then(|d| u8::try_from(d).ok())
+        };
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(high * 16 + low);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_the_reference_router() {
+        let p = "/lanlink/v1";
+        let route = |method, path| Route::of(p, method, path);
+        assert_eq!(route("POST", "/lanlink/v1/agent/announce"), Route::Announce);
+        assert_eq!(route("HEAD", "/lanlink/v1/discover"), Route::Discover);
+        assert_eq!(
+            route("OPTIONS", "/lanlink/v1/discover"),
+            Route::NotAllowed("GET,HEAD")
+        );
+        assert_eq!(route("GET", "/lanlink/v1/codes"), Route::NotAllowed("POST"));
+        assert_eq!(
+            route("get", "/lanlink/v1/discover"),
+            Route::NotAllowed("GET,HEAD")
+        );
+        assert_eq!(route("GET", "/lanlink/v1/link/x"), Route::LinkStatus("x"));
+        assert_eq!(
+            route("PUT", "/lanlink/v1/link/x"),
+            Route::NotAllowed("GET,HEAD")
+        );
+        for path in [
+            "/lanlink/v1/link/",
+            "/lanlink/v1/link/x/y",
+            "/lanlink/v1/discover/",
+            "/lanlink/v1",
+            "/lanlink/v1/",
+            "/lanlink/v1discover",
+            "/",
+            "",
+            "*",
+        ] {
+            assert_eq!(route("GET", path), Route::NotFound, "{path:?}");
+        }
+        assert_eq!(Route::of("/", "GET", "/discover"), Route::Discover);
+    }
+
+    #[test]
+    fn header_lines_are_text_only_when_visible_ascii() {
+        assert_eq!(
+            header_text(b"203.0.113.7, 10.0.0.1\t"),
+            Some("203.0.113.7, 10.0.0.1\t")
+        );
+        assert_eq!(header_text(b"caf\xc3\xa9"), None, "UTF-8 but not ASCII");
+        assert_eq!(header_text(b"\xff"), None);
+        assert_eq!(header_text(b"a\x01"), None);
+        assert_eq!(header_text(b"a\x7f"), None);
+    }
+
+    #[test]
+    fn path_segments_decode_as_axum_does() {
+        assert_eq!(percent_decode("a%2Db").as_deref(), Some("a-b"));
+        assert_eq!(percent_decode("a%2").as_deref(), Some("a%2"));
+        assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}
