@@ -104,6 +104,33 @@ pub use crate::endpoint::{split_target, HttpRequest, Target};
 /// Largest request body a route reads, in bytes (larger: `413 too_large`).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Largest request head the server takes, in bytes: the target and every header line (name,
+/// value and the four bytes of `: ` and the line break). A larger one is answered `431` with an
+/// empty body and the connection closed, before any route runs, whatever the host's HTTP
+/// library lets through ([`head_bytes`]).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The size [`MAX_HEAD_BYTES`] bounds: the request's target and its header lines, each counted
+/// as `name: value` and a line break.
+///
+/// ```
+/// use lanlink::server::endpoint::{head_bytes, HttpRequest};
+/// let headers: [(&str, &[u8]); 1] = [("host", b"cloud.example")];
+/// let request = HttpRequest {
+///     method: "GET", path: "/lanlink/v1/discover", query: None, authority: None,
+///     headers: &headers, peer: None,
+/// };
+/// assert_eq!(head_bytes(&request), "/lanlink/v1/discover".len() + "host: cloud.example\r\n".len());
+/// ```
+pub fn head_bytes(request: &HttpRequest<'_>) -> usize {
+    let target = request.path.len()
+        + request.query.map_or(0, |query| query.len() + 1)
+        + request.authority.map_or(0, str::len);
+    request.headers.iter().fold(target, |sum, (name, value)| {
+        sum.saturating_add(name.len() + value.len() + 4)
+    })
+}
+
 /// What became of a request's body, as the host's HTTP stack read it (at most
 /// [`MAX_BODY_BYTES`] of it, within its request deadline). A host may read it only when
 /// [`reads_body`] says the route reads one, and give `Complete(&[])` otherwise.
@@ -510,6 +537,15 @@ pub async fn handle<R: CryptoRng + RngCore + Send + ?Sized>(
     body: RequestBody<'_>,
     user: Option<&User>,
 ) -> Handled {
+    if head_bytes(request) > MAX_HEAD_BYTES {
+        // As an HTTP layer refuses it: no route runs, nothing is read, an empty body.
+        return Handled::Answer(ServerResponse {
+            status: 431,
+            headers: Vec::new(),
+            body: Zeroizing::new(Vec::new()),
+            close: true,
+        });
+    }
     let route = Route::of(prefix, request.method, request.path);
     let head = request.method == "HEAD";
     let mut answer = match route {
@@ -779,6 +815,66 @@ mod tests {
         assert_eq!(header_text(b"\xff"), None);
         assert_eq!(header_text(b"a\x01"), None);
         assert_eq!(header_text(b"a\x7f"), None);
+    }
+
+    /// The in-memory server's futures are ready at once.
+    fn ready<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let waker = std::task::Waker::noop();
+        match future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("the in-memory server waited"),
+        }
+    }
+
+    /// A head over [`MAX_HEAD_BYTES`] is `431` with an empty body and the connection closed,
+    /// on any route, before routing or authentication; one at the limit is answered as usual.
+    #[test]
+    fn a_head_over_the_limit_is_431_before_any_route() {
+        let server =
+            std::sync::Mutex::new(Server::new(super::super::ServerConfig::default()).unwrap());
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let path = "/lanlink/v1/discover";
+        let answer = |padding: usize| {
+            let value = vec![b'a'; padding];
+            let headers: [(&str, &[u8]); 1] = [("x-padding", &value)];
+            let request = HttpRequest {
+                method: "GET",
+                path,
+                query: None,
+                authority: None,
+                headers: &headers,
+                peer: Some("203.0.113.7".parse().unwrap()),
+            };
+            assert_eq!(
+                head_bytes(&request),
+                path.len() + "x-padding".len() + 4 + padding
+            );
+            ready(handle(
+                Backend::Local(&server),
+                now,
+                &mut crate::os_rng(),
+                "/lanlink/v1",
+                &request,
+                RequestBody::Complete(&[]),
+                None,
+            ))
+        };
+        let at_limit = MAX_HEAD_BYTES - path.len() - "x-padding".len() - 4;
+        assert!(matches!(answer(at_limit), Handled::NeedsUser { .. }));
+        match answer(at_limit + 1) {
+            Handled::Answer(answer) => {
+                assert_eq!(
+                    (answer.status, answer.body.len(), answer.close),
+                    (431, 0, true)
+                );
+                assert!(answer.headers.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
