@@ -47,7 +47,7 @@ pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, T
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
-pub use self::service::{EventSink, Service};
+pub use self::service::{EventSink, Events, Service};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
