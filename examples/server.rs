@@ -32,7 +32,7 @@ use ipnet::IpNet;
 use lanlink::http::server::{log_event, router, service_router};
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Server, ServerConfig, Service};
+use lanlink::server::{Events, Server, ServerConfig, Service};
 use lanlink::AccountId;
 
 /// Runs a lanlink server.
@@ -188,8 +188,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .wait_timeout(std::time::Duration::from_millis(args.redis_wait_timeout_ms));
             let store = RedisStore::connect(store_config).await?;
             // Records expire by themselves in Redis: no purge task.
-            let service =
-                Arc::new(Service::new(config, Arc::new(store.clone()))?.with_event_sink(log_event));
+            let service = Arc::new(Service::new(
+                config,
+                Arc::new(store.clone()),
+                Events::sink(log_event),
+            )?);
             match profile {
                 "lanlink" => service_router(service, auth, &args.prefix),
                 #[cfg(feature = "obico")]

@@ -369,6 +369,16 @@ pub enum ServerEvent {
         /// The space.
         space: crate::server::CodeSpace,
     },
+    /// Not a decision but a gap in the record: `count` events happened here that the
+    /// synchronous [`Server`](crate::server::Server)'s queue had no room for, because more than
+    /// [`MAX_QUEUED_EVENTS`](crate::server::MAX_QUEUED_EVENTS) waited undrained. They are gone;
+    /// this event stands where they were, so the audit log shows the gap (drain
+    /// [`poll_event`](crate::server::Server::poll_event) after each call, or give the server a
+    /// sink, and it never appears).
+    EventsLost {
+        /// How many events were lost.
+        count: u64,
+    },
 }
 
 /// Serializes a public network as text (`203.0.113.7`, `2001:db8:1:2::/64`).

@@ -25,7 +25,7 @@ use lanlink::event::{LinkerEvent, ServerEvent};
 use lanlink::http::client::HttpLinkerClient;
 use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::{MemoryStore, ServerConfig, Service};
+use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
 use lanlink::transport::REDEEM_PATH;
 use lanlink::wire::{self, RedeemReply, MAX_MESSAGE_BYTES};
 use lanlink::{AccountId, DeviceInfo, InstanceId};
@@ -117,9 +117,12 @@ async fn start_server() -> TestServer {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     let store = Arc::new(Mutex::new(MemoryStore::default()));
-    let service = Service::new(ServerConfig::default(), store)
-        .expect("server config")
-        .with_event_sink(move |event| sink.lock().unwrap().push(event));
+    let service = Service::new(
+        ServerConfig::default(),
+        store,
+        Events::sink(move |event| sink.lock().unwrap().push(event)),
+    )
+    .expect("server config");
     let auth = Arc::new(BearerTokens::new(vec![(
         ALICE.to_owned(),
         AccountId::new("alice").unwrap(),

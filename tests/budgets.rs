@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::code::CodeKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, CounterFn, CounterKey, MemoryStore, NetworkFn, ReadFn, Redeemed, Server,
-    ServerConfig, Service, Store, StoreError,
+    CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn, Redeemed,
+    Server, ServerConfig, Service, Store, StoreError,
 };
 use lanlink::wire::RedeemRequest;
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LinkCode, PublicNetwork, Refusal};
@@ -161,7 +161,7 @@ proptest! {
         schedule in prop::collection::vec(0usize..1000, 1..200),
     ) {
         let store = Arc::new(Yielding(Mutex::new(MemoryStore::default())));
-        let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
         let now = start();
         let mut rng = StdRng::seed_from_u64(7);
         let right = ready(service.mint_code(now, &mut rng, &account("alice"))).expect("mint").code;
@@ -241,7 +241,9 @@ fn ready<T>(future: impl Future<Output = T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_from_one_address_has_at_most_the_threshold_checked() {
     let store = Arc::new(Mutex::new(MemoryStore::default()));
-    let service = Arc::new(Service::new(ServerConfig::default(), store.clone()).expect("config"));
+    let service = Arc::new(
+        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config"),
+    );
     let now = start();
     let right = service
         .mint_code(now, &mut lanlink::os_rng(), &account("alice"))

@@ -5,9 +5,9 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::event::ServerEvent;
 use lanlink::secret::PresenceKey;
-use lanlink::server::{Server, ServerConfig};
+use lanlink::server::{Server, ServerConfig, MAX_QUEUED_EVENTS};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, RedeemRequest, WIRE_VERSION};
-use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, Refusal};
+use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork, Refusal};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -130,6 +130,101 @@ fn every_server_event_serializes_without_secrets() {
     assert_eq!(value["reason"], "agent_not_found", "not on that network");
     assert_eq!(value["request"], "link");
     assert_eq!(value["network"], "198.51.100.9");
+}
+
+/// The `n`th of many public addresses, each its own network.
+fn peer(n: usize) -> std::net::IpAddr {
+    std::net::IpAddr::from([198, 18 + (n >> 16) as u8, (n >> 8) as u8, n as u8])
+}
+
+/// One discovery from `peer(n)`: exactly one event, naming its network.
+fn discover(server: &mut Server, n: usize) {
+    let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+    server
+        .handle_discover(now, peer(n), ForwardedHeaders::NONE)
+        .unwrap();
+}
+
+fn discovered(n: usize) -> impl Fn(&ServerEvent) -> bool {
+    move |event| {
+        matches!(event, ServerEvent::Discovered { network, .. }
+            if *network == PublicNetwork::from_ip(peer(n), 64))
+    }
+}
+
+#[test]
+fn a_full_queue_reports_the_events_it_lost_where_they_were() {
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    for n in 0..MAX_QUEUED_EVENTS + 3 {
+        discover(&mut server, n);
+    }
+    // The host sees the loss in the stream it drains: the first events in order, then one
+    // `EventsLost` counting the three that found no room, and nothing invented after it.
+    let mut events = Vec::new();
+    drain(&mut server, &mut events);
+    assert_eq!(events.len(), MAX_QUEUED_EVENTS + 1);
+    for (n, event) in events[..MAX_QUEUED_EVENTS].iter().enumerate() {
+        assert!(
+            discovered(n)(event),
+            "event {n} is the {n}th discovery: {event:?}"
+        );
+    }
+    assert_eq!(
+        events[MAX_QUEUED_EVENTS],
+        ServerEvent::EventsLost { count: 3 }
+    );
+    assert_eq!(
+        serde_json::to_string(&events[MAX_QUEUED_EVENTS]).unwrap(),
+        r#"{"event":"events_lost","count":3}"#
+    );
+    assert_eq!(server.lost_events(), 3);
+
+    // Drained, the queue records again.
+    discover(&mut server, 1_000_000);
+    assert!(server
+        .poll_event()
+        .is_some_and(|e| discovered(1_000_000)(&e)));
+    assert!(server.poll_event().is_none());
+
+    // Full again, and drained only in part: what comes next queues after the gap, in order.
+    for n in 0..MAX_QUEUED_EVENTS + 2 {
+        discover(&mut server, n);
+    }
+    assert!(server.poll_event().is_some_and(|e| discovered(0)(&e)));
+    assert!(server.poll_event().is_some_and(|e| discovered(1)(&e)));
+    discover(&mut server, 1_000_001);
+    let mut events = Vec::new();
+    drain(&mut server, &mut events);
+    assert_eq!(events.len(), MAX_QUEUED_EVENTS);
+    assert!(discovered(MAX_QUEUED_EVENTS - 1)(
+        &events[MAX_QUEUED_EVENTS - 3]
+    ));
+    assert_eq!(
+        events[MAX_QUEUED_EVENTS - 2],
+        ServerEvent::EventsLost { count: 2 }
+    );
+    assert!(discovered(1_000_001)(&events[MAX_QUEUED_EVENTS - 1]));
+    assert_eq!(server.lost_events(), 5);
+}
+
+#[test]
+fn with_a_sink_no_event_is_lost() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut server = Server::new(ServerConfig::default()).unwrap();
+    // Queued before the sink is set: handed to it, not stranded in the queue.
+    discover(&mut server, 0);
+    let log = seen.clone();
+    let mut server = server.with_event_sink(move |event| log.lock().unwrap().push(event));
+    for n in 1..MAX_QUEUED_EVENTS + 3 {
+        discover(&mut server, n);
+    }
+    assert!(server.poll_event().is_none());
+    assert_eq!(server.lost_events(), 0);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), MAX_QUEUED_EVENTS + 3);
+    for (n, event) in seen.iter().enumerate() {
+        assert!(discovered(n)(event), "{event:?}");
+    }
 }
 
 /// Everything `agent` has to say, drained.

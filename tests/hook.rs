@@ -35,7 +35,7 @@ use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CompletedLink, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig, Service,
+    CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig, Service,
 };
 use lanlink::transport::AgentServerTransport;
 use lanlink::wire::{RedeemReply, RedeemRequest};
@@ -170,9 +170,8 @@ async fn start_cloud(kind: Kind) -> Cloud {
         }
         Kind::Shared => {
             let store = Arc::new(Mutex::new(MemoryStore::default()));
-            let service = Service::new(config, store)
+            let service = Service::new(config, store, Events::sink(sink))
                 .unwrap()
-                .with_event_sink(sink)
                 .with_link_hook(hook);
             http::server::service_router(Arc::new(service), auth, P)
         }
@@ -633,7 +632,7 @@ fn sleeping_server(hook: &Arc<Sleeps>) -> Server {
 
 fn sleeping_service(hook: &Arc<Sleeps>) -> Service {
     let store = Arc::new(Mutex::new(MemoryStore::default()));
-    Service::new(ServerConfig::default(), store)
+    Service::new(ServerConfig::default(), store, Events::discard())
         .unwrap()
         .with_link_hook(Arc::clone(hook) as Arc<dyn LinkHook>)
 }

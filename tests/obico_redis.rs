@@ -22,7 +22,7 @@ use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::obico::linker::ObicoLinker;
 use lanlink::obico::ObicoConfig;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{ServerConfig, Service};
+use lanlink::server::{Events, ServerConfig, Service};
 use lanlink::AccountId;
 use serde_json::{json, Value};
 use support::instance::{server_binary, Instance};
@@ -63,9 +63,8 @@ impl Instance {
                     .await
                     .expect("connect to redis");
                 let service = Arc::new(
-                    Service::new(config, Arc::new(store.clone()))
-                        .expect("config")
-                        .with_event_sink(log_event),
+                    Service::new(config, Arc::new(store.clone()), Events::sink(log_event))
+                        .expect("config"),
                 );
                 let alice = AccountId::new("alice").expect("account");
                 let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));

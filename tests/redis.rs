@@ -24,7 +24,7 @@ use lanlink::http::server::service_router;
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{CounterKey, ServerConfig, Service, Store};
+use lanlink::server::{CounterKey, Events, ServerConfig, Service, Store};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
@@ -45,7 +45,7 @@ async fn store(redis: &Redis) -> RedisStore {
 }
 
 async fn service(redis: &Redis, config: ServerConfig) -> Service {
-    Service::new(config, Arc::new(store(redis).await)).expect("config")
+    Service::new(config, Arc::new(store(redis).await), Events::discard()).expect("config")
 }
 
 /// One server instance on Redis (see `support::instance`).
@@ -713,6 +713,7 @@ async fn nothing_in_redis_in_clear() {
     let other = Service::new(
         ServerConfig::default(),
         Arc::new(RedisStore::connect(other).await.expect("connect")),
+        Events::discard(),
     )
     .expect("config");
     let (y, _) = announcement(43);
@@ -828,7 +829,8 @@ async fn discovery_is_one_read_and_writes_nothing() {
     }
     let redis = Redis::start();
     let store = Arc::new(store(&redis).await);
-    let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+    let service =
+        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
     let peer = "203.0.113.6".parse().expect("ip");
     let home = network("203.0.113.6");
     let none = lanlink::ForwardedHeaders::NONE;
@@ -1177,7 +1179,8 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
     }
     let redis = Redis::start();
     let held = Arc::new(Held::new(store(&redis).await));
-    let first = Service::new(ServerConfig::default(), held.clone()).expect("config");
+    let first =
+        Service::new(ServerConfig::default(), held.clone(), Events::discard()).expect("config");
     let second = service(&redis, ServerConfig::default()).await;
     let alice = AccountId::new("alice").expect("account");
     let none = lanlink::ForwardedHeaders::NONE;

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
-use lanlink::http::server::service_router;
+use lanlink::http::server::{log_event, service_router};
 use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{ServerConfig, Service};
+use lanlink::server::{Events, ServerConfig, Service};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, LocalSecret, PublicNetwork};
@@ -51,7 +51,8 @@ impl Instance {
                 .wait_timeout(wait_timeout);
             let store = RedisStore::connect(config).await.expect("connect");
             let config = ServerConfig::default().lockout_threshold(5);
-            let service = Service::new(config, Arc::new(store)).expect("config");
+            let service =
+                Service::new(config, Arc::new(store), Events::sink(log_event)).expect("config");
             let alice = AccountId::new("alice").expect("account");
             let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
             return Self::serve(service_router(Arc::new(service), auth, DEFAULT_PREFIX)).await;
@@ -402,10 +403,12 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
     }
     let cluster = Cluster::start();
     let held = Arc::new(Held::new(cluster_store(&cluster).await));
-    let first = Service::new(ServerConfig::default(), held.clone()).expect("config");
+    let first =
+        Service::new(ServerConfig::default(), held.clone(), Events::discard()).expect("config");
     let second = Service::new(
         ServerConfig::default(),
         Arc::new(cluster_store(&cluster).await),
+        Events::discard(),
     )
     .expect("config");
     let alice = AccountId::new("alice").expect("account");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{CounterKey, ServerConfig, Service, Store};
+use lanlink::server::{CounterKey, Events, ServerConfig, Service, Store};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
 use lanlink::{InstanceId, Refusal};
@@ -167,8 +167,12 @@ impl Backend {
             .response_timeout(timeout)
             .connection_timeout(Duration::from_millis(500));
         let store = RedisStore::connect(config).await.expect("connect");
-        let service =
-            Service::new(ServerConfig::default(), Arc::new(store.clone())).expect("config");
+        let service = Service::new(
+            ServerConfig::default(),
+            Arc::new(store.clone()),
+            Events::discard(),
+        )
+        .expect("config");
         (service, store)
     }
 

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use lanlink::code::CodeKey;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, CounterFn, CounterKey, MemoryStore, NetworkFn, ServerConfig, Service,
-    Store, StoreError,
+    CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ServerConfig,
+    Service, Store, StoreError,
 };
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
@@ -231,7 +231,8 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
     // /24, check, claim the instance, create the code, accept (then the two refunds).
     for step in 0..6 {
         let store = Arc::new(Flaky::new());
-        let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard())
+            .expect("config");
         service
             .announce_in(now(), home(), &announce)
             .await
@@ -280,7 +281,8 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
 /// The dual-stack agent of [`announcement`], present in the home (IPv4) network and in
 /// [`v6_home`], on a service over `store`.
 async fn dual_stack(store: &Arc<Flaky>, announce: &Announce) -> Service {
-    let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+    let service =
+        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
     for network in [home(), v6_home()] {
         service
             .announce_in(now(), network, announce)
@@ -496,7 +498,8 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
     // redemption), then the network.
     for step in [0, 1, 2, 5] {
         let store = Arc::new(Flaky::new());
-        let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard())
+            .expect("config");
         service
             .announce_in(now(), home(), &announce)
             .await
@@ -576,7 +579,8 @@ async fn an_uncountable_guess_is_refused_unchecked() {
     // Call 0 charges the address, call 1 its /24.
     for step in 0..2 {
         let store = Arc::new(Flaky::new());
-        let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard())
+            .expect("config");
         service
             .announce_in(now(), home(), &announce)
             .await
@@ -620,7 +624,8 @@ async fn a_failed_refund_keeps_the_link_and_the_charge() {
     let alice = AccountId::new("alice").expect("account");
     let (announce, secret) = announcement();
     let store = Arc::new(Flaky::new());
-    let service = Service::new(ServerConfig::default(), store.clone()).expect("config");
+    let service =
+        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
     service
         .announce_in(now(), home(), &announce)
         .await
@@ -662,7 +667,7 @@ async fn discovery_reads_without_writing_and_skips_expired_presences() {
     let flaky = Arc::new(Flaky::new());
     let stores: [Arc<dyn Store>; 2] = [memory.clone(), flaky.clone()];
     for store in stores {
-        let service = Service::new(config.clone(), store).expect("config");
+        let service = Service::new(config.clone(), store, Events::discard()).expect("config");
         service
             .handle_announce(t0, peer, none, &announce)
             .await

@@ -23,7 +23,7 @@ use lanlink::http::client::{
 };
 use lanlink::http::{self, serve, BearerTokens, Peer, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::{MemoryStore, ServerConfig, Service};
+use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
 use lanlink::transport::{LinkerServerTransport, TransportError};
 use lanlink::{AccountId, DeviceInfo, PublicNetwork};
 use tokio_rustls::rustls;
@@ -97,9 +97,12 @@ async fn start_tls_server(pki: &Pki) -> TlsServer {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     let store = Arc::new(Mutex::new(MemoryStore::default()));
-    let service = Service::new(ServerConfig::default(), store)
-        .unwrap()
-        .with_event_sink(move |event| sink.lock().unwrap().push(event));
+    let service = Service::new(
+        ServerConfig::default(),
+        store,
+        Events::sink(move |event| sink.lock().unwrap().push(event)),
+    )
+    .unwrap();
     let auth = Arc::new(BearerTokens::new(vec![(
         ALICE.to_owned(),
         AccountId::new("alice").unwrap(),

@@ -25,7 +25,7 @@ use lanlink::http::axum::routing::{get, post};
 use lanlink::http::axum::{Json, Router};
 use lanlink::http::{self, Authenticator, Rejection};
 use lanlink::server::{
-    CompletedLink, HookError, LinkHook, LinkVia, MemoryStore, ServerConfig, Service,
+    CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, ServerConfig, Service,
 };
 use lanlink::{async_trait, AccountId, AuthToken, InstanceId, TokenDigest};
 use serde_json::json;
@@ -263,9 +263,8 @@ pub fn app(
 ) -> Result<(Router, Arc<HostDb>), lanlink::ConfigError> {
     let db = Arc::new(HostDb::default());
     let store = Arc::new(Mutex::new(MemoryStore::default()));
-    let service = Service::new(ServerConfig::default(), store)?
-        .with_link_hook(db.clone())
-        .with_event_sink(audit);
+    let service = Service::new(ServerConfig::default(), store, Events::sink(audit))?
+        .with_link_hook(db.clone());
     let lanlink =
         http::server::service_router(Arc::new(service), Arc::new(HostSessions), LANLINK_PREFIX);
     let sessions = SessionManagerLayer::new(tower_sessions::MemoryStore::default())

@@ -89,14 +89,15 @@ pub fn router(server: SharedServer, auth: Arc<dyn Authenticator>, prefix: &str) 
 
 /// The server's routes under `prefix` over a [`Service`] (for example on a
 /// `RedisStore` (feature `redis`), so that several processes act as one
-/// server). Give the service [`log_event`] as its event sink to log its decisions.
+/// server). Give the service
+/// [`Events::sink`](crate::server::Events::sink)`(`[`log_event`]`)` to log its decisions.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use lanlink::http::{server::{log_event, service_router}, BearerTokens, DEFAULT_PREFIX};
-/// use lanlink::server::{MemoryStore, ServerConfig, Service};
+/// use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
 /// let store = Arc::new(Mutex::new(MemoryStore::default()));
-/// let service = Service::new(ServerConfig::default(), store).unwrap().with_event_sink(log_event);
+/// let service = Service::new(ServerConfig::default(), store, Events::sink(log_event)).unwrap();
 /// let app = service_router(Arc::new(service), Arc::new(BearerTokens::default()), DEFAULT_PREFIX);
 /// # let _ = app;
 /// ```
@@ -180,9 +181,14 @@ pub(crate) fn peer_of(parts: &Parts) -> Option<IpAddr> {
         .map(|info| info.0.ip())
 }
 
-/// Logs one server event (events carry no secrets); the event sink for a [`Service`].
+/// Logs one server event (events carry no secrets): a [`Service`]'s sink, as
+/// [`Events::sink`](crate::server::Events::sink)`(log_event)`; the routers over a [`Server`]
+/// log what they drain with it. A gap in the record ([`ServerEvent::EventsLost`]) is a warning.
 pub fn log_event(event: ServerEvent) {
-    tracing::info!(target: "lanlink::server", ?event);
+    match event {
+        ServerEvent::EventsLost { .. } => tracing::warn!(target: "lanlink::server", ?event),
+        _ => tracing::info!(target: "lanlink::server", ?event),
+    }
 }
 
 /// A redemption on a shared in-memory server: `begin` (the claim) under the lock, the server's

@@ -115,15 +115,18 @@ pub fn router_with_tokens(
 /// The Obico routes over a [`Service`] (for example on a
 /// [`RedisStore`](crate::server::redis::RedisStore), so that several processes act as one
 /// server), recognising linked printers in `tokens`. Give the service
-/// [`log_event`](crate::http::server::log_event) as its event sink to log its decisions.
+/// [`Events::sink`](crate::server::Events::sink)`(`[`log_event`](crate::http::server::log_event)`)`
+/// to log its decisions.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use lanlink::http::BearerTokens;
 /// use lanlink::obico::{server::service_router, tokens::MemoryTokens, ObicoConfig};
-/// use lanlink::server::{MemoryStore, ServerConfig, Service};
+/// use lanlink::http::server::log_event;
+/// use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
 /// let store = Arc::new(Mutex::new(MemoryStore::default()));
-/// let service = Arc::new(Service::new(ServerConfig::default(), store).unwrap());
+/// let events = Events::sink(log_event);
+/// let service = Arc::new(Service::new(ServerConfig::default(), store, events).unwrap());
 /// let tokens = Arc::new(MemoryTokens::default());
 /// let app = service_router(service, Arc::new(BearerTokens::default()), ObicoConfig::default(), tokens);
 /// assert!(app.is_ok());

@@ -47,7 +47,7 @@ pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, T
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
-pub use self::service::{EventSink, Service};
+pub use self::service::{EventSink, Events, Service};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
@@ -452,7 +452,9 @@ fn ready<T>(future: impl Future<Output = Result<T, Refusal>>) -> Result<T, Refus
 }
 
 impl Server {
-    /// A server with an empty in-memory store.
+    /// A server with an empty in-memory store. Its events wait for the host in a bounded queue
+    /// ([`poll_event`](Self::poll_event), which reports any it had no room for), unless it is
+    /// given a [sink](Self::with_event_sink).
     pub fn new(config: ServerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
@@ -464,8 +466,9 @@ impl Server {
     }
 
     /// Hands every event to `sink` as it happens, instead of queueing it for
-    /// [`poll_event`](Self::poll_event) (which then returns `None`). The HTTP routers over a
-    /// shared server pass every event on this way; without a sink they log them.
+    /// [`poll_event`](Self::poll_event) (which then returns `None`); any already queued go to
+    /// `sink` first. The HTTP routers over a shared server drain the queue after each request
+    /// and log what they drain.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
@@ -481,6 +484,9 @@ impl Server {
     /// assert!(seen.lock().unwrap()[0].starts_with(r#"{"event":"discovered""#));
     /// ```
     pub fn with_event_sink(mut self, sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
+        while let Some(event) = self.events.pop_front() {
+            sink(event);
+        }
         self.events.sink = Some(std::sync::Arc::new(sink));
         self
     }
@@ -538,17 +544,13 @@ impl Server {
         &self.store
     }
 
-    /// The next event. At most [`MAX_QUEUED_EVENTS`] wait: drain them after each call (past
-    /// the bound the oldest are dropped, see [`dropped_events`](Self::dropped_events)).
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
-    }
-
-    /// How many events were dropped, oldest first, because more than [`MAX_QUEUED_EVENTS`]
-    /// waited undrained.
+    /// The next event, oldest first. Without a [sink](Self::with_event_sink), events wait here
+    /// for the host: drain them after each call. At most [`MAX_QUEUED_EVENTS`] wait; past that
+    /// bound events are lost, never silently: one [`ServerEvent::EventsLost`] comes in their
+    /// place, counting them (and [`lost_events`](Self::lost_events) counts them all).
     ///
     /// ```
+    /// use lanlink::event::ServerEvent;
     /// use lanlink::server::{Server, ServerConfig, MAX_QUEUED_EVENTS};
     /// use lanlink::ForwardedHeaders;
     /// let mut server = Server::new(ServerConfig::default()).unwrap();
@@ -557,15 +559,28 @@ impl Server {
     /// for _ in 0..MAX_QUEUED_EVENTS + 3 {
     ///     let _ = server.handle_discover(now, peer, ForwardedHeaders::NONE);
     /// }
-    /// assert_eq!(server.dropped_events(), 3);
     /// let mut queued = 0;
-    /// while server.poll_event().is_some() {
+    /// while let Some(event) = server.poll_event() {
+    ///     if let ServerEvent::EventsLost { count } = event {
+    ///         assert_eq!(count, 3);
+    ///         assert!(server.poll_event().is_none(), "the gap is where the events were");
+    ///         break;
+    ///     }
     ///     queued += 1;
     /// }
     /// assert_eq!(queued, MAX_QUEUED_EVENTS);
+    /// assert_eq!(server.lost_events(), 3);
     /// ```
-    pub fn dropped_events(&self) -> u64 {
-        self.events.dropped()
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// How many events were lost in all because more than [`MAX_QUEUED_EVENTS`] waited
+    /// undrained (for a metric: [`poll_event`](Self::poll_event) reports each loss in its place
+    /// as a [`ServerEvent::EventsLost`]). None are lost once a [sink](Self::with_event_sink) is set.
+    pub fn lost_events(&self) -> u64 {
+        self.events.lost()
     }
 
     /// An agent announces (protocol step 3). The reply carries any queued messages.

@@ -54,16 +54,19 @@ use crate::wire::{
     LinkState, LinkStatusReply, RedeemReply, RedeemRequest, Visibility,
 };
 
-/// The most events the synchronous [`Server`](super::Server) holds undrained: past it the oldest
-/// is dropped (and counted, [`Server::dropped_events`](super::Server::dropped_events)), so an
-/// embedder that never drains cannot be made to grow memory without bound.
+/// The most events the synchronous [`Server`](super::Server) holds undrained, so that an
+/// embedder that never drains cannot be made to grow memory without bound. Past it, events are
+/// not queued but counted, and one [`ServerEvent::EventsLost`] stands in the queue where they
+/// would have been: [`Server::poll_event`](super::Server::poll_event) yields it in its turn.
 pub const MAX_QUEUED_EVENTS: usize = 4096;
 
-/// Events waiting to be drained, at most [`MAX_QUEUED_EVENTS`].
+/// Events waiting to be drained: at most [`MAX_QUEUED_EVENTS`], then one
+/// [`ServerEvent::EventsLost`] counting the rest.
 #[derive(Default)]
 pub(crate) struct EventQueue {
     events: VecDeque<ServerEvent>,
-    dropped: u64,
+    /// How many events were lost in all (each also counted by an `EventsLost` in the queue).
+    lost: u64,
     /// Where events go at once instead of the queue, when set.
     pub(crate) sink: Option<super::EventSink>,
 }
@@ -72,32 +75,40 @@ impl std::fmt::Debug for EventQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventQueue")
             .field("queued", &self.events.len())
-            .field("dropped", &self.dropped)
+            .field("lost", &self.lost)
             .field("sink", &self.sink.is_some())
             .finish()
     }
 }
 
 impl EventQueue {
-    /// Queues `event` (or hands it to the sink), dropping the oldest when full.
+    /// Queues `event` (or hands it to the sink). When the queue holds `MAX_QUEUED_EVENTS`
+    /// entries (an `EventsLost` counts as one), the event is lost and counted by the
+    /// `EventsLost` at the queue's end (one is pushed if the last entry is not one already): the
+    /// queue holds at most `MAX_QUEUED_EVENTS + 1` entries, and its order says where each gap
+    /// was.
     pub(crate) fn push_back(&mut self, event: ServerEvent) {
         if let Some(sink) = &self.sink {
             sink(event);
             return;
         }
-        if self.events.len() >= MAX_QUEUED_EVENTS {
-            self.events.pop_front();
-            self.dropped = self.dropped.saturating_add(1);
+        if self.events.len() < MAX_QUEUED_EVENTS {
+            self.events.push_back(event);
+            return;
         }
-        self.events.push_back(event);
+        self.lost = self.lost.saturating_add(1);
+        match self.events.back_mut() {
+            Some(ServerEvent::EventsLost { count }) => *count = count.saturating_add(1),
+            _ => self.events.push_back(ServerEvent::EventsLost { count: 1 }),
+        }
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
     }
 
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost
     }
 
     pub(crate) fn drain(self) -> impl Iterator<Item = ServerEvent> {

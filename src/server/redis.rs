@@ -72,10 +72,11 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-//! use lanlink::server::{ServerConfig, Service};
+//! use lanlink::server::{Events, ServerConfig, Service};
 //! let key = StoreKey::from_hex(&std::env::var("LANLINK_STORE_KEY")?).ok_or("bad key")?;
 //! let store = RedisStore::connect(RedisStoreConfig::new("redis://127.0.0.1:6379", key)).await?;
-//! let service = Service::new(ServerConfig::default(), Arc::new(store))?;
+//! let events = Events::sink(|event| println!("{}", serde_json::to_string(&event).unwrap()));
+//! let service = Service::new(ServerConfig::default(), Arc::new(store), events)?;
 //! # drop(service);
 //! # Ok(())
 //! # }

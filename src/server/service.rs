@@ -22,25 +22,72 @@ use crate::wire::{
 /// Where a [`Service`] sends its events (they carry no secrets).
 pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;
 
+/// Where a [`Service`]'s events go: the host's choice, made by name when it builds the service
+/// ([`Service::new`]). There is no default, so a service cannot lose its audit trail by
+/// omission: it has [a sink](Events::sink), or the host wrote [`Events::discard`].
+///
+/// ```
+/// use lanlink::server::Events;
+/// let logged = Events::sink(|event| eprintln!("{}", serde_json::to_string(&event).unwrap()));
+/// let none = Events::discard(); // an explicit opt-out, for a reader to find
+/// assert_eq!(format!("{logged:?} {none:?}"), "Events::sink(..) Events::discard()");
+/// ```
+///
+/// ```compile_fail
+/// // No default: events go nowhere only where the host says so.
+/// let events: lanlink::server::Events = Default::default();
+/// ```
+#[derive(Clone)]
+pub struct Events(Option<EventSink>);
+
+impl Events {
+    /// Every event goes to `sink` as the operation that made it ends (a service has no queue:
+    /// it is shared by concurrent requests).
+    pub fn sink(sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(sink)))
+    }
+
+    /// Every event is dropped. For benches and throwaway tools; a server that links real
+    /// accounts should keep its decisions ([`Events::sink`]).
+    pub fn discard() -> Self {
+        Self(None)
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "Events::sink(..)",
+            None => "Events::discard()",
+        })
+    }
+}
+
 /// The server's operations over a shared [`Store`], as `async fn`s taking `&self`: one
 /// `Service` serves concurrent requests, and several processes whose services share one store
 /// (such as a `RedisStore` (feature `redis`)) act as one server.
 ///
 /// The operations are the very code the synchronous [`Server`](super::Server) runs; see its
-/// methods for what each checks. Decisions go to the [event sink](Service::with_event_sink).
+/// methods for what each checks. Decisions go where the host said when it built the service
+/// ([`Events`]).
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use chrono::DateTime;
-/// use lanlink::server::{MemoryStore, ServerConfig, Service};
+/// use lanlink::event::ServerEvent;
+/// use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
 /// use lanlink::ForwardedHeaders;
 /// # let mut fut = std::pin::pin!(async {
 /// let store = Arc::new(Mutex::new(MemoryStore::default()));
-/// let service = Service::new(ServerConfig::default(), store).unwrap();
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// let events = Events::sink(move |event| log.lock().unwrap().push(event));
+/// let service = Service::new(ServerConfig::default(), store, events).unwrap();
 /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
 /// let peer = "203.0.113.7".parse().unwrap();
 /// let reply = service.handle_discover(now, peer, ForwardedHeaders::NONE).await.unwrap();
 /// assert!(reply.agents.is_empty());
+/// assert!(matches!(seen.lock().unwrap()[..], [ServerEvent::Discovered { .. }]));
 /// # });
 /// # use std::future::Future;
 /// # let waker = std::task::Waker::noop();
@@ -50,7 +97,7 @@ pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;
 pub struct Service {
     config: ServerConfig,
     store: Arc<dyn Store>,
-    sink: Option<EventSink>,
+    events: Events,
     hook: Option<Arc<dyn LinkHook>>,
 }
 
@@ -58,19 +105,24 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
             .field("config", &self.config)
+            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }
 
 impl Service {
-    /// A service over `store` (checks the configuration). Events are dropped until a sink is
-    /// set.
-    pub fn new(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, ConfigError> {
+    /// A service over `store` (checks the configuration), its events going where `events`
+    /// says: to a sink, or, named as such, nowhere.
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        events: Events,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
             config,
             store,
-            sink: None,
+            events,
             hook: None,
         })
     }
@@ -86,12 +138,6 @@ impl Service {
     /// The link hook, if one is set.
     pub fn link_hook(&self) -> Option<&Arc<dyn LinkHook>> {
         self.hook.as_ref()
-    }
-
-    /// Sends every event to `sink`.
-    pub fn with_event_sink(mut self, sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
-        self.sink = Some(Arc::new(sink));
-        self
     }
 
     /// The configuration.
@@ -121,7 +167,7 @@ impl Service {
     }
 
     fn emit(&self, events: EventQueue) {
-        if let Some(sink) = &self.sink {
+        if let Some(sink) = &self.events.0 {
             events.drain().for_each(|event| sink(event));
         }
     }
@@ -182,10 +228,12 @@ impl Service {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use lanlink::server::{MemoryStore, ServerConfig, Service};
+    /// use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
     /// use lanlink::{AccountId, ForwardedHeaders};
     /// # let mut fut = std::pin::pin!(async {
-    /// let service = Service::new(ServerConfig::default(), Arc::new(Mutex::new(MemoryStore::default()))).unwrap();
+    /// let store = Arc::new(Mutex::new(MemoryStore::default()));
+    /// let events = Events::sink(|event| println!("{event:?}"));
+    /// let service = Service::new(ServerConfig::default(), store, events).unwrap();
     /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     /// let alice = AccountId::new("alice").unwrap();
     /// let reply = service
