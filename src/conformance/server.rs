@@ -279,19 +279,7 @@ impl Session<'_> {
         payload: Option<(Vec<u8>, &str)>,
         origin: Option<&str>,
     ) -> Result<Reply, String> {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .timeout(self.target.timeout);
-        let credential = match who {
-            As::Nobody => None,
-            As::User => Some(&self.target.credential),
-            As::Second => self.target.second.as_ref(),
-        };
-        if let Some(credential) = credential {
-            request = apply(credential, request);
-        }
+        let mut request = self.request(method, path, who)?;
         if let Some((payload, content_type)) = payload {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -312,8 +300,22 @@ impl Session<'_> {
         who: As,
         headers: &[(&str, Result<reqwest::header::HeaderValue, String>)],
     ) -> Result<Reply, String> {
+        let mut request = self.request(method, path, who)?;
+        for (name, value) in headers {
+            request = request.header(*name, value.clone()?);
+        }
+        self.read(request).await
+    }
+
+    /// A request for `path` under the prefix, with `who`'s credential and the target's timeout.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        who: As,
+    ) -> Result<reqwest::RequestBuilder, String> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut request = self
+        let request = self
             .client
             .request(method, format!("{}{path}", self.base))
             .timeout(self.target.timeout);
@@ -322,13 +324,10 @@ impl Session<'_> {
             As::User => Some(&self.target.credential),
             As::Second => self.target.second.as_ref(),
         };
-        if let Some(credential) = credential {
-            request = apply(credential, request);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, value.clone()?);
-        }
-        self.read(request).await
+        Ok(match credential {
+            Some(credential) => apply(credential, request),
+            None => request,
+        })
     }
 
     /// Sends `request` and reads its answer (at most 1 MiB of body).

@@ -28,9 +28,9 @@ use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
 use axum::routing::any;
 use axum::Router;
 
-use super::server::peer_of;
+use super::server::{core_request, header_pairs};
 use crate::driver::{lock, SharedAgent};
-use crate::endpoint::{self, LocalRequest, LocalResponse};
+use crate::endpoint::{self, LocalResponse};
 use crate::error::SecretRefusal;
 
 /// The agent's local routes under `prefix`.
@@ -71,19 +71,8 @@ pub fn status_of_secret_refusal(refusal: &SecretRefusal) -> StatusCode {
 /// Hands one request to the core's endpoint and writes its answer.
 fn answer(agent: &SharedAgent, prefix: &str, request: Request) -> Response<Body> {
     let (parts, _) = request.into_parts();
-    let headers: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    let local = LocalRequest {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        authority: parts.uri.authority().map(|a| a.as_str()),
-        headers: &headers,
-        peer: peer_of(&parts),
-    };
+    let headers = header_pairs(&parts);
+    let local = core_request(&parts, &headers);
     let answer = endpoint::handle(
         &mut lock(agent),
         Instant::now(),

@@ -181,6 +181,31 @@ pub(crate) fn peer_of(parts: &Parts) -> Option<IpAddr> {
         .map(|info| info.0.ip())
 }
 
+/// A request's header lines as the core takes them: (name, bytes), in order.
+pub(crate) fn header_pairs(parts: &Parts) -> Vec<(&str, &[u8])> {
+    parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect()
+}
+
+/// The core's view of a request's head ([`HttpRequest`]), over its `headers`
+/// ([`header_pairs`]).
+pub(crate) fn core_request<'a>(
+    parts: &'a Parts,
+    headers: &'a [(&'a str, &'a [u8])],
+) -> HttpRequest<'a> {
+    HttpRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        authority: parts.uri.authority().map(|a| a.as_str()),
+        headers,
+        peer: peer_of(parts),
+    }
+}
+
 /// Logs one server event (events carry no secrets): a [`Service`]'s sink, as
 /// [`Events::sink`](crate::server::Events::sink)`(log_event)`; the routers over a [`Server`]
 /// log what they drain with it. A gap in the record ([`ServerEvent::EventsLost`]) is a warning.
@@ -226,19 +251,8 @@ fn log_events(server: &mut Server) {
 /// needs a user) and writes its answer.
 async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    let headers: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    let request = HttpRequest {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        authority: parts.uri.authority().map(|a| a.as_str()),
-        headers: &headers,
-        peer: peer_of(&parts),
-    };
+    let headers = header_pairs(&parts);
+    let request = core_request(&parts, &headers);
     // The body is read only for a route that takes one; it may carry a secret.
     let read = if endpoint::reads_body(&app.prefix, request.method, request.path) {
         read_body_state(body, MAX_BODY_BYTES).await
