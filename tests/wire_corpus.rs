@@ -19,10 +19,12 @@
 
 #![cfg(feature = "http-server")]
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,41 +133,7 @@ fn start_blocking() -> (Blocking, SocketAddr) {
 
 /// The built example, next to this test binary.
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .join("examples")
-        .join("blocking_server");
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is not built: run `cargo build --examples` first (a plain `cargo test` builds it)",
-                path.display()
-            )
-        });
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let source = newest(&root.join("examples/blocking_server.rs")).max(newest(&root.join("src")));
-    assert!(
-        source <= built,
-        "{} is older than its sources: run `cargo build --examples` again",
-        path.display()
-    );
-    path
-}
-
-/// The newest modification time of `path` or of any file under it.
-fn newest(path: &Path) -> std::time::SystemTime {
-    let metadata = std::fs::metadata(path).expect("source");
-    let mut time = metadata.modified().expect("mtime");
-    if metadata.is_dir() {
-        for entry in std::fs::read_dir(path).expect("source dir") {
-            time = time.max(newest(&entry.expect("entry").path()));
-        }
-    }
-    time
+    support::example::built("blocking_server")
 }
 
 // ───────────────────────────── raw requests ─────────────────────────────

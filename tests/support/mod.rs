@@ -1,6 +1,7 @@
 //! Helpers shared by test files (each file uses some of them).
 #![allow(dead_code)]
 
+pub mod example;
 #[cfg(feature = "tokio")]
 pub mod held;
 #[cfg(all(feature = "redis", feature = "http"))]
