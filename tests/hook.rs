@@ -992,29 +992,25 @@ fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt
         presence_key: Some(key.clone()),
         attempt,
     };
+    // Claims `code` as `key`'s attempt `attempt` (the hook not yet run).
+    let begin = |server: &mut Server, code: &lanlink::LinkCode, key: &PresenceKey, attempt| {
+        server
+            .begin_redeem(
+                now(),
+                &mut lanlink::os_rng(),
+                home,
+                ForwardedHeaders::NONE,
+                &request(code, key, attempt),
+            )
+            .unwrap()
+    };
 
     // 1. Attempt 1 claims the code, attempt 2 (a retry) claims it again; attempt 1's hook fails
     // (the code stays attempt 2's), attempt 2 completes the link.
     let code = codes.pop().unwrap();
     let key = PresenceKey::generate(&mut rng);
-    let first = server
-        .begin_redeem(
-            now(),
-            &mut rng,
-            home,
-            ForwardedHeaders::NONE,
-            &request(&code, &key, 1),
-        )
-        .unwrap();
-    let second = server
-        .begin_redeem(
-            now(),
-            &mut rng,
-            home,
-            ForwardedHeaders::NONE,
-            &request(&code, &key, 2),
-        )
-        .unwrap();
+    let first = begin(&mut server, &code, &key, 1);
+    let second = begin(&mut server, &code, &key, 2);
     let failed = server.finish_redeem(now(), first, Err(HookError::new("host down")));
     assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
     assert_eq!(
@@ -1042,15 +1038,7 @@ fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt
     // the agent's retry links, and only then is the slot returned.
     let code = codes.pop().unwrap();
     let key = PresenceKey::generate(&mut rng);
-    let first = server
-        .begin_redeem(
-            now(),
-            &mut rng,
-            home,
-            ForwardedHeaders::NONE,
-            &request(&code, &key, 1),
-        )
-        .unwrap();
+    let first = begin(&mut server, &code, &key, 1);
     let failed = server.finish_redeem(now(), first, Err(HookError::new("host down")));
     assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
     assert_eq!(
