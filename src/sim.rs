@@ -29,10 +29,10 @@ use rand::SeedableRng;
 
 use crate::addr::ForwardedHeaders;
 use crate::agent::{Agent, AgentConfig, AgentTransmit, SecretRequest};
-use crate::event::{AgentEvent, LinkerEvent, ServerEvent};
+use crate::event::{AgentEvent, LinkerEvent, RequestKind, ServerEvent};
 use crate::id::AccountId;
 use crate::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
-use crate::server::{Server, ServerConfig};
+use crate::server::{at_once, Server, ServerConfig, User};
 use crate::wire::{DeviceInfo, RedeemReply};
 
 /// Index of a LAN in the simulation.
@@ -318,15 +318,17 @@ impl Sim {
         };
         match transmit {
             AgentTransmit::Announce(announce) => {
-                match self.server.handle_announce(wall, peer, headers, &announce) {
+                let network = self.server.caller(RequestKind::Announce, peer, headers);
+                let reply = network.and_then(|n| at_once(self.server.announce(wall, n, &announce)));
+                match reply {
                     Ok(reply) => self.agents[id].agent.handle_announce_reply(now, reply),
                     Err(refusal) => self.agents[id].agent.handle_announce_refused(now, refusal),
                 }
             }
             AgentTransmit::Redeem(request) => {
-                let reply = self
-                    .server
-                    .handle_redeem(wall, &mut self.rng, peer, headers, &request)
+                let network = self.server.caller(RequestKind::Redeem, peer, headers);
+                let reply = network
+                    .and_then(|n| at_once(self.server.redeem(wall, &mut self.rng, n, &request)))
                     .map(|redeemed| redeemed.reply);
                 if let Ok(reply) = &reply {
                     self.agents[id].minted = Some(reply.clone());
@@ -351,13 +353,12 @@ impl Sim {
         let Some(transmit) = self.linkers[id].linker.poll_transmit(now) else {
             return false;
         };
-        let account = self.linkers[id].account.clone();
+        let user = User::new(self.linkers[id].account.clone());
         // Replies go back through the linker's own checks; an unexpected one is ignored.
         let _ = match transmit {
             LinkerTransmit::Discover => {
-                let reply = self
-                    .server
-                    .handle_discover_as(wall, &account, peer, headers);
+                let network = self.server.caller(RequestKind::Discover, peer, headers);
+                let reply = network.and_then(|n| at_once(self.server.discover(wall, n, &user)));
                 self.linkers[id].linker.handle_discover_reply(now, reply)
             }
             LinkerTransmit::FetchSecret { agent, instance_id } => {
@@ -389,15 +390,17 @@ impl Sim {
                 self.linkers[id].linker.handle_secret_reply(now, reply)
             }
             LinkerTransmit::Link(request) => {
-                let reply =
-                    self.server
-                        .handle_link(wall, &mut self.rng, &account, peer, headers, request);
+                let network = self.server.caller(RequestKind::Link, peer, headers);
+                let reply = network.and_then(|n| {
+                    at_once(self.server.link(wall, &mut self.rng, n, &user, request))
+                });
                 self.linkers[id].linker.handle_link_reply(now, reply)
             }
             LinkerTransmit::LinkStatus { instance_id } => {
-                let reply =
-                    self.server
-                        .handle_link_status(wall, &account, peer, headers, &instance_id);
+                let network = self.server.caller(RequestKind::LinkStatus, peer, headers);
+                let reply = network.and_then(|n| {
+                    at_once(self.server.link_status(wall, n, &user.account, &instance_id))
+                });
                 self.linkers[id].linker.handle_link_status(now, reply)
             }
         };

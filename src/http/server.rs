@@ -1,4 +1,4 @@
-//! The server's HTTP routes over a shared [`Server`] or a [`Service`]: a thin shell over the
+//! The server's HTTP routes over a [`Server`] on any store: a thin shell over the
 //! core's [`server::endpoint`](crate::server::endpoint).
 //!
 //! | route | who | success |
@@ -19,12 +19,11 @@
 //! `401 unauthorized`, or the host's own response). Another HTTP stack that calls the same
 //! function answers byte for byte alike (`examples/blocking_server.rs`).
 //!
-//! The same routes serve an in-memory [`Server`] ([`router`]) or a [`Service`] over a shared
-//! store such as Redis ([`service_router`]); a store that cannot be reached answers
-//! `503 store_unavailable`.
+//! The same routes serve a server over the in-memory store or a shared one such as Redis; a
+//! store that cannot be reached answers `503 store_unavailable`.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -37,78 +36,47 @@ use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
-use crate::error::Refusal;
 use crate::event::ServerEvent;
 use crate::server::endpoint::{self, Handled, HttpRequest, RequestBody, ServerResponse, User};
-use crate::server::{PendingLink, Redeemed, Server, Service};
+use crate::server::{Server, Store};
 
-/// A server shared between request handlers.
-pub type SharedServer = Arc<Mutex<Server>>;
+/// A server shared between request handlers: the in-memory one. Over another store, the
+/// routes take an `Arc<Server<S>>` alike.
+pub type SharedServer = Arc<Server>;
 
-/// Locks a shared server. The server never panics while locked, so a poisoned lock still holds a
-/// consistent server and is used as is.
-pub fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
-    crate::lock_unpoisoned(server)
-}
-
-/// What the routes call: one locked in-memory server, or a service over a shared store.
-enum Backend {
-    Local(SharedServer),
-    Shared(Arc<Service>),
-}
-
-struct App {
-    backend: Backend,
+struct App<S> {
+    server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     /// The route prefix, without a trailing slash.
     prefix: String,
 }
 
-impl App {
-    fn backend(&self) -> endpoint::Backend<'_> {
-        match &self.backend {
-            Backend::Local(server) => endpoint::Backend::Local(server),
-            Backend::Shared(service) => endpoint::Backend::Shared(service),
-        }
-    }
-}
-
-/// The server's routes under `prefix` (e.g. [`super::DEFAULT_PREFIX`]).
+/// The server's routes under `prefix` (e.g. [`super::DEFAULT_PREFIX`]), over a server on any
+/// store: the in-memory one, or a shared one such as a `RedisStore` (feature `redis`), so that
+/// several processes act as one server. Events a server [queues](crate::server::Events::queue)
+/// are drained and logged ([`log_event`]) after each request; give a server over a shared
+/// store [`Events::sink`](crate::server::Events::sink)`(`[`log_event`]`)`.
 ///
 /// ```
-/// use std::sync::{Arc, Mutex};
-/// use lanlink::http::{server::router, BearerTokens, DEFAULT_PREFIX};
-/// use lanlink::server::{Server, ServerConfig};
-/// let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+/// use std::sync::Arc;
+/// use lanlink::http::{server::{log_event, router}, BearerTokens, DEFAULT_PREFIX};
+/// use lanlink::server::{Events, MemoryStore, Server, ServerConfig};
+/// let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
 /// let app = router(server, Arc::new(BearerTokens::default()), DEFAULT_PREFIX);
+/// // Over a shared store (here an in-memory one; a RedisStore spans processes):
+/// let store = Arc::new(MemoryStore::default());
+/// let shared = Server::with_store(ServerConfig::default(), store, Events::sink(log_event)).unwrap();
+/// let app = app.merge(router(Arc::new(shared), Arc::new(BearerTokens::default()), "/other"));
 /// # let _ = app;
 /// ```
-pub fn router(server: SharedServer, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
-    routes(Backend::Local(server), auth, prefix)
-}
-
-/// The server's routes under `prefix` over a [`Service`] (for example on a
-/// `RedisStore` (feature `redis`), so that several processes act as one
-/// server). Give the service
-/// [`Events::sink`](crate::server::Events::sink)`(`[`log_event`]`)` to log its decisions.
-///
-/// ```
-/// use std::sync::{Arc, Mutex};
-/// use lanlink::http::{server::{log_event, service_router}, BearerTokens, DEFAULT_PREFIX};
-/// use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
-/// let store = Arc::new(Mutex::new(MemoryStore::default()));
-/// let service = Service::new(ServerConfig::default(), store, Events::sink(log_event)).unwrap();
-/// let app = service_router(Arc::new(service), Arc::new(BearerTokens::default()), DEFAULT_PREFIX);
-/// # let _ = app;
-/// ```
-pub fn service_router(service: Arc<Service>, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
-    routes(Backend::Shared(service), auth, prefix)
-}
-
-fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Router {
+pub fn router<S: Store + 'static>(
+    server: Arc<Server<S>>,
+    auth: Arc<dyn Authenticator>,
+    prefix: &str,
+) -> Router {
     let prefix = prefix.trim_end_matches('/');
     let app = Arc::new(App {
-        backend,
+        server,
         auth,
         prefix: prefix.to_owned(),
     });
@@ -116,13 +84,13 @@ fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Route
     // (which answers 405 with `Allow`, and 404). No router-wide fallback, so the routes merge
     // into (or nest inside) a host app that has its own.
     Router::new()
-        .route(&format!("{prefix}/agent/announce"), any(answer))
-        .route(&format!("{prefix}/agent/redeem"), any(answer))
-        .route(&format!("{prefix}/discover"), any(answer))
-        .route(&format!("{prefix}/link"), any(answer))
-        .route(&format!("{prefix}/link/{{instance_id}}"), any(answer))
-        .route(&format!("{prefix}/codes"), any(answer))
-        .route(&format!("{prefix}/{{*rest}}"), any(answer))
+        .route(&format!("{prefix}/agent/announce"), any(answer::<S>))
+        .route(&format!("{prefix}/agent/redeem"), any(answer::<S>))
+        .route(&format!("{prefix}/discover"), any(answer::<S>))
+        .route(&format!("{prefix}/link"), any(answer::<S>))
+        .route(&format!("{prefix}/link/{{instance_id}}"), any(answer::<S>))
+        .route(&format!("{prefix}/codes"), any(answer::<S>))
+        .route(&format!("{prefix}/{{*rest}}"), any(answer::<S>))
         .with_state(app)
 }
 
@@ -136,15 +104,18 @@ fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Route
 /// # drop(task);
 /// # }
 /// ```
-pub fn spawn_purge(
-    server: SharedServer,
+pub fn spawn_purge<S: Store + 'static>(
+    server: Arc<Server<S>>,
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(every);
         loop {
             interval.tick().await;
-            lock(&server).purge_expired(wall_now());
+            if let Err(err) = server.purge_expired(wall_now()).await {
+                tracing::warn!(target: "lanlink::server", %err, "purge failed");
+            }
+            log_events(&server);
         }
     })
 }
@@ -154,10 +125,10 @@ pub fn spawn_purge(
 /// a standalone lanlink server adds this one for every other path.
 ///
 /// ```
-/// use std::sync::{Arc, Mutex};
+/// use std::sync::Arc;
 /// use lanlink::http::{server, BearerTokens, DEFAULT_PREFIX};
 /// use lanlink::server::{Server, ServerConfig};
-/// let shared = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+/// let shared = Arc::new(Server::new(ServerConfig::default()).unwrap());
 /// let app = server::router(shared, Arc::new(BearerTokens::default()), DEFAULT_PREFIX)
 ///     .fallback(server::not_found);
 /// # let _ = app;
@@ -206,9 +177,9 @@ pub(crate) fn core_request<'a>(
     }
 }
 
-/// Logs one server event (events carry no secrets): a [`Service`]'s sink, as
-/// [`Events::sink`](crate::server::Events::sink)`(log_event)`; the routers over a [`Server`]
-/// log what they drain with it. A gap in the record ([`ServerEvent::EventsLost`]) is a warning.
+/// Logs one server event (events carry no secrets): a server's sink, as
+/// [`Events::sink`](crate::server::Events::sink)`(log_event)`; the routers log what a server
+/// [queues](crate::server::Events::queue) with it. A gap in the record ([`ServerEvent::EventsLost`]) is a warning.
 pub fn log_event(event: ServerEvent) {
     match event {
         ServerEvent::EventsLost { .. } => tracing::warn!(target: "lanlink::server", ?event),
@@ -216,32 +187,8 @@ pub fn log_event(event: ServerEvent) {
     }
 }
 
-/// A redemption on a shared in-memory server: `begin` (the claim) under the lock, the server's
-/// link hook awaited outside it, and the completion under the lock again.
-#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
-pub(crate) async fn redeem_local(
-    server: &SharedServer,
-    now: DateTime<Utc>,
-    begin: impl FnOnce(&mut Server, DateTime<Utc>) -> Result<PendingLink, Refusal>,
-) -> Result<Redeemed, Refusal> {
-    let (pending, hook) = {
-        let mut server = lock(server);
-        let pending = begin(&mut server, now);
-        log_events(&mut server);
-        (pending?, server.link_hook())
-    };
-    let outcome = match hook {
-        Some(hook) => hook.link_completed(pending.link()).await,
-        None => Ok(()),
-    };
-    let mut server = lock(server);
-    let result = server.finish_redeem(now, pending, outcome);
-    log_events(&mut server);
-    result
-}
-
-/// Logs and drops the server's pending events.
-fn log_events(server: &mut Server) {
+/// Logs and drops the events `server` queued, if it queues them.
+pub(crate) fn log_events<S: Store>(server: &Server<S>) {
     while let Some(event) = server.poll_event() {
         log_event(event);
     }
@@ -249,7 +196,7 @@ fn log_events(server: &mut Server) {
 
 /// Hands one request to the core's server endpoint (asking the [`Authenticator`] when the route
 /// needs a user) and writes its answer.
-async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+async fn answer<S: Store + 'static>(State(app): State<Arc<App<S>>>, request: Request) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let headers = header_pairs(&parts);
     let request = core_request(&parts, &headers);
@@ -264,8 +211,8 @@ async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body>
         Err(state) => *state,
     };
     let (now, mut rng) = (wall_now(), crate::os_rng());
-    let (backend, prefix) = (app.backend(), app.prefix.as_str());
-    let handled = endpoint::handle(backend, now, &mut rng, prefix, &request, body, None).await;
+    let (server, prefix) = (&*app.server, app.prefix.as_str());
+    let handled = endpoint::handle(server, now, &mut rng, prefix, &request, body, None).await;
     let answer = match handled {
         Handled::Answer(answer) => answer,
         Handled::NeedsUser { display_name } => {
@@ -285,16 +232,14 @@ async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 display_name,
             };
             let handled =
-                endpoint::handle(backend, now, &mut rng, prefix, &request, body, Some(&user)).await;
+                endpoint::handle(server, now, &mut rng, prefix, &request, body, Some(&user)).await;
             // With a user given, the core always answers.
             handled
                 .into_answer()
                 .unwrap_or_else(ServerResponse::unauthorized)
         }
     };
-    if let Backend::Local(server) = &app.backend {
-        log_events(&mut lock(server));
-    }
+    log_events(server);
     into_response(answer)
 }
 

@@ -24,7 +24,6 @@ use super::{
 };
 use crate::addr::PublicNetwork;
 use crate::error::Refusal;
-use crate::http::server::{lock, SharedServer};
 use crate::http::status_of;
 use crate::id::InstanceId;
 use crate::ticket::TicketKey;
@@ -32,7 +31,7 @@ use crate::wire::{self, Announce, AnnounceReply, LinkState, LinkStatusReply, Red
 use crate::wire::{RedeemRequest, WIRE_VERSION};
 
 /// What the MQTT consumer needs from a server: the two agent operations, on a network the
-/// caller already verified (from a ticket). Implemented for [`SharedServer`]; a store-backed
+/// caller already verified (from a ticket). Implemented for [`Server`](crate::server::Server) over any store; a host
 /// server implements it the same way.
 #[async_trait]
 pub trait MqttBackend: Send + Sync {
@@ -53,24 +52,19 @@ pub trait MqttBackend: Send + Sync {
     ) -> Result<RedeemReply, Refusal>;
 }
 
-/// Logs and drops the server's pending events (they carry no secrets).
-fn log_events(server: &mut crate::server::Server) {
-    while let Some(event) = server.poll_event() {
-        tracing::info!(target: "lanlink::server", transport = "mqtt", ?event);
-    }
-}
-
+/// A server over any store answers the consumer (its queued events, if it queues them, are
+/// logged after each request). Several instances sharing one store (e.g. Redis) and one shared
+/// subscription act as one: any of them answers any agent.
 #[async_trait]
-impl MqttBackend for SharedServer {
+impl<S: crate::server::Store + 'static> MqttBackend for crate::server::Server<S> {
     async fn announce_in(
         &self,
         now: DateTime<Utc>,
         network: PublicNetwork,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        let mut server = lock(self);
-        let result = server.announce_in(now, network, announce);
-        log_events(&mut server);
+        let result = self.announce(now, network, announce).await;
+        crate::http::server::log_events(self);
         result
     }
 
@@ -80,37 +74,10 @@ impl MqttBackend for SharedServer {
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<RedeemReply, Refusal> {
-        crate::http::server::redeem_local(self, now, |server, now| {
-            server.begin_redeem_in(now, &mut crate::os_rng(), network, request)
-        })
-        .await
-        .map(|redeemed| redeemed.reply)
-    }
-}
-
-/// The store-backed server: several instances share one store (e.g. Redis) and one shared
-/// subscription, so any of them answers any agent.
-#[async_trait]
-impl MqttBackend for std::sync::Arc<crate::server::Service> {
-    async fn announce_in(
-        &self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        crate::server::Service::announce_in(self, now, network, announce).await
-    }
-
-    async fn redeem_in(
-        &self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        request: &RedeemRequest,
-    ) -> Result<RedeemReply, Refusal> {
         let mut rng = crate::os_rng();
-        crate::server::Service::redeem_in(self, now, &mut rng, network, request)
-            .await
-            .map(|redeemed| redeemed.reply)
+        let result = self.redeem(now, &mut rng, network, request).await;
+        crate::http::server::log_events(self);
+        result.map(|redeemed| redeemed.reply)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The Obico profile's HTTP routes, over an in-memory [`Server`](crate::server::Server) ([`router`]) or a [`Service`]
-//! over a shared store such as Redis ([`service_router`]).
+//! The Obico profile's HTTP routes, over a [`Server`] on any store ([`router`],
+//! [`router_with_tokens`]), such as one over Redis shared by several processes.
 //!
 //! | route | who | success | refusals |
 //! | --- | --- | --- | --- |
@@ -43,7 +43,8 @@ use super::{device_id, parse_device_id, ObicoConfig, UnlinkedPoll};
 use crate::addr::ForwardedHeaders;
 use crate::code::LinkCode;
 use crate::error::Refusal;
-use crate::http::server::{lock, peer_of, SharedServer};
+use crate::event::RequestKind;
+use crate::http::server::{log_events, peer_of};
 use crate::http::{
     cross_site, header_lines, json_response, read_body, Authenticator, MAX_BODY_BYTES,
 };
@@ -51,7 +52,7 @@ use crate::id::AccountId;
 use crate::secret::LocalSecret;
 use crate::server::cross_site::UserRoute;
 use crate::server::record::ObicoInfo;
-use crate::server::{HookError, LinkHook, Service};
+use crate::server::{HookError, Server, Store};
 use crate::wire::{limits, DeviceInfo};
 
 /// The agent poll route.
@@ -67,14 +68,8 @@ pub const DISCOVERY_PATH: &str = "/api/v1/printer_discovery/";
 /// The user passcode-claim route.
 pub const PASSCODES_PATH: &str = "/api/v1/one_time_passcodes/";
 
-/// What the routes call: one locked in-memory server, or a service over a shared store.
-enum Backend {
-    Local(SharedServer),
-    Shared(Arc<Service>),
-}
-
-struct App {
-    backend: Backend,
+struct App<S> {
+    server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     tokens: Arc<dyn PrinterTokens>,
     obico: ObicoConfig,
@@ -82,89 +77,65 @@ struct App {
     allowed_origins: Vec<String>,
 }
 
-/// The Obico routes over `server`, recognising linked printers in memory ([`MemoryTokens`]).
-/// Refuses an invalid `obico` configuration.
+/// The Obico routes over `server` (on any store), recognising linked printers in memory
+/// ([`MemoryTokens`]). Refuses an invalid `obico` configuration.
 ///
 /// ```
-/// use std::sync::{Arc, Mutex};
+/// use std::sync::Arc;
 /// use lanlink::http::BearerTokens;
 /// use lanlink::obico::{server::router, ObicoConfig};
 /// use lanlink::server::{Server, ServerConfig};
-/// let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+/// let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
 /// let app = router(server, Arc::new(BearerTokens::default()), ObicoConfig::default()).unwrap();
 /// # let _ = app;
 /// ```
-pub fn router(
-    server: SharedServer,
+pub fn router<S: Store + 'static>(
+    server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     obico: ObicoConfig,
 ) -> Result<Router, crate::ConfigError> {
     router_with_tokens(server, auth, obico, Arc::new(MemoryTokens::default()))
 }
 
-/// The Obico routes over `server`, recognising linked printers in `tokens`.
-pub fn router_with_tokens(
-    server: SharedServer,
-    auth: Arc<dyn Authenticator>,
-    obico: ObicoConfig,
-    tokens: Arc<dyn PrinterTokens>,
-) -> Result<Router, crate::ConfigError> {
-    routes(Backend::Local(server), auth, obico, tokens)
-}
-
-/// The Obico routes over a [`Service`] (for example on a
-/// [`RedisStore`](crate::server::redis::RedisStore), so that several processes act as one
-/// server), recognising linked printers in `tokens`. Give the service
-/// [`Events::sink`](crate::server::Events::sink)`(`[`log_event`](crate::http::server::log_event)`)`
-/// to log its decisions.
+/// The Obico routes over `server` (on any store: over a
+/// [`RedisStore`](crate::server::redis::RedisStore) several processes act as one server),
+/// recognising linked printers in `tokens`. Events the server
+/// [queues](crate::server::Events::queue) are logged after each request; give a server over a
+/// shared store [`Events::sink`](crate::server::Events::sink)`(`[`log_event`](crate::http::server::log_event)`)`.
 ///
 /// ```
-/// use std::sync::{Arc, Mutex};
-/// use lanlink::http::BearerTokens;
-/// use lanlink::obico::{server::service_router, tokens::MemoryTokens, ObicoConfig};
-/// use lanlink::http::server::log_event;
-/// use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
-/// let store = Arc::new(Mutex::new(MemoryStore::default()));
-/// let events = Events::sink(log_event);
-/// let service = Arc::new(Service::new(ServerConfig::default(), store, events).unwrap());
+/// use std::sync::Arc;
+/// use lanlink::http::{server::log_event, BearerTokens};
+/// use lanlink::obico::{server::router_with_tokens, tokens::MemoryTokens, ObicoConfig};
+/// use lanlink::server::{Events, MemoryStore, Server, ServerConfig};
+/// let store = Arc::new(MemoryStore::default());
+/// let server = Server::with_store(ServerConfig::default(), store, Events::sink(log_event)).unwrap();
 /// let tokens = Arc::new(MemoryTokens::default());
-/// let app = service_router(service, Arc::new(BearerTokens::default()), ObicoConfig::default(), tokens);
+/// let app = router_with_tokens(Arc::new(server), Arc::new(BearerTokens::default()), ObicoConfig::default(), tokens);
 /// assert!(app.is_ok());
 /// ```
-pub fn service_router(
-    service: Arc<Service>,
-    auth: Arc<dyn Authenticator>,
-    obico: ObicoConfig,
-    tokens: Arc<dyn PrinterTokens>,
-) -> Result<Router, crate::ConfigError> {
-    routes(Backend::Shared(service), auth, obico, tokens)
-}
-
-fn routes(
-    backend: Backend,
+pub fn router_with_tokens<S: Store + 'static>(
+    server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     obico: ObicoConfig,
     tokens: Arc<dyn PrinterTokens>,
 ) -> Result<Router, crate::ConfigError> {
     obico.validate()?;
-    let allowed_origins = match &backend {
-        Backend::Local(server) => lock(server).config().allowed_origins().to_vec(),
-        Backend::Shared(service) => service.config().allowed_origins().to_vec(),
-    };
+    let allowed_origins = server.config().allowed_origins().to_vec();
     let app = Arc::new(App {
-        backend,
+        server,
         auth,
         tokens,
         obico,
         allowed_origins,
     });
     Ok(Router::new()
-        .route(UNLINKED_PATH, post(unlinked))
-        .route(VERIFY_PATH, post(verify).get(verify))
-        .route(LEGACY_VERIFY_PATH, post(verify).get(verify))
-        .route(PRINTER_PATH, get(printer))
-        .route(DISCOVERY_PATH, get(discover).post(link))
-        .route(PASSCODES_PATH, post(claim))
+        .route(UNLINKED_PATH, post(unlinked::<S>))
+        .route(VERIFY_PATH, post(verify::<S>).get(verify::<S>))
+        .route(LEGACY_VERIFY_PATH, post(verify::<S>).get(verify::<S>))
+        .route(PRINTER_PATH, get(printer::<S>))
+        .route(DISCOVERY_PATH, get(discover::<S>).post(link::<S>))
+        .route(PASSCODES_PATH, post(claim::<S>))
         // Every other path under Obico's API answers in Obico's shape too.
         .route("/api/v1/{*rest}", any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
@@ -240,7 +211,7 @@ fn agent_refusal(refusal: &Refusal) -> Response<Body> {
 
 /// A refusal of a guess (a code, a passcode, a secret): a lockout says so, with how long it
 /// lasts at most (`Retry-After`, and a sentence for the agents' logs), in Obico's shape.
-fn guess_refusal(app: &App, refusal: &Refusal, status: StatusCode) -> Response<Body> {
+fn guess_refusal<S: Store>(app: &App<S>, refusal: &Refusal, status: StatusCode) -> Response<Body> {
     if !matches!(refusal, Refusal::LockedOut) {
         return detail(status, refusal.code());
     }
@@ -264,13 +235,10 @@ fn guess_refusal(app: &App, refusal: &Refusal, status: StatusCode) -> Response<B
     response
 }
 
-impl App {
+impl<S: Store> App<S> {
     /// How long a filled guessing budget stays locked.
     fn lockout(&self) -> chrono::TimeDelta {
-        match &self.backend {
-            Backend::Local(server) => lock(server).config().budget_limits().lockout,
-            Backend::Shared(service) => service.config().budget_limits().lockout,
-        }
+        self.server.config().budget_limits().lockout
     }
 }
 
@@ -314,40 +282,32 @@ fn headers<'a>(lines: &'a (Vec<&'a str>, Vec<&'a str>)) -> ForwardedHeaders<'a> 
     }
 }
 
-/// Calls one of the profile's operations (`obico_*`, the same on [`Server`](crate::server::Server)
-/// and [`Service`]) at the wall-clock now, logging the in-memory server's events.
-/// The link hook of the server behind the routes, if any.
-fn link_hook(app: &App) -> Option<Arc<dyn LinkHook>> {
-    match &app.backend {
-        Backend::Local(server) => lock(server).link_hook(),
-        Backend::Shared(service) => service.link_hook().cloned(),
-    }
-}
-
+/// Resolves the caller's network as `$kind` (the server's one resolver), then calls one of the
+/// profile's operations (`obico_*`) with it bound to `$net` at the wall-clock now, logging the
+/// events the server queues.
 macro_rules! call {
-    ($app:expr, $method:ident($($arg:expr),* $(,)?)) => {
-        match &$app.backend {
-            Backend::Local(server) => {
-                let mut server = lock(server);
-                let result = server.$method(wall_now(), $($arg),*);
-                while let Some(event) = server.poll_event() {
-                    tracing::info!(target: "lanlink::obico", ?event);
-                }
-                result
-            }
-            Backend::Shared(service) => service.$method(wall_now(), $($arg),*).await,
-        }
-    };
+    ($app:expr, $kind:ident, $caller:expr, |$net:ident| $method:ident($($arg:expr),* $(,)?)) => {{
+        let lines = $caller.lines();
+        let resolved = $app
+            .server
+            .caller(RequestKind::$kind, $caller.peer, headers(&lines));
+        let result = match resolved {
+            Ok($net) => $app.server.$method(wall_now(), $($arg),*).await,
+            Err(refusal) => Err(refusal),
+        };
+        log_events(&*$app.server);
+        result
+    }};
 }
 
 /// The cross-site rule of a state-changing user route
 /// ([`check`](crate::server::cross_site::check)), in Obico's shape, checked before the request
 /// reaches the host's [`Authenticator`].
-fn same_site(app: &App, parts: &Parts) -> Result<(), Response<Body>> {
+fn same_site<S: Store>(app: &App<S>, parts: &Parts) -> Result<(), Response<Body>> {
     cross_site(parts, UserRoute::WithBody, &app.allowed_origins).map_err(|r| refusal(&r))
 }
 
-async fn account(app: &App, parts: &Parts) -> Result<AccountId, Response<Body>> {
+async fn account<S: Store>(app: &App<S>, parts: &Parts) -> Result<AccountId, Response<Body>> {
     app.auth.authenticate(parts).await.map_err(|rejection| {
         rejection.into_response(|| detail(StatusCode::UNAUTHORIZED, "unauthorized"))
     })
@@ -445,19 +405,22 @@ fn poll_of(map: &Map<String, Value>) -> Result<UnlinkedPoll, Response<Body>> {
     })
 }
 
-async fn unlinked(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+async fn unlinked<S: Store + 'static>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Response<Body> {
     answer(
         async {
             let (parts, body) = request.into_parts();
             // No peer is the server's configuration: 500, never a 4xx (see `agent_status_of`).
             let caller = Caller::from_parts(&parts, StatusCode::INTERNAL_SERVER_ERROR)?;
             let poll = poll_of(&object(body).await?)?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            let reply = call!(
-                app,
-                obico_unlinked(&mut crate::os_rng(), &app.obico, peer, headers, &poll)
-            )
+            let reply = call!(app, Announce, caller, |network| obico_unlinked(
+                &mut crate::os_rng(),
+                &app.obico,
+                network,
+                &poll
+            ))
             .map_err(|r| agent_refusal(&r))?;
             let messages: Vec<Value> = reply
                 .message
@@ -517,7 +480,10 @@ struct CodeQuery {
     code: Option<String>,
 }
 
-async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+async fn verify<S: Store + 'static>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Response<Body> {
     answer(
         async {
             let (parts, _) = request.into_parts();
@@ -531,12 +497,11 @@ async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 .map(str::trim)
                 .and_then(LinkCode::parse)
                 .ok_or_else(|| detail(StatusCode::NOT_FOUND, Refusal::UnknownCode.code()))?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            let pending = call!(
-                app,
-                obico_begin_verify(&mut crate::os_rng(), peer, headers, &code)
-            )
+            let pending = call!(app, Redeem, caller, |network| obico_begin_verify(
+                &mut crate::os_rng(),
+                network,
+                &code
+            ))
             .map_err(|r| guess_refusal(&app, &r, agent_status_of(&r)))?;
             let now = wall_now();
             let link = pending.link();
@@ -562,13 +527,14 @@ async fn verify(State(app): State<Arc<App>>, request: Request) -> Response<Body>
                 .await
                 .map_err(|err| HookError::new(format!("printer tokens: {err}")));
             if outcome.is_ok() {
-                if let Some(hook) = link_hook(&app) {
+                if let Some(hook) = app.server.link_hook() {
                     outcome = hook.link_completed(link).await;
                 }
             }
-            let verified = crate::obico::Verified::from(
-                call!(app, finish_redeem(pending, outcome)).map_err(|r| agent_refusal(&r))?,
-            );
+            let finished = app.server.finish_redeem(now, pending, outcome).await;
+            log_events(&*app.server);
+            let verified =
+                crate::obico::Verified::from(finished.map_err(|r| agent_refusal(&r))?);
             let redeemed = &verified.redeemed;
             let token = redeemed.reply.auth_token.to_hex();
             let mut printer_json = printer_value(&printer);
@@ -610,7 +576,10 @@ fn printer_value(printer: &LinkedPrinter) -> Value {
 }
 
 /// `GET /api/v1/octo/printer/`: the linked printer that `Authorization: Token …` names.
-async fn printer(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+async fn printer<S: Store + 'static>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Response<Body> {
     answer(
         async {
             let (parts, _) = request.into_parts();
@@ -638,17 +607,20 @@ async fn printer(State(app): State<Arc<App>>, request: Request) -> Response<Body
     )
 }
 
-async fn discover(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+async fn discover<S: Store + 'static>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Response<Body> {
     answer(
         async {
             let (parts, _) = request.into_parts();
             // The account is counted among the network's discoverers, as the core's route does.
             let account = account(&app, &parts).await?;
             let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            let agents =
-                call!(app, obico_list(&account, peer, headers)).map_err(|r| refusal(&r))?;
+            let agents = call!(app, Discover, caller, |network| obico_list(
+                network, &account
+            ))
+            .map_err(|r| refusal(&r))?;
             let list: Vec<Value> = agents
                 .iter()
                 .map(|(a, extra)| {
@@ -678,7 +650,10 @@ fn missing(field: &str) -> Response<Body> {
     respond(StatusCode::BAD_REQUEST, &json!({ field: "missing param" }))
 }
 
-async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+async fn link<S: Store + 'static>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Response<Body> {
     answer(
         async {
             let (parts, body_in) = request.into_parts();
@@ -704,19 +679,13 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
                 }
                 Some(_) => None,
             };
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            call!(
-                app,
-                obico_link(
-                    &mut crate::os_rng(),
-                    &account,
-                    peer,
-                    headers,
-                    device,
-                    secret
-                )
-            )
+            call!(app, Link, caller, |network| obico_link(
+                &mut crate::os_rng(),
+                network,
+                &account,
+                device,
+                secret
+            ))
             .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
             Ok(respond(StatusCode::OK, &json!({ "queued": true })))
         }
@@ -724,7 +693,10 @@ async fn link(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
     )
 }
 
-async fn claim(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+async fn claim<S: Store + 'static>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Response<Body> {
     answer(
         async {
             let (parts, body_in) = request.into_parts();
@@ -739,12 +711,12 @@ async fn claim(State(app): State<Arc<App>>, request: Request) -> Response<Body> 
             };
             // `verification_code` (the user's code in Obico) is accepted and ignored: the server
             // mints a code bound to the agent's network instead.
-            let lines = caller.lines();
-            let (peer, headers) = (caller.peer, headers(&lines));
-            call!(
-                app,
-                obico_claim(&mut crate::os_rng(), &account, peer, headers, &passcode)
-            )
+            call!(app, Link, caller, |network| obico_claim(
+                &mut crate::os_rng(),
+                network,
+                &account,
+                &passcode
+            ))
             .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
             Ok(detail(StatusCode::OK, "OK"))
         }

@@ -52,7 +52,6 @@ use smallvec::SmallVec;
 use super::ops::Ops;
 use super::record::later;
 use super::shared::SharedSignal;
-use super::store::Records;
 use super::{StoreError, MAX_TTL};
 use crate::addr::PublicNetwork;
 use crate::code::{CodeFormat, LinkCode};
@@ -628,7 +627,7 @@ pub(crate) struct MintCharges {
     charges: SmallVec<[Charge; 2]>,
 }
 
-impl<S: Records> Ops<'_, S> {
+impl Ops<'_> {
     /// Charges `key` once (see [`CounterRecord::admit`]): `Ok(None)` when the budget refused.
     async fn charge(
         &mut self,

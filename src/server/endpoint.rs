@@ -44,8 +44,7 @@
 //! `examples/blocking_server.rs`).
 //!
 //! ```
-//! use std::sync::Mutex;
-//! use lanlink::endpoint::HttpRequest;
+//! //! use lanlink::endpoint::HttpRequest;
 //! use lanlink::server::endpoint::{self, Backend, Handled, RequestBody, User};
 //! use lanlink::server::{Server, ServerConfig};
 //! use lanlink::AccountId;
@@ -85,18 +84,18 @@
 //! ```
 
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use super::cross_site::{self, RequestHead, UserRoute};
-use super::{Redeemed, Server, Service};
-use crate::addr::ForwardedHeaders;
-use crate::confirm::DisplayName;
+use super::{Server, Store};
+pub use super::User;
+use crate::addr::{ForwardedHeaders, PublicNetwork};
+use crate::event::RequestKind;
 use crate::error::Refusal;
-use crate::id::{AccountId, InstanceId};
+use crate::id::InstanceId;
 use crate::wire::{self, ErrorBody, LinkRequest, RedeemRequest, WireError, MAX_MESSAGE_BYTES};
 
 pub use crate::endpoint::{split_target, HttpRequest, Target};
@@ -156,35 +155,6 @@ impl std::fmt::Debug for RequestBody<'_> {
             Self::TooLarge => f.write_str("TooLarge"),
             Self::TimedOut => f.write_str("TimedOut"),
             Self::Broken => f.write_str("Broken"),
-        }
-    }
-}
-
-/// The user a host's own authentication found for a request that [`handle`] answered
-/// [`Handled::NeedsUser`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// The account the request is from.
-    pub account: AccountId,
-    /// The name forwarded to the agent with a link request (revision 1.4: what a device with a
-    /// confirmation policy shows). `None` sends none; see
-    /// `http::Authenticator::display_name` (feature `http-server`) for what to put here.
-    pub display_name: Option<DisplayName>,
-}
-
-impl User {
-    /// A user whose display name is the account id itself ([`DisplayName::of_account`]).
-    ///
-    /// ```
-    /// use lanlink::server::endpoint::User;
-    /// let alice = User::new(lanlink::AccountId::new("alice").unwrap());
-    /// assert_eq!(alice.display_name.unwrap().as_str(), "alice");
-    /// ```
-    pub fn new(account: AccountId) -> Self {
-        let display_name = DisplayName::of_account(&account);
-        Self {
-            account,
-            display_name,
         }
     }
 }
@@ -297,42 +267,6 @@ impl Handled {
             Self::Answer(answer) => Some(answer),
             Self::NeedsUser { .. } => None,
         }
-    }
-}
-
-/// What [`handle`] runs the operations on: one in-memory [`Server`] behind a mutex (locked for
-/// each step, never across an await), or a [`Service`] over a shared store.
-#[derive(Debug, Clone, Copy)]
-pub enum Backend<'a> {
-    /// An in-memory server. Its events stay in its queue for the host to drain
-    /// ([`Server::poll_event`]).
-    Local(&'a Mutex<Server>),
-    /// A service over a shared store; its events go to its sink.
-    Shared(&'a Service),
-}
-
-impl Backend<'_> {
-    /// The state-changing user routes' allowed origins (see [`cross_site`]).
-    fn allowed_origins(&self) -> Vec<String> {
-        match self {
-            Self::Local(server) => crate::lock_unpoisoned(server)
-                .config()
-                .allowed_origins()
-                .to_vec(),
-            Self::Shared(service) => service.config().allowed_origins().to_vec(),
-        }
-    }
-}
-
-impl<'a> From<&'a Mutex<Server>> for Backend<'a> {
-    fn from(server: &'a Mutex<Server>) -> Self {
-        Self::Local(server)
-    }
-}
-
-impl<'a> From<&'a Service> for Backend<'a> {
-    fn from(service: &'a Service) -> Self {
-        Self::Shared(service)
     }
 }
 
@@ -528,8 +462,8 @@ fn reply<T: serde::Serialize>(status: u16, result: Result<T, Refusal>) -> Server
 /// [`DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)) at `now`; `rng` draws tokens and codes.
 /// `user` is `None` on the first call; a user route then answers [`Handled::NeedsUser`], and the
 /// host calls again with the user its own authentication found. See the [module docs](self).
-pub async fn handle<R: CryptoRng + RngCore + Send + ?Sized>(
-    backend: Backend<'_>,
+pub async fn handle<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+    server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,
     prefix: &str,
@@ -555,10 +489,10 @@ pub async fn handle<R: CryptoRng + RngCore + Send + ?Sized>(
             answer.headers.push(("allow", allow.to_owned()));
             Ok(answer)
         }
-        Route::Announce => announce(backend, now, request, body).await,
-        Route::Redeem => redeem(backend, now, rng, request, body).await,
+        Route::Announce => announce(server, now, request, body).await,
+        Route::Redeem => redeem(server, now, rng, request, body).await,
         Route::Discover | Route::Link | Route::LinkStatus(_) | Route::Codes => {
-            match user_route(backend, now, rng, route, request, body, user).await {
+            match user_route(server, now, rng, route, request, body, user).await {
                 Ok(Some(answer)) => Ok(answer),
                 Ok(None) => {
                     return Handled::NeedsUser {
@@ -578,29 +512,34 @@ pub async fn handle<R: CryptoRng + RngCore + Send + ?Sized>(
     Handled::Answer(answer)
 }
 
-async fn announce(
-    backend: Backend<'_>,
+impl Caller<'_> {
+    /// The caller's public network, resolved by the server ([`Server::caller`]).
+    fn network<S: Store>(
+        &self,
+        server: &Server<S>,
+        request: RequestKind,
+    ) -> Result<PublicNetwork, Refusal> {
+        server.caller(request, self.peer, self.headers())
+    }
+}
+
+async fn announce<S: Store>(
+    server: &Server<S>,
     now: DateTime<Utc>,
     request: &HttpRequest<'_>,
     body: RequestBody<'_>,
 ) -> Result<ServerResponse, ServerResponse> {
     let caller = Caller::of(request)?;
     let announce = wire::decode_announce(body_bytes(body)?).map_err(|err| wire_refusal(&err))?;
-    let (peer, headers) = (caller.peer, caller.headers());
-    Ok(match backend {
-        Backend::Local(server) => reply(
-            200,
-            crate::lock_unpoisoned(server).handle_announce(now, peer, headers, &announce),
-        ),
-        Backend::Shared(service) => reply(
-            200,
-            service.handle_announce(now, peer, headers, &announce).await,
-        ),
-    })
+    let result = match caller.network(server, RequestKind::Announce) {
+        Ok(network) => server.announce(now, network, &announce).await,
+        Err(refusal) => Err(refusal),
+    };
+    Ok(reply(200, result))
 }
 
-async fn redeem<R: CryptoRng + RngCore + Send + ?Sized>(
-    backend: Backend<'_>,
+async fn redeem<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+    server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,
     request: &HttpRequest<'_>,
@@ -608,43 +547,16 @@ async fn redeem<R: CryptoRng + RngCore + Send + ?Sized>(
 ) -> Result<ServerResponse, ServerResponse> {
     let caller = Caller::of(request)?;
     let redeem: RedeemRequest = decode_body(body)?;
-    let (peer, headers) = (caller.peer, caller.headers());
-    let result = match backend {
-        Backend::Local(server) => redeem_local(server, now, rng, peer, headers, &redeem).await,
-        Backend::Shared(service) => {
-            service
-                .handle_redeem(now, rng, peer, headers, &redeem)
-                .await
-        }
+    let result = match caller.network(server, RequestKind::Redeem) {
+        Ok(network) => server.redeem(now, rng, network, &redeem).await,
+        Err(refusal) => Err(refusal),
     };
     Ok(reply(200, result.map(|redeemed| redeemed.reply)))
 }
 
-/// A redemption on a shared in-memory server: the claim under the lock, the server's link hook
-/// awaited outside it, and the completion under the lock again.
-async fn redeem_local<R: CryptoRng + RngCore + Send + ?Sized>(
-    server: &Mutex<Server>,
-    now: DateTime<Utc>,
-    rng: &mut R,
-    peer: IpAddr,
-    headers: ForwardedHeaders<'_>,
-    request: &RedeemRequest,
-) -> Result<Redeemed, Refusal> {
-    let (pending, hook) = {
-        let mut server = crate::lock_unpoisoned(server);
-        let pending = server.begin_redeem(now, rng, peer, headers, request)?;
-        (pending, server.link_hook())
-    };
-    let outcome = match hook {
-        Some(hook) => hook.link_completed(pending.link()).await,
-        None => Ok(()),
-    };
-    crate::lock_unpoisoned(server).finish_redeem(now, pending, outcome)
-}
-
 /// A user route: `Ok(None)` when the user is still needed.
-async fn user_route<R: CryptoRng + RngCore + Send + ?Sized>(
-    backend: Backend<'_>,
+async fn user_route<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+    server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,
     route: Route<'_>,
@@ -659,7 +571,7 @@ async fn user_route<R: CryptoRng + RngCore + Send + ?Sized>(
         _ => None,
     };
     if let Some(checked) = checked {
-        check_cross_site(request, checked, &backend.allowed_origins())
+        check_cross_site(request, checked, server.config().allowed_origins())
             .map_err(|refusal| ServerResponse::refusal(&refusal))?;
     }
     let Some(user) = user else {
@@ -669,72 +581,38 @@ async fn user_route<R: CryptoRng + RngCore + Send + ?Sized>(
     Ok(Some(match route {
         Route::Discover => {
             let caller = Caller::of(request)?;
-            let (peer, headers) = (caller.peer, caller.headers());
-            match backend {
-                Backend::Local(server) => reply(
-                    200,
-                    crate::lock_unpoisoned(server).handle_discover_as(now, account, peer, headers),
-                ),
-                Backend::Shared(service) => reply(
-                    200,
-                    service
-                        .handle_discover_as(now, account, peer, headers)
-                        .await,
-                ),
-            }
+            let result = match caller.network(server, RequestKind::Discover) {
+                Ok(network) => server.discover(now, network, user).await,
+                Err(refusal) => Err(refusal),
+            };
+            reply(200, result)
         }
         Route::Link => {
             let caller = Caller::of(request)?;
             let link: LinkRequest = decode_body(body)?;
-            let (peer, headers) = (caller.peer, caller.headers());
-            let name = user.display_name.clone();
-            match backend {
-                Backend::Local(server) => reply(
-                    202,
-                    crate::lock_unpoisoned(server)
-                        .handle_link_as(now, rng, account, name, peer, headers, link),
-                ),
-                Backend::Shared(service) => reply(
-                    202,
-                    service
-                        .handle_link_as(now, rng, account, name, peer, headers, link)
-                        .await,
-                ),
-            }
+            let result = match caller.network(server, RequestKind::Link) {
+                Ok(network) => server.link(now, rng, network, user, link).await,
+                Err(refusal) => Err(refusal),
+            };
+            reply(202, result)
         }
         Route::LinkStatus(id) => {
             let caller = Caller::of(request)?;
             let instance_id = percent_decode(id)
                 .and_then(|id| id.parse::<InstanceId>().ok())
                 .ok_or_else(|| ServerResponse::error(400, "malformed"))?;
-            let (peer, headers) = (caller.peer, caller.headers());
-            match backend {
-                Backend::Local(server) => reply(
-                    200,
-                    crate::lock_unpoisoned(server).handle_link_status(
-                        now,
-                        account,
-                        peer,
-                        headers,
-                        &instance_id,
-                    ),
-                ),
-                Backend::Shared(service) => reply(
-                    200,
-                    service
-                        .handle_link_status(now, account, peer, headers, &instance_id)
-                        .await,
-                ),
-            }
+            let result = match caller.network(server, RequestKind::LinkStatus) {
+                Ok(network) => {
+                    server
+                        .link_status(now, network, account, &instance_id)
+                        .await
+                }
+                Err(refusal) => Err(refusal),
+            };
+            reply(200, result)
         }
         // `Route::Codes`; the other routes never come here.
-        _ => match backend {
-            Backend::Local(server) => reply(
-                201,
-                crate::lock_unpoisoned(server).mint_code(now, rng, account),
-            ),
-            Backend::Shared(service) => reply(201, service.mint_code(now, rng, account).await),
-        },
+        _ => reply(201, server.mint_code(now, rng, account).await),
     }))
 }
 

@@ -1,6 +1,6 @@
 //! The link-outcome hook: how the host service learns of every completed link, and keeps it.
 //!
-//! A redemption runs in three steps (see [`Server::begin_redeem`](super::Server::begin_redeem)):
+//! A redemption ([`Server::redeem`](super::Server::redeem)) runs in three steps:
 //!
 //! 1. **claim**: the guess is charged and checked, and the code is marked redeemed by the agent
 //!    (one atomic store write: single use across every instance);
@@ -260,15 +260,13 @@ pub trait LinkHook: Send + Sync {
     async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError>;
 }
 
-/// A redemption whose code is claimed, waiting for the hook's outcome: hand
-/// [`link`](Self::link) to the host's [`LinkHook`], then give its result to
-/// [`Server::finish_redeem`](super::Server::finish_redeem) (or
-/// [`Service::finish_redeem`](super::Service::finish_redeem)).
+/// A redemption whose code is claimed, waiting for the hook's outcome.
 ///
-/// Dropping it without finishing leaves the code claimed by the agent: the agent's proven retry
-/// completes the link (an agent that sends no presence key finds the code used).
+/// Dropping it without finishing (a host that drops the request's future while its hook runs)
+/// leaves the code claimed by the agent: the agent's proven retry completes the link (an agent
+/// that sends no presence key finds the code used).
 #[derive(Debug)]
-pub struct PendingLink {
+pub(crate) struct PendingLink {
     pub(crate) link: CompletedLink,
     pub(crate) token: AuthToken,
     pub(crate) attempt: u32,
@@ -281,26 +279,7 @@ pub struct PendingLink {
 
 impl PendingLink {
     /// The link, as the hook sees it.
-    pub fn link(&self) -> &CompletedLink {
+    pub(crate) fn link(&self) -> &CompletedLink {
         &self.link
-    }
-}
-
-/// Runs `hook` on `pending` once, at once: the synchronous [`Server`](super::Server)'s way of
-/// calling a hook within [`handle_redeem`](super::Server::handle_redeem). A hook that must
-/// wait (on I/O) is not finished after one poll and fails closed, retryably: call it between
-/// [`begin_redeem`](super::Server::begin_redeem) and
-/// [`finish_redeem`](super::Server::finish_redeem) instead, as the HTTP routers do.
-pub(crate) fn run_at_once(hook: &dyn LinkHook, link: &CompletedLink) -> Result<(), HookError> {
-    use std::task::{Context, Poll, Waker};
-    let mut future = hook.link_completed(link);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(result) => result,
-        Poll::Pending => Err(HookError::new(
-            "the link hook did not finish at once: call it between begin_redeem and finish_redeem",
-        )),
     }
 }

@@ -18,6 +18,20 @@
 //! assert!(reply.agents.is_empty());
 //! ```
 
+/// Runs one operation of `$server` (its configuration and store, events collected for the
+/// call and handed on when it ends) and awaits it.
+macro_rules! run {
+    ($server:ident, |$ops:ident| $call:expr) => {{
+        let mut events = $crate::server::ops::EventQueue::default();
+        let result = {
+            let mut $ops = $server.ops(&mut events);
+            $call.await
+        };
+        $server.events_out(events);
+        result
+    }};
+}
+
 pub mod budget;
 pub mod connections;
 pub mod cross_site;
@@ -29,13 +43,10 @@ mod ops;
 pub mod record;
 #[cfg(feature = "redis")]
 pub mod redis;
-mod service;
 pub mod shared;
 mod store;
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -43,18 +54,19 @@ use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
 pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
-pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, PendingLink, TokenDigest};
+pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, TokenDigest};
+use self::hook::PendingLink;
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
+use std::sync::{Arc, Mutex};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
-pub use self::service::{EventSink, Events, Service};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
 use crate::confirm::DisplayName;
 use crate::error::{ConfigError, Refusal};
-use crate::event::ServerEvent;
+use crate::event::{RequestKind, ServerEvent};
 use crate::id::{AccountId, InstanceId};
 use crate::wire::{
     Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply,
@@ -401,16 +413,77 @@ pub struct Redeemed {
     pub code_expires_at: DateTime<Utc>,
 }
 
-/// The server's state machine over an in-memory store. See the [module docs](self).
+/// The account a user request is from, as the host's own authentication found it: what the
+/// user steps ([`Server::discover`], [`Server::link`]) take, and what the
+/// [wire function](endpoint::handle) asks the host for ([`endpoint::Handled::NeedsUser`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The account the request is from.
+    pub account: AccountId,
+    /// The name forwarded to the agent with a link request (revision 1.4: what a device with a
+    /// confirmation policy shows). `None` sends none (a device with a confirmation policy then
+    /// refuses the link); see `http::Authenticator::display_name` (feature `http-server`) for
+    /// what to put here.
+    pub display_name: Option<DisplayName>,
+}
+
+impl User {
+    /// A user whose display name is the account id itself ([`DisplayName::of_account`]). A host
+    /// that knows the account's real name sets [`display_name`](Self::display_name) instead.
+    ///
+    /// ```
+    /// use lanlink::server::User;
+    /// let alice = User::new(lanlink::AccountId::new("alice").unwrap());
+    /// assert_eq!(alice.display_name.unwrap().as_str(), "alice");
+    /// ```
+    pub fn new(account: AccountId) -> Self {
+        let display_name = DisplayName::of_account(&account);
+        Self {
+            account,
+            display_name,
+        }
+    }
+
+    /// A user with the display name the host gives (`None`: none is sent).
+    ///
+    /// ```
+    /// use lanlink::confirm::DisplayName;
+    /// use lanlink::server::User;
+    /// let alice = User::named(lanlink::AccountId::new("u-1234").unwrap(), DisplayName::new("Alice"));
+    /// assert_eq!(alice.display_name.unwrap().as_str(), "Alice");
+    /// ```
+    pub fn named(account: AccountId, display_name: Option<DisplayName>) -> Self {
+        Self {
+            account,
+            display_name,
+        }
+    }
+}
+
+/// The server: its configuration, its [store](Store) (the in-memory [`MemoryStore`] by
+/// default, or a shared one such as a `RedisStore` (feature `redis`), over which several
+/// processes act as one server), where its [events](Events) go, and the host's
+/// [link hook](LinkHook). See the [module docs](self).
 ///
-/// Its operations are the same code as [`Service`]'s (written once over any [`Store`]), run to
-/// completion at once over the in-memory store.
-#[derive(Debug)]
-pub struct Server {
+/// One `async fn` per protocol step, each taking `&self` (one server serves concurrent
+/// requests; no lock is held across an await) and the caller's network, resolved once by
+/// [`caller`](Self::caller). Over the in-memory store every future is ready at its first poll,
+/// unless the link hook waits; a blocking host drives them with any `block_on`.
+pub struct Server<S = MemoryStore> {
     config: ServerConfig,
-    store: MemoryStore,
-    events: EventQueue,
-    hook: Option<std::sync::Arc<dyn LinkHook>>,
+    store: S,
+    events: Events,
+    hook: Option<Arc<dyn LinkHook>>,
+}
+
+impl<S> std::fmt::Debug for Server<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("events", &self.events)
+            .field("hook", &self.hook.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for dyn LinkHook {
@@ -419,83 +492,167 @@ impl std::fmt::Debug for dyn LinkHook {
     }
 }
 
-impl Server {
-    /// The operations over this server's own store.
-    fn ops(&mut self) -> Ops<'_, MemoryStore> {
-        Ops {
-            config: &self.config,
-            store: &mut self.store,
-            events: &mut self.events,
+/// Where a [`Server`] sends its events (they carry no secrets).
+pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;
+
+/// Where a [`Server`]'s events go: the host's choice, made by name. None is lost silently: a
+/// [sink](Events::sink) gets each as it happens; a [queue](Events::queue) holds at most
+/// [`MAX_QUEUED_EVENTS`] for [`Server::poll_event`] and reports any it had no room for
+/// ([`ServerEvent::EventsLost`]); [`Events::discard`] drops them where the host wrote so.
+///
+/// ```
+/// use lanlink::server::Events;
+/// let logged = Events::sink(|event| eprintln!("{}", serde_json::to_string(&event).unwrap()));
+/// let none = Events::discard(); // an explicit opt-out, for a reader to find
+/// assert_eq!(format!("{logged:?} {none:?}"), "Events::sink(..) Events::discard()");
+/// ```
+///
+/// ```compile_fail
+/// // No default: events go nowhere only where the host says so.
+/// let events: lanlink::server::Events = Default::default();
+/// ```
+pub struct Events(EventsTo);
+
+enum EventsTo {
+    Sink(EventSink),
+    Queue(Mutex<EventQueue>),
+    Discard,
+}
+
+impl Events {
+    /// Every event goes to `sink` as the operation that made it ends.
+    pub fn sink(sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
+        Self(EventsTo::Sink(Arc::new(sink)))
+    }
+
+    /// Events wait in a bounded queue for [`Server::poll_event`] (what [`Server::new`] uses):
+    /// drain it after each call. Past [`MAX_QUEUED_EVENTS`] waiting, events are counted, not
+    /// queued, and one [`ServerEvent::EventsLost`] stands where they would have been.
+    pub fn queue() -> Self {
+        Self(EventsTo::Queue(Mutex::new(EventQueue::default())))
+    }
+
+    /// Every event is dropped. For benches and throwaway tools; a server that links real
+    /// accounts should keep its decisions ([`Events::sink`]).
+    pub fn discard() -> Self {
+        Self(EventsTo::Discard)
+    }
+
+    fn emit(&self, events: EventQueue) {
+        match &self.0 {
+            EventsTo::Sink(sink) => events.drain().for_each(|event| sink(event)),
+            EventsTo::Queue(queue) => {
+                let mut queue = crate::lock_unpoisoned(queue);
+                events.drain().for_each(|event| queue.push_back(event));
+            }
+            EventsTo::Discard => {}
         }
     }
 }
 
-/// Runs one operation over the server's own store, lent to it for the call.
-macro_rules! run {
-    ($server:ident, |$ops:ident| $call:expr) => {{
-        let mut $ops = $server.ops();
-        ready($call)
-    }};
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            EventsTo::Sink(_) => f.write_str("Events::sink(..)"),
+            EventsTo::Queue(queue) => write!(f, "Events::queue({:?})", crate::lock_unpoisoned(queue)),
+            EventsTo::Discard => f.write_str("Events::discard()"),
+        }
+    }
 }
 
-/// Polls a future over the in-memory store once: every store call it makes is ready at once, so
-/// it is finished. Were it not, the operation fails closed as a store error.
-fn ready<T>(future: impl Future<Output = Result<T, Refusal>>) -> Result<T, Refusal> {
+
+/// Polls a future once and returns its output: for the crate's own synchronous drivers (the
+/// simulator, the fuzz harnesses) over the in-memory store, whose futures are ready at once. A
+/// future that is not (a link hook that waits) fails closed as a store error.
+#[cfg_attr(not(feature = "sim"), allow(dead_code))]
+pub(crate) fn at_once<T>(
+    future: impl std::future::Future<Output = Result<T, Refusal>>,
+) -> Result<T, Refusal> {
     let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
     match future
         .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
+        .poll(&mut std::task::Context::from_waker(waker))
     {
-        Poll::Ready(result) => result,
-        Poll::Pending => Err(Refusal::StoreUnavailable),
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(Refusal::StoreUnavailable),
     }
 }
 
 impl Server {
-    /// A server with an empty in-memory store. Its events wait for the host in a bounded queue
-    /// ([`poll_event`](Self::poll_event), which reports any it had no room for), unless it is
-    /// given a [sink](Self::with_event_sink).
+    /// A server over an empty in-memory store, its events queued for
+    /// [`poll_event`](Self::poll_event) ([`Events::queue`]).
+    ///
+    /// ```
+    /// use chrono::DateTime;
+    /// use lanlink::server::{Server, ServerConfig, User};
+    /// use lanlink::{AccountId, ForwardedHeaders};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let network = server.caller(lanlink::event::RequestKind::Discover, "203.0.113.7".parse().unwrap(), ForwardedHeaders::NONE).unwrap();
+    /// let alice = User::new(AccountId::new("alice").unwrap());
+    /// let reply = server.discover(now, network, &alice).await.unwrap();
+    /// assert!(reply.agents.is_empty());
+    /// assert!(matches!(server.poll_event(), Some(lanlink::event::ServerEvent::Discovered { .. })));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn new(config: ServerConfig) -> Result<Self, ConfigError> {
+        Self::with_store(config, MemoryStore::default(), Events::queue())
+    }
+}
+
+impl<S: Store> Server<S> {
+    /// A server over `store` (checks the configuration), its events going where `events` says.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lanlink::server::{Events, MemoryStore, Server, ServerConfig, Store};
+    /// // Two servers over one store act as one (here in one process; a RedisStore spans many).
+    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let a = Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).unwrap();
+    /// let b = Server::with_store(ServerConfig::default(), store, Events::sink(move |e| log.lock().unwrap().push(e)))
+    ///     .unwrap();
+    /// # let _ = (a, b);
+    /// ```
+    pub fn with_store(config: ServerConfig, store: S, events: Events) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
             config,
-            store: MemoryStore::default(),
-            events: EventQueue::default(),
+            store,
+            events,
             hook: None,
         })
     }
 
-    /// Hands every event to `sink` as it happens, instead of queueing it for
-    /// [`poll_event`](Self::poll_event) (which then returns `None`); any already queued go to
-    /// `sink` first. The HTTP routers over a shared server drain the queue after each request
-    /// and log what they drain.
+    /// Sends events where `events` says from now on; any still queued go there first.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use lanlink::server::{Server, ServerConfig};
+    /// use lanlink::server::{Events, Server, ServerConfig};
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let log = seen.clone();
-    /// let mut server = Server::new(ServerConfig::default())
+    /// let server = Server::new(ServerConfig::default())
     ///     .unwrap()
-    ///     .with_event_sink(move |event| log.lock().unwrap().push(serde_json::to_string(&event).unwrap()));
-    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    /// server.handle_discover(now, "203.0.113.7".parse().unwrap(), lanlink::ForwardedHeaders::NONE).unwrap();
+    ///     .with_events(Events::sink(move |event| log.lock().unwrap().push(event)));
     /// assert!(server.poll_event().is_none());
-    /// assert!(seen.lock().unwrap()[0].starts_with(r#"{"event":"discovered""#));
     /// ```
-    pub fn with_event_sink(mut self, sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
-        while let Some(event) = self.events.pop_front() {
-            sink(event);
+    pub fn with_events(mut self, events: Events) -> Self {
+        let old = std::mem::replace(&mut self.events, events);
+        if let EventsTo::Queue(queue) = old.0 {
+            let queued = queue.into_inner().unwrap_or_else(|e| e.into_inner());
+            self.events.emit(queued);
         }
-        self.events.sink = Some(std::sync::Arc::new(sink));
         self
     }
 
-    /// Calls `hook` on every completed link before its token is returned (see [`hook`]).
-    /// [`handle_redeem`](Self::handle_redeem) runs it at once (a hook that must wait fails the
-    /// redemption retryably); the HTTP routers await it between
-    /// [`begin_redeem`](Self::begin_redeem) and [`finish_redeem`](Self::finish_redeem), outside
-    /// the server's lock.
+    /// Awaits `hook` on every completed link before its token is returned (see [`hook`]):
+    /// every entry point ([`redeem`](Self::redeem), [`endpoint::handle`], MQTT, the Obico
+    /// profile) links through it, and no lock is held while it runs.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
@@ -513,25 +670,29 @@ impl Server {
     ///     }
     /// }
     ///
+    /// # let mut fut = std::pin::pin!(async {
     /// let seen = Arc::new(Seen::default());
-    /// let mut server = Server::new(ServerConfig::default()).unwrap().with_link_hook(seen.clone());
+    /// let server = Server::new(ServerConfig::default()).unwrap().with_link_hook(seen.clone());
     /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     /// let mut rng = lanlink::os_rng();
-    /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).unwrap().code;
+    /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).await.unwrap().code;
     /// let instance_id = InstanceId::generate(&mut rng);
     /// let request = RedeemRequest { instance_id, code, presence_key: None, attempt: 1 };
-    /// let peer = "203.0.113.7".parse().unwrap();
-    /// server.handle_redeem(now, &mut rng, peer, ForwardedHeaders::NONE, &request).unwrap();
+    /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// server.redeem(now, &mut rng, network, &request).await.unwrap();
     /// assert_eq!(*seen.0.lock().unwrap(), [instance_id]);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
     /// ```
-    pub fn with_link_hook(mut self, hook: std::sync::Arc<dyn LinkHook>) -> Self {
+    pub fn with_link_hook(mut self, hook: Arc<dyn LinkHook>) -> Self {
         self.hook = Some(hook);
         self
     }
 
     /// The link hook, if one is set.
-    pub fn link_hook(&self) -> Option<std::sync::Arc<dyn LinkHook>> {
-        self.hook.clone()
+    pub fn link_hook(&self) -> Option<&Arc<dyn LinkHook>> {
+        self.hook.as_ref()
     }
 
     /// The configuration.
@@ -539,25 +700,36 @@ impl Server {
         &self.config
     }
 
-    /// The store (read-only; for inspection and tests).
-    pub fn store(&self) -> &MemoryStore {
+    /// The store.
+    pub fn store(&self) -> &S {
         &self.store
     }
 
-    /// The next event, oldest first. Without a [sink](Self::with_event_sink), events wait here
-    /// for the host: drain them after each call. At most [`MAX_QUEUED_EVENTS`] wait; past that
+    fn ops<'a>(&'a self, events: &'a mut EventQueue) -> Ops<'a> {
+        Ops {
+            config: &self.config,
+            store: &self.store,
+            events,
+        }
+    }
+
+    fn events_out(&self, events: EventQueue) {
+        self.events.emit(events);
+    }
+
+    /// The next queued event, oldest first, when events go to a [queue](Events::queue) (as
+    /// with [`Server::new`]); `None` otherwise. At most [`MAX_QUEUED_EVENTS`] wait; past that
     /// bound events are lost, never silently: one [`ServerEvent::EventsLost`] comes in their
     /// place, counting them (and [`lost_events`](Self::lost_events) counts them all).
     ///
     /// ```
-    /// use lanlink::event::ServerEvent;
+    /// use lanlink::event::{RequestKind, ServerEvent};
     /// use lanlink::server::{Server, ServerConfig, MAX_QUEUED_EVENTS};
     /// use lanlink::ForwardedHeaders;
-    /// let mut server = Server::new(ServerConfig::default()).unwrap();
-    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    /// let peer = "203.0.113.7".parse().unwrap();
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let untrusted = "10.0.0.1".parse().unwrap(); // a private peer: unresolvable, refused
     /// for _ in 0..MAX_QUEUED_EVENTS + 3 {
-    ///     let _ = server.handle_discover(now, peer, ForwardedHeaders::NONE);
+    ///     let _ = server.caller(RequestKind::Discover, untrusted, ForwardedHeaders::NONE);
     /// }
     /// let mut queued = 0;
     /// while let Some(event) = server.poll_event() {
@@ -572,91 +744,52 @@ impl Server {
     /// assert_eq!(server.lost_events(), 3);
     /// ```
     #[must_use]
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+    pub fn poll_event(&self) -> Option<ServerEvent> {
+        match &self.events.0 {
+            EventsTo::Queue(queue) => crate::lock_unpoisoned(queue).pop_front(),
+            _ => None,
+        }
     }
 
     /// How many events were lost in all because more than [`MAX_QUEUED_EVENTS`] waited
-    /// undrained (for a metric: [`poll_event`](Self::poll_event) reports each loss in its place
-    /// as a [`ServerEvent::EventsLost`]). None are lost once a [sink](Self::with_event_sink) is set.
+    /// undrained in the [queue](Events::queue) (for a metric: [`poll_event`](Self::poll_event)
+    /// reports each loss in its place as a [`ServerEvent::EventsLost`]).
     pub fn lost_events(&self) -> u64 {
-        self.events.lost()
+        match &self.events.0 {
+            EventsTo::Queue(queue) => crate::lock_unpoisoned(queue).lost(),
+            _ => 0,
+        }
     }
 
-    /// An agent announces (protocol step 3). The reply carries any queued messages.
-    pub fn handle_announce(
-        &mut self,
-        now: DateTime<Utc>,
+    /// The public network of a `request` from the socket `peer` with the forwarding `headers`
+    /// it carried: the one place a caller is resolved (trusting forwarding headers only from the
+    /// configured proxies, [`ServerConfig::trusted_proxies`]). A caller that cannot be resolved
+    /// is refused (`unresolvable_client`, with a [`ServerEvent::Refused`]).
+    pub fn caller(
+        &self,
+        request: RequestKind,
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        self.ops().announce_now(now, peer, headers, announce)
+    ) -> Result<PublicNetwork, Refusal> {
+        let mut events = EventQueue::default();
+        let result = self.ops(&mut events).caller(request, peer, headers);
+        self.events_out(events);
+        result
     }
 
-    /// An announcement from an agent whose public network is already known (from a transport
-    /// that cannot see the caller's address, such as MQTT with a verified network ticket). The
-    /// same checks as [`handle_announce`](Self::handle_announce) apply after the network is known.
-    pub fn announce_in(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        self.ops().announce_in_now(now, network, announce)
-    }
-
-    /// A linker asks for discoverable agents (protocol step 4).
-    pub fn handle_discover(
-        &mut self,
-        now: DateTime<Utc>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-    ) -> Result<DiscoverReply, Refusal> {
-        self.ops().discover_now(now, peer, headers, None)
-    }
-
-    /// [`handle_discover`](Self::handle_discover) by an authenticated `account` (what the HTTP
-    /// routes call): the account is counted among the network's recent discoverers, as a short
-    /// per-network hash, toward the [shared-network](shared) judgement. A plain read, but for
-    /// one write the first time in a window that the account discovers from the network.
-    ///
-    /// ```
-    /// use lanlink::server::{Server, ServerConfig};
-    /// use lanlink::wire::HiddenReason;
-    /// use lanlink::{AccountId, ForwardedHeaders};
-    /// let mut server = Server::new(ServerConfig::default()).unwrap();
-    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    /// let dorm = "203.0.113.7".parse().unwrap();
-    /// // Four accounts: a household. The fifth distinct account marks the network shared.
-    /// for n in 0..5 {
-    ///     let account = AccountId::new(format!("user{n}")).unwrap();
-    ///     let reply = server.handle_discover_as(now, &account, dorm, ForwardedHeaders::NONE).unwrap();
-    ///     let shared = reply.hidden.map(|h| h.reason) == Some(HiddenReason::SharedNetwork);
-    ///     assert_eq!(shared, n == 4);
-    /// }
-    /// ```
-    pub fn handle_discover_as(
-        &mut self,
-        now: DateTime<Utc>,
-        account: &AccountId,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-    ) -> Result<DiscoverReply, Refusal> {
-        self.ops().discover_now(now, peer, headers, Some(account))
-    }
-
-    /// A linker asks to link an agent to `account` (protocol step 6).
+    /// An agent announces from `network` (protocol step 3). The reply carries any queued
+    /// messages.
     ///
     /// ```
     /// # use chrono::DateTime;
     /// # use lanlink::server::{Server, ServerConfig};
     /// # use lanlink::secret::PresenceKey;
-    /// # use lanlink::wire::{Announce, LinkRequest, WIRE_VERSION};
-    /// # use lanlink::{AccountId, ForwardedHeaders, LocalSecret, Refusal};
-    /// let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// # use lanlink::wire::{Announce, WIRE_VERSION};
+    /// # use lanlink::{LocalSecret, PublicNetwork};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
     /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    /// let home = "203.0.113.7".parse().unwrap();
+    /// let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
     /// let (key, secret) = (PresenceKey::from_bytes([1; 32]), LocalSecret::from_bytes([2; 32]));
     /// let id = key.instance_id();
     /// let announce = Announce {
@@ -664,105 +797,129 @@ impl Server {
     ///     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
     ///     candidates: Vec::new(),
     /// };
-    /// server.handle_announce(now, home, ForwardedHeaders::NONE, &announce).unwrap();
-    /// let alice = AccountId::new("alice").unwrap();
-    /// let mut rng = lanlink::os_rng();
-    /// // A wrong secret is refused (and counted toward a lockout); the right one is accepted.
-    /// let wrong = LinkRequest { instance_id: id, local_secret: LocalSecret::from_bytes([3; 32]), nonce: None };
-    /// let refused = server.handle_link(now, &mut rng, &alice, home, ForwardedHeaders::NONE, wrong);
-    /// assert_eq!(refused.unwrap_err(), Refusal::WrongSecret);
-    /// let right = LinkRequest { instance_id: id, local_secret: secret, nonce: None };
-    /// assert!(server.handle_link(now, &mut rng, &alice, home, ForwardedHeaders::NONE, right).is_ok());
+    /// let reply = server.announce(now, home, &announce).await.unwrap();
+    /// assert!(reply.messages.is_empty());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
     /// ```
-    ///
-    /// The agent is told the account's display name (revision 1.4): here the account id itself
-    /// ([`DisplayName::of_account`]); [`Server::handle_link_as`] takes the embedder's.
-    pub fn handle_link<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    pub async fn announce(
+        &self,
         now: DateTime<Utc>,
-        rng: &mut R,
-        account: &AccountId,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        request: LinkRequest,
-    ) -> Result<LinkStatusReply, Refusal> {
-        let name = DisplayName::of_account(account);
-        self.handle_link_as(now, rng, account, name, peer, headers, request)
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        run!(self, |ops| ops.announce(now, network, announce))
     }
 
-    /// [`Server::handle_link`] with the account's display name from the embedder (revision 1.4):
-    /// forwarded to the agent inside its `verify_and_redeem` message (and nowhere else an agent
-    /// can read), and echoed in the reply so that the linker derives the same
-    /// [short code](crate::confirm::short_code). `None` sends no name: an agent with a
+    /// A linker of `user` asks for discoverable agents in `network` (protocol step 4). The
+    /// account is counted among the network's recent discoverers, as a short per-network hash,
+    /// toward the [shared-network](shared) judgement: a plain read, but for one write the first
+    /// time in a window that the account discovers from the network.
+    ///
+    /// ```
+    /// use lanlink::server::{Server, ServerConfig, User};
+    /// use lanlink::wire::HiddenReason;
+    /// use lanlink::{AccountId, PublicNetwork};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let dorm = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// // Four accounts: a household. The fifth distinct account marks the network shared.
+    /// for n in 0..5 {
+    ///     let user = User::new(AccountId::new(format!("user{n}")).unwrap());
+    ///     let reply = server.discover(now, dorm, &user).await.unwrap();
+    ///     let shared = reply.hidden.map(|h| h.reason) == Some(HiddenReason::SharedNetwork);
+    ///     assert_eq!(shared, n == 4);
+    /// }
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
+    pub async fn discover(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        user: &User,
+    ) -> Result<DiscoverReply, Refusal> {
+        run!(self, |ops| ops.discover(now, network, Some(&user.account)))
+    }
+
+    /// A linker of `user`, calling from `network`, asks to link an agent (protocol step 6). The
+    /// user's display name (revision 1.4) is forwarded to the agent inside its
+    /// `verify_and_redeem` message (and nowhere else an agent can read), and echoed in the reply
+    /// so that the linker derives the same [short code](crate::confirm::short_code); a user
+    /// with none sends none, and an agent with a
     /// [confirmation policy](crate::confirm::Confirmation) then refuses the link (fail closed).
     ///
     /// ```
     /// # use chrono::DateTime;
     /// # use lanlink::confirm::DisplayName;
-    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::server::{Server, ServerConfig, User};
     /// # use lanlink::secret::PresenceKey;
     /// # use lanlink::wire::{AgentMessage, Announce, LinkRequest, WIRE_VERSION};
-    /// # use lanlink::{AccountId, ForwardedHeaders, LocalSecret};
-    /// # let mut server = Server::new(ServerConfig::default()).unwrap();
-    /// # let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    /// # let home = "203.0.113.7".parse().unwrap();
-    /// # let (key, secret) = (PresenceKey::from_bytes([1; 32]), LocalSecret::from_bytes([2; 32]));
-    /// # let id = key.instance_id();
-    /// # let announce = Announce {
-    /// #     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
-    /// #     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
-    /// #     candidates: Vec::new(),
-    /// # };
-    /// # server.handle_announce(now, home, ForwardedHeaders::NONE, &announce).unwrap();
-    /// let alice = AccountId::new("u-1234").unwrap();
-    /// let name = DisplayName::new("Alice Example");
-    /// let link = LinkRequest { instance_id: id, local_secret: secret, nonce: None };
-    /// let reply = server
-    ///     .handle_link_as(now, &mut lanlink::os_rng(), &alice, name, home, ForwardedHeaders::NONE, link)
-    ///     .unwrap();
+    /// # use lanlink::{AccountId, LocalSecret, PublicNetwork, Refusal};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// let (key, secret) = (PresenceKey::from_bytes([1; 32]), LocalSecret::from_bytes([2; 32]));
+    /// let id = key.instance_id();
+    /// let announce = Announce {
+    ///     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
+    ///     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
+    ///     candidates: Vec::new(),
+    /// };
+    /// server.announce(now, home, &announce).await.unwrap();
+    /// let alice = User::named(AccountId::new("u-1234").unwrap(), DisplayName::new("Alice Example"));
+    /// let mut rng = lanlink::os_rng();
+    /// // A wrong secret is refused (and counted toward a lockout); the right one is accepted.
+    /// let wrong = LinkRequest { instance_id: id, local_secret: LocalSecret::from_bytes([3; 32]), nonce: None };
+    /// let refused = server.link(now, &mut rng, home, &alice, wrong).await;
+    /// assert_eq!(refused.unwrap_err(), Refusal::WrongSecret);
+    /// let right = LinkRequest { instance_id: id, local_secret: secret, nonce: None };
+    /// let reply = server.link(now, &mut rng, home, &alice, right).await.unwrap();
     /// assert_eq!(reply.display_name.as_deref(), Some("Alice Example"));
-    /// let reply = server.handle_announce(now, home, ForwardedHeaders::NONE, &announce).unwrap();
+    /// let reply = server.announce(now, home, &announce).await.unwrap();
     /// let [AgentMessage::VerifyAndRedeem { display_name, .. }] = reply.messages.as_slice() else {
     ///     panic!()
     /// };
     /// assert_eq!(display_name.as_deref(), Some("Alice Example"));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
     /// ```
-    #[allow(clippy::too_many_arguments)]
-    pub fn handle_link_as<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    pub async fn link<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
-        account: &AccountId,
-        display_name: Option<DisplayName>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
+        user: &User,
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
-        run!(self, |ops| ops.handle_link(
+        let name = user.display_name.clone();
+        run!(self, |ops| ops.link(
             now,
             rng,
-            account,
-            display_name,
-            peer,
-            headers,
+            &user.account,
+            name,
+            network,
             request
         ))
     }
 
-    /// The state of `account`'s link to an agent, as seen from the caller's network.
-    pub fn handle_link_status(
-        &mut self,
+    /// The state of `account`'s link to an agent, as seen from the caller's `network`.
+    pub async fn link_status(
+        &self,
         now: DateTime<Utc>,
+        network: PublicNetwork,
         account: &AccountId,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
-        run!(self, |ops| ops.handle_link_status(
+        run!(self, |ops| ops.link_status(
             now,
             account,
-            peer,
-            headers,
+            network,
             instance_id
         ))
     }
@@ -774,15 +931,19 @@ impl Server {
     /// # use chrono::DateTime;
     /// # use lanlink::server::{Server, ServerConfig};
     /// # use lanlink::AccountId;
-    /// let mut server = Server::new(ServerConfig::default()).unwrap();
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
     /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     /// let alice = AccountId::new("alice").unwrap();
-    /// let reply = server.mint_code(now, &mut lanlink::os_rng(), &alice).unwrap();
+    /// let reply = server.mint_code(now, &mut lanlink::os_rng(), &alice).await.unwrap();
     /// assert_eq!(reply.code.expose().len(), 6);
     /// assert_eq!(reply.expires_at, now + chrono::TimeDelta::minutes(10));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
     /// ```
-    pub fn mint_code<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    pub async fn mint_code<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
         account: &AccountId,
@@ -790,123 +951,46 @@ impl Server {
         run!(self, |ops| ops.mint_code(now, rng, account))
     }
 
-    /// An agent redeems a code (protocol step 8, and step 9's manual codes): the code must be
-    /// live, unredeemed (or redeemed by this very instance, proven by its presence key: a retry
-    /// after a lost reply), bound to the presenting instance if minted for one, and presented
-    /// from the network it was bound to; failures count toward the presenter network's lockout.
+    /// An agent redeems a code from `network` (protocol step 8, and step 9's manual codes): the
+    /// code must be live, unredeemed (or redeemed by this very instance, proven by its presence
+    /// key: a retry after a lost reply), bound to the presenting instance if minted for one, and
+    /// presented from the network it was bound to; failures count toward the presenter
+    /// network's lockout.
     ///
-    /// Runs [`begin_redeem`](Self::begin_redeem), the [link hook](Self::with_link_hook) if any,
-    /// and [`finish_redeem`](Self::finish_redeem).
-    ///
-    /// **A hook that awaits anything fails every redemption here** (`503 link_unavailable`,
-    /// retryable, the code given back): this call is synchronous and holds `&mut self`, so it
-    /// polls the hook once and cannot wait for it. Blocking instead would hold the server (and
-    /// any lock around it) across the host's I/O, and would deadlock a single-threaded runtime
-    /// whose timer or reactor the hook needs. A host whose hook awaits serves redemptions with
-    /// [`endpoint::handle`] (the HTTP routes, any stack), [`Service::handle_redeem`], or calls
-    /// [`begin_redeem`](Self::begin_redeem), awaits the hook, then
-    /// [`finish_redeem`](Self::finish_redeem) itself.
-    pub fn handle_redeem<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
-        now: DateTime<Utc>,
-        rng: &mut R,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        request: &RedeemRequest,
-    ) -> Result<Redeemed, Refusal> {
-        let pending = self.begin_redeem(now, rng, peer, headers, request)?;
-        self.finish_at_once(now, pending)
-    }
-
-    /// A redemption from an agent whose public network is already known (see
-    /// [`announce_in`](Self::announce_in)); the same checks as
-    /// [`handle_redeem`](Self::handle_redeem) apply after the network is known.
-    pub fn redeem_in<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    /// The code is claimed (see [`hook`] for the order), the [link hook](Self::with_link_hook)
+    /// is awaited, holding nothing, and the link completed; a hook that fails gives the code
+    /// back (`503 link_unavailable`, retryable) so that the agent's retry links.
+    pub async fn redeem<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
         network: PublicNetwork,
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
-        let pending = self.begin_redeem_in(now, rng, network, request)?;
-        self.finish_at_once(now, pending)
+        let with_info = self.hook.is_some();
+        let pending = run!(self, |ops| ops.begin_redeem(
+            now, rng, network, request, with_info
+        ))?;
+        self.hook_and_finish(now, pending).await
     }
 
-    /// Runs the hook (if any) at once and finishes.
-    pub(crate) fn finish_at_once(
-        &mut self,
+    /// Awaits the link hook (if any) on `pending`, then finishes the redemption.
+    pub(crate) async fn hook_and_finish(
+        &self,
         now: DateTime<Utc>,
         pending: PendingLink,
     ) -> Result<Redeemed, Refusal> {
         let outcome = match &self.hook {
-            Some(hook) => hook::run_at_once(&**hook, pending.link()),
+            Some(hook) => hook.link_completed(pending.link()).await,
             None => Ok(()),
         };
-        self.finish_redeem(now, pending, outcome)
-    }
-
-    /// The first step of a redemption: charges and checks the guess and claims the code for the
-    /// agent (see [`hook`] for the order). Give [`PendingLink::link`] to the host's hook, then
-    /// its outcome to [`finish_redeem`](Self::finish_redeem); the server need not be borrowed
-    /// meanwhile.
-    ///
-    /// ```
-    /// # use chrono::DateTime;
-    /// # use lanlink::server::{Server, ServerConfig, HookError, LinkVia};
-    /// # use lanlink::wire::RedeemRequest;
-    /// # use lanlink::{AccountId, ForwardedHeaders, Refusal, TokenDigest};
-    /// # use lanlink::secret::PresenceKey;
-    /// let mut server = Server::new(ServerConfig::default()).unwrap();
-    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    /// let mut rng = lanlink::os_rng();
-    /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).unwrap().code;
-    /// let key = PresenceKey::generate(&mut rng);
-    /// let request = RedeemRequest { instance_id: key.instance_id(), code, presence_key: Some(key), attempt: 0 };
-    /// let peer = "203.0.113.7".parse().unwrap();
-    ///
-    /// // The host's store is down: the redemption fails retryably and the code is given back.
-    /// let pending = server.begin_redeem(now, &mut rng, peer, ForwardedHeaders::NONE, &request).unwrap();
-    /// assert_eq!(pending.link().via, LinkVia::Manual);
-    /// let failed = server.finish_redeem(now, pending, Err(HookError::new("db down")));
-    /// assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
-    ///
-    /// // The retry links; the token is the one whose digest the hook was given.
-    /// let pending = server.begin_redeem(now, &mut rng, peer, ForwardedHeaders::NONE, &request).unwrap();
-    /// let digest = pending.link().token_digest;
-    /// let redeemed = server.finish_redeem(now, pending, Ok(())).unwrap();
-    /// assert!(digest.verify(&redeemed.reply.auth_token));
-    /// ```
-    pub fn begin_redeem<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
-        now: DateTime<Utc>,
-        rng: &mut R,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        request: &RedeemRequest,
-    ) -> Result<PendingLink, Refusal> {
-        let with_info = self.hook.is_some();
-        run!(self, |ops| ops
-            .begin_redeem(now, rng, peer, headers, request, with_info))
-    }
-
-    /// [`begin_redeem`](Self::begin_redeem) for an agent whose public network is already known.
-    pub fn begin_redeem_in<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
-        now: DateTime<Utc>,
-        rng: &mut R,
-        network: PublicNetwork,
-        request: &RedeemRequest,
-    ) -> Result<PendingLink, Refusal> {
-        let with_info = self.hook.is_some();
-        run!(self, |ops| ops
-            .begin_redeem_in(now, rng, network, request, with_info))
+        self.finish_redeem(now, pending, outcome).await
     }
 
     /// The last step of a redemption: given the hook's `outcome`, completes the link and returns
-    /// the token, or (the hook failed: `link_unavailable`) gives the code back so that the
-    /// agent's retry links.
-    pub fn finish_redeem(
-        &mut self,
+    /// the token, or (the hook failed: `link_unavailable`) gives the code back.
+    pub(crate) async fn finish_redeem(
+        &self,
         now: DateTime<Utc>,
         pending: PendingLink,
         outcome: Result<(), HookError>,
@@ -915,8 +999,8 @@ impl Server {
     }
 
     /// Drops every expired record from the store (a housekeeping call; every operation also
-    /// ignores what has expired).
-    pub fn purge_expired(&mut self, now: DateTime<Utc>) {
-        self.store.purge(now, &self.config);
+    /// ignores what has expired; a store with its own expiry, such as Redis, has nothing to do).
+    pub async fn purge_expired(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        run!(self, |ops| ops.purge(now))
     }
 }

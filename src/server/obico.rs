@@ -13,9 +13,8 @@ use super::ops::{Claimant, Ops};
 use super::record::{
     later, unverified_commitment, CodeKind, CodeRecord, ObicoInfo, ObicoPasscode, Presence,
 };
-use super::store::Records;
-use super::{NetworkRecord, Server, ServerConfig};
-use crate::addr::{ForwardedHeaders, PublicNetwork};
+use super::{NetworkRecord, Server, ServerConfig, Store};
+use crate::addr::PublicNetwork;
 use crate::code::LinkCode;
 use crate::error::Refusal;
 use crate::event::{RequestKind, ServerEvent};
@@ -217,18 +216,16 @@ impl NetworkRecord {
 /// shared one. Each record changes in one atomic store call; writes that span two records are
 /// ordered as the core's are (a code is created before anything refers to it, and deleted again
 /// when the write that would refer to it is refused).
-impl<S: Records> Ops<'_, S> {
+impl Ops<'_> {
     /// See [`Server::obico_unlinked`].
     pub(crate) async fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
         obico: &ObicoConfig,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         poll: &UnlinkedPoll,
     ) -> Result<UnlinkedReply, Refusal> {
-        let network = self.caller(RequestKind::Announce, peer, headers)?;
         let config = self.config;
         // A store may run the function more than once: only the written attempt's result counts.
         let mut announced = Err(Refusal::NetworkFull);
@@ -401,10 +398,8 @@ impl<S: Records> Ops<'_, S> {
         &mut self,
         now: DateTime<Utc>,
         account: &AccountId,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
     ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
-        let network = self.caller(RequestKind::Discover, peer, headers)?;
         // A network judged shared lists no device (Obico's wire has no field to say why).
         let found = self
             .discover_in(now, network, Some(account), &obico_listing)
@@ -425,12 +420,10 @@ impl<S: Records> Ops<'_, S> {
         now: DateTime<Utc>,
         rng: &mut R,
         account: &AccountId,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         device_id: InstanceId,
         secret: Option<LocalSecret>,
     ) -> Result<(), Refusal> {
-        let network = self.caller(RequestKind::Link, peer, headers)?;
         // 0. The guess is charged before anything is checked.
         let guess = self
             .admit_guess(now, network, None, RequestKind::Link)
@@ -468,11 +461,9 @@ impl<S: Records> Ops<'_, S> {
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         code: &LinkCode,
     ) -> Result<PendingLink, Refusal> {
-        let network = self.caller(RequestKind::Redeem, peer, headers)?;
         let fresh = InstanceId::generate(rng);
         self.claim_code(now, rng, network, code, Claimant::Obico { fresh }, true)
             .await
@@ -485,11 +476,9 @@ impl<S: Records> Ops<'_, S> {
         now: DateTime<Utc>,
         rng: &mut R,
         account: &AccountId,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         passcode: &str,
     ) -> Result<(), Refusal> {
-        let network = self.caller(RequestKind::Redeem, peer, headers)?;
         let guess = self
             .admit_guess(now, network, None, RequestKind::Redeem)
             .await?;
@@ -591,17 +580,16 @@ fn claimable(record: &CodeRecord) -> Option<(InstanceId, PublicNetwork)> {
     Some((record.instance_id?, record.network?))
 }
 
-/// The profile's operations on the synchronous server, over its own store (the same code as
-/// [`Service`](super::Service)'s, run to completion at once).
-impl Server {
-    /// An Obico agent polls `POST /api/v1/octo/unlinked/`.
+/// The profile's operations (feature `obico`), over any store: each takes the caller's
+/// network, resolved once by [`Server::caller`].
+impl<S: Store> Server<S> {
+    /// An Obico agent polls `POST /api/v1/octo/unlinked/` from `network`.
     ///
-    /// Only an unresolvable client address or a store failure is an error (the route answers
-    /// both 5xx: they are the server's or its proxy's fault, and the agents keep polling through
-    /// a 5xx). A refused presence (not private, contested, used, window over, network full, a
-    /// verified agent's id) is logged as a [`ServerEvent::Refused`] and the reply is simply
-    /// empty: the Obico agents stop discovery on any 4xx, so a refusal must not let one caller
-    /// end another's discovery.
+    /// Only a store failure is an error (the route answers it 5xx: the server's fault, and the
+    /// agents keep polling through a 5xx). A refused presence (not private, contested, used,
+    /// window over, network full, a verified agent's id) is logged as a
+    /// [`ServerEvent::Refused`] and the reply is simply empty: the Obico agents stop discovery
+    /// on any 4xx, so a refusal must not let one caller end another's discovery.
     ///
     /// With `one_time_passcode` in the poll: a live passcode of this agent in this network is
     /// kept (and its claimed code, if any, handed over once); anything else gets a fresh passcode
@@ -612,47 +600,30 @@ impl Server {
     /// against the caller's network's budgets before the lookup and refunded when the passcode
     /// is this agent's here: a network whose budget is full gets no passcode either (its agents'
     /// passcodes are not looked up, not replaced, and stay claimable).
-    pub fn obico_unlinked<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    pub async fn obico_unlinked<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
         obico: &ObicoConfig,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         poll: &UnlinkedPoll,
     ) -> Result<UnlinkedReply, Refusal> {
-        let mut ops = self.ops();
-        super::ready(ops.obico_unlinked(now, rng, obico, peer, headers, poll))
+        run!(self, |ops| ops.obico_unlinked(now, rng, obico, network, poll))
     }
 
-    /// A user of `account` lists Obico agents (`GET /api/v1/printer_discovery/`): the core's
-    /// discovery of the caller's network (one-visible rule included, counting every present
-    /// agent), limited to Obico agents. Like the core's
-    /// [`handle_discover_as`](Server::handle_discover_as), it counts `account` among the
-    /// network's recent discoverers toward the [shared-network](super::shared) judgement, and
-    /// lists nothing in a network judged shared.
-    pub fn obico_discover(
-        &mut self,
+    /// A user of `account` lists Obico agents (`GET /api/v1/printer_discovery/`), with the
+    /// extra fields each agent's poll gave: the core's discovery of the caller's network
+    /// (one-visible rule included, counting every present agent), limited to Obico agents.
+    /// Like the core's [`discover`](Server::discover), it counts `account` among the network's
+    /// recent discoverers toward the [shared-network](super::shared) judgement, and lists
+    /// nothing in a network judged shared.
+    pub async fn obico_list(
+        &self,
         now: DateTime<Utc>,
+        network: PublicNetwork,
         account: &AccountId,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
-    ) -> Result<Vec<DiscoveredAgent>, Refusal> {
-        let listed = self.obico_list(now, account, peer, headers)?;
-        Ok(listed.into_iter().map(|(agent, _)| agent).collect())
-    }
-
-    /// [`obico_discover`](Self::obico_discover) with the extra fields each agent's poll gave
-    /// (what the route lists).
-    pub fn obico_list(
-        &mut self,
-        now: DateTime<Utc>,
-        account: &AccountId,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
     ) -> Result<Vec<(DiscoveredAgent, ObicoInfo)>, Refusal> {
-        let mut ops = self.ops();
-        super::ready(ops.obico_list(now, account, peer, headers))
+        run!(self, |ops| ops.obico_list(now, account, network))
     }
 
     /// A user asks to link an Obico agent (`POST /api/v1/printer_discovery/`). `secret` is
@@ -663,54 +634,46 @@ impl Server {
     /// `account`, and queues `{code, secret}` for the agent's next poll, once. The secret is not
     /// checked (the agent has no commitment): the agent compares it.
     #[allow(clippy::too_many_arguments)]
-    pub fn obico_link<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    pub async fn obico_link<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
+        network: PublicNetwork,
         account: &AccountId,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
         device_id: InstanceId,
         secret: Option<LocalSecret>,
     ) -> Result<(), Refusal> {
-        let mut ops = self.ops();
-        super::ready(ops.obico_link(now, rng, account, peer, headers, device_id, secret))
+        run!(self, |ops| ops.obico_link(now, rng, account, network, device_id, secret))
     }
 
     /// An Obico agent redeems a code (`POST|GET /api/v1/octo/verify/?code=…`). The wire names no
     /// device, so the code's own binding decides: an auto or passcode-claim code must be
     /// redeemed from the network it is bound to; a manual code from anywhere not locked out.
     /// Failures count toward the caller's lockout, and a locked-out network is refused even with
-    /// the right code (which stays unused).
-    ///
-    /// Runs [`obico_begin_verify`](Self::obico_begin_verify), the link hook at once (if any) and
-    /// [`finish_redeem`](Self::finish_redeem).
-    pub fn obico_verify<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    /// the right code (which stays unused). The [link hook](Server::with_link_hook) is awaited
+    /// between the claim and the completion, as for [`redeem`](Server::redeem).
+    pub async fn obico_verify<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         code: &LinkCode,
     ) -> Result<Verified, Refusal> {
-        let pending = self.obico_begin_verify(now, rng, peer, headers, code)?;
-        self.finish_at_once(now, pending).map(Verified::from)
+        let pending = run!(self, |ops| ops.obico_begin_verify(now, rng, network, code))?;
+        self.hook_and_finish(now, pending).await.map(Verified::from)
     }
 
     /// The first step of [`obico_verify`](Self::obico_verify): the code claimed, the link and
-    /// its token's digest ready for the hook (and the profile's
-    /// [`PrinterTokens`](crate::obico::tokens::PrinterTokens)); finish with
-    /// [`finish_redeem`](Self::finish_redeem).
-    pub fn obico_begin_verify<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    /// its token's digest ready for the profile's printer tokens and the hook; finished with
+    /// [`finish_redeem`](Server::finish_redeem).
+    pub(crate) async fn obico_begin_verify<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         code: &LinkCode,
     ) -> Result<PendingLink, Refusal> {
-        let mut ops = self.ops();
-        super::ready(ops.obico_begin_verify(now, rng, peer, headers, code))
+        run!(self, |ops| ops.obico_begin_verify(now, rng, network, code))
     }
 
     /// A user claims a one-time passcode an agent shows (`POST /api/v1/one_time_passcodes/`).
@@ -720,17 +683,14 @@ impl Server {
     /// even with a right passcode, which stays claimable). On success the server mints a 128-bit
     /// code for `account`, bound to the agent and to the agent's network, and holds it for the
     /// agent's next poll (its `verification_code`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn obico_claim<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
+    pub async fn obico_claim<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
         now: DateTime<Utc>,
         rng: &mut R,
+        network: PublicNetwork,
         account: &AccountId,
-        peer: std::net::IpAddr,
-        headers: ForwardedHeaders<'_>,
         passcode: &str,
     ) -> Result<(), Refusal> {
-        let mut ops = self.ops();
-        super::ready(ops.obico_claim(now, rng, account, peer, headers, passcode))
+        run!(self, |ops| ops.obico_claim(now, rng, account, network, passcode))
     }
 }

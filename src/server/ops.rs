@@ -39,7 +39,7 @@ use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
-use super::store::{MemoryStore, Records, StoreError};
+use super::store::{Store, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
@@ -131,78 +131,10 @@ pub(crate) enum Claimant {
 }
 
 /// One operation's view of the server: its configuration, its records, and where its events go.
-pub(crate) struct Ops<'a, S: Records> {
+pub(crate) struct Ops<'a> {
     pub(crate) config: &'a ServerConfig,
-    pub(crate) store: &'a mut S,
+    pub(crate) store: &'a dyn Store,
     pub(crate) events: &'a mut EventQueue,
-}
-
-/// The two most frequent operations over the synchronous server's own store, without the
-/// future that the generic versions build: the same record functions and the same replies and
-/// events ([`Ops::announced`], [`Ops::discovered`]), only the store call differs. A server holding
-/// a million networks answers these for every agent every few seconds.
-impl Ops<'_, MemoryStore> {
-    pub(crate) fn announce_now(
-        &mut self,
-        now: DateTime<Utc>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        let network = self.caller(RequestKind::Announce, peer, headers)?;
-        self.announce_in_now(now, network, announce)
-    }
-
-    pub(crate) fn announce_in_now(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        let config = self.config;
-        // Creating, `update` always runs the function.
-        let result = self
-            .store
-            .update(network, now, config, true, |record| {
-                record.announce(now, config, announce)
-            })
-            .unwrap_or(Err(Refusal::StoreUnavailable));
-        self.announced(network, announce, result)
-    }
-
-    pub(crate) fn discover_now(
-        &mut self,
-        now: DateTime<Utc>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        account: Option<&AccountId>,
-    ) -> Result<DiscoverReply, Refusal> {
-        let network = self.caller(RequestKind::Discover, peer, headers)?;
-        let config = self.config;
-        if let Some(found) = self.judged_by_address(network) {
-            return Ok(self.discovered(network, found));
-        }
-        let tag = account
-            .filter(|_| config.shared.enabled)
-            .map(|account| discoverer_tag(&network, account));
-        let mut found = self
-            .store
-            .network(&network)
-            .map(|record| Found::of(record, now, config, tag, &core_listing))
-            .unwrap_or_default();
-        if tag.is_some() && !found.known {
-            // The account is new to the network's recent discoverers: one write counts it and
-            // judges the count, atomically.
-            let mut judged = None;
-            let written = self.store.update(network, now, config, true, |record| {
-                judged = record.note_discoverer(now, config, tag.unwrap_or_default());
-                Found::of(record, now, config, tag, &core_listing)
-            });
-            found = written.ok_or(Refusal::StoreUnavailable)?;
-            self.judged_shared(network, judged);
-        }
-        Ok(self.discovered(network, found))
-    }
 }
 
 /// The core's listing of a network not judged shared: its verified agents, and why none is shown
@@ -253,7 +185,7 @@ impl<L: Default> Found<L> {
     }
 }
 
-impl<S: Records> Ops<'_, S> {
+impl Ops<'_> {
     /// What a discovery finds in a network judged shared by its address alone (no read), with
     /// the judgement's event; `None` when the address trips no signal.
     #[inline]
@@ -318,18 +250,7 @@ impl<S: Records> Ops<'_, S> {
         self.refuse(network, request, err.into())
     }
 
-    pub(crate) async fn handle_announce(
-        &mut self,
-        now: DateTime<Utc>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        let network = self.caller(RequestKind::Announce, peer, headers)?;
-        self.announce_in(now, network, announce).await
-    }
-
-    pub(crate) async fn announce_in(
+    pub(crate) async fn announce(
         &mut self,
         now: DateTime<Utc>,
         network: PublicNetwork,
@@ -389,14 +310,12 @@ impl<S: Records> Ops<'_, S> {
     /// Discovery (protocol step 4), by `account` when the caller is authenticated: a plain
     /// read, and one write the first time in a window that an account discovers from the
     /// network (counting it toward the shared-network judgement in that same write).
-    pub(crate) async fn handle_discover(
+    pub(crate) async fn discover(
         &mut self,
         now: DateTime<Utc>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         account: Option<&AccountId>,
     ) -> Result<DiscoverReply, Refusal> {
-        let network = self.caller(RequestKind::Discover, peer, headers)?;
         let found = self
             .discover_in(now, network, account, &core_listing)
             .await?;
@@ -474,17 +393,15 @@ impl<S: Records> Ops<'_, S> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn handle_link<R: CryptoRng + RngCore + ?Sized>(
+    pub(crate) async fn link<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,
         account: &AccountId,
         display_name: Option<DisplayName>,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         request: LinkRequest,
     ) -> Result<LinkStatusReply, Refusal> {
-        let network = self.caller(RequestKind::Link, peer, headers)?;
         // 0. The guess is charged before anything is checked.
         let guess = self
             .admit_guess(now, network, None, RequestKind::Link)
@@ -776,15 +693,13 @@ impl<S: Records> Ops<'_, S> {
         Err(self.refuse(None, RequestKind::MintCode, Refusal::CodeSpaceExhausted))
     }
 
-    pub(crate) async fn handle_link_status(
+    pub(crate) async fn link_status(
         &mut self,
         now: DateTime<Utc>,
         account: &AccountId,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
+        network: PublicNetwork,
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
-        let network = self.caller(RequestKind::LinkStatus, peer, headers)?;
         let mut state = LinkState::Unknown;
         let read = self
             .store
@@ -845,24 +760,10 @@ impl<S: Records> Ops<'_, S> {
         Ok(CodeReply { code, expires_at })
     }
 
-    pub(crate) async fn begin_redeem<R: CryptoRng + RngCore + ?Sized>(
-        &mut self,
-        now: DateTime<Utc>,
-        rng: &mut R,
-        peer: IpAddr,
-        headers: ForwardedHeaders<'_>,
-        request: &RedeemRequest,
-        with_info: bool,
-    ) -> Result<PendingLink, Refusal> {
-        let network = self.caller(RequestKind::Redeem, peer, headers)?;
-        self.begin_redeem_in(now, rng, network, request, with_info)
-            .await
-    }
-
     /// Claims the code of an agent's redemption (the first of the hook order, see
     /// [`super::hook`]). A presence key that does not prove the instance is refused before the
     /// code is looked at.
-    pub(crate) async fn begin_redeem_in<R: CryptoRng + RngCore + ?Sized>(
+    pub(crate) async fn begin_redeem<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut R,

@@ -71,7 +71,7 @@ pub type CounterFn<'a> = dyn FnMut(&mut CounterRecord) + Send + 'a;
 /// use chrono::DateTime;
 /// use lanlink::server::{MemoryStore, ServerConfig, Store};
 /// # futures_lite(async {
-/// let store = std::sync::Mutex::new(MemoryStore::default());
+/// let store = MemoryStore::default();
 /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
 /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
 /// let config = ServerConfig::default();
@@ -160,8 +160,9 @@ pub trait Store: Send + Sync {
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
 }
 
-/// A single-process store. Records are replaced whole, as a shared store would apply them with
-/// one compare-and-swap each. A `Mutex<MemoryStore>` is a [`Store`].
+/// A single-process store: the default store of a [`Server`](super::Server). Records are
+/// replaced whole under one lock, as a shared store would apply them with one compare-and-swap
+/// each; its futures are ready at their first poll.
 ///
 /// ```
 /// use lanlink::server::MemoryStore;
@@ -169,43 +170,96 @@ pub trait Store: Send + Sync {
 /// assert_eq!((store.networks(), store.codes()), (0, 0));
 /// ```
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub struct MemoryStore(Mutex<MemoryRecords>);
+
+/// The records of a [`MemoryStore`], under its lock.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryRecords {
     networks: HashMap<PublicNetwork, NetworkRecord>,
     codes: HashMap<CodeKey, CodeRecord>,
     counters: HashMap<CounterKey, CounterRecord>,
 }
 
 impl MemoryStore {
-    /// The record of `network`, if any.
-    #[inline]
-    pub fn network(&self, network: &PublicNetwork) -> Option<&NetworkRecord> {
-        self.networks.get(network)
+    fn records(&self) -> std::sync::MutexGuard<'_, MemoryRecords> {
+        crate::lock_unpoisoned(&self.0)
+    }
+
+    /// A copy of the record of `network`, if any (for inspection and tests).
+    pub fn network(&self, network: &PublicNetwork) -> Option<NetworkRecord> {
+        self.records().networks.get(network).cloned()
     }
 
     /// Replaces the record of `network` (an empty record is deleted).
-    pub fn put_network(&mut self, network: PublicNetwork, record: NetworkRecord) {
+    pub fn put_network(&self, network: PublicNetwork, record: NetworkRecord) {
+        let mut records = self.records();
         if record.is_empty() {
-            self.networks.remove(&network);
+            records.networks.remove(&network);
         } else {
-            self.networks.insert(network, record);
+            records.networks.insert(network, record);
         }
     }
 
-    /// The record of a code, if any.
-    pub fn code(&self, key: &CodeKey) -> Option<&CodeRecord> {
-        self.codes.get(key)
+    /// A copy of the record of a code, if any.
+    pub fn code(&self, key: &CodeKey) -> Option<CodeRecord> {
+        self.records().codes.get(key).cloned()
     }
 
     /// Replaces a code's record.
-    pub fn put_code(&mut self, key: CodeKey, record: CodeRecord) {
-        self.codes.insert(key, record);
+    pub fn put_code(&self, key: CodeKey, record: CodeRecord) {
+        self.records().codes.insert(key, record);
     }
 
+    /// A copy of the counter record of `key`, if any (it may hold expired charges).
+    pub fn counter(&self, key: &CounterKey) -> Option<CounterRecord> {
+        self.records().counters.get(key).cloned()
+    }
+
+    /// How many wrong guesses from `network` are charged at its own address at `now` (its
+    /// finest budget level).
+    ///
+    /// ```
+    /// use lanlink::server::MemoryStore;
+    /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// assert_eq!(MemoryStore::default().failures(&network, chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())), 0);
+    /// ```
+    pub fn failures(&self, network: &PublicNetwork, now: DateTime<Utc>) -> u64 {
+        self.records()
+            .counters
+            .get(&CounterKey::network(network))
+            .map_or(0, |record| record.live(now.timestamp_millis()))
+    }
+
+    /// Whether `network`'s own address is locked out at `now`.
+    pub fn is_locked(&self, network: &PublicNetwork, now: DateTime<Utc>) -> bool {
+        self.records()
+            .counters
+            .get(&CounterKey::network(network))
+            .is_some_and(|record| record.is_locked(now.timestamp_millis()))
+    }
+
+    /// How many counter records are held.
+    pub fn counters(&self) -> usize {
+        self.records().counters.len()
+    }
+
+    /// How many network records are held.
+    pub fn networks(&self) -> usize {
+        self.records().networks.len()
+    }
+
+    /// How many code records are held.
+    pub fn codes(&self) -> usize {
+        self.records().codes.len()
+    }
+}
+
+impl MemoryRecords {
     /// Applies `f` to the record of `network`, pruned at `now`, in place, with one hash lookup.
     /// A missing record is created only if `create` (else `f` is not called and `None` comes
     /// back); a record left empty is deleted.
     #[inline]
-    pub fn update<R>(
+    fn update<R>(
         &mut self,
         network: PublicNetwork,
         now: DateTime<Utc>,
@@ -237,7 +291,7 @@ impl MemoryStore {
 
     /// Gives the record of `network` (not pruned) to `f`; `false` when there is none.
     fn read(&self, network: &PublicNetwork, f: impl FnOnce(&NetworkRecord)) -> bool {
-        self.network(network).map(f).is_some()
+        self.networks.get(network).map(f).is_some()
     }
 
     /// Inserts a code record unless a live one holds `key`.
@@ -266,30 +320,6 @@ impl MemoryStore {
         }
     }
 
-    /// The counter record of `key`, if any (it may hold expired charges).
-    pub fn counter(&self, key: &CounterKey) -> Option<&CounterRecord> {
-        self.counters.get(key)
-    }
-
-    /// How many wrong guesses from `network` are charged at its own address at `now` (its
-    /// finest budget level).
-    ///
-    /// ```
-    /// use lanlink::server::MemoryStore;
-    /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
-    /// assert_eq!(MemoryStore::default().failures(&network, chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())), 0);
-    /// ```
-    pub fn failures(&self, network: &PublicNetwork, now: DateTime<Utc>) -> u64 {
-        self.counter(&CounterKey::network(network))
-            .map_or(0, |record| record.live(now.timestamp_millis()))
-    }
-
-    /// Whether `network`'s own address is locked out at `now`.
-    pub fn is_locked(&self, network: &PublicNetwork, now: DateTime<Utc>) -> bool {
-        self.counter(&CounterKey::network(network))
-            .is_some_and(|record| record.is_locked(now.timestamp_millis()))
-    }
-
     /// Applies `f` to the counter of `key`, pruned at `now`; an empty one is deleted.
     fn update_counter(&mut self, key: &CounterKey, now: DateTime<Utc>, f: &mut CounterFn<'_>) {
         let now_ms = now.timestamp_millis();
@@ -311,23 +341,8 @@ impl MemoryStore {
         }
     }
 
-    /// How many counter records are held.
-    pub fn counters(&self) -> usize {
-        self.counters.len()
-    }
-
-    /// How many network records are held.
-    pub fn networks(&self) -> usize {
-        self.networks.len()
-    }
-
-    /// How many code records are held.
-    pub fn codes(&self) -> usize {
-        self.codes.len()
-    }
-
     /// Drops expired codes and prunes every network and counter record, deleting empty ones.
-    pub fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) {
+    fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) {
         self.codes.retain(|_, code| code.is_live(now));
         let now_ms = now.timestamp_millis();
         self.counters.retain(|_, record| {
@@ -341,10 +356,9 @@ impl MemoryStore {
     }
 }
 
-/// `Mutex<MemoryStore>` is a [`Store`]. Every method finishes before it returns: the futures
-/// are ready at their first poll.
+/// Every method finishes before it returns: the futures are ready at their first poll.
 #[async_trait]
-impl Store for Mutex<MemoryStore> {
+impl Store for MemoryStore {
     async fn update_network(
         &self,
         network: PublicNetwork,
@@ -353,7 +367,7 @@ impl Store for Mutex<MemoryStore> {
         create: bool,
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(crate::lock_unpoisoned(self)
+        Ok(self.records()
             .update(network, now, config, create, f)
             .is_some())
     }
@@ -365,7 +379,7 @@ impl Store for Mutex<MemoryStore> {
         _config: &ServerConfig,
         f: &mut ReadFn<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(crate::lock_unpoisoned(self).read(&network, f))
+        Ok(self.records().read(&network, f))
     }
 
     async fn create_code(
@@ -374,7 +388,7 @@ impl Store for Mutex<MemoryStore> {
         record: &CodeRecord,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        Ok(crate::lock_unpoisoned(self).create_code(key, record, now))
+        Ok(self.records().create_code(key, record, now))
     }
 
     async fn update_code(
@@ -383,11 +397,11 @@ impl Store for Mutex<MemoryStore> {
         now: DateTime<Utc>,
         f: &mut CodeFn<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(crate::lock_unpoisoned(self).update_code(key, now, f))
+        Ok(self.records().update_code(key, now, f))
     }
 
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-        crate::lock_unpoisoned(self).codes.remove(key);
+        self.records().codes.remove(key);
         Ok(())
     }
 
@@ -397,181 +411,72 @@ impl Store for Mutex<MemoryStore> {
         now: DateTime<Utc>,
         f: &mut CounterFn<'_>,
     ) -> Result<(), StoreError> {
-        crate::lock_unpoisoned(self).update_counter(key, now, f);
+        self.records().update_counter(key, now, f);
         Ok(())
     }
 
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        crate::lock_unpoisoned(self).purge(now, config);
+        self.records().purge(now, config);
         Ok(())
     }
 }
 
-/// What the server's operations ([`super::ops`]) run on: a [`Store`] (through [`Shared`]), or the
-/// synchronous [`Server`](super::Server)'s own [`MemoryStore`], called directly (no lock, no
-/// boxed future: its futures are ready at once).
-pub(crate) trait Records {
+/// A shared handle to a store is the store (several servers, or a server and a tool, over one).
+#[async_trait]
+impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     async fn update_network(
-        &mut self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        create: bool,
-        f: &mut NetworkFn<'_>,
-    ) -> Result<bool, StoreError>;
-
-    async fn read_network(
-        &mut self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        f: &mut ReadFn<'_>,
-    ) -> Result<bool, StoreError>;
-
-    async fn create_code(
-        &mut self,
-        key: &CodeKey,
-        record: &CodeRecord,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-
-    async fn update_code(
-        &mut self,
-        key: &CodeKey,
-        now: DateTime<Utc>,
-        f: &mut CodeFn<'_>,
-    ) -> Result<bool, StoreError>;
-
-    async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError>;
-
-    async fn update_counter(
-        &mut self,
-        key: &CounterKey,
-        now: DateTime<Utc>,
-        f: &mut CounterFn<'_>,
-    ) -> Result<(), StoreError>;
-
-    async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
-}
-
-impl Records for MemoryStore {
-    async fn update_network(
-        &mut self,
+        &self,
         network: PublicNetwork,
         now: DateTime<Utc>,
         config: &ServerConfig,
         create: bool,
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(self.update(network, now, config, create, f).is_some())
+        (**self).update_network(network, now, config, create, f).await
     }
 
     async fn read_network(
-        &mut self,
+        &self,
         network: PublicNetwork,
-        _now: DateTime<Utc>,
-        _config: &ServerConfig,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
         f: &mut ReadFn<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(self.read(&network, f))
+        (**self).read_network(network, now, config, f).await
     }
 
     async fn create_code(
-        &mut self,
+        &self,
         key: &CodeKey,
         record: &CodeRecord,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        Ok(MemoryStore::create_code(self, key, record, now))
+        (**self).create_code(key, record, now).await
     }
 
     async fn update_code(
-        &mut self,
+        &self,
         key: &CodeKey,
         now: DateTime<Utc>,
         f: &mut CodeFn<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(MemoryStore::update_code(self, key, now, f))
+        (**self).update_code(key, now, f).await
     }
 
-    async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError> {
-        self.codes.remove(key);
-        Ok(())
+    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
+        (**self).delete_code(key).await
     }
 
     async fn update_counter(
-        &mut self,
+        &self,
         key: &CounterKey,
         now: DateTime<Utc>,
         f: &mut CounterFn<'_>,
     ) -> Result<(), StoreError> {
-        MemoryStore::update_counter(self, key, now, f);
-        Ok(())
+        (**self).update_counter(key, now, f).await
     }
 
-    async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        MemoryStore::purge(self, now, config);
-        Ok(())
-    }
-}
-
-/// A shared [`Store`] as [`Records`].
-pub(crate) struct Shared<'a>(pub(crate) &'a dyn Store);
-
-impl Records for Shared<'_> {
-    async fn update_network(
-        &mut self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        create: bool,
-        f: &mut NetworkFn<'_>,
-    ) -> Result<bool, StoreError> {
-        self.0.update_network(network, now, config, create, f).await
-    }
-
-    async fn read_network(
-        &mut self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        f: &mut ReadFn<'_>,
-    ) -> Result<bool, StoreError> {
-        self.0.read_network(network, now, config, f).await
-    }
-
-    async fn create_code(
-        &mut self,
-        key: &CodeKey,
-        record: &CodeRecord,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.0.create_code(key, record, now).await
-    }
-
-    async fn update_code(
-        &mut self,
-        key: &CodeKey,
-        now: DateTime<Utc>,
-        f: &mut CodeFn<'_>,
-    ) -> Result<bool, StoreError> {
-        self.0.update_code(key, now, f).await
-    }
-
-    async fn delete_code(&mut self, key: &CodeKey) -> Result<(), StoreError> {
-        self.0.delete_code(key).await
-    }
-
-    async fn update_counter(
-        &mut self,
-        key: &CounterKey,
-        now: DateTime<Utc>,
-        f: &mut CounterFn<'_>,
-    ) -> Result<(), StoreError> {
-        self.0.update_counter(key, now, f).await
-    }
-
-    async fn purge(&mut self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        self.0.purge(now, config).await
+    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
+        (**self).purge(now, config).await
     }
 }
