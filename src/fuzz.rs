@@ -26,7 +26,7 @@ use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
 use crate::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
 use crate::secret::{AuthToken, LocalSecret, PresenceKey};
-use crate::server::{Server, ServerConfig};
+use crate::server::{at_once, AtOnce, Server, ServerConfig, User};
 use crate::wire::{
     self, AgentMessage, Announce, AnnounceReply, DeviceInfo, DiscoverReply, DiscoveredAgent,
     LinkRequest, LinkState, LinkStatusReply, RedeemReply, RedeemRequest, SecretReply,
@@ -664,7 +664,7 @@ fn identity(i: u8) -> (InstanceId, LocalSecret) {
 pub fn server_ops(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let max_visible = u.int_in_range(1..=3).unwrap_or(1);
-    let Ok(mut server) = Server::new(ServerConfig::default().max_visible(max_visible)) else {
+    let Ok(server) = Server::new(ServerConfig::default().max_visible(max_visible)) else {
         unreachable!("valid configuration")
     };
     let mut rng = StdRng::seed_from_u64(2);
@@ -680,7 +680,7 @@ pub fn server_ops(data: &[u8]) {
     for op in ops::<ServerOp>(rest) {
         match op {
             ServerOp::Advance(ms) => now += TimeDelta::milliseconds(i64::from(ms)),
-            ServerOp::Purge => server.purge_expired(now),
+            ServerOp::Purge => server.purge_now(now),
             ServerOp::Announce {
                 net,
                 agent,
@@ -726,7 +726,7 @@ pub fn server_ops(data: &[u8]) {
                     },
                 };
                 let network = server.config().network_of(net_ip(net));
-                server.purge_expired(now);
+                server.purge_now(now);
                 let before = snapshot(&server, &network);
                 // Without the key only a plain refresh of an unchanged presence may pass.
                 let unchanged_refresh = server.store().network(&network).is_some_and(|r| {
@@ -739,7 +739,7 @@ pub fn server_ops(data: &[u8]) {
                             && p.candidates == crate::server::record::kept_candidates(&announce)
                     })
                 });
-                match server.handle_announce(now, net_ip(net), ForwardedHeaders::NONE, &announce) {
+                match server.announce_now(now, net_ip(net), ForwardedHeaders::NONE, &announce) {
                     Ok(reply) => {
                         assert!(!public_ip, "a public private_ip was accepted");
                         assert!(!public_candidate, "a public candidate was accepted");
@@ -793,12 +793,13 @@ pub fn server_ops(data: &[u8]) {
             }
             ServerOp::Discover { net } => {
                 let network = server.config().network_of(net_ip(net));
-                server.purge_expired(now);
+                server.purge_now(now);
                 let present = server
                     .store()
                     .network(&network)
                     .map_or(0, |r| r.presences.len());
-                let Ok(reply) = server.handle_discover(now, net_ip(net), ForwardedHeaders::NONE)
+                let Ok(reply) =
+                    server.discover_now(now, &fuzz_user(), net_ip(net), ForwardedHeaders::NONE)
                 else {
                     panic!("discover refused without proxies")
                 };
@@ -826,7 +827,7 @@ pub fn server_ops(data: &[u8]) {
                     LocalSecret::from_bytes([0x77; 32])
                 };
                 let network = server.config().network_of(net_ip(net));
-                server.purge_expired(now);
+                server.purge_now(now);
                 let before = snapshot(&server, &network);
                 let account = &accounts[usize::from(account) % accounts.len()];
                 let request = LinkRequest {
@@ -834,10 +835,10 @@ pub fn server_ops(data: &[u8]) {
                     local_secret: presented,
                     nonce: None,
                 };
-                match server.handle_link(
+                match server.link_now(
                     now,
                     &mut rng,
-                    account,
+                    &User::new(account.clone()),
                     net_ip(net),
                     ForwardedHeaders::NONE,
                     request,
@@ -857,17 +858,12 @@ pub fn server_ops(data: &[u8]) {
             } => {
                 let (id, _) = identity(agent);
                 let account = &accounts[usize::from(account) % accounts.len()];
-                let _ = server.handle_link_status(
-                    now,
-                    account,
-                    net_ip(net),
-                    ForwardedHeaders::NONE,
-                    &id,
-                );
+                let _ =
+                    server.link_status_now(now, account, net_ip(net), ForwardedHeaders::NONE, &id);
             }
             ServerOp::Mint { account } => {
                 let account = &accounts[usize::from(account) % accounts.len()];
-                if let Ok(reply) = server.mint_code(now, &mut rng, account) {
+                if let Ok(reply) = at_once(server.mint_code(now, &mut rng, account)) {
                     assert_eq!(reply.code.expose().len(), 6);
                     codes.push((reply.code, None, None));
                 }
@@ -897,7 +893,7 @@ pub fn server_ops(data: &[u8]) {
                     continue;
                 };
                 let network = server.config().network_of(net_ip(net));
-                server.purge_expired(now);
+                server.purge_now(now);
                 let before = snapshot(&server, &network);
                 let request = RedeemRequest {
                     instance_id: id,
@@ -905,7 +901,7 @@ pub fn server_ops(data: &[u8]) {
                     presence_key,
                     attempt,
                 };
-                match server.handle_redeem(
+                match server.redeem_now(
                     now,
                     &mut rng,
                     net_ip(net),
@@ -957,10 +953,21 @@ pub fn server_ops(data: &[u8]) {
     }
 }
 
+/// The public network of a caller at `ip` (no proxies: its own address).
+#[cfg(feature = "obico")]
+fn network_of(server: &Server, ip: IpAddr) -> crate::addr::PublicNetwork {
+    server.config().network_of(ip)
+}
+
+/// The account the server harness discovers as.
+fn fuzz_user() -> User {
+    User::new(AccountId::new("fuzz").unwrap_or_else(|| unreachable!()))
+}
+
 /// A network record without its failure counter and lockout (which refusals may change).
 fn snapshot(server: &Server, network: &crate::addr::PublicNetwork) -> String {
     let empty = crate::server::NetworkRecord::default();
-    let r = server.store().network(network).unwrap_or(&empty);
+    let r = server.store().network(network).unwrap_or(empty);
     format!(
         "{:?} {:?} {:?} codes={}",
         r.presences,
@@ -1262,10 +1269,10 @@ pub fn protocol_sim(data: &[u8]) {
                     local_secret: LocalSecret::from_bytes(guess),
                     nonce: None,
                 };
-                let result = sim.server.handle_link(
+                let result = sim.server.link_now(
                     wall,
                     &mut rng,
-                    &attacker,
+                    &User::new(attacker.clone()),
                     from,
                     ForwardedHeaders::NONE,
                     request,
@@ -1291,7 +1298,7 @@ pub fn protocol_sim(data: &[u8]) {
                 };
                 if let Ok(reply) =
                     sim.server
-                        .handle_announce(wall, from, ForwardedHeaders::NONE, &announce)
+                        .announce_now(wall, from, ForwardedHeaders::NONE, &announce)
                 {
                     assert!(
                         reply.messages.is_empty(),
@@ -1312,7 +1319,7 @@ pub fn protocol_sim(data: &[u8]) {
                     commitment: LocalSecret::from_bytes([0x66; 32]).commitment(&own_id),
                     presence_key: key,
                 };
-                if let Ok(reply) = sim.server.handle_announce(
+                if let Ok(reply) = sim.server.announce_now(
                     wall,
                     sim.lans[home].public_ip,
                     ForwardedHeaders::NONE,
@@ -1350,18 +1357,14 @@ pub fn protocol_sim(data: &[u8]) {
                 // A guess may hit a live manual code; that links the attacker's device to the
                 // victim's account (the brute-force risk the lockout bounds), never the victim's
                 // device to the attacker: checked below.
-                let _ = sim.server.handle_redeem(
-                    wall,
-                    &mut rng,
-                    from,
-                    ForwardedHeaders::NONE,
-                    &request,
-                );
+                let _ =
+                    sim.server
+                        .redeem_now(wall, &mut rng, from, ForwardedHeaders::NONE, &request);
             }
             SimOp::ManualLink => {
                 let alice =
                     AccountId::new("alice").unwrap_or_else(|| unreachable!("valid account"));
-                if let Ok(reply) = sim.server.mint_code(wall, &mut rng, &alice) {
+                if let Ok(reply) = at_once(sim.server.mint_code(wall, &mut rng, &alice)) {
                     let _ = sim.agents[victim].agent.enter_code(now, reply.code);
                 }
             }
@@ -1665,7 +1668,7 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
     use crate::obico::{ObicoConfig, UnlinkedPoll};
 
     let mut reached = ObicoReached::default();
-    let Ok(mut server) = Server::new(ServerConfig::default().max_visible(max_visible)) else {
+    let Ok(server) = Server::new(ServerConfig::default().max_visible(max_visible)) else {
         unreachable!("valid configuration")
     };
     let obico = ObicoConfig::default();
@@ -1690,11 +1693,10 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
     // (device, network, account) of every claimed passcode.
     let mut claimed: Vec<(InstanceId, IpAddr, AccountId)> = Vec::new();
     let mut redeemed: HashSet<String> = HashSet::new();
-    let none = ForwardedHeaders::NONE;
     for op in ops {
         match op {
             ObicoOp::Advance(ms) => now += TimeDelta::milliseconds(i64::from(ms) * 8),
-            ObicoOp::Purge => server.purge_expired(now),
+            ObicoOp::Purge => server.purge_now(now),
             ObicoOp::Poll {
                 net,
                 device: d,
@@ -1724,8 +1726,13 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                     one_time_passcode: shown.clone(),
                 };
                 polled.insert((id, from));
-                let Ok(reply) = server.obico_unlinked(now, &mut rng, &obico, from, none, &poll)
-                else {
+                let Ok(reply) = at_once(server.obico_unlinked(
+                    now,
+                    &mut rng,
+                    &obico,
+                    network_of(&server, from),
+                    &poll,
+                )) else {
                     continue;
                 };
                 if let Some(message) = reply.message {
@@ -1766,7 +1773,9 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
             ObicoOp::Discover { net } => {
                 let from = net_ip(net);
                 let account = &accounts[usize::from(net) % accounts.len()];
-                if let Ok(shown) = server.obico_discover(now, account, from, none) {
+                let listed = at_once(server.obico_list(now, network_of(&server, from), account));
+                if let Ok(shown) = listed.map(|l| l.into_iter().map(|(a, _)| a).collect::<Vec<_>>())
+                {
                     assert!(shown.len() <= max_visible, "more than max_visible shown");
                     for agent in &shown {
                         assert!(
@@ -1786,7 +1795,14 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                 let account = accounts[usize::from(account) % accounts.len()].clone();
                 let secret = secret.map(secret_of);
                 let presented = secret.clone();
-                let linked = server.obico_link(now, &mut rng, &account, from, none, id, secret);
+                let linked = at_once(server.obico_link(
+                    now,
+                    &mut rng,
+                    network_of(&server, from),
+                    &account,
+                    id,
+                    secret,
+                ));
                 if linked.is_ok() {
                     let Some(secret) = presented else {
                         panic!("a link without a well-formed secret was accepted");
@@ -1829,7 +1845,9 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                 let Some(code) = LinkCode::parse(&text) else {
                     continue;
                 };
-                let Ok(verified) = server.obico_verify(now, &mut rng, from, none, &code) else {
+                let Ok(verified) =
+                    at_once(server.obico_verify(now, &mut rng, network_of(&server, from), &code))
+                else {
                     continue;
                 };
                 assert!(!passcode, "a passcode redeemed as a link code");
@@ -1870,9 +1888,14 @@ fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
                     },
                     None => "ZZZZZZZZ".to_owned(),
                 };
-                if server
-                    .obico_claim(now, &mut rng, &account, from, none, &text)
-                    .is_ok()
+                if at_once(server.obico_claim(
+                    now,
+                    &mut rng,
+                    network_of(&server, from),
+                    &account,
+                    &text,
+                ))
+                .is_ok()
                 {
                     assert!(
                         passcodes.iter().any(|(p, _, _)| p.expose() == text),

@@ -399,7 +399,10 @@ impl Sim {
             LinkerTransmit::LinkStatus { instance_id } => {
                 let network = self.server.caller(RequestKind::LinkStatus, peer, headers);
                 let reply = network.and_then(|n| {
-                    at_once(self.server.link_status(wall, n, &user.account, &instance_id))
+                    at_once(
+                        self.server
+                            .link_status(wall, n, &user.account, &instance_id),
+                    )
                 });
                 self.linkers[id].linker.handle_link_status(now, reply)
             }

@@ -196,7 +196,10 @@ pub(crate) fn log_events<S: Store>(server: &Server<S>) {
 
 /// Hands one request to the core's server endpoint (asking the [`Authenticator`] when the route
 /// needs a user) and writes its answer.
-async fn answer<S: Store + 'static>(State(app): State<Arc<App<S>>>, request: Request) -> Response<Body> {
+async fn answer<S: Store + 'static>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let headers = header_pairs(&parts);
     let request = core_request(&parts, &headers);

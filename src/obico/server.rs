@@ -533,8 +533,7 @@ async fn verify<S: Store + 'static>(
             }
             let finished = app.server.finish_redeem(now, pending, outcome).await;
             log_events(&*app.server);
-            let verified =
-                crate::obico::Verified::from(finished.map_err(|r| agent_refusal(&r))?);
+            let verified = crate::obico::Verified::from(finished.map_err(|r| agent_refusal(&r))?);
             let redeemed = &verified.redeemed;
             let token = redeemed.reply.auth_token.to_hex();
             let mut printer_json = printer_value(&printer);

@@ -90,11 +90,11 @@ use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use super::cross_site::{self, RequestHead, UserRoute};
-use super::{Server, Store};
 pub use super::User;
+use super::{Server, Store};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
-use crate::event::RequestKind;
 use crate::error::Refusal;
+use crate::event::RequestKind;
 use crate::id::InstanceId;
 use crate::wire::{self, ErrorBody, LinkRequest, RedeemRequest, WireError, MAX_MESSAGE_BYTES};
 

@@ -54,11 +54,10 @@ use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
 pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
-pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, TokenDigest};
 use self::hook::PendingLink;
+pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, TokenDigest};
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
-use std::sync::{Arc, Mutex};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
@@ -72,6 +71,7 @@ use crate::wire::{
     Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply,
     RedeemRequest,
 };
+use std::sync::{Arc, Mutex};
 
 /// The longest any configured duration may be (a year): longer ones are refused, so that no sum
 /// of them can overflow.
@@ -554,12 +554,13 @@ impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             EventsTo::Sink(_) => f.write_str("Events::sink(..)"),
-            EventsTo::Queue(queue) => write!(f, "Events::queue({:?})", crate::lock_unpoisoned(queue)),
+            EventsTo::Queue(queue) => {
+                write!(f, "Events::queue({:?})", crate::lock_unpoisoned(queue))
+            }
             EventsTo::Discard => f.write_str("Events::discard()"),
         }
     }
 }
-
 
 /// Polls a future once and returns its output: for the crate's own synchronous drivers (the
 /// simulator, the fuzz harnesses) over the in-memory store, whose futures are ready at once. A
@@ -968,9 +969,8 @@ impl<S: Store> Server<S> {
         request: &RedeemRequest,
     ) -> Result<Redeemed, Refusal> {
         let with_info = self.hook.is_some();
-        let pending = run!(self, |ops| ops.begin_redeem(
-            now, rng, network, request, with_info
-        ))?;
+        let pending = run!(self, |ops| ops
+            .begin_redeem(now, rng, network, request, with_info))?;
         self.hook_and_finish(now, pending).await
     }
 
@@ -1002,5 +1002,120 @@ impl<S: Store> Server<S> {
     /// ignores what has expired; a store with its own expiry, such as Redis, has nothing to do).
     pub async fn purge_expired(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         run!(self, |ops| ops.purge(now))
+    }
+}
+
+/// The crate's own synchronous drivers (the simulator, the fuzz harnesses) call the one server
+/// type through these: the caller resolved by [`Server::caller`], then the step polled once with
+/// [`at_once`] (the in-memory store's futures are ready at once).
+#[cfg(feature = "sim")]
+pub(crate) trait AtOnce {
+    fn announce_now(
+        &self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal>;
+    fn discover_now(
+        &self,
+        now: DateTime<Utc>,
+        user: &User,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal>;
+    #[allow(clippy::too_many_arguments)]
+    fn link_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        user: &User,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: LinkRequest,
+    ) -> Result<LinkStatusReply, Refusal>;
+    fn link_status_now(
+        &self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        instance_id: &InstanceId,
+    ) -> Result<LinkStatusReply, Refusal>;
+    fn redeem_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal>;
+    fn purge_now(&self, now: DateTime<Utc>);
+}
+
+#[cfg(feature = "sim")]
+impl<S: Store> AtOnce for Server<S> {
+    fn announce_now(
+        &self,
+        now: DateTime<Utc>,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        announce: &Announce,
+    ) -> Result<AnnounceReply, Refusal> {
+        let network = self.caller(RequestKind::Announce, peer, headers)?;
+        at_once(self.announce(now, network, announce))
+    }
+
+    fn discover_now(
+        &self,
+        now: DateTime<Utc>,
+        user: &User,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<DiscoverReply, Refusal> {
+        let network = self.caller(RequestKind::Discover, peer, headers)?;
+        at_once(self.discover(now, network, user))
+    }
+
+    fn link_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        user: &User,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: LinkRequest,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let network = self.caller(RequestKind::Link, peer, headers)?;
+        at_once(self.link(now, rng, network, user, request))
+    }
+
+    fn link_status_now(
+        &self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        instance_id: &InstanceId,
+    ) -> Result<LinkStatusReply, Refusal> {
+        let network = self.caller(RequestKind::LinkStatus, peer, headers)?;
+        at_once(self.link_status(now, network, account, instance_id))
+    }
+
+    fn redeem_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
+        let network = self.caller(RequestKind::Redeem, peer, headers)?;
+        at_once(self.redeem(now, rng, network, request))
+    }
+
+    fn purge_now(&self, now: DateTime<Utc>) {
+        // Over the in-memory store a purge cannot fail.
+        let _ = at_once(async { self.purge_expired(now).await.map_err(Refusal::from) });
     }
 }

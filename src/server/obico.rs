@@ -608,7 +608,8 @@ impl<S: Store> Server<S> {
         network: PublicNetwork,
         poll: &UnlinkedPoll,
     ) -> Result<UnlinkedReply, Refusal> {
-        run!(self, |ops| ops.obico_unlinked(now, rng, obico, network, poll))
+        run!(self, |ops| ops
+            .obico_unlinked(now, rng, obico, network, poll))
     }
 
     /// A user of `account` lists Obico agents (`GET /api/v1/printer_discovery/`), with the
@@ -643,7 +644,8 @@ impl<S: Store> Server<S> {
         device_id: InstanceId,
         secret: Option<LocalSecret>,
     ) -> Result<(), Refusal> {
-        run!(self, |ops| ops.obico_link(now, rng, account, network, device_id, secret))
+        run!(self, |ops| ops
+            .obico_link(now, rng, account, network, device_id, secret))
     }
 
     /// An Obico agent redeems a code (`POST|GET /api/v1/octo/verify/?code=…`). The wire names no
@@ -691,6 +693,7 @@ impl<S: Store> Server<S> {
         account: &AccountId,
         passcode: &str,
     ) -> Result<(), Refusal> {
-        run!(self, |ops| ops.obico_claim(now, rng, account, network, passcode))
+        run!(self, |ops| ops
+            .obico_claim(now, rng, account, network, passcode))
     }
 }

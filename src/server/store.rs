@@ -367,7 +367,8 @@ impl Store for MemoryStore {
         create: bool,
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(self.records()
+        Ok(self
+            .records()
             .update(network, now, config, create, f)
             .is_some())
     }
@@ -432,7 +433,9 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
         create: bool,
         f: &mut NetworkFn<'_>,
     ) -> Result<bool, StoreError> {
-        (**self).update_network(network, now, config, create, f).await
+        (**self)
+            .update_network(network, now, config, create, f)
+            .await
     }
 
     async fn read_network(
