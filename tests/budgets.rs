@@ -3,6 +3,9 @@
 //! multi-threaded runtime, and attackers holding an IPv6 /32 or 10,000 spread IPv4 addresses
 //! guessing for a whole code lifetime on a virtual clock. Redis and HTTP: `tests/redis.rs`.
 
+mod support;
+use support::steps::Steps;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
@@ -164,7 +167,7 @@ proptest! {
         let service = Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
         let now = start();
         let mut rng = StdRng::seed_from_u64(7);
-        let right = ready(service.mint_code(now, &mut rng, &account("alice"))).expect("mint").code;
+        let right = ready(service.mint_code_now(now, &mut rng, &account("alice"))).expect("mint").code;
         let right_at = right_at % hosts.len();
         let requests: Vec<(PublicNetwork, RedeemRequest)> = hosts
             .iter()
@@ -302,7 +305,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
     let t0 = start();
     // The victim's code, minted before the attack: the attacker's target.
     let victim = server
-        .mint_code(t0, &mut rng, &account("alice"))
+        .mint_code_now(t0, &mut rng, &account("alice"))
         .expect("mint")
         .code;
     let guesses = 60_000usize;
@@ -319,7 +322,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
             attempt: 0,
         };
         let result =
-            server.handle_redeem(now, &mut rng, attacker(i), ForwardedHeaders::NONE, &request);
+            server.redeem_now(now, &mut rng, attacker(i), ForwardedHeaders::NONE, &request);
         if let Ok(redeemed) = &result {
             assert_ne!(
                 redeemed.account,
@@ -333,7 +336,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
         if i == guesses / 2 {
             // Half-way through, bob links a device by hand from his own network.
             let code = server
-                .mint_code(now, &mut rng, &account("bob"))
+                .mint_code_now(now, &mut rng, &account("bob"))
                 .expect("bob's mint")
                 .code;
             if shorts_suspend {
@@ -347,7 +350,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
             };
             let bob = "192.0.2.200".parse().expect("ip");
             let redeemed = server
-                .handle_redeem(now, &mut rng, bob, ForwardedHeaders::NONE, &request)
+                .redeem_now(now, &mut rng, bob, ForwardedHeaders::NONE, &request)
                 .expect("bob's redemption succeeds during the attack");
             assert_eq!(redeemed.account, account("bob"));
             bob_linked = true;

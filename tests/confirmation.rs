@@ -4,6 +4,9 @@
 //! invariant: under a policy no redemption is ever sent before `confirm(Approve)`.
 #![cfg(feature = "sim")]
 
+mod support;
+use support::steps::Steps;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -224,7 +227,7 @@ fn next_reply(sim: &mut Sim, agent: AgentId) -> AnnounceReply {
     let wall = sim.wall();
     let reply = sim
         .server
-        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+        .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
         .unwrap();
     assert_eq!(reply.messages.len(), 1, "the queued link");
     reply
@@ -522,14 +525,14 @@ fn the_display_name_is_only_in_the_delivered_message() {
     ] {
         let found = sim
             .server
-            .handle_discover_as(wall, &account, ip(HOME), ForwardedHeaders::NONE)
+            .discover_as_now(wall, &account, ip(HOME), ForwardedHeaders::NONE)
             .unwrap();
         let text = serde_json::to_string(&found).unwrap();
         assert!(!text.contains("alice"), "{text}");
     }
     let status = sim
         .server
-        .handle_link_status(
+        .link_status_now(
             wall,
             &lanlink::AccountId::new("alice@example.com").unwrap(),
             ip(HOME),

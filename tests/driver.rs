@@ -3,6 +3,9 @@
 //! refusal ends discovery. Real (short) time; bounded.
 #![cfg(feature = "tokio")]
 
+mod support;
+use support::steps::Steps;
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,7 +69,7 @@ impl AgentServerTransport for Flaky {
         self.server
             .lock()
             .unwrap()
-            .handle_announce(Self::now(), peer, ForwardedHeaders::NONE, announce)
+            .announce_now(Self::now(), peer, ForwardedHeaders::NONE, announce)
             .map_err(|refusal| TransportError::Refused {
                 status: 403,
                 code: refusal.code().into(),
@@ -82,7 +85,7 @@ impl AgentServerTransport for Flaky {
         self.server
             .lock()
             .unwrap()
-            .handle_redeem(
+            .redeem_now(
                 Self::now(),
                 &mut lanlink::os_rng(),
                 peer,
@@ -122,7 +125,7 @@ fn enter_code(transport: &Flaky, agent: &Arc<Mutex<Agent>>) {
         .server
         .lock()
         .unwrap()
-        .mint_code(Flaky::now(), &mut lanlink::os_rng(), &alice)
+        .mint_code_now(Flaky::now(), &mut lanlink::os_rng(), &alice)
         .unwrap()
         .code;
     lock(agent).enter_code(Instant::now(), code).unwrap();
@@ -191,11 +194,11 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
         let alice = AccountId::new("alice").unwrap();
         let mut server = transport.server.lock().unwrap();
         let code = server
-            .mint_code(Flaky::now(), &mut lanlink::os_rng(), &alice)
+            .mint_code_now(Flaky::now(), &mut lanlink::os_rng(), &alice)
             .unwrap()
             .code;
         server
-            .handle_redeem(
+            .redeem_now(
                 Flaky::now(),
                 &mut lanlink::os_rng(),
                 HOME.parse().unwrap(),

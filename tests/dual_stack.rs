@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::steps::Steps;
+
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -35,7 +37,7 @@ fn link(
     request: LinkRequest,
 ) -> Result<(), Refusal> {
     server
-        .handle_link(
+        .link_now(
             now,
             &mut lanlink::os_rng(),
             &alice(),
@@ -57,12 +59,12 @@ fn a_presence_in_two_networks_shows_each_only_its_own() {
     let (v6_only, _) = support::announcement(3, "192.168.1.52");
     for (from, announce) in [(V4, &dual), (V6, &dual), (V4, &v4_only), (V6, &v6_only)] {
         server
-            .handle_announce(now, ip(from), ForwardedHeaders::NONE, announce)
+            .announce_now(now, ip(from), ForwardedHeaders::NONE, announce)
             .expect("announce");
     }
     let shown = |server: &mut Server, from: &str| {
         let mut ids: Vec<_> = server
-            .handle_discover(now, ip(from), ForwardedHeaders::NONE)
+            .discover_now(now, ip(from), ForwardedHeaders::NONE)
             .expect("discover")
             .agents
             .iter()
@@ -92,7 +94,7 @@ fn one_link_per_instance_across_its_networks() {
         let id = announce.instance_id;
         for from in [first, second] {
             server
-                .handle_announce(now, ip(from), ForwardedHeaders::NONE, &announce)
+                .announce_now(now, ip(from), ForwardedHeaders::NONE, &announce)
                 .expect("announce");
         }
         let request = || LinkRequest {
@@ -109,11 +111,11 @@ fn one_link_per_instance_across_its_networks() {
         // The message comes in the linking network's reply only.
         let later = now + TimeDelta::seconds(2);
         let elsewhere = server
-            .handle_announce(later, ip(second), ForwardedHeaders::NONE, &announce)
+            .announce_now(later, ip(second), ForwardedHeaders::NONE, &announce)
             .expect("announce");
         assert!(elsewhere.messages.is_empty());
         let reply = server
-            .handle_announce(later, ip(first), ForwardedHeaders::NONE, &announce)
+            .announce_now(later, ip(first), ForwardedHeaders::NONE, &announce)
             .expect("announce");
         let code = match reply.messages.as_slice() {
             [AgentMessage::VerifyAndRedeem { code, .. }] => code.clone(),
@@ -125,7 +127,7 @@ fn one_link_per_instance_across_its_networks() {
             presence_key: Some(announce.presence_key.clone()),
             attempt: 1,
         };
-        let wrong_way = server.handle_redeem(
+        let wrong_way = server.redeem_now(
             later,
             &mut lanlink::os_rng(),
             ip(second),
@@ -134,7 +136,7 @@ fn one_link_per_instance_across_its_networks() {
         );
         assert_eq!(wrong_way.unwrap_err(), Refusal::CodeWrongNetwork);
         let redeemed = server
-            .handle_redeem(
+            .redeem_now(
                 later,
                 &mut lanlink::os_rng(),
                 ip(first),
@@ -165,7 +167,7 @@ fn a_wrong_secret_claims_nothing() {
     let id = announce.instance_id;
     for from in [V4, V6] {
         server
-            .handle_announce(now, ip(from), ForwardedHeaders::NONE, &announce)
+            .announce_now(now, ip(from), ForwardedHeaders::NONE, &announce)
             .expect("announce");
     }
     let wrong = LinkRequest {

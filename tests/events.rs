@@ -2,6 +2,9 @@
 //! secret, a presence key, a code or a token, whatever the flow (auto link, wrong guesses, manual
 //! code, lockout).
 
+mod support;
+use support::steps::Steps;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::event::ServerEvent;
 use lanlink::secret::PresenceKey;
@@ -46,8 +49,8 @@ fn every_server_event_serializes_without_secrets() {
         secret.commitment(&id).to_hex(),
     ];
 
-    server.handle_announce(now, home, none, &announce).unwrap();
-    server.handle_discover(now, home, none).unwrap();
+    server.announce_now(now, home, none, &announce).unwrap();
+    server.discover_now(now, home, none).unwrap();
     // Wrong guesses from elsewhere, up to a lockout.
     for n in 0..6u8 {
         let guess = LinkRequest {
@@ -56,7 +59,7 @@ fn every_server_event_serializes_without_secrets() {
             nonce: None,
         };
         forbidden.push(guess.local_secret.to_hex().to_string());
-        let _ = server.handle_link(now, &mut rng, &alice, elsewhere, none, guess);
+        let _ = server.link_now(now, &mut rng, &alice, elsewhere, none, guess);
     }
     let right = LinkRequest {
         instance_id: id,
@@ -64,9 +67,9 @@ fn every_server_event_serializes_without_secrets() {
         nonce: None,
     };
     server
-        .handle_link(now, &mut rng, &alice, home, none, right)
+        .link_now(now, &mut rng, &alice, home, none, right)
         .unwrap();
-    let reply = server.handle_announce(now, home, none, &announce).unwrap();
+    let reply = server.announce_now(now, home, none, &announce).unwrap();
     let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() else {
         panic!("the message");
     };
@@ -78,12 +81,12 @@ fn every_server_event_serializes_without_secrets() {
         attempt: 0,
     };
     let redeemed = server
-        .handle_redeem(now, &mut rng, home, none, &redeem)
+        .redeem_now(now, &mut rng, home, none, &redeem)
         .unwrap();
     forbidden.push(redeemed.reply.auth_token.to_hex().to_string());
     // A manual code, a wrong one and the right one.
     let later = now + TimeDelta::seconds(1);
-    let manual = server.mint_code(later, &mut rng, &alice).unwrap().code;
+    let manual = server.mint_code_now(later, &mut rng, &alice).unwrap().code;
     forbidden.push(manual.expose().to_owned());
     let wrong = RedeemRequest {
         instance_id: id,
@@ -93,7 +96,7 @@ fn every_server_event_serializes_without_secrets() {
     };
     assert_eq!(
         server
-            .handle_redeem(later, &mut rng, home, none, &wrong)
+            .redeem_now(later, &mut rng, home, none, &wrong)
             .unwrap_err(),
         Refusal::UnknownCode
     );
@@ -141,7 +144,7 @@ fn peer(n: usize) -> std::net::IpAddr {
 fn discover(server: &mut Server, n: usize) {
     let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
     server
-        .handle_discover(now, peer(n), ForwardedHeaders::NONE)
+        .discover_now(now, peer(n), ForwardedHeaders::NONE)
         .unwrap();
 }
 
@@ -257,7 +260,7 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
         panic!("the first announcement");
     };
     forbidden.push(announce.presence_key.to_hex().to_string());
-    let reply = server.handle_announce(wall, home, none, &announce).unwrap();
+    let reply = server.announce_now(wall, home, none, &announce).unwrap();
     agent.handle_announce_reply(start, reply);
     let id = agent.instance_id().to_string();
     let request = |peer: &str| SecretRequest {
@@ -283,13 +286,13 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
         nonce: None,
     };
     server
-        .handle_link(wall, &mut rng, &alice, home, none, link)
+        .link_now(wall, &mut rng, &alice, home, none, link)
         .unwrap();
     let later = start + Duration::from_secs(10);
     let Some(AgentTransmit::Announce(announce)) = agent.poll_transmit(later) else {
         panic!("the second announcement");
     };
-    let reply = server.handle_announce(wall, home, none, &announce).unwrap();
+    let reply = server.announce_now(wall, home, none, &announce).unwrap();
     if let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() {
         forbidden.push(code.expose().to_owned());
     }
@@ -298,7 +301,7 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
         panic!("the redemption");
     };
     let redeemed = server
-        .handle_redeem(wall, &mut rng, home, none, &redeem)
+        .redeem_now(wall, &mut rng, home, none, &redeem)
         .unwrap();
     forbidden.push(redeemed.reply.auth_token.to_hex().to_string());
     agent
@@ -314,12 +317,12 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
     loop {
         match other.poll_transmit(start) {
             Some(AgentTransmit::Announce(announce)) => {
-                let reply = server.handle_announce(wall, home, none, &announce).unwrap();
+                let reply = server.announce_now(wall, home, none, &announce).unwrap();
                 other.handle_announce_reply(start, reply);
             }
             Some(AgentTransmit::Redeem(redeem)) => {
                 let refusal = server
-                    .handle_redeem(wall, &mut rng, home, none, &redeem)
+                    .redeem_now(wall, &mut rng, home, none, &redeem)
                     .unwrap_err();
                 other.handle_redeem_reply(start, Err(refusal)).unwrap();
             }

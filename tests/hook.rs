@@ -19,6 +19,8 @@
 
 mod support;
 
+use support::steps::Steps;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -403,7 +405,7 @@ const HOME: &str = "203.0.113.7";
 /// A manual code redeemed once by an instance proving its key.
 fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
     let mut rng = lanlink::os_rng();
-    let code = server.mint_code(now(), &mut rng, &alice()).unwrap().code;
+    let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
     let key = PresenceKey::generate(&mut rng);
     let request = RedeemRequest {
         instance_id: key.instance_id(),
@@ -412,7 +414,7 @@ fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
         attempt: 1,
     };
     let first = server
-        .handle_redeem(
+        .redeem_now(
             now(),
             &mut rng,
             HOME.parse().unwrap(),
@@ -425,7 +427,7 @@ fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
 
 fn redeem(server: &mut Server, request: &RedeemRequest) -> Result<AuthToken, Refusal> {
     server
-        .handle_redeem(
+        .redeem_now(
             now(),
             &mut lanlink::os_rng(),
             HOME.parse().unwrap(),
@@ -487,7 +489,7 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
     assert_eq!(redeem(&mut server, &late).unwrap_err(), Refusal::Superseded);
     // Once the code has expired, not even the redeemer.
     let later = now() + chrono::TimeDelta::minutes(11);
-    let expired = server.handle_redeem(
+    let expired = server.redeem_now(
         later,
         &mut lanlink::os_rng(),
         HOME.parse().unwrap(),
@@ -650,7 +652,7 @@ async fn a_hook_that_awaits_links_through_the_core_wire_function_on_both_backend
     let code = server
         .lock()
         .unwrap()
-        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .mint_code_now(now(), &mut lanlink::os_rng(), &alice())
         .unwrap()
         .code;
     let token = redeem_through_the_core((&server).into(), &manual_redeem(code)).await;
@@ -685,7 +687,7 @@ async fn a_hook_that_awaits_links_through_the_core_wire_function_on_both_backend
     assert_hooked(&hook, &redeemed.reply.auth_token);
     let mut server = sleeping_server(&hook);
     let code = server
-        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .mint_code_now(now(), &mut lanlink::os_rng(), &alice())
         .unwrap()
         .code;
     let pending = server
@@ -712,7 +714,7 @@ fn a_hook_that_awaits_links_through_the_core_on_a_blocking_host() {
     let code = server
         .lock()
         .unwrap()
-        .mint_code(now(), &mut lanlink::os_rng(), &alice())
+        .mint_code_now(now(), &mut lanlink::os_rng(), &alice())
         .unwrap()
         .code;
     let token = block_on(redeem_through_the_core(
@@ -733,7 +735,7 @@ async fn a_hook_that_awaits_links_through_both_axum_routers() {
     let local_code = server
         .lock()
         .unwrap()
-        .mint_code(wall, &mut lanlink::os_rng(), &alice())
+        .mint_code_now(wall, &mut lanlink::os_rng(), &alice())
         .unwrap()
         .code;
     let shared_code = service
@@ -787,7 +789,7 @@ fn a_sync_server_fails_closed_on_a_hook_that_must_wait() {
         .unwrap()
         .with_link_hook(Arc::new(Waits));
     let mut rng = lanlink::os_rng();
-    let code = server.mint_code(now(), &mut rng, &alice()).unwrap().code;
+    let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
     let key = PresenceKey::generate(&mut rng);
     let request = RedeemRequest {
         instance_id: key.instance_id(),
@@ -938,7 +940,7 @@ fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
     let mut server = Server::new(ServerConfig::default()).unwrap();
     let mut rng = lanlink::os_rng();
     let home = HOME.parse().unwrap();
-    let code = server.mint_code(now(), &mut rng, &alice()).unwrap().code;
+    let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
     let key = PresenceKey::generate(&mut rng);
     let attempt = |n| RedeemRequest {
         instance_id: key.instance_id(),
@@ -982,9 +984,9 @@ fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt
     let home = HOME.parse().unwrap();
     let quota = 5;
     let mut codes: Vec<_> = (0..quota)
-        .map(|_| server.mint_code(now(), &mut rng, &alice()).unwrap().code)
+        .map(|_| server.mint_code_now(now(), &mut rng, &alice()).unwrap().code)
         .collect();
-    let mint = |server: &mut Server| server.mint_code(now(), &mut lanlink::os_rng(), &alice());
+    let mint = |server: &mut Server| server.mint_code_now(now(), &mut lanlink::os_rng(), &alice());
     assert_eq!(mint(&mut server).unwrap_err(), Refusal::MintQuota);
     let request = |code: &lanlink::LinkCode, key: &PresenceKey, attempt| RedeemRequest {
         instance_id: key.instance_id(),

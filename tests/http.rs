@@ -9,6 +9,9 @@
 //! `{"error": code}` body, together with what did not change on the server (and at the agent).
 #![cfg(feature = "http")]
 
+mod support;
+use support::steps::Steps;
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -2200,13 +2203,13 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
     let mut codes = Vec::new();
     for _ in 0..5 {
         codes.push(
-            bounded("mint", client.mint_code())
+            bounded("mint", client.mint_code_now())
                 .await
                 .expect("mint")
                 .code,
         );
     }
-    let refused = bounded("mint", client.mint_code()).await.unwrap_err();
+    let refused = bounded("mint", client.mint_code_now()).await.unwrap_err();
     assert!(
         matches!(&refused, lanlink::transport::TransportError::Refused { status: 429, code } if code == "mint_quota"),
         "{refused:?}"
@@ -2221,7 +2224,7 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
     bounded("redeem", agent.redeem(&redeem))
         .await
         .expect("redeemed");
-    bounded("mint", client.mint_code())
+    bounded("mint", client.mint_code_now())
         .await
         .expect("the redeemed code's slot is free again");
 }

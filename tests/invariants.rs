@@ -19,6 +19,9 @@
 //! plain regression tests.
 #![cfg(feature = "sim")]
 
+mod support;
+use support::steps::Steps;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -900,7 +903,7 @@ impl World {
             Op::MintCode => {
                 let wall = self.wall();
                 // Past the account's quota of live codes, a mint is refused (and only then).
-                match self.sim.server.mint_code(wall, &mut self.sim.rng, &alice()) {
+                match self.sim.server.mint_code_now(wall, &mut self.sim.rng, &alice()) {
                     Ok(reply) => self.minted.push(reply.code.expose().to_owned()),
                     Err(lanlink::Refusal::MintQuota) => assert!(self.minted.len() >= 5),
                     Err(other) => panic!("mint refused: {other:?}"),
@@ -1033,7 +1036,7 @@ impl World {
             x_forwarded_for: &lines,
         };
         let wall = self.wall();
-        let result = self.sim.server.handle_link(
+        let result = self.sim.server.link_now(
             wall,
             &mut self.sim.rng,
             &mallory(),
@@ -1097,7 +1100,7 @@ impl World {
         match self
             .sim
             .server
-            .handle_announce(wall, peer, headers, &announce)
+            .announce_now(wall, peer, headers, &announce)
         {
             Ok(reply) => {
                 for message in reply.messages {
@@ -1163,7 +1166,7 @@ impl World {
             x_forwarded_for: &lines,
         };
         let wall = self.wall();
-        let linked = self.sim.server.handle_link(
+        let linked = self.sim.server.link_now(
             wall,
             &mut self.sim.rng,
             &mallory(),
@@ -1216,7 +1219,7 @@ impl World {
             x_forwarded_for: &lines,
         };
         let wall = self.wall();
-        let reply = self.sim.server.handle_discover(wall, peer, headers);
+        let reply = self.sim.server.discover_now(wall, peer, headers);
         if self.checks.max_visible {
             let reply = reply.map_err(|r| {
                 TestCaseError::fail(format!("step {}: discover refused: {r:?}", self.step))
@@ -1287,7 +1290,7 @@ impl World {
         let result =
             self.sim
                 .server
-                .handle_redeem(wall, &mut self.sim.rng, peer, headers, &request);
+                .redeem_now(wall, &mut self.sim.rng, peer, headers, &request);
         match choice {
             CodeChoice::Manual(_) | CodeChoice::Auto(_) if self.checks.no_link_without_secret => {
                 prop_assert!(
@@ -1943,10 +1946,10 @@ proptest! {
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let home: IpAddr = "203.0.113.7".parse().unwrap();
         server
-            .handle_announce(t0, home, lanlink::ForwardedHeaders::NONE, &announce)
+            .announce_now(t0, home, lanlink::ForwardedHeaders::NONE, &announce)
             .map_err(|r| TestCaseError::fail(format!("refused: {r:?}")))?;
         let shown = server
-            .handle_discover(t0, home, lanlink::ForwardedHeaders::NONE)
+            .discover_now(t0, home, lanlink::ForwardedHeaders::NONE)
             .map_err(|r| TestCaseError::fail(format!("refused: {r:?}")))?;
         prop_assert_eq!(shown.agents.len(), 1);
         prop_assert_eq!(shown.agents[0].endpoints(), ordered.clone());

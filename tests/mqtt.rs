@@ -3,6 +3,9 @@
 //! under `CI=true`, where they fail.
 #![cfg(feature = "mqtt")]
 
+mod support;
+use support::steps::Steps;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -1193,7 +1196,7 @@ async fn a_redemption_burst_over_mqtt_checks_at_most_the_threshold() {
     let cloud = cloud(&broker, 2, ServerConfig::default()).await;
     let alice = AccountId::new("alice").unwrap();
     let right = lanlink::http::server::lock(&cloud.server)
-        .mint_code(now(), &mut lanlink::os_rng(), &alice)
+        .mint_code_now(now(), &mut lanlink::os_rng(), &alice)
         .unwrap()
         .code;
     let key = PresenceKey::generate(&mut lanlink::os_rng());

@@ -10,6 +10,8 @@
 
 mod support;
 
+use support::steps::Steps;
+
 use support::obico_agent::*;
 
 use std::sync::{Arc, Mutex};
@@ -198,7 +200,7 @@ async fn six_digit_flow_redeems_a_manual_code_typed_into_the_agent() {
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
-            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
             .unwrap()
             .code
     };
@@ -228,7 +230,7 @@ async fn six_digit_flow_redeems_a_manual_code_typed_into_the_agent() {
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
-            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
             .unwrap()
             .code
     };
@@ -440,7 +442,7 @@ async fn attack_code_brute_force_ends_in_lockout_and_spares_the_right_code() {
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
-            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
             .unwrap()
             .code
     };
@@ -877,7 +879,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
         presence_key: key,
     };
     server
-        .handle_announce(t(5), home, ForwardedHeaders::NONE, &announce)
+        .announce_now(t(5), home, ForwardedHeaders::NONE, &announce)
         .unwrap();
     assert_eq!(shown(&mut server, 10), 0);
     assert!(ServerConfig::default()
@@ -1174,7 +1176,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         presence_key: key,
     };
     server
-        .handle_announce(t(0), home, ForwardedHeaders::NONE, &announce)
+        .announce_now(t(0), home, ForwardedHeaders::NONE, &announce)
         .unwrap();
     let before = server
         .store()
@@ -1225,7 +1227,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         )
         .unwrap();
     let core = server
-        .handle_discover(t(40), home, ForwardedHeaders::NONE)
+        .discover_now(t(40), home, ForwardedHeaders::NONE)
         .unwrap();
     assert_eq!(
         core.agents
@@ -1565,7 +1567,7 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
             attempt: 0,
         };
         let refused = server
-            .handle_redeem(t(100), &mut rng, home, ForwardedHeaders::NONE, &request)
+            .redeem_now(t(100), &mut rng, home, ForwardedHeaders::NONE, &request)
             .unwrap_err();
         assert_eq!(refused, lanlink::Refusal::UnknownCode);
         let refused = server
@@ -1766,7 +1768,7 @@ async fn a_verify_burst_checks_at_most_the_threshold() {
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
-            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
             .unwrap()
             .code
     };
@@ -2143,7 +2145,7 @@ async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_link
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
-            .mint_code(now, &mut lanlink::os_rng(), &alice)
+            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
             .unwrap()
             .code
     };

@@ -4,6 +4,9 @@
 //! the public types that can hold such material, formats them, and looks for every form of it.
 #![cfg(feature = "sim")]
 
+mod support;
+use support::steps::Steps;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -115,7 +118,7 @@ fn no_party_store_event_or_pending_link_shows_secret_material() {
 
     // The link, delivered and redeemed.
     let wall = sim.wall();
-    let accepted = sim.server.handle_link(
+    let accepted = sim.server.link_now(
         wall,
         &mut sim.rng,
         &AccountId::new("alice").unwrap(),
@@ -139,7 +142,7 @@ fn no_party_store_event_or_pending_link_shows_secret_material() {
     let wall = sim.wall();
     let minted = sim
         .server
-        .mint_code(wall, &mut sim.rng, &AccountId::new("bob").unwrap())
+        .mint_code_now(wall, &mut sim.rng, &AccountId::new("bob").unwrap())
         .unwrap();
     let code = minted.code.clone();
     forbidden.text("the manual code", code.expose());

@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::steps::Steps;
+
 use support::held::Held;
 use support::instance::{server_binary, Instance};
 use support::redis_server::{have, Redis};
@@ -1215,7 +1217,7 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
     };
     let mut rng = lanlink::os_rng();
     let (refused, ()) = tokio::join!(
-        first.handle_link(wall_now(), &mut rng, &alice, v4, none, request()),
+        first.link_now(wall_now(), &mut rng, &alice, v4, none, request()),
         async {
             paused.await.expect("the accept waits");
             assert_eq!(codes(), 2, "the claim and the link's code");

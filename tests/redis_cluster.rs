@@ -8,6 +8,8 @@
 //! except under `CI=true`, where it fails.
 #![cfg(all(feature = "redis", feature = "http"))]
 
+use support::steps::Steps;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -448,7 +450,7 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
     };
     let mut rng = lanlink::os_rng();
     let (refused, ()) = tokio::join!(
-        first.handle_link(now(), &mut rng, &alice, v4, none, request()),
+        first.link_now(now(), &mut rng, &alice, v4, none, request()),
         async {
             paused.await.expect("the accept waits");
             assert!(claim_held().await, "the link holds the claim");

@@ -12,6 +12,8 @@
 //! line and passes, except under `CI=true`, where it fails.
 #![cfg(feature = "redis")]
 
+use support::steps::Steps;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -230,7 +232,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
     let alice = AccountId::new("alice").expect("account");
     let peer = PEER.parse().expect("ip");
     let none = ForwardedHeaders::NONE;
-    retried(|| service.announce_in(wall_now(), home(), &x))
+    retried(|| service.announce_in_now(wall_now(), home(), &x))
         .await
         .expect("announce");
     let request = LinkRequest {
@@ -253,7 +255,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
     .await
     .expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
-    let reply = retried(|| service.announce_in(wall_now(), home(), &x))
+    let reply = retried(|| service.announce_in_now(wall_now(), home(), &x))
         .await
         .expect("collect");
     let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
@@ -273,7 +275,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
     .await
     .expect("redeemed");
     let status =
-        retried(|| service.handle_link_status(wall_now(), &alice, peer, none, &x.instance_id))
+        retried(|| service.link_status_now(wall_now(), &alice, peer, none, &x.instance_id))
             .await
             .expect("status");
     assert_eq!(status.state, LinkState::Linked);
@@ -359,7 +361,7 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
             let (x, _) = announcement(2);
             let alice = AccountId::new("alice").expect("account");
             let peer = PEER.parse().expect("ip");
-            retried(|| service.announce_in(wall_now(), home(), &x))
+            retried(|| service.announce_in_now(wall_now(), home(), &x))
                 .await
                 .expect("announce");
             let guess = LinkRequest {

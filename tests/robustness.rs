@@ -1,5 +1,8 @@
 //! No panic on any input: extreme clocks, extreme configurations, and arbitrary bytes on the wire.
 
+mod support;
+use support::steps::Steps;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -36,10 +39,10 @@ fn server_survives_the_ends_of_time() {
         let peer = ip("203.0.113.1");
         let h = ForwardedHeaders::NONE;
         let alice = AccountId::new("alice").unwrap();
-        let _ = server.handle_announce(now, peer, h, &announce);
-        let _ = server.handle_discover(now, peer, h);
+        let _ = server.announce_now(now, peer, h, &announce);
+        let _ = server.discover_now(now, peer, h);
         for _ in 0..6 {
-            let _ = server.handle_link(
+            let _ = server.link_now(
                 now,
                 &mut rng,
                 &alice,
@@ -52,8 +55,8 @@ fn server_survives_the_ends_of_time() {
                 },
             );
         }
-        let code = server.mint_code(now, &mut rng, &alice).unwrap().code;
-        let _ = server.handle_redeem(
+        let code = server.mint_code_now(now, &mut rng, &alice).unwrap().code;
+        let _ = server.redeem_now(
             now,
             &mut rng,
             peer,
@@ -65,8 +68,8 @@ fn server_survives_the_ends_of_time() {
                 attempt: 0,
             },
         );
-        let _ = server.handle_link_status(now, &alice, peer, h, &id);
-        server.purge_expired(now);
+        let _ = server.link_status_now(now, &alice, peer, h, &id);
+        server.purge_now(now);
     }
 }
 

@@ -2,6 +2,9 @@
 //! simulator (`lanlink::sim`). Every refusal is asserted exactly, together with what did not change.
 #![cfg(feature = "sim")]
 
+mod support;
+use support::steps::Steps;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -116,7 +119,7 @@ fn link(
 ) -> Result<LinkState, Refusal> {
     let wall = sim.wall();
     sim.server
-        .handle_link(
+        .link_now(
             wall,
             &mut sim.rng,
             account,
@@ -134,7 +137,7 @@ fn link(
 fn discover(sim: &mut Sim, from: &str) -> Vec<InstanceId> {
     let wall = sim.wall();
     sim.server
-        .handle_discover(wall, ip(from), ForwardedHeaders::NONE)
+        .discover_now(wall, ip(from), ForwardedHeaders::NONE)
         .unwrap()
         .agents
         .into_iter()
@@ -151,7 +154,7 @@ fn redeem(sim: &mut Sim, from: &str, instance_id: InstanceId, code: &str) -> Res
         attempt: 0,
     };
     sim.server
-        .handle_redeem(
+        .redeem_now(
             wall,
             &mut sim.rng,
             ip(from),
@@ -297,7 +300,7 @@ fn step3_server_records_by_public_network_with_expiring_presence() {
     let wall = sim.wall();
     assert_eq!(
         sim.server
-            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+            .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
             .unwrap_err(),
         Refusal::NotPrivateIp
     );
@@ -397,7 +400,7 @@ fn step6_link_requests_are_checked_then_the_secret_is_queued_once_for_the_agent(
     let wall = sim.wall();
     let again = sim
         .server
-        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce);
+        .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce);
     // A linked instance is gone from discovery and cannot reappear under its used id.
     assert_eq!(again.unwrap_err(), Refusal::InstanceUsed);
 
@@ -412,18 +415,18 @@ fn step6_link_requests_are_checked_then_the_secret_is_queued_once_for_the_agent(
     );
     sim.advance(Duration::from_secs(59));
     let wall = sim.wall();
-    sim.server.purge_expired(wall);
+    sim.server.purge_now(wall);
     assert!(record(&sim, HOME).links()[0].message.is_some());
     sim.advance(Duration::from_secs(1));
     let wall = sim.wall();
-    sim.server.purge_expired(wall);
+    sim.server.purge_now(wall);
     assert!(
         record(&sim, HOME).links().is_empty(),
         "message and secret dropped"
     );
     let status = sim
         .server
-        .handle_link_status(wall, &alice(), ip(HOME), ForwardedHeaders::NONE, &id)
+        .link_status_now(wall, &alice(), ip(HOME), ForwardedHeaders::NONE, &id)
         .unwrap();
     assert_eq!(status.state, LinkState::Unknown);
 }
@@ -517,7 +520,7 @@ fn step8_redeeming_the_code_mints_a_token_and_the_agent_reports_linked() {
 fn step9_manual_codes_are_short_random_single_use_and_expire() {
     let (mut sim, _, agent) = home();
     let wall = sim.wall();
-    let reply = sim.server.mint_code(wall, &mut sim.rng, &alice()).unwrap();
+    let reply = sim.server.mint_code_now(wall, &mut sim.rng, &alice()).unwrap();
     assert_eq!(reply.code.expose().len(), 6);
     assert!(reply.code.expose().bytes().all(|b| b.is_ascii_digit()));
     assert_eq!(reply.expires_at, wall + chrono::TimeDelta::minutes(10));
@@ -526,16 +529,16 @@ fn step9_manual_codes_are_short_random_single_use_and_expire() {
     seen.insert(reply.code.expose().to_owned());
     for n in 0..200 {
         let account = AccountId::new(format!("user-{n}")).unwrap();
-        let code = sim.server.mint_code(wall, &mut sim.rng, &account).unwrap();
+        let code = sim.server.mint_code_now(wall, &mut sim.rng, &account).unwrap();
         assert!(seen.insert(code.code.expose().to_owned()));
     }
     // An account holds at most its quota of live codes (5): alice has one, four more mint.
     for _ in 0..4 {
-        sim.server.mint_code(wall, &mut sim.rng, &alice()).unwrap();
+        sim.server.mint_code_now(wall, &mut sim.rng, &alice()).unwrap();
     }
     assert_eq!(
         sim.server
-            .mint_code(wall, &mut sim.rng, &alice())
+            .mint_code_now(wall, &mut sim.rng, &alice())
             .unwrap_err(),
         Refusal::MintQuota
     );
@@ -565,7 +568,7 @@ fn step9_manual_codes_are_short_random_single_use_and_expire() {
     let wall = sim.wall();
     let code = sim
         .server
-        .mint_code(wall, &mut sim.rng, &alice())
+        .mint_code_now(wall, &mut sim.rng, &alice())
         .unwrap()
         .code;
     sim.advance(Duration::from_secs(600));
@@ -581,7 +584,7 @@ fn step9_manual_codes_are_short_random_single_use_and_expire() {
     let wall = sim.wall();
     let code = sim
         .server
-        .mint_code(wall, &mut sim.rng, &alice())
+        .mint_code_now(wall, &mut sim.rng, &alice())
         .unwrap()
         .code;
     assert!(format.matches(&code));
@@ -650,7 +653,7 @@ fn attack_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored() {
     };
     let reply = sim
         .server
-        .handle_discover(wall, ip(ELSEWHERE), headers)
+        .discover_now(wall, ip(ELSEWHERE), headers)
         .unwrap();
     assert!(reply.agents.is_empty());
 }
@@ -663,7 +666,7 @@ fn attack_trusted_proxy_that_drops_the_client_address_fails_closed() {
     let wall = sim.wall();
     assert_eq!(
         sim.server
-            .handle_discover(wall, ip("10.0.0.2"), ForwardedHeaders::NONE),
+            .discover_now(wall, ip("10.0.0.2"), ForwardedHeaders::NONE),
         Err(Refusal::ClientAddr(ClientAddrError::MissingForwarded))
     );
     // With the header, the client's own network is used.
@@ -674,7 +677,7 @@ fn attack_trusted_proxy_that_drops_the_client_address_fails_closed() {
     };
     let reply = sim
         .server
-        .handle_discover(wall, ip("10.0.0.2"), headers)
+        .discover_now(wall, ip("10.0.0.2"), headers)
         .unwrap();
     assert_eq!(reply.agents.len(), 1);
     assert_eq!(reply.agents[0].instance_id, sim.agent(agent).instance_id());
@@ -745,14 +748,14 @@ fn attack_nat64_clients_are_mapped_back_to_their_ipv4_networks() {
     };
     let shown = sim
         .server
-        .handle_discover(wall, ip("10.0.0.2"), xff)
+        .discover_now(wall, ip("10.0.0.2"), xff)
         .unwrap()
         .agents;
     assert_eq!(shown.len(), 1);
     // A trusted proxy that names no client is still refused, NAT64 or not.
     assert_eq!(
         sim.server
-            .handle_discover(wall, ip("10.0.0.2"), ForwardedHeaders::NONE)
+            .discover_now(wall, ip("10.0.0.2"), ForwardedHeaders::NONE)
             .unwrap_err(),
         Refusal::ClientAddr(ClientAddrError::MissingForwarded)
     );
@@ -928,7 +931,7 @@ fn attack_replayed_secret_after_linking_is_refused() {
         let wall = sim.wall();
         assert_eq!(
             sim.server
-                .handle_announce(wall, ip(from), ForwardedHeaders::NONE, &forged)
+                .announce_now(wall, ip(from), ForwardedHeaders::NONE, &forged)
                 .unwrap_err(),
             Refusal::ForgedInstance
         );
@@ -939,7 +942,7 @@ fn attack_replayed_secret_after_linking_is_refused() {
     let wall = sim.wall();
     assert_eq!(
         sim.server
-            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &own_announce)
+            .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &own_announce)
             .unwrap_err(),
         Refusal::InstanceUsed
     );
@@ -952,7 +955,7 @@ fn attack_replayed_secret_after_linking_is_refused() {
     let wall = sim.wall();
     assert!(sim
         .server
-        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &own_announce)
+        .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &own_announce)
         .is_ok());
 }
 
@@ -1017,7 +1020,7 @@ fn attack_impostor_announcing_the_victims_id_is_refused_and_contests_it() {
         let wall = sim.wall();
         assert_eq!(
             sim.server
-                .handle_announce(wall, ip(from), ForwardedHeaders::NONE, &forged)
+                .announce_now(wall, ip(from), ForwardedHeaders::NONE, &forged)
                 .unwrap_err(),
             Refusal::ForgedInstance
         );
@@ -1031,7 +1034,7 @@ fn attack_impostor_announcing_the_victims_id_is_refused_and_contests_it() {
     let wall = sim.wall();
     assert_eq!(
         sim.server
-            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &changed)
+            .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &changed)
             .unwrap_err(),
         Refusal::PresenceConflict
     );
@@ -1048,7 +1051,7 @@ fn attack_manual_code_brute_force_ends_in_lockout() {
     let wall = sim.wall();
     let code = sim
         .server
-        .mint_code(wall, &mut sim.rng, &alice())
+        .mint_code_now(wall, &mut sim.rng, &alice())
         .unwrap()
         .code;
     let id = sim.agent(agent).instance_id();
@@ -1138,7 +1141,7 @@ fn attack_code_minted_for_one_agent_redeemed_by_another_is_refused() {
     let wall = sim.wall();
     let reply = sim
         .server
-        .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+        .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
         .unwrap();
     let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.into_iter().next() else {
         panic!("message expected");
@@ -1181,7 +1184,7 @@ fn attack_agent_announcing_past_any_window_is_cut_off_by_the_server() {
         let wall = sim.wall();
         if let Err(reason) =
             sim.server
-                .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+                .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
         {
             refused = Some((reason, sim.elapsed));
             break;
@@ -1194,7 +1197,7 @@ fn attack_agent_announcing_past_any_window_is_cut_off_by_the_server() {
     let wall = sim.wall();
     assert_eq!(
         sim.server
-            .handle_announce(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+            .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
             .unwrap_err(),
         Refusal::InstanceUsed
     );

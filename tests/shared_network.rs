@@ -4,6 +4,9 @@
 //! gains the downgrade and nothing else.
 #![cfg(feature = "sim")]
 
+mod support;
+use support::steps::Steps;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -101,7 +104,7 @@ fn a_cgnat_pool_with_many_accounts_is_downgraded_within_five_discoveries() {
         for _ in 0..2 {
             let reply = sim
                 .server
-                .handle_discover_as(wall, &account(n), peer, ForwardedHeaders::NONE)
+                .discover_as_now(wall, &account(n), peer, ForwardedHeaders::NONE)
                 .unwrap();
             discoveries += 1;
             if reply.hidden.map(|h| h.reason) == Some(HiddenReason::SharedNetwork) {
@@ -136,11 +139,11 @@ fn a_cgnat_pool_with_many_accounts_is_downgraded_within_five_discoveries() {
     // The manual code still links.
     let code = sim
         .server
-        .mint_code(sim.wall(), &mut sim.rng, &account(0))
+        .mint_code_now(sim.wall(), &mut sim.rng, &account(0))
         .unwrap()
         .code;
     let key = PresenceKey::generate(&mut sim.rng);
-    let redeemed = sim.server.handle_redeem(
+    let redeemed = sim.server.redeem_now(
         sim.wall(),
         &mut sim.rng,
         peer,
@@ -158,13 +161,13 @@ fn a_cgnat_pool_with_many_accounts_is_downgraded_within_five_discoveries() {
     sim.advance(Duration::from_secs(9 * 60));
     let still = sim
         .server
-        .handle_discover_as(sim.wall(), &account(0), peer, ForwardedHeaders::NONE)
+        .discover_as_now(sim.wall(), &account(0), peer, ForwardedHeaders::NONE)
         .unwrap();
     assert_eq!(still.hidden.unwrap().reason, HiddenReason::SharedNetwork);
     sim.advance(Duration::from_secs(2 * 60));
     let later = sim
         .server
-        .handle_discover_as(sim.wall(), &account(0), peer, ForwardedHeaders::NONE)
+        .discover_as_now(sim.wall(), &account(0), peer, ForwardedHeaders::NONE)
         .unwrap();
     assert_ne!(
         later.hidden.map(|h| h.reason),
@@ -241,7 +244,7 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
         match trip {
             "accounts" => {
                 for n in 0..DOWNGRADED_WITHIN {
-                    let _ = sim.server.handle_discover_as(
+                    let _ = sim.server.discover_as_now(
                         wall,
                         &AccountId::new(format!("mallory{n}")).unwrap(),
                         peer,
@@ -254,7 +257,7 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
                 for private in ["10.1.1.1", "172.16.5.5"] {
                     let fake = announce_from(&mut sim, private);
                     sim.server
-                        .handle_announce(wall, peer, ForwardedHeaders::NONE, &fake)
+                        .announce_now(wall, peer, ForwardedHeaders::NONE, &fake)
                         .unwrap();
                 }
             }
@@ -270,14 +273,14 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
         let mallory = AccountId::new("mallory").unwrap();
         let reply = sim
             .server
-            .handle_discover_as(wall, &mallory, peer, ForwardedHeaders::NONE)
+            .discover_as_now(wall, &mallory, peer, ForwardedHeaders::NONE)
             .unwrap();
         assert!(reply.agents.is_empty(), "{trip}");
         assert_eq!(reply.hidden.unwrap().reason, HiddenReason::SharedNetwork);
         // A link for the victim's id (learnt before the downgrade) is refused before any secret
         // is checked, and not counted as a guess: no lockout for the household either.
         for _ in 0..10 {
-            let link = sim.server.handle_link(
+            let link = sim.server.link_now(
                 wall,
                 &mut sim.rng,
                 &mallory,
@@ -311,7 +314,7 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
         let alice = AccountId::new("alice").unwrap();
         let code = sim
             .server
-            .mint_code(sim.wall(), &mut sim.rng, &alice)
+            .mint_code_now(sim.wall(), &mut sim.rng, &alice)
             .unwrap()
             .code;
         let now = sim.now();
@@ -329,7 +332,7 @@ fn judgements_are_events_without_secrets() {
     let mut sim = Sim::new(19);
     let _lan = sim.add_lan(ip(POOL));
     for n in 0..DOWNGRADED_WITHIN {
-        let _ = sim.server.handle_discover_as(
+        let _ = sim.server.discover_as_now(
             sim.wall(),
             &account(n),
             ip(POOL),
@@ -371,7 +374,7 @@ fn a_network_locked_out_by_failures_is_judged_shared() {
         let mallory = AccountId::new("mallory").unwrap();
         let mut refusals = Vec::new();
         for n in 0..7u8 {
-            let link = sim.server.handle_link(
+            let link = sim.server.link_now(
                 wall,
                 &mut sim.rng,
                 &mallory,
@@ -405,7 +408,7 @@ fn a_network_locked_out_by_failures_is_judged_shared() {
         assert_eq!(judged(&sim), want, "{signal_on}");
         let reply = sim
             .server
-            .handle_discover_as(wall, &account(1), peer, ForwardedHeaders::NONE)
+            .discover_as_now(wall, &account(1), peer, ForwardedHeaders::NONE)
             .unwrap();
         if signal_on {
             assert!(reply.agents.is_empty());
@@ -417,7 +420,7 @@ fn a_network_locked_out_by_failures_is_judged_shared() {
         // The neighbouring network is untouched either way.
         let reply = sim
             .server
-            .handle_discover_as(wall, &account(2), ip(HOME), ForwardedHeaders::NONE)
+            .discover_as_now(wall, &account(2), ip(HOME), ForwardedHeaders::NONE)
             .unwrap();
         assert_eq!(reply.agents.len(), 1, "{signal_on}");
         assert_eq!(
@@ -465,7 +468,7 @@ fn pool_with_a_printer(
                 presence_key: key,
             };
             server
-                .handle_announce(now, ip(POOL), ForwardedHeaders::NONE, &announce)
+                .announce_now(now, ip(POOL), ForwardedHeaders::NONE, &announce)
                 .unwrap();
         }
         #[cfg(feature = "obico")]
@@ -507,7 +510,7 @@ fn listed(
     match profile {
         Profile::Core => {
             let reply = server
-                .handle_discover_as(now, account, ip(POOL), ForwardedHeaders::NONE)
+                .discover_as_now(now, account, ip(POOL), ForwardedHeaders::NONE)
                 .unwrap();
             assert_eq!(
                 reply.agents.is_empty(),
@@ -534,7 +537,7 @@ fn link_with_a_wrong_secret(
     let wrong = LocalSecret::from_bytes([9; 32]);
     match profile {
         Profile::Core => server
-            .handle_link(
+            .link_now(
                 now,
                 &mut lanlink::os_rng(),
                 account,
