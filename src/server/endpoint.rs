@@ -93,7 +93,7 @@ use zeroize::Zeroizing;
 
 use super::cross_site::{self, RequestHead, UserRoute};
 use super::{Redeemed, Server, Service};
-use crate::addr::ForwardedHeaders;
+use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::confirm::DisplayName;
 use crate::error::Refusal;
 use crate::id::{AccountId, InstanceId};
@@ -609,15 +609,62 @@ async fn redeem<R: CryptoRng + RngCore + Send + ?Sized>(
     let caller = Caller::of(request)?;
     let redeem: RedeemRequest = decode_body(body)?;
     let (peer, headers) = (caller.peer, caller.headers());
-    let result = match backend {
-        Backend::Local(server) => redeem_local(server, now, rng, peer, headers, &redeem).await,
-        Backend::Shared(service) => {
-            service
-                .handle_redeem(now, rng, peer, headers, &redeem)
-                .await
-        }
-    };
+    let result = backend
+        .redeem(now, rng, Source::Peer(peer, headers), &redeem)
+        .await;
     Ok(reply(200, result.map(|redeemed| redeemed.reply)))
+}
+
+/// Where an agent's request comes from: a socket peer and its forwarding lines (HTTP), or a
+/// public network a transport already verified (MQTT, from a network ticket).
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'h> {
+    /// The socket peer and the request's forwarding lines, for the server's resolver.
+    Peer(IpAddr, ForwardedHeaders<'h>),
+    /// The network, already known.
+    #[cfg_attr(not(feature = "ticket"), allow(dead_code))]
+    Network(PublicNetwork),
+}
+
+impl Backend<'_> {
+    /// A redemption from `source`: the claim, the server's link hook awaited outside any lock,
+    /// and the completion (on both backends).
+    pub(crate) async fn redeem<R: CryptoRng + RngCore + Send + ?Sized>(
+        self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        source: Source<'_>,
+        request: &RedeemRequest,
+    ) -> Result<Redeemed, Refusal> {
+        match (self, source) {
+            (Self::Local(server), source) => redeem_local(server, now, rng, source, request).await,
+            (Self::Shared(service), Source::Peer(peer, headers)) => {
+                service
+                    .handle_redeem(now, rng, peer, headers, request)
+                    .await
+            }
+            (Self::Shared(service), Source::Network(network)) => {
+                service.redeem_in(now, rng, network, request).await
+            }
+        }
+    }
+
+    /// An announcement from an agent whose public network is already known (a verified
+    /// network ticket).
+    #[cfg(feature = "ticket")]
+    pub(crate) async fn announce_in(
+        self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &crate::wire::Announce,
+    ) -> Result<crate::wire::AnnounceReply, Refusal> {
+        match self {
+            Self::Local(server) => {
+                crate::lock_unpoisoned(server).announce_in(now, network, announce)
+            }
+            Self::Shared(service) => service.announce_in(now, network, announce).await,
+        }
+    }
 }
 
 /// A redemption on a shared in-memory server: the claim under the lock, the server's link hook
@@ -626,13 +673,15 @@ async fn redeem_local<R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Mutex<Server>,
     now: DateTime<Utc>,
     rng: &mut R,
-    peer: IpAddr,
-    headers: ForwardedHeaders<'_>,
+    source: Source<'_>,
     request: &RedeemRequest,
 ) -> Result<Redeemed, Refusal> {
     let (pending, hook) = {
         let mut server = crate::lock_unpoisoned(server);
-        let pending = server.begin_redeem(now, rng, peer, headers, request)?;
+        let pending = match source {
+            Source::Peer(peer, headers) => server.begin_redeem(now, rng, peer, headers, request)?,
+            Source::Network(network) => server.begin_redeem_in(now, rng, network, request)?,
+        };
         (pending, server.link_hook())
     };
     let outcome = match hook {
