@@ -37,10 +37,9 @@ use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
-use crate::error::Refusal;
 use crate::event::ServerEvent;
 use crate::server::endpoint::{self, Handled, HttpRequest, RequestBody, ServerResponse, User};
-use crate::server::{PendingLink, Redeemed, Server, Service};
+use crate::server::{Server, Service};
 
 /// A server shared between request handlers.
 pub type SharedServer = Arc<Mutex<Server>>;
@@ -214,30 +213,6 @@ pub fn log_event(event: ServerEvent) {
         ServerEvent::EventsLost { .. } => tracing::warn!(target: "lanlink::server", ?event),
         _ => tracing::info!(target: "lanlink::server", ?event),
     }
-}
-
-/// A redemption on a shared in-memory server: `begin` (the claim) under the lock, the server's
-/// link hook awaited outside it, and the completion under the lock again.
-#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
-pub(crate) async fn redeem_local(
-    server: &SharedServer,
-    now: DateTime<Utc>,
-    begin: impl FnOnce(&mut Server, DateTime<Utc>) -> Result<PendingLink, Refusal>,
-) -> Result<Redeemed, Refusal> {
-    let (pending, hook) = {
-        let mut server = lock(server);
-        let pending = begin(&mut server, now);
-        log_events(&mut server);
-        (pending?, server.link_hook())
-    };
-    let outcome = match hook {
-        Some(hook) => hook.link_completed(pending.link()).await,
-        None => Ok(()),
-    };
-    let mut server = lock(server);
-    let result = server.finish_redeem(now, pending, outcome);
-    log_events(&mut server);
-    result
 }
 
 /// Logs and drops the server's pending events.
