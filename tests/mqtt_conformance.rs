@@ -64,12 +64,14 @@ impl Core {
     /// A manual code for alice, minted on the backend.
     async fn mint(&self) -> LinkCode {
         match self.backend() {
-            Backend::Local(server) => server
-                .lock()
-                .unwrap()
-                .mint_code(now(), &mut lanlink::os_rng(), &alice())
-                .unwrap()
-                .code,
+            Backend::Local(server) => {
+                server
+                    .lock()
+                    .unwrap()
+                    .mint_code(now(), &mut lanlink::os_rng(), &alice())
+                    .unwrap()
+                    .code
+            }
             Backend::Shared(service) => {
                 service
                     .mint_code(now(), &mut lanlink::os_rng(), &alice())
@@ -95,7 +97,9 @@ impl MqttConsumer for Core {
             &payload,
         )
         .await;
-        reply.ok().map(|reply| (reply.topic, reply.payload.to_vec()))
+        reply
+            .ok()
+            .map(|reply| (reply.topic, reply.payload.to_vec()))
     }
 }
 
@@ -323,7 +327,11 @@ async fn a_hook_that_awaits_links_through_the_consumer_function_on_both_backends
             .expect("a reply");
         assert_eq!(reply_topic, mqtt::down_topic(PREFIX, &key.client_id(&id)));
         let down: DownMessage = lanlink::wire::decode(&payload, mqtt::MAX_DOWN_BYTES).unwrap();
-        let DownMessage::Redeemed { id: reply_id, reply } = down else {
+        let DownMessage::Redeemed {
+            id: reply_id,
+            reply,
+        } = down
+        else {
             panic!("not linked: {down:?}");
         };
         assert_eq!(reply_id, "r1");

@@ -169,7 +169,9 @@ impl<C: MqttConsumer + ?Sized> Session<'_, C> {
         let mut announce = fresh.announce();
         let other = PresenceKey::generate(&mut crate::os_rng());
         announce["presence_key"] = json!(other.to_hex().as_str());
-        let reply = self.announce(&fresh, self.ticket(&fresh.id), announce).await;
+        let reply = self
+            .announce(&fresh, self.ticket(&fresh.id), announce)
+            .await;
         self.check(
             "mqtt.announce.forged_instance",
             reply.refused(403, "forged_instance"),
@@ -208,7 +210,10 @@ impl<C: MqttConsumer + ?Sized> Session<'_, C> {
         let (client, id) = (self.client_id(&other), random_hex32());
         let request = self.announce_request(agent, &id);
         let reply = self.ask(self.up(&other), &client, &id, &request).await;
-        self.check("mqtt.topic.wrong_client", reply.refused(403, "wrong_client"));
+        self.check(
+            "mqtt.topic.wrong_client",
+            reply.refused(403, "wrong_client"),
+        );
 
         let own = self.client_id(&agent.id);
         let prefix = self.target.prefix.clone();
@@ -223,7 +228,10 @@ impl<C: MqttConsumer + ?Sized> Session<'_, C> {
         for topic in topics {
             let request = self.announce_request(agent, &random_hex32());
             if let Some((_, payload)) = self.send(topic.clone(), body(&request)).await {
-                verdict = Err(format!("answered a request on {topic:?}: {}", excerpt(&payload)));
+                verdict = Err(format!(
+                    "answered a request on {topic:?}: {}",
+                    excerpt(&payload)
+                ));
                 break;
             }
         }
@@ -245,11 +253,15 @@ impl<C: MqttConsumer + ?Sized> Session<'_, C> {
         // Valid JSON, padded with white space past the limit: only its size is wrong.
         let mut padded = body(&self.announce_request(agent, &random_hex32()));
         padded.resize(MAX_UP_BYTES + 1, b' ');
-        let verdict = dropped(self.send(up.clone(), padded).await, "a 5 KiB + 1 byte request");
+        let verdict = dropped(
+            self.send(up.clone(), padded).await,
+            "a 5 KiB + 1 byte request",
+        );
         self.check("mqtt.drop.too_large", verdict);
 
         let verdict = dropped(
-            self.send(up.clone(), b"{\"type\": \"announce\",".to_vec()).await,
+            self.send(up.clone(), b"{\"type\": \"announce\",".to_vec())
+                .await,
             "a payload that is not JSON",
         );
         self.check("mqtt.drop.malformed_json", verdict);
@@ -271,7 +283,12 @@ impl<C: MqttConsumer + ?Sized> Session<'_, C> {
         self.check("mqtt.drop.unknown_type", verdict);
 
         let mut verdict = Ok("dropped for 4 bad ids".to_owned());
-        for id in [String::new(), "a".repeat(65), "a/b".to_owned(), "a b".to_owned()] {
+        for id in [
+            String::new(),
+            "a".repeat(65),
+            "a/b".to_owned(),
+            "a b".to_owned(),
+        ] {
             let request = self.announce_request(agent, &id);
             if let Some((_, payload)) = self.send(up.clone(), body(&request)).await {
                 verdict = Err(format!("answered id {id:?}: {}", excerpt(&payload)));
@@ -365,12 +382,10 @@ impl Reply {
         match self {
             Self::Dropped => Err("no reply (dropped)".to_owned()),
             Self::NotJson(text) => Err(format!("a reply of {text}")),
-            Self::Message { message, .. } => {
-                match message.get("type").and_then(Value::as_str) {
-                    Some(got) if got == kind => Ok(message),
-                    _ => Err(describe(message)),
-                }
-            }
+            Self::Message { message, .. } => match message.get("type").and_then(Value::as_str) {
+                Some(got) if got == kind => Ok(message),
+                _ => Err(describe(message)),
+            },
         }
     }
 
@@ -391,8 +406,12 @@ impl Reply {
 fn announced(reply: &Reply) -> Verdict {
     let message = reply.of_type("announced")?;
     let inner = message.get("reply").and_then(Value::as_object);
-    let messages = inner.and_then(|r| r.get("messages")).and_then(Value::as_array);
-    let poll = inner.and_then(|r| r.get("poll_after_ms")).and_then(Value::as_u64);
+    let messages = inner
+        .and_then(|r| r.get("messages"))
+        .and_then(Value::as_array);
+    let poll = inner
+        .and_then(|r| r.get("poll_after_ms"))
+        .and_then(Value::as_u64);
     match (messages, poll) {
         (Some(messages), Some(poll)) if messages.is_empty() => {
             Ok(format!("announced, poll_after_ms {poll}"))
@@ -409,7 +428,9 @@ fn announced(reply: &Reply) -> Verdict {
 fn redeemed(reply: &Reply) -> Verdict {
     let message = reply.of_type("redeemed")?;
     let inner = message.get("reply").and_then(Value::as_object);
-    let token = inner.and_then(|r| r.get("auth_token")).and_then(Value::as_str);
+    let token = inner
+        .and_then(|r| r.get("auth_token"))
+        .and_then(Value::as_str);
     let attempt = inner.and_then(|r| r.get("attempt")).and_then(Value::as_u64);
     match (token, attempt) {
         (Some(token), Some(1)) if is_hex64(token) => {
@@ -418,7 +439,11 @@ fn redeemed(reply: &Reply) -> Verdict {
         // The token is a secret: say only what is wrong with the shape.
         _ => Err(format!(
             "redeemed with auth_token {} and attempt {attempt:?}",
-            if token.is_some_and(is_hex64) { "(64 hex)" } else { "missing or not 64 hex" }
+            if token.is_some_and(is_hex64) {
+                "(64 hex)"
+            } else {
+                "missing or not 64 hex"
+            }
         )),
     }
 }

@@ -432,8 +432,9 @@ impl MqttWaker {
 }
 
 /// Wraps the server's HTTP router so that every accepted link request (`POST …/link` answered
-/// `202` with a pending [`LinkStatusReply`]) wakes the agent over MQTT. The response itself is
-/// passed on unchanged.
+/// `202` with a pending [`LinkStatusReply`](crate::wire::LinkStatusReply), as
+/// [`mqtt::wake_after`] decides) wakes the agent over MQTT. The response itself is passed on
+/// unchanged.
 ///
 /// ```no_run
 /// # fn demo(app: axum::Router, consumer: &lanlink::mqtt::server::MqttServer) {
