@@ -73,7 +73,7 @@
 //! | `tls` | off | HTTPS for the `http-client` clients: reqwest's `rustls` (the aws-lc-rs provider, built with no system package; the platform's verifier), and `http::client::default_client_with_roots` to trust a private CA. Requests to devices stay plain HTTP. Implies `http-client` | those of `http-client` (`reqwest::Certificate`) |
 //! | `tokio` | via `http-server` | `driver`: the async drivers of the agent and the linker over the transport traits | `tokio` 1 (the drivers need a tokio runtime with the time driver) |
 //! | `redis` | off | `server::redis`: the store in Redis or a Redis Cluster, shared by many instances. Implies `tokio` | `redis` 1 (`RedisError`, `aio::ConnectionManager`, `ConnectionLike`), re-exported as `lanlink::redis` |
-//! | `ticket` | off | `ticket`: signed network tickets; with `http-server` their route, with `http-client` `HttpAgentClient::ticket` | none |
+//! | `ticket` | off | `ticket`: signed network tickets; `server::mqtt`: the server's MQTT wire as a function; with `http-server` the ticket route, with `http-client` `HttpAgentClient::ticket` | none |
 //! | `mqtt` | off | `mqtt`: the agent ↔ server channel over an MQTT broker. Implies `tokio`, `http-server`, `http-client`, `ticket` | `rumqttc` 0.25, re-exported as `lanlink::mqtt::rumqttc` |
 //! | `obico` | off | `obico`: the Obico wire profile (axum routes and a reqwest linker). Implies `http-server`, `http-client` | those of both halves |
 //! | `sim` | off | `sim`: the deterministic three-party simulator | none |

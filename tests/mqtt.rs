@@ -26,6 +26,7 @@ use lanlink::mqtt::rumqttc::{self, AsyncClient, Event, MqttOptions, Packet, QoS}
 use lanlink::mqtt::server::{wake_on_link, MqttBackend, MqttServer, MqttServerConfig};
 use lanlink::mqtt::{Broker, DownMessage, UpMessage};
 use lanlink::secret::PresenceKey;
+use lanlink::server::mqtt::{Dropped, Reply};
 use lanlink::server::{Server, ServerConfig};
 use lanlink::ticket::TicketKey;
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
@@ -1084,7 +1085,7 @@ async fn ticket_route_proves_the_key_and_resolves_the_network() {
     );
 }
 
-/// A backend that takes 100 ms per announcement and records how many of its calls overlap.
+/// A backend that takes 100 ms per request and records how many of its calls overlap.
 struct SlowBackend {
     inner: SharedServer,
     running: std::sync::atomic::AtomicUsize,
@@ -1093,26 +1094,19 @@ struct SlowBackend {
 
 #[async_trait::async_trait]
 impl MqttBackend for SlowBackend {
-    async fn announce_in(
+    async fn handle_up(
         &self,
         now: DateTime<Utc>,
-        network: PublicNetwork,
-        announce: &Announce,
-    ) -> Result<lanlink::wire::AnnounceReply, lanlink::Refusal> {
+        key: &TicketKey,
+        prefix: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Reply, Dropped> {
         let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(running, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
-        self.inner.announce_in(now, network, announce).await
-    }
-
-    async fn redeem_in(
-        &self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        request: &RedeemRequest,
-    ) -> Result<lanlink::wire::RedeemReply, lanlink::Refusal> {
-        self.inner.redeem_in(now, network, request).await
+        self.inner.handle_up(now, key, prefix, topic, payload).await
     }
 }
 

@@ -14,6 +14,12 @@
 //! - [`check_agent_endpoint`] talks raw HTTP/1.1 to an agent's local endpoint (repeated and
 //!   missing headers, odd `Host` values, `HEAD`, CORS preflights, the popup page). See
 //!   [`ENDPOINT_CHECKS`].
+//! - [`check_mqtt`] plays agents against a server's MQTT consumer, through any
+//!   [`MqttConsumer`] (one request's topic and payload in, the reply it publishes out): tickets
+//!   it signs with the servers' key (good, forged, expired, another instance's), topics, sizes,
+//!   strict decoding, correlation ids, and a redemption of a code the caller minted. See
+//!   [`MQTT_CHECKS`]. The core's consumer function ([`crate::server::mqtt::handle_up`]) is
+//!   checked with no broker at all.
 //!
 //! Each returns a [`Report`]: a [`Check`] per entry of its catalog, in catalog order, each
 //! [passed, failed or skipped](Outcome), printed one per line by its `Display`:
@@ -45,6 +51,11 @@
 //! and one mint with another site's `Origin`: a server that fails that check mints one code for
 //! the account. Run it against a test deployment, not a production one.
 //!
+//! Against an **MQTT consumer**, the kit announces a few short-lived agents on its ticket
+//! network ([`MqttTarget::network`]), redeems the code it is given (one linked device on that
+//! code's account, with a token the kit throws away), and makes two wrong guesses there (the
+//! used code again, an unknown code), which count toward that network's lockout.
+//!
 //! Against an **agent's endpoint**, the kit fetches the secret three times (as any caller on
 //! the LAN could; it never sends it anywhere), so the agent records `SecretServed` events, and
 //! every refused request records a `SecretRefused` event. Nothing else changes: serving the
@@ -59,11 +70,15 @@
 //! networks), `code_space_exhausted`, `store_unavailable` and `store_contention` (server faults),
 //! and at the agent `not_discovering`, `window_expired` and `not_local` (the kit calls from the
 //! agent's own LAN while it discovers). `408 request_timeout` is checked only when told the
-//! server's request deadline ([`ServerTarget::request_timeout`]), as it takes that long.
+//! server's request deadline ([`ServerTarget::request_timeout`]), as it takes that long. Over
+//! MQTT, the kit checks what a consumer answers, not how it is connected: the broker's ACL,
+//! QoS 1, the shared subscription and the `wake` after an HTTP link are not in [`MQTT_CHECKS`]
+//! (`tests/mqtt.rs` runs those against a real broker).
 
 #![allow(clippy::result_large_err)]
 
 mod endpoint;
+mod mqtt;
 mod raw;
 mod reply;
 mod server;
@@ -71,11 +86,16 @@ mod server;
 use std::fmt;
 use std::time::Duration;
 
+use crate::addr::PublicNetwork;
+use crate::code::LinkCode;
 use crate::http::client::Credential;
 use crate::http::DEFAULT_PREFIX;
 use crate::id::InstanceId;
+use crate::server::mqtt::DEFAULT_TOPIC_PREFIX;
+use crate::ticket::TicketKey;
 
 pub use self::endpoint::ENDPOINT_CHECKS;
+pub use self::mqtt::MQTT_CHECKS;
 pub use self::server::SERVER_CHECKS;
 
 /// One entry of a catalog ([`SERVER_CHECKS`], [`ENDPOINT_CHECKS`]): what is checked and what
@@ -179,7 +199,8 @@ impl Report {
     }
 
     /// Whether no check failed. A check the kit could not make fails, unless the caller opted
-    /// out of it by name ([`ServerTarget::opt_out`], [`EndpointTarget::opt_out`]): only those
+    /// out of it by name ([`ServerTarget::opt_out`], [`EndpointTarget::opt_out`],
+    /// [`MqttTarget::opt_out`]): only those
     /// are skipped (see [`Report::complete`]).
     pub fn passed(&self) -> bool {
         !self.checks.iter().any(Check::failed)
@@ -536,6 +557,117 @@ impl EndpointTarget {
     }
 }
 
+/// A server's MQTT consumer, as the kit drives it: hand it one request published on `topic`,
+/// get back the reply it publishes (`(topic, payload)`), or `None` when it publishes none.
+///
+/// The core's consumer is a function ([`crate::server::mqtt::handle_up`]), so it is checked as
+/// one, with no broker:
+///
+/// ```
+/// use std::sync::Mutex;
+/// use lanlink::conformance::MqttConsumer;
+/// use lanlink::server::{endpoint::Backend, mqtt, Server, ServerConfig};
+/// use lanlink::ticket::TicketKey;
+///
+/// struct Core { server: Mutex<Server>, key: TicketKey }
+///
+/// #[lanlink::async_trait]
+/// impl MqttConsumer for Core {
+///     async fn request(&self, topic: String, payload: Vec<u8>) -> Option<(String, Vec<u8>)> {
+///         let now = lanlink::chrono::Utc::now();
+///         let (backend, prefix) = (Backend::Local(&self.server), mqtt::DEFAULT_TOPIC_PREFIX);
+///         let mut rng = lanlink::os_rng();
+///         let reply = mqtt::handle_up(backend, now, &mut rng, &self.key, prefix, &topic, &payload);
+///         reply.await.ok().map(|reply| (reply.topic, reply.payload.to_vec()))
+///     }
+/// }
+/// # let _ = Core { server: Mutex::new(Server::new(ServerConfig::default()).unwrap()), key: TicketKey::from_bytes([1; 32]) };
+/// ```
+///
+/// A consumer behind a broker is driven by a client that publishes the request on `topic`
+/// (connected with the client id the topic names) and waits, a few seconds, for a publish on
+/// the down topic; `None` when none comes.
+#[async_trait::async_trait]
+pub trait MqttConsumer: Send + Sync {
+    /// The reply to a request published on `topic` with `payload`, as `(topic, payload)`; `None`
+    /// when the consumer publishes none (it dropped the request).
+    async fn request(&self, topic: String, payload: Vec<u8>) -> Option<(String, Vec<u8>)>;
+}
+
+/// An MQTT consumer to check: the servers' ticket key (the kit signs its own tickets with it),
+/// the topic prefix, the network its tickets name, and a live code to redeem.
+///
+/// The kit signs tickets at the wall clock: the consumer must read the same clock (within a
+/// minute). `Debug` shows neither the key nor the code.
+///
+/// ```
+/// use lanlink::conformance::MqttTarget;
+/// use lanlink::ticket::TicketKey;
+/// use lanlink::{LinkCode, PublicNetwork};
+/// let key = TicketKey::generate(&mut lanlink::os_rng());
+/// let target = MqttTarget::new(key)
+///     .prefix("acme/lanlink")
+///     .network(PublicNetwork::from_ip("198.51.100.7".parse().unwrap(), 64))
+///     .code(LinkCode::parse("123456").unwrap());
+/// # let _ = target;
+/// ```
+#[derive(Debug, Clone)]
+pub struct MqttTarget {
+    pub(crate) key: TicketKey,
+    pub(crate) prefix: String,
+    pub(crate) network: PublicNetwork,
+    pub(crate) code: Option<LinkCode>,
+    pub(crate) opted_out: Vec<String>,
+}
+
+impl MqttTarget {
+    /// A consumer that checks tickets with `key`, under the topic prefix
+    /// [`DEFAULT_TOPIC_PREFIX`], the kit's tickets naming a random address of `198.18.0.0/15`
+    /// (the benchmarking range, so that the kit's wrong guesses lock out no one's network), and
+    /// no code (the redemption checks then fail, unless opted out).
+    pub fn new(key: TicketKey) -> Self {
+        let mut bytes = [0u8; 3];
+        rand::RngCore::fill_bytes(&mut crate::os_rng(), &mut bytes);
+        let ip = std::net::IpAddr::from([198, 18 | (bytes[0] & 1), bytes[1], bytes[2]]);
+        Self {
+            key,
+            prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
+            network: PublicNetwork::from_ip(ip, 64),
+            code: None,
+            opted_out: Vec::new(),
+        }
+    }
+
+    /// The topic prefix (default [`DEFAULT_TOPIC_PREFIX`]), as the consumer is configured.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The network the kit's tickets name: its agents announce there, and its two wrong guesses
+    /// are charged to it.
+    pub fn network(mut self, network: PublicNetwork) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// A live code the kit redeems (`mqtt.redeem.ok`, then again from another instance,
+    /// `mqtt.redeem.used_code`): a manual code minted for a test account, e.g. by the server's
+    /// `POST {prefix}/codes` or [`Server::mint_code`](crate::server::Server::mint_code).
+    pub fn code(mut self, code: LinkCode) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// Accepts that check `id` (of [`MQTT_CHECKS`]) is not made: it is skipped, where without
+    /// this a check the kit cannot make (the redemptions without a [`code`](Self::code)) is a
+    /// failure.
+    pub fn opt_out(mut self, id: &str) -> Self {
+        self.opted_out.push(id.to_owned());
+        self
+    }
+}
+
 fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim_matches('/');
     if trimmed.is_empty() {
@@ -581,4 +713,20 @@ pub async fn check_server(target: &ServerTarget) -> Report {
 /// ```
 pub async fn check_agent_endpoint(target: &EndpointTarget) -> Report {
     endpoint::run(target).await
+}
+
+/// Checks a server's MQTT consumer against `PROTOCOL.md` (every check of [`MQTT_CHECKS`]),
+/// through `consumer` (see [`MqttConsumer`] for the core's own function, checked with no
+/// broker). Read "What running it does to the target" in the [module docs](self).
+///
+/// ```no_run
+/// # async fn demo(consumer: &dyn lanlink::conformance::MqttConsumer, key: lanlink::ticket::TicketKey, code: lanlink::LinkCode) {
+/// use lanlink::conformance::{check_mqtt, MqttTarget};
+/// let report = check_mqtt(&MqttTarget::new(key).code(code), consumer).await;
+/// print!("{report}");
+/// assert!(report.complete(), "{}", report.summary());
+/// # }
+/// ```
+pub async fn check_mqtt<C: MqttConsumer + ?Sized>(target: &MqttTarget, consumer: &C) -> Report {
+    mqtt::run(target, consumer).await
 }

@@ -113,16 +113,16 @@ pub const SERVER_CHECKS: &[CheckSpec] = &[
 ];
 
 /// An agent the kit plays: a presence key, the id it derives, a secret.
-struct KitAgent {
-    key: PresenceKey,
-    id: InstanceId,
+pub(super) struct KitAgent {
+    pub(super) key: PresenceKey,
+    pub(super) id: InstanceId,
     secret: LocalSecret,
     ip: IpAddr,
     port: u16,
 }
 
 impl KitAgent {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut rng = crate::os_rng();
         let key = PresenceKey::generate(&mut rng);
         let id = key.instance_id();
@@ -147,7 +147,7 @@ impl KitAgent {
     }
 
     /// The announcement, as `PROTOCOL.md` shows it.
-    fn announce(&self) -> Value {
+    pub(super) fn announce(&self) -> Value {
         json!({
             "version": 1,
             "instance_id": self.id.to_string(),
@@ -185,7 +185,7 @@ fn body(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-fn random_hex32() -> String {
+pub(super) fn random_hex32() -> String {
     let mut bytes = [0u8; 16];
     rand::RngCore::fill_bytes(&mut crate::os_rng(), &mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -5,8 +5,10 @@
 //!   so [`crate::driver::run_agent`] runs unchanged over MQTT.
 //! - [`server::MqttServer`] consumes agents' requests with a shared subscription
 //!   (`$share/<group>/…`), so several server instances split the load, and answers each on the
-//!   agent's own topic. It calls an [`server::MqttBackend`] (implemented for
-//!   [`SharedServer`](crate::http::server::SharedServer)).
+//!   agent's own topic. It is a shell: every rule (topics, sizes, tickets, refusals) is the
+//!   core's [`crate::server::mqtt::handle_up`], which it calls through an
+//!   [`server::MqttBackend`] (implemented for [`SharedServer`](crate::http::server::SharedServer)
+//!   and `Arc<Service>`).
 //! - [`server::MqttWaker`] / [`server::wake_on_link`]: when a link is accepted (over HTTP), the
 //!   agent's topic gets a `wake` (no secret in it) and the agent announces at once to fetch its
 //!   message, instead of at its next announce.
@@ -34,34 +36,28 @@ use std::time::Duration;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 pub use rumqttc;
 
-use crate::driver::{Backoff, DriverConfig};
-use crate::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest, MAX_ANNOUNCE_BYTES};
+// The wire and its rules are the core's (`server::mqtt`, feature `ticket`): re-exported here
+// under their earlier paths.
+pub use crate::server::mqtt::{
+    valid_name, DownMessage, UpMessage, DEFAULT_TOPIC_PREFIX, MAX_DOWN_BYTES, MAX_ID_CHARS,
+    MAX_UP_BYTES,
+};
 
-/// The default topic prefix.
-pub const DEFAULT_TOPIC_PREFIX: &str = "lanlink/v1";
+use crate::driver::{Backoff, DriverConfig};
+use crate::server::mqtt as wire_mqtt;
 
 /// The default shared-subscription group of the servers.
 pub const DEFAULT_GROUP: &str = "lanlink-servers";
-
-/// Largest agent → server payload accepted, in bytes (an announcement, a ticket, an id).
-pub const MAX_UP_BYTES: usize = MAX_ANNOUNCE_BYTES + 1024;
-
-/// Largest server → agent payload accepted, in bytes.
-pub const MAX_DOWN_BYTES: usize = crate::wire::MAX_MESSAGE_BYTES;
 
 /// Largest packet a server consumer reads, in bytes. Larger requests are dropped unread, but
 /// only after the connection is dropped; a broker should refuse them first (mosquitto:
 /// `max_packet_size 8192`, see `PROTOCOL.md`).
 pub const SERVER_MAX_PACKET_BYTES: usize = 1024 * 1024;
-
-/// Longest correlation id accepted, in characters.
-pub const MAX_ID_CHARS: usize = 64;
 
 /// Why an MQTT configuration is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,12 +146,12 @@ impl Broker {
 
     /// The topic agent `client_id` publishes its requests on.
     pub fn up_topic(&self, client_id: &str) -> String {
-        format!("{}/up/{client_id}", self.prefix)
+        wire_mqtt::up_topic(&self.prefix, client_id)
     }
 
     /// The topic agent `client_id` receives replies and wakes on.
     pub fn down_topic(&self, client_id: &str) -> String {
-        format!("{}/down/{client_id}", self.prefix)
+        wire_mqtt::down_topic(&self.prefix, client_id)
     }
 
     /// The servers' shared subscription for `group`.
@@ -165,10 +161,7 @@ impl Broker {
 
     /// The client id in an up topic, if `topic` is one.
     pub fn client_of_up_topic<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        let rest = topic
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix("/up/")?;
-        valid_name(rest).then_some(rest)
+        wire_mqtt::client_of_up_topic(&self.prefix, topic)
     }
 
     /// Options for `client_id`, accepting packets of up to `max_incoming` bytes (a larger one
@@ -183,95 +176,6 @@ impl Broker {
         }
         options
     }
-}
-
-/// Whether `name` is a group, client id or correlation id this module accepts: 1 to 64 of
-/// `[A-Za-z0-9_-]`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_ID_CHARS
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Agent → server, on `{prefix}/up/{client_id}`. `Debug` redacts the ticket (a bearer credential).
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum UpMessage {
-    /// An announcement (the reply is [`DownMessage::Announced`]).
-    Announce {
-        /// The correlation id, echoed in the reply.
-        id: String,
-        /// The agent's network ticket.
-        ticket: String,
-        /// The announcement.
-        announce: Announce,
-    },
-    /// A redemption (the reply is [`DownMessage::Redeemed`]).
-    Redeem {
-        /// The correlation id, echoed in the reply.
-        id: String,
-        /// The agent's network ticket.
-        ticket: String,
-        /// The redemption.
-        redeem: RedeemRequest,
-    },
-}
-
-impl std::fmt::Debug for UpMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Announce { id, announce, .. } => f
-                .debug_struct("Announce")
-                .field("id", id)
-                .field("ticket", &"<redacted>")
-                .field("announce", announce)
-                .finish(),
-            Self::Redeem { id, redeem, .. } => f
-                .debug_struct("Redeem")
-                .field("id", id)
-                .field("ticket", &"<redacted>")
-                .field("redeem", redeem)
-                .finish(),
-        }
-    }
-}
-
-/// Server → agent, on `{prefix}/down/{client_id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum DownMessage {
-    /// The reply to an announcement.
-    Announced {
-        /// The request's correlation id.
-        id: String,
-        /// The reply.
-        reply: AnnounceReply,
-    },
-    /// The reply to a redemption.
-    Redeemed {
-        /// The request's correlation id.
-        id: String,
-        /// The reply.
-        reply: RedeemReply,
-    },
-    /// A refusal: the HTTP-style status and stable code the HTTP route would have answered.
-    Refused {
-        /// The request's correlation id.
-        id: String,
-        /// The status, e.g. 403.
-        status: u16,
-        /// The code, e.g. `"ticket_expired"`.
-        error: String,
-    },
-    /// Something is waiting for the agent: announce now. Carries nothing else.
-    Wake,
-    /// A message type this version does not know; ignored.
-    #[serde(other)]
-    Unknown,
 }
 
 /// Runs a client's event loop forever: reconnects with capped exponential back-off after any
@@ -358,16 +262,5 @@ mod tests {
         }
         assert!(!valid_name(&"a".repeat(65)));
         assert!(valid_name(&correlation_id()));
-    }
-
-    #[test]
-    fn up_messages_are_strict() {
-        let unknown = br#"{"type":"announce","id":"1","ticket":"t","announce":{},"x":1}"#;
-        assert!(crate::wire::decode::<UpMessage>(unknown, MAX_UP_BYTES).is_err());
-        let other = br#"{"type":"delete","id":"1"}"#;
-        assert!(crate::wire::decode::<UpMessage>(other, MAX_UP_BYTES).is_err());
-        let down: DownMessage =
-            crate::wire::decode(br#"{"type":"future","x":1}"#, MAX_DOWN_BYTES).unwrap();
-        assert!(matches!(down, DownMessage::Unknown));
     }
 }

@@ -1,6 +1,8 @@
-//! The server's side of the MQTT transport: [`MqttServer`] consumes agents' requests through a
-//! shared subscription and answers them through an [`MqttBackend`]; [`MqttWaker`] and
-//! [`wake_on_link`] tell an agent to announce at once when a link for it is accepted.
+//! The server's side of the MQTT transport, a shell over the core's MQTT wire function
+//! ([`crate::server::mqtt::handle_up`]): [`MqttServer`] takes agents' requests from a shared
+//! subscription, hands each one's topic and payload to its [`MqttBackend`] (the core function
+//! over a server), and publishes the reply it gets; [`MqttWaker`] and [`wake_on_link`] publish
+//! the core's [`wake`](crate::server::mqtt::wake) when a link for an agent is accepted.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,66 +20,86 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{
-    run_event_loop, valid_name, Broker, DownMessage, MqttConfigError, UpMessage, DEFAULT_GROUP,
-    MAX_UP_BYTES,
-};
-use crate::addr::PublicNetwork;
-use crate::error::Refusal;
-use crate::http::status_of;
+use super::{run_event_loop, valid_name, Broker, MqttConfigError, DEFAULT_GROUP};
 use crate::id::InstanceId;
+use crate::server::mqtt::{self, Dropped, Reply};
+use crate::server::{Server, Store};
 use crate::ticket::TicketKey;
-use crate::wire::{self, Announce, AnnounceReply, LinkState, LinkStatusReply, RedeemReply};
-use crate::wire::{RedeemRequest, WIRE_VERSION};
 
-/// What the MQTT consumer needs from a server: the two agent operations, on a network the
-/// caller already verified (from a ticket). Implemented for [`Server`](crate::server::Server) over any store; a host
-/// server implements it the same way.
+/// What the consumer answers requests with: the core's MQTT wire function
+/// ([`mqtt::handle_up`]) over a server, with the operating system's RNG. Implemented for
+/// [`Server`] over any store (whose queued events it logs) and an `Arc` of one; a wrapper that
+/// observes or delays requests implements it by calling the one it wraps.
+///
+/// ```
+/// use std::sync::Arc;
+/// use lanlink::chrono::{DateTime, Utc};
+/// use lanlink::mqtt::server::MqttBackend;
+/// use lanlink::server::mqtt::{Dropped, Reply};
+/// use lanlink::server::Server;
+/// use lanlink::ticket::TicketKey;
+///
+/// /// Counts the requests it passes on.
+/// struct Counted(Arc<Server>, std::sync::atomic::AtomicU64);
+///
+/// #[lanlink::async_trait]
+/// impl MqttBackend for Counted {
+///     async fn handle_up(
+///         &self, now: DateTime<Utc>, key: &TicketKey, prefix: &str, topic: &str, payload: &[u8],
+///     ) -> Result<Reply, Dropped> {
+///         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.0.handle_up(now, key, prefix, topic, payload).await
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait MqttBackend: Send + Sync {
-    /// [`Server::announce_in`](crate::server::Server::announce_in) at `now`.
-    async fn announce_in(
+    /// Answers the request published on `topic` with `payload`, at `now`: tickets checked with
+    /// `key`, topics under `prefix` (see [`mqtt::handle_up`]).
+    async fn handle_up(
         &self,
         now: DateTime<Utc>,
-        network: PublicNetwork,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal>;
-
-    /// [`Server::redeem_in`](crate::server::Server::redeem_in) at `now`.
-    async fn redeem_in(
-        &self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        request: &RedeemRequest,
-    ) -> Result<RedeemReply, Refusal>;
+        key: &TicketKey,
+        prefix: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Reply, Dropped>;
 }
 
 /// A server over any store answers the consumer (its queued events, if it queues them, are
 /// logged after each request). Several instances sharing one store (e.g. Redis) and one shared
 /// subscription act as one: any of them answers any agent.
 #[async_trait]
-impl<S: crate::server::Store + 'static> MqttBackend for crate::server::Server<S> {
-    async fn announce_in(
+impl<S: Store + 'static> MqttBackend for Server<S> {
+    async fn handle_up(
         &self,
         now: DateTime<Utc>,
-        network: PublicNetwork,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        let result = self.announce(now, network, announce).await;
-        crate::http::server::log_events(self);
-        result
-    }
-
-    async fn redeem_in(
-        &self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        request: &RedeemRequest,
-    ) -> Result<RedeemReply, Refusal> {
+        key: &TicketKey,
+        prefix: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Reply, Dropped> {
         let mut rng = crate::os_rng();
-        let result = self.redeem(now, &mut rng, network, request).await;
-        crate::http::server::log_events(self);
-        result.map(|redeemed| redeemed.reply)
+        let reply = mqtt::handle_up(self, now, &mut rng, key, prefix, topic, payload).await;
+        while let Some(event) = self.poll_event() {
+            tracing::info!(target: "lanlink::server", transport = "mqtt", ?event);
+        }
+        reply
+    }
+}
+
+/// A shared server answers as the server does.
+#[async_trait]
+impl<B: MqttBackend + ?Sized> MqttBackend for Arc<B> {
+    async fn handle_up(
+        &self,
+        now: DateTime<Utc>,
+        key: &TicketKey,
+        prefix: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Reply, Dropped> {
+        (**self).handle_up(now, key, prefix, topic, payload).await
     }
 }
 
@@ -331,117 +353,34 @@ impl MqttServer {
 }
 
 impl Consumer {
+    /// Hands one publish to the backend and publishes its reply.
     async fn handle(&self, publish: Publish) {
-        let Some(client_id) = self.broker.client_of_up_topic(&publish.topic) else {
-            return;
-        };
-        if publish.payload.len() > MAX_UP_BYTES {
-            tracing::debug!(target: "lanlink::mqtt", "oversized request dropped");
-            return;
-        }
-        // Requests carry the presence key: decode from a buffer zeroized when dropped (the
-        // broker client's own buffer is not ours to wipe).
-        let bytes = zeroize::Zeroizing::new(publish.payload.to_vec());
-        let Ok(message) = wire::decode::<UpMessage>(&bytes, MAX_UP_BYTES) else {
-            tracing::debug!(target: "lanlink::mqtt", "malformed request dropped");
-            return;
-        };
         let now = DateTime::<Utc>::from(SystemTime::now());
-        let reply = match message {
-            UpMessage::Announce {
-                id,
-                ticket,
-                announce,
-            } => {
-                if !valid_name(&id) {
-                    return;
-                }
-                match self.network(now, client_id, &ticket, &announce.instance_id) {
-                    Err(refusal) => refusal.into_message(id),
-                    Ok(_) if announce.version != WIRE_VERSION => Refused {
-                        status: 400,
-                        code: "unsupported_version",
-                    }
-                    .into_message(id),
-                    Ok(network) => match self.backend.announce_in(now, network, &announce).await {
-                        Ok(reply) => DownMessage::Announced { id, reply },
-                        Err(refusal) => Refused::of(&refusal).into_message(id),
-                    },
-                }
-            }
-            UpMessage::Redeem { id, ticket, redeem } => {
-                if !valid_name(&id) {
-                    return;
-                }
-                match self.network(now, client_id, &ticket, &redeem.instance_id) {
-                    Err(refusal) => refusal.into_message(id),
-                    Ok(network) => match self.backend.redeem_in(now, network, &redeem).await {
-                        Ok(reply) => DownMessage::Redeemed { id, reply },
-                        Err(refusal) => Refused::of(&refusal).into_message(id),
-                    },
-                }
+        let prefix = self.broker.topic_prefix();
+        let handled = self
+            .backend
+            .handle_up(now, &self.key, prefix, &publish.topic, &publish.payload)
+            .await;
+        let reply = match handled {
+            Ok(reply) => reply,
+            Err(dropped) => {
+                tracing::debug!(target: "lanlink::mqtt", %dropped, "request dropped");
+                return;
             }
         };
+        if let Some(reason) = reply.refused {
+            tracing::info!(target: "lanlink::server", transport = "mqtt", instance_id = %reply.instance_id, reason, "request refused");
+        }
         self.handled.fetch_add(1, Ordering::Relaxed);
-        let payload = wire::encode(&reply);
-        let topic = self.broker.down_topic(client_id);
         // Never wait for room: the event loop that makes room may be waiting for this work to
         // finish (see `MqttServerConfig::max_in_flight`).
-        if let Err(err) = self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+        if let Err(err) =
+            self.client
+                .try_publish(reply.topic, QoS::AtLeastOnce, false, reply.payload.to_vec())
         {
             if let Some(dropped) = self.dropped.record(Instant::now()) {
                 tracing::warn!(target: "lanlink::mqtt", %err, dropped, "replies dropped (the broker client's queue is full); logged at most once per second");
             }
-        }
-    }
-
-    /// The network of a request from `client_id` for `instance_id`: the ticket must verify, and
-    /// the client id must be the instance's (so a reply goes only to the instance's own topic).
-    fn network(
-        &self,
-        now: DateTime<Utc>,
-        client_id: &str,
-        ticket: &str,
-        instance_id: &InstanceId,
-    ) -> Result<PublicNetwork, Refused> {
-        let ticket = self.key.verify(now, ticket, instance_id).map_err(|err| {
-            tracing::info!(target: "lanlink::server", transport = "mqtt", %instance_id, reason = err.code(), "ticket refused");
-            Refused {
-                status: 403,
-                code: err.code(),
-            }
-        })?;
-        if !self.key.is_client_id(client_id, instance_id) {
-            tracing::info!(target: "lanlink::server", transport = "mqtt", %instance_id, "request from another instance's client id");
-            return Err(Refused {
-                status: 403,
-                code: "wrong_client",
-            });
-        }
-        Ok(ticket.network)
-    }
-}
-
-struct Refused {
-    status: u16,
-    code: &'static str,
-}
-
-impl Refused {
-    fn of(refusal: &Refusal) -> Self {
-        Self {
-            status: status_of(refusal).as_u16(),
-            code: refusal.code(),
-        }
-    }
-
-    fn into_message(self, id: String) -> DownMessage {
-        DownMessage::Refused {
-            id,
-            status: self.status,
-            error: self.code.to_owned(),
         }
     }
 }
@@ -466,17 +405,24 @@ impl MqttWaker {
     /// Tells `instance_id`'s agent to announce now (best effort, QoS 1; the agent announces on
     /// time anyway). Returns whether the wake was queued for sending.
     pub fn wake(&self, instance_id: &InstanceId) -> bool {
-        let topic = self.broker.down_topic(&self.key.client_id(instance_id));
-        let payload = wire::encode(&DownMessage::Wake);
+        self.publish(mqtt::wake(
+            &self.key,
+            self.broker.topic_prefix(),
+            instance_id,
+        ))
+    }
+
+    fn publish(&self, wake: Reply) -> bool {
         self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .try_publish(wake.topic, QoS::AtLeastOnce, false, wake.payload.to_vec())
             .is_ok()
     }
 }
 
 /// Wraps the server's HTTP router so that every accepted link request (`POST …/link` answered
-/// `202` with a pending [`LinkStatusReply`]) wakes the agent over MQTT. The response itself is
-/// passed on unchanged.
+/// `202` with a pending [`LinkStatusReply`](crate::wire::LinkStatusReply), as
+/// [`mqtt::wake_after`] decides) wakes the agent over MQTT. The response itself is passed on
+/// unchanged.
 ///
 /// ```no_run
 /// # fn demo(app: axum::Router, consumer: &lanlink::mqtt::server::MqttServer) {
@@ -496,9 +442,11 @@ async fn wake_middleware(
     request: Request,
     next: Next,
 ) -> Response<Body> {
-    let is_post = request.method() == Method::POST;
+    let method = request.method().clone();
     let response = next.run(request).await;
-    if !is_post || response.status() != StatusCode::ACCEPTED {
+    // Only a POST answered 202 can call for a wake (`mqtt::wake_after`): any other answer is
+    // passed on unread.
+    if method != Method::POST || response.status() != StatusCode::ACCEPTED {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -507,8 +455,10 @@ async fn wake_middleware(
         Ok(bytes) => bytes,
         Err(_) => return Response::from_parts(parts, Body::empty()),
     };
-    if let Ok(reply) = wire::decode::<LinkStatusReply>(&bytes, crate::wire::MAX_MESSAGE_BYTES) {
-        if reply.state == LinkState::Pending && !waker.wake(&reply.instance_id) {
+    let prefix = waker.broker.topic_prefix();
+    let status = parts.status.as_u16();
+    if let Some(wake) = mqtt::wake_after(&waker.key, prefix, method.as_str(), status, &bytes) {
+        if !waker.publish(wake) {
             tracing::debug!(target: "lanlink::mqtt", "wake not queued");
         }
     }

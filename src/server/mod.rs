@@ -37,6 +37,8 @@ pub mod connections;
 pub mod cross_site;
 pub mod endpoint;
 pub mod hook;
+#[cfg(feature = "ticket")]
+pub mod mqtt;
 #[cfg(feature = "obico")]
 mod obico;
 mod ops;
