@@ -1,9 +1,12 @@
 //! The conformance kit (`lanlink::conformance`) against the crate's own axum adapters, served on
 //! 127.0.0.1 by `http::serve` (every check passes), against deliberately wrong ones (exactly the
 //! checks they break fail), against servers whose lockout comes at another threshold (skipped,
-//! not failed, where the kit's own lockout stops a check), and the `conformance` example run
-//! against the `server` and `agent` examples.
+//! not failed, where the kit's own lockout stops a check), the `conformance` example run
+//! against the `server` and `agent` examples, and the kit against `examples/blocking_server.rs`
+//! (the core on a blocking HTTP/1.1 shell of its own).
 #![cfg(all(feature = "conformance", feature = "http"))]
+
+mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -590,4 +593,38 @@ async fn the_example_exits_non_zero_when_a_check_fails() {
         stdout.contains("FAIL endpoint.secret.head  expected 405 (HEAD refused); got 200"),
         "{stdout}"
     );
+}
+
+/// The kit against `examples/blocking_server.rs` (the core's server endpoint on the example's
+/// own blocking HTTP/1.1 shell, no tokio, no axum), with a short request deadline and a second
+/// account: every check passes, none is skipped, none is opted out of. Build the example first
+/// when running this file alone (`cargo build --example blocking_server`).
+#[tokio::test]
+async fn the_blocking_server_example_passes_every_check() {
+    let path = support::example::built("blocking_server");
+    let deadline = DEADLINE.as_millis().to_string();
+    let (server, addr) = spawn_example(
+        &path,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            &format!("alice={ALICE}"),
+            "--user",
+            &format!("bob={BOB}"),
+            "--request-timeout-ms",
+            &deadline,
+        ],
+        |v| v["listening"].as_str().map(str::to_owned),
+    );
+    let _server = Killed(server);
+    let target = ServerTarget::new(&format!("http://{addr}"), bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_covers(&report, SERVER_CHECKS);
+    assert!(report.skipped_ids().is_empty(), "{report}");
+    assert!(report.passed(), "{}:\n{report}", report.summary());
+    assert!(report.complete(), "{}:\n{report}", report.summary());
 }

@@ -3,8 +3,8 @@
 //! status, header lines, a body and whether to close the connection come out, with every rule of
 //! `PROTOCOL.md` applied. Any HTTP stack serves the server by calling [`handle`] and writing its
 //! answer as given; the axum routers (`http::server`, feature `http-server`) are a thin shell over it, and
-//! `examples/blocking_server.rs` serves it over `tiny_http` with no tokio, so both answer byte
-//! for byte alike.
+//! `examples/blocking_server.rs` serves it over a blocking HTTP/1.1 shell of its own (`std::net`
+//! and `httparse`) with no tokio, so both answer byte for byte alike.
 //!
 //! What it decides, so that no stack re-implements it:
 //!
