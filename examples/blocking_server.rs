@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Parser;
 use ipnet::IpNet;
 use lanlink::server::connections::{ConnectionShares, Groups};
-use lanlink::server::endpoint::{self, Backend, Handled, HttpRequest, RequestBody, User};
+use lanlink::server::endpoint::{self, Handled, HttpRequest, RequestBody, User};
 use lanlink::server::endpoint::{ServerResponse, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use lanlink::server::{Server, ServerConfig};
 use lanlink::transport::DEFAULT_PREFIX;
@@ -124,7 +124,7 @@ fn parse_user(text: &str) -> Result<(String, AccountId), String> {
 
 /// What every connection thread shares.
 struct Host {
-    server: Mutex<Server>,
+    server: Server,
     users: Vec<(Zeroizing<String>, AccountId)>,
     prefix: String,
     request_timeout: Duration,
@@ -154,7 +154,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .ipv6_prefix(args.ipv6_prefix)
         .nat64_prefixes(args.nat64_prefixes);
     let host = Arc::new(Host {
-        server: Mutex::new(Server::new(config)?),
+        server: Server::new(config)?,
         users: args
             .users
             .into_iter()
@@ -172,7 +172,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let purging = Arc::clone(&host);
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(10));
-        lock(&purging.server).purge_expired(wall_now());
+        // Over the in-memory store a purge cannot fail.
+        let _ = block_on(purging.server.purge_expired(wall_now()));
+        print_events(&purging);
     });
     for stream in listener.incoming() {
         let Ok(stream) = stream else {
@@ -713,11 +715,16 @@ impl Conn {
 
 /// The core's answer, asking the host's users when the route needs one.
 fn answer(host: &Host, request: &HttpRequest<'_>, body: RequestBody<'_>) -> ServerResponse {
-    let backend = Backend::Local(&host.server);
     let (now, mut rng, prefix) = (wall_now(), lanlink::os_rng(), host.prefix.as_str());
     let handle = |user: Option<&User>, rng: &mut _| {
         block_on(endpoint::handle(
-            backend, now, rng, prefix, request, body, user,
+            &host.server,
+            now,
+            rng,
+            prefix,
+            request,
+            body,
+            user,
         ))
     };
     match handle(None, &mut rng) {
@@ -775,8 +782,7 @@ fn account(host: &Host, request: &HttpRequest<'_>) -> Option<AccountId> {
 
 /// Prints the server's events to stderr (they carry no secrets).
 fn print_events(host: &Host) {
-    let mut server = lock(&host.server);
-    while let Some(event) = server.poll_event() {
+    while let Some(event) = host.server.poll_event() {
         eprintln!("lanlink::server: {event:?}");
     }
 }

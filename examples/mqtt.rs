@@ -102,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig::default()
         .announce_interval(Duration::from_secs(5))
         .presence_ttl(Duration::from_secs(15));
-    let server = Arc::new(Mutex::new(Server::new(config.clone())?));
+    let server = Arc::new(Server::new(config.clone())?);
     let key = TicketKey::generate(&mut lanlink::os_rng());
     let consumer = MqttServer::spawn(
         MqttServerConfig::new(broker.clone(), "server-1", key.clone())?,

@@ -49,7 +49,7 @@ struct Args {
 const TOKEN: &str = "alice-demo-token";
 
 async fn start_server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
-    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default())?));
+    let server = Arc::new(Server::new(ServerConfig::default())?);
     let alice = AccountId::new("alice").ok_or("account id")?;
     let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

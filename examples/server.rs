@@ -25,14 +25,14 @@
 //! `--allow-origin http://127.0.0.1:8080` (the page's origin).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::Parser;
 use ipnet::IpNet;
-use lanlink::http::server::{log_event, router, service_router};
+use lanlink::http::server::{log_event, router};
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Events, Server, ServerConfig, Service};
+use lanlink::server::{Events, Server, ServerConfig};
 use lanlink::AccountId;
 
 /// Runs a lanlink server.
@@ -152,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = !args.redis_cluster.is_empty();
     let app = match (&redis, args.profile.as_str()) {
         (None, profile) => {
-            let server = Arc::new(Mutex::new(Server::new(config)?));
+            let server = Arc::new(Server::new(config)?.with_events(Events::sink(log_event)));
             http::server::spawn_purge(Arc::clone(&server), std::time::Duration::from_secs(10));
             match profile {
                 "lanlink" => router(server, auth, &args.prefix),
@@ -188,24 +188,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .wait_timeout(std::time::Duration::from_millis(args.redis_wait_timeout_ms));
             let store = RedisStore::connect(store_config).await?;
             // Records expire by themselves in Redis: no purge task.
-            let service = Arc::new(Service::new(
+            let service = Arc::new(Server::with_store(
                 config,
-                Arc::new(store.clone()),
+                store.clone(),
                 Events::sink(log_event),
             )?);
             match profile {
-                "lanlink" => service_router(service, auth, &args.prefix),
+                "lanlink" => router(service, auth, &args.prefix),
                 #[cfg(feature = "obico")]
                 "obico" => {
                     // Linked printers' tokens in Redis too: a printer's post-link calls are
                     // recognised by every instance.
-                    let obico = lanlink::obico::server::service_router(
+                    let obico = lanlink::obico::server::router_with_tokens(
                         Arc::clone(&service),
                         auth.clone(),
                         lanlink::obico::ObicoConfig::default(),
                         Arc::new(store.clone()),
                     )?;
-                    service_router(service, auth, &args.prefix).merge(obico)
+                    router(service, auth, &args.prefix).merge(obico)
                 }
                 other => {
                     return Err(

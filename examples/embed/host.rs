@@ -25,7 +25,7 @@ use lanlink::http::axum::routing::{get, post};
 use lanlink::http::axum::{Json, Router};
 use lanlink::http::{self, Authenticator, Rejection};
 use lanlink::server::{
-    CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, ServerConfig, Service,
+    CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig,
 };
 use lanlink::{async_trait, AccountId, AuthToken, InstanceId, TokenDigest};
 use serde_json::json;
@@ -256,17 +256,16 @@ pub async fn host_not_found() -> Response {
 
 /// The whole host app, with its device table; every `ServerEvent` goes to `audit`.
 ///
-/// lanlink runs as a [`Service`] over an in-memory [`MemoryStore`] here: the shape a
+/// lanlink runs as a [`Server`] over an in-memory [`MemoryStore`] here: the shape a
 /// multi-instance host keeps when it swaps in a `RedisStore`.
 pub fn app(
     audit: impl Fn(ServerEvent) + Send + Sync + 'static,
 ) -> Result<(Router, Arc<HostDb>), lanlink::ConfigError> {
     let db = Arc::new(HostDb::default());
-    let store = Arc::new(Mutex::new(MemoryStore::default()));
-    let service = Service::new(ServerConfig::default(), store, Events::sink(audit))?
+    let store = MemoryStore::default();
+    let service = Server::with_store(ServerConfig::default(), store, Events::sink(audit))?
         .with_link_hook(db.clone());
-    let lanlink =
-        http::server::service_router(Arc::new(service), Arc::new(HostSessions), LANLINK_PREFIX);
+    let lanlink = http::server::router(Arc::new(service), Arc::new(HostSessions), LANLINK_PREFIX);
     let sessions = SessionManagerLayer::new(tower_sessions::MemoryStore::default())
         .with_name(SESSION_COOKIE)
         // `HttpOnly`, `SameSite=Strict` (tower-sessions' defaults): no script reads it and no
