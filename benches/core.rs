@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use lanlink::secret::PresenceKey;
-use lanlink::server::{Server, ServerConfig};
+use lanlink::event::RequestKind;
+use lanlink::server::{Server, ServerConfig, User};
 use lanlink::wire::{Announce, DeviceInfo, LinkRequest, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LocalSecret, PublicNetwork};
 use rand::rngs::StdRng;
@@ -67,25 +68,57 @@ fn agent(i: usize) -> (Announce, LocalSecret) {
 
 /// A server with `n` networks, one agent each, all fresh at `t0()`.
 fn populated(n: usize) -> (Server, Vec<Announce>) {
-    let mut server = Server::new(ServerConfig::default()).expect("config");
+    let server = Server::new(ServerConfig::default()).expect("config");
     let mut announces = Vec::with_capacity(n);
     for i in 0..n {
         let (announce, _) = agent(i);
-        server
-            .handle_announce(t0(), public(i), ForwardedHeaders::NONE, &announce)
-            .expect("announce");
+        announce_at(&server, t0(), public(i), &announce).expect("announce");
         while server.poll_event().is_some() {}
         announces.push(announce);
     }
     (server, announces)
 }
 
-fn drain(server: &mut Server) {
+fn drain(server: &Server) {
     while server.poll_event().is_some() {}
 }
 
+/// Polls a future of the in-memory server once: it is ready at once.
+fn ready<T>(future: impl std::future::Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("the in-memory server's future was not ready"),
+    }
+}
+
+/// An announcement from `peer`, as the HTTP route makes it: the caller resolved, then the step.
+fn announce_at(
+    server: &Server,
+    now: chrono::DateTime<chrono::Utc>,
+    peer: IpAddr,
+    announce: &Announce,
+) -> Result<lanlink::wire::AnnounceReply, lanlink::Refusal> {
+    let network = server.caller(RequestKind::Announce, peer, ForwardedHeaders::NONE)?;
+    ready(server.announce(now, network, announce))
+}
+
+/// A discovery by `user` from `peer`, as the HTTP route makes it.
+fn discover_at(
+    server: &Server,
+    now: chrono::DateTime<chrono::Utc>,
+    user: &User,
+    peer: IpAddr,
+) -> Result<lanlink::wire::DiscoverReply, lanlink::Refusal> {
+    let network = server.caller(RequestKind::Discover, peer, ForwardedHeaders::NONE)?;
+    ready(server.discover(now, network, user))
+}
+
 fn bench_size(c: &mut Criterion, n: usize) {
-    let (mut server, announces) = populated(n);
+    let (server, announces) = populated(n);
     let mut rng = StdRng::seed_from_u64(n as u64);
     let mut group = c.benchmark_group(format!("core/{n}_networks"));
     group.throughput(Throughput::Elements(1));
@@ -110,34 +143,25 @@ fn bench_size(c: &mut Criterion, n: usize) {
     group.bench_function(BenchmarkId::new("announce", n), |b| {
         b.iter(|| {
             let i = rng.random_range(0..n);
-            let reply =
-                server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announces[i]);
-            drain(&mut server);
+            let reply = announce_at(&server, now, public(i), &announces[i]);
+            drain(&server);
             black_box(reply)
         })
     });
+    // Discovery by a signed-in account (what the HTTP routes call; every discovery names its
+    // user, for shared-network detection): an account's first discovery from a network in a
+    // window writes its hash, every later one reads only, as this measures (each network was
+    // discovered once by the account beforehand).
+    let user = User::new(AccountId::new("bench-user").expect("account"));
+    for i in 0..n {
+        let _ = discover_at(&server, now, &user, public(i));
+    }
+    drain(&server);
     group.bench_function(BenchmarkId::new("discover", n), |b| {
         b.iter(|| {
             let i = rng.random_range(0..n);
-            let reply = server.handle_discover(now, public(i), ForwardedHeaders::NONE);
-            drain(&mut server);
-            black_box(reply)
-        })
-    });
-
-    // Discovery by a signed-in account (what the HTTP routes call, for shared-network
-    // detection): an account's first discovery from a network in a window writes its hash, every
-    // later one reads only, as this measures (each network was discovered once by the account).
-    let account = AccountId::new("bench-user").expect("account");
-    for i in 0..n {
-        let _ = server.handle_discover_as(now, &account, public(i), ForwardedHeaders::NONE);
-    }
-    drain(&mut server);
-    group.bench_function(BenchmarkId::new("discover_as", n), |b| {
-        b.iter(|| {
-            let i = rng.random_range(0..n);
-            let reply = server.handle_discover_as(now, &account, public(i), ForwardedHeaders::NONE);
-            drain(&mut server);
+            let reply = discover_at(&server, now, &user, public(i));
+            drain(&server);
             black_box(reply)
         })
     });
@@ -156,15 +180,14 @@ fn bench_size(c: &mut Criterion, n: usize) {
     // Link request: each consumes an agent's secret, so each iteration links a new network's
     // agent, announced beforehand (untimed). These networks are numbered past the population.
     let alice = AccountId::new("alice").expect("account");
+    let alice_user = User::new(alice.clone());
     let mut next = n;
     group.bench_function(BenchmarkId::new("link_request", n), |b| {
         b.iter_custom(|iters| {
             let mut requests = Vec::with_capacity(iters as usize);
             for _ in 0..iters {
                 let (announce, secret) = agent(next);
-                server
-                    .handle_announce(now, public(next), ForwardedHeaders::NONE, &announce)
-                    .expect("announce");
+                announce_at(&server, now, public(next), &announce).expect("announce");
                 requests.push((
                     public(next),
                     LinkRequest {
@@ -175,21 +198,18 @@ fn bench_size(c: &mut Criterion, n: usize) {
                 ));
                 next += 1;
             }
-            drain(&mut server);
+            drain(&server);
             let start = Instant::now();
             for (peer, request) in requests {
-                let reply = server.handle_link(
-                    now,
-                    &mut rng,
-                    &alice,
-                    peer,
-                    ForwardedHeaders::NONE,
-                    request,
-                );
+                let reply = server
+                    .caller(RequestKind::Link, peer, ForwardedHeaders::NONE)
+                    .and_then(|network| {
+                        ready(server.link(now, &mut rng, network, &alice_user, request))
+                    });
                 black_box(reply.is_ok());
             }
             let elapsed = start.elapsed();
-            drain(&mut server);
+            drain(&server);
             elapsed
         })
     });
@@ -204,8 +224,8 @@ fn bench_size(c: &mut Criterion, n: usize) {
             if minted.is_multiple_of(50_000) {
                 mint_now += TimeDelta::minutes(11);
             }
-            let reply = server.mint_code(mint_now, &mut rng, &alice);
-            drain(&mut server);
+            let reply = ready(server.mint_code(mint_now, &mut rng, &alice));
+            drain(&server);
             black_box(reply.is_ok())
         })
     });
@@ -216,8 +236,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
             mint_now += TimeDelta::minutes(11);
             let mut requests = Vec::with_capacity(iters as usize);
             for i in 0..iters {
-                let code = server
-                    .mint_code(mint_now, &mut rng, &alice)
+                let code = ready(server.mint_code(mint_now, &mut rng, &alice))
                     .expect("mint")
                     .code;
                 let mut bytes = [9u8; 16];
@@ -232,20 +251,16 @@ fn bench_size(c: &mut Criterion, n: usize) {
                     mint_now += TimeDelta::seconds(1);
                 }
             }
-            drain(&mut server);
+            drain(&server);
             let start = Instant::now();
             for request in &requests {
-                let reply = server.handle_redeem(
-                    mint_now,
-                    &mut rng,
-                    public(0),
-                    ForwardedHeaders::NONE,
-                    request,
-                );
+                let reply = server
+                    .caller(RequestKind::Redeem, public(0), ForwardedHeaders::NONE)
+                    .and_then(|network| ready(server.redeem(mint_now, &mut rng, network, request)));
                 black_box(reply.is_ok());
             }
             let elapsed = start.elapsed();
-            drain(&mut server);
+            drain(&server);
             elapsed
         })
     });
@@ -261,7 +276,8 @@ fn bench_size(c: &mut Criterion, n: usize) {
 fn ratio(n: usize) {
     const PASSES: usize = 5;
     const SLICE: usize = 5_000;
-    let (mut server, announces) = populated(n);
+    let (server, announces) = populated(n);
+    let user = User::new(AccountId::new("bench-user").expect("account"));
     let mut map: HashMap<PublicNetwork, u64> = (0..n)
         .map(|i| (PublicNetwork::from_ip(public(i), 64), i as u64))
         .collect();
@@ -270,15 +286,14 @@ fn ratio(n: usize) {
     let now = t0() + TimeDelta::seconds(1);
     let (mut core, mut bare) = (Duration::ZERO, Duration::ZERO);
     let mut ratios = Vec::with_capacity(PASSES * order.len() / SLICE);
-    let mut run_core = |slice: &[usize]| {
+    let run_core = |slice: &[usize]| {
         let start = Instant::now();
         for &i in slice {
-            let reply =
-                server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announces[i]);
+            let reply = announce_at(&server, now, public(i), &announces[i]);
             black_box(reply.is_ok());
-            let found = server.handle_discover(now, public(i), ForwardedHeaders::NONE);
+            let found = discover_at(&server, now, &user, public(i));
             black_box(found.is_ok());
-            drain(&mut server);
+            drain(&server);
         }
         start.elapsed()
     };

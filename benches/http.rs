@@ -51,9 +51,7 @@ fn world() -> World {
         .build()
         .expect("runtime");
     let (base, bare_url) = rt.block_on(async {
-        let server = Arc::new(Mutex::new(
-            Server::new(ServerConfig::default()).expect("config"),
-        ));
+        let server = Arc::new(Server::new(ServerConfig::default()).expect("config"));
         let auth = Arc::new(BearerTokens::new(vec![(
             TOKEN.into(),
             AccountId::new("bench").expect("account"),

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use chrono::DateTime;
 use lanlink::secret::PresenceKey;
+use lanlink::event::RequestKind;
 use lanlink::server::{Server, ServerConfig};
 use lanlink::wire::{Announce, DeviceInfo, WIRE_VERSION};
 use lanlink::{AccountId, ForwardedHeaders, LocalSecret};
@@ -33,6 +34,18 @@ fn public(i: usize) -> IpAddr {
     ])
 }
 
+/// Polls a future of the in-memory server once: it is ready at once.
+fn ready<T>(future: impl std::future::Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("the in-memory server's future was not ready"),
+    }
+}
+
 fn main() {
     let _profiler = dhat::Profiler::builder().testing().build();
     let now = DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
@@ -41,7 +54,7 @@ fn main() {
         || DeviceInfo::new("voron.local", "Voron 2.4", "klipper-lanlink", "0.3.1").expect("info");
     println!("device info in each announcement: \"voron.local\", \"Voron 2.4\", \"klipper-lanlink\", \"0.3.1\"");
     for n in [100_000usize, 600_000, 1_000_000] {
-        let mut server = Server::new(ServerConfig::default()).expect("config");
+        let server = Server::new(ServerConfig::default()).expect("config");
         let before = heap();
         for i in 0..n {
             let mut key = [9u8; 32];
@@ -59,7 +72,8 @@ fn main() {
                 commitment: secret.commitment(&id),
                 presence_key: key,
             };
-            let _ = server.handle_announce(now, public(i), ForwardedHeaders::NONE, &announce);
+            let network = server.caller(RequestKind::Announce, public(i), ForwardedHeaders::NONE);
+            let _ = network.map(|network| ready(server.announce(now, network, &announce)));
             while server.poll_event().is_some() {}
         }
         let agents = heap() - before;
@@ -70,12 +84,12 @@ fn main() {
         drop(server);
     }
     for n in [100_000usize, 400_000] {
-        let mut server = Server::new(ServerConfig::default()).expect("config");
+        let server = Server::new(ServerConfig::default()).expect("config");
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let alice = AccountId::new("alice").expect("account");
         let before = heap();
         for _ in 0..n {
-            let _ = server.mint_code(now, &mut rng, &alice);
+            let _ = ready(server.mint_code(now, &mut rng, &alice));
             while server.poll_event().is_some() {}
         }
         let codes = heap() - before;

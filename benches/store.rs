@@ -1,6 +1,6 @@
 //! The stores against their baselines, in the same run.
 //!
-//! - **In memory**: one record update through the [`Store`] trait (`Mutex<MemoryStore>` as a
+//! - **In memory**: one record update through the [`Store`] trait (`MemoryStore` as a
 //!   `dyn Store`: lock, prune, apply, write back) against the same change on a bare
 //!   `HashMap<PublicNetwork, NetworkRecord>` (`get_mut`), at 1 k, 100 k and 1 M networks with one
 //!   discoverable agent each. Target: the store at least 1/3 of the bare map's rate.
@@ -16,7 +16,7 @@
 //!   create`): the cluster store's update against the same cluster client's raw `SET` + `GET`
 //!   (target: at least 1/2), and the cost of `WAIT` for one replica on counter writes. Needs
 //!   `redis-cli` too.
-//! - **Round trips per operation** (announce, discover, link, redeem, each through a `Service`
+//! - **Round trips per operation** (announce, discover, link, redeem, each through a `Server`
 //!   on the Redis store), counted by the store, on one node and on the cluster.
 //!
 //! Bytes per discoverable agent in memory are measured by `cargo bench --bench memory`.
@@ -31,7 +31,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -114,7 +114,7 @@ impl Memory {
     fn new(n: usize) -> Self {
         let config = ServerConfig::default();
         let now = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
-        let mut store = MemoryStore::default();
+        let store = MemoryStore::default();
         let mut map = HashMap::with_capacity(n);
         for i in 0..n {
             let record = record(i, now, &config);
@@ -124,7 +124,7 @@ impl Memory {
         let mut rng = StdRng::seed_from_u64(1);
         let order = (0..100_000).map(|_| rng.random_range(0..n)).collect();
         Self {
-            store: Arc::new(Mutex::new(store)),
+            store: Arc::new(store),
             map,
             order,
             now,
@@ -449,7 +449,7 @@ fn bench_redis(c: &mut Criterion) {
     round_trips("on one node", &store, 50, 1, &rt);
 }
 
-/// Round trips per operation of the link flow through a `Service` on `store`: the mean over
+/// Round trips per operation of the link flow through a `Server` on `store`: the mean over
 /// `flows` flows, each on its own network (so each first touch of a record is a miss).
 fn round_trips(
     label: &str,
@@ -458,14 +458,15 @@ fn round_trips(
     seed: u8,
     rt: &tokio::runtime::Runtime,
 ) {
-    use lanlink::server::{Events, Service};
+    use lanlink::event::RequestKind;
+    use lanlink::server::{Events, Server, User};
     use lanlink::wire::{AgentMessage, LinkRequest, RedeemRequest};
     use lanlink::{AccountId, ForwardedHeaders};
     // A bench: its events are not read, and discarding them keeps a sink out of the timing.
     let events = Events::discard();
     let service =
-        Service::new(ServerConfig::default(), Arc::new(store.clone()), events).expect("config");
-    let alice = AccountId::new("alice").expect("account");
+        Server::with_store(ServerConfig::default(), store.clone(), events).expect("config");
+    let alice = User::new(AccountId::new("alice").expect("account"));
     let none = ForwardedHeaders::NONE;
     let mut totals = [0u64; 5];
     for n in 0..flows {
@@ -495,11 +496,12 @@ fn round_trips(
             totals[slot] += store.round_trips() - before;
         };
         count(0, &mut || {
-            rt.block_on(service.announce_in(now(), home, &announce))
+            rt.block_on(service.announce(now(), home, &announce))
                 .expect("announce");
         });
         count(1, &mut || {
-            rt.block_on(service.handle_discover(now(), peer, none))
+            let network = service.caller(RequestKind::Discover, peer, none);
+            rt.block_on(service.discover(now(), network.expect("network"), &alice))
                 .expect("discover");
         });
         let request = LinkRequest {
@@ -508,12 +510,12 @@ fn round_trips(
             nonce: None,
         };
         count(2, &mut || {
-            rt.block_on(service.handle_link(
+            let network = service.caller(RequestKind::Link, peer, none);
+            rt.block_on(service.link(
                 now(),
                 &mut lanlink::os_rng(),
+                network.expect("network"),
                 &alice,
-                peer,
-                none,
                 request.clone(),
             ))
             .expect("link");
@@ -521,7 +523,7 @@ fn round_trips(
         let mut code = None;
         count(3, &mut || {
             let reply = rt
-                .block_on(service.announce_in(now(), home, &announce))
+                .block_on(service.announce(now(), home, &announce))
                 .expect("collect");
             if let Some(AgentMessage::VerifyAndRedeem { code: c, .. }) = reply.messages.first() {
                 code = Some(c.clone());
@@ -534,7 +536,7 @@ fn round_trips(
             attempt: 0,
         };
         count(4, &mut || {
-            rt.block_on(service.redeem_in(now(), &mut lanlink::os_rng(), home, &redeem))
+            rt.block_on(service.redeem(now(), &mut lanlink::os_rng(), home, &redeem))
                 .expect("redeem");
         });
     }

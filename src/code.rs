@@ -1,6 +1,6 @@
 //! Link codes: the single-use codes an agent redeems for an auth token.
 //!
-//! Two kinds share one redemption path ([`crate::server::Server::handle_redeem`]):
+//! Two kinds share one redemption path ([`crate::server::Server::redeem`]):
 //! - *manual* codes, minted for an account and typed by the user into the agent: short
 //!   ([`CodeFormat`], 6 digits by default), drawn uniformly from the CSPRNG;
 //! - *auto* codes, minted by a successful link request and delivered to the agent with the secret:

@@ -37,9 +37,9 @@
 //!   global RNG. On top: the [`transport`] traits, the tokio drivers (`driver`, feature `tokio`),
 //!   and the HTTP adapter (`http`, feature `http`, on by default, in two halves `http-server` and
 //!   `http-client`; the wire is in `PROTOCOL.md`).
-//!   The server's records sit behind the [`server::Store`] trait: [`server::Server`] runs the
-//!   operations over its in-memory store, [`server::Service`] runs the same operations over any
-//!   store, such as Redis shared by many instances (`server::redis`, feature `redis`).
+//!   The server's records sit behind the [`server::Store`] trait: one [`server::Server`] type
+//!   runs the operations over any store, in memory by default, or Redis shared by many instances
+//!   (`server::redis`, feature `redis`).
 //! - It does **not** defend against an attacker on the same LAN during the discovery window: such
 //!   a device can fetch the secret as the user's browser can. The window (10 minutes at most) and
 //!   the one-visible rule bound that exposure; manual codes exist for networks that cannot rely on

@@ -6,8 +6,8 @@
 //! instance id, and an expiry, MACed with HMAC-SHA-256 under a key only the servers hold. The
 //! agent attaches the ticket to every MQTT request; the server checks the MAC (constant time),
 //! the expiry and that the ticket's instance id is the request's, and only then hands the
-//! request to [`Server::announce_in`](crate::server::Server::announce_in) /
-//! [`Server::redeem_in`](crate::server::Server::redeem_in) with the ticket's network.
+//! request to [`Server::announce`](crate::server::Server::announce) /
+//! [`Server::redeem`](crate::server::Server::redeem) with the ticket's network.
 //!
 //! Pure: no clock, no IO. `now` and the key come in as arguments; verification never panics on
 //! any bytes and fails with a typed [`TicketError`].

@@ -7,8 +7,8 @@
 //!   (`$share/<group>/…`), so several server instances split the load, and answers each on the
 //!   agent's own topic. It is a shell: every rule (topics, sizes, tickets, refusals) is the
 //!   core's [`crate::server::mqtt::handle_up`], which it calls through an
-//!   [`server::MqttBackend`] (implemented for [`SharedServer`](crate::http::server::SharedServer)
-//!   and `Arc<Service>`).
+//!   [`server::MqttBackend`] (implemented for a [`Server`](crate::server::Server) over any store,
+//!   and an `Arc` of one).
 //! - [`server::MqttWaker`] / [`server::wake_on_link`]: when a link is accepted (over HTTP), the
 //!   agent's topic gets a `wake` (no secret in it) and the agent announces at once to fetch its
 //!   message, instead of at its next announce.

@@ -10,11 +10,11 @@
 //! address, the one-visible rule, lockouts, single use, code lifetimes, CSPRNG codes and tokens.
 //!
 //! - [`ObicoConfig`]: the profile's own settings (presence lifetime for a 5 s poller, passcodes).
-//! - The server's operations are methods of [`crate::server::Server`] and, the same code over a
-//!   shared store, of [`crate::server::Service`] (`obico_unlinked`, `obico_discover`,
-//!   `obico_list`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like the core's.
-//! - [`server::router`] and [`server::service_router`]: the axum routes with Obico's paths, JSON
-//!   shapes and status codes.
+//! - The server's operations are methods of [`crate::server::Server`] over any store
+//!   (`obico_unlinked`, `obico_list`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like
+//!   the core's.
+//! - [`server::router`] and [`server::router_with_tokens`]: the axum routes with Obico's paths,
+//!   JSON shapes and status codes.
 //! - [`tokens`]: the linked printers, recognised by their token's digest.
 //! - [`linker`]: a linker for Obico agents over those routes.
 //!

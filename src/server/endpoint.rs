@@ -38,18 +38,18 @@
 //! | `GET {prefix}/link/{instance_id}` | user | `200` [`LinkStatusReply`](crate::wire::LinkStatusReply) |
 //! | `POST {prefix}/codes` | user | `201` [`CodeReply`](crate::wire::CodeReply) |
 //!
-//! [`handle`] is `async` because a [`Service`]'s store and a host's link hook may wait; over the
+//! [`handle`] is `async` because a shared store and a host's link hook may wait; over the
 //! in-memory store with a hook that does not wait, its future is ready at once, so a blocking
 //! host drives it with any `block_on` (one is a dozen lines of `std`: see
 //! `examples/blocking_server.rs`).
 //!
 //! ```
-//! //! use lanlink::endpoint::HttpRequest;
-//! use lanlink::server::endpoint::{self, Backend, Handled, RequestBody, User};
+//! use lanlink::endpoint::HttpRequest;
+//! use lanlink::server::endpoint::{self, Handled, RequestBody, User};
 //! use lanlink::server::{Server, ServerConfig};
 //! use lanlink::AccountId;
 //! # let mut fut = std::pin::pin!(async {
-//! let server = Mutex::new(Server::new(ServerConfig::default()).unwrap());
+//! let server = Server::new(ServerConfig::default()).unwrap();
 //! let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
 //! let headers = [("host", &b"cloud.example"[..])];
 //! let request = HttpRequest {
@@ -61,21 +61,20 @@
 //!     peer: Some("203.0.113.7".parse().unwrap()),
 //! };
 //! let prefix = lanlink::transport::DEFAULT_PREFIX;
-//! let backend = Backend::Local(&server);
 //! let mut rng = lanlink::os_rng();
 //! let body = RequestBody::Complete(&[]);
 //! // A user route says it needs the user; the host's own authentication answers.
-//! let first = endpoint::handle(backend, now, &mut rng, prefix, &request, body, None).await;
+//! let first = endpoint::handle(&server, now, &mut rng, prefix, &request, body, None).await;
 //! assert!(matches!(first, Handled::NeedsUser { .. }));
 //! let alice = User::new(AccountId::new("alice").unwrap());
-//! let answer = endpoint::handle(backend, now, &mut rng, prefix, &request, body, Some(&alice))
+//! let answer = endpoint::handle(&server, now, &mut rng, prefix, &request, body, Some(&alice))
 //!     .await
 //!     .into_answer()
 //!     .unwrap();
 //! assert_eq!(answer.status, 201);
 //! // An unknown path is the core's 404, whatever the stack.
 //! let unknown = HttpRequest { path: "/lanlink/v1/nope", ..request };
-//! let answer = endpoint::handle(backend, now, &mut rng, prefix, &unknown, body, None).await;
+//! let answer = endpoint::handle(&server, now, &mut rng, prefix, &unknown, body, None).await;
 //! let answer = answer.into_answer().unwrap();
 //! assert_eq!((answer.status, &answer.body[..]), (404, &br#"{"error":"not_found"}"#[..]));
 //! # });
@@ -712,8 +711,7 @@ mod tests {
     /// on any route, before routing or authentication; one at the limit is answered as usual.
     #[test]
     fn a_head_over_the_limit_is_431_before_any_route() {
-        let server =
-            std::sync::Mutex::new(Server::new(super::super::ServerConfig::default()).unwrap());
+        let server = Server::new(super::super::ServerConfig::default()).unwrap();
         let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let path = "/lanlink/v1/discover";
         let answer = |padding: usize| {
@@ -732,7 +730,7 @@ mod tests {
                 path.len() + "x-padding".len() + 4 + padding
             );
             ready(handle(
-                Backend::Local(&server),
+                &server,
                 now,
                 &mut crate::os_rng(),
                 "/lanlink/v1",

@@ -2,20 +2,31 @@
 //! network, checks link requests against the agent's commitment, forwards the secret, mints codes
 //! and tokens, and locks out networks that guess.
 //!
-//! Sans-IO: each `handle_*` takes the wall-clock `now` (records are shared between server
-//! instances, so they carry wall-clock expiries), the socket peer and forwarding headers of the
-//! request, and an RNG where something is minted. Decisions go to [`Server::poll_event`].
+//! One type, [`Server`], over any [`Store`] (the in-memory [`MemoryStore`] by default, a
+//! shared one such as a `RedisStore` (feature `redis`) for many instances), with one `async fn`
+//! per protocol step. Sans-IO: each step takes the wall-clock `now` (records are shared between
+//! server instances, so they carry wall-clock expiries), the caller's public network, resolved
+//! once from the socket peer and the forwarding headers by [`Server::caller`], and an RNG where
+//! something is minted. Decisions go where the host's [`Events`] say. The wire around the steps
+//! (HTTP: [`endpoint::handle`]; MQTT: `server::mqtt::handle_up`, feature `ticket`) is a
+//! function of the core too, so any stack serves the server.
 //!
 //! ```
 //! use chrono::DateTime;
-//! use lanlink::server::{Server, ServerConfig};
-//! use lanlink::ForwardedHeaders;
-//!
-//! let mut server = Server::new(ServerConfig::default()).unwrap();
+//! use lanlink::event::RequestKind;
+//! use lanlink::server::{Server, ServerConfig, User};
+//! use lanlink::{AccountId, ForwardedHeaders};
+//! # let mut fut = std::pin::pin!(async {
+//! let server = Server::new(ServerConfig::default()).unwrap();
 //! let peer = "203.0.113.7".parse().unwrap();
+//! let network = server.caller(RequestKind::Discover, peer, ForwardedHeaders::NONE).unwrap();
 //! let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-//! let reply = server.handle_discover(now, peer, ForwardedHeaders::NONE).unwrap();
+//! let alice = User::new(AccountId::new("alice").unwrap());
+//! let reply = server.discover(now, network, &alice).await.unwrap();
 //! assert!(reply.agents.is_empty());
+//! # });
+//! # use std::future::Future;
+//! # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
 //! ```
 
 /// Runs one operation of `$server` (its configuration and store, events collected for the

@@ -211,9 +211,8 @@ impl NetworkRecord {
     }
 }
 
-/// The profile's operations, written once over any store (see [`super::ops`]): the sync
-/// [`Server`] runs them over its in-memory store, the async [`Service`](super::Service) over a
-/// shared one. Each record changes in one atomic store call; writes that span two records are
+/// The profile's operations, written once over any store (see [`super::ops`]), as the core's
+/// are. Each record changes in one atomic store call; writes that span two records are
 /// ordered as the core's are (a code is created before anything refers to it, and deleted again
 /// when the write that would refer to it is refused).
 impl Ops<'_> {
@@ -667,7 +666,7 @@ impl<S: Store> Server<S> {
 
     /// The first step of [`obico_verify`](Self::obico_verify): the code claimed, the link and
     /// its token's digest ready for the profile's printer tokens and the hook; finished with
-    /// [`finish_redeem`](Server::finish_redeem).
+    /// `Server::finish_redeem`.
     pub(crate) async fn obico_begin_verify<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,

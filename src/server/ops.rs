@@ -1,6 +1,5 @@
-//! The server's operations, written once over any [`Store`](super::Store): the synchronous
-//! [`Server`] runs them over its in-memory store (whose futures are ready at once), and the async
-//! [`Service`](super::Service) over a shared store.
+//! The server's operations, written once over any [`Store`](super::Store): each
+//! [`Server`] step runs one of them over the server's store.
 //!
 //! Each operation loads the records it needs, applies the core's pure functions
 //! ([`NetworkRecord`](super::NetworkRecord), [`CodeRecord`]) and writes each record back with one
@@ -54,7 +53,7 @@ use crate::wire::{
     LinkState, LinkStatusReply, RedeemReply, RedeemRequest, Visibility,
 };
 
-/// The most events the synchronous [`Server`](super::Server) holds undrained, so that an
+/// The most events a [queue](super::Events::queue) holds undrained, so that an
 /// embedder that never drains cannot be made to grow memory without bound. Past it, events are
 /// not queued but counted, and one [`ServerEvent::EventsLost`] stands in the queue where they
 /// would have been: [`Server::poll_event`](super::Server::poll_event) yields it in its turn.

@@ -72,11 +72,11 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-//! use lanlink::server::{Events, ServerConfig, Service};
+//! use lanlink::server::{Events, Server, ServerConfig};
 //! let key = StoreKey::from_hex(&std::env::var("LANLINK_STORE_KEY")?).ok_or("bad key")?;
 //! let store = RedisStore::connect(RedisStoreConfig::new("redis://127.0.0.1:6379", key)).await?;
 //! let events = Events::sink(|event| println!("{}", serde_json::to_string(&event).unwrap()));
-//! let service = Service::new(ServerConfig::default(), Arc::new(store), events)?;
+//! let service = Arc::new(Server::with_store(ServerConfig::default(), store, events)?);
 //! # drop(service);
 //! # Ok(())
 //! # }
