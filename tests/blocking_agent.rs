@@ -27,7 +27,7 @@ use lanlink::event::{LinkerEvent, ServerEvent};
 use lanlink::http::client::HttpLinkerClient;
 use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
+use lanlink::server::{Events, MemoryStore, Server, ServerConfig};
 use lanlink::transport::REDEEM_PATH;
 use lanlink::wire::{self, RedeemReply, MAX_MESSAGE_BYTES};
 use lanlink::{AccountId, DeviceInfo, InstanceId};
@@ -84,8 +84,8 @@ async fn record_minted(
 async fn start_server() -> TestServer {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
-    let store = Arc::new(Mutex::new(MemoryStore::default()));
-    let service = Service::new(
+    let store = Arc::new(MemoryStore::default());
+    let service = Server::with_store(
         ServerConfig::default(),
         store,
         Events::sink(move |event| sink.lock().unwrap().push(event)),
@@ -96,7 +96,7 @@ async fn start_server() -> TestServer {
         AccountId::new("alice").unwrap(),
     )]));
     let minted = Arc::new(Mutex::new(Vec::new()));
-    let app = http::server::service_router(Arc::new(service), auth, P)
+    let app = http::server::router(Arc::new(service), auth, P)
         .fallback(http::server::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&minted),

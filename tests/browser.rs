@@ -254,7 +254,7 @@ async fn linking_page_in_headless_chromium() {
     // allow them all to be shown.
     let (listener, server_addr) = bind().await;
     let server = Server::new(ServerConfig::default().max_visible(DEVICES.len())).unwrap();
-    let server = Arc::new(Mutex::new(server));
+    let server = Arc::new(server);
     let auth = Arc::new(BearerTokens::new(vec![(
         TOKEN.to_owned(),
         AccountId::new("alice").unwrap(),

@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::code::CodeKey;
 use lanlink::server::{
     CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn, Redeemed,
-    Server, ServerConfig, Service, Store, StoreError,
+    Server, ServerConfig, Store, StoreError,
 };
 use lanlink::wire::RedeemRequest;
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LinkCode, PublicNetwork, Refusal};
@@ -47,7 +47,7 @@ impl Future for YieldOnce {
 
 /// The in-memory store, yielding before every call: operations on it interleave at every store
 /// step, as they would on a shared store with many instances.
-struct Yielding(Mutex<MemoryStore>);
+struct Yielding(MemoryStore);
 
 #[async_trait]
 impl Store for Yielding {
@@ -163,11 +163,11 @@ proptest! {
         right_at in 0usize..80,
         schedule in prop::collection::vec(0usize..1000, 1..200),
     ) {
-        let store = Arc::new(Yielding(Mutex::new(MemoryStore::default())));
-        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
+        let store = Arc::new(Yielding(MemoryStore::default()));
+        let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
         let now = start();
         let mut rng = StdRng::seed_from_u64(7);
-        let right = ready(service.mint_code_now(now, &mut rng, &account("alice"))).expect("mint").code;
+        let right = ready(service.mint_code(now, &mut rng, &account("alice"))).expect("mint").code;
         let right_at = right_at % hosts.len();
         let requests: Vec<(PublicNetwork, RedeemRequest)> = hosts
             .iter()
@@ -197,7 +197,7 @@ proptest! {
                 let service = &service;
                 Box::pin(async move {
                     let mut rng = rng.lock().expect("rng").clone();
-                    service.redeem_in(now, &mut rng, *network, request).await
+                    service.redeem(now, &mut rng, *network, request).await
                 }) as Boxed<'_>
             })
             .collect();
@@ -219,7 +219,7 @@ proptest! {
         prop_assert!(per_host.values().all(|n| *n <= 5), "{per_host:?}");
         prop_assert!(wrong_checked <= 32, "{wrong_checked}");
         // What was charged is what was checked: the address budgets in the store agree.
-        let inner = store.0.lock().expect("lock");
+        let inner = &store.0;
         for (host, n) in &per_host {
             let network = PublicNetwork::from_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, *host)), 64);
             prop_assert_eq!(inner.failures(&network, now), *n as u64);
@@ -239,13 +239,14 @@ fn ready<T>(future: impl Future<Output = T>) -> T {
 }
 
 /// 300 concurrent redemptions from one IPv4 address on a two-thread runtime through the
-/// in-memory `Service`, the right code at a random place in the burst: at most the threshold
+/// a server over a shared in-memory store, the right code at a random place in the burst: at most the threshold
 /// (5) of wrong codes are checked; the right code, if it came after, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_from_one_address_has_at_most_the_threshold_checked() {
-    let store = Arc::new(Mutex::new(MemoryStore::default()));
+    let store = Arc::new(MemoryStore::default());
     let service = Arc::new(
-        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config"),
+        Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
+            .expect("config"),
     );
     let now = start();
     let right = service
@@ -271,7 +272,7 @@ async fn a_burst_from_one_address_has_at_most_the_threshold_checked() {
                     attempt: 0,
                 };
                 service
-                    .redeem_in(now, &mut lanlink::os_rng(), network, &request)
+                    .redeem(now, &mut lanlink::os_rng(), network, &request)
                     .await
             })
         })
@@ -291,16 +292,16 @@ async fn a_burst_from_one_address_has_at_most_the_threshold_checked() {
     let linked = right_result == Some(true);
     let wrong_checked = checked_count - usize::from(linked);
     assert!(wrong_checked <= 5, "{wrong_checked} wrong guesses checked");
-    let failures = store.lock().expect("lock").failures(&network, now);
+    let failures = store.failures(&network, now);
     assert_eq!(failures as usize + usize::from(linked), checked_count);
-    assert!(store.lock().expect("lock").is_locked(&network, now));
+    assert!(store.is_locked(&network, now));
 }
 
-/// A sync server on a virtual clock: one guess every 10 ms for a whole code lifetime (10
+/// The in-memory server, each step driven at once, on a virtual clock: one guess every 10 ms for a whole code lifetime (10
 /// minutes), each from an address of `attacker(i)`; returns how many were checked, and checks
 /// that a code minted for bob and redeemed from bob's own network during the attack links.
 fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
-    let mut server = Server::new(ServerConfig::default()).expect("config");
+    let server = Server::new(ServerConfig::default()).expect("config");
     let mut rng = StdRng::seed_from_u64(42);
     let t0 = start();
     // The victim's code, minted before the attack: the attacker's target.

@@ -40,7 +40,7 @@ async fn start_server() -> (SharedServer, SocketAddr) {
     let config = ServerConfig::default()
         .trusted_proxies(vec!["127.0.0.0/8".parse().unwrap()])
         .presence_ttl(Duration::from_secs(60));
-    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
+    let server = Arc::new(Server::new(config).expect("server config"));
     let auth = Arc::new(BearerTokens::new(
         [(ALICE.to_owned(), AccountId::new("alice").unwrap())]
             .into_iter()
@@ -223,7 +223,6 @@ async fn public_candidate_is_refused_at_announce() {
         bad.candidates.push(public.parse().unwrap());
         let refused = transport.announce(&bad).await.unwrap_err();
         assert_eq!(refused.refusal(), Some(Refusal::NotPrivateIp), "{public}");
-        let server = server.lock().unwrap();
         let network = server.config().network_of(HOME.parse().unwrap());
         assert!(
             server.store().network(&network).is_none(),

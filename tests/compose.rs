@@ -18,7 +18,7 @@ use lanlink::DeviceInfo;
 use tower::ServiceExt;
 
 fn lanlink_server() -> Router {
-    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
     http::server::router(server, Arc::new(BearerTokens::default()), DEFAULT_PREFIX)
         .merge(http::web::router(DEFAULT_PREFIX))
 }
@@ -165,7 +165,7 @@ impl lanlink::http::Authenticator for HostSessions {
 
 #[tokio::test]
 async fn the_authenticator_reuses_the_hosts_session_layer_and_rejection() {
-    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
     let lanlink = http::server::router(server, Arc::new(HostSessions), DEFAULT_PREFIX);
     // The host's session middleware: a cookie `session=alice` signs alice in.
     let app = host().merge(lanlink).layer(axum::middleware::from_fn(
@@ -205,7 +205,7 @@ async fn the_authenticator_reuses_the_hosts_session_layer_and_rejection() {
 async fn the_linker_client_takes_a_cookie_credential() {
     use lanlink::http::client::{Credential, HttpLinkerClient};
     use lanlink::transport::{LinkerServerTransport, TransportError};
-    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
     let app = http::server::router(server, Arc::new(HostSessions), DEFAULT_PREFIX).layer(
         axum::middleware::from_fn(
             |mut request: Request<Body>, next: axum::middleware::Next| async move {

@@ -40,7 +40,7 @@ impl Authenticator for Named {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_over_http_with_the_embedders_display_name() {
-    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_at = listener.local_addr().unwrap();
     let router = http::server::router(server, Arc::new(Named), DEFAULT_PREFIX);

@@ -52,7 +52,7 @@ async fn serve_on_loopback(app: Router, serve_config: ServeConfig) -> SocketAddr
 /// The crate's server router (as `examples/server.rs` builds it) for alice and bob, wrapped by
 /// `wrap`, on 127.0.0.1 with a short request deadline.
 async fn start_server(config: ServerConfig, wrap: impl FnOnce(Router) -> Router) -> String {
-    let server = Arc::new(Mutex::new(Server::new(config).unwrap()));
+    let server = Arc::new(Server::new(config).unwrap());
     let auth = Arc::new(BearerTokens::new(vec![
         (ALICE.to_owned(), AccountId::new("alice").unwrap()),
         (BOB.to_owned(), AccountId::new("bob").unwrap()),

@@ -3,9 +3,6 @@
 //! refusal ends discovery. Real (short) time; bounded.
 #![cfg(feature = "tokio")]
 
-mod support;
-use support::steps::Steps;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lanlink::agent::{Agent, AgentConfig, AgentStatus};
 use lanlink::driver::{lock, run_agent, DriverConfig};
-use lanlink::event::StopReason;
+use lanlink::event::{RequestKind, StopReason};
 use lanlink::server::{Server, ServerConfig};
 use lanlink::transport::{AgentServerTransport, TransportError};
 use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
@@ -26,7 +23,7 @@ const HOME: &str = "203.0.113.7";
 /// A transport to an in-process server that fails the first `fail_announces` announcements and
 /// the first `fail_redeems` redemptions as unreachable.
 struct Flaky {
-    server: Mutex<Server>,
+    server: Server,
     fail_announces: AtomicU32,
     fail_redeems: AtomicU32,
     announces: AtomicU32,
@@ -39,7 +36,7 @@ impl Flaky {
             .announce_interval(Duration::from_millis(100))
             .presence_ttl(Duration::from_millis(250));
         Self {
-            server: Mutex::new(Server::new(config).unwrap()),
+            server: Server::new(config).unwrap(),
             fail_announces: AtomicU32::new(fail_announces),
             fail_redeems: AtomicU32::new(fail_redeems),
             announces: AtomicU32::new(0),
@@ -66,14 +63,18 @@ impl AgentServerTransport for Flaky {
             return Err(TransportError::Unreachable("down".into()));
         }
         let peer: IpAddr = HOME.parse().unwrap();
+        let refused = |refusal: Refusal| TransportError::Refused {
+            status: 403,
+            code: refusal.code().into(),
+        };
+        let network = self
+            .server
+            .caller(RequestKind::Announce, peer, ForwardedHeaders::NONE)
+            .map_err(refused)?;
         self.server
-            .lock()
-            .unwrap()
-            .announce_now(Self::now(), peer, ForwardedHeaders::NONE, announce)
-            .map_err(|refusal| TransportError::Refused {
-                status: 403,
-                code: refusal.code().into(),
-            })
+            .announce(Self::now(), network, announce)
+            .await
+            .map_err(refused)
     }
 
     async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
@@ -82,21 +83,19 @@ impl AgentServerTransport for Flaky {
             return Err(TransportError::Unreachable("down".into()));
         }
         let peer: IpAddr = HOME.parse().unwrap();
+        let refused = |refusal: Refusal| TransportError::Refused {
+            status: 403,
+            code: refusal.code().into(),
+        };
+        let network = self
+            .server
+            .caller(RequestKind::Redeem, peer, ForwardedHeaders::NONE)
+            .map_err(refused)?;
         self.server
-            .lock()
-            .unwrap()
-            .redeem_now(
-                Self::now(),
-                &mut lanlink::os_rng(),
-                peer,
-                ForwardedHeaders::NONE,
-                request,
-            )
+            .redeem(Self::now(), &mut lanlink::os_rng(), network, request)
+            .await
             .map(|redeemed| redeemed.reply)
-            .map_err(|refusal| TransportError::Refused {
-                status: 403,
-                code: refusal.code().into(),
-            })
+            .map_err(refused)
     }
 }
 
@@ -119,13 +118,12 @@ fn agent(window: Duration) -> Arc<Mutex<Agent>> {
 }
 
 /// A manual code, minted on the transport's server and entered into the agent.
-fn enter_code(transport: &Flaky, agent: &Arc<Mutex<Agent>>) {
+async fn enter_code(transport: &Flaky, agent: &Arc<Mutex<Agent>>) {
     let alice = AccountId::new("alice").unwrap();
     let code = transport
         .server
-        .lock()
-        .unwrap()
-        .mint_code_now(Flaky::now(), &mut lanlink::os_rng(), &alice)
+        .mint_code(Flaky::now(), &mut lanlink::os_rng(), &alice)
+        .await
         .unwrap()
         .code;
     lock(agent).enter_code(Instant::now(), code).unwrap();
@@ -135,7 +133,7 @@ fn enter_code(transport: &Flaky, agent: &Arc<Mutex<Agent>>) {
 async fn driver_retries_a_flaky_server_and_stops_when_linked() {
     let transport = Flaky::new(3, 2);
     let agent = agent(Duration::from_secs(30));
-    enter_code(&transport, &agent);
+    enter_code(&transport, &agent).await;
     let status = tokio::time::timeout(
         Duration::from_secs(10),
         run_agent(&agent, &transport, &fast(), |_| {}),
@@ -152,7 +150,7 @@ async fn driver_retries_a_flaky_server_and_stops_when_linked() {
 async fn driver_gives_up_on_an_unreachable_server_and_stops_cleanly() {
     let transport = Flaky::new(0, u32::MAX);
     let agent = agent(Duration::from_secs(30));
-    enter_code(&transport, &agent);
+    enter_code(&transport, &agent).await;
     let started = Instant::now();
     let status = tokio::time::timeout(
         Duration::from_secs(10),
@@ -192,17 +190,24 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
     let id = lock(&agent).instance_id();
     {
         let alice = AccountId::new("alice").unwrap();
-        let mut server = transport.server.lock().unwrap();
+        let server = &transport.server;
         let code = server
-            .mint_code_now(Flaky::now(), &mut lanlink::os_rng(), &alice)
+            .mint_code(Flaky::now(), &mut lanlink::os_rng(), &alice)
+            .await
             .unwrap()
             .code;
-        server
-            .redeem_now(
-                Flaky::now(),
-                &mut lanlink::os_rng(),
+        let home = server
+            .caller(
+                RequestKind::Redeem,
                 HOME.parse().unwrap(),
                 ForwardedHeaders::NONE,
+            )
+            .unwrap();
+        server
+            .redeem(
+                Flaky::now(),
+                &mut lanlink::os_rng(),
+                home,
                 &RedeemRequest {
                     instance_id: id,
                     code,
@@ -210,6 +215,7 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
                     attempt: 0,
                 },
             )
+            .await
             .unwrap();
     }
     let status = tokio::time::timeout(

@@ -217,7 +217,7 @@ mod over_sockets {
     /// The server's routes on 127.0.0.1:0 and [::1]:0 (one server, two listeners).
     async fn start_server() -> (SocketAddr, SocketAddr) {
         let config = ServerConfig::default().announce_interval(Duration::from_millis(200));
-        let server = Arc::new(Mutex::new(Server::new(config).expect("config")));
+        let server = Arc::new(Server::new(config).expect("config"));
         let alice = AccountId::new("alice").expect("account");
         let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
         let router = http::server::router(server, auth, P).fallback(http::server::not_found);

@@ -8,13 +8,13 @@ use support::steps::Steps;
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::event::ServerEvent;
 use lanlink::secret::PresenceKey;
-use lanlink::server::{Server, ServerConfig, MAX_QUEUED_EVENTS};
+use lanlink::server::{Events, Server, ServerConfig, MAX_QUEUED_EVENTS};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork, Refusal};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-fn drain(server: &mut Server, into: &mut Vec<ServerEvent>) {
+fn drain(server: &Server, into: &mut Vec<ServerEvent>) {
     while let Some(event) = server.poll_event() {
         into.push(event);
     }
@@ -22,7 +22,7 @@ fn drain(server: &mut Server, into: &mut Vec<ServerEvent>) {
 
 #[test]
 fn every_server_event_serializes_without_secrets() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let mut rng = StdRng::seed_from_u64(3);
     let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
     let home = "203.0.113.7".parse().unwrap();
@@ -100,7 +100,7 @@ fn every_server_event_serializes_without_secrets() {
             .unwrap_err(),
         Refusal::UnknownCode
     );
-    drain(&mut server, &mut events);
+    drain(&server, &mut events);
 
     let kinds: std::collections::BTreeSet<String> = events
         .iter()
@@ -141,7 +141,7 @@ fn peer(n: usize) -> std::net::IpAddr {
 }
 
 /// One discovery from `peer(n)`: exactly one event, naming its network.
-fn discover(server: &mut Server, n: usize) {
+fn discover(server: &Server, n: usize) {
     let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
     server
         .discover_now(now, peer(n), ForwardedHeaders::NONE)
@@ -157,14 +157,14 @@ fn discovered(n: usize) -> impl Fn(&ServerEvent) -> bool {
 
 #[test]
 fn a_full_queue_reports_the_events_it_lost_where_they_were() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     for n in 0..MAX_QUEUED_EVENTS + 3 {
-        discover(&mut server, n);
+        discover(&server, n);
     }
     // The host sees the loss in the stream it drains: the first events in order, then one
     // `EventsLost` counting the three that found no room, and nothing invented after it.
     let mut events = Vec::new();
-    drain(&mut server, &mut events);
+    drain(&server, &mut events);
     assert_eq!(events.len(), MAX_QUEUED_EVENTS + 1);
     for (n, event) in events[..MAX_QUEUED_EVENTS].iter().enumerate() {
         assert!(
@@ -183,7 +183,7 @@ fn a_full_queue_reports_the_events_it_lost_where_they_were() {
     assert_eq!(server.lost_events(), 3);
 
     // Drained, the queue records again.
-    discover(&mut server, 1_000_000);
+    discover(&server, 1_000_000);
     assert!(server
         .poll_event()
         .is_some_and(|e| discovered(1_000_000)(&e)));
@@ -191,13 +191,13 @@ fn a_full_queue_reports_the_events_it_lost_where_they_were() {
 
     // Full again, and drained only in part: what comes next queues after the gap, in order.
     for n in 0..MAX_QUEUED_EVENTS + 2 {
-        discover(&mut server, n);
+        discover(&server, n);
     }
     assert!(server.poll_event().is_some_and(|e| discovered(0)(&e)));
     assert!(server.poll_event().is_some_and(|e| discovered(1)(&e)));
-    discover(&mut server, 1_000_001);
+    discover(&server, 1_000_001);
     let mut events = Vec::new();
-    drain(&mut server, &mut events);
+    drain(&server, &mut events);
     assert_eq!(events.len(), MAX_QUEUED_EVENTS);
     assert!(discovered(MAX_QUEUED_EVENTS - 1)(
         &events[MAX_QUEUED_EVENTS - 3]
@@ -213,13 +213,13 @@ fn a_full_queue_reports_the_events_it_lost_where_they_were() {
 #[test]
 fn with_a_sink_no_event_is_lost() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     // Queued before the sink is set: handed to it, not stranded in the queue.
-    discover(&mut server, 0);
+    discover(&server, 0);
     let log = seen.clone();
-    let mut server = server.with_event_sink(move |event| log.lock().unwrap().push(event));
+    let server = server.with_events(Events::sink(move |event| log.lock().unwrap().push(event)));
     for n in 1..MAX_QUEUED_EVENTS + 3 {
-        discover(&mut server, n);
+        discover(&server, n);
     }
     assert!(server.poll_event().is_none());
     assert_eq!(server.lost_events(), 0);
@@ -243,7 +243,7 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
     use lanlink::DeviceInfo;
     use std::time::{Duration, Instant};
 
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let mut rng = StdRng::seed_from_u64(5);
     let wall = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
     let start = Instant::now();

@@ -9,9 +9,6 @@
 //! `{"error": code}` body, together with what did not change on the server (and at the agent).
 #![cfg(feature = "http")]
 
-mod support;
-use support::steps::Steps;
-
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -97,7 +94,7 @@ async fn start_server_auth(
     auth: Arc<dyn http::Authenticator>,
     serve_config: ServeConfig,
 ) -> (SharedServer, SocketAddr) {
-    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
+    let server = Arc::new(Server::new(config).expect("server config"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router =
@@ -407,13 +404,12 @@ struct Snapshot {
 }
 
 fn snapshot(server: &SharedServer, networks: &[&str]) -> Snapshot {
-    let server = http::server::lock(server);
     let store = server.store();
     let networks = networks
         .iter()
         .map(|name| {
             let network = PublicNetwork::from_ip(ip(name), 64);
-            let record = store.network(&network).cloned().unwrap_or_default();
+            let record = store.network(&network).unwrap_or_default();
             let locked_until = store
                 .counter(&CounterKey::network(&network))
                 .and_then(|counter| counter.locked_until_ms());
@@ -443,7 +439,7 @@ fn snapshot(server: &SharedServer, networks: &[&str]) -> Snapshot {
 
 /// Whether `network` is locked out.
 fn is_locked(server: &SharedServer, network: &str) -> bool {
-    http::server::lock(server).store().is_locked(
+    server.store().is_locked(
         &PublicNetwork::from_ip(ip(network), 64),
         chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()),
     )
@@ -740,7 +736,7 @@ async fn attack_spoofed_x_forwarded_for_from_untrusted_peer_over_http() {
             "wrong_secret",
         );
     }
-    assert_eq!(http::server::lock(&server).store().networks(), 1);
+    assert_eq!(server.store().networks(), 1);
 
     // The agent: 127.0.0.1 is not local under this policy, and a forwarding header claiming a LAN
     // address does not make it so.
@@ -779,11 +775,7 @@ async fn attack_trusted_proxy_without_client_address_over_http() {
             assert_refused(reply, 403, "unresolvable_client");
         }
         assert_kept(&before, &h.snapshot(), None, &what);
-        assert_eq!(
-            http::server::lock(&h.server).store().networks(),
-            1,
-            "{what}"
-        );
+        assert_eq!(h.server.store().networks(), 1, "{what}");
 
         // The agent behind its own trusted proxy fails closed the same way.
         let reply = fetch(h.agent_at, xff, &id, &[]).await;
@@ -1321,7 +1313,7 @@ async fn attack_impostor_announcing_the_victims_id_over_http() {
     assert_refused(&reply, 409, "presence_conflict");
     // Fail closed: the presence is now contested (the one change such a refusal makes)...
     let contested = {
-        let server = http::server::lock(&h.server);
+        let server = &h.server;
         let record = server
             .store()
             .network(&PublicNetwork::from_ip(ip(HOME), 64))
@@ -2182,10 +2174,10 @@ async fn spawn_purge_drops_expired_networks() {
     let (server, server_at) = start_server(config, &USERS).await;
     let (agent, _) = start_agent(plain_agent).await;
     announce_once(&agent, server_at, HOME).await;
-    assert_eq!(http::server::lock(&server).store().networks(), 1);
+    assert_eq!(server.store().networks(), 1);
     let task = http::server::spawn_purge(Arc::clone(&server), Duration::from_millis(50));
     bounded("purge", async {
-        while http::server::lock(&server).store().networks() != 0 {
+        while server.store().networks() != 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -2203,13 +2195,13 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
     let mut codes = Vec::new();
     for _ in 0..5 {
         codes.push(
-            bounded("mint", client.mint_code_now())
+            bounded("mint", client.mint_code())
                 .await
                 .expect("mint")
                 .code,
         );
     }
-    let refused = bounded("mint", client.mint_code_now()).await.unwrap_err();
+    let refused = bounded("mint", client.mint_code()).await.unwrap_err();
     assert!(
         matches!(&refused, lanlink::transport::TransportError::Refused { status: 429, code } if code == "mint_quota"),
         "{refused:?}"
@@ -2224,7 +2216,7 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
     bounded("redeem", agent.redeem(&redeem))
         .await
         .expect("redeemed");
-    bounded("mint", client.mint_code_now())
+    bounded("mint", client.mint_code())
         .await
         .expect("the redeemed code's slot is free again");
 }

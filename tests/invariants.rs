@@ -903,7 +903,11 @@ impl World {
             Op::MintCode => {
                 let wall = self.wall();
                 // Past the account's quota of live codes, a mint is refused (and only then).
-                match self.sim.server.mint_code_now(wall, &mut self.sim.rng, &alice()) {
+                match self
+                    .sim
+                    .server
+                    .mint_code_now(wall, &mut self.sim.rng, &alice())
+                {
                     Ok(reply) => self.minted.push(reply.code.expose().to_owned()),
                     Err(lanlink::Refusal::MintQuota) => assert!(self.minted.len() >= 5),
                     Err(other) => panic!("mint refused: {other:?}"),
@@ -1097,11 +1101,7 @@ impl World {
             x_forwarded_for: &lines,
         };
         let wall = self.wall();
-        match self
-            .sim
-            .server
-            .announce_now(wall, peer, headers, &announce)
-        {
+        match self.sim.server.announce_now(wall, peer, headers, &announce) {
             Ok(reply) => {
                 for message in reply.messages {
                     if let AgentMessage::VerifyAndRedeem {
@@ -1287,10 +1287,10 @@ impl World {
             presence_key: None,
             attempt: 0,
         };
-        let result =
-            self.sim
-                .server
-                .redeem_now(wall, &mut self.sim.rng, peer, headers, &request);
+        let result = self
+            .sim
+            .server
+            .redeem_now(wall, &mut self.sim.rng, peer, headers, &request);
         match choice {
             CodeChoice::Manual(_) | CodeChoice::Auto(_) if self.checks.no_link_without_secret => {
                 prop_assert!(
@@ -1942,7 +1942,7 @@ proptest! {
         else {
             return Err(TestCaseError::fail("no announcement"));
         };
-        let mut server = lanlink::server::Server::new(ServerConfig::default()).unwrap();
+        let server = lanlink::server::Server::new(ServerConfig::default()).unwrap();
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let home: IpAddr = "203.0.113.7".parse().unwrap();
         server

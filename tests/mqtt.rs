@@ -3,9 +3,6 @@
 //! under `CI=true`, where they fail.
 #![cfg(feature = "mqtt")]
 
-mod support;
-use support::steps::Steps;
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -216,13 +213,13 @@ async fn cloud(broker: &Broker, consumers: usize, config: ServerConfig) -> Cloud
 }
 
 async fn cloud_with(broker: &Broker, consumers: usize, config: ServerConfig, wake: bool) -> Cloud {
-    let server: SharedServer = Arc::new(Mutex::new(Server::new(config.clone()).unwrap()));
+    let server: SharedServer = Arc::new(Server::new(config.clone()).unwrap());
     let key = TicketKey::generate(&mut lanlink::os_rng());
     let consumers: Vec<MqttServer> = (0..consumers)
         .map(|i| {
             let config =
                 MqttServerConfig::new(broker.clone(), &format!("server-{i}"), key.clone()).unwrap();
-            MqttServer::spawn(config, Arc::new(Arc::clone(&server)))
+            MqttServer::spawn(config, Arc::clone(&server) as Arc<dyn MqttBackend>)
         })
         .collect();
     for consumer in &consumers {
@@ -605,7 +602,8 @@ async fn two_consumers_share_the_subscription() {
     assert_eq!(a + b, 8 * rounds, "every request handled exactly once");
     assert!(a > 0 && b > 0, "both consumers got a share: {a} / {b}");
     // All eight agents are present on the one server state.
-    let present = lanlink::http::server::lock(&cloud.server)
+    let present = cloud
+        .server
         .store()
         .network(&loopback())
         .map(|record| record.present(now()))
@@ -712,7 +710,8 @@ async fn forged_and_replayed_tickets_are_refused() {
     let reply = raw_a.next_down().await;
     assert_eq!(refused_code(&reply), Some("wrong_client"));
     // Nothing was recorded by any of them.
-    assert!(lanlink::http::server::lock(&cloud.server)
+    assert!(cloud
+        .server
         .store()
         .network(&loopback())
         .is_none_or(|record| record.present(now()) == 0));
@@ -972,7 +971,7 @@ async fn missing_ticket_route_is_a_clean_refusal() {
         return;
     };
     let mosquitto = Mosquitto::start(binary, false);
-    let server: SharedServer = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server: SharedServer = Arc::new(Server::new(ServerConfig::default()).unwrap());
     let app = router(server, Arc::new(BearerTokens::default()), DEFAULT_PREFIX);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1119,7 +1118,7 @@ async fn consumer_work_is_bounded_and_every_request_is_still_answered() {
     };
     let mosquitto = Mosquitto::start(binary, false);
     let broker = mosquitto.broker();
-    let server: SharedServer = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server: SharedServer = Arc::new(Server::new(ServerConfig::default()).unwrap());
     let backend = Arc::new(SlowBackend {
         inner: server,
         running: Default::default(),
@@ -1189,8 +1188,10 @@ async fn a_redemption_burst_over_mqtt_checks_at_most_the_threshold() {
     let broker = mosquitto.broker();
     let cloud = cloud(&broker, 2, ServerConfig::default()).await;
     let alice = AccountId::new("alice").unwrap();
-    let right = lanlink::http::server::lock(&cloud.server)
-        .mint_code_now(now(), &mut lanlink::os_rng(), &alice)
+    let right = cloud
+        .server
+        .mint_code(now(), &mut lanlink::os_rng(), &alice)
+        .await
         .unwrap()
         .code;
     let key = PresenceKey::generate(&mut lanlink::os_rng());

@@ -11,10 +11,9 @@ use async_trait::async_trait;
 use lanlink::chrono::{DateTime, TimeDelta, Utc};
 use lanlink::conformance::{check_mqtt, MqttConsumer, MqttTarget, Report, MQTT_CHECKS};
 use lanlink::secret::PresenceKey;
-use lanlink::server::endpoint::Backend;
 use lanlink::server::mqtt::{self, DownMessage, DEFAULT_TOPIC_PREFIX as PREFIX};
 use lanlink::server::{
-    CompletedLink, Events, HookError, LinkHook, MemoryStore, Server, ServerConfig, Service,
+    CompletedLink, Events, HookError, LinkHook, MemoryStore, Server, ServerConfig, Store,
 };
 use lanlink::ticket::TicketKey;
 use lanlink::wire::RedeemRequest;
@@ -29,66 +28,48 @@ fn alice() -> AccountId {
     AccountId::new("alice").unwrap()
 }
 
-/// The core's consumer over an in-memory server or a service: the function and nothing else.
-struct Core {
-    server: Option<Mutex<Server>>,
-    service: Option<Service>,
+/// The core's consumer over an in-memory server or a server over a shared store: the function
+/// and nothing else.
+struct Core<S = MemoryStore> {
+    server: Server<S>,
     key: TicketKey,
 }
 
 impl Core {
     fn local(server: Server, key: &TicketKey) -> Self {
         Self {
-            server: Some(Mutex::new(server)),
-            service: None,
+            server,
             key: key.clone(),
-        }
-    }
-
-    fn shared(service: Service, key: &TicketKey) -> Self {
-        Self {
-            server: None,
-            service: Some(service),
-            key: key.clone(),
-        }
-    }
-
-    fn backend(&self) -> Backend<'_> {
-        match (&self.server, &self.service) {
-            (Some(server), _) => Backend::Local(server),
-            (None, Some(service)) => Backend::Shared(service),
-            (None, None) => unreachable!("a core has a backend"),
-        }
-    }
-
-    /// A manual code for alice, minted on the backend.
-    async fn mint(&self) -> LinkCode {
-        match self.backend() {
-            Backend::Local(server) => {
-                server
-                    .lock()
-                    .unwrap()
-                    .mint_code(now(), &mut lanlink::os_rng(), &alice())
-                    .unwrap()
-                    .code
-            }
-            Backend::Shared(service) => {
-                service
-                    .mint_code(now(), &mut lanlink::os_rng(), &alice())
-                    .await
-                    .unwrap()
-                    .code
-            }
         }
     }
 }
 
+impl Core<Arc<dyn Store>> {
+    fn shared(server: Server<Arc<dyn Store>>, key: &TicketKey) -> Self {
+        Self {
+            server,
+            key: key.clone(),
+        }
+    }
+}
+
+impl<S: Store> Core<S> {
+    /// A manual code for alice, minted on the backend.
+    async fn mint(&self) -> LinkCode {
+        self.server
+            .mint_code(now(), &mut lanlink::os_rng(), &alice())
+            .await
+            .unwrap()
+            .code
+    }
+}
+
 #[async_trait]
-impl MqttConsumer for Core {
+impl<S: Store + 'static> MqttConsumer for Core<S> {
     async fn request(&self, topic: String, payload: Vec<u8>) -> Option<(String, Vec<u8>)> {
         let mut rng = lanlink::os_rng();
         let reply = mqtt::handle_up(
-            self.backend(),
+            &self.server,
             now(),
             &mut rng,
             &self.key,
@@ -103,9 +84,10 @@ impl MqttConsumer for Core {
     }
 }
 
-fn service() -> Service {
-    let store = Arc::new(Mutex::new(MemoryStore::default()));
-    Service::new(ServerConfig::default(), store, Events::discard()).unwrap()
+/// A server over a shared store (here an in-memory one behind `Arc<dyn Store>`).
+fn service() -> Server<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    Server::with_store(ServerConfig::default(), store, Events::discard()).unwrap()
 }
 
 /// Every catalog entry appears once, in catalog order.
@@ -115,7 +97,7 @@ fn assert_covers(report: &Report) {
     assert_eq!(ids, want);
 }
 
-async fn run(core: &Core, key: &TicketKey) -> Report {
+async fn run<S: Store + 'static>(core: &Core<S>, key: &TicketKey) -> Report {
     let target = MqttTarget::new(key.clone()).code(core.mint().await);
     let report = check_mqtt(&target, core).await;
     print!("{report}");
@@ -302,43 +284,50 @@ async fn a_hook_that_awaits_links_through_the_consumer_function_on_both_backends
         .with_link_hook(Arc::clone(&hook) as Arc<dyn LinkHook>);
     let service = service().with_link_hook(Arc::clone(&hook) as Arc<dyn LinkHook>);
     let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
-    for (n, core) in [Core::local(server, &key), Core::shared(service, &key)]
-        .into_iter()
-        .enumerate()
-    {
-        let presence = PresenceKey::generate(&mut lanlink::os_rng());
-        let id = presence.instance_id();
-        let request = RedeemRequest {
-            instance_id: id,
-            code: core.mint().await,
-            presence_key: Some(presence),
-            attempt: 1,
-        };
-        let ticket = key.issue(now(), TimeDelta::minutes(5), network, id).token;
-        let up = mqtt::UpMessage::Redeem {
-            id: "r1".to_owned(),
-            ticket,
-            redeem: request,
-        };
-        let topic = mqtt::up_topic(PREFIX, &key.client_id(&id));
-        let (reply_topic, payload) = core
-            .request(topic, lanlink::wire::encode(&up).to_vec())
-            .await
-            .expect("a reply");
-        assert_eq!(reply_topic, mqtt::down_topic(PREFIX, &key.client_id(&id)));
-        let down: DownMessage = lanlink::wire::decode(&payload, mqtt::MAX_DOWN_BYTES).unwrap();
-        let DownMessage::Redeemed {
-            id: reply_id,
-            reply,
-        } = down
-        else {
-            panic!("not linked: {down:?}");
-        };
-        assert_eq!(reply_id, "r1");
-        let links = hook.links.lock().unwrap();
-        assert_eq!(links.len(), n + 1, "the hook saw the link");
-        let link = links.last().unwrap();
-        assert_eq!((link.instance_id, link.network), (id, network));
-        assert!(link.token_digest.verify(&reply.auth_token));
-    }
+    redeem_through(&Core::local(server, &key), &key, &hook, network, 0).await;
+    redeem_through(&Core::shared(service, &key), &key, &hook, network, 1).await;
+}
+
+/// Redeems a fresh code over `core` from `network`: the `n`th link `hook` sees.
+async fn redeem_through<S: Store + 'static>(
+    core: &Core<S>,
+    key: &TicketKey,
+    hook: &Sleeps,
+    network: PublicNetwork,
+    n: usize,
+) {
+    let presence = PresenceKey::generate(&mut lanlink::os_rng());
+    let id = presence.instance_id();
+    let request = RedeemRequest {
+        instance_id: id,
+        code: core.mint().await,
+        presence_key: Some(presence),
+        attempt: 1,
+    };
+    let ticket = key.issue(now(), TimeDelta::minutes(5), network, id).token;
+    let up = mqtt::UpMessage::Redeem {
+        id: "r1".to_owned(),
+        ticket,
+        redeem: request,
+    };
+    let topic = mqtt::up_topic(PREFIX, &key.client_id(&id));
+    let (reply_topic, payload) = core
+        .request(topic, lanlink::wire::encode(&up).to_vec())
+        .await
+        .expect("a reply");
+    assert_eq!(reply_topic, mqtt::down_topic(PREFIX, &key.client_id(&id)));
+    let down: DownMessage = lanlink::wire::decode(&payload, mqtt::MAX_DOWN_BYTES).unwrap();
+    let DownMessage::Redeemed {
+        id: reply_id,
+        reply,
+    } = down
+    else {
+        panic!("not linked: {down:?}");
+    };
+    assert_eq!(reply_id, "r1");
+    let links = hook.links.lock().unwrap();
+    assert_eq!(links.len(), n + 1, "the hook saw the link");
+    let link = links.last().unwrap();
+    assert_eq!((link.instance_id, link.network), (id, network));
+    assert!(link.token_digest.verify(&reply.auth_token));
 }

@@ -8,10 +8,11 @@ mod support;
 use support::steps::Steps;
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lanlink::agent::{AgentConfig, SecretRequest};
-use lanlink::server::{HookError, TokenDigest};
+use lanlink::server::{CompletedLink, HookError, LinkHook, Server, ServerConfig, TokenDigest};
 use lanlink::sim::Sim;
 use lanlink::wire::{LinkRequest, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, LocalSecret};
@@ -78,10 +79,29 @@ impl Forbidden {
     }
 }
 
+/// A link hook that records each link it is handed (its token's digest, and how the link
+/// formats) and fails, as a host's database that is down.
+#[derive(Default)]
+struct FailingHook {
+    seen: Mutex<Vec<([u8; 32], String)>>,
+}
+
+#[lanlink::async_trait]
+impl LinkHook for FailingHook {
+    async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
+        let shown = format!("{link:?} {link:#?}");
+        self.seen
+            .lock()
+            .unwrap()
+            .push((*link.token_digest.as_bytes(), shown));
+        Err(HookError::new("db down"))
+    }
+}
+
 /// A whole link in the simulator (secret fetched, link accepted, code delivered and redeemed,
 /// token minted), a manual code minted and half-redeemed with a failing hook: the simulator's
-/// `Debug` (every party, the server's store, every event of all three), the pending link, the
-/// results and the errors show none of the secret, the presence key, the commitment, the token,
+/// `Debug` (every party, the server's store, every event of all three), the pending link as the
+/// hook sees it, the results and the errors show none of the secret, the presence key, the commitment, the token,
 /// its digest, the codes or the codes' keys.
 #[test]
 fn no_party_store_event_or_pending_link_shows_secret_material() {
@@ -154,28 +174,30 @@ fn no_party_store_event_or_pending_link_shows_secret_material() {
         presence_key: None,
         attempt: 0,
     };
-    let pending = sim
-        .server
-        .begin_redeem(
-            wall,
-            &mut sim.rng,
-            ip(HOME),
-            ForwardedHeaders::NONE,
-            &request,
-        )
-        .unwrap();
-    forbidden.bytes(
-        "the pending token's digest",
-        pending.link().token_digest.as_bytes(),
+    // The hook sees the pending link (its token's digest, as the hook is handed it), and fails.
+    let hook = Arc::new(FailingHook::default());
+    let server = std::mem::replace(
+        &mut sim.server,
+        Server::new(ServerConfig::default()).unwrap(),
     );
-    forbidden.assert_absent("a pending link", &format!("{pending:?}"));
-    forbidden.assert_absent(
-        "a link as the hook sees it",
-        &format!("{:?}", pending.link()),
+    sim.server = server.with_link_hook(Arc::clone(&hook) as Arc<dyn LinkHook>);
+    let failed = sim.server.redeem_now(
+        wall,
+        &mut sim.rng,
+        ip(HOME),
+        ForwardedHeaders::NONE,
+        &request,
     );
-    let failed = sim
-        .server
-        .finish_redeem(wall, pending, Err(HookError::new("db down")));
+    assert_eq!(
+        failed.as_ref().map(|_| ()).unwrap_err(),
+        &lanlink::Refusal::LinkUnavailable
+    );
+    let seen = hook.seen.lock().unwrap().clone();
+    let [(digest, shown)] = seen.as_slice() else {
+        panic!("the hook saw one link: {seen:?}");
+    };
+    forbidden.bytes("the pending token's digest", digest);
+    forbidden.assert_absent("a link as the hook sees it", shown);
     forbidden.assert_absent("the refusal", &format!("{failed:?}"));
     forbidden.assert_absent("the minted reply", &format!("{minted:?}"));
     forbidden.assert_absent("the redeem request", &format!("{request:?}"));

@@ -8,8 +8,6 @@
 
 mod support;
 
-use support::steps::Steps;
-
 use support::held::Held;
 use support::instance::{server_binary, Instance};
 use support::redis_server::{have, Redis};
@@ -21,12 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use lanlink::agent::{Agent, AgentConfig, AgentStatus};
 use lanlink::driver::{run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::event::RequestKind;
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
-use lanlink::http::server::service_router;
+use lanlink::http::server::router;
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{CounterKey, Events, ServerConfig, Service, Store};
+use lanlink::server::{CounterKey, Events, Server, ServerConfig, Store, User};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
@@ -46,8 +45,9 @@ async fn store(redis: &Redis) -> RedisStore {
     RedisStore::connect(config).await.expect("connect to redis")
 }
 
-async fn service(redis: &Redis, config: ServerConfig) -> Service {
-    Service::new(config, Arc::new(store(redis).await), Events::discard()).expect("config")
+/// A server over the Redis store (one connection of its own).
+async fn service(redis: &Redis, config: ServerConfig) -> Server<RedisStore> {
+    Server::with_store(config, store(redis).await, Events::discard()).expect("config")
 }
 
 /// One server instance on Redis (see `support::instance`).
@@ -68,7 +68,7 @@ impl Instance {
                 let service = service(redis, config).await;
                 let alice = AccountId::new("alice").expect("account");
                 let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
-                Self::serve(service_router(Arc::new(service), auth, DEFAULT_PREFIX)).await
+                Self::serve(router(Arc::new(service), auth, DEFAULT_PREFIX)).await
             }
         }
     }
@@ -317,7 +317,7 @@ async fn concurrent_failures_are_counted_exactly() {
     let peer = "203.0.113.7".parse().expect("ip");
     let (x, _) = announcement(1);
     services[0]
-        .announce_in(wall_now(), network("203.0.113.7"), &x)
+        .announce(wall_now(), network("203.0.113.7"), &x)
         .await
         .expect("announce");
     let alice = AccountId::new("alice").expect("account");
@@ -331,15 +331,12 @@ async fn concurrent_failures_are_counted_exactly() {
                     local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
                     nonce: None,
                 };
-                services[(n % 2) as usize]
-                    .handle_link(
-                        wall_now(),
-                        &mut lanlink::os_rng(),
-                        &alice,
-                        peer,
-                        lanlink::ForwardedHeaders::NONE,
-                        guess,
-                    )
+                let service = &services[(n % 2) as usize];
+                let network =
+                    service.caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)?;
+                let user = User::new(alice);
+                service
+                    .link(wall_now(), &mut lanlink::os_rng(), network, &user, guess)
                     .await
             })
         })
@@ -353,7 +350,7 @@ async fn concurrent_failures_are_counted_exactly() {
         }
     }
     assert_eq!(wrong + contention, 200);
-    let failures = failures_of(services[1].store().as_ref(), network("203.0.113.7")).await;
+    let failures = failures_of(services[1].store(), network("203.0.113.7")).await;
     assert_charged(failures, wrong, contention);
 }
 
@@ -415,7 +412,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
             tokio::spawn(async move {
                 let (announce, _) = announcement(1000 + n);
                 services[(n % 2) as usize]
-                    .announce_in(wall_now(), home, &announce)
+                    .announce(wall_now(), home, &announce)
                     .await
             })
         })
@@ -448,7 +445,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
     let peer = "192.0.2.1".parse().expect("ip");
     let (x, secret) = announcement(1);
     services[0]
-        .announce_in(wall_now(), away, &x)
+        .announce(wall_now(), away, &x)
         .await
         .expect("announce");
     let alice = AccountId::new("alice").expect("account");
@@ -462,15 +459,12 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
                     local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
                     nonce: None,
                 };
-                services[(n % 2) as usize]
-                    .handle_link(
-                        wall_now(),
-                        &mut lanlink::os_rng(),
-                        &alice,
-                        peer,
-                        lanlink::ForwardedHeaders::NONE,
-                        guess,
-                    )
+                let service = &services[(n % 2) as usize];
+                let network =
+                    service.caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)?;
+                let user = User::new(alice);
+                service
+                    .link(wall_now(), &mut lanlink::os_rng(), network, &user, guess)
                     .await
             })
         })
@@ -494,15 +488,12 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
             local_secret: secret.clone(),
             nonce: None,
         };
+        let network = service
+            .caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)
+            .expect("a public peer");
+        let user = User::new(alice.clone());
         let refused = service
-            .handle_link(
-                wall_now(),
-                &mut lanlink::os_rng(),
-                &alice,
-                peer,
-                lanlink::ForwardedHeaders::NONE,
-                right,
-            )
+            .link(wall_now(), &mut lanlink::os_rng(), network, &user, right)
             .await;
         // Refused before the secret is looked at: by the lockout, or by the `failures` mark
         // the lockout wrote (a guess refused `shared_network` is no guess, so its refund may lift
@@ -636,7 +627,7 @@ async fn nothing_in_redis_in_clear() {
     let mut rng = lanlink::os_rng();
     let none = lanlink::ForwardedHeaders::NONE;
     service
-        .announce_in(wall_now(), home, &x)
+        .announce(wall_now(), home, &x)
         .await
         .expect("announce");
     let request = LinkRequest {
@@ -644,8 +635,17 @@ async fn nothing_in_redis_in_clear() {
         local_secret: secret.clone(),
         nonce: None,
     };
+    let caller = service
+        .caller(RequestKind::Link, peer, none)
+        .expect("a public peer");
     service
-        .handle_link(wall_now(), &mut rng, &alice, peer, none, request)
+        .link(
+            wall_now(),
+            &mut rng,
+            caller,
+            &User::new(alice.clone()),
+            request,
+        )
         .await
         .expect("link");
     let manual = service
@@ -654,14 +654,14 @@ async fn nothing_in_redis_in_clear() {
         .expect("mint");
     let pending_dump = redis.dump();
     let reply = service
-        .announce_in(wall_now(), home, &x)
+        .announce(wall_now(), home, &x)
         .await
         .expect("announce");
     let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() else {
         panic!("the message");
     };
     let redeemed = service
-        .redeem_in(
+        .redeem(
             wall_now(),
             &mut rng,
             home,
@@ -712,15 +712,15 @@ async fn nothing_in_redis_in_clear() {
 
     // Another store key reads nothing: refused, typed, no panic.
     let other = RedisStoreConfig::new(redis.url(), StoreKey::from_bytes([8; 32]));
-    let other = Service::new(
+    let other = Server::with_store(
         ServerConfig::default(),
-        Arc::new(RedisStore::connect(other).await.expect("connect")),
+        RedisStore::connect(other).await.expect("connect"),
         Events::discard(),
     )
     .expect("config");
     let (y, _) = announcement(43);
     // Another key also names the records differently: it sees an empty network, never this one.
-    assert!(other.announce_in(wall_now(), home, &y).await.is_ok());
+    assert!(other.announce(wall_now(), home, &y).await.is_ok());
     // A value copied under another key name does not decrypt there.
     let client = redis::Client::open(redis.url()).expect("url");
     let mut conn = client.get_connection().expect("connect");
@@ -735,7 +735,7 @@ async fn nothing_in_redis_in_clear() {
         .arg(value.as_slice())
         .query(&mut conn)
         .expect("set");
-    let moved = service.announce_in(wall_now(), elsewhere, &y).await;
+    let moved = service.announce(wall_now(), elsewhere, &y).await;
     assert_eq!(moved.unwrap_err(), Refusal::StoreUnavailable);
 }
 
@@ -757,7 +757,7 @@ async fn undelivered_message_expires_in_redis() {
     let (x, secret) = announcement(5);
     let none = lanlink::ForwardedHeaders::NONE;
     service
-        .announce_in(wall_now(), home, &x)
+        .announce(wall_now(), home, &x)
         .await
         .expect("announce");
     let request = LinkRequest {
@@ -765,13 +765,15 @@ async fn undelivered_message_expires_in_redis() {
         local_secret: secret,
         nonce: None,
     };
+    let caller = service
+        .caller(RequestKind::Link, peer, none)
+        .expect("a public peer");
     service
-        .handle_link(
+        .link(
             wall_now(),
             &mut lanlink::os_rng(),
-            &alice,
-            peer,
-            none,
+            caller,
+            &User::new(alice.clone()),
             request,
         )
         .await
@@ -790,8 +792,11 @@ async fn undelivered_message_expires_in_redis() {
         ttl(&mut conn, &keys.network_key(&home)) > 3_600_000,
         "the record keeps used ids"
     );
+    let caller = service
+        .caller(RequestKind::LinkStatus, peer, none)
+        .expect("a public peer");
     let status = service
-        .handle_link_status(wall_now(), &alice, peer, none, &x.instance_id)
+        .link_status(wall_now(), caller, &alice, &x.instance_id)
         .await
         .expect("status");
     assert_eq!(status.state, LinkState::Pending);
@@ -806,8 +811,11 @@ async fn undelivered_message_expires_in_redis() {
         ttl(&mut conn, &keys.network_key(&home)) > 0,
         "the record is not"
     );
+    let caller = service
+        .caller(RequestKind::LinkStatus, peer, none)
+        .expect("a public peer");
     let status = service
-        .handle_link_status(wall_now(), &alice, peer, none, &x.instance_id)
+        .link_status(wall_now(), caller, &alice, &x.instance_id)
         .await
         .expect("status");
     assert_eq!(
@@ -816,7 +824,7 @@ async fn undelivered_message_expires_in_redis() {
         "the undelivered link is over"
     );
     let reply = service
-        .announce_in(wall_now(), home, &x)
+        .announce(wall_now(), home, &x)
         .await
         .expect("announce");
     assert!(reply.messages.is_empty(), "nothing to deliver");
@@ -831,14 +839,14 @@ async fn discovery_is_one_read_and_writes_nothing() {
     }
     let redis = Redis::start();
     let store = Arc::new(store(&redis).await);
-    let service =
-        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
+    let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
+        .expect("config");
     let peer = "203.0.113.6".parse().expect("ip");
     let home = network("203.0.113.6");
     let none = lanlink::ForwardedHeaders::NONE;
     let (x, _secret) = announcement(6);
     service
-        .announce_in(wall_now(), home, &x)
+        .announce(wall_now(), home, &x)
         .await
         .expect("announce");
     let client = redis::Client::open(redis.url()).expect("url");
@@ -851,8 +859,12 @@ async fn discovery_is_one_read_and_writes_nothing() {
     };
     let before = value(&mut conn);
     let trips = store.round_trips();
+    let caller = service
+        .caller(RequestKind::Discover, peer, none)
+        .expect("a public peer");
+    let anyone = User::new(AccountId::new("anyone").expect("account"));
     let reply = service
-        .handle_discover(wall_now(), peer, none)
+        .discover(wall_now(), caller, &anyone)
         .await
         .expect("discover");
     assert_eq!(store.round_trips() - trips, 1, "one round trip");
@@ -861,8 +873,15 @@ async fn discovery_is_one_read_and_writes_nothing() {
     assert_eq!(reply.agents[0].instance_id, x.instance_id);
     // Another network's discovery finds nothing, also in one read.
     let trips = store.round_trips();
+    let elsewhere = service
+        .caller(
+            RequestKind::Discover,
+            "198.51.100.9".parse().expect("ip"),
+            none,
+        )
+        .expect("a public peer");
     let other = service
-        .handle_discover(wall_now(), "198.51.100.9".parse().expect("ip"), none)
+        .discover(wall_now(), elsewhere, &anyone)
         .await
         .expect("discover");
     assert!(other.agents.is_empty());
@@ -1076,12 +1095,12 @@ async fn a_dual_stack_agent_links_once_when_both_networks_race() {
         let (x, secret) = announcement(1000 + n);
         let now = wall_now();
         for from in [v4, v6] {
-            first
-                .handle_announce(now, from, lanlink::ForwardedHeaders::NONE, &x)
-                .await
-                .expect("announce");
+            let network = first
+                .caller(RequestKind::Announce, from, lanlink::ForwardedHeaders::NONE)
+                .expect("a public peer");
+            first.announce(now, network, &x).await.expect("announce");
         }
-        let link = |service: Arc<Service>, from: std::net::IpAddr| {
+        let link = |service: Arc<Server<RedisStore>>, from: std::net::IpAddr| {
             let (alice, secret, id) = (alice.clone(), secret.clone(), x.instance_id);
             tokio::spawn(async move {
                 let request = LinkRequest {
@@ -1089,13 +1108,14 @@ async fn a_dual_stack_agent_links_once_when_both_networks_race() {
                     local_secret: secret,
                     nonce: None,
                 };
+                let network =
+                    service.caller(RequestKind::Link, from, lanlink::ForwardedHeaders::NONE)?;
                 service
-                    .handle_link(
+                    .link(
                         now,
                         &mut lanlink::os_rng(),
-                        &alice,
-                        from,
-                        lanlink::ForwardedHeaders::NONE,
+                        network,
+                        &User::new(alice),
                         request,
                     )
                     .await
@@ -1135,11 +1155,15 @@ async fn candidates_round_trip_through_redis() {
         "[fe80::5]:8080".parse().expect("addr"),
     ];
     first
-        .announce_in(wall_now(), home, &x)
+        .announce(wall_now(), home, &x)
         .await
         .expect("announce");
+    let anyone = User::new(AccountId::new("anyone").expect("account"));
+    let caller = second
+        .caller(RequestKind::Discover, peer, none)
+        .expect("a public peer");
     let reply = second
-        .handle_discover(wall_now(), peer, none)
+        .discover(wall_now(), caller, &anyone)
         .await
         .expect("discover");
     assert_eq!(reply.agents.len(), 1);
@@ -1148,21 +1172,21 @@ async fn candidates_round_trip_through_redis() {
     let mut moved = x.clone();
     moved.candidates = vec!["192.168.7.9:8080".parse().expect("addr")];
     second
-        .announce_in(wall_now(), home, &moved)
+        .announce(wall_now(), home, &moved)
         .await
         .expect("announce");
     let mut forged = moved.clone();
     forged.candidates = vec!["10.6.6.6:8080".parse().expect("addr")];
     forged.presence_key = lanlink::secret::PresenceKey::from_bytes([0x66; 32]);
     assert_eq!(
-        first
-            .announce_in(wall_now(), home, &forged)
-            .await
-            .unwrap_err(),
+        first.announce(wall_now(), home, &forged).await.unwrap_err(),
         Refusal::ForgedInstance
     );
+    let caller = first
+        .caller(RequestKind::Discover, peer, none)
+        .expect("a public peer");
     let reply = first
-        .handle_discover(wall_now(), peer, none)
+        .discover(wall_now(), caller, &anyone)
         .await
         .expect("discover");
     assert_eq!(reply.agents[0].candidates, moved.candidates);
@@ -1181,8 +1205,8 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
     }
     let redis = Redis::start();
     let held = Arc::new(Held::new(store(&redis).await));
-    let first =
-        Service::new(ServerConfig::default(), held.clone(), Events::discard()).expect("config");
+    let first = Server::with_store(ServerConfig::default(), held.clone(), Events::discard())
+        .expect("config");
     let second = service(&redis, ServerConfig::default()).await;
     let alice = AccountId::new("alice").expect("account");
     let none = lanlink::ForwardedHeaders::NONE;
@@ -1192,8 +1216,11 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
     );
     let (x, secret) = announcement(7);
     for from in [v4, v6] {
+        let network = second
+            .caller(RequestKind::Announce, from, none)
+            .expect("a public peer");
         second
-            .handle_announce(wall_now(), from, none, &x)
+            .announce(wall_now(), network, &x)
             .await
             .expect("announce");
     }
@@ -1216,24 +1243,30 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
         ..x.clone()
     };
     let mut rng = lanlink::os_rng();
+    let user = User::new(alice.clone());
+    let home_v4 = first
+        .caller(RequestKind::Link, v4, none)
+        .expect("a public peer");
     let (refused, ()) = tokio::join!(
-        first.link_now(wall_now(), &mut rng, &alice, v4, none, request()),
+        first.link(wall_now(), &mut rng, home_v4, &user, request()),
         async {
             paused.await.expect("the accept waits");
             assert_eq!(codes(), 2, "the claim and the link's code");
-            let _ = second.handle_announce(wall_now(), v4, none, &racing).await;
+            let _ = second.announce(wall_now(), home_v4, &racing).await;
             resume.send(()).expect("resume");
         }
     );
     assert_eq!(refused.map(|_| ()), Err(Refusal::AgentContested));
     assert_eq!(codes(), 0, "the claim is deleted with the link's code");
+    let home_v6 = second
+        .caller(RequestKind::Link, v6, none)
+        .expect("a public peer");
     let linked = second
-        .handle_link(
+        .link(
             wall_now(),
             &mut lanlink::os_rng(),
-            &alice,
-            v6,
-            none,
+            home_v6,
+            &user,
             request(),
         )
         .await

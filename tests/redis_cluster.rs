@@ -8,16 +8,15 @@
 //! except under `CI=true`, where it fails.
 #![cfg(all(feature = "redis", feature = "http"))]
 
-use support::steps::Steps;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lanlink::event::RequestKind;
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
-use lanlink::http::server::{log_event, service_router};
+use lanlink::http::server::{log_event, router};
 use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Events, ServerConfig, Service};
+use lanlink::server::{Events, Server, ServerConfig, User};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, LocalSecret, PublicNetwork};
@@ -54,10 +53,10 @@ impl Instance {
             let store = RedisStore::connect(config).await.expect("connect");
             let config = ServerConfig::default().lockout_threshold(5);
             let service =
-                Service::new(config, Arc::new(store), Events::sink(log_event)).expect("config");
+                Server::with_store(config, store, Events::sink(log_event)).expect("config");
             let alice = AccountId::new("alice").expect("account");
             let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
-            return Self::serve(service_router(Arc::new(service), auth, DEFAULT_PREFIX)).await;
+            return Self::serve(router(Arc::new(service), auth, DEFAULT_PREFIX)).await;
         };
         let (nodes, replicas) = (cluster.urls().join(","), wait_replicas.to_string());
         let timeout = wait_timeout.as_millis().to_string();
@@ -405,11 +404,11 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
     }
     let cluster = Cluster::start();
     let held = Arc::new(Held::new(cluster_store(&cluster).await));
-    let first =
-        Service::new(ServerConfig::default(), held.clone(), Events::discard()).expect("config");
-    let second = Service::new(
+    let first = Server::with_store(ServerConfig::default(), held.clone(), Events::discard())
+        .expect("config");
+    let second = Server::with_store(
         ServerConfig::default(),
-        Arc::new(cluster_store(&cluster).await),
+        cluster_store(&cluster).await,
         Events::discard(),
     )
     .expect("config");
@@ -422,10 +421,10 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
     let (x, secret) = announcement(7);
     let now = || chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
     for from in [v4, v6] {
-        second
-            .handle_announce(now(), from, none, &x)
-            .await
-            .expect("announce");
+        let network = second
+            .caller(RequestKind::Announce, from, none)
+            .expect("a public peer");
+        second.announce(now(), network, &x).await.expect("announce");
     }
     let request = || LinkRequest {
         instance_id: x.instance_id,
@@ -449,19 +448,26 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
         ..x.clone()
     };
     let mut rng = lanlink::os_rng();
+    let user = User::new(alice.clone());
+    let home_v4 = first
+        .caller(RequestKind::Link, v4, none)
+        .expect("a public peer");
     let (refused, ()) = tokio::join!(
-        first.link_now(now(), &mut rng, &alice, v4, none, request()),
+        first.link(now(), &mut rng, home_v4, &user, request()),
         async {
             paused.await.expect("the accept waits");
             assert!(claim_held().await, "the link holds the claim");
-            let _ = second.handle_announce(now(), v4, none, &racing).await;
+            let _ = second.announce(now(), home_v4, &racing).await;
             resume.send(()).expect("resume");
         }
     );
     assert_eq!(refused.map(|_| ()), Err(lanlink::Refusal::AgentContested));
     assert!(!claim_held().await, "the claim's key is deleted");
+    let home_v6 = second
+        .caller(RequestKind::Link, v6, none)
+        .expect("a public peer");
     let linked = second
-        .handle_link(now(), &mut lanlink::os_rng(), &alice, v6, none, request())
+        .link(now(), &mut lanlink::os_rng(), home_v6, &user, request())
         .await
         .expect("the other network links at once");
     assert_eq!(linked.state, LinkState::Pending);

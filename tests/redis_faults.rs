@@ -12,16 +12,15 @@
 //! line and passes, except under `CI=true`, where it fails.
 #![cfg(feature = "redis")]
 
-use support::steps::Steps;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
+use lanlink::event::RequestKind;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{CounterKey, Events, ServerConfig, Service, Store};
+use lanlink::server::{CounterKey, Events, Server, ServerConfig, Store, User};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
 use lanlink::{InstanceId, Refusal};
@@ -143,8 +142,8 @@ impl Backend {
         }
     }
 
-    /// A service on a store through the proxies, under its own key prefix.
-    async fn service(&self, prefix: &str) -> (Service, RedisStore) {
+    /// A server on a store through the proxies, under its own key prefix.
+    async fn service(&self, prefix: &str) -> (Server<RedisStore>, RedisStore) {
         let key = StoreKey::from_bytes([5; 32]);
         let timeout = match self {
             Self::Node(_, _, timeout) => *timeout,
@@ -169,12 +168,8 @@ impl Backend {
             .response_timeout(timeout)
             .connection_timeout(Duration::from_millis(500));
         let store = RedisStore::connect(config).await.expect("connect");
-        let service = Service::new(
-            ServerConfig::default(),
-            Arc::new(store.clone()),
-            Events::discard(),
-        )
-        .expect("config");
+        let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
+            .expect("config");
         (service, store)
     }
 
@@ -227,12 +222,12 @@ async fn failures(store: &RedisStore) -> u64 {
 
 /// The whole link flow through `service`: announce, link, collect the message, redeem (each
 /// retried on `store_unavailable`); checks that it links and that the code is single use.
-async fn link_flow(service: &Service, n: u32) -> InstanceId {
+async fn link_flow(service: &Server<RedisStore>, n: u32) -> InstanceId {
     let (x, secret) = announcement(n);
     let alice = AccountId::new("alice").expect("account");
     let peer = PEER.parse().expect("ip");
     let none = ForwardedHeaders::NONE;
-    retried(|| service.announce_in_now(wall_now(), home(), &x))
+    retried(|| service.announce(wall_now(), home(), &x))
         .await
         .expect("announce");
     let request = LinkRequest {
@@ -240,14 +235,15 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
         local_secret: secret.clone(),
         nonce: None,
     };
+    let user = User::new(alice.clone());
     let pending = retried(|| async {
+        let network = service.caller(RequestKind::Link, peer, none)?;
         service
-            .handle_link(
+            .link(
                 wall_now(),
                 &mut lanlink::os_rng(),
-                &alice,
-                peer,
-                none,
+                network,
+                &user,
                 request.clone(),
             )
             .await
@@ -255,7 +251,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
     .await
     .expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
-    let reply = retried(|| service.announce_in_now(wall_now(), home(), &x))
+    let reply = retried(|| service.announce(wall_now(), home(), &x))
         .await
         .expect("collect");
     let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
@@ -269,19 +265,23 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
     };
     retried(|| async {
         service
-            .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+            .redeem(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
             .await
     })
     .await
     .expect("redeemed");
-    let status =
-        retried(|| service.link_status_now(wall_now(), &alice, peer, none, &x.instance_id))
+    let status = retried(|| async {
+        let network = service.caller(RequestKind::LinkStatus, peer, none)?;
+        service
+            .link_status(wall_now(), network, &alice, &x.instance_id)
             .await
-            .expect("status");
+    })
+    .await
+    .expect("status");
     assert_eq!(status.state, LinkState::Linked);
     let again = retried(|| async {
         service
-            .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+            .redeem(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
             .await
     })
     .await
@@ -294,7 +294,7 @@ async fn link_flow(service: &Service, n: u32) -> InstanceId {
 /// that command's reply dropped, each run under a fresh key prefix; `check` sees the outcome.
 async fn every_step<S, SFut, C, CFut>(backend: &Backend, name: &str, scenario: S, check: C)
 where
-    S: Fn(Service) -> SFut,
+    S: Fn(Server<RedisStore>) -> SFut,
     SFut: std::future::Future<Output = ()>,
     C: Fn(RedisStore, Vec<String>) -> CFut,
     CFut: std::future::Future<Output = ()>,
@@ -361,7 +361,7 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
             let (x, _) = announcement(2);
             let alice = AccountId::new("alice").expect("account");
             let peer = PEER.parse().expect("ip");
-            retried(|| service.announce_in_now(wall_now(), home(), &x))
+            retried(|| service.announce(wall_now(), home(), &x))
                 .await
                 .expect("announce");
             let guess = LinkRequest {
@@ -369,18 +369,13 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
                 local_secret: LocalSecret::from_bytes([9; 32]),
                 nonce: None,
             };
+            let user = User::new(alice);
             let refused = retried(|| async {
                 let none = ForwardedHeaders::NONE;
                 let guess = guess.clone();
+                let network = service.caller(RequestKind::Link, peer, none)?;
                 service
-                    .handle_link(
-                        wall_now(),
-                        &mut lanlink::os_rng(),
-                        &alice,
-                        peer,
-                        none,
-                        guess,
-                    )
+                    .link(wall_now(), &mut lanlink::os_rng(), network, &user, guess)
                     .await
             })
             .await;
@@ -393,7 +388,7 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
             };
             let refused = retried(|| async {
                 service
-                    .redeem_in(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
+                    .redeem(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
                     .await
             })
             .await

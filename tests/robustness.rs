@@ -21,7 +21,7 @@ fn ip(text: &str) -> IpAddr {
 #[test]
 fn server_survives_the_ends_of_time() {
     for now in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
-        let mut server = Server::new(ServerConfig::default()).unwrap();
+        let server = Server::new(ServerConfig::default()).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let key = lanlink::secret::PresenceKey::from_bytes([1; 32]);
         let id = key.instance_id();

@@ -96,7 +96,6 @@ fn record(sim: &Sim, network: &str) -> NetworkRecord {
     sim.server
         .store()
         .network(&net(network))
-        .cloned()
         .unwrap_or_default()
 }
 
@@ -520,7 +519,10 @@ fn step8_redeeming_the_code_mints_a_token_and_the_agent_reports_linked() {
 fn step9_manual_codes_are_short_random_single_use_and_expire() {
     let (mut sim, _, agent) = home();
     let wall = sim.wall();
-    let reply = sim.server.mint_code_now(wall, &mut sim.rng, &alice()).unwrap();
+    let reply = sim
+        .server
+        .mint_code_now(wall, &mut sim.rng, &alice())
+        .unwrap();
     assert_eq!(reply.code.expose().len(), 6);
     assert!(reply.code.expose().bytes().all(|b| b.is_ascii_digit()));
     assert_eq!(reply.expires_at, wall + chrono::TimeDelta::minutes(10));
@@ -529,12 +531,17 @@ fn step9_manual_codes_are_short_random_single_use_and_expire() {
     seen.insert(reply.code.expose().to_owned());
     for n in 0..200 {
         let account = AccountId::new(format!("user-{n}")).unwrap();
-        let code = sim.server.mint_code_now(wall, &mut sim.rng, &account).unwrap();
+        let code = sim
+            .server
+            .mint_code_now(wall, &mut sim.rng, &account)
+            .unwrap();
         assert!(seen.insert(code.code.expose().to_owned()));
     }
     // An account holds at most its quota of live codes (5): alice has one, four more mint.
     for _ in 0..4 {
-        sim.server.mint_code_now(wall, &mut sim.rng, &alice()).unwrap();
+        sim.server
+            .mint_code_now(wall, &mut sim.rng, &alice())
+            .unwrap();
     }
     assert_eq!(
         sim.server
@@ -662,7 +669,7 @@ fn attack_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored() {
 fn attack_trusted_proxy_that_drops_the_client_address_fails_closed() {
     // The 2021 incident: the balancer stopped passing the client address.
     let config = ServerConfig::default().trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
-    let (mut sim, _, agent) = home_with(config);
+    let (sim, _, agent) = home_with(config);
     let wall = sim.wall();
     assert_eq!(
         sim.server

@@ -26,7 +26,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// The server's routes on 127.0.0.1:0 with `config`.
 async fn start(config: ServeConfig) -> SocketAddr {
-    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
     let auth = Arc::new(BearerTokens::new(vec![(
         ALICE.to_owned(),
         AccountId::new("alice").unwrap(),

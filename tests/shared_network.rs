@@ -5,11 +5,15 @@
 #![cfg(feature = "sim")]
 
 mod support;
+#[cfg(feature = "obico")]
+use support::steps::ready;
 use support::steps::Steps;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+#[cfg(feature = "obico")]
+use lanlink::event::RequestKind;
 use lanlink::event::{AgentEvent, LinkerEvent, ServerEvent};
 use lanlink::linker::LinkerFailure;
 use lanlink::secret::PresenceKey;
@@ -332,12 +336,9 @@ fn judgements_are_events_without_secrets() {
     let mut sim = Sim::new(19);
     let _lan = sim.add_lan(ip(POOL));
     for n in 0..DOWNGRADED_WITHIN {
-        let _ = sim.server.discover_as_now(
-            sim.wall(),
-            &account(n),
-            ip(POOL),
-            ForwardedHeaders::NONE,
-        );
+        let _ =
+            sim.server
+                .discover_as_now(sim.wall(), &account(n), ip(POOL), ForwardedHeaders::NONE);
     }
     drain(&mut sim);
     let json: Vec<String> = sim
@@ -452,7 +453,7 @@ fn pool_with_a_printer(
     profile: Profile,
     now: chrono::DateTime<chrono::Utc>,
 ) -> (lanlink::server::Server, lanlink::InstanceId) {
-    let mut server = lanlink::server::Server::new(ServerConfig::default()).unwrap();
+    let server = lanlink::server::Server::new(ServerConfig::default()).unwrap();
     let key = PresenceKey::from_bytes([3; 32]);
     let id = key.instance_id();
     match profile {
@@ -473,16 +474,17 @@ fn pool_with_a_printer(
         }
         #[cfg(feature = "obico")]
         Profile::Obico => {
-            let reply = server
-                .obico_unlinked(
-                    now,
-                    &mut lanlink::os_rng(),
-                    &lanlink::obico::ObicoConfig::default(),
-                    ip(POOL),
-                    ForwardedHeaders::NONE,
-                    &obico_poll(id),
-                )
+            let network = server
+                .caller(RequestKind::Announce, ip(POOL), ForwardedHeaders::NONE)
                 .unwrap();
+            let reply = ready(server.obico_unlinked(
+                now,
+                &mut lanlink::os_rng(),
+                &lanlink::obico::ObicoConfig::default(),
+                network,
+                &obico_poll(id),
+            ))
+            .unwrap();
             assert!(reply.message.is_none());
         }
     }
@@ -502,7 +504,7 @@ fn obico_poll(id: lanlink::InstanceId) -> lanlink::obico::UnlinkedPoll {
 
 /// How many printers `account` is shown through `profile`'s discovery route.
 fn listed(
-    server: &mut lanlink::server::Server,
+    server: &lanlink::server::Server,
     profile: Profile,
     now: chrono::DateTime<chrono::Utc>,
     account: &AccountId,
@@ -519,16 +521,20 @@ fn listed(
             reply.agents.len()
         }
         #[cfg(feature = "obico")]
-        Profile::Obico => server
-            .obico_discover(now, account, ip(POOL), ForwardedHeaders::NONE)
-            .unwrap()
-            .len(),
+        Profile::Obico => {
+            let network = server
+                .caller(RequestKind::Discover, ip(POOL), ForwardedHeaders::NONE)
+                .unwrap();
+            ready(server.obico_list(now, network, account))
+                .unwrap()
+                .len()
+        }
     }
 }
 
 /// A link request by `account` for `id` with a wrong secret, through `profile`'s link route.
 fn link_with_a_wrong_secret(
-    server: &mut lanlink::server::Server,
+    server: &lanlink::server::Server,
     profile: Profile,
     now: chrono::DateTime<chrono::Utc>,
     account: &AccountId,
@@ -551,15 +557,17 @@ fn link_with_a_wrong_secret(
             )
             .map(|_| ()),
         #[cfg(feature = "obico")]
-        Profile::Obico => server.obico_link(
-            now,
-            &mut lanlink::os_rng(),
-            account,
-            ip(POOL),
-            ForwardedHeaders::NONE,
-            id,
-            Some(wrong),
-        ),
+        Profile::Obico => {
+            let network = server.caller(RequestKind::Link, ip(POOL), ForwardedHeaders::NONE)?;
+            ready(server.obico_link(
+                now,
+                &mut lanlink::os_rng(),
+                network,
+                account,
+                id,
+                Some(wrong),
+            ))
+        }
     }
 }
 
@@ -574,10 +582,10 @@ fn every_profile_judges_a_pool_shared_at_the_same_discovery_and_then_hides_and_r
     let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let mut tripped_at = Vec::new();
     for &profile in PROFILES {
-        let (mut server, id) = pool_with_a_printer(profile, now);
+        let (server, id) = pool_with_a_printer(profile, now);
         let mut first_hidden = None;
         for n in 0..8 {
-            let shown = listed(&mut server, profile, now, &account(n));
+            let shown = listed(&server, profile, now, &account(n));
             if shown == 0 {
                 first_hidden.get_or_insert(n + 1);
             } else {
@@ -601,7 +609,7 @@ fn every_profile_judges_a_pool_shared_at_the_same_discovery_and_then_hides_and_r
         // A stranger's wrong secret is refused as the network is shared: before any check, not
         // counted as a guess, and nothing is queued for the printer.
         for _ in 0..6 {
-            let link = link_with_a_wrong_secret(&mut server, profile, now, &account(7), id);
+            let link = link_with_a_wrong_secret(&server, profile, now, &account(7), id);
             assert_eq!(link, Err(Refusal::SharedNetwork), "{profile:?}");
         }
         assert!(!server
@@ -609,16 +617,17 @@ fn every_profile_judges_a_pool_shared_at_the_same_discovery_and_then_hides_and_r
             .is_locked(&lanlink::PublicNetwork::from_ip(ip(POOL), 64), now));
         #[cfg(feature = "obico")]
         if profile == Profile::Obico {
-            let reply = server
-                .obico_unlinked(
-                    now + chrono::TimeDelta::seconds(5),
-                    &mut lanlink::os_rng(),
-                    &lanlink::obico::ObicoConfig::default(),
-                    ip(POOL),
-                    ForwardedHeaders::NONE,
-                    &obico_poll(id),
-                )
+            let network = server
+                .caller(RequestKind::Announce, ip(POOL), ForwardedHeaders::NONE)
                 .unwrap();
+            let reply = ready(server.obico_unlinked(
+                now + chrono::TimeDelta::seconds(5),
+                &mut lanlink::os_rng(),
+                &lanlink::obico::ObicoConfig::default(),
+                network,
+                &obico_poll(id),
+            ))
+            .unwrap();
             assert!(reply.message.is_none(), "a secret reached the printer");
         }
     }

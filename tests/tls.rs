@@ -23,7 +23,7 @@ use lanlink::http::client::{
 };
 use lanlink::http::{self, serve, BearerTokens, Peer, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::{Events, MemoryStore, ServerConfig, Service};
+use lanlink::server::{Events, MemoryStore, Server, ServerConfig};
 use lanlink::transport::{LinkerServerTransport, TransportError};
 use lanlink::{AccountId, DeviceInfo, PublicNetwork};
 use tokio_rustls::rustls;
@@ -96,8 +96,8 @@ async fn start_tls_server(pki: &Pki) -> TlsServer {
 
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
-    let store = Arc::new(Mutex::new(MemoryStore::default()));
-    let service = Service::new(
+    let store = Arc::new(MemoryStore::default());
+    let service = Server::with_store(
         ServerConfig::default(),
         store,
         Events::sink(move |event| sink.lock().unwrap().push(event)),
@@ -107,8 +107,7 @@ async fn start_tls_server(pki: &Pki) -> TlsServer {
         ALICE.to_owned(),
         AccountId::new("alice").unwrap(),
     )]));
-    let app =
-        http::server::service_router(Arc::new(service), auth, P).fallback(http::server::not_found);
+    let app = http::server::router(Arc::new(service), auth, P).fallback(http::server::not_found);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -388,7 +388,7 @@ async fn popup_page_escapes_the_origin_it_embeds() {
 // ───────────────────────────── the linking page ─────────────────────────────
 
 async fn start_server_with_page() -> SocketAddr {
-    let server = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
     // A standalone server: the routers, and the crate's JSON 404 for every other path.
     let app = http::server::router(server, Arc::new(BearerTokens::default()), P)
         .merge(http::web::router(P))

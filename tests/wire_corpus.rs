@@ -31,7 +31,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
@@ -74,7 +74,7 @@ fn config() -> ServerConfig {
 /// The axum server, on a runtime of its own.
 fn start_axum(runtime: &tokio::runtime::Runtime) -> SocketAddr {
     runtime.block_on(async {
-        let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+        let server = Arc::new(Server::new(config()).unwrap());
         let users = vec![
             (ALICE.to_owned(), AccountId::new("alice").unwrap()),
             (BOB.to_owned(), AccountId::new("bob").unwrap()),
@@ -1246,7 +1246,7 @@ fn requests_tiny_http_dropped_are_answered_alike() {
     assert_eq!(exchange(axum, &not_text, &not_text.bytes).0, expected);
     assert_eq!(exchange(blocking, &not_text, &not_text.bytes).0, expected);
     // The core's rule itself, as any stack reaches it.
-    let server = Mutex::new(Server::new(config()).unwrap());
+    let server = Server::new(config()).unwrap();
     let now = lanlink::chrono::DateTime::<lanlink::chrono::Utc>::from(std::time::SystemTime::now());
     let run = |lines: &[(&str, &[u8])]| {
         let mut headers = vec![
@@ -1265,7 +1265,7 @@ fn requests_tiny_http_dropped_are_answered_alike() {
         let user = lanlink::server::endpoint::User::new(AccountId::new("alice").unwrap());
         let mut rng = lanlink::os_rng();
         let future = lanlink::server::endpoint::handle(
-            (&server).into(),
+            &server,
             now,
             &mut rng,
             P,

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 pub mod example;
-pub mod steps;
 #[cfg(feature = "tokio")]
 pub mod held;
 #[cfg(all(feature = "redis", feature = "http"))]
@@ -15,6 +14,7 @@ pub mod obico_agent;
 pub mod redis_cluster;
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod steps;
 
 /// An announcement with known keys (`n` picks them) for an agent at `private_ip`.
 pub fn announcement(n: u32, private_ip: &str) -> (lanlink::wire::Announce, lanlink::LocalSecret) {
