@@ -1,5 +1,6 @@
-//! The Obico wire profile (feature `obico`): unmodified OctoPrint-Obico and moonraker-obico agents
-//! link through a lanlink server, with the server-side protections of the core in force.
+//! The Obico wire profile (feature `obico-wire`; `obico` adds its adapters): unmodified
+//! OctoPrint-Obico and moonraker-obico agents link through a lanlink server, with the
+//! server-side protections of the core in force.
 //!
 //! The Obico agents poll `POST /api/v1/octo/unlinked/` with a `device_id` (a version-4 UUID in
 //! 32-hex form, new at every start), serve their secret to LAN callers at
@@ -26,7 +27,9 @@
 //! presence key. `PROTOCOL.md` ("The Obico profile") lists what this keeps of Obico's wire and
 //! what it refuses.
 
+#[cfg(feature = "obico")]
 pub mod linker;
+#[cfg(feature = "obico")]
 pub mod server;
 pub mod tokens;
 

@@ -23,7 +23,7 @@ pub mod connections;
 pub mod cross_site;
 pub mod endpoint;
 pub mod hook;
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 mod obico;
 mod ops;
 pub mod record;
