@@ -14,10 +14,12 @@
 //! - The server's operations are methods of [`crate::server::Server`] and, the same code over a
 //!   shared store, of [`crate::server::Service`] (`obico_unlinked`, `obico_discover`,
 //!   `obico_list`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like the core's.
-//! - [`server::router`] and [`server::service_router`]: the axum routes with Obico's paths, JSON
-//!   shapes and status codes.
+//! - [`endpoint`]: the profile's HTTP wire as a sans-IO function ([`endpoint::handle`]): Obico's
+//!   paths, JSON shapes and status codes, and every rule of its routes, for any HTTP stack (no
+//!   adapter needed).
+//! - `server::router` and `server::service_router` (feature `obico`): the axum routes.
 //! - [`tokens`]: the linked printers, recognised by their token's digest.
-//! - [`linker`]: a linker for Obico agents over those routes.
+//! - `linker` (feature `obico`): a linker for Obico agents over those routes.
 //!
 //! How an Obico agent is represented: its presence is a core [`Presence`](crate::server::record::Presence)
 //! whose `instance_id` is the `device_id` itself (both are version-4 UUIDs) and whose commitment is
@@ -27,6 +29,7 @@
 //! presence key. `PROTOCOL.md` ("The Obico profile") lists what this keeps of Obico's wire and
 //! what it refuses.
 
+pub mod endpoint;
 #[cfg(feature = "obico")]
 pub mod linker;
 #[cfg(feature = "obico")]

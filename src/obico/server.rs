@@ -391,15 +391,6 @@ fn text(map: &Map<String, Value>, name: &str, max: usize) -> String {
     crate::wire::sanitized(raw, max)
 }
 
-/// An `unlinked` poll from a body's bytes, as the route reads it (`None` where it answers 400).
-#[cfg(feature = "fuzz")]
-pub(crate) fn poll_from_bytes(bytes: &[u8]) -> Option<UnlinkedPoll> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => poll_of(&map).ok(),
-        _ => None,
-    }
-}
-
 fn poll_of(map: &Map<String, Value>) -> Result<UnlinkedPoll, Response<Body>> {
     let device = map
         .get("device_id")
