@@ -76,7 +76,7 @@
 //! | `ticket` | off | `ticket`: signed network tickets; with `http-server` their route, with `http-client` `HttpAgentClient::ticket` | none |
 //! | `mqtt` | off | `mqtt`: the agent ↔ server channel over an MQTT broker. Implies `tokio`, `http-server`, `http-client`, `ticket` | `rumqttc` 0.25, re-exported as `lanlink::mqtt::rumqttc` |
 //! | `obico-wire` | via `obico` | `obico` without adapters: the profile's operations, `ObicoConfig`, `obico::tokens`, and its HTTP wire as a function (`obico::endpoint`), served by any HTTP stack | none |
-//! | `obico` | off | `obico`: the Obico wire profile, `obico-wire` with its axum routes (`obico::server`) and a reqwest linker. Implies `obico-wire`, `http-server`, `http-client` | those of both halves |
+//! | `obico` | off | `obico`: the Obico wire profile, `obico-wire` with its axum routes (`obico::server`, a shell over `obico::endpoint`) and a reqwest linker. Implies `obico-wire`, `http-server`, `http-client` | those of both halves |
 //! | `sim` | off | `sim`: the deterministic three-party simulator | none |
 //! | `fuzz` | off | `fuzz`: the fuzzing harnesses of `fuzz/`. Implies `sim` | none |
 //!

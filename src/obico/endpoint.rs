@@ -3,8 +3,10 @@
 //! header lines (raw bytes), socket peer and the state of its body go in
 //! ([`HttpRequest`], [`RequestBody`]); a status, header lines, a body and whether to close the
 //! connection come out ([`Handled`], [`ServerResponse`]), with every rule of the profile applied.
-//! Any HTTP stack serves Obico's agents by calling [`handle`] and writing its answer as given.
-//! Feature `obico-wire`: no axum, hyper, `http` crate, tokio or reqwest.
+//! Any HTTP stack serves Obico's agents by calling [`handle`] and writing its answer as given;
+//! the axum routes (`obico::server`, feature `obico`) are a thin shell over it, and answer byte
+//! for byte alike (`tests/obico_wire.rs`). Feature `obico-wire`: no axum, hyper, `http` crate,
+//! tokio or reqwest.
 //!
 //! | route | who | success | refusals |
 //! | --- | --- | --- | --- |

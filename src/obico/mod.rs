@@ -17,7 +17,8 @@
 //! - [`endpoint`]: the profile's HTTP wire as a sans-IO function ([`endpoint::handle`]): Obico's
 //!   paths, JSON shapes and status codes, and every rule of its routes, for any HTTP stack (no
 //!   adapter needed).
-//! - `server::router` and `server::service_router` (feature `obico`): the axum routes.
+//! - `server::router` and `server::service_router` (feature `obico`): the axum routes, a thin
+//!   shell over [`endpoint::handle`].
 //! - [`tokens`]: the linked printers, recognised by their token's digest.
 //! - `linker` (feature `obico`): a linker for Obico agents over those routes.
 //!
