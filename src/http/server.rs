@@ -23,6 +23,7 @@
 //! store such as Redis ([`service_router`]); a store that cannot be reached answers
 //! `503 store_unavailable`.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -34,6 +35,7 @@ use axum::http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use axum::routing::any;
 use axum::Router;
 use chrono::{DateTime, Utc};
+use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
@@ -51,7 +53,7 @@ pub fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
 }
 
 /// What the routes call: one locked in-memory server, or a service over a shared store.
-enum Backend {
+pub(crate) enum Backend {
     Local(SharedServer),
     Shared(Arc<Service>),
 }
@@ -63,12 +65,69 @@ struct App {
     prefix: String,
 }
 
-impl App {
-    fn backend(&self) -> endpoint::Backend<'_> {
-        match &self.backend {
-            Backend::Local(server) => endpoint::Backend::Local(server),
-            Backend::Shared(service) => endpoint::Backend::Shared(service),
+impl Backend {
+    /// The core's view of it.
+    pub(crate) fn core(&self) -> endpoint::Backend<'_> {
+        match self {
+            Self::Local(server) => endpoint::Backend::Local(server),
+            Self::Shared(service) => endpoint::Backend::Shared(service),
         }
+    }
+
+    /// Logs and drops an in-memory server's pending events, under `target` (a service's go to its
+    /// sink as they happen).
+    pub(crate) fn log_events(&self, target: Target) {
+        let Self::Local(server) = self else { return };
+        match target {
+            Target::Server => log_events(&mut lock(server)),
+            #[cfg(feature = "obico")]
+            Target::Obico => {
+                let mut server = lock(server);
+                while let Some(event) = server.poll_event() {
+                    tracing::info!(target: "lanlink::obico", ?event);
+                }
+            }
+        }
+    }
+}
+
+/// Where the routers log an in-memory server's events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    /// `lanlink::server` ([`log_event`]).
+    Server,
+    /// `lanlink::obico`.
+    #[cfg(feature = "obico")]
+    Obico,
+}
+
+impl Wire for App {
+    fn reads_body(&self, request: &HttpRequest<'_>) -> bool {
+        endpoint::reads_body(&self.prefix, request.method, request.path)
+    }
+
+    fn handle<'a, R: CryptoRng + RngCore + Send>(
+        &'a self,
+        now: DateTime<Utc>,
+        rng: &'a mut R,
+        request: &'a HttpRequest<'a>,
+        body: RequestBody<'a>,
+        user: Option<&'a User>,
+    ) -> impl Future<Output = Handled> + Send + 'a {
+        let (backend, prefix) = (self.backend.core(), self.prefix.as_str());
+        endpoint::handle(backend, now, rng, prefix, request, body, user)
+    }
+
+    fn unauthorized(&self) -> ServerResponse {
+        ServerResponse::unauthorized()
+    }
+
+    fn authenticator(&self) -> &dyn Authenticator {
+        &*self.auth
+    }
+
+    fn answered(&self) {
+        self.backend.log_events(Target::Server);
     }
 }
 
@@ -115,13 +174,16 @@ fn routes(backend: Backend, auth: Arc<dyn Authenticator>, prefix: &str) -> Route
     // (which answers 405 with `Allow`, and 404). No router-wide fallback, so the routes merge
     // into (or nest inside) a host app that has its own.
     Router::new()
-        .route(&format!("{prefix}/agent/announce"), any(answer))
-        .route(&format!("{prefix}/agent/redeem"), any(answer))
-        .route(&format!("{prefix}/discover"), any(answer))
-        .route(&format!("{prefix}/link"), any(answer))
-        .route(&format!("{prefix}/link/{{instance_id}}"), any(answer))
-        .route(&format!("{prefix}/codes"), any(answer))
-        .route(&format!("{prefix}/{{*rest}}"), any(answer))
+        .route(&format!("{prefix}/agent/announce"), any(answer::<App>))
+        .route(&format!("{prefix}/agent/redeem"), any(answer::<App>))
+        .route(&format!("{prefix}/discover"), any(answer::<App>))
+        .route(&format!("{prefix}/link"), any(answer::<App>))
+        .route(
+            &format!("{prefix}/link/{{instance_id}}"),
+            any(answer::<App>),
+        )
+        .route(&format!("{prefix}/codes"), any(answer::<App>))
+        .route(&format!("{prefix}/{{*rest}}"), any(answer::<App>))
         .with_state(app)
 }
 
@@ -222,14 +284,43 @@ fn log_events(server: &mut Server) {
     }
 }
 
-/// Hands one request to the core's server endpoint (asking the [`Authenticator`] when the route
-/// needs a user) and writes its answer.
-async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body> {
+/// A wire function the routers are a shell over: the core's ([`endpoint::handle`]) or a
+/// profile's (the Obico routes'). The shell moves bytes; every rule is the wire's.
+pub(crate) trait Wire: Send + Sync + 'static {
+    /// Whether the request's route reads its body.
+    fn reads_body(&self, request: &HttpRequest<'_>) -> bool;
+
+    /// One call of the wire function.
+    fn handle<'a, R: CryptoRng + RngCore + Send>(
+        &'a self,
+        now: DateTime<Utc>,
+        rng: &'a mut R,
+        request: &'a HttpRequest<'a>,
+        body: RequestBody<'a>,
+        user: Option<&'a User>,
+    ) -> impl Future<Output = Handled> + Send + 'a;
+
+    /// The wire's own `401`, for [`Rejection::Unauthorized`](super::Rejection::Unauthorized).
+    fn unauthorized(&self) -> ServerResponse;
+
+    /// Who a user request is from.
+    fn authenticator(&self) -> &dyn Authenticator;
+
+    /// Called once the wire answered (to log an in-memory server's events).
+    fn answered(&self);
+}
+
+/// Hands one request to a wire function (asking the [`Authenticator`] when the route needs a
+/// user) and writes its answer: the one handler of the crate's server-side routers.
+pub(crate) async fn answer<W: Wire>(
+    State(wire): State<Arc<W>>,
+    request: Request,
+) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let headers = header_pairs(&parts);
     let request = core_request(&parts, &headers);
     // The body is read only for a route that takes one; it may carry a secret.
-    let read = if endpoint::reads_body(&app.prefix, request.method, request.path) {
+    let read = if wire.reads_body(&request) {
         read_body_state(body, MAX_BODY_BYTES).await
     } else {
         Ok(Zeroizing::new(Vec::new()))
@@ -239,37 +330,32 @@ async fn answer(State(app): State<Arc<App>>, request: Request) -> Response<Body>
         Err(state) => *state,
     };
     let (now, mut rng) = (wall_now(), crate::os_rng());
-    let (backend, prefix) = (app.backend(), app.prefix.as_str());
-    let handled = endpoint::handle(backend, now, &mut rng, prefix, &request, body, None).await;
-    let answer = match handled {
+    let answer = match wire.handle(now, &mut rng, &request, body, None).await {
         Handled::Answer(answer) => answer,
         Handled::NeedsUser { display_name } => {
-            let account = match app.auth.authenticate(&parts).await {
+            let auth = wire.authenticator();
+            let account = match auth.authenticate(&parts).await {
                 Ok(account) => account,
                 Err(rejection) => {
-                    return rejection
-                        .into_response(|| into_response(ServerResponse::unauthorized()))
+                    return rejection.into_response(|| into_response(wire.unauthorized()))
                 }
             };
             let display_name = match display_name {
-                true => app.auth.display_name(&parts, &account).await,
+                true => auth.display_name(&parts, &account).await,
                 false => None,
             };
             let user = User {
                 account,
                 display_name,
             };
-            let handled =
-                endpoint::handle(backend, now, &mut rng, prefix, &request, body, Some(&user)).await;
-            // With a user given, the core always answers.
-            handled
-                .into_answer()
-                .unwrap_or_else(ServerResponse::unauthorized)
+            let handled = wire
+                .handle(now, &mut rng, &request, body, Some(&user))
+                .await;
+            // With a user given, the wire always answers.
+            handled.into_answer().unwrap_or_else(|| wire.unauthorized())
         }
     };
-    if let Backend::Local(server) = &app.backend {
-        log_events(&mut lock(server));
-    }
+    wire.answered();
     into_response(answer)
 }
 

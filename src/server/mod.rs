@@ -25,7 +25,7 @@ pub mod endpoint;
 pub mod hook;
 #[cfg(feature = "ticket")]
 pub mod mqtt;
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 mod obico;
 mod ops;
 pub mod record;

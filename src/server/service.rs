@@ -436,9 +436,9 @@ impl Service {
     }
 }
 
-/// The Obico profile's operations (feature `obico`): the very code the sync
+/// The Obico profile's operations (feature `obico-wire`): the very code the sync
 /// [`Server`](super::Server)'s `obico_*` methods run, over the shared store.
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 impl Service {
     /// See [`Server::obico_unlinked`](super::Server::obico_unlinked).
     pub async fn obico_unlinked<R: CryptoRng + RngCore + Send + ?Sized>(
