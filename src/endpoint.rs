@@ -281,7 +281,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// Decodes one form-urlencoded component: `+` is a space, `%XX` a byte; bytes that are not
 /// UTF-8 become U+FFFD (as the WHATWG form parser does).
-fn form_decode(text: &str) -> String {
+pub(crate) fn form_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

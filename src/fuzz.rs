@@ -6,7 +6,7 @@
 //! compiled and type-checked by ordinary builds (`cargo test --all-features`), as str0m does.
 
 use std::collections::HashMap;
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -1493,8 +1493,8 @@ pub fn adapter_decode(data: &[u8]) {
         round_trip::<crate::mqtt::UpMessage>(data, usize::MAX);
         round_trip::<crate::mqtt::DownMessage>(data, usize::MAX);
     }
-    #[cfg(feature = "obico")]
-    if let Some(poll) = crate::obico::server::poll_from_bytes(data) {
+    #[cfg(feature = "obico-wire")]
+    if let Some(poll) = crate::obico::endpoint::poll_from_bytes(data) {
         let info = &poll.info;
         for (field, limit) in [
             (info.hostname(), wire::limits::HOSTNAME),
@@ -1570,7 +1570,7 @@ fn ticket_tamper(data: &[u8]) {
 }
 
 /// One request of the Obico profile.
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 #[derive(Debug, Clone, Arbitrary)]
 pub enum ObicoOp {
     /// Time passes.
@@ -1623,7 +1623,7 @@ pub enum ObicoOp {
 }
 
 /// Which code a [`ObicoOp::Verify`] presents.
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 #[derive(Debug, Clone, Arbitrary)]
 pub enum CodeChoice {
     /// A code handed to an agent (a `verify_code` message or a claimed passcode's code).
@@ -1645,7 +1645,7 @@ pub enum CodeChoice {
 /// - a code redeems at most once, an auto code or a claimed passcode's code only from the
 ///   network it is bound to, and for the account that asked; a passcode itself never redeems;
 /// - a claimed passcode's code is handed only to its own device polling from its own network.
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 pub fn obico_ops(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let max_visible = u.int_in_range(1..=2).unwrap_or(1);
@@ -1653,7 +1653,7 @@ pub fn obico_ops(data: &[u8]) {
 }
 
 /// What an [`obico_ops`] run reached (so a test can tell the checks ran).
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 #[derive(Debug, Default, Clone, Copy)]
 struct ObicoReached {
     delivered: usize,
@@ -1661,7 +1661,7 @@ struct ObicoReached {
     claimed: usize,
 }
 
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 fn obico_run(max_visible: usize, ops: Vec<ObicoOp>) -> ObicoReached {
     use std::collections::HashMap;
 
@@ -2190,7 +2190,7 @@ mod tests {
             wire_decode(&data);
             client_addr(&data);
             adapter_decode(&data);
-            #[cfg(feature = "obico")]
+            #[cfg(feature = "obico-wire")]
             obico_ops(&data);
         }
     }
@@ -2281,7 +2281,7 @@ mod tests {
 
     /// The checked-in seeds of `adapter_decode` each decode as the format they are named after,
     /// so the fuzzer starts inside every format rather than at its first byte.
-    #[cfg(all(feature = "mqtt", feature = "obico"))]
+    #[cfg(all(feature = "mqtt", feature = "obico-wire"))]
     #[test]
     fn adapter_seeds_decode() {
         use crate::server::{CodeRecord, NetworkRecord};
@@ -2301,7 +2301,7 @@ mod tests {
                 decodes::<crate::ticket::TicketReply>,
             ),
             ("seed-obico-poll.json", |b| {
-                crate::obico::server::poll_from_bytes(b).is_some()
+                crate::obico::endpoint::poll_from_bytes(b).is_some()
             }),
         ];
         for (name, check) in checks {
@@ -2313,7 +2313,7 @@ mod tests {
 
     /// The Obico harness reaches its checks: a link delivered and redeemed, a passcode claimed
     /// and its code redeemed; and the attacks it checks are refused along the way.
-    #[cfg(feature = "obico")]
+    #[cfg(feature = "obico-wire")]
     #[test]
     fn obico_harness_reaches_delivery_redemption_and_claims() {
         use ObicoOp::*;

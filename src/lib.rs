@@ -75,7 +75,8 @@
 //! | `redis` | off | `server::redis`: the store in Redis or a Redis Cluster, shared by many instances. Implies `tokio` | `redis` 1 (`RedisError`, `aio::ConnectionManager`, `ConnectionLike`), re-exported as `lanlink::redis` |
 //! | `ticket` | off | `ticket`: signed network tickets; `server::mqtt`: the server's MQTT wire as a function; with `http-server` the ticket route, with `http-client` `HttpAgentClient::ticket` | none |
 //! | `mqtt` | off | `mqtt`: the agent ↔ server channel over an MQTT broker. Implies `tokio`, `http-server`, `http-client`, `ticket` | `rumqttc` 0.25, re-exported as `lanlink::mqtt::rumqttc` |
-//! | `obico` | off | `obico`: the Obico wire profile (axum routes and a reqwest linker). Implies `http-server`, `http-client` | those of both halves |
+//! | `obico-wire` | via `obico` | `obico` without adapters: the profile's operations, `ObicoConfig`, `obico::tokens`, and its HTTP wire as a function (`obico::endpoint`), served by any HTTP stack | none |
+//! | `obico` | off | `obico`: the Obico wire profile, `obico-wire` with its axum routes (`obico::server`, a shell over `obico::endpoint`) and a reqwest linker. Implies `obico-wire`, `http-server`, `http-client` | those of both halves |
 //! | `sim` | off | `sim`: the deterministic three-party simulator | none |
 //! | `fuzz` | off | `fuzz`: the fuzzing harnesses of `fuzz/`. Implies `sim` | none |
 //!
@@ -106,7 +107,7 @@ pub mod id;
 pub mod linker;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 pub mod obico;
 pub mod secret;
 pub mod server;

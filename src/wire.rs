@@ -20,7 +20,7 @@ use crate::secret::{AuthToken, Commitment, LocalSecret, PresenceKey};
 
 mod hidden;
 pub use hidden::is_hidden;
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 pub(crate) use hidden::sanitized;
 
 /// The wire version these types implement.

@@ -265,7 +265,7 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
 
 #[cfg(feature = "http-server")]
 /// A JSON response with `no-store` caching (bodies may carry secrets).
-#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
+#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
 pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_vec()));
     *response.status_mut() = status;
@@ -280,7 +280,7 @@ pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Res
 
 #[cfg(feature = "http-server")]
 /// `{"error": code}` with `status`.
-#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
+#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
 pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
     json_response(
         status,
@@ -304,7 +304,7 @@ pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
 #[cfg(feature = "http-server")]
 /// Reads a request body of at most `limit` bytes: `413 too_large` beyond it, `408 request_timeout`
 /// for one cut off by [`serve()`]'s request deadline, `400 malformed` for a body that breaks off.
-#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
+#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
 pub(crate) async fn read_body(
     body: Body,
     limit: usize,
@@ -342,40 +342,8 @@ pub(crate) async fn read_body_state(
 }
 
 #[cfg(feature = "http-server")]
-/// The cross-site rule of the user routes ([`crate::server::cross_site::check`]) over a
-/// request's head: its `Content-Type` and `Origin` lines, and its own authority (an absolute-form
-/// target's, else every `Host` line).
-#[cfg_attr(not(feature = "obico"), allow(dead_code))]
-pub(crate) fn cross_site(
-    parts: &Parts,
-    route: crate::server::cross_site::UserRoute,
-    allowed_origins: &[String],
-) -> Result<(), Refusal> {
-    // Every line counts: one that is not text reads as "", which no check accepts.
-    let lines = |name: header::HeaderName| -> Vec<&str> {
-        parts
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap_or_default())
-            .collect()
-    };
-    let (content_type, origin) = (lines(header::CONTENT_TYPE), lines(header::ORIGIN));
-    let host = match parts.uri.authority() {
-        Some(authority) => vec![authority.as_str()],
-        None => lines(header::HOST),
-    };
-    let head = crate::server::cross_site::RequestHead {
-        content_type: &content_type,
-        origin: &origin,
-        host: &host,
-    };
-    crate::server::cross_site::check(route, &head, allowed_origins)
-}
-
-#[cfg(feature = "http-server")]
 /// The values of every line of header `name`, as text (lines that are not text are skipped).
-#[cfg_attr(not(any(feature = "obico", feature = "ticket")), allow(dead_code))]
+#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
 pub(crate) fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
     headers
         .get_all(name)

@@ -22,6 +22,7 @@
 //! The same routes serve a server over the in-memory store or a shared one such as Redis; a
 //! store that cannot be reached answers `503 store_unavailable`.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -33,6 +34,7 @@ use axum::http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use axum::routing::any;
 use axum::Router;
 use chrono::{DateTime, Utc};
+use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
@@ -49,6 +51,36 @@ struct App<S> {
     auth: Arc<dyn Authenticator>,
     /// The route prefix, without a trailing slash.
     prefix: String,
+}
+
+impl<S: Store + 'static> Wire for App<S> {
+    fn reads_body(&self, request: &HttpRequest<'_>) -> bool {
+        endpoint::reads_body(&self.prefix, request.method, request.path)
+    }
+
+    fn handle<'a, R: CryptoRng + RngCore + Send>(
+        &'a self,
+        now: DateTime<Utc>,
+        rng: &'a mut R,
+        request: &'a HttpRequest<'a>,
+        body: RequestBody<'a>,
+        user: Option<&'a User>,
+    ) -> impl Future<Output = Handled> + Send + 'a {
+        let prefix = self.prefix.as_str();
+        endpoint::handle(&*self.server, now, rng, prefix, request, body, user)
+    }
+
+    fn unauthorized(&self) -> ServerResponse {
+        ServerResponse::unauthorized()
+    }
+
+    fn authenticator(&self) -> &dyn Authenticator {
+        &*self.auth
+    }
+
+    fn answered(&self) {
+        log_events(&self.server, "lanlink::server");
+    }
 }
 
 /// The server's routes under `prefix` (e.g. [`super::DEFAULT_PREFIX`]), over a server on any
@@ -84,13 +116,16 @@ pub fn router<S: Store + 'static>(
     // (which answers 405 with `Allow`, and 404). No router-wide fallback, so the routes merge
     // into (or nest inside) a host app that has its own.
     Router::new()
-        .route(&format!("{prefix}/agent/announce"), any(answer::<S>))
-        .route(&format!("{prefix}/agent/redeem"), any(answer::<S>))
-        .route(&format!("{prefix}/discover"), any(answer::<S>))
-        .route(&format!("{prefix}/link"), any(answer::<S>))
-        .route(&format!("{prefix}/link/{{instance_id}}"), any(answer::<S>))
-        .route(&format!("{prefix}/codes"), any(answer::<S>))
-        .route(&format!("{prefix}/{{*rest}}"), any(answer::<S>))
+        .route(&format!("{prefix}/agent/announce"), any(answer::<App<S>>))
+        .route(&format!("{prefix}/agent/redeem"), any(answer::<App<S>>))
+        .route(&format!("{prefix}/discover"), any(answer::<App<S>>))
+        .route(&format!("{prefix}/link"), any(answer::<App<S>>))
+        .route(
+            &format!("{prefix}/link/{{instance_id}}"),
+            any(answer::<App<S>>),
+        )
+        .route(&format!("{prefix}/codes"), any(answer::<App<S>>))
+        .route(&format!("{prefix}/{{*rest}}"), any(answer::<App<S>>))
         .with_state(app)
 }
 
@@ -115,7 +150,7 @@ pub fn spawn_purge<S: Store + 'static>(
             if let Err(err) = server.purge_expired(wall_now()).await {
                 tracing::warn!(target: "lanlink::server", %err, "purge failed");
             }
-            log_events(&server);
+            log_events(&server, "lanlink::server");
         }
     })
 }
@@ -187,24 +222,54 @@ pub fn log_event(event: ServerEvent) {
     }
 }
 
-/// Logs and drops the events `server` queued, if it queues them.
-pub(crate) fn log_events<S: Store>(server: &Server<S>) {
+/// Logs and drops the events `server` queued, if it queues them, under `target`
+/// (`lanlink::server` with [`log_event`]'s levels, or a profile's own).
+pub(crate) fn log_events<S: Store>(server: &Server<S>, target: &'static str) {
     while let Some(event) = server.poll_event() {
-        log_event(event);
+        match target {
+            "lanlink::server" => log_event(event),
+            _ => tracing::info!(target: "lanlink::obico", ?event),
+        }
     }
 }
 
-/// Hands one request to the core's server endpoint (asking the [`Authenticator`] when the route
-/// needs a user) and writes its answer.
-async fn answer<S: Store + 'static>(
-    State(app): State<Arc<App<S>>>,
+/// A wire function the routers are a shell over: the core's ([`endpoint::handle`]) or a
+/// profile's (the Obico routes'). The shell moves bytes; every rule is the wire's.
+pub(crate) trait Wire: Send + Sync + 'static {
+    /// Whether the request's route reads its body.
+    fn reads_body(&self, request: &HttpRequest<'_>) -> bool;
+
+    /// One call of the wire function.
+    fn handle<'a, R: CryptoRng + RngCore + Send>(
+        &'a self,
+        now: DateTime<Utc>,
+        rng: &'a mut R,
+        request: &'a HttpRequest<'a>,
+        body: RequestBody<'a>,
+        user: Option<&'a User>,
+    ) -> impl Future<Output = Handled> + Send + 'a;
+
+    /// The wire's own `401`, for [`Rejection::Unauthorized`](super::Rejection::Unauthorized).
+    fn unauthorized(&self) -> ServerResponse;
+
+    /// Who a user request is from.
+    fn authenticator(&self) -> &dyn Authenticator;
+
+    /// Called once the wire answered (to log an in-memory server's events).
+    fn answered(&self);
+}
+
+/// Hands one request to a wire function (asking the [`Authenticator`] when the route needs a
+/// user) and writes its answer: the one handler of the crate's server-side routers.
+pub(crate) async fn answer<W: Wire>(
+    State(wire): State<Arc<W>>,
     request: Request,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let headers = header_pairs(&parts);
     let request = core_request(&parts, &headers);
     // The body is read only for a route that takes one; it may carry a secret.
-    let read = if endpoint::reads_body(&app.prefix, request.method, request.path) {
+    let read = if wire.reads_body(&request) {
         read_body_state(body, MAX_BODY_BYTES).await
     } else {
         Ok(Zeroizing::new(Vec::new()))
@@ -214,35 +279,32 @@ async fn answer<S: Store + 'static>(
         Err(state) => *state,
     };
     let (now, mut rng) = (wall_now(), crate::os_rng());
-    let (server, prefix) = (&*app.server, app.prefix.as_str());
-    let handled = endpoint::handle(server, now, &mut rng, prefix, &request, body, None).await;
-    let answer = match handled {
+    let answer = match wire.handle(now, &mut rng, &request, body, None).await {
         Handled::Answer(answer) => answer,
         Handled::NeedsUser { display_name } => {
-            let account = match app.auth.authenticate(&parts).await {
+            let auth = wire.authenticator();
+            let account = match auth.authenticate(&parts).await {
                 Ok(account) => account,
                 Err(rejection) => {
-                    return rejection
-                        .into_response(|| into_response(ServerResponse::unauthorized()))
+                    return rejection.into_response(|| into_response(wire.unauthorized()))
                 }
             };
             let display_name = match display_name {
-                true => app.auth.display_name(&parts, &account).await,
+                true => auth.display_name(&parts, &account).await,
                 false => None,
             };
             let user = User {
                 account,
                 display_name,
             };
-            let handled =
-                endpoint::handle(server, now, &mut rng, prefix, &request, body, Some(&user)).await;
-            // With a user given, the core always answers.
-            handled
-                .into_answer()
-                .unwrap_or_else(ServerResponse::unauthorized)
+            let handled = wire
+                .handle(now, &mut rng, &request, body, Some(&user))
+                .await;
+            // With a user given, the wire always answers.
+            handled.into_answer().unwrap_or_else(|| wire.unauthorized())
         }
     };
-    log_events(server);
+    wire.answered();
     into_response(answer)
 }
 

@@ -1,5 +1,6 @@
-//! The Obico wire profile (feature `obico`): unmodified OctoPrint-Obico and moonraker-obico agents
-//! link through a lanlink server, with the server-side protections of the core in force.
+//! The Obico wire profile (feature `obico-wire`; `obico` adds its adapters): unmodified
+//! OctoPrint-Obico and moonraker-obico agents link through a lanlink server, with the
+//! server-side protections of the core in force.
 //!
 //! The Obico agents poll `POST /api/v1/octo/unlinked/` with a `device_id` (a version-4 UUID in
 //! 32-hex form, new at every start), serve their secret to LAN callers at
@@ -13,10 +14,13 @@
 //! - The server's operations are methods of [`crate::server::Server`] over any store
 //!   (`obico_unlinked`, `obico_list`, `obico_link`, `obico_verify`, `obico_claim`), sans-IO like
 //!   the core's.
-//! - [`server::router`] and [`server::router_with_tokens`]: the axum routes with Obico's paths,
-//!   JSON shapes and status codes.
+//! - [`endpoint`]: the profile's HTTP wire as a sans-IO function ([`endpoint::handle`]): Obico's
+//!   paths, JSON shapes and status codes, and every rule of its routes, for any HTTP stack (no
+//!   adapter needed).
+//! - `server::router` and `server::router_with_tokens` (feature `obico`): the axum routes, a
+//!   thin shell over [`endpoint::handle`].
 //! - [`tokens`]: the linked printers, recognised by their token's digest.
-//! - [`linker`]: a linker for Obico agents over those routes.
+//! - `linker` (feature `obico`): a linker for Obico agents over those routes.
 //!
 //! How an Obico agent is represented: its presence is a core [`Presence`](crate::server::record::Presence)
 //! whose `instance_id` is the `device_id` itself (both are version-4 UUIDs) and whose commitment is
@@ -26,7 +30,10 @@
 //! presence key. `PROTOCOL.md` ("The Obico profile") lists what this keeps of Obico's wire and
 //! what it refuses.
 
+pub mod endpoint;
+#[cfg(feature = "obico")]
 pub mod linker;
+#[cfg(feature = "obico")]
 pub mod server;
 pub mod tokens;
 

@@ -1,80 +1,47 @@
-//! The Obico profile's HTTP routes, over a [`Server`] on any store ([`router`],
-//! [`router_with_tokens`]), such as one over Redis shared by several processes.
+//! The Obico profile's axum routes, over a [`Server`] on any store ([`router`],
+//! [`router_with_tokens`]), such as one over Redis shared by several processes: a thin
+//! shell over the profile's wire function, [`obico::endpoint`](super::endpoint), which holds
+//! every rule (routes and their table, statuses, Obico's shapes, body limits, the cross-site
+//! rule, the redeem around the hook).
 //!
-//! | route | who | success | refusals |
-//! | --- | --- | --- | --- |
-//! | `POST /api/v1/octo/unlinked/` | agent | `200 {"messages": [...]}` (+ passcode fields) | `400`/`413` bad body (the agent's fault); `502 unresolvable_client`, `503` (the server's or the proxy's fault: never a 4xx, which would end discovery) |
-//! | `POST`, `GET /api/v1/octo/verify/?code=…` (and older OctoPrint-Obico's `/api/v1/onetimeverificationcodes/verify/`) | agent | `200` Obico's verified code record (`id`, `printer` with `auth_token`, `code`, `expired_at`, `verified_at`) | `404` invalid code, `429` locked out (with a `message` and `Retry-After`), `502`, `503` |
-//! | `GET /api/v1/octo/printer/` with `Authorization: Token …` | linked agent | `200 {"printer": {...}, "user": {...}}` | `401 invalid_token`, `503` |
-//! | `GET /api/v1/printer_discovery/` | user | `200 [{"device_id", "host_or_ip", "port", …}]` | `401`, `403` |
-//! | `POST /api/v1/printer_discovery/` | user | `200 {"queued": true}` | `400`, `401`, `403`, `404`, `409`, `415`, `429` |
-//! | `POST /api/v1/one_time_passcodes/` | user | `200 {"detail": "OK"}` | `400`, `401`, `403`, `404`, `415`, `429` |
-//! | any other `/api/v1/...` path | | | `404 not_found`, `405 method_not_allowed` |
+//! The routes hand each request's method, target, header lines, socket peer
+//! ([`Peer`](crate::http::Peer)) and the state of its body (read only for the routes that take
+//! one, within the body limit and [`serve()`](crate::http::serve())'s request deadline) to
+//! [`endpoint::handle`], and write its answer as it is. Where a route
+//! needs a user, the [`Authenticator`] answers: its account, or its
+//! [`Rejection`](crate::http::Rejection) (Obico's `401 {"detail": "unauthorized"}`, or the
+//! host's own response). Another HTTP stack that calls the same function answers byte for byte
+//! alike (`tests/obico_wire.rs`).
 //!
-//! Every refusal is `{"detail": "<code>"}` with the core's stable codes (Obico's error shape),
-//! except Obico's own `{"<field>": "missing param"}` for a missing field. Bodies are JSON of at
-//! most [`MAX_BODY_BYTES`]; unknown fields are ignored (the agents send more than the server
-//! keeps). The user `POST`s apply the core's cross-site rule first
-//! ([`server::cross_site`](crate::server::cross_site)): `403 {"detail": "bad_origin"}` for an
-//! `Origin` that is not allowed, `415 {"detail": "unsupported_media_type"}` for a body not
-//! declared `application/json` (Obico's web app sends JSON). The routes can be merged with the core's ([`crate::http::server::router`]) to serve
+//! The routes cover `/api/v1/` and every path under it (any other is Obico's `404`), and set no
+//! router-wide fallback, so they merge with the core's ([`crate::http::server::router`]) to serve
 //! both profiles on one server.
 
-// Handlers return a ready refusal `Response` as their error, as `crate::http` does.
-#![allow(clippy::result_large_err)]
-
-use std::net::IpAddr;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::request::Parts;
-use axum::http::{Response, StatusCode};
-use axum::routing::{any, get, post};
+use axum::routing::any;
 use axum::Router;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use zeroize::Zeroizing;
+use chrono::{DateTime, Utc};
+use rand::{CryptoRng, RngCore};
 
-use super::tokens::{self, printer_id, LinkedPrinter, MemoryTokens, PrinterTokens};
-use super::{device_id, parse_device_id, ObicoConfig, UnlinkedPoll};
-use crate::addr::ForwardedHeaders;
-use crate::code::LinkCode;
-use crate::error::Refusal;
-use crate::event::RequestKind;
-use crate::http::server::{log_events, peer_of};
-use crate::http::{
-    cross_site, header_lines, json_response, read_body, Authenticator, MAX_BODY_BYTES,
+use super::endpoint::{self, Profile};
+use super::tokens::{MemoryTokens, PrinterTokens};
+use super::ObicoConfig;
+use crate::http::server::{answer, log_events, Wire};
+use crate::http::Authenticator;
+use crate::server::endpoint::{Handled, HttpRequest, RequestBody, ServerResponse, User};
+use crate::server::{Server, Store};
+
+pub use super::endpoint::{
+    DISCOVERY_PATH, LEGACY_VERIFY_PATH, PASSCODES_PATH, PRINTER_PATH, UNLINKED_PATH, VERIFY_PATH,
 };
-use crate::id::AccountId;
-use crate::secret::LocalSecret;
-use crate::server::cross_site::UserRoute;
-use crate::server::record::ObicoInfo;
-use crate::server::{HookError, Server, Store};
-use crate::wire::{limits, DeviceInfo};
-
-/// The agent poll route.
-pub const UNLINKED_PATH: &str = "/api/v1/octo/unlinked/";
-/// The agent redeem route.
-pub const VERIFY_PATH: &str = "/api/v1/octo/verify/";
-/// The redeem route of older OctoPrint-Obico releases (`GET`), served by the same handler.
-pub const LEGACY_VERIFY_PATH: &str = "/api/v1/onetimeverificationcodes/verify/";
-/// The linked agent's own printer record.
-pub const PRINTER_PATH: &str = "/api/v1/octo/printer/";
-/// The user discovery and link route.
-pub const DISCOVERY_PATH: &str = "/api/v1/printer_discovery/";
-/// The user passcode-claim route.
-pub const PASSCODES_PATH: &str = "/api/v1/one_time_passcodes/";
 
 struct App<S> {
     server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     tokens: Arc<dyn PrinterTokens>,
     obico: ObicoConfig,
-    /// The server's [`ServerConfig::allowed_origins`](crate::server::ServerConfig::allowed_origins).
-    allowed_origins: Vec<String>,
 }
 
 /// The Obico routes over `server` (on any store), recognising linked printers in memory
@@ -121,604 +88,46 @@ pub fn router_with_tokens<S: Store + 'static>(
     tokens: Arc<dyn PrinterTokens>,
 ) -> Result<Router, crate::ConfigError> {
     obico.validate()?;
-    let allowed_origins = server.config().allowed_origins().to_vec();
     let app = Arc::new(App {
         server,
         auth,
         tokens,
         obico,
-        allowed_origins,
     });
+    // Every method of every path under Obico's API goes to the wire function (which answers 405
+    // with `Allow`, and 404).
     Ok(Router::new()
-        .route(UNLINKED_PATH, post(unlinked::<S>))
-        .route(VERIFY_PATH, post(verify::<S>).get(verify::<S>))
-        .route(LEGACY_VERIFY_PATH, post(verify::<S>).get(verify::<S>))
-        .route(PRINTER_PATH, get(printer::<S>))
-        .route(DISCOVERY_PATH, get(discover::<S>).post(link::<S>))
-        .route(PASSCODES_PATH, post(claim::<S>))
-        // Every other path under Obico's API answers in Obico's shape too.
-        .route("/api/v1/{*rest}", any(not_found))
-        .method_not_allowed_fallback(method_not_allowed)
+        .route("/api/v1/", any(answer::<App<S>>))
+        .route("/api/v1/{*rest}", any(answer::<App<S>>))
         .with_state(app))
 }
 
-async fn not_found() -> Response<Body> {
-    detail(StatusCode::NOT_FOUND, "not_found")
-}
-
-async fn method_not_allowed() -> Response<Body> {
-    detail(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-}
-
-fn wall_now() -> DateTime<Utc> {
-    DateTime::<Utc>::from(SystemTime::now())
-}
-
-fn detail(status: StatusCode, text: &str) -> Response<Body> {
-    respond(status, &json!({ "detail": text }))
-}
-
-fn respond(status: StatusCode, value: &Value) -> Response<Body> {
-    json_response(
-        status,
-        Zeroizing::new(serde_json::to_vec(value).unwrap_or_default()),
-    )
-}
-
-/// The Obico-profile status of a refusal.
-///
-/// ```
-/// use lanlink::obico::server::status_of;
-/// use lanlink::Refusal;
-/// assert_eq!(status_of(&Refusal::UnknownCode).as_u16(), 404);
-/// assert_eq!(status_of(&Refusal::LockedOut).as_u16(), 429);
-/// ```
-pub fn status_of(refusal: &Refusal) -> StatusCode {
-    match refusal {
-        // Obico answers an unknown code (and an unknown passcode) with 404.
-        Refusal::UnknownCode
-        | Refusal::CodeUsed
-        | Refusal::CodeWrongAgent
-        | Refusal::CodeWrongNetwork => StatusCode::NOT_FOUND,
-        other => crate::http::status_of(other),
-    }
-}
-
-/// The status of a refusal on an agent route (`unlinked`, `verify`): a client address that the
-/// proxy chain did not resolve is the proxy's (or the configuration's) fault, `502`, never a
-/// 4xx, which OctoPrint-Obico takes for the end of discovery.
-///
-/// ```
-/// use lanlink::obico::server::agent_status_of;
-/// use lanlink::{ClientAddrError, Refusal};
-/// assert_eq!(agent_status_of(&Refusal::ClientAddr(ClientAddrError::MissingForwarded)).as_u16(), 502);
-/// assert_eq!(agent_status_of(&Refusal::StoreUnavailable).as_u16(), 503);
-/// ```
-pub fn agent_status_of(refusal: &Refusal) -> StatusCode {
-    match refusal {
-        Refusal::ClientAddr(_) => StatusCode::BAD_GATEWAY,
-        other => status_of(other),
-    }
-}
-
-fn refusal(refusal: &Refusal) -> Response<Body> {
-    detail(status_of(refusal), refusal.code())
-}
-
-fn agent_refusal(refusal: &Refusal) -> Response<Body> {
-    detail(agent_status_of(refusal), refusal.code())
-}
-
-/// A refusal of a guess (a code, a passcode, a secret): a lockout says so, with how long it
-/// lasts at most (`Retry-After`, and a sentence for the agents' logs), in Obico's shape.
-fn guess_refusal<S: Store>(app: &App<S>, refusal: &Refusal, status: StatusCode) -> Response<Body> {
-    if !matches!(refusal, Refusal::LockedOut) {
-        return detail(status, refusal.code());
-    }
-    let seconds = app.lockout().num_seconds().max(1);
-    let minutes = (seconds + 59) / 60;
-    let mut response = respond(
-        status,
-        &json!({
-            "detail": refusal.code(),
-            "message": format!(
-                "Too many wrong codes from this network: it is locked out for up to {minutes} \
-                 minutes. This is not a wrong code; try again later."
-            ),
-        }),
-    );
-    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, value);
-    }
-    response
-}
-
-impl<S: Store> App<S> {
-    /// How long a filled guessing budget stays locked.
-    fn lockout(&self) -> chrono::TimeDelta {
-        self.server.config().budget_limits().lockout
-    }
-}
-
-/// The socket peer and forwarding headers of a request.
-struct Caller {
-    peer: IpAddr,
-    forwarded: Vec<String>,
-    x_forwarded_for: Vec<String>,
-}
-
-impl Caller {
-    /// Without a peer address (the router served without [`crate::http::serve()`] or
-    /// `ConnectInfo`: the server's configuration) nothing can be decided: `no_peer`.
-    fn from_parts(parts: &Parts, no_peer: StatusCode) -> Result<Self, Response<Body>> {
-        let peer = peer_of(parts).ok_or_else(|| detail(no_peer, "unresolvable_client"))?;
-        let lines = |name| {
-            header_lines(&parts.headers, name)
-                .into_iter()
-                .map(str::to_owned)
-                .collect()
-        };
-        Ok(Self {
-            peer,
-            forwarded: lines("forwarded"),
-            x_forwarded_for: lines("x-forwarded-for"),
-        })
+impl<S: Store + 'static> Wire for App<S> {
+    fn reads_body(&self, request: &HttpRequest<'_>) -> bool {
+        endpoint::reads_body(request.method, request.path)
     }
 
-    fn lines(&self) -> (Vec<&str>, Vec<&str>) {
-        (
-            self.forwarded.iter().map(String::as_str).collect(),
-            self.x_forwarded_for.iter().map(String::as_str).collect(),
-        )
+    fn handle<'a, R: CryptoRng + RngCore + Send>(
+        &'a self,
+        now: DateTime<Utc>,
+        rng: &'a mut R,
+        request: &'a HttpRequest<'a>,
+        body: RequestBody<'a>,
+        user: Option<&'a User>,
+    ) -> impl Future<Output = Handled> + Send + 'a {
+        let profile = Profile::new(&*self.server, &*self.tokens, &self.obico);
+        endpoint::handle(profile, now, rng, request, body, user)
     }
-}
 
-fn headers<'a>(lines: &'a (Vec<&'a str>, Vec<&'a str>)) -> ForwardedHeaders<'a> {
-    ForwardedHeaders {
-        forwarded: &lines.0,
-        x_forwarded_for: &lines.1,
+    fn unauthorized(&self) -> ServerResponse {
+        endpoint::unauthorized()
     }
-}
 
-/// Resolves the caller's network as `$kind` (the server's one resolver), then calls one of the
-/// profile's operations (`obico_*`) with it bound to `$net` at the wall-clock now, logging the
-/// events the server queues.
-macro_rules! call {
-    ($app:expr, $kind:ident, $caller:expr, |$net:ident| $method:ident($($arg:expr),* $(,)?)) => {{
-        let lines = $caller.lines();
-        let resolved = $app
-            .server
-            .caller(RequestKind::$kind, $caller.peer, headers(&lines));
-        let result = match resolved {
-            Ok($net) => $app.server.$method(wall_now(), $($arg),*).await,
-            Err(refusal) => Err(refusal),
-        };
-        log_events(&*$app.server);
-        result
-    }};
-}
-
-/// The cross-site rule of a state-changing user route
-/// ([`check`](crate::server::cross_site::check)), in Obico's shape, checked before the request
-/// reaches the host's [`Authenticator`].
-fn same_site<S: Store>(app: &App<S>, parts: &Parts) -> Result<(), Response<Body>> {
-    cross_site(parts, UserRoute::WithBody, &app.allowed_origins).map_err(|r| refusal(&r))
-}
-
-async fn account<S: Store>(app: &App<S>, parts: &Parts) -> Result<AccountId, Response<Body>> {
-    app.auth.authenticate(parts).await.map_err(|rejection| {
-        rejection.into_response(|| detail(StatusCode::UNAUTHORIZED, "unauthorized"))
-    })
-}
-
-type Answer = Result<Response<Body>, Response<Body>>;
-
-fn answer(answer: Answer) -> Response<Body> {
-    answer.unwrap_or_else(|refusal| refusal)
-}
-
-/// A JSON object body (at most [`MAX_BODY_BYTES`], zeroized once read).
-async fn object(body: Body) -> Result<Map<String, Value>, Response<Body>> {
-    // `read_body` refuses in the core's shape: answered again in Obico's.
-    let bytes = match read_body(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => Zeroizing::new(bytes.to_vec()),
-        Err(refused) => {
-            let code = match refused.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-                StatusCode::REQUEST_TIMEOUT => "request_timeout",
-                _ => "malformed",
-            };
-            return Err(detail(refused.status(), code));
-        }
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(detail(StatusCode::BAD_REQUEST, "malformed")),
+    fn authenticator(&self) -> &dyn Authenticator {
+        &*self.auth
     }
-}
 
-/// A text field, truncated to `max` bytes on a character boundary, with the characters the core
-/// wire refuses ([`crate::wire::is_hidden`]: controls, bidi controls, zero-width and other
-/// default-ignorable characters) dropped rather than refused: the agents are unmodified, and a
-/// refused poll would leave a device with such a name unlinkable.
-fn text(map: &Map<String, Value>, name: &str, max: usize) -> String {
-    let raw = match map.get(name) {
-        Some(Value::String(s)) => s.as_str(),
-        _ => "",
-    };
-    crate::wire::sanitized(raw, max)
-}
-
-/// An `unlinked` poll from a body's bytes, as the route reads it (`None` where it answers 400).
-#[cfg(feature = "fuzz")]
-pub(crate) fn poll_from_bytes(bytes: &[u8]) -> Option<UnlinkedPoll> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => poll_of(&map).ok(),
-        _ => None,
+    fn answered(&self) {
+        log_events(&self.server, "lanlink::obico");
     }
-}
-
-fn poll_of(map: &Map<String, Value>) -> Result<UnlinkedPoll, Response<Body>> {
-    let device = map
-        .get("device_id")
-        .and_then(Value::as_str)
-        .and_then(parse_device_id)
-        .ok_or_else(|| detail(StatusCode::BAD_REQUEST, "malformed"))?;
-    let ip = map
-        .get("host_or_ip")
-        .and_then(Value::as_str)
-        .and_then(|s| s.trim().parse::<IpAddr>().ok());
-    let port = match map.get("port") {
-        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Some(Value::String(s)) => s.trim().parse::<u16>().ok(),
-        _ => None,
-    }
-    .filter(|p| *p != 0);
-    let info = DeviceInfo::new(
-        text(map, "hostname", limits::HOSTNAME),
-        text(map, "rpi_model", limits::MODEL),
-        text(map, "agent", limits::AGENT),
-        text(map, "plugin_version", limits::AGENT_VERSION),
-    )
-    .unwrap_or_default();
-    let one_time_passcode = match map.get("one_time_passcode") {
-        None => None,
-        Some(Value::String(s)) => Some(s.chars().take(64).collect()),
-        Some(_) => Some(String::new()),
-    };
-    let bounded = |name| text(map, name, ObicoInfo::MAX_FIELD);
-    let extra = ObicoInfo {
-        os: bounded("os"),
-        arch: bounded("arch"),
-        octopi_version: bounded("octopi_version"),
-        machine_type: bounded("machine_type"),
-        printerprofile: bounded("printerprofile"),
-    };
-    Ok(UnlinkedPoll {
-        device_id: device,
-        endpoint: ip.zip(port),
-        info,
-        extra,
-        one_time_passcode,
-    })
-}
-
-async fn unlinked<S: Store + 'static>(
-    State(app): State<Arc<App<S>>>,
-    request: Request,
-) -> Response<Body> {
-    answer(
-        async {
-            let (parts, body) = request.into_parts();
-            // No peer is the server's configuration: 500, never a 4xx (see `agent_status_of`).
-            let caller = Caller::from_parts(&parts, StatusCode::INTERNAL_SERVER_ERROR)?;
-            let poll = poll_of(&object(body).await?)?;
-            let reply = call!(app, Announce, caller, |network| obico_unlinked(
-                &mut crate::os_rng(),
-                &app.obico,
-                network,
-                &poll
-            ))
-            .map_err(|r| agent_refusal(&r))?;
-            let messages: Vec<Value> = reply
-                .message
-                .iter()
-                .map(|m| {
-                    json!({
-                        "device_id": device_id(&m.device_id),
-                        "type": "verify_code",
-                        "data": { "code": m.code.expose(), "secret": m.secret.to_hex().as_str() },
-                    })
-                })
-                .collect();
-            let mut out = Map::new();
-            out.insert("messages".into(), Value::Array(messages));
-            if let Some(passcode) = &reply.passcode {
-                out.insert(
-                    "one_time_passcode".into(),
-                    passcode.one_time_passcode.expose().into(),
-                );
-                out.insert(
-                    "one_time_passlink".into(),
-                    app.obico.passlink(&passcode.one_time_passcode).into(),
-                );
-                out.insert(
-                    "verification_code".into(),
-                    passcode
-                        .verification_code
-                        .as_ref()
-                        .map_or("", LinkCode::expose)
-                        .into(),
-                );
-            }
-            let value = Value::Object(out);
-            let response = respond(StatusCode::OK, &value);
-            zeroize_value(value);
-            Ok(response)
-        }
-        .await,
-    )
-}
-
-/// Overwrites the strings of a reply that carried a secret or a code before it is dropped.
-fn zeroize_value(mut value: Value) {
-    fn walk(value: &mut Value) {
-        match value {
-            Value::String(s) => zeroize::Zeroize::zeroize(s),
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            Value::Object(map) => map.values_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    walk(&mut value);
-}
-
-#[derive(Deserialize)]
-struct CodeQuery {
-    code: Option<String>,
-}
-
-async fn verify<S: Store + 'static>(
-    State(app): State<Arc<App<S>>>,
-    request: Request,
-) -> Response<Body> {
-    answer(
-        async {
-            let (parts, _) = request.into_parts();
-            let caller = Caller::from_parts(&parts, StatusCode::INTERNAL_SERVER_ERROR)?;
-            let query = axum::extract::Query::<CodeQuery>::try_from_uri(&parts.uri)
-                .map_err(|_| detail(StatusCode::BAD_REQUEST, "malformed"))?;
-            let code = query
-                .0
-                .code
-                .as_deref()
-                .map(str::trim)
-                .and_then(LinkCode::parse)
-                .ok_or_else(|| detail(StatusCode::NOT_FOUND, Refusal::UnknownCode.code()))?;
-            let pending = call!(app, Redeem, caller, |network| obico_begin_verify(
-                &mut crate::os_rng(),
-                network,
-                &code
-            ))
-            .map_err(|r| guess_refusal(&app, &r, agent_status_of(&r)))?;
-            let now = wall_now();
-            let link = pending.link();
-            let printer = LinkedPrinter {
-                id: printer_id(&link.instance_id),
-                name: link
-                    .info
-                    .as_ref()
-                    .map(|info| info.hostname().to_owned())
-                    .filter(|hostname| !hostname.is_empty())
-                    .unwrap_or_else(|| "My Printer".to_owned()),
-                account: link.account.clone(),
-                instance_id: link.instance_id,
-                linked_at: now,
-            };
-            // The token is handed out only once its digest is kept (a printer must be able to
-            // use it) and the host's hook recorded the link. If either fails, the code is given
-            // back (no token was handed out, nothing is linked), so that the agent's retry
-            // redeems it: nothing is stranded.
-            let mut outcome = app
-                .tokens
-                .issue(*link.token_digest.as_bytes(), printer.clone())
-                .await
-                .map_err(|err| HookError::new(format!("printer tokens: {err}")));
-            if outcome.is_ok() {
-                if let Some(hook) = app.server.link_hook() {
-                    outcome = hook.link_completed(link).await;
-                }
-            }
-            let finished = app.server.finish_redeem(now, pending, outcome).await;
-            log_events(&*app.server);
-            let verified = crate::obico::Verified::from(finished.map_err(|r| agent_refusal(&r))?);
-            let redeemed = &verified.redeemed;
-            let token = redeemed.reply.auth_token.to_hex();
-            let mut printer_json = printer_value(&printer);
-            printer_json["auth_token"] = token.as_str().into();
-            let value = json!({
-                "id": code_id(&code),
-                "printer": printer_json,
-                "code": code.expose(),
-                "expired_at": iso(verified.code_expires_at),
-                "verified_at": iso(now),
-            });
-            let response = respond(StatusCode::OK, &value);
-            zeroize_value(value);
-            Ok(response)
-        }
-        .await,
-    )
-}
-
-/// Obico's time format (ISO 8601, UTC).
-fn iso(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// A numeric id for a code record (Obico's `id`): the first 48 bits of its key.
-fn code_id(code: &LinkCode) -> u64 {
-    code.key().as_bytes()[..6]
-        .iter()
-        .fold(0u64, |id, byte| (id << 8) | u64::from(*byte))
-}
-
-/// A printer as Obico's agent-facing routes show it (without its token).
-fn printer_value(printer: &LinkedPrinter) -> Value {
-    json!({
-        "id": printer.id,
-        "name": printer.name,
-        "created_at": iso(printer.linked_at),
-    })
-}
-
-/// `GET /api/v1/octo/printer/`: the linked printer that `Authorization: Token …` names.
-async fn printer<S: Store + 'static>(
-    State(app): State<Arc<App<S>>>,
-    request: Request,
-) -> Response<Body> {
-    answer(
-        async {
-            let (parts, _) = request.into_parts();
-            let presented = parts
-                .headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Token "))
-                .unwrap_or_default();
-            let found = tokens::authenticate(&*app.tokens, presented)
-                .await
-                .map_err(|err| agent_refusal(&err.into()))?;
-            let Some(printer) = found else {
-                return Err(detail(StatusCode::UNAUTHORIZED, "invalid_token"));
-            };
-            Ok(respond(
-                StatusCode::OK,
-                &json!({
-                    "printer": printer_value(&printer),
-                    "user": { "is_pro": false },
-                }),
-            ))
-        }
-        .await,
-    )
-}
-
-async fn discover<S: Store + 'static>(
-    State(app): State<Arc<App<S>>>,
-    request: Request,
-) -> Response<Body> {
-    answer(
-        async {
-            let (parts, _) = request.into_parts();
-            // The account is counted among the network's discoverers, as the core's route does.
-            let account = account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
-            let agents = call!(app, Discover, caller, |network| obico_list(
-                network, &account
-            ))
-            .map_err(|r| refusal(&r))?;
-            let list: Vec<Value> = agents
-                .iter()
-                .map(|(a, extra)| {
-                    json!({
-                        "device_id": device_id(&a.instance_id),
-                        "host_or_ip": a.private_ip.to_string(),
-                        "port": a.port,
-                        "hostname": a.info.hostname(),
-                        "rpi_model": a.info.model(),
-                        "agent": a.info.agent(),
-                        "plugin_version": a.info.agent_version(),
-                        "os": extra.os,
-                        "arch": extra.arch,
-                        "octopi_version": extra.octopi_version,
-                        "machine_type": extra.machine_type,
-                        "printerprofile": extra.printerprofile,
-                    })
-                })
-                .collect();
-            Ok(respond(StatusCode::OK, &Value::Array(list)))
-        }
-        .await,
-    )
-}
-
-fn missing(field: &str) -> Response<Body> {
-    respond(StatusCode::BAD_REQUEST, &json!({ field: "missing param" }))
-}
-
-async fn link<S: Store + 'static>(
-    State(app): State<Arc<App<S>>>,
-    request: Request,
-) -> Response<Body> {
-    answer(
-        async {
-            let (parts, body_in) = request.into_parts();
-            same_site(&app, &parts)?;
-            let account = account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
-            let mut map = object(body_in).await?;
-            let device = match map.get("device_id") {
-                None => return Err(missing("device_id")),
-                Some(value) => value
-                    .as_str()
-                    .and_then(parse_device_id)
-                    .ok_or_else(|| detail(StatusCode::BAD_REQUEST, "malformed"))?,
-            };
-            // `code` (the user's code in Obico) is accepted and never forwarded: the server mints
-            // a bound 128-bit code instead.
-            let secret = match map.get_mut("device_secret") {
-                None => return Err(missing("device_secret")),
-                Some(Value::String(s)) => {
-                    let parsed = LocalSecret::from_hex(s);
-                    zeroize::Zeroize::zeroize(s);
-                    parsed
-                }
-                Some(_) => None,
-            };
-            call!(app, Link, caller, |network| obico_link(
-                &mut crate::os_rng(),
-                network,
-                &account,
-                device,
-                secret
-            ))
-            .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
-            Ok(respond(StatusCode::OK, &json!({ "queued": true })))
-        }
-        .await,
-    )
-}
-
-async fn claim<S: Store + 'static>(
-    State(app): State<Arc<App<S>>>,
-    request: Request,
-) -> Response<Body> {
-    answer(
-        async {
-            let (parts, body_in) = request.into_parts();
-            same_site(&app, &parts)?;
-            let account = account(&app, &parts).await?;
-            let caller = Caller::from_parts(&parts, StatusCode::FORBIDDEN)?;
-            let mut map = object(body_in).await?;
-            let passcode = match map.get_mut("one_time_passcode") {
-                Some(Value::String(s)) => Zeroizing::new(std::mem::take(s)),
-                Some(_) => return Err(detail(StatusCode::BAD_REQUEST, "malformed")),
-                None => return Err(missing("one_time_passcode")),
-            };
-            // `verification_code` (the user's code in Obico) is accepted and ignored: the server
-            // mints a code bound to the agent's network instead.
-            call!(app, Link, caller, |network| obico_claim(
-                &mut crate::os_rng(),
-                network,
-                &account,
-                &passcode
-            ))
-            .map_err(|r| guess_refusal(&app, &r, status_of(&r)))?;
-            Ok(detail(StatusCode::OK, "OK"))
-        }
-        .await,
-    )
 }

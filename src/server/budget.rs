@@ -904,7 +904,7 @@ impl Ops<'_> {
     /// its network's quota, then the global one (at most
     /// [`Budgets::live_passcodes`], and at most a hundredth of `format`'s space), each in one
     /// atomic step. `mint_quota` when either is full (nothing stays charged).
-    #[cfg(feature = "obico")]
+    #[cfg(feature = "obico-wire")]
     pub(crate) async fn reserve_passcode(
         &mut self,
         now: DateTime<Utc>,

@@ -25,7 +25,7 @@
 //!   answers [`Handled::NeedsUser`] when no [`User`] is given; the host authenticates the request
 //!   its own way and either answers with its own response (a 401, a redirect to its sign-in page)
 //!   or calls again with the [`User`]. Nothing is read or changed before the user is known.
-//! - **The redeem around the hook**: the code is claimed, the host's [`LinkHook`](super::LinkHook)
+//! - **The redeem around the hook**: the code is claimed, the host's [`LinkHook`]
 //!   is awaited outside any lock, then the link is finished; a hook that awaits (I/O, a timer)
 //!   links.
 //!
@@ -188,7 +188,7 @@ impl std::fmt::Debug for ServerResponse {
 
 impl ServerResponse {
     /// A JSON answer with `Cache-Control: no-store` (bodies may carry secrets).
-    fn json(status: u16, body: Zeroizing<Vec<u8>>) -> Self {
+    pub(crate) fn json(status: u16, body: Zeroizing<Vec<u8>>) -> Self {
         Self {
             status,
             headers: vec![
@@ -353,7 +353,7 @@ pub fn reads_body(prefix: &str, method: &str, path: &str) -> bool {
 
 /// Whether a header line is text: visible ASCII, spaces and tabs (what the `http` crate's
 /// `HeaderValue::to_str` accepts). A line that is not is skipped as if not sent.
-fn header_text(value: &[u8]) -> Option<&str> {
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
     let text = value
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
@@ -379,7 +379,7 @@ fn all_lines<'a>(request: &HttpRequest<'a>, name: &str) -> Vec<&'a str> {
 
 /// The cross-site rule over the request's head (`Content-Type`, `Origin`, and its own authority:
 /// an absolute-form target's, else every `Host` line).
-fn check_cross_site(
+pub(crate) fn check_cross_site(
     request: &HttpRequest<'_>,
     route: UserRoute,
     allowed_origins: &[String],
@@ -399,26 +399,28 @@ fn check_cross_site(
 }
 
 /// The caller: its socket peer and its forwarding lines.
-struct Caller<'a> {
-    peer: IpAddr,
+pub(crate) struct Caller<'a> {
+    pub(crate) peer: IpAddr,
     forwarded: Vec<&'a str>,
     x_forwarded_for: Vec<&'a str>,
 }
 
 impl<'a> Caller<'a> {
-    fn of(request: &HttpRequest<'a>) -> Result<Self, ServerResponse> {
-        // Without a peer address nothing can be decided: refuse (fail closed).
-        let peer = request
-            .peer
-            .ok_or_else(|| ServerResponse::error(403, "unresolvable_client"))?;
-        Ok(Self {
-            peer,
+    /// The caller, or `None` without a peer address (nothing can be decided: a route refuses,
+    /// failing closed).
+    pub(crate) fn resolve(request: &HttpRequest<'a>) -> Option<Self> {
+        Some(Self {
+            peer: request.peer?,
             forwarded: text_lines(request, "forwarded"),
             x_forwarded_for: text_lines(request, "x-forwarded-for"),
         })
     }
 
-    fn headers(&self) -> ForwardedHeaders<'_> {
+    fn of(request: &HttpRequest<'a>) -> Result<Self, ServerResponse> {
+        Self::resolve(request).ok_or_else(|| ServerResponse::error(403, "unresolvable_client"))
+    }
+
+    pub(crate) fn headers(&self) -> ForwardedHeaders<'_> {
         ForwardedHeaders {
             forwarded: &self.forwarded,
             x_forwarded_for: &self.x_forwarded_for,
@@ -426,16 +428,21 @@ impl<'a> Caller<'a> {
     }
 }
 
-/// The bytes of a body a route reads, or the refusal of its state.
-fn body_bytes<'b>(body: RequestBody<'b>) -> Result<&'b [u8], ServerResponse> {
+/// The bytes of a body a route reads, or the status and code of its state: over
+/// [`MAX_BODY_BYTES`] `413 too_large`, not complete by the deadline `408 request_timeout`,
+/// broken off `400 malformed`.
+pub(crate) fn body_state(body: RequestBody<'_>) -> Result<&[u8], (u16, &'static str)> {
     match body {
         RequestBody::Complete(bytes) if bytes.len() <= MAX_BODY_BYTES => Ok(bytes),
-        RequestBody::Complete(_) | RequestBody::TooLarge => {
-            Err(ServerResponse::error(413, "too_large"))
-        }
-        RequestBody::TimedOut => Err(ServerResponse::error(408, "request_timeout")),
-        RequestBody::Broken => Err(ServerResponse::error(400, "malformed")),
+        RequestBody::Complete(_) | RequestBody::TooLarge => Err((413, "too_large")),
+        RequestBody::TimedOut => Err((408, "request_timeout")),
+        RequestBody::Broken => Err((400, "malformed")),
     }
+}
+
+/// The bytes of a body a route reads, or the refusal of its state ([`body_state`]).
+fn body_bytes(body: RequestBody<'_>) -> Result<&[u8], ServerResponse> {
+    body_state(body).map_err(|(status, code)| ServerResponse::error(status, code))
 }
 
 /// Decodes a body a route reads.
@@ -470,18 +477,11 @@ pub async fn handle<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
     body: RequestBody<'_>,
     user: Option<&User>,
 ) -> Handled {
-    if head_bytes(request) > MAX_HEAD_BYTES {
-        // As an HTTP layer refuses it: no route runs, nothing is read, an empty body.
-        return Handled::Answer(ServerResponse {
-            status: 431,
-            headers: Vec::new(),
-            body: Zeroizing::new(Vec::new()),
-            close: true,
-        });
+    if let Some(refused) = oversized_head(request) {
+        return refused;
     }
     let route = Route::of(prefix, request.method, request.path);
-    let head = request.method == "HEAD";
-    let mut answer = match route {
+    let answer = match route {
         Route::NotFound => Ok(ServerResponse::error(404, "not_found")),
         Route::NotAllowed(allow) => {
             let mut answer = ServerResponse::error(405, "method_not_allowed");
@@ -503,7 +503,30 @@ pub async fn handle<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
         }
     }
     .unwrap_or_else(|refusal| refusal);
-    if head {
+    sent(answer, request, body)
+}
+
+/// The `431` of a head over [`MAX_HEAD_BYTES`], before any route: as an HTTP layer refuses it,
+/// nothing is read, an empty body, the connection closed.
+pub(crate) fn oversized_head(request: &HttpRequest<'_>) -> Option<Handled> {
+    (head_bytes(request) > MAX_HEAD_BYTES).then(|| {
+        Handled::Answer(ServerResponse {
+            status: 431,
+            headers: Vec::new(),
+            body: Zeroizing::new(Vec::new()),
+            close: true,
+        })
+    })
+}
+
+/// A route's answer as sent: no body for a `HEAD`, and the connection closed after a body that
+/// was not read whole.
+pub(crate) fn sent(
+    mut answer: ServerResponse,
+    request: &HttpRequest<'_>,
+    body: RequestBody<'_>,
+) -> Handled {
+    if request.method == "HEAD" {
         answer.body = Zeroizing::new(Vec::new());
     }
     // A body left unread (or cut off) leaves bytes on the connection that are no request.

@@ -50,7 +50,7 @@ pub mod endpoint;
 pub mod hook;
 #[cfg(feature = "ticket")]
 pub mod mqtt;
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 mod obico;
 mod ops;
 pub mod record;
@@ -993,9 +993,23 @@ impl<S: Store> Server<S> {
         now: DateTime<Utc>,
         pending: PendingLink,
     ) -> Result<Redeemed, Refusal> {
-        let outcome = match &self.hook {
-            Some(hook) => hook.link_completed(pending.link()).await,
-            None => Ok(()),
+        self.finish_around_hook(now, pending, Ok(())).await
+    }
+
+    /// The redeem around the hook, once the code is claimed (`pending`): unless `before` failed
+    /// (a profile's own step, such as keeping a printer token's digest), the link hook is awaited
+    /// (nothing is held meanwhile); then the link is finished, or on a failure the claim given
+    /// back so that the agent's retry redeems the code.
+    #[cfg_attr(not(feature = "obico-wire"), allow(dead_code))]
+    pub(crate) async fn finish_around_hook(
+        &self,
+        now: DateTime<Utc>,
+        pending: PendingLink,
+        before: Result<(), HookError>,
+    ) -> Result<Redeemed, Refusal> {
+        let outcome = match (before, &self.hook) {
+            (Ok(()), Some(hook)) => hook.link_completed(pending.link()).await,
+            (before, _) => before,
         };
         self.finish_redeem(now, pending, outcome).await
     }

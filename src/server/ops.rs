@@ -125,7 +125,7 @@ pub(crate) enum Claimant {
         attempt: u32,
     },
     /// An Obico agent (the code's binding names it; `fresh` for a manual code).
-    #[cfg_attr(not(feature = "obico"), allow(dead_code))]
+    #[cfg_attr(not(feature = "obico-wire"), allow(dead_code))]
     Obico { fresh: InstanceId },
 }
 
@@ -1019,6 +1019,7 @@ pub(crate) enum Claim {
     /// An unverified (Obico) presence: no key proves it, anyone may announce its id from any
     /// network, so a claim would let an impostor's network block the real one. Such agents
     /// announce over one family.
-    #[cfg_attr(not(feature = "obico"), allow(dead_code))] // Built by the Obico profile only.
+    #[cfg_attr(not(feature = "obico-wire"), allow(dead_code))]
+    // Built by the Obico profile only.
     None,
 }

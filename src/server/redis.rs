@@ -82,7 +82,7 @@
 //! # }
 //! ```
 
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 mod tokens;
 
 use std::fmt;

@@ -65,7 +65,7 @@ pub fn is_hidden(c: char) -> bool {
 /// `raw` with every character [`is_hidden`] refuses dropped, truncated to at most `max` bytes on
 /// a character boundary: for wires that cannot be made to refuse (the Obico profile's unmodified
 /// agents and servers), so that what they send still shows, and shows as what it reads.
-#[cfg(feature = "obico")]
+#[cfg(feature = "obico-wire")]
 pub(crate) fn sanitized(raw: &str, max: usize) -> String {
     let mut out = String::new();
     for c in raw.chars().filter(|c| !is_hidden(*c)) {

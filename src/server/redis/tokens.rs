@@ -1,4 +1,4 @@
-//! [`PrinterTokens`] in Redis (features `redis` and `obico`): the Obico profile's linked
+//! [`PrinterTokens`] in Redis (features `redis` and `obico-wire`): the Obico profile's linked
 //! printers, shared by every server instance on the same Redis, so that a printer's post-link
 //! calls are recognised whichever instance they reach.
 //!
