@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use lanlink::secret::PresenceKey;
 use lanlink::event::RequestKind;
+use lanlink::secret::PresenceKey;
 use lanlink::server::{Server, ServerConfig, User};
 use lanlink::wire::{Announce, DeviceInfo, LinkRequest, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LocalSecret, PublicNetwork};

@@ -11,8 +11,8 @@
 use std::net::IpAddr;
 
 use chrono::DateTime;
-use lanlink::secret::PresenceKey;
 use lanlink::event::RequestKind;
+use lanlink::secret::PresenceKey;
 use lanlink::server::{Server, ServerConfig};
 use lanlink::wire::{Announce, DeviceInfo, WIRE_VERSION};
 use lanlink::{AccountId, ForwardedHeaders, LocalSecret};
