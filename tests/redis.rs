@@ -25,7 +25,7 @@ use lanlink::http::server::router;
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{CounterKey, Events, Server, ServerConfig, Store, User};
+use lanlink::server::{CounterKey, Events, Server, ServerConfig, SharedNetworkPolicy, Store, User};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
@@ -832,6 +832,8 @@ async fn undelivered_message_expires_in_redis() {
 
 /// Discovery, the most frequent request, is one `GET`: it writes nothing (a write would re-seal
 /// the record under a fresh nonce, changing its bytes) and shows exactly what the last write left.
+/// Without the shared-network judgement every discovery is such a read; with it (the default),
+/// every one but an account's first from a network in a window is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_is_one_read_and_writes_nothing() {
     if !have("redis-server") {
@@ -839,8 +841,9 @@ async fn discovery_is_one_read_and_writes_nothing() {
     }
     let redis = Redis::start();
     let store = Arc::new(store(&redis).await);
-    let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
-        .expect("config");
+    // No discoverers counted: the plain read an unauthenticated discovery used to be.
+    let uncounted = ServerConfig::default().shared_network(SharedNetworkPolicy::disabled());
+    let service = Server::with_store(uncounted, store.clone(), Events::discard()).expect("config");
     let peer = "203.0.113.6".parse().expect("ip");
     let home = network("203.0.113.6");
     let none = lanlink::ForwardedHeaders::NONE;
@@ -862,9 +865,9 @@ async fn discovery_is_one_read_and_writes_nothing() {
     let caller = service
         .caller(RequestKind::Discover, peer, none)
         .expect("a public peer");
-    let anyone = User::new(AccountId::new("anyone").expect("account"));
+    let alice = User::new(AccountId::new("alice").expect("account"));
     let reply = service
-        .discover(wall_now(), caller, &anyone)
+        .discover(wall_now(), caller, &alice)
         .await
         .expect("discover");
     assert_eq!(store.round_trips() - trips, 1, "one round trip");
@@ -881,11 +884,32 @@ async fn discovery_is_one_read_and_writes_nothing() {
         )
         .expect("a public peer");
     let other = service
-        .discover(wall_now(), elsewhere, &anyone)
+        .discover(wall_now(), elsewhere, &alice)
         .await
         .expect("discover");
     assert!(other.agents.is_empty());
     assert_eq!(store.round_trips() - trips, 1);
+
+    // Counting discoverers (the default): an account's first discovery from the network writes
+    // it down once; its next ones in the window are one read again, and write nothing.
+    let counting = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
+        .expect("config");
+    let bob = User::new(AccountId::new("bob").expect("account"));
+    let first = counting
+        .discover(wall_now(), caller, &bob)
+        .await
+        .expect("discover");
+    assert_eq!(first.agents.len(), 1);
+    let before = value(&mut conn);
+    let trips = store.round_trips();
+    let again = counting
+        .discover(wall_now(), caller, &bob)
+        .await
+        .expect("discover");
+    assert_eq!(store.round_trips() - trips, 1, "one round trip");
+    assert_eq!(value(&mut conn), before, "nothing written");
+    assert_eq!(again.agents.len(), 1);
+    assert_eq!(again.agents[0].instance_id, x.instance_id);
 }
 
 /// An update of a record this instance wrote last takes one round trip (the compare-and-swap,
