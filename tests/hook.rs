@@ -2,7 +2,7 @@
 //! on the state machines.
 //!
 //! - the hook sees each completed link once, with the digest of the very token the agent got,
-//!   on both server types (a shared in-memory `Server`, and a `Service` over a store);
+//!   on a server over its own in-memory store and on one over a shared store;
 //! - a failing hook fails the redemption retryably (`503 link_unavailable`), the code is given
 //!   back, and the agent's own retry links;
 //! - a redeem reply dropped after the server committed: the agent's retry (proven by its
@@ -11,10 +11,13 @@
 //! - no event and no hook input carries a secret or a token (asserted on the serialized form);
 //! - the retry of a used code is refused to anyone who cannot prove the instance;
 //! - a hook that awaits (a timer) links through every entry point a host can call: the core's
-//!   wire function `server::endpoint::handle` (on a tokio runtime and on a bare `block_on`), both
-//!   axum routers over HTTP, `Service::handle_redeem`, and `Server::begin_redeem` /
-//!   `finish_redeem`; only the synchronous `Server::handle_redeem`, which cannot wait, fails
-//!   closed (documented there).
+//!   wire function `server::endpoint::handle` (on a tokio runtime and on a bare `block_on`), the
+//!   axum router over HTTP and `Server::redeem`, on either store (the MQTT function and the Obico
+//!   routes: `tests/mqtt_conformance.rs`, `tests/obico_wire.rs`); a hook that never finishes
+//!   strands nothing (the proven retry links);
+//! - overlapping attempts (a retry while an earlier attempt's hook still runs), driven by a hook
+//!   whose outcome per attempt the test decides: the older attempt never undoes the newer, and a
+//!   code's mint-quota slot comes back exactly once.
 #![cfg(feature = "http")]
 
 mod support;
@@ -37,7 +40,7 @@ use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig, Service,
+    CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig, Store,
 };
 use lanlink::transport::AgentServerTransport;
 use lanlink::wire::{RedeemReply, RedeemRequest};
@@ -113,12 +116,12 @@ impl Host {
     }
 }
 
-/// Which server type serves the routes.
+/// Which store the server behind the routes keeps its records in.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    /// `http::server::router` over a shared in-memory `Server`.
+    /// The server's own in-memory store.
     Local,
-    /// `http::server::service_router` over a `Service` on a store.
+    /// A store shared behind an `Arc<dyn Store>` (as several instances would share one).
     Shared,
 }
 
@@ -166,16 +169,16 @@ async fn start_cloud(kind: Kind) -> Cloud {
         Kind::Local => {
             let server = Server::new(config)
                 .unwrap()
-                .with_event_sink(sink)
+                .with_events(Events::sink(sink))
                 .with_link_hook(hook);
-            http::server::router(Arc::new(Mutex::new(server)), auth, P)
+            http::server::router(Arc::new(server), auth, P)
         }
         Kind::Shared => {
-            let store = Arc::new(Mutex::new(MemoryStore::default()));
-            let service = Service::new(config, store, Events::sink(sink))
+            let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+            let server = Server::with_store(config, store, Events::sink(sink))
                 .unwrap()
                 .with_link_hook(hook);
-            http::server::service_router(Arc::new(service), auth, P)
+            http::server::router(Arc::new(server), auth, P)
         }
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -403,9 +406,12 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 const HOME: &str = "203.0.113.7";
 
 /// A manual code redeemed once by an instance proving its key.
-fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
+fn redeemed_once(server: &Server) -> (RedeemRequest, AuthToken) {
     let mut rng = lanlink::os_rng();
-    let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
+    let code = server
+        .mint_code_now(now(), &mut rng, &alice())
+        .unwrap()
+        .code;
     let key = PresenceKey::generate(&mut rng);
     let request = RedeemRequest {
         instance_id: key.instance_id(),
@@ -425,7 +431,7 @@ fn redeemed_once(server: &mut Server) -> (RedeemRequest, AuthToken) {
     (request, first.reply.auth_token)
 }
 
-fn redeem(server: &mut Server, request: &RedeemRequest) -> Result<AuthToken, Refusal> {
+fn redeem(server: &Server, request: &RedeemRequest) -> Result<AuthToken, Refusal> {
     server
         .redeem_now(
             now(),
@@ -439,15 +445,15 @@ fn redeem(server: &mut Server, request: &RedeemRequest) -> Result<AuthToken, Ref
 
 #[test]
 fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
-    let (request, first) = redeemed_once(&mut server);
+    let server = Server::new(ServerConfig::default()).unwrap();
+    let (request, first) = redeemed_once(&server);
     // Without its presence key: a used code, as for an agent of wire 1.0.
     let unproven = RedeemRequest {
         presence_key: None,
         ..request.clone()
     };
     assert_eq!(
-        redeem(&mut server, &unproven).unwrap_err(),
+        redeem(&server, &unproven).unwrap_err(),
         Refusal::CodeUsed
     );
     // With a key that does not prove the instance: refused before the code is looked at.
@@ -456,7 +462,7 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         ..request.clone()
     };
     assert_eq!(
-        redeem(&mut server, &forged).unwrap_err(),
+        redeem(&server, &forged).unwrap_err(),
         Refusal::ForgedInstance
     );
     // Another instance, with its own valid key: the code is used.
@@ -467,10 +473,10 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         presence_key: Some(key),
         attempt: 0,
     };
-    assert_eq!(redeem(&mut server, &other).unwrap_err(), Refusal::CodeUsed);
+    assert_eq!(redeem(&server, &other).unwrap_err(), Refusal::CodeUsed);
     // The redeemer itself, with the same attempt number: a duplicate, superseded.
     assert_eq!(
-        redeem(&mut server, &request).unwrap_err(),
+        redeem(&server, &request).unwrap_err(),
         Refusal::Superseded
     );
     // The redeemer itself, retrying (attempt 3): a new token.
@@ -478,7 +484,7 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         attempt: 3,
         ..request.clone()
     };
-    let again = redeem(&mut server, &retry).unwrap();
+    let again = redeem(&server, &retry).unwrap();
     assert!(!again.ct_eq(&first));
     // A late duplicate of attempt 2, processed after attempt 3: superseded, so it can never
     // replace the token the agent took from attempt 3.
@@ -486,7 +492,7 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         attempt: 2,
         ..request.clone()
     };
-    assert_eq!(redeem(&mut server, &late).unwrap_err(), Refusal::Superseded);
+    assert_eq!(redeem(&server, &late).unwrap_err(), Refusal::Superseded);
     // Once the code has expired, not even the redeemer.
     let later = now() + chrono::TimeDelta::minutes(11);
     let expired = server.redeem_now(
@@ -589,10 +595,7 @@ fn manual_redeem(code: LinkCode) -> RedeemRequest {
 }
 
 /// Redeems `request` through the core's wire function; the token of the `200`.
-async fn redeem_through_the_core(
-    backend: lanlink::server::endpoint::Backend<'_>,
-    request: &RedeemRequest,
-) -> AuthToken {
+async fn redeem_through_the_core<S: Store>(server: &Server<S>, request: &RedeemRequest) -> AuthToken {
     use lanlink::server::endpoint::{self, HttpRequest, RequestBody};
     let headers = [("content-type", &b"application/json"[..])];
     let http_request = HttpRequest {
@@ -605,7 +608,7 @@ async fn redeem_through_the_core(
     };
     let body = lanlink::wire::encode(request);
     let answer = endpoint::handle(
-        backend,
+        server,
         now(),
         &mut lanlink::os_rng(),
         P,
@@ -632,9 +635,10 @@ fn sleeping_server(hook: &Arc<Sleeps>) -> Server {
         .with_link_hook(Arc::clone(hook) as Arc<dyn LinkHook>)
 }
 
-fn sleeping_service(hook: &Arc<Sleeps>) -> Service {
-    let store = Arc::new(Mutex::new(MemoryStore::default()));
-    Service::new(ServerConfig::default(), store, Events::discard())
+/// A server over a shared store (as several instances would share one), with the hook.
+fn sleeping_shared(hook: &Arc<Sleeps>) -> Server<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    Server::with_store(ServerConfig::default(), store, Events::discard())
         .unwrap()
         .with_link_hook(Arc::clone(hook) as Arc<dyn LinkHook>)
 }
@@ -645,62 +649,35 @@ fn assert_hooked(hook: &Sleeps, token: &AuthToken) {
     assert!(digests.last().is_some_and(|digest| digest.verify(token)));
 }
 
+fn home() -> lanlink::PublicNetwork {
+    lanlink::PublicNetwork::from_ip(HOME.parse().unwrap(), 64)
+}
+
 #[tokio::test]
-async fn a_hook_that_awaits_links_through_the_core_wire_function_on_both_backends() {
+async fn a_hook_that_awaits_links_through_the_core_wire_function_and_redeem_on_both_stores() {
     let hook = Arc::new(Sleeps::default());
-    let server = Mutex::new(sleeping_server(&hook));
-    let code = server
-        .lock()
-        .unwrap()
-        .mint_code_now(now(), &mut lanlink::os_rng(), &alice())
-        .unwrap()
-        .code;
-    let token = redeem_through_the_core((&server).into(), &manual_redeem(code)).await;
+    let server = sleeping_server(&hook);
+    let shared = sleeping_shared(&hook);
+    let mut rng = lanlink::os_rng();
+    // The core's wire function.
+    let code = server.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let token = redeem_through_the_core(&server, &manual_redeem(code)).await;
     assert_hooked(&hook, &token);
-
-    let service = sleeping_service(&hook);
-    let code = service
-        .mint_code(now(), &mut lanlink::os_rng(), &alice())
-        .await
-        .unwrap()
-        .code;
-    let token = redeem_through_the_core((&service).into(), &manual_redeem(code)).await;
+    let code = shared.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let token = redeem_through_the_core(&shared, &manual_redeem(code)).await;
     assert_hooked(&hook, &token);
-
-    // The service's own redeem, and the sync server's split calls with the hook awaited between.
-    let code = service
-        .mint_code(now(), &mut lanlink::os_rng(), &alice())
-        .await
-        .unwrap()
-        .code;
-    let request = manual_redeem(code);
-    let redeemed = service
-        .handle_redeem(
-            now(),
-            &mut lanlink::os_rng(),
-            HOME.parse().unwrap(),
-            ForwardedHeaders::NONE,
-            &request,
-        )
+    // The server's own step.
+    let code = server.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let redeemed = server
+        .redeem(now(), &mut rng, home(), &manual_redeem(code))
         .await
         .unwrap();
     assert_hooked(&hook, &redeemed.reply.auth_token);
-    let mut server = sleeping_server(&hook);
-    let code = server
-        .mint_code_now(now(), &mut lanlink::os_rng(), &alice())
-        .unwrap()
-        .code;
-    let pending = server
-        .begin_redeem(
-            now(),
-            &mut lanlink::os_rng(),
-            HOME.parse().unwrap(),
-            ForwardedHeaders::NONE,
-            &manual_redeem(code),
-        )
+    let code = shared.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let redeemed = shared
+        .redeem(now(), &mut rng, home(), &manual_redeem(code))
+        .await
         .unwrap();
-    let outcome = hook.link_completed(pending.link()).await;
-    let redeemed = server.finish_redeem(now(), pending, outcome).unwrap();
     assert_hooked(&hook, &redeemed.reply.auth_token);
 }
 
@@ -710,35 +687,35 @@ fn a_hook_that_awaits_links_through_the_core_on_a_blocking_host() {
         on_a_thread: true,
         ..Sleeps::default()
     });
-    let server = Mutex::new(sleeping_server(&hook));
-    let code = server
-        .lock()
-        .unwrap()
-        .mint_code_now(now(), &mut lanlink::os_rng(), &alice())
+    let server = sleeping_server(&hook);
+    let code = block_on(server.mint_code(now(), &mut lanlink::os_rng(), &alice()))
         .unwrap()
         .code;
-    let token = block_on(redeem_through_the_core(
-        (&server).into(),
-        &manual_redeem(code),
-    ));
+    let token = block_on(redeem_through_the_core(&server, &manual_redeem(code)));
     assert_hooked(&hook, &token);
+    // And the server's own step, on the same bare `block_on`.
+    let code = block_on(server.mint_code(now(), &mut lanlink::os_rng(), &alice()))
+        .unwrap()
+        .code;
+    let redeemed = block_on(server.redeem(now(), &mut lanlink::os_rng(), home(), &manual_redeem(code)))
+        .unwrap();
+    assert_hooked(&hook, &redeemed.reply.auth_token);
 }
 
 #[tokio::test]
-async fn a_hook_that_awaits_links_through_both_axum_routers() {
+async fn a_hook_that_awaits_links_through_the_axum_router_on_both_stores() {
     let hook = Arc::new(Sleeps::default());
-    let server = Arc::new(Mutex::new(sleeping_server(&hook)));
-    let service = Arc::new(sleeping_service(&hook));
+    let server = Arc::new(sleeping_server(&hook));
+    let shared = Arc::new(sleeping_shared(&hook));
     let auth = Arc::new(BearerTokens::default());
     // The routers read the wall clock.
     let wall = DateTime::from(std::time::SystemTime::now());
     let local_code = server
-        .lock()
-        .unwrap()
-        .mint_code_now(wall, &mut lanlink::os_rng(), &alice())
+        .mint_code(wall, &mut lanlink::os_rng(), &alice())
+        .await
         .unwrap()
         .code;
-    let shared_code = service
+    let shared_code = shared
         .mint_code(wall, &mut lanlink::os_rng(), &alice())
         .await
         .unwrap()
@@ -749,7 +726,7 @@ async fn a_hook_that_awaits_links_through_both_axum_routers() {
             local_code,
         ),
         (
-            http::server::service_router(Arc::clone(&service), auth.clone(), P),
+            http::server::router(Arc::clone(&shared), auth.clone(), P),
             shared_code,
         ),
     ];
@@ -771,53 +748,98 @@ async fn a_hook_that_awaits_links_through_both_axum_routers() {
     }
 }
 
-/// A hook that is never ready (it waits on I/O): the synchronous `handle_redeem` cannot wait,
-/// so it fails closed, retryably, and gives the code back; `begin_redeem`/`finish_redeem` with
-/// the hook awaited in between links.
-struct Waits;
+/// A hook whose outcome for each attempt of each instance the test decides, while the
+/// redemption waits on it (as a host's hook waits on its database); it keeps every link it saw.
+#[derive(Default)]
+struct Gate {
+    outcomes: Mutex<HashMap<(InstanceId, u32), Result<(), &'static str>>>,
+    seen: Mutex<Vec<CompletedLink>>,
+}
 
-#[async_trait]
-impl LinkHook for Waits {
-    async fn link_completed(&self, _: &CompletedLink) -> Result<(), HookError> {
-        std::future::pending().await
+impl Gate {
+    /// Lets attempt `attempt` of `instance` finish with `outcome`.
+    fn open(&self, instance: InstanceId, attempt: u32, outcome: Result<(), &'static str>) {
+        self.outcomes
+            .lock()
+            .unwrap()
+            .insert((instance, attempt), outcome);
     }
 }
 
+#[async_trait]
+impl LinkHook for Gate {
+    async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
+        self.seen.lock().unwrap().push(link.clone());
+        let at = (link.instance_id, link.attempt);
+        std::future::poll_fn(|_| match self.outcomes.lock().unwrap().get(&at) {
+            Some(outcome) => std::task::Poll::Ready(outcome.map_err(HookError::new)),
+            None => std::task::Poll::Pending,
+        })
+        .await
+    }
+}
+
+/// Polls a redemption once (no runtime: the test decides when the gate opens).
+fn poll_once<T>(
+    future: &mut std::pin::Pin<Box<dyn std::future::Future<Output = T> + '_>>,
+) -> std::task::Poll<T> {
+    future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
+
+/// A redemption of `request` on `server`, as a pinned future to poll by hand.
+fn redemption<'a>(
+    server: &'a Server,
+    request: RedeemRequest,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<lanlink::server::Redeemed, Refusal>> + 'a>>
+{
+    Box::pin(async move {
+        server
+            .redeem(now(), &mut lanlink::os_rng(), home(), &request)
+            .await
+    })
+}
+
+/// A hook that never finishes (it waits on I/O that never answers) holds a redemption's future
+/// pending, and nothing else: the host that gives up and drops it (a client gone, a timeout)
+/// strands nothing. The code stays claimed by the instance, so another instance finds it used,
+/// and the agent's proven retry links once the host answers.
 #[test]
-fn a_sync_server_fails_closed_on_a_hook_that_must_wait() {
-    let mut server = Server::new(ServerConfig::default())
+fn a_dropped_redemption_strands_nothing_and_the_proven_retry_links() {
+    let gate = Arc::new(Gate::default());
+    let server = Server::new(ServerConfig::default())
         .unwrap()
-        .with_link_hook(Arc::new(Waits));
+        .with_link_hook(gate.clone());
     let mut rng = lanlink::os_rng();
     let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
     let key = PresenceKey::generate(&mut rng);
-    let request = RedeemRequest {
+    let attempt = |n| RedeemRequest {
         instance_id: key.instance_id(),
-        code,
-        presence_key: None,
-        attempt: 0,
+        code: code.clone(),
+        presence_key: Some(key.clone()),
+        attempt: n,
     };
-    assert_eq!(
-        redeem(&mut server, &request).unwrap_err(),
-        Refusal::LinkUnavailable
-    );
-    // Given back: even an unproven retry redeems it, through the split calls.
-    let pending = server
-        .begin_redeem(
-            now(),
-            &mut rng,
-            HOME.parse().unwrap(),
-            ForwardedHeaders::NONE,
-            &request,
-        )
-        .unwrap();
-    assert!(!pending.link().reissued);
-    let redeemed = server.finish_redeem(now(), pending, Ok(())).unwrap();
-    assert!(redeemed
-        .link
-        .token_digest
-        .verify(&redeemed.reply.auth_token));
+    let mut first = redemption(&server, attempt(1));
+    assert!(poll_once(&mut first).is_pending(), "the hook holds it");
+    drop(first);
+    let thief = manual_redeem(code.clone());
+    assert_eq!(redeem(&server, &thief).unwrap_err(), Refusal::CodeUsed);
+    gate.open(key.instance_id(), 2, Ok(()));
+    let redeemed = redeem_full(&server, &attempt(2)).unwrap();
+    assert!(redeemed.link.token_digest.verify(&redeemed.reply.auth_token));
     assert_eq!(redeemed.link.via, LinkVia::Manual);
+}
+
+/// [`redeem`], keeping the whole redemption.
+fn redeem_full(server: &Server, request: &RedeemRequest) -> Result<lanlink::server::Redeemed, Refusal> {
+    server.redeem_now(
+        now(),
+        &mut lanlink::os_rng(),
+        HOME.parse().unwrap(),
+        ForwardedHeaders::NONE,
+        request,
+    )
 }
 
 fn agent_redeeming(timeout: Duration) -> (Agent, Instant) {
@@ -937,9 +959,11 @@ fn the_agent_stops_at_its_redeem_deadline_and_on_a_final_refusal() {
 /// succeeded, its token is one the agent ignores, while the hook saw attempt 2's digest last.
 #[test]
 fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let gate = Arc::new(Gate::default());
+    let server = Server::new(ServerConfig::default())
+        .unwrap()
+        .with_link_hook(gate.clone());
     let mut rng = lanlink::os_rng();
-    let home = HOME.parse().unwrap();
     let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
     let key = PresenceKey::generate(&mut rng);
     let attempt = |n| RedeemRequest {
@@ -948,28 +972,28 @@ fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
         presence_key: Some(key.clone()),
         attempt: n,
     };
-    let first = server
-        .begin_redeem(now(), &mut rng, home, ForwardedHeaders::NONE, &attempt(1))
-        .unwrap();
-    let second = server
-        .begin_redeem(now(), &mut rng, home, ForwardedHeaders::NONE, &attempt(2))
-        .unwrap();
-    assert!(second.link().reissued && second.link().attempt == 2);
-    let token = server.finish_redeem(now(), second, Ok(())).unwrap().reply;
-    assert_eq!(token.attempt, 2);
-    // Attempt 1's hook fails late: the code stays redeemed (attempt 2 holds it).
-    let late = server.finish_redeem(now(), first, Err(HookError::new("timeout")));
-    assert_eq!(late.unwrap_err(), Refusal::LinkUnavailable);
-    let key2 = PresenceKey::generate(&mut rng);
-    let thief = RedeemRequest {
-        instance_id: key2.instance_id(),
-        code: code.clone(),
-        presence_key: Some(key2),
-        attempt: 1,
+    let mut first = redemption(&server, attempt(1));
+    assert!(poll_once(&mut first).is_pending(), "attempt 1's hook runs");
+    gate.open(key.instance_id(), 2, Ok(()));
+    let mut second = redemption(&server, attempt(2));
+    let std::task::Poll::Ready(Ok(second)) = poll_once(&mut second) else {
+        panic!("attempt 2 links")
     };
-    assert_eq!(redeem(&mut server, &thief).unwrap_err(), Refusal::CodeUsed);
+    assert!(second.link.reissued && second.link.attempt == 2);
+    assert_eq!(second.reply.attempt, 2);
+    // Attempt 1's hook fails late: the code stays redeemed (attempt 2 holds it).
+    gate.open(key.instance_id(), 1, Err("timeout"));
+    let std::task::Poll::Ready(late) = poll_once(&mut first) else {
+        panic!("attempt 1 ends")
+    };
+    assert_eq!(late.unwrap_err(), Refusal::LinkUnavailable);
+    let thief = manual_redeem(code.clone());
+    assert_eq!(redeem(&server, &thief).unwrap_err(), Refusal::CodeUsed);
     // The agent's retries after that still work: the code is its own, the attempt newer.
-    assert!(redeem(&mut server, &attempt(3)).is_ok());
+    gate.open(key.instance_id(), 3, Ok(()));
+    assert!(redeem(&server, &attempt(3)).is_ok());
+    let attempts: Vec<u32> = gate.seen.lock().unwrap().iter().map(|l| l.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3], "each attempt's link went to the hook once");
 }
 
 /// Issue 25, finding 10: a manual code holds one of its account's mint-quota slots while it
@@ -979,59 +1003,57 @@ fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
 /// once, never twice.
 #[test]
 fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt_completes_it() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let gate = Arc::new(Gate::default());
+    let server = Server::new(ServerConfig::default())
+        .unwrap()
+        .with_link_hook(gate.clone());
     let mut rng = lanlink::os_rng();
-    let home = HOME.parse().unwrap();
     let quota = 5;
     let mut codes: Vec<_> = (0..quota)
         .map(|_| server.mint_code_now(now(), &mut rng, &alice()).unwrap().code)
         .collect();
-    let mint = |server: &mut Server| server.mint_code_now(now(), &mut lanlink::os_rng(), &alice());
-    assert_eq!(mint(&mut server).unwrap_err(), Refusal::MintQuota);
+    let mint = |server: &Server| server.mint_code_now(now(), &mut lanlink::os_rng(), &alice());
+    assert_eq!(mint(&server).unwrap_err(), Refusal::MintQuota);
     let request = |code: &lanlink::LinkCode, key: &PresenceKey, attempt| RedeemRequest {
         instance_id: key.instance_id(),
         code: code.clone(),
         presence_key: Some(key.clone()),
         attempt,
     };
-    // Claims `code` as `key`'s attempt `attempt` (the hook not yet run).
-    let begin = |server: &mut Server, code: &lanlink::LinkCode, key: &PresenceKey, attempt| {
-        server
-            .begin_redeem(
-                now(),
-                &mut lanlink::os_rng(),
-                home,
-                ForwardedHeaders::NONE,
-                &request(code, key, attempt),
-            )
-            .unwrap()
-    };
 
     // 1. Attempt 1 claims the code, attempt 2 (a retry) claims it again; attempt 1's hook fails
     // (the code stays attempt 2's), attempt 2 completes the link.
     let code = codes.pop().unwrap();
     let key = PresenceKey::generate(&mut rng);
-    let first = begin(&mut server, &code, &key, 1);
-    let second = begin(&mut server, &code, &key, 2);
-    let failed = server.finish_redeem(now(), first, Err(HookError::new("host down")));
+    let mut first = redemption(&server, request(&code, &key, 1));
+    assert!(poll_once(&mut first).is_pending());
+    let mut second = redemption(&server, request(&code, &key, 2));
+    assert!(poll_once(&mut second).is_pending());
+    gate.open(key.instance_id(), 1, Err("host down"));
+    let std::task::Poll::Ready(failed) = poll_once(&mut first) else {
+        panic!("attempt 1 ends")
+    };
     assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
     assert_eq!(
-        mint(&mut server).unwrap_err(),
+        mint(&server).unwrap_err(),
         Refusal::MintQuota,
         "slot returned early"
     );
-    server.finish_redeem(now(), second, Ok(())).unwrap();
+    gate.open(key.instance_id(), 2, Ok(()));
+    assert!(matches!(poll_once(&mut second), std::task::Poll::Ready(Ok(_))));
+    drop((first, second));
     // The link completed: its slot is back, once.
     codes.push(
-        mint(&mut server)
+        mint(&server)
             .expect("the completed code's slot was not returned")
             .code,
     );
-    assert_eq!(mint(&mut server).unwrap_err(), Refusal::MintQuota);
+    assert_eq!(mint(&server).unwrap_err(), Refusal::MintQuota);
     // A retry after a lost reply completes the link again: no second slot.
-    assert!(redeem(&mut server, &request(&code, &key, 3)).is_ok());
+    gate.open(key.instance_id(), 3, Ok(()));
+    assert!(redeem(&server, &request(&code, &key, 3)).is_ok());
     assert_eq!(
-        mint(&mut server).unwrap_err(),
+        mint(&server).unwrap_err(),
         Refusal::MintQuota,
         "slot returned twice"
     );
@@ -1040,15 +1062,16 @@ fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt
     // the agent's retry links, and only then is the slot returned.
     let code = codes.pop().unwrap();
     let key = PresenceKey::generate(&mut rng);
-    let first = begin(&mut server, &code, &key, 1);
-    let failed = server.finish_redeem(now(), first, Err(HookError::new("host down")));
+    gate.open(key.instance_id(), 1, Err("host down"));
+    let failed = redeem(&server, &request(&code, &key, 1));
     assert_eq!(failed.unwrap_err(), Refusal::LinkUnavailable);
     assert_eq!(
-        mint(&mut server).unwrap_err(),
+        mint(&server).unwrap_err(),
         Refusal::MintQuota,
         "a given-back code lost its slot"
     );
-    assert!(redeem(&mut server, &request(&code, &key, 2)).is_ok());
-    assert!(mint(&mut server).is_ok());
-    assert_eq!(mint(&mut server).unwrap_err(), Refusal::MintQuota);
+    gate.open(key.instance_id(), 2, Ok(()));
+    assert!(redeem(&server, &request(&code, &key, 2)).is_ok());
+    assert!(mint(&server).is_ok());
+    assert_eq!(mint(&server).unwrap_err(), Refusal::MintQuota);
 }

@@ -10,11 +10,11 @@
 
 mod support;
 
-use support::steps::Steps;
+use support::steps::{ObicoSteps, Steps};
 
 use support::obico_agent::*;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -41,7 +41,7 @@ fn config() -> ServerConfig {
 }
 
 async fn start_server(config: ServerConfig) -> (SharedServer, String) {
-    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
+    let server = Arc::new(Server::new(config).expect("server config"));
     let auth = Arc::new(BearerTokens::new(vec![
         (ALICE.into(), AccountId::new("alice").unwrap()),
         (MALLORY.into(), AccountId::new("mallory").unwrap()),
@@ -104,13 +104,11 @@ fn refused(result: Result<(), TransportError>) -> (u16, String) {
 }
 
 fn network(server: &SharedServer, at: &str) -> Option<lanlink::server::NetworkRecord> {
-    let server = server.lock().unwrap();
     let net = server.config().network_of(ip(at));
-    server.store().network(&net).cloned()
+    server.store().network(&net)
 }
 
 fn failures(server: &SharedServer, at: &str) -> usize {
-    let server = server.lock().unwrap();
     let net = server.config().network_of(ip(at));
     let failures = server.store().failures(
         &net,
@@ -196,7 +194,6 @@ async fn six_digit_flow_redeems_a_manual_code_typed_into_the_agent() {
     let (server, url) = start_server(config()).await;
     let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
     let code = {
-        let mut server = server.lock().unwrap();
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
@@ -226,7 +223,6 @@ async fn six_digit_flow_redeems_a_manual_code_typed_into_the_agent() {
     assert_eq!(status, 404);
     // Older OctoPrint-Obico releases redeem with GET on another path.
     let second = {
-        let mut server = server.lock().unwrap();
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
@@ -438,7 +434,6 @@ async fn attack_code_brute_force_ends_in_lockout_and_spares_the_right_code() {
     let (server, url) = start_server(config()).await;
     let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
     let code = {
-        let mut server = server.lock().unwrap();
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
@@ -476,12 +471,7 @@ async fn attack_code_brute_force_ends_in_lockout_and_spares_the_right_code() {
             .and_then(|v| v.to_str().ok()),
         Some("600")
     );
-    let record = server
-        .lock()
-        .unwrap()
-        .store()
-        .code(&code.key())
-        .cloned()
+    let record = server.store().code(&code.key())
         .unwrap();
     assert!(
         !record.redeemed,
@@ -523,7 +513,7 @@ async fn attack_replay_after_linking_is_refused() {
 /// The lanlink routes and the Obico routes on one server, as the example server serves them with
 /// `--profile obico`.
 async fn start_both(config: ServerConfig, obico: ObicoConfig) -> (SharedServer, String) {
-    let server = Arc::new(Mutex::new(Server::new(config).expect("server config")));
+    let server = Arc::new(Server::new(config).expect("server config"));
     let auth: Arc<BearerTokens> = Arc::new(BearerTokens::new(vec![(
         ALICE.into(),
         AccountId::new("alice").unwrap(),
@@ -798,9 +788,9 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
         ..poll(id)
     };
     let mut rng = lanlink::os_rng();
-    let shown = |server: &mut Server, ms: i64| {
+    let shown = |server: &Server, ms: i64| {
         server
-            .obico_discover(t(ms), &viewer(), home, ForwardedHeaders::NONE)
+            .obico_discover_now(t(ms), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap()
             .len()
     };
@@ -819,11 +809,11 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
         (&[("192.168.1.20", 80)], 1),
     ];
     for (agents, expected) in cases {
-        let mut server = Server::new(ServerConfig::default()).unwrap();
+        let server = Server::new(ServerConfig::default()).unwrap();
         for (host, port) in agents {
             let id = InstanceId::generate(&mut rng);
             server
-                .obico_unlinked(
+                .obico_unlinked_now(
                     t(0),
                     &mut rng,
                     &obico,
@@ -833,14 +823,14 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
                 )
                 .unwrap();
         }
-        assert_eq!(shown(&mut server, 10), expected, "{agents:?}");
+        assert_eq!(shown(&server, 10), expected, "{agents:?}");
     }
     // Turned off with a one-host limit of 1.
-    let mut server = Server::new(ServerConfig::default().max_visible_one_host(1)).unwrap();
+    let server = Server::new(ServerConfig::default().max_visible_one_host(1)).unwrap();
     for port in [80, 7125] {
         let id = InstanceId::generate(&mut rng);
         server
-            .obico_unlinked(
+            .obico_unlinked_now(
                 t(0),
                 &mut rng,
                 &obico,
@@ -850,13 +840,13 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
             )
             .unwrap();
     }
-    assert_eq!(shown(&mut server, 10), 0);
+    assert_eq!(shown(&server, 10), 0);
     // A lanlink agent on the same network keeps the fail-closed rule.
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     for port in [80, 7125] {
         let id = InstanceId::generate(&mut rng);
         server
-            .obico_unlinked(
+            .obico_unlinked_now(
                 t(0),
                 &mut rng,
                 &obico,
@@ -881,7 +871,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
     server
         .announce_now(t(5), home, ForwardedHeaders::NONE, &announce)
         .unwrap();
-    assert_eq!(shown(&mut server, 10), 0);
+    assert_eq!(shown(&server, 10), 0);
     assert!(ServerConfig::default()
         .max_visible_one_host(0)
         .validate()
@@ -982,7 +972,7 @@ async fn user_routes_need_an_account_and_bodies_are_checked() {
 /// behind one address list printers: the fifth marks the network shared.
 #[tokio::test]
 async fn the_discovery_route_counts_each_account_toward_the_shared_network_judgement() {
-    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let server = Arc::new(Server::new(config()).unwrap());
     let tokens: Vec<String> = (0..5)
         .map(|n| format!("user{n}-token-0123456789"))
         .collect();
@@ -1113,7 +1103,7 @@ fn poll(id: InstanceId) -> UnlinkedPoll {
 /// Polls every 5 s plus up to 2.5 s of request time (OctoPrint-Obico's loop) for a minute and
 /// discovers every 100 ms: counts the discoveries that showed nothing.
 fn flicker(obico: &ObicoConfig) -> usize {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let home = ip(HOME);
     let id = InstanceId::generate(&mut lanlink::os_rng());
     let mut rng = lanlink::os_rng();
@@ -1123,7 +1113,7 @@ fn flicker(obico: &ObicoConfig) -> usize {
         let now_ms = step * 100;
         if now_ms >= next_poll {
             server
-                .obico_unlinked(
+                .obico_unlinked_now(
                     t(now_ms),
                     &mut rng,
                     obico,
@@ -1136,7 +1126,7 @@ fn flicker(obico: &ObicoConfig) -> usize {
             next_poll = now_ms + 5000 + (step * 700) % 2600;
         }
         let shown = server
-            .obico_discover(t(now_ms), &viewer(), home, ForwardedHeaders::NONE)
+            .obico_discover_now(t(now_ms), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap();
         if shown.is_empty() {
             misses += 1;
@@ -1158,7 +1148,7 @@ fn a_five_second_poller_never_flickers() {
 fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     use lanlink::secret::PresenceKey;
     use lanlink::wire::{Announce, WIRE_VERSION};
-    let mut server = Server::new(ServerConfig::default().max_visible(2)).unwrap();
+    let server = Server::new(ServerConfig::default().max_visible(2)).unwrap();
     let obico = ObicoConfig::default();
     let home = ip(HOME);
     let mut rng = lanlink::os_rng();
@@ -1186,7 +1176,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         .clone();
     // An Obico poll naming the verified agent's id changes nothing (and is still answered).
     let reply = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(10),
             &mut rng,
             &obico,
@@ -1212,12 +1202,12 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     );
     // The Obico routes do not show or link verified agents; the core's do not show Obico ones.
     assert!(server
-        .obico_discover(t(20), &viewer(), home, ForwardedHeaders::NONE)
+        .obico_discover_now(t(20), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     let obico_id = InstanceId::generate(&mut rng);
     server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(30),
             &mut rng,
             &obico,
@@ -1237,7 +1227,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         vec![id]
     );
     let shown = server
-        .obico_discover(t(40), &viewer(), home, ForwardedHeaders::NONE)
+        .obico_discover_now(t(40), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap();
     assert_eq!(
         shown.iter().map(|a| a.instance_id).collect::<Vec<_>>(),
@@ -1247,7 +1237,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     let mut moved = poll(obico_id);
     moved.endpoint = Some((ip("192.168.1.99"), 5000));
     server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(50),
             &mut rng,
             &obico,
@@ -1257,12 +1247,12 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         )
         .unwrap();
     assert!(server
-        .obico_discover(t(60), &viewer(), home, ForwardedHeaders::NONE)
+        .obico_discover_now(t(60), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     let alice = AccountId::new("alice").unwrap();
     let guess = lanlink::LocalSecret::generate(&mut rng);
-    let refused = server.obico_link(
+    let refused = server.obico_link_now(
         t(70),
         &mut rng,
         &alice,
@@ -1276,7 +1266,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
 
 #[test]
 fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answered() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let obico = ObicoConfig::default();
     let home = ip(HOME);
     let mut rng = lanlink::os_rng();
@@ -1288,7 +1278,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
     // moonraker-obico polls for up to 4 hours; auto-discovery ends after 10 minutes.
     while now <= 11 * 60 * 1000 {
         let reply = server
-            .obico_unlinked(
+            .obico_unlinked_now(
                 t(now),
                 &mut rng,
                 &obico,
@@ -1307,7 +1297,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         if now < 9 * 60 * 1000 {
             assert_eq!(
                 server
-                    .obico_discover(t(now), &viewer(), home, ForwardedHeaders::NONE)
+                    .obico_discover_now(t(now), &viewer(), home, ForwardedHeaders::NONE)
                     .unwrap()
                     .len(),
                 1
@@ -1317,13 +1307,13 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         now += 2000;
     }
     assert!(server
-        .obico_discover(t(now), &viewer(), home, ForwardedHeaders::NONE)
+        .obico_discover_now(t(now), &viewer(), home, ForwardedHeaders::NONE)
         .unwrap()
         .is_empty());
     // The passcode path still works after the window (a new passcode after 10 minutes).
     let alice = AccountId::new("alice").unwrap();
     server
-        .obico_claim(
+        .obico_claim_now(
             t(now),
             &mut rng,
             &alice,
@@ -1333,7 +1323,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         )
         .unwrap();
     let reply = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(now + 2000),
             &mut rng,
             &obico,
@@ -1351,7 +1341,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
     // Bound to the agent's network: redeeming it from elsewhere fails.
     assert_eq!(
         server
-            .obico_verify(
+            .obico_verify_now(
                 t(now + 2500),
                 &mut rng,
                 ip(ELSEWHERE),
@@ -1362,21 +1352,21 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         lanlink::Refusal::CodeWrongNetwork
     );
     let redeemed = server
-        .obico_verify(t(now + 3000), &mut rng, home, ForwardedHeaders::NONE, &code)
+        .obico_verify_now(t(now + 3000), &mut rng, home, ForwardedHeaders::NONE, &code)
         .unwrap();
     assert_eq!(redeemed.redeemed.account, alice);
 }
 
 #[test]
 fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let obico = ObicoConfig::default();
     let home = ip(HOME);
     let mut rng = lanlink::os_rng();
     let mut agent_poll = poll(InstanceId::generate(&mut rng));
     agent_poll.one_time_passcode = Some(String::new());
     let first = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(0),
             &mut rng,
             &obico,
@@ -1395,7 +1385,7 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
     let mut other = poll(InstanceId::generate(&mut rng));
     other.one_time_passcode = Some(passcode.clone());
     let theirs = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(100),
             &mut rng,
             &obico,
@@ -1409,7 +1399,7 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
     assert_ne!(theirs.one_time_passcode.expose(), passcode);
     let alice = AccountId::new("alice").unwrap();
     server
-        .obico_claim(
+        .obico_claim_now(
             t(200),
             &mut rng,
             &alice,
@@ -1419,7 +1409,7 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
         )
         .unwrap();
     let elsewhere = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(300),
             &mut rng,
             &obico,
@@ -1432,7 +1422,7 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
         .unwrap();
     assert!(elsewhere.verification_code.is_none());
     let handed = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(2000),
             &mut rng,
             &obico,
@@ -1446,7 +1436,7 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
     assert_eq!(handed.one_time_passcode.expose(), passcode);
     assert!(handed.verification_code.is_some());
     let next = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(4000),
             &mut rng,
             &obico,
@@ -1470,20 +1460,20 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
     // The agent polls every 2 s; alice links at 2.5 s; someone on the same public network who
     // copies the agent's poll (all of it is in discovery) polls at 2.6 s to take the message.
     let run = |obico: &ObicoConfig| {
-        let mut server = Server::new(ServerConfig::default()).unwrap();
+        let server = Server::new(ServerConfig::default()).unwrap();
         let home = ip(HOME);
         let mut rng = lanlink::os_rng();
         let id = InstanceId::generate(&mut rng);
         let copy = poll(id);
         for at in [0, 2000] {
             server
-                .obico_unlinked(t(at), &mut rng, obico, home, ForwardedHeaders::NONE, &copy)
+                .obico_unlinked_now(t(at), &mut rng, obico, home, ForwardedHeaders::NONE, &copy)
                 .unwrap();
         }
         let alice = AccountId::new("alice").unwrap();
         let secret = lanlink::LocalSecret::generate(&mut rng);
         server
-            .obico_link(
+            .obico_link_now(
                 t(2500),
                 &mut rng,
                 &alice,
@@ -1494,7 +1484,7 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
             )
             .unwrap();
         let stolen = server
-            .obico_unlinked(
+            .obico_unlinked_now(
                 t(2600),
                 &mut rng,
                 obico,
@@ -1506,7 +1496,7 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
             .message
             .is_some();
         let delivered = server
-            .obico_unlinked(
+            .obico_unlinked_now(
                 t(4000),
                 &mut rng,
                 obico,
@@ -1518,7 +1508,7 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
             .message
             .is_some();
         let shown = server
-            .obico_discover(t(4100), &viewer(), home, ForwardedHeaders::NONE)
+            .obico_discover_now(t(4100), &viewer(), home, ForwardedHeaders::NONE)
             .unwrap()
             .len();
         (stolen, delivered, shown)
@@ -1534,7 +1524,7 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
 #[test]
 fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
     use lanlink::wire::RedeemRequest;
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let obico = ObicoConfig::default();
     let home = ip(HOME);
     let mut rng = lanlink::os_rng();
@@ -1542,7 +1532,7 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
     let mut agent_poll = poll(id);
     agent_poll.one_time_passcode = Some(String::new());
     let passcode = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(0),
             &mut rng,
             &obico,
@@ -1571,7 +1561,7 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
             .unwrap_err();
         assert_eq!(refused, lanlink::Refusal::UnknownCode);
         let refused = server
-            .obico_verify(
+            .obico_verify_now(
                 t(100),
                 &mut rng,
                 home,
@@ -1584,7 +1574,7 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
     // Still claimable afterwards (the refusals changed nothing but the failure count).
     let alice = AccountId::new("alice").unwrap();
     server
-        .obico_claim(
+        .obico_claim_now(
             t(200),
             &mut rng,
             &alice,
@@ -1599,12 +1589,12 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
 fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
     // Obico matched IPv6 clients by exact address: a dual-stack or privacy-address browser never
     // saw its printer. Here the agent and the browser share the /64.
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let obico = ObicoConfig::default();
     let mut rng = lanlink::os_rng();
     let id = InstanceId::generate(&mut rng);
     server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(0),
             &mut rng,
             &obico,
@@ -1614,7 +1604,7 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
         )
         .unwrap();
     let shown = server
-        .obico_discover(
+        .obico_discover_now(
             t(100),
             &viewer(),
             ip("2001:db8:1:2:a1b2:c3d4:e5f6:1"),
@@ -1626,7 +1616,7 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
         vec![id]
     );
     let other = server
-        .obico_discover(
+        .obico_discover_now(
             t(100),
             &viewer(),
             ip("2001:db8:1:3::10"),
@@ -1639,7 +1629,7 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
 #[tokio::test]
 async fn hostile_unlinked_bodies_are_answered_200_or_400_and_never_crash() {
     use tower::ServiceExt;
-    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let server = Arc::new(Server::new(config()).unwrap());
     let app = obico::server::router(
         Arc::clone(&server),
         Arc::new(BearerTokens::default()),
@@ -1764,7 +1754,6 @@ async fn burst(
 async fn a_verify_burst_checks_at_most_the_threshold() {
     let (server, url) = start_server(config()).await;
     let code = {
-        let mut server = server.lock().unwrap();
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
@@ -2116,7 +2105,7 @@ impl obico::tokens::PrinterTokens for FailsOnce {
 /// links with a token that works: nothing is stranded.
 #[tokio::test]
 async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_links() {
-    let server = Arc::new(Mutex::new(Server::new(config()).expect("server config")));
+    let server = Arc::new(Server::new(config()).expect("server config"));
     let auth = Arc::new(BearerTokens::new(vec![(
         ALICE.into(),
         AccountId::new("alice").unwrap(),
@@ -2141,7 +2130,6 @@ async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_link
         std::future::pending(),
     ));
     let code = {
-        let mut server = server.lock().unwrap();
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
         server
@@ -2176,20 +2164,20 @@ async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_link
 /// the agent.
 #[test]
 fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded() {
-    let mut server = Server::new(ServerConfig::default()).unwrap();
+    let server = Server::new(ServerConfig::default()).unwrap();
     let obico = ObicoConfig::default();
     let home = ip(HOME);
     let mut rng = lanlink::os_rng();
     let mut agent_poll = poll(InstanceId::generate(&mut rng));
     agent_poll.one_time_passcode = Some(String::new());
     let clock = std::cell::Cell::new(0);
-    let poll_with = |server: &mut Server, shown: &str| {
+    let poll_with = |server: &Server, shown: &str| {
         clock.set(clock.get() + 2000);
         let at = clock.get();
         let mut p = agent_poll.clone();
         p.one_time_passcode = Some(shown.to_owned());
         server
-            .obico_unlinked(
+            .obico_unlinked_now(
                 t(at),
                 &mut lanlink::os_rng(),
                 &obico,
@@ -2200,21 +2188,21 @@ fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded
             .unwrap()
             .passcode
     };
-    let passcode = poll_with(&mut server, "")
+    let passcode = poll_with(&server, "")
         .unwrap()
         .one_time_passcode
         .expose()
         .to_owned();
     // The agent shows its passcode for a long while: every lookup hits and is refunded.
     for _ in 0..20 {
-        let kept = poll_with(&mut server, &passcode).unwrap();
+        let kept = poll_with(&server, &passcode).unwrap();
         assert_eq!(kept.one_time_passcode.expose(), passcode);
     }
     let net = server.config().network_of(home);
     assert_eq!(server.store().failures(&net, t(clock.get())), 0);
     // A user claims it from a phone elsewhere.
     server
-        .obico_claim(
+        .obico_claim_now(
             t(clock.get()),
             &mut rng,
             &AccountId::new("alice").unwrap(),
@@ -2230,7 +2218,7 @@ fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded
     ];
     for (n, wrong) in guesses.iter().enumerate() {
         assert_ne!(*wrong, passcode);
-        let reply = poll_with(&mut server, wrong);
+        let reply = poll_with(&server, wrong);
         if n < threshold {
             // A miss, charged: a fresh passcode (and nothing of the agent's).
             let fresh = reply.unwrap();
@@ -2244,7 +2232,7 @@ fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded
     }
     assert!(server.store().is_locked(&net, t(clock.get())));
     // Now even the right passcode is not looked up: the claimed code is not handed out.
-    assert!(poll_with(&mut server, &passcode).is_none());
+    assert!(poll_with(&server, &passcode).is_none());
     let mut locked = 0;
     while let Some(event) = server.poll_event() {
         if matches!(event, lanlink::event::ServerEvent::LockedOut { .. }) {
@@ -2259,7 +2247,7 @@ fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded
 #[test]
 fn live_passcodes_are_capped_in_total() {
     let budgets = lanlink::server::Budgets::default().live_passcodes(3);
-    let mut server = Server::new(ServerConfig::default().budgets(budgets)).unwrap();
+    let server = Server::new(ServerConfig::default().budgets(budgets)).unwrap();
     let obico = ObicoConfig::default();
     let mut rng = lanlink::os_rng();
     let mut minted = 0;
@@ -2267,7 +2255,7 @@ fn live_passcodes_are_capped_in_total() {
         let mut p = poll(InstanceId::generate(&mut rng));
         p.one_time_passcode = Some(String::new());
         let reply = server
-            .obico_unlinked(
+            .obico_unlinked_now(
                 t(0),
                 &mut rng,
                 &obico,
@@ -2283,7 +2271,7 @@ fn live_passcodes_are_capped_in_total() {
     let mut p = poll(InstanceId::generate(&mut rng));
     p.one_time_passcode = Some(String::new());
     let reply = server
-        .obico_unlinked(
+        .obico_unlinked_now(
             t(11 * 60 * 1000),
             &mut rng,
             &obico,

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use lanlink::http::server::{log_event, service_router};
+use lanlink::http::server::{log_event, router};
 use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::obico::linker::ObicoLinker;
 use lanlink::obico::ObicoConfig;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Events, ServerConfig, Service};
+use lanlink::server::{Events, Server, ServerConfig};
 use lanlink::AccountId;
 use serde_json::{json, Value};
 use support::instance::{server_binary, Instance};
@@ -63,19 +63,19 @@ impl Instance {
                     .await
                     .expect("connect to redis");
                 let service = Arc::new(
-                    Service::new(config, Arc::new(store.clone()), Events::sink(log_event))
+                    Server::with_store(config, store.clone(), Events::sink(log_event))
                         .expect("config"),
                 );
                 let alice = AccountId::new("alice").expect("account");
                 let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
-                let obico = lanlink::obico::server::service_router(
+                let obico = lanlink::obico::server::router_with_tokens(
                     Arc::clone(&service),
                     auth.clone(),
                     ObicoConfig::default(),
                     Arc::new(store),
                 )
                 .unwrap();
-                Self::serve(service_router(service, auth, DEFAULT_PREFIX).merge(obico)).await
+                Self::serve(router(service, auth, DEFAULT_PREFIX).merge(obico)).await
             }
         }
     }

@@ -26,7 +26,7 @@ use lanlink::http::{self, BearerTokens, ServeConfig};
 use lanlink::obico::endpoint::{self, Profile};
 use lanlink::obico::tokens::MemoryTokens;
 use lanlink::obico::{self, ObicoConfig};
-use lanlink::server::endpoint::{Backend, Handled, HttpRequest, RequestBody, ServerResponse, User};
+use lanlink::server::endpoint::{Handled, HttpRequest, RequestBody, ServerResponse, User};
 use lanlink::server::{LinkHook, Server, ServerConfig};
 use lanlink::AccountId;
 use serde_json::{json, Value};
@@ -900,7 +900,7 @@ fn mask(body: &[u8]) -> String {
 // ───────────────────────────── the axum side ─────────────────────────────
 
 async fn start_axum() -> SocketAddr {
-    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let server = Arc::new(Server::new(config()).unwrap());
     let app = obico::server::router(server, Arc::new(BearerTokens::new(users())), obico_config())
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -999,7 +999,7 @@ fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
 
 /// The wire function's host: an in-memory server, its printer tokens, the profile's settings.
 struct Host {
-    server: Mutex<Server>,
+    server: Server,
     tokens: MemoryTokens,
     obico: ObicoConfig,
 }
@@ -1007,14 +1007,14 @@ struct Host {
 impl Host {
     fn new(server: Server) -> Self {
         Self {
-            server: Mutex::new(server),
+            server,
             tokens: MemoryTokens::default(),
             obico: obico_config(),
         }
     }
 
     fn profile(&self) -> Profile<'_> {
-        Profile::new(Backend::Local(&self.server), &self.tokens, &self.obico)
+        Profile::new(&self.server, &self.tokens, &self.obico)
     }
 
     /// One request, as an HTTP stack hands it over: the first call, then (on `NeedsUser`) the
@@ -1035,7 +1035,7 @@ impl Host {
             },
         };
         // The host drains the server's events (here: drops them).
-        while self.server.lock().unwrap().poll_event().is_some() {}
+        while self.server.poll_event().is_some() {}
         answer
     }
 }
@@ -1147,7 +1147,7 @@ async fn the_axum_routes_and_the_wire_function_answer_alike() {
 #[tokio::test]
 async fn without_a_peer_both_refuse_alike() {
     use tower::ServiceExt;
-    let server = Arc::new(Mutex::new(Server::new(config()).unwrap()));
+    let server = Arc::new(Server::new(config()).unwrap());
     let app = obico::server::router(server, Arc::new(BearerTokens::new(users())), obico_config())
         .unwrap();
     let host = Host::new(Server::new(config()).unwrap());

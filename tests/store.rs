@@ -3,6 +3,8 @@
 //! completes the flow. No Redis needed (the Redis tests kill a real one between requests).
 #![cfg(feature = "tokio")]
 
+mod support;
+use support::steps::{announce_at, discover_at, link_at};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -13,7 +15,7 @@ use lanlink::code::CodeKey;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
     CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ServerConfig,
-    Service, Store, StoreError,
+    Server, Store, StoreError,
 };
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
@@ -22,7 +24,7 @@ use tokio::sync::oneshot;
 /// An in-memory store whose chosen calls (numbered from 0) fail as unavailable, and one of
 /// whose calls may wait, before it runs, until the test lets it go on.
 struct Flaky {
-    inner: Mutex<MemoryStore>,
+    inner: MemoryStore,
     calls: AtomicUsize,
     fail_at: Mutex<Vec<usize>>,
     pause: Mutex<Option<Pause>>,
@@ -38,7 +40,7 @@ struct Pause {
 impl Flaky {
     fn new() -> Self {
         Self {
-            inner: Mutex::new(MemoryStore::default()),
+            inner: MemoryStore::default(),
             calls: AtomicUsize::new(0),
             fail_at: Mutex::new(Vec::new()),
             pause: Mutex::new(None),
@@ -176,9 +178,9 @@ fn v6_home() -> PublicNetwork {
 
 /// The record under the link claim key of `announce`'s instance, live or not.
 fn claim_record(store: &Flaky, announce: &Announce) -> Option<CodeRecord> {
-    let inner = store.inner.lock().expect("lock");
+    let inner = &store.inner;
     let key = lanlink::code::CodeKey::instance_claim(&announce.instance_id);
-    inner.code(&key).cloned()
+    inner.code(&key)
 }
 
 /// Whether the memory store holds a live link claim of `announce`'s instance, for the home
@@ -194,7 +196,7 @@ fn claimed(store: &Flaky, announce: &Announce) -> bool {
 /// The link codes (not counting the record under the instance's claim key, live or let go) and
 /// the network's link state, straight from the memory store.
 fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, LinkState, usize) {
-    let inner = store.inner.lock().expect("lock");
+    let inner = &store.inner;
     let record = inner.network(&home());
     let state = record.map_or(LinkState::Unknown, |r| {
         r.link_state(account, &announce.instance_id)
@@ -205,7 +207,6 @@ fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, Lin
     ))
     .unwrap_or(0);
     let codes = inner.codes();
-    drop(inner);
     (
         codes - usize::from(claim_record(store, announce).is_some()),
         state,
@@ -231,15 +232,14 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
     // /24, check, claim the instance, create the code, accept (then the two refunds).
     for step in 0..6 {
         let store = Arc::new(Flaky::new());
-        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard())
+        let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
             .expect("config");
         service
-            .announce_in(now(), home(), &announce)
+            .announce(now(), home(), &announce)
             .await
             .expect("announce");
         store.fail_in(step);
-        let refused = service
-            .handle_link(
+        let refused = link_at(&service, 
                 now(),
                 &mut lanlink::os_rng(),
                 &alice,
@@ -262,8 +262,7 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
             !claimed(&store, &announce),
             "step {step}: no claim left behind"
         );
-        let linked = service
-            .handle_link(
+        let linked = link_at(&service, 
                 now(),
                 &mut lanlink::os_rng(),
                 &alice,
@@ -280,12 +279,12 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
 
 /// The dual-stack agent of [`announcement`], present in the home (IPv4) network and in
 /// [`v6_home`], on a service over `store`.
-async fn dual_stack(store: &Arc<Flaky>, announce: &Announce) -> Service {
+async fn dual_stack(store: &Arc<Flaky>, announce: &Announce) -> Server<Arc<Flaky>> {
     let service =
-        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
+        Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
     for network in [home(), v6_home()] {
         service
-            .announce_in(now(), network, announce)
+            .announce(now(), network, announce)
             .await
             .expect("announce");
     }
@@ -294,14 +293,13 @@ async fn dual_stack(store: &Arc<Flaky>, announce: &Announce) -> Service {
 
 /// `account` asks `service` to link the agent of `announce` with `secret`, from `peer`.
 async fn link_from(
-    service: &Service,
+    service: &Server<Arc<Flaky>>,
     account: &str,
     peer: &str,
     announce: &Announce,
     secret: &LocalSecret,
 ) -> Result<LinkState, Refusal> {
-    service
-        .handle_link(
+    link_at(&service, 
             now(),
             &mut lanlink::os_rng(),
             &AccountId::new(account).expect("account"),
@@ -337,7 +335,7 @@ async fn a_link_refused_after_its_claim_lets_the_other_network_link() {
         async {
             paused.await.expect("the accept waits");
             assert!(claimed(&store, &announce), "the link holds the claim");
-            let _ = service.announce_in(now(), home(), &racing).await;
+            let _ = service.announce(now(), home(), &racing).await;
             resume.send(false).expect("resume");
         }
     );
@@ -462,7 +460,7 @@ async fn a_legacy_claim_is_never_released_by_a_joiner() {
         kind: lanlink::server::CodeKind::InstanceClaim,
         quota_released: false,
     };
-    store.inner.lock().expect("lock").put_code(key, legacy);
+    store.inner.put_code(key, legacy);
     // Charge, charge, check, claim (taken), join it, then 5 creates the code, and fails.
     store.fail_in(5);
     assert_eq!(
@@ -498,10 +496,10 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
     // redemption), then the network.
     for step in [0, 1, 2, 5] {
         let store = Arc::new(Flaky::new());
-        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard())
+        let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
             .expect("config");
         service
-            .announce_in(now(), home(), &announce)
+            .announce(now(), home(), &announce)
             .await
             .expect("announce");
         let request = LinkRequest {
@@ -509,8 +507,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
             local_secret: secret.clone(),
             nonce: None,
         };
-        service
-            .handle_link(
+        link_at(&service, 
                 now(),
                 &mut lanlink::os_rng(),
                 &alice,
@@ -521,7 +518,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
             .await
             .expect("link");
         let reply = service
-            .announce_in(now(), home(), &announce)
+            .announce(now(), home(), &announce)
             .await
             .expect("announce");
         let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() else {
@@ -535,7 +532,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
         };
         store.fail_in(step);
         let refused = service
-            .redeem_in(now(), &mut lanlink::os_rng(), home(), &redeem)
+            .redeem(now(), &mut lanlink::os_rng(), home(), &redeem)
             .await;
         assert_eq!(
             refused.unwrap_err(),
@@ -548,13 +545,13 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
             "step {step}: not linked, nothing counted"
         );
         let redeemed = service
-            .redeem_in(now(), &mut lanlink::os_rng(), home(), &redeem)
+            .redeem(now(), &mut lanlink::os_rng(), home(), &redeem)
             .await
             .expect("the retry redeems");
         assert_eq!(redeemed.account, alice);
         assert_eq!(state(&store, &alice, &announce).1, LinkState::Linked);
         let again = service
-            .redeem_in(now(), &mut lanlink::os_rng(), home(), &redeem)
+            .redeem(now(), &mut lanlink::os_rng(), home(), &redeem)
             .await;
         assert_eq!(
             again.unwrap_err(),
@@ -579,15 +576,14 @@ async fn an_uncountable_guess_is_refused_unchecked() {
     // Call 0 charges the address, call 1 its /24.
     for step in 0..2 {
         let store = Arc::new(Flaky::new());
-        let service = Service::new(ServerConfig::default(), store.clone(), Events::discard())
+        let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
             .expect("config");
         service
-            .announce_in(now(), home(), &announce)
+            .announce(now(), home(), &announce)
             .await
             .expect("announce");
         store.fail_in(step);
-        let refused = service
-            .handle_link(
+        let refused = link_at(&service, 
                 now(),
                 &mut lanlink::os_rng(),
                 &alice,
@@ -602,8 +598,7 @@ async fn an_uncountable_guess_is_refused_unchecked() {
             "step {step}"
         );
         assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 0));
-        let counted = service
-            .handle_link(
+        let counted = link_at(&service, 
                 now(),
                 &mut lanlink::os_rng(),
                 &alice,
@@ -625,14 +620,13 @@ async fn a_failed_refund_keeps_the_link_and_the_charge() {
     let (announce, secret) = announcement();
     let store = Arc::new(Flaky::new());
     let service =
-        Service::new(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
+        Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
     service
-        .announce_in(now(), home(), &announce)
+        .announce(now(), home(), &announce)
         .await
         .expect("announce");
     store.fail_in(6); // after charge, charge, check, claim, create, accept: the first refund
-    let linked = service
-        .handle_link(
+    let linked = link_at(&service, 
             now(),
             &mut lanlink::os_rng(),
             &alice,
@@ -663,36 +657,32 @@ async fn discovery_reads_without_writing_and_skips_expired_presences() {
     let elsewhere = "198.51.100.1".parse().expect("ip");
     let none = ForwardedHeaders::NONE;
 
-    let memory = Arc::new(Mutex::new(MemoryStore::default()));
+    let memory = Arc::new(MemoryStore::default());
     let flaky = Arc::new(Flaky::new());
     let stores: [Arc<dyn Store>; 2] = [memory.clone(), flaky.clone()];
     for store in stores {
-        let service = Service::new(config.clone(), store, Events::discard()).expect("config");
-        service
-            .handle_announce(t0, peer, none, &announce)
+        let service = Server::with_store(config.clone(), store, Events::discard()).expect("config");
+        announce_at(&service, t0, peer, none, &announce)
             .await
             .expect("announce");
-        let shown = service
-            .handle_discover(t0, peer, none)
+        let shown = discover_at(&service, t0, peer, none)
             .await
             .expect("discover");
         assert_eq!(shown.agents.len(), 1);
         assert_eq!(shown.agents[0].instance_id, announce.instance_id);
-        let gone = service
-            .handle_discover(later, peer, none)
+        let gone = discover_at(&service, later, peer, none)
             .await
             .expect("discover");
         assert!(gone.agents.is_empty(), "an expired presence is not shown");
-        let other = service
-            .handle_discover(t0, elsewhere, none)
+        let other = discover_at(&service, t0, elsewhere, none)
             .await
             .expect("discover");
         assert!(other.agents.is_empty());
     }
-    // The plain read left the expired presence in place and created no record for the other
-    // network; the default (an update) pruned it.
-    let memory = memory.lock().expect("lock");
-    assert_eq!(memory.networks(), 1);
+    // The discoveries after the account's first from a network are plain reads: they left the
+    // expired presence in place; the default (an update) pruned it. The first discovery from
+    // the other network counted the account there (a record holding its discoverer's tag).
+    assert_eq!(memory.networks(), 2);
     assert_eq!(
         memory.network(&home()).map(|r| r.presences.len()),
         Some(1),
@@ -700,8 +690,6 @@ async fn discovery_reads_without_writing_and_skips_expired_presences() {
     );
     assert!(flaky
         .inner
-        .lock()
-        .expect("lock")
         .network(&home())
         .is_none_or(|r| r.presences.is_empty()));
 }

@@ -232,3 +232,172 @@ impl<S: Store> Steps for Server<S> {
         ready(self.purge_expired(now)).expect("the in-memory store purges");
     }
 }
+
+/// The Obico profile's steps at once, from a peer (old argument order: the caller's peer and
+/// forwarding headers where the step takes the network).
+#[cfg(feature = "obico-wire")]
+pub trait ObicoSteps {
+    fn obico_unlinked_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        obico: &lanlink::obico::ObicoConfig,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        poll: &lanlink::obico::UnlinkedPoll,
+    ) -> Result<lanlink::obico::UnlinkedReply, Refusal>;
+    fn obico_discover_now(
+        &self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<lanlink::wire::DiscoveredAgent>, Refusal>;
+    #[allow(clippy::too_many_arguments)]
+    fn obico_link_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        device_id: InstanceId,
+        secret: Option<lanlink::LocalSecret>,
+    ) -> Result<(), Refusal>;
+    fn obico_verify_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        code: &lanlink::code::LinkCode,
+    ) -> Result<lanlink::obico::Verified, Refusal>;
+    #[allow(clippy::too_many_arguments)]
+    fn obico_claim_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        passcode: &str,
+    ) -> Result<(), Refusal>;
+}
+
+#[cfg(feature = "obico-wire")]
+impl<S: Store> ObicoSteps for Server<S> {
+    fn obico_unlinked_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        obico: &lanlink::obico::ObicoConfig,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        poll: &lanlink::obico::UnlinkedPoll,
+    ) -> Result<lanlink::obico::UnlinkedReply, Refusal> {
+        let network = self.caller(RequestKind::Announce, peer, headers)?;
+        ready(self.obico_unlinked(now, rng, obico, network, poll))
+    }
+
+    fn obico_discover_now(
+        &self,
+        now: DateTime<Utc>,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+    ) -> Result<Vec<lanlink::wire::DiscoveredAgent>, Refusal> {
+        let network = self.caller(RequestKind::Discover, peer, headers)?;
+        let listed = ready(self.obico_list(now, network, account))?;
+        Ok(listed.into_iter().map(|(agent, _)| agent).collect())
+    }
+
+    fn obico_link_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        device_id: InstanceId,
+        secret: Option<lanlink::LocalSecret>,
+    ) -> Result<(), Refusal> {
+        let network = self.caller(RequestKind::Link, peer, headers)?;
+        ready(self.obico_link(now, rng, network, account, device_id, secret))
+    }
+
+    fn obico_verify_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        code: &lanlink::code::LinkCode,
+    ) -> Result<lanlink::obico::Verified, Refusal> {
+        let network = self.caller(RequestKind::Redeem, peer, headers)?;
+        ready(self.obico_verify(now, rng, network, code))
+    }
+
+    fn obico_claim_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        account: &AccountId,
+        peer: IpAddr,
+        headers: ForwardedHeaders<'_>,
+        passcode: &str,
+    ) -> Result<(), Refusal> {
+        let network = self.caller(RequestKind::Link, peer, headers)?;
+        ready(self.obico_claim(now, rng, network, account, passcode))
+    }
+}
+
+/// An announcement from `peer`, awaited: the caller resolved as the HTTP route does.
+pub async fn announce_at<S: Store>(
+    server: &Server<S>,
+    now: DateTime<Utc>,
+    peer: IpAddr,
+    headers: ForwardedHeaders<'_>,
+    announce: &Announce,
+) -> Result<AnnounceReply, Refusal> {
+    let network = server.caller(RequestKind::Announce, peer, headers)?;
+    server.announce(now, network, announce).await
+}
+
+/// A discovery by a fixed account from `peer`, awaited.
+pub async fn discover_at<S: Store>(
+    server: &Server<S>,
+    now: DateTime<Utc>,
+    peer: IpAddr,
+    headers: ForwardedHeaders<'_>,
+) -> Result<DiscoverReply, Refusal> {
+    let network = server.caller(RequestKind::Discover, peer, headers)?;
+    server.discover(now, network, &anyone()).await
+}
+
+/// A link request by `account` from `peer`, awaited.
+pub async fn link_at<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+    server: &Server<S>,
+    now: DateTime<Utc>,
+    rng: &mut R,
+    account: &AccountId,
+    peer: IpAddr,
+    headers: ForwardedHeaders<'_>,
+    request: LinkRequest,
+) -> Result<LinkStatusReply, Refusal> {
+    let network = server.caller(RequestKind::Link, peer, headers)?;
+    let user = User::new(account.clone());
+    server.link(now, rng, network, &user, request).await
+}
+
+/// A redemption from `peer`, awaited.
+pub async fn redeem_at<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+    server: &Server<S>,
+    now: DateTime<Utc>,
+    rng: &mut R,
+    peer: IpAddr,
+    headers: ForwardedHeaders<'_>,
+    request: &RedeemRequest,
+) -> Result<Redeemed, Refusal> {
+    let network = server.caller(RequestKind::Redeem, peer, headers)?;
+    server.redeem(now, rng, network, request).await
+}
