@@ -110,15 +110,15 @@ use super::tokens::{self, printer_id, LinkedPrinter, PrinterTokens};
 use super::{device_id, parse_device_id, ObicoConfig, UnlinkedPoll, Verified};
 use crate::code::LinkCode;
 use crate::error::Refusal;
+use crate::event::RequestKind;
 use crate::secret::LocalSecret;
 use crate::server::cross_site::UserRoute;
-use crate::event::RequestKind;
 use crate::server::endpoint::{
     self as core, Caller, Handled, HttpRequest, RequestBody, ServerResponse, User,
 };
-use crate::server::{MemoryStore, Server, Store};
 use crate::server::record::ObicoInfo;
 use crate::server::HookError;
+use crate::server::{MemoryStore, Server, Store};
 use crate::wire::{limits, DeviceInfo};
 
 /// The agent poll route.
@@ -389,7 +389,11 @@ fn agent_refusal(refusal: &Refusal) -> ServerResponse {
 
 /// A refusal of a guess (a code, a passcode, a secret): a lockout says so, with how long it
 /// lasts at most (`Retry-After`, and a sentence for the agents' logs), in Obico's shape.
-fn guess_refusal<S: Store>(profile: Profile<'_, S>, refusal: &Refusal, status: u16) -> ServerResponse {
+fn guess_refusal<S: Store>(
+    profile: Profile<'_, S>,
+    refusal: &Refusal,
+    status: u16,
+) -> ServerResponse {
     if !matches!(refusal, Refusal::LockedOut) {
         return detail(status, refusal.code());
     }
@@ -592,7 +596,7 @@ async fn verify<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
     let pending = call!(profile, caller, Redeem, |network| obico_begin_verify(
         now, rng, network, &code
     ))
-        .map_err(|r| guess_refusal(profile, &r, agent_status_of(&r)))?;
+    .map_err(|r| guess_refusal(profile, &r, agent_status_of(&r)))?;
     let link = pending.link();
     let printer = LinkedPrinter {
         id: printer_id(&link.instance_id),
