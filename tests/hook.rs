@@ -452,10 +452,7 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         presence_key: None,
         ..request.clone()
     };
-    assert_eq!(
-        redeem(&server, &unproven).unwrap_err(),
-        Refusal::CodeUsed
-    );
+    assert_eq!(redeem(&server, &unproven).unwrap_err(), Refusal::CodeUsed);
     // With a key that does not prove the instance: refused before the code is looked at.
     let forged = RedeemRequest {
         presence_key: Some(PresenceKey::generate(&mut lanlink::os_rng())),
@@ -475,10 +472,7 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
     };
     assert_eq!(redeem(&server, &other).unwrap_err(), Refusal::CodeUsed);
     // The redeemer itself, with the same attempt number: a duplicate, superseded.
-    assert_eq!(
-        redeem(&server, &request).unwrap_err(),
-        Refusal::Superseded
-    );
+    assert_eq!(redeem(&server, &request).unwrap_err(), Refusal::Superseded);
     // The redeemer itself, retrying (attempt 3): a new token.
     let retry = RedeemRequest {
         attempt: 3,
@@ -595,7 +589,10 @@ fn manual_redeem(code: LinkCode) -> RedeemRequest {
 }
 
 /// Redeems `request` through the core's wire function; the token of the `200`.
-async fn redeem_through_the_core<S: Store>(server: &Server<S>, request: &RedeemRequest) -> AuthToken {
+async fn redeem_through_the_core<S: Store>(
+    server: &Server<S>,
+    request: &RedeemRequest,
+) -> AuthToken {
     use lanlink::server::endpoint::{self, HttpRequest, RequestBody};
     let headers = [("content-type", &b"application/json"[..])];
     let http_request = HttpRequest {
@@ -660,20 +657,36 @@ async fn a_hook_that_awaits_links_through_the_core_wire_function_and_redeem_on_b
     let shared = sleeping_shared(&hook);
     let mut rng = lanlink::os_rng();
     // The core's wire function.
-    let code = server.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let code = server
+        .mint_code(now(), &mut rng, &alice())
+        .await
+        .unwrap()
+        .code;
     let token = redeem_through_the_core(&server, &manual_redeem(code)).await;
     assert_hooked(&hook, &token);
-    let code = shared.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let code = shared
+        .mint_code(now(), &mut rng, &alice())
+        .await
+        .unwrap()
+        .code;
     let token = redeem_through_the_core(&shared, &manual_redeem(code)).await;
     assert_hooked(&hook, &token);
     // The server's own step.
-    let code = server.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let code = server
+        .mint_code(now(), &mut rng, &alice())
+        .await
+        .unwrap()
+        .code;
     let redeemed = server
         .redeem(now(), &mut rng, home(), &manual_redeem(code))
         .await
         .unwrap();
     assert_hooked(&hook, &redeemed.reply.auth_token);
-    let code = shared.mint_code(now(), &mut rng, &alice()).await.unwrap().code;
+    let code = shared
+        .mint_code(now(), &mut rng, &alice())
+        .await
+        .unwrap()
+        .code;
     let redeemed = shared
         .redeem(now(), &mut rng, home(), &manual_redeem(code))
         .await
@@ -697,8 +710,9 @@ fn a_hook_that_awaits_links_through_the_core_on_a_blocking_host() {
     let code = block_on(server.mint_code(now(), &mut lanlink::os_rng(), &alice()))
         .unwrap()
         .code;
-    let redeemed = block_on(server.redeem(now(), &mut lanlink::os_rng(), home(), &manual_redeem(code)))
-        .unwrap();
+    let redeemed =
+        block_on(server.redeem(now(), &mut lanlink::os_rng(), home(), &manual_redeem(code)))
+            .unwrap();
     assert_hooked(&hook, &redeemed.reply.auth_token);
 }
 
@@ -752,13 +766,16 @@ async fn a_hook_that_awaits_links_through_the_axum_router_on_both_stores() {
 /// redemption waits on it (as a host's hook waits on its database); it keeps every link it saw.
 #[derive(Default)]
 struct Gate {
-    outcomes: Mutex<HashMap<(InstanceId, u32), Result<(), &'static str>>>,
+    outcomes: Mutex<HashMap<(InstanceId, u32), Outcome>>,
     seen: Mutex<Vec<CompletedLink>>,
 }
 
+/// What a [`Gate`] answers for one attempt.
+type Outcome = Result<(), &'static str>;
+
 impl Gate {
     /// Lets attempt `attempt` of `instance` finish with `outcome`.
-    fn open(&self, instance: InstanceId, attempt: u32, outcome: Result<(), &'static str>) {
+    fn open(&self, instance: InstanceId, attempt: u32, outcome: Outcome) {
         self.outcomes
             .lock()
             .unwrap()
@@ -779,21 +796,22 @@ impl LinkHook for Gate {
     }
 }
 
-/// Polls a redemption once (no runtime: the test decides when the gate opens).
-fn poll_once<T>(
-    future: &mut std::pin::Pin<Box<dyn std::future::Future<Output = T> + '_>>,
-) -> std::task::Poll<T> {
+/// A redemption polled by hand (no runtime: the test decides when the gate opens).
+type Redemption<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<lanlink::server::Redeemed, Refusal>> + 'a>,
+>;
+
+/// Polls a redemption once.
+fn poll_once(
+    future: &mut Redemption<'_>,
+) -> std::task::Poll<Result<lanlink::server::Redeemed, Refusal>> {
     future
         .as_mut()
         .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
 
 /// A redemption of `request` on `server`, as a pinned future to poll by hand.
-fn redemption<'a>(
-    server: &'a Server,
-    request: RedeemRequest,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<lanlink::server::Redeemed, Refusal>> + 'a>>
-{
+fn redemption(server: &Server, request: RedeemRequest) -> Redemption<'_> {
     Box::pin(async move {
         server
             .redeem(now(), &mut lanlink::os_rng(), home(), &request)
@@ -812,7 +830,10 @@ fn a_dropped_redemption_strands_nothing_and_the_proven_retry_links() {
         .unwrap()
         .with_link_hook(gate.clone());
     let mut rng = lanlink::os_rng();
-    let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
+    let code = server
+        .mint_code_now(now(), &mut rng, &alice())
+        .unwrap()
+        .code;
     let key = PresenceKey::generate(&mut rng);
     let attempt = |n| RedeemRequest {
         instance_id: key.instance_id(),
@@ -827,12 +848,18 @@ fn a_dropped_redemption_strands_nothing_and_the_proven_retry_links() {
     assert_eq!(redeem(&server, &thief).unwrap_err(), Refusal::CodeUsed);
     gate.open(key.instance_id(), 2, Ok(()));
     let redeemed = redeem_full(&server, &attempt(2)).unwrap();
-    assert!(redeemed.link.token_digest.verify(&redeemed.reply.auth_token));
+    assert!(redeemed
+        .link
+        .token_digest
+        .verify(&redeemed.reply.auth_token));
     assert_eq!(redeemed.link.via, LinkVia::Manual);
 }
 
 /// [`redeem`], keeping the whole redemption.
-fn redeem_full(server: &Server, request: &RedeemRequest) -> Result<lanlink::server::Redeemed, Refusal> {
+fn redeem_full(
+    server: &Server,
+    request: &RedeemRequest,
+) -> Result<lanlink::server::Redeemed, Refusal> {
     server.redeem_now(
         now(),
         &mut lanlink::os_rng(),
@@ -964,7 +991,10 @@ fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
         .unwrap()
         .with_link_hook(gate.clone());
     let mut rng = lanlink::os_rng();
-    let code = server.mint_code_now(now(), &mut rng, &alice()).unwrap().code;
+    let code = server
+        .mint_code_now(now(), &mut rng, &alice())
+        .unwrap()
+        .code;
     let key = PresenceKey::generate(&mut rng);
     let attempt = |n| RedeemRequest {
         instance_id: key.instance_id(),
@@ -992,8 +1022,18 @@ fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
     // The agent's retries after that still work: the code is its own, the attempt newer.
     gate.open(key.instance_id(), 3, Ok(()));
     assert!(redeem(&server, &attempt(3)).is_ok());
-    let attempts: Vec<u32> = gate.seen.lock().unwrap().iter().map(|l| l.attempt).collect();
-    assert_eq!(attempts, [1, 2, 3], "each attempt's link went to the hook once");
+    let attempts: Vec<u32> = gate
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.attempt)
+        .collect();
+    assert_eq!(
+        attempts,
+        [1, 2, 3],
+        "each attempt's link went to the hook once"
+    );
 }
 
 /// Issue 25, finding 10: a manual code holds one of its account's mint-quota slots while it
@@ -1010,7 +1050,12 @@ fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt
     let mut rng = lanlink::os_rng();
     let quota = 5;
     let mut codes: Vec<_> = (0..quota)
-        .map(|_| server.mint_code_now(now(), &mut rng, &alice()).unwrap().code)
+        .map(|_| {
+            server
+                .mint_code_now(now(), &mut rng, &alice())
+                .unwrap()
+                .code
+        })
         .collect();
     let mint = |server: &Server| server.mint_code_now(now(), &mut lanlink::os_rng(), &alice());
     assert_eq!(mint(&server).unwrap_err(), Refusal::MintQuota);
@@ -1040,7 +1085,10 @@ fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt
         "slot returned early"
     );
     gate.open(key.instance_id(), 2, Ok(()));
-    assert!(matches!(poll_once(&mut second), std::task::Poll::Ready(Ok(_))));
+    assert!(matches!(
+        poll_once(&mut second),
+        std::task::Poll::Ready(Ok(_))
+    ));
     drop((first, second));
     // The link completed: its slot is back, once.
     codes.push(

@@ -4,18 +4,18 @@
 #![cfg(feature = "tokio")]
 
 mod support;
-use support::steps::{announce_at, discover_at, link_at};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+use support::steps::{announce_at, discover_at, link_at};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lanlink::code::CodeKey;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ServerConfig,
-    Server, Store, StoreError,
+    CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, Server,
+    ServerConfig, Store, StoreError,
 };
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
@@ -239,15 +239,16 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
             .await
             .expect("announce");
         store.fail_in(step);
-        let refused = link_at(&service, 
-                now(),
-                &mut lanlink::os_rng(),
-                &alice,
-                peer,
-                ForwardedHeaders::NONE,
-                request(),
-            )
-            .await;
+        let refused = link_at(
+            &service,
+            now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            peer,
+            ForwardedHeaders::NONE,
+            request(),
+        )
+        .await;
         assert_eq!(
             refused.unwrap_err(),
             Refusal::StoreUnavailable,
@@ -262,16 +263,17 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
             !claimed(&store, &announce),
             "step {step}: no claim left behind"
         );
-        let linked = link_at(&service, 
-                now(),
-                &mut lanlink::os_rng(),
-                &alice,
-                peer,
-                ForwardedHeaders::NONE,
-                request(),
-            )
-            .await
-            .expect("the retry links");
+        let linked = link_at(
+            &service,
+            now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            peer,
+            ForwardedHeaders::NONE,
+            request(),
+        )
+        .await
+        .expect("the retry links");
         assert_eq!(linked.state, LinkState::Pending);
         assert_eq!(state(&store, &alice, &announce), (1, LinkState::Pending, 0));
     }
@@ -280,8 +282,8 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
 /// The dual-stack agent of [`announcement`], present in the home (IPv4) network and in
 /// [`v6_home`], on a service over `store`.
 async fn dual_stack(store: &Arc<Flaky>, announce: &Announce) -> Server<Arc<Flaky>> {
-    let service =
-        Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
+    let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
+        .expect("config");
     for network in [home(), v6_home()] {
         service
             .announce(now(), network, announce)
@@ -299,20 +301,21 @@ async fn link_from(
     announce: &Announce,
     secret: &LocalSecret,
 ) -> Result<LinkState, Refusal> {
-    link_at(&service, 
-            now(),
-            &mut lanlink::os_rng(),
-            &AccountId::new(account).expect("account"),
-            peer.parse().expect("ip"),
-            ForwardedHeaders::NONE,
-            LinkRequest {
-                instance_id: announce.instance_id,
-                local_secret: secret.clone(),
-                nonce: None,
-            },
-        )
-        .await
-        .map(|reply| reply.state)
+    link_at(
+        service,
+        now(),
+        &mut lanlink::os_rng(),
+        &AccountId::new(account).expect("account"),
+        peer.parse().expect("ip"),
+        ForwardedHeaders::NONE,
+        LinkRequest {
+            instance_id: announce.instance_id,
+            local_secret: secret.clone(),
+            nonce: None,
+        },
+    )
+    .await
+    .map(|reply| reply.state)
 }
 
 /// A link from the IPv4 network passes its checks and claims the instance; the agent announces
@@ -507,16 +510,17 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
             local_secret: secret.clone(),
             nonce: None,
         };
-        link_at(&service, 
-                now(),
-                &mut lanlink::os_rng(),
-                &alice,
-                peer,
-                ForwardedHeaders::NONE,
-                request,
-            )
-            .await
-            .expect("link");
+        link_at(
+            &service,
+            now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            peer,
+            ForwardedHeaders::NONE,
+            request,
+        )
+        .await
+        .expect("link");
         let reply = service
             .announce(now(), home(), &announce)
             .await
@@ -583,30 +587,32 @@ async fn an_uncountable_guess_is_refused_unchecked() {
             .await
             .expect("announce");
         store.fail_in(step);
-        let refused = link_at(&service, 
-                now(),
-                &mut lanlink::os_rng(),
-                &alice,
-                PEER.parse().expect("ip"),
-                ForwardedHeaders::NONE,
-                guess(),
-            )
-            .await;
+        let refused = link_at(
+            &service,
+            now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            PEER.parse().expect("ip"),
+            ForwardedHeaders::NONE,
+            guess(),
+        )
+        .await;
         assert_eq!(
             refused.unwrap_err(),
             Refusal::StoreUnavailable,
             "step {step}"
         );
         assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 0));
-        let counted = link_at(&service, 
-                now(),
-                &mut lanlink::os_rng(),
-                &alice,
-                PEER.parse().expect("ip"),
-                ForwardedHeaders::NONE,
-                guess(),
-            )
-            .await;
+        let counted = link_at(
+            &service,
+            now(),
+            &mut lanlink::os_rng(),
+            &alice,
+            PEER.parse().expect("ip"),
+            ForwardedHeaders::NONE,
+            guess(),
+        )
+        .await;
         assert_eq!(counted.unwrap_err(), Refusal::WrongSecret);
         assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 1));
     }
@@ -619,27 +625,28 @@ async fn a_failed_refund_keeps_the_link_and_the_charge() {
     let alice = AccountId::new("alice").expect("account");
     let (announce, secret) = announcement();
     let store = Arc::new(Flaky::new());
-    let service =
-        Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
+    let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
+        .expect("config");
     service
         .announce(now(), home(), &announce)
         .await
         .expect("announce");
     store.fail_in(6); // after charge, charge, check, claim, create, accept: the first refund
-    let linked = link_at(&service, 
-            now(),
-            &mut lanlink::os_rng(),
-            &alice,
-            PEER.parse().expect("ip"),
-            ForwardedHeaders::NONE,
-            LinkRequest {
-                instance_id: announce.instance_id,
-                local_secret: secret,
-                nonce: None,
-            },
-        )
-        .await
-        .expect("linked");
+    let linked = link_at(
+        &service,
+        now(),
+        &mut lanlink::os_rng(),
+        &alice,
+        PEER.parse().expect("ip"),
+        ForwardedHeaders::NONE,
+        LinkRequest {
+            instance_id: announce.instance_id,
+            local_secret: secret,
+            nonce: None,
+        },
+    )
+    .await
+    .expect("linked");
     assert_eq!(linked.state, LinkState::Pending);
     assert_eq!(state(&store, &alice, &announce), (1, LinkState::Pending, 1));
 }
