@@ -471,8 +471,7 @@ async fn attack_code_brute_force_ends_in_lockout_and_spares_the_right_code() {
             .and_then(|v| v.to_str().ok()),
         Some("600")
     );
-    let record = server.store().code(&code.key())
-        .unwrap();
+    let record = server.store().code(&code.key()).unwrap();
     assert!(
         !record.redeemed,
         "the right code is not burnt by the lockout"
