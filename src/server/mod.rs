@@ -1032,10 +1032,9 @@ impl<S: Store> Server<S> {
     }
 }
 
-/// The crate's own synchronous drivers (the simulator, the fuzz harnesses) call the one server
-/// type through these: the caller resolved by [`Server::caller`], then the step polled once with
+/// The crate's fuzz harnesses call the one server type through these: the caller resolved by [`Server::caller`], then the step polled once with
 /// [`at_once`] (the in-memory store's futures are ready at once).
-#[cfg(feature = "sim")]
+#[cfg(feature = "fuzz")]
 pub(crate) trait AtOnce {
     fn announce_now(
         &self,
@@ -1080,7 +1079,7 @@ pub(crate) trait AtOnce {
     fn purge_now(&self, now: DateTime<Utc>);
 }
 
-#[cfg(feature = "sim")]
+#[cfg(feature = "fuzz")]
 impl<S: Store> AtOnce for Server<S> {
     fn announce_now(
         &self,
