@@ -564,24 +564,23 @@ impl EndpointTarget {
 /// one, with no broker:
 ///
 /// ```
-/// use std::sync::Mutex;
 /// use lanlink::conformance::MqttConsumer;
-/// use lanlink::server::{endpoint::Backend, mqtt, Server, ServerConfig};
+/// use lanlink::server::{mqtt, Server, ServerConfig};
 /// use lanlink::ticket::TicketKey;
 ///
-/// struct Core { server: Mutex<Server>, key: TicketKey }
+/// struct Core { server: Server, key: TicketKey }
 ///
 /// #[lanlink::async_trait]
 /// impl MqttConsumer for Core {
 ///     async fn request(&self, topic: String, payload: Vec<u8>) -> Option<(String, Vec<u8>)> {
 ///         let now = lanlink::chrono::Utc::now();
-///         let (backend, prefix) = (Backend::Local(&self.server), mqtt::DEFAULT_TOPIC_PREFIX);
+///         let prefix = mqtt::DEFAULT_TOPIC_PREFIX;
 ///         let mut rng = lanlink::os_rng();
-///         let reply = mqtt::handle_up(backend, now, &mut rng, &self.key, prefix, &topic, &payload);
+///         let reply = mqtt::handle_up(&self.server, now, &mut rng, &self.key, prefix, &topic, &payload);
 ///         reply.await.ok().map(|reply| (reply.topic, reply.payload.to_vec()))
 ///     }
 /// }
-/// # let _ = Core { server: Mutex::new(Server::new(ServerConfig::default()).unwrap()), key: TicketKey::from_bytes([1; 32]) };
+/// # let _ = Core { server: Server::new(ServerConfig::default()).unwrap(), key: TicketKey::from_bytes([1; 32]) };
 /// ```
 ///
 /// A consumer behind a broker is driven by a client that publishes the request on `topic`

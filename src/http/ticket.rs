@@ -8,12 +8,12 @@
 //! (`403 unresolvable_client` when it cannot be). Merge it into the server's router:
 //!
 //! ```
-//! use std::sync::{Arc, Mutex};
+//! use std::sync::Arc;
 //! use lanlink::http::{server::router, ticket, BearerTokens, DEFAULT_PREFIX};
 //! use lanlink::server::{Server, ServerConfig};
 //! use lanlink::ticket::TicketKey;
 //! let config = ServerConfig::default();
-//! let server = Arc::new(Mutex::new(Server::new(config.clone()).unwrap()));
+//! let server = Arc::new(Server::new(config.clone()).unwrap());
 //! let key = TicketKey::generate(&mut lanlink::os_rng());
 //! let app = router(server, Arc::new(BearerTokens::default()), DEFAULT_PREFIX)
 //!     .merge(ticket::router(key, config, DEFAULT_PREFIX));

@@ -7,10 +7,10 @@
 //! host app that has its own:
 //!
 //! ```
-//! use std::sync::{Arc, Mutex};
+//! use std::sync::Arc;
 //! use lanlink::http::{server, web, BearerTokens, DEFAULT_PREFIX};
 //! use lanlink::server::{Server, ServerConfig};
-//! let shared = Arc::new(Mutex::new(Server::new(ServerConfig::default()).unwrap()));
+//! let shared = Arc::new(Server::new(ServerConfig::default()).unwrap());
 //! let app = server::router(shared, Arc::new(BearerTokens::default()), DEFAULT_PREFIX)
 //!     .merge(web::router(DEFAULT_PREFIX));
 //! # let _ = app;

@@ -740,10 +740,12 @@ impl<S: Store> Server<S> {
     /// use lanlink::event::{RequestKind, ServerEvent};
     /// use lanlink::server::{Server, ServerConfig, MAX_QUEUED_EVENTS};
     /// use lanlink::ForwardedHeaders;
-    /// let server = Server::new(ServerConfig::default()).unwrap();
-    /// let untrusted = "10.0.0.1".parse().unwrap(); // a private peer: unresolvable, refused
+    /// let config = ServerConfig::default().trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+    /// let server = Server::new(config).unwrap();
+    /// // A trusted proxy that names no client: the caller cannot be resolved, one event each.
+    /// let proxy = "10.0.0.1".parse().unwrap();
     /// for _ in 0..MAX_QUEUED_EVENTS + 3 {
-    ///     let _ = server.caller(RequestKind::Discover, untrusted, ForwardedHeaders::NONE);
+    ///     let _ = server.caller(RequestKind::Discover, proxy, ForwardedHeaders::NONE);
     /// }
     /// let mut queued = 0;
     /// while let Some(event) = server.poll_event() {
