@@ -25,7 +25,7 @@
 //!   answers [`Handled::NeedsUser`] when no [`User`] is given; the host authenticates the request
 //!   its own way and either answers with its own response (a 401, a redirect to its sign-in page)
 //!   or calls again with the [`User`]. Nothing is read or changed before the user is known.
-//! - **The redeem around the hook**: the code is claimed, the host's [`LinkHook`]
+//! - **The redeem around the hook**: the code is claimed, the host's [`LinkHook`](super::LinkHook)
 //!   is awaited outside any lock, then the link is finished; a hook that awaits (I/O, a timer)
 //!   links.
 //!
