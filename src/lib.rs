@@ -85,6 +85,8 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// On docs.rs, each item behind a feature is marked with that feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod addr;
 pub mod agent;
