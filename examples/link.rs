@@ -86,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    let mut linker = Linker::with_rng(
+    let mut linker = Linker::new(
         LinkerConfig::default(),
         Instant::now(),
         &mut lanlink::os_rng(),

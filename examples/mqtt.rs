@@ -180,7 +180,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The linker, over HTTP.
     let client = HttpLinkerClient::new(&base, TOKEN)?;
-    let mut linker = Linker::with_rng(
+    let mut linker = Linker::new(
         LinkerConfig {
             status_interval: Duration::from_millis(200),
             ..LinkerConfig::default()

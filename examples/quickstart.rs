@@ -231,7 +231,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The linker: discover, fetch, link, wait.
     let client = HttpLinkerClient::new(&base, TOKEN)?;
-    let mut linker = Linker::with_rng(
+    let mut linker = Linker::new(
         LinkerConfig::default(),
         Instant::now(),
         &mut lanlink::os_rng(),

@@ -1006,7 +1006,7 @@ pub type FuzzedAgent = (PeerKind, u16, [u8; 16], Vec<(PeerKind, u16)>);
 /// addresses, only links with a fetched secret, and stays finished once finished.
 pub fn linker_ops(data: &[u8]) {
     let mut now = Instant::now();
-    let mut linker = Linker::new(LinkerConfig::default(), now);
+    let mut linker = Linker::without_nonce(LinkerConfig::default(), now);
     let mut fetched: Option<InstanceId> = None;
     let mut last_fetch: Option<InstanceId> = None;
     for op in ops::<LinkerOp>(data) {

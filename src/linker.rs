@@ -18,7 +18,7 @@
 //! use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
 //!
 //! let now = Instant::now();
-//! let mut linker = Linker::new(LinkerConfig::default(), now);
+//! let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
 //! assert!(matches!(linker.poll_transmit(now), Some(LinkerTransmit::Discover)));
 //! // Nothing else until the discovery reply comes back.
 //! assert!(linker.poll_transmit(now).is_none());
@@ -180,9 +180,38 @@ pub struct Linker {
 
 impl Linker {
     /// Starts a linking attempt at `now`: the first transmit is a discovery. The link request
-    /// carries no nonce (as before revision 1.4), so no short code can be derived and an agent
-    /// with the `Compare` policy refuses the link; prefer [`Linker::with_rng`].
-    pub fn new(config: LinkerConfig, now: Instant) -> Self {
+    /// carries a fresh [`ConfirmNonce`] from `rng` (revision 1.4), from which the linker derives
+    /// the link's [short code](Linker::short_code), so that an agent with the `Compare` policy
+    /// can show the same code.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::linker::{Linker, LinkerConfig};
+    /// let linker = Linker::new(LinkerConfig::default(), Instant::now(), &mut lanlink::os_rng());
+    /// assert!(linker.nonce().is_some());
+    /// assert!(linker.short_code().is_none()); // until the server accepts the link
+    /// ```
+    pub fn new<R: CryptoRng + RngCore + ?Sized>(
+        config: LinkerConfig,
+        now: Instant,
+        rng: &mut R,
+    ) -> Self {
+        let mut linker = Self::without_nonce(config, now);
+        linker.nonce = Some(ConfirmNonce::generate(rng));
+        linker
+    }
+
+    /// [`Linker::new`] without a nonce, said by name: the link request carries none (as before
+    /// revision 1.4, for a server that predates it), so no short code can be derived and an agent
+    /// with the `Compare` policy refuses the link.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::linker::{Linker, LinkerConfig};
+    /// let linker = Linker::without_nonce(LinkerConfig::default(), Instant::now());
+    /// assert!(linker.nonce().is_none());
+    /// ```
+    pub fn without_nonce(config: LinkerConfig, now: Instant) -> Self {
         let deadline = now.checked_add(config.give_up_after).unwrap_or(now);
         Self {
             config,
@@ -195,27 +224,6 @@ impl Linker {
             nonce: None,
             short_code: None,
         }
-    }
-
-    /// [`Linker::new`], with a fresh [`ConfirmNonce`] from `rng` for the link request (revision
-    /// 1.4; requests are strict, so upgrade servers before linkers), from which the linker
-    /// derives the link's [short code](Linker::short_code).
-    ///
-    /// ```
-    /// use std::time::Instant;
-    /// use lanlink::linker::{Linker, LinkerConfig};
-    /// let linker = Linker::with_rng(LinkerConfig::default(), Instant::now(), &mut lanlink::os_rng());
-    /// assert!(linker.nonce().is_some());
-    /// assert!(linker.short_code().is_none()); // until the server accepts the link
-    /// ```
-    pub fn with_rng<R: CryptoRng + RngCore + ?Sized>(
-        config: LinkerConfig,
-        now: Instant,
-        rng: &mut R,
-    ) -> Self {
-        let mut linker = Self::new(config, now);
-        linker.nonce = Some(ConfirmNonce::generate(rng));
-        linker
     }
 
     /// The nonce this linker sends with its link request, if any.
@@ -690,7 +698,7 @@ mod tests {
 
     /// A linker that discovered `agent` and is about to fetch its secret.
     fn fetching(agent: DiscoveredAgent, now: Instant) -> Linker {
-        let mut linker = Linker::new(LinkerConfig::default(), now);
+        let mut linker = Linker::without_nonce(LinkerConfig::default(), now);
         assert!(matches!(
             linker.poll_transmit(now),
             Some(LinkerTransmit::Discover)

@@ -190,7 +190,7 @@ impl Sim {
         config: LinkerConfig,
         origin: Option<String>,
     ) -> LinkerId {
-        let linker = Linker::with_rng(config, self.now(), &mut self.rng);
+        let linker = Linker::new(config, self.now(), &mut self.rng);
         self.linkers.push(SimLinker {
             linker,
             lan,

@@ -305,7 +305,7 @@ fn the_blocking_agent_links_through_the_crates_server_and_linker() {
     // tiny_http endpoint, link, wait until the agent has redeemed.
     let client = HttpLinkerClient::new(&base, ALICE).unwrap();
     let mut discovered = Vec::new();
-    let mut linker = Linker::new(
+    let mut linker = Linker::without_nonce(
         LinkerConfig {
             status_interval: Duration::from_millis(100),
             ..LinkerConfig::default()

@@ -158,7 +158,7 @@ async fn links_past(dead: SocketAddr) {
         fetch_timeout: Duration::from_secs(2),
         ..LinkerConfig::default()
     };
-    let mut linker = Linker::new(config, Instant::now());
+    let mut linker = Linker::without_nonce(config, Instant::now());
     let mut events = Vec::new();
     let linked = bounded(
         "linker",

@@ -112,7 +112,7 @@ async fn compare_over_http_with_the_embedders_display_name() {
     };
 
     let client = HttpLinkerClient::new(&base, "alice-token-0123456789").unwrap();
-    let mut linker = Linker::with_rng(
+    let mut linker = Linker::new(
         LinkerConfig::default(),
         Instant::now(),
         &mut lanlink::os_rng(),

@@ -563,9 +563,9 @@ fn the_linker_derives_the_code_from_what_the_server_named() {
         let now = Instant::now();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut linker = if with_nonce {
-            Linker::with_rng(LinkerConfig::default(), now, &mut rng)
+            Linker::new(LinkerConfig::default(), now, &mut rng)
         } else {
-            Linker::new(LinkerConfig::default(), now)
+            Linker::without_nonce(LinkerConfig::default(), now)
         };
         assert!(matches!(
             linker.poll_transmit(now),

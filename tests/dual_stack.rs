@@ -309,7 +309,7 @@ mod over_sockets {
                 status_interval: Duration::from_millis(100),
                 ..LinkerConfig::default()
             };
-            let mut linker = Linker::new(config, Instant::now());
+            let mut linker = Linker::without_nonce(config, Instant::now());
             let linked = bounded(
                 "linker",
                 run_linker(

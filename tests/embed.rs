@@ -214,7 +214,7 @@ async fn link<T: AgentServerTransport + 'static>(
         DEFAULT_PREFIX,
         Credential::Cookie(cookie.to_owned().into()),
     );
-    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let mut linker = Linker::without_nonce(LinkerConfig::default(), Instant::now());
     let linked = timeout(
         LIMIT,
         run_linker(

@@ -221,7 +221,7 @@ async fn auto_link<T: AgentServerTransport + 'static>(
         })
     };
     let client = HttpLinkerClient::new(&cloud.base(), ALICE).unwrap();
-    let mut linker = Linker::new(
+    let mut linker = Linker::without_nonce(
         LinkerConfig {
             discover_interval: Duration::from_millis(200),
             status_interval: Duration::from_millis(200),

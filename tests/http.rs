@@ -559,7 +559,7 @@ async fn full_auto_flow_links_over_http() {
         status_interval: Duration::from_millis(200),
         ..LinkerConfig::default()
     };
-    let mut linker = Linker::new(config, Instant::now());
+    let mut linker = Linker::without_nonce(config, Instant::now());
     let linked = bounded(
         "linker",
         run_linker(

@@ -1954,7 +1954,7 @@ proptest! {
         prop_assert_eq!(shown.agents.len(), 1);
         prop_assert_eq!(shown.agents[0].endpoints(), ordered.clone());
         // The linker asks exactly those endpoints, in order, while each is unreachable.
-        let mut linker = lanlink::linker::Linker::new(LinkerConfig::default(), now);
+        let mut linker = lanlink::linker::Linker::without_nonce(LinkerConfig::default(), now);
         prop_assert!(matches!(linker.poll_transmit(now), Some(lanlink::linker::LinkerTransmit::Discover)));
         linker.handle_discover_reply(now, Ok(shown)).unwrap();
         let mut asked = Vec::new();

@@ -104,7 +104,7 @@ async fn a_thousand_agents_link_concurrently_and_none_cross() {
             token,
         );
         let linker_task = tokio::spawn(async move {
-            let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+            let mut linker = Linker::without_nonce(LinkerConfig::default(), Instant::now());
             let result = run_linker(
                 &mut linker,
                 &linker_client,

@@ -321,7 +321,7 @@ async fn link_over_http(base: &str) -> (Result<InstanceId, String>, Option<Insta
         status_interval: Duration::from_millis(200),
         ..LinkerConfig::default()
     };
-    let mut linker = Linker::new(config, Instant::now());
+    let mut linker = Linker::without_nonce(config, Instant::now());
     let mut requested = None;
     let linked = run_linker(
         &mut linker,

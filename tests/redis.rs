@@ -136,7 +136,7 @@ async fn agent_on_one_instance_linker_on_another() {
         tokio::spawn(async move { run_agent(&agent, &transport, &quick_driver(), |_| {}).await })
     };
     let client = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
-    let mut linker = Linker::new(LinkerConfig::default(), Instant::now());
+    let mut linker = Linker::without_nonce(LinkerConfig::default(), Instant::now());
     let linked = tokio::time::timeout(
         Duration::from_secs(30),
         run_linker(

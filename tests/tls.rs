@@ -190,7 +190,7 @@ async fn an_agent_and_a_linker_link_over_https() {
 
     // The linker: the server over HTTPS, the agent's endpoint over plain HTTP.
     let linker_client = HttpLinkerClient::with_client(client, &base, P, P, ALICE);
-    let mut linker = Linker::new(
+    let mut linker = Linker::without_nonce(
         LinkerConfig {
             status_interval: Duration::from_millis(100),
             ..LinkerConfig::default()

@@ -178,7 +178,7 @@ async fn main() -> Result<(), Error> {
         DEFAULT_PREFIX,
         Credential::Cookie(cookie.clone().into()),
     );
-    let mut linker = Linker::with_rng(
+    let mut linker = Linker::new(
         LinkerConfig::default(),
         Instant::now(),
         &mut lanlink::os_rng(),
