@@ -3,7 +3,9 @@
 //! under `CI=true`, where they fail.
 #![cfg(feature = "mqtt")]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -71,11 +73,6 @@ fn mosquitto_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -112,7 +109,7 @@ impl Mosquitto {
     /// the server user (agents stay anonymous).
     fn start(binary: PathBuf, acl: bool) -> Self {
         let dir = temp_dir("broker");
-        let port = free_port();
+        let port = support::free_port();
         let mut config = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file {}\nlog_type all\n",
             dir.join("mosquitto.log").display()
@@ -165,6 +162,13 @@ impl Mosquitto {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // What answers on the port is this broker, not another process that took the port.
+        let exited = self.child.as_mut().map(|child| child.try_wait());
+        assert!(
+            matches!(exited, Some(Ok(None))),
+            "mosquitto exited ({exited:?}): {}",
+            self.log()
+        );
     }
 
     /// SIGKILL: no clean shutdown, nothing saved.

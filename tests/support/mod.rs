@@ -16,6 +16,27 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod steps;
 
+/// A free loopback port, and never one this process handed out before: a test that stops its
+/// server and starts it again on the same port (a broker or Redis restart) finds the port still
+/// its own, not taken meanwhile by a test running beside it (which would then answer its
+/// clients: the cause of a restart test's rare failure under load).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
 /// An announcement with known keys (`n` picks them) for an agent at `private_ip`.
 pub fn announcement(n: u32, private_ip: &str) -> (lanlink::wire::Announce, lanlink::LocalSecret) {
     let mut key = [0u8; 32];

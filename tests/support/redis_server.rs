@@ -4,13 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use super::free_port;
 
 /// Whether `program` is on PATH; when not, prints a skip line (or fails under `CI=true`).
 pub fn have(program: &str) -> bool {
