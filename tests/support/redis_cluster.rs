@@ -208,8 +208,8 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, plan: Arc<Mutex<Pla
 /// A free loopback port whose cluster bus port (+10000) is free too.
 fn free_cluster_port() -> u16 {
     loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        // Never a port this process handed out before (see `support::free_port`).
+        let port = super::free_port();
         if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
         }
