@@ -255,7 +255,11 @@ where
                     None => retry_later(linker, &err, &mut backoff, &mut rng).await?,
                 },
             },
-            LinkerTransmit::FetchSecret { agent, instance_id } => {
+            LinkerTransmit::FetchSecret {
+                agent,
+                instance_id,
+                fetch: request,
+            } => {
                 // Each endpoint gets the linker's fetch timeout (its poll_timeout now). Only the
                 // agent's last endpoint is retried within it; an earlier one that fails moves
                 // on to the next at once.
@@ -285,7 +289,7 @@ where
                     // A peer that answers but not as an agent: treat as a refusal to serve.
                     None => FetchFailure::Refused(SecretRefusal::NotDiscovering),
                 });
-                linker.handle_secret_reply(Instant::now(), reply)
+                linker.handle_secret_reply(Instant::now(), request, reply)
             }
             LinkerTransmit::Link(request) => {
                 let reply =

@@ -468,4 +468,9 @@ pub enum LinkerError {
     /// The linker has finished (linked or failed).
     #[error("the linker has finished")]
     Finished,
+    /// A reply to a request the linker has moved on from (a secret request whose time ran
+    /// out, or that another endpoint's answer ended): dropped, and never credited to the
+    /// request in flight.
+    #[error("a reply to a request the linker has moved on from")]
+    StaleReply,
 }

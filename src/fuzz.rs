@@ -989,8 +989,9 @@ pub enum LinkerOp {
     Discovered(Option<Vec<FuzzedAgent>>),
     /// The user picks the n-th choice.
     Select(u8),
-    /// A secret reply, or a refusal.
-    Secret(Option<[u8; 32]>),
+    /// A secret reply, or a refusal, to the n-th latest secret request (0: the one in flight;
+    /// more: a late answer to an earlier one, which must be refused as stale).
+    Secret(Option<[u8; 32]>, u8),
     /// The link reply.
     LinkReply(bool),
     /// A status reply.
@@ -1009,6 +1010,8 @@ pub fn linker_ops(data: &[u8]) {
     let mut linker = Linker::without_nonce(LinkerConfig::default(), now);
     let mut fetched: Option<InstanceId> = None;
     let mut last_fetch: Option<InstanceId> = None;
+    // Every secret request the linker made, oldest first.
+    let mut fetches: Vec<crate::linker::FetchId> = Vec::new();
     for op in ops::<LinkerOp>(data) {
         let was_finished = linker.is_finished();
         match op {
@@ -1021,13 +1024,18 @@ pub fn linker_ops(data: &[u8]) {
                 while let Some(transmit) = linker.poll_transmit(now) {
                     assert!(!was_finished, "a finished linker transmitted");
                     match transmit {
-                        LinkerTransmit::FetchSecret { agent, instance_id } => {
+                        LinkerTransmit::FetchSecret {
+                            agent,
+                            instance_id,
+                            fetch,
+                        } => {
                             assert!(
                                 crate::addr::is_announceable_private_ip(agent.ip())
                                     && agent.port() != 0,
                                 "fetch from a public address or port 0"
                             );
                             last_fetch = Some(instance_id);
+                            fetches.push(fetch);
                         }
                         LinkerTransmit::Link(request) => {
                             assert_eq!(
@@ -1067,14 +1075,22 @@ pub fn linker_ops(data: &[u8]) {
                     let _ = linker.select(now, id);
                 }
             }
-            LinkerOp::Secret(secret) => {
+            LinkerOp::Secret(secret, back) => {
                 let reply = secret
                     .map(|s| SecretReply {
                         local_secret: LocalSecret::from_bytes(s),
                     })
                     .ok_or(FetchFailure::Unreachable);
                 let ok = reply.is_ok();
-                if linker.handle_secret_reply(now, reply).is_ok() && ok && !linker.is_finished() {
+                // The request it answers: the latest, or an earlier one.
+                let Some(at) = fetches.len().checked_sub(1 + usize::from(back)) else {
+                    continue;
+                };
+                let answered = linker.handle_secret_reply(now, fetches[at], reply);
+                if at + 1 < fetches.len() {
+                    assert!(answered.is_err(), "a stale secret reply was taken");
+                }
+                if answered.is_ok() && ok && !linker.is_finished() {
                     fetched = last_fetch;
                 }
             }

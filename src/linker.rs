@@ -74,20 +74,54 @@ impl Default for LinkerConfig {
     }
 }
 
+/// Which secret request a reply answers ([`LinkerTransmit::FetchSecret`] carries it,
+/// [`Linker::handle_secret_reply`] takes it back): a late answer from an endpoint the linker has
+/// moved on from is told apart from the answer to the request in flight.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use lanlink::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
+/// use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+/// use lanlink::{InstanceId, LinkerError};
+/// let now = Instant::now();
+/// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+/// let _ = linker.poll_transmit(now); // the discovery
+/// let id = InstanceId::generate(&mut lanlink::os_rng());
+/// let agent = DiscoveredAgent {
+///     instance_id: id, private_ip: "192.168.1.50".parse().unwrap(), port: 8080,
+///     info: Default::default(), candidates: vec!["192.168.1.51:8080".parse().unwrap()],
+/// };
+/// linker.handle_discover_reply(now, Ok(DiscoverReply { agents: vec![agent].into(), hidden: None })).unwrap();
+/// let Some(LinkerTransmit::FetchSecret { fetch: first, .. }) = linker.poll_transmit(now) else { panic!() };
+/// // The first endpoint's time runs out: the linker asks the second.
+/// let later = now + LinkerConfig::default().fetch_timeout + Duration::from_millis(1);
+/// let Some(LinkerTransmit::FetchSecret { fetch: second, .. }) = linker.poll_transmit(later) else { panic!() };
+/// assert_ne!(first, second);
+/// // The first endpoint's late answer is not the second's.
+/// let late = linker.handle_secret_reply(later, first, Err(FetchFailure::Unreachable));
+/// assert_eq!(late, Err(LinkerError::StaleReply));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchId(u64);
+
 /// What the linker wants sent.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LinkerTransmit {
     /// Ask the server for agents; feed the reply to [`Linker::handle_discover_reply`].
     Discover,
-    /// Ask the agent at `agent` for its secret; feed the reply to [`Linker::handle_secret_reply`].
-    /// Give up on it (feed [`FetchFailure::Unreachable`], or let [`Linker::poll_timeout`] pass)
-    /// after [`LinkerConfig::fetch_timeout`]: the linker then asks the agent's next endpoint.
+    /// Ask the agent at `agent` for its secret; feed the reply to [`Linker::handle_secret_reply`]
+    /// with this request's `fetch`. Give up on it (feed [`FetchFailure::Unreachable`], or let
+    /// [`Linker::poll_timeout`] pass) after [`LinkerConfig::fetch_timeout`]: the linker then asks
+    /// the agent's next endpoint, and a late answer to this request is refused as stale.
     FetchSecret {
         /// The agent's local endpoint.
         agent: SocketAddr,
         /// The instance to ask for.
         instance_id: InstanceId,
+        /// Which request this is: the reply names it, so that it is credited to this request
+        /// and endpoint only.
+        fetch: FetchId,
     },
     /// Ask the server to link; feed the reply to [`Linker::handle_link_reply`]. Drop the request
     /// (zeroizing the secret) once sent.
@@ -150,6 +184,8 @@ enum State {
         index: usize,
         /// When the attempt at `endpoints[index]` is given up, while one is in flight.
         attempt: Option<Instant>,
+        /// The request of the attempt in flight (meaningful while `attempt` is set).
+        current: FetchId,
     },
     Linking {
         request: Option<LinkRequest>,
@@ -176,6 +212,8 @@ pub struct Linker {
     events: VecDeque<LinkerEvent>,
     nonce: Option<ConfirmNonce>,
     short_code: Option<ShortCode>,
+    /// The id the next secret request gets.
+    next_fetch: u64,
 }
 
 impl Linker {
@@ -223,6 +261,7 @@ impl Linker {
             events: VecDeque::new(),
             nonce: None,
             short_code: None,
+            next_fetch: 0,
         }
     }
 
@@ -340,6 +379,7 @@ impl Linker {
             endpoints,
             index: 0,
             attempt: None,
+            current: FetchId(u64::MAX),
         };
     }
 
@@ -350,6 +390,7 @@ impl Linker {
             endpoints,
             index,
             attempt,
+            ..
         } = &mut self.state
         else {
             return;
@@ -448,12 +489,14 @@ impl Linker {
     /// [`LinkerTransmit::FetchSecret`] named. [`FetchFailure::Unreachable`] moves on to the
     /// agent's next endpoint (revision 1.3), or fails when none is left; a refusal by the agent
     /// ends the attempt at once (fail closed: an agent that answered and said no is not asked
-    /// again at another address). An answer that comes after the attempt's
-    /// [`fetch_timeout`](LinkerConfig::fetch_timeout) has passed and [`Linker::handle_timeout`]
-    /// moved on belongs to an abandoned attempt: drop it rather than feed it here.
+    /// again at another address). `fetch` is the id the request carried
+    /// ([`LinkerTransmit::FetchSecret`]): an answer to a request the linker has moved on from
+    /// (its [`fetch_timeout`](LinkerConfig::fetch_timeout) passed, or another answer ended it)
+    /// is refused as [`LinkerError::StaleReply`] and changes nothing.
     pub fn handle_secret_reply(
         &mut self,
         now: Instant,
+        fetch: FetchId,
         reply: Result<SecretReply, FetchFailure>,
     ) -> Result<(), LinkerError> {
         self.handle_timeout(now);
@@ -462,10 +505,14 @@ impl Linker {
             endpoints,
             index,
             attempt: Some(_),
+            current,
         } = &self.state
         else {
-            return Err(self.unexpected());
+            return Err(self.stale_or_unexpected(fetch));
         };
+        if *current != fetch {
+            return Err(self.stale_or_unexpected(fetch));
+        }
         let instance_id = agent.instance_id;
         // Cannot be out of range: an attempt is in flight only for an existing endpoint.
         let from = endpoints
@@ -614,6 +661,16 @@ impl Linker {
         }
     }
 
+    /// A reply to a request this linker made and moved on from is stale; anything else was never
+    /// asked for (or the linker has finished).
+    fn stale_or_unexpected(&self, fetch: FetchId) -> LinkerError {
+        if fetch.0 < self.next_fetch && !self.is_finished() {
+            LinkerError::StaleReply
+        } else {
+            self.unexpected()
+        }
+    }
+
     /// The next thing to send, if one is due at `now`.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<LinkerTransmit> {
@@ -628,12 +685,16 @@ impl Linker {
                 endpoints,
                 index,
                 attempt: attempt @ None,
+                current,
             } => {
                 let endpoint = *endpoints.get(*index)?;
                 *attempt = Some(now.checked_add(self.config.fetch_timeout).unwrap_or(now));
+                *current = FetchId(self.next_fetch);
+                self.next_fetch = self.next_fetch.saturating_add(1);
                 Some(LinkerTransmit::FetchSecret {
                     agent: endpoint,
                     instance_id: agent.instance_id,
+                    fetch: *current,
                 })
             }
             State::Linking { request, .. } => request.take().map(LinkerTransmit::Link),
@@ -712,10 +773,27 @@ mod tests {
     }
 
     fn fetch_target(linker: &mut Linker, now: Instant) -> Option<SocketAddr> {
+        fetch_request(linker, now).map(|(agent, _)| agent)
+    }
+
+    /// The next transmit, a secret request: its endpoint and its id.
+    fn fetch_request(linker: &mut Linker, now: Instant) -> Option<(SocketAddr, FetchId)> {
         match linker.poll_transmit(now) {
-            Some(LinkerTransmit::FetchSecret { agent, .. }) => Some(agent),
+            Some(LinkerTransmit::FetchSecret { agent, fetch, .. }) => Some((agent, fetch)),
             Some(other) => panic!("{other:?}"),
             None => None,
+        }
+    }
+
+    /// The id of the secret request in flight.
+    fn in_flight(linker: &Linker) -> FetchId {
+        match &linker.state {
+            State::Fetching {
+                attempt: Some(_),
+                current,
+                ..
+            } => *current,
+            other => panic!("no request in flight: {other:?}"),
         }
     }
 
@@ -761,7 +839,7 @@ mod tests {
             // Nothing else while the attempt is in flight.
             assert!(linker.poll_transmit(now).is_none());
             linker
-                .handle_secret_reply(now, Err(FetchFailure::Unreachable))
+                .handle_secret_reply(now, in_flight(&linker), Err(FetchFailure::Unreachable))
                 .unwrap();
         }
         let last = fetch_target(&mut linker, now).expect("a fetch");
@@ -771,7 +849,9 @@ mod tests {
             asked,
             ["192.168.1.50:8080", "10.0.0.5:8080", "[fd00::5]:80"]
         );
-        linker.handle_secret_reply(now, Ok(secret())).unwrap();
+        linker
+            .handle_secret_reply(now, in_flight(&linker), Ok(secret()))
+            .unwrap();
         let events = events(&mut linker);
         assert!(events.contains(&LinkerEvent::SecretFetched {
             instance_id: id,
@@ -795,7 +875,7 @@ mod tests {
         while fetch_target(&mut linker, now).is_some() {
             asked += 1;
             linker
-                .handle_secret_reply(now, Err(FetchFailure::Unreachable))
+                .handle_secret_reply(now, in_flight(&linker), Err(FetchFailure::Unreachable))
                 .unwrap();
         }
         assert_eq!(asked, 1 + MAX_CANDIDATES);
@@ -814,6 +894,7 @@ mod tests {
         linker
             .handle_secret_reply(
                 now,
+                in_flight(&linker),
                 Err(FetchFailure::Refused(SecretRefusal::NotDiscovering)),
             )
             .unwrap();
@@ -858,5 +939,44 @@ mod tests {
             linker.failure(),
             Some(&LinkerFailure::Fetch(FetchFailure::Unreachable))
         );
+    }
+
+    /// Issue 22: a late answer is never credited to the request in flight. The first endpoint's
+    /// time runs out and the linker asks the second; the first's late answers (unreachable, or
+    /// even its secret) are refused as stale and change nothing: the second is still asked, and
+    /// its own answer is the one reported. Without the request ids, the late "unreachable"
+    /// would skip the second endpoint and the late secret would be reported as the second's.
+    #[test]
+    fn a_late_answer_is_not_credited_to_the_request_in_flight() {
+        let now = Instant::now();
+        let mut linker = fetching(agent(&["10.0.0.5:8080", "10.0.0.6:8080"]), now);
+        let (first, first_id) = fetch_request(&mut linker, now).expect("a fetch");
+        let later = now + DEFAULT_FETCH_TIMEOUT;
+        let (second, second_id) = fetch_request(&mut linker, later).expect("the next endpoint");
+        assert_ne!((first, first_id), (second, second_id));
+        for late in [Err(FetchFailure::Unreachable), Ok(secret())] {
+            assert_eq!(
+                linker.handle_secret_reply(later, first_id, late),
+                Err(LinkerError::StaleReply)
+            );
+            assert_eq!(linker.fetching_from(), Some(second));
+            assert_eq!(linker.endpoints_left(), 1);
+        }
+        assert!(!events(&mut linker)
+            .iter()
+            .any(|e| matches!(e, LinkerEvent::SecretFetched { .. })));
+        // An id it never gave out is no stale answer either.
+        assert_eq!(
+            linker.handle_secret_reply(later, FetchId(99), Ok(secret())),
+            Err(LinkerError::UnexpectedInput)
+        );
+        linker
+            .handle_secret_reply(later, second_id, Ok(secret()))
+            .unwrap();
+        let id = InstanceId::from_bytes([7; 16]);
+        assert!(events(&mut linker).contains(&LinkerEvent::SecretFetched {
+            instance_id: id,
+            from: second
+        }));
     }
 }

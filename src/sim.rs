@@ -361,7 +361,11 @@ impl Sim {
                 let reply = network.and_then(|n| at_once(self.server.discover(wall, n, &user)));
                 self.linkers[id].linker.handle_discover_reply(now, reply)
             }
-            LinkerTransmit::FetchSecret { agent, instance_id } => {
+            LinkerTransmit::FetchSecret {
+                agent,
+                instance_id,
+                fetch,
+            } => {
                 // An agent answers at any endpoint it announces, on its own LAN, unless that
                 // endpoint is marked unreachable.
                 let reachable = !self.unreachable.contains(&agent);
@@ -387,7 +391,9 @@ impl Sim {
                     }
                     None => Err(FetchFailure::Unreachable),
                 };
-                self.linkers[id].linker.handle_secret_reply(now, reply)
+                self.linkers[id]
+                    .linker
+                    .handle_secret_reply(now, fetch, reply)
             }
             LinkerTransmit::Link(request) => {
                 let network = self.server.caller(RequestKind::Link, peer, headers);

@@ -583,14 +583,13 @@ fn the_linker_derives_the_code_from_what_the_server_named() {
             hidden: None,
         };
         linker.handle_discover_reply(now, Ok(reply)).unwrap();
-        assert!(matches!(
-            linker.poll_transmit(now),
-            Some(LinkerTransmit::FetchSecret { .. })
-        ));
+        let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else {
+            panic!("a secret request")
+        };
         let fetched = SecretReply {
             local_secret: secret.clone(),
         };
-        linker.handle_secret_reply(now, Ok(fetched)).unwrap();
+        linker.handle_secret_reply(now, fetch, Ok(fetched)).unwrap();
         let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
             panic!()
         };

@@ -1958,10 +1958,10 @@ proptest! {
         prop_assert!(matches!(linker.poll_transmit(now), Some(lanlink::linker::LinkerTransmit::Discover)));
         linker.handle_discover_reply(now, Ok(shown)).unwrap();
         let mut asked = Vec::new();
-        while let Some(lanlink::linker::LinkerTransmit::FetchSecret { agent, .. }) = linker.poll_transmit(now) {
+        while let Some(lanlink::linker::LinkerTransmit::FetchSecret { agent, fetch, .. }) = linker.poll_transmit(now) {
             asked.push(agent);
             linker
-                .handle_secret_reply(now, Err(lanlink::linker::FetchFailure::Unreachable))
+                .handle_secret_reply(now, fetch, Err(lanlink::linker::FetchFailure::Unreachable))
                 .unwrap();
         }
         prop_assert_eq!(asked, ordered);
