@@ -923,7 +923,13 @@ async fn broker_restart_mid_flow_delays_but_links() {
     let mut mosquitto = Mosquitto::start(binary, false);
     let broker = mosquitto.broker();
     let interval = Duration::from_secs(2);
-    let cloud = cloud(&broker, 1, server_config(interval)).await;
+    // The presence must outlive the outage: 1.5 s down, up to 3 s of reconnect back-off on each
+    // side, and a request lost meanwhile (5 s until the agent's timeout). With the default 6 s
+    // (three intervals) a loaded machine lets it lapse, and the lapsed instance is refused as
+    // used (`instance_used`), ending the agent's discovery: that is the protocol, not the
+    // restart this test is about.
+    let config = server_config(interval).presence_ttl(Duration::from_secs(30));
+    let cloud = cloud(&broker, 1, config).await;
     let (agent, _) = start_agent(interval).await;
     let (task, events) = spawn_agent_driver(&agent, mqtt_transport(&broker, &cloud.base));
     wait_discovered(&cloud.base).await;

@@ -18,8 +18,7 @@ pub mod steps;
 
 /// A free loopback port, and never one this process handed out before: a test that stops its
 /// server and starts it again on the same port (a broker or Redis restart) finds the port still
-/// its own, not taken meanwhile by a test running beside it (which would then answer its
-/// clients: the cause of a restart test's rare failure under load).
+/// its own, not handed to a test running beside it (whose server would then answer its clients).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
