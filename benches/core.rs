@@ -24,7 +24,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use lanlink::event::RequestKind;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{Server, ServerConfig, User};
-use lanlink::wire::{Announce, DeviceInfo, LinkRequest, RedeemRequest, WIRE_VERSION};
+use lanlink::wire::{Announce, DeviceInfo, LinkRequest, RedeemRequest};
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LocalSecret, PublicNetwork};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -53,16 +53,14 @@ fn agent(i: usize) -> (Announce, LocalSecret) {
     let mut secret = [7u8; 32];
     secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
     let secret = LocalSecret::from_bytes(secret);
-    let announce = Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: IpAddr::from([192, 168, 1, 50]),
-        port: 8080,
-        info: DeviceInfo::new("printer", "Voron 2.4", "klipper", "1.0").expect("info"),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
+    let announce = Announce::new(
+        id,
+        IpAddr::from([192, 168, 1, 50]),
+        8080,
+        DeviceInfo::new("printer", "Voron 2.4", "klipper", "1.0").expect("info"),
+        secret.commitment(&id),
+        key,
+    );
     (announce, secret)
 }
 
@@ -188,14 +186,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
             for _ in 0..iters {
                 let (announce, secret) = agent(next);
                 announce_at(&server, now, public(next), &announce).expect("announce");
-                requests.push((
-                    public(next),
-                    LinkRequest {
-                        instance_id: announce.instance_id,
-                        local_secret: secret,
-                        nonce: None,
-                    },
-                ));
+                requests.push((public(next), LinkRequest::new(announce.instance_id, secret)));
                 next += 1;
             }
             drain(&server);
@@ -241,12 +232,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
                     .code;
                 let mut bytes = [9u8; 16];
                 bytes[..8].copy_from_slice(&i.to_le_bytes());
-                requests.push(RedeemRequest {
-                    instance_id: InstanceId::from_bytes(bytes),
-                    code,
-                    presence_key: None,
-                    attempt: 0,
-                });
+                requests.push(RedeemRequest::new(InstanceId::from_bytes(bytes), code));
                 if i % 40_000 == 39_999 {
                     mint_now += TimeDelta::seconds(1);
                 }

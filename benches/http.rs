@@ -127,11 +127,7 @@ async fn link_flow(world: &World, start: Instant) {
         .fetch_secret(at, &target.instance_id)
         .await
         .expect("secret");
-    let request = lanlink::wire::LinkRequest {
-        instance_id: target.instance_id,
-        local_secret: secret.local_secret,
-        nonce: None,
-    };
+    let request = lanlink::wire::LinkRequest::new(target.instance_id, secret.local_secret);
     world.linker.link(&request).await.expect("link");
     let later = start + Duration::from_secs(2);
     let second = announce(later);

@@ -14,7 +14,7 @@ use chrono::DateTime;
 use lanlink::event::RequestKind;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{Budgets, Server, ServerConfig};
-use lanlink::wire::{Announce, DeviceInfo, WIRE_VERSION};
+use lanlink::wire::{Announce, DeviceInfo};
 use lanlink::{AccountId, ForwardedHeaders, LocalSecret};
 use rand::SeedableRng;
 
@@ -62,16 +62,14 @@ fn main() {
             let key = PresenceKey::from_bytes(key);
             let id = key.instance_id();
             let secret = LocalSecret::from_bytes([7; 32]);
-            let announce = Announce {
-                candidates: Vec::new(),
-                version: WIRE_VERSION,
-                instance_id: id,
-                private_ip: IpAddr::from([192, 168, 1, 50]),
-                port: 8080,
-                info: info(),
-                commitment: secret.commitment(&id),
-                presence_key: key,
-            };
+            let announce = Announce::new(
+                id,
+                IpAddr::from([192, 168, 1, 50]),
+                8080,
+                info(),
+                secret.commitment(&id),
+                key,
+            );
             let network = server.caller(RequestKind::Announce, public(i), ForwardedHeaders::NONE);
             let _ = network.map(|network| ready(server.announce(now, network, &announce)));
             while server.poll_event().is_some() {}

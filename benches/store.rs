@@ -40,7 +40,7 @@ use criterion::{BenchmarkId, Criterion};
 use lanlink::secret::PresenceKey;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
 use lanlink::server::{MemoryStore, NetworkRecord, ServerConfig, Store};
-use lanlink::wire::{Announce, DeviceInfo, WIRE_VERSION};
+use lanlink::wire::{Announce, DeviceInfo};
 use lanlink::{LocalSecret, PublicNetwork};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -67,17 +67,14 @@ fn record(i: usize, now: DateTime<Utc>, config: &ServerConfig) -> NetworkRecord 
     let key = PresenceKey::from_bytes(key);
     let id = key.instance_id();
     let secret = LocalSecret::from_bytes([7; 32]);
-    let announce = Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: IpAddr::from([192, 168, 1, 50]),
-        port: 8080,
-        info: DeviceInfo::new("voron.local", "Voron 2.4", "klipper-lanlink", "0.3.1")
-            .expect("info"),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
+    let announce = Announce::new(
+        id,
+        IpAddr::from([192, 168, 1, 50]),
+        8080,
+        DeviceInfo::new("voron.local", "Voron 2.4", "klipper-lanlink", "0.3.1").expect("info"),
+        secret.commitment(&id),
+        key,
+    );
     let mut record = NetworkRecord::default();
     record.announce(now, config, &announce).expect("announce");
     record
@@ -479,16 +476,14 @@ fn round_trips(
         let key = PresenceKey::from_bytes(key);
         let id = key.instance_id();
         let secret = LocalSecret::from_bytes([n as u8 ^ 0x33; 32]);
-        let announce = Announce {
-            candidates: Vec::new(),
-            version: WIRE_VERSION,
-            instance_id: id,
-            private_ip: IpAddr::from([192, 168, 1, 50]),
-            port: 8080,
-            info: DeviceInfo::default(),
-            commitment: secret.commitment(&id),
-            presence_key: key,
-        };
+        let announce = Announce::new(
+            id,
+            IpAddr::from([192, 168, 1, 50]),
+            8080,
+            DeviceInfo::default(),
+            secret.commitment(&id),
+            key,
+        );
         let now = || DateTime::<Utc>::from(SystemTime::now());
         let mut count = |slot: usize, f: &mut dyn FnMut()| {
             let before = store.round_trips();
@@ -504,11 +499,7 @@ fn round_trips(
             rt.block_on(service.discover(now(), network.expect("network"), &alice))
                 .expect("discover");
         });
-        let request = LinkRequest {
-            instance_id: id,
-            local_secret: secret.clone(),
-            nonce: None,
-        };
+        let request = LinkRequest::new(id, secret.clone());
         count(2, &mut || {
             let network = service.caller(RequestKind::Link, peer, none);
             rt.block_on(service.link(
@@ -529,12 +520,7 @@ fn round_trips(
                 code = Some(c.clone());
             }
         });
-        let redeem = RedeemRequest {
-            instance_id: id,
-            code: code.expect("a message"),
-            presence_key: None,
-            attempt: 0,
-        };
+        let redeem = RedeemRequest::new(id, code.expect("a message"));
         count(4, &mut || {
             rt.block_on(service.redeem(now(), &mut lanlink::os_rng(), home, &redeem))
                 .expect("redeem");

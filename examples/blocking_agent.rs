@@ -226,8 +226,11 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
                         // A refusal goes to the agent (which decides whether it ends discovery);
                         // anything else (unreachable, a 5xx, a malformed reply) is retried by
                         // announcing again at the agent's interval.
+                        // A `400 malformed` means an older server (see PROTOCOL.md, revisions).
                         if let Some(refusal) = err.refusal() {
                             guard.handle_announce_refused(now, refusal);
+                        } else if err.is_malformed_request() {
+                            guard.handle_request_malformed(now);
                         }
                     }
                 }
@@ -245,6 +248,10 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
                     Ok(reply) => guard.handle_redeem_reply(now, Ok(reply)),
                     Err(err) => match err.refusal() {
                         Some(refusal) => guard.handle_redeem_reply(now, Err(refusal)),
+                        None if err.is_malformed_request() => {
+                            guard.handle_request_malformed(now);
+                            Ok(())
+                        }
                         None => guard.handle_redeem_failed(now),
                     },
                 };

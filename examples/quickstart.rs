@@ -294,11 +294,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let guess = client
-        .link(&LinkRequest {
-            instance_id: second_id,
-            local_secret: LocalSecret::generate(&mut lanlink::os_rng()),
-            nonce: None,
-        })
+        .link(&LinkRequest::new(
+            second_id,
+            LocalSecret::generate(&mut lanlink::os_rng()),
+        ))
         .await;
     match guess {
         Err(TransportError::Refused { status, code }) => {

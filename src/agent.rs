@@ -72,7 +72,7 @@ use crate::id::InstanceId;
 use crate::secret::{AuthToken, LocalSecret, PresenceKey};
 use crate::wire::{
     AgentMessage, Announce, AnnounceReply, DeviceInfo, HiddenReason, RedeemReply, RedeemRequest,
-    SecretReply, Visibility, MAX_CANDIDATES, WIRE_VERSION,
+    Revision, SecretReply, Visibility, MAX_CANDIDATES,
 };
 
 /// Networks that hold container-internal addresses, which a browser elsewhere on the LAN
@@ -280,7 +280,7 @@ impl AgentConfig {
     ///     display_name: Some("alice@example.com".into()),
     ///     nonce: Some(ConfirmNonce::from_bytes([1; 16])),
     /// };
-    /// let reply = AnnounceReply { messages: vec![message], poll_after_ms: 2000, visibility: Default::default() };
+    /// let reply = AnnounceReply::new(vec![message], 2000);
     /// agent.handle_announce_reply(now, reply);
     /// assert!(matches!(agent.status(), AgentStatus::Confirming { .. }));
     /// assert!(agent.poll_transmit(now).is_none()); // nothing is redeemed yet
@@ -605,6 +605,15 @@ pub struct Agent {
     events: VecDeque<AgentEvent>,
     /// How the server last said it shows this agent (none yet in this window).
     visibility: Option<Visibility>,
+    /// The wire revision the server stated in its last announce reply (`None`: none stated, a
+    /// server of 1.4 or earlier, or one that refused a request as malformed since).
+    server_revision: Option<Revision>,
+    /// A server that states no revision refused an announcement carrying candidates as
+    /// malformed (a server before 1.3): announce without them from now on.
+    candidates_refused: bool,
+    /// The same for a redemption carrying its presence key and attempt (a server before 1.1):
+    /// redeem as 1.0 did from now on.
+    proof_refused: bool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -639,6 +648,9 @@ impl Agent {
             },
             events: VecDeque::new(),
             visibility: None,
+            server_revision: None,
+            candidates_refused: false,
+            proof_refused: false,
         };
         agent.start(now, rng);
         Ok(agent)
@@ -862,9 +874,7 @@ impl Agent {
             return Err(SecretRefusal::BadOrigin);
         }
         match &self.state {
-            State::Discovering { secret, .. } => Ok(SecretReply {
-                local_secret: secret.clone(),
-            }),
+            State::Discovering { secret, .. } => Ok(SecretReply::new(secret.clone())),
             // Cannot happen: checked above.
             _ => Err(SecretRefusal::NotDiscovering),
         }
@@ -917,6 +927,7 @@ impl Agent {
     /// The server's reply to an announcement: queued messages to verify (protocol step 7), and
     /// when to announce next.
     pub fn handle_announce_reply(&mut self, now: Instant, reply: AnnounceReply) {
+        self.server_revision = reply.revision.filter(Revision::is_compatible);
         if self.is_discovering() && self.visibility != Some(reply.visibility) {
             self.visibility = Some(reply.visibility);
             self.events.push_back(AgentEvent::Visibility {
@@ -1110,12 +1121,8 @@ impl Agent {
     fn begin_redeem(&mut self, now: Instant, code: LinkCode, manual: bool) {
         // Replacing the state drops (and so zeroizes) the secret: it is single-use.
         self.state = State::Redeeming(Box::new(Redeeming {
-            request: RedeemRequest {
-                instance_id: self.instance_id,
-                code,
-                presence_key: Some(self.presence_key.clone()),
-                attempt: 0,
-            },
+            request: RedeemRequest::new(self.instance_id, code)
+                .with_presence_key(self.presence_key.clone()),
             attempts: 0,
             next_send: now,
             give_up: now.checked_add(self.config.redeem_timeout).unwrap_or(now),
@@ -1238,6 +1245,14 @@ impl Agent {
             }
             redeeming.attempts = redeeming.attempts.saturating_add(1);
             redeeming.request.attempt = redeeming.attempts;
+            if self.proof_refused {
+                // A 1.0 server: the request as 1.0 sent it (no proven retries there).
+                redeeming.request.attempt = 0;
+                redeeming.request.presence_key = None;
+            }
+            redeeming.request.revision = Revision::V1_5
+                .known_to(self.server_revision)
+                .then_some(Revision::CURRENT);
             // The retransmission timer: sent again if no answer comes by then.
             redeeming.next_send = retry_at(now, redeeming.attempts, &self.instance_id);
             return Some(AgentTransmit::Redeem(redeeming.request.clone()));
@@ -1261,16 +1276,104 @@ impl Agent {
             .first()
             .copied()
             .unwrap_or(SocketAddr::new(self.config.private_ip, self.config.port));
-        Some(AgentTransmit::Announce(Announce {
-            version: WIRE_VERSION,
-            instance_id: self.instance_id,
-            private_ip: first.ip(),
-            port: first.port(),
-            info: self.config.info.clone(),
-            commitment: secret.commitment(&self.instance_id),
-            presence_key: self.presence_key.clone(),
-            candidates: self.endpoints.iter().skip(1).copied().collect(),
-        }))
+        let mut announce = Announce::new(
+            self.instance_id,
+            first.ip(),
+            first.port(),
+            self.config.info.clone(),
+            secret.commitment(&self.instance_id),
+            self.presence_key.clone(),
+        );
+        if !self.candidates_refused {
+            announce = announce.with_candidates(self.endpoints.iter().skip(1).copied().collect());
+        }
+        // Stated only to a server that stated 1.5 or later: older ones refuse the field.
+        if Revision::V1_5.known_to(self.server_revision) {
+            announce = announce.with_revision(Revision::CURRENT);
+        }
+        Some(AgentTransmit::Announce(announce))
+    }
+
+    /// The wire revision the server stated in its last announce reply: `None` before any, for a
+    /// server of revision 1.4 or earlier (which states none), and after a request was refused
+    /// as malformed ([`handle_request_malformed`](Self::handle_request_malformed)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::agent::{Agent, AgentConfig};
+    /// use lanlink::wire::{AnnounceReply, Revision};
+    /// let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// assert_eq!(agent.server_revision(), None);
+    /// let _announce = agent.poll_transmit(now).unwrap();
+    /// agent.handle_announce_reply(now, AnnounceReply::new(Vec::new(), 2000));
+    /// assert_eq!(agent.server_revision(), Some(Revision::CURRENT));
+    /// ```
+    pub fn server_revision(&self) -> Option<Revision> {
+        self.server_revision
+    }
+
+    /// The server refused the agent's last request (an announcement or a redemption) as
+    /// malformed (`400 malformed`). From this crate, that means the server is older than a field
+    /// the request carried: the agent stops stating its revision until a reply states 1.5 or
+    /// later again (a fleet of servers being upgraded answers from either revision). When no
+    /// server stated a revision, it also drops what the request carried from a later revision
+    /// than the server's, for the rest of the window: an announcement's candidates (a server
+    /// before 1.3, [`AgentEvent::CandidatesRefused`]), a redemption's presence key and attempt (a
+    /// server before 1.1, [`AgentEvent::RedeemProofRefused`]: a retry after a lost reply is then
+    /// refused as a used code, as 1.0 did). The request is sent again at once (nothing was
+    /// redeemed: a malformed request changes nothing at the server); the redemption's attempts
+    /// still count toward its deadline.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+    /// use lanlink::event::AgentEvent;
+    /// let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default())
+    ///     .candidates(vec!["10.0.0.5:8080".parse().unwrap()]);
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// let Some(AgentTransmit::Announce(first)) = agent.poll_transmit(now) else { panic!() };
+    /// assert_eq!(first.candidates.len(), 1);
+    /// agent.handle_request_malformed(now); // a 1.2 server
+    /// let Some(AgentTransmit::Announce(again)) = agent.poll_transmit(now) else { panic!() };
+    /// assert!(again.candidates.is_empty());
+    /// assert!(std::iter::from_fn(|| agent.poll_event())
+    ///     .any(|e| matches!(e, AgentEvent::CandidatesRefused)));
+    /// ```
+    pub fn handle_request_malformed(&mut self, now: Instant) {
+        self.handle_timeout(now);
+        let stated = self.server_revision.take();
+        // The request stated the revision only to a server that had stated 1.5 or later.
+        let mut dropped = Revision::V1_5.known_to(stated);
+        match &mut self.state {
+            State::Discovering { next_announce, .. } => {
+                if stated.is_none() && !self.candidates_refused && self.endpoints.len() > 1 {
+                    self.candidates_refused = true;
+                    self.events.push_back(AgentEvent::CandidatesRefused);
+                    dropped = true;
+                }
+                // Again at once only without what was refused: a server that refuses every
+                // announcement gets one per interval, never a loop.
+                if dropped {
+                    *next_announce = now;
+                }
+            }
+            State::Redeeming(redeeming) if redeeming.attempts > 0 => {
+                if stated.is_none() && !self.proof_refused {
+                    self.proof_refused = true;
+                    self.events.push_back(AgentEvent::RedeemProofRefused);
+                    dropped = true;
+                }
+                // Nothing was redeemed (a malformed request changes nothing): again at once
+                // without what was refused, else on the retransmission timer.
+                if dropped {
+                    redeeming.next_send = now;
+                }
+            }
+            _ => {}
+        }
     }
 
     /// When the agent next needs [`Agent::handle_timeout`] or [`Agent::poll_transmit`]: always

@@ -134,6 +134,8 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                         trace_transport("announce", &err);
                         if let Some(refusal) = err.refusal() {
                             lock(agent).handle_announce_refused(Instant::now(), refusal);
+                        } else if err.is_malformed_request() {
+                            lock(agent).handle_request_malformed(Instant::now());
                         }
                         if err.is_retryable() {
                             tokio::time::sleep(backoff.next_delay(&mut rng)).await;
@@ -153,6 +155,11 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                     Ok(reply) => guard.handle_redeem_reply(now, Ok(reply)),
                     Err(err) => match err.refusal() {
                         Some(refusal) => guard.handle_redeem_reply(now, Err(refusal)),
+                        None if err.is_malformed_request() => {
+                            trace_transport("redeem", &err);
+                            guard.handle_request_malformed(now);
+                            Ok(())
+                        }
                         None => {
                             trace_transport("redeem", &err);
                             guard.handle_redeem_failed(now)
@@ -299,6 +306,9 @@ where
                     Ok(reply) => linker.handle_link_reply(Instant::now(), Ok(reply)),
                     Err(err) => match err.refusal() {
                         Some(refusal) => linker.handle_link_reply(Instant::now(), Err(refusal)),
+                        None if err.is_malformed_request() => {
+                            linker.handle_link_malformed(Instant::now())
+                        }
                         None => return Err(LinkerDriverError::Transport(err)),
                     },
                 }

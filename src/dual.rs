@@ -185,16 +185,9 @@ mod tests {
 
     #[test]
     fn merged_replies_keep_every_message_and_the_sooner_poll() {
-        let hidden = AnnounceReply {
-            messages: vec![AgentMessage::Unknown],
-            poll_after_ms: 5000,
-            visibility: Visibility::Hidden(HiddenReason::TooManyAgents),
-        };
-        let visible = AnnounceReply {
-            messages: vec![AgentMessage::Unknown],
-            poll_after_ms: 2000,
-            visibility: Visibility::Visible,
-        };
+        let hidden = AnnounceReply::new(vec![AgentMessage::Unknown], 5000)
+            .with_visibility(Visibility::Hidden(HiddenReason::TooManyAgents));
+        let visible = AnnounceReply::new(vec![AgentMessage::Unknown], 2000);
         let merged = merge(hidden.clone(), visible);
         assert_eq!(merged.messages.len(), 2);
         assert_eq!(merged.poll_after_ms, 2000);

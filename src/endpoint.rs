@@ -220,12 +220,7 @@ impl LocalResponse {
 
     /// `{"error": code}` with `status`.
     fn error(status: u16, code: &str) -> Self {
-        Self::json(
-            status,
-            wire::encode(&ErrorBody {
-                error: code.to_owned(),
-            }),
-        )
+        Self::json(status, wire::encode(&ErrorBody::new(code.to_owned())))
     }
 }
 

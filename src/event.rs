@@ -68,6 +68,8 @@ impl StopReason {
 /// | `secret_refused` | `peer`, `reason` ([`SecretRefusal::code`]) |
 /// | `visibility` | `visible` (`true` or `false`); when hidden, `reason` ([`HiddenReason`](crate::wire::HiddenReason), snake_case) |
 /// | `secret_verified` | none |
+/// | `candidates_refused` | none |
+/// | `redeem_proof_refused` | none |
 /// | `confirmation_requested` | `display_name`; under `Compare`, `short_code` (six digits, `"012345"`) |
 /// | `message_rejected` | `reason` ([`VerifyFailure::code`]) |
 /// | `redeem_started` | `manual` |
@@ -125,6 +127,15 @@ pub enum AgentEvent {
         /// How the server shows the agent.
         visibility: crate::wire::Visibility,
     },
+    /// A server that states no revision refused an announcement that carried
+    /// [`candidates`](crate::wire::Announce::candidates) as malformed: a server before revision
+    /// 1.3. The agent announces without them from now on (linkers reach it at its first
+    /// endpoint only); see [`Agent::handle_request_malformed`](crate::agent::Agent::handle_request_malformed).
+    CandidatesRefused,
+    /// A server that states no revision refused a redemption that carried the presence key and
+    /// attempt as malformed: a server before revision 1.1. The agent redeems as 1.0 did from now
+    /// on (a retry after a lost reply is refused as a used code there).
+    RedeemProofRefused,
     /// A forwarded secret matched; the agent now redeems its code, or, under a
     /// [confirmation policy](crate::confirm::Confirmation), asks its owner first
     /// ([`AgentEvent::ConfirmationRequested`]).
@@ -178,6 +189,8 @@ impl AgentEvent {
             Self::SecretRefused { .. } => "secret_refused",
             Self::Visibility { .. } => "visibility",
             Self::SecretVerified => "secret_verified",
+            Self::CandidatesRefused => "candidates_refused",
+            Self::RedeemProofRefused => "redeem_proof_refused",
             Self::ConfirmationRequested { .. } => "confirmation_requested",
             Self::MessageRejected { .. } => "message_rejected",
             Self::RedeemStarted { .. } => "redeem_started",
@@ -213,7 +226,7 @@ impl serde::Serialize for AgentEvent {
                     map.serialize_entry("reason", reason)?;
                 }
             },
-            Self::SecretVerified => {}
+            Self::SecretVerified | Self::CandidatesRefused | Self::RedeemProofRefused => {}
             Self::ConfirmationRequested {
                 display_name,
                 short_code,
@@ -427,6 +440,13 @@ pub enum RequestKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkerEvent {
+    /// The server refused the link request's nonce as malformed (a server before revision
+    /// 1.4): the request was sent again without it, so this link has no short code (see
+    /// [`Linker::handle_link_malformed`](crate::linker::Linker::handle_link_malformed)).
+    NonceRefused {
+        /// The agent being linked.
+        instance_id: InstanceId,
+    },
     /// A discovery reply arrived.
     Discovered {
         /// The agents that may be linked (the server's list less any with a non-private address).
@@ -558,6 +578,8 @@ mod tests {
                 r#"{"event":"visibility","visible":false,"reason":"too_many_agents"}"#.to_owned(),
             ),
             (AgentEvent::SecretVerified, r#"{"event":"secret_verified"}"#.to_owned()),
+            (AgentEvent::CandidatesRefused, r#"{"event":"candidates_refused"}"#.to_owned()),
+            (AgentEvent::RedeemProofRefused, r#"{"event":"redeem_proof_refused"}"#.to_owned()),
             (
                 AgentEvent::ConfirmationRequested {
                     display_name: name.clone(),
@@ -620,6 +642,8 @@ mod tests {
                 | AgentEvent::SecretRefused { .. }
                 | AgentEvent::Visibility { .. }
                 | AgentEvent::SecretVerified
+                | AgentEvent::CandidatesRefused
+                | AgentEvent::RedeemProofRefused
                 | AgentEvent::ConfirmationRequested { .. }
                 | AgentEvent::MessageRejected { .. }
                 | AgentEvent::RedeemStarted { .. }
@@ -662,7 +686,7 @@ mod tests {
             }
             names.insert(event.name());
         }
-        assert_eq!(names.len(), 11, "one of each variant: {names:?}");
+        assert_eq!(names.len(), 13, "one of each variant: {names:?}");
     }
 
     #[test]

@@ -413,17 +413,16 @@ pub fn agent_ops(data: &[u8]) {
                 let matches = secret.last.as_ref().is_some_and(|s| s.ct_eq(&local_secret));
                 agent.handle_announce_reply(
                     now,
-                    AnnounceReply {
-                        messages: vec![AgentMessage::VerifyAndRedeem {
+                    AnnounceReply::new(
+                        vec![AgentMessage::VerifyAndRedeem {
                             instance_id,
                             local_secret,
                             code,
                             display_name: display_name.clone(),
                             nonce: with_nonce.then(|| ConfirmNonce::from_bytes([0x42; 16])),
                         }],
-                        poll_after_ms: 2000,
-                        visibility: Default::default(),
-                    },
+                        2000,
+                    ),
                 );
                 if let AgentStatus::Discovering { deadline } = before {
                     let name = display_name.as_deref().map(DisplayName::new);
@@ -505,10 +504,7 @@ pub fn agent_ops(data: &[u8]) {
             }
             AgentOp::RedeemReply(token) => {
                 let reply = match token {
-                    Some(bytes) => Ok(RedeemReply {
-                        auth_token: AuthToken::from_bytes(bytes),
-                        attempt: 0,
-                    }),
+                    Some(bytes) => Ok(RedeemReply::new(AuthToken::from_bytes(bytes), 0)),
                     None => Err(Refusal::UnknownCode),
                 };
                 let accepted = agent.handle_redeem_reply(now, reply).is_ok();
@@ -711,20 +707,19 @@ pub fn server_ops(data: &[u8]) {
                 } else {
                     IpAddr::V4(Ipv4Addr::new(192, 168, 1, agent % 4 + 10))
                 };
-                let announce = Announce {
-                    candidates: candidate_list,
-                    version: wire::WIRE_VERSION,
-                    instance_id: id,
+                let announce = Announce::new(
+                    id,
                     private_ip,
-                    port: 8080,
-                    info: DeviceInfo::default(),
+                    8080,
+                    DeviceInfo::default(),
                     commitment,
-                    presence_key: if forged_key {
+                    if forged_key {
                         PresenceKey::from_bytes([0x99; 32])
                     } else {
                         presence_key(agent)
                     },
-                };
+                )
+                .with_candidates(candidate_list);
                 let network = server.config().network_of(net_ip(net));
                 server.purge_now(now);
                 let before = snapshot(&server, &network);
@@ -830,11 +825,7 @@ pub fn server_ops(data: &[u8]) {
                 server.purge_now(now);
                 let before = snapshot(&server, &network);
                 let account = &accounts[usize::from(account) % accounts.len()];
-                let request = LinkRequest {
-                    instance_id: id,
-                    local_secret: presented,
-                    nonce: None,
-                };
+                let request = LinkRequest::new(id, presented);
                 match server.link_now(
                     now,
                     &mut rng,
@@ -895,11 +886,10 @@ pub fn server_ops(data: &[u8]) {
                 let network = server.config().network_of(net_ip(net));
                 server.purge_now(now);
                 let before = snapshot(&server, &network);
-                let request = RedeemRequest {
-                    instance_id: id,
-                    code: link_code,
-                    presence_key,
-                    attempt,
+                let request = {
+                    let mut m = RedeemRequest::new(id, link_code).with_attempt(attempt);
+                    m.presence_key = presence_key;
+                    m
                 };
                 match server.redeem_now(
                     now,
@@ -1050,21 +1040,24 @@ pub fn linker_ops(data: &[u8]) {
             }
             LinkerOp::Discovered(reply) => {
                 let reply = reply
-                    .map(|agents| DiscoverReply {
-                        agents: agents
-                            .into_iter()
-                            .map(|(peer, port, id, candidates)| DiscoveredAgent {
-                                instance_id: InstanceId::from_bytes(id),
-                                private_ip: peer.ip(),
-                                port,
-                                info: DeviceInfo::default(),
-                                candidates: candidates
-                                    .into_iter()
-                                    .map(|(peer, port)| std::net::SocketAddr::new(peer.ip(), port))
-                                    .collect(),
-                            })
-                            .collect(),
-                        hidden: None,
+                    .map(|agents| {
+                        DiscoverReply::new(
+                            agents
+                                .into_iter()
+                                .map(|(peer, port, id, candidates)| DiscoveredAgent {
+                                    instance_id: InstanceId::from_bytes(id),
+                                    private_ip: peer.ip(),
+                                    port,
+                                    info: DeviceInfo::default(),
+                                    candidates: candidates
+                                        .into_iter()
+                                        .map(|(peer, port)| {
+                                            std::net::SocketAddr::new(peer.ip(), port)
+                                        })
+                                        .collect(),
+                                })
+                                .collect(),
+                        )
                     })
                     .ok_or(Refusal::LockedOut);
                 let _ = linker.handle_discover_reply(now, reply);
@@ -1077,9 +1070,7 @@ pub fn linker_ops(data: &[u8]) {
             }
             LinkerOp::Secret(secret, back) => {
                 let reply = secret
-                    .map(|s| SecretReply {
-                        local_secret: LocalSecret::from_bytes(s),
-                    })
+                    .map(|s| SecretReply::new(LocalSecret::from_bytes(s)))
                     .ok_or(FetchFailure::Unreachable);
                 let ok = reply.is_ok();
                 // The request it answers: the latest, or an earlier one.
@@ -1097,11 +1088,7 @@ pub fn linker_ops(data: &[u8]) {
             LinkerOp::LinkReply(ok) => {
                 let id = fetched.unwrap_or_else(|| InstanceId::from_bytes([0; 16]));
                 let reply = if ok {
-                    Ok(LinkStatusReply {
-                        instance_id: id,
-                        state: LinkState::Pending,
-                        display_name: None,
-                    })
+                    Ok(LinkStatusReply::new(id, LinkState::Pending))
                 } else {
                     Err(Refusal::WrongSecret)
                 };
@@ -1116,11 +1103,7 @@ pub fn linker_ops(data: &[u8]) {
                     LinkState::Unknown,
                 ][usize::from(state) % 4];
                 let reply = if ok {
-                    Ok(LinkStatusReply {
-                        instance_id: id,
-                        state,
-                        display_name: None,
-                    })
+                    Ok(LinkStatusReply::new(id, state))
                 } else {
                     Err(Refusal::LockedOut)
                 };
@@ -1280,11 +1263,7 @@ pub fn protocol_sim(data: &[u8]) {
                 } else {
                     sim.lans[away].public_ip
                 };
-                let request = LinkRequest {
-                    instance_id: victim_id,
-                    local_secret: LocalSecret::from_bytes(guess),
-                    nonce: None,
-                };
+                let request = LinkRequest::new(victim_id, LocalSecret::from_bytes(guess));
                 let result = sim.server.link_now(
                     wall,
                     &mut rng,
@@ -1301,17 +1280,14 @@ pub fn protocol_sim(data: &[u8]) {
                 } else {
                     sim.lans[away].public_ip
                 };
-                let announce = Announce {
-                    candidates: Vec::new(),
-                    version: wire::WIRE_VERSION,
-                    instance_id: victim_id,
-                    private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),
-                    port: 8080,
-                    info: DeviceInfo::default(),
-                    commitment: LocalSecret::from_bytes([0x66; 32]).commitment(&victim_id),
-                    // The attacker knows the id (from discovery), never the key behind it.
-                    presence_key: PresenceKey::from_bytes([0x66; 32]),
-                };
+                let announce = Announce::new(
+                    victim_id,
+                    Ipv4Addr::new(192, 168, 1, 66).into(),
+                    8080,
+                    DeviceInfo::default(),
+                    LocalSecret::from_bytes([0x66; 32]).commitment(&victim_id),
+                    PresenceKey::from_bytes([0x66; 32]),
+                );
                 if let Ok(reply) =
                     sim.server
                         .announce_now(wall, from, ForwardedHeaders::NONE, &announce)
@@ -1325,16 +1301,14 @@ pub fn protocol_sim(data: &[u8]) {
             SimOp::ExtraAgent => {
                 let key = PresenceKey::from_bytes([0x67; 32]);
                 let own_id = key.instance_id();
-                let announce = Announce {
-                    candidates: Vec::new(),
-                    version: wire::WIRE_VERSION,
-                    instance_id: own_id,
-                    private_ip: Ipv4Addr::new(192, 168, 1, 66).into(),
-                    port: 8080,
-                    info: DeviceInfo::default(),
-                    commitment: LocalSecret::from_bytes([0x66; 32]).commitment(&own_id),
-                    presence_key: key,
-                };
+                let announce = Announce::new(
+                    own_id,
+                    Ipv4Addr::new(192, 168, 1, 66).into(),
+                    8080,
+                    DeviceInfo::default(),
+                    LocalSecret::from_bytes([0x66; 32]).commitment(&own_id),
+                    key,
+                );
                 if let Ok(reply) = sim.server.announce_now(
                     wall,
                     sim.lans[home].public_ip,
@@ -1364,12 +1338,7 @@ pub fn protocol_sim(data: &[u8]) {
                 let Some(code) = LinkCode::parse(&format!("{:06}", guess % 1_000_000)) else {
                     continue;
                 };
-                let request = RedeemRequest {
-                    instance_id: InstanceId::from_bytes([0x66; 16]),
-                    code,
-                    presence_key: None,
-                    attempt: 0,
-                };
+                let request = RedeemRequest::new(InstanceId::from_bytes([0x66; 16]), code);
                 // A guess may hit a live manual code; that links the attacker's device to the
                 // victim's account (the brute-force risk the lockout bounds), never the victim's
                 // device to the attacker: checked below.

@@ -38,7 +38,7 @@ use crate::id::InstanceId;
 use crate::secret::Commitment;
 use crate::wire::{
     DiscoverReply, DiscoveredAgent, HiddenReason, LinkRequest, LinkState, LinkStatusReply,
-    SecretReply, MAX_CANDIDATES,
+    Revision, SecretReply, MAX_CANDIDATES,
 };
 
 /// The linker's configuration.
@@ -87,11 +87,8 @@ impl Default for LinkerConfig {
 /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
 /// let _ = linker.poll_transmit(now); // the discovery
 /// let id = InstanceId::generate(&mut lanlink::os_rng());
-/// let agent = DiscoveredAgent {
-///     instance_id: id, private_ip: "192.168.1.50".parse().unwrap(), port: 8080,
-///     info: Default::default(), candidates: vec!["192.168.1.51:8080".parse().unwrap()],
-/// };
-/// linker.handle_discover_reply(now, Ok(DiscoverReply { agents: vec![agent].into(), hidden: None })).unwrap();
+/// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default()).with_candidates(vec!["192.168.1.51:8080".parse().unwrap()]);
+/// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into()))).unwrap();
 /// let Some(LinkerTransmit::FetchSecret { fetch: first, .. }) = linker.poll_transmit(now) else { panic!() };
 /// // The first endpoint's time runs out: the linker asks the second.
 /// let later = now + LinkerConfig::default().fetch_timeout + Duration::from_millis(1);
@@ -165,6 +162,10 @@ pub enum LinkerFailure {
     /// The server lost the link (the agent never redeemed it).
     #[error("the link expired before the agent completed it")]
     LinkLost,
+    /// The server refused the link request as malformed although it carried nothing newer than
+    /// revision 1.0 (see [`Linker::handle_link_malformed`]).
+    #[error("the server refused the link request as malformed")]
+    RequestMalformed,
 }
 
 #[derive(Debug)]
@@ -189,6 +190,9 @@ enum State {
     },
     Linking {
         request: Option<LinkRequest>,
+        /// A copy of the request in flight, kept until its answer, to send again without what an
+        /// older server refused (see [`Linker::handle_link_malformed`]).
+        sent: Option<LinkRequest>,
         instance_id: InstanceId,
         commitment: Commitment,
     },
@@ -214,6 +218,9 @@ pub struct Linker {
     short_code: Option<ShortCode>,
     /// The id the next secret request gets.
     next_fetch: u64,
+    /// The wire revision the server stated in its last discovery reply (`None`: a server of
+    /// 1.4 or earlier, or one that refused a request as malformed since).
+    server_revision: Option<Revision>,
 }
 
 impl Linker {
@@ -262,6 +269,7 @@ impl Linker {
             nonce: None,
             short_code: None,
             next_fetch: 0,
+            server_revision: None,
         }
     }
 
@@ -426,7 +434,10 @@ impl Linker {
             return Err(self.unexpected());
         }
         let reply = match reply {
-            Ok(reply) => reply,
+            Ok(reply) => {
+                self.server_revision = reply.revision.filter(Revision::is_compatible);
+                reply
+            }
             Err(refusal) => {
                 self.fail(LinkerFailure::Refused(refusal));
                 return Ok(());
@@ -525,12 +536,15 @@ impl Linker {
                 self.events
                     .push_back(LinkerEvent::SecretFetched { instance_id, from });
                 let commitment = reply.local_secret.commitment(&instance_id);
+                let mut request = LinkRequest::new(instance_id, reply.local_secret);
+                request.nonce = self.nonce;
+                // Stated only to a server that stated 1.5 or later: older ones refuse the field.
+                if Revision::V1_5.known_to(self.server_revision) {
+                    request = request.with_revision(Revision::CURRENT);
+                }
                 self.state = State::Linking {
-                    request: Some(LinkRequest {
-                        instance_id,
-                        local_secret: reply.local_secret,
-                        nonce: self.nonce,
-                    }),
+                    request: Some(request),
+                    sent: None,
                     instance_id,
                     commitment,
                 };
@@ -551,6 +565,7 @@ impl Linker {
             request: None,
             instance_id,
             commitment,
+            ..
         } = self.state
         else {
             return Err(self.unexpected());
@@ -577,6 +592,69 @@ impl Linker {
             }
             Err(refusal) => self.fail(LinkerFailure::Refused(refusal)),
         }
+        Ok(())
+    }
+
+    /// The server refused the link request as malformed (`400 malformed`). From a server of
+    /// this crate, that means it is older than a field the request carried, so the linker sends
+    /// the request again without it, once per field: first without its stated `revision` (a
+    /// fleet of servers being upgraded answers from either revision), then, when no server
+    /// stated a revision, without its nonce (a server before 1.4), reporting
+    /// [`LinkerEvent::NonceRefused`]: the link then carries no short code, and a device whose
+    /// [policy](crate::confirm::Confirmation) needs one refuses it (fail closed). A request with
+    /// neither fails the linker ([`LinkerFailure::RequestMalformed`]).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::event::LinkerEvent;
+    /// use lanlink::linker::{FetchId, Linker, LinkerConfig, LinkerTransmit};
+    /// use lanlink::wire::{DiscoverReply, DiscoveredAgent, SecretReply};
+    /// use lanlink::{InstanceId, LocalSecret};
+    /// let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// let Some(LinkerTransmit::Discover) = linker.poll_transmit(now) else { panic!() };
+    /// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// // A server before 1.5 states no revision.
+    /// let reply = DiscoverReply::new(vec![agent].into()).with_revision(None);
+    /// linker.handle_discover_reply(now, Ok(reply)).unwrap();
+    /// let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else { panic!() };
+    /// let secret = SecretReply::new(LocalSecret::from_bytes([1; 32]));
+    /// linker.handle_secret_reply(now, fetch, Ok(secret)).unwrap();
+    /// let Some(LinkerTransmit::Link(first)) = linker.poll_transmit(now) else { panic!() };
+    /// assert!(first.nonce.is_some() && first.revision.is_none());
+    /// linker.handle_link_malformed(now).unwrap(); // a 1.3 server refused the nonce
+    /// let Some(LinkerTransmit::Link(again)) = linker.poll_transmit(now) else { panic!() };
+    /// assert!(again.nonce.is_none() && linker.nonce().is_none());
+    /// assert!(std::iter::from_fn(|| linker.poll_event())
+    ///     .any(|e| matches!(e, LinkerEvent::NonceRefused { .. })));
+    /// ```
+    pub fn handle_link_malformed(&mut self, now: Instant) -> Result<(), LinkerError> {
+        self.handle_timeout(now);
+        let State::Linking {
+            request: request @ None,
+            sent,
+            instance_id,
+            ..
+        } = &mut self.state
+        else {
+            return Err(self.unexpected());
+        };
+        let instance_id = *instance_id;
+        let Some(mut again) = sent.take() else {
+            return Err(LinkerError::UnexpectedInput);
+        };
+        let stated = self.server_revision.take();
+        if again.revision.take().is_none() {
+            if stated.is_some() || again.nonce.take().is_none() {
+                self.fail(LinkerFailure::RequestMalformed);
+                return Ok(());
+            }
+            self.nonce = None;
+            self.events
+                .push_back(LinkerEvent::NonceRefused { instance_id });
+        }
+        *request = Some(again);
         Ok(())
     }
 
@@ -697,7 +775,10 @@ impl Linker {
                     fetch: *current,
                 })
             }
-            State::Linking { request, .. } => request.take().map(LinkerTransmit::Link),
+            State::Linking { request, sent, .. } => request.take().map(|request| {
+                *sent = Some(request.clone());
+                LinkerTransmit::Link(request)
+            }),
             State::Waiting {
                 instance_id,
                 next,
@@ -748,13 +829,13 @@ mod tests {
     use crate::wire::DeviceInfo;
 
     fn agent(candidates: &[&str]) -> DiscoveredAgent {
-        DiscoveredAgent {
-            instance_id: InstanceId::from_bytes([7; 16]),
-            private_ip: "192.168.1.50".parse().unwrap(),
-            port: 8080,
-            info: DeviceInfo::default(),
-            candidates: candidates.iter().map(|c| c.parse().unwrap()).collect(),
-        }
+        DiscoveredAgent::new(
+            InstanceId::from_bytes([7; 16]),
+            "192.168.1.50".parse().unwrap(),
+            8080,
+            DeviceInfo::default(),
+        )
+        .with_candidates(candidates.iter().map(|c| c.parse().unwrap()).collect())
     }
 
     /// A linker that discovered `agent` and is about to fetch its secret.
@@ -764,10 +845,7 @@ mod tests {
             linker.poll_transmit(now),
             Some(LinkerTransmit::Discover)
         ));
-        let reply = DiscoverReply {
-            agents: vec![agent].into(),
-            hidden: None,
-        };
+        let reply = DiscoverReply::new(vec![agent].into());
         linker.handle_discover_reply(now, Ok(reply)).unwrap();
         linker
     }
@@ -798,9 +876,7 @@ mod tests {
     }
 
     fn secret() -> SecretReply {
-        SecretReply {
-            local_secret: crate::LocalSecret::from_bytes([9; 32]),
-        }
+        SecretReply::new(crate::LocalSecret::from_bytes([9; 32]))
     }
 
     fn events(linker: &mut Linker) -> Vec<LinkerEvent> {

@@ -109,6 +109,21 @@ impl TransportError {
         }
     }
 
+    /// Whether the peer refused the request itself as malformed (`400 malformed`): from a
+    /// server of this crate, a request carrying a field newer than the server's revision. The
+    /// agent and linker drivers hand it to [`Agent::handle_request_malformed`](crate::agent::Agent::handle_request_malformed)
+    /// and [`Linker::handle_link_malformed`](crate::linker::Linker::handle_link_malformed).
+    ///
+    /// ```
+    /// use lanlink::transport::TransportError;
+    /// let err = TransportError::Refused { status: 400, code: "malformed".into() };
+    /// assert!(err.is_malformed_request());
+    /// assert!(!TransportError::Malformed.is_malformed_request()); // a reply we could not read
+    /// ```
+    pub fn is_malformed_request(&self) -> bool {
+        matches!(self, Self::Refused { status: 400, code } if code == "malformed")
+    }
+
     /// The server refusal this stands for, if it is one.
     ///
     /// ```

@@ -19,9 +19,11 @@ use crate::id::InstanceId;
 use crate::secret::{AuthToken, Commitment, LocalSecret, PresenceKey};
 
 mod hidden;
+mod revision;
 pub use hidden::is_hidden;
 #[cfg(feature = "obico-wire")]
 pub(crate) use hidden::sanitized;
+pub use revision::{Revision, RevisionError};
 
 /// The wire version these types implement.
 pub const WIRE_VERSION: u16 = 1;
@@ -93,7 +95,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
             .iter()
             .chain(&["candidates"])
             .find_map(|name| {
-                if text.starts_with(&format!("bad field {name} ")) {
+                if text.starts_with(revision::UNSUPPORTED) {
+                    Some(WireError::Version)
+                } else if text.starts_with(&format!("bad field {name} ")) {
                     Some(WireError::BadField(name))
                 } else if text.starts_with(&format!("hidden char {name} ")) {
                     Some(WireError::HiddenCharacter(name))
@@ -369,6 +373,7 @@ impl DeviceInfo {
 /// Agent → server, every `announce_interval` during the window (protocol step 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Announce {
     /// Always [`WIRE_VERSION`].
     pub version: u16,
@@ -399,6 +404,62 @@ pub struct Announce {
         deserialize_with = "bounded_candidates"
     )]
     pub candidates: Vec<SocketAddr>,
+    /// The sender's wire revision (revision 1.5; optional). A client states it only once the
+    /// server has stated 1.5 or later in a reply (a server before 1.5 refuses the field); absent,
+    /// the sender is of revision 1.4 or earlier. Another major is refused
+    /// (`400 unsupported_version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+impl Announce {
+    /// An announcement of [`WIRE_VERSION`] with no candidates, stating no revision (add them
+    /// with [`with_candidates`](Self::with_candidates) and [`with_revision`](Self::with_revision)).
+    ///
+    /// ```
+    /// use lanlink::wire::{Announce, Revision};
+    /// use lanlink::secret::PresenceKey;
+    /// use lanlink::{InstanceId, LocalSecret};
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// let secret = LocalSecret::from_bytes([1; 32]);
+    /// let key = PresenceKey::from_bytes([2; 32]);
+    /// let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+    ///     secret.commitment(&id), key)
+    ///     .with_revision(Revision::CURRENT);
+    /// assert!(announce.candidates.is_empty() && announce.revision == Some(Revision::V1_5));
+    /// ```
+    pub fn new(
+        instance_id: InstanceId,
+        private_ip: IpAddr,
+        port: u16,
+        info: DeviceInfo,
+        commitment: Commitment,
+        presence_key: PresenceKey,
+    ) -> Self {
+        Self {
+            version: WIRE_VERSION,
+            instance_id,
+            private_ip,
+            port,
+            info,
+            commitment,
+            presence_key,
+            candidates: Vec::new(),
+            revision: None,
+        }
+    }
+
+    /// The same, announcing `candidates` (revision 1.3).
+    pub fn with_candidates(mut self, candidates: Vec<SocketAddr>) -> Self {
+        self.candidates = candidates;
+        self
+    }
+
+    /// The same, stating `revision` (revision 1.5).
+    pub fn with_revision(mut self, revision: Revision) -> Self {
+        self.revision = Some(revision);
+        self
+    }
 }
 
 /// Reads at most [`MAX_CANDIDATES`] socket addresses, refusing a longer list before reading it
@@ -429,6 +490,7 @@ fn bounded_candidates<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>
 
 /// Server → agent, the reply to an announcement.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AnnounceReply {
     /// Messages queued for this instance (at most a few; usually none).
     pub messages: Vec<AgentMessage>,
@@ -438,6 +500,42 @@ pub struct AnnounceReply {
     /// without it reads as [`Visibility::Visible`]).
     #[serde(default)]
     pub visibility: Visibility,
+    /// The server's wire revision (revision 1.5; absent from a server of 1.4 or earlier).
+    /// Constructors state [`Revision::CURRENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+impl AnnounceReply {
+    /// A reply of this revision carrying `messages`, asking for the next announcement in
+    /// `poll_after_ms`, visible.
+    ///
+    /// ```
+    /// use lanlink::wire::{AnnounceReply, HiddenReason, Revision, Visibility};
+    /// let reply = AnnounceReply::new(Vec::new(), 2000)
+    ///     .with_visibility(Visibility::Hidden(HiddenReason::TooManyAgents));
+    /// assert_eq!(reply.revision, Some(Revision::CURRENT));
+    /// ```
+    pub fn new(messages: Vec<AgentMessage>, poll_after_ms: u64) -> Self {
+        Self {
+            messages,
+            poll_after_ms,
+            visibility: Visibility::Visible,
+            revision: Some(Revision::CURRENT),
+        }
+    }
+
+    /// The same, with `visibility` (revision 1.2).
+    pub fn with_visibility(mut self, visibility: Visibility) -> Self {
+        self.visibility = visibility;
+        self
+    }
+
+    /// The same, stating `revision` instead (`None`: as a server before 1.5).
+    pub fn with_revision(mut self, revision: Option<Revision>) -> Self {
+        self.revision = revision;
+        self
+    }
 }
 
 /// Why discovery shows no agent (or not this agent): a reason about the caller's own network
@@ -543,6 +641,7 @@ pub enum AgentMessage {
 /// Agent → server: redeem a code for an auth token (steps 8 and 9).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RedeemRequest {
     /// The redeeming agent.
     pub instance_id: InstanceId,
@@ -564,6 +663,55 @@ pub struct RedeemRequest {
     /// a newer one (`409 superseded`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// The sender's wire revision (revision 1.5; optional). A client states it only once the
+    /// server has stated 1.5 or later in a reply (a server before 1.5 refuses the field); absent,
+    /// the sender is of revision 1.4 or earlier. Another major is refused
+    /// (`400 unsupported_version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+impl RedeemRequest {
+    /// A redemption of `code` by `instance_id`, with no presence key, attempt 0 and no stated
+    /// revision: a 1.0 request (add the rest with the `with_` methods).
+    ///
+    /// ```
+    /// use lanlink::wire::{RedeemRequest, Revision};
+    /// use lanlink::secret::PresenceKey;
+    /// use lanlink::{InstanceId, LinkCode};
+    /// let request = RedeemRequest::new(InstanceId::from_bytes([7; 16]), LinkCode::parse("ABCD-2345").unwrap())
+    ///     .with_presence_key(PresenceKey::from_bytes([2; 32]))
+    ///     .with_attempt(1)
+    ///     .with_revision(Revision::CURRENT);
+    /// assert_eq!(request.attempt, 1);
+    /// ```
+    pub fn new(instance_id: InstanceId, code: LinkCode) -> Self {
+        Self {
+            instance_id,
+            code,
+            presence_key: None,
+            attempt: 0,
+            revision: None,
+        }
+    }
+
+    /// The same, proving the agent with its presence key (revision 1.1).
+    pub fn with_presence_key(mut self, key: PresenceKey) -> Self {
+        self.presence_key = Some(key);
+        self
+    }
+
+    /// The same, as attempt `attempt` (revision 1.1).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// The same, stating `revision` (revision 1.5).
+    pub fn with_revision(mut self, revision: Revision) -> Self {
+        self.revision = Some(revision);
+        self
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -572,6 +720,7 @@ fn is_zero(n: &u32) -> bool {
 
 /// Server → agent: the code was good.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RedeemReply {
     /// The agent's new credential.
     #[serde(with = "token_hex")]
@@ -580,10 +729,32 @@ pub struct RedeemReply {
     /// latest attempt only.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// The server's wire revision (revision 1.5; absent from a server of 1.4 or earlier).
+    /// Constructors state [`Revision::CURRENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+impl RedeemReply {
+    /// A reply of this revision carrying `auth_token` for attempt `attempt`.
+    ///
+    /// ```
+    /// use lanlink::wire::RedeemReply;
+    /// let reply = RedeemReply::new(lanlink::AuthToken::from_bytes([9; 32]), 1);
+    /// assert_eq!(reply.attempt, 1);
+    /// ```
+    pub fn new(auth_token: AuthToken, attempt: u32) -> Self {
+        Self {
+            auth_token,
+            attempt,
+            revision: Some(Revision::CURRENT),
+        }
+    }
 }
 
 /// One agent as shown to a linker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DiscoveredAgent {
     /// The agent's instance id.
     pub instance_id: InstanceId,
@@ -602,6 +773,31 @@ pub struct DiscoveredAgent {
 }
 
 impl DiscoveredAgent {
+    /// An agent at `private_ip:port` with no candidates.
+    ///
+    /// ```
+    /// use lanlink::wire::DiscoveredAgent;
+    /// let agent = DiscoveredAgent::new(lanlink::InstanceId::from_bytes([7; 16]),
+    ///     "192.168.1.50".parse().unwrap(), 8080, Default::default())
+    ///     .with_candidates(vec!["10.0.0.5:8080".parse().unwrap()]);
+    /// assert_eq!(agent.endpoints().len(), 2);
+    /// ```
+    pub fn new(instance_id: InstanceId, private_ip: IpAddr, port: u16, info: DeviceInfo) -> Self {
+        Self {
+            instance_id,
+            private_ip,
+            port,
+            info,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// The same, with further endpoints (revision 1.3).
+    pub fn with_candidates(mut self, candidates: Vec<SocketAddr>) -> Self {
+        self.candidates = candidates;
+        self
+    }
+
     /// Every endpoint the agent announced, in the order to try them: `private_ip:port` first,
     /// then the candidates, without repeats (revision 1.3). No address is checked here.
     ///
@@ -629,6 +825,7 @@ impl DiscoveredAgent {
 
 /// Server → linker: the discoverable agents of the linker's own network (step 4).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DiscoverReply {
     /// At most `max_visible` agents; none when more are present.
     pub agents: DiscoveredAgents,
@@ -636,6 +833,39 @@ pub struct DiscoverReply {
     /// no id. Absent when nothing is hidden.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<Hidden>,
+    /// The server's wire revision (revision 1.5; absent from a server of 1.4 or earlier).
+    /// Constructors state [`Revision::CURRENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+impl DiscoverReply {
+    /// A reply of this revision showing `agents`, hiding nothing.
+    ///
+    /// ```
+    /// use lanlink::wire::{DiscoverReply, HiddenReason};
+    /// let reply = DiscoverReply::new(Default::default()).with_hidden(HiddenReason::SharedNetwork);
+    /// assert!(reply.agents.is_empty() && reply.hidden.is_some());
+    /// ```
+    pub fn new(agents: DiscoveredAgents) -> Self {
+        Self {
+            agents,
+            hidden: None,
+            revision: Some(Revision::CURRENT),
+        }
+    }
+
+    /// The same, saying why agents are hidden (revision 1.2).
+    pub fn with_hidden(mut self, reason: HiddenReason) -> Self {
+        self.hidden = Some(Hidden { reason });
+        self
+    }
+
+    /// The same, stating `revision` instead (`None`: as a server before 1.5).
+    pub fn with_revision(mut self, revision: Option<Revision>) -> Self {
+        self.revision = revision;
+        self
+    }
 }
 
 /// The agents of a [`DiscoverReply`]: a vector that holds one agent without allocating (the
@@ -644,22 +874,36 @@ pub struct DiscoverReply {
 ///
 /// ```
 /// use lanlink::wire::{DiscoverReply, DiscoveredAgents};
-/// let reply = DiscoverReply { agents: DiscoveredAgents::new(), hidden: None };
+/// let reply = DiscoverReply::new(DiscoveredAgents::new());
 /// assert!(reply.agents.is_empty());
 /// ```
 pub type DiscoveredAgents = smallvec::SmallVec<[DiscoveredAgent; 1]>;
 
 /// Linker → agent's local endpoint: the reply carrying the secret (step 5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SecretReply {
     /// The agent's secret.
     #[serde(with = "secret_hex")]
     pub local_secret: LocalSecret,
 }
 
+impl SecretReply {
+    /// A reply carrying `local_secret`.
+    ///
+    /// ```
+    /// let reply = lanlink::wire::SecretReply::new(lanlink::LocalSecret::from_bytes([1; 32]));
+    /// assert_eq!(lanlink::wire::encode(&reply).len(), 83);
+    /// ```
+    pub fn new(local_secret: LocalSecret) -> Self {
+        Self { local_secret }
+    }
+}
+
 /// Linker → server: link this agent to my account (step 6).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LinkRequest {
     /// The agent to link.
     pub instance_id: InstanceId,
@@ -671,6 +915,46 @@ pub struct LinkRequest {
     /// server refuses it (`400 malformed`): upgrade servers before linkers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<ConfirmNonce>,
+    /// The sender's wire revision (revision 1.5; optional). A client states it only once the
+    /// server has stated 1.5 or later in a reply (a server before 1.5 refuses the field); absent,
+    /// the sender is of revision 1.4 or earlier. Another major is refused
+    /// (`400 unsupported_version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+impl LinkRequest {
+    /// A request to link `instance_id` with the secret fetched from it: no nonce, no stated
+    /// revision (a 1.0 request; add them with the `with_` methods).
+    ///
+    /// ```
+    /// use lanlink::wire::LinkRequest;
+    /// use lanlink::confirm::ConfirmNonce;
+    /// use lanlink::{InstanceId, LocalSecret};
+    /// let request = LinkRequest::new(InstanceId::from_bytes([7; 16]), LocalSecret::from_bytes([1; 32]))
+    ///     .with_nonce(ConfirmNonce::from_bytes([3; 16]));
+    /// assert!(request.nonce.is_some() && request.revision.is_none());
+    /// ```
+    pub fn new(instance_id: InstanceId, local_secret: LocalSecret) -> Self {
+        Self {
+            instance_id,
+            local_secret,
+            nonce: None,
+            revision: None,
+        }
+    }
+
+    /// The same, with the linker's nonce (revision 1.4).
+    pub fn with_nonce(mut self, nonce: ConfirmNonce) -> Self {
+        self.nonce = Some(nonce);
+        self
+    }
+
+    /// The same, stating `revision` (revision 1.5).
+    pub fn with_revision(mut self, revision: Revision) -> Self {
+        self.revision = Some(revision);
+        self
+    }
 }
 
 /// The progress of a link as the requesting account sees it.
@@ -690,6 +974,7 @@ pub enum LinkState {
 
 /// Server → linker: a link's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LinkStatusReply {
     /// The agent.
     pub instance_id: InstanceId,
@@ -700,23 +985,90 @@ pub struct LinkStatusReply {
     /// [short code](crate::confirm::short_code) as the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The server's wire revision (revision 1.5; absent from a server of 1.4 or earlier).
+    /// Constructors state [`Revision::CURRENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+impl LinkStatusReply {
+    /// A reply of this revision: `instance_id` is in `state`.
+    ///
+    /// ```
+    /// use lanlink::wire::{LinkState, LinkStatusReply};
+    /// let reply = LinkStatusReply::new(lanlink::InstanceId::from_bytes([7; 16]), LinkState::Pending)
+    ///     .with_display_name("Alice".into());
+    /// assert_eq!(reply.display_name.as_deref(), Some("Alice"));
+    /// ```
+    pub fn new(instance_id: InstanceId, state: LinkState) -> Self {
+        Self {
+            instance_id,
+            state,
+            display_name: None,
+            revision: Some(Revision::CURRENT),
+        }
+    }
+
+    /// The same, forwarding `display_name` (revision 1.4; the reply to `POST /link` only).
+    pub fn with_display_name(mut self, display_name: String) -> Self {
+        self.display_name = Some(display_name);
+        self
+    }
 }
 
 /// Server → user: a manual code to type into the agent (step 9).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CodeReply {
     /// The code.
     #[serde(with = "code_text")]
     pub code: LinkCode,
     /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
+    /// The server's wire revision (revision 1.5; absent from a server of 1.4 or earlier).
+    /// Constructors state [`Revision::CURRENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
 }
 
-/// Any refusal: a stable snake_case code and nothing else.
+impl CodeReply {
+    /// A reply of this revision carrying `code`, valid until `expires_at`.
+    ///
+    /// ```
+    /// let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let reply = lanlink::wire::CodeReply::new(lanlink::LinkCode::parse("ABCD-2345").unwrap(), at);
+    /// assert_eq!(reply.expires_at, at);
+    /// ```
+    pub fn new(code: LinkCode, expires_at: DateTime<Utc>) -> Self {
+        Self {
+            code,
+            expires_at,
+            revision: Some(Revision::CURRENT),
+        }
+    }
+}
+
+/// Any refusal: a stable snake_case code and nothing else (not even the revision: a refusal
+/// carries one fact).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ErrorBody {
     /// The code, e.g. `"wrong_secret"`.
     pub error: String,
+}
+
+impl ErrorBody {
+    /// A refusal with the code `error`.
+    ///
+    /// ```
+    /// let body = lanlink::wire::ErrorBody::new("wrong_secret");
+    /// assert_eq!(lanlink::wire::encode(&body).as_slice(), br#"{"error":"wrong_secret"}"#);
+    /// ```
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+        }
+    }
 }
 
 impl Serialize for Commitment {
@@ -826,16 +1178,14 @@ mod tests {
     fn announce() -> Announce {
         let key = PresenceKey::from_bytes([7; 32]);
         let id = key.instance_id();
-        Announce {
-            presence_key: key,
-            version: WIRE_VERSION,
-            instance_id: id,
-            private_ip: "192.168.1.50".parse().unwrap(),
-            port: 8080,
-            info: DeviceInfo::new("h", "m", "a", "1").unwrap(),
-            commitment: LocalSecret::from_bytes([1; 32]).commitment(&id),
-            candidates: Vec::new(),
-        }
+        Announce::new(
+            id,
+            "192.168.1.50".parse().unwrap(),
+            8080,
+            DeviceInfo::new("h", "m", "a", "1").unwrap(),
+            LocalSecret::from_bytes([1; 32]).commitment(&id),
+            key,
+        )
     }
 
     #[test]

@@ -186,7 +186,7 @@ proptest! {
                         wrong
                     }
                 };
-                (network, RedeemRequest { instance_id: InstanceId::from_bytes([i as u8; 16]), code, presence_key: None, attempt: 0 })
+                (network, RedeemRequest::new(InstanceId::from_bytes([i as u8; 16]), code))
             })
             .collect();
         let rngs: Vec<Mutex<StdRng>> = (0..requests.len()).map(|i| Mutex::new(StdRng::seed_from_u64(i as u64))).collect();
@@ -265,12 +265,7 @@ async fn a_burst_from_one_address_has_at_most_the_threshold_checked() {
                 LinkCode::parse("abcdef").expect("a code no format mints")
             };
             tokio::spawn(async move {
-                let request = RedeemRequest {
-                    instance_id: InstanceId::from_bytes([1; 16]),
-                    code,
-                    presence_key: None,
-                    attempt: 0,
-                };
+                let request = RedeemRequest::new(InstanceId::from_bytes([1; 16]), code);
                 service
                     .redeem(now, &mut lanlink::os_rng(), network, &request)
                     .await
@@ -316,12 +311,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
         let now = t0 + TimeDelta::milliseconds(10 * i as i64);
         let guess = format!("{:06}", (i * 7) % 1_000_000);
         let code = LinkCode::parse(&guess).expect("code");
-        let request = RedeemRequest {
-            instance_id: InstanceId::from_bytes([9; 16]),
-            code,
-            presence_key: None,
-            attempt: 0,
-        };
+        let request = RedeemRequest::new(InstanceId::from_bytes([9; 16]), code);
         let result =
             server.redeem_now(now, &mut rng, attacker(i), ForwardedHeaders::NONE, &request);
         if let Ok(redeemed) = &result {
@@ -343,12 +333,7 @@ fn attack(attacker: impl Fn(usize) -> IpAddr, shorts_suspend: bool) -> usize {
             if shorts_suspend {
                 assert_eq!(code.expose().len(), 10, "minted in the fallback format");
             }
-            let request = RedeemRequest {
-                instance_id: InstanceId::from_bytes([2; 16]),
-                code,
-                presence_key: None,
-                attempt: 0,
-            };
+            let request = RedeemRequest::new(InstanceId::from_bytes([2; 16]), code);
             let bob = "192.0.2.200".parse().expect("ip");
             let redeemed = server
                 .redeem_now(now, &mut rng, bob, ForwardedHeaders::NONE, &request)

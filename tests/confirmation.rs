@@ -571,33 +571,22 @@ fn the_linker_derives_the_code_from_what_the_server_named() {
             linker.poll_transmit(now),
             Some(LinkerTransmit::Discover)
         ));
-        let agent = DiscoveredAgent {
-            instance_id: id,
-            private_ip: ip(AGENT_IP),
-            port: 8080,
-            info: DeviceInfo::default(),
-            candidates: Vec::new(),
-        };
-        let reply = DiscoverReply {
-            agents: vec![agent].into(),
-            hidden: None,
-        };
+        let agent = DiscoveredAgent::new(id, ip(AGENT_IP), 8080, DeviceInfo::default());
+        let reply = DiscoverReply::new(vec![agent].into());
         linker.handle_discover_reply(now, Ok(reply)).unwrap();
         let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else {
             panic!("a secret request")
         };
-        let fetched = SecretReply {
-            local_secret: secret.clone(),
-        };
+        let fetched = SecretReply::new(secret.clone());
         linker.handle_secret_reply(now, fetch, Ok(fetched)).unwrap();
         let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
             panic!()
         };
         assert_eq!(request.nonce, linker.nonce());
-        let accepted = LinkStatusReply {
-            instance_id: id,
-            state: LinkState::Pending,
-            display_name: name.map(str::to_owned),
+        let accepted = {
+            let mut m = LinkStatusReply::new(id, LinkState::Pending);
+            m.display_name = name.map(str::to_owned);
+            m
         };
         linker.handle_link_reply(now, Ok(accepted)).unwrap();
         (linker.short_code(), linker.nonce())

@@ -208,12 +208,7 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
                 Flaky::now(),
                 &mut lanlink::os_rng(),
                 home,
-                &RedeemRequest {
-                    instance_id: id,
-                    code,
-                    presence_key: None,
-                    attempt: 0,
-                },
+                &RedeemRequest::new(id, code),
             )
             .await
             .unwrap();

@@ -97,11 +97,7 @@ fn one_link_per_instance_across_its_networks() {
                 .announce_now(now, ip(from), ForwardedHeaders::NONE, &announce)
                 .expect("announce");
         }
-        let request = || LinkRequest {
-            instance_id: id,
-            local_secret: secret.clone(),
-            nonce: None,
-        };
+        let request = || LinkRequest::new(id, secret.clone());
         link(&mut server, now, first, request()).expect("the first link");
         assert_eq!(
             link(&mut server, now, second, request()),
@@ -121,12 +117,9 @@ fn one_link_per_instance_across_its_networks() {
             [AgentMessage::VerifyAndRedeem { code, .. }] => code.clone(),
             other => panic!("one message expected, got {other:?}"),
         };
-        let redeem = RedeemRequest {
-            instance_id: id,
-            code,
-            presence_key: Some(announce.presence_key.clone()),
-            attempt: 1,
-        };
+        let redeem = RedeemRequest::new(id, code)
+            .with_presence_key(announce.presence_key.clone())
+            .with_attempt(1);
         let wrong_way = server.redeem_now(
             later,
             &mut lanlink::os_rng(),
@@ -170,17 +163,9 @@ fn a_wrong_secret_claims_nothing() {
             .announce_now(now, ip(from), ForwardedHeaders::NONE, &announce)
             .expect("announce");
     }
-    let wrong = LinkRequest {
-        instance_id: id,
-        local_secret: lanlink::LocalSecret::from_bytes([9; 32]),
-        nonce: None,
-    };
+    let wrong = LinkRequest::new(id, lanlink::LocalSecret::from_bytes([9; 32]));
     assert_eq!(link(&mut server, now, V6, wrong), Err(Refusal::WrongSecret));
-    let right = LinkRequest {
-        instance_id: id,
-        local_secret: secret,
-        nonce: None,
-    };
+    let right = LinkRequest::new(id, secret);
     link(&mut server, now, V4, right).expect("the owner's link is not blocked");
 }
 

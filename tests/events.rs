@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::event::ServerEvent;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{Events, Server, ServerConfig, MAX_QUEUED_EVENTS};
-use lanlink::wire::{AgentMessage, Announce, LinkRequest, RedeemRequest, WIRE_VERSION};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, RedeemRequest};
 use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork, Refusal};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -31,16 +31,14 @@ fn every_server_event_serializes_without_secrets() {
     let key = PresenceKey::from_bytes([0x5a; 32]);
     let secret = LocalSecret::from_bytes([0xa5; 32]);
     let id = key.instance_id();
-    let announce = Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: "192.168.1.50".parse().unwrap(),
-        port: 8080,
-        info: Default::default(),
-        commitment: secret.commitment(&id),
-        presence_key: key.clone(),
-    };
+    let announce = Announce::new(
+        id,
+        "192.168.1.50".parse().unwrap(),
+        8080,
+        Default::default(),
+        secret.commitment(&id),
+        key.clone(),
+    );
     let alice = AccountId::new("alice").unwrap();
     let mut events = Vec::new();
     let mut forbidden: Vec<String> = vec![
@@ -53,19 +51,11 @@ fn every_server_event_serializes_without_secrets() {
     server.discover_now(now, home, none).unwrap();
     // Wrong guesses from elsewhere, up to a lockout.
     for n in 0..6u8 {
-        let guess = LinkRequest {
-            instance_id: id,
-            local_secret: LocalSecret::from_bytes([n; 32]),
-            nonce: None,
-        };
+        let guess = LinkRequest::new(id, LocalSecret::from_bytes([n; 32]));
         forbidden.push(guess.local_secret.to_hex().to_string());
         let _ = server.link_now(now, &mut rng, &alice, elsewhere, none, guess);
     }
-    let right = LinkRequest {
-        instance_id: id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let right = LinkRequest::new(id, secret.clone());
     server
         .link_now(now, &mut rng, &alice, home, none, right)
         .unwrap();
@@ -74,12 +64,7 @@ fn every_server_event_serializes_without_secrets() {
         panic!("the message");
     };
     forbidden.push(code.expose().to_owned());
-    let redeem = RedeemRequest {
-        instance_id: id,
-        code: code.clone(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let redeem = RedeemRequest::new(id, code.clone());
     let redeemed = server
         .redeem_now(now, &mut rng, home, none, &redeem)
         .unwrap();
@@ -88,12 +73,7 @@ fn every_server_event_serializes_without_secrets() {
     let later = now + TimeDelta::seconds(1);
     let manual = server.mint_code_now(later, &mut rng, &alice).unwrap().code;
     forbidden.push(manual.expose().to_owned());
-    let wrong = RedeemRequest {
-        instance_id: id,
-        code: LinkCode::parse("wrong-code").unwrap(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let wrong = RedeemRequest::new(id, LinkCode::parse("wrong-code").unwrap());
     assert_eq!(
         server
             .redeem_now(later, &mut rng, home, none, &wrong)
@@ -280,11 +260,7 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
     forbidden.push(secret.to_hex().to_string());
 
     // Link; the next announcement delivers the code; the agent verifies and redeems it.
-    let link = LinkRequest {
-        instance_id: agent.instance_id(),
-        local_secret: secret,
-        nonce: None,
-    };
+    let link = LinkRequest::new(agent.instance_id(), secret);
     server
         .link_now(wall, &mut rng, &alice, home, none, link)
         .unwrap();

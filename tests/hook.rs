@@ -413,12 +413,9 @@ fn redeemed_once(server: &Server) -> (RedeemRequest, AuthToken) {
         .unwrap()
         .code;
     let key = PresenceKey::generate(&mut rng);
-    let request = RedeemRequest {
-        instance_id: key.instance_id(),
-        code,
-        presence_key: Some(key),
-        attempt: 1,
-    };
+    let request = RedeemRequest::new(key.instance_id(), code)
+        .with_presence_key(key)
+        .with_attempt(1);
     let first = server
         .redeem_now(
             now(),
@@ -448,15 +445,17 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
     let server = Server::new(ServerConfig::default()).unwrap();
     let (request, first) = redeemed_once(&server);
     // Without its presence key: a used code, as for an agent of wire 1.0.
-    let unproven = RedeemRequest {
-        presence_key: None,
-        ..request.clone()
+    let unproven = {
+        let mut m = request.clone();
+        m.presence_key = None;
+        m
     };
     assert_eq!(redeem(&server, &unproven).unwrap_err(), Refusal::CodeUsed);
     // With a key that does not prove the instance: refused before the code is looked at.
-    let forged = RedeemRequest {
-        presence_key: Some(PresenceKey::generate(&mut lanlink::os_rng())),
-        ..request.clone()
+    let forged = {
+        let mut m = request.clone();
+        m.presence_key = Some(PresenceKey::generate(&mut lanlink::os_rng()));
+        m
     };
     assert_eq!(
         redeem(&server, &forged).unwrap_err(),
@@ -464,27 +463,24 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
     );
     // Another instance, with its own valid key: the code is used.
     let key = PresenceKey::generate(&mut lanlink::os_rng());
-    let other = RedeemRequest {
-        instance_id: key.instance_id(),
-        code: request.code.clone(),
-        presence_key: Some(key),
-        attempt: 0,
-    };
+    let other = RedeemRequest::new(key.instance_id(), request.code.clone()).with_presence_key(key);
     assert_eq!(redeem(&server, &other).unwrap_err(), Refusal::CodeUsed);
     // The redeemer itself, with the same attempt number: a duplicate, superseded.
     assert_eq!(redeem(&server, &request).unwrap_err(), Refusal::Superseded);
     // The redeemer itself, retrying (attempt 3): a new token.
-    let retry = RedeemRequest {
-        attempt: 3,
-        ..request.clone()
+    let retry = {
+        let mut m = request.clone();
+        m.attempt = 3;
+        m
     };
     let again = redeem(&server, &retry).unwrap();
     assert!(!again.ct_eq(&first));
     // A late duplicate of attempt 2, processed after attempt 3: superseded, so it can never
     // replace the token the agent took from attempt 3.
-    let late = RedeemRequest {
-        attempt: 2,
-        ..request.clone()
+    let late = {
+        let mut m = request.clone();
+        m.attempt = 2;
+        m
     };
     assert_eq!(redeem(&server, &late).unwrap_err(), Refusal::Superseded);
     // Once the code has expired, not even the redeemer.
@@ -494,9 +490,10 @@ fn only_the_proven_redeemer_may_redeem_a_used_code_again() {
         &mut lanlink::os_rng(),
         HOME.parse().unwrap(),
         ForwardedHeaders::NONE,
-        &RedeemRequest {
-            attempt: 9,
-            ..request
+        &{
+            let mut m = request;
+            m.attempt = 9;
+            m
         },
     );
     assert_eq!(expired.unwrap_err(), Refusal::UnknownCode);
@@ -580,12 +577,9 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// A redeem request for a fresh manual code of alice's.
 fn manual_redeem(code: LinkCode) -> RedeemRequest {
     let key = PresenceKey::generate(&mut lanlink::os_rng());
-    RedeemRequest {
-        instance_id: key.instance_id(),
-        code,
-        presence_key: Some(key),
-        attempt: 1,
-    }
+    RedeemRequest::new(key.instance_id(), code)
+        .with_presence_key(key)
+        .with_attempt(1)
 }
 
 /// Redeems `request` through the core's wire function; the token of the `200`.
@@ -835,11 +829,10 @@ fn a_dropped_redemption_strands_nothing_and_the_proven_retry_links() {
         .unwrap()
         .code;
     let key = PresenceKey::generate(&mut rng);
-    let attempt = |n| RedeemRequest {
-        instance_id: key.instance_id(),
-        code: code.clone(),
-        presence_key: Some(key.clone()),
-        attempt: n,
+    let attempt = |n| {
+        RedeemRequest::new(key.instance_id(), code.clone())
+            .with_presence_key(key.clone())
+            .with_attempt(n)
     };
     let mut first = redemption(&server, attempt(1));
     assert!(poll_once(&mut first).is_pending(), "the hook holds it");
@@ -925,12 +918,7 @@ fn the_agent_owns_its_redemption_retries_and_always_names_a_deadline() {
     // The answer to an earlier attempt (2), or a `superseded`, is ignored: only the latest
     // attempt's token stands at the server.
     let stale = AuthToken::generate(&mut lanlink::os_rng());
-    let reply = |token, attempt| {
-        Ok(RedeemReply {
-            auth_token: token,
-            attempt,
-        })
-    };
+    let reply = |token, attempt| Ok(RedeemReply::new(token, attempt));
     agent.handle_redeem_reply(next, reply(stale, 2)).unwrap();
     agent
         .handle_redeem_reply(next, Err(Refusal::Superseded))
@@ -996,11 +984,10 @@ fn an_older_attempt_never_undoes_or_outlives_a_newer_one() {
         .unwrap()
         .code;
     let key = PresenceKey::generate(&mut rng);
-    let attempt = |n| RedeemRequest {
-        instance_id: key.instance_id(),
-        code: code.clone(),
-        presence_key: Some(key.clone()),
-        attempt: n,
+    let attempt = |n| {
+        RedeemRequest::new(key.instance_id(), code.clone())
+            .with_presence_key(key.clone())
+            .with_attempt(n)
     };
     let mut first = redemption(&server, attempt(1));
     assert!(poll_once(&mut first).is_pending(), "attempt 1's hook runs");
@@ -1059,11 +1046,10 @@ fn a_codes_quota_slot_is_returned_once_when_its_link_completes_whichever_attempt
         .collect();
     let mint = |server: &Server| server.mint_code_now(now(), &mut lanlink::os_rng(), &alice());
     assert_eq!(mint(&server).unwrap_err(), Refusal::MintQuota);
-    let request = |code: &lanlink::LinkCode, key: &PresenceKey, attempt| RedeemRequest {
-        instance_id: key.instance_id(),
-        code: code.clone(),
-        presence_key: Some(key.clone()),
-        attempt,
+    let request = |code: &lanlink::LinkCode, key: &PresenceKey, attempt| {
+        RedeemRequest::new(key.instance_id(), code.clone())
+            .with_presence_key(key.clone())
+            .with_attempt(attempt)
     };
 
     // 1. Attempt 1 claims the code, attempt 2 (a retry) claims it again; attempt 1's hook fails

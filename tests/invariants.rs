@@ -1046,11 +1046,7 @@ impl World {
             &mallory(),
             peer,
             headers,
-            LinkRequest {
-                instance_id: id,
-                local_secret: secret,
-                nonce: None,
-            },
+            LinkRequest::new(id, secret),
         );
         if self.checks.no_link_without_secret && matches!(choice, SecretChoice::Random(_)) {
             prop_assert!(
@@ -1084,16 +1080,14 @@ impl World {
             self.keys.get(&id).cloned().unwrap_or_else(|| {
                 PresenceKey::from_bytes(bytes32(u64::from(id.as_bytes()[0]), 9))
             });
-        let announce = Announce {
-            candidates: Vec::new(),
-            version: wire::WIRE_VERSION,
-            instance_id: id,
+        let announce = Announce::new(
+            id,
             private_ip,
             port,
-            info: DeviceInfo::default(),
+            DeviceInfo::default(),
             commitment,
             presence_key,
-        };
+        );
         let (peer, xff) = self.attacker_view(from);
         let lines: Vec<&str> = xff.iter().map(String::as_str).collect();
         let headers = ForwardedHeaders {
@@ -1172,11 +1166,7 @@ impl World {
             &mallory(),
             peer,
             headers,
-            LinkRequest {
-                instance_id: fake.id,
-                local_secret: fake.secret.clone(),
-                nonce: None,
-            },
+            LinkRequest::new(fake.id, fake.secret.clone()),
         );
         if linked.is_ok() {
             self.direct_accepts.push_back((fake.id, false));
@@ -1281,12 +1271,7 @@ impl World {
             x_forwarded_for: &lines,
         };
         let wall = self.wall();
-        let request = RedeemRequest {
-            instance_id: id,
-            code: LinkCode::parse(&code).unwrap(),
-            presence_key: None,
-            attempt: 0,
-        };
+        let request = RedeemRequest::new(id, LinkCode::parse(&code).unwrap());
         let result = self
             .sim
             .server

@@ -29,9 +29,7 @@ use lanlink::server::mqtt::{Dropped, Reply};
 use lanlink::server::{Server, ServerConfig};
 use lanlink::ticket::TicketKey;
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
-use lanlink::wire::{
-    self, AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION,
-};
+use lanlink::wire::{self, AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LocalSecret, PublicNetwork};
 
 const TOKEN: &str = "alice-token";
@@ -451,16 +449,14 @@ impl RawClient {
 
 fn announce_for(key: &PresenceKey, secret: &LocalSecret) -> Announce {
     let id = key.instance_id();
-    Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: "192.168.1.50".parse().unwrap(),
-        port: 8080,
-        info: DeviceInfo::new("raw", "", "", "").unwrap(),
-        commitment: secret.commitment(&id),
-        presence_key: key.clone(),
-    }
+    Announce::new(
+        id,
+        "192.168.1.50".parse().unwrap(),
+        8080,
+        DeviceInfo::new("raw", "", "", "").unwrap(),
+        secret.commitment(&id),
+        key.clone(),
+    )
 }
 
 fn now() -> DateTime<Utc> {
@@ -763,14 +759,7 @@ async fn forged_and_replayed_tickets_are_refused() {
         DownMessage::Announced { .. }
     ));
     assert_eq!(linker.discover().await.unwrap().agents.len(), 1);
-    let accepted = linker
-        .link(&LinkRequest {
-            instance_id: a,
-            local_secret: a_secret,
-            nonce: None,
-        })
-        .await
-        .unwrap();
+    let accepted = linker.link(&LinkRequest::new(a, a_secret)).await.unwrap();
     assert_eq!(accepted.state, LinkState::Pending);
     // The wake arrives first (the link handler published it), then the announce reply.
     let mut code = None;
@@ -792,12 +781,7 @@ async fn forged_and_replayed_tickets_are_refused() {
         }
     }
     let code = code.expect("the code was delivered");
-    let redeem = RedeemRequest {
-        instance_id: a,
-        code,
-        presence_key: None,
-        attempt: 0,
-    };
+    let redeem = RedeemRequest::new(a, code);
     // Redeeming from the other network's ticket fails; from the right one it succeeds.
     raw_a.publish(&a_up, up_redeem("r1", away, &redeem)).await;
     assert_eq!(refused_code(&raw_a.next_down().await), Some("invalid_code"));
@@ -1000,12 +984,10 @@ async fn missing_ticket_route_is_a_clean_refusal() {
         "{err:?}"
     );
     // And a redeem before any announce has no ticket to show.
-    let redeem = RedeemRequest {
-        instance_id: key.instance_id(),
-        code: lanlink::LinkCode::parse("123456").unwrap(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let redeem = RedeemRequest::new(
+        key.instance_id(),
+        lanlink::LinkCode::parse("123456").unwrap(),
+    );
     let transport = mqtt_transport(&mosquitto.broker(), &base);
     assert!(transport.redeem(&redeem).await.is_err());
 }
@@ -1227,12 +1209,7 @@ async fn a_redemption_burst_over_mqtt_checks_at_most_the_threshold() {
             } else {
                 lanlink::LinkCode::parse(&text).unwrap()
             };
-            let request = RedeemRequest {
-                instance_id: id,
-                code,
-                presence_key: None,
-                attempt: 0,
-            };
+            let request = RedeemRequest::new(id, code);
             raw.publish(&up, up_redeem(&format!("g{n}"), ticket.clone(), &request))
                 .await;
         }

@@ -298,12 +298,9 @@ async fn redeem_through<S: Store + 'static>(
 ) {
     let presence = PresenceKey::generate(&mut lanlink::os_rng());
     let id = presence.instance_id();
-    let request = RedeemRequest {
-        instance_id: id,
-        code: core.mint().await,
-        presence_key: Some(presence),
-        attempt: 1,
-    };
+    let request = RedeemRequest::new(id, core.mint().await)
+        .with_presence_key(presence)
+        .with_attempt(1);
     let ticket = key.issue(now(), TimeDelta::minutes(5), network, id).token;
     let up = mqtt::UpMessage::Redeem {
         id: "r1".to_owned(),

@@ -538,7 +538,7 @@ async fn start_both(config: ServerConfig, obico: ObicoConfig) -> (SharedServer, 
 async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap() {
     use lanlink::secret::PresenceKey;
     use lanlink::server::record::unverified_commitment;
-    use lanlink::wire::{Announce, WIRE_VERSION};
+    use lanlink::wire::Announce;
     // A 5 s gap (instead of 1 s) so that the copier's poll below lands inside it however slow
     // the machine is; the attack needs only that a core announce could reset the gap's clock.
     let obico_config = ObicoConfig::default().min_poll_gap(Duration::from_secs(5));
@@ -572,16 +572,14 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
     // The copier, on the same public network, announces the device's id over the lanlink route
     // with the public unverified mark and the device's shown address, port and info (a plain
     // refresh, which needs no proof of a key): refused, and the presence is untouched.
-    let announce = Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: ip("192.168.1.50"),
-        port: 5000,
-        info: DeviceInfo::new("octopi", "Raspberry Pi 3", "Obico for OctoPrint", "2.5.0").unwrap(),
-        commitment: unverified_commitment(),
-        presence_key: PresenceKey::generate(&mut rng),
-    };
+    let announce = Announce::new(
+        id,
+        ip("192.168.1.50"),
+        5000,
+        DeviceInfo::new("octopi", "Raspberry Pi 3", "Obico for OctoPrint", "2.5.0").unwrap(),
+        unverified_commitment(),
+        PresenceKey::generate(&mut rng),
+    );
     let body: Value = serde_json::from_slice(&lanlink::wire::encode(&announce)).unwrap();
     let core_url = format!("{url}{}/agent/announce", lanlink::http::DEFAULT_PREFIX);
     let (status, reply) = raw(
@@ -629,10 +627,11 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
     // A fresh id with the mark as its commitment (proven by the copier's own key) is refused
     // too: a core announce never makes a presence the Obico routes would show.
     let key = PresenceKey::generate(&mut rng);
-    let fake = Announce {
-        instance_id: key.instance_id(),
-        presence_key: key,
-        ..announce
+    let fake = {
+        let mut m = announce;
+        m.instance_id = key.instance_id();
+        m.presence_key = key;
+        m
     };
     let body: Value = serde_json::from_slice(&lanlink::wire::encode(&fake)).unwrap();
     let (status, reply) = raw(reqwest::Method::POST, &http, core_url, None, Some(body)).await;
@@ -857,16 +856,14 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
     }
     let key = lanlink::secret::PresenceKey::from_bytes([5; 32]);
     let id = key.instance_id();
-    let announce = lanlink::wire::Announce {
-        candidates: Vec::new(),
-        version: lanlink::wire::WIRE_VERSION,
-        instance_id: id,
-        private_ip: ip("192.168.1.20"),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: lanlink::LocalSecret::from_bytes([6; 32]).commitment(&id),
-        presence_key: key,
-    };
+    let announce = lanlink::wire::Announce::new(
+        id,
+        ip("192.168.1.20"),
+        8080,
+        DeviceInfo::default(),
+        lanlink::LocalSecret::from_bytes([6; 32]).commitment(&id),
+        key,
+    );
     server
         .announce_now(t(5), home, ForwardedHeaders::NONE, &announce)
         .unwrap();
@@ -1146,7 +1143,7 @@ fn a_five_second_poller_never_flickers() {
 #[test]
 fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     use lanlink::secret::PresenceKey;
-    use lanlink::wire::{Announce, WIRE_VERSION};
+    use lanlink::wire::Announce;
     let server = Server::new(ServerConfig::default().max_visible(2)).unwrap();
     let obico = ObicoConfig::default();
     let home = ip(HOME);
@@ -1154,16 +1151,14 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     let key = PresenceKey::generate(&mut rng);
     let id = key.instance_id();
     let secret = lanlink::LocalSecret::generate(&mut rng);
-    let announce = Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: ip("192.168.1.60"),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
+    let announce = Announce::new(
+        id,
+        ip("192.168.1.60"),
+        8080,
+        DeviceInfo::default(),
+        secret.commitment(&id),
+        key,
+    );
     server
         .announce_now(t(0), home, ForwardedHeaders::NONE, &announce)
         .unwrap();
@@ -1549,12 +1544,7 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
         passcode.expose().to_owned(),
         format!("obico-passcode:{}", passcode.expose()),
     ] {
-        let request = RedeemRequest {
-            instance_id: id,
-            code: lanlink::LinkCode::parse(&text).unwrap(),
-            presence_key: None,
-            attempt: 0,
-        };
+        let request = RedeemRequest::new(id, lanlink::LinkCode::parse(&text).unwrap());
         let refused = server
             .redeem_now(t(100), &mut rng, home, ForwardedHeaders::NONE, &request)
             .unwrap_err();

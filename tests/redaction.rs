@@ -144,11 +144,7 @@ fn no_party_store_event_or_pending_link_shows_secret_material() {
         &AccountId::new("alice").unwrap(),
         ip(HOME),
         ForwardedHeaders::NONE,
-        LinkRequest {
-            instance_id,
-            local_secret: secret.clone(),
-            nonce: None,
-        },
+        LinkRequest::new(instance_id, secret.clone()),
     );
     assert!(accepted.is_ok(), "{accepted:?}");
     sim.run_until(Duration::from_secs(30), |sim| {
@@ -168,12 +164,7 @@ fn no_party_store_event_or_pending_link_shows_secret_material() {
     forbidden.text("the manual code", code.expose());
     forbidden.bytes("the manual code's key", code.key().as_bytes());
     let other = InstanceId::from_bytes([9; 16]);
-    let request = RedeemRequest {
-        instance_id: other,
-        code: LinkCode::parse(code.expose()).unwrap(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let request = RedeemRequest::new(other, LinkCode::parse(code.expose()).unwrap());
     // The hook sees the pending link (its token's digest, as the hook is handed it), and fails.
     let hook = Arc::new(FailingHook::default());
     let server = std::mem::replace(

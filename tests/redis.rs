@@ -203,21 +203,16 @@ async fn one_visible_and_lockout_across_instances() {
             "two agents: neither instance shows any"
         );
     }
-    let right = LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: x_secret.clone(),
-        nonce: None,
-    };
+    let right = LinkRequest::new(x.instance_id, x_secret.clone());
     let err = linkers[1].link(&right).await.unwrap_err();
     assert_eq!(code_of(&err), Some((409, "too_many_agents")));
 
     // Five guesses at unknown agents, alternating instances, lock the network out on both.
     for n in 0..5u8 {
-        let guess = LinkRequest {
-            instance_id: InstanceId::from_bytes([n + 100; 16]),
-            local_secret: LocalSecret::from_bytes([n; 32]),
-            nonce: None,
-        };
+        let guess = LinkRequest::new(
+            InstanceId::from_bytes([n + 100; 16]),
+            LocalSecret::from_bytes([n; 32]),
+        );
         let err = linkers[usize::from(n % 2)].link(&guess).await.unwrap_err();
         assert_eq!(code_of(&err), Some((404, "agent_not_found")));
     }
@@ -266,11 +261,8 @@ async fn concurrent_failures_over_two_processes() {
         .map(|n| {
             let linkers = Arc::clone(&linkers);
             tokio::spawn(async move {
-                let guess = LinkRequest {
-                    instance_id: x_id(),
-                    local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
-                    nonce: None,
-                };
+                let guess =
+                    LinkRequest::new(x_id(), LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]));
                 linkers[(n % 2) as usize].link(&guess).await
             })
         })
@@ -326,11 +318,8 @@ async fn concurrent_failures_are_counted_exactly() {
             let services = Arc::clone(&services);
             let alice = alice.clone();
             tokio::spawn(async move {
-                let guess = LinkRequest {
-                    instance_id: x_id(),
-                    local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
-                    nonce: None,
-                };
+                let guess =
+                    LinkRequest::new(x_id(), LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]));
                 let service = &services[(n % 2) as usize];
                 let network =
                     service.caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)?;
@@ -454,11 +443,8 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
             let services = Arc::clone(&services);
             let alice = alice.clone();
             tokio::spawn(async move {
-                let guess = LinkRequest {
-                    instance_id: x_id(),
-                    local_secret: LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]),
-                    nonce: None,
-                };
+                let guess =
+                    LinkRequest::new(x_id(), LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]));
                 let service = &services[(n % 2) as usize];
                 let network =
                     service.caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)?;
@@ -483,11 +469,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
         }
     }
     for service in services.iter() {
-        let right = LinkRequest {
-            instance_id: x.instance_id,
-            local_secret: secret.clone(),
-            nonce: None,
-        };
+        let right = LinkRequest::new(x.instance_id, secret.clone());
         let network = service
             .caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)
             .expect("a public peer");
@@ -521,17 +503,14 @@ async fn redis_killed_and_restarted_mid_flow() {
     let linker = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
 
     let (x, secret) = announcement(1);
-    let x = Announce {
-        private_ip: "127.0.0.1".parse().expect("ip"),
-        ..x
+    let x = {
+        let mut m = x;
+        m.private_ip = "127.0.0.1".parse().expect("ip");
+        m
     };
     agent_client.announce(&x).await.expect("announce");
     assert_eq!(linker.discover().await.expect("discover").agents.len(), 1);
-    let request = LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = LinkRequest::new(x.instance_id, secret.clone());
     let pending = linker.link(&request).await.expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
 
@@ -563,12 +542,7 @@ async fn redis_killed_and_restarted_mid_flow() {
     };
     assert_eq!(*instance_id, x.instance_id);
     assert!(local_secret.ct_eq(&secret));
-    let redeem = RedeemRequest {
-        instance_id: x.instance_id,
-        code: code.clone(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let redeem = RedeemRequest::new(x.instance_id, code.clone());
     agent_client.redeem(&redeem).await.expect("redeemed");
     let status = linker.link_status(&x.instance_id).await.expect("status");
     assert_eq!(status.state, LinkState::Linked);
@@ -630,11 +604,7 @@ async fn nothing_in_redis_in_clear() {
         .announce(wall_now(), home, &x)
         .await
         .expect("announce");
-    let request = LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = LinkRequest::new(x.instance_id, secret.clone());
     let caller = service
         .caller(RequestKind::Link, peer, none)
         .expect("a public peer");
@@ -665,12 +635,7 @@ async fn nothing_in_redis_in_clear() {
             wall_now(),
             &mut rng,
             home,
-            &RedeemRequest {
-                instance_id: x.instance_id,
-                code: code.clone(),
-                presence_key: None,
-                attempt: 0,
-            },
+            &RedeemRequest::new(x.instance_id, code.clone()),
         )
         .await
         .expect("redeem");
@@ -760,11 +725,7 @@ async fn undelivered_message_expires_in_redis() {
         .announce(wall_now(), home, &x)
         .await
         .expect("announce");
-    let request = LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret,
-        nonce: None,
-    };
+    let request = LinkRequest::new(x.instance_id, secret);
     let caller = service
         .caller(RequestKind::Link, peer, none)
         .expect("a public peer");
@@ -1029,12 +990,7 @@ async fn a_redemption_burst_over_two_processes_checks_at_most_the_threshold() {
             LinkCode::parse(&format!("{:06}", n * 3331 % 1_000_000)).expect("code")
         };
         async move {
-            let request = RedeemRequest {
-                instance_id: announcement(7).0.instance_id,
-                code,
-                presence_key: None,
-                attempt: 0,
-            };
+            let request = RedeemRequest::new(announcement(7).0.instance_id, code);
             agents[n % 2].redeem(&request).await.map(|_| ())
         }
     })
@@ -1078,11 +1034,7 @@ async fn a_link_burst_over_two_processes_checks_at_most_the_threshold() {
             LocalSecret::from_bytes([(n % 250) as u8 + 3; 32])
         };
         async move {
-            let guess = LinkRequest {
-                instance_id: x_id(),
-                local_secret,
-                nonce: None,
-            };
+            let guess = LinkRequest::new(x_id(), local_secret);
             linkers[n % 2].link(&guess).await.map(|_| ())
         }
     })
@@ -1127,11 +1079,7 @@ async fn a_dual_stack_agent_links_once_when_both_networks_race() {
         let link = |service: Arc<Server<RedisStore>>, from: std::net::IpAddr| {
             let (alice, secret, id) = (alice.clone(), secret.clone(), x.instance_id);
             tokio::spawn(async move {
-                let request = LinkRequest {
-                    instance_id: id,
-                    local_secret: secret,
-                    nonce: None,
-                };
+                let request = LinkRequest::new(id, secret);
                 let network =
                     service.caller(RequestKind::Link, from, lanlink::ForwardedHeaders::NONE)?;
                 service
@@ -1248,11 +1196,7 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
             .await
             .expect("announce");
     }
-    let request = || LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = || LinkRequest::new(x.instance_id, secret.clone());
     let codes = || {
         redis
             .dump()
@@ -1262,9 +1206,10 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
     };
     // Charge, charge, check, claim, create the code: call 5 is the accepting write.
     let (paused, resume) = held.pause_in(5);
-    let racing = Announce {
-        commitment: LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id),
-        ..x.clone()
+    let racing = {
+        let mut m = x.clone();
+        m.commitment = LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id);
+        m
     };
     let mut rng = lanlink::os_rng();
     let user = User::new(alice.clone());

@@ -141,23 +141,14 @@ async fn the_link_flow_through_two_instances_on_a_cluster() {
     agent.announce(&x).await.expect("announce");
     let found = linker.discover().await.expect("discover");
     assert_eq!(found.agents.len(), 1);
-    let request = LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = LinkRequest::new(x.instance_id, secret.clone());
     let pending = linker.link(&request).await.expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
     let reply = agent.announce(&x).await.expect("collect");
     let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
         panic!("one message expected, got {}", reply.messages.len());
     };
-    let redeem = RedeemRequest {
-        instance_id: x.instance_id,
-        code: code.clone(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let redeem = RedeemRequest::new(x.instance_id, code.clone());
     agent.redeem(&redeem).await.expect("redeemed");
     let status = linker.link_status(&x.instance_id).await.expect("status");
     assert_eq!(status.state, LinkState::Linked);
@@ -216,11 +207,7 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
             } else {
                 LocalSecret::from_bytes([(n % 250) as u8 + 3; 32])
             };
-            let guess = LinkRequest {
-                instance_id: x.instance_id,
-                local_secret,
-                nonce: None,
-            };
+            let guess = LinkRequest::new(x.instance_id, local_secret);
             tokio::spawn(async move { linkers[n % 2].link(&guess).await.map(|_| ()) })
         })
         .collect();
@@ -246,11 +233,7 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
     assert!(checked >= 1, "the budget admits guesses");
     if checked == 5 {
         let late = linkers[0]
-            .link(&LinkRequest {
-                instance_id: x.instance_id,
-                local_secret: secret,
-                nonce: None,
-            })
+            .link(&LinkRequest::new(x.instance_id, secret))
             .await
             .unwrap_err();
         assert!(
@@ -278,11 +261,7 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
     let linker = HttpLinkerClient::new(&second.base(), TOKEN).expect("client");
     let (x, secret) = announcement(1);
     agent.announce(&x).await.expect("announce");
-    let request = LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = LinkRequest::new(x.instance_id, secret.clone());
     let pending = linker.link(&request).await.expect("link accepted");
     assert_eq!(pending.state, LinkState::Pending);
 
@@ -306,12 +285,7 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
     let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
         panic!("the acknowledged message survives the failover");
     };
-    let redeem = RedeemRequest {
-        instance_id: x.instance_id,
-        code: code.clone(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let redeem = RedeemRequest::new(x.instance_id, code.clone());
     retry(|| agent.redeem(&redeem)).await;
     let (status, _) = retry(|| linker.link_status(&x.instance_id)).await;
     assert_eq!(status.state, LinkState::Linked);
@@ -353,11 +327,7 @@ async fn acknowledged_charges_survive_a_failover_with_wait() {
     let linker = HttpLinkerClient::new(&first.base(), TOKEN).expect("client");
     let (x, _) = announcement(1);
     agent.announce(&x).await.expect("announce");
-    let wrong = |n: u8| LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: LocalSecret::from_bytes([n; 32]),
-        nonce: None,
-    };
+    let wrong = |n: u8| LinkRequest::new(x.instance_id, LocalSecret::from_bytes([n; 32]));
     for n in 0..3 {
         let err = linker.link(&wrong(n + 10)).await.unwrap_err();
         assert_eq!(code_of(&err), Some((403, "wrong_secret")), "{err:?}");
@@ -426,11 +396,7 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
             .expect("a public peer");
         second.announce(now(), network, &x).await.expect("announce");
     }
-    let request = || LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = || LinkRequest::new(x.instance_id, secret.clone());
     let claim_key = held
         .inner
         .code_key(&lanlink::code::CodeKey::instance_claim(&x.instance_id));
@@ -443,9 +409,10 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
     };
     // Charge, charge, check, claim, create the code: call 5 is the accepting write.
     let (paused, resume) = held.pause_in(5);
-    let racing = Announce {
-        commitment: LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id),
-        ..x.clone()
+    let racing = {
+        let mut m = x.clone();
+        m.commitment = LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id);
+        m
     };
     let mut rng = lanlink::os_rng();
     let user = User::new(alice.clone());

@@ -227,11 +227,7 @@ async fn link_flow(service: &Server<RedisStore>, n: u32) -> InstanceId {
     retried(|| service.announce(wall_now(), home(), &x))
         .await
         .expect("announce");
-    let request = LinkRequest {
-        instance_id: x.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = LinkRequest::new(x.instance_id, secret.clone());
     let user = User::new(alice.clone());
     let pending = retried(|| async {
         let network = service.caller(RequestKind::Link, peer, none)?;
@@ -254,12 +250,7 @@ async fn link_flow(service: &Server<RedisStore>, n: u32) -> InstanceId {
     let [AgentMessage::VerifyAndRedeem { code, .. }] = reply.messages.as_slice() else {
         panic!("one message expected, got {}", reply.messages.len());
     };
-    let redeem = RedeemRequest {
-        instance_id: x.instance_id,
-        code: code.clone(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let redeem = RedeemRequest::new(x.instance_id, code.clone());
     retried(|| async {
         service
             .redeem(wall_now(), &mut lanlink::os_rng(), home(), &redeem)
@@ -361,11 +352,7 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
             retried(|| service.announce(wall_now(), home(), &x))
                 .await
                 .expect("announce");
-            let guess = LinkRequest {
-                instance_id: x.instance_id,
-                local_secret: LocalSecret::from_bytes([9; 32]),
-                nonce: None,
-            };
+            let guess = LinkRequest::new(x.instance_id, LocalSecret::from_bytes([9; 32]));
             let user = User::new(alice);
             let refused = retried(|| async {
                 let none = ForwardedHeaders::NONE;
@@ -377,12 +364,8 @@ async fn lost_replies_in_wrong_guesses(backend: &Backend) {
             })
             .await;
             assert_eq!(refused.err(), Some(Refusal::WrongSecret));
-            let redeem = RedeemRequest {
-                instance_id: x.instance_id,
-                code: LinkCode::parse("123456").expect("code"),
-                presence_key: None,
-                attempt: 0,
-            };
+            let redeem =
+                RedeemRequest::new(x.instance_id, LinkCode::parse("123456").expect("code"));
             let refused = retried(|| async {
                 service
                     .redeem(wall_now(), &mut lanlink::os_rng(), home(), &redeem)

@@ -26,16 +26,14 @@ fn server_survives_the_ends_of_time() {
         let key = lanlink::secret::PresenceKey::from_bytes([1; 32]);
         let id = key.instance_id();
         let secret = LocalSecret::from_bytes([2; 32]);
-        let announce = wire::Announce {
-            candidates: Vec::new(),
-            version: wire::WIRE_VERSION,
-            instance_id: id,
-            private_ip: ip("192.168.0.2"),
-            port: 1,
-            info: DeviceInfo::default(),
-            commitment: secret.commitment(&id),
-            presence_key: key,
-        };
+        let announce = wire::Announce::new(
+            id,
+            ip("192.168.0.2"),
+            1,
+            DeviceInfo::default(),
+            secret.commitment(&id),
+            key,
+        );
         let peer = ip("203.0.113.1");
         let h = ForwardedHeaders::NONE;
         let alice = AccountId::new("alice").unwrap();
@@ -48,26 +46,11 @@ fn server_survives_the_ends_of_time() {
                 &alice,
                 peer,
                 h,
-                LinkRequest {
-                    instance_id: id,
-                    local_secret: LocalSecret::from_bytes([9; 32]),
-                    nonce: None,
-                },
+                LinkRequest::new(id, LocalSecret::from_bytes([9; 32])),
             );
         }
         let code = server.mint_code_now(now, &mut rng, &alice).unwrap().code;
-        let _ = server.redeem_now(
-            now,
-            &mut rng,
-            peer,
-            h,
-            &RedeemRequest {
-                instance_id: id,
-                code,
-                presence_key: None,
-                attempt: 0,
-            },
-        );
+        let _ = server.redeem_now(now, &mut rng, peer, h, &RedeemRequest::new(id, code));
         let _ = server.link_status_now(now, &alice, peer, h, &id);
         server.purge_now(now);
     }
@@ -100,14 +83,7 @@ fn agent_with_a_long_interval_accepts_any_poll_after() {
         Some(AgentTransmit::Announce(_))
     ));
     for poll_after_ms in [0, 1, 30_000, u64::MAX] {
-        agent.handle_announce_reply(
-            now,
-            AnnounceReply {
-                messages: vec![],
-                poll_after_ms,
-                visibility: Default::default(),
-            },
-        );
+        agent.handle_announce_reply(now, AnnounceReply::new(vec![], poll_after_ms));
     }
     // Never sooner than the configured interval.
     assert!(agent.poll_timeout().unwrap() >= now + Duration::from_secs(120));

@@ -124,11 +124,7 @@ fn link(
             account,
             ip(from),
             ForwardedHeaders::NONE,
-            LinkRequest {
-                instance_id,
-                local_secret: secret,
-                nonce: None,
-            },
+            LinkRequest::new(instance_id, secret),
         )
         .map(|reply| reply.state)
 }
@@ -146,12 +142,7 @@ fn discover(sim: &mut Sim, from: &str) -> Vec<InstanceId> {
 
 fn redeem(sim: &mut Sim, from: &str, instance_id: InstanceId, code: &str) -> Result<(), Refusal> {
     let wall = sim.wall();
-    let request = RedeemRequest {
-        instance_id,
-        code: LinkCode::parse(code).unwrap(),
-        presence_key: None,
-        attempt: 0,
-    };
+    let request = RedeemRequest::new(instance_id, LinkCode::parse(code).unwrap());
     sim.server
         .redeem_now(
             wall,
@@ -456,14 +447,9 @@ fn step7_the_agent_verifies_the_forwarded_secret_and_any_failure_ends_discovery(
             display_name: None,
             nonce: None,
         };
-        sim.agents[agent].agent.handle_announce_reply(
-            now,
-            wire::AnnounceReply {
-                messages: vec![message],
-                poll_after_ms: 2000,
-                visibility: Default::default(),
-            },
-        );
+        sim.agents[agent]
+            .agent
+            .handle_announce_reply(now, wire::AnnounceReply::new(vec![message], 2000));
         let status = sim.agent(agent).status();
         let want = if case == "late" {
             StopReason::WindowExpired
@@ -924,16 +910,14 @@ fn attack_replayed_secret_after_linking_is_refused() {
     assert_eq!(shape(&record(&sim, HOME)), before);
     // Someone who knows (id, secret) recomputes the commitment and announces the instance, from
     // the home network or another: without the agent's presence key that is a forgery.
-    let forged = lanlink::wire::Announce {
-        candidates: Vec::new(),
-        version: lanlink::wire::WIRE_VERSION,
-        instance_id: id,
-        private_ip: ip("192.168.1.66"),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: secret.commitment(&id),
-        presence_key: lanlink::secret::PresenceKey::from_bytes([0x42; 32]),
-    };
+    let forged = lanlink::wire::Announce::new(
+        id,
+        ip("192.168.1.66"),
+        8080,
+        DeviceInfo::default(),
+        secret.commitment(&id),
+        lanlink::secret::PresenceKey::from_bytes([0x42; 32]),
+    );
     for from in [HOME, ELSEWHERE] {
         let wall = sim.wall();
         assert_eq!(

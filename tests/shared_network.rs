@@ -19,9 +19,7 @@ use lanlink::linker::LinkerFailure;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{ServerConfig, SharedNetworkPolicy, SharedSignal};
 use lanlink::sim::Sim;
-use lanlink::wire::{
-    Announce, DeviceInfo, HiddenReason, LinkRequest, RedeemRequest, Visibility, WIRE_VERSION,
-};
+use lanlink::wire::{Announce, DeviceInfo, HiddenReason, LinkRequest, RedeemRequest, Visibility};
 use lanlink::{AccountId, ForwardedHeaders, LocalSecret, Refusal};
 
 /// One public address shared by many households (a carrier's NAT pool seen from outside).
@@ -152,12 +150,7 @@ fn a_cgnat_pool_with_many_accounts_is_downgraded_within_five_discoveries() {
         &mut sim.rng,
         peer,
         ForwardedHeaders::NONE,
-        &RedeemRequest {
-            instance_id: key.instance_id(),
-            code,
-            presence_key: Some(key),
-            attempt: 0,
-        },
+        &RedeemRequest::new(key.instance_id(), code).with_presence_key(key),
     );
     assert!(redeemed.is_ok());
 
@@ -220,16 +213,14 @@ fn a_carrier_nat_address_through_a_trusted_proxy_is_shared_at_once() {
 fn announce_from(sim: &mut Sim, private: &str) -> Announce {
     let key = PresenceKey::generate(&mut sim.rng);
     let id = key.instance_id();
-    Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: ip(private),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: LocalSecret::from_bytes([7; 32]).commitment(&id),
-        presence_key: key,
-    }
+    Announce::new(
+        id,
+        ip(private),
+        8080,
+        DeviceInfo::default(),
+        LocalSecret::from_bytes([7; 32]).commitment(&id),
+        key,
+    )
 }
 
 /// An attacker who shares the victim's public network (a neighbour on the carrier's pool)
@@ -290,11 +281,7 @@ fn an_attacker_tripping_the_detector_gains_only_the_downgrade() {
                 &mallory,
                 peer,
                 ForwardedHeaders::NONE,
-                LinkRequest {
-                    instance_id: victim_id,
-                    local_secret: LocalSecret::from_bytes([1; 32]),
-                    nonce: None,
-                },
+                LinkRequest::new(victim_id, LocalSecret::from_bytes([1; 32])),
             );
             assert_eq!(link.unwrap_err(), Refusal::SharedNetwork, "{trip}");
         }
@@ -381,11 +368,7 @@ fn a_network_locked_out_by_failures_is_judged_shared() {
                 &mallory,
                 peer,
                 ForwardedHeaders::NONE,
-                LinkRequest {
-                    instance_id: id,
-                    local_secret: LocalSecret::from_bytes([n; 32]),
-                    nonce: None,
-                },
+                LinkRequest::new(id, LocalSecret::from_bytes([n; 32])),
             );
             refusals.push(link.unwrap_err());
         }
@@ -458,16 +441,14 @@ fn pool_with_a_printer(
     let id = key.instance_id();
     match profile {
         Profile::Core => {
-            let announce = Announce {
-                candidates: Vec::new(),
-                version: WIRE_VERSION,
-                instance_id: id,
-                private_ip: ip("192.168.1.50"),
-                port: 8080,
-                info: DeviceInfo::default(),
-                commitment: LocalSecret::from_bytes([7; 32]).commitment(&id),
-                presence_key: key,
-            };
+            let announce = Announce::new(
+                id,
+                ip("192.168.1.50"),
+                8080,
+                DeviceInfo::default(),
+                LocalSecret::from_bytes([7; 32]).commitment(&id),
+                key,
+            );
             server
                 .announce_now(now, ip(POOL), ForwardedHeaders::NONE, &announce)
                 .unwrap();
@@ -549,11 +530,7 @@ fn link_with_a_wrong_secret(
                 account,
                 ip(POOL),
                 ForwardedHeaders::NONE,
-                LinkRequest {
-                    instance_id: id,
-                    local_secret: wrong,
-                    nonce: None,
-                },
+                LinkRequest::new(id, wrong),
             )
             .map(|_| ()),
         #[cfg(feature = "obico")]

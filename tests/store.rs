@@ -17,7 +17,7 @@ use lanlink::server::{
     CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, Server,
     ServerConfig, Store, StoreError,
 };
-use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest, WIRE_VERSION};
+use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
 use tokio::sync::oneshot;
 
@@ -150,16 +150,14 @@ fn announcement() -> (Announce, LocalSecret) {
     let key = PresenceKey::from_bytes([1; 32]);
     let secret = LocalSecret::from_bytes([2; 32]);
     let id = key.instance_id();
-    let announce = Announce {
-        candidates: Vec::new(),
-        version: WIRE_VERSION,
-        instance_id: id,
-        private_ip: "192.168.1.50".parse().expect("ip"),
-        port: 8080,
-        info: DeviceInfo::default(),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
+    let announce = Announce::new(
+        id,
+        "192.168.1.50".parse().expect("ip"),
+        8080,
+        DeviceInfo::default(),
+        secret.commitment(&id),
+        key,
+    );
     (announce, secret)
 }
 
@@ -222,11 +220,7 @@ fn state(store: &Flaky, account: &AccountId, announce: &Announce) -> (usize, Lin
 async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
     let alice = AccountId::new("alice").expect("account");
     let (announce, secret) = announcement();
-    let request = || LinkRequest {
-        instance_id: announce.instance_id,
-        local_secret: secret.clone(),
-        nonce: None,
-    };
+    let request = || LinkRequest::new(announce.instance_id, secret.clone());
     let peer = PEER.parse().expect("ip");
     // A link makes 6 store calls before it succeeds: charge the guess at the address and at its
     // /24, check, claim the instance, create the code, accept (then the two refunds).
@@ -308,11 +302,7 @@ async fn link_from(
         &AccountId::new(account).expect("account"),
         peer.parse().expect("ip"),
         ForwardedHeaders::NONE,
-        LinkRequest {
-            instance_id: announce.instance_id,
-            local_secret: secret.clone(),
-            nonce: None,
-        },
+        LinkRequest::new(announce.instance_id, secret.clone()),
     )
     .await
     .map(|reply| reply.state)
@@ -329,10 +319,8 @@ async fn a_link_refused_after_its_claim_lets_the_other_network_link() {
     let service = dual_stack(&store, &announce).await;
     // Charge, charge, check, claim, create the code: call 5 is the accepting write.
     let (paused, resume) = store.pause_in(5);
-    let racing = Announce {
-        commitment: LocalSecret::from_bytes([3; 32]).commitment(&announce.instance_id),
-        ..announce.clone()
-    };
+    let mut racing = announce.clone();
+    racing.commitment = LocalSecret::from_bytes([3; 32]).commitment(&announce.instance_id);
     let (refused, ()) = tokio::join!(
         link_from(&service, "alice", PEER, &announce, &secret),
         async {
@@ -505,11 +493,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
             .announce(now(), home(), &announce)
             .await
             .expect("announce");
-        let request = LinkRequest {
-            instance_id: announce.instance_id,
-            local_secret: secret.clone(),
-            nonce: None,
-        };
+        let request = LinkRequest::new(announce.instance_id, secret.clone());
         link_at(
             &service,
             now(),
@@ -528,12 +512,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
         let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.first() else {
             panic!("the message");
         };
-        let redeem = RedeemRequest {
-            instance_id: announce.instance_id,
-            code: code.clone(),
-            presence_key: None,
-            attempt: 0,
-        };
+        let redeem = RedeemRequest::new(announce.instance_id, code.clone());
         store.fail_in(step);
         let refused = service
             .redeem(now(), &mut lanlink::os_rng(), home(), &redeem)
@@ -572,11 +551,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
 async fn an_uncountable_guess_is_refused_unchecked() {
     let alice = AccountId::new("alice").expect("account");
     let (announce, _) = announcement();
-    let guess = || LinkRequest {
-        instance_id: announce.instance_id,
-        local_secret: LocalSecret::from_bytes([9; 32]),
-        nonce: None,
-    };
+    let guess = || LinkRequest::new(announce.instance_id, LocalSecret::from_bytes([9; 32]));
     // Call 0 charges the address, call 1 its /24.
     for step in 0..2 {
         let store = Arc::new(Flaky::new());
@@ -639,11 +614,7 @@ async fn a_failed_refund_keeps_the_link_and_the_charge() {
         &alice,
         PEER.parse().expect("ip"),
         ForwardedHeaders::NONE,
-        LinkRequest {
-            instance_id: announce.instance_id,
-            local_secret: secret,
-            nonce: None,
-        },
+        LinkRequest::new(announce.instance_id, secret),
     )
     .await
     .expect("linked");

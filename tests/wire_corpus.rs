@@ -959,12 +959,12 @@ fn corpus() -> Corpus {
     c.user("codes", "POST", "/codes", &[], b"");
     c.0.last_mut().unwrap().keep_code = true;
     let redeem = |attempt: u32| {
-        let request = RedeemRequest {
-            instance_id: home_announce.instance_id,
-            code: LinkCode::parse("000000").unwrap(),
-            presence_key: Some(home_announce.presence_key.clone()),
-            attempt,
-        };
+        let request = RedeemRequest::new(
+            home_announce.instance_id,
+            LinkCode::parse("000000").unwrap(),
+        )
+        .with_presence_key(home_announce.presence_key.clone())
+        .with_attempt(attempt);
         let text = String::from_utf8(wire::encode(&request).to_vec()).unwrap();
         text.replace("\"000000\"", "\"{CODE}\"").into_bytes()
     };

@@ -282,12 +282,7 @@ pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Res
 /// `{"error": code}` with `status`.
 #[cfg_attr(not(feature = "ticket"), allow(dead_code))]
 pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
-    json_response(
-        status,
-        wire::encode(&ErrorBody {
-            error: code.to_owned(),
-        }),
-    )
+    json_response(status, wire::encode(&ErrorBody::new(code.to_owned())))
 }
 
 #[cfg(feature = "http-server")]

@@ -209,12 +209,7 @@ impl ServerResponse {
     /// assert!(answer.headers.contains(&("cache-control", "no-store".to_owned())));
     /// ```
     pub fn error(status: u16, code: &str) -> Self {
-        Self::json(
-            status,
-            wire::encode(&ErrorBody {
-                error: code.to_owned(),
-            }),
-        )
+        Self::json(status, wire::encode(&ErrorBody::new(code.to_owned())))
     }
 
     /// `401 {"error":"unauthorized"}`: the answer of the crate's routers to a user route whose

@@ -691,7 +691,7 @@ impl<S: Store> Server<S> {
     /// let mut rng = lanlink::os_rng();
     /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).await.unwrap().code;
     /// let instance_id = InstanceId::generate(&mut rng);
-    /// let request = RedeemRequest { instance_id, code, presence_key: None, attempt: 1 };
+    /// let request = RedeemRequest::new(instance_id, code).with_attempt(1);
     /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
     /// server.redeem(now, &mut rng, network, &request).await.unwrap();
     /// assert_eq!(*seen.0.lock().unwrap(), [instance_id]);
@@ -808,11 +808,7 @@ impl<S: Store> Server<S> {
     /// let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
     /// let (key, secret) = (PresenceKey::from_bytes([1; 32]), LocalSecret::from_bytes([2; 32]));
     /// let id = key.instance_id();
-    /// let announce = Announce {
-    ///     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
-    ///     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
-    ///     candidates: Vec::new(),
-    /// };
+    /// let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
     /// let reply = server.announce(now, home, &announce).await.unwrap();
     /// assert!(reply.messages.is_empty());
     /// # });
@@ -881,19 +877,15 @@ impl<S: Store> Server<S> {
     /// let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
     /// let (key, secret) = (PresenceKey::from_bytes([1; 32]), LocalSecret::from_bytes([2; 32]));
     /// let id = key.instance_id();
-    /// let announce = Announce {
-    ///     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
-    ///     port: 8080, info: Default::default(), commitment: secret.commitment(&id), presence_key: key,
-    ///     candidates: Vec::new(),
-    /// };
+    /// let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
     /// server.announce(now, home, &announce).await.unwrap();
     /// let alice = User::named(AccountId::new("u-1234").unwrap(), DisplayName::new("Alice Example"));
     /// let mut rng = lanlink::os_rng();
     /// // A wrong secret is refused (and counted toward a lockout); the right one is accepted.
-    /// let wrong = LinkRequest { instance_id: id, local_secret: LocalSecret::from_bytes([3; 32]), nonce: None };
+    /// let wrong = LinkRequest::new(id, LocalSecret::from_bytes([3; 32]));
     /// let refused = server.link(now, &mut rng, home, &alice, wrong).await;
     /// assert_eq!(refused.unwrap_err(), Refusal::WrongSecret);
-    /// let right = LinkRequest { instance_id: id, local_secret: secret, nonce: None };
+    /// let right = LinkRequest::new(id, secret);
     /// let reply = server.link(now, &mut rng, home, &alice, right).await.unwrap();
     /// assert_eq!(reply.display_name.as_deref(), Some("Alice Example"));
     /// let reply = server.announce(now, home, &announce).await.unwrap();

@@ -56,11 +56,7 @@
 //! let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
 //! let ticket = key.issue(now, chrono::TimeDelta::minutes(5), network, id).token;
 //! let client_id = key.client_id(&id);
-//! let announce = Announce {
-//!     version: WIRE_VERSION, instance_id: id, private_ip: "192.168.1.50".parse().unwrap(),
-//!     port: 8080, info: Default::default(), commitment: secret.commitment(&id),
-//!     presence_key: presence, candidates: Vec::new(),
-//! };
+//! let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), presence);
 //! let request = UpMessage::Announce { id: "r1".into(), ticket, announce };
 //! let payload = lanlink::wire::encode(&request);
 //!

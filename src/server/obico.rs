@@ -434,11 +434,7 @@ impl Ops<'_> {
         };
         // The agent compares the secret, not the server: as far as the server can tell, no guess
         // fails past the checks below.
-        let request = LinkRequest {
-            instance_id: device_id,
-            local_secret: secret,
-            nonce: None,
-        };
+        let request = LinkRequest::new(device_id, secret);
         self.accept_checked_link(
             now,
             rng,

@@ -292,11 +292,8 @@ impl Ops<'_> {
                     Some(_) => Visibility::Hidden(HiddenReason::SharedNetwork),
                     None => announced.visibility,
                 };
-                Ok(AnnounceReply {
-                    messages: announced.messages,
-                    poll_after_ms: self.poll_after_ms(),
-                    visibility,
-                })
+                Ok(AnnounceReply::new(announced.messages, self.poll_after_ms())
+                    .with_visibility(visibility))
             }
             Err(reason) => Err(self.refuse(Some(network), RequestKind::Announce, reason)),
         }
@@ -385,9 +382,10 @@ impl Ops<'_> {
             present,
             hidden,
         });
-        DiscoverReply {
-            agents,
-            hidden: hidden.map(|reason| Hidden { reason }),
+        {
+            let mut m = DiscoverReply::new(agents);
+            m.hidden = hidden.map(|reason| Hidden { reason });
+            m
         }
     }
 
@@ -419,10 +417,10 @@ impl Ops<'_> {
             |record, now, config| record.check_link(now, config, &instance_id, &secret),
         )
         .await?;
-        Ok(LinkStatusReply {
-            instance_id,
-            state: LinkState::Pending,
-            display_name: display_name.map(String::from),
+        Ok({
+            let mut m = LinkStatusReply::new(instance_id, LinkState::Pending);
+            m.display_name = display_name.map(String::from);
+            m
         })
     }
 
@@ -709,11 +707,7 @@ impl Ops<'_> {
         if let Err(err) = read {
             return Err(self.store_failed(Some(network), RequestKind::LinkStatus, err));
         }
-        Ok(LinkStatusReply {
-            instance_id: *instance_id,
-            state,
-            display_name: None,
-        })
+        Ok(LinkStatusReply::new(*instance_id, state))
     }
 
     pub(crate) async fn mint_code<R: CryptoRng + RngCore + ?Sized>(
@@ -756,7 +750,7 @@ impl Ops<'_> {
         self.events.push_back(ServerEvent::CodeMinted {
             account: account.clone(),
         });
-        Ok(CodeReply { code, expires_at })
+        Ok(CodeReply::new(code, expires_at))
     }
 
     /// Claims the code of an agent's redemption (the first of the hook order, see
@@ -978,10 +972,7 @@ impl Ops<'_> {
             reissued: link.reissued,
         });
         Ok(Redeemed {
-            reply: RedeemReply {
-                auth_token: token,
-                attempt,
-            },
+            reply: RedeemReply::new(token, attempt),
             account: link.account.clone(),
             instance_id,
             link,

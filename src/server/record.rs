@@ -653,13 +653,10 @@ impl NetworkRecord {
         let mut shown = DiscoveredAgents::new();
         for p in &self.presences {
             if p.expires_ms > now_ms && !p.contested && !p.link_requested && kind(p) {
-                shown.push(DiscoveredAgent {
-                    instance_id: p.instance_id,
-                    private_ip: p.private_ip,
-                    port: p.port,
-                    info: p.info.clone(),
-                    candidates: p.candidates.clone(),
-                });
+                shown.push(
+                    DiscoveredAgent::new(p.instance_id, p.private_ip, p.port, p.info.clone())
+                        .with_candidates(p.candidates.clone()),
+                );
             }
         }
         shown
@@ -722,6 +719,7 @@ impl NetworkRecord {
             instance_id,
             local_secret: secret,
             nonce,
+            ..
         } = request;
         if let Some(presence) = self
             .presences
@@ -1382,21 +1380,18 @@ impl NetworkRecord {
 mod tests {
     use super::*;
     use crate::secret::PresenceKey;
-    use crate::wire::WIRE_VERSION;
 
     fn announce(n: u8) -> Announce {
         let key = PresenceKey::from_bytes([n; 32]);
         let id = key.instance_id();
-        Announce {
-            candidates: Vec::new(),
-            version: WIRE_VERSION,
-            instance_id: id,
-            private_ip: IpAddr::from([192, 168, 1, n]),
-            port: 8080,
-            info: DeviceInfo::default(),
-            commitment: LocalSecret::from_bytes([n; 32]).commitment(&id),
-            presence_key: key,
-        }
+        Announce::new(
+            id,
+            IpAddr::from([192, 168, 1, n]),
+            8080,
+            DeviceInfo::default(),
+            LocalSecret::from_bytes([n; 32]).commitment(&id),
+            key,
+        )
     }
 
     /// A queued message keeps the display name and the nonce through a shared store (revision
@@ -1665,11 +1660,7 @@ mod tests {
             );
         }
         // Nor with a link pending for it: the queued message stays for the Obico poll.
-        let link = LinkRequest {
-            instance_id: agent.instance_id,
-            local_secret: LocalSecret::from_bytes([9; 32]),
-            nonce: None,
-        };
+        let link = LinkRequest::new(agent.instance_id, LocalSecret::from_bytes([9; 32]));
         let account = AccountId::new("alice").unwrap();
         let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
         record.accept_link(

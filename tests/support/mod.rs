@@ -47,15 +47,13 @@ pub fn announcement(n: u32, private_ip: &str) -> (lanlink::wire::Announce, lanli
     let key = lanlink::secret::PresenceKey::from_bytes(key);
     let secret = lanlink::LocalSecret::from_bytes(secret);
     let id = key.instance_id();
-    let announce = lanlink::wire::Announce {
-        candidates: Vec::new(),
-        version: lanlink::wire::WIRE_VERSION,
-        instance_id: id,
-        private_ip: private_ip.parse().expect("ip"),
-        port: 8080,
-        info: lanlink::DeviceInfo::default(),
-        commitment: secret.commitment(&id),
-        presence_key: key,
-    };
+    let announce = lanlink::wire::Announce::new(
+        id,
+        private_ip.parse().expect("ip"),
+        8080,
+        lanlink::DeviceInfo::default(),
+        secret.commitment(&id),
+        key,
+    );
     (announce, secret)
 }
