@@ -226,11 +226,12 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
                         // A refusal goes to the agent (which decides whether it ends discovery);
                         // anything else (unreachable, a 5xx, a malformed reply) is retried by
                         // announcing again at the agent's interval.
-                        // A `400 malformed` means an older server (see PROTOCOL.md, revisions).
-                        if let Some(refusal) = err.refusal() {
-                            guard.handle_announce_refused(now, refusal);
-                        } else if err.is_malformed_request() {
+                        // A `400 malformed` means an older server (see PROTOCOL.md, revisions):
+                        // it goes to its own handler first.
+                        if err.is_malformed_request() {
                             guard.handle_request_malformed(now);
+                        } else if let Some(code) = err.refused_code() {
+                            guard.handle_announce_refused(now, code);
                         }
                     }
                 }
@@ -246,12 +247,12 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
                 let now = Instant::now();
                 let fed = match outcome {
                     Ok(reply) => guard.handle_redeem_reply(now, Ok(reply)),
-                    Err(err) => match err.refusal() {
-                        Some(refusal) => guard.handle_redeem_reply(now, Err(refusal)),
-                        None if err.is_malformed_request() => {
-                            guard.handle_request_malformed(now);
-                            Ok(())
-                        }
+                    Err(err) if err.is_malformed_request() => {
+                        guard.handle_request_malformed(now);
+                        Ok(())
+                    }
+                    Err(err) => match err.refused_code() {
+                        Some(code) => guard.handle_redeem_reply(now, Err(code)),
                         None => guard.handle_redeem_failed(now),
                     },
                 };

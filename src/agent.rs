@@ -66,7 +66,7 @@ use rand::{CryptoRng, RngCore};
 use crate::addr::{is_announceable_private_ip, ClientAddrResolver, ForwardedHeaders, LocalPolicy};
 use crate::code::LinkCode;
 use crate::confirm::{short_code, ConfirmNonce, Confirmation, Decision, DisplayName, ShortCode};
-use crate::error::{AgentError, ConfigError, Refusal, SecretRefusal, VerifyFailure};
+use crate::error::{AgentError, ConfigError, SecretRefusal, VerifyFailure, WireCode};
 use crate::event::{AgentEvent, StopReason};
 use crate::id::InstanceId;
 use crate::secret::{AuthToken, LocalSecret, PresenceKey};
@@ -967,12 +967,14 @@ impl Agent {
         }
     }
 
-    /// The server refused an announcement. A refusal that [ends discovery](Refusal::ends_discovery)
-    /// stops the agent (fail closed); any other is ignored and the agent announces again on time.
-    pub fn handle_announce_refused(&mut self, now: Instant, refusal: Refusal) {
+    /// The server refused an announcement with `code`. A code that
+    /// [ends discovery](crate::Class::ends_discovery) stops the agent (fail closed; so does a
+    /// code this version does not know, [`WireCode::Unknown`]); any other is ignored and the
+    /// agent announces again on time.
+    pub fn handle_announce_refused(&mut self, now: Instant, code: WireCode) {
         self.handle_timeout(now);
-        if refusal.ends_discovery() && self.is_discovering() {
-            self.stop(StopReason::AnnounceRefused(refusal));
+        if code.class().ends_discovery && self.is_discovering() {
+            self.stop(StopReason::AnnounceRefused(code));
         }
     }
 
@@ -1160,17 +1162,18 @@ impl Agent {
     }
 
     /// The server's answer to the redemption: a token (linked), a
-    /// [retryable](Refusal::is_retryable) refusal (the agent sends it again after a back-off,
-    /// until its redeem deadline), or any other refusal (it stops; discovery stays off).
+    /// [retryable](crate::Class::retryable) refusal (the agent sends it again after a back-off,
+    /// until its redeem deadline), or any other refusal, a code this version does not know
+    /// included (it stops; discovery stays off).
     ///
     /// A token is taken only from the answer to the latest attempt (its `attempt` echo; a
     /// server that echoes none is taken at its word): the answer to an earlier attempt, and
-    /// [`Refusal::Superseded`], are ignored (`Ok`, nothing changes), since the server completes
+    /// [`WireCode::Superseded`], are ignored (`Ok`, nothing changes), since the server completes
     /// only the newest attempt and the token of an older one no longer authenticates.
     pub fn handle_redeem_reply(
         &mut self,
         now: Instant,
-        reply: Result<RedeemReply, Refusal>,
+        reply: Result<RedeemReply, WireCode>,
     ) -> Result<(), AgentError> {
         let State::Redeeming(redeeming) = &mut self.state else {
             return Err(AgentError::NoRedeemInProgress);
@@ -1180,7 +1183,7 @@ impl Agent {
         }
         match reply {
             Ok(reply) if reply.attempt != 0 && reply.attempt != redeeming.attempts => {}
-            Err(Refusal::Superseded) => {}
+            Err(WireCode::Superseded) => {}
             Ok(reply) => {
                 self.state = State::Linked {
                     token: reply.auth_token,
@@ -1189,13 +1192,13 @@ impl Agent {
                     instance_id: self.instance_id,
                 });
             }
-            Err(refusal) if refusal.is_retryable() => {
+            Err(code) if code.class().retryable => {
                 redeeming.next_send = retry_at(now, redeeming.attempts, &self.instance_id);
                 self.events
-                    .push_back(AgentEvent::RedeemDeferred { reason: refusal });
+                    .push_back(AgentEvent::RedeemDeferred { reason: code });
                 self.handle_timeout(now);
             }
-            Err(refusal) => self.stop(StopReason::RedeemRefused(refusal)),
+            Err(code) => self.stop(StopReason::RedeemRefused(code)),
         }
         Ok(())
     }

@@ -132,10 +132,12 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                     }
                     Err(err) => {
                         trace_transport("announce", &err);
-                        if let Some(refusal) = err.refusal() {
-                            lock(agent).handle_announce_refused(Instant::now(), refusal);
-                        } else if err.is_malformed_request() {
+                        // A malformed-request refusal first (an older server, PROTOCOL.md
+                        // "Revisions"), then the code's class (`Agent::handle_announce_refused`).
+                        if err.is_malformed_request() {
                             lock(agent).handle_request_malformed(Instant::now());
+                        } else if let Some(code) = err.refused_code() {
+                            lock(agent).handle_announce_refused(Instant::now(), code);
                         }
                         if err.is_retryable() {
                             tokio::time::sleep(backoff.next_delay(&mut rng)).await;
@@ -153,13 +155,13 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                 // Cannot fail: the agent just handed out this redemption.
                 let _ = match outcome {
                     Ok(reply) => guard.handle_redeem_reply(now, Ok(reply)),
-                    Err(err) => match err.refusal() {
-                        Some(refusal) => guard.handle_redeem_reply(now, Err(refusal)),
-                        None if err.is_malformed_request() => {
-                            trace_transport("redeem", &err);
-                            guard.handle_request_malformed(now);
-                            Ok(())
-                        }
+                    Err(err) if err.is_malformed_request() => {
+                        trace_transport("redeem", &err);
+                        guard.handle_request_malformed(now);
+                        Ok(())
+                    }
+                    Err(err) => match err.refused_code() {
+                        Some(code) => guard.handle_redeem_reply(now, Err(code)),
                         None => {
                             trace_transport("redeem", &err);
                             guard.handle_redeem_failed(now)
@@ -257,9 +259,11 @@ where
                     backoff.reset();
                     linker.handle_discover_reply(Instant::now(), Ok(reply))
                 }
-                Err(err) => match err.refusal() {
-                    Some(refusal) => linker.handle_discover_reply(Instant::now(), Err(refusal)),
-                    None => retry_later(linker, &err, &mut backoff, &mut rng).await?,
+                Err(err) => match err.refused_code() {
+                    Some(code) if !err.is_retryable() => {
+                        linker.handle_discover_reply(Instant::now(), Err(code))
+                    }
+                    _ => retry_later(linker, &err, &mut backoff, &mut rng).await?,
                 },
             },
             LinkerTransmit::FetchSecret {
@@ -304,11 +308,11 @@ where
                 drop(request);
                 match reply {
                     Ok(reply) => linker.handle_link_reply(Instant::now(), Ok(reply)),
-                    Err(err) => match err.refusal() {
-                        Some(refusal) => linker.handle_link_reply(Instant::now(), Err(refusal)),
-                        None if err.is_malformed_request() => {
-                            linker.handle_link_malformed(Instant::now())
-                        }
+                    Err(err) if err.is_malformed_request() => {
+                        linker.handle_link_malformed(Instant::now())
+                    }
+                    Err(err) => match err.refused_code() {
+                        Some(code) => linker.handle_link_reply(Instant::now(), Err(code)),
                         None => return Err(LinkerDriverError::Transport(err)),
                     },
                 }
@@ -319,9 +323,11 @@ where
                         backoff.reset();
                         linker.handle_link_status(Instant::now(), Ok(reply))
                     }
-                    Err(err) => match err.refusal() {
-                        Some(refusal) => linker.handle_link_status(Instant::now(), Err(refusal)),
-                        None => retry_later(linker, &err, &mut backoff, &mut rng).await?,
+                    Err(err) => match err.refused_code() {
+                        Some(code) if !err.is_retryable() => {
+                            linker.handle_link_status(Instant::now(), Err(code))
+                        }
+                        _ => retry_later(linker, &err, &mut backoff, &mut rng).await?,
                     },
                 }
             }

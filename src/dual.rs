@@ -129,8 +129,7 @@ impl<A: AgentServerTransport, B: AgentServerTransport> DualStack<A, B> {
 
 /// Whether an announce error is a refusal after which the agent must end discovery.
 fn ends_discovery(err: &TransportError) -> bool {
-    err.refusal()
-        .is_some_and(|refusal| refusal.ends_discovery())
+    err.class().is_some_and(|class| class.ends_discovery)
 }
 
 /// One reply from two: every message (each delivered once, by one path), the sooner poll, and

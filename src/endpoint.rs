@@ -224,7 +224,8 @@ impl LocalResponse {
     }
 }
 
-/// The HTTP status of a secret refusal: `404` for another instance, `403` otherwise.
+/// The HTTP status of a secret refusal: its code's ([`WireCode::class`](crate::WireCode::class)):
+/// `404` for another instance, `403` otherwise.
 ///
 /// ```
 /// use lanlink::endpoint::status_of_secret_refusal;
@@ -233,10 +234,8 @@ impl LocalResponse {
 /// assert_eq!(status_of_secret_refusal(&SecretRefusal::NotLocal), 403);
 /// ```
 pub fn status_of_secret_refusal(refusal: &SecretRefusal) -> u16 {
-    match refusal {
-        SecretRefusal::WrongInstance => 404,
-        _ => 403,
-    }
+    // Every code a secret refusal collapses to has a status (the table test checks it).
+    refusal.code().class().status.unwrap_or(403)
 }
 
 /// Answers one request to the agent's local endpoint under `prefix` (e.g.
@@ -324,10 +323,10 @@ fn check<T>(
     };
     // Several Host or Origin lines are ambiguous: refuse rather than pick one.
     if request.values("host").count() > 1 {
-        return Err((403, SecretRefusal::BadHost.code()));
+        return Err((403, SecretRefusal::BadHost.code().static_str()));
     }
     if request.values("origin").count() > 1 {
-        return Err((403, SecretRefusal::BadOrigin.code()));
+        return Err((403, SecretRefusal::BadOrigin.code().static_str()));
     }
     // RFC 9112 §3.2.2: with an absolute-form target the target's authority is the host, and the
     // Host header is ignored.
@@ -344,8 +343,12 @@ fn check<T>(
         origin: request.text("origin"),
         instance_id: &instance_id,
     };
-    decide(agent, &secret_request)
-        .map_err(|refusal| (status_of_secret_refusal(&refusal), refusal.code()))
+    decide(agent, &secret_request).map_err(|refusal| {
+        (
+            status_of_secret_refusal(&refusal),
+            refusal.code().static_str(),
+        )
+    })
 }
 
 fn secret(agent: &mut Agent, now: Instant, request: &LocalRequest<'_>) -> LocalResponse {
@@ -379,10 +382,10 @@ fn preflight(agent: &Agent, request: &LocalRequest<'_>) -> LocalResponse {
     let host_ok =
         request.values("host").count() <= 1 && host.is_some_and(|h| agent.host_allowed(h));
     if !host_ok {
-        return LocalResponse::error(403, SecretRefusal::BadHost.code());
+        return LocalResponse::error(403, SecretRefusal::BadHost.code().static_str());
     }
     if request.values("origin").count() > 1 {
-        return LocalResponse::error(403, SecretRefusal::BadOrigin.code());
+        return LocalResponse::error(403, SecretRefusal::BadOrigin.code().static_str());
     }
     let origin = request.text("origin");
     let origin_ok = origin.is_some_and(|o| agent.origin_allowed(o));
@@ -391,7 +394,7 @@ fn preflight(agent: &Agent, request: &LocalRequest<'_>) -> LocalResponse {
         .next()
         .is_some_and(|m| m == b"GET");
     let (Some(origin), true, true) = (origin, origin_ok, method_ok) else {
-        return LocalResponse::error(403, SecretRefusal::BadOrigin.code());
+        return LocalResponse::error(403, SecretRefusal::BadOrigin.code().static_str());
     };
     let mut headers = Vec::with_capacity(5);
     if is_header_text(origin) {
@@ -445,7 +448,7 @@ fn popup<R: CryptoRng + RngCore + ?Sized>(
         return popup_refused(
             rng,
             403,
-            SecretRefusal::BadOrigin.code(),
+            SecretRefusal::BadOrigin.code().static_str(),
             None,
             requested_id,
         );

@@ -2,6 +2,296 @@
 
 use crate::addr::ClientAddrError;
 
+/// Defines [`WireCode`]'s known codes, their strings and their row of the classification table in
+/// one place, so a code cannot be added without its string and its class.
+macro_rules! wire_codes {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $text:literal => ($status:literal, $retryable:literal, $ends:literal, $guess:literal),
+    )*) => {
+        /// A refusal code as the wire carries it (`PROTOCOL.md`, "Refusals"): the collapsed,
+        /// stable snake_case word of a refusal body (`{"error": "<code>"}`, over MQTT the
+        /// `refused` reply's `error`), typed.
+        ///
+        /// It is what a client sees, and all it sees: the server's precise reason
+        /// ([`Refusal`], [`Refusal::detail`]) collapses into it on purpose (every failed
+        /// redemption reads [`WireCode::InvalidCode`]). A code this version does not know (from
+        /// a newer peer) is [`WireCode::Unknown`], held bounded and never longer than
+        /// [`UnknownCode::MAX_LEN`]; a refusal without a readable code (a proxy's page) is
+        /// [`WireCode::NoCode`].
+        ///
+        /// Every code has one row in the classification table, [`WireCode::class`], which
+        /// every classifier of the crate reads.
+        ///
+        /// ```
+        /// use lanlink::WireCode;
+        /// let code = WireCode::parse("wrong_secret").unwrap();
+        /// assert_eq!(code, WireCode::WrongSecret);
+        /// assert_eq!(code.as_str(), "wrong_secret");
+        /// assert_eq!(code.class().status, Some(403));
+        /// assert!(code.class().counts_as_guess);
+        /// // A newer peer's code: kept (bounded), and it fails closed.
+        /// let newer = WireCode::parse("tea_time").unwrap();
+        /// assert!(matches!(newer, WireCode::Unknown(_)));
+        /// assert!(newer.class().ends_discovery && !newer.class().retryable);
+        /// assert_eq!(WireCode::parse("Not A Code"), None);
+        /// ```
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum WireCode {
+            $(
+                $(#[$doc])*
+                $variant,
+            )*
+            /// A well-formed code this version does not know (a newer peer's).
+            Unknown(UnknownCode),
+            /// The refusal carried no readable code (an empty body, a proxy's page, a code that
+            /// is not snake_case): classified by its status alone (see
+            /// [`TransportError::class`](crate::transport::TransportError::class)).
+            NoCode,
+        }
+
+        impl WireCode {
+            /// Every known code (neither [`WireCode::Unknown`] nor [`WireCode::NoCode`]), in
+            /// table order.
+            pub const KNOWN: &'static [WireCode] = &[$(Self::$variant,)*];
+
+            /// The code as the wire carries it. [`WireCode::NoCode`] reads `no_code` (a word no
+            /// peer sends: such a refusal had none).
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Unknown(code) => code.as_str(),
+                    Self::NoCode => "no_code",
+                }
+            }
+
+            /// The code as a `'static` word, for this crate's own answers: every code its
+            /// refusals collapse to is known (the table test checks it); an unknown code or none
+            /// reads `no_code`.
+            pub(crate) fn static_str(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Unknown(_) | Self::NoCode => "no_code",
+                }
+            }
+
+            /// The code a wire word stands for: a known code, or [`WireCode::Unknown`] for a
+            /// well-formed word this version does not know (1 to [`UnknownCode::MAX_LEN`] of
+            /// `[a-z0-9_]`). `None` for anything else (it is never kept or echoed).
+            pub fn parse(text: &str) -> Option<Self> {
+                Some(match text {
+                    $($text => Self::$variant,)*
+                    other => Self::Unknown(UnknownCode::new(other)?),
+                })
+            }
+
+            /// The classification table: this code's row. The only place a code is classified;
+            /// [`Refusal::status`], [`Refusal::is_retryable`], [`Refusal::ends_discovery`],
+            /// [`Refusal::counts_as_failure`], the HTTP adapters' statuses and
+            /// [`TransportError`](crate::transport::TransportError)'s classifiers all read it.
+            /// A code this version does not know fails closed (it ends discovery and is never
+            /// retried); a refusal without a code is classified by its status at the client.
+            ///
+            /// | code | status | retryable | ends discovery | counts as a guess |
+            /// | --- | --- | --- | --- | --- |
+            $(
+            #[doc = concat!("| `", $text, "` | ", $status, " | ", $retryable, " | ", $ends, " | ", $guess, " |")]
+            )*
+            /// | (unknown) | — | false | true | false |
+            /// | (no code) | — | false | false | false |
+            pub fn class(&self) -> Class {
+                match self {
+                    $(Self::$variant => Class {
+                        status: Some($status),
+                        retryable: $retryable,
+                        ends_discovery: $ends,
+                        counts_as_guess: $guess,
+                    },)*
+                    Self::Unknown(_) => Class {
+                        status: None,
+                        retryable: false,
+                        ends_discovery: true,
+                        counts_as_guess: false,
+                    },
+                    Self::NoCode => Class {
+                        status: None,
+                        retryable: false,
+                        ends_discovery: false,
+                        counts_as_guess: false,
+                    },
+                }
+            }
+        }
+    };
+}
+
+wire_codes! {
+    /// `400`: bad JSON, a wrong type, an unknown or missing field, a bad `instance_id`. From a
+    /// server of this crate, also a request carrying a field newer than the server's revision.
+    Malformed = "malformed" => (400, false, false, false),
+    /// `400`: a device-info string too long or holding a hidden character; too many candidates.
+    BadField = "bad_field" => (400, false, false, false),
+    /// `400`: the announcement's protocol version is not served.
+    UnsupportedVersion = "unsupported_version" => (400, false, false, false),
+    /// `401`: a user route without a valid account.
+    Unauthorized = "unauthorized" => (401, false, false, false),
+    /// `401`: an Obico-profile agent route without a valid auth token.
+    InvalidToken = "invalid_token" => (401, false, false, false),
+    /// `403`: the caller's client address could not be resolved.
+    UnresolvableClient = "unresolvable_client" => (403, false, false, false),
+    /// `403`: the announcement does not prove its instance id.
+    ForgedInstance = "forged_instance" => (403, false, true, false),
+    /// `403`: an announced address is not private.
+    NotPrivateIp = "not_private_ip" => (403, false, true, false),
+    /// `403`: the instance announced for longer than any discovery window.
+    WindowOver = "window_over" => (403, false, true, false),
+    /// `403`: the secret does not match the agent's commitment.
+    WrongSecret = "wrong_secret" => (403, false, false, true),
+    /// `403`: the code is unknown, expired, used, or bound elsewhere (all read alike).
+    InvalidCode = "invalid_code" => (403, false, false, true),
+    /// `403`: the `Origin` is not allowed (at the server's state-changing user routes, and at
+    /// the agent).
+    BadOrigin = "bad_origin" => (403, false, false, false),
+    /// `403`, at the agent: discovery is off.
+    NotDiscovering = "not_discovering" => (403, false, false, false),
+    /// `403`, at the agent: the discovery window has ended.
+    WindowExpired = "window_expired" => (403, false, false, false),
+    /// `403`, at the agent: the caller is not on the local network.
+    NotLocal = "not_local" => (403, false, false, false),
+    /// `403`, at the agent: `Host` is not an IP literal or an allowed name.
+    BadHost = "bad_host" => (403, false, false, false),
+    /// `403`, at the agent's popup page: not a top-level navigation.
+    NotTopLevel = "not_top_level" => (403, false, false, false),
+    /// `403`, over MQTT: not a ticket, or its MAC does not verify.
+    BadTicket = "bad_ticket" => (403, false, false, false),
+    /// `403`, over MQTT: the ticket has expired.
+    TicketExpired = "ticket_expired" => (403, false, false, false),
+    /// `403`, over MQTT: the ticket names another instance.
+    TicketWrongInstance = "ticket_wrong_instance" => (403, false, false, false),
+    /// `403`, over MQTT: the topic's client id is not the ticket instance's.
+    WrongClient = "wrong_client" => (403, false, false, false),
+    /// `404`: no fresh presence of the instance in the caller's network.
+    AgentNotFound = "agent_not_found" => (404, false, false, true),
+    /// `404`: no such route.
+    NotFound = "not_found" => (404, false, false, false),
+    /// `404`, at the agent: the instance id is not this agent's.
+    WrongInstance = "wrong_instance" => (404, false, false, false),
+    /// `405`: a known path asked with another method.
+    MethodNotAllowed = "method_not_allowed" => (405, false, false, false),
+    /// `408`: the request was not complete by the request deadline; nothing was read or changed.
+    RequestTimeout = "request_timeout" => (408, true, false, false),
+    /// `409`: the announcement conflicts with the recorded presence.
+    PresenceConflict = "presence_conflict" => (409, false, true, false),
+    /// `409`: the instance's secret was already used (or its window ran over).
+    InstanceUsed = "instance_used" => (409, false, true, false),
+    /// `409`: more agents are present than `max_visible`: none is linkable.
+    TooManyAgents = "too_many_agents" => (409, false, false, false),
+    /// `409`: the network looks shared; link with a manual code.
+    SharedNetwork = "shared_network" => (409, false, false, false),
+    /// `409`: the agent's presence is contested.
+    AgentContested = "agent_contested" => (409, false, false, false),
+    /// `409`: a link was already requested for this instance.
+    AlreadyLinking = "already_linking" => (409, false, false, true),
+    /// `409`: a newer attempt at this redemption was completed.
+    Superseded = "superseded" => (409, false, false, false),
+    /// `413`: the body is too large.
+    TooLarge = "too_large" => (413, false, false, false),
+    /// `415`: a state-changing user request's body is not declared `application/json`.
+    UnsupportedMediaType = "unsupported_media_type" => (415, false, false, false),
+    /// `429`: the caller's network is locked out after too many failures.
+    LockedOut = "locked_out" => (429, false, false, false),
+    /// `429`: the network already holds the most agents a record may hold.
+    NetworkFull = "network_full" => (429, false, false, false),
+    /// `429`: too many live manual codes.
+    MintQuota = "mint_quota" => (429, false, false, false),
+    /// `429`: short codes are suspended; ask for a new code.
+    CodesSuspended = "codes_suspended" => (429, false, false, false),
+    /// `503`: no free manual code after many draws; nothing was changed, try again later.
+    CodeSpaceExhausted = "code_space_exhausted" => (503, true, false, false),
+    /// `503`: the host could not record the link; the code was given back.
+    LinkUnavailable = "link_unavailable" => (503, true, false, false),
+    /// `503`: the shared store is unavailable; nothing was changed.
+    StoreUnavailable = "store_unavailable" => (503, true, false, false),
+    /// `503`: too much contention at the shared store; nothing was changed.
+    StoreContention = "store_contention" => (503, true, false, false),
+}
+
+impl std::fmt::Display for WireCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for WireCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A well-formed refusal code this version does not know (a newer peer's): 1 to
+/// [`UnknownCode::MAX_LEN`] of `[a-z0-9_]`, held inline (no allocation, bounded, so a peer
+/// cannot put more than that into the caller's logs).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnknownCode {
+    len: u8,
+    bytes: [u8; UnknownCode::MAX_LEN],
+}
+
+impl UnknownCode {
+    /// The longest code kept; a longer word is no code ([`WireCode::NoCode`]).
+    pub const MAX_LEN: usize = 32;
+
+    fn new(text: &str) -> Option<Self> {
+        let well_formed = !text.is_empty()
+            && text.len() <= Self::MAX_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !well_formed {
+            return None;
+        }
+        let mut bytes = [0; Self::MAX_LEN];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(Self {
+            len: u8::try_from(text.len()).ok()?,
+            bytes,
+        })
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        self.bytes
+            .get(..usize::from(self.len))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for UnknownCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UnknownCode({:?})", self.as_str())
+    }
+}
+
+/// A wire code's row of the classification table ([`WireCode::class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Class {
+    /// The HTTP-style status this crate's server answers the code with (the MQTT `refused`
+    /// reply carries the same); `None` for a code it never sends (unknown, or none). The Obico
+    /// profile answers a few codes otherwise (see `obico::endpoint::status_of`).
+    pub status: Option<u16>,
+    /// Whether the same request may succeed later unchanged (nothing was changed at the
+    /// server): the drivers retry it with back-off, the agent sends its redemption again.
+    pub retryable: bool,
+    /// Whether an agent whose announcement got this code ends discovery (fail closed).
+    pub ends_discovery: bool,
+    /// Whether the server charged the refused request to the caller's guessing budgets (a
+    /// failed guess at a secret, an instance or a code).
+    pub counts_as_guess: bool,
+}
+
 /// A configuration value the crate will not run with. Raised by the config constructors, before
 /// any protocol step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,28 +394,33 @@ impl SecretRefusal {
     /// assert_eq!(SecretRefusal::from_code("nonsense"), None);
     /// ```
     pub fn from_code(code: &str) -> Option<Self> {
-        Some(match code {
-            "not_discovering" => Self::NotDiscovering,
-            "window_expired" => Self::WindowExpired,
-            "unresolvable_client" => Self::ClientAddr(ClientAddrError::MissingForwarded),
-            "not_local" => Self::NotLocal,
-            "wrong_instance" => Self::WrongInstance,
-            "bad_host" => Self::BadHost,
-            "bad_origin" => Self::BadOrigin,
+        Some(match WireCode::parse(code)? {
+            WireCode::NotDiscovering => Self::NotDiscovering,
+            WireCode::WindowExpired => Self::WindowExpired,
+            WireCode::UnresolvableClient => Self::ClientAddr(ClientAddrError::MissingForwarded),
+            WireCode::NotLocal => Self::NotLocal,
+            WireCode::WrongInstance => Self::WrongInstance,
+            WireCode::BadHost => Self::BadHost,
+            WireCode::BadOrigin => Self::BadOrigin,
             _ => return None,
         })
     }
 
-    /// A stable snake_case code for logs and wire bodies.
-    pub fn code(&self) -> &'static str {
+    /// The wire code of this refusal (its status is the code's, [`WireCode::class`]).
+    ///
+    /// ```
+    /// use lanlink::{SecretRefusal, WireCode};
+    /// assert_eq!(SecretRefusal::NotLocal.code(), WireCode::NotLocal);
+    /// ```
+    pub fn code(&self) -> WireCode {
         match self {
-            Self::NotDiscovering => "not_discovering",
-            Self::WindowExpired => "window_expired",
-            Self::ClientAddr(_) => "unresolvable_client",
-            Self::NotLocal => "not_local",
-            Self::WrongInstance => "wrong_instance",
-            Self::BadHost => "bad_host",
-            Self::BadOrigin => "bad_origin",
+            Self::NotDiscovering => WireCode::NotDiscovering,
+            Self::WindowExpired => WireCode::WindowExpired,
+            Self::ClientAddr(_) => WireCode::UnresolvableClient,
+            Self::NotLocal => WireCode::NotLocal,
+            Self::WrongInstance => WireCode::WrongInstance,
+            Self::BadHost => WireCode::BadHost,
+            Self::BadOrigin => WireCode::BadOrigin,
         }
     }
 }
@@ -279,103 +574,66 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The refusal a wire code stands for (the inverse of [`Refusal::code`], where several
-    /// refusals share a code it gives one of them: `invalid_code` reads back as
-    /// [`Refusal::UnknownCode`], `unresolvable_client` as a missing forwarding header).
+    /// The wire code this refusal collapses to: the only map from the server's internal reason
+    /// to the wire. All code failures share [`WireCode::InvalidCode`], so a guesser learns nothing
+    /// beyond "no"; the precise reason stays in the server's audit ([`Refusal::detail`]).
     ///
     /// ```
-    /// use lanlink::Refusal;
-    /// assert_eq!(Refusal::from_code("wrong_secret"), Some(Refusal::WrongSecret));
-    /// assert_eq!(Refusal::from_code(Refusal::CodeUsed.code()), Some(Refusal::UnknownCode));
+    /// use lanlink::{Refusal, WireCode};
+    /// assert_eq!(Refusal::CodeUsed.code(), WireCode::InvalidCode);
+    /// assert_eq!(Refusal::WrongSecret.code().as_str(), "wrong_secret");
     /// ```
-    pub fn from_code(code: &str) -> Option<Self> {
-        Some(match code {
-            "unresolvable_client" => Self::ClientAddr(ClientAddrError::MissingForwarded),
-            "locked_out" => Self::LockedOut,
-            "not_private_ip" => Self::NotPrivateIp,
-            "forged_instance" => Self::ForgedInstance,
-            "presence_conflict" => Self::PresenceConflict,
-            "network_full" => Self::NetworkFull,
-            "instance_used" => Self::InstanceUsed,
-            "window_over" => Self::WindowOver,
-            "agent_not_found" => Self::AgentNotFound,
-            "too_many_agents" => Self::TooManyAgents,
-            "shared_network" => Self::SharedNetwork,
-            "agent_contested" => Self::AgentContested,
-            "already_linking" => Self::AlreadyLinking,
-            "wrong_secret" => Self::WrongSecret,
-            "invalid_code" => Self::UnknownCode,
-            "code_space_exhausted" => Self::CodeSpaceExhausted,
-            "mint_quota" => Self::MintQuota,
-            "codes_suspended" => Self::CodesSuspended,
-            "store_unavailable" => Self::StoreUnavailable,
-            "store_contention" => Self::StoreContention,
-            "link_unavailable" => Self::LinkUnavailable,
-            "superseded" => Self::Superseded,
-            "bad_origin" => Self::BadOrigin,
-            "unsupported_media_type" => Self::UnsupportedMediaType,
-            _ => return None,
-        })
-    }
-
-    /// Whether an agent whose announcement got this refusal should end discovery (fail closed):
-    /// its instance is contested, used or overdue, or its address is not private. Refusals that may
-    /// pass (a lockout, a full network, an unresolvable address) are not terminal.
-    pub fn ends_discovery(&self) -> bool {
-        matches!(
-            self,
-            Self::ForgedInstance
-                | Self::PresenceConflict
-                | Self::InstanceUsed
-                | Self::WindowOver
-                | Self::NotPrivateIp
-        )
-    }
-
-    /// The HTTP status of this refusal on every stack (`PROTOCOL.md`, "Refusals"): the axum
-    /// adapter's `http::status_of` and [`server::endpoint`](crate::server::endpoint) both read
-    /// it, so a host on another HTTP library never has to map refusals itself.
-    ///
-    /// ```
-    /// use lanlink::Refusal;
-    /// assert_eq!(Refusal::LockedOut.status(), 429);
-    /// assert_eq!(Refusal::AgentNotFound.status(), 404);
-    /// assert_eq!(Refusal::UnsupportedMediaType.status(), 415);
-    /// ```
-    pub fn status(&self) -> u16 {
+    pub fn code(&self) -> WireCode {
         match self {
-            Self::ClientAddr(_)
-            | Self::ForgedInstance
-            | Self::NotPrivateIp
-            | Self::WindowOver
-            | Self::WrongSecret
-            | Self::UnknownCode
-            | Self::CodeUsed
-            | Self::CodeWrongAgent
-            | Self::CodeWrongNetwork
-            | Self::BadOrigin => 403,
-            Self::UnsupportedMediaType => 415,
-            Self::LockedOut | Self::NetworkFull | Self::MintQuota | Self::CodesSuspended => 429,
-            Self::AgentNotFound => 404,
-            Self::PresenceConflict
-            | Self::InstanceUsed
-            | Self::TooManyAgents
-            | Self::SharedNetwork
-            | Self::AgentContested
-            | Self::AlreadyLinking
-            | Self::Superseded => 409,
-            Self::CodeSpaceExhausted
-            | Self::StoreUnavailable
-            | Self::StoreContention
-            | Self::LinkUnavailable => 503,
+            Self::ClientAddr(_) => WireCode::UnresolvableClient,
+            Self::LockedOut => WireCode::LockedOut,
+            Self::NotPrivateIp => WireCode::NotPrivateIp,
+            Self::ForgedInstance => WireCode::ForgedInstance,
+            Self::PresenceConflict => WireCode::PresenceConflict,
+            Self::NetworkFull => WireCode::NetworkFull,
+            Self::InstanceUsed => WireCode::InstanceUsed,
+            Self::WindowOver => WireCode::WindowOver,
+            Self::AgentNotFound => WireCode::AgentNotFound,
+            Self::TooManyAgents => WireCode::TooManyAgents,
+            Self::SharedNetwork => WireCode::SharedNetwork,
+            Self::AgentContested => WireCode::AgentContested,
+            Self::AlreadyLinking => WireCode::AlreadyLinking,
+            Self::WrongSecret => WireCode::WrongSecret,
+            Self::UnknownCode | Self::CodeUsed | Self::CodeWrongAgent | Self::CodeWrongNetwork => {
+                WireCode::InvalidCode
+            }
+            Self::CodeSpaceExhausted => WireCode::CodeSpaceExhausted,
+            Self::MintQuota => WireCode::MintQuota,
+            Self::CodesSuspended => WireCode::CodesSuspended,
+            Self::StoreUnavailable => WireCode::StoreUnavailable,
+            Self::StoreContention => WireCode::StoreContention,
+            Self::LinkUnavailable => WireCode::LinkUnavailable,
+            Self::Superseded => WireCode::Superseded,
+            Self::BadOrigin => WireCode::BadOrigin,
+            Self::UnsupportedMediaType => WireCode::UnsupportedMediaType,
         }
     }
 
-    /// A stable snake_case code for logs and wire bodies. All code failures share `invalid_code`,
-    /// so a guesser learns nothing beyond "no".
-    pub fn code(&self) -> &'static str {
+    /// The precise internal reason, a stable snake_case word for the server's audit log (the
+    /// [`ServerEvent::Refused`](crate::event::ServerEvent::Refused) event's `detail`), never
+    /// sent on the wire: an operator tells a replayed code (`code_used`) from a wrong guess
+    /// (`unknown_code`) where the wire says `invalid_code` for both.
+    ///
+    /// ```
+    /// use lanlink::Refusal;
+    /// assert_eq!(Refusal::CodeUsed.detail(), "code_used");
+    /// assert_eq!(Refusal::UnknownCode.detail(), "unknown_code");
+    /// assert_eq!(Refusal::CodeUsed.code().as_str(), "invalid_code");
+    /// ```
+    pub fn detail(&self) -> &'static str {
         match self {
-            Self::ClientAddr(_) => "unresolvable_client",
+            Self::ClientAddr(err) => match err {
+                ClientAddrError::MissingForwarded => "client_missing_forwarded",
+                ClientAddrError::UnparsableHop => "client_unparsable_hop",
+                ClientAddrError::OnlyTrustedHops => "client_only_trusted_hops",
+                ClientAddrError::TooManyHops => "client_too_many_hops",
+                ClientAddrError::AmbiguousHeaders => "client_ambiguous_headers",
+            },
             Self::LockedOut => "locked_out",
             Self::NotPrivateIp => "not_private_ip",
             Self::ForgedInstance => "forged_instance",
@@ -389,9 +647,10 @@ impl Refusal {
             Self::AgentContested => "agent_contested",
             Self::AlreadyLinking => "already_linking",
             Self::WrongSecret => "wrong_secret",
-            Self::UnknownCode | Self::CodeUsed | Self::CodeWrongAgent | Self::CodeWrongNetwork => {
-                "invalid_code"
-            }
+            Self::UnknownCode => "unknown_code",
+            Self::CodeUsed => "code_used",
+            Self::CodeWrongAgent => "code_wrong_agent",
+            Self::CodeWrongNetwork => "code_wrong_network",
             Self::CodeSpaceExhausted => "code_space_exhausted",
             Self::MintQuota => "mint_quota",
             Self::CodesSuspended => "codes_suspended",
@@ -404,35 +663,53 @@ impl Refusal {
         }
     }
 
-    /// Whether the same request may succeed later unchanged: the server's store or the host's
-    /// link hook was unavailable, and nothing was changed. An agent retries its redemption on
-    /// these (until its redeem deadline); every other refusal is final.
+    /// This refusal's row of the classification table: its wire code's
+    /// ([`WireCode::class`]).
+    pub fn class(&self) -> Class {
+        self.code().class()
+    }
+
+    /// Whether an agent whose announcement got this refusal should end discovery (fail closed):
+    /// its instance is contested, used or overdue, or its address is not private. Read from the
+    /// table ([`WireCode::class`]).
+    pub fn ends_discovery(&self) -> bool {
+        self.class().ends_discovery
+    }
+
+    /// The HTTP status of this refusal on every stack (`PROTOCOL.md`, "Refusals"), read from the
+    /// table ([`WireCode::class`]): the axum adapter's `http::status_of` and
+    /// [`server::endpoint`](crate::server::endpoint) both read it, so a host on another HTTP
+    /// library never has to map refusals itself.
+    ///
+    /// ```
+    /// use lanlink::Refusal;
+    /// assert_eq!(Refusal::LockedOut.status(), 429);
+    /// assert_eq!(Refusal::AgentNotFound.status(), 404);
+    /// assert_eq!(Refusal::UnsupportedMediaType.status(), 415);
+    /// ```
+    pub fn status(&self) -> u16 {
+        // Every code a refusal collapses to has a status (the table test checks it).
+        self.class().status.unwrap_or(500)
+    }
+
+    /// Whether the same request may succeed later unchanged (nothing was changed), read from
+    /// the table ([`WireCode::class`]): the store, the host's link hook or the code space was
+    /// unavailable. An agent retries its redemption on these (until its redeem deadline).
     ///
     /// ```
     /// use lanlink::Refusal;
     /// assert!(Refusal::LinkUnavailable.is_retryable());
+    /// assert!(Refusal::CodeSpaceExhausted.is_retryable());
     /// assert!(!Refusal::UnknownCode.is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::StoreUnavailable | Self::StoreContention | Self::LinkUnavailable
-        )
+        self.class().retryable
     }
 
     /// Whether this refusal counts toward the caller network's lockout: every failed guess at a
-    /// secret, an instance or a code does.
+    /// secret, an instance or a code does. Read from the table ([`WireCode::class`]).
     pub fn counts_as_failure(&self) -> bool {
-        matches!(
-            self,
-            Self::AgentNotFound
-                | Self::AlreadyLinking
-                | Self::WrongSecret
-                | Self::UnknownCode
-                | Self::CodeUsed
-                | Self::CodeWrongAgent
-                | Self::CodeWrongNetwork
-        )
+        self.class().counts_as_guess
     }
 }
 

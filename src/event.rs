@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::addr::PublicNetwork;
 use crate::confirm::{DisplayName, ShortCode};
-use crate::error::{Refusal, SecretRefusal, VerifyFailure};
+use crate::error::{Refusal, SecretRefusal, VerifyFailure, WireCode};
 use crate::id::{AccountId, InstanceId};
 
 /// Why an agent's discovery ended without a link.
@@ -18,11 +18,12 @@ pub enum StopReason {
     WindowExpired,
     /// A forwarded message failed verification.
     VerifyFailed(VerifyFailure),
-    /// The server refused the code.
-    RedeemRefused(Refusal),
-    /// The server refused an announcement in a way that ends discovery
-    /// ([`Refusal::ends_discovery`]).
-    AnnounceRefused(Refusal),
+    /// The server refused the code (its wire code).
+    RedeemRefused(WireCode),
+    /// The server refused an announcement with a code that ends discovery
+    /// ([`Class::ends_discovery`](crate::Class::ends_discovery); a code this version does not
+    /// know does).
+    AnnounceRefused(WireCode),
     /// No answer to the redemption came before the agent's redeem deadline
     /// ([`AgentConfig::redeem_timeout`](crate::agent::AgentConfig::redeem_timeout)).
     ServerUnreachable,
@@ -73,9 +74,9 @@ impl StopReason {
 /// | `confirmation_requested` | `display_name`; under `Compare`, `short_code` (six digits, `"012345"`) |
 /// | `message_rejected` | `reason` ([`VerifyFailure::code`]) |
 /// | `redeem_started` | `manual` |
-/// | `redeem_deferred` | `reason` ([`Refusal::code`]) |
+/// | `redeem_deferred` | `reason` (the [`WireCode`]) |
 /// | `linked` | `instance_id` |
-/// | `stopped` | `reason` ([`StopReason::code`]); with `announce_refused` and `redeem_refused` also `refusal` ([`Refusal::code`]), with `verify_failed` also `failure` ([`VerifyFailure::code`]) |
+/// | `stopped` | `reason` ([`StopReason::code`]); with `announce_refused` and `redeem_refused` also `refusal` (the [`WireCode`]), with `verify_failed` also `failure` ([`VerifyFailure::code`]) |
 ///
 /// No event holds the local secret, a link code or the auth token, so none serializes one. The
 /// short code is no secret: the linking page shows it too, for the owner to compare. The
@@ -85,13 +86,13 @@ impl StopReason {
 ///
 /// ```
 /// use lanlink::event::{AgentEvent, StopReason};
-/// use lanlink::Refusal;
+/// use lanlink::WireCode;
 /// let served = AgentEvent::SecretServed { client: "192.168.1.20".parse().unwrap() };
 /// assert_eq!(
 ///     serde_json::to_string(&served).unwrap(),
 ///     r#"{"event":"secret_served","client":"192.168.1.20"}"#,
 /// );
-/// let stopped = AgentEvent::Stopped { reason: StopReason::RedeemRefused(Refusal::UnknownCode) };
+/// let stopped = AgentEvent::Stopped { reason: StopReason::RedeemRefused(WireCode::InvalidCode) };
 /// assert_eq!(
 ///     serde_json::to_string(&stopped).unwrap(),
 ///     r#"{"event":"stopped","reason":"redeem_refused","refusal":"invalid_code"}"#,
@@ -162,11 +163,12 @@ pub enum AgentEvent {
         /// Whether the code was entered by hand.
         manual: bool,
     },
-    /// The server could not complete the redemption for now (a [retryable](Refusal::is_retryable)
-    /// refusal): the agent sends it again after a back-off, until its redeem deadline.
+    /// The server could not complete the redemption for now (a
+    /// [retryable](crate::Class::retryable) refusal): the agent sends it again after a
+    /// back-off, until its redeem deadline.
     RedeemDeferred {
-        /// Why.
-        reason: Refusal,
+        /// Why (the server's wire code).
+        reason: WireCode,
     },
     /// The server returned an auth token: linked.
     Linked {
@@ -217,7 +219,7 @@ impl serde::Serialize for AgentEvent {
             Self::SecretServed { client } => map.serialize_entry("client", client)?,
             Self::SecretRefused { peer, reason } => {
                 map.serialize_entry("peer", peer)?;
-                map.serialize_entry("reason", reason.code())?;
+                map.serialize_entry("reason", &reason.code())?;
             }
             Self::Visibility { visibility } => match visibility {
                 crate::wire::Visibility::Visible => map.serialize_entry("visible", &true)?,
@@ -239,13 +241,13 @@ impl serde::Serialize for AgentEvent {
             }
             Self::MessageRejected { reason } => map.serialize_entry("reason", reason.code())?,
             Self::RedeemStarted { manual } => map.serialize_entry("manual", manual)?,
-            Self::RedeemDeferred { reason } => map.serialize_entry("reason", reason.code())?,
+            Self::RedeemDeferred { reason } => map.serialize_entry("reason", reason)?,
             Self::Linked { instance_id } => map.serialize_entry("instance_id", instance_id)?,
             Self::Stopped { reason } => {
                 map.serialize_entry("reason", reason.code())?;
                 match reason {
                     StopReason::AnnounceRefused(refusal) | StopReason::RedeemRefused(refusal) => {
-                        map.serialize_entry("refusal", refusal.code())?;
+                        map.serialize_entry("refusal", refusal)?;
                     }
                     StopReason::VerifyFailed(failure) => {
                         map.serialize_entry("failure", failure.code())?;
@@ -365,8 +367,12 @@ pub enum ServerEvent {
         network: Option<PublicNetwork>,
         /// Which request.
         request: RequestKind,
-        /// Why (serialized as its stable code, [`Refusal::code`]).
-        #[serde(serialize_with = "refusal_code")]
+        /// Why. Serialized as two keys: `reason`, the wire code the caller was answered
+        /// ([`Refusal::code`], collapsed on purpose: `invalid_code` for every failed
+        /// redemption), and `detail`, the precise internal reason ([`Refusal::detail`]:
+        /// `code_used` for a replayed code, `unknown_code` for a wrong guess, …), which only the
+        /// audit log carries.
+        #[serde(flatten, serialize_with = "refusal_fields")]
         reason: Refusal,
     },
     /// A network was locked out after too many failures (a guess from it filled one of its
@@ -412,9 +418,17 @@ fn network_opt_text<S: serde::Serializer>(
     }
 }
 
-/// Serializes a refusal as its stable code (never with any input it refused).
-fn refusal_code<S: serde::Serializer>(reason: &Refusal, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(reason.code())
+/// Serializes a refusal as its wire code (`reason`) and its precise internal reason (`detail`),
+/// never with any input it refused.
+fn refusal_fields<S: serde::Serializer>(
+    reason: &Refusal,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(2))?;
+    map.serialize_entry("reason", &reason.code())?;
+    map.serialize_entry("detail", reason.detail())?;
+    map.end()
 }
 
 /// The kind of request a server event is about.
@@ -608,9 +622,9 @@ mod tests {
             ),
             (
                 AgentEvent::RedeemDeferred {
-                    reason: Refusal::UnknownCode,
+                    reason: WireCode::LinkUnavailable,
                 },
-                r#"{"event":"redeem_deferred","reason":"invalid_code"}"#.to_owned(),
+                r#"{"event":"redeem_deferred","reason":"link_unavailable"}"#.to_owned(),
             ),
             (
                 AgentEvent::Linked { instance_id: id },
@@ -630,9 +644,9 @@ mod tests {
             ),
             (
                 AgentEvent::Stopped {
-                    reason: StopReason::AnnounceRefused(Refusal::LockedOut),
+                    reason: StopReason::AnnounceRefused(WireCode::InstanceUsed),
                 },
-                r#"{"event":"stopped","reason":"announce_refused","refusal":"locked_out"}"#.to_owned(),
+                r#"{"event":"stopped","reason":"announce_refused","refusal":"instance_used"}"#.to_owned(),
             ),
         ];
         for (event, _) in &events {
@@ -694,8 +708,8 @@ mod tests {
         let reasons = [
             StopReason::WindowExpired,
             StopReason::VerifyFailed(VerifyFailure::WrongSecret),
-            StopReason::RedeemRefused(Refusal::UnknownCode),
-            StopReason::AnnounceRefused(Refusal::LockedOut),
+            StopReason::RedeemRefused(WireCode::InvalidCode),
+            StopReason::AnnounceRefused(WireCode::InstanceUsed),
             StopReason::ServerUnreachable,
             StopReason::Cancelled,
             StopReason::ConfirmationRefused,

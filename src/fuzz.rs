@@ -21,7 +21,7 @@ use crate::addr::{ClientAddrError, ClientAddrResolver, ForwardedHeaders};
 use crate::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit, SecretRequest};
 use crate::code::LinkCode;
 use crate::confirm::{ConfirmNonce, Confirmation, Decision, DisplayName};
-use crate::error::Refusal;
+use crate::error::{Refusal, WireCode};
 use crate::event::ServerEvent;
 use crate::id::{AccountId, InstanceId};
 use crate::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
@@ -243,8 +243,8 @@ pub enum AgentOp {
     Restart,
 }
 
-fn refusal_from(index: u8) -> Refusal {
-    const CODES: [&str; 15] = [
+fn refusal_from(index: u8) -> WireCode {
+    const CODES: [&str; 16] = [
         "unresolvable_client",
         "forged_instance",
         "locked_out",
@@ -260,8 +260,10 @@ fn refusal_from(index: u8) -> Refusal {
         "wrong_secret",
         "invalid_code",
         "code_space_exhausted",
+        // A newer peer's code: fails closed.
+        "from_a_newer_peer",
     ];
-    Refusal::from_code(CODES[usize::from(index) % CODES.len()]).unwrap_or(Refusal::LockedOut)
+    WireCode::parse(CODES[usize::from(index) % CODES.len()]).unwrap_or(WireCode::LockedOut)
 }
 
 /// Drives one agent with arbitrary inputs; checks every served secret against a reference
@@ -505,7 +507,7 @@ pub fn agent_ops(data: &[u8]) {
             AgentOp::RedeemReply(token) => {
                 let reply = match token {
                     Some(bytes) => Ok(RedeemReply::new(AuthToken::from_bytes(bytes), 0)),
-                    None => Err(Refusal::UnknownCode),
+                    None => Err(Refusal::UnknownCode.code()),
                 };
                 let accepted = agent.handle_redeem_reply(now, reply).is_ok();
                 assert_eq!(
@@ -1059,7 +1061,7 @@ pub fn linker_ops(data: &[u8]) {
                                 .collect(),
                         )
                     })
-                    .ok_or(Refusal::LockedOut);
+                    .ok_or(Refusal::LockedOut.code());
                 let _ = linker.handle_discover_reply(now, reply);
             }
             LinkerOp::Select(i) => {
@@ -1090,7 +1092,7 @@ pub fn linker_ops(data: &[u8]) {
                 let reply = if ok {
                     Ok(LinkStatusReply::new(id, LinkState::Pending))
                 } else {
-                    Err(Refusal::WrongSecret)
+                    Err(Refusal::WrongSecret.code())
                 };
                 let _ = linker.handle_link_reply(now, reply);
             }
@@ -1105,7 +1107,7 @@ pub fn linker_ops(data: &[u8]) {
                 let reply = if ok {
                     Ok(LinkStatusReply::new(id, state))
                 } else {
-                    Err(Refusal::LockedOut)
+                    Err(Refusal::LockedOut.code())
                 };
                 let _ = linker.handle_link_status(now, reply);
             }

@@ -123,7 +123,10 @@ pub mod wire;
 pub use addr::{ClientAddrError, ClientAddrResolver, ForwardedHeaders, LocalPolicy, PublicNetwork};
 pub use agent::MAX_DISCOVERY_WINDOW;
 pub use code::{CodeFormat, LinkCode};
-pub use error::{AgentError, ConfigError, LinkerError, Refusal, SecretRefusal, VerifyFailure};
+pub use error::{
+    AgentError, Class, ConfigError, LinkerError, Refusal, SecretRefusal, UnknownCode,
+    VerifyFailure, WireCode,
+};
 pub use id::{AccountId, InstanceId};
 pub use secret::{AuthToken, Commitment, LocalSecret};
 pub use server::hook::TokenDigest;

@@ -32,7 +32,7 @@ use rand::{CryptoRng, RngCore};
 
 use crate::addr::is_announceable_private_ip;
 use crate::confirm::{short_code, ConfirmNonce, DisplayName, ShortCode};
-use crate::error::{LinkerError, Refusal, SecretRefusal};
+use crate::error::{LinkerError, SecretRefusal, WireCode};
 use crate::event::LinkerEvent;
 use crate::id::InstanceId;
 use crate::secret::Commitment;
@@ -152,9 +152,9 @@ pub enum LinkerFailure {
     /// The agent would not hand out its secret.
     #[error("could not fetch the secret: {0}")]
     Fetch(FetchFailure),
-    /// The server refused the link.
+    /// The server refused (its wire code; a code this version does not know is final too).
     #[error("the server refused: {0}")]
-    Refused(Refusal),
+    Refused(WireCode),
     /// The server hides auto-discovery on this network (`shared_network`): link with a manual
     /// code instead.
     #[error("devices on this network are not shown ({}); use a code", .0.code())]
@@ -421,7 +421,7 @@ impl Linker {
     pub fn handle_discover_reply(
         &mut self,
         now: Instant,
-        reply: Result<DiscoverReply, Refusal>,
+        reply: Result<DiscoverReply, WireCode>,
     ) -> Result<(), LinkerError> {
         self.handle_timeout(now);
         if !matches!(
@@ -558,7 +558,7 @@ impl Linker {
     pub fn handle_link_reply(
         &mut self,
         now: Instant,
-        reply: Result<LinkStatusReply, Refusal>,
+        reply: Result<LinkStatusReply, WireCode>,
     ) -> Result<(), LinkerError> {
         self.handle_timeout(now);
         let State::Linking {
@@ -662,7 +662,7 @@ impl Linker {
     pub fn handle_link_status(
         &mut self,
         now: Instant,
-        reply: Result<LinkStatusReply, Refusal>,
+        reply: Result<LinkStatusReply, WireCode>,
     ) -> Result<(), LinkerError> {
         self.handle_timeout(now);
         let State::Waiting {

@@ -322,7 +322,9 @@ impl Sim {
                 let reply = network.and_then(|n| at_once(self.server.announce(wall, n, &announce)));
                 match reply {
                     Ok(reply) => self.agents[id].agent.handle_announce_reply(now, reply),
-                    Err(refusal) => self.agents[id].agent.handle_announce_refused(now, refusal),
+                    Err(refusal) => self.agents[id]
+                        .agent
+                        .handle_announce_refused(now, refusal.code()),
                 }
             }
             AgentTransmit::Redeem(request) => {
@@ -334,7 +336,9 @@ impl Sim {
                     self.agents[id].minted = Some(reply.clone());
                 }
                 // Cannot fail: the agent just asked for this redemption.
-                let _ = self.agents[id].agent.handle_redeem_reply(now, reply);
+                let _ = self.agents[id]
+                    .agent
+                    .handle_redeem_reply(now, reply.map_err(|r| r.code()));
             }
         }
         true
@@ -359,7 +363,9 @@ impl Sim {
             LinkerTransmit::Discover => {
                 let network = self.server.caller(RequestKind::Discover, peer, headers);
                 let reply = network.and_then(|n| at_once(self.server.discover(wall, n, &user)));
-                self.linkers[id].linker.handle_discover_reply(now, reply)
+                self.linkers[id]
+                    .linker
+                    .handle_discover_reply(now, reply.map_err(|r| r.code()))
             }
             LinkerTransmit::FetchSecret {
                 agent,
@@ -400,7 +406,9 @@ impl Sim {
                 let reply = network.and_then(|n| {
                     at_once(self.server.link(wall, &mut self.rng, n, &user, request))
                 });
-                self.linkers[id].linker.handle_link_reply(now, reply)
+                self.linkers[id]
+                    .linker
+                    .handle_link_reply(now, reply.map_err(|r| r.code()))
             }
             LinkerTransmit::LinkStatus { instance_id } => {
                 let network = self.server.caller(RequestKind::LinkStatus, peer, headers);
@@ -410,7 +418,9 @@ impl Sim {
                             .link_status(wall, n, &user.account, &instance_id),
                     )
                 });
-                self.linkers[id].linker.handle_link_status(now, reply)
+                self.linkers[id]
+                    .linker
+                    .handle_link_status(now, reply.map_err(|r| r.code()))
             }
         };
         true

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
-use crate::error::{Refusal, SecretRefusal};
+use crate::error::{Class, SecretRefusal, WireCode};
 use crate::id::InstanceId;
 use crate::wire::{
     Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply,
@@ -42,13 +42,15 @@ pub const REDEEM_PATH: &str = "/agent/redeem";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// The peer answered with a refusal: its status (HTTP-style) and stable snake_case code.
+    /// The peer answered with a refusal: its status (HTTP-style) and its code, typed (a code
+    /// this version does not know is [`WireCode::Unknown`], a refusal without one
+    /// [`WireCode::NoCode`]).
     #[error("refused ({status}): {code}")]
     Refused {
         /// The status, e.g. 403.
         status: u16,
-        /// The code, e.g. `"wrong_secret"`.
-        code: String,
+        /// The code, e.g. [`WireCode::WrongSecret`].
+        code: WireCode,
     },
     /// The peer could not be reached or did not answer in time. Worth retrying.
     #[error("unreachable: {0}")]
@@ -61,16 +63,18 @@ pub enum TransportError {
 /// The reply a peer's answer stands for, from its status and whole body alone (any HTTP client
 /// calls this after reading at most [`wire::MAX_MESSAGE_BYTES`](crate::wire::MAX_MESSAGE_BYTES)):
 /// a 2xx body decodes as `T` ([`TransportError::Malformed`] if it does not, or is too large); any
-/// other status is [`TransportError::Refused`] with the body's stable code, or `http_<status>` when
-/// the body holds none (a proxy's page, or a code that is not snake_case: never echoed).
+/// other status is [`TransportError::Refused`] with the body's code ([`WireCode::parse`]), or
+/// [`WireCode::NoCode`] when the body holds none (a proxy's page, or a code that is not
+/// snake_case: never echoed).
 ///
 /// ```
 /// use lanlink::transport::{reply_from, TransportError};
 /// use lanlink::wire::CodeReply;
+/// use lanlink::WireCode;
 /// let refused = reply_from::<CodeReply>(429, br#"{"error":"mint_quota"}"#).unwrap_err();
-/// assert_eq!(refused, TransportError::Refused { status: 429, code: "mint_quota".into() });
+/// assert_eq!(refused, TransportError::Refused { status: 429, code: WireCode::MintQuota });
 /// let proxy = reply_from::<CodeReply>(502, b"<html>Bad gateway</html>").unwrap_err();
-/// assert_eq!(proxy, TransportError::Refused { status: 502, code: "http_502".into() });
+/// assert_eq!(proxy, TransportError::Refused { status: 502, code: WireCode::NoCode });
 /// assert_eq!(reply_from::<CodeReply>(200, b"{}").unwrap_err(), TransportError::Malformed);
 /// ```
 pub fn reply_from<T: serde::de::DeserializeOwned>(
@@ -86,63 +90,116 @@ pub fn reply_from<T: serde::de::DeserializeOwned>(
     }
     let code = wire::decode::<ErrorBody>(body, MAX_MESSAGE_BYTES)
         .ok()
-        .map(|b| b.error)
-        .filter(|code| {
-            !code.is_empty()
-                && code.len() <= 64
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        })
-        .unwrap_or_else(|| format!("http_{status}"));
+        .and_then(|b| WireCode::parse(&b.error))
+        .unwrap_or(WireCode::NoCode);
     Err(TransportError::Refused { status, code })
 }
 
 impl TransportError {
-    /// Whether retrying may help: the peer was unreachable, or said it is temporarily unable
-    /// (`503`).
+    /// The refusal's row of the classification table, as a client reads it: its code's
+    /// ([`WireCode::class`]), whatever status came with it; for a refusal without a code
+    /// ([`WireCode::NoCode`], a proxy's or HTTP layer's page) one made from the status alone:
+    /// retryable at `502`, `503` and `504` (a gateway between), never ending discovery, never a
+    /// guess. `None` when the peer did not refuse (unreachable, or a reply we could not read).
+    ///
+    /// ```
+    /// use lanlink::transport::TransportError;
+    /// use lanlink::WireCode;
+    /// let busy = TransportError::Refused { status: 503, code: WireCode::StoreUnavailable };
+    /// assert!(busy.class().unwrap().retryable);
+    /// let proxy = TransportError::Refused { status: 502, code: WireCode::NoCode };
+    /// assert!(proxy.class().unwrap().retryable);
+    /// assert_eq!(TransportError::Malformed.class(), None);
+    /// ```
+    pub fn class(&self) -> Option<Class> {
+        match self {
+            Self::Refused {
+                status,
+                code: WireCode::NoCode,
+            } => {
+                let mut class = WireCode::NoCode.class();
+                class.status = Some(*status);
+                class.retryable = matches!(status, 502..=504);
+                Some(class)
+            }
+            Self::Refused { code, .. } => Some(code.class()),
+            Self::Unreachable(_) | Self::Malformed => None,
+        }
+    }
+
+    /// Whether retrying may help: the peer was unreachable, or refused with a
+    /// [retryable](Class::retryable) code ([`TransportError::class`]). A code this version does
+    /// not know is never retried (fail closed).
+    ///
+    /// ```
+    /// use lanlink::transport::TransportError;
+    /// use lanlink::WireCode;
+    /// assert!(TransportError::Unreachable("timeout".into()).is_retryable());
+    /// let newer = TransportError::Refused { status: 503, code: WireCode::parse("brand_new").unwrap() };
+    /// assert!(!newer.is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Unreachable(_) => true,
-            Self::Refused { status, .. } => *status == 503,
-            Self::Malformed => false,
+            other => other.class().is_some_and(|class| class.retryable),
         }
+    }
+
+    /// The wire code of a refusal; `None` when the peer did not refuse.
+    pub fn code(&self) -> Option<WireCode> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            Self::Unreachable(_) | Self::Malformed => None,
+        }
+    }
+
+    /// The code to hand the agent's and linker's state machines
+    /// ([`Agent::handle_announce_refused`](crate::agent::Agent::handle_announce_refused),
+    /// [`Linker::handle_link_reply`](crate::linker::Linker::handle_link_reply), …): that of
+    /// every refusal but one without a code ([`WireCode::NoCode`], a proxy's or HTTP layer's
+    /// page), which they treat as a transport failure. A code this version does not know is
+    /// handed on: they fail closed on it. Check
+    /// [`is_malformed_request`](Self::is_malformed_request) first.
+    ///
+    /// ```
+    /// use lanlink::transport::TransportError;
+    /// use lanlink::WireCode;
+    /// let used = TransportError::Refused { status: 409, code: WireCode::InstanceUsed };
+    /// assert_eq!(used.refused_code(), Some(WireCode::InstanceUsed));
+    /// let proxy = TransportError::Refused { status: 502, code: WireCode::NoCode };
+    /// assert_eq!(proxy.refused_code(), None);
+    /// ```
+    pub fn refused_code(&self) -> Option<WireCode> {
+        self.code().filter(|code| *code != WireCode::NoCode)
     }
 
     /// Whether the peer refused the request itself as malformed (`400 malformed`): from a
     /// server of this crate, a request carrying a field newer than the server's revision. The
     /// agent and linker drivers hand it to [`Agent::handle_request_malformed`](crate::agent::Agent::handle_request_malformed)
-    /// and [`Linker::handle_link_malformed`](crate::linker::Linker::handle_link_malformed).
+    /// and [`Linker::handle_link_malformed`](crate::linker::Linker::handle_link_malformed)
+    /// before anything else.
     ///
     /// ```
     /// use lanlink::transport::TransportError;
-    /// let err = TransportError::Refused { status: 400, code: "malformed".into() };
+    /// use lanlink::WireCode;
+    /// let err = TransportError::Refused { status: 400, code: WireCode::Malformed };
     /// assert!(err.is_malformed_request());
     /// assert!(!TransportError::Malformed.is_malformed_request()); // a reply we could not read
     /// ```
     pub fn is_malformed_request(&self) -> bool {
-        matches!(self, Self::Refused { status: 400, code } if code == "malformed")
-    }
-
-    /// The server refusal this stands for, if it is one.
-    ///
-    /// ```
-    /// use lanlink::transport::TransportError;
-    /// use lanlink::Refusal;
-    /// let err = TransportError::Refused { status: 403, code: "wrong_secret".into() };
-    /// assert_eq!(err.refusal(), Some(Refusal::WrongSecret));
-    /// ```
-    pub fn refusal(&self) -> Option<Refusal> {
-        match self {
-            Self::Refused { code, .. } => Refusal::from_code(code),
-            _ => None,
-        }
+        matches!(
+            self,
+            Self::Refused {
+                status: 400,
+                code: WireCode::Malformed
+            }
+        )
     }
 
     /// The agent refusal this stands for, if it is one.
     pub fn secret_refusal(&self) -> Option<SecretRefusal> {
         match self {
-            Self::Refused { code, .. } => SecretRefusal::from_code(code),
+            Self::Refused { code, .. } => SecretRefusal::from_code(code.as_str()),
             _ => None,
         }
     }

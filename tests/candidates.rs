@@ -222,7 +222,11 @@ async fn public_candidate_is_refused_at_announce() {
         let mut bad = announce.clone();
         bad.candidates.push(public.parse().unwrap());
         let refused = transport.announce(&bad).await.unwrap_err();
-        assert_eq!(refused.refusal(), Some(Refusal::NotPrivateIp), "{public}");
+        assert_eq!(
+            refused.code(),
+            Some(Refusal::NotPrivateIp.code()),
+            "{public}"
+        );
         let network = server.config().network_of(HOME.parse().unwrap());
         assert!(
             server.store().network(&network).is_none(),
@@ -253,7 +257,7 @@ async fn public_candidate_is_refused_at_announce() {
         refused,
         lanlink::transport::TransportError::Refused {
             status: 400,
-            code: "bad_field".into()
+            code: lanlink::WireCode::BadField
         }
     );
 }

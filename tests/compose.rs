@@ -251,7 +251,7 @@ async fn the_linker_client_takes_a_cookie_credential() {
         anonymous.discover().await.unwrap_err(),
         TransportError::Refused {
             status: 303,
-            code: "http_303".into()
+            code: lanlink::WireCode::NoCode
         }
     );
 }

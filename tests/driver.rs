@@ -221,7 +221,7 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
     .expect("bounded");
     assert_eq!(
         status,
-        AgentStatus::Stopped(StopReason::AnnounceRefused(Refusal::InstanceUsed))
+        AgentStatus::Stopped(StopReason::AnnounceRefused(Refusal::InstanceUsed.code()))
     );
     assert_eq!(
         transport.announces.load(Ordering::SeqCst),

@@ -300,7 +300,9 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
                 let refusal = server
                     .redeem_now(wall, &mut rng, home, none, &redeem)
                     .unwrap_err();
-                other.handle_redeem_reply(start, Err(refusal)).unwrap();
+                other
+                    .handle_redeem_reply(start, Err(refusal.code()))
+                    .unwrap();
             }
             _ => break,
         }

@@ -44,6 +44,7 @@ use lanlink::server::{
 };
 use lanlink::transport::AgentServerTransport;
 use lanlink::wire::{RedeemReply, RedeemRequest};
+use lanlink::WireCode;
 use lanlink::{
     AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal, TokenDigest,
 };
@@ -335,7 +336,7 @@ async fn a_failing_hook_fails_the_redemption_retryably_and_the_agents_retry_link
         assert_eq!(status, AgentStatus::Linked, "{kind:?}");
         assert!(
             seen.contains(&AgentEvent::RedeemDeferred {
-                reason: Refusal::LinkUnavailable
+                reason: WireCode::LinkUnavailable
             }),
             "{kind:?}: {seen:?}"
         );
@@ -905,7 +906,7 @@ fn the_agent_owns_its_redemption_retries_and_always_names_a_deadline() {
     assert_eq!(again.attempt, 2, "each attempt numbered higher");
     // A retryable refusal defers; the next attempt waits its back-off (doubling).
     agent
-        .handle_redeem_reply(wake, Err(Refusal::StoreUnavailable))
+        .handle_redeem_reply(wake, Err(WireCode::StoreUnavailable))
         .unwrap();
     assert_eq!(agent.status(), AgentStatus::Redeeming);
     let next = agent.poll_timeout().unwrap();
@@ -921,7 +922,7 @@ fn the_agent_owns_its_redemption_retries_and_always_names_a_deadline() {
     let reply = |token, attempt| Ok(RedeemReply::new(token, attempt));
     agent.handle_redeem_reply(next, reply(stale, 2)).unwrap();
     agent
-        .handle_redeem_reply(next, Err(Refusal::Superseded))
+        .handle_redeem_reply(next, Err(WireCode::Superseded))
         .unwrap();
     assert_eq!(agent.status(), AgentStatus::Redeeming);
     // The latest attempt's answer links.
@@ -959,11 +960,11 @@ fn the_agent_stops_at_its_redeem_deadline_and_on_a_final_refusal() {
     let (mut agent, t0) = agent_redeeming(Duration::from_secs(30));
     redeem_due(&mut agent, t0).unwrap();
     agent
-        .handle_redeem_reply(t0, Err(Refusal::CodeUsed))
+        .handle_redeem_reply(t0, Err(Refusal::CodeUsed.code()))
         .unwrap();
     assert_eq!(
         agent.status(),
-        AgentStatus::Stopped(StopReason::RedeemRefused(Refusal::CodeUsed))
+        AgentStatus::Stopped(StopReason::RedeemRefused(WireCode::InvalidCode))
     );
     assert_eq!(agent.poll_timeout(), None);
 }

@@ -25,8 +25,9 @@ use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::{CounterKey, Server, ServerConfig};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport};
 use lanlink::wire::{self, AgentMessage, Announce, AnnounceReply, LinkRequest, RedeemRequest};
+use lanlink::WireCode;
 use lanlink::{
-    AccountId, DeviceInfo, InstanceId, LinkCode, LocalPolicy, LocalSecret, PublicNetwork, Refusal,
+    AccountId, DeviceInfo, InstanceId, LinkCode, LocalPolicy, LocalSecret, PublicNetwork,
 };
 use reqwest::header::{self, HeaderMap};
 use reqwest::Method;
@@ -448,7 +449,7 @@ fn is_locked(server: &SharedServer, network: &str) -> bool {
 /// network's failure counter grew by one if the refusal counts as a failure.
 #[track_caller]
 fn assert_kept(before: &Snapshot, after: &Snapshot, caller: Option<&str>, code: &str) {
-    let counted = Refusal::from_code(code).is_some_and(|r| r.counts_as_failure());
+    let counted = WireCode::parse(code).is_some_and(|c| c.class().counts_as_guess);
     assert_eq!(after.codes, before.codes, "{code}: codes");
     for ((name, shape, failures), (_, shape_after, failures_after)) in
         before.networks.iter().zip(&after.networks)
@@ -1338,7 +1339,7 @@ async fn attack_impostor_announcing_the_victims_id_over_http() {
     .await;
     assert_eq!(
         status,
-        AgentStatus::Stopped(StopReason::AnnounceRefused(Refusal::PresenceConflict))
+        AgentStatus::Stopped(StopReason::AnnounceRefused(WireCode::PresenceConflict))
     );
     let reply = fetch(h.agent_at, Some(LINKER_IP), &h.id(), &[]).await;
     assert_refused(&reply, 403, "not_discovering");
@@ -2200,7 +2201,7 @@ async fn mints_past_the_account_quota_answer_429_mint_quota() {
     }
     let refused = bounded("mint", client.mint_code()).await.unwrap_err();
     assert!(
-        matches!(&refused, lanlink::transport::TransportError::Refused { status: 429, code } if code == "mint_quota"),
+        matches!(&refused, lanlink::transport::TransportError::Refused { status: 429, code } if *code == WireCode::MintQuota),
         "{refused:?}"
     );
     let agent = HttpAgentClient::with_client(client_from(HOME), &base, P);

@@ -1028,7 +1028,7 @@ async fn ticket_route_proves_the_key_and_resolves_the_network() {
         err,
         TransportError::Refused {
             status: 403,
-            code: "forged_instance".into()
+            code: lanlink::WireCode::ForgedInstance
         }
     );
 

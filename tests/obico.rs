@@ -98,7 +98,7 @@ async fn wait_lapsed(linker: &ObicoLinker, n: usize) {
 
 fn refused(result: Result<(), TransportError>) -> (u16, String) {
     match result {
-        Err(TransportError::Refused { status, code }) => (status, code),
+        Err(TransportError::Refused { status, code }) => (status, code.as_str().to_owned()),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

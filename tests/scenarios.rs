@@ -1158,7 +1158,7 @@ fn refusal_codes_give_no_hint_about_codes() {
         Refusal::CodeWrongAgent,
         Refusal::CodeWrongNetwork,
     ] {
-        assert_eq!(refusal.code(), "invalid_code");
+        assert_eq!(refusal.code().as_str(), "invalid_code");
         assert_eq!(refusal.to_string(), "invalid code");
     }
 }

@@ -82,7 +82,7 @@ async fn issue(State(issuer): State<Arc<Issuer>>, request: Request) -> Response<
     if !announce.presence_key.proves(&announce.instance_id) {
         return error_response(
             status_of(&Refusal::ForgedInstance),
-            Refusal::ForgedInstance.code(),
+            Refusal::ForgedInstance.code().as_str(),
         );
     }
     let forwarded = header_lines(&parts.headers, "forwarded");
@@ -95,7 +95,7 @@ async fn issue(State(issuer): State<Arc<Issuer>>, request: Request) -> Response<
         Ok(ip) => ip,
         Err(err) => {
             let refusal = Refusal::ClientAddr(err);
-            return error_response(status_of(&refusal), refusal.code());
+            return error_response(status_of(&refusal), refusal.code().as_str());
         }
     };
     let network = issuer.config.network_of(ip);

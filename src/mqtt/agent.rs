@@ -18,6 +18,7 @@ use crate::id::InstanceId;
 use crate::ticket::TicketReply;
 use crate::transport::{AgentServerTransport, TransportError};
 use crate::wire::{self, Announce, AnnounceReply, RedeemReply, RedeemRequest};
+use crate::WireCode;
 
 /// Settings of [`MqttAgentTransport`].
 #[derive(Debug, Clone)]
@@ -169,8 +170,15 @@ impl std::fmt::Debug for MqttAgentTransport {
 
 /// Whether a refusal means the ticket must be fetched again.
 fn is_ticket_refusal(err: &TransportError) -> bool {
-    matches!(err, TransportError::Refused { code, .. }
-        if matches!(code.as_str(), "bad_ticket" | "ticket_expired" | "ticket_wrong_instance" | "wrong_client"))
+    matches!(
+        err.code(),
+        Some(
+            WireCode::BadTicket
+                | WireCode::TicketExpired
+                | WireCode::TicketWrongInstance
+                | WireCode::WrongClient
+        )
+    )
 }
 
 impl MqttAgentTransport {
@@ -300,7 +308,7 @@ impl MqttAgentTransport {
         };
         match self.request(&session, id, &up).await? {
             DownMessage::Announced { reply, .. } => Ok((reply, session)),
-            DownMessage::Refused { status, error, .. } => Err(refused(status, error)),
+            DownMessage::Refused { status, error, .. } => Err(refused(status, &error)),
             _ => Err(TransportError::Malformed),
         }
     }
@@ -328,21 +336,18 @@ impl MqttAgentTransport {
         };
         match self.request(&session, id, &up).await? {
             DownMessage::Redeemed { reply, .. } => Ok(reply),
-            DownMessage::Refused { status, error, .. } => Err(refused(status, error)),
+            DownMessage::Refused { status, error, .. } => Err(refused(status, &error)),
             _ => Err(TransportError::Malformed),
         }
     }
 }
 
-/// A refusal from the server, with a code checked to be a plain snake_case word.
-fn refused(status: u16, error: String) -> TransportError {
-    let plain = error.len() <= 64
-        && error
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+/// A refusal from the server, its code typed as over HTTP ([`WireCode::parse`]; a word that is
+/// no code is [`WireCode::NoCode`], never kept).
+fn refused(status: u16, error: &str) -> TransportError {
     TransportError::Refused {
         status,
-        code: if plain { error } else { "refused".into() },
+        code: WireCode::parse(error).unwrap_or(WireCode::NoCode),
     }
 }
 

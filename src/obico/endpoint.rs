@@ -380,11 +380,11 @@ fn missing(field: &str) -> ServerResponse {
 }
 
 fn refusal(refusal: &Refusal) -> ServerResponse {
-    detail(status_of(refusal), refusal.code())
+    detail(status_of(refusal), refusal.code().as_str())
 }
 
 fn agent_refusal(refusal: &Refusal) -> ServerResponse {
-    detail(agent_status_of(refusal), refusal.code())
+    detail(agent_status_of(refusal), refusal.code().as_str())
 }
 
 /// A refusal of a guess (a code, a passcode, a secret): a lockout says so, with how long it
@@ -395,7 +395,7 @@ fn guess_refusal<S: Store>(
     status: u16,
 ) -> ServerResponse {
     if !matches!(refusal, Refusal::LockedOut) {
-        return detail(status, refusal.code());
+        return detail(status, refusal.code().as_str());
     }
     let lockout = profile.server.config().budget_limits().lockout;
     let seconds = lockout.num_seconds().max(1);
@@ -592,7 +592,7 @@ async fn verify<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
         .as_deref()
         .map(|code| code.trim())
         .and_then(LinkCode::parse)
-        .ok_or_else(|| detail(404, Refusal::UnknownCode.code()))?;
+        .ok_or_else(|| detail(404, Refusal::UnknownCode.code().as_str()))?;
     let pending = call!(profile, caller, Redeem, |network| obico_begin_verify(
         now, rng, network, &code
     ))

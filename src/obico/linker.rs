@@ -21,6 +21,7 @@ use super::{device_id, parse_device_id};
 use crate::id::InstanceId;
 use crate::secret::LocalSecret;
 use crate::transport::TransportError;
+use crate::WireCode;
 
 /// The agent's secret route (moonraker-obico serves it on port 46793, OctoPrint-Obico on
 /// OctoPrint's port).
@@ -138,7 +139,7 @@ impl ObicoLinker {
         if !crate::addr::is_announceable_private_ip(device.host_or_ip) {
             return Err(TransportError::Refused {
                 status: 403,
-                code: "not_private_ip".into(),
+                code: WireCode::NotPrivateIp,
             });
         }
         let url = format!(
@@ -194,7 +195,7 @@ impl ObicoLinker {
                 .next()
                 .ok_or_else(|| TransportError::Refused {
                     status: 404,
-                    code: "agent_not_found".into(),
+                    code: WireCode::AgentNotFound,
                 })?;
         let secret = self.fetch_secret(&device).await?;
         self.link(&device.device_id, &secret).await?;
@@ -241,13 +242,8 @@ async fn exchange(request: RequestBuilder) -> Result<Value, TransportError> {
         .as_ref()
         .and_then(|v| v.get("detail"))
         .and_then(Value::as_str)
-        .filter(|code| {
-            code.len() <= 64
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        })
-        .map_or_else(|| format!("http_{}", status.as_u16()), str::to_owned);
+        .and_then(WireCode::parse)
+        .unwrap_or(WireCode::NoCode);
     Err(TransportError::Refused {
         status: status.as_u16(),
         code,

@@ -234,7 +234,7 @@ impl ServerResponse {
     /// assert_eq!((answer.status, &answer.body[..]), (429, &br#"{"error":"locked_out"}"#[..]));
     /// ```
     pub fn refusal(refusal: &Refusal) -> Self {
-        Self::error(refusal.status(), refusal.code())
+        Self::error(refusal.status(), refusal.code().as_str())
     }
 }
 

@@ -289,7 +289,7 @@ impl Refused {
     fn of(refusal: &Refusal) -> Self {
         Self {
             status: refusal.status(),
-            code: refusal.code(),
+            code: refusal.code().static_str(),
         }
     }
 
