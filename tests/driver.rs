@@ -65,7 +65,7 @@ impl AgentServerTransport for Flaky {
         let peer: IpAddr = HOME.parse().unwrap();
         let refused = |refusal: Refusal| TransportError::Refused {
             status: 403,
-            code: refusal.code().into(),
+            code: refusal.code(),
         };
         let network = self
             .server
@@ -85,7 +85,7 @@ impl AgentServerTransport for Flaky {
         let peer: IpAddr = HOME.parse().unwrap();
         let refused = |refusal: Refusal| TransportError::Refused {
             status: 403,
-            code: refusal.code().into(),
+            code: refusal.code(),
         };
         let network = self
             .server

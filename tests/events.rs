@@ -335,3 +335,95 @@ fn agent_events_serialize_without_secrets_through_a_whole_link() {
         serde_json::json!({ "event": "stopped", "reason": "redeem_refused", "refusal": "invalid_code" })
     );
 }
+
+/// The audit keeps the precise reason the wire collapses: a replayed code and a wrong guess
+/// both answer `invalid_code`, and their `refused` events tell them apart by `detail`.
+#[test]
+fn the_audit_tells_a_replayed_code_from_a_wrong_guess() {
+    let server = Server::new(ServerConfig::default()).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+    let home = "203.0.113.7".parse().unwrap();
+    let none = ForwardedHeaders::NONE;
+    let alice = AccountId::new("alice").unwrap();
+    let agent = |n: u8| {
+        let key = PresenceKey::from_bytes([n; 32]);
+        let id = key.instance_id();
+        let secret = LocalSecret::from_bytes([n ^ 0xff; 32]);
+        Announce::new(
+            id,
+            "192.168.1.50".parse().unwrap(),
+            8080,
+            Default::default(),
+            secret.commitment(&id),
+            key,
+        )
+    };
+    let (first, second) = (agent(1), agent(2));
+    server.announce_now(now, home, none, &first).unwrap();
+    server.announce_now(now, home, none, &second).unwrap();
+    let code = server.mint_code_now(now, &mut rng, &alice).unwrap().code;
+    let redeem = |id, code: &LinkCode| RedeemRequest::new(id, code.clone());
+    server
+        .redeem_now(now, &mut rng, home, none, &redeem(first.instance_id, &code))
+        .unwrap();
+    drain(&server, &mut Vec::new());
+
+    // The same code again, by another agent: a replay.
+    let replayed = server
+        .redeem_now(
+            now,
+            &mut rng,
+            home,
+            none,
+            &redeem(second.instance_id, &code),
+        )
+        .unwrap_err();
+    // A code nobody minted: a wrong guess.
+    let guessed = server
+        .redeem_now(
+            now,
+            &mut rng,
+            home,
+            none,
+            &redeem(second.instance_id, &LinkCode::parse("wrong-code").unwrap()),
+        )
+        .unwrap_err();
+    assert_eq!(guessed, Refusal::UnknownCode);
+    assert_ne!(replayed, guessed, "the server knows which is which");
+    // The wire collapses them ...
+    assert_eq!(replayed.code(), guessed.code());
+    assert_eq!(replayed.code().as_str(), "invalid_code");
+    // ... the audit does not.
+    let mut events = Vec::new();
+    drain(&server, &mut events);
+    let refused: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Refused { .. }))
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for (value, refusal) in refused.iter().zip([&replayed, &guessed]) {
+        assert_eq!(value["event"], "refused");
+        assert_eq!(value["request"], "redeem");
+        assert_eq!(value["reason"], "invalid_code", "the wire's code");
+        assert_eq!(value["detail"], refusal.detail(), "the precise reason");
+    }
+    assert_eq!(refused[1]["detail"], "unknown_code");
+    assert_ne!(refused[0]["detail"], refused[1]["detail"]);
+    // Nothing but these keys (no code, no input).
+    for value in &refused {
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in &keys {
+            assert!(
+                ["event", "network", "request", "reason", "detail"].contains(key),
+                "{key} in {value}"
+            );
+        }
+    }
+}

@@ -344,7 +344,7 @@ impl MqttAgentTransport {
 
 /// A refusal from the server, its code typed as over HTTP ([`WireCode::parse`]; a word that is
 /// no code is [`WireCode::NoCode`], never kept).
-fn refused(status: u16, error: &str) -> TransportError {
+pub(crate) fn refused(status: u16, error: &str) -> TransportError {
     TransportError::Refused {
         status,
         code: WireCode::parse(error).unwrap_or(WireCode::NoCode),

@@ -188,15 +188,15 @@ impl ObicoLinker {
 
     /// Discovers, takes the first agent shown, fetches its secret and posts the link.
     pub async fn link_first(&self) -> Result<ObicoDevice, TransportError> {
-        let device =
-            self.discover()
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| TransportError::Refused {
-                    status: 404,
-                    code: WireCode::AgentNotFound,
-                })?;
+        let device = self
+            .discover()
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(TransportError::Refused {
+                status: 404,
+                code: WireCode::AgentNotFound,
+            })?;
         let secret = self.fetch_secret(&device).await?;
         self.link(&device.device_id, &secret).await?;
         Ok(device)

@@ -297,6 +297,22 @@ impl Refused {
         let (status, code) = status_of_wire_error(err);
         Self { status, code }
     }
+
+    /// The reply that carries it, to the request `id`.
+    fn message(self, id: String) -> DownMessage {
+        DownMessage::Refused {
+            id,
+            status: self.status,
+            error: self.code.to_owned(),
+        }
+    }
+}
+
+/// The reply [`handle_up`] sends for `refusal` to the request `id` (for the error model's
+/// round-trip test).
+#[cfg(test)]
+pub(crate) fn refusal_message(id: String, refusal: &Refusal) -> DownMessage {
+    Refused::of(refusal).message(id)
 }
 
 /// Answers one request published on `topic` under `prefix` (e.g. [`DEFAULT_TOPIC_PREFIX`]),
@@ -359,11 +375,7 @@ pub async fn handle_up<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
     let message = match answer {
         Ok(Answer::Announced(reply)) => DownMessage::Announced { id, reply },
         Ok(Answer::Redeemed(reply)) => DownMessage::Redeemed { id, reply },
-        Err(Refused { status, code }) => DownMessage::Refused {
-            id,
-            status,
-            error: code.to_owned(),
-        },
+        Err(refused) => refused.message(id),
     };
     Ok(Reply {
         topic: down_topic(prefix, client_id),
