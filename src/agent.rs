@@ -1442,6 +1442,41 @@ mod tests {
         (Agent::new(config, now, &mut rng).unwrap(), now)
     }
 
+    /// A server that refuses every announcement as malformed gets one per interval: the agent
+    /// sends again at once only when it dropped something the server may not know, never in a
+    /// loop (a broken variant that always re-sends at once fails the second half).
+    #[test]
+    fn a_server_refusing_every_announcement_gets_no_hot_loop() {
+        let (mut agent, now) = agent();
+        assert!(matches!(
+            agent.poll_transmit(now),
+            Some(AgentTransmit::Announce(_))
+        ));
+        agent.handle_request_malformed(now);
+        assert!(
+            agent.poll_transmit(now).is_none(),
+            "nothing dropped, nothing re-sent at once"
+        );
+        assert!(agent.poll_timeout().is_some_and(|t| t > now));
+
+        let now = Instant::now();
+        let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default())
+            .candidates(vec!["10.0.0.5:8080".parse().unwrap()]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let mut agent = Agent::new(config, now, &mut rng).unwrap();
+        assert!(agent.poll_transmit(now).is_some());
+        agent.handle_request_malformed(now);
+        let Some(AgentTransmit::Announce(again)) = agent.poll_transmit(now) else {
+            panic!("the candidates were dropped: sent again at once");
+        };
+        assert!(again.candidates.is_empty());
+        agent.handle_request_malformed(now);
+        assert!(
+            agent.poll_transmit(now).is_none(),
+            "second refusal: no loop"
+        );
+    }
+
     #[test]
     fn host_forms() {
         let (a, _) = agent();

@@ -353,14 +353,14 @@ fn alice() -> User {
 fn peers_of_every_revision_link_through_this_server() {
     for at in Revision::ALL {
         let mut wire = Wire::new(Revision::CURRENT);
-        let (status, reply) = wire.call(
-            "POST",
-            "/agent/announce",
-            Some(&fixture(at, "announce")),
-            None,
-        );
-        assert_eq!(status, 200, "{at} announce: {reply}");
-        assert_reads(at, "announce_reply", &reply);
+        let announce = |wire: &mut Wire| {
+            let body = fixture(at, "announce");
+            let (status, reply) = wire.call("POST", "/agent/announce", Some(&body), None);
+            assert_eq!(status, 200, "{at} announce: {reply}");
+            assert_reads(at, "announce_reply", &reply);
+            reply
+        };
+        announce(&mut wire);
 
         let (status, reply) = wire.call("GET", "/discover", None, Some(&alice()));
         assert_eq!(status, 200, "{at} discover: {reply}");
@@ -373,14 +373,7 @@ fn peers_of_every_revision_link_through_this_server() {
         assert_reads(at, "link_reply", &reply);
 
         wire.advance(Duration::from_secs(2));
-        let (status, reply) = wire.call(
-            "POST",
-            "/agent/announce",
-            Some(&fixture(at, "announce")),
-            None,
-        );
-        assert_eq!(status, 200, "{at} announce: {reply}");
-        assert_reads(at, "announce_reply", &reply);
+        let reply = announce(&mut wire);
         let message = &reply["messages"][0];
         assert_eq!(message["local_secret"], json!(hex(&[0x22; 32])), "{at}");
         // Old agents ignore the fields they do not know; a 1.4 agent reads the nonce.
