@@ -56,7 +56,7 @@ use zeroize::Zeroizing;
 
 use crate::addr::ForwardedHeaders;
 use crate::agent::{Agent, SecretRequest};
-use crate::error::SecretRefusal;
+use crate::error::{SecretRefusal, WireCode};
 use crate::wire::{self, ErrorBody};
 
 /// One HTTP request as any HTTP library parses it: what the agent's local endpoint ([`handle`])
@@ -222,6 +222,12 @@ impl LocalResponse {
     fn error(status: u16, code: &str) -> Self {
         Self::json(status, wire::encode(&ErrorBody::new(code.to_owned())))
     }
+
+    /// `{"error": code}` with the code's status from the classification table.
+    fn for_code(code: WireCode) -> Self {
+        let (status, text) = code.answer();
+        Self::error(status, text)
+    }
 }
 
 /// The HTTP status of a secret refusal: its code's ([`WireCode::class`](crate::WireCode::class)):
@@ -254,8 +260,8 @@ pub fn handle<R: CryptoRng + RngCore + ?Sized>(
         (Some("/secret"), "GET" | "HEAD") => secret(agent, now, request),
         (Some("/secret"), "OPTIONS") => preflight(agent, request),
         (Some("/popup"), "GET" | "HEAD") => popup(agent, now, rng, request),
-        (Some("/secret" | "/popup"), _) => LocalResponse::error(405, "method_not_allowed"),
-        _ => LocalResponse::error(404, "not_found"),
+        (Some("/secret" | "/popup"), _) => LocalResponse::for_code(WireCode::MethodNotAllowed),
+        _ => LocalResponse::for_code(WireCode::NotFound),
     }
 }
 
@@ -313,20 +319,20 @@ fn check<T>(
 ) -> Result<T, (u16, &'static str)> {
     // A HEAD would be "served" without a body, and logged as served: refuse it.
     if request.method == "HEAD" {
-        return Err((405, "method_not_allowed"));
+        return Err(WireCode::MethodNotAllowed.answer());
     }
     let Some(peer) = request.peer else {
-        return Err((403, "unresolvable_client"));
+        return Err(WireCode::UnresolvableClient.answer());
     };
     let Some(instance_id) = query_param(request.query, "instance_id") else {
-        return Err((400, "malformed"));
+        return Err(WireCode::Malformed.answer());
     };
     // Several Host or Origin lines are ambiguous: refuse rather than pick one.
     if request.values("host").count() > 1 {
-        return Err((403, SecretRefusal::BadHost.code().static_str()));
+        return Err(SecretRefusal::BadHost.code().answer());
     }
     if request.values("origin").count() > 1 {
-        return Err((403, SecretRefusal::BadOrigin.code().static_str()));
+        return Err(SecretRefusal::BadOrigin.code().answer());
     }
     // RFC 9112 §3.2.2: with an absolute-form target the target's authority is the host, and the
     // Host header is ignored.
@@ -343,12 +349,7 @@ fn check<T>(
         origin: request.text("origin"),
         instance_id: &instance_id,
     };
-    decide(agent, &secret_request).map_err(|refusal| {
-        (
-            status_of_secret_refusal(&refusal),
-            refusal.code().static_str(),
-        )
-    })
+    decide(agent, &secret_request).map_err(|refusal| refusal.code().answer())
 }
 
 fn secret(agent: &mut Agent, now: Instant, request: &LocalRequest<'_>) -> LocalResponse {
@@ -382,10 +383,10 @@ fn preflight(agent: &Agent, request: &LocalRequest<'_>) -> LocalResponse {
     let host_ok =
         request.values("host").count() <= 1 && host.is_some_and(|h| agent.host_allowed(h));
     if !host_ok {
-        return LocalResponse::error(403, SecretRefusal::BadHost.code().static_str());
+        return LocalResponse::for_code(SecretRefusal::BadHost.code());
     }
     if request.values("origin").count() > 1 {
-        return LocalResponse::error(403, SecretRefusal::BadOrigin.code().static_str());
+        return LocalResponse::for_code(SecretRefusal::BadOrigin.code());
     }
     let origin = request.text("origin");
     let origin_ok = origin.is_some_and(|o| agent.origin_allowed(o));
@@ -394,7 +395,7 @@ fn preflight(agent: &Agent, request: &LocalRequest<'_>) -> LocalResponse {
         .next()
         .is_some_and(|m| m == b"GET");
     let (Some(origin), true, true) = (origin, origin_ok, method_ok) else {
-        return LocalResponse::error(403, SecretRefusal::BadOrigin.code().static_str());
+        return LocalResponse::for_code(SecretRefusal::BadOrigin.code());
     };
     let mut headers = Vec::with_capacity(5);
     if is_header_text(origin) {
@@ -439,7 +440,8 @@ fn popup<R: CryptoRng + RngCore + ?Sized>(
             .all(|v| v.eq_ignore_ascii_case(wanted.as_bytes()))
     };
     if !fetch_header("sec-fetch-dest", "document") || !fetch_header("sec-fetch-mode", "navigate") {
-        return popup_refused(rng, 403, "not_top_level", None, requested_id);
+        let (status, code) = WireCode::NotTopLevel.answer();
+        return popup_refused(rng, status, code, None, requested_id);
     }
     let target = query_param(request.query, "origin")
         .filter(|origin| agent.origin_allowed(origin))
@@ -447,7 +449,7 @@ fn popup<R: CryptoRng + RngCore + ?Sized>(
     let Some(target) = target else {
         return popup_refused(
             rng,
-            403,
+            SecretRefusal::BadOrigin.code().answer().0,
             SecretRefusal::BadOrigin.code().static_str(),
             None,
             requested_id,

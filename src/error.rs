@@ -76,6 +76,11 @@ macro_rules! wire_codes {
                 }
             }
 
+            /// This crate's answer for the code: its status (from the table) and its word.
+            pub(crate) fn answer(&self) -> (u16, &'static str) {
+                (self.class().status.unwrap_or(500), self.static_str())
+            }
+
             /// The code a wire word stands for: a known code, or [`WireCode::Unknown`] for a
             /// well-formed word this version does not know (1 to [`UnknownCode::MAX_LEN`] of
             /// `[a-z0-9_]`). `None` for anything else (it is never kept or echoed).

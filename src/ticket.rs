@@ -86,10 +86,21 @@ impl TicketError {
     /// assert_eq!(lanlink::ticket::TicketError::Expired.code(), "ticket_expired");
     /// ```
     pub fn code(&self) -> &'static str {
+        self.wire_code().static_str()
+    }
+
+    /// The wire code a refused request carries (its status is the code's,
+    /// [`WireCode::class`](crate::WireCode::class): `403`).
+    ///
+    /// ```
+    /// use lanlink::ticket::TicketError;
+    /// assert_eq!(TicketError::BadSignature.wire_code(), lanlink::WireCode::BadTicket);
+    /// ```
+    pub fn wire_code(&self) -> crate::WireCode {
         match self {
-            Self::Malformed | Self::BadSignature => "bad_ticket",
-            Self::Expired => "ticket_expired",
-            Self::WrongInstance => "ticket_wrong_instance",
+            Self::Malformed | Self::BadSignature => crate::WireCode::BadTicket,
+            Self::Expired => crate::WireCode::TicketExpired,
+            Self::WrongInstance => crate::WireCode::TicketWrongInstance,
         }
     }
 }

@@ -56,7 +56,7 @@ pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
 #[cfg(feature = "http-server")]
 use crate::confirm::DisplayName;
 #[cfg(feature = "http-server")]
-use crate::error::Refusal;
+use crate::error::{Refusal, WireCode};
 #[cfg(feature = "http-server")]
 use crate::id::AccountId;
 #[cfg(feature = "http-server")]
@@ -286,6 +286,17 @@ pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
 }
 
 #[cfg(feature = "http-server")]
+/// `{"error": code}` with the code's status from the classification table.
+#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
+pub(crate) fn code_response(code: WireCode) -> Response<Body> {
+    let (status, text) = code.answer();
+    error_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        text,
+    )
+}
+
+#[cfg(feature = "http-server")]
 /// The refusal for a body that does not decode.
 #[cfg_attr(not(feature = "ticket"), allow(dead_code))]
 pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
@@ -307,14 +318,9 @@ pub(crate) async fn read_body(
     use http_body_util::{BodyExt, LengthLimitError, Limited};
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<LengthLimitError>() => {
-            Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large"))
-        }
-        Err(err) if RequestDeadline::caused(&*err) => Err(error_response(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-        )),
-        Err(_) => Err(error_response(StatusCode::BAD_REQUEST, "malformed")),
+        Err(err) if err.is::<LengthLimitError>() => Err(code_response(WireCode::TooLarge)),
+        Err(err) if RequestDeadline::caused(&*err) => Err(code_response(WireCode::RequestTimeout)),
+        Err(_) => Err(code_response(WireCode::Malformed)),
     }
 }
 

@@ -41,6 +41,7 @@ use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
 use crate::event::ServerEvent;
 use crate::server::endpoint::{self, Handled, HttpRequest, RequestBody, ServerResponse, User};
 use crate::server::{Server, Store};
+use crate::WireCode;
 
 /// A server shared between request handlers: the in-memory one. Over another store, the
 /// routes take an `Arc<Server<S>>` alike.
@@ -169,7 +170,7 @@ pub fn spawn_purge<S: Store + 'static>(
 /// # let _ = app;
 /// ```
 pub async fn not_found() -> Response<Body> {
-    into_response(ServerResponse::error(404, "not_found"))
+    into_response(ServerResponse::for_code(WireCode::NotFound))
 }
 
 fn wall_now() -> DateTime<Utc> {

@@ -31,10 +31,11 @@ use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::server::peer_of;
-use super::{error_response, header_lines, json_response, read_body, wire_error_response};
-use super::{status_of, MAX_BODY_BYTES};
+use super::{code_response, header_lines, json_response, read_body};
+use super::{wire_error_response, MAX_BODY_BYTES};
+
 use crate::addr::ForwardedHeaders;
-use crate::error::Refusal;
+use crate::error::{Refusal, WireCode};
 use crate::server::ServerConfig;
 use crate::ticket::{TicketKey, TicketReply, DEFAULT_TICKET_TTL};
 use crate::wire;
@@ -68,7 +69,7 @@ pub fn router_with_ttl(
 async fn issue(State(issuer): State<Arc<Issuer>>, request: Request) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let Some(peer) = peer_of(&parts) else {
-        return error_response(StatusCode::FORBIDDEN, "unresolvable_client");
+        return code_response(WireCode::UnresolvableClient);
     };
     // The announcement carries the agent's presence key: zeroized when dropped.
     let bytes = match read_body(body, MAX_BODY_BYTES).await {
@@ -80,10 +81,7 @@ async fn issue(State(issuer): State<Arc<Issuer>>, request: Request) -> Response<
         Err(err) => return wire_error_response(&err),
     };
     if !announce.presence_key.proves(&announce.instance_id) {
-        return error_response(
-            status_of(&Refusal::ForgedInstance),
-            Refusal::ForgedInstance.code().as_str(),
-        );
+        return code_response(Refusal::ForgedInstance.code());
     }
     let forwarded = header_lines(&parts.headers, "forwarded");
     let x_forwarded_for = header_lines(&parts.headers, "x-forwarded-for");
@@ -94,8 +92,7 @@ async fn issue(State(issuer): State<Arc<Issuer>>, request: Request) -> Response<
     let ip = match issuer.config.resolver().resolve(peer, headers) {
         Ok(ip) => ip,
         Err(err) => {
-            let refusal = Refusal::ClientAddr(err);
-            return error_response(status_of(&refusal), refusal.code().as_str());
+            return code_response(Refusal::ClientAddr(err).code());
         }
     };
     let network = issuer.config.network_of(ip);

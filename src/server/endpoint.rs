@@ -92,7 +92,7 @@ use super::cross_site::{self, RequestHead, UserRoute};
 pub use super::User;
 use super::{Server, Store};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
-use crate::error::Refusal;
+use crate::error::{Refusal, WireCode};
 use crate::event::RequestKind;
 use crate::id::InstanceId;
 use crate::wire::{self, ErrorBody, LinkRequest, RedeemRequest, WireError, MAX_MESSAGE_BYTES};
@@ -212,6 +212,21 @@ impl ServerResponse {
         Self::json(status, wire::encode(&ErrorBody::new(code.to_owned())))
     }
 
+    /// `{"error": code}` with the code's status from the classification table
+    /// ([`WireCode::class`]), so the status cannot disagree with the code. A code without a
+    /// status (unknown, or none) is answered `500`.
+    ///
+    /// ```
+    /// use lanlink::server::endpoint::ServerResponse;
+    /// use lanlink::WireCode;
+    /// let answer = ServerResponse::for_code(WireCode::MethodNotAllowed);
+    /// assert_eq!((answer.status, &answer.body[..]), (405, &br#"{"error":"method_not_allowed"}"#[..]));
+    /// ```
+    pub fn for_code(code: WireCode) -> Self {
+        let (status, text) = code.answer();
+        Self::error(status, text)
+    }
+
     /// `401 {"error":"unauthorized"}`: the answer of the crate's routers to a user route whose
     /// request the host's authentication does not admit, for a host that has no answer of its
     /// own (a redirect to its sign-in page, its own 401).
@@ -222,10 +237,10 @@ impl ServerResponse {
     /// assert_eq!((answer.status, &answer.body[..]), (401, &br#"{"error":"unauthorized"}"#[..]));
     /// ```
     pub fn unauthorized() -> Self {
-        Self::error(401, "unauthorized")
+        Self::for_code(WireCode::Unauthorized)
     }
 
-    /// The answer for `refusal`: its [status](Refusal::status) and code.
+    /// The answer for `refusal`: its wire code, with the code's status ([`Refusal::status`]).
     ///
     /// ```
     /// use lanlink::server::endpoint::ServerResponse;
@@ -234,7 +249,7 @@ impl ServerResponse {
     /// assert_eq!((answer.status, &answer.body[..]), (429, &br#"{"error":"locked_out"}"#[..]));
     /// ```
     pub fn refusal(refusal: &Refusal) -> Self {
-        Self::error(refusal.status(), refusal.code().as_str())
+        Self::for_code(refusal.code())
     }
 }
 
@@ -276,10 +291,10 @@ impl Handled {
 /// ```
 pub fn status_of_wire_error(err: &WireError) -> (u16, &'static str) {
     match err {
-        WireError::TooLarge { .. } => (413, "too_large"),
-        WireError::BadField(_) | WireError::HiddenCharacter(_) => (400, "bad_field"),
-        WireError::Version => (400, "unsupported_version"),
-        _ => (400, "malformed"),
+        WireError::TooLarge { .. } => WireCode::TooLarge.answer(),
+        WireError::BadField(_) | WireError::HiddenCharacter(_) => WireCode::BadField.answer(),
+        WireError::Version => WireCode::UnsupportedVersion.answer(),
+        _ => WireCode::Malformed.answer(),
     }
 }
 
@@ -412,7 +427,7 @@ impl<'a> Caller<'a> {
     }
 
     fn of(request: &HttpRequest<'a>) -> Result<Self, ServerResponse> {
-        Self::resolve(request).ok_or_else(|| ServerResponse::error(403, "unresolvable_client"))
+        Self::resolve(request).ok_or_else(|| ServerResponse::for_code(WireCode::UnresolvableClient))
     }
 
     pub(crate) fn headers(&self) -> ForwardedHeaders<'_> {
@@ -429,9 +444,9 @@ impl<'a> Caller<'a> {
 pub(crate) fn body_state(body: RequestBody<'_>) -> Result<&[u8], (u16, &'static str)> {
     match body {
         RequestBody::Complete(bytes) if bytes.len() <= MAX_BODY_BYTES => Ok(bytes),
-        RequestBody::Complete(_) | RequestBody::TooLarge => Err((413, "too_large")),
-        RequestBody::TimedOut => Err((408, "request_timeout")),
-        RequestBody::Broken => Err((400, "malformed")),
+        RequestBody::Complete(_) | RequestBody::TooLarge => Err(WireCode::TooLarge.answer()),
+        RequestBody::TimedOut => Err(WireCode::RequestTimeout.answer()),
+        RequestBody::Broken => Err(WireCode::Malformed.answer()),
     }
 }
 
@@ -477,9 +492,9 @@ pub async fn handle<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
     }
     let route = Route::of(prefix, request.method, request.path);
     let answer = match route {
-        Route::NotFound => Ok(ServerResponse::error(404, "not_found")),
+        Route::NotFound => Ok(ServerResponse::for_code(WireCode::NotFound)),
         Route::NotAllowed(allow) => {
-            let mut answer = ServerResponse::error(405, "method_not_allowed");
+            let mut answer = ServerResponse::for_code(WireCode::MethodNotAllowed);
             answer.headers.push(("allow", allow.to_owned()));
             Ok(answer)
         }
@@ -617,7 +632,7 @@ async fn user_route<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
             let caller = Caller::of(request)?;
             let instance_id = percent_decode(id)
                 .and_then(|id| id.parse::<InstanceId>().ok())
-                .ok_or_else(|| ServerResponse::error(400, "malformed"))?;
+                .ok_or_else(|| ServerResponse::for_code(WireCode::Malformed))?;
             let result = match caller.network(server, RequestKind::LinkStatus) {
                 Ok(network) => {
                     server

@@ -83,7 +83,7 @@ use zeroize::Zeroizing;
 use super::endpoint::status_of_wire_error;
 use super::{Server, Store};
 use crate::addr::PublicNetwork;
-use crate::error::Refusal;
+use crate::error::{Refusal, WireCode};
 use crate::id::InstanceId;
 use crate::ticket::TicketKey;
 use crate::wire::{self, Announce, AnnounceReply, LinkState, LinkStatusReply, RedeemReply};
@@ -101,10 +101,6 @@ pub const MAX_DOWN_BYTES: usize = MAX_MESSAGE_BYTES;
 
 /// Longest correlation id (or client id, or group) accepted, in characters.
 pub const MAX_ID_CHARS: usize = 64;
-
-/// The status of a refused ticket and of a request on another instance's topic
-/// (`wrong_client`).
-const FORBIDDEN: u16 = 403;
 
 /// Whether `name` is a group, client id or correlation id the MQTT wire accepts: 1 to
 /// [`MAX_ID_CHARS`] of `[A-Za-z0-9_-]`.
@@ -287,10 +283,13 @@ struct Refused {
 
 impl Refused {
     fn of(refusal: &Refusal) -> Self {
-        Self {
-            status: refusal.status(),
-            code: refusal.code().static_str(),
-        }
+        Self::code(refusal.code())
+    }
+
+    /// `code`, with its status from the classification table.
+    fn code(code: WireCode) -> Self {
+        let (status, code) = code.answer();
+        Self { status, code }
     }
 
     fn wire(err: &WireError) -> Self {
@@ -402,15 +401,9 @@ fn network(
 ) -> Result<PublicNetwork, Refused> {
     let ticket = key
         .verify(now, ticket, instance_id)
-        .map_err(|err| Refused {
-            status: FORBIDDEN,
-            code: err.code(),
-        })?;
+        .map_err(|err| Refused::code(err.wire_code()))?;
     if !key.is_client_id(client_id, instance_id) {
-        return Err(Refused {
-            status: FORBIDDEN,
-            code: "wrong_client",
-        });
+        return Err(Refused::code(WireCode::WrongClient));
     }
     Ok(ticket.network)
 }
