@@ -16,7 +16,7 @@ use crate::transport::{
     AgentServerTransport, LinkerAgentTransport, LinkerServerTransport, TransportError,
 };
 use crate::wire::DiscoveredAgent;
-use crate::SecretRefusal;
+use crate::WireCode;
 
 /// An agent shared between its driver and its local endpoint.
 pub type SharedAgent = Arc<Mutex<Agent>>;
@@ -294,11 +294,11 @@ where
                         }),
                     None => fetch.await,
                 };
-                let reply = reply.map_err(|err| match err.secret_refusal() {
-                    Some(refusal) => FetchFailure::Refused(refusal),
+                let reply = reply.map_err(|err| match err.refused_code() {
+                    Some(code) => FetchFailure::Refused(code),
                     None if err.is_retryable() => FetchFailure::Unreachable,
-                    // A peer that answers but not as an agent: treat as a refusal to serve.
-                    None => FetchFailure::Refused(SecretRefusal::NotDiscovering),
+                    // A peer that answers but not as an agent: a refusal to serve.
+                    None => FetchFailure::Refused(WireCode::NoCode),
                 });
                 linker.handle_secret_reply(Instant::now(), request, reply)
             }

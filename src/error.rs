@@ -390,27 +390,6 @@ pub enum SecretRefusal {
 }
 
 impl SecretRefusal {
-    /// The refusal a wire code stands for (the inverse of [`SecretRefusal::code`]; every client
-    /// address failure reads back as [`ClientAddrError::MissingForwarded`]).
-    ///
-    /// ```
-    /// use lanlink::SecretRefusal;
-    /// assert_eq!(SecretRefusal::from_code("not_local"), Some(SecretRefusal::NotLocal));
-    /// assert_eq!(SecretRefusal::from_code("nonsense"), None);
-    /// ```
-    pub fn from_code(code: &str) -> Option<Self> {
-        Some(match WireCode::parse(code)? {
-            WireCode::NotDiscovering => Self::NotDiscovering,
-            WireCode::WindowExpired => Self::WindowExpired,
-            WireCode::UnresolvableClient => Self::ClientAddr(ClientAddrError::MissingForwarded),
-            WireCode::NotLocal => Self::NotLocal,
-            WireCode::WrongInstance => Self::WrongInstance,
-            WireCode::BadHost => Self::BadHost,
-            WireCode::BadOrigin => Self::BadOrigin,
-            _ => return None,
-        })
-    }
-
     /// The wire code of this refusal (its status is the code's, [`WireCode::class`]).
     ///
     /// ```
@@ -1052,7 +1031,14 @@ mod tests {
                 secret.code().as_str().to_owned(),
             ));
             let err = reply_from::<serde_json::Value>(status, &body).unwrap_err();
-            assert_eq!(err.secret_refusal().map(|r| r.code()), Some(secret.code()));
+            assert_eq!(
+                err,
+                TransportError::Refused {
+                    status,
+                    code: secret.code()
+                }
+            );
+            assert_eq!(err.class(), Some(secret.code().class()));
         }
     }
 

@@ -32,7 +32,7 @@ use rand::{CryptoRng, RngCore};
 
 use crate::addr::is_announceable_private_ip;
 use crate::confirm::{short_code, ConfirmNonce, DisplayName, ShortCode};
-use crate::error::{LinkerError, SecretRefusal, WireCode};
+use crate::error::{LinkerError, WireCode};
 use crate::event::LinkerEvent;
 use crate::id::InstanceId;
 use crate::secret::Commitment;
@@ -134,9 +134,10 @@ pub enum LinkerTransmit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchFailure {
-    /// The agent refused.
+    /// The agent refused, with this wire code ([`WireCode::NoCode`] for a peer that answered,
+    /// but not as an agent: no code, or a reply that is not one).
     #[error("the agent refused: {0}")]
-    Refused(SecretRefusal),
+    Refused(WireCode),
     /// The agent could not be reached (not on this LAN, blocked, down).
     #[error("the agent could not be reached")]
     Unreachable,
@@ -971,14 +972,16 @@ mod tests {
             .handle_secret_reply(
                 now,
                 in_flight(&linker),
-                Err(FetchFailure::Refused(SecretRefusal::NotDiscovering)),
+                Err(FetchFailure::Refused(
+                    crate::SecretRefusal::NotDiscovering.code(),
+                )),
             )
             .unwrap();
         assert!(linker.poll_transmit(now).is_none());
         assert_eq!(
             linker.failure(),
             Some(&LinkerFailure::Fetch(FetchFailure::Refused(
-                SecretRefusal::NotDiscovering
+                WireCode::NotDiscovering
             )))
         );
     }

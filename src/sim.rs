@@ -393,7 +393,7 @@ impl Sim {
                         target
                             .agent
                             .handle_secret_request(now, &request)
-                            .map_err(FetchFailure::Refused)
+                            .map_err(|refusal| FetchFailure::Refused(refusal.code()))
                     }
                     None => Err(FetchFailure::Unreachable),
                 };

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
-use crate::error::{Class, SecretRefusal, WireCode};
+use crate::error::{Class, WireCode};
 use crate::id::InstanceId;
 use crate::wire::{
     Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply,
@@ -194,14 +194,6 @@ impl TransportError {
                 code: WireCode::Malformed
             }
         )
-    }
-
-    /// The agent refusal this stands for, if it is one.
-    pub fn secret_refusal(&self) -> Option<SecretRefusal> {
-        match self {
-            Self::Refused { code, .. } => SecretRefusal::from_code(code.as_str()),
-            _ => None,
-        }
     }
 }
 
