@@ -128,3 +128,114 @@ fn an_unknown_code_is_final_for_the_linker() {
     assert_eq!(linker.failure(), Some(&LinkerFailure::Refused(newer)));
     assert!(linker.poll_transmit(now).is_none());
 }
+
+/// An agent transport that answers every request with one refusal, counting the requests.
+#[cfg(feature = "tokio")]
+struct Refusing {
+    answer: lanlink::transport::TransportError,
+    announces: std::sync::atomic::AtomicU32,
+    redeems: std::sync::atomic::AtomicU32,
+}
+
+#[cfg(feature = "tokio")]
+#[async_trait::async_trait]
+impl lanlink::transport::AgentServerTransport for Refusing {
+    async fn announce(
+        &self,
+        _: &lanlink::wire::Announce,
+    ) -> Result<lanlink::wire::AnnounceReply, lanlink::transport::TransportError> {
+        self.announces
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(self.answer.clone())
+    }
+
+    async fn redeem(
+        &self,
+        _: &lanlink::wire::RedeemRequest,
+    ) -> Result<lanlink::wire::RedeemReply, lanlink::transport::TransportError> {
+        self.redeems
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(self.answer.clone())
+    }
+}
+
+/// Through the driver: a newer peer's code at `503` is neither retried nor ignored (it ends
+/// discovery at once, and a redemption), while a proxy's code-less `502` is retried.
+#[cfg(feature = "tokio")]
+#[tokio::test]
+async fn the_driver_fails_closed_on_an_unknown_code_and_retries_a_gateway_page() {
+    use lanlink::driver::{run_agent, DriverConfig};
+    use lanlink::transport::TransportError;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let fast = DriverConfig {
+        backoff_base: Duration::from_millis(5),
+        backoff_cap: Duration::from_millis(20),
+        max_attempts: 3,
+    };
+    let shared = |code: bool| {
+        let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default())
+            .window(Duration::from_millis(600))
+            .announce_interval(Duration::from_millis(50))
+            .redeem_timeout(Duration::from_millis(400));
+        let now = Instant::now();
+        let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+        if code {
+            agent
+                .enter_code(now, LinkCode::parse("482913").unwrap())
+                .unwrap();
+        }
+        Arc::new(Mutex::new(agent))
+    };
+    let transport = |answer| Refusing {
+        answer,
+        announces: Default::default(),
+        redeems: Default::default(),
+    };
+    let newer = WireCode::parse("quarantined_by_policy").unwrap();
+    let bounded = Duration::from_secs(10);
+
+    // Announcing.
+    let refusing = transport(TransportError::Refused {
+        status: 503,
+        code: newer,
+    });
+    let agent = shared(false);
+    let status = tokio::time::timeout(bounded, run_agent(&agent, &refusing, &fast, |_| {}))
+        .await
+        .expect("bounded");
+    assert_eq!(
+        status,
+        AgentStatus::Stopped(StopReason::AnnounceRefused(newer))
+    );
+    assert_eq!(refusing.announces.load(Ordering::SeqCst), 1, "not retried");
+
+    // Redeeming.
+    let refusing = transport(TransportError::Refused {
+        status: 503,
+        code: newer,
+    });
+    let agent = shared(true);
+    let status = tokio::time::timeout(bounded, run_agent(&agent, &refusing, &fast, |_| {}))
+        .await
+        .expect("bounded");
+    assert_eq!(
+        status,
+        AgentStatus::Stopped(StopReason::RedeemRefused(newer))
+    );
+    assert_eq!(refusing.redeems.load(Ordering::SeqCst), 1, "not retried");
+
+    // A gateway's page without a code: announced again and again until the window ends.
+    let gateway = transport(TransportError::Refused {
+        status: 502,
+        code: WireCode::NoCode,
+    });
+    let agent = shared(false);
+    let status = tokio::time::timeout(bounded, run_agent(&agent, &gateway, &fast, |_| {}))
+        .await
+        .expect("bounded");
+    assert_eq!(status, AgentStatus::Stopped(StopReason::WindowExpired));
+    assert!(gateway.announces.load(Ordering::SeqCst) > 1);
+}
