@@ -530,14 +530,13 @@ pub enum Refusal {
     /// checked for now. Ask for a new code (it is minted in the longer fallback format).
     #[error("short codes are suspended; ask for a new code")]
     CodesSuspended,
-    /// The shared store could not be reached (or gave an unreadable record): nothing was
-    /// changed; try again later.
-    #[error("the store is unavailable; try later")]
-    StoreUnavailable,
-    /// Too many concurrent writers to the same record, for longer than the store's retry budget:
-    /// nothing was changed; try again later.
-    #[error("too much contention; try later")]
-    StoreContention,
+    /// The server's store failed (see [`StoreError`](crate::server::StoreError)): it could not
+    /// be reached, gave an unreadable record, or too many concurrent writers held the same
+    /// record for longer than its retry budget. Nothing was changed; try again later. On the
+    /// wire `store_contention` for contention and `store_unavailable` otherwise; the audit
+    /// ([`Refusal::detail`]) tells an unreadable record (`store_corrupt`) apart.
+    #[error("{0}; try later")]
+    Store(crate::server::StoreError),
     /// The host service could not record the link (its
     /// [`LinkHook`](crate::server::hook::LinkHook) failed): the code was given back and nothing
     /// is linked; try again later.
@@ -589,8 +588,12 @@ impl Refusal {
             Self::CodeSpaceExhausted => WireCode::CodeSpaceExhausted,
             Self::MintQuota => WireCode::MintQuota,
             Self::CodesSuspended => WireCode::CodesSuspended,
-            Self::StoreUnavailable => WireCode::StoreUnavailable,
-            Self::StoreContention => WireCode::StoreContention,
+            Self::Store(err) => match err {
+                crate::server::StoreError::Contention => WireCode::StoreContention,
+                crate::server::StoreError::Unavailable | crate::server::StoreError::Corrupt => {
+                    WireCode::StoreUnavailable
+                }
+            },
             Self::LinkUnavailable => WireCode::LinkUnavailable,
             Self::Superseded => WireCode::Superseded,
             Self::BadOrigin => WireCode::BadOrigin,
@@ -638,8 +641,11 @@ impl Refusal {
             Self::CodeSpaceExhausted => "code_space_exhausted",
             Self::MintQuota => "mint_quota",
             Self::CodesSuspended => "codes_suspended",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::StoreContention => "store_contention",
+            Self::Store(err) => match err {
+                crate::server::StoreError::Unavailable => "store_unavailable",
+                crate::server::StoreError::Contention => "store_contention",
+                crate::server::StoreError::Corrupt => "store_corrupt",
+            },
             Self::LinkUnavailable => "link_unavailable",
             Self::Superseded => "superseded",
             Self::BadOrigin => "bad_origin",
@@ -770,8 +776,9 @@ mod tests {
             Refusal::CodeSpaceExhausted,
             Refusal::MintQuota,
             Refusal::CodesSuspended,
-            Refusal::StoreUnavailable,
-            Refusal::StoreContention,
+            Refusal::Store(crate::server::StoreError::Unavailable),
+            Refusal::Store(crate::server::StoreError::Contention),
+            Refusal::Store(crate::server::StoreError::Corrupt),
             Refusal::LinkUnavailable,
             Refusal::Superseded,
             Refusal::BadOrigin,
@@ -799,17 +806,16 @@ mod tests {
             Refusal::CodeSpaceExhausted => 18,
             Refusal::MintQuota => 19,
             Refusal::CodesSuspended => 20,
-            Refusal::StoreUnavailable => 21,
-            Refusal::StoreContention => 22,
-            Refusal::LinkUnavailable => 23,
-            Refusal::Superseded => 24,
-            Refusal::BadOrigin => 25,
-            Refusal::UnsupportedMediaType => 26,
+            Refusal::Store(_) => 21,
+            Refusal::LinkUnavailable => 22,
+            Refusal::Superseded => 23,
+            Refusal::BadOrigin => 24,
+            Refusal::UnsupportedMediaType => 25,
         };
         let covered: std::collections::BTreeSet<usize> = all.iter().map(index).collect();
         assert_eq!(
             covered,
-            (0..27).collect(),
+            (0..26).collect(),
             "every Refusal variant is listed"
         );
         all

@@ -146,7 +146,9 @@ fn account(name: &str) -> AccountId {
 fn checked(result: &Result<Redeemed, Refusal>) -> bool {
     !matches!(
         result,
-        Err(Refusal::LockedOut | Refusal::CodesSuspended | Refusal::StoreContention)
+        Err(Refusal::LockedOut
+            | Refusal::CodesSuspended
+            | Refusal::Store(lanlink::server::StoreError::Contention))
     )
 }
 

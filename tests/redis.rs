@@ -334,7 +334,7 @@ async fn concurrent_failures_are_counted_exactly() {
     for task in tasks {
         match task.await.expect("task") {
             Err(Refusal::WrongSecret) => wrong += 1,
-            Err(Refusal::StoreContention) => contention += 1,
+            Err(Refusal::Store(lanlink::server::StoreError::Contention)) => contention += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -410,7 +410,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
     for task in tasks {
         match task.await.expect("task") {
             Ok(_) => {}
-            Err(Refusal::StoreContention) => contention += 1,
+            Err(Refusal::Store(lanlink::server::StoreError::Contention)) => contention += 1,
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
@@ -463,7 +463,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
                 Refusal::WrongSecret
                 | Refusal::LockedOut
                 | Refusal::SharedNetwork
-                | Refusal::StoreContention,
+                | Refusal::Store(lanlink::server::StoreError::Contention),
             ) => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -701,7 +701,15 @@ async fn nothing_in_redis_in_clear() {
         .query(&mut conn)
         .expect("set");
     let moved = service.announce(wall_now(), elsewhere, &y).await;
-    assert_eq!(moved.unwrap_err(), Refusal::StoreUnavailable);
+    // The server knows the record is unreadable (its audit says `store_corrupt`); the wire
+    // says only `store_unavailable`.
+    let refused = moved.unwrap_err();
+    assert_eq!(refused.code().as_str(), "store_unavailable");
+    assert_eq!(refused.detail(), "store_corrupt");
+    assert_eq!(
+        refused,
+        Refusal::Store(lanlink::server::StoreError::Corrupt)
+    );
 }
 
 /// A queued `{secret, code}` lives in Redis under its own key, expiring with the message: once

@@ -245,7 +245,7 @@ async fn a_fault_at_any_step_of_a_link_leaves_nothing_and_the_retry_links() {
         .await;
         assert_eq!(
             refused.unwrap_err(),
-            Refusal::StoreUnavailable,
+            Refusal::Store(lanlink::server::StoreError::Unavailable),
             "step {step}"
         );
         assert_eq!(
@@ -359,7 +359,7 @@ async fn a_fault_after_the_claim_lets_the_other_network_link() {
         }
         assert_eq!(
             link_from(&service, "alice", PEER, &announce, &secret).await,
-            Err(Refusal::StoreUnavailable),
+            Err(Refusal::Store(lanlink::server::StoreError::Unavailable)),
             "faults at {faults:?}"
         );
         assert_eq!(claimed(&store, &announce), !freed, "faults at {faults:?}");
@@ -399,7 +399,7 @@ async fn a_claim_held_by_a_concurrent_request_outlives_a_failed_one() {
                 store.fail_in(5);
                 assert_eq!(
                     link_from(&service, "bob", PEER, &announce, &secret).await,
-                    Err(Refusal::StoreUnavailable)
+                    Err(Refusal::Store(lanlink::server::StoreError::Unavailable))
                 );
                 assert!(
                     claimed(&store, &announce),
@@ -415,7 +415,10 @@ async fn a_claim_held_by_a_concurrent_request_outlives_a_failed_one() {
         );
         let other = link_from(&service, "alice", V6_PEER, &announce, &secret).await;
         if first_fails {
-            assert_eq!(first, Err(Refusal::StoreUnavailable));
+            assert_eq!(
+                first,
+                Err(Refusal::Store(lanlink::server::StoreError::Unavailable))
+            );
             assert!(!claimed(&store, &announce), "the last holder let go");
             assert_eq!(other, Ok(LinkState::Pending));
         } else {
@@ -456,7 +459,7 @@ async fn a_legacy_claim_is_never_released_by_a_joiner() {
     store.fail_in(5);
     assert_eq!(
         link_from(&service, "alice", PEER, &announce, &secret).await,
-        Err(Refusal::StoreUnavailable)
+        Err(Refusal::Store(lanlink::server::StoreError::Unavailable))
     );
     let claim = claim_record(&store, &announce).expect("the claim");
     assert!(claim.is_live(now()), "not released");
@@ -519,7 +522,7 @@ async fn a_fault_at_any_step_of_a_redemption_leaves_nothing_and_the_retry_redeem
             .await;
         assert_eq!(
             refused.unwrap_err(),
-            Refusal::StoreUnavailable,
+            Refusal::Store(lanlink::server::StoreError::Unavailable),
             "step {step}"
         );
         assert_eq!(
@@ -574,7 +577,7 @@ async fn an_uncountable_guess_is_refused_unchecked() {
         .await;
         assert_eq!(
             refused.unwrap_err(),
-            Refusal::StoreUnavailable,
+            Refusal::Store(lanlink::server::StoreError::Unavailable),
             "step {step}"
         );
         assert_eq!(state(&store, &alice, &announce), (0, LinkState::Unknown, 0));

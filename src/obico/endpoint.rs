@@ -258,7 +258,7 @@ pub fn status_of(refusal: &Refusal) -> u16 {
 /// use lanlink::obico::endpoint::agent_status_of;
 /// use lanlink::{ClientAddrError, Refusal};
 /// assert_eq!(agent_status_of(&Refusal::ClientAddr(ClientAddrError::MissingForwarded)), 502);
-/// assert_eq!(agent_status_of(&Refusal::StoreUnavailable), 503);
+/// assert_eq!(agent_status_of(&Refusal::Store(lanlink::server::StoreError::Unavailable)), 503);
 /// ```
 pub fn agent_status_of(refusal: &Refusal) -> u16 {
     match refusal {

@@ -589,7 +589,7 @@ pub(crate) fn at_once<T>(
         .poll(&mut std::task::Context::from_waker(waker))
     {
         std::task::Poll::Ready(result) => result,
-        std::task::Poll::Pending => Err(Refusal::StoreUnavailable),
+        std::task::Poll::Pending => Err(Refusal::Store(StoreError::Unavailable)),
     }
 }
 

@@ -41,10 +41,7 @@ pub enum StoreError {
 
 impl From<StoreError> for Refusal {
     fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Contention => Refusal::StoreContention,
-            StoreError::Unavailable | StoreError::Corrupt => Refusal::StoreUnavailable,
-        }
+        Refusal::Store(err)
     }
 }
 
