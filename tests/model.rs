@@ -33,7 +33,13 @@ fn bounded(sc: Scenario) -> Scenario {
         return sc.smoke(depth);
     }
     if full_bounds() {
-        sc
+        // The longer run of MODEL.md's figures: every depth this much deeper.
+        let extra = std::env::var("LANLINK_MODEL_EXTRA")
+            .ok()
+            .and_then(|d| d.parse::<usize>().ok())
+            .unwrap_or(0);
+        let depth = sc.depth + extra;
+        Scenario { depth, ..sc }
     } else {
         // The smoke bound of an ordinary (debug) `cargo test`.
         let depth = match sc.name {

@@ -1387,6 +1387,10 @@ fn apply<'a>(servers: &'a Servers, w: &mut World, ops: &mut Vec<Op<'a>>, act: &A
             } else {
                 "the server".into()
             };
+            let what = what
+                .strip_prefix("an ")
+                .or_else(|| what.strip_prefix("a "))
+                .unwrap_or(&what);
             tell!(w, "the network delivers {who}'s {what} to {to}");
             let network = match server.caller(kind_of(&req), peer, ForwardedHeaders::NONE) {
                 Ok(n) => n,
