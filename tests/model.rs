@@ -45,6 +45,7 @@ fn bounded(sc: Scenario) -> Scenario {
         let depth = match sc.name {
             "fair" => 40,
             "instances" => 14,
+            "instances_race" => 16,
             "window" => 9,
             _ => 8,
         };

@@ -154,6 +154,18 @@ impl Scenario {
         }
     }
 
+    /// Two accounts link the same device at the same time through two server instances that
+    /// share one store, every store call a step.
+    pub fn instances_race() -> Self {
+        Self {
+            linkers: vec![("alice", "Alice"), ("bob", "Bob")],
+            instances: 2,
+            ticks: Some(1),
+            depth: 30,
+            ..Self::base("instances_race")
+        }
+    }
+
     /// A LAN attacker during the window (the documented exposure) against a device that asks
     /// its owner to compare short codes, and a rebinding page.
     pub fn window() -> Self {
@@ -198,6 +210,7 @@ impl Scenario {
             Self::race(),
             Self::neighbour(),
             Self::instances(),
+            Self::instances_race(),
             Self::window(),
             Self::code(),
             Self::fair(),
