@@ -864,12 +864,14 @@ impl Agent {
             Ok(id) if id == self.instance_id => {}
             _ => return Err(SecretRefusal::WrongInstance),
         }
-        if !request.host.is_some_and(|h| self.host_allowed(h)) {
+        let skip = crate::mutant::active(crate::mutant::Mutant::HostCheckSkipped);
+        if !skip && !request.host.is_some_and(|h| self.host_allowed(h)) {
             return Err(SecretRefusal::BadHost);
         }
-        if request
-            .origin
-            .is_some_and(|origin| !self.origin_allowed(origin))
+        if !skip
+            && request
+                .origin
+                .is_some_and(|origin| !self.origin_allowed(origin))
         {
             return Err(SecretRefusal::BadOrigin);
         }
@@ -1019,7 +1021,9 @@ impl Agent {
                     Err(VerifyFailure::WrongSecret)
                 } else if matches!(name, Some(None)) {
                     Err(VerifyFailure::BadDisplayName)
-                } else if !policy.requires_decision() {
+                } else if !policy.requires_decision()
+                    || crate::mutant::active(crate::mutant::Mutant::ApprovalSkipped)
+                {
                     Ok(None)
                 } else {
                     match (name.flatten(), nonce) {

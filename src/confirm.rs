@@ -265,7 +265,13 @@ pub fn short_code(
         .chain_update(commitment.as_bytes())
         .chain_update(len.to_be_bytes())
         .chain_update(name)
-        .chain_update(nonce.as_bytes())
+        .chain_update(
+            if crate::mutant::active(crate::mutant::Mutant::ShortCodeWithoutNonce) {
+                &[0u8; 16]
+            } else {
+                nonce.as_bytes()
+            },
+        )
         .finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);

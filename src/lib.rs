@@ -109,6 +109,8 @@ pub mod id;
 pub mod linker;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[doc(hidden)]
+pub mod mutant;
 #[cfg(feature = "obico-wire")]
 pub mod obico;
 pub mod secret;

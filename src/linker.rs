@@ -706,8 +706,10 @@ impl Linker {
 
     /// A transmit could not be delivered (network error, not a refusal): it is sent again after
     /// the state's interval. A failed secret fetch should go to [`Linker::handle_secret_reply`]
-    /// as [`FetchFailure::Unreachable`] instead; a lost link request cannot be resent (its secret
-    /// is gone), so it fails the attempt.
+    /// as [`FetchFailure::Unreachable`] instead. A link request cannot be resent (its secret is
+    /// gone), and the server may have accepted it before its answer was lost: the linker asks
+    /// the link's state at once ([`LinkerTransmit::LinkStatus`]), and fails with
+    /// [`LinkerFailure::LinkLost`] if the server knows no link.
     pub fn handle_transport_error(&mut self, now: Instant) {
         self.handle_timeout(now);
         match &mut self.state {
@@ -727,7 +729,21 @@ impl Linker {
                 attempt: Some(_), ..
             } => self.next_endpoint(),
             State::Fetching { .. } => self.fail(LinkerFailure::Fetch(FetchFailure::Unreachable)),
-            State::Linking { request: None, .. } => self.fail(LinkerFailure::Timeout),
+            // The link request was sent and its answer lost: the server may have accepted it
+            // (found by the model checker, issue 24: failing here left the linker timed out while
+            // the device linked). Ask the link's state instead: pending or linked goes on as after
+            // an answer; unknown (never accepted) fails as `LinkLost`.
+            State::Linking {
+                request: None,
+                instance_id,
+                ..
+            } => {
+                self.state = State::Waiting {
+                    instance_id: *instance_id,
+                    next: now,
+                    in_flight: false,
+                };
+            }
             _ => {}
         }
     }
@@ -882,6 +898,45 @@ mod tests {
 
     fn events(linker: &mut Linker) -> Vec<LinkerEvent> {
         std::iter::from_fn(|| linker.poll_event()).collect()
+    }
+
+    /// Issue 24 (found by the model checker): the answer to a link request is lost after the
+    /// server accepted it. The linker asks the link's state instead of timing out, so it ends
+    /// linked with the device; a link the server never accepted ends `LinkLost`, not linked.
+    #[test]
+    fn a_lost_link_answer_is_followed_by_a_status_request() {
+        for accepted in [true, false] {
+            let now = Instant::now();
+            let mut linker = fetching(agent(&[]), now);
+            let (_, fetch) = fetch_request(&mut linker, now).expect("a fetch");
+            linker
+                .handle_secret_reply(now, fetch, Ok(secret()))
+                .unwrap();
+            let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
+                panic!("a link request")
+            };
+            let id = request.instance_id;
+            // The answer is lost.
+            linker.handle_transport_error(now);
+            assert_eq!(linker.failure(), None);
+            let Some(LinkerTransmit::LinkStatus { instance_id }) = linker.poll_transmit(now) else {
+                panic!("a status request at once")
+            };
+            assert_eq!(instance_id, id);
+            let state = if accepted {
+                LinkState::Linked
+            } else {
+                LinkState::Unknown
+            };
+            linker
+                .handle_link_status(now, Ok(LinkStatusReply::new(id, state)))
+                .unwrap();
+            if accepted {
+                assert_eq!(linker.linked(), Some(id));
+            } else {
+                assert_eq!(linker.failure(), Some(&LinkerFailure::LinkLost));
+            }
+        }
     }
 
     /// Endpoints are asked in order; an unreachable one moves on to the next; the one that

@@ -640,11 +640,23 @@ impl Ops<'_> {
         let now_ms = now.timestamp_millis();
         let lockout_ms = lockout.map(|d| d.num_milliseconds());
         let mut admission = Admission::Refused;
-        self.store
-            .update_counter(key, now, &mut |record| {
-                admission = record.admit(now_ms, expires_ms, limit, lockout_ms);
-            })
-            .await?;
+        if crate::mutant::active(crate::mutant::Mutant::ChargeNotAtomic) {
+            // Model builds only: read, decide, then write in a second store call.
+            let mut read = CounterRecord::default();
+            self.store
+                .update_counter(key, now, &mut |record| read = record.clone())
+                .await?;
+            admission = read.admit(now_ms, expires_ms, limit, lockout_ms);
+            self.store
+                .update_counter(key, now, &mut |record| *record = read.clone())
+                .await?;
+        } else {
+            self.store
+                .update_counter(key, now, &mut |record| {
+                    admission = record.admit(now_ms, expires_ms, limit, lockout_ms);
+                })
+                .await?;
+        }
         Ok(match admission {
             Admission::Admitted { filled } => Some((
                 Charge {
@@ -714,6 +726,8 @@ impl Ops<'_> {
                     }
                     guess.charges.push(charge);
                 }
+                // Model builds only: the refused guess goes on, uncharged.
+                Ok(None) if crate::mutant::active(crate::mutant::Mutant::GuessUncharged) => {}
                 Ok(None) => {
                     self.refund(now, &guess.charges).await;
                     return Err(self.refuse(Some(network), request, refusal));

@@ -646,7 +646,9 @@ impl NetworkRecord {
         limit: usize,
         kind: impl Fn(&Presence) -> bool,
     ) -> DiscoveredAgents {
-        if self.present(now) > limit {
+        if self.present(now) > limit
+            && !crate::mutant::active(crate::mutant::Mutant::OneVisibleSkipped)
+        {
             return DiscoveredAgents::new();
         }
         let now_ms = now.timestamp_millis();
@@ -695,7 +697,9 @@ impl NetworkRecord {
         if presence.link_requested {
             return Err(Refusal::AlreadyLinking);
         }
-        if !presence.commitment.verify(instance_id, secret) {
+        if !presence.commitment.verify(instance_id, secret)
+            && !crate::mutant::active(crate::mutant::Mutant::SecretUnchecked)
+        {
             return Err(Refusal::WrongSecret);
         }
         Ok(())
@@ -1032,7 +1036,7 @@ impl CodeRecord {
         if self.network.is_some_and(|n| n != *network) {
             return Err(Refusal::CodeWrongNetwork);
         }
-        if self.redeemed {
+        if self.redeemed && !crate::mutant::active(crate::mutant::Mutant::UsedCodeAccepted) {
             if !proven || self.redeemed_by != Some(*instance_id) {
                 return Err(Refusal::CodeUsed);
             }
