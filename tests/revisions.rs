@@ -302,26 +302,21 @@ impl Wire {
             headers: &headers,
             peer: Some(HOME.parse::<IpAddr>().unwrap()),
         };
-        let mut answer = ready(handle(
-            &self.server,
-            self.now,
-            &mut self.rng,
-            PREFIX,
-            &request,
-            RequestBody::Complete(&bytes),
-            None,
-        ));
-        if let Handled::NeedsUser { .. } = answer {
-            let user = user.expect("a user route needs a user");
-            answer = ready(handle(
+        // The endpoint's two passes: without a user, then with one if the route needs it.
+        let mut pass = |user| {
+            ready(handle(
                 &self.server,
                 self.now,
                 &mut self.rng,
                 PREFIX,
                 &request,
                 RequestBody::Complete(&bytes),
-                Some(user),
-            ));
+                user,
+            ))
+        };
+        let mut answer = pass(None);
+        if let Handled::NeedsUser { .. } = answer {
+            answer = pass(Some(user.expect("a user route needs a user")));
         }
         let Handled::Answer(response) = answer else {
             panic!("no answer")
