@@ -36,7 +36,8 @@ pub struct DriverConfig {
     pub backoff_cap: Duration,
     /// Attempts at one linker request before giving up (default 6). The agent's redemption is
     /// retried by the agent itself, until its
-    /// [redeem deadline](crate::agent::AgentConfig::redeem_timeout).
+    /// [redeem deadline](crate::agent::AgentConfig::redeem_timeout); the linker's link request
+    /// is sent once, and the link's state asked after a lost answer.
     pub max_attempts: u32,
 }
 
@@ -303,16 +304,28 @@ where
                 linker.handle_secret_reply(Instant::now(), request, reply)
             }
             LinkerTransmit::Link(request) => {
-                let reply =
-                    with_retries(config, &mut backoff, &mut rng, || server.link(&request)).await;
+                // Sent once: the server may have accepted it before its answer was lost, and a
+                // second copy would be refused as `already_linking` (a guess charged to the
+                // user's own network) while the device links. The linker asks the link's state
+                // instead (`Linker::handle_transport_error`).
+                let reply = server.link(&request).await;
                 drop(request);
                 match reply {
-                    Ok(reply) => linker.handle_link_reply(Instant::now(), Ok(reply)),
+                    Ok(reply) => {
+                        backoff.reset();
+                        linker.handle_link_reply(Instant::now(), Ok(reply))
+                    }
                     Err(err) if err.is_malformed_request() => {
                         linker.handle_link_malformed(Instant::now())
                     }
                     Err(err) => match err.refused_code() {
                         Some(code) => linker.handle_link_reply(Instant::now(), Err(code)),
+                        // Unanswered, or an answer we could not read: the link may stand.
+                        None if err.is_retryable() || err == TransportError::Malformed => {
+                            trace_transport("link", &err);
+                            linker.handle_transport_error(Instant::now());
+                            Ok(())
+                        }
                         None => return Err(LinkerDriverError::Transport(err)),
                     },
                 }

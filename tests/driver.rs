@@ -229,3 +229,91 @@ async fn driver_stops_when_an_announcement_refusal_ends_discovery() {
         "no retry after a final refusal"
     );
 }
+
+/// A linker's server whose link answers are all lost (the server accepted the first request):
+/// discovery shows one agent, the link's state reads `linked`.
+struct LostLinkAnswer {
+    id: lanlink::InstanceId,
+    links: AtomicU32,
+}
+
+#[async_trait]
+impl lanlink::transport::LinkerServerTransport for LostLinkAnswer {
+    async fn discover(&self) -> Result<lanlink::wire::DiscoverReply, TransportError> {
+        let agent = lanlink::wire::DiscoveredAgent::new(
+            self.id,
+            "192.168.1.50".parse().unwrap(),
+            8080,
+            DeviceInfo::default(),
+        );
+        Ok(lanlink::wire::DiscoverReply::new(vec![agent].into()))
+    }
+    async fn link(
+        &self,
+        _: &lanlink::wire::LinkRequest,
+    ) -> Result<lanlink::wire::LinkStatusReply, TransportError> {
+        self.links.fetch_add(1, Ordering::SeqCst);
+        Err(TransportError::Unreachable(
+            "the answer was lost".to_owned(),
+        ))
+    }
+    async fn link_status(
+        &self,
+        instance_id: &lanlink::InstanceId,
+    ) -> Result<lanlink::wire::LinkStatusReply, TransportError> {
+        let state = if self.links.load(Ordering::SeqCst) > 0 {
+            lanlink::wire::LinkState::Linked
+        } else {
+            lanlink::wire::LinkState::Unknown
+        };
+        Ok(lanlink::wire::LinkStatusReply::new(*instance_id, state))
+    }
+    async fn mint_code(&self) -> Result<lanlink::wire::CodeReply, TransportError> {
+        Err(TransportError::Unreachable("not asked".to_owned()))
+    }
+}
+
+#[async_trait]
+impl lanlink::transport::LinkerAgentTransport for LostLinkAnswer {
+    async fn fetch_secret(
+        &self,
+        _: std::net::SocketAddr,
+        _: &lanlink::InstanceId,
+    ) -> Result<lanlink::wire::SecretReply, TransportError> {
+        Ok(lanlink::wire::SecretReply::new(
+            lanlink::LocalSecret::from_bytes([9; 32]),
+        ))
+    }
+}
+
+/// Issue 24's finding, through the driver: a link request whose answer is lost is sent once (a
+/// second copy would be refused `already_linking` while the device links) and the linker asks
+/// the link's state, ending linked with the device. The driver that retried the request and then
+/// gave up with a transport error fails this.
+#[tokio::test]
+async fn a_lost_link_answer_ends_linked_through_the_driver() {
+    let transport = LostLinkAnswer {
+        id: lanlink::InstanceId::from_bytes([7; 16]),
+        links: AtomicU32::new(0),
+    };
+    let config = lanlink::linker::LinkerConfig {
+        status_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let mut linker = lanlink::linker::Linker::new(config, Instant::now(), &mut lanlink::os_rng());
+    let linked = tokio::time::timeout(
+        Duration::from_secs(10),
+        lanlink::driver::run_linker(
+            &mut linker,
+            &transport,
+            &transport,
+            &fast(),
+            |_| None,
+            |_| {},
+        ),
+    )
+    .await
+    .expect("bounded");
+    assert_eq!(linked.expect("linked"), transport.id);
+    assert_eq!(transport.links.load(Ordering::SeqCst), 1, "sent once");
+}
