@@ -482,7 +482,7 @@ fn lanlink_js_unit_tests_under_node() {
         "unit.mjs failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("# pass 9"), "{stdout}");
+    assert!(stdout.contains("# pass 10"), "{stdout}");
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
 

@@ -746,6 +746,12 @@ export class Linker {
     const nonce = newNonce();
     /** @type {string | undefined} */
     let code;
+    // A link request whose answer is lost (no answer, a gateway's 502-504, a reply that cannot
+    // be read) may have been accepted: it is not sent again (a copy is refused already_linking
+    // while the device links); the link's state is asked instead, and the error stands only if
+    // the server knows no link.
+    /** @type {LanlinkError | null} */
+    let lost = null;
     try {
       const accepted = await this._api(
         "POST",
@@ -758,7 +764,13 @@ export class Linker {
         code = await shortCode({ instanceId: agent.instance_id, secret, displayName: name, nonce });
       }
     } catch (err) {
-      throw err instanceof LanlinkError ? new LanlinkError(err.code, { status: err.status, attempts }) : err;
+      if (!(err instanceof LanlinkError)) throw err;
+      const status = err.status;
+      const unanswered =
+        err.code === "network" ||
+        (err.code === "bad_reply" && status !== undefined && ((status >= 200 && status < 300) || (status >= 502 && status <= 504)));
+      lost = new LanlinkError(err.code, { status, attempts });
+      if (!unanswered) throw lost;
     } finally {
       secret = null;
     }
@@ -778,7 +790,7 @@ export class Linker {
     for (;;) {
       const state = await this.linkState(agent.instance_id, { signal });
       if (state === "linked") break;
-      if (state === "unknown") throw new LanlinkError("link_expired", { attempts });
+      if (state === "unknown") throw lost || new LanlinkError("link_expired", { attempts });
       if (state !== seen) {
         seen = state;
         progress(state === "delivered" ? "delivered" : "pending", withCode(state === "delivered" ? "delivered" : "pending"));

@@ -237,6 +237,60 @@ test("candidates: ordered, checked, never fetched outside the local policy; the 
   }
 });
 
+test("a lost answer to the link request: sent once, then the link's state decides", async () => {
+  const instanceId = "7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90";
+  const agent = {
+    instance_id: instanceId,
+    private_ip: "192.168.1.20",
+    port: 5000,
+    info: { hostname: "", model: "", agent: "", agent_version: "" },
+  };
+  const secret = "ab".repeat(32);
+  const json = (status, body) => ({ ok: status < 300, status, json: async () => body });
+  const saved = globalThis.fetch;
+  try {
+    for (const [lose, accepted] of [
+      ["network", true],
+      ["502", true],
+      ["network", false],
+    ]) {
+      let links = 0;
+      globalThis.fetch = async (url, init = {}) => {
+        const text = String(url);
+        if (text.startsWith("http://192.168.1.20:5000/")) return json(200, { local_secret: secret });
+        if (init.method === "POST") {
+          links += 1;
+          // The server accepted (or not) and the answer never came back.
+          if (lose === "network") throw new TypeError("Failed to fetch");
+          return { ok: false, status: 502, json: async () => { throw new SyntaxError("html"); } };
+        }
+        return json(200, { instance_id: instanceId, state: accepted ? "linked" : "unknown" });
+      };
+      const linker = new Linker({ server: "http://server.test", token: "t", pollIntervalMs: 1 });
+      const outcome = linker.link(agent, { path: "fetch" });
+      if (accepted) {
+        assert.equal((await outcome).state, "linked", lose);
+      } else {
+        // Never accepted: the request's own error stands.
+        await assert.rejects(outcome, (err) => err.code === "network");
+      }
+      assert.equal(links, 1, `${lose}: the link request is sent once`);
+    }
+    // A refusal the server explained is final, and the state is not asked.
+    let asked = 0;
+    globalThis.fetch = async (url, init = {}) => {
+      if (String(url).startsWith("http://192.168.1.20:5000/")) return json(200, { local_secret: secret });
+      if (init.method !== "POST") asked += 1;
+      return json(403, { error: "wrong_secret" });
+    };
+    const linker = new Linker({ server: "http://server.test", token: "t", pollIntervalMs: 1 });
+    await assert.rejects(linker.link(agent, { path: "fetch" }), (err) => err.code === "wrong_secret");
+    assert.equal(asked, 0);
+  } finally {
+    globalThis.fetch = saved;
+  }
+});
+
 test("a device's redirect is refused: the secret fetch never follows it (real fetch, real sockets)", async () => {
   const http = await import("node:http");
   const listen = (handler) =>
