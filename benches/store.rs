@@ -1,7 +1,7 @@
 //! The stores against their baselines, in the same run.
 //!
 //! - **In memory**: one record update through the [`Store`] trait (`MemoryStore` as a
-//!   `dyn Store`: lock, prune, apply, write back) against the same change on a bare
+//!   `dyn Backend`: lock, prune, apply, write back) against the same change on a bare
 //!   `HashMap<PublicNetwork, NetworkRecord>` (`get_mut`), at 1 k, 100 k and 1 M networks with one
 //!   discoverable agent each. Target: the store at least 1/3 of the bare map's rate.
 //! - **Redis**: a record update through [`RedisStore`] (read, decrypt, apply, encrypt,
@@ -39,7 +39,7 @@ use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion};
 use lanlink::secret::PresenceKey;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{MemoryStore, NetworkRecord, ServerConfig, Store};
+use lanlink::server::{Backend, MemoryStore, NetworkRecord, ServerConfig};
 use lanlink::wire::{Announce, DeviceInfo};
 use lanlink::{LocalSecret, PublicNetwork};
 use rand::rngs::StdRng;
@@ -100,7 +100,7 @@ fn ready<T>(future: impl Future<Output = T>) -> T {
 }
 
 struct Memory {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Backend>,
     map: HashMap<PublicNetwork, NetworkRecord>,
     order: Vec<usize>,
     now: DateTime<Utc>,

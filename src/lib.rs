@@ -37,7 +37,7 @@
 //!   global RNG. On top: the [`transport`] traits, the tokio drivers (`driver`, feature `tokio`),
 //!   and the HTTP adapter (`http`, feature `http`, on by default, in two halves `http-server` and
 //!   `http-client`; the wire is in `PROTOCOL.md`).
-//!   The server's records sit behind the [`server::Store`] trait: one [`server::Server`] type
+//!   The server's records sit behind the [`server::Backend`] trait: one [`server::Server`] type
 //!   runs the operations over any store, in memory by default, or Redis shared by many instances
 //!   (`server::redis`, feature `redis`).
 //! - It does **not** defend against an attacker on the same LAN during the discovery window: such

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::code::CodeKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn, Redeemed,
-    Server, ServerConfig, Store, StoreError,
+    Backend, CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn,
+    Redeemed, Server, ServerConfig, StoreError,
 };
 use lanlink::wire::RedeemRequest;
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LinkCode, PublicNetwork, Refusal};
@@ -50,7 +50,7 @@ impl Future for YieldOnce {
 struct Yielding(MemoryStore);
 
 #[async_trait]
-impl Store for Yielding {
+impl Backend for Yielding {
     async fn update_network(
         &self,
         network: PublicNetwork,

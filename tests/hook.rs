@@ -40,7 +40,7 @@ use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig, Store,
+    Backend, CompletedLink, Events, HookError, LinkHook, LinkVia, MemoryStore, Server, ServerConfig,
 };
 use lanlink::transport::AgentServerTransport;
 use lanlink::wire::{RedeemReply, RedeemRequest};
@@ -122,7 +122,7 @@ impl Host {
 enum Kind {
     /// The server's own in-memory store.
     Local,
-    /// A store shared behind an `Arc<dyn Store>` (as several instances would share one).
+    /// A store shared behind an `Arc<dyn Backend>` (as several instances would share one).
     Shared,
 }
 
@@ -175,7 +175,7 @@ async fn start_cloud(kind: Kind) -> Cloud {
             http::server::router(Arc::new(server), auth, P)
         }
         Kind::Shared => {
-            let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+            let store: Arc<dyn Backend> = Arc::new(MemoryStore::default());
             let server = Server::with_store(config, store, Events::sink(sink))
                 .unwrap()
                 .with_link_hook(hook);
@@ -584,7 +584,7 @@ fn manual_redeem(code: LinkCode) -> RedeemRequest {
 }
 
 /// Redeems `request` through the core's wire function; the token of the `200`.
-async fn redeem_through_the_core<S: Store>(
+async fn redeem_through_the_core<S: Backend>(
     server: &Server<S>,
     request: &RedeemRequest,
 ) -> AuthToken {
@@ -628,8 +628,8 @@ fn sleeping_server(hook: &Arc<Sleeps>) -> Server {
 }
 
 /// A server over a shared store (as several instances would share one), with the hook.
-fn sleeping_shared(hook: &Arc<Sleeps>) -> Server<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+fn sleeping_shared(hook: &Arc<Sleeps>) -> Server<Arc<dyn Backend>> {
+    let store: Arc<dyn Backend> = Arc::new(MemoryStore::default());
     Server::with_store(ServerConfig::default(), store, Events::discard())
         .unwrap()
         .with_link_hook(Arc::clone(hook) as Arc<dyn LinkHook>)

@@ -13,7 +13,7 @@ use lanlink::conformance::{check_mqtt, MqttConsumer, MqttTarget, Report, MQTT_CH
 use lanlink::secret::PresenceKey;
 use lanlink::server::mqtt::{self, DownMessage, DEFAULT_TOPIC_PREFIX as PREFIX};
 use lanlink::server::{
-    CompletedLink, Events, HookError, LinkHook, MemoryStore, Server, ServerConfig, Store,
+    Backend, CompletedLink, Events, HookError, LinkHook, MemoryStore, Server, ServerConfig,
 };
 use lanlink::ticket::TicketKey;
 use lanlink::wire::RedeemRequest;
@@ -44,8 +44,8 @@ impl Core {
     }
 }
 
-impl Core<Arc<dyn Store>> {
-    fn shared(server: Server<Arc<dyn Store>>, key: &TicketKey) -> Self {
+impl Core<Arc<dyn Backend>> {
+    fn shared(server: Server<Arc<dyn Backend>>, key: &TicketKey) -> Self {
         Self {
             server,
             key: key.clone(),
@@ -53,7 +53,7 @@ impl Core<Arc<dyn Store>> {
     }
 }
 
-impl<S: Store> Core<S> {
+impl<S: Backend> Core<S> {
     /// A manual code for alice, minted on the backend.
     async fn mint(&self) -> LinkCode {
         self.server
@@ -65,7 +65,7 @@ impl<S: Store> Core<S> {
 }
 
 #[async_trait]
-impl<S: Store + 'static> MqttConsumer for Core<S> {
+impl<S: Backend + 'static> MqttConsumer for Core<S> {
     async fn request(&self, topic: String, payload: Vec<u8>) -> Option<(String, Vec<u8>)> {
         let mut rng = lanlink::os_rng();
         let reply = mqtt::handle_up(
@@ -84,9 +84,9 @@ impl<S: Store + 'static> MqttConsumer for Core<S> {
     }
 }
 
-/// A server over a shared store (here an in-memory one behind `Arc<dyn Store>`).
-fn service() -> Server<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+/// A server over a shared store (here an in-memory one behind `Arc<dyn Backend>`).
+fn service() -> Server<Arc<dyn Backend>> {
+    let store: Arc<dyn Backend> = Arc::new(MemoryStore::default());
     Server::with_store(ServerConfig::default(), store, Events::discard()).unwrap()
 }
 
@@ -97,7 +97,7 @@ fn assert_covers(report: &Report) {
     assert_eq!(ids, want);
 }
 
-async fn run<S: Store + 'static>(core: &Core<S>, key: &TicketKey) -> Report {
+async fn run<S: Backend + 'static>(core: &Core<S>, key: &TicketKey) -> Report {
     let target = MqttTarget::new(key.clone()).code(core.mint().await);
     let report = check_mqtt(&target, core).await;
     print!("{report}");
@@ -289,7 +289,7 @@ async fn a_hook_that_awaits_links_through_the_consumer_function_on_both_backends
 }
 
 /// Redeems a fresh code over `core` from `network`: the `n`th link `hook` sees.
-async fn redeem_through<S: Store + 'static>(
+async fn redeem_through<S: Backend + 'static>(
     core: &Core<S>,
     key: &TicketKey,
     hook: &Sleeps,

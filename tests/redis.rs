@@ -25,7 +25,9 @@ use lanlink::http::server::router;
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{CounterKey, Events, Server, ServerConfig, SharedNetworkPolicy, Store, User};
+use lanlink::server::{
+    Backend, CounterKey, Events, Server, ServerConfig, SharedNetworkPolicy, User,
+};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
@@ -345,7 +347,7 @@ async fn concurrent_failures_are_counted_exactly() {
 
 /// The wrong guesses charged at `network`'s own address (its finest budget level), read from
 /// the store.
-async fn failures_of(store: &dyn Store, network: PublicNetwork) -> u64 {
+async fn failures_of(store: &dyn Backend, network: PublicNetwork) -> u64 {
     let now = wall_now();
     let mut failures = 0;
     store

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use lanlink::event::RequestKind;
 use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{CounterKey, Events, Server, ServerConfig, Store, User};
+use lanlink::server::{Backend, CounterKey, Events, Server, ServerConfig, User};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
 use lanlink::{InstanceId, Refusal};
@@ -104,13 +104,13 @@ fn home() -> PublicNetwork {
 /// Where the store runs: one `redis-server` behind one proxy, or a local cluster with a proxy
 /// in front of each node (the client reaches every node through its proxy; the proxies share
 /// one plan, so commands are counted across the nodes).
-enum Backend {
+enum Deployment {
     /// One node, its proxy, and the store's response timeout.
     Node(Redis, Proxy, Duration),
     Cluster(Cluster, Vec<Proxy>),
 }
 
-impl Backend {
+impl Deployment {
     async fn node() -> Self {
         Self::node_timing_out_after(Duration::from_millis(500)).await
     }
@@ -282,7 +282,7 @@ async fn link_flow(service: &Server<RedisStore>, n: u32) -> InstanceId {
 
 /// Runs `scenario` once without faults (counting its commands), then once per command with
 /// that command's reply dropped, each run under a fresh key prefix; `check` sees the outcome.
-async fn every_step<S, SFut, C, CFut>(backend: &Backend, name: &str, scenario: S, check: C)
+async fn every_step<S, SFut, C, CFut>(backend: &Deployment, name: &str, scenario: S, check: C)
 where
     S: Fn(Server<RedisStore>) -> SFut,
     SFut: std::future::Future<Output = ()>,
@@ -320,7 +320,7 @@ where
 /// The link flow with a reply lost at each of its commands: it links, the code is used once,
 /// no right guess stays charged (only the reuse of the code, a wrong guess, is: exactly one
 /// charge), and no code but the used one is left.
-async fn lost_replies_in_the_flow(backend: &Backend) {
+async fn lost_replies_in_the_flow(backend: &Deployment) {
     every_step(
         backend,
         "flow",
@@ -343,7 +343,7 @@ async fn lost_replies_in_the_flow(backend: &Backend) {
 
 /// One wrong secret and one wrong code, with a reply lost at each command: each is charged
 /// exactly once (never twice for a retried write, never lost), and refused as wrong.
-async fn lost_replies_in_wrong_guesses(backend: &Backend) {
+async fn lost_replies_in_wrong_guesses(backend: &Deployment) {
     every_step(
         backend,
         "wrong",
@@ -389,7 +389,7 @@ async fn a_lost_reply_at_any_step_of_link_and_redeem_changes_nothing() {
     if !have_redis() {
         return;
     }
-    lost_replies_in_the_flow(&Backend::node().await).await;
+    lost_replies_in_the_flow(&Deployment::node().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +397,7 @@ async fn a_lost_reply_never_double_counts_or_loses_a_failure() {
     if !have_redis() {
         return;
     }
-    lost_replies_in_wrong_guesses(&Backend::node().await).await;
+    lost_replies_in_wrong_guesses(&Deployment::node().await).await;
 }
 
 /// The same with each reply delivered late instead (300 ms, after the store's 150 ms response
@@ -408,7 +408,7 @@ async fn a_late_reply_is_recognised_like_a_lost_one() {
     if !have_redis() {
         return;
     }
-    let backend = Backend::node_timing_out_after(Duration::from_millis(150)).await;
+    let backend = Deployment::node_timing_out_after(Duration::from_millis(150)).await;
     backend
         .proxy()
         .delay_instead(Some(Duration::from_millis(300)));
@@ -423,7 +423,7 @@ async fn lost_replies_on_a_cluster_change_nothing() {
     if !have_redis() || !have("redis-cli") {
         return;
     }
-    let backend = Backend::cluster().await;
+    let backend = Deployment::cluster().await;
     lost_replies_in_the_flow(&backend).await;
     lost_replies_in_wrong_guesses(&backend).await;
 }

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use lanlink::code::CodeKey;
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, Server,
-    ServerConfig, Store, StoreError,
+    Backend, CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, Server,
+    ServerConfig, StoreError,
 };
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, LocalSecret, PublicNetwork, Refusal};
@@ -86,7 +86,7 @@ impl Flaky {
 }
 
 #[async_trait]
-impl Store for Flaky {
+impl Backend for Flaky {
     async fn update_network(
         &self,
         network: PublicNetwork,
@@ -640,7 +640,7 @@ async fn discovery_reads_without_writing_and_skips_expired_presences() {
 
     let memory = Arc::new(MemoryStore::default());
     let flaky = Arc::new(Flaky::new());
-    let stores: [Arc<dyn Store>; 2] = [memory.clone(), flaky.clone()];
+    let stores: [Arc<dyn Backend>; 2] = [memory.clone(), flaky.clone()];
     for store in stores {
         let service = Server::with_store(config.clone(), store, Events::discard()).expect("config");
         announce_at(&service, t0, peer, none, &announce)

@@ -40,7 +40,7 @@ use zeroize::Zeroizing;
 use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
 use crate::event::ServerEvent;
 use crate::server::endpoint::{self, Handled, HttpRequest, RequestBody, ServerResponse, User};
-use crate::server::{Server, Store};
+use crate::server::{Backend, Server};
 use crate::WireCode;
 
 /// A server shared between request handlers: the in-memory one. Over another store, the
@@ -54,7 +54,7 @@ struct App<S> {
     prefix: String,
 }
 
-impl<S: Store + 'static> Wire for App<S> {
+impl<S: Backend + 'static> Wire for App<S> {
     fn reads_body(&self, request: &HttpRequest<'_>) -> bool {
         endpoint::reads_body(&self.prefix, request.method, request.path)
     }
@@ -102,7 +102,7 @@ impl<S: Store + 'static> Wire for App<S> {
 /// let app = app.merge(router(Arc::new(shared), Arc::new(BearerTokens::default()), "/other"));
 /// # let _ = app;
 /// ```
-pub fn router<S: Store + 'static>(
+pub fn router<S: Backend + 'static>(
     server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     prefix: &str,
@@ -140,7 +140,7 @@ pub fn router<S: Store + 'static>(
 /// # drop(task);
 /// # }
 /// ```
-pub fn spawn_purge<S: Store + 'static>(
+pub fn spawn_purge<S: Backend + 'static>(
     server: Arc<Server<S>>,
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
@@ -225,7 +225,7 @@ pub fn log_event(event: ServerEvent) {
 
 /// Logs and drops the events `server` queued, if it queues them, under `target`
 /// (`lanlink::server` with [`log_event`]'s levels, or a profile's own).
-pub(crate) fn log_events<S: Store>(server: &Server<S>, target: &'static str) {
+pub(crate) fn log_events<S: Backend>(server: &Server<S>, target: &'static str) {
     while let Some(event) = server.poll_event() {
         match target {
             "lanlink::server" => log_event(event),

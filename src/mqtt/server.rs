@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use super::{run_event_loop, valid_name, Broker, MqttConfigError, DEFAULT_GROUP};
 use crate::id::InstanceId;
 use crate::server::mqtt::{self, Dropped, Reply};
-use crate::server::{Server, Store};
+use crate::server::{Backend, Server};
 use crate::ticket::TicketKey;
 
 /// What the consumer answers requests with: the core's MQTT wire function
@@ -70,7 +70,7 @@ pub trait MqttBackend: Send + Sync {
 /// logged after each request). Several instances sharing one store (e.g. Redis) and one shared
 /// subscription act as one: any of them answers any agent.
 #[async_trait]
-impl<S: Store + 'static> MqttBackend for Server<S> {
+impl<S: Backend + 'static> MqttBackend for Server<S> {
     async fn handle_up(
         &self,
         now: DateTime<Utc>,

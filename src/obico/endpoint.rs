@@ -118,7 +118,7 @@ use crate::server::endpoint::{
 };
 use crate::server::record::ObicoInfo;
 use crate::server::HookError;
-use crate::server::{MemoryStore, Server, Store};
+use crate::server::{Backend, MemoryStore, Server};
 use crate::wire::{limits, DeviceInfo};
 
 /// The agent poll route.
@@ -281,7 +281,7 @@ pub fn unauthorized() -> ServerResponse {
 /// Answers one request to the Obico routes at `now`; `rng` draws codes, passcodes and tokens.
 /// `user` is `None` on the first call; a user route then answers [`Handled::NeedsUser`], and the
 /// host calls again with the user its own authentication found. See the [module docs](self).
-pub async fn handle<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+pub async fn handle<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -322,7 +322,7 @@ pub async fn handle<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
 type Answer = Result<ServerResponse, ServerResponse>;
 
 /// A user route: `Ok(None)` when the user is still needed.
-async fn user_route<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+async fn user_route<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -389,7 +389,7 @@ fn agent_refusal(refusal: &Refusal) -> ServerResponse {
 
 /// A refusal of a guess (a code, a passcode, a secret): a lockout says so, with how long it
 /// lasts at most (`Retry-After`, and a sentence for the agents' logs), in Obico's shape.
-fn guess_refusal<S: Store>(
+fn guess_refusal<S: Backend>(
     profile: Profile<'_, S>,
     refusal: &Refusal,
     status: u16,
@@ -496,7 +496,7 @@ fn poll_of(map: &Map<String, Value>) -> Result<UnlinkedPoll, ServerResponse> {
 }
 
 /// `POST /api/v1/octo/unlinked/`: an agent's poll.
-async fn unlinked<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+async fn unlinked<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -580,7 +580,7 @@ fn code_param(query: Option<&str>) -> Result<Option<Zeroizing<String>>, ()> {
 }
 
 /// `POST|GET /api/v1/octo/verify/?code=…`: an agent redeems a code.
-async fn verify<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+async fn verify<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -663,7 +663,7 @@ fn printer_value(printer: &LinkedPrinter) -> Value {
 
 /// `GET /api/v1/octo/printer/`: the linked printer that `Authorization: Token …` (the first
 /// line) names.
-async fn printer<S: Store>(profile: Profile<'_, S>, request: &HttpRequest<'_>) -> Answer {
+async fn printer<S: Backend>(profile: Profile<'_, S>, request: &HttpRequest<'_>) -> Answer {
     let presented = request
         .values("authorization")
         .next()
@@ -687,7 +687,7 @@ async fn printer<S: Store>(profile: Profile<'_, S>, request: &HttpRequest<'_>) -
 
 /// `GET /api/v1/printer_discovery/`: the Obico agents a user's network shows. The account is
 /// counted among the network's discoverers, as the core's route does.
-async fn discover<S: Store>(
+async fn discover<S: Backend>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     request: &HttpRequest<'_>,
@@ -723,7 +723,7 @@ async fn discover<S: Store>(
 }
 
 /// `POST /api/v1/printer_discovery/`: a user asks to link an agent with the secret it serves.
-async fn link<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+async fn link<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -764,7 +764,7 @@ async fn link<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
 }
 
 /// `POST /api/v1/one_time_passcodes/`: a user claims the passcode an agent shows.
-async fn claim<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+async fn claim<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,

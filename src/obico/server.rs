@@ -31,7 +31,7 @@ use super::ObicoConfig;
 use crate::http::server::{answer, log_events, Wire};
 use crate::http::Authenticator;
 use crate::server::endpoint::{Handled, HttpRequest, RequestBody, ServerResponse, User};
-use crate::server::{Server, Store};
+use crate::server::{Backend, Server};
 
 pub use super::endpoint::{
     DISCOVERY_PATH, LEGACY_VERIFY_PATH, PASSCODES_PATH, PRINTER_PATH, UNLINKED_PATH, VERIFY_PATH,
@@ -56,7 +56,7 @@ struct App<S> {
 /// let app = router(server, Arc::new(BearerTokens::default()), ObicoConfig::default()).unwrap();
 /// # let _ = app;
 /// ```
-pub fn router<S: Store + 'static>(
+pub fn router<S: Backend + 'static>(
     server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     obico: ObicoConfig,
@@ -81,7 +81,7 @@ pub fn router<S: Store + 'static>(
 /// let app = router_with_tokens(Arc::new(server), Arc::new(BearerTokens::default()), ObicoConfig::default(), tokens);
 /// assert!(app.is_ok());
 /// ```
-pub fn router_with_tokens<S: Store + 'static>(
+pub fn router_with_tokens<S: Backend + 'static>(
     server: Arc<Server<S>>,
     auth: Arc<dyn Authenticator>,
     obico: ObicoConfig,
@@ -102,7 +102,7 @@ pub fn router_with_tokens<S: Store + 'static>(
         .with_state(app))
 }
 
-impl<S: Store + 'static> Wire for App<S> {
+impl<S: Backend + 'static> Wire for App<S> {
     fn reads_body(&self, request: &HttpRequest<'_>) -> bool {
         endpoint::reads_body(request.method, request.path)
     }

@@ -2,7 +2,7 @@
 //!
 //! **Count before you check.** A guess (a link request's secret, a code redemption, an Obico
 //! verify, passcode claim or an Obico poll's passcode lookup) is charged against each of its budgets *before* it is checked, each
-//! charge one atomic store step ([`Store::update_counter`](super::Store::update_counter)) that
+//! charge one atomic store step ([`Backend::update_counter`](super::Backend::update_counter)) that
 //! admits the guess only while the budget has room. A guess that turns out right (or is refused
 //! for a reason that is no guess, such as a contested agent) is refunded afterwards; a wrong one
 //! stays charged. So however many guesses arrive at once, on however many server instances

@@ -90,7 +90,7 @@ use zeroize::Zeroizing;
 
 use super::cross_site::{self, RequestHead, UserRoute};
 pub use super::User;
-use super::{Server, Store};
+use super::{Backend, Server};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::error::{Refusal, WireCode};
 use crate::event::RequestKind;
@@ -478,7 +478,7 @@ fn reply<T: serde::Serialize>(status: u16, result: Result<T, Refusal>) -> Server
 /// [`DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)) at `now`; `rng` draws tokens and codes.
 /// `user` is `None` on the first call; a user route then answers [`Handled::NeedsUser`], and the
 /// host calls again with the user its own authentication found. See the [module docs](self).
-pub async fn handle<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+pub async fn handle<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -546,7 +546,7 @@ pub(crate) fn sent(
 
 impl Caller<'_> {
     /// The caller's public network, resolved by the server ([`Server::caller`]).
-    fn network<S: Store>(
+    fn network<S: Backend>(
         &self,
         server: &Server<S>,
         request: RequestKind,
@@ -555,7 +555,7 @@ impl Caller<'_> {
     }
 }
 
-async fn announce<S: Store>(
+async fn announce<S: Backend>(
     server: &Server<S>,
     now: DateTime<Utc>,
     request: &HttpRequest<'_>,
@@ -570,7 +570,7 @@ async fn announce<S: Store>(
     Ok(reply(200, result))
 }
 
-async fn redeem<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+async fn redeem<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -587,7 +587,7 @@ async fn redeem<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
 }
 
 /// A user route: `Ok(None)` when the user is still needed.
-async fn user_route<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+async fn user_route<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,

@@ -73,7 +73,7 @@ pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
-pub use self::store::{CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, Store, StoreError};
+pub use self::store::{Backend, CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, StoreError};
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
 use crate::confirm::DisplayName;
@@ -618,7 +618,7 @@ impl Server {
     }
 }
 
-impl<S: Store> Server<S> {
+impl<S: Backend> Server<S> {
     /// A server over `store` (checks the configuration), its events going where `events` says.
     ///
     /// ```
@@ -1074,7 +1074,7 @@ pub(crate) trait AtOnce {
 }
 
 #[cfg(feature = "fuzz")]
-impl<S: Store> AtOnce for Server<S> {
+impl<S: Backend> AtOnce for Server<S> {
     fn announce_now(
         &self,
         now: DateTime<Utc>,

@@ -81,7 +81,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::endpoint::status_of_wire_error;
-use super::{Server, Store};
+use super::{Backend, Server};
 use crate::addr::PublicNetwork;
 use crate::error::{Refusal, WireCode};
 use crate::id::InstanceId;
@@ -318,7 +318,7 @@ pub(crate) fn refusal_message(id: String, refusal: &Refusal) -> DownMessage {
 /// at `now`, checking tickets with `key` (the key the HTTP ticket route signs with); `rng`
 /// draws tokens. `Ok` is the reply to publish; `Err` says why the request is dropped
 /// unanswered. See the [module docs](self) for the rules, in order.
-pub async fn handle_up<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+pub async fn handle_up<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,

@@ -13,7 +13,7 @@ use super::ops::{Claimant, Ops};
 use super::record::{
     later, unverified_commitment, CodeKind, CodeRecord, ObicoInfo, ObicoPasscode, Presence,
 };
-use super::{NetworkRecord, Server, ServerConfig, Store};
+use super::{Backend, NetworkRecord, Server, ServerConfig};
 use crate::addr::PublicNetwork;
 use crate::code::LinkCode;
 use crate::error::Refusal;
@@ -577,7 +577,7 @@ fn claimable(record: &CodeRecord) -> Option<(InstanceId, PublicNetwork)> {
 
 /// The profile's operations (feature `obico`), over any store: each takes the caller's
 /// network, resolved once by [`Server::caller`].
-impl<S: Store> Server<S> {
+impl<S: Backend> Server<S> {
     /// An Obico agent polls `POST /api/v1/octo/unlinked/` from `network`.
     ///
     /// Only a store failure is an error (the route answers it 5xx: the server's fault, and the

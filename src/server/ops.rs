@@ -1,4 +1,4 @@
-//! The server's operations, written once over any [`Store`](super::Store): each
+//! The server's operations, written once over any [`Backend`](super::Backend): each
 //! [`Server`] step runs one of them over the server's store.
 //!
 //! Each operation loads the records it needs, applies the core's pure functions
@@ -38,7 +38,7 @@ use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
-use super::store::{Store, StoreError};
+use super::store::{Backend, StoreError};
 use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
@@ -132,7 +132,7 @@ pub(crate) enum Claimant {
 /// One operation's view of the server: its configuration, its records, and where its events go.
 pub(crate) struct Ops<'a> {
     pub(crate) config: &'a ServerConfig,
-    pub(crate) store: &'a dyn Store,
+    pub(crate) store: &'a dyn Backend,
     pub(crate) events: &'a mut EventQueue,
 }
 

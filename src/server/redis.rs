@@ -1,4 +1,4 @@
-//! A [`Store`] in Redis (or Valkey), shared by every server instance that uses the same Redis,
+//! A [`Backend`] in Redis (or Valkey), shared by every server instance that uses the same Redis,
 //! prefix and [`StoreKey`] (feature `redis`).
 //!
 //! **Records.** One Redis string per public network and one per code, each a whole record
@@ -108,7 +108,7 @@ use zeroize::Zeroizing;
 
 use super::budget::{CounterKey, CounterRecord};
 use super::record::{later, CodeRecord, NetworkRecord, PendingMessage};
-use super::store::{CodeFn, CounterFn, NetworkFn, ReadFn, Store, StoreError};
+use super::store::{Backend, CodeFn, CounterFn, NetworkFn, ReadFn, StoreError};
 use super::{ServerConfig, MAX_TTL};
 use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
@@ -1299,7 +1299,7 @@ async fn backoff(attempt: u32) {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl Backend for RedisStore {
     async fn update_network(
         &self,
         network: PublicNetwork,

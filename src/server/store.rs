@@ -50,7 +50,7 @@ impl From<StoreError> for Refusal {
 /// call's changes are kept, so it must leave its result where the caller reads it afterwards.
 pub type NetworkFn<'a> = dyn FnMut(&mut NetworkRecord) + Send + 'a;
 
-/// A function given a network record to read (see [`Store::read_network`]).
+/// A function given a network record to read (see [`Backend::read_network`]).
 pub type ReadFn<'a> = dyn FnMut(&NetworkRecord) + Send + 'a;
 
 /// A function applied to a live code record; see [`NetworkFn`].
@@ -88,7 +88,7 @@ pub type CounterFn<'a> = dyn FnMut(&mut CounterRecord) + Send + 'a;
 /// # }
 /// ```
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Backend: Send + Sync {
     /// Applies `f` to the record of `network`, pruned at `now`, and writes the result back
     /// atomically (deleting a record left empty, and expiring it with the record's own
     /// [`expires_at`](NetworkRecord::expires_at)). A missing record is created empty only if
@@ -355,7 +355,7 @@ impl MemoryRecords {
 
 /// Every method finishes before it returns: the futures are ready at their first poll.
 #[async_trait]
-impl Store for MemoryStore {
+impl Backend for MemoryStore {
     async fn update_network(
         &self,
         network: PublicNetwork,
@@ -421,7 +421,7 @@ impl Store for MemoryStore {
 
 /// A shared handle to a store is the store (several servers, or a server and a tool, over one).
 #[async_trait]
-impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
+impl<T: Backend + ?Sized> Backend for std::sync::Arc<T> {
     async fn update_network(
         &self,
         network: PublicNetwork,

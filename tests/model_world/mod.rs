@@ -28,8 +28,8 @@ use lanlink::event::{AgentEvent, RequestKind, ServerEvent, StopReason};
 use lanlink::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
 use lanlink::secret::PresenceKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn, Server,
-    ServerConfig, Store, StoreError, User,
+    Backend, CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn,
+    Server, ServerConfig, StoreError, User,
 };
 use lanlink::wire::{
     AgentMessage, Announce, AnnounceReply, CodeReply, DiscoverReply, HiddenReason, LinkRequest,
@@ -385,7 +385,7 @@ impl ModelStore {
 }
 
 #[lanlink::async_trait]
-impl Store for ModelStore {
+impl Backend for ModelStore {
     async fn update_network(
         &self,
         network: PublicNetwork,

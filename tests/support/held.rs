@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lanlink::code::CodeKey;
 use lanlink::server::{
-    CodeFn, CodeRecord, CounterFn, CounterKey, NetworkFn, ReadFn, ServerConfig, Store, StoreError,
+    Backend, CodeFn, CodeRecord, CounterFn, CounterKey, NetworkFn, ReadFn, ServerConfig, StoreError,
 };
 use lanlink::PublicNetwork;
 use tokio::sync::oneshot;
@@ -63,7 +63,7 @@ impl<S> Held<S> {
 }
 
 #[async_trait]
-impl<S: Store> Store for Held<S> {
+impl<S: Backend> Backend for Held<S> {
     async fn update_network(
         &self,
         network: PublicNetwork,

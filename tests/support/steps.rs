@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use lanlink::confirm::DisplayName;
 use lanlink::event::RequestKind;
-use lanlink::server::{Redeemed, Server, Store, User};
+use lanlink::server::{Backend, Redeemed, Server, User};
 use lanlink::wire::{
     Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemRequest,
 };
@@ -115,7 +115,7 @@ pub trait Steps {
     fn purge_now(&self, now: DateTime<Utc>);
 }
 
-impl<S: Store> Steps for Server<S> {
+impl<S: Backend> Steps for Server<S> {
     fn announce_now(
         &self,
         now: DateTime<Utc>,
@@ -285,7 +285,7 @@ pub trait ObicoSteps {
 }
 
 #[cfg(feature = "obico-wire")]
-impl<S: Store> ObicoSteps for Server<S> {
+impl<S: Backend> ObicoSteps for Server<S> {
     fn obico_unlinked_now<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,
@@ -352,7 +352,7 @@ impl<S: Store> ObicoSteps for Server<S> {
 }
 
 /// An announcement from `peer`, awaited: the caller resolved as the HTTP route does.
-pub async fn announce_at<S: Store>(
+pub async fn announce_at<S: Backend>(
     server: &Server<S>,
     now: DateTime<Utc>,
     peer: IpAddr,
@@ -364,7 +364,7 @@ pub async fn announce_at<S: Store>(
 }
 
 /// A discovery by a fixed account from `peer`, awaited.
-pub async fn discover_at<S: Store>(
+pub async fn discover_at<S: Backend>(
     server: &Server<S>,
     now: DateTime<Utc>,
     peer: IpAddr,
@@ -375,7 +375,7 @@ pub async fn discover_at<S: Store>(
 }
 
 /// A link request by `account` from `peer`, awaited.
-pub async fn link_at<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+pub async fn link_at<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,
@@ -390,7 +390,7 @@ pub async fn link_at<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
 }
 
 /// A redemption from `peer`, awaited.
-pub async fn redeem_at<S: Store, R: CryptoRng + RngCore + Send + ?Sized>(
+pub async fn redeem_at<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,
     rng: &mut R,
