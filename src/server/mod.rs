@@ -73,7 +73,11 @@ pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
-pub use self::store::{Backend, CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, StoreError};
+pub use self::store::{
+    Backend, CodeFn, CounterFn, Key, MemoryBytes, MemoryStore, NetworkFn, ReadFn, Store,
+    StoreError, Write, MAX_KEY_LEN, MAX_WRITES,
+};
+
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
 use crate::confirm::DisplayName;

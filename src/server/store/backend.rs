@@ -1,10 +1,10 @@
-//! Where the server's records live: the [`Store`] trait, and the in-memory [`MemoryStore`].
+//! [`Backend`], what a [`Server`](crate::server::Server) runs on, and the in-memory
+//! [`MemoryStore`].
 //!
 //! One record per public network ([`NetworkRecord`]) and one per code ([`CodeRecord`]). Every
 //! change is the core's pure function applied to a whole record, written back atomically: a
-//! shared store (such as `RedisStore` (feature `redis`)) loads the record, applies the
-//! function, and writes it back with one compare-and-swap, retrying from a fresh load when another
-//! instance wrote first.
+//! shared store loads the record, applies the function, and writes it back with one
+//! compare-and-swap, retrying from a fresh load when another instance wrote first.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -13,12 +13,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::budget::{CounterKey, CounterRecord};
-use super::record::{CodeRecord, NetworkRecord};
-use super::ServerConfig;
 use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
 use crate::error::Refusal;
+use crate::server::budget::{CounterKey, CounterRecord};
+use crate::server::record::{CodeRecord, NetworkRecord};
+use crate::server::ServerConfig;
 
 /// Why a store could not carry out an operation. Nothing was changed by the failed operation,
 /// with one exception: a shared store that lost a write's reply and could not read the record
@@ -143,7 +143,7 @@ pub trait Backend: Send + Sync {
     /// Applies `f` to the counter record of `key`, pruned at `now` (a missing one is given
     /// empty), and writes it back atomically: deleted when left empty, else expiring at its
     /// [`expires_ms`](CounterRecord::expires_ms). This is the step that admits a guess (see
-    /// [`budget`](super::budget)): it must be atomic across every instance sharing the store,
+    /// [`budget`](crate::server::budget)): it must be atomic across every instance sharing the store,
     /// or concurrent guesses get checked past their budget.
     async fn update_counter(
         &self,
@@ -157,7 +157,7 @@ pub trait Backend: Send + Sync {
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
 }
 
-/// A single-process store: the default store of a [`Server`](super::Server). Records are
+/// A single-process store: the default store of a [`Server`](crate::server::Server). Records are
 /// replaced whole under one lock, as a shared store would apply them with one compare-and-swap
 /// each; its futures are ready at their first poll.
 ///

@@ -1,0 +1,1 @@
+//! [`Records`]: the server's records in any [`Store`](super::Store).
