@@ -1252,3 +1252,196 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
         .expect("the other network links at once");
     assert_eq!(linked.state, LinkState::Pending);
 }
+
+/// The store over bytes on one Redis node: one round trip per `GET`, `MGET` and swap; a swap
+/// compares whole values (absent expected: the key must hold nothing), writes all or nothing,
+/// deletes on an empty new value, sets the Redis expiry to the write's, and answers applied
+/// when sent again after it applied; key names carry the slot as hash tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_over_bytes_on_one_node() {
+    use lanlink::server::{Key, Store, Write};
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let config = RedisStoreConfig::new(redis.url(), store_key()).prefix("bytes");
+    let store = RedisStore::connect(config).await.expect("connect");
+    let net = Key::new("net", "0a1b").expect("key");
+    let msg = Key::new("msg", "0a1b").expect("key");
+    assert_eq!(store.redis_key(&net), "bytes:net:{0a1b}");
+    assert_eq!(store.redis_key(&msg), "bytes:msg:{0a1b}");
+    // A minute away, half a microsecond past a millisecond: Redis keeps it a millisecond more.
+    let at = DateTime::from_timestamp_millis(wall_now().timestamp_millis() + 60_000).expect("time")
+        + chrono::Duration::nanoseconds(500);
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let pexpiretime = |conn: &mut redis::Connection, key: &Key| -> i64 {
+        redis::cmd("PEXPIRETIME")
+            .arg(store.redis_key(key))
+            .query(conn)
+            .expect("pexpiretime")
+    };
+
+    let trips = store.round_trips();
+    assert_eq!(store.load(&net).await, Ok(None));
+    assert_eq!(store.round_trips() - trips, 1, "a load is one GET");
+    let create = [
+        Write::new(&net, None, Some((b"net-1", at))),
+        Write::new(
+            &msg,
+            None,
+            Some((b"msg-1", at + chrono::Duration::seconds(1))),
+        ),
+    ];
+    let trips = store.round_trips();
+    assert_eq!(store.swap(&create).await, Ok(true));
+    assert_eq!(store.round_trips() - trips, 1, "a swap is one script");
+    assert_eq!(pexpiretime(&mut conn, &net), at.timestamp_millis() + 1);
+    assert_eq!(
+        pexpiretime(&mut conn, &msg),
+        (at + chrono::Duration::seconds(1)).timestamp_millis() + 1
+    );
+    // Sent again after it applied (its reply lost): answered applied, nothing written.
+    assert_eq!(store.swap(&create).await, Ok(true));
+    assert_eq!(pexpiretime(&mut conn, &net), at.timestamp_millis() + 1);
+    let trips = store.round_trips();
+    assert_eq!(
+        store.load_many(&[&net, &msg]).await,
+        Ok(vec![Some(b"net-1".to_vec()), Some(b"msg-1".to_vec())])
+    );
+    assert_eq!(store.round_trips() - trips, 1, "one MGET");
+
+    // All or nothing: the second key does not hold what is expected, so neither is written.
+    let wrong = [
+        Write::new(&net, Some(b"net-1"), Some((b"net-2", at))),
+        Write::new(&msg, Some(b"msg-0"), Some((b"msg-2", at))),
+    ];
+    assert_eq!(store.swap(&wrong).await, Ok(false));
+    // Whole values: a prefix of the value held is not the value held; absent is not empty.
+    let prefix = [Write::new(&net, Some(b"net"), Some((b"net-2", at)))];
+    assert_eq!(store.swap(&prefix).await, Ok(false));
+    let absent = [Write::new(&net, None, Some((b"net-2", at)))];
+    assert_eq!(store.swap(&absent).await, Ok(false));
+    assert_eq!(
+        store.load_many(&[&net, &msg]).await,
+        Ok(vec![Some(b"net-1".to_vec()), Some(b"msg-1".to_vec())])
+    );
+
+    // Replace one, delete the other, in one step.
+    let later = at + chrono::Duration::seconds(30);
+    let next = [
+        Write::new(&net, Some(b"net-1"), Some((b"net-2", later))),
+        Write::new(&msg, Some(b"msg-1"), None),
+    ];
+    assert_eq!(store.swap(&next).await, Ok(true));
+    assert_eq!(store.load(&net).await, Ok(Some(b"net-2".to_vec())));
+    assert_eq!(store.load(&msg).await, Ok(None));
+    assert_eq!(pexpiretime(&mut conn, &net), later.timestamp_millis() + 1);
+    // A delete of a key that holds something else, or nothing, applies nothing.
+    let stale_delete = [Write::new(&msg, Some(b"msg-1"), None)];
+    assert_eq!(store.swap(&stale_delete).await, Ok(false));
+    let delete = [Write::new(&net, Some(b"net-2"), None)];
+    assert_eq!(store.swap(&delete).await, Ok(true));
+    assert_eq!(store.load(&net).await, Ok(None));
+    assert_eq!(
+        store.swap(&delete).await,
+        Ok(false),
+        "gone: nothing to delete"
+    );
+
+    // Redis drops a value at its expiry, and one already expired at once.
+    let soon = [Write::new(
+        &net,
+        None,
+        Some((b"brief", wall_now() + chrono::Duration::milliseconds(150))),
+    )];
+    assert_eq!(store.swap(&soon).await, Ok(true));
+    assert_eq!(store.load(&net).await, Ok(Some(b"brief".to_vec())));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.load(&net).await, Ok(None));
+    let past = wall_now() - chrono::Duration::seconds(1);
+    assert_eq!(
+        store
+            .swap(&[Write::new(&net, None, Some((b"past", past)))])
+            .await,
+        Ok(true)
+    );
+    assert_eq!(store.load(&net).await, Ok(None));
+
+    // Swaps a store does not take are refused without a round trip.
+    let other_slot = Key::new("msg", "ff").expect("key");
+    let trips = store.round_trips();
+    let spread = [
+        Write::new(&net, None, Some((b"a", at))),
+        Write::new(&other_slot, None, Some((b"b", at))),
+    ];
+    assert_eq!(
+        store.swap(&spread).await,
+        Err(lanlink::server::StoreError::Corrupt)
+    );
+    assert_eq!(
+        store.swap(&[]).await,
+        Err(lanlink::server::StoreError::Corrupt)
+    );
+    assert_eq!(store.round_trips(), trips);
+    // Keys of several slots are read one after the other.
+    assert_eq!(
+        store.load_many(&[&net, &other_slot]).await,
+        Ok(vec![None, None])
+    );
+    assert_eq!(store.round_trips() - trips, 2);
+    // Only the keys written are in Redis.
+    let keys: Vec<String> = redis.dump().into_iter().map(|(key, _)| key).collect();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+/// Swaps of `code` and `ctr` keys, the security-critical ones, wait for replicas when asked
+/// (`WAIT`, in the same round trip); those of `net` and `msg` keys do not. One node has no
+/// replica: each critical swap is counted unreplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_swaps_wait_for_replicas() {
+    use lanlink::server::{Key, Store, Write};
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let config = RedisStoreConfig::new(redis.url(), store_key())
+        .wait_replicas(1)
+        .wait_timeout(Duration::from_millis(20));
+    let store = RedisStore::connect(config).await.expect("connect");
+    let at = wall_now() + chrono::Duration::seconds(60);
+    for (kind, waits) in [
+        ("net", false),
+        ("msg", false),
+        ("code", true),
+        ("ctr", true),
+    ] {
+        let key = Key::new(kind, "c0ffee").expect("key");
+        let (before, trips) = (store.unreplicated(), store.round_trips());
+        let started = Instant::now();
+        assert_eq!(
+            store
+                .swap(&[Write::new(&key, None, Some((b"v", at)))])
+                .await,
+            Ok(true)
+        );
+        assert_eq!(store.round_trips() - trips, 1, "{kind}: one round trip");
+        assert_eq!(store.unreplicated() - before, u64::from(waits), "{kind}");
+        if waits {
+            assert!(
+                started.elapsed() >= Duration::from_millis(20),
+                "{kind} waited"
+            );
+        }
+        assert_eq!(store.load(&key).await, Ok(Some(b"v".to_vec())));
+        // A refused swap is not an unreplicated write.
+        let before = store.unreplicated();
+        assert_eq!(
+            store
+                .swap(&[Write::new(&key, None, Some((b"w", at)))])
+                .await,
+            Ok(false)
+        );
+        assert_eq!(store.unreplicated(), before, "{kind}");
+    }
+}

@@ -427,3 +427,91 @@ async fn lost_replies_on_a_cluster_change_nothing() {
     lost_replies_in_the_flow(&backend).await;
     lost_replies_in_wrong_guesses(&backend).await;
 }
+
+/// The store over bytes when a reply is lost: a swap answers `Unavailable` (it may have applied:
+/// here it did, and the key holds its value; the layer above reads it back and tells), and sent
+/// again it answers applied without writing anything; a refused swap whose reply is lost also
+/// answers `Unavailable` and changed nothing; a read whose reply is lost is sent again and
+/// answers. On a cluster the client itself resends a command whose connection failed: the
+/// script recognises its own value and answers applied.
+async fn lost_replies_under_the_byte_store(backend: &Deployment, name: &str) {
+    use lanlink::server::{Key, Store, StoreError, Write};
+    let proxy = backend.proxy();
+    proxy.drop_reply(None);
+    let (_, store) = backend.service(name).await;
+    let at = wall_now() + chrono::Duration::seconds(60);
+    let net = Key::new("net", "0a1b").expect("key");
+    let msg = Key::new("msg", "0a1b").expect("key");
+    // Loads the script (a first EVALSHA answers NOSCRIPT).
+    let warm = Key::new("ctr", "01").expect("key");
+    let warm = [Write::new(&warm, None, Some((b"w", at)))];
+    assert_eq!(store.swap(&warm).await, Ok(true));
+
+    let create = [
+        Write::new(&net, None, Some((b"net-1", at))),
+        Write::new(&msg, None, Some((b"msg-1", at))),
+    ];
+    proxy.drop_reply(Some(0));
+    let lost = store.swap(&create).await;
+    assert_eq!(proxy.dropped().as_deref(), Some("EVALSHA"), "{name}");
+    match backend {
+        Deployment::Node(..) => assert_eq!(lost, Err(StoreError::Unavailable), "{name}"),
+        // Resent by the cluster client, recognised by the script.
+        Deployment::Cluster(..) => assert!(
+            matches!(lost, Ok(true) | Err(StoreError::Unavailable)),
+            "{name}: {lost:?}"
+        ),
+    }
+    proxy.drop_reply(None);
+    let both = store.load_many(&[&net, &msg]).await;
+    assert_eq!(
+        both,
+        Ok(vec![Some(b"net-1".to_vec()), Some(b"msg-1".to_vec())]),
+        "{name}: applied"
+    );
+    assert_eq!(
+        store.swap(&create).await,
+        Ok(true),
+        "{name}: resent, applied"
+    );
+    assert_eq!(store.load_many(&[&net, &msg]).await, both, "{name}");
+
+    // A swap that does not apply, its reply lost: nothing changed.
+    let stale = [Write::new(&net, Some(b"net-0"), Some((b"net-2", at)))];
+    proxy.drop_reply(Some(0));
+    let lost = store.swap(&stale).await;
+    assert!(
+        matches!(lost, Ok(false) | Err(StoreError::Unavailable)),
+        "{name}: {lost:?}"
+    );
+    proxy.drop_reply(None);
+    assert_eq!(
+        store.load(&net).await,
+        Ok(Some(b"net-1".to_vec())),
+        "{name}"
+    );
+
+    // A read whose reply is lost is sent again.
+    proxy.drop_reply(Some(0));
+    assert_eq!(
+        store.load(&net).await,
+        Ok(Some(b"net-1".to_vec())),
+        "{name}"
+    );
+    assert_eq!(proxy.dropped().as_deref(), Some("GET"), "{name}");
+    proxy.drop_reply(Some(0));
+    assert_eq!(store.load_many(&[&net, &msg]).await, both, "{name}");
+    assert_eq!(proxy.dropped().as_deref(), Some("MGET"), "{name}");
+    proxy.drop_reply(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_store_answers_unavailable_after_a_lost_reply() {
+    if !have_redis() {
+        return;
+    }
+    lost_replies_under_the_byte_store(&Deployment::node().await, "bytes-node").await;
+    if have("redis-cli") {
+        lost_replies_under_the_byte_store(&Deployment::cluster().await, "bytes-cluster").await;
+    }
+}

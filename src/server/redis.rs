@@ -108,7 +108,9 @@ use zeroize::Zeroizing;
 
 use super::budget::{CounterKey, CounterRecord};
 use super::record::{later, CodeRecord, NetworkRecord, PendingMessage};
-use super::store::{Backend, CodeFn, CounterFn, NetworkFn, ReadFn, StoreError};
+use super::store::{
+    Backend, CodeFn, CounterFn, Key, NetworkFn, ReadFn, Store, StoreError, Write, MAX_WRITES,
+};
 use super::{ServerConfig, MAX_TTL};
 use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
@@ -199,6 +201,46 @@ if ARGV[4] == '' then
   redis.call('DEL', KEYS[2])
 else
   redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5])
+end
+return 1
+";
+
+/// [`Store::swap`]: 1 to [`MAX_WRITES`] keys (`KEYS`, of one slot) in one atomic step. Five
+/// arguments per key, in order: `1` if it must hold a value, `0` if it must hold none; that
+/// value; `1` if it holds a value afterwards, `0` if it is deleted; that value; its expiry (Unix
+/// ms, `SET ... PXAT`). Returns 1 when applied, 0 when a key did not hold what was expected
+/// (then nothing is written). Idempotent on resend: when a key already holds exactly the value
+/// this swap writes (every value the layer above writes starts with 24 fresh random bytes, so
+/// only this swap wrote it), the swap applied before — a client or cluster client resent the
+/// command after its reply was lost — and it answers 1 without writing.
+const SWAP_SCRIPT: &str = r"
+local n = #KEYS
+local held = {}
+local holds = true
+for i = 1, n do
+  local at = (i - 1) * 5
+  local cur = redis.call('GET', KEYS[i])
+  held[i] = cur
+  if ARGV[at + 1] == '1' then
+    if cur ~= ARGV[at + 2] then holds = false end
+  elseif cur then
+    holds = false
+  end
+end
+if not holds then
+  for i = 1, n do
+    local at = (i - 1) * 5
+    if ARGV[at + 3] == '1' and held[i] == ARGV[at + 4] then return 1 end
+  end
+  return 0
+end
+for i = 1, n do
+  local at = (i - 1) * 5
+  if ARGV[at + 3] == '1' then
+    redis.call('SET', KEYS[i], ARGV[at + 4], 'PXAT', ARGV[at + 5])
+  else
+    redis.call('DEL', KEYS[i])
+  end
 end
 return 1
 ";
@@ -505,6 +547,7 @@ pub struct RedisStore {
     name_key: Zeroizing<[u8; 32]>,
     cas: Script,
     network_cas: Script,
+    swap_script: Script,
     max_attempts: u32,
     wait_replicas: u32,
     wait_timeout_ms: u64,
@@ -594,6 +637,7 @@ impl RedisStore {
             name_key: config.key.derive(b"lanlink store key names"),
             cas: Script::new(CAS_SCRIPT),
             network_cas: Script::new(NETWORK_CAS_SCRIPT),
+            swap_script: Script::new(SWAP_SCRIPT),
             max_attempts: config.max_attempts,
             wait_replicas: config.wait_replicas,
             wait_timeout_ms: config
@@ -777,7 +821,7 @@ impl RedisStore {
         })
     }
 
-    async fn load<T: DeserializeOwned>(
+    async fn load_record<T: DeserializeOwned>(
         &self,
         redis_key: &str,
     ) -> Result<Option<Loaded<T>>, StoreError> {
@@ -812,7 +856,7 @@ impl RedisStore {
     /// reply lost on the way back is resolved by reading the key back ([`Self::read_back`]).
     ///
     /// A `critical` record's write waits for [`RedisStoreConfig::wait_replicas`] replicas.
-    async fn swap(
+    async fn swap_record(
         &self,
         redis_key: &str,
         version: &[u8],
@@ -1257,7 +1301,7 @@ impl RedisStore {
             };
             let remembered = value.as_ref().map(|(value, _)| (value.clone(), None));
             match self
-                .swap(redis_key, &version, value, true)
+                .swap_record(redis_key, &version, value, true)
                 .await
                 .inspect_err(|_| self.forget(redis_key))?
             {
@@ -1298,6 +1342,184 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_micros(wait)).await;
 }
 
+/// Whether writes to keys of `kind` wait for replicas ([`RedisStoreConfig::wait_replicas`]):
+/// the security-critical records, budget counters (which admit guesses) and codes (whose
+/// redeemed mark makes them single use).
+fn critical(kind: &str) -> bool {
+    matches!(kind, "code" | "ctr")
+}
+
+/// `at` in Unix milliseconds for `PXAT`, rounded up (a value is never dropped before its
+/// expiry) and at least 1 (Redis refuses expiries at or before the epoch; a value that expired
+/// long ago is dropped at once either way).
+fn expiry_ms(at: DateTime<Utc>) -> i64 {
+    let ms = at.timestamp_millis();
+    let ms = if at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        ms
+    } else {
+        ms.saturating_add(1)
+    };
+    ms.max(1)
+}
+
+/// Whether `writes` is a swap a store takes: 1 to [`MAX_WRITES`] distinct keys of one slot,
+/// values of at most 1 MiB.
+fn well_formed(writes: &[Write<'_>]) -> bool {
+    let Some(first) = writes.first() else {
+        return false;
+    };
+    writes.len() <= MAX_WRITES
+        && writes.iter().enumerate().all(|(i, write)| {
+            write.key().slot() == first.key().slot()
+                && write
+                    .value()
+                    .is_none_or(|value| value.len() <= MAX_VALUE_BYTES)
+                && writes[..i].iter().all(|other| other.key() != write.key())
+        })
+}
+
+impl RedisStore {
+    /// The Redis key of a store [`Key`] `kind:slot`: `{prefix}:{kind}:{{slot}}`. The slot is
+    /// the hash tag, so the keys of one swap (a network's record and its messages) share a
+    /// Redis Cluster slot.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+    /// use lanlink::server::Key;
+    /// let config = RedisStoreConfig::new("redis://127.0.0.1:6379", StoreKey::from_bytes([1; 32]));
+    /// let store = RedisStore::connect(config.prefix("site")).await?;
+    /// let key = Key::new("net", "0a1b").ok_or("bad key")?;
+    /// assert_eq!(store.redis_key(&key), "site:net:{0a1b}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn redis_key(&self, key: &Key) -> String {
+        format!("{}:{}:{{{}}}", self.prefix, key.kind(), key.slot())
+    }
+
+    /// A value read from Redis, refused as corrupt when larger than any value a store writes.
+    fn bounded(value: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, StoreError> {
+        match value {
+            Some(value) if value.len() > MAX_VALUE_BYTES => Err(StoreError::Corrupt),
+            value => Ok(value),
+        }
+    }
+}
+
+/// Opaque keys and values in Redis: `load` is one `GET`, `load_many` one `MGET`, `swap` one
+/// Lua script, each one round trip ([`RedisStore::round_trips`]).
+///
+/// A swap whose reply is lost (the connection failed or timed out after the command may have
+/// reached Redis) answers [`StoreError::Unavailable`] with the swap possibly applied, and so does
+/// one Redis refused (it applied nothing): the layer above reads the key back and tells. Reads
+/// are sent again, up to 3 times in all, when their reply is lost. Swaps of `code` and `ctr`
+/// keys wait for replicas when [`RedisStoreConfig::wait_replicas`] asks. Every value expires in
+/// Redis at its write's expiry (`PXAT`): [`purge`](Store::purge) has nothing to do.
+#[async_trait]
+impl Store for RedisStore {
+    async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = self.redis_key(key);
+        Self::bounded(self.read(|| ::redis::cmd("GET").arg(&name).clone()).await?)
+    }
+
+    /// One `MGET` when the keys share their slot (they do when the layer above asks), else one
+    /// `GET` after the other (on a cluster, keys of other slots may live on other nodes).
+    async fn load_many(&self, keys: &[&Key]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        if keys.iter().any(|key| key.slot() != first.slot()) {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(self.load(key).await?);
+            }
+            return Ok(values);
+        }
+        let names: Vec<String> = keys.iter().map(|key| self.redis_key(key)).collect();
+        let values: Vec<Option<Vec<u8>>> = self
+            .read(|| {
+                let mut command = ::redis::cmd("MGET");
+                for name in &names {
+                    command.arg(name);
+                }
+                command
+            })
+            .await?;
+        if values.len() != keys.len() {
+            return Err(StoreError::Unavailable);
+        }
+        values.into_iter().map(Self::bounded).collect()
+    }
+
+    async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
+        if !well_formed(writes) {
+            return Err(StoreError::Corrupt);
+        }
+        let names: Vec<String> = writes.iter().map(|w| self.redis_key(w.key())).collect();
+        let flag = |present: bool| if present { "1" } else { "0" };
+        let mut conn = self.conn();
+        let reply: Result<i64, RedisError> =
+            if self.wait_replicas > 0 && writes.iter().any(|w| critical(w.key().kind())) {
+                // The script's source (no NOSCRIPT to handle in a pipeline) and `WAIT`, in one
+                // round trip to the master of the keys' slot.
+                let mut pipe = ::redis::pipe();
+                let eval = pipe.cmd("EVAL").arg(SWAP_SCRIPT).arg(names.len());
+                for name in &names {
+                    eval.arg(name);
+                }
+                for write in writes {
+                    eval.arg(flag(write.expected().is_some()))
+                        .arg(write.expected().unwrap_or_default())
+                        .arg(flag(write.value().is_some()))
+                        .arg(write.value().unwrap_or_default())
+                        .arg(write.expires_at().map_or(0, expiry_ms));
+                }
+                pipe.cmd("WAIT")
+                    .arg(self.wait_replicas)
+                    .arg(self.wait_timeout_ms);
+                let reply: Result<(i64, i64), RedisError> = pipe.query_async(&mut conn).await;
+                reply.map(|(applied, replicas)| {
+                    if applied == 1 && replicas < i64::from(self.wait_replicas) {
+                        self.unreplicated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    applied
+                })
+            } else {
+                let mut invocation = self.swap_script.prepare_invoke();
+                for name in &names {
+                    invocation.key(name);
+                }
+                for write in writes {
+                    invocation
+                        .arg(flag(write.expected().is_some()))
+                        .arg(write.expected().unwrap_or_default())
+                        .arg(flag(write.value().is_some()))
+                        .arg(write.value().unwrap_or_default())
+                        .arg(write.expires_at().map_or(0, expiry_ms));
+                }
+                invocation.invoke_async(&mut conn).await
+            };
+        match reply {
+            Ok(1) => Ok(true),
+            Ok(0) => Ok(false),
+            // A reply no script gives, a refusal (applied nothing), or a lost reply (may have
+            // applied): the layer above reads the keys back.
+            Ok(_) | Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// Nothing to do: every value expires in Redis with its write (`PXAT`).
+    async fn purge(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Sleeps a random time below 0.2 ms × 2^`attempt` (capped at about 50 ms).
+    async fn pause(&self, attempt: u32) {
+        backoff(attempt).await;
+    }
+}
+
 #[async_trait]
 impl Backend for RedisStore {
     async fn update_network(
@@ -1321,7 +1543,7 @@ impl Backend for RedisStore {
         f: &mut ReadFn<'_>,
     ) -> Result<bool, StoreError> {
         let key = self.network_key(&network);
-        match self.load::<NetworkRecord>(&key).await? {
+        match self.load_record::<NetworkRecord>(&key).await? {
             Some(loaded) => {
                 f(&loaded.record);
                 Ok(true)
@@ -1470,6 +1692,54 @@ mod tests {
         let mut off = VersionCache::default();
         off.put("k", None);
         assert_eq!(off.get("k"), None, "capacity 0 keeps nothing");
+    }
+
+    #[test]
+    fn expiries_round_up_to_the_millisecond_and_stay_positive() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        assert_eq!(expiry_ms(at), 1_800_000_000_000);
+        let later = DateTime::from_timestamp(1_800_000_000, 1).expect("time");
+        assert_eq!(expiry_ms(later), 1_800_000_000_001, "never dropped early");
+        let ms = DateTime::from_timestamp(1_800_000_000, 2_000_000).expect("time");
+        assert_eq!(expiry_ms(ms), 1_800_000_000_002);
+        let old = DateTime::from_timestamp(-5, 0).expect("time");
+        assert_eq!(
+            expiry_ms(old),
+            1,
+            "Redis refuses expiries at or before the epoch"
+        );
+        assert_eq!(expiry_ms(DateTime::<Utc>::UNIX_EPOCH), 1);
+    }
+
+    #[test]
+    fn a_swap_takes_one_or_two_distinct_keys_of_one_slot() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let net = Key::new("net", "0a").expect("key");
+        let msg = Key::new("msg", "0a").expect("key");
+        let other = Key::new("msg", "0b").expect("key");
+        let write = |key| Write::new(key, None, Some((b"v", at)));
+        assert!(well_formed(&[write(&net)]));
+        assert!(well_formed(&[
+            write(&net),
+            Write::new(&msg, Some(b"x"), None)
+        ]));
+        assert!(!well_formed(&[]), "nothing to swap");
+        assert!(!well_formed(&[write(&net), write(&other)]), "two slots");
+        assert!(!well_formed(&[write(&net), write(&net)]), "one key twice");
+        assert!(
+            !well_formed(&[write(&net), write(&msg), write(&msg)]),
+            "three"
+        );
+        let big = vec![0; MAX_VALUE_BYTES + 1];
+        assert!(!well_formed(&[Write::new(&net, None, Some((&big, at)))]));
+        let most = vec![0; MAX_VALUE_BYTES];
+        assert!(well_formed(&[Write::new(&net, None, Some((&most, at)))]));
+    }
+
+    #[test]
+    fn only_codes_and_counters_wait_for_replicas() {
+        assert!(critical("code") && critical("ctr"));
+        assert!(!critical("net") && !critical("msg"));
     }
 
     #[test]

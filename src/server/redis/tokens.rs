@@ -37,7 +37,7 @@ impl PrinterTokens for RedisStore {
     async fn printer(&self, digest: &[u8; 32]) -> Result<Option<LinkedPrinter>, StoreError> {
         let key = self.token_key(digest);
         Ok(self
-            .load::<LinkedPrinter>(&key)
+            .load_record::<LinkedPrinter>(&key)
             .await?
             .map(|loaded| loaded.record))
     }
