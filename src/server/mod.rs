@@ -77,6 +77,8 @@ pub use self::store::{
     Backend, CodeFn, CounterFn, Key, MemoryBytes, MemoryStore, NetworkFn, ReadFn, Store,
     StoreError, Write, MAX_KEY_LEN, MAX_WRITES,
 };
+#[cfg(feature = "shared-store")]
+pub use self::store::{Records, RecordsConfig, StoreKey};
 
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
@@ -627,9 +629,9 @@ impl<S: Backend> Server<S> {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use lanlink::server::{Events, MemoryStore, Server, ServerConfig, Store};
+    /// use lanlink::server::{Backend, Events, MemoryStore, Server, ServerConfig};
     /// // Two servers over one store act as one (here in one process; a RedisStore spans many).
-    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    /// let store: Arc<dyn Backend> = Arc::new(MemoryStore::default());
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let log = seen.clone();
     /// let a = Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).unwrap();

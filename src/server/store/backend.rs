@@ -66,7 +66,7 @@ pub type CounterFn<'a> = dyn FnMut(&mut CounterRecord) + Send + 'a;
 ///
 /// ```
 /// use chrono::DateTime;
-/// use lanlink::server::{MemoryStore, ServerConfig, Store};
+/// use lanlink::server::{Backend, MemoryStore, ServerConfig};
 /// # futures_lite(async {
 /// let store = MemoryStore::default();
 /// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
