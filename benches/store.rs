@@ -38,12 +38,22 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion};
 use lanlink::secret::PresenceKey;
-use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Backend, MemoryStore, NetworkRecord, ServerConfig};
+use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+use lanlink::server::{
+    Backend, MemoryStore, NetworkRecord, Records, RecordsConfig, ServerConfig, StoreKey,
+};
 use lanlink::wire::{Announce, DeviceInfo};
 use lanlink::{LocalSecret, PublicNetwork};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// The records the Redis benches run on: sealed by `Records`, in Redis.
+type Shared = Records<RedisStore>;
+
+/// The Redis key of a network's record.
+fn name(store: &Shared, network: &PublicNetwork) -> String {
+    store.store().redis_key(&store.network_key(network))
+}
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 
@@ -253,20 +263,17 @@ fn bench_redis(c: &mut Criterion) {
         .expect("runtime");
     // Records on the wall clock: presences that outlive the run.
     let config = ServerConfig::default().presence_ttl(Duration::from_secs(3600));
-    let store = rt
-        .block_on(RedisStore::connect(RedisStoreConfig::new(
-            url.as_str(),
-            StoreKey::from_bytes([3; 32]),
-        )))
-        .expect("connect");
+    let records = |config: RecordsConfig| {
+        let store = rt
+            .block_on(RedisStore::connect(RedisStoreConfig::new(url.as_str())))
+            .expect("connect");
+        Arc::new(Records::new(store, config))
+    };
+    let store = records(RecordsConfig::new(StoreKey::from_bytes([3; 32])));
     // The same store without the version cache: every update reads, then swaps (the path
     // before the one-round-trip update). It updates networks of its own (N..2N).
-    let uncached = rt
-        .block_on(RedisStore::connect(
-            RedisStoreConfig::new(url.as_str(), StoreKey::from_bytes([3; 32])).version_cache(0),
-        ))
-        .expect("connect");
-    let mut conn = store.connection();
+    let uncached = records(RecordsConfig::new(StoreKey::from_bytes([3; 32])).version_cache(0));
+    let mut conn = store.store().connection();
     let now = DateTime::<Utc>::from(SystemTime::now());
     const N: usize = 1_000;
     for i in 0..N {
@@ -279,7 +286,7 @@ fn bench_redis(c: &mut Criterion) {
         .expect("populate");
     }
     // Value size for the raw baseline: the same as a stored record.
-    let sample_key = store.network_key(&network(0));
+    let sample_key = name(&store, &network(0));
     let value: Vec<u8> = rt
         .block_on(redis::AsyncCommands::get(&mut conn, &sample_key))
         .expect("get");
@@ -289,7 +296,7 @@ fn bench_redis(c: &mut Criterion) {
             .block_on(
                 redis::cmd("MEMORY")
                     .arg("USAGE")
-                    .arg(store.network_key(&network(i)))
+                    .arg(name(&store, &network(i)))
                     .query_async(&mut conn),
             )
             .expect("memory usage");
@@ -314,7 +321,7 @@ fn bench_redis(c: &mut Criterion) {
         .expect("read");
     };
     let raw_op = |i: usize| {
-        let mut conn = store.connection();
+        let mut conn = store.store().connection();
         let key = format!("bench:raw:{{{i}}}");
         rt.block_on(async {
             let _: () = redis::AsyncCommands::set(&mut conn, &key, value.as_slice())
@@ -370,7 +377,7 @@ fn bench_redis(c: &mut Criterion) {
     const OPS: usize = 5_000;
     let (mut update, mut raw, mut before_path) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut update_cmds, mut raw_cmds, mut update_trips) = (0, 0, 0);
-    let before_trips = uncached.round_trips();
+    let before_trips = uncached.store().round_trips();
     for _ in 0..3 {
         let start = Instant::now();
         for i in 0..OPS {
@@ -378,13 +385,13 @@ fn bench_redis(c: &mut Criterion) {
         }
         before_path += start.elapsed();
         let before = commands(&url);
-        let trips = store.round_trips();
+        let trips = store.store().round_trips();
         let start = Instant::now();
         for i in 0..OPS {
             store_op(i % N);
         }
         update += start.elapsed();
-        update_trips += store.round_trips() - trips;
+        update_trips += store.store().round_trips() - trips;
         update_cmds += commands(&url) - before - 1;
         let before = commands(&url);
         let start = Instant::now();
@@ -410,19 +417,19 @@ fn bench_redis(c: &mut Criterion) {
         "one-round-trip update on one node: {:.0} ops/s with the version cache vs {:.0} ops/s without (read, then swap; {:.2} round trips each): {:.2}x; without it store/raw = {:.2}",
         update_rate,
         before_rate,
-        (uncached.round_trips() - before_trips) as f64 / ops,
+        (uncached.store().round_trips() - before_trips) as f64 / ops,
         update_rate / before_rate,
         before_rate / raw_rate
     );
     // After the updates every value carries a full lineage (8 ancestors' tags).
     let mut bytes = 0u64;
-    let mut conn = store.connection();
+    let mut conn = store.store().connection();
     for i in 0..N {
         let used: Option<u64> = rt
             .block_on(
                 redis::cmd("MEMORY")
                     .arg("USAGE")
-                    .arg(store.network_key(&network(i)))
+                    .arg(name(&store, &network(i)))
                     .query_async(&mut conn),
             )
             .expect("memory usage");
@@ -450,7 +457,7 @@ fn bench_redis(c: &mut Criterion) {
 /// `flows` flows, each on its own network (so each first touch of a record is a miss).
 fn round_trips(
     label: &str,
-    store: &RedisStore,
+    store: &Arc<Shared>,
     flows: u32,
     seed: u8,
     rt: &tokio::runtime::Runtime,
@@ -486,9 +493,9 @@ fn round_trips(
         );
         let now = || DateTime::<Utc>::from(SystemTime::now());
         let mut count = |slot: usize, f: &mut dyn FnMut()| {
-            let before = store.round_trips();
+            let before = store.store().round_trips();
             f();
-            totals[slot] += store.round_trips() - before;
+            totals[slot] += store.store().round_trips() - before;
         };
         count(0, &mut || {
             rt.block_on(service.announce(now(), home, &announce))
@@ -657,10 +664,12 @@ fn bench_cluster() {
         .expect("runtime");
     let key = StoreKey::from_bytes([3; 32]);
     let connect = |wait: u32| {
-        rt.block_on(RedisStore::connect(
-            RedisStoreConfig::cluster(urls.clone(), key.clone()).wait_replicas(wait),
-        ))
-        .expect("connect to the cluster")
+        let store = rt
+            .block_on(RedisStore::connect(
+                RedisStoreConfig::cluster(urls.clone()).wait_replicas(wait),
+            ))
+            .expect("connect to the cluster");
+        Arc::new(Records::new(store, RecordsConfig::new(key.clone())))
     };
     let store = connect(0);
     let waiting = connect(1);
@@ -676,11 +685,11 @@ fn bench_cluster() {
         )
         .expect("populate");
     }
-    let mut conn = store.connection();
+    let mut conn = store.store().connection();
     let value: Vec<u8> = rt
         .block_on(redis::AsyncCommands::get(
             &mut conn,
-            store.network_key(&network(0)),
+            name(&store, &network(0)),
         ))
         .expect("get");
     let store_op = |i: usize| {
@@ -689,7 +698,7 @@ fn bench_cluster() {
             .expect("update");
     };
     let raw_op = |i: usize| {
-        let mut conn = store.connection();
+        let mut conn = store.store().connection();
         let key = format!("bench:raw:{{{i}}}");
         rt.block_on(async {
             let _: () = redis::AsyncCommands::set(&mut conn, &key, value.as_slice())
@@ -702,7 +711,7 @@ fn bench_cluster() {
         });
     };
     // A counter charge and its refund (what a right guess costs one budget level).
-    let counter_op = |store: &RedisStore, i: usize| {
+    let counter_op = |store: &Arc<Shared>, i: usize| {
         let now = DateTime::<Utc>::from(SystemTime::now());
         let counter = lanlink::server::CounterKey::network(&network(i));
         let now_ms = now.timestamp_millis();
@@ -718,7 +727,7 @@ fn bench_cluster() {
         Duration::ZERO,
         Duration::ZERO,
     );
-    let trips = store.round_trips();
+    let trips = store.store().round_trips();
     for _ in 0..3 {
         let start = Instant::now();
         for i in 0..OPS {
@@ -743,7 +752,7 @@ fn bench_cluster() {
     }
     let ops = 3.0 * OPS as f64;
     let rate = |d: Duration| ops / d.as_secs_f64();
-    let update_trips = (store.round_trips() - trips) as f64 / ops;
+    let update_trips = (store.store().round_trips() - trips) as f64 / ops;
     println!(
         "ratio redis cluster: store update {:.0} ops/s; raw SET+GET on the same cluster client {:.0} pairs/s; store/raw = {:.2} (target >= 0.5); {:.2} round trips per update and counter charge",
         rate(update),
@@ -756,7 +765,7 @@ fn bench_cluster() {
         rate(plain),
         rate(waited),
         rate(waited) / rate(plain),
-        waiting.unreplicated(),
+        waiting.store().unreplicated(),
         3 * OPS,
     );
     round_trips("on the cluster", &store, 50, 0, &rt);

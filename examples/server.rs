@@ -31,8 +31,8 @@ use clap::Parser;
 use ipnet::IpNet;
 use lanlink::http::server::{log_event, router};
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
-use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Events, Server, ServerConfig};
+use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+use lanlink::server::{Events, Records, RecordsConfig, Server, ServerConfig, StoreKey};
 use lanlink::AccountId;
 
 /// Runs a lanlink server.
@@ -178,19 +178,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .and_then(|hex| StoreKey::from_hex(&hex))
                 .ok_or("--redis needs LANLINK_STORE_KEY: 64 hex characters")?;
             let store_config = if cluster {
-                RedisStoreConfig::cluster(urls.iter().cloned(), key)
+                RedisStoreConfig::cluster(urls.iter().cloned())
             } else {
-                RedisStoreConfig::new(urls[0].as_str(), key)
+                RedisStoreConfig::new(urls[0].as_str())
             };
             let store_config = store_config
                 .prefix(&args.redis_prefix)
                 .wait_replicas(args.redis_wait_replicas)
                 .wait_timeout(std::time::Duration::from_millis(args.redis_wait_timeout_ms));
             let store = RedisStore::connect(store_config).await?;
-            // Records expire by themselves in Redis: no purge task.
+            // The records sealed and named under the store key, in Redis (one set of records
+            // for the server and, with the Obico profile, the printers' tokens). They expire by
+            // themselves in Redis: no purge task.
+            let records = Arc::new(Records::new(store, RecordsConfig::new(key)));
             let service = Arc::new(Server::with_store(
                 config,
-                store.clone(),
+                Arc::clone(&records),
                 Events::sink(log_event),
             )?);
             match profile {
@@ -203,7 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Arc::clone(&service),
                         auth.clone(),
                         lanlink::obico::ObicoConfig::default(),
-                        Arc::new(store.clone()),
+                        records,
                     )?;
                     router(service, auth, &args.prefix).merge(obico)
                 }

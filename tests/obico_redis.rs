@@ -21,8 +21,9 @@ use lanlink::http::server::{log_event, router};
 use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::obico::linker::ObicoLinker;
 use lanlink::obico::ObicoConfig;
-use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::redis::{RedisStore, RedisStoreConfig};
 use lanlink::server::{Events, Server, ServerConfig};
+use lanlink::server::{Records, RecordsConfig, StoreKey};
 use lanlink::AccountId;
 use serde_json::{json, Value};
 use support::instance::{server_binary, Instance};
@@ -59,9 +60,11 @@ impl Instance {
                 let config = ServerConfig::default()
                     .trusted_proxies(vec![format!("{PROXY}/32").parse().unwrap()])
                     .lockout_threshold(lockout_threshold);
-                let store = RedisStore::connect(RedisStoreConfig::new(redis.url(), store_key()))
+                let store = RedisStore::connect(RedisStoreConfig::new(redis.url()))
                     .await
                     .expect("connect to redis");
+                // One set of records for both: the server's and the printers' tokens.
+                let store = Arc::new(Records::new(store, RecordsConfig::new(store_key())));
                 let service = Arc::new(
                     Server::with_store(config, store.clone(), Events::sink(log_event))
                         .expect("config"),
@@ -72,7 +75,7 @@ impl Instance {
                     Arc::clone(&service),
                     auth.clone(),
                     ObicoConfig::default(),
-                    Arc::new(store),
+                    store,
                 )
                 .unwrap();
                 Self::serve(router(service, auth, DEFAULT_PREFIX).merge(obico)).await

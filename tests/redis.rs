@@ -10,7 +10,7 @@ mod support;
 
 use support::held::Held;
 use support::instance::{server_binary, Instance};
-use support::redis_server::{have, Redis};
+use support::redis_server::{have, Redis, RedisNames};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,9 +24,10 @@ use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::router;
 use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
+use lanlink::server::redis::{RedisStore, RedisStoreConfig};
 use lanlink::server::{
-    Backend, CounterKey, Events, Server, ServerConfig, SharedNetworkPolicy, User,
+    Backend, CounterKey, Events, Records, RecordsConfig, Server, ServerConfig, SharedNetworkPolicy,
+    StoreKey, User,
 };
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
@@ -42,13 +43,16 @@ fn store_key() -> StoreKey {
     StoreKey::from_bytes([7; 32])
 }
 
-async fn store(redis: &Redis) -> RedisStore {
-    let config = RedisStoreConfig::new(redis.url(), store_key());
-    RedisStore::connect(config).await.expect("connect to redis")
+/// The records in Redis under the instances' key (one connection of their own).
+async fn store(redis: &Redis) -> Records<RedisStore> {
+    let store = RedisStore::connect(RedisStoreConfig::new(redis.url()))
+        .await
+        .expect("connect to redis");
+    Records::new(store, RecordsConfig::new(store_key()))
 }
 
 /// A server over the Redis store (one connection of its own).
-async fn service(redis: &Redis, config: ServerConfig) -> Server<RedisStore> {
+async fn service(redis: &Redis, config: ServerConfig) -> Server<Records<RedisStore>> {
     Server::with_store(config, store(redis).await, Events::discard()).expect("config")
 }
 
@@ -678,13 +682,12 @@ async fn nothing_in_redis_in_clear() {
     }
 
     // Another store key reads nothing: refused, typed, no panic.
-    let other = RedisStoreConfig::new(redis.url(), StoreKey::from_bytes([8; 32]));
-    let other = Server::with_store(
-        ServerConfig::default(),
-        RedisStore::connect(other).await.expect("connect"),
-        Events::discard(),
-    )
-    .expect("config");
+    let other = RedisStore::connect(RedisStoreConfig::new(redis.url()))
+        .await
+        .expect("connect");
+    let other = Records::new(other, RecordsConfig::new(StoreKey::from_bytes([8; 32])));
+    let other =
+        Server::with_store(ServerConfig::default(), other, Events::discard()).expect("config");
     let (y, _) = announcement(43);
     // Another key also names the records differently: it sees an empty network, never this one.
     assert!(other.announce(wall_now(), home, &y).await.is_ok());
@@ -694,11 +697,11 @@ async fn nothing_in_redis_in_clear() {
     let ours = store(&redis).await;
     let (_, value) = linked_dump
         .iter()
-        .find(|(k, _)| *k == ours.network_key(&home))
+        .find(|(k, _)| *k == ours.network_name(&home))
         .expect("the network's record");
     let elsewhere = network("192.0.2.200");
     let _: () = redis::cmd("SET")
-        .arg(ours.network_key(&elsewhere))
+        .arg(ours.network_name(&elsewhere))
         .arg(value.as_slice())
         .query(&mut conn)
         .expect("set");
@@ -754,13 +757,13 @@ async fn undelivered_message_expires_in_redis() {
     let ttl = |conn: &mut redis::Connection, key: &str| -> i64 {
         redis::cmd("PTTL").arg(key).query(conn).expect("pttl")
     };
-    let message_ttl = ttl(&mut conn, &keys.messages_key(&home));
+    let message_ttl = ttl(&mut conn, &keys.messages_name(&home));
     assert!(
         (1..=1000).contains(&message_ttl),
         "message key expires with the message: {message_ttl}"
     );
     assert!(
-        ttl(&mut conn, &keys.network_key(&home)) > 3_600_000,
+        ttl(&mut conn, &keys.network_name(&home)) > 3_600_000,
         "the record keeps used ids"
     );
     let caller = service
@@ -774,12 +777,12 @@ async fn undelivered_message_expires_in_redis() {
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(
-        ttl(&mut conn, &keys.messages_key(&home)),
+        ttl(&mut conn, &keys.messages_name(&home)),
         -2,
         "the message is gone"
     );
     assert!(
-        ttl(&mut conn, &keys.network_key(&home)) > 0,
+        ttl(&mut conn, &keys.network_name(&home)) > 0,
         "the record is not"
     );
     let caller = service
@@ -827,12 +830,12 @@ async fn discovery_is_one_read_and_writes_nothing() {
     let mut conn = client.get_connection().expect("connect");
     let value = |conn: &mut redis::Connection| -> Vec<u8> {
         redis::cmd("GET")
-            .arg(store.network_key(&home))
+            .arg(store.network_name(&home))
             .query(conn)
             .expect("get")
     };
     let before = value(&mut conn);
-    let trips = store.round_trips();
+    let trips = store.store().round_trips();
     let caller = service
         .caller(RequestKind::Discover, peer, none)
         .expect("a public peer");
@@ -841,12 +844,12 @@ async fn discovery_is_one_read_and_writes_nothing() {
         .discover(wall_now(), caller, &alice)
         .await
         .expect("discover");
-    assert_eq!(store.round_trips() - trips, 1, "one round trip");
+    assert_eq!(store.store().round_trips() - trips, 1, "one round trip");
     assert_eq!(value(&mut conn), before, "nothing written");
     assert_eq!(reply.agents.len(), 1);
     assert_eq!(reply.agents[0].instance_id, x.instance_id);
     // Another network's discovery finds nothing, also in one read.
-    let trips = store.round_trips();
+    let trips = store.store().round_trips();
     let elsewhere = service
         .caller(
             RequestKind::Discover,
@@ -859,7 +862,7 @@ async fn discovery_is_one_read_and_writes_nothing() {
         .await
         .expect("discover");
     assert!(other.agents.is_empty());
-    assert_eq!(store.round_trips() - trips, 1);
+    assert_eq!(store.store().round_trips() - trips, 1);
 
     // Counting discoverers (the default): an account's first discovery from the network writes
     // it down once; its next ones in the window are one read again, and write nothing.
@@ -872,52 +875,50 @@ async fn discovery_is_one_read_and_writes_nothing() {
         .expect("discover");
     assert_eq!(first.agents.len(), 1);
     let before = value(&mut conn);
-    let trips = store.round_trips();
+    let trips = store.store().round_trips();
     let again = counting
         .discover(wall_now(), caller, &bob)
         .await
         .expect("discover");
-    assert_eq!(store.round_trips() - trips, 1, "one round trip");
+    assert_eq!(store.store().round_trips() - trips, 1, "one round trip");
     assert_eq!(value(&mut conn), before, "nothing written");
     assert_eq!(again.agents.len(), 1);
     assert_eq!(again.agents[0].instance_id, x.instance_id);
 }
 
 /// An update of a record this instance wrote last takes one round trip (the compare-and-swap,
-/// against the remembered version); after another instance wrote it, two (the refused swap
-/// carries the current value, then the swap), and the change lands on the current record.
+/// against the remembered version); after another instance wrote it, three (the refused swap,
+/// a load, the swap), and the change lands on the current record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remembered_record_updates_in_one_round_trip() {
     if !have("redis-server") {
         return;
     }
     let redis = Redis::start();
-    let (mine, other) = (store(&redis).await, store(&redis).await);
+    let (mine, other) = (Arc::new(store(&redis).await), Arc::new(store(&redis).await));
     let key = CounterKey::network(&network("203.0.113.9"));
-    let charge = |store: &RedisStore| {
+    let charge = |store: &Arc<Records<RedisStore>>| {
         let store = store.clone();
         let key = key.clone();
         async move {
             let now = wall_now();
             let now_ms = now.timestamp_millis();
-            let trips = store.round_trips();
+            let trips = store.store().round_trips();
             store
                 .update_counter(&key, now, &mut |record| {
                     let _ = record.admit(now_ms, now_ms + 600_000, 100, None);
                 })
                 .await
                 .expect("charge");
-            store.round_trips() - trips
+            store.store().round_trips() - trips
         }
     };
     assert_eq!(charge(&mine).await, 2, "first touch: read, then swap");
     assert_eq!(charge(&mine).await, 1, "remembered: the swap alone");
     assert_eq!(charge(&other).await, 2);
-    assert_eq!(
-        charge(&mine).await,
-        2,
-        "stale: refused with the value, then swapped"
-    );
+    // A store's swap answers only whether it applied (the script's refusal used to carry the
+    // current value, saving the load): refused, loaded, swapped.
+    assert_eq!(charge(&mine).await, 3, "stale: refused, then load and swap");
     assert_eq!(charge(&mine).await, 1);
     assert_eq!(failures_of(&other, network("203.0.113.9")).await, 5);
 }
@@ -1086,7 +1087,7 @@ async fn a_dual_stack_agent_links_once_when_both_networks_race() {
                 .expect("a public peer");
             first.announce(now, network, &x).await.expect("announce");
         }
-        let link = |service: Arc<Server<RedisStore>>, from: std::net::IpAddr| {
+        let link = |service: Arc<Server<Records<RedisStore>>>, from: std::net::IpAddr| {
             let (alice, secret, id) = (alice.clone(), secret.clone(), x.instance_id);
             tokio::spawn(async move {
                 let request = LinkRequest::new(id, secret);
@@ -1264,7 +1265,7 @@ async fn the_store_over_bytes_on_one_node() {
         return;
     }
     let redis = Redis::start();
-    let config = RedisStoreConfig::new(redis.url(), store_key()).prefix("bytes");
+    let config = RedisStoreConfig::new(redis.url()).prefix("bytes");
     let store = RedisStore::connect(config).await.expect("connect");
     let net = Key::new("net", "0a1b").expect("key");
     let msg = Key::new("msg", "0a1b").expect("key");
@@ -1405,7 +1406,7 @@ async fn critical_swaps_wait_for_replicas() {
         return;
     }
     let redis = Redis::start();
-    let config = RedisStoreConfig::new(redis.url(), store_key())
+    let config = RedisStoreConfig::new(redis.url())
         .wait_replicas(1)
         .wait_timeout(Duration::from_millis(20));
     let store = RedisStore::connect(config).await.expect("connect");

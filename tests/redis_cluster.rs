@@ -15,8 +15,8 @@ use lanlink::event::RequestKind;
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::{log_event, router};
 use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
-use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Events, Server, ServerConfig, User};
+use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+use lanlink::server::{Events, Records, RecordsConfig, Server, ServerConfig, StoreKey, User};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, LocalSecret, PublicNetwork};
@@ -25,7 +25,7 @@ mod support;
 use support::held::Held;
 use support::instance::{server_binary, Instance};
 use support::redis_cluster::Cluster;
-use support::redis_server::have;
+use support::redis_server::{have, RedisNames};
 
 const TOKEN: &str = "alice-test-token";
 
@@ -47,10 +47,11 @@ impl Instance {
     /// [`start`](Self::start), each write waiting at most `wait_timeout` for its replicas.
     async fn start_waiting(cluster: &Cluster, wait_replicas: u32, wait_timeout: Duration) -> Self {
         let Some(binary) = server_binary() else {
-            let config = RedisStoreConfig::cluster(cluster.urls(), store_key())
+            let config = RedisStoreConfig::cluster(cluster.urls())
                 .wait_replicas(wait_replicas)
                 .wait_timeout(wait_timeout);
             let store = RedisStore::connect(config).await.expect("connect");
+            let store = Records::new(store, RecordsConfig::new(store_key()));
             let config = ServerConfig::default().lockout_threshold(5);
             let service =
                 Server::with_store(config, store, Events::sink(log_event)).expect("config");
@@ -117,11 +118,12 @@ where
     }
 }
 
-/// A store on the cluster with the instances' key (to name their keys).
-async fn cluster_store(cluster: &Cluster) -> RedisStore {
-    RedisStore::connect(RedisStoreConfig::cluster(cluster.urls(), store_key()))
+/// The records on the cluster under the instances' key (to name their keys).
+async fn cluster_store(cluster: &Cluster) -> Records<RedisStore> {
+    let store = RedisStore::connect(RedisStoreConfig::cluster(cluster.urls()))
         .await
-        .expect("connect to the cluster")
+        .expect("connect to the cluster");
+    Records::new(store, RecordsConfig::new(store_key()))
 }
 
 /// The agent announces to and redeems with the first instance; the linker discovers, links
@@ -157,12 +159,12 @@ async fn the_link_flow_through_two_instances_on_a_cluster() {
     // The records are spread over the masters, each operation on one slot.
     let store = cluster_store(&cluster).await;
     let home = PublicNetwork::from_ip("127.0.0.1".parse().expect("ip"), 64);
-    let net = store.network_key(&home);
+    let net = store.network_name(&home);
     assert_eq!(
         cluster.master_of(&net),
-        cluster.master_of(&store.messages_key(&home))
+        cluster.master_of(&store.messages_name(&home))
     );
-    let mut conn = store.connection();
+    let mut conn = store.store().connection();
     let held: Option<Vec<u8>> = redis::AsyncCommands::get(&mut conn, &net)
         .await
         .expect("get");
@@ -267,7 +269,7 @@ async fn a_master_killed_mid_flow_fails_over_and_the_flow_completes() {
 
     let store = cluster_store(&cluster).await;
     let home = PublicNetwork::from_ip("127.0.0.1".parse().expect("ip"), 64);
-    let master = cluster.master_of(&store.network_key(&home));
+    let master = cluster.master_of(&store.network_name(&home));
     // The acknowledged link has reached the replica (asynchronous replication: see SECURITY.md).
     cluster.wait_replicated(master);
     let killed = Instant::now();
@@ -334,7 +336,7 @@ async fn acknowledged_charges_survive_a_failover_with_wait() {
     }
     let store = cluster_store(&cluster).await;
     let home = PublicNetwork::from_ip("127.0.0.1".parse().expect("ip"), 64);
-    let counter = store.counter_key(&lanlink::server::CounterKey::network(&home));
+    let counter = store.counter_name(&lanlink::server::CounterKey::network(&home));
     let master = cluster.master_of(&counter);
     cluster.kill(master);
     let mut checked_after = 0;
@@ -399,9 +401,9 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
     let request = || LinkRequest::new(x.instance_id, secret.clone());
     let claim_key = held
         .inner
-        .code_key(&lanlink::code::CodeKey::instance_claim(&x.instance_id));
+        .code_name(&lanlink::code::CodeKey::instance_claim(&x.instance_id));
     let claim_held = || async {
-        let mut conn = held.inner.connection();
+        let mut conn = held.inner.store().connection();
         let value: Option<Vec<u8>> = redis::AsyncCommands::get(&mut conn, &claim_key)
             .await
             .expect("get");

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use lanlink::event::RequestKind;
-use lanlink::server::redis::{RedisStore, RedisStoreConfig, StoreKey};
-use lanlink::server::{Backend, CounterKey, Events, Server, ServerConfig, User};
+use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+use lanlink::server::{
+    Backend, CounterKey, Events, Records, RecordsConfig, Server, ServerConfig, StoreKey, User,
+};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, ForwardedHeaders, LinkCode, LocalSecret, PublicNetwork};
 use lanlink::{InstanceId, Refusal};
@@ -28,6 +30,9 @@ use lanlink::{InstanceId, Refusal};
 mod support;
 use support::redis_cluster::{Cluster, Plan, Proxy};
 use support::redis_server::have;
+
+/// The records the servers run on: sealed by `Records`, in Redis.
+type Shared = Records<RedisStore>;
 
 fn wall_now() -> DateTime<Utc> {
     DateTime::<Utc>::from(SystemTime::now())
@@ -139,18 +144,29 @@ impl Deployment {
         }
     }
 
-    /// A server on a store through the proxies, under its own key prefix.
-    async fn service(&self, prefix: &str) -> (Server<RedisStore>, RedisStore) {
-        let key = StoreKey::from_bytes([5; 32]);
+    /// A server on a store through the proxies, under its own key prefix, and the store.
+    async fn service(&self, prefix: &str) -> (Server<Arc<Shared>>, Arc<Shared>) {
+        let store = self.redis_store(prefix).await;
+        let store = Arc::new(Records::new(
+            store,
+            RecordsConfig::new(StoreKey::from_bytes([5; 32])),
+        ));
+        let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
+            .expect("config");
+        (service, store)
+    }
+
+    /// The store over bytes through the proxies, under its own key prefix.
+    async fn redis_store(&self, prefix: &str) -> RedisStore {
         let timeout = match self {
             Self::Node(_, _, timeout) => *timeout,
             Self::Cluster(..) => Duration::from_millis(500),
         };
         let config = match self {
-            Self::Node(_, proxy, _) => RedisStoreConfig::new(proxy.url(), key),
+            Self::Node(_, proxy, _) => RedisStoreConfig::new(proxy.url()),
             Self::Cluster(cluster, proxies) => {
                 let urls = proxies.iter().map(Proxy::url);
-                let mut config = RedisStoreConfig::cluster(urls, key);
+                let mut config = RedisStoreConfig::cluster(urls);
                 for (port, proxy) in cluster.ports.iter().zip(proxies) {
                     config = config.cluster_node_address(
                         ("127.0.0.1", *port),
@@ -164,10 +180,7 @@ impl Deployment {
             .prefix(prefix)
             .response_timeout(timeout)
             .connection_timeout(Duration::from_millis(500));
-        let store = RedisStore::connect(config).await.expect("connect");
-        let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard())
-            .expect("config");
-        (service, store)
+        RedisStore::connect(config).await.expect("connect")
     }
 
     /// The keys matching `pattern`, on every node that serves slots.
@@ -207,7 +220,7 @@ where
 }
 
 /// The wrong guesses charged at the home network's own address.
-async fn failures(store: &RedisStore) -> u64 {
+async fn failures(store: &Shared) -> u64 {
     let now = wall_now();
     let mut failures = 0;
     store
@@ -221,7 +234,7 @@ async fn failures(store: &RedisStore) -> u64 {
 
 /// The whole link flow through `service`: announce, link, collect the message, redeem (each
 /// retried on `store_unavailable`); checks that it links and that the code is single use.
-async fn link_flow(service: &Server<RedisStore>, n: u32) -> InstanceId {
+async fn link_flow(service: &Server<Arc<Shared>>, n: u32) -> InstanceId {
     let (x, secret) = announcement(n);
     let alice = AccountId::new("alice").expect("account");
     let peer = PEER.parse().expect("ip");
@@ -284,9 +297,9 @@ async fn link_flow(service: &Server<RedisStore>, n: u32) -> InstanceId {
 /// that command's reply dropped, each run under a fresh key prefix; `check` sees the outcome.
 async fn every_step<S, SFut, C, CFut>(backend: &Deployment, name: &str, scenario: S, check: C)
 where
-    S: Fn(Server<RedisStore>) -> SFut,
+    S: Fn(Server<Arc<Shared>>) -> SFut,
     SFut: std::future::Future<Output = ()>,
-    C: Fn(RedisStore, Vec<String>) -> CFut,
+    C: Fn(Arc<Shared>, Vec<String>) -> CFut,
     CFut: std::future::Future<Output = ()>,
 {
     let proxy = backend.proxy();
@@ -438,7 +451,7 @@ async fn lost_replies_under_the_byte_store(backend: &Deployment, name: &str) {
     use lanlink::server::{Key, Store, StoreError, Write};
     let proxy = backend.proxy();
     proxy.drop_reply(None);
-    let (_, store) = backend.service(name).await;
+    let store = backend.redis_store(name).await;
     let at = wall_now() + chrono::Duration::seconds(60);
     let net = Key::new("net", "0a1b").expect("key");
     let msg = Key::new("msg", "0a1b").expect("key");

@@ -257,7 +257,7 @@ pub async fn host_not_found() -> Response {
 /// The whole host app, with its device table; every `ServerEvent` goes to `audit`.
 ///
 /// lanlink runs as a [`Server`] over an in-memory [`MemoryStore`] here: the shape a
-/// multi-instance host keeps when it swaps in a `RedisStore`.
+/// multi-instance host keeps when it swaps in `Records` over a `RedisStore`.
 pub fn app(
     audit: impl Fn(ServerEvent) + Send + Sync + 'static,
 ) -> Result<(Router, Arc<HostDb>), lanlink::ConfigError> {

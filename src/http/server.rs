@@ -85,7 +85,8 @@ impl<S: Backend + 'static> Wire for App<S> {
 }
 
 /// The server's routes under `prefix` (e.g. [`super::DEFAULT_PREFIX`]), over a server on any
-/// store: the in-memory one, or a shared one such as a `RedisStore` (feature `redis`), so that
+/// store: the in-memory one, or a shared one such as `Records` over a `RedisStore` (feature
+/// `redis`), so that
 /// several processes act as one server. Events a server [queues](crate::server::Events::queue)
 /// are drained and logged ([`log_event`]) after each request; give a server over a shared
 /// store [`Events::sink`](crate::server::Events::sink)`(`[`log_event`]`)`.

@@ -3,8 +3,8 @@
 //! and tokens, and locks out networks that guess.
 //!
 //! One type, [`Server`], over any [`Store`] (the in-memory [`MemoryStore`] by default, a
-//! shared one such as a `RedisStore` (feature `redis`) for many instances), with one `async fn`
-//! per protocol step. Sans-IO: each step takes the wall-clock `now` (records are shared between
+//! shared one such as `Records` over a `RedisStore` (feature `redis`) for many instances),
+//! with one `async fn` per protocol step. Sans-IO: each step takes the wall-clock `now` (records are shared between
 //! server instances, so they carry wall-clock expiries), the caller's public network, resolved
 //! once from the socket peer and the forwarding headers by [`Server::caller`], and an RNG where
 //! something is minted. Decisions go where the host's [`Events`] say. The wire around the steps
@@ -480,8 +480,8 @@ impl User {
 }
 
 /// The server: its configuration, its [store](Store) (the in-memory [`MemoryStore`] by
-/// default, or a shared one such as a `RedisStore` (feature `redis`), over which several
-/// processes act as one server), where its [events](Events) go, and the host's
+/// default, or a shared one such as `Records` over a `RedisStore` (feature `redis`), over
+/// which several processes act as one server), where its [events](Events) go, and the host's
 /// [link hook](LinkHook). See the [module docs](self).
 ///
 /// One `async fn` per protocol step, each taking `&self` (one server serves concurrent
@@ -630,7 +630,7 @@ impl<S: Backend> Server<S> {
     /// ```
     /// use std::sync::{Arc, Mutex};
     /// use lanlink::server::{Backend, Events, MemoryStore, Server, ServerConfig};
-    /// // Two servers over one store act as one (here in one process; a RedisStore spans many).
+    /// // Two servers over one store act as one (here in one process; Records over a RedisStore span many).
     /// let store: Arc<dyn Backend> = Arc::new(MemoryStore::default());
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let log = seen.clone();

@@ -1208,7 +1208,7 @@ pub enum CodeKind {
 
 /// A link code is stored as `"link"`; an Obico passcode as `{"obico_passcode": {"v": …}}`, with
 /// the code it holds for the agent (if any). A shared store encrypts every record whole (see
-/// `RedisStore`, feature `redis`), so the held code is never at rest in the clear.
+/// `Records`, feature `shared-store`), so the held code is never at rest in the clear.
 impl Serialize for CodeKind {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 use axum::Router;
 use lanlink::http::{self, ServeConfig};
-use lanlink::server::redis::StoreKey;
+use lanlink::server::StoreKey;
 
 /// The built `server` example, next to this test binary, if cargo built it.
 pub fn server_binary() -> Option<PathBuf> {

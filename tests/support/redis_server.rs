@@ -108,3 +108,33 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The Redis key names of a server's records: named by `Records`, laid out by `RedisStore`.
+pub trait RedisNames {
+    /// A network's record.
+    fn network_name(&self, network: &lanlink::PublicNetwork) -> String;
+    /// A network's queued messages.
+    fn messages_name(&self, network: &lanlink::PublicNetwork) -> String;
+    /// A code's record.
+    fn code_name(&self, key: &lanlink::code::CodeKey) -> String;
+    /// A counter's record.
+    fn counter_name(&self, key: &lanlink::server::CounterKey) -> String;
+}
+
+impl RedisNames for lanlink::server::Records<lanlink::server::redis::RedisStore> {
+    fn network_name(&self, network: &lanlink::PublicNetwork) -> String {
+        self.store().redis_key(&self.network_key(network))
+    }
+
+    fn messages_name(&self, network: &lanlink::PublicNetwork) -> String {
+        self.store().redis_key(&self.messages_key(network))
+    }
+
+    fn code_name(&self, key: &lanlink::code::CodeKey) -> String {
+        self.store().redis_key(&self.code_key(key))
+    }
+
+    fn counter_name(&self, key: &lanlink::server::CounterKey) -> String {
+        self.store().redis_key(&self.counter_key(key))
+    }
+}

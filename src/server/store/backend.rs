@@ -22,7 +22,7 @@ use crate::server::ServerConfig;
 
 /// Why a store could not carry out an operation. Nothing was changed by the failed operation,
 /// with one exception: a shared store that lost a write's reply and could not read the record
-/// back either (see `RedisStore` (feature `redis`)'s "Lost replies") answers
+/// back either (see `Records` (feature `shared-store`)'s "Lost replies") answers
 /// [`Unavailable`](Self::Unavailable) with the write possibly applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

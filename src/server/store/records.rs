@@ -17,6 +17,9 @@ use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+#[cfg(feature = "obico-wire")]
+mod tokens;
+
 use super::backend::{Backend, CodeFn, CounterFn, NetworkFn, ReadFn, StoreError};
 use super::{Key, Store, Write};
 use crate::addr::PublicNetwork;
