@@ -60,7 +60,7 @@ pub mod record;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod shared;
-mod store;
+pub(crate) mod store;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -27,6 +27,8 @@ pub use self::backend::{Backend, MemoryStore, StoreError};
 #[doc(hidden)]
 pub use self::backend::{CodeFn, CounterFn, NetworkFn, ReadFn};
 pub use self::bytes::MemoryBytes;
+#[cfg(all(feature = "shared-store", feature = "fuzz"))]
+pub(crate) use self::records::fuzz as fuzz_records;
 #[cfg(feature = "shared-store")]
 pub use self::records::{Records, RecordsConfig, StoreKey};
 

@@ -417,6 +417,23 @@ impl<S: Store> Records<S> {
         Ok(value)
     }
 
+    /// Seals `framed` as it is (the fuzz harness: plaintext no writer of this crate makes).
+    #[cfg(feature = "fuzz")]
+    fn seal_framed(&self, key: &Key, framed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let nonce = [3u8; NONCE_LEN];
+        let sealed = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: framed,
+                    aad: key.as_str().as_bytes(),
+                },
+            )
+            .map_err(|_| StoreError::Corrupt)?;
+        Ok([nonce.as_slice(), &sealed].concat())
+    }
+
     /// Opens a value held at `key`; live if its expiry is after `now`.
     fn open(&self, key: &Key, value: &[u8], now: DateTime<Utc>) -> Result<Opened, StoreError> {
         if value.len() < NONCE_LEN || value.len() > MAX_VALUE_BYTES {
@@ -915,6 +932,86 @@ impl<S: Store> Backend for Records<S> {
 
     async fn purge(&self, now: DateTime<Utc>, _config: &ServerConfig) -> Result<(), StoreError> {
         self.store.purge(now).await
+    }
+}
+
+/// The fuzz harness's part (`fuzz::adapter_decode`): a store handing back `data`, as
+/// stored bytes and as a value sealed under the right key (a compromised instance), at a
+/// network's, a code's and a counter's keys: every operation answers without panicking, and an
+/// admission read from it never passes the budget's limit.
+#[cfg(feature = "fuzz")]
+pub(crate) fn fuzz(data: &[u8]) {
+    use crate::server::MemoryBytes;
+    let ready = |future: std::pin::Pin<&mut dyn std::future::Future<Output = ()>>| {
+        let waker = std::task::Waker::noop();
+        let polled = future.poll(&mut std::task::Context::from_waker(waker));
+        assert!(polled.is_ready(), "the in-memory store never waits");
+    };
+    let records = Records::new(
+        MemoryBytes::default(),
+        RecordsConfig::new(StoreKey::from_bytes([7; 32])).max_attempts(2),
+    );
+    let network = PublicNetwork::from_ip(std::net::IpAddr::from([203, 0, 113, 7]), 64);
+    let code = CodeKey::instance_claim(&crate::InstanceId::from_bytes([1; 16]));
+    let counter = CounterKey::network(&network);
+    let keys = [
+        records.network_key(&network),
+        records.messages_key(&network),
+        records.code_key(&code),
+        records.counter_key(&counter),
+    ];
+    let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+    let far = DateTime::<Utc>::MAX_UTC;
+    let config = ServerConfig::default();
+    for sealed in [false, true] {
+        for key in &keys {
+            let value = if sealed {
+                let mut framed = vec![0u8];
+                framed.extend_from_slice(&far.timestamp_millis().to_be_bytes());
+                framed.extend_from_slice(data);
+                // Lineage count and expiry from the data when it is long enough.
+                let framed = if data.len() > 9 { data } else { &framed };
+                match records.seal_framed(key, framed) {
+                    Ok(value) => value,
+                    Err(_) => continue,
+                }
+            } else {
+                data.to_vec()
+            };
+            let _ = records.classify(key, None, Some(&[1; NONCE_LEN]), Some(&value));
+            let writes = [Write::new(key, None, Some((&value, far)))];
+            ready(std::pin::pin!(async {
+                let _ = records.store.swap(&writes).await;
+            }));
+        }
+        ready(std::pin::pin!(async {
+            let _ = records
+                .read_network(network, now, &config, &mut |record| {
+                    let _ = record.discover(now, &config);
+                })
+                .await;
+            let _ = records
+                .update_network(network, now, &config, true, &mut |record| {
+                    record.prune(now, &config);
+                })
+                .await;
+            let _ = records.update_code(&code, now, &mut |_| {}).await;
+            let mut admitted = None;
+            let _ = records
+                .update_counter(&counter, now, &mut |record| {
+                    let before = record.live(now.timestamp_millis());
+                    let now_ms = now.timestamp_millis();
+                    admitted = Some((before, record.admit(now_ms, now_ms + 1, 3, Some(1))));
+                })
+                .await;
+            if let Some((before, crate::server::Admission::Admitted { .. })) = admitted {
+                assert!(before < 3);
+            }
+            let _ = records.delete_code(&code).await;
+        }));
+        ready(std::pin::pin!(async {
+            let _ = records.store.purge(far).await;
+        }));
     }
 }
 
