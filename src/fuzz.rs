@@ -1427,6 +1427,8 @@ pub fn wire_decode(data: &[u8]) {
 ///   as a compromised store could write them (a budget never admits past its limit): what
 ///   decodes round-trips, and every read of it (prune, discover, expiry) is panic-free at any
 ///   time;
+/// - (feature `shared-store`) [`Records`](crate::server::Records) over a store handing back
+///   these bytes, raw or sealed under the right key: every operation answers without panic;
 /// - (feature `ticket`) network tickets: a ticket signed here and then changed by the fuzzer
 ///   verifies only if the change left it the same (hex case aside), and then says the same;
 ///   arbitrary text never verifies; the [`TicketReply`](crate::ticket::TicketReply) round-trips;
@@ -1471,6 +1473,8 @@ pub fn adapter_decode(data: &[u8]) {
         }
     }
 
+    #[cfg(feature = "shared-store")]
+    crate::server::store::fuzz_records(data);
     #[cfg(feature = "ticket")]
     ticket_tamper(data);
     #[cfg(feature = "ticket")]

@@ -53,11 +53,14 @@ pub mod mqtt;
 #[cfg(feature = "obico-wire")]
 mod obico;
 mod ops;
+/// The stored records: the crate's own, hidden (not covered by semver; a database joins through
+/// [`Store`] and [`Records`](crate::server::Records), never seeing a record).
+#[doc(hidden)]
 pub mod record;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod shared;
-mod store;
+pub(crate) mod store;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -66,17 +69,21 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
-pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
+#[doc(hidden)]
+pub use self::budget::CounterRecord;
+pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, Level};
 use self::hook::PendingLink;
 pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, TokenDigest};
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
+#[doc(hidden)]
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{
-    Backend, CodeFn, CounterFn, Key, MemoryBytes, MemoryStore, NetworkFn, ReadFn, Store,
-    StoreError, Write, MAX_KEY_LEN, MAX_WRITES,
+    Backend, Key, MemoryBytes, MemoryStore, Store, StoreError, Write, MAX_KEY_LEN, MAX_WRITES,
 };
+#[doc(hidden)]
+pub use self::store::{CodeFn, CounterFn, NetworkFn, ReadFn};
 #[cfg(feature = "shared-store")]
 pub use self::store::{Records, RecordsConfig, StoreKey};
 

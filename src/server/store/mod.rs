@@ -23,8 +23,12 @@ mod records;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use self::backend::{Backend, CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, StoreError};
+pub use self::backend::{Backend, MemoryStore, StoreError};
+#[doc(hidden)]
+pub use self::backend::{CodeFn, CounterFn, NetworkFn, ReadFn};
 pub use self::bytes::MemoryBytes;
+#[cfg(all(feature = "shared-store", feature = "fuzz"))]
+pub(crate) use self::records::fuzz as fuzz_records;
 #[cfg(feature = "shared-store")]
 pub use self::records::{Records, RecordsConfig, StoreKey};
 
