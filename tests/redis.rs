@@ -521,13 +521,34 @@ async fn redis_killed_and_restarted_mid_flow() {
     assert_eq!(pending.state, LinkState::Pending);
 
     redis.kill();
-    let down = [
-        agent_client.announce(&x).await.map(|_| ()),
-        linker.discover().await.map(|_| ()),
-        linker.link_status(&x.instance_id).await.map(|_| ()),
-        linker.mint_code().await.map(|_| ()),
-        linker.link(&request).await.map(|_| ()),
-    ];
+    // Each answers 503 promptly: a command to a Redis that refuses connections fails in about
+    // half a second (the client's reconnection attempts), and a refused write applied nothing,
+    // so there is nothing to read back. (An outage longer than the presence's 6 s lifetime
+    // would lose the pending link: the agent cannot announce meanwhile.)
+    let prompt = |what: &str, started: Instant| {
+        let took = started.elapsed();
+        println!("Redis down: {what} answered in {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{what} took {took:?} to answer"
+        );
+    };
+    let started = Instant::now();
+    let announce = agent_client.announce(&x).await.map(|_| ());
+    prompt("announce", started);
+    let started = Instant::now();
+    let discover = linker.discover().await.map(|_| ());
+    prompt("discover", started);
+    let started = Instant::now();
+    let status = linker.link_status(&x.instance_id).await.map(|_| ());
+    prompt("link status", started);
+    let started = Instant::now();
+    let mint = linker.mint_code().await.map(|_| ());
+    prompt("mint", started);
+    let started = Instant::now();
+    let link = linker.link(&request).await.map(|_| ());
+    prompt("link", started);
+    let down = [announce, discover, status, mint, link];
     for result in &down {
         let err = result.as_ref().unwrap_err();
         assert_eq!(code_of(err), Some((503, "store_unavailable")), "{err:?}");
