@@ -82,6 +82,7 @@ mod mqtt;
 mod raw;
 mod reply;
 mod server;
+pub mod store;
 
 use std::fmt;
 use std::time::Duration;

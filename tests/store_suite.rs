@@ -1,0 +1,444 @@
+//! The store suite (`lanlink::conformance::store`) on the crate's `MemoryBytes`, on the SQLite
+//! store of `examples/sqlite_store` (one connection, and two connections to one file taking turns),
+//! and on deliberately broken stores: each fails exactly the checks its flaw breaks, and every
+//! check fails for at least one of them (no check that cannot fail).
+#![cfg(feature = "conformance")]
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lanlink::conformance::store::{check_store, StoreSuite, STORE_CHECKS};
+use lanlink::conformance::Report;
+use lanlink::server::{Key, MemoryBytes, Store, StoreError, Write};
+
+#[path = "../examples/sqlite_store/store.rs"]
+mod sqlite_store;
+use sqlite_store::SqliteStore;
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn assert_complete(report: &Report, what: &str) {
+    println!("{what}:\n{report}");
+    assert!(report.complete(), "{what}: {}", report.summary());
+    assert_eq!(report.checks().len(), STORE_CHECKS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bytes_passes_every_check_twice_on_one_instance() {
+    let store: Arc<dyn Store> = Arc::new(MemoryBytes::default());
+    for run in 0..2 {
+        let report = check_store(Arc::clone(&store), now()).await;
+        assert_complete(&report, &format!("MemoryBytes, run {run}"));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn memory_bytes_passes_on_one_thread_with_more_racers() {
+    let suite = StoreSuite::new().racers(16).rounds(3);
+    let report = suite.run(Arc::new(MemoryBytes::default()), now()).await;
+    assert_complete(&report, "MemoryBytes, 16 racers, one thread");
+}
+
+/// A SQLite file under the temporary directory, removed (with its WAL files) on drop.
+pub struct TempDb(pub PathBuf);
+
+impl TempDb {
+    pub fn new(name: &str) -> Self {
+        let mut bytes = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut lanlink::os_rng(), &mut bytes);
+        let tag: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self(std::env::temp_dir().join(format!("lanlink-{name}-{tag}.db")))
+    }
+
+    pub fn open(&self) -> SqliteStore {
+        SqliteStore::open(&self.0).expect("open the SQLite file")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_passes_every_check_twice() {
+    let db = TempDb::new("suite");
+    let store: Arc<dyn Store> = Arc::new(db.open());
+    for run in 0..2 {
+        let report = check_store(Arc::clone(&store), now()).await;
+        assert_complete(&report, &format!("SqliteStore, run {run}"));
+    }
+}
+
+/// Two connections to one file, taking turns call by call: every race is between connections,
+/// as between two server instances.
+struct Alternating {
+    stores: [SqliteStore; 2],
+    next: AtomicUsize,
+}
+
+impl Alternating {
+    fn pick(&self) -> &SqliteStore {
+        &self.stores[self.next.fetch_add(1, Ordering::Relaxed) % 2]
+    }
+}
+
+#[async_trait]
+impl Store for Alternating {
+    async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        self.pick().load(key).await
+    }
+    async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
+        self.pick().swap(writes).await
+    }
+    async fn purge(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.pick().purge(now).await
+    }
+    async fn pause(&self, attempt: u32) {
+        self.pick().pause(attempt).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqlite_connections_to_one_file_pass_every_check() {
+    let db = TempDb::new("suite2");
+    let store = Alternating {
+        stores: [db.open(), db.open()],
+        next: AtomicUsize::new(0),
+    };
+    let report = check_store(Arc::new(store), now()).await;
+    assert_complete(&report, "two SqliteStore connections to one file");
+}
+
+/// What a broken store gets wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Flaw {
+    /// Answers `Some(empty)` for a key that holds nothing.
+    AbsentIsEmpty,
+    /// Applies every swap, whatever the keys hold.
+    NoCompare,
+    /// Applies a write when the held value starts with the expected bytes.
+    PrefixCompare,
+    /// Applies a write expecting a value at a key that holds none.
+    AbsentMatches,
+    /// Answers true to a delete and keeps the value.
+    IgnoresDelete,
+    /// Applies the first write if its expectation holds, then checks the second.
+    FirstThenSecond,
+    /// Compares, lets other callers run, then writes: not atomic across callers.
+    SplitSwap,
+    /// `load_many` answers the values in reverse order.
+    ReorderMany,
+    /// Truncates values to 64 KiB.
+    Truncates,
+    /// Stores an empty value as no value.
+    EmptyIsAbsent,
+    /// Keys values by slot only, ignoring the kind.
+    SlotOnly,
+    /// Keeps only the first 20 characters of a key (a fixed-width column).
+    KeyWidth20,
+    /// Purges a second early.
+    EarlyPurge,
+    /// Never purges.
+    NoPurge,
+    /// Keeps a key's first expiry when it is rewritten.
+    FirstExpiry,
+}
+
+/// Each flaw and the checks it fails, exactly.
+const CAUGHT: &[(Flaw, &[&str])] = &[
+    (
+        Flaw::AbsentIsEmpty,
+        &[
+            "store.load.absent",
+            "store.swap.absent",
+            "store.delete",
+            "store.swap.two_keys",
+            "store.race.counter",
+            "store.keys.independent",
+            "store.expiry.purged",
+            "store.expiry.rewritten",
+        ],
+    ),
+    (
+        Flaw::NoCompare,
+        &[
+            "store.create.once",
+            "store.swap.exact",
+            "store.swap.absent",
+            "store.delete",
+            "store.swap.two_keys",
+            "store.race.swap",
+            "store.race.create",
+            "store.race.two_keys",
+            "store.race.counter",
+            "store.value.empty",
+        ],
+    ),
+    (Flaw::PrefixCompare, &["store.swap.exact"]),
+    (Flaw::AbsentMatches, &["store.swap.absent"]),
+    (
+        Flaw::IgnoresDelete,
+        &[
+            "store.delete",
+            "store.swap.two_keys",
+            "store.keys.independent",
+        ],
+    ),
+    (Flaw::FirstThenSecond, &["store.swap.two_keys"]),
+    (
+        Flaw::SplitSwap,
+        &[
+            "store.race.swap",
+            "store.race.create",
+            "store.race.two_keys",
+            "store.race.counter",
+        ],
+    ),
+    (Flaw::ReorderMany, &["store.load_many"]),
+    (Flaw::Truncates, &["store.value.large"]),
+    (Flaw::EmptyIsAbsent, &["store.value.empty"]),
+    (
+        Flaw::SlotOnly,
+        &[
+            "store.swap.two_keys",
+            "store.race.two_keys",
+            "store.load_many",
+            "store.keys.independent",
+        ],
+    ),
+    (Flaw::KeyWidth20, &["store.keys.independent"]),
+    (
+        Flaw::EarlyPurge,
+        &["store.expiry.kept", "store.expiry.purged"],
+    ),
+    (
+        Flaw::NoPurge,
+        &["store.expiry.purged", "store.expiry.rewritten"],
+    ),
+    (Flaw::FirstExpiry, &["store.expiry.rewritten"]),
+];
+
+/// `MemoryBytes` with one flaw.
+struct Broken {
+    inner: MemoryBytes,
+    flaw: Flaw,
+    /// For `FirstExpiry`: each key's first expiry.
+    first: Mutex<HashMap<Key, DateTime<Utc>>>,
+}
+
+impl Broken {
+    fn new(flaw: Flaw) -> Self {
+        Self {
+            inner: MemoryBytes::default(),
+            flaw,
+            first: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key the flaw stores `key` under.
+    fn stored(&self, key: &Key) -> Key {
+        match self.flaw {
+            Flaw::SlotOnly => Key::new("net", key.slot()).expect("key"),
+            Flaw::KeyWidth20 if key.as_str().len() > 20 => {
+                let name = &key.as_str()[..20];
+                Key::new(key.kind(), &name[key.kind().len() + 1..]).expect("key")
+            }
+            _ => key.clone(),
+        }
+    }
+
+    /// Writes `write`'s new value whatever the key holds.
+    async fn force(&self, write: &Write<'_>) -> Result<(), StoreError> {
+        let key = self.stored(write.key());
+        let held = self.inner.load(&key).await?;
+        let mut new = write.value().zip(write.expires_at());
+        if self.flaw == Flaw::Truncates {
+            new = new.map(|(value, at)| (&value[..value.len().min(64 << 10)], at));
+        }
+        if self.flaw == Flaw::EmptyIsAbsent && new.is_some_and(|(value, _)| value.is_empty()) {
+            new = None;
+        }
+        if self.flaw == Flaw::IgnoresDelete && new.is_none() {
+            return Ok(());
+        }
+        if self.flaw == Flaw::FirstExpiry {
+            let mut first = self.first.lock().expect("lock");
+            match new {
+                Some((value, at)) => new = Some((value, *first.entry(key.clone()).or_insert(at))),
+                None => {
+                    first.remove(&key);
+                }
+            }
+        }
+        let applied = self
+            .inner
+            .swap(&[Write::new(&key, held.as_deref(), new)])
+            .await?;
+        assert!(applied, "one caller at a time writes a broken store's key");
+        Ok(())
+    }
+
+    /// Whether `write`'s expectation holds, as the flaw compares.
+    async fn holds(&self, write: &Write<'_>) -> Result<bool, StoreError> {
+        let held = self.inner.load(&self.stored(write.key())).await?;
+        Ok(match (self.flaw, held.as_deref(), write.expected()) {
+            (Flaw::NoCompare, ..) => true,
+            (Flaw::PrefixCompare, Some(held), Some(expected)) => held.starts_with(expected),
+            (Flaw::AbsentMatches, None, Some(_)) => true,
+            (_, held, expected) => held == expected,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for Broken {
+    async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        let held = self.inner.load(&self.stored(key)).await?;
+        Ok(match (self.flaw, held) {
+            (Flaw::AbsentIsEmpty, None) => Some(Vec::new()),
+            (_, held) => held,
+        })
+    }
+
+    async fn load_many(&self, keys: &[&Key]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut values = Vec::new();
+        for key in keys {
+            values.push(self.load(key).await?);
+        }
+        if self.flaw == Flaw::ReorderMany {
+            values.reverse();
+        }
+        Ok(values)
+    }
+
+    async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
+        if self.flaw == Flaw::FirstThenSecond {
+            for write in writes {
+                if !self.holds(write).await? {
+                    return Ok(false);
+                }
+                self.force(write).await?;
+            }
+            return Ok(true);
+        }
+        for write in writes {
+            if !self.holds(write).await? {
+                return Ok(false);
+            }
+        }
+        if self.flaw == Flaw::SplitSwap {
+            tokio::task::yield_now().await;
+        }
+        for write in writes {
+            self.force(write).await?;
+        }
+        Ok(true)
+    }
+
+    async fn purge(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        match self.flaw {
+            Flaw::NoPurge => Ok(()),
+            Flaw::EarlyPurge => self.inner.purge(now + chrono::TimeDelta::seconds(1)).await,
+            _ => self.inner.purge(now).await,
+        }
+    }
+}
+
+/// The checks a store fails.
+fn failed(report: &Report) -> BTreeSet<&'static str> {
+    report.failed_ids().into_iter().collect()
+}
+
+/// On one thread, so that the races interleave the same way every run: every racer reads and
+/// compares before any writes.
+#[tokio::test(flavor = "current_thread")]
+async fn each_broken_store_fails_exactly_the_checks_its_flaw_breaks() {
+    let mut wrong = Vec::new();
+    for (flaw, want) in CAUGHT {
+        let report = check_store(Arc::new(Broken::new(*flaw)), now()).await;
+        let got = failed(&report);
+        let want: BTreeSet<&str> = want.iter().copied().collect();
+        println!("{flaw:?}: fails {got:?}");
+        if got != want {
+            wrong.push(format!(
+                "{flaw:?}: failed {got:?}, expected {want:?}\n{report}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_check_is_failed_by_some_broken_store() {
+    let caught: BTreeSet<&str> = CAUGHT
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    let uncaught: Vec<&str> = STORE_CHECKS
+        .iter()
+        .map(|spec| spec.id)
+        .filter(|id| !caught.contains(id))
+        .collect();
+    assert!(uncaught.is_empty(), "no broken store fails {uncaught:?}");
+}
+
+/// A broken store's failure is reported skipped when its check is opted out of, and only then.
+#[tokio::test(flavor = "current_thread")]
+async fn an_opted_out_failure_is_skipped() {
+    let suite = StoreSuite::new().opt_out("store.expiry.rewritten");
+    let report = suite
+        .run(Arc::new(Broken::new(Flaw::FirstExpiry)), now())
+        .await;
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.skipped_ids(), ["store.expiry.rewritten"]);
+    assert!(!report.complete());
+}
+
+/// A store whose database drops values by itself (as Redis does with TTLs): every load first
+/// drops what expired by the wall clock; `purge` does nothing.
+struct OwnExpiry(MemoryBytes);
+
+#[async_trait]
+impl Store for OwnExpiry {
+    async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.purge(Utc::now()).await?;
+        self.0.load(key).await
+    }
+    async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
+        self.0.purge(Utc::now()).await?;
+        self.0.swap(writes).await
+    }
+    async fn purge(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A store with its own expiry passes when the suite is told so; a store that never drops
+/// anything does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_its_own_expiry_passes_when_told_and_one_without_fails() {
+    let suite = StoreSuite::new().expires_by_itself(std::time::Duration::from_millis(200));
+    let report = suite
+        .run(Arc::new(OwnExpiry(MemoryBytes::default())), now())
+        .await;
+    assert_complete(&report, "a store with its own expiry");
+    let report = suite.run(Arc::new(Broken::new(Flaw::NoPurge)), now()).await;
+    assert_eq!(report.failed_ids(), ["store.expiry.purged"], "{report}");
+    let report = check_store(Arc::new(OwnExpiry(MemoryBytes::default())), now()).await;
+    assert!(
+        report.failed_ids().contains(&"store.expiry.purged"),
+        "{report}"
+    );
+}
