@@ -53,6 +53,9 @@ pub mod mqtt;
 #[cfg(feature = "obico-wire")]
 mod obico;
 mod ops;
+/// The stored records: the crate's own, hidden (not covered by semver; a database joins through
+/// [`Store`] and [`Records`](crate::server::Records), never seeing a record).
+#[doc(hidden)]
 pub mod record;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -66,17 +69,23 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::{IpNet, Ipv6Net};
 use rand::{CryptoRng, RngCore};
 
-pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, CounterRecord, Level};
+#[doc(hidden)]
+pub use self::budget::CounterRecord;
+pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, Level};
 use self::hook::PendingLink;
 pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, TokenDigest};
 pub use self::ops::MAX_QUEUED_EVENTS;
 use self::ops::{EventQueue, Ops};
+#[doc(hidden)]
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
 pub use self::store::{
-    Backend, CodeFn, CounterFn, Key, MemoryBytes, MemoryStore, NetworkFn, ReadFn, Store,
-    StoreError, Write, MAX_KEY_LEN, MAX_WRITES,
+    Backend, Key, MemoryBytes, MemoryStore, Store, StoreError, Write, MAX_KEY_LEN, MAX_WRITES,
 };
+#[doc(hidden)]
+pub use self::store::{CodeFn, CounterFn, NetworkFn, ReadFn};
+#[cfg(feature = "shared-store")]
+pub use self::store::{Records, RecordsConfig, StoreKey};
 
 use crate::addr::{ClientAddrResolver, ForwardedHeaders, PublicNetwork};
 use crate::code::CodeFormat;
@@ -627,9 +636,9 @@ impl<S: Backend> Server<S> {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use lanlink::server::{Events, MemoryStore, Server, ServerConfig, Store};
+    /// use lanlink::server::{Backend, Events, MemoryStore, Server, ServerConfig};
     /// // Two servers over one store act as one (here in one process; a RedisStore spans many).
-    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    /// let store: Arc<dyn Backend> = Arc::new(MemoryStore::default());
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let log = seen.clone();
     /// let a = Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).unwrap();

@@ -60,32 +60,24 @@ pub type CodeFn<'a> = dyn FnMut(&mut CodeRecord) + Send + 'a;
 /// [`NetworkFn`].
 pub type CounterFn<'a> = dyn FnMut(&mut CounterRecord) + Send + 'a;
 
-/// The server's records, shared by every instance that uses the same store. Object safe.
+/// What a [`Server`](crate::server::Server) runs on: the in-memory [`MemoryStore`] (one
+/// process, the default), [`Records`](crate::server::Records) over any
+/// [`Store`](crate::server::Store) (feature `shared-store`: shared by many instances), the Redis
+/// store (feature `redis`), or an `Arc` of any of them. Object safe.
 ///
-/// Each method is atomic: it either applies entirely or changes nothing (and returns an error).
+/// Its methods are the crate's own (hidden, not covered by semver): each applies one of the
+/// core's functions to a stored record in one atomic step, and their records change as the
+/// protocol does. A database joins through [`Store`](crate::server::Store) and `Records`, never
+/// seeing a record.
 ///
 /// ```
-/// use chrono::DateTime;
-/// use lanlink::server::{MemoryStore, ServerConfig, Store};
-/// # futures_lite(async {
-/// let store = MemoryStore::default();
-/// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
-/// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-/// let config = ServerConfig::default();
-/// let mut present = usize::MAX;
-/// let ran = store
-///     .update_network(network, now, &config, true, &mut |record| {
-///         present = record.present(now);
-///     })
-///     .await
-///     .unwrap();
-/// assert!(ran && present == 0);
-/// # });
-/// # fn futures_lite(f: impl std::future::Future<Output = ()>) {
-/// #     let mut f = std::pin::pin!(f);
-/// #     let waker = std::task::Waker::noop();
-/// #     assert!(f.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_ready());
-/// # }
+/// use std::sync::Arc;
+/// use lanlink::server::{Backend, Events, MemoryStore, Server, ServerConfig};
+/// // Several servers over one backend act as one.
+/// let backend: Arc<dyn Backend> = Arc::new(MemoryStore::default());
+/// let a = Server::with_store(ServerConfig::default(), backend.clone(), Events::discard()).unwrap();
+/// let b = Server::with_store(ServerConfig::default(), backend, Events::discard()).unwrap();
+/// # drop((a, b));
 /// ```
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -93,6 +85,7 @@ pub trait Backend: Send + Sync {
     /// atomically (deleting a record left empty, and expiring it with the record's own
     /// [`expires_at`](NetworkRecord::expires_at)). A missing record is created empty only if
     /// `create`; otherwise `f` is not called and `Ok(false)` comes back.
+    #[doc(hidden)]
     async fn update_network(
         &self,
         network: PublicNetwork,
@@ -108,6 +101,7 @@ pub trait Backend: Send + Sync {
     ///
     /// The default runs [`update_network`](Self::update_network) without creating; a store
     /// overrides it to serve reads (discovery, the most frequent request) without a write.
+    #[doc(hidden)]
     async fn read_network(
         &self,
         network: PublicNetwork,
@@ -121,6 +115,7 @@ pub trait Backend: Send + Sync {
 
     /// Writes a new code record unless a live one holds `key` (`Ok(false)` then). It expires at
     /// the record's `expires_at`.
+    #[doc(hidden)]
     async fn create_code(
         &self,
         key: &CodeKey,
@@ -130,6 +125,7 @@ pub trait Backend: Send + Sync {
 
     /// Applies `f` to the live record of `key` and writes it back atomically; `Ok(false)` (and
     /// `f` not called) when there is no live record.
+    #[doc(hidden)]
     async fn update_code(
         &self,
         key: &CodeKey,
@@ -138,6 +134,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Deletes a code record (if any).
+    #[doc(hidden)]
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError>;
 
     /// Applies `f` to the counter record of `key`, pruned at `now` (a missing one is given
@@ -145,6 +142,7 @@ pub trait Backend: Send + Sync {
     /// [`expires_ms`](CounterRecord::expires_ms). This is the step that admits a guess (see
     /// [`budget`](crate::server::budget)): it must be atomic across every instance sharing the store,
     /// or concurrent guesses get checked past their budget.
+    #[doc(hidden)]
     async fn update_counter(
         &self,
         key: &CounterKey,
@@ -154,6 +152,7 @@ pub trait Backend: Send + Sync {
 
     /// Drops what has expired at `now`. A store whose records expire by themselves (Redis TTLs)
     /// has nothing to do.
+    #[doc(hidden)]
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
 }
 
@@ -183,11 +182,13 @@ impl MemoryStore {
     }
 
     /// A copy of the record of `network`, if any (for inspection and tests).
+    #[doc(hidden)]
     pub fn network(&self, network: &PublicNetwork) -> Option<NetworkRecord> {
         self.records().networks.get(network).cloned()
     }
 
     /// Replaces the record of `network` (an empty record is deleted).
+    #[doc(hidden)]
     pub fn put_network(&self, network: PublicNetwork, record: NetworkRecord) {
         let mut records = self.records();
         if record.is_empty() {
@@ -198,16 +199,19 @@ impl MemoryStore {
     }
 
     /// A copy of the record of a code, if any.
+    #[doc(hidden)]
     pub fn code(&self, key: &CodeKey) -> Option<CodeRecord> {
         self.records().codes.get(key).cloned()
     }
 
     /// Replaces a code's record.
+    #[doc(hidden)]
     pub fn put_code(&self, key: CodeKey, record: CodeRecord) {
         self.records().codes.insert(key, record);
     }
 
     /// A copy of the counter record of `key`, if any (it may hold expired charges).
+    #[doc(hidden)]
     pub fn counter(&self, key: &CounterKey) -> Option<CounterRecord> {
         self.records().counters.get(key).cloned()
     }

@@ -20,7 +20,10 @@ use super::{Key, Store, StoreError, Write, MAX_WRITES};
 /// assert_eq!(store.len(), 0);
 /// ```
 #[derive(Debug, Default)]
-pub struct MemoryBytes(Mutex<HashMap<Key, (Vec<u8>, DateTime<Utc>)>>);
+pub struct MemoryBytes(Mutex<Values>);
+
+/// Each key's value and expiry.
+type Values = HashMap<Key, (Vec<u8>, DateTime<Utc>)>;
 
 impl MemoryBytes {
     /// How many values are held (expired ones included until [`Store::purge`]).
@@ -40,7 +43,7 @@ impl MemoryBytes {
         keys
     }
 
-    fn values(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Vec<u8>, DateTime<Utc>)>> {
+    fn values(&self) -> std::sync::MutexGuard<'_, Values> {
         // A panic elsewhere while holding the lock leaves whole values: keep serving them.
         self.0
             .lock()

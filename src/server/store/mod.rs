@@ -23,10 +23,12 @@ mod records;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use self::backend::{Backend, CodeFn, CounterFn, MemoryStore, NetworkFn, ReadFn, StoreError};
+pub use self::backend::{Backend, MemoryStore, StoreError};
+#[doc(hidden)]
+pub use self::backend::{CodeFn, CounterFn, NetworkFn, ReadFn};
 pub use self::bytes::MemoryBytes;
 #[cfg(feature = "shared-store")]
-// pub use self::records::{Records, RecordsConfig, StoreKey};
+pub use self::records::{Records, RecordsConfig, StoreKey};
 
 /// The most writes one [`Store::swap`] carries (a network's record and its queued messages).
 pub const MAX_WRITES: usize = 2;
