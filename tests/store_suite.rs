@@ -154,6 +154,12 @@ enum Flaw {
     NoPurge,
     /// Keeps a key's first expiry when it is rewritten.
     FirstExpiry,
+    /// Answers false to every other swap it applies (as a client that resends a swap whose
+    /// reply timed out, and reports the resend's answer).
+    ResendFalse,
+    /// Answers true to every other swap and writes nothing (an acknowledgement before the
+    /// write, lost in a crash or a failover).
+    AckWithoutWrite,
 }
 
 /// Each flaw and the checks it fails, exactly.
@@ -169,6 +175,11 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
             "store.keys.independent",
             "store.expiry.purged",
             "store.expiry.rewritten",
+            "store.records.two_instances",
+            "store.records.budget",
+            "store.records.fault.wrong_guess",
+            "store.records.fault.redeem",
+            "store.records.fault.link",
         ],
     ),
     (
@@ -184,6 +195,7 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
             "store.race.two_keys",
             "store.race.counter",
             "store.value.empty",
+            "store.records.budget",
         ],
     ),
     (Flaw::PrefixCompare, &["store.swap.exact"]),
@@ -194,6 +206,8 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
             "store.delete",
             "store.swap.two_keys",
             "store.keys.independent",
+            "store.records.fault.redeem",
+            "store.records.fault.link",
         ],
     ),
     (Flaw::FirstThenSecond, &["store.swap.two_keys"]),
@@ -204,9 +218,17 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
             "store.race.create",
             "store.race.two_keys",
             "store.race.counter",
+            "store.records.budget",
         ],
     ),
-    (Flaw::ReorderMany, &["store.load_many"]),
+    (
+        Flaw::ReorderMany,
+        &[
+            "store.load_many",
+            "store.records.two_instances",
+            "store.records.fault.link",
+        ],
+    ),
     (Flaw::Truncates, &["store.value.large"]),
     (Flaw::EmptyIsAbsent, &["store.value.empty"]),
     (
@@ -216,6 +238,8 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
             "store.race.two_keys",
             "store.load_many",
             "store.keys.independent",
+            "store.records.two_instances",
+            "store.records.fault.link",
         ],
     ),
     (Flaw::KeyWidth20, &["store.keys.independent"]),
@@ -228,6 +252,48 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
         &["store.expiry.purged", "store.expiry.rewritten"],
     ),
     (Flaw::FirstExpiry, &["store.expiry.rewritten"]),
+    (
+        Flaw::ResendFalse,
+        &[
+            "store.swap.exact",
+            "store.delete",
+            "store.swap.two_keys",
+            "store.race.swap",
+            "store.race.create",
+            "store.race.two_keys",
+            "store.race.counter",
+            "store.load_many",
+            "store.value.large",
+            "store.value.empty",
+            "store.keys.independent",
+            "store.expiry.kept",
+            "store.expiry.purged",
+            "store.expiry.rewritten",
+            "store.records.fault.redeem",
+            "store.records.fault.link",
+        ],
+    ),
+    (
+        Flaw::AckWithoutWrite,
+        &[
+            "store.swap.exact",
+            "store.delete",
+            "store.swap.two_keys",
+            "store.race.swap",
+            "store.race.create",
+            "store.race.two_keys",
+            "store.race.counter",
+            "store.value.large",
+            "store.value.empty",
+            "store.keys.independent",
+            "store.expiry.kept",
+            "store.expiry.rewritten",
+            "store.records.two_instances",
+            "store.records.fault.wrong_guess",
+            "store.records.fault.redeem",
+            "store.records.fault.link",
+        ],
+    ),
 ];
 
 /// `MemoryBytes` with one flaw.
@@ -236,6 +302,8 @@ struct Broken {
     flaw: Flaw,
     /// For `FirstExpiry`: each key's first expiry.
     first: Mutex<HashMap<Key, DateTime<Utc>>>,
+    /// For `ResendFalse`: the swaps applied.
+    applied: AtomicUsize,
 }
 
 impl Broken {
@@ -244,6 +312,7 @@ impl Broken {
             inner: MemoryBytes::default(),
             flaw,
             first: Mutex::new(HashMap::new()),
+            applied: AtomicUsize::new(0),
         }
     }
 
@@ -341,10 +410,14 @@ impl Store for Broken {
         if self.flaw == Flaw::SplitSwap {
             tokio::task::yield_now().await;
         }
+        let applied = self.applied.fetch_add(1, Ordering::SeqCst);
+        if self.flaw == Flaw::AckWithoutWrite && applied % 2 == 1 {
+            return Ok(true);
+        }
         for write in writes {
             self.force(write).await?;
         }
-        Ok(true)
+        Ok(!(self.flaw == Flaw::ResendFalse && applied % 2 == 1))
     }
 
     async fn purge(&self, now: DateTime<Utc>) -> Result<(), StoreError> {

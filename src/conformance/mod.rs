@@ -88,6 +88,7 @@ mod raw;
 mod reply;
 mod server;
 pub mod store;
+mod store_records;
 
 use std::fmt;
 use std::time::Duration;

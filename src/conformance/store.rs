@@ -21,12 +21,25 @@
 //! # }
 //! ```
 //!
+//! Two parts. The first checks the store alone, call by call, against what the [`Store`] trait
+//! states (`store.load.*` to `store.expiry.*`). The second runs the server's records over it
+//! ([`Records`](crate::server::Records), through two [`Server`](crate::server::Server)s), as a
+//! deployment does (`store.records.*`): a device linked with each step on the other instance,
+//! wrong guesses racing through both instances against one budget, and a fault injected at each
+//! store call of a wrong guess, a redemption and a link, before the call applies or after it
+//! applied with its reply lost (`StoreError::Unavailable`), checking that no guess is charged
+//! twice or lost, that a code is used only by a redemption that said so, and that a link that
+//! failed can be retried.
+//!
 //! # What running it does to the store
 //!
 //! Every check writes under fresh random slots (64 random bits each), so one store runs the
 //! suite again and again, and a real database needs no wiping between runs: what a run leaves
 //! is a few hundred keys, each expiring a day after `now` at the latest (the 1 MiB value
-//! included), and dropped by the first [`Store::purge`] after that. Its [`Store::purge`] calls
+//! included), and dropped by the first [`Store::purge`] after that. The records checks write
+//! under a fresh random [`StoreKey`](crate::server::StoreKey) each run, so their key names are
+//! new too; they leave a few hundred sealed records (presences, codes, budgets) expiring with
+//! the protocol's lifetimes (at most a day). Its [`Store::purge`] calls
 //! are at times up to a day after `now`: they drop whatever else the database holds that
 //! expires by then, so **run it on a database of its own, not on one serving a deployment**.
 //!
@@ -47,6 +60,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::store_records as records;
 use super::{CheckSpec, Recorder, Report, Verdict};
 use crate::server::{Key, Store, Write};
 
@@ -55,6 +69,7 @@ const LOAD_MANY: &str = "`Store::load_many`";
 const SWAP: &str = "`Store::swap`";
 const PURGE: &str = "`Store::purge`";
 const VALUES: &str = "`Store`: values and keys";
+const RECORDS: &str = "`Records` over the store";
 
 const fn spec(id: &'static str, section: &'static str, expects: &'static str) -> CheckSpec {
     CheckSpec {
@@ -83,6 +98,11 @@ pub const STORE_CHECKS: &[CheckSpec] = &[
     spec("store.expiry.kept", PURGE, "purge(t) keeps every value expiring after t (even by 1 ms): a value is never dropped before its expiry"),
     spec("store.expiry.purged", PURGE, "purge(t) drops the values expiring at t or before (or, for a store with its own expiry, they are gone once it has passed)"),
     spec("store.expiry.rewritten", PURGE, "a value's expiry is the one of its last write: rewritten to expire later it survives its first expiry, rewritten to expire earlier it is dropped at the new one"),
+    spec("store.records.two_instances", RECORDS, "two servers over Records of the store act as one: announce on A, discover on B, link on A, the agent's poll on B, redeem on A, status on B linked; the code single use"),
+    spec("store.records.budget", RECORDS, "wrong guesses from one address racing through two servers: at most the lockout threshold (5) checked, each one checked charged once"),
+    spec("store.records.fault.wrong_guess", RECORDS, "a wrong redemption with a fault at any store call (before it applies, or after with the reply lost): charged once when refused unknown_code, at most once when it failed, no budget charged twice"),
+    spec("store.records.fault.redeem", RECORDS, "a right redemption with a fault at any store call: the code is used only if the redemption said so (retried: code_used after a success, a success after a failure); only a replay is charged"),
+    spec("store.records.fault.link", RECORDS, "a link with a wrong secret with a fault at any store call: charged once (wrong_secret) or at most once (failed); a right link with a fault at any call, retried on store errors, is accepted and charges nothing"),
 ];
 
 /// How the suite runs: how many racers, how many rounds, and whether the store drops values by
@@ -192,6 +212,26 @@ impl StoreSuite {
             (
                 "store.expiry.rewritten",
                 expiry_rewritten(s, now, self.own_expiry.is_some()).await,
+            ),
+            (
+                "store.records.two_instances",
+                records::two_instances(&store, now).await,
+            ),
+            (
+                "store.records.budget",
+                records::budget(&store, now, racers).await,
+            ),
+            (
+                "store.records.fault.wrong_guess",
+                records::fault_wrong_guess(&store, now).await,
+            ),
+            (
+                "store.records.fault.redeem",
+                records::fault_redeem(&store, now).await,
+            ),
+            (
+                "store.records.fault.link",
+                records::fault_link(&store, now).await,
             ),
         ];
         for (id, verdict) in verdicts {
