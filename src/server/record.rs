@@ -344,7 +344,7 @@ impl NetworkRecord {
         }
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "shared-store")]
     /// Takes every queued message out of the record (for a store that keeps them under their
     /// own, shorter expiry), with the instance each is for.
     pub(crate) fn take_messages(&mut self) -> Vec<(InstanceId, PendingMessage)> {
@@ -358,7 +358,7 @@ impl NetworkRecord {
             .collect()
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "shared-store")]
     /// Puts back messages taken by [`take_messages`](Self::take_messages). A pending link whose
     /// message is gone (its store entry expired) is over at `now`, as [`prune`](Self::prune)
     /// would have ended it: prune after this.
@@ -380,7 +380,7 @@ impl NetworkRecord {
         }
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "shared-store")]
     /// The latest expiry of a queued message, if any.
     pub(crate) fn messages_expire_at(&self) -> Option<DateTime<Utc>> {
         self.links()
