@@ -1,7 +1,10 @@
 //! The store suite (`lanlink::conformance::store`) on the crate's `MemoryBytes`, on the SQLite
-//! store of `examples/sqlite_store` (one connection, and two connections to one file taking turns),
-//! and on deliberately broken stores: each fails exactly the checks its flaw breaks, and every
-//! check fails for at least one of them (no check that cannot fail).
+//! store of `examples/sqlite_store` (one connection, and two connections to one file taking
+//! turns), and on deliberately broken stores: each fails exactly the checks its flaw breaks, and
+//! every check fails for at least one of them (no check that cannot fail). Then two `Server`s,
+//! each over its own connection to one SQLite file, link devices with their steps alternating
+//! between the instances, and hold one guessing budget while guesses race through both (and do
+//! not, over a SQLite store whose swap is not one transaction).
 #![cfg(feature = "conformance")]
 
 use std::collections::{BTreeSet, HashMap};
@@ -514,4 +517,233 @@ async fn a_store_with_its_own_expiry_passes_when_told_and_one_without_fails() {
         report.failed_ids().contains(&"store.expiry.purged"),
         "{report}"
     );
+}
+
+mod two_instances {
+    //! Two `Server`s, each over its own `SqliteStore` connection to one file (through
+    //! `Records`), as two processes sharing a database.
+
+    use super::*;
+    use lanlink::secret::PresenceKey;
+    use lanlink::server::{
+        Backend, CounterKey, Events, Records, RecordsConfig, Server, ServerConfig, StoreKey, User,
+    };
+    use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
+    use lanlink::Refusal;
+    use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork};
+
+    type Instance = Server<Records<SqliteStore>>;
+
+    fn instance(db: &TempDb, key: &StoreKey) -> Instance {
+        let records = Records::new(db.open(), RecordsConfig::new(key.clone()));
+        Server::with_store(ServerConfig::default(), records, Events::discard()).expect("config")
+    }
+
+    fn device() -> (Announce, LocalSecret) {
+        let presence = PresenceKey::generate(&mut lanlink::os_rng());
+        let secret = LocalSecret::generate(&mut lanlink::os_rng());
+        let id = presence.instance_id();
+        let private = "192.168.1.50".parse().expect("ip");
+        let commitment = secret.commitment(&id);
+        let announce = Announce::new(
+            id,
+            private,
+            8080,
+            DeviceInfo::default(),
+            commitment,
+            presence,
+        );
+        (announce, secret)
+    }
+
+    fn network(host: u8) -> PublicNetwork {
+        PublicNetwork::from_ip(format!("203.0.113.{host}").parse().expect("ip"), 64)
+    }
+
+    /// Six devices, each on its own network, each linked with its steps alternating between the
+    /// instances (the first device starts on A, the next on B, …): announce, discover, link,
+    /// the agent's poll, redeem, the link's status; the code is then refused on both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn devices_link_through_two_instances_sharing_one_sqlite_file() {
+        let db = TempDb::new("link");
+        let key = StoreKey::generate(&mut lanlink::os_rng());
+        let (a, b) = (instance(&db, &key), instance(&db, &key));
+        let alice = User::new(AccountId::new("alice").expect("account"));
+        let mut rng = lanlink::os_rng();
+        for n in 0..6u8 {
+            let (one, other) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let home = network(10 + n);
+            let (x, secret) = device();
+            let id = x.instance_id;
+            let now = Utc::now();
+            one.announce(now, home, &x).await.expect("announce");
+            let found = other.discover(now, home, &alice).await.expect("discover");
+            assert_eq!(
+                found.agents.len(),
+                1,
+                "device {n}: discovered by the other instance"
+            );
+            assert_eq!(found.agents[0].instance_id, id);
+            let request = LinkRequest::new(id, secret);
+            let pending = one
+                .link(now, &mut rng, home, &alice, request)
+                .await
+                .expect("link");
+            assert_eq!(pending.state, LinkState::Pending, "device {n}");
+            let poll = other.announce(now, home, &x).await.expect("poll");
+            let [AgentMessage::VerifyAndRedeem { code, .. }] = poll.messages.as_slice() else {
+                panic!("device {n}: the poll carried {:?}", poll.messages);
+            };
+            let redeem = RedeemRequest::new(id, code.clone());
+            let redeemed = one
+                .redeem(now, &mut rng, home, &redeem)
+                .await
+                .expect("redeem");
+            assert_eq!(redeemed.account, alice.account);
+            let status = other
+                .link_status(now, home, &alice.account, &id)
+                .await
+                .expect("status");
+            assert_eq!(status.state, LinkState::Linked, "device {n}");
+            for server in [&a, &b] {
+                let again = server.redeem(now, &mut rng, home, &redeem).await;
+                assert_eq!(
+                    again.err(),
+                    Some(Refusal::CodeUsed),
+                    "device {n}: single use"
+                );
+            }
+        }
+    }
+
+    /// A store whose swap compares, lets other callers run, then writes (`SplitSwap` over any
+    /// store): a SQLite store that forgot its transaction.
+    struct Unlocked<S>(S);
+
+    #[async_trait]
+    impl<S: Store> Store for Unlocked<S> {
+        async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.load(key).await
+        }
+        async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
+            for write in writes {
+                if self.0.load(write.key()).await?.as_deref() != write.expected() {
+                    return Ok(false);
+                }
+            }
+            tokio::task::yield_now().await;
+            for write in writes {
+                let held = self.0.load(write.key()).await?;
+                let new = write.value().zip(write.expires_at());
+                self.0
+                    .swap(&[Write::new(write.key(), held.as_deref(), new)])
+                    .await?;
+            }
+            Ok(true)
+        }
+        async fn purge(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+            self.0.purge(now).await
+        }
+    }
+
+    /// 16 wrong guesses from one address racing through `servers` (alternately), then 16 more
+    /// one at a time: how many of the racing ones were checked, how many in all, and the
+    /// charges on the address's budget.
+    async fn guesses<S: Store + 'static>(
+        servers: [Arc<Server<Records<S>>>; 2],
+    ) -> (usize, usize, u64) {
+        let guesser = network(99);
+        let now = Utc::now();
+        let guess = |i: usize| {
+            let server = Arc::clone(&servers[i % 2]);
+            async move {
+                let code = LinkCode::parse("abcdef").expect("code");
+                let request = RedeemRequest::new(InstanceId::from_bytes([i as u8; 16]), code);
+                let mut rng = lanlink::os_rng();
+                server
+                    .redeem(now, &mut rng, guesser, &request)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let tally = |results: &[Result<(), Refusal>]| {
+            let checked = results
+                .iter()
+                .filter(|r| **r == Err(Refusal::UnknownCode))
+                .count();
+            let unexpected: Vec<_> = results
+                .iter()
+                .filter(|r| {
+                    !matches!(
+                        r,
+                        Err(Refusal::UnknownCode | Refusal::LockedOut | Refusal::Store(_))
+                    )
+                })
+                .collect();
+            assert!(unexpected.is_empty(), "{unexpected:?}");
+            checked
+        };
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (barrier, guess) = (Arc::clone(&barrier), guess(i));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    guess.await
+                })
+            })
+            .collect();
+        let mut raced = Vec::new();
+        for handle in handles {
+            raced.push(handle.await.expect("task"));
+        }
+        let in_race = tally(&raced);
+        println!("16 racing guesses: {in_race} checked; {raced:?}");
+        let mut after = Vec::new();
+        for i in 16..32 {
+            after.push(guess(i).await);
+        }
+        let mut charged = 0;
+        servers[1]
+            .store()
+            .update_counter(&CounterKey::network(&guesser), now, &mut |record| {
+                charged = record.live(now.timestamp_millis());
+            })
+            .await
+            .expect("counter");
+        (in_race, in_race + tally(&after), charged)
+    }
+
+    /// Wrong guesses from one address race through both instances (tasks on two threads, each
+    /// instance on its own connection): across both, exactly the lockout threshold (5) of them
+    /// are ever checked, each charged once; every other is refused `locked_out` (or, under
+    /// contention, fails with a store error and is not checked). Over a SQLite store whose swap
+    /// is not one transaction, more are checked: the test sees it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guesses_racing_through_two_instances_hold_one_budget() {
+        let db = TempDb::new("budget");
+        let key = StoreKey::generate(&mut lanlink::os_rng());
+        let servers = [Arc::new(instance(&db, &key)), Arc::new(instance(&db, &key))];
+        let (in_race, checked, charged) = guesses(servers).await;
+        assert!(in_race <= 5, "{in_race} of 16 racing guesses checked");
+        assert_eq!(
+            (checked, charged),
+            (5, 5),
+            "exactly 5 checked, each charged once"
+        );
+
+        let db = TempDb::new("unlocked");
+        let unlocked = || {
+            let records = Records::new(Unlocked(db.open()), RecordsConfig::new(key.clone()));
+            Arc::new(
+                Server::with_store(ServerConfig::default(), records, Events::discard())
+                    .expect("config"),
+            )
+        };
+        let (in_race, ..) = guesses([unlocked(), unlocked()]).await;
+        assert!(
+            in_race > 5,
+            "without a transaction, {in_race} racing guesses checked"
+        );
+    }
 }
