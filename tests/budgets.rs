@@ -4,6 +4,7 @@
 //! guessing for a whole code lifetime on a virtual clock. Redis and HTTP: `tests/redis.rs`.
 
 mod support;
+use support::gated::{Gate, Gated, YieldOnce};
 use support::steps::Steps;
 
 use std::future::Future;
@@ -12,13 +13,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use lanlink::code::CodeKey;
-use lanlink::server::{
-    Backend, CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn,
-    Redeemed, Server, ServerConfig, StoreError,
-};
+use lanlink::server::{Events, MemoryStore, Redeemed, Server, ServerConfig, StoreError};
 use lanlink::wire::RedeemRequest;
 use lanlink::{AccountId, ForwardedHeaders, InstanceId, LinkCode, PublicNetwork, Refusal};
 use proptest::prelude::*;
@@ -29,88 +25,20 @@ fn start() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).expect("time")
 }
 
-/// A future that is pending once (waking itself), then ready: a store call that yields.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-}
-
 /// The in-memory store, yielding before every call: operations on it interleave at every store
 /// step, as they would on a shared store with many instances.
-struct Yielding(MemoryStore);
+type Yielding = Gated<MemoryStore, Yields>;
 
-#[async_trait]
-impl Backend for Yielding {
-    async fn update_network(
-        &self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        create: bool,
-        f: &mut NetworkFn<'_>,
-    ) -> Result<bool, StoreError> {
-        YieldOnce(false).await;
-        self.0.update_network(network, now, config, create, f).await
-    }
+/// The gate of [`Yielding`]: pending once (waking itself), then on.
+#[derive(Default)]
+struct Yields;
 
-    async fn read_network(
-        &self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        f: &mut ReadFn<'_>,
-    ) -> Result<bool, StoreError> {
-        YieldOnce(false).await;
-        self.0.read_network(network, now, config, f).await
-    }
-
-    async fn create_code(
-        &self,
-        key: &CodeKey,
-        record: &CodeRecord,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        YieldOnce(false).await;
-        self.0.create_code(key, record, now).await
-    }
-
-    async fn update_code(
-        &self,
-        key: &CodeKey,
-        now: DateTime<Utc>,
-        f: &mut CodeFn<'_>,
-    ) -> Result<bool, StoreError> {
-        YieldOnce(false).await;
-        self.0.update_code(key, now, f).await
-    }
-
-    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-        YieldOnce(false).await;
-        self.0.delete_code(key).await
-    }
-
-    async fn update_counter(
-        &self,
-        key: &CounterKey,
-        now: DateTime<Utc>,
-        f: &mut CounterFn<'_>,
-    ) -> Result<(), StoreError> {
-        YieldOnce(false).await;
-        self.0.update_counter(key, now, f).await
-    }
-
-    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        self.0.purge(now, config).await
+impl Gate for Yields {
+    fn before(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async {
+            YieldOnce::new(true).await;
+            Ok(())
+        })
     }
 }
 
@@ -165,7 +93,7 @@ proptest! {
         right_at in 0usize..80,
         schedule in prop::collection::vec(0usize..1000, 1..200),
     ) {
-        let store = Arc::new(Yielding(MemoryStore::default()));
+        let store = Arc::new(Yielding::default());
         let service = Server::with_store(ServerConfig::default(), store.clone(), Events::discard()).expect("config");
         let now = start();
         let mut rng = StdRng::seed_from_u64(7);
@@ -221,7 +149,7 @@ proptest! {
         prop_assert!(per_host.values().all(|n| *n <= 5), "{per_host:?}");
         prop_assert!(wrong_checked <= 32, "{wrong_checked}");
         // What was charged is what was checked: the address budgets in the store agree.
-        let inner = &store.0;
+        let inner = &store.inner;
         for (host, n) in &per_host {
             let network = PublicNetwork::from_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, *host)), 64);
             prop_assert_eq!(inner.failures(&network, now), *n as u64);

@@ -10,6 +10,10 @@
 //! interleavings that reach the same protocol state are explored once.
 #![allow(dead_code)]
 
+#[path = "../support/gated.rs"]
+mod gated;
+use gated::{Gate, Gated, YieldOnce};
+
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -22,15 +26,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lanlink::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit, SecretRequest};
-use lanlink::code::CodeKey;
 use lanlink::confirm::{ConfirmNonce, Confirmation, Decision, DisplayName};
 use lanlink::event::{AgentEvent, RequestKind, ServerEvent, StopReason};
 use lanlink::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
 use lanlink::secret::PresenceKey;
-use lanlink::server::{
-    Backend, CodeFn, CodeRecord, CounterFn, CounterKey, Events, MemoryStore, NetworkFn, ReadFn,
-    Server, ServerConfig, StoreError, User,
-};
+use lanlink::server::{Events, MemoryStore, Server, ServerConfig, StoreError, User};
 use lanlink::wire::{
     AgentMessage, Announce, AnnounceReply, CodeReply, DiscoverReply, HiddenReason, LinkRequest,
     LinkStatusReply, RedeemReply, RedeemRequest,
@@ -356,93 +356,25 @@ impl Eq for State {}
 // The store: the in-memory store, each call a step of its own when instances race
 
 /// The crate's `MemoryStore`, shared by every server instance; with `stepped`, each call first
-/// yields once, so that an operation advances one store call per poll.
-#[derive(Clone)]
-pub struct ModelStore {
-    inner: Arc<MemoryStore>,
+/// yields once (without waking: the checker polls), so that an operation advances one store call
+/// per poll.
+pub type ModelStore = Gated<Arc<MemoryStore>, Step>;
+
+/// The gate of [`ModelStore`].
+#[derive(Clone, Default)]
+pub struct Step {
     stepped: bool,
 }
 
-struct YieldOnce(bool);
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            Poll::Pending
-        }
-    }
-}
-
-impl ModelStore {
-    async fn gate(&self) {
-        if self.stepped {
-            YieldOnce(false).await;
-        }
-    }
-}
-
-#[lanlink::async_trait]
-impl Backend for ModelStore {
-    async fn update_network(
-        &self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        create: bool,
-        f: &mut NetworkFn<'_>,
-    ) -> Result<bool, StoreError> {
-        self.gate().await;
-        self.inner
-            .update_network(network, now, config, create, f)
-            .await
-    }
-    async fn read_network(
-        &self,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        config: &ServerConfig,
-        f: &mut ReadFn<'_>,
-    ) -> Result<bool, StoreError> {
-        self.gate().await;
-        self.inner.read_network(network, now, config, f).await
-    }
-    async fn create_code(
-        &self,
-        key: &CodeKey,
-        record: &CodeRecord,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.gate().await;
-        self.inner.create_code(key, record, now).await
-    }
-    async fn update_code(
-        &self,
-        key: &CodeKey,
-        now: DateTime<Utc>,
-        f: &mut CodeFn<'_>,
-    ) -> Result<bool, StoreError> {
-        self.gate().await;
-        self.inner.update_code(key, now, f).await
-    }
-    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-        self.gate().await;
-        self.inner.delete_code(key).await
-    }
-    async fn update_counter(
-        &self,
-        key: &CounterKey,
-        now: DateTime<Utc>,
-        f: &mut CounterFn<'_>,
-    ) -> Result<(), StoreError> {
-        self.gate().await;
-        self.inner.update_counter(key, now, f).await
-    }
-    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        self.gate().await;
-        self.inner.purge(now, config).await
+impl Gate for Step {
+    fn before(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        let stepped = self.stepped;
+        Box::pin(async move {
+            if stepped {
+                YieldOnce::new(false).await;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -607,7 +539,9 @@ impl Servers {
                     config.clone(),
                     ModelStore {
                         inner: store.clone(),
-                        stepped: sc.instances > 1,
+                        gate: Step {
+                            stepped: sc.instances > 1,
+                        },
                     },
                     Events::queue(),
                 )

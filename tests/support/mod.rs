@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod example;
+pub mod gated;
 #[cfg(feature = "tokio")]
 pub mod held;
 #[cfg(all(feature = "redis", feature = "http"))]
