@@ -246,10 +246,11 @@ impl StoreSuite {
     }
 }
 
-/// Checks `store` against every semantic of the [`Store`] contract (every check of
-/// [`STORE_CHECKS`]), with [`StoreSuite`]'s defaults; values expire relative to `now` (give
-/// the wall clock for a real database). Call it inside a Tokio runtime. Read "What running it
-/// does to the store" in the [module docs](self) first: it purges up to a day past `now`.
+/// Checks `store` against every semantic of the [`Store`] contract, then runs the server's
+/// records over it with faults injected (every check of [`STORE_CHECKS`]), with
+/// [`StoreSuite`]'s defaults; values expire relative to `now` (give the wall clock for a real
+/// database). Call it inside a Tokio runtime. Read "What running it does to the store" in the
+/// [module docs](self) first: it purges up to a day past `now`.
 pub async fn check_store(store: Arc<dyn Store>, now: DateTime<Utc>) -> Report {
     StoreSuite::new().run(store, now).await
 }
