@@ -747,3 +747,37 @@ mod two_instances {
         );
     }
 }
+
+/// A store whose `purge` panics.
+struct PanicsInPurge(MemoryBytes);
+
+#[async_trait]
+impl Store for PanicsInPurge {
+    async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.load(key).await
+    }
+    async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
+        self.0.swap(writes).await
+    }
+    async fn purge(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        panic!("a deliberately broken purge");
+    }
+}
+
+/// A store that panics fails the checks it panicked in, and the suite goes on to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_panics_fails_the_checks_it_panics_in() {
+    let report = check_store(Arc::new(PanicsInPurge(MemoryBytes::default())), now()).await;
+    assert_eq!(
+        report.failed_ids(),
+        [
+            "store.expiry.kept",
+            "store.expiry.purged",
+            "store.expiry.rewritten"
+        ],
+        "{report}"
+    );
+    let check = report.get("store.expiry.kept").expect("check");
+    assert!(check.to_string().contains("panicked"), "{check}");
+    assert_eq!(report.checks().len(), STORE_CHECKS.len());
+}

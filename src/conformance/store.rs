@@ -46,7 +46,9 @@
 //! The races spawn Tokio tasks (the suite must run inside a Tokio runtime; on a
 //! multi-threaded one they run in parallel) that all start at one barrier and yield before
 //! their swap (and, in the counter race, between their read and their swap), so that even on a
-//! single thread every racer has read before any writes. A store whose calls never return stalls the suite: there is no timeout of its own.
+//! single thread every racer has read before any writes. Each check runs in a task of its own:
+//! a store that panics fails the check it panicked in, and the suite goes on. A store whose
+//! calls never return stalls the suite: there is no timeout of its own.
 //!
 //! # What it cannot check
 //!
@@ -55,6 +57,8 @@
 //! retries, not timed. Atomicity is checked by races, which catch a store that is not atomic
 //! when its callers interleave, not one that could lose a write only in a crash.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,66 +179,26 @@ impl StoreSuite {
     /// `now`. Call it inside a Tokio runtime (the races spawn tasks).
     pub async fn run(&self, store: Arc<dyn Store>, now: DateTime<Utc>) -> Report {
         let mut rec = Recorder::new(STORE_CHECKS, &self.opted_out);
-        let s = &*store;
-        let (racers, rounds) = (self.racers, self.rounds);
-        let verdicts: Vec<(&'static str, Verdict)> = vec![
-            ("store.load.absent", load_absent(s).await),
-            ("store.create.once", create_once(s, now).await),
-            ("store.swap.exact", swap_exact(s, now).await),
-            ("store.swap.absent", swap_absent(s, now).await),
-            ("store.delete", delete(s, now).await),
-            ("store.swap.two_keys", two_keys(s, now).await),
-            (
-                "store.race.swap",
-                race_swap(&store, now, racers, rounds).await,
-            ),
-            (
-                "store.race.create",
-                race_create(&store, now, racers, rounds).await,
-            ),
-            (
-                "store.race.two_keys",
-                race_two_keys(&store, now, racers, rounds).await,
-            ),
-            (
-                "store.race.counter",
-                race_counter(&store, now, racers).await,
-            ),
-            ("store.load_many", load_many(s, now).await),
-            ("store.value.large", large(s, now).await),
-            ("store.value.empty", empty(s, now).await),
-            ("store.keys.independent", independent(s, now).await),
-            ("store.expiry.kept", expiry_kept(s, now).await),
-            (
-                "store.expiry.purged",
-                expiry_purged(s, now, self.own_expiry).await,
-            ),
-            (
-                "store.expiry.rewritten",
-                expiry_rewritten(s, now, self.own_expiry.is_some()).await,
-            ),
-            (
-                "store.records.two_instances",
-                records::two_instances(&store, now).await,
-            ),
-            (
-                "store.records.budget",
-                records::budget(&store, now, racers).await,
-            ),
-            (
-                "store.records.fault.wrong_guess",
-                records::fault_wrong_guess(&store, now).await,
-            ),
-            (
-                "store.records.fault.redeem",
-                records::fault_redeem(&store, now).await,
-            ),
-            (
-                "store.records.fault.link",
-                records::fault_link(&store, now).await,
-            ),
-        ];
-        for (id, verdict) in verdicts {
+        let ctx = Ctx {
+            now,
+            racers: self.racers,
+            rounds: self.rounds,
+            own_expiry: self.own_expiry,
+        };
+        let runtime = tokio::runtime::Handle::try_current().is_ok();
+        for (id, check) in CHECKS {
+            // Each check in a task of its own: a store that panics fails the check it panicked
+            // in, and the suite goes on.
+            let verdict = if runtime {
+                match tokio::spawn(check(Arc::clone(&store), ctx)).await {
+                    Ok(verdict) => verdict,
+                    Err(_) => {
+                        Err("the store panicked (or the check's task was cancelled)".to_owned())
+                    }
+                }
+            } else {
+                Err("not run: no Tokio runtime (the suite runs each check in a task)".to_owned())
+            };
             match verdict {
                 Err(got) if rec.opted_out(id) => rec.skip(id, format!("failed: {got}")),
                 verdict => {
@@ -245,6 +209,88 @@ impl StoreSuite {
         rec.finish()
     }
 }
+
+/// What every check is given besides the store.
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    now: DateTime<Utc>,
+    racers: usize,
+    rounds: usize,
+    own_expiry: Option<Duration>,
+}
+
+/// One check, run in a task of its own.
+type Run = fn(Arc<dyn Store>, Ctx) -> Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+/// Every check, in catalog order.
+const CHECKS: [(&str, Run); 22] = [
+    ("store.load.absent", |s, _| {
+        Box::pin(async move { load_absent(&*s).await })
+    }),
+    ("store.create.once", |s, c| {
+        Box::pin(async move { create_once(&*s, c.now).await })
+    }),
+    ("store.swap.exact", |s, c| {
+        Box::pin(async move { swap_exact(&*s, c.now).await })
+    }),
+    ("store.swap.absent", |s, c| {
+        Box::pin(async move { swap_absent(&*s, c.now).await })
+    }),
+    ("store.delete", |s, c| {
+        Box::pin(async move { delete(&*s, c.now).await })
+    }),
+    ("store.swap.two_keys", |s, c| {
+        Box::pin(async move { two_keys(&*s, c.now).await })
+    }),
+    ("store.race.swap", |s, c| {
+        Box::pin(async move { race_swap(&s, c.now, c.racers, c.rounds).await })
+    }),
+    ("store.race.create", |s, c| {
+        Box::pin(async move { race_create(&s, c.now, c.racers, c.rounds).await })
+    }),
+    ("store.race.two_keys", |s, c| {
+        Box::pin(async move { race_two_keys(&s, c.now, c.racers, c.rounds).await })
+    }),
+    ("store.race.counter", |s, c| {
+        Box::pin(async move { race_counter(&s, c.now, c.racers).await })
+    }),
+    ("store.load_many", |s, c| {
+        Box::pin(async move { load_many(&*s, c.now).await })
+    }),
+    ("store.value.large", |s, c| {
+        Box::pin(async move { large(&*s, c.now).await })
+    }),
+    ("store.value.empty", |s, c| {
+        Box::pin(async move { empty(&*s, c.now).await })
+    }),
+    ("store.keys.independent", |s, c| {
+        Box::pin(async move { independent(&*s, c.now).await })
+    }),
+    ("store.expiry.kept", |s, c| {
+        Box::pin(async move { expiry_kept(&*s, c.now).await })
+    }),
+    ("store.expiry.purged", |s, c| {
+        Box::pin(async move { expiry_purged(&*s, c.now, c.own_expiry).await })
+    }),
+    ("store.expiry.rewritten", |s, c| {
+        Box::pin(async move { expiry_rewritten(&*s, c.now, c.own_expiry.is_some()).await })
+    }),
+    ("store.records.two_instances", |s, c| {
+        Box::pin(async move { records::two_instances(&s, c.now).await })
+    }),
+    ("store.records.budget", |s, c| {
+        Box::pin(async move { records::budget(&s, c.now, c.racers).await })
+    }),
+    ("store.records.fault.wrong_guess", |s, c| {
+        Box::pin(async move { records::fault_wrong_guess(&s, c.now).await })
+    }),
+    ("store.records.fault.redeem", |s, c| {
+        Box::pin(async move { records::fault_redeem(&s, c.now).await })
+    }),
+    ("store.records.fault.link", |s, c| {
+        Box::pin(async move { records::fault_link(&s, c.now).await })
+    }),
+];
 
 /// Checks `store` against every semantic of the [`Store`] contract, then runs the server's
 /// records over it with faults injected (every check of [`STORE_CHECKS`]), with
