@@ -781,3 +781,20 @@ async fn a_store_that_panics_fails_the_checks_it_panics_in() {
     assert!(check.to_string().contains("panicked"), "{check}");
     assert_eq!(report.checks().len(), STORE_CHECKS.len());
 }
+
+/// Outside a Tokio runtime every check fails as not run: the suite does not panic.
+#[test]
+fn outside_a_tokio_runtime_every_check_fails_as_not_run() {
+    use std::future::Future;
+    let run = check_store(Arc::new(MemoryBytes::default()), now());
+    let mut run = std::pin::pin!(run);
+    let waker = std::task::Waker::noop();
+    let std::task::Poll::Ready(report) = run
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+    else {
+        panic!("the suite waited with no runtime to wake it");
+    };
+    assert_eq!(report.failed_ids().len(), STORE_CHECKS.len(), "{report}");
+    assert!(report.to_string().contains("no Tokio runtime"), "{report}");
+}
