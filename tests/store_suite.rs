@@ -165,7 +165,7 @@ enum Flaw {
     AckWithoutWrite,
 }
 
-/// Each flaw and the checks it fails, exactly.
+/// Each flaw and the checks it fails, exactly (but for `MAY_ALSO_FAIL`).
 const CAUGHT: &[(Flaw, &[&str])] = &[
     (
         Flaw::AbsentIsEmpty,
@@ -198,7 +198,6 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
             "store.race.two_keys",
             "store.race.counter",
             "store.value.empty",
-            "store.records.budget",
         ],
     ),
     (Flaw::PrefixCompare, &["store.swap.exact"]),
@@ -299,7 +298,14 @@ const CAUGHT: &[(Flaw, &[&str])] = &[
     ),
 ];
 
-/// `MemoryBytes` with one flaw.
+/// Checks a flaw may fail besides its own, depending on how its run goes: without a compare,
+/// whether two instances' guesses overwrite each other's charges depends on which versions
+/// each instance's cache holds, which depends on the random key names (about 1 run in 20
+/// passes).
+const MAY_ALSO_FAIL: &[(Flaw, &[&str])] = &[(Flaw::NoCompare, &["store.records.budget"])];
+
+/// `MemoryBytes` with one flaw. Its swap compares, then writes: atomic only on a single-threaded
+/// runtime (where nothing runs in between unless the flaw yields), so its tests run on one.
 struct Broken {
     inner: MemoryBytes,
     flaw: Flaw,
@@ -446,8 +452,13 @@ async fn each_broken_store_fails_exactly_the_checks_its_flaw_breaks() {
         let report = check_store(Arc::new(Broken::new(*flaw)), now()).await;
         let got = failed(&report);
         let want: BTreeSet<&str> = want.iter().copied().collect();
+        let may: BTreeSet<&str> = MAY_ALSO_FAIL
+            .iter()
+            .filter(|(f, _)| f == flaw)
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect();
         println!("{flaw:?}: fails {got:?}");
-        if got != want {
+        if !want.is_subset(&got) || !got.is_subset(&(&want | &may)) {
             wrong.push(format!(
                 "{flaw:?}: failed {got:?}, expected {want:?}\n{report}"
             ));
@@ -502,8 +513,9 @@ impl Store for OwnExpiry {
 }
 
 /// A store with its own expiry passes when the suite is told so; a store that never drops
-/// anything does not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// anything does not. On one thread, as every test of a `Broken` store (its swap is atomic only
+/// there).
+#[tokio::test(flavor = "current_thread")]
 async fn a_store_with_its_own_expiry_passes_when_told_and_one_without_fails() {
     let suite = StoreSuite::new().expires_by_itself(std::time::Duration::from_millis(200));
     let report = suite
