@@ -21,6 +21,11 @@
 //!   [`MQTT_CHECKS`]. The core's consumer function ([`crate::server::mqtt::handle_up`]) is
 //!   checked with no broker at all.
 //!
+//! - [`store::check_store`] checks a [`Store`](crate::server::Store) (the opaque keys and
+//!   bytes a database holds for a server) against its contract, in process, as a caller: loads,
+//!   the all-or-nothing compare-and-swap, races of concurrent callers, expiry. See
+//!   [`store::STORE_CHECKS`].
+//!
 //! Each returns a [`Report`]: a [`Check`] per entry of its catalog, in catalog order, each
 //! [passed, failed or skipped](Outcome), printed one per line by its `Display`:
 //!
@@ -82,6 +87,8 @@ mod mqtt;
 mod raw;
 mod reply;
 mod server;
+pub mod store;
+mod store_records;
 
 use std::fmt;
 use std::time::Duration;

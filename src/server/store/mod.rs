@@ -3,7 +3,7 @@
 //! Two layers. A [`Store`] is what any database can hold: opaque keys and values of bytes,
 //! read, and written with an all-or-nothing compare-and-swap. It knows nothing of the protocol:
 //! a third party writes one for PostgreSQL, SQLite, DynamoDB or etcd in a page (see
-//! `examples/sqlite_store.rs`), and checks it with the store suite
+//! `examples/sqlite_store/store.rs`), and checks it with the store suite
 //! (`lanlink::conformance::store`, feature `conformance`). A [`Backend`] is what a
 //! [`Server`](super::Server) runs on: the server's records and the atomic steps over them.
 //! [`Records`] (feature `shared-store`) makes any `Store` a `Backend`, doing once, for every
