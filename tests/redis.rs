@@ -1467,3 +1467,23 @@ async fn critical_swaps_wait_for_replicas() {
         assert_eq!(store.unreplicated(), before, "{kind}");
     }
 }
+
+/// The store suite (`lanlink::conformance::store`) on one Redis node: every check of the
+/// `Store` contract and of the records over it passes, the expiry checks through Redis's own
+/// TTLs (`purge` does nothing).
+#[cfg(feature = "conformance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_suite_passes_on_one_node() {
+    use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let config = RedisStoreConfig::new(redis.url()).prefix("suite");
+    let store = RedisStore::connect(config).await.expect("connect");
+    let suite = StoreSuite::new().expires_by_itself(Duration::from_secs(2));
+    let report = suite.run(Arc::new(store), wall_now()).await;
+    println!("the store suite on one Redis node:\n{report}");
+    assert!(report.complete(), "{}", report.summary());
+    assert_eq!(report.checks().len(), STORE_CHECKS.len());
+}

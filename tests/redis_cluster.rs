@@ -441,3 +441,22 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
         .expect("the other network links at once");
     assert_eq!(linked.state, LinkState::Pending);
 }
+
+/// The store suite (`lanlink::conformance::store`) on the cluster: every check passes, each
+/// swap on the master of its keys' slot, the expiry checks through Redis's own TTLs.
+#[cfg(feature = "conformance")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_suite_passes_on_a_cluster() {
+    use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    if !have_tools() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let config = RedisStoreConfig::cluster(cluster.urls()).prefix("suite");
+    let store = RedisStore::connect(config).await.expect("connect");
+    let suite = StoreSuite::new().expires_by_itself(Duration::from_secs(2));
+    let report = suite.run(Arc::new(store), chrono::Utc::now()).await;
+    println!("the store suite on a Redis Cluster:\n{report}");
+    assert!(report.complete(), "{}", report.summary());
+    assert_eq!(report.checks().len(), STORE_CHECKS.len());
+}
