@@ -423,12 +423,10 @@ impl RedisStore {
     }
 }
 
-/// Sleeps a random time below 0.2 ms × 2^attempt (capped at about 50 ms) before a retry, so that
-/// writers that collided spread out.
-async fn backoff(attempt: u32) {
-    let ceiling_us = 200u64 << attempt.min(8);
-    let wait = crate::os_rng().next_u64() % ceiling_us;
-    tokio::time::sleep(Duration::from_micros(wait)).await;
+/// The longest pause before the `attempt`-th retry (from 1), in microseconds: 0.2 ms for the
+/// first, doubling, capped at 51.2 ms (from the 9th).
+fn pause_ceiling_us(attempt: u32) -> u64 {
+    200u64 << attempt.saturating_sub(1).min(8)
 }
 
 /// Whether writes to keys of `kind` wait for replicas ([`RedisStoreConfig::wait_replicas`]):
@@ -603,9 +601,12 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    /// Sleeps a random time below 0.2 ms × 2^`attempt` (capped at about 50 ms).
+    /// Sleeps a random time below 0.2 ms × 2^(`attempt` − 1), capped at about 50 ms, so that
+    /// writers that collided spread out. (The first retry waits at most 0.2 ms: each retry
+    /// also loads the keys again, a round trip of its own.)
     async fn pause(&self, attempt: u32) {
-        backoff(attempt).await;
+        let wait = crate::os_rng().next_u64() % pause_ceiling_us(attempt);
+        tokio::time::sleep(Duration::from_micros(wait)).await;
     }
 }
 
@@ -653,6 +654,16 @@ mod tests {
         assert!(!well_formed(&[Write::new(&net, None, Some((&big, at)))]));
         let most = vec![0; MAX_VALUE_BYTES];
         assert!(well_formed(&[Write::new(&net, None, Some((&most, at)))]));
+    }
+
+    #[test]
+    fn pauses_start_below_a_fifth_of_a_millisecond_and_double_to_about_fifty() {
+        assert_eq!(pause_ceiling_us(0), 200);
+        assert_eq!(pause_ceiling_us(1), 200);
+        assert_eq!(pause_ceiling_us(2), 400);
+        assert_eq!(pause_ceiling_us(8), 25_600);
+        assert_eq!(pause_ceiling_us(9), 51_200);
+        assert_eq!(pause_ceiling_us(u32::MAX), 51_200);
     }
 
     #[test]
