@@ -6,23 +6,25 @@
 //! store still holds reads as absent.
 #![cfg(feature = "shared-store")]
 
+mod support;
+use support::announcement;
+use support::gated::{interleave, run as ready, YieldOnce};
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use lanlink::secret::PresenceKey;
 use lanlink::server::User;
 use lanlink::server::{
     Backend, CodeSpace, CounterKey, Events, Key, MemoryBytes, Records, RecordsConfig, Redeemed,
     Server, ServerConfig, Store, StoreError, StoreKey, Write,
 };
-use lanlink::wire::{AgentMessage, Announce, LinkRequest, RedeemRequest};
-use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
+use lanlink::wire::{AgentMessage, LinkRequest, RedeemRequest};
+use lanlink::{AccountId, InstanceId, LinkCode, PublicNetwork, Refusal};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -37,33 +39,6 @@ fn key() -> StoreKey {
 
 fn account(name: &str) -> AccountId {
     AccountId::new(name).expect("account")
-}
-
-/// Polls a future whose store calls never wait on IO to completion.
-fn ready<T>(future: impl Future<Output = T>) -> T {
-    let mut future = std::pin::pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-    }
-}
-
-/// A future that is pending once (waking itself), then ready.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
 }
 
 /// What the store does at a chosen call (numbered from 0 over loads and swaps).
@@ -103,7 +78,7 @@ impl Faulty {
 
     async fn call(&self) -> Option<Fault> {
         if self.yields {
-            YieldOnce(false).await;
+            YieldOnce::new(true).await;
         }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let mut fault = self.fault.lock().expect("lock");
@@ -179,22 +154,6 @@ fn failures<S: Store>(records: &Records<S>, network: PublicNetwork, now: DateTim
     failures
 }
 
-/// A device's announcement (keys from `seed`) and its secret.
-fn device(seed: u8) -> (Announce, LocalSecret) {
-    let key = PresenceKey::from_bytes([seed; 32]);
-    let secret = LocalSecret::generate(&mut lanlink::os_rng());
-    let id = key.instance_id();
-    let announce = Announce::new(
-        id,
-        "192.168.1.50".parse().expect("ip"),
-        8080,
-        DeviceInfo::default(),
-        secret.commitment(&id),
-        key,
-    );
-    (announce, secret)
-}
-
 fn home() -> PublicNetwork {
     PublicNetwork::from_ip("203.0.113.7".parse().expect("ip"), 64)
 }
@@ -209,7 +168,7 @@ fn two_instances_over_one_store_link_a_device() {
     };
     let (a, b) = (server(&store), server(&store));
     let now = start();
-    let (announce, secret) = device(3);
+    let (announce, secret) = announcement(3, "192.168.1.50");
     let id = announce.instance_id;
     ready(a.announce(now, home(), &announce)).expect("announce");
     let found = ready(b.discover(now, home(), &User::new(account("alice")))).expect("discover");
@@ -275,7 +234,7 @@ fn an_expired_value_still_held_reads_as_absent() {
     let server =
         Server::with_store(ServerConfig::default(), records, Events::discard()).expect("config");
     let now = start();
-    let (announce, _secret) = device(4);
+    let (announce, _secret) = announcement(4, "192.168.1.50");
     ready(server.announce(now, home(), &announce)).expect("announce");
     let later = now + TimeDelta::days(3);
     let held = store.len();
@@ -398,7 +357,7 @@ proptest! {
             })
             .collect();
         type Boxed<'a> = Pin<Box<dyn Future<Output = Result<Redeemed, Refusal>> + 'a>>;
-        let mut futures: Vec<Boxed<'_>> = requests
+        let futures: Vec<Boxed<'_>> = requests
             .iter()
             .enumerate()
             .map(|(i, (network, request))| {
@@ -409,24 +368,10 @@ proptest! {
                 }) as Boxed<'_>
             })
             .collect();
-        let mut results: Vec<Option<Result<Redeemed, Refusal>>> = futures.iter().map(|_| None).collect();
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut turn = 0;
-        loop {
-            let open: Vec<usize> = (0..futures.len()).filter(|i| results[*i].is_none()).collect();
-            if open.is_empty() {
-                break;
-            }
-            let pick = open[schedule[turn % schedule.len()] % open.len()];
-            turn += 1;
-            if let Poll::Ready(result) = futures[pick].as_mut().poll(&mut cx) {
-                results[pick] = Some(result);
-            }
-        }
-        drop(futures);
+        let results = interleave(futures, &schedule);
         let mut per_host = std::collections::HashMap::<u8, u64>::new();
         for (i, result) in results.iter().enumerate() {
-            let result = result.as_ref().expect("done");
+
             if matches!(result, Err(Refusal::UnknownCode)) {
                 *per_host.entry(hosts[i]).or_default() += 1;
             }
