@@ -48,6 +48,8 @@ enum Fault {
     Before,
     /// Applies, then answers unavailable (its reply lost).
     After,
+    /// Refused without applying: the store knows it did not run.
+    Refused,
 }
 
 /// A byte store that yields before every call, and fails the call chosen.
@@ -96,6 +98,7 @@ impl Faulty {
 impl Store for Faulty {
     async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
         match self.call().await {
+            Some(Fault::Refused) => Err(StoreError::Refused),
             Some(_) => Err(StoreError::Unavailable),
             None => self.inner.load(key).await,
         }
@@ -104,6 +107,7 @@ impl Store for Faulty {
     async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
         match self.call().await {
             Some(Fault::Before) => Err(StoreError::Unavailable),
+            Some(Fault::Refused) => Err(StoreError::Refused),
             Some(Fault::After) => {
                 self.inner.swap(writes).await?;
                 Err(StoreError::Unavailable)
@@ -327,6 +331,43 @@ fn a_fault_at_any_store_call_charges_once_and_uses_a_code_only_on_success() {
             }
         }
     }
+}
+
+/// A swap the store refused is not read back (nothing was written): the operation fails at
+/// once; a swap whose reply was lost is read back.
+#[test]
+fn a_refused_swap_fails_at_once_and_a_lost_one_is_read_back() {
+    let calls = |fault: Fault| {
+        let store = Arc::new(Faulty::default());
+        let records = Records::new(store.clone(), RecordsConfig::new(key()));
+        let server = Server::with_store(ServerConfig::default(), records, Events::discard())
+            .expect("config");
+        let guesser = PublicNetwork::from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), 64);
+        let wrong = RedeemRequest::new(
+            InstanceId::from_bytes([5; 16]),
+            LinkCode::parse("abcdef").expect("code"),
+        );
+        // Call 0 loads the first budget, call 1 swaps it.
+        store.fault_at(1, fault);
+        let before = store.calls.load(Ordering::SeqCst);
+        let result = ready(server.redeem(start(), &mut StdRng::seed_from_u64(1), guesser, &wrong));
+        (result, store.calls.load(Ordering::SeqCst) - before)
+    };
+    let (refused, refused_calls) = calls(Fault::Refused);
+    assert!(
+        matches!(refused, Err(Refusal::Store(StoreError::Refused))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused_calls, 2,
+        "a load and the refused swap: no reading back"
+    );
+    let (lost, lost_calls) = calls(Fault::After);
+    assert!(
+        matches!(lost, Err(Refusal::UnknownCode)),
+        "read back, recognised, and the guess checked: {lost:?}"
+    );
+    assert!(lost_calls > 2, "{lost_calls}");
 }
 
 proptest! {
