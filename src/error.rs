@@ -590,9 +590,9 @@ impl Refusal {
             Self::CodesSuspended => WireCode::CodesSuspended,
             Self::Store(err) => match err {
                 crate::server::StoreError::Contention => WireCode::StoreContention,
-                crate::server::StoreError::Unavailable | crate::server::StoreError::Corrupt => {
-                    WireCode::StoreUnavailable
-                }
+                crate::server::StoreError::Unavailable
+                | crate::server::StoreError::Corrupt
+                | crate::server::StoreError::Refused => WireCode::StoreUnavailable,
             },
             Self::LinkUnavailable => WireCode::LinkUnavailable,
             Self::Superseded => WireCode::Superseded,
@@ -645,6 +645,7 @@ impl Refusal {
                 crate::server::StoreError::Unavailable => "store_unavailable",
                 crate::server::StoreError::Contention => "store_contention",
                 crate::server::StoreError::Corrupt => "store_corrupt",
+                crate::server::StoreError::Refused => "store_refused",
             },
             Self::LinkUnavailable => "link_unavailable",
             Self::Superseded => "superseded",
@@ -779,6 +780,7 @@ mod tests {
             Refusal::Store(crate::server::StoreError::Unavailable),
             Refusal::Store(crate::server::StoreError::Contention),
             Refusal::Store(crate::server::StoreError::Corrupt),
+            Refusal::Store(crate::server::StoreError::Refused),
             Refusal::LinkUnavailable,
             Refusal::Superseded,
             Refusal::BadOrigin,

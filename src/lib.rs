@@ -167,6 +167,11 @@ pub use zeroize;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The guide's Rust examples (`docs/GUIDE.md`), compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/GUIDE.md")]
+pub struct GuideDoctests;
+
 /// The operating system's CSPRNG, as an RNG the state machines accept.
 ///
 /// Panics only if the operating system cannot provide randomness at all, which a running system

@@ -4,7 +4,7 @@
 //! guessing for a whole code lifetime on a virtual clock. Redis and HTTP: `tests/redis.rs`.
 
 mod support;
-use support::gated::{Gate, Gated, YieldOnce};
+use support::gated::{interleave, Gate, Gated, YieldOnce};
 use support::steps::Steps;
 
 use std::future::Future;
@@ -43,29 +43,6 @@ impl Gate for Yields {
 }
 
 type Boxed<'a> = Pin<Box<dyn Future<Output = Result<Redeemed, Refusal>> + 'a>>;
-
-/// Polls `futures` one step at a time in the order `schedule` picks (cycling through it, each
-/// entry choosing among the unfinished ones), until all are done.
-fn interleave(mut futures: Vec<Boxed<'_>>, schedule: &[usize]) -> Vec<Result<Redeemed, Refusal>> {
-    let mut results: Vec<Option<Result<Redeemed, Refusal>>> =
-        futures.iter().map(|_| None).collect();
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut turn = 0;
-    loop {
-        let open: Vec<usize> = (0..futures.len())
-            .filter(|i| results[*i].is_none())
-            .collect();
-        if open.is_empty() {
-            break;
-        }
-        let pick = open[schedule[turn % schedule.len()] % open.len()];
-        turn += 1;
-        if let Poll::Ready(result) = futures[pick].as_mut().poll(&mut cx) {
-            results[pick] = Some(result);
-        }
-    }
-    results.into_iter().map(|r| r.expect("done")).collect()
-}
 
 fn account(name: &str) -> AccountId {
     AccountId::new(name).expect("account")

@@ -6,23 +6,25 @@
 //! store still holds reads as absent.
 #![cfg(feature = "shared-store")]
 
+mod support;
+use support::announcement;
+use support::gated::{interleave, run as ready, YieldOnce};
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use lanlink::secret::PresenceKey;
 use lanlink::server::User;
 use lanlink::server::{
     Backend, CodeSpace, CounterKey, Events, Key, MemoryBytes, Records, RecordsConfig, Redeemed,
     Server, ServerConfig, Store, StoreError, StoreKey, Write,
 };
-use lanlink::wire::{AgentMessage, Announce, LinkRequest, RedeemRequest};
-use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
+use lanlink::wire::{AgentMessage, LinkRequest, RedeemRequest};
+use lanlink::{AccountId, InstanceId, LinkCode, PublicNetwork, Refusal};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -39,33 +41,6 @@ fn account(name: &str) -> AccountId {
     AccountId::new(name).expect("account")
 }
 
-/// Polls a future whose store calls never wait on IO to completion.
-fn ready<T>(future: impl Future<Output = T>) -> T {
-    let mut future = std::pin::pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
-        }
-    }
-}
-
-/// A future that is pending once (waking itself), then ready.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-}
-
 /// What the store does at a chosen call (numbered from 0 over loads and swaps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -73,6 +48,8 @@ enum Fault {
     Before,
     /// Applies, then answers unavailable (its reply lost).
     After,
+    /// Refused without applying: the store knows it did not run.
+    Refused,
 }
 
 /// A byte store that yields before every call, and fails the call chosen.
@@ -103,7 +80,7 @@ impl Faulty {
 
     async fn call(&self) -> Option<Fault> {
         if self.yields {
-            YieldOnce(false).await;
+            YieldOnce::new(true).await;
         }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let mut fault = self.fault.lock().expect("lock");
@@ -121,6 +98,7 @@ impl Faulty {
 impl Store for Faulty {
     async fn load(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
         match self.call().await {
+            Some(Fault::Refused) => Err(StoreError::Refused),
             Some(_) => Err(StoreError::Unavailable),
             None => self.inner.load(key).await,
         }
@@ -129,6 +107,7 @@ impl Store for Faulty {
     async fn swap(&self, writes: &[Write<'_>]) -> Result<bool, StoreError> {
         match self.call().await {
             Some(Fault::Before) => Err(StoreError::Unavailable),
+            Some(Fault::Refused) => Err(StoreError::Refused),
             Some(Fault::After) => {
                 self.inner.swap(writes).await?;
                 Err(StoreError::Unavailable)
@@ -179,22 +158,6 @@ fn failures<S: Store>(records: &Records<S>, network: PublicNetwork, now: DateTim
     failures
 }
 
-/// A device's announcement (keys from `seed`) and its secret.
-fn device(seed: u8) -> (Announce, LocalSecret) {
-    let key = PresenceKey::from_bytes([seed; 32]);
-    let secret = LocalSecret::generate(&mut lanlink::os_rng());
-    let id = key.instance_id();
-    let announce = Announce::new(
-        id,
-        "192.168.1.50".parse().expect("ip"),
-        8080,
-        DeviceInfo::default(),
-        secret.commitment(&id),
-        key,
-    );
-    (announce, secret)
-}
-
 fn home() -> PublicNetwork {
     PublicNetwork::from_ip("203.0.113.7".parse().expect("ip"), 64)
 }
@@ -209,7 +172,7 @@ fn two_instances_over_one_store_link_a_device() {
     };
     let (a, b) = (server(&store), server(&store));
     let now = start();
-    let (announce, secret) = device(3);
+    let (announce, secret) = announcement(3, "192.168.1.50");
     let id = announce.instance_id;
     ready(a.announce(now, home(), &announce)).expect("announce");
     let found = ready(b.discover(now, home(), &User::new(account("alice")))).expect("discover");
@@ -275,7 +238,7 @@ fn an_expired_value_still_held_reads_as_absent() {
     let server =
         Server::with_store(ServerConfig::default(), records, Events::discard()).expect("config");
     let now = start();
-    let (announce, _secret) = device(4);
+    let (announce, _secret) = announcement(4, "192.168.1.50");
     ready(server.announce(now, home(), &announce)).expect("announce");
     let later = now + TimeDelta::days(3);
     let held = store.len();
@@ -370,6 +333,43 @@ fn a_fault_at_any_store_call_charges_once_and_uses_a_code_only_on_success() {
     }
 }
 
+/// A swap the store refused is not read back (nothing was written): the operation fails at
+/// once; a swap whose reply was lost is read back.
+#[test]
+fn a_refused_swap_fails_at_once_and_a_lost_one_is_read_back() {
+    let calls = |fault: Fault| {
+        let store = Arc::new(Faulty::default());
+        let records = Records::new(store.clone(), RecordsConfig::new(key()));
+        let server = Server::with_store(ServerConfig::default(), records, Events::discard())
+            .expect("config");
+        let guesser = PublicNetwork::from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), 64);
+        let wrong = RedeemRequest::new(
+            InstanceId::from_bytes([5; 16]),
+            LinkCode::parse("abcdef").expect("code"),
+        );
+        // Call 0 loads the first budget, call 1 swaps it.
+        store.fault_at(1, fault);
+        let before = store.calls.load(Ordering::SeqCst);
+        let result = ready(server.redeem(start(), &mut StdRng::seed_from_u64(1), guesser, &wrong));
+        (result, store.calls.load(Ordering::SeqCst) - before)
+    };
+    let (refused, refused_calls) = calls(Fault::Refused);
+    assert!(
+        matches!(refused, Err(Refusal::Store(StoreError::Refused))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused_calls, 2,
+        "a load and the refused swap: no reading back"
+    );
+    let (lost, lost_calls) = calls(Fault::After);
+    assert!(
+        matches!(lost, Err(Refusal::UnknownCode)),
+        "read back, recognised, and the guess checked: {lost:?}"
+    );
+    assert!(lost_calls > 2, "{lost_calls}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -398,7 +398,7 @@ proptest! {
             })
             .collect();
         type Boxed<'a> = Pin<Box<dyn Future<Output = Result<Redeemed, Refusal>> + 'a>>;
-        let mut futures: Vec<Boxed<'_>> = requests
+        let futures: Vec<Boxed<'_>> = requests
             .iter()
             .enumerate()
             .map(|(i, (network, request))| {
@@ -409,24 +409,10 @@ proptest! {
                 }) as Boxed<'_>
             })
             .collect();
-        let mut results: Vec<Option<Result<Redeemed, Refusal>>> = futures.iter().map(|_| None).collect();
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut turn = 0;
-        loop {
-            let open: Vec<usize> = (0..futures.len()).filter(|i| results[*i].is_none()).collect();
-            if open.is_empty() {
-                break;
-            }
-            let pick = open[schedule[turn % schedule.len()] % open.len()];
-            turn += 1;
-            if let Poll::Ready(result) = futures[pick].as_mut().poll(&mut cx) {
-                results[pick] = Some(result);
-            }
-        }
-        drop(futures);
+        let results = interleave(futures, &schedule);
         let mut per_host = std::collections::HashMap::<u8, u64>::new();
         for (i, result) in results.iter().enumerate() {
-            let result = result.as_ref().expect("done");
+
             if matches!(result, Err(Refusal::UnknownCode)) {
                 *per_host.entry(hosts[i]).or_default() += 1;
             }

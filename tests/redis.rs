@@ -1285,7 +1285,7 @@ async fn the_store_over_bytes_on_one_node() {
     if !have("redis-server") {
         return;
     }
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     let config = RedisStoreConfig::new(redis.url()).prefix("bytes");
     let store = RedisStore::connect(config).await.expect("connect");
     let net = Key::new("net", "0a1b").expect("key");
@@ -1415,6 +1415,22 @@ async fn the_store_over_bytes_on_one_node() {
     // Only the keys written are in Redis.
     let keys: Vec<String> = redis.dump().into_iter().map(|(key, _)| key).collect();
     assert!(keys.is_empty(), "{keys:?}");
+
+    // Redis down: the first command may meet the old connection breaking (a lost reply:
+    // `Unavailable`); once the client reconnects, every call is refused (never sent, nothing to
+    // read back), each within 2 s.
+    redis.kill();
+    let _ = store.load(&net).await;
+    let refused = lanlink::server::StoreError::Refused;
+    let started = Instant::now();
+    assert_eq!(store.swap(&absent).await, Err(refused.clone()));
+    assert_eq!(store.load(&net).await, Err(refused.clone()));
+    assert_eq!(store.load_many(&[&net, &msg]).await, Err(refused));
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// Swaps of `code` and `ctr` keys, the security-critical ones, wait for replicas when asked

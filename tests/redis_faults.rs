@@ -210,9 +210,9 @@ where
 {
     for _ in 0..20 {
         match op().await {
-            Err(Refusal::Store(lanlink::server::StoreError::Unavailable)) => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
+            Err(Refusal::Store(
+                lanlink::server::StoreError::Unavailable | lanlink::server::StoreError::Refused,
+            )) => tokio::time::sleep(Duration::from_millis(20)).await,
             other => return other,
         }
     }

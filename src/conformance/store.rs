@@ -243,10 +243,10 @@ const CHECKS: [(&str, Run); 22] = [
         Box::pin(async move { two_keys(&*s, c.now).await })
     }),
     ("store.race.swap", |s, c| {
-        Box::pin(async move { race_swap(&s, c.now, c.racers, c.rounds).await })
+        Box::pin(async move { race_one_key(&s, c.now, c.racers, c.rounds, false).await })
     }),
     ("store.race.create", |s, c| {
-        Box::pin(async move { race_create(&s, c.now, c.racers, c.rounds).await })
+        Box::pin(async move { race_one_key(&s, c.now, c.racers, c.rounds, true).await })
     }),
     ("store.race.two_keys", |s, c| {
         Box::pin(async move { race_two_keys(&s, c.now, c.racers, c.rounds).await })
@@ -609,16 +609,27 @@ fn winners(applied: &[bool]) -> Vec<usize> {
     (0..applied.len()).filter(|&i| applied[i]).collect()
 }
 
-async fn race_swap(
+/// Racers swapping one key, all expecting the same value: a `start` value put first (`create`
+/// false), or nothing (`create`: create-if-absent). Exactly one wins each round, and its value
+/// is what the key holds.
+async fn race_one_key(
     store: &Arc<dyn Store>,
     now: DateTime<Utc>,
     racers: usize,
     rounds: usize,
+    create: bool,
 ) -> Verdict {
+    let what = if create {
+        "creates of one key"
+    } else {
+        "swaps expecting the same value"
+    };
     for round in 0..rounds {
-        let k = fresh("net");
-        let start = value("start");
-        put(&**store, &k, &start, day(now)).await?;
+        let k = fresh(if create { "code" } else { "net" });
+        let start = (!create).then(|| value("start"));
+        if let Some(start) = &start {
+            put(&**store, &k, start, day(now)).await?;
+        }
         let values: Vec<Vec<u8>> = (0..racers).map(|i| value(&format!("racer {i}"))).collect();
         let applied = race(racers, |i| {
             let (store, k, start, mine) = (
@@ -628,9 +639,9 @@ async fn race_swap(
                 values[i].clone(),
             );
             async move {
-                // Every racer read `start`: it expects it, whenever its swap runs.
+                // Every racer read the same state: it expects it, whenever its swap runs.
                 tokio::task::yield_now().await;
-                let writes = [Write::new(&k, Some(&start), Some((&mine, day(now))))];
+                let writes = [Write::new(&k, start.as_deref(), Some((&mine, day(now))))];
                 swap(&*store, &writes).await
             }
         })
@@ -638,43 +649,7 @@ async fn race_swap(
         let won = winners(&applied);
         let [winner] = won[..] else {
             return Err(format!(
-                "round {round}: {} of {racers} swaps expecting the same value answered true",
-                won.len()
-            ));
-        };
-        holds(
-            &**store,
-            &k,
-            Some(&values[winner]),
-            &format!("round {round}, after the race"),
-        )
-        .await?;
-    }
-    Ok(format!("exactly one of {racers} won, {rounds} rounds"))
-}
-
-async fn race_create(
-    store: &Arc<dyn Store>,
-    now: DateTime<Utc>,
-    racers: usize,
-    rounds: usize,
-) -> Verdict {
-    for round in 0..rounds {
-        let k = fresh("code");
-        let values: Vec<Vec<u8>> = (0..racers).map(|i| value(&format!("racer {i}"))).collect();
-        let applied = race(racers, |i| {
-            let (store, k, mine) = (Arc::clone(store), k.clone(), values[i].clone());
-            async move {
-                // Every racer found the key absent.
-                tokio::task::yield_now().await;
-                swap(&*store, &[Write::new(&k, None, Some((&mine, day(now))))]).await
-            }
-        })
-        .await?;
-        let won = winners(&applied);
-        let [winner] = won[..] else {
-            return Err(format!(
-                "round {round}: {} of {racers} creates of one key answered true",
+                "round {round}: {} of {racers} {what} answered true",
                 won.len()
             ));
         };

@@ -33,12 +33,13 @@
 //! replicas ([`RedisStoreConfig::wait_replicas`]); what each record risks is in `SECURITY.md`.
 //!
 //! **Faults.** The connection reconnects by itself; while Redis is down every operation fails
-//! with [`StoreError::Unavailable`] (HTTP `503 store_unavailable`).
+//! at once with [`StoreError::Refused`] (HTTP `503 store_unavailable`).
 //!
 //! **Lost replies.** A swap whose reply is lost (the connection fails or times out after the
-//! command may have reached Redis), or that Redis refused, answers [`StoreError::Unavailable`]:
-//! [`Records`](super::Records) reads the key back and tells from the value's lineage whether it
-//! applied. The script is idempotent: sent again after it applied (the cluster client resends a
+//! command may have reached Redis), or that Redis answered with an error, answers
+//! [`StoreError::Unavailable`]: [`Records`](super::Records) reads the key back and tells from
+//! the value's lineage whether it applied. A call whose connection Redis refused (it is down)
+//! answers [`StoreError::Refused`], so an outage costs no reading back. The script is idempotent: sent again after it applied (the cluster client resends a
 //! command whose connection failed) it finds its own value in place and answers applied without
 //! writing. Reads are sent again, up to 3 times in all. So a lost reply never charges a guess
 //! twice, never loses a charge or a refund, and never leaves a code marked used by an operation
@@ -417,7 +418,10 @@ impl RedisStore {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
                 }
-                Err(_) => return Err(StoreError::Unavailable),
+                // Still lost after the resends.
+                Err(err) if ambiguous(&err) => return Err(StoreError::Unavailable),
+                // Refused (Redis down) or answered with an error: a read that did not run.
+                Err(_) => return Err(StoreError::Refused),
             }
         }
     }
@@ -498,9 +502,11 @@ impl RedisStore {
 /// Lua script, each one round trip ([`RedisStore::round_trips`]).
 ///
 /// A swap whose reply is lost (the connection failed or timed out after the command may have
-/// reached Redis) answers [`StoreError::Unavailable`] with the swap possibly applied, and so does
-/// one Redis refused (it applied nothing): the layer above reads the key back and tells. Reads
-/// are sent again, up to 3 times in all, when their reply is lost. Swaps of `code` and `ctr`
+/// reached Redis), or that Redis answered with an error, answers [`StoreError::Unavailable`]
+/// with the swap possibly applied: the layer above reads the key back and tells. One whose
+/// connection was refused (Redis down: never sent) answers [`StoreError::Refused`], and so does a
+/// read that Redis refused or answered with an error, so that an outage is answered at once.
+/// Reads are sent again, up to 3 times in all, when their reply is lost. Swaps of `code` and `ctr`
 /// keys wait for replicas when [`RedisStoreConfig::wait_replicas`] asks. Every value expires in
 /// Redis at its write's expiry (`PXAT`): [`purge`](Store::purge) has nothing to do.
 #[async_trait]
@@ -590,8 +596,11 @@ impl Store for RedisStore {
         match reply {
             Ok(1) => Ok(true),
             Ok(0) => Ok(false),
-            // A reply no script gives, a refusal (applied nothing), or a lost reply (may have
-            // applied): the layer above reads the keys back.
+            // The connection was refused: the command was never sent.
+            Err(err) if err.is_connection_refusal() => Err(StoreError::Refused),
+            // A lost reply (it may have applied), an error answer (a script's write may have
+            // applied before it), or a reply no script gives: the layer above reads the keys
+            // back (and a Redis answering errors refuses that read at once).
             Ok(_) | Err(_) => Err(StoreError::Unavailable),
         }
     }

@@ -122,3 +122,41 @@ impl Future for YieldOnce {
         }
     }
 }
+
+/// Polls `futures` one step at a time in the order `schedule` picks (cycling through it, each
+/// entry choosing among the unfinished ones), until all are done: their store calls, each a
+/// step behind a yielding gate, interleave as the schedule says.
+pub fn interleave<'a, T>(
+    mut futures: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>,
+    schedule: &[usize],
+) -> Vec<T> {
+    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut turn = 0;
+    loop {
+        let open: Vec<usize> = (0..futures.len())
+            .filter(|i| results[*i].is_none())
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        let pick = open[schedule[turn % schedule.len().max(1)] % open.len()];
+        turn += 1;
+        if let std::task::Poll::Ready(result) = futures[pick].as_mut().poll(&mut cx) {
+            results[pick] = Some(result);
+        }
+    }
+    results.into_iter().map(|r| r.expect("done")).collect()
+}
+
+/// Polls `future` until it is done: a future whose store calls yield (and wake) behind a gate,
+/// but never wait on IO.
+pub fn run<T>(future: impl Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+    }
+}

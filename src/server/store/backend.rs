@@ -37,6 +37,11 @@ pub enum StoreError {
     /// A stored value could not be read back (not written by this server, or with another key).
     #[error("a stored record could not be read")]
     Corrupt,
+    /// The store refused the call, or could not be reached at all (a refused connection, an
+    /// error answer): nothing was written, so a [`Store::swap`](crate::server::Store::swap)
+    /// answered so surely did not apply, and needs no reading back.
+    #[error("the store refused the call")]
+    Refused,
 }
 
 impl From<StoreError> for Refusal {

@@ -159,8 +159,10 @@ impl<'a> Write<'a> {
 /// - A value may be dropped at its expiry or later, never before, and only by
 ///   [`purge`](Self::purge) or by the database's own expiry.
 /// - An error means nothing was written, except for [`StoreError::Unavailable`] from `swap`,
-///   which may leave the swap applied (the reply was lost): the layer reads the key back and
-///   tells.
+///   which may leave the swap applied (the reply was lost, or the call timed out): the layer
+///   reads the key back and tells. A store that knows its call did not run (a refused
+///   connection, an error answer) says [`StoreError::Refused`]: no reading back, and the
+///   operation fails at once.
 ///
 /// Values are at most 1 MiB; keys are at most [`MAX_KEY_LEN`] bytes of ASCII.
 ///

@@ -559,8 +559,11 @@ impl<S: Store> Records<S> {
             if attempt > 0 {
                 self.store.pause(attempt).await;
             }
-            if let Ok(current) = self.store.load(key).await {
-                return self.classify(key, version, written, current.as_deref());
+            match self.store.load(key).await {
+                Ok(current) => return self.classify(key, version, written, current.as_deref()),
+                // Down: no read will answer soon; the operation fails now, not later.
+                Err(StoreError::Refused) => break,
+                Err(_) => {}
             }
         }
         Outcome::Unknown
