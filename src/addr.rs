@@ -1,5 +1,8 @@
 //! Addresses: who is asking ([`ClientAddrResolver`]), which public network they are on
 //! ([`PublicNetwork`]), and whether an address is on the local network ([`LocalPolicy`]).
+//! Pure functions of the addresses and header lines they are given: this module must not open a
+//! socket, look a name up or read a clock, and must not take a forwarding header's word from a peer
+//! the embedder did not name as a proxy.
 //!
 //! The resolver is the fix for the 2021 Obico incident: the client address is the socket peer unless
 //! that peer is a proxy the embedder said to trust, and when a trusted proxy does not say who its

@@ -1,5 +1,7 @@
 //! The agent: runs on the device, makes the instance id and the secret, announces, hands the secret
 //! only to local callers during the window, verifies what the server forwards, redeems its code.
+//! It must not do I/O, read a clock, sleep or draw from a global RNG (time and randomness are
+//! arguments), and must not hand its secret to anyone but a local caller inside its window.
 //!
 //! A sans-IO state machine: the embedder feeds it inputs (`handle_*`, each with `now` from a
 //! monotonic clock) and drains its outputs (`poll_transmit`, `poll_event`, `poll_timeout`) after

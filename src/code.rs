@@ -1,4 +1,7 @@
 //! Link codes: the single-use codes an agent redeems for an auth token.
+//! A code is a secret until it is redeemed: this module must not show one (its `Debug` and
+//! `Display` are redacted) or let a store hold one (a record is named by the code's hash,
+//! [`CodeKey`]), and draws codes only from the RNG it is given.
 //!
 //! Two kinds share one redemption path ([`crate::server::Server::redeem`]):
 //! - *manual* codes, minted for an account and typed by the user into the agent: short

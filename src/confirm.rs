@@ -1,5 +1,7 @@
 //! Confirmation at both ends (PROTOCOL.md revision 1.4): an agent may ask its owner to approve a
 //! link on the device itself before it redeems.
+//! Pure values and functions: this module must not do I/O or read a clock, and the short code it
+//! derives must not be treated as a secret or as proof on its own (see below).
 //!
 //! An agent's [`Confirmation`] policy (set with
 //! [`AgentConfig::confirmation`](crate::agent::AgentConfig::confirmation)) decides what happens

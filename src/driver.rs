@@ -1,7 +1,8 @@
 //! Async drivers (feature `tokio`): run a role's state machine over its transport with a real
-//! clock. They hold no protocol logic: they move messages, sleep until the state machine's next
-//! timeout, retry transport failures with capped exponential back-off and jitter, and stop when
-//! the state machine says it is done.
+//! clock. They must not decide any protocol rule (the state machines do, and a refusal goes to
+//! them as it came): they move messages, sleep until the state machine's next timeout, retry
+//! transport failures with capped exponential back-off and jitter, and stop when the state
+//! machine says it is done.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -1,4 +1,6 @@
 //! Dual-stack announcing (feature `tokio`): one agent, two paths to the server.
+//! It must not decide any protocol rule: it carries each message unchanged, and which refusal ends
+//! discovery is the core's ([`Class::ends_discovery`](crate::Class::ends_discovery)).
 //!
 //! A home with IPv4 and IPv6 reaches the server from two public networks: its IPv4 address and
 //! its IPv6 prefix. A browser may use either. [`DualStack`] is an [`AgentServerTransport`] over

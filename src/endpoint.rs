@@ -6,6 +6,9 @@
 //! A library that hands over the raw request target splits it with [`split_target`];
 //! `examples/blocking_agent.rs` serves the endpoint over `tiny_http` that way, with no tokio.
 //!
+//! The function must not do I/O, read a clock or draw from a global RNG: the request, `now` and the
+//! RNG come in as arguments, and every decision about the secret stays the agent's.
+//!
 //! Routes under `prefix`:
 //!
 //! - `GET {prefix}/secret?instance_id=…`: the secret ([`Agent::handle_secret_request`]), as

@@ -1,4 +1,5 @@
-//! Errors and refusals, split by who raises them. None carries a secret.
+//! Errors and refusals, split by who raises them. None may carry a secret, a code or a token, in
+//! a field or in its message: errors are logged and shown.
 
 use crate::addr::ClientAddrError;
 

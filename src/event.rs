@@ -1,6 +1,8 @@
 //! Events: every decision each role makes, with its reason, for the embedder's audit log.
+//! An event must never carry a secret, a link code or a token (a confirmation's short code is no
+//! secret: see [`crate::confirm`]).
 //!
-//! Events never carry a secret, a code or a token. Drain them with each role's `poll_event`.
+//! Drain them with each role's `poll_event`.
 
 use std::net::IpAddr;
 use std::time::Instant;

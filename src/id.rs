@@ -1,4 +1,7 @@
 //! Identifiers: the agent's [`InstanceId`] and the embedder's [`AccountId`].
+//! Neither is a secret, so both show in `Debug` and `Display`; neither may be trusted as proof on
+//! its own: an instance id is proven by its presence key ([`crate::secret::PresenceKey`]), an
+//! account id by the embedder's authentication.
 
 use std::fmt;
 

@@ -3,6 +3,8 @@
 //! Links a device on a home network (a printer's agent, a camera, any LAN appliance) to a user's
 //! cloud account without the user typing anything, with a second factor that only a device on the
 //! same LAN can obtain.
+//! Its protocol core must not do I/O, read a clock, sleep or use a global RNG, and no state
+//! machine may panic on any input (see "What this crate is, and is not").
 //!
 //! ```text
 //!   agent (device, 192.168.1.50)         server (cloud)              linker (browser, same LAN)

@@ -1,5 +1,7 @@
 //! The linker: the user's browser or app. Discovers agents on its network through the server,
 //! fetches the chosen agent's secret over the LAN, asks the server to link, and waits for the link.
+//! It must not do I/O, read a clock, sleep or draw from a global RNG (time and randomness are
+//! arguments), and must never contact an endpoint that fails the private-address check.
 //!
 //! A sans-IO state machine driven like the agent: inputs through `handle_*` with a monotonic
 //! `now`, outputs from `poll_transmit`, `poll_event` and `poll_timeout`.

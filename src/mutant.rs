@@ -1,6 +1,8 @@
 //! Deliberately broken variants of the protocol code, for the model checker (`tests/model.rs`,
 //! `MODEL.md`): each [`Mutant`] names one check the crate must make, and the model must catch
 //! the build that skips it with a counterexample.
+//! A mutant must never be active in an ordinary build, and this module must not change what the
+//! production code does there.
 //!
 //! Without `--cfg lanlink_model` (every ordinary build) [`active`] is a `const fn` that returns
 //! `false`, so every `if active(..)` branch is dead code the compiler removes: the production

@@ -1,4 +1,6 @@
 //! Secret values: the agent's `local_secret`, the commitment to it, and the auth token.
+//! A secret must never reach a log, a `Debug` or `Display` output or an error; this module must not
+//! draw one from anything but the RNG it is given.
 //!
 //! Every secret type here
 //! - is generated from an injected cryptographic RNG ([`rand::CryptoRng`] + [`rand::RngCore`]),

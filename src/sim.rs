@@ -1,5 +1,8 @@
 //! A deterministic simulator of the three parties (feature `sim`): agents, one server and linkers
 //! on one virtual clock with a seeded RNG, over a modelled network of LANs behind NATs.
+//! It must not read the wall clock or an unseeded RNG into a party, nor open a socket: one virtual
+//! clock (from an `Instant` taken once at creation, which has no fixed value, and a fixed
+//! wall-clock epoch) and a seeded RNG, so a seed replays a run.
 //!
 //! Used by the crate's scenario tests, property tests and fuzz targets. The model:
 //! - each [`Lan`] has one public address (its NAT); its hosts have private addresses;

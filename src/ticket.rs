@@ -1,5 +1,7 @@
 //! Signed network tickets (feature `ticket`): how a server learns an agent's public network over
 //! a transport that cannot see the caller's address (MQTT: every message comes from the broker).
+//! It must not read a clock or do I/O, and must not accept a ticket whose MAC, expiry or instance
+//! does not check out.
 //!
 //! The agent's first HTTP call (`POST {prefix}/agent/ticket`, see `PROTOCOL.md`) is answered
 //! with a short-lived ticket: the public network the server resolved for that call, the agent's

@@ -1,4 +1,6 @@
 //! Transport traits: one per channel, so an embedder can carry the protocol over any stack.
+//! A transport must not decide any protocol rule: it carries messages, and the state machines
+//! decide.
 //!
 //! - [`AgentServerTransport`]: agent ↔ server (announce and receive queued messages, redeem).
 //! - [`LinkerServerTransport`]: linker ↔ server (discover, link, link status, mint a manual code).

@@ -1,5 +1,7 @@
 //! Wire messages, version 1: serde types for every message any party sends, and bounded
 //! decoding.
+//! Decoding must not panic or read past its bound on any bytes, and nothing here may show a secret:
+//! the secret fields are redacted in `Debug`, and a decoding error names a field, never its value.
 //!
 //! Requests to the server and to the agent are strict (`deny_unknown_fields`); replies ignore
 //! unknown fields so a newer server can add some. Secrets appear only in the three types that must

@@ -1,5 +1,7 @@
 //! The agent-endpoint checks, over raw HTTP/1.1 (so that repeated, missing and odd headers reach
 //! the endpoint as written).
+//! They reach the endpoint only over the network, through the raw client of [`super::raw`], never
+//! through the crate's endpoint function.
 //!
 //! Serving the secret changes nothing at the agent but its events (`SecretServed`; refusals
 //! record `SecretRefused`): the window and discovery go on, so no check here depends on the

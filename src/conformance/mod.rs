@@ -1,6 +1,9 @@
 //! A conformance kit (feature `conformance`): checks a lanlink server, or an agent's local
 //! endpoint, against `PROTOCOL.md` over the network, as a black-box client, and reports one
 //! line per check.
+//! It must not reach behind the interface it checks: it speaks HTTP over the network, hands
+//! requests to an MQTT consumer, and calls a store through the [`Store`](crate::server::Store)
+//! trait, never the crate's functions behind them, so that its verdict holds for any stack.
 //!
 //! For embedders who serve the server's routes or the agent's endpoint on another stack (their
 //! own web framework, another language): point the kit at it and it says, check by check, where

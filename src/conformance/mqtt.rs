@@ -1,5 +1,6 @@
 //! The MQTT consumer checks: the kit plays agents that publish requests on their up topics,
 //! with network tickets it signs itself, and reads what the consumer publishes back.
+//! They must not call the server behind the consumer: only [`MqttConsumer`] is used.
 //!
 //! The consumer is driven through [`MqttConsumer`]: one request in (topic and payload), the
 //! reply it publishes out, or none. No broker is needed: the core's

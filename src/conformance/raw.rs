@@ -1,6 +1,9 @@
 //! A tiny HTTP/1.1 client over a plain TCP stream, for what a full client would normalise away:
 //! repeated or missing `Host`, repeated `Origin`, `HEAD`, bodies that never arrive, requests
 //! that are not HTTP. Every read is bounded in size and time.
+//! It must not normalise or repair the request it is given: method, target and header lines go
+//! out as the check wrote them (it adds only `Content-Length` to a body that has none, and
+//! `Connection: close`).
 
 use std::time::Duration;
 

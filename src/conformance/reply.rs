@@ -1,4 +1,5 @@
 //! A response as the checks read it, and the expectations they share.
+//! It must not do I/O: the checks fetch the response, and this only reads it.
 
 use serde_json::{Map, Value};
 

@@ -1,5 +1,7 @@
 //! The server checks: the kit plays an agent (fresh presence keys and secrets) and a linker
 //! (the target's credentials) over the server's routes.
+//! They must not call the server's functions or read its store: only the routes, over the network,
+//! so that a server on any stack is judged alike.
 //!
 //! The order matters, because of two pieces of state the kit cannot reset:
 //!

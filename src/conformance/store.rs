@@ -1,5 +1,7 @@
 //! The store suite: checks any [`Store`] against the contract its trait states, one check per
 //! semantic, as a [`Report`] like the rest of the kit.
+//! It must not reach the store but through the [`Store`] trait, as a server does, nor assume an
+//! empty database (see below).
 //!
 //! For whoever writes a store for lanlink (PostgreSQL, SQLite, DynamoDB, etcd): run
 //! [`check_store`] on it, with the database it will use, and every line must say `PASS`. The

@@ -4,6 +4,8 @@
 //! guess, a redemption and a link (before the call applies, or after it applied with its reply
 //! lost), checking what the server promises: a guess is charged once, never twice and never
 //! lost; a code is used only by a redemption that said so; a link that failed can be retried.
+//! It must not reach the store but through the [`Store`] trait, nor assume the store holds
+//! nothing else.
 //!
 //! Each run of a check is under a fresh random [`StoreKey`]: its key names (keyed hashes) are
 //! new, so it starts from an empty namespace in a store that holds anything else.

@@ -1,4 +1,5 @@
 //! The client-address resolver's harness (`client_addr`), against a reference written apart.
+//! The reference must not call the resolver it checks.
 
 use super::*;
 

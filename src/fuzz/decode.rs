@@ -1,4 +1,5 @@
 //! The decoders' harnesses (`wire_decode`, `adapter_decode`).
+//! They must not catch a panic: a decoder that panics on any bytes is a finding.
 
 use super::*;
 

@@ -1,4 +1,6 @@
 //! The linker's harness (`linker_ops`).
+//! Its clock starts at one `Instant` taken at the start and moves only as the input says; the
+//! linker is built without a nonce, so no RNG is drawn.
 
 use super::*;
 

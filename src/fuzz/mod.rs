@@ -1,6 +1,10 @@
 //! Fuzzing harnesses (feature `fuzz`): each takes the fuzzer's bytes, builds a sequence of
 //! operations from them with [`arbitrary`], drives a state machine (or the whole simulator), and
 //! asserts the protocol's invariants after every step. A failed assertion is a finding.
+//! A harness must not read the wall clock or an unseeded RNG into a state machine, so that a
+//! finding replays from its input: wall-clock time starts at a fixed timestamp, monotonic time at
+//! one `Instant` taken at the start (it has no fixed value), and both move only as the input says;
+//! every RNG is seeded.
 //!
 //! The targets in `fuzz/fuzz_targets/` are one-line calls to these functions, so the harnesses are
 //! compiled and type-checked by ordinary builds (`cargo test --all-features`), as str0m does.

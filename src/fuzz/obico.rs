@@ -1,4 +1,5 @@
 //! The Obico profile's harness (`obico_ops`).
+//! Its clock starts at a fixed timestamp and moves only as the input says; its RNG is seeded.
 
 use super::*;
 

@@ -1,4 +1,5 @@
 //! The server's harness (`server_ops`).
+//! Its clock starts at a fixed timestamp and moves only as the input says; its RNG is seeded.
 
 use super::*;
 

@@ -1,4 +1,6 @@
 //! The whole simulator's harness (`protocol_sim`).
+//! It must not read the wall clock or an unseeded RNG: it runs on the simulator's virtual clock,
+//! with a seeded RNG.
 
 use super::*;
 

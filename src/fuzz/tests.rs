@@ -1,4 +1,6 @@
 //! The harnesses on fixed inputs, and the recorded findings.
+//! They read the committed corpus and findings from disk, which the harnesses themselves must not
+//! do.
 
 use super::agent::reference_host_ok;
 use super::client_addr::{reference_embed, reference_network};

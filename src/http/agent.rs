@@ -1,6 +1,8 @@
 //! The agent's local endpoint: `GET {prefix}/secret?instance_id=…` over a shared [`Agent`](crate::agent::Agent),
 //! and `GET {prefix}/popup?instance_id=…&origin=…`, the same secret as an HTML page for browsers
 //! that cannot fetch it (the fallback of the browser linker, `web/lanlink.js`).
+//! It must not decide any rule of the endpoint, and must never log the answer's body (it may hold
+//! the secret): it logs the peer, the path and the status.
 //!
 //! Every rule is the core's: the routes hand the request's method, target, headers and socket
 //! peer to [`crate::endpoint::handle`] and write its answer as it is, so another HTTP stack that

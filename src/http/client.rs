@@ -1,4 +1,7 @@
 //! reqwest clients implementing the [`crate::transport`] traits over the routes of `PROTOCOL.md`.
+//! They must not decide what a reply means: statuses and bodies go to the core's
+//! [`reply_from`](crate::transport::reply_from) and [`crate::wire::decode`], and the size limit is
+//! the wire's.
 //!
 //! Replies are read with a size limit and decoded with [`crate::wire::decode`]; refusals come
 //! back as [`TransportError::Refused`] with the server's code. Redirects are not followed.

@@ -1,6 +1,10 @@
 //! The HTTP/1.1 adapter (feature `http`, which is both halves: `http-server` and `http-client`):
 //! JSON over HTTP under a route prefix (default [`DEFAULT_PREFIX`]), documented route by route in
 //! `PROTOCOL.md`.
+//! The adapter must not decide protocol rules: routes, statuses, limits and header rules are the
+//! core's wire functions' ([`crate::server::endpoint`], [`crate::endpoint`]), and the adapter moves
+//! bytes between them and the network. One route is not yet such a shell: the ticket route
+//! (`ticket`) applies its rules itself.
 //!
 //! Feature `http-server` (axum):
 //! - [`server::router`]: the server's routes (agent-facing and user-facing), over [`crate::server::Server`].

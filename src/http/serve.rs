@@ -1,4 +1,7 @@
 //! A hardened HTTP/1.1 accept loop for the routers of this module.
+//! It must not decide a protocol rule or answer a request itself: the core's [`ConnectionShares`]
+//! decides which connection is admitted, and the routers give every answer; the loop accepts,
+//! counts, times out and closes.
 
 mod clients;
 mod deadline;

@@ -1,5 +1,6 @@
 //! The server's HTTP routes over a [`Server`] on any store: a thin shell over the
 //! core's [`server::endpoint`](crate::server::endpoint).
+//! It must not decide a status, a limit or a header rule: the core's function does.
 //!
 //! | route | who | success |
 //! | --- | --- | --- |

@@ -1,6 +1,9 @@
 //! The route that issues network tickets (features `http` and `ticket`):
 //! `POST {prefix}/agent/ticket`, body an [`Announce`](crate::wire::Announce), answered `200`
 //! [`TicketReply`].
+//! It must not record anything or take a queued message. Unlike the other routes it is not yet a
+//! shell over a core function: the presence-key check, the body limit and the client resolution are
+//! applied here.
 //!
 //! The announcement only proves the presence key (its instance id must derive from the key,
 //! else `403 forged_instance`); nothing is recorded and no queued message is taken. The network

@@ -2,6 +2,8 @@
 //! lists the devices in linking mode on the user's network, links one with a click, and falls
 //! back to a manual code; `GET /lanlink.js` serves the browser linker module it is built on (with
 //! its TypeScript types at `/lanlink.d.ts`). Everything is embedded in the crate.
+//! It serves embedded files only: it must not hold a credential or reach the server's state, and
+//! the page talks to the server's routes like any other client.
 //!
 //! No router of the crate has a router-wide fallback, so they merge into one another and into a
 //! host app that has its own:

@@ -1,4 +1,7 @@
 //! The agent's side of the MQTT transport: [`MqttAgentTransport`].
+//! It must not decide anything for the agent: it carries the agent's messages and hands back what
+//! the server published. The one thing it decides is its own ticket: when to fetch a fresh one
+//! (before it expires, or after a ticket refusal).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

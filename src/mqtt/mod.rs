@@ -1,5 +1,7 @@
 //! The MQTT transport (feature `mqtt`, over [`rumqttc`]): the agent ↔ server channel through an
 //! MQTT broker, documented topic by topic in `PROTOCOL.md`.
+//! The transport must not decide protocol rules: topics, sizes, tickets and refusals are the core's
+//! ([`crate::server::mqtt`]); it moves messages between the broker and the core.
 //!
 //! - [`agent::MqttAgentTransport`] implements [`AgentServerTransport`](crate::transport::AgentServerTransport),
 //!   so [`crate::driver::run_agent`] runs unchanged over MQTT.

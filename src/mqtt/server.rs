@@ -3,6 +3,7 @@
 //! subscription, hands each one's topic and payload to its [`MqttBackend`] (the core function
 //! over a server), and publishes the reply it gets; [`MqttWaker`] and [`wake_on_link`] publish
 //! the core's [`wake`](crate::server::mqtt::wake) when a link for an agent is accepted.
+//! It must not decide a rule of the MQTT wire: every one is the core function's.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

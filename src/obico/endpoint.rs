@@ -8,6 +8,9 @@
 //! for byte alike (`tests/obico_wire.rs`). Feature `obico-wire`: no axum, hyper, `http` crate,
 //! tokio or reqwest.
 //!
+//! The function must not do I/O, read a clock or draw from a global RNG: `now` and an RNG come in
+//! as arguments, and the body's bytes are read by the host (any I/O below it is the store's).
+//!
 //! | route | who | success | refusals |
 //! | --- | --- | --- | --- |
 //! | `POST /api/v1/octo/unlinked/` | agent | `200 {"messages": [...]}` (+ passcode fields) | `400`/`408`/`413` bad body (the agent's fault); `502 unresolvable_client`, `503` (the server's or the proxy's fault: never a 4xx, which would end discovery); `500 unresolvable_client` without a socket peer (the host's fault) |

@@ -1,4 +1,6 @@
 //! A linker for Obico agents over the Obico profile's routes ([`super::server`]).
+//! It must not decide which device may be contacted: the core's private-address check does, as for
+//! announcements.
 //!
 //! It lists the agents of the caller's network (`GET /api/v1/printer_discovery/`), fetches the
 //! chosen agent's secret on the LAN from

@@ -1,6 +1,9 @@
 //! The Obico wire profile (feature `obico-wire`; `obico` adds its adapters): unmodified
 //! OctoPrint-Obico and moonraker-obico agents link through a lanlink server, with the
 //! server-side protections of the core in force.
+//! It must not weaken the core's server-side protections beyond the one gap Obico's agents force
+//! (the secret is forwarded unverified, below), and an Obico presence must never pass for a core
+//! one.
 //!
 //! The Obico agents poll `POST /api/v1/octo/unlinked/` with a `device_id` (a version-4 UUID in
 //! 32-hex form, new at every start), serve their secret to LAN callers at

@@ -3,6 +3,7 @@
 //! shell over the profile's wire function, [`obico::endpoint`](super::endpoint), which holds
 //! every rule (routes and their table, statuses, Obico's shapes, body limits, the cross-site
 //! rule, the redeem around the hook).
+//! It must not decide a status, a limit or a header rule: the profile's wire function does.
 //!
 //! The routes hand each request's method, target, header lines, socket peer
 //! ([`Peer`](crate::http::Peer)) and the state of its body (read only for the routes that take

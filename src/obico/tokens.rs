@@ -1,4 +1,5 @@
 //! The printers linked through the Obico profile, recognised by their token.
+//! It must never keep, log or show a token: only its digest.
 //!
 //! After `verify` an agent authenticates every call with `Authorization: Token <auth_token>`.
 //! The server keeps only [`AuthToken::digest`] of each token it handed out ([`PrinterTokens`]),

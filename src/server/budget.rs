@@ -1,4 +1,6 @@
 //! Guessing budgets and mint quotas: every limit on guesses and on live codes, in one place.
+//! It must not let a guess be checked before its charge stands, nor read a clock (`now` is an
+//! argument); its only I/O is the store's, through [`Backend`](super::Backend).
 //!
 //! **Count before you check.** A guess (a link request's secret, a code redemption, an Obico
 //! verify, passcode claim or an Obico poll's passcode lookup) is charged against each of its budgets *before* it is checked, each

@@ -1,6 +1,8 @@
 //! Connection shares: how many connections a server serves at once for one client and for each
 //! coarser prefix around it, decided by a pure function ([`ConnectionShares::admit`]) over the
 //! counts the accept loop keeps (`http::serve` is one such loop; any stack can call it).
+//! It must not count, accept or close a connection itself, nor touch a socket: the accept loop
+//! keeps the counts and asks.
 //!
 //! A connection from a socket peer counts in every **group** of its address, finest first: its
 //! client (the IPv4 address; for IPv6 its /64, the block one host or home usually holds; an

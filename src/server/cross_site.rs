@@ -1,5 +1,7 @@
 //! Cross-site requests on the server's user routes: the rule every HTTP stack applies before a
 //! user route runs, as a pure function over the request's header lines ([`check`]).
+//! It must not authenticate anyone or read a body: it runs on the header lines before the host's
+//! authenticator does.
 //!
 //! User routes are authenticated by the host (`http::Authenticator`), which may use cookie
 //! sessions. A browser sends a cookie with a request that another site's page starts, and

@@ -6,6 +6,9 @@
 //! `examples/blocking_server.rs` serves it over a blocking HTTP/1.1 shell of its own (`std::net`
 //! and `httparse`) with no tokio, so both answer byte for byte alike.
 //!
+//! The function must not do I/O, read a clock or draw from a global RNG: `now` and an RNG come in
+//! as arguments, and the body's bytes are read by the host (any I/O below it is the store's).
+//!
 //! What it decides, so that no stack re-implements it:
 //!
 //! - **Routing** under `prefix`: the six routes below; `HEAD` on a `GET` route answers as `GET`

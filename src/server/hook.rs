@@ -1,4 +1,6 @@
 //! The link-outcome hook: how the host service learns of every completed link, and keeps it.
+//! The hook must never see a token, only its digest, and a host's hook must not assume one call per
+//! link (see below).
 //!
 //! A redemption ([`Server::redeem`](super::Server::redeem)) runs in three steps:
 //!

@@ -1,6 +1,9 @@
 //! The server: records announcements per public network, shows agents to linkers of the same
 //! network, checks link requests against the agent's commitment, forwards the secret, mints codes
 //! and tokens, and locks out networks that guess.
+//! The server must not open a socket, read a clock, sleep or draw from a global RNG: `now`, the
+//! caller's network and an RNG are arguments, and any I/O is its store's or the
+//! host's [hook](hook::LinkHook).
 //!
 //! One type, [`Server`], over any [`Store`] (the in-memory [`MemoryStore`] by default, a
 //! shared one such as `Records` over a `RedisStore` (feature `redis`) for many instances),

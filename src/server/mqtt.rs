@@ -4,6 +4,8 @@
 //! the server by handing each publish it receives on the servers' shared subscription to
 //! [`handle_up`] and publishing what it returns; the rumqttc consumer
 //! (`mqtt::server::MqttServer`, feature `mqtt`) is one such shell.
+//! The function must not do I/O, read a clock or draw from a global RNG: `now`, an RNG and the
+//! ticket key come in as arguments (any I/O below it is the store's).
 //!
 //! | topic | published by | payload |
 //! | --- | --- | --- |

@@ -1,5 +1,7 @@
 //! The server's operations for the Obico wire profile ([`crate::obico`]): the same records and
 //! checks as the core's, for agents that have no commitment and no presence key.
+//! They must not relax any check of the core's beyond what the profile cannot carry (no commitment,
+//! no presence key), and do no I/O but through the store.
 //!
 //! Each operation resolves the caller's public network with the configured resolver, applies a
 //! pure function to that network's record (and to code records), counts failed guesses toward

@@ -1,5 +1,7 @@
 //! The server's operations, written once over any [`Backend`](super::Backend): each
 //! [`Server`] step runs one of them over the server's store.
+//! An operation must not decide a record's rules itself (the records' pure functions do), read a
+//! clock or draw from a global RNG; its only I/O is the store's.
 //!
 //! Each operation loads the records it needs, applies the core's pure functions
 //! ([`NetworkRecord`](super::NetworkRecord), [`CodeRecord`]) and writes each record back with one

@@ -2,6 +2,8 @@
 //! and, when the network looks shared by several households (a carrier's NAT pool, a dormitory,
 //! an office), hides auto-discovery there and refuses auto links (`shared_network`), so the
 //! linking page offers the manual code instead.
+//! It must not keep an account id (only short per-network hashes) or read a clock: the judgement is
+//! a function of the record, the request and `now`.
 //!
 //! The signals ([`SharedSignal`]):
 //!

@@ -1,6 +1,8 @@
 //! Characters a device-info string may not hold, because a name holding them can render as
 //! another name: controls, line and paragraph separators, and every `Default_Ignorable_Code_Point`
 //! (which covers the bidi controls and the zero-width characters).
+//! Data and a lookup: it must not rewrite what the strict wire can refuse; only the Obico profile's
+//! strings, which no one can refuse, are stripped of such characters.
 
 /// Unicode's `Default_Ignorable_Code_Point` property (DerivedCoreProperties.txt; unchanged from
 /// Unicode 14 to 16), as inclusive ranges in code-point order. Such characters are invisible

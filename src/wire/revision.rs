@@ -1,4 +1,6 @@
 //! The wire revision each side states (revision 1.5 and later).
+//! It must not read a revision of another major as this one: such a revision parses as
+//! incompatible ([`Revision::is_compatible`]) and does not decode.
 
 use std::fmt;
 use std::str::FromStr;

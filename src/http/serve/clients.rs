@@ -1,6 +1,7 @@
 //! The connection shares of [`serve()`](super::serve): connections counted in every group of
 //! the socket peer's address — its client (an IPv4 address, an IPv6 /64) and each coarser
-//! prefix — as the core's [`ConnectionShares`] decides; this file only counts.
+//! prefix — as the core's [`ConnectionShares`] decides; this file only counts, and must not
+//! decide who is admitted.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,5 +1,7 @@
 //! The request deadline of [`serve()`](super::serve): a request's headers and body must have
 //! arrived within `request_timeout` of its first byte.
+//! It must not answer the request: the route that reads the body turns [`RequestDeadline`] into
+//! `408 request_timeout`.
 //!
 //! [`ClockedIo`] notes when the first byte of each request arrives on a connection;
 //! [`DeadlineBody`] ends the request's body with [`RequestDeadline`] once the deadline passes,

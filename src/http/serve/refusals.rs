@@ -1,5 +1,7 @@
 //! Warnings about refused connections and requests, at a bounded rate: one warning per
 //! interval at most, carrying the count of every refusal since the previous one.
+//! It must not log or read a clock itself: `now` comes in, and [`serve()`](super::serve) writes the
+//! warning, so that a flood of refusals never becomes a flood of log lines.
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -1,4 +1,6 @@
 //! A code's record.
+//! Pure, like every record function: no I/O, no clock (`now` is an argument); it must not hold the
+//! code itself, only live under its hash ([`CodeKey`](crate::code::CodeKey)).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,8 @@
 //! code. Every operation is a pure function of (record, input, `now`) that changes the record in
 //! place on a copy; the server writes the copy back as a whole, so a shared store can apply each
 //! operation with a single compare-and-swap.
+//! The functions must not do I/O, read a clock or draw randomness: `now` and every input are
+//! arguments.
 //!
 //! Wall-clock times (`DateTime<Utc>`) because several server instances share these records.
 

@@ -1,4 +1,5 @@
 //! A public network's record.
+//! Pure, like every record function: it must not do I/O or read a clock (`now` is an argument).
 
 mod shared;
 

@@ -1,4 +1,5 @@
 //! An agent's presence in a network.
+//! Pure data and functions: it must not do I/O or read a clock.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -1,4 +1,6 @@
 //! Unit tests of the records.
+//! They drive the pure functions on fixed times: a test here must not read the wall clock or touch
+//! a store.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -1,5 +1,7 @@
 //! [`Backend`], what a [`Server`](crate::server::Server) runs on, and the in-memory
 //! [`MemoryStore`].
+//! A backend must not decide anything of the protocol: it applies the core's pure functions as they
+//! are.
 //!
 //! One record per public network ([`NetworkRecord`]) and one per code ([`CodeRecord`]). Every
 //! change is the core's pure function applied to a whole record, written back atomically: a

@@ -1,4 +1,5 @@
 //! [`MemoryBytes`]: a [`Store`] in one process's memory, the reference for the store contract.
+//! It must not know the protocol: keys and values are opaque bytes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

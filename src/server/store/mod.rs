@@ -1,4 +1,5 @@
-//! Where the server's records live.
+//! Where the server's records live. This module must not decide anything about the protocol:
+//! the records' pure functions do, and a store applies them.
 //!
 //! Two layers. A [`Store`] is what any database can hold: opaque keys and values of bytes,
 //! read, and written with an all-or-nothing compare-and-swap. It knows nothing of the protocol:
@@ -11,9 +12,6 @@
 //! read-apply-swap loop with its retries, and recognising its own write after a lost reply.
 //! The in-memory [`MemoryStore`], the default, is a `Backend` of its own (one process: its
 //! records are replaced in place under one lock, nothing to encrypt or name).
-//!
-//! This module must not decide anything about the protocol: the records' pure functions do,
-//! and a store applies them.
 
 mod backend;
 mod bytes;

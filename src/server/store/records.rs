@@ -1,6 +1,7 @@
 //! [`Records`]: the server's records in any [`Store`], sealed, under keyed-hash names.
-//!
-//! It must not decide anything about the protocol: the records' functions do.
+//! It must not decide anything about the protocol: the records' functions do. Its I/O is the
+//! store's; the one value it draws itself is each sealed value's nonce, from the operating
+//! system's CSPRNG (`crate::os_rng`), not from the caller's RNG.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

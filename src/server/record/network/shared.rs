@@ -1,4 +1,6 @@
 //! Shared-network detection over a network's record.
+//! Pure: it must not do I/O or read a clock, and must not keep an account id (only the short
+//! per-network hashes of [`crate::server::shared`]).
 
 use chrono::{DateTime, Utc};
 use smallvec::SmallVec;
