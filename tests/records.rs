@@ -58,6 +58,8 @@ struct Faulty {
     inner: MemoryBytes,
     calls: AtomicUsize,
     fault: Mutex<Option<(usize, Fault)>>,
+    /// Further calls that fail as unavailable without applying (numbered as `calls`).
+    also: Mutex<Vec<usize>>,
     yields: bool,
 }
 
@@ -83,6 +85,9 @@ impl Faulty {
             YieldOnce::new(true).await;
         }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.also.lock().expect("lock").contains(&call) {
+            return Some(Fault::Before);
+        }
         let mut fault = self.fault.lock().expect("lock");
         match *fault {
             Some((at, what)) if at == call => {
@@ -368,6 +373,35 @@ fn a_refused_swap_fails_at_once_and_a_lost_one_is_read_back() {
         "read back, recognised, and the guess checked: {lost:?}"
     );
     assert!(lost_calls > 2, "{lost_calls}");
+}
+
+/// A lost reply read back while the store keeps failing: the read-back tries again until a load
+/// answers, and the guess is charged once (with a single read-back attempt the operation would
+/// fail unavailable).
+#[test]
+fn a_read_back_retries_while_the_store_keeps_failing() {
+    let store = Arc::new(Faulty::default());
+    let records = Records::new(store.clone(), RecordsConfig::new(key()));
+    let server =
+        Server::with_store(ServerConfig::default(), records, Events::discard()).expect("config");
+    let guesser = PublicNetwork::from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)), 64);
+    let wrong = RedeemRequest::new(
+        InstanceId::from_bytes([5; 16]),
+        LinkCode::parse("abcdef").expect("code"),
+    );
+    // Call 0 loads the first budget, call 1 swaps it and loses its reply, calls 2 to 4 (the
+    // read-back's loads) fail, call 5 answers.
+    let now = store.calls.load(Ordering::SeqCst);
+    store.fault_at(1, Fault::After);
+    store
+        .also
+        .lock()
+        .expect("lock")
+        .extend([now + 2, now + 3, now + 4]);
+    let result = ready(server.redeem(start(), &mut StdRng::seed_from_u64(1), guesser, &wrong));
+    assert!(matches!(result, Err(Refusal::UnknownCode)), "{result:?}");
+    let check = Records::new(store.clone(), RecordsConfig::new(key()));
+    assert_eq!(failures(&check, guesser, start()), 1);
 }
 
 proptest! {
