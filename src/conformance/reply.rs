@@ -156,12 +156,13 @@ pub(crate) fn is_hex64(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// A string field of `map`.
+/// A string field of `map`; the error shows the object with anything that looks like a secret,
+/// token or code redacted (a report line may be logged).
 pub(crate) fn string<'a>(map: &'a Map<String, Value>, field: &str) -> Result<&'a str, String> {
     map.get(field).and_then(Value::as_str).ok_or_else(|| {
         format!(
             "no string field {field:?} in {}",
-            Value::Object(map.clone())
+            redact(&Value::Object(map.clone()).to_string())
         )
     })
 }
@@ -212,5 +213,15 @@ mod tests {
             body: b"<h1>Not\r\n  Found</h1>\n".to_vec(),
         };
         assert_eq!(page.summary(), "404 <h1>Not Found</h1>");
+    }
+
+    #[test]
+    fn a_missing_field_error_redacts_the_object_it_shows() {
+        let token = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a0c2e4f6a8b0d2f4e6a8c0b";
+        let Value::Object(map) = serde_json::json!({ "auth_token": token, "attempt": 0 }) else {
+            unreachable!("an object")
+        };
+        let err = string(&map, "instance_id").expect_err("missing");
+        assert!(!err.contains(token) && err.contains("<redacted>"), "{err}");
     }
 }

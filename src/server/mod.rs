@@ -57,7 +57,7 @@ pub mod mqtt;
 mod obico;
 mod ops;
 /// The stored records: the crate's own, hidden (not covered by semver; a database joins through
-/// [`Store`] and [`Records`](crate::server::Records), never seeing a record).
+/// [`Store`] and `Records` (feature `shared-store`), never seeing a record).
 #[doc(hidden)]
 pub mod record;
 #[cfg(feature = "redis")]

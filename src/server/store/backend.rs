@@ -68,7 +68,7 @@ pub type CodeFn<'a> = dyn FnMut(&mut CodeRecord) + Send + 'a;
 pub type CounterFn<'a> = dyn FnMut(&mut CounterRecord) + Send + 'a;
 
 /// What a [`Server`](crate::server::Server) runs on: the in-memory [`MemoryStore`] (one
-/// process, the default), [`Records`](crate::server::Records) over any
+/// process, the default), `Records` over any
 /// [`Store`](crate::server::Store) (feature `shared-store`: shared by many instances), the Redis
 /// store (feature `redis`), or an `Arc` of any of them. Object safe.
 ///
