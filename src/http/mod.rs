@@ -3,8 +3,8 @@
 //! `PROTOCOL.md`.
 //! The adapter must not decide protocol rules: routes, statuses, limits and header rules are the
 //! core's wire functions' ([`crate::server::endpoint`], [`crate::endpoint`]), and the adapter moves
-//! bytes between them and the network. One route is not yet such a shell: the ticket route
-//! (`ticket`) applies its rules itself.
+//! bytes between them and the network (the ticket route's is
+//! `server::endpoint::issue_ticket`, feature `ticket`).
 //!
 //! Feature `http-server` (axum):
 //! - [`server::router`]: the server's routes (agent-facing and user-facing), over [`crate::server::Server`].
@@ -47,7 +47,7 @@ use axum::body::Body;
 #[cfg(feature = "http-server")]
 use axum::http::request::Parts;
 #[cfg(feature = "http-server")]
-use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use axum::http::{header, HeaderMap, Response, StatusCode};
 #[cfg(feature = "http-server")]
 use subtle::ConstantTimeEq;
 #[cfg(feature = "http-server")]
@@ -60,11 +60,9 @@ pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
 #[cfg(feature = "http-server")]
 use crate::confirm::DisplayName;
 #[cfg(feature = "http-server")]
-use crate::error::{Refusal, WireCode};
+use crate::error::Refusal;
 #[cfg(feature = "http-server")]
 use crate::id::AccountId;
-#[cfg(feature = "http-server")]
-use crate::wire::{self, ErrorBody, WireError};
 /// The axum version the routers are built with (their `Router`, `Rejection`'s `Response`);
 /// feature `http-server`.
 #[cfg(feature = "http-server")]
@@ -268,67 +266,6 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
 }
 
 #[cfg(feature = "http-server")]
-/// A JSON response with `no-store` caching (bodies may carry secrets).
-#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
-pub(crate) fn json_response(status: StatusCode, body: Zeroizing<Vec<u8>>) -> Response<Body> {
-    let mut response = Response::new(Body::from(body.to_vec()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-#[cfg(feature = "http-server")]
-/// `{"error": code}` with `status`.
-#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
-pub(crate) fn error_response(status: StatusCode, code: &str) -> Response<Body> {
-    json_response(status, wire::encode(&ErrorBody::new(code.to_owned())))
-}
-
-#[cfg(feature = "http-server")]
-/// `{"error": code}` with the code's status from the classification table.
-#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
-pub(crate) fn code_response(code: WireCode) -> Response<Body> {
-    let (status, text) = code.answer();
-    error_response(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        text,
-    )
-}
-
-#[cfg(feature = "http-server")]
-/// The refusal for a body that does not decode.
-#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
-pub(crate) fn wire_error_response(err: &WireError) -> Response<Body> {
-    let (status, code) = crate::server::endpoint::status_of_wire_error(err);
-    error_response(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-        code,
-    )
-}
-
-#[cfg(feature = "http-server")]
-/// Reads a request body of at most `limit` bytes: `413 too_large` beyond it, `408 request_timeout`
-/// for one cut off by [`serve()`]'s request deadline, `400 malformed` for a body that breaks off.
-#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
-pub(crate) async fn read_body(
-    body: Body,
-    limit: usize,
-) -> Result<axum::body::Bytes, Response<Body>> {
-    use http_body_util::{BodyExt, LengthLimitError, Limited};
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<LengthLimitError>() => Err(code_response(WireCode::TooLarge)),
-        Err(err) if RequestDeadline::caused(&*err) => Err(code_response(WireCode::RequestTimeout)),
-        Err(_) => Err(code_response(WireCode::Malformed)),
-    }
-}
-
-#[cfg(feature = "http-server")]
 /// Reads a request body of at most `limit` bytes into a buffer that is zeroized when dropped, or
 /// says what became of it ([`RequestBody`](crate::server::endpoint::RequestBody)): too large,
 /// cut off by [`serve()`]'s request deadline, or broken off.
@@ -344,15 +281,4 @@ pub(crate) async fn read_body_state(
         Err(err) if RequestDeadline::caused(&*err) => Err(RequestBody::TimedOut),
         Err(_) => Err(RequestBody::Broken),
     }
-}
-
-#[cfg(feature = "http-server")]
-/// The values of every line of header `name`, as text (lines that are not text are skipped).
-#[cfg_attr(not(feature = "ticket"), allow(dead_code))]
-pub(crate) fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect()
 }

@@ -1,9 +1,9 @@
 //! The route that issues network tickets (features `http` and `ticket`):
 //! `POST {prefix}/agent/ticket`, body an [`Announce`](crate::wire::Announce), answered `200`
-//! [`TicketReply`].
-//! It must not record anything or take a queued message. Unlike the other routes it is not yet a
-//! shell over a core function: the presence-key check, the body limit and the client resolution are
-//! applied here.
+//! [`TicketReply`](crate::ticket::TicketReply).
+//! It must not record anything, take a queued message, or decide a rule: it is a shell over the
+//! core function [`issue_ticket`], which any other HTTP
+//! stack serves the same way.
 //!
 //! The announcement only proves the presence key (its instance id must derive from the key,
 //! else `403 forged_instance`); nothing is recorded and no queued message is taken. The network
@@ -28,20 +28,17 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Response, StatusCode};
+use axum::http::Response;
 use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::server::peer_of;
-use super::{code_response, header_lines, json_response, read_body};
-use super::{wire_error_response, MAX_BODY_BYTES};
+use super::server::{core_request, header_pairs, into_response};
+use super::{read_body_state, MAX_BODY_BYTES};
 
-use crate::addr::ForwardedHeaders;
-use crate::error::{Refusal, WireCode};
+use crate::server::endpoint::{issue_ticket, RequestBody};
 use crate::server::ServerConfig;
-use crate::ticket::{TicketKey, TicketReply, DEFAULT_TICKET_TTL};
-use crate::wire;
+use crate::ticket::{TicketKey, DEFAULT_TICKET_TTL};
 
 struct Issuer {
     key: TicketKey,
@@ -69,47 +66,20 @@ pub fn router_with_ttl(
         .with_state(issuer)
 }
 
+/// The route: the core's [`issue_ticket`] over the request's bytes.
 async fn issue(State(issuer): State<Arc<Issuer>>, request: Request) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    let Some(peer) = peer_of(&parts) else {
-        return code_response(WireCode::UnresolvableClient);
+    let headers = header_pairs(&parts);
+    let request = core_request(&parts, &headers);
+    let read = read_body_state(body, MAX_BODY_BYTES).await;
+    let body = match &read {
+        Ok(bytes) => RequestBody::Complete(bytes),
+        Err(state) => *state,
     };
-    // The announcement carries the agent's presence key: zeroized when dropped.
-    let bytes = match read_body(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => zeroize::Zeroizing::new(bytes.to_vec()),
-        Err(response) => return response,
-    };
-    let announce = match wire::decode_announce(&bytes) {
-        Ok(announce) => announce,
-        Err(err) => return wire_error_response(&err),
-    };
-    if !announce.presence_key.proves(&announce.instance_id) {
-        return code_response(Refusal::ForgedInstance.code());
-    }
-    let forwarded = header_lines(&parts.headers, "forwarded");
-    let x_forwarded_for = header_lines(&parts.headers, "x-forwarded-for");
-    let headers = ForwardedHeaders {
-        forwarded: &forwarded,
-        x_forwarded_for: &x_forwarded_for,
-    };
-    let ip = match issuer.config.resolver().resolve(peer, headers) {
-        Ok(ip) => ip,
-        Err(err) => {
-            return code_response(Refusal::ClientAddr(err).code());
-        }
-    };
-    let network = issuer.config.network_of(ip);
     let now = DateTime::<Utc>::from(SystemTime::now());
-    let issued = issuer
-        .key
-        .issue(now, issuer.ttl, network, announce.instance_id);
-    tracing::info!(target: "lanlink::server", %network, instance_id = %announce.instance_id, "ticket issued");
-    json_response(
-        StatusCode::OK,
-        wire::encode(&TicketReply {
-            ticket: issued.token,
-            client_id: issuer.key.client_id(&announce.instance_id),
-            expires_at: issued.ticket.expires_at,
-        }),
-    )
+    let answer = issue_ticket(&issuer.key, &issuer.config, issuer.ttl, now, &request, body);
+    if let Some((network, instance_id)) = answer.issued {
+        tracing::info!(target: "lanlink::server", %network, %instance_id, "ticket issued");
+    }
+    into_response(answer.response)
 }

@@ -678,9 +678,188 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// What [`issue_ticket`] answered, and, when it issued one, the ticket's network and instance
+/// (for the host's log: neither is a secret).
+#[cfg(feature = "ticket")]
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TicketAnswer {
+    /// The answer to send.
+    pub response: ServerResponse,
+    /// The network and instance of the ticket issued, if one was.
+    pub issued: Option<(PublicNetwork, InstanceId)>,
+}
+
+/// `POST {prefix}/agent/ticket` as a function, with no HTTP library in it (feature `ticket`):
+/// the body, an [`Announce`](crate::wire::Announce), only proves its presence key (its instance
+/// id must derive from the key, else `403 forged_instance`); nothing is recorded and no queued
+/// message is taken. The caller's network is resolved from the socket peer and the forwarding
+/// lines exactly as for every other route (`403 unresolvable_client` when it cannot be); a body
+/// too large, late or broken off is answered as on every route (`413`, `408`, `400`, and the
+/// connection closed). The answer is `200` [`TicketReply`](crate::ticket::TicketReply), the
+/// ticket signed under `key` for `ttl`. `config` gives the client-address resolver and the IPv6
+/// grouping: pass the server's own. `lanlink::http::ticket` serves it on axum.
+///
+/// ```
+/// use chrono::{DateTime, TimeDelta};
+/// use lanlink::server::endpoint::{issue_ticket, HttpRequest, RequestBody};
+/// use lanlink::server::ServerConfig;
+/// use lanlink::ticket::TicketKey;
+/// let key = TicketKey::from_bytes([3; 32]);
+/// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let request = HttpRequest {
+///     method: "POST",
+///     path: "/lanlink/v1/agent/ticket",
+///     query: None,
+///     authority: None,
+///     headers: &[],
+///     peer: Some("198.51.100.7".parse().unwrap()),
+/// };
+/// let answer = issue_ticket(&key, &ServerConfig::default(), TimeDelta::hours(1), now, &request,
+///     RequestBody::Complete(b"{}"));
+/// assert_eq!((answer.response.status, answer.issued), (400, None));
+/// ```
+#[cfg(feature = "ticket")]
+pub fn issue_ticket(
+    key: &crate::ticket::TicketKey,
+    config: &super::ServerConfig,
+    ttl: chrono::TimeDelta,
+    now: DateTime<Utc>,
+    request: &HttpRequest<'_>,
+    body: RequestBody<'_>,
+) -> TicketAnswer {
+    let issued = (|| {
+        let caller = Caller::of(request)?;
+        // The announcement carries the agent's presence key: zeroized when dropped.
+        let announce =
+            wire::decode_announce(body_bytes(body)?).map_err(|err| wire_refusal(&err))?;
+        if !announce.presence_key.proves(&announce.instance_id) {
+            return Err(ServerResponse::refusal(&Refusal::ForgedInstance));
+        }
+        let ip = config
+            .resolver()
+            .resolve(caller.peer, caller.headers())
+            .map_err(|err| ServerResponse::refusal(&Refusal::ClientAddr(err)))?;
+        let network = config.network_of(ip);
+        let ticket = key.issue(now, ttl, network, announce.instance_id);
+        let reply = crate::ticket::TicketReply {
+            ticket: ticket.token,
+            client_id: key.client_id(&announce.instance_id),
+            expires_at: ticket.ticket.expires_at,
+        };
+        Ok((
+            ServerResponse::json(200, wire::encode(&reply)),
+            (network, announce.instance_id),
+        ))
+    })();
+    let (mut response, issued) = match issued {
+        Ok((response, issued)) => (response, Some(issued)),
+        Err(response) => (response, None),
+    };
+    // A body left unread (or cut off) leaves bytes on the connection that are no request.
+    response.close = !matches!(body, RequestBody::Complete(_));
+    TicketAnswer { response, issued }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ticket route's function: each refusal of `PROTOCOL.md`, and a good ticket for the
+    /// caller's own network (a forwarding line from an untrusted peer counts for nothing).
+    #[cfg(feature = "ticket")]
+    #[test]
+    fn the_ticket_route_proves_the_key_and_resolves_the_network() {
+        use crate::secret::PresenceKey;
+        use crate::ticket::{TicketKey, TicketReply};
+        let key = TicketKey::from_bytes([3; 32]);
+        let config = crate::server::ServerConfig::default();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let presence = PresenceKey::from_bytes([4; 32]);
+        let id = presence.instance_id();
+        let secret = crate::LocalSecret::from_bytes([5; 32]);
+        let announce = |key: PresenceKey, id| {
+            wire::encode(&wire::Announce::new(
+                id,
+                "192.168.1.50".parse().expect("ip"),
+                8080,
+                wire::DeviceInfo::default(),
+                secret.commitment(&id),
+                key,
+            ))
+        };
+        let good = announce(presence.clone(), id);
+        let forged = announce(PresenceKey::from_bytes([6; 32]), id);
+        let headers = [("x-forwarded-for", &b"203.0.113.9"[..])];
+        let request = |peer: Option<&str>| HttpRequest {
+            method: "POST",
+            path: "/lanlink/v1/agent/ticket",
+            query: None,
+            authority: None,
+            headers: &headers,
+            peer: peer.map(|p| p.parse().expect("ip")),
+        };
+        let ask = |peer: Option<&str>, body: RequestBody<'_>| {
+            let answer = issue_ticket(
+                &key,
+                &config,
+                chrono::TimeDelta::hours(1),
+                now,
+                &request(peer),
+                body,
+            );
+            let text = String::from_utf8_lossy(&answer.response.body).into_owned();
+            (
+                answer.response.status,
+                text,
+                answer.response.close,
+                answer.issued,
+            )
+        };
+        let peer = Some("198.51.100.7");
+        let refused = [
+            (
+                ask(peer, RequestBody::Complete(&forged)),
+                403,
+                "forged_instance",
+                false,
+            ),
+            (
+                ask(None, RequestBody::Complete(&good)),
+                403,
+                "unresolvable_client",
+                false,
+            ),
+            (ask(peer, RequestBody::TooLarge), 413, "too_large", true),
+            (
+                ask(peer, RequestBody::TimedOut),
+                408,
+                "request_timeout",
+                true,
+            ),
+            (ask(peer, RequestBody::Broken), 400, "malformed", true),
+            (
+                ask(peer, RequestBody::Complete(b"{")),
+                400,
+                "malformed",
+                false,
+            ),
+        ];
+        for ((status, text, close, issued), want, code, closes) in refused {
+            assert_eq!((status, close, issued), (want, closes, None), "{text}");
+            assert!(text.contains(code), "{text}");
+        }
+        let (status, text, close, issued) = ask(peer, RequestBody::Complete(&good));
+        let network = config.network_of("198.51.100.7".parse().expect("ip"));
+        assert_eq!((status, close, issued), (200, false, Some((network, id))));
+        let reply: TicketReply = serde_json::from_str(&text).expect("reply");
+        let ticket = key.verify(now, &reply.ticket, &id).expect("a valid ticket");
+        assert_eq!(
+            ticket.network, network,
+            "the peer's own network, not the forwarded one"
+        );
+        assert_eq!(reply.client_id, key.client_id(&id));
+    }
 
     #[test]
     fn routes_match_the_reference_router() {
