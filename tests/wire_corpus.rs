@@ -296,12 +296,22 @@ fn read_answer(stream: &mut TcpStream, head_request: bool) -> (Option<Answer>, O
     let code = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v["code"].as_str().map(str::to_owned));
+    let masked = mask(&body);
+    if masked != body {
+        // A masked value (a fresh code, a time whose fraction of a second chrono writes in 3, 6
+        // or 9 digits) may differ in length between two answers alike: so may their length.
+        for line in &mut framing {
+            if line.starts_with("content-length: ") {
+                *line = "content-length: *".to_owned();
+            }
+        }
+    }
     framing.sort();
     let answer = Answer {
         status_line: status_line.trim_end().to_owned(),
         headers,
         framing,
-        body: mask(&body),
+        body: masked,
     };
     (Some(answer), code)
 }
