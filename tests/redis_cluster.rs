@@ -222,6 +222,9 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
             }
             Err(err) => match code_of(&err) {
                 Some((403 | 404, "wrong_secret")) => checked += 1,
+                // Admitted and charged after the right secret linked: the instance is claimed.
+                // Counted as checked (it took a slot of the budget), so the bound stays as strict.
+                Some((409, "already_linking")) => checked += 1,
                 // Refused unchecked: by the lockout, or by the `failures` mark it wrote (a guess
                 // admitted before the lockout and checked after it).
                 Some((429, "locked_out") | (409, "shared_network")) => locked += 1,
