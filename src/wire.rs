@@ -95,7 +95,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
         let text = err.to_string();
         FIELD_NAMES
             .iter()
-            .chain(&["candidates"])
+            .chain(&["candidates", "hold_ms"])
             .find_map(|name| {
                 if text.starts_with(revision::UNSUPPORTED) {
                     Some(WireError::Version)
@@ -412,6 +412,31 @@ pub struct Announce {
     /// (`400 unsupported_version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<Revision>,
+    /// How long the agent asks the server to hold this request open when no message waits for
+    /// it, in milliseconds (revision 1.6; optional, absent or `0`: answer at once). The server
+    /// answers as soon as a message for the agent exists, or when the hold it grants (at most
+    /// this, at most its own limit) ends, and keeps the agent present meanwhile. At most
+    /// [`MAX_HOLD_MS`] (more is refused at decoding, `400 bad_field`). A client sends it only to
+    /// a server that stated 1.6 or later: an older one refuses the field.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_hold"
+    )]
+    pub hold_ms: Option<u32>,
+}
+
+/// The longest hold an announcement may ask for, in milliseconds (revision 1.6): 25 s, short
+/// enough for the proxies that cut a connection idle for 30 s or more.
+pub const MAX_HOLD_MS: u32 = 25_000;
+
+/// Reads a hold of at most [`MAX_HOLD_MS`].
+fn bounded_hold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let hold = u32::deserialize(d)?;
+    if hold > MAX_HOLD_MS {
+        return Err(serde::de::Error::custom("bad field hold_ms "));
+    }
+    Ok(Some(hold))
 }
 
 impl Announce {
@@ -428,7 +453,7 @@ impl Announce {
     /// let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
     ///     secret.commitment(&id), key)
     ///     .with_revision(Revision::CURRENT);
-    /// assert!(announce.candidates.is_empty() && announce.revision == Some(Revision::V1_5));
+    /// assert!(announce.candidates.is_empty() && announce.revision == Some(Revision::CURRENT));
     /// ```
     pub fn new(
         instance_id: InstanceId,
@@ -448,12 +473,36 @@ impl Announce {
             presence_key,
             candidates: Vec::new(),
             revision: None,
+            hold_ms: None,
         }
     }
 
     /// The same, announcing `candidates` (revision 1.3).
     pub fn with_candidates(mut self, candidates: Vec<SocketAddr>) -> Self {
         self.candidates = candidates;
+        self
+    }
+
+    /// The same, asking the server to hold the request for up to `hold_ms` milliseconds while no
+    /// message waits (revision 1.6; at most [`MAX_HOLD_MS`]).
+    ///
+    /// ```
+    /// use lanlink::wire::{self, Announce};
+    /// use lanlink::secret::PresenceKey;
+    /// use lanlink::{InstanceId, LocalSecret};
+    /// let key = PresenceKey::from_bytes([2; 32]);
+    /// let id = key.instance_id();
+    /// let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+    ///     LocalSecret::from_bytes([1; 32]).commitment(&id), key)
+    ///     .with_hold(20_000);
+    /// let json = String::from_utf8(wire::encode(&announce)).unwrap();
+    /// assert!(json.contains(r#""hold_ms":20000"#));
+    /// // A hold over 25 s does not decode.
+    /// let long = json.replace("20000", "25001");
+    /// assert!(wire::decode_announce(long.as_bytes()).is_err());
+    /// ```
+    pub fn with_hold(mut self, hold_ms: u32) -> Self {
+        self.hold_ms = Some(hold_ms);
         self
     }
 

@@ -50,6 +50,7 @@ const HOME: &str = "203.0.113.7";
 const ADDED: &[(&str, &str, Revision)] = &[
     ("announce", "candidates", Revision::V1_3),
     ("announce", "revision", Revision::V1_5),
+    ("announce", "hold_ms", Revision::V1_6),
     ("redeem", "presence_key", Revision::V1_1),
     ("redeem", "attempt", Revision::V1_1),
     ("redeem", "revision", Revision::V1_5),
@@ -96,6 +97,10 @@ fn project(message: &str, at: Revision, mut value: Value) -> Value {
                 }
             }
         }
+    }
+    // A peer of `at` states `at` (from 1.5, the revision that added the field).
+    if let Some(stated) = value.get_mut("revision") {
+        *stated = json!(at.to_string());
     }
     value
 }
@@ -145,7 +150,8 @@ fn recorded(at: Revision) -> BTreeMap<&'static str, Value> {
         presence_key(),
     )
     .with_candidates(vec!["10.0.0.5:8080".parse().unwrap()])
-    .with_revision(Revision::CURRENT);
+    .with_revision(Revision::CURRENT)
+    .with_hold(20_000);
     let code = lanlink::LinkCode::parse("ABCD-2345").unwrap();
     let redeem = wire::RedeemRequest::new(id, code.clone())
         .with_presence_key(presence_key())
@@ -318,8 +324,20 @@ impl Wire {
         if let Handled::NeedsUser { .. } = answer {
             answer = pass(Some(user.expect("a user route needs a user")));
         }
-        let Handled::Answer(response) = answer else {
-            panic!("no answer")
+        let response = match answer {
+            Handled::Answer(response) => response,
+            // A 1.6 announcement asks for a hold: nothing happens, so it is answered when the
+            // hold ends.
+            Handled::Hold(held) => {
+                self.now = held.until();
+                ready(lanlink::server::endpoint::resume(
+                    &self.server,
+                    self.now,
+                    &held,
+                ))
+                .expect("answered at the hold's end")
+            }
+            _ => panic!("no answer"),
         };
         let value: Value = serde_json::from_slice(&response.body).expect("a JSON body");
         let value = if response.status < 300 {

@@ -29,6 +29,8 @@ pub mod agent;
 #[cfg(feature = "http-client")]
 pub mod client;
 #[cfg(feature = "http-server")]
+pub mod hold;
+#[cfg(feature = "http-server")]
 mod serve;
 #[cfg(feature = "http-server")]
 pub mod server;

@@ -38,9 +38,12 @@ use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
+use super::hold::{Bell, LinkBell};
 use super::{read_body_state, Authenticator, Peer, MAX_BODY_BYTES};
 use crate::event::ServerEvent;
-use crate::server::endpoint::{self, Handled, HttpRequest, RequestBody, ServerResponse, User};
+use crate::server::endpoint::{
+    self, Handled, Held, HttpRequest, RequestBody, ServerResponse, User,
+};
 use crate::server::{Backend, Server};
 use crate::WireCode;
 
@@ -53,6 +56,8 @@ struct App<S> {
     auth: Arc<dyn Authenticator>,
     /// The route prefix, without a trailing slash.
     prefix: String,
+    /// What wakes held requests (revision 1.6).
+    bell: Arc<dyn Bell>,
 }
 
 impl<S: Backend + 'static> Wire for App<S> {
@@ -70,6 +75,18 @@ impl<S: Backend + 'static> Wire for App<S> {
     ) -> impl Future<Output = Handled> + Send + 'a {
         let prefix = self.prefix.as_str();
         endpoint::handle(&*self.server, now, rng, prefix, request, body, user)
+    }
+
+    fn resume<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        held: &'a Held,
+    ) -> impl Future<Output = Option<ServerResponse>> + Send + 'a {
+        endpoint::resume(&*self.server, now, held)
+    }
+
+    fn bell(&self) -> Option<&dyn Bell> {
+        Some(&*self.bell)
     }
 
     fn unauthorized(&self) -> ServerResponse {
@@ -109,11 +126,37 @@ pub fn router<S: Backend + 'static>(
     auth: Arc<dyn Authenticator>,
     prefix: &str,
 ) -> Router {
+    router_with_bell(server, auth, prefix, Arc::new(LinkBell::default()))
+}
+
+/// [`router`], with the [`Bell`] that wakes its held requests (revision 1.6): a
+/// [`RedisBell`](super::hold::RedisBell) (feature `redis`) when several instances share a
+/// store, so that a link accepted on one instance answers the agent's request held on another
+/// at once. [`router`] uses a [`LinkBell`] of its own, which wakes only the requests held by
+/// the same router.
+///
+/// ```
+/// use std::sync::Arc;
+/// use lanlink::http::hold::LinkBell;
+/// use lanlink::http::{server::router_with_bell, BearerTokens, DEFAULT_PREFIX};
+/// use lanlink::server::{Server, ServerConfig};
+/// let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
+/// let bell = Arc::new(LinkBell::default());
+/// let app = router_with_bell(server, Arc::new(BearerTokens::default()), DEFAULT_PREFIX, bell);
+/// # let _ = app;
+/// ```
+pub fn router_with_bell<S: Backend + 'static>(
+    server: Arc<Server<S>>,
+    auth: Arc<dyn Authenticator>,
+    prefix: &str,
+    bell: Arc<dyn Bell>,
+) -> Router {
     let prefix = prefix.trim_end_matches('/');
     let app = Arc::new(App {
         server,
         auth,
         prefix: prefix.to_owned(),
+        bell,
     });
     // Every method of the known paths, and every other path under the prefix, goes to the core
     // (which answers 405 with `Allow`, and 404). No router-wide fallback, so the routes merge
@@ -252,6 +295,19 @@ pub(crate) trait Wire: Send + Sync + 'static {
         user: Option<&'a User>,
     ) -> impl Future<Output = Handled> + Send + 'a;
 
+    /// Looks again at a request the wire holds (revision 1.6; the core's [`endpoint::resume`]).
+    fn resume<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        held: &'a Held,
+    ) -> impl Future<Output = Option<ServerResponse>> + Send + 'a;
+
+    /// What wakes the wire's held requests and hears its rings; `None`: a wire that holds
+    /// nothing (its holds, if any, would wait on their timers alone).
+    fn bell(&self) -> Option<&dyn Bell> {
+        None
+    }
+
     /// The wire's own `401`, for [`Rejection::Unauthorized`](super::Rejection::Unauthorized).
     fn unauthorized(&self) -> ServerResponse;
 
@@ -282,8 +338,7 @@ pub(crate) async fn answer<W: Wire>(
         Err(state) => *state,
     };
     let (now, mut rng) = (wall_now(), crate::os_rng());
-    let answer = match wire.handle(now, &mut rng, &request, body, None).await {
-        Handled::Answer(answer) => answer,
+    let handled = match wire.handle(now, &mut rng, &request, body, None).await {
         Handled::NeedsUser { display_name } => {
             let auth = wire.authenticator();
             let account = match auth.authenticate(&parts).await {
@@ -300,15 +355,40 @@ pub(crate) async fn answer<W: Wire>(
                 account,
                 display_name,
             };
-            let handled = wire
-                .handle(now, &mut rng, &request, body, Some(&user))
-                .await;
-            // With a user given, the wire always answers.
-            handled.into_answer().unwrap_or_else(|| wire.unauthorized())
+            wire.handle(now, &mut rng, &request, body, Some(&user))
+                .await
         }
+        handled => handled,
     };
+    let answer = match handled {
+        Handled::Answer(answer) => answer,
+        Handled::Hold(held) => {
+            wire.answered();
+            hold(&*wire, &held).await
+        }
+        // With a user given, the wire always answers.
+        _ => wire.unauthorized(),
+    };
+    if let (Some(instance_id), Some(bell)) = (&answer.ring, wire.bell()) {
+        bell.ring(instance_id);
+    }
     wire.answered();
     into_response(answer)
+}
+
+/// Keeps a held request (revision 1.6) until the core answers it: on each ring of its
+/// instance's bell, and at each time the core names ([`Held::next_check`]).
+async fn hold<W: Wire>(wire: &W, held: &Held) -> ServerResponse {
+    let timers_only = LinkBell::default();
+    let bell = wire.bell().unwrap_or(&timers_only);
+    super::hold::wait_out(bell, &held.instance_id(), || async {
+        let now = wall_now();
+        match wire.resume(now, held).await {
+            Some(answer) => Ok(answer),
+            None => Err((held.next_check(now) - now).to_std().unwrap_or_default()),
+        }
+    })
+    .await
 }
 
 /// The core's answer as an axum response (`Connection: close` when the core says so).

@@ -31,7 +31,7 @@ use super::tokens::{MemoryTokens, PrinterTokens};
 use super::ObicoConfig;
 use crate::http::server::{answer, log_events, Wire};
 use crate::http::Authenticator;
-use crate::server::endpoint::{Handled, HttpRequest, RequestBody, ServerResponse, User};
+use crate::server::endpoint::{Handled, Held, HttpRequest, RequestBody, ServerResponse, User};
 use crate::server::{Backend, Server};
 
 pub use super::endpoint::{
@@ -118,6 +118,14 @@ impl<S: Backend + 'static> Wire for App<S> {
     ) -> impl Future<Output = Handled> + Send + 'a {
         let profile = Profile::new(&*self.server, &*self.tokens, &self.obico);
         endpoint::handle(profile, now, rng, request, body, user)
+    }
+
+    fn resume<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        held: &'a Held,
+    ) -> impl Future<Output = Option<ServerResponse>> + Send + 'a {
+        crate::server::endpoint::resume(&*self.server, now, held)
     }
 
     fn unauthorized(&self) -> ServerResponse {

@@ -98,8 +98,11 @@ use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::error::{Refusal, WireCode};
 use crate::event::RequestKind;
 use crate::id::InstanceId;
-use crate::wire::{self, ErrorBody, LinkRequest, RedeemRequest, WireError, MAX_MESSAGE_BYTES};
+use crate::wire::{
+    self, ErrorBody, LinkRequest, LinkState, RedeemRequest, WireError, MAX_MESSAGE_BYTES,
+};
 
+pub use super::hold::{resume, Held};
 pub use crate::endpoint::{split_target, HttpRequest, Target};
 
 /// Largest request body a route reads, in bytes (larger: `413 too_large`).
@@ -165,6 +168,7 @@ impl std::fmt::Debug for RequestBody<'_> {
 /// stack's own framing headers), and close the connection after it when [`close`](Self::close)
 /// says so. `Debug` shows the body's length, never its bytes (it may hold a token).
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerResponse {
     /// The HTTP status.
     pub status: u16,
@@ -176,6 +180,11 @@ pub struct ServerResponse {
     /// Whether to close the connection after this answer: the body was not read whole (too
     /// large, timed out or broken off), so what follows on the connection is not a request.
     pub close: bool,
+    /// The instance whose bell to ring once this answer is decided (revision 1.6): a link was
+    /// accepted for it (`POST {prefix}/link`, `202`) or it redeemed (`200`), so a request held
+    /// for it ([`Held`]) may now be answered. A host that holds requests rings it; one that
+    /// does not ignores it.
+    pub ring: Option<InstanceId>,
 }
 
 impl std::fmt::Debug for ServerResponse {
@@ -185,6 +194,7 @@ impl std::fmt::Debug for ServerResponse {
             .field("headers", &self.headers)
             .field("body_len", &self.body.len())
             .field("close", &self.close)
+            .field("ring", &self.ring)
             .finish()
     }
 }
@@ -200,6 +210,7 @@ impl ServerResponse {
             ],
             body,
             close: false,
+            ring: None,
         }
     }
 
@@ -259,6 +270,7 @@ impl ServerResponse {
 /// What [`handle`] made of a request.
 #[derive(Debug)]
 #[must_use]
+#[non_exhaustive]
 pub enum Handled {
     /// The answer to send.
     Answer(ServerResponse),
@@ -270,6 +282,11 @@ pub enum Handled {
         /// `POST {prefix}/link` only. A host whose names cost a lookup may skip it otherwise.
         display_name: bool,
     },
+    /// A request to hold open (revision 1.6): keep the connection, listen for the bell of
+    /// [`Held::instance_id`], and call [`resume`] on each ring and at [`Held::next_check`]
+    /// until it answers (at [`Held::until`] at the latest). A host that cannot hold calls
+    /// [`resume`] on a timer alone.
+    Hold(Held),
 }
 
 impl Handled {
@@ -277,9 +294,15 @@ impl Handled {
     pub fn into_answer(self) -> Option<ServerResponse> {
         match self {
             Self::Answer(answer) => Some(answer),
-            Self::NeedsUser { .. } => None,
+            Self::NeedsUser { .. } | Self::Hold(_) => None,
         }
     }
+}
+
+/// A route's outcome before the host's framing rules: an answer, or a hold.
+enum Routed {
+    Answer(ServerResponse),
+    Hold(Held),
 }
 
 /// The status and code of a request body that does not decode: `413 too_large`,
@@ -501,11 +524,16 @@ pub async fn handle<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
             answer.headers.push(("allow", allow.to_owned()));
             Ok(answer)
         }
-        Route::Announce => announce(server, now, request, body).await,
+        Route::Announce => match announce(server, now, request, body).await {
+            Ok(Routed::Hold(held)) => return Handled::Hold(held),
+            Ok(Routed::Answer(answer)) => Ok(answer),
+            Err(answer) => Err(answer),
+        },
         Route::Redeem => redeem(server, now, rng, request, body).await,
         Route::Discover | Route::Link | Route::LinkStatus(_) | Route::Codes => {
             match user_route(server, now, rng, route, request, body, user).await {
-                Ok(Some(answer)) => Ok(answer),
+                Ok(Some(Routed::Answer(answer))) => Ok(answer),
+                Ok(Some(Routed::Hold(held))) => return Handled::Hold(held),
                 Ok(None) => {
                     return Handled::NeedsUser {
                         display_name: route == Route::Link,
@@ -528,6 +556,7 @@ pub(crate) fn oversized_head(request: &HttpRequest<'_>) -> Option<Handled> {
             headers: Vec::new(),
             body: Zeroizing::new(Vec::new()),
             close: true,
+            ring: None,
         })
     })
 }
@@ -563,14 +592,24 @@ async fn announce<S: Backend>(
     now: DateTime<Utc>,
     request: &HttpRequest<'_>,
     body: RequestBody<'_>,
-) -> Result<ServerResponse, ServerResponse> {
+) -> Result<Routed, ServerResponse> {
     let caller = Caller::of(request)?;
     let announce = wire::decode_announce(body_bytes(body)?).map_err(|err| wire_refusal(&err))?;
-    let result = match caller.network(server, RequestKind::Announce) {
-        Ok(network) => server.announce(now, network, &announce).await,
-        Err(refusal) => Err(refusal),
+    let network = match caller.network(server, RequestKind::Announce) {
+        Ok(network) => network,
+        Err(refusal) => return Ok(Routed::Answer(ServerResponse::refusal(&refusal))),
     };
-    Ok(reply(200, result))
+    Ok(match server.announce_held(now, network, &announce).await {
+        // No message, and a hold asked for and granted (revision 1.6).
+        Ok((_, Some(until))) => Routed::Hold(Held::announce(
+            network,
+            announce,
+            until,
+            server.config().hold_recheck(),
+        )),
+        Ok((reply, None)) => Routed::Answer(ServerResponse::json(200, wire::encode(&reply))),
+        Err(refusal) => Routed::Answer(ServerResponse::refusal(&refusal)),
+    })
 }
 
 async fn redeem<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
@@ -586,7 +625,11 @@ async fn redeem<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
         Ok(network) => server.redeem(now, rng, network, &redeem).await,
         Err(refusal) => Err(refusal),
     };
-    Ok(reply(200, result.map(|redeemed| redeemed.reply)))
+    let linked = result.as_ref().ok().map(|redeemed| redeemed.instance_id);
+    let mut answer = reply(200, result.map(|redeemed| redeemed.reply));
+    // A status request held for this link is answered now.
+    answer.ring = linked;
+    Ok(answer)
 }
 
 /// A user route: `Ok(None)` when the user is still needed.
@@ -598,7 +641,7 @@ async fn user_route<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     request: &HttpRequest<'_>,
     body: RequestBody<'_>,
     user: Option<&User>,
-) -> Result<Option<ServerResponse>, ServerResponse> {
+) -> Result<Option<Routed>, ServerResponse> {
     // The cross-site rule of the state-changing routes, before the host's authentication.
     let checked = match route {
         Route::Link => Some(UserRoute::WithBody),
@@ -613,7 +656,7 @@ async fn user_route<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
         return Ok(None);
     };
     let account = &user.account;
-    Ok(Some(match route {
+    Ok(Some(Routed::Answer(match route {
         Route::Discover => {
             let caller = Caller::of(request)?;
             let result = match caller.network(server, RequestKind::Discover) {
@@ -629,26 +672,73 @@ async fn user_route<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
                 Ok(network) => server.link(now, rng, network, user, link).await,
                 Err(refusal) => Err(refusal),
             };
-            reply(202, result)
+            let accepted = result.as_ref().ok().map(|reply| reply.instance_id);
+            let mut answer = reply(202, result);
+            // A message now waits for the agent: its held announcement is answered now.
+            answer.ring = accepted;
+            answer
         }
         Route::LinkStatus(id) => {
             let caller = Caller::of(request)?;
             let instance_id = percent_decode(id)
                 .and_then(|id| id.parse::<InstanceId>().ok())
                 .ok_or_else(|| ServerResponse::for_code(WireCode::Malformed))?;
-            let result = match caller.network(server, RequestKind::LinkStatus) {
-                Ok(network) => {
-                    server
-                        .link_status(now, network, account, &instance_id)
-                        .await
-                }
-                Err(refusal) => Err(refusal),
+            let hold = status_hold(request.query)?;
+            let network = match caller.network(server, RequestKind::LinkStatus) {
+                Ok(network) => network,
+                Err(refusal) => return Ok(Some(Routed::Answer(ServerResponse::refusal(&refusal)))),
             };
-            reply(200, result)
+            let result = server
+                .link_status(now, network, account, &instance_id)
+                .await;
+            let hold = server.config().hold_granted(hold);
+            match &result {
+                // A link on its way, and a hold asked for (revision 1.6): answered when its
+                // state moves, or when the hold ends.
+                Ok(status)
+                    if hold > chrono::TimeDelta::zero()
+                        && matches!(status.state, LinkState::Pending | LinkState::Delivered) =>
+                {
+                    return Ok(Some(Routed::Hold(Held::status(
+                        network,
+                        account.clone(),
+                        instance_id,
+                        status.state,
+                        crate::server::record::later(now, hold),
+                        server.config().hold_recheck(),
+                        request.method == "HEAD",
+                    ))));
+                }
+                _ => reply(200, result),
+            }
         }
         // `Route::Codes`; the other routes never come here.
         _ => reply(201, server.mint_code(now, rng, account).await),
-    }))
+    })))
+}
+
+/// The hold a status request asks for (revision 1.6): `hold_ms=N` in its query, `N` at most
+/// [`MAX_HOLD_MS`](wire::MAX_HOLD_MS) milliseconds (else `400 malformed`); other query
+/// parameters are ignored, as before 1.6.
+fn status_hold(query: Option<&str>) -> Result<Option<u32>, ServerResponse> {
+    let mut hold = None;
+    for pair in query.unwrap_or_default().split('&') {
+        let Some(value) = pair.strip_prefix("hold_ms=") else {
+            continue;
+        };
+        let parsed = (hold.is_none()
+            && !value.is_empty()
+            && value.len() <= 5
+            && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse::<u32>().ok())
+        .flatten()
+        .filter(|ms| *ms <= wire::MAX_HOLD_MS);
+        match parsed {
+            Some(ms) => hold = Some(ms),
+            None => return Err(ServerResponse::for_code(WireCode::Malformed)),
+        }
+    }
+    Ok(hold)
 }
 
 /// Decodes `%XX` escapes in a path segment (a `%` not followed by two hex digits stays as it

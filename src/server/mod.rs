@@ -50,6 +50,7 @@ pub mod budget;
 pub mod connections;
 pub mod cross_site;
 pub mod endpoint;
+mod hold;
 pub mod hook;
 #[cfg(feature = "ticket")]
 pub mod mqtt;
@@ -130,6 +131,7 @@ pub struct ServerConfig {
     pub(crate) resolver: ClientAddrResolver,
     pub(crate) shared: SharedNetworkPolicy,
     pub(crate) allowed_origins: Vec<String>,
+    pub(crate) max_hold: TimeDelta,
     error: Option<ConfigError>,
 }
 
@@ -160,6 +162,7 @@ impl Default for ServerConfig {
             resolver: ClientAddrResolver::default(),
             shared: SharedNetworkPolicy::default(),
             allowed_origins: Vec::new(),
+            max_hold: TimeDelta::seconds(20),
             error: None,
         }
     }
@@ -187,6 +190,41 @@ impl ServerConfig {
         /// How long an announcement keeps an agent present (at least 2.5 × the interval).
         presence_ttl
     );
+    /// The longest the server holds an agent's announcement or a linker's status request open
+    /// while nothing has happened (revision 1.6; default 20 s, at most
+    /// [`MAX_HOLD_MS`](crate::wire::MAX_HOLD_MS), 25 s). Zero never holds: every request is
+    /// answered at once, as before 1.6. A held request is answered as soon as a link reaches
+    /// its agent (or its state changes), else when the hold ends; proxies between agents and
+    /// the server must let a request stay idle this long.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::server::ServerConfig;
+    /// assert!(ServerConfig::default().max_hold(Duration::from_secs(10)).validate().is_ok());
+    /// assert!(ServerConfig::default().max_hold(Duration::ZERO).validate().is_ok());
+    /// assert!(ServerConfig::default().max_hold(Duration::from_secs(26)).validate().is_err());
+    /// ```
+    pub fn max_hold(mut self, value: Duration) -> Self {
+        let limit = TimeDelta::milliseconds(i64::from(crate::wire::MAX_HOLD_MS));
+        match TimeDelta::from_std(value) {
+            Ok(delta) if delta <= limit => self.max_hold = delta,
+            _ => self.error = self.error.or(Some(ConfigError::Ttl)),
+        }
+        self
+    }
+
+    /// The hold the server grants a request that asks for `asked_ms` (revision 1.6): at most
+    /// [`max_hold`](Self::max_hold); zero when none was asked.
+    pub(crate) fn hold_granted(&self, asked_ms: Option<u32>) -> TimeDelta {
+        TimeDelta::milliseconds(i64::from(asked_ms.unwrap_or(0))).min(self.max_hold)
+    }
+
+    /// How often a held request is checked again without a ring: the announce interval, so a
+    /// lost ring (a pub/sub message lost with its connection) costs at most one poll interval.
+    pub(crate) fn hold_recheck(&self) -> TimeDelta {
+        self.announce_interval
+    }
+
     /// The window of every guessing budget (see [`Budgets::window`]).
     pub fn lockout_window(mut self, value: Duration) -> Self {
         match TimeDelta::from_std(value) {
@@ -838,6 +876,26 @@ impl<S: Backend> Server<S> {
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
         run!(self, |ops| ops.announce(now, network, announce))
+    }
+
+    /// [`announce`](Self::announce), and until when its request may be held (revision 1.6).
+    pub(crate) async fn announce_held(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+    ) -> Result<(AnnounceReply, Option<DateTime<Utc>>), Refusal> {
+        run!(self, |ops| ops.announce_held(now, network, announce, true))
+    }
+
+    /// Whether a message waits for `instance_id` in `network`: a held announcement's check.
+    pub(crate) async fn message_waits(
+        &self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        instance_id: &InstanceId,
+    ) -> Result<bool, Refusal> {
+        run!(self, |ops| ops.message_waits(now, network, instance_id))
     }
 
     /// A linker of `user` asks for discoverable agents in `network` (protocol step 4). The

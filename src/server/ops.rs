@@ -257,6 +257,25 @@ impl Ops<'_> {
         network: PublicNetwork,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
+        self.announce_held(now, network, announce, false)
+            .await
+            .map(|(reply, _)| reply)
+    }
+
+    /// An announcement, and until when its request may be held (revision 1.6; `None`: answer
+    /// at once). Only a transport that holds (`holds`) grants the hold an announcement asks
+    /// for; any other answers at once and keeps the presence its usual lifetime.
+    pub(crate) async fn announce_held(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        announce: &Announce,
+        holds: bool,
+    ) -> Result<(AnnounceReply, Option<DateTime<Utc>>), Refusal> {
+        let hold = match holds {
+            true => self.config.hold_granted(announce.hold_ms),
+            false => chrono::TimeDelta::zero(),
+        };
         // Refusals change nothing but what failing closed requires (the contested mark, or an
         // overdue instance dropped and remembered as used): `announce` checks before it writes.
         // A store may run the function more than once: only the written attempt's result counts
@@ -266,13 +285,39 @@ impl Ops<'_> {
         let written = self
             .store
             .update_network(network, now, config, true, &mut |record| {
-                result = record.announce(now, config, announce);
+                result = record.announce_holding(now, config, announce, hold);
             })
             .await;
         if let Err(err) = written {
             return Err(self.store_failed(Some(network), RequestKind::Announce, err));
         }
+        let held_until = result.as_ref().ok().and_then(|a| a.held_until);
         self.announced(network, announce, result)
+            .map(|reply| (reply, held_until))
+    }
+
+    /// Whether a message waits for `instance_id` in `network` (a link accepted and not yet
+    /// delivered): a plain read, what a held announcement checks before it announces again.
+    pub(crate) async fn message_waits(
+        &mut self,
+        now: DateTime<Utc>,
+        network: PublicNetwork,
+        instance_id: &InstanceId,
+    ) -> Result<bool, Refusal> {
+        let mut waits = false;
+        let read = self
+            .store
+            .read_network(network, now, self.config, &mut |record| {
+                waits = record
+                    .links()
+                    .iter()
+                    .any(|l| l.instance_id == *instance_id && l.state == LinkState::Pending);
+            })
+            .await;
+        match read {
+            Ok(_) => Ok(waits),
+            Err(err) => Err(self.store_failed(Some(network), RequestKind::Announce, err)),
+        }
     }
 
     /// The reply to an announcement that the store applied, with its event.

@@ -49,16 +49,19 @@ impl Revision {
     pub const V1_4: Self = Self::new(1, 4);
     /// Revision 1.5: each side states its `revision`.
     pub const V1_5: Self = Self::new(1, 5);
+    /// Revision 1.6: held requests (`hold_ms`), so a link reaches an HTTP agent at once.
+    pub const V1_6: Self = Self::new(1, 6);
     /// The revision this crate speaks.
-    pub const CURRENT: Self = Self::V1_5;
+    pub const CURRENT: Self = Self::V1_6;
     /// Every revision of major 1 this crate knows, oldest first.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::V1_0,
         Self::V1_1,
         Self::V1_2,
         Self::V1_3,
         Self::V1_4,
         Self::V1_5,
+        Self::V1_6,
     ];
 
     /// The revision `major.minor`.

@@ -3,7 +3,7 @@
 
 mod shared;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -142,6 +142,10 @@ pub struct Announced {
     pub visibility: Visibility,
     /// The stateful signal this announcement tripped, when it newly marked the network shared.
     pub judged: Option<SharedSignal>,
+    /// Until when the server may hold the request open (revision 1.6): set when the
+    /// announcement asked for a hold, the server grants one, and no message was delivered. The
+    /// presence then lives until one presence lifetime past it.
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 impl NetworkRecord {
@@ -307,6 +311,20 @@ impl NetworkRecord {
         config: &ServerConfig,
         announce: &Announce,
     ) -> Result<Announced, Refusal> {
+        self.announce_holding(now, config, announce, TimeDelta::zero())
+    }
+
+    /// [`announce`](Self::announce) for a request the server may hold for `hold` (revision
+    /// 1.6; zero: answered at once): when no message was delivered, the presence lives until
+    /// one presence lifetime past the hold (within the window), and
+    /// [`Announced::held_until`] says until when to hold.
+    pub fn announce_holding(
+        &mut self,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        announce: &Announce,
+        hold: TimeDelta,
+    ) -> Result<Announced, Refusal> {
         // Every endpoint a linker may be pointed at passes the same check (revision 1.3).
         if !crate::addr::is_announceable_private_ip(announce.private_ip)
             || announce
@@ -428,12 +446,32 @@ impl NetworkRecord {
                 // `message` drops here: the record keeps no copy of the secret.
             }
         }
+        // A held request (revision 1.6) keeps its agent present until one presence lifetime
+        // past the hold, within the agent's window: the agent announces again only once the
+        // hold is answered.
+        let held_until = match self
+            .presences
+            .iter_mut()
+            .find(|p| p.instance_id == announce.instance_id)
+        {
+            Some(presence) if messages.is_empty() && hold > TimeDelta::zero() => {
+                let until_ms = later_ms(now_ms, hold).min(presence.window_ends_ms);
+                presence.expires_ms = presence
+                    .expires_ms
+                    .max(later_ms(until_ms, config.presence_ttl));
+                (until_ms > now_ms)
+                    .then(|| DateTime::from_timestamp_millis(until_ms))
+                    .flatten()
+            }
+            _ => None,
+        };
         let judged = self.judge_subnets(now, config);
         let visibility = self.visibility_of(now, config, &announce.instance_id);
         Ok(Announced {
             messages,
             visibility,
             judged,
+            held_until,
         })
     }
 
