@@ -108,6 +108,13 @@ impl RedisBell {
     }
 }
 
+impl RedisBell {
+    /// How many instances have listeners in this process ([`LinkBell::listened`]).
+    pub fn listened(&self) -> usize {
+        self.local.listened()
+    }
+}
+
 impl Bell for RedisBell {
     fn ring(&self, instance_id: &InstanceId) {
         let tag = tag_of(instance_id);

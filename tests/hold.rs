@@ -1,0 +1,383 @@
+//! Held requests (revision 1.6), the server's side over real sockets: a link answers an agent's
+//! held announcement at once, on the same instance or across instances sharing Redis (one node
+//! and a cluster); no wake-up is lost between the check and the subscription; a lost ring
+//! costs one recheck at most; held requests count against their client's connection slots.
+#![cfg(feature = "http")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lanlink::http::hold::{Bell, LinkBell, Listener};
+use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::server::{Backend, Server, ServerConfig, User};
+use lanlink::wire::{self, Announce, AnnounceReply, LinkRequest};
+use lanlink::{AccountId, InstanceId, LocalSecret, PublicNetwork};
+use support::announcement;
+
+const TOKEN: &str = "alice-token";
+
+/// A server whose announce interval (and so its recheck of held requests) is 10 s: an answer
+/// well within that came from a ring.
+fn slow_config() -> ServerConfig {
+    ServerConfig::default()
+        .announce_interval(Duration::from_secs(10))
+        .presence_ttl(Duration::from_secs(25))
+        .max_visible(4)
+}
+
+fn auth() -> Arc<BearerTokens> {
+    Arc::new(BearerTokens::new(vec![(
+        TOKEN.to_owned(),
+        AccountId::new("alice").unwrap(),
+    )]))
+}
+
+/// Serves `server`'s routes, woken by `bell`, on 127.0.0.1 with `serve_config`.
+async fn start<S: Backend + 'static>(
+    server: Arc<Server<S>>,
+    bell: Arc<dyn Bell>,
+    serve_config: ServeConfig,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = http::server::router_with_bell(server, auth(), DEFAULT_PREFIX, bell);
+    tokio::spawn(http::serve(
+        listener,
+        router,
+        serve_config,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// A client of its own (its own connection), with no pooling across tests.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Sends `announce` with a hold of `hold_ms`; the reply, and how long it took.
+fn announce_held(
+    addr: SocketAddr,
+    announce: &Announce,
+    hold_ms: u32,
+) -> tokio::task::JoinHandle<Result<(AnnounceReply, Instant), String>> {
+    let body = wire::encode(&announce.clone().with_hold(hold_ms)).to_vec();
+    tokio::spawn(async move {
+        let response = client()
+            .post(format!("http://{addr}{DEFAULT_PREFIX}/agent/announce"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+        }
+        let reply = wire::decode(&bytes, wire::MAX_MESSAGE_BYTES).map_err(|e| e.to_string())?;
+        Ok((reply, Instant::now()))
+    })
+}
+
+/// Links `instance_id` with `secret` through the server at `addr`; when the `202` came.
+async fn link(addr: SocketAddr, instance_id: InstanceId, secret: &LocalSecret) -> Instant {
+    let body = wire::encode(&LinkRequest::new(instance_id, secret.clone())).to_vec();
+    let response = client()
+        .post(format!("http://{addr}{DEFAULT_PREFIX}/link"))
+        .header("content-type", "application/json")
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let at = Instant::now();
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    at
+}
+
+/// Waits until `listened` says `n` requests are held.
+async fn until_held(listened: impl Fn() -> usize, n: usize) {
+    let start = Instant::now();
+    while listened() < n {
+        assert!(start.elapsed() < Duration::from_secs(10), "never held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_link_answers_the_held_announcement_at_once() {
+    let server = Arc::new(Server::new(slow_config()).unwrap());
+    let bell = Arc::new(LinkBell::default());
+    let addr = start(server, bell.clone(), ServeConfig::default()).await;
+    let (announce, secret) = announcement(1, "192.168.1.50");
+    // Nothing waits: the request is held (first, a plain announcement is answered at once).
+    let held = announce_held(addr, &announce, 20_000);
+    until_held(|| bell.listened(), 1).await;
+    let accepted = link(addr, announce.instance_id, &secret).await;
+    let (reply, answered) = held.await.unwrap().unwrap();
+    assert_eq!(reply.messages.len(), 1, "the link's message");
+    let took = answered.saturating_duration_since(accepted);
+    assert!(
+        took < Duration::from_secs(1),
+        "answered {took:?} after the link"
+    );
+}
+
+#[tokio::test]
+async fn a_held_announcement_with_nothing_to_say_is_answered_at_its_hold() {
+    let server = Arc::new(Server::new(slow_config()).unwrap());
+    let bell = Arc::new(LinkBell::default());
+    let addr = start(server, bell.clone(), ServeConfig::default()).await;
+    let (announce, _) = announcement(2, "192.168.1.50");
+    let sent = Instant::now();
+    let (reply, answered) = announce_held(addr, &announce, 1_500)
+        .await
+        .unwrap()
+        .unwrap();
+    let took = answered - sent;
+    assert!(reply.messages.is_empty());
+    assert!(
+        took >= Duration::from_millis(1_400) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Nothing is left listening once it is answered.
+    assert_eq!(bell.listened(), 0);
+}
+
+/// A bell that, the first time a request starts listening, first lets a link be accepted
+/// (with its ring, which no one hears yet) and only then listens: the link lands exactly
+/// between a check and a subscription if the hold checked first.
+struct LinkWhileSubscribing {
+    inner: LinkBell,
+    armed: AtomicBool,
+    link: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Bell for LinkWhileSubscribing {
+    fn ring(&self, instance_id: &InstanceId) {
+        self.inner.ring(instance_id);
+    }
+
+    fn listen(&self, instance_id: &InstanceId) -> Listener {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            (self.link)();
+        }
+        self.inner.listen(instance_id)
+    }
+}
+
+#[tokio::test]
+async fn a_link_between_the_check_and_the_subscription_is_not_lost() {
+    let server = Arc::new(Server::new(slow_config()).unwrap());
+    let (announce, secret) = announcement(3, "192.168.1.50");
+    let instance_id = announce.instance_id;
+    let linker = Arc::clone(&server);
+    let home = PublicNetwork::from_ip("127.0.0.1".parse().unwrap(), 64);
+    let bell = Arc::new(LinkWhileSubscribing {
+        inner: LinkBell::default(),
+        armed: AtomicBool::new(true),
+        link: Box::new(move || {
+            // The in-memory store answers at once: the link is accepted and its ring sent
+            // before the held request listens.
+            let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+            let user = User::new(AccountId::new("alice").unwrap());
+            let request = LinkRequest::new(instance_id, secret.clone());
+            let linked = support::steps::ready(linker.link(
+                now,
+                &mut lanlink::os_rng(),
+                home,
+                &user,
+                request,
+            ));
+            assert!(linked.is_ok(), "{linked:?}");
+        }),
+    });
+    let addr = start(server, bell.clone(), ServeConfig::default()).await;
+    let sent = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        announce_held(addr, &announce, 20_000),
+    )
+    .await
+    .expect("answered before the next recheck (10 s): the wake-up was not lost");
+    let (reply, _) = answer.unwrap().unwrap();
+    assert!(!bell.armed.load(Ordering::SeqCst), "the link ran");
+    assert_eq!(reply.messages.len(), 1, "took {:?}", sent.elapsed());
+}
+
+/// A bell that never rings: every ring is lost.
+#[derive(Default)]
+struct Deaf(LinkBell);
+
+impl Bell for Deaf {
+    fn ring(&self, _: &InstanceId) {}
+
+    fn listen(&self, instance_id: &InstanceId) -> Listener {
+        self.0.listen(instance_id)
+    }
+}
+
+#[tokio::test]
+async fn a_lost_ring_costs_at_most_one_recheck() {
+    // The default announce interval, 2 s: the recheck of a held request.
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
+    let bell = Arc::new(Deaf::default());
+    let addr = start(server, bell.clone(), ServeConfig::default()).await;
+    let (announce, secret) = announcement(4, "192.168.1.50");
+    let held = announce_held(addr, &announce, 20_000);
+    until_held(|| bell.0.listened(), 1).await;
+    let accepted = link(addr, announce.instance_id, &secret).await;
+    let (reply, answered) = held.await.unwrap().unwrap();
+    assert_eq!(reply.messages.len(), 1);
+    let took = answered.saturating_duration_since(accepted);
+    assert!(
+        took <= Duration::from_millis(2_500),
+        "{took:?}: more than one recheck"
+    );
+}
+
+#[tokio::test]
+async fn held_requests_count_against_their_clients_slots() {
+    let server = Arc::new(Server::new(slow_config().max_hold(Duration::from_secs(3))).unwrap());
+    let bell = Arc::new(LinkBell::default());
+    let serve_config = ServeConfig {
+        max_connections_per_client: 3,
+        ..ServeConfig::default()
+    };
+    let addr = start(server, bell.clone(), serve_config).await;
+    let held: Vec<_> = (10..13)
+        .map(|n| announce_held(addr, &announcement(n, "192.168.1.50").0, 3_000))
+        .collect();
+    until_held(|| bell.listened(), 3).await;
+    // A fourth connection from the same client is closed unanswered while three are held.
+    let (fourth, _) = announcement(13, "192.168.1.50");
+    let refused = announce_held(addr, &fourth, 0).await.unwrap();
+    assert!(
+        refused.is_err(),
+        "a fourth connection was served: {refused:?}"
+    );
+    // Once the holds end (and their connections close), the client is served again.
+    for held in held {
+        assert!(held.await.unwrap().is_ok());
+    }
+    let served = announce_held(addr, &fourth, 0).await.unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
+
+#[cfg(feature = "redis")]
+mod across_instances {
+    use super::*;
+    use lanlink::http::hold::RedisBell;
+    use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+    use lanlink::server::{Events, Records, RecordsConfig, StoreKey};
+    use support::redis_cluster::Cluster;
+    use support::redis_server::Redis;
+
+    /// Two instances over one store (`config` connects each its own way), each with its own
+    /// bell on `nodes`; the second's bell for counting held requests.
+    async fn two_instances(
+        config: impl Fn() -> RedisStoreConfig,
+        nodes: &[String],
+    ) -> (SocketAddr, SocketAddr, RedisBell) {
+        let mut addrs = Vec::new();
+        let mut bells = Vec::new();
+        for _ in 0..2 {
+            let store = RedisStore::connect(config()).await.expect("redis");
+            let records = Records::new(store, RecordsConfig::new(StoreKey::from_bytes([7; 32])));
+            let server =
+                Server::with_store(slow_config(), records, Events::discard()).expect("config");
+            let bell = RedisBell::connect(nodes, "lanlink-test:bell")
+                .await
+                .expect("subscribed");
+            addrs.push(
+                start(
+                    Arc::new(server),
+                    Arc::new(bell.clone()),
+                    ServeConfig::default(),
+                )
+                .await,
+            );
+            bells.push(bell);
+        }
+        (addrs[0], addrs[1], bells.pop().unwrap())
+    }
+
+    /// An agent held on B is answered at once by a link accepted on A.
+    async fn wake_across(a: SocketAddr, b: SocketAddr, bell_b: &RedisBell, n: u32) {
+        let (announce, secret) = announcement(n, "192.168.1.50");
+        let held = announce_held(b, &announce, 20_000);
+        until_held(|| bell_b.listened(), 1).await;
+        let accepted = link(a, announce.instance_id, &secret).await;
+        let (reply, answered) = held.await.unwrap().unwrap();
+        assert_eq!(reply.messages.len(), 1);
+        let took = answered.saturating_duration_since(accepted);
+        assert!(
+            took < Duration::from_secs(1),
+            "{took:?} (the recheck is 10 s)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_on_one_instance_wakes_the_agent_held_on_another() {
+        let redis = Redis::start();
+        let url = redis.url();
+        let (a, b, bell_b) =
+            two_instances(|| RedisStoreConfig::new(url.clone()), &[url.clone()]).await;
+        wake_across(a, b, &bell_b, 20).await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_subscription_comes_back_and_every_hold_looks_again() {
+        let redis = Redis::start();
+        let url = redis.url();
+        let (a, b, bell_b) =
+            two_instances(|| RedisStoreConfig::new(url.clone()), &[url.clone()]).await;
+        let (announce, secret) = announcement(21, "192.168.1.50");
+        let held = announce_held(b, &announce, 20_000);
+        until_held(|| bell_b.listened(), 1).await;
+        // Cut every subscription, and link at once: A's ring may be published while B is not
+        // subscribed; B resubscribes and every hold of B looks again.
+        let mut admin = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(killed >= 2, "both instances' subscriptions: {killed}");
+        let accepted = link(a, announce.instance_id, &secret).await;
+        let (reply, answered) = held.await.unwrap().unwrap();
+        assert_eq!(reply.messages.len(), 1);
+        let took = answered.saturating_duration_since(accepted);
+        assert!(
+            took < Duration::from_secs(3),
+            "{took:?} (the recheck is 10 s)"
+        );
+        // And rings cross again afterwards.
+        wake_across(a, b, &bell_b, 22).await;
+    }
+
+    #[tokio::test]
+    async fn a_link_on_one_instance_wakes_the_agent_held_on_another_on_a_cluster() {
+        let cluster = Cluster::start();
+        let urls = cluster.urls();
+        let (a, b, bell_b) =
+            two_instances(|| RedisStoreConfig::cluster(urls.clone()), &urls[1..]).await;
+        wake_across(a, b, &bell_b, 30).await;
+    }
+}
