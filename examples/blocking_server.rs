@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Parser;
 use ipnet::IpNet;
 use lanlink::server::connections::{ConnectionShares, Groups};
-use lanlink::server::endpoint::{self, Handled, HttpRequest, RequestBody, User};
+use lanlink::server::endpoint::{self, Handled, Held, HttpRequest, RequestBody, User};
 use lanlink::server::endpoint::{ServerResponse, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use lanlink::server::{Server, ServerConfig};
 use lanlink::transport::DEFAULT_PREFIX;
@@ -727,14 +727,34 @@ fn answer(host: &Host, request: &HttpRequest<'_>, body: RequestBody<'_>) -> Serv
             user,
         ))
     };
-    match handle(None, &mut rng) {
-        Handled::Answer(answer) => answer,
+    let handled = match handle(None, &mut rng) {
         Handled::NeedsUser { .. } => match account(host, request) {
-            Some(account) => handle(Some(&User::new(account)), &mut rng)
-                .into_answer()
-                .unwrap_or_else(ServerResponse::unauthorized),
-            None => ServerResponse::unauthorized(),
+            Some(account) => handle(Some(&User::new(account)), &mut rng),
+            None => return ServerResponse::unauthorized(),
         },
+        handled => handled,
+    };
+    match handled {
+        Handled::Answer(answer) => answer,
+        Handled::Hold(held) => hold(host, &held),
+        // With a user given, the core always answers.
+        _ => ServerResponse::unauthorized(),
+    }
+}
+
+/// How often this host looks again at a held request: it has no bell (the tokio routers
+/// have one), so a link reaches a held agent within this long.
+const HOLD_POLL: Duration = Duration::from_millis(50);
+
+/// Holds a request (revision 1.6) on this connection's thread until the core answers it.
+fn hold(host: &Host, held: &Held) -> ServerResponse {
+    loop {
+        let now = wall_now();
+        if let Some(answer) = block_on(endpoint::resume(&host.server, now, held)) {
+            return answer;
+        }
+        let wait = (held.next_check(now) - now).to_std().unwrap_or_default();
+        std::thread::sleep(wait.min(HOLD_POLL));
     }
 }
 

@@ -196,6 +196,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Arc::clone(&records),
                 Events::sink(log_event),
             )?);
+            // Held requests (revision 1.6) are woken across instances through Redis pub/sub:
+            // a link accepted on one instance answers the agent held on another at once.
+            let channel = format!("{}:bell", args.redis_prefix);
+            let bell = Arc::new(lanlink::http::hold::RedisBell::connect(urls, &channel).await?);
+            let router = |service, auth, prefix: &str| {
+                http::server::router_with_bell(service, auth, prefix, bell.clone())
+            };
             match profile {
                 "lanlink" => router(service, auth, &args.prefix),
                 #[cfg(feature = "obico")]

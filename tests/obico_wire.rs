@@ -1033,6 +1033,7 @@ impl Host {
                 }
                 None => endpoint::unauthorized(),
             },
+            other => panic!("the Obico profile never holds a request: {other:?}"),
         };
         // The host drains the server's events (here: drops them).
         while self.server.poll_event().is_some() {}
