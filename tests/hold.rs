@@ -331,8 +331,11 @@ mod across_instances {
     async fn a_link_on_one_instance_wakes_the_agent_held_on_another() {
         let redis = Redis::start();
         let url = redis.url();
-        let (a, b, bell_b) =
-            two_instances(|| RedisStoreConfig::new(url.clone()), &[url.clone()]).await;
+        let (a, b, bell_b) = two_instances(
+            || RedisStoreConfig::new(url.clone()),
+            std::slice::from_ref(&url),
+        )
+        .await;
         wake_across(a, b, &bell_b, 20).await;
     }
 
@@ -340,8 +343,11 @@ mod across_instances {
     async fn a_lost_subscription_comes_back_and_every_hold_looks_again() {
         let redis = Redis::start();
         let url = redis.url();
-        let (a, b, bell_b) =
-            two_instances(|| RedisStoreConfig::new(url.clone()), &[url.clone()]).await;
+        let (a, b, bell_b) = two_instances(
+            || RedisStoreConfig::new(url.clone()),
+            std::slice::from_ref(&url),
+        )
+        .await;
         let (announce, secret) = announcement(21, "192.168.1.50");
         let held = announce_held(b, &announce, 20_000);
         until_held(|| bell_b.listened(), 1).await;

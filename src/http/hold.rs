@@ -7,7 +7,7 @@
 //! (a link accepted, a redemption) to every request held for X:
 //!
 //! - [`LinkBell`]: within one process (the default of [`router`](super::server::router)).
-//! - [`RedisBell`] (feature `redis`): across server instances sharing one Redis, on one node or
+//! - `RedisBell` (feature `redis`): across server instances sharing one Redis, on one node or
 //!   a cluster, through Redis pub/sub; each instance rings its own holds and publishes for the
 //!   others.
 //!

@@ -130,7 +130,7 @@ pub fn router<S: Backend + 'static>(
 }
 
 /// [`router`], with the [`Bell`] that wakes its held requests (revision 1.6): a
-/// [`RedisBell`](super::hold::RedisBell) (feature `redis`) when several instances share a
+/// `http::hold::RedisBell` (feature `redis`) when several instances share a
 /// store, so that a link accepted on one instance answers the agent's request held on another
 /// at once. [`router`] uses a [`LinkBell`] of its own, which wakes only the requests held by
 /// the same router.
