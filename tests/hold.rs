@@ -274,6 +274,22 @@ async fn held_requests_count_against_their_clients_slots() {
     assert!(served.is_ok(), "{served:?}");
 }
 
+#[tokio::test]
+async fn a_held_request_outlives_its_connections_timeout() {
+    // A connection takes requests for 1 s; the request held on it for 2 s is still answered
+    // (a keep-alive connection of an agent that holds again and again is not cut mid-hold).
+    let server = Arc::new(Server::new(slow_config()).unwrap());
+    let bell = Arc::new(LinkBell::default());
+    let serve_config = ServeConfig {
+        connection_timeout: Duration::from_secs(1),
+        ..ServeConfig::default()
+    };
+    let addr = start(server, bell, serve_config).await;
+    let (announce, _) = announcement(14, "192.168.1.50");
+    let answer = announce_held(addr, &announce, 2_000).await.unwrap();
+    assert!(answer.is_ok(), "{answer:?}");
+}
+
 #[cfg(feature = "redis")]
 mod across_instances {
     use super::*;

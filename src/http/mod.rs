@@ -58,7 +58,7 @@ use zeroize::Zeroizing;
 #[cfg(feature = "http-server")]
 use self::serve::RequestDeadline;
 #[cfg(feature = "http-server")]
-pub use self::serve::{serve, ServeConfig, REFUSAL_LOG_INTERVAL};
+pub use self::serve::{serve, ServeConfig, HOLD_GRACE, REFUSAL_LOG_INTERVAL};
 #[cfg(feature = "http-server")]
 use crate::confirm::DisplayName;
 #[cfg(feature = "http-server")]

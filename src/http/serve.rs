@@ -30,6 +30,11 @@ use super::Peer;
 use crate::server::connections::ConnectionShares;
 use crate::server::Level;
 
+/// How long a connection past its `connection_timeout` may still take to answer its request in
+/// flight (a held request lasts at most [`MAX_HOLD_MS`](crate::wire::MAX_HOLD_MS), 25 s) before
+/// it is cut.
+pub const HOLD_GRACE: Duration = Duration::from_secs(30);
+
 /// At most one warning about refused connections and cut-off requests per this interval; the
 /// warning counts every refusal since the previous one.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -82,7 +87,10 @@ pub struct ServeConfig {
     /// request answered `408 request_timeout` (by this crate's routes; others see their body
     /// end in an error) and the connection closed.
     pub request_timeout: Duration,
-    /// The longest a connection may stay open, busy or idle (default 60 s).
+    /// How long a connection takes new requests (default 60 s). Past it the connection is
+    /// closed once its request in flight, if any, is answered, within [`HOLD_GRACE`] more (a
+    /// held request, revision 1.6, lasts at most 25 s): so the longest a connection stays open
+    /// is `connection_timeout + HOLD_GRACE`.
     pub connection_timeout: Duration,
 }
 
@@ -149,7 +157,8 @@ impl Refusals {
 /// /48, /32, an IPv4 /24; counted and given back in one step per connection) — extra
 /// connections are closed unanswered; headers within
 /// `header_read_timeout`; a whole request (headers and body) within `request_timeout` of its
-/// first byte; a connection for at most `connection_timeout`. Refusals are logged as warnings
+/// first byte; new requests on a connection for `connection_timeout`, the one in flight
+/// then answered within [`HOLD_GRACE`]. Refusals are logged as warnings
 /// at most once per [`REFUSAL_LOG_INTERVAL`], each with the count of refusals it covers, so a
 /// flood of refused connections cannot flood the log.
 ///
@@ -254,10 +263,17 @@ async fn serve_connection(
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(64 * 1024);
     let connection = builder.serve_connection(io, service);
-    if tokio::time::timeout(config.connection_timeout, connection)
+    tokio::pin!(connection);
+    if tokio::time::timeout(config.connection_timeout, connection.as_mut())
         .await
-        .is_err()
+        .is_ok()
     {
+        return;
+    }
+    // No new request; the one in flight (a held one, say) is answered, then the connection
+    // closes.
+    connection.as_mut().graceful_shutdown();
+    if tokio::time::timeout(HOLD_GRACE, connection).await.is_err() {
         tracing::debug!(%peer, "connection timed out");
     }
 }
