@@ -274,6 +274,57 @@ async fn held_requests_count_against_their_clients_slots() {
     assert!(served.is_ok(), "{served:?}");
 }
 
+/// A held agent stays present (discovery shows it) until one presence lifetime past its hold,
+/// though it does not announce meanwhile; an announcement through the direct API (MQTT's path)
+/// is never held and keeps the usual lifetime.
+#[test]
+fn a_held_presence_lives_one_lifetime_past_the_hold() {
+    use lanlink::endpoint::HttpRequest;
+    use lanlink::server::endpoint::{handle, Handled, RequestBody};
+    use support::steps::ready;
+    let server = Server::new(ServerConfig::default()).unwrap();
+    let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let peer = "203.0.113.7".parse().unwrap();
+    let home = PublicNetwork::from_ip(peer, 64);
+    let alice = User::new(AccountId::new("alice").unwrap());
+    let shown = |at: DateTime<Utc>| {
+        let reply = ready(server.discover(at, home, &alice)).unwrap();
+        reply.agents.iter().count()
+    };
+    let (held, _) = announcement(40, "192.168.1.50");
+    let body = wire::encode(&held.clone().with_hold(20_000));
+    let request = HttpRequest {
+        method: "POST",
+        path: "/lanlink/v1/agent/announce",
+        query: None,
+        authority: None,
+        headers: &[],
+        peer: Some(peer),
+    };
+    let handled = ready(handle(
+        &server,
+        t0,
+        &mut lanlink::os_rng(),
+        DEFAULT_PREFIX,
+        &request,
+        RequestBody::Complete(&body),
+        None,
+    ));
+    let Handled::Hold(hold) = handled else {
+        panic!("held")
+    };
+    assert_eq!(hold.until(), t0 + chrono::Duration::seconds(20));
+    let at = |s: i64| t0 + chrono::Duration::milliseconds(s);
+    assert_eq!(shown(at(25_900)), 1, "present until 20 s + 6 s");
+    assert_eq!(shown(at(26_100)), 0, "gone after");
+    // The direct API (MQTT's path) never holds: the usual 6 s.
+    let (direct, _) = announcement(41, "192.168.1.60");
+    let reply = ready(server.announce(at(30_000), home, &direct.with_hold(20_000))).unwrap();
+    assert!(reply.messages.is_empty());
+    assert_eq!(shown(at(35_900)), 1);
+    assert_eq!(shown(at(36_100)), 0);
+}
+
 #[tokio::test]
 async fn a_held_request_outlives_its_connections_timeout() {
     // A connection takes requests for 1 s; the request held on it for 2 s is still answered

@@ -855,6 +855,114 @@ pub fn issue_ticket(
 mod tests {
     use super::*;
 
+    /// The status route's `hold_ms` (revision 1.6): digits up to 25000, once; anything else
+    /// named `hold_ms` is malformed; other parameters are ignored as before 1.6.
+    #[test]
+    fn a_status_hold_is_digits_up_to_the_limit_once() {
+        assert_eq!(status_hold(None).unwrap(), None);
+        assert_eq!(status_hold(Some("x=1&y")).unwrap(), None);
+        assert_eq!(status_hold(Some("hold_ms=20000")).unwrap(), Some(20_000));
+        assert_eq!(status_hold(Some("a=b&hold_ms=00025")).unwrap(), Some(25));
+        assert_eq!(status_hold(Some("hold_ms=25000")).unwrap(), Some(25_000));
+        for bad in [
+            "hold_ms=25001",
+            "hold_ms=",
+            "hold_ms=-1",
+            "hold_ms=+5",
+            "hold_ms=1e3",
+            "hold_ms=100000",
+            "hold_ms=%32",
+            "hold_ms=1&hold_ms=2",
+        ] {
+            let refused = status_hold(Some(bad)).unwrap_err();
+            assert_eq!(refused.status, 400, "{bad}");
+        }
+    }
+
+    /// A held status request is answered when the agent redeems (its state moves), and at the
+    /// hold's end with the state then; a request without a hold, or for a link in no pending
+    /// state, is answered at once.
+    #[test]
+    fn a_held_status_request_answers_when_the_state_moves() {
+        use crate::secret::PresenceKey;
+        use crate::server::{Server, ServerConfig};
+        use crate::wire::{Announce, LinkStatusReply};
+        fn at_once<T>(future: impl std::future::Future<Output = T>) -> T {
+            let mut future = std::pin::pin!(future);
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            match future.as_mut().poll(&mut context) {
+                std::task::Poll::Ready(out) => out,
+                std::task::Poll::Pending => panic!("the in-memory store answers at once"),
+            }
+        }
+        let server = Server::new(ServerConfig::default()).unwrap();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let peer: IpAddr = "203.0.113.7".parse().unwrap();
+        let home = PublicNetwork::from_ip(peer, 64);
+        let key = PresenceKey::from_bytes([4; 32]);
+        let id = key.instance_id();
+        let secret = crate::LocalSecret::from_bytes([5; 32]);
+        let announce = Announce::new(
+            id,
+            "192.168.1.50".parse().unwrap(),
+            8080,
+            Default::default(),
+            secret.commitment(&id),
+            key.clone(),
+        );
+        let alice = User::new(crate::AccountId::new("alice").unwrap());
+        let mut rng = crate::os_rng();
+        at_once(server.announce(now, home, &announce)).unwrap();
+        let path = format!("/lanlink/v1/link/{id}");
+        let status = |query: Option<&str>, rng: &mut _, at| {
+            let request = HttpRequest {
+                method: "GET",
+                path: &path,
+                query,
+                authority: None,
+                headers: &[],
+                peer: Some(peer),
+            };
+            at_once(handle(
+                &server,
+                at,
+                rng,
+                "/lanlink/v1",
+                &request,
+                RequestBody::Complete(&[]),
+                Some(&alice),
+            ))
+        };
+        // Nothing pending: answered at once, hold or not.
+        assert!(matches!(
+            status(Some("hold_ms=20000"), &mut rng, now),
+            Handled::Answer(_)
+        ));
+        let request = LinkRequest::new(id, secret.clone());
+        at_once(server.link(now, &mut rng, home, &alice, request)).unwrap();
+        // Pending without a hold: at once.
+        assert!(matches!(status(None, &mut rng, now), Handled::Answer(_)));
+        let Handled::Hold(held) = status(Some("hold_ms=20000"), &mut rng, now) else {
+            panic!("a pending link's status is held");
+        };
+        assert_eq!(held.instance_id(), id);
+        assert!(at_once(resume(&server, now, &held)).is_none());
+        // The agent takes its message (delivered: the state moved).
+        let taken = at_once(server.announce(now, home, &announce)).unwrap();
+        assert_eq!(taken.messages.len(), 1);
+        let answer = at_once(resume(&server, now, &held)).expect("the state moved");
+        let reply: LinkStatusReply = wire::decode(&answer.body, MAX_MESSAGE_BYTES).unwrap();
+        assert_eq!(reply.state, LinkState::Delivered);
+        // Held again while delivered; at the hold's end, answered with the state then.
+        let Handled::Hold(again) = status(Some("hold_ms=1000"), &mut rng, now) else {
+            panic!("a delivered link's status is held");
+        };
+        assert!(at_once(resume(&server, now, &again)).is_none());
+        let at_end = at_once(resume(&server, again.until(), &again)).unwrap();
+        let reply: LinkStatusReply = wire::decode(&at_end.body, MAX_MESSAGE_BYTES).unwrap();
+        assert_eq!(reply.state, LinkState::Delivered);
+    }
+
     /// The ticket route's function: each refusal of `PROTOCOL.md`, and a good ticket for the
     /// caller's own network (a forwarding line from an untrusted peer counts for nothing).
     #[cfg(feature = "ticket")]
