@@ -67,7 +67,10 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Connections served at once; further ones are closed at once (default 512).
+    /// Connections served at once; further ones are closed at once (default 512). An agent
+    /// whose announcement is held (revision 1.6) keeps one connection open for most of its
+    /// discovery window: size this for the agents discovering at once (benches/instant.rs holds
+    /// 5,000 with 11,000).
     pub max_connections: usize,
     /// Connections served at once for one client — an IPv4 address, or an IPv6 /64 (an
     /// IPv4-mapped IPv6 address counts as its IPv4 address) — of the socket peer; further ones
