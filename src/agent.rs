@@ -10,7 +10,7 @@
 //! # Driving it
 //!
 //! The agent does no I/O and reads no clock; a driver (the crate's
-//! [`run_agent`](crate::driver::run_agent), or a loop of your own on any stack) owns the sockets
+//! `driver::run_agent` (feature `tokio`), or a loop of your own on any stack) owns the sockets
 //! and the timer. After **every** `handle_*` call and after every wake-up, in this order:
 //!
 //! 1. [`poll_transmit`](Agent::poll_transmit) until `None`: send each

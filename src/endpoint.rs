@@ -2,7 +2,7 @@
 //! method, target, headers and socket peer go in, a status, headers and body come out, with
 //! every rule of `PROTOCOL.md` ("The agent's local endpoint") applied. Any HTTP stack serves the
 //! endpoint by calling [`handle`] and writing its answer as given; the axum adapter
-//! ([`crate::http::agent`]) is a thin shell over it, so every stack answers byte for byte alike.
+//! (`http::agent`, feature `http-server`) is a thin shell over it, so every stack answers byte for byte alike.
 //! A library that hands over the raw request target splits it with [`split_target`];
 //! `examples/blocking_agent.rs` serves the endpoint over `tiny_http` that way, with no tokio.
 //!
@@ -18,7 +18,7 @@
 //!   configured `Origin` asking for `GET`, with `Access-Control-Allow-Private-Network: true` when
 //!   the browser asks for it (Private Network Access).
 //! - `GET {prefix}/popup?instance_id=…&origin=…`: the popup page for browsers that cannot fetch
-//!   the secret themselves (it holds no secret; see [`crate::http::agent`]).
+//!   the secret themselves (it holds no secret; see `http::agent`, feature `http-server`).
 //! - anything else: `404 not_found`, or `405 method_not_allowed` on a known path.
 //!
 //! Refusals are `{"error": code}` with the status `PROTOCOL.md` gives. A request naming

@@ -8,7 +8,8 @@
 //!
 //! The traits are object-safe (`#[async_trait]`), carry only [`crate::wire`] types, and make no
 //! decision: refusals come back as [`TransportError::Refused`] with the peer's stable code, which
-//! the drivers hand to the state machines. The HTTP adapter ([`crate::http`]) implements all three.
+//! the drivers hand to the state machines. The HTTP adapter (`lanlink::http`, features `http-server` and `http-client`)
+//! implements all three.
 
 use std::net::SocketAddr;
 
