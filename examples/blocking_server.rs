@@ -735,6 +735,18 @@ fn answer(host: &Host, request: &HttpRequest<'_>, body: RequestBody<'_>) -> Serv
                 .unwrap_or_else(ServerResponse::unauthorized),
             None => ServerResponse::unauthorized(),
         },
+        // A held request (revision 1.6): this host hears no bell, so it looks again on the
+        // core's timer alone, on the connection's own thread.
+        Handled::Hold(held) => loop {
+            let now = wall_now();
+            if let Some(answer) = block_on(endpoint::resume(&host.server, now, &held)) {
+                break answer;
+            }
+            let wait = (held.next_check(now) - now).to_std().unwrap_or_default();
+            std::thread::sleep(wait.max(Duration::from_millis(10)));
+        },
+        // An outcome this example does not know (`Handled` is non-exhaustive): fail closed.
+        _ => ServerResponse::error(500, "internal"),
     }
 }
 
