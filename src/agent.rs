@@ -211,14 +211,30 @@ pub const REDEEM_RETRY_CAP: Duration = Duration::from_secs(8);
 
 /// How long, by default, the agent asks a server of revision 1.6 or later to hold its
 /// announcement open while no message waits: 20 seconds (see [`AgentConfig::hold`]).
+///
+/// ```
+/// use lanlink::agent::{DEFAULT_HOLD, MAX_HOLD};
+/// assert!(DEFAULT_HOLD <= MAX_HOLD);
+/// ```
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(20);
 
 /// The longest hold the agent may ask for: [`MAX_HOLD_MS`], 25 seconds.
+///
+/// ```
+/// assert_eq!(lanlink::agent::MAX_HOLD.as_millis(), u128::from(lanlink::wire::MAX_HOLD_MS));
+/// ```
 pub const MAX_HOLD: Duration = Duration::from_millis(MAX_HOLD_MS as u64);
 
 /// How many held announcements in a row may fail (no answer, or a proxy's page instead of the
 /// server's) before the agent stops asking for holds for the rest of its window
-/// ([`AgentEvent::HoldFallback`]).
+/// ([`AgentEvent::HoldFallback`]); see [`Agent::handle_announce_failed`].
+///
+/// ```
+/// let event = lanlink::event::AgentEvent::HoldFallback {
+///     failures: lanlink::agent::HOLD_FAILURES_BEFORE_FALLBACK,
+/// };
+/// # let _ = event;
+/// ```
 pub const HOLD_FAILURES_BEFORE_FALLBACK: u32 = 2;
 
 /// The agent's configuration. Checked by [`Agent::new`].

@@ -110,6 +110,10 @@ pub const CONFIRM_POLL: Duration = Duration::from_millis(100);
 /// held one, revision 1.6, may wait up to its hold): a code typed at the device, a cancel or
 /// the window's end drops the request within this long
 /// ([`Agent::wants_announce_reply`](crate::agent::Agent::wants_announce_reply)).
+///
+/// ```
+/// assert!(lanlink::driver::ANNOUNCE_POLL <= lanlink::driver::CONFIRM_POLL);
+/// ```
 pub const ANNOUNCE_POLL: Duration = Duration::from_millis(100);
 
 /// Runs `agent` over `transport` until it is linked or stopped, passing every event to

@@ -727,7 +727,7 @@ mod tests {
             }
             names.insert(event.name());
         }
-        assert_eq!(names.len(), 13, "one of each variant: {names:?}");
+        assert_eq!(names.len(), 14, "one of each variant: {names:?}");
     }
 
     #[test]

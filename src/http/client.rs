@@ -149,6 +149,13 @@ fn json(builder: RequestBuilder, body: Zeroizing<Vec<u8>>) -> RequestBuilder {
 /// How much longer than its hold an agent's held announcement (revision 1.6) waits for its
 /// answer before it counts as failed: 10 s, the default client's whole timeout, for the
 /// connection, the request and the answer around the hold.
+///
+/// ```
+/// use std::time::Duration;
+/// // An announcement asking for the default 20 s hold waits 30 s for its answer.
+/// let waits = lanlink::agent::DEFAULT_HOLD + lanlink::http::client::HOLD_MARGIN;
+/// assert_eq!(waits, Duration::from_secs(30));
+/// ```
 pub const HOLD_MARGIN: Duration = Duration::from_secs(10);
 
 /// The timeout of an announcement that asks for a hold of `hold_ms`: the hold plus
