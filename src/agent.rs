@@ -15,8 +15,12 @@
 //!
 //! 1. [`poll_transmit`](Agent::poll_transmit) until `None`: send each
 //!    [`AgentTransmit`] to the server, and feed its answer back —
-//!    [`handle_announce_reply`](Agent::handle_announce_reply) /
-//!    [`handle_announce_refused`](Agent::handle_announce_refused) for an announcement;
+//!    [`handle_announce_reply`](Agent::handle_announce_reply) for an announcement's reply, or
+//!    [`handle_announce_failed`](Agent::handle_announce_failed) with the transport's error
+//!    (a refusal, no answer, an unreadable one). An announcement may ask the server to hold it
+//!    open (revision 1.6, [`AgentConfig::hold`]): give it a timeout longer than its `hold_ms`,
+//!    and drop it once [`wants_announce_reply`](Agent::wants_announce_reply) says its answer no
+//!    longer matters;
 //!    [`handle_redeem_reply`](Agent::handle_redeem_reply) for a redemption's answer (a token or a
 //!    refusal, [`transport::reply_from`](crate::transport::reply_from) maps status and body), or
 //!    [`handle_redeem_failed`](Agent::handle_redeem_failed) when no answer came (connection

@@ -145,9 +145,11 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
                 let outcome = loop {
                     match tokio::time::timeout(ANNOUNCE_POLL, call.as_mut()).await {
                         Ok(outcome) => break Some(outcome),
-                        Err(_) if lock(agent).wants_announce_reply(Instant::now(), instance_id) => {
+                        Err(_) => {
+                            if !lock(agent).wants_announce_reply(Instant::now(), instance_id) {
+                                break None;
+                            }
                         }
-                        Err(_) => break None,
                     }
                 };
                 match outcome {

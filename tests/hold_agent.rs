@@ -343,3 +343,46 @@ async fn a_proxy_that_cuts_holds_makes_the_agent_fall_back_and_still_link() {
         "no hold cut after the fallback"
     );
 }
+
+/// A code typed at the device while its announcement is held is redeemed at once: the driver
+/// drops the held request (`Agent::wants_announce_reply`) instead of waiting out the 20 s hold.
+/// So does a cancel: the driver ends at once.
+#[tokio::test]
+async fn a_code_typed_or_a_cancel_during_a_hold_does_not_wait_for_it() {
+    let server = start_server(ServerConfig::default()).await;
+    let base = format!("http://{server}");
+    for cancel in [false, true] {
+        let agent = new_agent(Duration::from_secs(2));
+        let (task, mut announced, _events) = drive(&agent, &base);
+        let _first = next("first announcement", &mut announced, Duration::from_secs(5)).await;
+        let held = next("held announcement", &mut announced, Duration::from_secs(5)).await;
+        assert_eq!(held, Some(20_000));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let typed = Instant::now();
+        if cancel {
+            lock(&agent).cancel();
+        } else {
+            let linker = HttpLinkerClient::with_client(home_client(), &base, P, P, ALICE);
+            let code = linker.mint_code().await.expect("a manual code").code;
+            lock(&agent)
+                .enter_code(Instant::now(), code)
+                .expect("a code, while discovering");
+        }
+        let status = timeout(Duration::from_secs(15), task)
+            .await
+            .expect("the agent ends")
+            .unwrap();
+        let took = typed.elapsed();
+        let expected = if cancel {
+            AgentStatus::Stopped(lanlink::event::StopReason::Cancelled)
+        } else {
+            AgentStatus::Linked
+        };
+        assert_eq!(status, expected);
+        assert!(
+            took < Duration::from_secs(2),
+            "ended {took:?} after the {} (the hold is 20 s)",
+            if cancel { "cancel" } else { "code" }
+        );
+    }
+}
