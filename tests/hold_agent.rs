@@ -13,6 +13,8 @@
 //! trusts from its loopback peer.
 #![cfg(feature = "http")]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -385,4 +387,24 @@ async fn a_code_typed_or_a_cancel_during_a_hold_does_not_wait_for_it() {
             if cancel { "cancel" } else { "code" }
         );
     }
+}
+
+/// `HttpAgentClient` waits a held announcement out past its client's own timeout (10 s for
+/// `client_builder`): an 11.5 s hold is answered normally, not cut at 10 s.
+#[tokio::test]
+async fn the_http_client_waits_out_a_hold_longer_than_its_timeout() {
+    let hold = Duration::from_millis(11_500);
+    let server = start_server(ServerConfig::default().max_hold(hold)).await;
+    let client = HttpAgentClient::with_client(home_client(), &format!("http://{server}"), P);
+    let (announce, _secret) = support::announcement(1, "192.168.1.50");
+    let announce = announce.with_hold(11_500);
+    let sent = Instant::now();
+    let reply = client.announce(&announce).await;
+    let took = sent.elapsed();
+    let reply = reply.expect("the held announcement's answer, after its hold");
+    assert!(reply.messages.is_empty());
+    assert!(
+        took >= Duration::from_secs(11),
+        "answered after {took:?}: was it held?"
+    );
 }
