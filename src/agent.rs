@@ -1119,7 +1119,7 @@ impl Agent {
 
     /// An announcement got no reply to read: `error` as the transport gave it. The one entry
     /// point a driver needs for a failed announcement (the crate's
-    /// [`run_agent`](crate::driver::run_agent) calls nothing else):
+    /// `driver::run_agent` (feature `tokio`) calls nothing else):
     ///
     /// - `400 malformed` ([`TransportError::is_malformed_request`]) goes to
     ///   [`handle_request_malformed`](Self::handle_request_malformed) (an older server);
