@@ -91,6 +91,10 @@ struct Args {
     /// The discovery window in seconds (at most 600).
     #[arg(long, default_value_t = 600)]
     window: u64,
+    /// How long, in seconds, the server is asked to hold each announcement open so that a
+    /// link arrives at once (revision 1.6; at most 25, 0 never asks).
+    #[arg(long, default_value_t = 20)]
+    hold: u64,
     /// The device's host name shown to the user.
     #[arg(long, default_value = "lanlink-device")]
     hostname: String,
@@ -218,6 +222,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // from the operator (`--advertise`, `--candidate`).
     let mut config = AgentConfig::new(args.private_ip.unwrap_or(addr.ip()), addr.port(), info)
         .window(Duration::from_secs(args.window))
+        .hold(Duration::from_secs(args.hold))
         .trusted_proxies(args.trusted_proxies)
         .candidates(args.candidates)
         .confirmation(policy);

@@ -81,6 +81,10 @@ struct Args {
     /// The discovery window in seconds (at most 600).
     #[arg(long, default_value_t = 600, alias = "window-secs")]
     window: u64,
+    /// How long, in seconds, the server is asked to hold each announcement open so that a
+    /// link arrives at once (revision 1.6; at most 25, 0 never asks).
+    #[arg(long, default_value_t = 20)]
+    hold: u64,
     /// The device's host name shown to the user.
     #[arg(long, default_value = "lanlink-device")]
     hostname: String,
@@ -135,6 +139,7 @@ fn run(args: Args) -> Result<AgentStatus, Box<dyn std::error::Error + Send + Syn
     )?;
     let mut config = AgentConfig::new(args.private_ip.unwrap_or(addr.ip()), addr.port(), info)
         .window(Duration::from_secs(args.window))
+        .hold(Duration::from_secs(args.hold))
         .trusted_proxies(args.trusted_proxies);
     if !args.local_nets.is_empty() {
         config = config.local_policy(LocalPolicy::new(args.local_nets));
@@ -216,24 +221,22 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
         };
         match transmit {
             Some(AgentTransmit::Announce(announce)) => {
-                let reply = client.post::<AnnounceReply>(ANNOUNCE_PATH, &wire::encode(&announce));
+                let reply = announce_while_wanted(agent, client, &announce);
                 let mut guard = lock(agent);
                 let now = Instant::now();
                 match reply {
-                    Ok(reply) => guard.handle_announce_reply(now, reply),
-                    Err(err) => {
+                    Some(Ok(reply)) => guard.handle_announce_reply(now, reply),
+                    Some(Err(err)) => {
                         eprintln!("announce: {err}");
-                        // A refusal goes to the agent (which decides whether it ends discovery);
-                        // anything else (unreachable, a 5xx, a malformed reply) is retried by
-                        // announcing again at the agent's interval.
-                        // A `400 malformed` means an older server (see PROTOCOL.md, revisions):
-                        // it goes to its own handler first.
-                        if err.is_malformed_request() {
-                            guard.handle_request_malformed(now);
-                        } else if let Some(code) = err.refused_code() {
-                            guard.handle_announce_refused(now, code);
-                        }
+                        // The agent decides what a failure means: an older server (`400
+                        // malformed`, see PROTOCOL.md, revisions), a refusal that may end
+                        // discovery, or no answer from the server (announced again at the
+                        // agent's interval; a held announcement counts toward the hold's
+                        // fallback).
+                        guard.handle_announce_failed(now, &err);
                     }
+                    // Dropped: a code was typed, or the window ended, while it was held.
+                    None => {}
                 }
                 continue;
             }
@@ -242,7 +245,7 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
                 drop(request);
                 // One attempt: the agent owns the retries (it hands the request out again when
                 // `poll_timeout` says, and stops at its redeem deadline).
-                let outcome = client.post::<RedeemReply>(REDEEM_PATH, &body);
+                let outcome = client.post::<RedeemReply>(REDEEM_PATH, &body, None);
                 let mut guard = lock(agent);
                 let now = Instant::now();
                 let fed = match outcome {
@@ -284,6 +287,38 @@ fn drive(agent: &Mutex<Agent>, client: &ServerClient) -> AgentStatus {
     }
 }
 
+/// Sends `announce` from a thread of its own and waits for its answer, looking at the agent
+/// every [`MAX_SLEEP`] meanwhile: a held announcement (revision 1.6) may wait up to its hold,
+/// and a code typed or the window's end must not wait that long. `None` once the answer no
+/// longer matters ([`Agent::wants_announce_reply`]); the thread finishes on its own when the
+/// server answers or its timeout passes.
+fn announce_while_wanted(
+    agent: &Mutex<Agent>,
+    client: &ServerClient,
+    announce: &wire::Announce,
+) -> Option<Result<AnnounceReply, TransportError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = client.clone();
+    let body = wire::encode(announce);
+    let hold = announce
+        .hold_ms
+        .map(|ms| Duration::from_millis(u64::from(ms)));
+    std::thread::spawn(move || {
+        let _ = tx.send(client.post::<AnnounceReply>(ANNOUNCE_PATH, &body, hold));
+    });
+    loop {
+        match rx.recv_timeout(MAX_SLEEP) {
+            Ok(reply) => return Some(reply),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if lock(agent).wants_announce_reply(Instant::now(), announce.instance_id) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Some(Err(TransportError::Unreachable("no answer".to_owned())));
+            }
+        }
+    }
+}
+
 /// Prints the agent's pending events, one JSON line each (`linked` is printed by `run`, with
 /// the token file's path).
 fn print_events(agent: &mut Agent) {
@@ -317,7 +352,13 @@ fn event_json(event: &AgentEvent) -> serde_json::Value {
 
 // ───────────────────────────── the server, over ureq ─────────────────────────────
 
-/// The agent's side of the server's agent routes, over a blocking `ureq` agent.
+/// How much longer than its hold a held announcement waits for its answer (the crate's
+/// `HttpAgentClient` waits as long): the timeout of every other request.
+const HOLD_MARGIN: Duration = Duration::from_secs(10);
+
+/// The agent's side of the server's agent routes, over a blocking `ureq` agent (a handle:
+/// clones share its connections).
+#[derive(Clone)]
 struct ServerClient {
     http: ureq::Agent,
     /// The server's base URL and the prefix, without a trailing slash.
@@ -332,7 +373,7 @@ impl ServerClient {
             .max_redirects(0)
             .proxy(None)
             .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(HOLD_MARGIN))
             .build();
         Self {
             http: config.into(),
@@ -346,15 +387,27 @@ impl ServerClient {
 
     /// `POST {base}{path}` with a JSON `body`; the reply as the core maps it. The body is read
     /// up to one byte past the wire's limit, so that `reply_from` sees (and refuses) a longer one.
-    fn post<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, TransportError> {
+    /// A request the server may hold (`hold`, revision 1.6) waits the hold plus
+    /// [`HOLD_MARGIN`] for its answer.
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &[u8],
+        hold: Option<Duration>,
+    ) -> Result<T, TransportError> {
         let unreachable =
             |err: &dyn std::fmt::Display| TransportError::Unreachable(err.to_string());
-        let mut response = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .send(body)
-            .map_err(|err| unreachable(&err))?;
+            .header("content-type", "application/json");
+        if let Some(hold) = hold {
+            request = request
+                .config()
+                .timeout_global(Some(hold + HOLD_MARGIN))
+                .build();
+        }
+        let mut response = request.send(body).map_err(|err| unreachable(&err))?;
         let status = response.status().as_u16();
         // Room for the whole body at once: it may hold the secret, and a reallocation would
         // leave a copy behind that is not zeroized.

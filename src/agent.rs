@@ -15,8 +15,12 @@
 //!
 //! 1. [`poll_transmit`](Agent::poll_transmit) until `None`: send each
 //!    [`AgentTransmit`] to the server, and feed its answer back —
-//!    [`handle_announce_reply`](Agent::handle_announce_reply) /
-//!    [`handle_announce_refused`](Agent::handle_announce_refused) for an announcement;
+//!    [`handle_announce_reply`](Agent::handle_announce_reply) for an announcement's reply, or
+//!    [`handle_announce_failed`](Agent::handle_announce_failed) with the transport's error
+//!    (a refusal, no answer, an unreadable one). An announcement may ask the server to hold it
+//!    open (revision 1.6, [`AgentConfig::hold`]): give it a timeout longer than its `hold_ms`,
+//!    and drop it once [`wants_announce_reply`](Agent::wants_announce_reply) says its answer no
+//!    longer matters;
 //!    [`handle_redeem_reply`](Agent::handle_redeem_reply) for a redemption's answer (a token or a
 //!    refusal, [`transport::reply_from`](crate::transport::reply_from) maps status and body), or
 //!    [`handle_redeem_failed`](Agent::handle_redeem_failed) when no answer came (connection
@@ -72,9 +76,10 @@ use crate::error::{AgentError, ConfigError, SecretRefusal, VerifyFailure, WireCo
 use crate::event::{AgentEvent, StopReason};
 use crate::id::InstanceId;
 use crate::secret::{AuthToken, LocalSecret, PresenceKey};
+use crate::transport::TransportError;
 use crate::wire::{
     AgentMessage, Announce, AnnounceReply, DeviceInfo, HiddenReason, RedeemReply, RedeemRequest,
-    Revision, SecretReply, Visibility, MAX_CANDIDATES,
+    Revision, SecretReply, Visibility, MAX_CANDIDATES, MAX_HOLD_MS,
 };
 
 /// Networks that hold container-internal addresses, which a browser elsewhere on the LAN
@@ -208,6 +213,34 @@ pub const REDEEM_RETRY_BASE: Duration = Duration::from_millis(500);
 /// The longest pause between two attempts at a redemption.
 pub const REDEEM_RETRY_CAP: Duration = Duration::from_secs(8);
 
+/// How long, by default, the agent asks a server of revision 1.6 or later to hold its
+/// announcement open while no message waits: 20 seconds (see [`AgentConfig::hold`]).
+///
+/// ```
+/// use lanlink::agent::{DEFAULT_HOLD, MAX_HOLD};
+/// assert!(DEFAULT_HOLD <= MAX_HOLD);
+/// ```
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(20);
+
+/// The longest hold the agent may ask for: [`MAX_HOLD_MS`], 25 seconds.
+///
+/// ```
+/// assert_eq!(lanlink::agent::MAX_HOLD.as_millis(), u128::from(lanlink::wire::MAX_HOLD_MS));
+/// ```
+pub const MAX_HOLD: Duration = Duration::from_millis(MAX_HOLD_MS as u64);
+
+/// How many held announcements in a row may fail (no answer, or a proxy's page instead of the
+/// server's) before the agent stops asking for holds for the rest of its window
+/// ([`AgentEvent::HoldFallback`]); see [`Agent::handle_announce_failed`].
+///
+/// ```
+/// let event = lanlink::event::AgentEvent::HoldFallback {
+///     failures: lanlink::agent::HOLD_FAILURES_BEFORE_FALLBACK,
+/// };
+/// # let _ = event;
+/// ```
+pub const HOLD_FAILURES_BEFORE_FALLBACK: u32 = 2;
+
 /// The agent's configuration. Checked by [`Agent::new`].
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -225,6 +258,7 @@ pub struct AgentConfig {
     confirm_timeout: Duration,
     advertise: Option<SocketAddr>,
     candidates: Vec<SocketAddr>,
+    hold: Duration,
 }
 
 impl AgentConfig {
@@ -247,7 +281,59 @@ impl AgentConfig {
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             advertise: None,
             candidates: Vec::new(),
+            hold: DEFAULT_HOLD,
         }
+    }
+
+    /// Sets how long the agent asks the server to hold each announcement open while no message
+    /// waits for it (revision 1.6; default [`DEFAULT_HOLD`], at most [`MAX_HOLD`], else
+    /// [`ConfigError::Hold`]; zero never asks). A held announcement is answered as soon as a
+    /// link is accepted for the agent, so the link reaches it at once instead of at its next
+    /// announcement. The hold is asked only of a server that stated revision 1.6 or later, never
+    /// past the window's end, and the server may grant less. Proxies between the agent and the
+    /// server must let a request stay idle this long: an agent whose held announcements fail
+    /// [twice in a row](HOLD_FAILURES_BEFORE_FALLBACK) stops asking for the rest of its window
+    /// ([`AgentEvent::HoldFallback`]) and announces at its interval as before 1.6. Its HTTP
+    /// client must wait longer than the hold for an answer
+    /// (`lanlink::http::client::HttpAgentClient` waits the hold plus 10 s).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+    /// use lanlink::wire::AnnounceReply;
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default())
+    ///     .hold(Duration::from_secs(15));
+    /// let now = Instant::now();
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// // The first announcement asks for no hold: the server has not stated its revision yet.
+    /// let Some(AgentTransmit::Announce(first)) = agent.poll_transmit(now) else { panic!() };
+    /// assert_eq!(first.hold_ms, None);
+    /// agent.handle_announce_reply(now, AnnounceReply::new(Vec::new(), 2000)); // a 1.6 server
+    /// let later = now + Duration::from_secs(2);
+    /// let Some(AgentTransmit::Announce(held)) = agent.poll_transmit(later) else { panic!() };
+    /// assert_eq!(held.hold_ms, Some(15_000));
+    /// // More than 25 s is refused.
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default())
+    ///     .hold(Duration::from_secs(26));
+    /// assert_eq!(
+    ///     Agent::new(config, now, &mut lanlink::os_rng()).unwrap_err(),
+    ///     lanlink::ConfigError::Hold,
+    /// );
+    /// ```
+    pub fn hold(mut self, hold: Duration) -> Self {
+        self.hold = hold;
+        self
+    }
+
+    /// How long the agent asks the server to hold its announcements ([`AgentConfig::hold`]).
+    ///
+    /// ```
+    /// use lanlink::agent::{AgentConfig, DEFAULT_HOLD};
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// assert_eq!(config.hold_length(), DEFAULT_HOLD);
+    /// ```
+    pub fn hold_length(&self) -> Duration {
+        self.hold
     }
 
     /// Sets the confirmation policy (revision 1.4; default [`Confirmation::None`], the flow
@@ -460,6 +546,9 @@ impl AgentConfig {
         if self.confirm_timeout.is_zero() || self.confirm_timeout > MAX_DISCOVERY_WINDOW {
             return Err(ConfigError::ConfirmTimeout);
         }
+        if self.hold > MAX_HOLD {
+            return Err(ConfigError::Hold);
+        }
         if !is_announceable_private_ip(self.private_ip)
             || self
                 .advertise
@@ -616,6 +705,15 @@ pub struct Agent {
     /// The same for a redemption carrying its presence key and attempt (a server before 1.1):
     /// redeem as 1.0 did from now on.
     proof_refused: bool,
+    /// Whether the last announcement handed out asked for a hold (revision 1.6).
+    hold_in_flight: bool,
+    /// Held announcements that failed in a row (no answer, or no server's answer), this window.
+    hold_failures: u32,
+    /// Held announcements failed [`HOLD_FAILURES_BEFORE_FALLBACK`] times in a row: no hold is
+    /// asked for again this window.
+    hold_fallen_back: bool,
+    /// When the last announcement was handed out (the server's `poll_after_ms` counts from it).
+    announced_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -653,6 +751,10 @@ impl Agent {
             server_revision: None,
             candidates_refused: false,
             proof_refused: false,
+            hold_in_flight: false,
+            hold_failures: 0,
+            hold_fallen_back: false,
+            announced_at: None,
         };
         agent.start(now, rng);
         Ok(agent)
@@ -663,6 +765,11 @@ impl Agent {
         self.instance_id = presence_key.instance_id();
         self.presence_key = presence_key;
         self.visibility = None;
+        // Holds are judged per window: a new one asks again.
+        self.hold_in_flight = false;
+        self.hold_failures = 0;
+        self.hold_fallen_back = false;
+        self.announced_at = None;
         // An unrepresentable deadline (never in practice) closes the window at once: fail closed.
         let deadline = now.checked_add(self.config.window).unwrap_or(now);
         self.state = State::Discovering {
@@ -929,8 +1036,34 @@ impl Agent {
     }
 
     /// The server's reply to an announcement: queued messages to verify (protocol step 7), and
-    /// when to announce next.
+    /// when to announce next: one announce interval, or the server's `poll_after_ms` if longer
+    /// (at most [`MAX_POLL_AFTER`]), after the announcement was *sent* — so a held announcement
+    /// (revision 1.6, [`AgentConfig::hold`]) answered after that time is followed by the next
+    /// one at once. A reply to a held announcement clears its run of failures
+    /// ([`handle_announce_failed`](Self::handle_announce_failed)).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+    /// use lanlink::wire::AnnounceReply;
+    /// let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// let _first = agent.poll_transmit(now).unwrap();
+    /// agent.handle_announce_reply(now, AnnounceReply::new(Vec::new(), 2000));
+    /// assert_eq!(agent.poll_timeout(), Some(now + Duration::from_secs(2)));
+    /// let sent = now + Duration::from_secs(2);
+    /// let Some(AgentTransmit::Announce(held)) = agent.poll_transmit(sent) else { panic!() };
+    /// assert!(held.hold_ms.is_some());
+    /// // The server held it 20 s: the next announcement is due at once.
+    /// let answered = sent + Duration::from_secs(20);
+    /// agent.handle_announce_reply(answered, AnnounceReply::new(Vec::new(), 2000));
+    /// assert!(agent.poll_transmit(answered).is_some());
+    /// ```
     pub fn handle_announce_reply(&mut self, now: Instant, reply: AnnounceReply) {
+        if std::mem::take(&mut self.hold_in_flight) {
+            self.hold_failures = 0;
+        }
         self.server_revision = reply.revision.filter(Revision::is_compatible);
         if self.is_discovering() && self.visibility != Some(reply.visibility) {
             self.visibility = Some(reply.visibility);
@@ -943,8 +1076,10 @@ impl Agent {
             let wanted = Duration::from_millis(reply.poll_after_ms)
                 .min(MAX_POLL_AFTER)
                 .max(interval);
-            // The announce just sent set next_announce = sent + interval; only ever slow down.
-            if let Some(later) = now.checked_add(wanted - interval) {
+            // The announce just sent set next_announce = sent + interval; only ever slow down,
+            // counting from when it was sent (a held one may come back long after).
+            let sent = self.announced_at.unwrap_or(now).min(now);
+            if let Some(later) = sent.checked_add(wanted) {
                 if later > *next_announce {
                     *next_announce = later;
                 }
@@ -979,6 +1114,101 @@ impl Agent {
         self.handle_timeout(now);
         if code.class().ends_discovery && self.is_discovering() {
             self.stop(StopReason::AnnounceRefused(code));
+        }
+    }
+
+    /// An announcement got no reply to read: `error` as the transport gave it. The one entry
+    /// point a driver needs for a failed announcement (the crate's
+    /// `driver::run_agent` (feature `tokio`) calls nothing else):
+    ///
+    /// - `400 malformed` ([`TransportError::is_malformed_request`]) goes to
+    ///   [`handle_request_malformed`](Self::handle_request_malformed) (an older server);
+    /// - a refusal with the server's code goes to
+    ///   [`handle_announce_refused`](Self::handle_announce_refused);
+    /// - anything else means the server's answer never came: the server was unreachable or the
+    ///   request timed out or was cut ([`TransportError::Unreachable`]), something between
+    ///   answered instead of it (a refusal without a code, [`WireCode::NoCode`]: a proxy's
+    ///   `502` or `504` page), or the reply could not be read ([`TransportError::Malformed`]).
+    ///   The agent announces again on time. If the announcement asked for a hold (revision
+    ///   1.6), it counts as a failed hold: after [`HOLD_FAILURES_BEFORE_FALLBACK`] in a row
+    ///   (with no reply to a held announcement between them) the agent asks for no hold for
+    ///   the rest of its window and emits [`AgentEvent::HoldFallback`] — a proxy that cuts idle
+    ///   requests then costs two announcements, not every one.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+    /// use lanlink::event::AgentEvent;
+    /// use lanlink::transport::TransportError;
+    /// use lanlink::wire::AnnounceReply;
+    /// use lanlink::WireCode;
+    /// let mut now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// let _first = agent.poll_transmit(now).unwrap();
+    /// agent.handle_announce_reply(now, AnnounceReply::new(Vec::new(), 2000)); // a 1.6 server
+    /// // A proxy cuts every held announcement after 10 s with its own 504 page.
+    /// let cut = TransportError::Refused { status: 504, code: WireCode::NoCode };
+    /// for _ in 0..2 {
+    ///     now += Duration::from_secs(2);
+    ///     let Some(AgentTransmit::Announce(held)) = agent.poll_transmit(now) else { panic!() };
+    ///     assert!(held.hold_ms.is_some());
+    ///     now += Duration::from_secs(10);
+    ///     agent.handle_announce_failed(now, &cut);
+    /// }
+    /// assert!(std::iter::from_fn(|| agent.poll_event())
+    ///     .any(|e| matches!(e, AgentEvent::HoldFallback { failures: 2 })));
+    /// let Some(AgentTransmit::Announce(plain)) = agent.poll_transmit(now) else { panic!() };
+    /// assert_eq!(plain.hold_ms, None);
+    /// ```
+    pub fn handle_announce_failed(&mut self, now: Instant, error: &TransportError) {
+        let held = std::mem::take(&mut self.hold_in_flight);
+        if error.is_malformed_request() {
+            self.handle_request_malformed(now);
+            return;
+        }
+        if let Some(code) = error.refused_code() {
+            self.handle_announce_refused(now, code);
+            return;
+        }
+        self.handle_timeout(now);
+        if held && self.is_discovering() && !self.hold_fallen_back {
+            self.hold_failures = self.hold_failures.saturating_add(1);
+            if self.hold_failures >= HOLD_FAILURES_BEFORE_FALLBACK {
+                self.hold_fallen_back = true;
+                self.events.push_back(AgentEvent::HoldFallback {
+                    failures: self.hold_failures,
+                });
+            }
+        }
+    }
+
+    /// Whether the reply to an announcement of `instance_id` still matters at `now`: the agent
+    /// still discovers as that instance, inside its window. A driver waiting on a held
+    /// announcement (revision 1.6) looks now and then, and drops the request once it no longer
+    /// does — a code typed at the device ([`enter_code`](Self::enter_code)), a cancel, a
+    /// restart or the window's end then takes effect at once instead of after the hold. A
+    /// dropped announcement needs no call: the agent announces again when due.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+    /// use lanlink::LinkCode;
+    /// let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+    /// let Some(AgentTransmit::Announce(sent)) = agent.poll_transmit(now) else { panic!() };
+    /// assert!(agent.wants_announce_reply(now, sent.instance_id));
+    /// agent.enter_code(now, LinkCode::parse("482913").unwrap()).unwrap();
+    /// assert!(!agent.wants_announce_reply(now, sent.instance_id));
+    /// ```
+    #[must_use]
+    pub fn wants_announce_reply(&self, now: Instant, instance_id: InstanceId) -> bool {
+        match &self.state {
+            State::Discovering { deadline, .. } => {
+                now < *deadline && instance_id == self.instance_id
+            }
+            _ => false,
         }
     }
 
@@ -1269,7 +1499,7 @@ impl Agent {
         let State::Discovering {
             secret,
             next_announce,
-            ..
+            deadline,
         } = &mut self.state
         else {
             return None;
@@ -1280,6 +1510,19 @@ impl Agent {
         *next_announce = now
             .checked_add(self.config.announce_interval)
             .unwrap_or(now);
+        self.announced_at = Some(now);
+        // A hold (revision 1.6) only to a server that stated 1.6 or later (older ones refuse
+        // the field), never past the window's end, and not after held ones kept failing.
+        let hold = if Revision::V1_6.known_to(self.server_revision) && !self.hold_fallen_back {
+            self.config
+                .hold
+                .min(deadline.saturating_duration_since(now))
+                .min(MAX_HOLD)
+        } else {
+            Duration::ZERO
+        };
+        let hold_ms = u32::try_from(hold.as_millis()).unwrap_or(MAX_HOLD_MS);
+        self.hold_in_flight = hold_ms > 0;
         let first = self
             .endpoints
             .first()
@@ -1299,6 +1542,9 @@ impl Agent {
         // Stated only to a server that stated 1.5 or later: older ones refuse the field.
         if Revision::V1_5.known_to(self.server_revision) {
             announce = announce.with_revision(Revision::CURRENT);
+        }
+        if hold_ms > 0 {
+            announce = announce.with_hold(hold_ms);
         }
         Some(AgentTransmit::Announce(announce))
     }
@@ -1483,6 +1729,229 @@ mod tests {
         );
     }
 
+    /// A reply from a server of `revision` (`None`: 1.4 or earlier) asking for `poll_after_ms`.
+    fn reply_of(revision: Option<Revision>, poll_after_ms: u64) -> AnnounceReply {
+        let mut reply = AnnounceReply::new(Vec::new(), poll_after_ms);
+        reply.revision = revision;
+        reply
+    }
+
+    /// The next announcement, due at `now`.
+    fn announce_at(agent: &mut Agent, now: Instant) -> Announce {
+        match agent.poll_transmit(now) {
+            Some(AgentTransmit::Announce(announce)) => announce,
+            other => panic!("an announcement due at {now:?}: {other:?}"),
+        }
+    }
+
+    fn hold_fallbacks(agent: &mut Agent) -> Vec<u32> {
+        std::iter::from_fn(|| agent.poll_event())
+            .filter_map(|event| match event {
+                AgentEvent::HoldFallback { failures } => Some(failures),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    /// A hold is asked only of a server that stated 1.6 or later: not before any reply, not of
+    /// a 1.5 server or one that states none; and it is the configured length.
+    #[test]
+    fn a_hold_is_asked_only_of_a_1_6_server() {
+        let (mut agent, mut now) = agent();
+        assert_eq!(
+            announce_at(&mut agent, now).hold_ms,
+            None,
+            "no revision known yet"
+        );
+        for (revision, expected) in [
+            (None, None),
+            (Some(Revision::V1_5), None),
+            (Some(Revision::V1_6), Some(20_000)),
+            (Some(Revision::new(1, 9)), Some(20_000)),
+            (Some(Revision::V1_4), None),
+        ] {
+            agent.handle_announce_reply(now, reply_of(revision, 2000));
+            now += 2 * SEC;
+            let announce = announce_at(&mut agent, now);
+            assert_eq!(announce.hold_ms, expected, "after {revision:?}");
+        }
+        // Zero never asks.
+        let now = Instant::now();
+        let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default())
+            .hold(Duration::ZERO);
+        let mut agent = Agent::new(config, now, &mut rand::rngs::StdRng::seed_from_u64(5)).unwrap();
+        let _ = announce_at(&mut agent, now);
+        agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 2000));
+        assert_eq!(announce_at(&mut agent, now + 2 * SEC).hold_ms, None);
+    }
+
+    /// The hold never reaches past the window's end, and none is asked in its last instant.
+    #[test]
+    fn a_hold_never_outlasts_the_window() {
+        let now = Instant::now();
+        let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, DeviceInfo::default())
+            .window(Duration::from_secs(30));
+        let mut agent = Agent::new(config, now, &mut rand::rngs::StdRng::seed_from_u64(6)).unwrap();
+        let _ = announce_at(&mut agent, now);
+        agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 2000));
+        assert_eq!(announce_at(&mut agent, now + 2 * SEC).hold_ms, Some(20_000));
+        let late = now + Duration::from_millis(25_500);
+        agent.handle_announce_reply(late, reply_of(Some(Revision::V1_6), 2000));
+        assert_eq!(announce_at(&mut agent, late).hold_ms, Some(4_500));
+    }
+
+    /// Two failed held announcements in a row (no answer, a proxy's page, an unreadable reply)
+    /// drop the hold for the rest of the window, with one event; a reply to a held one between
+    /// them resets the count; a refusal with the server's code counts neither way; a failure of
+    /// an announcement that asked for no hold does not count.
+    #[test]
+    fn failed_holds_fall_back_once_and_a_reply_resets_the_count() {
+        let (mut agent, mut now) = agent();
+        // Unheld failures (no revision known yet) do not count.
+        for _ in 0..3 {
+            let _ = announce_at(&mut agent, now);
+            agent.handle_announce_failed(now, &TransportError::Unreachable("down".into()));
+            now += 2 * SEC;
+        }
+        let _ = announce_at(&mut agent, now);
+        agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 2000));
+        assert!(hold_fallbacks(&mut agent).is_empty());
+        let cut = TransportError::Refused {
+            status: 504,
+            code: WireCode::NoCode,
+        };
+        // fail, reply, fail, coded refusal, (not a fallback yet), fail: fallback.
+        now += 2 * SEC;
+        assert!(announce_at(&mut agent, now).hold_ms.is_some());
+        agent.handle_announce_failed(now + 10 * SEC, &cut);
+        now += 10 * SEC;
+        assert!(announce_at(&mut agent, now).hold_ms.is_some());
+        agent.handle_announce_reply(now + 20 * SEC, reply_of(Some(Revision::V1_6), 2000));
+        now += 20 * SEC;
+        assert!(announce_at(&mut agent, now).hold_ms.is_some());
+        agent.handle_announce_failed(now + 10 * SEC, &TransportError::Malformed);
+        now += 10 * SEC;
+        assert!(announce_at(&mut agent, now).hold_ms.is_some());
+        let busy = TransportError::Refused {
+            status: 503,
+            code: WireCode::StoreUnavailable,
+        };
+        agent.handle_announce_failed(now, &busy);
+        assert!(
+            hold_fallbacks(&mut agent).is_empty(),
+            "one failure since the reply"
+        );
+        now += 2 * SEC;
+        assert!(
+            announce_at(&mut agent, now).hold_ms.is_some(),
+            "still holding"
+        );
+        agent.handle_announce_failed(now + SEC, &TransportError::Unreachable("reset".into()));
+        now += SEC;
+        assert_eq!(hold_fallbacks(&mut agent), [2]);
+        // No hold from now on, even from a 1.6 server, and no second event.
+        for _ in 0..3 {
+            now += 2 * SEC;
+            assert_eq!(announce_at(&mut agent, now).hold_ms, None);
+            agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 2000));
+            now += 2 * SEC;
+            assert_eq!(announce_at(&mut agent, now).hold_ms, None);
+            agent.handle_announce_failed(now, &cut);
+        }
+        assert!(hold_fallbacks(&mut agent).is_empty());
+        assert!(agent.is_discovering(), "a failed hold never ends discovery");
+        // A new window asks again.
+        agent
+            .restart_discovery(now, &mut rand::rngs::StdRng::seed_from_u64(9))
+            .unwrap();
+        let _ = announce_at(&mut agent, now);
+        agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 2000));
+        assert!(announce_at(&mut agent, now + 2 * SEC).hold_ms.is_some());
+    }
+
+    /// `400 malformed` to a held announcement (a server behind a fleet being downgraded, say)
+    /// forgets the revision: the announcement goes again at once without the hold, and none is
+    /// asked until a reply states 1.6 again. It is no failed hold.
+    #[test]
+    fn no_hold_after_a_malformed_refusal() {
+        let (mut agent, now) = agent();
+        let _ = announce_at(&mut agent, now);
+        agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 2000));
+        let later = now + 2 * SEC;
+        assert!(announce_at(&mut agent, later).hold_ms.is_some());
+        let malformed = TransportError::Refused {
+            status: 400,
+            code: WireCode::Malformed,
+        };
+        agent.handle_announce_failed(later, &malformed);
+        assert_eq!(agent.server_revision(), None);
+        let again = announce_at(&mut agent, later);
+        assert_eq!((again.hold_ms, again.revision), (None, None));
+        agent.handle_announce_failed(later, &malformed);
+        assert!(agent.poll_transmit(later).is_none(), "no loop");
+        assert!(hold_fallbacks(&mut agent).is_empty());
+        agent.handle_announce_reply(later, reply_of(Some(Revision::V1_6), 2000));
+        assert!(announce_at(&mut agent, later + 2 * SEC).hold_ms.is_some());
+    }
+
+    /// The cadence counts from when an announcement was sent: a held reply that comes back
+    /// after the interval (or the server's longer `poll_after_ms`) is followed by the next
+    /// announcement at once; a quick reply waits the rest of it (no spin).
+    #[test]
+    fn the_cadence_counts_from_the_send() {
+        let (mut agent, now) = agent();
+        let _ = announce_at(&mut agent, now);
+        agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 5000));
+        assert_eq!(agent.poll_timeout(), Some(now + 5 * SEC));
+        assert!(agent.poll_transmit(now + 4 * SEC).is_none());
+        let sent = now + 5 * SEC;
+        assert!(announce_at(&mut agent, sent).hold_ms.is_some());
+        let answered = sent + 20 * SEC;
+        agent.handle_announce_reply(answered, reply_of(Some(Revision::V1_6), 5000));
+        assert!(
+            agent.poll_transmit(answered).is_some(),
+            "at once after a hold"
+        );
+        // Quick: no spin.
+        agent.handle_announce_reply(answered, reply_of(Some(Revision::V1_6), 5000));
+        assert!(agent.poll_transmit(answered).is_none());
+        assert_eq!(agent.poll_timeout(), Some(answered + 5 * SEC));
+        // A hold that ends before the server's poll_after waits the rest of it.
+        let sent = answered + 5 * SEC;
+        let _ = announce_at(&mut agent, sent);
+        agent.handle_announce_reply(sent + 3 * SEC, reply_of(Some(Revision::V1_6), 5000));
+        assert!(agent.poll_transmit(sent + 3 * SEC).is_none());
+        assert_eq!(agent.poll_timeout(), Some(sent + 5 * SEC));
+    }
+
+    /// The reply to an announcement matters while the agent discovers as its instance inside
+    /// the window; not after a code, a cancel, a restart or the window's end.
+    #[test]
+    fn an_announcement_reply_stops_mattering() {
+        let (mut agent, now) = agent();
+        let id = announce_at(&mut agent, now).instance_id;
+        assert!(agent.wants_announce_reply(now, id));
+        assert!(!agent.wants_announce_reply(now, InstanceId::from_bytes([9; 16])));
+        let end = now + MAX_DISCOVERY_WINDOW;
+        assert!(!agent.wants_announce_reply(end, id), "the window's end");
+        agent
+            .restart_discovery(now, &mut rand::rngs::StdRng::seed_from_u64(8))
+            .unwrap();
+        assert!(!agent.wants_announce_reply(now, id), "another instance now");
+        let id = agent.instance_id();
+        assert!(agent.wants_announce_reply(now, id));
+        agent.cancel();
+        assert!(!agent.wants_announce_reply(now, id));
+        let (mut coded, now) = super::tests::agent();
+        let id = coded.instance_id();
+        coded
+            .enter_code(now, LinkCode::parse("482913").unwrap())
+            .unwrap();
+        assert!(!coded.wants_announce_reply(now, id));
+    }
+
     #[test]
     fn host_forms() {
         let (a, _) = agent();
@@ -1553,6 +2022,12 @@ mod tests {
             ConfigError::HostOrOrigin
         );
         assert!(Agent::new(base().window(Duration::from_secs(60)), now, &mut rng).is_ok());
+        assert_eq!(
+            err(base().hold(MAX_HOLD + Duration::from_millis(1))),
+            ConfigError::Hold
+        );
+        assert!(Agent::new(base().hold(MAX_HOLD), now, &mut rng).is_ok());
+        assert!(Agent::new(base().hold(Duration::ZERO), now, &mut rng).is_ok());
         for public in ["8.8.8.8:80", "[2001:db8::1]:80", "100.64.0.1:80"] {
             let endpoint: SocketAddr = public.parse().unwrap();
             assert_eq!(

@@ -106,6 +106,16 @@ impl Backoff {
 /// 1.4): the redemption starts within this long of [`Agent::confirm`](crate::agent::Agent::confirm).
 pub const CONFIRM_POLL: Duration = Duration::from_millis(100);
 
+/// How often [`run_agent`] looks at the agent while an announcement waits for its answer (a
+/// held one, revision 1.6, may wait up to its hold): a code typed at the device, a cancel or
+/// the window's end drops the request within this long
+/// ([`Agent::wants_announce_reply`](crate::agent::Agent::wants_announce_reply)).
+///
+/// ```
+/// assert!(lanlink::driver::ANNOUNCE_POLL <= lanlink::driver::CONFIRM_POLL);
+/// ```
+pub const ANNOUNCE_POLL: Duration = Duration::from_millis(100);
+
 /// Runs `agent` over `transport` until it is linked or stopped, passing every event to
 /// `on_event`. Returns the final status. The agent's local endpoint may share the agent meanwhile.
 pub async fn run_agent<T: AgentServerTransport + ?Sized>(
@@ -127,24 +137,36 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
         };
         match transmit {
             Some(AgentTransmit::Announce(announce)) => {
-                match transport.announce(&announce).await {
-                    Ok(reply) => {
+                // A held announcement (revision 1.6) may wait many seconds for its answer:
+                // look at the agent now and then, and drop the request once its answer no
+                // longer matters (a code typed at the device, a cancel, the window's end).
+                let instance_id = announce.instance_id;
+                let mut call = std::pin::pin!(transport.announce(&announce));
+                let outcome = loop {
+                    match tokio::time::timeout(ANNOUNCE_POLL, call.as_mut()).await {
+                        Ok(outcome) => break Some(outcome),
+                        Err(_) => {
+                            if !lock(agent).wants_announce_reply(Instant::now(), instance_id) {
+                                break None;
+                            }
+                        }
+                    }
+                };
+                match outcome {
+                    Some(Ok(reply)) => {
                         backoff.reset();
                         lock(agent).handle_announce_reply(Instant::now(), reply);
                     }
-                    Err(err) => {
+                    Some(Err(err)) => {
                         trace_transport("announce", &err);
-                        // A malformed-request refusal first (an older server, PROTOCOL.md
-                        // "Revisions"), then the code's class (`Agent::handle_announce_refused`).
-                        if err.is_malformed_request() {
-                            lock(agent).handle_request_malformed(Instant::now());
-                        } else if let Some(code) = err.refused_code() {
-                            lock(agent).handle_announce_refused(Instant::now(), code);
-                        }
+                        // The agent decides what the failure means (an older server, a
+                        // refusal, a failed hold): `Agent::handle_announce_failed`.
+                        lock(agent).handle_announce_failed(Instant::now(), &err);
                         if err.is_retryable() {
                             tokio::time::sleep(backoff.next_delay(&mut rng)).await;
                         }
                     }
+                    None => {}
                 }
                 continue;
             }

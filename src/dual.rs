@@ -20,7 +20,9 @@
 //!
 //! Fail closed: a refusal on either path that ends discovery (`window_over`, `forged_instance`,
 //! …) is what the agent gets, even when the other path answered. Otherwise one path answering is
-//! enough; when both fail, the first path's error comes back.
+//! enough; when both fail, the first path's error comes back. A reply that carries messages (a
+//! link) is handed on as soon as it comes, without waiting for the other path, whose
+//! announcement may be held (revision 1.6) with nothing to say: it is dropped.
 //!
 //! (`HttpAgentClient` is `lanlink::http::client::HttpAgentClient`, feature `http-client`.)
 //!
@@ -148,10 +150,28 @@ fn merge(mut first: AnnounceReply, second: AnnounceReply) -> AnnounceReply {
 #[async_trait]
 impl<A: AgentServerTransport, B: AgentServerTransport> AgentServerTransport for DualStack<A, B> {
     async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
-        let (first, second) = tokio::join!(
-            self.first.announce(announce),
-            self.second.announce(announce)
-        );
+        let first = self.first.announce(announce);
+        let second = self.second.announce(announce);
+        tokio::pin!(first, second);
+        // A reply that carries messages goes to the agent at once: the other path's
+        // announcement may be held (revision 1.6) for many seconds with nothing to say, and a
+        // link must not wait for it. That request is dropped.
+        let (first, second) = tokio::select! {
+            first_done = &mut first => match first_done {
+                Ok(reply) if !reply.messages.is_empty() => {
+                    self.remember(&reply, Path::First);
+                    return Ok(reply);
+                }
+                first_done => (first_done, second.await),
+            },
+            second_done = &mut second => match second_done {
+                Ok(reply) if !reply.messages.is_empty() => {
+                    self.remember(&reply, Path::Second);
+                    return Ok(reply);
+                }
+                second_done => (first.await, second_done),
+            },
+        };
         // Messages are remembered before anything is refused: their codes stay routable.
         if let Ok(reply) = &first {
             self.remember(reply, Path::First);
@@ -183,6 +203,87 @@ impl<A: AgentServerTransport, B: AgentServerTransport> AgentServerTransport for 
 mod tests {
     use super::*;
     use crate::wire::HiddenReason;
+
+    /// A path whose announcement is held and never answers.
+    struct Held;
+
+    #[async_trait]
+    impl AgentServerTransport for Held {
+        async fn announce(&self, _: &Announce) -> Result<AnnounceReply, TransportError> {
+            std::future::pending().await
+        }
+        async fn redeem(&self, _: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A path that answers every announcement with `reply` at once.
+    struct Answers(AnnounceReply);
+
+    #[async_trait]
+    impl AgentServerTransport for Answers {
+        async fn announce(&self, _: &Announce) -> Result<AnnounceReply, TransportError> {
+            Ok(self.0.clone())
+        }
+        async fn redeem(&self, _: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+            Err(TransportError::Unreachable("not here".into()))
+        }
+    }
+
+    fn announce() -> Announce {
+        let key = crate::secret::PresenceKey::from_bytes([1; 32]);
+        let id = key.instance_id();
+        let secret = crate::LocalSecret::from_bytes([2; 32]);
+        Announce::new(
+            id,
+            "192.168.1.50".parse().unwrap(),
+            8080,
+            crate::wire::DeviceInfo::default(),
+            secret.commitment(&id),
+            key,
+        )
+    }
+
+    /// A link that comes through one path reaches the agent while the other path's
+    /// announcement is still held; a reply with nothing to say waits for the other path.
+    #[test]
+    fn a_link_does_not_wait_for_the_other_paths_hold() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let message = AgentMessage::VerifyAndRedeem {
+            instance_id: crate::InstanceId::from_bytes([1; 16]),
+            local_secret: crate::LocalSecret::from_bytes([2; 32]),
+            code: crate::LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            display_name: None,
+            nonce: None,
+        };
+        let link = AnnounceReply::new(vec![message], 2000);
+        runtime.block_on(async {
+            let wait = std::time::Duration::from_secs(5);
+            let first = DualStack::new(Answers(link.clone()), Held);
+            let reply = tokio::time::timeout(wait, first.announce(&announce()))
+                .await
+                .expect("the link, without the second path's hold");
+            assert_eq!(reply.unwrap().messages.len(), 1);
+            assert_eq!(first.routes(), [Path::First]);
+            let second = DualStack::new(Held, Answers(link.clone()));
+            let reply = tokio::time::timeout(wait, second.announce(&announce()))
+                .await
+                .expect("the link, without the first path's hold");
+            assert_eq!(reply.unwrap().messages.len(), 1);
+            assert_eq!(second.routes(), [Path::Second]);
+            let quiet = DualStack::new(Answers(AnnounceReply::new(Vec::new(), 2000)), Held);
+            let short = std::time::Duration::from_millis(50);
+            assert!(
+                tokio::time::timeout(short, quiet.announce(&announce()))
+                    .await
+                    .is_err(),
+                "nothing to say: both paths are heard"
+            );
+        });
+    }
 
     #[test]
     fn merged_replies_keep_every_message_and_the_sooner_poll() {

@@ -315,6 +315,10 @@ pub enum ConfigError {
     /// The agent's confirmation timeout is zero or longer than the longest window.
     #[error("the confirmation timeout must be more than zero and at most 10 minutes")]
     ConfirmTimeout,
+    /// The agent's [hold](crate::agent::AgentConfig::hold) is longer than
+    /// [`MAX_HOLD`](crate::agent::MAX_HOLD) (25 s).
+    #[error("the agent's hold must be at most 25 seconds")]
+    Hold,
     /// `presence_ttl` is less than 2.5 × `announce_interval`.
     #[error("presence_ttl must be at least 2.5 times announce_interval")]
     PresenceTtlTooShort,

@@ -139,6 +139,23 @@ pub enum AgentEvent {
     /// attempt as malformed: a server before revision 1.1. The agent redeems as 1.0 did from now
     /// on (a retry after a lost reply is refused as a used code there).
     RedeemProofRefused,
+    /// Held announcements (revision 1.6, [`AgentConfig::hold`](crate::agent::AgentConfig::hold))
+    /// failed `failures` times in a row: the request timed out or was cut, or something between
+    /// the agent and the server (a proxy that does not let a request stay idle this long)
+    /// answered instead of the server. The agent asks for no hold for the rest of its window
+    /// and announces at its interval, as before 1.6: a link then reaches it at its next
+    /// announcement rather than at once. Fix the proxy's idle timeout (more than the hold) or
+    /// set a shorter hold; see
+    /// [`Agent::handle_announce_failed`](crate::agent::Agent::handle_announce_failed).
+    ///
+    /// ```
+    /// let event = lanlink::event::AgentEvent::HoldFallback { failures: 2 };
+    /// assert_eq!(serde_json::to_string(&event).unwrap(), r#"{"event":"hold_fallback","failures":2}"#);
+    /// ```
+    HoldFallback {
+        /// The held announcements that failed in a row.
+        failures: u32,
+    },
     /// A forwarded secret matched; the agent now redeems its code, or, under a
     /// [confirmation policy](crate::confirm::Confirmation), asks its owner first
     /// ([`AgentEvent::ConfirmationRequested`]).
@@ -195,6 +212,7 @@ impl AgentEvent {
             Self::SecretVerified => "secret_verified",
             Self::CandidatesRefused => "candidates_refused",
             Self::RedeemProofRefused => "redeem_proof_refused",
+            Self::HoldFallback { .. } => "hold_fallback",
             Self::ConfirmationRequested { .. } => "confirmation_requested",
             Self::MessageRejected { .. } => "message_rejected",
             Self::RedeemStarted { .. } => "redeem_started",
@@ -231,6 +249,7 @@ impl serde::Serialize for AgentEvent {
                 }
             },
             Self::SecretVerified | Self::CandidatesRefused | Self::RedeemProofRefused => {}
+            Self::HoldFallback { failures } => map.serialize_entry("failures", failures)?,
             Self::ConfirmationRequested {
                 display_name,
                 short_code,
@@ -597,6 +616,10 @@ mod tests {
             (AgentEvent::CandidatesRefused, r#"{"event":"candidates_refused"}"#.to_owned()),
             (AgentEvent::RedeemProofRefused, r#"{"event":"redeem_proof_refused"}"#.to_owned()),
             (
+                AgentEvent::HoldFallback { failures: 2 },
+                r#"{"event":"hold_fallback","failures":2}"#.to_owned(),
+            ),
+            (
                 AgentEvent::ConfirmationRequested {
                     display_name: name.clone(),
                     short_code: Some(code),
@@ -660,6 +683,7 @@ mod tests {
                 | AgentEvent::SecretVerified
                 | AgentEvent::CandidatesRefused
                 | AgentEvent::RedeemProofRefused
+                | AgentEvent::HoldFallback { .. }
                 | AgentEvent::ConfirmationRequested { .. }
                 | AgentEvent::MessageRejected { .. }
                 | AgentEvent::RedeemStarted { .. }
@@ -695,6 +719,7 @@ mod tests {
                         "manual",
                         "refusal",
                         "failure",
+                        "failures",
                     ]
                     .contains(&key.as_str()),
                     "{key} in {json}"
@@ -702,7 +727,7 @@ mod tests {
             }
             names.insert(event.name());
         }
-        assert_eq!(names.len(), 13, "one of each variant: {names:?}");
+        assert_eq!(names.len(), 14, "one of each variant: {names:?}");
     }
 
     #[test]

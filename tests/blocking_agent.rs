@@ -129,13 +129,15 @@ struct Example {
     lines: mpsc::Receiver<Result<Value, String>>,
     stdout: Arc<Mutex<String>>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// Its stdin, where a line is a manual code (open until the example is dropped).
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl Example {
     fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(example_binary())
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -155,6 +157,7 @@ impl Example {
                 }
             }
         });
+        let stdin = child.stdin.take();
         let mut err = child.stderr.take().unwrap();
         let stderr = Some(std::thread::spawn(move || {
             let mut text = String::new();
@@ -166,6 +169,7 @@ impl Example {
             lines,
             stdout,
             stderr,
+            stdin,
         }
     }
 
@@ -427,6 +431,55 @@ fn discovery_that_ends_without_a_link_is_exit_status_1() {
         "{lines:?}"
     );
     assert_eq!(example.wait().code(), Some(1));
+}
+
+/// A code typed on stdin while the example's announcement is held (revision 1.6: the crate's
+/// server holds it up to 20 s) is redeemed at once: the example waits for the held answer on a
+/// thread of its own and drops it when the agent no longer wants it.
+#[test]
+fn a_code_typed_during_a_held_announcement_is_redeemed_at_once() {
+    let rt = runtime();
+    let server = rt.block_on(start_server());
+    let base = format!("http://{}", server.addr);
+    let mut example = Example::spawn(&["--server", &base, "--window", "120"]);
+    example.listening();
+    let instance_id = example.discovering();
+    // Two announcements recorded: the first learned the server's revision, the second asks
+    // for a hold and finds nothing, so it is held.
+    let start = Instant::now();
+    let mut announced = 0;
+    while announced < 2 {
+        assert!(start.elapsed() < LIMIT, "not announced twice");
+        std::thread::sleep(Duration::from_millis(20));
+        announced += server_events(&server)
+            .iter()
+            .filter(|event| {
+                matches!(event, ServerEvent::Announced { instance_id: id, .. } if *id == instance_id)
+            })
+            .count();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let client = HttpLinkerClient::new(&base, ALICE).unwrap();
+    let code = rt
+        .block_on(lanlink::transport::LinkerServerTransport::mint_code(
+            &client,
+        ))
+        .expect("a manual code")
+        .code;
+    let typed = Instant::now();
+    let stdin = example.stdin.as_mut().expect("stdin");
+    writeln!(stdin, "{}", code.expose()).expect("typed");
+    let lines = example.lines_until("linked");
+    let took = typed.elapsed();
+    assert!(
+        lines.iter().any(|line| line["manual"] == true),
+        "the typed code was redeemed: {lines:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "linked {took:?} after the code was typed (the hold is 20 s)"
+    );
+    assert_eq!(example.wait().code(), Some(0));
 }
 
 // ───────────────────────────── the endpoint, byte for byte ─────────────────────────────

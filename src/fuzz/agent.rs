@@ -3,6 +3,7 @@
 //! is seeded.
 
 use super::*;
+use crate::transport::TransportError;
 
 /// A caller address, by kind, so the fuzzer reaches every class the policy distinguishes.
 #[derive(Debug, Clone, Copy, Arbitrary)]
@@ -192,7 +193,9 @@ pub enum AgentOp {
     RedeemReply(Option<[u8; 32]>),
     /// A transport gave up on the redemption.
     RedeemFailed,
-    /// The server refused an announcement.
+    /// The server refused an announcement (below 128: with one of its codes); or, from 128, the
+    /// announcement failed without the server's answer (unreachable, a proxy's `504` page, an
+    /// unreadable reply) or was refused as malformed (revision 1.6's failed holds).
     AnnounceRefused(u8),
     /// The embedder cancels.
     Cancel,
@@ -339,6 +342,14 @@ pub fn agent_ops(data: &[u8]) {
                     match transmit {
                         AgentTransmit::Announce(a) => {
                             assert_eq!(a.instance_id, agent.instance_id());
+                            // A hold (revision 1.6) within the wire's bound and the window.
+                            if let Some(ms) = a.hold_ms {
+                                assert!(ms > 0 && ms <= crate::wire::MAX_HOLD_MS, "hold {ms}");
+                                if let AgentStatus::Discovering { deadline } = agent.status() {
+                                    let until = now + Duration::from_millis(u64::from(ms));
+                                    assert!(until <= deadline, "a hold past the window");
+                                }
+                            }
                             agent.handle_announce_reply(now, AnnounceReply::default());
                         }
                         AgentTransmit::Redeem(r) => {
@@ -481,7 +492,34 @@ pub fn agent_ops(data: &[u8]) {
                 let ok = agent.handle_redeem_failed(now).is_ok();
                 assert_eq!(ok, redeem_sent && matches!(before, AgentStatus::Redeeming));
             }
-            AgentOp::AnnounceRefused(i) => agent.handle_announce_refused(now, refusal_from(i)),
+            AgentOp::AnnounceRefused(i) if i < 128 => {
+                agent.handle_announce_refused(now, refusal_from(i));
+            }
+            AgentOp::AnnounceRefused(i) => {
+                let error = match i % 4 {
+                    0 => TransportError::Unreachable("timed out".to_owned()),
+                    1 => TransportError::Refused {
+                        status: 504,
+                        code: WireCode::NoCode,
+                    },
+                    2 => TransportError::Malformed,
+                    _ => TransportError::Refused {
+                        status: 400,
+                        code: WireCode::Malformed,
+                    },
+                };
+                agent.handle_announce_failed(now, &error);
+                // No answer from the server, or an older server's refusal, never ends
+                // discovery: only the window's end may have.
+                if let AgentStatus::Discovering { deadline } = before {
+                    if now < deadline {
+                        assert!(
+                            agent.is_discovering(),
+                            "a failed announcement ({error}) ended discovery"
+                        );
+                    }
+                }
+            }
             AgentOp::Cancel => agent.cancel(),
             AgentOp::Restart => {
                 if agent.restart_discovery(now, &mut rng).is_ok() {

@@ -146,7 +146,27 @@ fn json(builder: RequestBuilder, body: Zeroizing<Vec<u8>>) -> RequestBuilder {
         .body(body.to_vec())
 }
 
-/// The agent's client for the server's agent-facing routes.
+/// How much longer than its hold an agent's held announcement (revision 1.6) waits for its
+/// answer before it counts as failed: 10 s, the default client's whole timeout, for the
+/// connection, the request and the answer around the hold.
+///
+/// ```
+/// use std::time::Duration;
+/// // An announcement asking for the default 20 s hold waits 30 s for its answer.
+/// let waits = lanlink::agent::DEFAULT_HOLD + lanlink::http::client::HOLD_MARGIN;
+/// assert_eq!(waits, Duration::from_secs(30));
+/// ```
+pub const HOLD_MARGIN: Duration = Duration::from_secs(10);
+
+/// The timeout of an announcement that asks for a hold of `hold_ms`: the hold plus
+/// [`HOLD_MARGIN`].
+fn held_timeout(hold_ms: u32) -> Duration {
+    Duration::from_millis(u64::from(hold_ms)) + HOLD_MARGIN
+}
+
+/// The agent's client for the server's agent-facing routes. An announcement that asks for a
+/// hold (revision 1.6) waits the hold plus [`HOLD_MARGIN`] for its answer; every other request
+/// keeps the client's timeout (10 s for [`default_client`]).
 ///
 /// ```
 /// use lanlink::http::client::HttpAgentClient;
@@ -176,9 +196,15 @@ impl HttpAgentClient {
 
 #[async_trait]
 impl AgentServerTransport for HttpAgentClient {
+    /// Sends `announce`. One that asks for a hold (revision 1.6) waits up to the hold plus
+    /// [`HOLD_MARGIN`] for its answer, whatever the client's own timeout.
     async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError> {
         let url = format!("{}{ANNOUNCE_PATH}", self.base);
-        exchange(json(self.client.post(url), wire::encode(announce))).await
+        let mut request = self.client.post(url);
+        if let Some(hold) = announce.hold_ms {
+            request = request.timeout(held_timeout(hold));
+        }
+        exchange(json(request, wire::encode(announce))).await
     }
 
     async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError> {
