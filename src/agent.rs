@@ -1871,6 +1871,36 @@ mod tests {
         assert!(announce_at(&mut agent, now + 2 * SEC).hold_ms.is_some());
     }
 
+    /// `handle_announce_failed` hands a refusal with the server's code to the same rule as
+    /// `handle_announce_refused`: one that ends discovery stops the agent (a held announcement
+    /// included), a retryable one does not; neither counts as a failed hold.
+    #[test]
+    fn a_coded_refusal_through_handle_announce_failed_keeps_its_meaning() {
+        let (mut agent, now) = agent();
+        let _ = announce_at(&mut agent, now);
+        agent.handle_announce_reply(now, reply_of(Some(Revision::V1_6), 2000));
+        let later = now + 2 * SEC;
+        assert!(announce_at(&mut agent, later).hold_ms.is_some());
+        let busy = TransportError::Refused {
+            status: 503,
+            code: WireCode::StoreUnavailable,
+        };
+        agent.handle_announce_failed(later, &busy);
+        assert!(agent.is_discovering());
+        let later = later + 2 * SEC;
+        assert!(announce_at(&mut agent, later).hold_ms.is_some());
+        let used = TransportError::Refused {
+            status: 409,
+            code: WireCode::InstanceUsed,
+        };
+        agent.handle_announce_failed(later, &used);
+        assert_eq!(
+            agent.status(),
+            AgentStatus::Stopped(StopReason::AnnounceRefused(WireCode::InstanceUsed))
+        );
+        assert!(hold_fallbacks(&mut agent).is_empty());
+    }
+
     /// `400 malformed` to a held announcement (a server behind a fleet being downgraded, say)
     /// forgets the revision: the announcement goes again at once without the hold, and none is
     /// asked until a reply states 1.6 again. It is no failed hold.

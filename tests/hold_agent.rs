@@ -204,6 +204,7 @@ async fn a_link_reaches_a_held_agent_at_once() {
         .expect("the agent ends")
         .unwrap();
     let took = accepted.elapsed();
+    eprintln!("linked {took:?} after the link's 202");
     assert_eq!(status, AgentStatus::Linked);
     assert!(
         took < Duration::from_secs(1),
