@@ -104,9 +104,20 @@ impl LinkBell {
         }
     }
 
-    /// Rings every bell in this process: what a remote bell does when it may have missed rings
-    /// (its subscription was lost and is back).
-    pub(crate) fn ring_all(&self) {
+    /// Rings every bell in this process: what a bell over another pub/sub does when it may
+    /// have missed rings (its subscription was lost and is back), so that every held request
+    /// looks at the store again.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use lanlink::http::hold::{Bell, LinkBell};
+    /// let bell = LinkBell::default();
+    /// let mut listener = bell.listen(&lanlink::InstanceId::from_bytes([2; 16]));
+    /// bell.ring_all();
+    /// tokio::time::timeout(std::time::Duration::from_secs(1), listener.rung()).await.unwrap();
+    /// # });
+    /// ```
+    pub fn ring_all(&self) {
         for channel in self.channels().values() {
             channel
                 .sender
