@@ -729,12 +729,38 @@ fn answer(host: &Host, request: &HttpRequest<'_>, body: RequestBody<'_>) -> Serv
     };
     match handle(None, &mut rng) {
         Handled::Answer(answer) => answer,
+        Handled::Hold(held) => hold(host, &held),
         Handled::NeedsUser { .. } => match account(host, request) {
-            Some(account) => handle(Some(&User::new(account)), &mut rng)
-                .into_answer()
-                .unwrap_or_else(ServerResponse::unauthorized),
+            Some(account) => match handle(Some(&User::new(account)), &mut rng) {
+                Handled::Hold(held) => hold(host, &held),
+                other => other
+                    .into_answer()
+                    .unwrap_or_else(ServerResponse::unauthorized),
+            },
             None => ServerResponse::unauthorized(),
         },
+        // A kind of outcome newer than this host: no answer it can give but a refusal.
+        _ => ServerResponse::unauthorized(),
+    }
+}
+
+/// How often a held request is looked at again here (this host hears no bell): a link or a
+/// redemption answers a held request within this long.
+const HOLD_POLL: Duration = Duration::from_millis(100);
+
+/// A held request (revision 1.6), on this connection's thread: the core looks again every
+/// [`HOLD_POLL`] until it answers (at the hold's end at the latest).
+fn hold(host: &Host, held: &endpoint::Held) -> ServerResponse {
+    loop {
+        let now = wall_now();
+        if let Some(answer) = block_on(endpoint::resume(&host.server, now, held)) {
+            return answer;
+        }
+        let wait = (held.next_check(now) - now)
+            .to_std()
+            .unwrap_or_default()
+            .clamp(Duration::from_millis(1), HOLD_POLL);
+        std::thread::sleep(wait);
     }
 }
 

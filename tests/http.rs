@@ -604,6 +604,82 @@ async fn full_auto_flow_links_over_http() {
     );
 }
 
+/// Issue 23 (revision 1.6): the linker learns of the link within one round trip of the agent's
+/// redemption, not at its next poll. The server's announce interval (its held requests' recheck)
+/// and the linker's status interval are long (20 s, 5 s); the test plays the agent by hand,
+/// announcing once the link is accepted and redeeming at once. With the default
+/// `status_hold` the linker sees `linked` within 1 s of the redemption; the same run with
+/// `status_hold` zero (no `hold_ms` sent) sees it only at its next poll, seconds later, so this
+/// test fails if the linker stops asking for a hold.
+#[tokio::test]
+async fn a_held_status_request_sees_the_link_at_once_over_http() {
+    use lanlink::event::LinkerEvent;
+    for hold in [lanlink::linker::DEFAULT_STATUS_HOLD, Duration::ZERO] {
+        let config = proxied().announce_interval(Duration::from_secs(20));
+        let (_server, server_at) = start_server(config, &USERS).await;
+        let base = format!("http://{server_at}");
+        let (agent, _agent_at) = start_agent(plain_agent).await;
+        let announce = announce_once(&agent, server_at, HOME).await;
+        let (requested, mut link_requested) = tokio::sync::mpsc::unbounded_channel();
+        let linker_task = tokio::spawn(async move {
+            let client = HttpLinkerClient::with_client(client_from(HOME), &base, P, P, ALICE);
+            let config = LinkerConfig {
+                discover_interval: Duration::from_millis(200),
+                status_interval: Duration::from_secs(5),
+                status_hold: hold,
+                ..LinkerConfig::default()
+            };
+            let mut linker = Linker::without_nonce(config, Instant::now());
+            let linked = run_linker(
+                &mut linker,
+                &client,
+                &client,
+                &DriverConfig::default(),
+                |agents| agents.first().map(|a| a.instance_id),
+                |event| {
+                    if matches!(event, LinkerEvent::LinkRequested { .. }) {
+                        let _ = requested.send(());
+                    }
+                },
+            )
+            .await;
+            (linked, Instant::now())
+        });
+        bounded("link requested", link_requested.recv())
+            .await
+            .expect("the linker asked to link");
+        // The linker's first status request is on its way (held, when it asks for a hold).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The agent announces: the message waits; it redeems at once.
+        let reply = announce_as(&announce, server_at, HOME).await;
+        assert_eq!(reply.messages.len(), 1, "{reply:?}");
+        lock(&agent).handle_announce_reply(Instant::now(), reply);
+        let transmit = lock(&agent).poll_transmit(Instant::now());
+        let Some(AgentTransmit::Redeem(request)) = transmit else {
+            panic!("a redemption is due, got {transmit:?}");
+        };
+        let transport =
+            HttpAgentClient::with_client(client_from(HOME), &format!("http://{server_at}"), P);
+        let redeemed = bounded("redeem", transport.redeem(&request))
+            .await
+            .expect("redeemed");
+        let at = Instant::now();
+        lock(&agent)
+            .handle_redeem_reply(at, Ok(redeemed))
+            .expect("the agent's redemption");
+        let (linked, seen) = bounded("linker", linker_task).await.unwrap();
+        assert_eq!(linked, Ok(announce.instance_id));
+        let late = seen.saturating_duration_since(at);
+        println!("status_hold {hold:?}: linked seen {late:?} after the redemption");
+        if hold.is_zero() {
+            // The control: without a hold, the next poll (5 s after the last) tells.
+            assert!(late >= Duration::from_secs(2), "{late:?} without a hold");
+        } else {
+            assert!(late < Duration::from_secs(1), "{late:?} with a hold");
+        }
+    }
+}
+
 #[tokio::test]
 async fn manual_code_flow_links_over_http() {
     let config = proxied().announce_interval(Duration::from_millis(500));

@@ -1033,6 +1033,8 @@ impl Host {
                 }
                 None => endpoint::unauthorized(),
             },
+            // Nothing here asks for a hold (revision 1.6).
+            other => panic!("an answer or a user route, not {other:?}"),
         };
         // The host drains the server's events (here: drops them).
         while self.server.poll_event().is_some() {}
