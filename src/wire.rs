@@ -495,7 +495,7 @@ impl Announce {
     /// let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
     ///     LocalSecret::from_bytes([1; 32]).commitment(&id), key)
     ///     .with_hold(20_000);
-    /// let json = String::from_utf8(wire::encode(&announce)).unwrap();
+    /// let json = String::from_utf8(wire::encode(&announce).to_vec()).unwrap();
     /// assert!(json.contains(r#""hold_ms":20000"#));
     /// // A hold over 25 s does not decode.
     /// let long = json.replace("20000", "25001");
