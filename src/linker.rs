@@ -15,6 +15,15 @@
 //! ([`LinkerEvent::EndpointUnreachable`]), never after a refusal; and it reports the endpoint
 //! that answered ([`LinkerEvent::SecretFetched`]'s `from`).
 //!
+//! Once the server accepted the link, the linker asks its state until it is linked. Each
+//! request asks the server to hold it while the link is on its way (revision 1.6,
+//! [`LinkerConfig::status_hold`], carried by [`LinkerTransmit::LinkStatus`]): a server that
+//! holds answers when the state moves, so the linker sees `linked` within one round trip of the
+//! agent's redemption. The next request is due at once after an answer showing a new state, and
+//! otherwise one [`status_interval`](LinkerConfig::status_interval) after the previous request
+//! was *sent*: at once after a held answer, never sooner after one a server gave at once (a
+//! server before 1.6 ignores the hold), so no server sees a request per answer.
+//!
 //! ```
 //! use std::time::Instant;
 //! use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
