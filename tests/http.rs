@@ -680,6 +680,46 @@ async fn a_held_status_request_sees_the_link_at_once_over_http() {
     }
 }
 
+/// Revision 1.6: `HttpLinkerClient` gives a held status request its hold plus
+/// `HELD_REQUEST_MARGIN` as its own timeout, whatever the client's: over a client whose
+/// timeout (1 s) is shorter than the hold the server grants (2 s), the held request still gets
+/// its answer at the hold's end (without the per-request timeout it fails at 1 s, unanswered).
+#[tokio::test]
+async fn a_held_status_request_outlives_the_clients_own_timeout() {
+    let config = proxied().max_hold(Duration::from_secs(2));
+    let home = home_on(start_server(config, &USERS).await).await;
+    let base = format!("http://{}", home.server_at);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-forwarded-for", HOME.parse().unwrap());
+    let short = reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let client = HttpLinkerClient::with_client(short, &base, P, P, ALICE);
+    let secret = real_secret(home.agent_at, home.id).await;
+    let accepted = bounded("link", client.link(&LinkRequest::new(home.id, secret)))
+        .await
+        .expect("the link is accepted");
+    assert_eq!(accepted.state, wire::LinkState::Pending);
+    let started = Instant::now();
+    let reply = bounded(
+        "held status",
+        client.link_status_held(&home.id, Duration::from_secs(20)),
+    )
+    .await
+    .expect("answered at the hold's end, not given up at the client's timeout");
+    let took = started.elapsed();
+    assert_eq!(reply.state, wire::LinkState::Pending);
+    // Held for the server's most (2 s), not the 20 s asked.
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
 #[tokio::test]
 async fn manual_code_flow_links_over_http() {
     let config = proxied().announce_interval(Duration::from_millis(500));
