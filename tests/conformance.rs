@@ -159,6 +159,50 @@ async fn a_server_that_does_not_hold_fails_exactly_the_hold_checks() {
     );
 }
 
+/// A bell that never rings: held requests are answered only when the server looks again on its
+/// own (its announce interval, 2 s by default) or at their hold's end.
+struct DeafBell(http::hold::LinkBell);
+
+impl http::hold::Bell for DeafBell {
+    fn ring(&self, _: &lanlink::InstanceId) {}
+
+    fn listen(&self, instance_id: &lanlink::InstanceId) -> http::hold::Listener {
+        self.0.listen(instance_id)
+    }
+}
+
+/// A server that holds but does not ring when a link is accepted answers the held announcement
+/// only at its next look, 1.5 s after the link: it fails the check that the link answers it,
+/// and that one alone.
+#[tokio::test]
+async fn a_server_whose_link_does_not_ring_fails_exactly_the_rung_check() {
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
+    let auth = Arc::new(BearerTokens::new(vec![
+        (ALICE.to_owned(), AccountId::new("alice").unwrap()),
+        (BOB.to_owned(), AccountId::new("bob").unwrap()),
+    ]));
+    let bell = Arc::new(DeafBell(http::hold::LinkBell::default()));
+    let app = http::server::router_with_bell(server, auth, DEFAULT_PREFIX, bell)
+        .fallback(http::server::not_found);
+    let serve_config = ServeConfig {
+        request_timeout: DEADLINE,
+        ..ServeConfig::default()
+    };
+    let url = format!("http://{}", serve_on_loopback(app, serve_config).await);
+    let target = ServerTarget::new(&url, bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_eq!(
+        report.failed_ids(),
+        ["server.hold.announce_rung"],
+        "{report}"
+    );
+    let line = report.get("server.hold.announce_rung").unwrap().to_string();
+    assert!(line.contains("not when the link was accepted"), "{line}");
+}
+
 /// The revision the server states, rewritten to 1.5 in every answer.
 async fn states_revision_1_5(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
