@@ -130,7 +130,7 @@ async fn one_address_holding_stalled_bodies_does_not_deny_another() {
         "{:?}",
         String::from_utf8_lossy(answer)
     );
-    assert!(answer.ends_with(br#"{"agents":[],"revision":"1.5"}"#));
+    assert!(answer.ends_with(br#"{"agents":[],"revision":"1.6"}"#));
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // And 127.0.0.2 gets a connection again once it lets one of them go.
