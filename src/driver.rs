@@ -353,8 +353,14 @@ where
                     },
                 }
             }
-            LinkerTransmit::LinkStatus { instance_id } => {
-                match server.link_status(&instance_id).await {
+            LinkerTransmit::LinkStatus { instance_id, hold } => {
+                // Revision 1.6: held while the link is on its way, answered when it moves.
+                let reply = if hold.is_zero() {
+                    server.link_status(&instance_id).await
+                } else {
+                    server.link_status_held(&instance_id, hold).await
+                };
+                match reply {
                     Ok(reply) => {
                         backoff.reset();
                         linker.handle_link_status(Instant::now(), Ok(reply))

@@ -15,6 +15,15 @@
 //! ([`LinkerEvent::EndpointUnreachable`]), never after a refusal; and it reports the endpoint
 //! that answered ([`LinkerEvent::SecretFetched`]'s `from`).
 //!
+//! Once the server accepted the link, the linker asks its state until it is linked. Each
+//! request asks the server to hold it while the link is on its way (revision 1.6,
+//! [`LinkerConfig::status_hold`], carried by [`LinkerTransmit::LinkStatus`]): a server that
+//! holds answers when the state moves, so the linker sees `linked` within one round trip of the
+//! agent's redemption. The next request is due at once after an answer showing a new state, and
+//! otherwise one [`status_interval`](LinkerConfig::status_interval) after the previous request
+//! was *sent*: at once after a held answer, never sooner after one a server gave at once (a
+//! server before 1.6 ignores the hold), so no server sees a request per answer.
+//!
 //! ```
 //! use std::time::Instant;
 //! use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
@@ -58,7 +67,24 @@ pub struct LinkerConfig {
     /// candidates; default [`DEFAULT_FETCH_TIMEOUT`]). Counted from the `now` of the
     /// [`LinkerTransmit::FetchSecret`] that asked it.
     pub fetch_timeout: Duration,
+    /// How long a status request asks the server to hold it while the link is on its way
+    /// (revision 1.6, `?hold_ms=`; default [`DEFAULT_STATUS_HOLD`]; zero asks for none, at most
+    /// [`MAX_HOLD_MS`](crate::wire::MAX_HOLD_MS) is asked): the server answers when the link's
+    /// state moves, so the linker sees `linked` within one round trip of the agent's
+    /// redemption. A server that does not hold answers at once, and the linker then asks again
+    /// [`status_interval`](Self::status_interval) after the previous request was sent.
+    pub status_hold: Duration,
 }
+
+/// How long, by default, a linker's status request asks to be held (revision 1.6): 20 seconds,
+/// the server's default most ([`ServerConfig::max_hold`](crate::server::ServerConfig::max_hold)).
+///
+/// ```
+/// use lanlink::linker::{LinkerConfig, DEFAULT_STATUS_HOLD};
+/// assert_eq!(LinkerConfig::default().status_hold, DEFAULT_STATUS_HOLD);
+/// assert_eq!(DEFAULT_STATUS_HOLD.as_secs(), 20);
+/// ```
+pub const DEFAULT_STATUS_HOLD: Duration = Duration::from_secs(20);
 
 /// How long, by default, the linker waits for one of an agent's endpoints: 3 seconds (a LAN
 /// answers in milliseconds; an unreachable address often never answers at all).
@@ -72,6 +98,7 @@ impl Default for LinkerConfig {
             give_up_after: Duration::from_secs(300),
             auto_select: true,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            status_hold: DEFAULT_STATUS_HOLD,
         }
     }
 }
@@ -129,6 +156,12 @@ pub enum LinkerTransmit {
     LinkStatus {
         /// The instance.
         instance_id: InstanceId,
+        /// How long the server may hold the request while the link is on its way (revision
+        /// 1.6, `?hold_ms=`; [`LinkerConfig::status_hold`], never past the linker's deadline nor
+        /// over [`MAX_HOLD_MS`](crate::wire::MAX_HOLD_MS)): send it with
+        /// [`link_status_held`](crate::transport::LinkerServerTransport::link_status_held), and
+        /// give the request this long beyond its usual timeout. Zero: ask for no hold.
+        hold: Duration,
     },
 }
 
@@ -201,8 +234,12 @@ enum State {
     },
     Waiting {
         instance_id: InstanceId,
+        /// When the next status request may be sent: one status interval after the last was
+        /// sent, or at once after an answer that showed a new state.
         next: Instant,
         in_flight: bool,
+        /// The link's state as last seen.
+        seen: LinkState,
     },
     Linked {
         instance_id: InstanceId,
@@ -591,6 +628,7 @@ impl Linker {
                     instance_id,
                     next: now,
                     in_flight: false,
+                    seen: reply.state,
                 };
             }
             Err(refusal) => self.fail(LinkerFailure::Refused(refusal)),
@@ -695,12 +733,24 @@ impl Linker {
             }
             // Accepted earlier, now unknown: the message or code expired unredeemed.
             LinkState::Unknown => self.fail(LinkerFailure::LinkLost),
-            _ => {
-                self.state = State::Waiting {
-                    instance_id,
-                    next: now.checked_add(self.config.status_interval).unwrap_or(now),
-                    in_flight: false,
-                };
+            // Still on its way: asked again one interval after the request was sent (at once
+            // after a held answer, which comes at the hold's end), or at once when the state
+            // moved (the server answered on the change; a link moves at most twice before it
+            // is linked, so no server makes this spin).
+            state => {
+                if let State::Waiting {
+                    in_flight,
+                    next,
+                    seen,
+                    ..
+                } = &mut self.state
+                {
+                    *in_flight = false;
+                    if *seen != state {
+                        *seen = state;
+                        *next = now;
+                    }
+                }
             }
         }
         Ok(())
@@ -744,6 +794,7 @@ impl Linker {
                     instance_id: *instance_id,
                     next: now,
                     in_flight: false,
+                    seen: LinkState::Pending,
                 };
             }
             _ => {}
@@ -805,8 +856,14 @@ impl Linker {
                 ..
             } if !*in_flight && now >= *next => {
                 *in_flight = true;
+                // The next request no sooner than one interval after this one is sent, however
+                // soon its answer comes (a server that does not hold answers at once).
+                *next = now.checked_add(self.config.status_interval).unwrap_or(now);
+                let left = self.deadline.saturating_duration_since(now);
+                let most = Duration::from_millis(u64::from(crate::wire::MAX_HOLD_MS));
                 Some(LinkerTransmit::LinkStatus {
                     instance_id: *instance_id,
+                    hold: self.config.status_hold.min(left).min(most),
                 })
             }
             _ => None,
@@ -869,6 +926,120 @@ mod tests {
         linker
     }
 
+    /// A linker whose link request was accepted at `now` (state pending), with `config`.
+    fn waiting(config: LinkerConfig, now: Instant) -> (Linker, InstanceId) {
+        let mut linker = Linker::without_nonce(config, now);
+        assert!(matches!(
+            linker.poll_transmit(now),
+            Some(LinkerTransmit::Discover)
+        ));
+        let reply = DiscoverReply::new(vec![agent(&[])].into());
+        linker.handle_discover_reply(now, Ok(reply)).unwrap();
+        let (_, fetch) = fetch_request(&mut linker, now).expect("a fetch");
+        linker
+            .handle_secret_reply(now, fetch, Ok(secret()))
+            .unwrap();
+        let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
+            panic!("a link request")
+        };
+        let id = request.instance_id;
+        let accepted = LinkStatusReply::new(id, LinkState::Pending);
+        linker.handle_link_reply(now, Ok(accepted)).unwrap();
+        (linker, id)
+    }
+
+    /// The hold of the status request due at `now`, if one is.
+    fn status_request(linker: &mut Linker, now: Instant) -> Option<Duration> {
+        match linker.poll_transmit(now) {
+            Some(LinkerTransmit::LinkStatus { hold, .. }) => Some(hold),
+            Some(other) => panic!("{other:?}"),
+            None => None,
+        }
+    }
+
+    /// Issue 23 (revision 1.6): every status request asks for the configured hold (never past
+    /// the linker's deadline, never over the wire's most; none when configured zero), and the
+    /// next request is due one status interval after the previous one was sent: at once after
+    /// a held answer, but never sooner when a server (one before 1.6, or one granting no hold)
+    /// answers at once. Without the rule, an old server would see a request per answer, as fast
+    /// as it answers.
+    #[test]
+    fn status_requests_ask_for_a_hold_and_never_spin() {
+        let interval = LinkerConfig::default().status_interval;
+        let now = Instant::now();
+        let (mut linker, id) = waiting(LinkerConfig::default(), now);
+        assert_eq!(status_request(&mut linker, now), Some(DEFAULT_STATUS_HOLD));
+        // Answered at once (no hold): nothing until one interval after the request was sent.
+        let soon = now + Duration::from_millis(30);
+        let pending = LinkStatusReply::new(id, LinkState::Pending);
+        linker
+            .handle_link_status(soon, Ok(pending.clone()))
+            .unwrap();
+        assert_eq!(linker.poll_timeout(), Some(now + interval));
+        assert_eq!(status_request(&mut linker, soon), None);
+        assert_eq!(
+            status_request(&mut linker, now + interval - Duration::from_millis(1)),
+            None
+        );
+        let sent = now + interval;
+        assert_eq!(status_request(&mut linker, sent), Some(DEFAULT_STATUS_HOLD));
+        // A held answer (the hold ended, still pending): asked again at once.
+        let held = sent + DEFAULT_STATUS_HOLD;
+        linker.handle_link_status(held, Ok(pending)).unwrap();
+        assert_eq!(status_request(&mut linker, held), Some(DEFAULT_STATUS_HOLD));
+        // The state moved (a held request answered on the change): asked again at once; the
+        // same state again, answered at once, is no change: one interval after sending.
+        let moved = held + Duration::from_millis(40);
+        let delivered = LinkStatusReply::new(id, LinkState::Delivered);
+        linker
+            .handle_link_status(moved, Ok(delivered.clone()))
+            .unwrap();
+        assert_eq!(
+            status_request(&mut linker, moved),
+            Some(DEFAULT_STATUS_HOLD)
+        );
+        let again = moved + Duration::from_millis(10);
+        linker.handle_link_status(again, Ok(delivered)).unwrap();
+        assert_eq!(status_request(&mut linker, again), None);
+        assert_eq!(linker.poll_timeout(), Some(moved + interval));
+        let sent = moved + interval;
+        assert_eq!(status_request(&mut linker, sent), Some(DEFAULT_STATUS_HOLD));
+        // Linked as soon as the answer comes.
+        let linked = LinkStatusReply::new(id, LinkState::Linked);
+        linker
+            .handle_link_status(sent + Duration::from_millis(5), Ok(linked))
+            .unwrap();
+        assert_eq!(linker.linked(), Some(id));
+
+        // Never past the deadline, never over the wire's most, none when configured zero.
+        let short = LinkerConfig {
+            give_up_after: Duration::from_secs(8),
+            ..LinkerConfig::default()
+        };
+        let (mut linker, _) = waiting(short, now);
+        let later = now + Duration::from_secs(3);
+        linker.handle_timeout(later);
+        assert_eq!(
+            status_request(&mut linker, later),
+            Some(Duration::from_secs(5))
+        );
+        let long = LinkerConfig {
+            status_hold: Duration::from_secs(60),
+            ..LinkerConfig::default()
+        };
+        let (mut linker, _) = waiting(long, now);
+        assert_eq!(
+            status_request(&mut linker, now),
+            Some(Duration::from_millis(u64::from(crate::wire::MAX_HOLD_MS)))
+        );
+        let off = LinkerConfig {
+            status_hold: Duration::ZERO,
+            ..LinkerConfig::default()
+        };
+        let (mut linker, _) = waiting(off, now);
+        assert_eq!(status_request(&mut linker, now), Some(Duration::ZERO));
+    }
+
     fn fetch_target(linker: &mut Linker, now: Instant) -> Option<SocketAddr> {
         fetch_request(linker, now).map(|(agent, _)| agent)
     }
@@ -921,7 +1092,8 @@ mod tests {
             // The answer is lost.
             linker.handle_transport_error(now);
             assert_eq!(linker.failure(), None);
-            let Some(LinkerTransmit::LinkStatus { instance_id }) = linker.poll_transmit(now) else {
+            let Some(LinkerTransmit::LinkStatus { instance_id, .. }) = linker.poll_transmit(now)
+            else {
                 panic!("a status request at once")
             };
             assert_eq!(instance_id, id);

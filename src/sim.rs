@@ -413,7 +413,7 @@ impl Sim {
                     .linker
                     .handle_link_reply(now, reply.map_err(|r| r.code()))
             }
-            LinkerTransmit::LinkStatus { instance_id } => {
+            LinkerTransmit::LinkStatus { instance_id, .. } => {
                 let network = self.server.caller(RequestKind::LinkStatus, peer, headers);
                 let reply = network.and_then(|n| {
                     at_once(

@@ -12,6 +12,7 @@
 //! implements all three.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -221,6 +222,51 @@ pub trait LinkerServerTransport: Send + Sync {
         &self,
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, TransportError>;
+    /// Reads a link's state, asking the server to hold the request for up to `hold` while the
+    /// link is on its way (revision 1.6, `GET {prefix}/link/{instance_id}?hold_ms=N`): the
+    /// server answers when the state moves or the hold ends, so the request must be given
+    /// `hold` beyond its usual timeout. A server before 1.6, or one that grants no hold,
+    /// answers at once, as [`link_status`](Self::link_status) does.
+    ///
+    /// The default calls [`link_status`](Self::link_status) (no hold asked: a transport
+    /// written before revision 1.6 keeps working, the linker then polls at its
+    /// [`status_interval`](crate::linker::LinkerConfig::status_interval)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_trait::async_trait;
+    /// use lanlink::transport::{LinkerServerTransport, TransportError};
+    /// use lanlink::wire::{CodeReply, DiscoverReply, LinkRequest, LinkState, LinkStatusReply};
+    /// use lanlink::InstanceId;
+    ///
+    /// /// A transport of before revision 1.6: it only knows `link_status`.
+    /// struct Old;
+    /// #[async_trait]
+    /// impl LinkerServerTransport for Old {
+    ///     async fn discover(&self) -> Result<DiscoverReply, TransportError> { Err(TransportError::Malformed) }
+    ///     async fn link(&self, _: &LinkRequest) -> Result<LinkStatusReply, TransportError> { Err(TransportError::Malformed) }
+    ///     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+    ///         Ok(LinkStatusReply::new(*id, LinkState::Pending))
+    ///     }
+    ///     async fn mint_code(&self) -> Result<CodeReply, TransportError> { Err(TransportError::Malformed) }
+    /// }
+    /// # let mut fut = std::pin::pin!(async {
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// let transport: &dyn LinkerServerTransport = &Old;
+    /// let reply = transport.link_status_held(&id, Duration::from_secs(20)).await.unwrap();
+    /// assert_eq!(reply.state, LinkState::Pending); // answered at once, without a hold
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
+    async fn link_status_held(
+        &self,
+        instance_id: &InstanceId,
+        hold: Duration,
+    ) -> Result<LinkStatusReply, TransportError> {
+        let _ = hold;
+        self.link_status(instance_id).await
+    }
     /// Mints a manual code for the user.
     async fn mint_code(&self) -> Result<CodeReply, TransportError>;
 }

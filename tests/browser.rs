@@ -352,6 +352,14 @@ async fn linking_page_in_headless_chromium() {
             .is_some_and(|s| s.contains(&format!("answered at {auto_at}"))),
         "{report}"
     );
+    // Revision 1.6: the page asked with a hold, and showed the link soon after the device.
+    assert_eq!(report["auto"]["heldStatus"], true, "{report}");
+    assert!(
+        report["auto"]["pageLagMs"]
+            .as_u64()
+            .is_some_and(|lag| lag < 750),
+        "{report}"
+    );
     assert_eq!(report["popup"]["path"], "popup", "{report}");
     assert_eq!(report["blocked"]["error"], "popup_blocked", "{report}");
     assert_eq!(report["blocked"]["path"], "popup", "{report}");
@@ -482,7 +490,7 @@ fn lanlink_js_unit_tests_under_node() {
         "unit.mjs failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("# pass 10"), "{stdout}");
+    assert!(stdout.contains("# pass 12"), "{stdout}");
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
 

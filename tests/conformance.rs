@@ -117,6 +117,130 @@ async fn the_crates_server_passes_every_check() {
     assert_eq!(text.lines().count(), SERVER_CHECKS.len());
 }
 
+/// The checks of held requests (revision 1.6).
+const HOLD_CHECKS: [&str; 4] = [
+    "server.hold.announce_ends",
+    "server.hold.link_status_at_once",
+    "server.hold.link_status_held",
+    "server.hold.announce_rung",
+];
+
+/// A server that never holds a request (`max_hold` zero) while stating revision 1.6 fails the
+/// hold checks that need a hold, each saying it was answered at once; the one that wants an
+/// answer at once passes.
+#[tokio::test]
+async fn a_server_that_does_not_hold_fails_exactly_the_hold_checks() {
+    let config = ServerConfig::default().max_hold(Duration::ZERO);
+    let url = start_server(config, |app| app).await;
+    let target = ServerTarget::new(&url, bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_covers(&report, SERVER_CHECKS);
+    assert_eq!(
+        report.failed_ids(),
+        [
+            "server.hold.announce_ends",
+            "server.hold.link_status_held",
+            "server.hold.announce_rung",
+        ],
+        "{report}"
+    );
+    assert!(report.skipped_ids().is_empty(), "{report}");
+    for id in ["server.hold.announce_ends", "server.hold.link_status_held"] {
+        let line = report.get(id).unwrap().to_string();
+        assert!(line.contains("answered at once"), "{line}");
+    }
+    let line = report.get("server.hold.announce_rung").unwrap().to_string();
+    assert!(
+        line.contains("answered before the link was sent") && line.contains("not held"),
+        "{line}"
+    );
+}
+
+/// A bell that never rings: held requests are answered only when the server looks again on its
+/// own (its announce interval, 2 s by default) or at their hold's end.
+struct DeafBell(http::hold::LinkBell);
+
+impl http::hold::Bell for DeafBell {
+    fn ring(&self, _: &lanlink::InstanceId) {}
+
+    fn listen(&self, instance_id: &lanlink::InstanceId) -> http::hold::Listener {
+        self.0.listen(instance_id)
+    }
+}
+
+/// A server that holds but does not ring when a link is accepted answers the held announcement
+/// only at its next look, 1.5 s after the link: it fails the check that the link answers it,
+/// and that one alone.
+#[tokio::test]
+async fn a_server_whose_link_does_not_ring_fails_exactly_the_rung_check() {
+    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
+    let auth = Arc::new(BearerTokens::new(vec![
+        (ALICE.to_owned(), AccountId::new("alice").unwrap()),
+        (BOB.to_owned(), AccountId::new("bob").unwrap()),
+    ]));
+    let bell = Arc::new(DeafBell(http::hold::LinkBell::default()));
+    let app = http::server::router_with_bell(server, auth, DEFAULT_PREFIX, bell)
+        .fallback(http::server::not_found);
+    let serve_config = ServeConfig {
+        request_timeout: DEADLINE,
+        ..ServeConfig::default()
+    };
+    let url = format!("http://{}", serve_on_loopback(app, serve_config).await);
+    let target = ServerTarget::new(&url, bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_eq!(
+        report.failed_ids(),
+        ["server.hold.announce_rung"],
+        "{report}"
+    );
+    let line = report.get("server.hold.announce_rung").unwrap().to_string();
+    assert!(line.contains("not when the link was accepted"), "{line}");
+}
+
+/// The revision the server states, rewritten to 1.5 in every answer.
+async fn states_revision_1_5(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, 1 << 20).await.unwrap();
+    let text =
+        String::from_utf8_lossy(&bytes).replace(r#""revision":"1.6""#, r#""revision":"1.5""#);
+    let mut response = Response::from_parts(parts, Body::from(text));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
+}
+
+/// A server stating a revision before 1.6 is not checked for held requests: those checks are
+/// skipped, saying why, and the report still passes (it is not complete).
+#[tokio::test]
+async fn a_server_stating_an_older_revision_skips_the_hold_checks() {
+    let url = start_server(ServerConfig::default(), |app| {
+        app.layer(from_fn(states_revision_1_5))
+    })
+    .await;
+    let target = ServerTarget::new(&url, bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_covers(&report, SERVER_CHECKS);
+    assert!(report.passed(), "{report}");
+    assert!(!report.complete(), "{report}");
+    assert_eq!(report.skipped_ids(), HOLD_CHECKS, "{report}");
+    for id in HOLD_CHECKS {
+        let line = report.get(id).unwrap().to_string();
+        assert!(
+            line.starts_with("SKIP ") && line.contains("server states revision 1.5 < 1.6"),
+            "{line}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_crates_agent_endpoint_passes_every_check() {
     let (agent, url) = start_endpoint(|app| app).await;

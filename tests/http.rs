@@ -604,6 +604,122 @@ async fn full_auto_flow_links_over_http() {
     );
 }
 
+/// Issue 23 (revision 1.6): the linker learns of the link within one round trip of the agent's
+/// redemption, not at its next poll. The server's announce interval (its held requests' recheck)
+/// and the linker's status interval are long (20 s, 5 s); the test plays the agent by hand,
+/// announcing once the link is accepted and redeeming at once. With the default
+/// `status_hold` the linker sees `linked` within 1 s of the redemption; the same run with
+/// `status_hold` zero (no `hold_ms` sent) sees it only at its next poll, seconds later, so this
+/// test fails if the linker stops asking for a hold.
+#[tokio::test]
+async fn a_held_status_request_sees_the_link_at_once_over_http() {
+    use lanlink::event::LinkerEvent;
+    for hold in [lanlink::linker::DEFAULT_STATUS_HOLD, Duration::ZERO] {
+        let config = proxied().announce_interval(Duration::from_secs(20));
+        let (_server, server_at) = start_server(config, &USERS).await;
+        let base = format!("http://{server_at}");
+        let (agent, _agent_at) = start_agent(plain_agent).await;
+        let announce = announce_once(&agent, server_at, HOME).await;
+        let (requested, mut link_requested) = tokio::sync::mpsc::unbounded_channel();
+        let linker_task = tokio::spawn(async move {
+            let client = HttpLinkerClient::with_client(client_from(HOME), &base, P, P, ALICE);
+            let config = LinkerConfig {
+                discover_interval: Duration::from_millis(200),
+                status_interval: Duration::from_secs(5),
+                status_hold: hold,
+                ..LinkerConfig::default()
+            };
+            let mut linker = Linker::without_nonce(config, Instant::now());
+            let linked = run_linker(
+                &mut linker,
+                &client,
+                &client,
+                &DriverConfig::default(),
+                |agents| agents.first().map(|a| a.instance_id),
+                |event| {
+                    if matches!(event, LinkerEvent::LinkRequested { .. }) {
+                        let _ = requested.send(());
+                    }
+                },
+            )
+            .await;
+            (linked, Instant::now())
+        });
+        bounded("link requested", link_requested.recv())
+            .await
+            .expect("the linker asked to link");
+        // The linker's first status request is on its way (held, when it asks for a hold).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The agent announces: the message waits; it redeems at once.
+        let reply = announce_as(&announce, server_at, HOME).await;
+        assert_eq!(reply.messages.len(), 1, "{reply:?}");
+        lock(&agent).handle_announce_reply(Instant::now(), reply);
+        let transmit = lock(&agent).poll_transmit(Instant::now());
+        let Some(AgentTransmit::Redeem(request)) = transmit else {
+            panic!("a redemption is due, got {transmit:?}");
+        };
+        let transport =
+            HttpAgentClient::with_client(client_from(HOME), &format!("http://{server_at}"), P);
+        let redeemed = bounded("redeem", transport.redeem(&request))
+            .await
+            .expect("redeemed");
+        let at = Instant::now();
+        lock(&agent)
+            .handle_redeem_reply(at, Ok(redeemed))
+            .expect("the agent's redemption");
+        let (linked, seen) = bounded("linker", linker_task).await.unwrap();
+        assert_eq!(linked, Ok(announce.instance_id));
+        let late = seen.saturating_duration_since(at);
+        println!("status_hold {hold:?}: linked seen {late:?} after the redemption");
+        if hold.is_zero() {
+            // The control: without a hold, the next poll (5 s after the last) tells.
+            assert!(late >= Duration::from_secs(2), "{late:?} without a hold");
+        } else {
+            assert!(late < Duration::from_secs(1), "{late:?} with a hold");
+        }
+    }
+}
+
+/// Revision 1.6: `HttpLinkerClient` gives a held status request its hold plus
+/// `HELD_REQUEST_MARGIN` as its own timeout, whatever the client's: over a client whose
+/// timeout (1 s) is shorter than the hold the server grants (2 s), the held request still gets
+/// its answer at the hold's end (without the per-request timeout it fails at 1 s, unanswered).
+#[tokio::test]
+async fn a_held_status_request_outlives_the_clients_own_timeout() {
+    let config = proxied().max_hold(Duration::from_secs(2));
+    let home = home_on(start_server(config, &USERS).await).await;
+    let base = format!("http://{}", home.server_at);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-forwarded-for", HOME.parse().unwrap());
+    let short = reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let client = HttpLinkerClient::with_client(short, &base, P, P, ALICE);
+    let secret = real_secret(home.agent_at, home.id).await;
+    let accepted = bounded("link", client.link(&LinkRequest::new(home.id, secret)))
+        .await
+        .expect("the link is accepted");
+    assert_eq!(accepted.state, wire::LinkState::Pending);
+    let started = Instant::now();
+    let reply = bounded(
+        "held status",
+        client.link_status_held(&home.id, Duration::from_secs(20)),
+    )
+    .await
+    .expect("answered at the hold's end, not given up at the client's timeout");
+    let took = started.elapsed();
+    assert_eq!(reply.state, wire::LinkState::Pending);
+    // Held for the server's most (2 s), not the 20 s asked.
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
 #[tokio::test]
 async fn manual_code_flow_links_over_http() {
     let config = proxied().announce_interval(Duration::from_millis(500));

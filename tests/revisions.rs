@@ -606,7 +606,7 @@ fn link_through(at: Revision, policy: Confirmation) -> Outcome {
                         _ => panic!("{at} link: {status} {reply}"),
                     }
                 }
-                LinkerTransmit::LinkStatus { instance_id } => {
+                LinkerTransmit::LinkStatus { instance_id, .. } => {
                     let (status, reply) =
                         wire.call("GET", &format!("/link/{instance_id}"), None, Some(&alice()));
                     assert_eq!(status, 200, "{at}");

@@ -101,6 +101,9 @@ export interface LinkerOptions {
   /** How long to wait for one endpoint of a device before trying its next (revision 1.3;
    * default 3000 ms). */
   fetchTimeoutMs?: number;
+  /** How long each status request asks the server to hold it while the link is on its way
+   * (revision 1.6, `?hold_ms=`; default 20000 ms, at most 25000; 0 asks for none). */
+  statusHoldMs?: number;
   /** The window to open the popup from and listen on (default: globalThis). */
   window?: Window;
 }
@@ -164,6 +167,15 @@ export function addressSpaceOf(ip: string): "loopback" | "local" | null;
 export const MAX_CANDIDATES: number;
 /** The default per-endpoint wait of {@link Linker.link}, in milliseconds (3000). */
 export const DEFAULT_FETCH_TIMEOUT_MS: number;
+/** How long, by default, a status request asks to be held (revision 1.6): 20000 ms. */
+export const DEFAULT_STATUS_HOLD_MS: number;
+/** The longest hold a request may ask for (revision 1.6): 25000 ms. */
+export const MAX_HOLD_MS: number;
+/** How much longer than its hold a held status request may take: 10000 ms. */
+export const HELD_REQUEST_MARGIN_MS: number;
+/** When to ask a link's state again, in ms from now: 0 when the state moved, else one poll
+ * interval after the last request was sent (revision 1.6). */
+export function nextStatusDelay(when: { sentAt: number; now: number; pollIntervalMs: number; moved: boolean }): number;
 /** A socket address as the server writes it, or null. */
 export function parseEndpoint(text: unknown): { ip: string; port: number } | null;
 /** An endpoint as the server writes it. */
@@ -200,7 +212,7 @@ export class Linker {
   /** A manual code for the account. */
   mintCode(options?: { signal?: AbortSignal }): Promise<ManualCode>;
   /** The state of this account's link to an instance. */
-  linkState(instanceId: string, options?: { signal?: AbortSignal }): Promise<LinkState>;
+  linkState(instanceId: string, options?: { signal?: AbortSignal; holdMs?: number }): Promise<LinkState>;
   /** Obtains the secret, links, and waits for "linked". Call it from a click handler. */
   link(agent: DiscoveredAgent, options?: LinkOptions): Promise<LinkResult>;
 }

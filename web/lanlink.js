@@ -164,6 +164,33 @@ export const MAX_CANDIDATES = 8;
 export const DEFAULT_FETCH_TIMEOUT_MS = 3000;
 
 /**
+ * How long, by default, a status request asks the server to hold it while the link is on its
+ * way (protocol revision 1.6, `?hold_ms=`): 20 s. The server answers when the link's state
+ * moves, so the page shows "linked" within a round trip of the device's redemption.
+ */
+export const DEFAULT_STATUS_HOLD_MS = 20000;
+
+/** The longest hold a request may ask for (protocol revision 1.6): 25 s. */
+export const MAX_HOLD_MS = 25000;
+
+/** How much longer than its hold a held status request may take before it is given up: 10 s. */
+export const HELD_REQUEST_MARGIN_MS = 10000;
+
+/**
+ * When to ask a link's state again (protocol revision 1.6), in milliseconds from now: at once
+ * when the last answer showed a new state (a held request answered on the change), else one
+ * poll interval after the last request was sent (at once after a held answer, which comes at
+ * the hold's end; never sooner when a server answers at once, one before 1.6 or one that
+ * grants no hold, so the page never asks as fast as the server answers).
+ * @param {{sentAt: number, now: number, pollIntervalMs: number, moved: boolean}} when
+ * @returns {number}
+ */
+export function nextStatusDelay({ sentAt, now, pollIntervalMs, moved }) {
+  if (moved) return 0;
+  return Math.max(0, sentAt + pollIntervalMs - now);
+}
+
+/**
  * Reads a socket address as the server writes it: `"192.168.1.20:5000"` or `"[fd00::5]:5000"`.
  * Null for anything else (a host name, no port, port 0, a zone id).
  * @param {unknown} text
@@ -405,6 +432,8 @@ export class Linker {
     this._window = options.window || g;
     /** @private */
     this._fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
+    /** @private */
+    this._statusHoldMs = Math.max(0, Math.min(MAX_HOLD_MS, Math.floor(Number(options.statusHoldMs ?? DEFAULT_STATUS_HOLD_MS)) || 0));
   }
 
   /**
@@ -414,14 +443,23 @@ export class Linker {
    * @param {string} route path below the prefix
    * @param {unknown} [body] JSON body
    * @param {AbortSignal} [signal]
+   * @param {number} [timeoutMs] give the request up (as `network`) after this long
    * @returns {Promise<any>}
    */
-  async _api(method, route, body, signal) {
+  async _api(method, route, body, signal, timeoutMs) {
     /** @type {Record<string, string>} */
     const headers = { Accept: "application/json" };
     if (this._token) headers.Authorization = `Bearer ${this._token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
+    /** @type {AbortController | null} */
+    const controller = timeoutMs === undefined ? null : new AbortController();
+    const onAbort = () => controller && controller.abort();
+    const timer = controller ? setTimeout(() => controller.abort(), timeoutMs) : undefined;
+    if (controller && signal) {
+      if (signal.aborted) controller.abort();
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
     try {
       response = await fetch(`${this._server}${this._prefix}${route}`, {
         method,
@@ -429,11 +467,14 @@ export class Linker {
         body: body === undefined ? undefined : JSON.stringify(body),
         credentials: this._credentials,
         cache: "no-store",
-        signal,
+        signal: controller ? controller.signal : signal,
       });
     } catch (err) {
       if (signal && signal.aborted) throw new LanlinkError("aborted");
       throw new LanlinkError("network");
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      if (controller && signal) signal.removeEventListener("abort", onAbort);
     }
     let json = null;
     try {
@@ -517,13 +558,20 @@ export class Linker {
 
   /**
    * The state of this account's link to an instance: "pending", "delivered", "linked" or
-   * "unknown".
+   * "unknown". With `holdMs` (protocol revision 1.6, at most 25000), the server may hold the
+   * request while the link is on its way and answer when its state moves or the hold ends; the
+   * request is given up (`network`) `HELD_REQUEST_MARGIN_MS` after the hold. A server before
+   * 1.6 answers at once.
    * @param {string} instanceId
-   * @param {{signal?: AbortSignal}} [options]
+   * @param {{signal?: AbortSignal, holdMs?: number}} [options]
    * @returns {Promise<LinkState>}
    */
   async linkState(instanceId, options = {}) {
-    const reply = await this._api("GET", `/link/${encodeURIComponent(instanceId)}`, undefined, options.signal);
+    const hold = Math.max(0, Math.min(MAX_HOLD_MS, Math.floor(Number(options.holdMs ?? 0)) || 0));
+    const route = `/link/${encodeURIComponent(instanceId)}${hold > 0 ? `?hold_ms=${hold}` : ""}`;
+    const reply = hold > 0
+      ? await this._api("GET", route, undefined, options.signal, hold + HELD_REQUEST_MARGIN_MS)
+      : await this._api("GET", route, undefined, options.signal);
     if (typeof reply.state !== "string") throw new LanlinkError("bad_reply");
     return /** @type {LinkState} */ (reply.state);
   }
@@ -787,16 +835,33 @@ export class Linker {
     progress("pending", withCode("pending"));
     const deadline = Date.now() + this._linkTimeoutMs;
     let seen = "pending";
+    // Revision 1.6: each request asks to be held while the link is on its way (never past the
+    // deadline); a held request that fails (a proxy that cuts long requests) is not asked again.
+    let holdMs = this._statusHoldMs;
     for (;;) {
-      const state = await this.linkState(agent.instance_id, { signal });
+      const sentAt = Date.now();
+      const hold = Math.min(holdMs, Math.max(0, deadline - sentAt));
+      /** @type {LinkState} */
+      let state;
+      try {
+        state = await this.linkState(agent.instance_id, { signal, holdMs: hold });
+      } catch (err) {
+        const gateway = err instanceof LanlinkError && (err.code === "network" ||
+          (err.code === "bad_reply" && err.status !== undefined && err.status >= 502 && err.status <= 504));
+        if (hold === 0 || !gateway) throw err;
+        holdMs = 0;
+        state = /** @type {LinkState} */ (seen);
+      }
       if (state === "linked") break;
       if (state === "unknown") throw lost || new LanlinkError("link_expired", { attempts });
-      if (state !== seen) {
+      const moved = state !== seen;
+      if (moved) {
         seen = state;
         progress(state === "delivered" ? "delivered" : "pending", withCode(state === "delivered" ? "delivered" : "pending"));
       }
       if (Date.now() > deadline) throw new LanlinkError("link_timeout", { attempts });
-      await sleep(this._pollIntervalMs, signal);
+      const wait = nextStatusDelay({ sentAt, now: Date.now(), pollIntervalMs: this._pollIntervalMs, moved });
+      if (wait > 0) await sleep(wait, signal);
     }
     progress("linked", { path });
     return Object.freeze({

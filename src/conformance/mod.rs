@@ -13,7 +13,9 @@
 //! - [`check_server`] plays an agent (fresh presence keys and secrets, made with the crate's own
 //!   types) and a linker (with an account's [`Credential`]) against a server: every route, the
 //!   refusals a client can provoke, the body limits, the JSON and `Cache-Control` rules, the
-//!   lockout. See [`SERVER_CHECKS`].
+//!   lockout, and the held requests of revision 1.6 (`server.hold.*`: timed, so they take a few
+//!   seconds; skipped, never failed, for a server whose announce reply states an older
+//!   revision). See [`SERVER_CHECKS`].
 //! - [`check_agent_endpoint`] talks raw HTTP/1.1 to an agent's local endpoint (repeated and
 //!   missing headers, odd `Host` values, `HEAD`, CORS preflights, the popup page). See
 //!   [`ENDPOINT_CHECKS`].
@@ -46,7 +48,8 @@
 //! Against a **server**, the kit announces about twenty short-lived agents from its own public
 //! network (each gone one presence lifetime, 6 s by default, after its last announcement), links
 //! one of them to the account and redeems its code (one linked device on the account, with a
-//! token the kit throws away), redeems one manual code the same way, and fills its network's
+//! token the kit throws away; two against a server of revision 1.6, whose held announcement a
+//! second link answers), redeems one manual code the same way, and fills its network's
 //! record to `network_full` as the very last check. It makes five wrong guesses (a wrong
 //! secret, an instance not present, the used secret again, the used code again, an unknown
 //! code; more if the lockout threshold it is given is higher), so **its network is locked out
@@ -272,6 +275,9 @@ struct Recorder {
     outcomes: Vec<(&'static str, Outcome)>,
     /// The checks the caller opted out of by name: the only ones a report may leave unrun.
     opted_out: Vec<String>,
+    /// The checks of a revision newer than the target states ([`Recorder::not_applicable`]):
+    /// skipped, not failed.
+    not_applicable: Vec<&'static str>,
 }
 
 /// A check's verdict before it is recorded: what was seen, as a pass or a failure.
@@ -283,7 +289,18 @@ impl Recorder {
             catalog,
             outcomes: Vec::new(),
             opted_out: opted_out.to_vec(),
+            not_applicable: Vec::new(),
         }
+    }
+
+    /// Skips check `id` because the target states a revision older than the one that brought
+    /// what it checks: the target keeps to its own revision, so the check stays skipped in the
+    /// report (never a failure), and the report is not [complete](Report::complete).
+    fn not_applicable(&mut self, id: &'static str, why: impl Into<String>) {
+        if !self.has(id) {
+            self.not_applicable.push(id);
+        }
+        self.skip(id, why);
     }
 
     /// Whether the caller opted out of check `id` (it is then not run where it would cost time
@@ -343,6 +360,9 @@ impl Recorder {
                     },
                 };
                 let outcome = match outcome {
+                    Outcome::Skipped { why } if self.not_applicable.contains(&spec.id) => {
+                        Outcome::Skipped { why }
+                    }
                     Outcome::Skipped { why } if self.opted_out(spec.id) => Outcome::Skipped {
                         why: format!("opted out ({why})"),
                     },

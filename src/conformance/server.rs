@@ -20,6 +20,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use tokio::time::{Duration, Instant};
 
 use super::raw::{self, RawRequest, Until};
 use super::reply::{self, Reply};
@@ -39,6 +40,18 @@ const LINK: &str = "`POST {prefix}/link`";
 const STATUS: &str = "`GET {prefix}/link/{instance_id}`";
 const CODES: &str = "`POST {prefix}/codes`";
 const CROSS_SITE: &str = "Cross-site requests";
+const HOLD: &str = "Held requests (revision 1.6)";
+/// How long the kit's held requests ask to be held, in milliseconds: long enough to tell an
+/// answer at its end from one at once, short enough for a quick run.
+const HOLD_MS: u64 = 1500;
+/// The hold of the announcement a link answers: an answer at once is told from one at its end.
+const RUNG_HOLD_MS: u64 = 5000;
+/// How long after a held announcement the kit sends the link that answers it.
+const LINK_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+/// How soon after the link is sent its held announcement must be answered, in milliseconds: the
+/// link's round trip and the answer's (a server that only looks again at its announce interval,
+/// 2 s by default, is late).
+const RUNG_WITHIN_MS: u64 = 1000;
 /// An origin no server allows: another site's page.
 const FOREIGN_ORIGIN: &str = "https://lanlink-conformance.invalid";
 
@@ -73,6 +86,7 @@ pub const SERVER_CHECKS: &[CheckSpec] = &[
     spec("server.announce.forged_instance", ANNOUNCE, "403 forged_instance for a presence_key that does not derive the instance_id"),
     spec("server.announce.not_private_ip", ANNOUNCE, "403 not_private_ip for a public private_ip"),
     spec("server.announce.ok", ANNOUNCE, "200 {\"messages\": [], \"poll_after_ms\": n}"),
+    spec("server.hold.announce_ends", HOLD, "200 {\"messages\": []} at the hold's end (after at least 1.2 s, within 3.5 s) for an announcement with hold_ms 1500 and no message waiting"),
     spec("server.discover.unauthorized", USER, "401 unauthorized without an account"),
     spec("server.link.unauthorized", USER, "401 unauthorized without an account"),
     spec("server.link_status.unauthorized", USER, "401 unauthorized without an account"),
@@ -83,12 +97,14 @@ pub const SERVER_CHECKS: &[CheckSpec] = &[
     spec("server.codes.cross_origin", CROSS_SITE, "403 bad_origin for a mint with another site's Origin (a server that fails it mints one code)"),
     spec("server.discover.ok", DISCOVER, "200 {\"agents\": [...]} showing the kit's agent as announced"),
     spec("server.link_status.unknown", STATUS, "200 state unknown before any link"),
+    spec("server.hold.link_status_at_once", HOLD, "200 state unknown at once (within 0.75 s) for a status request with ?hold_ms=1500 when no link is on its way"),
     spec("server.link_status.malformed_id", STATUS, "400 malformed for an id that is not a UUID"),
     spec("server.link.malformed", CONVENTIONS, "400 malformed for a link request with an unknown field"),
     spec("server.link.wrong_secret", LINK, "403 wrong_secret"),
     spec("server.link.accepted", LINK, "202 {\"instance_id\", \"state\": \"pending\"}"),
     spec("server.link_status.pending", STATUS, "200 state pending after the link"),
     spec("server.link_status.other_account", STATUS, "200 state unknown for another account"),
+    spec("server.hold.link_status_held", HOLD, "200 state pending at the hold's end (after at least 1.2 s, within 3.5 s) for a status request with ?hold_ms=1500 while the link is pending"),
     spec("server.announce.delivers_message", ANNOUNCE, "200 with one verify_and_redeem message: the instance, the linked secret, a code"),
     spec("server.link_status.delivered", STATUS, "200 state delivered"),
     spec("server.announce.delivered_once", ANNOUNCE, "200 with no message on the next announcement"),
@@ -98,6 +114,7 @@ pub const SERVER_CHECKS: &[CheckSpec] = &[
     spec("server.redeem.superseded", REDEEM, "409 superseded for attempt 2 again (a late duplicate)"),
     spec("server.link_status.linked", STATUS, "200 state linked"),
     spec("server.announce.instance_used", ANNOUNCE, "409 instance_used for a linked instance announcing afresh"),
+    spec("server.hold.announce_rung", HOLD, "an announcement with hold_ms 5000 from a second agent, held while its link is accepted, answered then (after the link was sent and within 1 s of it) with its verify_and_redeem message"),
     spec("server.redeem.malformed", CONVENTIONS, "400 malformed for a redeem request with an unknown field"),
     spec("server.announce.presence_conflict", ANNOUNCE, "409 presence_conflict for another commitment of a present instance"),
     spec("server.link.agent_contested", LINK, "409 agent_contested for the right secret of a contested agent"),
@@ -206,6 +223,19 @@ struct Session<'t> {
     wrong: u32,
     /// How many wrong guesses the kit had made when it first met `locked_out`.
     first_lockout: Option<u32>,
+    /// Whether the held requests of revision 1.6 are checked, from the server's stated revision.
+    holds: Holds,
+}
+
+/// Whether the kit checks held requests (revision 1.6), from the revision the server states in
+/// its announce reply.
+enum Holds {
+    /// It states 1.6 or later.
+    Checked,
+    /// It states an older revision (or none, as before 1.5): the checks do not apply.
+    Older(String),
+    /// Not known: `server.announce.ok` did not pass.
+    Unknown,
 }
 
 pub(crate) async fn run(target: &ServerTarget) -> Report {
@@ -230,6 +260,7 @@ pub(crate) async fn run(target: &ServerTarget) -> Report {
         rec,
         wrong: 0,
         first_lockout: None,
+        holds: Holds::Unknown,
     };
     session.run().await;
     session.rec.finish()
@@ -243,6 +274,7 @@ impl Session<'_> {
         self.announce_refusals().await;
         let agent = KitAgent::new();
         let announced = self.announce_ok(&agent).await;
+        self.hold_announce_ends(&agent).await;
         self.unauthorized().await;
         self.cross_site().await;
         let linked = if announced {
@@ -250,6 +282,7 @@ impl Session<'_> {
         } else {
             Linked::default()
         };
+        self.hold_announce_rung().await;
         self.redeem_malformed().await;
         self.crowded().await;
         let spare = self.manual_codes().await;
@@ -713,14 +746,235 @@ impl Session<'_> {
             let map = reply::json_object(&r, 200)?;
             let messages = map.get("messages").and_then(Value::as_array);
             let poll = map.get("poll_after_ms").and_then(Value::as_u64);
+            let stated = map
+                .get("revision")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             match (messages, poll) {
                 (Some(m), Some(poll)) if m.is_empty() => {
-                    Ok(format!("200 no messages, poll_after_ms {poll}"))
+                    Ok((format!("200 no messages, poll_after_ms {poll}"), stated))
                 }
                 _ => Err(format!("200 {}", r.excerpt())),
             }
         });
+        let verdict = verdict.map(|(got, stated)| {
+            self.holds = holds_of(stated.as_deref());
+            got
+        });
         self.check("server.announce.ok", verdict)
+    }
+
+    /// Whether check `id` of held requests is made; if not, it is recorded as skipped: not
+    /// applicable to a server of an older revision, or not run when its revision is unknown.
+    fn holds_apply(&mut self, id: &'static str) -> bool {
+        match &self.holds {
+            Holds::Checked => true,
+            Holds::Older(why) => {
+                let why = why.clone();
+                self.rec.not_applicable(id, why);
+                false
+            }
+            Holds::Unknown => {
+                self.rec.skip(id, "needs server.announce.ok to pass");
+                false
+            }
+        }
+    }
+
+    /// `method path` asking for a hold of `hold_ms` (its timeout stretched to cover it): the
+    /// reply, when the request was sent and when its answer was read.
+    async fn held(
+        &self,
+        method: &str,
+        path: &str,
+        who: As,
+        payload: Option<Vec<u8>>,
+        hold_ms: u64,
+    ) -> (Result<Reply, String>, Instant, Instant) {
+        let started = Instant::now();
+        let timeout = self
+            .target
+            .timeout
+            .max(Duration::from_millis(hold_ms) + Duration::from_secs(5));
+        let request = self.request(method, path, who).map(|request| {
+            let request = request.timeout(timeout);
+            match payload {
+                Some(payload) => request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(payload),
+                None => request,
+            }
+        });
+        let reply = match request {
+            Ok(request) => self.read(request).await,
+            Err(err) => Err(err),
+        };
+        (reply, started, Instant::now())
+    }
+
+    /// An announcement with `hold_ms` and nothing waiting: answered at the hold's end, with no
+    /// message (revision 1.6).
+    async fn hold_announce_ends(&mut self, agent: &KitAgent) {
+        const ID: &str = "server.hold.announce_ends";
+        if !self.holds_apply(ID) {
+            return;
+        }
+        let mut value = agent.announce();
+        value["hold_ms"] = json!(HOLD_MS);
+        let (reply, sent, answered) = self
+            .held(
+                "POST",
+                "/agent/announce",
+                As::Nobody,
+                Some(body(&value)),
+                HOLD_MS,
+            )
+            .await;
+        let verdict = reply.and_then(|r| {
+            let map = reply::json_object(&r, 200)?;
+            match map.get("messages").and_then(Value::as_array) {
+                Some(messages) if messages.is_empty() => {}
+                _ => return Err(format!("200 {}", r.excerpt())),
+            }
+            let ms = held_to_its_end(answered - sent, HOLD_MS)?;
+            Ok(format!("200 no messages after {ms} ms (hold {HOLD_MS} ms)"))
+        });
+        self.check(ID, verdict);
+    }
+
+    /// A status request with `?hold_ms=` for `agent`'s link, expected in `state`: at once when
+    /// `at_once`, else at the hold's end.
+    async fn hold_status(
+        &mut self,
+        id: &'static str,
+        agent: &KitAgent,
+        state: &str,
+        at_once: bool,
+    ) {
+        if !self.holds_apply(id) {
+            return;
+        }
+        let path = format!("/link/{}?hold_ms={HOLD_MS}", agent.id);
+        let (reply, sent, answered) = self.held("GET", &path, As::User, None, HOLD_MS).await;
+        let verdict = reply.and_then(|r| {
+            state_of(&r, &agent.id, state)?;
+            let elapsed = answered - sent;
+            let ms = if at_once {
+                answered_at_once(elapsed, HOLD_MS)?
+            } else {
+                held_to_its_end(elapsed, HOLD_MS)?
+            };
+            Ok(format!("200 {state} after {ms} ms (hold {HOLD_MS} ms)"))
+        });
+        self.check(id, verdict);
+    }
+
+    /// A second agent's announcement, held while its link is accepted: answered when the link
+    /// is, with its message (revision 1.6). The agent then redeems its code, so nothing is left
+    /// waiting.
+    async fn hold_announce_rung(&mut self) {
+        const ID: &str = "server.hold.announce_rung";
+        if !self.holds_apply(ID) {
+            return;
+        }
+        let agent = KitAgent::new();
+        if let Err(err) = self.refresh(&agent).await {
+            let why = format!("a fresh agent's announcement was refused: {err}");
+            self.rec.skip(ID, why);
+            return;
+        }
+        let mut value = agent.announce();
+        value["hold_ms"] = json!(RUNG_HOLD_MS);
+        let held = self.held(
+            "POST",
+            "/agent/announce",
+            As::Nobody,
+            Some(body(&value)),
+            RUNG_HOLD_MS,
+        );
+        let link = async {
+            tokio::time::sleep(LINK_AFTER).await;
+            let sent = Instant::now();
+            (self.post("/link", As::User, &agent.link()).await, sent)
+        };
+        let ((reply, sent, answered), (link, link_sent)) = tokio::join!(held, link);
+        match link {
+            Ok(link) if link.status == 202 => {}
+            Ok(link) if link.is_locked_out() => {
+                self.rec.skip(ID, "the link was refused 429 locked_out");
+                return;
+            }
+            Ok(link) => {
+                let why = format!(
+                    "the second agent's link was not accepted: {}",
+                    link.summary()
+                );
+                self.rec.skip(ID, why);
+                return;
+            }
+            Err(err) => {
+                self.rec.skip(ID, format!("the second agent's link: {err}"));
+                return;
+            }
+        }
+        let mut code = None;
+        let verdict = reply.and_then(|r| {
+            let ms = millis(answered - sent);
+            if answered < link_sent {
+                return Err(format!(
+                    "answered before the link was sent ({ms} ms, {}): not held",
+                    r.summary()
+                ));
+            }
+            let map = reply::json_object(&r, 200)?;
+            let messages = map
+                .get("messages")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let [message] = messages.as_slice() else {
+                return Err(format!(
+                    "200 with {} messages after {ms} ms",
+                    messages.len()
+                ));
+            };
+            if message["type"] != json!("verify_and_redeem")
+                || message["instance_id"] != json!(agent.id.to_string())
+            {
+                return Err("200 with a message that is not verify_and_redeem for the \
+                            second agent"
+                    .to_owned());
+            }
+            code = message["code"].as_str().map(str::to_owned);
+            let after_link = millis(answered - link_sent);
+            if ms * 2 > RUNG_HOLD_MS || after_link > RUNG_WITHIN_MS {
+                return Err(format!(
+                    "200 with the message after {ms} ms (hold {RUNG_HOLD_MS} ms), \
+                     {after_link} ms after the link was sent: at the hold's end or a later \
+                     recheck, not when the link was accepted"
+                ));
+            }
+            Ok(format!(
+                "200 verify_and_redeem {ms} ms after the held announcement, {} ms after the \
+                 link was sent",
+                millis(answered - link_sent)
+            ))
+        });
+        self.check(ID, verdict);
+        // Nothing left waiting, whatever the verdict: the second agent takes its message (from
+        // a plain announcement if the held one did not bring it) and links too (a right guess,
+        // refunded), so that it does not crowd the checks after this one.
+        let code = match code {
+            Some(code) => Some(code),
+            None => self.refresh(&agent).await.ok().and_then(|messages| {
+                messages
+                    .iter()
+                    .find_map(|m| m["code"].as_str().map(str::to_owned))
+            }),
+        };
+        if let Some(code) = code {
+            let _ = self.redeem_proven(&agent.id, &agent.key, &code, 1).await;
+        }
     }
 
     async fn unauthorized(&mut self) {
@@ -860,6 +1114,8 @@ impl Session<'_> {
             "server.link_status.unknown",
             reply.and_then(|r| state_of(&r, &agent.id, "unknown")),
         );
+        self.hold_status("server.hold.link_status_at_once", agent, "unknown", true)
+            .await;
         let reply = self
             .call("GET", "/link/not-an-instance-id", As::User, None)
             .await;
@@ -920,6 +1176,8 @@ impl Session<'_> {
                 "no second account given",
             );
         }
+        self.hold_status("server.hold.link_status_held", agent, "pending", false)
+            .await;
         // The agent's next announcement brings the secret and a code.
         let reply = self.announce(&agent.announce()).await;
         let mut code = None;
@@ -1383,5 +1641,57 @@ fn allows(reply: &Reply, methods: &[&str]) -> Verdict {
             allowed.join(", "),
             missing.join(", ")
         ))
+    }
+}
+
+/// Whether the kit checks held requests for a server stating `stated` in its announce reply.
+fn holds_of(stated: Option<&str>) -> Holds {
+    use crate::wire::Revision;
+    match stated.map(str::parse::<Revision>) {
+        Some(Ok(revision)) if revision >= Revision::V1_6 => Holds::Checked,
+        Some(Ok(revision)) => Holds::Older(format!(
+            "server states revision {revision} < 1.6: held requests not checked"
+        )),
+        None => Holds::Older(
+            "server states no revision (before 1.5, so < 1.6): held requests not checked"
+                .to_owned(),
+        ),
+        Some(Err(_)) => Holds::Older(
+            "server states a revision the kit cannot read: held requests not checked".to_owned(),
+        ),
+    }
+}
+
+/// Whole milliseconds of `elapsed`.
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An answer at the end of a hold of `hold_ms`: after at least four fifths of it, and within
+/// 2 s past it. Its milliseconds, or what is wrong.
+fn held_to_its_end(elapsed: Duration, hold_ms: u64) -> Result<u64, String> {
+    let ms = millis(elapsed);
+    if ms < hold_ms * 4 / 5 {
+        Err(format!(
+            "answered at once ({ms} ms), not held for its hold of {hold_ms} ms"
+        ))
+    } else if ms > hold_ms + 2000 {
+        Err(format!(
+            "answered after {ms} ms, past its hold of {hold_ms} ms"
+        ))
+    } else {
+        Ok(ms)
+    }
+}
+
+/// An answer at once to a request asking for a hold of `hold_ms`: within half of it.
+fn answered_at_once(elapsed: Duration, hold_ms: u64) -> Result<u64, String> {
+    let ms = millis(elapsed);
+    if ms * 2 > hold_ms {
+        Err(format!(
+            "answered after {ms} ms (hold {hold_ms} ms): held though nothing was on its way"
+        ))
+    } else {
+        Ok(ms)
     }
 }

@@ -53,6 +53,15 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .no_proxy()
 }
 
+/// How much longer than its hold a held request (revision 1.6) may take before the client gives
+/// up on it: 10 seconds, the client's usual timeout ([`client_builder`]), for the round trip and
+/// the server's last look at the store.
+///
+/// ```
+/// assert_eq!(lanlink::http::client::HELD_REQUEST_MARGIN.as_secs(), 10);
+/// ```
+pub const HELD_REQUEST_MARGIN: Duration = Duration::from_secs(10);
+
 /// A reqwest client with the settings this module relies on ([`client_builder`]): a 10 s
 /// timeout, no redirects, no proxy. With feature `tls` it speaks HTTPS too, trusting the
 /// platform's roots.
@@ -379,6 +388,25 @@ impl LinkerServerTransport for HttpLinkerClient {
     ) -> Result<LinkStatusReply, TransportError> {
         let url = format!("{}/link/{instance_id}", self.base);
         exchange(self.authed(self.client.get(url))).await
+    }
+
+    /// `GET {prefix}/link/{instance_id}?hold_ms=N` (revision 1.6; `N` at most
+    /// [`MAX_HOLD_MS`](crate::wire::MAX_HOLD_MS)), with a timeout of the hold plus
+    /// [`HELD_REQUEST_MARGIN`] for this request (the client's own is 10 s by default).
+    async fn link_status_held(
+        &self,
+        instance_id: &InstanceId,
+        hold: Duration,
+    ) -> Result<LinkStatusReply, TransportError> {
+        let ms = u32::try_from(hold.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(wire::MAX_HOLD_MS);
+        if ms == 0 {
+            return self.link_status(instance_id).await;
+        }
+        let url = format!("{}/link/{instance_id}?hold_ms={ms}", self.base);
+        let timeout = Duration::from_millis(u64::from(ms)) + HELD_REQUEST_MARGIN;
+        exchange(self.authed(self.client.get(url)).timeout(timeout)).await
     }
 
     async fn mint_code(&self) -> Result<CodeReply, TransportError> {

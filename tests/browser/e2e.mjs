@@ -202,8 +202,35 @@ try {
   const autoText = await page.textContent(`li[data-instance-id="${AUTO.instance_id}"]`);
   expect(/printer-auto/.test(autoText) && /Voron 2\.4/.test(autoText), "the device shows its name and model");
   await shot(page, "03-devices-listed");
+  // Revision 1.6: when the device linked, as its control says (looked at every 25 ms), to tell
+  // how soon after it the page shows it.
+  let deviceLinkedAt = 0;
+  const watchDevice = (async () => {
+    const until = Date.now() + 30000;
+    while (!deviceLinkedAt && Date.now() < until) {
+      if ((await deviceStatus()).auto === "linked") deviceLinkedAt = Date.now();
+      else await sleep(25);
+    }
+  })();
+  // When the page itself shows it (its clock is this machine's): not when Playwright notices.
+  await page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    new MutationObserver(() => {
+      if (document.body.dataset.state === "linked" && !w.__linkedAt) w.__linkedAt = Date.now();
+    }).observe(document.body, { attributes: true, attributeFilter: ["data-state"] });
+  });
   await page.click(`li[data-instance-id="${AUTO.instance_id}"] button`);
   await page.waitForSelector("body[data-state=linked]", { timeout: 30000 });
+  const pageLinkedAt = await page.evaluate(() => /** @type {any} */ (window).__linkedAt);
+  await watchDevice;
+  // The page asked the link's state with a hold, and so showed "linked" within a round trip of
+  // the device's redemption (about 100 ms here). Polling once a second, it would show it about
+  // a second after the delivery, as the device redeems within milliseconds of it.
+  report.auto.heldStatus = requestUrls.some((u) => u.includes(`${PREFIX}/link/${AUTO.instance_id}?hold_ms=20000`));
+  expect(report.auto.heldStatus, "the page asks the link's state with ?hold_ms=20000 (revision 1.6)");
+  report.auto.pageLagMs = deviceLinkedAt ? Math.max(0, pageLinkedAt - deviceLinkedAt) : null;
+  expect(report.auto.pageLagMs !== null && report.auto.pageLagMs < 750,
+    `the page shows linked within 750 ms of the device (${report.auto.pageLagMs} ms)`);
   report.auto.path = await page.evaluate(() => document.body.dataset.path);
   report.auto.endpoint = await page.evaluate(() => document.body.dataset.endpoint);
   report.auto.status = await page.textContent("#status");

@@ -10,7 +10,9 @@ import {
   describe,
   detectSupport,
   endpointsOf,
+  DEFAULT_STATUS_HOLD_MS,
   LanlinkError,
+  nextStatusDelay,
   newNonce,
   shortCode,
   Linker,
@@ -337,5 +339,81 @@ test("a device's redirect is refused: the secret fetch never follows it (real fe
     globalThis.fetch = realFetch;
     device.close();
     elsewhere.close();
+  }
+});
+
+test("nextStatusDelay: at once after a move, else one interval after sending (revision 1.6)", () => {
+  assert.equal(nextStatusDelay({ sentAt: 1000, now: 1010, pollIntervalMs: 1000, moved: true }), 0);
+  // Answered at once: no sooner than one interval after the request was sent.
+  assert.equal(nextStatusDelay({ sentAt: 1000, now: 1010, pollIntervalMs: 1000, moved: false }), 990);
+  // A held answer (the hold ended): at once.
+  assert.equal(nextStatusDelay({ sentAt: 1000, now: 21000, pollIntervalMs: 1000, moved: false }), 0);
+});
+
+test("link status: asks with ?hold_ms=20000, re-asks at once after a held answer or a move, never spins on a server that answers at once", async () => {
+  const instanceId = "7c1f0a52-3b8e-4d5a-9c2e-1f0b6a7d8e90";
+  const agent = {
+    instance_id: instanceId,
+    private_ip: "192.168.1.20",
+    port: 5000,
+    info: { hostname: "", model: "", agent: "", agent_version: "" },
+  };
+  const json = (status, body) => ({ ok: status < 300, status, json: async () => body });
+  const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const saved = globalThis.fetch;
+  const poll = 120;
+  /**
+   * Links with a fake server whose status route answers `plan[i]` (state, after ms) to the
+   * i-th status request; returns each status request's URL, when it was sent and answered.
+   */
+  const run = async (plan, options = {}) => {
+    /** @type {{url: string, sent: number, answered: number, signal: unknown}[]} */
+    const asked = [];
+    globalThis.fetch = async (url, init = {}) => {
+      const text = String(url);
+      if (text.startsWith("http://192.168.1.20:5000/")) return json(200, { local_secret: "ab".repeat(32) });
+      if (init.method === "POST") return json(202, { instance_id: instanceId, state: "pending" });
+      const entry = { url: text, sent: Date.now(), answered: 0, signal: init.signal };
+      asked.push(entry);
+      const [state, after] = plan[Math.min(asked.length - 1, plan.length - 1)];
+      await wait(after);
+      entry.answered = Date.now();
+      if (state === "network") throw new TypeError("Failed to fetch");
+      return json(200, { instance_id: instanceId, state });
+    };
+    const linker = new Linker({ server: "http://server.test", token: "t", pollIntervalMs: poll, ...options });
+    const result = await linker.link(agent, { path: "fetch" });
+    assert.equal(result.state, "linked");
+    return asked;
+  };
+  try {
+    assert.equal(DEFAULT_STATUS_HOLD_MS, 20000);
+    // A server that answers at once (before 1.6, or no hold granted): one interval between
+    // requests, counted from each sending.
+    let asked = await run([["pending", 0], ["pending", 0], ["pending", 0], ["linked", 0]]);
+    assert.equal(asked.length, 4);
+    for (const entry of asked) {
+      assert.ok(entry.url.endsWith(`/link/${instanceId}?hold_ms=20000`), entry.url);
+      assert.ok(entry.signal instanceof AbortSignal && !entry.signal.aborted, "a held request can be given up");
+    }
+    for (let i = 1; i < asked.length; i += 1) {
+      const gap = asked[i].sent - asked[i - 1].sent;
+      assert.ok(gap >= poll - 5, `request ${i} came ${gap} ms after the last, before the interval: a spin`);
+    }
+    // A holding server: a held answer (after the interval) is followed at once; a moved state too.
+    asked = await run([["pending", poll + 60], ["delivered", 10], ["linked", 10]]);
+    assert.equal(asked.length, 3);
+    for (let i = 1; i < asked.length; i += 1) {
+      const gap = asked[i].sent - asked[i - 1].answered;
+      assert.ok(gap < poll / 2, `request ${i} came ${gap} ms after the answer, not at once`);
+    }
+    // A held request that fails (a proxy cutting long requests): asked again without a hold.
+    asked = await run([["network", 0], ["linked", 0]]);
+    assert.deepEqual(asked.map((e) => e.url.includes("hold_ms=")), [true, false]);
+    // statusHoldMs: 0 asks for none.
+    asked = await run([["linked", 0]], { statusHoldMs: 0 });
+    assert.ok(asked[0].url.endsWith(`/link/${instanceId}`), asked[0].url);
+  } finally {
+    globalThis.fetch = saved;
   }
 });

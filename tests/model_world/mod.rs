@@ -734,7 +734,7 @@ impl World {
                 match t {
                     LinkerTransmit::Discover => self.send(party, Req::Discover),
                     LinkerTransmit::Link(r) => self.send(party, Req::Link(r)),
-                    LinkerTransmit::LinkStatus { instance_id } => {
+                    LinkerTransmit::LinkStatus { instance_id, .. } => {
                         self.send(party, Req::Status(instance_id))
                     }
                     LinkerTransmit::FetchSecret {
