@@ -219,7 +219,8 @@ where
 {
     let mut listener = bell.listen(instance_id);
     loop {
-        match check().await {
+        // Boxed: the check's future takes memory only while it runs, not for the whole wait.
+        match Box::pin(check()).await {
             Ok(answer) => return answer,
             Err(wait) => {
                 tokio::select! {

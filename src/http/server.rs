@@ -338,7 +338,9 @@ pub(crate) async fn answer<W: Wire>(
         Err(state) => *state,
     };
     let (now, mut rng) = (wall_now(), crate::os_rng());
-    let handled = match wire.handle(now, &mut rng, &request, body, None).await {
+    // The wire's future is boxed, so that it takes memory only while it runs: a held request
+    // keeps this handler's future for up to its hold, and should keep no more than it needs.
+    let handled = match Box::pin(wire.handle(now, &mut rng, &request, body, None)).await {
         Handled::NeedsUser { display_name } => {
             let auth = wire.authenticator();
             let account = match auth.authenticate(&parts).await {
@@ -355,11 +357,15 @@ pub(crate) async fn answer<W: Wire>(
                 account,
                 display_name,
             };
-            wire.handle(now, &mut rng, &request, body, Some(&user))
-                .await
+            Box::pin(wire.handle(now, &mut rng, &request, body, Some(&user))).await
         }
         handled => handled,
     };
+    // The request is answered from here on: its head and body go now (the body may hold a
+    // secret), rather than stay for a hold.
+    drop(read);
+    drop(headers);
+    drop(parts);
     let answer = match handled {
         Handled::Answer(answer) => answer,
         Handled::Hold(held) => {
