@@ -1703,14 +1703,15 @@ async fn hostile_unlinked_bodies_are_answered_200_or_400_and_never_crash() {
         .all(|p| p.private_ip.is_loopback() || p.private_ip == ip("192.168.1.5")));
 }
 
-/// Runs `guesses` concurrent requests (at most 24 in flight: `http::serve` caps one client's
-/// connections at 32) and returns (checked, right answered 200): 404 is a checked wrong guess,
+/// Runs `guesses` concurrent requests (at most 16 in flight: `http::serve` caps one client's
+/// connections at 32, and a connection the client let go may still count on the server's side
+/// for a moment; 24 in flight flaked once in CI, a send refused) and returns (checked, right answered 200): 404 is a checked wrong guess,
 /// 429 `locked_out` an unchecked one.
 async fn burst(
     guesses: usize,
     send: impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>>,
 ) -> (usize, Vec<usize>) {
-    let gate = Arc::new(tokio::sync::Semaphore::new(24));
+    let gate = Arc::new(tokio::sync::Semaphore::new(16));
     let tasks: Vec<_> = (0..guesses)
         .map(|n| {
             let gate = Arc::clone(&gate);
