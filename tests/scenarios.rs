@@ -15,7 +15,7 @@ use lanlink::sim::{AgentId, LanId, Sim};
 use lanlink::wire::{self, AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{
     AccountId, ClientAddrError, ConfigError, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode,
-    LocalSecret, PublicNetwork, Refusal, SecretRefusal, VerifyFailure,
+    LocalSecret, PublicNetwork, Refusal, SecretRefusal, VerifyFailure, WireCode,
 };
 
 const HOME: &str = "203.0.113.7";
@@ -281,20 +281,35 @@ fn step3_server_records_by_public_network_with_expiring_presence() {
         .presence_ttl(Duration::from_secs(5));
     assert_eq!(exact.validate(), Ok(()));
 
-    // A public private_ip is refused, and nothing is recorded.
+    // A public private_ip is refused, and nothing is recorded: the agent's own announcement
+    // or a fresh instance's (its own presence key), public, CGNAT or IPv6.
     let (mut sim, _, agent) = home();
     let before = shape(&record(&sim, HOME));
-    let mut announce = announce_of(&mut sim, agent);
+    let own = announce_of(&mut sim, agent);
     let before_after_announce = shape(&record(&sim, HOME));
-    announce.private_ip = ip("8.8.8.8");
-    let wall = sim.wall();
-    assert_eq!(
-        sim.server
-            .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
-            .unwrap_err(),
-        Refusal::NotPrivateIp
-    );
-    assert_eq!(shape(&record(&sim, HOME)), before_after_announce);
+    for (n, public) in ["8.8.8.8", "100.64.0.1", "2001:db8::1"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut fresh = own.clone();
+        let key = lanlink::secret::PresenceKey::from_bytes([0x60 + n as u8; 32]);
+        fresh.instance_id = key.instance_id();
+        fresh.presence_key = key;
+        for mut announce in [own.clone(), fresh] {
+            announce.private_ip = ip(public);
+            let wall = sim.wall();
+            assert_eq!(
+                sim.server
+                    .announce_now(wall, ip(HOME), ForwardedHeaders::NONE, &announce)
+                    .unwrap_err(),
+                Refusal::NotPrivateIp,
+                "{public}"
+            );
+            assert_eq!(shape(&record(&sim, HOME)), before_after_announce);
+        }
+    }
+    assert_eq!(failures(&sim, HOME), 0, "not a guess");
+    assert_eq!(discover(&mut sim, HOME), vec![own.instance_id]);
     assert!(!before.is_empty());
 }
 
@@ -593,23 +608,32 @@ fn attack_linker_on_another_public_network_sees_nothing_and_cannot_link() {
     assert!(discover(&mut sim, ELSEWHERE).is_empty());
     let home_before = shape(&record(&sim, HOME));
     assert_eq!(
-        link(&mut sim, &mallory(), ELSEWHERE, id, secret),
+        link(&mut sim, &mallory(), ELSEWHERE, id, secret.clone()),
         Err(Refusal::AgentNotFound)
     );
     assert_eq!(shape(&record(&sim, HOME)), home_before);
     assert_eq!(failures(&sim, ELSEWHERE), 1, "counted");
     assert!(sim.agent(agent).is_discovering());
+    // The home network still links with it.
+    assert_eq!(
+        link(&mut sim, &alice(), HOME, id, secret),
+        Ok(LinkState::Pending)
+    );
 }
 
 #[test]
 fn attack_same_public_network_but_off_lan_gets_no_secret() {
     let (mut sim, _, agent) = home();
     let (id, host) = local_request(&sim, agent);
-    // From the internet side (the home's own public address, e.g. a port forward).
-    assert_eq!(
-        fetch(&mut sim, agent, HOME, Some(&host), None, &id).unwrap_err(),
-        SecretRefusal::NotLocal
-    );
+    // From the internet side: the home's own public address (e.g. a port forward), the
+    // attacker's, any other.
+    for from in [HOME, ELSEWHERE, "8.8.8.8"] {
+        assert_eq!(
+            fetch(&mut sim, agent, from, Some(&host), None, &id).unwrap_err(),
+            SecretRefusal::NotLocal,
+            "{from}"
+        );
+    }
     assert!(sim.agent(agent).is_discovering());
     assert!(fetch(&mut sim, agent, LINKER_IP, Some(&host), None, &id).is_ok());
 }
@@ -795,7 +819,7 @@ fn attack_nat64_clients_are_mapped_back_to_their_ipv4_networks() {
 fn attack_cgnat_neighbour_is_not_local() {
     let (mut sim, _, agent) = home();
     let (id, host) = local_request(&sim, agent);
-    for peer in ["100.64.0.1", "100.127.255.254"] {
+    for peer in ["100.64.0.1", "100.127.255.254", "100.100.100.100"] {
         assert_eq!(
             fetch(&mut sim, agent, peer, Some(&host), None, &id).unwrap_err(),
             SecretRefusal::NotLocal
@@ -902,12 +926,32 @@ fn attack_replayed_secret_after_linking_is_refused() {
     );
     sim.advance(Duration::from_secs(4));
     assert_eq!(sim.agent(agent).status(), AgentStatus::Linked);
+    // Replayed after linking, by another account or the same one: refused, counted as a guess,
+    // nothing else changes.
     let before = shape(&record(&sim, HOME));
-    assert_eq!(
-        link(&mut sim, &mallory(), HOME, id, secret.clone()),
-        Err(Refusal::AlreadyLinking)
-    );
+    for account in [mallory(), alice()] {
+        let failed = failures(&sim, HOME);
+        assert_eq!(
+            link(&mut sim, &account, HOME, id, secret.clone()),
+            Err(Refusal::AlreadyLinking)
+        );
+        assert_eq!(failures(&sim, HOME), failed + 1, "{account:?}: counted");
+    }
     assert_eq!(shape(&record(&sim, HOME)), before);
+    // The linked agent hands out nothing any more.
+    let (local_id, host) = local_request(&sim, agent);
+    assert_eq!(
+        fetch(
+            &mut sim,
+            agent,
+            LINKER_IP,
+            Some(&host),
+            Some(ORIGIN),
+            &local_id
+        )
+        .unwrap_err(),
+        SecretRefusal::NotDiscovering
+    );
     // Someone who knows (id, secret) recomputes the commitment and announces the instance, from
     // the home network or another: without the agent's presence key that is a forgery.
     let forged = lanlink::wire::Announce::new(
@@ -963,9 +1007,13 @@ fn attack_request_after_the_window_is_refused_and_discovery_is_off() {
         sim.agent(agent).status(),
         AgentStatus::Stopped(StopReason::WindowExpired)
     );
-    // No more announcements: the presence lapses.
+    // No more announcements: the presence lapses; the endpoint stays closed.
     sim.advance(Duration::from_secs(7));
     assert!(discover(&mut sim, HOME).is_empty());
+    assert_eq!(
+        fetch(&mut sim, agent, LINKER_IP, Some(&host), None, &id).unwrap_err(),
+        SecretRefusal::WindowExpired
+    );
 }
 
 #[test]
@@ -974,7 +1022,7 @@ fn attack_two_agents_in_one_network_hide_each_other() {
     let id = sim.agent(agent).instance_id();
     let secret = real_secret(&mut sim, agent);
     // An impostor announces from the same public network.
-    let _impostor = sim.add_agent(lan, ip("192.168.1.66"));
+    let impostor = sim.add_agent(lan, ip("192.168.1.66"));
     sim.settle();
     assert!(discover(&mut sim, HOME).is_empty(), "fail closed");
     let before = shape(&record(&sim, HOME));
@@ -984,6 +1032,24 @@ fn attack_two_agents_in_one_network_hide_each_other() {
     );
     assert_eq!(shape(&record(&sim, HOME)), before);
     assert_eq!(failures(&sim, HOME), 0, "not a guess");
+    // Nor can the impostor's own secret link it.
+    let impostor_id = sim.agent(impostor).instance_id();
+    let impostor_secret = fetch(
+        &mut sim,
+        impostor,
+        LINKER_IP,
+        Some("192.168.1.66:8080"),
+        None,
+        &impostor_id.to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        link(&mut sim, &mallory(), HOME, impostor_id, impostor_secret),
+        Err(Refusal::TooManyAgents)
+    );
+    assert_eq!(shape(&record(&sim, HOME)), before);
+    assert_eq!(failures(&sim, HOME), 0, "not a guess");
+    assert!(sim.agent(agent).is_discovering() && sim.agent(impostor).is_discovering());
 
     // With max_visible = 2 both are shown, and a third hides all.
     let (mut sim, lan, _) = home_with(ServerConfig::default().max_visible(2));
@@ -1016,6 +1082,7 @@ fn attack_impostor_announcing_the_victims_id_is_refused_and_contests_it() {
             Refusal::ForgedInstance
         );
         assert_eq!(shape(&record(&sim, from)), before);
+        assert_eq!(failures(&sim, from), 0, "not a guess");
     }
     assert_eq!(discover(&mut sim, HOME), vec![id]);
     // The agent's own key with another commitment fails closed: hidden and unlinkable until the
@@ -1029,10 +1096,28 @@ fn attack_impostor_announcing_the_victims_id_is_refused_and_contests_it() {
             .unwrap_err(),
         Refusal::PresenceConflict
     );
+    // The one change such a refusal makes: the presence is now contested.
+    let presences = record(&sim, HOME).presences;
+    assert_eq!(presences.len(), 1);
+    assert!(presences[0].contested);
     assert!(discover(&mut sim, HOME).is_empty());
+    let before = shape(&record(&sim, HOME));
     assert_eq!(
         link(&mut sim, &alice(), HOME, id, secret),
         Err(Refusal::AgentContested)
+    );
+    assert_eq!(shape(&record(&sim, HOME)), before);
+    assert_eq!(failures(&sim, HOME), 0, "not a guess");
+    // The real agent's own next announcement is refused too, which ends its discovery.
+    sim.advance(Duration::from_secs(4));
+    assert_eq!(
+        sim.agent(agent).status(),
+        AgentStatus::Stopped(StopReason::AnnounceRefused(WireCode::PresenceConflict))
+    );
+    let (local_id, host) = local_request(&sim, agent);
+    assert_eq!(
+        fetch(&mut sim, agent, LINKER_IP, Some(&host), None, &local_id).unwrap_err(),
+        SecretRefusal::NotDiscovering
     );
 }
 
@@ -1071,11 +1156,15 @@ fn attack_manual_code_brute_force_ends_in_lockout() {
                 .iter()
         )
         .any(|e| matches!(e, ServerEvent::LockedOut { .. })));
-    // Locked: even the right code is refused from that network, and does not burn.
-    assert_eq!(
-        redeem(&mut sim, ELSEWHERE, attacker, code.expose()),
-        Err(Refusal::LockedOut)
-    );
+    // Locked: even the right code is refused from that network, for any agent, and does not
+    // burn.
+    assert_eq!(failures(&sim, ELSEWHERE), 5);
+    for instance in [attacker, id] {
+        assert_eq!(
+            redeem(&mut sim, ELSEWHERE, instance, code.expose()),
+            Err(Refusal::LockedOut)
+        );
+    }
     // Another network is unaffected; the legitimate agent redeems it.
     assert_eq!(redeem(&mut sim, HOME, id, code.expose()), Ok(()));
     // The lockout lifts after its duration.
@@ -1103,9 +1192,20 @@ fn attack_secret_guessing_ends_in_lockout() {
         );
     }
     let secret = real_secret(&mut sim, agent);
+    let before = shape(&record(&sim, HOME));
     assert_eq!(
         link(&mut sim, &alice(), HOME, id, secret.clone()),
         Err(Refusal::LockedOut)
+    );
+    assert_eq!(shape(&record(&sim, HOME)), before);
+    assert_eq!(
+        failures(&sim, HOME),
+        5,
+        "the locked refusal is not counted again"
+    );
+    assert!(
+        sim.agent(agent).is_discovering(),
+        "the agent never saw the guesses"
     );
     sim.advance(Duration::from_secs(600));
     // The agent's window closed meanwhile: the lockout outlived it, as intended.
@@ -1137,6 +1237,7 @@ fn attack_code_minted_for_one_agent_redeemed_by_another_is_refused() {
     let Some(AgentMessage::VerifyAndRedeem { code, .. }) = reply.messages.into_iter().next() else {
         panic!("message expected");
     };
+    assert_eq!(code.expose().len(), 32, "an auto code");
     assert_eq!(
         redeem(&mut sim, HOME, other_id, code.expose()),
         Err(Refusal::CodeWrongAgent)
@@ -1148,6 +1249,40 @@ fn attack_code_minted_for_one_agent_redeemed_by_another_is_refused() {
     );
     // Neither attempt burnt the code: its own agent, from its own network, redeems it.
     assert_eq!(redeem(&mut sim, HOME, id, code.expose()), Ok(()));
+    let wall = sim.wall();
+    let status = sim
+        .server
+        .link_status_now(wall, &alice(), ip(HOME), ForwardedHeaders::NONE, &id)
+        .unwrap();
+    assert_eq!(status.state, LinkState::Linked);
+}
+
+#[test]
+fn attack_wrong_instance_id_at_the_agent_is_refused() {
+    let (mut sim, _, agent) = home();
+    let (id, host) = local_request(&sim, agent);
+    let other = InstanceId::from_bytes([9; 16]).to_string();
+    for wrong in [other.as_str(), "garbage", "", &id[..35]] {
+        assert_eq!(
+            fetch(&mut sim, agent, LINKER_IP, Some(&host), None, wrong).unwrap_err(),
+            SecretRefusal::WrongInstance,
+            "{wrong:?}"
+        );
+    }
+    assert!(sim.agent(agent).is_discovering());
+    // Its own id, in either accepted form, in any case, is served.
+    let simple = sim
+        .agent(agent)
+        .instance_id()
+        .as_uuid()
+        .simple()
+        .to_string();
+    for own in [id.clone(), simple, id.to_uppercase()] {
+        assert!(
+            fetch(&mut sim, agent, LINKER_IP, Some(&host), None, &own).is_ok(),
+            "{own}"
+        );
+    }
 }
 
 #[test]
