@@ -22,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use lanlink::agent::{Agent, AgentConfig};
-use lanlink::driver::{run_linker, DriverConfig, SharedAgent};
+use lanlink::driver::{DriverConfig, SharedAgent};
 use lanlink::event::{LinkerEvent, ServerEvent};
 use lanlink::http::client::HttpLinkerClient;
 use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
@@ -32,6 +32,7 @@ use lanlink::transport::REDEEM_PATH;
 use lanlink::wire::{self, RedeemReply, MAX_MESSAGE_BYTES};
 use lanlink::{AccountId, DeviceInfo, InstanceId};
 use serde_json::Value;
+use support::linking::link_first;
 
 const P: &str = DEFAULT_PREFIX;
 const ALICE: &str = "alice-token-0123456789abcdef";
@@ -320,22 +321,15 @@ fn the_blocking_agent_links_through_the_crates_server_and_linker() {
         .block_on(async {
             tokio::time::timeout(
                 LIMIT,
-                run_linker(
-                    &mut linker,
-                    &client,
-                    &client,
-                    &DriverConfig::default(),
-                    |agents| agents.first().map(|a| a.instance_id),
-                    |event| {
-                        if let LinkerEvent::Discovered { agents } = event {
-                            discovered.extend(
-                                agents.iter().map(|a| {
-                                    (a.instance_id, SocketAddr::new(a.private_ip, a.port))
-                                }),
-                            );
-                        }
-                    },
-                ),
+                link_first(&mut linker, &client, &DriverConfig::default(), |event| {
+                    if let LinkerEvent::Discovered { agents } = event {
+                        discovered.extend(
+                            agents
+                                .iter()
+                                .map(|a| (a.instance_id, SocketAddr::new(a.private_ip, a.port))),
+                        );
+                    }
+                }),
             )
             .await
         })

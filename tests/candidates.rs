@@ -6,57 +6,38 @@
 //! network (the home 203.0.113.7), as in `tests/http.rs`.
 #![cfg(feature = "http")]
 
+mod support;
+use support::net::{self, bounded_by, info, start_agent, P};
+
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lanlink::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit};
-use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::driver::{lock, DriverConfig};
 use lanlink::event::LinkerEvent;
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::SharedServer;
-use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::{Server, ServerConfig};
+use lanlink::server::ServerConfig;
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport};
-use lanlink::{AccountId, DeviceInfo, Refusal};
-use reqwest::header::HeaderMap;
+use lanlink::Refusal;
+use support::linking::{link_first, spawn_agent};
 use tokio::net::TcpListener;
-use tokio::time::timeout;
 
-const P: &str = DEFAULT_PREFIX;
 const HOME: &str = "203.0.113.7";
 const ALICE: &str = "alice-token-0123456789abcdef";
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
-    timeout(LIMIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {LIMIT:?}"))
+    bounded_by(LIMIT, what, future).await
 }
 
 async fn start_server() -> (SharedServer, SocketAddr) {
     let config = ServerConfig::default()
         .trusted_proxies(vec!["127.0.0.0/8".parse().unwrap()])
         .presence_ttl(Duration::from_secs(60));
-    let server = Arc::new(Server::new(config).expect("server config"));
-    let auth = Arc::new(BearerTokens::new(
-        [(ALICE.to_owned(), AccountId::new("alice").unwrap())]
-            .into_iter()
-            .collect(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router =
-        http::server::router(Arc::clone(&server), auth, P).fallback(http::server::not_found);
-    tokio::spawn(serve(
-        listener,
-        router,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    (server, addr)
+    net::start_server(config, &[(ALICE, "alice")]).await
 }
 
 /// A loopback port that nothing listens on (bound, then closed: connections are refused).
@@ -67,37 +48,8 @@ async fn closed_port() -> SocketAddr {
     addr
 }
 
-/// Starts an agent's local endpoint on 127.0.0.1:0 with the configuration `make` builds from
-/// the bound address.
-async fn start_agent(make: impl FnOnce(SocketAddr) -> AgentConfig) -> (SharedAgent, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent =
-        Agent::new(make(addr), Instant::now(), &mut lanlink::os_rng()).expect("agent config");
-    let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    let router = http::agent::router(Arc::clone(&agent), P).fallback(http::server::not_found);
-    tokio::spawn(serve(
-        listener,
-        router,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    (agent, addr)
-}
-
 fn client_from(from: &str) -> reqwest::Client {
-    let mut headers = HeaderMap::new();
-    headers.insert("x-forwarded-for", from.parse().unwrap());
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(LIMIT)
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
-fn info() -> DeviceInfo {
-    DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").unwrap()
+    net::client_from(from, LIMIT)
 }
 
 /// A loopback port that accepts connections (the kernel's backlog) but never answers them.
@@ -144,13 +96,10 @@ async fn links_past(dead: SocketAddr) {
     let id = lock(&agent).instance_id();
     assert_eq!(lock(&agent).endpoints(), [dead, agent_at]);
 
-    let agent_task = {
-        let agent = Arc::clone(&agent);
-        let transport = HttpAgentClient::with_client(client_from(HOME), &base, P);
-        tokio::spawn(async move {
-            run_agent(&agent, &transport, &DriverConfig::default(), |_| {}).await
-        })
-    };
+    let agent_task = spawn_agent(
+        &agent,
+        HttpAgentClient::with_client(client_from(HOME), &base, P),
+    );
     let client = HttpLinkerClient::with_client(client_from(HOME), &base, P, P, ALICE);
     let config = LinkerConfig {
         discover_interval: Duration::from_millis(200),
@@ -162,14 +111,9 @@ async fn links_past(dead: SocketAddr) {
     let mut events = Vec::new();
     let linked = bounded(
         "linker",
-        run_linker(
-            &mut linker,
-            &client,
-            &client,
-            &DriverConfig::default(),
-            |agents| agents.first().map(|a| a.instance_id),
-            |event| events.push(event),
-        ),
+        link_first(&mut linker, &client, &DriverConfig::default(), |event| {
+            events.push(event)
+        }),
     )
     .await;
     assert_eq!(linked, Ok(id));

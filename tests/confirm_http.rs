@@ -3,20 +3,23 @@
 //! same short code, and the device links only once its owner approves.
 #![cfg(feature = "http")]
 
+mod support;
+use support::net;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::request::Parts;
-use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+use lanlink::agent::{AgentConfig, AgentStatus};
 use lanlink::confirm::{Confirmation, Decision, DisplayName};
-use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::driver::{lock, run_agent, DriverConfig};
 use lanlink::event::{AgentEvent, LinkerEvent};
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
-use lanlink::http::{self, serve, Authenticator, Rejection, ServeConfig, DEFAULT_PREFIX};
+use lanlink::http::{Authenticator, Rejection, ServeConfig};
 use lanlink::linker::{Linker, LinkerConfig};
-use lanlink::server::{Server, ServerConfig};
+use lanlink::server::ServerConfig;
 use lanlink::{async_trait, AccountId, DeviceInfo};
-use tokio::net::TcpListener;
+use support::linking::link_first;
 
 /// One user whose account id is opaque and whose display name is an e-mail address.
 struct Named;
@@ -40,33 +43,20 @@ impl Authenticator for Named {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_over_http_with_the_embedders_display_name() {
-    let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_at = listener.local_addr().unwrap();
-    let router = http::server::router(server, Arc::new(Named), DEFAULT_PREFIX);
-    tokio::spawn(serve(
-        listener,
-        router,
+    let (_server, server_at) = net::start_server_auth(
+        ServerConfig::default(),
+        Arc::new(Named),
         ServeConfig::default(),
-        std::future::pending(),
-    ));
+    )
+    .await;
     let base = format!("http://{server_at}");
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent_at = listener.local_addr().unwrap();
-    let config = AgentConfig::new(agent_at.ip(), agent_at.port(), DeviceInfo::default())
-        .window(Duration::from_secs(60))
-        .confirmation(Confirmation::Compare);
-    let agent: SharedAgent = Arc::new(Mutex::new(
-        Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap(),
-    ));
-    let endpoint = http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX);
-    tokio::spawn(serve(
-        listener,
-        endpoint,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let (agent, _) = net::start_agent(|agent_at| {
+        AgentConfig::new(agent_at.ip(), agent_at.port(), DeviceInfo::default())
+            .window(Duration::from_secs(60))
+            .confirmation(Confirmation::Compare)
+    })
+    .await;
 
     let asked = Arc::new(Mutex::new(Vec::new()));
     let agent_task = {
@@ -120,18 +110,11 @@ async fn compare_over_http_with_the_embedders_display_name() {
     let mut page_codes = Vec::new();
     let linked = tokio::time::timeout(
         Duration::from_secs(30),
-        run_linker(
-            &mut linker,
-            &client,
-            &client,
-            &DriverConfig::default(),
-            |agents| agents.first().map(|a| a.instance_id),
-            |event| {
-                if let LinkerEvent::ShortCode { short_code, .. } = event {
-                    page_codes.push(short_code);
-                }
-            },
-        ),
+        link_first(&mut linker, &client, &DriverConfig::default(), |event| {
+            if let LinkerEvent::ShortCode { short_code, .. } = event {
+                page_codes.push(short_code);
+            }
+        }),
     )
     .await
     .expect("linked in time");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use lanlink::agent::{AgentConfig, AgentStatus, AgentTransmit, SecretRequest};
 use lanlink::confirm::{short_code, ConfirmNonce, Confirmation, Decision, DisplayName};
 use lanlink::event::{AgentEvent, ServerEvent, StopReason};
-use lanlink::sim::{AgentId, LinkerId, Sim};
+use lanlink::sim::{AgentId, LanId, LinkerId, Sim};
 use lanlink::wire::{AgentMessage, AnnounceReply};
 use lanlink::{AgentError, DeviceInfo, ForwardedHeaders, LinkCode, SecretRefusal, VerifyFailure};
 use proptest::prelude::*;
@@ -27,19 +27,41 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// An agent at [`AGENT_IP`] under `policy`.
+fn agent_config(policy: Confirmation) -> AgentConfig {
+    AgentConfig::new(ip(AGENT_IP), 8080, DeviceInfo::default()).confirmation(policy)
+}
+
+/// A simulation from `seed` with one home LAN and one agent of `config` on it, settled.
+fn lan_with_agent(seed: u64, config: AgentConfig) -> (Sim, LanId, AgentId) {
+    let mut sim = Sim::new(seed);
+    let lan = sim.add_lan(ip(HOME));
+    let agent = sim.add_agent_with(lan, config).unwrap();
+    sim.settle();
+    (sim, lan, agent)
+}
+
 /// A home with one agent under `policy` and one linker for `alice@example.com`, settled: the
 /// link is accepted and queued, the agent has not announced since.
 fn home(policy: Confirmation) -> (Sim, AgentId, LinkerId) {
-    let mut sim = Sim::new(11);
-    let lan = sim.add_lan(ip(HOME));
-    let config = AgentConfig::new(ip(AGENT_IP), 8080, DeviceInfo::default())
-        .confirmation(policy)
-        .confirm_timeout(Duration::from_secs(30));
-    let agent = sim.add_agent_with(lan, config).unwrap();
-    sim.settle();
+    let config = agent_config(policy).confirm_timeout(Duration::from_secs(30));
+    let (mut sim, lan, agent) = lan_with_agent(11, config);
     let linker = sim.add_linker(lan, ip(LINKER_IP), "alice@example.com");
     sim.settle();
     (sim, agent, linker)
+}
+
+/// The owner's `decision` at the agent, now.
+fn decide(sim: &mut Sim, agent: AgentId, decision: Decision) -> Result<(), AgentError> {
+    let now = sim.now();
+    sim.agents[agent].agent.confirm(now, decision)
+}
+
+/// Runs until the linker says linked (at most 10 s); whether it did.
+fn until_linked(sim: &mut Sim, linker: LinkerId) -> bool {
+    sim.run_until(Duration::from_secs(10), |sim| {
+        sim.linker(linker).linked().is_some()
+    })
 }
 
 /// Runs until the agent asks for confirmation.
@@ -90,15 +112,8 @@ fn compare_approved_links_and_both_ends_show_the_same_code() {
     sim.advance(Duration::from_secs(20));
     assert!(!redeem_started(&sim, agent) && sim.agents[agent].minted.is_none());
     assert!(sim.agent(agent).poll_timeout().is_some());
-    let now = sim.now();
-    sim.agents[agent]
-        .agent
-        .confirm(now, Decision::Approve)
-        .unwrap();
-    let linked = sim.run_until(Duration::from_secs(10), |sim| {
-        sim.linker(linker).linked().is_some()
-    });
-    assert!(linked);
+    decide(&mut sim, agent, Decision::Approve).unwrap();
+    assert!(until_linked(&mut sim, linker));
     assert_eq!(sim.agent(agent).status(), AgentStatus::Linked);
     assert!(sim.agents[agent].minted.is_some());
 }
@@ -112,19 +127,11 @@ fn approve_shows_the_name_without_a_code_and_links_on_approval() {
         ("alice@example.com".to_owned(), None)
     );
     assert!(!redeem_started(&sim, agent));
-    let now = sim.now();
-    sim.agents[agent]
-        .agent
-        .confirm(now, Decision::Approve)
-        .unwrap();
-    assert!(sim.run_until(Duration::from_secs(10), |sim| sim
-        .linker(linker)
-        .linked()
-        .is_some()));
+    decide(&mut sim, agent, Decision::Approve).unwrap();
+    assert!(until_linked(&mut sim, linker));
     // A second decision has nothing to decide.
-    let now = sim.now();
     assert_eq!(
-        sim.agents[agent].agent.confirm(now, Decision::Approve),
+        decide(&mut sim, agent, Decision::Approve),
         Err(AgentError::NoConfirmationPending)
     );
 }
@@ -133,11 +140,7 @@ fn approve_shows_the_name_without_a_code_and_links_on_approval() {
 fn refusal_ends_discovery_and_the_link_never_completes() {
     let (mut sim, agent, linker) = home(Confirmation::Compare);
     until_asked(&mut sim, agent);
-    let now = sim.now();
-    sim.agents[agent]
-        .agent
-        .confirm(now, Decision::Refuse)
-        .unwrap();
+    decide(&mut sim, agent, Decision::Refuse).unwrap();
     assert_eq!(
         sim.agent(agent).status(),
         AgentStatus::Stopped(StopReason::ConfirmationRefused)
@@ -185,9 +188,8 @@ fn no_answer_before_the_deadline_ends_discovery() {
         AgentStatus::Stopped(StopReason::ConfirmationExpired)
     );
     // Too late to approve.
-    let now = sim.now();
     assert_eq!(
-        sim.agents[agent].agent.confirm(now, Decision::Approve),
+        decide(&mut sim, agent, Decision::Approve),
         Err(AgentError::NoConfirmationPending)
     );
     sim.run_until(Duration::from_secs(400), |sim| {
@@ -199,13 +201,8 @@ fn no_answer_before_the_deadline_ends_discovery() {
 
 #[test]
 fn the_confirmation_deadline_never_passes_the_window() {
-    let mut sim = Sim::new(12);
-    let lan = sim.add_lan(ip(HOME));
-    let config = AgentConfig::new(ip(AGENT_IP), 8080, DeviceInfo::default())
-        .window(Duration::from_secs(20))
-        .confirmation(Confirmation::Approve);
-    let agent = sim.add_agent_with(lan, config).unwrap();
-    sim.settle();
+    let config = agent_config(Confirmation::Approve).window(Duration::from_secs(20));
+    let (mut sim, lan, agent) = lan_with_agent(12, config);
     let AgentStatus::Discovering { deadline: window } = sim.agent(agent).status() else {
         panic!()
     };
@@ -233,6 +230,21 @@ fn next_reply(sim: &mut Sim, agent: AgentId) -> AnnounceReply {
     reply
 }
 
+/// The confirmation fields of the reply's one message: the display name and the nonce.
+fn confirmation_fields(
+    reply: &mut AnnounceReply,
+) -> (&mut Option<String>, &mut Option<ConfirmNonce>) {
+    let AgentMessage::VerifyAndRedeem {
+        display_name,
+        nonce,
+        ..
+    } = &mut reply.messages[0]
+    else {
+        panic!("a link's message")
+    };
+    (display_name, nonce)
+}
+
 fn feed(sim: &mut Sim, agent: AgentId, reply: AnnounceReply) {
     let now = sim.now();
     sim.agents[agent].agent.handle_announce_reply(now, reply);
@@ -247,14 +259,7 @@ fn a_server_forwarding_another_name_or_nonce_makes_the_codes_differ() {
         let (mut sim, agent, linker) = home(Confirmation::Compare);
         let page = sim.linker(linker).short_code().expect("the page's code");
         let mut reply = next_reply(&mut sim, agent);
-        let AgentMessage::VerifyAndRedeem {
-            display_name,
-            nonce,
-            ..
-        } = &mut reply.messages[0]
-        else {
-            panic!()
-        };
+        let (display_name, nonce) = confirmation_fields(&mut reply);
         assert_eq!(display_name.as_deref(), Some("alice@example.com"));
         assert_eq!(*nonce, sim.linker(linker).nonce());
         match forge {
@@ -275,11 +280,7 @@ fn a_server_forwarding_another_name_or_nonce_makes_the_codes_differ() {
             sim.agent(agent).status(),
             AgentStatus::Confirming { .. }
         ));
-        let now = sim.now();
-        sim.agents[agent]
-            .agent
-            .confirm(now, Decision::Refuse)
-            .unwrap();
+        decide(&mut sim, agent, Decision::Refuse).unwrap();
         sim.advance(Duration::from_secs(5));
         assert!(sim.linker(linker).linked().is_none(), "{forge}");
     }
@@ -312,14 +313,7 @@ fn a_hidden_character_or_a_missing_field_is_refused_on_receipt() {
     ] {
         let (mut sim, agent, _) = home(policy);
         let mut reply = next_reply(&mut sim, agent);
-        let AgentMessage::VerifyAndRedeem {
-            display_name,
-            nonce,
-            ..
-        } = &mut reply.messages[0]
-        else {
-            panic!()
-        };
+        let (display_name, nonce) = confirmation_fields(&mut reply);
         match forge {
             "name-bidi" => *display_name = Some("alice\u{202E}moc.elpmaxe".to_owned()),
             "no-name" => *display_name = None,
@@ -338,18 +332,14 @@ fn a_hidden_character_or_a_missing_field_is_refused_on_receipt() {
 #[test]
 fn without_a_policy_the_flow_is_unchanged() {
     let (mut sim, agent, linker) = home(Confirmation::None);
-    assert!(sim.run_until(Duration::from_secs(10), |sim| sim
-        .linker(linker)
-        .linked()
-        .is_some()));
+    assert!(until_linked(&mut sim, linker));
     assert!(!sim.agents[agent]
         .events
         .iter()
         .any(|e| matches!(e, AgentEvent::ConfirmationRequested { .. })));
     // Nothing to confirm.
-    let now = sim.now();
     assert_eq!(
-        sim.agents[agent].agent.confirm(now, Decision::Approve),
+        decide(&mut sim, agent, Decision::Approve),
         Err(AgentError::NoConfirmationPending)
     );
 }
@@ -414,13 +404,8 @@ proptest! {
         steps in proptest::collection::vec(step(), 1..25),
     ) {
         let policy = if compare { Confirmation::Compare } else { Confirmation::Approve };
-        let mut sim = Sim::new(seed);
-        let lan = sim.add_lan(ip(HOME));
-        let config = AgentConfig::new(ip(AGENT_IP), 8080, DeviceInfo::default())
-            .window(Duration::from_secs(120))
-            .confirmation(policy);
-        let agent = sim.add_agent_with(lan, config).unwrap();
-        sim.settle();
+        let config = agent_config(policy).window(Duration::from_secs(120));
+        let (mut sim, lan, agent) = lan_with_agent(seed, config);
         let (mut approvals, mut manual) = (0usize, 0usize);
         let mut linkers = 0u8;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
@@ -488,20 +473,12 @@ proptest! {
 /// with a policy refuses the link (fail closed), and the linker derives no code.
 #[test]
 fn the_server_forwards_no_name_that_fails_the_check() {
-    let mut sim = Sim::new(13);
-    let lan = sim.add_lan(ip(HOME));
-    let config = AgentConfig::new(ip(AGENT_IP), 8080, DeviceInfo::default())
-        .confirmation(Confirmation::Approve);
-    let agent = sim.add_agent_with(lan, config).unwrap();
-    sim.settle();
+    let (mut sim, lan, agent) = lan_with_agent(13, agent_config(Confirmation::Approve));
     let linker = sim.add_linker(lan, ip(LINKER_IP), "alice\u{202E}moc.elpmaxe");
     sim.settle();
     assert!(sim.linker(linker).short_code().is_none());
-    let reply = next_reply(&mut sim, agent);
-    let AgentMessage::VerifyAndRedeem { display_name, .. } = &reply.messages[0] else {
-        panic!()
-    };
-    assert!(display_name.is_none());
+    let mut reply = next_reply(&mut sim, agent);
+    assert!(confirmation_fields(&mut reply).0.is_none());
     feed(&mut sim, agent, reply);
     assert_eq!(
         sim.agent(agent).status(),

@@ -7,8 +7,9 @@
 #![cfg(all(feature = "conformance", feature = "http"))]
 
 mod support;
+use support::example::{if_built as example, Killed};
+use support::net::serve_on_loopback;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,7 +30,7 @@ use lanlink::http::axum::Router;
 use lanlink::http::client::Credential;
 use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
 use lanlink::server::{Server, ServerConfig};
-use lanlink::{AccountId, DeviceInfo};
+use lanlink::DeviceInfo;
 use tokio::net::TcpListener;
 
 const ALICE: &str = "alice-token-0123456789abcdef";
@@ -42,28 +43,39 @@ fn bearer(token: &str) -> Credential {
     Credential::Bearer(token.to_owned().into())
 }
 
-async fn serve_on_loopback(app: Router, serve_config: ServeConfig) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, app, serve_config, std::future::pending()));
-    addr
+/// Alice's and Bob's tokens.
+fn users() -> Arc<BearerTokens> {
+    support::net::bearer(&[(ALICE, "alice"), (BOB, "bob")])
+}
+
+/// The server's serve configuration: a short request deadline.
+fn serve_config() -> ServeConfig {
+    ServeConfig {
+        request_timeout: DEADLINE,
+        ..ServeConfig::default()
+    }
 }
 
 /// The crate's server router (as `examples/server.rs` builds it) for alice and bob, wrapped by
 /// `wrap`, on 127.0.0.1 with a short request deadline.
 async fn start_server(config: ServerConfig, wrap: impl FnOnce(Router) -> Router) -> String {
     let server = Arc::new(Server::new(config).unwrap());
-    let auth = Arc::new(BearerTokens::new(vec![
-        (ALICE.to_owned(), AccountId::new("alice").unwrap()),
-        (BOB.to_owned(), AccountId::new("bob").unwrap()),
-    ]));
-    let app = http::server::router(server, auth, DEFAULT_PREFIX).fallback(http::server::not_found);
-    let serve_config = ServeConfig {
-        request_timeout: DEADLINE,
-        ..ServeConfig::default()
-    };
-    let addr = serve_on_loopback(wrap(app), serve_config).await;
+    let app =
+        http::server::router(server, users(), DEFAULT_PREFIX).fallback(http::server::not_found);
+    let addr = serve_on_loopback(wrap(app), serve_config()).await;
     format!("http://{addr}")
+}
+
+/// The kit's server checks at `url` with both accounts and the servers' request deadline: the
+/// report, printed, covering the whole catalog in order.
+async fn check_fully(url: &str) -> Report {
+    let target = ServerTarget::new(url, bearer(ALICE))
+        .second_account(bearer(BOB))
+        .request_timeout(DEADLINE);
+    let report = check_server(&target).await;
+    print!("{report}");
+    assert_covers(&report, SERVER_CHECKS);
+    report
 }
 
 /// The crate's agent endpoint (as `examples/agent.rs` builds it) over a discovering agent that
@@ -101,12 +113,7 @@ fn assert_covers(report: &Report, catalog: &[lanlink::conformance::CheckSpec]) {
 #[tokio::test]
 async fn the_crates_server_passes_every_check() {
     let url = start_server(ServerConfig::default(), |app| app).await;
-    let target = ServerTarget::new(&url, bearer(ALICE))
-        .second_account(bearer(BOB))
-        .request_timeout(DEADLINE);
-    let report = check_server(&target).await;
-    print!("{report}");
-    assert_covers(&report, SERVER_CHECKS);
+    let report = check_fully(&url).await;
     assert!(report.complete(), "{}:\n{report}", report.summary());
     // The lines are what the report's Display promises.
     let text = report.to_string();
@@ -132,12 +139,7 @@ const HOLD_CHECKS: [&str; 4] = [
 async fn a_server_that_does_not_hold_fails_exactly_the_hold_checks() {
     let config = ServerConfig::default().max_hold(Duration::ZERO);
     let url = start_server(config, |app| app).await;
-    let target = ServerTarget::new(&url, bearer(ALICE))
-        .second_account(bearer(BOB))
-        .request_timeout(DEADLINE);
-    let report = check_server(&target).await;
-    print!("{report}");
-    assert_covers(&report, SERVER_CHECKS);
+    let report = check_fully(&url).await;
     assert_eq!(
         report.failed_ids(),
         [
@@ -177,23 +179,11 @@ impl http::hold::Bell for DeafBell {
 #[tokio::test]
 async fn a_server_whose_link_does_not_ring_fails_exactly_the_rung_check() {
     let server = Arc::new(Server::new(ServerConfig::default()).unwrap());
-    let auth = Arc::new(BearerTokens::new(vec![
-        (ALICE.to_owned(), AccountId::new("alice").unwrap()),
-        (BOB.to_owned(), AccountId::new("bob").unwrap()),
-    ]));
     let bell = Arc::new(DeafBell(http::hold::LinkBell::default()));
-    let app = http::server::router_with_bell(server, auth, DEFAULT_PREFIX, bell)
+    let app = http::server::router_with_bell(server, users(), DEFAULT_PREFIX, bell)
         .fallback(http::server::not_found);
-    let serve_config = ServeConfig {
-        request_timeout: DEADLINE,
-        ..ServeConfig::default()
-    };
-    let url = format!("http://{}", serve_on_loopback(app, serve_config).await);
-    let target = ServerTarget::new(&url, bearer(ALICE))
-        .second_account(bearer(BOB))
-        .request_timeout(DEADLINE);
-    let report = check_server(&target).await;
-    print!("{report}");
+    let url = format!("http://{}", serve_on_loopback(app, serve_config()).await);
+    let report = check_fully(&url).await;
     assert_eq!(
         report.failed_ids(),
         ["server.hold.announce_rung"],
@@ -205,12 +195,21 @@ async fn a_server_whose_link_does_not_ring_fails_exactly_the_rung_check() {
 
 /// The revision the server states, rewritten to 1.5 in every answer.
 async fn states_revision_1_5(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    edit_body(next.run(request).await, |response, bytes| {
+        let text =
+            String::from_utf8_lossy(bytes).replace(r#""revision":"1.6""#, r#""revision":"1.5""#);
+        *response.body_mut() = Body::from(text);
+    })
+    .await
+}
+
+/// `response` with its body read whole, then `edit`ed (given the body's bytes, the body itself
+/// already put back), and without its `Content-Length` (the edit may change the length).
+async fn edit_body(response: Response, edit: impl FnOnce(&mut Response, &[u8])) -> Response {
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, 1 << 20).await.unwrap();
-    let text =
-        String::from_utf8_lossy(&bytes).replace(r#""revision":"1.6""#, r#""revision":"1.5""#);
-    let mut response = Response::from_parts(parts, Body::from(text));
+    let mut response = Response::from_parts(parts, Body::from(bytes.clone()));
+    edit(&mut response, &bytes);
     response.headers_mut().remove(header::CONTENT_LENGTH);
     response
 }
@@ -223,12 +222,7 @@ async fn a_server_stating_an_older_revision_skips_the_hold_checks() {
         app.layer(from_fn(states_revision_1_5))
     })
     .await;
-    let target = ServerTarget::new(&url, bearer(ALICE))
-        .second_account(bearer(BOB))
-        .request_timeout(DEADLINE);
-    let report = check_server(&target).await;
-    print!("{report}");
-    assert_covers(&report, SERVER_CHECKS);
+    let report = check_fully(&url).await;
     assert!(report.passed(), "{report}");
     assert!(!report.complete(), "{report}");
     assert_eq!(report.skipped_ids(), HOLD_CHECKS, "{report}");
@@ -326,21 +320,18 @@ async fn a_wrong_agent_endpoint_fails_exactly_the_checks_it_breaks() {
 /// success (the crate's server refused it, and counted it), and an unknown path with an HTML
 /// page.
 async fn wrong_server(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let (parts, body) = response.into_parts();
-    let bytes = to_bytes(body, 1 << 20).await.unwrap();
-    let mut response = Response::from_parts(parts, Body::from(bytes.clone()));
-    if bytes.as_ref() == br#"{"error":"wrong_secret"}"# {
-        *response.status_mut() = StatusCode::OK;
-        *response.body_mut() = Body::from(r#"{"state":"pending"}"#);
-    } else if bytes.as_ref() == br#"{"error":"not_found"}"# {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        *response.body_mut() = Body::from("<h1>Not Found</h1>");
-    }
-    response.headers_mut().remove(header::CONTENT_LENGTH);
-    response
+    edit_body(next.run(request).await, |response, bytes| {
+        if bytes == br#"{"error":"wrong_secret"}"# {
+            *response.status_mut() = StatusCode::OK;
+            *response.body_mut() = Body::from(r#"{"state":"pending"}"#);
+        } else if bytes == br#"{"error":"not_found"}"# {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            *response.body_mut() = Body::from("<h1>Not Found</h1>");
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -430,11 +421,7 @@ async fn a_server_breaking_the_unwritten_rules_fails_exactly_their_checks() {
             .layer(from_fn(unwritten_rules_broken))
     })
     .await;
-    let target = ServerTarget::new(&url, bearer(ALICE))
-        .second_account(bearer(BOB))
-        .request_timeout(DEADLINE);
-    let report = check_server(&target).await;
-    print!("{report}");
+    let report = check_fully(&url).await;
     assert_eq!(
         report.failed_ids(),
         [
@@ -466,12 +453,7 @@ async fn a_server_without_the_cross_site_rule_fails_exactly_its_checks() {
         app.layer(from_fn(no_cross_site_rule))
     })
     .await;
-    let target = ServerTarget::new(&url, bearer(ALICE))
-        .second_account(bearer(BOB))
-        .request_timeout(DEADLINE);
-    let report = check_server(&target).await;
-    print!("{report}");
-    assert_covers(&report, SERVER_CHECKS);
+    let report = check_fully(&url).await;
     assert_eq!(
         report.failed_ids(),
         [
@@ -576,14 +558,6 @@ async fn a_lockout_the_kit_provoked_skips_checks_and_a_wrong_threshold_fails_onl
     }
 }
 
-/// A built example next to this test binary, if cargo built it (a plain `cargo test
-/// --all-features` does).
-fn example(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join(name);
-    path.is_file().then_some(path)
-}
-
 /// Starts an example and reads JSON lines from its stdout until `wanted` finds what it needs.
 fn spawn_example<T>(
     path: &PathBuf,
@@ -610,15 +584,6 @@ fn spawn_example<T>(
     // Keep reading in the background, so the example never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, found)
-}
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]
@@ -742,12 +707,7 @@ async fn the_blocking_server_example_passes_every_check() {
         |v| v["listening"].as_str().map(str::to_owned),
     );
     let _server = Killed(server);
-    let target = ServerTarget::new(&format!("http://{addr}"), bearer(ALICE))
-        .second_account(bearer(BOB))
-        .request_timeout(DEADLINE);
-    let report = check_server(&target).await;
-    print!("{report}");
-    assert_covers(&report, SERVER_CHECKS);
+    let report = check_fully(&format!("http://{addr}")).await;
     assert!(report.skipped_ids().is_empty(), "{report}");
     assert!(report.passed(), "{}:\n{report}", report.summary());
     assert!(report.complete(), "{}:\n{report}", report.summary());

@@ -176,35 +176,35 @@ fn a_wrong_secret_claims_nothing() {
 #[cfg(all(feature = "http", feature = "tokio"))]
 mod over_sockets {
     use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use lanlink::agent::{Agent, AgentConfig, AgentStatus};
-    use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+    use super::support::linking::link_first;
+    use lanlink::agent::{AgentConfig, AgentStatus};
+    use lanlink::driver::{lock, run_agent, DriverConfig, SharedAgent};
     use lanlink::dual::{DualStack, Path};
     use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
-    use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX as P};
+    use lanlink::http::{self, serve, ServeConfig, DEFAULT_PREFIX as P};
     use lanlink::linker::{Linker, LinkerConfig};
     use lanlink::server::{Server, ServerConfig};
     use lanlink::transport::LinkerServerTransport;
-    use lanlink::{AccountId, DeviceInfo, InstanceId};
+    use lanlink::InstanceId;
     use tokio::net::TcpListener;
+
+    use super::support::net;
 
     const TOKEN: &str = "alice-token-0123456789abcdef";
     const LIMIT: Duration = Duration::from_secs(20);
 
     async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(LIMIT, future)
-            .await
-            .unwrap_or_else(|_| panic!("{what}: no answer within {LIMIT:?}"))
+        net::bounded_by(LIMIT, what, future).await
     }
 
     /// The server's routes on 127.0.0.1:0 and [::1]:0 (one server, two listeners).
     async fn start_server() -> (SocketAddr, SocketAddr) {
         let config = ServerConfig::default().announce_interval(Duration::from_millis(200));
         let server = Arc::new(Server::new(config).expect("config"));
-        let alice = AccountId::new("alice").expect("account");
-        let auth = Arc::new(BearerTokens::new(vec![(TOKEN.to_owned(), alice)]));
+        let auth = net::bearer(&[(TOKEN, "alice")]);
         let router = http::server::router(server, auth, P).fallback(http::server::not_found);
         let mut addrs = Vec::new();
         for at in ["127.0.0.1:0", "[::1]:0"] {
@@ -221,21 +221,11 @@ mod over_sockets {
     }
 
     async fn start_agent() -> SharedAgent {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let at = listener.local_addr().expect("addr");
-        let info =
-            DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").expect("info");
-        let config = AgentConfig::new(at.ip(), at.port(), info)
-            .announce_interval(Duration::from_millis(200));
-        let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).expect("agent");
-        let agent: SharedAgent = Arc::new(Mutex::new(agent));
-        let router = http::agent::router(Arc::clone(&agent), P).fallback(http::server::not_found);
-        tokio::spawn(serve(
-            listener,
-            router,
-            ServeConfig::default(),
-            std::future::pending(),
-        ));
+        let (agent, _) = net::start_agent(|at| {
+            AgentConfig::new(at.ip(), at.port(), net::info())
+                .announce_interval(Duration::from_millis(200))
+        })
+        .await;
         agent
     }
 
@@ -301,12 +291,10 @@ mod over_sockets {
             let mut linker = Linker::without_nonce(config, Instant::now());
             let linked = bounded(
                 "linker",
-                run_linker(
+                link_first(
                     &mut linker,
                     &linker_client,
-                    &linker_client,
                     &DriverConfig::default(),
-                    |agents| agents.first().map(|a| a.instance_id),
                     |_| {},
                 ),
             )

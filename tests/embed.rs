@@ -27,13 +27,14 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use lanlink::agent::{Agent, AgentConfig, AgentStatus};
-use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::agent::{AgentConfig, AgentStatus};
+use lanlink::driver::{lock, DriverConfig, SharedAgent};
 use lanlink::http::client::{Credential, HttpAgentClient, HttpLinkerClient};
 use lanlink::http::{self, Peer, ServeConfig, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::LinkVia;
-use lanlink::{AuthToken, DeviceInfo, TokenDigest};
+use lanlink::{AuthToken, TokenDigest};
+use support::linking::{link_first, spawn_agent};
 use tokio::time::timeout;
 use tower::ServiceExt;
 
@@ -149,19 +150,11 @@ async fn start_host() -> Running {
 }
 
 async fn start_agent() -> SharedAgent {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let at = listener.local_addr().unwrap();
-    let info = DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").unwrap();
-    let config =
-        AgentConfig::new(at.ip(), at.port(), info).announce_interval(Duration::from_millis(300));
-    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
-    let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    tokio::spawn(http::serve(
-        listener,
-        http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX),
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let (agent, _) = support::net::start_agent(|at| {
+        AgentConfig::new(at.ip(), at.port(), support::net::info())
+            .announce_interval(Duration::from_millis(300))
+    })
+    .await;
     agent
 }
 
@@ -201,12 +194,7 @@ async fn link<T: AgentServerTransport + 'static>(
     agent: &SharedAgent,
     transport: T,
 ) {
-    let agent_task = {
-        let agent = Arc::clone(agent);
-        tokio::spawn(async move {
-            run_agent(&agent, &transport, &DriverConfig::default(), |_| {}).await
-        })
-    };
+    let agent_task = spawn_agent(agent, transport);
     let client = HttpLinkerClient::with_credential(
         web(),
         base,
@@ -217,14 +205,7 @@ async fn link<T: AgentServerTransport + 'static>(
     let mut linker = Linker::without_nonce(LinkerConfig::default(), Instant::now());
     let linked = timeout(
         LIMIT,
-        run_linker(
-            &mut linker,
-            &client,
-            &client,
-            &DriverConfig::default(),
-            |agents| agents.first().map(|a| a.instance_id),
-            |_| {},
-        ),
+        link_first(&mut linker, &client, &DriverConfig::default(), |_| {}),
     )
     .await
     .expect("the linker finishes")

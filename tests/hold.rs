@@ -31,10 +31,7 @@ fn slow_config() -> ServerConfig {
 }
 
 fn auth() -> Arc<BearerTokens> {
-    Arc::new(BearerTokens::new(vec![(
-        TOKEN.to_owned(),
-        AccountId::new("alice").unwrap(),
-    )]))
+    support::net::bearer(&[(TOKEN, "alice")])
 }
 
 /// Serves `server`'s routes, woken by `bell`, on 127.0.0.1 with `serve_config`.
@@ -43,16 +40,8 @@ async fn start<S: Backend + 'static>(
     bell: Arc<dyn Bell>,
     serve_config: ServeConfig,
 ) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let router = http::server::router_with_bell(server, auth(), DEFAULT_PREFIX, bell);
-    tokio::spawn(http::serve(
-        listener,
-        router,
-        serve_config,
-        std::future::pending(),
-    ));
-    addr
+    support::net::serve_on_loopback(router, serve_config).await
 }
 
 /// A client of its own (its own connection), with no pooling across tests.
@@ -395,8 +384,8 @@ mod across_instances {
         link_answers_held(a, b, || bell_b.listened(), n).await;
     }
 
-    #[tokio::test]
-    async fn a_link_on_one_instance_wakes_the_agent_held_on_another() {
+    /// One Redis, and two instances on it: (the Redis, its URL, A, B and B's bell).
+    async fn two_on_one_redis() -> (Redis, String, SocketAddr, SocketAddr, RedisBell) {
         let redis = Redis::start();
         let url = redis.url();
         let (a, b, bell_b) = two_instances(
@@ -404,18 +393,18 @@ mod across_instances {
             std::slice::from_ref(&url),
         )
         .await;
+        (redis, url, a, b, bell_b)
+    }
+
+    #[tokio::test]
+    async fn a_link_on_one_instance_wakes_the_agent_held_on_another() {
+        let (_redis, _, a, b, bell_b) = two_on_one_redis().await;
         wake_across(a, b, &bell_b, 20).await;
     }
 
     #[tokio::test]
     async fn a_lost_subscription_comes_back_and_every_hold_looks_again() {
-        let redis = Redis::start();
-        let url = redis.url();
-        let (a, b, bell_b) = two_instances(
-            || RedisStoreConfig::new(url.clone()),
-            std::slice::from_ref(&url),
-        )
-        .await;
+        let (_redis, url, a, b, bell_b) = two_on_one_redis().await;
         let (announce, secret) = announcement(21, "192.168.1.50");
         let held = announce_held(b, &announce, 20_000);
         until_held(|| bell_b.listened(), 1).await;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::DateTime;
 use lanlink::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit};
-use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::driver::{lock, run_agent, DriverConfig, SharedAgent};
 use lanlink::event::{AgentEvent, StopReason};
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
@@ -45,9 +45,8 @@ use lanlink::server::{
 use lanlink::transport::AgentServerTransport;
 use lanlink::wire::{RedeemReply, RedeemRequest};
 use lanlink::WireCode;
-use lanlink::{
-    AccountId, AuthToken, DeviceInfo, ForwardedHeaders, InstanceId, LinkCode, Refusal, TokenDigest,
-};
+use lanlink::{AccountId, AuthToken, ForwardedHeaders, InstanceId, LinkCode, Refusal, TokenDigest};
+use support::linking::{link_first, spawn_agent};
 use support::lose_reply::LoseFirstReply;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -56,9 +55,7 @@ const P: &str = DEFAULT_PREFIX;
 const ALICE: &str = "alice-token-0123456789abcdef";
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn info() -> DeviceInfo {
-    DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").unwrap()
-}
+use support::net::info;
 
 fn alice() -> AccountId {
     AccountId::new("alice").unwrap()
@@ -194,19 +191,10 @@ async fn start_cloud(kind: Kind) -> Cloud {
 }
 
 async fn start_agent() -> (SharedAgent, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let at = listener.local_addr().unwrap();
-    let config =
-        AgentConfig::new(at.ip(), at.port(), info()).announce_interval(Duration::from_millis(300));
-    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
-    let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    tokio::spawn(serve(
-        listener,
-        http::agent::router(Arc::clone(&agent), P),
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    (agent, at)
+    support::net::start_agent(|at| {
+        AgentConfig::new(at.ip(), at.port(), info()).announce_interval(Duration::from_millis(300))
+    })
+    .await
 }
 
 /// Links `agent` by auto-discovery through `cloud`, the agent driven over `transport`.
@@ -215,12 +203,7 @@ async fn auto_link<T: AgentServerTransport + 'static>(
     agent: &SharedAgent,
     transport: T,
 ) -> AgentStatus {
-    let agent_task = {
-        let agent = Arc::clone(agent);
-        tokio::spawn(async move {
-            run_agent(&agent, &transport, &DriverConfig::default(), |_| {}).await
-        })
-    };
+    let agent_task = spawn_agent(agent, transport);
     let client = HttpLinkerClient::new(&cloud.base(), ALICE).unwrap();
     let mut linker = Linker::without_nonce(
         LinkerConfig {
@@ -233,14 +216,7 @@ async fn auto_link<T: AgentServerTransport + 'static>(
     let id = lock(agent).instance_id();
     let linked = timeout(
         LIMIT,
-        run_linker(
-            &mut linker,
-            &client,
-            &client,
-            &DriverConfig::default(),
-            |agents| agents.first().map(|a| a.instance_id),
-            |_| {},
-        ),
+        link_first(&mut linker, &client, &DriverConfig::default(), |_| {}),
     )
     .await
     .expect("the linker ends");

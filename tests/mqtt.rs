@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use lanlink::agent::{Agent, AgentConfig, AgentStatus};
-use lanlink::driver::{lock, run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::agent::{AgentConfig, AgentStatus};
+use lanlink::driver::{lock, run_agent, DriverConfig, SharedAgent};
 use lanlink::event::{AgentEvent, LinkerEvent};
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::{router, SharedServer};
@@ -31,6 +31,7 @@ use lanlink::ticket::TicketKey;
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{self, AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LocalSecret, PublicNetwork};
+use support::linking::link_first;
 
 const TOKEN: &str = "alice-token";
 const SERVER_USER: &str = "lanlink-server";
@@ -257,22 +258,13 @@ async fn cloud_with(broker: &Broker, consumers: usize, config: ServerConfig, wak
 }
 
 async fn start_agent(interval: Duration) -> (SharedAgent, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let info = DeviceInfo::new("printer", "MK4", "lanlink-test", "0.1.0").unwrap();
-    let config = AgentConfig::new(addr.ip(), addr.port(), info)
-        .window(Duration::from_secs(120))
-        .announce_interval(interval);
-    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
-    let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    let endpoint = http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX);
-    tokio::spawn(http::serve(
-        listener,
-        endpoint,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    (agent, addr)
+    support::net::start_agent(|addr| {
+        let info = DeviceInfo::new("printer", "MK4", "lanlink-test", "0.1.0").unwrap();
+        AgentConfig::new(addr.ip(), addr.port(), info)
+            .window(Duration::from_secs(120))
+            .announce_interval(interval)
+    })
+    .await
 }
 
 fn mqtt_transport(broker: &Broker, base: &str) -> MqttAgentTransport {
@@ -325,18 +317,11 @@ async fn link_over_http(base: &str) -> (Result<InstanceId, String>, Option<Insta
     };
     let mut linker = Linker::without_nonce(config, Instant::now());
     let mut requested = None;
-    let linked = run_linker(
-        &mut linker,
-        &client,
-        &client,
-        &DriverConfig::default(),
-        |agents| agents.first().map(|a| a.instance_id),
-        |event| {
-            if matches!(event, LinkerEvent::LinkRequested { .. }) {
-                requested = Some(Instant::now());
-            }
-        },
-    )
+    let linked = link_first(&mut linker, &client, &DriverConfig::default(), |event| {
+        if matches!(event, LinkerEvent::LinkRequested { .. }) {
+            requested = Some(Instant::now());
+        }
+    })
     .await
     .map_err(|err| err.to_string());
     (linked, requested)

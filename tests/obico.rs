@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
 use lanlink::http::server::SharedServer;
-use lanlink::http::{serve, BearerTokens, Peer, ServeConfig};
+use lanlink::http::{BearerTokens, Peer, ServeConfig};
 use lanlink::obico::linker::{ObicoDevice, ObicoLinker};
 use lanlink::obico::{self, ObicoConfig, UnlinkedPoll};
 use lanlink::server::{Server, ServerConfig};
@@ -29,7 +29,6 @@ use lanlink::transport::TransportError;
 use lanlink::wire::LinkState;
 use lanlink::{AccountId, DeviceInfo, ForwardedHeaders, InstanceId, PublicNetwork};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 const HOME: &str = "203.0.113.7";
 const ELSEWHERE: &str = "198.51.100.9";
@@ -40,21 +39,14 @@ fn config() -> ServerConfig {
     ServerConfig::default().trusted_proxies(vec!["127.0.0.2/32".parse().unwrap()])
 }
 
+fn users() -> Arc<BearerTokens> {
+    support::net::bearer(&[(ALICE, "alice"), (MALLORY, "mallory")])
+}
+
 async fn start_server(config: ServerConfig) -> (SharedServer, String) {
     let server = Arc::new(Server::new(config).expect("server config"));
-    let auth = Arc::new(BearerTokens::new(vec![
-        (ALICE.into(), AccountId::new("alice").unwrap()),
-        (MALLORY.into(), AccountId::new("mallory").unwrap()),
-    ]));
-    let app = obico::server::router(Arc::clone(&server), auth, ObicoConfig::default()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(
-        listener,
-        app,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let app = obico::server::router(Arc::clone(&server), users(), ObicoConfig::default()).unwrap();
+    let addr = support::net::serve_on_loopback(app, ServeConfig::default()).await;
     (server, format!("http://{addr}"))
 }
 
@@ -70,6 +62,25 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(start.elapsed() < LIMIT, "{what}: not within {LIMIT:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A server, an agent of `flavour` polling from home, and alice's linker at home, which shows
+/// the agent.
+async fn home(flavour: Flavour) -> (SharedServer, String, ObicoAgent, ObicoLinker) {
+    let (server, url) = start_server(config()).await;
+    let agent = ObicoAgent::start(&url, HOME, flavour).await;
+    let alice = linker(&url, ALICE, HOME);
+    wait_visible(&alice, 1).await;
+    (server, url, agent, alice)
+}
+
+/// Waits until `agent` holds its token, then asserts alice's link on the server.
+async fn until_linked(server: &SharedServer, agent: &ObicoAgent) {
+    eventually("agent linked", || agent.token().is_some()).await;
+    assert_eq!(
+        link_state(server, "alice", &agent.instance()),
+        LinkState::Linked
+    );
 }
 
 async fn discovered(linker: &ObicoLinker) -> Vec<ObicoDevice> {
@@ -142,14 +153,35 @@ async fn raw(
     (status, json_of(response).await.unwrap_or(Value::Null))
 }
 
+/// An agent's poll body for `id` at 192.168.1.50:5000 with its `[hostname, rpi_model, agent,
+/// plugin_version]`.
+fn poll_body(id: &InstanceId, [hostname, model, agent, version]: [&str; 4]) -> Value {
+    json!({
+        "device_id": obico::device_id(id),
+        "host_or_ip": "192.168.1.50",
+        "port": 5000,
+        "hostname": hostname,
+        "rpi_model": model,
+        "agent": agent,
+        "plugin_version": version,
+    })
+}
+
+/// [`raw`] for a `POST` of the JSON `body`.
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    raw(reqwest::Method::POST, client, url, token, Some(body)).await
+}
+
 // ───────────────────────────── the three flows ─────────────────────────────
 
 #[tokio::test]
 async fn auto_flow_links_an_unmodified_octoprint_agent() {
-    let (server, url) = start_server(config()).await;
-    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
-    let alice = linker(&url, ALICE, HOME);
-    wait_visible(&alice, 1).await;
+    let (server, _url, agent, alice) = home(Flavour::OctoPrint).await;
     let shown = discovered(&alice).await;
     assert_eq!(shown[0].device_id, agent.instance());
     assert_eq!(
@@ -177,16 +209,9 @@ async fn auto_flow_links_an_unmodified_octoprint_agent() {
 
 #[tokio::test]
 async fn auto_flow_links_a_moonraker_agent_acting_on_exactly_one_message() {
-    let (server, url) = start_server(config()).await;
-    let agent = ObicoAgent::start(&url, HOME, Flavour::Moonraker).await;
-    let alice = linker(&url, ALICE, HOME);
-    wait_visible(&alice, 1).await;
+    let (server, _url, agent, alice) = home(Flavour::Moonraker).await;
     alice.link_first().await.unwrap();
-    eventually("agent linked", || agent.token().is_some()).await;
-    assert_eq!(
-        link_state(&server, "alice", &agent.instance()),
-        LinkState::Linked
-    );
+    until_linked(&server, &agent).await;
 }
 
 #[tokio::test]
@@ -303,11 +328,7 @@ async fn passcode_guessing_ends_in_lockout_and_a_passcode_is_never_a_link_code()
         .claim_passcode(&passcode)
         .await
         .unwrap();
-    eventually("agent linked", || agent.token().is_some()).await;
-    assert_eq!(
-        link_state(&server, "alice", &agent.instance()),
-        LinkState::Linked
-    );
+    until_linked(&server, &agent).await;
 }
 
 // ───────────────────────────── the core's attacks on the Obico wire ─────────────────────────────
@@ -343,10 +364,7 @@ async fn attack_spoofed_x_forwarded_for_is_not_believed() {
 
 #[tokio::test]
 async fn attack_cross_network_discovery_link_and_hijack_are_refused() {
-    let (server, url) = start_server(config()).await;
-    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
-    let alice = linker(&url, ALICE, HOME);
-    wait_visible(&alice, 1).await;
+    let (server, url, agent, alice) = home(Flavour::OctoPrint).await;
     let mallory = linker(&url, MALLORY, ELSEWHERE);
     // Another network sees nothing and cannot link, even with the right secret.
     assert!(discovered(&mallory).await.is_empty());
@@ -373,28 +391,20 @@ async fn attack_cross_network_discovery_link_and_hijack_are_refused() {
     );
     assert!(agent.stopped().is_none(), "the real agent received nothing");
     alice.link_first().await.unwrap();
-    eventually("agent linked", || agent.token().is_some()).await;
-    assert_eq!(
-        link_state(&server, "alice", &agent.instance()),
-        LinkState::Linked
-    );
+    until_linked(&server, &agent).await;
 }
 
 #[tokio::test]
 async fn attack_malformed_secrets_and_unknown_agents_count_toward_lockout() {
-    let (server, url) = start_server(config()).await;
-    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
-    let alice = linker(&url, ALICE, HOME);
-    wait_visible(&alice, 1).await;
+    let (server, url, agent, _alice) = home(Flavour::OctoPrint).await;
     let http = client(PROXY, Some(HOME));
     let link = |secret: &str| json!({"code": "123456", "device_id": agent.device_id, "device_secret": secret});
     let post = |body: Value| {
-        raw(
-            reqwest::Method::POST,
+        post(
             &http,
             format!("{url}/api/v1/printer_discovery/"),
             Some(MALLORY),
-            Some(body),
+            body,
         )
     };
     // Obico's shape for a missing field.
@@ -481,10 +491,7 @@ async fn attack_code_brute_force_ends_in_lockout_and_spares_the_right_code() {
 
 #[tokio::test]
 async fn attack_replay_after_linking_is_refused() {
-    let (server, url) = start_server(config()).await;
-    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
-    let alice = linker(&url, ALICE, HOME);
-    wait_visible(&alice, 1).await;
+    let (server, url, agent, alice) = home(Flavour::OctoPrint).await;
     alice.link_first().await.unwrap();
     eventually("agent linked", || agent.token().is_some()).await;
     // A copy of the agent (same device_id, same network) does not reappear.
@@ -513,24 +520,14 @@ async fn attack_replay_after_linking_is_refused() {
 /// `--profile obico`.
 async fn start_both(config: ServerConfig, obico: ObicoConfig) -> (SharedServer, String) {
     let server = Arc::new(Server::new(config).expect("server config"));
-    let auth: Arc<BearerTokens> = Arc::new(BearerTokens::new(vec![(
-        ALICE.into(),
-        AccountId::new("alice").unwrap(),
-    )]));
+    let auth = support::net::bearer(&[(ALICE, "alice")]);
     let core = lanlink::http::server::router(
         Arc::clone(&server),
         auth.clone(),
         lanlink::http::DEFAULT_PREFIX,
     );
     let app = core.merge(obico::server::router(Arc::clone(&server), auth, obico).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(
-        listener,
-        app,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let addr = support::net::serve_on_loopback(app, ServeConfig::default()).await;
     (server, format!("http://{addr}"))
 }
 
@@ -546,24 +543,12 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
     let http = client(PROXY, Some(HOME));
     let mut rng = lanlink::os_rng();
     let id = InstanceId::generate(&mut rng);
-    let poll = json!({
-        "device_id": obico::device_id(&id),
-        "host_or_ip": "192.168.1.50",
-        "port": 5000,
-        "hostname": "octopi",
-        "rpi_model": "Raspberry Pi 3",
-        "agent": "Obico for OctoPrint",
-        "plugin_version": "2.5.0",
-    });
+    let poll = poll_body(
+        &id,
+        ["octopi", "Raspberry Pi 3", "Obico for OctoPrint", "2.5.0"],
+    );
     let unlinked = format!("{url}/api/v1/octo/unlinked/");
-    let (status, _) = raw(
-        reqwest::Method::POST,
-        &http,
-        unlinked.clone(),
-        None,
-        Some(poll.clone()),
-    )
-    .await;
+    let (status, _) = post(&http, unlinked.clone(), None, poll.clone()).await;
     assert_eq!(status, 200);
     let presence = |server: &SharedServer| network(server, HOME).unwrap().presences[0].clone();
     let before = presence(&server);
@@ -582,14 +567,7 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
     );
     let body: Value = serde_json::from_slice(&lanlink::wire::encode(&announce)).unwrap();
     let core_url = format!("{url}{}/agent/announce", lanlink::http::DEFAULT_PREFIX);
-    let (status, reply) = raw(
-        reqwest::Method::POST,
-        &http,
-        core_url.clone(),
-        None,
-        Some(body),
-    )
-    .await;
+    let (status, reply) = post(&http, core_url.clone(), None, body).await;
     assert_eq!(
         (status, reply["error"].as_str()),
         (403, Some("forged_instance")),
@@ -606,16 +584,9 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
     let secret = hex(&[0x5a; 32]);
     let link = json!({"device_id": obico::device_id(&id), "device_secret": secret});
     let discovery = format!("{url}/api/v1/printer_discovery/");
-    let (status, _) = raw(
-        reqwest::Method::POST,
-        &http,
-        discovery,
-        Some(ALICE),
-        Some(link),
-    )
-    .await;
+    let (status, _) = post(&http, discovery, Some(ALICE), link).await;
     assert_eq!(status, 200);
-    let (status, stolen) = raw(reqwest::Method::POST, &http, unlinked, None, Some(poll)).await;
+    let (status, stolen) = post(&http, unlinked, None, poll).await;
     assert_eq!(status, 200);
     assert!(
         !stolen.to_string().contains(&secret),
@@ -634,7 +605,7 @@ async fn attack_core_announce_with_the_unverified_mark_cannot_reset_the_poll_gap
         m
     };
     let body: Value = serde_json::from_slice(&lanlink::wire::encode(&fake)).unwrap();
-    let (status, reply) = raw(reqwest::Method::POST, &http, core_url, None, Some(body)).await;
+    let (status, reply) = post(&http, core_url, None, body).await;
     assert_eq!(
         (status, reply["error"].as_str()),
         (403, Some("forged_instance")),
@@ -651,24 +622,17 @@ async fn hidden_characters_in_an_agents_name_are_dropped_and_it_still_links() {
     let (server, url) = start_server(config()).await;
     let http = client(PROXY, Some(HOME));
     let id = InstanceId::generate(&mut lanlink::os_rng());
-    let poll = json!({
-        "device_id": obico::device_id(&id),
-        "host_or_ip": "192.168.1.50",
-        "port": 5000,
-        "hostname": "vo\u{202E}ron\u{200D}",
-        "rpi_model": "Raspberry\u{00AD} Pi 4\u{FE0F}",
-        "agent": "\u{2066}moonraker_obico\u{2069}",
-        "plugin_version": "2.5.0\u{200B}",
-    });
+    let poll = poll_body(
+        &id,
+        [
+            "vo\u{202E}ron\u{200D}",
+            "Raspberry\u{00AD} Pi 4\u{FE0F}",
+            "\u{2066}moonraker_obico\u{2069}",
+            "2.5.0\u{200B}",
+        ],
+    );
     let unlinked = format!("{url}/api/v1/octo/unlinked/");
-    let (status, _) = raw(
-        reqwest::Method::POST,
-        &http,
-        unlinked.clone(),
-        None,
-        Some(poll.clone()),
-    )
-    .await;
+    let (status, _) = post(&http, unlinked.clone(), None, poll.clone()).await;
     assert_eq!(status, 200);
     let info = network(&server, HOME).unwrap().presences[0].info.clone();
     assert_eq!(
@@ -689,7 +653,7 @@ async fn hidden_characters_in_an_agents_name_are_dropped_and_it_still_links() {
     let secret = lanlink::LocalSecret::from_hex(&hex(&[0x3c; 32])).unwrap();
     alice.link(&id, &secret).await.unwrap();
     tokio::time::sleep(POLL).await;
-    let (status, reply) = raw(reqwest::Method::POST, &http, unlinked, None, Some(poll)).await;
+    let (status, reply) = post(&http, unlinked, None, poll).await;
     assert_eq!(status, 200);
     assert_eq!(
         reply["messages"][0]["data"]["secret"],
@@ -811,14 +775,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
         for (host, port) in agents {
             let id = InstanceId::generate(&mut rng);
             server
-                .obico_unlinked_now(
-                    t(0),
-                    &mut rng,
-                    &obico,
-                    home,
-                    ForwardedHeaders::NONE,
-                    &at(id, host, *port),
-                )
+                .obico_poll_now(t(0), &mut rng, &obico, home, &at(id, host, *port))
                 .unwrap();
         }
         assert_eq!(shown(&server, 10), expected, "{agents:?}");
@@ -828,14 +785,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
     for port in [80, 7125] {
         let id = InstanceId::generate(&mut rng);
         server
-            .obico_unlinked_now(
-                t(0),
-                &mut rng,
-                &obico,
-                home,
-                ForwardedHeaders::NONE,
-                &at(id, "192.168.1.20", port),
-            )
+            .obico_poll_now(t(0), &mut rng, &obico, home, &at(id, "192.168.1.20", port))
             .unwrap();
     }
     assert_eq!(shown(&server, 10), 0);
@@ -844,14 +794,7 @@ fn the_one_host_exception_needs_one_host_distinct_ports_and_only_obico_agents() 
     for port in [80, 7125] {
         let id = InstanceId::generate(&mut rng);
         server
-            .obico_unlinked_now(
-                t(0),
-                &mut rng,
-                &obico,
-                home,
-                ForwardedHeaders::NONE,
-                &at(id, "192.168.1.20", port),
-            )
+            .obico_poll_now(t(0), &mut rng, &obico, home, &at(id, "192.168.1.20", port))
             .unwrap();
     }
     let key = lanlink::secret::PresenceKey::from_bytes([5; 32]);
@@ -923,12 +866,11 @@ async fn user_routes_need_an_account_and_bodies_are_checked() {
     )
     .await;
     assert_eq!((status, body), (401, json!({"detail": "unauthorized"})));
-    let (status, _) = raw(
-        reqwest::Method::POST,
+    let (status, _) = post(
         &http,
         format!("{url}/api/v1/one_time_passcodes/"),
         Some("wrong-token-0123456789"),
-        Some(json!({})),
+        json!({}),
     )
     .await;
     assert_eq!(status, 401);
@@ -938,24 +880,22 @@ async fn user_routes_need_an_account_and_bodies_are_checked() {
         "9f0c3b5e-2a7d-4e1f-8b6c-0d2e4f6a8b0c",
         "9f0c3b5e2a7d1e1f8b6c0d2e4f6a8b0c",
     ] {
-        let (status, _) = raw(
-            reqwest::Method::POST,
+        let (status, _) = post(
             &http,
             format!("{url}/api/v1/octo/unlinked/"),
             None,
-            Some(json!({"device_id": id, "host_or_ip": "192.168.1.5", "port": 80})),
+            json!({"device_id": id, "host_or_ip": "192.168.1.5", "port": 80}),
         )
         .await;
         assert_eq!(status, 400, "{id}");
     }
     // A public host_or_ip is dropped as Obico drops it, and the poll is still 200.
     let id = obico::device_id(&InstanceId::generate(&mut lanlink::os_rng()));
-    let (status, body) = raw(
-        reqwest::Method::POST,
+    let (status, body) = post(
         &http,
         format!("{url}/api/v1/octo/unlinked/"),
         None,
-        Some(json!({"device_id": id, "host_or_ip": "8.8.8.8", "port": 80})),
+        json!({"device_id": id, "host_or_ip": "8.8.8.8", "port": 80}),
     )
     .await;
     assert_eq!((status, body), (200, json!({"messages": []})));
@@ -980,14 +920,10 @@ async fn the_discovery_route_counts_each_account_toward_the_shared_network_judge
             .collect(),
     ));
     let app = obico::server::router(Arc::clone(&server), auth, ObicoConfig::default()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        listener,
-        app,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let url = format!(
+        "http://{}",
+        support::net::serve_on_loopback(app, ServeConfig::default()).await
+    );
     let http = client(PROXY, Some(HOME));
     let shared = || {
         network(&server, HOME).and_then(|record| {
@@ -1015,10 +951,7 @@ async fn the_discovery_route_counts_each_account_toward_the_shared_network_judge
 /// nothing. The web app's own request (JSON, Obico's web app sends nothing else) still links.
 #[tokio::test]
 async fn user_posts_not_json_or_from_another_origin_are_refused() {
-    let (server, url) = start_server(config()).await;
-    let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
-    let alice = linker(&url, ALICE, HOME);
-    wait_visible(&alice, 1).await;
+    let (server, url, agent, _alice) = home(Flavour::OctoPrint).await;
     let http = client(PROXY, Some(HOME));
     let post = |path: &str, content_type: Option<&str>, origin: Option<&str>, body: &Value| {
         let mut request = http
@@ -1109,14 +1042,7 @@ fn flicker(obico: &ObicoConfig) -> usize {
         let now_ms = step * 100;
         if now_ms >= next_poll {
             server
-                .obico_unlinked_now(
-                    t(now_ms),
-                    &mut rng,
-                    obico,
-                    home,
-                    ForwardedHeaders::NONE,
-                    &poll(id),
-                )
+                .obico_poll_now(t(now_ms), &mut rng, obico, home, &poll(id))
                 .unwrap();
             // Request time varies from 0 to 2.5 s, as on a slow Pi.
             next_poll = now_ms + 5000 + (step * 700) % 2600;
@@ -1170,14 +1096,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         .clone();
     // An Obico poll naming the verified agent's id changes nothing (and is still answered).
     let reply = server
-        .obico_unlinked_now(
-            t(10),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &poll(id),
-        )
+        .obico_poll_now(t(10), &mut rng, &obico, home, &poll(id))
         .unwrap();
     assert!(reply.message.is_none());
     let record = server
@@ -1201,14 +1120,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
         .is_empty());
     let obico_id = InstanceId::generate(&mut rng);
     server
-        .obico_unlinked_now(
-            t(30),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &poll(obico_id),
-        )
+        .obico_poll_now(t(30), &mut rng, &obico, home, &poll(obico_id))
         .unwrap();
     let core = server
         .discover_now(t(40), home, ForwardedHeaders::NONE)
@@ -1231,14 +1143,7 @@ fn an_obico_poll_cannot_touch_a_verified_agent_and_a_changed_poll_contests() {
     let mut moved = poll(obico_id);
     moved.endpoint = Some((ip("192.168.1.99"), 5000));
     server
-        .obico_unlinked_now(
-            t(50),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &moved,
-        )
+        .obico_poll_now(t(50), &mut rng, &obico, home, &moved)
         .unwrap();
     assert!(server
         .obico_discover_now(t(60), &viewer(), home, ForwardedHeaders::NONE)
@@ -1272,14 +1177,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
     // moonraker-obico polls for up to 4 hours; auto-discovery ends after 10 minutes.
     while now <= 11 * 60 * 1000 {
         let reply = server
-            .obico_unlinked_now(
-                t(now),
-                &mut rng,
-                &obico,
-                home,
-                ForwardedHeaders::NONE,
-                &with_passcode,
-            )
+            .obico_poll_now(t(now), &mut rng, &obico, home, &with_passcode)
             .unwrap();
         let shown = reply
             .passcode
@@ -1317,14 +1215,7 @@ fn an_obico_presence_is_cut_off_after_the_window_but_its_polls_are_still_answere
         )
         .unwrap();
     let reply = server
-        .obico_unlinked_now(
-            t(now + 2000),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &with_passcode,
-        )
+        .obico_poll_now(t(now + 2000), &mut rng, &obico, home, &with_passcode)
         .unwrap();
     let code = reply
         .passcode
@@ -1360,14 +1251,7 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
     let mut agent_poll = poll(InstanceId::generate(&mut rng));
     agent_poll.one_time_passcode = Some(String::new());
     let first = server
-        .obico_unlinked_now(
-            t(0),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &agent_poll,
-        )
+        .obico_poll_now(t(0), &mut rng, &obico, home, &agent_poll)
         .unwrap()
         .passcode
         .unwrap();
@@ -1379,14 +1263,7 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
     let mut other = poll(InstanceId::generate(&mut rng));
     other.one_time_passcode = Some(passcode.clone());
     let theirs = server
-        .obico_unlinked_now(
-            t(100),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &other,
-        )
+        .obico_poll_now(t(100), &mut rng, &obico, home, &other)
         .unwrap()
         .passcode
         .unwrap();
@@ -1403,41 +1280,20 @@ fn a_claimed_code_is_handed_over_once_then_the_passcode_is_replaced() {
         )
         .unwrap();
     let elsewhere = server
-        .obico_unlinked_now(
-            t(300),
-            &mut rng,
-            &obico,
-            ip(ELSEWHERE),
-            ForwardedHeaders::NONE,
-            &agent_poll,
-        )
+        .obico_poll_now(t(300), &mut rng, &obico, ip(ELSEWHERE), &agent_poll)
         .unwrap()
         .passcode
         .unwrap();
     assert!(elsewhere.verification_code.is_none());
     let handed = server
-        .obico_unlinked_now(
-            t(2000),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &agent_poll,
-        )
+        .obico_poll_now(t(2000), &mut rng, &obico, home, &agent_poll)
         .unwrap()
         .passcode
         .unwrap();
     assert_eq!(handed.one_time_passcode.expose(), passcode);
     assert!(handed.verification_code.is_some());
     let next = server
-        .obico_unlinked_now(
-            t(4000),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &agent_poll,
-        )
+        .obico_poll_now(t(4000), &mut rng, &obico, home, &agent_poll)
         .unwrap()
         .passcode
         .unwrap();
@@ -1461,7 +1317,7 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
         let copy = poll(id);
         for at in [0, 2000] {
             server
-                .obico_unlinked_now(t(at), &mut rng, obico, home, ForwardedHeaders::NONE, &copy)
+                .obico_poll_now(t(at), &mut rng, obico, home, &copy)
                 .unwrap();
         }
         let alice = AccountId::new("alice").unwrap();
@@ -1478,26 +1334,12 @@ fn a_copied_poll_between_the_agents_polls_contests_the_presence_and_withholds_th
             )
             .unwrap();
         let stolen = server
-            .obico_unlinked_now(
-                t(2600),
-                &mut rng,
-                obico,
-                home,
-                ForwardedHeaders::NONE,
-                &copy,
-            )
+            .obico_poll_now(t(2600), &mut rng, obico, home, &copy)
             .unwrap()
             .message
             .is_some();
         let delivered = server
-            .obico_unlinked_now(
-                t(4000),
-                &mut rng,
-                obico,
-                home,
-                ForwardedHeaders::NONE,
-                &copy,
-            )
+            .obico_poll_now(t(4000), &mut rng, obico, home, &copy)
             .unwrap()
             .message
             .is_some();
@@ -1526,14 +1368,7 @@ fn a_passcode_record_cannot_be_redeemed_through_the_lanlink_route_either() {
     let mut agent_poll = poll(id);
     agent_poll.one_time_passcode = Some(String::new());
     let passcode = server
-        .obico_unlinked_now(
-            t(0),
-            &mut rng,
-            &obico,
-            home,
-            ForwardedHeaders::NONE,
-            &agent_poll,
-        )
+        .obico_poll_now(t(0), &mut rng, &obico, home, &agent_poll)
         .unwrap()
         .passcode
         .unwrap()
@@ -1583,14 +1418,7 @@ fn ipv6_clients_are_grouped_by_prefix_not_matched_exactly() {
     let mut rng = lanlink::os_rng();
     let id = InstanceId::generate(&mut rng);
     server
-        .obico_unlinked_now(
-            t(0),
-            &mut rng,
-            &obico,
-            ip("2001:db8:1:2::10"),
-            ForwardedHeaders::NONE,
-            &poll(id),
-        )
+        .obico_poll_now(t(0), &mut rng, &obico, ip("2001:db8:1:2::10"), &poll(id))
         .unwrap();
     let shown = server
         .obico_discover_now(
@@ -1826,12 +1654,11 @@ async fn a_poll_through_a_misconfigured_proxy_chain_is_5xx_and_the_agent_keeps_p
     eventually("three polls", || agent.state(|s| s.polls >= 3)).await;
     assert_eq!(agent.stopped(), None, "the agent still discovers");
     let body = agent.body();
-    let (status, reply) = raw(
-        reqwest::Method::POST,
+    let (status, reply) = post(
         &client(PROXY, None),
         format!("{url}/api/v1/octo/unlinked/"),
         None,
-        Some(body.clone()),
+        body.clone(),
     )
     .await;
     assert_eq!(
@@ -2011,14 +1838,7 @@ async fn the_listing_shows_what_obicos_web_app_shows_bounded() {
     });
     let elsewhere = client(PROXY, Some(ELSEWHERE));
     let unlinked = format!("{url}/api/v1/octo/unlinked/");
-    let (status, _) = raw(
-        reqwest::Method::POST,
-        &elsewhere,
-        unlinked.clone(),
-        None,
-        Some(body.clone()),
-    )
-    .await;
+    let (status, _) = post(&elsewhere, unlinked.clone(), None, body.clone()).await;
     assert_eq!(status, 200);
     let start = tokio::time::Instant::now();
     let shown = loop {
@@ -2043,14 +1863,7 @@ async fn the_listing_shows_what_obicos_web_app_shows_bounded() {
     tokio::time::sleep(POLL).await;
     let mut changed = body;
     changed["octopi_version"] = "1.0.1".into();
-    raw(
-        reqwest::Method::POST,
-        &elsewhere,
-        unlinked,
-        None,
-        Some(changed),
-    )
-    .await;
+    post(&elsewhere, unlinked, None, changed).await;
     let (_, list) = raw(
         reqwest::Method::GET,
         &elsewhere,
@@ -2096,10 +1909,7 @@ impl obico::tokens::PrinterTokens for FailsOnce {
 #[tokio::test]
 async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_links() {
     let server = Arc::new(Server::new(config()).expect("server config"));
-    let auth = Arc::new(BearerTokens::new(vec![(
-        ALICE.into(),
-        AccountId::new("alice").unwrap(),
-    )]));
+    let auth = support::net::bearer(&[(ALICE, "alice")]);
     let tokens = Arc::new(FailsOnce {
         failed: std::sync::atomic::AtomicBool::new(false),
         inner: obico::tokens::MemoryTokens::default(),
@@ -2111,14 +1921,10 @@ async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_link
         tokens.clone(),
     )
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        listener,
-        app,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let url = format!(
+        "http://{}",
+        support::net::serve_on_loopback(app, ServeConfig::default()).await
+    );
     let code = {
         let now = DateTime::<Utc>::from(std::time::SystemTime::now());
         let alice = AccountId::new("alice").unwrap();
@@ -2167,14 +1973,7 @@ fn passcode_lookups_are_charged_before_the_check_and_the_agents_own_are_refunded
         let mut p = agent_poll.clone();
         p.one_time_passcode = Some(shown.to_owned());
         server
-            .obico_unlinked_now(
-                t(at),
-                &mut lanlink::os_rng(),
-                &obico,
-                home,
-                ForwardedHeaders::NONE,
-                &p,
-            )
+            .obico_poll_now(t(at), &mut lanlink::os_rng(), &obico, home, &p)
             .unwrap()
             .passcode
     };
@@ -2245,12 +2044,11 @@ fn live_passcodes_are_capped_in_total() {
         let mut p = poll(InstanceId::generate(&mut rng));
         p.one_time_passcode = Some(String::new());
         let reply = server
-            .obico_unlinked_now(
+            .obico_poll_now(
                 t(0),
                 &mut rng,
                 &obico,
                 ip(&format!("198.51.100.{}", n + 1)),
-                ForwardedHeaders::NONE,
                 &p,
             )
             .unwrap();
@@ -2261,14 +2059,7 @@ fn live_passcodes_are_capped_in_total() {
     let mut p = poll(InstanceId::generate(&mut rng));
     p.one_time_passcode = Some(String::new());
     let reply = server
-        .obico_unlinked_now(
-            t(11 * 60 * 1000),
-            &mut rng,
-            &obico,
-            ip("198.51.100.9"),
-            ForwardedHeaders::NONE,
-            &p,
-        )
+        .obico_poll_now(t(11 * 60 * 1000), &mut rng, &obico, ip("198.51.100.9"), &p)
         .unwrap();
     assert!(reply.passcode.is_some());
 }

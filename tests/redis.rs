@@ -8,21 +8,21 @@
 
 mod support;
 
-use support::held::Held;
+use support::burst::{burst, code_of, link_burst, patient_linker};
 use support::instance::{server_binary, Instance};
 use support::redis_server::{have, Redis, RedisNames};
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
-use lanlink::agent::{Agent, AgentConfig, AgentStatus};
-use lanlink::driver::{run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::agent::{AgentConfig, AgentStatus};
+use lanlink::driver::{run_agent, DriverConfig, SharedAgent};
 use lanlink::event::RequestKind;
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::router;
-use lanlink::http::{self, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig};
 use lanlink::server::{
@@ -32,6 +32,7 @@ use lanlink::server::{
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, DeviceInfo, InstanceId, LinkCode, LocalSecret, PublicNetwork, Refusal};
+use support::linking::link_first;
 
 const TOKEN: &str = "alice-test-token";
 
@@ -81,22 +82,11 @@ impl Instance {
 }
 
 async fn start_agent(name: &str) -> (SharedAgent, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let info = DeviceInfo::new(name, "test", "lanlink-test", "0.1.0").expect("info");
-    let config = AgentConfig::new(addr.ip(), addr.port(), info).window(Duration::from_secs(120));
-    let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).expect("agent");
-    let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    let endpoint = http::agent::router(Arc::clone(&agent), DEFAULT_PREFIX);
-    tokio::spawn(http::serve(
-        listener,
-        endpoint,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    (agent, addr)
+    support::net::start_agent(|addr| {
+        let info = DeviceInfo::new(name, "test", "lanlink-test", "0.1.0").expect("info");
+        AgentConfig::new(addr.ip(), addr.port(), info).window(Duration::from_secs(120))
+    })
+    .await
 }
 
 fn quick_driver() -> DriverConfig {
@@ -110,13 +100,6 @@ fn quick_driver() -> DriverConfig {
 /// An announcement with known keys (`n` picks them).
 fn announcement(n: u32) -> (Announce, LocalSecret) {
     support::announcement(n, "192.168.1.50")
-}
-
-fn code_of(err: &TransportError) -> Option<(u16, &str)> {
-    match err {
-        TransportError::Refused { status, code } => Some((*status, code.as_str())),
-        _ => None,
-    }
 }
 
 fn network(text: &str) -> PublicNetwork {
@@ -145,14 +128,7 @@ async fn agent_on_one_instance_linker_on_another() {
     let mut linker = Linker::without_nonce(LinkerConfig::default(), Instant::now());
     let linked = tokio::time::timeout(
         Duration::from_secs(30),
-        run_linker(
-            &mut linker,
-            &client,
-            &client,
-            &quick_driver(),
-            |agents| agents.first().map(|a| a.instance_id),
-            |_| {},
-        ),
+        link_first(&mut linker, &client, &quick_driver(), |_| {}),
     )
     .await
     .expect("the linker finishes");
@@ -318,10 +294,30 @@ async fn concurrent_failures_are_counted_exactly() {
         .announce(wall_now(), network("203.0.113.7"), &x)
         .await
         .expect("announce");
+    let tasks = guess_burst(&services, peer);
+    let (mut wrong, mut contention) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Err(Refusal::WrongSecret) => wrong += 1,
+            Err(Refusal::Store(lanlink::server::StoreError::Contention)) => contention += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wrong + contention, 200);
+    let failures = failures_of(services[1].store(), network("203.0.113.7")).await;
+    assert_charged(failures, wrong, contention);
+}
+
+/// 200 concurrent wrong guesses by alice from `peer` at the secret of `x_id()`, split over the
+/// two `services`: one task each.
+fn guess_burst(
+    services: &Arc<[Server<Records<RedisStore>>; 2]>,
+    peer: std::net::IpAddr,
+) -> Vec<tokio::task::JoinHandle<Result<lanlink::wire::LinkStatusReply, Refusal>>> {
     let alice = AccountId::new("alice").expect("account");
-    let tasks: Vec<_> = (0..200u32)
+    (0..200u32)
         .map(|n| {
-            let services = Arc::clone(&services);
+            let services = Arc::clone(services);
             let alice = alice.clone();
             tokio::spawn(async move {
                 let guess =
@@ -335,18 +331,7 @@ async fn concurrent_failures_are_counted_exactly() {
                     .await
             })
         })
-        .collect();
-    let (mut wrong, mut contention) = (0, 0);
-    for task in tasks {
-        match task.await.expect("task") {
-            Err(Refusal::WrongSecret) => wrong += 1,
-            Err(Refusal::Store(lanlink::server::StoreError::Contention)) => contention += 1,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(wrong + contention, 200);
-    let failures = failures_of(services[1].store(), network("203.0.113.7")).await;
-    assert_charged(failures, wrong, contention);
+        .collect()
 }
 
 /// The wrong guesses charged at `network`'s own address (its finest budget level), read from
@@ -443,24 +428,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
         .announce(wall_now(), away, &x)
         .await
         .expect("announce");
-    let alice = AccountId::new("alice").expect("account");
-    let tasks: Vec<_> = (0..200u32)
-        .map(|n| {
-            let services = Arc::clone(&services);
-            let alice = alice.clone();
-            tokio::spawn(async move {
-                let guess =
-                    LinkRequest::new(x_id(), LocalSecret::from_bytes([(n % 250) as u8 + 3; 32]));
-                let service = &services[(n % 2) as usize];
-                let network =
-                    service.caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)?;
-                let user = User::new(alice);
-                service
-                    .link(wall_now(), &mut lanlink::os_rng(), network, &user, guess)
-                    .await
-            })
-        })
-        .collect();
+    let tasks = guess_burst(&services, peer);
     for task in tasks {
         match task.await.expect("task") {
             // A guess admitted before the lockout and checked after it finds the network marked
@@ -479,7 +447,7 @@ async fn concurrent_announces_all_land_and_lockout_holds() {
         let network = service
             .caller(RequestKind::Link, peer, lanlink::ForwardedHeaders::NONE)
             .expect("a public peer");
-        let user = User::new(alice.clone());
+        let user = User::new(AccountId::new("alice").expect("account"));
         let refused = service
             .link(wall_now(), &mut lanlink::os_rng(), network, &user, right)
             .await;
@@ -944,51 +912,6 @@ async fn a_remembered_record_updates_in_one_round_trip() {
     assert_eq!(failures_of(&other, network("203.0.113.9")).await, 5);
 }
 
-/// Sends 300 concurrent guesses (`guess(n, right)`), split between two server processes sharing
-/// one Redis, the right answer at a random place; returns (checked, right answered ok).
-async fn burst<F, Fut>(guess: F) -> (usize, bool)
-where
-    F: Fn(usize, bool) -> Fut,
-    Fut: std::future::Future<Output = Result<(), TransportError>> + Send + 'static,
-{
-    let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..300usize);
-    let tasks: Vec<_> = (0..300usize)
-        .map(|n| tokio::spawn(guess(n, n == right_at)))
-        .collect();
-    let (mut checked, mut right_ok) = (0, false);
-    for (n, task) in tasks.into_iter().enumerate() {
-        let result = task.await.expect("task");
-        match &result {
-            Ok(()) => {
-                assert_eq!(n, right_at, "only the right answer is accepted");
-                right_ok = true;
-                checked += 1;
-            }
-            Err(err) => match code_of(err) {
-                // Once the right secret is accepted, the agent is linking: later guesses read
-                // `already_linking` (checked, and charged as failures like wrong secrets).
-                Some((403 | 404, "invalid_code" | "wrong_secret"))
-                | Some((409, "already_linking")) => checked += 1,
-                // A guess admitted before the lockout and checked after it finds the network
-                // judged shared (the failures signal): refused unchecked, like a lockout.
-                Some((429, "locked_out"))
-                | Some((409, "shared_network"))
-                | Some((503, "store_contention")) => {}
-                _ => panic!("unexpected {err:?}"),
-            },
-        }
-    }
-    (checked, right_ok)
-}
-
-fn patient_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
 /// 300 concurrent redemptions from one address over HTTP on two processes sharing Redis, the
 /// victim's right manual code at a random place in the burst: at most the threshold (5) are
 /// checked, whatever the interleaving across the two instances; a right code after them is
@@ -1000,13 +923,7 @@ async fn a_redemption_burst_over_two_processes_checks_at_most_the_threshold() {
     }
     let redis = Redis::start();
     let instances = [Instance::start(&redis).await, Instance::start(&redis).await];
-    let linker = HttpLinkerClient::with_client(
-        patient_client(),
-        &instances[1].base(),
-        DEFAULT_PREFIX,
-        DEFAULT_PREFIX,
-        TOKEN,
-    );
+    let linker = patient_linker(&instances[1].base(), TOKEN);
     let right = linker.mint_code().await.expect("mint").code;
     let agents: Arc<Vec<HttpAgentClient>> = Arc::new(
         instances
@@ -1014,7 +931,7 @@ async fn a_redemption_burst_over_two_processes_checks_at_most_the_threshold() {
             .map(|i| HttpAgentClient::new(&i.base()).expect("client"))
             .collect(),
     );
-    let (checked, linked) = burst(|n, is_right| {
+    let tally = burst(300, |n, is_right| {
         let agents = Arc::clone(&agents);
         let code = if is_right {
             right.clone()
@@ -1027,6 +944,7 @@ async fn a_redemption_burst_over_two_processes_checks_at_most_the_threshold() {
         }
     })
     .await;
+    let (checked, linked) = (tally.checked, tally.right_ok);
     println!("redemption burst over two processes: {checked} checked, right code linked: {linked}");
     // The right answer, when admitted, is checked too (and refunded): wrong ones stay at most 5.
     let wrong_checked = checked - usize::from(linked);
@@ -1043,34 +961,9 @@ async fn a_link_burst_over_two_processes_checks_at_most_the_threshold() {
     }
     let redis = Redis::start();
     let instances = [Instance::start(&redis).await, Instance::start(&redis).await];
-    let (x, secret) = announcement(1);
-    HttpAgentClient::new(&instances[0].base())
-        .expect("client")
-        .announce(&x)
-        .await
-        .expect("announce");
-    let linkers: Arc<Vec<HttpLinkerClient>> = Arc::new(
-        instances
-            .iter()
-            .map(|i| {
-                let (base, prefix) = (i.base(), DEFAULT_PREFIX);
-                HttpLinkerClient::with_client(patient_client(), &base, prefix, prefix, TOKEN)
-            })
-            .collect(),
-    );
-    let (checked, accepted) = burst(|n, is_right| {
-        let linkers = Arc::clone(&linkers);
-        let local_secret = if is_right {
-            secret.clone()
-        } else {
-            LocalSecret::from_bytes([(n % 250) as u8 + 3; 32])
-        };
-        async move {
-            let guess = LinkRequest::new(x_id(), local_secret);
-            linkers[n % 2].link(&guess).await.map(|_| ())
-        }
-    })
-    .await;
+    let bases = instances.each_ref().map(Instance::base);
+    let tally = link_burst(&bases, TOKEN, announcement(1), 300).await;
+    let (checked, accepted) = (tally.checked, tally.right_ok);
     println!("link burst over two processes: {checked} checked, right secret accepted: {accepted}");
     // The right answer, when admitted, is checked too (and refunded): wrong ones stay at most 5.
     let wrong_checked = checked - usize::from(accepted);
@@ -1208,27 +1101,6 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
         return;
     }
     let redis = Redis::start();
-    let held = Arc::new(Held::new(store(&redis).await));
-    let first = Server::with_store(ServerConfig::default(), held.clone(), Events::discard())
-        .expect("config");
-    let second = service(&redis, ServerConfig::default()).await;
-    let alice = AccountId::new("alice").expect("account");
-    let none = lanlink::ForwardedHeaders::NONE;
-    let (v4, v6): (std::net::IpAddr, std::net::IpAddr) = (
-        "203.0.113.7".parse().expect("ip"),
-        "2001:db8:7:1::20".parse().expect("ip"),
-    );
-    let (x, secret) = announcement(7);
-    for from in [v4, v6] {
-        let network = second
-            .caller(RequestKind::Announce, from, none)
-            .expect("a public peer");
-        second
-            .announce(wall_now(), network, &x)
-            .await
-            .expect("announce");
-    }
-    let request = || LinkRequest::new(x.instance_id, secret.clone());
     let codes = || {
         redis
             .dump()
@@ -1236,43 +1108,13 @@ async fn a_failed_link_lets_go_of_its_claim_in_redis() {
             .filter(|(key, _)| key.contains(":code:"))
             .count()
     };
-    // Charge, charge, check, claim, create the code: call 5 is the accepting write.
-    let (paused, resume) = held.pause_in(5);
-    let racing = {
-        let mut m = x.clone();
-        m.commitment = LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id);
-        m
-    };
-    let mut rng = lanlink::os_rng();
-    let user = User::new(alice.clone());
-    let home_v4 = first
-        .caller(RequestKind::Link, v4, none)
-        .expect("a public peer");
-    let (refused, ()) = tokio::join!(
-        first.link(wall_now(), &mut rng, home_v4, &user, request()),
-        async {
-            paused.await.expect("the accept waits");
-            assert_eq!(codes(), 2, "the claim and the link's code");
-            let _ = second.announce(wall_now(), home_v4, &racing).await;
-            resume.send(()).expect("resume");
-        }
-    );
-    assert_eq!(refused.map(|_| ()), Err(Refusal::AgentContested));
-    assert_eq!(codes(), 0, "the claim is deleted with the link's code");
-    let home_v6 = second
-        .caller(RequestKind::Link, v6, none)
-        .expect("a public peer");
-    let linked = second
-        .link(
-            wall_now(),
-            &mut lanlink::os_rng(),
-            home_v6,
-            &user,
-            request(),
-        )
-        .await
-        .expect("the other network links at once");
-    assert_eq!(linked.state, LinkState::Pending);
+    support::failed_link::a_failed_link_lets_go_of_its_claim(
+        store(&redis).await,
+        store(&redis).await,
+        announcement(7),
+        Some(&codes),
+    )
+    .await;
 }
 
 /// The store over bytes on one Redis node: one round trip per `GET`, `MGET` and swap; a swap

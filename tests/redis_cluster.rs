@@ -11,18 +11,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lanlink::event::RequestKind;
 use lanlink::http::client::{HttpAgentClient, HttpLinkerClient};
 use lanlink::http::server::{log_event, router};
 use lanlink::http::{BearerTokens, DEFAULT_PREFIX};
 use lanlink::server::redis::{RedisStore, RedisStoreConfig};
-use lanlink::server::{Events, Records, RecordsConfig, Server, ServerConfig, StoreKey, User};
+use lanlink::server::{Events, Records, RecordsConfig, Server, ServerConfig, StoreKey};
 use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
 use lanlink::wire::{AgentMessage, Announce, LinkRequest, LinkState, RedeemRequest};
 use lanlink::{AccountId, LocalSecret, PublicNetwork};
 
 mod support;
-use support::held::Held;
+use support::burst::{code_of, link_burst, patient_linker};
 use support::instance::{server_binary, Instance};
 use support::redis_cluster::Cluster;
 use support::redis_server::{have, RedisNames};
@@ -78,21 +77,6 @@ impl Instance {
 /// An announcement with known keys (`n` picks them).
 fn announcement(n: u32) -> (Announce, LocalSecret) {
     support::announcement(n, "127.0.0.1")
-}
-
-fn code_of(err: &TransportError) -> Option<(u16, &str)> {
-    match err {
-        TransportError::Refused { status, code } => Some((*status, code.as_str())),
-        _ => None,
-    }
-}
-
-fn patient_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .no_proxy()
-        .build()
-        .expect("client")
 }
 
 /// Calls `call` until it succeeds, retrying retryable refusals for up to 20 s; returns the value
@@ -185,59 +169,15 @@ async fn two_hundred_parallel_guesses_on_a_cluster_check_at_most_the_threshold()
         Instance::start(&cluster, 0).await,
         Instance::start(&cluster, 0).await,
     ];
+    let bases = instances.each_ref().map(Instance::base);
     let (x, secret) = announcement(1);
-    HttpAgentClient::new(&instances[0].base())
-        .expect("client")
-        .announce(&x)
-        .await
-        .expect("announce");
-    let linkers: Arc<Vec<HttpLinkerClient>> = Arc::new(
-        instances
-            .iter()
-            .map(|i| {
-                let (base, prefix) = (i.base(), DEFAULT_PREFIX);
-                HttpLinkerClient::with_client(patient_client(), &base, prefix, prefix, TOKEN)
-            })
-            .collect(),
-    );
-    let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..200usize);
-    let tasks: Vec<_> = (0..200usize)
-        .map(|n| {
-            let linkers = Arc::clone(&linkers);
-            let local_secret = if n == right_at {
-                secret.clone()
-            } else {
-                LocalSecret::from_bytes([(n % 250) as u8 + 3; 32])
-            };
-            let guess = LinkRequest::new(x.instance_id, local_secret);
-            tokio::spawn(async move { linkers[n % 2].link(&guess).await.map(|_| ()) })
-        })
-        .collect();
-    let (mut checked, mut locked) = (0, 0);
-    for (n, task) in tasks.into_iter().enumerate() {
-        match task.await.expect("task") {
-            Ok(()) => {
-                assert_eq!(n, right_at, "only the right secret is accepted");
-                checked += 1;
-            }
-            Err(err) => match code_of(&err) {
-                Some((403 | 404, "wrong_secret")) => checked += 1,
-                // Admitted and charged after the right secret linked: the instance is claimed.
-                // Counted as checked (it took a slot of the budget), so the bound stays as strict.
-                Some((409, "already_linking")) => checked += 1,
-                // Refused unchecked: by the lockout, or by the `failures` mark it wrote (a guess
-                // admitted before the lockout and checked after it).
-                Some((429, "locked_out") | (409, "shared_network")) => locked += 1,
-                Some((503, "store_contention")) => {}
-                _ => panic!("unexpected {err:?}"),
-            },
-        }
-    }
+    let tally = link_burst(&bases, TOKEN, (x.clone(), secret.clone()), 200).await;
+    let (checked, locked) = (tally.checked, tally.unchecked);
     println!("200 guesses on the cluster: {checked} checked, {locked} locked out");
     assert!(checked <= 5, "{checked} guesses checked");
     assert!(checked >= 1, "the budget admits guesses");
     if checked == 5 {
-        let late = linkers[0]
+        let late = patient_linker(&bases[0], TOKEN)
             .link(&LinkRequest::new(x.instance_id, secret))
             .await
             .unwrap_err();
@@ -378,71 +318,13 @@ async fn a_failed_link_lets_go_of_its_claim_on_a_cluster() {
         return;
     }
     let cluster = Cluster::start();
-    let held = Arc::new(Held::new(cluster_store(&cluster).await));
-    let first = Server::with_store(ServerConfig::default(), held.clone(), Events::discard())
-        .expect("config");
-    let second = Server::with_store(
-        ServerConfig::default(),
+    support::failed_link::a_failed_link_lets_go_of_its_claim(
         cluster_store(&cluster).await,
-        Events::discard(),
+        cluster_store(&cluster).await,
+        announcement(7),
+        None,
     )
-    .expect("config");
-    let alice = AccountId::new("alice").expect("account");
-    let none = lanlink::ForwardedHeaders::NONE;
-    let (v4, v6): (std::net::IpAddr, std::net::IpAddr) = (
-        "203.0.113.7".parse().expect("ip"),
-        "2001:db8:7:1::20".parse().expect("ip"),
-    );
-    let (x, secret) = announcement(7);
-    let now = || chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
-    for from in [v4, v6] {
-        let network = second
-            .caller(RequestKind::Announce, from, none)
-            .expect("a public peer");
-        second.announce(now(), network, &x).await.expect("announce");
-    }
-    let request = || LinkRequest::new(x.instance_id, secret.clone());
-    let claim_key = held
-        .inner
-        .code_name(&lanlink::code::CodeKey::instance_claim(&x.instance_id));
-    let claim_held = || async {
-        let mut conn = held.inner.store().connection();
-        let value: Option<Vec<u8>> = redis::AsyncCommands::get(&mut conn, &claim_key)
-            .await
-            .expect("get");
-        value.is_some()
-    };
-    // Charge, charge, check, claim, create the code: call 5 is the accepting write.
-    let (paused, resume) = held.pause_in(5);
-    let racing = {
-        let mut m = x.clone();
-        m.commitment = LocalSecret::from_bytes([3; 32]).commitment(&x.instance_id);
-        m
-    };
-    let mut rng = lanlink::os_rng();
-    let user = User::new(alice.clone());
-    let home_v4 = first
-        .caller(RequestKind::Link, v4, none)
-        .expect("a public peer");
-    let (refused, ()) = tokio::join!(
-        first.link(now(), &mut rng, home_v4, &user, request()),
-        async {
-            paused.await.expect("the accept waits");
-            assert!(claim_held().await, "the link holds the claim");
-            let _ = second.announce(now(), home_v4, &racing).await;
-            resume.send(()).expect("resume");
-        }
-    );
-    assert_eq!(refused.map(|_| ()), Err(lanlink::Refusal::AgentContested));
-    assert!(!claim_held().await, "the claim's key is deleted");
-    let home_v6 = second
-        .caller(RequestKind::Link, v6, none)
-        .expect("a public peer");
-    let linked = second
-        .link(now(), &mut lanlink::os_rng(), home_v6, &user, request())
-        .await
-        .expect("the other network links at once");
-    assert_eq!(linked.state, LinkState::Pending);
+    .await;
 }
 
 /// The store suite (`lanlink::conformance::store`) on the cluster: every check passes, each

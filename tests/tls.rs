@@ -10,22 +10,25 @@
 //! as processes, given the CA's file with `--ca-cert` (when cargo built them with `tls`).
 #![cfg(all(feature = "tls", feature = "http-server"))]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use lanlink::agent::{Agent, AgentConfig, AgentStatus};
-use lanlink::driver::{run_agent, run_linker, DriverConfig, SharedAgent};
+use lanlink::agent::{AgentConfig, AgentStatus};
+use lanlink::driver::{run_agent, DriverConfig, SharedAgent};
 use lanlink::event::{AgentEvent, ServerEvent};
 use lanlink::http::client::{
     default_client, default_client_with_roots, HttpAgentClient, HttpLinkerClient,
 };
-use lanlink::http::{self, serve, BearerTokens, Peer, ServeConfig, DEFAULT_PREFIX};
+use lanlink::http::{self, BearerTokens, Peer, DEFAULT_PREFIX};
 use lanlink::linker::{Linker, LinkerConfig};
 use lanlink::server::{Events, MemoryStore, Server, ServerConfig};
 use lanlink::transport::{LinkerServerTransport, TransportError};
 use lanlink::{AccountId, DeviceInfo, PublicNetwork};
+use support::linking::link_first;
 use tokio_rustls::rustls;
 use tower::ServiceExt;
 
@@ -151,21 +154,11 @@ async fn start_tls_server(pki: &Pki) -> TlsServer {
 
 /// An agent listening on 127.0.0.1 (its local endpoint, plain HTTP as on any LAN).
 async fn start_agent() -> (SharedAgent, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let info = DeviceInfo::new("printer", "tls-test", "lanlink-test", "1.0").unwrap();
-    let config = AgentConfig::new(addr.ip(), addr.port(), info).window(Duration::from_secs(120));
-    let agent: SharedAgent = Arc::new(Mutex::new(
-        Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap(),
-    ));
-    let endpoint = http::agent::router(Arc::clone(&agent), P);
-    tokio::spawn(serve(
-        listener,
-        endpoint,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    (agent, addr)
+    support::net::start_agent(|addr| {
+        let info = DeviceInfo::new("printer", "tls-test", "lanlink-test", "1.0").unwrap();
+        AgentConfig::new(addr.ip(), addr.port(), info).window(Duration::from_secs(120))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,12 +192,10 @@ async fn an_agent_and_a_linker_link_over_https() {
     );
     let linked = tokio::time::timeout(
         LIMIT,
-        run_linker(
+        link_first(
             &mut linker,
             &linker_client,
-            &linker_client,
             &DriverConfig::default(),
-            |agents| agents.first().map(|a| a.instance_id),
             |_| {},
         ),
     )
@@ -305,22 +296,7 @@ fn a_root_file_without_a_certificate_is_an_error() {
 
 // ───────────────────────────── the examples, as processes ─────────────────────────────
 
-/// The example `name` next to this test binary, if built.
-fn example(name: &str) -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join(name);
-    path.is_file().then_some(path)
-}
-
-/// A child process, killed on drop.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::example::{if_built as example, Killed};
 
 /// The example's stdout, line by line as JSON, on a channel.
 fn json_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<serde_json::Value> {

@@ -9,42 +9,23 @@
 //! or readable by another origin.
 #![cfg(feature = "http")]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod support;
+use support::net::{info, serve_on_loopback, start_agent, P};
 
-use lanlink::agent::{Agent, AgentConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanlink::agent::AgentConfig;
 use lanlink::driver::{lock, SharedAgent};
-use lanlink::http::{self, serve, BearerTokens, ServeConfig, DEFAULT_PREFIX};
+use lanlink::http::{self, BearerTokens, ServeConfig};
 use lanlink::server::{Server, ServerConfig};
-use lanlink::DeviceInfo;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use tokio::net::TcpListener;
 
-const P: &str = DEFAULT_PREFIX;
 /// The linking page's origin, allowed by the agents.
 const ORIGIN: &str = "https://cloud.example";
 const LIMIT: Duration = Duration::from_secs(10);
-
-async fn start_agent(make: impl FnOnce(SocketAddr) -> AgentConfig) -> (SharedAgent, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let agent = Agent::new(make(addr), Instant::now(), &mut lanlink::os_rng()).unwrap();
-    let agent: SharedAgent = Arc::new(Mutex::new(agent));
-    let router = http::agent::router(Arc::clone(&agent), P).fallback(http::server::not_found);
-    tokio::spawn(serve(
-        listener,
-        router,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    (agent, addr)
-}
-
-fn info() -> DeviceInfo {
-    DeviceInfo::new("printer.local", "Voron 2.4", "lanlink-test", "0.1.0").unwrap()
-}
 
 /// An agent at its loopback address allowing [`ORIGIN`]; `more` adds to the configuration.
 async fn agent(more: impl FnOnce(AgentConfig) -> AgentConfig) -> (SharedAgent, SocketAddr) {
@@ -52,13 +33,7 @@ async fn agent(more: impl FnOnce(AgentConfig) -> AgentConfig) -> (SharedAgent, S
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(LIMIT)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
+    support::net::plain_client(LIMIT)
 }
 
 #[derive(Debug)]
@@ -393,15 +368,7 @@ async fn start_server_with_page() -> SocketAddr {
     let app = http::server::router(server, Arc::new(BearerTokens::default()), P)
         .merge(http::web::router(P))
         .fallback(http::server::not_found);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(
-        listener,
-        app,
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
-    addr
+    serve_on_loopback(app, ServeConfig::default()).await
 }
 
 #[tokio::test]

@@ -31,6 +31,24 @@ pub fn built(name: &str) -> PathBuf {
     path
 }
 
+/// The built example `name`, next to the running test binary, if cargo built it (a plain
+/// `cargo test --all-features` does).
+pub fn if_built(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+/// A child process, killed (and waited for) on drop.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The newest modification time of `path` or of any file under it.
 fn newest(path: &Path) -> SystemTime {
     let metadata = std::fs::metadata(path).expect("source");

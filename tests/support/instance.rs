@@ -13,9 +13,7 @@ use lanlink::server::StoreKey;
 
 /// The built `server` example, next to this test binary, if cargo built it.
 pub fn server_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join("server");
-    path.is_file().then_some(path)
+    super::example::if_built("server")
 }
 
 /// One server instance: a process or an in-process app, with the address it listens on.

@@ -1,14 +1,22 @@
 //! Helpers shared by test files (each file uses some of them).
 #![allow(dead_code)]
 
+#[cfg(all(feature = "http-client", feature = "tokio"))]
+pub mod burst;
 pub mod example;
+#[cfg(feature = "redis")]
+pub mod failed_link;
 pub mod gated;
 #[cfg(feature = "tokio")]
 pub mod held;
 #[cfg(all(feature = "redis", feature = "http"))]
 pub mod instance;
+#[cfg(feature = "tokio")]
+pub mod linking;
 #[cfg(feature = "http")]
 pub mod lose_reply;
+#[cfg(all(feature = "http-server", feature = "http-client"))]
+pub mod net;
 #[cfg(feature = "obico")]
 pub mod obico_agent;
 #[cfg(feature = "redis")]

@@ -246,6 +246,18 @@ pub trait ObicoSteps {
         headers: ForwardedHeaders<'_>,
         poll: &lanlink::obico::UnlinkedPoll,
     ) -> Result<lanlink::obico::UnlinkedReply, Refusal>;
+    /// [`obico_unlinked_now`](Self::obico_unlinked_now) from `peer` itself (no forwarding
+    /// headers).
+    fn obico_poll_now<R: CryptoRng + RngCore + Send + ?Sized>(
+        &self,
+        now: DateTime<Utc>,
+        rng: &mut R,
+        obico: &lanlink::obico::ObicoConfig,
+        peer: IpAddr,
+        poll: &lanlink::obico::UnlinkedPoll,
+    ) -> Result<lanlink::obico::UnlinkedReply, Refusal> {
+        self.obico_unlinked_now(now, rng, obico, peer, ForwardedHeaders::NONE, poll)
+    }
     fn obico_discover_now(
         &self,
         now: DateTime<Utc>,
