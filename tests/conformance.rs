@@ -110,6 +110,18 @@ fn assert_covers(report: &Report, catalog: &[lanlink::conformance::CheckSpec]) {
     assert_eq!(ids, want);
 }
 
+/// Exactly the checks `failed` failed and the checks `skipped` were skipped (catalog order).
+#[track_caller]
+fn assert_outcome(report: &Report, failed: &[&str], skipped: &[&str]) {
+    assert_eq!(report.failed_ids(), failed, "{report}");
+    assert_eq!(report.skipped_ids(), skipped, "{report}");
+}
+
+/// The report's line for the check `id`.
+fn line_of(report: &Report, id: &str) -> String {
+    report.get(id).unwrap().to_string()
+}
+
 #[tokio::test]
 async fn the_crates_server_passes_every_check() {
     let url = start_server(ServerConfig::default(), |app| app).await;
@@ -140,21 +152,20 @@ async fn a_server_that_does_not_hold_fails_exactly_the_hold_checks() {
     let config = ServerConfig::default().max_hold(Duration::ZERO);
     let url = start_server(config, |app| app).await;
     let report = check_fully(&url).await;
-    assert_eq!(
-        report.failed_ids(),
-        [
+    assert_outcome(
+        &report,
+        &[
             "server.hold.announce_ends",
             "server.hold.link_status_held",
             "server.hold.announce_rung",
         ],
-        "{report}"
+        &[],
     );
-    assert!(report.skipped_ids().is_empty(), "{report}");
     for id in ["server.hold.announce_ends", "server.hold.link_status_held"] {
         let line = report.get(id).unwrap().to_string();
         assert!(line.contains("answered at once"), "{line}");
     }
-    let line = report.get("server.hold.announce_rung").unwrap().to_string();
+    let line = line_of(&report, "server.hold.announce_rung");
     assert!(
         line.contains("answered before the link was sent") && line.contains("not held"),
         "{line}"
@@ -189,7 +200,7 @@ async fn a_server_whose_link_does_not_ring_fails_exactly_the_rung_check() {
         ["server.hold.announce_rung"],
         "{report}"
     );
-    let line = report.get("server.hold.announce_rung").unwrap().to_string();
+    let line = line_of(&report, "server.hold.announce_rung");
     assert!(line.contains("not when the link was accepted"), "{line}");
 }
 
@@ -306,10 +317,7 @@ async fn a_wrong_agent_endpoint_fails_exactly_the_checks_it_breaks() {
         "{report}"
     );
     assert_eq!(report.skipped_ids(), ["endpoint.secret.host_name"]);
-    let line = report
-        .get("endpoint.secret.allowed_origin")
-        .unwrap()
-        .to_string();
+    let line = line_of(&report, "endpoint.secret.allowed_origin");
     assert!(
         line.starts_with("FAIL ") && line.contains("\"*\""),
         "{line}"
@@ -345,18 +353,17 @@ async fn a_wrong_server_fails_exactly_the_checks_it_breaks() {
     let report = check_server(&ServerTarget::new(&url, bearer(ALICE))).await;
     print!("{report}");
     assert_covers(&report, SERVER_CHECKS);
-    assert_eq!(
-        report.failed_ids(),
-        [
+    assert_outcome(
+        &report,
+        &[
             "server.not_found",
             "server.link.wrong_secret",
             "server.link_status.other_account",
             "server.codes.mint_quota",
         ],
-        "{report}"
+        &[],
     );
-    assert!(report.skipped_ids().is_empty(), "{report}");
-    let line = report.get("server.codes.mint_quota").unwrap().to_string();
+    let line = line_of(&report, "server.codes.mint_quota");
     assert!(line.contains("got not run: no second account"), "{line}");
     // ... unless the caller opts out of them by name: then they are skipped, and say so; the
     // request deadline is checked by default, or opted out of without waiting for it.
@@ -454,18 +461,17 @@ async fn a_server_without_the_cross_site_rule_fails_exactly_its_checks() {
     })
     .await;
     let report = check_fully(&url).await;
-    assert_eq!(
-        report.failed_ids(),
-        [
+    assert_outcome(
+        &report,
+        &[
             "server.link.text_plain",
             "server.link.form_urlencoded",
             "server.link.cross_origin",
             "server.codes.cross_origin",
         ],
-        "{report}"
+        &[],
     );
-    assert!(report.skipped_ids().is_empty(), "{report}");
-    let line = report.get("server.link.text_plain").unwrap().to_string();
+    let line = line_of(&report, "server.link.text_plain");
     assert!(line.contains(r#"got 400 {"error":"malformed"}"#), "{line}");
 }
 
@@ -499,7 +505,7 @@ async fn a_lockout_the_kit_provoked_skips_checks_and_a_wrong_threshold_fails_onl
         ],
         "{report}"
     );
-    let line = report.get("server.redeem.used_code").unwrap().to_string();
+    let line = line_of(&report, "server.redeem.used_code");
     assert!(
         line.contains("after the kit's own 3 wrong guesses"),
         "{line}"
@@ -515,7 +521,7 @@ async fn a_lockout_the_kit_provoked_skips_checks_and_a_wrong_threshold_fails_onl
         ["server.lockout.locked_out"],
         "{report}"
     );
-    let line = report.get("server.lockout.locked_out").unwrap().to_string();
+    let line = line_of(&report, "server.lockout.locked_out");
     assert!(
         line.contains("locked out after 3 wrong guesses, not 5"),
         "{line}"
@@ -545,7 +551,7 @@ async fn a_lockout_the_kit_provoked_skips_checks_and_a_wrong_threshold_fails_onl
     let report = check_server(&opted(ServerTarget::new(&url, bearer(ALICE)))).await;
     print!("{report}");
     assert!(!report.passed(), "{report}");
-    let line = report.get("server.link.wrong_secret").unwrap().to_string();
+    let line = line_of(&report, "server.link.wrong_secret");
     assert!(
         line.starts_with("FAIL ")
             && line.contains("not run: 429 locked_out before the kit's first wrong guess"),

@@ -74,6 +74,16 @@ async fn home(flavour: Flavour) -> (SharedServer, String, ObicoAgent, ObicoLinke
     (server, url, agent, alice)
 }
 
+/// A manual code minted for alice, now.
+fn mint_for_alice(server: &SharedServer) -> lanlink::LinkCode {
+    let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+    let alice = AccountId::new("alice").unwrap();
+    server
+        .mint_code_now(now, &mut lanlink::os_rng(), &alice)
+        .unwrap()
+        .code
+}
+
 /// Waits until `agent` holds its token, then asserts alice's link on the server.
 async fn until_linked(server: &SharedServer, agent: &ObicoAgent) {
     eventually("agent linked", || agent.token().is_some()).await;
@@ -218,14 +228,7 @@ async fn auto_flow_links_a_moonraker_agent_acting_on_exactly_one_message() {
 async fn six_digit_flow_redeems_a_manual_code_typed_into_the_agent() {
     let (server, url) = start_server(config()).await;
     let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
-    let code = {
-        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
-        let alice = AccountId::new("alice").unwrap();
-        server
-            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
-            .unwrap()
-            .code
-    };
+    let code = mint_for_alice(&server);
     assert_eq!(code.expose().len(), 6);
     let (status, body) = agent.verify(code.expose()).await;
     assert_eq!(status, StatusCode::OK);
@@ -443,14 +446,7 @@ async fn attack_malformed_secrets_and_unknown_agents_count_toward_lockout() {
 async fn attack_code_brute_force_ends_in_lockout_and_spares_the_right_code() {
     let (server, url) = start_server(config()).await;
     let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
-    let code = {
-        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
-        let alice = AccountId::new("alice").unwrap();
-        server
-            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
-            .unwrap()
-            .code
-    };
+    let code = mint_for_alice(&server);
     let wrong = if code.expose() == "000000" {
         "111111"
     } else {
@@ -1571,14 +1567,7 @@ async fn burst(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verify_burst_checks_at_most_the_threshold() {
     let (server, url) = start_server(config()).await;
-    let code = {
-        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
-        let alice = AccountId::new("alice").unwrap();
-        server
-            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
-            .unwrap()
-            .code
-    };
+    let code = mint_for_alice(&server);
     let right_at = rand::Rng::random_range(&mut lanlink::os_rng(), 0..300usize);
     let http = client(PROXY, Some(ELSEWHERE));
     let (checked, ok) = burst(300, |n| {
@@ -1925,14 +1914,7 @@ async fn a_token_store_fault_after_verify_gives_the_code_back_and_the_retry_link
         "http://{}",
         support::net::serve_on_loopback(app, ServeConfig::default()).await
     );
-    let code = {
-        let now = DateTime::<Utc>::from(std::time::SystemTime::now());
-        let alice = AccountId::new("alice").unwrap();
-        server
-            .mint_code_now(now, &mut lanlink::os_rng(), &alice)
-            .unwrap()
-            .code
-    };
+    let code = mint_for_alice(&server);
     let agent = ObicoAgent::start(&url, HOME, Flavour::OctoPrint).await;
     let (status, body) = agent.verify(code.expose()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

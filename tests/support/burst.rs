@@ -40,6 +40,21 @@ pub struct Tally {
     pub unchecked: usize,
 }
 
+impl Tally {
+    /// Prints the tally as `what`'s, then asserts that the budget admitted guesses and checked at
+    /// most `threshold` wrong ones (the right answer, when admitted, is checked too, and refunded).
+    pub fn assert_wrong_checked_at_most(&self, what: &str, threshold: usize) {
+        let (checked, right) = (self.checked, self.right_ok);
+        println!("{what}: {checked} checked, the right answer accepted: {right}");
+        let wrong_checked = checked - usize::from(right);
+        assert!(
+            wrong_checked <= threshold,
+            "{wrong_checked} wrong guesses checked"
+        );
+        assert!(checked >= 1, "the budget admits guesses");
+    }
+}
+
 /// Sends `count` concurrent guesses (`guess(n, right)`), the right answer at a random place,
 /// and tallies the answers; only the right answer may be accepted.
 pub async fn burst<F, Fut>(count: usize, guess: F) -> Tally
