@@ -1527,6 +1527,22 @@ async fn hostile_unlinked_bodies_are_answered_200_or_400_and_never_crash() {
         .all(|p| p.private_ip.is_loopback() || p.private_ip == ip("192.168.1.5")));
 }
 
+/// A burst from ELSEWHERE of which `checked` were checked and the guesses `ok` accepted, the
+/// right one at `right_at`. The right guess is refunded (it was no failure): at most the
+/// threshold of *wrong* guesses are checked, and the right one besides if it came before the
+/// budget filled; every checked wrong guess is charged.
+#[track_caller]
+fn assert_burst_bounded(server: &SharedServer, checked: usize, ok: &[usize], right_at: usize) {
+    assert!(
+        checked - ok.len() <= 5,
+        "{checked} checked, {} right",
+        ok.len()
+    );
+    assert!(checked >= 1);
+    assert!(ok.iter().all(|n| *n == right_at), "{ok:?}");
+    assert_eq!(failures(server, ELSEWHERE) + ok.len(), checked);
+}
+
 /// Runs `guesses` concurrent requests (at most 16 in flight: `http::serve` caps one client's
 /// connections at 32, and a connection the client let go may still count on the server's side
 /// for a moment; 24 in flight flaked once in CI, a send refused) and returns (checked, right answered 200): 404 is a checked wrong guess,
@@ -1581,16 +1597,7 @@ async fn a_verify_burst_checks_at_most_the_threshold() {
         Box::pin(async move { request.send().await.unwrap().status().as_u16() })
     })
     .await;
-    // The right guess is refunded (it was no failure): at most the threshold of *wrong*
-    // guesses are checked, and the right one besides if it came before the budget filled.
-    assert!(
-        checked - ok.len() <= 5,
-        "{checked} checked, {} right",
-        ok.len()
-    );
-    assert!(checked >= 1);
-    assert!(ok.iter().all(|n| *n == right_at), "{ok:?}");
-    assert_eq!(failures(&server, ELSEWHERE) + ok.len(), checked);
+    assert_burst_bounded(&server, checked, &ok, right_at);
 }
 
 /// 300 concurrent passcode claims from one network, a moonraker agent's real passcode at a
@@ -1619,16 +1626,7 @@ async fn a_passcode_claim_burst_checks_at_most_the_threshold() {
         })
     })
     .await;
-    // The right guess is refunded (it was no failure): at most the threshold of *wrong*
-    // guesses are checked, and the right one besides if it came before the budget filled.
-    assert!(
-        checked - ok.len() <= 5,
-        "{checked} checked, {} right",
-        ok.len()
-    );
-    assert!(checked >= 1);
-    assert!(ok.iter().all(|n| *n == right_at), "{ok:?}");
-    assert_eq!(failures(&server, ELSEWHERE) + ok.len(), checked);
+    assert_burst_bounded(&server, checked, &ok, right_at);
 }
 
 // ───────────────────── the agents survive what is not their fault ─────────────────────

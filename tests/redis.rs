@@ -308,6 +308,26 @@ async fn concurrent_failures_are_counted_exactly() {
     assert_charged(failures, wrong, contention);
 }
 
+/// The link status of `x`'s instance for `account`, asked from `peer`.
+async fn link_status(
+    service: &Server<Records<RedisStore>>,
+    peer: std::net::IpAddr,
+    account: &AccountId,
+    x: &Announce,
+) -> lanlink::wire::LinkStatusReply {
+    let caller = service
+        .caller(
+            RequestKind::LinkStatus,
+            peer,
+            lanlink::ForwardedHeaders::NONE,
+        )
+        .expect("a public peer");
+    service
+        .link_status(wall_now(), caller, account, &x.instance_id)
+        .await
+        .expect("status")
+}
+
 /// 200 concurrent wrong guesses by alice from `peer` at the secret of `x_id()`, split over the
 /// two `services`: one task each.
 fn guess_burst(
@@ -755,13 +775,7 @@ async fn undelivered_message_expires_in_redis() {
         ttl(&mut conn, &keys.network_name(&home)) > 3_600_000,
         "the record keeps used ids"
     );
-    let caller = service
-        .caller(RequestKind::LinkStatus, peer, none)
-        .expect("a public peer");
-    let status = service
-        .link_status(wall_now(), caller, &alice, &x.instance_id)
-        .await
-        .expect("status");
+    let status = link_status(&service, peer, &alice, &x).await;
     assert_eq!(status.state, LinkState::Pending);
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -774,13 +788,7 @@ async fn undelivered_message_expires_in_redis() {
         ttl(&mut conn, &keys.network_name(&home)) > 0,
         "the record is not"
     );
-    let caller = service
-        .caller(RequestKind::LinkStatus, peer, none)
-        .expect("a public peer");
-    let status = service
-        .link_status(wall_now(), caller, &alice, &x.instance_id)
-        .await
-        .expect("status");
+    let status = link_status(&service, peer, &alice, &x).await;
     assert_eq!(
         status.state,
         LinkState::Unknown,
