@@ -63,6 +63,8 @@ pub struct Presence {
 /// a slice; stored as a plain list, as a `Vec` was.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<SocketAddr>", into = "Vec<SocketAddr>")]
+// A boxed `Vec` on purpose: its pointer is thin (8 bytes), where a `Box<[_]>` is 16.
+#[allow(clippy::box_collection)]
 pub struct Candidates(Option<Box<Vec<SocketAddr>>>);
 
 impl Candidates {
