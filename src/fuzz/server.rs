@@ -186,7 +186,7 @@ pub fn server_ops(data: &[u8]) {
                             r.presences
                                 .iter()
                                 .find(|p| p.instance_id == id)
-                                .map(|p| p.candidates.clone())
+                                .map(|p| p.candidates.to_vec())
                         });
                         if let Some(kept) = kept {
                             assert!(kept.len() <= wire::MAX_CANDIDATES, "record unbounded");

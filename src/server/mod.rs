@@ -36,7 +36,7 @@
 /// call and handed on when it ends) and awaits it.
 macro_rules! run {
     ($server:ident, |$ops:ident| $call:expr) => {{
-        let mut events = $crate::server::ops::EventQueue::default();
+        let mut events = $crate::server::ops::OpEvents::default();
         let result = {
             let mut $ops = $server.ops(&mut events);
             $call.await
@@ -79,7 +79,7 @@ pub use self::budget::{Admission, Budgets, CodeSpace, CounterKey, Level};
 use self::hook::PendingLink;
 pub use self::hook::{CompletedLink, HookError, LinkHook, LinkVia, TokenDigest};
 pub use self::ops::MAX_QUEUED_EVENTS;
-use self::ops::{EventQueue, Ops};
+use self::ops::{EventQueue, OpEvents, Ops};
 #[doc(hidden)]
 pub use self::record::{CodeKind, CodeRecord, NetworkRecord};
 pub use self::shared::{SharedNetworkPolicy, SharedSignal, MAX_DISCOVERERS};
@@ -605,12 +605,12 @@ impl Events {
         Self(EventsTo::Discard)
     }
 
-    fn emit(&self, events: EventQueue) {
+    fn emit(&self, events: impl Iterator<Item = ServerEvent>) {
         match &self.0 {
-            EventsTo::Sink(sink) => events.drain().for_each(|event| sink(event)),
+            EventsTo::Sink(sink) => events.for_each(|event| sink(event)),
             EventsTo::Queue(queue) => {
                 let mut queue = crate::lock_unpoisoned(queue);
-                events.drain().for_each(|event| queue.push_back(event));
+                events.for_each(|event| queue.push_back(event));
             }
             EventsTo::Discard => {}
         }
@@ -713,7 +713,7 @@ impl<S: Backend> Server<S> {
         let old = std::mem::replace(&mut self.events, events);
         if let EventsTo::Queue(queue) = old.0 {
             let queued = queue.into_inner().unwrap_or_else(|e| e.into_inner());
-            self.events.emit(queued);
+            self.events.emit(queued.drain());
         }
         self
     }
@@ -773,7 +773,7 @@ impl<S: Backend> Server<S> {
         &self.store
     }
 
-    fn ops<'a>(&'a self, events: &'a mut EventQueue) -> Ops<'a> {
+    fn ops<'a>(&'a self, events: &'a mut OpEvents) -> Ops<'a> {
         Ops {
             config: &self.config,
             store: &self.store,
@@ -781,8 +781,11 @@ impl<S: Backend> Server<S> {
         }
     }
 
-    fn events_out(&self, events: EventQueue) {
-        self.events.emit(events);
+    fn events_out(&self, events: OpEvents) {
+        let mut events = events.into_events().peekable();
+        if events.peek().is_some() {
+            self.events.emit(events);
+        }
     }
 
     /// The next queued event, oldest first, when events go to a [queue](Events::queue) (as
@@ -841,7 +844,7 @@ impl<S: Backend> Server<S> {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<PublicNetwork, Refusal> {
-        let mut events = EventQueue::default();
+        let mut events = OpEvents::default();
         let result = self.ops(&mut events).caller(request, peer, headers);
         self.events_out(events);
         result

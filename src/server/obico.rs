@@ -114,7 +114,7 @@ impl NetworkRecord {
                         .saturating_add(config.max_window.num_milliseconds())
                         .saturating_add(obico.presence_ttl.num_milliseconds()),
                     extra: Some(Box::new(poll.extra.clone())),
-                    candidates: Vec::new(),
+                    candidates: Default::default(),
                 });
             }
         }

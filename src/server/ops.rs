@@ -117,6 +117,22 @@ impl EventQueue {
     }
 }
 
+/// The events one operation makes, handed on as it ends ([`Events`](super::Events)): a few
+/// at most, so they stay inline (no allocation per operation).
+#[derive(Default)]
+pub(crate) struct OpEvents(smallvec::SmallVec<[ServerEvent; 2]>);
+
+impl OpEvents {
+    /// Adds `event`, after those already made.
+    pub(crate) fn push_back(&mut self, event: ServerEvent) {
+        self.0.push(event);
+    }
+
+    pub(crate) fn into_events(self) -> impl Iterator<Item = ServerEvent> {
+        self.0.into_iter()
+    }
+}
+
 /// Who claims a code.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Claimant {
@@ -135,7 +151,7 @@ pub(crate) enum Claimant {
 pub(crate) struct Ops<'a> {
     pub(crate) config: &'a ServerConfig,
     pub(crate) store: &'a dyn Backend,
-    pub(crate) events: &'a mut EventQueue,
+    pub(crate) events: &'a mut OpEvents,
 }
 
 /// The core's listing of a network not judged shared: its verified agents, and why none is shown

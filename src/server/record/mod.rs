@@ -24,7 +24,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub use self::code::{CodeKind, CodeRecord, ObicoPasscode, Redemption};
 pub use self::network::{Announced, LinkRecord, NetworkRecord, PendingMessage};
 pub(crate) use self::presence::kept_candidates;
-pub use self::presence::{unverified_commitment, ObicoInfo, Presence};
+pub use self::presence::{unverified_commitment, Candidates, ObicoInfo, Presence};
 
 /// `at + delta`, saturating at the end of representable time (no panic on any `now`).
 pub(crate) fn later(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {

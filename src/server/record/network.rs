@@ -543,7 +543,7 @@ impl NetworkRecord {
             if p.expires_ms > now_ms && !p.contested && !p.link_requested && kind(p) {
                 shown.push(
                     DiscoveredAgent::new(p.instance_id, p.private_ip, p.port, p.info.clone())
-                        .with_candidates(p.candidates.clone()),
+                        .with_candidates(p.candidates.to_vec()),
                 );
             }
         }

@@ -50,15 +50,66 @@ pub struct Presence {
     /// Further endpoints of its local endpoint, in the order to try them after
     /// `private_ip:port` (revision 1.3): each private, none repeated, none equal to the first,
     /// at most [`MAX_CANDIDATES`]. Absent in records written before 1.3 (read as none).
-    #[serde(rename = "n", default, skip_serializing_if = "Vec::is_empty")]
-    pub candidates: Vec<SocketAddr>,
+    #[serde(
+        rename = "n",
+        default,
+        skip_serializing_if = "<[SocketAddr]>::is_empty"
+    )]
+    pub candidates: Candidates,
+}
+
+/// A presence's further endpoints (revision 1.3): a pointer, not a `Vec`, because most agents
+/// announce none and a server holds a million presences (8 bytes each rather than 24). Reads as
+/// a slice; stored as a plain list, as a `Vec` was.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<SocketAddr>", into = "Vec<SocketAddr>")]
+// A boxed `Vec` on purpose: its pointer is thin (8 bytes), where a `Box<[_]>` is 16.
+#[allow(clippy::box_collection)]
+pub struct Candidates(Option<Box<Vec<SocketAddr>>>);
+
+impl Candidates {
+    /// The endpoints, in order.
+    pub fn as_slice(&self) -> &[SocketAddr] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl std::ops::Deref for Candidates {
+    type Target = [SocketAddr];
+    fn deref(&self) -> &[SocketAddr] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<SocketAddr>> for Candidates {
+    fn from(list: Vec<SocketAddr>) -> Self {
+        Self((!list.is_empty()).then(|| Box::new(list)))
+    }
+}
+
+impl From<Candidates> for Vec<SocketAddr> {
+    fn from(list: Candidates) -> Self {
+        list.0.map_or_else(Vec::new, |list| *list)
+    }
+}
+
+impl std::fmt::Debug for Candidates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl<const N: usize> PartialEq<[SocketAddr; N]> for Candidates {
+    fn eq(&self, other: &[SocketAddr; N]) -> bool {
+        self.as_slice() == other
+    }
 }
 
 /// An announcement's candidates as a presence keeps them: those other than `private_ip:port`,
 /// first occurrence only, at most [`MAX_CANDIDATES`] (decoding already refuses more; a list
 /// built in code is cut, so a record stays bounded either way). The caller has checked that each
 /// is private.
-pub(crate) fn kept_candidates(announce: &Announce) -> Vec<SocketAddr> {
+pub(crate) fn kept_candidates(announce: &Announce) -> Candidates {
     let first = SocketAddr::new(announce.private_ip, announce.port);
     let mut kept: Vec<SocketAddr> = Vec::new();
     for &candidate in &announce.candidates {
@@ -69,7 +120,7 @@ pub(crate) fn kept_candidates(announce: &Announce) -> Vec<SocketAddr> {
             kept.push(candidate);
         }
     }
-    kept
+    kept.into()
 }
 
 /// The fields of an Obico poll that Obico's web app shows besides [`DeviceInfo`], each at most

@@ -103,7 +103,7 @@ fn candidates_are_checked_kept_and_read_from_old_records() {
         ]
     );
     let shown = record.discover(t0, &config);
-    assert_eq!(&shown[0].candidates, kept);
+    assert_eq!(shown[0].candidates.as_slice(), kept.as_slice());
 
     // A change of candidates without the key is refused, and changes nothing.
     let mut moved = good.clone();
@@ -121,7 +121,7 @@ fn candidates_are_checked_kept_and_read_from_old_records() {
     // Stored with a short key, absent when empty; an old record reads.
     let text = serde_json::to_string(&record).unwrap();
     assert!(text.contains(r#""n":["10.9.9.9:80"]"#), "{text}");
-    record.presences[0].candidates.clear();
+    record.presences[0].candidates = Default::default();
     let old = serde_json::to_string(&record).unwrap();
     assert!(!old.contains(r#""n":"#), "{old}");
     let back: NetworkRecord = serde_json::from_str(&old).unwrap();
@@ -277,7 +277,7 @@ fn core_announce_never_touches_an_unverified_presence() {
         link_requested: false,
         window_ends_ms: t0.timestamp_millis() + 600_000,
         extra: None,
-        candidates: Vec::new(),
+        candidates: Default::default(),
     });
     let before = snapshot(&record);
     let mut refresh = agent.clone();
@@ -513,4 +513,23 @@ fn shared_state_round_trips_and_old_records_still_read() {
     assert_eq!(back.shared_mark(t0), Some(SharedSignal::ManyAccounts));
     assert!(back.knows_discoverer(t0, 3));
     assert!(!text.contains("alice"));
+}
+
+/// A server holds one record per public network, a million of them at scale: the records keep
+/// the sizes `benches/memory.rs` budgets for (at most 256 B per discoverable agent at 1 M
+/// networks, the hash table's own room included). A `Vec` of candidates in place of
+/// [`Candidates`](super::Candidates) makes a presence 184 bytes and fails this.
+#[test]
+fn records_keep_their_size() {
+    assert!(
+        std::mem::size_of::<Presence>() <= 168,
+        "{}",
+        std::mem::size_of::<Presence>()
+    );
+    assert!(
+        std::mem::size_of::<NetworkRecord>() <= 184,
+        "{}",
+        std::mem::size_of::<NetworkRecord>()
+    );
+    assert_eq!(std::mem::size_of::<super::Candidates>(), 8);
 }

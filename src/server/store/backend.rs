@@ -178,7 +178,9 @@ pub struct MemoryStore(Mutex<MemoryRecords>);
 /// The records of a [`MemoryStore`], under its lock.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryRecords {
-    networks: HashMap<PublicNetwork, NetworkRecord>,
+    /// Boxed: a hash table keeps up to twice its entries' room free, so an entry is a key and a
+    /// pointer (the record itself, about 190 bytes, is allocated once per network).
+    networks: HashMap<PublicNetwork, Box<NetworkRecord>>,
     codes: HashMap<CodeKey, CodeRecord>,
     counters: HashMap<CounterKey, CounterRecord>,
 }
@@ -191,7 +193,10 @@ impl MemoryStore {
     /// A copy of the record of `network`, if any (for inspection and tests).
     #[doc(hidden)]
     pub fn network(&self, network: &PublicNetwork) -> Option<NetworkRecord> {
-        self.records().networks.get(network).cloned()
+        self.records()
+            .networks
+            .get(network)
+            .map(|record| (**record).clone())
     }
 
     /// Replaces the record of `network` (an empty record is deleted).
@@ -201,7 +206,7 @@ impl MemoryStore {
         if record.is_empty() {
             records.networks.remove(&network);
         } else {
-            records.networks.insert(network, record);
+            records.networks.insert(network, Box::new(record));
         }
     }
 
@@ -286,7 +291,7 @@ impl MemoryRecords {
                 Some(result)
             }
             Entry::Vacant(entry) if create => {
-                let mut record = NetworkRecord::default();
+                let mut record = Box::<NetworkRecord>::default();
                 let result = f(&mut record);
                 if !record.is_empty() {
                     entry.insert(record);
@@ -299,7 +304,7 @@ impl MemoryRecords {
 
     /// Gives the record of `network` (not pruned) to `f`; `false` when there is none.
     fn read(&self, network: &PublicNetwork, f: impl FnOnce(&NetworkRecord)) -> bool {
-        self.networks.get(network).map(f).is_some()
+        self.networks.get(network).map(|record| f(record)).is_some()
     }
 
     /// Inserts a code record unless a live one holds `key`.
