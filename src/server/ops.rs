@@ -117,10 +117,11 @@ impl EventQueue {
     }
 }
 
-/// The events one operation makes, handed on as it ends ([`Events`](super::Events)): a few
-/// at most, so they stay inline (no allocation per operation).
+/// The events one operation makes, handed on as it ends ([`Events`](super::Events)). A plain
+/// `Vec`: it allocates only once an event is made, and keeps the operation's future small (the
+/// future moves as it is polled; events kept inline made every move longer).
 #[derive(Default)]
-pub(crate) struct OpEvents(smallvec::SmallVec<[ServerEvent; 2]>);
+pub(crate) struct OpEvents(Vec<ServerEvent>);
 
 impl OpEvents {
     /// Adds `event`, after those already made.
