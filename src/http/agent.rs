@@ -26,11 +26,11 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use axum::routing::any;
 use axum::Router;
 
-use super::server::{core_request, header_pairs};
+use super::server::{core_request, header_pairs, response_of};
 use crate::driver::{lock, SharedAgent};
 use crate::endpoint::{self, LocalResponse};
 use crate::error::SecretRefusal;
@@ -94,14 +94,5 @@ fn answer(agent: &SharedAgent, prefix: &str, request: Request) -> Response<Body>
 }
 
 fn into_response(answer: LocalResponse) -> Response<Body> {
-    let mut response = Response::new(Body::from(answer.body.to_vec()));
-    *response.status_mut() =
-        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    for (name, value) in answer.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.append(HeaderName::from_static(name), value);
-        }
-    }
-    response
+    response_of(answer.status, answer.headers, &answer.body)
 }

@@ -399,17 +399,29 @@ async fn hold<W: Wire>(wire: &W, held: &Held) -> ServerResponse {
 
 /// The core's answer as an axum response (`Connection: close` when the core says so).
 pub(crate) fn into_response(answer: ServerResponse) -> Response<Body> {
-    let mut response = Response::new(Body::from(answer.body.to_vec()));
+    let mut response = response_of(answer.status, answer.headers, &answer.body);
+    if answer.close {
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A core's status, header lines and body (the server's or the agent's endpoint's) as an axum
+/// response: a status out of range is a `500`, a header value axum refuses is left out.
+pub(crate) fn response_of(
+    status: u16,
+    header_lines: Vec<(&'static str, String)>,
+    body: &[u8],
+) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_vec()));
     *response.status_mut() =
-        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    for (name, value) in answer.headers {
+    for (name, value) in header_lines {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.append(HeaderName::from_static(name), value);
         }
-    }
-    if answer.close {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
