@@ -172,7 +172,10 @@ impl NetworkRecord {
     /// secrets). (Failures and lockouts are the [budgets](super::budget)' records.)
     pub fn prune(&mut self, now: DateTime<Utc>, _config: &ServerConfig) {
         let now_ms = now.timestamp_millis();
-        self.presences.retain(|p| p.expires_ms > now_ms);
+        // Most calls find nothing expired: look before `retain` moves anything.
+        if self.presences.iter().any(|p| p.expires_ms <= now_ms) {
+            self.presences.retain(|p| p.expires_ms > now_ms);
+        }
         let Some(extras) = self.extras.as_deref_mut() else {
             return;
         };
