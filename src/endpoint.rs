@@ -283,7 +283,7 @@ pub fn status_of_secret_refusal(refusal: &SecretRefusal) -> u16 {
 /// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
 /// # let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
 /// let headers = [("host", &b"192.168.1.50"[..])];
-/// let request = |method, path| LocalRequest { method, path, query: None, authority: None,
+/// let request = |method: &'static str, path: &'static str| LocalRequest { method, path, query: None, authority: None,
 ///     headers: &headers, peer: Some("192.168.1.20".parse().unwrap()) };
 /// let mut rng = lanlink::os_rng();
 /// assert_eq!(endpoint::handle(&mut agent, now, &mut rng, "/lanlink/v1", &request("GET", "/elsewhere")).status, 404);
