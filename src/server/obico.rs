@@ -749,7 +749,7 @@ impl<S: Backend> Server<S> {
     /// # let code = server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap().message.unwrap().code;
     /// let verified = server.obico_verify(now, &mut rng, home, &code).await.unwrap();
     /// assert_eq!((verified.redeemed.account, verified.redeemed.instance_id), (alice, device));
-    /// // Single use, and from elsewhere the code is no code at all.
+    /// // Single use: a second redemption reads as any wrong code.
     /// let again = server.obico_verify(now, &mut rng, home, &code).await.unwrap_err();
     /// assert_eq!(again.code(), WireCode::InvalidCode);
     /// # });
