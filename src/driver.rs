@@ -349,7 +349,7 @@ pub enum LinkerDriverError {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let mut linker = Linker::new(LinkerConfig::default(), std::time::Instant::now(), &mut lanlink::os_rng());
-/// let result = run_linker(&mut linker, &Shared, &NoLan, &DriverConfig::default(), |_| None).await;
+/// let result = run_linker(&mut linker, &Shared, &NoLan, &DriverConfig::default(), |_| None, |_event| {}).await;
 /// let Err(LinkerDriverError::Linker(failure)) = result else { panic!("{result:?}") };
 /// assert_eq!(failure, LinkerFailure::Hidden(HiddenReason::SharedNetwork)); // offer a manual code
 /// # }
