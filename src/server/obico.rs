@@ -701,9 +701,12 @@ impl<S: Backend> Server<S> {
     /// let secret = LocalSecret::from_bytes([3; 32]);
     /// server.obico_link(now, &mut rng, home, &alice, device, Some(secret.clone())).await.unwrap();
     /// // The agent's next poll carries the secret (for it to compare) and a code, once.
-    /// let message = server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap().message.unwrap();
+    /// // (Polls closer than `min_poll_gap` look like two pollers: the agent polls every 5 s.)
+    /// let next = now + chrono::TimeDelta::seconds(5);
+    /// let message = server.obico_unlinked(next, &mut rng, &obico, home, &poll).await.unwrap().message.unwrap();
     /// assert!(message.secret.ct_eq(&secret));
-    /// assert!(server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap().message.is_none());
+    /// let after = next + chrono::TimeDelta::seconds(5);
+    /// assert!(server.obico_unlinked(after, &mut rng, &obico, home, &poll).await.unwrap().message.is_none());
     /// # });
     /// # use std::future::Future;
     /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
@@ -746,6 +749,7 @@ impl<S: Backend> Server<S> {
     /// # server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap();
     /// # let secret = LocalSecret::from_bytes([3; 32]);
     /// # server.obico_link(now, &mut rng, home, &alice, device, Some(secret.clone())).await.unwrap();
+    /// # let now = now + chrono::TimeDelta::seconds(5);
     /// # let code = server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap().message.unwrap().code;
     /// let verified = server.obico_verify(now, &mut rng, home, &code).await.unwrap();
     /// assert_eq!((verified.redeemed.account, verified.redeemed.instance_id), (alice, device));
