@@ -18,6 +18,15 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FORWARDED_HOPS: usize = 32;
 
 /// Normalizes an address: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) becomes the IPv4 address.
+///
+/// ```
+/// use lanlink::addr::canonical;
+/// use std::net::IpAddr;
+/// let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+/// assert_eq!(canonical(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+/// let v6: IpAddr = "2001:db8::1".parse().unwrap();
+/// assert_eq!(canonical(v6), v6);
+/// ```
 #[inline]
 pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
@@ -27,6 +36,13 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 ///
 /// Give every `Forwarded` line and every `X-Forwarded-For` line; the resolver reads them only when
 /// the socket peer is a trusted proxy.
+///
+/// ```
+/// use lanlink::{ClientAddrResolver, ForwardedHeaders};
+/// let proxy = ClientAddrResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+/// let headers = ForwardedHeaders { forwarded: &["for=198.51.100.4;proto=https"], x_forwarded_for: &[] };
+/// assert_eq!(proxy.resolve("10.1.1.1".parse().unwrap(), headers), Ok("198.51.100.4".parse().unwrap()));
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ForwardedHeaders<'a> {
     /// Values of the `Forwarded` header (RFC 7239), one per header line.
@@ -44,6 +60,17 @@ impl ForwardedHeaders<'_> {
 }
 
 /// Why a client address could not be resolved. Each is a refusal: the request must not proceed.
+///
+/// ```
+/// use lanlink::{ClientAddrError, ClientAddrResolver, ForwardedHeaders};
+/// let proxy = ClientAddrResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+/// let peer = "10.0.0.2".parse().unwrap();
+/// assert_eq!(proxy.resolve(peer, ForwardedHeaders::NONE), Err(ClientAddrError::MissingForwarded));
+/// let both = ForwardedHeaders { forwarded: &["for=1.2.3.4"], x_forwarded_for: &["5.6.7.8"] };
+/// assert_eq!(proxy.resolve(peer, both), Err(ClientAddrError::AmbiguousHeaders));
+/// let junk = ForwardedHeaders { forwarded: &["for=unknown"], x_forwarded_for: &[] };
+/// assert_eq!(proxy.resolve(peer, junk), Err(ClientAddrError::UnparsableHop));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientAddrError {
@@ -93,6 +120,14 @@ pub struct ClientAddrResolver {
 
 impl ClientAddrResolver {
     /// A resolver that trusts the given proxy networks (empty: trust no forwarding header).
+    ///
+    /// ```
+    /// use lanlink::ClientAddrResolver;
+    /// // A proxy range written as IPv4-mapped IPv6 is kept as the IPv4 range it denotes.
+    /// let r = ClientAddrResolver::new(vec!["::ffff:10.0.0.0/104".parse().unwrap()]);
+    /// assert_eq!(r.trusted_proxies(), &["10.0.0.0/8".parse().unwrap()]);
+    /// assert!(r.is_trusted("10.9.9.9".parse().unwrap()));
+    /// ```
     pub fn new(trusted_proxies: Vec<IpNet>) -> Self {
         let trusted = trusted_proxies
             .into_iter()
@@ -111,11 +146,26 @@ impl ClientAddrResolver {
     }
 
     /// The trusted proxy networks.
+    ///
+    /// ```
+    /// use lanlink::ClientAddrResolver;
+    /// assert!(ClientAddrResolver::default().trusted_proxies().is_empty());
+    /// let r = ClientAddrResolver::new(vec!["192.0.2.0/24".parse().unwrap()]);
+    /// assert_eq!(r.trusted_proxies().len(), 1);
+    /// ```
     pub fn trusted_proxies(&self) -> &[IpNet] {
         &self.trusted
     }
 
     /// Whether `ip` is a trusted proxy.
+    ///
+    /// ```
+    /// use lanlink::ClientAddrResolver;
+    /// let r = ClientAddrResolver::new(vec!["192.0.2.0/24".parse().unwrap()]);
+    /// assert!(r.is_trusted("192.0.2.10".parse().unwrap()));
+    /// assert!(r.is_trusted("::ffff:192.0.2.10".parse().unwrap()), "normalized first");
+    /// assert!(!r.is_trusted("198.51.100.1".parse().unwrap()));
+    /// ```
     #[inline]
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusts(canonical(ip))
@@ -128,6 +178,14 @@ impl ClientAddrResolver {
     }
 
     /// The client address of a request whose socket peer is `peer`.
+    ///
+    /// ```
+    /// use lanlink::{ClientAddrError, ClientAddrResolver, ForwardedHeaders};
+    /// let r = ClientAddrResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    /// // Every hop trusted: there is no client to name.
+    /// let inner = ForwardedHeaders { forwarded: &[], x_forwarded_for: &["10.0.0.7"] };
+    /// assert_eq!(r.resolve("10.0.0.1".parse().unwrap(), inner), Err(ClientAddrError::OnlyTrustedHops));
+    /// ```
     #[inline]
     pub fn resolve(
         &self,
@@ -372,6 +430,14 @@ pub enum PublicNetwork {
 impl PublicNetwork {
     /// The network of `ip`, grouping IPv6 by `v6_prefix` bits (clamped to 0..=128), an address of
     /// a form that embeds an IPv4 client ([`ipv4_embedded`]) read as that IPv4 address.
+    ///
+    /// ```
+    /// use lanlink::PublicNetwork;
+    /// let net = PublicNetwork::from_ip("2001:db8:1:2:3::9".parse().unwrap(), 48);
+    /// assert_eq!(net.to_string(), "2001:db8:1::/48");
+    /// let v4 = PublicNetwork::from_ip("198.51.100.20".parse().unwrap(), 64);
+    /// assert!(matches!(v4, PublicNetwork::V4(_)));
+    /// ```
     #[inline]
     pub fn from_ip(ip: IpAddr, v6_prefix: u8) -> Self {
         Self::from_ip_nat64(ip, v6_prefix, &[])
@@ -380,6 +446,15 @@ impl PublicNetwork {
     /// As [`from_ip`](Self::from_ip), with `nat64_prefixes` (an operator's NAT64 or SIIT
     /// prefixes, of the lengths in [`NAT64_PREFIX_LENGTHS`]; others are ignored) mapped back to
     /// IPv4 like the well-known prefix.
+    ///
+    /// ```
+    /// use lanlink::PublicNetwork;
+    /// let prefix = "2001:db8:64::/96".parse().unwrap();
+    /// let ip = "2001:db8:64::203.0.113.7".parse().unwrap();
+    /// assert_eq!(PublicNetwork::from_ip_nat64(ip, 64, &[prefix]).to_string(), "203.0.113.7");
+    /// // Without the operator's prefix it is an ordinary IPv6 /64.
+    /// assert_eq!(PublicNetwork::from_ip(ip, 64).to_string(), "2001:db8:64::/64");
+    /// ```
     pub fn from_ip_nat64(ip: IpAddr, v6_prefix: u8, nat64_prefixes: &[Ipv6Net]) -> Self {
         match canonical(ip) {
             IpAddr::V4(v4) => Self::V4(v4),
@@ -434,16 +509,36 @@ pub struct LocalPolicy {
 
 impl LocalPolicy {
     /// A policy that accepts exactly `networks`.
+    ///
+    /// ```
+    /// use lanlink::LocalPolicy;
+    /// let only_lab = LocalPolicy::new(vec!["192.168.50.0/24".parse().unwrap()]);
+    /// assert!(only_lab.is_local("192.168.50.3".parse().unwrap()));
+    /// assert!(!only_lab.is_local("192.168.1.3".parse().unwrap()));
+    /// ```
     pub fn new(networks: Vec<IpNet>) -> Self {
         Self { networks }
     }
 
     /// The accepted networks.
+    ///
+    /// ```
+    /// use lanlink::{addr::default_private_networks, LocalPolicy};
+    /// assert_eq!(LocalPolicy::default().networks(), default_private_networks().as_slice());
+    /// ```
     pub fn networks(&self) -> &[IpNet] {
         &self.networks
     }
 
     /// Whether `ip` (normalized) is local under this policy.
+    ///
+    /// ```
+    /// use lanlink::LocalPolicy;
+    /// let policy = LocalPolicy::default();
+    /// assert!(policy.is_local("fe80::1".parse().unwrap()));
+    /// assert!(policy.is_local("fd00::5".parse().unwrap()));
+    /// assert!(!policy.is_local("2001:db8::5".parse().unwrap()));
+    /// ```
     pub fn is_local(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.networks.iter().any(|net| net.contains(&ip))
@@ -457,6 +552,14 @@ impl Default for LocalPolicy {
 }
 
 /// RFC 1918, loopback, link-local and ULA networks.
+///
+/// ```
+/// use lanlink::addr::default_private_networks;
+/// let nets = default_private_networks();
+/// assert_eq!(nets.len(), 8);
+/// assert!(nets.contains(&"172.16.0.0/12".parse().unwrap()));
+/// assert!(!nets.contains(&"100.64.0.0/10".parse().unwrap()), "not CGNAT");
+/// ```
 pub fn default_private_networks() -> Vec<IpNet> {
     [
         "10.0.0.0/8",
@@ -477,6 +580,14 @@ pub fn default_private_networks() -> Vec<IpNet> {
 /// Whether `ip` may be announced as an agent's private address: private, loopback, ULA or
 /// link-local (the default [`LocalPolicy`] set). Anything else would let an announcement point
 /// linkers at a public host.
+///
+/// ```
+/// use lanlink::addr::is_announceable_private_ip;
+/// assert!(is_announceable_private_ip("192.168.1.40".parse().unwrap()));
+/// assert!(is_announceable_private_ip("fd12::40".parse().unwrap()));
+/// assert!(!is_announceable_private_ip("8.8.8.8".parse().unwrap()));
+/// assert!(!is_announceable_private_ip("100.64.0.1".parse().unwrap()));
+/// ```
 pub fn is_announceable_private_ip(ip: IpAddr) -> bool {
     let ip = canonical(ip);
     match ip {

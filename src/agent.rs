@@ -242,6 +242,17 @@ pub const MAX_HOLD: Duration = Duration::from_millis(MAX_HOLD_MS as u64);
 pub const HOLD_FAILURES_BEFORE_FALLBACK: u32 = 2;
 
 /// The agent's configuration. Checked by [`Agent::new`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::agent::AgentConfig;
+/// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+///     .window(Duration::from_secs(300))
+///     .allow_host("printer.local");
+/// assert_eq!(config.window_length(), Duration::from_secs(300));
+/// assert_eq!(config.port(), 8080);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     window: Duration,
@@ -265,6 +276,16 @@ impl AgentConfig {
     /// A configuration with the defaults: a 10-minute window, a 2-second announce interval, the
     /// default [`LocalPolicy`], no trusted proxies, no host names (IP literals only) and no
     /// origins (any request with an `Origin` is refused).
+    ///
+    /// ```
+    /// use lanlink::agent::{AgentConfig, DEFAULT_ANNOUNCE_INTERVAL};
+    /// use lanlink::MAX_DISCOVERY_WINDOW;
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// assert_eq!(config.window_length(), MAX_DISCOVERY_WINDOW);
+    /// assert_eq!(config.interval(), DEFAULT_ANNOUNCE_INTERVAL);
+    /// assert!(config.allowed_origins().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(private_ip: IpAddr, port: u16, info: DeviceInfo) -> Self {
         Self {
             window: MAX_DISCOVERY_WINDOW,
@@ -388,12 +409,30 @@ impl AgentConfig {
     /// [`MAX_DISCOVERY_WINDOW`]; default [`DEFAULT_CONFIRM_TIMEOUT`]). The deadline never
     /// reaches past the discovery window. Keep it, plus the redeem timeout, inside the server's
     /// auto-code life (2 minutes by default).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lanlink::agent::{Agent, AgentConfig};
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .confirm_timeout(Duration::ZERO);
+    /// let refused = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap_err();
+    /// assert_eq!(refused, lanlink::ConfigError::ConfirmTimeout);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
         self
     }
 
     /// The confirmation policy.
+    ///
+    /// ```
+    /// use lanlink::{agent::AgentConfig, confirm::Confirmation};
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// assert_eq!(config.confirmation_policy(), Confirmation::None);
+    /// assert_eq!(config.confirmation(Confirmation::Compare).confirmation_policy(), Confirmation::Compare);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn confirmation_policy(&self) -> Confirmation {
         self.confirmation
     }
@@ -440,6 +479,13 @@ impl AgentConfig {
 
     /// Every endpoint the agent announces, in order (see [`order_endpoints`]): the first is the
     /// announcement's `private_ip:port`, the rest its `candidates`.
+    ///
+    /// ```
+    /// use lanlink::agent::AgentConfig;
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// assert_eq!(config.endpoints(), ["192.168.1.50:8080".parse::<std::net::SocketAddr>()?]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn endpoints(&self) -> Vec<SocketAddr> {
         order_endpoints(
             self.advertise,
@@ -471,18 +517,54 @@ impl AgentConfig {
     }
 
     /// Sets the discovery window (more than zero, at most [`MAX_DISCOVERY_WINDOW`]).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lanlink::{agent::{Agent, AgentConfig}, ConfigError};
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .window(Duration::from_secs(601));
+    /// let refused = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap_err();
+    /// assert_eq!(refused, ConfigError::DiscoveryWindow);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
     }
 
     /// Sets the announce interval (more than zero, less than the window).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lanlink::{agent::{Agent, AgentConfig}, ConfigError};
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .window(Duration::from_secs(60))
+    ///     .announce_interval(Duration::from_secs(60));
+    /// let refused = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap_err();
+    /// assert_eq!(refused, ConfigError::AnnounceInterval);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn announce_interval(mut self, interval: Duration) -> Self {
         self.announce_interval = interval;
         self
     }
 
     /// Sets which callers are local.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+    /// # use lanlink::{ForwardedHeaders, LocalPolicy, SecretRefusal};
+    /// # let now = Instant::now();
+    /// let lab = LocalPolicy::new(vec!["192.168.50.0/24".parse()?]);
+    /// let config = AgentConfig::new("192.168.50.2".parse()?, 8080, Default::default()).local_policy(lab);
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// let id = agent.instance_id().to_string();
+    /// let request = SecretRequest { peer: "192.168.1.20".parse()?, forwarded: ForwardedHeaders::NONE,
+    ///     host: Some("192.168.50.2"), origin: None, instance_id: &id };
+    /// assert_eq!(agent.handle_secret_request(now, &request).unwrap_err(), SecretRefusal::NotLocal);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn local_policy(mut self, policy: LocalPolicy) -> Self {
         self.local_policy = policy;
         self
@@ -490,12 +572,46 @@ impl AgentConfig {
 
     /// Trusts forwarding headers from these proxy networks (for an agent behind a local reverse
     /// proxy). Default: none.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+    /// # use lanlink::{ForwardedHeaders, SecretRefusal};
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .trusted_proxies(vec!["127.0.0.1/32".parse()?]);
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// let id = agent.instance_id().to_string();
+    /// // The local proxy says the caller is a public host: refused.
+    /// let request = SecretRequest { peer: "127.0.0.1".parse()?,
+    ///     forwarded: ForwardedHeaders { forwarded: &[], x_forwarded_for: &["203.0.113.9"] },
+    ///     host: Some("192.168.1.50"), origin: None, instance_id: &id };
+    /// assert_eq!(agent.handle_secret_request(now, &request).unwrap_err(), SecretRefusal::NotLocal);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
         self.resolver = ClientAddrResolver::new(proxies);
         self
     }
 
     /// Accepts `Host: name` (besides IP literals), e.g. `"printer.local"`. Case-insensitive.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+    /// # use lanlink::{ForwardedHeaders, SecretRefusal};
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .allow_host("printer.local");
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// let id = agent.instance_id().to_string();
+    /// let mut request = SecretRequest { peer: "192.168.1.20".parse()?, forwarded: ForwardedHeaders::NONE,
+    ///     host: Some("evil.example"), origin: None, instance_id: &id };
+    /// assert_eq!(agent.handle_secret_request(now, &request).unwrap_err(), SecretRefusal::BadHost);
+    /// request.host = Some("Printer.Local:8080");
+    /// assert!(agent.handle_secret_request(now, &request).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn allow_host(mut self, name: &str) -> Self {
         self.allowed_hosts
             .push(name.trim_end_matches('.').to_ascii_lowercase());
@@ -503,32 +619,80 @@ impl AgentConfig {
     }
 
     /// Accepts requests carrying `Origin: origin`, e.g. `"https://cloud.example"`.
+    ///
+    /// ```
+    /// use lanlink::agent::AgentConfig;
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .allow_origin("https://cloud.example");
+    /// assert_eq!(config.allowed_origins(), ["https://cloud.example"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn allow_origin(mut self, origin: &str) -> Self {
         self.allowed_origins.push(origin.to_ascii_lowercase());
         self
     }
 
     /// The window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::agent::AgentConfig;
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .window(Duration::from_secs(120));
+    /// assert_eq!(config.window_length(), Duration::from_secs(120));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn window_length(&self) -> Duration {
         self.window
     }
 
     /// The announce interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::agent::AgentConfig;
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .announce_interval(Duration::from_secs(5));
+    /// assert_eq!(config.interval(), Duration::from_secs(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn interval(&self) -> Duration {
         self.announce_interval
     }
 
     /// The agent's LAN address.
+    ///
+    /// ```
+    /// use lanlink::agent::AgentConfig;
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// assert_eq!(config.private_ip().to_string(), "192.168.1.50");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn private_ip(&self) -> IpAddr {
         self.private_ip
     }
 
     /// The local endpoint's port.
+    ///
+    /// ```
+    /// use lanlink::agent::AgentConfig;
+    /// assert_eq!(AgentConfig::new("10.0.0.9".parse()?, 5000, Default::default()).port(), 5000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The allowed origins.
+    ///
+    /// ```
+    /// use lanlink::agent::AgentConfig;
+    /// let config = AgentConfig::new("10.0.0.9".parse()?, 5000, Default::default())
+    ///     .allow_origin("https://a.example")
+    ///     .allow_origin("https://b.example");
+    /// assert_eq!(config.allowed_origins().len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn allowed_origins(&self) -> &[String] {
         &self.allowed_origins
     }
@@ -592,6 +756,19 @@ fn valid_origin(origin: &str) -> bool {
 }
 
 /// A request for the secret at the agent's local endpoint, as the transport saw it.
+///
+/// ```
+/// # use std::time::Instant;
+/// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+/// # use lanlink::{ForwardedHeaders, SecretRefusal};
+/// # let now = Instant::now();
+/// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+/// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+/// let request = SecretRequest { peer: "192.168.1.20".parse()?, forwarded: ForwardedHeaders::NONE,
+///     host: Some("192.168.1.50"), origin: None, instance_id: "00000000-0000-4000-8000-000000000000" };
+/// assert_eq!(agent.handle_secret_request(now, &request).unwrap_err(), SecretRefusal::WrongInstance);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SecretRequest<'a> {
     /// The socket peer.
@@ -607,6 +784,19 @@ pub struct SecretRequest<'a> {
 }
 
 /// What the agent wants sent to the server.
+///
+/// ```
+/// # use std::time::Instant;
+/// # use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+/// # let now = Instant::now();
+/// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+/// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+/// match agent.poll_transmit(now) {
+///     Some(AgentTransmit::Announce(announce)) => assert_eq!(announce.instance_id, agent.instance_id()),
+///     other => panic!("expected an announcement, got {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum AgentTransmit {
@@ -617,6 +807,19 @@ pub enum AgentTransmit {
 }
 
 /// The agent's state, as the embedder may show it (no secrets).
+///
+/// ```
+/// # use std::time::{Duration, Instant};
+/// # use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+/// # use lanlink::event::StopReason;
+/// # let now = Instant::now();
+/// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+/// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+/// assert!(matches!(agent.status(), AgentStatus::Discovering { deadline } if deadline > now));
+/// agent.cancel();
+/// assert_eq!(agent.status(), AgentStatus::Stopped(StopReason::Cancelled));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AgentStatus {
@@ -662,6 +865,17 @@ struct Confirming {
 
 /// A link waiting for the owner's decision, as the device shows it
 /// ([`Agent::pending_confirmation`]).
+///
+/// ```
+/// # use std::time::Instant;
+/// # use lanlink::agent::{Agent, AgentConfig};
+/// # let now = Instant::now();
+/// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+/// let agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+/// // Nothing waits for the owner until a verified link arrives (see `AgentConfig::confirmation`).
+/// assert!(agent.pending_confirmation().is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingConfirmation {
     /// The linking account, as the server named it.
@@ -686,6 +900,21 @@ struct Redeeming {
 }
 
 /// The agent's state machine. See the [module docs](self).
+///
+/// ```
+/// use std::time::Instant;
+/// use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+/// use lanlink::wire::AnnounceReply;
+/// let now = Instant::now();
+/// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+/// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+/// // Sans-IO: the embedder sends what `poll_transmit` gives and feeds the replies back.
+/// let Some(AgentTransmit::Announce(_announce)) = agent.poll_transmit(now) else { panic!() };
+/// agent.handle_announce_reply(now, AnnounceReply::new(Vec::new(), 2000));
+/// assert!(agent.is_discovering());
+/// assert!(agent.poll_timeout().is_some_and(|at| at > now));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Agent {
     config: AgentConfig,
     /// The announced endpoints, ordered once at start: `private_ip:port`, then the candidates.
@@ -727,6 +956,21 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     /// Checks `config` and starts discovery at `now`: a fresh instance id and secret from `rng`.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::agent::{Agent, AgentConfig};
+    /// use lanlink::ConfigError;
+    /// let now = Instant::now();
+    /// let mut rng = lanlink::os_rng();
+    /// let a = Agent::new(AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default()), now, &mut rng)?;
+    /// let b = Agent::new(AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default()), now, &mut rng)?;
+    /// assert_ne!(a.instance_id(), b.instance_id(), "a fresh id each time");
+    /// // A public address is refused.
+    /// let public = AgentConfig::new("203.0.113.5".parse()?, 8080, Default::default());
+    /// assert_eq!(Agent::new(public, now, &mut rng).unwrap_err(), ConfigError::AgentAddress);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new<R: CryptoRng + RngCore + ?Sized>(
         config: AgentConfig,
         now: Instant,
@@ -787,22 +1031,74 @@ impl Agent {
 
     /// How the server last said it shows this agent to linkers of its network (revision 1.2):
     /// `None` before the first announce reply of this window.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # use lanlink::wire::{AnnounceReply, HiddenReason, Visibility};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// assert_eq!(agent.visibility(), None);
+    /// let hidden = Visibility::Hidden(HiddenReason::TooManyAgents);
+    /// agent.handle_announce_reply(now, AnnounceReply::new(Vec::new(), 2000).with_visibility(hidden));
+    /// assert_eq!(agent.visibility(), Some(hidden));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn visibility(&self) -> Option<Visibility> {
         self.visibility
     }
 
     /// The endpoints the agent announces, in order: `private_ip:port`, then the candidates
     /// (revision 1.3; see [`AgentConfig::endpoints`]).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .candidates(vec!["10.0.0.5:8080".parse()?]);
+    /// let agent = Agent::new(config.clone(), now, &mut lanlink::os_rng())?;
+    /// assert_eq!(agent.endpoints(), config.endpoints().as_slice());
+    /// assert_eq!(agent.endpoints().len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn endpoints(&self) -> &[SocketAddr] {
         &self.endpoints
     }
 
     /// This window's instance id.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # use lanlink::event::AgentEvent;
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// let id = agent.instance_id();
+    /// assert!(matches!(agent.poll_event(), Some(AgentEvent::DiscoveryStarted { instance_id, .. }) if instance_id == id));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn instance_id(&self) -> InstanceId {
         self.instance_id
     }
 
     /// The state, without secrets.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+    /// # use lanlink::event::StopReason;
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .window(Duration::from_secs(60));
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// assert_eq!(agent.status(), AgentStatus::Discovering { deadline: now + Duration::from_secs(60) });
+    /// agent.handle_timeout(now + Duration::from_secs(60));
+    /// assert_eq!(agent.status(), AgentStatus::Stopped(StopReason::WindowExpired));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn status(&self) -> AgentStatus {
         match &self.state {
             State::Discovering { deadline, .. } => AgentStatus::Discovering {
@@ -818,11 +1114,48 @@ impl Agent {
     }
 
     /// Whether discovery is on (the window may still have run out; see [`Agent::handle_timeout`]).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// assert!(agent.is_discovering());
+    /// agent.cancel();
+    /// assert!(!agent.is_discovering());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_discovering(&self) -> bool {
         matches!(self.state, State::Discovering { .. })
     }
 
     /// The link waiting for the owner's decision, if any.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+    /// # use lanlink::confirm::Confirmation;
+    /// # use lanlink::wire::{AgentMessage, AnnounceReply};
+    /// # use lanlink::LinkCode;
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .confirmation(Confirmation::Approve);
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// # let id = agent.instance_id().to_string();
+    /// # let request = SecretRequest { peer: "192.168.1.20".parse()?,
+    /// #     forwarded: lanlink::ForwardedHeaders::NONE, host: Some("192.168.1.50"), origin: None,
+    /// #     instance_id: &id };
+    /// # let secret = agent.handle_secret_request(now, &request).unwrap().local_secret;
+    /// let message = AgentMessage::VerifyAndRedeem { instance_id: agent.instance_id(), local_secret: secret,
+    ///     code: LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap(),
+    ///     display_name: Some("alice@example.com".into()), nonce: None };
+    /// agent.handle_announce_reply(now, AnnounceReply::new(vec![message], 2000));
+    /// let pending = agent.pending_confirmation().unwrap();
+    /// assert_eq!(pending.display_name.as_str(), "alice@example.com");
+    /// assert!(pending.short_code.is_none(), "Approve shows no short code");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pending_confirmation(&self) -> Option<&PendingConfirmation> {
         match &self.state {
             State::Confirming(confirming) => Some(&confirming.pending),
@@ -831,6 +1164,23 @@ impl Agent {
     }
 
     /// The auth token, once linked.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, AgentTransmit};
+    /// # use lanlink::wire::RedeemReply;
+    /// # use lanlink::{AuthToken, LinkCode};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// assert!(agent.auth_token().is_none());
+    /// agent.enter_code(now, LinkCode::parse("482913").unwrap())?;
+    /// let Some(AgentTransmit::Redeem(request)) = agent.poll_transmit(now) else { panic!() };
+    /// let token = AuthToken::generate(&mut lanlink::os_rng());
+    /// agent.handle_redeem_reply(now, Ok(RedeemReply::new(token.clone(), request.attempt)))?;
+    /// assert!(agent.auth_token().is_some_and(|t| t.ct_eq(&token)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn auth_token(&self) -> Option<&AuthToken> {
         match &self.state {
             State::Linked { token } => Some(token),
@@ -839,6 +1189,16 @@ impl Agent {
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// assert_eq!(agent.config().port(), 8080);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn config(&self) -> &AgentConfig {
         &self.config
     }
@@ -849,6 +1209,22 @@ impl Agent {
     /// answered by its deadline ([`AgentConfig::confirm_timeout`]), and stops a redemption that
     /// had no answer by its deadline ([`AgentConfig::redeem_timeout`]). A spurious call is a
     /// no-op.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # use lanlink::event::{AgentEvent, StopReason};
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .window(Duration::from_secs(30));
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// agent.handle_timeout(now + Duration::from_secs(29)); // early: nothing happens
+    /// assert!(agent.is_discovering());
+    /// agent.handle_timeout(now + Duration::from_secs(30));
+    /// assert!(std::iter::from_fn(|| agent.poll_event())
+    ///     .any(|e| e == AgentEvent::Stopped { reason: StopReason::WindowExpired }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_timeout(&mut self, now: Instant) {
         match &self.state {
             State::Discovering { deadline, .. } if now >= *deadline => {
@@ -992,6 +1368,17 @@ impl Agent {
     }
 
     /// Whether `origin` is one of the configured origins (ASCII case-insensitive, exact).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .allow_origin("https://cloud.example");
+    /// let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng())?;
+    /// assert!(agent.origin_allowed("HTTPS://Cloud.Example"));
+    /// assert!(!agent.origin_allowed("https://cloud.example.evil"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn origin_allowed(&self, origin: &str) -> bool {
         let origin = origin.trim().to_ascii_lowercase();
         self.config.allowed_origins.contains(&origin)
@@ -1110,6 +1497,21 @@ impl Agent {
     /// [ends discovery](crate::Class::ends_discovery) stops the agent (fail closed; so does a
     /// code this version does not know, [`WireCode::Unknown`]); any other is ignored and the
     /// agent announces again on time.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+    /// # use lanlink::event::StopReason;
+    /// # use lanlink::WireCode;
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// agent.handle_announce_refused(now, WireCode::LockedOut); // not fatal: announce again later
+    /// assert!(agent.is_discovering());
+    /// agent.handle_announce_refused(now, WireCode::ForgedInstance); // fail closed
+    /// assert_eq!(agent.status(), AgentStatus::Stopped(StopReason::AnnounceRefused(WireCode::ForgedInstance)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_announce_refused(&mut self, now: Instant, code: WireCode) {
         self.handle_timeout(now);
         if code.class().ends_discovery && self.is_discovering() {
@@ -1217,6 +1619,22 @@ impl Agent {
     /// stops by itself ([`StopReason::ServerUnreachable`]) if no answer comes before its
     /// [redeem deadline](AgentConfig::redeem_timeout). Calling it is optional (the
     /// retransmission timer runs anyway) but lets the retry wait its back-off from now.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+    /// # use lanlink::{AgentError, LinkCode};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// assert_eq!(agent.handle_redeem_failed(now), Err(AgentError::NoRedeemInProgress));
+    /// agent.enter_code(now, LinkCode::parse("482913").unwrap())?;
+    /// let _sent = agent.poll_transmit(now);
+    /// agent.handle_redeem_failed(now)?; // lost: it is sent again after a back-off
+    /// assert_eq!(agent.status(), AgentStatus::Redeeming);
+    /// assert!(agent.poll_timeout().is_some_and(|at| at > now));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_redeem_failed(&mut self, now: Instant) -> Result<(), AgentError> {
         match &mut self.state {
             State::Redeeming(redeeming) if redeeming.attempts > 0 => {
@@ -1406,6 +1824,21 @@ impl Agent {
     /// server that echoes none is taken at its word): the answer to an earlier attempt, and
     /// [`WireCode::Superseded`], are ignored (`Ok`, nothing changes), since the server completes
     /// only the newest attempt and the token of an older one no longer authenticates.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, AgentStatus, AgentTransmit};
+    /// # use lanlink::event::StopReason;
+    /// # use lanlink::{LinkCode, WireCode};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// agent.enter_code(now, LinkCode::parse("000000").unwrap())?;
+    /// let Some(AgentTransmit::Redeem(_)) = agent.poll_transmit(now) else { panic!() };
+    /// agent.handle_redeem_reply(now, Err(WireCode::InvalidCode))?;
+    /// assert_eq!(agent.status(), AgentStatus::Stopped(StopReason::RedeemRefused(WireCode::InvalidCode)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_redeem_reply(
         &mut self,
         now: Instant,
@@ -1440,6 +1873,21 @@ impl Agent {
     }
 
     /// Starts a new discovery window with a fresh id and secret, after the last one stopped.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut rng = lanlink::os_rng();
+    /// let mut agent = Agent::new(config, now, &mut rng)?;
+    /// let first = agent.instance_id();
+    /// agent.cancel();
+    /// agent.restart_discovery(now, &mut rng)?;
+    /// assert!(agent.is_discovering());
+    /// assert_ne!(agent.instance_id(), first, "a new window has a new id");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn restart_discovery<R: CryptoRng + RngCore + ?Sized>(
         &mut self,
         now: Instant,
@@ -1459,6 +1907,18 @@ impl Agent {
     }
 
     /// Turns discovery off now (zeroizing the secret), or drops a link waiting for confirmation.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// agent.cancel();
+    /// assert!(agent.poll_transmit(now).is_none(), "no more announcements");
+    /// assert_eq!(agent.poll_timeout(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&mut self) {
         if self.is_discovering() || matches!(self.state, State::Confirming(_)) {
             self.stop(StopReason::Cancelled);
@@ -1475,6 +1935,20 @@ impl Agent {
     // ---- outputs ----
 
     /// The next message for the server, if one is due at `now`.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # use lanlink::wire::AnnounceReply;
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// assert!(agent.poll_transmit(now).is_some()); // the first announcement is due at once
+    /// agent.handle_announce_reply(now, AnnounceReply::new(Vec::new(), 2000));
+    /// assert!(agent.poll_transmit(now).is_none(), "the next is due in 2 s");
+    /// assert!(agent.poll_transmit(now + Duration::from_secs(2)).is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<AgentTransmit> {
         self.handle_timeout(now);
@@ -1635,6 +2109,18 @@ impl Agent {
     /// a deadline while discovering or redeeming (the next announcement, the window's end, the
     /// next attempt at the redemption or its deadline); `None` once linked or stopped, when
     /// nothing will ever be due.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # let now = Instant::now();
+    /// let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default())
+    ///     .window(Duration::from_secs(60));
+    /// let agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// // While discovering there is always a deadline, never past the window's end.
+    /// assert!(agent.poll_timeout().is_some_and(|at| at <= now + Duration::from_secs(60)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
@@ -1650,6 +2136,20 @@ impl Agent {
     }
 
     /// The next event.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig};
+    /// # use lanlink::event::{AgentEvent, StopReason};
+    /// # let now = Instant::now();
+    /// # let config = AgentConfig::new("192.168.1.50".parse()?, 8080, Default::default());
+    /// let mut agent = Agent::new(config, now, &mut lanlink::os_rng())?;
+    /// agent.cancel();
+    /// let events: Vec<AgentEvent> = std::iter::from_fn(|| agent.poll_event()).collect();
+    /// assert!(matches!(events[0], AgentEvent::DiscoveryStarted { .. }));
+    /// assert_eq!(events.last(), Some(&AgentEvent::Stopped { reason: StopReason::Cancelled }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
         self.events.pop_front()

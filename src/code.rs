@@ -35,6 +35,14 @@ pub struct LinkCode(String);
 impl LinkCode {
     /// Accepts a code as typed or received: 1 to [`MAX_CODE_LEN`] printable ASCII characters, no
     /// spaces. Whether it is a *live* code is the server's question.
+    ///
+    /// ```
+    /// use lanlink::{code::MAX_CODE_LEN, LinkCode};
+    /// assert!(LinkCode::parse("AB12-cd").is_some());
+    /// assert!(LinkCode::parse("").is_none());
+    /// assert!(LinkCode::parse("é").is_none(), "not ASCII");
+    /// assert!(LinkCode::parse(&"1".repeat(MAX_CODE_LEN + 1)).is_none());
+    /// ```
     pub fn parse(text: &str) -> Option<Self> {
         let ok = !text.is_empty()
             && text.len() <= MAX_CODE_LEN
@@ -43,12 +51,27 @@ impl LinkCode {
     }
 
     /// The code's text, for the one place that must show or send it.
+    ///
+    /// ```
+    /// use lanlink::LinkCode;
+    /// let code = LinkCode::parse("654321").unwrap();
+    /// // Only `expose` shows it: Display is redacted.
+    /// assert_eq!(code.to_string(), "<redacted>");
+    /// assert_eq!(code.expose().len(), 6);
+    /// ```
     pub fn expose(&self) -> &str {
         &self.0
     }
 
     /// The key under which the server stores the code's record: a domain-separated SHA-256, so a
     /// store never holds a redeemable code.
+    ///
+    /// ```
+    /// use lanlink::LinkCode;
+    /// let a = LinkCode::parse("123456").unwrap();
+    /// assert_eq!(a.key(), LinkCode::parse("123456").unwrap().key());
+    /// assert_ne!(a.key(), LinkCode::parse("123457").unwrap().key());
+    /// ```
     pub fn key(&self) -> CodeKey {
         let mut hasher = Sha256::new();
         hasher.update(b"lanlink/v1/link-code\0");
@@ -79,6 +102,12 @@ impl fmt::Display for LinkCode {
 }
 
 /// The storage key of a code record (a hash of the code).
+///
+/// ```
+/// use lanlink::{code::CodeKey, LinkCode};
+/// let key: CodeKey = LinkCode::parse("123456").unwrap().key();
+/// assert_eq!(format!("{key:?}"), "CodeKey(<redacted>)");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CodeKey([u8; 32]);
 
@@ -100,6 +129,13 @@ impl CodeKey {
     }
 
     /// The key's bytes.
+    ///
+    /// ```
+    /// use lanlink::LinkCode;
+    /// let key = LinkCode::parse("123456").unwrap().key();
+    /// assert_eq!(key.as_bytes().len(), 32);
+    /// assert_ne!(key.as_bytes(), b"123456".repeat(6)[..32].as_ref());
+    /// ```
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -139,6 +175,15 @@ impl CodeFormat {
     ///
     /// Refuses fewer than 2 or more than 64 symbols, a repeated symbol, a length over
     /// [`MAX_CODE_LEN`], and formats with fewer than 10⁶ possible codes (the 6-digit default).
+    ///
+    /// ```
+    /// use lanlink::{CodeFormat, ConfigError};
+    /// let format = CodeFormat::new(8, "ABCDEFGHJKMNPQRSTVWXYZ23456789")?;
+    /// assert_eq!(format.length(), 8);
+    /// assert_eq!(CodeFormat::new(6, "0012345678"), Err(ConfigError::CodeAlphabet));
+    /// assert_eq!(CodeFormat::new(4, "0123456789"), Err(ConfigError::CodeLength));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(length: usize, alphabet: &str) -> Result<Self, ConfigError> {
         let symbols = alphabet.as_bytes().to_vec();
         let mut sorted = symbols.clone();
@@ -165,11 +210,26 @@ impl CodeFormat {
     }
 
     /// Characters per code.
+    ///
+    /// ```
+    /// use lanlink::CodeFormat;
+    /// let format = CodeFormat::new(10, "0123456789")?;
+    /// assert_eq!(format.length(), 10);
+    /// assert_eq!(format.generate(&mut lanlink::os_rng()).expose().len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn length(&self) -> usize {
         self.length
     }
 
     /// The alphabet.
+    ///
+    /// ```
+    /// use lanlink::CodeFormat;
+    /// let format = CodeFormat::new(5, "ABCDEFGHKMNPRSTUVWXYZ")?;
+    /// assert_eq!(format.alphabet(), "ABCDEFGHKMNPRSTUVWXYZ");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn alphabet(&self) -> &str {
         // Cannot fail: `new` admits only ASCII.
         std::str::from_utf8(&self.alphabet).unwrap_or_default()
@@ -185,11 +245,27 @@ impl CodeFormat {
     }
 
     /// log2 of the number of possible codes.
+    ///
+    /// ```
+    /// use lanlink::CodeFormat;
+    /// let bits = CodeFormat::default().entropy_bits();
+    /// assert!((bits - 19.93).abs() < 0.01, "{bits}"); // log2(10^6)
+    /// assert_eq!(CodeFormat::new(8, "0123456789abcdef")?.entropy_bits(), 32.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn entropy_bits(&self) -> f64 {
         self.length as f64 * (self.alphabet.len() as f64).log2()
     }
 
     /// Draws a code uniformly (rejection sampling, no modulo bias) from `rng`.
+    ///
+    /// ```
+    /// use lanlink::CodeFormat;
+    /// let format = CodeFormat::new(7, "ACEFHJKMNPRTWXY")?;
+    /// let code = format.generate(&mut lanlink::os_rng());
+    /// assert!(format.matches(&code));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn generate<R: CryptoRng + RngCore + ?Sized>(&self, rng: &mut R) -> LinkCode {
         let n = self.alphabet.len() as u32; // 2..=64
                                             // Largest multiple of n that fits in a byte; bytes at or above it are redrawn.
@@ -210,6 +286,14 @@ impl CodeFormat {
     }
 
     /// Whether `code` has this format's shape (length and alphabet).
+    ///
+    /// ```
+    /// use lanlink::{CodeFormat, LinkCode};
+    /// let format = CodeFormat::default();
+    /// assert!(format.matches(&LinkCode::parse("000123").unwrap()));
+    /// assert!(!format.matches(&LinkCode::parse("00012").unwrap()), "too short");
+    /// assert!(!format.matches(&LinkCode::parse("00012a").unwrap()), "not a digit");
+    /// ```
     pub fn matches(&self, code: &LinkCode) -> bool {
         code.0.len() == self.length && code.0.bytes().all(|b| self.alphabet.contains(&b))
     }

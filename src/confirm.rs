@@ -73,17 +73,36 @@ pub enum Confirmation {
 
 impl Confirmation {
     /// Whether the agent waits for [`Agent::confirm`](crate::agent::Agent::confirm).
+    ///
+    /// ```
+    /// use lanlink::confirm::Confirmation;
+    /// assert!(!Confirmation::None.requires_decision());
+    /// assert!(Confirmation::Approve.requires_decision());
+    /// assert!(Confirmation::Compare.requires_decision());
+    /// ```
     pub fn requires_decision(self) -> bool {
         !matches!(self, Self::None)
     }
 
     /// Whether the agent derives and shows a [`ShortCode`] (and so needs the linker's nonce).
+    ///
+    /// ```
+    /// use lanlink::confirm::Confirmation;
+    /// assert!(Confirmation::Compare.shows_short_code());
+    /// assert!(!Confirmation::None.shows_short_code());
+    /// ```
     pub fn shows_short_code(self) -> bool {
         matches!(self, Self::Compare)
     }
 }
 
 /// The owner's answer to a confirmation request.
+///
+/// ```
+/// use lanlink::confirm::Decision;
+/// let answer = Decision::Refuse;
+/// assert!(!matches!(answer, Decision::Approve));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Decision {
@@ -123,6 +142,14 @@ impl From<DisplayName> for String {
 
 impl DisplayName {
     /// Checks `name`: `None` when it is empty, too long or holds a hidden character.
+    ///
+    /// ```
+    /// use lanlink::confirm::{DisplayName, MAX_DISPLAY_NAME_LEN};
+    /// assert!(DisplayName::new("Ada's printer").is_some());
+    /// assert!(DisplayName::new("x".repeat(MAX_DISPLAY_NAME_LEN)).is_some());
+    /// assert!(DisplayName::new("zero\u{200B}width").is_none());
+    /// assert!(DisplayName::new("tab\there").is_none());
+    /// ```
     pub fn new(name: impl Into<String>) -> Option<Self> {
         let name = name.into();
         let ok =
@@ -145,6 +172,13 @@ impl DisplayName {
     }
 
     /// The name.
+    ///
+    /// ```
+    /// use lanlink::confirm::DisplayName;
+    /// let name = DisplayName::new("bob@example.org").unwrap();
+    /// assert_eq!(name.as_str(), "bob@example.org");
+    /// assert_eq!(name.to_string(), name.as_str());
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -172,6 +206,12 @@ pub struct ConfirmNonce([u8; 16]);
 
 impl ConfirmNonce {
     /// A fresh nonce from `rng`.
+    ///
+    /// ```
+    /// use lanlink::confirm::ConfirmNonce;
+    /// let mut rng = lanlink::os_rng();
+    /// assert_ne!(ConfirmNonce::generate(&mut rng), ConfirmNonce::generate(&mut rng));
+    /// ```
     pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
         let mut bytes = [0u8; 16];
         rng.fill_bytes(&mut bytes);
@@ -179,16 +219,35 @@ impl ConfirmNonce {
     }
 
     /// A nonce from its bytes.
+    ///
+    /// ```
+    /// use lanlink::confirm::ConfirmNonce;
+    /// let nonce = ConfirmNonce::from_bytes([0x01; 16]);
+    /// assert_eq!(nonce.to_hex(), "01".repeat(16));
+    /// ```
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(bytes)
     }
 
     /// The bytes.
+    ///
+    /// ```
+    /// use lanlink::confirm::ConfirmNonce;
+    /// let nonce = ConfirmNonce::generate(&mut lanlink::os_rng());
+    /// assert_eq!(ConfirmNonce::from_bytes(*nonce.as_bytes()), nonce);
+    /// ```
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
 
     /// Parses 32 hex characters.
+    ///
+    /// ```
+    /// use lanlink::confirm::ConfirmNonce;
+    /// let nonce = ConfirmNonce::from_hex("000102030405060708090a0b0c0d0E0F").unwrap();
+    /// assert_eq!(nonce.as_bytes()[15], 0x0f);
+    /// assert!(ConfirmNonce::from_hex(&"g0".repeat(16)).is_none());
+    /// ```
     pub fn from_hex(text: &str) -> Option<Self> {
         let text = text.as_bytes();
         if text.len() != 32 {
@@ -203,6 +262,15 @@ impl ConfirmNonce {
     }
 
     /// 32 lowercase hex characters.
+    ///
+    /// ```
+    /// use lanlink::confirm::ConfirmNonce;
+    /// let nonce = ConfirmNonce::from_bytes([0xC3; 16]);
+    /// assert_eq!(nonce.to_hex(), "c3".repeat(16));
+    /// // The JSON form is the same text.
+    /// assert_eq!(serde_json::to_string(&nonce)?, format!("\"{}\"", nonce.to_hex()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -223,16 +291,48 @@ impl<'de> Deserialize<'de> for ConfirmNonce {
 
 /// Six decimal digits both ends of a link show under [`Confirmation::Compare`]. `Display` groups
 /// them in threes ("123 456"); [`ShortCode::digits`] gives them plain.
+///
+/// ```
+/// use lanlink::confirm::{short_code, ConfirmNonce, DisplayName};
+/// use lanlink::{InstanceId, LocalSecret};
+/// let id = InstanceId::from_bytes([7; 16]);
+/// let commitment = LocalSecret::from_bytes([9; 32]).commitment(&id);
+/// let name = DisplayName::new("alice@example.com").unwrap();
+/// let code = short_code(&id, &commitment, &name, &ConfirmNonce::from_bytes([1; 16]));
+/// assert_eq!(code.to_string(), "401 257");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ShortCode(u32);
 
 impl ShortCode {
     /// The code as a number below 1 000 000.
+    ///
+    /// ```
+    /// # use lanlink::confirm::{short_code, ConfirmNonce, DisplayName};
+    /// # use lanlink::{InstanceId, LocalSecret};
+    /// # let id = InstanceId::from_bytes([7; 16]);
+    /// # let commitment = LocalSecret::from_bytes([9; 32]).commitment(&id);
+    /// # let name = DisplayName::new("alice@example.com").unwrap();
+    /// let code = short_code(&id, &commitment, &name, &ConfirmNonce::from_bytes([1; 16]));
+    /// assert_eq!(code.value(), 401_257);
+    /// assert!(code.value() < 1_000_000);
+    /// ```
     pub fn value(self) -> u32 {
         self.0
     }
 
     /// The six digits, without a space ("012345").
+    ///
+    /// ```
+    /// # use lanlink::confirm::{short_code, ConfirmNonce, DisplayName};
+    /// # use lanlink::{InstanceId, LocalSecret};
+    /// # let id = InstanceId::from_bytes([7; 16]);
+    /// # let commitment = LocalSecret::from_bytes([9; 32]).commitment(&id);
+    /// # let name = DisplayName::new("alice@example.com").unwrap();
+    /// let code = short_code(&id, &commitment, &name, &ConfirmNonce::from_bytes([1; 16]));
+    /// assert_eq!(code.digits(), "401257");
+    /// assert_eq!(code.digits(), code.to_string().replace(' ', ""));
+    /// ```
     pub fn digits(self) -> String {
         format!("{:06}", self.0)
     }
@@ -252,6 +352,18 @@ impl fmt::Display for ShortCode {
 ///
 /// A pure function: the agent, the Rust linker and `web/lanlink.js` compute it from the same
 /// inputs. See the [module example](self).
+///
+/// ```
+/// use lanlink::confirm::{short_code, ConfirmNonce, DisplayName};
+/// use lanlink::{InstanceId, LocalSecret};
+/// let id = InstanceId::from_bytes([7; 16]);
+/// let commitment = LocalSecret::from_bytes([9; 32]).commitment(&id);
+/// let name = DisplayName::new("alice@example.com").unwrap();
+/// let a = short_code(&id, &commitment, &name, &ConfirmNonce::from_bytes([1; 16]));
+/// // A fresh nonce gives another code (with overwhelming probability).
+/// let b = short_code(&id, &commitment, &name, &ConfirmNonce::from_bytes([2; 16]));
+/// assert_ne!(a, b);
+/// ```
 pub fn short_code(
     instance_id: &InstanceId,
     commitment: &Commitment,

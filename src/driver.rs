@@ -24,11 +24,32 @@ pub type SharedAgent = Arc<Mutex<Agent>>;
 
 /// Locks a shared agent. The agent never panics while locked, so a poisoned lock still holds a
 /// consistent agent and is used as is.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use lanlink::agent::{Agent, AgentConfig};
+/// use lanlink::driver::{lock, SharedAgent};
+/// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+/// let agent: SharedAgent = Arc::new(Mutex::new(Agent::new(config, std::time::Instant::now(), &mut lanlink::os_rng()).unwrap()));
+/// let other = Arc::clone(&agent);
+/// // A thread that panics while holding the lock poisons it; the agent is still usable.
+/// let _ = std::thread::spawn(move || { let _held = other.lock().unwrap(); panic!("host bug") }).join();
+/// assert!(agent.is_poisoned());
+/// assert!(lock(&agent).is_discovering());
+/// ```
 pub fn lock(agent: &SharedAgent) -> MutexGuard<'_, Agent> {
     crate::lock_unpoisoned(agent)
 }
 
 /// Retry settings shared by the drivers.
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::driver::DriverConfig;
+/// let config = DriverConfig { max_attempts: 3, ..Default::default() };
+/// assert_eq!(config.backoff_base, Duration::from_millis(250));
+/// assert_eq!(config.backoff_cap, Duration::from_secs(10));
+/// ```
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// The first back-off delay (default 250 ms).
@@ -73,6 +94,17 @@ pub struct Backoff {
 
 impl Backoff {
     /// A back-off at its first step.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::driver::{Backoff, DriverConfig};
+    /// // A cap below the base is raised to it.
+    /// let config = DriverConfig { backoff_base: Duration::from_secs(1), backoff_cap: Duration::from_millis(10), ..Default::default() };
+    /// let mut backoff = Backoff::new(&config);
+    /// for _ in 0..5 {
+    ///     assert!(backoff.next_delay(&mut lanlink::os_rng()) <= Duration::from_secs(1));
+    /// }
+    /// ```
     pub fn new(config: &DriverConfig) -> Self {
         Self {
             base: config.backoff_base,
@@ -82,6 +114,16 @@ impl Backoff {
     }
 
     /// The next delay.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::driver::{Backoff, DriverConfig};
+    /// let mut backoff = Backoff::new(&DriverConfig::default());
+    /// let _first = backoff.next_delay(&mut lanlink::os_rng());
+    /// // The second attempt waits in [250 ms, 500 ms].
+    /// let second = backoff.next_delay(&mut lanlink::os_rng());
+    /// assert!(second >= Duration::from_millis(250) && second <= Duration::from_millis(500));
+    /// ```
     pub fn next_delay<R: RngCore + ?Sized>(&mut self, rng: &mut R) -> Duration {
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
         let full = self.base.saturating_mul(factor).min(self.cap);
@@ -97,6 +139,15 @@ impl Backoff {
     }
 
     /// Back to the first step (after a success).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::driver::{Backoff, DriverConfig};
+    /// let mut backoff = Backoff::new(&DriverConfig::default());
+    /// for _ in 0..10 { backoff.next_delay(&mut lanlink::os_rng()); }
+    /// backoff.reset();
+    /// assert!(backoff.next_delay(&mut lanlink::os_rng()) <= Duration::from_millis(250), "back to the first step");
+    /// ```
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
@@ -118,6 +169,33 @@ pub const ANNOUNCE_POLL: Duration = Duration::from_millis(100);
 
 /// Runs `agent` over `transport` until it is linked or stopped, passing every event to
 /// `on_event`. Returns the final status. The agent's local endpoint may share the agent meanwhile.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use lanlink::agent::{Agent, AgentConfig, AgentStatus};
+/// use lanlink::driver::{run_agent, DriverConfig};
+/// use lanlink::event::StopReason;
+/// use lanlink::transport::{AgentServerTransport, TransportError};
+/// use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
+/// use lanlink::WireCode;
+/// /// A server that says every announcement is forged.
+/// struct Refusing;
+/// #[lanlink::async_trait]
+/// impl AgentServerTransport for Refusing {
+///     async fn announce(&self, _: &Announce) -> Result<AnnounceReply, TransportError> {
+///         Err(TransportError::Refused { status: 403, code: WireCode::ForgedInstance })
+///     }
+///     async fn redeem(&self, _: &RedeemRequest) -> Result<RedeemReply, TransportError> { Err(TransportError::Malformed) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+/// let agent = Arc::new(Mutex::new(Agent::new(config, std::time::Instant::now(), &mut lanlink::os_rng()).unwrap()));
+/// let status = run_agent(&agent, &Refusing, &DriverConfig::default(), |_event| {}).await;
+/// // Fail closed: a forged-instance refusal ends discovery.
+/// assert_eq!(status, AgentStatus::Stopped(StopReason::AnnounceRefused(WireCode::ForgedInstance)));
+/// # }
+/// ```
 pub async fn run_agent<T: AgentServerTransport + ?Sized>(
     agent: &SharedAgent,
     transport: &T,
@@ -218,6 +296,14 @@ pub async fn run_agent<T: AgentServerTransport + ?Sized>(
 }
 
 /// Why [`run_linker`] ended without a link.
+///
+/// ```
+/// use lanlink::driver::LinkerDriverError;
+/// use lanlink::transport::TransportError;
+/// let err = LinkerDriverError::Transport(TransportError::Refused { status: 401, code: lanlink::WireCode::Unauthorized });
+/// assert_eq!(err.to_string(), "refused (401): unauthorized");
+/// assert_eq!(LinkerDriverError::NotChosen.to_string(), "no agent was chosen");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkerDriverError {
@@ -235,6 +321,39 @@ pub enum LinkerDriverError {
 
 /// Runs `linker` until it has linked an agent or failed. `choose` picks among several discovered
 /// agents (it is called only when the linker does not pick by itself).
+///
+/// ```
+/// use lanlink::driver::{run_linker, DriverConfig, LinkerDriverError};
+/// use lanlink::linker::{Linker, LinkerConfig, LinkerFailure};
+/// use lanlink::transport::{LinkerAgentTransport, LinkerServerTransport, TransportError};
+/// use lanlink::wire::{CodeReply, DiscoverReply, HiddenReason, LinkRequest, LinkStatusReply, SecretReply};
+/// use lanlink::InstanceId;
+/// /// A server that hides every agent: the network looks shared.
+/// struct Shared;
+/// #[lanlink::async_trait]
+/// impl LinkerServerTransport for Shared {
+///     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+///         Ok(DiscoverReply::new(Default::default()).with_hidden(HiddenReason::SharedNetwork))
+///     }
+///     async fn link(&self, _: &LinkRequest) -> Result<LinkStatusReply, TransportError> { Err(TransportError::Malformed) }
+///     async fn link_status(&self, _: &InstanceId) -> Result<LinkStatusReply, TransportError> { Err(TransportError::Malformed) }
+///     async fn mint_code(&self) -> Result<CodeReply, TransportError> { Err(TransportError::Malformed) }
+/// }
+/// # struct NoLan;
+/// # #[lanlink::async_trait]
+/// # impl LinkerAgentTransport for NoLan {
+/// #     async fn fetch_secret(&self, _: std::net::SocketAddr, _: &InstanceId) -> Result<SecretReply, TransportError> {
+/// #         Err(TransportError::Unreachable("no LAN".into()))
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut linker = Linker::new(LinkerConfig::default(), std::time::Instant::now(), &mut lanlink::os_rng());
+/// let result = run_linker(&mut linker, &Shared, &NoLan, &DriverConfig::default(), |_| None, |_event| {}).await;
+/// let Err(LinkerDriverError::Linker(failure)) = result else { panic!("{result:?}") };
+/// assert_eq!(failure, LinkerFailure::Hidden(HiddenReason::SharedNetwork)); // offer a manual code
+/// # }
+/// ```
 pub async fn run_linker<S, A>(
     linker: &mut Linker,
     server: &S,

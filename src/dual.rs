@@ -52,6 +52,35 @@ use crate::wire::{AgentMessage, Announce, AnnounceReply, RedeemReply, RedeemRequ
 const ROUTES: usize = 8;
 
 /// Which of a [`DualStack`]'s two transports.
+///
+/// ```
+/// # use lanlink::dual::{DualStack, Path};
+/// # use lanlink::transport::{AgentServerTransport, TransportError};
+/// # use lanlink::wire::{AgentMessage, Announce, AnnounceReply, RedeemReply, RedeemRequest};
+/// # use lanlink::{secret::PresenceKey, LinkCode, LocalSecret};
+/// # /// A path that answers every announcement with the same reply.
+/// # struct Canned(AnnounceReply);
+/// # #[lanlink::async_trait]
+/// # impl AgentServerTransport for Canned {
+/// #     async fn announce(&self, _: &Announce) -> Result<AnnounceReply, TransportError> { Ok(self.0.clone()) }
+/// #     async fn redeem(&self, _: &RedeemRequest) -> Result<RedeemReply, TransportError> { Err(TransportError::Malformed) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let key = PresenceKey::from_bytes([1; 32]);
+/// # let id = key.instance_id();
+/// # let secret = LocalSecret::from_bytes([2; 32]);
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
+/// # let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
+/// # let message = AgentMessage::VerifyAndRedeem { instance_id: id, local_secret: secret,
+/// #     code: code.clone(), display_name: None, nonce: None };
+/// // The IPv6 network linked: its reply carries the message, so the code goes back that way.
+/// let dual = DualStack::new(Canned(AnnounceReply::new(vec![], 2000)), Canned(AnnounceReply::new(vec![message], 2000)));
+/// let reply = dual.announce(&announce).await.unwrap();
+/// assert_eq!(reply.messages.len(), 1);
+/// assert_eq!(dual.route_of(&code), Some(Path::Second));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Path {
     /// The first transport given to [`DualStack::new`] (by convention IPv4).
@@ -62,6 +91,35 @@ pub enum Path {
 
 /// An [`AgentServerTransport`] announcing over two transports at once (see the
 /// [module docs](self)).
+///
+/// ```
+/// # use lanlink::dual::{DualStack, Path};
+/// # use lanlink::transport::{AgentServerTransport, TransportError};
+/// # use lanlink::wire::{AgentMessage, Announce, AnnounceReply, RedeemReply, RedeemRequest};
+/// # use lanlink::{secret::PresenceKey, LinkCode, LocalSecret};
+/// # /// A path that answers every announcement with the same reply.
+/// # struct Canned(AnnounceReply);
+/// # #[lanlink::async_trait]
+/// # impl AgentServerTransport for Canned {
+/// #     async fn announce(&self, _: &Announce) -> Result<AnnounceReply, TransportError> { Ok(self.0.clone()) }
+/// #     async fn redeem(&self, _: &RedeemRequest) -> Result<RedeemReply, TransportError> { Err(TransportError::Malformed) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let key = PresenceKey::from_bytes([1; 32]);
+/// # let id = key.instance_id();
+/// # let secret = LocalSecret::from_bytes([2; 32]);
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
+/// # let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
+/// # let message = AgentMessage::VerifyAndRedeem { instance_id: id, local_secret: secret,
+/// #     code: code.clone(), display_name: None, nonce: None };
+/// // Both networks answer: one reply, the sooner poll of the two.
+/// let dual = DualStack::new(Canned(AnnounceReply::new(vec![], 2000)), Canned(AnnounceReply::new(vec![], 500)));
+/// let reply = dual.announce(&announce).await.unwrap();
+/// assert_eq!(reply.poll_after_ms, 500);
+/// # let _ = (message, code);
+/// # }
+/// ```
 pub struct DualStack<A, B> {
     first: A,
     second: B,
@@ -77,6 +135,34 @@ impl<A, B> std::fmt::Debug for DualStack<A, B> {
 
 impl<A: AgentServerTransport, B: AgentServerTransport> DualStack<A, B> {
     /// Announces over `first` and `second`; redeems over the one that delivered the code.
+    ///
+    /// ```
+    /// # use lanlink::dual::{DualStack, Path};
+    /// # use lanlink::transport::{AgentServerTransport, TransportError};
+    /// # use lanlink::wire::{AgentMessage, Announce, AnnounceReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::{secret::PresenceKey, LinkCode, LocalSecret};
+    /// # /// A path that answers every announcement with the same reply.
+    /// # struct Canned(AnnounceReply);
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for Canned {
+    /// #     async fn announce(&self, _: &Announce) -> Result<AnnounceReply, TransportError> { Ok(self.0.clone()) }
+    /// #     async fn redeem(&self, _: &RedeemRequest) -> Result<RedeemReply, TransportError> { Err(TransportError::Malformed) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let key = PresenceKey::from_bytes([1; 32]);
+    /// # let id = key.instance_id();
+    /// # let secret = LocalSecret::from_bytes([2; 32]);
+    /// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
+    /// # let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
+    /// # let message = AgentMessage::VerifyAndRedeem { instance_id: id, local_secret: secret,
+    /// #     code: code.clone(), display_name: None, nonce: None };
+    /// let dual = DualStack::new(Canned(AnnounceReply::new(vec![message], 2000)), Canned(AnnounceReply::new(vec![], 2000)));
+    /// assert_eq!(dual.route_of(&code), None, "nothing delivered yet");
+    /// dual.announce(&announce).await.unwrap();
+    /// assert_eq!(dual.route_of(&code), Some(Path::First));
+    /// # }
+    /// ```
     pub fn new(first: A, second: B) -> Self {
         Self {
             first,
@@ -109,6 +195,35 @@ impl<A: AgentServerTransport, B: AgentServerTransport> DualStack<A, B> {
 
     /// The paths of the codes this transport remembers delivering, oldest first (one per link
     /// message; for diagnostics and tests: which family the link came through).
+    ///
+    /// ```
+    /// # use lanlink::dual::{DualStack, Path};
+    /// # use lanlink::transport::{AgentServerTransport, TransportError};
+    /// # use lanlink::wire::{AgentMessage, Announce, AnnounceReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::{secret::PresenceKey, LinkCode, LocalSecret};
+    /// # /// A path that answers every announcement with the same reply.
+    /// # struct Canned(AnnounceReply);
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for Canned {
+    /// #     async fn announce(&self, _: &Announce) -> Result<AnnounceReply, TransportError> { Ok(self.0.clone()) }
+    /// #     async fn redeem(&self, _: &RedeemRequest) -> Result<RedeemReply, TransportError> { Err(TransportError::Malformed) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let key = PresenceKey::from_bytes([1; 32]);
+    /// # let id = key.instance_id();
+    /// # let secret = LocalSecret::from_bytes([2; 32]);
+    /// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
+    /// # let code = LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap();
+    /// # let message = AgentMessage::VerifyAndRedeem { instance_id: id, local_secret: secret,
+    /// #     code: code.clone(), display_name: None, nonce: None };
+    /// let dual = DualStack::new(Canned(AnnounceReply::new(vec![], 2000)), Canned(AnnounceReply::new(vec![message], 2000)));
+    /// assert!(dual.routes().is_empty());
+    /// dual.announce(&announce).await.unwrap();
+    /// assert_eq!(dual.routes(), [Path::Second]);
+    /// # let _ = code;
+    /// # }
+    /// ```
     pub fn routes(&self) -> Vec<Path> {
         crate::lock_unpoisoned(&self.routes)
             .iter()

@@ -65,6 +65,22 @@ use crate::wire::{self, ErrorBody};
 /// One HTTP request as any HTTP library parses it: what the agent's local endpoint ([`handle`])
 /// and the server's routes ([`server::endpoint::handle`](crate::server::endpoint::handle)) read.
 /// The body, if any, is given beside it.
+///
+/// ```
+/// # use std::time::Instant;
+/// # use lanlink::agent::{Agent, AgentConfig};
+/// use lanlink::endpoint::{self, HttpRequest};
+/// # let now = Instant::now();
+/// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+/// # let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+/// let query = format!("instance_id={}", agent.instance_id());
+/// // Two Host lines: which one the agent would read cannot be told, so neither is believed.
+/// let headers = [("Host", &b"192.168.1.50"[..]), ("host", &b"evil.example"[..])];
+/// let request = HttpRequest { method: "GET", path: "/lanlink/v1/secret", query: Some(&query),
+///     authority: None, headers: &headers, peer: Some("192.168.1.20".parse().unwrap()) };
+/// let answer = endpoint::handle(&mut agent, now, &mut lanlink::os_rng(), "/lanlink/v1", &request);
+/// assert_eq!((answer.status, &answer.body[..]), (403, &br#"{"error":"bad_host"}"#[..]));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {
     /// The method (`GET`, `OPTIONS`, …), as sent.
@@ -112,6 +128,14 @@ impl<'a> HttpRequest<'a> {
 
 /// A request target (the second word of the request line) split as [`LocalRequest`] takes it.
 /// See [`split_target`].
+///
+/// ```
+/// use lanlink::endpoint::{split_target, Target};
+/// assert_eq!(split_target("/lanlink/v1/secret?instance_id=x"),
+///     Target { authority: None, path: "/lanlink/v1/secret", query: Some("instance_id=x") });
+/// assert_eq!(split_target("http://192.168.1.50:8080").authority, Some("192.168.1.50:8080"));
+/// assert_eq!(split_target("http://192.168.1.50:8080").path, "/");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target<'a> {
     /// The authority of an absolute-form target; `None` for origin-form.
@@ -250,6 +274,23 @@ pub fn status_of_secret_refusal(refusal: &SecretRefusal) -> u16 {
 /// Answers one request to the agent's local endpoint under `prefix` (e.g.
 /// [`DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)). `rng` draws the popup page's script
 /// nonce. See the [module docs](self).
+///
+/// ```
+/// # use std::time::Instant;
+/// # use lanlink::agent::{Agent, AgentConfig};
+/// use lanlink::endpoint::{self, LocalRequest};
+/// # let now = Instant::now();
+/// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+/// # let mut agent = Agent::new(config, now, &mut lanlink::os_rng()).unwrap();
+/// let headers = [("host", &b"192.168.1.50"[..])];
+/// let request = |method: &'static str, path: &'static str| LocalRequest { method, path, query: None, authority: None,
+///     headers: &headers, peer: Some("192.168.1.20".parse().unwrap()) };
+/// let mut rng = lanlink::os_rng();
+/// assert_eq!(endpoint::handle(&mut agent, now, &mut rng, "/lanlink/v1", &request("GET", "/elsewhere")).status, 404);
+/// assert_eq!(endpoint::handle(&mut agent, now, &mut rng, "/lanlink/v1", &request("HEAD", "/lanlink/v1/secret")).status, 405);
+/// // No instance_id: malformed.
+/// assert_eq!(endpoint::handle(&mut agent, now, &mut rng, "/lanlink/v1", &request("GET", "/lanlink/v1/secret")).status, 400);
+/// ```
 pub fn handle<R: CryptoRng + RngCore + ?Sized>(
     agent: &mut Agent,
     now: Instant,

@@ -59,6 +59,15 @@ macro_rules! wire_codes {
 
             /// The code as the wire carries it. [`WireCode::NoCode`] reads `no_code` (a word no
             /// peer sends: such a refusal had none).
+            ///
+            /// ```
+            /// use lanlink::WireCode;
+            /// assert_eq!(WireCode::TooManyAgents.as_str(), "too_many_agents");
+            /// assert_eq!(WireCode::NoCode.as_str(), "no_code");
+            /// assert_eq!(WireCode::parse("from_the_future").unwrap().as_str(), "from_the_future");
+            /// // Every known code reads back as itself.
+            /// assert!(WireCode::KNOWN.iter().all(|c| WireCode::parse(c.as_str()) == Some(*c)));
+            /// ```
             pub fn as_str(&self) -> &str {
                 match self {
                     $(Self::$variant => $text,)*
@@ -85,6 +94,17 @@ macro_rules! wire_codes {
             /// The code a wire word stands for: a known code, or [`WireCode::Unknown`] for a
             /// well-formed word this version does not know (1 to [`UnknownCode::MAX_LEN`] of
             /// `[a-z0-9_]`). `None` for anything else (it is never kept or echoed).
+            ///
+            /// ```
+            /// use lanlink::WireCode;
+            /// // How a client matches a refusal body's code.
+            /// match WireCode::parse("locked_out") {
+            ///     Some(WireCode::LockedOut) => {} // back off for the lockout's duration
+            ///     other => panic!("{other:?}"),
+            /// }
+            /// assert_eq!(WireCode::parse(""), None);
+            /// assert_eq!(WireCode::parse(&"a".repeat(33)), None, "longer than UnknownCode::MAX_LEN");
+            /// ```
             pub fn parse(text: &str) -> Option<Self> {
                 Some(match text {
                     $($text => Self::$variant,)*
@@ -106,6 +126,15 @@ macro_rules! wire_codes {
             )*
             /// | (unknown) | — | false | true | false |
             /// | (no code) | — | false | false | false |
+            ///
+            /// ```
+            /// use lanlink::WireCode;
+            /// let class = WireCode::StoreUnavailable.class();
+            /// assert_eq!(class.status, Some(503));
+            /// assert!(class.retryable && !class.ends_discovery && !class.counts_as_guess);
+            /// assert!(WireCode::ForgedInstance.class().ends_discovery);
+            /// assert_eq!(WireCode::NoCode.class().status, None);
+            /// ```
             pub fn class(&self) -> Class {
                 match self {
                     $(Self::$variant => Class {
@@ -238,6 +267,14 @@ impl serde::Serialize for WireCode {
 /// A well-formed refusal code this version does not know (a newer peer's): 1 to
 /// [`UnknownCode::MAX_LEN`] of `[a-z0-9_]`, held inline (no allocation, bounded, so a peer
 /// cannot put more than that into the caller's logs).
+///
+/// ```
+/// use lanlink::{UnknownCode, WireCode};
+/// let Some(WireCode::Unknown(code)) = WireCode::parse("quota_v2") else { unreachable!() };
+/// assert_eq!(code.as_str(), "quota_v2");
+/// assert_eq!(format!("{code:?}"), "UnknownCode(\"quota_v2\")");
+/// assert!(code.as_str().len() <= UnknownCode::MAX_LEN);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UnknownCode {
     len: u8,
@@ -266,6 +303,12 @@ impl UnknownCode {
     }
 
     /// The code.
+    ///
+    /// ```
+    /// use lanlink::WireCode;
+    /// let Some(WireCode::Unknown(code)) = WireCode::parse("v9_refusal") else { unreachable!() };
+    /// assert_eq!(code.as_str(), "v9_refusal");
+    /// ```
     pub fn as_str(&self) -> &str {
         self.bytes
             .get(..usize::from(self.len))
@@ -281,6 +324,13 @@ impl std::fmt::Debug for UnknownCode {
 }
 
 /// A wire code's row of the classification table ([`WireCode::class`]).
+///
+/// ```
+/// use lanlink::{Class, WireCode};
+/// let Class { status, retryable, .. } = WireCode::RequestTimeout.class();
+/// assert_eq!(status, Some(408));
+/// assert!(retryable);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Class {
@@ -300,6 +350,13 @@ pub struct Class {
 
 /// A configuration value the crate will not run with. Raised by the config constructors, before
 /// any protocol step.
+///
+/// ```
+/// use lanlink::{CodeFormat, ConfigError};
+/// let err = CodeFormat::new(6, "01").unwrap_err();
+/// assert_eq!(err, ConfigError::CodeLength);
+/// assert!(err.to_string().contains("10^6"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -368,6 +425,14 @@ pub enum ConfigError {
 
 /// Why the agent refused to hand out its secret (protocol step 5). Each condition has its own
 /// variant; the agent checks them in the order listed and reports the first that fails.
+///
+/// ```
+/// use lanlink::{ClientAddrError, SecretRefusal, WireCode};
+/// let refusal = SecretRefusal::from(ClientAddrError::TooManyHops);
+/// assert_eq!(refusal.code(), WireCode::UnresolvableClient);
+/// assert_eq!(refusal.to_string(), "client address: too many forwarding hops");
+/// assert_eq!(SecretRefusal::BadHost.code().class().status, Some(403));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecretRefusal {
@@ -416,6 +481,13 @@ impl SecretRefusal {
 
 /// Why the agent rejected a message forwarded by the server (protocol step 7). Every one of these
 /// ends discovery and zeroizes the secret.
+///
+/// ```
+/// use lanlink::VerifyFailure;
+/// let failure = VerifyFailure::Late;
+/// assert_eq!(failure.code(), "late");
+/// assert_eq!(failure.to_string(), "the message arrived after the discovery window");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyFailure {
@@ -462,6 +534,22 @@ impl VerifyFailure {
 /// Why the server refused a request. Refusals change no state other than the guessing budgets
 /// of the caller's network, where the variant says so ([`Refusal::counts_as_failure`]; see
 /// [`crate::server::budget`]).
+///
+/// ```
+/// use lanlink::{Refusal, WireCode};
+/// // How a host matches refusals: by variant for its own audit, by code for the wire.
+/// fn advice(refusal: &Refusal) -> &'static str {
+///     match refusal {
+///         Refusal::LockedOut => "wait",
+///         r if r.is_retryable() => "retry",
+///         r if r.code() == WireCode::InvalidCode => "check the code",
+///         _ => "give up",
+///     }
+/// }
+/// assert_eq!(advice(&Refusal::CodeWrongNetwork), "check the code");
+/// assert_eq!(advice(&Refusal::LinkUnavailable), "retry");
+/// assert_eq!(Refusal::CodeWrongNetwork.to_string(), "invalid code");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
@@ -661,6 +749,12 @@ impl Refusal {
 
     /// This refusal's row of the classification table: its wire code's
     /// ([`WireCode::class`]).
+    ///
+    /// ```
+    /// use lanlink::{Refusal, WireCode};
+    /// assert_eq!(Refusal::CodeUsed.class(), WireCode::InvalidCode.class());
+    /// assert_eq!(Refusal::TooManyAgents.class().status, Some(409));
+    /// ```
     pub fn class(&self) -> Class {
         self.code().class()
     }
@@ -668,6 +762,13 @@ impl Refusal {
     /// Whether an agent whose announcement got this refusal should end discovery (fail closed):
     /// its instance is contested, used or overdue, or its address is not private. Read from the
     /// table ([`WireCode::class`]).
+    ///
+    /// ```
+    /// use lanlink::Refusal;
+    /// assert!(Refusal::ForgedInstance.ends_discovery());
+    /// assert!(Refusal::InstanceUsed.ends_discovery());
+    /// assert!(!Refusal::LockedOut.ends_discovery());
+    /// ```
     pub fn ends_discovery(&self) -> bool {
         self.class().ends_discovery
     }
@@ -704,6 +805,14 @@ impl Refusal {
 
     /// Whether this refusal counts toward the caller network's lockout: every failed guess at a
     /// secret, an instance or a code does. Read from the table ([`WireCode::class`]).
+    ///
+    /// ```
+    /// use lanlink::Refusal;
+    /// assert!(Refusal::WrongSecret.counts_as_failure());
+    /// assert!(Refusal::UnknownCode.counts_as_failure());
+    /// assert!(!Refusal::SharedNetwork.counts_as_failure(), "not a guess");
+    /// assert!(!Refusal::BadOrigin.counts_as_failure());
+    /// ```
     pub fn counts_as_failure(&self) -> bool {
         self.class().counts_as_guess
     }
@@ -711,6 +820,13 @@ impl Refusal {
 
 /// An agent call made in a state where it means nothing (for example entering a code after the
 /// agent is linked).
+///
+/// ```
+/// use lanlink::AgentError;
+/// let err = AgentError::AlreadyLinked;
+/// assert_eq!(err.to_string(), "the agent is already linked");
+/// assert!(matches!(err, AgentError::AlreadyLinked));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
@@ -729,6 +845,12 @@ pub enum AgentError {
 }
 
 /// A linker call made in a state where it means nothing.
+///
+/// ```
+/// use lanlink::LinkerError;
+/// assert_eq!(LinkerError::NotDiscovered.to_string(), "that agent was not discovered");
+/// assert_ne!(LinkerError::Finished, LinkerError::StaleReply);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkerError {

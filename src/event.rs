@@ -13,6 +13,22 @@ use crate::error::{Refusal, SecretRefusal, VerifyFailure, WireCode};
 use crate::id::{AccountId, InstanceId};
 
 /// Why an agent's discovery ended without a link.
+///
+/// ```
+/// use lanlink::event::StopReason;
+/// use lanlink::{VerifyFailure, WireCode};
+/// // What a device may tell its owner, by reason.
+/// fn advice(reason: &StopReason) -> &'static str {
+///     match reason {
+///         StopReason::WindowExpired | StopReason::Cancelled => "start linking mode again",
+///         StopReason::RedeemRefused(WireCode::InvalidCode) => "check the code and try again",
+///         StopReason::VerifyFailed(_) | StopReason::AnnounceRefused(_) => "someone else tried to link: start again",
+///         _ => "try again later",
+///     }
+/// }
+/// assert_eq!(advice(&StopReason::VerifyFailed(VerifyFailure::WrongSecret)), "someone else tried to link: start again");
+/// assert_eq!(advice(&StopReason::ServerUnreachable), "try again later");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StopReason {
@@ -203,6 +219,15 @@ pub enum AgentEvent {
 
 impl AgentEvent {
     /// The event's stable name, its `event` key in JSON (`"discovery_started"`, `"linked"`, …).
+    ///
+    /// ```
+    /// use lanlink::event::{AgentEvent, StopReason};
+    /// let event = AgentEvent::Stopped { reason: StopReason::Cancelled };
+    /// assert_eq!(event.name(), "stopped");
+    /// // The same word is the `event` key of its JSON.
+    /// assert!(serde_json::to_string(&event)?.contains(r#""event":"stopped""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn name(&self) -> &'static str {
         match self {
             Self::DiscoveryStarted { .. } => "discovery_started",
@@ -453,6 +478,13 @@ fn refusal_fields<S: serde::Serializer>(
 }
 
 /// The kind of request a server event is about.
+///
+/// ```
+/// use lanlink::event::RequestKind;
+/// assert_eq!(serde_json::to_string(&RequestKind::LinkStatus)?, r#""link_status""#);
+/// assert_eq!(serde_json::to_string(&RequestKind::MintCode)?, r#""mint_code""#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -472,6 +504,20 @@ pub enum RequestKind {
 }
 
 /// What the linker decided.
+///
+/// ```
+/// # use std::time::Instant;
+/// use lanlink::event::LinkerEvent;
+/// use lanlink::linker::{Linker, LinkerConfig};
+/// use lanlink::wire::{DiscoverReply, HiddenReason};
+/// # let now = Instant::now();
+/// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+/// let _ = linker.poll_transmit(now);
+/// linker.handle_discover_reply(now, Ok(DiscoverReply::new(Default::default()).with_hidden(HiddenReason::SharedNetwork)))?;
+/// let events: Vec<LinkerEvent> = std::iter::from_fn(|| linker.poll_event()).collect();
+/// assert!(events.contains(&LinkerEvent::AgentsHidden { reason: HiddenReason::SharedNetwork }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkerEvent {

@@ -29,6 +29,14 @@ pub struct InstanceId(Uuid);
 
 impl InstanceId {
     /// Draws a fresh random (version 4) id from `rng`.
+    ///
+    /// ```
+    /// use lanlink::InstanceId;
+    /// let mut rng = lanlink::os_rng();
+    /// let id = InstanceId::generate(&mut rng);
+    /// assert_eq!(id.as_uuid().get_version_num(), 4);
+    /// assert_ne!(id, InstanceId::generate(&mut rng));
+    /// ```
     pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
         let mut bytes = [0u8; 16];
         rng.fill_bytes(&mut bytes);
@@ -36,22 +44,51 @@ impl InstanceId {
     }
 
     /// Builds an id from 16 bytes, setting the version-4 and variant bits.
+    ///
+    /// ```
+    /// use lanlink::InstanceId;
+    /// let id = InstanceId::from_bytes([0; 16]);
+    /// // The version and variant bits are set, so the id parses back.
+    /// assert_eq!(id.to_string(), "00000000-0000-4000-8000-000000000000");
+    /// assert_eq!(id.to_string().parse::<InstanceId>(), Ok(id));
+    /// ```
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(uuid::Builder::from_random_bytes(bytes).into_uuid())
     }
 
     /// The 16 bytes.
+    ///
+    /// ```
+    /// use lanlink::InstanceId;
+    /// let id = InstanceId::generate(&mut lanlink::os_rng());
+    /// assert_eq!(InstanceId::from_bytes(*id.as_bytes()), id);
+    /// ```
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
 
     /// The id as a [`Uuid`].
+    ///
+    /// ```
+    /// use lanlink::InstanceId;
+    /// let id = InstanceId::from_bytes([0x11; 16]);
+    /// assert_eq!(id.as_uuid().as_bytes(), id.as_bytes());
+    /// assert_eq!(id.as_uuid().hyphenated().to_string(), id.to_string());
+    /// ```
     pub fn as_uuid(&self) -> Uuid {
         self.0
     }
 }
 
 /// Why a string is not an [`InstanceId`].
+///
+/// ```
+/// use lanlink::{id::InstanceIdError, InstanceId};
+/// // A version-1 UUID, a braced one and garbage are all refused the same way.
+/// assert_eq!("c232ab00-9414-11ec-b3c8-9f6bdeced846".parse::<InstanceId>(), Err(InstanceIdError));
+/// assert_eq!("{00000000-0000-4000-8000-000000000000}".parse::<InstanceId>(), Err(InstanceIdError));
+/// assert_eq!(InstanceIdError.to_string(), "not a version-4 UUID");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a version-4 UUID")]
 pub struct InstanceIdError;
@@ -116,6 +153,13 @@ pub struct AccountId(String);
 impl AccountId {
     /// Wraps `id`; `None` if it is empty, longer than [`MAX_ACCOUNT_ID_LEN`] bytes or holds a
     /// control character.
+    ///
+    /// ```
+    /// use lanlink::{id::MAX_ACCOUNT_ID_LEN, AccountId};
+    /// assert!(AccountId::new("bob").is_some());
+    /// assert!(AccountId::new("a\nb").is_none(), "a control character");
+    /// assert!(AccountId::new("x".repeat(MAX_ACCOUNT_ID_LEN + 1)).is_none());
+    /// ```
     pub fn new(id: impl Into<String>) -> Option<Self> {
         let id = id.into();
         let ok =
@@ -124,6 +168,13 @@ impl AccountId {
     }
 
     /// The id as text.
+    ///
+    /// ```
+    /// use lanlink::AccountId;
+    /// let id = AccountId::new(String::from("user-42")).unwrap();
+    /// assert_eq!(id.as_str(), "user-42");
+    /// assert_eq!(id.to_string(), "user-42");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -53,6 +53,14 @@ use crate::wire::{
 };
 
 /// The linker's configuration.
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::linker::{LinkerConfig, DEFAULT_FETCH_TIMEOUT};
+/// let config = LinkerConfig { auto_select: false, give_up_after: Duration::from_secs(60), ..Default::default() };
+/// assert_eq!(config.fetch_timeout, DEFAULT_FETCH_TIMEOUT);
+/// assert_eq!(LinkerConfig::default().status_interval, Duration::from_secs(1));
+/// ```
 #[derive(Debug, Clone)]
 pub struct LinkerConfig {
     /// How often to ask the server again when no agent is found (default 5 s).
@@ -131,6 +139,21 @@ impl Default for LinkerConfig {
 pub struct FetchId(u64);
 
 /// What the linker wants sent.
+///
+/// ```
+/// # use std::time::Instant;
+/// # use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
+/// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+/// # let now = Instant::now();
+/// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+/// assert!(matches!(linker.poll_transmit(now), Some(LinkerTransmit::Discover)));
+/// let id = lanlink::InstanceId::from_bytes([7; 16]);
+/// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+/// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+/// let Some(LinkerTransmit::FetchSecret { agent, instance_id, .. }) = linker.poll_transmit(now) else { panic!() };
+/// assert_eq!((agent, instance_id), ("192.168.1.50:8080".parse()?, id));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LinkerTransmit {
@@ -166,6 +189,26 @@ pub enum LinkerTransmit {
 }
 
 /// Why fetching the secret failed.
+///
+/// ```
+/// # use std::time::Instant;
+/// # use lanlink::linker::{FetchFailure, Linker, LinkerConfig, LinkerFailure, LinkerTransmit};
+/// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+/// # use lanlink::WireCode;
+/// # let now = Instant::now();
+/// # let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+/// # let _ = linker.poll_transmit(now);
+/// # let id = lanlink::InstanceId::from_bytes([7; 16]);
+/// # let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+/// # linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+/// let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else { panic!() };
+/// // The agent answered and said no: the attempt ends (fail closed).
+/// let no = FetchFailure::Refused(WireCode::NotLocal);
+/// assert_eq!(no.to_string(), "the agent refused: not_local");
+/// linker.handle_secret_reply(now, fetch, Err(no.clone()))?;
+/// assert_eq!(linker.failure(), Some(&LinkerFailure::Fetch(no)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchFailure {
@@ -248,6 +291,27 @@ enum State {
 }
 
 /// The linker's state machine. See the [module docs](self).
+///
+/// ```
+/// use std::time::Instant;
+/// use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
+/// use lanlink::wire::{DiscoverReply, DiscoveredAgent, LinkState, LinkStatusReply, SecretReply};
+/// use lanlink::{InstanceId, LocalSecret};
+/// let now = Instant::now();
+/// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+/// let _discover = linker.poll_transmit(now);
+/// let id = InstanceId::from_bytes([7; 16]);
+/// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+/// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+/// let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else { panic!() };
+/// linker.handle_secret_reply(now, fetch, Ok(SecretReply::new(LocalSecret::from_bytes([1; 32]))))?;
+/// let Some(LinkerTransmit::Link(_request)) = linker.poll_transmit(now) else { panic!() };
+/// linker.handle_link_reply(now, Ok(LinkStatusReply::new(id, LinkState::Pending)))?;
+/// let Some(LinkerTransmit::LinkStatus { .. }) = linker.poll_transmit(now) else { panic!() };
+/// linker.handle_link_status(now, Ok(LinkStatusReply::new(id, LinkState::Linked)))?;
+/// assert_eq!(linker.linked(), Some(id));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Linker {
     config: LinkerConfig,
@@ -314,22 +378,73 @@ impl Linker {
     }
 
     /// The nonce this linker sends with its link request, if any.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lanlink::linker::{Linker, LinkerConfig};
+    /// let mut rng = lanlink::os_rng();
+    /// let a = Linker::new(LinkerConfig::default(), Instant::now(), &mut rng);
+    /// let b = Linker::new(LinkerConfig::default(), Instant::now(), &mut rng);
+    /// assert_ne!(a.nonce(), b.nonce(), "fresh for every link");
+    /// ```
     pub fn nonce(&self) -> Option<ConfirmNonce> {
         self.nonce
     }
 
     /// The link's short code, once the server accepted the link request and named the account
     /// (revision 1.4): the code a device with the `Compare` policy shows for this link.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::confirm::{short_code, DisplayName};
+    /// # use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent, LinkState, LinkStatusReply, SecretReply};
+    /// # use lanlink::{InstanceId, LocalSecret};
+    /// # let now = Instant::now();
+    /// # let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// # let _ = linker.poll_transmit(now);
+    /// # let id = InstanceId::from_bytes([7; 16]);
+    /// # let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+    /// # linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// # let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else { panic!() };
+    /// let secret = LocalSecret::from_bytes([1; 32]);
+    /// linker.handle_secret_reply(now, fetch, Ok(SecretReply::new(secret.clone())))?;
+    /// let _link = linker.poll_transmit(now);
+    /// let accepted = LinkStatusReply::new(id, LinkState::Pending).with_display_name("Alice".into());
+    /// linker.handle_link_reply(now, Ok(accepted))?;
+    /// // The same code the device derives from the same transcript.
+    /// let name = DisplayName::new("Alice").unwrap();
+    /// let expected = short_code(&id, &secret.commitment(&id), &name, &linker.nonce().unwrap());
+    /// assert_eq!(linker.short_code(), Some(expected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn short_code(&self) -> Option<ShortCode> {
         self.short_code
     }
 
     /// Whether the linker has finished (linked or failed).
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// assert!(!linker.is_finished());
+    /// linker.handle_timeout(now + LinkerConfig::default().give_up_after);
+    /// assert!(linker.is_finished());
+    /// ```
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Linked { .. } | State::Failed(_))
     }
 
     /// The linked instance, once linked.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// let linker = Linker::new(LinkerConfig::default(), Instant::now(), &mut lanlink::os_rng());
+    /// assert_eq!(linker.linked(), None, "not before the server says linked");
+    /// ```
     pub fn linked(&self) -> Option<InstanceId> {
         match self.state {
             State::Linked { instance_id } => Some(instance_id),
@@ -338,6 +453,20 @@ impl Linker {
     }
 
     /// The failure, once failed.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig, LinkerFailure};
+    /// # use lanlink::wire::{DiscoverReply, HiddenReason};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// let _ = linker.poll_transmit(now);
+    /// let hidden = DiscoverReply::new(Default::default()).with_hidden(HiddenReason::SharedNetwork);
+    /// linker.handle_discover_reply(now, Ok(hidden))?;
+    /// // Auto-discovery is off on a shared network: use a manual code.
+    /// assert_eq!(linker.failure(), Some(&LinkerFailure::Hidden(HiddenReason::SharedNetwork)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn failure(&self) -> Option<&LinkerFailure> {
         match &self.state {
             State::Failed(reason) => Some(reason),
@@ -346,6 +475,22 @@ impl Linker {
     }
 
     /// The agents offered for a choice (when `auto_select` is off or several were shown).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+    /// # let now = Instant::now();
+    /// let config = LinkerConfig { auto_select: false, ..Default::default() };
+    /// let mut linker = Linker::new(config, now, &mut lanlink::os_rng());
+    /// let _ = linker.poll_transmit(now);
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// assert_eq!(linker.choices().len(), 1);
+    /// assert_eq!(linker.choices()[0].instance_id, id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn choices(&self) -> &[DiscoveredAgent] {
         match &self.state {
             State::Choosing { agents } => agents,
@@ -361,6 +506,22 @@ impl Linker {
     }
 
     /// The endpoint being asked for the secret, while one is (revision 1.3).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// assert_eq!(linker.fetching_from(), None);
+    /// let _ = linker.poll_transmit(now);
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// let _fetch = linker.poll_transmit(now);
+    /// assert_eq!(linker.fetching_from(), Some("192.168.1.50:8080".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fetching_from(&self) -> Option<SocketAddr> {
         match &self.state {
             State::Fetching {
@@ -376,6 +537,22 @@ impl Linker {
     /// How many of the agent's endpoints are left to ask after the one being asked (revision
     /// 1.3); 0 when none, or when no fetch is in progress. A driver may retry a failed fetch only
     /// when none is left, and otherwise move on at once.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// let _ = linker.poll_transmit(now);
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default())
+    ///     .with_candidates(vec!["10.0.0.5:8080".parse()?]);
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// let _fetch = linker.poll_transmit(now);
+    /// assert_eq!(linker.endpoints_left(), 1, "the candidate, after the first endpoint");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn endpoints_left(&self) -> usize {
         match &self.state {
             State::Fetching {
@@ -388,6 +565,18 @@ impl Linker {
     /// Advances time: gives up on an endpoint that has not answered within
     /// [`LinkerConfig::fetch_timeout`] (the next one is asked), and on the whole attempt after
     /// `give_up_after`. A spurious call is a no-op.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use lanlink::linker::{Linker, LinkerConfig, LinkerFailure};
+    /// # let now = Instant::now();
+    /// let config = LinkerConfig { give_up_after: Duration::from_secs(30), ..Default::default() };
+    /// let mut linker = Linker::new(config, now, &mut lanlink::os_rng());
+    /// linker.handle_timeout(now + Duration::from_secs(29));
+    /// assert!(linker.failure().is_none());
+    /// linker.handle_timeout(now + Duration::from_secs(30));
+    /// assert_eq!(linker.failure(), Some(&LinkerFailure::Timeout));
+    /// ```
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.deadline && !self.is_finished() {
             self.fail(LinkerFailure::Timeout);
@@ -458,6 +647,24 @@ impl Linker {
 
     /// The server's discovery reply. Agents whose address is not private are dropped (a server
     /// must not point the user's browser at a public host).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::event::LinkerEvent;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// let _ = linker.poll_transmit(now);
+    /// // A server that points at a public host: the agent is dropped, never contacted.
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// let public = DiscoveredAgent::new(id, "203.0.113.9".parse()?, 8080, Default::default());
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![public].into())))?;
+    /// assert!(std::iter::from_fn(|| linker.poll_event())
+    ///     .any(|e| matches!(e, LinkerEvent::AgentIgnored { instance_id } if instance_id == id)));
+    /// assert_eq!(linker.fetching_from(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_discover_reply(
         &mut self,
         now: Instant,
@@ -523,6 +730,24 @@ impl Linker {
     }
 
     /// The user chose an agent from [`Linker::choices`].
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+    /// # use lanlink::{InstanceId, LinkerError};
+    /// # let now = Instant::now();
+    /// let config = LinkerConfig { auto_select: false, ..Default::default() };
+    /// let mut linker = Linker::new(config, now, &mut lanlink::os_rng());
+    /// let _ = linker.poll_transmit(now);
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// assert_eq!(linker.select(now, InstanceId::from_bytes([8; 16])), Err(LinkerError::NotDiscovered));
+    /// linker.select(now, id)?;
+    /// assert!(linker.poll_transmit(now).is_some(), "the secret request");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn select(&mut self, now: Instant, instance_id: InstanceId) -> Result<(), LinkerError> {
         self.handle_timeout(now);
         let State::Choosing { agents } = &mut self.state else {
@@ -544,6 +769,25 @@ impl Linker {
     /// ([`LinkerTransmit::FetchSecret`]): an answer to a request the linker has moved on from
     /// (its [`fetch_timeout`](LinkerConfig::fetch_timeout) passed, or another answer ended it)
     /// is refused as [`LinkerError::StaleReply`] and changes nothing.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{FetchFailure, Linker, LinkerConfig, LinkerTransmit};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// let _ = linker.poll_transmit(now);
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default())
+    ///     .with_candidates(vec!["10.0.0.5:8080".parse()?]);
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else { panic!() };
+    /// // Unreachable: the next endpoint is asked.
+    /// linker.handle_secret_reply(now, fetch, Err(FetchFailure::Unreachable))?;
+    /// let Some(LinkerTransmit::FetchSecret { agent, .. }) = linker.poll_transmit(now) else { panic!() };
+    /// assert_eq!(agent, "10.0.0.5:8080".parse()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_secret_reply(
         &mut self,
         now: Instant,
@@ -595,6 +839,25 @@ impl Linker {
     }
 
     /// The server's answer to the link request.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig, LinkerFailure, LinkerTransmit};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent, SecretReply};
+    /// # use lanlink::{LocalSecret, WireCode};
+    /// # let now = Instant::now();
+    /// # let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// # let _ = linker.poll_transmit(now);
+    /// # let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// # let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+    /// # linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// # let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else { panic!() };
+    /// linker.handle_secret_reply(now, fetch, Ok(SecretReply::new(LocalSecret::from_bytes([1; 32]))))?;
+    /// let Some(LinkerTransmit::Link(_)) = linker.poll_transmit(now) else { panic!() };
+    /// linker.handle_link_reply(now, Err(WireCode::WrongSecret))?;
+    /// assert_eq!(linker.failure(), Some(&LinkerFailure::Refused(WireCode::WrongSecret)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_link_reply(
         &mut self,
         now: Instant,
@@ -700,6 +963,28 @@ impl Linker {
     }
 
     /// The server's answer to a link-status poll.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig, LinkerFailure, LinkerTransmit};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent, LinkState, LinkStatusReply, SecretReply};
+    /// # use lanlink::LocalSecret;
+    /// # let now = Instant::now();
+    /// # let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// # let _ = linker.poll_transmit(now);
+    /// # let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// # let agent = DiscoveredAgent::new(id, "192.168.1.50".parse()?, 8080, Default::default());
+    /// # linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent].into())))?;
+    /// # let Some(LinkerTransmit::FetchSecret { fetch, .. }) = linker.poll_transmit(now) else { panic!() };
+    /// # linker.handle_secret_reply(now, fetch, Ok(SecretReply::new(LocalSecret::from_bytes([1; 32]))))?;
+    /// # let _ = linker.poll_transmit(now);
+    /// linker.handle_link_reply(now, Ok(LinkStatusReply::new(id, LinkState::Pending)))?;
+    /// let Some(LinkerTransmit::LinkStatus { .. }) = linker.poll_transmit(now) else { panic!() };
+    /// // The server no longer knows the link: the agent never redeemed it.
+    /// linker.handle_link_status(now, Ok(LinkStatusReply::new(id, LinkState::Unknown)))?;
+    /// assert_eq!(linker.failure(), Some(&LinkerFailure::LinkLost));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle_link_status(
         &mut self,
         now: Instant,
@@ -762,6 +1047,18 @@ impl Linker {
     /// gone), and the server may have accepted it before its answer was lost: the linker asks
     /// the link's state at once ([`LinkerTransmit::LinkStatus`]), and fails with
     /// [`LinkerFailure::LinkLost`] if the server knows no link.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// let Some(LinkerTransmit::Discover) = linker.poll_transmit(now) else { panic!() };
+    /// linker.handle_transport_error(now); // the discovery request was lost
+    /// assert!(linker.poll_transmit(now).is_none());
+    /// let again = now + LinkerConfig::default().discover_interval;
+    /// assert!(matches!(linker.poll_transmit(again), Some(LinkerTransmit::Discover)));
+    /// ```
     pub fn handle_transport_error(&mut self, now: Instant) {
         self.handle_timeout(now);
         match &mut self.state {
@@ -820,6 +1117,21 @@ impl Linker {
     }
 
     /// The next thing to send, if one is due at `now`.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig, LinkerTransmit};
+    /// # use lanlink::wire::DiscoverReply;
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// assert!(matches!(linker.poll_transmit(now), Some(LinkerTransmit::Discover)));
+    /// // No agent yet: ask again one discover interval later.
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(Default::default())))?;
+    /// assert!(linker.poll_transmit(now).is_none());
+    /// let later = now + LinkerConfig::default().discover_interval;
+    /// assert!(matches!(linker.poll_transmit(later), Some(LinkerTransmit::Discover)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<LinkerTransmit> {
         self.handle_timeout(now);
@@ -871,6 +1183,16 @@ impl Linker {
     }
 
     /// When the linker next needs [`Linker::poll_transmit`] or [`Linker::handle_timeout`].
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// assert!(linker.poll_timeout().is_some_and(|at| at <= now + LinkerConfig::default().give_up_after));
+    /// linker.handle_timeout(now + LinkerConfig::default().give_up_after);
+    /// assert_eq!(linker.poll_timeout(), None, "finished: nothing will be due");
+    /// ```
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let next = match &self.state {
@@ -893,6 +1215,20 @@ impl Linker {
     }
 
     /// The next event.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use lanlink::event::LinkerEvent;
+    /// # use lanlink::linker::{Linker, LinkerConfig};
+    /// # use lanlink::wire::{DiscoverReply, DiscoveredAgent};
+    /// # let now = Instant::now();
+    /// let mut linker = Linker::new(LinkerConfig::default(), now, &mut lanlink::os_rng());
+    /// let _ = linker.poll_transmit(now);
+    /// let agent = DiscoveredAgent::new(lanlink::InstanceId::from_bytes([7; 16]), "192.168.1.50".parse()?, 8080, Default::default());
+    /// linker.handle_discover_reply(now, Ok(DiscoverReply::new(vec![agent.clone()].into())))?;
+    /// assert_eq!(linker.poll_event(), Some(LinkerEvent::Discovered { agents: vec![agent] }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn poll_event(&mut self) -> Option<LinkerEvent> {
         self.events.pop_front()

@@ -36,6 +36,8 @@ macro_rules! secret_bytes {
 
         impl $name {
             /// Draws a fresh value from `rng`.
+            ///
+            #[doc = concat!("```\nuse lanlink::secret::", stringify!($name), ";\nlet mut rng = lanlink::os_rng();\nlet a = ", stringify!($name), "::generate(&mut rng);\nlet b = ", stringify!($name), "::generate(&mut rng);\nassert!(!a.ct_eq(&b));\nassert!(a.ct_eq(&a.clone()));\n```")]
             pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
                 let mut bytes = [0u8; SECRET_LEN];
                 rng.fill_bytes(&mut bytes);
@@ -45,22 +47,30 @@ macro_rules! secret_bytes {
             }
 
             /// Builds a value from raw bytes (for tests and for decoding).
+            ///
+            #[doc = concat!("```\nuse lanlink::secret::", stringify!($name), ";\nlet a = ", stringify!($name), "::from_bytes([7; 32]);\nassert!(a.ct_eq(&", stringify!($name), "::from_bytes([7; 32])));\nassert!(!a.ct_eq(&", stringify!($name), "::from_bytes([8; 32])));\n```")]
             pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
                 Self(bytes)
             }
 
             /// Parses 64 hex characters (either case). Returns `None` on any other input; the
             /// error says nothing about where the input went wrong.
+            ///
+            #[doc = concat!("```\nuse lanlink::secret::", stringify!($name), ";\nlet a = ", stringify!($name), "::from_hex(&\"Ab\".repeat(32)).unwrap();\nassert!(a.ct_eq(&", stringify!($name), "::from_bytes([0xab; 32])));\nassert!(", stringify!($name), "::from_hex(\"abab\").is_none());\nassert!(", stringify!($name), "::from_hex(&\"zz\".repeat(32)).is_none());\n```")]
             pub fn from_hex(text: &str) -> Option<Self> {
                 decode_hex_32(text).map(Self)
             }
 
             /// The value as 64 lowercase hex characters, in a buffer zeroized when dropped.
+            ///
+            #[doc = concat!("```\nuse lanlink::secret::", stringify!($name), ";\nlet a = ", stringify!($name), "::generate(&mut lanlink::os_rng());\nlet hex = a.to_hex();\nassert_eq!(hex.len(), 64);\nassert!(hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));\nassert!(", stringify!($name), "::from_hex(&hex).unwrap().ct_eq(&a));\n```")]
             pub fn to_hex(&self) -> Zeroizing<String> {
                 encode_hex(&self.0)
             }
 
             /// Constant-time equality.
+            ///
+            #[doc = concat!("```\nuse lanlink::secret::", stringify!($name), ";\nlet a = ", stringify!($name), "::from_bytes([1; 32]);\nassert!(a.ct_eq(&", stringify!($name), "::from_bytes([1; 32])));\nlet mut other = [1; 32];\nother[31] = 2;\nassert!(!a.ct_eq(&", stringify!($name), "::from_bytes(other)));\n```")]
             pub fn ct_eq(&self, other: &Self) -> bool {
                 self.0.ct_eq(&other.0).into()
             }
@@ -93,6 +103,16 @@ secret_bytes!(
 impl LocalSecret {
     /// The commitment `SHA-256(COMMITMENT_DOMAIN_TAG ‖ instance_id ‖ secret)` that the agent
     /// announces in place of the secret.
+    ///
+    /// ```
+    /// use lanlink::{InstanceId, LocalSecret};
+    /// let secret = LocalSecret::from_bytes([5; 32]);
+    /// let a = InstanceId::from_bytes([1; 16]);
+    /// let b = InstanceId::from_bytes([2; 16]);
+    /// // Deterministic, and bound to the instance.
+    /// assert_eq!(secret.commitment(&a), secret.commitment(&a));
+    /// assert_ne!(secret.commitment(&a), secret.commitment(&b));
+    /// ```
     pub fn commitment(&self, instance_id: &InstanceId) -> Commitment {
         let mut hasher = Sha256::new();
         hasher.update(COMMITMENT_DOMAIN_TAG);
@@ -113,26 +133,60 @@ impl fmt::Display for LocalSecret {
 ///
 /// Not secret by itself (it is a hash of 256 random bits), but the server never shows it to
 /// linkers.
+///
+/// ```
+/// use lanlink::{secret::Commitment, InstanceId, LocalSecret};
+/// let id = InstanceId::from_bytes([3; 16]);
+/// let c: Commitment = LocalSecret::from_bytes([4; 32]).commitment(&id);
+/// // Its Debug is redacted all the same.
+/// assert_eq!(format!("{c:?}"), "Commitment(<redacted>)");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Commitment([u8; 32]);
 
 impl Commitment {
     /// Builds a commitment from its 32 bytes.
+    ///
+    /// ```
+    /// use lanlink::secret::Commitment;
+    /// let c = Commitment::from_bytes([9; 32]);
+    /// assert_eq!(c.as_bytes(), &[9; 32]);
+    /// ```
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
     /// The 32 bytes.
+    ///
+    /// ```
+    /// use lanlink::secret::Commitment;
+    /// let c = Commitment::from_bytes([1; 32]);
+    /// assert_eq!(Commitment::from_bytes(*c.as_bytes()), c);
+    /// ```
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
     /// Parses 64 hex characters.
+    ///
+    /// ```
+    /// use lanlink::secret::Commitment;
+    /// let c = Commitment::from_hex(&"0F".repeat(32)).unwrap();
+    /// assert_eq!(c.as_bytes(), &[0x0f; 32]);
+    /// assert!(Commitment::from_hex(&"0f".repeat(31)).is_none());
+    /// ```
     pub fn from_hex(text: &str) -> Option<Self> {
         decode_hex_32(text).map(Self)
     }
 
     /// The commitment as 64 lowercase hex characters.
+    ///
+    /// ```
+    /// use lanlink::secret::Commitment;
+    /// let c = Commitment::from_bytes([0xa0; 32]);
+    /// assert_eq!(c.to_hex(), "a0".repeat(32));
+    /// assert_eq!(Commitment::from_hex(&c.to_hex()), Some(c));
+    /// ```
     pub fn to_hex(&self) -> String {
         encode_hex(&self.0).to_string()
     }
@@ -152,6 +206,13 @@ impl Commitment {
     }
 
     /// Constant-time equality.
+    ///
+    /// ```
+    /// use lanlink::secret::Commitment;
+    /// let c = Commitment::from_bytes([2; 32]);
+    /// assert!(c.ct_eq(&Commitment::from_bytes([2; 32])));
+    /// assert!(!c.ct_eq(&Commitment::from_bytes([3; 32])));
+    /// ```
     pub fn ct_eq(&self, other: &Self) -> bool {
         self.0.ct_eq(&other.0).into()
     }
@@ -182,6 +243,14 @@ secret_bytes!(
 
 impl AuthToken {
     /// SHA-256 of the token under a domain tag: what a server should store to recognise it later.
+    ///
+    /// ```
+    /// use lanlink::AuthToken;
+    /// let token = AuthToken::generate(&mut lanlink::os_rng());
+    /// // Stable for one token, different for another.
+    /// assert_eq!(token.digest(), token.clone().digest());
+    /// assert_ne!(token.digest(), AuthToken::generate(&mut lanlink::os_rng()).digest());
+    /// ```
     pub fn digest(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(b"lanlink/v1/auth-token\0");
@@ -223,6 +292,14 @@ pub const INSTANCE_DOMAIN_TAG: &[u8] = b"lanlink/v1/instance\0";
 impl PresenceKey {
     /// The instance id this key stands for: the first 16 bytes of
     /// `SHA-256(INSTANCE_DOMAIN_TAG ‖ key)`, with the UUID version-4 and variant bits set.
+    ///
+    /// ```
+    /// use lanlink::secret::PresenceKey;
+    /// let key = PresenceKey::from_bytes([6; 32]);
+    /// assert_eq!(key.instance_id(), key.instance_id());
+    /// assert_ne!(key.instance_id(), PresenceKey::from_bytes([7; 32]).instance_id());
+    /// assert_eq!(key.instance_id().as_uuid().get_version_num(), 4);
+    /// ```
     pub fn instance_id(&self) -> InstanceId {
         let mut hasher = Sha256::new();
         hasher.update(INSTANCE_DOMAIN_TAG);
@@ -234,6 +311,14 @@ impl PresenceKey {
     }
 
     /// Whether this key stands for `instance_id` (constant time in the comparison).
+    ///
+    /// ```
+    /// use lanlink::{secret::PresenceKey, InstanceId};
+    /// let key = PresenceKey::generate(&mut lanlink::os_rng());
+    /// assert!(key.proves(&key.instance_id()));
+    /// // An id chosen by someone else is not proven by this key.
+    /// assert!(!key.proves(&InstanceId::from_bytes([0x42; 16])));
+    /// ```
     pub fn proves(&self, instance_id: &InstanceId) -> bool {
         self.instance_id()
             .as_bytes()

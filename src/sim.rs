@@ -46,6 +46,13 @@ pub type AgentId = usize;
 pub type LinkerId = usize;
 
 /// A local network behind one public address.
+///
+/// ```
+/// use lanlink::sim::Sim;
+/// let mut sim = Sim::new(1);
+/// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+/// assert_eq!(sim.lans[lan].public_ip.to_string(), "203.0.113.7");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Lan {
     /// The NAT's public address.
@@ -53,6 +60,17 @@ pub struct Lan {
 }
 
 /// A simulated agent and where it lives.
+///
+/// ```
+/// use lanlink::{event::AgentEvent, sim::Sim};
+/// let mut sim = Sim::new(2);
+/// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+/// let agent = sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+/// sim.settle();
+/// assert_eq!(sim.agents[agent].lan, lan);
+/// assert!(matches!(sim.agents[agent].events[0], AgentEvent::DiscoveryStarted { .. }));
+/// assert!(sim.agents[agent].minted.is_none(), "no token before a link");
+/// ```
 #[derive(Debug)]
 pub struct SimAgent {
     /// The state machine.
@@ -66,6 +84,15 @@ pub struct SimAgent {
 }
 
 /// A simulated linker and where it runs.
+///
+/// ```
+/// use lanlink::sim::Sim;
+/// let mut sim = Sim::new(3);
+/// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+/// let linker = sim.add_linker(lan, "192.168.1.20".parse().unwrap(), "alice");
+/// assert_eq!(sim.linkers[linker].account.as_str(), "alice");
+/// assert_eq!(sim.linkers[linker].origin, None);
+/// ```
 #[derive(Debug)]
 pub struct SimLinker {
     /// The state machine.
@@ -83,6 +110,21 @@ pub struct SimLinker {
 }
 
 /// The simulation. Fields are public so tests can reach in and act as attackers.
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::sim::Sim;
+/// // The same seed replays the same run.
+/// let run = |seed| {
+///     let mut sim = Sim::new(seed);
+///     let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+///     let agent = sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+///     sim.advance(Duration::from_secs(5));
+///     sim.agent(agent).instance_id()
+/// };
+/// assert_eq!(run(7), run(7));
+/// assert_ne!(run(7), run(8));
+/// ```
 #[derive(Debug)]
 pub struct Sim {
     /// The monotonic clock's origin.
@@ -112,12 +154,25 @@ pub struct Sim {
 
 impl Sim {
     /// A simulation with the default server configuration, seeded with `seed`.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let sim = Sim::new(42);
+    /// assert!(sim.agents.is_empty() && sim.linkers.is_empty() && sim.lans.is_empty());
+    /// assert_eq!(sim.now(), sim.epoch);
+    /// ```
     pub fn new(seed: u64) -> Self {
         // Cannot fail: the default configuration is valid (unit-tested).
         Self::with_server(seed, ServerConfig::default()).unwrap_or_else(|_| unreachable!())
     }
 
     /// A simulation with `config` for the server.
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, sim::Sim, ConfigError};
+    /// assert!(Sim::with_server(1, ServerConfig::default().max_visible(2)).is_ok());
+    /// assert_eq!(Sim::with_server(1, ServerConfig::default().max_visible(0)).unwrap_err(), ConfigError::MaxVisible);
+    /// ```
     pub fn with_server(seed: u64, config: ServerConfig) -> Result<Self, crate::ConfigError> {
         Ok(Self {
             epoch: Instant::now(),
@@ -136,23 +191,59 @@ impl Sim {
     }
 
     /// The monotonic now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let start = sim.now();
+    /// sim.advance(Duration::from_secs(3));
+    /// assert_eq!(sim.now() - start, Duration::from_secs(3));
+    /// ```
     pub fn now(&self) -> Instant {
         self.epoch + self.elapsed
     }
 
     /// The wall-clock now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// assert_eq!(sim.wall(), sim.wall_epoch, "a fixed epoch, not the real clock");
+    /// sim.advance(Duration::from_secs(90));
+    /// assert_eq!(sim.wall() - sim.wall_epoch, chrono::TimeDelta::seconds(90));
+    /// ```
     pub fn wall(&self) -> DateTime<Utc> {
         self.wall_epoch
             + chrono::TimeDelta::from_std(self.elapsed).unwrap_or(chrono::TimeDelta::MAX)
     }
 
     /// Adds a LAN behind `public_ip`.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let home = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let office = sim.add_lan("198.51.100.1".parse().unwrap());
+    /// assert_ne!(home, office);
+    /// assert_eq!(sim.lans.len(), 2);
+    /// ```
     pub fn add_lan(&mut self, public_ip: IpAddr) -> LanId {
         self.lans.push(Lan { public_ip });
         self.lans.len() - 1
     }
 
     /// Adds an agent at `private_ip` on `lan` with the default configuration (port 8080).
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let agent = sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+    /// assert!(sim.agent(agent).is_discovering());
+    /// assert_eq!(sim.agent(agent).config().port(), 8080);
+    /// ```
     pub fn add_agent(&mut self, lan: LanId, private_ip: IpAddr) -> AgentId {
         let config = AgentConfig::new(
             private_ip,
@@ -164,6 +255,17 @@ impl Sim {
     }
 
     /// Adds an agent with `config` on `lan`.
+    ///
+    /// ```
+    /// use lanlink::{agent::AgentConfig, sim::Sim, ConfigError};
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 5000, Default::default());
+    /// let agent = sim.add_agent_with(lan, config).unwrap();
+    /// assert_eq!(sim.agent(agent).config().port(), 5000);
+    /// let public = AgentConfig::new("203.0.113.99".parse().unwrap(), 5000, Default::default());
+    /// assert_eq!(sim.add_agent_with(lan, public).unwrap_err(), ConfigError::AgentAddress);
+    /// ```
     pub fn add_agent_with(
         &mut self,
         lan: LanId,
@@ -180,11 +282,32 @@ impl Sim {
     }
 
     /// Adds a linker for `account` at `private_ip` on `lan` with the default configuration.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let linker = sim.add_linker(lan, "192.168.1.20".parse().unwrap(), "alice");
+    /// assert!(!sim.linker(linker).is_finished());
+    /// assert_eq!(sim.linkers[linker].private_ip.to_string(), "192.168.1.20");
+    /// ```
     pub fn add_linker(&mut self, lan: LanId, private_ip: IpAddr, account: &str) -> LinkerId {
         self.add_linker_with(lan, private_ip, account, LinkerConfig::default(), None)
     }
 
     /// Adds a linker with `config`, sending `origin` to agents.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{linker::LinkerConfig, sim::Sim};
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let config = LinkerConfig { give_up_after: Duration::from_secs(10), ..Default::default() };
+    /// let linker = sim.add_linker_with(lan, "192.168.1.20".parse().unwrap(), "alice", config, None);
+    /// // No agent on the LAN: the linker gives up after its 10 s.
+    /// sim.run_until(Duration::from_secs(30), |s| s.linker(linker).is_finished());
+    /// assert!(sim.linker(linker).failure().is_some());
+    /// ```
     pub fn add_linker_with(
         &mut self,
         lan: LanId,
@@ -207,22 +330,53 @@ impl Sim {
 
     /// Puts the server behind a trusted proxy at `proxy` (added to the server's trusted list by
     /// the caller's config): requests then arrive from `proxy` with `X-Forwarded-For`.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// sim.put_server_behind_proxy("10.0.0.1".parse().unwrap());
+    /// assert_eq!(sim.server_view(lan), ("10.0.0.1".parse().unwrap(), Some("203.0.113.7".into())));
+    /// ```
     pub fn put_server_behind_proxy(&mut self, proxy: IpAddr) {
         self.proxy = Some(proxy);
     }
 
     /// The agent.
+    ///
+    /// ```
+    /// use lanlink::{agent::AgentStatus, sim::Sim};
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let agent = sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+    /// assert!(matches!(sim.agent(agent).status(), AgentStatus::Discovering { .. }));
+    /// ```
     pub fn agent(&self, id: AgentId) -> &Agent {
         &self.agents[id].agent
     }
 
     /// The linker.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let linker = sim.add_linker(lan, "192.168.1.20".parse().unwrap(), "alice");
+    /// assert!(sim.linker(linker).nonce().is_some());
+    /// ```
     pub fn linker(&self, id: LinkerId) -> &Linker {
         &self.linkers[id].linker
     }
 
     /// The socket peer and `X-Forwarded-For` value with which the server sees a request from
     /// `lan`'s NAT.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// assert_eq!(sim.server_view(lan), ("203.0.113.7".parse().unwrap(), None));
+    /// ```
     pub fn server_view(&self, lan: LanId) -> (IpAddr, Option<String>) {
         let public = self.lans[lan].public_ip;
         match self.proxy {
@@ -232,6 +386,16 @@ impl Sim {
     }
 
     /// Advances virtual time by `by`, then runs every party until none has anything to send.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{event::ServerEvent, sim::Sim};
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+    /// sim.advance(Duration::from_secs(1));
+    /// assert!(sim.server_events.iter().any(|e| matches!(e, ServerEvent::Announced { .. })));
+    /// ```
     pub fn advance(&mut self, by: Duration) {
         // Virtual time stops at 100 years, so no clock arithmetic can overflow.
         const END: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -240,6 +404,16 @@ impl Sim {
     }
 
     /// The earliest time any party wants to wake up.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// assert_eq!(sim.next_wakeup(), None, "nobody to wake");
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+    /// sim.settle();
+    /// assert!(sim.next_wakeup().is_some_and(|at| at > sim.now()));
+    /// ```
     pub fn next_wakeup(&self) -> Option<Instant> {
         let agents = self.agents.iter().filter_map(|a| a.agent.poll_timeout());
         let linkers = self.linkers.iter().filter_map(|l| l.linker.poll_timeout());
@@ -248,6 +422,18 @@ impl Sim {
 
     /// Jumps to the next wake-up (at most `limit` ahead) and settles. Returns false when nothing
     /// is scheduled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// assert!(!sim.step(Duration::from_secs(1)), "nothing scheduled");
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+    /// let before = sim.now();
+    /// assert!(sim.step(Duration::from_secs(60)));
+    /// assert!(sim.now() >= before);
+    /// ```
     pub fn step(&mut self, limit: Duration) -> bool {
         let Some(next) = self.next_wakeup() else {
             return false;
@@ -258,6 +444,17 @@ impl Sim {
     }
 
     /// Steps until `done` holds or `limit` of virtual time has passed; returns whether it held.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// let agent = sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+    /// // Nobody links it: the condition never holds within the limit.
+    /// assert!(!sim.run_until(Duration::from_secs(30), |s| s.agent(agent).auth_token().is_some()));
+    /// assert!(sim.agent(agent).is_discovering());
+    /// ```
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.elapsed + limit;
         self.settle();
@@ -274,6 +471,17 @@ impl Sim {
     }
 
     /// Runs every party until no one has anything to send at the current time.
+    ///
+    /// ```
+    /// use lanlink::sim::Sim;
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_lan("203.0.113.7".parse().unwrap());
+    /// sim.add_agent(lan, "192.168.1.50".parse().unwrap());
+    /// let before = sim.now();
+    /// sim.settle();
+    /// assert_eq!(sim.now(), before, "settling does not move time");
+    /// assert!(!sim.server_events.is_empty(), "the first announcement reached the server");
+    /// ```
     pub fn settle(&mut self) {
         // Each pass moves at least one message or stops; bounded so a bug cannot hang a test.
         for _ in 0..10_000 {

@@ -64,6 +64,21 @@ const MAC_LEN: usize = 32;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Why a ticket is refused. Says which check failed, never what the ticket held.
+///
+/// ```
+/// # use chrono::{DateTime, TimeDelta};
+/// # use lanlink::ticket::{TicketError, TicketKey};
+/// # use lanlink::{InstanceId, PublicNetwork};
+/// # let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// let key = TicketKey::generate(&mut lanlink::os_rng());
+/// let id = InstanceId::from_bytes([7; 16]);
+/// let ticket = key.issue(now, TimeDelta::minutes(5), network, id);
+/// let other = TicketKey::generate(&mut lanlink::os_rng());
+/// assert_eq!(other.verify(now, &ticket.token, &id), Err(TicketError::BadSignature));
+/// assert_eq!(key.verify(now, "not hex", &id), Err(TicketError::Malformed));
+/// assert_eq!(key.verify(now, &ticket.token, &InstanceId::from_bytes([8; 16])), Err(TicketError::WrongInstance));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TicketError {
@@ -108,6 +123,19 @@ impl TicketError {
 }
 
 /// What a valid ticket says.
+///
+/// ```
+/// use chrono::{DateTime, TimeDelta};
+/// use lanlink::ticket::{NetworkTicket, TicketKey};
+/// use lanlink::{InstanceId, PublicNetwork};
+/// let key = TicketKey::from_bytes([1; 32]);
+/// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let network = PublicNetwork::from_ip("2001:db8:1:2::9".parse().unwrap(), 64);
+/// let id = InstanceId::from_bytes([7; 16]);
+/// let issued = key.issue(now, TimeDelta::minutes(5), network, id);
+/// let read: NetworkTicket = key.verify(now, &issued.token, &id).unwrap();
+/// assert_eq!(read, NetworkTicket { network, instance_id: id, expires_at: now + TimeDelta::minutes(5) });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetworkTicket {
     /// The public network the agent's HTTP call came from.
@@ -119,6 +147,18 @@ pub struct NetworkTicket {
 }
 
 /// A freshly issued ticket. `Debug` redacts the signed token (a bearer credential).
+///
+/// ```
+/// use chrono::{DateTime, TimeDelta};
+/// use lanlink::ticket::TicketKey;
+/// use lanlink::{InstanceId, PublicNetwork};
+/// let key = TicketKey::generate(&mut lanlink::os_rng());
+/// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// let issued = key.issue(now, TimeDelta::minutes(5), network, InstanceId::from_bytes([7; 16]));
+/// assert!(format!("{issued:?}").contains(r#"token: "<redacted>""#));
+/// assert!(!format!("{issued:?}").contains(&issued.token));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuedTicket {
     /// The signed ticket as sent on the wire (lowercase hex).
@@ -137,6 +177,15 @@ impl fmt::Debug for IssuedTicket {
 }
 
 /// Server → agent: the reply to `POST {prefix}/agent/ticket`. `Debug` redacts the ticket.
+///
+/// ```
+/// use lanlink::ticket::TicketReply;
+/// let reply: TicketReply = serde_json::from_str(
+///     r#"{"ticket":"00ff","client_id":"ll-0123","expires_at":"2027-01-15T08:00:00Z"}"#)?;
+/// assert_eq!(reply.client_id, "ll-0123");
+/// assert!(!format!("{reply:?}").contains("00ff"), "the ticket is redacted");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketReply {
     /// The signed ticket (opaque to the agent).
@@ -161,6 +210,12 @@ impl fmt::Debug for TicketReply {
 /// The servers' ticket key: 32 random bytes shared by every server instance (the one that
 /// issues a ticket over HTTP is often not the one that reads it from MQTT). Redacted in `Debug`,
 /// zeroized on drop.
+///
+/// ```
+/// use lanlink::ticket::TicketKey;
+/// let key = TicketKey::generate(&mut lanlink::os_rng());
+/// assert_eq!(format!("{key:?}"), "TicketKey(<redacted>)");
+/// ```
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct TicketKey([u8; 32]);
 
@@ -172,6 +227,14 @@ impl fmt::Debug for TicketKey {
 
 impl TicketKey {
     /// A key from `rng` (use [`crate::os_rng`]).
+    ///
+    /// ```
+    /// use lanlink::{ticket::TicketKey, InstanceId};
+    /// let mut rng = lanlink::os_rng();
+    /// let (a, b) = (TicketKey::generate(&mut rng), TicketKey::generate(&mut rng));
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// assert_ne!(a.client_id(&id), b.client_id(&id), "two keys, two client ids");
+    /// ```
     pub fn generate<R: CryptoRng + RngCore + ?Sized>(rng: &mut R) -> Self {
         let mut bytes = [0u8; 32];
         rng.fill_bytes(&mut bytes);
@@ -179,11 +242,26 @@ impl TicketKey {
     }
 
     /// A key from its bytes (for instance read from the deployment's secret store).
+    ///
+    /// ```
+    /// use lanlink::{ticket::TicketKey, InstanceId};
+    /// // Every server instance builds the same key from the shared secret.
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// assert_eq!(TicketKey::from_bytes([9; 32]).client_id(&id), TicketKey::from_bytes([9; 32]).client_id(&id));
+    /// ```
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
     /// A key from 64 hex characters.
+    ///
+    /// ```
+    /// use lanlink::{ticket::TicketKey, InstanceId};
+    /// let key = TicketKey::from_hex(&"5A".repeat(32)).unwrap();
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// assert_eq!(key.client_id(&id), TicketKey::from_bytes([0x5a; 32]).client_id(&id));
+    /// assert!(TicketKey::from_hex("5a5a").is_none());
+    /// ```
     pub fn from_hex(text: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];
         hex_decode_into(text.as_bytes(), &mut bytes)?;
@@ -202,6 +280,17 @@ impl TicketKey {
 
     /// Signs a ticket for `instance_id` on `network`, valid from `now` for `ttl` (clamped to at
     /// least one second and at most a day).
+    ///
+    /// ```
+    /// use chrono::{DateTime, TimeDelta};
+    /// use lanlink::{ticket::TicketKey, InstanceId, PublicNetwork};
+    /// let key = TicketKey::generate(&mut lanlink::os_rng());
+    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// // A lifetime over a day is clamped to a day.
+    /// let issued = key.issue(now, TimeDelta::days(7), network, InstanceId::from_bytes([7; 16]));
+    /// assert_eq!(issued.ticket.expires_at, now + TimeDelta::days(1));
+    /// ```
     pub fn issue(
         &self,
         now: DateTime<Utc>,
@@ -224,6 +313,19 @@ impl TicketKey {
     }
 
     /// The signed, hex-encoded form of `ticket`.
+    ///
+    /// ```
+    /// use chrono::{DateTime, TimeDelta};
+    /// use lanlink::ticket::{NetworkTicket, TicketKey, MAX_TICKET_CHARS};
+    /// use lanlink::{InstanceId, PublicNetwork};
+    /// let key = TicketKey::generate(&mut lanlink::os_rng());
+    /// let expires_at = DateTime::from_timestamp(1_800_000_300, 0).unwrap();
+    /// let ticket = NetworkTicket { network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    ///     instance_id: InstanceId::from_bytes([7; 16]), expires_at };
+    /// let token = key.sign(&ticket);
+    /// assert!(token.len() <= MAX_TICKET_CHARS);
+    /// assert_eq!(key.verify(expires_at - TimeDelta::seconds(1), &token, &ticket.instance_id), Ok(ticket));
+    /// ```
     pub fn sign(&self, ticket: &NetworkTicket) -> String {
         let mut body = encode_body(ticket);
         let mut mac = self.mac(TICKET_TAG);
@@ -234,6 +336,20 @@ impl TicketKey {
 
     /// Checks `token` at `now` for a request from `instance_id`: shape, MAC (constant time),
     /// expiry, instance. Returns what the ticket says.
+    ///
+    /// ```
+    /// use chrono::{DateTime, TimeDelta};
+    /// use lanlink::{ticket::{TicketError, TicketKey}, InstanceId, PublicNetwork};
+    /// let key = TicketKey::generate(&mut lanlink::os_rng());
+    /// let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// let issued = key.issue(now, TimeDelta::minutes(5), PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64), id);
+    /// // A tampered ticket (one hex digit changed) does not verify.
+    /// let mut tampered = issued.token.clone().into_bytes();
+    /// tampered[4] = if tampered[4] == b'0' { b'1' } else { b'0' };
+    /// let tampered = String::from_utf8(tampered).unwrap();
+    /// assert_eq!(key.verify(now, &tampered, &id), Err(TicketError::BadSignature));
+    /// ```
     pub fn verify(
         &self,
         now: DateTime<Utc>,
@@ -267,6 +383,14 @@ impl TicketKey {
     /// The MQTT client id of `instance_id`: `ll-` and 32 hex characters of
     /// HMAC-SHA-256(key, tag ‖ instance id). Only the servers can compute it, so an agent's
     /// topics (named after it) cannot be guessed from its instance id, which discovery shows.
+    ///
+    /// ```
+    /// use lanlink::{ticket::TicketKey, InstanceId};
+    /// let key = TicketKey::generate(&mut lanlink::os_rng());
+    /// let client_id = key.client_id(&InstanceId::from_bytes([7; 16]));
+    /// assert!(client_id.starts_with("ll-") && client_id.len() == 35);
+    /// assert_ne!(client_id, key.client_id(&InstanceId::from_bytes([8; 16])));
+    /// ```
     pub fn client_id(&self, instance_id: &InstanceId) -> String {
         let mut mac = self.mac(CLIENT_ID_TAG);
         mac.update(instance_id.as_bytes());
@@ -275,6 +399,14 @@ impl TicketKey {
     }
 
     /// Whether `client_id` is [`client_id`](Self::client_id) of `instance_id` (constant time).
+    ///
+    /// ```
+    /// use lanlink::{ticket::TicketKey, InstanceId};
+    /// let key = TicketKey::generate(&mut lanlink::os_rng());
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// assert!(key.is_client_id(&key.client_id(&id), &id));
+    /// assert!(!key.is_client_id("ll-00000000000000000000000000000000", &id));
+    /// ```
     pub fn is_client_id(&self, client_id: &str, instance_id: &InstanceId) -> bool {
         self.client_id(instance_id)
             .as_bytes()

@@ -43,6 +43,19 @@ pub const ANNOUNCE_PATH: &str = "/agent/announce";
 pub const REDEEM_PATH: &str = "/agent/redeem";
 
 /// Why a transport call did not produce a reply.
+///
+/// ```
+/// use lanlink::transport::{reply_from, TransportError};
+/// use lanlink::wire::LinkStatusReply;
+/// use lanlink::WireCode;
+/// // How a client matches a failed call.
+/// match reply_from::<LinkStatusReply>(403, br#"{"error":"wrong_secret"}"#) {
+///     Err(TransportError::Refused { code: WireCode::WrongSecret, .. }) => {} // fetch the secret again
+///     other => panic!("{other:?}"),
+/// }
+/// let down = TransportError::Unreachable("connection refused".into());
+/// assert!(down.is_retryable() && down.code().is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
@@ -150,6 +163,14 @@ impl TransportError {
     }
 
     /// The wire code of a refusal; `None` when the peer did not refuse.
+    ///
+    /// ```
+    /// use lanlink::transport::TransportError;
+    /// use lanlink::WireCode;
+    /// let refused = TransportError::Refused { status: 502, code: WireCode::NoCode };
+    /// assert_eq!(refused.code(), Some(WireCode::NoCode));
+    /// assert_eq!(TransportError::Malformed.code(), None);
+    /// ```
     pub fn code(&self) -> Option<WireCode> {
         match self {
             Self::Refused { code, .. } => Some(*code),
@@ -202,22 +223,353 @@ impl TransportError {
 }
 
 /// The agent's channel to the server.
+///
+/// ```
+/// use lanlink::transport::{AgentServerTransport, TransportError};
+/// use lanlink::wire::{Announce, AnnounceReply, RedeemReply, RedeemRequest};
+/// use lanlink::{server::Server, PublicNetwork, Refusal};
+/// /// The server's own operations, in process, for a caller on one network.
+/// struct InProcess { server: Server, network: PublicNetwork }
+/// fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+/// #[lanlink::async_trait]
+/// impl AgentServerTransport for InProcess {
+///     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+///         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+///     }
+///     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+///         let now = lanlink::chrono::Utc::now();
+///         let done = self.server.redeem(now, &mut lanlink::os_rng(), self.network, r).await;
+///         done.map(|d| d.reply).map_err(refused)
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait AgentServerTransport: Send + Sync {
     /// Sends an announcement; the reply carries queued messages and the next poll delay.
+    ///
+    /// ```
+    /// # use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+    /// # use lanlink::wire::{Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::server::{Server, ServerConfig, User};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+    /// # struct InProcess { server: Server, network: PublicNetwork, user: User }
+    /// # fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for InProcess {
+    /// #     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+    /// #         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+    /// #     }
+    /// #     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let done = self.server.redeem(lanlink::chrono::Utc::now(), &mut rng, self.network, r).await;
+    /// #         done.map(|d| d.reply).map_err(refused)
+    /// #     }
+    /// # }
+    /// # #[lanlink::async_trait]
+    /// # impl LinkerServerTransport for InProcess {
+    /// #     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+    /// #         self.server.discover(lanlink::chrono::Utc::now(), self.network, &self.user).await.map_err(refused)
+    /// #     }
+    /// #     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link(now, &mut rng, self.network, &self.user, request.clone()).await.map_err(refused)
+    /// #     }
+    /// #     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link_status(now, self.network, &self.user.account, id).await.map_err(refused)
+    /// #     }
+    /// #     async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         self.server.mint_code(lanlink::chrono::Utc::now(), &mut rng, &self.user.account).await.map_err(refused)
+    /// #     }
+    /// # }
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let transport = InProcess { server: Server::new(ServerConfig::default()).unwrap(),
+    /// #     network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    /// #     user: User::new(AccountId::new("alice").unwrap()) };
+    /// # use lanlink::{secret::PresenceKey, LocalSecret};
+    /// # let key = PresenceKey::from_bytes([1; 32]);
+    /// # let id = key.instance_id();
+    /// # let secret = LocalSecret::from_bytes([2; 32]);
+    /// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
+    /// let reply = transport.announce(&announce).await.unwrap();
+    /// assert!(reply.messages.is_empty());
+    /// assert_eq!(reply.poll_after_ms, 2000);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, TransportError>;
     /// Redeems a code for an auth token.
+    ///
+    /// ```
+    /// # use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+    /// # use lanlink::wire::{Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::server::{Server, ServerConfig, User};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+    /// # struct InProcess { server: Server, network: PublicNetwork, user: User }
+    /// # fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for InProcess {
+    /// #     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+    /// #         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+    /// #     }
+    /// #     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let done = self.server.redeem(lanlink::chrono::Utc::now(), &mut rng, self.network, r).await;
+    /// #         done.map(|d| d.reply).map_err(refused)
+    /// #     }
+    /// # }
+    /// # #[lanlink::async_trait]
+    /// # impl LinkerServerTransport for InProcess {
+    /// #     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+    /// #         self.server.discover(lanlink::chrono::Utc::now(), self.network, &self.user).await.map_err(refused)
+    /// #     }
+    /// #     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link(now, &mut rng, self.network, &self.user, request.clone()).await.map_err(refused)
+    /// #     }
+    /// #     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link_status(now, self.network, &self.user.account, id).await.map_err(refused)
+    /// #     }
+    /// #     async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         self.server.mint_code(lanlink::chrono::Utc::now(), &mut rng, &self.user.account).await.map_err(refused)
+    /// #     }
+    /// # }
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let transport = InProcess { server: Server::new(ServerConfig::default()).unwrap(),
+    /// #     network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    /// #     user: User::new(AccountId::new("alice").unwrap()) };
+    /// let request = RedeemRequest::new(InstanceId::from_bytes([7; 16]), lanlink::LinkCode::parse("000000").unwrap());
+    /// let err = transport.redeem(&request).await.unwrap_err();
+    /// assert_eq!(err.refused_code(), Some(lanlink::WireCode::InvalidCode));
+    /// assert!(!err.is_retryable());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn redeem(&self, request: &RedeemRequest) -> Result<RedeemReply, TransportError>;
 }
 
 /// The linker's channel to the server (authenticated as the user by the implementation).
+///
+/// ```
+/// # use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+/// # use lanlink::wire::{Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply, RedeemRequest};
+/// # use lanlink::server::{Server, ServerConfig, User};
+/// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+/// # struct InProcess { server: Server, network: PublicNetwork, user: User }
+/// # fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+/// # #[lanlink::async_trait]
+/// # impl AgentServerTransport for InProcess {
+/// #     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+/// #         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+/// #     }
+/// #     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+/// #         let mut rng = lanlink::os_rng();
+/// #         let done = self.server.redeem(lanlink::chrono::Utc::now(), &mut rng, self.network, r).await;
+/// #         done.map(|d| d.reply).map_err(refused)
+/// #     }
+/// # }
+/// # #[lanlink::async_trait]
+/// # impl LinkerServerTransport for InProcess {
+/// #     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+/// #         self.server.discover(lanlink::chrono::Utc::now(), self.network, &self.user).await.map_err(refused)
+/// #     }
+/// #     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+/// #         let mut rng = lanlink::os_rng();
+/// #         let now = lanlink::chrono::Utc::now();
+/// #         self.server.link(now, &mut rng, self.network, &self.user, request.clone()).await.map_err(refused)
+/// #     }
+/// #     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+/// #         let now = lanlink::chrono::Utc::now();
+/// #         self.server.link_status(now, self.network, &self.user.account, id).await.map_err(refused)
+/// #     }
+/// #     async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+/// #         let mut rng = lanlink::os_rng();
+/// #         self.server.mint_code(lanlink::chrono::Utc::now(), &mut rng, &self.user.account).await.map_err(refused)
+/// #     }
+/// # }
+/// # let mut fut = std::pin::pin!(async {
+/// # let transport = InProcess { server: Server::new(ServerConfig::default()).unwrap(),
+/// #     network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+/// #     user: User::new(AccountId::new("alice").unwrap()) };
+/// // The linker's calls, as any implementation answers them.
+/// let shown = transport.discover().await.unwrap();
+/// assert!(shown.agents.is_empty());
+/// let code = transport.mint_code().await.unwrap();
+/// assert_eq!(code.code.expose().len(), 6);
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[async_trait]
 pub trait LinkerServerTransport: Send + Sync {
     /// Lists the discoverable agents of the caller's network.
+    ///
+    /// ```
+    /// # use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+    /// # use lanlink::wire::{Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::server::{Server, ServerConfig, User};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+    /// # struct InProcess { server: Server, network: PublicNetwork, user: User }
+    /// # fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for InProcess {
+    /// #     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+    /// #         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+    /// #     }
+    /// #     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let done = self.server.redeem(lanlink::chrono::Utc::now(), &mut rng, self.network, r).await;
+    /// #         done.map(|d| d.reply).map_err(refused)
+    /// #     }
+    /// # }
+    /// # #[lanlink::async_trait]
+    /// # impl LinkerServerTransport for InProcess {
+    /// #     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+    /// #         self.server.discover(lanlink::chrono::Utc::now(), self.network, &self.user).await.map_err(refused)
+    /// #     }
+    /// #     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link(now, &mut rng, self.network, &self.user, request.clone()).await.map_err(refused)
+    /// #     }
+    /// #     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link_status(now, self.network, &self.user.account, id).await.map_err(refused)
+    /// #     }
+    /// #     async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         self.server.mint_code(lanlink::chrono::Utc::now(), &mut rng, &self.user.account).await.map_err(refused)
+    /// #     }
+    /// # }
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let transport = InProcess { server: Server::new(ServerConfig::default()).unwrap(),
+    /// #     network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    /// #     user: User::new(AccountId::new("alice").unwrap()) };
+    /// # use lanlink::{secret::PresenceKey, LocalSecret};
+    /// # let key = PresenceKey::from_bytes([1; 32]);
+    /// # let id = key.instance_id();
+    /// # let secret = LocalSecret::from_bytes([2; 32]);
+    /// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
+    /// transport.announce(&announce).await.unwrap();
+    /// let reply = transport.discover().await.unwrap();
+    /// assert_eq!(reply.agents[0].instance_id, id);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn discover(&self) -> Result<DiscoverReply, TransportError>;
     /// Asks to link an agent.
+    ///
+    /// ```
+    /// # use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+    /// # use lanlink::wire::{Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::server::{Server, ServerConfig, User};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+    /// # struct InProcess { server: Server, network: PublicNetwork, user: User }
+    /// # fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for InProcess {
+    /// #     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+    /// #         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+    /// #     }
+    /// #     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let done = self.server.redeem(lanlink::chrono::Utc::now(), &mut rng, self.network, r).await;
+    /// #         done.map(|d| d.reply).map_err(refused)
+    /// #     }
+    /// # }
+    /// # #[lanlink::async_trait]
+    /// # impl LinkerServerTransport for InProcess {
+    /// #     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+    /// #         self.server.discover(lanlink::chrono::Utc::now(), self.network, &self.user).await.map_err(refused)
+    /// #     }
+    /// #     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link(now, &mut rng, self.network, &self.user, request.clone()).await.map_err(refused)
+    /// #     }
+    /// #     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link_status(now, self.network, &self.user.account, id).await.map_err(refused)
+    /// #     }
+    /// #     async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         self.server.mint_code(lanlink::chrono::Utc::now(), &mut rng, &self.user.account).await.map_err(refused)
+    /// #     }
+    /// # }
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let transport = InProcess { server: Server::new(ServerConfig::default()).unwrap(),
+    /// #     network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    /// #     user: User::new(AccountId::new("alice").unwrap()) };
+    /// # use lanlink::{secret::PresenceKey, LocalSecret};
+    /// # let key = PresenceKey::from_bytes([1; 32]);
+    /// # let id = key.instance_id();
+    /// # let secret = LocalSecret::from_bytes([2; 32]);
+    /// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(), secret.commitment(&id), key);
+    /// transport.announce(&announce).await.unwrap();
+    /// let reply = transport.link(&LinkRequest::new(id, secret)).await.unwrap();
+    /// assert_eq!(reply.state, lanlink::wire::LinkState::Pending);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError>;
     /// Reads a link's state.
+    ///
+    /// ```
+    /// # use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+    /// # use lanlink::wire::{Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::server::{Server, ServerConfig, User};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+    /// # struct InProcess { server: Server, network: PublicNetwork, user: User }
+    /// # fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for InProcess {
+    /// #     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+    /// #         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+    /// #     }
+    /// #     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let done = self.server.redeem(lanlink::chrono::Utc::now(), &mut rng, self.network, r).await;
+    /// #         done.map(|d| d.reply).map_err(refused)
+    /// #     }
+    /// # }
+    /// # #[lanlink::async_trait]
+    /// # impl LinkerServerTransport for InProcess {
+    /// #     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+    /// #         self.server.discover(lanlink::chrono::Utc::now(), self.network, &self.user).await.map_err(refused)
+    /// #     }
+    /// #     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link(now, &mut rng, self.network, &self.user, request.clone()).await.map_err(refused)
+    /// #     }
+    /// #     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link_status(now, self.network, &self.user.account, id).await.map_err(refused)
+    /// #     }
+    /// #     async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         self.server.mint_code(lanlink::chrono::Utc::now(), &mut rng, &self.user.account).await.map_err(refused)
+    /// #     }
+    /// # }
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let transport = InProcess { server: Server::new(ServerConfig::default()).unwrap(),
+    /// #     network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    /// #     user: User::new(AccountId::new("alice").unwrap()) };
+    /// let reply = transport.link_status(&InstanceId::from_bytes([7; 16])).await.unwrap();
+    /// assert_eq!(reply.state, lanlink::wire::LinkState::Unknown);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn link_status(
         &self,
         instance_id: &InstanceId,
@@ -268,13 +620,124 @@ pub trait LinkerServerTransport: Send + Sync {
         self.link_status(instance_id).await
     }
     /// Mints a manual code for the user.
+    ///
+    /// ```
+    /// # use lanlink::transport::{AgentServerTransport, LinkerServerTransport, TransportError};
+    /// # use lanlink::wire::{Announce, AnnounceReply, CodeReply, DiscoverReply, LinkRequest, LinkStatusReply, RedeemReply, RedeemRequest};
+    /// # use lanlink::server::{Server, ServerConfig, User};
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+    /// # struct InProcess { server: Server, network: PublicNetwork, user: User }
+    /// # fn refused(r: Refusal) -> TransportError { TransportError::Refused { status: r.status(), code: r.code() } }
+    /// # #[lanlink::async_trait]
+    /// # impl AgentServerTransport for InProcess {
+    /// #     async fn announce(&self, a: &Announce) -> Result<AnnounceReply, TransportError> {
+    /// #         self.server.announce(lanlink::chrono::Utc::now(), self.network, a).await.map_err(refused)
+    /// #     }
+    /// #     async fn redeem(&self, r: &RedeemRequest) -> Result<RedeemReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let done = self.server.redeem(lanlink::chrono::Utc::now(), &mut rng, self.network, r).await;
+    /// #         done.map(|d| d.reply).map_err(refused)
+    /// #     }
+    /// # }
+    /// # #[lanlink::async_trait]
+    /// # impl LinkerServerTransport for InProcess {
+    /// #     async fn discover(&self) -> Result<DiscoverReply, TransportError> {
+    /// #         self.server.discover(lanlink::chrono::Utc::now(), self.network, &self.user).await.map_err(refused)
+    /// #     }
+    /// #     async fn link(&self, request: &LinkRequest) -> Result<LinkStatusReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link(now, &mut rng, self.network, &self.user, request.clone()).await.map_err(refused)
+    /// #     }
+    /// #     async fn link_status(&self, id: &InstanceId) -> Result<LinkStatusReply, TransportError> {
+    /// #         let now = lanlink::chrono::Utc::now();
+    /// #         self.server.link_status(now, self.network, &self.user.account, id).await.map_err(refused)
+    /// #     }
+    /// #     async fn mint_code(&self) -> Result<CodeReply, TransportError> {
+    /// #         let mut rng = lanlink::os_rng();
+    /// #         self.server.mint_code(lanlink::chrono::Utc::now(), &mut rng, &self.user.account).await.map_err(refused)
+    /// #     }
+    /// # }
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let transport = InProcess { server: Server::new(ServerConfig::default()).unwrap(),
+    /// #     network: PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64),
+    /// #     user: User::new(AccountId::new("alice").unwrap()) };
+    /// let reply = transport.mint_code().await.unwrap();
+    /// assert!(lanlink::CodeFormat::default().matches(&reply.code));
+    /// assert!(reply.expires_at > lanlink::chrono::Utc::now());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn mint_code(&self) -> Result<CodeReply, TransportError>;
 }
 
 /// The linker's channel to an agent's local endpoint.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::sync::Mutex;
+/// use std::time::Instant;
+/// use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+/// use lanlink::transport::{LinkerAgentTransport, TransportError};
+/// use lanlink::wire::SecretReply;
+/// use lanlink::{ForwardedHeaders, InstanceId};
+/// /// The agent's own check, in process, for a caller at 192.168.1.20.
+/// struct Lan(Mutex<Agent>);
+/// #[lanlink::async_trait]
+/// impl LinkerAgentTransport for Lan {
+///     async fn fetch_secret(&self, at: SocketAddr, id: &InstanceId) -> Result<SecretReply, TransportError> {
+///         let (host, id) = (at.ip().to_string(), id.to_string());
+///         let request = SecretRequest { peer: "192.168.1.20".parse().unwrap(),
+///             forwarded: ForwardedHeaders::NONE, host: Some(&host), origin: None, instance_id: &id };
+///         let answer = self.0.lock().unwrap().handle_secret_request(Instant::now(), &request);
+///         answer.map_err(|r| TransportError::Refused { status: 403, code: r.code() })
+///     }
+/// }
+/// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+/// # let agent = Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap();
+/// # let id = agent.instance_id();
+/// # let lan = Lan(Mutex::new(agent));
+/// # let mut fut = std::pin::pin!(async {
+/// assert!(lan.fetch_secret("192.168.1.50:8080".parse().unwrap(), &id).await.is_ok());
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[async_trait]
 pub trait LinkerAgentTransport: Send + Sync {
     /// Asks the agent at `agent` for the secret of `instance_id`.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use std::sync::Mutex;
+    /// # use std::time::Instant;
+    /// # use lanlink::agent::{Agent, AgentConfig, SecretRequest};
+    /// # use lanlink::transport::{LinkerAgentTransport, TransportError};
+    /// # use lanlink::wire::SecretReply;
+    /// # use lanlink::{ForwardedHeaders, InstanceId, WireCode};
+    /// # struct Lan(Mutex<Agent>);
+    /// # #[lanlink::async_trait]
+    /// # impl LinkerAgentTransport for Lan {
+    /// #     async fn fetch_secret(&self, at: SocketAddr, id: &InstanceId) -> Result<SecretReply, TransportError> {
+    /// #         let (host, id) = (at.ip().to_string(), id.to_string());
+    /// #         let request = SecretRequest { peer: "192.168.1.20".parse().unwrap(),
+    /// #             forwarded: ForwardedHeaders::NONE, host: Some(&host), origin: None, instance_id: &id };
+    /// #         let answer = self.0.lock().unwrap().handle_secret_request(Instant::now(), &request);
+    /// #         answer.map_err(|r| TransportError::Refused { status: 403, code: r.code() })
+    /// #     }
+    /// # }
+    /// # let config = AgentConfig::new("192.168.1.50".parse().unwrap(), 8080, Default::default());
+    /// # let lan = Lan(Mutex::new(Agent::new(config, Instant::now(), &mut lanlink::os_rng()).unwrap()));
+    /// # let mut fut = std::pin::pin!(async {
+    /// // Asking for another instance than the agent's is refused, and says which way.
+    /// let other = InstanceId::from_bytes([7; 16]);
+    /// let err = lan.fetch_secret("192.168.1.50:8080".parse().unwrap(), &other).await.unwrap_err();
+    /// assert_eq!(err.refused_code(), Some(WireCode::WrongInstance));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn fetch_secret(
         &self,
         agent: SocketAddr,

@@ -54,6 +54,16 @@ pub mod limits {
 }
 
 /// Why bytes are not a valid message. Says where, never what: no input is echoed.
+///
+/// ```
+/// use lanlink::wire::{decode, decode_announce, ErrorBody, WireError, MAX_ANNOUNCE_BYTES};
+/// let big = vec![b' '; MAX_ANNOUNCE_BYTES + 1];
+/// assert_eq!(decode_announce(&big), Err(WireError::TooLarge { limit: MAX_ANNOUNCE_BYTES }));
+/// let err = decode::<ErrorBody>(br#"{"error": 7}"#, 100).unwrap_err();
+/// assert_eq!(err, WireError::Malformed);
+/// // The message names no input.
+/// assert_eq!(err.to_string(), "malformed message");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
@@ -112,6 +122,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
 }
 
 /// Decodes an announcement: at most [`MAX_ANNOUNCE_BYTES`], version checked, fields bounded.
+///
+/// ```
+/// # use lanlink::wire::{self, Announce, WireError};
+/// # use lanlink::{secret::PresenceKey, LocalSecret};
+/// # let key = PresenceKey::from_bytes([2; 32]);
+/// # let id = key.instance_id();
+/// let announce = Announce::new(id, "192.168.1.50".parse()?, 8080, Default::default(),
+///     LocalSecret::from_bytes([1; 32]).commitment(&id), key);
+/// let bytes = wire::encode(&announce);
+/// assert_eq!(wire::decode_announce(&bytes)?, announce);
+/// // Another version is refused.
+/// let v2 = String::from_utf8(bytes.to_vec())?.replace(r#""version":1"#, r#""version":2"#);
+/// assert_eq!(wire::decode_announce(v2.as_bytes()), Err(WireError::Version));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn decode_announce(bytes: &[u8]) -> Result<Announce, WireError> {
     let announce: Announce = decode(bytes, MAX_ANNOUNCE_BYTES)?;
     if announce.version != WIRE_VERSION {
@@ -121,6 +146,16 @@ pub fn decode_announce(bytes: &[u8]) -> Result<Announce, WireError> {
 }
 
 /// Encodes `value` as JSON into a buffer that is zeroized when dropped.
+///
+/// ```
+/// use lanlink::wire::{self, LinkState, LinkStatusReply, MAX_MESSAGE_BYTES};
+/// let reply = LinkStatusReply::new(lanlink::InstanceId::from_bytes([7; 16]), LinkState::Linked);
+/// let bytes = wire::encode(&reply);
+/// assert!(std::str::from_utf8(&bytes)?.contains(r#""state":"linked""#));
+/// let back: LinkStatusReply = wire::decode(&bytes, MAX_MESSAGE_BYTES)?;
+/// assert_eq!(back, reply);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn encode<T: Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(256));
     // Cannot fail: every wire type serializes to JSON (string map keys, no non-finite floats).
@@ -287,6 +322,15 @@ impl std::fmt::Debug for DeviceInfo {
 impl DeviceInfo {
     /// Checks each field against its limit ([`WireError::BadField`]) and for characters that
     /// [`is_hidden`] refuses ([`WireError::HiddenCharacter`]).
+    ///
+    /// ```
+    /// use lanlink::{wire::{limits, WireError}, DeviceInfo};
+    /// let info = DeviceInfo::new("octopi", "Ender 3", "octoprint-lanlink", "1.2.0")?;
+    /// assert_eq!((info.model(), info.agent_version()), ("Ender 3", "1.2.0"));
+    /// let long = "m".repeat(limits::MODEL + 1);
+    /// assert_eq!(DeviceInfo::new("", long, "", ""), Err(WireError::BadField("model")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(
         hostname: impl AsRef<str>,
         model: impl AsRef<str>,
@@ -338,6 +382,15 @@ impl DeviceInfo {
     }
 
     /// A 64-bit hash of the four fields (equal infos have equal fingerprints).
+    ///
+    /// ```
+    /// use lanlink::DeviceInfo;
+    /// let a = DeviceInfo::new("octopi", "MK4", "agent", "1.0")?;
+    /// assert_eq!(a.fingerprint(), DeviceInfo::new("octopi", "MK4", "agent", "1.0")?.fingerprint());
+    /// // The field boundaries count too, not only the text.
+    /// assert_ne!(a.fingerprint(), DeviceInfo::new("octopiM", "K4", "agent", "1.0")?.fingerprint());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
@@ -355,24 +408,66 @@ impl DeviceInfo {
     }
 
     /// The device's host name.
+    ///
+    /// ```
+    /// let info = lanlink::DeviceInfo::new("printer.local", "", "", "")?;
+    /// assert_eq!(info.hostname(), "printer.local");
+    /// assert_eq!(lanlink::DeviceInfo::default().hostname(), "");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn hostname(&self) -> &str {
         self.field(0)
     }
     /// The device model.
+    ///
+    /// ```
+    /// let info = lanlink::DeviceInfo::new("", "Voron 2.4", "", "")?;
+    /// assert_eq!(info.model(), "Voron 2.4");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn model(&self) -> &str {
         self.field(1)
     }
     /// The agent software's name.
+    ///
+    /// ```
+    /// // A long info (past the inline size) reads back the same.
+    /// let name = "a".repeat(64);
+    /// let info = lanlink::DeviceInfo::new("h".repeat(200), "m", &name, "9")?;
+    /// assert_eq!(info.agent(), name);
+    /// assert_eq!(info.hostname().len(), 200);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn agent(&self) -> &str {
         self.field(2)
     }
     /// The agent software's version.
+    ///
+    /// ```
+    /// let info: lanlink::DeviceInfo = serde_json::from_str(r#"{"agent_version":"2.0.1"}"#)?;
+    /// assert_eq!(info.agent_version(), "2.0.1");
+    /// assert_eq!(info.model(), "", "absent fields are empty");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn agent_version(&self) -> &str {
         self.field(3)
     }
 }
 
 /// Agent → server, every `announce_interval` during the window (protocol step 2).
+///
+/// ```
+/// use lanlink::wire::{self, Announce};
+/// use lanlink::{secret::PresenceKey, LocalSecret};
+/// let key = PresenceKey::from_bytes([2; 32]);
+/// let id = key.instance_id();
+/// let announce = Announce::new(id, "192.168.1.50".parse()?, 8080, Default::default(),
+///     LocalSecret::from_bytes([1; 32]).commitment(&id), key);
+/// // The commitment and the presence key are redacted in Debug.
+/// assert!(format!("{announce:?}").contains("PresenceKey(<redacted>)"));
+/// assert!(wire::decode_announce(&wire::encode(&announce))?.presence_key.proves(&id));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -478,6 +573,20 @@ impl Announce {
     }
 
     /// The same, announcing `candidates` (revision 1.3).
+    ///
+    /// ```
+    /// # use lanlink::wire::{self, Announce, WireError, MAX_CANDIDATES};
+    /// # use lanlink::{secret::PresenceKey, LocalSecret};
+    /// # let key = PresenceKey::from_bytes([2; 32]);
+    /// # let id = key.instance_id();
+    /// # let commitment = LocalSecret::from_bytes([1; 32]).commitment(&id);
+    /// let announce = Announce::new(id, "192.168.1.50".parse()?, 8080, Default::default(), commitment, key);
+    /// let ok = announce.clone().with_candidates(vec!["10.0.0.5:8080".parse()?]);
+    /// assert_eq!(wire::decode_announce(&wire::encode(&ok))?.candidates.len(), 1);
+    /// let too_many = announce.with_candidates(vec!["10.0.0.5:8080".parse()?; MAX_CANDIDATES + 1]);
+    /// assert_eq!(wire::decode_announce(&wire::encode(&too_many)), Err(WireError::BadField("candidates")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_candidates(mut self, candidates: Vec<SocketAddr>) -> Self {
         self.candidates = candidates;
         self
@@ -507,6 +616,19 @@ impl Announce {
     }
 
     /// The same, stating `revision` (revision 1.5).
+    ///
+    /// ```
+    /// # use lanlink::wire::{self, Announce, Revision, WireError};
+    /// # use lanlink::{secret::PresenceKey, LocalSecret};
+    /// # let key = PresenceKey::from_bytes([2; 32]);
+    /// # let id = key.instance_id();
+    /// # let commitment = LocalSecret::from_bytes([1; 32]).commitment(&id);
+    /// let announce = Announce::new(id, "192.168.1.50".parse()?, 8080, Default::default(), commitment, key);
+    /// let v2 = announce.with_revision(Revision::new(2, 0));
+    /// // Another major does not decode.
+    /// assert_eq!(wire::decode_announce(&wire::encode(&v2)), Err(WireError::Version));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_revision(mut self, revision: Revision) -> Self {
         self.revision = Some(revision);
         self
@@ -540,6 +662,15 @@ fn bounded_candidates<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>
 }
 
 /// Server → agent, the reply to an announcement.
+///
+/// ```
+/// use lanlink::wire::{AnnounceReply, Visibility};
+/// // An older server's reply: no visibility, no revision.
+/// let reply: AnnounceReply = serde_json::from_str(r#"{"messages":[],"poll_after_ms":5000,"x":1}"#)?;
+/// assert_eq!(reply.visibility, Visibility::Visible);
+/// assert_eq!(reply.revision, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AnnounceReply {
@@ -577,12 +708,28 @@ impl AnnounceReply {
     }
 
     /// The same, with `visibility` (revision 1.2).
+    ///
+    /// ```
+    /// use lanlink::wire::{AnnounceReply, HiddenReason, Visibility};
+    /// let reply = AnnounceReply::new(Vec::new(), 2000)
+    ///     .with_visibility(Visibility::Hidden(HiddenReason::SharedNetwork));
+    /// let json = serde_json::to_string(&reply)?;
+    /// assert!(json.contains(r#""visibility":{"hidden":"shared_network"}"#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_visibility(mut self, visibility: Visibility) -> Self {
         self.visibility = visibility;
         self
     }
 
     /// The same, stating `revision` instead (`None`: as a server before 1.5).
+    ///
+    /// ```
+    /// use lanlink::wire::AnnounceReply;
+    /// let old = AnnounceReply::new(Vec::new(), 2000).with_revision(None);
+    /// assert!(!serde_json::to_string(&old)?.contains("revision"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_revision(mut self, revision: Option<Revision>) -> Self {
         self.revision = revision;
         self
@@ -652,6 +799,14 @@ pub enum Visibility {
 }
 
 /// Why a [`DiscoverReply`] shows no agent: `{"reason": …}`.
+///
+/// ```
+/// use lanlink::wire::{DiscoverReply, Hidden, HiddenReason};
+/// let reply = DiscoverReply::new(Default::default()).with_hidden(HiddenReason::TooManyAgents);
+/// assert_eq!(reply.hidden, Some(Hidden { reason: HiddenReason::TooManyAgents }));
+/// assert!(serde_json::to_string(&reply)?.contains(r#""hidden":{"reason":"too_many_agents"}"#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hidden {
     /// Why.
@@ -659,6 +814,15 @@ pub struct Hidden {
 }
 
 /// A message the server queued for an agent.
+///
+/// ```
+/// use lanlink::wire::{AgentMessage, AnnounceReply};
+/// // A message type from a newer server reads as `Unknown`, which agents ignore.
+/// let reply: AnnounceReply = serde_json::from_str(
+///     r#"{"messages":[{"type":"reboot_please"}],"poll_after_ms":1000}"#)?;
+/// assert!(matches!(reply.messages[..], [AgentMessage::Unknown]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -690,6 +854,17 @@ pub enum AgentMessage {
 }
 
 /// Agent → server: redeem a code for an auth token (steps 8 and 9).
+///
+/// ```
+/// use lanlink::wire::{self, RedeemRequest, MAX_MESSAGE_BYTES};
+/// use lanlink::{InstanceId, LinkCode};
+/// let request = RedeemRequest::new(InstanceId::from_bytes([7; 16]), LinkCode::parse("123456").unwrap());
+/// // Debug never shows the code.
+/// assert!(format!("{request:?}").contains("LinkCode(<redacted>)"));
+/// let back: RedeemRequest = wire::decode(&wire::encode(&request), MAX_MESSAGE_BYTES)?;
+/// assert_eq!(back.attempt, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -747,18 +922,46 @@ impl RedeemRequest {
     }
 
     /// The same, proving the agent with its presence key (revision 1.1).
+    ///
+    /// ```
+    /// use lanlink::wire::RedeemRequest;
+    /// use lanlink::{secret::PresenceKey, LinkCode};
+    /// let key = PresenceKey::from_bytes([2; 32]);
+    /// let request = RedeemRequest::new(key.instance_id(), LinkCode::parse("123456").unwrap())
+    ///     .with_presence_key(key);
+    /// assert!(request.presence_key.as_ref().is_some_and(|k| k.proves(&request.instance_id)));
+    /// ```
     pub fn with_presence_key(mut self, key: PresenceKey) -> Self {
         self.presence_key = Some(key);
         self
     }
 
     /// The same, as attempt `attempt` (revision 1.1).
+    ///
+    /// ```
+    /// use lanlink::wire::RedeemRequest;
+    /// use lanlink::{InstanceId, LinkCode};
+    /// let first = RedeemRequest::new(InstanceId::from_bytes([7; 16]), LinkCode::parse("123456").unwrap());
+    /// // Attempt 0 is left out of the JSON; a retry states its number.
+    /// assert!(!String::from_utf8(lanlink::wire::encode(&first).to_vec())?.contains("attempt"));
+    /// let retry = first.with_attempt(2);
+    /// assert!(String::from_utf8(lanlink::wire::encode(&retry).to_vec())?.contains(r#""attempt":2"#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = attempt;
         self
     }
 
     /// The same, stating `revision` (revision 1.5).
+    ///
+    /// ```
+    /// use lanlink::wire::{RedeemRequest, Revision};
+    /// use lanlink::{InstanceId, LinkCode};
+    /// let request = RedeemRequest::new(InstanceId::from_bytes([7; 16]), LinkCode::parse("123456").unwrap())
+    ///     .with_revision(Revision::V1_5);
+    /// assert_eq!(request.revision, Some(Revision::V1_5));
+    /// ```
     pub fn with_revision(mut self, revision: Revision) -> Self {
         self.revision = Some(revision);
         self
@@ -770,6 +973,16 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// Server → agent: the code was good.
+///
+/// ```
+/// use lanlink::wire::{self, RedeemReply, MAX_MESSAGE_BYTES};
+/// use lanlink::AuthToken;
+/// let reply = RedeemReply::new(AuthToken::from_bytes([9; 32]), 3);
+/// assert!(format!("{reply:?}").contains("AuthToken(<redacted>)"));
+/// let back: RedeemReply = wire::decode(&wire::encode(&reply), MAX_MESSAGE_BYTES)?;
+/// assert!(back.auth_token.ct_eq(&reply.auth_token) && back.attempt == 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RedeemReply {
@@ -804,6 +1017,17 @@ impl RedeemReply {
 }
 
 /// One agent as shown to a linker.
+///
+/// ```
+/// use lanlink::wire::DiscoveredAgent;
+/// use lanlink::{DeviceInfo, InstanceId};
+/// let info = DeviceInfo::new("octopi", "MK4", "", "")?;
+/// let agent = DiscoveredAgent::new(InstanceId::from_bytes([7; 16]), "192.168.1.50".parse()?, 8080, info);
+/// let json = serde_json::to_string(&agent)?;
+/// assert!(!json.contains("candidates"), "left out when empty");
+/// assert_eq!(serde_json::from_str::<DiscoveredAgent>(&json)?, agent);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DiscoveredAgent {
@@ -844,6 +1068,17 @@ impl DiscoveredAgent {
     }
 
     /// The same, with further endpoints (revision 1.3).
+    ///
+    /// ```
+    /// use lanlink::wire::DiscoveredAgent;
+    /// let agent = DiscoveredAgent::new(lanlink::InstanceId::from_bytes([7; 16]),
+    ///     "192.168.1.50".parse()?, 8080, Default::default())
+    ///     .with_candidates(vec!["192.168.1.50:8080".parse()?, "10.0.0.5:8080".parse()?]);
+    /// // The repeat of the first endpoint is dropped.
+    /// let expected: Vec<std::net::SocketAddr> = vec!["192.168.1.50:8080".parse()?, "10.0.0.5:8080".parse()?];
+    /// assert_eq!(agent.endpoints(), expected);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_candidates(mut self, candidates: Vec<SocketAddr>) -> Self {
         self.candidates = candidates;
         self
@@ -875,6 +1110,17 @@ impl DiscoveredAgent {
 }
 
 /// Server → linker: the discoverable agents of the linker's own network (step 4).
+///
+/// ```
+/// use lanlink::wire::{DiscoverReply, DiscoveredAgent, MAX_MESSAGE_BYTES};
+/// let agent = DiscoveredAgent::new(lanlink::InstanceId::from_bytes([7; 16]),
+///     "192.168.1.50".parse()?, 8080, Default::default());
+/// let reply = DiscoverReply::new(vec![agent].into());
+/// let back: DiscoverReply = lanlink::wire::decode(&lanlink::wire::encode(&reply), MAX_MESSAGE_BYTES)?;
+/// assert_eq!(back, reply);
+/// assert_eq!(back.agents.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DiscoverReply {
@@ -907,12 +1153,25 @@ impl DiscoverReply {
     }
 
     /// The same, saying why agents are hidden (revision 1.2).
+    ///
+    /// ```
+    /// use lanlink::wire::{DiscoverReply, HiddenReason};
+    /// let reply = DiscoverReply::new(Default::default()).with_hidden(HiddenReason::TooManyAgents);
+    /// assert_eq!(reply.hidden.map(|h| h.reason), Some(HiddenReason::TooManyAgents));
+    /// ```
     pub fn with_hidden(mut self, reason: HiddenReason) -> Self {
         self.hidden = Some(Hidden { reason });
         self
     }
 
     /// The same, stating `revision` instead (`None`: as a server before 1.5).
+    ///
+    /// ```
+    /// use lanlink::wire::{DiscoverReply, Revision};
+    /// let reply = DiscoverReply::new(Default::default());
+    /// assert_eq!(reply.revision, Some(Revision::CURRENT));
+    /// assert_eq!(reply.with_revision(None).revision, None);
+    /// ```
     pub fn with_revision(mut self, revision: Option<Revision>) -> Self {
         self.revision = revision;
         self
@@ -931,6 +1190,17 @@ impl DiscoverReply {
 pub type DiscoveredAgents = smallvec::SmallVec<[DiscoveredAgent; 1]>;
 
 /// Linker → agent's local endpoint: the reply carrying the secret (step 5).
+///
+/// ```
+/// use lanlink::wire::{self, SecretReply, MAX_MESSAGE_BYTES};
+/// use lanlink::LocalSecret;
+/// let secret = LocalSecret::generate(&mut lanlink::os_rng());
+/// let reply = SecretReply::new(secret.clone());
+/// assert_eq!(format!("{reply:?}"), "SecretReply { local_secret: LocalSecret(<redacted>) }");
+/// let back: SecretReply = wire::decode(&wire::encode(&reply), MAX_MESSAGE_BYTES)?;
+/// assert!(back.local_secret.ct_eq(&secret));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SecretReply {
@@ -952,6 +1222,14 @@ impl SecretReply {
 }
 
 /// Linker → server: link this agent to my account (step 6).
+///
+/// ```
+/// use lanlink::wire::{decode, LinkRequest, WireError, MAX_MESSAGE_BYTES};
+/// // Requests are strict: an unknown field is refused.
+/// let body = format!(r#"{{"instance_id":"{}","local_secret":"{}","extra":1}}"#,
+///     lanlink::InstanceId::from_bytes([7; 16]), "ab".repeat(32));
+/// assert_eq!(decode::<LinkRequest>(body.as_bytes(), MAX_MESSAGE_BYTES).unwrap_err(), WireError::Malformed);
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -996,12 +1274,29 @@ impl LinkRequest {
     }
 
     /// The same, with the linker's nonce (revision 1.4).
+    ///
+    /// ```
+    /// use lanlink::wire::LinkRequest;
+    /// use lanlink::{confirm::ConfirmNonce, InstanceId, LocalSecret};
+    /// let nonce = ConfirmNonce::generate(&mut lanlink::os_rng());
+    /// let request = LinkRequest::new(InstanceId::from_bytes([7; 16]), LocalSecret::from_bytes([1; 32]))
+    ///     .with_nonce(nonce);
+    /// assert_eq!(request.nonce, Some(nonce));
+    /// ```
     pub fn with_nonce(mut self, nonce: ConfirmNonce) -> Self {
         self.nonce = Some(nonce);
         self
     }
 
     /// The same, stating `revision` (revision 1.5).
+    ///
+    /// ```
+    /// use lanlink::wire::{LinkRequest, Revision};
+    /// use lanlink::{InstanceId, LocalSecret};
+    /// let request = LinkRequest::new(InstanceId::from_bytes([7; 16]), LocalSecret::from_bytes([1; 32]))
+    ///     .with_revision(Revision::CURRENT);
+    /// assert_eq!(request.revision, Some(Revision::CURRENT));
+    /// ```
     pub fn with_revision(mut self, revision: Revision) -> Self {
         self.revision = Some(revision);
         self
@@ -1009,6 +1304,13 @@ impl LinkRequest {
 }
 
 /// The progress of a link as the requesting account sees it.
+///
+/// ```
+/// use lanlink::wire::LinkState;
+/// assert_eq!(serde_json::to_string(&LinkState::Delivered)?, r#""delivered""#);
+/// assert_eq!(serde_json::from_str::<LinkState>(r#""linked""#)?, LinkState::Linked);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -1024,6 +1326,16 @@ pub enum LinkState {
 }
 
 /// Server → linker: a link's state.
+///
+/// ```
+/// use lanlink::wire::{LinkState, LinkStatusReply};
+/// // Replies ignore unknown fields, so a newer server may add some.
+/// let reply: LinkStatusReply = serde_json::from_str(
+///     r#"{"instance_id":"00000000-0000-4000-8000-000000000000","state":"pending","new":true}"#)?;
+/// assert_eq!(reply.state, LinkState::Pending);
+/// assert_eq!(reply.display_name, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LinkStatusReply {
@@ -1061,6 +1373,15 @@ impl LinkStatusReply {
     }
 
     /// The same, forwarding `display_name` (revision 1.4; the reply to `POST /link` only).
+    ///
+    /// ```
+    /// use lanlink::wire::{LinkState, LinkStatusReply};
+    /// let reply = LinkStatusReply::new(lanlink::InstanceId::from_bytes([7; 16]), LinkState::Pending);
+    /// assert!(!serde_json::to_string(&reply)?.contains("display_name"));
+    /// let named = reply.with_display_name("alice@example.com".into());
+    /// assert!(serde_json::to_string(&named)?.contains(r#""display_name":"alice@example.com""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_display_name(mut self, display_name: String) -> Self {
         self.display_name = Some(display_name);
         self
@@ -1068,6 +1389,13 @@ impl LinkStatusReply {
 }
 
 /// Server → user: a manual code to type into the agent (step 9).
+///
+/// ```
+/// use lanlink::wire::CodeReply;
+/// let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let reply = CodeReply::new(lanlink::LinkCode::parse("123456").unwrap(), at);
+/// assert!(format!("{reply:?}").contains("LinkCode(<redacted>)"));
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CodeReply {
@@ -1101,6 +1429,13 @@ impl CodeReply {
 
 /// Any refusal: a stable snake_case code and nothing else (not even the revision: a refusal
 /// carries one fact).
+///
+/// ```
+/// use lanlink::{wire::ErrorBody, WireCode};
+/// let body: ErrorBody = serde_json::from_str(r#"{"error":"locked_out"}"#)?;
+/// assert_eq!(WireCode::parse(&body.error), Some(WireCode::LockedOut));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ErrorBody {
@@ -1145,11 +1480,27 @@ pub mod secret_hex {
     use super::*;
 
     /// Writes the secret as hex.
+    ///
+    /// ```
+    /// use lanlink::{wire::secret_hex, LocalSecret};
+    /// let secret = LocalSecret::generate(&mut lanlink::os_rng());
+    /// let value = secret_hex::serialize(&secret, serde_json::value::Serializer)?;
+    /// assert_eq!(value.as_str().map(str::len), Some(64));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn serialize<S: Serializer>(secret: &LocalSecret, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&secret.to_hex())
     }
 
     /// Reads 64 hex characters.
+    ///
+    /// ```
+    /// use lanlink::{wire::secret_hex, LocalSecret};
+    /// let secret = secret_hex::deserialize(serde_json::json!("0a".repeat(32)))?;
+    /// assert!(secret.ct_eq(&LocalSecret::from_bytes([10; 32])));
+    /// assert!(secret_hex::deserialize(serde_json::json!("0a")).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LocalSecret, D::Error> {
         let text = zeroizing_string(d)?;
         LocalSecret::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad secret"))
@@ -1161,11 +1512,27 @@ pub mod presence_key_hex {
     use super::*;
 
     /// Writes the key as hex.
+    ///
+    /// ```
+    /// use lanlink::{secret::PresenceKey, wire::presence_key_hex};
+    /// let key = PresenceKey::generate(&mut lanlink::os_rng());
+    /// let value = presence_key_hex::serialize(&key, serde_json::value::Serializer)?;
+    /// assert!(presence_key_hex::deserialize(value)?.ct_eq(&key));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn serialize<S: Serializer>(key: &PresenceKey, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&key.to_hex())
     }
 
     /// Reads 64 hex characters.
+    ///
+    /// ```
+    /// use lanlink::{secret::PresenceKey, wire::presence_key_hex};
+    /// let key = presence_key_hex::deserialize(serde_json::json!("07".repeat(32)))?;
+    /// assert!(key.ct_eq(&PresenceKey::from_bytes([7; 32])));
+    /// assert!(presence_key_hex::deserialize(serde_json::json!(7)).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PresenceKey, D::Error> {
         let text = zeroizing_string(d)?;
         PresenceKey::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad presence key"))
@@ -1177,6 +1544,15 @@ pub mod presence_key_opt_hex {
     use super::*;
 
     /// Writes the key as hex (skip `None` with `skip_serializing_if`).
+    ///
+    /// ```
+    /// use lanlink::{secret::PresenceKey, wire::presence_key_opt_hex};
+    /// let none = presence_key_opt_hex::serialize(&None, serde_json::value::Serializer)?;
+    /// assert!(none.is_null());
+    /// let some = presence_key_opt_hex::serialize(&Some(PresenceKey::from_bytes([1; 32])), serde_json::value::Serializer)?;
+    /// assert!(some.is_string());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn serialize<S: Serializer>(key: &Option<PresenceKey>, s: S) -> Result<S::Ok, S::Error> {
         match key {
             Some(key) => presence_key_hex::serialize(key, s),
@@ -1185,6 +1561,13 @@ pub mod presence_key_opt_hex {
     }
 
     /// Reads 64 hex characters.
+    ///
+    /// ```
+    /// use lanlink::{secret::PresenceKey, wire::presence_key_opt_hex};
+    /// let key = presence_key_opt_hex::deserialize(serde_json::json!("01".repeat(32)))?;
+    /// assert!(key.is_some_and(|k| k.ct_eq(&PresenceKey::from_bytes([1; 32]))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PresenceKey>, D::Error> {
         presence_key_hex::deserialize(d).map(Some)
     }
@@ -1195,11 +1578,25 @@ pub mod token_hex {
     use super::*;
 
     /// Writes the token as hex.
+    ///
+    /// ```
+    /// use lanlink::{wire::token_hex, AuthToken};
+    /// let token = AuthToken::generate(&mut lanlink::os_rng());
+    /// let value = token_hex::serialize(&token, serde_json::value::Serializer)?;
+    /// assert!(token_hex::deserialize(value)?.ct_eq(&token));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn serialize<S: Serializer>(token: &AuthToken, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&token.to_hex())
     }
 
     /// Reads 64 hex characters.
+    ///
+    /// ```
+    /// use lanlink::wire::token_hex;
+    /// assert!(token_hex::deserialize(serde_json::json!("zz".repeat(32))).is_err());
+    /// assert!(token_hex::deserialize(serde_json::json!("AB".repeat(32))).is_ok());
+    /// ```
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuthToken, D::Error> {
         let text = zeroizing_string(d)?;
         AuthToken::from_hex(&text).ok_or_else(|| serde::de::Error::custom("bad token"))
@@ -1211,11 +1608,26 @@ pub mod code_text {
     use super::*;
 
     /// Writes the code.
+    ///
+    /// ```
+    /// use lanlink::{wire::code_text, LinkCode};
+    /// let code = LinkCode::parse("123456").unwrap();
+    /// let value = code_text::serialize(&code, serde_json::value::Serializer)?;
+    /// assert_eq!(code_text::deserialize(value)?.key(), code.key());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn serialize<S: Serializer>(code: &LinkCode, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(code.expose())
     }
 
     /// Reads a code (see [`LinkCode::parse`]).
+    ///
+    /// ```
+    /// use lanlink::wire::code_text;
+    /// assert!(code_text::deserialize(serde_json::json!("with space")).is_err());
+    /// assert!(code_text::deserialize(serde_json::json!("")).is_err());
+    /// assert!(code_text::deserialize(serde_json::json!("ABCD-2345")).is_ok());
+    /// ```
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LinkCode, D::Error> {
         let text = zeroizing_string(d)?;
         LinkCode::parse(&text).ok_or_else(|| serde::de::Error::custom("bad code"))

@@ -113,6 +113,14 @@ pub use self::server::SERVER_CHECKS;
 
 /// One entry of a catalog ([`SERVER_CHECKS`], [`ENDPOINT_CHECKS`]): what is checked and what
 /// `PROTOCOL.md` says the answer is.
+///
+/// ```
+/// use lanlink::conformance::store::STORE_CHECKS;
+/// let spec = STORE_CHECKS.iter().find(|c| c.id == "store.value.empty").unwrap();
+/// assert!(spec.expects.contains("Some, not None"));
+/// // Names are unique within a catalog.
+/// assert!(STORE_CHECKS.iter().filter(|c| c.id == spec.id).count() == 1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckSpec {
     /// The stable name of the check, e.g. `"server.link.wrong_secret"`.
@@ -124,6 +132,21 @@ pub struct CheckSpec {
 }
 
 /// How one check went.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+/// # use lanlink::server::MemoryBytes;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let now = lanlink::chrono::Utc::now();
+/// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+/// // The in-memory store keeps the whole contract: every check passed.
+/// for check in report.checks() {
+///     assert!(matches!(check.outcome, lanlink::conformance::Outcome::Pass { .. }), "{check}");
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The answer was as `PROTOCOL.md` says.
@@ -145,6 +168,20 @@ pub enum Outcome {
 }
 
 /// One check of a [`Report`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+/// # use lanlink::server::MemoryBytes;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let now = lanlink::chrono::Utc::now();
+/// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+/// let check = report.get("store.value.large").unwrap();
+/// assert_eq!(check.id, "store.value.large");
+/// assert!(check.to_string().starts_with("PASS store.value.large  "));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     /// The stable name of the check (see [`CheckSpec::id`]).
@@ -159,16 +196,52 @@ pub struct Check {
 
 impl Check {
     /// Whether the check passed.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert!(report.checks().iter().all(|c| c.passed() && !c.failed() && !c.skipped()));
+    /// # }
+    /// ```
     pub fn passed(&self) -> bool {
         matches!(self.outcome, Outcome::Pass { .. })
     }
 
     /// Whether the check failed.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert!(!report.checks().iter().any(|c| c.failed()));
+    /// # }
+    /// ```
     pub fn failed(&self) -> bool {
         matches!(self.outcome, Outcome::Fail { .. })
     }
 
     /// Whether the check was skipped.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert_eq!(report.checks().iter().filter(|c| c.skipped()).count(), 0);
+    /// # }
+    /// ```
     pub fn skipped(&self) -> bool {
         matches!(self.outcome, Outcome::Skipped { .. })
     }
@@ -202,11 +275,39 @@ pub struct Report {
 
 impl Report {
     /// Every check, in catalog order.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// // One check per catalog entry, in catalog order.
+    /// let ids: Vec<&str> = report.checks().iter().map(|c| c.id).collect();
+    /// let catalog: Vec<&str> = STORE_CHECKS.iter().map(|c| c.id).collect();
+    /// assert_eq!(ids, catalog);
+    /// # }
+    /// ```
     pub fn checks(&self) -> &[Check] {
         &self.checks
     }
 
     /// The check named `id`, if the report holds it.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert!(report.get("store.expiry.kept").is_some_and(|c| c.passed()));
+    /// assert!(report.get("no.such.check").is_none());
+    /// # }
+    /// ```
     pub fn get(&self, id: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.id == id)
     }
@@ -215,21 +316,69 @@ impl Report {
     /// out of it by name ([`ServerTarget::opt_out`], [`EndpointTarget::opt_out`],
     /// [`MqttTarget::opt_out`]): only those
     /// are skipped (see [`Report::complete`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert!(report.passed());
+    /// # }
+    /// ```
     pub fn passed(&self) -> bool {
         !self.checks.iter().any(Check::failed)
     }
 
     /// Whether every check passed: none failed and none was skipped.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert!(report.complete(), "{report}");
+    /// # }
+    /// ```
     pub fn complete(&self) -> bool {
         self.checks.iter().all(Check::passed)
     }
 
     /// The names of the failed checks, in order.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert!(report.failed_ids().is_empty());
+    /// # }
+    /// ```
     pub fn failed_ids(&self) -> Vec<&'static str> {
         self.ids_where(Check::failed)
     }
 
     /// The names of the skipped checks, in order.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert!(report.skipped_ids().is_empty());
+    /// # }
+    /// ```
     pub fn skipped_ids(&self) -> Vec<&'static str> {
         self.ids_where(Check::skipped)
     }
@@ -243,6 +392,18 @@ impl Report {
     }
 
     /// `"N passed, N failed, N skipped"`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// assert_eq!(report.summary(), format!("{} passed, 0 failed, 0 skipped", STORE_CHECKS.len()));
+    /// # }
+    /// ```
     pub fn summary(&self) -> String {
         let count = |which: fn(&Check) -> bool| self.checks.iter().filter(|c| which(c)).count();
         format!(
@@ -254,6 +415,20 @@ impl Report {
     }
 
     /// This report followed by `other`'s checks (a server and an endpoint run as one).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::{StoreSuite, STORE_CHECKS};
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let now = lanlink::chrono::Utc::now();
+    /// # let report = StoreSuite::new().racers(2).rounds(1).run(Arc::new(MemoryBytes::default()), now).await;
+    /// let both = report.clone().merge(report.clone());
+    /// assert_eq!(both.checks().len(), 2 * report.checks().len());
+    /// assert_eq!(report.clone().merge(lanlink::conformance::Report::default()), report);
+    /// # }
+    /// ```
     pub fn merge(mut self, other: Report) -> Report {
         self.checks.extend(other.checks);
         self

@@ -137,6 +137,12 @@ impl Default for StoreSuite {
 
 impl StoreSuite {
     /// 8 racers, 10 rounds of each race, purge drops expired values.
+    ///
+    /// ```
+    /// use lanlink::conformance::store::StoreSuite;
+    /// // `new` and `default` are the same suite.
+    /// assert_eq!(format!("{:?}", StoreSuite::new()), format!("{:?}", StoreSuite::default()));
+    /// ```
     pub fn new() -> Self {
         Self {
             racers: 8,
@@ -148,12 +154,23 @@ impl StoreSuite {
 
     /// How many tasks race in each race (at least 2; default 8). The counter race makes
     /// `racers × 5` increments.
+    ///
+    /// ```
+    /// use lanlink::conformance::store::StoreSuite;
+    /// // At least 2: one racer is no race.
+    /// assert_eq!(format!("{:?}", StoreSuite::new().racers(0)), format!("{:?}", StoreSuite::new().racers(2)));
+    /// ```
     pub fn racers(mut self, racers: usize) -> Self {
         self.racers = racers.max(2);
         self
     }
 
     /// How many rounds of each race (at least 1; default 10).
+    ///
+    /// ```
+    /// use lanlink::conformance::store::StoreSuite;
+    /// assert_eq!(format!("{:?}", StoreSuite::new().rounds(0)), format!("{:?}", StoreSuite::new().rounds(1)));
+    /// ```
     pub fn rounds(mut self, rounds: usize) -> Self {
         self.rounds = rounds.max(1);
         self
@@ -172,6 +189,19 @@ impl StoreSuite {
     /// Accepts that check `id` (of [`STORE_CHECKS`]) fails: it is reported skipped instead, with
     /// what was seen. For a store that knowingly departs from the contract; a server on it may
     /// then misbehave where the check says.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lanlink::conformance::store::StoreSuite;
+    /// # use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let suite = StoreSuite::new().racers(2).rounds(1).opt_out("store.value.large");
+    /// let report = suite.run(Arc::new(MemoryBytes::default()), lanlink::chrono::Utc::now()).await;
+    /// // An opted-out check that runs still passes or fails: this store passes it.
+    /// assert!(report.get("store.value.large").is_some_and(|c| c.passed()));
+    /// # }
+    /// ```
     pub fn opt_out(mut self, id: &str) -> Self {
         self.opted_out.push(id.to_owned());
         self
@@ -179,6 +209,18 @@ impl StoreSuite {
 
     /// Runs every check of [`STORE_CHECKS`] on `store`, writing values that expire relative to
     /// `now`. Call it inside a Tokio runtime (the races spawn tasks).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lanlink::conformance::store::StoreSuite;
+    /// use lanlink::server::MemoryBytes;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let suite = StoreSuite::new().racers(4).rounds(2);
+    /// let report = suite.run(Arc::new(MemoryBytes::default()), lanlink::chrono::Utc::now()).await;
+    /// assert!(report.complete(), "{report}");
+    /// # }
+    /// ```
     pub async fn run(&self, store: Arc<dyn Store>, now: DateTime<Utc>) -> Report {
         let mut rec = Recorder::new(STORE_CHECKS, &self.opted_out);
         let ctx = Ctx {

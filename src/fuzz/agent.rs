@@ -6,6 +6,14 @@ use super::*;
 use crate::transport::TransportError;
 
 /// A caller address, by kind, so the fuzzer reaches every class the policy distinguishes.
+///
+/// ```
+/// use arbitrary::{Arbitrary, Unstructured};
+/// use lanlink::fuzz::PeerKind;
+/// let peer = PeerKind::arbitrary(&mut Unstructured::new(&[0, 0, 0, 0, 5]))?;
+/// assert_eq!(peer.ip().to_string(), "192.168.1.5"); // the first kind, `Lan`
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Arbitrary)]
 pub enum PeerKind {
     /// 192.168.1.x
@@ -30,6 +38,13 @@ pub enum PeerKind {
 
 impl PeerKind {
     /// The address.
+    ///
+    /// ```
+    /// use lanlink::fuzz::PeerKind;
+    /// assert_eq!(PeerKind::Cgnat(9).ip().to_string(), "100.64.0.9");
+    /// assert_eq!(PeerKind::MappedPublic(7).ip().to_string(), "::ffff:203.0.113.7");
+    /// assert!(!lanlink::LocalPolicy::default().is_local(PeerKind::Public(1).ip()));
+    /// ```
     pub fn ip(self) -> IpAddr {
         match self {
             Self::Lan(x) => Ipv4Addr::new(192, 168, 1, x).into(),
@@ -71,6 +86,15 @@ pub(super) fn reference_is_local(ip: IpAddr) -> bool {
 }
 
 /// A `Host` header, by kind.
+///
+/// ```
+/// use arbitrary::{Arbitrary, Unstructured};
+/// use lanlink::fuzz::HostKind;
+/// // The fuzzer's bytes pick the variant: all zeros pick the first.
+/// let op = HostKind::arbitrary(&mut Unstructured::new(&[0; 8]))?;
+/// assert!(matches!(op, HostKind::OwnIp));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Arbitrary)]
 pub enum HostKind {
     /// The agent's own IP literal.
@@ -121,6 +145,15 @@ pub(super) fn reference_host_ok(host: &str, allowed: &str) -> bool {
 }
 
 /// An `Origin` header, by kind.
+///
+/// ```
+/// use arbitrary::{Arbitrary, Unstructured};
+/// use lanlink::fuzz::OriginKind;
+/// // The fuzzer's bytes pick the variant: all zeros pick the first.
+/// let op = OriginKind::arbitrary(&mut Unstructured::new(&[0; 8]))?;
+/// assert!(matches!(op, OriginKind::Missing));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Arbitrary)]
 pub enum OriginKind {
     /// None.
@@ -138,6 +171,15 @@ pub enum OriginKind {
 }
 
 /// An `instance_id` parameter, by kind.
+///
+/// ```
+/// use arbitrary::{Arbitrary, Unstructured};
+/// use lanlink::fuzz::IdKind;
+/// // The fuzzer's bytes pick the variant: all zeros pick the first.
+/// let op = IdKind::arbitrary(&mut Unstructured::new(&[0; 8]))?;
+/// assert!(matches!(op, IdKind::Own));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Arbitrary)]
 pub enum IdKind {
     /// The agent's own id.
@@ -151,6 +193,15 @@ pub enum IdKind {
 }
 
 /// One input to the agent.
+///
+/// ```
+/// use arbitrary::{Arbitrary, Unstructured};
+/// use lanlink::fuzz::AgentOp;
+/// // The fuzzer's bytes pick the variant: all zeros pick the first.
+/// let op = AgentOp::arbitrary(&mut Unstructured::new(&[0; 8]))?;
+/// assert!(matches!(op, AgentOp::Advance(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Arbitrary)]
 pub enum AgentOp {
     /// Time moves forward by this many milliseconds.
@@ -230,6 +281,15 @@ fn refusal_from(index: u8) -> WireCode {
 /// predicate for protocol step 5, that a stopped or linked agent never serves, and, under a
 /// confirmation policy (the first byte picks none, approve or compare), that no redemption is
 /// sent without an approval or a typed code.
+///
+/// ```
+/// use lanlink::fuzz::agent_ops;
+/// // A finding is a panic; these inputs (empty, short, and a longer pseudo-random one) find none.
+/// let long: Vec<u8> = (0..512u32).map(|i| (i * 37 % 251) as u8).collect();
+/// for input in [&b""[..], b"\x00\x01\x02\x03", b"{}", &long] {
+///     assert!(std::panic::catch_unwind(|| agent_ops(input)).is_ok());
+/// }
+/// ```
 pub fn agent_ops(data: &[u8]) {
     const NAME: &str = "printer.local";
     const ORIGIN: &str = "https://cloud.example";

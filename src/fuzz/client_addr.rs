@@ -4,6 +4,15 @@
 use super::*;
 
 /// One resolver input.
+///
+/// ```
+/// use arbitrary::{Arbitrary, Unstructured};
+/// use lanlink::fuzz::ClientAddrInput;
+/// // Too few bytes still build an input (empty lists, zeros): the harness never skips one.
+/// let input = ClientAddrInput::arbitrary(&mut Unstructured::new(&[]))?;
+/// assert!(input.trusted.is_empty() && input.forwarded.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Arbitrary)]
 pub struct ClientAddrInput {
     /// Trusted proxy networks, as (address, prefix).
@@ -22,6 +31,15 @@ pub struct ClientAddrInput {
 
 /// The trusted-proxy resolver over arbitrary peers and headers, against a plain reference
 /// implementation of the same rule.
+///
+/// ```
+/// use lanlink::fuzz::client_addr;
+/// // A finding is a panic; these inputs (empty, short, and a longer pseudo-random one) find none.
+/// let long: Vec<u8> = (0..512u32).map(|i| (i * 37 % 251) as u8).collect();
+/// for input in [&b""[..], b"\x00\x01\x02\x03", b"{}", &long] {
+///     assert!(std::panic::catch_unwind(|| client_addr(input)).is_ok());
+/// }
+/// ```
 pub fn client_addr(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(input) = ClientAddrInput::arbitrary(&mut u) else {

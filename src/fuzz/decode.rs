@@ -25,6 +25,15 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
 
 /// Decodes arbitrary bytes as every wire type; whatever decodes must re-encode and decode to the
 /// same encoding.
+///
+/// ```
+/// use lanlink::fuzz::wire_decode;
+/// // A finding is a panic; these inputs (empty, short, and a longer pseudo-random one) find none.
+/// let long: Vec<u8> = (0..512u32).map(|i| (i * 37 % 251) as u8).collect();
+/// for input in [&b""[..], b"\x00\x01\x02\x03", b"{}", &long] {
+///     assert!(std::panic::catch_unwind(|| wire_decode(input)).is_ok());
+/// }
+/// ```
 pub fn wire_decode(data: &[u8]) {
     round_trip::<wire::Announce>(data, wire::MAX_MESSAGE_BYTES);
     round_trip::<wire::AnnounceReply>(data, wire::MAX_MESSAGE_BYTES);
@@ -56,6 +65,15 @@ pub fn wire_decode(data: &[u8]) {
 /// - (feature `mqtt`) every MQTT payload type round-trips;
 /// - (feature `obico`) an Obico `unlinked` poll body parses without panic, into fields within
 ///   the limits.
+///
+/// ```
+/// use lanlink::fuzz::adapter_decode;
+/// // A finding is a panic; these inputs (empty, short, and a longer pseudo-random one) find none.
+/// let long: Vec<u8> = (0..512u32).map(|i| (i * 37 % 251) as u8).collect();
+/// for input in [&b""[..], b"\x00\x01\x02\x03", b"{}", &long] {
+///     assert!(std::panic::catch_unwind(|| adapter_decode(input)).is_ok());
+/// }
+/// ```
 pub fn adapter_decode(data: &[u8]) {
     use crate::server::{CodeRecord, NetworkRecord};
 

@@ -5,6 +5,15 @@
 use super::*;
 
 /// One input to the linker.
+///
+/// ```
+/// use arbitrary::{Arbitrary, Unstructured};
+/// use lanlink::fuzz::LinkerOp;
+/// // The fuzzer's bytes pick the variant: all zeros pick the first.
+/// let op = LinkerOp::arbitrary(&mut Unstructured::new(&[0; 8]))?;
+/// assert!(matches!(op, LinkerOp::Advance(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Arbitrary)]
 pub enum LinkerOp {
     /// Time moves forward by this many milliseconds.
@@ -32,6 +41,15 @@ pub type FuzzedAgent = (PeerKind, u16, [u8; 16], Vec<(PeerKind, u16)>);
 
 /// Feeds the linker arbitrary replies in arbitrary order; checks it only fetches from private
 /// addresses, only links with a fetched secret, and stays finished once finished.
+///
+/// ```
+/// use lanlink::fuzz::linker_ops;
+/// // A finding is a panic; these inputs (empty, short, and a longer pseudo-random one) find none.
+/// let long: Vec<u8> = (0..512u32).map(|i| (i * 37 % 251) as u8).collect();
+/// for input in [&b""[..], b"\x00\x01\x02\x03", b"{}", &long] {
+///     assert!(std::panic::catch_unwind(|| linker_ops(input)).is_ok());
+/// }
+/// ```
 pub fn linker_ops(data: &[u8]) {
     let mut now = Instant::now();
     let mut linker = Linker::without_nonce(LinkerConfig::default(), now);

@@ -65,6 +65,15 @@ pub const HELD_REQUEST_MARGIN: Duration = Duration::from_secs(10);
 /// A reqwest client with the settings this module relies on ([`client_builder`]): a 10 s
 /// timeout, no redirects, no proxy. With feature `tls` it speaks HTTPS too, trusting the
 /// platform's roots.
+///
+/// ```
+/// use lanlink::http::client::{default_client, HttpAgentClient};
+/// // Give it to the `with_client` constructors, or use theirs.
+/// let client = default_client()?;
+/// let agent = HttpAgentClient::with_client(client, "http://127.0.0.1:8080", "/lanlink/v1");
+/// assert!(format!("{agent:?}").contains(r#"base: "http://127.0.0.1:8080/lanlink/v1""#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn default_client() -> Result<Client, TransportError> {
     client_builder()
         .build()
@@ -190,11 +199,26 @@ pub struct HttpAgentClient {
 
 impl HttpAgentClient {
     /// A client for the server at `server` (e.g. `http://127.0.0.1:8080`) under the default prefix.
+    ///
+    /// ```
+    /// use lanlink::http::client::HttpAgentClient;
+    /// let client = HttpAgentClient::new("http://127.0.0.1:8080/")?;
+    /// // Under the default prefix, with the trailing slash dropped.
+    /// assert!(format!("{client:?}").contains(r#"base: "http://127.0.0.1:8080/lanlink/v1""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(server: &str) -> Result<Self, TransportError> {
         Ok(Self::with_client(default_client()?, server, DEFAULT_PREFIX))
     }
 
     /// A client over `client`, for the server at `server` under `prefix`.
+    ///
+    /// ```
+    /// use lanlink::http::client::{default_client, HttpAgentClient};
+    /// let client = HttpAgentClient::with_client(default_client()?, "https://cloud.example/", "/api/lanlink/");
+    /// assert!(format!("{client:?}").contains(r#"base: "https://cloud.example/api/lanlink""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_client(client: Client, server: &str, prefix: &str) -> Self {
         Self {
             client,
@@ -309,6 +333,15 @@ impl std::fmt::Debug for HttpLinkerClient {
 
 impl HttpLinkerClient {
     /// A client for the server at `server`, authenticating with bearer `token`, default prefixes.
+    ///
+    /// ```
+    /// use lanlink::http::client::HttpLinkerClient;
+    /// let client = HttpLinkerClient::new("http://127.0.0.1:8080", "alice-token")?;
+    /// // Debug never shows the credential.
+    /// let shown = format!("{client:?}");
+    /// assert!(shown.contains("Credential::Bearer(<redacted>)") && !shown.contains("alice-token"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(server: &str, token: &str) -> Result<Self, TransportError> {
         Ok(Self::with_client(
             default_client()?,
@@ -322,6 +355,13 @@ impl HttpLinkerClient {
     /// A client over `client` with the server's and the agents' route prefixes, authenticated
     /// with a bearer `token`. `client` carries the requests to the server only: those to
     /// devices go through a client of the crate's, which follows no redirect.
+    ///
+    /// ```
+    /// use lanlink::http::client::{default_client, HttpLinkerClient};
+    /// let client = HttpLinkerClient::with_client(default_client()?, "https://cloud.example", "/lanlink/v1", "/lanlink/v1", "t0k3n");
+    /// assert!(!format!("{client:?}").contains("t0k3n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_client(
         client: Client,
         server: &str,

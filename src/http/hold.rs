@@ -48,12 +48,51 @@ pub(crate) fn tag_of(instance_id: &InstanceId) -> Tag {
 /// Carries rings to held requests. [`listen`](Self::listen) before each check of the store,
 /// never after (the order that loses no wake-up); [`ring`](Self::ring) after a change that may
 /// answer a held request.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use lanlink::http::hold::{Bell, LinkBell};
+/// use lanlink::InstanceId;
+/// let bell: &dyn Bell = &LinkBell::default();
+/// let (a, b) = (InstanceId::from_bytes([1; 16]), InstanceId::from_bytes([2; 16]));
+/// let mut listener = bell.listen(&a);
+/// bell.ring(&b); // another instance's bell: not heard
+/// assert!(tokio::time::timeout(Duration::from_millis(50), listener.rung()).await.is_err());
+/// # });
+/// ```
 pub trait Bell: Send + Sync {
     /// Rings `instance_id`'s bell: every request held for it looks again.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use lanlink::http::hold::{Bell, LinkBell};
+    /// let bell = LinkBell::default();
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// // Two requests held for one instance: one ring wakes both.
+    /// let (mut first, mut second) = (bell.listen(&id), bell.listen(&id));
+    /// bell.ring(&id);
+    /// assert!(tokio::time::timeout(Duration::from_secs(1), first.rung()).await.is_ok());
+    /// assert!(tokio::time::timeout(Duration::from_secs(1), second.rung()).await.is_ok());
+    /// # });
+    /// ```
     fn ring(&self, instance_id: &InstanceId);
 
     /// Starts listening for `instance_id`'s bell: every ring from now on is heard by the
     /// returned [`Listener`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use lanlink::http::hold::{Bell, LinkBell};
+    /// let bell = LinkBell::default();
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// bell.ring(&id); // before anyone listens: lost, by design (listen, then check the store)
+    /// let mut listener = bell.listen(&id);
+    /// assert!(tokio::time::timeout(Duration::from_millis(50), listener.rung()).await.is_err());
+    /// # });
+    /// ```
     fn listen(&self, instance_id: &InstanceId) -> Listener;
 }
 
@@ -167,6 +206,20 @@ impl Bell for LinkBell {
 
 /// A listener of one instance's bell ([`Bell::listen`]): every ring since it was made, or since
 /// [`rung`](Self::rung) last returned, is heard once.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use lanlink::http::hold::{Bell, LinkBell};
+/// let bell = LinkBell::default();
+/// let id = lanlink::InstanceId::from_bytes([7; 16]);
+/// let mut listener = bell.listen(&id);
+/// bell.ring(&id);
+/// tokio::time::timeout(Duration::from_secs(1), listener.rung()).await.unwrap();
+/// // Each ring is heard once: the next wait waits for the next ring.
+/// assert!(tokio::time::timeout(Duration::from_millis(50), listener.rung()).await.is_err());
+/// # });
+/// ```
 pub struct Listener {
     receiver: watch::Receiver<u64>,
     bell: LinkBell,
@@ -181,6 +234,19 @@ impl std::fmt::Debug for Listener {
 
 impl Listener {
     /// Returns once the bell rang since this listener was made or last returned.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use lanlink::http::hold::{Bell, LinkBell};
+    /// let bell = LinkBell::default();
+    /// let id = lanlink::InstanceId::from_bytes([7; 16]);
+    /// let mut listener = bell.listen(&id);
+    /// let ringer = bell.clone();
+    /// tokio::spawn(async move { tokio::time::sleep(Duration::from_millis(10)).await; ringer.ring(&id) });
+    /// assert!(tokio::time::timeout(Duration::from_secs(1), listener.rung()).await.is_ok());
+    /// # });
+    /// ```
     pub async fn rung(&mut self) {
         // The channel lives while this listener does (it counts as one), so `changed` fails
         // only if the bell itself is gone: then never return (the hold ends on its timer).

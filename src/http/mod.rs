@@ -90,6 +90,14 @@ pub const MAX_BODY_BYTES: usize = crate::server::endpoint::MAX_BODY_BYTES;
 #[cfg(feature = "http-server")]
 /// The socket peer of a request, put in its extensions by [`serve()`] (or by axum's
 /// `into_make_service_with_connect_info::<SocketAddr>()`).
+///
+/// ```
+/// use lanlink::http::Peer;
+/// // What `serve()` puts in each request's extensions, and a handler reads back.
+/// let mut parts = axum::http::Request::new(()).into_parts().0;
+/// parts.extensions.insert(Peer("192.168.1.20:51234".parse().unwrap()));
+/// assert_eq!(parts.extensions.get::<Peer>().map(|p| p.0.port()), Some(51234));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 
@@ -132,6 +140,20 @@ pub struct Peer(pub SocketAddr);
 #[async_trait]
 pub trait Authenticator: Send + Sync {
     /// The account making the request, or why not.
+    ///
+    /// ```
+    /// # use axum::http::Request;
+    /// # use lanlink::http::{Authenticator, BearerTokens, Rejection};
+    /// # use lanlink::AccountId;
+    /// # let mut fut = std::pin::pin!(async {
+    /// let tokens = BearerTokens::new(vec![("s3cret-token".into(), AccountId::new("alice").unwrap())]);
+    /// let with = |value: &str| Request::builder().header("authorization", value).body(()).unwrap().into_parts().0;
+    /// assert_eq!(tokens.authenticate(&with("Bearer s3cret-token")).await.unwrap().as_str(), "alice");
+    /// assert!(matches!(tokens.authenticate(&with("Bearer guess")).await, Err(Rejection::Unauthorized)));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn authenticate(&self, parts: &Parts) -> Result<AccountId, Rejection>;
 
     /// The display name forwarded to the agent with a link request of `account` (revision
@@ -139,6 +161,22 @@ pub trait Authenticator: Send + Sync {
     /// Default: the account id itself ([`DisplayName::of_account`]). Return something the
     /// device's owner recognises (an e-mail address), never a secret; `None` sends no name, and
     /// an agent with a policy then refuses the link.
+    ///
+    /// ```
+    /// # use axum::http::Request;
+    /// # use lanlink::http::{Authenticator, BearerTokens, Rejection};
+    /// # use lanlink::AccountId;
+    /// # let mut fut = std::pin::pin!(async {
+    /// let tokens = BearerTokens::new(vec![("s3cret-token".into(), AccountId::new("alice").unwrap())]);
+    /// let with = |value: &str| Request::builder().header("authorization", value).body(()).unwrap().into_parts().0;
+    /// // The default: the account id itself.
+    /// let alice = AccountId::new("alice").unwrap();
+    /// let name = tokens.display_name(&with("Bearer s3cret-token"), &alice).await;
+    /// assert_eq!(name.map(|n| n.to_string()).as_deref(), Some("alice"));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn display_name(&self, parts: &Parts, account: &AccountId) -> Option<DisplayName> {
         let _ = parts;
         DisplayName::of_account(account)
@@ -147,6 +185,22 @@ pub trait Authenticator: Send + Sync {
 
 #[cfg(feature = "http-server")]
 /// Why an [`Authenticator`] did not admit a request, and so what the router answers.
+///
+/// ```
+/// # use axum::http::Request;
+/// # use lanlink::http::{Authenticator, BearerTokens, Rejection};
+/// # use lanlink::AccountId;
+/// # let mut fut = std::pin::pin!(async {
+/// let tokens = BearerTokens::new(vec![("s3cret-token".into(), AccountId::new("alice").unwrap())]);
+/// let with = |value: &str| Request::builder().header("authorization", value).body(()).unwrap().into_parts().0;
+/// // No Authorization header at all: the router's own 401.
+/// let anonymous = Request::new(()).into_parts().0;
+/// assert!(matches!(tokens.authenticate(&anonymous).await, Err(Rejection::Unauthorized)));
+/// # let _ = with;
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -201,6 +255,15 @@ impl std::fmt::Debug for BearerTokens {
 #[cfg(feature = "http-server")]
 impl BearerTokens {
     /// Accepts each `(token, account)` pair.
+    ///
+    /// ```
+    /// use lanlink::http::BearerTokens;
+    /// use lanlink::AccountId;
+    /// let tokens = BearerTokens::new(vec![("s3cret-token".into(), AccountId::new("alice").unwrap())]);
+    /// // Debug names the accounts, never a token.
+    /// let shown = format!("{tokens:?}");
+    /// assert!(shown.contains("alice") && !shown.contains("s3cret-token"));
+    /// ```
     pub fn new(tokens: Vec<(String, AccountId)>) -> Self {
         Self {
             tokens: tokens
@@ -211,11 +274,24 @@ impl BearerTokens {
     }
 
     /// How many tokens are accepted.
+    ///
+    /// ```
+    /// use lanlink::{http::BearerTokens, AccountId};
+    /// let alice = AccountId::new("alice").unwrap();
+    /// let tokens = BearerTokens::new(vec![("t1".into(), alice.clone()), ("t2".into(), alice)]);
+    /// assert_eq!(tokens.len(), 2, "two tokens for one account");
+    /// ```
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
 
     /// Whether no token is accepted.
+    ///
+    /// ```
+    /// use lanlink::http::BearerTokens;
+    /// assert!(BearerTokens::default().is_empty(), "admits nobody");
+    /// assert!(BearerTokens::new(Vec::new()).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }

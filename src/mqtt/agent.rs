@@ -24,6 +24,14 @@ use crate::wire::{self, Announce, AnnounceReply, RedeemReply, RedeemRequest};
 use crate::WireCode;
 
 /// Settings of [`MqttAgentTransport`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::mqtt::{agent::MqttAgentConfig, Broker};
+/// let config = MqttAgentConfig { max_hold: Duration::ZERO, ..MqttAgentConfig::new(Broker::new("127.0.0.1", 1883)) };
+/// assert_eq!(config.request_timeout, Duration::from_secs(5));
+/// assert_eq!(config.max_hold, Duration::ZERO, "never waits for a wake");
+/// ```
 #[derive(Debug, Clone)]
 pub struct MqttAgentConfig {
     /// The broker.
@@ -41,6 +49,13 @@ pub struct MqttAgentConfig {
 
 impl MqttAgentConfig {
     /// Defaults for `broker`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::mqtt::{agent::MqttAgentConfig, Broker};
+    /// let config = MqttAgentConfig::new(Broker::new("127.0.0.1", 1883));
+    /// assert_eq!((config.max_hold, config.renew_before), (Duration::from_secs(30), Duration::from_secs(60)));
+    /// ```
     pub fn new(broker: Broker) -> Self {
         Self {
             broker,
@@ -187,6 +202,19 @@ fn is_ticket_refusal(err: &TransportError) -> bool {
 impl MqttAgentTransport {
     /// A transport over `config`'s broker, fetching tickets with `tickets`. It connects on first
     /// use.
+    ///
+    /// ```
+    /// use lanlink::http::client::HttpAgentClient;
+    /// use lanlink::mqtt::{agent::{MqttAgentConfig, MqttAgentTransport}, Broker};
+    /// let tickets = HttpAgentClient::new("http://127.0.0.1:8080")?;
+    /// let transport = MqttAgentTransport::new(MqttAgentConfig::new(Broker::new("127.0.0.1", 1883)), tickets);
+    /// # let mut fut = std::pin::pin!(transport.client_id());
+    /// # use std::future::Future;
+    /// # let std::task::Poll::Ready(client_id) = fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) else { panic!() };
+    /// // It connects on first use: no ticket, so no client id, yet.
+    /// assert_eq!(client_id, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(config: MqttAgentConfig, tickets: HttpAgentClient) -> Self {
         Self {
             config,
@@ -196,6 +224,17 @@ impl MqttAgentTransport {
     }
 
     /// The client id the transport connects as, once it has a ticket.
+    ///
+    /// ```
+    /// use lanlink::http::client::HttpAgentClient;
+    /// use lanlink::mqtt::{agent::{MqttAgentConfig, MqttAgentTransport}, Broker};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tickets = HttpAgentClient::new("http://127.0.0.1:8080")?;
+    /// let transport = MqttAgentTransport::new(MqttAgentConfig::new(Broker::new("127.0.0.1", 1883)), tickets);
+    /// assert_eq!(transport.client_id().await, None, "no ticket fetched yet");
+    /// # Ok(()) }
+    /// ```
     pub async fn client_id(&self) -> Option<String> {
         let state = self.state.lock().await;
         state.ticket.as_ref().map(|(_, t)| t.client_id.clone())

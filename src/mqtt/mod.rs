@@ -62,6 +62,13 @@ pub const DEFAULT_GROUP: &str = "lanlink-servers";
 pub const SERVER_MAX_PACKET_BYTES: usize = 1024 * 1024;
 
 /// Why an MQTT configuration is refused.
+///
+/// ```
+/// use lanlink::mqtt::{Broker, MqttConfigError};
+/// for bad in ["", "$SYS", "/lead", "trail/", "a/+/b", "a/#"] {
+///     assert!(matches!(Broker::new("127.0.0.1", 1883).prefix(bad), Err(MqttConfigError::Prefix)), "{bad}");
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MqttConfigError {
@@ -75,6 +82,13 @@ pub enum MqttConfigError {
 }
 
 /// Where the broker is and how to log in.
+///
+/// ```
+/// use lanlink::mqtt::{Broker, DEFAULT_TOPIC_PREFIX};
+/// let broker = Broker::new("broker.example", 8883);
+/// assert_eq!(broker.topic_prefix(), DEFAULT_TOPIC_PREFIX);
+/// assert!(format!("{broker:?}").contains("broker.example"));
+/// ```
 #[derive(Clone)]
 pub struct Broker {
     host: String,
@@ -115,6 +129,14 @@ impl Broker {
     }
 
     /// Topics under `prefix` (no wildcard, no leading `$` or `/`, no trailing `/`).
+    ///
+    /// ```
+    /// use lanlink::mqtt::Broker;
+    /// let broker = Broker::new("127.0.0.1", 1883).prefix("site-a/lanlink")?;
+    /// assert_eq!(broker.down_topic("ll-7"), "site-a/lanlink/down/ll-7");
+    /// assert!(Broker::new("127.0.0.1", 1883).prefix(&"p".repeat(129)).is_err(), "too long");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn prefix(mut self, prefix: &str) -> Result<Self, MqttConfigError> {
         let bad = prefix.is_empty()
             || prefix.starts_with('$')
@@ -130,6 +152,14 @@ impl Broker {
     }
 
     /// Logs in with `username` and `password`.
+    ///
+    /// ```
+    /// use lanlink::mqtt::Broker;
+    /// let broker = Broker::new("127.0.0.1", 1883).credentials("lanlink-server", "s3cret-pw");
+    /// // Debug names the user, never the password.
+    /// let shown = format!("{broker:?}");
+    /// assert!(shown.contains("lanlink-server") && !shown.contains("s3cret-pw"));
+    /// ```
     pub fn credentials(mut self, username: impl Into<String>, password: &str) -> Self {
         self.credentials = Some((username.into(), Zeroizing::new(password.to_owned())));
         self
@@ -142,26 +172,66 @@ impl Broker {
     }
 
     /// The topic prefix.
+    ///
+    /// ```
+    /// use lanlink::mqtt::Broker;
+    /// let broker = Broker::new("127.0.0.1", 1883).prefix("acme")?;
+    /// assert_eq!(broker.topic_prefix(), "acme");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn topic_prefix(&self) -> &str {
         &self.prefix
     }
 
     /// The topic agent `client_id` publishes its requests on.
+    ///
+    /// ```
+    /// use lanlink::mqtt::Broker;
+    /// let broker = Broker::new("127.0.0.1", 1883).prefix("acme")?;
+    /// let topic = broker.up_topic("ll-0123");
+    /// assert_eq!(topic, "acme/up/ll-0123");
+    /// assert_eq!(broker.client_of_up_topic(&topic), Some("ll-0123"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn up_topic(&self, client_id: &str) -> String {
         wire_mqtt::up_topic(&self.prefix, client_id)
     }
 
     /// The topic agent `client_id` receives replies and wakes on.
+    ///
+    /// ```
+    /// use lanlink::mqtt::Broker;
+    /// let broker = Broker::new("127.0.0.1", 1883).prefix("acme")?;
+    /// assert_eq!(broker.down_topic("ll-0123"), "acme/down/ll-0123");
+    /// // A down topic is not an up topic.
+    /// assert_eq!(broker.client_of_up_topic(&broker.down_topic("ll-0123")), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn down_topic(&self, client_id: &str) -> String {
         wire_mqtt::down_topic(&self.prefix, client_id)
     }
 
     /// The servers' shared subscription for `group`.
+    ///
+    /// ```
+    /// use lanlink::mqtt::{Broker, DEFAULT_GROUP};
+    /// let broker = Broker::new("127.0.0.1", 1883).prefix("acme")?;
+    /// assert_eq!(broker.shared_up_filter(DEFAULT_GROUP), "$share/lanlink-servers/acme/up/+");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shared_up_filter(&self, group: &str) -> String {
         format!("$share/{group}/{}/up/+", self.prefix)
     }
 
     /// The client id in an up topic, if `topic` is one.
+    ///
+    /// ```
+    /// use lanlink::mqtt::Broker;
+    /// let broker = Broker::new("127.0.0.1", 1883).prefix("acme")?;
+    /// assert_eq!(broker.client_of_up_topic("acme/up/ll-ab"), Some("ll-ab"));
+    /// assert_eq!(broker.client_of_up_topic("other/up/ll-ab"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn client_of_up_topic<'a>(&self, topic: &'a str) -> Option<&'a str> {
         wire_mqtt::client_of_up_topic(&self.prefix, topic)
     }

@@ -112,6 +112,17 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 const DROPPED_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of [`MqttServer`].
+///
+/// ```
+/// use lanlink::mqtt::{server::MqttServerConfig, Broker};
+/// use lanlink::ticket::TicketKey;
+/// let config = MqttServerConfig::new(Broker::new("127.0.0.1", 1883).credentials("srv", "pw-123"), "server-1",
+///     TicketKey::generate(&mut lanlink::os_rng()))?;
+/// // Neither the broker's password nor the ticket key shows in Debug.
+/// let shown = format!("{config:?}");
+/// assert!(!shown.contains("pw-123") && shown.contains("TicketKey(<redacted>)"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct MqttServerConfig {
     broker: Broker,
@@ -125,6 +136,16 @@ impl MqttServerConfig {
     /// A consumer on `broker` connecting as `client_id` (unique per server instance), in the
     /// shared-subscription group [`DEFAULT_GROUP`], checking tickets with `key` (the key the
     /// HTTP ticket route signs with).
+    ///
+    /// ```
+    /// use lanlink::mqtt::{server::MqttServerConfig, Broker, MqttConfigError};
+    /// use lanlink::ticket::TicketKey;
+    /// let key = || TicketKey::generate(&mut lanlink::os_rng());
+    /// assert!(MqttServerConfig::new(Broker::new("127.0.0.1", 1883), "server-1", key()).is_ok());
+    /// // A client id is `[A-Za-z0-9_-]`, not empty: no wildcard or slash can slip into a topic.
+    /// let bad = MqttServerConfig::new(Broker::new("127.0.0.1", 1883), "server/1", key());
+    /// assert!(matches!(bad, Err(MqttConfigError::Name)));
+    /// ```
     pub fn new(broker: Broker, client_id: &str, key: TicketKey) -> Result<Self, MqttConfigError> {
         if !valid_name(client_id) {
             return Err(MqttConfigError::Name);
@@ -169,6 +190,16 @@ impl MqttServerConfig {
     }
 
     /// The shared-subscription group (every instance of one service uses the same).
+    ///
+    /// ```
+    /// use lanlink::mqtt::{server::MqttServerConfig, Broker, MqttConfigError};
+    /// use lanlink::ticket::TicketKey;
+    /// let config = MqttServerConfig::new(Broker::new("127.0.0.1", 1883), "server-1",
+    ///     TicketKey::generate(&mut lanlink::os_rng()))?;
+    /// assert!(config.clone().group("site-a").is_ok());
+    /// assert!(matches!(config.group("a+b"), Err(MqttConfigError::Name)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn group(mut self, group: &str) -> Result<Self, MqttConfigError> {
         if !valid_name(group) {
             return Err(MqttConfigError::Name);

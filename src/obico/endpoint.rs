@@ -139,6 +139,28 @@ pub const PASSCODES_PATH: &str = "/api/v1/one_time_passcodes/";
 
 /// What [`handle`] runs on: the server (over any store), where the tokens of linked printers
 /// are kept, and the profile's settings.
+///
+/// ```
+/// # use lanlink::endpoint::HttpRequest;
+/// # use lanlink::obico::endpoint::{handle, Profile, DISCOVERY_PATH};
+/// # use lanlink::obico::{tokens::MemoryTokens, ObicoConfig};
+/// # use lanlink::server::endpoint::{Handled, RequestBody};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # let mut fut = std::pin::pin!(async {
+/// let server = Server::new(ServerConfig::default()).unwrap();
+/// let (tokens, config) = (MemoryTokens::default(), ObicoConfig::default());
+/// let profile = Profile::new(&server, &tokens, &config);
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let mut rng = lanlink::os_rng();
+/// # let get = |path: &'static str| HttpRequest { method: "GET", path, query: None, authority: None,
+/// #     headers: &[], peer: Some("203.0.113.7".parse().unwrap()) };
+/// // The user's discovery: the host authenticates first.
+/// let first = handle(profile, now, &mut rng, &get(DISCOVERY_PATH), RequestBody::Complete(b""), None).await;
+/// assert!(matches!(first, Handled::NeedsUser { .. }));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 pub struct Profile<'a, S = MemoryStore> {
     /// The server the operations run on.
     pub server: &'a Server<S>,
@@ -158,6 +180,29 @@ impl<S> Copy for Profile<'_, S> {}
 
 impl<'a, S> Profile<'a, S> {
     /// The profile over `server`, `tokens` and `config`.
+    ///
+    /// ```
+    /// # use lanlink::endpoint::HttpRequest;
+    /// # use lanlink::obico::endpoint::{handle, Profile, DISCOVERY_PATH};
+    /// # use lanlink::obico::{tokens::MemoryTokens, ObicoConfig};
+    /// # use lanlink::server::endpoint::{Handled, RequestBody};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let (tokens, config) = (MemoryTokens::default(), ObicoConfig::default());
+    /// let profile = Profile::new(&server, &tokens, &config);
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let mut rng = lanlink::os_rng();
+    /// # let get = |path: &'static str| HttpRequest { method: "GET", path, query: None, authority: None,
+    /// #     headers: &[], peer: Some("203.0.113.7".parse().unwrap()) };
+    /// // A Profile is Copy: hand it to every request.
+    /// let a = handle(profile, now, &mut rng, &get("/nowhere"), RequestBody::Complete(b""), None).await;
+    /// let b = handle(profile, now, &mut rng, &get("/nowhere"), RequestBody::Complete(b""), None).await;
+    /// assert!(matches!((a, b), (Handled::Answer(x), Handled::Answer(y)) if x.status == 404 && y.status == 404));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn new(
         server: &'a Server<S>,
         tokens: &'a dyn PrinterTokens,
@@ -284,6 +329,31 @@ pub fn unauthorized() -> ServerResponse {
 /// Answers one request to the Obico routes at `now`; `rng` draws codes, passcodes and tokens.
 /// `user` is `None` on the first call; a user route then answers [`Handled::NeedsUser`], and the
 /// host calls again with the user its own authentication found. See the [module docs](self).
+///
+/// ```
+/// # use lanlink::endpoint::HttpRequest;
+/// # use lanlink::obico::endpoint::{handle, Profile, DISCOVERY_PATH};
+/// # use lanlink::obico::{tokens::MemoryTokens, ObicoConfig};
+/// # use lanlink::server::endpoint::{Handled, RequestBody};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # let mut fut = std::pin::pin!(async {
+/// let server = Server::new(ServerConfig::default()).unwrap();
+/// let (tokens, config) = (MemoryTokens::default(), ObicoConfig::default());
+/// let profile = Profile::new(&server, &tokens, &config);
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let mut rng = lanlink::os_rng();
+/// # let get = |path: &'static str| HttpRequest { method: "GET", path, query: None, authority: None,
+/// #     headers: &[], peer: Some("203.0.113.7".parse().unwrap()) };
+/// use lanlink::{server::User, AccountId};
+/// let alice = User::new(AccountId::new("alice").unwrap());
+/// let answer = handle(profile, now, &mut rng, &get(DISCOVERY_PATH), RequestBody::Complete(b""), Some(&alice)).await;
+/// let Handled::Answer(answer) = answer else { panic!() };
+/// // Nothing polled from this network: an empty list.
+/// assert_eq!((answer.status, &answer.body[..]), (200, &b"[]"[..]));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 pub async fn handle<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,

@@ -72,6 +72,15 @@ impl std::fmt::Debug for ObicoLinker {
 
 impl ObicoLinker {
     /// A linker for the server at `server` acting with the bearer `token`.
+    ///
+    /// ```
+    /// use lanlink::obico::linker::ObicoLinker;
+    /// let linker = ObicoLinker::new("http://127.0.0.1:8080", "user-token-abc")?;
+    /// // Debug names the server, never the user's token.
+    /// let shown = format!("{linker:?}");
+    /// assert!(shown.contains("127.0.0.1:8080") && !shown.contains("user-token-abc"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(server: &str, token: &str) -> Result<Self, TransportError> {
         let client = Client::builder()
             .timeout(Duration::from_secs(10))
@@ -86,6 +95,14 @@ impl ObicoLinker {
     /// A linker over `client` (for HTTPS, build it with a TLS feature). `client` carries the
     /// requests to the server only: those to agents go through a client of the crate's, which
     /// follows no redirect.
+    ///
+    /// ```
+    /// use lanlink::obico::linker::ObicoLinker;
+    /// let client = lanlink::http::client::default_client()?;
+    /// let linker = ObicoLinker::with_client(client, "https://cloud.example/", "user-token");
+    /// assert!(format!("{linker:?}").contains(r#"server: "https://cloud.example""#), "the trailing slash is dropped");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_client(client: Client, server: &str, token: &str) -> Self {
         Self {
             client,
@@ -105,6 +122,16 @@ impl ObicoLinker {
     /// Lists the Obico agents the server shows this network (none when more than its
     /// `max_visible` are present). Entries with a malformed id or a non-private address are
     /// dropped; names are bounded and hidden characters dropped from them.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanlink::obico::linker::ObicoLinker;
+    /// let linker = ObicoLinker::new("http://127.0.0.1:8080", "user-token")?;
+    /// let devices = linker.discover().await?;
+    /// // Only private addresses are ever shown.
+    /// assert!(devices.iter().all(|d| lanlink::addr::is_announceable_private_ip(d.host_or_ip)));
+    /// # Ok(()) }
+    /// ```
     pub async fn discover(&self) -> Result<Vec<ObicoDevice>, TransportError> {
         let request = self.user(self.client.get(format!("{}{DISCOVERY_PATH}", self.server)));
         let Value::Array(items) = exchange(request).await? else {
@@ -189,6 +216,15 @@ impl ObicoLinker {
     }
 
     /// Discovers, takes the first agent shown, fetches its secret and posts the link.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanlink::obico::linker::ObicoLinker;
+    /// let linker = ObicoLinker::new("http://127.0.0.1:8080", "user-token")?;
+    /// let device = linker.link_first().await?;
+    /// assert!(lanlink::addr::is_announceable_private_ip(device.host_or_ip));
+    /// # Ok(()) }
+    /// ```
     pub async fn link_first(&self) -> Result<ObicoDevice, TransportError> {
         let device = self
             .discover()

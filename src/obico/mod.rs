@@ -100,6 +100,14 @@ impl Default for ObicoConfig {
 
 impl ObicoConfig {
     /// How long a poll keeps an Obico agent present (at least 2.5 × [`OCTOPRINT_POLL_INTERVAL`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{obico::ObicoConfig, ConfigError};
+    /// assert!(ObicoConfig::default().presence_ttl(Duration::from_secs(20)).validate().is_ok());
+    /// let short = ObicoConfig::default().presence_ttl(Duration::from_secs(12)); // under 2.5 × 5 s
+    /// assert_eq!(short.validate(), Err(ConfigError::PresenceTtlTooShort));
+    /// ```
     pub fn presence_ttl(mut self, ttl: Duration) -> Self {
         match TimeDelta::from_std(ttl) {
             Ok(ttl) if ttl <= crate::server::MAX_TTL => self.presence_ttl = ttl,
@@ -109,6 +117,13 @@ impl ObicoConfig {
     }
 
     /// How long a one-time passcode can be claimed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{obico::ObicoConfig, ConfigError};
+    /// assert!(ObicoConfig::default().passcode_ttl(Duration::from_secs(300)).validate().is_ok());
+    /// assert_eq!(ObicoConfig::default().passcode_ttl(Duration::ZERO).validate(), Err(ConfigError::Ttl));
+    /// ```
     pub fn passcode_ttl(mut self, ttl: Duration) -> Self {
         match TimeDelta::from_std(ttl) {
             Ok(ttl) if !ttl.is_zero() && ttl <= crate::server::MAX_TTL => self.passcode_ttl = ttl,
@@ -118,6 +133,14 @@ impl ObicoConfig {
     }
 
     /// The shape of one-time passcodes (at least 10⁶ codes, as every [`CodeFormat`]).
+    ///
+    /// ```
+    /// use lanlink::obico::{ObicoConfig, PASSCODE_ALPHABET};
+    /// use lanlink::CodeFormat;
+    /// let longer = ObicoConfig::default().passcode_format(CodeFormat::new(10, PASSCODE_ALPHABET)?);
+    /// assert!(longer.validate().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn passcode_format(mut self, format: CodeFormat) -> Self {
         self.passcode_format = format;
         self
@@ -125,6 +148,13 @@ impl ObicoConfig {
 
     /// The base of the `one_time_passlink` handed to agents with a passcode (the passcode is
     /// appended); empty (the default) sends `""`.
+    ///
+    /// ```
+    /// use lanlink::{obico::ObicoConfig, LinkCode};
+    /// let config = ObicoConfig::default().passlink_base("https://app.example/link/");
+    /// let passcode = LinkCode::parse("AB23CD45").unwrap();
+    /// assert_eq!(config.passlink(&passcode), "https://app.example/link/AB23CD45");
+    /// ```
     pub fn passlink_base(mut self, base: impl Into<String>) -> Self {
         self.passlink_base = base.into();
         self
@@ -134,6 +164,15 @@ impl ObicoConfig {
     /// every 2 s or 5 s): the presence is contested (hidden, unlinkable, its message withheld)
     /// until it lapses. This makes it hard for someone on the same public network who copies a
     /// device's poll to take its message; zero turns the check off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{obico::ObicoConfig, ConfigError};
+    /// assert!(ObicoConfig::default().min_poll_gap(Duration::ZERO).validate().is_ok(), "zero: off");
+    /// // A gap as long as the presence would contest every agent.
+    /// let gap = ObicoConfig::default().min_poll_gap(Duration::from_secs(15));
+    /// assert_eq!(gap.validate(), Err(ConfigError::Ttl));
+    /// ```
     pub fn min_poll_gap(mut self, gap: Duration) -> Self {
         match TimeDelta::from_std(gap) {
             Ok(gap) if gap <= crate::server::MAX_TTL => self.min_poll_gap = gap,
@@ -143,6 +182,14 @@ impl ObicoConfig {
     }
 
     /// Checks the settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{obico::ObicoConfig, ConfigError};
+    /// assert_eq!(ObicoConfig::default().validate(), Ok(()));
+    /// let huge = ObicoConfig::default().presence_ttl(Duration::from_secs(400 * 86_400));
+    /// assert_eq!(huge.validate(), Err(ConfigError::Ttl));
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
@@ -158,6 +205,12 @@ impl ObicoConfig {
     }
 
     /// The passlink for `passcode` (empty without a base).
+    ///
+    /// ```
+    /// use lanlink::{obico::ObicoConfig, LinkCode};
+    /// // Without a base, the passlink is empty (the agent shows the passcode alone).
+    /// assert_eq!(ObicoConfig::default().passlink(&LinkCode::parse("AB23CD45").unwrap()), "");
+    /// ```
     pub fn passlink(&self, passcode: &LinkCode) -> String {
         if self.passlink_base.is_empty() {
             String::new()
@@ -169,6 +222,14 @@ impl ObicoConfig {
 
 /// One poll of `POST /api/v1/octo/unlinked/`, as the server uses it. `Debug` says whether a
 /// passcode came, never which.
+///
+/// ```
+/// use lanlink::obico::UnlinkedPoll;
+/// let poll = UnlinkedPoll { device_id: lanlink::InstanceId::from_bytes([7; 16]), endpoint: None,
+///     info: Default::default(), extra: Default::default(), one_time_passcode: Some("AB23CD45".into()) };
+/// let shown = format!("{poll:?}");
+/// assert!(shown.contains("<redacted>") && !shown.contains("AB23CD45"));
+/// ```
 #[derive(Clone)]
 pub struct UnlinkedPoll {
     /// The agent's `device_id`.
@@ -208,6 +269,16 @@ impl std::fmt::Debug for UnlinkedPoll {
 }
 
 /// A `verify_code` message for the agent: the forwarded (unverified) secret and a code.
+///
+/// ```
+/// use lanlink::obico::VerifyCode;
+/// use lanlink::{InstanceId, LinkCode, LocalSecret};
+/// let message = VerifyCode { device_id: InstanceId::from_bytes([7; 16]),
+///     code: LinkCode::parse("0123456789abcdef0123456789abcdef").unwrap(),
+///     secret: LocalSecret::from_bytes([1; 32]) };
+/// let shown = format!("{message:?}");
+/// assert!(shown.contains("LinkCode(<redacted>)") && shown.contains("LocalSecret(<redacted>)"));
+/// ```
 #[derive(Debug)]
 pub struct VerifyCode {
     /// The agent.
@@ -219,6 +290,12 @@ pub struct VerifyCode {
 }
 
 /// The passcode part of an unlinked reply.
+///
+/// ```
+/// use lanlink::{obico::PasscodeReply, LinkCode};
+/// let reply = PasscodeReply { one_time_passcode: LinkCode::parse("AB23CD45").unwrap(), verification_code: None };
+/// assert!(!format!("{reply:?}").contains("AB23CD45"));
+/// ```
 #[derive(Debug)]
 pub struct PasscodeReply {
     /// The passcode the agent should show.
@@ -228,6 +305,13 @@ pub struct PasscodeReply {
 }
 
 /// The server's answer to one unlinked poll.
+///
+/// ```
+/// use lanlink::obico::UnlinkedReply;
+/// // The usual answer: nothing for the agent yet.
+/// let reply = UnlinkedReply::default();
+/// assert!(reply.message.is_none() && reply.passcode.is_none());
+/// ```
 #[derive(Debug, Default)]
 pub struct UnlinkedReply {
     /// At most one message per poll.
@@ -275,6 +359,15 @@ pub fn device_id(id: &InstanceId) -> String {
 }
 
 /// Parses a `device_id`: exactly 32 hex characters of a version-4 UUID (what `uuid4().hex` makes).
+///
+/// ```
+/// use lanlink::obico::{device_id, parse_device_id};
+/// let id = parse_device_id("9f0c3b5e2a7d4e1f8b6c0d2e4f6a8b0c").unwrap();
+/// assert_eq!(device_id(&id), "9f0c3b5e2a7d4e1f8b6c0d2e4f6a8b0c");
+/// // The hyphenated form is not a device_id, nor a version-1 UUID.
+/// assert_eq!(parse_device_id(&id.to_string()), None);
+/// assert_eq!(parse_device_id("c232ab00941411ecb3c89f6bdeced846"), None);
+/// ```
 pub fn parse_device_id(text: &str) -> Option<InstanceId> {
     if text.len() != 32 {
         return None;

@@ -17,6 +17,19 @@ use crate::secret::AuthToken;
 use crate::server::StoreError;
 
 /// A printer linked through the Obico profile, as its post-link routes show it.
+///
+/// ```
+/// use lanlink::obico::tokens::{printer_id, LinkedPrinter};
+/// use lanlink::{AccountId, InstanceId};
+/// let instance_id = InstanceId::from_bytes([7; 16]);
+/// let printer = LinkedPrinter { id: printer_id(&instance_id), name: "My Printer".into(),
+///     account: AccountId::new("alice").unwrap(), instance_id,
+///     linked_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+/// assert!(printer.id < 1 << 53, "JavaScript reads it exactly");
+/// let json = serde_json::to_string(&printer)?;
+/// assert_eq!(serde_json::from_str::<LinkedPrinter>(&json)?, printer);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkedPrinter {
     /// Obico's numeric printer id (derived from the agent's id, below 2⁵³ so that JavaScript
@@ -47,18 +60,83 @@ pub fn printer_id(instance_id: &InstanceId) -> u64 {
 
 /// Where the tokens of linked printers are recognised. Implement it over your own store (the
 /// server keeps only digests); [`MemoryTokens`] is the in-memory default.
+///
+/// ```
+/// # use lanlink::obico::tokens::{authenticate, LinkedPrinter, MemoryTokens, PrinterTokens};
+/// # use lanlink::{AccountId, AuthToken, InstanceId};
+/// # let printer = |name: &str| LinkedPrinter { id: 1, name: name.into(), account: AccountId::new("alice").unwrap(),
+/// #     instance_id: InstanceId::from_bytes([7; 16]), linked_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+/// # let mut fut = std::pin::pin!(async {
+/// // Any implementation: keep the digest, find the printer by it, never keep the token.
+/// let tokens: &dyn PrinterTokens = &MemoryTokens::default();
+/// let token = AuthToken::generate(&mut lanlink::os_rng());
+/// tokens.issue(token.digest(), printer("voron")).await.unwrap();
+/// assert_eq!(tokens.printer(&token.digest()).await.unwrap().map(|p| p.name), Some("voron".into()));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[async_trait]
 pub trait PrinterTokens: Send + Sync {
     /// Keeps `digest` ([`AuthToken::digest`] of the token about to be handed out) for
     /// `printer`. The token is handed out only if this succeeds.
+    ///
+    /// ```
+    /// # use lanlink::obico::tokens::{authenticate, LinkedPrinter, MemoryTokens, PrinterTokens};
+    /// # use lanlink::{AccountId, AuthToken, InstanceId};
+    /// # let printer = |name: &str| LinkedPrinter { id: 1, name: name.into(), account: AccountId::new("alice").unwrap(),
+    /// #     instance_id: InstanceId::from_bytes([7; 16]), linked_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+    /// # let mut fut = std::pin::pin!(async {
+    /// let tokens = MemoryTokens::new(1);
+    /// let (first, second) = (AuthToken::generate(&mut lanlink::os_rng()), AuthToken::generate(&mut lanlink::os_rng()));
+    /// tokens.issue(first.digest(), printer("a")).await.unwrap();
+    /// tokens.issue(second.digest(), printer("b")).await.unwrap();
+    /// // Past its bound the oldest token is forgotten.
+    /// assert_eq!(tokens.printer(&first.digest()).await.unwrap(), None);
+    /// assert!(tokens.printer(&second.digest()).await.unwrap().is_some());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn issue(&self, digest: [u8; 32], printer: LinkedPrinter) -> Result<(), StoreError>;
 
     /// The printer whose token has `digest` (compared in constant time), if any.
+    ///
+    /// ```
+    /// # use lanlink::obico::tokens::{authenticate, LinkedPrinter, MemoryTokens, PrinterTokens};
+    /// # use lanlink::{AccountId, AuthToken, InstanceId};
+    /// # let printer = |name: &str| LinkedPrinter { id: 1, name: name.into(), account: AccountId::new("alice").unwrap(),
+    /// #     instance_id: InstanceId::from_bytes([7; 16]), linked_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+    /// # let mut fut = std::pin::pin!(async {
+    /// let tokens = MemoryTokens::default();
+    /// assert_eq!(tokens.printer(&[0; 32]).await.unwrap(), None, "never issued");
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     async fn printer(&self, digest: &[u8; 32]) -> Result<Option<LinkedPrinter>, StoreError>;
 }
 
 /// The printer a presented token stands for: `Ok(None)` for a token that is not 64 hex
 /// characters or was never issued.
+///
+/// ```
+/// # use lanlink::obico::tokens::{authenticate, LinkedPrinter, MemoryTokens, PrinterTokens};
+/// # use lanlink::{AccountId, AuthToken, InstanceId};
+/// # let printer = |name: &str| LinkedPrinter { id: 1, name: name.into(), account: AccountId::new("alice").unwrap(),
+/// #     instance_id: InstanceId::from_bytes([7; 16]), linked_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+/// # let mut fut = std::pin::pin!(async {
+/// let tokens = MemoryTokens::default();
+/// let token = AuthToken::generate(&mut lanlink::os_rng());
+/// tokens.issue(token.digest(), printer("voron")).await.unwrap();
+/// // The header's value, surrounding blanks allowed, in either case.
+/// let header = format!(" {} ", token.to_hex().to_uppercase());
+/// assert!(authenticate(&tokens, &header).await.unwrap().is_some());
+/// assert_eq!(authenticate(&tokens, "not a token").await.unwrap(), None);
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 pub async fn authenticate(
     tokens: &dyn PrinterTokens,
     presented: &str,
@@ -133,6 +211,12 @@ impl Default for MemoryTokens {
 
 impl MemoryTokens {
     /// Keeps at most `max` tokens (at least one).
+    ///
+    /// ```
+    /// use lanlink::obico::tokens::MemoryTokens;
+    /// let tokens = MemoryTokens::new(0); // at least one is kept
+    /// assert_eq!(format!("{tokens:?}"), "MemoryTokens { held: 0, max: 1 }");
+    /// ```
     pub fn new(max: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
@@ -141,11 +225,42 @@ impl MemoryTokens {
     }
 
     /// How many tokens are kept.
+    ///
+    /// ```
+    /// # use lanlink::obico::tokens::{authenticate, LinkedPrinter, MemoryTokens, PrinterTokens};
+    /// # use lanlink::{AccountId, AuthToken, InstanceId};
+    /// # let printer = |name: &str| LinkedPrinter { id: 1, name: name.into(), account: AccountId::new("alice").unwrap(),
+    /// #     instance_id: InstanceId::from_bytes([7; 16]), linked_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+    /// # let mut fut = std::pin::pin!(async {
+    /// let tokens = MemoryTokens::new(2);
+    /// for _ in 0..3 {
+    ///     tokens.issue(AuthToken::generate(&mut lanlink::os_rng()).digest(), printer("p")).await.unwrap();
+    /// }
+    /// assert_eq!(tokens.len(), 2, "bounded");
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn len(&self) -> usize {
         crate::lock_unpoisoned(&self.inner).order.len()
     }
 
     /// Whether none is kept.
+    ///
+    /// ```
+    /// # use lanlink::obico::tokens::{authenticate, LinkedPrinter, MemoryTokens, PrinterTokens};
+    /// # use lanlink::{AccountId, AuthToken, InstanceId};
+    /// # let printer = |name: &str| LinkedPrinter { id: 1, name: name.into(), account: AccountId::new("alice").unwrap(),
+    /// #     instance_id: InstanceId::from_bytes([7; 16]), linked_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() };
+    /// # let mut fut = std::pin::pin!(async {
+    /// let tokens = MemoryTokens::default();
+    /// assert!(tokens.is_empty());
+    /// tokens.issue([1; 32], printer("p")).await.unwrap();
+    /// assert!(!tokens.is_empty());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -87,6 +87,14 @@ impl CodeSpace {
 }
 
 /// What one counter record counts (the key of a [`CounterRecord`] in a store).
+///
+/// ```
+/// use lanlink::server::{CodeSpace, CounterKey};
+/// let network = lanlink::PublicNetwork::from_ip("203.0.113.7".parse()?, 64);
+/// assert!(matches!(CounterKey::network(&network), CounterKey::Guesses(_)));
+/// assert_ne!(CounterKey::SpaceGuesses(CodeSpace::Manual), CounterKey::LiveCodes(CodeSpace::Manual));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum CounterKey {
@@ -207,6 +215,15 @@ fn bounded_lock<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
 }
 
 /// Whether [`CounterRecord::admit`] admitted a charge.
+///
+/// ```
+/// use lanlink::server::{Admission, CounterRecord};
+/// let mut record = CounterRecord::default();
+/// let (now, expires, limit, lockout) = (0, 60_000, 2, Some(600_000));
+/// assert_eq!(record.admit(now, expires, limit, lockout), Admission::Admitted { filled: false });
+/// assert_eq!(record.admit(now, expires, limit, lockout), Admission::Admitted { filled: true });
+/// assert_eq!(record.admit(now, expires, limit, lockout), Admission::Refused);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// Admitted.
@@ -220,6 +237,16 @@ pub enum Admission {
 
 impl CounterRecord {
     /// How many charges are live at `now_ms` (Unix milliseconds).
+    ///
+    /// ```
+    /// use lanlink::server::CounterRecord;
+    /// let mut record = CounterRecord::default();
+    /// record.admit(0, 1_000, 10, None);
+    /// record.admit(0, 5_000, 10, None);
+    /// assert_eq!(record.live(0), 2);
+    /// assert_eq!(record.live(1_000), 1, "the first charge expired");
+    /// assert_eq!(record.live(5_000), 0);
+    /// ```
     pub fn live(&self, now_ms: i64) -> u64 {
         self.buckets
             .iter()
@@ -229,27 +256,70 @@ impl CounterRecord {
     }
 
     /// Whether the record is locked at `now_ms`.
+    ///
+    /// ```
+    /// use lanlink::server::CounterRecord;
+    /// let mut record = CounterRecord::default();
+    /// record.admit(0, 60_000, 1, Some(600_000)); // fills a budget of 1: locked 10 minutes
+    /// assert!(record.is_locked(599_999));
+    /// assert!(!record.is_locked(600_000));
+    /// ```
     pub fn is_locked(&self, now_ms: i64) -> bool {
         self.locked_until_ms.is_some_and(|t| t > now_ms)
     }
 
     /// When the lock ends (Unix milliseconds), if one is set.
+    ///
+    /// ```
+    /// use lanlink::server::CounterRecord;
+    /// let mut record = CounterRecord::default();
+    /// assert_eq!(record.locked_until_ms(), None);
+    /// record.admit(1_000, 61_000, 1, Some(600_000));
+    /// assert_eq!(record.locked_until_ms(), Some(601_000));
+    /// ```
     pub fn locked_until_ms(&self) -> Option<i64> {
         self.locked_until_ms
     }
 
     /// Whether the record holds nothing (and may be deleted).
+    ///
+    /// ```
+    /// use lanlink::server::CounterRecord;
+    /// let mut record = CounterRecord::default();
+    /// assert!(record.is_empty());
+    /// record.admit(0, 1_000, 5, None);
+    /// assert!(!record.is_empty());
+    /// record.prune(1_000);
+    /// assert!(record.is_empty(), "may be deleted");
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty() && self.locked_until_ms.is_none()
     }
 
     /// The last time anything in the record is live (Unix milliseconds).
+    ///
+    /// ```
+    /// use lanlink::server::CounterRecord;
+    /// let mut record = CounterRecord::default();
+    /// assert_eq!(record.expires_ms(), None);
+    /// record.admit(0, 60_000, 1, Some(600_000));
+    /// assert_eq!(record.expires_ms(), Some(600_000), "the lock outlives the charge");
+    /// ```
     pub fn expires_ms(&self) -> Option<i64> {
         let last = self.buckets.iter().map(|(t, _)| *t).max();
         last.max(self.locked_until_ms)
     }
 
     /// Drops expired charges and a finished lock.
+    ///
+    /// ```
+    /// use lanlink::server::CounterRecord;
+    /// let mut record = CounterRecord::default();
+    /// record.admit(0, 1_000, 1, Some(2_000));
+    /// record.prune(2_000);
+    /// assert!(!record.is_locked(2_000) && record.live(2_000) == 0);
+    /// assert_eq!(record.locked_until_ms(), None);
+    /// ```
     pub fn prune(&mut self, now_ms: i64) {
         self.buckets
             .retain(|(expires, count)| *expires > now_ms && *count > 0);
@@ -261,6 +331,15 @@ impl CounterRecord {
     /// Admits one charge expiring at `expires_ms` while fewer than `limit` are live and the
     /// record is not locked; the charge that makes `limit` locks it until `now_ms + lockout_ms`
     /// (when given).
+    ///
+    /// ```
+    /// use lanlink::server::{Admission, CounterRecord};
+    /// let mut record = CounterRecord::default();
+    /// // Without a lockout, a full budget refuses until a charge expires.
+    /// assert!(matches!(record.admit(0, 1_000, 1, None), Admission::Admitted { filled: true }));
+    /// assert_eq!(record.admit(500, 1_500, 1, None), Admission::Refused);
+    /// assert!(matches!(record.admit(1_000, 2_000, 1, None), Admission::Admitted { .. }));
+    /// ```
     pub fn admit(
         &mut self,
         now_ms: i64,
@@ -300,6 +379,16 @@ impl CounterRecord {
 
     /// Takes back one charge made for `expires_ms` (a guess that was right, or no guess). A lock
     /// that stood for `limit` charges is lifted once fewer are live.
+    ///
+    /// ```
+    /// use lanlink::server::CounterRecord;
+    /// let mut record = CounterRecord::default();
+    /// record.admit(0, 60_000, 1, Some(600_000));
+    /// assert!(record.is_locked(0));
+    /// // The guess was right after all: its charge is taken back and the lock lifted.
+    /// record.refund(0, 60_000, 1);
+    /// assert!(!record.is_locked(0) && record.live(0) == 0);
+    /// ```
     pub fn refund(&mut self, now_ms: i64, expires_ms: i64, limit: u32) {
         // The charge sits in its own bucket or, past MAX_BUCKETS, in a later one.
         let bucket = self
@@ -412,6 +501,15 @@ impl Default for Budgets {
 
 impl Budgets {
     /// The IPv4 levels (prefix 0..=32, each threshold at least 1).
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, Level, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// let levels = vec![Level { prefix: 32, threshold: 5 }, Level { prefix: 16, threshold: 100 }];
+    /// assert!(ServerConfig::default().budgets(Budgets::default().ipv4_levels(levels)).validate().is_ok());
+    /// let none = Budgets::default().ipv4_levels(Vec::new());
+    /// assert_eq!(ServerConfig::default().budgets(none).validate(), Err(ConfigError::Lockout));
+    /// ```
     pub fn ipv4_levels(mut self, levels: Vec<Level>) -> Self {
         self.ipv4 = levels;
         self
@@ -419,30 +517,81 @@ impl Budgets {
 
     /// The IPv6 levels (prefix 0..=128). A level finer than the server's IPv6 grouping prefix
     /// counts at the grouping prefix.
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, Level, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// let bad = Budgets::default().ipv6_levels(vec![Level { prefix: 129, threshold: 5 }]);
+    /// assert_eq!(ServerConfig::default().budgets(bad).validate(), Err(ConfigError::Lockout));
+    /// let zero = Budgets::default().ipv6_levels(vec![Level { prefix: 64, threshold: 0 }]);
+    /// assert_eq!(ServerConfig::default().budgets(zero).validate(), Err(ConfigError::Lockout));
+    /// ```
     pub fn ipv6_levels(mut self, levels: Vec<Level>) -> Self {
         self.ipv6 = levels;
         self
     }
 
     /// The window of every guessing budget (1 s to [`MAX_TTL`]).
+    ///
+    /// ```
+    /// use lanlink::chrono::TimeDelta;
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// let ok = Budgets::default().window(TimeDelta::minutes(30));
+    /// assert!(ServerConfig::default().budgets(ok).validate().is_ok());
+    /// let short = Budgets::default().window(TimeDelta::milliseconds(500));
+    /// assert_eq!(ServerConfig::default().budgets(short).validate(), Err(ConfigError::Ttl));
+    /// ```
     pub fn window(mut self, window: TimeDelta) -> Self {
         self.window = window;
         self
     }
 
     /// How long a filled guessing budget stays locked (1 s to [`MAX_TTL`]).
+    ///
+    /// ```
+    /// use lanlink::chrono::TimeDelta;
+    /// use lanlink::server::{Budgets, ServerConfig, MAX_TTL};
+    /// use lanlink::ConfigError;
+    /// let long = Budgets::default().lockout(MAX_TTL + TimeDelta::seconds(1));
+    /// assert_eq!(ServerConfig::default().budgets(long).validate(), Err(ConfigError::Ttl));
+    /// assert!(ServerConfig::default().budgets(Budgets::default().lockout(TimeDelta::hours(1))).validate().is_ok());
+    /// ```
     pub fn lockout(mut self, lockout: TimeDelta) -> Self {
         self.lockout = lockout;
         self
     }
 
     /// Wrong guesses at short manual codes admitted per window from all networks together.
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// let zero = Budgets::default().global_code_guesses(0);
+    /// assert_eq!(ServerConfig::default().budgets(zero).validate(), Err(ConfigError::Quota));
+    /// ```
     pub fn global_code_guesses(mut self, limit: u32) -> Self {
         self.global_code_guesses = limit;
         self
     }
 
     /// Live manual codes one account may hold.
+    ///
+    /// ```
+    /// # use lanlink::server::{Budgets, Server, ServerConfig};
+    /// # use lanlink::{AccountId, Refusal};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let config = ServerConfig::default().budgets(Budgets::default().codes_per_account(1));
+    /// let server = Server::new(config).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let alice = AccountId::new("alice").unwrap();
+    /// let mut rng = lanlink::os_rng();
+    /// assert!(server.mint_code(now, &mut rng, &alice).await.is_ok());
+    /// assert_eq!(server.mint_code(now, &mut rng, &alice).await.unwrap_err(), Refusal::MintQuota);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn codes_per_account(mut self, limit: u32) -> Self {
         self.codes_per_account = limit;
         self
@@ -450,18 +599,43 @@ impl Budgets {
 
     /// Live short manual codes in total (past it, mints use the fallback format); at most a
     /// hundredth of the short format's space.
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// // At most a hundredth of the 10^6 six-digit codes may be live.
+    /// let ok = Budgets::default().live_codes(10_000);
+    /// assert!(ServerConfig::default().budgets(ok).validate().is_ok());
+    /// let crowded = Budgets::default().live_codes(10_001);
+    /// assert_eq!(ServerConfig::default().budgets(crowded).validate(), Err(ConfigError::Quota));
+    /// ```
     pub fn live_codes(mut self, limit: u32) -> Self {
         self.live_codes = limit;
         self
     }
 
     /// Live fallback codes in total (past it, mints are refused with `mint_quota`).
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// let zero = Budgets::default().live_fallback_codes(0);
+    /// assert_eq!(ServerConfig::default().budgets(zero).validate(), Err(ConfigError::Quota));
+    /// ```
     pub fn live_fallback_codes(mut self, limit: u32) -> Self {
         self.live_fallback_codes = limit;
         self
     }
 
     /// Live Obico passcodes one public network may hold.
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// assert!(ServerConfig::default().budgets(Budgets::default().passcodes_per_network(4)).validate().is_ok());
+    /// let zero = Budgets::default().passcodes_per_network(0);
+    /// assert_eq!(ServerConfig::default().budgets(zero).validate(), Err(ConfigError::Quota));
+    /// ```
     pub fn passcodes_per_network(mut self, limit: u32) -> Self {
         self.passcodes_per_network = limit;
         self
@@ -470,6 +644,13 @@ impl Budgets {
     /// Live Obico passcodes in total, from every network (past it, polls are answered without a
     /// new passcode). At most a hundredth of the passcode format's space counts: a smaller format
     /// lowers the cap, so that minting never runs out of free passcodes.
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// let zero = Budgets::default().live_passcodes(0);
+    /// assert_eq!(ServerConfig::default().budgets(zero).validate(), Err(ConfigError::Quota));
+    /// ```
     pub fn live_passcodes(mut self, limit: u32) -> Self {
         self.live_passcodes = limit;
         self
@@ -477,6 +658,17 @@ impl Budgets {
 
     /// The format of manual codes minted while the short space is suspended or full (at least
     /// 2⁴⁰ codes).
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::{CodeFormat, ConfigError};
+    /// // 10^12 codes is under 2^40: too few for the fallback.
+    /// let small = Budgets::default().fallback_format(CodeFormat::new(12, "0123456789")?);
+    /// assert_eq!(ServerConfig::default().budgets(small).validate(), Err(ConfigError::CodeLength));
+    /// let big = Budgets::default().fallback_format(CodeFormat::new(13, "0123456789")?);
+    /// assert!(ServerConfig::default().budgets(big).validate().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fallback_format(mut self, format: CodeFormat) -> Self {
         self.fallback_format = format;
         self

@@ -57,6 +57,13 @@ use crate::error::Refusal;
 pub const JSON: &str = "application/json";
 
 /// What a user route does, for [`check`].
+///
+/// ```
+/// use lanlink::server::cross_site::{check, RequestHead, UserRoute};
+/// // A read is never checked, whatever it carries.
+/// let foreign = RequestHead { content_type: &["text/plain"], origin: &["https://evil.example"], host: &["cloud.example"] };
+/// assert_eq!(check(UserRoute::Read, &foreign, &[]), Ok(()));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UserRoute {
@@ -71,6 +78,14 @@ pub enum UserRoute {
 /// The header lines of a request that [`check`] reads, each header's lines in the order received
 /// (values as text; an HTTP stack drops or passes lines that are not text as it likes: a line
 /// that is not text is never a valid one).
+///
+/// ```
+/// use lanlink::server::cross_site::{check, RequestHead, UserRoute};
+/// use lanlink::Refusal;
+/// // Two Origin lines: which one is the page's cannot be told.
+/// let twice = RequestHead { origin: &["https://cloud.example", "https://evil.example"], host: &["cloud.example"], ..Default::default() };
+/// assert_eq!(check(UserRoute::Bodyless, &twice, &[]), Err(Refusal::BadOrigin));
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestHead<'a> {
     /// Every `Content-Type` line.
@@ -87,6 +102,18 @@ pub struct RequestHead<'a> {
 /// not declared JSON; see the [module docs](self). `allowed_origins` are the configured origins
 /// ([`ServerConfig::allowed_origins`](super::ServerConfig::allowed_origins)); when empty, only
 /// the request's own host is allowed. Neither refusal is a guess (never counted).
+///
+/// ```
+/// use lanlink::server::cross_site::{check, RequestHead, UserRoute};
+/// use lanlink::Refusal;
+/// let app = RequestHead { content_type: &["application/json"], origin: &["https://app.example"], host: &["api.example"] };
+/// let own = RequestHead { origin: &["https://api.example"], ..app };
+/// // With configured origins, only those are allowed, not even the host's own.
+/// let allowed = ["https://app.example".to_owned()];
+/// assert_eq!(check(UserRoute::WithBody, &app, &allowed), Ok(()));
+/// assert_eq!(check(UserRoute::WithBody, &own, &allowed), Err(Refusal::BadOrigin));
+/// assert_eq!(check(UserRoute::WithBody, &own, &[]), Ok(()), "with none configured, the host's own is");
+/// ```
 pub fn check(
     route: UserRoute,
     head: &RequestHead<'_>,

@@ -140,6 +140,12 @@ pub fn head_bytes(request: &HttpRequest<'_>) -> usize {
 /// [`reads_body`] says the route reads one, and give `Complete(&[])` otherwise.
 ///
 /// `Debug` shows a complete body's length, never its bytes (it may carry a secret).
+///
+/// ```
+/// use lanlink::server::endpoint::RequestBody;
+/// let body = RequestBody::Complete(br#"{"local_secret":"00"}"#);
+/// assert_eq!(format!("{body:?}"), "Complete(21 bytes)");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestBody<'a> {
@@ -167,6 +173,24 @@ impl std::fmt::Debug for RequestBody<'_> {
 /// The server's answer: write the status, the headers and the body as they are (with the
 /// stack's own framing headers), and close the connection after it when [`close`](Self::close)
 /// says so. `Debug` shows the body's length, never its bytes (it may hold a token).
+///
+/// ```
+/// # use lanlink::server::endpoint::{handle, Handled, HttpRequest, RequestBody};
+/// # use lanlink::server::{Server, ServerConfig, User};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let mut rng = lanlink::os_rng();
+/// # let headers: [(&str, &[u8]); 1] = [("host", b"cloud.example")];
+/// # let get = |path: &'static str| HttpRequest { method: "GET", path, query: None, authority: None,
+/// #     headers: &headers, peer: Some("203.0.113.7".parse().unwrap()) };
+/// let answer = handle(&server, now, &mut rng, "/lanlink/v1", &get("/lanlink/v1/nowhere"), RequestBody::Complete(b""), None).await;
+/// let answer = answer.into_answer().unwrap();
+/// assert_eq!((answer.status, &answer.body[..]), (404, &br#"{"error":"not_found"}"#[..]));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerResponse {
@@ -268,6 +292,27 @@ impl ServerResponse {
 }
 
 /// What [`handle`] made of a request.
+///
+/// ```
+/// # use lanlink::server::endpoint::{handle, Handled, HttpRequest, RequestBody};
+/// # use lanlink::server::{Server, ServerConfig, User};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let mut rng = lanlink::os_rng();
+/// # let headers: [(&str, &[u8]); 1] = [("host", b"cloud.example")];
+/// # let get = |path: &'static str| HttpRequest { method: "GET", path, query: None, authority: None,
+/// #     headers: &headers, peer: Some("203.0.113.7".parse().unwrap()) };
+/// // A user route: nothing is read until the host says who the user is.
+/// let first = handle(&server, now, &mut rng, "/lanlink/v1", &get("/lanlink/v1/discover"), RequestBody::Complete(b""), None).await;
+/// assert!(matches!(first, Handled::NeedsUser { display_name: false }));
+/// let alice = User::new(lanlink::AccountId::new("alice").unwrap());
+/// let second = handle(&server, now, &mut rng, "/lanlink/v1", &get("/lanlink/v1/discover"), RequestBody::Complete(b""), Some(&alice)).await;
+/// assert_eq!(second.into_answer().map(|a| a.status), Some(200));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Debug)]
 #[must_use]
 #[non_exhaustive]
@@ -291,6 +336,23 @@ pub enum Handled {
 
 impl Handled {
     /// The answer, if it is one.
+    ///
+    /// ```
+    /// # use lanlink::server::endpoint::{handle, Handled, HttpRequest, RequestBody};
+    /// # use lanlink::server::{Server, ServerConfig, User};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let mut rng = lanlink::os_rng();
+    /// # let headers: [(&str, &[u8]); 1] = [("host", b"cloud.example")];
+    /// # let get = |path: &'static str| HttpRequest { method: "GET", path, query: None, authority: None,
+    /// #     headers: &headers, peer: Some("203.0.113.7".parse().unwrap()) };
+    /// let user_route = handle(&server, now, &mut rng, "/lanlink/v1", &get("/lanlink/v1/discover"), RequestBody::Complete(b""), None).await;
+    /// assert!(user_route.into_answer().is_none(), "not an answer yet");
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn into_answer(self) -> Option<ServerResponse> {
         match self {
             Self::Answer(answer) => Some(answer),
@@ -504,6 +566,28 @@ fn reply<T: serde::Serialize>(status: u16, result: Result<T, Refusal>) -> Server
 /// [`DEFAULT_PREFIX`](crate::transport::DEFAULT_PREFIX)) at `now`; `rng` draws tokens and codes.
 /// `user` is `None` on the first call; a user route then answers [`Handled::NeedsUser`], and the
 /// host calls again with the user its own authentication found. See the [module docs](self).
+///
+/// ```
+/// # use lanlink::server::endpoint::{handle, Handled, HttpRequest, RequestBody};
+/// # use lanlink::server::{Server, ServerConfig, User};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let mut rng = lanlink::os_rng();
+/// # let headers: [(&str, &[u8]); 1] = [("host", b"cloud.example")];
+/// # let get = |path: &'static str| HttpRequest { method: "GET", path, query: None, authority: None,
+/// #     headers: &headers, peer: Some("203.0.113.7".parse().unwrap()) };
+/// // A known path asked with another method; a body too large, whatever the route.
+/// let delete = HttpRequest { method: "DELETE", ..get("/lanlink/v1/discover") };
+/// let answer = handle(&server, now, &mut rng, "/lanlink/v1", &delete, RequestBody::Complete(b""), None).await;
+/// assert_eq!(answer.into_answer().map(|a| a.status), Some(405));
+/// let post = HttpRequest { method: "POST", ..get("/lanlink/v1/agent/announce") };
+/// let answer = handle(&server, now, &mut rng, "/lanlink/v1", &post, RequestBody::TooLarge, None).await;
+/// assert_eq!(answer.into_answer().map(|a| a.status), Some(413));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 pub async fn handle<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,

@@ -28,6 +28,31 @@ use crate::wire::{self, Announce, LinkState};
 /// [`handle`](super::endpoint::handle) ([`Handled::Hold`](super::endpoint::Handled::Hold));
 /// given back to [`resume`]. `Debug` shows the instance and the times, never the agent's
 /// presence key.
+///
+/// ```
+/// # use lanlink::server::endpoint::{handle, Handled, HttpRequest, RequestBody};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::wire::{self, Announce};
+/// # use lanlink::{secret::PresenceKey, LocalSecret};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let key = PresenceKey::from_bytes([1; 32]);
+/// # let id = key.instance_id();
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+/// #     LocalSecret::from_bytes([2; 32]).commitment(&id), key).with_hold(10_000);
+/// # let headers: [(&str, &[u8]); 2] = [("host", b"cloud.example"), ("content-type", b"application/json")];
+/// let request = HttpRequest { method: "POST", path: "/lanlink/v1/agent/announce", query: None,
+///     authority: None, headers: &headers, peer: Some("203.0.113.7".parse().unwrap()) };
+/// let body = wire::encode(&announce); // asks for a 10 s hold
+/// let handled = handle(&server, now, &mut lanlink::os_rng(), "/lanlink/v1", &request, RequestBody::Complete(&body), None).await;
+/// let Handled::Hold(held) = handled else { panic!("no message waits: held") };
+/// assert!(format!("{held:?}").contains(r#"kind: "announce""#));
+/// assert!(!format!("{held:?}").contains("PresenceKey"));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 pub struct Held {
     waiting: Waiting,
     until: DateTime<Utc>,
@@ -111,6 +136,30 @@ impl Held {
 
     /// The instance whose bell answers this request sooner: listen for it before each
     /// [`resume`].
+    ///
+    /// ```
+    /// # use lanlink::server::endpoint::{handle, Handled, HttpRequest, RequestBody};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::wire::{self, Announce};
+    /// # use lanlink::{secret::PresenceKey, LocalSecret};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let key = PresenceKey::from_bytes([1; 32]);
+    /// # let id = key.instance_id();
+    /// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+    /// #     LocalSecret::from_bytes([2; 32]).commitment(&id), key).with_hold(10_000);
+    /// # let headers: [(&str, &[u8]); 2] = [("host", b"cloud.example"), ("content-type", b"application/json")];
+    /// let request = HttpRequest { method: "POST", path: "/lanlink/v1/agent/announce", query: None,
+    ///     authority: None, headers: &headers, peer: Some("203.0.113.7".parse().unwrap()) };
+    /// let body = wire::encode(&announce); // asks for a 10 s hold
+    /// let handled = handle(&server, now, &mut lanlink::os_rng(), "/lanlink/v1", &request, RequestBody::Complete(&body), None).await;
+    /// let Handled::Hold(held) = handled else { panic!("no message waits: held") };
+    /// assert_eq!(held.instance_id(), id, "ring this instance's bell to answer it");
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn instance_id(&self) -> InstanceId {
         match &self.waiting {
             Waiting::Announce { announce, .. } => announce.instance_id,
@@ -119,6 +168,30 @@ impl Held {
     }
 
     /// When the hold ends: [`resume`] answers then, whatever happened.
+    ///
+    /// ```
+    /// # use lanlink::server::endpoint::{handle, Handled, HttpRequest, RequestBody};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::wire::{self, Announce};
+    /// # use lanlink::{secret::PresenceKey, LocalSecret};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let key = PresenceKey::from_bytes([1; 32]);
+    /// # let id = key.instance_id();
+    /// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+    /// #     LocalSecret::from_bytes([2; 32]).commitment(&id), key).with_hold(10_000);
+    /// # let headers: [(&str, &[u8]); 2] = [("host", b"cloud.example"), ("content-type", b"application/json")];
+    /// let request = HttpRequest { method: "POST", path: "/lanlink/v1/agent/announce", query: None,
+    ///     authority: None, headers: &headers, peer: Some("203.0.113.7".parse().unwrap()) };
+    /// let body = wire::encode(&announce); // asks for a 10 s hold
+    /// let handled = handle(&server, now, &mut lanlink::os_rng(), "/lanlink/v1", &request, RequestBody::Complete(&body), None).await;
+    /// let Handled::Hold(held) = handled else { panic!("no message waits: held") };
+    /// assert_eq!(held.until(), now + chrono::TimeDelta::seconds(10));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn until(&self) -> DateTime<Utc> {
         self.until
     }

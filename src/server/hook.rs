@@ -86,36 +86,86 @@ pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
     /// The digest of `token`.
+    ///
+    /// ```
+    /// use lanlink::{AuthToken, TokenDigest};
+    /// let token = AuthToken::generate(&mut lanlink::os_rng());
+    /// assert_eq!(TokenDigest::of(&token).as_bytes(), &token.digest());
+    /// assert_eq!(format!("{:?}", TokenDigest::of(&token)), "TokenDigest(<redacted>)");
+    /// ```
     pub fn of(token: &AuthToken) -> Self {
         Self(token.digest())
     }
 
     /// A digest from its 32 bytes (as a host read it back from its store).
+    ///
+    /// ```
+    /// use lanlink::{AuthToken, TokenDigest};
+    /// let token = AuthToken::generate(&mut lanlink::os_rng());
+    /// let stored: [u8; 32] = *TokenDigest::of(&token).as_bytes(); // what the host keeps
+    /// assert!(TokenDigest::from_bytes(stored).verify(&token));
+    /// ```
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
     /// The 32 bytes.
+    ///
+    /// ```
+    /// use lanlink::TokenDigest;
+    /// let digest = TokenDigest::from_bytes([3; 32]);
+    /// assert_eq!(digest.as_bytes(), &[3; 32]);
+    /// ```
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
     /// Parses 64 hex characters (either case).
+    ///
+    /// ```
+    /// use lanlink::TokenDigest;
+    /// assert_eq!(TokenDigest::from_hex(&"AB".repeat(32)), Some(TokenDigest::from_bytes([0xab; 32])));
+    /// assert_eq!(TokenDigest::from_hex("abc"), None);
+    /// ```
     pub fn from_hex(text: &str) -> Option<Self> {
         crate::secret::decode_hex_32(text).map(Self)
     }
 
     /// The digest as 64 lowercase hex characters.
+    ///
+    /// ```
+    /// use lanlink::TokenDigest;
+    /// let digest = TokenDigest::from_bytes([0x0f; 32]);
+    /// assert_eq!(digest.to_hex(), "0f".repeat(32));
+    /// assert_eq!(serde_json::to_string(&digest)?, format!("\"{}\"", digest.to_hex()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_hex(&self) -> String {
         crate::secret::encode_hex(&self.0).to_string()
     }
 
     /// Whether `token` is the token this digest was made from (constant time in the comparison).
+    ///
+    /// ```
+    /// use lanlink::{AuthToken, TokenDigest};
+    /// let mut rng = lanlink::os_rng();
+    /// let token = AuthToken::generate(&mut rng);
+    /// let kept = TokenDigest::of(&token);
+    /// assert!(kept.verify(&token));
+    /// assert!(!kept.verify(&AuthToken::generate(&mut rng)));
+    /// ```
     pub fn verify(&self, token: &AuthToken) -> bool {
         self.ct_eq(&Self::of(token))
     }
 
     /// Constant-time equality of two digests.
+    ///
+    /// ```
+    /// use lanlink::TokenDigest;
+    /// let a = TokenDigest::from_bytes([1; 32]);
+    /// assert!(a.ct_eq(&TokenDigest::from_bytes([1; 32])));
+    /// assert!(!a.ct_eq(&TokenDigest::from_bytes([2; 32])));
+    /// ```
     pub fn ct_eq(&self, other: &Self) -> bool {
         self.0.ct_eq(&other.0).into()
     }
@@ -155,6 +205,19 @@ pub enum LinkVia {
 
 /// A link about to complete, as the [`LinkHook`] sees it. Carries no secret: the token's
 /// [`TokenDigest`] only.
+///
+/// ```
+/// use lanlink::server::hook::{CompletedLink, LinkVia};
+/// use lanlink::{AccountId, AuthToken, InstanceId, PublicNetwork, TokenDigest};
+/// let token = AuthToken::generate(&mut lanlink::os_rng());
+/// let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let link = CompletedLink::new(AccountId::new("alice").unwrap(), InstanceId::from_bytes([7; 16]),
+///     PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64), LinkVia::Auto, TokenDigest::of(&token), at);
+/// // Serializable for the host's audit, with no secret in it.
+/// let json = serde_json::to_string(&link)?;
+/// assert!(json.contains(r#""via":"auto""#) && json.contains(r#""network":"203.0.113.7""#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct CompletedLink {
@@ -226,6 +289,11 @@ impl CompletedLink {
 
 /// Why a [`LinkHook`] failed. Its message goes to the server's events and logs, never to the
 /// agent (which is answered `503 link_unavailable`): keep secrets out of it.
+///
+/// ```
+/// let err = lanlink::server::hook::HookError::new("database unavailable");
+/// assert_eq!(err.to_string(), "link hook failed: database unavailable");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("link hook failed: {message}")]
 pub struct HookError {
@@ -246,6 +314,12 @@ impl HookError {
     }
 
     /// The description.
+    ///
+    /// ```
+    /// use lanlink::server::hook::HookError;
+    /// let err = HookError::new(format_args!("timeout after {} ms", 500));
+    /// assert_eq!(err.message(), "timeout after 500 ms");
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -256,9 +330,66 @@ impl HookError {
 /// Called after the code is claimed and before the token is returned; an `Err` fails the
 /// redemption retryably (the code is given back). Implementations should be idempotent per
 /// instance: keep one digest per instance, replaced by each call.
+///
+/// ```
+/// use lanlink::server::hook::{CompletedLink, HookError, LinkHook};
+/// use lanlink::server::{Server, ServerConfig};
+/// use lanlink::wire::RedeemRequest;
+/// use lanlink::{AccountId, InstanceId, PublicNetwork, Refusal};
+/// /// A host whose database is down.
+/// struct Down;
+/// #[lanlink::async_trait]
+/// impl LinkHook for Down {
+///     async fn link_completed(&self, _: &CompletedLink) -> Result<(), HookError> {
+///         Err(HookError::new("database unavailable"))
+///     }
+/// }
+/// # let mut fut = std::pin::pin!(async {
+/// let server = Server::new(ServerConfig::default()).unwrap().with_link_hook(std::sync::Arc::new(Down));
+/// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let mut rng = lanlink::os_rng();
+/// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).await.unwrap().code;
+/// let request = RedeemRequest::new(InstanceId::generate(&mut rng), code);
+/// let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// let refused = server.redeem(now, &mut rng, network, &request).await.unwrap_err();
+/// assert_eq!(refused, Refusal::LinkUnavailable);
+/// assert!(refused.is_retryable(), "the code was given back");
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[async_trait]
 pub trait LinkHook: Send + Sync {
     /// Records `link` in the host's own tables.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::sync::Mutex;
+    /// use lanlink::server::hook::{CompletedLink, HookError, LinkHook};
+    /// use lanlink::{InstanceId, TokenDigest};
+    /// /// Keeps one digest per instance: the one of the highest attempt.
+    /// #[derive(Default)]
+    /// struct Devices(Mutex<HashMap<InstanceId, (u32, TokenDigest)>>);
+    /// #[lanlink::async_trait]
+    /// impl LinkHook for Devices {
+    ///     async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError> {
+    ///         let mut devices = self.0.lock().unwrap();
+    ///         let entry = devices.entry(link.instance_id).or_insert((link.attempt, link.token_digest));
+    ///         if link.attempt >= entry.0 { *entry = (link.attempt, link.token_digest); }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # use lanlink::{server::hook::LinkVia, AccountId, PublicNetwork};
+    /// # let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let link = CompletedLink::new(AccountId::new("alice").unwrap(), InstanceId::from_bytes([7; 16]),
+    /// #     PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64), LinkVia::Manual, TokenDigest::from_bytes([1; 32]), at);
+    /// # let devices = Devices::default();
+    /// # let mut fut = std::pin::pin!(async { devices.link_completed(&link).await });
+    /// # use std::future::Future;
+    /// # let done = fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    /// assert!(matches!(done, std::task::Poll::Ready(Ok(()))));
+    /// assert_eq!(devices.0.lock().unwrap().len(), 1);
+    /// ```
     async fn link_completed(&self, link: &CompletedLink) -> Result<(), HookError>;
 }
 

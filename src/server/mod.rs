@@ -111,6 +111,16 @@ pub const MAX_TTL: TimeDelta = TimeDelta::days(365);
 pub const MINT_ATTEMPTS: usize = 16;
 
 /// The server's configuration. Checked by [`ServerConfig::validate`] (and [`Server::new`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use lanlink::{server::{Server, ServerConfig}, ConfigError};
+/// let config = ServerConfig::default()
+///     .announce_interval(Duration::from_secs(2))
+///     .presence_ttl(Duration::from_secs(4)); // less than 2.5 × the interval
+/// assert_eq!(config.validate(), Err(ConfigError::PresenceTtlTooShort));
+/// assert_eq!(Server::new(config).unwrap_err(), ConfigError::PresenceTtlTooShort);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub(crate) announce_interval: TimeDelta,
@@ -171,6 +181,8 @@ impl Default for ServerConfig {
 macro_rules! duration_setter {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
+        ///
+        #[doc = concat!("Zero and more than [`MAX_TTL`] are refused ([`ConfigError::Ttl`]):\n\n```\nuse std::time::Duration;\nuse lanlink::{server::ServerConfig, ConfigError};\nlet zero = ServerConfig::default().", stringify!($name), "(Duration::ZERO);\nassert_eq!(zero.validate(), Err(ConfigError::Ttl));\nlet long = ServerConfig::default().", stringify!($name), "(Duration::from_secs(366 * 86_400));\nassert_eq!(long.validate(), Err(ConfigError::Ttl));\n```")]
         pub fn $name(mut self, value: Duration) -> Self {
             match TimeDelta::from_std(value) {
                 Ok(delta) if !delta.is_zero() && delta <= MAX_TTL => self.$name = delta,
@@ -226,6 +238,13 @@ impl ServerConfig {
     }
 
     /// The window of every guessing budget (see [`Budgets::window`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// assert!(ServerConfig::default().lockout_window(Duration::from_secs(300)).validate().is_ok());
+    /// assert_eq!(ServerConfig::default().lockout_window(Duration::ZERO).validate(), Err(ConfigError::Ttl));
+    /// ```
     pub fn lockout_window(mut self, value: Duration) -> Self {
         match TimeDelta::from_std(value) {
             Ok(delta) => self.budgets.window = delta,
@@ -235,6 +254,13 @@ impl ServerConfig {
     }
 
     /// How long a filled guessing budget stays locked (see [`Budgets::lockout`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// assert!(ServerConfig::default().lockout_duration(Duration::from_secs(3600)).validate().is_ok());
+    /// assert_eq!(ServerConfig::default().lockout_duration(Duration::from_millis(10)).validate(), Err(ConfigError::Ttl));
+    /// ```
     pub fn lockout_duration(mut self, value: Duration) -> Self {
         match TimeDelta::from_std(value) {
             Ok(delta) => self.budgets.lockout = delta,
@@ -244,12 +270,26 @@ impl ServerConfig {
     }
 
     /// Every guessing budget and mint quota (default [`Budgets::default`]).
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// use lanlink::ConfigError;
+    /// let config = ServerConfig::default().budgets(Budgets::default().codes_per_account(3));
+    /// assert!(config.validate().is_ok());
+    /// let none = ServerConfig::default().budgets(Budgets::default().codes_per_account(0));
+    /// assert_eq!(none.validate(), Err(ConfigError::Quota));
+    /// ```
     pub fn budgets(mut self, budgets: Budgets) -> Self {
         self.budgets = budgets;
         self
     }
 
     /// The configured budgets.
+    ///
+    /// ```
+    /// use lanlink::server::{Budgets, ServerConfig};
+    /// assert_eq!(ServerConfig::default().budget_limits(), &Budgets::default());
+    /// ```
     pub fn budget_limits(&self) -> &Budgets {
         &self.budgets
     }
@@ -275,6 +315,14 @@ impl ServerConfig {
     );
 
     /// The IPv6 grouping prefix (1..=128, default 64).
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// let config = ServerConfig::default().ipv6_prefix(56);
+    /// assert_eq!(config.network_of("2001:db8:1:2ff::1".parse()?).to_string(), "2001:db8:1:200::/56");
+    /// assert_eq!(ServerConfig::default().ipv6_prefix(0).validate(), Err(ConfigError::Ipv6Prefix));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ipv6_prefix(mut self, prefix: u8) -> Self {
         self.ipv6_prefix = prefix;
         self
@@ -321,11 +369,26 @@ impl ServerConfig {
     }
 
     /// The configured NAT64/SIIT prefixes (the well-known prefix is always mapped besides).
+    ///
+    /// ```
+    /// use lanlink::server::ServerConfig;
+    /// assert!(ServerConfig::default().nat64().is_empty(), "64:ff9b::/96 is always mapped besides");
+    /// // Prefixes are kept truncated to their length.
+    /// let config = ServerConfig::default().nat64_prefixes(vec!["2001:db8:64::1/96".parse()?]);
+    /// assert_eq!(config.nat64(), ["2001:db8:64::/96".parse::<lanlink::ipnet::Ipv6Net>()?]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn nat64(&self) -> &[Ipv6Net] {
         &self.nat64_prefixes
     }
 
     /// The most agents a linker is shown; when more are present it is shown none (default 1).
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// assert_eq!(ServerConfig::default().max_visible(3).visible_limit(), 3);
+    /// assert_eq!(ServerConfig::default().max_visible(0).validate(), Err(ConfigError::MaxVisible));
+    /// ```
     pub fn max_visible(mut self, max: usize) -> Self {
         self.max_visible = max;
         self
@@ -336,12 +399,26 @@ impl ServerConfig {
     /// is an Obico agent polling with the same `host_or_ip`, each on its own port, a linker is
     /// shown up to this many (or `max_visible`, if more); any other mix keeps `max_visible`.
     /// `host_or_ip` is what the poll says, not proven: see SECURITY.md ("The Obico profile").
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// assert!(ServerConfig::default().max_visible_one_host(4).validate().is_ok());
+    /// assert_eq!(ServerConfig::default().max_visible_one_host(0).validate(), Err(ConfigError::MaxVisible));
+    /// ```
     pub fn max_visible_one_host(mut self, max: usize) -> Self {
         self.max_visible_one_host = max;
         self
     }
 
     /// The most agents one network record holds (default 16).
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// assert!(ServerConfig::default().max_agents_per_network(64).validate().is_ok());
+    /// let below = ServerConfig::default().max_visible(4).max_agents_per_network(3);
+    /// assert_eq!(below.validate(), Err(ConfigError::MaxAgentsPerNetwork));
+    /// assert!(ServerConfig::default().max_agents_per_network(1025).validate().is_err());
+    /// ```
     pub fn max_agents_per_network(mut self, max: usize) -> Self {
         self.max_agents_per_network = max;
         self
@@ -350,6 +427,12 @@ impl ServerConfig {
     /// Failures in `lockout_window` that lock a network out (default 5): the threshold of the
     /// finest budget level (the IPv4 address, the IPv6 grouping prefix); coarser levels are
     /// raised to at least this.
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// assert!(ServerConfig::default().lockout_threshold(10).validate().is_ok());
+    /// assert_eq!(ServerConfig::default().lockout_threshold(0).validate(), Err(ConfigError::Lockout));
+    /// ```
     pub fn lockout_threshold(mut self, threshold: u32) -> Self {
         if threshold == 0 {
             self.error = self.error.or(Some(ConfigError::Lockout));
@@ -360,12 +443,27 @@ impl ServerConfig {
     }
 
     /// The manual code format.
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, CodeFormat};
+    /// let format = CodeFormat::new(8, "ABCDEFGHJKMNPQRSTVWXYZ23456789")?;
+    /// assert!(ServerConfig::default().code_format(format).validate().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn code_format(mut self, format: CodeFormat) -> Self {
         self.code_format = format;
         self
     }
 
     /// Trusts forwarding headers from these proxy networks (default: none).
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, ForwardedHeaders};
+    /// let config = ServerConfig::default().trusted_proxies(vec!["10.0.0.0/8".parse()?]);
+    /// let via_lb = ForwardedHeaders { forwarded: &[], x_forwarded_for: &["198.51.100.7"] };
+    /// assert_eq!(config.resolver().resolve("10.0.0.2".parse()?, via_lb), Ok("198.51.100.7".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
         self.resolver = ClientAddrResolver::new(proxies);
         self
@@ -373,6 +471,13 @@ impl ServerConfig {
 
     /// When a public network is judged shared (default [`SharedNetworkPolicy::default`]; see
     /// [`shared`]). [`SharedNetworkPolicy::disabled`] turns detection off.
+    ///
+    /// ```
+    /// use lanlink::server::{ServerConfig, SharedNetworkPolicy};
+    /// let config = ServerConfig::default().shared_network(SharedNetworkPolicy::disabled());
+    /// assert!(config.validate().is_ok());
+    /// assert_eq!(config.shared_network_policy(), &SharedNetworkPolicy::disabled());
+    /// ```
     pub fn shared_network(mut self, policy: SharedNetworkPolicy) -> Self {
         self.shared = policy;
         self
@@ -403,33 +508,75 @@ impl ServerConfig {
     }
 
     /// The origins configured with [`ServerConfig::allow_origin`].
+    ///
+    /// ```
+    /// use lanlink::server::ServerConfig;
+    /// assert!(ServerConfig::default().allowed_origins().is_empty());
+    /// let config = ServerConfig::default().allow_origin("https://a.example").allow_origin("http://b.example:8080");
+    /// assert_eq!(config.allowed_origins(), ["https://a.example", "http://b.example:8080"]);
+    /// ```
     pub fn allowed_origins(&self) -> &[String] {
         &self.allowed_origins
     }
 
     /// The shared-network policy.
+    ///
+    /// ```
+    /// use lanlink::server::{ServerConfig, SharedNetworkPolicy};
+    /// assert_eq!(ServerConfig::default().shared_network_policy(), &SharedNetworkPolicy::default());
+    /// ```
     pub fn shared_network_policy(&self) -> &SharedNetworkPolicy {
         &self.shared
     }
 
     /// The client-address resolver.
+    ///
+    /// ```
+    /// use lanlink::server::ServerConfig;
+    /// assert!(ServerConfig::default().resolver().trusted_proxies().is_empty());
+    /// ```
     pub fn resolver(&self) -> &ClientAddrResolver {
         &self.resolver
     }
 
     /// The configured `max_visible`.
+    ///
+    /// ```
+    /// use lanlink::server::ServerConfig;
+    /// assert_eq!(ServerConfig::default().visible_limit(), 1);
+    /// ```
     pub fn visible_limit(&self) -> usize {
         self.max_visible
     }
 
     /// The public network of a (resolved) client address under this configuration: IPv4 as
     /// itself, a NAT64/SIIT address as the IPv4 address it embeds, other IPv6 by its prefix.
+    ///
+    /// ```
+    /// use lanlink::{server::ServerConfig, PublicNetwork};
+    /// let config = ServerConfig::default();
+    /// // Two addresses of one /64 are one network; NAT64's well-known prefix reads as IPv4.
+    /// assert_eq!(config.network_of("2001:db8::1".parse()?), config.network_of("2001:db8::2".parse()?));
+    /// assert_eq!(config.network_of("64:ff9b::198.51.100.1".parse()?), PublicNetwork::V4("198.51.100.1".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn network_of(&self, ip: IpAddr) -> PublicNetwork {
         PublicNetwork::from_ip_nat64(ip, self.ipv6_prefix, &self.nat64_prefixes)
     }
 
     /// Checks the configuration.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{server::ServerConfig, ConfigError};
+    /// assert_eq!(ServerConfig::default().validate(), Ok(()));
+    /// // Auto codes must outlive the message that carries them.
+    /// let config = ServerConfig::default()
+    ///     .message_ttl(Duration::from_secs(120))
+    ///     .auto_code_ttl(Duration::from_secs(60));
+    /// assert_eq!(config.validate(), Err(ConfigError::Ttl));
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
@@ -465,6 +612,26 @@ impl ServerConfig {
 }
 
 /// A successful redemption: the reply for the agent, and the link the [`LinkHook`] saw.
+///
+/// ```
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::wire::RedeemRequest;
+/// # use lanlink::{AccountId, InstanceId, PublicNetwork};
+/// # let mut fut = std::pin::pin!(async {
+/// let server = Server::new(ServerConfig::default()).unwrap();
+/// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let mut rng = lanlink::os_rng();
+/// let alice = AccountId::new("alice").unwrap();
+/// let minted = server.mint_code(now, &mut rng, &alice).await.unwrap();
+/// let id = InstanceId::generate(&mut rng);
+/// let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// let redeemed = server.redeem(now, &mut rng, network, &RedeemRequest::new(id, minted.code)).await.unwrap();
+/// assert_eq!((redeemed.account, redeemed.instance_id), (alice, id));
+/// assert_eq!(redeemed.code_expires_at, minted.expires_at);
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Redeemed {
@@ -483,6 +650,16 @@ pub struct Redeemed {
 /// The account a user request is from, as the host's own authentication found it: what the
 /// user steps ([`Server::discover`], [`Server::link`]) take, and what the
 /// [wire function](endpoint::handle) asks the host for ([`endpoint::Handled::NeedsUser`]).
+///
+/// ```
+/// use lanlink::{confirm::DisplayName, server::User, AccountId};
+/// // An account id too long for a display name sends none.
+/// let user = User::new(AccountId::new("x".repeat(65)).unwrap());
+/// assert_eq!(user.display_name, None);
+/// let named = User::named(AccountId::new("u-1").unwrap(), DisplayName::new("Bob"));
+/// assert_eq!(named.display_name.map(|n| n.to_string()).as_deref(), Some("Bob"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The account the request is from.
@@ -536,6 +713,18 @@ impl User {
 /// requests; no lock is held across an await) and the caller's network, resolved once by
 /// [`caller`](Self::caller). Over the in-memory store every future is ready at its first poll,
 /// unless the link hook waits; a blocking host drives them with any `block_on`.
+///
+/// ```
+/// use lanlink::event::{RequestKind, ServerEvent};
+/// use lanlink::server::{Server, ServerConfig};
+/// use lanlink::ForwardedHeaders;
+/// let server = Server::new(ServerConfig::default())?;
+/// // Resolve the caller once per request, then run the step (see `Server::discover`).
+/// let network = server.caller(RequestKind::Discover, "198.51.100.4".parse()?, ForwardedHeaders::NONE)?;
+/// assert_eq!(network.to_string(), "198.51.100.4");
+/// assert!(server.poll_event().is_none(), "resolving is no event");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Server<S = MemoryStore> {
     config: ServerConfig,
     store: S,
@@ -588,6 +777,20 @@ enum EventsTo {
 
 impl Events {
     /// Every event goes to `sink` as the operation that made it ends.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lanlink::event::RequestKind;
+    /// use lanlink::server::{Events, Server, ServerConfig};
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let config = ServerConfig::default().trusted_proxies(vec!["10.0.0.0/8".parse()?]);
+    /// let server = Server::new(config)?.with_events(Events::sink(move |e| log.lock().unwrap().push(e)));
+    /// let _ = server.caller(RequestKind::Discover, "10.0.0.1".parse()?, lanlink::ForwardedHeaders::NONE);
+    /// assert_eq!(seen.lock().unwrap().len(), 1, "the refusal went to the sink");
+    /// assert!(server.poll_event().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sink(sink: impl Fn(ServerEvent) + Send + Sync + 'static) -> Self {
         Self(EventsTo::Sink(Arc::new(sink)))
     }
@@ -595,12 +798,33 @@ impl Events {
     /// Events wait in a bounded queue for [`Server::poll_event`] (what [`Server::new`] uses):
     /// drain it after each call. Past [`MAX_QUEUED_EVENTS`] waiting, events are counted, not
     /// queued, and one [`ServerEvent::EventsLost`] stands where they would have been.
+    ///
+    /// ```
+    /// use lanlink::event::{RequestKind, ServerEvent};
+    /// use lanlink::server::{Events, Server, ServerConfig};
+    /// let config = ServerConfig::default().trusted_proxies(vec!["10.0.0.0/8".parse()?]);
+    /// let server = Server::new(config)?.with_events(Events::queue());
+    /// let _ = server.caller(RequestKind::Discover, "10.0.0.1".parse()?, lanlink::ForwardedHeaders::NONE);
+    /// assert!(matches!(server.poll_event(), Some(ServerEvent::Refused { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue() -> Self {
         Self(EventsTo::Queue(Mutex::new(EventQueue::default())))
     }
 
     /// Every event is dropped. For benches and throwaway tools; a server that links real
     /// accounts should keep its decisions ([`Events::sink`]).
+    ///
+    /// ```
+    /// use lanlink::event::RequestKind;
+    /// use lanlink::server::{Events, Server, ServerConfig};
+    /// let config = ServerConfig::default().trusted_proxies(vec!["10.0.0.0/8".parse()?]);
+    /// let server = Server::new(config)?.with_events(Events::discard());
+    /// let _ = server.caller(RequestKind::Discover, "10.0.0.1".parse()?, lanlink::ForwardedHeaders::NONE);
+    /// assert!(server.poll_event().is_none());
+    /// assert_eq!(server.lost_events(), 0, "discarded on purpose, not lost");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn discard() -> Self {
         Self(EventsTo::Discard)
     }
@@ -759,16 +983,44 @@ impl<S: Backend> Server<S> {
     }
 
     /// The link hook, if one is set.
+    ///
+    /// ```
+    /// use lanlink::server::{Server, ServerConfig};
+    /// let server = Server::new(ServerConfig::default())?;
+    /// assert!(server.link_hook().is_none(), "no hook unless `with_link_hook` sets one");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn link_hook(&self) -> Option<&Arc<dyn LinkHook>> {
         self.hook.as_ref()
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// use lanlink::server::{Server, ServerConfig};
+    /// let server = Server::new(ServerConfig::default().max_visible(2))?;
+    /// assert_eq!(server.config().visible_limit(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
 
     /// The store.
+    ///
+    /// ```
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::AccountId;
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// assert_eq!(server.store().codes(), 0);
+    /// server.mint_code(now, &mut lanlink::os_rng(), &AccountId::new("alice").unwrap()).await.unwrap();
+    /// assert_eq!(server.store().codes(), 1);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub fn store(&self) -> &S {
         &self.store
     }
@@ -827,6 +1079,13 @@ impl<S: Backend> Server<S> {
     /// How many events were lost in all because more than [`MAX_QUEUED_EVENTS`] waited
     /// undrained in the [queue](Events::queue) (for a metric: [`poll_event`](Self::poll_event)
     /// reports each loss in its place as a [`ServerEvent::EventsLost`]).
+    ///
+    /// ```
+    /// use lanlink::server::{Server, ServerConfig};
+    /// let server = Server::new(ServerConfig::default())?;
+    /// assert_eq!(server.lost_events(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lost_events(&self) -> u64 {
         match &self.events.0 {
             EventsTo::Queue(queue) => crate::lock_unpoisoned(queue).lost(),
@@ -838,6 +1097,20 @@ impl<S: Backend> Server<S> {
     /// it carried: the one place a caller is resolved (trusting forwarding headers only from the
     /// configured proxies, [`ServerConfig::trusted_proxies`]). A caller that cannot be resolved
     /// is refused (`unresolvable_client`, with a [`ServerEvent::Refused`]).
+    ///
+    /// ```
+    /// use lanlink::event::RequestKind;
+    /// use lanlink::server::{Server, ServerConfig};
+    /// use lanlink::{ClientAddrError, ForwardedHeaders, Refusal};
+    /// let config = ServerConfig::default().trusted_proxies(vec!["10.0.0.0/8".parse()?]);
+    /// let server = Server::new(config)?;
+    /// let lb = "10.0.0.2".parse()?;
+    /// let named = ForwardedHeaders { forwarded: &["for=203.0.113.50"], x_forwarded_for: &[] };
+    /// assert_eq!(server.caller(RequestKind::Link, lb, named)?.to_string(), "203.0.113.50");
+    /// let unnamed = server.caller(RequestKind::Link, lb, ForwardedHeaders::NONE);
+    /// assert_eq!(unnamed, Err(Refusal::ClientAddr(ClientAddrError::MissingForwarded)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn caller(
         &self,
         request: RequestKind,
@@ -994,6 +1267,24 @@ impl<S: Backend> Server<S> {
     }
 
     /// The state of `account`'s link to an agent, as seen from the caller's `network`.
+    ///
+    /// ```
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::wire::LinkState;
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// let alice = AccountId::new("alice").unwrap();
+    /// let id = InstanceId::from_bytes([7; 16]);
+    /// // Nothing was asked for this instance: its state is unknown (and says no more).
+    /// let reply = server.link_status(now, home, &alice, &id).await.unwrap();
+    /// assert_eq!((reply.instance_id, reply.state), (id, LinkState::Unknown));
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub async fn link_status(
         &self,
         now: DateTime<Utc>,
@@ -1045,6 +1336,27 @@ impl<S: Backend> Server<S> {
     /// The code is claimed (see [`hook`] for the order), the [link hook](Self::with_link_hook)
     /// is awaited, holding nothing, and the link completed; a hook that fails gives the code
     /// back (`503 link_unavailable`, retryable) so that the agent's retry links.
+    ///
+    /// ```
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::wire::RedeemRequest;
+    /// # use lanlink::{AccountId, InstanceId, PublicNetwork, WireCode};
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// let mut rng = lanlink::os_rng();
+    /// let code = server.mint_code(now, &mut rng, &AccountId::new("alice").unwrap()).await.unwrap().code;
+    /// let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// let request = RedeemRequest::new(InstanceId::generate(&mut rng), code);
+    /// assert!(server.redeem(now, &mut rng, network, &request).await.is_ok());
+    /// // Single-use: the same code again reads as any wrong code on the wire.
+    /// let again = server.redeem(now, &mut rng, network, &request).await.unwrap_err();
+    /// assert_eq!(again.code(), WireCode::InvalidCode);
+    /// assert!(again.counts_as_failure());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub async fn redeem<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,
@@ -1098,6 +1410,22 @@ impl<S: Backend> Server<S> {
 
     /// Drops every expired record from the store (a housekeeping call; every operation also
     /// ignores what has expired; a store with its own expiry, such as Redis, has nothing to do).
+    ///
+    /// ```
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::AccountId;
+    /// # let mut fut = std::pin::pin!(async {
+    /// let server = Server::new(ServerConfig::default()).unwrap();
+    /// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// server.mint_code(now, &mut lanlink::os_rng(), &AccountId::new("alice").unwrap()).await.unwrap();
+    /// server.purge_expired(now).await.unwrap();
+    /// assert_eq!(server.store().codes(), 1, "still live");
+    /// server.purge_expired(now + chrono::TimeDelta::minutes(11)).await.unwrap();
+    /// assert_eq!(server.store().codes(), 0, "a manual code lives 10 minutes");
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub async fn purge_expired(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         run!(self, |ops| ops.purge(now))
     }

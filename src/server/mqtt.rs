@@ -154,6 +154,34 @@ pub fn client_of_up_topic<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
 }
 
 /// Agent → server, on `{prefix}/up/{client_id}`. `Debug` redacts the ticket (a bearer credential).
+///
+/// ```
+/// # use lanlink::server::mqtt::{handle_up, up_topic, DownMessage, Dropped, UpMessage, DEFAULT_TOPIC_PREFIX};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::ticket::TicketKey;
+/// # use lanlink::wire::Announce;
+/// # use lanlink::{secret::PresenceKey, LocalSecret, PublicNetwork};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let key = TicketKey::generate(&mut lanlink::os_rng());
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let presence = PresenceKey::from_bytes([1; 32]);
+/// # let id = presence.instance_id();
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+/// #     LocalSecret::from_bytes([2; 32]).commitment(&id), presence);
+/// # let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// # let ticket = key.issue(now, chrono::TimeDelta::minutes(5), network, id).token;
+/// # let topic = up_topic(DEFAULT_TOPIC_PREFIX, &key.client_id(&id));
+/// # let mut rng = lanlink::os_rng();
+/// let up = UpMessage::Announce { id: "req-1".into(), ticket: ticket.clone(), announce };
+/// // Debug never shows the ticket (a bearer credential).
+/// assert!(!format!("{up:?}").contains(&ticket));
+/// let payload = serde_json::to_vec(&up).unwrap();
+/// assert!(handle_up(&server, now, &mut rng, &key, DEFAULT_TOPIC_PREFIX, &topic, &payload).await.is_ok());
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -198,6 +226,34 @@ impl std::fmt::Debug for UpMessage {
 }
 
 /// Server → agent, on `{prefix}/down/{client_id}`.
+///
+/// ```
+/// # use lanlink::server::mqtt::{handle_up, up_topic, DownMessage, Dropped, UpMessage, DEFAULT_TOPIC_PREFIX};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::ticket::TicketKey;
+/// # use lanlink::wire::Announce;
+/// # use lanlink::{secret::PresenceKey, LocalSecret, PublicNetwork};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let key = TicketKey::generate(&mut lanlink::os_rng());
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let presence = PresenceKey::from_bytes([1; 32]);
+/// # let id = presence.instance_id();
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+/// #     LocalSecret::from_bytes([2; 32]).commitment(&id), presence);
+/// # let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// # let ticket = key.issue(now, chrono::TimeDelta::minutes(5), network, id).token;
+/// # let topic = up_topic(DEFAULT_TOPIC_PREFIX, &key.client_id(&id));
+/// # let mut rng = lanlink::os_rng();
+/// let up = UpMessage::Announce { id: "req-1".into(), ticket, announce };
+/// let payload = serde_json::to_vec(&up).unwrap();
+/// let reply = handle_up(&server, now, &mut rng, &key, DEFAULT_TOPIC_PREFIX, &topic, &payload).await.unwrap();
+/// let down: DownMessage = serde_json::from_slice(&reply.payload).unwrap();
+/// assert!(matches!(down, DownMessage::Announced { id, .. } if id == "req-1"));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -235,6 +291,37 @@ pub enum DownMessage {
 /// What to publish: the payload (QoS 1, not retained) on the topic. `Debug` shows neither the
 /// payload (it may carry a secret, a code or a token) nor the topic (it names the agent's
 /// client id, a credential).
+///
+/// ```
+/// # use lanlink::server::mqtt::{handle_up, up_topic, DownMessage, Dropped, UpMessage, DEFAULT_TOPIC_PREFIX};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::ticket::TicketKey;
+/// # use lanlink::wire::Announce;
+/// # use lanlink::{secret::PresenceKey, LocalSecret, PublicNetwork};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let key = TicketKey::generate(&mut lanlink::os_rng());
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let presence = PresenceKey::from_bytes([1; 32]);
+/// # let id = presence.instance_id();
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+/// #     LocalSecret::from_bytes([2; 32]).commitment(&id), presence);
+/// # let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// # let ticket = key.issue(now, chrono::TimeDelta::minutes(5), network, id).token;
+/// # let topic = up_topic(DEFAULT_TOPIC_PREFIX, &key.client_id(&id));
+/// # let mut rng = lanlink::os_rng();
+/// // An expired ticket: the reply is a refusal, on the agent's down topic.
+/// let later = now + chrono::TimeDelta::minutes(6);
+/// let up = UpMessage::Announce { id: "req-2".into(), ticket, announce };
+/// let payload = serde_json::to_vec(&up).unwrap();
+/// let reply = handle_up(&server, later, &mut rng, &key, DEFAULT_TOPIC_PREFIX, &topic, &payload).await.unwrap();
+/// assert_eq!(reply.refused, Some("ticket_expired"));
+/// assert_eq!(reply.instance_id, id);
+/// assert!(!format!("{reply:?}").contains(&reply.topic), "Debug shows no client id");
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 #[must_use]
@@ -260,6 +347,33 @@ impl std::fmt::Debug for Reply {
 }
 
 /// Why [`handle_up`] dropped a request without a reply.
+///
+/// ```
+/// # use lanlink::server::mqtt::{handle_up, up_topic, DownMessage, Dropped, UpMessage, DEFAULT_TOPIC_PREFIX};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::ticket::TicketKey;
+/// # use lanlink::wire::Announce;
+/// # use lanlink::{secret::PresenceKey, LocalSecret, PublicNetwork};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let key = TicketKey::generate(&mut lanlink::os_rng());
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let presence = PresenceKey::from_bytes([1; 32]);
+/// # let id = presence.instance_id();
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+/// #     LocalSecret::from_bytes([2; 32]).commitment(&id), presence);
+/// # let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// # let ticket = key.issue(now, chrono::TimeDelta::minutes(5), network, id).token;
+/// # let topic = up_topic(DEFAULT_TOPIC_PREFIX, &key.client_id(&id));
+/// # let mut rng = lanlink::os_rng();
+/// # let _ = (ticket, announce);
+/// let not_up = format!("{DEFAULT_TOPIC_PREFIX}/down/x");
+/// assert_eq!(handle_up(&server, now, &mut rng, &key, DEFAULT_TOPIC_PREFIX, &not_up, b"{}").await.unwrap_err(), Dropped::Topic);
+/// assert_eq!(handle_up(&server, now, &mut rng, &key, DEFAULT_TOPIC_PREFIX, &topic, b"{}").await.unwrap_err(), Dropped::Malformed);
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Dropped {
@@ -320,6 +434,35 @@ pub(crate) fn refusal_message(id: String, refusal: &Refusal) -> DownMessage {
 /// at `now`, checking tickets with `key` (the key the HTTP ticket route signs with); `rng`
 /// draws tokens. `Ok` is the reply to publish; `Err` says why the request is dropped
 /// unanswered. See the [module docs](self) for the rules, in order.
+///
+/// ```
+/// # use lanlink::server::mqtt::{handle_up, up_topic, DownMessage, Dropped, UpMessage, DEFAULT_TOPIC_PREFIX};
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::ticket::TicketKey;
+/// # use lanlink::wire::Announce;
+/// # use lanlink::{secret::PresenceKey, LocalSecret, PublicNetwork};
+/// # let mut fut = std::pin::pin!(async {
+/// # let server = Server::new(ServerConfig::default()).unwrap();
+/// # let key = TicketKey::generate(&mut lanlink::os_rng());
+/// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// # let presence = PresenceKey::from_bytes([1; 32]);
+/// # let id = presence.instance_id();
+/// # let announce = Announce::new(id, "192.168.1.50".parse().unwrap(), 8080, Default::default(),
+/// #     LocalSecret::from_bytes([2; 32]).commitment(&id), presence);
+/// # let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// # let ticket = key.issue(now, chrono::TimeDelta::minutes(5), network, id).token;
+/// # let topic = up_topic(DEFAULT_TOPIC_PREFIX, &key.client_id(&id));
+/// # let mut rng = lanlink::os_rng();
+/// // A topic of another client than the ticket's instance: refused, not answered as that agent.
+/// let stranger = up_topic(DEFAULT_TOPIC_PREFIX, &key.client_id(&lanlink::InstanceId::from_bytes([9; 16])));
+/// let up = UpMessage::Announce { id: "req-3".into(), ticket, announce };
+/// let payload = serde_json::to_vec(&up).unwrap();
+/// let reply = handle_up(&server, now, &mut rng, &key, DEFAULT_TOPIC_PREFIX, &stranger, &payload).await.unwrap();
+/// assert_eq!(reply.refused, Some("wrong_client"));
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
 pub async fn handle_up<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     server: &Server<S>,
     now: DateTime<Utc>,

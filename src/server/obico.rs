@@ -597,6 +597,31 @@ impl<S: Backend> Server<S> {
     /// against the caller's network's budgets before the lookup and refunded when the passcode
     /// is this agent's here: a network whose budget is full gets no passcode either (its agents'
     /// passcodes are not looked up, not replaced, and stay claimable).
+    ///
+    /// ```
+    /// # use lanlink::obico::{ObicoConfig, UnlinkedPoll};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::{AccountId, InstanceId, LocalSecret, PublicNetwork, WireCode};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let obico = ObicoConfig::default();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let mut rng = lanlink::os_rng();
+    /// # let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// # let alice = AccountId::new("alice").unwrap();
+    /// # let device = InstanceId::from_bytes([7; 16]);
+    /// # let poll = UnlinkedPoll { device_id: device, endpoint: Some(("192.168.1.50".parse().unwrap(), 46793)),
+    /// #     info: Default::default(), extra: Default::default(), one_time_passcode: None };
+    /// let reply = server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap();
+    /// assert!(reply.message.is_none() && reply.passcode.is_none(), "nothing for it yet");
+    /// // A poll asking for a passcode (moonraker-obico) gets one.
+    /// let asking = UnlinkedPoll { one_time_passcode: Some(String::new()), ..poll };
+    /// let reply = server.obico_unlinked(now, &mut rng, &obico, home, &asking).await.unwrap();
+    /// assert!(reply.passcode.is_some());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub async fn obico_unlinked<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,
@@ -615,6 +640,32 @@ impl<S: Backend> Server<S> {
     /// Like the core's [`discover`](Server::discover), it counts `account` among the network's
     /// recent discoverers toward the [shared-network](super::shared) judgement, and lists
     /// nothing in a network judged shared.
+    ///
+    /// ```
+    /// # use lanlink::obico::{ObicoConfig, UnlinkedPoll};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::{AccountId, InstanceId, LocalSecret, PublicNetwork, WireCode};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let obico = ObicoConfig::default();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let mut rng = lanlink::os_rng();
+    /// # let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// # let alice = AccountId::new("alice").unwrap();
+    /// # let device = InstanceId::from_bytes([7; 16]);
+    /// # let poll = UnlinkedPoll { device_id: device, endpoint: Some(("192.168.1.50".parse().unwrap(), 46793)),
+    /// #     info: Default::default(), extra: Default::default(), one_time_passcode: None };
+    /// server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap();
+    /// let shown = server.obico_list(now, home, &alice).await.unwrap();
+    /// assert_eq!(shown.len(), 1);
+    /// assert_eq!(shown[0].0.instance_id, device);
+    /// // Another network sees nothing.
+    /// let away = PublicNetwork::from_ip("198.51.100.1".parse().unwrap(), 64);
+    /// assert!(server.obico_list(now, away, &alice).await.unwrap().is_empty());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub async fn obico_list(
         &self,
         now: DateTime<Utc>,
@@ -631,6 +682,35 @@ impl<S: Backend> Server<S> {
     /// On success the server mints a 128-bit code bound to the agent and the caller's network for
     /// `account`, and queues `{code, secret}` for the agent's next poll, once. The secret is not
     /// checked (the agent has no commitment): the agent compares it.
+    ///
+    /// ```
+    /// # use lanlink::obico::{ObicoConfig, UnlinkedPoll};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::{AccountId, InstanceId, LocalSecret, PublicNetwork, WireCode};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let obico = ObicoConfig::default();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let mut rng = lanlink::os_rng();
+    /// # let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// # let alice = AccountId::new("alice").unwrap();
+    /// # let device = InstanceId::from_bytes([7; 16]);
+    /// # let poll = UnlinkedPoll { device_id: device, endpoint: Some(("192.168.1.50".parse().unwrap(), 46793)),
+    /// #     info: Default::default(), extra: Default::default(), one_time_passcode: None };
+    /// server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap();
+    /// let secret = LocalSecret::from_bytes([3; 32]);
+    /// server.obico_link(now, &mut rng, home, &alice, device, Some(secret.clone())).await.unwrap();
+    /// // The agent's next poll carries the secret (for it to compare) and a code, once.
+    /// // (Polls closer than `min_poll_gap` look like two pollers: the agent polls every 5 s.)
+    /// let next = now + chrono::TimeDelta::seconds(5);
+    /// let message = server.obico_unlinked(next, &mut rng, &obico, home, &poll).await.unwrap().message.unwrap();
+    /// assert!(message.secret.ct_eq(&secret));
+    /// let after = next + chrono::TimeDelta::seconds(5);
+    /// assert!(server.obico_unlinked(after, &mut rng, &obico, home, &poll).await.unwrap().message.is_none());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     #[allow(clippy::too_many_arguments)]
     pub async fn obico_link<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
@@ -651,6 +731,35 @@ impl<S: Backend> Server<S> {
     /// Failures count toward the caller's lockout, and a locked-out network is refused even with
     /// the right code (which stays unused). The [link hook](Server::with_link_hook) is awaited
     /// between the claim and the completion, as for [`redeem`](Server::redeem).
+    ///
+    /// ```
+    /// # use lanlink::obico::{ObicoConfig, UnlinkedPoll};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::{AccountId, InstanceId, LocalSecret, PublicNetwork, WireCode};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let obico = ObicoConfig::default();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let mut rng = lanlink::os_rng();
+    /// # let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// # let alice = AccountId::new("alice").unwrap();
+    /// # let device = InstanceId::from_bytes([7; 16]);
+    /// # let poll = UnlinkedPoll { device_id: device, endpoint: Some(("192.168.1.50".parse().unwrap(), 46793)),
+    /// #     info: Default::default(), extra: Default::default(), one_time_passcode: None };
+    /// # server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap();
+    /// # let secret = LocalSecret::from_bytes([3; 32]);
+    /// # server.obico_link(now, &mut rng, home, &alice, device, Some(secret.clone())).await.unwrap();
+    /// # let now = now + chrono::TimeDelta::seconds(5);
+    /// # let code = server.obico_unlinked(now, &mut rng, &obico, home, &poll).await.unwrap().message.unwrap().code;
+    /// let verified = server.obico_verify(now, &mut rng, home, &code).await.unwrap();
+    /// assert_eq!((verified.redeemed.account, verified.redeemed.instance_id), (alice, device));
+    /// // Single use: a second redemption reads as any wrong code.
+    /// let again = server.obico_verify(now, &mut rng, home, &code).await.unwrap_err();
+    /// assert_eq!(again.code(), WireCode::InvalidCode);
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub async fn obico_verify<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,
@@ -682,6 +791,34 @@ impl<S: Backend> Server<S> {
     /// even with a right passcode, which stays claimable). On success the server mints a 128-bit
     /// code for `account`, bound to the agent and to the agent's network, and holds it for the
     /// agent's next poll (its `verification_code`).
+    ///
+    /// ```
+    /// # use lanlink::obico::{ObicoConfig, UnlinkedPoll};
+    /// # use lanlink::server::{Server, ServerConfig};
+    /// # use lanlink::{AccountId, InstanceId, LocalSecret, PublicNetwork, WireCode};
+    /// # let mut fut = std::pin::pin!(async {
+    /// # let server = Server::new(ServerConfig::default()).unwrap();
+    /// # let obico = ObicoConfig::default();
+    /// # let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    /// # let mut rng = lanlink::os_rng();
+    /// # let home = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+    /// # let alice = AccountId::new("alice").unwrap();
+    /// # let device = InstanceId::from_bytes([7; 16]);
+    /// # let poll = UnlinkedPoll { device_id: device, endpoint: Some(("192.168.1.50".parse().unwrap(), 46793)),
+    /// #     info: Default::default(), extra: Default::default(), one_time_passcode: None };
+    /// let asking = UnlinkedPoll { one_time_passcode: Some(String::new()), ..poll };
+    /// let shown = server.obico_unlinked(now, &mut rng, &obico, home, &asking).await.unwrap().passcode.unwrap();
+    /// let wrong = server.obico_claim(now, &mut rng, home, &alice, "ZZZZZZZZ").await.unwrap_err();
+    /// assert_eq!(wrong.code(), WireCode::InvalidCode);
+    /// server.obico_claim(now, &mut rng, home, &alice, shown.one_time_passcode.expose()).await.unwrap();
+    /// // The agent's next poll, showing the same passcode, gets the code to redeem.
+    /// let asking = UnlinkedPoll { one_time_passcode: Some(shown.one_time_passcode.expose().into()), ..asking };
+    /// let next = server.obico_unlinked(now, &mut rng, &obico, home, &asking).await.unwrap().passcode.unwrap();
+    /// assert!(next.verification_code.is_some());
+    /// # });
+    /// # use std::future::Future;
+    /// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+    /// ```
     pub async fn obico_claim<R: CryptoRng + RngCore + Send + ?Sized>(
         &self,
         now: DateTime<Utc>,

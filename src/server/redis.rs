@@ -128,6 +128,17 @@ return 1
 ";
 
 /// How to reach Redis and lay out the keys.
+///
+/// ```
+/// use lanlink::server::redis::{RedisSetupError, RedisStore, RedisStoreConfig};
+/// // Checked when connecting: a URL that is not one fails at once, before any network I/O.
+/// let config = RedisStoreConfig::new("not a url").prefix("site-a");
+/// let mut connect = std::pin::pin!(RedisStore::connect(config));
+/// # use std::future::Future;
+/// let waker = std::task::Waker::noop();
+/// let done = connect.as_mut().poll(&mut std::task::Context::from_waker(waker));
+/// assert!(matches!(done, std::task::Poll::Ready(Err(RedisSetupError::Redis(_)))));
+/// ```
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
     url: String,
@@ -196,6 +207,16 @@ impl RedisStoreConfig {
 
     /// The key prefix (no `{` or `}`; several deployments may share one Redis under distinct
     /// prefixes).
+    ///
+    /// ```
+    /// use lanlink::server::redis::{RedisSetupError, RedisStore, RedisStoreConfig};
+    /// // A brace would break the cluster hash tags: refused before connecting.
+    /// let config = RedisStoreConfig::new("redis://127.0.0.1:6379").prefix("site{a}");
+    /// let mut connect = std::pin::pin!(RedisStore::connect(config));
+    /// # use std::future::Future;
+    /// let done = connect.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    /// assert!(matches!(done, std::task::Poll::Ready(Err(RedisSetupError::Prefix))));
+    /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -244,6 +265,16 @@ impl RedisStoreConfig {
 }
 
 /// Why a [`RedisStore`] could not be set up.
+///
+/// ```
+/// use lanlink::server::redis::{RedisSetupError, RedisStore, RedisStoreConfig};
+/// let config = RedisStoreConfig::cluster(["redis://127.0.0.1:7000"]).prefix("}");
+/// let mut connect = std::pin::pin!(RedisStore::connect(config));
+/// # use std::future::Future;
+/// let done = connect.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+/// let std::task::Poll::Ready(Err(err)) = done else { panic!("refused before connecting") };
+/// assert!(matches!(err, RedisSetupError::Prefix));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisSetupError {
@@ -326,6 +357,14 @@ fn ambiguous(err: &RedisError) -> bool {
 
 impl RedisStore {
     /// Connects to Redis (the connection is kept and re-established after a restart).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+    /// let store = RedisStore::connect(RedisStoreConfig::new("redis://127.0.0.1:6379").prefix("site-a")).await?;
+    /// assert_eq!(store.round_trips(), 0, "connecting sends no store command");
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(config: RedisStoreConfig) -> Result<Self, RedisSetupError> {
         if config.prefix.contains(['{', '}']) {
             return Err(RedisSetupError::Prefix);
@@ -379,12 +418,30 @@ impl RedisStore {
     }
 
     /// The connection (for inspection and tests).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanlink::server::redis::{RedisConnection, RedisStore, RedisStoreConfig};
+    /// let store = RedisStore::connect(RedisStoreConfig::new("redis://127.0.0.1:6379")).await?;
+    /// assert!(matches!(store.connection(), RedisConnection::Node(_)));
+    /// # Ok(()) }
+    /// ```
     pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 
     /// How many commands this store (and its clones) has sent to Redis, each one round trip
     /// (a script's reload after a Redis restart, done by the client, is not counted).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+    /// let store = RedisStore::connect(RedisStoreConfig::new("redis://127.0.0.1:6379")).await?;
+    /// let clone = store.clone();
+    /// // Clones share the counter.
+    /// assert_eq!(clone.round_trips(), store.round_trips());
+    /// # Ok(()) }
+    /// ```
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
@@ -392,6 +449,15 @@ impl RedisStore {
     /// How many swaps of security-critical keys were acknowledged by fewer replicas than
     /// [`RedisStoreConfig::wait_replicas`] asks, within its timeout (each applied on its master,
     /// and lost if that master fails before a replica copies it).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanlink::server::redis::{RedisStore, RedisStoreConfig};
+    /// // Waiting for no replica (the default), no write is ever counted as unreplicated.
+    /// let store = RedisStore::connect(RedisStoreConfig::new("redis://127.0.0.1:6379")).await?;
+    /// assert_eq!(store.unreplicated(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn unreplicated(&self) -> u64 {
         self.unreplicated.load(Ordering::Relaxed)
     }

@@ -143,30 +143,62 @@ impl SharedNetworkPolicy {
     }
 
     /// Whether any signal is judged.
+    ///
+    /// ```
+    /// use lanlink::server::SharedNetworkPolicy;
+    /// assert!(SharedNetworkPolicy::default().is_enabled());
+    /// assert!(!SharedNetworkPolicy::disabled().is_enabled());
+    /// ```
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
 
     /// The most distinct accounts that may discover from one network within
     /// [`window`](Self::window) before it is judged shared (1..[`MAX_DISCOVERERS`], default 4).
+    ///
+    /// ```
+    /// use lanlink::{server::SharedNetworkPolicy, ConfigError};
+    /// assert!(SharedNetworkPolicy::default().max_accounts(2).validate().is_ok());
+    /// assert_eq!(SharedNetworkPolicy::default().max_accounts(0).validate(), Err(ConfigError::SharedNetwork));
+    /// ```
     pub fn max_accounts(mut self, max: usize) -> Self {
         self.max_accounts = max;
         self
     }
 
     /// The window in which distinct discovering accounts are counted (default 10 minutes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{server::SharedNetworkPolicy, ConfigError};
+    /// assert!(SharedNetworkPolicy::default().window(Duration::from_secs(3600)).validate().is_ok());
+    /// assert_eq!(SharedNetworkPolicy::default().window(Duration::ZERO).validate(), Err(ConfigError::SharedNetwork));
+    /// ```
     pub fn window(mut self, window: std::time::Duration) -> Self {
         self.window = TimeDelta::from_std(window).unwrap_or(TimeDelta::zero());
         self
     }
 
     /// The most distinct private subnets (/24, /64) among the agents present (default 2).
+    ///
+    /// ```
+    /// use lanlink::{server::SharedNetworkPolicy, ConfigError};
+    /// assert!(SharedNetworkPolicy::default().max_subnets(4).validate().is_ok());
+    /// assert_eq!(SharedNetworkPolicy::default().max_subnets(0).validate(), Err(ConfigError::SharedNetwork));
+    /// ```
     pub fn max_subnets(mut self, max: usize) -> Self {
         self.max_subnets = max;
         self
     }
 
     /// Whether a carrier-grade NAT address (`100.64.0.0/10`) is judged shared (default true).
+    ///
+    /// ```
+    /// use lanlink::{server::SharedNetworkPolicy, PublicNetwork};
+    /// let cgnat = PublicNetwork::from_ip("100.64.3.9".parse().unwrap(), 64);
+    /// assert!(SharedNetworkPolicy::default().judge_address(&cgnat).is_some());
+    /// assert!(SharedNetworkPolicy::default().carrier_nat(false).judge_address(&cgnat).is_none());
+    /// ```
     pub fn carrier_nat(mut self, on: bool) -> Self {
         self.carrier_nat = on;
         self
@@ -174,6 +206,13 @@ impl SharedNetworkPolicy {
 
     /// Known shared ranges (a campus, a hotel, a carrier's pool): every network in them is
     /// judged shared (default none).
+    ///
+    /// ```
+    /// use lanlink::{server::SharedNetworkPolicy, PublicNetwork};
+    /// let campus = SharedNetworkPolicy::default().shared_ranges(vec!["198.51.100.0/24".parse().unwrap()]);
+    /// assert!(campus.judge_address(&PublicNetwork::from_ip("198.51.100.77".parse().unwrap(), 64)).is_some());
+    /// assert!(campus.judge_address(&PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64)).is_none());
+    /// ```
     pub fn shared_ranges(mut self, ranges: Vec<IpNet>) -> Self {
         self.shared_ranges = ranges.iter().map(IpNet::trunc).collect();
         self
@@ -194,17 +233,38 @@ impl SharedNetworkPolicy {
     }
 
     /// How long a network judged shared by a stateful signal stays shared (default 10 minutes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanlink::{server::SharedNetworkPolicy, ConfigError};
+    /// assert!(SharedNetworkPolicy::default().sticky(Duration::from_secs(60)).validate().is_ok());
+    /// assert_eq!(SharedNetworkPolicy::default().sticky(Duration::ZERO).validate(), Err(ConfigError::SharedNetwork));
+    /// ```
     pub fn sticky(mut self, sticky: std::time::Duration) -> Self {
         self.sticky = TimeDelta::from_std(sticky).unwrap_or(TimeDelta::zero());
         self
     }
 
     /// The configured known shared ranges.
+    ///
+    /// ```
+    /// use lanlink::server::SharedNetworkPolicy;
+    /// // Ranges are kept truncated to their prefix.
+    /// let policy = SharedNetworkPolicy::default().shared_ranges(vec!["198.51.100.9/24".parse().unwrap()]);
+    /// assert_eq!(policy.ranges(), ["198.51.100.0/24".parse::<lanlink::ipnet::IpNet>().unwrap()]);
+    /// ```
     pub fn ranges(&self) -> &[IpNet] {
         &self.shared_ranges
     }
 
     /// Checks the policy.
+    ///
+    /// ```
+    /// use lanlink::server::{SharedNetworkPolicy, MAX_DISCOVERERS};
+    /// assert!(SharedNetworkPolicy::default().validate().is_ok());
+    /// assert!(SharedNetworkPolicy::default().max_accounts(MAX_DISCOVERERS).validate().is_err());
+    /// assert!(SharedNetworkPolicy::default().max_accounts(MAX_DISCOVERERS - 1).validate().is_ok());
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         let duration_ok = |d: TimeDelta| d > TimeDelta::zero() && d <= super::MAX_TTL;
         if !(1..MAX_DISCOVERERS).contains(&self.max_accounts)

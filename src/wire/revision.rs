@@ -125,6 +125,14 @@ impl fmt::Display for Revision {
 }
 
 /// Why text is not a revision: not `major.minor` in decimal digits (at most 5 each).
+///
+/// ```
+/// use lanlink::wire::{Revision, RevisionError};
+/// assert_eq!("1.6".parse::<Revision>(), Ok(Revision::V1_6));
+/// assert_eq!("1".parse::<Revision>(), Err(RevisionError));
+/// assert_eq!("1.x".parse::<Revision>(), Err(RevisionError));
+/// assert_eq!("1.123456".parse::<Revision>(), Err(RevisionError), "more than 5 digits");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a revision is `major.minor` in decimal digits")]
 pub struct RevisionError;
