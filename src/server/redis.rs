@@ -139,7 +139,16 @@ return 1
 /// let done = connect.as_mut().poll(&mut std::task::Context::from_waker(waker));
 /// assert!(matches!(done, std::task::Poll::Ready(Err(RedisSetupError::Redis(_)))));
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` leaves out any password or user name in the URLs (`redis://:***@host`):
+///
+/// ```
+/// use lanlink::server::redis::RedisStoreConfig;
+/// let config = RedisStoreConfig::new("redis://:hunter2@10.0.0.5:6379/0");
+/// let shown = format!("{config:?}");
+/// assert!(shown.contains("10.0.0.5:6379") && !shown.contains("hunter2"));
+/// ```
+#[derive(Clone)]
 pub struct RedisStoreConfig {
     url: String,
     cluster: Vec<String>,
@@ -149,6 +158,39 @@ pub struct RedisStoreConfig {
     connection_timeout: Duration,
     wait_replicas: u32,
     wait_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cluster: Vec<String> = self
+            .cluster
+            .iter()
+            .map(|u| without_credentials(u))
+            .collect();
+        f.debug_struct("RedisStoreConfig")
+            .field("url", &without_credentials(&self.url))
+            .field("cluster", &cluster)
+            .field("address_map", &self.address_map)
+            .field("prefix", &self.prefix)
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .finish()
+    }
+}
+
+/// `url` with whatever stands before an `@` in its authority (a user name, a password) shown as
+/// `***`: what a Redis URL may carry that no log may.
+fn without_credentials(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
 }
 
 impl RedisStoreConfig {
@@ -745,5 +787,35 @@ mod tests {
     fn only_codes_and_counters_wait_for_replicas() {
         assert!(critical("code") && critical("ctr"));
         assert!(!critical("net") && !critical("msg"));
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::{without_credentials, RedisStoreConfig};
+
+    /// A password in a Redis URL never reaches `Debug` (the derived one printed it).
+    #[test]
+    fn debug_leaves_out_credentials() {
+        for url in [
+            "redis://:hunter2@10.0.0.5:6379/0",
+            "rediss://admin:hunter2@cache.example:6380",
+            "redis://hunter2@h",
+            "redis://u:p@ss:hunter2@h/0?x=@",
+        ] {
+            let shown = format!("{:?}", RedisStoreConfig::new(url));
+            assert!(!shown.contains("hunter2"), "{shown}");
+            let shown = format!("{:?}", RedisStoreConfig::cluster([url]));
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert_eq!(
+            without_credentials("redis://10.0.0.5:6379/0"),
+            "redis://10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            without_credentials("redis://:pw@h:1/0"),
+            "redis://***@h:1/0"
+        );
+        assert_eq!(without_credentials("not a url"), "not a url");
     }
 }
