@@ -283,6 +283,10 @@ impl Sim {
 
     /// Adds a linker for `account` at `private_ip` on `lan` with the default configuration.
     ///
+    /// # Panics
+    ///
+    /// When `account` is not an [`AccountId`], as [`add_linker_with`](Self::add_linker_with).
+    ///
     /// ```
     /// use lanlink::sim::Sim;
     /// let mut sim = Sim::new(1);
@@ -296,6 +300,12 @@ impl Sim {
     }
 
     /// Adds a linker with `config`, sending `origin` to agents.
+    ///
+    /// # Panics
+    ///
+    /// When `account` is not an [`AccountId`] (empty, longer than
+    /// [`MAX_ACCOUNT_ID_LEN`](crate::id::MAX_ACCOUNT_ID_LEN) bytes, or holding a control
+    /// character): a simulation's accounts are the test's own names.
     ///
     /// ```
     /// use std::time::Duration;
@@ -321,7 +331,9 @@ impl Sim {
             linker,
             lan,
             private_ip,
-            account: AccountId::new(account).unwrap_or_else(|| unreachable!("test account")),
+            account: AccountId::new(account).unwrap_or_else(|| {
+                panic!("Sim::add_linker_with: {account:?} is not an account id")
+            }),
             origin,
             events: Vec::new(),
         });
