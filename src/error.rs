@@ -3,6 +3,11 @@
 
 use crate::addr::ClientAddrError;
 
+pub(crate) mod store_error;
+pub(crate) mod wire_error;
+
+use self::store_error::StoreError;
+
 /// Defines [`WireCode`]'s known codes, their strings and their row of the classification table in
 /// one place, so a code cannot be added without its string and its class.
 macro_rules! wire_codes {
@@ -357,7 +362,7 @@ pub enum ConfigError {
     AgentAddress,
     /// Device info does not fit the wire limits.
     #[error("device info: {0}")]
-    DeviceInfo(#[from] crate::wire::WireError),
+    DeviceInfo(#[from] self::wire_error::WireError),
     /// An allowed host name or origin is empty or malformed.
     #[error("an allowed host or origin is malformed")]
     HostOrOrigin,
@@ -541,7 +546,7 @@ pub enum Refusal {
     /// wire `store_contention` for contention and `store_unavailable` otherwise; the audit
     /// ([`Refusal::detail`]) tells an unreadable record (`store_corrupt`) apart.
     #[error("{0}; try later")]
-    Store(crate::server::StoreError),
+    Store(StoreError),
     /// The host service could not record the link (its
     /// [`LinkHook`](crate::server::hook::LinkHook) failed): the code was given back and nothing
     /// is linked; try again later.
@@ -594,10 +599,10 @@ impl Refusal {
             Self::MintQuota => WireCode::MintQuota,
             Self::CodesSuspended => WireCode::CodesSuspended,
             Self::Store(err) => match err {
-                crate::server::StoreError::Contention => WireCode::StoreContention,
-                crate::server::StoreError::Unavailable
-                | crate::server::StoreError::Corrupt
-                | crate::server::StoreError::Refused => WireCode::StoreUnavailable,
+                StoreError::Contention => WireCode::StoreContention,
+                StoreError::Unavailable | StoreError::Corrupt | StoreError::Refused => {
+                    WireCode::StoreUnavailable
+                }
             },
             Self::LinkUnavailable => WireCode::LinkUnavailable,
             Self::Superseded => WireCode::Superseded,
@@ -647,10 +652,10 @@ impl Refusal {
             Self::MintQuota => "mint_quota",
             Self::CodesSuspended => "codes_suspended",
             Self::Store(err) => match err {
-                crate::server::StoreError::Unavailable => "store_unavailable",
-                crate::server::StoreError::Contention => "store_contention",
-                crate::server::StoreError::Corrupt => "store_corrupt",
-                crate::server::StoreError::Refused => "store_refused",
+                StoreError::Unavailable => "store_unavailable",
+                StoreError::Contention => "store_contention",
+                StoreError::Corrupt => "store_corrupt",
+                StoreError::Refused => "store_refused",
             },
             Self::LinkUnavailable => "link_unavailable",
             Self::Superseded => "superseded",

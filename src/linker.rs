@@ -44,6 +44,7 @@ use rand::{CryptoRng, RngCore};
 use crate::addr::is_announceable_private_ip;
 use crate::confirm::{short_code, ConfirmNonce, DisplayName, ShortCode};
 use crate::error::{LinkerError, WireCode};
+pub use crate::event::vocab::{FetchFailure, LinkerFailure};
 use crate::event::LinkerEvent;
 use crate::id::InstanceId;
 use crate::secret::Commitment;
@@ -163,45 +164,6 @@ pub enum LinkerTransmit {
         /// give the request this long beyond its usual timeout. Zero: ask for no hold.
         hold: Duration,
     },
-}
-
-/// Why fetching the secret failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FetchFailure {
-    /// The agent refused, with this wire code ([`WireCode::NoCode`] for a peer that answered,
-    /// but not as an agent: no code, or a reply that is not one).
-    #[error("the agent refused: {0}")]
-    Refused(WireCode),
-    /// The agent could not be reached (not on this LAN, blocked, down).
-    #[error("the agent could not be reached")]
-    Unreachable,
-}
-
-/// Why the linker gave up.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LinkerFailure {
-    /// `give_up_after` passed.
-    #[error("timed out")]
-    Timeout,
-    /// The agent would not hand out its secret.
-    #[error("could not fetch the secret: {0}")]
-    Fetch(FetchFailure),
-    /// The server refused (its wire code; a code this version does not know is final too).
-    #[error("the server refused: {0}")]
-    Refused(WireCode),
-    /// The server hides auto-discovery on this network (`shared_network`): link with a manual
-    /// code instead.
-    #[error("devices on this network are not shown ({}); use a code", .0.code())]
-    Hidden(HiddenReason),
-    /// The server lost the link (the agent never redeemed it).
-    #[error("the link expired before the agent completed it")]
-    LinkLost,
-    /// The server refused the link request as malformed although it carried nothing newer than
-    /// revision 1.0 (see [`Linker::handle_link_malformed`]).
-    #[error("the server refused the link request as malformed")]
-    RequestMalformed,
 }
 
 #[derive(Debug)]

@@ -20,11 +20,11 @@ use crate::confirm::ConfirmNonce;
 use crate::id::InstanceId;
 use crate::secret::{AuthToken, Commitment, LocalSecret, PresenceKey};
 
-mod hidden;
 mod revision;
-pub use hidden::is_hidden;
+pub use crate::error::wire_error::WireError;
+pub use crate::hidden::is_hidden;
 #[cfg(feature = "obico-wire")]
-pub(crate) use hidden::sanitized;
+pub(crate) use crate::hidden::sanitized;
 pub use revision::{Revision, RevisionError};
 
 /// The wire version these types implement.
@@ -51,32 +51,6 @@ pub mod limits {
     pub const AGENT: usize = 64;
     /// `agent_version`.
     pub const AGENT_VERSION: usize = 32;
-}
-
-/// Why bytes are not a valid message. Says where, never what: no input is echoed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WireError {
-    /// The input is longer than the message's limit.
-    #[error("message larger than {limit} bytes")]
-    TooLarge {
-        /// The limit that was exceeded.
-        limit: usize,
-    },
-    /// Not JSON of the expected shape (a missing, unknown or mistyped field).
-    #[error("malformed message")]
-    Malformed,
-    /// A text field is over its limit.
-    #[error("field `{0}` is too long")]
-    BadField(&'static str),
-    /// A text field holds a character that may make it render as another text: a control, bidi
-    /// or zero-width character, or any other default-ignorable one (see [`is_hidden`]). Names the
-    /// field, never the character.
-    #[error("field `{0}` holds a control, bidi or invisible character")]
-    HiddenCharacter(&'static str),
-    /// The message's version is not one this crate speaks.
-    #[error("unsupported wire version")]
-    Version,
 }
 
 /// Decodes `bytes` as `T`, refusing more than `limit` bytes before parsing.

@@ -58,33 +58,13 @@ use super::{StoreError, MAX_TTL};
 use crate::addr::PublicNetwork;
 use crate::code::{CodeFormat, LinkCode};
 use crate::error::{ConfigError, Refusal};
+pub use crate::event::vocab::CodeSpace;
 use crate::event::{RequestKind, ServerEvent};
 use crate::id::AccountId;
 
 /// The most buckets a counter record keeps; a charge past it joins the latest bucket (which
 /// only makes the charge live longer).
 const MAX_BUCKETS: usize = 64;
-
-/// A code space with budgets of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum CodeSpace {
-    /// Manual codes in the configured (short) format.
-    Manual,
-    /// Manual codes in the long fallback format, minted while the short space is suspended or
-    /// full.
-    Fallback,
-}
-
-impl CodeSpace {
-    fn tag(self) -> u8 {
-        match self {
-            Self::Manual => 0,
-            Self::Fallback => 1,
-        }
-    }
-}
 
 /// What one counter record counts (the key of a [`CounterRecord`] in a store).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
