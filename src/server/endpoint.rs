@@ -92,8 +92,9 @@ use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use super::cross_site::{self, RequestHead, UserRoute};
-pub use super::User;
-use super::{Backend, Server};
+use super::machine::Server;
+pub use super::machine::User;
+use super::store::Backend;
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::error::{Refusal, WireCode};
 use crate::event::RequestKind;
@@ -102,7 +103,9 @@ use crate::wire::{
     self, ErrorBody, LinkRequest, LinkState, RedeemRequest, WireError, MAX_MESSAGE_BYTES,
 };
 
-pub use super::hold::{resume, Held};
+mod hold;
+
+pub use self::hold::{resume, Held};
 pub use crate::endpoint::{split_target, HttpRequest, Target};
 
 /// Largest request body a route reads, in bytes (larger: `413 too_large`).
@@ -812,7 +815,7 @@ pub struct TicketAnswer {
 #[cfg(feature = "ticket")]
 pub fn issue_ticket(
     key: &crate::ticket::TicketKey,
-    config: &super::ServerConfig,
+    config: &super::config::ServerConfig,
     ttl: chrono::TimeDelta,
     now: DateTime<Utc>,
     request: &HttpRequest<'_>,

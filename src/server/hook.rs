@@ -263,7 +263,7 @@ pub(crate) struct PendingLink {
     pub(crate) key: crate::code::CodeKey,
     pub(crate) first: bool,
     pub(crate) manual: bool,
-    pub(crate) space: Option<super::CodeSpace>,
+    pub(crate) space: Option<super::budget::CodeSpace>,
     pub(crate) code_expires_at: chrono::DateTime<chrono::Utc>,
 }
 

@@ -29,19 +29,23 @@
 //!
 //! [`Server`]: super::Server
 
+mod budget;
+
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
 use super::budget::{CodeSpace, Guess};
+use super::config::ServerConfig;
 use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
+use super::limits::MINT_ATTEMPTS;
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
 use super::store::{Backend, StoreError};
-use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
 use crate::confirm::DisplayName;
@@ -1061,3 +1065,22 @@ pub(crate) enum Claim {
     // Built by the Obico profile only.
     None,
 }
+
+/// A successful redemption: the reply for the agent, and the link the [`LinkHook`] saw.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Redeemed {
+    /// The reply for the agent (carries the token).
+    pub reply: RedeemReply,
+    /// The account the agent is now linked to.
+    pub account: AccountId,
+    /// The agent.
+    pub instance_id: InstanceId,
+    /// The completed link (the token's digest, how it was linked, the device's info).
+    pub link: CompletedLink,
+    /// When the redeemed code would have expired.
+    pub code_expires_at: DateTime<Utc>,
+}
+
+/// Where a [`Server`] sends its events (they carry no secrets).
+pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;

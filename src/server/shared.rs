@@ -167,7 +167,7 @@ impl SharedNetworkPolicy {
 
     /// Checks the policy.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let duration_ok = |d: TimeDelta| d > TimeDelta::zero() && d <= super::MAX_TTL;
+        let duration_ok = |d: TimeDelta| d > TimeDelta::zero() && d <= super::limits::MAX_TTL;
         if !(1..MAX_DISCOVERERS).contains(&self.max_accounts)
             || self.max_subnets == 0
             || !duration_ok(self.window)

@@ -18,10 +18,11 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::endpoint::ServerResponse;
-use super::{Backend, Server};
+use super::ServerResponse;
 use crate::addr::PublicNetwork;
 use crate::id::{AccountId, InstanceId};
+use crate::server::machine::Server;
+use crate::server::store::Backend;
 use crate::wire::{self, Announce, LinkState};
 
 /// A request the server holds open (revision 1.6): what it waits for, and until when. Made by
