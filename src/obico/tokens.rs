@@ -9,28 +9,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
 
-use crate::id::{AccountId, InstanceId};
+use crate::id::InstanceId;
 use crate::secret::AuthToken;
 use crate::server::StoreError;
 
-/// A printer linked through the Obico profile, as its post-link routes show it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LinkedPrinter {
-    /// Obico's numeric printer id (derived from the agent's id, below 2⁵³ so that JavaScript
-    /// reads it exactly).
-    pub id: u64,
-    /// The printer's name (the agent's hostname, or `"My Printer"`).
-    pub name: String,
-    /// The account it is linked to.
-    pub account: AccountId,
-    /// The agent (its `device_id`, or a fresh id for a manual code).
-    pub instance_id: InstanceId,
-    /// When it was linked.
-    pub linked_at: DateTime<Utc>,
-}
+pub use crate::server::store::printer::{LinkedPrinter, PrinterTokens};
 
 /// The numeric id Obico's wire gives a printer: the first 48 bits of the agent's id.
 ///
@@ -43,18 +28,6 @@ pub fn printer_id(instance_id: &InstanceId) -> u64 {
     uuid.as_bytes()[..6]
         .iter()
         .fold(0u64, |id, byte| (id << 8) | u64::from(*byte))
-}
-
-/// Where the tokens of linked printers are recognised. Implement it over your own store (the
-/// server keeps only digests); [`MemoryTokens`] is the in-memory default.
-#[async_trait]
-pub trait PrinterTokens: Send + Sync {
-    /// Keeps `digest` ([`AuthToken::digest`] of the token about to be handed out) for
-    /// `printer`. The token is handed out only if this succeeds.
-    async fn issue(&self, digest: [u8; 32], printer: LinkedPrinter) -> Result<(), StoreError>;
-
-    /// The printer whose token has `digest` (compared in constant time), if any.
-    async fn printer(&self, digest: &[u8; 32]) -> Result<Option<LinkedPrinter>, StoreError>;
 }
 
 /// The printer a presented token stands for: `Ok(None)` for a token that is not 64 hex

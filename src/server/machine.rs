@@ -2,6 +2,20 @@
 //! [`Backend`], with its [`Events`] and the [`User`] a user step takes. (The module docs of
 //! [`crate::server`] describe it.)
 
+/// Runs one operation of `$server` (its configuration and store, events collected for the
+/// call and handed on when it ends) and awaits it.
+macro_rules! run {
+    ($server:ident, |$ops:ident| $call:expr) => {{
+        let mut events = $crate::server::ops::EventQueue::default();
+        let result = {
+            let mut $ops = $server.ops(&mut events);
+            $call.await
+        };
+        $server.events_out(events);
+        result
+    }};
+}
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 

@@ -32,20 +32,6 @@
 //! # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
 //! ```
 
-/// Runs one operation of `$server` (its configuration and store, events collected for the
-/// call and handed on when it ends) and awaits it.
-macro_rules! run {
-    ($server:ident, |$ops:ident| $call:expr) => {{
-        let mut events = $crate::server::ops::EventQueue::default();
-        let result = {
-            let mut $ops = $server.ops(&mut events);
-            $call.await
-        };
-        $server.events_out(events);
-        result
-    }};
-}
-
 pub mod budget;
 mod config;
 pub mod connections;
@@ -53,6 +39,7 @@ pub mod cross_site;
 pub mod endpoint;
 pub mod hook;
 mod limits;
+#[macro_use]
 mod machine;
 #[cfg(feature = "ticket")]
 pub mod mqtt;

@@ -73,7 +73,7 @@ pub(crate) struct EventQueue {
     /// How many events were lost in all (each also counted by an `EventsLost` in the queue).
     lost: u64,
     /// Where events go at once instead of the queue, when set.
-    pub(crate) sink: Option<super::EventSink>,
+    pub(crate) sink: Option<EventSink>,
 }
 
 impl std::fmt::Debug for EventQueue {

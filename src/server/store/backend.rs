@@ -20,8 +20,8 @@ use crate::code::CodeKey;
 pub use crate::error::store_error::StoreError;
 use crate::error::Refusal;
 use crate::server::budget::{CounterKey, CounterRecord};
+use crate::server::config::ServerConfig;
 use crate::server::record::{CodeRecord, NetworkRecord};
-use crate::server::ServerConfig;
 
 impl From<StoreError> for Refusal {
     fn from(err: StoreError) -> Self {

@@ -29,8 +29,9 @@ use crate::addr::PublicNetwork;
 use crate::code::CodeKey;
 use crate::id::InstanceId;
 use crate::server::budget::{CounterKey, CounterRecord};
+use crate::server::config::ServerConfig;
+use crate::server::limits::MAX_TTL;
 use crate::server::record::{later, CodeRecord, NetworkRecord, PendingMessage};
-use crate::server::{ServerConfig, MAX_TTL};
 
 /// Bytes of the nonce that starts every stored value (and is its version).
 const NONCE_LEN: usize = 24;
@@ -948,7 +949,7 @@ impl<S: Store> Backend for Records<S> {
 /// admission read from it never passes the budget's limit.
 #[cfg(feature = "fuzz")]
 pub(crate) fn fuzz(data: &[u8]) {
-    use crate::server::MemoryBytes;
+    use crate::server::store::MemoryBytes;
     let ready = |future: std::pin::Pin<&mut dyn std::future::Future<Output = ()>>| {
         let waker = std::task::Waker::noop();
         let polled = future.poll(&mut std::task::Context::from_waker(waker));
@@ -1011,7 +1012,7 @@ pub(crate) fn fuzz(data: &[u8]) {
                     admitted = Some((before, record.admit(now_ms, now_ms + 1, 3, Some(1))));
                 })
                 .await;
-            if let Some((before, crate::server::Admission::Admitted { .. })) = admitted {
+            if let Some((before, crate::server::budget::Admission::Admitted { .. })) = admitted {
                 assert!(before < 3);
             }
             let _ = records.delete_code(&code).await;
@@ -1025,7 +1026,7 @@ pub(crate) fn fuzz(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::MemoryBytes;
+    use crate::server::store::MemoryBytes;
 
     fn records() -> Records<MemoryBytes> {
         Records::new(
