@@ -15,7 +15,7 @@ use crate::code::CodeFormat;
 use crate::error::ConfigError;
 
 #[cfg(doc)]
-use super::machine::Server;
+use super::{machine::Server, shared};
 
 /// The server's configuration. Checked by [`ServerConfig::validate`] (and [`Server::new`]).
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ use super::ops::MAX_QUEUED_EVENTS;
 use super::ops::{EventQueue, EventSink, Ops, Redeemed};
 use super::store::{Backend, MemoryStore, StoreError};
 #[cfg(doc)]
-use super::{endpoint, store::Store};
+use super::{endpoint, hook, shared, store::Store};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::confirm::DisplayName;
 use crate::error::{ConfigError, Refusal};
@@ -89,7 +89,7 @@ impl User {
 /// The server: its configuration, its [store](Store) (the in-memory [`MemoryStore`] by
 /// default, or a shared one such as `Records` over a `RedisStore` (feature `redis`), over
 /// which several processes act as one server), where its [events](Events) go, and the host's
-/// [link hook](LinkHook). See the [module docs](self).
+/// [link hook](LinkHook). See the [module docs](crate::server).
 ///
 /// One `async fn` per protocol step, each taking `&self` (one server serves concurrent
 /// requests; no lock is held across an await) and the caller's network, resolved once by

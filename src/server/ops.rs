@@ -46,6 +46,8 @@ use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
 use super::store::{Backend, StoreError};
+#[cfg(doc)]
+use super::{hook::LinkHook, machine::Server};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
 use crate::confirm::DisplayName;
