@@ -1,4 +1,5 @@
 use super::*;
+use crate::wire::{DeviceInfo, MAX_CANDIDATES};
 use rand::SeedableRng;
 
 fn agent() -> (Agent, Instant) {
