@@ -23,6 +23,19 @@ fn fetching(agent: DiscoveredAgent, now: Instant) -> Linker {
     linker
 }
 
+/// Fetches the secret of the agent being fetched from (its first endpoint answers at `now`) and
+/// takes the link request that follows: the instance it names.
+fn link_request(linker: &mut Linker, now: Instant) -> InstanceId {
+    let (_, fetch) = fetch_request(linker, now).expect("a fetch");
+    linker
+        .handle_secret_reply(now, fetch, Ok(secret()))
+        .unwrap();
+    let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
+        panic!("a link request")
+    };
+    request.instance_id
+}
+
 /// A linker whose link request was accepted at `now` (state pending), with `config`.
 fn waiting(config: LinkerConfig, now: Instant) -> (Linker, InstanceId) {
     let mut linker = Linker::without_nonce(config, now);
@@ -32,14 +45,7 @@ fn waiting(config: LinkerConfig, now: Instant) -> (Linker, InstanceId) {
     ));
     let reply = DiscoverReply::new(vec![agent(&[])].into());
     linker.handle_discover_reply(now, Ok(reply)).unwrap();
-    let (_, fetch) = fetch_request(&mut linker, now).expect("a fetch");
-    linker
-        .handle_secret_reply(now, fetch, Ok(secret()))
-        .unwrap();
-    let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
-        panic!("a link request")
-    };
-    let id = request.instance_id;
+    let id = link_request(&mut linker, now);
     let accepted = LinkStatusReply::new(id, LinkState::Pending);
     linker.handle_link_reply(now, Ok(accepted)).unwrap();
     (linker, id)
@@ -178,14 +184,7 @@ fn a_lost_link_answer_is_followed_by_a_status_request() {
     for accepted in [true, false] {
         let now = Instant::now();
         let mut linker = fetching(agent(&[]), now);
-        let (_, fetch) = fetch_request(&mut linker, now).expect("a fetch");
-        linker
-            .handle_secret_reply(now, fetch, Ok(secret()))
-            .unwrap();
-        let Some(LinkerTransmit::Link(request)) = linker.poll_transmit(now) else {
-            panic!("a link request")
-        };
-        let id = request.instance_id;
+        let id = link_request(&mut linker, now);
         // The answer is lost.
         linker.handle_transport_error(now);
         assert_eq!(linker.failure(), None);
