@@ -1,3 +1,4 @@
+use super::device_info::InfoText;
 use super::*;
 
 fn announce() -> Announce {
