@@ -1,3 +1,4 @@
+// (866 lines: one concern, because it is the linker's one state machine (its transitions read together); its failures are in event/vocab.rs and its tests in linker/tests.rs.)
 //! The linker: the user's browser or app. Discovers agents on its network through the server,
 //! fetches the chosen agent's secret over the LAN, asks the server to link, and waits for the link.
 //! It must not do I/O, read a clock, sleep or draw from a global RNG (time and randomness are

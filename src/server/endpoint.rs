@@ -1,3 +1,4 @@
+// (859 lines: one concern, because it is the server's HTTP wire as one function (routing, checks, answers); held requests are in endpoint/hold.rs and its tests in endpoint/tests.rs.)
 //! The server's HTTP wire as a function, with no HTTP library in it (sans-IO): a request's
 //! method, target, header lines (raw bytes), socket peer and the state of its body go in; a
 //! status, header lines, a body and whether to close the connection come out, with every rule of

@@ -1,3 +1,4 @@
+// (1089 lines: one concern, because each of the server's steps is one method of `Ops` over the store, its checks and writes side by side; the budgets' charging is in ops/budget.rs.)
 //! The server's operations, written once over any [`Backend`](super::Backend): each
 //! [`Server`] step runs one of them over the server's store.
 //! An operation must not decide a record's rules itself (the records' pure functions do), read a

@@ -1,3 +1,4 @@
+// (1028 lines: one concern, because the sealing, naming and read-apply-swap loop share their invariants (lost-reply recognition); its printer tokens and tests are in records/.)
 //! [`Records`]: the server's records in any [`Store`], sealed, under keyed-hash names.
 //! It must not decide anything about the protocol: the records' functions do. Its I/O is the
 //! store's; the one value it draws itself is each sealed value's nonce, from the operating
