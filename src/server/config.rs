@@ -15,9 +15,9 @@ use crate::code::CodeFormat;
 use crate::error::ConfigError;
 
 #[cfg(doc)]
-use super::{machine::Server, shared};
+use super::shared;
 
-/// The server's configuration. Checked by [`ServerConfig::validate`] (and [`Server::new`]).
+/// The server's configuration. Checked by [`ServerConfig::validate`] (and [`Server::new`](crate::server::Server::new)).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub(crate) announce_interval: TimeDelta,

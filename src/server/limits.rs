@@ -3,12 +3,9 @@
 
 use chrono::TimeDelta;
 
-#[cfg(doc)]
-use super::machine::Server;
-
 /// The longest any configured duration may be (a year): longer ones are refused, so that no sum
 /// of them can overflow.
 pub const MAX_TTL: TimeDelta = TimeDelta::days(365);
 
-/// How many draws [`Server::mint_code`] makes before giving up on finding a free code.
+/// How many draws [`Server::mint_code`](crate::server::Server::mint_code) makes before giving up on finding a free code.
 pub const MINT_ATTEMPTS: usize = 16;

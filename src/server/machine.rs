@@ -29,7 +29,7 @@ use super::ops::MAX_QUEUED_EVENTS;
 use super::ops::{EventQueue, EventSink, Ops, Redeemed};
 use super::store::{Backend, MemoryStore, StoreError};
 #[cfg(doc)]
-use super::{endpoint, hook, shared, store::Store};
+use super::{hook, shared, store::Store};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::confirm::DisplayName;
 use crate::error::{ConfigError, Refusal};
@@ -41,7 +41,7 @@ use crate::wire::{
 
 /// The account a user request is from, as the host's own authentication found it: what the
 /// user steps ([`Server::discover`], [`Server::link`]) take, and what the
-/// [wire function](endpoint::handle) asks the host for ([`endpoint::Handled::NeedsUser`]).
+/// [wire function](crate::server::endpoint::handle) asks the host for ([`endpoint::Handled::NeedsUser`](crate::server::endpoint::Handled::NeedsUser)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The account the request is from.
@@ -275,7 +275,7 @@ impl<S: Backend> Server<S> {
     }
 
     /// Awaits `hook` on every completed link before its token is returned (see [`hook`]):
-    /// every entry point ([`redeem`](Self::redeem), [`endpoint::handle`], MQTT, the Obico
+    /// every entry point ([`redeem`](Self::redeem), [`endpoint::handle`](crate::server::endpoint::handle), MQTT, the Obico
     /// profile) links through it, and no lock is held while it runs.
     ///
     /// ```

@@ -41,14 +41,14 @@ use rand::{CryptoRng, RngCore};
 
 use super::budget::{CodeSpace, Guess};
 use super::config::ServerConfig;
+#[cfg(doc)]
+use super::hook::LinkHook;
 use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
 use super::limits::MINT_ATTEMPTS;
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
 use super::store::{Backend, StoreError};
-#[cfg(doc)]
-use super::{hook::LinkHook, machine::Server};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
 use crate::confirm::DisplayName;
@@ -1085,5 +1085,5 @@ pub struct Redeemed {
     pub code_expires_at: DateTime<Utc>,
 }
 
-/// Where a [`Server`] sends its events (they carry no secrets).
+/// Where a [`Server`](crate::server::Server) sends its events (they carry no secrets).
 pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;

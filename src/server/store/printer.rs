@@ -9,8 +9,6 @@ use crate::error::store_error::StoreError;
 use crate::id::{AccountId, InstanceId};
 
 #[cfg(doc)]
-use crate::obico::tokens::MemoryTokens;
-#[cfg(doc)]
 use crate::secret::AuthToken;
 
 /// A printer linked through the Obico profile, as its post-link routes show it.
@@ -30,7 +28,7 @@ pub struct LinkedPrinter {
 }
 
 /// Where the tokens of linked printers are recognised. Implement it over your own store (the
-/// server keeps only digests); [`MemoryTokens`] is the in-memory default.
+/// server keeps only digests); [`MemoryTokens`](crate::obico::tokens::MemoryTokens) is the in-memory default.
 #[async_trait]
 pub trait PrinterTokens: Send + Sync {
     /// Keeps `digest` ([`AuthToken::digest`] of the token about to be handed out) for
