@@ -70,6 +70,8 @@ use rand::{CryptoRng, RngCore};
 
 use crate::addr::ForwardedHeaders;
 use crate::code::LinkCode;
+#[cfg(doc)]
+use crate::confirm::Confirmation;
 use crate::confirm::{short_code, ConfirmNonce, Decision, DisplayName, ShortCode};
 use crate::error::{AgentError, ConfigError, SecretRefusal, VerifyFailure, WireCode};
 use crate::event::{AgentEvent, StopReason};

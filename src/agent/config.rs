@@ -12,6 +12,10 @@ use crate::wire::{DeviceInfo, HiddenReason, Visibility, MAX_CANDIDATES, MAX_HOLD
 
 #[cfg(doc)]
 use super::Agent;
+#[cfg(doc)]
+use crate::error::VerifyFailure;
+#[cfg(doc)]
+use crate::event::{AgentEvent, StopReason};
 
 /// Networks that hold container-internal addresses, which a browser elsewhere on the LAN
 /// usually cannot reach: Docker's default bridge `172.17.0.0/16`, the Home Assistant
