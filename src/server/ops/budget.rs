@@ -6,6 +6,7 @@ use smallvec::SmallVec;
 
 use super::Ops;
 use crate::addr::PublicNetwork;
+#[cfg(feature = "obico-wire")]
 use crate::code::CodeFormat;
 use crate::error::store_error::StoreError;
 use crate::error::Refusal;
