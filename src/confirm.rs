@@ -39,9 +39,9 @@ use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use crate::hidden::is_hidden;
 use crate::id::{AccountId, InstanceId};
 use crate::secret::Commitment;
-use crate::wire::is_hidden;
 
 /// The domain-separation prefix of the short-code hash.
 pub const SHORT_CODE_DOMAIN: &[u8] = b"lanlink/v1/confirm\0";

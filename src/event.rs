@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+pub(crate) mod vocab;
+
 use crate::addr::PublicNetwork;
 use crate::confirm::{DisplayName, ShortCode};
 use crate::error::{Refusal, SecretRefusal, VerifyFailure, WireCode};
@@ -357,7 +359,7 @@ pub enum ServerEvent {
         #[serde(serialize_with = "network_text")]
         network: PublicNetwork,
         /// Which signal.
-        signal: crate::server::SharedSignal,
+        signal: vocab::SharedSignal,
         /// Whether the judgement was written as a sticky mark (a stateful signal).
         sticky: bool,
     },
@@ -388,7 +390,7 @@ pub enum ServerEvent {
         /// Whether the code was a manual one.
         manual: bool,
         /// How the link was made.
-        via: crate::server::hook::LinkVia,
+        via: vocab::LinkVia,
         /// Whether this completed a retried redemption (after a lost reply) with a new token,
         /// which replaces the earlier one.
         reissued: bool,
@@ -432,7 +434,7 @@ pub enum ServerEvent {
     /// checked, and manual codes are minted in the fallback format, until the budget has room.
     CodesSuspended {
         /// The space.
-        space: crate::server::CodeSpace,
+        space: vocab::CodeSpace,
     },
     /// Not a decision but a gap in the record: `count` events happened here that the
     /// synchronous [`Server`](crate::server::Server)'s queue had no room for, because more than
@@ -600,7 +602,7 @@ pub enum LinkerEvent {
     /// Linking failed: done.
     Failed {
         /// Why.
-        reason: crate::linker::LinkerFailure,
+        reason: vocab::LinkerFailure,
     },
 }
 

@@ -105,6 +105,7 @@ pub mod error;
 pub mod event;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+mod hidden;
 #[cfg(any(feature = "http-server", feature = "http-client"))]
 pub mod http;
 pub mod id;

@@ -1,3 +1,4 @@
+// (1046 lines: one concern, because the store suite is one check per semantic of the `Store` contract, in the order they run.)
 //! The store suite: checks any [`Store`] against the contract its trait states, one check per
 //! semantic, as a [`Report`] like the rest of the kit.
 //! It must not reach the store but through the [`Store`] trait, as a server does, nor assume an

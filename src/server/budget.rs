@@ -51,40 +51,17 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::ops::Ops;
-use super::record::later;
-use super::shared::SharedSignal;
-use super::{StoreError, MAX_TTL};
+use super::limits::MAX_TTL;
+use super::time::later;
 use crate::addr::PublicNetwork;
 use crate::code::{CodeFormat, LinkCode};
-use crate::error::{ConfigError, Refusal};
-use crate::event::{RequestKind, ServerEvent};
+use crate::error::ConfigError;
+pub use crate::event::vocab::CodeSpace;
 use crate::id::AccountId;
 
 /// The most buckets a counter record keeps; a charge past it joins the latest bucket (which
 /// only makes the charge live longer).
 const MAX_BUCKETS: usize = 64;
-
-/// A code space with budgets of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum CodeSpace {
-    /// Manual codes in the configured (short) format.
-    Manual,
-    /// Manual codes in the long fallback format, minted while the short space is suspended or
-    /// full.
-    Fallback,
-}
-
-impl CodeSpace {
-    fn tag(self) -> u8 {
-        match self {
-            Self::Manual => 0,
-            Self::Fallback => 1,
-        }
-    }
-}
 
 /// What one counter record counts (the key of a [`CounterRecord`] in a store).
 ///
@@ -204,14 +181,14 @@ fn bounded_buckets<'de, D: serde::Deserializer<'de>>(
 ) -> Result<SmallVec<[(i64, u32); 2]>, D::Error> {
     let mut buckets = SmallVec::<[(i64, u32); 2]>::deserialize(d)?;
     for (expires_ms, _) in &mut buckets {
-        *expires_ms = super::record::unix_ms::clamp(*expires_ms);
+        *expires_ms = super::time::unix_ms::clamp(*expires_ms);
     }
     Ok(buckets)
 }
 
 /// A stored lock's end, bounded when decoded.
 fn bounded_lock<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(Option::<i64>::deserialize(d)?.map(super::record::unix_ms::clamp))
+    Ok(Option::<i64>::deserialize(d)?.map(super::time::unix_ms::clamp))
 }
 
 /// Whether [`CounterRecord::admit`] admitted a charge.
@@ -769,7 +746,7 @@ impl Budgets {
 
     /// The expiry of a charge made at `now`: a window later, rounded up to a tenth of the
     /// window.
-    fn guess_expiry_ms(&self, now: DateTime<Utc>) -> i64 {
+    pub(super) fn guess_expiry_ms(&self, now: DateTime<Utc>) -> i64 {
         round_up(
             later(now, self.window).timestamp_millis(),
             self.window.num_milliseconds() / 10,
@@ -791,364 +768,34 @@ fn round_up(ms: i64, step: i64) -> i64 {
 }
 
 /// The expiry of a quota charge for a code expiring at `expires_at` (rounded up to a second).
-fn quota_expiry_ms(expires_at: DateTime<Utc>) -> i64 {
+pub(super) fn quota_expiry_ms(expires_at: DateTime<Utc>) -> i64 {
     round_up(expires_at.timestamp_millis(), 1000)
 }
 
 /// One charge that stands: what to refund.
 #[derive(Debug, Clone)]
 pub(crate) struct Charge {
-    key: CounterKey,
-    expires_ms: i64,
-    limit: u32,
+    pub(super) key: CounterKey,
+    pub(super) expires_ms: i64,
+    pub(super) limit: u32,
 }
 
 /// A guess admitted by every budget it falls under.
 #[derive(Debug)]
 #[must_use = "a guess is settled: charged for good (wrong) or refunded"]
 pub(crate) struct Guess {
-    network: PublicNetwork,
-    charges: SmallVec<[Charge; 4]>,
+    pub(super) network: PublicNetwork,
+    pub(super) charges: SmallVec<[Charge; 4]>,
     /// Whether a charge of this guess filled a network level.
-    filled_level: bool,
+    pub(super) filled_level: bool,
     /// Whether it filled the global budget.
-    filled_space: Option<CodeSpace>,
+    pub(super) filled_space: Option<CodeSpace>,
 }
 
 /// The quota charges of one minted code.
 #[derive(Debug, Default)]
 pub(crate) struct MintCharges {
-    charges: SmallVec<[Charge; 2]>,
-}
-
-impl Ops<'_> {
-    /// Charges `key` once (see [`CounterRecord::admit`]): `Ok(None)` when the budget refused.
-    async fn charge(
-        &mut self,
-        now: DateTime<Utc>,
-        key: &CounterKey,
-        limit: u32,
-        expires_ms: i64,
-        lockout: Option<TimeDelta>,
-    ) -> Result<Option<(Charge, bool)>, StoreError> {
-        let now_ms = now.timestamp_millis();
-        let lockout_ms = lockout.map(|d| d.num_milliseconds());
-        let mut admission = Admission::Refused;
-        if crate::mutant::active(crate::mutant::Mutant::ChargeNotAtomic) {
-            // Model builds only: read, decide, then write in a second store call.
-            let mut read = CounterRecord::default();
-            self.store
-                .update_counter(key, now, &mut |record| read = record.clone())
-                .await?;
-            admission = read.admit(now_ms, expires_ms, limit, lockout_ms);
-            self.store
-                .update_counter(key, now, &mut |record| *record = read.clone())
-                .await?;
-        } else {
-            self.store
-                .update_counter(key, now, &mut |record| {
-                    admission = record.admit(now_ms, expires_ms, limit, lockout_ms);
-                })
-                .await?;
-        }
-        Ok(match admission {
-            Admission::Admitted { filled } => Some((
-                Charge {
-                    key: key.clone(),
-                    expires_ms,
-                    limit,
-                },
-                filled,
-            )),
-            Admission::Refused => None,
-        })
-    }
-
-    /// Takes back charges, as far as the store allows (a refund that fails leaves the charge
-    /// standing until it expires: fail closed).
-    async fn refund(&mut self, now: DateTime<Utc>, charges: &[Charge]) {
-        let now_ms = now.timestamp_millis();
-        for charge in charges {
-            let _ = self
-                .store
-                .update_counter(&charge.key, now, &mut |record| {
-                    record.refund(now_ms, charge.expires_ms, charge.limit);
-                })
-                .await;
-        }
-    }
-
-    /// Admits one guess from `network` (at `space`, for a manual code), charging every budget it
-    /// falls under before anything is checked. Refused unchecked when any budget is full:
-    /// `locked_out` for a network level, `codes_suspended` for the global budget.
-    pub(crate) async fn admit_guess(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        space: Option<CodeSpace>,
-        request: RequestKind,
-    ) -> Result<Guess, Refusal> {
-        let budgets = &self.config.budgets;
-        let expires_ms = budgets.guess_expiry_ms(now);
-        let lockout = Some(budgets.lockout);
-        let mut wanted: SmallVec<[(CounterKey, u32, Refusal); 5]> = budgets
-            .levels_of(&network)
-            .into_iter()
-            .map(|(key, limit)| (key, limit, Refusal::LockedOut))
-            .collect();
-        if space == Some(CodeSpace::Manual) {
-            wanted.push((
-                CounterKey::SpaceGuesses(CodeSpace::Manual),
-                budgets.global_code_guesses,
-                Refusal::CodesSuspended,
-            ));
-        }
-        let mut guess = Guess {
-            network,
-            charges: SmallVec::new(),
-            filled_level: false,
-            filled_space: None,
-        };
-        for (key, limit, refusal) in wanted {
-            match self.charge(now, &key, limit, expires_ms, lockout).await {
-                Ok(Some((charge, filled))) => {
-                    if filled {
-                        match key {
-                            CounterKey::SpaceGuesses(space) => guess.filled_space = Some(space),
-                            _ => guess.filled_level = true,
-                        }
-                    }
-                    guess.charges.push(charge);
-                }
-                // Model builds only: the refused guess goes on, uncharged.
-                Ok(None) if crate::mutant::active(crate::mutant::Mutant::GuessUncharged) => {}
-                Ok(None) => {
-                    self.refund(now, &guess.charges).await;
-                    return Err(self.refuse(Some(network), request, refusal));
-                }
-                Err(err) => {
-                    self.refund(now, &guess.charges).await;
-                    return Err(self.refuse(Some(network), request, err.into()));
-                }
-            }
-        }
-        Ok(guess)
-    }
-
-    /// Settles an admitted guess: a wrong one (`reason` counts as a failure) stays charged, and
-    /// the lockouts it caused are reported; anything else is refunded.
-    pub(crate) async fn settle_guess(
-        &mut self,
-        now: DateTime<Utc>,
-        guess: Guess,
-        reason: Option<&Refusal>,
-    ) {
-        if reason.is_some_and(Refusal::counts_as_failure) {
-            if guess.filled_level {
-                self.events.push_back(ServerEvent::LockedOut {
-                    network: guess.network,
-                });
-                self.judge_failures(now, guess.network).await;
-            }
-            if let Some(space) = guess.filled_space {
-                self.events.push_back(ServerEvent::CodesSuspended { space });
-            }
-        } else {
-            self.refund(now, &guess.charges).await;
-        }
-    }
-
-    /// Marks `network` shared by its failures (it was just locked out), when the policy says so.
-    /// A write of its own after the charge that filled the budget: a store fault between them
-    /// leaves the lockout without the mark, which refuses the network's guesses all the same
-    /// (the mark only hides discovery and gives the reason), so nothing is left usable.
-    async fn judge_failures(&mut self, now: DateTime<Utc>, network: PublicNetwork) {
-        let config = self.config;
-        if !config.shared.enabled || !config.shared.failures {
-            return;
-        }
-        let mut judged = None;
-        let written = self
-            .store
-            .update_network(network, now, config, true, &mut |record| {
-                judged = record.mark_shared(now, config, SharedSignal::Failures);
-            })
-            .await;
-        if written.is_ok() {
-            self.judged_shared(network, judged);
-        }
-    }
-
-    /// Settles a guess that the check refused for `reason`, and refuses with it.
-    pub(crate) async fn refused_guess(
-        &mut self,
-        now: DateTime<Utc>,
-        guess: Guess,
-        request: RequestKind,
-        reason: Refusal,
-    ) -> Refusal {
-        let network = guess.network;
-        self.settle_guess(now, guess, Some(&reason)).await;
-        self.refuse(Some(network), request, reason)
-    }
-
-    /// Whether the short code space is suspended (its global budget full or locked).
-    async fn suspended(&mut self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let now_ms = now.timestamp_millis();
-        let limit = u64::from(self.config.budgets.global_code_guesses);
-        let mut suspended = false;
-        self.store
-            .update_counter(
-                &CounterKey::SpaceGuesses(CodeSpace::Manual),
-                now,
-                &mut |record| {
-                    suspended = record.is_locked(now_ms) || record.live(now_ms) >= limit;
-                },
-            )
-            .await?;
-        Ok(suspended)
-    }
-
-    /// Reserves the quotas of one manual code for `account`, expiring at `expires_at`, and picks
-    /// its format: the short one unless its space is suspended or full. Refused with
-    /// `mint_quota` when the account (or every space) holds its most live codes.
-    pub(crate) async fn reserve_mint(
-        &mut self,
-        now: DateTime<Utc>,
-        account: &AccountId,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(CodeSpace, MintCharges), Refusal> {
-        let config = self.config;
-        let budgets = &config.budgets;
-        let expires_ms = quota_expiry_ms(expires_at);
-        let mut charges = MintCharges::default();
-        let account_key = CounterKey::AccountCodes(account.clone());
-        match self
-            .charge(
-                now,
-                &account_key,
-                budgets.codes_per_account,
-                expires_ms,
-                None,
-            )
-            .await
-        {
-            Ok(Some((charge, _))) => charges.charges.push(charge),
-            Ok(None) => return Err(self.refuse(None, RequestKind::MintCode, Refusal::MintQuota)),
-            Err(err) => return Err(self.refuse(None, RequestKind::MintCode, err.into())),
-        }
-        let short_open = match self.suspended(now).await {
-            Ok(suspended) => !suspended,
-            Err(err) => {
-                self.refund(now, &charges.charges).await;
-                return Err(self.refuse(None, RequestKind::MintCode, err.into()));
-            }
-        };
-        let spaces: &[(CodeSpace, u32)] = if short_open {
-            &[
-                (CodeSpace::Manual, budgets.live_codes),
-                (CodeSpace::Fallback, budgets.live_fallback_codes),
-            ]
-        } else {
-            &[(CodeSpace::Fallback, budgets.live_fallback_codes)]
-        };
-        for &(space, limit) in spaces {
-            let key = CounterKey::LiveCodes(space);
-            match self.charge(now, &key, limit, expires_ms, None).await {
-                Ok(Some((charge, _))) => {
-                    charges.charges.push(charge);
-                    return Ok((space, charges));
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    self.refund(now, &charges.charges).await;
-                    return Err(self.refuse(None, RequestKind::MintCode, err.into()));
-                }
-            }
-        }
-        self.refund(now, &charges.charges).await;
-        Err(self.refuse(None, RequestKind::MintCode, Refusal::MintQuota))
-    }
-
-    /// Gives back the quotas of a code that was not minted after all.
-    pub(crate) async fn release_mint(&mut self, now: DateTime<Utc>, charges: MintCharges) {
-        self.refund(now, &charges.charges).await;
-    }
-
-    /// Gives back the quotas of a redeemed manual code of `account` (minted for `expires_at`,
-    /// in the space its shape says). Call only after marking them returned on the code
-    /// ([`CodeRecord::release_quota`](super::CodeRecord::release_quota)), so that they are given
-    /// back once.
-    pub(crate) async fn release_redeemed(
-        &mut self,
-        now: DateTime<Utc>,
-        account: &AccountId,
-        space: Option<CodeSpace>,
-        expires_at: DateTime<Utc>,
-    ) {
-        let budgets = &self.config.budgets;
-        let expires_ms = quota_expiry_ms(expires_at);
-        let mut charges: SmallVec<[Charge; 2]> = SmallVec::new();
-        charges.push(Charge {
-            key: CounterKey::AccountCodes(account.clone()),
-            expires_ms,
-            limit: budgets.codes_per_account,
-        });
-        if let Some(space) = space {
-            let limit = match space {
-                CodeSpace::Manual => budgets.live_codes,
-                CodeSpace::Fallback => budgets.live_fallback_codes,
-            };
-            charges.push(Charge {
-                key: CounterKey::LiveCodes(space),
-                expires_ms,
-                limit,
-            });
-        }
-        self.refund(now, &charges).await;
-    }
-
-    /// Reserves one live Obico passcode for `network`, expiring at `expires_at`, in `format`:
-    /// its network's quota, then the global one (at most
-    /// [`Budgets::live_passcodes`], and at most a hundredth of `format`'s space), each in one
-    /// atomic step. `mint_quota` when either is full (nothing stays charged).
-    #[cfg(feature = "obico-wire")]
-    pub(crate) async fn reserve_passcode(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        expires_at: DateTime<Utc>,
-        format: &CodeFormat,
-    ) -> Result<MintCharges, Refusal> {
-        let budgets = &self.config.budgets;
-        // A hundredth of the space, as for live short codes (`f64 as u32` saturates).
-        let global = budgets
-            .live_passcodes
-            .min((format.space() / 100.0) as u32)
-            .max(1);
-        let wanted = [
-            (
-                CounterKey::NetworkPasscodes(network),
-                budgets.passcodes_per_network,
-            ),
-            (CounterKey::LivePasscodes, global),
-        ];
-        let expires_ms = quota_expiry_ms(expires_at);
-        let mut charges = MintCharges::default();
-        for (key, limit) in wanted {
-            let refusal = match self.charge(now, &key, limit, expires_ms, None).await {
-                Ok(Some((charge, _))) => {
-                    charges.charges.push(charge);
-                    continue;
-                }
-                Ok(None) => Refusal::MintQuota,
-                Err(err) => err.into(),
-            };
-            self.refund(now, &charges.charges).await;
-            return Err(self.refuse(Some(network), RequestKind::MintCode, refusal));
-        }
-        Ok(charges)
-    }
+    pub(super) charges: SmallVec<[Charge; 2]>,
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
-use super::Level;
+use super::budget::Level;
 
 /// The prefix length of one IPv6 client: a /64.
 pub const IPV6_CLIENT_PREFIX: u8 = 64;

@@ -63,6 +63,7 @@ use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
 use crate::addr::PublicNetwork;
+pub use crate::event::vocab::LinkVia;
 use crate::id::{AccountId, InstanceId};
 use crate::secret::AuthToken;
 use crate::wire::DeviceInfo;
@@ -188,19 +189,6 @@ impl<'de> serde::Deserialize<'de> for TokenDigest {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         Self::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex characters"))
     }
-}
-
-/// How a link was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum LinkVia {
-    /// Auto-discovery: the linker fetched the agent's secret on the LAN.
-    Auto,
-    /// A manual code the user typed into the device.
-    Manual,
-    /// The Obico profile's verify route (an unmodified Obico agent).
-    Obico,
 }
 
 /// A link about to complete, as the [`LinkHook`] sees it. Carries no secret: the token's
@@ -406,7 +394,7 @@ pub(crate) struct PendingLink {
     pub(crate) key: crate::code::CodeKey,
     pub(crate) first: bool,
     pub(crate) manual: bool,
-    pub(crate) space: Option<super::CodeSpace>,
+    pub(crate) space: Option<super::budget::CodeSpace>,
     pub(crate) code_expires_at: chrono::DateTime<chrono::Utc>,
 }
 

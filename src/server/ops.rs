@@ -1,3 +1,4 @@
+// (1089 lines: one concern, because each of the server's steps is one method of `Ops` over the store, its checks and writes side by side; the budgets' charging is in ops/budget.rs.)
 //! The server's operations, written once over any [`Backend`](super::Backend): each
 //! [`Server`] step runs one of them over the server's store.
 //! An operation must not decide a record's rules itself (the records' pure functions do), read a
@@ -29,19 +30,25 @@
 //!
 //! [`Server`]: super::Server
 
+mod budget;
+
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rand::{CryptoRng, RngCore};
 
 use super::budget::{CodeSpace, Guess};
+use super::config::ServerConfig;
+#[cfg(doc)]
+use super::hook::LinkHook;
 use super::hook::{CompletedLink, HookError, LinkVia, PendingLink, TokenDigest};
+use super::limits::MINT_ATTEMPTS;
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
 use super::store::{Backend, StoreError};
-use super::{Redeemed, ServerConfig, MINT_ATTEMPTS};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
 use crate::confirm::DisplayName;
@@ -69,7 +76,7 @@ pub(crate) struct EventQueue {
     /// How many events were lost in all (each also counted by an `EventsLost` in the queue).
     lost: u64,
     /// Where events go at once instead of the queue, when set.
-    pub(crate) sink: Option<super::EventSink>,
+    pub(crate) sink: Option<EventSink>,
 }
 
 impl std::fmt::Debug for EventQueue {
@@ -1078,3 +1085,42 @@ pub(crate) enum Claim {
     // Built by the Obico profile only.
     None,
 }
+
+/// A successful redemption: the reply for the agent, and the link the [`LinkHook`] saw.
+///
+/// ```
+/// # use lanlink::server::{Server, ServerConfig};
+/// # use lanlink::wire::RedeemRequest;
+/// # use lanlink::{AccountId, InstanceId, PublicNetwork};
+/// # let mut fut = std::pin::pin!(async {
+/// let server = Server::new(ServerConfig::default()).unwrap();
+/// let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+/// let mut rng = lanlink::os_rng();
+/// let alice = AccountId::new("alice").unwrap();
+/// let minted = server.mint_code(now, &mut rng, &alice).await.unwrap();
+/// let id = InstanceId::generate(&mut rng);
+/// let network = PublicNetwork::from_ip("203.0.113.7".parse().unwrap(), 64);
+/// let redeemed = server.redeem(now, &mut rng, network, &RedeemRequest::new(id, minted.code)).await.unwrap();
+/// assert_eq!((redeemed.account, redeemed.instance_id), (alice, id));
+/// assert_eq!(redeemed.code_expires_at, minted.expires_at);
+/// # });
+/// # use std::future::Future;
+/// # assert!(fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready());
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Redeemed {
+    /// The reply for the agent (carries the token).
+    pub reply: RedeemReply,
+    /// The account the agent is now linked to.
+    pub account: AccountId,
+    /// The agent.
+    pub instance_id: InstanceId,
+    /// The completed link (the token's digest, how it was linked, the device's info).
+    pub link: CompletedLink,
+    /// When the redeemed code would have expired.
+    pub code_expires_at: DateTime<Utc>,
+}
+
+/// Where a [`Server`](crate::server::Server) sends its events (they carry no secrets).
+pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;

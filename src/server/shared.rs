@@ -34,54 +34,15 @@ use std::net::IpAddr;
 
 use chrono::TimeDelta;
 use ipnet::{IpNet, Ipv4Net};
-use serde::{Deserialize, Serialize};
 
 use crate::addr::PublicNetwork;
 use crate::error::ConfigError;
+pub use crate::event::vocab::SharedSignal;
 use crate::id::AccountId;
 
 /// How many recent discoverers a network record remembers (the most distinct accounts it can
 /// count): [`SharedNetworkPolicy::max_accounts`] must be below it.
 pub const MAX_DISCOVERERS: usize = 8;
-
-/// Why a network was judged shared. Serializes as a snake_case code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SharedSignal {
-    /// More distinct accounts discovered from the network in the window than `max_accounts`.
-    ManyAccounts,
-    /// The agents present announce more distinct private subnets than `max_subnets`.
-    ManySubnets,
-    /// The network is a carrier-grade NAT address (`100.64.0.0/10`).
-    CarrierNat,
-    /// The network lies in an operator's list of known shared ranges.
-    KnownSharedRange,
-    /// Wrong guesses from the network filled one of its guessing budgets (it is locked out).
-    Failures,
-    /// A signal this version does not know (a mark written by a newer server instance sharing
-    /// the store): still a mark, so the network stays judged shared.
-    #[serde(other)]
-    Other,
-}
-
-impl SharedSignal {
-    /// The signal's stable snake_case code.
-    ///
-    /// ```
-    /// assert_eq!(lanlink::server::SharedSignal::CarrierNat.code(), "carrier_nat");
-    /// ```
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::ManyAccounts => "many_accounts",
-            Self::ManySubnets => "many_subnets",
-            Self::CarrierNat => "carrier_nat",
-            Self::KnownSharedRange => "known_shared_range",
-            Self::Failures => "failures",
-            Self::Other => "other",
-        }
-    }
-}
 
 /// When the server judges a public network shared. Set with
 /// [`ServerConfig::shared_network`](super::ServerConfig::shared_network); see the
@@ -266,7 +227,7 @@ impl SharedNetworkPolicy {
     /// assert!(SharedNetworkPolicy::default().max_accounts(MAX_DISCOVERERS - 1).validate().is_ok());
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let duration_ok = |d: TimeDelta| d > TimeDelta::zero() && d <= super::MAX_TTL;
+        let duration_ok = |d: TimeDelta| d > TimeDelta::zero() && d <= super::limits::MAX_TTL;
         if !(1..MAX_DISCOVERERS).contains(&self.max_accounts)
             || self.max_subnets == 0
             || !duration_ok(self.window)

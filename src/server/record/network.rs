@@ -12,8 +12,8 @@ use crate::confirm::{ConfirmNonce, DisplayName};
 use crate::error::Refusal;
 use crate::id::{AccountId, InstanceId};
 use crate::secret::LocalSecret;
+use crate::server::config::ServerConfig;
 use crate::server::shared::SharedSignal;
-use crate::server::ServerConfig;
 use crate::wire::{
     AgentMessage, Announce, DiscoveredAgent, DiscoveredAgents, LinkRequest, LinkState, Visibility,
 };

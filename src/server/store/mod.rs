@@ -15,6 +15,8 @@
 
 mod backend;
 mod bytes;
+#[cfg(feature = "obico-wire")]
+pub(crate) mod printer;
 #[cfg(feature = "shared-store")]
 mod records;
 

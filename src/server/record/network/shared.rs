@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use smallvec::SmallVec;
 
 use crate::id::InstanceId;
+use crate::server::config::ServerConfig;
 use crate::server::shared::{subnet_of, SharedSignal};
-use crate::server::ServerConfig;
 use crate::wire::{HiddenReason, Visibility};
 
 use super::super::later_ms;

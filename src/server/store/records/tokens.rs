@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{encode, Records};
-use crate::obico::tokens::{LinkedPrinter, PrinterTokens};
-use crate::server::{Key, Store, StoreError, Write};
+use crate::server::store::printer::{LinkedPrinter, PrinterTokens};
+use crate::server::store::{Key, Store, StoreError, Write};
 
 impl<S: Store> Records<S> {
     /// The key of a printer token's record (from the token's digest).

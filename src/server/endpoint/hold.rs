@@ -1,8 +1,8 @@
 //! Held requests (revision 1.6): the decision to answer a request later, and its answer when
 //! the time comes, as pure steps over the server. An agent's announcement that asks for a hold
 //! (`hold_ms`) and finds no message, or a linker's status request (`?hold_ms=`) whose link is
-//! still on its way, comes back from [`handle`](super::endpoint::handle) as
-//! [`Handled::Hold`](super::endpoint::Handled::Hold) with a [`Held`]; the host keeps the
+//! still on its way, comes back from [`handle`](crate::server::endpoint::handle) as
+//! [`Handled::Hold`](crate::server::endpoint::Handled::Hold) with a [`Held`]; the host keeps the
 //! connection open and calls [`resume`] when its bell rings for [`Held::instance_id`] or at
 //! [`Held::next_check`], until it answers.
 //!
@@ -18,14 +18,15 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::endpoint::ServerResponse;
-use super::{Backend, Server};
+use super::ServerResponse;
 use crate::addr::PublicNetwork;
 use crate::id::{AccountId, InstanceId};
+use crate::server::machine::Server;
+use crate::server::store::Backend;
 use crate::wire::{self, Announce, LinkState};
 
 /// A request the server holds open (revision 1.6): what it waits for, and until when. Made by
-/// [`handle`](super::endpoint::handle) ([`Handled::Hold`](super::endpoint::Handled::Hold));
+/// [`handle`](crate::server::endpoint::handle) ([`Handled::Hold`](crate::server::endpoint::Handled::Hold));
 /// given back to [`resume`]. `Debug` shows the instance and the times, never the agent's
 /// presence key.
 ///
