@@ -1,5 +1,6 @@
 //! Errors and refusals, split by who raises them. None may carry a secret, a code or a token, in
 //! a field or in its message: errors are logged and shown.
+//! It must not depend on anything above the vocabulary (wire, state machines, adapters).
 
 use crate::addr::ClientAddrError;
 

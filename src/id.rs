@@ -2,6 +2,7 @@
 //! Neither is a secret, so both show in `Debug` and `Display`; neither may be trusted as proof on
 //! its own: an instance id is proven by its presence key ([`crate::secret::PresenceKey`]), an
 //! account id by the embedder's authentication.
+//! It must not depend on anything above the vocabulary.
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
 //! [`AgentConfig`], the agent's limits and defaults, and the order it announces its endpoints in.
+//! It must not do I/O or read a clock: a configuration is checked when the agent is made.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

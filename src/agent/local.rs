@@ -1,5 +1,7 @@
 //! The agent's local endpoint: who may have the secret, and when (the window, the caller's
 //! address, `Host` and `Origin`).
+//! It must not do I/O, read a clock or hand the secret to a caller that fails any check: every
+//! refusal fails closed.
 
 use super::*;
 

@@ -1,5 +1,7 @@
 //! The agent's redemption: a code entered or forwarded, what the server forwards verified, the
 //! owner's confirmation, the server's answer.
+//! It must not do I/O or read a clock, and must compare what the server forwards only in
+//! constant time (`subtle`); any failure ends discovery.
 
 use super::*;
 

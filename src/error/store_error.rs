@@ -1,5 +1,6 @@
 //! [`StoreError`]: why a store failed, vocabulary every layer reads (the server's backends
 //! raise it, [`Refusal::Store`](crate::error::Refusal::Store) carries it).
+//! It must not carry a value read from the store, nor depend on the server.
 
 /// Why a store could not carry out an operation. Nothing was changed by the failed operation,
 /// with one exception: a shared store that lost a write's reply and could not read the record

@@ -1,5 +1,6 @@
 //! [`WireError`]: why bytes are not a valid message, vocabulary of every layer that decodes
 //! (re-exported at [`crate::wire::WireError`]).
+//! It must not echo the bytes it refuses (they may hold a secret), nor depend on the wire.
 
 /// Why bytes are not a valid message. Says where, never what: no input is echoed.
 ///

@@ -2,6 +2,7 @@
 //! gave up, how a link was made, a code space, why a network was judged shared. Defined here,
 //! below the linker and the server, so that [`crate::event`] reads nothing above it; each is
 //! re-exported at its public path ([`crate::linker`], [`crate::server`]).
+//! It must not depend on the linker, the server or any adapter.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,7 @@
 //! The agent's harness (`agent_ops`): a caller's address, host and origin classes, and the agent's state machine under them.
 //! Its clock starts at one `Instant` taken at the start and moves only as the input says; its RNG
 //! is seeded.
+//! It must not read the wall clock, touch the network or draw from the OS RNG.
 
 use super::*;
 use crate::transport::TransportError;

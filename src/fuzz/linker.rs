@@ -1,6 +1,7 @@
 //! The linker's harness (`linker_ops`).
 //! Its clock starts at one `Instant` taken at the start and moves only as the input says; the
 //! linker is built without a nonce, so no RNG is drawn.
+//! It must not read the wall clock, touch the network or draw from the OS RNG.
 
 use super::*;
 

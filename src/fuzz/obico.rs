@@ -1,5 +1,6 @@
 //! The Obico profile's harness (`obico_ops`).
 //! Its clock starts at a fixed timestamp and moves only as the input says; its RNG is seeded.
+//! It must not read the wall clock, touch the network or draw from the OS RNG.
 
 use super::*;
 

@@ -1,4 +1,6 @@
 //! [`ServerConfig`]: the server's configuration and its checks.
+//! It must not do I/O or read a clock; a configuration that fails its checks is refused, never
+//! corrected in silence.
 
 use std::net::IpAddr;
 use std::time::Duration;

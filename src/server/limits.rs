@@ -1,5 +1,6 @@
 //! The server's hard limits: the bottom of the server, read by its configuration, budgets and
 //! steps.
+//! It must not depend on anything in the server.
 
 use chrono::TimeDelta;
 

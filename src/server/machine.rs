@@ -1,6 +1,8 @@
 //! [`Server`], the server's state machine: one `async fn` per protocol step over its
 //! [`Backend`], with its [`Events`] and the [`User`] a user step takes. (The module docs of
 //! [`crate::server`] describe it.)
+//! It must not decide a protocol rule itself (the operations and records do), read a clock or
+//! draw from a global RNG: `now` and the RNG are arguments.
 
 /// Runs one operation of `$server` (its configuration and store, events collected for the
 /// call and handed on when it ends) and awaits it.

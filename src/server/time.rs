@@ -1,5 +1,6 @@
 //! Saturating wall-clock arithmetic and bounded store times: the bottom of the server, read by
 //! its records and its budgets.
+//! It must not read a clock or panic on any time: every sum saturates.
 
 use chrono::{DateTime, TimeDelta, Utc};
 

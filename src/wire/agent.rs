@@ -1,5 +1,6 @@
 //! The agent's messages: its announcement and the server's answer, the messages the server
 //! forwards to it, its redemption and the answer.
+//! It must not read a clock or do I/O; decoding refuses what `PROTOCOL.md` refuses.
 
 use super::*;
 

@@ -1,5 +1,6 @@
 //! [`DeviceInfo`], what an agent tells about itself: bounded, and free of characters that
 //! render as other text.
+//! It must not panic on any input: an over-long or hidden-character field is refused or cut.
 
 use super::*;
 

@@ -1,5 +1,6 @@
 //! The server checks of what is counted: wrong guesses, crowded networks, manual codes, the
 //! lockout and the quotas (run last: they use up the kit's budgets).
+//! It must not reach the server but over HTTP, as a client would.
 
 use super::*;
 

@@ -1,4 +1,5 @@
 //! The server checks of held requests (revision 1.6).
+//! It must not reach the server but over HTTP, as a client would.
 
 use super::*;
 

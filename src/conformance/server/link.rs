@@ -1,5 +1,6 @@
 //! The server checks of the user-facing routes: who may call them, cross-site requests, and one
 //! whole link from discovery to the delivered token.
+//! It must not reach the server but over HTTP, as a client would.
 
 use super::*;
 

@@ -1,5 +1,6 @@
 //! The server checks of the conventions: routing, raw HTTP, request bodies, announcements
 //! refused and accepted.
+//! It must not reach the server but over HTTP, as a client would.
 
 use super::*;
 

@@ -1,5 +1,7 @@
 //! The steps that charge and refund the budgets through the store: [`Ops`]'s side of
 //! [`crate::server::budget`] (whose records and pure functions stay there).
+//! It must not read a clock or draw from a global RNG; a charge and the check it pays for are
+//! one store write.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use smallvec::SmallVec;

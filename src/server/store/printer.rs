@@ -1,6 +1,7 @@
 //! What the Obico profile's printer tokens are kept as, and where (features `obico-wire`): the
 //! vocabulary a store implements, below the store and the profile, re-exported at
 //! [`crate::obico::tokens`].
+//! It must not depend on the Obico profile (the profile depends on it).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
