@@ -1,3 +1,4 @@
+// (885 lines, 279 of them docs and doc examples: one concern, because it is the address rules (private, announceable, public networks, forwarded headers) that every party reads together.)
 //! Addresses: who is asking ([`ClientAddrResolver`]), which public network they are on
 //! ([`PublicNetwork`]), and whether an address is on the local network ([`LocalPolicy`]).
 //! Pure functions of the addresses and header lines they are given: this module must not open a

@@ -1,3 +1,4 @@
+// (1085 lines, 562 of them docs and doc examples: one concern, because it is the agent's state machine; its configuration, local endpoint and redemption are in agent/.)
 //! The agent: runs on the device, makes the instance id and the secret, announces, hands the secret
 //! only to local callers during the window, verifies what the server forwards, redeems its code.
 //! It must not do I/O, read a clock, sleep or draw from a global RNG (time and randomness are

@@ -1,3 +1,4 @@
+// (879 lines, 400 of them docs and doc examples: one concern, because it is the error model and its one table of codes; store and wire errors are in error/.)
 //! Errors and refusals, split by who raises them. None may carry a secret, a code or a token, in
 //! a field or in its message: errors are logged and shown.
 //! It must not depend on anything above the vocabulary (wire, state machines, adapters).

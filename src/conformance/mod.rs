@@ -1,3 +1,4 @@
+// (937 lines, 486 of them docs and doc examples: one concern, because it is the kit's shared report, targets and credentials; each kit is a file of its own.)
 //! A conformance kit (feature `conformance`): checks a lanlink server, or an agent's local
 //! endpoint, against `PROTOCOL.md` over the network, as a black-box client, and reports one
 //! line per check.

@@ -1,3 +1,4 @@
+// (870 lines, 260 of them docs and doc examples: one concern, because it is the Obico routes as one wire function; its tests are in endpoint/tests.rs.)
 //! The Obico profile's HTTP wire as a function, with no HTTP library in it (sans-IO), the same
 //! shape as the core's [`server::endpoint`](crate::server::endpoint): a request's method, target,
 //! header lines (raw bytes), socket peer and the state of its body go in

@@ -1,3 +1,4 @@
+// (931 lines, 356 of them docs and doc examples: one concern, because it is the budgets' records and pure functions; their charging steps are in ops/budget.rs.)
 //! Guessing budgets and mint quotas: every limit on guesses and on live codes, in one place.
 //! It must not let a guess be checked before its charge stands, nor read a clock (`now` is an
 //! argument); its only I/O is the store's, through [`Backend`](super::Backend).

@@ -1,3 +1,4 @@
+// (938 lines, 471 of them docs and doc examples: one concern, because it is the `Server` and its one method per protocol step.)
 //! [`Server`], the server's state machine: one `async fn` per protocol step over its
 //! [`Backend`], with its [`Events`] and the [`User`] a user step takes. (The module docs of
 //! [`crate::server`] describe it.)

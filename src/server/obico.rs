@@ -1,3 +1,4 @@
+// (834 lines, 238 of them docs and doc examples: one concern, because it is the Obico profile's server steps over the core's records.)
 //! The server's operations for the Obico wire profile ([`crate::obico`]): the same records and
 //! checks as the core's, for agents that have no commitment and no presence key.
 //! They must not relax any check of the core's beyond what the profile cannot carry (no commitment,

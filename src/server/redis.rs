@@ -1,3 +1,4 @@
+// (822 lines, 267 of them docs and doc examples: one concern, because it is the Redis store: one script, one connection, its errors.)
 //! A [`Store`] in Redis (or Valkey), on one node or natively on a Redis Cluster (feature
 //! `redis`): the bytes of the server's records, which [`Records`](super::Records) names, seals
 //! and updates. Every server instance that uses the same Redis, prefix and
