@@ -426,9 +426,8 @@ impl<S: Backend> Server<S> {
     }
 
     pub(super) fn events_out(&self, events: OpEvents) {
-        let mut events = events.into_events().peekable();
-        if events.peek().is_some() {
-            self.events.emit(events);
+        if !events.is_empty() {
+            self.events.emit(events.into_events());
         }
     }
 

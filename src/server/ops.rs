@@ -75,8 +75,6 @@ pub(crate) struct EventQueue {
     events: VecDeque<ServerEvent>,
     /// How many events were lost in all (each also counted by an `EventsLost` in the queue).
     lost: u64,
-    /// Where events go at once instead of the queue, when set.
-    pub(crate) sink: Option<EventSink>,
 }
 
 impl std::fmt::Debug for EventQueue {
@@ -84,22 +82,17 @@ impl std::fmt::Debug for EventQueue {
         f.debug_struct("EventQueue")
             .field("queued", &self.events.len())
             .field("lost", &self.lost)
-            .field("sink", &self.sink.is_some())
             .finish()
     }
 }
 
 impl EventQueue {
-    /// Queues `event` (or hands it to the sink). When the queue holds `MAX_QUEUED_EVENTS`
+    /// Queues `event`. When the queue holds `MAX_QUEUED_EVENTS`
     /// entries (an `EventsLost` counts as one), the event is lost and counted by the
     /// `EventsLost` at the queue's end (one is pushed if the last entry is not one already): the
     /// queue holds at most `MAX_QUEUED_EVENTS + 1` entries, and its order says where each gap
     /// was.
     pub(crate) fn push_back(&mut self, event: ServerEvent) {
-        if let Some(sink) = &self.sink {
-            sink(event);
-            return;
-        }
         if self.events.len() < MAX_QUEUED_EVENTS {
             self.events.push_back(event);
             return;
@@ -134,6 +127,10 @@ impl OpEvents {
     /// Adds `event`, after those already made.
     pub(crate) fn push_back(&mut self, event: ServerEvent) {
         self.0.push(event);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub(crate) fn into_events(self) -> impl Iterator<Item = ServerEvent> {
