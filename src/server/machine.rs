@@ -9,13 +9,8 @@
 /// call and handed on when it ends) and awaits it.
 macro_rules! run {
     ($server:ident, |$ops:ident| $call:expr) => {{
-        let mut events = $crate::server::ops::OpEvents::default();
-        let result = {
-            let mut $ops = $server.ops(&mut events);
-            $call.await
-        };
-        $server.events_out(events);
-        result
+        let mut $ops = $server.ops();
+        $call.await
     }};
 }
 
@@ -29,8 +24,8 @@ use super::config::ServerConfig;
 use super::hook::{HookError, LinkHook, PendingLink};
 #[cfg(doc)]
 use super::ops::MAX_QUEUED_EVENTS;
-use super::ops::{EventQueue, EventSink, OpEvents, Ops, Redeemed};
-use super::store::{Backend, MemoryStore, StoreError};
+use super::ops::{core_listing, Emit, EventQueue, EventSink, OpEvents, Ops, Redeemed};
+use super::store::{Backend, MemoryStore, StoreError, StoreRef};
 #[cfg(doc)]
 use super::{hook, shared, store::Store};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
@@ -168,7 +163,7 @@ enum EventsTo {
 }
 
 impl Events {
-    /// Every event goes to `sink` as the operation that made it ends.
+    /// Every event goes to `sink` as the operation makes it.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
@@ -228,6 +223,16 @@ impl Events {
                 let mut queue = crate::lock_unpoisoned(queue);
                 events.for_each(|event| queue.push_back(event));
             }
+            EventsTo::Discard => {}
+        }
+    }
+}
+
+impl Emit for Events {
+    fn emit_one(&self, event: ServerEvent) {
+        match &self.0 {
+            EventsTo::Sink(sink) => sink(event),
+            EventsTo::Queue(queue) => crate::lock_unpoisoned(queue).push_back(event),
             EventsTo::Discard => {}
         }
     }
@@ -417,17 +422,11 @@ impl<S: Backend> Server<S> {
         &self.store
     }
 
-    pub(super) fn ops<'a>(&'a self, events: &'a mut OpEvents) -> Ops<'a> {
+    pub(super) fn ops(&self) -> Ops<'_> {
         Ops {
             config: &self.config,
-            store: &self.store,
-            events,
-        }
-    }
-
-    pub(super) fn events_out(&self, events: OpEvents) {
-        if !events.is_empty() {
-            self.events.emit(events.into_events());
+            store: StoreRef::new(&self.store),
+            events: OpEvents(&self.events),
         }
     }
 
@@ -508,10 +507,7 @@ impl<S: Backend> Server<S> {
         peer: IpAddr,
         headers: ForwardedHeaders<'_>,
     ) -> Result<PublicNetwork, Refusal> {
-        let mut events = OpEvents::default();
-        let result = self.ops(&mut events).caller(request, peer, headers);
-        self.events_out(events);
-        result
+        self.ops().caller(request, peer, headers)
     }
 
     /// An agent announces from `network` (protocol step 3). The reply carries any queued
@@ -542,7 +538,7 @@ impl<S: Backend> Server<S> {
         network: PublicNetwork,
         announce: &Announce,
     ) -> Result<AnnounceReply, Refusal> {
-        run!(self, |ops| ops.announce(now, network, announce))
+        run!(self, |ops| ops.announce_held(now, network, announce, false)).map(|(reply, _)| reply)
     }
 
     /// [`announce`](Self::announce), and until when its request may be held (revision 1.6).
@@ -595,7 +591,12 @@ impl<S: Backend> Server<S> {
         network: PublicNetwork,
         user: &User,
     ) -> Result<DiscoverReply, Refusal> {
-        run!(self, |ops| ops.discover(now, network, Some(&user.account)))
+        // Discovery (protocol step 4): what the account finds, then the reply and its event.
+        let mut ops = self.ops();
+        let found = ops
+            .discover_in(now, network, Some(&user.account), &core_listing)
+            .await;
+        found.map(|found| ops.discovered(network, found))
     }
 
     /// A linker of `user`, calling from `network`, asks to link an agent (protocol step 6). The

@@ -48,7 +48,7 @@ use super::limits::MINT_ATTEMPTS;
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
-use super::store::{Backend, StoreError};
+use super::store::{StoreError, StoreRef};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
 use crate::confirm::DisplayName;
@@ -117,24 +117,22 @@ impl EventQueue {
     }
 }
 
-/// The events one operation makes, handed on as it ends ([`Events`](super::Events)). A plain
-/// `Vec`: it allocates only once an event is made, and keeps the operation's future small (the
-/// future moves as it is polled; events kept inline made every move longer).
-#[derive(Default)]
-pub(crate) struct OpEvents(Vec<ServerEvent>);
+/// Where events go as they are made: the server's [`Events`](super::Events).
+pub(crate) trait Emit: Sync {
+    /// Hands `event` on (to the sink or the queue, or drops it when discarding).
+    fn emit_one(&self, event: ServerEvent);
+}
 
-impl OpEvents {
-    /// Adds `event`, after those already made.
+/// Where one operation's events go: each is handed on as the operation makes it, so an
+/// operation that stops half way (its future dropped while a shared store answers) has still
+/// reported what it did, and no buffer is allocated per call.
+#[derive(Clone, Copy)]
+pub(crate) struct OpEvents<'a>(pub(crate) &'a dyn Emit);
+
+impl OpEvents<'_> {
+    /// Hands `event` on, after those already made.
     pub(crate) fn push_back(&mut self, event: ServerEvent) {
-        self.0.push(event);
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub(crate) fn into_events(self) -> impl Iterator<Item = ServerEvent> {
-        self.0.into_iter()
+        self.0.emit_one(event);
     }
 }
 
@@ -155,14 +153,14 @@ pub(crate) enum Claimant {
 /// One operation's view of the server: its configuration, its records, and where its events go.
 pub(crate) struct Ops<'a> {
     pub(crate) config: &'a ServerConfig,
-    pub(crate) store: &'a dyn Backend,
-    pub(crate) events: &'a mut OpEvents,
+    pub(crate) store: StoreRef<'a>,
+    pub(crate) events: OpEvents<'a>,
 }
 
 /// The core's listing of a network not judged shared: its verified agents, and why none is shown
 /// (`too_many_agents`), if so.
 #[inline]
-fn core_listing(
+pub(crate) fn core_listing(
     record: &NetworkRecord,
     now: DateTime<Utc>,
     config: &ServerConfig,
@@ -272,17 +270,6 @@ impl Ops<'_> {
         self.refuse(network, request, err.into())
     }
 
-    pub(crate) async fn announce(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        announce: &Announce,
-    ) -> Result<AnnounceReply, Refusal> {
-        self.announce_held(now, network, announce, false)
-            .await
-            .map(|(reply, _)| reply)
-    }
-
     /// An announcement, and until when its request may be held (revision 1.6; `None`: answer
     /// at once). Only a transport that holds (`holds`) grants the hold an announcement asks
     /// for; any other answers at once and keeps the presence its usual lifetime.
@@ -369,21 +356,6 @@ impl Ops<'_> {
 
     fn poll_after_ms(&self) -> u64 {
         u64::try_from(self.config.announce_interval.num_milliseconds()).unwrap_or(2000)
-    }
-
-    /// Discovery (protocol step 4), by `account` when the caller is authenticated: a plain
-    /// read, and one write the first time in a window that an account discovers from the
-    /// network (counting it toward the shared-network judgement in that same write).
-    pub(crate) async fn discover(
-        &mut self,
-        now: DateTime<Utc>,
-        network: PublicNetwork,
-        account: Option<&AccountId>,
-    ) -> Result<DiscoverReply, Refusal> {
-        let found = self
-            .discover_in(now, network, account, &core_listing)
-            .await?;
-        Ok(self.discovered(network, found))
     }
 
     /// What `account` (when authenticated) finds discovering `network`, for every profile's

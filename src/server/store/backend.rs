@@ -138,6 +138,14 @@ pub trait Backend: Send + Sync {
     /// has nothing to do.
     #[doc(hidden)]
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError>;
+
+    /// This backend as the in-memory store, if it is one: a server then calls the store's
+    /// methods directly (they finish at once), with no future to allocate and poll. Any other
+    /// backend keeps the default, `None`.
+    #[doc(hidden)]
+    fn in_memory(&self) -> Option<&MemoryStore> {
+        None
+    }
 }
 
 /// A single-process store: the default store of a [`Server`](crate::server::Server). Records are
@@ -346,10 +354,11 @@ impl MemoryRecords {
     }
 }
 
-/// Every method finishes before it returns: the futures are ready at their first poll.
-#[async_trait]
-impl Backend for MemoryStore {
-    async fn update_network(
+/// The in-memory store's methods, each finished when it returns: its [`Backend`] methods are
+/// these behind futures ready at their first poll, and a server over it calls these directly
+/// ([`Backend::in_memory`]).
+impl MemoryStore {
+    fn update_network_now(
         &self,
         network: PublicNetwork,
         now: DateTime<Utc>,
@@ -363,17 +372,15 @@ impl Backend for MemoryStore {
             .is_some())
     }
 
-    async fn read_network(
+    fn read_network_now(
         &self,
         network: PublicNetwork,
-        _now: DateTime<Utc>,
-        _config: &ServerConfig,
         f: &mut ReadFn<'_>,
     ) -> Result<bool, StoreError> {
         Ok(self.records().read(&network, f))
     }
 
-    async fn create_code(
+    fn create_code_now(
         &self,
         key: &CodeKey,
         record: &CodeRecord,
@@ -382,7 +389,7 @@ impl Backend for MemoryStore {
         Ok(self.records().create_code(key, record, now))
     }
 
-    async fn update_code(
+    fn update_code_now(
         &self,
         key: &CodeKey,
         now: DateTime<Utc>,
@@ -391,12 +398,12 @@ impl Backend for MemoryStore {
         Ok(self.records().update_code(key, now, f))
     }
 
-    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
+    fn delete_code_now(&self, key: &CodeKey) -> Result<(), StoreError> {
         self.records().codes.remove(key);
         Ok(())
     }
 
-    async fn update_counter(
+    fn update_counter_now(
         &self,
         key: &CounterKey,
         now: DateTime<Utc>,
@@ -406,9 +413,73 @@ impl Backend for MemoryStore {
         Ok(())
     }
 
-    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
+    fn purge_now(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
         self.records().purge(now, config);
         Ok(())
+    }
+}
+
+/// Every method finishes before it returns: the futures are ready at their first poll.
+#[async_trait]
+impl Backend for MemoryStore {
+    async fn update_network(
+        &self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &ServerConfig,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.update_network_now(network, now, config, create, f)
+    }
+
+    async fn read_network(
+        &self,
+        network: PublicNetwork,
+        _now: DateTime<Utc>,
+        _config: &ServerConfig,
+        f: &mut ReadFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.read_network_now(network, f)
+    }
+
+    async fn create_code(
+        &self,
+        key: &CodeKey,
+        record: &CodeRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.create_code_now(key, record, now)
+    }
+
+    async fn update_code(
+        &self,
+        key: &CodeKey,
+        now: DateTime<Utc>,
+        f: &mut CodeFn<'_>,
+    ) -> Result<bool, StoreError> {
+        self.update_code_now(key, now, f)
+    }
+
+    async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
+        self.delete_code_now(key)
+    }
+
+    async fn update_counter(
+        &self,
+        key: &CounterKey,
+        now: DateTime<Utc>,
+        f: &mut CounterFn<'_>,
+    ) -> Result<(), StoreError> {
+        self.update_counter_now(key, now, f)
+    }
+
+    async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
+        self.purge_now(now, config)
+    }
+
+    fn in_memory(&self) -> Option<&MemoryStore> {
+        Some(self)
     }
 }
 
@@ -471,5 +542,240 @@ impl<T: Backend + ?Sized> Backend for std::sync::Arc<T> {
 
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
         (**self).purge(now, config).await
+    }
+
+    fn in_memory(&self) -> Option<&MemoryStore> {
+        (**self).in_memory()
+    }
+}
+
+/// How an operation reaches its backend: the in-memory store directly (its calls finish before
+/// they return, with nothing boxed), any other backend through its futures. The same names and
+/// arguments as [`Backend`]'s methods.
+#[derive(Clone, Copy)]
+pub(crate) struct StoreRef<'a> {
+    backend: &'a dyn Backend,
+    memory: Option<&'a MemoryStore>,
+}
+
+/// A store call: finished already (the in-memory store), or a backend's future.
+pub(crate) enum StoreCall<'a, T> {
+    Done(Option<T>),
+    Pending(std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>),
+}
+
+impl<T: Unpin> std::future::Future for StoreCall<'_, T> {
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        match self.get_mut() {
+            StoreCall::Done(done) => match done.take() {
+                Some(out) => std::task::Poll::Ready(out),
+                // Polled again after it finished: as any future, it has nothing more to give.
+                None => std::task::Poll::Pending,
+            },
+            StoreCall::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<'a> StoreRef<'a> {
+    pub(crate) fn new(backend: &'a dyn Backend) -> Self {
+        Self {
+            memory: backend.in_memory(),
+            backend,
+        }
+    }
+
+    pub(crate) fn update_network<'b>(
+        self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &'b ServerConfig,
+        create: bool,
+        f: &'b mut NetworkFn<'_>,
+    ) -> StoreCall<'b, Result<bool, StoreError>>
+    where
+        'a: 'b,
+    {
+        match self.memory {
+            Some(memory) => StoreCall::Done(Some(
+                memory.update_network_now(network, now, config, create, f),
+            )),
+            None => {
+                StoreCall::Pending(self.backend.update_network(network, now, config, create, f))
+            }
+        }
+    }
+
+    pub(crate) fn read_network<'b>(
+        self,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        config: &'b ServerConfig,
+        f: &'b mut ReadFn<'_>,
+    ) -> StoreCall<'b, Result<bool, StoreError>>
+    where
+        'a: 'b,
+    {
+        match self.memory {
+            Some(memory) => StoreCall::Done(Some(memory.read_network_now(network, f))),
+            None => StoreCall::Pending(self.backend.read_network(network, now, config, f)),
+        }
+    }
+
+    pub(crate) fn create_code<'b>(
+        self,
+        key: &'b CodeKey,
+        record: &'b CodeRecord,
+        now: DateTime<Utc>,
+    ) -> StoreCall<'b, Result<bool, StoreError>>
+    where
+        'a: 'b,
+    {
+        match self.memory {
+            Some(memory) => StoreCall::Done(Some(memory.create_code_now(key, record, now))),
+            None => StoreCall::Pending(self.backend.create_code(key, record, now)),
+        }
+    }
+
+    pub(crate) fn update_code<'b>(
+        self,
+        key: &'b CodeKey,
+        now: DateTime<Utc>,
+        f: &'b mut CodeFn<'_>,
+    ) -> StoreCall<'b, Result<bool, StoreError>>
+    where
+        'a: 'b,
+    {
+        match self.memory {
+            Some(memory) => StoreCall::Done(Some(memory.update_code_now(key, now, f))),
+            None => StoreCall::Pending(self.backend.update_code(key, now, f)),
+        }
+    }
+
+    pub(crate) fn delete_code<'b>(self, key: &'b CodeKey) -> StoreCall<'b, Result<(), StoreError>>
+    where
+        'a: 'b,
+    {
+        match self.memory {
+            Some(memory) => StoreCall::Done(Some(memory.delete_code_now(key))),
+            None => StoreCall::Pending(self.backend.delete_code(key)),
+        }
+    }
+
+    pub(crate) fn update_counter<'b>(
+        self,
+        key: &'b CounterKey,
+        now: DateTime<Utc>,
+        f: &'b mut CounterFn<'_>,
+    ) -> StoreCall<'b, Result<(), StoreError>>
+    where
+        'a: 'b,
+    {
+        match self.memory {
+            Some(memory) => StoreCall::Done(Some(memory.update_counter_now(key, now, f))),
+            None => StoreCall::Pending(self.backend.update_counter(key, now, f)),
+        }
+    }
+
+    pub(crate) fn purge<'b>(
+        self,
+        now: DateTime<Utc>,
+        config: &'b ServerConfig,
+    ) -> StoreCall<'b, Result<(), StoreError>>
+    where
+        'a: 'b,
+    {
+        match self.memory {
+            Some(memory) => StoreCall::Done(Some(memory.purge_now(now, config))),
+            None => StoreCall::Pending(self.backend.purge(now, config)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("time")
+    }
+
+    fn home() -> PublicNetwork {
+        PublicNetwork::from_ip("203.0.113.7".parse().expect("ip"), 64)
+    }
+
+    /// Whether `call` finished without a future (the direct path), and its output.
+    fn direct<T: Unpin>(call: StoreCall<'_, T>) -> (bool, T) {
+        let done = matches!(call, StoreCall::Done(_));
+        let mut call = std::pin::pin!(call);
+        let waker = std::task::Waker::noop();
+        match call
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            std::task::Poll::Ready(out) => (done, out),
+            std::task::Poll::Pending => panic!("a store call over memory was not ready"),
+        }
+    }
+
+    #[test]
+    fn the_memory_store_is_called_directly_whatever_holds_it() {
+        let config = ServerConfig::default();
+        let memory = MemoryStore::default();
+        let shared: Arc<dyn Backend> = Arc::new(MemoryStore::default());
+        let arc = Arc::new(MemoryStore::default());
+        for backend in [&memory as &dyn Backend, &shared, &arc] {
+            let store = StoreRef::new(backend);
+            let (done, created) =
+                direct(
+                    store.update_network(home(), now(), &config, true, &mut |record| {
+                        record.mark_used(
+                            now(),
+                            &ServerConfig::default(),
+                            crate::InstanceId::from_bytes([1; 16]),
+                        )
+                    }),
+                );
+            assert!(done, "the in-memory store answers without a future");
+            assert_eq!(created, Ok(true));
+            let mut used = false;
+            let (done, read) = direct(store.read_network(home(), now(), &config, &mut |record| {
+                used = !record.used().is_empty();
+            }));
+            assert!(
+                done && read == Ok(true) && used,
+                "the write is what the read sees"
+            );
+        }
+    }
+
+    #[cfg(feature = "shared-store")]
+    #[test]
+    fn any_other_backend_goes_through_its_futures() {
+        use crate::server::store::{MemoryBytes, Records, RecordsConfig, StoreKey};
+        let config = ServerConfig::default();
+        let records = Records::new(
+            MemoryBytes::default(),
+            RecordsConfig::new(StoreKey::from_bytes([7; 32])),
+        );
+        let store = StoreRef::new(&records);
+        let (done, created) =
+            direct(
+                store.update_network(home(), now(), &config, true, &mut |record| {
+                    record.mark_used(
+                        now(),
+                        &ServerConfig::default(),
+                        crate::InstanceId::from_bytes([1; 16]),
+                    )
+                }),
+            );
+        assert!(
+            !done,
+            "a backend that is not the in-memory store keeps its own futures"
+        );
+        assert_eq!(created, Ok(true));
     }
 }

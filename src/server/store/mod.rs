@@ -23,6 +23,7 @@ mod records;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub(crate) use self::backend::StoreRef;
 pub use self::backend::{Backend, MemoryStore, StoreError};
 #[doc(hidden)]
 pub use self::backend::{CodeFn, CounterFn, NetworkFn, ReadFn};
