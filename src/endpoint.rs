@@ -237,10 +237,7 @@ impl LocalResponse {
     fn json(status: u16, body: Zeroizing<Vec<u8>>) -> Self {
         Self {
             status,
-            headers: vec![
-                ("content-type", "application/json".to_owned()),
-                ("cache-control", "no-store".to_owned()),
-            ],
+            headers: wire::json_headers(),
             body,
         }
     }

@@ -136,6 +136,15 @@ pub fn encode<T: Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
     out
 }
 
+/// The header lines of a JSON answer over HTTP, the agent's local endpoint's and the server's
+/// alike: its type, and `Cache-Control: no-store` (a body may carry a secret or a token).
+pub(crate) fn json_headers() -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/json".to_owned()),
+        ("cache-control", "no-store".to_owned()),
+    ]
+}
+
 const FIELD_NAMES: [&str; 4] = ["hostname", "model", "agent", "agent_version"];
 
 /// One agent as shown to a linker.

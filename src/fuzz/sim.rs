@@ -93,6 +93,9 @@ pub fn protocol_sim(data: &[u8]) {
     let mut linker_started = false;
     let mut rng = StdRng::seed_from_u64(4);
     let mut attacker_secrets: Vec<LocalSecret> = Vec::new();
+    // Where the attacker speaks from: the victim's public network, or another.
+    let (home_ip, away_ip) = (sim.lans[home].public_ip, sim.lans[away].public_ip);
+    let attacker_ip = |same_network: bool| if same_network { home_ip } else { away_ip };
     for op in ops::<SimOp>(data) {
         let now = sim.now();
         let wall = sim.wall();
@@ -155,11 +158,7 @@ pub fn protocol_sim(data: &[u8]) {
                 same_network,
                 guess,
             } => {
-                let from = if same_network {
-                    sim.lans[home].public_ip
-                } else {
-                    sim.lans[away].public_ip
-                };
+                let from = attacker_ip(same_network);
                 let request = LinkRequest::new(victim_id, LocalSecret::from_bytes(guess));
                 let result = sim.server.link_now(
                     wall,
@@ -172,19 +171,8 @@ pub fn protocol_sim(data: &[u8]) {
                 assert!(result.is_err(), "a guessed secret was accepted");
             }
             SimOp::Impersonate { same_network } => {
-                let from = if same_network {
-                    sim.lans[home].public_ip
-                } else {
-                    sim.lans[away].public_ip
-                };
-                let announce = Announce::new(
-                    victim_id,
-                    Ipv4Addr::new(192, 168, 1, 66).into(),
-                    8080,
-                    DeviceInfo::default(),
-                    LocalSecret::from_bytes([0x66; 32]).commitment(&victim_id),
-                    PresenceKey::from_bytes([0x66; 32]),
-                );
+                let from = attacker_ip(same_network);
+                let announce = attacker_announce(victim_id, PresenceKey::from_bytes([0x66; 32]));
                 if let Ok(reply) =
                     sim.server
                         .announce_now(wall, from, ForwardedHeaders::NONE, &announce)
@@ -197,15 +185,7 @@ pub fn protocol_sim(data: &[u8]) {
             }
             SimOp::ExtraAgent => {
                 let key = PresenceKey::from_bytes([0x67; 32]);
-                let own_id = key.instance_id();
-                let announce = Announce::new(
-                    own_id,
-                    Ipv4Addr::new(192, 168, 1, 66).into(),
-                    8080,
-                    DeviceInfo::default(),
-                    LocalSecret::from_bytes([0x66; 32]).commitment(&own_id),
-                    key,
-                );
+                let announce = attacker_announce(key.instance_id(), key);
                 if let Ok(reply) = sim.server.announce_now(
                     wall,
                     sim.lans[home].public_ip,
@@ -227,11 +207,7 @@ pub fn protocol_sim(data: &[u8]) {
                 same_network,
                 guess,
             } => {
-                let from = if same_network {
-                    sim.lans[home].public_ip
-                } else {
-                    sim.lans[away].public_ip
-                };
+                let from = attacker_ip(same_network);
                 let Some(code) = LinkCode::parse(&format!("{:06}", guess % 1_000_000)) else {
                     continue;
                 };
@@ -275,4 +251,17 @@ pub fn protocol_sim(data: &[u8]) {
             }
         }
     }
+}
+
+/// An announcement of `id` by the attacker's device (on a LAN address of its own, committing to
+/// a secret of its own), with the presence key `key`.
+fn attacker_announce(id: InstanceId, key: PresenceKey) -> Announce {
+    Announce::new(
+        id,
+        Ipv4Addr::new(192, 168, 1, 66).into(),
+        8080,
+        DeviceInfo::default(),
+        LocalSecret::from_bytes([0x66; 32]).commitment(&id),
+        key,
+    )
 }

@@ -413,10 +413,13 @@ async fn user_route<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     let Some(user) = user else {
         return Ok(None);
     };
+    // Each user route's caller (`403` without one), then the body of those that take one: a
+    // JSON object.
+    let caller = caller(request, 403)?;
     match route {
-        Route::Discover => discover(profile, now, request, user).await,
-        Route::Link => link(profile, now, rng, request, body, user).await,
-        _ => claim(profile, now, rng, request, body, user).await,
+        Route::Discover => discover(profile, now, caller, user).await,
+        Route::Link => link(profile, now, rng, caller, object(body)?, user).await,
+        _ => claim(profile, now, rng, caller, object(body)?, user).await,
     }
     .map(Some)
 }
@@ -764,10 +767,9 @@ async fn printer<S: Backend>(profile: Profile<'_, S>, request: &HttpRequest<'_>)
 async fn discover<S: Backend>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
-    request: &HttpRequest<'_>,
+    caller: Caller<'_>,
     user: &User,
 ) -> Answer {
-    let caller = caller(request, 403)?;
     let agents = call!(profile, caller, Discover, |network| obico_list(
         now,
         network,
@@ -801,12 +803,10 @@ async fn link<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,
-    request: &HttpRequest<'_>,
-    body: RequestBody<'_>,
+    caller: Caller<'_>,
+    mut map: Map<String, Value>,
     user: &User,
 ) -> Answer {
-    let caller = caller(request, 403)?;
-    let mut map = object(body)?;
     let device = match map.get("device_id") {
         None => return Err(missing("device_id")),
         Some(value) => value
@@ -842,12 +842,10 @@ async fn claim<S: Backend, R: CryptoRng + RngCore + Send + ?Sized>(
     profile: Profile<'_, S>,
     now: DateTime<Utc>,
     rng: &mut R,
-    request: &HttpRequest<'_>,
-    body: RequestBody<'_>,
+    caller: Caller<'_>,
+    mut map: Map<String, Value>,
     user: &User,
 ) -> Answer {
-    let caller = caller(request, 403)?;
-    let mut map = object(body)?;
     let passcode = match map.get_mut("one_time_passcode") {
         Some(Value::String(s)) => Zeroizing::new(std::mem::take(s)),
         Some(_) => return Err(detail(400, "malformed")),

@@ -232,10 +232,7 @@ impl ServerResponse {
     pub(crate) fn json(status: u16, body: Zeroizing<Vec<u8>>) -> Self {
         Self {
             status,
-            headers: vec![
-                ("content-type", "application/json".to_owned()),
-                ("cache-control", "no-store".to_owned()),
-            ],
+            headers: wire::json_headers(),
             body,
             close: false,
             ring: None,

@@ -231,15 +231,10 @@ impl Ops<'_> {
         let config = self.config;
         // A store may run the function more than once: only the written attempt's result counts.
         let mut announced = Err(Refusal::NetworkFull);
-        let written = self
-            .store
-            .update_network(network, now, config, true, &mut |record| {
-                announced = record.obico_announce(now, config, obico, poll);
-            })
-            .await;
-        if let Err(err) = written {
-            return Err(self.refuse(Some(network), RequestKind::Announce, err.into()));
-        }
+        self.update_network(RequestKind::Announce, network, now, true, &mut |record| {
+            announced = record.obico_announce(now, config, obico, poll);
+        })
+        .await?;
         let message = match announced {
             Ok(message) => {
                 self.events.push_back(ServerEvent::Announced {

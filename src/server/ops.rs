@@ -48,7 +48,9 @@ use super::limits::MINT_ATTEMPTS;
 use super::record::Redemption;
 use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
-use super::store::{StoreError, StoreRef};
+#[cfg(doc)]
+use super::store::Backend;
+use super::store::{NetworkFn, ReadFn, StoreError, StoreRef};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
 use crate::confirm::DisplayName;
@@ -270,6 +272,42 @@ impl Ops<'_> {
         self.refuse(network, request, err.into())
     }
 
+    /// The store's [`update_network`](Backend::update_network) of `network` (made first when
+    /// `create`), a failure of which refuses `request` (with its event).
+    pub(crate) async fn update_network(
+        &mut self,
+        request: RequestKind,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        create: bool,
+        f: &mut NetworkFn<'_>,
+    ) -> Result<(), Refusal> {
+        let written = self
+            .store
+            .update_network(network, now, self.config, create, f)
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(err) => Err(self.store_failed(Some(network), request, err)),
+        }
+    }
+
+    /// The store's [`read_network`](Backend::read_network) of `network`, a failure of which
+    /// refuses `request` (with its event).
+    async fn read_network(
+        &mut self,
+        request: RequestKind,
+        network: PublicNetwork,
+        now: DateTime<Utc>,
+        f: &mut ReadFn<'_>,
+    ) -> Result<(), Refusal> {
+        let read = self.store.read_network(network, now, self.config, f).await;
+        match read {
+            Ok(_) => Ok(()),
+            Err(err) => Err(self.store_failed(Some(network), request, err)),
+        }
+    }
+
     /// An announcement, and until when its request may be held (revision 1.6; `None`: answer
     /// at once). Only a transport that holds (`holds`) grants the hold an announcement asks
     /// for; any other answers at once and keeps the presence its usual lifetime.
@@ -290,15 +328,10 @@ impl Ops<'_> {
         // (an earlier attempt's messages were never taken from the stored record).
         let config = self.config;
         let mut result = Err(Refusal::NetworkFull);
-        let written = self
-            .store
-            .update_network(network, now, config, true, &mut |record| {
-                result = record.announce_holding(now, config, announce, hold);
-            })
-            .await;
-        if let Err(err) = written {
-            return Err(self.store_failed(Some(network), RequestKind::Announce, err));
-        }
+        self.update_network(RequestKind::Announce, network, now, true, &mut |record| {
+            result = record.announce_holding(now, config, announce, hold);
+        })
+        .await?;
         let held_until = result.as_ref().ok().and_then(|a| a.held_until);
         self.announced(network, announce, result)
             .map(|reply| (reply, held_until))
@@ -313,19 +346,14 @@ impl Ops<'_> {
         instance_id: &InstanceId,
     ) -> Result<bool, Refusal> {
         let mut waits = false;
-        let read = self
-            .store
-            .read_network(network, now, self.config, &mut |record| {
-                waits = record
-                    .links()
-                    .iter()
-                    .any(|l| l.instance_id == *instance_id && l.state == LinkState::Pending);
-            })
-            .await;
-        match read {
-            Ok(_) => Ok(waits),
-            Err(err) => Err(self.store_failed(Some(network), RequestKind::Announce, err)),
-        }
+        self.read_network(RequestKind::Announce, network, now, &mut |record| {
+            waits = record
+                .links()
+                .iter()
+                .any(|l| l.instance_id == *instance_id && l.state == LinkState::Pending);
+        })
+        .await?;
+        Ok(waits)
     }
 
     /// The reply to an announcement that the store applied, with its event.
@@ -382,27 +410,17 @@ impl Ops<'_> {
             .filter(|_| config.shared.enabled)
             .map(|account| discoverer_tag(&network, account));
         let mut found = Found::default();
-        let read = self
-            .store
-            .read_network(network, now, config, &mut |record| {
-                found = Found::of(record, now, config, tag, list);
-            })
-            .await;
-        if let Err(err) = read {
-            return Err(self.store_failed(Some(network), RequestKind::Discover, err));
-        }
+        self.read_network(RequestKind::Discover, network, now, &mut |record| {
+            found = Found::of(record, now, config, tag, list);
+        })
+        .await?;
         if let (Some(tag), false) = (tag, found.known) {
             let mut judged = None;
-            let written = self
-                .store
-                .update_network(network, now, config, true, &mut |record| {
-                    judged = record.note_discoverer(now, config, tag);
-                    found = Found::of(record, now, config, Some(tag), list);
-                })
-                .await;
-            if let Err(err) = written {
-                return Err(self.store_failed(Some(network), RequestKind::Discover, err));
-            }
+            self.update_network(RequestKind::Discover, network, now, true, &mut |record| {
+                judged = record.note_discoverer(now, config, tag);
+                found = Found::of(record, now, config, Some(tag), list);
+            })
+            .await?;
             self.judged_shared(network, judged);
         }
         Ok(found)
@@ -738,15 +756,16 @@ impl Ops<'_> {
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
         let mut state = LinkState::Unknown;
-        let read = self
-            .store
-            .update_network(network, now, self.config, false, &mut |record| {
+        self.update_network(
+            RequestKind::LinkStatus,
+            network,
+            now,
+            false,
+            &mut |record| {
                 state = record.link_state(account, instance_id);
-            })
-            .await;
-        if let Err(err) = read {
-            return Err(self.store_failed(Some(network), RequestKind::LinkStatus, err));
-        }
+            },
+        )
+        .await?;
         Ok(LinkStatusReply::new(*instance_id, state))
     }
 
@@ -972,19 +991,18 @@ impl Ops<'_> {
         // 3. The link, completed in the network record.
         let (instance_id, account) = (link.instance_id, &link.account);
         let completed = self
-            .store
-            .update_network(network, now, config, true, &mut |record| {
+            .update_network(RequestKind::Redeem, network, now, true, &mut |record| {
                 record.complete_link(now, config, instance_id, account);
             })
             .await;
-        if let Err(err) = completed {
+        if let Err(refusal) = completed {
             // Give the code back so that the agent's retry can complete the link; no token was
             // handed out. Were this to fail too, the code stays claimed by the agent, whose
             // proven retry completes it (an unproven one finds it used).
             if first {
                 self.give_back(now, &key, instance_id, attempt).await;
             }
-            return Err(self.store_failed(Some(network), RequestKind::Redeem, err));
+            return Err(refusal);
         }
         // 4. The code's life ended with its link: its quota slots are returned, exactly once
         // whichever attempt (or instance) completed the link, as marked in one atomic write of
