@@ -231,10 +231,13 @@ impl Ops<'_> {
         let config = self.config;
         // A store may run the function more than once: only the written attempt's result counts.
         let mut announced = Err(Refusal::NetworkFull);
-        self.update_network(RequestKind::Announce, network, now, true, &mut |record| {
-            announced = record.obico_announce(now, config, obico, poll);
-        })
-        .await?;
+        let written = self
+            .store
+            .update_network(network, now, config, true, &mut |record| {
+                announced = record.obico_announce(now, config, obico, poll);
+            })
+            .await;
+        self.stored(RequestKind::Announce, network, written)?;
         let message = match announced {
             Ok(message) => {
                 self.events.push_back(ServerEvent::Announced {

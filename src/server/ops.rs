@@ -50,7 +50,7 @@ use super::record::{later, Announced, CodeKind, CodeRecord, NetworkRecord};
 use super::shared::{discoverer_tag, SharedSignal};
 #[cfg(doc)]
 use super::store::Backend;
-use super::store::{NetworkFn, ReadFn, StoreError, StoreRef};
+use super::store::{StoreError, StoreRef};
 use crate::addr::{ForwardedHeaders, PublicNetwork};
 use crate::code::{CodeKey, LinkCode};
 use crate::confirm::DisplayName;
@@ -272,37 +272,15 @@ impl Ops<'_> {
         self.refuse(network, request, err.into())
     }
 
-    /// The store's [`update_network`](Backend::update_network) of `network` (made first when
-    /// `create`), a failure of which refuses `request` (with its event).
-    pub(crate) async fn update_network(
+    /// What a store call on `network`'s record (an `update_network` or `read_network` of
+    /// [`Backend`]) came to: a failure refuses `request` (with its event).
+    pub(crate) fn stored(
         &mut self,
         request: RequestKind,
         network: PublicNetwork,
-        now: DateTime<Utc>,
-        create: bool,
-        f: &mut NetworkFn<'_>,
+        result: Result<bool, StoreError>,
     ) -> Result<(), Refusal> {
-        let written = self
-            .store
-            .update_network(network, now, self.config, create, f)
-            .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(err) => Err(self.store_failed(Some(network), request, err)),
-        }
-    }
-
-    /// The store's [`read_network`](Backend::read_network) of `network`, a failure of which
-    /// refuses `request` (with its event).
-    async fn read_network(
-        &mut self,
-        request: RequestKind,
-        network: PublicNetwork,
-        now: DateTime<Utc>,
-        f: &mut ReadFn<'_>,
-    ) -> Result<(), Refusal> {
-        let read = self.store.read_network(network, now, self.config, f).await;
-        match read {
+        match result {
             Ok(_) => Ok(()),
             Err(err) => Err(self.store_failed(Some(network), request, err)),
         }
@@ -328,10 +306,13 @@ impl Ops<'_> {
         // (an earlier attempt's messages were never taken from the stored record).
         let config = self.config;
         let mut result = Err(Refusal::NetworkFull);
-        self.update_network(RequestKind::Announce, network, now, true, &mut |record| {
-            result = record.announce_holding(now, config, announce, hold);
-        })
-        .await?;
+        let written = self
+            .store
+            .update_network(network, now, config, true, &mut |record| {
+                result = record.announce_holding(now, config, announce, hold);
+            })
+            .await;
+        self.stored(RequestKind::Announce, network, written)?;
         let held_until = result.as_ref().ok().and_then(|a| a.held_until);
         self.announced(network, announce, result)
             .map(|reply| (reply, held_until))
@@ -346,13 +327,16 @@ impl Ops<'_> {
         instance_id: &InstanceId,
     ) -> Result<bool, Refusal> {
         let mut waits = false;
-        self.read_network(RequestKind::Announce, network, now, &mut |record| {
-            waits = record
-                .links()
-                .iter()
-                .any(|l| l.instance_id == *instance_id && l.state == LinkState::Pending);
-        })
-        .await?;
+        let read = self
+            .store
+            .read_network(network, now, self.config, &mut |record| {
+                waits = record
+                    .links()
+                    .iter()
+                    .any(|l| l.instance_id == *instance_id && l.state == LinkState::Pending);
+            })
+            .await;
+        self.stored(RequestKind::Announce, network, read)?;
         Ok(waits)
     }
 
@@ -410,17 +394,23 @@ impl Ops<'_> {
             .filter(|_| config.shared.enabled)
             .map(|account| discoverer_tag(&network, account));
         let mut found = Found::default();
-        self.read_network(RequestKind::Discover, network, now, &mut |record| {
-            found = Found::of(record, now, config, tag, list);
-        })
-        .await?;
+        let read = self
+            .store
+            .read_network(network, now, config, &mut |record| {
+                found = Found::of(record, now, config, tag, list);
+            })
+            .await;
+        self.stored(RequestKind::Discover, network, read)?;
         if let (Some(tag), false) = (tag, found.known) {
             let mut judged = None;
-            self.update_network(RequestKind::Discover, network, now, true, &mut |record| {
-                judged = record.note_discoverer(now, config, tag);
-                found = Found::of(record, now, config, Some(tag), list);
-            })
-            .await?;
+            let written = self
+                .store
+                .update_network(network, now, config, true, &mut |record| {
+                    judged = record.note_discoverer(now, config, tag);
+                    found = Found::of(record, now, config, Some(tag), list);
+                })
+                .await;
+            self.stored(RequestKind::Discover, network, written)?;
             self.judged_shared(network, judged);
         }
         Ok(found)
@@ -756,16 +746,13 @@ impl Ops<'_> {
         instance_id: &InstanceId,
     ) -> Result<LinkStatusReply, Refusal> {
         let mut state = LinkState::Unknown;
-        self.update_network(
-            RequestKind::LinkStatus,
-            network,
-            now,
-            false,
-            &mut |record| {
+        let written = self
+            .store
+            .update_network(network, now, self.config, false, &mut |record| {
                 state = record.link_state(account, instance_id);
-            },
-        )
-        .await?;
+            })
+            .await;
+        self.stored(RequestKind::LinkStatus, network, written)?;
         Ok(LinkStatusReply::new(*instance_id, state))
     }
 
@@ -990,12 +977,13 @@ impl Ops<'_> {
         }
         // 3. The link, completed in the network record.
         let (instance_id, account) = (link.instance_id, &link.account);
-        let completed = self
-            .update_network(RequestKind::Redeem, network, now, true, &mut |record| {
+        let written = self
+            .store
+            .update_network(network, now, config, true, &mut |record| {
                 record.complete_link(now, config, instance_id, account);
             })
             .await;
-        if let Err(refusal) = completed {
+        if let Err(refusal) = self.stored(RequestKind::Redeem, network, written) {
             // Give the code back so that the agent's retry can complete the link; no token was
             // handed out. Were this to fail too, the code stays claimed by the agent, whose
             // proven retry completes it (an unproven one finds it used).

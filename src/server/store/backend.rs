@@ -697,6 +697,7 @@ impl<'a> StoreRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use std::sync::Arc;
 
     fn now() -> DateTime<Utc> {
