@@ -354,8 +354,8 @@ impl MemoryRecords {
     }
 }
 
-/// The in-memory store's methods, each finished when it returns: its [`Backend`] methods are
-/// these behind futures ready at their first poll, and a server over it calls these directly
+/// The in-memory store's network calls, each finished when it returns: its [`Backend`] methods
+/// are these behind futures ready at their first poll, and a server over it calls these directly
 /// ([`Backend::in_memory`]).
 impl MemoryStore {
     fn update_network_now(
@@ -378,44 +378,6 @@ impl MemoryStore {
         f: &mut ReadFn<'_>,
     ) -> Result<bool, StoreError> {
         Ok(self.records().read(&network, f))
-    }
-
-    fn create_code_now(
-        &self,
-        key: &CodeKey,
-        record: &CodeRecord,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        Ok(self.records().create_code(key, record, now))
-    }
-
-    fn update_code_now(
-        &self,
-        key: &CodeKey,
-        now: DateTime<Utc>,
-        f: &mut CodeFn<'_>,
-    ) -> Result<bool, StoreError> {
-        Ok(self.records().update_code(key, now, f))
-    }
-
-    fn delete_code_now(&self, key: &CodeKey) -> Result<(), StoreError> {
-        self.records().codes.remove(key);
-        Ok(())
-    }
-
-    fn update_counter_now(
-        &self,
-        key: &CounterKey,
-        now: DateTime<Utc>,
-        f: &mut CounterFn<'_>,
-    ) -> Result<(), StoreError> {
-        self.records().update_counter(key, now, f);
-        Ok(())
-    }
-
-    fn purge_now(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        self.records().purge(now, config);
-        Ok(())
     }
 }
 
@@ -449,7 +411,7 @@ impl Backend for MemoryStore {
         record: &CodeRecord,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        self.create_code_now(key, record, now)
+        Ok(self.records().create_code(key, record, now))
     }
 
     async fn update_code(
@@ -458,11 +420,12 @@ impl Backend for MemoryStore {
         now: DateTime<Utc>,
         f: &mut CodeFn<'_>,
     ) -> Result<bool, StoreError> {
-        self.update_code_now(key, now, f)
+        Ok(self.records().update_code(key, now, f))
     }
 
     async fn delete_code(&self, key: &CodeKey) -> Result<(), StoreError> {
-        self.delete_code_now(key)
+        self.records().codes.remove(key);
+        Ok(())
     }
 
     async fn update_counter(
@@ -471,11 +434,13 @@ impl Backend for MemoryStore {
         now: DateTime<Utc>,
         f: &mut CounterFn<'_>,
     ) -> Result<(), StoreError> {
-        self.update_counter_now(key, now, f)
+        self.records().update_counter(key, now, f);
+        Ok(())
     }
 
     async fn purge(&self, now: DateTime<Utc>, config: &ServerConfig) -> Result<(), StoreError> {
-        self.purge_now(now, config)
+        self.records().purge(now, config);
+        Ok(())
     }
 
     fn in_memory(&self) -> Option<&MemoryStore> {
@@ -549,9 +514,9 @@ impl<T: Backend + ?Sized> Backend for std::sync::Arc<T> {
     }
 }
 
-/// How an operation reaches its backend: the in-memory store directly (its calls finish before
-/// they return, with nothing boxed), any other backend through its futures. The same names and
-/// arguments as [`Backend`]'s methods.
+/// How an operation reaches its backend: a network record of the in-memory store directly (its
+/// calls finish before they return, with nothing boxed), any other backend, and every other call,
+/// through the backend's futures. The same names and arguments as [`Backend`]'s methods.
 #[derive(Clone, Copy)]
 pub(crate) struct StoreRef<'a> {
     backend: &'a dyn Backend,
@@ -623,74 +588,14 @@ impl<'a> StoreRef<'a> {
             None => StoreCall::Pending(self.backend.read_network(network, now, config, f)),
         }
     }
+}
 
-    pub(crate) fn create_code<'b>(
-        self,
-        key: &'b CodeKey,
-        record: &'b CodeRecord,
-        now: DateTime<Utc>,
-    ) -> StoreCall<'b, Result<bool, StoreError>>
-    where
-        'a: 'b,
-    {
-        match self.memory {
-            Some(memory) => StoreCall::Done(Some(memory.create_code_now(key, record, now))),
-            None => StoreCall::Pending(self.backend.create_code(key, record, now)),
-        }
-    }
+/// Every other store call goes to the backend's own method.
+impl<'a> std::ops::Deref for StoreRef<'a> {
+    type Target = dyn Backend + 'a;
 
-    pub(crate) fn update_code<'b>(
-        self,
-        key: &'b CodeKey,
-        now: DateTime<Utc>,
-        f: &'b mut CodeFn<'_>,
-    ) -> StoreCall<'b, Result<bool, StoreError>>
-    where
-        'a: 'b,
-    {
-        match self.memory {
-            Some(memory) => StoreCall::Done(Some(memory.update_code_now(key, now, f))),
-            None => StoreCall::Pending(self.backend.update_code(key, now, f)),
-        }
-    }
-
-    pub(crate) fn delete_code<'b>(self, key: &'b CodeKey) -> StoreCall<'b, Result<(), StoreError>>
-    where
-        'a: 'b,
-    {
-        match self.memory {
-            Some(memory) => StoreCall::Done(Some(memory.delete_code_now(key))),
-            None => StoreCall::Pending(self.backend.delete_code(key)),
-        }
-    }
-
-    pub(crate) fn update_counter<'b>(
-        self,
-        key: &'b CounterKey,
-        now: DateTime<Utc>,
-        f: &'b mut CounterFn<'_>,
-    ) -> StoreCall<'b, Result<(), StoreError>>
-    where
-        'a: 'b,
-    {
-        match self.memory {
-            Some(memory) => StoreCall::Done(Some(memory.update_counter_now(key, now, f))),
-            None => StoreCall::Pending(self.backend.update_counter(key, now, f)),
-        }
-    }
-
-    pub(crate) fn purge<'b>(
-        self,
-        now: DateTime<Utc>,
-        config: &'b ServerConfig,
-    ) -> StoreCall<'b, Result<(), StoreError>>
-    where
-        'a: 'b,
-    {
-        match self.memory {
-            Some(memory) => StoreCall::Done(Some(memory.purge_now(now, config))),
-            None => StoreCall::Pending(self.backend.purge(now, config)),
-        }
+    fn deref(&self) -> &Self::Target {
+        self.backend
     }
 }
 
