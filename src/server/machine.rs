@@ -215,17 +215,6 @@ impl Events {
     pub fn discard() -> Self {
         Self(EventsTo::Discard)
     }
-
-    fn emit(&self, events: impl Iterator<Item = ServerEvent>) {
-        match &self.0 {
-            EventsTo::Sink(sink) => events.for_each(|event| sink(event)),
-            EventsTo::Queue(queue) => {
-                let mut queue = crate::lock_unpoisoned(queue);
-                events.for_each(|event| queue.push_back(event));
-            }
-            EventsTo::Discard => {}
-        }
-    }
 }
 
 impl Emit for Events {
@@ -334,7 +323,7 @@ impl<S: Backend> Server<S> {
         let old = std::mem::replace(&mut self.events, events);
         if let EventsTo::Queue(queue) = old.0 {
             let queued = queue.into_inner().unwrap_or_else(|e| e.into_inner());
-            self.events.emit(queued.drain());
+            queued.drain().for_each(|event| self.events.emit_one(event));
         }
         self
     }
