@@ -5,8 +5,8 @@
 //! It must not decide a protocol rule itself (the operations and records do), read a clock or
 //! draw from a global RNG: `now` and the RNG are arguments.
 
-/// Runs one operation of `$server` (its configuration and store, events collected for the
-/// call and handed on when it ends) and awaits it.
+/// Runs one operation of `$server` (its configuration, its store, and its events, each handed
+/// on as the operation makes it) and awaits it.
 macro_rules! run {
     ($server:ident, |$ops:ident| $call:expr) => {{
         let mut $ops = $server.ops();

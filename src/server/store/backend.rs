@@ -525,20 +525,16 @@ pub(crate) struct StoreRef<'a> {
 
 /// A store call: finished already (the in-memory store), or a backend's future.
 pub(crate) enum StoreCall<'a, T> {
-    Done(Option<T>),
+    Done(std::future::Ready<T>),
     Pending(std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>),
 }
 
-impl<T: Unpin> std::future::Future for StoreCall<'_, T> {
+impl<T> std::future::Future for StoreCall<'_, T> {
     type Output = T;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
         match self.get_mut() {
-            StoreCall::Done(done) => match done.take() {
-                Some(out) => std::task::Poll::Ready(out),
-                // Polled again after it finished: as any future, it has nothing more to give.
-                None => std::task::Poll::Pending,
-            },
+            StoreCall::Done(done) => std::pin::Pin::new(done).poll(cx),
             StoreCall::Pending(future) => future.as_mut().poll(cx),
         }
     }
@@ -564,7 +560,7 @@ impl<'a> StoreRef<'a> {
         'a: 'b,
     {
         match self.memory {
-            Some(memory) => StoreCall::Done(Some(
+            Some(memory) => StoreCall::Done(std::future::ready(
                 memory.update_network_now(network, now, config, create, f),
             )),
             None => {
@@ -584,7 +580,9 @@ impl<'a> StoreRef<'a> {
         'a: 'b,
     {
         match self.memory {
-            Some(memory) => StoreCall::Done(Some(memory.read_network_now(network, f))),
+            Some(memory) => {
+                StoreCall::Done(std::future::ready(memory.read_network_now(network, f)))
+            }
             None => StoreCall::Pending(self.backend.read_network(network, now, config, f)),
         }
     }
@@ -614,7 +612,7 @@ mod tests {
     }
 
     /// Whether `call` finished without a future (the direct path), and its output.
-    fn direct<T: Unpin>(call: StoreCall<'_, T>) -> (bool, T) {
+    fn direct<T>(call: StoreCall<'_, T>) -> (bool, T) {
         let done = matches!(call, StoreCall::Done(_));
         let mut call = std::pin::pin!(call);
         let waker = std::task::Waker::noop();
